@@ -1,0 +1,297 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgshard/pgshard/router/pool"
+	"github.com/pgshard/pgshard/wire"
+	"github.com/pgshard/pgshard/wire/auth"
+)
+
+// maxAuthMessage bounds messages during authentication, like PostgreSQL.
+const maxAuthMessage = 65535
+
+// clientBufferSize is the read buffer per client connection.
+const clientBufferSize = 16 << 10
+
+func newCancelKey() cancelKey {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("crypto/rand failed: " + err.Error())
+	}
+	return cancelKey{pid: binary.BigEndian.Uint32(b[:4]) & 0x7fffffff, secret: binary.BigEndian.Uint32(b[4:])}
+}
+
+// handleConn runs the startup phase (TLS, authentication) and then the
+// client's session.
+func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
+	rt := s.runtime()
+	_ = nc.SetDeadline(time.Now().Add(rt.cfg.Limits.StartupTimeout.D()))
+	conn, st, ok := s.negotiate(ctx, rt, nc)
+	if !ok {
+		_ = nc.Close()
+		return
+	}
+	ss, ok := s.startSession(ctx, rt, conn, st)
+	if !ok {
+		_ = conn.Close()
+		return
+	}
+	_ = conn.SetDeadline(time.Time{})
+	ss.serve(ctx)
+}
+
+// reject sends a FATAL error during startup.
+func (s *Server) reject(conn net.Conn, e *wire.Error) {
+	if e.Severity == "" {
+		e.Severity = "FATAL"
+	}
+	s.metrics.errorCode(e.Code)
+	_, _ = conn.Write(wire.AppendErrorResponse(nil, e))
+}
+
+// negotiate reads startup packets until a StartupMessage, answering
+// SSLRequest and GSSENCRequest and handling CancelRequest.
+func (s *Server) negotiate(ctx context.Context, rt *runtime, nc net.Conn) (net.Conn, wire.Startup, bool) {
+	conn := nc
+	encrypted := false
+	for {
+		st, err := wire.ReadStartup(conn)
+		if err != nil {
+			var we *wire.Error
+			if errors.As(err, &we) {
+				s.reject(conn, we)
+			} else {
+				slog.Debug("startup read failed", "remote", nc.RemoteAddr(), "err", err)
+			}
+			return nil, wire.Startup{}, false
+		}
+		switch st.Kind {
+		case wire.KindSSLRequest:
+			if encrypted {
+				s.reject(conn, wire.Fatalf(wire.SQLStateProtocolViolation, "SSLRequest on an encrypted connection"))
+				return nil, wire.Startup{}, false
+			}
+			if rt.tls == nil {
+				if _, err := conn.Write([]byte{'N'}); err != nil {
+					return nil, wire.Startup{}, false
+				}
+				continue
+			}
+			if _, err := conn.Write([]byte{'S'}); err != nil {
+				return nil, wire.Startup{}, false
+			}
+			tc := tls.Server(nc, rt.tls)
+			if err := tc.HandshakeContext(ctx); err != nil {
+				slog.Debug("TLS handshake failed", "remote", nc.RemoteAddr(), "err", err)
+				return nil, wire.Startup{}, false
+			}
+			conn = tc
+			encrypted = true
+		case wire.KindGSSENCRequest:
+			if _, err := conn.Write([]byte{'N'}); err != nil {
+				return nil, wire.Startup{}, false
+			}
+		case wire.KindCancelRequest:
+			if len(st.Cancel.SecretKey) == 4 {
+				s.cancel(ctx, cancelKey{pid: st.Cancel.ProcessID, secret: binary.BigEndian.Uint32(st.Cancel.SecretKey)})
+			}
+			return nil, wire.Startup{}, false
+		case wire.KindStartup:
+			if rt.cfg.TLS.Mode == "require" && !encrypted {
+				s.reject(conn, wire.Fatalf(wire.SQLStateInvalidAuthorization, "pgshard accepts only TLS connections; connect with sslmode=require"))
+				return nil, wire.Startup{}, false
+			}
+			return conn, st, true
+		}
+	}
+}
+
+// startSession authenticates the client and greets it like PostgreSQL.
+func (s *Server) startSession(ctx context.Context, rt *runtime, conn net.Conn, st wire.Startup) (*session, bool) {
+	params := st.Message.Parameters
+	userName := params["user"]
+	db := params["database"]
+	if db == "" {
+		db = userName
+	}
+	if r := params["replication"]; r != "" && r != "false" && r != "off" && r != "0" && r != "no" {
+		s.reject(conn, wire.Fatalf(wire.SQLStateFeatureNotSupported, "replication connections are not supported through pgshard"))
+		return nil, false
+	}
+	if st.Negotiate != nil {
+		msg, _ := st.Negotiate.Encode(nil)
+		if _, err := conn.Write(msg); err != nil {
+			return nil, false
+		}
+	}
+	us := rt.users[userName]
+	method, cred := auth.SCRAMSHA256, auth.Credential{} // unknown users fail a fake exchange
+	if us != nil {
+		method, cred = us.method, us.cred
+	}
+	opts := auth.Options{}
+	if tc, ok := conn.(*tls.Conn); ok && tc != nil {
+		opts.TLSServerEndPoint = rt.tlsEP
+	}
+	be := pgproto3.NewBackend(conn, conn)
+	be.SetMaxBodyLen(maxAuthMessage)
+	if err := auth.Authenticate(ctx, be, method, userName, cred, opts); err != nil {
+		var ae *auth.Error
+		if errors.As(err, &ae) {
+			slog.Info("client authentication failed", "user", userName, "remote", conn.RemoteAddr(), "code", ae.Code)
+			s.reject(conn, &wire.Error{Code: ae.Code, Message: ae.Message})
+		}
+		return nil, false
+	}
+	if us == nil { // trust for unknown users never happens; be safe
+		s.reject(conn, wire.Fatalf(wire.SQLStateInvalidPassword, "password authentication failed for user %q", userName))
+		return nil, false
+	}
+	if n := us.clients.Add(1); us.cfg.MaxClientConn > 0 && n > int64(us.cfg.MaxClientConn) {
+		us.clients.Add(-1)
+		s.reject(conn, wire.Fatalf(wire.SQLStateTooManyConnections, "too many connections for role %q", userName))
+		return nil, false
+	}
+	mode := rt.cfg.PoolMode
+	if us.cfg.PoolMode != "" {
+		mode = us.cfg.PoolMode
+	}
+	ss := &session{
+		srv:    s,
+		conn:   conn,
+		in:     wire.NewFrameReader(newBufReader(conn), rt.cfg.Limits.MaxMessageSize),
+		user:   us,
+		db:     db,
+		key:    newCancelKey(),
+		mode:   mode,
+		params: params,
+		sets:   newSettings(params),
+	}
+	if err := s.register(ss); err != nil {
+		us.clients.Add(-1)
+		s.reject(conn, wire.AsError(err))
+		return nil, false
+	}
+	serverParams, err := s.serverParams(ctx, ss)
+	if err != nil {
+		s.reject(conn, wire.AsError(err))
+		s.forget(ss)
+		return nil, false
+	}
+	out := make([]byte, 0, 512)
+	out = append(out, 'R', 0, 0, 0, 8, 0, 0, 0, 0) // AuthenticationOk
+	for _, kv := range reportedParams(serverParams, params) {
+		out = wire.AppendParameterStatus(out, kv[0], kv[1])
+	}
+	out = append(out, 'K', 0, 0, 0, 12)
+	out = binary.BigEndian.AppendUint32(out, ss.key.pid)
+	out = binary.BigEndian.AppendUint32(out, ss.key.secret)
+	out = wire.AppendReadyForQuery(out, 'I')
+	if _, err := conn.Write(out); err != nil {
+		s.forget(ss)
+		return nil, false
+	}
+	return ss, true
+}
+
+// serverParams returns the ParameterStatus values of the session's
+// default pool, opening a connection if none was opened yet. This also
+// proves the database exists and the backend credentials work before the
+// client is told it is in.
+func (s *Server) serverParams(ctx context.Context, ss *session) (map[string]string, error) {
+	plan, err := s.router().Route("")
+	if err != nil {
+		return nil, err
+	}
+	p, err := s.pool(ctx, plan.Shard, ss.user, ss.db)
+	if err != nil {
+		return nil, err
+	}
+	if params := s.cachedParams(p); params != nil {
+		return params, nil
+	}
+	be, err := s.acquire(ctx, p)
+	if err != nil {
+		e := wire.AsError(err)
+		if be == nil && e.Code != wire.SQLStateTooManyConnections {
+			// Show the server's own reason (e.g. database does not exist).
+			var pgErr interface{ SQLState() string }
+			if errors.As(err, &pgErr) {
+				e = &wire.Error{Severity: "FATAL", Code: pgErr.SQLState(), Message: serverMessage(err)}
+			}
+		}
+		return nil, e
+	}
+	params := make(map[string]string, len(be.Params))
+	for k, v := range be.Params {
+		params[k] = v
+	}
+	p.Release(be)
+	s.mu.Lock()
+	s.params[p] = params
+	s.mu.Unlock()
+	return params, nil
+}
+
+func (s *Server) cachedParams(p *pool.Pool) map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.params[p]
+}
+
+// serverMessage extracts the server's message from a pgconn error chain.
+func serverMessage(err error) string {
+	var pe interface{ Error() string }
+	type pgError interface{ SQLState() string }
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if _, ok := e.(pgError); ok {
+			pe = e
+		}
+	}
+	if pe == nil {
+		return err.Error()
+	}
+	msg := pe.Error()
+	// pgconn formats "SEVERITY: message (SQLSTATE xxxxx)"
+	if i := strings.Index(msg, ": "); i >= 0 {
+		msg = msg[i+2:]
+	}
+	if i := strings.LastIndex(msg, " (SQLSTATE"); i >= 0 {
+		msg = msg[:i]
+	}
+	return msg
+}
+
+// reportedParams merges the server's ParameterStatus values with the
+// client's startup parameters (which the session applies on backends).
+func reportedParams(server, client map[string]string) [][2]string {
+	canon := make(map[string]string, len(server))
+	for k := range server {
+		canon[strings.ToLower(k)] = k
+	}
+	merged := make(map[string]string, len(server))
+	for k, v := range server {
+		merged[k] = v
+	}
+	for k, v := range client {
+		if c, ok := canon[strings.ToLower(k)]; ok {
+			merged[c] = v
+		}
+	}
+	out := make([][2]string, 0, len(merged))
+	for k, v := range merged {
+		out = append(out, [2]string{k, v})
+	}
+	return out
+}

@@ -1,0 +1,95 @@
+package proxy
+
+import "time"
+
+// entryKind says which response an entry waits for.
+type entryKind uint8
+
+const (
+	entrySync  entryKind = iota + 1 // ReadyForQuery after Sync, Query or FunctionCall
+	entryParse                      // ParseComplete
+	entryClose                      // CloseComplete
+)
+
+// entry is one request sent to the backend whose response needs
+// bookkeeping. Responses arrive in request order; after an error the
+// backend skips everything up to the next Sync, so entries between the
+// error and the sync entry never get their response.
+type entry struct {
+	kind    entryKind
+	swallow bool   // the proxy injected the request: hide the response
+	name    string // entryParse: statement name added to the backend's set
+	sync    syncEntry
+	sent    time.Time // entrySync: for the latency histogram
+}
+
+// syncEntry carries what to do when a sync point completes without error.
+type syncEntry struct {
+	setting       *settingChange
+	deallocateAll bool
+}
+
+// respQueue is a FIFO of entries. It is owned by a session and guarded by
+// the session's mutex.
+type respQueue struct {
+	items []entry
+	head  int
+	syncs int // number of sync entries queued
+}
+
+func (q *respQueue) reset() {
+	clear(q.items)
+	q.items = q.items[:0]
+	q.head = 0
+	q.syncs = 0
+}
+
+func (q *respQueue) push(e entry) {
+	if e.kind == entrySync {
+		q.syncs++
+	}
+	q.items = append(q.items, e)
+}
+
+// popResponse pops the entry a ParseComplete or CloseComplete answers.
+// It reports false (and pops nothing) when the head is a sync entry,
+// which would mean the response answers nothing the proxy recorded.
+func (q *respQueue) popResponse() (entry, bool) {
+	if q.head >= len(q.items) || q.items[q.head].kind == entrySync {
+		return entry{}, false
+	}
+	e := q.items[q.head]
+	q.items[q.head] = entry{}
+	q.head++
+	q.compact()
+	return e, true
+}
+
+// popSync pops entries up to and including the first sync entry and
+// returns it, with the names of Parse entries that never completed (their
+// statements are not on the backend).
+func (q *respQueue) popSync() (entry, []string) {
+	var failed []string
+	for q.head < len(q.items) {
+		e := q.items[q.head]
+		q.items[q.head] = entry{}
+		q.head++
+		if e.kind == entrySync {
+			q.syncs--
+			q.compact()
+			return e, failed
+		}
+		if e.kind == entryParse && e.name != "" {
+			failed = append(failed, e.name)
+		}
+	}
+	q.compact()
+	return entry{}, failed
+}
+
+func (q *respQueue) compact() {
+	if q.head == len(q.items) {
+		q.items = q.items[:0]
+		q.head = 0
+	}
+}

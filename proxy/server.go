@@ -1,0 +1,426 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pgshard/pgshard/router"
+	"github.com/pgshard/pgshard/router/pool"
+	"github.com/pgshard/pgshard/wire"
+	"github.com/pgshard/pgshard/wire/auth"
+)
+
+// userState is a configured user with its parsed credential.
+type userState struct {
+	cfg    UserConfig
+	method auth.Method
+	cred   auth.Credential
+	// backend credentials
+	beUser, bePassword string
+	clients            atomic.Int64
+}
+
+// runtime is the part of the configuration that reload swaps atomically.
+type runtime struct {
+	cfg    *Config
+	users  map[string]*userState
+	router router.Router
+	tls    *tls.Config
+	tlsEP  []byte // tls-server-end-point channel binding data
+}
+
+// Server is a running proxy.
+type Server struct {
+	rt      atomic.Pointer[runtime]
+	metrics *metrics
+	ln      net.Listener
+
+	mu       sync.Mutex
+	sessions map[*session]struct{}
+	cancels  map[cancelKey]*session
+	pools    map[poolKey]*pool.Pool
+	params   map[*pool.Pool]map[string]string // ParameterStatus per pool
+	shutdown atomic.Bool
+
+	conns sync.WaitGroup // one per accepted connection
+	done  chan struct{}
+}
+
+type poolKey struct {
+	shard, user, db string
+}
+
+// cancelKey is what a client presents in a CancelRequest.
+type cancelKey struct {
+	pid    uint32
+	secret uint32
+}
+
+// NewServer validates cfg and prepares a server. Serve starts it.
+func NewServer(cfg *Config) (*Server, error) {
+	rt, err := newRuntime(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		metrics:  newMetrics(),
+		sessions: make(map[*session]struct{}),
+		cancels:  make(map[cancelKey]*session),
+		pools:    make(map[poolKey]*pool.Pool),
+		params:   make(map[*pool.Pool]map[string]string),
+		done:     make(chan struct{}),
+	}
+	s.rt.Store(rt)
+	s.metrics.registerPools(s)
+	return s, nil
+}
+
+func newRuntime(cfg *Config) (*runtime, error) {
+	rt := &runtime{
+		cfg:    cfg,
+		users:  make(map[string]*userState),
+		router: router.SingleShard{Shard: cfg.Shards[0].Name},
+	}
+	for _, u := range cfg.Users {
+		m, err := auth.ParseMethod(u.Auth)
+		if err != nil {
+			return nil, fmt.Errorf("user %q: %w", u.Name, err)
+		}
+		cred, err := credential(m, u.Password)
+		if err != nil {
+			return nil, fmt.Errorf("user %q: %w", u.Name, err)
+		}
+		us := &userState{cfg: u, method: m, cred: cred, beUser: cfg.Backend.User, bePassword: cfg.Backend.Password}
+		if u.BackendUser != "" {
+			us.beUser = u.BackendUser
+		}
+		if us.beUser == "" {
+			us.beUser = u.Name
+		}
+		if u.BackendPasswordEnv != "" {
+			us.bePassword = os.Getenv(u.BackendPasswordEnv)
+		}
+		rt.users[u.Name] = us
+	}
+	if cfg.TLS.Mode != "disable" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls: load certificate: %w", err)
+		}
+		rt.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		leaf, err := x509.ParseCertificate(cert.Certificate[0])
+		if err != nil {
+			return nil, fmt.Errorf("tls: parse certificate: %w", err)
+		}
+		if rt.tlsEP, err = auth.TLSServerEndPoint(leaf); err != nil {
+			return nil, fmt.Errorf("tls: channel binding data: %w", err)
+		}
+	}
+	return rt, nil
+}
+
+func (s *Server) runtime() *runtime     { return s.rt.Load() }
+func (s *Server) router() router.Router { return s.rt.Load().router }
+func (s *Server) shuttingDown() bool    { return s.shutdown.Load() }
+
+// Listen opens the client listener (so callers learn the address before
+// Serve). Serve calls it when it has not been called.
+func (s *Server) Listen() error {
+	if s.ln != nil {
+		return nil
+	}
+	ln, err := net.Listen("tcp", s.runtime().cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", s.runtime().cfg.Listen, err)
+	}
+	s.ln = ln
+	return nil
+}
+
+// Addr returns the client listener's address (after Listen).
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Serve accepts clients until Shutdown or Close; it returns nil then.
+func (s *Server) Serve(ctx context.Context) error {
+	if err := s.Listen(); err != nil {
+		return err
+	}
+	defer close(s.done)
+	var delay time.Duration
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			if s.shuttingDown() || errors.Is(err, net.ErrClosed) {
+				s.conns.Wait()
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(delay*2, 5*time.Millisecond), time.Second)
+				slog.Warn("accept failed; retrying", "err", err, "delay", delay)
+				time.Sleep(delay)
+				continue
+			}
+			return fmt.Errorf("accept: %w", err)
+		}
+		delay = 0
+		s.conns.Add(1)
+		go func() {
+			defer s.conns.Done()
+			s.handleConn(ctx, c)
+		}()
+	}
+}
+
+// Shutdown stops accepting, lets transactions finish and closes idle
+// clients with 57P01, then closes what is left when ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if !s.shutdown.CompareAndSwap(false, true) {
+		return nil
+	}
+	if s.ln != nil {
+		_ = s.ln.Close()
+	}
+	backoff := 5 * time.Millisecond
+	for {
+		s.kickIdle()
+		if s.sessionCount() == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			s.closeAll()
+		case <-time.After(backoff):
+			backoff = min(backoff*2, 200*time.Millisecond)
+			continue
+		}
+		break
+	}
+	if s.ln != nil {
+		<-s.done
+	}
+	s.closePools()
+	return ctx.Err()
+}
+
+// Close closes everything at once.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = s.Shutdown(ctx)
+	return nil
+}
+
+func (s *Server) sessionCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+// kickIdle wakes sessions that are between transactions so they say
+// goodbye to their clients.
+func (s *Server) kickIdle() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ss := range s.sessions {
+		ss.mu.Lock()
+		idle := ss.be == nil || (ss.queue.syncs == 0 && !ss.unsynced && ss.txStatus == 'I')
+		ss.mu.Unlock()
+		if idle {
+			_ = ss.conn.SetReadDeadline(time.Now())
+		}
+	}
+}
+
+func (s *Server) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ss := range s.sessions {
+		_ = ss.conn.Close()
+	}
+}
+
+func (s *Server) closePools() {
+	s.mu.Lock()
+	pools := s.pools
+	s.pools = make(map[poolKey]*pool.Pool)
+	s.mu.Unlock()
+	for _, p := range pools {
+		p.Close()
+	}
+}
+
+// Reload applies a new configuration: users and pool sizes change at
+// once; connected clients stay.
+func (s *Server) Reload(cfg *Config) error {
+	old := s.runtime()
+	if cfg.Listen != old.cfg.Listen {
+		return fmt.Errorf("reload: listen address cannot change at run time (%s → %s)", old.cfg.Listen, cfg.Listen)
+	}
+	rt, err := newRuntime(cfg)
+	if err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	// keep per-user client counts
+	for name, u := range rt.users {
+		if o, ok := old.users[name]; ok {
+			u.clients.Store(o.clients.Load())
+		}
+	}
+	s.rt.Store(rt)
+	s.mu.Lock()
+	for _, p := range s.pools {
+		p.SetSize(cfg.Pool.Size)
+	}
+	s.mu.Unlock()
+	slog.Info("configuration reloaded", "users", len(rt.users))
+	return nil
+}
+
+// pool returns the pool for (shard, user, database), creating it.
+func (s *Server) pool(ctx context.Context, shard string, u *userState, db string) (*pool.Pool, error) {
+	rt := s.runtime()
+	k := poolKey{shard: shard, user: u.beUser, db: db}
+	s.mu.Lock()
+	p := s.pools[k]
+	s.mu.Unlock()
+	if p != nil {
+		return p, nil
+	}
+	var sc *ShardConfig
+	for i := range rt.cfg.Shards {
+		if rt.cfg.Shards[i].Name == shard {
+			sc = &rt.cfg.Shards[i]
+		}
+	}
+	if sc == nil {
+		return nil, wire.Errorf(wire.SQLStateInternalError, "shard %q is not configured", shard)
+	}
+	dbName := db
+	if sc.Database != "" {
+		dbName = sc.Database
+	}
+	pc := rt.cfg.Pool
+	np, err := pool.New(pool.Config{
+		Addr:           net.JoinHostPort(sc.Host, strconv.Itoa(sc.Port)),
+		User:           u.beUser,
+		Password:       u.bePassword,
+		Database:       dbName,
+		SSLMode:        rt.cfg.Backend.SSLMode,
+		SSLRootCert:    rt.cfg.Backend.SSLRootCert,
+		Size:           pc.Size,
+		WaitTimeout:    pc.WaitTimeout.D(),
+		ConnectTimeout: pc.ConnectTimeout.D(),
+		IdleTimeout:    pc.IdleTimeout.D(),
+		MaxLifetime:    pc.MaxLifetime.D(),
+		CheckAfter:     pc.CheckAfter.D(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create pool: %w", err)
+	}
+	s.mu.Lock()
+	if p = s.pools[k]; p == nil {
+		s.pools[k] = np
+		p = np
+		np = nil
+	}
+	s.mu.Unlock()
+	if np != nil {
+		np.Close()
+	}
+	return p, nil
+}
+
+// acquire gets a backend and turns pool errors into client errors.
+func (s *Server) acquire(ctx context.Context, p *pool.Pool) (*pool.Conn, error) {
+	be, err := p.Acquire(ctx)
+	if err == nil {
+		return be, nil
+	}
+	switch {
+	case errors.Is(err, pool.ErrTimeout):
+		return nil, &wire.Error{Code: wire.SQLStateTooManyConnections,
+			Message: "no server connection available: pool is exhausted",
+			Detail:  fmt.Sprintf("All %d connections to %s are in use and none was released within %s.", p.Config().Size, p.Config().Addr, p.Config().WaitTimeout),
+			Hint:    "Raise pool.size or pool.wait_timeout, or shorten transactions.", Err: err}
+	case errors.Is(err, pool.ErrClosed):
+		return nil, wire.Fatalf(wire.SQLStateAdminShutdown, "terminating connection due to administrator command")
+	default:
+		var pgErr interface{ SQLState() string }
+		code := wire.SQLStateConnectionFailure
+		msg := "could not connect to server"
+		if errors.As(err, &pgErr) {
+			code = pgErr.SQLState()
+		}
+		slog.Warn("backend connect failed", "server", p.Config().Addr, "err", err)
+		return nil, &wire.Error{Code: code, Message: msg, Detail: fmt.Sprintf("pgshard could not open a connection to %s.", p.Config().Addr), Err: err}
+	}
+}
+
+func (s *Server) register(ss *session) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shuttingDown() {
+		return wire.Fatalf(wire.SQLStateCannotConnectNow, "the proxy is shutting down")
+	}
+	if len(s.sessions) >= s.runtime().cfg.Limits.MaxClientConn {
+		return wire.Fatalf(wire.SQLStateTooManyConnections, "sorry, too many clients already")
+	}
+	for {
+		if _, taken := s.cancels[ss.key]; !taken {
+			break
+		}
+		ss.key = newCancelKey()
+	}
+	s.sessions[ss] = struct{}{}
+	s.cancels[ss.key] = ss
+	s.metrics.clientConnected()
+	return nil
+}
+
+// forget removes a finished session.
+func (s *Server) forget(ss *session) {
+	ss.mu.Lock()
+	ss.setState(stateClosed)
+	ss.mu.Unlock()
+	s.mu.Lock()
+	if _, ok := s.sessions[ss]; ok {
+		delete(s.sessions, ss)
+		delete(s.cancels, ss.key)
+		s.metrics.clientDisconnected()
+		ss.user.clients.Add(-1)
+	}
+	s.mu.Unlock()
+}
+
+// cancel forwards a client's CancelRequest to the backend running its
+// query. It holds the session's lock while doing so, so the backend
+// cannot be handed to another client before the cancel arrives.
+func (s *Server) cancel(ctx context.Context, key cancelKey) {
+	s.mu.Lock()
+	ss := s.cancels[key]
+	s.mu.Unlock()
+	if ss == nil {
+		return
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.be == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := ss.be.Cancel(ctx); err != nil {
+		slog.Warn("forward cancel request failed", "err", err)
+	}
+}

@@ -1,0 +1,510 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/pgshard/pgshard/router"
+	"github.com/pgshard/pgshard/router/pool"
+	"github.com/pgshard/pgshard/wire"
+)
+
+// flushThreshold is how much output a direction batches before writing
+// even though more input is already buffered.
+const flushThreshold = 64 << 10
+
+// state is a session's life-cycle state, changed only through setState.
+type state uint8
+
+const (
+	stateIdle   state = iota // no backend attached
+	stateActive              // backend attached, transaction or pipeline in progress
+	statePinned              // backend attached for the rest of the session
+	stateClosed
+)
+
+func (s state) String() string {
+	switch s {
+	case stateIdle:
+		return "idle"
+	case stateActive:
+		return "active"
+	case statePinned:
+		return "pinned"
+	default:
+		return "closed"
+	}
+}
+
+// session is one client connection. The client-reading goroutine (serve)
+// writes to the backend; while a backend is attached a relay goroutine
+// reads it and writes to the client. Fields under mu are shared by the
+// two; the rest belong to serve alone unless noted.
+type session struct {
+	srv    *Server
+	conn   net.Conn
+	in     *wire.FrameReader
+	user   *userState
+	db     string
+	key    cancelKey
+	mode   PoolMode
+	params map[string]string // startup parameters the client sent
+
+	out   []byte // serve's client output while no backend is attached
+	bout  []byte // serve's backend output, flushed at sync points
+	rbuf  []byte // relay's client output
+	stmts statements
+	sets  *settings
+
+	skipToSync bool // an error was reported mid-pipeline: drop until Sync
+
+	relays sync.WaitGroup // the relay goroutine of the current attachment
+
+	mu       sync.Mutex
+	state    state
+	be       *pool.Conn // nil when idle
+	queue    respQueue  // responses that need bookkeeping, in order
+	unsynced bool       // messages sent since the last Sync/Query
+	txStatus byte       // from the last ReadyForQuery
+	closing  bool       // serve is ending: the relay must leave be alone
+	dirty    bool       // be is in an unknown state (relay stopped mid-stream)
+	lastTag  string     // relay only: last CommandComplete tag in the segment
+	// tentative holds parameter changes made inside the open transaction;
+	// they count only if it commits.
+	tentative []*settingChange
+}
+
+func (s *session) setState(st state) {
+	// callers hold s.mu (or own the session exclusively)
+	if s.state == st {
+		return
+	}
+	s.srv.metrics.sessionState(s.state, st)
+	s.state = st
+}
+
+// serve runs the session until the client leaves or the server stops it.
+func (s *session) serve(ctx context.Context) {
+	defer func() {
+		if r := recover(); r != nil {
+			slog.Error("session panic", "user", s.user.cfg.Name, "panic", r)
+			s.out = wire.AppendErrorResponse(s.out[:0], wire.Fatalf(wire.SQLStateInternalError, "internal error in pgshard"))
+			_, _ = s.conn.Write(s.out)
+		}
+		s.finish()
+	}()
+	for {
+		if s.in.Buffered() == 0 {
+			if err := s.flushBackend(); err != nil {
+				return
+			}
+		}
+		typ, frame, err := s.in.Next()
+		if err != nil {
+			s.clientReadError(err)
+			return
+		}
+		if s.skipToSync && typ != 'S' {
+			continue
+		}
+		if err := s.handle(ctx, typ, frame); err != nil {
+			if errors.Is(err, errTerminate) {
+				return
+			}
+			var we *wire.Error
+			if errors.As(err, &we) && we.Severity != "FATAL" {
+				if err := s.reportError(we, typ); err != nil {
+					return
+				}
+				continue
+			}
+			s.fatal(err)
+			return
+		}
+	}
+}
+
+var errTerminate = errors.New("client terminated the session")
+
+// handle processes one client frame.
+func (s *session) handle(ctx context.Context, typ byte, frame []byte) error {
+	switch typ {
+	case 'Q':
+		return s.handleQuery(ctx, frame)
+	case 'P':
+		return s.handleParse(ctx, frame)
+	case 'B':
+		return s.handleBind(ctx, frame)
+	case 'D':
+		return s.handleDescribe(ctx, frame)
+	case 'C':
+		return s.handleClose(ctx, frame)
+	case 'E':
+		return s.forward(ctx, frame, "")
+	case 'H': // Flush
+		if s.claim() == nil {
+			return s.flushClient()
+		}
+		return s.forwardRaw(frame)
+	case 'S':
+		return s.handleSync(ctx, frame)
+	case 'F': // FunctionCall: answered with ReadyForQuery like a Query
+		be, err := s.attach(ctx, "")
+		if err != nil {
+			return err
+		}
+		s.pushSync(be, syncEntry{})
+		return s.forwardRaw(frame)
+	case 'd', 'c', 'f': // CopyData, CopyDone, CopyFail
+		s.mu.Lock()
+		inCopy := s.be != nil && s.queue.syncs > 0
+		s.mu.Unlock()
+		if !inCopy {
+			return nil // PostgreSQL ignores these outside COPY too
+		}
+		// The server answers the COPY's sync point only after CopyDone or
+		// CopyFail, so the backend stays attached until these are sent.
+		return s.forwardRaw(frame)
+	case 'X':
+		return errTerminate
+	default:
+		return wire.Fatalf(wire.SQLStateProtocolViolation, "invalid frontend message type %d", typ)
+	}
+}
+
+// attached returns the attached backend, or nil.
+func (s *session) attached() *pool.Conn {
+	s.mu.Lock()
+	be := s.be
+	s.mu.Unlock()
+	return be
+}
+
+// claim returns the attached backend (nil if none) and marks a request
+// as outstanding, so the relay keeps the backend at least until the next
+// sync point is answered. Every path that writes to the backend claims it
+// (or pushes a sync entry) first: that is what stops the relay from
+// returning a backend to the pool while serve still writes to it.
+func (s *session) claim() *pool.Conn {
+	s.mu.Lock()
+	be := s.be
+	if be != nil {
+		s.unsynced = true
+	}
+	s.mu.Unlock()
+	return be
+}
+
+// attach returns the attached backend, acquiring and preparing one (and
+// starting its relay) when none is attached, and claims it. sql is the
+// text of the statement that needs it, for the router.
+func (s *session) attach(ctx context.Context, sql string) (*pool.Conn, error) {
+	if be := s.claim(); be != nil {
+		return be, nil
+	}
+	if s.srv.shuttingDown() {
+		return nil, wire.Fatalf(wire.SQLStateAdminShutdown, "terminating connection due to administrator command")
+	}
+	// Responses serve produced itself come before the backend's.
+	if err := s.flushClient(); err != nil {
+		return nil, err
+	}
+	plan, err := s.srv.router().Route(sql)
+	if err != nil {
+		return nil, err
+	}
+	p, err := s.srv.pool(ctx, plan.Shard, s.user, s.db)
+	if err != nil {
+		return nil, err
+	}
+	be, err := s.srv.acquire(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.prepareBackend(ctx, be); err != nil {
+		p.Discard(be)
+		return nil, err
+	}
+	s.mu.Lock()
+	s.be = be
+	s.queue.reset()
+	s.unsynced = true
+	s.txStatus = 'I'
+	s.dirty = false
+	if s.mode == PoolSession {
+		s.setState(statePinned)
+	} else {
+		s.setState(stateActive)
+	}
+	s.mu.Unlock()
+	s.relays.Add(1)
+	go s.relay(be)
+	return be, nil
+}
+
+// prepareBackend brings a freshly lent backend's session parameters in
+// line with the client's, synchronously, before any client traffic.
+func (s *session) prepareBackend(ctx context.Context, be *pool.Conn) error {
+	if be.SettingsKey == s.sets.key {
+		return nil
+	}
+	sql := s.sets.applySQL(be.SettingsKey != "")
+	if err := simpleExec(ctx, be, sql); err != nil {
+		return fmt.Errorf("apply session parameters on %s: %w", be.Addr, err)
+	}
+	be.SettingsKey = s.sets.key
+	be.UnnamedGen++
+	return nil
+}
+
+// pushSync records a sync point (Sync, Query, FunctionCall) sent to be.
+func (s *session) pushSync(be *pool.Conn, e syncEntry) {
+	s.mu.Lock()
+	s.queue.push(entry{kind: entrySync, sync: e, sent: time.Now()})
+	s.unsynced = false
+	s.mu.Unlock()
+	_ = be
+}
+
+// pushEntry records a Parse or Close whose response needs bookkeeping.
+func (s *session) pushEntry(e entry) {
+	s.mu.Lock()
+	s.queue.push(e)
+	s.mu.Unlock()
+}
+
+// forward sends frame to the backend, attaching one if needed.
+func (s *session) forward(ctx context.Context, frame []byte, sql string) error {
+	if _, err := s.attach(ctx, sql); err != nil {
+		return err
+	}
+	return s.forwardRaw(frame)
+}
+
+// forwardRaw appends frame to the backend output buffer.
+func (s *session) forwardRaw(frame []byte) error {
+	s.bout = append(s.bout, frame...)
+	if len(s.bout) >= flushThreshold {
+		return s.flushBackend()
+	}
+	return nil
+}
+
+// flushBackend writes buffered backend output.
+func (s *session) flushBackend() error {
+	if len(s.bout) == 0 {
+		return nil
+	}
+	be := s.attached()
+	if be == nil {
+		// The relay gave the backend up because it failed, and has told
+		// the client; the session ends on the next client read.
+		s.bout = s.bout[:0]
+		return nil
+	}
+	_, err := be.NetConn.Write(s.bout)
+	s.bout = s.bout[:0]
+	if err != nil {
+		// The relay sees the same failure on its read and reports it.
+		slog.Debug("write to server failed", "server", be.Addr, "err", err)
+	}
+	return nil
+}
+
+func (s *session) handleSync(ctx context.Context, frame []byte) error {
+	if s.skipToSync {
+		s.skipToSync = false
+		if s.attached() == nil {
+			s.out = wire.AppendReadyForQuery(s.out, 'I')
+			return s.flushClient()
+		}
+	}
+	be := s.claim()
+	if be == nil {
+		s.out = wire.AppendReadyForQuery(s.out, 'I')
+		return s.flushClient()
+	}
+	s.pushSync(be, syncEntry{})
+	return s.forwardRaw(frame)
+}
+
+func (s *session) handleQuery(ctx context.Context, frame []byte) error {
+	sql := cstring(frame[wire.HeaderLen:])
+	info := router.Classify(sql)
+	be, err := s.attach(ctx, sql)
+	if err != nil {
+		return err
+	}
+	var e syncEntry
+	if info.Class != 0 {
+		e, err = s.sessionEffect(info, sql)
+		if err != nil {
+			return err
+		}
+	}
+	be.UnnamedGen++ // a simple query replaces the unnamed statement
+	s.pushSync(be, e)
+	return s.forwardRaw(frame)
+}
+
+// sessionEffect turns a statement's classification into what the relay
+// must do when it completes, pinning the session where needed.
+func (s *session) sessionEffect(info router.Info, sql string) (syncEntry, error) {
+	var e syncEntry
+	switch {
+	case info.Has(router.ClassPin):
+		s.pin(info.PinReason)
+	case info.Class&router.ClassMulti != 0:
+		s.pin("session parameter change in a multi-statement query")
+	case info.Has(router.ClassSet), info.Has(router.ClassReset), info.Has(router.ClassResetAll), info.Has(router.ClassDiscardAll):
+		e.setting = &settingChange{info: info, sql: sql}
+	case info.Has(router.ClassDeallocateAll):
+		e.deallocateAll = true
+	}
+	return e, nil
+}
+
+// pin keeps the current backend for the rest of the session.
+func (s *session) pin(reason string) {
+	s.mu.Lock()
+	already := s.state == statePinned
+	s.setState(statePinned)
+	s.mu.Unlock()
+	if !already && s.mode != PoolSession {
+		s.srv.metrics.pinned(reason)
+	}
+}
+
+func (s *session) reportError(e *wire.Error, typ byte) error {
+	s.srv.metrics.errorCode(e.Code)
+	s.out = wire.AppendErrorResponse(s.out, e)
+	switch typ {
+	case 'Q', 'F':
+		s.out = wire.AppendReadyForQuery(s.out, 'I')
+	default:
+		s.skipToSync = true
+	}
+	return s.flushClient()
+}
+
+// flushClient writes serve's own client output. Only called while no
+// relay is running (no backend attached).
+func (s *session) flushClient() error {
+	if len(s.out) == 0 {
+		return nil
+	}
+	_, err := s.conn.Write(s.out)
+	s.out = s.out[:0]
+	if err != nil {
+		return fmt.Errorf("write to client: %w", err)
+	}
+	return nil
+}
+
+// fatal reports err to the client as a FATAL error when possible.
+func (s *session) fatal(err error) {
+	e := wire.AsError(err)
+	if e.Code == wire.SQLStateInternalError {
+		slog.Error("session failed", "user", s.user.cfg.Name, "err", err)
+	}
+	e2 := *e
+	e2.Severity = "FATAL"
+	s.srv.metrics.errorCode(e.Code)
+	s.stopRelay()
+	s.out = wire.AppendErrorResponse(s.out[:0], &e2)
+	_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = s.conn.Write(s.out)
+}
+
+func (s *session) clientReadError(err error) {
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
+		return
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		if s.srv.shuttingDown() {
+			s.fatal(wire.Fatalf(wire.SQLStateAdminShutdown, "terminating connection due to administrator command"))
+		}
+		return
+	case errors.Is(err, wire.ErrMessageTooLarge):
+		s.fatal(&wire.Error{Code: wire.SQLStateProgramLimitExceeded, Message: "message too large", Detail: err.Error()})
+	case errors.Is(err, wire.ErrMalformed):
+		s.fatal(&wire.Error{Code: wire.SQLStateProtocolViolation, Message: "invalid message format", Detail: err.Error()})
+	default:
+		slog.Debug("client read failed", "err", err)
+	}
+}
+
+// finish ends the session: it stops the relay and returns or discards the
+// backend.
+func (s *session) finish() {
+	s.stopRelay()
+	s.mu.Lock()
+	be := s.be
+	clean := be != nil && !s.dirty && s.queue.syncs == 0 && !s.unsynced && s.txStatus == 'I'
+	needReset := s.state == statePinned
+	s.be = nil
+	s.setState(stateClosed)
+	s.mu.Unlock()
+	_ = s.conn.Close()
+	if be != nil {
+		switch {
+		case !clean:
+			be.Pool().Discard(be)
+		case needReset && s.resetBackend(be) != nil:
+			be.Pool().Discard(be)
+		default:
+			be.Pool().Release(be)
+		}
+	}
+	s.srv.forget(s)
+}
+
+// stopRelay stops the relay goroutine, if one runs, and leaves the
+// attached backend (if any) to serve. Afterwards serve owns client output.
+func (s *session) stopRelay() {
+	s.mu.Lock()
+	s.closing = true
+	be := s.be
+	s.mu.Unlock()
+	if be == nil {
+		s.relays.Wait()
+		return
+	}
+	// Wake the relay whether it waits on the server or on the client.
+	_ = be.NetConn.SetReadDeadline(time.Now())
+	_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	s.relays.Wait()
+	_ = be.NetConn.SetReadDeadline(time.Time{})
+	_ = s.conn.SetWriteDeadline(time.Time{})
+}
+
+// resetBackend makes a backend that a session held for long (session
+// mode, or pinned) fit for another client.
+func (s *session) resetBackend(be *pool.Conn) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := simpleExec(ctx, be, "DISCARD ALL"); err != nil {
+		return err
+	}
+	clear(be.Prepared)
+	be.SettingsKey = ""
+	be.UnnamedGen++
+	return nil
+}
+
+// cstring returns the NUL-terminated string at the start of b.
+func cstring(b []byte) string {
+	for i, c := range b {
+		if c == 0 {
+			return string(b[:i])
+		}
+	}
+	return string(b)
+}

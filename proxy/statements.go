@@ -1,0 +1,257 @@
+package proxy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+
+	"github.com/pgshard/pgshard/router"
+	"github.com/pgshard/pgshard/router/pool"
+	"github.com/pgshard/pgshard/wire"
+)
+
+// Prepared statements in transaction pooling: a client's named statement
+// is prepared on backends under a name derived from its text and
+// parameter types, so every client with the same statement shares it.
+// The session remembers each client statement's Parse message and injects
+// it (hiding the ParseComplete) on whichever backend it is lent before a
+// Bind or Describe that needs it. The unnamed statement is re-injected
+// the same way when the backend's unnamed statement is no longer the
+// client's.
+
+// stmt is one client statement.
+type stmt struct {
+	global string // name on backends
+	sql    string
+	parse  []byte // Parse frame under the global name
+}
+
+// statements is a session's view of its prepared statements. Owned by
+// serve.
+type statements struct {
+	named      map[string]*stmt
+	unnamed    []byte     // last unnamed Parse frame
+	unnamedSQL string     // its text
+	unnamedBE  *pool.Conn // backend it was last parsed on
+	unnamedGen uint64     // that backend's UnnamedGen after the parse
+}
+
+// globalName derives the backend name of a statement from its Parse body
+// after the name (query text and parameter types).
+func globalName(rest []byte) string {
+	sum := sha256.Sum256(rest)
+	var b [4 + 32]byte
+	copy(b[:], "pgs_")
+	hex.Encode(b[4:], sum[:16])
+	return string(b[:])
+}
+
+// appendRenamed appends frame with the NUL-terminated string at offset
+// off of its body replaced by name.
+func appendRenamed(dst []byte, frame []byte, off int, name string) []byte {
+	body := frame[wire.HeaderLen:]
+	old := len(cstring(body[off:]))
+	start := len(dst)
+	dst = append(dst, frame[0], 0, 0, 0, 0)
+	dst = append(dst, body[:off]...)
+	dst = append(dst, name...)
+	dst = append(dst, body[off+old:]...)
+	binary.BigEndian.PutUint32(dst[start+1:], uint32(len(dst)-start-1))
+	return dst
+}
+
+func malformed(what string) error {
+	return wire.Fatalf(wire.SQLStateProtocolViolation, "invalid %s message format", what)
+}
+
+func (s *session) handleParse(ctx context.Context, frame []byte) error {
+	body := frame[wire.HeaderLen:]
+	name := cstring(body)
+	if len(name) >= len(body) {
+		return malformed("Parse")
+	}
+	rest := body[len(name)+1:]
+	sql := cstring(rest)
+	if len(sql) >= len(rest) {
+		return malformed("Parse")
+	}
+	be, err := s.attach(ctx, sql)
+	if err != nil {
+		return err
+	}
+	info := router.Classify(sql)
+	switch {
+	case info.Has(router.ClassPin):
+		s.pin(info.PinReason)
+	case info.Class != 0:
+		// SET and friends through the extended protocol: keep the
+		// backend rather than track parameters per portal.
+		s.pin("session parameter change in the extended protocol")
+	}
+	if name == "" {
+		s.stmts.unnamed = append(s.stmts.unnamed[:0], frame...)
+		s.stmts.unnamedSQL = sql
+		be.UnnamedGen++
+		s.stmts.unnamedBE = be
+		s.stmts.unnamedGen = be.UnnamedGen
+		s.pushEntry(entry{kind: entryParse})
+		return s.forwardRaw(frame)
+	}
+	global := globalName(rest)
+	st := &stmt{global: global, sql: sql, parse: appendRenamed(nil, frame, 0, global)}
+	if s.stmts.named == nil {
+		s.stmts.named = make(map[string]*stmt)
+	}
+	s.stmts.named[name] = st
+	s.mu.Lock()
+	_, has := be.Prepared[global]
+	be.Prepared[global] = struct{}{}
+	if has {
+		// The backend has it already but the client expects a fresh
+		// ParseComplete: close and parse again, hiding the close.
+		s.queue.push(entry{kind: entryClose, swallow: true})
+	}
+	s.queue.push(entry{kind: entryParse, name: global})
+	s.mu.Unlock()
+	if has {
+		s.bout = appendClose(s.bout, 'S', global)
+	}
+	return s.forwardRaw(st.parse)
+}
+
+func appendClose(dst []byte, kind byte, name string) []byte {
+	start := len(dst)
+	dst = append(dst, 'C', 0, 0, 0, 0, kind)
+	dst = append(dst, name...)
+	dst = append(dst, 0)
+	binary.BigEndian.PutUint32(dst[start+1:], uint32(len(dst)-start-1))
+	return dst
+}
+
+// ensurePrepared makes sure the statement the client calls name exists on
+// be, injecting its Parse when it does not, and returns the backend name.
+func (s *session) ensurePrepared(be *pool.Conn, name string) string {
+	if name == "" {
+		u := &s.stmts
+		if u.unnamed != nil && (u.unnamedBE != be || u.unnamedGen != be.UnnamedGen) {
+			be.UnnamedGen++
+			u.unnamedBE = be
+			u.unnamedGen = be.UnnamedGen
+			s.pushEntry(entry{kind: entryParse, swallow: true})
+			s.bout = append(s.bout, u.unnamed...)
+		}
+		return ""
+	}
+	st := s.stmts.named[name]
+	if st == nil {
+		return name // unknown to us: let the server report it
+	}
+	s.mu.Lock()
+	_, has := be.Prepared[st.global]
+	if !has {
+		be.Prepared[st.global] = struct{}{}
+		s.queue.push(entry{kind: entryParse, swallow: true, name: st.global})
+	}
+	s.mu.Unlock()
+	if !has {
+		s.bout = append(s.bout, st.parse...)
+	}
+	return st.global
+}
+
+// stmtSQL returns the text of a client statement, for routing.
+func (s *session) stmtSQL(name string) string {
+	if name == "" {
+		return s.stmts.unnamedSQL
+	}
+	if st := s.stmts.named[name]; st != nil {
+		return st.sql
+	}
+	return ""
+}
+
+func (s *session) handleBind(ctx context.Context, frame []byte) error {
+	body := frame[wire.HeaderLen:]
+	portal := cstring(body)
+	if len(portal) >= len(body) {
+		return malformed("Bind")
+	}
+	off := len(portal) + 1
+	name := cstring(body[off:])
+	be, err := s.attach(ctx, s.stmtSQL(name))
+	if err != nil {
+		return err
+	}
+	global := s.ensurePrepared(be, name)
+	if global == name {
+		return s.forwardRaw(frame)
+	}
+	s.bout = appendRenamed(s.bout, frame, off, global)
+	return s.maybeFlush()
+}
+
+func (s *session) handleDescribe(ctx context.Context, frame []byte) error {
+	body := frame[wire.HeaderLen:]
+	if len(body) < 2 {
+		return malformed("Describe")
+	}
+	if body[0] != 'S' {
+		return s.forward(ctx, frame, "")
+	}
+	name := cstring(body[1:])
+	be, err := s.attach(ctx, s.stmtSQL(name))
+	if err != nil {
+		return err
+	}
+	global := s.ensurePrepared(be, name)
+	if global == name {
+		return s.forwardRaw(frame)
+	}
+	s.bout = appendRenamed(s.bout, frame, 1, global)
+	return s.maybeFlush()
+}
+
+func (s *session) handleClose(ctx context.Context, frame []byte) error {
+	body := frame[wire.HeaderLen:]
+	if len(body) < 2 || (body[0] != 'S' && body[0] != 'P') {
+		return malformed("Close")
+	}
+	kind := body[0]
+	name := cstring(body[1:])
+	var st *stmt
+	if kind == 'S' {
+		if name == "" {
+			s.stmts.unnamed = nil
+		} else if st = s.stmts.named[name]; st != nil {
+			delete(s.stmts.named, name)
+		}
+	}
+	s.mu.Lock()
+	be := s.be
+	if be == nil {
+		s.mu.Unlock()
+		// Nothing to close on a backend (statements stay cached there;
+		// portals do not outlive transactions): answer ourselves.
+		s.out = append(s.out, '3', 0, 0, 0, 4)
+		return nil
+	}
+	s.unsynced = true
+	if st != nil {
+		delete(be.Prepared, st.global)
+	}
+	s.queue.push(entry{kind: entryClose})
+	s.mu.Unlock()
+	if st == nil {
+		return s.forwardRaw(frame)
+	}
+	s.bout = appendRenamed(s.bout, frame, 1, st.global)
+	return s.maybeFlush()
+}
+
+func (s *session) maybeFlush() error {
+	if len(s.bout) >= flushThreshold {
+		return s.flushBackend()
+	}
+	return nil
+}

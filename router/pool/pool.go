@@ -1,0 +1,427 @@
+package pool
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// ErrTimeout is returned by Acquire when no connection became free within
+// the wait timeout.
+var ErrTimeout = errors.New("timed out waiting for a server connection")
+
+// ErrClosed is returned by Acquire on a closed pool.
+var ErrClosed = errors.New("pool is closed")
+
+// Config describes one pool.
+type Config struct {
+	Addr     string // host:port of the server
+	User     string
+	Password string // may be empty for trust
+	Database string
+	// SSLMode is a libpq sslmode: disable, allow, prefer, require,
+	// verify-ca, verify-full. Empty means "prefer".
+	SSLMode string
+	// SSLRootCert is a CA file for verify-ca/verify-full.
+	SSLRootCert string
+	// Size is the most connections the pool opens; 0 means 20.
+	Size int
+	// WaitTimeout bounds how long Acquire waits for a free connection when
+	// the pool is full; 0 means 5 s.
+	WaitTimeout time.Duration
+	// ConnectTimeout bounds opening one connection; 0 means 5 s.
+	ConnectTimeout time.Duration
+	// IdleTimeout closes connections idle longer than this; 0 means 10 min,
+	// negative means never.
+	IdleTimeout time.Duration
+	// MaxLifetime closes connections older than this when they are
+	// returned; 0 means 1 h, negative means never.
+	MaxLifetime time.Duration
+	// CheckAfter makes Acquire check a connection that has been idle
+	// longer than this for liveness first (one non-blocking recv); 0 means
+	// always check, negative means never.
+	CheckAfter time.Duration
+	// RuntimeParams are sent in the startup packet of every connection.
+	RuntimeParams map[string]string
+	// TLSConfig, when non-nil, overrides the TLS settings SSLMode implies
+	// (used by tests and for client certificates).
+	TLSConfig *tls.Config
+}
+
+func (c Config) withDefaults() Config {
+	if c.Size <= 0 {
+		c.Size = 20
+	}
+	if c.WaitTimeout <= 0 {
+		c.WaitTimeout = 5 * time.Second
+	}
+	if c.ConnectTimeout <= 0 {
+		c.ConnectTimeout = 5 * time.Second
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 10 * time.Minute
+	}
+	if c.MaxLifetime == 0 {
+		c.MaxLifetime = time.Hour
+	}
+	if c.SSLMode == "" {
+		c.SSLMode = "prefer"
+	}
+	return c
+}
+
+// Stats is a snapshot of a pool's counters, read by metrics and SHOW POOLS.
+type Stats struct {
+	Open      int           // connections open (idle + in use + being opened)
+	Idle      int           // connections idle in the pool
+	Waiting   int           // Acquire calls waiting now
+	Acquired  uint64        // successful Acquire calls
+	Waits     uint64        // Acquire calls that had to wait
+	WaitTime  time.Duration // total time spent waiting
+	Timeouts  uint64        // Acquire calls that timed out
+	Dials     uint64        // connections opened
+	DialFails uint64        // failed attempts to open a connection
+	Discarded uint64        // connections closed as broken, old or idle
+}
+
+// Pool lends backend connections. It is safe for concurrent use.
+type Pool struct {
+	cfg          Config
+	pgconnConfig *pgconn.Config
+	now          func() time.Time // swappable clock for tests
+
+	mu      sync.Mutex
+	idle    []*Conn   // LIFO: the most recently returned is lent first
+	open    int       // idle + lent + dialing; never above cfg.Size
+	waiters []*waiter // FIFO
+	closed  bool
+	stats   Stats
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+type waiter struct {
+	ch chan acquireResult // buffered, capacity 1
+}
+
+type acquireResult struct {
+	conn *Conn
+	dial bool // the waiter was granted a slot and must dial
+}
+
+// New returns a pool for cfg and starts its idle reaper. Close stops it.
+func New(cfg Config) (*Pool, error) {
+	cfg = cfg.withDefaults()
+	connStr := fmt.Sprintf("host=%s port=%s user=%s dbname=%s sslmode=%s connect_timeout=%d",
+		quoteHost(cfg.Addr), quotePort(cfg.Addr), quote(cfg.User), quote(cfg.Database), quote(cfg.SSLMode),
+		int(cfg.ConnectTimeout.Seconds()+0.999))
+	if cfg.SSLRootCert != "" {
+		connStr += " sslrootcert=" + quote(cfg.SSLRootCert)
+	}
+	pc, err := pgconn.ParseConfig(connStr)
+	if err != nil {
+		return nil, fmt.Errorf("pool for %s: %w", cfg.Addr, err)
+	}
+	pc.Password = cfg.Password
+	if cfg.TLSConfig != nil {
+		pc.TLSConfig = cfg.TLSConfig
+		pc.Fallbacks = nil
+	}
+	for k, v := range cfg.RuntimeParams {
+		pc.RuntimeParams[k] = v
+	}
+	p := &Pool{
+		cfg:          cfg,
+		pgconnConfig: pc,
+		now:          time.Now,
+		stop:         make(chan struct{}),
+		done:         make(chan struct{}),
+	}
+	go p.reap()
+	return p, nil
+}
+
+// Config returns the pool's configuration with defaults filled in.
+func (p *Pool) Config() Config { return p.cfg }
+
+// Acquire returns an idle connection, opens a new one while the pool has
+// room, or waits up to the wait timeout for one to be released.
+func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
+	p.mu.Lock()
+	for {
+		if p.closed {
+			p.mu.Unlock()
+			return nil, ErrClosed
+		}
+		n := len(p.idle)
+		if n == 0 {
+			break
+		}
+		c := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		if p.cfg.CheckAfter >= 0 && p.now().Sub(c.returned) >= p.cfg.CheckAfter && !c.alive() {
+			p.open--
+			p.stats.Discarded++
+			p.mu.Unlock()
+			c.close()
+			p.mu.Lock()
+			continue
+		}
+		p.stats.Acquired++
+		p.mu.Unlock()
+		return c, nil
+	}
+	if p.open < p.cfg.Size {
+		p.open++
+		p.mu.Unlock()
+		return p.dial(ctx)
+	}
+	w := &waiter{ch: make(chan acquireResult, 1)}
+	p.waiters = append(p.waiters, w)
+	p.stats.Waits++
+	p.mu.Unlock()
+
+	start := p.now()
+	timer := time.NewTimer(p.cfg.WaitTimeout)
+	defer timer.Stop()
+	var res acquireResult
+	select {
+	case res = <-w.ch:
+	case <-timer.C:
+		if r, ok := p.leave(w); ok {
+			res = r
+			break
+		}
+		p.mu.Lock()
+		p.stats.Timeouts++
+		p.stats.WaitTime += p.now().Sub(start)
+		p.mu.Unlock()
+		return nil, ErrTimeout
+	case <-ctx.Done():
+		if r, ok := p.leave(w); ok {
+			res = r
+			break
+		}
+		return nil, fmt.Errorf("wait for server connection: %w", ctx.Err())
+	}
+	p.mu.Lock()
+	p.stats.WaitTime += p.now().Sub(start)
+	if res.conn != nil {
+		p.stats.Acquired++
+	}
+	p.mu.Unlock()
+	if res.dial {
+		return p.dial(ctx)
+	}
+	if res.conn == nil {
+		return nil, ErrClosed
+	}
+	return res.conn, nil
+}
+
+// leave removes w from the wait queue. When w was already granted a
+// result, it returns that result and true: the caller owns it.
+func (p *Pool) leave(w *waiter) (acquireResult, bool) {
+	p.mu.Lock()
+	for i, x := range p.waiters {
+		if x == w {
+			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
+			p.mu.Unlock()
+			return acquireResult{}, false
+		}
+	}
+	p.mu.Unlock()
+	return <-w.ch, true
+}
+
+func (p *Pool) dial(ctx context.Context) (*Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
+	defer cancel()
+	c, err := dial(ctx, p)
+	p.mu.Lock()
+	if err != nil {
+		p.stats.DialFails++
+		p.mu.Unlock()
+		p.releaseSlot()
+		return nil, err
+	}
+	p.stats.Dials++
+	p.stats.Acquired++
+	p.mu.Unlock()
+	return c, nil
+}
+
+// Release returns a healthy connection in the idle state ('I', nothing in
+// flight) to the pool.
+func (p *Pool) Release(c *Conn) {
+	now := p.now()
+	if p.cfg.MaxLifetime > 0 && now.Sub(c.created) > p.cfg.MaxLifetime {
+		p.Discard(c)
+		return
+	}
+	c.returned = now
+	c.Reader.ReleaseLarge()
+	p.mu.Lock()
+	if p.closed {
+		p.open--
+		p.mu.Unlock()
+		c.close()
+		return
+	}
+	if p.open > p.cfg.Size {
+		p.open--
+		p.stats.Discarded++
+		p.mu.Unlock()
+		c.close()
+		return
+	}
+	if len(p.waiters) > 0 {
+		w := p.waiters[0]
+		p.waiters = p.waiters[1:]
+		p.mu.Unlock()
+		w.ch <- acquireResult{conn: c}
+		return
+	}
+	p.idle = append(p.idle, c)
+	p.mu.Unlock()
+}
+
+// Discard closes a connection that is broken or in an unknown state and
+// frees its slot.
+func (p *Pool) Discard(c *Conn) {
+	c.close()
+	p.mu.Lock()
+	p.stats.Discarded++
+	p.mu.Unlock()
+	p.releaseSlot()
+}
+
+// releaseSlot frees one slot: a waiter gets the right to dial, else the
+// open count drops.
+func (p *Pool) releaseSlot() {
+	p.mu.Lock()
+	if len(p.waiters) > 0 && !p.closed {
+		w := p.waiters[0]
+		p.waiters = p.waiters[1:]
+		p.mu.Unlock()
+		w.ch <- acquireResult{dial: true}
+		return
+	}
+	p.open--
+	p.mu.Unlock()
+}
+
+// SetSize changes the most connections the pool opens. Growing lets
+// waiters dial at once; shrinking closes idle connections above the new
+// size, and busy ones as they are returned.
+func (p *Pool) SetSize(n int) {
+	if n <= 0 {
+		n = 20
+	}
+	p.mu.Lock()
+	p.cfg.Size = n
+	var grant []*waiter
+	for p.open < n && len(p.waiters) > 0 {
+		grant = append(grant, p.waiters[0])
+		p.waiters = p.waiters[1:]
+		p.open++
+	}
+	var excess []*Conn
+	for p.open > n && len(p.idle) > 0 {
+		excess = append(excess, p.idle[0])
+		p.idle = p.idle[1:]
+		p.open--
+		p.stats.Discarded++
+	}
+	p.mu.Unlock()
+	for _, w := range grant {
+		w.ch <- acquireResult{dial: true}
+	}
+	for _, c := range excess {
+		c.close()
+	}
+}
+
+// Stats returns a snapshot of the pool's counters.
+func (p *Pool) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.stats
+	s.Open = p.open
+	s.Idle = len(p.idle)
+	s.Waiting = len(p.waiters)
+	return s
+}
+
+// Close closes idle connections, fails waiters and makes later Acquire
+// calls fail. Connections in use are closed when they are returned.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	idle := p.idle
+	p.idle = nil
+	p.open -= len(idle)
+	waiters := p.waiters
+	p.waiters = nil
+	p.mu.Unlock()
+	close(p.stop)
+	<-p.done
+	for _, c := range idle {
+		c.close()
+	}
+	for _, w := range waiters {
+		w.ch <- acquireResult{}
+	}
+}
+
+// reap closes idle connections past the idle timeout or lifetime.
+func (p *Pool) reap() {
+	defer close(p.done)
+	if p.cfg.IdleTimeout < 0 && p.cfg.MaxLifetime < 0 {
+		<-p.stop
+		return
+	}
+	interval := time.Second
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
+		now := p.now()
+		var expired []*Conn
+		p.mu.Lock()
+		kept := p.idle[:0]
+		for _, c := range p.idle {
+			if (p.cfg.IdleTimeout > 0 && now.Sub(c.returned) > p.cfg.IdleTimeout) ||
+				(p.cfg.MaxLifetime > 0 && now.Sub(c.created) > p.cfg.MaxLifetime) {
+				expired = append(expired, c)
+				continue
+			}
+			kept = append(kept, c)
+		}
+		for i := len(kept); i < len(p.idle); i++ {
+			p.idle[i] = nil
+		}
+		p.idle = kept
+		p.open -= len(expired)
+		p.stats.Discarded += uint64(len(expired))
+		p.mu.Unlock()
+		for _, c := range expired {
+			c.close()
+		}
+	}
+}

@@ -1,0 +1,22 @@
+package wire
+
+// SQLSTATE codes the proxy itself reports. Names follow PostgreSQL's
+// errcodes.txt.
+const (
+	SQLStateProtocolViolation        = "08P01"
+	SQLStateConnectionFailure        = "08006"
+	SQLStateConnectionException      = "08000"
+	SQLStateInvalidPassword          = "28P01"
+	SQLStateInvalidAuthorization     = "28000"
+	SQLStateTooManyConnections       = "53300"
+	SQLStateFeatureNotSupported      = "0A000"
+	SQLStateAdminShutdown            = "57P01"
+	SQLStateCannotConnectNow         = "57P03"
+	SQLStateQueryCanceled            = "57014"
+	SQLStateProgramLimitExceeded     = "54000"
+	SQLStateInvalidParameterValue    = "22023"
+	SQLStateInternalError            = "XX000"
+	SQLStateInvalidCatalogName       = "3D000"
+	SQLStateInvalidTransactionState  = "25000"
+	SQLStateConfigurationLimitExceed = "53400"
+)
