@@ -1,0 +1,45 @@
+# pgshard — build, test, benchmark.
+GO        ?= go
+export PATH := $(shell $(GO) env GOROOT)/bin:$(shell $(GO) env GOPATH)/bin:$(PATH)
+STATICCHECK_VERSION ?= 2026.2.2
+BIN       := bin/pgshard
+
+.PHONY: build test unit integration lint vet staticcheck fmt-check bench demo fuzz clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/pgshard
+
+# The README's test command: static checks, unit and integration tests
+# (race detector on), against real PostgreSQL servers the tests start.
+test: lint
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+lint: fmt-check vet staticcheck
+
+fmt-check:
+	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+staticcheck:
+	@command -v staticcheck >/dev/null 2>&1 || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	staticcheck ./...
+
+# Short fuzzing session for every fuzz target (seed corpora run in `make test`).
+fuzz:
+	$(GO) test ./wire/ -run '^$$' -fuzz FuzzReadStartup -fuzztime 30s
+	$(GO) test ./wire/ -run '^$$' -fuzz FuzzFrameReader -fuzztime 30s
+	$(GO) test ./wire/auth/ -run '^$$' -fuzz FuzzParseSCRAMVerifier -fuzztime 30s
+
+# pgbench through pgshard vs direct vs PgBouncer; writes docs/benchmarks.md.
+bench: build
+	$(GO) run ./integration/bench -pgshard $(BIN) -out docs/benchmarks.md
+
+# Local demo cluster with the proxy on 127.0.0.1:6432 (Ctrl-C stops it).
+demo: build
+	./$(BIN) demo
+
+clean:
+	rm -rf bin
