@@ -172,6 +172,8 @@ func VerifyNoLeaks(m *testing.M) int {
 		return max(code, 1)
 	}
 	if len(pids) == 0 {
+		// Fails harmlessly when data was kept (PGSHARD_KEEP_DATA=1).
+		_ = pgcluster.RemoveRootDir()
 		return code
 	}
 	fmt.Fprintf(os.Stderr, "integration: %d PostgreSQL server(s) left running after the tests (pids %v); killing them\n", len(pids), pids)

@@ -3,6 +3,7 @@ package pgcluster
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -63,11 +64,38 @@ func mkdirShared(dir string) error {
 	return nil
 }
 
-// RootDir returns this process's harness directory. Every data directory
-// made by this package in this process lives under it, and [Running] looks
-// for postmasters whose data directory is under it. Roots left behind by
-// processes that no longer exist are removed the first time it is called.
+// RootDir returns this process's harness directory, creating it if needed.
+// Every data directory made by this package in this process lives under it,
+// and [Running] looks for postmasters whose data directory is under it.
+// Roots left behind by processes that no longer exist are removed the first
+// time it is called.
 func RootDir() (string, error) {
+	root, err := rootPath()
+	if err != nil {
+		return "", err
+	}
+	if err := mkdirShared(root); err != nil {
+		return "", err
+	}
+	return root, nil
+}
+
+// RemoveRootDir removes this process's harness directory if it is empty
+// (data directories are kept with PGSHARD_KEEP_DATA=1). Call it when the
+// process is done with servers, for example at the end of TestMain.
+func RemoveRootDir() error {
+	root, err := rootPath()
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(root); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("pgcluster: remove %s: %w", root, err)
+	}
+	return nil
+}
+
+// rootPath computes this process's root once, clearing stale roots.
+func rootPath() (string, error) {
 	rootOnce.Do(func() {
 		base := baseDir()
 		if err := mkdirShared(base); err != nil {
@@ -78,9 +106,7 @@ func RootDir() (string, error) {
 		rootDir = filepath.Join(base, strconv.Itoa(os.Getpid()))
 		if err := os.RemoveAll(rootDir); err != nil {
 			rootErr = fmt.Errorf("pgcluster: clear %s: %w", rootDir, err)
-			return
 		}
-		rootErr = mkdirShared(rootDir)
 	})
 	return rootDir, rootErr
 }
@@ -113,7 +139,7 @@ func processExists(pid int) bool {
 // this process's [RootDir], that is the servers this process started and has
 // not stopped yet. Tests use it to check that nothing was leaked.
 func Running() ([]int, error) {
-	root, err := RootDir()
+	root, err := rootPath()
 	if err != nil {
 		return nil, err
 	}

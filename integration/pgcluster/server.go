@@ -467,8 +467,9 @@ func (s *Server) reapOrphansLocked(ctx context.Context) error {
 }
 
 // Kill sends SIGKILL to the postmaster only, simulating a crash, and waits
-// until it has exited. Its children notice and exit on their own; a commit
-// not yet written to WAL may be lost (see [Options.Settings]).
+// until it has exited. Its children notice and exit on their own (Restart,
+// Stop and Destroy make sure they are gone); a commit not yet written to WAL
+// may be lost (see [Options.Settings]).
 func (s *Server) Kill() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

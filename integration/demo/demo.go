@@ -1,0 +1,133 @@
+package demo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"time"
+
+	"github.com/pgshard/pgshard/integration/pgcluster"
+	"github.com/pgshard/pgshard/proxy"
+	"github.com/pgshard/pgshard/wire/auth"
+)
+
+// The demo's fixed names and defaults.
+const (
+	// User and Password are the client credentials the proxy accepts.
+	User     = "demo"
+	Password = "demo"
+	// Database is the database clients connect to (the servers' default).
+	Database = "postgres"
+
+	// DefaultListen and DefaultAdminListen are the proxy's client and
+	// admin HTTP addresses.
+	DefaultListen      = "127.0.0.1:6432"
+	DefaultAdminListen = "127.0.0.1:9930"
+
+	// Shards and Replicas describe the cluster: shards, each with this
+	// many streaming replicas.
+	Shards   = 1
+	Replicas = 1
+
+	// poolSize is the backend pool size per (shard, user, database).
+	poolSize = 10
+)
+
+// startTimeout bounds starting the servers when the caller's context has no
+// deadline; initdb on a cold template cache takes a few seconds.
+const startTimeout = 2 * time.Minute
+
+// StartPostgres starts the demo's PostgreSQL servers: [Shards] shards, each
+// a primary with [Replicas] streaming replicas, in a private temporary
+// directory. On error nothing is left running. When no PostgreSQL server
+// binaries are installed the error is a *pgcluster.ErrNoPostgres; see
+// [InstallHelp].
+func StartPostgres(ctx context.Context) (*pgcluster.Cluster, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, startTimeout)
+		defer cancel()
+	}
+	c, err := pgcluster.StartCluster(ctx, Shards, pgcluster.Options{Replicas: Replicas})
+	if err != nil {
+		// StartCluster stops what it started, but this process's harness
+		// directory may remain.
+		_ = pgcluster.RemoveRootDir()
+		return nil, fmt.Errorf("start PostgreSQL: %w", err)
+	}
+	return c, nil
+}
+
+// StopPostgres stops every server of c, removes their data directories and
+// this process's harness directory. It is safe to call with a nil c.
+func StopPostgres(ctx context.Context, c *pgcluster.Cluster) error {
+	var errs []error
+	if c != nil {
+		errs = append(errs, c.Stop(ctx))
+	}
+	errs = append(errs, pgcluster.RemoveRootDir())
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("stop PostgreSQL: %w", err)
+	}
+	return nil
+}
+
+// ProxyConfig returns the completed proxy configuration for c: clients log
+// in as [User]/[Password] (SCRAM-SHA-256) on listen, the admin HTTP API is on
+// adminListen ("" disables it), and the proxy connects to the shard
+// primaries as the pgcluster superuser.
+func ProxyConfig(c *pgcluster.Cluster, listen, adminListen string) (*proxy.Config, error) {
+	v, err := auth.NewSCRAMVerifier(Password, nil, 0)
+	if err != nil {
+		return nil, fmt.Errorf("demo user verifier: %w", err)
+	}
+	cfg := &proxy.Config{
+		Listen:      listen,
+		AdminListen: adminListen,
+		Users:       []proxy.UserConfig{{Name: User, Auth: string(auth.SCRAMSHA256), Password: v.String()}},
+		Backend: proxy.BackendConfig{
+			User:     pgcluster.SuperuserName,
+			Password: pgcluster.SuperuserPassword,
+			SSLMode:  "disable",
+		},
+		Pool:            proxy.PoolConfig{Size: poolSize},
+		ShutdownTimeout: proxy.Duration(5 * time.Second),
+	}
+	for _, s := range c.Shards {
+		cfg.Shards = append(cfg.Shards, proxy.ShardConfig{Name: s.Name, Host: s.Host, Port: s.Port})
+	}
+	if err := cfg.Complete(); err != nil {
+		return nil, fmt.Errorf("demo proxy config: %w", err)
+	}
+	// Complete reads the backend password from PGSHARD_BACKEND_PASSWORD
+	// when it is set; the demo's servers only know theirs.
+	cfg.Backend.Password = pgcluster.SuperuserPassword
+	return cfg, nil
+}
+
+// ConnString returns the URL for connecting to the proxy at addr as the
+// demo user, ready to paste into psql.
+func ConnString(addr string) string {
+	u := url.URL{
+		Scheme: "postgres",
+		User:   url.UserPassword(User, Password),
+		Host:   addr,
+		Path:   "/" + Database,
+	}
+	return u.String()
+}
+
+// DialAddr turns a listen address into one a client can dial: an
+// unspecified host (":6432", "0.0.0.0:6432", "[::]:6432") becomes loopback.
+func DialAddr(listenAddr string) string {
+	host, port, err := net.SplitHostPort(listenAddr)
+	if err != nil {
+		return listenAddr
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
