@@ -1,7 +1,7 @@
 # pgshard — build, test, benchmark.
 GO        ?= go
 export PATH := $(shell $(GO) env GOROOT)/bin:$(shell $(GO) env GOPATH)/bin:$(PATH)
-STATICCHECK_VERSION ?= 2026.2.2
+STATICCHECK_VERSION ?= v0.8.2
 BIN       := bin/pgshard
 
 .PHONY: build test unit integration lint vet staticcheck fmt-check bench demo fuzz clean

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgshard/pgshard/integration"
+	"github.com/pgshard/pgshard/integration/demo"
+	"github.com/pgshard/pgshard/integration/pgcluster"
+)
+
+// syncBuffer is a bytes.Buffer safe for the demo goroutine and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestDemoServesSampleDataAndCleansUp(t *testing.T) {
+	integration.SkipIfNoPostgres(t)
+	var stdout, stderr syncBuffer
+	type readyInfo struct {
+		addr     string
+		dataDirs []string
+	}
+	ready := make(chan readyInfo, 1)
+	o := &demoOptions{
+		listen:      "127.0.0.1:0",
+		adminListen: "",
+		stdout:      &stdout,
+		stderr:      &stderr,
+		ready: func(addr string, cl *pgcluster.Cluster) {
+			var dirs []string
+			for _, s := range cl.Servers() {
+				dirs = append(dirs, s.DataDir)
+			}
+			ready <- readyInfo{addr, dirs}
+		},
+	}
+	if err := o.Complete(); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Validate(); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- o.Run(ctx) }()
+
+	var info readyInfo
+	select {
+	case info = <-ready:
+	case err := <-done:
+		t.Fatalf("demo returned before it was ready: %v\nstderr:\n%s", err, stderr.String())
+	case <-time.After(time.Minute):
+		cancel()
+		<-done
+		t.Fatalf("demo not ready after a minute\nstderr:\n%s", stderr.String())
+	}
+
+	addr := info.addr
+	if len(info.dataDirs) != 2 {
+		t.Errorf("demo runs %d servers, want a primary and a replica", len(info.dataDirs))
+	}
+	banner := stdout.String()
+	for _, want := range []string{
+		`psql "` + demo.ConnString(addr) + `"`,
+		"primary  127.0.0.1:",
+		"replica  127.0.0.1:",
+		"SELECT count(*) FROM users;",
+		"Press Ctrl-C to stop.",
+	} {
+		if !strings.Contains(banner, want) {
+			t.Errorf("banner lacks %q:\n%s", want, banner)
+		}
+	}
+	if strings.Contains(banner, "/metrics") {
+		t.Errorf("banner shows a metrics URL with --admin-listen \"\":\n%s", banner)
+	}
+
+	qctx, qcancel := context.WithTimeout(ctx, 10*time.Second)
+	conn, err := pgx.Connect(qctx, demo.ConnString(addr)+"?sslmode=disable")
+	if err != nil {
+		qcancel()
+		t.Fatalf("connect to the proxy as %s: %v", demo.User, err)
+	}
+	var n int64
+	err = conn.QueryRow(qctx, "SELECT count(*) FROM users").Scan(&n)
+	_ = conn.Close(qctx)
+	qcancel()
+	if err != nil {
+		t.Fatalf("count users through the proxy: %v", err)
+	}
+	if n != demo.SampleRows {
+		t.Errorf("users has %d rows, want %d", n, demo.SampleRows)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("demo returned %v after cancel, want nil\nstderr:\n%s", err, stderr.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("demo did not stop within a minute of cancel\nstderr:\n%s", stderr.String())
+	}
+	pids, err := pgcluster.Running()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pids) != 0 {
+		t.Errorf("postgres servers still running after the demo stopped: pids %v", pids)
+	}
+	for _, d := range info.dataDirs {
+		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("data directory %s still exists after the demo stopped (stat: %v)", d, err)
+		}
+	}
+}
+
+func TestDemoRejectsBadListenAddress(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	code := run(t.Context(), []string{"demo", "--listen", "no-port", "--admin-listen", ""}, strings.NewReader(""), &stdout, &stderr)
+	if code != exitUsage {
+		t.Fatalf("exit code %d, want %d (stderr: %s)", code, exitUsage, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "--listen") {
+		t.Errorf("stderr does not name the flag: %s", stderr.String())
+	}
+	if pids, err := pgcluster.Running(); err == nil && len(pids) != 0 {
+		t.Errorf("postgres started for an invalid command line: pids %v", pids)
+	}
+}

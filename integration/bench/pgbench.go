@@ -1,0 +1,155 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// endpoint is where pgbench connects.
+type endpoint struct {
+	host     string
+	port     int
+	user     string
+	password string
+	dbname   string
+}
+
+// pgbenchResult is what one `pgbench -S` run reported.
+type pgbenchResult struct {
+	ok         bool    // exit status 0, no client aborted, a tps line
+	exitErr    error   // pgbench's exit error, if any
+	tps        float64 // "tps = X (without initial connection time)"
+	latencyMs  float64 // "latency average = X ms"
+	processed  int64   // "number of transactions actually processed"
+	failed     int64   // "number of failed transactions"
+	aborted    int     // clients that aborted
+	errors     []string
+	output     string // stdout and stderr, for the console on failure
+	haveTPS    bool
+	haveLat    bool
+	haveFailed bool
+}
+
+// runPgbench runs the select-only workload against ep and parses the
+// summary. It returns an error only when pgbench could not be run at all
+// or ctx ended; a failing run is a result with ok false.
+func runPgbench(ctx context.Context, bin string, ep endpoint, mode string, clients, jobs int, d time.Duration) (pgbenchResult, error) {
+	secs := max(int(d.Round(time.Second)/time.Second), 1)
+	args := []string{
+		"-S", "-n",
+		"-c", strconv.Itoa(clients), "-j", strconv.Itoa(jobs),
+		"-T", strconv.Itoa(secs),
+		"-M", mode,
+		"-h", ep.host, "-p", strconv.Itoa(ep.port), "-U", ep.user,
+		ep.dbname,
+	}
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(os.Environ(),
+		"PGPASSWORD="+ep.password,
+		"PGSSLMODE=disable",
+		"PGCONNECT_TIMEOUT=10",
+		"PGAPPNAME=pgshard-bench",
+	)
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	cmd.WaitDelay = 5 * time.Second
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		return pgbenchResult{}, ctx.Err()
+	}
+	var exitErr *exec.ExitError
+	if err != nil && !errors.As(err, &exitErr) {
+		return pgbenchResult{}, fmt.Errorf("run pgbench: %w", err)
+	}
+	r := parsePgbench(out.String())
+	r.exitErr = err
+	r.ok = err == nil && r.aborted == 0 && r.haveTPS && r.processed > 0
+	return r, nil
+}
+
+var (
+	reProcessed = regexp.MustCompile(`(?m)^number of transactions actually processed: (\d+)`)
+	reFailed    = regexp.MustCompile(`(?m)^number of failed transactions: (\d+)`)
+	reLatency   = regexp.MustCompile(`(?m)^latency average = ([0-9.]+) ms`)
+	reTPS       = regexp.MustCompile(`(?m)^tps = ([0-9.]+) \(without initial connection time\)`)
+	reAborted   = regexp.MustCompile(`client \d+ (?:script \d+ )?aborted`)
+	reClientNum = regexp.MustCompile(`client \d+`)
+)
+
+// parsePgbench reads pgbench 15's summary and its error lines.
+func parsePgbench(out string) pgbenchResult {
+	r := pgbenchResult{output: out}
+	if m := reProcessed.FindStringSubmatch(out); m != nil {
+		r.processed, _ = strconv.ParseInt(m[1], 10, 64)
+	}
+	if m := reFailed.FindStringSubmatch(out); m != nil {
+		r.failed, _ = strconv.ParseInt(m[1], 10, 64)
+		r.haveFailed = true
+	}
+	if m := reLatency.FindStringSubmatch(out); m != nil {
+		r.latencyMs, _ = strconv.ParseFloat(m[1], 64)
+		r.haveLat = true
+	}
+	if m := reTPS.FindStringSubmatch(out); m != nil {
+		r.tps, _ = strconv.ParseFloat(m[1], 64)
+		r.haveTPS = true
+	}
+	r.aborted = len(reAborted.FindAllString(out, -1))
+	r.errors = distinctErrors(out)
+	return r
+}
+
+// distinctErrors returns pgbench's error messages, client numbers masked,
+// each once with a count, most frequent first.
+func distinctErrors(out string) []string {
+	counts := map[string]int{}
+	var order []string
+	lines := strings.Split(out, "\n")
+	for i := 0; i < len(lines); i++ {
+		l := strings.TrimSpace(lines[i])
+		if !strings.HasPrefix(l, "pgbench: error:") && !strings.HasPrefix(l, "pgbench: fatal:") {
+			continue
+		}
+		// libpq error texts may continue on following lines (DETAIL, HINT).
+		for i+1 < len(lines) && strings.HasPrefix(lines[i+1], " ") {
+			i++
+			l += " " + strings.TrimSpace(lines[i])
+		}
+		l = reClientNum.ReplaceAllString(l, "client N")
+		if counts[l] == 0 {
+			order = append(order, l)
+		}
+		counts[l]++
+	}
+	sort.SliceStable(order, func(a, b int) bool { return counts[order[a]] > counts[order[b]] })
+	res := make([]string, 0, len(order))
+	for _, l := range order {
+		if counts[l] > 1 {
+			l = fmt.Sprintf("%s (×%d)", l, counts[l])
+		}
+		res = append(res, l)
+	}
+	return res
+}
+
+// pgbenchInit runs `pgbench -i -s scale` against ep.
+func pgbenchInit(ctx context.Context, bin string, ep endpoint, scale int) error {
+	cmd := exec.CommandContext(ctx, bin, "-i", "-q", "-s", strconv.Itoa(scale),
+		"-h", ep.host, "-p", strconv.Itoa(ep.port), "-U", ep.user, ep.dbname)
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+ep.password, "PGSSLMODE=disable")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("pgbench -i: %w\n%s", err, lastLines(string(out), 15))
+	}
+	return nil
+}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/pgshard/pgshard/wire/auth"
+)
+
+// pgshardConfig is the part of the proxy's YAML configuration (see
+// proxy.Config) the benchmark sets. It is written by hand rather than with
+// proxy.Config so that the file shows exactly what the benchmark chose.
+type pgshardConfig struct {
+	Listen          string         `yaml:"listen"`
+	AdminListen     string         `yaml:"admin_listen"`
+	PoolMode        string         `yaml:"pool_mode"`
+	ShutdownTimeout string         `yaml:"shutdown_timeout"`
+	Users           []pgshardUser  `yaml:"users"`
+	Shards          []pgshardShard `yaml:"shards"`
+	Backend         pgshardBackend `yaml:"backend"`
+	Pool            pgshardPool    `yaml:"pool"`
+}
+
+type pgshardUser struct {
+	Name     string `yaml:"name"`
+	Auth     string `yaml:"auth"`
+	Password string `yaml:"password"`
+}
+
+type pgshardShard struct {
+	Name string `yaml:"name"`
+	Host string `yaml:"host"`
+	Port int    `yaml:"port"`
+}
+
+type pgshardBackend struct {
+	User     string `yaml:"user"`
+	Password string `yaml:"password"`
+	SSLMode  string `yaml:"sslmode"`
+}
+
+type pgshardPool struct {
+	Size        int    `yaml:"size"`
+	WaitTimeout string `yaml:"wait_timeout"`
+}
+
+// startPgshard writes a configuration for one shard at pgHost:pgPort into
+// dir and starts the pgshard binary with it: transaction pooling, poolSize
+// backend connections, SCRAM authentication of user, no admin listener.
+func startPgshard(ctx context.Context, bin, dir, pgHost string, pgPort, poolSize int, user, password string) (*child, string, error) {
+	verifier, err := auth.NewSCRAMVerifier(password, nil, 0)
+	if err != nil {
+		return nil, "", err
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, "", err
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	cfg := pgshardConfig{
+		Listen:          addr,
+		AdminListen:     "",
+		PoolMode:        "transaction",
+		ShutdownTimeout: "5s",
+		Users:           []pgshardUser{{Name: user, Auth: string(auth.SCRAMSHA256), Password: verifier.String()}},
+		Shards:          []pgshardShard{{Name: "s0", Host: pgHost, Port: pgPort}},
+		Backend:         pgshardBackend{User: user, Password: password, SSLMode: "disable"},
+		Pool:            pgshardPool{Size: poolSize, WaitTimeout: "30s"},
+	}
+	b, err := yaml.Marshal(cfg)
+	if err != nil {
+		return nil, "", fmt.Errorf("pgshard config: %w", err)
+	}
+	cfgPath := filepath.Join(dir, "pgshard.yaml")
+	if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
+		return nil, "", fmt.Errorf("write pgshard config: %w", err)
+	}
+	abs, err := filepath.Abs(bin)
+	if err != nil {
+		return nil, "", err
+	}
+	cmd := exec.Command(abs, "proxy", "--config", cfgPath, "--log-level", "warn")
+	cmd.Dir = dir
+	// The backend password is in the file; keep the environment from
+	// overriding it.
+	cmd.Env = append(os.Environ(), "PGSHARD_BACKEND_PASSWORD="+password)
+	c, err := startChild("pgshard", cmd, filepath.Join(dir, "pgshard.log"))
+	if err != nil {
+		return nil, "", err
+	}
+	if err := c.waitListening(ctx, addr); err != nil {
+		c.stop(0)
+		return nil, "", err
+	}
+	return c, addr, nil
+}

@@ -1,0 +1,197 @@
+package proxy_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgshard/pgshard/integration"
+)
+
+// TestCopyInOut streams COPY FROM STDIN (pgx CopyFrom, binary) and
+// COPY TO STDOUT (text) through the proxy, plus a failing COPY.
+func TestCopyInOut(t *testing.T) {
+	pg := integration.StartPostgres(t)
+	p := startProxy(t, baseConfig(t, pg))
+	ctx := ctxT(t)
+	c := connect(t, p.dsn(""))
+	if _, err := c.Exec(ctx, `CREATE TABLE events (id bigint, payload text)`); err != nil {
+		t.Fatal(err)
+	}
+	const n = 20000
+	rows := make([][]any, n)
+	for i := range rows {
+		rows[i] = []any{int64(i), strings.Repeat("p", i%50)}
+	}
+	copied, err := c.CopyFrom(ctx, pgx.Identifier{"events"}, []string{"id", "payload"}, pgx.CopyFromRows(rows))
+	if err != nil || copied != n {
+		t.Fatalf("copy from: %d %v", copied, err)
+	}
+	// Text COPY FROM STDIN via pgconn.
+	in := strings.NewReader("100000\thello\n100001\tworld\n")
+	tag, err := c.PgConn().CopyFrom(ctx, in, `COPY events FROM STDIN`)
+	if err != nil || tag.RowsAffected() != 2 {
+		t.Fatalf("text copy from: %v %v", tag, err)
+	}
+	var buf bytes.Buffer
+	tag, err = c.PgConn().CopyTo(ctx, &buf, `COPY (SELECT id, payload FROM events ORDER BY id) TO STDOUT`)
+	if err != nil || tag.RowsAffected() != n+2 {
+		t.Fatalf("copy to: %v %v", tag, err)
+	}
+	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
+	if len(lines) != n+2 || lines[0] != "0\t" || lines[n+1] != "100001\tworld" || lines[51] != "51\tp" {
+		t.Fatalf("copy to returned %d lines, first %q last %q", len(lines), lines[0], lines[len(lines)-1])
+	}
+	// Bad data fails the COPY with the server's error; the session goes on.
+	_, err = c.PgConn().CopyFrom(ctx, strings.NewReader("not-a-number\tx\n"), `COPY events FROM STDIN`)
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "22P02" {
+		t.Fatalf("bad copy: want 22P02, got %v", err)
+	}
+	var count int64
+	if err := c.QueryRow(ctx, `SELECT count(*) FROM events`).Scan(&count); err != nil || count != n+2 {
+		t.Fatalf("count %d %v", count, err)
+	}
+}
+
+// TestCancel cancels a running query through the proxy: the client gets
+// 57014 and both the session and the backend stay usable.
+func TestCancel(t *testing.T) {
+	pg := integration.StartPostgres(t)
+	p := startProxy(t, baseConfig(t, pg))
+	ctx := ctxT(t)
+	c := connect(t, p.dsn(""))
+	other := connect(t, p.dsn(""))
+	qctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := c.Exec(qctx, `SELECT pg_sleep(20)`)
+	if err == nil {
+		t.Fatal("expected the query to be cancelled")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("cancel took %v", d)
+	}
+	// pgx closes the connection after a context cancel; reconnect and
+	// check the server really cancelled (no pg_sleep left running).
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var running int
+		if err := other.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(20)' AND state = 'active'`).Scan(&running); err != nil {
+			t.Fatal(err)
+		}
+		if running == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the backend query was not cancelled")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Cancel with pgconn keeps the connection: 57014 and it goes on.
+	c2 := connect(t, p.dsn(""))
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c2.PgConn().Exec(ctx, `SELECT pg_sleep(20)`).ReadAll()
+		errc <- err
+	}()
+	waitFor(t, func() bool {
+		var n int
+		_ = other.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(20)' AND state = 'active'`).Scan(&n)
+		return n == 1
+	})
+	if err := c2.PgConn().CancelRequest(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err = <-errc
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "57014" {
+		t.Fatalf("want 57014, got %v", err)
+	}
+	var v int
+	if err := c2.QueryRow(ctx, `SELECT 5`).Scan(&v); err != nil || v != 5 {
+		t.Fatalf("after cancel: %v %v", v, err)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestErrorsMidTransactionAndPipeline checks error recovery: an error in a
+// transaction aborts it until ROLLBACK; an error in a pipeline skips to
+// Sync; a batch of many statements works.
+func TestErrorsMidTransactionAndPipeline(t *testing.T) {
+	pg := integration.StartPostgres(t)
+	p := startProxy(t, baseConfig(t, pg))
+	ctx := ctxT(t)
+	c := connect(t, p.dsn(""))
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT 1/0`); err == nil {
+		t.Fatal("want division by zero")
+	}
+	_, err = tx.Exec(ctx, `SELECT 1`)
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "25P02" {
+		t.Fatalf("want 25P02 in aborted transaction, got %v", err)
+	}
+	_ = tx.Rollback(ctx)
+	// A batch (pipelined extended protocol) with an error in the middle.
+	b := &pgx.Batch{}
+	b.Queue(`SELECT 1`)
+	b.Queue(`SELECT 1/0`)
+	b.Queue(`SELECT 3`)
+	err = c.SendBatch(ctx, b).Close()
+	if !errors.As(err, &pgErr) || pgErr.Code != "22012" {
+		t.Fatalf("batch: want 22012, got %v", err)
+	}
+	// A large pipelined batch.
+	b = &pgx.Batch{}
+	for i := 0; i < 2000; i++ {
+		b.Queue(`SELECT $1::int, repeat('x', 200)`, i)
+	}
+	br := c.SendBatch(ctx, b)
+	for i := 0; i < 2000; i++ {
+		var v int
+		var s string
+		if err := br.QueryRow().Scan(&v, &s); err != nil || v != i {
+			t.Fatalf("batch row %d: %v %v", i, v, err)
+		}
+	}
+	if err := br.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Notices and multi-statement simple queries.
+	var notices []string
+	cfg, _ := pgx.ParseConfig(p.dsn(""))
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { notices = append(notices, n.Message) }
+	nc, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close(ctx)
+	res, err := nc.PgConn().Exec(ctx, `DO $$ BEGIN RAISE NOTICE 'hello %', 42; END $$; SELECT 1; SELECT 2`).ReadAll()
+	if err != nil || len(res) != 3 || string(res[2].Rows[0][0]) != "2" {
+		t.Fatalf("multi-statement: %v %v", res, err)
+	}
+	if fmt.Sprint(notices) != "[hello 42]" {
+		t.Fatalf("notices %v", notices)
+	}
+}
