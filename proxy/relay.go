@@ -156,7 +156,8 @@ func (s *session) writeClient(out []byte) bool {
 func (s *session) relayFailed(be *pool.Conn, out []byte, err error, sawFatal bool) {
 	s.mu.Lock()
 	if s.closing {
-		s.dirty = true
+		// serve's wake-up deadline: the backend is serve's now, and
+		// whether it is clean follows from the response queue.
 		s.mu.Unlock()
 		return
 	}

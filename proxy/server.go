@@ -53,6 +53,7 @@ type Server struct {
 	shutdown atomic.Bool
 
 	conns sync.WaitGroup // one per accepted connection
+	bg    sync.WaitGroup // background clean-ups (discardBusy)
 	done  chan struct{}
 }
 
@@ -209,6 +210,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.ln != nil {
 		<-s.done
 	}
+	s.bg.Wait()
 	s.closePools()
 	return ctx.Err()
 }
@@ -401,6 +403,21 @@ func (s *Server) forget(ss *session) {
 		ss.user.clients.Add(-1)
 	}
 	s.mu.Unlock()
+}
+
+// discardBusy cancels whatever a backend is running and then discards it,
+// in the background so the session can end at once.
+func (s *Server) discardBusy(be *pool.Conn) {
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := be.Cancel(ctx); err != nil {
+			slog.Debug("cancel before discard failed", "server", be.Addr, "err", err)
+		}
+		be.Pool().Discard(be)
+	}()
 }
 
 // cancel forwards a client's CancelRequest to the backend running its

@@ -456,7 +456,9 @@ func (s *session) finish() {
 	if be != nil {
 		switch {
 		case !clean:
-			be.Pool().Discard(be)
+			// Stop whatever the server still runs for the client, then
+			// close the connection.
+			s.srv.discardBusy(be)
 		case needReset && s.resetBackend(be) != nil:
 			be.Pool().Discard(be)
 		default:
