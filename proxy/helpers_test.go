@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.uber.org/goleak"
 
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/integration/pgcluster"
@@ -20,7 +21,18 @@ const (
 	appPassword = "app-secret"
 )
 
-func TestMain(m *testing.M) { os.Exit(integration.VerifyNoLeaks(m)) }
+// TestMain checks that no PostgreSQL server and no goroutine outlives the
+// tests.
+func TestMain(m *testing.M) {
+	code := integration.VerifyNoLeaks(m)
+	if code == 0 {
+		if err := goleak.Find(integration.GoleakOptions()...); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
 
 // testProxy is a proxy running in the test process.
 type testProxy struct {
