@@ -87,9 +87,18 @@ func (q *respQueue) popSync() (entry, []string) {
 	return entry{}, failed
 }
 
+// compact reclaims popped slots: at once when the queue is empty, and by
+// moving the live entries to the front when most slots are dead (a client
+// that always has a request in flight never empties it).
 func (q *respQueue) compact() {
-	if q.head == len(q.items) {
+	switch {
+	case q.head == len(q.items):
 		q.items = q.items[:0]
+		q.head = 0
+	case q.head >= 64 && q.head*2 >= len(q.items):
+		n := copy(q.items, q.items[q.head:])
+		clear(q.items[n:])
+		q.items = q.items[:n]
 		q.head = 0
 	}
 }

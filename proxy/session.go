@@ -361,13 +361,13 @@ func (s *session) sessionEffect(info router.Info, sql string) (syncEntry, error)
 	switch {
 	case info.Has(router.ClassPin):
 		s.pin(info.PinReason)
-	case info.Class&router.ClassMulti != 0:
-		s.pin("session parameter change in a multi-statement query")
-	case info.Has(router.ClassSet), info.Has(router.ClassReset), info.Has(router.ClassResetAll), info.Has(router.ClassDiscardAll):
+	case info.Has(router.ClassMulti):
+		s.pin("session state change in a multi-statement query")
+	case info.Class&(router.ClassSet|router.ClassReset|router.ClassResetAll|router.ClassDiscardAll) != 0:
 		e.setting = &settingChange{info: info, sql: sql}
-	case info.Has(router.ClassDeallocateAll):
-		e.deallocateAll = true
 	}
+	// Statements dropped on the server are no longer there, pinned or not.
+	e.deallocateAll = info.Class&(router.ClassDeallocateAll|router.ClassDiscardAll) != 0
 	return e, nil
 }
 

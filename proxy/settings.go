@@ -57,6 +57,9 @@ func newSettings(params map[string]string) *settings {
 		st.startup = append(st.startup, [2]string{k, v})
 	}
 	for k, v := range parseOptions(params["options"]) {
+		if _, direct := params[k]; direct {
+			continue // a parameter given directly wins over options, as in PostgreSQL
+		}
 		st.startup = append(st.startup, [2]string{k, v})
 	}
 	sort.Slice(st.startup, func(i, j int) bool { return st.startup[i][0] < st.startup[j][0] })
@@ -178,7 +181,7 @@ func (st *settings) applySQL(reset bool) string {
 	}
 	for _, s := range st.sets {
 		b.WriteString(strings.TrimRight(strings.TrimSpace(s.sql), ";"))
-		b.WriteByte(';')
+		b.WriteString("\n;") // a trailing -- comment must not swallow the rest
 	}
 	return b.String()
 }

@@ -35,10 +35,41 @@ type Info struct {
 // Has reports whether all flags in c are set.
 func (i Info) Has(c Class) bool { return i.Class&c == c }
 
-// Classify looks at the leading keywords of sql. It never fails: what it
-// does not recognise has no flags. It is lexical on purpose (a few hundred
-// nanoseconds); the full parser runs elsewhere, on plan-cache misses.
+// Classify looks at the leading keywords of each statement in sql. It
+// never fails: what it does not recognise has no flags. It is lexical on
+// purpose (a few hundred nanoseconds); the full parser runs elsewhere, on
+// plan-cache misses. In a query string with several statements the flags
+// of all of them are merged, and ClassMulti is added when any has a flag.
 func Classify(sql string) Info {
+	var out Info
+	n := 0
+	for start := 0; start < len(sql); {
+		end := statementEnd(sql, start)
+		stmt := sql[start:end]
+		start = end + 1
+		l := lexer{s: stmt}
+		l.skip()
+		if l.pos == len(stmt) {
+			continue // empty statement
+		}
+		n++
+		info := classifyOne(stmt)
+		out.Class |= info.Class
+		if out.Param == "" {
+			out.Param = info.Param
+		}
+		if out.PinReason == "" {
+			out.PinReason = info.PinReason
+		}
+	}
+	if n > 1 && out.Class != 0 {
+		out.Class |= ClassMulti
+	}
+	return out
+}
+
+// classifyOne classifies a single statement.
+func classifyOne(sql string) Info {
 	l := lexer{s: sql}
 	first := l.word()
 	var info Info
@@ -47,9 +78,12 @@ func Classify(sql string) Info {
 		info = classifySet(&l)
 	case eq(first, "reset"):
 		w := l.word()
-		if eq(w, "all") {
+		switch {
+		case eq(w, "all"):
 			info.Class = ClassResetAll
-		} else if w != "" {
+		case eq(w, "session") && eq(l.word(), "authorization"):
+			info = Info{Class: ClassReset, Param: "session_authorization"}
+		case w != "":
 			info.Class = ClassReset
 			info.Param = paramName(w, &l)
 		}
@@ -76,7 +110,7 @@ func Classify(sql string) Info {
 	case eq(first, "load"):
 		info = pin("LOAD")
 	case eq(first, "declare"):
-		if containsFold(sql, "with hold") {
+		if containsFold(sql, "hold") && wordPair(sql, "with", "hold", "for") {
 			info = pin("WITH HOLD cursor")
 		}
 	case eq(first, "create"):
@@ -88,20 +122,38 @@ func Classify(sql string) Info {
 		if eq(w, "global") || eq(w, "local") {
 			w = l.word()
 		}
-		if eq(w, "temp") || eq(w, "temporary") {
+		if eq(w, "temp") || eq(w, "temporary") || containsFold(sql, "pg_temp") {
 			info = pin("temporary table")
 		}
 	}
 	if info.Class == 0 && containsFold(sql, "advisory_lock") {
 		info = pin("session advisory lock")
 	}
-	if info.Class == 0 && eq(first, "select") && containsFold(sql, "into temp") {
+	if info.Class == 0 && containsFold(sql, "into") && (wordPair(sql, "into", "temp", "") || wordPair(sql, "into", "temporary", "")) {
 		info = pin("temporary table")
 	}
-	if info.Class&(ClassSet|ClassReset|ClassResetAll|ClassDiscardAll|ClassDeallocateAll) != 0 && multiStatement(sql) {
-		info.Class |= ClassMulti
-	}
 	return info
+}
+
+// wordPair reports whether keyword a is directly followed by keyword b
+// among the words of sql (skipping literals and comments), looking only
+// before the keyword stop when it is not empty.
+func wordPair(sql, a, b, stop string) bool {
+	l := lexer{s: sql}
+	prev := ""
+	for {
+		w := l.next()
+		if w == "" {
+			return false
+		}
+		if stop != "" && eq(w, stop) {
+			return false
+		}
+		if eq(prev, a) && eq(w, b) {
+			return true
+		}
+		prev = w
+	}
 }
 
 func pin(reason string) Info { return Info{Class: ClassPin, PinReason: reason} }
@@ -189,6 +241,7 @@ func (l *lexer) word() string {
 	if l.pos < len(l.s) && l.s[l.pos] == '"' {
 		end := strings.IndexByte(l.s[l.pos+1:], '"')
 		if end < 0 {
+			l.pos = len(l.s) // unterminated: nothing follows
 			return ""
 		}
 		w := l.s[l.pos+1 : l.pos+1+end]
@@ -198,13 +251,38 @@ func (l *lexer) word() string {
 	start := l.pos
 	for l.pos < len(l.s) {
 		c := l.s[l.pos]
-		if c == '_' || c >= '0' && c <= '9' || c|0x20 >= 'a' && c|0x20 <= 'z' || c >= 0x80 {
+		if isWordByte(c) {
 			l.pos++
 			continue
 		}
 		break
 	}
 	return l.s[start:l.pos]
+}
+
+// next returns the next word, skipping anything else (punctuation,
+// literals, quoted identifiers, comments); "" at the end.
+func (l *lexer) next() string {
+	for {
+		l.skip()
+		if l.pos >= len(l.s) {
+			return ""
+		}
+		c := l.s[l.pos]
+		switch {
+		case c == '\'':
+			l.pos = skipString(l.s, l.pos) + 1
+		case c == '$':
+			end := skipDollar(l.s, l.pos)
+			l.pos = end + 1
+		case c == '"':
+			l.word() // a quoted identifier is never a keyword
+		case isWordByte(c):
+			return l.word()
+		default:
+			l.pos++
+		}
+	}
 }
 
 // skipBlockComment returns the index after the (nested) comment at i.
@@ -228,36 +306,27 @@ func skipBlockComment(s string, i int) int {
 	return i
 }
 
-// multiStatement reports whether sql has a ';' outside literals, quoted
-// identifiers and comments that is followed by anything but white space
-// and comments.
-func multiStatement(sql string) bool {
-	for i := 0; i < len(sql); i++ {
+// statementEnd returns the index of the ';' that ends the statement
+// starting at start (outside literals, quoted identifiers and comments),
+// or len(sql).
+func statementEnd(sql string, start int) int {
+	for i := start; i < len(sql); i++ {
 		switch c := sql[i]; c {
-		case '\'', '"':
-			j := strings.IndexByte(sql[i+1:], c)
+		case '\'':
+			i = skipString(sql, i)
+		case '"':
+			j := strings.IndexByte(sql[i+1:], '"')
 			if j < 0 {
-				return false
+				return len(sql)
 			}
 			i += j + 1
-		case '$': // dollar quoting: $tag$ ... $tag$
-			j := i + 1
-			for j < len(sql) && (sql[j] == '_' || sql[j]|0x20 >= 'a' && sql[j]|0x20 <= 'z' || sql[j] >= '0' && sql[j] <= '9') {
-				j++
-			}
-			if j < len(sql) && sql[j] == '$' {
-				tag := sql[i : j+1]
-				k := strings.Index(sql[j+1:], tag)
-				if k < 0 {
-					return false
-				}
-				i = j + k + len(tag)
-			}
+		case '$':
+			i = skipDollar(sql, i)
 		case '-':
 			if i+1 < len(sql) && sql[i+1] == '-' {
 				k := strings.IndexByte(sql[i:], '\n')
 				if k < 0 {
-					return false
+					return len(sql)
 				}
 				i += k
 			}
@@ -266,19 +335,57 @@ func multiStatement(sql string) bool {
 				i = skipBlockComment(sql, i) - 1
 			}
 		case ';':
-			l := lexer{s: sql, pos: i + 1}
-			l.skip()
-			for l.pos < len(sql) && sql[l.pos] == ';' {
-				l.pos++
-				l.skip()
-			}
-			if l.pos < len(sql) {
-				return true
-			}
-			return false
+			return i
 		}
 	}
-	return false
+	return len(sql)
+}
+
+// skipString returns the index of the quote that closes the string
+// literal opening at i (len(sql)-1 when unterminated). In E” strings a
+// backslash escapes the next byte.
+func skipString(sql string, i int) int {
+	escapes := i > 0 && sql[i-1]|0x20 == 'e' && (i == 1 || !isWordByte(sql[i-2]))
+	for j := i + 1; j < len(sql); j++ {
+		switch sql[j] {
+		case '\\':
+			if escapes {
+				j++
+			}
+		case '\'':
+			return j
+		}
+	}
+	return len(sql) - 1
+}
+
+// skipDollar returns the index of the last '$' of the dollar-quoted
+// string opening at i, or i when the '$' opens none (a parameter such as
+// $1, or a '$' inside an identifier).
+func skipDollar(sql string, i int) int {
+	if i > 0 && (isWordByte(sql[i-1]) || sql[i-1] == '$') {
+		return i
+	}
+	j := i + 1
+	if j < len(sql) && sql[j] >= '0' && sql[j] <= '9' {
+		return i
+	}
+	for j < len(sql) && isWordByte(sql[j]) {
+		j++
+	}
+	if j >= len(sql) || sql[j] != '$' {
+		return i
+	}
+	tag := sql[i : j+1]
+	k := strings.Index(sql[j+1:], tag)
+	if k < 0 {
+		return len(sql) - 1
+	}
+	return j + k + len(tag)
+}
+
+func isWordByte(c byte) bool {
+	return c == '_' || c >= '0' && c <= '9' || c|0x20 >= 'a' && c|0x20 <= 'z' || c >= 0x80
 }
 
 // containsFold reports whether s contains sub (ASCII lower case) ignoring

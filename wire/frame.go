@@ -67,15 +67,29 @@ func (fr *FrameReader) Next() (byte, []byte, error) {
 		_, _ = fr.r.Discard(total)
 		return typ, frame, nil
 	}
-	if cap(fr.buf) < total {
-		fr.buf = make([]byte, total)
+	// Grow the buffer as bytes arrive, not by the declared length, so a
+	// peer that declares a huge message and sends little costs little.
+	buf := fr.buf[:0]
+	for len(buf) < total {
+		if len(buf) == cap(buf) {
+			nb := make([]byte, len(buf), min(total, max(2*cap(buf), minLargeChunk)))
+			copy(nb, buf)
+			buf = nb
+		}
+		n, err := io.ReadFull(fr.r, buf[len(buf):min(cap(buf), total)])
+		buf = buf[:len(buf)+n]
+		if err != nil {
+			fr.buf = buf[:0]
+			return typ, nil, unexpected(err)
+		}
 	}
-	fr.buf = fr.buf[:total]
-	if _, err := io.ReadFull(fr.r, fr.buf); err != nil {
-		return typ, nil, unexpected(err)
-	}
-	return typ, fr.buf, nil
+	fr.buf = buf
+	return typ, buf, nil
 }
+
+// minLargeChunk is the first allocation for a frame larger than the
+// reader's buffer; it doubles from there.
+const minLargeChunk = 64 << 10
 
 // ReleaseLarge drops a large frame buffer kept from an earlier Next so an
 // idle session does not pin it.

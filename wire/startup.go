@@ -93,6 +93,9 @@ func DecodeStartup(body []byte) (Startup, error) {
 		return Startup{}, Fatalf(SQLStateFeatureNotSupported,
 			"unsupported frontend protocol %d.%d: server supports 3.0 to 3.0", major, code&0xffff)
 	}
+	if len(body) == 5 && body[4] == 0 { // no parameters at all
+		return Startup{}, Fatalf(SQLStateInvalidAuthorization, "no PostgreSQL user name specified in startup packet")
+	}
 	if err := validateStartupParams(body[4:]); err != nil {
 		return Startup{}, err
 	}
@@ -139,8 +142,8 @@ func validateStartupParams(b []byte) error {
 		if c != 0 {
 			continue
 		}
-		if i == start { // empty string: must be the final terminator at an even position
-			if i != len(b)-1 || strs%2 != 0 {
+		if i == start && strs%2 == 0 { // empty name: must be the final terminator
+			if i != len(b)-1 {
 				return bad
 			}
 			return nil
