@@ -223,6 +223,7 @@ func (s *Server) serverParams(ctx context.Context, ss *session) (map[string]stri
 	}
 	be, err := s.acquire(ctx, p)
 	if err != nil {
+		s.dropUnusedPool(p)
 		e := wire.AsError(err)
 		if be == nil && e.Code != wire.SQLStateTooManyConnections {
 			// Show the server's own reason (e.g. database does not exist).

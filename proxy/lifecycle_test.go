@@ -399,3 +399,20 @@ func TestSessionPoolMode(t *testing.T) {
 		t.Fatalf("expected the reset backend %d to be reused, got %d", pid, got)
 	}
 }
+
+// TestUnknownDatabase reports the server's 3D000 at connect time and
+// leaves no pool behind for the bad name.
+func TestUnknownDatabase(t *testing.T) {
+	pg := integration.StartPostgres(t)
+	p := startProxy(t, baseConfig(t, pg))
+	for i := 0; i < 3; i++ {
+		err := tryConnect("postgres://app:" + appPassword + "@" + p.addr + "/nosuchdb?sslmode=disable")
+		if pgCode(err) != "3D000" {
+			t.Fatalf("want 3D000, got %v", err)
+		}
+	}
+	if body := scrape(t, p); strings.Contains(body, `database="nosuchdb"`) {
+		t.Fatalf("a pool for the unknown database remains:\n%s", grepLines(body, "nosuchdb"))
+	}
+	_ = connect(t, p.dsn(""))
+}

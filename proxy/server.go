@@ -343,6 +343,24 @@ func (s *Server) pool(ctx context.Context, shard string, u *userState, db string
 	return p, nil
 }
 
+// dropUnusedPool removes a pool that has no connections (its first
+// connection failed, say for a database that does not exist), so clients
+// cannot pile up pools for names that lead nowhere.
+func (s *Server) dropUnusedPool(p *pool.Pool) {
+	if p.Stats().Open > 0 {
+		return
+	}
+	s.mu.Lock()
+	for k, q := range s.pools {
+		if q == p {
+			delete(s.pools, k)
+		}
+	}
+	delete(s.params, p)
+	s.mu.Unlock()
+	p.Close()
+}
+
 // acquire gets a backend and turns pool errors into client errors.
 func (s *Server) acquire(ctx context.Context, p *pool.Pool) (*pool.Conn, error) {
 	be, err := p.Acquire(ctx)
