@@ -89,6 +89,13 @@ func (o *demoOptions) Run(ctx context.Context) (err error) {
 	if err := setupLogging(o.stderr, o.logLevel); err != nil {
 		return err
 	}
+	// Fail before starting servers when an address is taken; the proxy
+	// binds for real later.
+	for _, addr := range []string{o.listen, o.adminListen} {
+		if err := probeListen(addr); err != nil {
+			return listenHint(err)
+		}
+	}
 	fmt.Fprintf(o.stderr, "Starting PostgreSQL (%d shard: a primary and %d streaming replica)...\n", demo.Shards, demo.Replicas)
 	cl, err := demo.StartPostgres(ctx)
 	if err != nil {
@@ -164,6 +171,18 @@ func (o *demoOptions) prepare(ctx context.Context, cl *pgcluster.Cluster, addr, 
 		o.ready(addr, cl)
 	}
 	return nil
+}
+
+// probeListen checks that addr ("" for none) can be listened on.
+func probeListen(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return ln.Close()
 }
 
 // listenHint adds which flag to change when an address is taken.

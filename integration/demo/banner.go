@@ -29,13 +29,13 @@ func WriteBanner(w io.Writer, b Banner) error {
 	for _, s := range b.Cluster.Shards {
 		fmt.Fprintf(tw, "  shard %s\tprimary\t%s\n", s.Name, s.Addr())
 		for _, r := range s.Replicas {
-			fmt.Fprintf(tw, "  \treplica\t%s\t(streaming from %s)\n", r.Addr(), s.Name)
+			fmt.Fprintf(tw, "  \treplica\t%s  (streaming from %s)\n", r.Addr(), s.Name)
 		}
 	}
-	fmt.Fprintf(tw, "  proxy\tclients\t%s\t(user %s, password %s)\n", proxyAddr, User, Password)
+	fmt.Fprintf(tw, "  proxy\tclients\t%s  (user %s, password %s)\n", proxyAddr, User, Password)
 	if b.AdminAddr != "" {
 		base := "http://" + DialAddr(b.AdminAddr)
-		fmt.Fprintf(tw, "  \tmetrics\t%s/metrics\t(also /healthz, /readyz)\n", base)
+		fmt.Fprintf(tw, "  \tmetrics\t%s/metrics  (also /healthz, /readyz)\n", base)
 	}
 	_ = tw.Flush()
 	fmt.Fprintf(&sb, "\nTable %s has %d sample rows. Connect through the proxy:\n\n", SampleTable, SampleRows)

@@ -35,8 +35,8 @@ const (
 	poolSize = 10
 )
 
-// startTimeout bounds starting the servers when the caller's context has no
-// deadline; initdb on a cold template cache takes a few seconds.
+// startTimeout bounds starting the servers; initdb on a cold template cache
+// takes a few seconds.
 const startTimeout = 2 * time.Minute
 
 // StartPostgres starts the demo's PostgreSQL servers: [Shards] shards, each
@@ -45,12 +45,9 @@ const startTimeout = 2 * time.Minute
 // binaries are installed the error is a *pgcluster.ErrNoPostgres; see
 // [InstallHelp].
 func StartPostgres(ctx context.Context) (*pgcluster.Cluster, error) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, startTimeout)
-		defer cancel()
-	}
-	c, err := pgcluster.StartCluster(ctx, Shards, pgcluster.Options{Replicas: Replicas})
+	sctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	c, err := pgcluster.StartCluster(sctx, Shards, pgcluster.Options{Replicas: Replicas})
 	if err != nil {
 		// StartCluster stops what it started, but this process's harness
 		// directory may remain.

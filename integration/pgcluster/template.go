@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // TemplateVersion is bumped whenever the way the cached initdb template is
@@ -128,6 +129,12 @@ func runTool(ctx context.Context, bin, dir, name string, args ...string) (string
 	cmd.Dir = dir
 	cmd.Env = toolEnv()
 	cmd.SysProcAttr = attr
+	if attr.Setpgid {
+		// On cancel kill the whole process group: pg_basebackup forks a
+		// WAL streamer that would otherwise keep the output pipe open.
+		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	}
+	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return strings.TrimSpace(string(out)), fmt.Errorf("%s: %w", name, err)
