@@ -35,7 +35,7 @@ fuzz:
 
 # pgbench through pgshard vs direct vs PgBouncer; writes docs/benchmarks.md.
 bench: build
-	$(GO) run ./integration/bench -pgshard $(BIN) -out docs/benchmarks.md
+	$(GO) run ./integration/bench -pgshard $(BIN) -out docs/benchmarks.md -rounds 3
 
 # Local demo cluster with the proxy on 127.0.0.1:6432 (Ctrl-C stops it).
 demo: build

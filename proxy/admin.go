@@ -7,15 +7,23 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 )
 
-// AdminHandler returns the admin HTTP API: /metrics, /healthz, /readyz.
+// AdminHandler returns the admin HTTP API: /metrics, /healthz, /readyz and
+// /debug/pprof/.
 // When the config sets an admin token, every request must carry it as
 // "Authorization: Bearer TOKEN".
 func (s *Server) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", s.metrics.handler())
+	// Profiles for `go tool pprof` (behind the admin token like the rest).
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})

@@ -1,0 +1,457 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/pgshard/pgshard/integration/pgcluster"
+)
+
+// Query modes (pgbench -M) and targets.
+var (
+	allModes   = []string{"simple", "extended", "prepared"}
+	allTargets = []string{targetDirect, targetPgshard, targetBouncer, targetBouncerSession}
+)
+
+const (
+	targetDirect         = "direct"
+	targetPgshard        = "pgshard"
+	targetBouncer        = "pgbouncer"
+	targetBouncerSession = "pgbouncer-session"
+)
+
+// The login role pgbench uses through every target.
+const (
+	benchUser     = "bench"
+	benchPassword = "bench-secret"
+	benchDB       = "postgres"
+)
+
+// options are the command-line flags.
+type options struct {
+	pgshardBin      string
+	out             string
+	duration        time.Duration
+	warmup          time.Duration
+	modes           []string
+	targets         []string
+	clients         int
+	jobs            int
+	scale           int
+	poolSize        int
+	rounds          int
+	sessionFallback bool
+	args            []string // as given, for the report
+}
+
+func main() {
+	o, err := parseFlags(os.Args[1:], os.Stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err = run(ctx, o, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o := &options{args: args}
+	var modes, targets string
+	fs.StringVar(&o.pgshardBin, "pgshard", "bin/pgshard", "pgshard binary to benchmark")
+	fs.StringVar(&o.out, "out", "docs/benchmarks.md", "Markdown report to write (only the part between the bench markers is replaced)")
+	fs.DurationVar(&o.duration, "duration", 15*time.Second, "length of each pgbench run (whole seconds)")
+	fs.DurationVar(&o.warmup, "warmup", 5*time.Second, "pgbench run directly on PostgreSQL before measuring, to warm its caches; 0 skips it")
+	fs.StringVar(&modes, "modes", strings.Join(allModes, ","), "pgbench query modes (-M) to run")
+	fs.StringVar(&targets, "targets", "direct,pgshard,pgbouncer", "targets to run: "+strings.Join(allTargets, ", "))
+	fs.IntVar(&o.clients, "clients", 16, "pgbench clients (-c)")
+	fs.IntVar(&o.jobs, "jobs", 2, "pgbench threads (-j)")
+	fs.IntVar(&o.scale, "scale", 10, "pgbench scale factor for -i")
+	fs.IntVar(&o.poolSize, "pool-size", 20, "server connections per pool for pgshard and PgBouncer")
+	fs.IntVar(&o.rounds, "rounds", 1, "times to run every mode and target; the report shows the run with the median TPS")
+	fs.BoolVar(&o.sessionFallback, "session-fallback", true,
+		"in a mode where PgBouncer's transaction pooling fails, also run PgBouncer in session mode as a labelled reference")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	var err error
+	if o.modes, err = splitList("-modes", modes, allModes); err != nil {
+		return nil, err
+	}
+	if o.targets, err = splitList("-targets", targets, allTargets); err != nil {
+		return nil, err
+	}
+	switch {
+	case o.duration < time.Second:
+		return nil, errors.New("-duration must be at least 1s")
+	case o.clients < 1 || o.jobs < 1 || o.clients%o.jobs != 0:
+		return nil, errors.New("-clients and -jobs must be positive and -clients a multiple of -jobs")
+	case o.scale < 1 || o.poolSize < 1 || o.rounds < 1:
+		return nil, errors.New("-scale, -pool-size and -rounds must be positive")
+	}
+	return o, nil
+}
+
+// splitList parses a comma-separated flag whose values must be in allowed,
+// keeping allowed's order.
+func splitList(name, s string, allowed []string) ([]string, error) {
+	var got []string
+	for v := range strings.SplitSeq(s, ",") {
+		v = strings.TrimSpace(v)
+		if v == "" {
+			continue
+		}
+		if !slices.Contains(allowed, v) {
+			return nil, fmt.Errorf("%s: unknown value %q (want %s)", name, v, strings.Join(allowed, ", "))
+		}
+		got = append(got, v)
+	}
+	if len(got) == 0 {
+		return nil, fmt.Errorf("%s: empty", name)
+	}
+	var res []string
+	for _, v := range allowed {
+		if slices.Contains(got, v) {
+			res = append(res, v)
+		}
+	}
+	return res, nil
+}
+
+// result is one pgbench run against one target in one mode.
+type result struct {
+	mode, target string
+	pgbench      pgbenchResult
+	cpuSeconds   float64 // proxy CPU during the run; 0 for direct
+	haveCPU      bool
+	note         string // why the run failed or what it stands for
+	runs         int    // runs this result stands for (see aggregate)
+}
+
+// aggregate reduces the runs of each mode and target to one result, in the
+// order they first ran: the run with the median TPS (the lower one of an
+// even count), or the first failed run when any failed, since a failure is
+// what needs looking at.
+func aggregate(results []result) []result {
+	type key struct{ mode, target string }
+	groups := map[key][]result{}
+	var order []key
+	for _, r := range results {
+		k := key{r.mode, r.target}
+		if groups[k] == nil {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], r)
+	}
+	out := make([]result, 0, len(order))
+	for _, k := range order {
+		rs := groups[k]
+		pick := -1
+		failed := 0
+		for i, r := range rs {
+			if !r.pgbench.ok {
+				if failed == 0 {
+					pick = i
+				}
+				failed++
+			}
+		}
+		var r result
+		if pick >= 0 {
+			r = rs[pick]
+			if len(rs) > 1 {
+				r.note = fmt.Sprintf("%s (failed in %d of %d rounds)", r.note, failed, len(rs))
+			}
+		} else {
+			sorted := slices.Clone(rs)
+			slices.SortFunc(sorted, func(a, b result) int { return cmp.Compare(a.pgbench.tps, b.pgbench.tps) })
+			r = sorted[(len(sorted)-1)/2]
+		}
+		r.runs = len(rs)
+		out = append(out, r)
+	}
+	return out
+}
+
+// cpuPerTx returns the proxy's CPU microseconds per processed transaction.
+func (r result) cpuPerTx() (float64, bool) {
+	if !r.haveCPU || r.pgbench.processed == 0 {
+		return 0, false
+	}
+	return r.cpuSeconds * 1e6 / float64(r.pgbench.processed), true
+}
+
+// run does the whole benchmark and writes the report.
+func run(ctx context.Context, o *options, console io.Writer) (err error) {
+	logf := func(format string, a ...any) {
+		fmt.Fprintf(console, "bench: "+format+"\n", a...)
+	}
+	wantBouncer := slices.Contains(o.targets, targetBouncer) || slices.Contains(o.targets, targetBouncerSession)
+	if _, err := os.Stat(o.pgshardBin); err != nil && slices.Contains(o.targets, targetPgshard) {
+		return fmt.Errorf("-pgshard: %w (build it with `make build`)", err)
+	}
+	pgbenchBin, err := findPgbench()
+	if err != nil {
+		return err
+	}
+	var bouncerBin string
+	if wantBouncer {
+		if bouncerBin, err = ensurePgBouncer(ctx, logf); err != nil {
+			return err
+		}
+	}
+	env := collectEnv(ctx, o, pgbenchBin, bouncerBin)
+	if env.busyPercent > 10 {
+		logf("warning: %s of the machine's CPU was busy before the benchmark started: other work will skew the results", env.busyBefore)
+	}
+
+	// Everything started below is stopped by these defers, in reverse
+	// order, also when ctx ends on Ctrl-C.
+	tmp, err := os.MkdirTemp("", "pgshard-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	if err := os.Chmod(tmp, 0o755); err != nil { // PgBouncer (OS user postgres) reads its subdirectory
+		return err
+	}
+
+	logf("starting PostgreSQL")
+	pg, err := pgcluster.Start(ctx, pgcluster.Options{
+		Name: "bench",
+		Settings: map[string]string{
+			"max_connections": "200",
+			"shared_buffers":  "128MB",
+		},
+		Users: []pgcluster.User{{Name: benchUser, Password: benchPassword}},
+	})
+	if err != nil {
+		return fmt.Errorf("start PostgreSQL: %w", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		if derr := pg.Destroy(sctx); derr != nil {
+			err = errors.Join(err, derr)
+		}
+		_ = pgcluster.RemoveRootDir()
+	}()
+	if env.postgres, err = pg.QueryValue(ctx, "SHOW server_version"); err != nil {
+		return fmt.Errorf("query server version: %w", err)
+	}
+
+	logf("pgbench -i -s %d", o.scale)
+	super := endpoint{host: pg.Host, port: pg.Port, user: pgcluster.SuperuserName, password: pgcluster.SuperuserPassword, dbname: benchDB}
+	if err := pgbenchInit(ctx, pgbenchBin, super, o.scale); err != nil {
+		return err
+	}
+	if err := pg.Exec(ctx, "GRANT SELECT ON ALL TABLES IN SCHEMA public TO "+benchUser); err != nil {
+		return fmt.Errorf("grant: %w", err)
+	}
+
+	endpoints := map[string]endpoint{
+		targetDirect: {host: pg.Host, port: pg.Port, user: benchUser, password: benchPassword, dbname: benchDB},
+	}
+	procs := map[string]*child{}
+	if slices.Contains(o.targets, targetPgshard) {
+		dir := filepath.Join(tmp, "pgshard")
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			return err
+		}
+		c, addr, err := startPgshard(ctx, o.pgshardBin, dir, pg.Host, pg.Port, o.poolSize, benchUser, benchPassword)
+		if err != nil {
+			return fmt.Errorf("start pgshard: %w", err)
+		}
+		defer c.stop(10 * time.Second)
+		procs[targetPgshard] = c
+		endpoints[targetPgshard] = endpointAt(addr, benchDB)
+	}
+	if wantBouncer {
+		dir := filepath.Join(tmp, "pgbouncer")
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			return err
+		}
+		c, addr, err := startPgBouncer(ctx, bouncerBin, dir, pg.Host, pg.Port, o.poolSize, benchUser, benchPassword)
+		if err != nil {
+			return fmt.Errorf("start PgBouncer: %w", err)
+		}
+		defer c.stop(5 * time.Second)
+		procs[targetBouncer] = c
+		procs[targetBouncerSession] = c
+		endpoints[targetBouncer] = endpointAt(addr, bouncerDBTx)
+		endpoints[targetBouncerSession] = endpointAt(addr, bouncerDBSession)
+	}
+
+	if o.warmup > 0 {
+		logf("warm-up: %s directly on PostgreSQL", o.warmup)
+		if _, err := runPgbench(ctx, pgbenchBin, endpoints[targetDirect], "prepared", o.clients, o.jobs, o.warmup); err != nil {
+			return err
+		}
+	}
+
+	hz := clockTicks()
+	var results []result
+	extra := map[string][]string{} // per mode: targets added by -session-fallback
+	for round := range o.rounds {
+		for _, mode := range o.modes {
+			// Later rounds rotate the order so that no target always runs
+			// first or last.
+			targets := append(slices.Clone(o.targets), extra[mode]...)
+			k := round % len(targets)
+			targets = append(targets[k:], targets[:k]...)
+			for i := 0; i < len(targets); i++ {
+				target := targets[i]
+				logf("round %d/%d, mode %s, target %s: pgbench for %s", round+1, o.rounds, mode, target, o.duration)
+				r, err := measure(ctx, pgbenchBin, endpoints[target], procs[target], hz, mode, o)
+				if err != nil {
+					return err
+				}
+				r.target = target
+				annotate(&r, env.pgbouncer, o.clients)
+				results = append(results, r)
+				logf("  %s", summary(r))
+				if !r.pgbench.ok {
+					logf("  pgbench output:\n%s", indent(lastLines(r.pgbench.output, 25)))
+					if c := procs[target]; c != nil {
+						logf("  %s log (last lines):\n%s", c.name, indent(tail(c.logPath, 15)))
+					}
+				}
+				if target == targetBouncer && !r.pgbench.ok && o.sessionFallback &&
+					!slices.Contains(targets, targetBouncerSession) {
+					targets = append(targets, targetBouncerSession)
+					extra[mode] = append(extra[mode], targetBouncerSession)
+				}
+			}
+		}
+	}
+
+	report := renderReport(env, o, aggregate(results))
+	if err := writeReport(o.out, report); err != nil {
+		return err
+	}
+	logf("wrote %s", o.out)
+	return nil
+}
+
+// measure runs pgbench once against ep, sampling the proxy's CPU time
+// around the run when proc is not nil.
+func measure(ctx context.Context, pgbenchBin string, ep endpoint, proc *child, hz int64, mode string, o *options) (result, error) {
+	r := result{mode: mode}
+	if proc != nil && !proc.alive() {
+		r.note = fmt.Sprintf("%s is not running (%v)", proc.name, proc.waitErr)
+		return r, nil
+	}
+	var before int64
+	if proc != nil {
+		t, err := cpuTicks(proc.pid())
+		if err != nil {
+			return r, fmt.Errorf("read CPU time of %s: %w", proc.name, err)
+		}
+		before = t
+	}
+	res, err := runPgbench(ctx, pgbenchBin, ep, mode, o.clients, o.jobs, o.duration)
+	if err != nil {
+		return r, err
+	}
+	r.pgbench = res
+	if proc != nil {
+		after, err := cpuTicks(proc.pid())
+		if err != nil {
+			r.note = fmt.Sprintf("%s died during the run: %v", proc.name, err)
+			r.pgbench.ok = false
+			return r, nil
+		}
+		r.cpuSeconds = float64(after-before) / float64(hz)
+		r.haveCPU = true
+	}
+	return r, nil
+}
+
+// annotate explains a failed run.
+func annotate(r *result, bouncerVersion string, clients int) {
+	if r.pgbench.ok || r.note != "" {
+		return
+	}
+	if r.target == targetBouncer && r.mode == "prepared" && bouncerVersion != "" && !versionAtLeast(bouncerVersion, 1, 21) {
+		r.note = fmt.Sprintf("n/a: PgBouncer %s lacks prepared statements in transaction mode (max_prepared_statements came in 1.21)", bouncerVersion)
+		return
+	}
+	switch {
+	case r.pgbench.aborted > 0:
+		r.note = fmt.Sprintf("%d of %d clients aborted", r.pgbench.aborted, clients)
+	case r.pgbench.exitErr != nil:
+		r.note = fmt.Sprintf("pgbench failed: %v", r.pgbench.exitErr)
+	default:
+		r.note = "pgbench printed no result"
+	}
+}
+
+// summary is a one-line account of a run for the console.
+func summary(r result) string {
+	var b strings.Builder
+	if r.pgbench.haveTPS {
+		fmt.Fprintf(&b, "tps %.0f, latency %.3f ms, processed %d, failed %d", r.pgbench.tps, r.pgbench.latencyMs, r.pgbench.processed, r.pgbench.failed)
+	} else {
+		b.WriteString("no tps")
+	}
+	if us, ok := r.cpuPerTx(); ok {
+		fmt.Fprintf(&b, ", proxy CPU %.2f s = %.1f µs/tx", r.cpuSeconds, us)
+	}
+	if !r.pgbench.ok {
+		fmt.Fprintf(&b, " — FAILED: %s", r.note)
+	}
+	return b.String()
+}
+
+func indent(s string) string {
+	return "    " + strings.ReplaceAll(s, "\n", "\n    ")
+}
+
+// endpointAt is the bench user's endpoint at a proxy's address.
+func endpointAt(addr, dbname string) endpoint {
+	host, p, _ := net.SplitHostPort(addr)
+	port, _ := strconv.Atoi(p)
+	return endpoint{host: host, port: port, user: benchUser, password: benchPassword, dbname: dbname}
+}
+
+// findPgbench returns PostgreSQL's pgbench, preferring the one beside the
+// server binaries the harness uses.
+func findPgbench() (string, error) {
+	if dir, err := pgcluster.FindBinDir(); err == nil {
+		p := filepath.Join(dir, "pgbench")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath("pgbench")
+	if err != nil {
+		return "", fmt.Errorf("pgbench not found (install the postgresql-contrib or postgresql package): %w", err)
+	}
+	return p, nil
+}
