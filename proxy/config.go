@@ -96,9 +96,6 @@ type PoolConfig struct {
 	ConnectTimeout Duration `yaml:"connect_timeout"` // default 5s
 	IdleTimeout    Duration `yaml:"idle_timeout"`    // default 10m
 	MaxLifetime    Duration `yaml:"max_lifetime"`    // default 1h
-	// CheckAfter: connections idle at least this long are checked for
-	// liveness before being lent; default 0 (always), negative: never.
-	CheckAfter Duration `yaml:"check_after"`
 }
 
 // LimitsConfig protects the proxy from clients.

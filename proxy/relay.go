@@ -8,71 +8,122 @@ import (
 	"github.com/pgshard/pgshard/wire"
 )
 
-// relay copies the backend's responses to the client for one attachment,
-// doing the bookkeeping recorded in the response queue, and detaches the
-// backend when the transaction ends (transaction pooling).
-func (s *session) relay(be *pool.Conn) {
-	defer s.relays.Done()
-	out := s.rbuf[:0]
-	segFailed := false
-	sawFatal := false
-	for {
-		if len(out) > 0 && be.Reader.Buffered() == 0 {
-			if !s.writeClient(out) {
-				return
-			}
-			out = out[:0]
+// relayState is the part of a session that only its pool.Handler methods
+// touch; they run on the reader goroutine of the attached server
+// connection, one call at a time.
+type relayState struct {
+	out        []byte // client output not yet written
+	segFailed  bool   // an ErrorResponse arrived since the last ReadyForQuery
+	sawFatal   bool   // a FATAL ErrorResponse arrived
+	clientGone bool   // a write to the client failed: drop output
+	lastTag    string // last CommandComplete tag of the segment
+}
+
+// Frame implements pool.Handler: it copies a server frame to the client,
+// doing the bookkeeping recorded in the response queue, and reports
+// whether the server connection goes back to the pool (transaction
+// pooling, at the end of a transaction).
+func (s *session) Frame(be *pool.Conn, typ byte, frame []byte) bool {
+	r := &s.relay
+	switch typ {
+	case 'Z':
+		r.out = append(r.out, frame...)
+		s.flushRelay()
+		var status byte = 'I'
+		if len(frame) > wire.HeaderLen {
+			status = frame[wire.HeaderLen]
 		}
-		typ, frame, err := be.Reader.Next()
-		if err != nil {
-			s.relayFailed(be, out, err, sawFatal)
-			return
+		failed, tag := r.segFailed, r.lastTag
+		r.segFailed, r.lastTag = false, ""
+		return s.readyForQuery(be, status, failed, tag)
+	case '1', '3': // ParseComplete, CloseComplete
+		s.mu.Lock()
+		e, ok := s.queue.popResponse()
+		s.mu.Unlock()
+		if ok && e.swallow {
+			return false
 		}
-		switch typ {
-		case 'Z':
-			out = append(out, frame...)
-			if !s.writeClient(out) {
-				return
-			}
-			out = out[:0]
-			var status byte = 'I'
-			if len(frame) > wire.HeaderLen {
-				status = frame[wire.HeaderLen]
-			}
-			if s.readyForQuery(be, status, segFailed, out) {
-				return
-			}
-			segFailed = false
-			continue
-		case '1', '3': // ParseComplete, CloseComplete
-			s.mu.Lock()
-			e, ok := s.queue.popResponse()
-			s.mu.Unlock()
-			if ok && e.swallow {
-				continue
-			}
-		case 'E':
-			segFailed = true
-			s.srv.metrics.errorCode(wire.ErrorCode(frame))
-			if sev := wire.ErrorField(frame, 'V'); sev == "FATAL" || sev == "PANIC" {
-				sawFatal = true
-			}
-		case 'C':
-			s.lastTag = cstring(frame[wire.HeaderLen:])
+	case 'E':
+		r.segFailed = true
+		s.srv.metrics.errorCode(wire.ErrorCode(frame))
+		if sev := wire.ErrorField(frame, 'V'); sev == "FATAL" || sev == "PANIC" {
+			r.sawFatal = true
 		}
-		out = append(out, frame...)
-		if len(out) >= flushThreshold {
-			if !s.writeClient(out) {
-				return
-			}
-			out = out[:0]
-		}
+	case 'C':
+		r.lastTag = cstring(frame[wire.HeaderLen:])
+	}
+	r.out = append(r.out, frame...)
+	if len(r.out) >= flushThreshold {
+		s.flushRelay()
+	}
+	return false
+}
+
+// Flush implements pool.Handler: the server has nothing more buffered.
+func (s *session) Flush(*pool.Conn) { s.flushRelay() }
+
+// Fail implements pool.Handler: the server connection is lost. When serve
+// is ending the session anyway it handles the connection; otherwise the
+// client is told, since its transaction state is gone, and disconnected.
+func (s *session) Fail(be *pool.Conn, err error) {
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	if closing {
+		return
+	}
+	slog.Info("server connection lost", "server", be.Addr, "user", s.user.cfg.Name, "err", err)
+	r := &s.relay
+	if !r.sawFatal {
+		s.srv.metrics.errorCode(wire.SQLStateConnectionFailure)
+		r.out = wire.AppendErrorResponse(r.out, &wire.Error{
+			Severity: "FATAL",
+			Code:     wire.SQLStateConnectionFailure,
+			Message:  "server closed the connection unexpectedly",
+			Detail:   "The PostgreSQL server behind pgshard terminated the connection; the transaction, if any, is lost.",
+		})
+	}
+	_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	s.flushRelay()
+	_ = s.conn.Close() // serve wakes up and ends the session
+	// Give the dead connection up only now, so serve cannot attach another
+	// (and start relaying into this state) while the client is told.
+	s.mu.Lock()
+	mine := s.be == be // else serve's finish took it and discards it
+	if mine {
+		s.be = nil
+		s.setState(stateIdle)
+	}
+	s.mu.Unlock()
+	if mine {
+		be.Pool().Discard(be)
 	}
 }
 
+// flushRelay writes the relay's client output. When the client is gone
+// the output is dropped; the first failure marks the server connection
+// dirty and closes the client connection so serve wakes up and ends the
+// session.
+func (s *session) flushRelay() {
+	r := &s.relay
+	if len(r.out) == 0 {
+		return
+	}
+	if !r.clientGone {
+		if _, err := s.conn.Write(r.out); err != nil {
+			r.clientGone = true
+			s.mu.Lock()
+			s.dirty = true
+			s.mu.Unlock()
+			_ = s.conn.Close()
+		}
+	}
+	r.out = r.out[:0]
+}
+
 // readyForQuery does the bookkeeping of a completed sync point and reports
-// whether the backend was detached (the relay must then stop).
-func (s *session) readyForQuery(be *pool.Conn, status byte, failed bool, out []byte) bool {
+// whether the backend was detached (it then goes back to the pool).
+func (s *session) readyForQuery(be *pool.Conn, status byte, failed bool, lastTag string) bool {
 	s.mu.Lock()
 	e, rolledBack := s.queue.popSync()
 	for _, name := range rolledBack {
@@ -93,18 +144,16 @@ func (s *session) readyForQuery(be *pool.Conn, status byte, failed bool, out []b
 		}
 	}
 	if status == 'I' && prev != 'I' && len(s.tentative) > 0 {
-		if s.lastTag == "COMMIT" {
+		if lastTag == "COMMIT" {
 			for _, c := range s.tentative {
 				s.applySetting(be, c)
 			}
 		}
 		s.tentative = s.tentative[:0]
 	}
-	s.lastTag = ""
 	detach := s.queue.syncs == 0 && !s.unsynced && status == 'I' && s.state == stateActive && !s.closing
 	if detach {
 		s.be = nil
-		s.rbuf = out // the next relay reuses the buffer
 		s.setState(stateIdle)
 	}
 	s.mu.Unlock()
@@ -112,7 +161,7 @@ func (s *session) readyForQuery(be *pool.Conn, status byte, failed bool, out []b
 		s.srv.metrics.query(time.Since(e.sent))
 	}
 	if detach {
-		be.Pool().Release(be)
+		// The reader releases be to the pool when Frame returns.
 		s.srv.metrics.transaction()
 		if s.srv.shuttingDown() {
 			_ = s.conn.SetReadDeadline(time.Now()) // wake serve to say goodbye
@@ -133,49 +182,4 @@ func (s *session) applySetting(be *pool.Conn, c *settingChange) {
 	if c.discardsStatements() {
 		clear(be.Prepared)
 	}
-}
-
-// writeClient writes relay output to the client. On failure the client is
-// gone: the relay leaves the backend to serve (marked dirty), closes the
-// client connection so serve wakes up, and returns false.
-func (s *session) writeClient(out []byte) bool {
-	if _, err := s.conn.Write(out); err != nil {
-		s.mu.Lock()
-		s.dirty = true
-		s.mu.Unlock()
-		_ = s.conn.Close()
-		return false
-	}
-	return true
-}
-
-// relayFailed handles a read error from the backend. When serve is
-// stopping the relay, the error is the wake-up deadline. Otherwise the
-// server connection is lost: tell the client, discard the backend and end
-// the session, since the client's transaction state is gone.
-func (s *session) relayFailed(be *pool.Conn, out []byte, err error, sawFatal bool) {
-	s.mu.Lock()
-	if s.closing {
-		// serve's wake-up deadline: the backend is serve's now, and
-		// whether it is clean follows from the response queue.
-		s.mu.Unlock()
-		return
-	}
-	s.be = nil
-	s.setState(stateIdle)
-	s.mu.Unlock()
-	slog.Info("server connection lost", "server", be.Addr, "user", s.user.cfg.Name, "err", err)
-	be.Pool().Discard(be)
-	if !sawFatal {
-		s.srv.metrics.errorCode(wire.SQLStateConnectionFailure)
-		out = wire.AppendErrorResponse(out, &wire.Error{
-			Severity: "FATAL",
-			Code:     wire.SQLStateConnectionFailure,
-			Message:  "server closed the connection unexpectedly",
-			Detail:   "The PostgreSQL server behind pgshard terminated the connection; the transaction, if any, is lost.",
-		})
-	}
-	_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
-	_, _ = s.conn.Write(out)
-	_ = s.conn.Close()
 }

@@ -325,7 +325,6 @@ func (s *Server) pool(ctx context.Context, shard string, u *userState, db string
 		ConnectTimeout: pc.ConnectTimeout.D(),
 		IdleTimeout:    pc.IdleTimeout.D(),
 		MaxLifetime:    pc.MaxLifetime.D(),
-		CheckAfter:     pc.CheckAfter.D(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create pool: %w", err)

@@ -44,9 +44,10 @@ func (s state) String() string {
 }
 
 // session is one client connection. The client-reading goroutine (serve)
-// writes to the backend; while a backend is attached a relay goroutine
-// reads it and writes to the client. Fields under mu are shared by the
-// two; the rest belong to serve alone unless noted.
+// writes to the backend; while a backend is attached, the session is its
+// pool.Handler and the backend's reader goroutine relays responses to the
+// client (relay.go). Fields under mu are shared by the two; relay belongs
+// to the handler methods; the rest belong to serve alone.
 type session struct {
 	srv    *Server
 	conn   net.Conn
@@ -59,13 +60,11 @@ type session struct {
 
 	out   []byte // serve's client output while no backend is attached
 	bout  []byte // serve's backend output, flushed at sync points
-	rbuf  []byte // relay's client output
 	stmts statements
 	sets  *settings
+	relay relayState
 
 	skipToSync bool // an error was reported mid-pipeline: drop until Sync
-
-	relays sync.WaitGroup // the relay goroutine of the current attachment
 
 	mu       sync.Mutex
 	state    state
@@ -75,7 +74,6 @@ type session struct {
 	txStatus byte       // from the last ReadyForQuery
 	closing  bool       // serve is ending: the relay must leave be alone
 	dirty    bool       // be is in an unknown state (relay stopped mid-stream)
-	lastTag  string     // relay only: last CommandComplete tag in the segment
 	// tentative holds parameter changes made inside the open transaction;
 	// they count only if it commits.
 	tentative []*settingChange
@@ -224,29 +222,44 @@ func (s *session) attach(ctx context.Context, sql string) (*pool.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	be, err := s.srv.acquire(ctx, p)
-	if err != nil {
-		return nil, err
+	for attempt := 0; ; attempt++ {
+		be, err := s.srv.acquire(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.prepareBackend(ctx, be); err != nil {
+			p.Discard(be)
+			if be.Broken() && attempt < 3 {
+				continue // it died just now; nothing of the client's was sent
+			}
+			return nil, err
+		}
+		s.mu.Lock()
+		s.be = be
+		s.queue.reset()
+		s.unsynced = true
+		s.txStatus = 'I'
+		s.dirty = false
+		if s.mode == PoolSession {
+			s.setState(statePinned)
+		} else {
+			s.setState(stateActive)
+		}
+		s.mu.Unlock()
+		s.relay = relayState{out: s.relay.out[:0]}
+		if err := be.SetHandler(s); err != nil {
+			s.mu.Lock()
+			s.be = nil
+			s.setState(stateIdle)
+			s.mu.Unlock()
+			p.Discard(be)
+			if attempt < 3 {
+				continue
+			}
+			return nil, wire.Errorf(wire.SQLStateConnectionFailure, "could not get a working server connection")
+		}
+		return be, nil
 	}
-	if err := s.prepareBackend(ctx, be); err != nil {
-		p.Discard(be)
-		return nil, err
-	}
-	s.mu.Lock()
-	s.be = be
-	s.queue.reset()
-	s.unsynced = true
-	s.txStatus = 'I'
-	s.dirty = false
-	if s.mode == PoolSession {
-		s.setState(statePinned)
-	} else {
-		s.setState(stateActive)
-	}
-	s.mu.Unlock()
-	s.relays.Add(1)
-	go s.relay(be)
-	return be, nil
 }
 
 // prepareBackend brings a freshly lent backend's session parameters in
@@ -256,7 +269,7 @@ func (s *session) prepareBackend(ctx context.Context, be *pool.Conn) error {
 		return nil
 	}
 	sql := s.sets.applySQL(be.SettingsKey != "")
-	if err := simpleExec(ctx, be, sql); err != nil {
+	if err := be.Exec(ctx, sql); err != nil {
 		return fmt.Errorf("apply session parameters on %s: %w", be.Addr, err)
 	}
 	be.SettingsKey = s.sets.key
@@ -447,7 +460,7 @@ func (s *session) finish() {
 	s.stopRelay()
 	s.mu.Lock()
 	be := s.be
-	clean := be != nil && !s.dirty && s.queue.syncs == 0 && !s.unsynced && s.txStatus == 'I'
+	clean := be != nil && !be.Broken() && !s.dirty && s.queue.syncs == 0 && !s.unsynced && s.txStatus == 'I'
 	needReset := s.state == statePinned
 	s.be = nil
 	s.setState(stateClosed)
@@ -468,22 +481,19 @@ func (s *session) finish() {
 	s.srv.forget(s)
 }
 
-// stopRelay stops the relay goroutine, if one runs, and leaves the
-// attached backend (if any) to serve. Afterwards serve owns client output.
+// stopRelay stops relaying the attached backend (if any) to the client and
+// leaves the backend to serve. Afterwards serve owns client output.
 func (s *session) stopRelay() {
 	s.mu.Lock()
 	s.closing = true
 	be := s.be
 	s.mu.Unlock()
 	if be == nil {
-		s.relays.Wait()
 		return
 	}
-	// Wake the relay whether it waits on the server or on the client.
-	_ = be.NetConn.SetReadDeadline(time.Now())
+	// A relay call blocked on a slow client gives up after a second.
 	_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
-	s.relays.Wait()
-	_ = be.NetConn.SetReadDeadline(time.Time{})
+	_ = be.SetHandler(nil)
 	_ = s.conn.SetWriteDeadline(time.Time{})
 }
 
@@ -492,7 +502,7 @@ func (s *session) stopRelay() {
 func (s *session) resetBackend(be *pool.Conn) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := simpleExec(ctx, be, "DISCARD ALL"); err != nil {
+	if err := be.Exec(ctx, "DISCARD ALL"); err != nil {
 		return err
 	}
 	clear(be.Prepared)

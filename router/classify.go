@@ -41,6 +41,9 @@ func (i Info) Has(c Class) bool { return i.Class&c == c }
 // plan-cache misses. In a query string with several statements the flags
 // of all of them are merged, and ClassMulti is added when any has a flag.
 func Classify(sql string) Info {
+	if strings.IndexByte(sql, ';') < 0 {
+		return classifyOne(sql) // one statement: the common case, no split
+	}
 	var out Info
 	n := 0
 	for start := 0; start < len(sql); {

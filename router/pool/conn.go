@@ -4,11 +4,11 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"net"
-	"syscall"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -50,6 +50,10 @@ type Conn struct {
 	created   time.Time
 	returned  time.Time
 	tlsConfig bool
+
+	hmu     sync.Mutex // held while the handler runs
+	handler Handler    // nil: idle or between owners
+	broken  atomic.Bool
 }
 
 // dial opens and authenticates a backend connection and hijacks it.
@@ -65,7 +69,7 @@ func dial(ctx context.Context, p *Pool) (*Conn, error) {
 		return nil, fmt.Errorf("hijack connection to %s: %w", p.cfg.Addr, err)
 	}
 	now := p.now()
-	return &Conn{
+	c := &Conn{
 		NetConn:   hc.Conn,
 		Reader:    wire.NewFrameReader(bufio.NewReaderSize(hc.Conn, ioBufferSize), 0),
 		Params:    hc.ParameterStatuses,
@@ -77,7 +81,10 @@ func dial(ctx context.Context, p *Pool) (*Conn, error) {
 		created:   now,
 		returned:  now,
 		tlsConfig: hc.TLSConfig != nil,
-	}, nil
+	}
+	p.readers.Add(1)
+	go c.readLoop()
+	return c, nil
 }
 
 // Pool returns the pool that owns c.
@@ -117,35 +124,4 @@ func (c *Conn) Cancel(ctx context.Context) error {
 	// cancel has been processed before we report success.
 	_, _ = io.Copy(io.Discard, nc)
 	return nil
-}
-
-// alive reports whether an idle connection still looks usable: no bytes
-// (such as a FATAL from a terminated backend) and no EOF are waiting on
-// the socket. It costs one non-blocking recv.
-func (c *Conn) alive() bool {
-	if c.Reader.Buffered() > 0 {
-		return false
-	}
-	sc, ok := c.NetConn.(syscall.Conn)
-	if !ok {
-		return true
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	alive := true
-	var buf [1]byte
-	err = rc.Read(func(fd uintptr) bool {
-		n, _, rerr := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		switch {
-		case n > 0, n == 0 && rerr == nil:
-			alive = false // unexpected data or EOF
-		case errors.Is(rerr, syscall.EAGAIN):
-		default:
-			alive = false
-		}
-		return true
-	})
-	return err == nil && alive
 }

@@ -42,10 +42,6 @@ type Config struct {
 	// MaxLifetime closes connections older than this when they are
 	// returned; 0 means 1 h, negative means never.
 	MaxLifetime time.Duration
-	// CheckAfter makes Acquire check a connection that has been idle
-	// longer than this for liveness first (one non-blocking recv); 0 means
-	// always check, negative means never.
-	CheckAfter time.Duration
 	// RuntimeParams are sent in the startup packet of every connection.
 	RuntimeParams map[string]string
 	// TLSConfig, when non-nil, overrides the TLS settings SSLMode implies
@@ -102,8 +98,9 @@ type Pool struct {
 	closed  bool
 	stats   Stats
 
-	stop chan struct{}
-	done chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
+	readers sync.WaitGroup // one reader goroutine per open connection
 }
 
 type waiter struct {
@@ -166,7 +163,7 @@ func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
 		c := p.idle[n-1]
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
-		if p.cfg.CheckAfter >= 0 && p.now().Sub(c.returned) >= p.cfg.CheckAfter && !c.alive() {
+		if c.Broken() {
 			p.open--
 			p.stats.Discarded++
 			p.mu.Unlock()
@@ -258,9 +255,13 @@ func (p *Pool) dial(ctx context.Context) (*Conn, error) {
 	return c, nil
 }
 
-// Release returns a healthy connection in the idle state ('I', nothing in
-// flight) to the pool.
+// Release returns a connection in the idle state ('I', nothing in flight,
+// no handler) to the pool; a broken one is discarded instead.
 func (p *Pool) Release(c *Conn) {
+	if c.Broken() {
+		p.Discard(c)
+		return
+	}
 	now := p.now()
 	if p.cfg.MaxLifetime > 0 && now.Sub(c.created) > p.cfg.MaxLifetime {
 		p.Discard(c)
@@ -290,6 +291,21 @@ func (p *Pool) Release(c *Conn) {
 		return
 	}
 	p.idle = append(p.idle, c)
+	p.mu.Unlock()
+}
+
+// evict drops a connection that broke while idle in the pool.
+func (p *Pool) evict(c *Conn) {
+	p.mu.Lock()
+	for i, x := range p.idle {
+		if x == c {
+			p.idle = append(p.idle[:i], p.idle[i+1:]...)
+			p.stats.Discarded++
+			p.mu.Unlock()
+			p.releaseSlot()
+			return
+		}
+	}
 	p.mu.Unlock()
 }
 
@@ -383,6 +399,7 @@ func (p *Pool) Close() {
 	for _, w := range waiters {
 		w.ch <- acquireResult{}
 	}
+	p.readers.Wait()
 }
 
 // reap closes idle connections past the idle timeout or lifetime.

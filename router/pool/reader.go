@@ -1,0 +1,175 @@
+package pool
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/pgshard/pgshard/wire"
+)
+
+// Handler receives the frames a server sends on a lent connection. Its
+// methods run on the connection's reader goroutine, one call at a time,
+// and never after SetHandler has replaced it.
+type Handler interface {
+	// Frame handles one frame (header included; valid only during the
+	// call). It returns true to give the connection back to the pool: the
+	// reader then releases it, so the handler must have stopped using it.
+	Frame(c *Conn, typ byte, frame []byte) (release bool)
+	// Flush is called when no more input is buffered, before the reader
+	// blocks: a handler that batches output writes it now.
+	Flush(c *Conn)
+	// Fail is called once when reading fails; the connection is dead and
+	// the reader stops.
+	Fail(c *Conn, err error)
+}
+
+// ErrBroken reports a connection found dead (the server closed it or sent
+// something unsolicited while it had no handler).
+var ErrBroken = errors.New("server connection is broken")
+
+// readLoop reads the connection for its whole life. With a handler set,
+// frames go to it; without one (idle in the pool, or between owners) any
+// input means the server ended the session (a FATAL from
+// pg_terminate_backend, EOF, a crash), so the connection is marked broken,
+// closed and dropped from the idle list at once: a dead connection is
+// never lent, at no cost per transaction.
+func (c *Conn) readLoop() {
+	defer c.pool.readers.Done()
+	for {
+		if c.Reader.Buffered() == 0 {
+			c.hmu.Lock()
+			if c.handler != nil {
+				c.handler.Flush(c)
+			}
+			c.hmu.Unlock()
+		}
+		typ, frame, err := c.Reader.Next()
+		c.hmu.Lock()
+		h := c.handler
+		if h == nil {
+			c.hmu.Unlock()
+			c.markBroken()
+			return
+		}
+		if err != nil {
+			c.handler = nil
+			c.broken.Store(true)
+			c.hmu.Unlock()
+			h.Fail(c, err)
+			return
+		}
+		release := h.Frame(c, typ, frame)
+		if release {
+			c.handler = nil
+		}
+		c.hmu.Unlock()
+		if release {
+			c.pool.Release(c)
+		}
+	}
+}
+
+// markBroken marks the connection dead, closes it and evicts it from the
+// idle list if it is there.
+func (c *Conn) markBroken() {
+	c.broken.Store(true)
+	_ = c.NetConn.Close()
+	c.pool.evict(c)
+}
+
+// Broken reports whether the connection is known to be dead.
+func (c *Conn) Broken() bool { return c.broken.Load() }
+
+// SetHandler makes h receive the connection's frames from now on (nil:
+// none; input then breaks the connection). When it returns, the previous
+// handler is not running and will not be called again. It fails with
+// ErrBroken when the connection is already dead.
+func (c *Conn) SetHandler(h Handler) error {
+	c.hmu.Lock()
+	c.handler = h
+	c.hmu.Unlock()
+	if c.broken.Load() {
+		return ErrBroken
+	}
+	return nil
+}
+
+// execHandler collects the reply to a statement the proxy runs itself.
+type execHandler struct {
+	done     chan error
+	firstErr error
+}
+
+func (h *execHandler) Frame(_ *Conn, typ byte, frame []byte) bool {
+	switch typ {
+	case 'E':
+		if h.firstErr == nil {
+			h.firstErr = &ServerError{Code: wire.ErrorField(frame, 'C'), Message: wire.ErrorField(frame, 'M')}
+		}
+	case 'Z':
+		err := h.firstErr
+		if len(frame) > 5 && frame[5] != 'I' {
+			err = errors.Join(err, fmt.Errorf("server left in transaction state %q", frame[5]))
+		}
+		h.finish(err)
+	}
+	return false
+}
+
+func (h *execHandler) finish(err error) {
+	select {
+	case h.done <- err:
+	default: // already finished
+	}
+}
+
+func (h *execHandler) Flush(*Conn) {}
+
+func (h *execHandler) Fail(_ *Conn, err error) { h.finish(fmt.Errorf("read reply: %w", err)) }
+
+// ServerError is an ErrorResponse the server sent to a statement the proxy
+// ran itself.
+type ServerError struct {
+	Code    string
+	Message string
+}
+
+// Error implements error.
+func (e *ServerError) Error() string { return fmt.Sprintf("%s (SQLSTATE %s)", e.Message, e.Code) }
+
+// SQLState returns the error's SQLSTATE.
+func (e *ServerError) SQLState() string { return e.Code }
+
+// Exec runs sql (simple protocol, results discarded) on a connection that
+// has no handler and is idle, and returns the first error the server
+// reported. On timeout or I/O failure the connection is marked broken.
+func (c *Conn) Exec(ctx context.Context, sql string) error {
+	h := &execHandler{done: make(chan error, 1)}
+	if err := c.SetHandler(h); err != nil {
+		return err
+	}
+	defer c.SetHandler(nil)
+	msg := make([]byte, 5, 6+len(sql))
+	msg[0] = 'Q'
+	msg = append(msg, sql...)
+	msg = append(msg, 0)
+	binary.BigEndian.PutUint32(msg[1:], uint32(len(msg)-1))
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.NetConn.SetWriteDeadline(dl)
+		defer c.NetConn.SetWriteDeadline(time.Time{})
+	}
+	if _, err := c.NetConn.Write(msg); err != nil {
+		c.markBroken()
+		return fmt.Errorf("send query: %w", err)
+	}
+	select {
+	case err := <-h.done:
+		return err
+	case <-ctx.Done():
+		c.markBroken()
+		return fmt.Errorf("wait for reply: %w", ctx.Err())
+	}
+}
