@@ -1,0 +1,255 @@
+package shardmap
+
+import (
+	"math"
+	"math/bits"
+	"net"
+	"slices"
+	"strconv"
+)
+
+// KeyType is the SQL type of a distribution's key column.
+type KeyType string
+
+// The key types a distribution can have.
+const (
+	KeyBigint KeyType = "bigint" // int8; int2 and int4 columns widen to it
+	KeyText   KeyType = "text"   // text or varchar, compared and hashed as COLLATE "C"
+	KeyUUID   KeyType = "uuid"
+)
+
+// Known reports whether t is one of the key types above.
+func (t KeyType) Known() bool { return t == KeyBigint || t == KeyText || t == KeyUUID }
+
+// HashSQL returns the SQL expression that computes, on a PostgreSQL
+// server, the hash pgshard gives the value of expr (a column name or any
+// expression of this key type), e.g. for bigint
+// "hashint8extended((id)::int8, 8099569346997806113)". Resharding uses it
+// in publication row filters and verification queries. It returns "" for
+// an unknown key type.
+func (t KeyType) HashSQL(expr string) string {
+	seed := strconv.FormatInt(Seed, 10)
+	switch t {
+	case KeyBigint:
+		return "hashint8extended((" + expr + ")::int8, " + seed + ")"
+	case KeyText:
+		return "hashtextextended((" + expr + `)::text COLLATE "C", ` + seed + ")"
+	case KeyUUID:
+		return "uuid_hash_extended((" + expr + ")::uuid, " + seed + ")"
+	}
+	return ""
+}
+
+// Strategy says how a distribution places keys on its intervals.
+type Strategy string
+
+// The strategies.
+const (
+	// Range intervals are over the key values themselves.
+	Range Strategy = "range"
+	// Hash intervals are over the signed 64-bit hash of the key
+	// (HashInt64, HashText, HashUUID), from -inf to +inf.
+	Hash Strategy = "hash"
+)
+
+// Known reports whether s is one of the strategies above.
+func (s Strategy) Known() bool { return s == Range || s == Hash }
+
+// Interval is the half-open range [Lo, Hi) of a distribution's key space
+// (or hash space) that lives on one shard: a key equal to Lo belongs to
+// it, a key equal to Hi to the next interval.
+type Interval struct {
+	Lo, Hi Bound
+	Shard  string // name of a Shard of the map
+}
+
+// Distribution is a way to spread rows over shards: a key type, a strategy
+// and ordered intervals that together cover the whole key space (for
+// Range) or the whole int64 hash space (for Hash), each owned by a shard.
+// Tables sharing a distribution are colocated: rows with equal keys are on
+// the same shard, so joins on the key stay on one shard.
+type Distribution struct {
+	Name     string
+	KeyType  KeyType
+	Strategy Strategy
+	// Intervals are sorted by Lo, contiguous and cover everything from
+	// -inf to +inf; Validate checks it and lookups rely on it.
+	Intervals []Interval
+	// DefaultShard is where the distribution's unsharded tables live.
+	// Required when an unsharded table uses the distribution; "" otherwise
+	// means none. It is not derived from the intervals on purpose, so that
+	// splitting or moving an interval never moves an unsharded table.
+	DefaultShard string
+}
+
+// boundType is the type of the distribution's interval bounds: the key
+// type for Range, bigint (the int64 hash) for Hash.
+func (d *Distribution) boundType() KeyType {
+	if d.Strategy == Hash {
+		return KeyBigint
+	}
+	return d.KeyType
+}
+
+// EvenHashIntervals splits the int64 hash space into len(shards) intervals
+// of equal width (to within one), the i-th owned by shards[i]:
+// [-inf, b1), [b1, b2), ..., [bn-1, +inf). It is what the YAML shorthand
+// shards_even generates. It returns nil for no shards.
+func EvenHashIntervals(shards []string) []Interval {
+	n := uint64(len(shards))
+	if n == 0 {
+		return nil
+	}
+	out := make([]Interval, len(shards))
+	lo := NegInf()
+	for i, s := range shards {
+		hi := PosInf()
+		if uint64(i+1) < n {
+			// floor((i+1) * 2^64 / n), shifted to the signed space.
+			q, _ := bits.Div64(uint64(i+1), 0, n)
+			hi = Int64Bound(int64(q + 1<<63))
+		}
+		out[i] = Interval{Lo: lo, Hi: hi, Shard: s}
+		lo = hi
+	}
+	return out
+}
+
+// TableKind says whether a table is split over shards.
+type TableKind string
+
+// The table kinds.
+const (
+	// Sharded tables are split by the value of their key column.
+	Sharded TableKind = "sharded"
+	// Unsharded tables live whole on their distribution's default shard.
+	Unsharded TableKind = "unsharded"
+)
+
+// Table is a table the proxy routes.
+type Table struct {
+	// Name is schema-qualified and lower-case, as PostgreSQL folds
+	// unquoted identifiers: "public.users".
+	Name      string
+	Kind      TableKind
+	KeyColumn string // the sharding key of a Sharded table; "" for Unsharded
+	// Distribution names the table's distribution: its key space for a
+	// Sharded table, its default shard for an Unsharded one.
+	Distribution string
+}
+
+// ShardState is what a shard is doing.
+type ShardState string
+
+// The shard states.
+const (
+	// StateActive shards serve reads and writes.
+	StateActive ShardState = "active"
+	// StateReadOnly shards serve reads; writes to them are refused, e.g.
+	// while their last interval is moved away.
+	StateReadOnly ShardState = "readonly"
+	// StateOffline shards get no traffic, e.g. while being built.
+	StateOffline ShardState = "offline"
+)
+
+// Known reports whether s is one of the states above.
+func (s ShardState) Known() bool {
+	return s == StateActive || s == StateReadOnly || s == StateOffline
+}
+
+// Endpoint is the address of a PostgreSQL server.
+type Endpoint struct {
+	Host string
+	Port int
+}
+
+// String formats e as host:port, with brackets around an IPv6 host.
+func (e Endpoint) String() string { return net.JoinHostPort(e.Host, strconv.Itoa(e.Port)) }
+
+// ParseEndpoint parses host:port ([host]:port for IPv6).
+func ParseEndpoint(s string) (Endpoint, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return Endpoint{}, err
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 1 || p > math.MaxUint16 {
+		return Endpoint{}, &net.AddrError{Err: "port must be a number from 1 to 65535", Addr: s}
+	}
+	return Endpoint{Host: host, Port: p}, nil
+}
+
+// Shard is one PostgreSQL primary with its streaming replicas.
+type Shard struct {
+	Name     string
+	Primary  Endpoint
+	Replicas []Endpoint
+	State    ShardState
+}
+
+// Map is the whole shard map: which shards exist, how keys are
+// distributed over them and which tables use which distribution.
+//
+// A Map is a value to be built, validated and then shared read-only: a
+// change is a new Map (see Clone) with a higher Epoch.
+type Map struct {
+	// Epoch grows with every change to the map, from 1. Proxies report
+	// the epoch they apply.
+	Epoch         uint64
+	Shards        []Shard
+	Distributions []Distribution
+	Tables        []Table
+}
+
+// Shard returns the shard called name, or nil.
+func (m *Map) Shard(name string) *Shard {
+	for i := range m.Shards {
+		if m.Shards[i].Name == name {
+			return &m.Shards[i]
+		}
+	}
+	return nil
+}
+
+// Distribution returns the distribution called name, or nil.
+func (m *Map) Distribution(name string) *Distribution {
+	for i := range m.Distributions {
+		if m.Distributions[i].Name == name {
+			return &m.Distributions[i]
+		}
+	}
+	return nil
+}
+
+// Table returns the table called name (schema-qualified, lower-case), or
+// nil. It scans the tables; a router resolving many statements should
+// index them once per map.
+func (m *Map) Table(name string) *Table {
+	for i := range m.Tables {
+		if m.Tables[i].Name == name {
+			return &m.Tables[i]
+		}
+	}
+	return nil
+}
+
+// Clone returns a deep copy of m, to change into the next epoch's map
+// without touching m, which readers may be using.
+func (m *Map) Clone() *Map {
+	c := &Map{Epoch: m.Epoch, Tables: slices.Clone(m.Tables)}
+	if m.Shards != nil {
+		c.Shards = make([]Shard, len(m.Shards))
+		for i, s := range m.Shards {
+			s.Replicas = slices.Clone(s.Replicas)
+			c.Shards[i] = s
+		}
+	}
+	if m.Distributions != nil {
+		c.Distributions = make([]Distribution, len(m.Distributions))
+		for i, d := range m.Distributions {
+			d.Intervals = slices.Clone(d.Intervals)
+			c.Distributions[i] = d
+		}
+	}
+	return c
+}
