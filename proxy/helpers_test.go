@@ -13,12 +13,11 @@ import (
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/integration/pgcluster"
 	"github.com/pgshard/pgshard/proxy"
-	"github.com/pgshard/pgshard/wire/auth"
 )
 
 const (
-	appUser     = "app"
-	appPassword = "app-secret"
+	appUser     = integration.ProxyUser
+	appPassword = integration.ProxyPassword
 )
 
 // TestMain checks that no PostgreSQL server and no goroutine outlives the
@@ -41,58 +40,18 @@ type testProxy struct {
 	cfg  *proxy.Config
 }
 
-// baseConfig returns a config for one shard on pg with user app (SCRAM).
 func baseConfig(t testing.TB, pg *pgcluster.Server) *proxy.Config {
-	t.Helper()
-	v, err := auth.NewSCRAMVerifier(appPassword, nil, 4096)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &proxy.Config{
-		Listen: "127.0.0.1:0",
-		Users:  []proxy.UserConfig{{Name: appUser, Password: v.String()}},
-		Shards: []proxy.ShardConfig{{Name: "s0", Host: pg.Host, Port: pg.Port}},
-		Backend: proxy.BackendConfig{
-			User: pgcluster.SuperuserName, Password: pgcluster.SuperuserPassword, SSLMode: "disable",
-			PasswordEnv: "PGSHARD_TEST_UNSET_ENV",
-		},
-		Pool: proxy.PoolConfig{Size: 10, WaitTimeout: proxy.Duration(2 * time.Second)},
-	}
+	return integration.ProxyConfig(t, pg)
 }
 
-// startProxy completes cfg, starts a proxy and stops it at cleanup.
 func startProxy(t testing.TB, cfg *proxy.Config) *testProxy {
-	t.Helper()
-	if err := cfg.Complete(); err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	srv, err := proxy.NewServer(cfg)
-	if err != nil {
-		t.Fatalf("new server: %v", err)
-	}
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(context.Background()) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	return &testProxy{srv: srv, addr: srv.Addr().String(), cfg: cfg}
+	p := integration.StartProxy(t, cfg)
+	return &testProxy{srv: p.Server, addr: p.Addr, cfg: p.Config}
 }
 
 // dsn returns a URL for connecting to the proxy as app.
 func (p *testProxy) dsn(extra string) string {
-	u := fmt.Sprintf("postgres://%s:%s@%s/postgres?sslmode=disable", appUser, appPassword, p.addr)
-	if extra != "" {
-		u += "&" + extra
-	}
-	return u
+	return (&integration.Proxy{Addr: p.addr}).DSN(extra)
 }
 
 func connect(t testing.TB, dsn string) *pgx.Conn {

@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -212,6 +213,13 @@ func TestSessionParametersFollowClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(a, map[string]string{"statement_timeout": "0", "application_name": "client-a"})
+	// The server's ParameterStatus reaches the client.
+	if _, err := a.Exec(ctx, `SET application_name = 'renamed'`); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.PgConn().ParameterStatus("application_name"); got != "renamed" {
+		t.Fatalf("ParameterStatus application_name = %q", got)
+	}
 }
 
 // TestPinnedSessionState checks that state which cannot be replayed keeps
@@ -304,5 +312,104 @@ func TestPoolExhaustion(t *testing.T) {
 	release()
 	if err := <-done; err != nil {
 		t.Fatalf("queued client: %v", err)
+	}
+}
+
+// TestManyClientsFewServers runs 400 concurrent clients through a pool of
+// 8 server connections and checks every result and the server side's
+// connection count.
+func TestManyClientsFewServers(t *testing.T) {
+	pg := integration.StartPostgres(t)
+	cfg := baseConfig(t, pg)
+	cfg.Pool.Size = 8
+	cfg.Pool.WaitTimeout = proxy.Duration(30 * time.Second)
+	p := startProxy(t, cfg)
+	ctx := ctxT(t)
+	const clients, queries = 400, 5
+	conns := make([]*pgx.Conn, clients)
+	for i := range conns {
+		conns[i] = connect(t, p.dsn(""))
+	}
+	errs := make(chan error, clients)
+	for i, c := range conns {
+		go func() {
+			for q := 0; q < queries; q++ {
+				var v int
+				if err := c.QueryRow(ctx, `SELECT $1::int * 2`, i*100+q).Scan(&v); err != nil {
+					errs <- err
+					return
+				}
+				if v != (i*100+q)*2 {
+					errs <- fmt.Errorf("client %d got %d", i, v)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range conns {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	admin := connect(t, pg.SuperDSN("postgres"))
+	var n int
+	if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n > 8 {
+		t.Fatalf("%d server connections for a pool of 8", n)
+	}
+	body := scrape(t, p)
+	if !strings.Contains(body, fmt.Sprintf("pgshard_client_connections %d", clients)) {
+		t.Errorf("client gauge:\n%s", grepLines(body, "client_connections"))
+	}
+}
+
+// TestClientLimits refuses clients beyond limits.max_client_conn and a
+// user's max_client_conn with 53300.
+func TestClientLimits(t *testing.T) {
+	pg := integration.StartPostgres(t)
+	cfg := baseConfig(t, pg)
+	cfg.Limits.MaxClientConn = 3
+	cfg.Users[0].MaxClientConn = 2
+	cfg.Users = append(cfg.Users, proxy.UserConfig{Name: "tr", Auth: "trust"})
+	p := startProxy(t, cfg)
+	_ = connect(t, p.dsn(""))
+	_ = connect(t, p.dsn(""))
+	if err := tryConnect(p.dsn("")); pgCode(err) != "53300" {
+		t.Fatalf("third client of a user limited to 2: %v", err)
+	}
+	trURL := "postgres://tr@" + p.addr + "/postgres?sslmode=disable"
+	c3 := connect(t, trURL)
+	if err := tryConnect(trURL); pgCode(err) != "53300" {
+		t.Fatalf("fourth client with max_client_conn 3: %v", err)
+	}
+	_ = c3.Close(context.Background())
+	waitFor(t, func() bool { return tryConnect(trURL) == nil })
+}
+
+// TestIdleServerConnectionsClosed checks pool.idle_timeout.
+func TestIdleServerConnectionsClosed(t *testing.T) {
+	pg := integration.StartPostgres(t)
+	cfg := baseConfig(t, pg)
+	cfg.Pool.IdleTimeout = proxy.Duration(500 * time.Millisecond)
+	p := startProxy(t, cfg)
+	ctx := ctxT(t)
+	c := connect(t, p.dsn(""))
+	_ = backendPID(t, ctx, c)
+	admin := connect(t, pg.SuperDSN("postgres"))
+	count := func() int {
+		var n int
+		_ = admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`).Scan(&n)
+		return n
+	}
+	if count() == 0 {
+		t.Fatal("expected a pooled server connection")
+	}
+	waitFor(t, func() bool { return count() == 0 })
+	var v int
+	if err := c.QueryRow(ctx, `SELECT 3`).Scan(&v); err != nil || v != 3 {
+		t.Fatalf("after idle close: %v %v", v, err)
 	}
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,8 +9,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/pgshard/pgshard/router"
 	"github.com/pgshard/pgshard/router/pool"
@@ -349,7 +352,9 @@ func (s *session) handleSync(ctx context.Context, frame []byte) error {
 }
 
 func (s *session) handleQuery(ctx context.Context, frame []byte) error {
-	sql := cstring(frame[wire.HeaderLen:])
+	// A view of the frame, valid until the next client read: whatever
+	// keeps part of it (sessionEffect) clones that part.
+	sql := cstringView(frame[wire.HeaderLen:])
 	info := router.Classify(sql)
 	be, err := s.attach(ctx, sql)
 	if err != nil {
@@ -377,7 +382,8 @@ func (s *session) sessionEffect(info router.Info, sql string) (syncEntry, error)
 	case info.Has(router.ClassMulti):
 		s.pin("session state change in a multi-statement query")
 	case info.Class&(router.ClassSet|router.ClassReset|router.ClassResetAll|router.ClassDiscardAll) != 0:
-		e.setting = &settingChange{info: info, sql: sql}
+		info.Param = strings.Clone(info.Param)
+		e.setting = &settingChange{info: info, sql: strings.Clone(sql)}
 	}
 	// Statements dropped on the server are no longer there, pinned or not.
 	e.deallocateAll = info.Class&(router.ClassDeallocateAll|router.ClassDiscardAll) != 0
@@ -509,6 +515,19 @@ func (s *session) resetBackend(be *pool.Conn) error {
 	be.SettingsKey = ""
 	be.UnnamedGen++
 	return nil
+}
+
+// cstringView returns the NUL-terminated string at the start of b without
+// copying: it is valid only while b is.
+func cstringView(b []byte) string {
+	n := bytes.IndexByte(b, 0)
+	if n < 0 {
+		n = len(b)
+	}
+	if n == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], n)
 }
 
 // cstring returns the NUL-terminated string at the start of b.

@@ -40,6 +40,7 @@ func (i Info) Has(c Class) bool { return i.Class&c == c }
 // purpose (a few hundred nanoseconds); the full parser runs elsewhere, on
 // plan-cache misses. In a query string with several statements the flags
 // of all of them are merged, and ClassMulti is added when any has a flag.
+// Info.Param may share memory with sql.
 func Classify(sql string) Info {
 	if strings.IndexByte(sql, ';') < 0 {
 		return classifyOne(sql) // one statement: the common case, no split

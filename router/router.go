@@ -21,7 +21,8 @@ type Plan struct {
 type Router interface {
 	// Route returns the plan for sql, the text of the first statement of a
 	// transaction (empty when the client starts with a message that carries
-	// no text, such as Sync).
+	// no text, such as Sync). sql may alias a network buffer: Route must not
+	// keep it (or a substring) after it returns.
 	Route(sql string) (Plan, error)
 }
 
