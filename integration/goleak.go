@@ -7,6 +7,6 @@ import "go.uber.org/goleak"
 // lives as long as the test process on purpose (see pgcluster).
 func GoleakOptions() []goleak.Option {
 	return []goleak.Option{
-		goleak.IgnoreAnyFunction("github.com/pgshard/pgshard/integration/pgcluster.startOnSpawner.func1.1"),
+		goleak.IgnoreAnyFunction("github.com/pgshard/pgshard/integration/pgcluster.StartOnSpawner.func1.1"),
 	}
 }

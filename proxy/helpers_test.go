@@ -71,3 +71,23 @@ func ctxT(t testing.TB) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// activeQueries counts server sessions running exactly query, as seen by c.
+func activeQueries(t *testing.T, ctx context.Context, c *pgx.Conn, query string) int {
+	t.Helper()
+	var n int
+	if err := c.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE query = $1 AND state = 'active'`, query).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// clientBackends counts the server's client sessions other than c's own.
+func clientBackends(t *testing.T, ctx context.Context, c *pgx.Conn) int {
+	t.Helper()
+	var n int
+	if err := c.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}

@@ -91,11 +91,7 @@ func TestClientDisconnectMidQuery(t *testing.T) {
 	admin := superConn(t, pg.SuperDSN("postgres"))
 	a := connect(t, p.dsn(""))
 	go func() { _, _ = a.PgConn().Exec(context.Background(), `SELECT pg_sleep(30)`).ReadAll() }()
-	waitFor(t, func() bool {
-		var n int
-		_ = admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'`).Scan(&n)
-		return n == 1
-	})
+	waitFor(t, func() bool { return activeQueries(t, ctx, admin, "SELECT pg_sleep(30)") == 1 })
 	_ = a.PgConn().Conn().Close() // vanish without Terminate
 	b := connect(t, p.dsn(""))
 	var v int
@@ -103,11 +99,7 @@ func TestClientDisconnectMidQuery(t *testing.T) {
 		t.Fatalf("next client: %v %v", v, err)
 	}
 	// The abandoned server session is gone (cancelled and closed).
-	waitFor(t, func() bool {
-		var n int
-		_ = admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'`).Scan(&n)
-		return n == 0
-	})
+	waitFor(t, func() bool { return activeQueries(t, ctx, admin, "SELECT pg_sleep(30)") == 0 })
 }
 
 // TestGracefulShutdown lets a transaction in flight finish, tells idle

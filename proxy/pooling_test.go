@@ -353,11 +353,7 @@ func TestManyClientsFewServers(t *testing.T) {
 		}
 	}
 	admin := connect(t, pg.SuperDSN("postgres"))
-	var n int
-	if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	if n > 8 {
+	if n := clientBackends(t, ctx, admin); n > 8 {
 		t.Fatalf("%d server connections for a pool of 8", n)
 	}
 	body := scrape(t, p)
@@ -399,15 +395,10 @@ func TestIdleServerConnectionsClosed(t *testing.T) {
 	c := connect(t, p.dsn(""))
 	_ = backendPID(t, ctx, c)
 	admin := connect(t, pg.SuperDSN("postgres"))
-	count := func() int {
-		var n int
-		_ = admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`).Scan(&n)
-		return n
-	}
-	if count() == 0 {
+	if clientBackends(t, ctx, admin) == 0 {
 		t.Fatal("expected a pooled server connection")
 	}
-	waitFor(t, func() bool { return count() == 0 })
+	waitFor(t, func() bool { return clientBackends(t, ctx, admin) == 0 })
 	var v int
 	if err := c.QueryRow(ctx, `SELECT 3`).Scan(&v); err != nil || v != 3 {
 		t.Fatalf("after idle close: %v %v", v, err)

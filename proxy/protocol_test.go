@@ -81,20 +81,7 @@ func TestCancel(t *testing.T) {
 	}
 	// pgx closes the connection after a context cancel; reconnect and
 	// check the server really cancelled (no pg_sleep left running).
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		var running int
-		if err := other.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(20)' AND state = 'active'`).Scan(&running); err != nil {
-			t.Fatal(err)
-		}
-		if running == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the backend query was not cancelled")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitFor(t, func() bool { return activeQueries(t, ctx, other, "SELECT pg_sleep(20)") == 0 })
 	// Cancel with pgconn keeps the connection: 57014 and it goes on.
 	c2 := connect(t, p.dsn(""))
 	errc := make(chan error, 1)
@@ -102,11 +89,7 @@ func TestCancel(t *testing.T) {
 		_, err := c2.PgConn().Exec(ctx, `SELECT pg_sleep(20)`).ReadAll()
 		errc <- err
 	}()
-	waitFor(t, func() bool {
-		var n int
-		_ = other.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(20)' AND state = 'active'`).Scan(&n)
-		return n == 1
-	})
+	waitFor(t, func() bool { return activeQueries(t, ctx, other, "SELECT pg_sleep(20)") == 1 })
 	if err := c2.PgConn().CancelRequest(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -8,12 +8,12 @@ import (
 	"os"
 	"os/exec"
 	"os/user"
-	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/pgshard/pgshard/integration/pgcluster"
 )
 
 // child is a long-running process the benchmark started: pgshard or
@@ -42,7 +42,7 @@ func startChild(name string, cmd *exec.Cmd, logPath string) (*child, error) {
 	}
 	cmd.SysProcAttr.Setpgid = true
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
-	if err := startOnSpawner(cmd); err != nil {
+	if err := pgcluster.StartOnSpawner(cmd); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	c := &child{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
@@ -103,30 +103,6 @@ func (c *child) stop(grace time.Duration) {
 	}
 	_ = syscall.Kill(-c.pid(), syscall.SIGKILL) // its process group
 	<-c.done
-}
-
-// Linux sends a child's parent-death signal when the OS thread that forked
-// it exits, not when the process does. Go may retire threads, so children
-// are forked from one goroutine locked to a thread that never exits.
-var (
-	spawnOnce sync.Once
-	spawnCh   chan func()
-)
-
-// startOnSpawner runs cmd.Start on the dedicated spawner thread.
-func startOnSpawner(cmd *exec.Cmd) error {
-	spawnOnce.Do(func() {
-		spawnCh = make(chan func())
-		go func() {
-			runtime.LockOSThread() // never unlocked: the thread lives as long as the process
-			for f := range spawnCh {
-				f()
-			}
-		}()
-	})
-	errc := make(chan error, 1)
-	spawnCh <- func() { errc <- cmd.Start() }
-	return <-errc
 }
 
 // cpuTicks returns utime+stime of process pid (all its threads), in clock

@@ -122,8 +122,10 @@ var (
 	spawnCh   chan func()
 )
 
-// startOnSpawner runs cmd.Start on the dedicated spawner thread.
-func startOnSpawner(cmd *exec.Cmd) error {
+// StartOnSpawner runs cmd.Start on a dedicated OS thread that lives as
+// long as the process, so a Pdeathsig set in cmd.SysProcAttr fires when
+// the process dies (not when some thread exits).
+func StartOnSpawner(cmd *exec.Cmd) error {
 	spawnOnce.Do(func() {
 		spawnCh = make(chan func())
 		go func() {

@@ -276,7 +276,7 @@ func (s *Server) startLocked(ctx context.Context) error {
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	cmd.SysProcAttr = attr
-	if err := startOnSpawner(cmd); err != nil {
+	if err := StartOnSpawner(cmd); err != nil {
 		return fmt.Errorf("pgcluster: start postgres for %s: %w", s.Name, err)
 	}
 	done := make(chan struct{})
