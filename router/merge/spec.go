@@ -1,0 +1,71 @@
+package merge
+
+// Spec says how to combine the result sets that the shards return for the
+// same (possibly rewritten) SELECT into the one result the client would
+// have got from a single server. The planner (router) builds it; the
+// merger executes it. Column numbers are 0-based.
+//
+// Order of operations, as in SQL: combine aggregates per group → build
+// the final columns → DISTINCT → ORDER BY → OFFSET/LIMIT.
+type Spec struct {
+	// Combine has one entry per column the shards return. With no entry
+	// other than CombineNone there is no aggregation: rows are passed
+	// through (concatenated or merged by OrderBy). Otherwise rows are
+	// grouped by the CombineNone columns (the GROUP BY keys; one group
+	// when there are none) and the other columns are combined per group.
+	Combine []Combine
+	// Final lists the columns sent to the client, in order. Nil means all
+	// shard columns unchanged. Columns the planner added only for merging
+	// (a hidden count for avg, a hidden sort key) are simply not listed.
+	Final []FinalColumn
+	// Distinct removes duplicate final rows.
+	Distinct bool
+	// OrderBy sorts final rows. When there is no aggregation and no
+	// DISTINCT the shards return rows already sorted the same way and the
+	// merger does a streaming k-way merge.
+	OrderBy []SortKey
+	// Offset and Limit apply after ordering; Limit < 0 means no limit.
+	Offset int64
+	Limit  int64
+}
+
+// Combine is how a column's values from several shards (and several rows
+// of one group) become one value.
+type Combine uint8
+
+// Ways to combine a column.
+const (
+	CombineNone  Combine = iota // a group key or plain value: rows with equal keys form a group
+	CombineCount                // count(...): sum of the shards' counts (int8)
+	CombineSum                  // sum(...): sum, NULL if all inputs are NULL
+	CombineMin                  // min(...): least non-NULL value
+	CombineMax                  // max(...): greatest non-NULL value
+	CombineBoolAnd              // bool_and / every
+	CombineBoolOr               // bool_or
+)
+
+// FinalKind says how a final column is computed.
+type FinalKind uint8
+
+// Final column kinds.
+const (
+	FinalColumnValue FinalKind = iota // the combined value of shard column Source
+	FinalAvg                          // avg: combined sum (Source) / combined count (CountSource)
+)
+
+// FinalColumn is one column of the client's result.
+type FinalColumn struct {
+	Kind        FinalKind
+	Source      int // shard column
+	CountSource int // FinalAvg: the shard column holding count(x)
+	// Name is the column name the client sees (from the original query;
+	// the shards' RowDescription may name rewritten columns differently).
+	Name string
+}
+
+// SortKey is one ORDER BY item over final columns.
+type SortKey struct {
+	Column     int
+	Desc       bool
+	NullsFirst bool // PostgreSQL's default: NULLS FIRST only for DESC
+}
