@@ -1,0 +1,72 @@
+package proxy_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgshard/pgshard/proxy"
+	"github.com/pgshard/pgshard/wire/auth"
+)
+
+func TestConfigDefaultsAndEnv(t *testing.T) {
+	v, _ := auth.NewSCRAMVerifier("pw", nil, 4096)
+	t.Setenv("PGSHARD_BACKEND_PASSWORD", "from-env")
+	t.Setenv("APP_VERIFIER", v.String())
+	cfg, err := proxy.ParseConfig([]byte(`
+users:
+  - {name: app, password_env: APP_VERIFIER}
+shards:
+  - {host: db.internal}
+pool: {wait_timeout: 250ms}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "127.0.0.1:6432" || cfg.PoolMode != proxy.PoolTransaction || cfg.TLS.Mode != "disable" {
+		t.Errorf("defaults: %+v", cfg)
+	}
+	if cfg.Shards[0].Name != "s0" || cfg.Shards[0].Port != 5432 {
+		t.Errorf("shard defaults: %+v", cfg.Shards[0])
+	}
+	if cfg.Backend.Password != "from-env" || cfg.Users[0].Password != v.String() {
+		t.Errorf("environment not applied")
+	}
+	if cfg.Pool.WaitTimeout.D() != 250*time.Millisecond || cfg.Limits.StartupTimeout.D() != 10*time.Second {
+		t.Errorf("durations: %v %v", cfg.Pool.WaitTimeout.D(), cfg.Limits.StartupTimeout.D())
+	}
+}
+
+func TestConfigErrorsNameTheField(t *testing.T) {
+	cases := map[string]string{
+		"unknown key":         "listen: 127.0.0.1:1\nnope: 1\nusers: [{name: a, auth: trust}]\nshards: [{}]\n",
+		"plain password":      "users: [{name: a, password: hunter2}]\nshards: [{}]\n",
+		"md5 verifier, scram": "users: [{name: a, password: md5a3556571e93b0d20722ba62be61e8c2d}]\nshards: [{}]\n",
+		"bad pool mode":       "pool_mode: statement\nusers: [{name: a, auth: trust}]\nshards: [{}]\n",
+		"two shards":          "users: [{name: a, auth: trust}]\nshards: [{}, {}]\n",
+		"tls without cert":    "tls: {mode: require}\nusers: [{name: a, auth: trust}]\nshards: [{}]\n",
+		"bad duration":        "pool: {wait_timeout: soon}\nusers: [{name: a, auth: trust}]\nshards: [{}]\n",
+		"duplicate user":      "users: [{name: a, auth: trust}, {name: a, auth: trust}]\nshards: [{}]\n",
+	}
+	want := map[string]string{
+		"unknown key": "nope", "plain password": "users[0].password", "md5 verifier, scram": "users[0].password",
+		"bad pool mode": "pool_mode", "two shards": "shards", "tls without cert": "cert_file",
+		"bad duration": "soon", "duplicate user": "duplicate",
+	}
+	for name, text := range cases {
+		_, err := proxy.ParseConfig([]byte(text))
+		if err == nil || !strings.Contains(err.Error(), want[name]) {
+			t.Errorf("%s: want an error mentioning %q, got %v", name, want[name], err)
+		}
+		if err != nil && strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%s: the error repeats the password: %v", name, err)
+		}
+	}
+}
+
+// TestDeployConfigLoads keeps the Docker example valid.
+func TestDeployConfigLoads(t *testing.T) {
+	if _, err := proxy.LoadConfig("../docs/deploy/pgshard.yaml"); err != nil {
+		t.Fatal(err)
+	}
+}
