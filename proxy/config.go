@@ -34,9 +34,12 @@ type Config struct {
 	TLS         TLSConfig     `yaml:"tls"`
 	Users       []UserConfig  `yaml:"users"`
 	Shards      []ShardConfig `yaml:"shards"`
-	Backend     BackendConfig `yaml:"backend"`
-	Pool        PoolConfig    `yaml:"pool"`
-	Limits      LimitsConfig  `yaml:"limits"`
+	// DefaultShard receives statements without a routing hint; default:
+	// the first shard.
+	DefaultShard string        `yaml:"default_shard"`
+	Backend      BackendConfig `yaml:"backend"`
+	Pool         PoolConfig    `yaml:"pool"`
+	Limits       LimitsConfig  `yaml:"limits"`
 	// ShutdownTimeout bounds how long SIGTERM waits for transactions.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
 }
@@ -205,6 +208,9 @@ func (c *Config) Complete() error {
 			c.Shards[i].Host = "127.0.0.1"
 		}
 	}
+	if c.DefaultShard == "" && len(c.Shards) > 0 {
+		c.DefaultShard = c.Shards[0].Name
+	}
 	return c.Validate()
 }
 
@@ -228,8 +234,18 @@ func (c *Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("tls.mode: %q is not disable, allow or require", c.TLS.Mode))
 	}
-	if len(c.Shards) != 1 {
-		errs = append(errs, fmt.Errorf("shards: exactly one shard is supported so far, got %d", len(c.Shards)))
+	if len(c.Shards) == 0 {
+		errs = append(errs, errors.New("shards: at least one shard is needed"))
+	}
+	names := map[string]bool{}
+	for i, sh := range c.Shards {
+		if names[sh.Name] {
+			errs = append(errs, fmt.Errorf("shards[%d].name: duplicate shard %q", i, sh.Name))
+		}
+		names[sh.Name] = true
+	}
+	if c.DefaultShard != "" && !names[c.DefaultShard] {
+		errs = append(errs, fmt.Errorf("default_shard: %q is not one of the shards", c.DefaultShard))
 	}
 	if len(c.Users) == 0 {
 		errs = append(errs, errors.New("users: at least one user is needed"))

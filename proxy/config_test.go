@@ -43,14 +43,14 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		"plain password":      "users: [{name: a, password: hunter2}]\nshards: [{}]\n",
 		"md5 verifier, scram": "users: [{name: a, password: md5a3556571e93b0d20722ba62be61e8c2d}]\nshards: [{}]\n",
 		"bad pool mode":       "pool_mode: statement\nusers: [{name: a, auth: trust}]\nshards: [{}]\n",
-		"two shards":          "users: [{name: a, auth: trust}]\nshards: [{}, {}]\n",
+		"duplicate shard":     "users: [{name: a, auth: trust}]\nshards: [{name: x}, {name: x}]\n",
 		"tls without cert":    "tls: {mode: require}\nusers: [{name: a, auth: trust}]\nshards: [{}]\n",
 		"bad duration":        "pool: {wait_timeout: soon}\nusers: [{name: a, auth: trust}]\nshards: [{}]\n",
 		"duplicate user":      "users: [{name: a, auth: trust}, {name: a, auth: trust}]\nshards: [{}]\n",
 	}
 	want := map[string]string{
 		"unknown key": "nope", "plain password": "users[0].password", "md5 verifier, scram": "users[0].password",
-		"bad pool mode": "pool_mode", "two shards": "shards", "tls without cert": "cert_file",
+		"bad pool mode": "pool_mode", "duplicate shard": "duplicate shard", "tls without cert": "cert_file",
 		"bad duration": "soon", "duplicate user": "duplicate",
 	}
 	for name, text := range cases {

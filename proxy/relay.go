@@ -17,6 +17,7 @@ type relayState struct {
 	sawFatal   bool   // a FATAL ErrorResponse arrived
 	clientGone bool   // a write to the client failed: drop output
 	lastTag    string // last CommandComplete tag of the segment
+	swallow    int    // segments of statements the proxy injected: hide them
 }
 
 // Frame implements pool.Handler: it copies a server frame to the client,
@@ -25,6 +26,9 @@ type relayState struct {
 // pooling, at the end of a transaction).
 func (s *session) Frame(be *pool.Conn, typ byte, frame []byte) bool {
 	r := &s.relay
+	if r.swallow > 0 {
+		return s.swallowFrame(be, typ, frame)
+	}
 	switch typ {
 	case 'Z':
 		r.out = append(r.out, frame...)
@@ -55,6 +59,29 @@ func (s *session) Frame(be *pool.Conn, typ byte, frame []byte) bool {
 	r.out = append(r.out, frame...)
 	if len(r.out) >= flushThreshold {
 		s.flushRelay()
+	}
+	return false
+}
+
+// swallowFrame handles a frame of a statement the proxy injected (a
+// deferred BEGIN): the client already has its answer. Only an error is
+// passed on, so it is not lost.
+func (s *session) swallowFrame(be *pool.Conn, typ byte, frame []byte) bool {
+	r := &s.relay
+	switch typ {
+	case 'E':
+		r.segFailed = true
+		s.srv.metrics.errorCode(wire.ErrorCode(frame))
+		r.out = append(r.out, frame...)
+	case 'Z':
+		r.swallow--
+		failed := r.segFailed
+		r.segFailed = false
+		var status byte = 'I'
+		if len(frame) > wire.HeaderLen {
+			status = frame[wire.HeaderLen]
+		}
+		return s.readyForQuery(be, status, failed, "")
 	}
 	return false
 }
@@ -94,6 +121,7 @@ func (s *session) Fail(be *pool.Conn, err error) {
 		s.be = nil
 		s.setState(stateIdle)
 	}
+	s.wakeServe()
 	s.mu.Unlock()
 	if mine {
 		be.Pool().Discard(be)
@@ -156,6 +184,7 @@ func (s *session) readyForQuery(be *pool.Conn, status byte, failed bool, lastTag
 		s.be = nil
 		s.setState(stateIdle)
 	}
+	s.wakeServe()
 	s.mu.Unlock()
 	if !e.sent.IsZero() {
 		s.srv.metrics.query(time.Since(e.sent))
@@ -168,6 +197,15 @@ func (s *session) readyForQuery(be *pool.Conn, status byte, failed bool, lastTag
 		}
 	}
 	return detach
+}
+
+// wakeServe wakes serve if it waits for a ReadyForQuery. Callers hold
+// s.mu.
+func (s *session) wakeServe() {
+	if s.zWait != nil {
+		close(s.zWait)
+		s.zWait = nil
+	}
 }
 
 // applySetting records a completed session parameter change. Callers hold

@@ -88,9 +88,17 @@ func NewServer(cfg *Config) (*Server, error) {
 
 func newRuntime(cfg *Config) (*runtime, error) {
 	rt := &runtime{
-		cfg:    cfg,
-		users:  make(map[string]*userState),
-		router: router.SingleShard{Shard: cfg.Shards[0].Name},
+		cfg:   cfg,
+		users: make(map[string]*userState),
+	}
+	if len(cfg.Shards) == 1 {
+		rt.router = router.SingleShard{Shard: cfg.Shards[0].Name}
+	} else {
+		hr := router.HintRouter{Default: cfg.DefaultShard, Shards: map[string]bool{}}
+		for _, sh := range cfg.Shards {
+			hr.Shards[sh.Name] = true
+		}
+		rt.router = hr
 	}
 	for _, u := range cfg.Users {
 		m, err := auth.ParseMethod(u.Auth)

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -68,15 +69,23 @@ type session struct {
 	relay relayState
 
 	skipToSync bool // an error was reported mid-pipeline: drop until Sync
+	dropSync   bool // with skipToSync: the proxy already answered the Sync
+	curType    byte // type of the client message being handled
 
-	mu       sync.Mutex
-	state    state
-	be       *pool.Conn // nil when idle
-	queue    respQueue  // responses that need bookkeeping, in order
-	unsynced bool       // messages sent since the last Sync/Query
-	txStatus byte       // from the last ReadyForQuery
-	closing  bool       // serve is ending: the relay must leave be alone
-	dirty    bool       // be is in an unknown state (relay stopped mid-stream)
+	mu      sync.Mutex
+	state   state
+	be      *pool.Conn // nil when idle
+	beShard string     // shard of be
+	// pendingBegin is a BEGIN the proxy acknowledged itself and sends to
+	// the shard of the transaction's first statement ("" when none).
+	pendingBegin string
+	beginFailed  bool          // that transaction failed before reaching a shard
+	zWait        chan struct{} // closed at the next ReadyForQuery (serve waits)
+	queue        respQueue     // responses that need bookkeeping, in order
+	unsynced     bool          // messages sent since the last Sync/Query
+	txStatus     byte          // from the last ReadyForQuery
+	closing      bool          // serve is ending: the relay must leave be alone
+	dirty        bool          // be is in an unknown state (relay stopped mid-stream)
 	// tentative holds parameter changes made inside the open transaction;
 	// they count only if it commits.
 	tentative []*settingChange
@@ -106,6 +115,11 @@ func (s *session) serve(ctx context.Context) {
 			if err := s.flushBackend(); err != nil {
 				return
 			}
+			if len(s.out) > 0 && s.attached() == nil {
+				if err := s.flushClient(); err != nil {
+					return
+				}
+			}
 		}
 		typ, frame, err := s.in.Next()
 		if err != nil {
@@ -118,6 +132,9 @@ func (s *session) serve(ctx context.Context) {
 		if err := s.handle(ctx, typ, frame); err != nil {
 			if errors.Is(err, errTerminate) {
 				return
+			}
+			if errors.Is(err, errAnswered) {
+				continue
 			}
 			var we *wire.Error
 			if errors.As(err, &we) && we.Severity != "FATAL" {
@@ -134,8 +151,14 @@ func (s *session) serve(ctx context.Context) {
 
 var errTerminate = errors.New("client terminated the session")
 
+// errAnswered means the proxy has answered the client's request in
+// another way (such as a refusal the server raised for it): nothing more
+// to forward.
+var errAnswered = errors.New("request answered by the proxy")
+
 // handle processes one client frame.
 func (s *session) handle(ctx context.Context, typ byte, frame []byte) error {
+	s.curType = typ
 	switch typ {
 	case 'Q':
 		return s.handleQuery(ctx, frame)
@@ -148,7 +171,7 @@ func (s *session) handle(ctx context.Context, typ byte, frame []byte) error {
 	case 'C':
 		return s.handleClose(ctx, frame)
 	case 'E':
-		return s.forward(ctx, frame, "")
+		return s.forwardAny(ctx, frame)
 	case 'H': // Flush
 		if s.claim() == nil {
 			return s.flushClient()
@@ -157,7 +180,7 @@ func (s *session) handle(ctx context.Context, typ byte, frame []byte) error {
 	case 'S':
 		return s.handleSync(ctx, frame)
 	case 'F': // FunctionCall: answered with ReadyForQuery like a Query
-		be, err := s.attach(ctx, "")
+		be, err := s.attachAny(ctx)
 		if err != nil {
 			return err
 		}
@@ -203,22 +226,66 @@ func (s *session) claim() *pool.Conn {
 	return be
 }
 
-// attach returns the attached backend, acquiring and preparing one (and
-// starting its relay) when none is attached, and claims it. sql is the
-// text of the statement that needs it, for the router.
+// attach returns the backend for the statement sql, and claims it. It
+// routes sql; when the session holds a backend of another shard it waits
+// for that backend's work to finish and switches, or — inside a
+// transaction, a pipeline or a pinned session — refuses the statement
+// with 0A000 (raised by the current server, so the refusal arrives in
+// order and aborts the transaction as any error would).
 func (s *session) attach(ctx context.Context, sql string) (*pool.Conn, error) {
-	if be := s.claim(); be != nil {
-		return be, nil
+	plan, err := s.srv.router().Route(sql)
+	if err != nil {
+		var ue *router.UnknownShardError
+		if errors.As(err, &ue) {
+			return nil, wire.Errorf(wire.SQLStateInvalidParameterValue, "%s", ue.Error())
+		}
+		return nil, err
 	}
-	if s.srv.shuttingDown() {
+	for {
+		s.mu.Lock()
+		be := s.be
+		if be != nil && (s.beShard == plan.Shard || plan.Kind == router.KindAny) {
+			s.unsynced = true
+			s.mu.Unlock()
+			return be, nil
+		}
+		if be == nil {
+			s.mu.Unlock()
+			break
+		}
+		if s.unsynced || s.state == statePinned || (s.queue.syncs == 0 && s.txStatus != 'I') {
+			from := s.beShard
+			s.mu.Unlock()
+			return nil, s.refuseCrossShard(be, from, plan.Shard)
+		}
+		// Earlier statements still run on the other shard: wait for them.
+		if s.zWait == nil {
+			s.zWait = make(chan struct{})
+		}
+		wait := s.zWait
+		s.mu.Unlock()
+		// What is buffered for the other shard must go out before its
+		// answers can come back.
+		if err := s.flushBackend(); err != nil {
+			return nil, err
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("wait for the previous statement: %w", ctx.Err())
+		}
+	}
+	s.mu.Lock()
+	deferred, failed := s.pendingBegin != "", s.beginFailed
+	s.mu.Unlock()
+	if failed {
+		return nil, wire.Errorf(wire.SQLStateInFailedTransaction, "current transaction is aborted, commands ignored until end of transaction block")
+	}
+	if s.srv.shuttingDown() && !deferred {
 		return nil, wire.Fatalf(wire.SQLStateAdminShutdown, "terminating connection due to administrator command")
 	}
 	// Responses serve produced itself come before the backend's.
 	if err := s.flushClient(); err != nil {
-		return nil, err
-	}
-	plan, err := s.srv.router().Route(sql)
-	if err != nil {
 		return nil, err
 	}
 	p, err := s.srv.pool(ctx, plan.Shard, s.user, s.db)
@@ -239,6 +306,7 @@ func (s *session) attach(ctx context.Context, sql string) (*pool.Conn, error) {
 		}
 		s.mu.Lock()
 		s.be = be
+		s.beShard = plan.Shard
 		s.queue.reset()
 		s.unsynced = true
 		s.txStatus = 'I'
@@ -248,8 +316,12 @@ func (s *session) attach(ctx context.Context, sql string) (*pool.Conn, error) {
 		} else {
 			s.setState(stateActive)
 		}
+		begin := s.pendingBegin
 		s.mu.Unlock()
 		s.relay = relayState{out: s.relay.out[:0]}
+		if begin != "" {
+			s.relay.swallow = 1
+		}
 		if err := be.SetHandler(s); err != nil {
 			s.mu.Lock()
 			s.be = nil
@@ -261,8 +333,58 @@ func (s *session) attach(ctx context.Context, sql string) (*pool.Conn, error) {
 			}
 			return nil, wire.Errorf(wire.SQLStateConnectionFailure, "could not get a working server connection")
 		}
+		if begin != "" {
+			// The transaction the proxy acknowledged starts here; the
+			// client has seen BEGIN's reply already, so hide this one.
+			s.mu.Lock()
+			s.pendingBegin = ""
+			s.queue.push(entry{kind: entrySync, swallow: true})
+			s.mu.Unlock()
+			s.bout = appendQuery(s.bout, begin)
+		}
 		return be, nil
 	}
+}
+
+// refuseCrossShard answers a statement for shard to while the session
+// must stay on shard from. The current server raises the error, so it
+// arrives in order and aborts an open transaction as any error would.
+func (s *session) refuseCrossShard(be *pool.Conn, from, to string) error {
+	s.mu.Lock()
+	why := fmt.Sprintf("this transaction runs on shard %q; the statement targets shard %q", from, to)
+	hint := "Keep each transaction on one shard (one sharding key), or end the transaction first."
+	switch {
+	case s.state == statePinned && s.txStatus == 'I' && s.queue.syncs == 0 && !s.unsynced:
+		why = fmt.Sprintf("this session is pinned to shard %q (session pooling or session state); the statement targets shard %q", from, to)
+		hint = "Use a separate connection for the other shard."
+	case s.txStatus == 'I':
+		why = fmt.Sprintf("this pipeline runs on shard %q; the statement targets shard %q", from, to)
+		hint = "Send a Sync (end the batch) before using another shard."
+	}
+	s.queue.push(entry{kind: entrySync, sent: time.Now()})
+	s.unsynced = false
+	s.mu.Unlock()
+	sql := "DO $pgshard$ BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', MESSAGE = " +
+		quoteLiteral("cross-shard statement refused: "+why) + ", HINT = " + quoteLiteral(hint) + "; END $pgshard$"
+	be.UnnamedGen++
+	s.bout = appendQuery(s.bout, sql)
+	if s.curType != 'Q' {
+		// Extended protocol: the server's ReadyForQuery answers the
+		// client's coming Sync; drop the rest of its batch.
+		s.skipToSync = true
+		s.dropSync = true
+	}
+	return errAnswered
+}
+
+// appendQuery appends a simple-protocol Query frame.
+func appendQuery(dst []byte, sql string) []byte {
+	start := len(dst)
+	dst = append(dst, 'Q', 0, 0, 0, 0)
+	dst = append(dst, sql...)
+	dst = append(dst, 0)
+	binary.BigEndian.PutUint32(dst[start+1:], uint32(len(dst)-start-1))
+	return dst
 }
 
 // prepareBackend brings a freshly lent backend's session parameters in
@@ -278,6 +400,22 @@ func (s *session) prepareBackend(ctx context.Context, be *pool.Conn) error {
 	be.SettingsKey = s.sets.key
 	be.UnnamedGen++
 	return nil
+}
+
+// idleStatus is the transaction status to report while no backend is
+// attached: in a transaction the proxy acknowledged but did not send yet,
+// or idle.
+func (s *session) idleStatus() byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.pendingBegin == "":
+		return 'I'
+	case s.beginFailed:
+		return 'E'
+	default:
+		return 'T'
+	}
 }
 
 // pushSync records a sync point (Sync, Query, FunctionCall) sent to be.
@@ -296,9 +434,19 @@ func (s *session) pushEntry(e entry) {
 	s.mu.Unlock()
 }
 
-// forward sends frame to the backend, attaching one if needed.
-func (s *session) forward(ctx context.Context, frame []byte, sql string) error {
-	if _, err := s.attach(ctx, sql); err != nil {
+// attachAny is attach for messages that name no statement (Execute,
+// Describe of a portal, FunctionCall): they go to the attached backend, or
+// to the default route when none is attached.
+func (s *session) attachAny(ctx context.Context) (*pool.Conn, error) {
+	if be := s.claim(); be != nil {
+		return be, nil
+	}
+	return s.attach(ctx, "")
+}
+
+// forwardAny sends a frame that names no statement (see attachAny).
+func (s *session) forwardAny(ctx context.Context, frame []byte) error {
+	if _, err := s.attachAny(ctx); err != nil {
 		return err
 	}
 	return s.forwardRaw(frame)
@@ -335,16 +483,14 @@ func (s *session) flushBackend() error {
 }
 
 func (s *session) handleSync(ctx context.Context, frame []byte) error {
-	if s.skipToSync {
-		s.skipToSync = false
-		if s.attached() == nil {
-			s.out = wire.AppendReadyForQuery(s.out, 'I')
-			return s.flushClient()
-		}
+	if s.dropSync {
+		s.skipToSync, s.dropSync = false, false
+		return nil
 	}
+	s.skipToSync = false
 	be := s.claim()
 	if be == nil {
-		s.out = wire.AppendReadyForQuery(s.out, 'I')
+		s.out = wire.AppendReadyForQuery(s.out, s.idleStatus())
 		return s.flushClient()
 	}
 	s.pushSync(be, syncEntry{})
@@ -356,6 +502,9 @@ func (s *session) handleQuery(ctx context.Context, frame []byte) error {
 	// keeps part of it (sessionEffect) clones that part.
 	sql := cstringView(frame[wire.HeaderLen:])
 	info := router.Classify(sql)
+	if done, err := s.deferredTransaction(info, sql); done || err != nil {
+		return err
+	}
 	be, err := s.attach(ctx, sql)
 	if err != nil {
 		return err
@@ -370,6 +519,58 @@ func (s *session) handleQuery(ctx context.Context, frame []byte) error {
 	be.UnnamedGen++ // a simple query replaces the unnamed statement
 	s.pushSync(be, e)
 	return s.forwardRaw(frame)
+}
+
+// deferredTransaction handles transaction control while no backend is
+// attached, in transaction pooling: BEGIN is acknowledged by the proxy and
+// sent later to the shard of the transaction's first statement; COMMIT or
+// ROLLBACK of a transaction that never reached a shard is answered by the
+// proxy. It reports whether it answered the statement.
+func (s *session) deferredTransaction(info router.Info, sql string) (bool, error) {
+	if s.mode != PoolTransaction || info.Class&(router.ClassBegin|router.ClassCommit|router.ClassRollback) == 0 ||
+		strings.Contains(strings.TrimRight(sql, "; \t\r\n"), ";") {
+		return false, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.be != nil || s.state == statePinned {
+		return false, nil
+	}
+	switch {
+	case info.Has(router.ClassBegin):
+		if s.pendingBegin != "" {
+			return false, nil // let the server warn about the nested BEGIN
+		}
+		s.pendingBegin = strings.Clone(sql)
+		s.beginFailed = false
+		s.out = appendCommandComplete(s.out, "BEGIN")
+		s.out = wire.AppendReadyForQuery(s.out, 'T')
+		return true, nil
+	case s.pendingBegin == "" || containsFoldASCII(sql, "chain"):
+		return false, nil
+	case info.Has(router.ClassCommit) && !s.beginFailed:
+		s.out = appendCommandComplete(s.out, "COMMIT")
+	default:
+		s.out = appendCommandComplete(s.out, "ROLLBACK")
+	}
+	s.pendingBegin = ""
+	s.beginFailed = false
+	s.out = wire.AppendReadyForQuery(s.out, 'I')
+	return true, nil
+}
+
+func containsFoldASCII(s, sub string) bool {
+	return strings.Contains(strings.ToLower(s), sub)
+}
+
+// appendCommandComplete appends a CommandComplete frame.
+func appendCommandComplete(dst []byte, tag string) []byte {
+	start := len(dst)
+	dst = append(dst, 'C', 0, 0, 0, 0)
+	dst = append(dst, tag...)
+	dst = append(dst, 0)
+	binary.BigEndian.PutUint32(dst[start+1:], uint32(len(dst)-start-1))
+	return dst
 }
 
 // sessionEffect turns a statement's classification into what the relay
@@ -404,9 +605,16 @@ func (s *session) pin(reason string) {
 func (s *session) reportError(e *wire.Error, typ byte) error {
 	s.srv.metrics.errorCode(e.Code)
 	s.out = wire.AppendErrorResponse(s.out, e)
+	s.mu.Lock()
+	status := byte('I')
+	if s.pendingBegin != "" {
+		status = 'E' // the transaction the client opened has failed
+		s.beginFailed = true
+	}
+	s.mu.Unlock()
 	switch typ {
 	case 'Q', 'F':
-		s.out = wire.AppendReadyForQuery(s.out, 'I')
+		s.out = wire.AppendReadyForQuery(s.out, status)
 	default:
 		s.skipToSync = true
 	}

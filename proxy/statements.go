@@ -197,7 +197,7 @@ func (s *session) handleDescribe(ctx context.Context, frame []byte) error {
 		return malformed("Describe")
 	}
 	if body[0] != 'S' {
-		return s.forward(ctx, frame, "")
+		return s.forwardAny(ctx, frame)
 	}
 	name := cstring(body[1:])
 	be, err := s.attach(ctx, s.stmtSQL(name))

@@ -4,7 +4,7 @@ import "strings"
 
 // Class is a set of flags describing what a statement does to session
 // state.
-type Class uint8
+type Class uint16
 
 // Class flags.
 const (
@@ -23,6 +23,13 @@ const (
 	ClassPin
 	// ClassMulti marks a query string holding more than one statement.
 	ClassMulti
+	// ClassBegin is BEGIN or START TRANSACTION.
+	ClassBegin
+	// ClassCommit is COMMIT or END (not COMMIT PREPARED).
+	ClassCommit
+	// ClassRollback is ROLLBACK or ABORT (not ROLLBACK TO SAVEPOINT or
+	// ROLLBACK PREPARED).
+	ClassRollback
 )
 
 // Info is the result of Classify.
@@ -39,7 +46,8 @@ func (i Info) Has(c Class) bool { return i.Class&c == c }
 // never fails: what it does not recognise has no flags. It is lexical on
 // purpose (a few hundred nanoseconds); the full parser runs elsewhere, on
 // plan-cache misses. In a query string with several statements the flags
-// of all of them are merged, and ClassMulti is added when any has a flag.
+// of all of them are merged, and ClassMulti is added when any of them
+// changes session state.
 // Info.Param may share memory with sql.
 func Classify(sql string) Info {
 	if strings.IndexByte(sql, ';') < 0 {
@@ -66,11 +74,14 @@ func Classify(sql string) Info {
 			out.PinReason = info.PinReason
 		}
 	}
-	if n > 1 && out.Class != 0 {
+	if n > 1 && out.Class&sessionState != 0 {
 		out.Class |= ClassMulti
 	}
 	return out
 }
+
+// sessionState are the flags of statements that change session state.
+const sessionState = ClassSet | ClassReset | ClassResetAll | ClassDiscardAll | ClassDeallocateAll | ClassPin
 
 // classifyOne classifies a single statement.
 func classifyOne(sql string) Info {
@@ -108,6 +119,20 @@ func classifyOne(sql string) Info {
 	case eq(first, "prepare"):
 		if !eq(l.word(), "transaction") {
 			info = pin("SQL-level prepared statement")
+		}
+	case eq(first, "begin"):
+		info.Class = ClassBegin
+	case eq(first, "start"):
+		if eq(l.word(), "transaction") {
+			info.Class = ClassBegin
+		}
+	case eq(first, "commit"), eq(first, "end"):
+		if w := l.word(); !eq(w, "prepared") {
+			info.Class = ClassCommit
+		}
+	case eq(first, "rollback"), eq(first, "abort"):
+		if w := l.word(); !eq(w, "to") && !eq(w, "prepared") {
+			info.Class = ClassRollback
 		}
 	case eq(first, "listen"):
 		info = pin("LISTEN")

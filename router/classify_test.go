@@ -269,3 +269,26 @@ func BenchmarkClassify(b *testing.B) {
 		})
 	}
 }
+
+func TestClassifyTransactionControl(t *testing.T) {
+	for sql, want := range map[string]router.Class{
+		"BEGIN":                              router.ClassBegin,
+		"begin isolation level serializable": router.ClassBegin,
+		"START TRANSACTION READ ONLY":        router.ClassBegin,
+		"COMMIT":                             router.ClassCommit,
+		"end":                                router.ClassCommit,
+		"COMMIT PREPARED 'x'":                0,
+		"ROLLBACK":                           router.ClassRollback,
+		"abort":                              router.ClassRollback,
+		"ROLLBACK TO SAVEPOINT a":            0,
+		"ROLLBACK PREPARED 'x'":              0,
+		"BEGIN; SELECT 1":                    router.ClassBegin,
+		"/* c */ begin":                      router.ClassBegin,
+		"START":                              0,
+		"COMMIT AND CHAIN":                   router.ClassCommit,
+	} {
+		if got := router.Classify(sql).Class; got != want {
+			t.Errorf("Classify(%q) = %b, want %b", sql, got, want)
+		}
+	}
+}

@@ -7,6 +7,9 @@ type Kind uint8
 const (
 	// KindSingle targets exactly one shard, named in Plan.Shard.
 	KindSingle Kind = iota + 1
+	// KindAny has no target of its own (transaction control, SET, SHOW):
+	// it runs where the session already is, else on Plan.Shard.
+	KindAny
 )
 
 // Plan is a routing decision for one statement.

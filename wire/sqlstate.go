@@ -18,5 +18,6 @@ const (
 	SQLStateInternalError            = "XX000"
 	SQLStateInvalidCatalogName       = "3D000"
 	SQLStateInvalidTransactionState  = "25000"
+	SQLStateInFailedTransaction      = "25P02"
 	SQLStateConfigurationLimitExceed = "53400"
 )

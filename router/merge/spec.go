@@ -16,7 +16,9 @@ type Spec struct {
 	Combine []Combine
 	// Final lists the columns sent to the client, in order. Nil means all
 	// shard columns unchanged. Columns the planner added only for merging
-	// (a hidden count for avg, a hidden sort key) are simply not listed.
+	// (a hidden count for avg) are simply not listed; a hidden sort key
+	// (ORDER BY an expression not in the select list) is listed with
+	// Hidden set, so that OrderBy can name it.
 	Final []FinalColumn
 	// Distinct removes duplicate final rows.
 	Distinct bool
@@ -35,13 +37,13 @@ type Combine uint8
 
 // Ways to combine a column.
 const (
-	CombineNone  Combine = iota // a group key or plain value: rows with equal keys form a group
-	CombineCount                // count(...): sum of the shards' counts (int8)
-	CombineSum                  // sum(...): sum, NULL if all inputs are NULL
-	CombineMin                  // min(...): least non-NULL value
-	CombineMax                  // max(...): greatest non-NULL value
-	CombineBoolAnd              // bool_and / every
-	CombineBoolOr               // bool_or
+	CombineNone    Combine = iota // a group key or plain value: rows with equal keys form a group
+	CombineCount                  // count(...): sum of the shards' counts (int8)
+	CombineSum                    // sum(...): sum, NULL if all inputs are NULL
+	CombineMin                    // min(...): least non-NULL value
+	CombineMax                    // max(...): greatest non-NULL value
+	CombineBoolAnd                // bool_and / every
+	CombineBoolOr                 // bool_or
 )
 
 // FinalKind says how a final column is computed.
@@ -61,6 +63,10 @@ type FinalColumn struct {
 	// Name is the column name the client sees (from the original query;
 	// the shards' RowDescription may name rewritten columns differently).
 	Name string
+	// Hidden columns are computed and can be sorted by, but are not sent
+	// to the client. Not allowed with Distinct (SQL requires DISTINCT's
+	// ORDER BY items to be in the select list).
+	Hidden bool
 }
 
 // SortKey is one ORDER BY item over final columns.

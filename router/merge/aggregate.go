@@ -1,0 +1,475 @@
+package merge
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strconv"
+)
+
+// ErrOutOfRange reports a combined value outside its type's range, where
+// PostgreSQL itself would have failed (SQLSTATE 22003).
+var ErrOutOfRange = errors.New("value out of range")
+
+// acc accumulates one combined column of one group. It holds big.Ints:
+// never copy it by value.
+type acc struct {
+	seen bool // a non-NULL input was seen
+	i    int64
+	f    float64
+	n    decimal
+	v    value  // min/max: the current extreme, decoded
+	raw  []byte // min/max: the current extreme as sent
+}
+
+type group struct {
+	keys [][]byte // by shard column: the group-by values as first seen
+	accs []acc    // by shard column
+}
+
+// finalRow is one row of the client's result, owned by the merger.
+type finalRow struct {
+	vals [][]byte
+	keys []value // decoded ORDER BY keys
+}
+
+// budget tracks buffered bytes against MaxBufferedBytes.
+type budget struct {
+	left int64 // < 0: unlimited
+}
+
+func (b *budget) take(n int) error {
+	if b.left < 0 {
+		return nil
+	}
+	b.left -= int64(n)
+	if b.left < 0 {
+		b.left = 0
+		return ErrTooLarge
+	}
+	return nil
+}
+
+func (m *Merger) newBudget() budget {
+	switch {
+	case m.MaxBufferedBytes == 0:
+		return budget{left: DefaultMaxBufferedBytes}
+	case m.MaxBufferedBytes < 0:
+		return budget{left: -1}
+	}
+	return budget{left: m.MaxBufferedBytes}
+}
+
+func (m *Merger) aggregate(sources []Source, emit func([]byte) error) (int64, error) {
+	mem := m.newBudget()
+	var rows []*finalRow
+	var err error
+	if m.aggregating {
+		rows, err = m.groupRows(sources, &mem)
+	} else {
+		rows, err = m.copyRows(sources, &mem)
+	}
+	if err != nil {
+		return 0, err
+	}
+	if m.spec.Distinct {
+		rows, err = m.distinct(rows)
+		if err != nil {
+			return 0, err
+		}
+	}
+	if len(m.spec.OrderBy) > 0 {
+		if err := m.sortRows(rows); err != nil {
+			return 0, err
+		}
+	}
+	lim := newLimiter(&m.spec, emit)
+	var buf []byte
+	vis := make([][]byte, len(m.visible))
+	for _, r := range rows {
+		if lim.skip > 0 {
+			lim.skip--
+			continue
+		}
+		for i, j := range m.visible {
+			vis[i] = r.vals[j]
+		}
+		buf = appendDataRow(buf[:0], vis)
+		if done, err := lim.put(buf); done || err != nil {
+			return lim.n, err
+		}
+	}
+	return lim.n, nil
+}
+
+// readAll calls f with the values of every row of every source.
+func (m *Merger) readAll(sources []Source, f func(vals [][]byte) error) error {
+	var vals [][]byte
+	for s, src := range sources {
+		for {
+			row, err := nextRow(src)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("shard %d: %w", s, err)
+			}
+			if vals, err = splitDataRow(row, len(m.in), vals); err != nil {
+				return fmt.Errorf("shard %d: %w", s, err)
+			}
+			if err := f(vals); err != nil {
+				return fmt.Errorf("shard %d: %w", s, err)
+			}
+		}
+	}
+	return nil
+}
+
+// ownedRow copies vals into one allocation.
+func ownedRow(vals [][]byte, mem *budget) (*finalRow, error) {
+	n := 0
+	for _, v := range vals {
+		n += len(v)
+	}
+	if err := mem.take(n + 24*len(vals) + 64); err != nil {
+		return nil, err
+	}
+	arena := make([]byte, 0, n)
+	r := &finalRow{vals: make([][]byte, len(vals))}
+	for i, v := range vals {
+		if v != nil {
+			start := len(arena)
+			arena = append(arena, v...)
+			r.vals[i] = arena[start:len(arena):len(arena)]
+		}
+	}
+	return r, nil
+}
+
+// copyRows reads the rows of a DISTINCT without aggregation.
+func (m *Merger) copyRows(sources []Source, mem *budget) ([]*finalRow, error) {
+	var rows []*finalRow
+	out := make([][]byte, len(m.final))
+	err := m.readAll(sources, func(vals [][]byte) error {
+		for j, fc := range m.final {
+			out[j] = vals[fc.Source]
+		}
+		r, err := ownedRow(out, mem)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, r)
+		return nil
+	})
+	return rows, err
+}
+
+// groupRows reads every row, groups by the CombineNone columns and
+// returns one final row per group in order of first appearance.
+func (m *Merger) groupRows(sources []Source, mem *budget) ([]*finalRow, error) {
+	var keyCols, aggCols []int
+	for c, how := range m.spec.Combine {
+		if how == CombineNone {
+			keyCols = append(keyCols, c)
+		} else {
+			aggCols = append(aggCols, c)
+		}
+	}
+	index := make(map[string]*group)
+	var groups []*group
+	var key []byte
+	var tmp value
+	err := m.readAll(sources, func(vals [][]byte) error {
+		key = key[:0]
+		for _, c := range keyCols {
+			if err := decodeValue(m.inKind[c], m.in[c].Format, vals[c], &tmp); err != nil {
+				return fmt.Errorf("column %q: %w", m.in[c].Name, err)
+			}
+			key = appendKey(key, m.inKind[c], &tmp)
+		}
+		g := index[string(key)]
+		if g == nil {
+			r, err := ownedRow(vals, mem) // keeps the key columns' values
+			if err != nil {
+				return err
+			}
+			if err := mem.take(len(key) + 200*len(aggCols)); err != nil {
+				return err
+			}
+			g = &group{keys: r.vals, accs: make([]acc, len(m.in))}
+			index[string(key)] = g
+			groups = append(groups, g)
+		}
+		for _, c := range aggCols {
+			if err := m.accumulate(&g.accs[c], c, vals[c], &tmp, mem); err != nil {
+				return fmt.Errorf("column %q: %w", m.in[c].Name, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(groups) == 0 && len(keyCols) == 0 {
+		// An aggregate without GROUP BY has one row even over no rows.
+		groups = append(groups, &group{keys: make([][]byte, len(m.in)), accs: make([]acc, len(m.in))})
+	}
+	rows := make([]*finalRow, 0, len(groups))
+	out := make([][]byte, len(m.final))
+	var buf []byte
+	type span struct{ start, end int }
+	spans := make([]span, len(m.final))
+	for _, g := range groups {
+		buf = buf[:0]
+		for j := range m.final {
+			start := len(buf)
+			var null bool
+			if buf, null, err = m.finalValue(buf, j, g); err != nil {
+				return nil, fmt.Errorf("column %q: %w", m.out[j].Name, err)
+			}
+			spans[j] = span{start, len(buf)}
+			if null {
+				spans[j].start = -1
+			}
+		}
+		for j, fc := range m.final {
+			switch {
+			case m.computed(j):
+				out[j] = nil
+				if spans[j].start >= 0 {
+					out[j] = buf[spans[j].start:spans[j].end]
+				}
+			case m.combine(fc.Source) == CombineNone:
+				out[j] = g.keys[fc.Source]
+			default: // min, max
+				out[j] = nil
+				if a := &g.accs[fc.Source]; a.seen {
+					out[j] = a.raw
+				}
+			}
+		}
+		r, err := ownedRow(out, mem)
+		if err != nil {
+			return nil, err
+		}
+		rows = append(rows, r)
+	}
+	return rows, nil
+}
+
+// computed reports whether final column j is encoded by finalValue (as
+// opposed to passed through from a shard's bytes).
+func (m *Merger) computed(j int) bool {
+	fc := m.final[j]
+	if fc.Kind == FinalAvg {
+		return true
+	}
+	switch m.combine(fc.Source) {
+	case CombineNone, CombineMin, CombineMax:
+		return false
+	}
+	return true
+}
+
+// accumulate folds one shard value into a.
+func (m *Merger) accumulate(a *acc, col int, raw []byte, tmp *value, mem *budget) error {
+	how, k, format := m.spec.Combine[col], m.inKind[col], m.in[col].Format
+	if raw == nil {
+		if how == CombineCount {
+			return fmt.Errorf("%w: NULL count", ErrMalformed)
+		}
+		return nil
+	}
+	if err := decodeValue(k, format, raw, tmp); err != nil {
+		return err
+	}
+	first := !a.seen
+	a.seen = true
+	switch how {
+	case CombineCount:
+		return addInt(&a.i, tmp.i)
+	case CombineSum:
+		switch k {
+		case kindInt:
+			return addInt(&a.i, tmp.i)
+		case kindNumeric:
+			if first {
+				a.n.coef.Set(&tmp.n.coef)
+				a.n.scale, a.n.spec = tmp.n.scale, tmp.n.spec
+			} else {
+				a.n.add(tmp.n)
+			}
+		default: // float4, float8
+			s := a.f + tmp.f
+			if math.IsInf(s, 0) && !math.IsInf(a.f, 0) && !math.IsInf(tmp.f, 0) {
+				return fmt.Errorf("%w: overflow", ErrOutOfRange)
+			}
+			a.f = s
+		}
+	case CombineMin, CombineMax:
+		if !first {
+			c := compareValues(k, tmp, &a.v)
+			if how == CombineMin && c >= 0 || how == CombineMax && c <= 0 {
+				return nil
+			}
+		}
+		if err := mem.take(len(raw) - len(a.raw)); err != nil {
+			return err
+		}
+		if a.raw == nil {
+			a.raw = make([]byte, 0, len(raw)) // non-nil: an empty value is not NULL
+		}
+		a.raw = append(a.raw[:0], raw...)
+		copyValue(&a.v, tmp)
+	case CombineBoolAnd:
+		if first {
+			a.i = tmp.i
+		} else {
+			a.i &= tmp.i
+		}
+	case CombineBoolOr:
+		a.i |= tmp.i
+	}
+	return nil
+}
+
+func addInt(dst *int64, v int64) error {
+	s := *dst + v
+	if (s > *dst) != (v > 0) {
+		return fmt.Errorf("bigint %w", ErrOutOfRange)
+	}
+	*dst = s
+	return nil
+}
+
+// finalValue appends final column j's value for g when it is computed;
+// null reports SQL NULL. Passed-through columns append nothing.
+func (m *Merger) finalValue(dst []byte, j int, g *group) (_ []byte, null bool, err error) {
+	if !m.computed(j) {
+		return dst, true, nil
+	}
+	fc := m.final[j]
+	binaryFmt := m.out[j].Format == 1
+	a := &g.accs[fc.Source]
+	if fc.Kind == FinalAvg {
+		n := g.accs[fc.CountSource].i
+		if !a.seen || n == 0 {
+			return dst, true, nil
+		}
+		switch m.inKind[fc.Source] {
+		case kindFloat4, kindFloat8:
+			return appendFloat(dst, a.f/float64(n), 64, binaryFmt), false, nil
+		}
+		var sum, cnt, q decimal
+		if m.inKind[fc.Source] == kindInt {
+			sum.coef.SetInt64(a.i)
+		} else {
+			sum.coef.Set(&a.n.coef)
+			sum.scale, sum.spec = a.n.scale, a.n.spec
+		}
+		cnt.coef.SetInt64(n)
+		q.div(&sum, &cnt)
+		return appendNumeric(dst, &q, binaryFmt), false, nil
+	}
+	switch how := m.combine(fc.Source); how {
+	case CombineCount:
+		return appendInt8(dst, a.i, binaryFmt), false, nil
+	case CombineSum:
+		if !a.seen {
+			return dst, true, nil
+		}
+		switch m.inKind[fc.Source] {
+		case kindInt:
+			return appendInt8(dst, a.i, binaryFmt), false, nil
+		case kindNumeric:
+			return appendNumeric(dst, &a.n, binaryFmt), false, nil
+		case kindFloat4:
+			f32 := float32(a.f)
+			if math.IsInf(float64(f32), 0) && !math.IsInf(a.f, 0) {
+				return dst, false, fmt.Errorf("%w: overflow", ErrOutOfRange)
+			}
+			return appendFloat(dst, float64(f32), 32, binaryFmt), false, nil
+		default:
+			return appendFloat(dst, a.f, 64, binaryFmt), false, nil
+		}
+	case CombineBoolAnd, CombineBoolOr:
+		if !a.seen {
+			return dst, true, nil
+		}
+		switch {
+		case binaryFmt:
+			return append(dst, byte(a.i)), false, nil
+		case a.i != 0:
+			return append(dst, 't'), false, nil
+		default:
+			return append(dst, 'f'), false, nil
+		}
+	}
+	return dst, true, nil
+}
+
+func appendInt8(dst []byte, v int64, binaryFmt bool) []byte {
+	if binaryFmt {
+		return binary.BigEndian.AppendUint64(dst, uint64(v))
+	}
+	return strconv.AppendInt(dst, v, 10)
+}
+
+func appendNumeric(dst []byte, d *decimal, binaryFmt bool) []byte {
+	if binaryFmt {
+		return d.appendBinary(dst)
+	}
+	return d.appendText(dst)
+}
+
+func appendFloat(dst []byte, f float64, bitSize int, binaryFmt bool) []byte {
+	switch {
+	case !binaryFmt:
+		return appendFloatText(dst, f, bitSize)
+	case bitSize == 32:
+		return binary.BigEndian.AppendUint32(dst, math.Float32bits(float32(f)))
+	}
+	return binary.BigEndian.AppendUint64(dst, math.Float64bits(f))
+}
+
+// distinct keeps the first of each set of equal final rows.
+func (m *Merger) distinct(rows []*finalRow) ([]*finalRow, error) {
+	seen := make(map[string]struct{}, len(rows))
+	var key []byte
+	var tmp value
+	out := rows[:0]
+	for _, r := range rows {
+		key = key[:0]
+		for j, v := range r.vals {
+			if err := decodeValue(m.outKind[j], m.out[j].Format, v, &tmp); err != nil {
+				return nil, fmt.Errorf("column %q: %w", m.out[j].Name, err)
+			}
+			key = appendKey(key, m.outKind[j], &tmp)
+		}
+		if _, dup := seen[string(key)]; dup {
+			continue
+		}
+		seen[string(key)] = struct{}{}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// sortRows sorts final rows by OrderBy, keeping equal rows in order.
+func (m *Merger) sortRows(rows []*finalRow) error {
+	keys := make([]sortKey, len(m.spec.OrderBy))
+	for i, o := range m.spec.OrderBy {
+		keys[i] = sortKey{col: o.Column, kind: m.outKind[o.Column], format: m.out[o.Column].Format, desc: o.Desc, nullsF: o.NullsFirst}
+	}
+	for _, r := range rows {
+		r.keys = make([]value, len(keys))
+		if err := decodeKeys(keys, r.vals, r.keys); err != nil {
+			return err
+		}
+	}
+	slices.SortStableFunc(rows, func(a, b *finalRow) int { return compareRows(keys, a.keys, b.keys) })
+	return nil
+}

@@ -1,0 +1,333 @@
+package merge
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// ErrUnsupported is matched (errors.Is) by every *UnsupportedError.
+var ErrUnsupported = errors.New("merge: not supported")
+
+// ErrInvalidSpec reports a Spec that does not fit the shards' columns: a
+// planner bug, not a user error.
+var ErrInvalidSpec = errors.New("merge: invalid spec")
+
+// ErrTooLarge reports a result that needs more memory than
+// Merger.MaxBufferedBytes allows.
+var ErrTooLarge = errors.New("merge: result too large to merge in memory")
+
+// UnsupportedError says that a column cannot be merged exactly: its type
+// is one the merger cannot compare or combine. The proxy answers it with
+// SQLSTATE 0A000 (feature_not_supported) and this message.
+type UnsupportedError struct {
+	Op     string // what was asked: "sort by", "group by", "DISTINCT on", "sum", ...
+	Column string // the column's name
+	Type   string // PostgreSQL's name of the column's type
+}
+
+func (e *UnsupportedError) Error() string {
+	return fmt.Sprintf("cross-shard query: cannot %s column %q of type %s", e.Op, e.Column, e.Type)
+}
+
+// Is makes errors.Is(err, ErrUnsupported) true.
+func (e *UnsupportedError) Is(target error) bool { return target == ErrUnsupported }
+
+// DefaultMaxBufferedBytes bounds the memory of an aggregating or DISTINCT
+// merge when Merger.MaxBufferedBytes is 0.
+const DefaultMaxBufferedBytes = 256 << 20
+
+// Merger merges the shards' results of one scatter-gather SELECT
+// according to a Spec. Create one per statement execution with New; it is
+// not safe for concurrent use.
+type Merger struct {
+	// MaxBufferedBytes bounds the bytes an aggregating or DISTINCT merge
+	// keeps (groups, rows): 0 means DefaultMaxBufferedBytes, negative
+	// means no limit. Streaming merges keep one row per shard.
+	MaxBufferedBytes int64
+
+	spec        Spec
+	in          []pgproto3.FieldDescription // shard columns
+	inKind      []kind
+	final       []FinalColumn               // Spec.Final, or every shard column
+	out         []pgproto3.FieldDescription // final columns, hidden ones included
+	outKind     []kind
+	visible     []int // indexes of the final columns sent to the client
+	aggregating bool  // some Combine entry is not CombineNone
+	identity    bool  // final columns are the shard columns unchanged
+}
+
+// Source yields one shard's rows in the order the shard sent them.
+type Source interface {
+	// Next returns the next DataRow frame (type byte, length and body),
+	// or io.EOF after the last one. The frame need only stay valid until
+	// the next call to Next.
+	Next() (row []byte, err error)
+}
+
+// New returns a Merger for spec over results described by desc, one
+// shard's RowDescription frame (type byte, length and body; see
+// CheckRowDescriptions for checking that all shards agree). It returns an
+// *UnsupportedError when the spec needs to compare or combine a column of
+// a type the merger does not support, and an error wrapping ErrInvalidSpec
+// when the spec does not fit the columns.
+func New(spec *Spec, desc []byte) (*Merger, error) {
+	in, err := decodeRowDescription(desc)
+	if err != nil {
+		return nil, err
+	}
+	m := &Merger{spec: *spec, in: in, inKind: make([]kind, len(in))}
+	for i := range in {
+		m.inKind[i] = kindOf(in[i].DataTypeOID)
+	}
+	if err := m.checkCombine(); err != nil {
+		return nil, err
+	}
+	if err := m.buildFinal(); err != nil {
+		return nil, err
+	}
+	if err := m.checkOrderDistinct(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *Merger) unsupported(op string, f *pgproto3.FieldDescription) error {
+	return &UnsupportedError{Op: op, Column: string(f.Name), Type: TypeName(f.DataTypeOID)}
+}
+
+func (m *Merger) checkCombine() error {
+	c := m.spec.Combine
+	if c != nil && len(c) != len(m.in) {
+		return fmt.Errorf("%w: %d Combine entries for %d shard columns", ErrInvalidSpec, len(c), len(m.in))
+	}
+	for i, how := range c {
+		if how != CombineNone {
+			m.aggregating = true
+		}
+		f, k := &m.in[i], m.inKind[i]
+		switch how {
+		case CombineNone:
+		case CombineCount:
+			if k != kindInt {
+				return fmt.Errorf("%w: count column %q has type %s", ErrInvalidSpec, f.Name, TypeName(f.DataTypeOID))
+			}
+		case CombineSum:
+			switch k {
+			case kindInt, kindNumeric, kindFloat4, kindFloat8:
+			default:
+				return m.unsupported("sum", f)
+			}
+		case CombineMin, CombineMax:
+			if k == kindUnsupported {
+				return m.unsupported("compute min/max of", f)
+			}
+		case CombineBoolAnd, CombineBoolOr:
+			if k != kindBool {
+				return fmt.Errorf("%w: bool_and/bool_or column %q has type %s", ErrInvalidSpec, f.Name, TypeName(f.DataTypeOID))
+			}
+		default:
+			return fmt.Errorf("%w: unknown Combine %d", ErrInvalidSpec, how)
+		}
+	}
+	if m.aggregating {
+		for i, how := range c {
+			if how == CombineNone && m.inKind[i] == kindUnsupported {
+				return m.unsupported("group by", &m.in[i])
+			}
+		}
+	}
+	return nil
+}
+
+func (m *Merger) combine(col int) Combine {
+	if m.spec.Combine == nil {
+		return CombineNone
+	}
+	return m.spec.Combine[col]
+}
+
+// aggregateField describes a computed column as PostgreSQL does: no table,
+// no type modifier.
+func aggregateField(name []byte, oid uint32, size int16, format int16) pgproto3.FieldDescription {
+	return pgproto3.FieldDescription{Name: name, DataTypeOID: oid, DataTypeSize: size, TypeModifier: -1, Format: format}
+}
+
+func (m *Merger) buildFinal() error {
+	m.final = m.spec.Final
+	if m.final == nil {
+		m.final = make([]FinalColumn, len(m.in))
+		for i := range m.in {
+			m.final[i] = FinalColumn{Kind: FinalColumnValue, Source: i}
+		}
+	}
+	m.identity = len(m.final) == len(m.in)
+	m.out = make([]pgproto3.FieldDescription, len(m.final))
+	m.outKind = make([]kind, len(m.final))
+	for j, fc := range m.final {
+		if fc.Source < 0 || fc.Source >= len(m.in) {
+			return fmt.Errorf("%w: final column %d reads shard column %d of %d", ErrInvalidSpec, j, fc.Source, len(m.in))
+		}
+		src := m.in[fc.Source]
+		var f pgproto3.FieldDescription
+		switch fc.Kind {
+		case FinalColumnValue:
+			f = src
+			switch m.combine(fc.Source) {
+			case CombineCount:
+				f = aggregateField(src.Name, oidInt8, 8, src.Format)
+			case CombineSum:
+				if src.DataTypeOID == oidInt2 || src.DataTypeOID == oidInt4 {
+					f = aggregateField(src.Name, oidInt8, 8, src.Format)
+				}
+			}
+		case FinalAvg:
+			if fc.CountSource < 0 || fc.CountSource >= len(m.in) {
+				return fmt.Errorf("%w: avg column %d reads count column %d of %d", ErrInvalidSpec, j, fc.CountSource, len(m.in))
+			}
+			if m.combine(fc.Source) != CombineSum || m.combine(fc.CountSource) != CombineCount {
+				return fmt.Errorf("%w: avg column %d needs a sum column and a count column", ErrInvalidSpec, j)
+			}
+			if k := m.inKind[fc.Source]; k == kindFloat4 || k == kindFloat8 {
+				f = aggregateField(src.Name, oidFloat8, 8, src.Format)
+			} else {
+				f = aggregateField(src.Name, oidNumeric, -1, src.Format)
+			}
+		default:
+			return fmt.Errorf("%w: unknown FinalKind %d", ErrInvalidSpec, fc.Kind)
+		}
+		if fc.Name != "" {
+			f.Name = []byte(fc.Name)
+		}
+		m.out[j] = f
+		m.outKind[j] = kindOf(f.DataTypeOID)
+		if fc.Kind != FinalColumnValue || fc.Source != j || fc.Name != "" || fc.Hidden {
+			m.identity = false
+		}
+		if !fc.Hidden {
+			m.visible = append(m.visible, j)
+		} else if m.spec.Distinct {
+			return fmt.Errorf("%w: hidden column %d with DISTINCT", ErrInvalidSpec, j)
+		}
+	}
+	return nil
+}
+
+func (m *Merger) checkOrderDistinct() error {
+	for _, k := range m.spec.OrderBy {
+		if k.Column < 0 || k.Column >= len(m.out) {
+			return fmt.Errorf("%w: ORDER BY column %d of %d", ErrInvalidSpec, k.Column, len(m.out))
+		}
+		if m.outKind[k.Column] == kindUnsupported {
+			return m.unsupported("sort by", &m.out[k.Column])
+		}
+	}
+	if m.spec.Distinct {
+		for j := range m.out {
+			if m.outKind[j] == kindUnsupported {
+				return m.unsupported("apply DISTINCT to", &m.out[j])
+			}
+		}
+	}
+	if m.spec.Offset < 0 {
+		return fmt.Errorf("%w: negative offset", ErrInvalidSpec)
+	}
+	return nil
+}
+
+// Streaming reports whether Merge streams (no aggregation, no DISTINCT:
+// rows are concatenated or k-way merged, holding one row per shard) rather
+// than reading every row before emitting the first.
+func (m *Merger) Streaming() bool { return !m.aggregating && !m.spec.Distinct }
+
+// RowDescription appends the RowDescription frame the client gets: the
+// final columns with their names (FinalColumn.Name when set) and the types
+// PostgreSQL gives the aggregates. A combined count is bigint; a combined
+// sum keeps the shards' sum type (bigint for sums of smallint or integer,
+// numeric for bigint and numeric, real and double precision unchanged);
+// avg is numeric, or double precision for real and double precision sums;
+// min, max and plain columns keep the shard column's description.
+func (m *Merger) RowDescription(dst []byte) []byte {
+	rd := pgproto3.RowDescription{Fields: make([]pgproto3.FieldDescription, len(m.visible))}
+	for i, j := range m.visible {
+		rd.Fields[i] = m.out[j]
+	}
+	out, err := rd.Encode(dst)
+	if err != nil {
+		// Encode fails only for more than 65535 fields or a name with a
+		// NUL, neither possible from a decoded RowDescription.
+		panic(fmt.Sprintf("merge: encode RowDescription: %v", err))
+	}
+	return out
+}
+
+// Merge reads the shards' rows from sources (in shard order) and calls
+// emit with each DataRow frame of the client's result, in order, after
+// OFFSET and LIMIT. The frame passed to emit is valid only during the
+// call. It returns the number of rows emitted, for AppendCommandComplete.
+//
+// When Streaming, rows are passed through (projected to the final columns
+// when those differ) in shard order, or k-way merged by OrderBy with ties
+// kept in shard order; once LIMIT rows are out it returns without reading
+// the rest, and the caller must drain or cancel the shards. Each shard's
+// rows must already be sorted by OrderBy: a row out of order (typically a
+// non-"C" collation on a text key) is reported as an error rather than
+// merged wrongly. Otherwise every row is read, combined and buffered
+// (bounded by MaxBufferedBytes) before the first is emitted.
+//
+// An error from a source or from emit is returned as is; errors about
+// values wrap ErrMalformed or name the value.
+func (m *Merger) Merge(sources []Source, emit func(row []byte) error) (int64, error) {
+	if m.spec.Limit == 0 {
+		return 0, nil
+	}
+	if m.Streaming() {
+		return m.stream(sources, emit)
+	}
+	return m.aggregate(sources, emit)
+}
+
+// limiter applies OFFSET and LIMIT to emitted rows.
+type limiter struct {
+	skip, left int64 // left < 0: no limit
+	n          int64
+	emit       func([]byte) error
+}
+
+func newLimiter(s *Spec, emit func([]byte) error) limiter {
+	left := s.Limit
+	if left < 0 {
+		left = -1
+	}
+	return limiter{skip: s.Offset, left: left, emit: emit}
+}
+
+// put emits row unless it falls in the offset; done is true when the
+// limit is reached.
+func (l *limiter) put(row []byte) (done bool, err error) {
+	if l.skip > 0 {
+		l.skip--
+		return false, nil
+	}
+	if err := l.emit(row); err != nil {
+		return true, err
+	}
+	l.n++
+	if l.left > 0 {
+		l.left--
+	}
+	return l.left == 0, nil
+}
+
+// nextRow reads a source's next row, io.EOF at the end.
+func nextRow(src Source) ([]byte, error) {
+	row, err := src.Next()
+	if err != nil {
+		return nil, err
+	}
+	if len(row) == 0 {
+		return nil, fmt.Errorf("%w: empty row", ErrMalformed)
+	}
+	return row, nil
+}

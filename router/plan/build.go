@@ -1,0 +1,303 @@
+package plan
+
+import (
+	"fmt"
+	"strings"
+
+	pg "github.com/pganalyze/pg_query_go/v6"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// builder builds the template of one statement on a cache miss.
+type builder struct {
+	st    *state
+	sql   string
+	norm  *normalized
+	litAt map[int32]int // original offset → literal index
+	// mapped literals became A_Const nodes; pinned literals' values decide
+	// the plan. Every literal that is not mapped is pinned.
+	mapped  []bool
+	pinned  []bool
+	version int32 // of the parse tree, for Deparse
+}
+
+// buildTemplate parses sql and plans it. It never panics on input: a
+// panic inside the analysis (a bug) becomes a refusal.
+func buildTemplate(st *state, sql string, n *normalized) (t *template) {
+	b := &builder{st: st, sql: sql, norm: n, litAt: make(map[int32]int, len(n.lits)),
+		mapped: make([]bool, len(n.lits)), pinned: make([]bool, len(n.lits))}
+	for i, l := range n.lits {
+		b.litAt[l.start] = i
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			t = &template{base: Plan{Kind: Refused, Err: refusal(fmt.Sprintf("pgshard cannot plan this statement (internal error: %v)", r),
+				"report it; a pgshard.shard hint routes it anyway")}}
+			b.pinAll(t)
+		}
+	}()
+	res, err := pg.Parse(sql)
+	if err != nil {
+		t = &template{parseErr: &RefusalError{Code: SQLStateSyntaxError, Message: err.Error()}}
+		b.pinAll(t)
+		return t
+	}
+	b.version = res.Version
+	walk(res.ProtoReflect(), func(m protoreflect.Message) bool {
+		if c, ok := m.Interface().(*pg.A_Const); ok {
+			if i, ok := b.litAt[c.Location]; ok {
+				b.mapped[i] = true
+			}
+		}
+		return true
+	})
+	t = b.plan(res)
+	b.setPins(t)
+	return t
+}
+
+func (b *builder) pinAll(t *template) {
+	for i := range b.pinned {
+		b.pinned[i] = true
+	}
+	b.setPins(t)
+}
+
+func (b *builder) setPins(t *template) {
+	t.nlits = len(b.norm.lits)
+	t.pins = t.pins[:0]
+	for i := range b.norm.lits {
+		if b.pinned[i] || !b.mapped[i] {
+			t.pins = append(t.pins, pin{lit: int32(i), text: strings.Clone(b.norm.text(b.sql, i))})
+		}
+	}
+}
+
+// constLit returns the literal index of A_Const c, or -1.
+func (b *builder) constLit(c *pg.A_Const) int {
+	if i, ok := b.litAt[c.Location]; ok && b.mapped[i] {
+		return i
+	}
+	return -1
+}
+
+// pinConst marks the literal of c (if any) as deciding the plan.
+func (b *builder) pinConst(c *pg.A_Const) {
+	if i := b.constLit(c); i >= 0 {
+		b.pinned[i] = true
+	}
+}
+
+func (b *builder) plan(res *pg.ParseResult) *template {
+	if len(res.Stmts) == 0 {
+		return b.defaultTemplate(StmtOther) // empty query
+	}
+	if len(res.Stmts) > 1 {
+		return b.multiStatement(res)
+	}
+	return b.statement(res.Stmts[0].Stmt)
+}
+
+func (b *builder) defaultTemplate(s Stmt) *template {
+	return &template{hintable: true, base: Plan{Kind: Default, Stmt: s, Shards: b.st.shardList(b.st.defaultShard)}}
+}
+
+func refusedTemplate(s Stmt, msg, hint string) *template {
+	return &template{hintable: true, base: Plan{Kind: Refused, Stmt: s, Err: refusal(msg, hint)}}
+}
+
+// multiStatement plans a query string with several statements: fine when
+// none touches a table of the map, refused otherwise.
+func (b *builder) multiStatement(res *pg.ParseResult) *template {
+	ro := true
+	for _, s := range res.Stmts {
+		t := b.statement(s.Stmt)
+		if t.base.Kind != Default || t.classes != nil || t.base.Shards == nil || t.base.Shards[0] != b.st.defaultShard {
+			return refusedTemplate(StmtOther, "a query string with several statements that touch sharded or unsharded tables cannot be routed as one",
+				"send the statements one at a time, or use a pgshard.shard hint")
+		}
+		ro = ro && t.base.ReadOnly
+	}
+	t := b.defaultTemplate(StmtOther)
+	t.base.ReadOnly = ro
+	return t
+}
+
+func (b *builder) statement(n *pg.Node) *template {
+	switch {
+	case n.GetSelectStmt() != nil:
+		return b.selectStmt(n.GetSelectStmt())
+	case n.GetInsertStmt() != nil:
+		return b.insertStmt(n.GetInsertStmt())
+	case n.GetUpdateStmt() != nil:
+		u := n.GetUpdateStmt()
+		return b.modify(StmtUpdate, u.Relation, u.FromClause, u.WhereClause, u.WithClause, u.TargetList, n)
+	case n.GetDeleteStmt() != nil:
+		d := n.GetDeleteStmt()
+		return b.modify(StmtDelete, d.Relation, d.UsingClause, d.WhereClause, d.WithClause, nil, n)
+	case n.GetCopyStmt() != nil:
+		return b.copyStmt(n.GetCopyStmt())
+	case n.GetTransactionStmt() != nil:
+		t := b.defaultTemplate(StmtTx)
+		t.base.Tx = txOp(n.GetTransactionStmt().Kind)
+		t.base.ReadOnly = true
+		return t
+	case n.GetVariableSetStmt() != nil:
+		return b.setStmt(n.GetVariableSetStmt())
+	case n.GetVariableShowStmt() != nil:
+		name := strings.ToLower(n.GetVariableShowStmt().Name)
+		if name == "pgshard.route" {
+			return &template{base: Plan{Kind: ShowRoute, Stmt: StmtShow, ReadOnly: true}}
+		}
+		t := b.defaultTemplate(StmtShow)
+		t.base.ReadOnly = true
+		return t
+	case n.GetExplainStmt() != nil:
+		t := b.statement(n.GetExplainStmt().Query)
+		// EXPLAIN output is per shard: concatenate, never merge.
+		t.base.Merge, t.shardSQL, t.limit, t.insert = nil, nil, nil, nil
+		if t.multi != nil && t.multi.Kind != Refused {
+			m := *t.multi
+			m.Merge = nil
+			t.multi, t.multiSQL, t.multiLimit = &m, nil, nil
+		}
+		if t.base.Kind == Refused && t.base.Err != nil && t.classes == nil {
+			return t
+		}
+		if t.base.Kind == CopyIn {
+			return refusedTemplate(StmtOther, "EXPLAIN of COPY", "")
+		}
+		return t
+	}
+	return b.utility(n)
+}
+
+// utility plans any other statement (DDL, VACUUM, ...): the default shard
+// when it names no table of the map; every shard of the distribution (a
+// broadcast) when it names a sharded table; the table's default shard for
+// unsharded ones.
+func (b *builder) utility(n *pg.Node) *template {
+	var tables []*tableInfo
+	var names []string
+	walk(n.ProtoReflect(), func(m protoreflect.Message) bool {
+		if rv, ok := m.Interface().(*pg.RangeVar); ok {
+			name := b.qualify(rv)
+			if ti := b.st.tables[name]; ti != nil {
+				tables = append(tables, ti)
+				names = append(names, name)
+			}
+		}
+		return true
+	})
+	if len(tables) == 0 {
+		return b.defaultTemplate(StmtOther)
+	}
+	var dist = tables[0].dist
+	sharded := false
+	for _, ti := range tables {
+		if ti.dist != dist {
+			return refusedTemplate(StmtOther, "the statement names tables of different distributions ("+strings.Join(names, ", ")+")", "run it once per table")
+		}
+		sharded = sharded || ti.sharded()
+	}
+	if !sharded {
+		return &template{hintable: true, base: Plan{Kind: Default, Stmt: StmtOther, Shards: b.st.shardList(dist.DefaultShard)}}
+	}
+	return &template{hintable: true, dist: dist, base: Plan{Kind: All, Stmt: StmtOther, Broadcast: true,
+		Shards: b.st.distShards[dist], Table: names[0]}}
+}
+
+func txOp(k pg.TransactionStmtKind) TxOp {
+	switch k {
+	case pg.TransactionStmtKind_TRANS_STMT_BEGIN, pg.TransactionStmtKind_TRANS_STMT_START:
+		return TxBegin
+	case pg.TransactionStmtKind_TRANS_STMT_COMMIT:
+		return TxCommit
+	case pg.TransactionStmtKind_TRANS_STMT_ROLLBACK:
+		return TxRollback
+	case pg.TransactionStmtKind_TRANS_STMT_SAVEPOINT:
+		return TxSavepoint
+	case pg.TransactionStmtKind_TRANS_STMT_RELEASE:
+		return TxRelease
+	case pg.TransactionStmtKind_TRANS_STMT_ROLLBACK_TO:
+		return TxRollbackTo
+	case pg.TransactionStmtKind_TRANS_STMT_PREPARE:
+		return TxPrepare
+	case pg.TransactionStmtKind_TRANS_STMT_COMMIT_PREPARED:
+		return TxCommitPrepared
+	case pg.TransactionStmtKind_TRANS_STMT_ROLLBACK_PREPARED:
+		return TxRollbackPrepared
+	}
+	return TxNone
+}
+
+// setStmt plans SET/RESET; pgshard.shard and pgshard.key are hints.
+func (b *builder) setStmt(s *pg.VariableSetStmt) *template {
+	name := strings.ToLower(s.Name)
+	if name == "pgshard.shard" || name == "pgshard.key" {
+		h := &HintSet{Name: strings.TrimPrefix(name, "pgshard.")}
+		switch s.Kind {
+		case pg.VariableSetKind_VAR_RESET, pg.VariableSetKind_VAR_SET_DEFAULT:
+			h.Reset = true
+		case pg.VariableSetKind_VAR_SET_VALUE:
+			if len(s.Args) != 1 {
+				return refusedTemplate(StmtSet, "SET "+name+" takes one value", "")
+			}
+			v, ok := b.setValue(s.Args[0])
+			if !ok {
+				return refusedTemplate(StmtSet, "SET "+name+" needs a constant value", "SET "+name+" = 'value'")
+			}
+			h.Value = v
+		default:
+			return refusedTemplate(StmtSet, "unsupported form of SET "+name, "")
+		}
+		if s.IsLocal {
+			return refusedTemplate(StmtSet, "SET LOCAL "+name+" is not supported", "use SET "+name+" and RESET it after the transaction")
+		}
+		return &template{base: Plan{Kind: SetHint, Stmt: StmtSet, Hint: h, ReadOnly: true}}
+	}
+	t := b.defaultTemplate(StmtSet)
+	t.base.ReadOnly = true
+	return t
+}
+
+func (b *builder) setValue(n *pg.Node) (string, bool) {
+	c := n.GetAConst()
+	if c == nil {
+		return "", false
+	}
+	b.pinConst(c)
+	switch v := c.Val.(type) {
+	case *pg.A_Const_Sval:
+		return v.Sval.Sval, true
+	case *pg.A_Const_Ival:
+		return fmt.Sprint(v.Ival.Ival), true
+	case *pg.A_Const_Fval:
+		return v.Fval.Fval, true
+	}
+	return "", false
+}
+
+// walk calls f for every message in the tree rooted at m, depth first;
+// f returns false to skip a message's children.
+func walk(m protoreflect.Message, f func(protoreflect.Message) bool) {
+	if !m.IsValid() || !f(m) {
+		return
+	}
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Kind() != protoreflect.MessageKind {
+			return true
+		}
+		switch {
+		case fd.IsList():
+			l := v.List()
+			for i := 0; i < l.Len(); i++ {
+				walk(l.Get(i).Message(), f)
+			}
+		case fd.IsMap():
+		default:
+			walk(v.Message(), f)
+		}
+		return true
+	})
+}

@@ -1,0 +1,62 @@
+// Package plan turns SQL statements into routing plans for the proxy:
+// which shards a statement goes to (Single, Multi, All, Default), how a
+// scatter SELECT's results are merged (a merge.Spec, with the statement
+// rewritten for the shards when needed), and what it refuses and why.
+//
+// The session loop calls Planner.Route (or RouteHint with the session's
+// SET pgshard.* hint) for each execution. Only a plan-cache miss parses
+// (pg_query_go, cgo). The cache key is the statement normalized in one
+// pass: whitespace and comments collapsed, numeric and '...' literals
+// replaced by a placeholder, so WHERE id = 17 and WHERE id = 18 share one
+// cached template. The template records where the key comes from (the
+// k-th literal or parameter $n); a hit reads that value, hashes or
+// searches it in the distribution, and fills in the plan. Literals whose
+// value decides the plan beyond the key (ORDER BY 2, a hint value, or a
+// literal the parser does not keep as a constant) are "pinned": the
+// template applies only when they are equal, and up to 8 variants share a
+// normalized text.
+//
+// What is routed and how:
+//   - key = v, v = key, key IN (...), key = ANY($n | '{..}' | ARRAY[..]),
+//     casts, qualified/aliased columns, AND with other terms, OR of such
+//     terms; joins and correlated subqueries between tables of the same
+//     distribution linked by key equalities: Single, or Multi when the
+//     values land on several shards. Anything else on a sharded table is
+//     All (a scatter; UPDATE/DELETE get Broadcast).
+//   - Unsharded tables live on their distribution's DefaultShard; a
+//     statement mixing them with sharded tables runs only when the key
+//     lands on that shard. Tables not in the map (catalogs, ...) are
+//     assumed to exist on every shard and do not affect routing.
+//   - INSERT needs a column list with the key column given as a constant
+//     or parameter in every row. A multi-row INSERT whose rows land on
+//     several shards is split: Plan.PerShardSQL holds one INSERT per shard
+//     with only its rows (ON CONFLICT and RETURNING kept).
+//     INSERT ... SELECT is refused unless the SELECT is constrained to one
+//     shard on a key that becomes the inserted key.
+//   - UPDATE that sets the key column is refused.
+//   - COPY ... FROM STDIN into a sharded table is CopyIn (the key's position
+//     in the explicit column list, which is required); COPY ... TO STDOUT
+//     is All with the outputs concatenated (a csv HEADER comes once per
+//     shard: the proxy must drop the repeats).
+//   - Scatter SELECTs: concatenation; ORDER BY (k-way merge) by output
+//     name, position or expression, else a hidden sort column; LIMIT n
+//     OFFSET m pushed down as LIMIT n + m; count/sum/min/max/avg (as sum
+//     and count)/bool_and/bool_or/every, GROUP BY (hidden key columns
+//     when not selected), DISTINCT. LIMIT without ORDER BY is allowed: any
+//     rows are a correct answer. Refused, with SQLSTATE 0A000, a reason
+//     and a hint, because they cannot be merged exactly: window
+//     functions, HAVING with aggregates, DISTINCT ON, aggregates with
+//     DISTINCT or WITHIN GROUP, order-dependent or non-decomposable
+//     aggregates (string_agg, array_agg, json_agg, percentile_*, mode,
+//     stddev, ...), aggregates inside expressions, set operations,
+//     subqueries or CTEs reading sharded tables, SELECT * combined with
+//     aggregates or with ORDER BY (the column count is unknown).
+//   - Hints: a leading /* pgshard: shard=s2 */ or /* pgshard: key=42 */
+//     comment, or the session's Hint, decides the target (Single).
+//     SET/RESET pgshard.shard and pgshard.key are Kind SetHint; SHOW
+//     pgshard.route is Kind ShowRoute.
+//
+// Hidden columns the planner adds for merging are appended after the
+// client's columns in ShardSQL: sort keys are listed in Spec.Final with
+// Hidden set; GROUP BY keys and avg's count are not listed.
+package plan

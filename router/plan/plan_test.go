@@ -1,0 +1,389 @@
+package plan
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/pgshard/pgshard/shardmap"
+)
+
+const testMapYAML = `
+epoch: 1
+shards:
+  - {name: s1, primary: "10.0.0.1:5432"}
+  - {name: s2, primary: "10.0.0.2:5432"}
+  - {name: s3, primary: "10.0.0.3:5432"}
+  - {name: s4, primary: "10.0.0.4:5432"}
+distributions:
+  - name: users
+    key_type: bigint
+    strategy: range
+    default_shard: s1
+    intervals:
+      - {lo: -inf, hi: 100, shard: s1}
+      - {lo: 100, hi: 200, shard: s2}
+      - {lo: 200, hi: 300, shard: s3}
+      - {lo: 300, hi: +inf, shard: s4}
+  - name: accounts
+    key_type: text
+    strategy: hash
+    default_shard: s2
+    shards_even: [s1, s2, s3, s4]
+tables:
+  - {name: public.users, distribution: users, key: id}
+  - {name: public.orders, distribution: users, key: user_id}
+  - {name: public.settings, unsharded: true, distribution: users}
+  - {name: public.accounts, distribution: accounts, key: name}
+  - {name: public.plans, unsharded: true, distribution: accounts}
+`
+
+func testMap(t testing.TB) *shardmap.Map {
+	m, err := shardmap.ParseYAML([]byte(testMapYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// summary renders the parts of a plan tests compare.
+func summary(p Plan) string {
+	var b strings.Builder
+	b.WriteString(p.Kind.String())
+	if len(p.Shards) > 0 && p.Kind != All && p.Kind != CopyIn {
+		b.WriteString(" " + strings.Join(p.Shards, ","))
+	}
+	if p.ReadOnly {
+		b.WriteString(" ro")
+	}
+	if p.Broadcast {
+		b.WriteString(" broadcast")
+	}
+	if p.Hinted {
+		b.WriteString(" hinted")
+	}
+	if p.Tx != TxNone {
+		fmt.Fprintf(&b, " tx=%d", p.Tx)
+	}
+	if p.Hint != nil {
+		fmt.Fprintf(&b, " hint=%s:%q reset=%v", p.Hint.Name, p.Hint.Value, p.Hint.Reset)
+	}
+	if p.Copy != nil {
+		fmt.Fprintf(&b, " key=%d/%d %s", p.Copy.KeyColumn, p.Copy.Columns, p.Copy.Format)
+	}
+	if m := p.Merge; m != nil {
+		fmt.Fprintf(&b, " merge{combine=%v final=%v distinct=%v order=%v offset=%d limit=%d}", m.Combine, m.Final, m.Distinct, m.OrderBy, m.Offset, m.Limit)
+	}
+	if p.ShardSQL != "" {
+		b.WriteString(" sql=[" + p.ShardSQL + "]")
+	}
+	if p.PerShardSQL != nil {
+		keys := make([]string, 0, len(p.PerShardSQL))
+		for k := range p.PerShardSQL {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			b.WriteString(" " + k + "=[" + p.PerShardSQL[k] + "]")
+		}
+	}
+	if p.Err != nil {
+		b.WriteString(" err=" + p.Err.Error())
+	}
+	return b.String()
+}
+
+type routeCase struct {
+	sql    string
+	params []string // text parameters
+	want   string   // prefix of summary, or substring with "~"
+}
+
+func check(t *testing.T, p *Planner, c routeCase) {
+	t.Helper()
+	var params [][]byte
+	for _, s := range c.params {
+		params = append(params, []byte(s))
+	}
+	got, err := p.Route(c.sql, params, nil, nil)
+	var s string
+	if err != nil {
+		s = "error " + err.Error()
+	} else {
+		s = summary(got)
+	}
+	if w, ok := strings.CutPrefix(c.want, "~"); ok {
+		if !strings.Contains(s, w) {
+			t.Errorf("%s\n got  %s\n want containing %s", c.sql, s, w)
+		}
+	} else if !strings.HasPrefix(s, c.want) {
+		t.Errorf("%s\n got  %s\n want %s", c.sql, s, c.want)
+	}
+}
+
+func TestRoute(t *testing.T) {
+	p := New(testMap(t), Options{})
+	for _, c := range []routeCase{
+		// Key extraction.
+		{sql: "SELECT * FROM users WHERE id = 5", want: "single s1 ro"},
+		{sql: "SELECT * FROM users WHERE id = 150", want: "single s2 ro"},
+		{sql: "select name from users where id = 250 and name like 'a%'", want: "single s3 ro"},
+		{sql: "SELECT * FROM users WHERE 350 = id", want: "single s4 ro"},
+		{sql: "SELECT * FROM users WHERE id = '120'::bigint", want: "single s2 ro"},
+		{sql: "SELECT * FROM users u WHERE u.id = $1::int8", params: []string{"260"}, want: "single s3 ro"},
+		{sql: "SELECT * FROM public.users WHERE public.users.id = -5", want: "single s1 ro"},
+		{sql: "SELECT * FROM users WHERE id IN (1, 2, 3)", want: "single s1 ro"},
+		{sql: "SELECT * FROM users WHERE id IN (1, 150, 399)", want: "multi s1,s2,s4 ro"},
+		{sql: "SELECT * FROM users WHERE id = ANY($1)", params: []string{"{1,101,201}"}, want: "multi s1,s2,s3 ro"},
+		{sql: "SELECT * FROM users WHERE id = ANY('{5,6}')", want: "single s1 ro"},
+		{sql: "SELECT * FROM users WHERE id = 1 OR id = 301", want: "multi s1,s4 ro"},
+		{sql: "SELECT * FROM users WHERE (id = 1 AND x > 2) OR id = 2", want: "single s1 ro"},
+		{sql: "SELECT * FROM users WHERE id = 1 OR name = 'x'", want: "all ro"},
+		{sql: "SELECT * FROM users WHERE id > 5", want: "all ro"},
+		{sql: "SELECT * FROM users WHERE id = 5 FOR UPDATE", want: "single s1"},
+		{sql: "SELECT nextval('s') FROM users WHERE id = 5", want: "single s1"},
+		{sql: "SELECT * FROM accounts WHERE name = 'alice'", want: "single"},
+		// Joins.
+		{sql: "SELECT * FROM users u JOIN orders o ON o.user_id = u.id WHERE u.id = 150", want: "single s2 ro"},
+		{sql: "SELECT * FROM users u JOIN orders o ON o.user_id = u.id WHERE o.user_id = 150", want: "single s2 ro"},
+		{sql: "SELECT * FROM users u JOIN orders o USING (id) WHERE u.id = 150", want: "~refused"},
+		{sql: "SELECT * FROM users u, orders o WHERE o.user_id = u.id", want: "all ro"},
+		{sql: "SELECT * FROM users u JOIN orders o ON o.id = u.id", want: "~without an equality between their sharding keys"},
+		{sql: "SELECT * FROM users u WHERE u.id = 5 AND EXISTS (SELECT 1 FROM orders o WHERE o.user_id = u.id)", want: "single s1 ro"},
+		{sql: "SELECT * FROM users u WHERE u.id = 5 AND u.x IN (SELECT x FROM orders)", want: "~refused"},
+		{sql: "SELECT * FROM users u JOIN settings s ON s.k = u.k WHERE u.id = 5", want: "single s1 ro"},
+		{sql: "SELECT * FROM users u JOIN settings s ON s.k = u.k WHERE u.id = 105", want: "~unsharded table on shard s1"},
+		{sql: "SELECT * FROM users u JOIN accounts a ON a.name = u.name", want: "~different distributions"},
+		// Default.
+		{sql: "SELECT 1", want: "default s1 ro"},
+		{sql: "SELECT now()", want: "default s1 ro"},
+		{sql: "SELECT * FROM settings", want: "default s1 ro"},
+		{sql: "SELECT * FROM plans", want: "default s2 ro"},
+		{sql: "SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relname OPERATOR(pg_catalog.~) '^(users)$'", want: "default s1 ro"},
+		{sql: "BEGIN", want: "default s1 ro tx=1"},
+		{sql: "COMMIT", want: "default s1 ro tx=2"},
+		{sql: "SAVEPOINT a", want: "default s1 ro tx=4"},
+		{sql: "SET search_path = 'x'", want: "default s1 ro"},
+		{sql: "SHOW work_mem", want: "default s1 ro"},
+		{sql: "SELECT 1; SELECT 2", want: "default s1 ro"},
+		{sql: "BEGIN; UPDATE users SET x = 1 WHERE id = 5; COMMIT", want: "~several statements"},
+		// Hints.
+		{sql: "SET pgshard.shard = 's2'", want: `set-hint ro hint=shard:"s2" reset=false`},
+		{sql: "SET pgshard.key = '42'", want: `set-hint ro hint=key:"42" reset=false`},
+		{sql: "SET pgshard.key = 43", want: `set-hint ro hint=key:"43" reset=false`},
+		{sql: "RESET pgshard.shard", want: `set-hint ro hint=shard:"" reset=true`},
+		{sql: "SHOW pgshard.route", want: "show-route"},
+		{sql: "/* pgshard: shard=s3 */ SELECT * FROM users WHERE x = 1", want: "single s3 ro hinted"},
+		{sql: "/* pgshard: key=250 */ SELECT * FROM users WHERE x = 1", want: "single s3 ro hinted"},
+		{sql: "/* pgshard: shard=s9 */ SELECT 1", want: "~unknown shard"},
+		// INSERT.
+		{sql: "INSERT INTO users (id, name) VALUES (5, 'a')", want: "single s1"},
+		{sql: "INSERT INTO users (name, id) VALUES ($1, $2) RETURNING id", params: []string{"a", "205"}, want: "single s3"},
+		{sql: "INSERT INTO users (id, name) VALUES (5, 'a') ON CONFLICT (id) DO UPDATE SET name = excluded.name", want: "single s1"},
+		{sql: "INSERT INTO users (id, name) VALUES (5, 'a'), (6, 'b')", want: "single s1"},
+		{sql: "INSERT INTO users (id, name) VALUES (5, 'a'), (105, 'b'), (6, 'c') RETURNING *",
+			want: "multi s1,s2 s1=[INSERT INTO users (id, name) VALUES (5, 'a'), (6, 'c') RETURNING *] s2=[INSERT INTO users (id, name) VALUES (105, 'b') RETURNING *]"},
+		{sql: "INSERT INTO users (name) VALUES ('a')", want: "~does not give its sharding key column id"},
+		{sql: "INSERT INTO users VALUES (1, 'a')", want: "~needs a column list"},
+		{sql: "INSERT INTO users (id) VALUES (nextval('s'))", want: "~as a constant or a parameter"},
+		{sql: "INSERT INTO users (id, name) SELECT id, name FROM users WHERE id = 5", want: "single s1"},
+		{sql: "INSERT INTO orders (user_id, n) SELECT u.id, 1 FROM users u WHERE u.id = 5", want: "single s1"},
+		{sql: "INSERT INTO users (id, name) SELECT id, name FROM users", want: "~INSERT ... SELECT"},
+		{sql: "INSERT INTO settings (k, v) VALUES ('a', 'b')", want: "default s1"},
+		{sql: "INSERT INTO users (id, name) VALUES (5, 'a') ON CONFLICT (name) DO UPDATE SET id = 6", want: "~changes its sharding key"},
+		// UPDATE / DELETE.
+		{sql: "UPDATE users SET name = 'x' WHERE id = 5", want: "single s1"},
+		{sql: "UPDATE users SET name = 'x' WHERE name = 'y'", want: "all broadcast"},
+		{sql: "UPDATE users SET id = 7 WHERE id = 5", want: "~changes its sharding key id"},
+		{sql: "DELETE FROM users WHERE id IN (5, 105) RETURNING *", want: "multi s1,s2"},
+		{sql: "DELETE FROM orders", want: "all broadcast"},
+		{sql: "UPDATE orders o SET n = 1 FROM users u WHERE u.id = o.user_id AND u.id = 205", want: "single s3"},
+		// COPY.
+		{sql: "COPY users (name, id) FROM STDIN", want: "copy-in key=1/2 text"},
+		{sql: "COPY users (id, name) FROM STDIN WITH (FORMAT csv, HEADER true)", want: "copy-in key=0/2 csv"},
+		{sql: "COPY users FROM STDIN", want: "~needs an explicit column list"},
+		{sql: "COPY users TO STDOUT", want: "all ro"},
+		{sql: "COPY (SELECT * FROM users WHERE id = 5) TO STDOUT", want: "single s1 ro"},
+		{sql: "COPY settings FROM STDIN", want: "default s1"},
+		// Scatter SELECT merging.
+		{sql: "SELECT id, name FROM users", want: "all ro"},
+		{sql: "SELECT id, name FROM users ORDER BY name DESC", want: "all ro merge{combine=[0 0] final=[{0 0 0 id false} {0 1 0 name false}] distinct=false order=[{1 true true}] offset=0 limit=-1}"},
+		{sql: "SELECT id, name FROM users ORDER BY 1 LIMIT 10 OFFSET 5", want: "~offset=5 limit=10} sql=[SELECT id, name FROM users ORDER BY 1 LIMIT 10 + 5]"},
+		{sql: "SELECT id FROM users ORDER BY created_at LIMIT 3", want: "~final=[{0 0 0 id false} {0 1 0  true}] distinct=false order=[{1 false false}] offset=0 limit=3} sql=[SELECT id, created_at FROM users ORDER BY created_at LIMIT 3]"},
+		{sql: "SELECT count(*), avg(age), max(age) FROM users WHERE age > 30", want: "~combine=[1 2 1 4] final=[{0 0 0 count false} {1 1 2 avg false} {0 3 0 max false}]"},
+		{sql: "SELECT count(*), avg(age), max(age) FROM users WHERE age > 30", want: "~sql=[SELECT count(*), sum(age), count(age), max(age) FROM users WHERE age > 30]"},
+		{sql: "SELECT status, count(*) AS n FROM users GROUP BY status ORDER BY n DESC LIMIT 5",
+			want: "~combine=[0 1] final=[{0 0 0 status false} {0 1 0 n false}] distinct=false order=[{1 true true}] offset=0 limit=5} sql=[SELECT status, count(*) AS n FROM users GROUP BY status]"},
+		{sql: "SELECT count(*) FROM users GROUP BY status", want: "~combine=[1 0] final=[{0 0 0 count false}]"},
+		{sql: "SELECT DISTINCT name FROM users", want: "~distinct=true"},
+		{sql: "SELECT * FROM users LIMIT 5", want: "~limit=5}"},
+		{sql: "SELECT * FROM users ORDER BY id", want: "~ORDER BY a column of SELECT *"},
+		{sql: "SELECT id, row_number() OVER () FROM users", want: "~window function"},
+		{sql: "SELECT status FROM users GROUP BY status HAVING count(*) > 1", want: "~HAVING with an aggregate"},
+		{sql: "SELECT DISTINCT ON (name) name FROM users", want: "~DISTINCT ON"},
+		{sql: "SELECT count(DISTINCT name) FROM users", want: "~count(DISTINCT"},
+		{sql: "SELECT string_agg(name, ',') FROM users", want: "~string_agg"},
+		{sql: "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY age) FROM users", want: "~percentile_cont"},
+		{sql: "SELECT id FROM users WHERE id > 1 UNION SELECT id FROM users", want: "~UNION"},
+		{sql: "SELECT id FROM users UNION SELECT user_id FROM orders", want: "refused"},
+		{sql: "SELECT * FROM users WHERE x IN (SELECT user_id FROM orders)", want: "refused"},
+		{sql: "WITH a AS (SELECT * FROM users) SELECT * FROM a", want: "~subquery or CTE"},
+		{sql: "SELECT count(*) + 1 FROM users", want: "~aggregate inside an expression"},
+		{sql: "SELECT name, count(*) FROM users WHERE id IN (1, 150) GROUP BY name", want: "multi s1,s2 ro merge{combine=[0 1]"},
+		{sql: "SELECT name, count(*) FROM users WHERE id IN (1, 2) GROUP BY name", want: "single s1 ro"},
+		{sql: "SELECT id FROM users WHERE id = ANY($1) ORDER BY id LIMIT $2 OFFSET $3", params: []string{"{1,150}", "10", "2"}, want: "~offset=2 limit=10} sql=[SELECT id FROM users WHERE id = ANY($1) ORDER BY id LIMIT $2 + $3]"},
+		// DDL.
+		{sql: "CREATE TABLE t (a int)", want: "default s1"},
+		{sql: "ALTER TABLE users ADD COLUMN z int", want: "all broadcast"},
+		{sql: "TRUNCATE orders", want: "all broadcast"},
+		{sql: "EXPLAIN SELECT * FROM users WHERE id = 105", want: "single s2 ro"},
+		// Errors.
+		{sql: "SELEC 1", want: "error syntax error"},
+		{sql: "", want: "default s1"},
+	} {
+		check(t, p, c)
+		check(t, p, c) // again, from the cache
+	}
+}
+
+func TestCacheSharesTemplates(t *testing.T) {
+	p := New(testMap(t), Options{})
+	for i, c := range []routeCase{
+		{sql: "SELECT * FROM users WHERE id = 17", want: "single s1"},
+		{sql: "SELECT * FROM users WHERE id = 117", want: "single s2"},
+		{sql: "SELECT * FROM users  WHERE id = 217 -- comment", want: "single s3"},
+		{sql: "SELECT * FROM users WHERE id = '317'", want: "single s4"},
+	} {
+		check(t, p, c)
+		if i < 3 && p.CacheLen() != 1 {
+			t.Fatalf("after %q: %d cached statements, want 1", c.sql, p.CacheLen())
+		}
+	}
+	// Pinned literals: ORDER BY position.
+	check(t, p, routeCase{sql: "SELECT id, name FROM users ORDER BY 1", want: "~order=[{0 false false}]"})
+	check(t, p, routeCase{sql: "SELECT id, name FROM users ORDER BY 2", want: "~order=[{1 false false}]"})
+	// Scatter rewrites splice this execution's literals.
+	check(t, p, routeCase{sql: "SELECT avg(a) FROM users WHERE b = 'x'", want: "~sql=[SELECT sum(a), count(a) FROM users WHERE b = 'x']"})
+	check(t, p, routeCase{sql: "SELECT avg(a) FROM users WHERE b = 'it''s'", want: "~sql=[SELECT sum(a), count(a) FROM users WHERE b = 'it''s']"})
+	// A new map empties the cache.
+	m := testMap(t)
+	m.Epoch = 2
+	p.SetMap(m)
+	if p.CacheLen() != 0 || p.Epoch() != 2 {
+		t.Fatalf("SetMap kept %d plans, epoch %d", p.CacheLen(), p.Epoch())
+	}
+}
+
+func TestSessionHint(t *testing.T) {
+	p := New(testMap(t), Options{})
+	got, _ := p.RouteHint("SELECT * FROM users", Hint{Shard: "s4"}, nil, nil, nil)
+	if summary(got) != "single s4 ro hinted" {
+		t.Errorf("shard hint: %s", summary(got))
+	}
+	got, _ = p.RouteHint("UPDATE users SET a = 1", Hint{Key: "150"}, nil, nil, nil)
+	if summary(got) != "single s2 hinted" {
+		t.Errorf("key hint: %s", summary(got))
+	}
+	got, _ = p.RouteHint("/* pgshard: shard=s1 */ SELECT * FROM users", Hint{Shard: "s4"}, nil, nil, nil)
+	if summary(got) != "single s1 ro hinted" {
+		t.Errorf("comment over session hint: %s", summary(got))
+	}
+	got, _ = p.RouteHint("BEGIN", Hint{Shard: "s3"}, nil, nil, nil)
+	if got.Kind != Default || got.Shards[0] != "s3" {
+		t.Errorf("BEGIN with hint: %s", summary(got))
+	}
+}
+
+func TestBinaryParams(t *testing.T) {
+	p := New(testMap(t), Options{})
+	key := []byte{0, 0, 0, 0, 0, 0, 0, 150}
+	got, err := p.Route("SELECT * FROM users WHERE id = $1", [][]byte{key}, []int16{1}, nil)
+	if err != nil || summary(got) != "single s2 ro" {
+		t.Fatalf("binary int8: %s %v", summary(got), err)
+	}
+	// int8[] {5, 250}
+	arr := []byte{0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 20, 0, 0, 0, 2, 0, 0, 0, 1,
+		0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 250}
+	got, err = p.Route("SELECT * FROM users WHERE id = ANY($1)", [][]byte{arr}, []int16{1}, nil)
+	if err != nil || summary(got) != "multi s1,s3 ro" {
+		t.Fatalf("binary int8[]: %s %v", summary(got), err)
+	}
+	// NULL key: no shard for it; a read becomes a scatter.
+	got, _ = p.Route("SELECT * FROM users WHERE id = $1", [][]byte{nil}, nil, nil)
+	if got.Kind != All {
+		t.Fatalf("NULL key: %s", summary(got))
+	}
+	got, _ = p.Route("INSERT INTO users (id) VALUES ($1)", [][]byte{nil}, nil, nil)
+	if got.Kind != Refused {
+		t.Fatalf("NULL key insert: %s", summary(got))
+	}
+}
+
+func TestNormalize(t *testing.T) {
+	var n normalized
+	for _, c := range []struct {
+		in, key string
+		lits    []string
+	}{
+		{"SELECT * FROM t WHERE a = 1 AND b = 'x''y'", "SELECT * FROM t WHERE a = ? AND b = ?", []string{"1", "'x''y'"}},
+		{"select  a1, $1, -5, x-5, E'a\\'b', $$q$$ /* c */ from\n t", "select a1, $1, ?, x-?, E'a\\'b', $$q$$ from t", []string{"-5", "5"}},
+		{"SELECT 0x1F, 1_000, 12abc, .5", "SELECT 0x1F, 1_000, 12abc, ?", []string{".5"}},
+		{`/* pgshard: shard=s1 */ SELECT "a1" FROM t LIMIT 1.5e3`, `SELECT "a1" FROM t LIMIT ?`, []string{"1.5e3"}},
+	} {
+		normalize(c.in, &n)
+		key := strings.NewReplacer("\x00n", "?", "\x00s", "?").Replace(string(n.key))
+		var lits []string
+		for i := range n.lits {
+			lits = append(lits, n.text(c.in, i))
+		}
+		if key != c.key || !slices.Equal(lits, c.lits) {
+			t.Errorf("normalize(%q) = %q %q, want %q %q", c.in, key, lits, c.key, c.lits)
+		}
+	}
+}
+
+func BenchmarkRouteCached(b *testing.B) {
+	p := New(testMap(b), Options{})
+	sql := "SELECT id, name, email FROM users WHERE id = 12345 AND deleted_at IS NULL"
+	if _, err := p.Route(sql, nil, nil, nil); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		pl, _ := p.Route(sql, nil, nil, nil)
+		if pl.Kind != Single {
+			b.Fatal(pl.Kind)
+		}
+	}
+}
+
+func BenchmarkRouteCachedParam(b *testing.B) {
+	p := New(testMap(b), Options{})
+	sql := "SELECT id, name, email FROM users WHERE id = $1"
+	params := [][]byte{[]byte("12345")}
+	b.ReportAllocs()
+	for b.Loop() {
+		pl, _ := p.Route(sql, params, nil, nil)
+		if pl.Kind != Single {
+			b.Fatal(pl.Kind)
+		}
+	}
+}
+
+func BenchmarkRouteMiss(b *testing.B) {
+	p := New(testMap(b), Options{CacheSize: -1})
+	sql := "SELECT id, name, email FROM users WHERE id = 12345 AND deleted_at IS NULL"
+	b.ReportAllocs()
+	for b.Loop() {
+		pl, _ := p.Route(sql, nil, nil, nil)
+		if pl.Kind != Single {
+			b.Fatal(pl.Kind)
+		}
+	}
+}

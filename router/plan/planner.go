@@ -1,0 +1,521 @@
+package plan
+
+import (
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/pgshard/pgshard/router/merge"
+	"github.com/pgshard/pgshard/shardmap"
+)
+
+// Options configure a Planner.
+type Options struct {
+	// DefaultShard receives statements that touch no table of the map
+	// (SELECT 1, catalog queries, SET, BEGIN, ...). "" means the default
+	// shard of the map's first distribution that has one, else the map's
+	// first shard.
+	DefaultShard string
+	// CacheSize bounds the number of distinct normalized statements
+	// cached; when it is reached the cache is emptied and refilled. 0
+	// means 10000; negative disables the cache (every Route parses).
+	CacheSize int
+	// DefaultSchema qualifies unqualified table names; "" means "public".
+	// (The planner does not follow the session's search_path.)
+	DefaultSchema string
+}
+
+// Planner turns statements into Plans. It is safe for concurrent use.
+// It parses a statement only when its normalized text is not in the plan
+// cache; a cached plan is a template that one Route call completes with
+// the statement's literals or parameters.
+type Planner struct {
+	opts    Options
+	st      atomic.Pointer[state]
+	scratch sync.Pool // *normalized
+}
+
+// New returns a Planner for map m (which must be valid and is not
+// modified).
+func New(m *shardmap.Map, opts Options) *Planner {
+	if opts.CacheSize == 0 {
+		opts.CacheSize = 10000
+	}
+	if opts.DefaultSchema == "" {
+		opts.DefaultSchema = "public"
+	}
+	p := &Planner{opts: opts}
+	p.scratch.New = func() any { return new(normalized) }
+	p.SetMap(m)
+	return p
+}
+
+// SetMap makes m the map used by later Route calls and drops every cached
+// plan: plans built for the old map are never used with the new one.
+func (p *Planner) SetMap(m *shardmap.Map) {
+	p.st.Store(newState(m, p.opts))
+}
+
+// Epoch returns the epoch of the map in use.
+func (p *Planner) Epoch() uint64 { return p.st.Load().m.Epoch }
+
+// CacheLen returns the number of normalized statements cached.
+func (p *Planner) CacheLen() int {
+	st := p.st.Load()
+	st.mu.RLock()
+	defer st.mu.RUnlock()
+	return len(st.cache)
+}
+
+// Route returns the plan for one execution of sql with no session hint.
+// See RouteHint.
+func (p *Planner) Route(sql string, params [][]byte, paramFormats []int16, paramOIDs []uint32) (Plan, error) {
+	return p.RouteHint(sql, Hint{}, params, paramFormats, paramOIDs)
+}
+
+// RouteHint returns the plan for one execution of sql. For the simple
+// protocol params is nil; for the extended protocol params,
+// paramFormats (as in Bind: none means all text, one applies to all)
+// and paramOIDs (from Parse, may be nil) are the execution's. hint is the
+// session's routing hint; a leading /* pgshard: ... */ comment in sql
+// overrides it.
+//
+// The error is non-nil only when sql cannot be parsed (a *RefusalError
+// with SQLSTATE 42601, which the session may also simply forward to a
+// shard to get PostgreSQL's own message); every parsed statement gets a
+// Plan, possibly Refused. sql may alias a network buffer: the Plan does
+// not keep it.
+func (p *Planner) RouteHint(sql string, hint Hint, params [][]byte, paramFormats []int16, paramOIDs []uint32) (Plan, error) {
+	if strings.IndexByte(sql, 0) >= 0 {
+		// Impossible on the wire (query strings are NUL-terminated), and
+		// NUL is the normalizer's placeholder.
+		return Plan{}, errNUL
+	}
+	st := p.st.Load()
+	n := p.scratch.Get().(*normalized)
+	defer p.scratch.Put(n)
+	normalize(sql, n)
+	in := execInput{sql: sql, norm: n, params: params, formats: paramFormats}
+
+	t := st.lookup(n, sql)
+	if t == nil {
+		t = buildTemplate(st, sql, n)
+		st.store(n, t, p.opts.CacheSize)
+	}
+	if t.parseErr != nil {
+		return Plan{}, t.parseErr
+	}
+	return st.execute(t, &in, hint), nil
+}
+
+var errNUL = &RefusalError{Code: SQLStateSyntaxError, Message: "the query text contains a NUL byte"}
+
+// state is everything derived from one map: indexes and the plan cache.
+type state struct {
+	m            *shardmap.Map
+	opts         Options
+	tables       map[string]*tableInfo
+	one          map[string][]string // shard → []string{shard}, shared
+	distShards   map[*shardmap.Distribution][]string
+	defaultShard string
+
+	mu    sync.RWMutex
+	cache map[string][]*template
+}
+
+type tableInfo struct {
+	t    *shardmap.Table
+	dist *shardmap.Distribution
+}
+
+func (ti *tableInfo) sharded() bool { return ti != nil && ti.t.Kind == shardmap.Sharded }
+
+func newState(m *shardmap.Map, opts Options) *state {
+	st := &state{
+		m: m, opts: opts,
+		tables:     make(map[string]*tableInfo, len(m.Tables)),
+		one:        make(map[string][]string, len(m.Shards)),
+		distShards: make(map[*shardmap.Distribution][]string),
+		cache:      make(map[string][]*template),
+	}
+	for _, s := range m.Shards {
+		st.one[s.Name] = []string{s.Name}
+	}
+	for i := range m.Distributions {
+		d := &m.Distributions[i]
+		var names []string
+		for _, iv := range d.Intervals {
+			if !slices.Contains(names, iv.Shard) {
+				names = append(names, iv.Shard)
+			}
+		}
+		slices.Sort(names)
+		st.distShards[d] = names
+		for _, n := range names {
+			if st.one[n] == nil {
+				st.one[n] = []string{n}
+			}
+		}
+		if st.defaultShard == "" && d.DefaultShard != "" {
+			st.defaultShard = d.DefaultShard
+		}
+	}
+	for i := range m.Tables {
+		t := &m.Tables[i]
+		st.tables[strings.ToLower(t.Name)] = &tableInfo{t: t, dist: m.Distribution(t.Distribution)}
+	}
+	if opts.DefaultShard != "" {
+		st.defaultShard = opts.DefaultShard
+	}
+	if st.defaultShard == "" && len(m.Shards) > 0 {
+		st.defaultShard = m.Shards[0].Name
+	}
+	if st.defaultShard != "" && st.one[st.defaultShard] == nil {
+		st.one[st.defaultShard] = []string{st.defaultShard}
+	}
+	return st
+}
+
+// shardList returns a shared one-element slice for shard s.
+func (st *state) shardList(s string) []string {
+	if l, ok := st.one[s]; ok {
+		return l
+	}
+	return []string{s}
+}
+
+const maxVariants = 8
+
+func (st *state) lookup(n *normalized, sql string) *template {
+	st.mu.RLock()
+	vs := st.cache[string(n.key)]
+	st.mu.RUnlock()
+	for _, t := range vs {
+		if t.matches(n, sql) {
+			return t
+		}
+	}
+	return nil
+}
+
+func (st *state) store(n *normalized, t *template, limit int) {
+	if limit < 0 {
+		return
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if len(st.cache) >= limit {
+		clear(st.cache)
+	}
+	k := string(n.key)
+	vs := st.cache[k]
+	if len(vs) >= maxVariants {
+		vs = vs[1:]
+	}
+	st.cache[k] = append(slices.Clip(vs), t)
+}
+
+// pin requires literal lit to be exactly text for a template to apply:
+// the plan depends on its value (ORDER BY 2, a hint value, ...).
+type pin struct {
+	lit  int32
+	text string
+}
+
+// template is a cached plan for one normalized statement.
+type template struct {
+	nlits    int // literals in the normalized text (a raw NUL in the input could fake a placeholder)
+	pins     []pin
+	parseErr *RefusalError
+	base     Plan // the plan when no key decides (static, or fallback)
+	hintable bool // session and comment hints override the target
+	dist     *shardmap.Distribution
+
+	// Keyed plans: each class lists the sources of its key values; every
+	// class must land on the same shards. Nil: not keyed.
+	classes [][]valueSrc
+	// onKeyError is the plan when a key value cannot be read (a NULL or
+	// malformed value): a scatter for reads, a refusal for INSERT.
+	onKeyError *Plan
+	needShard  string       // targets must be exactly this shard (unsharded tables joined)
+	multi      *Plan        // template for more than one target (Merge/ShardSQL) or a refusal
+	insert     *insertSplit // multi-row INSERT split
+	shardSQL   []segment    // rendered into ShardSQL per execution
+	limit      *limitSrc    // LIMIT/OFFSET read per execution
+	multiSQL   []segment    // ShardSQL for the multi plan
+	multiLimit *limitSrc
+}
+
+func (t *template) matches(n *normalized, sql string) bool {
+	if len(n.lits) != t.nlits {
+		return false
+	}
+	for _, p := range t.pins {
+		if int(p.lit) >= len(n.lits) || n.text(sql, int(p.lit)) != p.text {
+			return false
+		}
+	}
+	return true
+}
+
+// segment is a piece of a rewritten statement: text, then literal lit of
+// the execution (when lit >= 0).
+type segment struct {
+	text string
+	lit  int32
+}
+
+func renderSegments(segs []segment, in *execInput) string {
+	n := 0
+	for _, s := range segs {
+		n += len(s.text)
+		if s.lit >= 0 && int(s.lit) < len(in.norm.lits) {
+			l := in.norm.lits[s.lit]
+			n += int(l.end - l.start)
+		}
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for _, s := range segs {
+		b.WriteString(s.text)
+		if s.lit >= 0 && int(s.lit) < len(in.norm.lits) {
+			b.WriteString(in.norm.text(in.sql, int(s.lit)))
+		}
+	}
+	return b.String()
+}
+
+// limitSrc says where a scatter's LIMIT and OFFSET come from.
+type limitSrc struct {
+	count, offset valueSrc
+	hasCount      bool
+	hasOffset     bool
+}
+
+func (l *limitSrc) fill(spec *merge.Spec, in *execInput) (*merge.Spec, error) {
+	s := *spec
+	if l.hasCount {
+		v, bin, err := l.count.raw(in)
+		if err != nil {
+			return nil, err
+		}
+		if s.Limit, err = intValue(v, bin); err != nil {
+			return nil, err
+		}
+	}
+	if l.hasOffset {
+		v, bin, err := l.offset.raw(in)
+		if err != nil {
+			return nil, err
+		}
+		if s.Offset, err = intValue(v, bin); err != nil {
+			return nil, err
+		}
+	}
+	return &s, nil
+}
+
+func intValue(v string, bin bool) (int64, error) {
+	if bin {
+		switch len(v) {
+		case 8:
+			return int64(uint64(v[0])<<56 | uint64(v[1])<<48 | uint64(v[2])<<40 | uint64(v[3])<<32 | uint64(v[4])<<24 | uint64(v[5])<<16 | uint64(v[6])<<8 | uint64(v[7])), nil
+		case 4:
+			return int64(int32(uint32(v[0])<<24 | uint32(v[1])<<16 | uint32(v[2])<<8 | uint32(v[3]))), nil
+		}
+	}
+	return parseInt(v)
+}
+
+// execute completes template t for one execution.
+func (st *state) execute(t *template, in *execInput, sessionHint Hint) Plan {
+	if t.hintable {
+		h := sessionHint
+		if in.norm.hint != "" {
+			h = parseHintComment(in.norm.hint)
+		}
+		if h.Shard != "" || h.Key != "" {
+			return st.hinted(t, h)
+		}
+	}
+	if t.classes == nil {
+		return st.finish(t.base, t.shardSQL, t.limit, in)
+	}
+	var first string
+	var set []string // more than one shard
+	add := func(s string) {
+		switch {
+		case first == "":
+			first = s
+		case s == first || slices.Contains(set, s):
+		default:
+			if set == nil {
+				set = append(set, first)
+			}
+			set = append(set, s)
+		}
+	}
+	for ci, srcs := range t.classes {
+		var cfirst string
+		var cset []string
+		if ci > 0 {
+			// Each further class must land on the same shards as the first.
+			cfirst, cset, first, set = first, set, "", nil
+		}
+		for _, src := range srcs {
+			if err := st.resolve(t.dist, src, in, add); err != nil {
+				if t.onKeyError != nil {
+					p := *t.onKeyError
+					if p.Kind == Refused && p.Err != nil {
+						p.Err = refusal(p.Err.Message+": "+err.Error(), p.Err.Hint)
+					}
+					return st.finish(p, t.shardSQL, t.limit, in)
+				}
+				return Plan{Kind: Refused, Stmt: t.base.Stmt, Err: refusal("cannot route: "+err.Error(), "")}
+			}
+		}
+		if ci > 0 && (first != cfirst || !slices.Equal(set, cset)) {
+			slices.Sort(set)
+			slices.Sort(cset)
+			if first != cfirst || !slices.Equal(set, cset) {
+				return Plan{Kind: Refused, Stmt: t.base.Stmt, Err: refusal(
+					"the statement joins rows of "+t.base.Table+" that are on different shards",
+					"join the tables on the sharding key, or use SET pgshard.shard")}
+			}
+		}
+	}
+	if first == "" {
+		// An empty IN list or array: no row can match; any one shard answers.
+		first = st.distShards[t.dist][0]
+	}
+	if set == nil {
+		if t.needShard != "" && first != t.needShard {
+			return Plan{Kind: Refused, Stmt: t.base.Stmt, Err: refusal(
+				"the statement joins a sharded table whose rows here are on shard "+first+" with an unsharded table on shard "+t.needShard,
+				"query the unsharded table separately")}
+		}
+		p := t.base
+		p.Kind = Single
+		p.Shards = st.shardList(first)
+		p.Merge, p.ShardSQL, p.Broadcast = nil, "", false
+		return p
+	}
+	slices.Sort(set)
+	if t.needShard != "" {
+		return Plan{Kind: Refused, Stmt: t.base.Stmt, Err: refusal(
+			"the statement joins rows of a sharded table on shards "+strings.Join(set, ", ")+" with an unsharded table on shard "+t.needShard,
+			"query the unsharded table separately")}
+	}
+	if t.insert != nil {
+		return t.insert.split(st, t, in, set)
+	}
+	p := *t.multi
+	if p.Kind == Refused {
+		return p
+	}
+	p.Kind = Multi
+	p.Shards = set
+	return st.finish(p, t.multiSQL, t.multiLimit, in)
+}
+
+// finish renders per-execution parts of a plan: ShardSQL and LIMIT.
+func (st *state) finish(p Plan, segs []segment, lim *limitSrc, in *execInput) Plan {
+	if segs != nil {
+		p.ShardSQL = renderSegments(segs, in)
+	}
+	if lim != nil && p.Merge != nil {
+		spec, err := lim.fill(p.Merge, in)
+		if err != nil {
+			return Plan{Kind: Refused, Stmt: p.Stmt, Err: refusal("cannot read LIMIT/OFFSET of a scatter query: "+err.Error(), "")}
+		}
+		p.Merge = spec
+	}
+	return p
+}
+
+// resolve calls add with the shard of each key value src gives.
+func (st *state) resolve(d *shardmap.Distribution, src valueSrc, in *execInput, add func(string)) error {
+	v, bin, err := src.raw(in)
+	if err != nil {
+		return err
+	}
+	if !src.array {
+		s, err := shardFor(d, v, bin)
+		if err != nil {
+			return err
+		}
+		add(s)
+		return nil
+	}
+	each := func(e string) error {
+		s, err := shardFor(d, e, bin)
+		if err != nil {
+			return err
+		}
+		add(s)
+		return nil
+	}
+	if bin {
+		return binaryArrayElems(v, each)
+	}
+	return arrayElems(v, each)
+}
+
+// hinted applies a shard or key hint to t.
+func (st *state) hinted(t *template, h Hint) Plan {
+	p := t.base
+	if p.Kind == Refused && t.classes == nil && p.Stmt == StmtOther {
+		return p
+	}
+	p.Hinted = true
+	p.Merge, p.ShardSQL, p.PerShardSQL, p.Broadcast, p.Err = nil, "", nil, false, nil
+	if h.Shard != "" {
+		if _, ok := st.one[h.Shard]; !ok || st.m.Shard(h.Shard) == nil {
+			return Plan{Kind: Refused, Stmt: p.Stmt, Hinted: true, Err: &RefusalError{Code: SQLStateInvalidParameter,
+				Message: "pgshard hint names unknown shard " + quoteIdent(h.Shard), Hint: "SHOW pgshard.route lists the shards"}}
+		}
+		p.Kind = Single
+		if p.Stmt == StmtTx || p.Stmt == StmtSet || p.Stmt == StmtShow || t.dist == nil {
+			p.Kind = Default
+		}
+		p.Shards = st.shardList(h.Shard)
+		return p
+	}
+	if t.dist == nil {
+		if t.base.Kind == Refused {
+			return Plan{Kind: Refused, Stmt: p.Stmt, Hinted: true, Err: refusal(
+				"a pgshard.key hint needs a statement on a sharded table", "use a pgshard.shard hint")}
+		}
+		return t.base // no sharded table: the key does not matter
+	}
+	s, err := shardFor(t.dist, h.Key, false)
+	if err != nil {
+		return Plan{Kind: Refused, Stmt: p.Stmt, Hinted: true, Err: &RefusalError{Code: SQLStateInvalidParameter,
+			Message: "pgshard.key hint: " + err.Error()}}
+	}
+	p.Kind = Single
+	p.Shards = st.shardList(s)
+	return p
+}
+
+// parseHintComment reads "shard=s2" and/or "key=42" from a hint comment.
+func parseHintComment(s string) Hint {
+	var h Hint
+	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ' ' || r == ',' || r == '\t' || r == '\n' }) {
+		k, v, ok := strings.Cut(f, "=")
+		if !ok {
+			continue
+		}
+		v = strings.Trim(v, `'"`)
+		switch strings.ToLower(k) {
+		case "shard":
+			h.Shard = strings.Clone(v)
+		case "key":
+			h.Key = v
+		}
+	}
+	return h
+}
+
+func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }

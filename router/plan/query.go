@@ -1,0 +1,593 @@
+package plan
+
+import (
+	"slices"
+	"strings"
+
+	pg "github.com/pganalyze/pg_query_go/v6"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// tableRef is one reference to a table in a statement.
+type tableRef struct {
+	name   string // schema.table
+	alias  string // alias, or the table name
+	ti     *tableInfo
+	top    bool // in the top-level FROM (or the target of a write)
+	parent *tableRef
+}
+
+func (r *tableRef) root() *tableRef {
+	for r.parent != nil {
+		r = r.parent
+	}
+	return r
+}
+
+func (r *tableRef) sharded() bool { return r.ti.sharded() }
+
+// scope is the FROM scope of one (sub)query.
+type scope struct {
+	parent *scope
+	refs   []*tableRef
+	ctes   []string
+	opaque []string // aliases of subqueries, functions and CTE references
+}
+
+func (s *scope) isCTE(name string) bool {
+	for ; s != nil; s = s.parent {
+		if slices.Contains(s.ctes, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// constraint is a condition limiting the key of refs to srcs' values.
+type constraint struct {
+	refs []*tableRef
+	srcs []valueSrc
+}
+
+// analysis collects what routing needs from one statement.
+type analysis struct {
+	b           *builder
+	refs        []*tableRef
+	constraints []constraint
+	setOp       bool // a UNION/INTERSECT/EXCEPT somewhere
+	writableCTE bool
+	volatile    bool
+	locking     bool
+	into        bool // SELECT INTO
+}
+
+func (b *builder) qualify(rv *pg.RangeVar) string {
+	schema := strings.ToLower(rv.Schemaname)
+	if schema == "" {
+		schema = b.st.opts.DefaultSchema
+	}
+	return schema + "." + strings.ToLower(rv.Relname)
+}
+
+// addRef records a reference to rv in sc.
+func (a *analysis) addRef(rv *pg.RangeVar, sc *scope, top bool) *tableRef {
+	name := a.b.qualify(rv)
+	alias := strings.ToLower(rv.Relname)
+	if rv.Alias != nil && rv.Alias.Aliasname != "" {
+		alias = strings.ToLower(rv.Alias.Aliasname)
+	}
+	r := &tableRef{name: name, alias: alias, ti: a.b.st.tables[name], top: top}
+	sc.refs = append(sc.refs, r)
+	a.refs = append(a.refs, r)
+	return r
+}
+
+// selectStmt analyzes a SELECT in scope parent.
+func (a *analysis) selectStmt(sel *pg.SelectStmt, parent *scope, top bool) {
+	if sel == nil {
+		return
+	}
+	if sel.Op != pg.SetOperation_SETOP_NONE && sel.Op != pg.SetOperation_SET_OPERATION_UNDEFINED {
+		a.setOp = true
+		sc := &scope{parent: parent}
+		a.with(sel.WithClause, sc)
+		a.selectStmt(sel.Larg, sc, false)
+		a.selectStmt(sel.Rarg, sc, false)
+		return
+	}
+	sc := &scope{parent: parent}
+	a.with(sel.WithClause, sc)
+	if len(sel.LockingClause) > 0 {
+		a.locking = true
+	}
+	if sel.IntoClause != nil {
+		a.into = true
+	}
+	for _, f := range sel.FromClause {
+		a.fromItem(f, sc, top)
+	}
+	a.where(sel.WhereClause, sc, top)
+	for _, l := range [][]*pg.Node{sel.TargetList, sel.GroupClause, sel.SortClause, sel.DistinctClause, sel.WindowClause, sel.ValuesLists} {
+		for _, n := range l {
+			a.exprs(n, sc)
+		}
+	}
+	a.exprs(sel.HavingClause, sc)
+	a.exprs(sel.LimitCount, sc)
+	a.exprs(sel.LimitOffset, sc)
+}
+
+func (a *analysis) with(w *pg.WithClause, sc *scope) {
+	if w == nil {
+		return
+	}
+	for _, c := range w.Ctes {
+		cte := c.GetCommonTableExpr()
+		if cte == nil {
+			continue
+		}
+		sc.ctes = append(sc.ctes, strings.ToLower(cte.Ctename))
+		a.subquery(cte.Ctequery, sc)
+	}
+}
+
+// subquery analyzes a nested statement: its tables are not top-level.
+func (a *analysis) subquery(n *pg.Node, sc *scope) {
+	if n == nil {
+		return
+	}
+	switch {
+	case n.GetSelectStmt() != nil:
+		a.selectStmt(n.GetSelectStmt(), sc, false)
+	case n.GetInsertStmt() != nil, n.GetUpdateStmt() != nil, n.GetDeleteStmt() != nil, n.GetMergeStmt() != nil:
+		a.writableCTE = true
+		a.tablesIn(n, sc)
+	default:
+		a.tablesIn(n, sc)
+	}
+}
+
+// tablesIn records every table named under n as a nested reference.
+func (a *analysis) tablesIn(n *pg.Node, sc *scope) {
+	inner := &scope{parent: sc}
+	walk(n.ProtoReflect(), func(m protoreflect.Message) bool {
+		switch x := m.Interface().(type) {
+		case *pg.RangeVar:
+			if x.Schemaname == "" && sc.isCTE(strings.ToLower(x.Relname)) {
+				return false
+			}
+			a.addRef(x, inner, false)
+		case *pg.FuncCall:
+			a.funcCall(x)
+		}
+		return true
+	})
+}
+
+func (a *analysis) fromItem(n *pg.Node, sc *scope, top bool) {
+	switch {
+	case n.GetRangeVar() != nil:
+		rv := n.GetRangeVar()
+		if rv.Schemaname == "" && sc.isCTE(strings.ToLower(rv.Relname)) {
+			alias := strings.ToLower(rv.Relname)
+			if rv.Alias != nil {
+				alias = strings.ToLower(rv.Alias.Aliasname)
+			}
+			sc.opaque = append(sc.opaque, alias)
+			return
+		}
+		a.addRef(rv, sc, top)
+	case n.GetJoinExpr() != nil:
+		j := n.GetJoinExpr()
+		before := len(sc.refs)
+		a.fromItem(j.Larg, sc, top)
+		mid := len(sc.refs)
+		a.fromItem(j.Rarg, sc, top)
+		for _, u := range j.UsingClause {
+			col := strings.ToLower(u.GetString_().GetSval())
+			var l, r *tableRef
+			for _, ref := range sc.refs[before:mid] {
+				if ref.sharded() && ref.ti.t.KeyColumn == col {
+					l = ref
+				}
+			}
+			for _, ref := range sc.refs[mid:] {
+				if ref.sharded() && ref.ti.t.KeyColumn == col {
+					r = ref
+				}
+			}
+			if l != nil && r != nil && l.ti.dist == r.ti.dist {
+				link(l, r)
+			}
+		}
+		inner := j.Jointype == pg.JoinType_JOIN_INNER
+		a.where(j.Quals, sc, top && inner)
+	case n.GetRangeSubselect() != nil:
+		rs := n.GetRangeSubselect()
+		a.subquery(rs.Subquery, sc)
+		if rs.Alias != nil {
+			sc.opaque = append(sc.opaque, strings.ToLower(rs.Alias.Aliasname))
+		}
+	default:
+		if rf := n.GetRangeFunction(); rf != nil && rf.Alias != nil {
+			sc.opaque = append(sc.opaque, strings.ToLower(rf.Alias.Aliasname))
+		}
+		a.exprs(n, sc)
+	}
+}
+
+func link(x, y *tableRef) {
+	rx, ry := x.root(), y.root()
+	if rx != ry {
+		rx.parent = ry
+	}
+}
+
+// where analyzes a WHERE or ON condition: equalities between key columns
+// link their tables (colocated rows); at the top level, conditions on the
+// key are constraints.
+func (a *analysis) where(n *pg.Node, sc *scope, top bool) {
+	if n == nil {
+		return
+	}
+	for _, c := range conjuncts(n, nil) {
+		if e := c.GetAExpr(); e != nil && e.Kind == pg.A_Expr_Kind_AEXPR_OP && opName(e) == "=" {
+			l, r := a.keyRef(e.Lexpr, sc), a.keyRef(e.Rexpr, sc)
+			if l != nil && r != nil && l.ti.dist == r.ti.dist {
+				link(l, r)
+				continue
+			}
+		}
+		if top {
+			if refs, srcs, ok := a.keyTargets(c, sc); ok {
+				a.constraints = append(a.constraints, constraint{refs: refs, srcs: srcs})
+			}
+		}
+	}
+	a.exprs(n, sc)
+}
+
+func conjuncts(n *pg.Node, out []*pg.Node) []*pg.Node {
+	if be := n.GetBoolExpr(); be != nil && be.Boolop == pg.BoolExprType_AND_EXPR {
+		for _, x := range be.Args {
+			out = conjuncts(x, out)
+		}
+		return out
+	}
+	return append(out, n)
+}
+
+func opName(e *pg.A_Expr) string {
+	if len(e.Name) == 0 {
+		return ""
+	}
+	return e.Name[len(e.Name)-1].GetString_().GetSval()
+}
+
+// keyTargets returns the tables and key values a condition limits the
+// key to, when it does: key = v, v = key, key IN (v, ...), key = ANY(v),
+// AND with at least one such term, OR of such terms.
+func (a *analysis) keyTargets(n *pg.Node, sc *scope) ([]*tableRef, []valueSrc, bool) {
+	if be := n.GetBoolExpr(); be != nil {
+		switch be.Boolop {
+		case pg.BoolExprType_AND_EXPR:
+			for _, x := range be.Args {
+				if refs, srcs, ok := a.keyTargets(x, sc); ok {
+					return refs, srcs, true
+				}
+			}
+		case pg.BoolExprType_OR_EXPR:
+			var refs []*tableRef
+			var srcs []valueSrc
+			for _, x := range be.Args {
+				r, s, ok := a.keyTargets(x, sc)
+				if !ok {
+					return nil, nil, false
+				}
+				refs, srcs = append(refs, r...), append(srcs, s...)
+			}
+			return refs, srcs, len(srcs) > 0
+		}
+		return nil, nil, false
+	}
+	e := n.GetAExpr()
+	if e == nil || opName(e) != "=" {
+		return nil, nil, false
+	}
+	switch e.Kind {
+	case pg.A_Expr_Kind_AEXPR_OP:
+		if r := a.keyRef(e.Lexpr, sc); r != nil {
+			if v, ok := a.b.value(e.Rexpr); ok {
+				return []*tableRef{r}, []valueSrc{v}, true
+			}
+		}
+		if r := a.keyRef(e.Rexpr, sc); r != nil {
+			if v, ok := a.b.value(e.Lexpr); ok {
+				return []*tableRef{r}, []valueSrc{v}, true
+			}
+		}
+	case pg.A_Expr_Kind_AEXPR_IN:
+		r := a.keyRef(e.Lexpr, sc)
+		l := e.Rexpr.GetList()
+		if r == nil || l == nil {
+			return nil, nil, false
+		}
+		srcs := make([]valueSrc, 0, len(l.Items))
+		for _, it := range l.Items {
+			v, ok := a.b.value(it)
+			if !ok {
+				return nil, nil, false
+			}
+			srcs = append(srcs, v)
+		}
+		return []*tableRef{r}, srcs, true
+	case pg.A_Expr_Kind_AEXPR_OP_ANY:
+		r := a.keyRef(e.Lexpr, sc)
+		if r == nil {
+			return nil, nil, false
+		}
+		x := e.Rexpr
+		for x.GetTypeCast() != nil {
+			x = x.GetTypeCast().Arg
+		}
+		if arr := x.GetAArrayExpr(); arr != nil {
+			srcs := make([]valueSrc, 0, len(arr.Elements))
+			for _, it := range arr.Elements {
+				v, ok := a.b.value(it)
+				if !ok {
+					return nil, nil, false
+				}
+				srcs = append(srcs, v)
+			}
+			return []*tableRef{r}, srcs, true
+		}
+		if v, ok := a.b.value(x); ok {
+			v.array = true
+			return []*tableRef{r}, []valueSrc{v}, true
+		}
+	}
+	return nil, nil, false
+}
+
+// value returns where the value of a constant expression comes from:
+// a literal or a parameter, possibly cast.
+func (b *builder) value(n *pg.Node) (valueSrc, bool) {
+	for n != nil && n.GetTypeCast() != nil {
+		n = n.GetTypeCast().Arg
+	}
+	if n == nil {
+		return valueSrc{}, false
+	}
+	if p := n.GetParamRef(); p != nil && p.Number > 0 {
+		return paramSrc(int(p.Number)), true
+	}
+	if c := n.GetAConst(); c != nil && !c.Isnull {
+		switch c.Val.(type) {
+		case *pg.A_Const_Ival, *pg.A_Const_Sval, *pg.A_Const_Fval:
+			if i := b.constLit(c); i >= 0 {
+				return litSrc(i), true
+			}
+		}
+	}
+	return valueSrc{}, false
+}
+
+// keyRef returns the table whose key column n names, or nil.
+func (a *analysis) keyRef(n *pg.Node, sc *scope) *tableRef {
+	cr := n.GetColumnRef()
+	if cr == nil {
+		return nil
+	}
+	var f []string
+	for _, x := range cr.Fields {
+		s := x.GetString_()
+		if s == nil {
+			return nil
+		}
+		f = append(f, strings.ToLower(s.Sval))
+	}
+	isKey := func(r *tableRef, col string) *tableRef {
+		if r.sharded() && r.ti.t.KeyColumn == col {
+			return r
+		}
+		return nil
+	}
+	switch len(f) {
+	case 1:
+		var found *tableRef
+		for _, r := range sc.refs {
+			if isKey(r, f[0]) != nil {
+				if found != nil {
+					return nil // ambiguous
+				}
+				found = r
+			}
+		}
+		return found
+	case 2:
+		for s := sc; s != nil; s = s.parent {
+			if slices.Contains(s.opaque, f[0]) {
+				return nil
+			}
+			for _, r := range s.refs {
+				if r.alias == f[0] {
+					return isKey(r, f[1])
+				}
+			}
+		}
+	case 3:
+		for s := sc; s != nil; s = s.parent {
+			for _, r := range s.refs {
+				if r.name == f[0]+"."+f[1] {
+					return isKey(r, f[2])
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// exprs walks an expression for subqueries and function calls.
+func (a *analysis) exprs(n *pg.Node, sc *scope) {
+	if n == nil {
+		return
+	}
+	walk(n.ProtoReflect(), func(m protoreflect.Message) bool {
+		switch x := m.Interface().(type) {
+		case *pg.SubLink:
+			a.subquery(x.Subselect, sc)
+			a.exprs(x.Testexpr, sc)
+			return false
+		case *pg.RangeSubselect:
+			a.subquery(x.Subquery, sc)
+			return false
+		case *pg.SelectStmt:
+			a.selectStmt(x, sc, false)
+			return false
+		case *pg.FuncCall:
+			a.funcCall(x)
+		}
+		return true
+	})
+}
+
+// unsafeFuncs are functions that change state or depend on the session:
+// a statement calling one is not read-only (not for a replica, not
+// retried).
+var unsafeFuncs = map[string]bool{
+	"nextval": true, "setval": true, "set_config": true, "pg_notify": true,
+	"txid_current": true, "pg_current_xact_id": true, "lo_create": true, "lo_import": true,
+	"lo_unlink": true, "lo_export": true, "lo_open": true, "lo_write": true, "lo_put": true,
+	"pg_terminate_backend": true, "pg_cancel_backend": true, "pg_reload_conf": true,
+	"pg_switch_wal": true, "pg_create_restore_point": true, "dblink_exec": true, "dblink": true,
+	"pg_logical_emit_message": true, "pg_stat_reset": true,
+}
+
+func (a *analysis) funcCall(f *pg.FuncCall) {
+	name := funcName(f)
+	if unsafeFuncs[name] || strings.HasPrefix(name, "pg_advisory") || strings.HasPrefix(name, "pg_try_advisory") ||
+		strings.HasPrefix(name, "pg_create_") || strings.HasPrefix(name, "pg_drop_") {
+		a.volatile = true
+	}
+}
+
+func funcName(f *pg.FuncCall) string {
+	if len(f.Funcname) == 0 {
+		return ""
+	}
+	return strings.ToLower(f.Funcname[len(f.Funcname)-1].GetString_().GetSval())
+}
+
+// route is the routing decision common to SELECT, UPDATE and DELETE.
+type route struct {
+	refusal      *RefusalError
+	dist         *tableInfo // a sharded table of the statement (its distribution), nil if none
+	table        string
+	classes      [][]valueSrc // nil: no key (scatter)
+	scatterOK    *RefusalError
+	needShard    string // unsharded tables' shard, "" if none
+	defaultShard string // when nothing is sharded
+}
+
+// decide turns the analysis into a route.
+func (a *analysis) decide() route {
+	var sharded, unsharded []*tableRef
+	for _, r := range a.refs {
+		switch {
+		case r.ti == nil:
+		case r.sharded():
+			sharded = append(sharded, r)
+		default:
+			unsharded = append(unsharded, r)
+		}
+	}
+	var rt route
+	for _, u := range unsharded {
+		s := ""
+		if u.ti.dist != nil {
+			s = u.ti.dist.DefaultShard
+		}
+		if rt.needShard != "" && s != rt.needShard {
+			rt.refusal = refusal("unsharded tables "+unsharded[0].name+" and "+u.name+" live on different shards", "query them separately")
+			return rt
+		}
+		rt.needShard = s
+	}
+	if len(sharded) == 0 {
+		rt.defaultShard = a.b.st.defaultShard
+		if rt.needShard != "" {
+			rt.defaultShard = rt.needShard
+		}
+		return rt
+	}
+	first := sharded[0]
+	rt.dist, rt.table = first.ti, first.name
+	for _, r := range sharded[1:] {
+		if r.ti.dist != first.ti.dist {
+			rt.refusal = refusal("the statement uses "+first.name+" and "+r.name+", which are sharded by different distributions ("+
+				first.ti.dist.Name+", "+r.ti.dist.Name+"): their rows are not colocated", "query them separately")
+			return rt
+		}
+	}
+	// Classes of linked tables, each with its constraint.
+	var roots []*tableRef
+	for _, r := range sharded {
+		if !slices.Contains(roots, r.root()) {
+			roots = append(roots, r.root())
+		}
+	}
+	rt.classes = make([][]valueSrc, 0, len(roots))
+	for _, root := range roots {
+		var srcs []valueSrc
+		for _, c := range a.constraints {
+			ok := true
+			for _, r := range c.refs {
+				ok = ok && r.root() == root
+			}
+			if ok {
+				srcs = c.srcs
+				break
+			}
+		}
+		if srcs == nil {
+			rt.classes = nil
+			break
+		}
+		rt.classes = append(rt.classes, srcs)
+	}
+	// Can it run on several shards and be merged?
+	switch {
+	case a.setOp:
+		rt.scatterOK = refusal("UNION/INTERSECT/EXCEPT over a sharded table cannot run on several shards",
+			"add a condition on "+rt.table+"."+first.ti.t.KeyColumn+", or run each part separately")
+		if rt.classes == nil {
+			rt.refusal = rt.scatterOK
+		}
+	case len(roots) > 1:
+		var other *tableRef
+		for _, r := range sharded {
+			if r.root() != first.root() {
+				other = r
+				break
+			}
+		}
+		rt.scatterOK = refusal("the statement combines rows of "+first.name+" and "+other.name+
+			" without an equality between their sharding keys ("+first.ti.t.KeyColumn+", "+other.ti.t.KeyColumn+"), and they may be on different shards",
+			"join them on the key columns, add a condition on "+first.name+"."+first.ti.t.KeyColumn+", or use SET pgshard.shard")
+		if rt.classes == nil {
+			rt.refusal = rt.scatterOK
+		}
+	case len(unsharded) > 0:
+		rt.scatterOK = refusal("the statement joins sharded table "+rt.table+" with unsharded table "+unsharded[0].name+
+			", which lives only on shard "+rt.needShard, "add a condition on "+rt.table+"."+first.ti.t.KeyColumn+" that selects rows of that shard, or query the tables separately")
+	default:
+		for _, r := range sharded {
+			if !r.top {
+				rt.scatterOK = refusal("a subquery or CTE reads sharded table "+r.name+" in a statement that runs on several shards; each shard would see only its own rows",
+					"add a condition on "+rt.table+"."+first.ti.t.KeyColumn+", or use SET pgshard.shard")
+				break
+			}
+		}
+	}
+	return rt
+}

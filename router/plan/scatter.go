@@ -1,0 +1,438 @@
+package plan
+
+import (
+	"strconv"
+	"strings"
+
+	pg "github.com/pganalyze/pg_query_go/v6"
+	"github.com/pgshard/pgshard/router/merge"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// Aggregates the merger combines exactly.
+var mergeableAggs = map[string]merge.Combine{
+	"count": merge.CombineCount, "sum": merge.CombineSum, "min": merge.CombineMin, "max": merge.CombineMax,
+	"bool_and": merge.CombineBoolAnd, "every": merge.CombineBoolAnd, "bool_or": merge.CombineBoolOr,
+	"avg": merge.CombineSum, // rewritten as sum and count
+}
+
+// Aggregates whose result cannot be rebuilt from per-shard results (or
+// depends on row order across shards).
+var unmergeableAggs = map[string]bool{
+	"string_agg": true, "array_agg": true, "json_agg": true, "jsonb_agg": true, "json_object_agg": true,
+	"jsonb_object_agg": true, "xmlagg": true, "percentile_cont": true, "percentile_disc": true, "mode": true,
+	"stddev": true, "stddev_pop": true, "stddev_samp": true, "variance": true, "var_pop": true, "var_samp": true,
+	"corr": true, "covar_pop": true, "covar_samp": true, "regr_avgx": true, "regr_avgy": true, "regr_count": true,
+	"regr_intercept": true, "regr_r2": true, "regr_slope": true, "regr_sxx": true, "regr_sxy": true, "regr_syy": true,
+	"bit_and": true, "bit_or": true, "bit_xor": true, "range_agg": true, "range_intersect_agg": true,
+	"rank": true, "dense_rank": true, "percent_rank": true, "cume_dist": true, "json_arrayagg": true, "json_objectagg": true,
+	"any_value": true,
+}
+
+// markerBase numbers the parameters that stand for literals while a
+// rewritten statement is deparsed; real parameters are at most 65535.
+const markerBase = 1000000
+
+// scatterSpec builds the merge.Spec of a SELECT that runs on several
+// shards, and the rewritten statement for the shards when it differs.
+func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limitSrc, *RefusalError) {
+	no := func(what, hint string) (*merge.Spec, []segment, *limitSrc, *RefusalError) {
+		return nil, nil, nil, refusal(what+" cannot be merged exactly from several shards", hint)
+	}
+	keyHint := "add a condition on the sharding key so that the query runs on one shard, or use SET pgshard.shard"
+	if sel.Op != pg.SetOperation_SETOP_NONE {
+		return no("UNION/INTERSECT/EXCEPT", keyHint)
+	}
+	if len(sel.ValuesLists) > 0 {
+		return nil, nil, nil, nil
+	}
+	if len(sel.WindowClause) > 0 {
+		return no("a window function", keyHint)
+	}
+	if sel.LimitOption == pg.LimitOption_LIMIT_OPTION_WITH_TIES {
+		return no("FETCH ... WITH TIES", "use LIMIT")
+	}
+	spec := &merge.Spec{Limit: -1}
+	if len(sel.DistinctClause) > 0 {
+		if len(sel.DistinctClause) == 1 && sel.DistinctClause[0].GetNode() == nil {
+			spec.Distinct = true
+		} else {
+			return no("SELECT DISTINCT ON", "use GROUP BY, or "+keyHint)
+		}
+	}
+	// Window functions anywhere in the target list or ORDER BY.
+	for _, l := range [][]*pg.Node{sel.TargetList, sel.SortClause} {
+		for _, n := range l {
+			if hasWindow(n) {
+				return no("a window function", keyHint)
+			}
+		}
+	}
+	for _, g := range sel.GroupClause {
+		if g.GetGroupingSet() != nil {
+			return no("GROUPING SETS, ROLLUP and CUBE", keyHint)
+		}
+	}
+	if sel.HavingClause != nil && hasAggregate(sel.HavingClause) {
+		return no("HAVING with an aggregate", "filter the merged groups in the application, or "+keyHint)
+	}
+
+	type col struct {
+		combine merge.Combine
+		expr    *pg.Node
+	}
+	var cols []col // shard columns
+	var final []merge.FinalColumn
+	star, aggregated, rewrite := false, len(sel.GroupClause) > 0, false
+	newTargets := make([]*pg.Node, 0, len(sel.TargetList)+2)
+	for _, n := range sel.TargetList {
+		rt := n.GetResTarget()
+		if rt == nil {
+			return no("this target list", "")
+		}
+		if cr := rt.Val.GetColumnRef(); cr != nil && len(cr.Fields) > 0 && cr.Fields[len(cr.Fields)-1].GetAStar() != nil {
+			star = true
+			newTargets = append(newTargets, n)
+			continue
+		}
+		name := outputName(rt)
+		if fc := rt.Val.GetFuncCall(); fc != nil && isAggCall(fc) {
+			fname := funcName(fc)
+			c, ok := mergeableAggs[fname]
+			if !ok || unmergeableAggs[fname] {
+				return no("aggregate "+fname+"()", "compute it per shard with a pgshard.shard hint, or "+keyHint)
+			}
+			if fc.AggDistinct {
+				return no(fname+"(DISTINCT ...)", "count distinct values per key with GROUP BY, or "+keyHint)
+			}
+			if fc.AggWithinGroup {
+				return no(fname+" WITHIN GROUP", keyHint)
+			}
+			if hasAggregate(&pg.Node{Node: &pg.Node_List{List: &pg.List{Items: fc.Args}}}) {
+				return no("a nested aggregate", "")
+			}
+			aggregated = true
+			if fname == "avg" {
+				rewrite = true
+				sum := proto.Clone(fc).(*pg.FuncCall)
+				sum.Funcname = []*pg.Node{pg.MakeStrNode("sum")}
+				cnt := proto.Clone(fc).(*pg.FuncCall)
+				cnt.Funcname = []*pg.Node{pg.MakeStrNode("count")}
+				final = append(final, merge.FinalColumn{Kind: merge.FinalAvg, Source: len(cols), CountSource: len(cols) + 1, Name: name})
+				cols = append(cols, col{merge.CombineSum, rt.Val}, col{merge.CombineCount, nil})
+				newTargets = append(newTargets,
+					&pg.Node{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{Name: rt.Name, Val: &pg.Node{Node: &pg.Node_FuncCall{FuncCall: sum}}}}},
+					&pg.Node{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{Val: &pg.Node{Node: &pg.Node_FuncCall{FuncCall: cnt}}}}})
+				continue
+			}
+			final = append(final, merge.FinalColumn{Kind: merge.FinalColumnValue, Source: len(cols), Name: name})
+			cols = append(cols, col{c, rt.Val})
+			newTargets = append(newTargets, n)
+			continue
+		}
+		if hasAggregate(rt.Val) {
+			return no("an aggregate inside an expression", "select the aggregate itself and compute the expression in the application, or "+keyHint)
+		}
+		final = append(final, merge.FinalColumn{Kind: merge.FinalColumnValue, Source: len(cols), Name: name})
+		cols = append(cols, col{merge.CombineNone, rt.Val})
+		newTargets = append(newTargets, n)
+	}
+	if star && (aggregated || len(sel.GroupClause) > 0) {
+		return no("SELECT * with aggregates", "list the columns")
+	}
+	var hidden []*pg.Node
+	addHidden := func(e *pg.Node, c merge.Combine) int {
+		hidden = append(hidden, &pg.Node{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{Val: proto.Clone(e).(*pg.Node)}}})
+		cols = append(cols, col{c, e})
+		return len(cols) - 1
+	}
+	// finalIndex finds the final column an ORDER BY / GROUP BY item names.
+	finalIndex := func(n *pg.Node) (int, bool) {
+		if c := n.GetAConst(); c != nil {
+			if iv := c.GetIval(); iv != nil {
+				b.pinConst(c)
+				k := int(iv.Ival) - 1
+				if k < 0 || k >= len(final) || star {
+					return -1, false
+				}
+				return k, true
+			}
+			return -1, false
+		}
+		if cr := n.GetColumnRef(); cr != nil && len(cr.Fields) == 1 && cr.Fields[0].GetString_() != nil {
+			name := cr.Fields[0].GetString_().Sval
+			for i, t := range sel.TargetList {
+				if rt := t.GetResTarget(); rt != nil && rt.Name != "" && rt.Name == name {
+					return finalOf(final, i, sel.TargetList)
+				}
+			}
+		}
+		k := exprKey(n)
+		for i, t := range sel.TargetList {
+			if rt := t.GetResTarget(); rt != nil && exprKey(rt.Val) == k {
+				return finalOf(final, i, sel.TargetList)
+			}
+		}
+		return -1, false
+	}
+	for _, g := range sel.GroupClause {
+		if _, ok := finalIndex(g); ok {
+			continue
+		}
+		if g.GetAConst() != nil {
+			return no("GROUP BY a position out of range", "")
+		}
+		if star {
+			return no("SELECT * with GROUP BY", "list the columns")
+		}
+		addHidden(g, merge.CombineNone)
+		rewrite = true
+	}
+	for _, s := range sel.SortClause {
+		sb := s.GetSortBy()
+		if sb == nil || sb.SortbyDir == pg.SortByDir_SORTBY_USING {
+			return no("ORDER BY ... USING", "")
+		}
+		key := merge.SortKey{Desc: sb.SortbyDir == pg.SortByDir_SORTBY_DESC}
+		key.NullsFirst = key.Desc
+		switch sb.SortbyNulls {
+		case pg.SortByNulls_SORTBY_NULLS_FIRST:
+			key.NullsFirst = true
+		case pg.SortByNulls_SORTBY_NULLS_LAST:
+			key.NullsFirst = false
+		}
+		if k, ok := finalIndex(sb.Node); ok {
+			key.Column = k
+		} else {
+			if star {
+				return no("ORDER BY a column of SELECT *", "list the columns in the select list instead of *, or "+keyHint)
+			}
+			if sb.Node.GetAConst() != nil {
+				return no("ORDER BY a position out of range", "")
+			}
+			c := merge.CombineNone
+			if aggregated {
+				fc := sb.Node.GetFuncCall()
+				if fc == nil || !isAggCall(fc) {
+					if hasAggregate(sb.Node) {
+						return no("ORDER BY an expression of aggregates", "select the aggregate and order by its position")
+					}
+					// An expression of group keys: a group key column too.
+				} else {
+					fname := funcName(fc)
+					cc, ok := mergeableAggs[fname]
+					if !ok || fname == "avg" || fc.AggDistinct || unmergeableAggs[fname] {
+						return no("ORDER BY aggregate "+fname+"() not in the select list", "add it to the select list")
+					}
+					c = cc
+				}
+			}
+			// A hidden column, listed in Final with Hidden set.
+			final = append(final, merge.FinalColumn{Kind: merge.FinalColumnValue, Source: addHidden(sb.Node, c), Hidden: true})
+			key.Column = len(final) - 1
+			rewrite = true
+		}
+		spec.OrderBy = append(spec.OrderBy, key)
+	}
+	// LIMIT and OFFSET.
+	var lim *limitSrc
+	limitVal := func(n *pg.Node) (valueSrc, bool, bool) {
+		if n == nil {
+			return valueSrc{}, false, true
+		}
+		if c := n.GetAConst(); c != nil && c.Isnull {
+			return valueSrc{}, false, true // LIMIT NULL / ALL
+		}
+		v, ok := b.value(n)
+		return v, ok, ok
+	}
+	cnt, hasCnt, ok1 := limitVal(sel.LimitCount)
+	off, hasOff, ok2 := limitVal(sel.LimitOffset)
+	if !ok1 || !ok2 {
+		return no("LIMIT or OFFSET with an expression", "use a constant or a parameter")
+	}
+	if hasCnt || hasOff {
+		lim = &limitSrc{count: cnt, offset: off, hasCount: hasCnt, hasOffset: hasOff}
+		if hasOff || aggregated {
+			rewrite = true
+		}
+	}
+	if !aggregated {
+		for i := range cols {
+			cols[i].combine = merge.CombineNone
+		}
+	}
+	if !aggregated && !rewrite && !spec.Distinct && len(spec.OrderBy) == 0 && lim == nil {
+		return nil, nil, nil, nil // plain concatenation
+	}
+	if !star {
+		spec.Combine = make([]merge.Combine, len(cols))
+		for i, c := range cols {
+			spec.Combine[i] = c.combine
+		}
+		spec.Final = final
+	}
+	if !rewrite {
+		return spec, nil, lim, nil
+	}
+	// The statement for the shards.
+	out := proto.Clone(sel).(*pg.SelectStmt)
+	out.TargetList = append(cloneNodes(newTargets), hidden...)
+	if aggregated {
+		out.SortClause, out.LimitCount, out.LimitOffset = nil, nil, nil
+		out.LimitOption = pg.LimitOption_LIMIT_OPTION_DEFAULT
+	} else if hasOff {
+		if hasCnt {
+			out.LimitCount = &pg.Node{Node: &pg.Node_AExpr{AExpr: &pg.A_Expr{Kind: pg.A_Expr_Kind_AEXPR_OP,
+				Name: []*pg.Node{pg.MakeStrNode("+")}, Lexpr: sel.LimitCount, Rexpr: sel.LimitOffset}}}
+		}
+		out.LimitOffset = nil
+	}
+	segs, err := b.deparseMarked(out)
+	if err != nil {
+		return no("this statement (it could not be rewritten for the shards: "+err.Error()+")", keyHint)
+	}
+	return spec, segs, lim, nil
+}
+
+// finalOf maps target list item i to its final column.
+func finalOf(final []merge.FinalColumn, i int, targets []*pg.Node) (int, bool) {
+	if i < len(final) && !final[i].Hidden {
+		return i, true
+	}
+	return -1, false
+}
+
+func cloneNodes(l []*pg.Node) []*pg.Node {
+	out := make([]*pg.Node, len(l))
+	for i, n := range l {
+		out[i] = proto.Clone(n).(*pg.Node)
+	}
+	return out
+}
+
+// outputName is the column name PostgreSQL gives a target.
+func outputName(rt *pg.ResTarget) string {
+	if rt.Name != "" {
+		return rt.Name
+	}
+	v := rt.Val
+	for v.GetTypeCast() != nil && v.GetTypeCast().Arg != nil {
+		if v.GetTypeCast().Arg.GetAConst() != nil {
+			tn := v.GetTypeCast().TypeName
+			if tn != nil && len(tn.Names) > 0 {
+				return tn.Names[len(tn.Names)-1].GetString_().GetSval()
+			}
+		}
+		v = v.GetTypeCast().Arg
+	}
+	switch {
+	case v.GetColumnRef() != nil:
+		f := v.GetColumnRef().Fields
+		return f[len(f)-1].GetString_().GetSval()
+	case v.GetFuncCall() != nil:
+		return funcName(v.GetFuncCall())
+	}
+	return "?column?"
+}
+
+func isAggCall(fc *pg.FuncCall) bool {
+	name := funcName(fc)
+	_, ok := mergeableAggs[name]
+	return fc.Over == nil && (ok || unmergeableAggs[name] || fc.AggStar || fc.AggDistinct || fc.AggWithinGroup || fc.AggFilter != nil)
+}
+
+func hasAggregate(n *pg.Node) bool {
+	found := false
+	walk(n.ProtoReflect(), func(m protoreflect.Message) bool {
+		switch x := m.Interface().(type) {
+		case *pg.FuncCall:
+			if isAggCall(x) {
+				found = true
+			}
+		case *pg.SubLink:
+			return false
+		}
+		return !found
+	})
+	return found
+}
+
+func hasWindow(n *pg.Node) bool {
+	found := false
+	walk(n.ProtoReflect(), func(m protoreflect.Message) bool {
+		switch x := m.Interface().(type) {
+		case *pg.FuncCall:
+			if x.Over != nil {
+				found = true
+			}
+		case *pg.SubLink:
+			return false
+		}
+		return !found
+	})
+	return found
+}
+
+// exprKey is a string equal for two expressions that differ only in
+// source positions.
+func exprKey(n *pg.Node) string {
+	c := proto.Clone(n)
+	walk(c.ProtoReflect(), func(m protoreflect.Message) bool {
+		if fd := m.Descriptor().Fields().ByName("location"); fd != nil {
+			m.Clear(fd)
+		}
+		return true
+	})
+	out, _ := proto.MarshalOptions{Deterministic: true}.Marshal(c)
+	return string(out)
+}
+
+// deparseMarked deparses sel with every literal replaced by a marker
+// parameter, and returns it as segments that splice each execution's
+// literals back in.
+func (b *builder) deparseMarked(sel *pg.SelectStmt) ([]segment, error) {
+	walk(sel.ProtoReflect(), func(m protoreflect.Message) bool {
+		if n, ok := m.Interface().(*pg.Node); ok {
+			if c := n.GetAConst(); c != nil {
+				if i := b.constLit(c); i >= 0 {
+					n.Node = &pg.Node_ParamRef{ParamRef: &pg.ParamRef{Number: int32(markerBase + i)}}
+				}
+			}
+		}
+		return true
+	})
+	text, err := pg.Deparse(&pg.ParseResult{Version: b.version, Stmts: []*pg.RawStmt{{Stmt: &pg.Node{Node: &pg.Node_SelectStmt{SelectStmt: sel}}}}})
+	if err != nil {
+		return nil, err
+	}
+	var segs []segment
+	last := 0
+	for i := 0; i < len(text); {
+		c := text[i]
+		switch {
+		case c == '\'':
+			i = skipQuoted(text, i, '\'')
+		case c == '"':
+			i = skipQuoted(text, i, '"')
+		case c == '$' && i+1 < len(text) && isDigit(text[i+1]) && (i == 0 || !isIdentByte(text[i-1])):
+			j := i + 1
+			for j < len(text) && isDigit(text[j]) {
+				j++
+			}
+			num, _ := strconv.Atoi(text[i+1 : j])
+			if num >= markerBase {
+				segs = append(segs, segment{text: text[last:i], lit: int32(num - markerBase)})
+				last = j
+			}
+			i = j
+		case c == '$':
+			i = skipDollar(text, i)
+		default:
+			i++
+		}
+	}
+	segs = append(segs, segment{text: strings.Clone(text[last:]), lit: -1})
+	return segs, nil
+}

@@ -1,0 +1,119 @@
+package plan
+
+import (
+	"strings"
+
+	pg "github.com/pganalyze/pg_query_go/v6"
+)
+
+// selectStmt plans a SELECT (or VALUES).
+func (b *builder) selectStmt(sel *pg.SelectStmt) *template {
+	a := &analysis{b: b}
+	a.selectStmt(sel, nil, true)
+	rt := a.decide()
+	ro := !a.locking && !a.writableCTE && !a.volatile && !a.into
+	if rt.refusal != nil {
+		t := refusedTemplate(StmtSelect, rt.refusal.Message, rt.refusal.Hint)
+		return t
+	}
+	if rt.dist == nil {
+		return &template{hintable: true, base: Plan{Kind: Default, Stmt: StmtSelect, ReadOnly: ro, Shards: b.st.shardList(rt.defaultShard)}}
+	}
+	if a.into {
+		return refusedTemplate(StmtSelect, "SELECT INTO from sharded table "+rt.table+" is not supported", "use CREATE TABLE ... AS on each shard, or a pgshard.shard hint")
+	}
+	dist := rt.dist.dist
+	t := &template{hintable: true, dist: dist, needShard: rt.needShard}
+	single := Plan{Kind: Single, Stmt: StmtSelect, ReadOnly: ro, Table: rt.table}
+	// The plan for several shards.
+	multi := Plan{Kind: All, Stmt: StmtSelect, ReadOnly: ro, Table: rt.table, Shards: b.st.distShards[dist]}
+	var segs []segment
+	var lim *limitSrc
+	if rt.scatterOK != nil {
+		multi = Plan{Kind: Refused, Stmt: StmtSelect, Table: rt.table, Err: rt.scatterOK}
+	} else {
+		spec, s, l, err := b.scatterSpec(sel)
+		if err != nil {
+			multi = Plan{Kind: Refused, Stmt: StmtSelect, Table: rt.table, Err: err}
+		} else {
+			multi.Merge, segs, lim = spec, s, l
+		}
+	}
+	if rt.classes == nil {
+		t.base = multi
+		t.shardSQL, t.limit = segs, lim
+		return t
+	}
+	t.base = single
+	t.classes = rt.classes
+	t.multi = &multi
+	t.multiSQL, t.multiLimit = segs, lim
+	t.onKeyError = &multi
+	return t
+}
+
+// modify plans UPDATE and DELETE.
+func (b *builder) modify(kind Stmt, rel *pg.RangeVar, from []*pg.Node, where *pg.Node, with *pg.WithClause, set []*pg.Node, stmt *pg.Node) *template {
+	a := &analysis{b: b}
+	sc := &scope{}
+	a.with(with, sc)
+	target := a.addRef(rel, sc, true)
+	for _, f := range from {
+		a.fromItem(f, sc, true)
+	}
+	a.where(where, sc, true)
+	for _, n := range set {
+		a.exprs(n, sc)
+	}
+	if r := stmt.GetUpdateStmt(); r != nil {
+		for _, n := range r.ReturningList {
+			a.exprs(n, sc)
+		}
+	} else if r := stmt.GetDeleteStmt(); r != nil {
+		for _, n := range r.ReturningList {
+			a.exprs(n, sc)
+		}
+	}
+	if target.sharded() {
+		key := target.ti.t.KeyColumn
+		for _, n := range set {
+			rt := n.GetResTarget()
+			if rt == nil {
+				continue
+			}
+			if strings.ToLower(rt.Name) == key {
+				return refusedTemplate(kind, "UPDATE of "+target.name+" changes its sharding key "+key+", which could move the row to another shard",
+					"DELETE the row and INSERT it with the new key")
+			}
+			if ml := rt.Val.GetMultiAssignRef(); ml != nil && strings.ToLower(rt.Name) == key {
+				return refusedTemplate(kind, "UPDATE changes sharding key "+key, "DELETE and INSERT instead")
+			}
+		}
+	}
+	rt := a.decide()
+	if rt.refusal != nil {
+		return refusedTemplate(kind, rt.refusal.Message, rt.refusal.Hint)
+	}
+	if rt.dist == nil {
+		return &template{hintable: true, base: Plan{Kind: Default, Stmt: kind, Shards: b.st.shardList(rt.defaultShard)}}
+	}
+	dist := rt.dist.dist
+	t := &template{hintable: true, dist: dist, needShard: rt.needShard}
+	broadcast := Plan{Kind: All, Stmt: kind, Broadcast: true, Table: rt.table, Shards: b.st.distShards[dist]}
+	if rt.scatterOK != nil {
+		broadcast = Plan{Kind: Refused, Stmt: kind, Table: rt.table, Err: rt.scatterOK}
+	}
+	if rt.classes == nil {
+		t.base = broadcast
+		return t
+	}
+	t.base = Plan{Kind: Single, Stmt: kind, Table: rt.table}
+	t.classes = rt.classes
+	m := broadcast
+	if m.Kind != Refused {
+		m.Broadcast = false
+	}
+	t.multi = &m
+	t.onKeyError = &broadcast
+	return t
+}
