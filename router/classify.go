@@ -223,12 +223,18 @@ func paramName(w string, l *lexer) string {
 		return "role"
 	}
 	name := strings.ToLower(w)
-	// Dotted custom parameters: the lexer stops at '.', so glue the parts.
-	for l.peek() == '.' {
+	// Dotted custom parameters (white space around the dot is allowed):
+	// the lexer stops at '.', so glue the parts.
+	for {
+		save := l.pos
+		l.skip()
+		if l.peek() != '.' {
+			l.pos = save
+			return name
+		}
 		l.pos++
 		name += "." + strings.ToLower(l.word())
 	}
-	return name
 }
 
 func eq(a, b string) bool { return len(a) == len(b) && strings.EqualFold(a, b) }

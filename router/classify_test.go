@@ -292,3 +292,11 @@ func TestClassifyTransactionControl(t *testing.T) {
 		}
 	}
 }
+
+func TestClassifyDottedParamSpacing(t *testing.T) {
+	for _, sql := range []string{"SET my.custom = 1", "SET my . custom = 1", "SET my /* c */ .custom TO 1", "RESET my. custom"} {
+		if got := router.Classify(sql).Param; got != "my.custom" {
+			t.Errorf("Classify(%q).Param = %q", sql, got)
+		}
+	}
+}
