@@ -10,6 +10,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/pgshard/pgshard/shardmap"
+
 	"github.com/pgshard/pgshard/wire/auth"
 )
 
@@ -36,10 +38,15 @@ type Config struct {
 	Shards      []ShardConfig `yaml:"shards"`
 	// DefaultShard receives statements without a routing hint; default:
 	// the first shard.
-	DefaultShard string        `yaml:"default_shard"`
-	Backend      BackendConfig `yaml:"backend"`
-	Pool         PoolConfig    `yaml:"pool"`
-	Limits       LimitsConfig  `yaml:"limits"`
+	DefaultShard string `yaml:"default_shard"`
+	// ShardMapFile is a shard map (shardmap YAML): with it, statements are
+	// routed by their sharding keys, and shards default to the map's.
+	ShardMapFile string `yaml:"shard_map_file"`
+	// shardMap is ShardMapFile, loaded by Complete.
+	shardMap *shardmap.Map
+	Backend  BackendConfig `yaml:"backend"`
+	Pool     PoolConfig    `yaml:"pool"`
+	Limits   LimitsConfig  `yaml:"limits"`
 	// ShutdownTimeout bounds how long SIGTERM waits for transactions.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
 }
@@ -208,10 +215,47 @@ func (c *Config) Complete() error {
 			c.Shards[i].Host = "127.0.0.1"
 		}
 	}
+	if c.ShardMapFile != "" {
+		if err := c.loadShardMap(); err != nil {
+			return err
+		}
+	}
 	if c.DefaultShard == "" && len(c.Shards) > 0 {
 		c.DefaultShard = c.Shards[0].Name
 	}
 	return c.Validate()
+}
+
+// loadShardMap reads ShardMapFile and, when no shards are configured,
+// takes the map's shards (their primaries).
+func (c *Config) loadShardMap() error {
+	b, err := os.ReadFile(c.ShardMapFile)
+	if err != nil {
+		return fmt.Errorf("shard_map_file: %w", err)
+	}
+	m, err := shardmap.ParseYAML(b)
+	if err != nil {
+		return fmt.Errorf("shard_map_file %s: %w", c.ShardMapFile, err)
+	}
+	if err := m.Validate(); err != nil {
+		return fmt.Errorf("shard_map_file %s: %w", c.ShardMapFile, err)
+	}
+	if len(c.Shards) == 0 {
+		for _, sh := range m.Shards {
+			c.Shards = append(c.Shards, ShardConfig{Name: sh.Name, Host: sh.Primary.Host, Port: sh.Primary.Port})
+		}
+	}
+	for _, sh := range m.Shards {
+		found := false
+		for _, cs := range c.Shards {
+			found = found || cs.Name == sh.Name
+		}
+		if !found {
+			return fmt.Errorf("shard_map_file: shard %q of the map is not in shards", sh.Name)
+		}
+	}
+	c.shardMap = m
+	return nil
 }
 
 // Validate reports the first problem with c, naming the field.

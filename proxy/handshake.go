@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/pgshard/pgshard/router"
 	"github.com/pgshard/pgshard/router/pool"
 	"github.com/pgshard/pgshard/wire"
 	"github.com/pgshard/pgshard/wire/auth"
@@ -210,7 +211,7 @@ func (s *Server) startSession(ctx context.Context, rt *runtime, conn net.Conn, s
 // proves the database exists and the backend credentials work before the
 // client is told it is in.
 func (s *Server) serverParams(ctx context.Context, ss *session) (map[string]string, error) {
-	plan, err := s.router().Route("")
+	plan, err := s.router().Route(router.Query{})
 	if err != nil {
 		return nil, err
 	}

@@ -12,12 +12,13 @@ import (
 
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/integration/pgcluster"
+	"github.com/pgshard/pgshard/integration/testproxy"
 	"github.com/pgshard/pgshard/proxy"
 )
 
 const (
-	appUser     = integration.ProxyUser
-	appPassword = integration.ProxyPassword
+	appUser     = testproxy.User
+	appPassword = testproxy.Password
 )
 
 // TestMain checks that no PostgreSQL server and no goroutine outlives the
@@ -41,17 +42,17 @@ type testProxy struct {
 }
 
 func baseConfig(t testing.TB, pg *pgcluster.Server) *proxy.Config {
-	return integration.ProxyConfig(t, pg)
+	return testproxy.Config(t, pg)
 }
 
 func startProxy(t testing.TB, cfg *proxy.Config) *testProxy {
-	p := integration.StartProxy(t, cfg)
+	p := testproxy.Start(t, cfg)
 	return &testProxy{srv: p.Server, addr: p.Addr, cfg: p.Config}
 }
 
 // dsn returns a URL for connecting to the proxy as app.
 func (p *testProxy) dsn(extra string) string {
-	return (&integration.Proxy{Addr: p.addr}).DSN(extra)
+	return (&testproxy.Proxy{Addr: p.addr}).DSN(extra)
 }
 
 func connect(t testing.TB, dsn string) *pgx.Conn {

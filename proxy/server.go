@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pgshard/pgshard/router"
+	"github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/router/pool"
 	"github.com/pgshard/pgshard/wire"
 	"github.com/pgshard/pgshard/wire/auth"
@@ -37,6 +38,9 @@ type runtime struct {
 	router router.Router
 	tls    *tls.Config
 	tlsEP  []byte // tls-server-end-point channel binding data
+	// deferParse holds Parse messages until Bind: the router routes by
+	// parameter values.
+	deferParse bool
 }
 
 // Server is a running proxy.
@@ -91,9 +95,16 @@ func newRuntime(cfg *Config) (*runtime, error) {
 		cfg:   cfg,
 		users: make(map[string]*userState),
 	}
-	if len(cfg.Shards) == 1 {
+	switch {
+	case cfg.shardMap != nil:
+		rt.router = router.PlanRouter{
+			Planner: plan.New(cfg.shardMap, plan.Options{DefaultShard: cfg.DefaultShard}),
+			Default: cfg.DefaultShard,
+		}
+		rt.deferParse = true
+	case len(cfg.Shards) == 1:
 		rt.router = router.SingleShard{Shard: cfg.Shards[0].Name}
-	} else {
+	default:
 		hr := router.HintRouter{Default: cfg.DefaultShard, Shards: map[string]bool{}}
 		for _, sh := range cfg.Shards {
 			hr.Shards[sh.Name] = true

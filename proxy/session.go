@@ -71,6 +71,9 @@ type session struct {
 	skipToSync bool // an error was reported mid-pipeline: drop until Sync
 	dropSync   bool // with skipToSync: the proxy already answered the Sync
 	curType    byte // type of the client message being handled
+	// pendingParses are Parse frames held back (with a parameter-aware
+	// router, while no backend is attached) until a Bind names the shard.
+	pendingParses [][]byte
 
 	mu      sync.Mutex
 	state   state
@@ -159,6 +162,11 @@ var errAnswered = errors.New("request answered by the proxy")
 // handle processes one client frame.
 func (s *session) handle(ctx context.Context, typ byte, frame []byte) error {
 	s.curType = typ
+	if len(s.pendingParses) > 0 && typ != 'P' {
+		if err := s.sendPendingParses(ctx, typ, frame); err != nil {
+			return err
+		}
+	}
 	switch typ {
 	case 'Q':
 		return s.handleQuery(ctx, frame)
@@ -232,14 +240,15 @@ func (s *session) claim() *pool.Conn {
 // transaction, a pipeline or a pinned session — refuses the statement
 // with 0A000 (raised by the current server, so the refusal arrives in
 // order and aborts the transaction as any error would).
-func (s *session) attach(ctx context.Context, sql string) (*pool.Conn, error) {
-	plan, err := s.srv.router().Route(sql)
+func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error) {
+	plan, err := s.srv.router().Route(q)
 	if err != nil {
-		var ue *router.UnknownShardError
-		if errors.As(err, &ue) {
-			return nil, wire.Errorf(wire.SQLStateInvalidParameterValue, "%s", ue.Error())
+		we := routeError(err)
+		if be := s.attached(); be != nil {
+			// The relay owns client output: let the server raise it.
+			return nil, s.raiseViaServer(be, we)
 		}
-		return nil, err
+		return nil, we
 	}
 	for {
 		s.mu.Lock()
@@ -256,7 +265,7 @@ func (s *session) attach(ctx context.Context, sql string) (*pool.Conn, error) {
 		if s.unsynced || s.state == statePinned || (s.queue.syncs == 0 && s.txStatus != 'I') {
 			from := s.beShard
 			s.mu.Unlock()
-			return nil, s.refuseCrossShard(be, from, plan.Shard)
+			return nil, s.raiseViaServer(be, s.crossShardError(from, plan.Shard))
 		}
 		// Earlier statements still run on the other shard: wait for them.
 		if s.zWait == nil {
@@ -346,11 +355,24 @@ func (s *session) attach(ctx context.Context, sql string) (*pool.Conn, error) {
 	}
 }
 
-// refuseCrossShard answers a statement for shard to while the session
-// must stay on shard from. The current server raises the error, so it
-// arrives in order and aborts an open transaction as any error would.
-func (s *session) refuseCrossShard(be *pool.Conn, from, to string) error {
+// routeError turns a router error into the client's error.
+func routeError(err error) *wire.Error {
+	var ue *router.UnknownShardError
+	var re *router.RefusedError
+	switch {
+	case errors.As(err, &ue):
+		return wire.Errorf(wire.SQLStateInvalidParameterValue, "%s", ue.Error())
+	case errors.As(err, &re):
+		return &wire.Error{Code: re.Code, Message: re.Message, Hint: re.Hint}
+	}
+	return wire.AsError(err)
+}
+
+// crossShardError is the refusal of a statement for shard to while the
+// session must stay on shard from.
+func (s *session) crossShardError(from, to string) *wire.Error {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	why := fmt.Sprintf("this transaction runs on shard %q; the statement targets shard %q", from, to)
 	hint := "Keep each transaction on one shard (one sharding key), or end the transaction first."
 	switch {
@@ -361,11 +383,30 @@ func (s *session) refuseCrossShard(be *pool.Conn, from, to string) error {
 		why = fmt.Sprintf("this pipeline runs on shard %q; the statement targets shard %q", from, to)
 		hint = "Send a Sync (end the batch) before using another shard."
 	}
+	return &wire.Error{Code: wire.SQLStateFeatureNotSupported, Message: "cross-shard statement refused: " + why, Hint: hint}
+}
+
+// raiseViaServer answers the client's current request with e while a
+// backend is attached: the server raises it (a DO block), so it arrives
+// in order after earlier responses and aborts an open transaction as any
+// error would. When the backend went back to the pool meanwhile, e is
+// returned for serve to report itself.
+func (s *session) raiseViaServer(be *pool.Conn, e *wire.Error) error {
+	s.mu.Lock()
+	if s.be != be {
+		s.mu.Unlock()
+		return e
+	}
 	s.queue.push(entry{kind: entrySync, sent: time.Now()})
 	s.unsynced = false
 	s.mu.Unlock()
-	sql := "DO $pgshard$ BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', MESSAGE = " +
-		quoteLiteral("cross-shard statement refused: "+why) + ", HINT = " + quoteLiteral(hint) + "; END $pgshard$"
+	s.srv.metrics.errorCode(e.Code)
+	sql := "DO $pgshard$ BEGIN RAISE EXCEPTION USING ERRCODE = " + quoteLiteral(e.Code) +
+		", MESSAGE = " + quoteLiteral(e.Message)
+	if e.Hint != "" {
+		sql += ", HINT = " + quoteLiteral(e.Hint)
+	}
+	sql += "; END $pgshard$"
 	be.UnnamedGen++
 	s.bout = appendQuery(s.bout, sql)
 	if s.curType != 'Q' {
@@ -441,7 +482,7 @@ func (s *session) attachAny(ctx context.Context) (*pool.Conn, error) {
 	if be := s.claim(); be != nil {
 		return be, nil
 	}
-	return s.attach(ctx, "")
+	return s.attach(ctx, router.Query{})
 }
 
 // forwardAny sends a frame that names no statement (see attachAny).
@@ -505,7 +546,7 @@ func (s *session) handleQuery(ctx context.Context, frame []byte) error {
 	if done, err := s.deferredTransaction(info, sql); done || err != nil {
 		return err
 	}
-	be, err := s.attach(ctx, sql)
+	be, err := s.attach(ctx, router.Query{SQL: sql})
 	if err != nil {
 		return err
 	}

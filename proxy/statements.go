@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -76,9 +77,17 @@ func (s *session) handleParse(ctx context.Context, frame []byte) error {
 	if len(sql) >= len(rest) {
 		return malformed("Parse")
 	}
-	be, err := s.attach(ctx, sql)
-	if err != nil {
-		return err
+	be := s.claim()
+	if be == nil && s.srv.runtime().deferParse {
+		// The shard is known only at Bind (parameters): hold the Parse.
+		s.pendingParses = append(s.pendingParses, bytes.Clone(frame))
+		return nil
+	}
+	if be == nil {
+		var err error
+		if be, err = s.attach(ctx, router.Query{SQL: sql, Parse: body}); err != nil {
+			return err
+		}
 	}
 	info := router.Classify(sql)
 	switch {
@@ -160,6 +169,65 @@ func (s *session) ensurePrepared(be *pool.Conn, name string) string {
 	return st.global
 }
 
+// stmtParse returns the Parse body of a client statement, for its
+// parameter types.
+func (s *session) stmtParse(name string) []byte {
+	f := s.stmts.unnamed
+	if name != "" {
+		st := s.stmts.named[name]
+		if st == nil {
+			return nil
+		}
+		f = st.parse
+	}
+	if len(f) < wire.HeaderLen {
+		return nil
+	}
+	return f[wire.HeaderLen:]
+}
+
+// sendPendingParses sends held-back Parse messages once the client's next
+// message decides the backend (a Bind routes by its parameters).
+func (s *session) sendPendingParses(ctx context.Context, typ byte, frame []byte) error {
+	pending := s.pendingParses
+	s.pendingParses = nil
+	if s.claim() == nil {
+		q := router.Query{}
+		if typ == 'B' {
+			body := frame[wire.HeaderLen:]
+			portal := cstring(body)
+			if len(portal) < len(body) {
+				name := cstring(body[len(portal)+1:])
+				// The statement may be one of the pending ones.
+				q = router.Query{SQL: pendingSQL(pending, name, s.stmtSQL(name)), Bind: body}
+			}
+		}
+		if _, err := s.attach(ctx, q); err != nil {
+			return err
+		}
+	}
+	for _, f := range pending {
+		if err := s.handleParse(ctx, f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pendingSQL returns the text of statement name from held-back Parse
+// frames (the last one wins), else fallback.
+func pendingSQL(pending [][]byte, name, fallback string) string {
+	sql := fallback
+	for _, f := range pending {
+		body := f[wire.HeaderLen:]
+		n := cstring(body)
+		if n == name && len(n) < len(body) {
+			sql = cstring(body[len(n)+1:])
+		}
+	}
+	return sql
+}
+
 // stmtSQL returns the text of a client statement, for routing.
 func (s *session) stmtSQL(name string) string {
 	if name == "" {
@@ -179,7 +247,7 @@ func (s *session) handleBind(ctx context.Context, frame []byte) error {
 	}
 	off := len(portal) + 1
 	name := cstring(body[off:])
-	be, err := s.attach(ctx, s.stmtSQL(name))
+	be, err := s.attach(ctx, router.Query{SQL: s.stmtSQL(name), Parse: s.stmtParse(name), Bind: body})
 	if err != nil {
 		return err
 	}
@@ -200,9 +268,16 @@ func (s *session) handleDescribe(ctx context.Context, frame []byte) error {
 		return s.forwardAny(ctx, frame)
 	}
 	name := cstring(body[1:])
-	be, err := s.attach(ctx, s.stmtSQL(name))
-	if err != nil {
-		return err
+	be := s.claim()
+	if be == nil {
+		q := router.Query{SQL: s.stmtSQL(name)}
+		if s.srv.runtime().deferParse {
+			q = router.Query{} // any shard can describe it; the default one does
+		}
+		var err error
+		if be, err = s.attach(ctx, q); err != nil {
+			return err
+		}
 	}
 	global := s.ensurePrepared(be, name)
 	if global == name {

@@ -15,7 +15,8 @@ type HintRouter struct {
 const hintPrefix = "pgshard:"
 
 // Route implements Router.
-func (h HintRouter) Route(sql string) (Plan, error) {
+func (h HintRouter) Route(q Query) (Plan, error) {
+	sql := q.SQL
 	shard, ok := ShardHint(sql)
 	if !ok {
 		if FollowsSession(sql) {

@@ -19,20 +19,20 @@ func TestHintRouter(t *testing.T) {
 		"/* pgshard: shard= */ SELECT 1":         "s0",
 		"/* pgshard: shard=s1":                   "s0",
 	} {
-		p, err := r.Route(sql)
+		p, err := r.Route(router.Query{SQL: sql})
 		if err != nil || p.Shard != want {
 			t.Errorf("Route(%q) = %q, %v; want %q", sql, p.Shard, err, want)
 		}
 	}
 	for _, sql := range []string{"COMMIT", "rollback to savepoint a", "SAVEPOINT a", "SET x = 1", "SHOW work_mem"} {
-		if p, _ := r.Route(sql); p.Kind != router.KindAny || p.Shard != "s0" {
+		if p, _ := r.Route(router.Query{SQL: sql}); p.Kind != router.KindAny || p.Shard != "s0" {
 			t.Errorf("Route(%q) = %+v, want KindAny", sql, p)
 		}
 	}
-	if p, _ := r.Route("/* pgshard: shard=s1 */ COMMIT"); p.Kind != router.KindSingle || p.Shard != "s1" {
+	if p, _ := r.Route(router.Query{SQL: "/* pgshard: shard=s1 */ COMMIT"}); p.Kind != router.KindSingle || p.Shard != "s1" {
 		t.Errorf("a hint wins: %+v", p)
 	}
-	_, err := r.Route("/* pgshard: shard=s9 */ SELECT 1")
+	_, err := r.Route(router.Query{SQL: "/* pgshard: shard=s9 */ SELECT 1"})
 	var ue *router.UnknownShardError
 	if !errors.As(err, &ue) || ue.Shard != "s9" {
 		t.Errorf("unknown shard: %v", err)

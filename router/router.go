@@ -18,16 +18,35 @@ type Plan struct {
 	Shard string // target shard for KindSingle
 }
 
-// Router decides the target of a statement. Implementations must be safe
-// for concurrent use and cheap: the session loop calls Route each time it
-// needs a backend.
-type Router interface {
-	// Route returns the plan for sql, the text of the first statement of a
-	// transaction (empty when the client starts with a message that carries
-	// no text, such as Sync). sql may alias a network buffer: Route must not
-	// keep it (or a substring) after it returns.
-	Route(sql string) (Plan, error)
+// Query is what a router may look at to place a statement. Every field
+// may alias a network buffer: a Router must not keep any of it after
+// Route returns.
+type Query struct {
+	// SQL is the statement text ("" for messages that carry none).
+	SQL string
+	// Parse is the body of the statement's Parse message (extended
+	// protocol), for the parameter types; nil for simple queries.
+	Parse []byte
+	// Bind is the body of the Bind message being routed, for parameter
+	// values; nil when routing a simple query, a Parse or a Describe.
+	Bind []byte
 }
+
+// Router decides the target of a statement. Implementations must be safe
+// for concurrent use and cheap: the session calls Route for every
+// statement.
+type Router interface {
+	Route(q Query) (Plan, error)
+}
+
+// RefusedError is a statement a router will not run, with the SQLSTATE and
+// texts for the client.
+type RefusedError struct {
+	Code, Message, Hint string
+}
+
+// Error implements error.
+func (e *RefusedError) Error() string { return e.Message }
 
 // SingleShard routes every statement to one shard.
 type SingleShard struct {
@@ -35,6 +54,6 @@ type SingleShard struct {
 }
 
 // Route implements Router.
-func (s SingleShard) Route(string) (Plan, error) {
+func (s SingleShard) Route(Query) (Plan, error) {
 	return Plan{Kind: KindSingle, Shard: s.Shard}, nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/integration/difftest"
+	"github.com/pgshard/pgshard/integration/testproxy"
 )
 
 func TestMain(m *testing.M) { os.Exit(integration.VerifyNoLeaks(m)) }
@@ -20,7 +21,7 @@ func TestMain(m *testing.M) { os.Exit(integration.VerifyNoLeaks(m)) }
 func TestSingleShardMatchesReference(t *testing.T) {
 	ref := integration.StartPostgres(t, integration.Name("reference"))
 	shard := integration.StartPostgres(t, integration.Name("shard"))
-	p := integration.StartProxy(t, integration.ProxyConfig(t, shard))
+	p := testproxy.Start(t, testproxy.Config(t, shard))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	refConn, err := pgx.Connect(ctx, ref.SuperDSN("postgres"))

@@ -1,4 +1,8 @@
-package integration
+// Package testproxy starts pgshard proxies inside a test process, against
+// servers started with package integration. It is separate from
+// integration so that packages the proxy depends on can use the harness in
+// their own tests without an import cycle.
+package testproxy
 
 import (
 	"context"
@@ -11,10 +15,10 @@ import (
 	"github.com/pgshard/pgshard/wire/auth"
 )
 
-// Client credentials of the user ProxyConfig configures.
+// Client credentials of the user Config configures.
 const (
-	ProxyUser     = "app"
-	ProxyPassword = "app-secret"
+	User     = "app"
+	Password = "app-secret"
 )
 
 // Proxy is a pgshard proxy running inside the test process.
@@ -24,18 +28,18 @@ type Proxy struct {
 	Config *proxy.Config
 }
 
-// ProxyConfig returns a proxy config for one shard on pg: client user
-// ProxyUser (SCRAM), the harness superuser towards the server, no TLS,
-// listening on a free port. Tests adjust it before StartProxy.
-func ProxyConfig(t testing.TB, pg *pgcluster.Server) *proxy.Config {
+// Config returns a proxy config for one shard on pg: client user
+// User (SCRAM), the harness superuser towards the server, no TLS,
+// listening on a free port. Tests adjust it before Start.
+func Config(t testing.TB, pg *pgcluster.Server) *proxy.Config {
 	t.Helper()
-	v, err := auth.NewSCRAMVerifier(ProxyPassword, nil, auth.DefaultIterations)
+	v, err := auth.NewSCRAMVerifier(Password, nil, auth.DefaultIterations)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return &proxy.Config{
 		Listen: "127.0.0.1:0",
-		Users:  []proxy.UserConfig{{Name: ProxyUser, Password: v.String()}},
+		Users:  []proxy.UserConfig{{Name: User, Password: v.String()}},
 		Shards: []proxy.ShardConfig{{Name: "s0", Host: pg.Host, Port: pg.Port}},
 		Backend: proxy.BackendConfig{
 			User: pgcluster.SuperuserName, Password: pgcluster.SuperuserPassword, SSLMode: "disable",
@@ -46,9 +50,9 @@ func ProxyConfig(t testing.TB, pg *pgcluster.Server) *proxy.Config {
 	}
 }
 
-// StartProxy completes cfg, starts a proxy in-process and shuts it down
+// Start completes cfg, starts a proxy in-process and shuts it down
 // (gracefully, 5 s) when the test ends.
-func StartProxy(t testing.TB, cfg *proxy.Config) *Proxy {
+func Start(t testing.TB, cfg *proxy.Config) *Proxy {
 	t.Helper()
 	if err := cfg.Complete(); err != nil {
 		t.Fatalf("proxy config: %v", err)
@@ -73,10 +77,10 @@ func StartProxy(t testing.TB, cfg *proxy.Config) *Proxy {
 	return &Proxy{Server: srv, Addr: srv.Addr().String(), Config: cfg}
 }
 
-// DSN returns a URL for connecting to the proxy as ProxyUser; extra is
+// DSN returns a URL for connecting to the proxy as User; extra is
 // appended as query parameters ("a=b&c=d").
 func (p *Proxy) DSN(extra string) string {
-	u := fmt.Sprintf("postgres://%s:%s@%s/postgres?sslmode=disable", ProxyUser, ProxyPassword, p.Addr)
+	u := fmt.Sprintf("postgres://%s:%s@%s/postgres?sslmode=disable", User, Password, p.Addr)
 	if extra != "" {
 		u += "&" + extra
 	}

@@ -1,0 +1,136 @@
+package router
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/pgshard/pgshard/router/plan"
+)
+
+// PlanRouter routes with the SQL-aware planner (package router/plan) over
+// a shard map. Statements that need several shards are refused with
+// 0A000 until scatter-gather runs in the session; a statement the planner
+// cannot parse goes to the default shard, whose server reports the error
+// exactly.
+type PlanRouter struct {
+	Planner *plan.Planner
+	Default string
+}
+
+// Route implements Router.
+func (r PlanRouter) Route(q Query) (Plan, error) {
+	if q.SQL == "" {
+		return Plan{Kind: KindAny, Shard: r.Default}, nil
+	}
+	var params [][]byte
+	var formats []int16
+	var oids []uint32
+	if q.Bind != nil {
+		var err error
+		if formats, params, err = bindParams(q.Bind); err != nil {
+			return Plan{}, &RefusedError{Code: "08P01", Message: err.Error()}
+		}
+		oids = parseParamOIDs(q.Parse)
+	}
+	p, err := r.Planner.Route(q.SQL, params, formats, oids)
+	if err != nil {
+		return Plan{Kind: KindSingle, Shard: r.Default}, nil
+	}
+	switch p.Kind {
+	case plan.Single:
+		return Plan{Kind: KindSingle, Shard: p.Shards[0]}, nil
+	case plan.Default:
+		if p.Stmt == plan.StmtTx || p.Stmt == plan.StmtSet || p.Stmt == plan.StmtShow {
+			return Plan{Kind: KindAny, Shard: p.Shards[0]}, nil
+		}
+		return Plan{Kind: KindSingle, Shard: p.Shards[0]}, nil
+	case plan.Refused:
+		return Plan{}, &RefusedError{Code: p.Err.Code, Message: p.Err.Message, Hint: p.Err.Hint}
+	default:
+		return Plan{}, &RefusedError{
+			Code:    "0A000",
+			Message: fmt.Sprintf("this statement needs several shards (%s); pgshard does not run multi-shard statements yet", p.Kind),
+			Hint:    "Add a condition on the sharding key, or route it with /* pgshard: shard=NAME */.",
+		}
+	}
+}
+
+var errBadBind = errors.New("invalid Bind message format")
+
+// bindParams reads the parameter format codes and values of a Bind body
+// (values alias the body).
+func bindParams(b []byte) ([]int16, [][]byte, error) {
+	for range 2 { // portal and statement names
+		i := indexNUL(b)
+		if i < 0 {
+			return nil, nil, errBadBind
+		}
+		b = b[i+1:]
+	}
+	if len(b) < 2 {
+		return nil, nil, errBadBind
+	}
+	nf := int(binary.BigEndian.Uint16(b))
+	b = b[2:]
+	if len(b) < 2*nf+2 {
+		return nil, nil, errBadBind
+	}
+	formats := make([]int16, nf)
+	for i := range formats {
+		formats[i] = int16(binary.BigEndian.Uint16(b[2*i:]))
+	}
+	b = b[2*nf:]
+	np := int(binary.BigEndian.Uint16(b))
+	b = b[2:]
+	params := make([][]byte, np)
+	for i := range params {
+		if len(b) < 4 {
+			return nil, nil, errBadBind
+		}
+		n := int(int32(binary.BigEndian.Uint32(b)))
+		b = b[4:]
+		if n < 0 {
+			continue // NULL
+		}
+		if len(b) < n {
+			return nil, nil, errBadBind
+		}
+		params[i] = b[:n]
+		b = b[n:]
+	}
+	return formats, params, nil
+}
+
+// parseParamOIDs reads the parameter type OIDs of a Parse body.
+func parseParamOIDs(b []byte) []uint32 {
+	for range 2 { // statement name and query text
+		i := indexNUL(b)
+		if i < 0 {
+			return nil
+		}
+		b = b[i+1:]
+	}
+	if len(b) < 2 {
+		return nil
+	}
+	n := int(binary.BigEndian.Uint16(b))
+	b = b[2:]
+	if len(b) < 4*n {
+		return nil
+	}
+	oids := make([]uint32, n)
+	for i := range oids {
+		oids[i] = binary.BigEndian.Uint32(b[4*i:])
+	}
+	return oids
+}
+
+func indexNUL(b []byte) int {
+	for i, c := range b {
+		if c == 0 {
+			return i
+		}
+	}
+	return -1
+}
