@@ -27,6 +27,10 @@ type entry struct {
 type syncEntry struct {
 	setting       *settingChange
 	deallocateAll bool
+	// status, when set, replaces the transaction status in this sync
+	// point's ReadyForQuery (a deferred transaction the server does not
+	// know about yet).
+	status byte
 }
 
 // respQueue is a FIFO of entries. It is owned by a session and guarded by
@@ -63,6 +67,16 @@ func (q *respQueue) popResponse() (entry, bool) {
 	q.head++
 	q.compact()
 	return e, true
+}
+
+// firstSync returns the first sync entry queued.
+func (q *respQueue) firstSync() (entry, bool) {
+	for i := q.head; i < len(q.items); i++ {
+		if q.items[i].kind == entrySync {
+			return q.items[i], true
+		}
+	}
+	return entry{}, false
 }
 
 // popSync pops entries up to and including the first sync entry and

@@ -32,6 +32,14 @@ func (s *session) Frame(be *pool.Conn, typ byte, frame []byte) bool {
 	switch typ {
 	case 'Z':
 		r.out = append(r.out, frame...)
+		if s.overrides.Load() > 0 {
+			s.mu.Lock()
+			if e, ok := s.queue.firstSync(); ok && e.sync.status != 0 {
+				r.out[len(r.out)-1] = e.sync.status
+				s.overrides.Add(-1)
+			}
+			s.mu.Unlock()
+		}
 		s.flushRelay()
 		var status byte = 'I'
 		if len(frame) > wire.HeaderLen {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -71,9 +72,13 @@ type session struct {
 	skipToSync bool // an error was reported mid-pipeline: drop until Sync
 	dropSync   bool // with skipToSync: the proxy already answered the Sync
 	curType    byte // type of the client message being handled
-	// pendingParses are Parse frames held back (with a parameter-aware
-	// router, while no backend is attached) until a Bind names the shard.
-	pendingParses [][]byte
+	// pending are Parse and Describe (statement) frames held back (with a
+	// parameter-aware router, while no backend is attached) until a Bind
+	// names the shard or another message needs a backend.
+	pending [][]byte
+	// noBegin makes attach leave a deferred BEGIN for later: the request
+	// needs a backend but not the transaction (describing a statement).
+	noBegin bool
 
 	mu      sync.Mutex
 	state   state
@@ -82,13 +87,20 @@ type session struct {
 	// pendingBegin is a BEGIN the proxy acknowledged itself and sends to
 	// the shard of the transaction's first statement ("" when none).
 	pendingBegin string
-	beginFailed  bool          // that transaction failed before reaching a shard
-	zWait        chan struct{} // closed at the next ReadyForQuery (serve waits)
-	queue        respQueue     // responses that need bookkeeping, in order
-	unsynced     bool          // messages sent since the last Sync/Query
-	txStatus     byte          // from the last ReadyForQuery
-	closing      bool          // serve is ending: the relay must leave be alone
-	dirty        bool          // be is in an unknown state (relay stopped mid-stream)
+	beginFailed  bool // that transaction failed before reaching a shard
+	// outsideTx marks an attachment made while a deferred BEGIN waits
+	// (to describe statements): its ReadyForQuery must show the client's
+	// transaction status, and statements must not run on it.
+	outsideTx bool
+	zWait     chan struct{} // closed at the next ReadyForQuery (serve waits)
+	queue     respQueue     // responses that need bookkeeping, in order
+	unsynced  bool          // messages sent since the last Sync/Query
+	txStatus  byte          // from the last ReadyForQuery
+	closing   bool          // serve is ending: the relay must leave be alone
+	dirty     bool          // be is in an unknown state (relay stopped mid-stream)
+	// overrides counts queued sync entries with a status override, so the
+	// relay takes the lock to look only when there is one.
+	overrides atomic.Int32
 	// tentative holds parameter changes made inside the open transaction;
 	// they count only if it commits.
 	tentative []*settingChange
@@ -162,8 +174,8 @@ var errAnswered = errors.New("request answered by the proxy")
 // handle processes one client frame.
 func (s *session) handle(ctx context.Context, typ byte, frame []byte) error {
 	s.curType = typ
-	if len(s.pendingParses) > 0 && typ != 'P' {
-		if err := s.sendPendingParses(ctx, typ, frame); err != nil {
+	if len(s.pending) > 0 && typ != 'P' && !(typ == 'D' && len(frame) > wire.HeaderLen && frame[wire.HeaderLen] == 'S') {
+		if err := s.sendPending(ctx, typ, frame); err != nil {
 			return err
 		}
 	}
@@ -250,9 +262,23 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 		}
 		return nil, we
 	}
+	statement := q.SQL != "" || q.Bind != nil
 	for {
 		s.mu.Lock()
 		be := s.be
+		if be != nil && s.outsideTx && statement && !s.unsynced {
+			// Describing is done on a backend outside the client's
+			// transaction: wait until it goes back, then start the
+			// transaction for real.
+			if s.queue.syncs > 0 {
+				wait := s.waitChan()
+				s.mu.Unlock()
+				if err := s.waitZ(ctx, wait); err != nil {
+					return nil, err
+				}
+				continue
+			}
+		}
 		if be != nil && (s.beShard == plan.Shard || plan.Kind == router.KindAny) {
 			s.unsynced = true
 			s.mu.Unlock()
@@ -268,20 +294,10 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 			return nil, s.raiseViaServer(be, s.crossShardError(from, plan.Shard))
 		}
 		// Earlier statements still run on the other shard: wait for them.
-		if s.zWait == nil {
-			s.zWait = make(chan struct{})
-		}
-		wait := s.zWait
+		wait := s.waitChan()
 		s.mu.Unlock()
-		// What is buffered for the other shard must go out before its
-		// answers can come back.
-		if err := s.flushBackend(); err != nil {
+		if err := s.waitZ(ctx, wait); err != nil {
 			return nil, err
-		}
-		select {
-		case <-wait:
-		case <-ctx.Done():
-			return nil, fmt.Errorf("wait for the previous statement: %w", ctx.Err())
 		}
 	}
 	s.mu.Lock()
@@ -326,6 +342,10 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 			s.setState(stateActive)
 		}
 		begin := s.pendingBegin
+		s.outsideTx = begin != "" && s.noBegin
+		if s.outsideTx {
+			begin = ""
+		}
 		s.mu.Unlock()
 		s.relay = relayState{out: s.relay.out[:0]}
 		if begin != "" {
@@ -352,6 +372,29 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 			s.bout = appendQuery(s.bout, begin)
 		}
 		return be, nil
+	}
+}
+
+// waitChan returns a channel closed at the next ReadyForQuery. Callers
+// hold s.mu.
+func (s *session) waitChan() chan struct{} {
+	if s.zWait == nil {
+		s.zWait = make(chan struct{})
+	}
+	return s.zWait
+}
+
+// waitZ flushes what is buffered for the backend (its answers cannot come
+// back otherwise) and waits for the next ReadyForQuery.
+func (s *session) waitZ(ctx context.Context, wait chan struct{}) error {
+	if err := s.flushBackend(); err != nil {
+		return err
+	}
+	select {
+	case <-wait:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait for the previous statement: %w", ctx.Err())
 	}
 }
 
@@ -534,7 +577,17 @@ func (s *session) handleSync(ctx context.Context, frame []byte) error {
 		s.out = wire.AppendReadyForQuery(s.out, s.idleStatus())
 		return s.flushClient()
 	}
-	s.pushSync(be, syncEntry{})
+	s.mu.Lock()
+	var override byte
+	if s.outsideTx {
+		override = 'T'
+		if s.beginFailed {
+			override = 'E'
+		}
+		s.overrides.Add(1)
+	}
+	s.mu.Unlock()
+	s.pushSync(be, syncEntry{status: override})
 	return s.forwardRaw(frame)
 }
 

@@ -80,7 +80,7 @@ func (s *session) handleParse(ctx context.Context, frame []byte) error {
 	be := s.claim()
 	if be == nil && s.srv.runtime().deferParse {
 		// The shard is known only at Bind (parameters): hold the Parse.
-		s.pendingParses = append(s.pendingParses, bytes.Clone(frame))
+		s.pending = append(s.pending, bytes.Clone(frame))
 		return nil
 	}
 	if be == nil {
@@ -186,11 +186,13 @@ func (s *session) stmtParse(name string) []byte {
 	return f[wire.HeaderLen:]
 }
 
-// sendPendingParses sends held-back Parse messages once the client's next
-// message decides the backend (a Bind routes by its parameters).
-func (s *session) sendPendingParses(ctx context.Context, typ byte, frame []byte) error {
-	pending := s.pendingParses
-	s.pendingParses = nil
+// sendPending sends held-back Parse and Describe messages once the
+// client's next message decides the backend: a Bind routes by its
+// parameters; anything else (a Sync after Parse/Describe, say) only needs
+// some backend, outside any deferred transaction.
+func (s *session) sendPending(ctx context.Context, typ byte, frame []byte) error {
+	pending := s.pending
+	s.pending = nil
 	if s.claim() == nil {
 		q := router.Query{}
 		if typ == 'B' {
@@ -202,12 +204,21 @@ func (s *session) sendPendingParses(ctx context.Context, typ byte, frame []byte)
 				q = router.Query{SQL: pendingSQL(pending, name, s.stmtSQL(name)), Bind: body}
 			}
 		}
-		if _, err := s.attach(ctx, q); err != nil {
+		s.noBegin = q.Bind == nil
+		_, err := s.attach(ctx, q)
+		s.noBegin = false
+		if err != nil {
 			return err
 		}
 	}
 	for _, f := range pending {
-		if err := s.handleParse(ctx, f); err != nil {
+		var err error
+		if f[0] == 'P' {
+			err = s.handleParse(ctx, f)
+		} else {
+			err = s.handleDescribe(ctx, f)
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -219,6 +230,9 @@ func (s *session) sendPendingParses(ctx context.Context, typ byte, frame []byte)
 func pendingSQL(pending [][]byte, name, fallback string) string {
 	sql := fallback
 	for _, f := range pending {
+		if f[0] != 'P' {
+			continue
+		}
 		body := f[wire.HeaderLen:]
 		n := cstring(body)
 		if n == name && len(n) < len(body) {
@@ -269,13 +283,14 @@ func (s *session) handleDescribe(ctx context.Context, frame []byte) error {
 	}
 	name := cstring(body[1:])
 	be := s.claim()
+	if be == nil && s.srv.runtime().deferParse {
+		// Held with the Parse: a Bind may follow and name the shard.
+		s.pending = append(s.pending, bytes.Clone(frame))
+		return nil
+	}
 	if be == nil {
-		q := router.Query{SQL: s.stmtSQL(name)}
-		if s.srv.runtime().deferParse {
-			q = router.Query{} // any shard can describe it; the default one does
-		}
 		var err error
-		if be, err = s.attach(ctx, q); err != nil {
+		if be, err = s.attach(ctx, router.Query{SQL: s.stmtSQL(name)}); err != nil {
 			return err
 		}
 	}
