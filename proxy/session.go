@@ -254,6 +254,23 @@ func (s *session) claim() *pool.Conn {
 // order and aborts the transaction as any error would).
 func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error) {
 	plan, err := s.srv.router().Route(q)
+	if err == nil && plan.Kind == router.KindScatter {
+		s.mu.Lock()
+		free := s.be == nil && s.pendingBegin == ""
+		s.mu.Unlock()
+		switch {
+		case free && s.curType == 'Q':
+			return nil, &scatterNeeded{plan: plan}
+		case free:
+			err = &router.RefusedError{Code: wire.SQLStateFeatureNotSupported,
+				Message: "statements over several shards run only through the simple query protocol so far",
+				Hint:    "Add a condition on the sharding key, or send the query with the simple protocol."}
+		default:
+			err = &router.RefusedError{Code: wire.SQLStateFeatureNotSupported,
+				Message: "cross-shard statement refused: a statement over several shards cannot run inside a transaction or pipeline",
+				Hint:    "Run it outside the transaction, or add a condition on the sharding key."}
+		}
+	}
 	if err != nil {
 		we := routeError(err)
 		if be := s.attached(); be != nil {
@@ -396,6 +413,44 @@ func (s *session) waitZ(ctx context.Context, wait chan struct{}) error {
 	case <-ctx.Done():
 		return fmt.Errorf("wait for the previous statement: %w", ctx.Err())
 	}
+}
+
+// scatterNeeded tells handleQuery to run a statement on several shards.
+type scatterNeeded struct{ plan router.Plan }
+
+func (e *scatterNeeded) Error() string { return "statement needs several shards" }
+
+// runScatter runs a read on several shards and answers the client with
+// the merged result. No backend is attached, so serve owns client output.
+func (s *session) runScatter(ctx context.Context, plan router.Plan, sql string) error {
+	if plan.SQL != "" {
+		sql = plan.SQL
+	}
+	start := time.Now()
+	if err := s.flushClient(); err != nil { // earlier answers first
+		return err
+	}
+	out, err := s.srv.scatter(ctx, scatterRequest{
+		Shards:  plan.Shards,
+		User:    s.user,
+		DB:      s.db,
+		SQL:     strings.Clone(sql),
+		Spec:    plan.Merge,
+		Prepare: s.prepareBackend,
+		Flush:   func(b []byte) error { _, err := s.conn.Write(b); return err },
+		Dst:     s.out[:0],
+	})
+	s.out = out
+	if err != nil {
+		var we *wire.Error
+		if !errors.As(err, &we) {
+			return err
+		}
+		return we // reportError appends it and ReadyForQuery
+	}
+	s.out = wire.AppendReadyForQuery(s.out, 'I')
+	s.srv.metrics.query(time.Since(start))
+	return s.flushClient()
 }
 
 // routeError turns a router error into the client's error.
@@ -600,6 +655,10 @@ func (s *session) handleQuery(ctx context.Context, frame []byte) error {
 		return err
 	}
 	be, err := s.attach(ctx, router.Query{SQL: sql})
+	var sn *scatterNeeded
+	if errors.As(err, &sn) {
+		return s.runScatter(ctx, sn.plan, sql)
+	}
 	if err != nil {
 		return err
 	}

@@ -9,8 +9,9 @@ import (
 )
 
 // PlanRouter routes with the SQL-aware planner (package router/plan) over
-// a shard map. Statements that need several shards are refused with
-// 0A000 until scatter-gather runs in the session; a statement the planner
+// a shard map. Read-only SELECTs over several shards become scatter plans;
+// other statements that need several shards (writes, COPY, multi-row
+// INSERT splits) are refused with 0A000 for now. A statement the planner
 // cannot parse goes to the default shard, whose server reports the error
 // exactly.
 type PlanRouter struct {
@@ -47,6 +48,11 @@ func (r PlanRouter) Route(q Query) (Plan, error) {
 		return Plan{Kind: KindSingle, Shard: p.Shards[0]}, nil
 	case plan.Refused:
 		return Plan{}, &RefusedError{Code: p.Err.Code, Message: p.Err.Message, Hint: p.Err.Hint}
+	case plan.All, plan.Multi:
+		if p.Stmt == plan.StmtSelect && p.ReadOnly && p.PerShardSQL == nil {
+			return Plan{Kind: KindScatter, Shards: p.Shards, SQL: p.ShardSQL, Merge: p.Merge}, nil
+		}
+		fallthrough
 	default:
 		return Plan{}, &RefusedError{
 			Code:    "0A000",

@@ -1,5 +1,7 @@
 package router
 
+import "github.com/pgshard/pgshard/router/merge"
+
 // Kind says how many shards a plan targets.
 type Kind uint8
 
@@ -10,12 +12,20 @@ const (
 	// KindAny has no target of its own (transaction control, SET, SHOW):
 	// it runs where the session already is, else on Plan.Shard.
 	KindAny
+	// KindScatter is a read on several shards whose results are merged:
+	// Plan.Shards, Plan.SQL (the statement for the shards) and Plan.Merge.
+	KindScatter
 )
 
 // Plan is a routing decision for one statement.
 type Plan struct {
 	Kind  Kind
-	Shard string // target shard for KindSingle
+	Shard string // target shard for KindSingle and KindAny
+
+	// KindScatter only.
+	Shards []string
+	SQL    string      // "" means the client's text
+	Merge  *merge.Spec // nil means concatenate
 }
 
 // Query is what a router may look at to place a statement. Every field
