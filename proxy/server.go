@@ -255,7 +255,7 @@ func (s *Server) kickIdle() {
 	defer s.mu.Unlock()
 	for ss := range s.sessions {
 		ss.mu.Lock()
-		idle := ss.be == nil || (ss.queue.syncs == 0 && !ss.unsynced && ss.txStatus == 'I')
+		idle := (ss.be == nil && ss.pendingBegin == "") || (ss.be != nil && ss.queue.syncs == 0 && !ss.unsynced && ss.txStatus == 'I')
 		ss.mu.Unlock()
 		if idle {
 			_ = ss.conn.SetReadDeadline(time.Now())

@@ -52,13 +52,17 @@ func (r PlanRouter) Route(q Query) (Plan, error) {
 		if p.Stmt == plan.StmtSelect && p.ReadOnly && p.PerShardSQL == nil {
 			return Plan{Kind: KindScatter, Shards: p.Shards, SQL: p.ShardSQL, Merge: p.Merge}, nil
 		}
-		fallthrough
-	default:
+	case plan.SetHint, plan.ShowRoute:
 		return Plan{}, &RefusedError{
 			Code:    "0A000",
-			Message: fmt.Sprintf("this statement needs several shards (%s); pgshard does not run multi-shard statements yet", p.Kind),
-			Hint:    "Add a condition on the sharding key, or route it with /* pgshard: shard=NAME */.",
+			Message: "SET/SHOW of pgshard.* routing hints are not supported by the session yet",
+			Hint:    "Route a statement with a leading /* pgshard: shard=NAME */ comment instead.",
 		}
+	}
+	return Plan{}, &RefusedError{
+		Code:    "0A000",
+		Message: fmt.Sprintf("this statement needs several shards (%s); pgshard runs only reads over several shards so far", p.Kind),
+		Hint:    "Add a condition on the sharding key, or route it with /* pgshard: shard=NAME */.",
 	}
 }
 

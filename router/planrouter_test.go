@@ -1,0 +1,81 @@
+package router_test
+
+import (
+	"encoding/binary"
+	"errors"
+	"testing"
+
+	"github.com/pgshard/pgshard/router"
+	"github.com/pgshard/pgshard/router/plan"
+	"github.com/pgshard/pgshard/shardmap"
+)
+
+const testMap = `epoch: 1
+shards:
+  - {name: s0, primary: "127.0.0.1:5432"}
+  - {name: s1, primary: "127.0.0.1:5433"}
+distributions:
+  - name: kv
+    key_type: bigint
+    strategy: range
+    default_shard: s0
+    intervals:
+      - {lo: -inf, hi: 100, shard: s0}
+      - {lo: 100, hi: +inf, shard: s1}
+tables:
+  - {name: public.kv, distribution: kv, key: k}
+`
+
+// bindBody builds a Bind body with text parameters.
+func bindBody(params ...string) []byte {
+	b := []byte("\x00\x00") // portal "", statement ""
+	b = binary.BigEndian.AppendUint16(b, 0)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(params)))
+	for _, p := range params {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(p)))
+		b = append(b, p...)
+	}
+	return binary.BigEndian.AppendUint16(b, 0)
+}
+
+func TestPlanRouter(t *testing.T) {
+	m, err := shardmap.ParseYAML([]byte(testMap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := router.PlanRouter{Planner: plan.New(m, plan.Options{DefaultShard: "s0"}), Default: "s0"}
+	cases := []struct {
+		name  string
+		q     router.Query
+		kind  router.Kind
+		shard string
+		code  string
+	}{
+		{"literal key", router.Query{SQL: "SELECT * FROM kv WHERE k = 150"}, router.KindSingle, "s1", ""},
+		{"parameter key", router.Query{SQL: "SELECT * FROM kv WHERE k = $1", Bind: bindBody("7")}, router.KindSingle, "s0", ""},
+		{"no table", router.Query{SQL: "SELECT 1"}, router.KindSingle, "s0", ""},
+		{"transaction control", router.Query{SQL: "COMMIT"}, router.KindAny, "s0", ""},
+		{"empty", router.Query{}, router.KindAny, "s0", ""},
+		{"syntax error goes to the server", router.Query{SQL: "SELEC 1"}, router.KindSingle, "s0", ""},
+		{"scatter read", router.Query{SQL: "SELECT count(*) FROM kv"}, router.KindScatter, "", ""},
+		{"broadcast write", router.Query{SQL: "UPDATE kv SET v = 1"}, 0, "", "0A000"},
+		{"hint statement", router.Query{SQL: "SET pgshard.shard = 's1'"}, 0, "", "0A000"},
+		{"bad Bind", router.Query{SQL: "SELECT * FROM kv WHERE k = $1", Bind: []byte{1}}, 0, "", "08P01"},
+	}
+	for _, tc := range cases {
+		p, err := r.Route(tc.q)
+		var re *router.RefusedError
+		switch {
+		case tc.code != "":
+			if !errors.As(err, &re) || re.Code != tc.code {
+				t.Errorf("%s: want refusal %s, got %+v %v", tc.name, tc.code, p, err)
+			}
+		case err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case p.Kind != tc.kind || (tc.shard != "" && p.Shard != tc.shard):
+			t.Errorf("%s: got %+v", tc.name, p)
+		case tc.kind == router.KindScatter && (len(p.Shards) != 2 || p.Merge == nil):
+			t.Errorf("%s: scatter plan %+v", tc.name, p)
+		}
+	}
+}
