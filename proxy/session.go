@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -386,7 +385,7 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 			s.pendingBegin = ""
 			s.queue.push(entry{kind: entrySync, swallow: true})
 			s.mu.Unlock()
-			s.bout = appendQuery(s.bout, begin)
+			s.bout = wire.AppendString(s.bout, 'Q', begin)
 		}
 		return be, nil
 	}
@@ -506,7 +505,7 @@ func (s *session) raiseViaServer(be *pool.Conn, e *wire.Error) error {
 	}
 	sql += "; END $pgshard$"
 	be.UnnamedGen++
-	s.bout = appendQuery(s.bout, sql)
+	s.bout = wire.AppendString(s.bout, 'Q', sql)
 	if s.curType != 'Q' {
 		// Extended protocol: the server's ReadyForQuery answers the
 		// client's coming Sync; drop the rest of its batch.
@@ -514,16 +513,6 @@ func (s *session) raiseViaServer(be *pool.Conn, e *wire.Error) error {
 		s.dropSync = true
 	}
 	return errAnswered
-}
-
-// appendQuery appends a simple-protocol Query frame.
-func appendQuery(dst []byte, sql string) []byte {
-	start := len(dst)
-	dst = append(dst, 'Q', 0, 0, 0, 0)
-	dst = append(dst, sql...)
-	dst = append(dst, 0)
-	binary.BigEndian.PutUint32(dst[start+1:], uint32(len(dst)-start-1))
-	return dst
 }
 
 // prepareBackend brings a freshly lent backend's session parameters in
@@ -696,15 +685,15 @@ func (s *session) deferredTransaction(info router.Info, sql string) (bool, error
 		}
 		s.pendingBegin = strings.Clone(sql)
 		s.beginFailed = false
-		s.out = appendCommandComplete(s.out, "BEGIN")
+		s.out = wire.AppendString(s.out, 'C', "BEGIN")
 		s.out = wire.AppendReadyForQuery(s.out, 'T')
 		return true, nil
 	case s.pendingBegin == "" || containsFoldASCII(sql, "chain"):
 		return false, nil
 	case info.Has(router.ClassCommit) && !s.beginFailed:
-		s.out = appendCommandComplete(s.out, "COMMIT")
+		s.out = wire.AppendString(s.out, 'C', "COMMIT")
 	default:
-		s.out = appendCommandComplete(s.out, "ROLLBACK")
+		s.out = wire.AppendString(s.out, 'C', "ROLLBACK")
 	}
 	s.pendingBegin = ""
 	s.beginFailed = false
@@ -714,16 +703,6 @@ func (s *session) deferredTransaction(info router.Info, sql string) (bool, error
 
 func containsFoldASCII(s, sub string) bool {
 	return strings.Contains(strings.ToLower(s), sub)
-}
-
-// appendCommandComplete appends a CommandComplete frame.
-func appendCommandComplete(dst []byte, tag string) []byte {
-	start := len(dst)
-	dst = append(dst, 'C', 0, 0, 0, 0)
-	dst = append(dst, tag...)
-	dst = append(dst, 0)
-	binary.BigEndian.PutUint32(dst[start+1:], uint32(len(dst)-start-1))
-	return dst
 }
 
 // sessionEffect turns a statement's classification into what the relay

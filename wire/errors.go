@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -109,4 +110,15 @@ func ErrorField(frame []byte, f byte) string {
 		b = b[end+1:]
 	}
 	return ""
+}
+
+// AppendString appends a frame of type typ whose body is one
+// NUL-terminated string: Query ('Q') or CommandComplete ('C').
+func AppendString(dst []byte, typ byte, s string) []byte {
+	start := len(dst)
+	dst = append(dst, typ, 0, 0, 0, 0)
+	dst = append(dst, s...)
+	dst = append(dst, 0)
+	binary.BigEndian.PutUint32(dst[start+1:], uint32(len(dst)-start-1))
+	return dst
 }

@@ -2,7 +2,6 @@ package pool
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -152,11 +151,7 @@ func (c *Conn) Exec(ctx context.Context, sql string) error {
 		return err
 	}
 	defer c.SetHandler(nil)
-	msg := make([]byte, 5, 6+len(sql))
-	msg[0] = 'Q'
-	msg = append(msg, sql...)
-	msg = append(msg, 0)
-	binary.BigEndian.PutUint32(msg[1:], uint32(len(msg)-1))
+	msg := wire.AppendString(nil, 'Q', sql)
 	if dl, ok := ctx.Deadline(); ok {
 		_ = c.NetConn.SetWriteDeadline(dl)
 		defer c.NetConn.SetWriteDeadline(time.Time{})
