@@ -42,6 +42,10 @@ type Config struct {
 	// ShardMapFile is a shard map (shardmap YAML): with it, statements are
 	// routed by their sharding keys, and shards default to the map's.
 	ShardMapFile string `yaml:"shard_map_file"`
+	// BroadcastWrites says what happens to UPDATE/DELETE without a key
+	// condition on a sharded table: "refuse" (default, 0A000) or "allow"
+	// (they run on every shard, each committing on its own).
+	BroadcastWrites string `yaml:"broadcast_writes"`
 	// shardMap is ShardMapFile, loaded by Complete.
 	shardMap *shardmap.Map
 	Backend  BackendConfig `yaml:"backend"`
@@ -215,6 +219,9 @@ func (c *Config) Complete() error {
 			c.Shards[i].Host = "127.0.0.1"
 		}
 	}
+	if c.BroadcastWrites == "" {
+		c.BroadcastWrites = "refuse"
+	}
 	if c.ShardMapFile != "" {
 		if err := c.loadShardMap(); err != nil {
 			return err
@@ -287,6 +294,9 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("shards[%d].name: duplicate shard %q", i, sh.Name))
 		}
 		names[sh.Name] = true
+	}
+	if c.BroadcastWrites != "refuse" && c.BroadcastWrites != "allow" {
+		errs = append(errs, fmt.Errorf("broadcast_writes: %q is not refuse or allow", c.BroadcastWrites))
 	}
 	if c.DefaultShard != "" && !names[c.DefaultShard] {
 		errs = append(errs, fmt.Errorf("default_shard: %q is not one of the shards", c.DefaultShard))

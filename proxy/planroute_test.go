@@ -40,6 +40,11 @@ tables:
 	cfg.Shards = nil
 	cfg.ShardMapFile = mapFile
 	p := startProxy(t, cfg)
+	cfg2 := baseConfig(t, c.Shards[0])
+	cfg2.Shards = nil
+	cfg2.ShardMapFile = mapFile
+	cfg2.BroadcastWrites = "allow"
+	pAllow := startProxy(t, cfg2)
 	ctx := ctxT(t)
 	var direct [2]*pgx.Conn
 	for i, srv := range c.Shards {
@@ -126,5 +131,18 @@ tables:
 	}
 	if err := direct[1].QueryRow(ctx, `SELECT v FROM kv WHERE k = 10`).Scan(&v); err == nil {
 		t.Fatal("key 10 must not be on s1")
+	}
+	// With broadcast_writes: allow, an UPDATE without the key runs on
+	// every shard and reports the total count.
+	bc := connect(t, pAllow.dsn("default_query_exec_mode=simple_protocol"))
+	tag, err := bc.Exec(ctx, `UPDATE kv SET v = 'all'`)
+	if err != nil || tag.RowsAffected() != 25 {
+		t.Fatalf("broadcast update: %v %v", tag, err)
+	}
+	for i, d := range direct {
+		var n int
+		if err := d.QueryRow(ctx, `SELECT count(*) FROM kv WHERE v <> 'all'`).Scan(&n); err != nil || n != 0 {
+			t.Fatalf("s%d: %d rows not updated (%v)", i, n, err)
+		}
 	}
 }

@@ -98,8 +98,9 @@ func newRuntime(cfg *Config) (*runtime, error) {
 	switch {
 	case cfg.shardMap != nil:
 		rt.router = router.PlanRouter{
-			Planner: plan.New(cfg.shardMap, plan.Options{DefaultShard: cfg.DefaultShard}),
-			Default: cfg.DefaultShard,
+			Planner:        plan.New(cfg.shardMap, plan.Options{DefaultShard: cfg.DefaultShard}),
+			Default:        cfg.DefaultShard,
+			AllowBroadcast: cfg.BroadcastWrites == "allow",
 		}
 		rt.deferParse = true
 	case len(cfg.Shards) == 1:

@@ -17,6 +17,10 @@ import (
 type PlanRouter struct {
 	Planner *plan.Planner
 	Default string
+	// AllowBroadcast lets UPDATE and DELETE without a key condition run on
+	// every shard (each shard commits on its own: not atomic across
+	// shards); otherwise they are refused.
+	AllowBroadcast bool
 }
 
 // Route implements Router.
@@ -52,6 +56,16 @@ func (r PlanRouter) Route(q Query) (Plan, error) {
 		if p.Stmt == plan.StmtSelect && p.ReadOnly && p.PerShardSQL == nil {
 			return Plan{Kind: KindScatter, Shards: p.Shards, SQL: p.ShardSQL, Merge: p.Merge}, nil
 		}
+		if p.Broadcast && (p.Stmt == plan.StmtUpdate || p.Stmt == plan.StmtDelete) {
+			if !r.AllowBroadcast {
+				return Plan{}, &RefusedError{
+					Code:    "0A000",
+					Message: fmt.Sprintf("%s without a condition on the sharding key would run on every shard, which broadcast_writes forbids", stmtName(p.Stmt)),
+					Hint:    "Add a condition on the sharding key, or set broadcast_writes: allow (each shard then commits on its own).",
+				}
+			}
+			return Plan{Kind: KindScatter, Shards: p.Shards, SQL: p.ShardSQL}, nil
+		}
 	case plan.SetHint, plan.ShowRoute:
 		return Plan{}, &RefusedError{
 			Code:    "0A000",
@@ -64,6 +78,13 @@ func (r PlanRouter) Route(q Query) (Plan, error) {
 		Message: fmt.Sprintf("this statement needs several shards (%s); pgshard runs only reads over several shards so far", p.Kind),
 		Hint:    "Add a condition on the sharding key, or route it with /* pgshard: shard=NAME */.",
 	}
+}
+
+func stmtName(s plan.Stmt) string {
+	if s == plan.StmtUpdate {
+		return "UPDATE"
+	}
+	return "DELETE"
 }
 
 var errBadBind = errors.New("invalid Bind message format")
