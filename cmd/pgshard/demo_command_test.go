@@ -80,15 +80,15 @@ func TestDemoServesSampleDataAndCleansUp(t *testing.T) {
 	}
 
 	addr := info.addr
-	if len(info.dataDirs) != 2 {
-		t.Errorf("demo runs %d servers, want a primary and a replica", len(info.dataDirs))
+	if len(info.dataDirs) != 4 {
+		t.Errorf("demo runs %d servers, want two shards of a primary and a replica", len(info.dataDirs))
 	}
 	banner := stdout.String()
 	for _, want := range []string{
 		`psql "` + demo.ConnString(addr) + `"`,
 		"primary  127.0.0.1:",
 		"replica  127.0.0.1:",
-		"SELECT count(*) FROM users;",
+		"SELECT count(*), avg(amount) FROM orders;",
 		"Press Ctrl-C to stop.",
 	} {
 		if !strings.Contains(banner, want) {
@@ -100,7 +100,8 @@ func TestDemoServesSampleDataAndCleansUp(t *testing.T) {
 	}
 
 	qctx, qcancel := context.WithTimeout(ctx, 10*time.Second)
-	conn, err := pgx.Connect(qctx, demo.ConnString(addr)+"?sslmode=disable")
+	// psql's protocol: reads over both shards are merged in it.
+	conn, err := pgx.Connect(qctx, demo.ConnString(addr)+"?sslmode=disable&default_query_exec_mode=simple_protocol")
 	if err != nil {
 		qcancel()
 		t.Fatalf("connect to the proxy as %s: %v", demo.User, err)

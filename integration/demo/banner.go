@@ -38,17 +38,21 @@ func WriteBanner(w io.Writer, b Banner) error {
 		fmt.Fprintf(tw, "  \tmetrics\t%s/metrics  (also /healthz, /readyz)\n", base)
 	}
 	_ = tw.Flush()
-	fmt.Fprintf(&sb, "\nTable %s has %d sample rows. Connect through the proxy:\n\n", SampleTable, SampleRows)
+	fmt.Fprintf(&sb, "\nusers (%d rows) is range-sharded by id: ids below %d live on the first shard, the rest on\n", SampleRows, SplitID)
+	sb.WriteString("the second; orders (two per user) live with their user. Connect through the proxy:\n\n")
 	fmt.Fprintf(&sb, "  psql %q\n\n", ConnString(proxyAddr))
 	sb.WriteString("and try:\n\n")
-	sb.WriteString("  SELECT count(*) FROM users;\n")
-	sb.WriteString("  SELECT id, name, email FROM users WHERE id = 42;\n")
-	sb.WriteString("  SELECT date_trunc('month', created_at) AS month, count(*) FROM users GROUP BY 1 ORDER BY 1;\n")
+	fmt.Fprintf(&sb, "  SELECT id, name, email FROM users WHERE id = 42;          -- one shard\n")
+	fmt.Fprintf(&sb, "  SELECT id, name FROM users WHERE id = %d;                -- the other shard\n", SampleRows-58)
+	sb.WriteString("  SELECT u.name, sum(o.amount) FROM users u JOIN orders o ON o.user_id = u.id\n")
+	sb.WriteString("    WHERE u.id = 7 GROUP BY u.name;                          -- a join on the key stays on one shard\n")
+	sb.WriteString("  SELECT count(*), avg(amount) FROM orders;                 -- both shards, merged\n")
+	sb.WriteString("  SELECT id, name FROM users ORDER BY created_at DESC LIMIT 5; -- merged in order\n")
 	sb.WriteString("  INSERT INTO users (id, name, email) VALUES (1001, 'You', 'you@example.com');\n")
-	if len(b.Cluster.Shards) > 0 {
-		p := b.Cluster.Shards[0]
-		fmt.Fprintf(&sb, "\nThe servers themselves take superuser %s/%s, e.g.\n\n  psql %q\n",
-			pgcluster.SuperuserName, pgcluster.SuperuserPassword, p.SuperDSN(Database))
+	sb.WriteString("  SELECT name, count(*) OVER () FROM users;                -- refused (0A000): not exact across shards\n")
+	fmt.Fprintf(&sb, "\nEach shard's own rows, straight from its primary (superuser %s/%s):\n\n", pgcluster.SuperuserName, pgcluster.SuperuserPassword)
+	for _, s := range b.Cluster.Shards {
+		fmt.Fprintf(&sb, "  psql %q -c 'SELECT min(id), max(id), count(*) FROM users'\n", s.SuperDSN(Database))
 	}
 	sb.WriteString("\nPress Ctrl-C to stop.\n")
 	_, err := io.WriteString(w, sb.String())

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/pgshard/pgshard/integration/pgcluster"
@@ -28,7 +31,7 @@ const (
 
 	// Shards and Replicas describe the cluster: shards, each with this
 	// many streaming replicas.
-	Shards   = 1
+	Shards   = 2
 	Replicas = 1
 
 	// poolSize is the backend pool size per (shard, user, database).
@@ -64,6 +67,11 @@ func StopPostgres(ctx context.Context, c *pgcluster.Cluster) error {
 	if c != nil {
 		errs = append(errs, c.Stop(ctx))
 	}
+	if path, err := shardMapPath(); err == nil {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
 	errs = append(errs, pgcluster.RemoveRootDir())
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("stop PostgreSQL: %w", err)
@@ -92,9 +100,11 @@ func ProxyConfig(c *pgcluster.Cluster, listen, adminListen string) (*proxy.Confi
 		Pool:            proxy.PoolConfig{Size: poolSize},
 		ShutdownTimeout: proxy.Duration(5 * time.Second),
 	}
-	for _, s := range c.Shards {
-		cfg.Shards = append(cfg.Shards, proxy.ShardConfig{Name: s.Name, Host: s.Host, Port: s.Port})
+	mapFile, err := writeShardMap(c)
+	if err != nil {
+		return nil, err
 	}
+	cfg.ShardMapFile = mapFile
 	if err := cfg.Complete(); err != nil {
 		return nil, fmt.Errorf("demo proxy config: %w", err)
 	}
@@ -102,6 +112,54 @@ func ProxyConfig(c *pgcluster.Cluster, listen, adminListen string) (*proxy.Confi
 	// when it is set; the demo's servers only know theirs.
 	cfg.Backend.Password = pgcluster.SuperuserPassword
 	return cfg, nil
+}
+
+// SplitID is the first users.id of the second shard: users (and their
+// orders) with smaller ids live on the first shard.
+const SplitID = SampleRows/2 + 1
+
+// writeShardMap writes the demo's shard map into the harness directory:
+// users range-sharded by id over the two shards, orders colocated by
+// user_id.
+func writeShardMap(c *pgcluster.Cluster) (string, error) {
+	if len(c.Shards) != 2 {
+		return "", fmt.Errorf("demo shard map: want 2 shards, have %d", len(c.Shards))
+	}
+	var b strings.Builder
+	b.WriteString("epoch: 1\nshards:\n")
+	for _, s := range c.Shards {
+		fmt.Fprintf(&b, "  - {name: %s, primary: %q}\n", s.Name, s.Addr())
+	}
+	fmt.Fprintf(&b, `distributions:
+  - name: users
+    key_type: bigint
+    strategy: range
+    default_shard: %[1]s
+    intervals:
+      - {lo: -inf, hi: %[3]d, shard: %[1]s}
+      - {lo: %[3]d, hi: +inf, shard: %[2]s}
+tables:
+  - {name: public.users, distribution: users, key: id}
+  - {name: public.orders, distribution: users, key: user_id}
+`, c.Shards[0].Name, c.Shards[1].Name, SplitID)
+	path, err := shardMapPath()
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		return "", fmt.Errorf("demo shard map: %w", err)
+	}
+	return path, nil
+}
+
+// shardMapPath is where the demo keeps its shard map: in this process's
+// harness directory, removed by StopPostgres.
+func shardMapPath() (string, error) {
+	root, err := pgcluster.RootDir()
+	if err != nil {
+		return "", fmt.Errorf("demo shard map: %w", err)
+	}
+	return filepath.Join(root, "shardmap.yaml"), nil
 }
 
 // ConnString returns the URL for connecting to the proxy at addr as the
