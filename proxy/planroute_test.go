@@ -132,6 +132,46 @@ tables:
 	if err := direct[1].QueryRow(ctx, `SELECT v FROM kv WHERE k = 10`).Scan(&v); err == nil {
 		t.Fatal("key 10 must not be on s1")
 	}
+	// Session hints: SET pgshard.shard routes everything to that shard,
+	// SET pgshard.key as if the statement named that key; RESET ends it.
+	for _, mode := range []string{"simple_protocol", "cache_statement"} {
+		hc := connect(t, p.dsn("default_query_exec_mode="+mode))
+		var onS1, onS0 int
+		if err := direct[1].QueryRow(ctx, `SELECT count(*) FROM kv`).Scan(&onS1); err != nil {
+			t.Fatal(err)
+		}
+		if err := direct[0].QueryRow(ctx, `SELECT count(*) FROM kv`).Scan(&onS0); err != nil {
+			t.Fatal(err)
+		}
+		for _, step := range []struct {
+			set  string
+			want int
+		}{
+			{"SET pgshard.shard = 's1'", onS1},
+			{"SET pgshard.shard = 's0'", onS0},
+			{"RESET pgshard.shard", -1},
+			{"SET pgshard.key = '150'", onS1},
+		} {
+			if _, err := hc.Exec(ctx, step.set); err != nil {
+				t.Fatalf("%s: %s: %v", mode, step.set, err)
+			}
+			var n int
+			err := hc.QueryRow(ctx, `SELECT count(*) FROM kv`).Scan(&n)
+			if step.want < 0 {
+				if mode == "simple_protocol" && (err != nil || n != onS0+onS1) {
+					t.Fatalf("%s: after RESET: %d %v", mode, n, err)
+				}
+				continue
+			}
+			if err != nil || n != step.want {
+				t.Fatalf("%s: after %s: count %d (%v), want %d", mode, step.set, n, err, step.want)
+			}
+		}
+		var shown string
+		if err := hc.QueryRow(ctx, `SHOW pgshard.key`).Scan(&shown); err != nil || shown != "150" {
+			t.Fatalf("%s: SHOW pgshard.key = %q %v", mode, shown, err)
+		}
+	}
 	// With broadcast_writes: allow, an UPDATE without the key runs on
 	// every shard and reports the total count.
 	bc := connect(t, pAllow.dsn("default_query_exec_mode=simple_protocol"))

@@ -75,6 +75,9 @@ type session struct {
 	// parameter-aware router, while no backend is attached) until a Bind
 	// names the shard or another message needs a backend.
 	pending [][]byte
+	// hintShard and hintKey are the session's routing hints (SET
+	// pgshard.shard / pgshard.key); "" when unset.
+	hintShard, hintKey string
 	// noBegin makes attach leave a deferred BEGIN for later: the request
 	// needs a backend but not the transaction (describing a statement).
 	noBegin bool
@@ -252,7 +255,11 @@ func (s *session) claim() *pool.Conn {
 // with 0A000 (raised by the current server, so the refusal arrives in
 // order and aborts the transaction as any error would).
 func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error) {
+	q.HintShard, q.HintKey = s.hintShard, s.hintKey
 	plan, err := s.srv.router().Route(q)
+	if err == nil && plan.SetHint != nil {
+		s.setHint(*plan.SetHint)
+	}
 	if err == nil && plan.Kind == router.KindScatter {
 		s.mu.Lock()
 		free := s.be == nil && s.pendingBegin == ""
@@ -562,6 +569,17 @@ func (s *session) pushEntry(e entry) {
 	s.mu.Unlock()
 }
 
+// setHint records a routing hint the client set (optimistically: the SET
+// itself runs on the server like any other).
+func (s *session) setHint(h router.HintChange) {
+	switch h.Name {
+	case "shard":
+		s.hintShard = h.Value
+	case "key":
+		s.hintKey = h.Value
+	}
+}
+
 // attachAny is attach for messages that name no statement (Execute,
 // Describe of a portal, FunctionCall): they go to the attached backend, or
 // to the default route when none is attached.
@@ -715,6 +733,9 @@ func (s *session) sessionEffect(info router.Info, sql string) (syncEntry, error)
 	case info.Has(router.ClassMulti):
 		s.pin("session state change in a multi-statement query")
 	case info.Class&(router.ClassSet|router.ClassReset|router.ClassResetAll|router.ClassDiscardAll) != 0:
+		if info.Class&(router.ClassResetAll|router.ClassDiscardAll) != 0 {
+			s.hintShard, s.hintKey = "", ""
+		}
 		info.Param = strings.Clone(info.Param)
 		e.setting = &settingChange{info: info, sql: strings.Clone(sql)}
 	}

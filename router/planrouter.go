@@ -38,7 +38,7 @@ func (r PlanRouter) Route(q Query) (Plan, error) {
 		}
 		oids = parseParamOIDs(q.Parse)
 	}
-	p, err := r.Planner.Route(q.SQL, params, formats, oids)
+	p, err := r.Planner.RouteHint(q.SQL, plan.Hint{Shard: q.HintShard, Key: q.HintKey}, params, formats, oids)
 	if err != nil {
 		return Plan{Kind: KindSingle, Shard: r.Default}, nil
 	}
@@ -66,11 +66,16 @@ func (r PlanRouter) Route(q Query) (Plan, error) {
 			}
 			return Plan{Kind: KindScatter, Shards: p.Shards, SQL: p.ShardSQL}, nil
 		}
-	case plan.SetHint, plan.ShowRoute:
+	case plan.SetHint:
+		// PostgreSQL accepts pgshard.* as custom parameters, so the SET
+		// runs where the session is, like any SET; the session also keeps
+		// the hint for routing.
+		return Plan{Kind: KindAny, Shard: r.Default, SetHint: &HintChange{Name: p.Hint.Name, Value: p.Hint.Value}}, nil
+	case plan.ShowRoute:
 		return Plan{}, &RefusedError{
 			Code:    "0A000",
-			Message: "SET/SHOW of pgshard.* routing hints are not supported by the session yet",
-			Hint:    "Route a statement with a leading /* pgshard: shard=NAME */ comment instead.",
+			Message: "SHOW pgshard.route is not supported by the session yet",
+			Hint:    "SHOW pgshard.shard and SHOW pgshard.key show the session's routing hints.",
 		}
 	}
 	return Plan{}, &RefusedError{

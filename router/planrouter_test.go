@@ -59,7 +59,9 @@ func TestPlanRouter(t *testing.T) {
 		{"syntax error goes to the server", router.Query{SQL: "SELEC 1"}, router.KindSingle, "s0", ""},
 		{"scatter read", router.Query{SQL: "SELECT count(*) FROM kv"}, router.KindScatter, "", ""},
 		{"broadcast write", router.Query{SQL: "UPDATE kv SET v = 1"}, 0, "", "0A000"},
-		{"hint statement", router.Query{SQL: "SET pgshard.shard = 's1'"}, 0, "", "0A000"},
+		{"hint statement", router.Query{SQL: "SET pgshard.shard = 's1'"}, router.KindAny, "s0", ""},
+		{"session shard hint", router.Query{SQL: "SELECT count(*) FROM kv", HintShard: "s1"}, router.KindSingle, "s1", ""},
+		{"session key hint", router.Query{SQL: "SELECT count(*) FROM kv", HintKey: "150"}, router.KindSingle, "s1", ""},
 		{"bad Bind", router.Query{SQL: "SELECT * FROM kv WHERE k = $1", Bind: []byte{1}}, 0, "", "08P01"},
 	}
 	for _, tc := range cases {

@@ -22,6 +22,10 @@ type Plan struct {
 	Kind  Kind
 	Shard string // target shard for KindSingle and KindAny
 
+	// SetHint, when set, is a routing hint the statement sets; the
+	// session keeps it for later statements.
+	SetHint *HintChange
+
 	// KindScatter only.
 	Shards []string
 	SQL    string      // "" means the client's text
@@ -40,6 +44,15 @@ type Query struct {
 	// Bind is the body of the Bind message being routed, for parameter
 	// values; nil when routing a simple query, a Parse or a Describe.
 	Bind []byte
+	// HintShard and HintKey are the session's routing hints (SET
+	// pgshard.shard / pgshard.key); "" when unset.
+	HintShard, HintKey string
+}
+
+// HintChange is a SET or RESET of a session routing hint.
+type HintChange struct {
+	Name  string // "shard" or "key"
+	Value string // "" for RESET
 }
 
 // Router decides the target of a statement. Implementations must be safe
