@@ -1,0 +1,332 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/pgshard/pgshard/router"
+	"github.com/pgshard/pgshard/router/pool"
+	"github.com/pgshard/pgshard/wire"
+)
+
+// Attaching a backend: routing each statement, switching shards, refusing
+// what must not run, and running reads over several shards.
+
+// attach returns the backend for the statement sql, and claims it. It
+// routes sql; when the session holds a backend of another shard it waits
+// for that backend's work to finish and switches, or — inside a
+// transaction, a pipeline or a pinned session — refuses the statement
+// with 0A000 (raised by the current server, so the refusal arrives in
+// order and aborts the transaction as any error would).
+func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error) {
+	q.HintShard, q.HintKey = s.hintShard, s.hintKey
+	plan, err := s.srv.router().Route(q)
+	if err == nil && plan.SetHint != nil {
+		s.setHint(*plan.SetHint)
+	}
+	if err == nil && plan.Kind == router.KindScatter {
+		s.mu.Lock()
+		free := s.be == nil && s.pendingBegin == ""
+		s.mu.Unlock()
+		switch {
+		case free && s.curType == 'Q':
+			return nil, &scatterNeeded{plan: plan}
+		case free:
+			err = &router.RefusedError{Code: wire.SQLStateFeatureNotSupported,
+				Message: "statements over several shards run only through the simple query protocol so far",
+				Hint:    "Add a condition on the sharding key, or send the query with the simple protocol."}
+		default:
+			err = &router.RefusedError{Code: wire.SQLStateFeatureNotSupported,
+				Message: "cross-shard statement refused: a statement over several shards cannot run inside a transaction or pipeline",
+				Hint:    "Run it outside the transaction, or add a condition on the sharding key."}
+		}
+	}
+	if err != nil {
+		we := routeError(err)
+		if be := s.attached(); be != nil {
+			// The relay owns client output: let the server raise it.
+			return nil, s.raiseViaServer(be, we)
+		}
+		return nil, we
+	}
+	statement := q.SQL != "" || q.Bind != nil
+	for {
+		s.mu.Lock()
+		be := s.be
+		if be != nil && s.outsideTx && statement && !s.unsynced {
+			// Describing is done on a backend outside the client's
+			// transaction: wait until it goes back, then start the
+			// transaction for real.
+			if s.queue.syncs > 0 {
+				wait := s.waitChan()
+				s.mu.Unlock()
+				if err := s.waitZ(ctx, wait); err != nil {
+					return nil, err
+				}
+				continue
+			}
+		}
+		if be != nil && (s.beShard == plan.Shard || plan.Kind == router.KindAny) {
+			s.unsynced = true
+			s.mu.Unlock()
+			return be, nil
+		}
+		if be == nil {
+			s.mu.Unlock()
+			break
+		}
+		if s.unsynced || s.state == statePinned || (s.queue.syncs == 0 && s.txStatus != 'I') {
+			from := s.beShard
+			s.mu.Unlock()
+			return nil, s.raiseViaServer(be, s.crossShardError(from, plan.Shard))
+		}
+		// Earlier statements still run on the other shard: wait for them.
+		wait := s.waitChan()
+		s.mu.Unlock()
+		if err := s.waitZ(ctx, wait); err != nil {
+			return nil, err
+		}
+	}
+	s.mu.Lock()
+	deferred, failed := s.pendingBegin != "", s.beginFailed
+	s.mu.Unlock()
+	if failed {
+		return nil, wire.Errorf(wire.SQLStateInFailedTransaction, "current transaction is aborted, commands ignored until end of transaction block")
+	}
+	if s.srv.shuttingDown() && !deferred {
+		return nil, wire.Fatalf(wire.SQLStateAdminShutdown, "terminating connection due to administrator command")
+	}
+	// Responses serve produced itself come before the backend's.
+	if err := s.flushClient(); err != nil {
+		return nil, err
+	}
+	p, err := s.srv.pool(ctx, plan.Shard, s.user, s.db)
+	if err != nil {
+		return nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		be, err := s.srv.acquire(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.prepareBackend(ctx, be); err != nil {
+			p.Discard(be)
+			if be.Broken() && attempt < 3 {
+				continue // it died just now; nothing of the client's was sent
+			}
+			return nil, err
+		}
+		s.mu.Lock()
+		s.be = be
+		s.beShard = plan.Shard
+		s.queue.reset()
+		s.unsynced = true
+		s.txStatus = 'I'
+		s.dirty = false
+		if s.mode == PoolSession {
+			s.setState(statePinned)
+		} else {
+			s.setState(stateActive)
+		}
+		begin := s.pendingBegin
+		s.outsideTx = begin != "" && s.noBegin
+		if s.outsideTx {
+			begin = ""
+		}
+		s.mu.Unlock()
+		s.relay = relayState{out: s.relay.out[:0]}
+		if begin != "" {
+			s.relay.swallow = 1
+		}
+		if err := be.SetHandler(s); err != nil {
+			s.mu.Lock()
+			s.be = nil
+			s.setState(stateIdle)
+			s.mu.Unlock()
+			p.Discard(be)
+			if attempt < 3 {
+				continue
+			}
+			return nil, wire.Errorf(wire.SQLStateConnectionFailure, "could not get a working server connection")
+		}
+		if begin != "" {
+			// The transaction the proxy acknowledged starts here; the
+			// client has seen BEGIN's reply already, so hide this one.
+			s.mu.Lock()
+			s.pendingBegin = ""
+			s.queue.push(entry{kind: entrySync, swallow: true})
+			s.mu.Unlock()
+			s.bout = wire.AppendString(s.bout, 'Q', begin)
+		}
+		return be, nil
+	}
+}
+
+// setHint records a routing hint the client set (optimistically: the SET
+// itself runs on the server like any other).
+func (s *session) setHint(h router.HintChange) {
+	switch h.Name {
+	case "shard":
+		s.hintShard = h.Value
+	case "key":
+		s.hintKey = h.Value
+	}
+}
+
+// attachAny is attach for messages that name no statement (Execute,
+// Describe of a portal, FunctionCall): they go to the attached backend, or
+// to the default route when none is attached.
+func (s *session) attachAny(ctx context.Context) (*pool.Conn, error) {
+	if be := s.claim(); be != nil {
+		return be, nil
+	}
+	return s.attach(ctx, router.Query{})
+}
+
+// forwardAny sends a frame that names no statement (see attachAny).
+func (s *session) forwardAny(ctx context.Context, frame []byte) error {
+	if _, err := s.attachAny(ctx); err != nil {
+		return err
+	}
+	return s.forwardRaw(frame)
+}
+
+// waitChan returns a channel closed at the next ReadyForQuery. Callers
+// hold s.mu.
+func (s *session) waitChan() chan struct{} {
+	if s.zWait == nil {
+		s.zWait = make(chan struct{})
+	}
+	return s.zWait
+}
+
+// waitZ flushes what is buffered for the backend (its answers cannot come
+// back otherwise) and waits for the next ReadyForQuery.
+func (s *session) waitZ(ctx context.Context, wait chan struct{}) error {
+	if err := s.flushBackend(); err != nil {
+		return err
+	}
+	select {
+	case <-wait:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait for the previous statement: %w", ctx.Err())
+	}
+}
+
+// routeError turns a router error into the client's error.
+func routeError(err error) *wire.Error {
+	var ue *router.UnknownShardError
+	var re *router.RefusedError
+	switch {
+	case errors.As(err, &ue):
+		return wire.Errorf(wire.SQLStateInvalidParameterValue, "%s", ue.Error())
+	case errors.As(err, &re):
+		return &wire.Error{Code: re.Code, Message: re.Message, Hint: re.Hint}
+	}
+	return wire.AsError(err)
+}
+
+// crossShardError is the refusal of a statement for shard to while the
+// session must stay on shard from.
+func (s *session) crossShardError(from, to string) *wire.Error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	why := fmt.Sprintf("this transaction runs on shard %q; the statement targets shard %q", from, to)
+	hint := "Keep each transaction on one shard (one sharding key), or end the transaction first."
+	switch {
+	case s.state == statePinned && s.txStatus == 'I' && s.queue.syncs == 0 && !s.unsynced:
+		why = fmt.Sprintf("this session is pinned to shard %q (session pooling or session state); the statement targets shard %q", from, to)
+		hint = "Use a separate connection for the other shard."
+	case s.txStatus == 'I':
+		why = fmt.Sprintf("this pipeline runs on shard %q; the statement targets shard %q", from, to)
+		hint = "Send a Sync (end the batch) before using another shard."
+	}
+	return &wire.Error{Code: wire.SQLStateFeatureNotSupported, Message: "cross-shard statement refused: " + why, Hint: hint}
+}
+
+// raiseViaServer answers the client's current request with e while a
+// backend is attached: the server raises it (a DO block), so it arrives
+// in order after earlier responses and aborts an open transaction as any
+// error would. When the backend went back to the pool meanwhile, e is
+// returned for serve to report itself.
+func (s *session) raiseViaServer(be *pool.Conn, e *wire.Error) error {
+	s.mu.Lock()
+	if s.be != be {
+		s.mu.Unlock()
+		return e
+	}
+	s.queue.push(entry{kind: entrySync, sent: time.Now()})
+	s.unsynced = false
+	s.mu.Unlock()
+	s.srv.metrics.errorCode(e.Code)
+	sql := "DO $pgshard$ BEGIN RAISE EXCEPTION USING ERRCODE = " + quoteLiteral(e.Code) +
+		", MESSAGE = " + quoteLiteral(e.Message)
+	if e.Hint != "" {
+		sql += ", HINT = " + quoteLiteral(e.Hint)
+	}
+	sql += "; END $pgshard$"
+	be.UnnamedGen++
+	s.bout = wire.AppendString(s.bout, 'Q', sql)
+	if s.curType != 'Q' {
+		// Extended protocol: the server's ReadyForQuery answers the
+		// client's coming Sync; drop the rest of its batch.
+		s.skipToSync = true
+		s.dropSync = true
+	}
+	return errAnswered
+}
+
+// scatterNeeded tells handleQuery to run a statement on several shards.
+type scatterNeeded struct{ plan router.Plan }
+
+// runScatter runs a read on several shards and answers the client with
+// the merged result. No backend is attached, so serve owns client output.
+func (s *session) runScatter(ctx context.Context, plan router.Plan, sql string) error {
+	if plan.SQL != "" {
+		sql = plan.SQL
+	}
+	start := time.Now()
+	if err := s.flushClient(); err != nil { // earlier answers first
+		return err
+	}
+	out, err := s.srv.scatter(ctx, scatterRequest{
+		Shards:  plan.Shards,
+		User:    s.user,
+		DB:      s.db,
+		SQL:     strings.Clone(sql),
+		Spec:    plan.Merge,
+		Prepare: s.prepareBackend,
+		Flush:   func(b []byte) error { _, err := s.conn.Write(b); return err },
+		Dst:     s.out[:0],
+	})
+	s.out = out
+	if err != nil {
+		var we *wire.Error
+		if !errors.As(err, &we) {
+			return err
+		}
+		return we // reportError appends it and ReadyForQuery
+	}
+	s.out = wire.AppendReadyForQuery(s.out, 'I')
+	s.srv.metrics.query(time.Since(start))
+	return s.flushClient()
+}
+
+// prepareBackend brings a freshly lent backend's session parameters in
+// line with the client's, synchronously, before any client traffic.
+func (s *session) prepareBackend(ctx context.Context, be *pool.Conn) error {
+	if be.SettingsKey == s.sets.key {
+		return nil
+	}
+	sql := s.sets.applySQL(be.SettingsKey != "")
+	if err := be.Exec(ctx, sql); err != nil {
+		return fmt.Errorf("apply session parameters on %s: %w", be.Addr, err)
+	}
+	be.SettingsKey = s.sets.key
+	be.UnnamedGen++
+	return nil
+}
