@@ -27,22 +27,30 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 	if err == nil && plan.SetHint != nil {
 		s.setHint(*plan.SetHint)
 	}
-	if err == nil && plan.Kind == router.KindScatter {
+	for err == nil && plan.Kind == router.KindScatter {
 		s.mu.Lock()
-		free := s.be == nil && s.pendingBegin == ""
-		s.mu.Unlock()
 		switch {
-		case free && s.curType == 'Q':
+		case s.be == nil && s.pendingBegin == "" && s.curType == 'Q':
+			s.mu.Unlock()
 			return nil, &scatterNeeded{plan: plan}
-		case free:
+		case s.be == nil && s.pendingBegin == "":
 			err = &router.RefusedError{Code: wire.SQLStateFeatureNotSupported,
 				Message: "statements over several shards run only through the simple query protocol so far",
 				Hint:    "Add a condition on the sharding key, or send the query with the simple protocol."}
+		case s.be != nil && !s.unsynced && s.state != statePinned && s.queue.syncs > 0:
+			// Earlier pipelined statements still run: wait, then look again.
+			wait := s.waitChan()
+			s.mu.Unlock()
+			if werr := s.waitZ(ctx, wait); werr != nil {
+				return nil, werr
+			}
+			continue
 		default:
 			err = &router.RefusedError{Code: wire.SQLStateFeatureNotSupported,
-				Message: "cross-shard statement refused: a statement over several shards cannot run inside a transaction or pipeline",
+				Message: "cross-shard statement refused: a statement over several shards cannot run inside a transaction, a pipeline or a pinned session",
 				Hint:    "Run it outside the transaction, or add a condition on the sharding key."}
 		}
+		s.mu.Unlock()
 	}
 	if err != nil {
 		we := routeError(err)

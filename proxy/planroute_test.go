@@ -7,8 +7,10 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgshard/pgshard/integration"
+	"github.com/pgshard/pgshard/proxy"
 )
 
 // TestShardMapRouting routes by the sharding key with the SQL-aware
@@ -184,5 +186,51 @@ tables:
 		if err := d.QueryRow(ctx, `SELECT count(*) FROM kv WHERE v <> 'all'`).Scan(&n); err != nil || n != 0 {
 			t.Fatalf("s%d: %d rows not updated (%v)", i, n, err)
 		}
+	}
+}
+
+// TestScatterAfterPipelinedStatement: a read over several shards queued
+// behind a single-shard statement waits for it instead of being refused.
+func TestScatterAfterPipelinedStatement(t *testing.T) {
+	c := integration.NewCluster(t, integration.Shards(2))
+	mapFile := filepath.Join(t.TempDir(), "map.yaml")
+	_ = os.WriteFile(mapFile, []byte(fmt.Sprintf("epoch: 1\nshards:\n  - {name: s0, primary: %q}\n  - {name: s1, primary: %q}\n"+
+		"distributions:\n  - {name: kv, key_type: bigint, strategy: range, default_shard: s0, intervals: [{lo: -inf, hi: 100, shard: s0}, {lo: 100, hi: +inf, shard: s1}]}\n"+
+		"tables:\n  - {name: public.kv, distribution: kv, key: k}\n", c.Shards[0].Addr(), c.Shards[1].Addr())), 0o600)
+	cfg := baseConfig(t, c.Shards[0])
+	cfg.Shards = nil
+	cfg.ShardMapFile = mapFile
+	cfg.Users = append(cfg.Users, proxy.UserConfig{Name: "tr", Auth: "trust"})
+	p := startProxy(t, cfg)
+	for i, srv := range c.Shards {
+		d := connect(t, srv.SuperDSN("postgres"))
+		if _, err := d.Exec(ctxT(t), fmt.Sprintf(`CREATE TABLE kv (k bigint PRIMARY KEY, v text); INSERT INTO kv VALUES (%d, 'x')`, 50+i*100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn, fe := trustedSession(t, p.addr)
+	defer conn.Close()
+	fe.Send(&pgproto3.Query{String: `SELECT v FROM kv WHERE k = 150`})
+	fe.Send(&pgproto3.Query{String: `SELECT count(*) FROM kv`})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var rows []string
+	for zs := 0; zs < 2; {
+		m, err := fe.Receive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch m := m.(type) {
+		case *pgproto3.DataRow:
+			rows = append(rows, string(m.Values[0]))
+		case *pgproto3.ErrorResponse:
+			t.Fatalf("error: %s (%s)", m.Message, m.Code)
+		case *pgproto3.ReadyForQuery:
+			zs++
+		}
+	}
+	if len(rows) != 2 || rows[0] != "x" || rows[1] != "2" {
+		t.Fatalf("rows %v", rows)
 	}
 }
