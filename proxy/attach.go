@@ -27,7 +27,7 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 	if err == nil && plan.SetHint != nil {
 		s.setHint(*plan.SetHint)
 	}
-	for err == nil && plan.Kind == router.KindScatter {
+	for err == nil && (plan.Kind == router.KindScatter || plan.Kind == router.KindUtility) {
 		s.mu.Lock()
 		switch {
 		case s.be == nil && s.pendingBegin == "" && s.curType == 'Q':
@@ -294,6 +294,9 @@ type scatterNeeded struct{ plan router.Plan }
 // runScatter runs a read on several shards and answers the client with
 // the merged result. No backend is attached, so serve owns client output.
 func (s *session) runScatter(ctx context.Context, plan router.Plan, sql string) error {
+	if plan.Kind == router.KindUtility {
+		return s.runUtility(ctx, plan.Shards, sql)
+	}
 	if plan.SQL != "" {
 		sql = plan.SQL
 	}

@@ -1,12 +1,15 @@
 package proxy_test
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgshard/pgshard/integration"
@@ -232,5 +235,71 @@ func TestScatterAfterPipelinedStatement(t *testing.T) {
 	}
 	if len(rows) != 2 || rows[0] != "x" || rows[1] != "2" {
 		t.Fatalf("rows %v", rows)
+	}
+}
+
+// TestDDLOnEveryShard runs DDL on a sharded table on every shard, all or
+// none: a failure on one shard names it and leaves the others unchanged.
+func TestDDLOnEveryShard(t *testing.T) {
+	c := integration.NewCluster(t, integration.Shards(2))
+	mapFile := filepath.Join(t.TempDir(), "map.yaml")
+	_ = os.WriteFile(mapFile, []byte(fmt.Sprintf("epoch: 1\nshards:\n  - {name: s0, primary: %q}\n  - {name: s1, primary: %q}\n"+
+		"distributions:\n  - {name: kv, key_type: bigint, strategy: range, default_shard: s0, intervals: [{lo: -inf, hi: 100, shard: s0}, {lo: 100, hi: +inf, shard: s1}]}\n"+
+		"tables:\n  - {name: public.kv, distribution: kv, key: k}\n", c.Shards[0].Addr(), c.Shards[1].Addr())), 0o600)
+	cfg := baseConfig(t, c.Shards[0])
+	cfg.Shards = nil
+	cfg.ShardMapFile = mapFile
+	p := startProxy(t, cfg)
+	ctx := ctxT(t)
+	conn := connect(t, p.dsn("default_query_exec_mode=simple_protocol"))
+	var direct [2]*pgx.Conn
+	for i, srv := range c.Shards {
+		direct[i] = connect(t, srv.SuperDSN("postgres"))
+	}
+	exists := func(d *pgx.Conn, q string) bool {
+		var ok bool
+		if err := d.QueryRow(ctx, q).Scan(&ok); err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	for _, ddl := range []string{
+		`CREATE TABLE kv (k bigint PRIMARY KEY, v text)`,
+		`CREATE INDEX kv_v ON kv (v)`,
+		`ALTER TABLE kv ADD COLUMN w int`,
+	} {
+		if _, err := conn.Exec(ctx, ddl); err != nil {
+			t.Fatalf("%s: %v", ddl, err)
+		}
+	}
+	for i, d := range direct {
+		if !exists(d, `SELECT EXISTS (SELECT 1 FROM pg_indexes WHERE indexname = 'kv_v')`) ||
+			!exists(d, `SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = 'kv' AND column_name = 'w')`) {
+			t.Fatalf("DDL missing on s%d", i)
+		}
+	}
+	// A failure on s1 rolls s0 back too, and the error names s1.
+	if _, err := direct[1].Exec(ctx, `CREATE INDEX dup_idx ON kv (w)`); err != nil {
+		t.Fatal(err)
+	}
+	_, err := conn.Exec(ctx, `CREATE INDEX dup_idx ON kv (v)`)
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "42P07" || !strings.Contains(pgErr.Message, "shard s1") {
+		t.Fatalf("want 42P07 naming shard s1, got %v", err)
+	}
+	if exists(direct[0], `SELECT EXISTS (SELECT 1 FROM pg_indexes WHERE indexname = 'dup_idx')`) {
+		t.Fatal("s0 kept the index although s1 failed")
+	}
+	// Statements not allowed in a transaction block run shard by shard.
+	if _, err := conn.Exec(ctx, `VACUUM kv`); err != nil {
+		t.Fatalf("VACUUM: %v", err)
+	}
+	if _, err := conn.Exec(ctx, `DROP TABLE kv`); err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range direct {
+		if exists(d, `SELECT EXISTS (SELECT 1 FROM pg_class WHERE relname = 'kv')`) {
+			t.Fatalf("kv still on s%d", i)
+		}
 	}
 }

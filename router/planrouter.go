@@ -56,6 +56,9 @@ func (r PlanRouter) Route(q Query) (Plan, error) {
 		if p.Stmt == plan.StmtSelect && p.ReadOnly && p.PerShardSQL == nil {
 			return Plan{Kind: KindScatter, Shards: p.Shards, SQL: p.ShardSQL, Merge: p.Merge}, nil
 		}
+		if p.Broadcast && p.Stmt == plan.StmtOther {
+			return Plan{Kind: KindUtility, Shards: p.Shards}, nil
+		}
 		if p.Broadcast && (p.Stmt == plan.StmtUpdate || p.Stmt == plan.StmtDelete) {
 			if !r.AllowBroadcast {
 				return Plan{}, &RefusedError{

@@ -15,6 +15,9 @@ const (
 	// KindScatter is a read on several shards whose results are merged:
 	// Plan.Shards, Plan.SQL (the statement for the shards) and Plan.Merge.
 	KindScatter
+	// KindUtility is DDL or another utility statement on a sharded table:
+	// it runs on every shard in Plan.Shards, all or none.
+	KindUtility
 )
 
 // Plan is a routing decision for one statement.

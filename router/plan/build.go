@@ -179,12 +179,24 @@ func (b *builder) statement(n *pg.Node) *template {
 func (b *builder) utility(n *pg.Node) *template {
 	var tables []*tableInfo
 	var names []string
+	add := func(name string) {
+		if ti := b.st.tables[name]; ti != nil {
+			tables = append(tables, ti)
+			names = append(names, name)
+		}
+	}
 	walk(n.ProtoReflect(), func(m protoreflect.Message) bool {
-		if rv, ok := m.Interface().(*pg.RangeVar); ok {
-			name := b.qualify(rv)
-			if ti := b.st.tables[name]; ti != nil {
-				tables = append(tables, ti)
-				names = append(names, name)
+		switch x := m.Interface().(type) {
+		case *pg.RangeVar:
+			add(b.qualify(x))
+		case *pg.DropStmt:
+			// DROP TABLE names its tables as lists of strings, not RangeVars.
+			if x.RemoveType == pg.ObjectType_OBJECT_TABLE {
+				for _, obj := range x.Objects {
+					if name := b.dropName(obj); name != "" {
+						add(name)
+					}
+				}
 			}
 		}
 		return true
@@ -205,6 +217,25 @@ func (b *builder) utility(n *pg.Node) *template {
 	}
 	return &template{hintable: true, dist: dist, base: Plan{Kind: All, Stmt: StmtOther, Broadcast: true,
 		Shards: b.st.distShards[dist], Table: names[0]}}
+}
+
+// dropName qualifies a DROP TABLE object ([schema,] name as strings).
+func (b *builder) dropName(obj *pg.Node) string {
+	l := obj.GetList()
+	if l == nil {
+		return ""
+	}
+	var parts []string
+	for _, it := range l.Items {
+		parts = append(parts, strings.ToLower(it.GetString_().GetSval()))
+	}
+	switch len(parts) {
+	case 1:
+		return b.st.opts.DefaultSchema + "." + parts[0]
+	case 2:
+		return parts[0] + "." + parts[1]
+	}
+	return ""
 }
 
 func txOp(k pg.TransactionStmtKind) TxOp {

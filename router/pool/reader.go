@@ -98,19 +98,25 @@ func (c *Conn) SetHandler(h Handler) error {
 
 // execHandler collects the reply to a statement the proxy runs itself.
 type execHandler struct {
+	want     byte // transaction status expected at ReadyForQuery
 	done     chan error
 	firstErr error
+	tag      string // last CommandComplete tag
 }
 
 func (h *execHandler) Frame(_ *Conn, typ byte, frame []byte) bool {
 	switch typ {
+	case 'C':
+		if len(frame) > 5 {
+			h.tag = string(frame[5 : len(frame)-1])
+		}
 	case 'E':
 		if h.firstErr == nil {
 			h.firstErr = &ServerError{Code: wire.ErrorField(frame, 'C'), Message: wire.ErrorField(frame, 'M')}
 		}
 	case 'Z':
 		err := h.firstErr
-		if len(frame) > 5 && frame[5] != 'I' {
+		if len(frame) > 5 && frame[5] != h.want && err == nil {
 			err = errors.Join(err, fmt.Errorf("server left in transaction state %q", frame[5]))
 		}
 		h.finish(err)
@@ -146,9 +152,25 @@ func (e *ServerError) SQLState() string { return e.Code }
 // has no handler and is idle, and returns the first error the server
 // reported. On timeout or I/O failure the connection is marked broken.
 func (c *Conn) Exec(ctx context.Context, sql string) error {
-	h := &execHandler{done: make(chan error, 1)}
+	_, err := c.ExecTag(ctx, sql)
+	return err
+}
+
+// ExecTag is Exec that also returns the last CommandComplete tag.
+func (c *Conn) ExecTag(ctx context.Context, sql string) (string, error) {
+	return c.exec(ctx, sql, 'I')
+}
+
+// ExecInTx is ExecTag for statements that leave a transaction open (they
+// start with BEGIN): the server must end in transaction status 'T'.
+func (c *Conn) ExecInTx(ctx context.Context, sql string) (string, error) {
+	return c.exec(ctx, sql, 'T')
+}
+
+func (c *Conn) exec(ctx context.Context, sql string, want byte) (string, error) {
+	h := &execHandler{want: want, done: make(chan error, 1)}
 	if err := c.SetHandler(h); err != nil {
-		return err
+		return "", err
 	}
 	defer c.SetHandler(nil)
 	msg := wire.AppendString(nil, 'Q', sql)
@@ -158,13 +180,13 @@ func (c *Conn) Exec(ctx context.Context, sql string) error {
 	}
 	if _, err := c.NetConn.Write(msg); err != nil {
 		c.markBroken()
-		return fmt.Errorf("send query: %w", err)
+		return "", fmt.Errorf("send query: %w", err)
 	}
 	select {
 	case err := <-h.done:
-		return err
+		return h.tag, err
 	case <-ctx.Done():
 		c.markBroken()
-		return fmt.Errorf("wait for reply: %w", ctx.Err())
+		return "", fmt.Errorf("wait for reply: %w", ctx.Err())
 	}
 }

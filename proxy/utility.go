@@ -1,0 +1,109 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/pgshard/pgshard/router/pool"
+	"github.com/pgshard/pgshard/wire"
+)
+
+// runUtility runs DDL (or another utility statement) that names a sharded
+// table on every shard, all or none: in one transaction per shard,
+// committed only when every shard succeeded, else rolled back everywhere,
+// with the error naming the shard that failed. Statements PostgreSQL does
+// not allow in a transaction block (VACUUM, CREATE INDEX CONCURRENTLY, …)
+// run shard by shard instead, stopping at the first failure. No backend
+// is attached, so serve owns client output.
+func (s *session) runUtility(ctx context.Context, shards []string, sql string) error {
+	if err := s.flushClient(); err != nil {
+		return err
+	}
+	sql = strings.Clone(sql)
+	shards = slices.Sorted(slices.Values(shards)) // a fixed order: no deadlock between two of these
+	conns := make([]*pool.Conn, 0, len(shards))
+	defer func() {
+		for _, be := range conns {
+			if be.Broken() {
+				be.Pool().Discard(be)
+			} else {
+				be.Pool().Release(be)
+			}
+		}
+	}()
+	for _, shard := range shards {
+		p, err := s.srv.pool(ctx, shard, s.user, s.db)
+		if err != nil {
+			return err
+		}
+		be, err := s.srv.acquire(ctx, p)
+		if err != nil {
+			return err
+		}
+		conns = append(conns, be)
+		if err := s.prepareBackend(ctx, be); err != nil {
+			return err
+		}
+	}
+	tag, failed, err := s.utilityInTransactions(ctx, shards, conns, sql)
+	if code(err) == "25001" { // cannot run inside a transaction block
+		tag, failed, err = "", "", nil
+		for i, be := range conns {
+			if tag, err = be.ExecTag(ctx, sql); err != nil {
+				failed = shards[i]
+				break
+			}
+		}
+	}
+	if err != nil {
+		return shardError(failed, err)
+	}
+	s.out = wire.AppendString(s.out, 'C', tag)
+	s.out = wire.AppendReadyForQuery(s.out, 'I')
+	return s.flushClient()
+}
+
+// utilityInTransactions runs sql in a transaction on every connection and
+// commits them all, or rolls all back at the first failure. It returns
+// the statement's tag, or the failing shard and its error.
+func (s *session) utilityInTransactions(ctx context.Context, shards []string, conns []*pool.Conn, sql string) (string, string, error) {
+	var tag string
+	for i, be := range conns {
+		t, err := be.ExecInTx(ctx, "BEGIN;\n"+sql+"\n;")
+		if err == nil {
+			tag = t
+			continue
+		}
+		for _, other := range conns[:i+1] {
+			_ = other.Exec(ctx, "ROLLBACK")
+		}
+		return "", shards[i], err
+	}
+	for i, be := range conns {
+		if err := be.Exec(ctx, "COMMIT"); err != nil {
+			// Earlier shards committed: say so; this cannot be undone.
+			return "", shards[i], fmt.Errorf("commit failed after %d of %d shards committed: %w", i, len(conns), err)
+		}
+	}
+	return tag, "", nil
+}
+
+func code(err error) string {
+	var se *pool.ServerError
+	if errors.As(err, &se) {
+		return se.Code
+	}
+	return ""
+}
+
+// shardError names the shard in a server's error for the client.
+func shardError(shard string, err error) error {
+	var se *pool.ServerError
+	if errors.As(err, &se) {
+		return &wire.Error{Code: se.Code, Message: fmt.Sprintf("shard %s: %s", shard, se.Message)}
+	}
+	return &wire.Error{Code: wire.SQLStateConnectionFailure, Message: fmt.Sprintf("shard %s: %v", shard, err), Err: err}
+}
