@@ -330,11 +330,12 @@ func (s *session) handleQuery(ctx context.Context, frame []byte) error {
 		return err
 	}
 	be, err := s.attach(ctx, router.Query{SQL: sql})
-	var sn *scatterNeeded
-	if errors.As(err, &sn) {
-		return s.runScatter(ctx, sn.plan, sql)
-	}
 	if err != nil {
+		// (errors.As only here: its target escapes to the heap.)
+		var sn *scatterNeeded
+		if errors.As(err, &sn) {
+			return s.runScatter(ctx, sn.plan, sql)
+		}
 		return err
 	}
 	var e syncEntry
