@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgshard/pgshard/integration"
+	"github.com/pgshard/pgshard/integration/pgcluster"
 	"github.com/pgshard/pgshard/proxy"
 )
 
@@ -22,32 +23,9 @@ import (
 // wrongly.
 func TestShardMapRouting(t *testing.T) {
 	c := integration.NewCluster(t, integration.Shards(2))
-	mapFile := filepath.Join(t.TempDir(), "map.yaml")
-	err := os.WriteFile(mapFile, []byte(fmt.Sprintf(`epoch: 1
-shards:
-  - {name: s0, primary: "%s"}
-  - {name: s1, primary: "%s"}
-distributions:
-  - name: kv
-    key_type: bigint
-    strategy: range
-    default_shard: s0
-    intervals:
-      - {lo: -inf, hi: 100, shard: s0}
-      - {lo: 100, hi: +inf, shard: s1}
-tables:
-  - {name: public.kv, distribution: kv, key: k}
-`, c.Shards[0].Addr(), c.Shards[1].Addr())), 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := baseConfig(t, c.Shards[0])
-	cfg.Shards = nil
-	cfg.ShardMapFile = mapFile
+	cfg := kvMapConfig(t, c)
 	p := startProxy(t, cfg)
-	cfg2 := baseConfig(t, c.Shards[0])
-	cfg2.Shards = nil
-	cfg2.ShardMapFile = mapFile
+	cfg2 := kvMapConfig(t, c)
 	cfg2.BroadcastWrites = "allow"
 	pAllow := startProxy(t, cfg2)
 	ctx := ctxT(t)
@@ -196,13 +174,7 @@ tables:
 // behind a single-shard statement waits for it instead of being refused.
 func TestScatterAfterPipelinedStatement(t *testing.T) {
 	c := integration.NewCluster(t, integration.Shards(2))
-	mapFile := filepath.Join(t.TempDir(), "map.yaml")
-	_ = os.WriteFile(mapFile, []byte(fmt.Sprintf("epoch: 1\nshards:\n  - {name: s0, primary: %q}\n  - {name: s1, primary: %q}\n"+
-		"distributions:\n  - {name: kv, key_type: bigint, strategy: range, default_shard: s0, intervals: [{lo: -inf, hi: 100, shard: s0}, {lo: 100, hi: +inf, shard: s1}]}\n"+
-		"tables:\n  - {name: public.kv, distribution: kv, key: k}\n", c.Shards[0].Addr(), c.Shards[1].Addr())), 0o600)
-	cfg := baseConfig(t, c.Shards[0])
-	cfg.Shards = nil
-	cfg.ShardMapFile = mapFile
+	cfg := kvMapConfig(t, c)
 	cfg.Users = append(cfg.Users, proxy.UserConfig{Name: "tr", Auth: "trust"})
 	p := startProxy(t, cfg)
 	for i, srv := range c.Shards {
@@ -242,13 +214,7 @@ func TestScatterAfterPipelinedStatement(t *testing.T) {
 // none: a failure on one shard names it and leaves the others unchanged.
 func TestDDLOnEveryShard(t *testing.T) {
 	c := integration.NewCluster(t, integration.Shards(2))
-	mapFile := filepath.Join(t.TempDir(), "map.yaml")
-	_ = os.WriteFile(mapFile, []byte(fmt.Sprintf("epoch: 1\nshards:\n  - {name: s0, primary: %q}\n  - {name: s1, primary: %q}\n"+
-		"distributions:\n  - {name: kv, key_type: bigint, strategy: range, default_shard: s0, intervals: [{lo: -inf, hi: 100, shard: s0}, {lo: 100, hi: +inf, shard: s1}]}\n"+
-		"tables:\n  - {name: public.kv, distribution: kv, key: k}\n", c.Shards[0].Addr(), c.Shards[1].Addr())), 0o600)
-	cfg := baseConfig(t, c.Shards[0])
-	cfg.Shards = nil
-	cfg.ShardMapFile = mapFile
+	cfg := kvMapConfig(t, c)
 	p := startProxy(t, cfg)
 	ctx := ctxT(t)
 	conn := connect(t, p.dsn("default_query_exec_mode=simple_protocol"))
@@ -302,4 +268,33 @@ func TestDDLOnEveryShard(t *testing.T) {
 			t.Fatalf("kv still on s%d", i)
 		}
 	}
+}
+
+// kvMapConfig writes a shard map for table kv, range-sharded by k over the
+// cluster's two shards (k < 100 on s0), and returns a proxy config using it.
+func kvMapConfig(t *testing.T, c *pgcluster.Cluster) *proxy.Config {
+	t.Helper()
+	mapFile := filepath.Join(t.TempDir(), "map.yaml")
+	m := fmt.Sprintf(`epoch: 1
+shards:
+  - {name: s0, primary: %q}
+  - {name: s1, primary: %q}
+distributions:
+  - name: kv
+    key_type: bigint
+    strategy: range
+    default_shard: s0
+    intervals:
+      - {lo: -inf, hi: 100, shard: s0}
+      - {lo: 100, hi: +inf, shard: s1}
+tables:
+  - {name: public.kv, distribution: kv, key: k}
+`, c.Shards[0].Addr(), c.Shards[1].Addr())
+	if err := os.WriteFile(mapFile, []byte(m), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := baseConfig(t, c.Shards[0])
+	cfg.Shards = nil
+	cfg.ShardMapFile = mapFile
+	return cfg
 }
