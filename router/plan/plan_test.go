@@ -213,7 +213,7 @@ func TestRoute(t *testing.T) {
 		// Scatter SELECT merging.
 		{sql: "SELECT id, name FROM users", want: "all ro"},
 		{sql: "SELECT id, name FROM users ORDER BY name DESC", want: "all ro merge{combine=[0 0] final=[{0 0 0 id false} {0 1 0 name false}] distinct=false order=[{1 true true}] offset=0 limit=-1}"},
-		{sql: "SELECT id, name FROM users ORDER BY 1 LIMIT 10 OFFSET 5", want: "~offset=5 limit=10} sql=[SELECT id, name FROM users ORDER BY 1 LIMIT 10 + 5]"},
+		{sql: "SELECT id, name FROM users ORDER BY 1 LIMIT 10 OFFSET 5", want: "~offset=5 limit=10} sql=[SELECT id, name FROM users ORDER BY 1 LIMIT 10::bigint + 5::bigint]"},
 		{sql: "SELECT id FROM users ORDER BY created_at LIMIT 3", want: "~final=[{0 0 0 id false} {0 1 0  true}] distinct=false order=[{1 false false}] offset=0 limit=3} sql=[SELECT id, created_at FROM users ORDER BY created_at LIMIT 3]"},
 		{sql: "SELECT count(*), avg(age), max(age) FROM users WHERE age > 30", want: "~combine=[1 2 1 4] final=[{0 0 0 count false} {1 1 2 avg false} {0 3 0 max false}]"},
 		{sql: "SELECT count(*), avg(age), max(age) FROM users WHERE age > 30", want: "~sql=[SELECT count(*), sum(age), count(age), max(age) FROM users WHERE age > 30]"},
@@ -236,7 +236,7 @@ func TestRoute(t *testing.T) {
 		{sql: "SELECT count(*) + 1 FROM users", want: "~aggregate inside an expression"},
 		{sql: "SELECT name, count(*) FROM users WHERE id IN (1, 150) GROUP BY name", want: "multi s1,s2 ro merge{combine=[0 1]"},
 		{sql: "SELECT name, count(*) FROM users WHERE id IN (1, 2) GROUP BY name", want: "single s1 ro"},
-		{sql: "SELECT id FROM users WHERE id = ANY($1) ORDER BY id LIMIT $2 OFFSET $3", params: []string{"{1,150}", "10", "2"}, want: "~offset=2 limit=10} sql=[SELECT id FROM users WHERE id = ANY($1) ORDER BY id LIMIT $2 + $3]"},
+		{sql: "SELECT id FROM users WHERE id = ANY($1) ORDER BY id LIMIT $2 OFFSET $3", params: []string{"{1,150}", "10", "2"}, want: "~offset=2 limit=10} sql=[SELECT id FROM users WHERE id = ANY($1) ORDER BY id LIMIT $2::bigint + $3::bigint]"},
 		// DDL.
 		{sql: "CREATE TABLE t (a int)", want: "default s1"},
 		{sql: "ALTER TABLE users ADD COLUMN z int", want: "all broadcast"},

@@ -284,8 +284,10 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 		out.LimitOption = pg.LimitOption_LIMIT_OPTION_DEFAULT
 	} else if hasOff {
 		if hasCnt {
+			// Cast both sides: "$1 + $2" of untyped parameters is
+			// ambiguous to the server, while LIMIT $1 alone is bigint.
 			out.LimitCount = &pg.Node{Node: &pg.Node_AExpr{AExpr: &pg.A_Expr{Kind: pg.A_Expr_Kind_AEXPR_OP,
-				Name: []*pg.Node{pg.MakeStrNode("+")}, Lexpr: sel.LimitCount, Rexpr: sel.LimitOffset}}}
+				Name: []*pg.Node{pg.MakeStrNode("+")}, Lexpr: castInt8(sel.LimitCount), Rexpr: castInt8(sel.LimitOffset)}}}
 		}
 		out.LimitOffset = nil
 	}
@@ -435,4 +437,10 @@ func (b *builder) deparseMarked(sel *pg.SelectStmt) ([]segment, error) {
 	}
 	segs = append(segs, segment{text: strings.Clone(text[last:]), lit: -1})
 	return segs, nil
+}
+
+// castInt8 wraps n in a cast to bigint.
+func castInt8(n *pg.Node) *pg.Node {
+	return &pg.Node{Node: &pg.Node_TypeCast{TypeCast: &pg.TypeCast{Arg: n, Location: -1,
+		TypeName: &pg.TypeName{Names: []*pg.Node{pg.MakeStrNode("pg_catalog"), pg.MakeStrNode("int8")}, Typemod: -1, Location: -1}}}}
 }
