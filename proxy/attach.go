@@ -27,16 +27,20 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 	if err == nil && plan.SetHint != nil {
 		s.setHint(*plan.SetHint)
 	}
-	for err == nil && (plan.Kind == router.KindScatter || plan.Kind == router.KindUtility) {
+	s.rewrite = ""
+	if err == nil && plan.Kind <= router.KindAny && plan.SQL != "" && s.curType == 'Q' {
+		s.rewrite = plan.SQL
+	}
+	for err == nil && plan.Kind >= router.KindScatter {
 		s.mu.Lock()
 		switch {
-		case s.be == nil && s.pendingBegin == "" && s.curType == 'Q':
+		case s.be == nil && s.pendingBegin == "" && (s.curType == 'Q' || s.curType == 'B' && plan.Kind == router.KindScatter):
 			s.mu.Unlock()
 			return nil, &scatterNeeded{plan: plan}
 		case s.be == nil && s.pendingBegin == "":
 			err = &router.RefusedError{Code: wire.SQLStateFeatureNotSupported,
-				Message: "statements over several shards run only through the simple query protocol so far",
-				Hint:    "Add a condition on the sharding key, or send the query with the simple protocol."}
+				Message: "this statement over several shards runs only through the simple query protocol (COPY and DDL on sharded tables)",
+				Hint:    "Send it as a simple query, or add a condition on the sharding key."}
 		case s.be != nil && !s.unsynced && s.state != statePinned && s.queue.syncs > 0:
 			// Earlier pipelined statements still run: wait, then look again.
 			wait := s.waitChan()
@@ -294,8 +298,11 @@ type scatterNeeded struct{ plan router.Plan }
 // runScatter runs a read on several shards and answers the client with
 // the merged result. No backend is attached, so serve owns client output.
 func (s *session) runScatter(ctx context.Context, plan router.Plan, sql string) error {
-	if plan.Kind == router.KindUtility {
+	switch plan.Kind {
+	case router.KindUtility:
 		return s.runUtility(ctx, plan.Shards, sql)
+	case router.KindCopyIn:
+		return s.runCopyIn(ctx, plan, sql)
 	}
 	if plan.SQL != "" {
 		sql = plan.SQL
@@ -305,14 +312,19 @@ func (s *session) runScatter(ctx context.Context, plan router.Plan, sql string) 
 		return err
 	}
 	out, err := s.srv.scatter(ctx, scatterRequest{
-		Shards:  plan.Shards,
-		User:    s.user,
-		DB:      s.db,
-		SQL:     strings.Clone(sql),
-		Spec:    plan.Merge,
-		Prepare: s.prepareBackend,
-		Flush:   func(b []byte) error { _, err := s.conn.Write(b); return err },
-		Dst:     s.out[:0],
+		Shards:      plan.Shards,
+		User:        s.user,
+		DB:          s.db,
+		SQL:         strings.Clone(sql),
+		PerShardSQL: plan.PerShardSQL,
+		Atomic:      plan.Atomic,
+		RowOrder:    plan.RowOrder,
+		CopyOut:     plan.Kind == router.KindCopyOut,
+		CopyHeader:  plan.Copy != nil && plan.Copy.Header,
+		Spec:        plan.Merge,
+		Prepare:     s.prepareBackend,
+		Flush:       func(b []byte) error { _, err := s.conn.Write(b); return err },
+		Dst:         s.out[:0],
 	})
 	s.out = out
 	if err != nil {

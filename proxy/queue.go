@@ -31,6 +31,10 @@ type syncEntry struct {
 	// point's ReadyForQuery (a deferred transaction the server does not
 	// know about yet).
 	status byte
+	// hide drops this sync point's ReadyForQuery: the proxy sent the
+	// Sync itself (held-back messages answered before a Bind over
+	// several shards).
+	hide bool
 }
 
 // respQueue is a FIFO of entries. It is owned by a session and guarded by

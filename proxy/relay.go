@@ -34,7 +34,10 @@ func (s *session) Frame(be *pool.Conn, typ byte, frame []byte) bool {
 		r.out = append(r.out, frame...)
 		if s.overrides.Load() > 0 {
 			s.mu.Lock()
-			if e, ok := s.queue.firstSync(); ok && e.sync.status != 0 {
+			if e, ok := s.queue.firstSync(); ok && e.sync.hide {
+				r.out = r.out[:len(r.out)-len(frame)]
+				s.overrides.Add(-1)
+			} else if ok && e.sync.status != 0 {
 				r.out[len(r.out)-1] = e.sync.status
 				s.overrides.Add(-1)
 			}
@@ -167,6 +170,7 @@ func (s *session) readyForQuery(be *pool.Conn, status byte, failed bool, lastTag
 	}
 	prev := s.txStatus
 	s.txStatus = status
+	s.lastFailed = failed
 	if !failed {
 		if e.sync.setting != nil {
 			if status == 'I' {

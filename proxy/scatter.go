@@ -55,6 +55,29 @@ type scatterRequest struct {
 	// SQL is sent to every shard as one simple-protocol Query: the
 	// planner's ShardSQL, or the client's text. It must be one statement.
 	SQL string
+	// PerShardSQL, when set, replaces SQL for the shards it names (the
+	// rows of a multi-row INSERT that belong to each shard).
+	PerShardSQL map[string]string
+	// Ext, when set, runs the statement through the extended protocol
+	// with the client's parameters instead of as a simple Query.
+	Ext *scatterExt
+	// NoDescription leaves the RowDescription out of the output (an
+	// Execute whose portal the client did not describe).
+	NoDescription bool
+	// Atomic runs the statement inside a transaction on every shard,
+	// committed only when every shard succeeded and rolled back
+	// everywhere otherwise (a multi-row INSERT split over shards).
+	Atomic bool
+	// RowOrder, when set, gives for each shard the positions its
+	// returned rows take in the output (INSERT ... RETURNING of a split
+	// INSERT returns rows in the client's VALUES order); Spec is then
+	// ignored.
+	RowOrder map[string][]int
+	// CopyOut marks COPY ... TO STDOUT: the shards' data is concatenated
+	// in shard order (one CSV header, one binary header and trailer).
+	CopyOut bool
+	// CopyHeader says the COPY writes a header line (CSV HEADER).
+	CopyHeader bool
 	// Spec says how to merge the shards' rows; nil means concatenate in
 	// shard order. Statements that return no rows (writes) ignore it:
 	// their row counts are summed.
@@ -107,10 +130,33 @@ func (s *Server) scatter(ctx context.Context, req scatterRequest) ([]byte, error
 		failed: make(chan struct{}),
 	}
 	out, err := s.scatterExec(ctx, &req, run)
-	if ferr := run.finish(ctx); err == nil && ferr != nil {
+	if ferr := run.finish(ctx, req.Atomic && err == nil); err == nil && ferr != nil {
 		err = ferr
 	}
+	if err != nil {
+		out = dropCommandComplete(out, req.Dst)
+	}
 	return out, err
+}
+
+// dropCommandComplete removes a trailing CommandComplete from out (which
+// extends dst): a statement that failed afterwards (its commit on some
+// shard) must not look completed.
+func dropCommandComplete(out, dst []byte) []byte {
+	i := len(dst)
+	last := -1
+	for i+wire.HeaderLen <= len(out) {
+		n := int(binary.BigEndian.Uint32(out[i+1:])) + 1
+		if n < wire.HeaderLen || i+n > len(out) {
+			break
+		}
+		last = i
+		i += n
+	}
+	if last >= 0 && out[last] == 'C' {
+		return out[:last]
+	}
+	return out
 }
 
 // scatterExec starts the statement on every shard and merges the results.
@@ -120,9 +166,8 @@ func (s *Server) scatterExec(ctx context.Context, req *scatterRequest, run *scat
 		order[i] = i
 	}
 	slices.SortFunc(order, func(a, b int) int { return strings.Compare(req.Shards[a], req.Shards[b]) })
-	query := scatterQueryFrame(req.SQL)
 	for _, i := range order {
-		if err := s.scatterStart(ctx, req, run, i, query); err != nil {
+		if err := s.scatterStart(ctx, req, run, i, scatterFrames(req, req.Shards[i])); err != nil {
 			return req.Dst, err
 		}
 	}
@@ -155,8 +200,14 @@ func (s *Server) scatterExec(ctx context.Context, req *scatterRequest, run *scat
 			Message: "cross-shard query: some shards returned rows and others did not",
 			Detail:  "Shards: " + strings.Join(req.Shards, ", ") + "."}
 	}
+	if req.CopyOut {
+		return scatterCopyOut(ctx, req, run, descs)
+	}
 	if err := merge.CheckRowDescriptions(descs); err != nil {
 		return req.Dst, scatterMergeError(err, req.Shards)
+	}
+	if req.RowOrder != nil {
+		return scatterOrdered(ctx, req, run, descs[0])
 	}
 	spec := req.Spec
 	if spec == nil {
@@ -168,7 +219,10 @@ func (s *Server) scatterExec(ctx context.Context, req *scatterRequest, run *scat
 	}
 	m.MaxBufferedBytes = req.MaxBufferedBytes
 
-	out := m.RowDescription(req.Dst)
+	out := req.Dst
+	if !req.NoDescription {
+		out = m.RowDescription(out)
+	}
 	sources := make([]merge.Source, len(run.shards))
 	srcs := make([]scatterSource, len(run.shards))
 	for i, h := range run.shards {
@@ -233,6 +287,8 @@ func (s *Server) scatterStart(ctx context.Context, req *scatterRequest, run *sca
 			}
 		}
 		h := newScatterShard(run, name, be)
+		h.atomic = req.Atomic
+		h.copyOK = req.CopyOut
 		if err := be.SetHandler(h); err != nil {
 			p.Discard(be)
 			if attempt < scatterAttempts {
@@ -301,10 +357,12 @@ func (r *scatterRun) next(ctx context.Context, h *scatterShard) (scatterEvent, e
 
 // finish stops the shards' event delivery, waits for each to answer its
 // ReadyForQuery (cancelling those still busy after scatterDrainTimeout,
-// at once when ctx has ended), and returns every backend to its pool or
-// closes it. It returns an error when a shard ran more than one statement
-// or was left inside a transaction.
-func (r *scatterRun) finish(ctx context.Context) error {
+// at once when ctx has ended), ends the transactions of an atomic
+// statement (commit on every shard, else rollback), and returns every
+// backend to its pool or closes it. It returns an error when a shard ran
+// more than one statement or was left inside a transaction, or when a
+// commit failed.
+func (r *scatterRun) finish(ctx context.Context, commit bool) error {
 	var started []*scatterShard
 	for _, h := range r.shards {
 		if h != nil {
@@ -331,6 +389,11 @@ func (r *scatterRun) finish(ctx context.Context) error {
 		}
 	}
 	var errs []error
+	if started[0].atomic {
+		if err := endTransactions(ctx, started, commit); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, h := range started {
 		if err := h.giveBack(); err != nil {
 			errs = append(errs, err)
@@ -398,6 +461,9 @@ type scatterShard struct {
 	chunk   []byte
 	gotDesc bool
 	ended   bool // the end event was produced
+	atomic  bool // the statement runs in a transaction the proxy opened
+	copyOK  bool // the statement is a COPY TO STDOUT the proxy concatenates
+	begun   bool // atomic: that BEGIN has been answered
 	copyOut bool // in a refused COPY TO STDOUT
 
 	stopOnce sync.Once
@@ -406,6 +472,7 @@ type scatterShard struct {
 	ok       bool  // the backend can go back to the pool
 	bad      bool  // protocol state unknown: close the backend
 	canceled bool  // a CancelRequest was sent: close the backend
+	status   byte  // transaction status of the final ReadyForQuery
 	extra    error // a second result set or a non-idle status
 }
 
@@ -491,6 +558,25 @@ func (h *scatterShard) errorf(code, format string, args ...any) *wire.Error {
 // Frame implements pool.Handler. It never releases the backend itself:
 // finish does, once the merge is over.
 func (h *scatterShard) Frame(c *pool.Conn, typ byte, frame []byte) bool {
+	if h.atomic && !h.begun {
+		switch typ {
+		case 'C', 'N', 'S':
+			return false
+		case 'Z':
+			h.begun = true
+			return false
+		}
+	}
+	if h.copyOK {
+		switch typ {
+		case 'H': // CopyOutResponse: the copy's "row description"
+			typ = 'T'
+		case 'd': // CopyData: a "row"
+			typ = 'D'
+		case 'c': // CopyDone
+			return false
+		}
+	}
 	switch typ {
 	case 'D':
 		if !h.gotDesc || h.ended {
@@ -543,6 +629,7 @@ func (h *scatterShard) Frame(c *pool.Conn, typ byte, frame []byte) bool {
 		h.copyOut = true
 		h.end(scatterEvent{err: h.errorf(wire.SQLStateFeatureNotSupported, "COPY cannot run on several shards")})
 	case 'd', 'c': // CopyData, CopyDone of a refused COPY TO STDOUT
+	case '1', '2', 'n', 't': // ParseComplete, BindComplete, NoData, ParameterDescription
 	case 'N', 'S', 'A': // NoticeResponse, ParameterStatus, NotificationResponse
 	case 'Z':
 		status := byte(0)
@@ -559,8 +646,9 @@ func (h *scatterShard) Frame(c *pool.Conn, typ byte, frame []byte) bool {
 			return false
 		}
 		h.finished = true
-		h.ok = status == 'I' && !h.bad && !h.canceled
-		if status == 'T' || status == 'E' {
+		h.status = status
+		h.ok = (status == 'I' || h.atomic) && !h.bad && !h.canceled
+		if (status == 'T' || status == 'E') && !h.atomic {
 			if h.extra == nil {
 				h.extra = &wire.Error{Code: wire.SQLStateFeatureNotSupported,
 					Message: "shard " + h.name + ": a statement on several shards cannot open a transaction",
@@ -761,16 +849,6 @@ func scatterAppendTag(dst []byte, tag string) []byte {
 	return dst
 }
 
-// scatterQueryFrame builds a simple-protocol Query frame.
-func scatterQueryFrame(sql string) []byte {
-	q := make([]byte, 5, 6+len(sql))
-	q[0] = 'Q'
-	q = append(q, sql...)
-	q = append(q, 0)
-	binary.BigEndian.PutUint32(q[1:], uint32(len(q)-1))
-	return q
-}
-
 // scatterMergeError turns an error of the merge into what the client
 // gets: a shard's own error as is; a result the merger cannot combine
 // exactly as 0A000 (54000 when it does not fit in memory).
@@ -792,4 +870,210 @@ func scatterMergeError(err error, shards []string) error {
 	}
 	return &wire.Error{Code: code, Message: msg,
 		Detail: "Shards in merge order (numbered from 0): " + strings.Join(shards, ", ") + ".", Err: err}
+}
+
+// endTransactions commits (commit true) or rolls back the transactions an
+// atomic statement left open on its shards. Commits go shard by shard:
+// when one fails, the shards before it have committed (that cannot be
+// undone, and the error says so) and the rest are rolled back. A shard
+// whose connection is in an unknown state is left to giveBack to close,
+// which ends its transaction.
+func endTransactions(ctx context.Context, shards []*scatterShard, commit bool) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), scatterReplyTimeout)
+	defer cancel()
+	var err error
+	committed := 0
+	for _, h := range shards {
+		h.drain()
+		_ = h.conn.SetHandler(nil)
+		h.mu.Lock()
+		open := h.finished && h.ok && !h.bad && !h.canceled && (h.status == 'T' || h.status == 'E')
+		h.mu.Unlock()
+		if !open {
+			continue
+		}
+		end := "ROLLBACK"
+		if commit && err == nil {
+			end = "COMMIT"
+		}
+		if xerr := h.conn.Exec(ctx, end); xerr != nil {
+			h.markBad()
+			if end == "COMMIT" {
+				c := code(xerr)
+				if c == "" {
+					c = wire.SQLStateConnectionFailure
+				}
+				err = &wire.Error{Code: c, Err: xerr,
+					Message: fmt.Sprintf("shard %s: commit failed after %d of %d shards committed their rows: %v", h.name, committed, len(shards), xerr)}
+			}
+			continue
+		}
+		if end == "COMMIT" {
+			committed++
+		}
+	}
+	return err
+}
+
+// scatterFrames builds what shard name is sent for req: one Query, or the
+// extended-protocol sequence; with req.Atomic, after a BEGIN.
+func scatterFrames(req *scatterRequest, name string) []byte {
+	sql := req.SQL
+	if q, ok := req.PerShardSQL[name]; ok {
+		sql = q
+	}
+	var b []byte
+	if req.Atomic {
+		b = wire.AppendString(b, 'Q', "BEGIN")
+	}
+	if req.Ext == nil {
+		return wire.AppendString(b, 'Q', sql)
+	}
+	return req.Ext.appendFrames(b, sql)
+}
+
+// scatterOrdered answers a statement whose rows go back in a given order
+// (RowOrder): every shard's rows are collected, then placed.
+func scatterOrdered(ctx context.Context, req *scatterRequest, run *scatterRun, desc []byte) ([]byte, error) {
+	total := 0
+	for _, rows := range req.RowOrder {
+		total += len(rows)
+	}
+	placed := make([][]byte, total)
+	var tag string
+	for i, h := range run.shards {
+		order := req.RowOrder[req.Shards[i]]
+		src := scatterSource{ctx: ctx, run: run, h: h}
+		for n := 0; ; n++ {
+			row, err := src.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return req.Dst, scatterMergeError(err, req.Shards)
+			}
+			if n >= len(order) || order[n] >= total || placed[order[n]] != nil {
+				return req.Dst, h.errorf(wire.SQLStateFeatureNotSupported, "cross-shard statement returned more rows than it was given")
+			}
+			placed[order[n]] = bytes.Clone(row)
+		}
+		if tag == "" {
+			tag = src.tag
+		}
+	}
+	out := req.Dst
+	if !req.NoDescription {
+		out = append(out, desc...)
+	}
+	n := 0
+	for _, row := range placed {
+		if row != nil {
+			out = append(out, row...)
+			n++
+		}
+	}
+	verb, ok := scatterTagPrefix(tag)
+	if !ok {
+		verb = "SELECT"
+	}
+	return scatterAppendTag(out, verb+" "+strconv.Itoa(n)), nil
+}
+
+// scatterCopyOut concatenates the shards' COPY ... TO STDOUT data: one
+// CopyOutResponse, every shard's CopyData in shard order (a CSV header
+// only from the first shard; binary: the file header only from the first
+// shard and the trailer only from the last), CopyDone and the summed
+// COPY count.
+func scatterCopyOut(ctx context.Context, req *scatterRequest, run *scatterRun, descs [][]byte) ([]byte, error) {
+	for i, d := range descs[1:] {
+		if !bytes.Equal(d, descs[0]) {
+			return req.Dst, &wire.Error{Code: wire.SQLStateFeatureNotSupported,
+				Message: "cross-shard COPY: the shards answered with different column formats",
+				Detail:  fmt.Sprintf("Shard %s differs from shard %s.", req.Shards[i+1], req.Shards[0])}
+		}
+	}
+	binaryFormat := len(descs[0]) > wire.HeaderLen && descs[0][wire.HeaderLen] == 1
+	out := append(req.Dst, descs[0]...)
+	emit := func(data []byte) error {
+		if len(data) == 0 {
+			return nil
+		}
+		out = append(out, 'd', 0, 0, 0, 0)
+		binary.BigEndian.PutUint32(out[len(out)-4:], uint32(len(data)+4))
+		out = append(out, data...)
+		if req.Flush != nil && len(out) >= scatterFlushBytes {
+			if err := req.Flush(out); err != nil {
+				return err
+			}
+			out = out[:0]
+		}
+		return nil
+	}
+	var total int64
+	for i, h := range run.shards {
+		src := scatterSource{ctx: ctx, run: run, h: h}
+		first, last := i == 0, i == len(run.shards)-1
+		var held []byte // binary: the previous message, which may end with the trailer
+		for n := 0; ; n++ {
+			frame, err := src.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return out, scatterMergeError(err, req.Shards)
+			}
+			data := frame[wire.HeaderLen:]
+			switch {
+			case binaryFormat:
+				if n == 0 && !first {
+					hl, ok := copyBinaryHeaderLen(data)
+					if !ok {
+						return out, h.errorf(wire.SQLStateFeatureNotSupported, "cross-shard COPY: the shard's binary data does not start with a COPY file header")
+					}
+					data = data[hl:]
+				}
+				if err := emit(held); err != nil {
+					return out, err
+				}
+				held = append(held[:0], data...)
+				continue
+			case n == 0 && !first && req.CopyHeader:
+				continue // the header line, sent once
+			}
+			if err := emit(data); err != nil {
+				return out, err
+			}
+		}
+		if binaryFormat {
+			if !last {
+				if len(held) < 2 {
+					return out, h.errorf(wire.SQLStateFeatureNotSupported, "cross-shard COPY: the shard's binary data does not end with a COPY file trailer")
+				}
+				held = held[:len(held)-2]
+			}
+			if err := emit(held); err != nil {
+				return out, err
+			}
+		}
+		if p, ok := scatterTagPrefix(src.tag); ok && p == "COPY" {
+			n, _ := strconv.ParseInt(src.tag[len(p)+1:], 10, 64)
+			total += n
+		}
+	}
+	out = append(out, 'c', 0, 0, 0, 4)
+	return scatterAppendTag(out, "COPY "+strconv.FormatInt(total, 10)), nil
+}
+
+// copyBinaryHeaderLen returns the length of the binary COPY file header
+// at the start of b: signature, flags, extension length and extension.
+func copyBinaryHeaderLen(b []byte) (int, bool) {
+	const fixed = 11 + 4 + 4
+	if len(b) < fixed || string(b[:11]) != "PGCOPY\n\xff\r\n\x00" {
+		return 0, false
+	}
+	n := fixed + int(binary.BigEndian.Uint32(b[15:]))
+	if n < fixed || n > len(b) {
+		return 0, false
+	}
+	return n, true
 }

@@ -81,6 +81,12 @@ type session struct {
 	// noBegin makes attach leave a deferred BEGIN for later: the request
 	// needs a backend but not the transaction (describing a statement).
 	noBegin bool
+	// portal is the client's portal over several shards (portal.go), or
+	// nil.
+	portal *scatterPortal
+	// rewrite, set by attach, replaces the client's simple query (the
+	// router's answer to EXPLAIN (pgshard)).
+	rewrite string
 
 	mu      sync.Mutex
 	state   state
@@ -90,6 +96,7 @@ type session struct {
 	// the shard of the transaction's first statement ("" when none).
 	pendingBegin string
 	beginFailed  bool // that transaction failed before reaching a shard
+	lastFailed   bool // the last sync point answered had an error
 	// outsideTx marks an attachment made while a deferred BEGIN waits
 	// (to describe statements): its ReadyForQuery must show the client's
 	// transaction status, and statements must not run on it.
@@ -193,7 +200,7 @@ func (s *session) handle(ctx context.Context, typ byte, frame []byte) error {
 	case 'C':
 		return s.handleClose(ctx, frame)
 	case 'E':
-		return s.forwardAny(ctx, frame)
+		return s.handleExecute(ctx, frame)
 	case 'H': // Flush
 		if s.claim() == nil {
 			return s.flushClient()
@@ -297,6 +304,13 @@ func (s *session) flushBackend() error {
 }
 
 func (s *session) handleSync(ctx context.Context, frame []byte) error {
+	if s.portal != nil {
+		if s.skipToSync {
+			s.portal = nil // it failed: nothing more to say
+		} else if err := s.endPortal(ctx); err != nil {
+			s.out = wire.AppendErrorResponse(s.out, wire.AsError(err))
+		}
+	}
 	if s.dropSync {
 		s.skipToSync, s.dropSync = false, false
 		return nil
@@ -347,6 +361,11 @@ func (s *session) handleQuery(ctx context.Context, frame []byte) error {
 	}
 	be.UnnamedGen++ // a simple query replaces the unnamed statement
 	s.pushSync(be, e)
+	if s.rewrite != "" {
+		s.bout = wire.AppendString(s.bout, 'Q', s.rewrite)
+		s.rewrite = ""
+		return s.maybeFlush()
+	}
 	return s.forwardRaw(frame)
 }
 

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 
 	"github.com/pgshard/pgshard/router"
 	"github.com/pgshard/pgshard/router/pool"
@@ -208,7 +209,14 @@ func (s *session) sendPending(ctx context.Context, typ byte, frame []byte) error
 		_, err := s.attach(ctx, q)
 		s.noBegin = false
 		if err != nil {
-			return err
+			var sn *scatterNeeded
+			if !errors.As(err, &sn) {
+				return err
+			}
+			// The Bind runs over several shards with no backend: the
+			// held-back messages are answered by a backend of their own
+			// first.
+			return s.sendPendingAlone(ctx, pending)
 		}
 	}
 	for _, f := range pending {
@@ -221,6 +229,48 @@ func (s *session) sendPending(ctx context.Context, typ byte, frame []byte) error
 		if err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// sendPendingAlone sends held-back Parse and Describe messages to a
+// backend with a Sync of the proxy's own, relays their answers (not the
+// ReadyForQuery) and waits for them. When the server reported an error,
+// the rest of the client's batch is skipped, as the server would.
+func (s *session) sendPendingAlone(ctx context.Context, pending [][]byte) error {
+	s.noBegin = true
+	be, err := s.attach(ctx, router.Query{})
+	s.noBegin = false
+	if err != nil {
+		return err
+	}
+	for _, f := range pending {
+		if f[0] == 'P' {
+			err = s.handleParse(ctx, f)
+		} else {
+			err = s.handleDescribe(ctx, f)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	s.overrides.Add(1)
+	s.mu.Unlock()
+	s.pushSync(be, syncEntry{hide: true})
+	s.bout = append(s.bout, 'S', 0, 0, 0, 4)
+	s.mu.Lock()
+	wait := s.waitChan()
+	s.mu.Unlock()
+	if err := s.waitZ(ctx, wait); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	failed := s.lastFailed
+	s.mu.Unlock()
+	if failed {
+		s.skipToSync = true
+		return errAnswered
 	}
 	return nil
 }
@@ -261,8 +311,17 @@ func (s *session) handleBind(ctx context.Context, frame []byte) error {
 	}
 	off := len(portal) + 1
 	name := cstring(body[off:])
+	if s.portal != nil && s.portal.name == portal {
+		if err := s.endPortal(ctx); err != nil {
+			return err
+		}
+	}
 	be, err := s.attach(ctx, router.Query{SQL: s.stmtSQL(name), Parse: s.stmtParse(name), Bind: body})
 	if err != nil {
+		var sn *scatterNeeded
+		if errors.As(err, &sn) {
+			return s.bindScatter(portal, name, sn.plan, body, off)
+		}
 		return err
 	}
 	global := s.ensurePrepared(be, name)
@@ -279,6 +338,10 @@ func (s *session) handleDescribe(ctx context.Context, frame []byte) error {
 		return malformed("Describe")
 	}
 	if body[0] != 'S' {
+		if p := s.scatterPortalFor(cstring(body[1:])); p != nil {
+			p.described = true // answered when it runs
+			return nil
+		}
 		return s.forwardAny(ctx, frame)
 	}
 	name := cstring(body[1:])
@@ -309,6 +372,9 @@ func (s *session) handleClose(ctx context.Context, frame []byte) error {
 	}
 	kind := body[0]
 	name := cstring(body[1:])
+	if kind == 'P' && s.portal != nil && s.portal.name == name {
+		s.portal = nil
+	}
 	var st *stmt
 	if kind == 'S' {
 		if name == "" {

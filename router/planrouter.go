@@ -9,9 +9,12 @@ import (
 )
 
 // PlanRouter routes with the SQL-aware planner (package router/plan) over
-// a shard map. Read-only SELECTs over several shards become scatter plans;
-// other statements that need several shards (writes, COPY, multi-row
-// INSERT splits) are refused with 0A000 for now. A statement the planner
+// a shard map. Read-only SELECTs over several shards become scatter plans,
+// multi-row INSERTs with rows for several shards are split (one
+// transaction per shard, all committed or none), COPY into a sharded table
+// is split by key, and UPDATE/DELETE without a key run everywhere when
+// AllowBroadcast says so; other statements over several shards are
+// refused with 0A000. A statement the planner
 // cannot parse goes to the default shard, whose server reports the error
 // exactly.
 type PlanRouter struct {
@@ -42,6 +45,9 @@ func (r PlanRouter) Route(q Query) (Plan, error) {
 	if err != nil {
 		return Plan{Kind: KindSingle, Shard: r.Default}, nil
 	}
+	if p.Explain {
+		return Plan{Kind: KindAny, Shard: r.Default, SQL: explainSQL(p, q.SQL)}, nil
+	}
 	switch p.Kind {
 	case plan.Single:
 		return Plan{Kind: KindSingle, Shard: p.Shards[0]}, nil
@@ -54,7 +60,15 @@ func (r PlanRouter) Route(q Query) (Plan, error) {
 		return Plan{}, &RefusedError{Code: p.Err.Code, Message: p.Err.Message, Hint: p.Err.Hint}
 	case plan.All, plan.Multi:
 		if p.Stmt == plan.StmtSelect && p.ReadOnly && p.PerShardSQL == nil {
-			return Plan{Kind: KindScatter, Shards: p.Shards, SQL: p.ShardSQL, Merge: p.Merge}, nil
+			return Plan{Kind: KindScatter, Shards: p.Shards, SQL: p.ShardSQL, Merge: p.Merge, ReadOnly: true}, nil
+		}
+		if p.Stmt == plan.StmtCopy && p.ReadOnly {
+			return Plan{Kind: KindCopyOut, Shards: p.Shards, Copy: p.Copy}, nil
+		}
+		if p.Stmt == plan.StmtInsert && p.PerShardSQL != nil {
+			// The rows of each shard in one transaction per shard, all
+			// committed only when every shard succeeded.
+			return Plan{Kind: KindScatter, Shards: p.Shards, PerShardSQL: p.PerShardSQL, RowOrder: p.PerShardRows, Atomic: true}, nil
 		}
 		if p.Broadcast && p.Stmt == plan.StmtOther {
 			return Plan{Kind: KindUtility, Shards: p.Shards}, nil
@@ -69,17 +83,15 @@ func (r PlanRouter) Route(q Query) (Plan, error) {
 			}
 			return Plan{Kind: KindScatter, Shards: p.Shards, SQL: p.ShardSQL}, nil
 		}
+	case plan.CopyIn:
+		return Plan{Kind: KindCopyIn, Shards: p.Shards, Copy: p.Copy}, nil
 	case plan.SetHint:
 		// PostgreSQL accepts pgshard.* as custom parameters, so the SET
 		// runs where the session is, like any SET; the session also keeps
 		// the hint for routing.
 		return Plan{Kind: KindAny, Shard: r.Default, SetHint: &HintChange{Name: p.Hint.Name, Value: p.Hint.Value}}, nil
 	case plan.ShowRoute:
-		return Plan{}, &RefusedError{
-			Code:    "0A000",
-			Message: "SHOW pgshard.route is not supported by the session yet",
-			Hint:    "SHOW pgshard.shard and SHOW pgshard.key show the session's routing hints.",
-		}
+		return Plan{Kind: KindAny, Shard: r.Default, SQL: showRouteSQL(q)}, nil
 	}
 	return Plan{}, &RefusedError{
 		Code:    "0A000",

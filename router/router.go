@@ -1,6 +1,9 @@
 package router
 
-import "github.com/pgshard/pgshard/router/merge"
+import (
+	"github.com/pgshard/pgshard/router/merge"
+	"github.com/pgshard/pgshard/router/plan"
+)
 
 // Kind says how many shards a plan targets.
 type Kind uint8
@@ -12,12 +15,19 @@ const (
 	// KindAny has no target of its own (transaction control, SET, SHOW):
 	// it runs where the session already is, else on Plan.Shard.
 	KindAny
-	// KindScatter is a read on several shards whose results are merged:
-	// Plan.Shards, Plan.SQL (the statement for the shards) and Plan.Merge.
+	// KindScatter is a statement on several shards whose results are
+	// merged: Plan.Shards, Plan.SQL (the statement for the shards) and
+	// Plan.Merge; a split INSERT has Plan.PerShardSQL instead.
 	KindScatter
 	// KindUtility is DDL or another utility statement on a sharded table:
 	// it runs on every shard in Plan.Shards, all or none.
 	KindUtility
+	// KindCopyIn is COPY into a sharded table FROM STDIN: the rows are
+	// split by Plan.Copy over Plan.Shards.
+	KindCopyIn
+	// KindCopyOut is COPY ... TO STDOUT over several shards (Plan.Shards):
+	// the shards' data is concatenated.
+	KindCopyOut
 )
 
 // Plan is a routing decision for one statement.
@@ -29,10 +39,28 @@ type Plan struct {
 	// session keeps it for later statements.
 	SetHint *HintChange
 
+	// SQL, for KindAny and KindSingle, replaces the client's simple
+	// query (EXPLAIN (pgshard) is answered by a query the router builds).
+	// For KindScatter it is the statement for the shards ("" means the
+	// client's text).
+	SQL string
+
 	// KindScatter only.
 	Shards []string
-	SQL    string      // "" means the client's text
 	Merge  *merge.Spec // nil means concatenate
+	// ReadOnly marks a read: it may run again without effect.
+	ReadOnly bool
+	// PerShardSQL, when set, is the statement each shard gets (the rows
+	// of a multi-row INSERT that belong to it).
+	PerShardSQL map[string]string
+	// RowOrder gives, per shard, the positions of the rows it returns in
+	// the client's result (INSERT ... RETURNING of a split INSERT).
+	RowOrder map[string][]int
+	// Atomic runs the statement in a transaction on every shard, all
+	// committed or all rolled back.
+	Atomic bool
+	// Copy says how to split the rows of a KindCopyIn.
+	Copy *plan.CopySpec
 }
 
 // Query is what a router may look at to place a statement. Every field

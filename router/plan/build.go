@@ -153,6 +153,14 @@ func (b *builder) statement(n *pg.Node) *template {
 		t.base.ReadOnly = true
 		return t
 	case n.GetExplainStmt() != nil:
+		for _, o := range n.GetExplainStmt().Options {
+			if d := o.GetDefElem(); d != nil && strings.EqualFold(d.Defname, "pgshard") {
+				// EXPLAIN (pgshard) stmt: where stmt would go.
+				t := b.statement(n.GetExplainStmt().Query)
+				t.explain = true
+				return t
+			}
+		}
 		t := b.statement(n.GetExplainStmt().Query)
 		// EXPLAIN output is per shard: concatenate, never merge.
 		t.base.Merge, t.shardSQL, t.limit, t.insert = nil, nil, nil, nil

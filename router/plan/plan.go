@@ -2,6 +2,7 @@ package plan
 
 import (
 	"github.com/pgshard/pgshard/router/merge"
+	"github.com/pgshard/pgshard/shardmap"
 )
 
 // Kind says where a statement goes.
@@ -102,6 +103,10 @@ type Plan struct {
 	// PerShardSQL is set for a multi-row INSERT whose rows go to several
 	// shards: the INSERT each shard gets, holding only its rows (Multi).
 	PerShardSQL map[string]string
+	// PerShardRows gives, for each shard of PerShardSQL, the 0-based
+	// positions in the client's VALUES list of the rows it got, in order
+	// (to return INSERT ... RETURNING rows in the client's order).
+	PerShardRows map[string][]int
 	// Broadcast marks an UPDATE or DELETE on a sharded table that has no
 	// condition on the key: it runs on every shard. The proxy allows or
 	// refuses it by configuration.
@@ -117,6 +122,9 @@ type Plan struct {
 	Hint *HintSet
 	// Hinted is true when a hint (comment or session) decided the target.
 	Hinted bool
+	// Explain is true for EXPLAIN (pgshard) stmt: the plan is stmt's, to
+	// be described to the client rather than run.
+	Explain bool
 	// Err says why, for Refused.
 	Err *RefusalError
 }
@@ -134,6 +142,15 @@ type CopySpec struct {
 	Delimiter byte
 	// Header is true when the first line (csv) is a header to skip.
 	Header bool
+
+	dist *shardmap.Distribution
+}
+
+// Shard returns the shard of a row whose key column holds key, in the
+// COPY's format (binary: the field's bytes in binary format; otherwise
+// the de-escaped text). A NULL key has no shard.
+func (c *CopySpec) Shard(key []byte, binary bool) (string, error) {
+	return shardFor(c.dist, string(key), binary)
 }
 
 // HintSet is a SET or RESET of pgshard.shard or pgshard.key.

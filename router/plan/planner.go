@@ -106,7 +106,9 @@ func (p *Planner) RouteHint(sql string, hint Hint, params [][]byte, paramFormats
 	if t.parseErr != nil {
 		return Plan{}, t.parseErr
 	}
-	return st.execute(t, &in, hint), nil
+	plan := st.execute(t, &in, hint)
+	plan.Explain = t.explain
+	return plan, nil
 }
 
 var errNUL = &RefusalError{Code: SQLStateSyntaxError, Message: "the query text contains a NUL byte"}
@@ -245,6 +247,9 @@ type template struct {
 	limit      *limitSrc    // LIMIT/OFFSET read per execution
 	multiSQL   []segment    // ShardSQL for the multi plan
 	multiLimit *limitSrc
+	// explain marks EXPLAIN (pgshard) of the statement: the plan is the
+	// statement's, with Plan.Explain set.
+	explain bool
 }
 
 func (t *template) matches(n *normalized, sql string) bool {

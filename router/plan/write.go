@@ -189,6 +189,7 @@ func (is *insertSplit) split(st *state, t *template, in *execInput, shards []str
 	p.Kind = Multi
 	p.Shards = shards
 	p.PerShardSQL = per
+	p.PerShardRows = byShard
 	return p
 }
 
@@ -288,11 +289,16 @@ func valuesRows(key []byte, n int) ([][2]int32, bool) {
 
 // copyStmt plans COPY.
 func (b *builder) copyStmt(c *pg.CopyStmt) *template {
+	opts, refused := copyOptions(c)
+	if refused != nil {
+		return refused
+	}
 	if c.Query != nil {
 		// COPY (query) TO: where the query goes; results are concatenated.
 		t := b.statement(c.Query)
 		for _, p := range []*Plan{&t.base, t.multi} {
 			if p != nil && p.Kind != Refused {
+				p.Copy = opts
 				if p.Merge != nil {
 					*p = Plan{Kind: Refused, Stmt: StmtCopy, Err: refusal("COPY (query) TO over several shards cannot merge (ORDER BY, aggregates, DISTINCT, LIMIT)", "COPY from each shard with a pgshard.shard hint, or drop the clause")}
 				}
@@ -314,7 +320,7 @@ func (b *builder) copyStmt(c *pg.CopyStmt) *template {
 	}
 	dist := target.ti.dist
 	if !c.IsFrom {
-		return &template{hintable: true, dist: dist, base: Plan{Kind: All, Stmt: StmtCopy, ReadOnly: true, Table: target.name, Shards: b.st.distShards[dist]}}
+		return &template{hintable: true, dist: dist, base: Plan{Kind: All, Stmt: StmtCopy, ReadOnly: true, Table: target.name, Shards: b.st.distShards[dist], Copy: opts}}
 	}
 	if c.Filename != "" || c.IsProgram {
 		return refusedTemplate(StmtCopy, "COPY into sharded table "+target.name+" from a server-side file or program", "use COPY ... FROM STDIN")
@@ -324,7 +330,8 @@ func (b *builder) copyStmt(c *pg.CopyStmt) *template {
 		return refusedTemplate(StmtCopy, "COPY into sharded table "+target.name+" needs an explicit column list: pgshard does not know the table's column order, so it cannot find the sharding key "+key+" in the rows",
 			"COPY "+target.name+" ("+key+", ...) FROM STDIN")
 	}
-	spec := &CopySpec{KeyColumn: -1, Columns: len(c.Attlist), Format: "text", Delimiter: '\t'}
+	spec := opts
+	spec.KeyColumn, spec.Columns, spec.dist = -1, len(c.Attlist), target.ti.dist
 	for i, n := range c.Attlist {
 		if strings.ToLower(n.GetString_().GetSval()) == key {
 			spec.KeyColumn = i
@@ -333,6 +340,12 @@ func (b *builder) copyStmt(c *pg.CopyStmt) *template {
 	if spec.KeyColumn < 0 {
 		return refusedTemplate(StmtCopy, "COPY into sharded table "+target.name+" does not include its sharding key column "+key, "add "+key+" to the column list")
 	}
+	return &template{hintable: true, dist: dist, base: Plan{Kind: CopyIn, Stmt: StmtCopy, Table: target.name, Shards: b.st.distShards[dist], Copy: spec}}
+}
+
+// copyOptions reads the format options of a COPY statement.
+func copyOptions(c *pg.CopyStmt) (*CopySpec, *template) {
+	spec := &CopySpec{KeyColumn: -1, Format: "text", Delimiter: '\t'}
 	delimSet := false
 	for _, o := range c.Options {
 		d := o.GetDefElem()
@@ -345,20 +358,24 @@ func (b *builder) copyStmt(c *pg.CopyStmt) *template {
 			spec.Format = strings.ToLower(val)
 		case "delimiter":
 			if len(val) != 1 {
-				return refusedTemplate(StmtCopy, "COPY delimiter must be one byte", "")
+				return nil, refusedTemplate(StmtCopy, "COPY delimiter must be one byte", "")
 			}
 			spec.Delimiter, delimSet = val[0], true
 		case "header":
 			spec.Header = d.Arg == nil || slices.Contains([]string{"true", "on", "1", "match"}, strings.ToLower(val))
+		case "quote", "escape":
+			if c.IsFrom && val != `"` {
+				return nil, refusedTemplate(StmtCopy, "COPY FROM with a "+strings.ToLower(d.Defname)+" character other than '\"' is not supported: pgshard could not find the sharding key in the rows", "use the default CSV quoting")
+			}
 		}
 	}
 	if spec.Format == "csv" && !delimSet {
 		spec.Delimiter = ','
 	}
 	if spec.Format != "text" && spec.Format != "csv" && spec.Format != "binary" {
-		return refusedTemplate(StmtCopy, "unknown COPY format "+spec.Format, "")
+		return nil, refusedTemplate(StmtCopy, "unknown COPY format "+spec.Format, "")
 	}
-	return &template{hintable: true, dist: dist, base: Plan{Kind: CopyIn, Stmt: StmtCopy, Table: target.name, Shards: b.st.distShards[dist], Copy: spec}}
+	return spec, nil
 }
 
 func defString(n *pg.Node) string {

@@ -1,0 +1,390 @@
+package proxy_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgshard/pgshard/integration"
+	"github.com/pgshard/pgshard/integration/pgcluster"
+)
+
+// kvShards starts two shards with the kv map (k < 100 on s0), creates kv
+// with a few column types on both and in a reference database "ref" on
+// the first server holding every row, and loads the same rows into both.
+func kvShards(t *testing.T) (*pgcluster.Cluster, [2]*pgx.Conn, *pgx.Conn) {
+	t.Helper()
+	c := integration.NewCluster(t, integration.Shards(2))
+	ctx := ctxT(t)
+	const ddl = `CREATE TABLE kv (k bigint PRIMARY KEY, v text, n numeric, f float8, ts timestamptz)`
+	const load = `INSERT INTO kv SELECT g, CASE WHEN g % 7 = 0 THEN NULL ELSE 'v' || (g % 5) END,
+		CASE WHEN g % 11 = 0 THEN NULL ELSE g * 1.25 END, g / 3.0, '2026-01-01'::timestamptz + g * interval '1 hour'
+		FROM generate_series(-20, 300) g`
+	var direct [2]*pgx.Conn
+	for i, srv := range c.Shards {
+		direct[i] = connect(t, srv.SuperDSN("postgres"))
+		if _, err := direct[i].Exec(ctx, ddl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := direct[0].Exec(ctx, `CREATE DATABASE ref`); err != nil {
+		t.Fatal(err)
+	}
+	ref := connect(t, c.Shards[0].SuperDSN("ref"))
+	for _, sql := range []string{ddl, load} {
+		if _, err := ref.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := direct[0].Exec(ctx, load+` WHERE g < 100`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := direct[1].Exec(ctx, load+` WHERE g >= 100`); err != nil {
+		t.Fatal(err)
+	}
+	return c, direct, ref
+}
+
+// rawResult is a result as the client library received it: column
+// descriptions and raw values, in the wire format the client asked for.
+type rawResult struct {
+	cols []string
+	rows []string
+}
+
+func queryRaw(ctx context.Context, c *pgx.Conn, sql string, args ...any) (rawResult, error) {
+	rows, err := c.Query(ctx, sql, args...)
+	if err != nil {
+		return rawResult{}, err
+	}
+	defer rows.Close()
+	var r rawResult
+	for _, fd := range rows.FieldDescriptions() {
+		r.cols = append(r.cols, fmt.Sprintf("%s:%d:%d", fd.Name, fd.DataTypeOID, fd.Format))
+	}
+	for rows.Next() {
+		var row []string
+		for _, v := range rows.RawValues() {
+			if v == nil {
+				row = append(row, "NULL")
+			} else {
+				row = append(row, fmt.Sprintf("%x", v))
+			}
+		}
+		r.rows = append(r.rows, strings.Join(row, ","))
+	}
+	return r, rows.Err()
+}
+
+// TestScatterExtendedProtocol: reads over several shards through the
+// extended protocol (pgx's default and other modes: binary and text
+// result formats chosen per column, parameters in LIMIT/OFFSET, = ANY,
+// aggregates rewritten for merging) return exactly what one server
+// holding all rows returns, byte for byte in the client's formats.
+func TestScatterExtendedProtocol(t *testing.T) {
+	c, _, _ := kvShards(t)
+	p := startProxy(t, kvMapConfig(t, c))
+	ctx := ctxT(t)
+	queries := []struct {
+		sql  string
+		args []any
+	}{
+		{`SELECT k, v, n, f, ts FROM kv ORDER BY k LIMIT $1 OFFSET $2`, []any{7, 95}},
+		{`SELECT k, v FROM kv ORDER BY k DESC LIMIT $1`, []any{5}},
+		{`SELECT count(*), sum(n), avg(n), min(v), max(f), avg(f), sum(k), avg(k) FROM kv`, nil},
+		{`SELECT v, count(*), avg(n), max(ts) FROM kv GROUP BY v ORDER BY v NULLS FIRST`, nil},
+		{`SELECT k, n FROM kv WHERE k = ANY($1) ORDER BY k DESC`, []any{[]int64{-3, 5, 99, 100, 101, 250, 400}}},
+		{`SELECT DISTINCT v FROM kv WHERE k > $1 ORDER BY v`, []any{50}},
+		{`SELECT k, n FROM kv WHERE n > $1 ORDER BY n NULLS FIRST, k LIMIT 10`, []any{120}},
+		{`SELECT avg(n) AS a, v FROM kv WHERE k BETWEEN $1 AND $2 GROUP BY v ORDER BY a DESC, v`, []any{10, 200}},
+		{`SELECT k FROM kv WHERE v = $1 ORDER BY f LIMIT 3`, []any{"v2"}},
+	}
+	for _, mode := range []string{"simple_protocol", "cache_statement", "cache_describe", "describe_exec", "exec"} {
+		conn := connect(t, p.dsn("default_query_exec_mode="+mode))
+		refConn := connect(t, c.Shards[0].SuperDSN("ref")+"&default_query_exec_mode="+mode)
+		for _, q := range queries {
+			for round := range 2 { // the second run uses cached statements
+				want, err := queryRaw(ctx, refConn, q.sql, q.args...)
+				if err != nil {
+					t.Fatalf("%s: reference %s: %v", mode, q.sql, err)
+				}
+				got, err := queryRaw(ctx, conn, q.sql, q.args...)
+				if err != nil {
+					t.Fatalf("%s (run %d): %s: %v", mode, round, q.sql, err)
+				}
+				if !slices.Equal(got.cols, want.cols) || !slices.Equal(got.rows, want.rows) {
+					t.Fatalf("%s (run %d): %s\n got  %v %v\n want %v %v", mode, round, q.sql, got.cols, got.rows, want.cols, want.rows)
+				}
+				if len(want.rows) == 0 {
+					t.Fatalf("%s: %s: the reference returned no rows; the test is vacuous", mode, q.sql)
+				}
+			}
+		}
+		// A shard's error reaches the client with its SQLSTATE, and the
+		// session goes on.
+		var x int
+		err := conn.QueryRow(ctx, `SELECT count(*) FROM kv WHERE 1 / (k - $1) > 0`, 150).Scan(&x)
+		if pgCode(err) != "22012" || !strings.Contains(err.Error(), "s1") {
+			t.Fatalf("%s: division by zero on one shard: %v", mode, err)
+		}
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM kv WHERE k > $1`, 0).Scan(&x); err != nil || x != 300 {
+			t.Fatalf("%s: after a shard error: %d %v", mode, x, err)
+		}
+		// A batch: a read over several shards between single-shard
+		// statements, each with its own sync point.
+		if mode != "simple_protocol" {
+			b := &pgx.Batch{}
+			b.Queue(`SELECT count(*) FROM kv WHERE k < $1`, 1000)
+			var n int
+			b.Queue(`SELECT count(*) FROM kv`).QueryRow(func(r pgx.Row) error { return r.Scan(&n) })
+			if err := conn.SendBatch(ctx, b).Close(); err != nil || n != 321 {
+				t.Fatalf("%s: batch of two reads over several shards: %d %v", mode, n, err)
+			}
+		}
+	}
+}
+
+// TestSplitInsert: a multi-row INSERT with rows for several shards is
+// split, each shard gets its rows, RETURNING comes back in the client's
+// order, and a failure on one shard leaves no row on any (one
+// transaction per shard, all committed or none).
+func TestSplitInsert(t *testing.T) {
+	c, direct, _ := kvShards(t)
+	p := startProxy(t, kvMapConfig(t, c))
+	ctx := ctxT(t)
+	for i, mode := range []string{"simple_protocol", "cache_statement", "exec"} {
+		conn := connect(t, p.dsn("default_query_exec_mode="+mode))
+		base := int64(1000 * (i + 1))
+		keys := []int64{base + 150, -base, base + 7, -base - 1}
+		rows, err := conn.Query(ctx, `INSERT INTO kv (k, v) VALUES ($1, 'a'), ($2, $5), ($3, 'c'), ($4, 'd') RETURNING k, v`,
+			keys[0], keys[1], keys[2], keys[3], "b")
+		if err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		var got []string
+		for rows.Next() {
+			var k int64
+			var v string
+			if err := rows.Scan(&k, &v); err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, fmt.Sprintf("%d:%s", k, v))
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		want := []string{fmt.Sprint(keys[0], ":a"), fmt.Sprint(keys[1], ":b"), fmt.Sprint(keys[2], ":c"), fmt.Sprint(keys[3], ":d")}
+		if !slices.Equal(got, want) {
+			t.Fatalf("%s: RETURNING order: got %v, want %v", mode, got, want)
+		}
+		tag, err := conn.Exec(ctx, `INSERT INTO kv (k, v) VALUES ($1, 'x'), ($2, 'y')`, base+500, -base-500)
+		if err != nil || tag.String() != "INSERT 0 2" {
+			t.Fatalf("%s: split insert: %v %v", mode, tag, err)
+		}
+		for _, k := range append(keys, base+500, -base-500) {
+			shard := 0
+			if k >= 100 {
+				shard = 1
+			}
+			var n int
+			if err := direct[shard].QueryRow(ctx, `SELECT count(*) FROM kv WHERE k = $1`, k).Scan(&n); err != nil || n != 1 {
+				t.Fatalf("%s: key %d not on s%d (%d %v)", mode, k, shard, n, err)
+			}
+		}
+		// All or none: the second row exists on s1 already.
+		_, err = conn.Exec(ctx, `INSERT INTO kv (k, v) VALUES ($1, 'new'), ($2, 'dup')`, -base-900, base+150)
+		if pgCode(err) != "23505" || !strings.Contains(err.Error(), "s1") {
+			t.Fatalf("%s: duplicate key on one shard: %v", mode, err)
+		}
+		var n int
+		if err := direct[0].QueryRow(ctx, `SELECT count(*) FROM kv WHERE k = $1`, -base-900).Scan(&n); err != nil || n != 0 {
+			t.Fatalf("%s: the other shard kept its row (%d %v)", mode, n, err)
+		}
+		// Inside a transaction it is refused: it would span shards.
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO kv (k, v) VALUES ($1, 'p'), ($2, 'q')`, -base-901, base+901); pgCode(err) != "0A000" {
+			t.Fatalf("%s: split insert in a transaction: %v", mode, err)
+		}
+		_ = tx.Rollback(ctx)
+	}
+}
+
+// TestCopyOutOverShards: COPY of a sharded table TO STDOUT concatenates
+// the shards' data: every row once, one CSV header, one binary header and
+// trailer.
+func TestCopyOutOverShards(t *testing.T) {
+	c, _, ref := kvShards(t)
+	p := startProxy(t, kvMapConfig(t, c))
+	ctx := ctxT(t)
+	conn := connect(t, p.dsn(""))
+	copyOut := func(conn *pgx.Conn, sql string) []byte {
+		t.Helper()
+		var buf bytes.Buffer
+		tag, err := conn.PgConn().CopyTo(ctx, &buf, sql)
+		if err != nil || tag.RowsAffected() != 321 {
+			t.Fatalf("%s: %v %v", sql, tag, err)
+		}
+		return buf.Bytes()
+	}
+	for _, sql := range []string{
+		`COPY kv TO STDOUT`,
+		`COPY kv (k, v) TO STDOUT WITH (FORMAT csv, HEADER)`,
+		`COPY (SELECT k, n FROM kv WHERE k > 50) TO STDOUT`,
+	} {
+		if strings.Contains(sql, "k > 50") {
+			var buf bytes.Buffer
+			if _, err := conn.PgConn().CopyTo(ctx, &buf, sql); err != nil {
+				t.Fatal(err)
+			}
+			var want bytes.Buffer
+			if _, err := ref.PgConn().CopyTo(ctx, &want, sql); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(sortedLines(buf.Bytes()), sortedLines(want.Bytes())) {
+				t.Fatalf("%s: rows differ", sql)
+			}
+			continue
+		}
+		got, want := copyOut(conn, sql), copyOut(ref, sql)
+		gl, wl := sortedLines(got), sortedLines(want)
+		if !slices.Equal(gl, wl) {
+			t.Fatalf("%s: lines differ: got %d, want %d", sql, len(gl), len(wl))
+		}
+		if strings.Contains(sql, "HEADER") && !bytes.HasPrefix(got, []byte("k,v\n")) {
+			t.Fatalf("%s: the header is not first: %q", sql, got[:20])
+		}
+	}
+	// Binary: one header, one trailer, every tuple.
+	got := copyOut(conn, `COPY kv (k) TO STDOUT (FORMAT binary)`)
+	const header = "PGCOPY\n\xff\r\n\x00"
+	if !bytes.HasPrefix(got, []byte(header)) || bytes.Count(got, []byte(header)) != 1 {
+		t.Fatalf("binary copy: header missing or repeated")
+	}
+	body := got[19:]
+	var keys []int64
+	for len(body) >= 2 {
+		nf := int16(binary.BigEndian.Uint16(body))
+		if nf == -1 {
+			body = body[2:]
+			break
+		}
+		if nf != 1 || len(body) < 14 {
+			t.Fatalf("binary copy: bad tuple at %d", len(got)-len(body))
+		}
+		keys = append(keys, int64(binary.BigEndian.Uint64(body[6:])))
+		body = body[14:]
+	}
+	if len(keys) != 321 || len(body) != 0 {
+		t.Fatalf("binary copy: %d tuples, %d bytes after the trailer", len(keys), len(body))
+	}
+}
+
+func sortedLines(b []byte) []string {
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	slices.Sort(lines)
+	return lines
+}
+
+// TestExplainRoute: EXPLAIN (pgshard) says where a statement goes
+// without running it, also inside a transaction; SHOW pgshard.route shows
+// the session's hints.
+func TestExplainRoute(t *testing.T) {
+	c, direct, _ := kvShards(t)
+	p := startProxy(t, kvMapConfig(t, c))
+	ctx := ctxT(t)
+	conn := connect(t, p.dsn("default_query_exec_mode=simple_protocol"))
+	explain := func(hint, sql string) []string {
+		t.Helper()
+		rows, err := conn.Query(ctx, hint+"EXPLAIN (pgshard) "+sql)
+		if err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+		var out []string
+		for rows.Next() {
+			var shard, route, stmt, detail *string
+			if err := rows.Scan(&shard, &route, &stmt, &detail); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, fmt.Sprintf("%s|%s|%s|%s", deref1(shard), deref1(route), deref1(stmt), deref1(detail)))
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+		return out
+	}
+	for _, tc := range []struct{ hint, sql, want string }{
+		{``, `SELECT * FROM kv WHERE k = 150`, "s1|single|SELECT * FROM kv WHERE k = 150|"},
+		{``, `DELETE FROM kv WHERE k = 5`, "s0|single|DELETE FROM kv WHERE k = 5|"},
+		{``, `SELECT count(*) FROM kv`, "s0|scatter|SELECT count(*) FROM kv|aggregates combined per group;s1|scatter|SELECT count(*) FROM kv|aggregates combined per group"},
+		{``, `SELECT k FROM kv ORDER BY k DESC LIMIT 3 OFFSET 2`, "s0|scatter|SELECT k FROM kv ORDER BY k DESC LIMIT 3::bigint + 2::bigint|merged in order of column 1 DESC NULLS FIRST; offset 2; limit 3;s1|scatter|SELECT k FROM kv ORDER BY k DESC LIMIT 3::bigint + 2::bigint|merged in order of column 1 DESC NULLS FIRST; offset 2; limit 3"},
+		{``, `INSERT INTO kv (k) VALUES (1), (200)`, "s0|multi|INSERT INTO kv (k) VALUES (1)|rows of this shard, one transaction per shard, all committed or none;s1|multi|INSERT INTO kv (k) VALUES (200)|rows of this shard, one transaction per shard, all committed or none"},
+		{`/* pgshard: shard=s1 */ `, `SELECT count(*) FROM kv`, "s1|single|SELECT count(*) FROM kv|chosen by a pgshard hint"},
+		{``, `SELECT 1`, "s0|default|SELECT 1|"},
+	} {
+		if got := strings.Join(explain(tc.hint, tc.sql), ";"); got != tc.want {
+			t.Errorf("EXPLAIN (pgshard) %s\n got  %s\n want %s", tc.sql, got, tc.want)
+		}
+	}
+	got := explain("", `SELECT k, row_number() OVER () FROM kv`)
+	if len(got) != 1 || !strings.HasPrefix(got[0], "|refused|") || !strings.Contains(got[0], "SQLSTATE 0A000") {
+		t.Fatalf("refused statement: %v", got)
+	}
+	// Nothing ran: the DELETE and INSERT above were only explained.
+	var n int
+	if err := direct[0].QueryRow(ctx, `SELECT count(*) FROM kv WHERE k = 5`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("explained DELETE ran: %d %v", n, err)
+	}
+	// Inside a transaction on s1 it is answered there, and the
+	// transaction goes on.
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE kv SET v = 'tx' WHERE k = 150`); err != nil {
+		t.Fatal(err)
+	}
+	if got := explain("", `SELECT v FROM kv WHERE k = 3`); len(got) != 1 || !strings.HasPrefix(got[0], "s0|single") {
+		t.Fatalf("in a transaction: %v", got)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `SET pgshard.key = '150'`); err != nil {
+		t.Fatal(err)
+	}
+	var key string
+	if err := conn.QueryRow(ctx, `SELECT value FROM (SHOW pgshard.route) r WHERE setting = 'pgshard.key'`).Scan(&key); err == nil {
+		t.Fatal("SHOW is not a subquery; this statement should fail")
+	}
+	rows, err := conn.Query(ctx, `SHOW pgshard.route`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for rows.Next() {
+		var setting, value string
+		if err := rows.Scan(&setting, &value); err != nil {
+			t.Fatal(err)
+		}
+		found = found || setting == "pgshard.key" && value == "150"
+	}
+	if rows.Err() != nil || !found {
+		t.Fatalf("SHOW pgshard.route: key hint not shown (%v)", rows.Err())
+	}
+}
+
+func deref1(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}

@@ -1,0 +1,446 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pgshard/pgshard/router"
+	"github.com/pgshard/pgshard/router/merge"
+	"github.com/pgshard/pgshard/wire"
+)
+
+// Statements over several shards through the extended protocol. A Bind
+// whose statement and parameters need several shards creates a portal no
+// server holds: the proxy answers BindComplete, remembers whether the
+// client describes the portal, and runs the statement on every shard
+// (Parse, Bind with the client's parameters, Describe, Execute, Sync)
+// when the client executes it. Portals end at Sync, as they do outside a
+// transaction block, the only place such statements run.
+
+// scatterPortal is a portal over several shards.
+type scatterPortal struct {
+	name      string
+	plan      router.Plan
+	sql       string // the statement the shards get (unless per shard)
+	ext       scatterExt
+	described bool // the client sent Describe for it
+	done      bool // it has been executed
+}
+
+// scatterExt is how a statement runs on a shard through the extended
+// protocol.
+type scatterExt struct {
+	paramOIDs []uint32 // parameter types of the client's Parse
+	params    []byte   // the client's Bind from its parameter format codes through its parameter values
+	formats   []int16  // result format codes for the shards' columns
+}
+
+// appendFrames appends Parse, Bind, Describe (portal), Execute and Sync
+// of sql with the client's parameters.
+func (x *scatterExt) appendFrames(b []byte, sql string) []byte {
+	oids := x.paramOIDs
+	if n := bindParamCount(x.params); n > 0 && sql != "" {
+		// A statement that does not use every parameter (the rows of a
+		// split INSERT that one shard gets) cannot leave the unused
+		// ones' types to the server: give them a type that accepts any
+		// value in their format.
+		used := referencedParams(sql, n)
+		var fixed []uint32
+		for i := range n {
+			var oid uint32
+			if i < len(oids) {
+				oid = oids[i]
+			}
+			if oid == 0 && !used[i] {
+				if fixed == nil {
+					fixed = make([]uint32, n)
+					copy(fixed, oids)
+				}
+				oid = oidText
+				if bindParamFormat(x.params, i) == 1 {
+					oid = oidBytea
+				}
+				fixed[i] = oid
+			}
+		}
+		if fixed != nil {
+			oids = fixed
+		}
+	}
+	// Parse (unnamed statement).
+	start := len(b)
+	b = append(b, 'P', 0, 0, 0, 0, 0)
+	b = append(b, sql...)
+	b = append(b, 0)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(oids)))
+	for _, oid := range oids {
+		b = binary.BigEndian.AppendUint32(b, oid)
+	}
+	binary.BigEndian.PutUint32(b[start+1:], uint32(len(b)-start-1))
+	// Bind (unnamed portal, unnamed statement).
+	start = len(b)
+	b = append(b, 'B', 0, 0, 0, 0, 0, 0)
+	b = append(b, x.params...)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(x.formats)))
+	for _, f := range x.formats {
+		b = binary.BigEndian.AppendUint16(b, uint16(f))
+	}
+	binary.BigEndian.PutUint32(b[start+1:], uint32(len(b)-start-1))
+	b = append(b, 'D', 0, 0, 0, 6, 'P', 0) // Describe portal ""
+	b = append(b, 'E', 0, 0, 0, 9, 0, 0, 0, 0, 0)
+	return append(b, 'S', 0, 0, 0, 4)
+}
+
+const (
+	oidBytea = 17
+	oidText  = 25
+)
+
+// splitBind splits a Bind body after its portal and statement names into
+// the parameter part (format codes and values) and the result format
+// codes.
+func splitBind(b []byte) ([]byte, []int16, error) {
+	bad := errors.New("invalid Bind message format")
+	if len(b) < 2 {
+		return nil, nil, bad
+	}
+	nf := int(binary.BigEndian.Uint16(b))
+	off := 2 + 2*nf
+	if len(b) < off+2 {
+		return nil, nil, bad
+	}
+	np := int(binary.BigEndian.Uint16(b[off:]))
+	off += 2
+	for range np {
+		if len(b) < off+4 {
+			return nil, nil, bad
+		}
+		n := int(int32(binary.BigEndian.Uint32(b[off:])))
+		off += 4
+		if n > 0 {
+			if len(b) < off+n {
+				return nil, nil, bad
+			}
+			off += n
+		}
+	}
+	params := b[:off]
+	if len(b) < off+2 {
+		return nil, nil, bad
+	}
+	nr := int(binary.BigEndian.Uint16(b[off:]))
+	off += 2
+	if len(b) != off+2*nr {
+		return nil, nil, bad
+	}
+	formats := make([]int16, nr)
+	for i := range formats {
+		formats[i] = int16(binary.BigEndian.Uint16(b[off+2*i:]))
+	}
+	return params, formats, nil
+}
+
+// bindParamCount returns the number of parameters of a Bind parameter
+// part (see splitBind).
+func bindParamCount(params []byte) int {
+	if len(params) < 2 {
+		return 0
+	}
+	off := 2 + 2*int(binary.BigEndian.Uint16(params))
+	if len(params) < off+2 {
+		return 0
+	}
+	return int(binary.BigEndian.Uint16(params[off:]))
+}
+
+// bindParamFormat returns the format code of parameter i.
+func bindParamFormat(params []byte, i int) int16 {
+	nf := int(binary.BigEndian.Uint16(params))
+	switch {
+	case nf == 0:
+		return 0
+	case nf == 1:
+		return int16(binary.BigEndian.Uint16(params[2:]))
+	case i < nf:
+		return int16(binary.BigEndian.Uint16(params[2+2*i:]))
+	}
+	return 0
+}
+
+// referencedParams reports which of the parameters $1..$n sql uses,
+// skipping string literals, quoted identifiers, dollar quotes and
+// comments.
+func referencedParams(sql string, n int) []bool {
+	used := make([]bool, n)
+	for i := 0; i < len(sql); i++ {
+		c := sql[i]
+		switch {
+		case c == '\'':
+			escapes := i > 0 && (sql[i-1] == 'E' || sql[i-1] == 'e')
+			for i++; i < len(sql); i++ {
+				if escapes && sql[i] == '\\' {
+					i++
+				} else if sql[i] == '\'' {
+					if i+1 < len(sql) && sql[i+1] == '\'' {
+						i++
+						continue
+					}
+					break
+				}
+			}
+		case c == '"':
+			for i++; i < len(sql) && sql[i] != '"'; i++ {
+			}
+		case c == '-' && i+1 < len(sql) && sql[i+1] == '-':
+			for i < len(sql) && sql[i] != '\n' {
+				i++
+			}
+		case c == '/' && i+1 < len(sql) && sql[i+1] == '*':
+			depth := 0
+			for ; i+1 < len(sql); i++ {
+				if sql[i] == '/' && sql[i+1] == '*' {
+					depth++
+					i++
+				} else if sql[i] == '*' && sql[i+1] == '/' {
+					depth--
+					i++
+					if depth == 0 {
+						break
+					}
+				}
+			}
+		case c == '$':
+			j := i + 1
+			for j < len(sql) && sql[j] >= '0' && sql[j] <= '9' {
+				j++
+			}
+			if j > i+1 && (i == 0 || !isIdentChar(sql[i-1])) {
+				if k, err := strconv.Atoi(sql[i+1 : j]); err == nil && k >= 1 && k <= n {
+					used[k-1] = true
+				}
+				i = j - 1
+				continue
+			}
+			// A dollar quote: $tag$ ... $tag$.
+			k := i + 1
+			for k < len(sql) && isIdentChar(sql[k]) {
+				k++
+			}
+			if (i > 0 && isIdentChar(sql[i-1])) || k >= len(sql) || sql[k] != '$' {
+				continue
+			}
+			tag := sql[i : k+1]
+			if end := strings.Index(sql[k+1:], tag); end >= 0 {
+				i = k + end + len(tag)
+			} else {
+				i = len(sql)
+			}
+		}
+	}
+	return used
+}
+
+func isIdentChar(c byte) bool {
+	return c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80
+}
+
+// shardResultFormats maps the client's result format codes (one per
+// column of its result, or one or none for all) to format codes for the
+// shards' columns, which differ when the planner rewrote the statement
+// for merging (avg as sum and count, hidden sort columns). Columns only
+// the merge reads are text.
+func shardResultFormats(spec *merge.Spec, client []int16) ([]int16, error) {
+	if len(client) <= 1 || spec == nil || spec.Final == nil {
+		return client, nil
+	}
+	n := len(spec.Combine)
+	visible := 0
+	for _, f := range spec.Final {
+		n = max(n, f.Source+1)
+		if f.Kind == merge.FinalAvg {
+			n = max(n, f.CountSource+1)
+		}
+		if !f.Hidden {
+			visible++
+		}
+	}
+	if len(client) != visible {
+		return nil, &wire.Error{Code: wire.SQLStateProtocolViolation,
+			Message: fmt.Sprintf("bind message has %d result formats but query has %d columns", len(client), visible)}
+	}
+	out := make([]int16, n)
+	set := make([]bool, n)
+	v := 0
+	for _, f := range spec.Final {
+		if f.Hidden {
+			continue
+		}
+		if set[f.Source] && out[f.Source] != client[v] {
+			return nil, &wire.Error{Code: wire.SQLStateFeatureNotSupported,
+				Message: "cross-shard query: one shard column feeds two result columns with different formats",
+				Hint:    "Request the same format for both columns."}
+		}
+		out[f.Source], set[f.Source] = client[v], true
+		v++
+	}
+	return out, nil
+}
+
+// bindScatter creates the portal for a Bind whose statement runs on
+// several shards, and answers BindComplete.
+func (s *session) bindScatter(portal, name string, plan router.Plan, body []byte, off int) error {
+	params, formats, err := splitBind(body[off+len(name)+1:])
+	if err != nil {
+		return malformed("Bind")
+	}
+	shardFormats, err := shardResultFormats(plan.Merge, formats)
+	if err != nil {
+		return err
+	}
+	sql := plan.SQL
+	if sql == "" {
+		sql = s.stmtSQL(name)
+	}
+	s.portal = &scatterPortal{
+		name: portal,
+		plan: plan,
+		sql:  strings.Clone(sql),
+		ext: scatterExt{
+			paramOIDs: paramOIDs(s.stmtParse(name)),
+			params:    append([]byte(nil), params...),
+			formats:   shardFormats,
+		},
+	}
+	s.out = append(s.out, '2', 0, 0, 0, 4)
+	return nil
+}
+
+// scatterPortalFor returns the portal over several shards the client
+// calls name, if it is one and no backend is attached.
+func (s *session) scatterPortalFor(name string) *scatterPortal {
+	if s.portal == nil || s.portal.name != name || s.attached() != nil {
+		return nil
+	}
+	return s.portal
+}
+
+// handleExecute runs a portal over several shards, or forwards Execute.
+func (s *session) handleExecute(ctx context.Context, frame []byte) error {
+	body := frame[wire.HeaderLen:]
+	name := cstring(body)
+	if len(body) != len(name)+5 {
+		return malformed("Execute")
+	}
+	p := s.scatterPortalFor(name)
+	if p == nil {
+		return s.forwardAny(ctx, frame)
+	}
+	if p.done {
+		s.out = merge.AppendCommandComplete(s.out, 0)
+		return nil
+	}
+	if maxRows := int32(binary.BigEndian.Uint32(body[len(name)+1:])); maxRows > 0 {
+		return &wire.Error{Code: wire.SQLStateFeatureNotSupported,
+			Message: "cross-shard query: fetching the result in parts (Execute with a row limit) is not supported",
+			Hint:    "Fetch all rows at once, or add a condition on the sharding key."}
+	}
+	p.done = true
+	out, err := s.runPortal(ctx, p, !p.described, true)
+	s.out = out
+	return err
+}
+
+// runPortal runs p on its shards and returns the output appended to
+// s.out (after flushing what s.out held).
+func (s *session) runPortal(ctx context.Context, p *scatterPortal, noDesc, stream bool) ([]byte, error) {
+	if err := s.flushClient(); err != nil {
+		return s.out, err
+	}
+	start := time.Now()
+	req := scatterRequest{
+		Shards:        p.plan.Shards,
+		User:          s.user,
+		DB:            s.db,
+		SQL:           p.sql,
+		PerShardSQL:   p.plan.PerShardSQL,
+		Ext:           &p.ext,
+		NoDescription: noDesc,
+		Atomic:        p.plan.Atomic,
+		RowOrder:      p.plan.RowOrder,
+		Spec:          p.plan.Merge,
+		Prepare:       s.prepareBackend,
+		Dst:           s.out[:0],
+	}
+	if stream {
+		req.Flush = func(b []byte) error { _, err := s.conn.Write(b); return err }
+	}
+	out, err := s.srv.scatter(ctx, req)
+	if err != nil {
+		var we *wire.Error
+		if !errors.As(err, &we) {
+			return out, err
+		}
+		return out, we
+	}
+	s.srv.metrics.query(time.Since(start))
+	return out, nil
+}
+
+// endPortal ends the portal over several shards at Sync (or when the
+// client binds another portal under its name). A portal the client
+// described but never executed still owes its RowDescription: the
+// statement runs (it only reads) for it.
+func (s *session) endPortal(ctx context.Context) error {
+	p := s.portal
+	s.portal = nil
+	if p == nil || !p.described || p.done {
+		return nil
+	}
+	if !p.plan.ReadOnly {
+		return &wire.Error{Code: wire.SQLStateFeatureNotSupported,
+			Message: "cross-shard statement: describing a write over several shards without executing it is not supported"}
+	}
+	out, err := s.runPortal(ctx, p, false, false)
+	if err != nil {
+		s.out = out
+		return err
+	}
+	// Keep only the RowDescription (or NoData).
+	if len(out) >= wire.HeaderLen && out[0] == 'T' {
+		out = out[:int(binary.BigEndian.Uint32(out[1:]))+1]
+	} else {
+		out = append(out[:0], 'n', 0, 0, 0, 4)
+	}
+	s.out = out
+	return nil
+}
+
+// paramOIDs reads the parameter type OIDs of a Parse body.
+func paramOIDs(b []byte) []uint32 {
+	for range 2 { // statement name and query text
+		i := bytes.IndexByte(b, 0)
+		if i < 0 {
+			return nil
+		}
+		b = b[i+1:]
+	}
+	if len(b) < 2 {
+		return nil
+	}
+	n := int(binary.BigEndian.Uint16(b))
+	b = b[2:]
+	if len(b) < 4*n {
+		return nil
+	}
+	oids := make([]uint32, n)
+	for i := range oids {
+		oids[i] = binary.BigEndian.Uint32(b[4*i:])
+	}
+	return oids
+}

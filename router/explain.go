@@ -1,0 +1,167 @@
+package router
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/pgshard/pgshard/router/merge"
+	"github.com/pgshard/pgshard/router/plan"
+)
+
+// EXPLAIN (pgshard) and SHOW pgshard.route are answered by a shard
+// running a VALUES query the router builds: the answer then arrives in
+// order with everything else the session sends, in either protocol
+// state, without the proxy producing result sets itself.
+
+// explainColumns are the columns of EXPLAIN (pgshard).
+const explainColumns = "shard, route, statement, detail"
+
+// explainSQL returns the query that answers EXPLAIN (pgshard) for p, the
+// plan of the statement in sql.
+func explainSQL(p plan.Plan, sql string) string {
+	inner := explainedText(sql)
+	var rows [][4]string
+	add := func(shard, route, stmt, detail string) {
+		rows = append(rows, [4]string{shard, route, stmt, detail})
+	}
+	hinted := ""
+	if p.Hinted {
+		hinted = "chosen by a pgshard hint"
+	}
+	switch p.Kind {
+	case plan.Single, plan.Default:
+		route := "single"
+		if p.Kind == plan.Default {
+			route = "default"
+		}
+		add(p.Shards[0], route, inner, hinted)
+	case plan.Multi, plan.All:
+		route := "scatter"
+		if p.Kind == plan.Multi {
+			route = "multi"
+		}
+		detail := mergeDetail(p)
+		for _, shard := range p.Shards {
+			stmt := inner
+			if p.ShardSQL != "" {
+				stmt = p.ShardSQL
+			}
+			if q, ok := p.PerShardSQL[shard]; ok {
+				stmt = explainedText(q) // rendered from the whole text
+				detail = "rows of this shard, one transaction per shard, all committed or none"
+			}
+			add(shard, route, stmt, detail)
+		}
+	case plan.CopyIn:
+		for _, shard := range p.Shards {
+			add(shard, "copy-in", inner, fmt.Sprintf("rows split by column %d (%s format)", p.Copy.KeyColumn+1, p.Copy.Format))
+		}
+	case plan.Refused:
+		detail := "SQLSTATE " + p.Err.Code + ": " + p.Err.Message
+		if p.Err.Hint != "" {
+			detail += " (hint: " + p.Err.Hint + ")"
+		}
+		add("", "refused", inner, detail)
+	default:
+		add("", p.Kind.String(), inner, "answered by the proxy")
+	}
+	var b strings.Builder
+	b.WriteString("SELECT * FROM (VALUES ")
+	for i, r := range rows {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('(')
+		for j, v := range r {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			if v == "" && j != 2 {
+				b.WriteString("NULL::text")
+			} else {
+				b.WriteString(quoteLiteral(v))
+			}
+		}
+		b.WriteByte(')')
+	}
+	b.WriteString(") AS route(" + explainColumns + ")")
+	return b.String()
+}
+
+// showRouteSQL answers SHOW pgshard.route: the session's routing hints
+// and how to see a statement's route.
+func showRouteSQL(q Query) string {
+	return "SELECT * FROM (VALUES ('pgshard.shard', " + quoteLiteral(q.HintShard) + "), ('pgshard.key', " + quoteLiteral(q.HintKey) +
+		"), ('usage', 'EXPLAIN (pgshard) <statement> shows where a statement goes')) AS route(setting, value)"
+}
+
+// mergeDetail describes how the shards' results of p are combined.
+func mergeDetail(p plan.Plan) string {
+	if p.Broadcast {
+		return "runs on every shard; row counts summed; each shard commits on its own"
+	}
+	m := p.Merge
+	if m == nil {
+		return "results concatenated"
+	}
+	var parts []string
+	aggregated := false
+	for _, c := range m.Combine {
+		if c != merge.CombineNone {
+			aggregated = true
+		}
+	}
+	if aggregated {
+		parts = append(parts, "aggregates combined per group")
+	}
+	if m.Distinct {
+		parts = append(parts, "duplicates removed")
+	}
+	if len(m.OrderBy) > 0 {
+		var keys []string
+		for _, k := range m.OrderBy {
+			s := fmt.Sprintf("column %d", k.Column+1)
+			if k.Desc {
+				s += " DESC"
+			}
+			if k.NullsFirst {
+				s += " NULLS FIRST"
+			} else {
+				s += " NULLS LAST"
+			}
+			keys = append(keys, s)
+		}
+		parts = append(parts, "merged in order of "+strings.Join(keys, ", "))
+	}
+	if m.Offset > 0 {
+		parts = append(parts, fmt.Sprintf("offset %d", m.Offset))
+	}
+	if m.Limit >= 0 {
+		parts = append(parts, fmt.Sprintf("limit %d", m.Limit))
+	}
+	if len(parts) == 0 {
+		return "results concatenated"
+	}
+	return strings.Join(parts, "; ")
+}
+
+// explainedText returns the statement after "EXPLAIN (...)".
+func explainedText(sql string) string {
+	depth := 0
+	for i := 0; i < len(sql); i++ {
+		switch sql[i] {
+		case '(':
+			depth++
+		case ')':
+			depth--
+			if depth == 0 {
+				return strings.TrimSpace(sql[i+1:])
+			}
+		}
+	}
+	return sql
+}
+
+func quoteLiteral(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
+}
