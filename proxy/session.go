@@ -183,6 +183,12 @@ var errAnswered = errors.New("request answered by the proxy")
 // handle processes one client frame.
 func (s *session) handle(ctx context.Context, typ byte, frame []byte) error {
 	s.curType = typ
+	switch typ {
+	case 'Q', 'P', 'B', 'F':
+		if err := s.settle(ctx); err != nil {
+			return err
+		}
+	}
 	if len(s.pending) > 0 && typ != 'P' && !(typ == 'D' && len(frame) > wire.HeaderLen && frame[wire.HeaderLen] == 'S') {
 		if err := s.sendPending(ctx, typ, frame); err != nil {
 			return err
@@ -229,6 +235,28 @@ func (s *session) handle(ctx context.Context, typ byte, frame []byte) error {
 		return errTerminate
 	default:
 		return wire.Fatalf(wire.SQLStateProtocolViolation, "invalid frontend message type %d", typ)
+	}
+}
+
+// settle waits, before a new request is routed, for the answers of
+// earlier sync points the server has sent: the relay writes a
+// ReadyForQuery to the client before it does its bookkeeping (detaching
+// the backend at the end of a transaction), so a client that answers at
+// once could otherwise be routed as if the old transaction or pipeline
+// were still open. Clients that pipeline across sync points wait here for
+// the earlier answers.
+func (s *session) settle(ctx context.Context) error {
+	for {
+		s.mu.Lock()
+		if s.be == nil || s.unsynced || s.queue.syncs == 0 || s.state != stateActive {
+			s.mu.Unlock()
+			return nil
+		}
+		wait := s.waitChan()
+		s.mu.Unlock()
+		if err := s.waitZ(ctx, wait); err != nil {
+			return err
+		}
 	}
 }
 
@@ -506,7 +534,10 @@ func (s *session) stopRelay() {
 	}
 	// A relay call blocked on a slow client gives up after a second.
 	_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
-	_ = be.SetHandler(nil)
+	// Only if the session is still be's handler: the relay may have
+	// detached be at a ReadyForQuery meanwhile, and then be is back in
+	// the pool or already another session's.
+	be.ClearHandler(s)
 	_ = s.conn.SetWriteDeadline(time.Time{})
 }
 

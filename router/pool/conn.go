@@ -63,6 +63,13 @@ func dial(ctx context.Context, p *Pool) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", p.cfg.Addr, err)
 	}
+	// pgconn may still have a background read in flight (it reads while a
+	// slow write is pending); it would steal the server's first reply
+	// after the hijack. SyncConn settles it, as Hijack's doc requires.
+	if err := pc.SyncConn(ctx); err != nil {
+		_ = pc.Close(ctx)
+		return nil, fmt.Errorf("settle connection to %s: %w", p.cfg.Addr, err)
+	}
 	hc, err := pc.Hijack()
 	if err != nil {
 		_ = pc.Close(ctx)

@@ -96,6 +96,21 @@ func (c *Conn) SetHandler(h Handler) error {
 	return nil
 }
 
+// ClearHandler removes h if it is the connection's handler and reports
+// whether it was: false means the connection has moved on (the reader
+// released it to the pool after h's last Frame, and another owner may
+// hold it now), so the caller must leave it alone. When it returns true,
+// h is not running and will not be called again.
+func (c *Conn) ClearHandler(h Handler) bool {
+	c.hmu.Lock()
+	defer c.hmu.Unlock()
+	if c.handler != h {
+		return false
+	}
+	c.handler = nil
+	return true
+}
+
 // execHandler collects the reply to a statement the proxy runs itself.
 type execHandler struct {
 	want     byte // transaction status expected at ReadyForQuery
