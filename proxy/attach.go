@@ -304,6 +304,9 @@ func (s *session) runScatter(ctx context.Context, plan router.Plan, sql string) 
 	case router.KindCopyIn:
 		return s.runCopyIn(ctx, plan, sql)
 	}
+	if err := s.checkAggregates(ctx, plan.Shards[0], plan.Calls); err != nil {
+		return err
+	}
 	if plan.SQL != "" {
 		sql = plan.SQL
 	}

@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/integration/pgcluster"
@@ -104,6 +106,9 @@ func TestScatterExtendedProtocol(t *testing.T) {
 		{`SELECT k, n FROM kv WHERE n > $1 ORDER BY n NULLS FIRST, k LIMIT 10`, []any{120}},
 		{`SELECT avg(n) AS a, v FROM kv WHERE k BETWEEN $1 AND $2 GROUP BY v ORDER BY a DESC, v`, []any{10, 200}},
 		{`SELECT k FROM kv WHERE v = $1 ORDER BY f LIMIT 3`, []any{"v2"}},
+		{`SELECT v FROM kv GROUP BY v ORDER BY v`, nil},
+		{`SELECT v FROM kv GROUP BY v ORDER BY v COLLATE "C" DESC`, nil},
+		{`SELECT v, max(k) FROM kv GROUP BY v, k % 2 ORDER BY 2, 1 LIMIT $1`, []any{4}},
 	}
 	for _, mode := range []string{"simple_protocol", "cache_statement", "cache_describe", "describe_exec", "exec"} {
 		conn := connect(t, p.dsn("default_query_exec_mode="+mode))
@@ -387,4 +392,236 @@ func deref1(s *string) string {
 		return ""
 	}
 	return *s
+}
+
+// TestCopyInSplit: COPY ... FROM STDIN into a sharded table sends every
+// row to its shard (binary, text and CSV), and is all or none: a bad
+// row, a shard's error or the client's CopyFail leaves no row anywhere.
+func TestCopyInSplit(t *testing.T) {
+	c, direct, _ := kvShards(t)
+	p := startProxy(t, kvMapConfig(t, c))
+	ctx := ctxT(t)
+	conn := connect(t, p.dsn(""))
+	countOn := func(shard int, where string) int {
+		t.Helper()
+		var n int
+		if err := direct[shard].QueryRow(ctx, `SELECT count(*) FROM kv WHERE `+where).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// Binary, through pgx's CopyFrom.
+	var rows [][]any
+	for k := int64(10000); k < 12000; k++ {
+		key := k
+		if k%2 == 0 {
+			key = -k
+		}
+		var v any = fmt.Sprintf("row %d\t\\ é", k)
+		if k%10 == 0 {
+			v = nil
+		}
+		rows = append(rows, []any{key, v})
+	}
+	n, err := conn.CopyFrom(ctx, pgx.Identifier{"kv"}, []string{"k", "v"}, pgx.CopyFromRows(rows))
+	if err != nil || n != 2000 {
+		t.Fatalf("binary COPY: %d %v", n, err)
+	}
+	if a, b := countOn(0, "k <= -10000"), countOn(1, "k >= 10000"); a != 1000 || b != 1000 {
+		t.Fatalf("binary COPY: %d rows on s0, %d on s1", a, b)
+	}
+	var v *string
+	if err := direct[1].QueryRow(ctx, `SELECT v FROM kv WHERE k = 10001`).Scan(&v); err != nil || v == nil || *v != "row 10001\t\\ é" {
+		t.Fatalf("binary COPY: value %v %v", v, err)
+	}
+	// Text with escapes and NULLs, sent in small pieces.
+	text := "20001\tone\\ttab\n-20001\t\\N\n20002\tback\\\\slash\n-20002\tnew\\nline\n"
+	tag, err := conn.PgConn().CopyFrom(ctx, &chunkReader{data: []byte(text), size: 3}, `COPY kv (k, v) FROM STDIN`)
+	if err != nil || tag.RowsAffected() != 4 {
+		t.Fatalf("text COPY: %v %v", tag, err)
+	}
+	if err := direct[0].QueryRow(ctx, `SELECT v FROM kv WHERE k = -20002`).Scan(&v); err != nil || v == nil || *v != "new\nline" {
+		t.Fatalf("text COPY: value %v %v", v, err)
+	}
+	// CSV with a header and a quoted field across lines.
+	csv := "v,k\n\"multi\nline, \"\"quoted\"\"\",30001\nplain,-30001\n"
+	tag, err = conn.PgConn().CopyFrom(ctx, strings.NewReader(csv), `COPY kv (v, k) FROM STDIN WITH (FORMAT csv, HEADER)`)
+	if err != nil || tag.RowsAffected() != 2 {
+		t.Fatalf("csv COPY: %v %v", tag, err)
+	}
+	if err := direct[1].QueryRow(ctx, `SELECT v FROM kv WHERE k = 30001`).Scan(&v); err != nil || v == nil || *v != "multi\nline, \"quoted\"" {
+		t.Fatalf("csv COPY: value %v %v", v, err)
+	}
+	// All or none.
+	for _, tc := range []struct {
+		name, data, code, msg string
+	}{
+		{"bad key", "40001\ta\n-40001\tb\nxyz\tc\n", "22P02", `"xyz"`},
+		{"duplicate on one shard", "40002\ta\n-40002\tb\n20001\tdup\n", "23505", "shard s1: duplicate key"},
+		{"missing column", "40003\ta\n-40003\n", "22P04", `missing data for column "v"`},
+	} {
+		_, err := conn.PgConn().CopyFrom(ctx, strings.NewReader(tc.data), `COPY kv (k, v) FROM STDIN`)
+		if pgCode(err) != tc.code || !strings.Contains(err.Error(), tc.msg) {
+			t.Fatalf("%s: want %s, got %v", tc.name, tc.code, err)
+		}
+		if a, b := countOn(0, "k <= -40000 AND k > -50000"), countOn(1, "k >= 40000 AND k < 50000"); a+b != 0 {
+			t.Fatalf("%s: %d rows on s0 and %d on s1 after a failed COPY", tc.name, a, b)
+		}
+	}
+	_, err = conn.PgConn().CopyFrom(ctx, &chunkReader{data: []byte("40004\ta\n-40004\tb\n"), size: 9, fail: true}, `COPY kv (k, v) FROM STDIN`)
+	if pgCode(err) != "57014" {
+		t.Fatalf("client CopyFail: %v", err)
+	}
+	if a, b := countOn(0, "k = -40004"), countOn(1, "k = 40004"); a+b != 0 {
+		t.Fatalf("CopyFail left rows: %d %d", a, b)
+	}
+	// The session and the pools are fine afterwards.
+	var total int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM kv`).Scan(&total); err != nil || total != 321+2000+4+2 {
+		t.Fatalf("after the COPYs: %d %v", total, err)
+	}
+}
+
+// chunkReader returns data size bytes at a time, then io.EOF (or an
+// error when fail is set, which makes pgconn send CopyFail).
+type chunkReader struct {
+	data []byte
+	size int
+	fail bool
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		if r.fail {
+			return 0, fmt.Errorf("the application gave up")
+		}
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), r.size)], r.data)
+	r.data = r.data[n:]
+	return n, nil
+}
+
+// TestExtendedTransactionControl: BEGIN, COMMIT and ROLLBACK sent through
+// the extended protocol (as JDBC does, in one pipeline with the
+// statements) are deferred like simple-protocol ones: the transaction
+// runs on the shard of its first statement, and the session is not
+// pinned afterwards.
+func TestExtendedTransactionControl(t *testing.T) {
+	c, direct, _ := kvShards(t)
+	p := startProxy(t, kvMapConfig(t, c))
+	ctx := ctxT(t)
+	conn := connect(t, p.dsn(""))
+	pc := conn.PgConn()
+	exec := func(sql string, args ...[]byte) (string, error) {
+		r := pc.ExecParams(ctx, sql, args, nil, nil, nil).Read()
+		return r.CommandTag.String(), r.Err
+	}
+	for i, key := range []string{"150", "5"} {
+		if tag, err := exec("BEGIN"); err != nil || tag != "BEGIN" {
+			t.Fatalf("BEGIN: %q %v", tag, err)
+		}
+		if pc.TxStatus() != 'T' {
+			t.Fatalf("status after BEGIN: %c", pc.TxStatus())
+		}
+		if _, err := exec(`UPDATE kv SET v = 'ext' WHERE k = $1`, []byte(key)); err != nil {
+			t.Fatal(err)
+		}
+		if tag, err := exec("COMMIT"); err != nil || tag != "COMMIT" {
+			t.Fatalf("COMMIT: %q %v", tag, err)
+		}
+		var v string
+		if err := direct[1-i].QueryRow(ctx, `SELECT v FROM kv WHERE k = `+key).Scan(&v); err != nil || v != "ext" {
+			t.Fatalf("key %s: %q %v", key, v, err)
+		}
+	}
+	// A transaction that never reached a shard.
+	for _, end := range []string{"COMMIT", "ROLLBACK"} {
+		if _, err := exec("BEGIN"); err != nil {
+			t.Fatal(err)
+		}
+		if tag, err := exec(end); err != nil || tag != end || pc.TxStatus() != 'I' {
+			t.Fatalf("%s of an empty transaction: %q %v %c", end, tag, err, pc.TxStatus())
+		}
+	}
+	// One pipeline: BEGIN, a statement, COMMIT, Sync — then a read over
+	// both shards still works (the session is not pinned).
+	pl := pc.StartPipeline(ctx)
+	pl.SendQueryParams("BEGIN", nil, nil, nil, nil)
+	pl.SendQueryParams(`INSERT INTO kv (k, v) VALUES ($1, 'pipe')`, [][]byte{[]byte("777")}, nil, nil, nil)
+	pl.SendQueryParams("COMMIT", nil, nil, nil, nil)
+	if err := pl.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	var tags []string
+	for {
+		res, err := pl.GetResults()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res == nil {
+			break
+		}
+		if rr, ok := res.(*pgconn.ResultReader); ok {
+			r := rr.Read()
+			if r.Err != nil {
+				t.Fatal(r.Err)
+			}
+			tags = append(tags, r.CommandTag.String())
+		}
+		if _, ok := res.(*pgconn.PipelineSync); ok {
+			break
+		}
+	}
+	if err := pl.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(tags, ",") != "BEGIN,INSERT 0 1,COMMIT" {
+		t.Fatalf("pipeline tags: %v", tags)
+	}
+	var n int
+	if err := direct[1].QueryRow(ctx, `SELECT count(*) FROM kv WHERE k = 777`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("pipelined insert: %d %v", n, err)
+	}
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM kv`).Scan(&n); err != nil || n != 322 {
+		t.Fatalf("read over both shards after extended transactions: %d %v", n, err)
+	}
+}
+
+// TestUserAggregateRefused: a user-defined aggregate over several shards
+// is refused (its per-shard results cannot be merged), in both protocols;
+// on one shard it runs; scalar functions are not affected; an ORDER BY
+// under a non-"C" collation over several shards is refused.
+func TestUserAggregateRefused(t *testing.T) {
+	c, direct, _ := kvShards(t)
+	for _, d := range direct {
+		if _, err := d.Exec(ctxT(t), `CREATE AGGREGATE my_total(bigint) (SFUNC = int8pl, STYPE = bigint)`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := startProxy(t, kvMapConfig(t, c))
+	ctx := ctxT(t)
+	for _, mode := range []string{"simple_protocol", "cache_statement"} {
+		conn := connect(t, p.dsn("default_query_exec_mode="+mode))
+		var n int64
+		for range 2 { // the second time from the cache
+			err := conn.QueryRow(ctx, `SELECT my_total(k) FROM kv`).Scan(&n)
+			if pgCode(err) != "0A000" || !strings.Contains(err.Error(), "my_total") {
+				t.Fatalf("%s: user aggregate over shards: %v", mode, err)
+			}
+		}
+		if err := conn.QueryRow(ctx, `SELECT my_total(k) FROM kv WHERE k = $1`, 150).Scan(&n); err != nil || n != 150 {
+			t.Fatalf("%s: user aggregate on one shard: %d %v", mode, n, err)
+		}
+		var s string
+		if err := conn.QueryRow(ctx, `SELECT max(upper(v)) FROM kv`).Scan(&s); err != nil || s != "V4" {
+			t.Fatalf("%s: scalar function over shards: %q %v", mode, s, err)
+		}
+		if err := conn.QueryRow(ctx, `SELECT v FROM kv GROUP BY v ORDER BY v COLLATE "en-x-icu" LIMIT 1`).Scan(&s); pgCode(err) != "0A000" {
+			t.Fatalf("%s: ORDER BY under an ICU collation: %v", mode, err)
+		}
+		if err := conn.QueryRow(ctx, `SELECT v FROM kv GROUP BY v ORDER BY v COLLATE "C" LIMIT 1`).Scan(&s); err != nil || s != "v-1" {
+			t.Fatalf("%s: ORDER BY under C: %q %v", mode, s, err)
+		}
+	}
 }

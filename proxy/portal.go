@@ -31,6 +31,10 @@ type scatterPortal struct {
 	ext       scatterExt
 	described bool // the client sent Describe for it
 	done      bool // it has been executed
+	// txSQL is set for transaction control the proxy answers itself (see
+	// session.localTx) instead of running it on shards.
+	txSQL  string
+	txInfo router.Info
 }
 
 // scatterExt is how a statement runs on a shard through the extended
@@ -294,13 +298,16 @@ func shardResultFormats(spec *merge.Spec, client []int16) ([]int16, error) {
 
 // bindScatter creates the portal for a Bind whose statement runs on
 // several shards, and answers BindComplete.
-func (s *session) bindScatter(portal, name string, plan router.Plan, body []byte, off int) error {
+func (s *session) bindScatter(ctx context.Context, portal, name string, plan router.Plan, body []byte, off int) error {
 	params, formats, err := splitBind(body[off+len(name)+1:])
 	if err != nil {
 		return malformed("Bind")
 	}
 	shardFormats, err := shardResultFormats(plan.Merge, formats)
 	if err != nil {
+		return err
+	}
+	if err := s.checkAggregates(ctx, plan.Shards[0], plan.Calls); err != nil {
 		return err
 	}
 	sql := plan.SQL
@@ -340,6 +347,15 @@ func (s *session) handleExecute(ctx context.Context, frame []byte) error {
 	p := s.scatterPortalFor(name)
 	if p == nil {
 		return s.forwardAny(ctx, frame)
+	}
+	if p.txSQL != "" {
+		if !p.done {
+			p.done = true
+			s.out = wire.AppendString(s.out, 'C', s.applyDeferredTx(p.txInfo, p.txSQL))
+		} else {
+			s.out = append(s.out, 'I', 0, 0, 0, 4) // EmptyQueryResponse
+		}
+		return nil
 	}
 	if p.done {
 		s.out = merge.AppendCommandComplete(s.out, 0)
@@ -399,7 +415,7 @@ func (s *session) runPortal(ctx context.Context, p *scatterPortal, noDesc, strea
 func (s *session) endPortal(ctx context.Context) error {
 	p := s.portal
 	s.portal = nil
-	if p == nil || !p.described || p.done {
+	if p == nil || !p.described || p.done || p.txSQL != "" {
 		return nil
 	}
 	if !p.plan.ReadOnly {

@@ -390,7 +390,21 @@ func (r *scatterRun) finish(ctx context.Context, commit bool) error {
 	}
 	var errs []error
 	if started[0].atomic {
-		if err := endTransactions(ctx, started, commit); err != nil {
+		var txs []openTx
+		for _, h := range started {
+			h.drain()
+			_ = h.conn.SetHandler(nil)
+			h.mu.Lock()
+			open := h.finished && h.ok && !h.bad && !h.canceled && (h.status == 'T' || h.status == 'E')
+			if open {
+				h.status = 'I'
+			}
+			h.mu.Unlock()
+			if open {
+				txs = append(txs, openTx{name: h.name, conn: h.conn})
+			}
+		}
+		if err := endTransactions(ctx, txs, commit); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -872,44 +886,42 @@ func scatterMergeError(err error, shards []string) error {
 		Detail: "Shards in merge order (numbered from 0): " + strings.Join(shards, ", ") + ".", Err: err}
 }
 
-// endTransactions commits (commit true) or rolls back the transactions an
-// atomic statement left open on its shards. Commits go shard by shard:
+// openTx is a shard's backend with a transaction the proxy opened.
+type openTx struct {
+	name string
+	conn *pool.Conn
+}
+
+// endTransactions commits (commit true) or rolls back the transactions a
+// statement over several shards left open. Commits go shard by shard:
 // when one fails, the shards before it have committed (that cannot be
-// undone, and the error says so) and the rest are rolled back. A shard
-// whose connection is in an unknown state is left to giveBack to close,
-// which ends its transaction.
-func endTransactions(ctx context.Context, shards []*scatterShard, commit bool) error {
+// undone, and the error says so) and the rest are rolled back.
+func endTransactions(ctx context.Context, txs []openTx, commit bool) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), scatterReplyTimeout)
 	defer cancel()
 	var err error
 	committed := 0
-	for _, h := range shards {
-		h.drain()
-		_ = h.conn.SetHandler(nil)
-		h.mu.Lock()
-		open := h.finished && h.ok && !h.bad && !h.canceled && (h.status == 'T' || h.status == 'E')
-		h.mu.Unlock()
-		if !open {
-			continue
-		}
+	for _, tx := range txs {
 		end := "ROLLBACK"
 		if commit && err == nil {
 			end = "COMMIT"
 		}
-		if xerr := h.conn.Exec(ctx, end); xerr != nil {
-			h.markBad()
+		xerr := tx.conn.Exec(ctx, end)
+		if xerr == nil {
 			if end == "COMMIT" {
-				c := code(xerr)
-				if c == "" {
-					c = wire.SQLStateConnectionFailure
-				}
-				err = &wire.Error{Code: c, Err: xerr,
-					Message: fmt.Sprintf("shard %s: commit failed after %d of %d shards committed their rows: %v", h.name, committed, len(shards), xerr)}
+				committed++
 			}
 			continue
 		}
+		// (An I/O failure has marked the connection broken; a server
+		// error ended the transaction.)
 		if end == "COMMIT" {
-			committed++
+			c := code(xerr)
+			if c == "" {
+				c = wire.SQLStateConnectionFailure
+			}
+			err = &wire.Error{Code: c, Err: xerr,
+				Message: fmt.Sprintf("shard %s: commit failed after %d of %d shards committed: %v", tx.name, committed, len(txs), xerr)}
 		}
 	}
 	return err

@@ -57,6 +57,7 @@ type Server struct {
 	shutdown atomic.Bool
 
 	conns sync.WaitGroup // one per accepted connection
+	aggs  aggCache       // which functions are aggregates (aggcheck.go)
 	bg    sync.WaitGroup // background clean-ups (discardBusy)
 	done  chan struct{}
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"strings"
 
 	"github.com/pgshard/pgshard/router"
 	"github.com/pgshard/pgshard/router/pool"
@@ -94,7 +95,7 @@ func (s *session) handleParse(ctx context.Context, frame []byte) error {
 	switch {
 	case info.Has(router.ClassPin):
 		s.pin(info.PinReason)
-	case info.Class != 0:
+	case info.Class&^txControl != 0:
 		// SET and friends through the extended protocol: keep the
 		// backend rather than track parameters per portal.
 		s.pin("session parameter change in the extended protocol")
@@ -128,6 +129,69 @@ func (s *session) handleParse(ctx context.Context, frame []byte) error {
 		s.bout = appendClose(s.bout, 'S', global)
 	}
 	return s.forwardRaw(st.parse)
+}
+
+// txControl are the classes of transaction control statements.
+const txControl = router.ClassBegin | router.ClassCommit | router.ClassRollback
+
+// parseLocal records a client statement without a backend and answers
+// ParseComplete itself: transaction control the proxy answers (a
+// deferred BEGIN) needs no server. The statement is sent to a backend the
+// first time one needs it (ensurePrepared).
+func (s *session) parseLocal(frame []byte) {
+	body := frame[wire.HeaderLen:]
+	name := cstring(body)
+	rest := body[len(name)+1:]
+	if name == "" {
+		s.stmts.unnamed = append(s.stmts.unnamed[:0], frame...)
+		s.stmts.unnamedSQL = cstring(rest)
+		s.stmts.unnamedBE = nil
+	} else {
+		global := globalName(rest)
+		if s.stmts.named == nil {
+			s.stmts.named = make(map[string]*stmt)
+		}
+		s.stmts.named[name] = &stmt{global: global, sql: cstring(rest), parse: appendRenamed(nil, frame, 0, global)}
+	}
+	s.out = append(s.out, '1', 0, 0, 0, 4)
+}
+
+// localTx reports whether the proxy answers statement sql itself (a
+// deferred BEGIN, or COMMIT/ROLLBACK of a transaction that never reached
+// a shard), and its classification.
+func (s *session) localTx(sql string) (router.Info, bool) {
+	if len(sql) == 0 || s.attached() != nil {
+		return router.Info{}, false
+	}
+	info := router.Classify(sql)
+	return info, info.Class&txControl != 0 && s.canDeferTx(info, sql)
+}
+
+// answerPendingLocally answers held-back Parse and Describe messages
+// itself when they are all about transaction control the proxy answers
+// (see localTx); it reports false, answering nothing, otherwise.
+func (s *session) answerPendingLocally(pending [][]byte) bool {
+	for _, f := range pending {
+		body := f[wire.HeaderLen:]
+		var sql string
+		if f[0] == 'P' {
+			sql = cstring(body[len(cstring(body))+1:])
+		} else {
+			sql = pendingSQL(pending, cstring(body[1:]), s.stmtSQL(cstring(body[1:])))
+		}
+		if _, ok := s.localTx(sql); !ok {
+			return false
+		}
+	}
+	for _, f := range pending {
+		if f[0] == 'P' {
+			s.parseLocal(f)
+		} else {
+			// No parameters, no rows.
+			s.out = append(s.out, 't', 0, 0, 0, 6, 0, 0, 'n', 0, 0, 0, 4)
+		}
+	}
+	return true
 }
 
 func appendClose(dst []byte, kind byte, name string) []byte {
@@ -203,6 +267,11 @@ func (s *session) sendPending(ctx context.Context, typ byte, frame []byte) error
 				name := cstring(body[len(portal)+1:])
 				// The statement may be one of the pending ones.
 				q = router.Query{SQL: pendingSQL(pending, name, s.stmtSQL(name)), Bind: body}
+			}
+		}
+		if q.Bind != nil {
+			if _, ok := s.localTx(q.SQL); ok && s.answerPendingLocally(pending) {
+				return nil
 			}
 		}
 		s.noBegin = q.Bind == nil
@@ -316,11 +385,16 @@ func (s *session) handleBind(ctx context.Context, frame []byte) error {
 			return err
 		}
 	}
+	if info, ok := s.localTx(s.stmtSQL(name)); ok {
+		s.portal = &scatterPortal{name: portal, txInfo: info, txSQL: strings.Clone(s.stmtSQL(name))}
+		s.out = append(s.out, '2', 0, 0, 0, 4)
+		return nil
+	}
 	be, err := s.attach(ctx, router.Query{SQL: s.stmtSQL(name), Parse: s.stmtParse(name), Bind: body})
 	if err != nil {
 		var sn *scatterNeeded
 		if errors.As(err, &sn) {
-			return s.bindScatter(portal, name, sn.plan, body, off)
+			return s.bindScatter(ctx, portal, name, sn.plan, body, off)
 		}
 		return err
 	}
@@ -339,6 +413,10 @@ func (s *session) handleDescribe(ctx context.Context, frame []byte) error {
 	}
 	if body[0] != 'S' {
 		if p := s.scatterPortalFor(cstring(body[1:])); p != nil {
+			if p.txSQL != "" {
+				s.out = append(s.out, 'n', 0, 0, 0, 4) // NoData
+				return nil
+			}
 			p.described = true // answered when it runs
 			return nil
 		}

@@ -16,36 +16,50 @@ import (
 // ROLLBACK of a transaction that never reached a shard is answered by the
 // proxy. It reports whether it answered the statement.
 func (s *session) deferredTransaction(info router.Info, sql string) (bool, error) {
+	if !s.canDeferTx(info, sql) {
+		return false, nil
+	}
+	tag := s.applyDeferredTx(info, sql)
+	s.out = wire.AppendString(s.out, 'C', tag)
+	s.out = wire.AppendReadyForQuery(s.out, s.idleStatus())
+	return true, nil
+}
+
+// canDeferTx reports whether the proxy answers the transaction-control
+// statement sql itself (see deferredTransaction).
+func (s *session) canDeferTx(info router.Info, sql string) bool {
 	if s.mode != PoolTransaction || info.Class&(router.ClassBegin|router.ClassCommit|router.ClassRollback) == 0 ||
 		strings.Contains(strings.TrimRight(sql, "; \t\r\n"), ";") {
-		return false, nil
+		return false
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.be != nil || s.state == statePinned {
-		return false, nil
+		return false
 	}
+	if info.Has(router.ClassBegin) {
+		return s.pendingBegin == "" // else let the server warn about the nested BEGIN
+	}
+	return s.pendingBegin != "" && !containsFoldASCII(sql, "chain")
+}
+
+// applyDeferredTx does what a statement canDeferTx accepted does to the
+// session, and returns its command tag.
+func (s *session) applyDeferredTx(info router.Info, sql string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tag := "ROLLBACK"
 	switch {
 	case info.Has(router.ClassBegin):
-		if s.pendingBegin != "" {
-			return false, nil // let the server warn about the nested BEGIN
-		}
 		s.pendingBegin = strings.Clone(sql)
 		s.beginFailed = false
-		s.out = wire.AppendString(s.out, 'C', "BEGIN")
-		s.out = wire.AppendReadyForQuery(s.out, 'T')
-		return true, nil
-	case s.pendingBegin == "" || containsFoldASCII(sql, "chain"):
-		return false, nil
+		return "BEGIN"
 	case info.Has(router.ClassCommit) && !s.beginFailed:
-		s.out = wire.AppendString(s.out, 'C', "COMMIT")
-	default:
-		s.out = wire.AppendString(s.out, 'C', "ROLLBACK")
+		tag = "COMMIT"
 	}
 	s.pendingBegin = ""
 	s.beginFailed = false
-	s.out = wire.AppendReadyForQuery(s.out, 'I')
-	return true, nil
+	return tag
 }
 
 func containsFoldASCII(s, sub string) bool {

@@ -60,7 +60,7 @@ func (r PlanRouter) Route(q Query) (Plan, error) {
 		return Plan{}, &RefusedError{Code: p.Err.Code, Message: p.Err.Message, Hint: p.Err.Hint}
 	case plan.All, plan.Multi:
 		if p.Stmt == plan.StmtSelect && p.ReadOnly && p.PerShardSQL == nil {
-			return Plan{Kind: KindScatter, Shards: p.Shards, SQL: p.ShardSQL, Merge: p.Merge, ReadOnly: true}, nil
+			return Plan{Kind: KindScatter, Shards: p.Shards, SQL: p.ShardSQL, Merge: p.Merge, ReadOnly: true, Calls: p.Calls}, nil
 		}
 		if p.Stmt == plan.StmtCopy && p.ReadOnly {
 			return Plan{Kind: KindCopyOut, Shards: p.Shards, Copy: p.Copy}, nil

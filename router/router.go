@@ -50,6 +50,9 @@ type Plan struct {
 	Merge  *merge.Spec // nil means concatenate
 	// ReadOnly marks a read: it may run again without effect.
 	ReadOnly bool
+	// Calls are functions the statement calls that might be user-defined
+	// aggregates (see plan.Plan.Calls).
+	Calls []string
 	// PerShardSQL, when set, is the statement each shard gets (the rows
 	// of a multi-row INSERT that belong to it).
 	PerShardSQL map[string]string

@@ -15,7 +15,8 @@ type Error struct {
 	Message  string
 	Detail   string
 	Hint     string
-	Err      error // underlying cause, never sent to the client
+	Where    string // context ("COPY users, line 3"); "" when none
+	Err      error  // underlying cause, never sent to the client
 }
 
 // Error implements error.
@@ -62,6 +63,7 @@ func AppendErrorResponse(dst []byte, e *Error) []byte {
 		Message:             e.Message,
 		Detail:              e.Detail,
 		Hint:                e.Hint,
+		Where:               e.Where,
 	}
 	out, err := msg.Encode(dst)
 	if err != nil {

@@ -54,7 +54,7 @@ type Merger struct {
 	out         []pgproto3.FieldDescription // final columns, hidden ones included
 	outKind     []kind
 	visible     []int // indexes of the final columns sent to the client
-	aggregating bool  // some Combine entry is not CombineNone
+	aggregating bool  // Spec.Group, or some Combine entry is not CombineNone
 	identity    bool  // final columns are the shard columns unchanged
 }
 
@@ -102,6 +102,7 @@ func (m *Merger) checkCombine() error {
 	if c != nil && len(c) != len(m.in) {
 		return fmt.Errorf("%w: %d Combine entries for %d shard columns", ErrInvalidSpec, len(c), len(m.in))
 	}
+	m.aggregating = m.spec.Group
 	for i, how := range c {
 		if how != CombineNone {
 			m.aggregating = true

@@ -14,6 +14,10 @@ type Spec struct {
 	// grouped by the CombineNone columns (the GROUP BY keys; one group
 	// when there are none) and the other columns are combined per group.
 	Combine []Combine
+	// Group groups rows by the CombineNone columns even when no column is
+	// combined (GROUP BY without aggregates: a group on several shards
+	// must come out once).
+	Group bool
 	// Final lists the columns sent to the client, in order. Nil means all
 	// shard columns unchanged. Columns the planner added only for merging
 	// (a hidden count for avg) are simply not listed; a hidden sort key

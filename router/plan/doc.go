@@ -19,10 +19,12 @@
 // What is routed and how:
 //   - key = v, v = key, key IN (...), key = ANY($n | '{..}' | ARRAY[..]),
 //     casts, qualified/aliased columns, AND with other terms, OR of such
-//     terms; joins and correlated subqueries between tables of the same
-//     distribution linked by key equalities: Single, or Multi when the
-//     values land on several shards. Anything else on a sharded table is
-//     All (a scatter; UPDATE/DELETE get Broadcast).
+//     terms; joins between tables of the same distribution linked by key
+//     equalities: Single, or Multi when the values land on several
+//     shards. Correlated subqueries linked by the key run when the values
+//     land on one shard; over several shards they are refused. Anything
+//     else on a sharded table is All (a scatter; UPDATE/DELETE get
+//     Broadcast).
 //   - Unsharded tables live on their distribution's DefaultShard; a
 //     statement mixing them with sharded tables runs only when the key
 //     lands on that shard. Tables not in the map (catalogs, ...) are

@@ -107,6 +107,10 @@ type Plan struct {
 	// positions in the client's VALUES list of the rows it got, in order
 	// (to return INSERT ... RETURNING rows in the client's order).
 	PerShardRows map[string][]int
+	// Calls are the functions a Multi or All SELECT calls (target list,
+	// ORDER BY, HAVING) that are not aggregates the planner knows; the
+	// proxy refuses the statement when one is a user-defined aggregate.
+	Calls []string
 	// Broadcast marks an UPDATE or DELETE on a sharded table that has no
 	// condition on the key: it runs on every shard. The proxy allows or
 	// refuses it by configuration.
@@ -136,6 +140,9 @@ type CopySpec struct {
 	KeyColumn int
 	// Columns is the number of columns in each row.
 	Columns int
+	// Names are the columns' names, from the statement's column list
+	// (for messages).
+	Names []string
 	// Format is "text", "csv" or "binary".
 	Format string
 	// Delimiter separates columns ('\t' for text, ',' for csv by default).

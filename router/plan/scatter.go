@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 
@@ -202,7 +203,18 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 		case pg.SortByNulls_SORTBY_NULLS_LAST:
 			key.NullsFirst = false
 		}
-		if k, ok := finalIndex(sb.Node); ok {
+		coll := nonCCollation(sb.Node)
+		k, ok := finalIndex(sb.Node)
+		if ok && k < len(sel.TargetList) && coll == "" {
+			if rt := sel.TargetList[k].GetResTarget(); rt != nil {
+				coll = nonCCollation(rt.Val)
+			}
+		}
+		if coll != "" {
+			// The merge compares bytes: exact for "C" only.
+			return no(`ORDER BY under collation "`+coll+`"`, `sort by byte order with COLLATE "C", or `+keyHint)
+		}
+		if ok {
 			key.Column = k
 		} else {
 			if star {
@@ -266,6 +278,7 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 	if !aggregated && !rewrite && !spec.Distinct && len(spec.OrderBy) == 0 && lim == nil {
 		return nil, nil, nil, nil // plain concatenation
 	}
+	spec.Group = len(sel.GroupClause) > 0
 	if !star {
 		spec.Combine = make([]merge.Combine, len(cols))
 		for i, c := range cols {
@@ -443,4 +456,46 @@ func (b *builder) deparseMarked(sel *pg.SelectStmt) ([]segment, error) {
 func castInt8(n *pg.Node) *pg.Node {
 	return &pg.Node{Node: &pg.Node_TypeCast{TypeCast: &pg.TypeCast{Arg: n, Location: -1,
 		TypeName: &pg.TypeName{Names: []*pg.Node{pg.MakeStrNode("pg_catalog"), pg.MakeStrNode("int8")}, Typemod: -1, Location: -1}}}}
+}
+
+// scatterCalls lists the functions a scatter SELECT calls in its target
+// list, ORDER BY and HAVING that are not aggregates the planner knows:
+// one of them could be a user-defined aggregate, whose per-shard results
+// must not be concatenated (the proxy checks them in the catalog).
+func scatterCalls(sel *pg.SelectStmt) []string {
+	var names []string
+	for _, l := range [][]*pg.Node{sel.TargetList, sel.SortClause, {sel.HavingClause}} {
+		for _, n := range l {
+			if n == nil {
+				continue
+			}
+			walk(n.ProtoReflect(), func(m protoreflect.Message) bool {
+				switch x := m.Interface().(type) {
+				case *pg.FuncCall:
+					name := funcName(x)
+					if _, known := mergeableAggs[name]; !known && !unmergeableAggs[name] && name != "" && !slices.Contains(names, name) {
+						names = append(names, name)
+					}
+				case *pg.SubLink:
+					return false
+				}
+				return true
+			})
+		}
+	}
+	return names
+}
+
+// nonCCollation returns the collation an expression is explicitly
+// COLLATEd to, unless it sorts in byte order ("C", "POSIX"); "" when none.
+func nonCCollation(n *pg.Node) string {
+	cc := n.GetCollateClause()
+	if cc == nil || len(cc.Collname) == 0 {
+		return ""
+	}
+	name := cc.Collname[len(cc.Collname)-1].GetString_().GetSval()
+	if name == "C" || name == "POSIX" {
+		return ""
+	}
+	return name
 }

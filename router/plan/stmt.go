@@ -37,6 +37,7 @@ func (b *builder) selectStmt(sel *pg.SelectStmt) *template {
 			multi = Plan{Kind: Refused, Stmt: StmtSelect, Table: rt.table, Err: err}
 		} else {
 			multi.Merge, segs, lim = spec, s, l
+			multi.Calls = scatterCalls(sel)
 		}
 	}
 	if rt.classes == nil {

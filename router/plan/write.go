@@ -333,7 +333,9 @@ func (b *builder) copyStmt(c *pg.CopyStmt) *template {
 	spec := opts
 	spec.KeyColumn, spec.Columns, spec.dist = -1, len(c.Attlist), target.ti.dist
 	for i, n := range c.Attlist {
-		if strings.ToLower(n.GetString_().GetSval()) == key {
+		name := n.GetString_().GetSval()
+		spec.Names = append(spec.Names, name)
+		if strings.ToLower(name) == key {
 			spec.KeyColumn = i
 		}
 	}
