@@ -18,22 +18,29 @@ import (
 	"github.com/pgshard/pgshard/shardmap"
 )
 
+// shards is how many shards the sharded runs use.
+const shards = 4
+
 // TestShardedMatchesReference loads the dataset into a reference server
-// and, split by the shard map, into the shards; every corpus query pgshard
-// answers must return exactly the reference's rows. Queries it cannot run
-// on several shards must be refused with 0A000 (counted, never wrong).
+// and through pgshard into four shards (range, then hash), runs the
+// corpus on both in every mode, and checks, by querying the shards
+// directly, that every row sits on the shard the map says and that the
+// shards together hold exactly the reference's rows — after loading and
+// again after the corpus's writes.
 func TestShardedMatchesReference(t *testing.T) {
+	pend := pendingFeatures(t)
+	corpus := loadCorpus(t)
 	for _, tc := range []struct {
-		name, strategy string
-		shards         int
-		intervals      string
+		strategy  string
+		intervals string
 	}{
-		{"range", "range", 2, "      - {lo: -inf, hi: 5000, shard: s0}\n      - {lo: 5000, hi: +inf, shard: s1}\n"},
-		{"hash", "hash", 3, ""},
+		{"range", "      - {lo: -inf, hi: 2500, shard: s0}\n      - {lo: 2500, hi: 5000, shard: s1}\n" +
+			"      - {lo: 5000, hi: 7500, shard: s2}\n      - {lo: 7500, hi: +inf, shard: s3}\n"},
+		{"hash", ""},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
+		t.Run(tc.strategy, func(t *testing.T) {
 			ref := integration.StartPostgres(t, integration.Name("reference"))
-			cl := integration.NewCluster(t, integration.Shards(tc.shards))
+			cl := integration.NewCluster(t, integration.Shards(shards))
 			m := writeMap(t, cl, tc.strategy, tc.intervals)
 			cfg := testproxy.Config(t, cl.Shards[0])
 			cfg.Shards = nil
@@ -41,47 +48,134 @@ func TestShardedMatchesReference(t *testing.T) {
 			p := testproxy.Start(t, cfg)
 			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 			defer cancel()
+
 			refConn := mustConnect(t, ctx, ref.SuperDSN("postgres"))
-			if err := difftest.Load(ctx, refConn, difftest.DefaultSize, 42); err != nil {
+			if err := difftest.Load(ctx, refConn, difftest.DefaultSize, seed); err != nil {
 				t.Fatal(err)
 			}
-			loadSharded(t, ctx, cl, m.m)
+			direct := make(map[string]*pgx.Conn, shards)
+			for i, s := range cl.Shards {
+				direct[shardName(i)] = mustConnect(t, ctx, s.SuperDSN("postgres"))
+			}
 			proxyConn := mustConnect(t, ctx, p.DSN(""))
-			corpus, err := difftest.LoadCorpus("testdata/corpus.sql")
+			loadThroughProxy(t, ctx, proxyConn, direct, m.m, pend.copy)
+			dist := m.m.Distribution("users")
+			checkPlacement(t, ctx, "after loading", refConn, direct, dist)
+
+			r := difftest.Runner{Ref: refConn, Proxy: proxyConn, Sharded: true, Pending: pend.Pending, Logf: t.Logf}
+			rep, err := r.Run(ctx, corpus)
 			if err != nil {
 				t.Fatal(err)
 			}
-			answered, refused := 0, 0
-			for _, q := range corpus {
-				if q.Write {
-					continue // writes need the same routing on both sides; reads only here
-				}
-				mode := pgx.QueryExecModeSimpleProtocol
-				want, err := difftest.Run(ctx, refConn, q.SQL, mode)
-				if err != nil {
-					t.Fatalf("line %d on the reference: %v", q.Line, err)
-				}
-				got, err := difftest.Run(ctx, proxyConn, q.SQL, mode)
-				if err != nil {
-					t.Fatalf("line %d through pgshard: %v", q.Line, err)
-				}
-				if got.Code == "0A000" {
-					refused++
-					t.Logf("refused (0A000), line %d: %s", q.Line, strings.Join(strings.Fields(q.SQL), " "))
-					continue
-				}
-				answered++
-				if d := difftest.Diff(q, want, got); d != "" {
-					t.Errorf("corpus line %d: %s\n%s", q.Line, d, q.SQL)
-				}
+			t.Logf("%s over %d shards: %s", tc.strategy, shards, rep)
+			for _, f := range rep.Failures {
+				t.Error(f)
 			}
-			t.Logf("%s over %d shards: %d queries answered identically, %d refused with 0A000", tc.name, tc.shards, answered, refused)
-			if answered < 40 {
-				t.Errorf("only %d queries answered", answered)
+			if n := rep.Runs[pgx.QueryExecModeSimpleProtocol][difftest.Identical]; n < 100 {
+				t.Errorf("only %d statements answered identically in the simple protocol", n)
 			}
+			checkPlacement(t, ctx, "after the corpus", refConn, direct, dist)
+			checkPlacementCanFail(t, ctx, refConn, direct, dist)
 		})
 	}
 }
+
+// seed generates the dataset.
+const seed = 42
+
+// loadThroughProxy creates the schema through pgshard (DDL on sharded
+// tables runs on every shard), the functions on every shard (with a
+// routing hint each, as they name no table), and copies the rows in
+// through pgshard — or, while COPY splitting is pending, into each shard
+// directly, split by the map.
+func loadThroughProxy(t *testing.T, ctx context.Context, proxyConn *pgx.Conn, direct map[string]*pgx.Conn, m *shardmap.Map, copyPending bool) {
+	t.Helper()
+	if err := difftest.CreateSchema(ctx, proxyConn); err != nil {
+		t.Fatal(err)
+	}
+	for name := range direct {
+		for _, f := range difftest.Functions {
+			if _, err := proxyConn.Exec(ctx, "/* pgshard: shard="+name+" */ "+f); err != nil {
+				t.Fatalf("shard %s: %v", name, err)
+			}
+		}
+	}
+	users, orders := difftest.Rows(difftest.DefaultSize, seed)
+	if copyPending {
+		t.Logf("COPY splitting is pending (%s): loading the shards directly", envPending)
+		loadDirect(t, ctx, direct, m.Distribution("users"), users, orders)
+	} else if err := difftest.CopyRows(ctx, proxyConn, users, orders); err != nil {
+		t.Fatalf("through pgshard: %v", err)
+	}
+	if err := difftest.Analyze(ctx, proxyConn); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// loadDirect copies each row into the shard the map assigns its key to.
+func loadDirect(t *testing.T, ctx context.Context, direct map[string]*pgx.Conn, d *shardmap.Distribution, users, orders [][]any) {
+	t.Helper()
+	split := func(rows [][]any, key int) map[string][][]any {
+		out := make(map[string][][]any)
+		for _, r := range rows {
+			name, err := d.ShardForInt64(r[key].(int64))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[name] = append(out[name], r)
+		}
+		return out
+	}
+	u, o := split(users, 0), split(orders, 1)
+	for name, c := range direct {
+		if err := difftest.CopyRows(ctx, c, u[name], o[name]); err != nil {
+			t.Fatalf("shard %s: %v", name, err)
+		}
+	}
+}
+
+// checkPlacement fails the test when a row is on the wrong shard or the
+// shards do not hold exactly the reference's rows.
+func checkPlacement(t *testing.T, ctx context.Context, when string, ref *pgx.Conn, direct map[string]*pgx.Conn, d *shardmap.Distribution) {
+	t.Helper()
+	problems, err := difftest.CheckPlacement(ctx, ref, direct, d, difftest.Tables)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("%s: %s", when, p)
+	}
+}
+
+// checkPlacementCanFail puts a copy of a row on a shard the map does not
+// assign it to and checks that CheckPlacement notices, then removes it.
+func checkPlacementCanFail(t *testing.T, ctx context.Context, ref *pgx.Conn, direct map[string]*pgx.Conn, d *shardmap.Distribution) {
+	t.Helper()
+	home, err := d.ShardForInt64(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong := shardName(0)
+	if home == wrong {
+		wrong = shardName(1)
+	}
+	c := direct[wrong]
+	if _, err := c.Exec(ctx, "INSERT INTO users (id, name, active, created_at) VALUES (1, 'misplaced', true, now())"); err != nil {
+		t.Fatal(err)
+	}
+	problems, err := difftest.CheckPlacement(ctx, ref, direct, d, difftest.Tables)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Exec(ctx, "DELETE FROM users WHERE id = 1"); err != nil {
+		t.Fatal(err)
+	}
+	if len(problems) != 2 || !strings.Contains(problems[0], "belong elsewhere, keys [1]") || !strings.Contains(problems[1], "1 extra") {
+		t.Errorf("a misplaced row on shard %s was not reported as it should: %q", wrong, problems)
+	}
+}
+
+func shardName(i int) string { return fmt.Sprintf("s%d", i) }
 
 func mustConnect(t *testing.T, ctx context.Context, dsn string) *pgx.Conn {
 	t.Helper()
@@ -105,8 +199,8 @@ func writeMap(t *testing.T, cl *pgcluster.Cluster, strategy, intervals string) s
 	b.WriteString("epoch: 1\nshards:\n")
 	var names []string
 	for i, s := range cl.Shards {
-		fmt.Fprintf(&b, "  - {name: s%d, primary: %q}\n", i, s.Addr())
-		names = append(names, fmt.Sprintf("s%d", i))
+		fmt.Fprintf(&b, "  - {name: %s, primary: %q}\n", shardName(i), s.Addr())
+		names = append(names, shardName(i))
 	}
 	fmt.Fprintf(&b, "distributions:\n  - name: users\n    key_type: bigint\n    strategy: %s\n    default_shard: s0\n", strategy)
 	if intervals != "" {
@@ -127,43 +221,4 @@ func writeMap(t *testing.T, cl *pgcluster.Cluster, strategy, intervals string) s
 		t.Fatal(err)
 	}
 	return shardMap{path: path, m: m}
-}
-
-// loadSharded creates the schema on every shard and copies each row to
-// the shard the map assigns its key to.
-func loadSharded(t *testing.T, ctx context.Context, cl *pgcluster.Cluster, m *shardmap.Map) {
-	t.Helper()
-	users, orders := difftest.Rows(difftest.DefaultSize, 42)
-	d := m.Distribution("users")
-	shardOf := func(key int64) int {
-		name, err := d.ShardForInt64(key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var i int
-		fmt.Sscanf(name, "s%d", &i)
-		return i
-	}
-	perUsers := make([][][]any, len(cl.Shards))
-	for _, r := range users {
-		i := shardOf(r[0].(int64))
-		perUsers[i] = append(perUsers[i], r)
-	}
-	perOrders := make([][][]any, len(cl.Shards))
-	for _, r := range orders {
-		i := shardOf(r[1].(int64))
-		perOrders[i] = append(perOrders[i], r)
-	}
-	for i, s := range cl.Shards {
-		c := mustConnect(t, ctx, s.SuperDSN("postgres"))
-		if _, err := c.Exec(ctx, difftest.Schema); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.CopyFrom(ctx, pgx.Identifier{"users"}, []string{"id", "name", "email", "country", "score", "active", "created_at"}, pgx.CopyFromRows(perUsers[i])); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.CopyFrom(ctx, pgx.Identifier{"orders"}, []string{"id", "user_id", "amount", "quantity", "status", "note", "created_at"}, pgx.CopyFromRows(perOrders[i])); err != nil {
-			t.Fatal(err)
-		}
-	}
 }
