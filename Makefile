@@ -4,7 +4,7 @@ export PATH := $(shell $(GO) env GOROOT)/bin:$(shell $(GO) env GOPATH)/bin:$(PAT
 STATICCHECK_VERSION ?= v0.8.2
 BIN       := bin/pgshard
 
-.PHONY: build test unit integration lint vet staticcheck fmt-check bench demo fuzz clean
+.PHONY: build test unit integration lint vet staticcheck fmt-check bench bench-sharded demo fuzz clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/pgshard
@@ -32,10 +32,20 @@ fuzz:
 	$(GO) test ./wire/ -run '^$$' -fuzz FuzzReadStartup -fuzztime 30s
 	$(GO) test ./wire/ -run '^$$' -fuzz FuzzFrameReader -fuzztime 30s
 	$(GO) test ./wire/auth/ -run '^$$' -fuzz FuzzParseSCRAMVerifier -fuzztime 30s
+	$(GO) test ./router/ -run '^$$' -fuzz FuzzClassify -fuzztime 30s
+	$(GO) test ./router/plan/ -run '^$$' -fuzz FuzzRoute -fuzztime 30s
+	$(GO) test ./router/copysplit/ -run '^$$' -fuzz FuzzSplit -fuzztime 30s
+	$(GO) test ./router/merge/ -run '^$$' -fuzz FuzzDecodeValue -fuzztime 30s
+	$(GO) test ./shardmap/ -run '^$$' -fuzz FuzzParseYAML -fuzztime 30s
 
 # pgbench through pgshard vs direct vs PgBouncer; writes docs/benchmarks.md.
 bench: build
-	$(GO) run ./integration/bench -pgshard $(BIN) -out docs/benchmarks.md -rounds 3
+	$(GO) run ./integration/bench -pgshard $(BIN) -out docs/benchmarks.md -rounds 3 -sharded=false
+
+# Sharded pgbench (accounts by aid): pgshard over 4 shards vs 1 shard vs
+# direct; rewrites its own section of docs/benchmarks.md.
+bench-sharded: build
+	$(GO) run ./integration/bench -pgshard $(BIN) -sharded-only -rounds 3 -duration 10s -out docs/benchmarks.md
 
 # Local demo cluster with the proxy on 127.0.0.1:6432 (Ctrl-C stops it).
 demo: build

@@ -10,9 +10,23 @@
 // from /proc/PID/stat around each run to report CPU microseconds per
 // transaction.
 //
+// Then (unless -sharded=false) it runs the sharded comparison: pgbench's
+// accounts workload of package shardbench (update, read back and log one
+// account, as a transaction and as autocommit statements) with
+// pgbench_accounts and pgbench_history sharded by aid, directly on one
+// PostgreSQL, through pgshard with a one-shard map over that server, and
+// through pgshard over -shards servers holding the same accounts between
+// them; afterwards it checks on every server that each row is where the
+// map says and that the balances add up. -sharded-only runs just that:
+//
+//	go run ./integration/bench -pgshard bin/pgshard -sharded-only
+//
 // The report replaces only the text between the markers
-// <!-- bench:begin --> and <!-- bench:end --> of the -out file, so
-// hand-written analysis around them survives a rerun. `make bench` runs it:
+// <!-- bench:begin --> and <!-- bench:end --> (select-only) and between
+// <!-- bench-sharded:begin --> and <!-- bench-sharded:end --> (sharded) of
+// the -out file, so hand-written analysis around them survives a rerun,
+// and a run of one comparison leaves the other's section alone. `make
+// bench` runs both:
 //
 //	go run ./integration/bench -pgshard bin/pgshard -out docs/benchmarks.md
 //

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -19,6 +18,8 @@ import (
 	"time"
 
 	"github.com/pgshard/pgshard/integration/pgcluster"
+	"github.com/pgshard/pgshard/integration/shardbench"
+	"github.com/pgshard/pgshard/shardmap"
 )
 
 // Query modes (pgbench -M) and targets.
@@ -55,6 +56,11 @@ type options struct {
 	poolSize        int
 	rounds          int
 	sessionFallback bool
+	sharded         bool     // also run the sharded comparison (sharded.go)
+	shardedOnly     bool     // run only the sharded comparison
+	shards          int      // shards of the sharded comparison's multi-shard target
+	shardStrategy   string   // range or hash
+	scripts         []string // shardbench script names
 	args            []string // as given, for the report
 }
 
@@ -80,20 +86,28 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	o := &options{args: args}
-	var modes, targets string
+	var modes, targets, scripts string
 	fs.StringVar(&o.pgshardBin, "pgshard", "bin/pgshard", "pgshard binary to benchmark")
-	fs.StringVar(&o.out, "out", "docs/benchmarks.md", "Markdown report to write (only the part between the bench markers is replaced)")
+	fs.StringVar(&o.out, "out", "docs/benchmarks.md", "Markdown report to write (only the parts between the bench markers are replaced)")
 	fs.DurationVar(&o.duration, "duration", 15*time.Second, "length of each pgbench run (whole seconds)")
 	fs.DurationVar(&o.warmup, "warmup", 5*time.Second, "pgbench run directly on PostgreSQL before measuring, to warm its caches; 0 skips it")
 	fs.StringVar(&modes, "modes", strings.Join(allModes, ","), "pgbench query modes (-M) to run")
 	fs.StringVar(&targets, "targets", "direct,pgshard,pgbouncer", "targets to run: "+strings.Join(allTargets, ", "))
 	fs.IntVar(&o.clients, "clients", 16, "pgbench clients (-c)")
 	fs.IntVar(&o.jobs, "jobs", 2, "pgbench threads (-j)")
-	fs.IntVar(&o.scale, "scale", 10, "pgbench scale factor for -i")
+	fs.IntVar(&o.scale, "scale", 10, "pgbench scale factor: of pgbench -i for the select-only comparison, of the accounts for the sharded one")
 	fs.IntVar(&o.poolSize, "pool-size", 20, "server connections per pool for pgshard and PgBouncer")
 	fs.IntVar(&o.rounds, "rounds", 1, "times to run every mode and target; the report shows the run with the median TPS")
 	fs.BoolVar(&o.sessionFallback, "session-fallback", true,
 		"in a mode where PgBouncer's transaction pooling fails, also run PgBouncer in session mode as a labelled reference")
+	fs.BoolVar(&o.sharded, "sharded", true,
+		"also compare sharded pgbench (accounts by aid): pgshard over -shards shards vs over one shard vs direct")
+	fs.BoolVar(&o.shardedOnly, "sharded-only", false,
+		"run only the sharded comparison (its report section alone is rewritten)")
+	fs.IntVar(&o.shards, "shards", 4, "shards of the sharded comparison")
+	fs.StringVar(&o.shardStrategy, "shard-strategy", string(shardmap.Hash), "distribution of the sharded comparison: hash or range over aid")
+	fs.StringVar(&scripts, "scripts", strings.Join(shardbench.ScriptNames, ","),
+		"scripts of the sharded comparison: "+strings.Join(shardbench.ScriptNames, ", "))
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -107,6 +121,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if o.targets, err = splitList("-targets", targets, allTargets); err != nil {
 		return nil, err
 	}
+	if o.scripts, err = splitList("-scripts", scripts, shardbench.ScriptNames); err != nil {
+		return nil, err
+	}
 	switch {
 	case o.duration < time.Second:
 		return nil, errors.New("-duration must be at least 1s")
@@ -114,6 +131,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, errors.New("-clients and -jobs must be positive and -clients a multiple of -jobs")
 	case o.scale < 1 || o.poolSize < 1 || o.rounds < 1:
 		return nil, errors.New("-scale, -pool-size and -rounds must be positive")
+	case o.shards < 2:
+		return nil, errors.New("-shards must be at least 2")
+	case o.shardStrategy != string(shardmap.Hash) && o.shardStrategy != string(shardmap.Range):
+		return nil, fmt.Errorf("-shard-strategy: %q is not hash or range", o.shardStrategy)
 	}
 	return o, nil
 }
@@ -144,8 +165,10 @@ func splitList(name, s string, allowed []string) ([]string, error) {
 	return res, nil
 }
 
-// result is one pgbench run against one target in one mode.
+// result is one pgbench run against one target in one mode (and, in the
+// sharded comparison, with one script).
 type result struct {
+	script       string // shardbench script name; "" for the select-only workload
 	mode, target string
 	pgbench      pgbenchResult
 	cpuSeconds   float64 // proxy CPU during the run; 0 for direct
@@ -154,16 +177,16 @@ type result struct {
 	runs         int    // runs this result stands for (see aggregate)
 }
 
-// aggregate reduces the runs of each mode and target to one result, in the
+// aggregate reduces the runs of each script, mode and target to one result, in the
 // order they first ran: the run with the median TPS (the lower one of an
 // even count), or the first failed run when any failed, since a failure is
 // what needs looking at.
 func aggregate(results []result) []result {
-	type key struct{ mode, target string }
+	type key struct{ script, mode, target string }
 	groups := map[key][]result{}
 	var order []key
 	for _, r := range results {
-		k := key{r.mode, r.target}
+		k := key{r.script, r.mode, r.target}
 		if groups[k] == nil {
 			order = append(order, k)
 		}
@@ -212,11 +235,13 @@ func run(ctx context.Context, o *options, console io.Writer) (err error) {
 	logf := func(format string, a ...any) {
 		fmt.Fprintf(console, "bench: "+format+"\n", a...)
 	}
-	wantBouncer := slices.Contains(o.targets, targetBouncer) || slices.Contains(o.targets, targetBouncerSession)
-	if _, err := os.Stat(o.pgshardBin); err != nil && slices.Contains(o.targets, targetPgshard) {
+	selectOnly := !o.shardedOnly
+	sharded := o.sharded || o.shardedOnly
+	wantBouncer := selectOnly && (slices.Contains(o.targets, targetBouncer) || slices.Contains(o.targets, targetBouncerSession))
+	if _, err := os.Stat(o.pgshardBin); err != nil && (sharded || slices.Contains(o.targets, targetPgshard)) {
 		return fmt.Errorf("-pgshard: %w (build it with `make build`)", err)
 	}
-	pgbenchBin, err := findPgbench()
+	pgbenchBin, err := shardbench.FindPgbench()
 	if err != nil {
 		return err
 	}
@@ -231,8 +256,8 @@ func run(ctx context.Context, o *options, console io.Writer) (err error) {
 		logf("warning: %s of the machine's CPU was busy before the benchmark started: other work will skew the results", env.busyBefore)
 	}
 
-	// Everything started below is stopped by these defers, in reverse
-	// order, also when ctx ends on Ctrl-C.
+	// Everything started below is stopped by defers, in reverse order,
+	// also when ctx ends on Ctrl-C.
 	tmp, err := os.MkdirTemp("", "pgshard-bench-")
 	if err != nil {
 		return err
@@ -241,7 +266,25 @@ func run(ctx context.Context, o *options, console io.Writer) (err error) {
 	if err := os.Chmod(tmp, 0o755); err != nil { // PgBouncer (OS user postgres) reads its subdirectory
 		return err
 	}
+	defer func() { _ = pgcluster.RemoveRootDir() }() // runs after the servers are gone
+	if selectOnly {
+		if err := runSelectOnly(ctx, o, &env, tmp, pgbenchBin, bouncerBin, logf); err != nil {
+			return err
+		}
+	}
+	if sharded {
+		if err := runSharded(ctx, o, &env, tmp, pgbenchBin, logf); err != nil {
+			return fmt.Errorf("sharded comparison: %w", err)
+		}
+	}
+	return nil
+}
 
+// runSelectOnly runs the select-only workload against one PostgreSQL
+// server directly, through pgshard and through PgBouncer, and writes its
+// section of the report.
+func runSelectOnly(ctx context.Context, o *options, env *environment, tmp, pgbenchBin, bouncerBin string, logf func(string, ...any)) (err error) {
+	wantBouncer := bouncerBin != ""
 	logf("starting PostgreSQL")
 	pg, err := pgcluster.Start(ctx, pgcluster.Options{
 		Name: "bench",
@@ -260,7 +303,6 @@ func run(ctx context.Context, o *options, console io.Writer) (err error) {
 		if derr := pg.Destroy(sctx); derr != nil {
 			err = errors.Join(err, derr)
 		}
-		_ = pgcluster.RemoveRootDir()
 	}()
 	if env.postgres, err = pg.QueryValue(ctx, "SHOW server_version"); err != nil {
 		return fmt.Errorf("query server version: %w", err)
@@ -284,7 +326,7 @@ func run(ctx context.Context, o *options, console io.Writer) (err error) {
 		if err := os.Mkdir(dir, 0o700); err != nil {
 			return err
 		}
-		c, addr, err := startPgshard(ctx, o.pgshardBin, dir, pg.Host, pg.Port, o.poolSize, benchUser, benchPassword)
+		c, addr, err := startPgshard(ctx, o.pgshardBin, dir, []pgshardShard{{Name: "s0", Host: pg.Host, Port: pg.Port}}, "", o.poolSize, benchUser, benchPassword)
 		if err != nil {
 			return fmt.Errorf("start pgshard: %w", err)
 		}
@@ -310,7 +352,7 @@ func run(ctx context.Context, o *options, console io.Writer) (err error) {
 
 	if o.warmup > 0 {
 		logf("warm-up: %s directly on PostgreSQL", o.warmup)
-		if _, err := runPgbench(ctx, pgbenchBin, endpoints[targetDirect], "prepared", o.clients, o.jobs, o.warmup); err != nil {
+		if _, err := runPgbench(ctx, pgbenchBin, endpoints[targetDirect], selectOnlyWorkload, "prepared", o.clients, o.jobs, o.warmup); err != nil {
 			return err
 		}
 	}
@@ -328,7 +370,7 @@ func run(ctx context.Context, o *options, console io.Writer) (err error) {
 			for i := 0; i < len(targets); i++ {
 				target := targets[i]
 				logf("round %d/%d, mode %s, target %s: pgbench for %s", round+1, o.rounds, mode, target, o.duration)
-				r, err := measure(ctx, pgbenchBin, endpoints[target], procs[target], hz, mode, o)
+				r, err := measure(ctx, pgbenchBin, endpoints[target], procs[target], hz, selectOnlyWorkload, mode, o)
 				if err != nil {
 					return err
 				}
@@ -351,17 +393,17 @@ func run(ctx context.Context, o *options, console io.Writer) (err error) {
 		}
 	}
 
-	report := renderReport(env, o, aggregate(results))
-	if err := writeReport(o.out, report); err != nil {
+	report := renderReport(*env, o, aggregate(results))
+	if err := writeReport(o.out, beginMarker, endMarker, report); err != nil {
 		return err
 	}
 	logf("wrote %s", o.out)
 	return nil
 }
 
-// measure runs pgbench once against ep, sampling the proxy's CPU time
-// around the run when proc is not nil.
-func measure(ctx context.Context, pgbenchBin string, ep endpoint, proc *child, hz int64, mode string, o *options) (result, error) {
+// measure runs pgbench once against ep with the workload's arguments,
+// sampling the proxy's CPU time around the run when proc is not nil.
+func measure(ctx context.Context, pgbenchBin string, ep endpoint, proc *child, hz int64, workload []string, mode string, o *options) (result, error) {
 	r := result{mode: mode}
 	if proc != nil && !proc.alive() {
 		r.note = fmt.Sprintf("%s is not running (%v)", proc.name, proc.waitErr)
@@ -375,7 +417,7 @@ func measure(ctx context.Context, pgbenchBin string, ep endpoint, proc *child, h
 		}
 		before = t
 	}
-	res, err := runPgbench(ctx, pgbenchBin, ep, mode, o.clients, o.jobs, o.duration)
+	res, err := runPgbench(ctx, pgbenchBin, ep, workload, mode, o.clients, o.jobs, o.duration)
 	if err != nil {
 		return r, err
 	}
@@ -403,6 +445,8 @@ func annotate(r *result, bouncerVersion string, clients int) {
 		return
 	}
 	switch {
+	case r.pgbench.hung:
+		r.note = fmt.Sprintf("pgbench did not finish within %s of its end: a client got no answer (killed)", hangTimeout)
 	case r.pgbench.aborted > 0:
 		r.note = fmt.Sprintf("%d of %d clients aborted", r.pgbench.aborted, clients)
 	case r.pgbench.exitErr != nil:
@@ -438,20 +482,4 @@ func endpointAt(addr, dbname string) endpoint {
 	host, p, _ := net.SplitHostPort(addr)
 	port, _ := strconv.Atoi(p)
 	return endpoint{host: host, port: port, user: benchUser, password: benchPassword, dbname: dbname}
-}
-
-// findPgbench returns PostgreSQL's pgbench, preferring the one beside the
-// server binaries the harness uses.
-func findPgbench() (string, error) {
-	if dir, err := pgcluster.FindBinDir(); err == nil {
-		p := filepath.Join(dir, "pgbench")
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-	}
-	p, err := exec.LookPath("pgbench")
-	if err != nil {
-		return "", fmt.Errorf("pgbench not found (install the postgresql-contrib or postgresql package): %w", err)
-	}
-	return p, nil
 }

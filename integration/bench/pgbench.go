@@ -8,10 +8,13 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/pgshard/pgshard/integration/shardbench"
 )
 
 // endpoint is where pgbench connects.
@@ -23,7 +26,13 @@ type endpoint struct {
 	dbname   string
 }
 
-// pgbenchResult is what one `pgbench -S` run reported.
+// hangTimeout is how long after its duration a pgbench run is killed.
+const hangTimeout = time.Minute
+
+// selectOnlyWorkload is pgbench's built-in select-only script.
+var selectOnlyWorkload = []string{"-S"}
+
+// pgbenchResult is what one pgbench run reported.
 type pgbenchResult struct {
 	ok         bool    // exit status 0, no client aborted, a tps line
 	exitErr    error   // pgbench's exit error, if any
@@ -32,6 +41,7 @@ type pgbenchResult struct {
 	processed  int64   // "number of transactions actually processed"
 	failed     int64   // "number of failed transactions"
 	aborted    int     // clients that aborted
+	hung       bool    // pgbench did not finish in time and was killed
 	errors     []string
 	output     string // stdout and stderr, for the console on failure
 	haveTPS    bool
@@ -39,20 +49,25 @@ type pgbenchResult struct {
 	haveFailed bool
 }
 
-// runPgbench runs the select-only workload against ep and parses the
-// summary. It returns an error only when pgbench could not be run at all
-// or ctx ended; a failing run is a result with ok false.
-func runPgbench(ctx context.Context, bin string, ep endpoint, mode string, clients, jobs int, d time.Duration) (pgbenchResult, error) {
+// runPgbench runs a workload (pgbench arguments that choose the script,
+// like selectOnlyWorkload) against ep for d and parses the summary. It
+// returns an error only when pgbench could not be run at all or ctx ended;
+// a failing run is a result with ok false.
+func runPgbench(ctx context.Context, bin string, ep endpoint, workload []string, mode string, clients, jobs int, d time.Duration) (pgbenchResult, error) {
 	secs := max(int(d.Round(time.Second)/time.Second), 1)
-	args := []string{
-		"-S", "-n",
+	args := append(slices.Clone(workload),
+		"-n",
 		"-c", strconv.Itoa(clients), "-j", strconv.Itoa(jobs),
 		"-T", strconv.Itoa(secs),
 		"-M", mode,
 		"-h", ep.host, "-p", strconv.Itoa(ep.port), "-U", ep.user,
 		ep.dbname,
-	}
-	cmd := exec.CommandContext(ctx, bin, args...)
+	)
+	// A client that never gets an answer would keep pgbench waiting
+	// forever: give up a minute after the run should have ended.
+	runCtx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+hangTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(runCtx, bin, args...)
 	cmd.Env = append(os.Environ(),
 		"PGPASSWORD="+ep.password,
 		"PGSSLMODE=disable",
@@ -67,46 +82,44 @@ func runPgbench(ctx context.Context, bin string, ep endpoint, mode string, clien
 	if ctx.Err() != nil {
 		return pgbenchResult{}, ctx.Err()
 	}
+	if runCtx.Err() != nil {
+		r := parsePgbench(out.String())
+		r.exitErr = err
+		r.hung = true
+		return r, nil
+	}
 	var exitErr *exec.ExitError
 	if err != nil && !errors.As(err, &exitErr) {
 		return pgbenchResult{}, fmt.Errorf("run pgbench: %w", err)
 	}
 	r := parsePgbench(out.String())
 	r.exitErr = err
-	r.ok = err == nil && r.aborted == 0 && r.haveTPS && r.processed > 0
+	r.ok = err == nil && r.aborted == 0 && r.haveTPS && r.processed > 0 && !r.hung
 	return r, nil
 }
 
 var (
-	reProcessed = regexp.MustCompile(`(?m)^number of transactions actually processed: (\d+)`)
-	reFailed    = regexp.MustCompile(`(?m)^number of failed transactions: (\d+)`)
-	reLatency   = regexp.MustCompile(`(?m)^latency average = ([0-9.]+) ms`)
-	reTPS       = regexp.MustCompile(`(?m)^tps = ([0-9.]+) \(without initial connection time\)`)
 	reAborted   = regexp.MustCompile(`client \d+ (?:script \d+ )?aborted`)
 	reClientNum = regexp.MustCompile(`client \d+`)
+	reShardName = regexp.MustCompile(`shard "[^"]*"`)
 )
 
-// parsePgbench reads pgbench 15's summary and its error lines.
+// parsePgbench reads pgbench 15's summary (see shardbench.ParseOutput)
+// and its error lines.
 func parsePgbench(out string) pgbenchResult {
-	r := pgbenchResult{output: out}
-	if m := reProcessed.FindStringSubmatch(out); m != nil {
-		r.processed, _ = strconv.ParseInt(m[1], 10, 64)
+	s := shardbench.ParseOutput(out)
+	return pgbenchResult{
+		output:     out,
+		processed:  s.Processed,
+		failed:     s.Failed,
+		latencyMs:  s.LatencyMs,
+		tps:        s.TPS,
+		haveFailed: s.HaveFailed,
+		haveLat:    s.HaveLatency,
+		haveTPS:    s.HaveTPS,
+		aborted:    len(reAborted.FindAllString(out, -1)),
+		errors:     distinctErrors(out),
 	}
-	if m := reFailed.FindStringSubmatch(out); m != nil {
-		r.failed, _ = strconv.ParseInt(m[1], 10, 64)
-		r.haveFailed = true
-	}
-	if m := reLatency.FindStringSubmatch(out); m != nil {
-		r.latencyMs, _ = strconv.ParseFloat(m[1], 64)
-		r.haveLat = true
-	}
-	if m := reTPS.FindStringSubmatch(out); m != nil {
-		r.tps, _ = strconv.ParseFloat(m[1], 64)
-		r.haveTPS = true
-	}
-	r.aborted = len(reAborted.FindAllString(out, -1))
-	r.errors = distinctErrors(out)
-	return r
 }
 
 // distinctErrors returns pgbench's error messages, client numbers masked,
@@ -126,6 +139,7 @@ func distinctErrors(out string) []string {
 			l += " " + strings.TrimSpace(lines[i])
 		}
 		l = reClientNum.ReplaceAllString(l, "client N")
+		l = reShardName.ReplaceAllString(l, `shard "…"`)
 		if counts[l] == 0 {
 			order = append(order, l)
 		}

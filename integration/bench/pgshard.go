@@ -23,7 +23,8 @@ type pgshardConfig struct {
 	PoolMode        string         `yaml:"pool_mode"`
 	ShutdownTimeout string         `yaml:"shutdown_timeout"`
 	Users           []pgshardUser  `yaml:"users"`
-	Shards          []pgshardShard `yaml:"shards"`
+	Shards          []pgshardShard `yaml:"shards,omitempty"`
+	ShardMapFile    string         `yaml:"shard_map_file,omitempty"`
 	Backend         pgshardBackend `yaml:"backend"`
 	Pool            pgshardPool    `yaml:"pool"`
 }
@@ -51,10 +52,11 @@ type pgshardPool struct {
 	WaitTimeout string `yaml:"wait_timeout"`
 }
 
-// startPgshard writes a configuration for one shard at pgHost:pgPort into
-// dir and starts the pgshard binary with it: transaction pooling, poolSize
-// backend connections, SCRAM authentication of user, no admin listener.
-func startPgshard(ctx context.Context, bin, dir, pgHost string, pgPort, poolSize int, user, password string) (*child, string, error) {
+// startPgshard writes a configuration into dir and starts the pgshard
+// binary with it: the shards given, or with mapFile the shard map's
+// (statements routed by key), transaction pooling, poolSize backend
+// connections per shard, SCRAM authentication of user, no admin listener.
+func startPgshard(ctx context.Context, bin, dir string, shards []pgshardShard, mapFile string, poolSize int, user, password string) (*child, string, error) {
 	verifier, err := auth.NewSCRAMVerifier(password, nil, 0)
 	if err != nil {
 		return nil, "", err
@@ -70,7 +72,8 @@ func startPgshard(ctx context.Context, bin, dir, pgHost string, pgPort, poolSize
 		PoolMode:        "transaction",
 		ShutdownTimeout: "5s",
 		Users:           []pgshardUser{{Name: user, Auth: string(auth.SCRAMSHA256), Password: verifier.String()}},
-		Shards:          []pgshardShard{{Name: "s0", Host: pgHost, Port: pgPort}},
+		Shards:          shards,
+		ShardMapFile:    mapFile,
 		Backend:         pgshardBackend{User: user, Password: password, SSLMode: "disable"},
 		Pool:            pgshardPool{Size: poolSize, WaitTimeout: "30s"},
 	}
