@@ -235,10 +235,10 @@ func (c *copyIn) stream(ctx context.Context, plan router.Plan) (int64, error) {
 			return 0, wire.Errorf(wire.SQLStateInternalError, "the key's shard %s is not among the COPY's shards", name)
 		}
 		return i, nil
-	}, copysplit.WithColumnNames(plan.Copy.Names...))
+	}, copysplit.WithColumnNames(plan.Copy.Names...), copysplit.WithClientEncoding(s.sets.clientEncoding()))
 	if err != nil {
 		c.abort(ctx, "")
-		return 0, wire.Errorf(wire.SQLStateFeatureNotSupported, "COPY into several shards: %v", err)
+		return 0, c.rowError(err)
 	}
 	emit := func(i int, row []byte) error {
 		h := c.shards[i]

@@ -475,6 +475,15 @@ func TestCopyInSplit(t *testing.T) {
 	if a, b := countOn(0, "k = -40004"), countOn(1, "k = 40004"); a+b != 0 {
 		t.Fatalf("CopyFail left rows: %d %d", a, b)
 	}
+	// A client encoding whose characters can hold ASCII bytes cannot be
+	// split safely: refused, as is COPY's own ENCODING option.
+	sjis := connect(t, p.dsn("client_encoding=SJIS"))
+	if _, err := sjis.PgConn().CopyFrom(ctx, strings.NewReader("50001\ta\n"), `COPY kv (k, v) FROM STDIN`); pgCode(err) != "0A000" {
+		t.Fatalf("COPY in SJIS: %v", err)
+	}
+	if _, err := conn.PgConn().CopyFrom(ctx, strings.NewReader("50001\ta\n"), `COPY kv (k, v) FROM STDIN (ENCODING 'LATIN1')`); pgCode(err) != "0A000" {
+		t.Fatalf("COPY with ENCODING: %v", err)
+	}
 	// The session and the pools are fine afterwards.
 	var total int
 	if err := conn.QueryRow(ctx, `SELECT count(*) FROM kv`).Scan(&total); err != nil || total != 321+2000+4+2 {

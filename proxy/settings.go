@@ -193,3 +193,23 @@ func quoteLiteral(s string) string {
 	}
 	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
 }
+
+// clientEncoding returns the session's client_encoding as far as the proxy
+// can tell: the value of its last SET of it (the statement's last word,
+// unquoted), else its startup value, else "UTF8".
+func (st *settings) clientEncoding() string {
+	for i := len(st.sets) - 1; i >= 0; i-- {
+		if st.sets[i].param == "client_encoding" {
+			f := strings.Fields(strings.TrimRight(st.sets[i].sql, "; \t\r\n"))
+			if len(f) > 0 {
+				return strings.Trim(f[len(f)-1], `'"`)
+			}
+		}
+	}
+	for _, kv := range st.startup {
+		if kv[0] == "client_encoding" {
+			return kv[1]
+		}
+	}
+	return "UTF8"
+}

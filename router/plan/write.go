@@ -365,6 +365,10 @@ func copyOptions(c *pg.CopyStmt) (*CopySpec, *template) {
 			spec.Delimiter, delimSet = val[0], true
 		case "header":
 			spec.Header = d.Arg == nil || slices.Contains([]string{"true", "on", "1", "match"}, strings.ToLower(val))
+		case "encoding":
+			if c.IsFrom && !slices.Contains([]string{"utf8", "utf-8", "unicode"}, strings.ToLower(val)) {
+				return nil, refusedTemplate(StmtCopy, "COPY FROM with ENCODING "+val+" is not supported: pgshard splits the rows as UTF8", "send the data in UTF8")
+			}
 		case "quote", "escape":
 			if c.IsFrom && val != `"` {
 				return nil, refusedTemplate(StmtCopy, "COPY FROM with a "+strings.ToLower(d.Defname)+" character other than '\"' is not supported: pgshard could not find the sharding key in the rows", "use the default CSV quoting")
