@@ -49,6 +49,7 @@ func WriteBanner(w io.Writer, b Banner) error {
 	sb.WriteString("  SELECT count(*), avg(amount) FROM orders;                 -- both shards, merged\n")
 	sb.WriteString("  SELECT id, name FROM users ORDER BY created_at DESC LIMIT 5; -- merged in order\n")
 	sb.WriteString("  INSERT INTO users (id, name, email) VALUES (1001, 'You', 'you@example.com');\n")
+	sb.WriteString("  EXPLAIN (pgshard) SELECT * FROM users WHERE id IN (7, 900); -- where a statement goes\n")
 	sb.WriteString("  SELECT name, count(*) OVER () FROM users;                -- refused (0A000): not exact across shards\n")
 	fmt.Fprintf(&sb, "\nEach shard's own rows, straight from its primary (superuser %s/%s):\n\n", pgcluster.SuperuserName, pgcluster.SuperuserPassword)
 	for _, s := range b.Cluster.Shards {
