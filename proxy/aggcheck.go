@@ -57,11 +57,7 @@ func (s *session) checkAggregates(ctx context.Context, shard string, calls []str
 	if len(unknown) == 0 {
 		return nil
 	}
-	p, err := s.srv.pool(ctx, shard, s.user, s.db)
-	if err != nil {
-		return err
-	}
-	be, err := s.srv.acquire(ctx, p)
+	be, err := s.srv.lend(ctx, shard, s.user, s.db)
 	if err != nil {
 		return err
 	}
@@ -69,16 +65,12 @@ func (s *session) checkAggregates(ctx context.Context, shard string, calls []str
 	for i, name := range unknown {
 		tag, err := be.ExecTag(ctx, "SELECT 1 FROM pg_catalog.pg_proc WHERE prokind = 'a' AND proname = "+quoteLiteral(name)+" LIMIT 1")
 		if err != nil {
-			if be.Broken() {
-				p.Discard(be)
-			} else {
-				p.Release(be)
-			}
+			be.Pool().Release(be) // (a broken one is discarded)
 			return shardError(shard, fmt.Errorf("look up function %s: %w", name, err))
 		}
 		found[i] = tag == "SELECT 1"
 	}
-	p.Release(be)
+	be.Pool().Release(be)
 	c.mu.Lock()
 	if c.entries == nil {
 		c.entries = make(map[string]aggEntry)

@@ -175,11 +175,7 @@ func (s *session) runCopyIn(ctx context.Context, plan router.Plan, sql string) e
 func (c *copyIn) start(ctx context.Context, plan router.Plan, sql string) error {
 	s := c.s
 	for _, name := range slices.Sorted(slices.Values(plan.Shards)) {
-		p, err := s.srv.pool(ctx, name, s.user, s.db)
-		if err != nil {
-			return err
-		}
-		be, err := s.srv.acquire(ctx, p)
+		be, err := s.srv.lend(ctx, name, s.user, s.db)
 		if err != nil {
 			return err
 		}

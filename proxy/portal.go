@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -319,7 +318,7 @@ func (s *session) bindScatter(ctx context.Context, portal, name string, plan rou
 		plan: plan,
 		sql:  strings.Clone(sql),
 		ext: scatterExt{
-			paramOIDs: paramOIDs(s.stmtParse(name)),
+			paramOIDs: router.ParamOIDs(s.stmtParse(name)),
 			params:    append([]byte(nil), params...),
 			formats:   shardFormats,
 		},
@@ -435,28 +434,4 @@ func (s *session) endPortal(ctx context.Context) error {
 	}
 	s.out = out
 	return nil
-}
-
-// paramOIDs reads the parameter type OIDs of a Parse body.
-func paramOIDs(b []byte) []uint32 {
-	for range 2 { // statement name and query text
-		i := bytes.IndexByte(b, 0)
-		if i < 0 {
-			return nil
-		}
-		b = b[i+1:]
-	}
-	if len(b) < 2 {
-		return nil
-	}
-	n := int(binary.BigEndian.Uint16(b))
-	b = b[2:]
-	if len(b) < 4*n {
-		return nil
-	}
-	oids := make([]uint32, n)
-	for i := range oids {
-		oids[i] = binary.BigEndian.Uint32(b[4*i:])
-	}
-	return oids
 }

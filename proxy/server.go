@@ -382,6 +382,17 @@ func (s *Server) dropUnusedPool(p *pool.Pool) {
 }
 
 // acquire gets a backend and turns pool errors into client errors.
+// lend returns a server connection of shard for user and database db.
+// The caller gives it back with Release (which discards a broken one) or
+// Discard.
+func (s *Server) lend(ctx context.Context, shard string, user *userState, db string) (*pool.Conn, error) {
+	p, err := s.pool(ctx, shard, user, db)
+	if err != nil {
+		return nil, err
+	}
+	return s.acquire(ctx, p)
+}
+
 func (s *Server) acquire(ctx context.Context, p *pool.Pool) (*pool.Conn, error) {
 	be, err := p.Acquire(ctx)
 	if err == nil {

@@ -288,6 +288,12 @@ func (s *session) sendPending(ctx context.Context, typ byte, frame []byte) error
 			return s.sendPendingAlone(ctx, pending)
 		}
 	}
+	return s.forwardPending(ctx, pending)
+}
+
+// forwardPending sends held-back Parse and Describe messages to the
+// attached backend.
+func (s *session) forwardPending(ctx context.Context, pending [][]byte) error {
 	for _, f := range pending {
 		var err error
 		if f[0] == 'P' {
@@ -313,15 +319,8 @@ func (s *session) sendPendingAlone(ctx context.Context, pending [][]byte) error 
 	if err != nil {
 		return err
 	}
-	for _, f := range pending {
-		if f[0] == 'P' {
-			err = s.handleParse(ctx, f)
-		} else {
-			err = s.handleDescribe(ctx, f)
-		}
-		if err != nil {
-			return err
-		}
+	if err := s.forwardPending(ctx, pending); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	s.overrides.Add(1)

@@ -27,19 +27,11 @@ func (s *session) runUtility(ctx context.Context, shards []string, sql string) e
 	conns := make([]*pool.Conn, 0, len(shards))
 	defer func() {
 		for _, be := range conns {
-			if be.Broken() {
-				be.Pool().Discard(be)
-			} else {
-				be.Pool().Release(be)
-			}
+			be.Pool().Release(be) // (a broken one is discarded)
 		}
 	}()
 	for _, shard := range shards {
-		p, err := s.srv.pool(ctx, shard, s.user, s.db)
-		if err != nil {
-			return err
-		}
-		be, err := s.srv.acquire(ctx, p)
+		be, err := s.srv.lend(ctx, shard, s.user, s.db)
 		if err != nil {
 			return err
 		}

@@ -39,7 +39,7 @@ func (r PlanRouter) Route(q Query) (Plan, error) {
 		if formats, params, err = bindParams(q.Bind); err != nil {
 			return Plan{}, &RefusedError{Code: "08P01", Message: err.Error()}
 		}
-		oids = parseParamOIDs(q.Parse)
+		oids = ParamOIDs(q.Parse)
 	}
 	p, err := r.Planner.RouteHint(q.SQL, plan.Hint{Shard: q.HintShard, Key: q.HintKey}, params, formats, oids)
 	if err != nil {
@@ -153,8 +153,8 @@ func bindParams(b []byte) ([]int16, [][]byte, error) {
 	return formats, params, nil
 }
 
-// parseParamOIDs reads the parameter type OIDs of a Parse body.
-func parseParamOIDs(b []byte) []uint32 {
+// ParamOIDs reads the parameter type OIDs of a Parse message body.
+func ParamOIDs(b []byte) []uint32 {
 	for range 2 { // statement name and query text
 		i := indexNUL(b)
 		if i < 0 {
