@@ -23,7 +23,7 @@ import (
 // order and aborts the transaction as any error would).
 func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error) {
 	q.HintShard, q.HintKey = s.hintShard, s.hintKey
-	plan, err := s.srv.router().Route(q)
+	plan, err := s.routerFor().Route(q)
 	if err == nil && plan.SetHint != nil {
 		s.setHint(*plan.SetHint)
 	}
@@ -175,6 +175,24 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 		}
 		return be, nil
 	}
+}
+
+// routerFor returns the router for the session's next statement: the
+// current one, except inside a transaction, which keeps routing by the
+// router (shard map) it started with.
+func (s *session) routerFor() router.Router {
+	s.mu.Lock()
+	inTx := s.pendingBegin != "" || (s.be != nil && s.txStatus != 'I')
+	s.mu.Unlock()
+	if inTx && s.txRouter != nil {
+		return s.txRouter
+	}
+	r := s.srv.router()
+	s.txRouter = nil
+	if inTx {
+		s.txRouter = r
+	}
+	return r
 }
 
 // setHint records a routing hint the client set (optimistically: the SET

@@ -42,6 +42,10 @@ type Config struct {
 	// ShardMapFile is a shard map (shardmap YAML): with it, statements are
 	// routed by their sharding keys, and shards default to the map's.
 	ShardMapFile string `yaml:"shard_map_file"`
+	// MapStateFile, when set, is where the proxy keeps the last shard map
+	// it applied at run time (ApplyMap), to start from it when the meta
+	// cluster is unreachable.
+	MapStateFile string `yaml:"map_state_file"`
 	// BroadcastWrites says what happens to UPDATE/DELETE without a key
 	// condition on a sharded table: "refuse" (default, 0A000) or "allow"
 	// (they run on every shard, each committing on its own).

@@ -20,6 +20,7 @@ type metrics struct {
 	latency      prometheus.Histogram
 	errors       *prometheus.CounterVec
 	pins         *prometheus.CounterVec
+	mapEpoch     prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -49,7 +50,10 @@ func newMetrics() *metrics {
 	m.pins = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "pgshard_pinned_sessions_total", Help: "Sessions pinned to one server connection in transaction mode, by reason.",
 	}, []string{"reason"})
-	m.reg.MustRegister(m.clients, states, m.queries, m.transactions, m.latency, m.errors, m.pins,
+	m.mapEpoch = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "pgshard_map_epoch", Help: "Epoch of the shard map the proxy routes by (0 without a map).",
+	})
+	m.reg.MustRegister(m.clients, states, m.queries, m.transactions, m.latency, m.errors, m.pins, m.mapEpoch,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

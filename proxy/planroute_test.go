@@ -15,6 +15,7 @@ import (
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/integration/pgcluster"
 	"github.com/pgshard/pgshard/proxy"
+	"github.com/pgshard/pgshard/shardmap"
 )
 
 // TestShardMapRouting routes by the sharding key with the SQL-aware
@@ -291,4 +292,83 @@ tables:
 	cfg.Shards = nil
 	cfg.ShardMapFile = mapFile
 	return cfg
+}
+
+// TestLiveMapChange: a new shard map applied at run time routes the next
+// statements at once, while a transaction that began under the old map
+// finishes on it; the map is saved to map_state_file; stale and invalid
+// maps are refused.
+func TestLiveMapChange(t *testing.T) {
+	c := integration.NewCluster(t, integration.Shards(2))
+	cfg := kvMapConfig(t, c)
+	cfg.MapStateFile = filepath.Join(t.TempDir(), "map-state.yaml")
+	p := startProxy(t, cfg)
+	ctx := ctxT(t)
+	var direct [2]*pgx.Conn
+	for i, srv := range c.Shards {
+		direct[i] = connect(t, srv.SuperDSN("postgres"))
+		if _, err := direct[i].Exec(ctx, `CREATE TABLE kv (k bigint PRIMARY KEY, v text)`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn := connect(t, p.dsn(""))
+	if _, err := conn.Exec(ctx, `INSERT INTO kv (k, v) VALUES (75, 'old')`); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE kv SET v = 'in tx' WHERE k = $1`, 75); err != nil {
+		t.Fatal(err)
+	}
+	// Epoch 2 moves [50, 100) to s1.
+	b, err := os.ReadFile(cfg.ShardMapFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2, err := shardmap.ParseYAML([]byte(strings.NewReplacer("epoch: 1", "epoch: 2", "hi: 100", "hi: 50", "lo: 100", "lo: 50").Replace(string(b))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := p.srv.ApplyMap(m2); !ok || err != nil {
+		t.Fatalf("apply epoch 2: %v %v", ok, err)
+	}
+	if p.srv.MapEpoch() != 2 {
+		t.Fatalf("epoch in use: %d", p.srv.MapEpoch())
+	}
+	// The open transaction still routes key 75 to s0, where it began.
+	var v string
+	if err := tx.QueryRow(ctx, `SELECT v FROM kv WHERE k = $1`, 75).Scan(&v); err != nil || v != "in tx" {
+		t.Fatalf("in the transaction after the map change: %q %v", v, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// New statements follow the new map: key 60 lands on s1.
+	if _, err := conn.Exec(ctx, `INSERT INTO kv (k, v) VALUES (60, 'new')`); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := direct[1].QueryRow(ctx, `SELECT count(*) FROM kv WHERE k = 60`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("key 60 is not on s1 after the map change (%d, %v)", n, err)
+	}
+	// Stale and invalid maps change nothing.
+	if ok, err := p.srv.ApplyMap(m2); ok || err != nil {
+		t.Fatalf("re-applying epoch 2: %v %v", ok, err)
+	}
+	bad := m2.Clone()
+	bad.Epoch = 3
+	bad.Distributions[0].Intervals[0].Shard = "nosuch"
+	if ok, err := p.srv.ApplyMap(bad); ok || err == nil {
+		t.Fatalf("invalid map applied: %v %v", ok, err)
+	}
+	// The applied map was saved.
+	saved, err := os.ReadFile(cfg.MapStateFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sm, err := shardmap.ParseYAML(saved); err != nil || sm.Epoch != 2 {
+		t.Fatalf("map_state_file: %v %v", sm, err)
+	}
 }

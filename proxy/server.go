@@ -58,6 +58,7 @@ type Server struct {
 
 	conns sync.WaitGroup // one per accepted connection
 	aggs  aggCache       // which functions are aggregates (aggcheck.go)
+	mapMu sync.Mutex     // serializes ApplyMap
 	bg    sync.WaitGroup // background clean-ups (discardBusy)
 	done  chan struct{}
 }
@@ -88,6 +89,7 @@ func NewServer(cfg *Config) (*Server, error) {
 	}
 	s.rt.Store(rt)
 	s.metrics.registerPools(s)
+	s.metrics.mapEpoch.Set(float64(s.MapEpoch()))
 	return s, nil
 }
 
@@ -289,6 +291,11 @@ func (s *Server) Reload(cfg *Config) error {
 	old := s.runtime()
 	if cfg.Listen != old.cfg.Listen {
 		return fmt.Errorf("reload: listen address cannot change at run time (%s → %s)", old.cfg.Listen, cfg.Listen)
+	}
+	if m := old.cfg.shardMap; m != nil && (cfg.shardMap == nil || cfg.shardMap.Epoch < m.Epoch) {
+		// A newer map applied at run time stays.
+		cfg.shardMap = m
+		cfg.Shards = mapShards(m, cfg.Shards)
 	}
 	rt, err := newRuntime(cfg)
 	if err != nil {

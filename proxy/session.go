@@ -87,6 +87,9 @@ type session struct {
 	// rewrite, set by attach, replaces the client's simple query (the
 	// router's answer to EXPLAIN (pgshard)).
 	rewrite string
+	// txRouter is the router the open transaction started with (see
+	// routerFor); nil outside transactions.
+	txRouter router.Router
 
 	mu      sync.Mutex
 	state   state

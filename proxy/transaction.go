@@ -53,6 +53,7 @@ func (s *session) applyDeferredTx(info router.Info, sql string) string {
 	case info.Has(router.ClassBegin):
 		s.pendingBegin = strings.Clone(sql)
 		s.beginFailed = false
+		s.txRouter = s.srv.router() // the transaction's map
 		return "BEGIN"
 	case info.Has(router.ClassCommit) && !s.beginFailed:
 		tag = "COMMIT"

@@ -1,0 +1,164 @@
+package proxy
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/pgshard/pgshard/shardmap"
+)
+
+// Live shard map changes. A new map (from the meta cluster, or a file)
+// replaces the runtime's router at once: the next statement of every
+// session routes by it — except statements of a transaction that began
+// under the previous map, which keep routing by the map the transaction
+// started with until it ends (session.routerFor), so a transaction never
+// sees two maps. Shards whose primary moved get new pools; the old pools
+// close as their connections come back.
+
+// ApplyMap makes m the shard map the proxy routes by. m must be valid and
+// newer than the map in use (a map with the same or an older epoch is
+// ignored and ApplyMap reports false). When the configuration names a
+// map_state_file, the map is saved there first (atomically), so a proxy
+// restarted while the meta cluster is unreachable starts from it.
+func (s *Server) ApplyMap(m *shardmap.Map) (bool, error) {
+	if err := m.Validate(); err != nil {
+		return false, fmt.Errorf("apply map epoch %d: %w", m.Epoch, err)
+	}
+	s.mapMu.Lock()
+	defer s.mapMu.Unlock()
+	old := s.runtime()
+	if cur := old.cfg.shardMap; cur != nil && m.Epoch <= cur.Epoch {
+		return false, nil
+	}
+	cfg := *old.cfg
+	cfg.shardMap = m
+	cfg.Shards = mapShards(m, old.cfg.Shards)
+	if cfg.DefaultShard == "" || !hasShard(cfg.Shards, cfg.DefaultShard) {
+		cfg.DefaultShard = cfg.Shards[0].Name
+	}
+	if err := cfg.Validate(); err != nil {
+		return false, fmt.Errorf("apply map epoch %d: %w", m.Epoch, err)
+	}
+	if cfg.MapStateFile != "" {
+		if err := saveMap(cfg.MapStateFile, m); err != nil {
+			return false, err
+		}
+	}
+	rt, err := newRuntime(&cfg)
+	if err != nil {
+		return false, fmt.Errorf("apply map epoch %d: %w", m.Epoch, err)
+	}
+	for name := range rt.users {
+		if o, ok := old.users[name]; ok {
+			rt.users[name] = o // keep client counts and credentials
+		}
+	}
+	s.rt.Store(rt)
+	s.retirePools(old.cfg.Shards, cfg.Shards)
+	s.metrics.mapEpoch.Set(float64(m.Epoch))
+	slog.Info("shard map applied", "epoch", m.Epoch, "shards", len(m.Shards))
+	return true, nil
+}
+
+// MapEpoch returns the epoch of the shard map in use (0 without a map).
+func (s *Server) MapEpoch() uint64 {
+	if m := s.runtime().cfg.shardMap; m != nil {
+		return m.Epoch
+	}
+	return 0
+}
+
+// mapShards lists the shards of m as shard configurations: each shard's
+// primary, keeping the database override of a configured shard of the
+// same name.
+func mapShards(m *shardmap.Map, old []ShardConfig) []ShardConfig {
+	out := make([]ShardConfig, 0, len(m.Shards))
+	for _, sh := range m.Shards {
+		sc := ShardConfig{Name: sh.Name, Host: sh.Primary.Host, Port: sh.Primary.Port}
+		for _, o := range old {
+			if o.Name == sh.Name {
+				sc.Database = o.Database
+			}
+		}
+		out = append(out, sc)
+	}
+	return out
+}
+
+func hasShard(shards []ShardConfig, name string) bool {
+	for _, sh := range shards {
+		if sh.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// retirePools closes the pools of shards that are gone or whose server
+// changed: new sessions get new pools; connections in use go back to the
+// closed pool, which closes them.
+func (s *Server) retirePools(before, after []ShardConfig) {
+	addr := func(sc ShardConfig) string {
+		return net.JoinHostPort(sc.Host, strconv.Itoa(sc.Port)) + "/" + sc.Database
+	}
+	now := map[string]string{}
+	for _, sc := range after {
+		now[sc.Name] = addr(sc)
+	}
+	changed := map[string]bool{}
+	for _, sc := range before {
+		if a, ok := now[sc.Name]; !ok || a != addr(sc) {
+			changed[sc.Name] = true
+		}
+	}
+	if len(changed) == 0 {
+		return
+	}
+	s.mu.Lock()
+	for k, p := range s.pools {
+		if changed[k.shard] {
+			delete(s.pools, k)
+			delete(s.params, p)
+			// Close waits until the connections in use come back (they
+			// are closed then): in the background, owned by s.bg.
+			s.bg.Add(1)
+			go func() {
+				defer s.bg.Done()
+				p.Close()
+			}()
+		}
+	}
+	s.mu.Unlock()
+}
+
+// saveMap writes m's YAML to path atomically (a temporary file renamed).
+func saveMap(path string, m *shardmap.Map) error {
+	b, err := m.YAML()
+	if err != nil {
+		return fmt.Errorf("save map: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".pgshard-map-*")
+	if err != nil {
+		return fmt.Errorf("save map: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("save map: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("save map: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("save map: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("save map: %w", err)
+	}
+	return nil
+}
