@@ -4,7 +4,7 @@ export PATH := $(shell $(GO) env GOROOT)/bin:$(shell $(GO) env GOPATH)/bin:$(PAT
 STATICCHECK_VERSION ?= v0.8.2
 BIN       := bin/pgshard
 
-.PHONY: build test unit integration lint vet staticcheck fmt-check bench bench-sharded demo fuzz clean
+.PHONY: build test unit integration lint vet staticcheck fmt-check bench bench-sharded demo fuzz clean proto
 
 build:
 	$(GO) build -o $(BIN) ./cmd/pgshard
@@ -50,6 +50,18 @@ bench-sharded: build
 # Local demo cluster with the proxy on 127.0.0.1:6432 (Ctrl-C stops it).
 demo: build
 	./$(BIN) demo
+
+# Regenerates the meta API's Go code from shardmap/metapb/meta.proto. The
+# generated files are committed; CI never runs protoc. Made with protoc
+# 3.21.12 (Debian: apt-get install -y protobuf-compiler), protoc-gen-go
+# v1.36.12 (go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12)
+# and protoc-gen-go-grpc v1.5.1
+# (go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1).
+proto:
+	protoc -I shardmap/metapb \
+		--go_out=shardmap/metapb --go_opt=paths=source_relative \
+		--go-grpc_out=shardmap/metapb --go-grpc_opt=paths=source_relative \
+		shardmap/metapb/meta.proto
 
 clean:
 	rm -rf bin

@@ -1,0 +1,191 @@
+package metarpc
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	"github.com/pgshard/pgshard/shardmap/metapb"
+)
+
+// DefaultMaxMessageSize is the largest message a server or client sends or
+// receives unless told otherwise: room for a shard map of many thousands
+// of intervals.
+const DefaultMaxMessageSize = 16 << 20
+
+// Connection limits of the server.
+const (
+	// handshakeTimeout bounds the TLS handshake and HTTP/2 preface of a
+	// new connection, so a client that connects and says nothing (or
+	// garbage) does not hold it.
+	handshakeTimeout = 10 * time.Second
+	// keepaliveMinTime is the most often a client may ping; clients ping
+	// every keepaliveTime.
+	keepaliveMinTime = 10 * time.Second
+	keepaliveTime    = 30 * time.Second
+	keepaliveTimeout = 10 * time.Second
+	// maxStreams is the most concurrent RPCs on one connection.
+	maxStreams = 1000
+	// maxHeaderBytes bounds the request metadata.
+	maxHeaderBytes = 1 << 20
+)
+
+// ServerOptions configure a Server. Some authentication must be chosen:
+// Token, RequireClientCert (with TLS), both, or explicitly none with
+// AllowUnauthenticated. A request without the required credentials is
+// refused with codes.Unauthenticated before anything is done.
+type ServerOptions struct {
+	// Token, when not empty, is the bearer token every request must carry
+	// ("authorization: Bearer TOKEN"), compared in constant time. Without
+	// TLS it crosses the network in clear: use TLS beyond loopback.
+	Token string
+	// TLS, when not nil, makes the server speak TLS with this
+	// configuration, which needs a certificate (see ServerTLSConfig). Its
+	// ClientCAs verify client certificates.
+	TLS *tls.Config
+	// RequireClientCert refuses every request over a connection whose
+	// client did not present a certificate verified against TLS.ClientCAs
+	// (mutual TLS). The server then asks for client certificates
+	// (tls.VerifyClientCertIfGiven unless TLS.ClientAuth asks for more),
+	// so that a missing one is answered with codes.Unauthenticated.
+	RequireClientCert bool
+	// AllowUnauthenticated serves without credentials, to loopback
+	// clients only (others get codes.Unauthenticated): for the
+	// single-process demo. It cannot be combined with Token or
+	// RequireClientCert.
+	AllowUnauthenticated bool
+	// MaxMessageSize bounds the messages received and sent; 0 means
+	// DefaultMaxMessageSize.
+	MaxMessageSize int
+	// Logger receives handler panics and errors the Store returned that
+	// have no better status than codes.Unknown; nil means none.
+	Logger *slog.Logger
+}
+
+// Server serves the MetaService over a Store. Create it with NewServer,
+// run it with Serve and end it with Shutdown or Stop.
+type Server struct {
+	grpc *grpc.Server
+	svc  *service
+	stop context.CancelFunc // ends WatchMap and WaitApplied calls
+}
+
+// NewServer returns a server of store with opts. It fails when opts do not
+// choose an authentication.
+func NewServer(store Store, opts ServerOptions) (*Server, error) {
+	if store == nil {
+		return nil, errors.New("metarpc: NewServer: nil Store")
+	}
+	auth, err := newAuthenticator(&opts)
+	if err != nil {
+		return nil, fmt.Errorf("metarpc: NewServer: %w", err)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	size := opts.MaxMessageSize
+	if size <= 0 {
+		size = DefaultMaxMessageSize
+	}
+	gopts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(size),
+		grpc.MaxSendMsgSize(size),
+		grpc.MaxHeaderListSize(maxHeaderBytes),
+		grpc.MaxConcurrentStreams(maxStreams),
+		grpc.ConnectionTimeout(handshakeTimeout),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinTime, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}),
+		// Recovery is outermost so that a panic anywhere is answered
+		// with codes.Internal instead of ending the process.
+		grpc.ChainUnaryInterceptor(recoverUnary(log), auth.unary),
+		grpc.ChainStreamInterceptor(recoverStream(log), auth.stream),
+	}
+	if opts.TLS != nil {
+		cfg := opts.TLS.Clone()
+		if opts.RequireClientCert && cfg.ClientAuth < tls.VerifyClientCertIfGiven {
+			cfg.ClientAuth = tls.VerifyClientCertIfGiven
+		}
+		gopts = append(gopts, grpc.Creds(credentials.NewTLS(cfg)))
+	}
+	stopping, stop := context.WithCancel(context.Background())
+	s := &Server{
+		grpc: grpc.NewServer(gopts...),
+		svc:  &service{store: store, stopping: stopping, log: log, maxMsg: size},
+		stop: stop,
+	}
+	metapb.RegisterMetaServiceServer(s.grpc, s.svc)
+	return s, nil
+}
+
+// Serve accepts connections on lis until Shutdown or Stop, and then
+// returns nil. It may be called for several listeners.
+func (s *Server) Serve(lis net.Listener) error {
+	if err := s.grpc.Serve(lis); err != nil {
+		return fmt.Errorf("metarpc: serve %s: %w", lis.Addr(), err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting connections, ends WatchMap and WaitApplied
+// calls with codes.Unavailable (clients move on to another member), and
+// waits for the other calls to finish. When ctx ends first it closes
+// every connection and returns ctx's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stop()
+	done := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.grpc.Stop()
+		<-done
+		return fmt.Errorf("metarpc: shutdown: %w", ctx.Err())
+	}
+}
+
+// Stop closes every listener and connection at once, failing the calls
+// in progress.
+func (s *Server) Stop() {
+	s.stop()
+	s.grpc.Stop()
+}
+
+func recoverUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				log.Error("metarpc: panic in handler", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
+				resp, err = nil, status.Error(codes.Internal, "internal error in "+info.FullMethod)
+			}
+		}()
+		return handler(ctx, req)
+	}
+}
+
+func recoverStream(log *slog.Logger) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				log.Error("metarpc: panic in handler", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
+				err = status.Error(codes.Internal, "internal error in "+info.FullMethod)
+			}
+		}()
+		return handler(srv, ss)
+	}
+}
