@@ -58,6 +58,10 @@ func newRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		newProxyCommand(stdout, stderr),
 		newPasswdCommand(stdin, stdout),
 		newDemoCommand(stdout, stderr),
+		newMapCommand(stdin, stdout),
+		newShardsCommand(stdout),
+		newProxiesCommand(stdout),
+		newMetaCommand(stdout),
 	)
 	return root
 }

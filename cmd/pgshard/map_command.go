@@ -1,0 +1,527 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pgshard/pgshard/shardmap"
+	"github.com/pgshard/pgshard/shardmap/metarpc"
+)
+
+// Limits of map history, as the server applies them.
+const (
+	defaultHistoryLimit = 20
+	maxHistoryLimit     = 1000
+)
+
+// newMapCommand is `pgshard map`: the shard map in the meta cluster.
+func newMapCommand(stdin io.Reader, stdout io.Writer) *cobra.Command {
+	cmd := groupCommand("map", "Show, compare and change the shard map held by the meta cluster")
+	cmd.AddCommand(
+		newMapShowCommand(stdout),
+		newMapApplyCommand(stdin, stdout),
+		newMapDiffCommand(stdin, stdout),
+		newMapHistoryCommand(stdout),
+	)
+	return cmd
+}
+
+// addFileFlag registers -f FILE, completed with YAML files.
+func addFileFlag(cmd *cobra.Command, file *string) {
+	cmd.Flags().StringVarP(file, "file", "f", "", `shard map YAML file ("-" for standard input)`)
+	_ = cmd.MarkFlagFilename("file", "yaml", "yml")
+}
+
+// readMapFile reads and parses the map in file ("-" reads stdin). The
+// map is not validated.
+func readMapFile(file string, stdin io.Reader) (*shardmap.Map, error) {
+	var data []byte
+	var err error
+	if file == "-" {
+		data, err = io.ReadAll(stdin)
+	} else {
+		data, err = os.ReadFile(file)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the map: %w", err)
+	}
+	m, err := shardmap.ParseYAML(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s is not a shard map:%s", fileName(file), bulletList(err))
+	}
+	return m, nil
+}
+
+// fileName names -f's file in messages.
+func fileName(file string) string {
+	if file == "-" {
+		return "standard input"
+	}
+	return file
+}
+
+// bulletList formats the problems an error joins (one per line) as an
+// indented list.
+func bulletList(err error) string {
+	var b strings.Builder
+	for _, line := range strings.Split(err.Error(), "\n") {
+		if line = strings.TrimSpace(line); line != "" {
+			b.WriteString("\n  - ")
+			b.WriteString(line)
+		}
+	}
+	return b.String()
+}
+
+// --- map show
+
+type mapShowOptions struct {
+	conn   metaConnOptions
+	stdout io.Writer
+}
+
+func newMapShowCommand(stdout io.Writer) *cobra.Command {
+	o := &mapShowOptions{stdout: stdout}
+	cmd := &cobra.Command{
+		Use:   "show",
+		Short: "Print the current shard map",
+		Long: `Print the current shard map: its epoch, when it was applied, its comment and
+its YAML. The table output is a valid map file (the header lines are YAML
+comments): edit it and give it to "pgshard map apply -f". -o json prints an
+object with epoch, applied_at, comment, map_yaml and map (the map as a
+structure; interval bounds are strings written as in the YAML).`,
+		Args:              usageArgs(cobra.NoArgs),
+		ValidArgsFunction: cobra.NoFileCompletions,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.conn.Complete(cmd)
+			if err := o.conn.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	o.conn.addFlags(cmd)
+	return cmd
+}
+
+// mapShowResult is the output of map show.
+type mapShowResult struct {
+	Epoch     uint64    `json:"epoch"`
+	AppliedAt time.Time `json:"applied_at,omitzero"`
+	Comment   string    `json:"comment"`
+	MapYAML   string    `json:"map_yaml"`
+	Map       *mapJSON  `json:"map"`
+}
+
+func (r *mapShowResult) writeTable(w io.Writer) error {
+	if r.Map == nil {
+		_, err := io.WriteString(w, "# no shard map has been applied yet\n")
+		return err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# epoch:      %d\n# applied at: %s\n", r.Epoch, formatTime(r.AppliedAt))
+	for i, line := range strings.Split(r.Comment, "\n") {
+		if i == 0 {
+			fmt.Fprintf(&b, "# comment:    %s\n", line)
+		} else {
+			fmt.Fprintf(&b, "#             %s\n", line)
+		}
+	}
+	b.WriteString(r.MapYAML)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func (o *mapShowOptions) Run(ctx context.Context) (err error) {
+	c, err := o.conn.client()
+	if err != nil {
+		return err
+	}
+	defer closeClient(c, &err)
+	cctx, cancel := o.conn.callContext(ctx, 0)
+	defer cancel()
+	v, err := c.GetMap(cctx)
+	if err != nil {
+		return o.conn.explain("read the map", err)
+	}
+	r := &mapShowResult{Epoch: v.Epoch, AppliedAt: v.AppliedAt, Comment: v.Comment, MapYAML: string(v.YAML), Map: mapToJSON(v.Map)}
+	if v.Map != nil && len(v.YAML) == 0 {
+		y, err := v.Map.YAML()
+		if err != nil {
+			return fmt.Errorf("encode the map: %w", err)
+		}
+		r.MapYAML = string(y)
+	}
+	return newPrinter(o.conn.output, o.stdout).print(r)
+}
+
+// --- map apply
+
+type mapApplyOptions struct {
+	conn        metaConnOptions
+	file        string
+	expectEpoch uint64
+	expectSet   bool // --expect-epoch was given
+	comment     string
+	wait        time.Duration
+	stdin       io.Reader
+	stdout      io.Writer
+}
+
+func newMapApplyCommand(stdin io.Reader, stdout io.Writer) *cobra.Command {
+	o := &mapApplyOptions{stdin: stdin, stdout: stdout}
+	cmd := &cobra.Command{
+		Use:   "apply -f FILE",
+		Short: "Make a map file the next epoch of the shard map",
+		Long: `Make the map in FILE the next epoch of the shard map, if the map is still at
+the epoch the change is based on: --expect-epoch, or else the epoch read just
+before applying (so that a change made by someone else in between is not
+overwritten). The file's own epoch is ignored. The meta cluster validates the
+map and refuses it with every problem it finds; nothing changes then.
+
+With --wait, wait up to that long for every live proxy to route with the new
+epoch, and fail (exit 1, the map staying applied) naming those that did not.
+Review a change first with "pgshard map diff -f FILE".`,
+		Args:              usageArgs(cobra.NoArgs),
+		ValidArgsFunction: cobra.NoFileCompletions,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.conn.Complete(cmd)
+			o.expectSet = cmd.Flags().Changed("expect-epoch")
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	o.conn.addFlags(cmd)
+	addFileFlag(cmd, &o.file)
+	cmd.Flags().Uint64Var(&o.expectEpoch, "expect-epoch", 0, "apply only if the map is at this epoch (0: no map yet); default: the current epoch")
+	cmd.Flags().StringVar(&o.comment, "comment", "", "what the change is for, kept in the map history")
+	cmd.Flags().DurationVar(&o.wait, "wait", 0, "after applying, wait up to this long for every live proxy to apply the new epoch (at most 10m)")
+	for _, f := range []string{"expect-epoch", "comment", "wait"} {
+		_ = cmd.RegisterFlagCompletionFunc(f, cobra.NoFileCompletions)
+	}
+	return cmd
+}
+
+// Validate checks the flags.
+func (o *mapApplyOptions) Validate() error {
+	if err := o.conn.Validate(); err != nil {
+		return err
+	}
+	if o.file == "" {
+		return usageError{errors.New("-f FILE is required")}
+	}
+	if o.wait < 0 {
+		return usageError{errors.New("--wait must not be negative")}
+	}
+	return nil
+}
+
+// mapApplyResult is the output of map apply.
+type mapApplyResult struct {
+	File          string      `json:"file"`
+	PreviousEpoch uint64      `json:"previous_epoch"`
+	Epoch         uint64      `json:"epoch"`
+	Comment       string      `json:"comment"`
+	Wait          *waitResult `json:"wait,omitempty"`
+}
+
+// waitResult is the outcome of apply --wait.
+type waitResult struct {
+	Timeout string `json:"timeout"`
+	// Applied is whether every live proxy applied the epoch in time.
+	Applied bool        `json:"applied"`
+	Lagging []proxyJSON `json:"lagging"`
+	now     time.Time   // when the wait ended, for "last seen"
+}
+
+func (r *mapApplyResult) writeTable(w io.Writer) error {
+	if _, err := fmt.Fprintf(w, "Applied %s as epoch %d (was %d).\n", r.File, r.Epoch, r.PreviousEpoch); err != nil {
+		return err
+	}
+	switch {
+	case r.Wait == nil:
+		return nil
+	case r.Wait.Applied:
+		_, err := fmt.Fprintf(w, "Every live proxy routes with epoch %d.\n", r.Epoch)
+		return err
+	}
+	lagging := fmt.Sprintf("%d live proxies still route", len(r.Wait.Lagging))
+	if len(r.Wait.Lagging) == 1 {
+		lagging = "1 live proxy still routes"
+	}
+	if _, err := fmt.Fprintf(w, "After %s, %s with an older epoch:\n", r.Wait.Timeout, lagging); err != nil {
+		return err
+	}
+	return writeProxyTable(w, r.Wait.now, r.Wait.Lagging)
+}
+
+func (o *mapApplyOptions) Run(ctx context.Context) (err error) {
+	m, err := readMapFile(o.file, o.stdin)
+	if err != nil {
+		return err
+	}
+	c, err := o.conn.client()
+	if err != nil {
+		return err
+	}
+	defer closeClient(c, &err)
+	expect := o.expectEpoch
+	if !o.expectSet {
+		cctx, cancel := o.conn.callContext(ctx, 0)
+		cur, err := c.GetMap(cctx)
+		cancel()
+		if err != nil {
+			return o.conn.explain("read the current epoch", err)
+		}
+		expect = cur.Epoch
+	}
+	cctx, cancel := o.conn.callContext(ctx, 0)
+	epoch, err := c.ApplyMap(cctx, m, expect, o.comment)
+	cancel()
+	if err != nil {
+		return o.applyError(err)
+	}
+	r := &mapApplyResult{File: fileName(o.file), PreviousEpoch: expect, Epoch: epoch, Comment: o.comment}
+	var lagging *metarpc.LaggingError
+	if o.wait > 0 {
+		cctx, cancel := o.conn.callContext(ctx, o.wait)
+		werr := c.WaitApplied(cctx, epoch, o.wait)
+		cancel()
+		r.Wait = &waitResult{Timeout: o.wait.String(), Applied: werr == nil, Lagging: []proxyJSON{}, now: time.Now()}
+		switch {
+		case errors.As(werr, &lagging):
+			for _, p := range lagging.Proxies {
+				r.Wait.Lagging = append(r.Wait.Lagging, proxyToJSON(p))
+			}
+		case werr != nil:
+			if perr := newPrinter(o.conn.output, o.stdout).print(r); perr != nil {
+				return perr
+			}
+			return o.conn.explain(fmt.Sprintf("epoch %d is applied, but waiting for the proxies failed", epoch), werr)
+		}
+	}
+	if err := newPrinter(o.conn.output, o.stdout).print(r); err != nil {
+		return err
+	}
+	if lagging != nil {
+		return fmt.Errorf("epoch %d is applied, but not yet everywhere: %w", epoch, lagging)
+	}
+	return nil
+}
+
+// applyError explains why ApplyMap failed; a stale epoch says what to do
+// with this file.
+func (o *mapApplyOptions) applyError(err error) error {
+	what := "apply " + fileName(o.file)
+	var se *metarpc.StaleEpochError
+	if !errors.As(err, &se) {
+		return o.conn.explain(what, err)
+	}
+	why := fmt.Sprintf("it changed after it was read, at epoch %d", se.Expected)
+	if o.expectSet {
+		why = fmt.Sprintf("--expect-epoch %d is not the current epoch", se.Expected)
+	}
+	diff := "pgshard map diff -f " + o.file
+	if o.file == "-" {
+		diff = "pgshard map diff"
+	}
+	return &explainedError{fmt.Sprintf("%s: stale epoch: the map is at epoch %d, not %d as expected (%s); nothing was applied. "+
+		"Review the current map (%s), then re-run pgshard map apply with --expect-epoch %d",
+		what, se.Current, se.Expected, why, diff, se.Current), err}
+}
+
+// --- map diff
+
+// errMapsDiffer is map diff's error when the maps differ: exit 1, like
+// diff(1).
+type errMapsDiffer struct{ from, to string }
+
+func (e *errMapsDiffer) Error() string { return e.from + " and " + e.to + " differ" }
+
+// diffTrouble marks an error of map diff that is not a difference. Like
+// diff(1), map diff exits 2 for trouble, so that exit 1 always means
+// "different"; run() exits 2 for usage errors, so trouble is one.
+func diffTrouble(err error) error {
+	var ue usageError
+	if err == nil || errors.As(err, &ue) {
+		return err
+	}
+	return usageError{err}
+}
+
+type mapDiffOptions struct {
+	conn   metaConnOptions
+	file   string
+	stdin  io.Reader
+	stdout io.Writer
+}
+
+func newMapDiffCommand(stdin io.Reader, stdout io.Writer) *cobra.Command {
+	o := &mapDiffOptions{stdin: stdin, stdout: stdout}
+	cmd := &cobra.Command{
+		Use:   "diff -f FILE",
+		Short: "Compare the current shard map with a map file",
+		Long: `Compare the current shard map with the map in FILE by meaning: shards added,
+removed or changed (endpoints, state), distributions added, removed or changed
+— for intervals, which key ranges move from which shard to which — and tables
+added, removed or changed. The order of elements and the epoch do not count.
+FILE must be a valid map.
+
+Exit status, as diff(1): 0 when the maps are equal, 1 when they differ, 2 on
+trouble (a bad file, the meta cluster unreachable, a usage error).`,
+		Args:              usageArgs(cobra.NoArgs),
+		ValidArgsFunction: cobra.NoFileCompletions,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.conn.Complete(cmd)
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			err := o.Run(cmd.Context())
+			var differ *errMapsDiffer
+			if errors.As(err, &differ) {
+				return err
+			}
+			return diffTrouble(err)
+		},
+	}
+	o.conn.addFlags(cmd)
+	addFileFlag(cmd, &o.file)
+	return cmd
+}
+
+// Validate checks the flags.
+func (o *mapDiffOptions) Validate() error {
+	if err := o.conn.Validate(); err != nil {
+		return err
+	}
+	if o.file == "" {
+		return usageError{errors.New("-f FILE is required")}
+	}
+	return nil
+}
+
+func (o *mapDiffOptions) Run(ctx context.Context) (err error) {
+	m, err := readMapFile(o.file, o.stdin)
+	if err != nil {
+		return err
+	}
+	c, err := o.conn.client()
+	if err != nil {
+		return err
+	}
+	defer closeClient(c, &err)
+	cctx, cancel := o.conn.callContext(ctx, 0)
+	defer cancel()
+	cur, err := c.GetMap(cctx)
+	if err != nil {
+		return o.conn.explain("read the map", err)
+	}
+	// Validate as apply would: at the next epoch.
+	m.Epoch = cur.Epoch + 1
+	if err := m.Validate(); err != nil {
+		return fmt.Errorf("%s is not a valid map:%s", fileName(o.file), bulletList(err))
+	}
+	from := "the meta cluster (no map yet)"
+	if cur.Map != nil {
+		from = fmt.Sprintf("the map at epoch %d", cur.Epoch)
+	}
+	d := diffMaps(cur.Map, m, from, fileName(o.file))
+	if err := newPrinter(o.conn.output, o.stdout).print(d); err != nil {
+		return err
+	}
+	if !d.Equal {
+		return &errMapsDiffer{from: from, to: d.To}
+	}
+	return nil
+}
+
+// --- map history
+
+type mapHistoryOptions struct {
+	conn   metaConnOptions
+	limit  int
+	stdout io.Writer
+}
+
+func newMapHistoryCommand(stdout io.Writer) *cobra.Command {
+	o := &mapHistoryOptions{stdout: stdout}
+	cmd := &cobra.Command{
+		Use:               "history",
+		Short:             "List the latest epochs of the shard map, newest first",
+		Args:              usageArgs(cobra.NoArgs),
+		ValidArgsFunction: cobra.NoFileCompletions,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.conn.Complete(cmd)
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	o.conn.addFlags(cmd)
+	cmd.Flags().IntVar(&o.limit, "limit", defaultHistoryLimit, fmt.Sprintf("how many epochs to list (1 to %d)", maxHistoryLimit))
+	_ = cmd.RegisterFlagCompletionFunc("limit", cobra.NoFileCompletions)
+	return cmd
+}
+
+// Validate checks the flags.
+func (o *mapHistoryOptions) Validate() error {
+	if err := o.conn.Validate(); err != nil {
+		return err
+	}
+	if o.limit < 1 || o.limit > maxHistoryLimit {
+		return usageError{fmt.Errorf("--limit %d: want 1 to %d", o.limit, maxHistoryLimit)}
+	}
+	return nil
+}
+
+// mapHistoryResult is the output of map history.
+type mapHistoryResult struct {
+	Versions []mapVersionJSON `json:"versions"`
+}
+
+type mapVersionJSON struct {
+	Epoch     uint64    `json:"epoch"`
+	AppliedAt time.Time `json:"applied_at,omitzero"`
+	Comment   string    `json:"comment"`
+}
+
+func (r *mapHistoryResult) writeTable(w io.Writer) error {
+	if len(r.Versions) == 0 {
+		_, err := io.WriteString(w, "No shard map has been applied yet.\n")
+		return err
+	}
+	t := newTable(w, "EPOCH", "APPLIED AT", "COMMENT")
+	for _, v := range r.Versions {
+		t.row(fmt.Sprint(v.Epoch), formatTime(v.AppliedAt), orDash(strings.Join(strings.Fields(v.Comment), " ")))
+	}
+	return t.flush()
+}
+
+func (o *mapHistoryOptions) Run(ctx context.Context) (err error) {
+	c, err := o.conn.client()
+	if err != nil {
+		return err
+	}
+	defer closeClient(c, &err)
+	cctx, cancel := o.conn.callContext(ctx, 0)
+	defer cancel()
+	vs, err := c.MapHistory(cctx, o.limit, false)
+	if err != nil {
+		return o.conn.explain("read the map history", err)
+	}
+	r := &mapHistoryResult{Versions: make([]mapVersionJSON, 0, len(vs))}
+	for _, v := range vs {
+		r.Versions = append(r.Versions, mapVersionJSON{Epoch: v.Epoch, AppliedAt: v.AppliedAt, Comment: v.Comment})
+	}
+	return newPrinter(o.conn.output, o.stdout).print(r)
+}

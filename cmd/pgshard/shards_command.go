@@ -1,0 +1,82 @@
+package main
+
+import (
+	"context"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+// newShardsCommand is `pgshard shards`: the shards of the current map.
+func newShardsCommand(stdout io.Writer) *cobra.Command {
+	cmd := groupCommand("shards", "List the shards of the current shard map")
+	cmd.AddCommand(newShardsListCommand(stdout))
+	return cmd
+}
+
+type shardsListOptions struct {
+	conn   metaConnOptions
+	stdout io.Writer
+}
+
+func newShardsListCommand(stdout io.Writer) *cobra.Command {
+	o := &shardsListOptions{stdout: stdout}
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List the shards of the current map: name, primary, replicas, state",
+		Long: `List the shards of the current shard map: name, primary, replicas and state
+(active, readonly or offline). -o json prints an object with the map's epoch
+and the shards.`,
+		Args:              usageArgs(cobra.NoArgs),
+		ValidArgsFunction: cobra.NoFileCompletions,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.conn.Complete(cmd)
+			if err := o.conn.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	o.conn.addFlags(cmd)
+	return cmd
+}
+
+// shardsListResult is the output of shards list.
+type shardsListResult struct {
+	// Epoch is the epoch of the map the shards are from; 0 when there is
+	// no map yet.
+	Epoch  uint64      `json:"epoch"`
+	Shards []shardJSON `json:"shards"`
+}
+
+func (r *shardsListResult) writeTable(w io.Writer) error {
+	if r.Epoch == 0 {
+		_, err := io.WriteString(w, "No shard map has been applied yet.\n")
+		return err
+	}
+	t := newTable(w, "NAME", "PRIMARY", "REPLICAS", "STATE")
+	for _, s := range r.Shards {
+		t.row(s.Name, s.Primary, orDash(strings.Join(s.Replicas, ",")), s.State)
+	}
+	return t.flush()
+}
+
+func (o *shardsListOptions) Run(ctx context.Context) (err error) {
+	c, err := o.conn.client()
+	if err != nil {
+		return err
+	}
+	defer closeClient(c, &err)
+	cctx, cancel := o.conn.callContext(ctx, 0)
+	defer cancel()
+	epoch, shards, err := c.ListShards(cctx)
+	if err != nil {
+		return o.conn.explain("list the shards", err)
+	}
+	r := &shardsListResult{Epoch: epoch, Shards: make([]shardJSON, 0, len(shards))}
+	for i := range shards {
+		r.Shards = append(r.Shards, shardToJSON(&shards[i]))
+	}
+	return newPrinter(o.conn.output, o.stdout).print(r)
+}
