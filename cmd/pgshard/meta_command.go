@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pgshard/pgshard/shardmap/meta"
+	"github.com/pgshard/pgshard/shardmap/metarpc"
+)
+
+// `pgshard meta run`: one member of the meta cluster — a Raft node and its
+// gRPC API.
+
+type metaRunOptions struct {
+	id          string
+	raftAddr    string
+	advertise   string
+	apiAddr     string
+	dataDir     string
+	bootstrap   bool
+	token       string
+	tlsCert     string
+	tlsKey      string
+	tlsClientCA string
+	allowNoAuth bool
+	logLevel    string
+	stderr      io.Writer
+}
+
+func init() {
+	metaSubcommands = append(metaSubcommands, newMetaRunCommand)
+}
+
+func newMetaRunCommand() *cobra.Command {
+	o := &metaRunOptions{}
+	cmd := &cobra.Command{
+		Use:   "run --id ID --raft-addr HOST:PORT --api-addr HOST:PORT --data-dir DIR [--bootstrap]",
+		Short: "Run a member of the meta cluster (Raft node and gRPC API)",
+		Long: `Run one member of the pgshard meta cluster: a Raft node holding the shard map
+(durable log and snapshots in --data-dir) and the gRPC API proxies and the CLI use.
+Start the first member with --bootstrap (once, on an empty data dir); start the
+others without it and add them from the CLI: pgshard meta join ID RAFT_ADDR.
+The API needs a token (--token or PGSHARD_META_TOKEN) and/or mutual TLS; without
+either it refuses to start unless --allow-unauthenticated (loopback clients only).`,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageError{fmt.Errorf("meta run takes no arguments, got %q", args)}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.stderr = cmd.ErrOrStderr()
+			if o.token == "" {
+				o.token = os.Getenv(envMetaToken) // not a flag default: --help must not show it
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.id, "id", "", "member ID, unique in the cluster (required)")
+	f.StringVar(&o.raftAddr, "raft-addr", "127.0.0.1:6441", "address the Raft transport listens on")
+	f.StringVar(&o.advertise, "advertise", "", "Raft address other members dial (default: --raft-addr)")
+	f.StringVar(&o.apiAddr, "api-addr", defaultMetaAddr, "address the gRPC API listens on")
+	f.StringVar(&o.dataDir, "data-dir", "", "directory of the Raft log, stable store and snapshots (required)")
+	f.BoolVar(&o.bootstrap, "bootstrap", false, "bootstrap a new single-voter cluster (first member, empty data dir)")
+	f.StringVar(&o.token, "token", "", "bearer token clients must present (env "+envMetaToken+", which keeps it out of the process list)")
+	f.StringVar(&o.tlsCert, "tls-cert", "", "server certificate (PEM) for the API")
+	f.StringVar(&o.tlsKey, "tls-key", "", "server key (PEM)")
+	f.StringVar(&o.tlsClientCA, "tls-client-ca", "", "CA whose client certificates are required (mutual TLS)")
+	f.BoolVar(&o.allowNoAuth, "allow-unauthenticated", false, "serve without credentials (loopback clients only; for local demos)")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+func (o *metaRunOptions) Validate() error {
+	switch {
+	case o.id == "":
+		return usageError{errors.New("--id is required")}
+	case o.dataDir == "":
+		return usageError{errors.New("--data-dir is required")}
+	case (o.tlsCert == "") != (o.tlsKey == ""):
+		return usageError{errors.New("--tls-cert and --tls-key go together")}
+	case o.tlsClientCA != "" && o.tlsCert == "":
+		return usageError{errors.New("--tls-client-ca needs --tls-cert and --tls-key")}
+	case o.token == "" && o.tlsClientCA == "" && !o.allowNoAuth:
+		return usageError{errors.New("the API needs credentials: --token (or PGSHARD_META_TOKEN) and/or --tls-client-ca; --allow-unauthenticated only for local demos")}
+	}
+	return nil
+}
+
+func (o *metaRunOptions) Run(ctx context.Context) error {
+	if err := setupLogging(o.stderr, o.logLevel); err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", o.apiAddr)
+	if err != nil {
+		return fmt.Errorf("meta API: listen on %s: %w", o.apiAddr, err)
+	}
+	defer lis.Close()
+	cfg := meta.Config{
+		ID:            o.id,
+		RaftAddr:      o.raftAddr,
+		AdvertiseAddr: o.advertise,
+		APIAddr:       lis.Addr().String(),
+		DataDir:       o.dataDir,
+		Logger:        slog.Default(),
+	}
+	node, err := meta.Open(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+	if o.bootstrap {
+		if err := node.Bootstrap(ctx); err != nil && !errors.Is(err, meta.ErrAlreadyBootstrapped) {
+			return err
+		}
+	}
+	opts := metarpc.ServerOptions{Token: o.token, AllowUnauthenticated: o.allowNoAuth, Logger: slog.Default()}
+	if o.tlsCert != "" {
+		if opts.TLS, err = metarpc.ServerTLSConfig(o.tlsCert, o.tlsKey, o.tlsClientCA); err != nil {
+			return err
+		}
+		opts.RequireClientCert = o.tlsClientCA != ""
+	}
+	srv, err := metarpc.NewServer(metarpc.NodeStore(node), opts)
+	if err != nil {
+		return err
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	slog.Info("meta member serving", "id", o.id, "api", lis.Addr().String(), "raft", node.Addr())
+	select {
+	case err = <-served:
+		return fmt.Errorf("meta API: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Stop()
+	}
+	<-served
+	return nil
+}
