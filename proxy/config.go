@@ -248,8 +248,19 @@ func (c *Config) loadShardMap() error {
 	if err != nil {
 		return fmt.Errorf("shard_map_file %s: %w", c.ShardMapFile, err)
 	}
-	if err := m.Validate(); err != nil {
+	if err := c.UseShardMap(m); err != nil {
 		return fmt.Errorf("shard_map_file %s: %w", c.ShardMapFile, err)
+	}
+	return nil
+}
+
+// UseShardMap makes m the configuration's shard map (as shard_map_file
+// does): statements are routed by it and, when no shards are configured,
+// the map's primaries are the shards. Call Validate afterwards when the
+// configuration had no shards.
+func (c *Config) UseShardMap(m *shardmap.Map) error {
+	if err := m.Validate(); err != nil {
+		return err
 	}
 	if len(c.Shards) == 0 {
 		for _, sh := range m.Shards {
@@ -262,10 +273,13 @@ func (c *Config) loadShardMap() error {
 			found = found || cs.Name == sh.Name
 		}
 		if !found {
-			return fmt.Errorf("shard_map_file: shard %q of the map is not in shards", sh.Name)
+			return fmt.Errorf("shard %q of the map is not in shards", sh.Name)
 		}
 	}
 	c.shardMap = m
+	if c.DefaultShard == "" {
+		c.DefaultShard = c.Shards[0].Name
+	}
 	return nil
 }
 

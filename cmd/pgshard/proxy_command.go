@@ -9,16 +9,26 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/pgshard/pgshard/proxy"
+	"github.com/pgshard/pgshard/shardmap"
+	"github.com/pgshard/pgshard/shardmap/metarpc"
 )
 
 type proxyOptions struct {
 	configPath string
 	logLevel   string
+	meta       string // meta cluster API addresses
+	metaToken  string
+	metaCA     string
+	proxyID    string
 	stderr     io.Writer
 }
 
@@ -39,6 +49,10 @@ SIGTERM or SIGINT shuts down gracefully; SIGHUP reloads users and pool sizes.`,
 	}
 	cmd.Flags().StringVarP(&o.configPath, "config", "c", "", "configuration file (required)")
 	cmd.Flags().StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	cmd.Flags().StringVar(&o.meta, "meta", "", "follow the shard map of the meta cluster at these API addresses (host:port[,host:port...])")
+	cmd.Flags().StringVar(&o.metaToken, "meta-token", "", "bearer token of the meta cluster (default $PGSHARD_META_TOKEN)")
+	cmd.Flags().StringVar(&o.metaCA, "meta-tls-ca", "", "CA of the meta servers' certificates (TLS; without it loopback addresses use plaintext)")
+	cmd.Flags().StringVar(&o.proxyID, "proxy-id", "", "this proxy's ID towards the meta cluster (default: host name and listen address)")
 	return cmd
 }
 
@@ -66,7 +80,20 @@ func (o *proxyOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return runProxy(ctx, cfg, func(srv *proxy.Server) {
+	var follow func(context.Context, *proxy.Server)
+	if o.meta != "" {
+		if follow, err = o.followMeta(ctx, cfg); err != nil {
+			return err
+		}
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel() // before the wait: ends the meta follower
+	return runProxy(runCtx, cfg, func(srv *proxy.Server) {
+		if follow != nil {
+			wg.Go(func() { follow(runCtx, srv) })
+		}
 		hup := make(chan os.Signal, 1)
 		signal.Notify(hup, syscall.SIGHUP)
 		go func() {
@@ -135,4 +162,85 @@ func runProxy(ctx context.Context, cfg *proxy.Config, started func(*proxy.Server
 		err = aerr
 	}
 	return err
+}
+
+// metaHeartbeat is how often a proxy reports to the meta cluster (well
+// within the default 10 s lease).
+const metaHeartbeat = 2 * time.Second
+
+// followMeta prepares a proxy that follows the meta cluster's shard map:
+// it starts from the cluster's current map, or — when the cluster cannot
+// be reached — from the map it saved last time (map_state_file, by
+// default next to the configuration file), and returns what keeps it on
+// the cluster's map while it runs.
+func (o *proxyOptions) followMeta(ctx context.Context, cfg *proxy.Config) (func(context.Context, *proxy.Server), error) {
+	token := o.metaToken
+	if token == "" {
+		token = os.Getenv("PGSHARD_META_TOKEN")
+	}
+	var addrs []string
+	for _, a := range strings.Split(o.meta, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	copts := metarpc.ClientOptions{Token: token}
+	if o.metaCA != "" {
+		tc, err := metarpc.ClientTLSConfig(o.metaCA, "", "", "")
+		if err != nil {
+			return nil, err
+		}
+		copts.TLS = tc
+	} else if allLoopback(addrs) {
+		copts.Insecure = true
+	} else {
+		return nil, usageError{errors.New("--meta-tls-ca is needed for meta addresses that are not loopback")}
+	}
+	client, err := metarpc.NewClient(addrs, copts)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.MapStateFile == "" {
+		cfg.MapStateFile = filepath.Join(filepath.Dir(o.configPath), "pgshard-map-state.yaml")
+	}
+	gctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	v, err := client.GetMap(gctx)
+	cancel()
+	var start *shardmap.Map
+	switch {
+	case err == nil && v.Map != nil:
+		start = v.Map.Clone()
+		start.Epoch = v.Epoch
+	default:
+		b, ferr := os.ReadFile(cfg.MapStateFile)
+		if ferr == nil {
+			start, ferr = shardmap.ParseYAML(b)
+		}
+		if ferr != nil && cfg.ShardMapFile == "" {
+			_ = client.Close()
+			return nil, fmt.Errorf("no shard map to start from: the meta cluster (%s) answered %v, and %s: %w", o.meta, err, cfg.MapStateFile, ferr)
+		}
+		if ferr == nil {
+			slog.Warn("meta cluster unreachable; starting from the saved shard map", "file", cfg.MapStateFile, "epoch", start.Epoch, "err", err)
+		}
+	}
+	if start != nil {
+		if err := cfg.UseShardMap(start); err != nil {
+			_ = client.Close()
+			return nil, fmt.Errorf("shard map epoch %d: %w", start.Epoch, err)
+		}
+		if err := cfg.Validate(); err != nil {
+			_ = client.Close()
+			return nil, err
+		}
+	}
+	id := o.proxyID
+	return func(ctx context.Context, srv *proxy.Server) {
+		defer client.Close()
+		if id == "" {
+			host, _ := os.Hostname()
+			id = host + "/" + srv.Addr().String()
+		}
+		srv.FollowMeta(ctx, client, id, metaHeartbeat)
+	}, nil
 }

@@ -1,0 +1,84 @@
+package proxy
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/pgshard/pgshard/shardmap/metarpc"
+)
+
+// MetaSource is what a proxy needs of the meta cluster: the stream of
+// shard maps and a heartbeat that reports the epoch it applies.
+// *metarpc.Client implements it.
+type MetaSource interface {
+	WatchMap(ctx context.Context, after uint64, fn func(metarpc.MapVersion) error) error
+	ProxyHeartbeat(ctx context.Context, id, addr string, applied uint64) (uint64, error)
+}
+
+// FollowMeta keeps the proxy on the meta cluster's shard map until ctx
+// ends: every new epoch is applied (ApplyMap: saved to map_state_file,
+// then routing follows it) and acknowledged at once with a heartbeat;
+// heartbeats also go out every interval so the meta leader knows the proxy
+// is alive and which epoch it applies. While the meta cluster is
+// unreachable the proxy keeps serving with the map it has; WatchMap
+// reconnects by itself.
+func (s *Server) FollowMeta(ctx context.Context, src MetaSource, id string, interval time.Duration) {
+	addr := ""
+	if s.ln != nil {
+		addr = s.Addr().String()
+	}
+	beat := make(chan struct{}, 1)
+	kick := func() {
+		select {
+		case beat <- struct{}{}:
+		default:
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			err := src.WatchMap(ctx, s.MapEpoch(), func(v metarpc.MapVersion) error {
+				if v.Map == nil {
+					return nil
+				}
+				m := v.Map.Clone()
+				m.Epoch = v.Epoch
+				if _, err := s.ApplyMap(m); err != nil {
+					// An invalid map from meta is a bug there; keep the
+					// current one and say so.
+					slog.Error("meta: cannot apply shard map", "epoch", v.Epoch, "err", err)
+					return nil
+				}
+				kick()
+				return nil
+			})
+			if err != nil && ctx.Err() == nil {
+				slog.Warn("meta: watch ended; retrying", "err", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+			}
+		}
+	})
+	wg.Go(func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			hctx, cancel := context.WithTimeout(ctx, interval)
+			if _, err := src.ProxyHeartbeat(hctx, id, addr, s.MapEpoch()); err != nil && ctx.Err() == nil {
+				slog.Debug("meta: heartbeat failed", "err", err)
+			}
+			cancel()
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			case <-beat:
+			}
+		}
+	})
+	wg.Wait()
+}
