@@ -254,6 +254,9 @@ func (c *Config) loadShardMap() error {
 	return nil
 }
 
+// ShardMap returns the configuration's shard map (nil without one).
+func (c *Config) ShardMap() *shardmap.Map { return c.shardMap }
+
 // UseShardMap makes m the configuration's shard map (as shard_map_file
 // does): statements are routed by it and, when no shards are configured,
 // the map's primaries are the shards. Call Validate afterwards when the

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"sync"
 	"syscall"
 	"time"
 
@@ -22,6 +24,7 @@ const demoStopTimeout = time.Minute
 type demoOptions struct {
 	listen      string
 	adminListen string
+	metaListen  string // embedded meta API ("" disables it)
 	logLevel    string
 	stdout      io.Writer
 	stderr      io.Writer
@@ -54,6 +57,7 @@ their directory if they are not found).`,
 	}
 	cmd.Flags().StringVar(&o.listen, "listen", demo.DefaultListen, "proxy address for clients")
 	cmd.Flags().StringVar(&o.adminListen, "admin-listen", demo.DefaultAdminListen, `admin HTTP address (metrics, health); "" disables it`)
+	cmd.Flags().StringVar(&o.metaListen, "meta-listen", defaultMetaAddr, `API address of the embedded meta cluster (pgshard map show, meta status); "" disables it`)
 	cmd.Flags().StringVar(&o.logLevel, "log-level", "warn", "proxy log level: debug, info, warn or error")
 	return cmd
 }
@@ -91,7 +95,7 @@ func (o *demoOptions) Run(ctx context.Context) (err error) {
 	}
 	// Fail before starting servers when an address is taken; the proxy
 	// binds for real later.
-	for _, addr := range []string{o.listen, o.adminListen} {
+	for _, addr := range []string{o.listen, o.adminListen, o.metaListen} {
 		if err := probeListen(addr); err != nil {
 			return listenHint(err)
 		}
@@ -124,8 +128,22 @@ func (o *demoOptions) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	var em *embeddedMeta
+	if o.metaListen != "" {
+		dir, err := os.MkdirTemp("", "pgshard-demo-meta-")
+		if err != nil {
+			return fmt.Errorf("embedded meta: %w", err)
+		}
+		defer os.RemoveAll(dir)
+		if em, err = startEmbeddedMeta(ctx, o.metaListen, dir, cfg.ShardMap()); err != nil {
+			return listenHint(err)
+		}
+		defer em.close()
+	}
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
+	var followers sync.WaitGroup
+	defer followers.Wait()
 	var (
 		prepared   chan struct{} // closed when prepare has returned
 		prepareErr error
@@ -133,6 +151,9 @@ func (o *demoOptions) Run(ctx context.Context) (err error) {
 	err = runProxy(runCtx, cfg, func(srv *proxy.Server) {
 		// Serve starts after this returns, so the data is loaded
 		// concurrently; a failure stops the proxy.
+		if em != nil {
+			followers.Go(func() { em.follow(runCtx, srv) })
+		}
 		prepared = make(chan struct{})
 		addr := srv.Addr().String()
 		go func() {

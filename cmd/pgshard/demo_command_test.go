@@ -43,9 +43,11 @@ func TestDemoServesSampleDataAndCleansUp(t *testing.T) {
 		dataDirs []string
 	}
 	ready := make(chan readyInfo, 1)
+	metaAddr := freeAddr(t)
 	o := &demoOptions{
 		listen:      "127.0.0.1:0",
 		adminListen: "",
+		metaListen:  metaAddr,
 		stdout:      &stdout,
 		stderr:      &stderr,
 		ready: func(addr string, cl *pgcluster.Cluster) {
@@ -115,6 +117,16 @@ func TestDemoServesSampleDataAndCleansUp(t *testing.T) {
 	}
 	if n != demo.SampleRows {
 		t.Errorf("users has %d rows, want %d", n, demo.SampleRows)
+	}
+	// The embedded meta cluster answers the DBA CLI with no flags but
+	// its address, and holds the demo's map.
+	var out, errOut bytes.Buffer
+	if code := run(ctx, []string{"map", "show", "--meta", metaAddr, "-o", "json"}, strings.NewReader(""), &out, &errOut); code != 0 || !strings.Contains(out.String(), `"epoch": 1`) {
+		t.Errorf("map show against the demo: exit %d\n%s%s", code, out.String(), errOut.String())
+	}
+	out.Reset()
+	if code := run(ctx, []string{"proxies", "list", "--meta", metaAddr}, strings.NewReader(""), &out, &errOut); code != 0 || !strings.Contains(out.String(), "embedded-proxy") {
+		t.Errorf("proxies list against the demo: exit %d\n%s%s", code, out.String(), errOut.String())
 	}
 
 	cancel()

@@ -29,6 +29,7 @@ type proxyOptions struct {
 	metaToken  string
 	metaCA     string
 	proxyID    string
+	metaListen string // embedded meta API when there is no --meta
 	stderr     io.Writer
 }
 
@@ -53,6 +54,8 @@ SIGTERM or SIGINT shuts down gracefully; SIGHUP reloads users and pool sizes.`,
 	cmd.Flags().StringVar(&o.metaToken, "meta-token", "", "bearer token of the meta cluster (default $PGSHARD_META_TOKEN)")
 	cmd.Flags().StringVar(&o.metaCA, "meta-tls-ca", "", "CA of the meta servers' certificates (TLS; without it loopback addresses use plaintext)")
 	cmd.Flags().StringVar(&o.proxyID, "proxy-id", "", "this proxy's ID towards the meta cluster (default: host name and listen address)")
+	cmd.Flags().StringVar(&o.metaListen, "meta-listen", defaultMetaAddr,
+		`without --meta, a proxy with a shard map runs an embedded single-node meta cluster (data next to the config) with its API here, for pgshard map/meta commands; "" disables it`)
 	return cmd
 }
 
@@ -81,10 +84,28 @@ func (o *proxyOptions) Run(ctx context.Context) error {
 		return err
 	}
 	var follow func(context.Context, *proxy.Server)
-	if o.meta != "" {
+	switch {
+	case o.meta != "":
 		if follow, err = o.followMeta(ctx, cfg); err != nil {
 			return err
 		}
+	case o.metaListen != "" && cfg.ShardMap() != nil:
+		dir := filepath.Join(filepath.Dir(o.configPath), "pgshard-meta")
+		em, err := startEmbeddedMeta(ctx, o.metaListen, dir, cfg.ShardMap())
+		if err != nil {
+			return fmt.Errorf("%w (another proxy or demo on this host? choose --meta-listen, or \"\" to disable)", err)
+		}
+		defer em.close()
+		// The map the embedded cluster holds wins over the file's: it
+		// may have been changed with pgshard map apply.
+		if v := em.node.Map(); v.Map != nil && v.Epoch > cfg.ShardMap().Epoch {
+			m := v.Map.Clone()
+			m.Epoch = v.Epoch
+			if err := cfg.UseShardMap(m); err != nil {
+				return err
+			}
+		}
+		follow = em.follow
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/pgshard/pgshard/proxy"
+	"github.com/pgshard/pgshard/shardmap"
+	"github.com/pgshard/pgshard/shardmap/meta"
+	"github.com/pgshard/pgshard/shardmap/metarpc"
+)
+
+// The embedded default: `pgshard demo` (and `pgshard proxy` with a shard
+// map and no --meta) runs a single-node meta cluster in-process, with its
+// API on loopback, so `pgshard map show|apply` and `pgshard meta status`
+// work against it with no flags and the proxy follows its map like any
+// proxy follows a real meta cluster.
+
+// embeddedMeta is a single-node meta cluster in this process.
+type embeddedMeta struct {
+	node   *meta.Node
+	store  metarpc.Store
+	server *metarpc.Server
+	served chan error
+	addr   string
+}
+
+// startEmbeddedMeta starts a single-voter meta node with its data in
+// dataDir and its API on apiAddr (loopback: clients need no credentials),
+// seeded with seed when it holds no map yet.
+func startEmbeddedMeta(ctx context.Context, apiAddr, dataDir string, seed *shardmap.Map) (*embeddedMeta, error) {
+	lis, err := net.Listen("tcp", apiAddr)
+	if err != nil {
+		return nil, fmt.Errorf("embedded meta: listen on %s: %w", apiAddr, err)
+	}
+	node, err := meta.Open(ctx, meta.Config{
+		ID: "embedded", RaftAddr: "127.0.0.1:0", APIAddr: lis.Addr().String(), DataDir: dataDir,
+		Logger: slog.Default().With("component", "meta"),
+	})
+	if err != nil {
+		lis.Close()
+		return nil, fmt.Errorf("embedded meta: %w", err)
+	}
+	fail := func(err error) (*embeddedMeta, error) {
+		_ = node.Close()
+		lis.Close()
+		return nil, fmt.Errorf("embedded meta: %w", err)
+	}
+	if err := node.Bootstrap(ctx); err != nil && !errors.Is(err, meta.ErrAlreadyBootstrapped) {
+		return fail(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := node.WaitLeader(wctx); err != nil {
+		return fail(err)
+	}
+	if cur := node.Map(); cur.Map == nil && seed != nil {
+		if _, err := node.ApplyMap(wctx, seed, 0, "seeded from the proxy configuration"); err != nil {
+			return fail(err)
+		}
+	}
+	store := metarpc.NodeStore(node)
+	srv, err := metarpc.NewServer(store, metarpc.ServerOptions{AllowUnauthenticated: true, Logger: slog.Default()})
+	if err != nil {
+		return fail(err)
+	}
+	m := &embeddedMeta{node: node, store: store, server: srv, served: make(chan error, 1), addr: lis.Addr().String()}
+	go func() { m.served <- srv.Serve(lis) }() // ends in close
+	return m, nil
+}
+
+// close stops the API and the node.
+func (m *embeddedMeta) close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := m.server.Shutdown(ctx); err != nil {
+		m.server.Stop()
+	}
+	<-m.served
+	return m.node.Close()
+}
+
+// follow keeps srv on the embedded node's map until ctx ends.
+func (m *embeddedMeta) follow(ctx context.Context, srv *proxy.Server) {
+	srv.FollowMeta(ctx, storeSource{m.store}, "embedded-proxy", metaHeartbeat)
+}
+
+// storeSource is a proxy.MetaSource over a Store in this process.
+type storeSource struct{ s metarpc.Store }
+
+func (src storeSource) WatchMap(ctx context.Context, after uint64, fn func(metarpc.MapVersion) error) error {
+	ch, err := src.s.Watch(ctx, after)
+	if err != nil {
+		return err
+	}
+	for v := range ch {
+		if err := fn(v); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+func (src storeSource) ProxyHeartbeat(ctx context.Context, id, addr string, applied uint64) (uint64, error) {
+	err := src.s.Heartbeat(ctx, id, addr, applied)
+	return src.s.Map().Epoch, err
+}
