@@ -337,6 +337,11 @@ func TestLiveMapChange(t *testing.T) {
 	if p.srv.MapEpoch() != 2 {
 		t.Fatalf("epoch in use: %d", p.srv.MapEpoch())
 	}
+
+	var txEpoch int64
+	if err := tx.QueryRow(ctx, `SHOW pgshard.shards`, pgx.QueryExecModeSimpleProtocol).Scan(new(string), new(string), new(string), new(string), &txEpoch); err != nil || txEpoch != 1 {
+		t.Fatalf("SHOW pgshard.shards in the transaction: epoch %d %v", txEpoch, err)
+	}
 	// The open transaction still routes key 75 to s0, where it began.
 	var v string
 	if err := tx.QueryRow(ctx, `SELECT v FROM kv WHERE k = $1`, 75).Scan(&v); err != nil || v != "in tx" {
@@ -344,6 +349,14 @@ func TestLiveMapChange(t *testing.T) {
 	}
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
+	}
+	// SHOW pgshard.shards tells clients the epoch (inside the transaction
+	// it said 1, the transaction's map) and the shards.
+	var shard, primary string
+	var epoch int64
+	if err := conn.QueryRow(ctx, `SHOW pgshard.shards`, pgx.QueryExecModeSimpleProtocol).Scan(&shard, &primary, new(string), new(string), &epoch); err != nil ||
+		shard != "s0" || primary != c.Shards[0].Addr() || epoch != 2 {
+		t.Fatalf("SHOW pgshard.shards: %s %s %d %v", shard, primary, epoch, err)
 	}
 	// New statements follow the new map: key 60 lands on s1.
 	if _, err := conn.Exec(ctx, `INSERT INTO kv (k, v) VALUES (60, 'new')`); err != nil {

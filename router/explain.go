@@ -6,6 +6,7 @@ import (
 
 	"github.com/pgshard/pgshard/router/merge"
 	"github.com/pgshard/pgshard/router/plan"
+	"github.com/pgshard/pgshard/shardmap"
 )
 
 // EXPLAIN (pgshard) and SHOW pgshard.route are answered by a shard
@@ -93,6 +94,26 @@ func explainSQL(p plan.Plan, sql string) string {
 func showRouteSQL(q Query) string {
 	return "SELECT * FROM (VALUES ('pgshard.shard', " + quoteLiteral(q.HintShard) + "), ('pgshard.key', " + quoteLiteral(q.HintKey) +
 		"), ('usage', 'EXPLAIN (pgshard) <statement> shows where a statement goes')) AS route(setting, value)"
+}
+
+// showShardsSQL answers SHOW pgshard.shards: every shard of the map in
+// use, with the map's epoch.
+func showShardsSQL(m *shardmap.Map) string {
+	var b strings.Builder
+	b.WriteString("SELECT * FROM (VALUES ")
+	for i, sh := range m.Shards {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		var replicas []string
+		for _, r := range sh.Replicas {
+			replicas = append(replicas, r.String())
+		}
+		fmt.Fprintf(&b, "(%s, %s, %s, %s, %d::bigint)", quoteLiteral(sh.Name), quoteLiteral(sh.Primary.String()),
+			quoteLiteral(strings.Join(replicas, ",")), quoteLiteral(string(sh.State)), m.Epoch)
+	}
+	b.WriteString(") AS shards(shard, primary_address, replicas, state, map_epoch)")
+	return b.String()
 }
 
 // mergeDetail describes how the shards' results of p are combined.

@@ -92,6 +92,8 @@ func (r PlanRouter) Route(q Query) (Plan, error) {
 		return Plan{Kind: KindAny, Shard: r.Default, SetHint: &HintChange{Name: p.Hint.Name, Value: p.Hint.Value}}, nil
 	case plan.ShowRoute:
 		return Plan{Kind: KindAny, Shard: r.Default, SQL: showRouteSQL(q)}, nil
+	case plan.ShowShards:
+		return Plan{Kind: KindAny, Shard: r.Default, SQL: showShardsSQL(r.Planner.Map())}, nil
 	}
 	return Plan{}, &RefusedError{
 		Code:    "0A000",

@@ -149,6 +149,9 @@ func (b *builder) statement(n *pg.Node) *template {
 		if name == "pgshard.route" {
 			return &template{base: Plan{Kind: ShowRoute, Stmt: StmtShow, ReadOnly: true}}
 		}
+		if name == "pgshard.shards" {
+			return &template{base: Plan{Kind: ShowShards, Stmt: StmtShow, ReadOnly: true}}
+		}
 		t := b.defaultTemplate(StmtShow)
 		t.base.ReadOnly = true
 		return t

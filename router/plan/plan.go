@@ -33,9 +33,11 @@ const (
 	SetHint
 	// ShowRoute is SHOW pgshard.route: the session answers it itself.
 	ShowRoute
+	// ShowShards is SHOW pgshard.shards: the map's shards and epoch.
+	ShowShards
 )
 
-var kindNames = [...]string{"invalid", "single", "multi", "all", "default", "refused", "copy-in", "set-hint", "show-route"}
+var kindNames = [...]string{"invalid", "single", "multi", "all", "default", "refused", "copy-in", "set-hint", "show-route", "show-shards"}
 
 // String returns the kind's lower-case name, as in golden files.
 func (k Kind) String() string {

@@ -60,6 +60,9 @@ func (p *Planner) SetMap(m *shardmap.Map) {
 // Epoch returns the epoch of the map in use.
 func (p *Planner) Epoch() uint64 { return p.st.Load().m.Epoch }
 
+// Map returns the map in use (shared: do not modify it).
+func (p *Planner) Map() *shardmap.Map { return p.st.Load().m }
+
 // CacheLen returns the number of normalized statements cached.
 func (p *Planner) CacheLen() int {
 	st := p.st.Load()
