@@ -86,9 +86,11 @@ func (o *proxyOptions) Run(ctx context.Context) error {
 	var follow func(context.Context, *proxy.Server)
 	switch {
 	case o.meta != "":
-		if follow, err = o.followMeta(ctx, cfg); err != nil {
+		var client *metarpc.Client
+		if follow, client, err = o.followMeta(ctx, cfg); err != nil {
 			return err
 		}
+		defer client.Close()
 	case o.metaListen != "" && cfg.ShardMap() != nil:
 		dir := filepath.Join(filepath.Dir(o.configPath), "pgshard-meta")
 		em, err := startEmbeddedMeta(ctx, o.metaListen, dir, cfg.ShardMap())
@@ -194,7 +196,7 @@ const metaHeartbeat = 2 * time.Second
 // be reached — from the map it saved last time (map_state_file, by
 // default next to the configuration file), and returns what keeps it on
 // the cluster's map while it runs.
-func (o *proxyOptions) followMeta(ctx context.Context, cfg *proxy.Config) (func(context.Context, *proxy.Server), error) {
+func (o *proxyOptions) followMeta(ctx context.Context, cfg *proxy.Config) (func(context.Context, *proxy.Server), *metarpc.Client, error) {
 	token := o.metaToken
 	if token == "" {
 		token = os.Getenv("PGSHARD_META_TOKEN")
@@ -209,17 +211,17 @@ func (o *proxyOptions) followMeta(ctx context.Context, cfg *proxy.Config) (func(
 	if o.metaCA != "" {
 		tc, err := metarpc.ClientTLSConfig(o.metaCA, "", "", "")
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		copts.TLS = tc
 	} else if allLoopback(addrs) {
 		copts.Insecure = true
 	} else {
-		return nil, usageError{errors.New("--meta-tls-ca is needed for meta addresses that are not loopback")}
+		return nil, nil, usageError{errors.New("--meta-tls-ca is needed for meta addresses that are not loopback")}
 	}
 	client, err := metarpc.NewClient(addrs, copts)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if cfg.MapStateFile == "" {
 		cfg.MapStateFile = filepath.Join(filepath.Dir(o.configPath), "pgshard-map-state.yaml")
@@ -239,7 +241,7 @@ func (o *proxyOptions) followMeta(ctx context.Context, cfg *proxy.Config) (func(
 		}
 		if ferr != nil && cfg.ShardMapFile == "" {
 			_ = client.Close()
-			return nil, fmt.Errorf("no shard map to start from: the meta cluster (%s) answered %v, and %s: %w", o.meta, err, cfg.MapStateFile, ferr)
+			return nil, nil, fmt.Errorf("no shard map to start from: the meta cluster (%s) answered %v, and %s: %w", o.meta, err, cfg.MapStateFile, ferr)
 		}
 		if ferr == nil {
 			slog.Warn("meta cluster unreachable; starting from the saved shard map", "file", cfg.MapStateFile, "epoch", start.Epoch, "err", err)
@@ -248,20 +250,19 @@ func (o *proxyOptions) followMeta(ctx context.Context, cfg *proxy.Config) (func(
 	if start != nil {
 		if err := cfg.UseShardMap(start); err != nil {
 			_ = client.Close()
-			return nil, fmt.Errorf("shard map epoch %d: %w", start.Epoch, err)
+			return nil, nil, fmt.Errorf("shard map epoch %d: %w", start.Epoch, err)
 		}
 		if err := cfg.Validate(); err != nil {
 			_ = client.Close()
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	id := o.proxyID
 	return func(ctx context.Context, srv *proxy.Server) {
-		defer client.Close()
 		if id == "" {
 			host, _ := os.Hostname()
 			id = host + "/" + srv.Addr().String()
 		}
 		srv.FollowMeta(ctx, client, id, metaHeartbeat)
-	}, nil
+	}, client, nil
 }
