@@ -90,6 +90,13 @@ func NewServer(cfg *Config) (*Server, error) {
 	s.rt.Store(rt)
 	s.metrics.registerPools(s)
 	s.metrics.mapEpoch.Set(float64(s.MapEpoch()))
+	if m := cfg.shardMap; m != nil && cfg.MapStateFile != "" {
+		// The map the proxy starts with is the one to start from next
+		// time the meta cluster is unreachable.
+		if err := saveMap(cfg.MapStateFile, m); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
