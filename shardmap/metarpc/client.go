@@ -377,6 +377,10 @@ func (c *Client) GetMap(ctx context.Context) (MapVersion, error) {
 // When an attempt failed without an answer and a retry then finds the
 // epoch moved on by one, ApplyMap reads the map: if it is m with this
 // comment, the lost attempt applied it, and ApplyMap reports success.
+// When ctx ends after such an attempt, the error matches ErrMaybeApplied:
+// a member took the change but could not confirm it, so it may still be
+// committed (Raft keeps what a leader appended once it wins again); read
+// the map before retrying.
 func (c *Client) ApplyMap(ctx context.Context, m *shardmap.Map, expectEpoch uint64, comment string) (uint64, error) {
 	y, err := m.YAML()
 	if err != nil {
@@ -396,11 +400,18 @@ func (c *Client) ApplyMap(ctx context.Context, m *shardmap.Map, expectEpoch uint
 	if errors.As(err, &se) && ambiguous && expectEpoch < math.MaxUint64 && se.Current == expectEpoch+1 && c.appliedAlready(ctx, m, se.Current, comment) {
 		return se.Current, nil
 	}
+	if err != nil && ambiguous && se == nil {
+		return 0, fmt.Errorf("%w (%w)", ErrMaybeApplied, err)
+	}
 	if err != nil {
 		return 0, err
 	}
 	return resp.GetEpoch(), nil
 }
+
+// ErrMaybeApplied reports an ApplyMap whose outcome is unknown: a member
+// accepted the change and could not confirm it before the call ended.
+var ErrMaybeApplied = errors.New("meta: the map change may have been applied (a member accepted it but could not confirm it); read the map before retrying")
 
 // isRedirect reports whether err is a not-the-leader answer, which means
 // nothing was done.
