@@ -32,6 +32,8 @@ type metaRunOptions struct {
 	tlsClientCA string
 	allowNoAuth bool
 	logLevel    string
+	heartbeat   time.Duration
+	election    time.Duration
 	stderr      io.Writer
 }
 
@@ -80,6 +82,8 @@ either it refuses to start unless --allow-unauthenticated (loopback clients only
 	f.StringVar(&o.tlsClientCA, "tls-client-ca", "", "CA whose client certificates are required (mutual TLS)")
 	f.BoolVar(&o.allowNoAuth, "allow-unauthenticated", false, "serve without credentials (loopback clients only; for local demos)")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.DurationVar(&o.heartbeat, "heartbeat-timeout", 500*time.Millisecond, "Raft heartbeat timeout: how long a follower waits for the leader before starting an election")
+	f.DurationVar(&o.election, "election-timeout", 500*time.Millisecond, "Raft election timeout")
 	return cmd
 }
 
@@ -115,6 +119,11 @@ func (o *metaRunOptions) Run(ctx context.Context) error {
 		APIAddr:       lis.Addr().String(),
 		DataDir:       o.dataDir,
 		Logger:        slog.Default(),
+		// A new leader within about two heartbeat timeouts of the old
+		// one's death (pre-vote waits for a second follower to time out).
+		HeartbeatTimeout:   o.heartbeat,
+		ElectionTimeout:    o.election,
+		LeaderLeaseTimeout: o.heartbeat / 2,
 	}
 	node, err := meta.Open(ctx, cfg)
 	if err != nil {
