@@ -99,13 +99,7 @@ object with epoch, applied_at, comment, map_yaml and map (the map as a
 structure; interval bounds are strings written as in the YAML).`,
 		Args:              usageArgs(cobra.NoArgs),
 		ValidArgsFunction: cobra.NoFileCompletions,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			o.conn.Complete(cmd)
-			if err := o.conn.Validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE:              o.conn.runE(o.Run),
 	}
 	o.conn.addFlags(cmd)
 	return cmd

@@ -81,6 +81,18 @@ func (o *metaConnOptions) addFlags(cmd *cobra.Command) {
 	_ = cmd.RegisterFlagCompletionFunc("token", cobra.NoFileCompletions)
 }
 
+// runE returns a cobra RunE that completes and validates the connection
+// flags, then runs run.
+func (o *metaConnOptions) runE(run func(context.Context) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		o.Complete(cmd)
+		if err := o.Validate(); err != nil {
+			return err
+		}
+		return run(cmd.Context())
+	}
+}
+
 // Complete fills what the flags left out from the environment.
 func (o *metaConnOptions) Complete(cmd *cobra.Command) {
 	if v := os.Getenv(envMeta); v != "" && !cmd.Flags().Changed("meta") {

@@ -62,13 +62,7 @@ addresses, the first that answers is asked; give one address to ask a given
 member.`,
 		Args:              usageArgs(cobra.NoArgs),
 		ValidArgsFunction: cobra.NoFileCompletions,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			o.conn.Complete(cmd)
-			if err := o.conn.Validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE:              o.conn.runE(o.Run),
 	}
 	o.conn.addFlags(cmd)
 	return cmd

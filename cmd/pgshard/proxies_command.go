@@ -35,13 +35,7 @@ from, and whether they are alive (their lease still runs). Only live proxies
 count when "pgshard map apply --wait" waits for an epoch.`,
 		Args:              usageArgs(cobra.NoArgs),
 		ValidArgsFunction: cobra.NoFileCompletions,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			o.conn.Complete(cmd)
-			if err := o.conn.Validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE:              o.conn.runE(o.Run),
 	}
 	o.conn.addFlags(cmd)
 	return cmd

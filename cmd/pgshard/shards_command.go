@@ -30,13 +30,7 @@ func newShardsListCommand(stdout io.Writer) *cobra.Command {
 and the shards.`,
 		Args:              usageArgs(cobra.NoArgs),
 		ValidArgsFunction: cobra.NoFileCompletions,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			o.conn.Complete(cmd)
-			if err := o.conn.Validate(); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE:              o.conn.runE(o.Run),
 	}
 	o.conn.addFlags(cmd)
 	return cmd
