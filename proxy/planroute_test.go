@@ -354,7 +354,7 @@ func TestLiveMapChange(t *testing.T) {
 	// it said 1, the transaction's map) and the shards.
 	var shard, primary string
 	var epoch int64
-	if err := conn.QueryRow(ctx, `SHOW pgshard.shards`, pgx.QueryExecModeSimpleProtocol).Scan(&shard, &primary, new(string), new(string), &epoch); err != nil ||
+	if err := conn.QueryRow(ctx, `SHOW SHARDS`, pgx.QueryExecModeSimpleProtocol).Scan(&shard, &primary, new(string), new(string), &epoch); err != nil ||
 		shard != "s0" || primary != c.Shards[0].Addr() || epoch != 2 {
 		t.Fatalf("SHOW pgshard.shards: %s %s %d %v", shard, primary, epoch, err)
 	}

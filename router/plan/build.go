@@ -149,7 +149,7 @@ func (b *builder) statement(n *pg.Node) *template {
 		if name == "pgshard.route" {
 			return &template{base: Plan{Kind: ShowRoute, Stmt: StmtShow, ReadOnly: true}}
 		}
-		if name == "pgshard.shards" {
+		if name == "pgshard.shards" || name == "shards" { // SHOW SHARDS, as in pgshard's admin console
 			return &template{base: Plan{Kind: ShowShards, Stmt: StmtShow, ReadOnly: true}}
 		}
 		t := b.defaultTemplate(StmtShow)
