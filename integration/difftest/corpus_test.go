@@ -128,7 +128,7 @@ func TestDiff(t *testing.T) {
 }
 
 func TestRunnerJudges(t *testing.T) {
-	r := &Runner{Sharded: true, Pending: Pending{Extended: true, InsertSplit: true}}
+	r := &Runner{Sharded: true}
 	refused := Query{Refused: "0A000", RefusedMessage: "window"}
 	simple, cached := pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeCacheStatement
 	for _, c := range []struct {
@@ -142,10 +142,6 @@ func TestRunnerJudges(t *testing.T) {
 		{"expected refusal", refused, simple, Result{Code: "0A000", Message: "a window function cannot be merged"}, RefusedAsExpected, true},
 		{"other message", refused, simple, Result{Code: "0A000", Message: "HAVING"}, Failed, true},
 		{"rows instead", refused, simple, Result{Tag: "SELECT 1"}, Failed, true},
-		{"pending extended", Query{}, cached, Result{Code: "0A000", Message: "statements over several shards run only through the simple query protocol so far"}, PendingFeature, true},
-		{"extended message in simple", Query{}, simple, Result{Code: "0A000", Message: "statements over several shards run only through the simple query protocol so far"}, 0, false},
-		{"pending split", Query{SQL: "INSERT INTO t (k) VALUES (1), (2)"}, simple, Result{Code: "0A000", Message: "this statement needs several shards (multi)"}, PendingFeature, true},
-		{"split message on UPDATE", Query{SQL: "UPDATE t SET a = 1"}, simple, Result{Code: "0A000", Message: "this statement needs several shards (multi)"}, 0, false},
 		{"refused in a transaction", Query{Refused: "0A000", InTransaction: true}, simple, Result{Code: "0A000", EndTag: "ROLLBACK"}, RefusedAsExpected, true},
 		{"transaction not aborted", Query{Refused: "0A000", InTransaction: true}, simple, Result{Code: "0A000", EndTag: "COMMIT"}, Failed, true},
 		{"no expectation", Query{}, simple, Result{Code: "0A000"}, 0, false},

@@ -3,7 +3,6 @@ package difftest_test
 import (
 	"context"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -15,53 +14,6 @@ import (
 )
 
 func TestMain(m *testing.M) { os.Exit(integration.VerifyNoLeaks(m)) }
-
-// Proxy features under construction while this test was written. While
-// one is pending the sharded test tolerates exactly the refusal pgshard
-// gives without it (and, for copy, loads the shards directly instead of
-// through pgshard); remove a feature from defaultPending when it lands
-// and the test requires it. The environment variable envPending
-// overrides the default: a comma-separated list of the features below,
-// or "none".
-//
-//	copy          COPY ... FROM STDIN split by key (loading the shards)
-//	extended      statements over several shards in the extended protocol
-//	insert-split  multi-row INSERT whose rows go to several shards
-const (
-	defaultPending = "none"
-	envPending     = "DIFFTEST_PENDING"
-)
-
-// pending is the parsed feature list.
-type pending struct {
-	difftest.Pending
-	copy bool
-}
-
-// pendingFeatures reads envPending, or defaultPending when it is unset.
-func pendingFeatures(t *testing.T) pending {
-	t.Helper()
-	list, ok := os.LookupEnv(envPending)
-	if !ok {
-		list = defaultPending
-	}
-	var p pending
-	for _, f := range strings.Split(list, ",") {
-		switch strings.TrimSpace(f) {
-		case "copy":
-			p.copy = true
-		case "extended":
-			p.Extended = true
-		case "insert-split":
-			p.InsertSplit = true
-		case "none", "":
-		default:
-			t.Fatalf("%s: unknown feature %q (copy, extended, insert-split or none)", envPending, f)
-		}
-	}
-	t.Logf("pending proxy features (%s): %q", envPending, list)
-	return p
-}
 
 // loadCorpus reads testdata/corpus.sql and checks it is as large as the
 // sharding issue asks.

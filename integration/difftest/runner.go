@@ -19,24 +19,6 @@ var Modes = []pgx.QueryExecMode{
 	pgx.QueryExecModeExec,
 }
 
-// Pending lists proxy features still under construction. While one is
-// pending, the exact refusal pgshard gives without it is tolerated and
-// counted as Pending; once it lands the answer must match.
-type Pending struct {
-	// Extended: statements over several shards in the extended protocol
-	// ("statements over several shards run only through the simple query
-	// protocol so far"). A write refused so is run in the simple protocol.
-	Extended bool
-	// InsertSplit: a multi-row INSERT whose rows go to several shards.
-	InsertSplit bool
-}
-
-// Refusal messages of the pending features.
-const (
-	pendingExtendedMessage = "only through the simple query protocol"
-	pendingSplitMessage    = "needs several shards"
-)
-
 // Outcome is how a statement fared in one mode.
 type Outcome int
 
@@ -44,12 +26,11 @@ type Outcome int
 const (
 	Identical         Outcome = iota // same answer as the reference
 	RefusedAsExpected                // refused with the SQLSTATE (and message) the corpus expects
-	PendingFeature                   // refused for a pending feature (see Pending)
 	KnownBug                         // differs from the reference, as the corpus says it does
 	Failed                           // differs from the reference or from the expectation
 )
 
-var outcomeNames = [...]string{"identical", "refused as expected", "pending", "known bug", "failed"}
+var outcomeNames = [...]string{"identical", "refused as expected", "known bug", "failed"}
 
 // String returns the outcome's name.
 func (o Outcome) String() string { return outcomeNames[o] }
@@ -64,9 +45,7 @@ type Runner struct {
 	// known bugs of the corpus apply. Otherwise every answer must match.
 	Sharded bool
 	Modes   []pgx.QueryExecMode // default Modes
-	Pending Pending
-	// Logf, when set, reports known bugs and pending statements as they
-	// happen.
+	// Logf, when set, reports known bugs as they happen.
 	Logf func(format string, args ...any)
 
 	writes int
@@ -139,8 +118,6 @@ func (r *Runner) Run(ctx context.Context, corpus []Query) (*Report, error) {
 			case KnownBug:
 				rep.KnownBugs = append(rep.KnownBugs, fmt.Sprintf("%s: %s: %s\n\t%s", where, q.KnownBug, detail, OneLine(q.SQL)))
 				r.logf("known bug, %s: %s: %s", where, q.KnownBug, detail)
-			case PendingFeature:
-				r.logf("pending, %s: %s", where, detail)
 			}
 		}
 		if q.Write {
@@ -187,19 +164,11 @@ func (r *Runner) read(ctx context.Context, q Query, mode pgx.QueryExecMode) (Out
 }
 
 // write runs a write once on each side: through pgshard first, then on
-// the reference unless pgshard refused it as expected or for a pending
-// feature.
+// the reference unless pgshard refused it as expected.
 func (r *Runner) write(ctx context.Context, q Query, mode pgx.QueryExecMode, record func(pgx.QueryExecMode, Outcome, string)) error {
 	got, err := RunQuery(ctx, r.Proxy, q, mode)
 	if err != nil {
 		return fmt.Errorf("through pgshard: %w", err)
-	}
-	if r.pendingExtended(mode, got) {
-		record(mode, PendingFeature, got.Message+"; running it in the simple protocol")
-		mode = pgx.QueryExecModeSimpleProtocol
-		if got, err = RunQuery(ctx, r.Proxy, q, mode); err != nil {
-			return fmt.Errorf("through pgshard: %w", err)
-		}
 	}
 	o, detail, refused := r.refusal(q, mode, got)
 	if refused && (o != Failed || got.Code != "") {
@@ -223,12 +192,6 @@ func (r *Runner) write(ctx context.Context, q Query, mode pgx.QueryExecMode, rec
 // refusal judges an answer that is, or had to be, a refusal: ok reports
 // whether it did (and the reference need not be asked for a read).
 func (r *Runner) refusal(q Query, mode pgx.QueryExecMode, got Result) (o Outcome, detail string, ok bool) {
-	if r.pendingExtended(mode, got) {
-		return PendingFeature, got.Message, true
-	}
-	if r.Pending.InsertSplit && r.Sharded && isInsert(q.SQL) && got.Refused("0A000", pendingSplitMessage) {
-		return PendingFeature, got.Message, true
-	}
 	if !r.Sharded || q.Refused == "" {
 		return 0, "", false
 	}
@@ -242,12 +205,6 @@ func (r *Runner) refusal(q Query, mode pgx.QueryExecMode, got Result) (o Outcome
 		return Failed, fmt.Sprintf("refused, but the COMMIT after it answered %q, not ROLLBACK", got.EndTag), true
 	}
 	return RefusedAsExpected, "", true
-}
-
-// pendingExtended reports whether got is the refusal of a statement over
-// several shards in the extended protocol while that is pending.
-func (r *Runner) pendingExtended(mode pgx.QueryExecMode, got Result) bool {
-	return r.Pending.Extended && r.Sharded && mode != pgx.QueryExecModeSimpleProtocol && got.Refused("0A000", pendingExtendedMessage)
 }
 
 // compare judges an answer in mode against the reference's.
@@ -269,10 +226,4 @@ func (r *Runner) compare(q Query, mode pgx.QueryExecMode, want, got Result) (Out
 		return Failed, d
 	}
 	return Identical, ""
-}
-
-// isInsert reports whether sql (after comments) is an INSERT.
-func isInsert(sql string) bool {
-	f := strings.Fields(OneLine(sql))
-	return len(f) > 0 && strings.EqualFold(f[0], "INSERT")
 }

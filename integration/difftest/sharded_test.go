@@ -28,7 +28,6 @@ const shards = 4
 // shards together hold exactly the reference's rows — after loading and
 // again after the corpus's writes.
 func TestShardedMatchesReference(t *testing.T) {
-	pend := pendingFeatures(t)
 	corpus := loadCorpus(t)
 	for _, tc := range []struct {
 		strategy  string
@@ -58,11 +57,11 @@ func TestShardedMatchesReference(t *testing.T) {
 				direct[shardName(i)] = mustConnect(t, ctx, s.SuperDSN("postgres"))
 			}
 			proxyConn := mustConnect(t, ctx, p.DSN(""))
-			loadThroughProxy(t, ctx, proxyConn, direct, m.m, pend.copy)
+			loadThroughProxy(t, ctx, proxyConn, direct)
 			dist := m.m.Distribution("users")
 			checkPlacement(t, ctx, "after loading", refConn, direct, dist)
 
-			r := difftest.Runner{Ref: refConn, Proxy: proxyConn, Sharded: true, Pending: pend.Pending, Logf: t.Logf}
+			r := difftest.Runner{Ref: refConn, Proxy: proxyConn, Sharded: true, Logf: t.Logf}
 			rep, err := r.Run(ctx, corpus)
 			if err != nil {
 				t.Fatal(err)
@@ -86,9 +85,8 @@ const seed = 42
 // loadThroughProxy creates the schema through pgshard (DDL on sharded
 // tables runs on every shard), the functions on every shard (with a
 // routing hint each, as they name no table), and copies the rows in
-// through pgshard — or, while COPY splitting is pending, into each shard
-// directly, split by the map.
-func loadThroughProxy(t *testing.T, ctx context.Context, proxyConn *pgx.Conn, direct map[string]*pgx.Conn, m *shardmap.Map, copyPending bool) {
+// through pgshard (binary COPY, split by key).
+func loadThroughProxy(t *testing.T, ctx context.Context, proxyConn *pgx.Conn, direct map[string]*pgx.Conn) {
 	t.Helper()
 	if err := difftest.CreateSchema(ctx, proxyConn); err != nil {
 		t.Fatal(err)
@@ -101,36 +99,11 @@ func loadThroughProxy(t *testing.T, ctx context.Context, proxyConn *pgx.Conn, di
 		}
 	}
 	users, orders := difftest.Rows(difftest.DefaultSize, seed)
-	if copyPending {
-		t.Logf("COPY splitting is pending (%s): loading the shards directly", envPending)
-		loadDirect(t, ctx, direct, m.Distribution("users"), users, orders)
-	} else if err := difftest.CopyRows(ctx, proxyConn, users, orders); err != nil {
+	if err := difftest.CopyRows(ctx, proxyConn, users, orders); err != nil {
 		t.Fatalf("through pgshard: %v", err)
 	}
 	if err := difftest.Analyze(ctx, proxyConn); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// loadDirect copies each row into the shard the map assigns its key to.
-func loadDirect(t *testing.T, ctx context.Context, direct map[string]*pgx.Conn, d *shardmap.Distribution, users, orders [][]any) {
-	t.Helper()
-	split := func(rows [][]any, key int) map[string][][]any {
-		out := make(map[string][][]any)
-		for _, r := range rows {
-			name, err := d.ShardForInt64(r[key].(int64))
-			if err != nil {
-				t.Fatal(err)
-			}
-			out[name] = append(out[name], r)
-		}
-		return out
-	}
-	u, o := split(users, 0), split(orders, 1)
-	for name, c := range direct {
-		if err := difftest.CopyRows(ctx, c, u[name], o[name]); err != nil {
-			t.Fatalf("shard %s: %v", name, err)
-		}
 	}
 }
 
