@@ -325,6 +325,10 @@ func (s *session) runScatter(ctx context.Context, plan router.Plan, sql string) 
 	if err := s.checkAggregates(ctx, plan.Shards[0], plan.Calls); err != nil {
 		return err
 	}
+	byteOrder, err := s.sortsBytewise(ctx, plan)
+	if err != nil {
+		return err
+	}
 	if plan.SQL != "" {
 		sql = plan.SQL
 	}
@@ -333,19 +337,20 @@ func (s *session) runScatter(ctx context.Context, plan router.Plan, sql string) 
 		return err
 	}
 	out, err := s.srv.scatter(ctx, scatterRequest{
-		Shards:      plan.Shards,
-		User:        s.user,
-		DB:          s.db,
-		SQL:         strings.Clone(sql),
-		PerShardSQL: plan.PerShardSQL,
-		Atomic:      plan.Atomic,
-		RowOrder:    plan.RowOrder,
-		CopyOut:     plan.Kind == router.KindCopyOut,
-		CopyHeader:  plan.Copy != nil && plan.Copy.Header,
-		Spec:        plan.Merge,
-		Prepare:     s.prepareBackend,
-		Flush:       func(b []byte) error { _, err := s.conn.Write(b); return err },
-		Dst:         s.out[:0],
+		Shards:        plan.Shards,
+		User:          s.user,
+		DB:            s.db,
+		SQL:           strings.Clone(sql),
+		PerShardSQL:   plan.PerShardSQL,
+		Atomic:        plan.Atomic,
+		RowOrder:      plan.RowOrder,
+		CopyOut:       plan.Kind == router.KindCopyOut,
+		CopyHeader:    plan.Copy != nil && plan.Copy.Header,
+		TextByteOrder: byteOrder,
+		Spec:          plan.Merge,
+		Prepare:       s.prepareBackend,
+		Flush:         func(b []byte) error { _, err := s.conn.Write(b); return err },
+		Dst:           s.out[:0],
 	})
 	s.out = out
 	if err != nil {

@@ -634,3 +634,38 @@ func TestUserAggregateRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestTextOrderUnderDatabaseCollation: in a database whose collation is
+// not "C" (ICU here), a read over several shards that sorts by text is
+// refused unless the key says COLLATE "C"; in a "C" database it runs.
+func TestTextOrderUnderDatabaseCollation(t *testing.T) {
+	c, direct, _ := kvShards(t)
+	ctx := ctxT(t)
+	for _, d := range direct {
+		if _, err := d.Exec(ctx, `CREATE DATABASE icudb TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C'`); err != nil {
+			t.Skipf("no ICU in this PostgreSQL: %v", err)
+		}
+	}
+	for _, srv := range c.Shards {
+		ic := connect(t, srv.SuperDSN("icudb"))
+		if _, err := ic.Exec(ctx, `CREATE TABLE kv (k bigint PRIMARY KEY, v text); INSERT INTO kv VALUES (1, 'b'), (2, 'a'), (150, 'B'), (151, 'A')`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := startProxy(t, kvMapConfig(t, c))
+	icu := connect(t, strings.Replace(p.dsn(""), "/postgres?", "/icudb?", 1))
+	var v string
+	if err := icu.QueryRow(ctx, `SELECT v FROM kv ORDER BY v LIMIT 1`).Scan(&v); pgCode(err) != "0A000" || !strings.Contains(err.Error(), `COLLATE "C"`) {
+		t.Fatalf("text ORDER BY under ICU: %q %v", v, err)
+	}
+	if err := icu.QueryRow(ctx, `SELECT v FROM kv ORDER BY v COLLATE "C" LIMIT 1`).Scan(&v); err != nil || v != "A" {
+		t.Fatalf("text ORDER BY COLLATE \"C\" under ICU: %q %v", v, err)
+	}
+	if err := icu.QueryRow(ctx, `SELECT k FROM kv ORDER BY k DESC LIMIT 1`).Scan(new(int64)); err != nil {
+		t.Fatalf("ORDER BY a number under ICU: %v", err)
+	}
+	conn := connect(t, p.dsn(""))
+	if err := conn.QueryRow(ctx, `SELECT v FROM kv WHERE v IS NOT NULL ORDER BY v LIMIT 1`).Scan(&v); err != nil {
+		t.Fatalf("text ORDER BY in a C database: %v", err)
+	}
+}

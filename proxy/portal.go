@@ -28,6 +28,7 @@ type scatterPortal struct {
 	plan      router.Plan
 	sql       string // the statement the shards get (unless per shard)
 	ext       scatterExt
+	byteOrder bool // the database sorts text bytewise (collation.go)
 	described bool // the client sent Describe for it
 	done      bool // it has been executed
 	// txSQL is set for transaction control the proxy answers itself (see
@@ -309,14 +310,19 @@ func (s *session) bindScatter(ctx context.Context, portal, name string, plan rou
 	if err := s.checkAggregates(ctx, plan.Shards[0], plan.Calls); err != nil {
 		return err
 	}
+	byteOrder, err := s.sortsBytewise(ctx, plan)
+	if err != nil {
+		return err
+	}
 	sql := plan.SQL
 	if sql == "" {
 		sql = s.stmtSQL(name)
 	}
 	s.portal = &scatterPortal{
-		name: portal,
-		plan: plan,
-		sql:  strings.Clone(sql),
+		name:      portal,
+		plan:      plan,
+		byteOrder: byteOrder,
+		sql:       strings.Clone(sql),
 		ext: scatterExt{
 			paramOIDs: router.ParamOIDs(s.stmtParse(name)),
 			params:    append([]byte(nil), params...),
@@ -389,6 +395,7 @@ func (s *session) runPortal(ctx context.Context, p *scatterPortal, noDesc, strea
 		Atomic:        p.plan.Atomic,
 		RowOrder:      p.plan.RowOrder,
 		Spec:          p.plan.Merge,
+		TextByteOrder: p.byteOrder,
 		Prepare:       s.prepareBackend,
 		Dst:           s.out[:0],
 	}

@@ -91,6 +91,10 @@ type scatterRequest struct {
 	// was given is not returned again; after a Flush, an error means the
 	// client has seen part of the result (as when a server fails midway).
 	Flush func(frames []byte) error
+	// TextByteOrder says the database sorts text bytewise by default
+	// (its collation is "C"); otherwise a merge that sorts by text
+	// without COLLATE "C" is refused.
+	TextByteOrder bool
 	// MaxBufferedBytes bounds an aggregating or DISTINCT merge (see
 	// merge.Merger.MaxBufferedBytes); 0 means the merger's default.
 	MaxBufferedBytes int64
@@ -218,6 +222,9 @@ func (s *Server) scatterExec(ctx context.Context, req *scatterRequest, run *scat
 		return req.Dst, scatterMergeError(err, req.Shards)
 	}
 	m.MaxBufferedBytes = req.MaxBufferedBytes
+	if err := m.CheckTextOrder(req.TextByteOrder); err != nil {
+		return req.Dst, scatterMergeError(err, req.Shards)
+	}
 
 	out := req.Dst
 	if !req.NoDescription {

@@ -108,6 +108,7 @@ func (e *scatterEnv) run(t *testing.T, req scatterRequest) ([]byte, error) {
 		req.Shards = []string{"s0", "s1", "s2"}
 	}
 	req.User, req.DB = e.user, "postgres"
+	req.TextByteOrder = true // the harness's databases are initialized with locale C
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	return e.srv.scatter(ctx, req)

@@ -58,6 +58,7 @@ type Server struct {
 
 	conns sync.WaitGroup // one per accepted connection
 	aggs  aggCache       // which functions are aggregates (aggcheck.go)
+	colls collations     // which databases sort text bytewise (collation.go)
 	mapMu sync.Mutex     // serializes ApplyMap
 	bg    sync.WaitGroup // background clean-ups (discardBusy)
 	done  chan struct{}

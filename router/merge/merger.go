@@ -332,3 +332,23 @@ func nextRow(src Source) ([]byte, error) {
 	}
 	return row, nil
 }
+
+// CheckTextOrder refuses (with an *UnsupportedError) a merge that sorts
+// by a text column in an order other than bytes: the merge compares text
+// bytewise, which is the database's order only when its collation is "C"
+// (byteOrder true) or the key says COLLATE "C". bpchar and name sort
+// as PostgreSQL's name/bpchar do under "C" too, so they are checked alike
+// except name, which always sorts bytewise.
+func (m *Merger) CheckTextOrder(byteOrder bool) error {
+	if byteOrder {
+		return nil
+	}
+	for _, k := range m.spec.OrderBy {
+		f := &m.out[k.Column]
+		if (m.outKind[k.Column] == kindText || m.outKind[k.Column] == kindBpchar) && f.DataTypeOID != oidName && !k.ByteOrder {
+			return &UnsupportedError{Op: "sort by", Column: string(f.Name),
+				Type: TypeName(f.DataTypeOID) + ` under the database's collation (not "C"; sort with COLLATE "C")`}
+		}
+	}
+	return nil
+}

@@ -78,4 +78,7 @@ type SortKey struct {
 	Column     int
 	Desc       bool
 	NullsFirst bool // PostgreSQL's default: NULLS FIRST only for DESC
+	// ByteOrder says the key is explicitly COLLATE "C" (or "POSIX"): a
+	// text key sorts in byte order whatever the database's collation.
+	ByteOrder bool
 }

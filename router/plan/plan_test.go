@@ -212,13 +212,13 @@ func TestRoute(t *testing.T) {
 		{sql: "COPY settings FROM STDIN", want: "default s1"},
 		// Scatter SELECT merging.
 		{sql: "SELECT id, name FROM users", want: "all ro"},
-		{sql: "SELECT id, name FROM users ORDER BY name DESC", want: "all ro merge{combine=[0 0] final=[{0 0 0 id false} {0 1 0 name false}] distinct=false order=[{1 true true}] offset=0 limit=-1}"},
+		{sql: "SELECT id, name FROM users ORDER BY name DESC", want: "all ro merge{combine=[0 0] final=[{0 0 0 id false} {0 1 0 name false}] distinct=false order=[{1 true true false}] offset=0 limit=-1}"},
 		{sql: "SELECT id, name FROM users ORDER BY 1 LIMIT 10 OFFSET 5", want: "~offset=5 limit=10} sql=[SELECT id, name FROM users ORDER BY 1 LIMIT 10::bigint + 5::bigint]"},
-		{sql: "SELECT id FROM users ORDER BY created_at LIMIT 3", want: "~final=[{0 0 0 id false} {0 1 0  true}] distinct=false order=[{1 false false}] offset=0 limit=3} sql=[SELECT id, created_at FROM users ORDER BY created_at LIMIT 3]"},
+		{sql: "SELECT id FROM users ORDER BY created_at LIMIT 3", want: "~final=[{0 0 0 id false} {0 1 0  true}] distinct=false order=[{1 false false false}] offset=0 limit=3} sql=[SELECT id, created_at FROM users ORDER BY created_at LIMIT 3]"},
 		{sql: "SELECT count(*), avg(age), max(age) FROM users WHERE age > 30", want: "~combine=[1 2 1 4] final=[{0 0 0 count false} {1 1 2 avg false} {0 3 0 max false}]"},
 		{sql: "SELECT count(*), avg(age), max(age) FROM users WHERE age > 30", want: "~sql=[SELECT count(*), sum(age), count(age), max(age) FROM users WHERE age > 30]"},
 		{sql: "SELECT status, count(*) AS n FROM users GROUP BY status ORDER BY n DESC LIMIT 5",
-			want: "~combine=[0 1] final=[{0 0 0 status false} {0 1 0 n false}] distinct=false order=[{1 true true}] offset=0 limit=5} sql=[SELECT status, count(*) AS n FROM users GROUP BY status]"},
+			want: "~combine=[0 1] final=[{0 0 0 status false} {0 1 0 n false}] distinct=false order=[{1 true true false}] offset=0 limit=5} sql=[SELECT status, count(*) AS n FROM users GROUP BY status]"},
 		{sql: "SELECT count(*) FROM users GROUP BY status", want: "~combine=[1 0] final=[{0 0 0 count false}]"},
 		{sql: "SELECT DISTINCT name FROM users", want: "~distinct=true"},
 		{sql: "SELECT * FROM users LIMIT 5", want: "~limit=5}"},
@@ -265,8 +265,8 @@ func TestCacheSharesTemplates(t *testing.T) {
 		}
 	}
 	// Pinned literals: ORDER BY position.
-	check(t, p, routeCase{sql: "SELECT id, name FROM users ORDER BY 1", want: "~order=[{0 false false}]"})
-	check(t, p, routeCase{sql: "SELECT id, name FROM users ORDER BY 2", want: "~order=[{1 false false}]"})
+	check(t, p, routeCase{sql: "SELECT id, name FROM users ORDER BY 1", want: "~order=[{0 false false false}]"})
+	check(t, p, routeCase{sql: "SELECT id, name FROM users ORDER BY 2", want: "~order=[{1 false false false}]"})
 	// Scatter rewrites splice this execution's literals.
 	check(t, p, routeCase{sql: "SELECT avg(a) FROM users WHERE b = 'x'", want: "~sql=[SELECT sum(a), count(a) FROM users WHERE b = 'x']"})
 	check(t, p, routeCase{sql: "SELECT avg(a) FROM users WHERE b = 'it''s'", want: "~sql=[SELECT sum(a), count(a) FROM users WHERE b = 'it''s']"})

@@ -204,10 +204,12 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 			key.NullsFirst = false
 		}
 		coll := nonCCollation(sb.Node)
+		key.ByteOrder = isCCollation(sb.Node)
 		k, ok := finalIndex(sb.Node)
 		if ok && k < len(sel.TargetList) && coll == "" {
 			if rt := sel.TargetList[k].GetResTarget(); rt != nil {
 				coll = nonCCollation(rt.Val)
+				key.ByteOrder = key.ByteOrder || isCCollation(rt.Val)
 			}
 		}
 		if coll != "" {
@@ -498,4 +500,15 @@ func nonCCollation(n *pg.Node) string {
 		return ""
 	}
 	return name
+}
+
+// isCCollation reports whether an expression is explicitly COLLATEd to
+// "C" or "POSIX" (byte order).
+func isCCollation(n *pg.Node) bool {
+	cc := n.GetCollateClause()
+	if cc == nil || len(cc.Collname) == 0 {
+		return false
+	}
+	name := cc.Collname[len(cc.Collname)-1].GetString_().GetSval()
+	return name == "C" || name == "POSIX"
 }
