@@ -1,0 +1,78 @@
+package health
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/pgshard/pgshard/integration"
+)
+
+// TestMain checks that no PostgreSQL server and no goroutine (a prober, a
+// connection) outlives the tests.
+func TestMain(m *testing.M) {
+	code := integration.VerifyNoLeaks(m)
+	if code == 0 {
+		if err := goleak.Find(integration.GoleakOptions()...); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// startMonitor runs m until the test ends, and checks that Run returns.
+func startMonitor(t *testing.T, m *Monitor) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.Run(ctx)
+	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Errorf("Monitor.Run did not return 10s after its context ended")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// waitFor polls cond until it returns true, failing the test with cond's
+// last description after timeout.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, desc := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s; last: %s", timeout, what, desc)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// statusOf returns the status of the target at addr in m's snapshot.
+func statusOf(m *Monitor, addr string) (Status, bool) {
+	for _, s := range m.Snapshot() {
+		if s.Addr == addr {
+			return s, true
+		}
+	}
+	return Status{}, false
+}
