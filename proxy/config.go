@@ -46,6 +46,9 @@ type Config struct {
 	// it applied at run time (ApplyMap), to start from it when the meta
 	// cluster is unreachable.
 	MapStateFile string `yaml:"map_state_file"`
+	// HealthInterval is how often every endpoint of the shard map is
+	// probed (default 1s; negative disables the probes).
+	HealthInterval Duration `yaml:"health_interval"`
 	// BroadcastWrites says what happens to UPDATE/DELETE without a key
 	// condition on a sharded table: "refuse" (default, 0A000) or "allow"
 	// (they run on every shard, each committing on its own).

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -383,5 +384,31 @@ func TestLiveMapChange(t *testing.T) {
 	}
 	if sm, err := shardmap.ParseYAML(saved); err != nil || sm.Epoch != 2 {
 		t.Fatalf("map_state_file: %v %v", sm, err)
+	}
+}
+
+// TestEndpointHealth: with a shard map, the proxy probes every endpoint
+// of it while it serves.
+func TestEndpointHealth(t *testing.T) {
+	c := integration.NewCluster(t, integration.Shards(2))
+	cfg := kvMapConfig(t, c)
+	cfg.HealthInterval = proxy.Duration(50 * time.Millisecond)
+	p := startProxy(t, cfg)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := p.srv.Health()
+		up := 0
+		for _, e := range st {
+			if e.Up && !e.InRecovery && e.Role == "primary" {
+				up++
+			}
+		}
+		if up == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("endpoints not reported up: %+v", st)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pgshard/pgshard/replication/health"
 	"github.com/pgshard/pgshard/router"
 	"github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/router/pool"
@@ -59,9 +60,12 @@ type Server struct {
 	conns sync.WaitGroup // one per accepted connection
 	aggs  aggCache       // which functions are aggregates (aggcheck.go)
 	colls collations     // which databases sort text bytewise (collation.go)
-	mapMu sync.Mutex     // serializes ApplyMap
-	bg    sync.WaitGroup // background clean-ups (discardBusy)
-	done  chan struct{}
+
+	health       *health.Monitor    // endpoint probes (health.go); under mu
+	stopHealthFn context.CancelFunc // stops health; under mu
+	mapMu        sync.Mutex         // serializes ApplyMap
+	bg           sync.WaitGroup     // background clean-ups (discardBusy)
+	done         chan struct{}
 }
 
 type poolKey struct {
@@ -188,6 +192,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		return err
 	}
 	defer close(s.done)
+	s.startHealth()
 	var delay time.Duration
 	for {
 		c, err := s.ln.Accept()
@@ -220,6 +225,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if !s.shutdown.CompareAndSwap(false, true) {
 		return nil
 	}
+	s.stopHealth()
 	if s.ln != nil {
 		_ = s.ln.Close()
 	}

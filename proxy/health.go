@@ -1,0 +1,75 @@
+package proxy
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/pgshard/pgshard/replication/health"
+)
+
+// Endpoint health: with a shard map, the proxy probes every primary and
+// replica of it (replication/health) for as long as it serves, and exports
+// their state and the replicas' lag as metrics. Read splitting and
+// failover will decide by it.
+
+// startHealth starts the monitor when the proxy routes by a shard map.
+// It runs until stopHealth (Shutdown).
+func (s *Server) startHealth() {
+	rt := s.runtime()
+	if rt.cfg.shardMap == nil || rt.cfg.HealthInterval.D() < 0 {
+		return
+	}
+	user, password := rt.cfg.Backend.User, rt.cfg.Backend.Password
+	if user == "" {
+		for _, u := range rt.users {
+			user, password = u.beUser, u.bePassword
+			break
+		}
+	}
+	mon, err := health.New(health.Config{
+		Targets: func() []health.Target {
+			return health.TargetsFromMap(s.runtime().cfg.shardMap)
+		},
+		User: user, Password: password, Database: "postgres", SSLMode: rt.cfg.Backend.SSLMode,
+		Interval: rt.cfg.HealthInterval.D(),
+	})
+	if err != nil {
+		slog.Error("endpoint health checks disabled", "err", err)
+		return
+	}
+	if err := s.metrics.reg.Register(health.NewCollector(mon)); err != nil {
+		slog.Error("endpoint health metrics disabled", "err", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.mu.Lock()
+	s.health, s.stopHealthFn = mon, cancel
+	s.mu.Unlock()
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		mon.Run(ctx)
+	}()
+}
+
+// stopHealth stops the monitor, if any.
+func (s *Server) stopHealth() {
+	s.mu.Lock()
+	stop := s.stopHealthFn
+	s.stopHealthFn = nil
+	s.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+}
+
+// Health returns the state of every endpoint of the shard map (nil
+// without a map, or before Serve).
+func (s *Server) Health() []health.Status {
+	s.mu.Lock()
+	mon := s.health
+	s.mu.Unlock()
+	if mon == nil {
+		return nil
+	}
+	return mon.Snapshot()
+}
