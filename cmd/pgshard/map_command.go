@@ -133,27 +133,22 @@ func (r *mapShowResult) writeTable(w io.Writer) error {
 	return err
 }
 
-func (o *mapShowOptions) Run(ctx context.Context) (err error) {
-	c, err := o.conn.client()
-	if err != nil {
-		return err
-	}
-	defer closeClient(c, &err)
-	cctx, cancel := o.conn.callContext(ctx, 0)
-	defer cancel()
-	v, err := c.GetMap(cctx)
-	if err != nil {
-		return o.conn.explain("read the map", err)
-	}
-	r := &mapShowResult{Epoch: v.Epoch, AppliedAt: v.AppliedAt, Comment: v.Comment, MapYAML: string(v.YAML), Map: mapToJSON(v.Map)}
-	if v.Map != nil && len(v.YAML) == 0 {
-		y, err := v.Map.YAML()
+func (o *mapShowOptions) Run(ctx context.Context) error {
+	return o.conn.withClient(ctx, func(cctx context.Context, c *metarpc.Client) error {
+		v, err := c.GetMap(cctx)
 		if err != nil {
-			return fmt.Errorf("encode the map: %w", err)
+			return o.conn.explain("read the map", err)
 		}
-		r.MapYAML = string(y)
-	}
-	return newPrinter(o.conn.output, o.stdout).print(r)
+		r := &mapShowResult{Epoch: v.Epoch, AppliedAt: v.AppliedAt, Comment: v.Comment, MapYAML: string(v.YAML), Map: mapToJSON(v.Map)}
+		if v.Map != nil && len(v.YAML) == 0 {
+			y, err := v.Map.YAML()
+			if err != nil {
+				return fmt.Errorf("encode the map: %w", err)
+			}
+			r.MapYAML = string(y)
+		}
+		return newPrinter(o.conn.output, o.stdout).print(r)
+	})
 }
 
 // --- map apply
@@ -501,21 +496,16 @@ func (r *mapHistoryResult) writeTable(w io.Writer) error {
 	return t.flush()
 }
 
-func (o *mapHistoryOptions) Run(ctx context.Context) (err error) {
-	c, err := o.conn.client()
-	if err != nil {
-		return err
-	}
-	defer closeClient(c, &err)
-	cctx, cancel := o.conn.callContext(ctx, 0)
-	defer cancel()
-	vs, err := c.MapHistory(cctx, o.limit, false)
-	if err != nil {
-		return o.conn.explain("read the map history", err)
-	}
-	r := &mapHistoryResult{Versions: make([]mapVersionJSON, 0, len(vs))}
-	for _, v := range vs {
-		r.Versions = append(r.Versions, mapVersionJSON{Epoch: v.Epoch, AppliedAt: v.AppliedAt, Comment: v.Comment})
-	}
-	return newPrinter(o.conn.output, o.stdout).print(r)
+func (o *mapHistoryOptions) Run(ctx context.Context) error {
+	return o.conn.withClient(ctx, func(cctx context.Context, c *metarpc.Client) error {
+		vs, err := c.MapHistory(cctx, o.limit, false)
+		if err != nil {
+			return o.conn.explain("read the map history", err)
+		}
+		r := &mapHistoryResult{Versions: make([]mapVersionJSON, 0, len(vs))}
+		for _, v := range vs {
+			r.Versions = append(r.Versions, mapVersionJSON{Epoch: v.Epoch, AppliedAt: v.AppliedAt, Comment: v.Comment})
+		}
+		return newPrinter(o.conn.output, o.stdout).print(r)
+	})
 }

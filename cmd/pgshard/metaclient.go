@@ -81,6 +81,19 @@ func (o *metaConnOptions) addFlags(cmd *cobra.Command) {
 	_ = cmd.RegisterFlagCompletionFunc("token", cobra.NoFileCompletions)
 }
 
+// withClient connects to the meta cluster and runs f with a context
+// bounded by --timeout; the client is closed afterwards.
+func (o *metaConnOptions) withClient(ctx context.Context, f func(ctx context.Context, c *metarpc.Client) error) (err error) {
+	c, err := o.client()
+	if err != nil {
+		return err
+	}
+	defer closeClient(c, &err)
+	cctx, cancel := o.callContext(ctx, 0)
+	defer cancel()
+	return f(cctx, c)
+}
+
 // runE returns a cobra RunE that completes and validates the connection
 // flags, then runs run.
 func (o *metaConnOptions) runE(run func(context.Context) error) func(*cobra.Command, []string) error {

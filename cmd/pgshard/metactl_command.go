@@ -151,19 +151,14 @@ func (r *metaStatusResult) writeTable(w io.Writer) error {
 	return t.flush()
 }
 
-func (o *metaStatusOptions) Run(ctx context.Context) (err error) {
-	c, err := o.conn.client()
-	if err != nil {
-		return err
-	}
-	defer closeClient(c, &err)
-	cctx, cancel := o.conn.callContext(ctx, 0)
-	defer cancel()
-	st, err := c.MemberStatus(cctx)
-	if err != nil {
-		return o.conn.explain("read the member status", err)
-	}
-	return newPrinter(o.conn.output, o.stdout).print(statusToResult(st, time.Now()))
+func (o *metaStatusOptions) Run(ctx context.Context) error {
+	return o.conn.withClient(ctx, func(cctx context.Context, c *metarpc.Client) error {
+		st, err := c.MemberStatus(cctx)
+		if err != nil {
+			return o.conn.explain("read the member status", err)
+		}
+		return newPrinter(o.conn.output, o.stdout).print(statusToResult(st, time.Now()))
+	})
 }
 
 // --- meta join and remove
@@ -231,18 +226,13 @@ func (o *metaJoinOptions) Validate() error {
 	return nil
 }
 
-func (o *metaJoinOptions) Run(ctx context.Context) (err error) {
-	c, err := o.conn.client()
-	if err != nil {
-		return err
-	}
-	defer closeClient(c, &err)
-	cctx, cancel := o.conn.callContext(ctx, 0)
-	defer cancel()
-	if err := c.JoinMember(cctx, o.id, o.raftAddr); err != nil {
-		return o.conn.explain("join member "+o.id, err)
-	}
-	return newPrinter(o.conn.output, o.stdout).print(&memberChangeResult{Action: "joined", ID: o.id, RaftAddress: o.raftAddr})
+func (o *metaJoinOptions) Run(ctx context.Context) error {
+	return o.conn.withClient(ctx, func(cctx context.Context, c *metarpc.Client) error {
+		if err := c.JoinMember(cctx, o.id, o.raftAddr); err != nil {
+			return o.conn.explain("join member "+o.id, err)
+		}
+		return newPrinter(o.conn.output, o.stdout).print(&memberChangeResult{Action: "joined", ID: o.id, RaftAddress: o.raftAddr})
+	})
 }
 
 type metaRemoveOptions struct {
@@ -290,18 +280,13 @@ func (o *metaRemoveOptions) Validate() error {
 	return nil
 }
 
-func (o *metaRemoveOptions) Run(ctx context.Context) (err error) {
-	c, err := o.conn.client()
-	if err != nil {
-		return err
-	}
-	defer closeClient(c, &err)
-	cctx, cancel := o.conn.callContext(ctx, 0)
-	defer cancel()
-	if err := c.RemoveMember(cctx, o.id); err != nil {
-		return o.conn.explain("remove member "+o.id, err)
-	}
-	return newPrinter(o.conn.output, o.stdout).print(&memberChangeResult{Action: "removed", ID: o.id})
+func (o *metaRemoveOptions) Run(ctx context.Context) error {
+	return o.conn.withClient(ctx, func(cctx context.Context, c *metarpc.Client) error {
+		if err := c.RemoveMember(cctx, o.id); err != nil {
+			return o.conn.explain("remove member "+o.id, err)
+		}
+		return newPrinter(o.conn.output, o.stdout).print(&memberChangeResult{Action: "removed", ID: o.id})
+	})
 }
 
 // completionTimeout bounds the call a shell completion makes, so that a

@@ -85,21 +85,16 @@ func writeProxyTable(w io.Writer, now time.Time, proxies []proxyJSON) error {
 	return t.flush()
 }
 
-func (o *proxiesListOptions) Run(ctx context.Context) (err error) {
-	c, err := o.conn.client()
-	if err != nil {
-		return err
-	}
-	defer closeClient(c, &err)
-	cctx, cancel := o.conn.callContext(ctx, 0)
-	defer cancel()
-	ps, err := c.ListProxies(cctx)
-	if err != nil {
-		return o.conn.explain("list the proxies", err)
-	}
-	r := &proxiesListResult{Proxies: make([]proxyJSON, 0, len(ps)), now: time.Now()}
-	for _, p := range ps {
-		r.Proxies = append(r.Proxies, proxyToJSON(p))
-	}
-	return newPrinter(o.conn.output, o.stdout).print(r)
+func (o *proxiesListOptions) Run(ctx context.Context) error {
+	return o.conn.withClient(ctx, func(cctx context.Context, c *metarpc.Client) error {
+		ps, err := c.ListProxies(cctx)
+		if err != nil {
+			return o.conn.explain("list the proxies", err)
+		}
+		r := &proxiesListResult{Proxies: make([]proxyJSON, 0, len(ps)), now: time.Now()}
+		for _, p := range ps {
+			r.Proxies = append(r.Proxies, proxyToJSON(p))
+		}
+		return newPrinter(o.conn.output, o.stdout).print(r)
+	})
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/pgshard/pgshard/shardmap/metarpc"
 )
 
 // newShardsCommand is `pgshard shards`: the shards of the current map.
@@ -56,21 +58,16 @@ func (r *shardsListResult) writeTable(w io.Writer) error {
 	return t.flush()
 }
 
-func (o *shardsListOptions) Run(ctx context.Context) (err error) {
-	c, err := o.conn.client()
-	if err != nil {
-		return err
-	}
-	defer closeClient(c, &err)
-	cctx, cancel := o.conn.callContext(ctx, 0)
-	defer cancel()
-	epoch, shards, err := c.ListShards(cctx)
-	if err != nil {
-		return o.conn.explain("list the shards", err)
-	}
-	r := &shardsListResult{Epoch: epoch, Shards: make([]shardJSON, 0, len(shards))}
-	for i := range shards {
-		r.Shards = append(r.Shards, shardToJSON(&shards[i]))
-	}
-	return newPrinter(o.conn.output, o.stdout).print(r)
+func (o *shardsListOptions) Run(ctx context.Context) error {
+	return o.conn.withClient(ctx, func(cctx context.Context, c *metarpc.Client) error {
+		epoch, shards, err := c.ListShards(cctx)
+		if err != nil {
+			return o.conn.explain("list the shards", err)
+		}
+		r := &shardsListResult{Epoch: epoch, Shards: make([]shardJSON, 0, len(shards))}
+		for i := range shards {
+			r.Shards = append(r.Shards, shardToJSON(&shards[i]))
+		}
+		return newPrinter(o.conn.output, o.stdout).print(r)
+	})
 }
