@@ -43,6 +43,9 @@ func (s *session) Frame(be *pool.Conn, typ byte, frame []byte) bool {
 			}
 			s.mu.Unlock()
 		}
+		// The client may answer this ReadyForQuery before readyForQuery
+		// below has done its bookkeeping: serve waits for it (settle).
+		s.zInFlight.Store(true)
 		s.flushRelay()
 		var status byte = 'I'
 		if len(frame) > wire.HeaderLen {
@@ -196,6 +199,7 @@ func (s *session) readyForQuery(be *pool.Conn, status byte, failed bool, lastTag
 		s.be = nil
 		s.setState(stateIdle)
 	}
+	s.zInFlight.Store(false)
 	s.wakeServe()
 	s.mu.Unlock()
 	if !e.sent.IsZero() {

@@ -113,6 +113,9 @@ type session struct {
 	// overrides counts queued sync entries with a status override, so the
 	// relay takes the lock to look only when there is one.
 	overrides atomic.Int32
+	// zInFlight is set while the relay has written a ReadyForQuery to the
+	// client but not yet done its bookkeeping (see settle).
+	zInFlight atomic.Bool
 	// tentative holds parameter changes made inside the open transaction;
 	// they count only if it commits.
 	tentative []*settingChange
@@ -241,17 +244,16 @@ func (s *session) handle(ctx context.Context, typ byte, frame []byte) error {
 	}
 }
 
-// settle waits, before a new request is routed, for the answers of
-// earlier sync points the server has sent: the relay writes a
-// ReadyForQuery to the client before it does its bookkeeping (detaching
-// the backend at the end of a transaction), so a client that answers at
-// once could otherwise be routed as if the old transaction or pipeline
-// were still open. Clients that pipeline across sync points wait here for
-// the earlier answers.
+// settle waits, before a new request is routed, for the bookkeeping of a
+// ReadyForQuery the relay has already written to the client: the relay
+// writes it before it detaches the backend at the end of a transaction,
+// so a client that answers at once could otherwise be routed as if the
+// old transaction or pipeline were still open. Only that window is waited
+// for (zInFlight); pipelined requests are not held back.
 func (s *session) settle(ctx context.Context) error {
-	for {
+	for s.zInFlight.Load() {
 		s.mu.Lock()
-		if s.be == nil || s.unsynced || s.queue.syncs == 0 || s.state != stateActive {
+		if !s.zInFlight.Load() {
 			s.mu.Unlock()
 			return nil
 		}
@@ -261,6 +263,7 @@ func (s *session) settle(ctx context.Context) error {
 			return err
 		}
 	}
+	return nil
 }
 
 // attached returns the attached backend, or nil.
