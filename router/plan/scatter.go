@@ -203,16 +203,15 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 		case pg.SortByNulls_SORTBY_NULLS_LAST:
 			key.NullsFirst = false
 		}
-		coll := nonCCollation(sb.Node)
-		key.ByteOrder = isCCollation(sb.Node)
+		coll, byteOrder := explicitCollation(sb.Node)
 		k, ok := finalIndex(sb.Node)
 		if ok && k < len(sel.TargetList) && coll == "" {
 			if rt := sel.TargetList[k].GetResTarget(); rt != nil {
-				coll = nonCCollation(rt.Val)
-				key.ByteOrder = key.ByteOrder || isCCollation(rt.Val)
+				coll, byteOrder = explicitCollation(rt.Val)
 			}
 		}
-		if coll != "" {
+		key.ByteOrder = byteOrder
+		if coll != "" && !byteOrder {
 			// The merge compares bytes: exact for "C" only.
 			return no(`ORDER BY under collation "`+coll+`"`, `sort by byte order with COLLATE "C", or `+keyHint)
 		}
@@ -488,27 +487,14 @@ func scatterCalls(sel *pg.SelectStmt) []string {
 	return names
 }
 
-// nonCCollation returns the collation an expression is explicitly
-// COLLATEd to, unless it sorts in byte order ("C", "POSIX"); "" when none.
-func nonCCollation(n *pg.Node) string {
+// explicitCollation returns the collation an expression is explicitly
+// COLLATEd to ("" when none) and whether it sorts in byte order ("C",
+// "POSIX").
+func explicitCollation(n *pg.Node) (name string, byteOrder bool) {
 	cc := n.GetCollateClause()
 	if cc == nil || len(cc.Collname) == 0 {
-		return ""
+		return "", false
 	}
-	name := cc.Collname[len(cc.Collname)-1].GetString_().GetSval()
-	if name == "C" || name == "POSIX" {
-		return ""
-	}
-	return name
-}
-
-// isCCollation reports whether an expression is explicitly COLLATEd to
-// "C" or "POSIX" (byte order).
-func isCCollation(n *pg.Node) bool {
-	cc := n.GetCollateClause()
-	if cc == nil || len(cc.Collname) == 0 {
-		return false
-	}
-	name := cc.Collname[len(cc.Collname)-1].GetString_().GetSval()
-	return name == "C" || name == "POSIX"
+	name = cc.Collname[len(cc.Collname)-1].GetString_().GetSval()
+	return name, name == "C" || name == "POSIX"
 }
