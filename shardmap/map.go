@@ -185,6 +185,46 @@ type Shard struct {
 	Primary  Endpoint
 	Replicas []Endpoint
 	State    ShardState
+	// Fenced are former primaries replaced by a failover or switchover.
+	// Proxies never send them anything; a DBA takes one out of the list
+	// by re-joining it as a replica (pgshard shards rejoin).
+	Fenced []Endpoint
+	// Switch is the failover or switchover in progress, nil when none.
+	// While it is set, proxies hold the shard's writes (and its reads
+	// that need the primary) until a map without it arrives.
+	Switch *Switch
+}
+
+// SwitchKind says why a shard changes its primary.
+type SwitchKind string
+
+// The switch kinds.
+const (
+	// Failover replaces a primary that failed its health checks.
+	Failover SwitchKind = "failover"
+	// Switchover is a planned change of primary, asked for by a DBA; it
+	// waits for the new primary to replay everything and loses nothing.
+	Switchover SwitchKind = "switchover"
+)
+
+// Known reports whether k is one of the kinds above.
+func (k SwitchKind) Known() bool { return k == Failover || k == Switchover }
+
+// Switch is the replicated state of a change of a shard's primary. It is
+// kept in the map, so that every proxy sees that the shard is switching
+// and a new meta leader resumes the workflow where the old one stopped.
+type Switch struct {
+	Kind SwitchKind
+	// From is the primary being replaced: the shard's Primary while the
+	// switch runs.
+	From Endpoint
+	// To is the replica chosen to become the primary; zero until chosen.
+	To Endpoint
+	// Step is the last step the workflow committed (its own vocabulary,
+	// see package replication/failover).
+	Step string
+	// Reason says why the switch started, for people.
+	Reason string
 }
 
 // Map is the whole shard map: which shards exist, how keys are
@@ -241,6 +281,11 @@ func (m *Map) Clone() *Map {
 		c.Shards = make([]Shard, len(m.Shards))
 		for i, s := range m.Shards {
 			s.Replicas = slices.Clone(s.Replicas)
+			s.Fenced = slices.Clone(s.Fenced)
+			if s.Switch != nil {
+				sw := *s.Switch
+				s.Switch = &sw
+			}
 			c.Shards[i] = s
 		}
 	}

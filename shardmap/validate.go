@@ -97,6 +97,24 @@ func (v *validator) shardList(shards []Shard) {
 			}
 			seen[r] = true
 		}
+		for j, r := range s.Fenced {
+			if msg := endpointProblem(r); msg != "" {
+				v.addf("%s: fenced #%d %s", label, j+1, msg)
+			} else if seen[r] {
+				v.addf("%s lists %s as fenced and as primary or replica (or twice as fenced); a fenced server gets no traffic until it is re-joined", label, r)
+			}
+			seen[r] = true
+		}
+		if sw := s.Switch; sw != nil {
+			switch {
+			case !sw.Kind.Known():
+				v.addf("%s: switch has unknown kind %q (want %s or %s)", label, sw.Kind, Failover, Switchover)
+			case sw.From != s.Primary:
+				v.addf("%s: switch from %s is not the shard's primary %s", label, sw.From, s.Primary)
+			case sw.To != (Endpoint{}) && !slices.Contains(s.Replicas, sw.To):
+				v.addf("%s: switch to %s is not one of the shard's replicas", label, sw.To)
+			}
+		}
 	}
 }
 

@@ -64,6 +64,16 @@ func TestValidate(t *testing.T) {
 				"distribution events: interval #1 [-inf, 0) is on shard s1",
 				"distribution events: interval #2 [0, +inf) is on shard s2",
 			}},
+		{"fenced primary", func(m *shardmap.Map) { m.Shards[0].Fenced = []shardmap.Endpoint{m.Shards[0].Primary} },
+			[]string{"shard s1 lists 10.0.0.1:5432 as fenced and as primary or replica"}},
+		{"switch from a replica", func(m *shardmap.Map) {
+			m.Shards[0].Switch = &shardmap.Switch{Kind: shardmap.Failover, From: m.Shards[0].Replicas[0]}
+		}, []string{"shard s1: switch from 10.0.0.2:5432 is not the shard's primary 10.0.0.1:5432"}},
+		{"switch to a stranger", func(m *shardmap.Map) {
+			m.Shards[0].Switch = &shardmap.Switch{Kind: shardmap.Switchover, From: m.Shards[0].Primary, To: shardmap.Endpoint{Host: "x", Port: 1}}
+		}, []string{"shard s1: switch to x:1 is not one of the shard's replicas"}},
+		{"switch kind", func(m *shardmap.Map) { m.Shards[0].Switch = &shardmap.Switch{Kind: "jump", From: m.Shards[0].Primary} },
+			[]string{`shard s1: switch has unknown kind "jump"`}},
 		{"gap", func(m *shardmap.Map) { users(m).Intervals[1].Lo = i64(2000) },
 			[]string{"distribution users: key values from 1000 up to (not including) 2000 are not on any shard: gap between interval #1 [-inf, 1000) on s1 and interval #2 [2000, 5000) on s2"}},
 		{"overlap", func(m *shardmap.Map) { users(m).Intervals[1].Lo = i64(500) },
@@ -194,6 +204,13 @@ func TestClone(t *testing.T) {
 	m := validMap()
 	c := m.Clone()
 	c.Shards[0].Replicas[0].Port = 1
+	m.Shards[0].Switch = &shardmap.Switch{Kind: shardmap.Failover, From: m.Shards[0].Primary}
+	c = m.Clone()
+	c.Shards[0].Switch.Step = "changed"
+	if m.Shards[0].Switch.Step != "" {
+		t.Fatal("changing the clone's switch changed the original")
+	}
+	m.Shards[0].Switch = nil
 	c.Distributions[0].Intervals[0].Shard = "s2"
 	c.Tables[0].Name = "x.y"
 	if err := m.Validate(); err != nil {

@@ -193,7 +193,7 @@ func (p *parser) parseMap(doc *yaml.Node) *Map {
 
 func (p *parser) parseShard(n *yaml.Node, i int) Shard {
 	what := label(n, "shard", "shards", i)
-	f := p.fields(n, what, "name", "primary", "replicas", "state")
+	f := p.fields(n, what, "name", "primary", "replicas", "state", "fenced", "switch")
 	s := Shard{State: StateActive}
 	if f == nil {
 		return s
@@ -215,7 +215,38 @@ func (p *parser) parseShard(n *yaml.Node, i int) Shard {
 			}
 		}
 	}
+	for j, r := range p.seq(f["fenced"], what+" fenced") {
+		s.Fenced = append(s.Fenced, p.endpoint(r, fmt.Sprintf("%s fenced #%d", what, j+1)))
+	}
+	if n := f["switch"]; n != nil {
+		s.Switch = p.parseSwitch(n, what+" switch")
+	}
 	return s
+}
+
+func (p *parser) parseSwitch(n *yaml.Node, what string) *Switch {
+	f := p.fields(n, what, "kind", "from", "to", "step", "reason")
+	sw := &Switch{}
+	if f == nil {
+		return sw
+	}
+	sw.Kind = SwitchKind(p.str(f, "kind", what))
+	if sw.Kind != "" && !sw.Kind.Known() {
+		p.errorf(f["kind"], "%s has unknown kind %q (want %s or %s)", what, sw.Kind, Failover, Switchover)
+	}
+	if f["from"] != nil {
+		sw.From = p.endpoint(f["from"], what+" from")
+	}
+	if f["to"] != nil {
+		sw.To = p.endpoint(f["to"], what+" to")
+	}
+	if f["step"] != nil {
+		sw.Step, _ = p.scalar(f["step"], what+" step")
+	}
+	if f["reason"] != nil {
+		sw.Reason, _ = p.scalar(f["reason"], what+" reason")
+	}
+	return sw
 }
 
 func (p *parser) endpoint(n *yaml.Node, what string) Endpoint {
@@ -391,6 +422,27 @@ func (m *Map) MarshalYAML() (any, error) {
 		}
 		if s.State != StateActive {
 			add(n, "state", str(string(s.State)))
+		}
+		if len(s.Fenced) > 0 {
+			r := seq(true)
+			for _, e := range s.Fenced {
+				r.Content = append(r.Content, str(e.String()))
+			}
+			add(n, "fenced", r)
+		}
+		if sw := s.Switch; sw != nil {
+			w := mapping("kind", str(string(sw.Kind)), "from", str(sw.From.String()))
+			w.Style = yaml.FlowStyle
+			if sw.To != (Endpoint{}) {
+				add(w, "to", str(sw.To.String()))
+			}
+			if sw.Step != "" {
+				add(w, "step", str(sw.Step))
+			}
+			if sw.Reason != "" {
+				add(w, "reason", str(sw.Reason))
+			}
+			add(n, "switch", w)
 		}
 		shards.Content = append(shards.Content, n)
 	}

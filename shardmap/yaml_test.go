@@ -103,6 +103,10 @@ func TestYAMLRoundTrip(t *testing.T) {
 		}
 	}
 	m.Distributions[0].DefaultShard = "true"
+	m.Shards[1].Replicas = []shardmap.Endpoint{{Host: "10.0.0.4", Port: 5432}}
+	m.Shards[1].Fenced = []shardmap.Endpoint{{Host: "10.0.0.9", Port: 5432}}
+	m.Shards[1].Switch = &shardmap.Switch{Kind: shardmap.Failover, From: m.Shards[1].Primary,
+		To: shardmap.Endpoint{Host: "10.0.0.4", Port: 5432}, Step: "promote", Reason: "down: 3s"}
 	if err := m.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -116,6 +120,8 @@ func TestYAMLRoundTrip(t *testing.T) {
 		`{lo: -inf, hi: -5, shard: "true"}`,
 		`{name: public.settings, unsharded: true, distribution: users}`,
 		`state: readonly`,
+		`fenced: ['10.0.0.9:5432']`,
+		`switch: {kind: failover, from: '[::1]:1', to: '10.0.0.4:5432', step: promote, reason: 'down: 3s'}`,
 	} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("marshaled map has no %s:\n%s", want, out)
@@ -149,7 +155,7 @@ func TestParseYAMLErrors(t *testing.T) {
 		{"unknown field", head + "shard: []\n", []string{`line 4: the shard map has no field "shard" (known: epoch, shards, distributions, tables)`}},
 		{"repeated field", head + "epoch: 2\n", []string{`line 4: the shard map has field "epoch" twice`}},
 		{"shard typo", "epoch: 1\nshards:\n  - {name: s1, primary: \"h:1\", replica: [\"h:2\"]}\n",
-			[]string{`line 3: shard s1 has no field "replica" (known: name, primary, replicas, state)`}},
+			[]string{`line 3: shard s1 has no field "replica" (known: name, primary, replicas, state, fenced, switch)`}},
 		{"no primary", "epoch: 1\nshards:\n  - {name: s1}\n", []string{"line 3: shard s1 has no primary (host:port)"}},
 		{"bad primary", "epoch: 1\nshards:\n  - name: s1\n    primary: h\n", []string{`line 4: shard s1 primary "h" must be host:port`}},
 		{"bad port", "epoch: 1\nshards:\n  - {name: s1, primary: \"h:0\"}\n", []string{`line 3: shard s1 primary "h:0" must be host:port: address h:0: port must be a number from 1 to 65535`}},
