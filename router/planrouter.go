@@ -50,17 +50,17 @@ func (r PlanRouter) Route(q Query) (Plan, error) {
 	}
 	switch p.Kind {
 	case plan.Single:
-		return Plan{Kind: KindSingle, Shard: p.Shards[0]}, nil
+		return Plan{Kind: KindSingle, Shard: p.Shards[0], Replica: p.ReplicaSafe}, nil
 	case plan.Default:
 		if p.Stmt == plan.StmtTx || p.Stmt == plan.StmtSet || p.Stmt == plan.StmtShow {
 			return Plan{Kind: KindAny, Shard: p.Shards[0]}, nil
 		}
-		return Plan{Kind: KindSingle, Shard: p.Shards[0]}, nil
+		return Plan{Kind: KindSingle, Shard: p.Shards[0], Replica: p.ReplicaSafe}, nil
 	case plan.Refused:
 		return Plan{}, &RefusedError{Code: p.Err.Code, Message: p.Err.Message, Hint: p.Err.Hint}
 	case plan.All, plan.Multi:
 		if p.Stmt == plan.StmtSelect && p.ReadOnly && p.PerShardSQL == nil {
-			return Plan{Kind: KindScatter, Shards: p.Shards, SQL: p.ShardSQL, Merge: p.Merge, ReadOnly: true, Calls: p.Calls}, nil
+			return Plan{Kind: KindScatter, Shards: p.Shards, SQL: p.ShardSQL, Merge: p.Merge, ReadOnly: true, Replica: p.ReplicaSafe, Calls: p.Calls}, nil
 		}
 		if p.Stmt == plan.StmtCopy && p.ReadOnly {
 			return Plan{Kind: KindCopyOut, Shards: p.Shards, Copy: p.Copy}, nil

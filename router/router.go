@@ -45,6 +45,11 @@ type Plan struct {
 	// client's text).
 	SQL string
 
+	// Replica says the statement may run on a streaming replica of its
+	// shard(s): a read calling only functions known not to write (see
+	// plan.Plan.ReplicaSafe). KindSingle and KindScatter.
+	Replica bool
+
 	// KindScatter only.
 	Shards []string
 	Merge  *merge.Spec // nil means concatenate

@@ -94,6 +94,11 @@ type Plan struct {
 	// function (nextval, setval, pg_advisory_*, set_config, ...): safe
 	// for a replica and safe to retry.
 	ReadOnly bool
+	// ReplicaSafe is ReadOnly with every function it calls known not to
+	// write (PostgreSQL's own functions on the list in safefuncs.go): a
+	// user-defined function may write even inside a SELECT, so only
+	// these statements may go to a streaming replica.
+	ReplicaSafe bool
 	// Merge says how to combine the shards' results of a Multi or All
 	// SELECT. Nil means concatenate (or a single target).
 	Merge *merge.Spec

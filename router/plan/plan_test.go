@@ -387,3 +387,37 @@ func BenchmarkRouteMiss(b *testing.B) {
 		}
 	}
 }
+
+// TestReplicaSafe: only reads that call nothing but built-in read-only
+// functions may go to a replica.
+func TestReplicaSafe(t *testing.T) {
+	p := New(testMap(t), Options{})
+	for _, c := range []struct {
+		sql  string
+		want bool
+	}{
+		{"SELECT * FROM users WHERE id = 5", true},
+		{"SELECT count(*), max(name), lower(name) FROM users WHERE id = 5 GROUP BY 3", true},
+		{"SELECT pg_catalog.now(), coalesce(name, 'x') FROM users WHERE id = 5", true},
+		{"SELECT * FROM users WHERE id > 5", true},
+		{"SELECT 1", true},
+		{"SELECT my_func(id) FROM users WHERE id = 5", false},
+		{"SELECT public.lower(name) FROM users WHERE id = 5", false},
+		{"SELECT * FROM users WHERE id = 5 AND audit_read(id)", false},
+		{"SELECT nextval('s') FROM users WHERE id = 5", false},
+		{"SELECT * FROM users WHERE id = 5 FOR SHARE", false},
+		{"WITH d AS (DELETE FROM orders WHERE user_id = 5 RETURNING *) SELECT * FROM d", false},
+		{"SELECT * FROM users WHERE id IN (SELECT f(user_id) FROM orders WHERE user_id = 5) AND id = 5", false},
+	} {
+		pl, err := p.Route(c.sql, nil, nil, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", c.sql, err)
+		}
+		if pl.ReplicaSafe != c.want {
+			t.Errorf("%s: ReplicaSafe = %v, want %v", c.sql, pl.ReplicaSafe, c.want)
+		}
+		if pl.ReplicaSafe && !pl.ReadOnly {
+			t.Errorf("%s: replica-safe but not read-only", c.sql)
+		}
+	}
+}

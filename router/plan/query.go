@@ -57,6 +57,7 @@ type analysis struct {
 	setOp       bool // a UNION/INTERSECT/EXCEPT somewhere
 	writableCTE bool
 	volatile    bool
+	unknownFunc bool // calls a function not in replicaSafeFuncs
 	locking     bool
 	into        bool // SELECT INTO
 }
@@ -465,6 +466,9 @@ var unsafeFuncs = map[string]bool{
 
 func (a *analysis) funcCall(f *pg.FuncCall) {
 	name := funcName(f)
+	if !replicaSafeFunc(f, name) {
+		a.unknownFunc = true
+	}
 	if unsafeFuncs[name] || strings.HasPrefix(name, "pg_advisory") || strings.HasPrefix(name, "pg_try_advisory") ||
 		strings.HasPrefix(name, "pg_create_") || strings.HasPrefix(name, "pg_drop_") {
 		a.volatile = true

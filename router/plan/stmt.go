@@ -12,21 +12,22 @@ func (b *builder) selectStmt(sel *pg.SelectStmt) *template {
 	a.selectStmt(sel, nil, true)
 	rt := a.decide()
 	ro := !a.locking && !a.writableCTE && !a.volatile && !a.into
+	rs := ro && !a.unknownFunc
 	if rt.refusal != nil {
 		t := refusedTemplate(StmtSelect, rt.refusal.Message, rt.refusal.Hint)
 		return t
 	}
 	if rt.dist == nil {
-		return &template{hintable: true, base: Plan{Kind: Default, Stmt: StmtSelect, ReadOnly: ro, Shards: b.st.shardList(rt.defaultShard)}}
+		return &template{hintable: true, base: Plan{Kind: Default, Stmt: StmtSelect, ReadOnly: ro, ReplicaSafe: rs, Shards: b.st.shardList(rt.defaultShard)}}
 	}
 	if a.into {
 		return refusedTemplate(StmtSelect, "SELECT INTO from sharded table "+rt.table+" is not supported", "use CREATE TABLE ... AS on each shard, or a pgshard.shard hint")
 	}
 	dist := rt.dist.dist
 	t := &template{hintable: true, dist: dist, needShard: rt.needShard}
-	single := Plan{Kind: Single, Stmt: StmtSelect, ReadOnly: ro, Table: rt.table}
+	single := Plan{Kind: Single, Stmt: StmtSelect, ReadOnly: ro, ReplicaSafe: rs, Table: rt.table}
 	// The plan for several shards.
-	multi := Plan{Kind: All, Stmt: StmtSelect, ReadOnly: ro, Table: rt.table, Shards: b.st.distShards[dist]}
+	multi := Plan{Kind: All, Stmt: StmtSelect, ReadOnly: ro, ReplicaSafe: rs, Table: rt.table, Shards: b.st.distShards[dist]}
 	var segs []segment
 	var lim *limitSrc
 	if rt.scatterOK != nil {
