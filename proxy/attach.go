@@ -27,6 +27,9 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 	if err == nil && plan.SetHint != nil {
 		s.setHint(*plan.SetHint)
 	}
+	if err == nil {
+		err = s.srv.failClosed(plan)
+	}
 	s.rewrite = ""
 	if err == nil && plan.Kind <= router.KindAny && plan.SQL != "" && s.curType == 'Q' {
 		s.rewrite = plan.SQL
@@ -81,8 +84,12 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 				continue
 			}
 		}
-		if be != nil && (s.beShard == plan.Shard || plan.Kind == router.KindAny) {
+		// A replica's backend serves only reads, except inside its (READ
+		// ONLY) transaction, where the server itself refuses writes.
+		onReplicaOK := !s.beReplica || plan.Replica || plan.Kind == router.KindAny || s.txStatus != 'I'
+		if be != nil && (s.beShard == plan.Shard || plan.Kind == router.KindAny) && onReplicaOK {
 			s.unsynced = true
+			s.noteWrite(plan, q.SQL)
 			s.mu.Unlock()
 			return be, nil
 		}
@@ -93,6 +100,9 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 		if s.unsynced || s.state == statePinned || (s.queue.syncs == 0 && s.txStatus != 'I') {
 			from := s.beShard
 			s.mu.Unlock()
+			if from == plan.Shard {
+				return nil, s.raiseViaServer(be, replicaPipelineError(from))
+			}
 			return nil, s.raiseViaServer(be, s.crossShardError(from, plan.Shard))
 		}
 		// Earlier statements still run on the other shard: wait for them.
@@ -115,15 +125,13 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 	if err := s.flushClient(); err != nil {
 		return nil, err
 	}
-	p, err := s.srv.pool(ctx, plan.Shard, s.user, s.db)
-	if err != nil {
-		return nil, err
-	}
+	replica := s.readTarget(plan)
 	for attempt := 0; ; attempt++ {
-		be, err := s.srv.acquire(ctx, p)
+		be, err := s.lendFor(ctx, plan.Shard, &replica)
 		if err != nil {
 			return nil, err
 		}
+		p := be.Pool()
 		if err := s.prepareBackend(ctx, be); err != nil {
 			p.Discard(be)
 			if be.Broken() && attempt < 3 {
@@ -134,6 +142,8 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 		s.mu.Lock()
 		s.be = be
 		s.beShard = plan.Shard
+		s.beReplica = replica != ""
+		s.noteWrite(plan, q.SQL)
 		s.queue.reset()
 		s.unsynced = true
 		s.txStatus = 'I'
@@ -278,6 +288,33 @@ func (s *session) crossShardError(from, to string) *wire.Error {
 	return &wire.Error{Code: wire.SQLStateFeatureNotSupported, Message: "cross-shard statement refused: " + why, Hint: hint}
 }
 
+// lendFor lends a backend of shard: of the replica *replica, or of the
+// primary when *replica is "" — also when the replica cannot be reached,
+// which sets *replica to "".
+func (s *session) lendFor(ctx context.Context, shard string, replica *string) (*pool.Conn, error) {
+	if *replica != "" {
+		p, err := s.srv.poolAt(ctx, shard, *replica, s.user, s.db)
+		if err != nil {
+			return nil, err
+		}
+		be, err := s.srv.acquire(ctx, p)
+		if err == nil {
+			return be, nil
+		}
+		*replica = "" // the primary can serve it
+	}
+	return s.srv.acquirePrimary(ctx, shard, s.user, s.db)
+}
+
+// replicaPipelineError is the refusal of a statement that needs the
+// primary of shard while the session's unsynced pipeline runs on one of
+// its replicas.
+func replicaPipelineError(shard string) *wire.Error {
+	return &wire.Error{Code: wire.SQLStateFeatureNotSupported,
+		Message: fmt.Sprintf("statement refused: this pipeline reads from a replica of shard %q and the statement needs its primary", shard),
+		Hint:    "Send a Sync (end the batch) before the write, put the write first, or set reads.read_from: primary for this user."}
+}
+
 // raiseViaServer answers the client's current request with e while a
 // backend is attached: the server raises it (a DO block), so it arrives
 // in order after earlier responses and aborts an open transaction as any
@@ -338,6 +375,7 @@ func (s *session) runScatter(ctx context.Context, plan router.Plan, sql string) 
 	}
 	out, err := s.srv.scatter(ctx, scatterRequest{
 		Shards:        plan.Shards,
+		Replicas:      s.scatterReplicas(plan),
 		User:          s.user,
 		DB:            s.db,
 		SQL:           strings.Clone(sql),
@@ -353,6 +391,9 @@ func (s *session) runScatter(ctx context.Context, plan router.Plan, sql string) 
 		Dst:           s.out[:0],
 	})
 	s.out = out
+	if !plan.ReadOnly {
+		s.learnLSNs(ctx, plan.Shards)
+	}
 	if err != nil {
 		var we *wire.Error
 		if !errors.As(err, &we) {

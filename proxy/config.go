@@ -49,6 +49,16 @@ type Config struct {
 	// HealthInterval is how often every endpoint of the shard map is
 	// probed (default 1s; negative disables the probes).
 	HealthInterval Duration `yaml:"health_interval"`
+	// Reads says where reads go (replicas, lag bounds, read-your-writes);
+	// users may override each field.
+	Reads ReadConfig `yaml:"reads"`
+	// MetaLease is how long the proxy may go without reaching the meta
+	// cluster before it refuses writes (it may have missed a failover);
+	// it must not exceed the meta cluster's proxy lease. Default 10s.
+	MetaLease Duration `yaml:"meta_lease"`
+	// Buffer says how long statements for a shard that is switching its
+	// primary are held.
+	Buffer BufferConfig `yaml:"buffer"`
 	// BroadcastWrites says what happens to UPDATE/DELETE without a key
 	// condition on a sharded table: "refuse" (default, 0A000) or "allow"
 	// (they run on every shard, each committing on its own).
@@ -89,6 +99,100 @@ type UserConfig struct {
 	// BackendUser / BackendPassword(Env) override Backend's credentials.
 	BackendUser        string `yaml:"backend_user"`
 	BackendPasswordEnv string `yaml:"backend_password_env"`
+	// Reads overrides the global reads settings for this user (fields
+	// left empty take the global value).
+	Reads ReadConfig `yaml:"reads"`
+}
+
+// The read_from values.
+const (
+	ReadFromReplicas = "replicas" // replica-safe reads go to a healthy replica within the lag bounds
+	ReadFromPrimary  = "primary"  // every statement goes to the primary
+)
+
+// The consistency values: what a session's reads see of its own writes.
+const (
+	// ConsistencySession: after a session's write commits, its reads go
+	// only to replicas that have replayed that commit (else the primary).
+	ConsistencySession = "session"
+	// ConsistencyEventual: reads go to any replica within the lag bounds.
+	ConsistencyEventual = "eventual"
+	// ConsistencyPrimary: reads go to the primary.
+	ConsistencyPrimary = "primary"
+)
+
+// ReadConfig says where a user's reads go. Read splitting applies to
+// autocommit reads that call only built-in read-only functions, and to
+// READ ONLY transactions; everything else goes to the primary.
+type ReadConfig struct {
+	// ReadFrom is replicas (default) or primary.
+	ReadFrom string `yaml:"read_from"`
+	// MaxLagBytes is the most WAL a replica may have left to replay to
+	// serve reads; default 16 MiB, negative: no bound.
+	MaxLagBytes int64 `yaml:"max_lag_bytes"`
+	// MaxLag is the most replay delay (seconds behind the primary's last
+	// commit) a replica may have; default 5s, negative: no bound.
+	MaxLag Duration `yaml:"max_lag"`
+	// Consistency is session (default), eventual or primary.
+	Consistency string `yaml:"consistency"`
+}
+
+// over returns r with the fields o sets.
+func (r ReadConfig) over(o ReadConfig) ReadConfig {
+	if o.ReadFrom != "" {
+		r.ReadFrom = o.ReadFrom
+	}
+	if o.MaxLagBytes != 0 {
+		r.MaxLagBytes = o.MaxLagBytes
+	}
+	if o.MaxLag != 0 {
+		r.MaxLag = o.MaxLag
+	}
+	if o.Consistency != "" {
+		r.Consistency = o.Consistency
+	}
+	return r
+}
+
+func (r *ReadConfig) complete() {
+	if r.ReadFrom == "" {
+		r.ReadFrom = ReadFromReplicas
+	}
+	if r.MaxLagBytes == 0 {
+		r.MaxLagBytes = 16 << 20
+	}
+	if r.MaxLag == 0 {
+		r.MaxLag = Duration(5 * time.Second)
+	}
+	if r.Consistency == "" {
+		r.Consistency = ConsistencySession
+	}
+}
+
+func (r ReadConfig) validate(field string) []error {
+	var errs []error
+	switch r.ReadFrom {
+	case "", ReadFromReplicas, ReadFromPrimary:
+	default:
+		errs = append(errs, fmt.Errorf("%s.read_from: %q is not replicas or primary", field, r.ReadFrom))
+	}
+	switch r.Consistency {
+	case "", ConsistencySession, ConsistencyEventual, ConsistencyPrimary:
+	default:
+		errs = append(errs, fmt.Errorf("%s.consistency: %q is not session, eventual or primary", field, r.Consistency))
+	}
+	return errs
+}
+
+// BufferConfig bounds how statements wait while a shard switches its
+// primary (failover or switchover) or its primary cannot be reached.
+type BufferConfig struct {
+	// Window is how long a statement may wait; default 10s, negative:
+	// do not wait (fail at once).
+	Window Duration `yaml:"window"`
+	// MaxQueued is how many statements may wait at once over all shards;
+	// default 10000. Beyond it statements fail at once.
+	MaxQueued int `yaml:"max_queued"`
 }
 
 // ShardConfig is one shard (today: exactly one).
@@ -229,6 +333,16 @@ func (c *Config) Complete() error {
 	if c.BroadcastWrites == "" {
 		c.BroadcastWrites = "refuse"
 	}
+	c.Reads.complete()
+	if c.MetaLease == 0 {
+		c.MetaLease = Duration(10 * time.Second)
+	}
+	if c.Buffer.Window == 0 {
+		c.Buffer.Window = Duration(10 * time.Second)
+	}
+	if c.Buffer.MaxQueued == 0 {
+		c.Buffer.MaxQueued = 10000
+	}
 	if c.ShardMapFile != "" {
 		if err := c.loadShardMap(); err != nil {
 			return err
@@ -322,6 +436,7 @@ func (c *Config) Validate() error {
 	if c.BroadcastWrites != "refuse" && c.BroadcastWrites != "allow" {
 		errs = append(errs, fmt.Errorf("broadcast_writes: %q is not refuse or allow", c.BroadcastWrites))
 	}
+	errs = append(errs, c.Reads.validate("reads")...)
 	if c.DefaultShard != "" && !names[c.DefaultShard] {
 		errs = append(errs, fmt.Errorf("default_shard: %q is not one of the shards", c.DefaultShard))
 	}
@@ -351,6 +466,7 @@ func (c *Config) Validate() error {
 		default:
 			errs = append(errs, fmt.Errorf("%s.pool_mode: %q is not transaction or session", field, u.PoolMode))
 		}
+		errs = append(errs, u.Reads.validate(field+".reads")...)
 	}
 	return errors.Join(errs...)
 }

@@ -148,6 +148,7 @@ func (s *session) runCopyIn(ctx context.Context, plan router.Plan, sql string) e
 	start := time.Now()
 	c := &copyIn{s: s, failed: make(chan struct{}), index: make(map[string]int)}
 	c.table = copyTableName(sql)
+	defer s.learnLSNs(ctx, plan.Shards) // after release: the rows are committed
 	defer c.release()
 	if err := c.start(ctx, plan, strings.Clone(sql)); err != nil {
 		c.abort(ctx, "")

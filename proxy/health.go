@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 
 	"github.com/pgshard/pgshard/replication/health"
@@ -72,4 +73,31 @@ func (s *Server) Health() []health.Status {
 		return nil
 	}
 	return mon.Snapshot()
+}
+
+// endpointState describes the server at addr for SHOW SHARDS: "up" or
+// "down" (with the last error), a replica's lag, "unknown" before its
+// first probe or without health checks.
+func (s *Server) endpointState(addr string) string {
+	for _, st := range s.Health() {
+		if st.Addr != addr {
+			continue
+		}
+		switch {
+		case st.LastProbe.IsZero():
+			return "unknown"
+		case !st.Up:
+			msg := "down"
+			if st.LastError != nil {
+				msg += ": " + st.LastError.Error()
+			}
+			return msg
+		case st.LagKnown:
+			return fmt.Sprintf("up, lag %d B / %.1f s", st.LagBytes, st.LagSeconds)
+		case st.InRecovery:
+			return "up, in recovery"
+		}
+		return "up"
+	}
+	return "unknown"
 }

@@ -48,7 +48,7 @@ func (s *Server) ApplyMap(m *shardmap.Map) (bool, error) {
 			return false, err
 		}
 	}
-	rt, err := newRuntime(&cfg)
+	rt, err := s.newRuntime(&cfg)
 	if err != nil {
 		return false, fmt.Errorf("apply map epoch %d: %w", m.Epoch, err)
 	}
@@ -58,7 +58,8 @@ func (s *Server) ApplyMap(m *shardmap.Map) (bool, error) {
 		}
 	}
 	s.rt.Store(rt)
-	s.retirePools(old.cfg.Shards, cfg.Shards)
+	s.noteMapChange()
+	s.retirePools(old.cfg.Shards, &cfg)
 	s.metrics.mapEpoch.Set(float64(m.Epoch))
 	slog.Info("shard map applied", "epoch", m.Epoch, "shards", len(m.Shards))
 	return true, nil
@@ -98,39 +99,44 @@ func hasShard(shards []ShardConfig, name string) bool {
 	return false
 }
 
-// retirePools closes the pools of shards that are gone or whose server
+// retirePools closes the pools of servers that are no longer an endpoint
+// (primary or replica) of their shard in cfg, or whose database override
 // changed: new sessions get new pools; connections in use go back to the
 // closed pool, which closes them.
-func (s *Server) retirePools(before, after []ShardConfig) {
-	addr := func(sc ShardConfig) string {
-		return net.JoinHostPort(sc.Host, strconv.Itoa(sc.Port)) + "/" + sc.Database
+func (s *Server) retirePools(before []ShardConfig, cfg *Config) {
+	keep := map[string]bool{} // shard + "\x00" + addr
+	db := map[string]string{}
+	for _, sc := range cfg.Shards {
+		keep[sc.Name+"\x00"+net.JoinHostPort(sc.Host, strconv.Itoa(sc.Port))] = true
+		db[sc.Name] = sc.Database
 	}
-	now := map[string]string{}
-	for _, sc := range after {
-		now[sc.Name] = addr(sc)
-	}
-	changed := map[string]bool{}
-	for _, sc := range before {
-		if a, ok := now[sc.Name]; !ok || a != addr(sc) {
-			changed[sc.Name] = true
+	if m := cfg.shardMap; m != nil {
+		for _, sh := range m.Shards {
+			for _, r := range sh.Replicas {
+				keep[sh.Name+"\x00"+r.String()] = true
+			}
 		}
 	}
-	if len(changed) == 0 {
-		return
+	changedDB := map[string]bool{}
+	for _, sc := range before {
+		if d, ok := db[sc.Name]; !ok || d != sc.Database {
+			changedDB[sc.Name] = true
+		}
 	}
 	s.mu.Lock()
 	for k, p := range s.pools {
-		if changed[k.shard] {
-			delete(s.pools, k)
-			delete(s.params, p)
-			// Close waits until the connections in use come back (they
-			// are closed then): in the background, owned by s.bg.
-			s.bg.Add(1)
-			go func() {
-				defer s.bg.Done()
-				p.Close()
-			}()
+		if keep[k.shard+"\x00"+k.addr] && !changedDB[k.shard] {
+			continue
 		}
+		delete(s.pools, k)
+		delete(s.params, p)
+		// Close waits until the connections in use come back (they are
+		// closed then): in the background, owned by s.bg.
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			p.Close()
+		}()
 	}
 	s.mu.Unlock()
 }

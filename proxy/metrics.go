@@ -21,6 +21,8 @@ type metrics struct {
 	errors       *prometheus.CounterVec
 	pins         *prometheus.CounterVec
 	mapEpoch     prometheus.Gauge
+	buffered     prometheus.Counter
+	bufferWait   prometheus.Histogram
 }
 
 func newMetrics() *metrics {
@@ -53,7 +55,14 @@ func newMetrics() *metrics {
 	m.mapEpoch = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "pgshard_map_epoch", Help: "Epoch of the shard map the proxy routes by (0 without a map).",
 	})
-	m.reg.MustRegister(m.clients, states, m.queries, m.transactions, m.latency, m.errors, m.pins, m.mapEpoch,
+	m.buffered = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "pgshard_buffered_statements_total", Help: "Statements held while their shard switched its primary or could not reach it.",
+	})
+	m.bufferWait = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "pgshard_buffer_wait_seconds", Help: "How long held statements waited before they ran.",
+		Buckets: []float64{.01, .05, .1, .25, .5, 1, 2, 3, 5, 10, 30},
+	})
+	m.reg.MustRegister(m.clients, states, m.queries, m.transactions, m.latency, m.errors, m.pins, m.mapEpoch, m.buffered, m.bufferWait,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

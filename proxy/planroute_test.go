@@ -340,7 +340,7 @@ func TestLiveMapChange(t *testing.T) {
 	}
 
 	var txEpoch int64
-	if err := tx.QueryRow(ctx, `SHOW pgshard.shards`, pgx.QueryExecModeSimpleProtocol).Scan(new(string), new(string), new(string), new(string), &txEpoch); err != nil || txEpoch != 1 {
+	if err := tx.QueryRow(ctx, `SHOW pgshard.shards`, pgx.QueryExecModeSimpleProtocol).Scan(new(string), new(string), new(string), new(string), &txEpoch, new(string), new(string), new(string), new(string)); err != nil || txEpoch != 1 {
 		t.Fatalf("SHOW pgshard.shards in the transaction: epoch %d %v", txEpoch, err)
 	}
 	// The open transaction still routes key 75 to s0, where it began.
@@ -355,7 +355,7 @@ func TestLiveMapChange(t *testing.T) {
 	// it said 1, the transaction's map) and the shards.
 	var shard, primary string
 	var epoch int64
-	if err := conn.QueryRow(ctx, `SHOW SHARDS`, pgx.QueryExecModeSimpleProtocol).Scan(&shard, &primary, new(string), new(string), &epoch); err != nil ||
+	if err := conn.QueryRow(ctx, `SHOW SHARDS`, pgx.QueryExecModeSimpleProtocol).Scan(&shard, &primary, new(string), new(string), &epoch, new(string), new(string), new(string), new(string)); err != nil ||
 		shard != "s0" || primary != c.Shards[0].Addr() || epoch != 2 {
 		t.Fatalf("SHOW pgshard.shards: %s %s %d %v", shard, primary, epoch, err)
 	}

@@ -386,6 +386,7 @@ func (s *session) runPortal(ctx context.Context, p *scatterPortal, noDesc, strea
 	start := time.Now()
 	req := scatterRequest{
 		Shards:        p.plan.Shards,
+		Replicas:      s.scatterReplicas(p.plan),
 		User:          s.user,
 		DB:            s.db,
 		SQL:           p.sql,

@@ -35,6 +35,8 @@ type syncEntry struct {
 	// Sync itself (held-back messages answered before a Bind over
 	// several shards).
 	hide bool
+	// captureLSN marks the hidden WAL position query (reads.go).
+	captureLSN bool
 }
 
 // respQueue is a FIFO of entries. It is owned by a session and guarded by
@@ -71,6 +73,14 @@ func (q *respQueue) popResponse() (entry, bool) {
 	q.head++
 	q.compact()
 	return e, true
+}
+
+// peek returns the entry at the head of the queue.
+func (q *respQueue) peek() (entry, bool) {
+	if q.head >= len(q.items) {
+		return entry{}, false
+	}
+	return q.items[q.head], true
 }
 
 // firstSync returns the first sync entry queued.

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/pgshard/pgshard/replication/health"
 	"github.com/pgshard/pgshard/router/pool"
 	"github.com/pgshard/pgshard/wire"
 )
@@ -18,6 +19,11 @@ type relayState struct {
 	clientGone bool   // a write to the client failed: drop output
 	lastTag    string // last CommandComplete tag of the segment
 	swallow    int    // segments of statements the proxy injected: hide them
+	// capture: the segment being swallowed is the WAL position query
+	// (reads.go); captureEnded says the client's transaction had ended
+	// before it, lsn is its answer so far.
+	capture, captureEnded bool
+	lsn                   health.LSN
 }
 
 // Frame implements pool.Handler: it copies a server frame to the client,
@@ -27,6 +33,9 @@ type relayState struct {
 func (s *session) Frame(be *pool.Conn, typ byte, frame []byte) bool {
 	r := &s.relay
 	if r.swallow > 0 {
+		if r.capture {
+			return s.lsnFrame(be, typ, frame)
+		}
 		return s.swallowFrame(be, typ, frame)
 	}
 	switch typ {
@@ -170,6 +179,10 @@ func (s *session) readyForQuery(be *pool.Conn, status byte, failed bool, lastTag
 	e, rolledBack := s.queue.popSync()
 	for _, name := range rolledBack {
 		delete(be.Prepared, name)
+	}
+	if next, ok := s.queue.peek(); ok && next.sync.captureLSN {
+		s.relay.capture, s.relay.captureEnded = true, status == 'I'
+		s.relay.swallow++
 	}
 	prev := s.txStatus
 	s.txStatus = status

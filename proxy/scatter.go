@@ -52,6 +52,9 @@ type scatterRequest struct {
 	Shards []string
 	User   *userState
 	DB     string
+	// Replicas, when set, names for a shard the replica that runs the
+	// statement instead of its primary (read splitting).
+	Replicas map[string]string
 	// SQL is sent to every shard as one simple-protocol Query: the
 	// planner's ShardSQL, or the client's text. It must be one statement.
 	SQL string
@@ -275,7 +278,12 @@ func (e *scatterFlushError) Error() string { return e.err.Error() }
 // statement.
 func (s *Server) scatterStart(ctx context.Context, req *scatterRequest, run *scatterRun, i int, query []byte) error {
 	name := req.Shards[i]
-	p, err := s.pool(ctx, name, req.User, req.DB)
+	if req.Replicas[name] == "" {
+		if err := s.waitSwitch(ctx, name); err != nil {
+			return err
+		}
+	}
+	p, err := s.poolAt(ctx, name, req.Replicas[name], req.User, req.DB)
 	if err != nil {
 		return err
 	}

@@ -30,6 +30,8 @@ type userState struct {
 	// backend credentials
 	beUser, bePassword string
 	clients            atomic.Int64
+	// reads is the global reads configuration with the user's overrides.
+	reads ReadConfig
 }
 
 // runtime is the part of the configuration that reload swaps atomically.
@@ -61,15 +63,23 @@ type Server struct {
 	aggs  aggCache       // which functions are aggregates (aggcheck.go)
 	colls collations     // which databases sort text bytewise (collation.go)
 
-	health       *health.Monitor    // endpoint probes (health.go); under mu
-	stopHealthFn context.CancelFunc // stops health; under mu
-	mapMu        sync.Mutex         // serializes ApplyMap
-	bg           sync.WaitGroup     // background clean-ups (discardBusy)
+	health       *health.Monitor             // endpoint probes (health.go); under mu
+	replicas     atomic.Pointer[replicaView] // replicas fit for reads (reads.go)
+	readTurn     atomic.Uint64               // spreads reads over equal replicas
+	stopHealthFn context.CancelFunc          // stops health; under mu
+	mapMu        sync.Mutex                  // serializes ApplyMap
+	mapChanged   chan struct{}               // closed at the next ApplyMap (buffer.go); under mapMu
+	buffered     atomic.Int64                // statements waiting in buffer
+	followsMeta  atomic.Bool                 // FollowMeta runs: buffer on unreachable primaries, fail closed
+	metaContact  atomic.Int64                // unix nanos of the last heartbeat the meta leader answered
+	bg           sync.WaitGroup              // background clean-ups (discardBusy)
 	done         chan struct{}
 }
 
+// poolKey names a pool: the server at addr (the shard's primary or one
+// of its replicas) for a backend user and database.
 type poolKey struct {
-	shard, user, db string
+	shard, addr, user, db string
 }
 
 // cancelKey is what a client presents in a CancelRequest.
@@ -80,11 +90,12 @@ type cancelKey struct {
 
 // NewServer validates cfg and prepares a server. Serve starts it.
 func NewServer(cfg *Config) (*Server, error) {
-	rt, err := newRuntime(cfg)
+	s := &Server{}
+	rt, err := s.newRuntime(cfg)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{
+	*s = Server{
 		metrics:  newMetrics(),
 		sessions: make(map[*session]struct{}),
 		cancels:  make(map[cancelKey]*session),
@@ -105,7 +116,7 @@ func NewServer(cfg *Config) (*Server, error) {
 	return s, nil
 }
 
-func newRuntime(cfg *Config) (*runtime, error) {
+func (s *Server) newRuntime(cfg *Config) (*runtime, error) {
 	rt := &runtime{
 		cfg:   cfg,
 		users: make(map[string]*userState),
@@ -116,6 +127,7 @@ func newRuntime(cfg *Config) (*runtime, error) {
 			Planner:        plan.New(cfg.shardMap, plan.Options{DefaultShard: cfg.DefaultShard}),
 			Default:        cfg.DefaultShard,
 			AllowBroadcast: cfg.BroadcastWrites == "allow",
+			EndpointState:  s.endpointState,
 		}
 		rt.deferParse = true
 	case len(cfg.Shards) == 1:
@@ -136,7 +148,8 @@ func newRuntime(cfg *Config) (*runtime, error) {
 		if err != nil {
 			return nil, fmt.Errorf("user %q: %w", u.Name, err)
 		}
-		us := &userState{cfg: u, method: m, cred: cred, beUser: cfg.Backend.User, bePassword: cfg.Backend.Password}
+		us := &userState{cfg: u, method: m, cred: cred, beUser: cfg.Backend.User, bePassword: cfg.Backend.Password,
+			reads: cfg.Reads.over(u.Reads)}
 		if u.BackendUser != "" {
 			us.beUser = u.BackendUser
 		}
@@ -311,7 +324,7 @@ func (s *Server) Reload(cfg *Config) error {
 		cfg.shardMap = m
 		cfg.Shards = mapShards(m, cfg.Shards)
 	}
-	rt, err := newRuntime(cfg)
+	rt, err := s.newRuntime(cfg)
 	if err != nil {
 		return fmt.Errorf("reload: %w", err)
 	}
@@ -331,16 +344,17 @@ func (s *Server) Reload(cfg *Config) error {
 	return nil
 }
 
-// pool returns the pool for (shard, user, database), creating it.
+// pool returns the pool of shard's primary for (user, database),
+// creating it.
 func (s *Server) pool(ctx context.Context, shard string, u *userState, db string) (*pool.Pool, error) {
+	return s.poolAt(ctx, shard, "", u, db)
+}
+
+// poolAt returns the pool of the server at addr — the primary of shard
+// when addr is "", else one of its replicas — for (user, database),
+// creating it.
+func (s *Server) poolAt(ctx context.Context, shard, addr string, u *userState, db string) (*pool.Pool, error) {
 	rt := s.runtime()
-	k := poolKey{shard: shard, user: u.beUser, db: db}
-	s.mu.Lock()
-	p := s.pools[k]
-	s.mu.Unlock()
-	if p != nil {
-		return p, nil
-	}
 	var sc *ShardConfig
 	for i := range rt.cfg.Shards {
 		if rt.cfg.Shards[i].Name == shard {
@@ -350,13 +364,23 @@ func (s *Server) pool(ctx context.Context, shard string, u *userState, db string
 	if sc == nil {
 		return nil, wire.Errorf(wire.SQLStateInternalError, "shard %q is not configured", shard)
 	}
+	if addr == "" {
+		addr = net.JoinHostPort(sc.Host, strconv.Itoa(sc.Port))
+	}
+	k := poolKey{shard: shard, addr: addr, user: u.beUser, db: db}
+	s.mu.Lock()
+	p := s.pools[k]
+	s.mu.Unlock()
+	if p != nil {
+		return p, nil
+	}
 	dbName := db
 	if sc.Database != "" {
 		dbName = sc.Database
 	}
 	pc := rt.cfg.Pool
 	np, err := pool.New(pool.Config{
-		Addr:           net.JoinHostPort(sc.Host, strconv.Itoa(sc.Port)),
+		Addr:           addr,
 		User:           u.beUser,
 		Password:       u.bePassword,
 		Database:       dbName,
@@ -407,11 +431,7 @@ func (s *Server) dropUnusedPool(p *pool.Pool) {
 // The caller gives it back with Release (which discards a broken one) or
 // Discard.
 func (s *Server) lend(ctx context.Context, shard string, user *userState, db string) (*pool.Conn, error) {
-	p, err := s.pool(ctx, shard, user, db)
-	if err != nil {
-		return nil, err
-	}
-	return s.acquire(ctx, p)
+	return s.acquirePrimary(ctx, shard, user, db)
 }
 
 func (s *Server) acquire(ctx context.Context, p *pool.Pool) (*pool.Conn, error) {

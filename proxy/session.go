@@ -15,6 +15,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/pgshard/pgshard/replication/health"
 	"github.com/pgshard/pgshard/router"
 	"github.com/pgshard/pgshard/router/pool"
 	"github.com/pgshard/pgshard/wire"
@@ -95,6 +96,15 @@ type session struct {
 	state   state
 	be      *pool.Conn // nil when idle
 	beShard string     // shard of be
+	// beReplica says be is a replica of beShard (read splitting).
+	beReplica bool
+	// wrote says a statement that may write ran on a primary since the
+	// session last learned its shard's WAL position (reads.go); txEnding
+	// that the transaction it ran in is being committed.
+	wrote, txEnding bool
+	// lsns is, per shard, the primary's WAL position after the session's
+	// latest write transaction there (read-your-writes).
+	lsns map[string]health.LSN
 	// pendingBegin is a BEGIN the proxy acknowledged itself and sends to
 	// the shard of the transaction's first statement ("" when none).
 	pendingBegin string
@@ -366,7 +376,9 @@ func (s *session) handleSync(ctx context.Context, frame []byte) error {
 	}
 	s.mu.Unlock()
 	s.pushSync(be, syncEntry{status: override})
-	return s.forwardRaw(frame)
+	s.bout = append(s.bout, frame...)
+	s.captureLSN()
+	return s.maybeFlush()
 }
 
 func (s *session) handleQuery(ctx context.Context, frame []byte) error {
@@ -398,9 +410,11 @@ func (s *session) handleQuery(ctx context.Context, frame []byte) error {
 	if s.rewrite != "" {
 		s.bout = wire.AppendString(s.bout, 'Q', s.rewrite)
 		s.rewrite = ""
-		return s.maybeFlush()
+	} else {
+		s.bout = append(s.bout, frame...)
 	}
-	return s.forwardRaw(frame)
+	s.captureLSN()
+	return s.maybeFlush()
 }
 
 // sessionEffect turns a statement's classification into what the relay

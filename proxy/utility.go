@@ -25,6 +25,7 @@ func (s *session) runUtility(ctx context.Context, shards []string, sql string) e
 	sql = strings.Clone(sql)
 	shards = slices.Sorted(slices.Values(shards)) // a fixed order: no deadlock between two of these
 	conns := make([]*pool.Conn, 0, len(shards))
+	defer s.learnLSNs(ctx, shards) // after the connections are back
 	defer func() {
 		for _, be := range conns {
 			be.Pool().Release(be) // (a broken one is discarded)

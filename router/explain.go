@@ -97,22 +97,43 @@ func showRouteSQL(q Query) string {
 }
 
 // showShardsSQL answers SHOW pgshard.shards: every shard of the map in
-// use, with the map's epoch.
-func showShardsSQL(m *shardmap.Map) string {
+// a VALUES query — name, primary, replicas, state, the map's epoch, and
+// (from state, when set) the primary's and the replicas' health, the
+// fenced former primaries and the switch in progress.
+func showShardsSQL(m *shardmap.Map, state func(addr string) string) string {
+	if state == nil {
+		state = func(string) string { return "unknown" }
+	}
 	var b strings.Builder
 	b.WriteString("SELECT * FROM (VALUES ")
 	for i, sh := range m.Shards {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		var replicas []string
+		var replicas, rstates, fenced []string
 		for _, r := range sh.Replicas {
 			replicas = append(replicas, r.String())
+			rstates = append(rstates, r.String()+" "+state(r.String()))
 		}
-		fmt.Fprintf(&b, "(%s, %s, %s, %s, %d::bigint)", quoteLiteral(sh.Name), quoteLiteral(sh.Primary.String()),
-			quoteLiteral(strings.Join(replicas, ",")), quoteLiteral(string(sh.State)), m.Epoch)
+		for _, f := range sh.Fenced {
+			fenced = append(fenced, f.String())
+		}
+		sw := ""
+		if x := sh.Switch; x != nil {
+			sw = fmt.Sprintf("%s from %s", x.Kind, x.From)
+			if x.To != (shardmap.Endpoint{}) {
+				sw += " to " + x.To.String()
+			}
+			if x.Step != "" {
+				sw += " (" + x.Step + ")"
+			}
+		}
+		fmt.Fprintf(&b, "(%s, %s, %s, %s, %d::bigint, %s, %s, %s, %s)", quoteLiteral(sh.Name), quoteLiteral(sh.Primary.String()),
+			quoteLiteral(strings.Join(replicas, ",")), quoteLiteral(string(sh.State)), m.Epoch,
+			quoteLiteral(state(sh.Primary.String())), quoteLiteral(strings.Join(rstates, "; ")),
+			quoteLiteral(strings.Join(fenced, ",")), quoteLiteral(sw))
 	}
-	b.WriteString(") AS shards(shard, primary_address, replicas, state, map_epoch)")
+	b.WriteString(") AS shards(shard, primary_address, replicas, state, map_epoch, primary_state, replica_states, fenced, switch)")
 	return b.String()
 }
 

@@ -24,6 +24,9 @@ type PlanRouter struct {
 	// every shard (each shard commits on its own: not atomic across
 	// shards); otherwise they are refused.
 	AllowBroadcast bool
+	// EndpointState, when set, describes a server of the map for SHOW
+	// SHARDS ("up", "down", "up, lag 0 B / 0.0 s", ...).
+	EndpointState func(addr string) string
 }
 
 // Route implements Router.
@@ -93,7 +96,7 @@ func (r PlanRouter) Route(q Query) (Plan, error) {
 	case plan.ShowRoute:
 		return Plan{Kind: KindAny, Shard: r.Default, SQL: showRouteSQL(q)}, nil
 	case plan.ShowShards:
-		return Plan{Kind: KindAny, Shard: r.Default, SQL: showShardsSQL(r.Planner.Map())}, nil
+		return Plan{Kind: KindAny, Shard: r.Default, SQL: showShardsSQL(r.Planner.Map(), r.EndpointState)}, nil
 	}
 	return Plan{}, &RefusedError{
 		Code:    "0A000",

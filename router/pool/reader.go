@@ -1,7 +1,9 @@
 package pool
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -117,10 +119,19 @@ type execHandler struct {
 	done     chan error
 	firstErr error
 	tag      string // last CommandComplete tag
+	value    []byte // first column of the first row (nil: none or NULL)
+	gotRow   bool
 }
 
 func (h *execHandler) Frame(_ *Conn, typ byte, frame []byte) bool {
 	switch typ {
+	case 'D':
+		if !h.gotRow && len(frame) >= 11 && binary.BigEndian.Uint16(frame[5:]) > 0 {
+			h.gotRow = true
+			if n := int32(binary.BigEndian.Uint32(frame[7:])); n >= 0 && int(n) <= len(frame)-11 {
+				h.value = bytes.Clone(frame[11 : 11+n])
+			}
+		}
 	case 'C':
 		if len(frame) > 5 {
 			h.tag = string(frame[5 : len(frame)-1])
@@ -176,6 +187,14 @@ func (c *Conn) ExecTag(ctx context.Context, sql string) (string, error) {
 	return c.exec(ctx, sql, 'I')
 }
 
+// QueryValue is Exec for a query that returns a value: the first column
+// of its first row, as text ("" when there is no row or it is NULL).
+func (c *Conn) QueryValue(ctx context.Context, sql string) (string, error) {
+	h := &execHandler{want: 'I', done: make(chan error, 1)}
+	_, err := c.run(ctx, sql, h)
+	return string(h.value), err
+}
+
 // ExecInTx is ExecTag for statements that leave a transaction open (they
 // start with BEGIN): the server must end in transaction status 'T'.
 func (c *Conn) ExecInTx(ctx context.Context, sql string) (string, error) {
@@ -183,7 +202,10 @@ func (c *Conn) ExecInTx(ctx context.Context, sql string) (string, error) {
 }
 
 func (c *Conn) exec(ctx context.Context, sql string, want byte) (string, error) {
-	h := &execHandler{want: want, done: make(chan error, 1)}
+	return c.run(ctx, sql, &execHandler{want: want, done: make(chan error, 1)})
+}
+
+func (c *Conn) run(ctx context.Context, sql string, h *execHandler) (string, error) {
 	if err := c.SetHandler(h); err != nil {
 		return "", err
 	}
