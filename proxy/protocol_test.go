@@ -11,8 +11,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgshard/pgshard/integration"
+	"github.com/pgshard/pgshard/proxy"
 )
 
 // TestCopyInOut streams COPY FROM STDIN (pgx CopyFrom, binary) and
@@ -177,4 +179,64 @@ func TestErrorsMidTransactionAndPipeline(t *testing.T) {
 	if fmt.Sprint(notices) != "[hello 42]" {
 		t.Fatalf("notices %v", notices)
 	}
+}
+
+// TestExtendedCopyWithEarlySync: COPY FROM STDIN through the extended
+// protocol with the Sync sent right after Execute, before the data (what
+// libpq's PQexecParams does). PostgreSQL ignores that Sync; the proxy must
+// not wait for its answer: the server connection goes back to the pool
+// (pool size 1: another client gets it) and the session keeps working.
+func TestExtendedCopyWithEarlySync(t *testing.T) {
+	pg := integration.StartPostgres(t)
+	cfg := baseConfig(t, pg)
+	cfg.Users = append(cfg.Users, proxy.UserConfig{Name: "tr", Auth: "trust"})
+	cfg.Pool.Size = 1
+	p := startProxy(t, cfg)
+	ctx := ctxT(t)
+	if err := pg.Exec(ctx, `CREATE TABLE events (id bigint, payload text)`); err != nil {
+		t.Fatal(err)
+	}
+	c, fe := trustedSession(t, p.addr)
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	expect := func(want ...pgproto3.BackendMessage) {
+		t.Helper()
+		for _, w := range want {
+			m, err := fe.Receive()
+			if err != nil {
+				t.Fatalf("waiting for %T: %v", w, err)
+			}
+			if fmt.Sprintf("%T", m) != fmt.Sprintf("%T", w) {
+				t.Fatalf("got %T %+v, want %T", m, m, w)
+			}
+		}
+	}
+	for round := range 2 {
+		fe.Send(&pgproto3.Parse{Query: "COPY events FROM STDIN"})
+		fe.Send(&pgproto3.Bind{})
+		fe.Send(&pgproto3.Execute{})
+		fe.Send(&pgproto3.Sync{})
+		if err := fe.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		expect(&pgproto3.ParseComplete{}, &pgproto3.BindComplete{}, &pgproto3.CopyInResponse{})
+		fe.Send(&pgproto3.CopyData{Data: fmt.Appendf(nil, "%d\tearly sync\n", round)})
+		fe.Send(&pgproto3.CopyDone{})
+		fe.Send(&pgproto3.Sync{})
+		if err := fe.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		expect(&pgproto3.CommandComplete{}, &pgproto3.ReadyForQuery{})
+		// The only server connection is free again for someone else.
+		other := connect(t, p.dsn(""))
+		var n int
+		if err := other.QueryRow(ctx, `SELECT count(*) FROM events`).Scan(&n); err != nil || n != round+1 {
+			t.Fatalf("round %d: another client: %d rows, %v", round, n, err)
+		}
+		_ = other.Close(ctx)
+	}
+	fe.Send(&pgproto3.Query{String: "SELECT 1"})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	expect(&pgproto3.RowDescription{}, &pgproto3.DataRow{}, &pgproto3.CommandComplete{}, &pgproto3.ReadyForQuery{})
 }

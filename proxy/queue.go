@@ -37,6 +37,12 @@ type syncEntry struct {
 	hide bool
 	// captureLSN marks the hidden WAL position query (reads.go).
 	captureLSN bool
+	// clientSync marks the sync point of a client's Sync message, and
+	// copyEnds is how many CopyDone/CopyFail the client had sent before
+	// it: a Sync sent during COPY FROM STDIN is ignored by the server
+	// (dropCopySyncs).
+	clientSync bool
+	copyEnds   uint32
 }
 
 // respQueue is a FIFO of entries. It is owned by a session and guarded by
@@ -81,6 +87,29 @@ func (q *respQueue) peek() (entry, bool) {
 		return entry{}, false
 	}
 	return q.items[q.head], true
+}
+
+// dropCopySyncs removes, from the head of the queue, the sync entries of
+// client Syncs sent before the client ended the copy-in that just started
+// (the n-th of the session): PostgreSQL ignores Sync during copy-in, so
+// they will never be answered. It returns how many it removed and how
+// many of those had a status override.
+func (q *respQueue) dropCopySyncs(n uint32) (dropped, overrides int) {
+	for q.head < len(q.items) {
+		e := q.items[q.head]
+		if e.kind != entrySync || !e.sync.clientSync || e.sync.copyEnds >= n {
+			break
+		}
+		if e.sync.status != 0 || e.sync.hide {
+			overrides++
+		}
+		q.items[q.head] = entry{}
+		q.head++
+		q.syncs--
+		dropped++
+	}
+	q.compact()
+	return dropped, overrides
 }
 
 // firstSync returns the first sync entry queued.

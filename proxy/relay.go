@@ -78,6 +78,12 @@ func (s *session) Frame(be *pool.Conn, typ byte, frame []byte) bool {
 		}
 	case 'C':
 		r.lastTag = cstring(frame[wire.HeaderLen:])
+	case 'G': // CopyInResponse: Syncs sent before the copy's end are ignored
+		s.mu.Lock()
+		s.copyStarts++
+		_, overrides := s.queue.dropCopySyncs(s.copyStarts)
+		s.mu.Unlock()
+		s.overrides.Add(-int32(overrides))
 	}
 	r.out = append(r.out, frame...)
 	if len(r.out) >= flushThreshold {

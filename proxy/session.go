@@ -126,6 +126,10 @@ type session struct {
 	// zInFlight is set while the relay has written a ReadyForQuery to the
 	// client but not yet done its bookkeeping (see settle).
 	zInFlight atomic.Bool
+	// copyEnds counts the CopyDone and CopyFail messages the client sent,
+	// copyStarts the CopyInResponses the relay passed on (see
+	// respQueue.dropCopySyncs).
+	copyEnds, copyStarts uint32
 	// tentative holds parameter changes made inside the open transaction;
 	// they count only if it commits.
 	tentative []*settingChange
@@ -239,13 +243,20 @@ func (s *session) handle(ctx context.Context, typ byte, frame []byte) error {
 		return s.forwardRaw(frame)
 	case 'd', 'c', 'f': // CopyData, CopyDone, CopyFail
 		s.mu.Lock()
-		inCopy := s.be != nil && s.queue.syncs > 0
+		// (A copy-in started by an extended-protocol Execute may have no
+		// sync point queued: its early Sync was dropped.)
+		inCopy := s.be != nil && (s.queue.syncs > 0 || s.copyStarts > s.copyEnds)
 		s.mu.Unlock()
 		if !inCopy {
 			return nil // PostgreSQL ignores these outside COPY too
 		}
 		// The server answers the COPY's sync point only after CopyDone or
 		// CopyFail, so the backend stays attached until these are sent.
+		if typ != 'd' {
+			s.mu.Lock()
+			s.copyEnds++
+			s.mu.Unlock()
+		}
 		return s.forwardRaw(frame)
 	case 'X':
 		return errTerminate
@@ -375,7 +386,10 @@ func (s *session) handleSync(ctx context.Context, frame []byte) error {
 		s.overrides.Add(1)
 	}
 	s.mu.Unlock()
-	s.pushSync(be, syncEntry{status: override})
+	s.mu.Lock()
+	ends := s.copyEnds
+	s.mu.Unlock()
+	s.pushSync(be, syncEntry{status: override, clientSync: true, copyEnds: ends})
 	s.bout = append(s.bout, frame...)
 	s.captureLSN()
 	return s.maybeFlush()
