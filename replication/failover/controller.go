@@ -1,0 +1,417 @@
+package failover
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/pgshard/pgshard/shardmap"
+)
+
+// Defaults of [Config].
+const (
+	DefaultCheckInterval = 500 * time.Millisecond
+	DefaultFailAfter     = 2 * time.Second
+	DefaultObservers     = 1
+	DefaultDrainGrace    = 5 * time.Second
+	DefaultActionTimeout = 30 * time.Second
+)
+
+// Config configures a [Controller].
+type Config struct {
+	Store Store // required
+	Admin Admin // required
+
+	// CheckInterval is how often the leader checks the primary of every
+	// shard; one check (Admin.State) may take at most this long. It is
+	// also the pause before a failed workflow step is tried again. 0
+	// means DefaultCheckInterval.
+	CheckInterval time.Duration
+	// FailAfter is how long a primary must fail every check before it is
+	// failed over; at least two checks must fail whatever its value, so
+	// one missed probe never starts a failover. 0 means DefaultFailAfter.
+	FailAfter time.Duration
+	// Observers is how many proxies must also report the primary
+	// unreachable (the second observer): min(Observers, proxies
+	// reporting). When no live proxy reports at all, the leader's view
+	// alone decides (nobody can write then). 0 means DefaultObservers;
+	// negative means the leader's view always decides alone.
+	Observers int
+	// DrainGrace is how long, in a switchover, open transactions on the
+	// old primary may run before they are terminated. 0 means
+	// DefaultDrainGrace.
+	DrainGrace time.Duration
+	// ActionTimeout bounds each Admin call other than State and Fence
+	// (State gets CheckInterval, Fence twice that, Quiesce DrainGrace on
+	// top); a call that times out is tried again. 0 means
+	// DefaultActionTimeout.
+	ActionTimeout time.Duration
+
+	// Logger receives the controller's logs. nil means slog.Default().
+	Logger *slog.Logger
+	// Now is the clock of failure durations and events. nil means
+	// time.Now.
+	Now func() time.Time
+	// OnEvent, if set, is called for every step of every failover and
+	// switchover, synchronously: it must not block.
+	OnEvent func(Event)
+}
+
+// Controller detects failed primaries and runs failovers and switchovers.
+// It runs on every meta member and acts only on the leader. Its methods
+// are safe for concurrent use.
+type Controller struct {
+	cfg Config
+	log *slog.Logger
+
+	mu     sync.Mutex
+	busy   map[string]bool      // shards whose workflow runs in this process
+	last   map[string]Event     // latest event per shard
+	down   map[downKey]*suspect // failing servers, by shard and address
+	stuck  map[string]uint64    // shard -> epoch at which its workflow stopped for good
+	warned map[string]warning   // shard/step -> the latest warning about it
+	runs   bool                 // Run is running
+
+	// term is cancelled when this member stops leading (or Run ends);
+	// workers started by Run use it. Only the Run goroutine touches it.
+	term    context.Context
+	endTerm context.CancelFunc
+
+	workers sync.WaitGroup // goroutines started by tick; Run waits for them
+}
+
+// New checks cfg, fills in its defaults and returns a controller. Call
+// Run to start it.
+func New(cfg Config) (*Controller, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("failover: config: no Store")
+	}
+	if cfg.Admin == nil {
+		return nil, errors.New("failover: config: no Admin")
+	}
+	if cfg.CheckInterval < 0 || cfg.FailAfter < 0 || cfg.DrainGrace < 0 || cfg.ActionTimeout < 0 {
+		return nil, errors.New("failover: config: durations cannot be negative")
+	}
+	if cfg.CheckInterval == 0 {
+		cfg.CheckInterval = DefaultCheckInterval
+	}
+	if cfg.FailAfter == 0 {
+		cfg.FailAfter = DefaultFailAfter
+	}
+	if cfg.Observers == 0 {
+		cfg.Observers = DefaultObservers
+	}
+	if cfg.DrainGrace == 0 {
+		cfg.DrainGrace = DefaultDrainGrace
+	}
+	if cfg.ActionTimeout == 0 {
+		cfg.ActionTimeout = DefaultActionTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Controller{
+		cfg:    cfg,
+		log:    cfg.Logger,
+		busy:   make(map[string]bool),
+		last:   make(map[string]Event),
+		down:   make(map[downKey]*suspect),
+		stuck:  make(map[string]uint64),
+		warned: make(map[string]warning),
+	}, nil
+}
+
+// Run checks the primaries and drives the switches of the map until ctx
+// ends, then waits for the workflows it started to stop and returns nil.
+// It acts only while Store.IsLeader(): when this member becomes leader it
+// resumes every switch found in the map, and when it stops leading it
+// stops them (between steps, or by cancelling the call in flight) and
+// leaves them to the next leader. Every CheckInterval it checks the
+// primary of each shard that is not offline and has no switch.
+//
+// Run may be called once at a time.
+func (c *Controller) Run(ctx context.Context) error {
+	c.mu.Lock()
+	if c.runs {
+		c.mu.Unlock()
+		return errors.New("failover: Run is already running")
+	}
+	c.runs = true
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.runs = false
+		c.mu.Unlock()
+	}()
+	defer c.workers.Wait()
+	defer c.stopTerm()
+
+	t := time.NewTicker(c.cfg.CheckInterval)
+	defer t.Stop()
+	for {
+		c.tick(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// stopTerm ends the current term: the workers started in it stop.
+func (c *Controller) stopTerm() {
+	if c.endTerm != nil {
+		c.endTerm()
+		c.term, c.endTerm = nil, nil
+	}
+}
+
+// tick is one round of Run: follow leadership, resume switches, check
+// primaries and start failovers.
+func (c *Controller) tick(ctx context.Context) {
+	if ctx.Err() != nil {
+		return
+	}
+	if !c.cfg.Store.IsLeader() {
+		if c.term != nil {
+			c.log.Info("failover: no longer the meta leader; stopping, the next leader resumes any switch")
+			c.stopTerm()
+		}
+		c.mu.Lock()
+		clear(c.down) // another leader's checks count now
+		clear(c.stuck)
+		c.mu.Unlock()
+		return
+	}
+	if c.term == nil {
+		c.term, c.endTerm = context.WithCancel(ctx)
+		c.log.Info("failover: meta leader; checking primaries and resuming switches")
+	}
+	m := c.cfg.Store.Map()
+	if m == nil {
+		return
+	}
+	var checks []check
+	for i := range m.Shards {
+		sh := &m.Shards[i]
+		if c.isBusy(sh.Name) {
+			continue
+		}
+		if sh.Switch != nil {
+			c.mu.Lock()
+			at, stuck := c.stuck[sh.Name]
+			c.mu.Unlock()
+			if !stuck || at != m.Epoch {
+				c.spawn(sh.Name, nil)
+			}
+			continue
+		}
+		if sh.State == shardmap.StateOffline {
+			continue
+		}
+		checks = append(checks, check{shard: sh.Name, addr: sh.Primary.String()})
+	}
+	start := c.cfg.Now()
+	c.probeAll(c.term, checks)
+	for _, ch := range checks {
+		if ok, reason := c.observe(ch.shard, ch.addr, ch.state, ch.err, start); ok {
+			c.spawn(ch.shard, &detection{addr: ch.addr, reason: reason})
+		}
+	}
+}
+
+// detection is a primary found down by tick.
+type detection struct{ addr, reason string }
+
+// spawn starts a worker that runs the shard's workflow in the current
+// term: when d is not nil it first commits a failover of the primary d
+// found down; then it drives the switch in the map.
+func (c *Controller) spawn(shard string, d *detection) {
+	if !c.claim(shard) {
+		return // a switchover of it started meanwhile
+	}
+	if d != nil {
+		c.emit(Event{Shard: shard, Kind: shardmap.Failover, Step: EventDetect, From: d.addr, Detail: d.reason})
+	}
+	ctx := c.term
+	c.workers.Add(1)
+	go func() {
+		defer c.workers.Done()
+		defer c.release(shard)
+		if d != nil {
+			if started, err := c.startFailover(ctx, shard, d); err != nil || !started {
+				if err != nil {
+					c.stopped(shard, err)
+				}
+				return
+			}
+		}
+		_, err := c.drive(ctx, shard)
+		c.forget(shard)
+		if err != nil {
+			c.stopped(shard, err)
+		}
+	}()
+}
+
+// stopped logs why a worker stopped and, when retrying cannot help,
+// remembers not to start it again until the map changes.
+func (c *Controller) stopped(shard string, err error) {
+	var pe *permanentError
+	switch {
+	case errors.As(err, &pe):
+		c.log.Error("failover: the switch of this shard cannot go on; a DBA must fix the map", "shard", shard, "err", err)
+		if m := c.cfg.Store.Map(); m != nil {
+			c.mu.Lock()
+			c.stuck[shard] = m.Epoch
+			c.mu.Unlock()
+		}
+	case errors.Is(err, ErrNotLeader), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		c.log.Debug("failover: workflow stopped", "shard", shard, "err", err)
+	default:
+		c.log.Warn("failover: workflow stopped; it is retried", "shard", shard, "err", err)
+	}
+}
+
+// claim marks shard's workflow as running in this process; false if it
+// already is.
+func (c *Controller) claim(shard string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.busy[shard] {
+		return false
+	}
+	c.busy[shard] = true
+	return true
+}
+
+func (c *Controller) release(shard string) {
+	c.mu.Lock()
+	delete(c.busy, shard)
+	c.mu.Unlock()
+}
+
+func (c *Controller) isBusy(shard string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.busy[shard]
+}
+
+// LastEvent returns the latest event of the shard's failovers and
+// switchovers run by this controller, and false if there was none.
+func (c *Controller) LastEvent(shard string) (Event, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.last[shard]
+	return e, ok
+}
+
+// repeatWarnEvery is how often a step that keeps failing with the same
+// error is logged as a warning; the repeats in between are logged at debug
+// level.
+const repeatWarnEvery = time.Minute
+
+// warning is the latest warning logged for a step of a shard.
+type warning struct {
+	msg string
+	at  time.Time
+}
+
+// emit timestamps e, logs it, keeps it as the shard's last event and
+// hands it to Config.OnEvent.
+func (c *Controller) emit(e Event) {
+	e.At = c.cfg.Now()
+	c.mu.Lock()
+	c.last[e.Shard] = e
+	quiet := false // a failure repeated: log it at debug level
+	if e.Err != nil {
+		key, msg := e.Shard+"/"+e.Step, e.Err.Error()
+		w, ok := c.warned[key]
+		quiet = ok && w.msg == msg && e.At.Sub(w.at) < repeatWarnEvery
+		if !quiet {
+			c.warned[key] = warning{msg: msg, at: e.At}
+		}
+	}
+	c.mu.Unlock()
+	attrs := []any{"shard", e.Shard, "kind", e.Kind, "step", e.Step, "from", e.From}
+	if e.To != "" {
+		attrs = append(attrs, "to", e.To)
+	}
+	if e.Addr != "" {
+		attrs = append(attrs, "addr", e.Addr)
+	}
+	if e.Epoch != 0 {
+		attrs = append(attrs, "epoch", e.Epoch)
+	}
+	if e.LSN != 0 {
+		attrs = append(attrs, "lsn", e.LSN)
+	}
+	if e.Detail != "" {
+		attrs = append(attrs, "detail", e.Detail)
+	}
+	switch {
+	case quiet:
+		c.log.Debug("failover: step failed again", append(attrs, "err", e.Err)...)
+	case e.Err != nil:
+		c.log.Warn("failover: step failed", append(attrs, "err", e.Err)...)
+	default:
+		c.log.Info("failover: step", attrs...)
+	}
+	if c.cfg.OnEvent != nil {
+		c.cfg.OnEvent(e)
+	}
+}
+
+// leading returns ctx's error, or ErrNotLeader when this member does not
+// lead: the checks before each step.
+func (c *Controller) leading(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if !c.cfg.Store.IsLeader() {
+		return ErrNotLeader
+	}
+	return nil
+}
+
+// whileLeader returns a context that is cancelled when this member stops
+// leading (checked every CheckInterval) or ctx ends, and the function that
+// releases it, which also stops the goroutine that watches.
+func (c *Controller) whileLeader(ctx context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(c.cfg.CheckInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if !c.cfg.Store.IsLeader() {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	return ctx, func() { cancel(); <-done }
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
