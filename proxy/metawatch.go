@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -14,7 +15,7 @@ import (
 // *metarpc.Client implements it.
 type MetaSource interface {
 	WatchMap(ctx context.Context, after uint64, fn func(metarpc.MapVersion) error) error
-	ProxyHeartbeat(ctx context.Context, id, addr string, applied uint64) (uint64, error)
+	ProxyHeartbeat(ctx context.Context, id, addr string, applied uint64, unreachable []string) (uint64, error)
 }
 
 // FollowMeta keeps the proxy on the meta cluster's shard map until ctx
@@ -63,22 +64,53 @@ func (s *Server) FollowMeta(ctx context.Context, src MetaSource, id string, inte
 			}
 		}
 	})
+	s.metaContact.Store(time.Now().UnixNano())
+	s.followsMeta.Store(true)
+	defer s.followsMeta.Store(false)
 	wg.Go(func() {
-		t := time.NewTicker(interval)
-		defer t.Stop()
+		// The unreachable endpoints are checked often, so that a primary
+		// going down is reported (for failover) within a probe or two.
+		check := time.NewTicker(min(interval, 100*time.Millisecond))
+		defer check.Stop()
+		var reported []string
+		last := time.Time{}
 		for {
-			hctx, cancel := context.WithTimeout(ctx, interval)
-			if _, err := src.ProxyHeartbeat(hctx, id, addr, s.MapEpoch()); err != nil && ctx.Err() == nil {
-				slog.Debug("meta: heartbeat failed", "err", err)
+			down := s.unreachableEndpoints()
+			if time.Since(last) >= interval || !slices.Equal(down, reported) {
+				sent := time.Now()
+				hctx, cancel := context.WithTimeout(ctx, interval)
+				_, err := src.ProxyHeartbeat(hctx, id, addr, s.MapEpoch(), down)
+				cancel()
+				if err == nil {
+					s.metaContact.Store(sent.UnixNano())
+					reported = down
+				} else if ctx.Err() == nil {
+					slog.Debug("meta: heartbeat failed", "err", err)
+				}
+				last = sent
 			}
-			cancel()
 			select {
 			case <-ctx.Done():
 				return
-			case <-t.C:
+			case <-check.C:
 			case <-beat:
+				last = time.Time{}
 			}
 		}
 	})
 	wg.Wait()
+}
+
+// unreachableEndpoints lists, sorted, the endpoints of the shard map whose
+// latest probe failed (the proxy's report to the meta leader, a second
+// opinion before a failover).
+func (s *Server) unreachableEndpoints() []string {
+	var out []string
+	for _, st := range s.Health() {
+		if !st.Up && st.ConsecutiveFailures > 0 {
+			out = append(out, st.Addr)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/pgshard/pgshard/proxy"
+	"github.com/pgshard/pgshard/replication/health"
 	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/shardmap/meta"
 	"github.com/pgshard/pgshard/shardmap/metarpc"
@@ -27,6 +29,9 @@ type embeddedMeta struct {
 	server *metarpc.Server
 	served chan error
 	addr   string
+	// proxy is the proxy that follows the map (set by follow), whose
+	// health monitor the server reports.
+	proxy atomic.Pointer[proxy.Server]
 }
 
 // startEmbeddedMeta starts a single-voter meta node with its data in
@@ -63,14 +68,28 @@ func startEmbeddedMeta(ctx context.Context, apiAddr, dataDir string, seed *shard
 			return fail(err)
 		}
 	}
-	store := metarpc.NodeStore(node)
-	srv, err := metarpc.NewServer(store, metarpc.ServerOptions{AllowUnauthenticated: true, Logger: slog.Default()})
+	m := &embeddedMeta{node: node, store: metarpc.NodeStore(node), served: make(chan error, 1), addr: lis.Addr().String()}
+	m.server, err = metarpc.NewServer(m.store, metarpc.ServerOptions{
+		AllowUnauthenticated: true,
+		Logger:               slog.Default(),
+		// The proxy in this process probes every endpoint: its view is
+		// the cluster's (pgshard shards list shows it).
+		Health: m.health,
+	})
 	if err != nil {
 		return fail(err)
 	}
-	m := &embeddedMeta{node: node, store: store, server: srv, served: make(chan error, 1), addr: lis.Addr().String()}
-	go func() { m.served <- srv.Serve(lis) }() // ends in close
+	go func() { m.served <- m.server.Serve(lis) }() // ends in close
 	return m, nil
+}
+
+// health is the Health hook of the embedded server: the endpoint health
+// of the proxy that follows the map, nil before it does.
+func (m *embeddedMeta) health() []health.Status {
+	if p := m.proxy.Load(); p != nil {
+		return p.Health()
+	}
+	return nil
 }
 
 // close stops the API and the node.
@@ -86,6 +105,8 @@ func (m *embeddedMeta) close() error {
 
 // follow keeps srv on the embedded node's map until ctx ends.
 func (m *embeddedMeta) follow(ctx context.Context, srv *proxy.Server) {
+	m.proxy.Store(srv)
+	defer m.proxy.CompareAndSwap(srv, nil)
 	srv.FollowMeta(ctx, storeSource{m.store}, "embedded-proxy", metaHeartbeat)
 }
 
@@ -105,7 +126,7 @@ func (src storeSource) WatchMap(ctx context.Context, after uint64, fn func(metar
 	return ctx.Err()
 }
 
-func (src storeSource) ProxyHeartbeat(ctx context.Context, id, addr string, applied uint64) (uint64, error) {
-	err := src.s.Heartbeat(ctx, id, addr, applied)
+func (src storeSource) ProxyHeartbeat(ctx context.Context, id, addr string, applied uint64, unreachable []string) (uint64, error) {
+	err := src.s.Heartbeat(ctx, id, addr, applied, unreachable)
 	return src.s.Map().Epoch, err
 }

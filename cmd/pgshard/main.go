@@ -17,10 +17,19 @@ const (
 	exitOK    = 0
 	exitError = 1
 	exitUsage = 2
+	// exitUncertain: the command asked for a change whose outcome it
+	// could not learn (it may or may not have been made).
+	exitUncertain = 3
 )
 
 // usageError marks errors in how a command was called.
 type usageError struct{ error }
+
+// uncertainError marks errors after which a change may or may not have
+// been made.
+type uncertainError struct{ error }
+
+func (e uncertainError) Unwrap() error { return e.error }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -37,6 +46,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		var ue usageError
 		if errors.As(err, &ue) {
 			return exitUsage
+		}
+		var un uncertainError
+		if errors.As(err, &un) {
+			return exitUncertain
 		}
 		return exitError
 	}
@@ -60,6 +73,7 @@ func newRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		newDemoCommand(stdout, stderr),
 		newMapCommand(stdin, stdout),
 		newShardsCommand(stdout),
+		newFailoverCommand(stdout),
 		newProxiesCommand(stdout),
 		newMetaCommand(stdout),
 	)

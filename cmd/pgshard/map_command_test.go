@@ -119,7 +119,7 @@ func TestMapApplyWait(t *testing.T) {
 	ctlWantContains(t, "stdout", r.stdout, "as epoch 2", "Every live proxy routes with epoch 2.")
 
 	// A live proxy at epoch 2 never catches up with 3.
-	if err := c.store.Heartbeat(t.Context(), "proxy-a", "10.0.1.1:6432", 2); err != nil {
+	if err := c.store.Heartbeat(t.Context(), "proxy-a", "10.0.1.1:6432", 2, nil); err != nil {
 		t.Fatal(err)
 	}
 	r = c.cli(t, "map", "apply", "-f", file, "--wait", "200ms").want(t, exitError)

@@ -166,6 +166,11 @@ func diffShard(name string, o, n *shardmap.Shard) (shardDiff, bool) {
 		det = append(det, fmt.Sprintf("replicas [%s] -> [%s]", strings.Join(or, " "), strings.Join(nr, " ")))
 	}
 	det = change(det, "state", string(o.State), string(n.State))
+	of, nf := slices.Sorted(slices.Values(sd.Old.Fenced)), slices.Sorted(slices.Values(sd.New.Fenced))
+	if !slices.Equal(of, nf) {
+		det = append(det, fmt.Sprintf("fenced [%s] -> [%s]", strings.Join(of, " "), strings.Join(nf, " ")))
+	}
+	det = change(det, "switch", sd.Old.Switch.describe(), sd.New.Switch.describe())
 	if len(det) == 0 {
 		return sd, false
 	}
@@ -366,6 +371,12 @@ func describeShardJSON(s *shardJSON) string {
 		fmt.Fprintf(&b, ", replicas %s", strings.Join(s.Replicas, " "))
 	}
 	fmt.Fprintf(&b, ", %s", s.State)
+	if len(s.Fenced) > 0 {
+		fmt.Fprintf(&b, ", fenced %s", strings.Join(s.Fenced, " "))
+	}
+	if s.Switch != nil {
+		fmt.Fprintf(&b, ", %s", s.Switch.describe())
+	}
 	return b.String()
 }
 

@@ -174,3 +174,44 @@ tables:
 		t.Errorf("got:\n%s\nwant:\n%s", out.String(), want)
 	}
 }
+
+func TestDiffShardSwitchAndFenced(t *testing.T) {
+	a := ctlParseMap(t, ctlMapYAML)
+	b := a.Clone()
+	s1 := &b.Shards[0]
+	s1.Switch = &shardmap.Switch{Kind: shardmap.Failover, From: s1.Primary, Step: "hold", Reason: "primary down"}
+	var out bytes.Buffer
+	if err := diffMaps(a, b, "a", "b").writeTable(&out); err != nil {
+		t.Fatal(err)
+	}
+	want := "--- a\n+++ b\nshards:\n  ~ s1:\n      switch - -> failover 10.0.0.1:5432 -> (not chosen yet) at step hold\n"
+	if out.String() != want {
+		t.Errorf("got:\n%s\nwant:\n%s", out.String(), want)
+	}
+
+	// The switch ends: the replica is the primary, the old one fenced.
+	c := b.Clone()
+	s1 = &c.Shards[0]
+	s1.Primary, s1.Replicas, s1.Fenced, s1.Switch = s1.Replicas[0], nil, []shardmap.Endpoint{s1.Primary}, nil
+	out.Reset()
+	if err := diffMaps(b, c, "b", "c").writeTable(&out); err != nil {
+		t.Fatal(err)
+	}
+	want = `--- b
++++ c
+shards:
+  ~ s1:
+      primary 10.0.0.1:5432 -> 10.0.0.2:5432
+      replicas [10.0.0.2:5432] -> []
+      fenced [] -> [10.0.0.1:5432]
+      switch failover 10.0.0.1:5432 -> (not chosen yet) at step hold -> -
+`
+	if out.String() != want {
+		t.Errorf("got:\n%s\nwant:\n%s", out.String(), want)
+	}
+	// A new shard is described with its fenced endpoints.
+	d := &shardJSON{Primary: "h:1", State: "active", Fenced: []string{"h:2"}, Switch: &switchJSON{Kind: "switchover", From: "h:1", To: "h:3"}}
+	if got := describeShardJSON(d); got != "primary h:1, active, fenced h:2, switchover h:1 -> h:3" {
+		t.Errorf("describeShardJSON = %q", got)
+	}
+}

@@ -20,6 +20,20 @@ type shardJSON struct {
 	Primary  string   `json:"primary"`
 	Replicas []string `json:"replicas"`
 	State    string   `json:"state"`
+	// Fenced are former primaries that get no traffic until re-joined.
+	Fenced []string `json:"fenced"`
+	// Switch is the failover or switchover in progress; absent when none.
+	Switch *switchJSON `json:"switch,omitempty"`
+}
+
+// switchJSON is a change of a shard's primary in progress.
+type switchJSON struct {
+	Kind string `json:"kind"`
+	From string `json:"from"`
+	// To is "" until the replica that becomes the primary is chosen.
+	To     string `json:"to,omitempty"`
+	Step   string `json:"step,omitempty"`
+	Reason string `json:"reason,omitempty"`
 }
 
 type distributionJSON struct {
@@ -66,7 +80,34 @@ func mapToJSON(m *shardmap.Map) *mapJSON {
 }
 
 func shardToJSON(s *shardmap.Shard) shardJSON {
-	return shardJSON{Name: s.Name, Primary: s.Primary.String(), Replicas: endpointStrings(s.Replicas), State: string(s.State)}
+	out := shardJSON{
+		Name: s.Name, Primary: s.Primary.String(), Replicas: endpointStrings(s.Replicas), State: string(s.State),
+		Fenced: endpointStrings(s.Fenced),
+	}
+	if sw := s.Switch; sw != nil {
+		out.Switch = &switchJSON{Kind: string(sw.Kind), From: sw.From.String(), Step: sw.Step, Reason: sw.Reason}
+		if sw.To != (shardmap.Endpoint{}) {
+			out.Switch.To = sw.To.String()
+		}
+	}
+	return out
+}
+
+// describe says what the switch does, for people: "failover 10.0.0.1:5432
+// -> 10.0.0.2:5432 at step promote"; "" for none.
+func (sw *switchJSON) describe() string {
+	if sw == nil {
+		return ""
+	}
+	to := sw.To
+	if to == "" {
+		to = "(not chosen yet)"
+	}
+	s := sw.Kind + " " + sw.From + " -> " + to
+	if sw.Step != "" {
+		s += " at step " + sw.Step
+	}
+	return s
 }
 
 func distributionToJSON(d *shardmap.Distribution) distributionJSON {

@@ -102,6 +102,7 @@ type ctlStore struct {
 	cur     metarpc.MapVersion
 	history []metarpc.MapVersion // oldest first
 	proxies []metarpc.ProxyStatus
+	reports map[string][]string // by proxy ID: the endpoints it cannot reach
 	members []metarpc.Member
 	applies int // successful ApplyMap calls
 }
@@ -178,12 +179,33 @@ func (s *ctlStore) Remove(_ context.Context, id string) error {
 	return nil
 }
 
-func (s *ctlStore) Heartbeat(_ context.Context, id, addr string, applied uint64) error {
+func (s *ctlStore) Heartbeat(_ context.Context, id, addr string, applied uint64, unreachable []string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.proxies = slices.DeleteFunc(s.proxies, func(p metarpc.ProxyStatus) bool { return p.ID == id })
 	s.proxies = append(s.proxies, metarpc.ProxyStatus{ID: id, Address: addr, AppliedEpoch: applied, LastSeen: time.Now(), Lease: 10 * time.Second, Live: true})
+	if s.reports == nil {
+		s.reports = make(map[string][]string)
+	}
+	s.reports[id] = slices.Clone(unreachable)
 	return nil
+}
+
+// Reports counts the reports of the live proxies.
+func (s *ctlStore) Reports(addr string) (unreachable, reporting int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.proxies {
+		r, ok := s.reports[p.ID]
+		if !ok || !p.Live {
+			continue
+		}
+		reporting++
+		if slices.Contains(r, addr) {
+			unreachable++
+		}
+	}
+	return unreachable, reporting
 }
 
 func (s *ctlStore) Proxies() []metarpc.ProxyStatus {

@@ -17,14 +17,17 @@ func TestShardsList(t *testing.T) {
 
 	c.store.set(ctlParseMap(t, ctlMapYAML), "")
 	r = c.cli(t, "shards", "list").want(t, exitOK)
-	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
-	if len(lines) != 3 {
-		t.Fatalf("want a header and 2 shards:\n%s", r.stdout)
+	tables := strings.Split(strings.TrimSpace(r.stdout), "\n\n")
+	lines := strings.Split(tables[0], "\n")
+	if len(lines) != 3 || len(tables) != 2 {
+		t.Fatalf("want a header and 2 shards, then a note:\n%s", r.stdout)
 	}
+	// Without a health monitor or proxy reports, health is unknown.
+	ctlWantContains(t, "stdout", tables[1], "Endpoint health: unknown")
 	for i, want := range [][]string{
-		{"NAME", "PRIMARY", "REPLICAS", "STATE"},
-		{"s1", "10.0.0.1:5432", "10.0.0.2:5432", "active"},
-		{"s2", "10.0.0.3:5432", "-", "readonly"},
+		{"NAME", "PRIMARY", "REPLICAS", "STATE", "FENCED", "SWITCH"},
+		{"s1", "10.0.0.1:5432", "10.0.0.2:5432", "active", "-", "-"},
+		{"s2", "10.0.0.3:5432", "-", "readonly", "-", "-"},
 	} {
 		if got := strings.Fields(lines[i]); !slices.Equal(got, want) {
 			t.Errorf("line %d: %q, want %q", i, got, want)
@@ -38,6 +41,9 @@ func TestShardsList(t *testing.T) {
 	}
 	if got.Epoch != 1 || len(got.Shards) != 2 || got.Shards[0].Replicas[0] != "10.0.0.2:5432" || len(got.Shards[1].Replicas) != 0 || got.Shards[1].State != "readonly" {
 		t.Errorf("json: %+v", got)
+	}
+	if e := got.Shards[0].Endpoints; len(e) != 2 || e[0].Role != "primary" || e[1].Role != "replica" || e[1].State != "unknown" || e[1].LagBytes != nil {
+		t.Errorf("json endpoints: %+v", e)
 	}
 }
 

@@ -177,7 +177,7 @@ func TestCluster(t *testing.T) {
 			}
 			// Calls that would do no harm if n just became the leader.
 			for name, err := range map[string]error{
-				"Heartbeat": n.Heartbeat(ctx, "p1", "10.1.0.1:6432", 1),
+				"Heartbeat": n.Heartbeat(ctx, "p1", "10.1.0.1:6432", 1, nil),
 				"Join":      n.Join(ctx, leader.ID(), leader.Addr()),
 				"Remove":    n.Remove(ctx, "nobody"),
 			} {
@@ -189,10 +189,17 @@ func TestCluster(t *testing.T) {
 		})
 	}
 	leader = c.leader()
-	if err := leader.Heartbeat(ctx, "p1", "10.1.0.1:6432", 1); err != nil {
+	if err := leader.Heartbeat(ctx, "p1", "10.1.0.1:6432", 1, []string{"10.0.0.1:5432"}); err != nil {
 		t.Fatal(err)
 	}
 	c.converged()
+	// Health reports stay in the leader's memory: followers have none.
+	for _, n := range c.nodes {
+		un, rep := n.Reports("10.0.0.1:5432")
+		if want := n == leader; (un == 1 && rep == 1) != want || (!want && (un != 0 || rep != 0)) {
+			t.Errorf("Reports on %s (leader %v) = %d of %d", n.ID(), want, un, rep)
+		}
+	}
 
 	// The leader goes away: the others elect a new one within 3 s, with
 	// every committed epoch, and go on with two of three voters.
@@ -214,6 +221,16 @@ func TestCluster(t *testing.T) {
 		t.Errorf("a new leader took %v", took)
 	} else {
 		t.Logf("%s leads %v after %s closed", next.ID(), took, old)
+	}
+	// The new leader starts without reports, and hears them again.
+	if un, rep := next.Reports("10.0.0.1:5432"); un != 0 || rep != 0 {
+		t.Errorf("new leader %s has reports at once: %d of %d", next.ID(), un, rep)
+	}
+	eventually(t, 10*time.Second, func() error {
+		return next.Heartbeat(ctx, "p1", "10.1.0.1:6432", 1, []string{"10.0.0.1:5432"})
+	})
+	if un, rep := next.Reports("10.0.0.1:5432"); un != 1 || rep != 1 {
+		t.Errorf("new leader %s after a heartbeat: %d of %d", next.ID(), un, rep)
 	}
 	eventually(t, 10*time.Second, func() error {
 		if e := next.Map().Epoch; e != 1 {

@@ -21,7 +21,10 @@
 // Subscribers learn new epochs with [Node.Watch]. Proxies report the epoch
 // they apply with [Node.Heartbeat]; [Node.WaitApplied] waits until every
 // live proxy has applied an epoch, which is what a workflow does before it
-// moves data.
+// moves data. A heartbeat also carries the endpoints the proxy cannot
+// reach; the leader keeps these reports in memory only, not in the log
+// (they change often and are stale a lease later), and [Node.Reports]
+// counts them per endpoint: the second observer a failover asks.
 //
 // Determinism: every log entry carries the leader's clock at proposal
 // time, and the replicated state only ever reads time from entries, never

@@ -29,6 +29,10 @@ type Node struct {
 	tcp   *tcpStream
 	store *raftboltdb.BoltStore
 
+	// reports are the proxies' health reports, in memory on the leader
+	// (reports.go).
+	reports reportBook
+
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
 

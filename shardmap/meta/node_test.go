@@ -118,7 +118,7 @@ func TestSingleNodeWatch(t *testing.T) {
 		t.Fatalf("after three changes got epoch %d, want 4", v.Epoch)
 	}
 	// Heartbeats do not wake watchers of the map.
-	if err := n.Heartbeat(ctx, "p1", "a:1", 4); err != nil {
+	if err := n.Heartbeat(ctx, "p1", "a:1", 4, nil); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -173,7 +173,7 @@ func TestSingleNodeProxies(t *testing.T) {
 		t.Fatalf("WaitApplied with no proxies: %v", err)
 	}
 	for _, p := range []string{"p1", "p2"} {
-		if err := n.Heartbeat(ctx, p, p+":6432", 1); err != nil {
+		if err := n.Heartbeat(ctx, p, p+":6432", 1, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -205,7 +205,7 @@ func TestSingleNodeProxies(t *testing.T) {
 		t := time.NewTicker(cfg.ProxyLease / 4)
 		defer t.Stop()
 		for {
-			if err := n.Heartbeat(ctx, "p1", "p1:6432", 2); err != nil {
+			if err := n.Heartbeat(ctx, "p1", "p1:6432", 2, nil); err != nil {
 				beats <- err
 				return
 			}
@@ -236,7 +236,7 @@ func TestSingleNodeProxies(t *testing.T) {
 	}
 
 	// A dead proxy that comes back behind blocks again.
-	if err := n.Heartbeat(ctx, "p2", "p2:6432", 1); err != nil {
+	if err := n.Heartbeat(ctx, "p2", "p2:6432", 1, nil); err != nil {
 		t.Fatal(err)
 	}
 	short, cancel = context.WithTimeout(ctx, 50*time.Millisecond)
@@ -251,7 +251,7 @@ func TestSingleNodeProxies(t *testing.T) {
 	if err := n.WaitApplied(ctx, 2); err != nil {
 		t.Fatal(err)
 	}
-	if err := n.Heartbeat(ctx, "", "x", 1); err == nil {
+	if err := n.Heartbeat(ctx, "", "x", 1, nil); err == nil {
 		t.Error("a heartbeat without an ID was accepted")
 	}
 }
@@ -275,7 +275,7 @@ func TestSingleNodeReopen(t *testing.T) {
 		_, err := n.ApplyMap(ctx, testMap(t, 5), 0, "")
 		return err
 	})
-	if err := n.Heartbeat(ctx, "p1", "p1:6432", 1); err != nil {
+	if err := n.Heartbeat(ctx, "p1", "p1:6432", 1, nil); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, func() error {

@@ -20,19 +20,29 @@ const maxProxyID = 200
 // more often, and at once after applying a new epoch. A heartbeat that
 // changes nothing and comes within a quarter lease of the last one is
 // answered without writing to the log.
-func (n *Node) Heartbeat(ctx context.Context, proxyID, addr string, applied uint64) error {
+//
+// unreachable are the endpoints (host:port) the proxy's own probes fail
+// to reach now, at most 4096; nil reports them all reachable. The report
+// replaces the proxy's previous one and stays in the leader's memory, out
+// of the log (see Reports): a changed report alone writes nothing.
+func (n *Node) Heartbeat(ctx context.Context, proxyID, addr string, applied uint64, unreachable []string) error {
 	if proxyID == "" || len(proxyID) > maxProxyID {
 		return fmt.Errorf("meta: heartbeat: a proxy ID of 1 to %d bytes is required", maxProxyID)
+	}
+	report, err := normalizeReport(unreachable)
+	if err != nil {
+		return fmt.Errorf("meta: heartbeat of proxy %s: %w", proxyID, err)
 	}
 	if err := n.requireLeader(); err != nil {
 		return err
 	}
+	n.recordReport(proxyID, report)
 	st := n.fsm.state()
 	if r, ok := st.proxies[proxyID]; ok && r.addr == addr && r.applied == applied &&
 		r.lease == n.cfg.ProxyLease && r.alive(st.now) && n.cfg.now().Sub(r.lastSeen) < r.lease/4 {
 		return nil
 	}
-	_, err := n.propose(ctx, cmdProxyHeartbeat, &heartbeatCmd{
+	_, err = n.propose(ctx, cmdProxyHeartbeat, &heartbeatCmd{
 		ProxyID: proxyID, Addr: addr, AppliedEpoch: applied, LeaseNanos: int64(n.cfg.ProxyLease),
 	})
 	if err != nil {
@@ -86,10 +96,12 @@ func (n *Node) WaitApplied(ctx context.Context, epoch uint64) error {
 	}
 }
 
-// maintain runs for the node's life. On the leader it records the node's
-// API address in the state, and moves the replicated clock on (a tick
-// entry) when a proxy's lease ran out by the leader's clock but not yet by
-// the replicated one, or a dead proxy is due to be forgotten.
+// maintain runs for the node's life. It drops the proxies' health reports
+// that can no longer count (all of them off the leader). On the leader it
+// records the node's API address in the state, and moves the replicated
+// clock on (a tick entry) when a proxy's lease ran out by the leader's
+// clock but not yet by the replicated one, or a dead proxy is due to be
+// forgotten.
 func (n *Node) maintain() {
 	every := min(max(n.cfg.ProxyLease/4, 10*time.Millisecond), time.Second)
 	t := time.NewTicker(every)
@@ -101,6 +113,7 @@ func (n *Node) maintain() {
 		case <-n.raft.LeaderCh():
 		case <-t.C:
 		}
+		n.pruneReports()
 		if n.raft.State() != raft.Leader {
 			continue
 		}

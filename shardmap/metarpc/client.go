@@ -461,9 +461,10 @@ func (c *Client) MapHistory(ctx context.Context, limit int, withMaps bool) ([]Ma
 	return out, nil
 }
 
-// ListShards returns the shards of the current map and its epoch (0 and
-// none when there is no map yet).
-func (c *Client) ListShards(ctx context.Context) (uint64, []shardmap.Shard, error) {
+// ListShards returns the shards of the current map, with the health of
+// their endpoints as the member that answers knows it, and the map's epoch
+// (0 and none when there is no map yet).
+func (c *Client) ListShards(ctx context.Context) (uint64, []ShardStatus, error) {
 	var resp *metapb.ListShardsResponse
 	err := c.call(ctx, "ListShards", c.opts.AttemptTimeout, func(ctx context.Context, mc metapb.MetaServiceClient, opts ...grpc.CallOption) (err error) {
 		resp, err = mc.ListShards(ctx, &metapb.ListShardsRequest{}, opts...)
@@ -513,10 +514,11 @@ func (c *Client) RemoveMember(ctx context.Context, id string) error {
 }
 
 // ProxyHeartbeat tells the leader that proxy id, listening at addr, is
-// alive and routes with the map of epoch applied. It returns the current
-// epoch.
-func (c *Client) ProxyHeartbeat(ctx context.Context, id, addr string, applied uint64) (uint64, error) {
-	req := &metapb.ProxyHeartbeatRequest{ProxyId: id, Address: addr, AppliedEpoch: applied}
+// alive and routes with the map of epoch applied, and that its own probes
+// fail to reach the endpoints (host:port) in unreachable (nil: none; at
+// most 4096). It returns the current epoch.
+func (c *Client) ProxyHeartbeat(ctx context.Context, id, addr string, applied uint64, unreachable []string) (uint64, error) {
+	req := &metapb.ProxyHeartbeatRequest{ProxyId: id, Address: addr, AppliedEpoch: applied, Unreachable: unreachable}
 	var resp *metapb.ProxyHeartbeatResponse
 	err := c.call(ctx, "ProxyHeartbeat", c.opts.AttemptTimeout, func(ctx context.Context, mc metapb.MetaServiceClient, opts ...grpc.CallOption) (err error) {
 		resp, err = mc.ProxyHeartbeat(ctx, req, opts...)

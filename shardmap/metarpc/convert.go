@@ -53,43 +53,6 @@ func versionFromProto(pv *metapb.MapVersion) (MapVersion, error) {
 	return v, nil
 }
 
-// shardsToProto lists a map's shards as ListShards reports them.
-func shardsToProto(m *shardmap.Map) []*metapb.Shard {
-	out := make([]*metapb.Shard, 0, len(m.Shards))
-	for _, s := range m.Shards {
-		ps := &metapb.Shard{Name: s.Name, Primary: s.Primary.String(), State: string(s.State)}
-		if ps.State == "" {
-			ps.State = string(shardmap.StateActive)
-		}
-		for _, r := range s.Replicas {
-			ps.Replicas = append(ps.Replicas, r.String())
-		}
-		out = append(out, ps)
-	}
-	return out
-}
-
-// shardsFromProto parses the shards ListShards sent.
-func shardsFromProto(ps []*metapb.Shard) ([]shardmap.Shard, error) {
-	out := make([]shardmap.Shard, 0, len(ps))
-	for _, p := range ps {
-		s := shardmap.Shard{Name: p.GetName(), State: shardmap.ShardState(p.GetState())}
-		var err error
-		if s.Primary, err = shardmap.ParseEndpoint(p.GetPrimary()); err != nil {
-			return nil, fmt.Errorf("shard %s: primary: %w", s.Name, err)
-		}
-		for _, r := range p.GetReplicas() {
-			ep, err := shardmap.ParseEndpoint(r)
-			if err != nil {
-				return nil, fmt.Errorf("shard %s: replica: %w", s.Name, err)
-			}
-			s.Replicas = append(s.Replicas, ep)
-		}
-		out = append(out, s)
-	}
-	return out, nil
-}
-
 func proxyToProto(p ProxyStatus) *metapb.Proxy {
 	return &metapb.Proxy{
 		Id:           p.ID,

@@ -16,7 +16,18 @@
 // [EpochConflict] (a lost compare-and-set: codes.FailedPrecondition) and
 // [InvalidInput] (codes.InvalidArgument). The client gives them back as
 // [*NotLeaderError], [*StaleEpochError] and [*InvalidArgumentError], which
-// also carry their gRPC status for status.Code.
+// also carry their gRPC status for status.Code. Other codes are chosen by
+// wrapping a sentinel ([ErrNotFound], [ErrFailedPrecondition],
+// [ErrAborted], [ErrInvalidArgument]); the client's errors match the
+// sentinel of the code the server answered with.
+//
+// Two optional hooks of [ServerOptions] plug in what the meta cluster
+// does beyond its Raft state: Switchover (a failover controller, package
+// replication/failover) serves the Switchover RPC on the leader, and
+// Health (a health monitor, package replication/health) tells ListShards
+// whether each endpoint is up and how far replicas lag. ListShards also
+// counts, per endpoint, the proxies that report it unreachable in their
+// heartbeats ([Store].Reports; kept by the leader only).
 //
 // Every RPC is authenticated ([ServerOptions]): a bearer token, a client
 // certificate verified by mutual TLS, or both; serving without either must

@@ -50,6 +50,67 @@ type InvalidInput interface {
 	InvalidArgument() bool
 }
 
+// Errors that a Store or a server hook (ServerOptions.Switchover) wraps to
+// choose the status code the client gets, with the error's text as the
+// message; the client's errors match them too (errors.Is), by the status
+// code the server answered with:
+//
+//	return 0, "", fmt.Errorf("shard %q: %w", shard, metarpc.ErrNotFound)
+var (
+	// ErrNotFound is codes.NotFound: what the request names (a shard)
+	// does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrFailedPrecondition is codes.FailedPrecondition: the state does
+	// not allow what was asked now (the shard is already switching, it
+	// has no healthy replica). Nothing was done.
+	ErrFailedPrecondition = errors.New("failed precondition")
+	// ErrAborted is codes.Aborted: the operation started and was rolled
+	// back (a switchover whose candidate did not catch up in time: the old
+	// primary stays).
+	ErrAborted = errors.New("aborted")
+	// ErrInvalidArgument is codes.InvalidArgument about the request field
+	// the RPC names (a "to" that is not a replica of the shard); the
+	// client gets an *InvalidArgumentError.
+	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrUnimplemented is codes.Unimplemented: the member does not offer
+	// the RPC (Switchover without a failover controller). The server
+	// answers it by itself; a hook need not use it.
+	ErrUnimplemented = errors.New("not implemented by this meta cluster")
+)
+
+// codeSentinels are the sentinels above with the status code they stand
+// for, in the order the server tries them (ErrInvalidArgument has its own
+// error type on the client).
+var codeSentinels = []struct {
+	code codes.Code
+	err  error
+}{
+	{codes.NotFound, ErrNotFound},
+	{codes.FailedPrecondition, ErrFailedPrecondition},
+	{codes.Aborted, ErrAborted},
+	{codes.Unimplemented, ErrUnimplemented},
+}
+
+// sentinelOf returns the sentinel of code, or nil.
+func sentinelOf(code codes.Code) error {
+	for _, cs := range codeSentinels {
+		if cs.code == code {
+			return cs.err
+		}
+	}
+	return nil
+}
+
+// codeError is a status error the client got, which also matches the
+// sentinel of its code. Its text is the status error's.
+type codeError struct {
+	err      error // the status error
+	sentinel error
+}
+
+func (e *codeError) Error() string   { return e.err.Error() }
+func (e *codeError) Unwrap() []error { return []error{e.err, e.sentinel} }
+
 // NotLeaderError says that the member asked is not the leader. The client
 // follows it on its own; callers see it only when no leader could be
 // reached.
@@ -191,6 +252,14 @@ func statusOf(err error, field string) (st *status.Status, leader string, redire
 		}
 		return (&InvalidArgumentError{Field: field, Problems: []string{err.Error()}}).GRPCStatus(), "", false
 	}
+	if errors.Is(err, ErrInvalidArgument) {
+		return (&InvalidArgumentError{Field: field, Problems: []string{err.Error()}}).GRPCStatus(), "", false
+	}
+	for _, cs := range codeSentinels {
+		if errors.Is(err, cs.err) {
+			return status.New(cs.code, err.Error()), "", false
+		}
+	}
 	switch {
 	case errors.Is(err, context.Canceled):
 		return status.New(codes.Canceled, err.Error()), "", false
@@ -242,6 +311,9 @@ func typedError(err error, trailer metadata.MD) error {
 			ia.Problems = []string{st.Message()}
 		}
 		return ia
+	}
+	if sentinel := sentinelOf(st.Code()); sentinel != nil {
+		return &codeError{err: err, sentinel: sentinel}
 	}
 	return err
 }

@@ -43,7 +43,8 @@ type fakeStore struct {
 	history []MapVersion // oldest first
 	changed chan struct{}
 	proxies map[string]ProxyStatus
-	pchange chan struct{} // closed when a heartbeat arrives
+	reports map[string][]string // the unreachable endpoints each proxy reported
+	pchange chan struct{}       // closed when a heartbeat arrives
 	members []Member
 	applies int // successful ApplyMap calls
 
@@ -59,6 +60,7 @@ func newFakeStore(id string) *fakeStore {
 		pchange: make(chan struct{}),
 		stopped: make(chan struct{}),
 		proxies: make(map[string]ProxyStatus),
+		reports: make(map[string][]string),
 		members: []Member{{ID: id, RaftAddress: "127.0.0.1:7001", APIAddress: "127.0.0.1:7000", Suffrage: "voter", Leader: true}},
 	}
 }
@@ -219,16 +221,36 @@ func (f *fakeStore) Remove(ctx context.Context, id string) error {
 	return nil
 }
 
-func (f *fakeStore) Heartbeat(ctx context.Context, id, addr string, applied uint64) error {
+func (f *fakeStore) Heartbeat(ctx context.Context, id, addr string, applied uint64, unreachable []string) error {
 	if err := f.notLeader(); err != nil {
 		return err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.proxies[id] = ProxyStatus{ID: id, Address: addr, AppliedEpoch: applied, LastSeen: time.Now().UTC().Truncate(time.Millisecond), Lease: 10 * time.Second, Live: true}
+	f.reports[id] = slices.Clone(unreachable)
 	close(f.pchange)
 	f.pchange = make(chan struct{})
 	return nil
+}
+
+// Reports counts the reports of live proxies; a follower has none.
+func (f *fakeStore) Reports(addr string) (unreachable, reporting int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.leader != "" {
+		return 0, 0
+	}
+	for id, r := range f.reports {
+		if !f.proxies[id].Live {
+			continue
+		}
+		reporting++
+		if slices.Contains(r, addr) {
+			unreachable++
+		}
+	}
+	return unreachable, reporting
 }
 
 func (f *fakeStore) Proxies() []ProxyStatus {

@@ -17,7 +17,8 @@ import (
 // NotLeaderError, StaleEpochError and InvalidMapError already carry what
 // the server looks for; an uncertain outcome or a closed node is
 // Unavailable, so clients retry — the compare-and-set on the epoch keeps a
-// retried ApplyMap safe).
+// retried ApplyMap safe). The proxies' health reports are the node's
+// (meta.Node.Reports: in memory on the leader).
 func NodeStore(n *meta.Node) Store { return nodeStore{n} }
 
 type nodeStore struct{ n *meta.Node }
@@ -100,9 +101,11 @@ func (s nodeStore) Remove(ctx context.Context, id string) error {
 	return nil
 }
 
-func (s nodeStore) Heartbeat(ctx context.Context, id, addr string, applied uint64) error {
-	return nodeError(s.n.Heartbeat(ctx, id, addr, applied))
+func (s nodeStore) Heartbeat(ctx context.Context, id, addr string, applied uint64, unreachable []string) error {
+	return nodeError(s.n.Heartbeat(ctx, id, addr, applied, unreachable))
 }
+
+func (s nodeStore) Reports(addr string) (unreachable, reporting int) { return s.n.Reports(addr) }
 
 func (s nodeStore) Proxies() []ProxyStatus {
 	var out []ProxyStatus

@@ -132,7 +132,7 @@ func TestRoundTrip(t *testing.T) {
 	}
 
 	// Proxies.
-	cur, err := c.ProxyHeartbeat(ctx, "p1", "10.1.0.1:6432", 1)
+	cur, err := c.ProxyHeartbeat(ctx, "p1", "10.1.0.1:6432", 1, nil)
 	if err != nil || cur != 2 {
 		t.Fatalf("ProxyHeartbeat = %d, %v", cur, err)
 	}
@@ -152,7 +152,7 @@ func TestRoundTrip(t *testing.T) {
 	waited := make(chan error, 1)
 	go func() { waited <- c.WaitApplied(ctx, 2, 5*time.Second) }()
 	time.Sleep(50 * time.Millisecond)
-	if _, err := c.ProxyHeartbeat(ctx, "p1", "10.1.0.1:6432", 2); err != nil {
+	if _, err := c.ProxyHeartbeat(ctx, "p1", "10.1.0.1:6432", 2, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-waited; err != nil {
@@ -480,7 +480,7 @@ func TestRedirectToLeader(t *testing.T) {
 	if leader.store.appliesCount() != 1 || followerStore.appliesCount() != 0 {
 		t.Fatalf("applies: leader %d, follower %d", leader.store.appliesCount(), followerStore.appliesCount())
 	}
-	if _, err := c.ProxyHeartbeat(ctx, "p1", "", 1); err != nil {
+	if _, err := c.ProxyHeartbeat(ctx, "p1", "", 1, nil); err != nil {
 		t.Fatal(err)
 	}
 	if ps, err := c.ListProxies(ctx); err != nil || len(ps) != 1 {

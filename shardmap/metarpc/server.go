@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
+	"github.com/pgshard/pgshard/replication/health"
 	"github.com/pgshard/pgshard/shardmap/metapb"
 )
 
@@ -71,6 +72,25 @@ type ServerOptions struct {
 	// Logger receives handler panics and errors the Store returned that
 	// have no better status than codes.Unknown; nil means none.
 	Logger *slog.Logger
+
+	// Switchover, when not nil, runs the Switchover RPC: it makes the
+	// replica to (host:port; "" lets it choose) the primary of shard and
+	// returns the epoch of the map that has the new primary, and that
+	// primary. The server calls it on the leader only (a follower
+	// redirects the client, having done nothing), with a context that
+	// ends at the request's timeout, when the client goes away or when
+	// the server shuts down; what an unfinished switchover does then is
+	// the hook's business (its state is in the map). Its errors choose
+	// the status code by wrapping ErrNotFound, ErrFailedPrecondition,
+	// ErrAborted or ErrInvalidArgument (about "to"); context errors give
+	// DeadlineExceeded or Canceled, anything else Unknown. Without it the
+	// RPC answers codes.Unimplemented.
+	Switchover func(ctx context.Context, shard, to string) (epoch uint64, newPrimary string, err error)
+	// Health, when not nil, is this member's view of the endpoints of the
+	// shard map (a health.Monitor's Snapshot), which ListShards reports
+	// per endpoint. It must not block. Without it the endpoints' state is
+	// "unknown".
+	Health func() []health.Status
 }
 
 // Server serves the MetaService over a Store. Create it with NewServer,
@@ -122,7 +142,10 @@ func NewServer(store Store, opts ServerOptions) (*Server, error) {
 	stopping, stop := context.WithCancel(context.Background())
 	s := &Server{
 		grpc: grpc.NewServer(gopts...),
-		svc:  &service{store: store, stopping: stopping, log: log, maxMsg: size},
+		svc: &service{
+			store: store, stopping: stopping, log: log, maxMsg: size,
+			switchover: opts.Switchover, health: opts.Health,
+		},
 		stop: stop,
 	}
 	metapb.RegisterMetaServiceServer(s.grpc, s.svc)

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/pgshard/pgshard/replication/health"
 	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/shardmap/metapb"
 )
@@ -27,6 +28,11 @@ const (
 	maxHistory     = 1000
 	defaultWait    = 30 * time.Second
 	maxWait        = 10 * time.Minute
+	// defaultSwitchover is a Switchover's timeout when the request has
+	// none; maxWait bounds it too.
+	defaultSwitchover = 60 * time.Second
+	// maxUnreachable bounds the endpoints one heartbeat may report.
+	maxUnreachable = 4096
 	maxCommentLen  = 1024
 	maxNameLen     = 256 // ids and addresses
 )
@@ -38,6 +44,10 @@ type service struct {
 	stopping context.Context // canceled when the server shuts down
 	log      *slog.Logger
 	maxMsg   int
+
+	// The optional hooks of ServerOptions; nil when not given.
+	switchover func(ctx context.Context, shard, to string) (uint64, string, error)
+	health     func() []health.Status
 
 	// The YAML of the newest epoch encoded, which every watcher sends.
 	yamlMu    sync.Mutex
@@ -209,13 +219,18 @@ func (s *service) MapHistory(_ context.Context, req *metapb.MapHistoryRequest) (
 	return resp, nil
 }
 
-// ListShards implements metapb.MetaServiceServer.
+// ListShards implements metapb.MetaServiceServer. Each endpoint's health
+// comes from the Health hook, and the proxies' reports from the Store.
 func (s *service) ListShards(context.Context, *metapb.ListShardsRequest) (*metapb.ListShardsResponse, error) {
 	v := s.store.Map()
 	if v.Map == nil {
 		return &metapb.ListShardsResponse{}, nil
 	}
-	return &metapb.ListShardsResponse{Epoch: v.Epoch, Shards: shardsToProto(v.Map)}, nil
+	var idx healthIndex
+	if s.health != nil {
+		idx = newHealthIndex(s.health())
+	}
+	return &metapb.ListShardsResponse{Epoch: v.Epoch, Shards: shardsToProto(v.Map, idx, s.store)}, nil
 }
 
 // MemberStatus implements metapb.MetaServiceServer.
@@ -260,7 +275,15 @@ func (s *service) ProxyHeartbeat(ctx context.Context, req *metapb.ProxyHeartbeat
 	if err := checkAddress("address", req.GetAddress(), true); err != nil {
 		return nil, err
 	}
-	if err := s.store.Heartbeat(ctx, req.GetProxyId(), req.GetAddress(), req.GetAppliedEpoch()); err != nil {
+	if n := len(req.GetUnreachable()); n > maxUnreachable {
+		return nil, invalid("unreachable", fmt.Sprintf("%d endpoints, more than %d", n, maxUnreachable))
+	}
+	for _, a := range req.GetUnreachable() {
+		if err := checkAddress("unreachable", a, false); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.store.Heartbeat(ctx, req.GetProxyId(), req.GetAddress(), req.GetAppliedEpoch(), req.GetUnreachable()); err != nil {
 		return nil, s.fail(ctx, "ProxyHeartbeat", "proxy_id", err)
 	}
 	return &metapb.ProxyHeartbeatResponse{Ok: true, CurrentEpoch: s.store.Map().Epoch}, nil
@@ -309,6 +332,51 @@ func (s *service) WaitApplied(ctx context.Context, req *metapb.WaitAppliedReques
 	// the wait a success after all.
 	resp.Applied = len(resp.Lagging) == 0
 	return resp, nil
+}
+
+// Switchover implements metapb.MetaServiceServer through the Switchover
+// hook, on the leader only. A follower redirects before anything is done;
+// once the hook runs, a lost leadership is not a redirect (the client must
+// not send the switchover again blindly) but Unavailable saying so.
+func (s *service) Switchover(ctx context.Context, req *metapb.SwitchoverRequest) (*metapb.SwitchoverResponse, error) {
+	if s.switchover == nil {
+		return nil, status.Error(codes.Unimplemented, "this meta cluster runs no failover controller, so it cannot switch primaries (Switchover)")
+	}
+	if err := checkName("shard", req.GetShard()); err != nil {
+		return nil, err
+	}
+	if err := checkAddress("to", req.GetTo(), true); err != nil {
+		return nil, err
+	}
+	timeout := defaultSwitchover
+	if t := req.GetTimeout(); t != nil {
+		if err := t.CheckValid(); err != nil || t.AsDuration() < 0 {
+			return nil, invalid("timeout", "the timeout must be a positive duration")
+		}
+		if d := t.AsDuration(); d > 0 {
+			timeout = min(d, maxWait)
+		}
+	}
+	if st := s.store.Status(ctx); st.State != "leader" {
+		return nil, s.fail(ctx, "Switchover", "", &NotLeaderError{Leader: st.LeaderAPIAddress})
+	}
+	ctx, cancel := s.bind(ctx)
+	defer cancel()
+	hctx, hcancel := context.WithTimeout(ctx, timeout)
+	defer hcancel()
+	epoch, primary, err := s.switchover(hctx, req.GetShard(), req.GetTo())
+	var lr LeaderRedirect
+	switch {
+	case err == nil:
+		return &metapb.SwitchoverResponse{Epoch: epoch, NewPrimary: primary}, nil
+	case errors.As(err, &lr):
+		return nil, status.Errorf(codes.Unavailable, "this member stopped leading the meta cluster during the switchover of shard %s (%v); "+
+			"a new leader resumes it from the map: read the shard before asking again", req.GetShard(), err)
+	case s.stopping.Err() != nil:
+		return nil, status.Errorf(codes.Unavailable, "the meta server shut down during the switchover of shard %s (%v); "+
+			"a leader resumes it from the map: read the shard before asking again", req.GetShard(), err)
+	}
+	return nil, s.fail(ctx, "Switchover", "to", err)
 }
 
 // invalid is an InvalidArgument status error about one field.

@@ -117,8 +117,16 @@ type Store interface {
 	// Remove removes a member. Leader only.
 	Remove(ctx context.Context, id string) error
 	// Heartbeat records that proxy id, listening at addr, is alive and
-	// applies epoch applied. Leader only.
-	Heartbeat(ctx context.Context, id, addr string, applied uint64) error
+	// applies epoch applied, and that its own probes fail to reach the
+	// endpoints (host:port) in unreachable (nil: none). The report
+	// replaces the proxy's previous one; it need not be replicated (see
+	// Reports). Leader only.
+	Heartbeat(ctx context.Context, id, addr string, applied uint64, unreachable []string) error
+	// Reports counts, among the live proxies whose latest report is
+	// younger than their lease, how many report the endpoint addr
+	// (host:port) unreachable and how many reported at all. A member
+	// that keeps no reports (a follower) returns 0, 0.
+	Reports(addr string) (unreachable, reporting int)
 	// Proxies lists the proxies known from heartbeats, by ID.
 	Proxies() []ProxyStatus
 	// WaitApplied returns nil once every live proxy reports epoch or a
