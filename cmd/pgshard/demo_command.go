@@ -135,7 +135,7 @@ func (o *demoOptions) Run(ctx context.Context) (err error) {
 			return fmt.Errorf("embedded meta: %w", err)
 		}
 		defer os.RemoveAll(dir)
-		if em, err = startEmbeddedMeta(ctx, o.metaListen, dir, cfg.ShardMap()); err != nil {
+		if em, err = startEmbeddedMeta(ctx, o.metaListen, dir, cfg); err != nil {
 			return listenHint(err)
 		}
 		defer em.close()

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/pgshard/pgshard/proxy"
+	"github.com/pgshard/pgshard/replication/failover"
 	"github.com/pgshard/pgshard/replication/health"
-	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/shardmap/meta"
 	"github.com/pgshard/pgshard/shardmap/metarpc"
 )
@@ -32,12 +32,16 @@ type embeddedMeta struct {
 	// proxy is the proxy that follows the map (set by follow), whose
 	// health monitor the server reports.
 	proxy atomic.Pointer[proxy.Server]
+	// failover runs when the proxy's backend credentials are known.
+	failover *failoverRunner
 }
 
 // startEmbeddedMeta starts a single-voter meta node with its data in
 // dataDir and its API on apiAddr (loopback: clients need no credentials),
-// seeded with seed when it holds no map yet.
-func startEmbeddedMeta(ctx context.Context, apiAddr, dataDir string, seed *shardmap.Map) (*embeddedMeta, error) {
+// seeded with the shard map of cfg when it holds no map yet. With a
+// backend user in cfg it also fails over dead primaries (as that user).
+func startEmbeddedMeta(ctx context.Context, apiAddr, dataDir string, cfg *proxy.Config) (*embeddedMeta, error) {
+	seed := cfg.ShardMap()
 	lis, err := net.Listen("tcp", apiAddr)
 	if err != nil {
 		return nil, fmt.Errorf("embedded meta: listen on %s: %w", apiAddr, err)
@@ -69,14 +73,27 @@ func startEmbeddedMeta(ctx context.Context, apiAddr, dataDir string, seed *shard
 		}
 	}
 	m := &embeddedMeta{node: node, store: metarpc.NodeStore(node), served: make(chan error, 1), addr: lis.Addr().String()}
-	m.server, err = metarpc.NewServer(m.store, metarpc.ServerOptions{
+	opts := metarpc.ServerOptions{
 		AllowUnauthenticated: true,
 		Logger:               slog.Default(),
 		// The proxy in this process probes every endpoint: its view is
 		// the cluster's (pgshard shards list shows it).
 		Health: m.health,
-	})
+	}
+	if cfg.Backend.User != "" {
+		fo := metaFailoverOptions{pgUser: cfg.Backend.User, password: cfg.Backend.Password, pgSSLMode: cfg.Backend.SSLMode,
+			pgSSLRootCert: cfg.Backend.SSLRootCert, checkInterval: failover.DefaultCheckInterval,
+			failAfter: failover.DefaultFailAfter, observers: failover.DefaultObservers, drainGrace: failover.DefaultDrainGrace}
+		if m.failover, err = startFailover(node, fo); err != nil {
+			return fail(err)
+		}
+		opts.Switchover = m.failover.switchover
+	}
+	m.server, err = metarpc.NewServer(m.store, opts)
 	if err != nil {
+		if m.failover != nil {
+			m.failover.stop()
+		}
 		return fail(err)
 	}
 	go func() { m.served <- m.server.Serve(lis) }() // ends in close
@@ -100,6 +117,9 @@ func (m *embeddedMeta) close() error {
 		m.server.Stop()
 	}
 	<-m.served
+	if m.failover != nil {
+		m.failover.stop()
+	}
 	return m.node.Close()
 }
 

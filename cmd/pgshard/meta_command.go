@@ -34,6 +34,7 @@ type metaRunOptions struct {
 	logLevel    string
 	heartbeat   time.Duration
 	election    time.Duration
+	failover    metaFailoverOptions
 	stderr      io.Writer
 }
 
@@ -51,7 +52,12 @@ func newMetaRunCommand() *cobra.Command {
 Start the first member with --bootstrap (once, on an empty data dir); start the
 others without it and add them from the CLI: pgshard meta join ID RAFT_ADDR.
 The API needs a token (--token or PGSHARD_META_TOKEN) and/or mutual TLS; without
-either it refuses to start unless --allow-unauthenticated (loopback clients only).`,
+either it refuses to start unless --allow-unauthenticated (loopback clients only).
+
+The leader checks every primary of the map and fails over one that fails its
+checks for --failover-after (and that proxies also report unreachable): its most
+advanced replica is promoted, the others follow it, the old primary is fenced.
+It connects to PostgreSQL as --pg-user with the password in ` + envMetaPGPassword + `.`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) > 0 {
 				return usageError{fmt.Errorf("meta run takes no arguments, got %q", args)}
@@ -84,6 +90,7 @@ either it refuses to start unless --allow-unauthenticated (loopback clients only
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.DurationVar(&o.heartbeat, "heartbeat-timeout", 500*time.Millisecond, "Raft heartbeat timeout: how long a follower waits for the leader before starting an election")
 	f.DurationVar(&o.election, "election-timeout", 500*time.Millisecond, "Raft election timeout")
+	o.failover.addFlags(f)
 	return cmd
 }
 
@@ -141,6 +148,14 @@ func (o *metaRunOptions) Run(ctx context.Context) error {
 			return err
 		}
 		opts.RequireClientCert = o.tlsClientCA != ""
+	}
+	if !o.failover.disabled {
+		fo, err := startFailover(node, o.failover)
+		if err != nil {
+			return err
+		}
+		defer fo.stop()
+		opts.Switchover, opts.Health = fo.switchover, fo.health
 	}
 	srv, err := metarpc.NewServer(metarpc.NodeStore(node), opts)
 	if err != nil {

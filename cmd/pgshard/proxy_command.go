@@ -93,7 +93,7 @@ func (o *proxyOptions) Run(ctx context.Context) error {
 		defer client.Close()
 	case o.metaListen != "" && cfg.ShardMap() != nil:
 		dir := filepath.Join(filepath.Dir(o.configPath), "pgshard-meta")
-		em, err := startEmbeddedMeta(ctx, o.metaListen, dir, cfg.ShardMap())
+		em, err := startEmbeddedMeta(ctx, o.metaListen, dir, cfg)
 		if err != nil {
 			return fmt.Errorf("%w (another proxy or demo on this host? choose --meta-listen, or \"\" to disable)", err)
 		}
