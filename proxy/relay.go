@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/pgshard/pgshard/replication/health"
@@ -72,10 +73,20 @@ func (s *session) Frame(be *pool.Conn, typ byte, frame []byte) bool {
 		}
 	case 'E':
 		r.segFailed = true
-		s.srv.metrics.errorCode(wire.ErrorCode(frame))
 		if sev := wire.ErrorField(frame, 'V'); sev == "FATAL" || sev == "PANIC" {
 			r.sawFatal = true
+			if code := wire.ErrorCode(frame); strings.HasPrefix(code, "57P0") {
+				// The server ends the session (shut down, its postmaster
+				// died, terminated): to the client that is a lost server
+				// connection, whatever the reason — one SQLSTATE to retry on.
+				r.out = wire.AppendErrorResponse(r.out, &wire.Error{Severity: "FATAL", Code: wire.SQLStateConnectionFailure,
+					Message: "server connection lost: " + wire.ErrorField(frame, 'M'),
+					Detail:  "The PostgreSQL server behind pgshard ended the session (SQLSTATE " + code + "); the transaction, if any, is lost."})
+				s.srv.metrics.errorCode(wire.SQLStateConnectionFailure)
+				return false
+			}
 		}
+		s.srv.metrics.errorCode(wire.ErrorCode(frame))
 	case 'C':
 		r.lastTag = cstring(frame[wire.HeaderLen:])
 	case 'G': // CopyInResponse: Syncs sent before the copy's end are ignored

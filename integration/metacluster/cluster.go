@@ -32,6 +32,8 @@ type config struct {
 	members  int
 	token    string
 	logLevel string
+	args     []string
+	env      []string
 }
 
 // Option configures Start.
@@ -46,6 +48,13 @@ func Token(tok string) Option { return func(c *config) { c.token = tok } }
 // LogLevel sets the members' --log-level (default info).
 func LogLevel(l string) Option { return func(c *config) { c.logLevel = l } }
 
+// Args adds arguments to every member's `pgshard meta run` command line.
+func Args(args ...string) Option { return func(c *config) { c.args = append(c.args, args...) } }
+
+// Environ adds KEY=VALUE pairs to every member's environment (secrets go
+// here, not in Args).
+func Environ(kv ...string) Option { return func(c *config) { c.env = append(c.env, kv...) } }
+
 // Cluster is a meta cluster of `pgshard meta run` processes.
 type Cluster struct {
 	Members []*Member
@@ -54,6 +63,8 @@ type Cluster struct {
 
 	bin      string
 	logLevel string
+	args     []string
+	env      []string
 }
 
 // Start starts a cluster with bin (see Build) and stops it when the test
@@ -70,7 +81,7 @@ func Start(t testing.TB, bin string, opts ...Option) *Cluster {
 	if cfg.token == "" {
 		cfg.token = rand.Text()
 	}
-	c := &Cluster{Token: cfg.token, bin: bin, logLevel: cfg.logLevel}
+	c := &Cluster{Token: cfg.token, bin: bin, logLevel: cfg.logLevel, args: cfg.args, env: cfg.env}
 	dir := tempDir(t, "meta-")
 	for i := range cfg.members {
 		raftAddr, err := FreeAddr()

@@ -47,7 +47,9 @@ func (m *Member) start(ctx context.Context, bootstrap bool) error {
 	if bootstrap {
 		args = append(args, "--bootstrap")
 	}
-	p, err := StartProcess("meta member "+m.ID, m.LogPath, m.c.bin, []string{"PGSHARD_META_TOKEN=" + m.c.Token}, args...)
+	args = append(args, m.c.args...)
+	env := append([]string{"PGSHARD_META_TOKEN=" + m.c.Token}, m.c.env...)
+	p, err := StartProcess("meta member "+m.ID, m.LogPath, m.c.bin, env, args...)
 	if err == nil {
 		m.proc = p
 	}

@@ -1,0 +1,169 @@
+package failovertest_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgshard/pgshard/shardmap"
+)
+
+// availabilityTarget is how soon writes to a shard whose primary died
+// must flow again.
+const availabilityTarget = 5 * time.Second
+
+// failover kills shard's primary under load and checks what the issue
+// asks: writes to it flow again within availabilityTarget, the other
+// shard never stops, the map names a replica as primary and fences the
+// old one. It returns the new map and the kill time.
+func failover(t *testing.T, e *env, l *load, shard int) (*shardmap.Map, time.Time) {
+	t.Helper()
+	name := fmt.Sprintf("s%d", shard)
+	old := e.pg.Shards[shard]
+	l.waitAcks(t, shard, 50, 20*time.Second)
+	l.waitAcks(t, 1-shard, 50, 20*time.Second)
+	killed := time.Now()
+	if err := old.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	m := e.waitMap(t, 30*time.Second, "failover of "+name, func(m *shardmap.Map) bool {
+		sh := m.Shard(name)
+		return sh.Switch == nil && sh.Primary.String() != old.Addr()
+	})
+	committed := time.Since(killed)
+	l.waitAcks(t, shard, 20, 20*time.Second)
+	time.Sleep(500 * time.Millisecond) // more load on the new primary
+	gap, gapAt := l.maxGap(shard, killed.Add(-time.Second))
+	otherGap, otherAt := l.maxGap(1-shard, killed.Add(-time.Second))
+	t.Logf("%s: primary %s killed; new map (epoch %d, primary %s) committed after %s; longest write gap on %s %s (from %s after the kill); longest on the other shard %s (from %s after the kill)",
+		name, old.Addr(), m.Epoch, m.Shard(name).Primary, committed.Round(time.Millisecond), name,
+		gap.Round(time.Millisecond), gapAt.Sub(killed).Round(time.Millisecond), otherGap.Round(time.Millisecond), otherAt.Sub(killed).Round(time.Millisecond))
+	if gap > availabilityTarget {
+		t.Errorf("%s: writes stopped for %s, want under %s", name, gap.Round(time.Millisecond), availabilityTarget)
+	}
+	if otherGap > time.Second {
+		t.Errorf("the other shard's writes stopped for %s during the failover", otherGap.Round(time.Millisecond))
+	}
+	// Writes in flight on the dead primary fail with 08006 (retry);
+	// everything else waited for the new primary.
+	l.mu.Lock()
+	for _, le := range l.errs {
+		if le.at.After(killed) && (le.shard != shard || le.code != "08006") {
+			t.Errorf("client error during the failover of %s (want only 08006 on %s): s%d %v", name, name, le.shard, le.err)
+		}
+	}
+	l.mu.Unlock()
+	sh := m.Shard(name)
+	if !containsEndpoint(sh.Fenced, old.Addr()) || containsEndpoint(sh.Replicas, old.Addr()) {
+		t.Errorf("%s: the old primary %s is not fenced: %+v", name, old.Addr(), sh)
+	}
+	newPrimary := sh.Primary.String()
+	if newPrimary != old.Replicas[0].Addr() && newPrimary != old.Replicas[1].Addr() {
+		t.Errorf("%s: new primary %s is not one of the replicas", name, newPrimary)
+	}
+	return m, killed
+}
+
+func containsEndpoint(es []shardmap.Endpoint, addr string) bool {
+	for _, e := range es {
+		if e.String() == addr {
+			return true
+		}
+	}
+	return false
+}
+
+// TestFailoverAsync: asynchronous replication. Kill -9 of s0's primary
+// under load: writes to s0 flow again within 5 s, s1 never stops, the
+// acknowledged writes that did not reach the new primary (the loss window
+// of asynchronous replication) are counted and reported, the old primary
+// restarted gets no traffic. Then a planned switchover of s1 under load:
+// no client error at all, no acknowledged write lost.
+func TestFailoverAsync(t *testing.T) {
+	e := setup(t, nil)
+	l := e.startLoad(t, 2)
+	m, killed := failover(t, e, l, 0)
+
+	// The old primary comes back: it must get nothing.
+	old := e.pg.Shards[0]
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if err := old.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before, err := old.QueryValue(ctx, "SELECT count(*) FROM acct")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.waitAcks(t, 0, 100, 20*time.Second)
+	after, err := old.QueryValue(ctx, "SELECT count(*) FROM acct")
+	if err != nil {
+		t.Fatal(err)
+	}
+	others, err := old.QueryValue(ctx, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before != after || others != "0" {
+		t.Errorf("the restarted old primary got traffic: rows %s then %s, %s other sessions", before, after, others)
+	}
+
+	// Planned switchover of s1 under the same load: no error, nothing lost.
+	errsBefore := len(l.errorSummary())
+	_ = errsBefore
+	l.mu.Lock()
+	nErrs := len(l.errs)
+	l.mu.Unlock()
+	start := time.Now()
+	cmd := exec.CommandContext(ctx, pgshardBin, "failover", "--shard", "s1", "--meta", strings.Join(e.meta.Addrs(), ","), "--timeout", "60s")
+	cmd.Env = append(os.Environ(), "PGSHARD_META_TOKEN="+e.meta.Token)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("pgshard failover: %v\n%s", err, out)
+	}
+	took := time.Since(start)
+	l.waitAcks(t, 1, 50, 20*time.Second)
+	l.stop()
+	l.mu.Lock()
+	switchErrs := l.errs[nErrs:]
+	l.mu.Unlock()
+	m2 := e.currentMap(t)
+	t.Logf("switchover of s1: %s (%s); primary now %s", strings.TrimSpace(string(out)), took.Round(time.Millisecond), m2.Shard("s1").Primary)
+	if len(switchErrs) > 0 {
+		for _, se := range switchErrs[:min(5, len(switchErrs))] {
+			t.Errorf("client error during the switchover: %v", se.err)
+		}
+	}
+	if m2.Shard("s1").Primary.String() == e.pg.Shards[1].Addr() {
+		t.Errorf("s1's primary did not change")
+	}
+
+	acked, missing := l.verify(t, m2)
+	t.Logf("load: %d writes, %d reads, %d acknowledged; errors by shard and SQLSTATE: %v", l.writes, l.reads, acked, l.errorSummary())
+	t.Logf("asynchronous replication: %d acknowledged writes missing after the failover of s0 (killed at %s)", missing, killed.Format("15:04:05.000"))
+	for _, s := range l.firstErrors(5) {
+		t.Log(s)
+	}
+	_ = m
+}
+
+// TestFailoverSync: with synchronous replication (ANY 1 of the replicas)
+// the same kill -9 loses no acknowledged write.
+func TestFailoverSync(t *testing.T) {
+	e := setup(t, map[string]string{
+		"synchronous_commit":        "on",
+		"synchronous_standby_names": "'ANY 1 (*)'",
+	})
+	l := e.startLoad(t, 2)
+	failover(t, e, l, 1)
+	l.stop()
+	acked, missing := l.verify(t, e.currentMap(t))
+	t.Logf("load: %d writes, %d reads, %d acknowledged; errors by shard and SQLSTATE: %v", l.writes, l.reads, acked, l.errorSummary())
+	if missing != 0 {
+		t.Errorf("synchronous replication: %d of %d acknowledged writes lost", missing, acked)
+	}
+}
