@@ -35,17 +35,20 @@ func newFailoverCommand(stdout io.Writer) *cobra.Command {
 		Use:   "failover --shard SHARD [--to HOST:PORT]",
 		Short: "Make a replica the primary of a shard (a switchover, or a failover if the primary is down)",
 		Long: `Ask the leader of the meta cluster to make a replica the primary of a shard.
-While the primary is up this is a switchover that loses nothing: writes are
-held, the replica catches up, then it is promoted. When the primary is down it
-is a failover to the most advanced replica. Either way the old primary is
-fenced (it gets no traffic until re-joined) and the proxies follow the new map.
+This is a planned switchover that loses nothing: proxies hold the shard's
+writes, open transactions on the primary finish (up to the leader's
+--switchover-drain, then they are ended), the replica replays everything,
+then it is promoted and the proxies send the held writes to it. The old
+primary is fenced: it gets no traffic until it is re-joined as a replica
+(pgshard shards rejoin). A primary that is down is not switched over: the
+meta leader fails it over by itself.
 
 --to names the replica to promote (host:port as in the map); without it the
 leader chooses. --timeout bounds the whole switch. The command prints the new
 primary and the map epoch that has it.
 
-Exit status: 0 when the shard has its new primary; 1 when it was refused or
-rolled back (the primary is unchanged); 3 when the outcome is unknown (the
+Exit status: 0 when the shard has its new primary; 1 when it was refused (the
+primary is unchanged); 3 when the outcome is unknown (the
 answer was lost): check with "pgshard shards list" before running it again.`,
 		Example: `  pgshard failover --shard s1
   pgshard failover --shard s1 --to 10.0.0.12:5432 --timeout 2m`,

@@ -1,6 +1,7 @@
 package failovertest_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgshard/pgshard/integration/pgcluster"
 	"github.com/pgshard/pgshard/shardmap"
 )
 
@@ -112,6 +114,8 @@ func TestFailoverAsync(t *testing.T) {
 		t.Errorf("the restarted old primary got traffic: rows %s then %s, %s other sessions", before, after, others)
 	}
 
+	rejoin(t, e, 0, old)
+
 	// Planned switchover of s1 under the same load: no error, nothing lost.
 	errsBefore := len(l.errorSummary())
 	_ = errsBefore
@@ -165,5 +169,56 @@ func TestFailoverSync(t *testing.T) {
 	t.Logf("load: %d writes, %d reads, %d acknowledged; errors by shard and SQLSTATE: %v", l.writes, l.reads, acked, l.errorSummary())
 	if missing != 0 {
 		t.Errorf("synchronous replication: %d of %d acknowledged writes lost", missing, acked)
+	}
+}
+
+// rejoin stops the fenced old primary of shard, runs pgshard shards rejoin
+// on its data directory, starts it when the command says so, and checks
+// that it streams from the new primary and is a replica in the map again.
+func rejoin(t *testing.T, e *env, shard int, old *pgcluster.Server) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	if err := old.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("s%d", shard)
+	cmd := exec.CommandContext(ctx, pgshardBin, "shards", "rejoin", "--shard", name, "--endpoint", old.Addr(),
+		"--data-dir", old.DataDir, "--pg-user", pgcluster.SuperuserName, "--pg-sslmode", "disable", "--wait", "60s",
+		"--meta", strings.Join(e.meta.Addrs(), ","))
+	cmd.Env = append(os.Environ(), "PGSHARD_META_TOKEN="+e.meta.Token, "PGSHARD_META_PG_PASSWORD="+pgcluster.SuperuserPassword)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	lines := bufio.NewScanner(stdout)
+	started := false
+	for lines.Scan() {
+		out = append(out, lines.Text())
+		if !started && strings.Contains(lines.Text(), "Start the server now") {
+			started = true
+			if err := old.Restart(ctx); err != nil {
+				t.Fatalf("start the rebuilt server: %v", err)
+			}
+		}
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("pgshard shards rejoin: %v\n%s\n%s", err, strings.Join(out, "\n"), stderr.String())
+	}
+	t.Logf("rejoin of %s (%s): %s", old.Addr(), time.Since(start).Round(time.Millisecond), strings.Join(out, " | "))
+	m := e.currentMap(t)
+	sh := m.Shard(name)
+	if containsEndpoint(sh.Fenced, old.Addr()) || !containsEndpoint(sh.Replicas, old.Addr()) {
+		t.Fatalf("after rejoin %s is not a replica of %s: %+v", old.Addr(), name, sh)
+	}
+	if v, err := old.QueryValue(ctx, "SELECT pg_is_in_recovery()"); err != nil || v != "t" {
+		t.Fatalf("the re-joined server is not in recovery: %q %v", v, err)
 	}
 }
