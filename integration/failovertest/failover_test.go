@@ -222,3 +222,84 @@ func rejoin(t *testing.T, e *env, shard int, old *pgcluster.Server) {
 		t.Fatalf("the re-joined server is not in recovery: %q %v", v, err)
 	}
 }
+
+// TestFailoverResumesOnNewLeader: the meta leader dies in the middle of a
+// failover (the switch is committed at step "fence" and waits for a proxy
+// that does not acknowledge it); the next leader resumes the workflow
+// from the map and finishes it.
+func TestFailoverResumesOnNewLeader(t *testing.T) {
+	e := setup(t, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	// A proxy that stays at epoch 1: the switch waits for its lease.
+	hbCtx, stopHB := context.WithCancel(ctx)
+	hbDone := make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		for hbCtx.Err() == nil {
+			_, _ = e.client.ProxyHeartbeat(hbCtx, "stuck", "127.0.0.1:1", 1, nil)
+			select {
+			case <-hbCtx.Done():
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	}()
+	defer func() { stopHB(); <-hbDone }()
+	for registered := false; !registered; {
+		ps, err := e.client.ListProxies(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range ps {
+			registered = registered || p.ID == "stuck"
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	old := e.pg.Shards[0]
+	if err := old.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	e.waitMap(t, 30*time.Second, "the switch of s0 at step fence", func(m *shardmap.Map) bool {
+		sw := m.Shard("s0").Switch
+		return sw != nil && sw.Step == "fence"
+	})
+	leader, err := e.meta.WaitLeader(ctx, e.meta.Members...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := leader.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	stopHB()
+	<-hbDone
+	killedLeader := time.Now()
+	m := e.waitMap(t, 60*time.Second, "the failover of s0 finished by the next leader", func(m *shardmap.Map) bool {
+		sh := m.Shard("s0")
+		return sh.Switch == nil && sh.Primary.String() != old.Addr()
+	})
+	next, err := e.meta.WaitLeader(ctx, e.meta.Others(leader)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("leader %s killed mid-failover; %s finished it %s later (epoch %d, primary %s)", leader.ID, next.ID,
+		time.Since(killedLeader).Round(time.Millisecond), m.Epoch, m.Shard("s0").Primary)
+	if !containsEndpoint(m.Shard("s0").Fenced, old.Addr()) {
+		t.Errorf("old primary not fenced: %+v", m.Shard("s0"))
+	}
+	// Writes to s0 work through both proxies.
+	for _, px := range e.proxies {
+		c, err := dial(ctx, px)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for id := int64(1); id < 50; id++ {
+			if s, _ := e.dist.ShardForInt64(id); s == "s0" {
+				if _, err := c.Exec(ctx, "INSERT INTO acct (id, writer) VALUES ($1, 0) ON CONFLICT (id) DO NOTHING", id); err != nil {
+					t.Fatalf("write to s0 after the failover: %v", err)
+				}
+			}
+		}
+		_ = c.Close(ctx)
+	}
+}
