@@ -163,6 +163,7 @@ func TestFailoverSync(t *testing.T) {
 		"synchronous_standby_names": "'ANY 1 (*)'",
 	})
 	l := e.startLoad(t, 2)
+	readsOnReplicas(t, e)
 	failover(t, e, l, 1)
 	l.stop()
 	acked, missing := l.verify(t, e.currentMap(t))
@@ -301,5 +302,52 @@ func TestFailoverResumesOnNewLeader(t *testing.T) {
 			}
 		}
 		_ = c.Close(ctx)
+	}
+}
+
+// readsOnReplicas checks that a read over both shards, by a session that
+// wrote nothing, runs on a replica of each.
+func readsOnReplicas(t *testing.T, e *env) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	replicas := map[int]bool{}
+	for _, p := range e.pg.Shards {
+		for _, r := range p.Replicas {
+			replicas[r.Port] = true
+		}
+	}
+	c, err := dial(ctx, e.proxies[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	// The proxy reads from replicas once its probes have seen them.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		rows, err := c.Query(ctx, "SELECT DISTINCT inet_server_port() FROM acct")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ports []int
+		onReplicas := true
+		for rows.Next() {
+			var p int
+			if err := rows.Scan(&p); err != nil {
+				t.Fatal(err)
+			}
+			ports = append(ports, p)
+			onReplicas = onReplicas && replicas[p]
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if onReplicas && len(ports) == 2 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a read over both shards ran on ports %v, want one replica of each", ports)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
