@@ -54,7 +54,7 @@ Without --data-dir the server must already have been rebuilt by other means.
 Either way the command then waits (up to --wait) until the server streams
 from the current primary, and only then changes the map. It connects to
 PostgreSQL as --pg-user with the password in ` + envMetaPGPassword + `.`,
-		Example: `  pgshard shards rejoin --shard s1 --endpoint 10.0.0.11:5432 --data-dir /var/lib/postgresql/15/main`,
+		Example:           `  pgshard shards rejoin --shard s1 --endpoint 10.0.0.11:5432 --data-dir /var/lib/postgresql/15/main`,
 		Args:              usageArgs(cobra.NoArgs),
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, _ []string) error {
