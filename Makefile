@@ -4,7 +4,7 @@ export PATH := $(shell $(GO) env GOROOT)/bin:$(shell $(GO) env GOPATH)/bin:$(PAT
 STATICCHECK_VERSION ?= v0.8.2
 BIN       := bin/pgshard
 
-.PHONY: build test unit integration lint vet staticcheck fmt-check bench bench-sharded demo fuzz clean proto
+.PHONY: bench-failover build test unit integration lint vet staticcheck fmt-check bench bench-sharded demo fuzz clean proto
 
 build:
 	$(GO) build -o $(BIN) ./cmd/pgshard
@@ -46,6 +46,14 @@ bench: build
 # direct; rewrites its own section of docs/benchmarks.md.
 bench-sharded: build
 	$(GO) run ./integration/bench -pgshard $(BIN) -sharded-only -rounds 3 -duration 10s -out docs/benchmarks.md
+
+# Failover timing: kill -9 of a primary under load (asynchronous and
+# synchronous replication) and a planned switchover, RUNS times; prints the
+# measurements recorded in docs/benchmarks.md.
+RUNS ?= 5
+bench-failover:
+	$(GO) test -count=$(RUNS) -v -run 'TestFailover(Async|Sync)$$' ./integration/failovertest/ 2>&1 | \
+		grep -E 'killed; new map|switchover of|acknowledged writes missing|^    failover_test.go:[0-9]+: load:|^(ok|FAIL|--- )'
 
 # Local demo cluster with the proxy on 127.0.0.1:6432 (Ctrl-C stops it).
 demo: build

@@ -86,7 +86,9 @@ func containsEndpoint(es []shardmap.Endpoint, addr string) bool {
 // restarted gets no traffic. Then a planned switchover of s1 under load:
 // no client error at all, no acknowledged write lost.
 func TestFailoverAsync(t *testing.T) {
-	e := setup(t, nil)
+	// Commits are flushed locally (the harness's default is off), so what
+	// is lost is only what replication had not shipped.
+	e := setup(t, map[string]string{"synchronous_commit": "on"})
 	l := e.startLoad(t, 2)
 	m, killed := failover(t, e, l, 0)
 
