@@ -67,6 +67,18 @@ func failover(t *testing.T, e *env, l *load, shard int) (*shardmap.Map, time.Tim
 	if newPrimary != old.Replicas[0].Addr() && newPrimary != old.Replicas[1].Addr() {
 		t.Errorf("%s: new primary %s is not one of the replicas", name, newPrimary)
 	}
+	// The other replica was re-pointed: it streams from the new primary.
+	for _, r := range old.Replicas {
+		if r.Addr() == newPrimary {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		v, err := r.QueryValue(ctx, "SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver WHERE status = 'streaming'")
+		cancel()
+		if err != nil || v != newPrimary {
+			t.Errorf("%s: replica %s streams from %q (%v), want the new primary %s", name, r.Addr(), v, err, newPrimary)
+		}
+	}
 	return m, killed
 }
 
