@@ -124,19 +124,24 @@ func (o *rejoinOptions) fencedIn(m *shardmap.Map) (*shardmap.Shard, error) {
 	return sh, nil
 }
 
+// current reads the map and the shard of o.shard, with o.endpoint fenced.
+func (o *rejoinOptions) current(ctx context.Context, c *metarpc.Client) (metarpc.MapVersion, *shardmap.Shard, error) {
+	v, err := c.GetMap(ctx)
+	if err != nil {
+		return v, nil, err
+	}
+	sh, err := o.fencedIn(v.Map)
+	return v, sh, err
+}
+
 func (o *rejoinOptions) Run(ctx context.Context) error {
 	var primary string
 	err := o.conn.withClient(ctx, func(cctx context.Context, c *metarpc.Client) error {
-		v, err := c.GetMap(cctx)
-		if err != nil {
-			return err
+		_, sh, err := o.current(cctx, c)
+		if err == nil {
+			primary = sh.Primary.String()
 		}
-		sh, err := o.fencedIn(v.Map)
-		if err != nil {
-			return err
-		}
-		primary = sh.Primary.String()
-		return nil
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("shards rejoin: %w", err)
@@ -159,11 +164,7 @@ func (o *rejoinOptions) Run(ctx context.Context) error {
 	var epoch uint64
 	err = o.conn.withClient(ctx, func(cctx context.Context, c *metarpc.Client) error {
 		for attempt := 0; ; attempt++ {
-			v, err := c.GetMap(cctx)
-			if err != nil {
-				return err
-			}
-			sh, err := o.fencedIn(v.Map)
+			v, sh, err := o.current(cctx, c)
 			if err != nil {
 				return err
 			}

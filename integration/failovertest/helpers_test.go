@@ -4,18 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"go.uber.org/goleak"
 
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/integration/metacluster"
@@ -29,36 +25,7 @@ import (
 // pgshardBin is the pgshard binary TestMain builds.
 var pgshardBin string
 
-func TestMain(m *testing.M) { os.Exit(runTests(m)) }
-
-func runTests(m *testing.M) int {
-	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	dir, err := os.MkdirTemp("", "pgshard-failovertest-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	if pgshardBin, err = metacluster.Build(dir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	code := integration.VerifyNoLeaks(m)
-	if pids := metacluster.Running(); len(pids) > 0 {
-		fmt.Fprintf(os.Stderr, "failovertest: pgshard processes left running (pids %v); killing them\n", pids)
-		for _, pid := range pids {
-			_ = syscall.Kill(-pid, syscall.SIGKILL)
-		}
-		code = max(code, 1)
-	}
-	if code == 0 {
-		if err := goleak.Find(integration.GoleakOptions()...); err != nil {
-			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
-			code = 1
-		}
-	}
-	return code
-}
+func TestMain(m *testing.M) { os.Exit(metacluster.RunTests(m, &pgshardBin)) }
 
 // Failover tuning of the meta members in these tests.
 const (
@@ -431,4 +398,3 @@ func (e *env) waitMap(t *testing.T, timeout time.Duration, what string, cond fun
 	}
 }
 
-var _ = slices.Contains[[]string]

@@ -3,17 +3,12 @@ package metacluster_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
-	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/integration/metacluster"
 	"github.com/pgshard/pgshard/integration/pgcluster"
 	"github.com/pgshard/pgshard/integration/testproxy"
@@ -28,38 +23,7 @@ var pgshardBin string
 // TestMain builds the pgshard binary once, runs the tests, and checks
 // that no PostgreSQL server, no pgshard process and no goroutine of the
 // in-process proxies and meta members outlives them.
-func TestMain(m *testing.M) { os.Exit(runTests(m)) }
-
-func runTests(m *testing.M) int {
-	// The in-process proxies log every map they apply; keep the output to
-	// what matters.
-	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	dir, err := os.MkdirTemp("", "pgshard-metacluster-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	if pgshardBin, err = metacluster.Build(dir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	code := integration.VerifyNoLeaks(m)
-	if pids := metacluster.Running(); len(pids) > 0 {
-		fmt.Fprintf(os.Stderr, "metacluster: pgshard processes left running after the tests (pids %v); killing them\n", pids)
-		for _, pid := range pids {
-			_ = syscall.Kill(-pid, syscall.SIGKILL)
-		}
-		code = max(code, 1)
-	}
-	if code == 0 {
-		if err := goleak.Find(integration.GoleakOptions()...); err != nil {
-			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
-			code = 1
-		}
-	}
-	return code
-}
+func TestMain(m *testing.M) { os.Exit(metacluster.RunTests(m, &pgshardBin)) }
 
 // The table the tests route: kv, range-sharded by id over s0 and s1.
 const (

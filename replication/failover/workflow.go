@@ -160,14 +160,10 @@ func (c *Controller) fenceStep(ctx context.Context, m *shardmap.Map, sh *shardma
 		}
 		c.emit(ev.with(EventFenceOld, err))
 	}
-	to, lsn, err := c.choose(ctx, sh)
+	to, e, err := c.chooseTarget(ctx, ev, sh)
 	if err != nil {
-		c.emit(ev.with(EventChoose, err))
 		return err
 	}
-	e := ev.with(EventChoose, nil)
-	e.To, e.LSN = to.String(), lsn
-	c.emit(e)
 	epoch, err := c.commit(ctx, sh.Name, "failover: promote "+to.String(), func(s *shardmap.Shard) error {
 		if s.Switch == nil || *s.Switch != sw || !slices.Contains(s.Replicas, to) {
 			return errMoved
@@ -184,6 +180,21 @@ func (c *Controller) fenceStep(ctx context.Context, m *shardmap.Map, sh *shardma
 	return nil
 }
 
+// chooseTarget chooses the replica of sh to promote (choose) and emits
+// the choice (or the failure to choose) as an event based on ev, which it
+// returns for the steps that follow.
+func (c *Controller) chooseTarget(ctx context.Context, ev Event, sh *shardmap.Shard) (shardmap.Endpoint, Event, error) {
+	to, lsn, err := c.choose(ctx, sh)
+	if err != nil {
+		c.emit(ev.with(EventChoose, err))
+		return shardmap.Endpoint{}, ev, err
+	}
+	e := ev.with(EventChoose, nil)
+	e.To, e.LSN = to.String(), lsn
+	c.emit(e)
+	return to, e, nil
+}
+
 // drainStep (switchover): wait until the proxies hold the shard's writes,
 // quiesce the old primary, wait until the new one replayed everything and
 // commit StepPromote. An old primary found down turns the switchover into
@@ -195,14 +206,10 @@ func (c *Controller) drainStep(ctx context.Context, m *shardmap.Map, sh *shardma
 	}
 	same := func(s *shardmap.Shard) bool { return s.Switch != nil && *s.Switch == sw }
 	if sw.To == (shardmap.Endpoint{}) {
-		to, lsn, err := c.choose(ctx, sh)
+		to, e, err := c.chooseTarget(ctx, ev, sh)
 		if err != nil {
-			c.emit(ev.with(EventChoose, err))
 			return err
 		}
-		e := ev.with(EventChoose, nil)
-		e.To, e.LSN = to.String(), lsn
-		c.emit(e)
 		epoch, err := c.commit(ctx, sh.Name, "switchover: drain to "+to.String(), func(s *shardmap.Shard) error {
 			if !same(s) || !slices.Contains(s.Replicas, to) {
 				return errMoved
