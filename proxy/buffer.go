@@ -21,10 +21,11 @@ import (
 // a statement whose primary cannot be reached also waits for the next
 // map (the failover that replaces it) instead of failing at once.
 //
-// A proxy that follows a meta cluster and has not reached it for longer
-// than its lease (meta_lease) may be cut off from a failover that fenced
-// a primary it still reaches: it keeps serving reads but refuses writes
-// (SQLSTATE 25006) until it is back in contact.
+// A proxy that follows a meta cluster and has not reached its leader for
+// longer than its lease (meta_lease) — or not at all since it started —
+// may be cut off from a failover that fenced a primary it still reaches:
+// it keeps serving reads but refuses writes (SQLSTATE 25006) until the
+// leader answers its heartbeat.
 
 // SQLSTATEs of this file.
 const (
@@ -152,13 +153,22 @@ func unreachable(err error) bool {
 }
 
 // metaLost reports whether the proxy follows a meta cluster and has not
-// reached it for longer than its lease.
+// reached its leader yet, or not for longer than its lease.
 func (s *Server) metaLost() bool {
 	if !s.followsMeta.Load() {
 		return false
 	}
 	last := s.metaContact.Load()
-	return time.Since(time.Unix(0, last)) > s.runtime().cfg.MetaLease.D()
+	return last == 0 || time.Since(time.Unix(0, last)) > s.runtime().cfg.MetaLease.D()
+}
+
+// MetaContact returns when the meta leader last answered a heartbeat of
+// the proxy (zero before the first, or without FollowMeta).
+func (s *Server) MetaContact() time.Time {
+	if last := s.metaContact.Load(); last != 0 {
+		return time.Unix(0, last)
+	}
+	return time.Time{}
 }
 
 // mayWrite reports whether a statement planned as plan may write.

@@ -121,9 +121,9 @@ func (f *flakyMeta) ProxyHeartbeat(ctx context.Context, id, addr string, applied
 	return applied, nil
 }
 
-// TestFailClosed: a proxy that cannot reach the meta cluster for longer
-// than meta_lease refuses writes (25006) and keeps serving reads; when it
-// reaches meta again, writes work again. Its heartbeats report the
+// TestFailClosed: a proxy that has not reached the meta cluster yet, or
+// not for longer than meta_lease, refuses writes (25006) and keeps
+// serving reads; when it reaches meta again, writes work again. Its heartbeats report the
 // endpoints it cannot reach.
 func TestFailClosed(t *testing.T) {
 	c := integration.NewCluster(t, integration.Shards(2))
@@ -137,8 +137,7 @@ func TestFailClosed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	meta := &flakyMeta{}
-	meta.up.Store(true)
+	meta := &flakyMeta{} // down: the proxy has never reached it
 	fctx, stop := context.WithCancel(context.Background())
 	followed := make(chan struct{})
 	go func() {
@@ -148,6 +147,11 @@ func TestFailClosed(t *testing.T) {
 	t.Cleanup(func() { stop(); <-followed })
 
 	conn := connect(t, p.dsn(""))
+	if _, err := conn.Exec(ctx, `INSERT INTO kv (k, v) VALUES (1, 'a')`); pgCode(err) != "25006" {
+		t.Fatalf("write before the proxy ever reached meta: %v, want 25006", err)
+	}
+	meta.up.Store(true)
+	waitFor(t, func() bool { return !p.srv.MetaContact().IsZero() })
 	if _, err := conn.Exec(ctx, `INSERT INTO kv (k, v) VALUES (1, 'a')`); err != nil {
 		t.Fatal(err)
 	}

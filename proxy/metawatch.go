@@ -64,7 +64,10 @@ func (s *Server) FollowMeta(ctx context.Context, src MetaSource, id string, inte
 			}
 		}
 	})
-	s.metaContact.Store(time.Now().UnixNano())
+	// No contact yet: writes wait for the first heartbeat the leader
+	// answers (a proxy started from its saved map while meta is down may
+	// route by a map that fenced a primary since; it serves reads only).
+	s.metaContact.Store(0)
 	s.followsMeta.Store(true)
 	defer s.followsMeta.Store(false)
 	wg.Go(func() {

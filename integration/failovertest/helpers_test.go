@@ -114,6 +114,14 @@ func (e *env) startProxy(t *testing.T, m *shardmap.Map, id string) *testproxy.Pr
 		<-done
 		_ = client.Close()
 	})
+	// Writes need the meta leader's answer to a first heartbeat.
+	deadline := time.Now().Add(10 * time.Second)
+	for p.Server.MetaContact().IsZero() {
+		if time.Now().After(deadline) {
+			t.Fatalf("proxy %s never reached the meta leader", id)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	return p
 }
 
@@ -397,4 +405,3 @@ func (e *env) waitMap(t *testing.T, timeout time.Duration, what string, cond fun
 		time.Sleep(50 * time.Millisecond)
 	}
 }
-

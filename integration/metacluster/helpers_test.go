@@ -151,6 +151,14 @@ func startFollowingProxy(t *testing.T, pg *pgcluster.Cluster, addrs []string, op
 		<-done
 		_ = client.Close()
 	})
+	// Writes need the meta leader's answer to a first heartbeat.
+	deadline := time.Now().Add(10 * time.Second)
+	for p.Server.MetaContact().IsZero() {
+		if time.Now().After(deadline) {
+			t.Fatalf("proxy %s never reached the meta leader", id)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	return p
 }
 

@@ -3,6 +3,7 @@ package metacluster_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"gopkg.in/yaml.v3"
 
 	"github.com/pgshard/pgshard/integration"
@@ -31,7 +33,8 @@ type proxyProcess struct {
 // TestProxyStartsFromSavedMapWhileMetaIsDown runs `pgshard proxy --meta`
 // as a process: started while meta is up it routes by meta's map and
 // saves it (map_state_file); stopped, and started again while meta is
-// down, it must start from the saved map and route by it.
+// down, it must start from the saved map and route reads by it — and
+// refuse writes (25006) until it reaches meta.
 func TestProxyStartsFromSavedMapWhileMetaIsDown(t *testing.T) {
 	pg := integration.NewCluster(t, integration.Shards(2))
 	setupShards(t, pg)
@@ -85,6 +88,12 @@ func TestProxyStartsFromSavedMapWhileMetaIsDown(t *testing.T) {
 	if !ok {
 		t.Fatalf("a proxy that started from meta's map (epoch %d) did not save it to map_state_file %s (%s)", epoch, stateFile, why)
 	}
+	dsn := "postgres://" + testproxy.User + ":" + testproxy.Password + "@" + p.listen + "/postgres?sslmode=disable"
+	conn := connect(t, dsn)
+	insert(t, conn, 10)
+	insert(t, conn, 5000)
+	assertPlaced(t, pg, 10, 0)
+	assertPlaced(t, pg, 5000, 1)
 	if err := p.Stop(10 * time.Second); err != nil {
 		t.Errorf("stop the proxy: %v", err)
 	}
@@ -97,11 +106,20 @@ func TestProxyStartsFromSavedMapWhileMetaIsDown(t *testing.T) {
 	if got := p.mapEpoch(t); got != saved {
 		t.Errorf("restarted while meta is down, the proxy routes with epoch %d, want the saved %d", got, saved)
 	}
-	conn := connect(t, "postgres://"+testproxy.User+":"+testproxy.Password+"@"+p.listen+"/postgres?sslmode=disable")
-	insert(t, conn, 10)
-	insert(t, conn, 5000)
-	assertPlaced(t, pg, 10, 0)
-	assertPlaced(t, pg, 5000, 1)
+	// It routes reads by the saved map, and refuses writes: without meta
+	// it cannot know whether a failover fenced a primary meanwhile.
+	conn = connect(t, dsn)
+	for _, id := range []int64{10, 5000} {
+		var n int
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM kv WHERE id = $1", id).Scan(&n); err != nil || n != 1 {
+			t.Errorf("read id=%d through the proxy started from its saved map: %d rows, %v", id, n, err)
+		}
+	}
+	_, err = conn.Exec(ctx, "INSERT INTO kv (id, v) VALUES (11, 'x')")
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "25006" {
+		t.Errorf("write through a proxy that never reached meta: %v, want 25006", err)
+	}
 	if err := conn.Close(ctx); err != nil {
 		t.Error(err)
 	}
