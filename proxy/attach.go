@@ -86,7 +86,7 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 		}
 		// A replica's backend serves only reads, except inside its (READ
 		// ONLY) transaction, where the server itself refuses writes.
-		onReplicaOK := !s.beReplica || plan.Replica || plan.Kind == router.KindAny || s.txStatus != 'I'
+		onReplicaOK := !s.beReplica || plan.Replica || plan.Kind == router.KindAny || s.txStatus != 'I' || s.beReadOnlyTx
 		if be != nil && (s.beShard == plan.Shard || plan.Kind == router.KindAny) && onReplicaOK {
 			s.unsynced = true
 			s.noteWrite(plan, q.SQL)
@@ -143,6 +143,7 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 		s.be = be
 		s.beShard = plan.Shard
 		s.beReplica = replica != ""
+		s.beReadOnlyTx = s.beReplica && s.pendingBegin != ""
 		s.noteWrite(plan, q.SQL)
 		s.queue.reset()
 		s.unsynced = true

@@ -167,6 +167,34 @@ func TestReadSplitting(t *testing.T) {
 		}
 	}
 
+	// In a READ ONLY transaction every statement stays on its replica,
+	// also one calling a user-defined function in the same pipeline.
+	ro := connect(t, rs.proxy.dsn("")) // (c wrote: it reads its writes from the primary for now)
+	rotx, err := ro.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb := &pgx.Batch{}
+	rb.Queue("SELECT inet_server_port() FROM kv WHERE k = 1")
+	rb.Queue("SELECT where_am_i() FROM kv WHERE k = 1")
+	res := rotx.SendBatch(ctx, rb)
+	var q1, q2 int
+	if err := res.QueryRow().Scan(&q1); err != nil {
+		t.Fatal(err)
+	}
+	if err := res.QueryRow().Scan(&q2); err != nil {
+		t.Fatal(err)
+	}
+	if err := res.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rotx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(rs.replicas, q1) || q1 != q2 {
+		t.Errorf("READ ONLY transaction pipeline ran on %d and %d, want one replica", q1, q2)
+	}
+
 	// A batch that reads and then writes without a Sync between them is
 	// refused with a clear error, not run half on a replica. (A fresh
 	// session: c wrote above, and reads its writes from the primary until

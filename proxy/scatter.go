@@ -283,12 +283,22 @@ func (s *Server) scatterStart(ctx context.Context, req *scatterRequest, run *sca
 			return err
 		}
 	}
-	p, err := s.poolAt(ctx, name, req.Replicas[name], req.User, req.DB)
+	replica := req.Replicas[name]
+	p, err := s.poolAt(ctx, name, replica, req.User, req.DB)
 	if err != nil {
 		return err
 	}
 	for attempt := 1; ; attempt++ {
 		be, err := s.acquire(ctx, p)
+		if err != nil && replica != "" {
+			// The replica cannot serve (down since its last probe): the
+			// primary can.
+			replica = ""
+			if p, err = s.poolAt(ctx, name, "", req.User, req.DB); err != nil {
+				return err
+			}
+			be, err = s.acquire(ctx, p)
+		}
 		if err != nil {
 			return err
 		}

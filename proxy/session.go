@@ -96,8 +96,10 @@ type session struct {
 	state   state
 	be      *pool.Conn // nil when idle
 	beShard string     // shard of be
-	// beReplica says be is a replica of beShard (read splitting).
-	beReplica bool
+	// beReplica says be is a replica of beShard (read splitting);
+	// beReadOnlyTx that it runs the session's READ ONLY transaction, whose
+	// statements all stay there (the server refuses writes in it).
+	beReplica, beReadOnlyTx bool
 	// wrote says a statement that may write ran on a primary since the
 	// session last learned its shard's WAL position (reads.go); txEnding
 	// that the transaction it ran in is being committed.
