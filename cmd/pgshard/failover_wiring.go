@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/spf13/pflag"
 
 	"github.com/pgshard/pgshard/replication/failover"
@@ -74,7 +76,7 @@ func startFailover(node *meta.Node, o metaFailoverOptions) (*failoverRunner, err
 	})
 	ctl, err := failover.New(failover.Config{
 		Store:         nodeStore{node},
-		Admin:         adminPort{admin},
+		Admin:         adminPort{a: admin, warned: new(sync.Map)},
 		CheckInterval: o.checkInterval,
 		FailAfter:     o.failAfter,
 		Observers:     o.observers,
@@ -152,13 +154,30 @@ func (s nodeStore) WaitApplied(ctx context.Context, epoch uint64) error {
 func (s nodeStore) Reports(addr string) (int, int) { return s.n.Reports(addr) }
 
 // adminPort is failover.Admin over pgadmin.
-type adminPort struct{ a *pgadmin.Admin }
+type adminPort struct {
+	a      *pgadmin.Admin
+	warned *sync.Map // addr → time.Time of the last refused-login warning
+}
 
 // State reports a replica's progress as the WAL it has received, not only
 // replayed: after its primary died a promoted replica replays everything
 // it received, so that is what it would keep.
+//
+// A server that refuses the login (wrong password, no such role or
+// database) answered, so it is alive: that is reported as a reachable
+// primary — it never starts a failover, and such a replica is never
+// chosen — and logged, at most once a minute per server.
 func (p adminPort) State(ctx context.Context, addr string) (failover.ServerState, error) {
 	st, err := p.a.State(ctx, addr)
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "28") || pe.Code == "3D000") {
+		if last, ok := p.warned.Load(addr); !ok || time.Since(last.(time.Time)) > time.Minute {
+			p.warned.Store(addr, time.Now())
+			slog.Error("failover: the meta member cannot log in to a server; it counts as up, but cannot be failed over or promoted",
+				"addr", addr, "sqlstate", pe.Code, "err", err)
+		}
+		return failover.ServerState{}, nil
+	}
 	if err != nil {
 		return failover.ServerState{}, err
 	}
