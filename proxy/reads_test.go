@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -225,6 +226,29 @@ func TestReadSplitting(t *testing.T) {
 	if p != rs.primary {
 		t.Errorf("read after a write in one batch ran on %d, want the primary", p)
 	}
+}
+
+// TestShowShardsStates: SHOW SHARDS tells the state of the primary and of
+// each replica.
+func TestShowShardsStates(t *testing.T) {
+	rs := startReplicaSetup(t, proxy.ReadConfig{})
+	c := connect(t, rs.proxy.dsn(""))
+	var shard, primary, replicas, state, pstate, rstates, fenced, sw string
+	var epoch int64
+	err := c.QueryRow(ctxT(t), "SHOW SHARDS", pgx.QueryExecModeSimpleProtocol).Scan(&shard, &primary, &replicas, &state, &epoch, &pstate, &rstates, &fenced, &sw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pstate != "up" || strings.Count(rstates, "up, lag ") != 2 || fenced != "" || sw != "" {
+		t.Errorf("SHOW SHARDS: primary %q, replicas %q, fenced %q, switch %q", pstate, rstates, fenced, sw)
+	}
+	if err := rs.pg.Replicas[1].Stop(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		err := c.QueryRow(ctxT(t), "SHOW SHARDS", pgx.QueryExecModeSimpleProtocol).Scan(&shard, &primary, &replicas, &state, &epoch, &pstate, &rstates, &fenced, &sw)
+		return err == nil && strings.Contains(rstates, rs.pg.Replicas[1].Addr()+" down")
+	})
 }
 
 // TestReadFromPrimary: a user with read_from: primary never reads from a
