@@ -3,6 +3,7 @@ package failovertest_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -103,6 +104,8 @@ func TestFailoverAsync(t *testing.T) {
 	e := setup(t, map[string]string{"synchronous_commit": "on"})
 	l := e.startLoad(t, 2)
 	m, killed := failover(t, e, l, 0)
+
+	shardsList(t, e, "s0", e.pg.Shards[0].Addr())
 
 	// The old primary comes back: it must get nothing.
 	old := e.pg.Shards[0]
@@ -363,5 +366,60 @@ func readsOnReplicas(t *testing.T, e *env) {
 			t.Fatalf("a read over both shards ran on ports %v, want one replica of each", ports)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// shardsList runs pgshard shards list -o json and checks what it says of
+// shard after a failover: fenced is the old primary, and the new primary
+// and the replica that remains are up (the meta leader's health monitor).
+func shardsList(t *testing.T, e *env, shard, fenced string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	var got struct {
+		Shards []struct {
+			Name      string   `json:"name"`
+			Primary   string   `json:"primary"`
+			Fenced    []string `json:"fenced"`
+			Endpoints []struct {
+				Address string `json:"address"`
+				Role    string `json:"role"`
+				State   string `json:"state"`
+			} `json:"endpoints"`
+		} `json:"shards"`
+	}
+	var out []byte
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		cmd := exec.CommandContext(ctx, pgshardBin, "shards", "list", "-o", "json", "--meta", strings.Join(e.meta.Addrs(), ","))
+		cmd.Env = append(os.Environ(), "PGSHARD_META_TOKEN="+e.meta.Token)
+		var err error
+		if out, err = cmd.Output(); err != nil {
+			t.Fatalf("pgshard shards list: %v\n%s", err, out)
+		}
+		if err := json.Unmarshal(out, &got); err != nil {
+			t.Fatalf("shards list JSON: %v\n%s", err, out)
+		}
+		up := 0
+		for _, s := range got.Shards {
+			if s.Name != shard {
+				continue
+			}
+			if len(s.Fenced) != 1 || s.Fenced[0] != fenced {
+				t.Fatalf("shards list: %s fenced %v, want [%s]", shard, s.Fenced, fenced)
+			}
+			for _, ep := range s.Endpoints {
+				if ep.Role != "fenced" && ep.State == "up" {
+					up++
+				}
+			}
+		}
+		if up == 2 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("shards list does not show %s's primary and replica up:\n%s", shard, out)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
