@@ -229,7 +229,8 @@ func TestReadSplitting(t *testing.T) {
 }
 
 // TestShowShardsStates: SHOW SHARDS tells the state of the primary and of
-// each replica.
+// each replica; when a replica stops, reads go on without an error and
+// SHOW SHARDS says it is down.
 func TestShowShardsStates(t *testing.T) {
 	rs := startReplicaSetup(t, proxy.ReadConfig{})
 	c := connect(t, rs.proxy.dsn(""))
@@ -242,8 +243,17 @@ func TestShowShardsStates(t *testing.T) {
 	if pstate != "up" || strings.Count(rstates, "up, lag ") != 2 || fenced != "" || sw != "" {
 		t.Errorf("SHOW SHARDS: primary %q, replicas %q, fenced %q, switch %q", pstate, rstates, fenced, sw)
 	}
+	// Reads keep working when a replica stops: on the other one, or on
+	// the primary until the probes notice.
+	reader := connect(t, rs.proxy.dsn(""))
+	runPort(t, reader, "SELECT inet_server_port() FROM kv WHERE k = 1")
 	if err := rs.pg.Replicas[1].Stop(ctxT(t)); err != nil {
 		t.Fatal(err)
+	}
+	for range 30 {
+		if p := runPort(t, reader, "SELECT inet_server_port() FROM kv WHERE k = 1"); p == rs.replicas[1] {
+			t.Fatalf("a read ran on the stopped replica %d", p)
+		}
 	}
 	waitFor(t, func() bool {
 		err := c.QueryRow(ctxT(t), "SHOW SHARDS", pgx.QueryExecModeSimpleProtocol).Scan(&shard, &primary, &replicas, &state, &epoch, &pstate, &rstates, &fenced, &sw)
