@@ -24,7 +24,8 @@ type MetaSource interface {
 // heartbeats also go out every interval so the meta leader knows the proxy
 // is alive and which epoch it applies. While the meta cluster is
 // unreachable the proxy keeps serving with the map it has; WatchMap
-// reconnects by itself.
+// reconnects by itself. When ctx ends after the proxy has shut down, a
+// source that can (DeregisterProxy) is told the proxy is gone.
 func (s *Server) FollowMeta(ctx context.Context, src MetaSource, id string, interval time.Duration) {
 	addr := ""
 	if s.ln != nil {
@@ -102,6 +103,21 @@ func (s *Server) FollowMeta(ctx context.Context, src MetaSource, id string, inte
 		}
 	})
 	wg.Wait()
+	// A proxy that stopped serving says so, so that a failover does not
+	// wait for its lease to run out.
+	if d, ok := src.(metaDeregisterer); ok && s.shuttingDown() {
+		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := d.DeregisterProxy(dctx, id); err != nil {
+			slog.Warn("meta: could not deregister; the meta cluster forgets this proxy when its lease runs out", "err", err)
+		}
+	}
+}
+
+// metaDeregisterer is a MetaSource that can forget a proxy that stops
+// (*metarpc.Client is one).
+type metaDeregisterer interface {
+	DeregisterProxy(ctx context.Context, id string) error
 }
 
 // unreachableEndpoints lists, sorted, the endpoints of the shard map whose

@@ -146,6 +146,10 @@ func (src storeSource) WatchMap(ctx context.Context, after uint64, fn func(metar
 	return ctx.Err()
 }
 
+func (src storeSource) DeregisterProxy(ctx context.Context, id string) error {
+	return src.s.Deregister(ctx, id)
+}
+
 func (src storeSource) ProxyHeartbeat(ctx context.Context, id, addr string, applied uint64, unreachable []string) (uint64, error) {
 	err := src.s.Heartbeat(ctx, id, addr, applied, unreachable)
 	return src.s.Map().Epoch, err

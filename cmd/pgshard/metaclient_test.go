@@ -179,6 +179,14 @@ func (s *ctlStore) Remove(_ context.Context, id string) error {
 	return nil
 }
 
+func (s *ctlStore) Deregister(_ context.Context, id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.proxies = slices.DeleteFunc(s.proxies, func(p metarpc.ProxyStatus) bool { return p.ID == id })
+	delete(s.reports, id)
+	return nil
+}
+
 func (s *ctlStore) Heartbeat(_ context.Context, id, addr string, applied uint64, unreachable []string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -109,13 +109,16 @@ func (o *proxyOptions) Run(ctx context.Context) error {
 		}
 		follow = em.follow
 	}
-	runCtx, cancel := context.WithCancel(ctx)
+	// The meta follower outlives the graceful shutdown (the proxy keeps
+	// heartbeating, failing closed and buffering while transactions
+	// finish), and then deregisters.
+	followCtx, stopFollow := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	defer cancel() // before the wait: ends the meta follower
-	return runProxy(runCtx, cfg, func(srv *proxy.Server) {
+	defer stopFollow() // before the wait: ends the meta follower
+	return runProxy(ctx, cfg, func(srv *proxy.Server) {
 		if follow != nil {
-			wg.Go(func() { follow(runCtx, srv) })
+			wg.Go(func() { follow(followCtx, srv) })
 		}
 		hup := make(chan os.Signal, 1)
 		signal.Notify(hup, syscall.SIGHUP)

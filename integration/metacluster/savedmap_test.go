@@ -97,6 +97,16 @@ func TestProxyStartsFromSavedMapWhileMetaIsDown(t *testing.T) {
 	if err := p.Stop(10 * time.Second); err != nil {
 		t.Errorf("stop the proxy: %v", err)
 	}
+	// Stopped cleanly, it deregistered: meta does not wait for its lease.
+	list, err := client.ListProxies(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pr := range list {
+		if pr.ID == "proxy-proc" {
+			t.Errorf("the stopped proxy is still registered: %+v", pr)
+		}
+	}
 
 	// Meta is down: the proxy starts from the saved map.
 	if err := meta.Stop(); err != nil {

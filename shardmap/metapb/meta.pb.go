@@ -1570,6 +1570,86 @@ func (x *ProxyHeartbeatResponse) GetCurrentEpoch() uint64 {
 	return 0
 }
 
+type DeregisterProxyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ProxyId       string                 `protobuf:"bytes,1,opt,name=proxy_id,json=proxyId,proto3" json:"proxy_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeregisterProxyRequest) Reset() {
+	*x = DeregisterProxyRequest{}
+	mi := &file_meta_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeregisterProxyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeregisterProxyRequest) ProtoMessage() {}
+
+func (x *DeregisterProxyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meta_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeregisterProxyRequest.ProtoReflect.Descriptor instead.
+func (*DeregisterProxyRequest) Descriptor() ([]byte, []int) {
+	return file_meta_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *DeregisterProxyRequest) GetProxyId() string {
+	if x != nil {
+		return x.ProxyId
+	}
+	return ""
+}
+
+type DeregisterProxyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeregisterProxyResponse) Reset() {
+	*x = DeregisterProxyResponse{}
+	mi := &file_meta_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeregisterProxyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeregisterProxyResponse) ProtoMessage() {}
+
+func (x *DeregisterProxyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meta_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeregisterProxyResponse.ProtoReflect.Descriptor instead.
+func (*DeregisterProxyResponse) Descriptor() ([]byte, []int) {
+	return file_meta_proto_rawDescGZIP(), []int{25}
+}
+
 type ListProxiesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1578,7 +1658,7 @@ type ListProxiesRequest struct {
 
 func (x *ListProxiesRequest) Reset() {
 	*x = ListProxiesRequest{}
-	mi := &file_meta_proto_msgTypes[24]
+	mi := &file_meta_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1590,7 +1670,7 @@ func (x *ListProxiesRequest) String() string {
 func (*ListProxiesRequest) ProtoMessage() {}
 
 func (x *ListProxiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[24]
+	mi := &file_meta_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1603,7 +1683,7 @@ func (x *ListProxiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProxiesRequest.ProtoReflect.Descriptor instead.
 func (*ListProxiesRequest) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{24}
+	return file_meta_proto_rawDescGZIP(), []int{26}
 }
 
 type ListProxiesResponse struct {
@@ -1616,7 +1696,7 @@ type ListProxiesResponse struct {
 
 func (x *ListProxiesResponse) Reset() {
 	*x = ListProxiesResponse{}
-	mi := &file_meta_proto_msgTypes[25]
+	mi := &file_meta_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1628,7 +1708,7 @@ func (x *ListProxiesResponse) String() string {
 func (*ListProxiesResponse) ProtoMessage() {}
 
 func (x *ListProxiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[25]
+	mi := &file_meta_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1641,7 +1721,7 @@ func (x *ListProxiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProxiesResponse.ProtoReflect.Descriptor instead.
 func (*ListProxiesResponse) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{25}
+	return file_meta_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListProxiesResponse) GetProxies() []*Proxy {
@@ -1662,7 +1742,7 @@ type WaitAppliedRequest struct {
 
 func (x *WaitAppliedRequest) Reset() {
 	*x = WaitAppliedRequest{}
-	mi := &file_meta_proto_msgTypes[26]
+	mi := &file_meta_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1674,7 +1754,7 @@ func (x *WaitAppliedRequest) String() string {
 func (*WaitAppliedRequest) ProtoMessage() {}
 
 func (x *WaitAppliedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[26]
+	mi := &file_meta_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1687,7 +1767,7 @@ func (x *WaitAppliedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitAppliedRequest.ProtoReflect.Descriptor instead.
 func (*WaitAppliedRequest) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{26}
+	return file_meta_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WaitAppliedRequest) GetEpoch() uint64 {
@@ -1716,7 +1796,7 @@ type WaitAppliedResponse struct {
 
 func (x *WaitAppliedResponse) Reset() {
 	*x = WaitAppliedResponse{}
-	mi := &file_meta_proto_msgTypes[27]
+	mi := &file_meta_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1728,7 +1808,7 @@ func (x *WaitAppliedResponse) String() string {
 func (*WaitAppliedResponse) ProtoMessage() {}
 
 func (x *WaitAppliedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[27]
+	mi := &file_meta_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1741,7 +1821,7 @@ func (x *WaitAppliedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitAppliedResponse.ProtoReflect.Descriptor instead.
 func (*WaitAppliedResponse) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{27}
+	return file_meta_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *WaitAppliedResponse) GetApplied() bool {
@@ -1773,7 +1853,7 @@ type SwitchoverRequest struct {
 
 func (x *SwitchoverRequest) Reset() {
 	*x = SwitchoverRequest{}
-	mi := &file_meta_proto_msgTypes[28]
+	mi := &file_meta_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1785,7 +1865,7 @@ func (x *SwitchoverRequest) String() string {
 func (*SwitchoverRequest) ProtoMessage() {}
 
 func (x *SwitchoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[28]
+	mi := &file_meta_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1798,7 +1878,7 @@ func (x *SwitchoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwitchoverRequest.ProtoReflect.Descriptor instead.
 func (*SwitchoverRequest) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{28}
+	return file_meta_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SwitchoverRequest) GetShard() string {
@@ -1835,7 +1915,7 @@ type SwitchoverResponse struct {
 
 func (x *SwitchoverResponse) Reset() {
 	*x = SwitchoverResponse{}
-	mi := &file_meta_proto_msgTypes[29]
+	mi := &file_meta_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1847,7 +1927,7 @@ func (x *SwitchoverResponse) String() string {
 func (*SwitchoverResponse) ProtoMessage() {}
 
 func (x *SwitchoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[29]
+	mi := &file_meta_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1860,7 +1940,7 @@ func (x *SwitchoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwitchoverResponse.ProtoReflect.Descriptor instead.
 func (*SwitchoverResponse) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{29}
+	return file_meta_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SwitchoverResponse) GetEpoch() uint64 {
@@ -1989,7 +2069,10 @@ const file_meta_proto_rawDesc = "" +
 	"\vunreachable\x18\x04 \x03(\tR\vunreachable\"M\n" +
 	"\x16ProxyHeartbeatResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12#\n" +
-	"\rcurrent_epoch\x18\x02 \x01(\x04R\fcurrentEpoch\"\x14\n" +
+	"\rcurrent_epoch\x18\x02 \x01(\x04R\fcurrentEpoch\"3\n" +
+	"\x16DeregisterProxyRequest\x12\x19\n" +
+	"\bproxy_id\x18\x01 \x01(\tR\aproxyId\"\x19\n" +
+	"\x17DeregisterProxyResponse\"\x14\n" +
 	"\x12ListProxiesRequest\"G\n" +
 	"\x13ListProxiesResponse\x120\n" +
 	"\aproxies\x18\x01 \x03(\v2\x16.pgshard.meta.v1.ProxyR\aproxies\"_\n" +
@@ -2006,7 +2089,7 @@ const file_meta_proto_rawDesc = "" +
 	"\x12SwitchoverResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1f\n" +
 	"\vnew_primary\x18\x02 \x01(\tR\n" +
-	"newPrimary2\xa9\b\n" +
+	"newPrimary2\x8f\t\n" +
 	"\vMetaService\x12I\n" +
 	"\x06GetMap\x12\x1e.pgshard.meta.v1.GetMapRequest\x1a\x1f.pgshard.meta.v1.GetMapResponse\x12Q\n" +
 	"\bWatchMap\x12 .pgshard.meta.v1.WatchMapRequest\x1a!.pgshard.meta.v1.WatchMapResponse0\x01\x12O\n" +
@@ -2019,7 +2102,8 @@ const file_meta_proto_rawDesc = "" +
 	"\n" +
 	"JoinMember\x12\".pgshard.meta.v1.JoinMemberRequest\x1a#.pgshard.meta.v1.JoinMemberResponse\x12[\n" +
 	"\fRemoveMember\x12$.pgshard.meta.v1.RemoveMemberRequest\x1a%.pgshard.meta.v1.RemoveMemberResponse\x12a\n" +
-	"\x0eProxyHeartbeat\x12&.pgshard.meta.v1.ProxyHeartbeatRequest\x1a'.pgshard.meta.v1.ProxyHeartbeatResponse\x12X\n" +
+	"\x0eProxyHeartbeat\x12&.pgshard.meta.v1.ProxyHeartbeatRequest\x1a'.pgshard.meta.v1.ProxyHeartbeatResponse\x12d\n" +
+	"\x0fDeregisterProxy\x12'.pgshard.meta.v1.DeregisterProxyRequest\x1a(.pgshard.meta.v1.DeregisterProxyResponse\x12X\n" +
 	"\vListProxies\x12#.pgshard.meta.v1.ListProxiesRequest\x1a$.pgshard.meta.v1.ListProxiesResponse\x12X\n" +
 	"\vWaitApplied\x12#.pgshard.meta.v1.WaitAppliedRequest\x1a$.pgshard.meta.v1.WaitAppliedResponse\x12U\n" +
 	"\n" +
@@ -2037,57 +2121,59 @@ func file_meta_proto_rawDescGZIP() []byte {
 	return file_meta_proto_rawDescData
 }
 
-var file_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_meta_proto_goTypes = []any{
-	(*MapVersion)(nil),             // 0: pgshard.meta.v1.MapVersion
-	(*GetMapRequest)(nil),          // 1: pgshard.meta.v1.GetMapRequest
-	(*GetMapResponse)(nil),         // 2: pgshard.meta.v1.GetMapResponse
-	(*WatchMapRequest)(nil),        // 3: pgshard.meta.v1.WatchMapRequest
-	(*WatchMapResponse)(nil),       // 4: pgshard.meta.v1.WatchMapResponse
-	(*ApplyMapRequest)(nil),        // 5: pgshard.meta.v1.ApplyMapRequest
-	(*ApplyMapResponse)(nil),       // 6: pgshard.meta.v1.ApplyMapResponse
-	(*MapHistoryRequest)(nil),      // 7: pgshard.meta.v1.MapHistoryRequest
-	(*MapHistoryResponse)(nil),     // 8: pgshard.meta.v1.MapHistoryResponse
-	(*Shard)(nil),                  // 9: pgshard.meta.v1.Shard
-	(*ShardSwitch)(nil),            // 10: pgshard.meta.v1.ShardSwitch
-	(*EndpointStatus)(nil),         // 11: pgshard.meta.v1.EndpointStatus
-	(*ListShardsRequest)(nil),      // 12: pgshard.meta.v1.ListShardsRequest
-	(*ListShardsResponse)(nil),     // 13: pgshard.meta.v1.ListShardsResponse
-	(*Member)(nil),                 // 14: pgshard.meta.v1.Member
-	(*MemberStatusRequest)(nil),    // 15: pgshard.meta.v1.MemberStatusRequest
-	(*MemberStatusResponse)(nil),   // 16: pgshard.meta.v1.MemberStatusResponse
-	(*JoinMemberRequest)(nil),      // 17: pgshard.meta.v1.JoinMemberRequest
-	(*JoinMemberResponse)(nil),     // 18: pgshard.meta.v1.JoinMemberResponse
-	(*RemoveMemberRequest)(nil),    // 19: pgshard.meta.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),   // 20: pgshard.meta.v1.RemoveMemberResponse
-	(*Proxy)(nil),                  // 21: pgshard.meta.v1.Proxy
-	(*ProxyHeartbeatRequest)(nil),  // 22: pgshard.meta.v1.ProxyHeartbeatRequest
-	(*ProxyHeartbeatResponse)(nil), // 23: pgshard.meta.v1.ProxyHeartbeatResponse
-	(*ListProxiesRequest)(nil),     // 24: pgshard.meta.v1.ListProxiesRequest
-	(*ListProxiesResponse)(nil),    // 25: pgshard.meta.v1.ListProxiesResponse
-	(*WaitAppliedRequest)(nil),     // 26: pgshard.meta.v1.WaitAppliedRequest
-	(*WaitAppliedResponse)(nil),    // 27: pgshard.meta.v1.WaitAppliedResponse
-	(*SwitchoverRequest)(nil),      // 28: pgshard.meta.v1.SwitchoverRequest
-	(*SwitchoverResponse)(nil),     // 29: pgshard.meta.v1.SwitchoverResponse
-	(*timestamppb.Timestamp)(nil),  // 30: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),    // 31: google.protobuf.Duration
+	(*MapVersion)(nil),              // 0: pgshard.meta.v1.MapVersion
+	(*GetMapRequest)(nil),           // 1: pgshard.meta.v1.GetMapRequest
+	(*GetMapResponse)(nil),          // 2: pgshard.meta.v1.GetMapResponse
+	(*WatchMapRequest)(nil),         // 3: pgshard.meta.v1.WatchMapRequest
+	(*WatchMapResponse)(nil),        // 4: pgshard.meta.v1.WatchMapResponse
+	(*ApplyMapRequest)(nil),         // 5: pgshard.meta.v1.ApplyMapRequest
+	(*ApplyMapResponse)(nil),        // 6: pgshard.meta.v1.ApplyMapResponse
+	(*MapHistoryRequest)(nil),       // 7: pgshard.meta.v1.MapHistoryRequest
+	(*MapHistoryResponse)(nil),      // 8: pgshard.meta.v1.MapHistoryResponse
+	(*Shard)(nil),                   // 9: pgshard.meta.v1.Shard
+	(*ShardSwitch)(nil),             // 10: pgshard.meta.v1.ShardSwitch
+	(*EndpointStatus)(nil),          // 11: pgshard.meta.v1.EndpointStatus
+	(*ListShardsRequest)(nil),       // 12: pgshard.meta.v1.ListShardsRequest
+	(*ListShardsResponse)(nil),      // 13: pgshard.meta.v1.ListShardsResponse
+	(*Member)(nil),                  // 14: pgshard.meta.v1.Member
+	(*MemberStatusRequest)(nil),     // 15: pgshard.meta.v1.MemberStatusRequest
+	(*MemberStatusResponse)(nil),    // 16: pgshard.meta.v1.MemberStatusResponse
+	(*JoinMemberRequest)(nil),       // 17: pgshard.meta.v1.JoinMemberRequest
+	(*JoinMemberResponse)(nil),      // 18: pgshard.meta.v1.JoinMemberResponse
+	(*RemoveMemberRequest)(nil),     // 19: pgshard.meta.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),    // 20: pgshard.meta.v1.RemoveMemberResponse
+	(*Proxy)(nil),                   // 21: pgshard.meta.v1.Proxy
+	(*ProxyHeartbeatRequest)(nil),   // 22: pgshard.meta.v1.ProxyHeartbeatRequest
+	(*ProxyHeartbeatResponse)(nil),  // 23: pgshard.meta.v1.ProxyHeartbeatResponse
+	(*DeregisterProxyRequest)(nil),  // 24: pgshard.meta.v1.DeregisterProxyRequest
+	(*DeregisterProxyResponse)(nil), // 25: pgshard.meta.v1.DeregisterProxyResponse
+	(*ListProxiesRequest)(nil),      // 26: pgshard.meta.v1.ListProxiesRequest
+	(*ListProxiesResponse)(nil),     // 27: pgshard.meta.v1.ListProxiesResponse
+	(*WaitAppliedRequest)(nil),      // 28: pgshard.meta.v1.WaitAppliedRequest
+	(*WaitAppliedResponse)(nil),     // 29: pgshard.meta.v1.WaitAppliedResponse
+	(*SwitchoverRequest)(nil),       // 30: pgshard.meta.v1.SwitchoverRequest
+	(*SwitchoverResponse)(nil),      // 31: pgshard.meta.v1.SwitchoverResponse
+	(*timestamppb.Timestamp)(nil),   // 32: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 33: google.protobuf.Duration
 }
 var file_meta_proto_depIdxs = []int32{
-	30, // 0: pgshard.meta.v1.MapVersion.applied_at:type_name -> google.protobuf.Timestamp
+	32, // 0: pgshard.meta.v1.MapVersion.applied_at:type_name -> google.protobuf.Timestamp
 	0,  // 1: pgshard.meta.v1.GetMapResponse.map:type_name -> pgshard.meta.v1.MapVersion
 	0,  // 2: pgshard.meta.v1.WatchMapResponse.map:type_name -> pgshard.meta.v1.MapVersion
 	0,  // 3: pgshard.meta.v1.MapHistoryResponse.versions:type_name -> pgshard.meta.v1.MapVersion
 	10, // 4: pgshard.meta.v1.Shard.switch:type_name -> pgshard.meta.v1.ShardSwitch
 	11, // 5: pgshard.meta.v1.Shard.endpoints:type_name -> pgshard.meta.v1.EndpointStatus
 	9,  // 6: pgshard.meta.v1.ListShardsResponse.shards:type_name -> pgshard.meta.v1.Shard
-	30, // 7: pgshard.meta.v1.MemberStatusResponse.last_contact:type_name -> google.protobuf.Timestamp
+	32, // 7: pgshard.meta.v1.MemberStatusResponse.last_contact:type_name -> google.protobuf.Timestamp
 	14, // 8: pgshard.meta.v1.MemberStatusResponse.members:type_name -> pgshard.meta.v1.Member
-	30, // 9: pgshard.meta.v1.Proxy.last_seen:type_name -> google.protobuf.Timestamp
-	31, // 10: pgshard.meta.v1.Proxy.lease:type_name -> google.protobuf.Duration
+	32, // 9: pgshard.meta.v1.Proxy.last_seen:type_name -> google.protobuf.Timestamp
+	33, // 10: pgshard.meta.v1.Proxy.lease:type_name -> google.protobuf.Duration
 	21, // 11: pgshard.meta.v1.ListProxiesResponse.proxies:type_name -> pgshard.meta.v1.Proxy
-	31, // 12: pgshard.meta.v1.WaitAppliedRequest.timeout:type_name -> google.protobuf.Duration
+	33, // 12: pgshard.meta.v1.WaitAppliedRequest.timeout:type_name -> google.protobuf.Duration
 	21, // 13: pgshard.meta.v1.WaitAppliedResponse.lagging:type_name -> pgshard.meta.v1.Proxy
-	31, // 14: pgshard.meta.v1.SwitchoverRequest.timeout:type_name -> google.protobuf.Duration
+	33, // 14: pgshard.meta.v1.SwitchoverRequest.timeout:type_name -> google.protobuf.Duration
 	1,  // 15: pgshard.meta.v1.MetaService.GetMap:input_type -> pgshard.meta.v1.GetMapRequest
 	3,  // 16: pgshard.meta.v1.MetaService.WatchMap:input_type -> pgshard.meta.v1.WatchMapRequest
 	5,  // 17: pgshard.meta.v1.MetaService.ApplyMap:input_type -> pgshard.meta.v1.ApplyMapRequest
@@ -2097,23 +2183,25 @@ var file_meta_proto_depIdxs = []int32{
 	17, // 21: pgshard.meta.v1.MetaService.JoinMember:input_type -> pgshard.meta.v1.JoinMemberRequest
 	19, // 22: pgshard.meta.v1.MetaService.RemoveMember:input_type -> pgshard.meta.v1.RemoveMemberRequest
 	22, // 23: pgshard.meta.v1.MetaService.ProxyHeartbeat:input_type -> pgshard.meta.v1.ProxyHeartbeatRequest
-	24, // 24: pgshard.meta.v1.MetaService.ListProxies:input_type -> pgshard.meta.v1.ListProxiesRequest
-	26, // 25: pgshard.meta.v1.MetaService.WaitApplied:input_type -> pgshard.meta.v1.WaitAppliedRequest
-	28, // 26: pgshard.meta.v1.MetaService.Switchover:input_type -> pgshard.meta.v1.SwitchoverRequest
-	2,  // 27: pgshard.meta.v1.MetaService.GetMap:output_type -> pgshard.meta.v1.GetMapResponse
-	4,  // 28: pgshard.meta.v1.MetaService.WatchMap:output_type -> pgshard.meta.v1.WatchMapResponse
-	6,  // 29: pgshard.meta.v1.MetaService.ApplyMap:output_type -> pgshard.meta.v1.ApplyMapResponse
-	8,  // 30: pgshard.meta.v1.MetaService.MapHistory:output_type -> pgshard.meta.v1.MapHistoryResponse
-	13, // 31: pgshard.meta.v1.MetaService.ListShards:output_type -> pgshard.meta.v1.ListShardsResponse
-	16, // 32: pgshard.meta.v1.MetaService.MemberStatus:output_type -> pgshard.meta.v1.MemberStatusResponse
-	18, // 33: pgshard.meta.v1.MetaService.JoinMember:output_type -> pgshard.meta.v1.JoinMemberResponse
-	20, // 34: pgshard.meta.v1.MetaService.RemoveMember:output_type -> pgshard.meta.v1.RemoveMemberResponse
-	23, // 35: pgshard.meta.v1.MetaService.ProxyHeartbeat:output_type -> pgshard.meta.v1.ProxyHeartbeatResponse
-	25, // 36: pgshard.meta.v1.MetaService.ListProxies:output_type -> pgshard.meta.v1.ListProxiesResponse
-	27, // 37: pgshard.meta.v1.MetaService.WaitApplied:output_type -> pgshard.meta.v1.WaitAppliedResponse
-	29, // 38: pgshard.meta.v1.MetaService.Switchover:output_type -> pgshard.meta.v1.SwitchoverResponse
-	27, // [27:39] is the sub-list for method output_type
-	15, // [15:27] is the sub-list for method input_type
+	24, // 24: pgshard.meta.v1.MetaService.DeregisterProxy:input_type -> pgshard.meta.v1.DeregisterProxyRequest
+	26, // 25: pgshard.meta.v1.MetaService.ListProxies:input_type -> pgshard.meta.v1.ListProxiesRequest
+	28, // 26: pgshard.meta.v1.MetaService.WaitApplied:input_type -> pgshard.meta.v1.WaitAppliedRequest
+	30, // 27: pgshard.meta.v1.MetaService.Switchover:input_type -> pgshard.meta.v1.SwitchoverRequest
+	2,  // 28: pgshard.meta.v1.MetaService.GetMap:output_type -> pgshard.meta.v1.GetMapResponse
+	4,  // 29: pgshard.meta.v1.MetaService.WatchMap:output_type -> pgshard.meta.v1.WatchMapResponse
+	6,  // 30: pgshard.meta.v1.MetaService.ApplyMap:output_type -> pgshard.meta.v1.ApplyMapResponse
+	8,  // 31: pgshard.meta.v1.MetaService.MapHistory:output_type -> pgshard.meta.v1.MapHistoryResponse
+	13, // 32: pgshard.meta.v1.MetaService.ListShards:output_type -> pgshard.meta.v1.ListShardsResponse
+	16, // 33: pgshard.meta.v1.MetaService.MemberStatus:output_type -> pgshard.meta.v1.MemberStatusResponse
+	18, // 34: pgshard.meta.v1.MetaService.JoinMember:output_type -> pgshard.meta.v1.JoinMemberResponse
+	20, // 35: pgshard.meta.v1.MetaService.RemoveMember:output_type -> pgshard.meta.v1.RemoveMemberResponse
+	23, // 36: pgshard.meta.v1.MetaService.ProxyHeartbeat:output_type -> pgshard.meta.v1.ProxyHeartbeatResponse
+	25, // 37: pgshard.meta.v1.MetaService.DeregisterProxy:output_type -> pgshard.meta.v1.DeregisterProxyResponse
+	27, // 38: pgshard.meta.v1.MetaService.ListProxies:output_type -> pgshard.meta.v1.ListProxiesResponse
+	29, // 39: pgshard.meta.v1.MetaService.WaitApplied:output_type -> pgshard.meta.v1.WaitAppliedResponse
+	31, // 40: pgshard.meta.v1.MetaService.Switchover:output_type -> pgshard.meta.v1.SwitchoverResponse
+	28, // [28:41] is the sub-list for method output_type
+	15, // [15:28] is the sub-list for method input_type
 	15, // [15:15] is the sub-list for extension type_name
 	15, // [15:15] is the sub-list for extension extendee
 	0,  // [0:15] is the sub-list for field type_name
@@ -2130,7 +2218,7 @@ func file_meta_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meta_proto_rawDesc), len(file_meta_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -44,18 +44,19 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	MetaService_GetMap_FullMethodName         = "/pgshard.meta.v1.MetaService/GetMap"
-	MetaService_WatchMap_FullMethodName       = "/pgshard.meta.v1.MetaService/WatchMap"
-	MetaService_ApplyMap_FullMethodName       = "/pgshard.meta.v1.MetaService/ApplyMap"
-	MetaService_MapHistory_FullMethodName     = "/pgshard.meta.v1.MetaService/MapHistory"
-	MetaService_ListShards_FullMethodName     = "/pgshard.meta.v1.MetaService/ListShards"
-	MetaService_MemberStatus_FullMethodName   = "/pgshard.meta.v1.MetaService/MemberStatus"
-	MetaService_JoinMember_FullMethodName     = "/pgshard.meta.v1.MetaService/JoinMember"
-	MetaService_RemoveMember_FullMethodName   = "/pgshard.meta.v1.MetaService/RemoveMember"
-	MetaService_ProxyHeartbeat_FullMethodName = "/pgshard.meta.v1.MetaService/ProxyHeartbeat"
-	MetaService_ListProxies_FullMethodName    = "/pgshard.meta.v1.MetaService/ListProxies"
-	MetaService_WaitApplied_FullMethodName    = "/pgshard.meta.v1.MetaService/WaitApplied"
-	MetaService_Switchover_FullMethodName     = "/pgshard.meta.v1.MetaService/Switchover"
+	MetaService_GetMap_FullMethodName          = "/pgshard.meta.v1.MetaService/GetMap"
+	MetaService_WatchMap_FullMethodName        = "/pgshard.meta.v1.MetaService/WatchMap"
+	MetaService_ApplyMap_FullMethodName        = "/pgshard.meta.v1.MetaService/ApplyMap"
+	MetaService_MapHistory_FullMethodName      = "/pgshard.meta.v1.MetaService/MapHistory"
+	MetaService_ListShards_FullMethodName      = "/pgshard.meta.v1.MetaService/ListShards"
+	MetaService_MemberStatus_FullMethodName    = "/pgshard.meta.v1.MetaService/MemberStatus"
+	MetaService_JoinMember_FullMethodName      = "/pgshard.meta.v1.MetaService/JoinMember"
+	MetaService_RemoveMember_FullMethodName    = "/pgshard.meta.v1.MetaService/RemoveMember"
+	MetaService_ProxyHeartbeat_FullMethodName  = "/pgshard.meta.v1.MetaService/ProxyHeartbeat"
+	MetaService_DeregisterProxy_FullMethodName = "/pgshard.meta.v1.MetaService/DeregisterProxy"
+	MetaService_ListProxies_FullMethodName     = "/pgshard.meta.v1.MetaService/ListProxies"
+	MetaService_WaitApplied_FullMethodName     = "/pgshard.meta.v1.MetaService/WaitApplied"
+	MetaService_Switchover_FullMethodName      = "/pgshard.meta.v1.MetaService/Switchover"
 )
 
 // MetaServiceClient is the client API for MetaService service.
@@ -63,8 +64,9 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // MetaService is served by every member of the meta cluster. Writes
-// (ApplyMap, JoinMember, RemoveMember, ProxyHeartbeat, Switchover) are
-// answered by the leader; other members answer UNAVAILABLE naming it. The other RPCs are
+// (ApplyMap, JoinMember, RemoveMember, ProxyHeartbeat, DeregisterProxy,
+// Switchover) are answered by the leader; other members answer
+// UNAVAILABLE naming it. The other RPCs are
 // answered by any member from the state it has applied (the leader's is
 // the newest).
 type MetaServiceClient interface {
@@ -100,6 +102,10 @@ type MetaServiceClient interface {
 	// reports unreachable are kept in the leader's memory only (a new leader
 	// hears them again within a heartbeat): ListShards counts them.
 	ProxyHeartbeat(ctx context.Context, in *ProxyHeartbeatRequest, opts ...grpc.CallOption) (*ProxyHeartbeatResponse, error)
+	// DeregisterProxy forgets a proxy that stops cleanly, so that it no
+	// longer counts in WaitApplied (a failover need not wait for its lease
+	// to run out). Forgetting an unknown proxy is not an error.
+	DeregisterProxy(ctx context.Context, in *DeregisterProxyRequest, opts ...grpc.CallOption) (*DeregisterProxyResponse, error)
 	// ListProxies lists the proxies that have sent heartbeats.
 	ListProxies(ctx context.Context, in *ListProxiesRequest, opts ...grpc.CallOption) (*ListProxiesResponse, error)
 	// WaitApplied waits until every live proxy reports an applied epoch of
@@ -229,6 +235,16 @@ func (c *metaServiceClient) ProxyHeartbeat(ctx context.Context, in *ProxyHeartbe
 	return out, nil
 }
 
+func (c *metaServiceClient) DeregisterProxy(ctx context.Context, in *DeregisterProxyRequest, opts ...grpc.CallOption) (*DeregisterProxyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeregisterProxyResponse)
+	err := c.cc.Invoke(ctx, MetaService_DeregisterProxy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *metaServiceClient) ListProxies(ctx context.Context, in *ListProxiesRequest, opts ...grpc.CallOption) (*ListProxiesResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListProxiesResponse)
@@ -264,8 +280,9 @@ func (c *metaServiceClient) Switchover(ctx context.Context, in *SwitchoverReques
 // for forward compatibility.
 //
 // MetaService is served by every member of the meta cluster. Writes
-// (ApplyMap, JoinMember, RemoveMember, ProxyHeartbeat, Switchover) are
-// answered by the leader; other members answer UNAVAILABLE naming it. The other RPCs are
+// (ApplyMap, JoinMember, RemoveMember, ProxyHeartbeat, DeregisterProxy,
+// Switchover) are answered by the leader; other members answer
+// UNAVAILABLE naming it. The other RPCs are
 // answered by any member from the state it has applied (the leader's is
 // the newest).
 type MetaServiceServer interface {
@@ -301,6 +318,10 @@ type MetaServiceServer interface {
 	// reports unreachable are kept in the leader's memory only (a new leader
 	// hears them again within a heartbeat): ListShards counts them.
 	ProxyHeartbeat(context.Context, *ProxyHeartbeatRequest) (*ProxyHeartbeatResponse, error)
+	// DeregisterProxy forgets a proxy that stops cleanly, so that it no
+	// longer counts in WaitApplied (a failover need not wait for its lease
+	// to run out). Forgetting an unknown proxy is not an error.
+	DeregisterProxy(context.Context, *DeregisterProxyRequest) (*DeregisterProxyResponse, error)
 	// ListProxies lists the proxies that have sent heartbeats.
 	ListProxies(context.Context, *ListProxiesRequest) (*ListProxiesResponse, error)
 	// WaitApplied waits until every live proxy reports an applied epoch of
@@ -357,6 +378,9 @@ func (UnimplementedMetaServiceServer) RemoveMember(context.Context, *RemoveMembe
 }
 func (UnimplementedMetaServiceServer) ProxyHeartbeat(context.Context, *ProxyHeartbeatRequest) (*ProxyHeartbeatResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ProxyHeartbeat not implemented")
+}
+func (UnimplementedMetaServiceServer) DeregisterProxy(context.Context, *DeregisterProxyRequest) (*DeregisterProxyResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DeregisterProxy not implemented")
 }
 func (UnimplementedMetaServiceServer) ListProxies(context.Context, *ListProxiesRequest) (*ListProxiesResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListProxies not implemented")
@@ -543,6 +567,24 @@ func _MetaService_ProxyHeartbeat_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MetaService_DeregisterProxy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeregisterProxyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetaServiceServer).DeregisterProxy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MetaService_DeregisterProxy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetaServiceServer).DeregisterProxy(ctx, req.(*DeregisterProxyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _MetaService_ListProxies_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListProxiesRequest)
 	if err := dec(in); err != nil {
@@ -635,6 +677,10 @@ var MetaService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ProxyHeartbeat",
 			Handler:    _MetaService_ProxyHeartbeat_Handler,
+		},
+		{
+			MethodName: "DeregisterProxy",
+			Handler:    _MetaService_DeregisterProxy_Handler,
 		},
 		{
 			MethodName: "ListProxies",

@@ -533,6 +533,16 @@ func (c *Client) ProxyHeartbeat(ctx context.Context, id, addr string, applied ui
 	return resp.GetCurrentEpoch(), nil
 }
 
+// DeregisterProxy tells the leader that proxy id stops: it no longer
+// counts in WaitApplied. Forgetting an unknown proxy is not an error.
+func (c *Client) DeregisterProxy(ctx context.Context, id string) error {
+	req := &metapb.DeregisterProxyRequest{ProxyId: id}
+	return c.call(ctx, "DeregisterProxy", c.opts.AttemptTimeout, func(ctx context.Context, mc metapb.MetaServiceClient, opts ...grpc.CallOption) error {
+		_, err := mc.DeregisterProxy(ctx, req, opts...)
+		return err
+	})
+}
+
 // ListProxies lists the proxies the cluster knows from their heartbeats,
 // by ID, as the member that answers has applied them.
 func (c *Client) ListProxies(ctx context.Context) ([]ProxyStatus, error) {

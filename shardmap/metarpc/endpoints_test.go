@@ -157,3 +157,31 @@ func TestRedactSecrets(t *testing.T) {
 		t.Errorf("a long error is %d bytes: %.20q...", len(long), long)
 	}
 }
+
+// TestDeregisterProxy: a proxy that stops is forgotten at once; an unknown
+// one is not an error; a bad ID is refused.
+func TestDeregisterProxy(t *testing.T) {
+	store := newFakeStore("n1")
+	ts := startServer(t, store, insecureOpts, "")
+	c := newClient(t, []string{ts.addr}, ClientOptions{})
+	ctx := testContext(t, 5*time.Second)
+	if _, err := c.ProxyHeartbeat(ctx, "p1", "10.0.1.1:6432", 1, []string{"10.0.0.1:5432"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeregisterProxy(ctx, "p1"); err != nil {
+		t.Fatal(err)
+	}
+	if ps := store.Proxies(); len(ps) != 0 {
+		t.Errorf("after DeregisterProxy the store lists %+v", ps)
+	}
+	if un, rep := store.Reports("10.0.0.1:5432"); un != 0 || rep != 0 {
+		t.Errorf("the deregistered proxy's report still counts: %d of %d", un, rep)
+	}
+	if err := c.DeregisterProxy(ctx, "never-seen"); err != nil {
+		t.Errorf("deregister an unknown proxy: %v", err)
+	}
+	raw := rawClient(t, ts.addr)
+	if _, err := raw.DeregisterProxy(ctx, &metapb.DeregisterProxyRequest{}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("empty proxy ID: %v", err)
+	}
+}

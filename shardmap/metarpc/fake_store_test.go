@@ -221,6 +221,19 @@ func (f *fakeStore) Remove(ctx context.Context, id string) error {
 	return nil
 }
 
+func (f *fakeStore) Deregister(ctx context.Context, id string) error {
+	if err := f.notLeader(); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.proxies, id)
+	delete(f.reports, id)
+	close(f.pchange)
+	f.pchange = make(chan struct{})
+	return nil
+}
+
 func (f *fakeStore) Heartbeat(ctx context.Context, id, addr string, applied uint64, unreachable []string) error {
 	if err := f.notLeader(); err != nil {
 		return err

@@ -105,6 +105,10 @@ func (s nodeStore) Heartbeat(ctx context.Context, id, addr string, applied uint6
 	return nodeError(s.n.Heartbeat(ctx, id, addr, applied, unreachable))
 }
 
+func (s nodeStore) Deregister(ctx context.Context, id string) error {
+	return nodeError(s.n.Deregister(ctx, id))
+}
+
 func (s nodeStore) Reports(addr string) (unreachable, reporting int) { return s.n.Reports(addr) }
 
 func (s nodeStore) Proxies() []ProxyStatus {

@@ -289,6 +289,17 @@ func (s *service) ProxyHeartbeat(ctx context.Context, req *metapb.ProxyHeartbeat
 	return &metapb.ProxyHeartbeatResponse{Ok: true, CurrentEpoch: s.store.Map().Epoch}, nil
 }
 
+// DeregisterProxy implements metapb.MetaServiceServer.
+func (s *service) DeregisterProxy(ctx context.Context, req *metapb.DeregisterProxyRequest) (*metapb.DeregisterProxyResponse, error) {
+	if err := checkName("proxy_id", req.GetProxyId()); err != nil {
+		return nil, err
+	}
+	if err := s.store.Deregister(ctx, req.GetProxyId()); err != nil {
+		return nil, s.fail(ctx, "DeregisterProxy", "proxy_id", err)
+	}
+	return &metapb.DeregisterProxyResponse{}, nil
+}
+
 // ListProxies implements metapb.MetaServiceServer.
 func (s *service) ListProxies(context.Context, *metapb.ListProxiesRequest) (*metapb.ListProxiesResponse, error) {
 	return &metapb.ListProxiesResponse{Proxies: proxiesToProto(s.store.Proxies())}, nil

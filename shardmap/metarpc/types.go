@@ -122,6 +122,9 @@ type Store interface {
 	// replaces the proxy's previous one; it need not be replicated (see
 	// Reports). Leader only.
 	Heartbeat(ctx context.Context, id, addr string, applied uint64, unreachable []string) error
+	// Deregister forgets proxy id (it stops cleanly): it no longer counts
+	// in WaitApplied. An unknown id is not an error. Leader only.
+	Deregister(ctx context.Context, id string) error
 	// Reports counts, among the live proxies whose latest report is
 	// younger than their lease, how many report the endpoint addr
 	// (host:port) unreachable and how many reported at all. A member
