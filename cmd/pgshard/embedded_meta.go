@@ -84,7 +84,7 @@ func startEmbeddedMeta(ctx context.Context, apiAddr, dataDir string, cfg *proxy.
 		fo := metaFailoverOptions{pgUser: cfg.Backend.User, password: cfg.Backend.Password, pgSSLMode: cfg.Backend.SSLMode,
 			pgSSLRootCert: cfg.Backend.SSLRootCert, checkInterval: failover.DefaultCheckInterval,
 			failAfter: failover.DefaultFailAfter, observers: failover.DefaultObservers, drainGrace: failover.DefaultDrainGrace}
-		if m.failover, err = startFailover(node, fo); err != nil {
+		if m.failover, err = startFailover(node, fo, nil); err != nil {
 			return fail(err)
 		}
 		opts.Switchover = m.failover.switchover

@@ -66,14 +66,19 @@ type failoverRunner struct {
 }
 
 // startFailover starts failover for the member whose node is node; maps
-// come from it and changes go through it.
-func startFailover(node *meta.Node, o metaFailoverOptions) (*failoverRunner, error) {
+// come from it and changes go through it. Its steps and its monitor's
+// view go to metrics, when not nil.
+func startFailover(node *meta.Node, o metaFailoverOptions, metrics *metaMetrics) (*failoverRunner, error) {
 	if o.password == "" && o.pgPasswordEnv != "" {
 		o.password = os.Getenv(o.pgPasswordEnv)
 	}
 	admin := pgadmin.New(pgadmin.Config{
 		User: o.pgUser, Password: o.password, SSLMode: o.pgSSLMode, SSLRootCert: o.pgSSLRootCert,
 	})
+	var onEvent func(failover.Event)
+	if metrics != nil {
+		onEvent = metrics.event
+	}
 	ctl, err := failover.New(failover.Config{
 		Store:         nodeStore{node},
 		Admin:         adminPort{a: admin, warned: new(sync.Map)},
@@ -82,6 +87,7 @@ func startFailover(node *meta.Node, o metaFailoverOptions) (*failoverRunner, err
 		Observers:     o.observers,
 		DrainGrace:    o.drainGrace,
 		Logger:        slog.Default().With("component", "failover"),
+		OnEvent:       onEvent,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("failover: %w", err)
@@ -98,6 +104,11 @@ func startFailover(node *meta.Node, o metaFailoverOptions) (*failoverRunner, err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("failover: health monitor: %w", err)
+	}
+	if metrics != nil {
+		if err := metrics.watchHealth(mon); err != nil {
+			return nil, err
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &failoverRunner{ctl: ctl, monitor: mon, cancel: cancel}

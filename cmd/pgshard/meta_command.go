@@ -35,6 +35,7 @@ type metaRunOptions struct {
 	heartbeat   time.Duration
 	election    time.Duration
 	failover    metaFailoverOptions
+	metricsAddr string
 	stderr      io.Writer
 }
 
@@ -91,6 +92,7 @@ It connects to PostgreSQL as --pg-user with the password in ` + envMetaPGPasswor
 	f.DurationVar(&o.heartbeat, "heartbeat-timeout", 500*time.Millisecond, "Raft heartbeat timeout: how long a follower waits for the leader before starting an election")
 	f.DurationVar(&o.election, "election-timeout", 500*time.Millisecond, "Raft election timeout")
 	o.failover.addFlags(f)
+	f.StringVar(&o.metricsAddr, "metrics-listen", "", "address of an HTTP /metrics endpoint (Prometheus; behind the API token when there is one); empty: none")
 	return cmd
 }
 
@@ -149,8 +151,25 @@ func (o *metaRunOptions) Run(ctx context.Context) error {
 		}
 		opts.RequireClientCert = o.tlsClientCA != ""
 	}
+	var metrics *metaMetrics
+	if o.metricsAddr != "" {
+		mln, err := net.Listen("tcp", o.metricsAddr)
+		if err != nil {
+			return fmt.Errorf("meta metrics: listen on %s: %w", o.metricsAddr, err)
+		}
+		metrics = newMetaMetrics(node)
+		mctx, stopMetrics := context.WithCancel(context.Background())
+		metricsDone := make(chan error, 1)
+		go func() { metricsDone <- metrics.serve(mctx, mln, o.token) }()
+		defer func() {
+			stopMetrics()
+			if err := <-metricsDone; err != nil {
+				slog.Warn("meta metrics", "err", err)
+			}
+		}()
+	}
 	if !o.failover.disabled {
-		fo, err := startFailover(node, o.failover)
+		fo, err := startFailover(node, o.failover, metrics)
 		if err != nil {
 			return err
 		}
