@@ -192,7 +192,8 @@ func (p adminPort) State(ctx context.Context, addr string) (failover.ServerState
 	if err != nil {
 		return failover.ServerState{}, err
 	}
-	return failover.ServerState{InRecovery: st.InRecovery, CurrentLSN: st.CurrentLSN, ReplayLSN: max(st.ReplayLSN, st.ReceiveLSN)}, nil
+	return failover.ServerState{InRecovery: st.InRecovery, CurrentLSN: st.CurrentLSN, ReplayLSN: max(st.ReplayLSN, st.ReceiveLSN),
+		Upstream: st.UpstreamAddr}, nil
 }
 func (p adminPort) Promote(ctx context.Context, addr string) error { return p.a.Promote(ctx, addr) }
 func (p adminPort) Repoint(ctx context.Context, addr, primary string) error {

@@ -423,3 +423,58 @@ func shardsList(t *testing.T, e *env, shard, fenced string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestReplicaDownDuringFailover: a replica that was down while its
+// primary failed over comes back still configured for the dead primary;
+// the meta leader notices it does not stream and repoints it at the new
+// primary, which it then follows.
+func TestReplicaDownDuringFailover(t *testing.T) {
+	e := setup(t, map[string]string{"synchronous_commit": "on"})
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	old := e.pg.Shards[0]
+	late, other := old.Replicas[1], old.Replicas[0]
+	if err := late.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	m := e.waitMap(t, 30*time.Second, "the failover of s0 to the replica that is up", func(m *shardmap.Map) bool {
+		sh := m.Shard("s0")
+		return sh.Switch == nil && sh.Primary.String() == other.Addr()
+	})
+	if !containsEndpoint(m.Shard("s0").Replicas, late.Addr()) {
+		t.Fatalf("the replica that was down left the map: %+v", m.Shard("s0"))
+	}
+	restarted := time.Now()
+	if err := late.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(40 * time.Second)
+	for {
+		v, err := late.QueryValue(ctx, "SELECT coalesce((SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver WHERE status = 'streaming'), '')")
+		if err == nil && v == other.Addr() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the replica that was down does not stream from the new primary %s (%q, %v)", other.Addr(), v, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("replica %s streams from the new primary %s %s after it came back", late.Addr(), other.Addr(), time.Since(restarted).Round(time.Millisecond))
+	// And it has what was written on the new primary.
+	if err := other.Exec(ctx, "INSERT INTO acct (id, writer) VALUES (-1, 0)"); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		if v, err := late.QueryValue(ctx, "SELECT count(*) FROM acct WHERE id = -1"); err == nil && v == "1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the repointed replica does not replay the new primary's writes")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

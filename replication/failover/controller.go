@@ -17,6 +17,8 @@ const (
 	DefaultObservers     = 1
 	DefaultDrainGrace    = 5 * time.Second
 	DefaultActionTimeout = 30 * time.Second
+	// DefaultReplicaCheckInterval is Config.ReplicaCheckInterval's default.
+	DefaultReplicaCheckInterval = 2 * time.Second
 )
 
 // Config configures a [Controller].
@@ -48,6 +50,12 @@ type Config struct {
 	// top); a call that times out is tried again. 0 means
 	// DefaultActionTimeout.
 	ActionTimeout time.Duration
+	// ReplicaCheckInterval is how often the leader checks that every
+	// replica streams from its shard's primary, and repoints one that
+	// streams from another server (a replica that was down during a
+	// failover, or that a DBA pointed elsewhere). 0 means
+	// DefaultReplicaCheckInterval; negative: never.
+	ReplicaCheckInterval time.Duration
 
 	// Logger receives the controller's logs. nil means slog.Default().
 	Logger *slog.Logger
@@ -73,6 +81,12 @@ type Controller struct {
 	stuck  map[string]uint64    // shard -> epoch at which its workflow stopped for good
 	warned map[string]warning   // shard/step -> the latest warning about it
 	runs   bool                 // Run is running
+	// lastReplicaCheck is when tick last checked the replicas' upstreams
+	// (only the Run goroutine touches it).
+	lastReplicaCheck time.Time
+	// notStreaming is when each replica was first seen not streaming (of
+	// the current run of such checks).
+	notStreaming map[string]time.Time
 
 	// term is cancelled when this member stops leading (or Run ends);
 	// workers started by Run use it. Only the Run goroutine touches it.
@@ -109,6 +123,9 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.ActionTimeout == 0 {
 		cfg.ActionTimeout = DefaultActionTimeout
 	}
+	if cfg.ReplicaCheckInterval == 0 {
+		cfg.ReplicaCheckInterval = DefaultReplicaCheckInterval
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -123,6 +140,8 @@ func New(cfg Config) (*Controller, error) {
 		down:   make(map[downKey]*suspect),
 		stuck:  make(map[string]uint64),
 		warned: make(map[string]warning),
+
+		notStreaming: make(map[string]time.Time),
 	}, nil
 }
 
@@ -218,11 +237,76 @@ func (c *Controller) tick(ctx context.Context) {
 	}
 	start := c.cfg.Now()
 	c.probeAll(c.term, checks)
+	healthy := make(map[string]bool)
 	for _, ch := range checks {
 		if ok, reason := c.observe(ch.shard, ch.addr, ch.state, ch.err, start); ok {
 			c.spawn(ch.shard, &detection{addr: ch.addr, reason: reason})
+		} else if ch.err == nil && !ch.state.InRecovery {
+			healthy[ch.shard] = true
 		}
 	}
+	if c.cfg.ReplicaCheckInterval > 0 && start.Sub(c.lastReplicaCheck) >= c.cfg.ReplicaCheckInterval {
+		c.lastReplicaCheck = start
+		for i := range m.Shards {
+			if sh := &m.Shards[i]; healthy[sh.Name] && len(sh.Replicas) > 0 {
+				c.superviseReplicas(*sh)
+			}
+		}
+	}
+}
+
+// superviseReplicas checks, in the background, that every replica of sh
+// (whose primary just answered) streams from that primary, and repoints
+// one that streams from another server — a replica that was down during
+// a failover and came back following the old, fenced primary — or that
+// has not streamed at all for five check intervals (its primary_conninfo
+// names a server that is gone). A repoint only sets primary_conninfo and
+// waits a little for streaming: the shard is claimed meanwhile, so no
+// workflow of it runs at the same time, and its primary is not checked.
+func (c *Controller) superviseReplicas(sh shardmap.Shard) {
+	if !c.claim(sh.Name) {
+		return
+	}
+	ctx := c.term
+	primary := sh.Primary.String()
+	c.workers.Add(1)
+	go func() {
+		defer c.workers.Done()
+		defer c.release(sh.Name)
+		for _, r := range sh.Replicas {
+			addr := r.String()
+			st, err := c.probe(ctx, addr)
+			if err != nil || !st.InRecovery || st.Upstream == primary {
+				c.mu.Lock()
+				delete(c.notStreaming, addr)
+				c.mu.Unlock()
+				continue
+			}
+			why := "the replica streamed from " + st.Upstream
+			if st.Upstream == "" {
+				now := c.cfg.Now()
+				c.mu.Lock()
+				since, seen := c.notStreaming[addr]
+				if !seen {
+					c.notStreaming[addr] = now
+				}
+				c.mu.Unlock()
+				if !seen || now.Sub(since) < 5*c.cfg.ReplicaCheckInterval {
+					continue
+				}
+				why = "the replica has not streamed for " + now.Sub(since).Round(time.Second).String()
+			}
+			c.log.Warn("failover: a replica does not stream from its shard's primary; repointing it",
+				"shard", sh.Name, "replica", addr, "why", why, "primary", primary)
+			rctx, cancel := context.WithTimeout(ctx, min(c.cfg.ActionTimeout, 2*time.Second))
+			err = c.cfg.Admin.Repoint(rctx, addr, primary)
+			cancel()
+			c.mu.Lock()
+			delete(c.notStreaming, addr)
+			c.mu.Unlock()
+			c.emit(Event{Shard: sh.Name, Step: EventRepoint, From: st.Upstream, To: primary, Addr: addr, Err: err, Detail: why})
+		}
+	}()
 }
 
 // detection is a primary found down by tick.

@@ -81,6 +81,15 @@
 //     committed in the map is ever acted on, and a controller never starts
 //     a failover of a shard whose Switch is already set: it resumes it.
 //
+// # Replicas
+//
+// Every ReplicaCheckInterval the leader also checks that each replica of a
+// shard whose primary answers streams from that primary. One that streams
+// from another server, or has not streamed for five intervals (a replica
+// that was down during a failover comes back configured for the old
+// primary), is repointed. The shard is claimed meanwhile, like a
+// workflow, so a repoint never races a failover of the same shard.
+//
 // # Leader change
 //
 // Only the leader acts: every step checks Store.IsLeader first, and Run

@@ -196,3 +196,49 @@ func TestRunTwice(t *testing.T) {
 		t.Error("a second Run did not fail")
 	}
 }
+
+// TestReplicaSupervision: the leader repoints a replica that streams from
+// another server than its shard's primary (one that was down during a
+// failover and came back following the old primary), leaves alone the
+// ones that follow the primary or are not streaming, and checks no more
+// often than ReplicaCheckInterval.
+func TestReplicaSupervision(t *testing.T) {
+	clock := newFakeClock()
+	store := newFakeStore(testMap(t))
+	admin := newFakeAdmin()
+	admin.set("r1", func(s *fakeServer) { s.upstream = addr("old") })
+	admin.set("q1", func(s *fakeServer) { s.upstream = "" }) // not streaming
+	r := newRig(t, store, admin, fakeTime(clock), func(c *Config) { c.ReplicaCheckInterval = time.Second })
+	start := clock.Now()
+	r.tick()
+	waitFor(t, "the repoint of r1", func() bool { return admin.get("r1").upstream == addr("p1") })
+	waitFor(t, "the supervision to end", func() bool { return !r.c.isBusy("s1") && !r.c.isBusy("s2") })
+	if calls := admin.log(); !slices.Equal(calls, []string{"repoint r1:5432 p1:5432"}) {
+		t.Errorf("admin calls %q; want only the repoint of r1", calls)
+	}
+	if len(store.commits()) != 0 {
+		t.Errorf("supervision changed the map: %q", store.commits())
+	}
+	// Within the interval nothing is checked again.
+	admin.set("r2", func(s *fakeServer) { s.upstream = addr("old") })
+	r.tick()
+	waitFor(t, "the tick's workers", func() bool { return !r.c.isBusy("s1") })
+	if up := admin.get("r2").upstream; up != addr("old") {
+		t.Errorf("r2 repointed before ReplicaCheckInterval passed")
+	}
+	clock.advance(time.Second)
+	r.tick()
+	waitFor(t, "the repoint of r2", func() bool { return admin.get("r2").upstream == addr("p1") })
+
+	// A replica that does not stream at all (q1, first seen at start) is
+	// repointed only five intervals later.
+	for clock.Now().Sub(start) < 5*time.Second {
+		waitFor(t, "the tick's workers", func() bool { return !r.c.isBusy("s2") })
+		if up := admin.get("q1").upstream; up != "" {
+			t.Fatalf("q1 repointed %s after it was first seen not streaming", clock.Now().Sub(start))
+		}
+		clock.advance(time.Second)
+		r.tick()
+	}
+	waitFor(t, "the repoint of q1", func() bool { return admin.get("q1").upstream == addr("p2") })
+}

@@ -283,7 +283,7 @@ func (a *fakeAdmin) State(ctx context.Context, addr string) (ServerState, error)
 		return ServerState{}, err
 	}
 	if s.inRecovery {
-		return ServerState{InRecovery: true, ReplayLSN: s.lsn}, nil
+		return ServerState{InRecovery: true, ReplayLSN: s.lsn, Upstream: s.upstream}, nil
 	}
 	return ServerState{CurrentLSN: s.lsn}, nil
 }

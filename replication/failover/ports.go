@@ -17,6 +17,9 @@ type ServerState struct {
 	// ReplayLSN is pg_last_wal_replay_lsn() on a replica, zero on a
 	// primary.
 	ReplayLSN health.LSN
+	// Upstream is the host:port a replica streams from now, "" when it
+	// is not streaming (or is a primary).
+	Upstream string
 }
 
 // Admin acts on the PostgreSQL servers of a shard. Every method is
