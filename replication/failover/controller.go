@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -85,8 +86,10 @@ type Controller struct {
 	// (only the Run goroutine touches it).
 	lastReplicaCheck time.Time
 	// notStreaming is when each replica was first seen not streaming (of
-	// the current run of such checks).
+	// the current run of such checks); repointFails counts each replica's
+	// failed repoints in a row.
 	notStreaming map[string]time.Time
+	repointFails map[string]int
 
 	// term is cancelled when this member stops leading (or Run ends);
 	// workers started by Run use it. Only the Run goroutine touches it.
@@ -142,6 +145,7 @@ func New(cfg Config) (*Controller, error) {
 		warned: make(map[string]warning),
 
 		notStreaming: make(map[string]time.Time),
+		repointFails: make(map[string]int),
 	}, nil
 }
 
@@ -279,6 +283,9 @@ func (c *Controller) superviseReplicas(sh shardmap.Shard) {
 			if err != nil || !st.InRecovery || st.Upstream == primary {
 				c.mu.Lock()
 				delete(c.notStreaming, addr)
+				if st.Upstream == primary {
+					delete(c.repointFails, addr)
+				}
 				c.mu.Unlock()
 				continue
 			}
@@ -303,10 +310,52 @@ func (c *Controller) superviseReplicas(sh shardmap.Shard) {
 			cancel()
 			c.mu.Lock()
 			delete(c.notStreaming, addr)
+			fails := 0
+			if err != nil {
+				c.repointFails[addr]++
+				fails = c.repointFails[addr]
+			} else {
+				delete(c.repointFails, addr)
+			}
 			c.mu.Unlock()
 			c.emit(Event{Shard: sh.Name, Step: EventRepoint, From: st.Upstream, To: primary, Addr: addr, Err: err, Detail: why})
+			if fails >= maxRepointFails {
+				c.fenceReplica(ctx, sh.Name, r, err)
+			}
 		}
 	}()
+}
+
+// maxRepointFails is how many repoints of a replica in a row may fail
+// before the replica is fenced.
+const maxRepointFails = 3
+
+// fenceReplica moves replica r of shard to Fenced: it cannot follow its
+// primary (it replayed past the point where the primary's timeline forked
+// — it followed a former primary — or is broken otherwise), so it must not
+// serve reads, which might show what the primary never had, until a DBA
+// rebuilds it (pgshard shards rejoin).
+func (c *Controller) fenceReplica(ctx context.Context, shard string, r shardmap.Endpoint, why error) {
+	_, err := c.commit(ctx, shard, "fence replica "+r.String()+": it does not follow the primary", func(s *shardmap.Shard) error {
+		i := slices.Index(s.Replicas, r)
+		if i < 0 || s.Switch != nil {
+			return errMoved
+		}
+		s.Replicas = slices.Delete(s.Replicas, i, i+1)
+		s.Fenced = append(s.Fenced, r)
+		return nil
+	})
+	if err != nil && !errors.Is(err, errMoved) {
+		c.log.Warn("failover: could not fence a replica that does not follow its primary", "shard", shard, "replica", r, "err", err)
+		return
+	}
+	if err == nil {
+		c.mu.Lock()
+		delete(c.repointFails, r.String())
+		c.mu.Unlock()
+		c.log.Error("failover: fenced a replica that cannot follow its primary; rebuild it (pgshard shards rejoin)", "shard", shard, "replica", r, "last_error", why)
+		c.emit(Event{Shard: shard, Step: EventFenceReplica, Addr: r.String(), Detail: why.Error()})
+	}
 }
 
 // detection is a primary found down by tick.

@@ -88,7 +88,11 @@
 // from another server, or has not streamed for five intervals (a replica
 // that was down during a failover comes back configured for the old
 // primary), is repointed. The shard is claimed meanwhile, like a
-// workflow, so a repoint never races a failover of the same shard.
+// workflow, so a repoint never races a failover of the same shard. A
+// replica whose repoint fails three rounds in a row cannot follow its
+// primary (it replayed past the fork of the primary's timeline, following
+// a former primary): it is moved to Fenced, so no proxy reads what the
+// primary never had, until a DBA rebuilds it.
 //
 // # Leader change
 //

@@ -49,6 +49,9 @@ const (
 	EventDone = "done"
 	// EventCommit: a commit of the map failed (Err); Detail names it.
 	EventCommit = "commit"
+	// EventFenceReplica: a replica (Addr) whose repoints kept failing was
+	// moved to Fenced (it cannot follow its primary).
+	EventFenceReplica = "fence-replica"
 )
 
 // Event is one step of a failover or switchover, for logs, metrics and

@@ -1,6 +1,7 @@
 package failover
 
 import (
+	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -241,4 +242,36 @@ func TestReplicaSupervision(t *testing.T) {
 		r.tick()
 	}
 	waitFor(t, "the repoint of q1", func() bool { return admin.get("q1").upstream == addr("p2") })
+}
+
+// TestReplicaThatCannotFollowIsFenced: a replica whose repoints keep
+// failing (it replayed past the new primary's fork point) is moved to
+// Fenced after maxRepointFails rounds, so no proxy reads from it.
+func TestReplicaThatCannotFollowIsFenced(t *testing.T) {
+	clock := newFakeClock()
+	store := newFakeStore(testMap(t))
+	admin := newFakeAdmin()
+	admin.set("r1", func(s *fakeServer) {
+		s.upstream = addr("old")
+		s.fail = map[string]error{"repoint": errors.New("requested timeline 2 is not a child of this server's history")}
+	})
+	r := newRig(t, store, admin, fakeTime(clock), func(c *Config) { c.ReplicaCheckInterval = time.Second })
+	for i := range maxRepointFails {
+		if i > 0 {
+			waitFor(t, "the supervision round", func() bool { return !r.c.isBusy("s1") })
+			if sh := store.Map().Shard("s1"); slices.Contains(sh.Fenced, ep("r1")) {
+				t.Fatalf("r1 fenced after %d failed repoints", i)
+			}
+			clock.advance(time.Second)
+		}
+		r.tick()
+	}
+	waitFor(t, "r1 fenced", func() bool { return slices.Contains(store.Map().Shard("s1").Fenced, ep("r1")) })
+	sh := store.Map().Shard("s1")
+	if slices.Contains(sh.Replicas, ep("r1")) || !slices.Contains(sh.Replicas, ep("r2")) || sh.Primary != ep("p1") {
+		t.Errorf("after fencing r1: %+v", sh)
+	}
+	if got := r.events.steps(); !slices.Contains(got, EventFenceReplica) {
+		t.Errorf("events %q lack %s", got, EventFenceReplica)
+	}
 }
