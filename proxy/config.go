@@ -135,6 +135,10 @@ type ReadConfig struct {
 	MaxLag Duration `yaml:"max_lag"`
 	// Consistency is session (default), eventual or primary.
 	Consistency string `yaml:"consistency"`
+	// SafeFunctions names your own functions that never write ("name"
+	// or "schema.name"): reads calling them may go to a replica. Global
+	// only (the plan cache is shared by all users).
+	SafeFunctions []string `yaml:"safe_functions"`
 }
 
 // over returns r with the fields o sets.
@@ -437,6 +441,11 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("broadcast_writes: %q is not refuse or allow", c.BroadcastWrites))
 	}
 	errs = append(errs, c.Reads.validate("reads")...)
+	for i, u := range c.Users {
+		if len(u.Reads.SafeFunctions) > 0 {
+			errs = append(errs, fmt.Errorf("users[%d].reads.safe_functions: set it in the global reads section (plans are shared by all users)", i))
+		}
+	}
 	if c.DefaultShard != "" && !names[c.DefaultShard] {
 		errs = append(errs, fmt.Errorf("default_shard: %q is not one of the shards", c.DefaultShard))
 	}

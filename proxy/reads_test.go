@@ -261,6 +261,43 @@ func TestShowShardsStates(t *testing.T) {
 	})
 }
 
+// TestSafeFunctions: a function named in reads.safe_functions lets a read
+// go to a replica.
+func TestSafeFunctions(t *testing.T) {
+	pg := integration.StartPostgres(t, integration.Replicas(1), integration.Name("safefn"))
+	ctx := ctxT(t)
+	if err := pg.Exec(ctx, `CREATE TABLE kv (k bigint PRIMARY KEY, v text);
+		INSERT INTO kv VALUES (1, 'one');
+		CREATE FUNCTION where_am_i() RETURNS int LANGUAGE sql AS 'SELECT inet_server_port()'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := pg.WaitReplayed(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mapFile := filepath.Join(t.TempDir(), "map.yaml")
+	m := fmt.Sprintf(`epoch: 1
+shards:
+  - {name: s0, primary: %q, replicas: [%q]}
+distributions:
+  - {name: kv, key_type: bigint, strategy: hash, default_shard: s0, shards_even: [s0]}
+tables:
+  - {name: public.kv, distribution: kv, key: k}
+`, pg.Addr(), pg.Replicas[0].Addr())
+	if err := os.WriteFile(mapFile, []byte(m), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := baseConfig(t, pg)
+	cfg.Shards = nil
+	cfg.ShardMapFile = mapFile
+	cfg.HealthInterval = proxy.Duration(20 * time.Millisecond)
+	cfg.Reads.SafeFunctions = []string{"where_am_i"}
+	p := startProxy(t, cfg)
+	c := connect(t, p.dsn(""))
+	waitFor(t, func() bool {
+		return runPort(t, c, "SELECT where_am_i() FROM kv WHERE k = 1") == pg.Replicas[0].Port
+	})
+}
+
 // TestReadFromPrimary: a user with read_from: primary never reads from a
 // replica.
 func TestReadFromPrimary(t *testing.T) {

@@ -124,7 +124,7 @@ func (s *Server) newRuntime(cfg *Config) (*runtime, error) {
 	switch {
 	case cfg.shardMap != nil:
 		rt.router = router.PlanRouter{
-			Planner:        plan.New(cfg.shardMap, plan.Options{DefaultShard: cfg.DefaultShard}),
+			Planner:        plan.New(cfg.shardMap, plan.Options{DefaultShard: cfg.DefaultShard, ReplicaSafeFuncs: cfg.Reads.SafeFunctions}),
 			Default:        cfg.DefaultShard,
 			AllowBroadcast: cfg.BroadcastWrites == "allow",
 			EndpointState:  s.endpointState,

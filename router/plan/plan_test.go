@@ -421,3 +421,28 @@ func TestReplicaSafe(t *testing.T) {
 		}
 	}
 }
+
+// TestReplicaSafeConfigured: functions the configuration names as
+// read-only keep a read replica-safe; others still do not.
+func TestReplicaSafeConfigured(t *testing.T) {
+	p := New(testMap(t), Options{ReplicaSafeFuncs: []string{"my_func", "App.Safe_Fn", "public.pub_fn"}})
+	for _, c := range []struct {
+		sql  string
+		want bool
+	}{
+		{"SELECT my_func(id) FROM users WHERE id = 5", true},
+		{"SELECT app.safe_fn(id) FROM users WHERE id = 5", true},
+		{"SELECT pub_fn(id), public.pub_fn(id) FROM users WHERE id = 5", true},
+		{"SELECT other.my_func(id) FROM users WHERE id = 5", false},
+		{"SELECT safe_fn(id) FROM users WHERE id = 5", false},
+		{"SELECT my_func(id), writer(id) FROM users WHERE id = 5", false},
+	} {
+		pl, err := p.Route(c.sql, nil, nil, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", c.sql, err)
+		}
+		if pl.ReplicaSafe != c.want {
+			t.Errorf("%s: ReplicaSafe = %v, want %v", c.sql, pl.ReplicaSafe, c.want)
+		}
+	}
+}

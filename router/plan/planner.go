@@ -24,6 +24,10 @@ type Options struct {
 	// DefaultSchema qualifies unqualified table names; "" means "public".
 	// (The planner does not follow the session's search_path.)
 	DefaultSchema string
+	// ReplicaSafeFuncs names functions, besides PostgreSQL's own read-only
+	// ones, that never write (lower case; "name" or "schema.name"): reads
+	// calling them may go to a replica (Plan.ReplicaSafe).
+	ReplicaSafeFuncs []string
 }
 
 // Planner turns statements into Plans. It is safe for concurrent use.
@@ -124,6 +128,7 @@ type state struct {
 	one          map[string][]string // shard → []string{shard}, shared
 	distShards   map[*shardmap.Distribution][]string
 	defaultShard string
+	safeFuncs    map[string]bool // Options.ReplicaSafeFuncs
 
 	mu    sync.RWMutex
 	cache map[string][]*template
@@ -146,6 +151,12 @@ func newState(m *shardmap.Map, opts Options) *state {
 	}
 	for _, s := range m.Shards {
 		st.one[s.Name] = []string{s.Name}
+	}
+	if len(opts.ReplicaSafeFuncs) > 0 {
+		st.safeFuncs = make(map[string]bool, len(opts.ReplicaSafeFuncs))
+		for _, f := range opts.ReplicaSafeFuncs {
+			st.safeFuncs[strings.ToLower(f)] = true
+		}
 	}
 	for i := range m.Distributions {
 		d := &m.Distributions[i]

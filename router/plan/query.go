@@ -466,7 +466,7 @@ var unsafeFuncs = map[string]bool{
 
 func (a *analysis) funcCall(f *pg.FuncCall) {
 	name := funcName(f)
-	if !replicaSafeFunc(f, name) {
+	if !replicaSafeFunc(f, name) && !a.b.st.configuredSafe(f) {
 		a.unknownFunc = true
 	}
 	if unsafeFuncs[name] || strings.HasPrefix(name, "pg_advisory") || strings.HasPrefix(name, "pg_try_advisory") ||

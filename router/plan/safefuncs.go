@@ -21,6 +21,20 @@ func replicaSafeFunc(f *pg.FuncCall, name string) bool {
 	return replicaSafeFuncs[name]
 }
 
+// configuredSafe reports whether the configuration names f as a function
+// that never writes (Options.ReplicaSafeFuncs), by its name or by its
+// schema-qualified name as the statement writes it.
+func (st *state) configuredSafe(f *pg.FuncCall) bool {
+	if st.safeFuncs == nil || len(f.Funcname) == 0 || len(f.Funcname) > 2 {
+		return false
+	}
+	parts := make([]string, len(f.Funcname))
+	for i, n := range f.Funcname {
+		parts[i] = strings.ToLower(n.GetString_().GetSval())
+	}
+	return st.safeFuncs[strings.Join(parts, ".")] || len(parts) == 1 && st.safeFuncs["public."+parts[0]]
+}
+
 // replicaSafeFuncs are built-in functions that read only.
 var replicaSafeFuncs = func() map[string]bool {
 	m := make(map[string]bool)
