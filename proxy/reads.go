@@ -221,8 +221,10 @@ func readOnlyBegin(sql string) bool {
 // primary of shard, that the session's next transaction end must learn
 // the primary's WAL position. Callers hold s.mu.
 func (s *session) noteWrite(plan router.Plan, sql string) {
-	if s.beReplica {
-		return
+	rc := s.user.reads
+	if s.beReplica || rc.Consistency != ConsistencySession || rc.ReadFrom != ReadFromReplicas ||
+		s.mode != PoolTransaction || !s.srv.hasReplicas(s.beShard) {
+		return // no reads of this shard will go to a replica
 	}
 	if plan.Kind == router.KindSingle && !plan.Replica {
 		s.wrote = true
