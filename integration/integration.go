@@ -58,6 +58,13 @@ func HostAuth(method string) Option { return func(c *config) { c.opts.HostAuth =
 // TLS turns on TLS with a throwaway CA; see pgcluster.Options.TLS.
 func TLS() Option { return func(c *config) { c.opts.TLS = true } }
 
+// CertUsers makes users (created with Users) log in over TLS with a
+// client certificate (pgcluster.Options.CertUsers; see
+// pgcluster.Server.ClientCert).
+func CertUsers(users ...string) Option {
+	return func(c *config) { c.opts.CertUsers = append(c.opts.CertUsers, users...) }
+}
+
 // Users creates login roles on each primary. Several calls add up.
 func Users(users ...pgcluster.User) Option {
 	return func(c *config) { c.opts.Users = append(c.opts.Users, users...) }

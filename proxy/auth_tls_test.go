@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgshard/pgshard/integration"
+	"github.com/pgshard/pgshard/integration/pgcluster"
 	"github.com/pgshard/pgshard/proxy"
 	"github.com/pgshard/pgshard/wire/auth"
 )
@@ -109,5 +110,38 @@ func TestTLSBothSides(t *testing.T) {
 	}
 	if err := tryConnect(base + "?sslmode=disable"); pgCode(err) != "28000" {
 		t.Fatalf("plain connection to a TLS-only proxy: want 28000, got %v", err)
+	}
+}
+
+// TestBackendClientCertificate: the proxy logs in to a server that
+// authenticates it by certificate (pg_hba cert) with backend.sslcert and
+// backend.sslkey; without them that login is refused.
+func TestBackendClientCertificate(t *testing.T) {
+	const certUser = "pgshard_cert"
+	pg := integration.StartPostgres(t, integration.Users(pgcluster.User{Name: certUser, Password: "unused"}),
+		integration.CertUsers(certUser))
+	certFile, keyFile, err := pg.ClientCert(t.TempDir(), certUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := baseConfig(t, pg)
+	cfg.Backend = proxy.BackendConfig{User: certUser, SSLMode: "verify-full", SSLRootCert: pg.CACertPath(),
+		SSLCert: certFile, SSLKey: keyFile, PasswordEnv: "PGSHARD_TEST_UNSET_ENV"}
+	p := startProxy(t, cfg)
+	c := connect(t, p.dsn(""))
+	var user string
+	var ssl bool
+	if err := c.QueryRow(ctxT(t), `SELECT current_user, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()`).Scan(&user, &ssl); err != nil {
+		t.Fatal(err)
+	}
+	if user != certUser || !ssl {
+		t.Fatalf("server session as %q, ssl %v; want %s over TLS", user, ssl, certUser)
+	}
+
+	noCert := baseConfig(t, pg)
+	noCert.Backend = proxy.BackendConfig{User: certUser, SSLMode: "verify-full", SSLRootCert: pg.CACertPath(), PasswordEnv: "PGSHARD_TEST_UNSET_ENV"}
+	p2 := startProxy(t, noCert)
+	if err := tryConnect(p2.dsn("")); pgCode(err) != "28000" {
+		t.Fatalf("without a client certificate: %v, want the server's refusal 28000", err)
 	}
 }

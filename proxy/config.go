@@ -216,6 +216,10 @@ type BackendConfig struct {
 	PasswordEnv string `yaml:"password_env"`
 	SSLMode     string `yaml:"sslmode"`     // libpq sslmode; default prefer
 	SSLRootCert string `yaml:"sslrootcert"` // CA for verify-ca / verify-full
+	// SSLCert and SSLKey are a client certificate and key (PEM) for
+	// servers that authenticate pgshard by certificate (pg_hba "cert").
+	SSLCert string `yaml:"sslcert"`
+	SSLKey  string `yaml:"sslkey"`
 }
 
 // PoolConfig sizes the backend pools.
@@ -439,6 +443,9 @@ func (c *Config) Validate() error {
 	}
 	if c.BroadcastWrites != "refuse" && c.BroadcastWrites != "allow" {
 		errs = append(errs, fmt.Errorf("broadcast_writes: %q is not refuse or allow", c.BroadcastWrites))
+	}
+	if (c.Backend.SSLCert == "") != (c.Backend.SSLKey == "") {
+		errs = append(errs, errors.New("backend.sslcert and backend.sslkey go together"))
 	}
 	errs = append(errs, c.Reads.validate("reads")...)
 	for i, u := range c.Users {

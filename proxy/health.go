@@ -32,6 +32,7 @@ func (s *Server) startHealth() {
 			return health.TargetsFromMap(s.runtime().cfg.shardMap)
 		},
 		User: user, Password: password, Database: "postgres", SSLMode: rt.cfg.Backend.SSLMode,
+		SSLRootCert: rt.cfg.Backend.SSLRootCert, SSLCert: rt.cfg.Backend.SSLCert, SSLKey: rt.cfg.Backend.SSLKey,
 		Interval: rt.cfg.HealthInterval.D(),
 	})
 	if err != nil {

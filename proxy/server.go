@@ -386,6 +386,8 @@ func (s *Server) poolAt(ctx context.Context, shard, addr string, u *userState, d
 		Database:       dbName,
 		SSLMode:        rt.cfg.Backend.SSLMode,
 		SSLRootCert:    rt.cfg.Backend.SSLRootCert,
+		SSLCert:        rt.cfg.Backend.SSLCert,
+		SSLKey:         rt.cfg.Backend.SSLKey,
 		Size:           pc.Size,
 		WaitTimeout:    pc.WaitTimeout.D(),
 		ConnectTimeout: pc.ConnectTimeout.D(),

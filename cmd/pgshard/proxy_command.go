@@ -28,6 +28,8 @@ type proxyOptions struct {
 	meta       string // meta cluster API addresses
 	metaToken  string
 	metaCA     string
+	metaCert   string
+	metaKey    string
 	proxyID    string
 	metaListen string // embedded meta API when there is no --meta
 	stderr     io.Writer
@@ -53,6 +55,8 @@ SIGTERM or SIGINT shuts down gracefully; SIGHUP reloads users and pool sizes.`,
 	cmd.Flags().StringVar(&o.meta, "meta", "", "follow the shard map of the meta cluster at these API addresses (host:port[,host:port...])")
 	cmd.Flags().StringVar(&o.metaToken, "meta-token", "", "bearer token of the meta cluster (default $PGSHARD_META_TOKEN)")
 	cmd.Flags().StringVar(&o.metaCA, "meta-tls-ca", "", "CA of the meta servers' certificates (TLS; without it loopback addresses use plaintext)")
+	cmd.Flags().StringVar(&o.metaCert, "meta-tls-cert", "", "client certificate (PEM) for meta clusters that require mutual TLS (with --meta-tls-key and --meta-tls-ca)")
+	cmd.Flags().StringVar(&o.metaKey, "meta-tls-key", "", "key of --meta-tls-cert")
 	cmd.Flags().StringVar(&o.proxyID, "proxy-id", "", "this proxy's ID towards the meta cluster (default: host name and listen address)")
 	cmd.Flags().StringVar(&o.metaListen, "meta-listen", defaultMetaAddr,
 		`without --meta, a proxy with a shard map runs an embedded single-node meta cluster (data next to the config) with its API here, for pgshard map/meta commands; "" disables it`)
@@ -211,8 +215,11 @@ func (o *proxyOptions) followMeta(ctx context.Context, cfg *proxy.Config) (func(
 		}
 	}
 	copts := metarpc.ClientOptions{Token: token}
+	if (o.metaCert == "") != (o.metaKey == "") || o.metaCert != "" && o.metaCA == "" {
+		return nil, nil, usageError{errors.New("--meta-tls-cert and --meta-tls-key go together, with --meta-tls-ca")}
+	}
 	if o.metaCA != "" {
-		tc, err := metarpc.ClientTLSConfig(o.metaCA, "", "", "")
+		tc, err := metarpc.ClientTLSConfig(o.metaCA, o.metaCert, o.metaKey, "")
 		if err != nil {
 			return nil, nil, err
 		}

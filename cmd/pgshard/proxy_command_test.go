@@ -122,6 +122,16 @@ func TestProxyCommandUsage(t *testing.T) {
 	if !strings.Contains(stderr.String(), "nope") {
 		t.Fatalf("error should name the unknown key: %s", stderr.String())
 	}
+	// A client certificate towards meta needs its key and a CA.
+	good := filepath.Join(t.TempDir(), "good.yaml")
+	_ = os.WriteFile(good, []byte("listen: 127.0.0.1:0\nusers: [{name: a, auth: trust}]\nshards: [{name: s0}]\n"), 0o600)
+	for _, args := range [][]string{{"--meta-tls-cert", "c.pem"}, {"--meta-tls-cert", "c.pem", "--meta-tls-key", "k.pem"}} {
+		stderr.Reset()
+		argv := append([]string{"proxy", "--config", good, "--meta", "127.0.0.1:1"}, args...)
+		if code := run(context.Background(), argv, nil, &stdout, &stderr); code != exitUsage || !strings.Contains(stderr.String(), "--meta-tls-cert and --meta-tls-key go together") {
+			t.Errorf("%v: exit %d: %s", args, code, stderr.String())
+		}
+	}
 }
 
 func TestPasswdCommand(t *testing.T) {

@@ -71,12 +71,15 @@ func (o Options) settings(dataDir string) [][2]string {
 		{"log_line_prefix", "'%m [%p] %q%u@%d '"},
 		{"password_encryption", quoteConf(o.passwordEncryption())},
 	}
-	if o.TLS {
+	if o.TLS || len(o.CertUsers) > 0 {
 		kv = append(kv,
 			[2]string{"ssl", "on"},
 			[2]string{"ssl_cert_file", quoteConf(serverCertFile)},
 			[2]string{"ssl_key_file", quoteConf(serverKeyFile)},
 		)
+	}
+	if len(o.CertUsers) > 0 {
+		kv = append(kv, [2]string{"ssl_ca_file", quoteConf(caCertFile)})
 	}
 	keys := make([]string, 0, len(o.Settings))
 	for k := range o.Settings {
@@ -132,12 +135,16 @@ func writeConfig(dataDir string, o Options, includeFromMain bool) error {
 			return fmt.Errorf("pgcluster: append to postgresql.conf: %w", err)
 		}
 	}
+	certLines := ""
+	for _, u := range o.CertUsers {
+		certLines += fmt.Sprintf("hostssl all          %s   127.0.0.1/32  cert\nhost    all          %s   127.0.0.1/32  reject\n", u, u)
+	}
 	hba := fmt.Sprintf(`# Written by pgshard's test harness (integration/pgcluster).
 # TYPE  DATABASE     USER  ADDRESS       METHOD
 local   all          all                 trust
 local   replication  all                 trust
-host    all          all   127.0.0.1/32  %[1]s
+%[2]shost    all          all   127.0.0.1/32  %[1]s
 host    replication  all   127.0.0.1/32  %[1]s
-`, auth)
+`, auth, certLines)
 	return writeOwned(filepath.Join(dataDir, "pg_hba.conf"), []byte(hba), 0o600)
 }

@@ -53,6 +53,11 @@ type Options struct {
 	// DSNs use sslmode=require. Clients may still connect without TLS.
 	TLS bool
 
+	// CertUsers are roles (of Users) that log in over TLS with a client
+	// certificate signed by the server's CA (pg_hba method cert; see
+	// [Server.ClientCert]); TLS is turned on for them.
+	CertUsers []string
+
 	// Replicas is the number of streaming replicas of each primary, made with
 	// pg_basebackup; Start returns once each one is streaming.
 	Replicas int
@@ -155,7 +160,7 @@ func (s *Server) init(ctx context.Context, tmpl string) error {
 	if err := copyTemplate(ctx, tmpl, s.DataDir); err != nil {
 		return err
 	}
-	if s.opts.TLS {
+	if s.opts.TLS || len(s.opts.CertUsers) > 0 {
 		if err := writeTLS(s.DataDir); err != nil {
 			return err
 		}
@@ -362,10 +367,20 @@ func (s *Server) SuperDSN(database string) string {
 	return s.DSN(SuperuserName, SuperuserPassword, database)
 }
 
+// ClientCert writes a client certificate for user, signed by the server's
+// CA, and its key into dir, and returns their paths (for sslcert and
+// sslkey). The server must have TLS.
+func (s *Server) ClientCert(dir, user string) (certFile, keyFile string, err error) {
+	if !s.opts.TLS && len(s.opts.CertUsers) == 0 {
+		return "", "", fmt.Errorf("pgcluster: ClientCert on %s: the server has no TLS", s.Name)
+	}
+	return writeClientCert(s.DataDir, dir, user)
+}
+
 // CACertPath returns the PEM file of the CA that signed a TLS server's
 // certificate, for sslrootcert; "" when the server has no TLS.
 func (s *Server) CACertPath() string {
-	if !s.opts.TLS {
+	if !s.opts.TLS && len(s.opts.CertUsers) == 0 {
 		return ""
 	}
 	return filepath.Join(s.DataDir, caCertFile)

@@ -72,6 +72,9 @@ type Config struct {
 	// log in to Database will do. Empty Database means the user's name;
 	// empty SSLMode means pgconn's default (prefer).
 	User, Password, Database, SSLMode string
+	// SSLRootCert, SSLCert and SSLKey are libpq's sslrootcert (CA for
+	// verify-ca/verify-full), sslcert and sslkey (client certificate).
+	SSLRootCert, SSLCert, SSLKey string
 
 	// Interval is the time between two probes of one endpoint; 0 means
 	// DefaultInterval.
@@ -153,6 +156,11 @@ func settingsDialer(cfg Config, timeout time.Duration) func(context.Context, str
 		q := url.Values{"application_name": {applicationName}}
 		if cfg.SSLMode != "" {
 			q.Set("sslmode", cfg.SSLMode)
+		}
+		for k, v := range map[string]string{"sslrootcert": cfg.SSLRootCert, "sslcert": cfg.SSLCert, "sslkey": cfg.SSLKey} {
+			if v != "" {
+				q.Set(k, v)
+			}
 		}
 		u.RawQuery = q.Encode()
 		pc, err := pgconn.ParseConfig(u.String())

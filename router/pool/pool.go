@@ -29,6 +29,9 @@ type Config struct {
 	SSLMode string
 	// SSLRootCert is a CA file for verify-ca/verify-full.
 	SSLRootCert string
+	// SSLCert and SSLKey are a client certificate and its key (PEM
+	// files), for servers that authenticate the proxy by certificate.
+	SSLCert, SSLKey string
 	// Size is the most connections the pool opens; 0 means 20.
 	Size int
 	// WaitTimeout bounds how long Acquire waits for a free connection when
@@ -120,6 +123,9 @@ func New(cfg Config) (*Pool, error) {
 		int(cfg.ConnectTimeout.Seconds()+0.999))
 	if cfg.SSLRootCert != "" {
 		connStr += " sslrootcert=" + quote(cfg.SSLRootCert)
+	}
+	if cfg.SSLCert != "" {
+		connStr += " sslcert=" + quote(cfg.SSLCert) + " sslkey=" + quote(cfg.SSLKey)
 	}
 	pc, err := pgconn.ParseConfig(connStr)
 	if err != nil {
