@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -29,13 +30,15 @@ const (
 // Config is the proxy's configuration file. Every field is documented in
 // the README's configuration reference.
 type Config struct {
-	Listen      string        `yaml:"listen"`       // client address; default 127.0.0.1:6432
-	AdminListen string        `yaml:"admin_listen"` // HTTP admin address; "" disables it
-	AdminToken  string        `yaml:"admin_token"`  // bearer token for the admin HTTP API; env PGSHARD_ADMIN_TOKEN
-	PoolMode    PoolMode      `yaml:"pool_mode"`    // transaction (default) or session
-	TLS         TLSConfig     `yaml:"tls"`
-	Users       []UserConfig  `yaml:"users"`
-	Shards      []ShardConfig `yaml:"shards"`
+	Listen      string `yaml:"listen"`       // client address; default 127.0.0.1:6432
+	AdminListen string `yaml:"admin_listen"` // HTTP admin address; "" disables it
+	AdminToken  string `yaml:"admin_token"`  // bearer token for the admin HTTP API; env PGSHARD_ADMIN_TOKEN
+	// AdminUsers may connect to the admin console, database "pgshard".
+	AdminUsers []string      `yaml:"admin_users"`
+	PoolMode   PoolMode      `yaml:"pool_mode"` // transaction (default) or session
+	TLS        TLSConfig     `yaml:"tls"`
+	Users      []UserConfig  `yaml:"users"`
+	Shards     []ShardConfig `yaml:"shards"`
 	// DefaultShard receives statements without a routing hint; default:
 	// the first shard.
 	DefaultShard string `yaml:"default_shard"`
@@ -443,6 +446,11 @@ func (c *Config) Validate() error {
 	}
 	if c.BroadcastWrites != "refuse" && c.BroadcastWrites != "allow" {
 		errs = append(errs, fmt.Errorf("broadcast_writes: %q is not refuse or allow", c.BroadcastWrites))
+	}
+	for i, a := range c.AdminUsers {
+		if !slices.ContainsFunc(c.Users, func(u UserConfig) bool { return u.Name == a }) {
+			errs = append(errs, fmt.Errorf("admin_users[%d]: %q is not one of users", i, a))
+		}
 	}
 	if (c.Backend.SSLCert == "") != (c.Backend.SSLKey == "") {
 		errs = append(errs, errors.New("backend.sslcert and backend.sslkey go together"))

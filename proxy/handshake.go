@@ -49,6 +49,10 @@ func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
 		return
 	}
 	_ = conn.SetDeadline(time.Time{})
+	if ss.console {
+		ss.serveConsole(ctx)
+		return
+	}
 	ss.serve(ctx)
 }
 
@@ -179,10 +183,30 @@ func (s *Server) startSession(ctx context.Context, rt *runtime, conn net.Conn, s
 		params: params,
 		sets:   newSettings(params),
 	}
+	if db == ConsoleDatabase {
+		if !s.isAdmin(userName) {
+			us.clients.Add(-1)
+			s.reject(conn, wire.Fatalf("42501", "permission denied: user %q may not use the pgshard admin console", userName))
+			return nil, false
+		}
+		ss.console = true
+	}
 	if err := s.register(ss); err != nil {
 		us.clients.Add(-1)
 		s.reject(conn, wire.AsError(err))
 		return nil, false
+	}
+	if ss.console {
+		out := append(make([]byte, 0, 256), 'R', 0, 0, 0, 8, 0, 0, 0, 0) // AuthenticationOk
+		for _, kv := range consoleParams {
+			out = wire.AppendParameterStatus(out, kv[0], kv[1])
+		}
+		out = wire.AppendReadyForQuery(out, 'I')
+		if _, err := conn.Write(out); err != nil {
+			s.forget(ss)
+			return nil, false
+		}
+		return ss, true
 	}
 	serverParams, err := s.serverParams(ctx, ss)
 	if err != nil {

@@ -96,6 +96,8 @@ type session struct {
 	state   state
 	be      *pool.Conn // nil when idle
 	beShard string     // shard of be
+	// console marks an admin console session (console.go): no server.
+	console bool
 	// beReplica says be is a replica of beShard (read splitting);
 	// beReadOnlyTx that it runs the session's READ ONLY transaction, whose
 	// statements all stay there (the server refuses writes in it).
