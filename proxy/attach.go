@@ -87,7 +87,13 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 		// A replica's backend serves only reads, except inside its (READ
 		// ONLY) transaction, where the server itself refuses writes.
 		onReplicaOK := !s.beReplica || plan.Replica || plan.Kind == router.KindAny || s.txStatus != 'I' || s.beReadOnlyTx
-		if be != nil && (s.beShard == plan.Shard || plan.Kind == router.KindAny) && onReplicaOK {
+		// A statement that would start a new transaction on a primary
+		// whose shard switches waits for the switch (buffer.go) rather
+		// than run on the server being replaced: the backend is let go
+		// once its earlier requests are answered.
+		newTxOnSwitching := be != nil && !s.beReplica && s.txStatus == 'I' && !s.unsynced && s.pendingBegin == "" &&
+			s.state != statePinned && s.queue.syncs > 0 && s.srv.switching(s.beShard)
+		if be != nil && (s.beShard == plan.Shard || plan.Kind == router.KindAny) && onReplicaOK && !newTxOnSwitching {
 			s.unsynced = true
 			s.noteWrite(plan, q.SQL)
 			s.mu.Unlock()
