@@ -407,3 +407,41 @@ func TestIdleServerConnectionsClosed(t *testing.T) {
 		t.Fatalf("after idle close: %v %v", v, err)
 	}
 }
+
+// TestExtendedSetFollowsClient: a SET sent through the extended protocol
+// (JDBC's way) is replayed on other backends like a simple-protocol one,
+// instead of pinning the session; a SET that fails does not count.
+func TestExtendedSetFollowsClient(t *testing.T) {
+	pg := integration.StartPostgres(t)
+	cfg := baseConfig(t, pg)
+	cfg.Pool.Size = 2
+	p := startProxy(t, cfg)
+	ctx := ctxT(t)
+	a := connect(t, p.dsn(""))
+	b := connect(t, p.dsn(""))
+	ext := func(sql string) error {
+		return a.PgConn().ExecParams(ctx, sql, nil, nil, nil, nil).Read().Err
+	}
+	if err := ext(`SET statement_timeout = '4321ms'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := ext(`SET statement_timeout = 'not a duration'`); err == nil {
+		t.Fatal("an invalid SET succeeded")
+	}
+	pidA := backendPID(t, ctx, a)
+	_, release := holdBackendPID(t, ctx, b, pidA)
+	defer release()
+	if pid := backendPID(t, ctx, a); pid == pidA {
+		t.Fatal("the session stayed on its backend: the extended SET pinned it")
+	}
+	var got string
+	if err := a.QueryRow(ctx, "SELECT current_setting('statement_timeout')").Scan(&got); err != nil || got != "4321ms" {
+		t.Fatalf("statement_timeout on the new backend: %q %v", got, err)
+	}
+	if err := ext(`RESET statement_timeout`); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.QueryRow(ctx, "SELECT current_setting('statement_timeout')").Scan(&got); err != nil || got != "0" {
+		t.Fatalf("after RESET: %q %v", got, err)
+	}
+}

@@ -351,6 +351,14 @@ func (s *session) handleExecute(ctx context.Context, frame []byte) error {
 	}
 	p := s.scatterPortalFor(name)
 	if p == nil {
+		if name == "" && s.stmts.bound != nil {
+			if s.stmts.ran != nil {
+				// Two parameter changes before one Sync: keep the
+				// backend rather than track both.
+				s.pin("two session parameter changes in one extended-protocol pipeline")
+			}
+			s.stmts.ran, s.stmts.bound = s.stmts.bound, nil
+		}
 		return s.forwardAny(ctx, frame)
 	}
 	if p.txSQL != "" {

@@ -377,6 +377,7 @@ func (s *session) handleSync(ctx context.Context, frame []byte) error {
 	s.skipToSync = false
 	be := s.claim()
 	if be == nil {
+		s.stmts.ran = nil
 		s.out = wire.AppendReadyForQuery(s.out, s.idleStatus())
 		return s.flushClient()
 	}
@@ -393,7 +394,9 @@ func (s *session) handleSync(ctx context.Context, frame []byte) error {
 	s.mu.Lock()
 	ends := s.copyEnds
 	s.mu.Unlock()
-	s.pushSync(be, syncEntry{status: override, clientSync: true, copyEnds: ends})
+	set := s.stmts.ran
+	s.stmts.ran = nil
+	s.pushSync(be, syncEntry{status: override, clientSync: true, copyEnds: ends, setting: set})
 	s.bout = append(s.bout, frame...)
 	s.captureLSN()
 	return s.maybeFlush()

@@ -28,6 +28,9 @@ type stmt struct {
 	global string // name on backends
 	sql    string
 	parse  []byte // Parse frame under the global name
+	// setting is the parameter change the statement makes (SET, RESET),
+	// replayed on other backends once it ran; nil for other statements.
+	setting *router.Info
 }
 
 // statements is a session's view of its prepared statements. Owned by
@@ -38,6 +41,12 @@ type statements struct {
 	unnamedSQL string     // its text
 	unnamedBE  *pool.Conn // backend it was last parsed on
 	unnamedGen uint64     // that backend's UnnamedGen after the parse
+	// unnamedSet is the unnamed statement's parameter change (see stmt).
+	unnamedSet *router.Info
+	// bound is the parameter change of the statement bound to the
+	// unnamed portal; running it moves it to ran, which the next Sync's
+	// sync point carries (applied if the segment succeeds).
+	bound, ran *settingChange
 }
 
 // globalName derives the backend name of a statement from its Parse body
@@ -92,17 +101,22 @@ func (s *session) handleParse(ctx context.Context, frame []byte) error {
 		}
 	}
 	info := router.Classify(sql)
+	var set *router.Info
 	switch {
 	case info.Has(router.ClassPin):
 		s.pin(info.PinReason)
+	case info.Class&^settingClasses == 0 && info.Class != 0:
+		// SET and RESET: replayed like a simple query's when they run
+		// (handleBind, handleExecute, handleSync).
+		info.Param = strings.Clone(info.Param)
+		set = &info
 	case info.Class&^txControl != 0:
-		// SET and friends through the extended protocol: keep the
-		// backend rather than track parameters per portal.
-		s.pin("session parameter change in the extended protocol")
+		s.pin("session state change in the extended protocol")
 	}
 	if name == "" {
 		s.stmts.unnamed = append(s.stmts.unnamed[:0], frame...)
 		s.stmts.unnamedSQL = sql
+		s.stmts.unnamedSet = set
 		be.UnnamedGen++
 		s.stmts.unnamedBE = be
 		s.stmts.unnamedGen = be.UnnamedGen
@@ -110,7 +124,7 @@ func (s *session) handleParse(ctx context.Context, frame []byte) error {
 		return s.forwardRaw(frame)
 	}
 	global := globalName(rest)
-	st := &stmt{global: global, sql: sql, parse: appendRenamed(nil, frame, 0, global)}
+	st := &stmt{global: global, sql: sql, parse: appendRenamed(nil, frame, 0, global), setting: set}
 	if s.stmts.named == nil {
 		s.stmts.named = make(map[string]*stmt)
 	}
@@ -133,6 +147,23 @@ func (s *session) handleParse(ctx context.Context, frame []byte) error {
 
 // txControl are the classes of transaction control statements.
 const txControl = router.ClassBegin | router.ClassCommit | router.ClassRollback
+
+// settingClasses are the classes of statements that change session
+// parameters the proxy replays on other backends, when they come through
+// the extended protocol (DISCARD ALL, which also drops the backend's
+// prepared statements, pins the session there).
+const settingClasses = router.ClassSet | router.ClassReset | router.ClassResetAll
+
+// stmtSetting returns the parameter change statement name makes, or nil.
+func (s *session) stmtSetting(name string) *router.Info {
+	if name == "" {
+		return s.stmts.unnamedSet
+	}
+	if st := s.stmts.named[name]; st != nil {
+		return st.setting
+	}
+	return nil
+}
 
 // parseLocal records a client statement without a backend and answers
 // ParseComplete itself: transaction control the proxy answers (a
@@ -396,6 +427,16 @@ func (s *session) handleBind(ctx context.Context, frame []byte) error {
 			return s.bindScatter(ctx, portal, name, sn.plan, body, off)
 		}
 		return err
+	}
+	if portal == "" {
+		s.stmts.bound = nil
+		if info := s.stmtSetting(name); info != nil {
+			e, err := s.sessionEffect(*info, s.stmtSQL(name))
+			if err != nil {
+				return err
+			}
+			s.stmts.bound = e.setting
+		}
 	}
 	global := s.ensurePrepared(be, name)
 	if global == name {
