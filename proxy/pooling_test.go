@@ -445,3 +445,31 @@ func TestExtendedSetFollowsClient(t *testing.T) {
 		t.Fatalf("after RESET: %q %v", got, err)
 	}
 }
+
+// TestDeallocateProtocolStatement: DEALLOCATE of a statement the client
+// prepared through the protocol (psycopg's way of evicting its cache)
+// succeeds, frees the name for a new statement, and does not pin.
+func TestDeallocateProtocolStatement(t *testing.T) {
+	pg := integration.StartPostgres(t)
+	p := startProxy(t, baseConfig(t, pg))
+	ctx := ctxT(t)
+	c := connect(t, p.dsn(""))
+	pc := c.PgConn()
+	if _, err := pc.Prepare(ctx, "Foo", "SELECT 1::int", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pc.Exec(ctx, `DEALLOCATE "Foo"`).ReadAll(); err != nil {
+		t.Fatalf("DEALLOCATE of a protocol-level statement: %v", err)
+	}
+	if _, err := pc.Prepare(ctx, "Foo", "SELECT 2::int", nil); err != nil {
+		t.Fatalf("prepare the freed name again: %v", err)
+	}
+	res := pc.ExecPrepared(ctx, "Foo", nil, nil, nil).Read()
+	if res.Err != nil || len(res.Rows) != 1 || string(res.Rows[0][0]) != "2" {
+		t.Fatalf("the new statement: %v %q", res.Err, res.Rows)
+	}
+	// An unknown name is the server's business, as without pgshard.
+	if _, err := pc.Exec(ctx, `DEALLOCATE nosuch`).ReadAll(); pgCode(err) != "26000" {
+		t.Fatalf("DEALLOCATE of an unknown statement: %v, want 26000", err)
+	}
+}

@@ -410,6 +410,9 @@ func (s *session) handleQuery(ctx context.Context, frame []byte) error {
 	if done, err := s.deferredTransaction(info, sql); done || err != nil {
 		return err
 	}
+	if info.Class == router.ClassDeallocate && s.deallocateLocally(info.Param) {
+		return nil
+	}
 	be, err := s.attach(ctx, router.Query{SQL: sql})
 	if err != nil {
 		// (errors.As only here: its target escapes to the heap.)
@@ -447,6 +450,10 @@ func (s *session) sessionEffect(info router.Info, sql string) (syncEntry, error)
 		s.pin(info.PinReason)
 	case info.Has(router.ClassMulti):
 		s.pin("session state change in a multi-statement query")
+	case info.Has(router.ClassDeallocate):
+		// Not one of the client's protocol-level statements (see
+		// deallocateLocally): an SQL-level one, on its pinned backend.
+		s.pin("SQL-level prepared statement")
 	case info.Class&(router.ClassSet|router.ClassReset|router.ClassResetAll|router.ClassDiscardAll) != 0:
 		if info.Class&(router.ClassResetAll|router.ClassDiscardAll) != 0 {
 			s.hintShard, s.hintKey = "", ""

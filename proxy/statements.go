@@ -154,6 +154,22 @@ const txControl = router.ClassBegin | router.ClassCommit | router.ClassRollback
 // prepared statements, pins the session there).
 const settingClasses = router.ClassSet | router.ClassReset | router.ClassResetAll
 
+// deallocateLocally answers DEALLOCATE name for one of the client's
+// protocol-level prepared statements while no backend is attached: the
+// statement exists on backends under a shared name (and stays there for
+// other sessions), so the proxy forgets the client's name and answers
+// itself. It reports false when it did not (the statement is not the
+// client's, or a backend is attached: then the server answers).
+func (s *session) deallocateLocally(name string) bool {
+	if s.stmts.named[name] == nil || s.attached() != nil || len(s.pending) > 0 {
+		return false
+	}
+	delete(s.stmts.named, name)
+	s.out = wire.AppendString(s.out, 'C', "DEALLOCATE")
+	s.out = wire.AppendReadyForQuery(s.out, s.idleStatus())
+	return true
+}
+
 // stmtSetting returns the parameter change statement name makes, or nil.
 func (s *session) stmtSetting(name string) *router.Info {
 	if name == "" {

@@ -27,6 +27,10 @@ const (
 	ClassBegin
 	// ClassCommit is COMMIT or END (not COMMIT PREPARED).
 	ClassCommit
+	// ClassDeallocate is DEALLOCATE [PREPARE] name: Param is the name,
+	// folded to lower case unless it was quoted. It drops a prepared
+	// statement of the session, SQL-level or protocol-level alike.
+	ClassDeallocate
 	// ClassRollback is ROLLBACK or ABORT (not ROLLBACK TO SAVEPOINT or
 	// ROLLBACK PREPARED).
 	ClassRollback
@@ -35,7 +39,7 @@ const (
 // Info is the result of Classify.
 type Info struct {
 	Class     Class
-	Param     string // parameter name for ClassSet and ClassReset, lower case
+	Param     string // parameter name for ClassSet and ClassReset, lower case; statement name for ClassDeallocate
 	PinReason string // for ClassPin, e.g. "temporary table"
 }
 
@@ -81,7 +85,7 @@ func Classify(sql string) Info {
 }
 
 // sessionState are the flags of statements that change session state.
-const sessionState = ClassSet | ClassReset | ClassResetAll | ClassDiscardAll | ClassDeallocateAll | ClassPin
+const sessionState = ClassSet | ClassReset | ClassResetAll | ClassDiscardAll | ClassDeallocateAll | ClassDeallocate | ClassPin
 
 // classifyOne classifies a single statement.
 func classifyOne(sql string) Info {
@@ -107,14 +111,19 @@ func classifyOne(sql string) Info {
 			info.Class = ClassDiscardAll
 		}
 	case eq(first, "deallocate"):
-		w := l.word()
-		if eq(w, "prepare") {
-			w = l.word()
+		w, quoted := l.ident()
+		if eq(w, "prepare") && !quoted {
+			w, quoted = l.ident()
 		}
-		if eq(w, "all") {
+		switch {
+		case eq(w, "all") && !quoted:
 			info.Class = ClassDeallocateAll
-		} else {
+		case w == "":
 			info = pin("SQL-level prepared statement")
+		case quoted:
+			info = Info{Class: ClassDeallocate, Param: w}
+		default:
+			info = Info{Class: ClassDeallocate, Param: strings.ToLower(w)}
 		}
 	case eq(first, "prepare"):
 		if !eq(l.word(), "transaction") {
@@ -271,6 +280,14 @@ func (l *lexer) skip() {
 }
 
 // word returns the next identifier-like token ("" at a non-word).
+// ident returns the next word like word, and whether it was a quoted
+// identifier.
+func (l *lexer) ident() (string, bool) {
+	l.skip()
+	quoted := l.pos < len(l.s) && l.s[l.pos] == '"'
+	return l.word(), quoted
+}
+
 func (l *lexer) word() string {
 	l.skip()
 	if l.pos < len(l.s) && l.s[l.pos] == '"' {

@@ -79,8 +79,10 @@ var classifyTests = []struct {
 	{"DEALLOCATE ALL", router.Info{Class: router.ClassDeallocateAll}},
 	{"DEALLOCATE PREPARE ALL", router.Info{Class: router.ClassDeallocateAll}},
 	{"deallocate prepare all", router.Info{Class: router.ClassDeallocateAll}},
-	{"DEALLOCATE foo", pinned(sqlPrepare)},
-	{"DEALLOCATE PREPARE foo", pinned(sqlPrepare)},
+	{"DEALLOCATE foo", router.Info{Class: router.ClassDeallocate, Param: "foo"}},
+	{"DEALLOCATE PREPARE Foo", router.Info{Class: router.ClassDeallocate, Param: "foo"}},
+	{`deallocate "Foo"`, router.Info{Class: router.ClassDeallocate, Param: "Foo"}},
+	{`DEALLOCATE "all"`, router.Info{Class: router.ClassDeallocate, Param: "all"}},
 
 	// Pinning statements.
 	{"PREPARE foo AS SELECT 1", pinned(sqlPrepare)},

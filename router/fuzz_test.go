@@ -17,12 +17,12 @@ func FuzzClassify(f *testing.F) {
 		if got.Has(router.ClassPin) != (got.PinReason != "") {
 			t.Fatalf("Classify(%q) = %+v: pin flag and reason disagree", sql, got)
 		}
-		if got.Class&(router.ClassSet|router.ClassReset) != 0 {
+		if got.Class&(router.ClassSet|router.ClassReset|router.ClassDeallocate) != 0 {
 			if got.Param == "" {
-				t.Fatalf("Classify(%q) = %+v: no parameter name", sql, got)
+				t.Fatalf("Classify(%q) = %+v: no parameter or statement name", sql, got)
 			}
 		} else if got.Param != "" {
-			t.Fatalf("Classify(%q) = %+v: parameter without SET/RESET", sql, got)
+			t.Fatalf("Classify(%q) = %+v: a name without SET/RESET/DEALLOCATE", sql, got)
 		}
 		if got.Class == router.ClassMulti {
 			t.Fatalf("Classify(%q) = %+v: ClassMulti alone", sql, got)
