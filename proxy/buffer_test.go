@@ -185,3 +185,56 @@ func TestFailClosed(t *testing.T) {
 		return len(r) == 1 && r[0] == c.Shards[1].Addr()
 	})
 }
+
+// staleWatchMeta is a MetaSource whose first watch never delivers (a
+// member cut off from the leader) while heartbeats, which reach the
+// leader, say epoch 2 exists; a second watch delivers it.
+type staleWatchMeta struct {
+	watches atomic.Int32
+	next    *shardmap.Map
+}
+
+func (f *staleWatchMeta) WatchMap(ctx context.Context, after uint64, fn func(metarpc.MapVersion) error) error {
+	if f.watches.Add(1) > 1 && after < f.next.Epoch {
+		if err := fn(metarpc.MapVersion{Epoch: f.next.Epoch, Map: f.next}); err != nil {
+			return err
+		}
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (f *staleWatchMeta) ProxyHeartbeat(ctx context.Context, id, addr string, applied uint64, unreachable []string) (uint64, error) {
+	return f.next.Epoch, nil
+}
+
+// TestStaleWatchReconnects: when heartbeats keep finding the leader at a
+// newer epoch than the watch delivered, the proxy reconnects its watch
+// and applies the newer map.
+func TestStaleWatchReconnects(t *testing.T) {
+	c := integration.NewCluster(t, integration.Shards(2))
+	cfg := kvMapConfig(t, c)
+	p := startProxy(t, cfg)
+	b, err := os.ReadFile(cfg.ShardMapFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := shardmap.ParseYAML(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := m.Clone()
+	next.Epoch = 2
+	meta := &staleWatchMeta{next: next}
+	fctx, stop := context.WithCancel(context.Background())
+	followed := make(chan struct{})
+	go func() {
+		defer close(followed)
+		p.srv.FollowMeta(fctx, meta, "p1", 50*time.Millisecond)
+	}()
+	t.Cleanup(func() { stop(); <-followed })
+	waitFor(t, func() bool { return p.srv.MapEpoch() == 2 })
+	if n := meta.watches.Load(); n < 2 {
+		t.Errorf("the map arrived without a second watch (%d)", n)
+	}
+}

@@ -38,10 +38,24 @@ func (s *Server) FollowMeta(ctx context.Context, src MetaSource, id string, inte
 		default:
 		}
 	}
+	// rewatch asks the watch to reconnect: the leader has a newer epoch
+	// than the watch delivered (it may be served by a member cut off from
+	// the leader); reconnecting goes to the leader first.
+	rewatch := make(chan struct{}, 1)
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for ctx.Err() == nil {
-			err := src.WatchMap(ctx, s.MapEpoch(), func(v metarpc.MapVersion) error {
+			wctx, cancel := context.WithCancel(ctx)
+			stopped := make(chan struct{})
+			go func() { // ends with this round of the watch
+				defer close(stopped)
+				select {
+				case <-rewatch:
+					cancel()
+				case <-wctx.Done():
+				}
+			}()
+			err := src.WatchMap(wctx, s.MapEpoch(), func(v metarpc.MapVersion) error {
 				if v.Map == nil {
 					return nil
 				}
@@ -56,6 +70,12 @@ func (s *Server) FollowMeta(ctx context.Context, src MetaSource, id string, inte
 				kick()
 				return nil
 			})
+			restarted := wctx.Err() != nil && ctx.Err() == nil
+			cancel()
+			<-stopped
+			if restarted {
+				continue
+			}
 			if err != nil && ctx.Err() == nil {
 				slog.Warn("meta: watch ended; retrying", "err", err)
 				select {
@@ -78,16 +98,32 @@ func (s *Server) FollowMeta(ctx context.Context, src MetaSource, id string, inte
 		defer check.Stop()
 		var reported []string
 		last := time.Time{}
+		behind := 0 // heartbeats in a row that found the leader ahead
 		for {
 			down := s.unreachableEndpoints()
 			if time.Since(last) >= interval || !slices.Equal(down, reported) {
 				sent := time.Now()
+				applied := s.MapEpoch()
 				hctx, cancel := context.WithTimeout(ctx, interval)
-				_, err := src.ProxyHeartbeat(hctx, id, addr, s.MapEpoch(), down)
+				current, err := src.ProxyHeartbeat(hctx, id, addr, applied, down)
 				cancel()
 				if err == nil {
 					s.metaContact.Store(sent.UnixNano())
 					reported = down
+					if current > applied {
+						behind++
+					} else {
+						behind = 0
+					}
+					if behind >= 2 {
+						// Two heartbeats in a row the leader was ahead.
+						slog.Warn("meta: the map watch lags the leader; reconnecting it", "applied", applied, "leader", current)
+						behind = 0
+						select {
+						case rewatch <- struct{}{}:
+						default:
+						}
+					}
 				} else if ctx.Err() == nil {
 					slog.Debug("meta: heartbeat failed", "err", err)
 				}
