@@ -51,6 +51,11 @@ func WriteBanner(w io.Writer, b Banner) error {
 	sb.WriteString("  INSERT INTO users (id, name, email) VALUES (1001, 'You', 'you@example.com');\n")
 	sb.WriteString("  EXPLAIN (pgshard) SELECT * FROM users WHERE id IN (7, 900); -- where a statement goes\n")
 	sb.WriteString("  SELECT name, count(*) OVER () FROM users;                -- refused (0A000): not exact across shards\n")
+	sb.WriteString("  SELECT inet_server_port() FROM users WHERE id = 42;      -- reads go to a replica (after a write: to\n")
+	sb.WriteString("                                                           -- one that has it, else the primary)\n")
+	sb.WriteString("  SHOW SHARDS;                                             -- servers, their state and lag\n")
+	sb.WriteString("\nAnd from another terminal: pgshard shards list, pgshard failover --shard shard0 (a planned\n")
+	sb.WriteString("switchover to the replica; the old primary is fenced), pgshard map show.\n")
 	fmt.Fprintf(&sb, "\nEach shard's own rows, straight from its primary (superuser %s/%s):\n\n", pgcluster.SuperuserName, pgcluster.SuperuserPassword)
 	for _, s := range b.Cluster.Shards {
 		fmt.Fprintf(&sb, "  psql %q -c 'SELECT min(id), max(id), count(*) FROM users'\n", s.SuperDSN(Database))

@@ -74,6 +74,13 @@ func LoadSampleData(ctx context.Context, c *pgcluster.Cluster, proxyAddr string)
 			return fmt.Errorf("load sample data on %s: %w", s.Name, err)
 		}
 	}
+	// Reads through the proxy may go to the replicas: they must have the
+	// rows first.
+	for _, s := range c.Shards {
+		if err := s.WaitReplayed(ctx); err != nil {
+			return fmt.Errorf("load sample data: %w", err)
+		}
+	}
 	cfg, err := pgx.ParseConfig(ConnString(proxyAddr) + "?sslmode=disable&application_name=pgshard-demo")
 	if err != nil {
 		return fmt.Errorf("load sample data: %w", err)
@@ -95,11 +102,6 @@ func LoadSampleData(ctx context.Context, c *pgcluster.Cluster, proxyAddr string)
 	var name string
 	if err := conn.QueryRow(ctx, "SELECT name FROM users WHERE id = $1", SampleRows).Scan(&name); err != nil {
 		return fmt.Errorf("load sample data: point query through the proxy: %w", err)
-	}
-	for _, s := range c.Shards {
-		if err := s.WaitReplayed(ctx); err != nil {
-			return fmt.Errorf("load sample data: %w", err)
-		}
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -128,7 +129,11 @@ func writeShardMap(c *pgcluster.Cluster) (string, error) {
 	var b strings.Builder
 	b.WriteString("epoch: 1\nshards:\n")
 	for _, s := range c.Shards {
-		fmt.Fprintf(&b, "  - {name: %s, primary: %q}\n", s.Name, s.Addr())
+		var replicas []string
+		for _, r := range s.Replicas {
+			replicas = append(replicas, strconv.Quote(r.Addr()))
+		}
+		fmt.Fprintf(&b, "  - {name: %s, primary: %q, replicas: [%s]}\n", s.Name, s.Addr(), strings.Join(replicas, ", "))
 	}
 	fmt.Fprintf(&b, `distributions:
   - name: users
