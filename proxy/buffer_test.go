@@ -31,14 +31,7 @@ func TestBufferDuringSwitch(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	b, err := os.ReadFile(cfg.ShardMapFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m1, err := shardmap.ParseYAML(b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m1 := readMap(t, cfg.ShardMapFile)
 	switching := m1.Clone()
 	switching.Epoch = 2
 	switching.Shards[0].Switch = &shardmap.Switch{Kind: shardmap.Switchover, From: switching.Shards[0].Primary, Step: "drain"}
@@ -90,7 +83,7 @@ func TestBufferDuringSwitch(t *testing.T) {
 		t.Fatal(ok, err)
 	}
 	c2 := connect(t, p2.dsn(""))
-	_, err = c2.Exec(ctx, `INSERT INTO kv (k, v) VALUES (2, 'never')`)
+	_, err := c2.Exec(ctx, `INSERT INTO kv (k, v) VALUES (2, 'never')`)
 	if code := pgCode(err); code != "08006" {
 		t.Fatalf("write after the buffer window: got %v, want 08006", err)
 	}
@@ -138,13 +131,7 @@ func TestFailClosed(t *testing.T) {
 		}
 	}
 	meta := &flakyMeta{} // down: the proxy has never reached it
-	fctx, stop := context.WithCancel(context.Background())
-	followed := make(chan struct{})
-	go func() {
-		defer close(followed)
-		p.srv.FollowMeta(fctx, meta, "p1", 50*time.Millisecond)
-	}()
-	t.Cleanup(func() { stop(); <-followed })
+	follow(t, p, meta)
 
 	conn := connect(t, p.dsn(""))
 	if _, err := conn.Exec(ctx, `INSERT INTO kv (k, v) VALUES (1, 'a')`); pgCode(err) != "25006" {
@@ -215,7 +202,20 @@ func TestStaleWatchReconnects(t *testing.T) {
 	c := integration.NewCluster(t, integration.Shards(2))
 	cfg := kvMapConfig(t, c)
 	p := startProxy(t, cfg)
-	b, err := os.ReadFile(cfg.ShardMapFile)
+	next := readMap(t, cfg.ShardMapFile).Clone()
+	next.Epoch = 2
+	meta := &staleWatchMeta{next: next}
+	follow(t, p, meta)
+	waitFor(t, func() bool { return p.srv.MapEpoch() == 2 })
+	if n := meta.watches.Load(); n < 2 {
+		t.Errorf("the map arrived without a second watch (%d)", n)
+	}
+}
+
+// readMap reads the shard map file at path.
+func readMap(t *testing.T, path string) *shardmap.Map {
+	t.Helper()
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,18 +223,17 @@ func TestStaleWatchReconnects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	next := m.Clone()
-	next.Epoch = 2
-	meta := &staleWatchMeta{next: next}
-	fctx, stop := context.WithCancel(context.Background())
+	return m
+}
+
+// follow runs p's FollowMeta on src (heartbeats every 50ms) until the
+// test ends.
+func follow(t *testing.T, p *testProxy, src proxy.MetaSource) {
+	ctx, stop := context.WithCancel(context.Background())
 	followed := make(chan struct{})
 	go func() {
 		defer close(followed)
-		p.srv.FollowMeta(fctx, meta, "p1", 50*time.Millisecond)
+		p.srv.FollowMeta(ctx, src, "p1", 50*time.Millisecond)
 	}()
 	t.Cleanup(func() { stop(); <-followed })
-	waitFor(t, func() bool { return p.srv.MapEpoch() == 2 })
-	if n := meta.watches.Load(); n < 2 {
-		t.Errorf("the map arrived without a second watch (%d)", n)
-	}
 }

@@ -28,7 +28,7 @@ type replicaSetup struct {
 // startReplicaSetup starts the servers and a proxy whose users get the
 // given reads settings (user app: appReads; user "eventual", same
 // password: eventual reads with no lag bound).
-func startReplicaSetup(t *testing.T, appReads proxy.ReadConfig) *replicaSetup {
+func startReplicaSetup(t *testing.T, appReads proxy.ReadConfig, adjust ...func(*proxy.Config)) *replicaSetup {
 	t.Helper()
 	pg := integration.StartPostgres(t, integration.Replicas(2), integration.Name("reads"))
 	ctx := ctxT(t)
@@ -61,6 +61,9 @@ tables:
 	ev.Name = "eventual"
 	ev.Reads = proxy.ReadConfig{Consistency: proxy.ConsistencyEventual, MaxLagBytes: -1, MaxLag: -1}
 	cfg.Users = append(cfg.Users, ev)
+	for _, f := range adjust {
+		f(cfg)
+	}
 	p := startProxy(t, cfg)
 	rs := &replicaSetup{pg: pg, proxy: p, primary: pg.Port}
 	for _, r := range pg.Replicas {
@@ -264,38 +267,11 @@ func TestShowShardsStates(t *testing.T) {
 // TestSafeFunctions: a function named in reads.safe_functions lets a read
 // go to a replica.
 func TestSafeFunctions(t *testing.T) {
-	pg := integration.StartPostgres(t, integration.Replicas(1), integration.Name("safefn"))
-	ctx := ctxT(t)
-	if err := pg.Exec(ctx, `CREATE TABLE kv (k bigint PRIMARY KEY, v text);
-		INSERT INTO kv VALUES (1, 'one');
-		CREATE FUNCTION where_am_i() RETURNS int LANGUAGE sql AS 'SELECT inet_server_port()'`); err != nil {
-		t.Fatal(err)
+	rs := startReplicaSetup(t, proxy.ReadConfig{}, func(c *proxy.Config) { c.Reads.SafeFunctions = []string{"where_am_i"} })
+	c := connect(t, rs.proxy.dsn(""))
+	if p := runPort(t, c, "SELECT where_am_i() FROM kv WHERE k = 1"); !slices.Contains(rs.replicas, p) {
+		t.Errorf("a read calling a safe function ran on %d, want a replica of %v", p, rs.replicas)
 	}
-	if err := pg.WaitReplayed(ctx); err != nil {
-		t.Fatal(err)
-	}
-	mapFile := filepath.Join(t.TempDir(), "map.yaml")
-	m := fmt.Sprintf(`epoch: 1
-shards:
-  - {name: s0, primary: %q, replicas: [%q]}
-distributions:
-  - {name: kv, key_type: bigint, strategy: hash, default_shard: s0, shards_even: [s0]}
-tables:
-  - {name: public.kv, distribution: kv, key: k}
-`, pg.Addr(), pg.Replicas[0].Addr())
-	if err := os.WriteFile(mapFile, []byte(m), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg := baseConfig(t, pg)
-	cfg.Shards = nil
-	cfg.ShardMapFile = mapFile
-	cfg.HealthInterval = proxy.Duration(20 * time.Millisecond)
-	cfg.Reads.SafeFunctions = []string{"where_am_i"}
-	p := startProxy(t, cfg)
-	c := connect(t, p.dsn(""))
-	waitFor(t, func() bool {
-		return runPort(t, c, "SELECT where_am_i() FROM kv WHERE k = 1") == pg.Replicas[0].Port
-	})
 }
 
 // TestReadFromPrimary: a user with read_from: primary never reads from a
