@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -92,7 +93,7 @@ It connects to PostgreSQL as --pg-user with the password in ` + envMetaPGPasswor
 	f.DurationVar(&o.heartbeat, "heartbeat-timeout", 500*time.Millisecond, "Raft heartbeat timeout: how long a follower waits for the leader before starting an election")
 	f.DurationVar(&o.election, "election-timeout", 500*time.Millisecond, "Raft election timeout")
 	o.failover.addFlags(f)
-	f.StringVar(&o.metricsAddr, "metrics-listen", "", "address of an HTTP /metrics endpoint (Prometheus; behind the API token when there is one); empty: none")
+	f.StringVar(&o.metricsAddr, "metrics-listen", "", "address of an HTTP /metrics endpoint (Prometheus; behind the API token when there is one, HTTPS with --tls-cert); empty: none")
 	return cmd
 }
 
@@ -156,6 +157,16 @@ func (o *metaRunOptions) Run(ctx context.Context) error {
 		mln, err := net.Listen("tcp", o.metricsAddr)
 		if err != nil {
 			return fmt.Errorf("meta metrics: listen on %s: %w", o.metricsAddr, err)
+		}
+		if o.tlsCert != "" {
+			// HTTPS with the API's certificate (no client certificate
+			// asked: scrapers present the token).
+			tc, err := metarpc.ServerTLSConfig(o.tlsCert, o.tlsKey, "")
+			if err != nil {
+				mln.Close()
+				return fmt.Errorf("meta metrics: %w", err)
+			}
+			mln = tls.NewListener(mln, tc)
 		}
 		metrics = newMetaMetrics(node)
 		mctx, stopMetrics := context.WithCancel(context.Background())
