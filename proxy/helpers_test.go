@@ -2,13 +2,11 @@ package proxy_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"go.uber.org/goleak"
 
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/integration/pgcluster"
@@ -23,16 +21,7 @@ const (
 
 // TestMain checks that no PostgreSQL server and no goroutine outlives the
 // tests.
-func TestMain(m *testing.M) {
-	code := integration.VerifyNoLeaks(m)
-	if code == 0 {
-		if err := goleak.Find(integration.GoleakOptions()...); err != nil {
-			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(integration.VerifyNoLeaksOrGoroutines(m)) }
 
 // testProxy is a proxy running in the test process.
 type testProxy struct {

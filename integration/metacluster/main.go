@@ -7,8 +7,6 @@ import (
 	"syscall"
 	"testing"
 
-	"go.uber.org/goleak"
-
 	"github.com/pgshard/pgshard/integration"
 )
 
@@ -37,11 +35,5 @@ func RunTests(m *testing.M, bin *string) int {
 		}
 		code = max(code, 1)
 	}
-	if code == 0 {
-		if err := goleak.Find(integration.GoleakOptions()...); err != nil {
-			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
-			code = 1
-		}
-	}
-	return code
+	return integration.CheckGoroutines(code)
 }

@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/integration/pgcluster"
 	"github.com/pgshard/pgshard/integration/shardbench"
@@ -23,16 +21,7 @@ import (
 
 // TestMain checks that no PostgreSQL server and no goroutine of the
 // in-process proxies outlives the tests.
-func TestMain(m *testing.M) {
-	code := integration.VerifyNoLeaks(m)
-	if code == 0 {
-		if err := goleak.Find(integration.GoleakOptions()...); err != nil {
-			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(integration.VerifyNoLeaksOrGoroutines(m)) }
 
 // The test's workload: small enough for a 2-core machine running the race
 // detector, big enough that every shard gets transactions in every mode.

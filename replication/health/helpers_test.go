@@ -2,29 +2,17 @@ package health
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"sync"
 	"testing"
 	"time"
-
-	"go.uber.org/goleak"
 
 	"github.com/pgshard/pgshard/integration"
 )
 
 // TestMain checks that no PostgreSQL server and no goroutine (a prober, a
 // connection) outlives the tests.
-func TestMain(m *testing.M) {
-	code := integration.VerifyNoLeaks(m)
-	if code == 0 {
-		if err := goleak.Find(integration.GoleakOptions()...); err != nil {
-			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(integration.VerifyNoLeaksOrGoroutines(m)) }
 
 // startMonitor runs m until the test ends, and checks that Run returns.
 func startMonitor(t *testing.T, m *Monitor) (stop func()) {

@@ -2,14 +2,12 @@ package pgadmin
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
-	"go.uber.org/goleak"
 
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/integration/pgcluster"
@@ -18,16 +16,7 @@ import (
 
 // TestMain checks that no PostgreSQL server and no goroutine outlives the
 // tests.
-func TestMain(m *testing.M) {
-	code := integration.VerifyNoLeaks(m)
-	if code == 0 {
-		if err := goleak.Find(integration.GoleakOptions()...); err != nil {
-			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(integration.VerifyNoLeaksOrGoroutines(m)) }
 
 // adminUser is the role the tests run pgadmin as. Its password is unlike
 // any other string in the tests, so an error that leaks it is caught.
