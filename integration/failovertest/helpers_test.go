@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -95,34 +94,9 @@ func (e *env) startProxy(t *testing.T, m *shardmap.Map, id string) *testproxy.Pr
 	if err := cfg.UseShardMap(m); err != nil {
 		t.Fatal(err)
 	}
-	cfg.MapStateFile = filepath.Join(t.TempDir(), "map-state.yaml")
 	cfg.HealthInterval = proxy.Duration(100 * time.Millisecond)
 	cfg.Pool.Size = 20
-	p := testproxy.Start(t, cfg)
-	client, err := metarpc.NewClient(e.meta.Addrs(), e.meta.ClientOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		p.Server.FollowMeta(ctx, client, id, 500*time.Millisecond)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		_ = client.Close()
-	})
-	// Writes need the meta leader's answer to a first heartbeat.
-	deadline := time.Now().Add(10 * time.Second)
-	for p.Server.MetaContact().IsZero() {
-		if time.Now().After(deadline) {
-			t.Fatalf("proxy %s never reached the meta leader", id)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return p
+	return metacluster.StartFollowingProxy(t, cfg, e.meta.Addrs(), e.meta.ClientOptions(), id, 500*time.Millisecond)
 }
 
 // currentMap reads the meta cluster's map.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -132,34 +131,7 @@ const heartbeatEvery = 500 * time.Millisecond
 // stopped before the proxy shuts down) with the ID id.
 func startFollowingProxy(t *testing.T, pg *pgcluster.Cluster, addrs []string, opts metarpc.ClientOptions, id string) *testproxy.Proxy {
 	t.Helper()
-	cfg := proxyConfig(t, pg)
-	cfg.MapStateFile = filepath.Join(t.TempDir(), "map-state.yaml")
-	p := testproxy.Start(t, cfg)
-	client, err := metarpc.NewClient(addrs, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		p.Server.FollowMeta(ctx, client, id, heartbeatEvery)
-	}()
-	// Registered after testproxy.Start's cleanup, so it runs before it.
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		_ = client.Close()
-	})
-	// Writes need the meta leader's answer to a first heartbeat.
-	deadline := time.Now().Add(10 * time.Second)
-	for p.Server.MetaContact().IsZero() {
-		if time.Now().After(deadline) {
-			t.Fatalf("proxy %s never reached the meta leader", id)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return p
+	return metacluster.StartFollowingProxy(t, proxyConfig(t, pg), addrs, opts, id, heartbeatEvery)
 }
 
 // waitFor polls cond every 10 ms until it holds or timeout passes, and

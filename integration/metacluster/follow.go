@@ -1,0 +1,47 @@
+package metacluster
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/pgshard/pgshard/integration/testproxy"
+	"github.com/pgshard/pgshard/proxy"
+	"github.com/pgshard/pgshard/shardmap/metarpc"
+)
+
+// StartFollowingProxy starts an in-process proxy with cfg (its
+// map_state_file in a temporary directory) that follows the meta cluster
+// at addrs (FollowMeta, with the ID id and a heartbeat every heartbeat,
+// stopped before the proxy shuts down), and returns once the meta leader
+// has answered its first heartbeat (before that it refuses writes).
+func StartFollowingProxy(t *testing.T, cfg *proxy.Config, addrs []string, opts metarpc.ClientOptions, id string, heartbeat time.Duration) *testproxy.Proxy {
+	t.Helper()
+	cfg.MapStateFile = filepath.Join(t.TempDir(), "map-state.yaml")
+	p := testproxy.Start(t, cfg)
+	client, err := metarpc.NewClient(addrs, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.Server.FollowMeta(ctx, client, id, heartbeat)
+	}()
+	// Registered after testproxy.Start's cleanup, so it runs before it.
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		_ = client.Close()
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for p.Server.MetaContact().IsZero() {
+		if time.Now().After(deadline) {
+			t.Fatalf("proxy %s never reached the meta leader", id)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return p
+}
