@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/pgshard/pgshard/router/pool"
 	"github.com/pgshard/pgshard/wire"
 )
 
@@ -159,22 +161,11 @@ func (s *Server) poolRows() [][]string {
 		primaries[sc.Name] = net.JoinHostPort(sc.Host, strconv.Itoa(sc.Port))
 	}
 	s.mu.Lock()
-	keys := make([]poolKey, 0, len(s.pools))
-	for k := range s.pools {
-		keys = append(keys, k)
-	}
+	pools := make(map[poolKey]*pool.Pool, len(s.pools))
+	maps.Copy(pools, s.pools)
 	s.mu.Unlock()
-	slices.SortFunc(keys, func(a, b poolKey) int {
-		return strings.Compare(a.shard+"\x00"+a.addr+"\x00"+a.user+"\x00"+a.db, b.shard+"\x00"+b.addr+"\x00"+b.user+"\x00"+b.db)
-	})
 	var rows [][]string
-	for _, k := range keys {
-		s.mu.Lock()
-		p := s.pools[k]
-		s.mu.Unlock()
-		if p == nil {
-			continue
-		}
+	for k, p := range pools {
 		st, cfg := p.Stats(), p.Config()
 		role := "replica"
 		if primaries[k.shard] == k.addr {
@@ -184,6 +175,7 @@ func (s *Server) poolRows() [][]string {
 			itoa(st.Open - st.Idle), itoa(st.Waiting), utoa(st.Acquired), utoa(st.Waits),
 			strconv.FormatFloat(st.WaitTime.Seconds(), 'f', 3, 64), utoa(st.Timeouts), utoa(st.Dials), utoa(st.DialFails)})
 	}
+	sortRows(rows)
 	return rows
 }
 
@@ -217,7 +209,7 @@ func (s *Server) clientRows() [][]string {
 		ss.mu.Unlock()
 		rows = append(rows, []string{ss.user.cfg.Name, ss.db, ss.conn.RemoteAddr().String(), state, shard, server, tx})
 	}
-	slices.SortFunc(rows, func(a, b []string) int { return strings.Compare(strings.Join(a, "\x00"), strings.Join(b, "\x00")) })
+	sortRows(rows)
 	return rows
 }
 
@@ -279,6 +271,11 @@ func (s *Server) configRows() [][]string {
 		{"meta_lease", c.MetaLease.D().String()}, {"health_interval", c.HealthInterval.D().String()},
 		{"tls.mode", c.TLS.Mode}, {"backend.sslmode", c.Backend.SSLMode},
 	}
+}
+
+// sortRows orders rows by their columns, left to right.
+func sortRows(rows [][]string) {
+	slices.SortFunc(rows, func(a, b []string) int { return slices.Compare(a, b) })
 }
 
 func itoa(i int) string    { return strconv.Itoa(i) }
