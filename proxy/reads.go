@@ -122,30 +122,49 @@ func (s *Server) hasReplicas(shard string) bool {
 // new backend, runs: the address of a replica of plan.Shard, or "" for
 // the primary.
 func (s *session) readTarget(plan router.Plan) string {
-	rc := s.user.reads
-	if !plan.Replica || plan.Kind != router.KindSingle || rc.ReadFrom != ReadFromReplicas ||
-		rc.Consistency == ConsistencyPrimary || s.mode != PoolTransaction || !s.srv.hasReplicas(plan.Shard) {
+	if !plan.Replica || plan.Kind != router.KindSingle || !s.readsReplicas() || !s.srv.hasReplicas(plan.Shard) {
 		return ""
 	}
 	s.mu.Lock()
 	begin := s.pendingBegin
-	minLSN := health.LSN(0)
-	if rc.Consistency == ConsistencySession {
-		minLSN = s.lsns[plan.Shard]
-	}
 	s.mu.Unlock()
 	if begin != "" && !readOnlyBegin(begin) {
 		return ""
 	}
-	return s.srv.pickReplica(plan.Shard, s.user, s.db, minLSN)
+	return s.pickReplica(plan.Shard)
+}
+
+// readsReplicas reports whether the session's reads may go to replicas
+// (its user's settings, transaction pooling).
+func (s *session) readsReplicas() bool {
+	rc := s.user.reads
+	return rc.ReadFrom == ReadFromReplicas && rc.Consistency != ConsistencyPrimary && s.mode == PoolTransaction
+}
+
+// tracksWrites reports whether the session must learn the WAL position
+// of its writes: its reads go to replicas that must have replayed them.
+func (s *session) tracksWrites() bool {
+	rc := s.user.reads
+	return rc.ReadFrom == ReadFromReplicas && rc.Consistency == ConsistencySession && s.mode == PoolTransaction
+}
+
+// pickReplica chooses the replica of shard for the session's read, with
+// the session's read-your-writes position as the minimum, or "".
+func (s *session) pickReplica(shard string) string {
+	minLSN := health.LSN(0)
+	if s.tracksWrites() {
+		s.mu.Lock()
+		minLSN = s.lsns[shard]
+		s.mu.Unlock()
+	}
+	return s.srv.pickReplica(shard, s.user, s.db, minLSN)
 }
 
 // scatterReplicas chooses, for a read over several shards, the replica of
 // each shard that runs it (shards left out use their primary); nil when
 // the statement or the user's settings keep it on the primaries.
 func (s *session) scatterReplicas(plan router.Plan) map[string]string {
-	rc := s.user.reads
-	if !plan.Replica || rc.ReadFrom != ReadFromReplicas || rc.Consistency == ConsistencyPrimary || s.mode != PoolTransaction {
+	if !plan.Replica || !s.readsReplicas() {
 		return nil
 	}
 	var out map[string]string
@@ -153,13 +172,7 @@ func (s *session) scatterReplicas(plan router.Plan) map[string]string {
 		if !s.srv.hasReplicas(shard) {
 			continue
 		}
-		s.mu.Lock()
-		minLSN := health.LSN(0)
-		if rc.Consistency == ConsistencySession {
-			minLSN = s.lsns[shard]
-		}
-		s.mu.Unlock()
-		if addr := s.srv.pickReplica(shard, s.user, s.db, minLSN); addr != "" {
+		if addr := s.pickReplica(shard); addr != "" {
 			if out == nil {
 				out = make(map[string]string, len(plan.Shards))
 			}
@@ -176,8 +189,7 @@ func (s *session) scatterReplicas(plan router.Plan) map[string]string {
 // shard that cannot answer leaves the session reading that shard from
 // replicas that replayed everything it knew of before.
 func (s *session) learnLSNs(ctx context.Context, shards []string) {
-	rc := s.user.reads
-	if rc.Consistency != ConsistencySession || rc.ReadFrom != ReadFromReplicas || s.mode != PoolTransaction {
+	if !s.tracksWrites() {
 		return
 	}
 	for _, shard := range shards {
@@ -221,9 +233,7 @@ func readOnlyBegin(sql string) bool {
 // primary of shard, that the session's next transaction end must learn
 // the primary's WAL position. Callers hold s.mu.
 func (s *session) noteWrite(plan router.Plan, sql string) {
-	rc := s.user.reads
-	if s.beReplica || rc.Consistency != ConsistencySession || rc.ReadFrom != ReadFromReplicas ||
-		s.mode != PoolTransaction || !s.srv.hasReplicas(s.beShard) {
+	if s.beReplica || !s.tracksWrites() || !s.srv.hasReplicas(s.beShard) {
 		return // no reads of this shard will go to a replica
 	}
 	if plan.Kind == router.KindSingle && !plan.Replica {
@@ -239,8 +249,7 @@ func (s *session) noteWrite(plan router.Plan, sql string) {
 // transaction may end with this sync point. The relay hides its answer
 // and keeps the position (lsnFrame).
 func (s *session) captureLSN() {
-	rc := s.user.reads
-	if rc.Consistency != ConsistencySession || rc.ReadFrom != ReadFromReplicas || s.mode != PoolTransaction {
+	if !s.tracksWrites() {
 		return
 	}
 	s.mu.Lock()
