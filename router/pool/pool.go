@@ -50,6 +50,17 @@ type Config struct {
 	// TLSConfig, when non-nil, overrides the TLS settings SSLMode implies
 	// (used by tests and for client certificates).
 	TLSConfig *tls.Config
+	// TCPUserTimeout bounds how long data sent to the server may stay
+	// unacknowledged before the connection fails (TCP_USER_TIMEOUT,
+	// Linux); 0 means DefaultTCPUserTimeout, negative means the system's.
+	TCPUserTimeout time.Duration
+	// KeepAliveIdle, KeepAliveInterval and KeepAliveCount are the TCP
+	// keepalive settings: probes start after KeepAliveIdle without
+	// traffic, go every KeepAliveInterval, and KeepAliveCount unanswered
+	// ones fail the connection. 0 means the defaults (2 s, 1 s, 3); a
+	// negative KeepAliveIdle turns keepalives off.
+	KeepAliveIdle, KeepAliveInterval time.Duration
+	KeepAliveCount                   int
 }
 
 func (c Config) withDefaults() Config {
@@ -71,6 +82,18 @@ func (c Config) withDefaults() Config {
 	if c.SSLMode == "" {
 		c.SSLMode = "prefer"
 	}
+	if c.TCPUserTimeout == 0 {
+		c.TCPUserTimeout = DefaultTCPUserTimeout
+	}
+	if c.KeepAliveIdle == 0 {
+		c.KeepAliveIdle = DefaultKeepAliveIdle
+	}
+	if c.KeepAliveInterval <= 0 {
+		c.KeepAliveInterval = DefaultKeepAliveInterval
+	}
+	if c.KeepAliveCount <= 0 {
+		c.KeepAliveCount = DefaultKeepAliveCount
+	}
 	return c
 }
 
@@ -86,6 +109,7 @@ type Stats struct {
 	Dials     uint64        // connections opened
 	DialFails uint64        // failed attempts to open a connection
 	Discarded uint64        // connections closed as broken, old or idle
+	Aborted   uint64        // connections reset by Abort
 }
 
 // Pool lends backend connections. It is safe for concurrent use.
@@ -95,15 +119,17 @@ type Pool struct {
 	now          func() time.Time // swappable clock for tests
 
 	mu      sync.Mutex
-	idle    []*Conn   // LIFO: the most recently returned is lent first
-	open    int       // idle + lent + dialing; never above cfg.Size
-	waiters []*waiter // FIFO
+	idle    []*Conn            // LIFO: the most recently returned is lent first
+	open    int                // idle + lent + dialing; never above cfg.Size
+	conns   map[*Conn]struct{} // every connection whose reader runs
+	waiters []*waiter          // FIFO
 	closed  bool
 	stats   Stats
 
 	stop    chan struct{}
 	done    chan struct{}
 	readers sync.WaitGroup // one reader goroutine per open connection
+	cancels sync.WaitGroup // CancelRequests sent by Abort
 }
 
 type waiter struct {
@@ -132,6 +158,7 @@ func New(cfg Config) (*Pool, error) {
 		return nil, fmt.Errorf("pool for %s: %w", cfg.Addr, err)
 	}
 	pc.Password = cfg.Password
+	pc.DialFunc = cfg.dialContext
 	if cfg.TLSConfig != nil {
 		pc.TLSConfig = cfg.TLSConfig
 		pc.Fallbacks = nil
@@ -143,6 +170,7 @@ func New(cfg Config) (*Pool, error) {
 		cfg:          cfg,
 		pgconnConfig: pc,
 		now:          time.Now,
+		conns:        make(map[*Conn]struct{}),
 		stop:         make(chan struct{}),
 		done:         make(chan struct{}),
 	}
@@ -264,6 +292,9 @@ func (p *Pool) dial(ctx context.Context) (*Conn, error) {
 // Release returns a connection in the idle state ('I', nothing in flight,
 // no handler) to the pool; a broken one is discarded instead.
 func (p *Pool) Release(c *Conn) {
+	if c.park() {
+		return // a CancelRequest is on its way: lent again when it is done
+	}
 	if c.Broken() {
 		p.Discard(c)
 		return
@@ -384,28 +415,89 @@ func (p *Pool) Stats() Stats {
 
 // Close closes idle connections, fails waiters and makes later Acquire
 // calls fail. Connections in use are closed when they are returned.
-func (p *Pool) Close() {
+func (p *Pool) Close() { p.shut(false) }
+
+// Abort is Close for a server that must get nothing more from the proxy
+// (it is no longer its shard's primary): every connection, idle or in
+// use, is reset at once (SO_LINGER 0, so nothing still queued in the
+// kernel is sent later), and what the ones in use may still run on the
+// server is canceled in the background (a CancelRequest; Close waits for
+// them). Owners of connections in use see their handler
+// fail (or their connection broken) and give them back as usual. When
+// Abort returns, no handler of the pool's connections runs, and none will
+// be given another frame.
+func (p *Pool) Abort() { p.shut(true) }
+
+func (p *Pool) shut(abort bool) {
 	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return
-	}
+	wasClosed := p.closed
 	p.closed = true
 	idle := p.idle
 	p.idle = nil
 	p.open -= len(idle)
 	waiters := p.waiters
 	p.waiters = nil
+	var all []*Conn
+	if abort {
+		all = make([]*Conn, 0, len(p.conns))
+		for c := range p.conns {
+			all = append(all, c)
+		}
+	}
 	p.mu.Unlock()
-	close(p.stop)
-	<-p.done
+	if !wasClosed {
+		close(p.stop)
+		<-p.done
+	}
+	idleSet := make(map[*Conn]bool, len(idle))
 	for _, c := range idle {
-		c.close()
+		idleSet[c] = true
+	}
+	for _, c := range all {
+		if !c.abort() {
+			continue
+		}
+		p.mu.Lock()
+		p.stats.Aborted++
+		p.mu.Unlock()
+		if !idleSet[c] {
+			// A statement may still run there (the reset reaches the
+			// server process only when it next reads or writes): cancel
+			// it, best effort, so it does not go on to commit.
+			p.cancels.Add(1)
+			go func() {
+				defer p.cancels.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ConnectTimeout)
+				defer cancel()
+				_ = c.Cancel(ctx)
+			}()
+		}
+	}
+	for _, c := range idle {
+		if abort {
+			c.abort()
+		} else {
+			c.close()
+		}
 	}
 	for _, w := range waiters {
 		w.ch <- acquireResult{}
 	}
-	p.readers.Wait()
+	if !abort {
+		p.readers.Wait()
+		p.cancels.Wait()
+	}
+}
+
+// track records c as open (its reader runs) or, with open false, gone.
+func (p *Pool) track(c *Conn, open bool) {
+	p.mu.Lock()
+	if open {
+		p.conns[c] = struct{}{}
+	} else {
+		delete(p.conns, c)
+	}
+	p.mu.Unlock()
 }
 
 // reap closes idle connections past the idle timeout or lifetime.

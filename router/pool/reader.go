@@ -31,6 +31,10 @@ type Handler interface {
 // something unsolicited while it had no handler).
 var ErrBroken = errors.New("server connection is broken")
 
+// ErrAborted is the error a handler's Fail gets for a connection reset by
+// Pool.Abort.
+var ErrAborted = errors.New("server connection aborted: the server is no longer the shard's primary")
+
 // readLoop reads the connection for its whole life. With a handler set,
 // frames go to it; without one (idle in the pool, or between owners) any
 // input means the server ended the session (a FATAL from
@@ -39,6 +43,7 @@ var ErrBroken = errors.New("server connection is broken")
 // never lent, at no cost per transaction.
 func (c *Conn) readLoop() {
 	defer c.pool.readers.Done()
+	defer c.pool.track(c, false)
 	for {
 		if c.Reader.Buffered() == 0 {
 			c.hmu.Lock()
@@ -49,6 +54,11 @@ func (c *Conn) readLoop() {
 		}
 		typ, frame, err := c.Reader.Next()
 		c.hmu.Lock()
+		if err == nil && c.aborted.Load() {
+			// Read before the reset, but the server is no longer one
+			// whose replies count: not passed on.
+			err = ErrAborted
+		}
 		h := c.handler
 		if h == nil {
 			c.hmu.Unlock()
