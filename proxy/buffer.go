@@ -121,13 +121,20 @@ func (s *Server) acquirePrimary(ctx context.Context, shard string, u *userState,
 	if err := s.waitSwitch(ctx, shard); err != nil {
 		return nil, err
 	}
-	for {
+	for closed := 0; ; {
 		p, err := s.poolAt(ctx, shard, "", u, db)
 		if err != nil {
 			return nil, err
 		}
 		epoch := s.MapEpoch()
 		be, err := s.acquire(ctx, p)
+		if errors.Is(err, pool.ErrClosed) && !s.shuttingDown() && closed < 3 {
+			// A new map retired the pool (its server is no longer the
+			// primary) after poolAt found it: nothing was sent, so ask
+			// the pool of the current primary.
+			closed++
+			continue
+		}
 		if err == nil || !s.followsMeta.Load() || !unreachable(err) {
 			return be, err
 		}

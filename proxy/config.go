@@ -11,6 +11,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/pgshard/pgshard/router/pool"
 	"github.com/pgshard/pgshard/shardmap"
 
 	"github.com/pgshard/pgshard/wire/auth"
@@ -223,6 +224,17 @@ type BackendConfig struct {
 	// servers that authenticate pgshard by certificate (pg_hba "cert").
 	SSLCert string `yaml:"sslcert"`
 	SSLKey  string `yaml:"sslkey"`
+	// TCPUserTimeout fails a server connection whose sent data stays
+	// unacknowledged this long (TCP_USER_TIMEOUT, Linux); default 5s,
+	// negative: the system's (about 15 minutes).
+	TCPUserTimeout Duration `yaml:"tcp_user_timeout"`
+	// KeepAliveIdle, KeepAliveInterval and KeepAliveCount: TCP keepalive
+	// probes start after KeepAliveIdle without traffic (default 2s,
+	// negative: no keepalives), repeat every KeepAliveInterval (1s) and
+	// fail the connection after KeepAliveCount unanswered ones (3).
+	KeepAliveIdle     Duration `yaml:"keepalive_idle"`
+	KeepAliveInterval Duration `yaml:"keepalive_interval"`
+	KeepAliveCount    int      `yaml:"keepalive_count"`
 }
 
 // PoolConfig sizes the backend pools.
@@ -300,6 +312,18 @@ func (c *Config) Complete() error {
 	}
 	if v, ok := os.LookupEnv(c.Backend.PasswordEnv); ok {
 		c.Backend.Password = v
+	}
+	if c.Backend.TCPUserTimeout == 0 {
+		c.Backend.TCPUserTimeout = Duration(pool.DefaultTCPUserTimeout)
+	}
+	if c.Backend.KeepAliveIdle == 0 {
+		c.Backend.KeepAliveIdle = Duration(pool.DefaultKeepAliveIdle)
+	}
+	if c.Backend.KeepAliveInterval == 0 {
+		c.Backend.KeepAliveInterval = Duration(pool.DefaultKeepAliveInterval)
+	}
+	if c.Backend.KeepAliveCount == 0 {
+		c.Backend.KeepAliveCount = pool.DefaultKeepAliveCount
 	}
 	if c.Limits.MaxClientConn == 0 {
 		c.Limits.MaxClientConn = 10000
@@ -454,6 +478,12 @@ func (c *Config) Validate() error {
 	}
 	if (c.Backend.SSLCert == "") != (c.Backend.SSLKey == "") {
 		errs = append(errs, errors.New("backend.sslcert and backend.sslkey go together"))
+	}
+	if c.Backend.KeepAliveInterval < 0 {
+		errs = append(errs, fmt.Errorf("backend.keepalive_interval: %s is negative", c.Backend.KeepAliveInterval.D()))
+	}
+	if c.Backend.KeepAliveCount < 0 {
+		errs = append(errs, fmt.Errorf("backend.keepalive_count: %d is negative", c.Backend.KeepAliveCount))
 	}
 	errs = append(errs, c.Reads.validate("reads")...)
 	for i, u := range c.Users {

@@ -70,3 +70,37 @@ func TestDeployConfigLoads(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestConfigBackendTimeouts: the server connections' keepalive and user
+// timeout settings have defaults well under failover detection plus the
+// buffer window, take durations, and refuse negative intervals or counts.
+func TestConfigBackendTimeouts(t *testing.T) {
+	base := "users: [{name: a, auth: trust}]\nshards: [{}]\n"
+	cfg, err := proxy.ParseConfig([]byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := cfg.Backend
+	if b.TCPUserTimeout.D() != 5*time.Second || b.KeepAliveIdle.D() != 2*time.Second || b.KeepAliveInterval.D() != time.Second || b.KeepAliveCount != 3 {
+		t.Errorf("defaults: user timeout %s, keepalive %s/%s/%d", b.TCPUserTimeout.D(), b.KeepAliveIdle.D(), b.KeepAliveInterval.D(), b.KeepAliveCount)
+	}
+	if limit := cfg.Buffer.Window.D() + 2*time.Second; b.TCPUserTimeout.D() >= limit || b.KeepAliveIdle.D()+time.Duration(b.KeepAliveCount)*b.KeepAliveInterval.D() >= limit {
+		t.Errorf("defaults not under failover detection plus buffer.window (%s)", limit)
+	}
+	cfg, err = proxy.ParseConfig([]byte(base + "backend: {tcp_user_timeout: 1500ms, keepalive_idle: -1s, keepalive_interval: 3s, keepalive_count: 9}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = cfg.Backend
+	if b.TCPUserTimeout.D() != 1500*time.Millisecond || b.KeepAliveIdle.D() != -time.Second || b.KeepAliveInterval.D() != 3*time.Second || b.KeepAliveCount != 9 {
+		t.Errorf("configured: %+v", b)
+	}
+	for text, field := range map[string]string{
+		"backend: {keepalive_interval: -1s}\n": "backend.keepalive_interval",
+		"backend: {keepalive_count: -2}\n":     "backend.keepalive_count",
+	} {
+		if _, err := proxy.ParseConfig([]byte(base + text)); err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("%q: want an error naming %s, got %v", text, field, err)
+		}
+	}
+}

@@ -23,6 +23,7 @@ type metrics struct {
 	mapEpoch     prometheus.Gauge
 	buffered     prometheus.Counter
 	bufferWait   prometheus.Histogram
+	abortedConns prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -62,7 +63,10 @@ func newMetrics() *metrics {
 		Name: "pgshard_buffer_wait_seconds", Help: "How long held statements waited before they ran.",
 		Buckets: []float64{.01, .05, .1, .25, .5, 1, 2, 3, 5, 10, 30},
 	})
-	m.reg.MustRegister(m.clients, states, m.queries, m.transactions, m.latency, m.errors, m.pins, m.mapEpoch, m.buffered, m.bufferWait,
+	m.abortedConns = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "pgshard_server_connections_aborted_total", Help: "Server connections reset because the shard map replaced or fenced their server.",
+	})
+	m.reg.MustRegister(m.clients, states, m.queries, m.transactions, m.latency, m.errors, m.pins, m.mapEpoch, m.buffered, m.bufferWait, m.abortedConns,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

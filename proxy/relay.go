@@ -33,6 +33,12 @@ type relayState struct {
 // pooling, at the end of a transaction).
 func (s *session) Frame(be *pool.Conn, typ byte, frame []byte) bool {
 	r := &s.relay
+	if be.Aborted() {
+		// The server is no longer its shard's primary: nothing it sent
+		// is passed on (Fail follows and tells the client).
+		r.out = r.out[:0]
+		return false
+	}
 	if r.swallow > 0 {
 		if r.capture {
 			return s.lsnFrame(be, typ, frame)
@@ -55,6 +61,10 @@ func (s *session) Frame(be *pool.Conn, typ byte, frame []byte) bool {
 		}
 		// The client may answer this ReadyForQuery before readyForQuery
 		// below has done its bookkeeping: serve waits for it (settle).
+		if be.Aborted() {
+			r.out = r.out[:0] // reset meanwhile: see above
+			return false
+		}
 		s.zInFlight.Store(true)
 		s.flushRelay()
 		var status byte = 'I'
@@ -127,7 +137,13 @@ func (s *session) swallowFrame(be *pool.Conn, typ byte, frame []byte) bool {
 }
 
 // Flush implements pool.Handler: the server has nothing more buffered.
-func (s *session) Flush(*pool.Conn) { s.flushRelay() }
+func (s *session) Flush(be *pool.Conn) {
+	if be.Aborted() {
+		s.relay.out = s.relay.out[:0]
+		return
+	}
+	s.flushRelay()
+}
 
 // Fail implements pool.Handler: the server connection is lost. When serve
 // is ending the session anyway it handles the connection; otherwise the
@@ -141,7 +157,19 @@ func (s *session) Fail(be *pool.Conn, err error) {
 	}
 	slog.Info("server connection lost", "server", be.Addr, "user", s.user.cfg.Name, "err", err)
 	r := &s.relay
-	if !r.sawFatal {
+	if be.Aborted() {
+		// Whatever the old primary sent and was not yet passed on is
+		// dropped: it must not reach the client as a success.
+		r.out = r.out[:0]
+		s.srv.metrics.errorCode(wire.SQLStateConnectionFailure)
+		r.out = wire.AppendErrorResponse(r.out, &wire.Error{
+			Severity: "FATAL",
+			Code:     wire.SQLStateConnectionFailure,
+			Message:  "server connection aborted: the server is no longer the primary of its shard",
+			Detail:   "The shard map replaced or fenced " + be.Addr + " while this session used it; the transaction, if any, is lost, and whether the statement in progress committed there is unknown.",
+			Hint:     "Reconnect and retry the transaction.",
+		})
+	} else if !r.sawFatal {
 		s.srv.metrics.errorCode(wire.SQLStateConnectionFailure)
 		r.out = wire.AppendErrorResponse(r.out, &wire.Error{
 			Severity: "FATAL",

@@ -393,6 +393,11 @@ func (s *Server) poolAt(ctx context.Context, shard, addr string, u *userState, d
 		ConnectTimeout: pc.ConnectTimeout.D(),
 		IdleTimeout:    pc.IdleTimeout.D(),
 		MaxLifetime:    pc.MaxLifetime.D(),
+
+		TCPUserTimeout:    rt.cfg.Backend.TCPUserTimeout.D(),
+		KeepAliveIdle:     rt.cfg.Backend.KeepAliveIdle.D(),
+		KeepAliveInterval: rt.cfg.Backend.KeepAliveInterval.D(),
+		KeepAliveCount:    rt.cfg.Backend.KeepAliveCount,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create pool: %w", err)
@@ -448,7 +453,9 @@ func (s *Server) acquire(ctx context.Context, p *pool.Pool) (*pool.Conn, error) 
 			Detail:  fmt.Sprintf("All %d connections to %s are in use and none was released within %s.", p.Config().Size, p.Config().Addr, p.Config().WaitTimeout),
 			Hint:    "Raise pool.size or pool.wait_timeout, or shorten transactions.", Err: err}
 	case errors.Is(err, pool.ErrClosed):
-		return nil, wire.Fatalf(wire.SQLStateAdminShutdown, "terminating connection due to administrator command")
+		e := wire.Fatalf(wire.SQLStateAdminShutdown, "terminating connection due to administrator command")
+		e.Err = err
+		return nil, e
 	default:
 		var pgErr interface{ SQLState() string }
 		code := wire.SQLStateConnectionFailure
@@ -513,8 +520,11 @@ func (s *Server) discardBusy(be *pool.Conn) {
 }
 
 // cancel forwards a client's CancelRequest to the backend running its
-// query. It holds the session's lock while doing so, so the backend
-// cannot be handed to another client before the cancel arrives.
+// query. The backend is held for the cancel (pool.Conn.HoldForCancel) so
+// it cannot be lent to another client before the cancel arrives, but the
+// session is not: a server that cannot be reached delays nothing but
+// this goroutine (of the cancel request's connection), for at most
+// cancelTimeout.
 func (s *Server) cancel(ctx context.Context, key cancelKey) {
 	s.mu.Lock()
 	ss := s.cancels[key]
@@ -523,13 +533,23 @@ func (s *Server) cancel(ctx context.Context, key cancelKey) {
 		return
 	}
 	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	if ss.be == nil {
+	be := ss.be
+	var done func(bool)
+	if be != nil {
+		done = be.HoldForCancel()
+	}
+	ss.mu.Unlock()
+	if be == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, cancelTimeout)
 	defer cancel()
-	if err := ss.be.Cancel(ctx); err != nil {
-		slog.Warn("forward cancel request failed", "err", err)
+	err := be.Cancel(ctx)
+	done(err == nil || errors.Is(err, pool.ErrCancelNotSent))
+	if err != nil {
+		slog.Warn("forward cancel request failed", "server", be.Addr, "err", err)
 	}
 }
+
+// cancelTimeout bounds forwarding one CancelRequest.
+const cancelTimeout = 5 * time.Second
