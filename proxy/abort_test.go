@@ -3,10 +3,12 @@ package proxy_test
 import (
 	"context"
 	"fmt"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -395,5 +397,73 @@ func TestCancelDoesNotHoldSession(t *testing.T) {
 	t.Logf("the next statement took %s while the cancel was undeliverable", took.Round(time.Millisecond))
 	if took > time.Second {
 		t.Fatalf("the next statement took %s: the undeliverable cancel held the session", took)
+	}
+}
+
+// waitingClients reads pgshard_pool_waiting_clients for the server at
+// addr from the proxy's metrics.
+func waitingClients(t *testing.T, p *testProxy, addr string) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	p.srv.AdminHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for line := range strings.SplitSeq(rec.Body.String(), "\n") {
+		if strings.HasPrefix(line, "pgshard_pool_waiting_clients{") && strings.Contains(line, `server="`+addr+`"`) {
+			return line[strings.LastIndexByte(line, ' ')+1:]
+		}
+	}
+	return ""
+}
+
+// TestWaiterRetriesOnNewPrimary: a statement that waits for a server
+// connection of the old primary (its pool is full) when the map replaces
+// that primary has sent nothing: it runs on the new primary instead of
+// failing. The session holding the pool's only connection, in a
+// transaction, gets 08006 at its next statement.
+func TestWaiterRetriesOnNewPrimary(t *testing.T) {
+	c := integration.NewCluster(t, integration.Shards(2))
+	oldPrimary, newPrimary := c.Shards[0], c.Shards[1]
+	ctx := ctxT(t)
+	for _, srv := range c.Shards {
+		if err := srv.Exec(ctx, `CREATE TABLE kv (k bigint PRIMARY KEY, v text)`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := oneShardMapConfig(t, oldPrimary)
+	cfg.Pool.Size = 1
+	cfg.Pool.WaitTimeout = proxy.Duration(20 * time.Second)
+	p := startProxy(t, cfg)
+	holder, waiter := connect(t, p.dsn("")), connect(t, p.dsn(""))
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO kv (k, v) VALUES (1, 'in the open transaction')`); err != nil {
+		t.Fatal(err)
+	}
+	insert := runAsync(t, waiter, `INSERT INTO kv (k, v) VALUES (2, 'waited')`)
+	pollFor(t, 10*time.Second, "the INSERT waits for a connection", func() bool {
+		return waitingClients(t, p, oldPrimary.Addr()) == "1"
+	})
+	m2 := readMap(t, cfg.ShardMapFile)
+	m2.Epoch = 2
+	m2.Shards[0].Primary = shardmap.Endpoint{Host: newPrimary.Host, Port: newPrimary.Port}
+	m2.Shards[0].Fenced = []shardmap.Endpoint{{Host: oldPrimary.Host, Port: oldPrimary.Port}}
+	if ok, err := p.srv.ApplyMap(m2); !ok || err != nil {
+		t.Fatalf("apply epoch 2: %v %v", ok, err)
+	}
+	if r := await(t, insert, 5*time.Second, "the waiting INSERT"); r.err != nil {
+		t.Fatalf("the INSERT that waited for the old primary's pool: %v, want it run on the new primary", r.err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO kv (k, v) VALUES (3, 'after the change')`); pgCode(err) != "08006" {
+		t.Fatalf("next statement of the transaction on the old primary: %v, want 08006", err)
+	}
+	for _, tc := range []struct {
+		srv  *pgcluster.Server
+		want string
+	}{{newPrimary, "2"}, {oldPrimary, ""}} {
+		v, err := tc.srv.QueryValue(ctx, `SELECT string_agg(k::text, ',' ORDER BY k) FROM kv`)
+		if err != nil || v != tc.want {
+			t.Errorf("rows on %s: %q %v, want %q", tc.srv.Addr(), v, err, tc.want)
+		}
 	}
 }

@@ -449,17 +449,26 @@ func (p *Pool) shut(abort bool) {
 		close(p.stop)
 		<-p.done
 	}
+	var reset []*Conn // guarded by p.mu while the aborts run
 	idleSet := make(map[*Conn]bool, len(idle))
 	for _, c := range idle {
 		idleSet[c] = true
 	}
+	// Each abort may wait (boundedly) for a handler writing to a slow
+	// client: all at once.
+	var wg sync.WaitGroup
 	for _, c := range all {
-		if !c.abort() {
-			continue
-		}
-		p.mu.Lock()
-		p.stats.Aborted++
-		p.mu.Unlock()
+		wg.Go(func() {
+			if c.abort() {
+				p.mu.Lock()
+				p.stats.Aborted++
+				reset = append(reset, c)
+				p.mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	for _, c := range reset {
 		if !idleSet[c] {
 			// A statement may still run there (the reset reaches the
 			// server process only when it next reads or writes): cancel
