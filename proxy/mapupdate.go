@@ -79,6 +79,16 @@ func (s *Server) ApplyMap(m *shardmap.Map) (bool, error) {
 	return true, nil
 }
 
+// ackedEpoch is the epoch the proxy may acknowledge to the meta cluster:
+// that of the map in use once ApplyMap is done with it — in particular,
+// once the connections to the servers it replaced or fenced are reset
+// (MapEpoch already names the new map while they are).
+func (s *Server) ackedEpoch() uint64 {
+	s.mapMu.Lock()
+	defer s.mapMu.Unlock()
+	return s.MapEpoch()
+}
+
 // MapEpoch returns the epoch of the shard map in use (0 without a map).
 func (s *Server) MapEpoch() uint64 {
 	if m := s.runtime().cfg.shardMap; m != nil {

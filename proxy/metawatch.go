@@ -103,7 +103,7 @@ func (s *Server) FollowMeta(ctx context.Context, src MetaSource, id string, inte
 			down := s.unreachableEndpoints()
 			if time.Since(last) >= interval || !slices.Equal(down, reported) {
 				sent := time.Now()
-				applied := s.MapEpoch()
+				applied := s.ackedEpoch()
 				hctx, cancel := context.WithTimeout(ctx, interval)
 				current, err := src.ProxyHeartbeat(hctx, id, addr, applied, down)
 				cancel()
