@@ -194,6 +194,9 @@ func (s *Server) retirePools(before []ShardConfig, cfg *Config) {
 			before := p.Stats().Aborted
 			p.Abort()
 			n := p.Stats().Aborted - before
+			if n == 0 {
+				return
+			}
 			slog.Warn("server connections aborted", "server", p.Config().Addr, "user", p.Config().User,
 				"database", p.Config().Database, "connections", n, "why", abort[p.Config().Addr])
 			s.metrics.abortedConns.Add(float64(n))

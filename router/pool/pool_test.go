@@ -223,7 +223,10 @@ func TestAbortResetsEveryConnection(t *testing.T) {
 		}
 	}
 	select {
-	case <-rec.failed:
+	case err := <-rec.failed:
+		if !errors.Is(err, ErrAborted) {
+			t.Errorf("Fail got %v, want ErrAborted", err)
+		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the handler of the connection in use was not told")
 	}
@@ -294,7 +297,10 @@ func TestAbortWinsOverBufferedReply(t *testing.T) {
 		t.Fatal("Abort did not return")
 	}
 	select {
-	case <-rec.failed:
+	case err := <-rec.failed:
+		if !errors.Is(err, ErrAborted) {
+			t.Errorf("Fail got %v, want ErrAborted", err)
+		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the handler was not told")
 	}

@@ -33,7 +33,7 @@ var ErrBroken = errors.New("server connection is broken")
 
 // ErrAborted is the error a handler's Fail gets for a connection reset by
 // Pool.Abort.
-var ErrAborted = errors.New("server connection aborted: the server is no longer the shard's primary")
+var ErrAborted = errors.New("server connection aborted: its server is no longer to be used")
 
 // readLoop reads the connection for its whole life. With a handler set,
 // frames go to it; without one (idle in the pool, or between owners) any
@@ -54,9 +54,9 @@ func (c *Conn) readLoop() {
 		}
 		typ, frame, err := c.Reader.Next()
 		c.hmu.Lock()
-		if err == nil && c.aborted.Load() {
-			// Read before the reset, but the server is no longer one
-			// whose replies count: not passed on.
+		if c.aborted.Load() {
+			// Even a frame read before the reset is not passed on: the
+			// server is no longer one whose replies count.
 			err = ErrAborted
 		}
 		h := c.handler
