@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -302,14 +303,14 @@ func iptablesDrop(t *testing.T, rules ...[]string) {
 
 // TestPartitionedServerFails08006: with the server's packets dropped, a
 // statement in flight and one sent into the partition fail with 08006
-// within the backend's user timeout and keepalive settings, not after
+// within the backend's ack timeout and keepalive settings, not after
 // TCP's retries (minutes); a cancel request that cannot reach the server
 // does not delay that.
 func TestPartitionedServerFails08006(t *testing.T) {
 	pg := integration.StartPostgres(t)
 	ctx := ctxT(t)
 	cfg := baseConfig(t, pg)
-	cfg.Backend.TCPUserTimeout = proxy.Duration(2 * time.Second)
+	cfg.Backend.AckTimeout = proxy.Duration(2 * time.Second)
 	cfg.Backend.KeepAliveIdle = proxy.Duration(time.Second)
 	cfg.Backend.KeepAliveInterval = proxy.Duration(500 * time.Millisecond)
 	cfg.Backend.KeepAliveCount = 2
@@ -318,7 +319,19 @@ func TestPartitionedServerFails08006(t *testing.T) {
 
 	inFlight := connect(t, p.dsn(""))
 	sentLater := connect(t, p.dsn(""))
-	if _, err := sentLater.Exec(ctx, `SELECT 1`); err != nil { // leaves an idle pooled connection
+	// Two pooled connections, so that both statements below find one (no
+	// new one can be opened in the partition).
+	tx, err := inFlight.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT 1`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sentLater.Exec(ctx, `SELECT 1`); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
 	sleep := runAsync(t, inFlight, `SELECT pg_sleep(20)`)
@@ -337,12 +350,12 @@ func TestPartitionedServerFails08006(t *testing.T) {
 		ccancel()
 		<-canceled
 	})
-	bound := cfg.Backend.TCPUserTimeout.D() + cfg.Backend.KeepAliveIdle.D() + time.Second
+	bound := cfg.Backend.AckTimeout.D() + cfg.Backend.KeepAliveIdle.D() + time.Second
 	for name, ch := range map[string]<-chan result{"statement in flight": sleep, "statement sent into the partition": later} {
 		r := await(t, ch, 20*time.Second, name)
 		took := time.Since(start)
-		if code := pgCode(r.err); code != "08006" {
-			t.Errorf("%s: %v, want 08006", name, r.err)
+		if code := pgCode(r.err); code != "08006" || !strings.Contains(r.err.Error(), "stopped answering") {
+			t.Errorf("%s: %v, want 08006 (the server stopped answering)", name, r.err)
 		}
 		t.Logf("%s: 08006 %s after the partition began", name, took.Round(time.Millisecond))
 		if took > bound {
@@ -465,5 +478,74 @@ func TestWaiterRetriesOnNewPrimary(t *testing.T) {
 		if err != nil || v != tc.want {
 			t.Errorf("rows on %s: %q %v, want %q", tc.srv.Addr(), v, err, tc.want)
 		}
+	}
+}
+
+// TestServerNotReadingIsNotPartitioned: a COPY whose server stops reading
+// for several ack timeouts (its first row waits for a lock; the proxy has
+// far more to send than the socket buffers hold) is not mistaken for an
+// unreachable server: it completes once the lock goes.
+func TestServerNotReadingIsNotPartitioned(t *testing.T) {
+	pg := integration.StartPostgres(t)
+	ctx := ctxT(t)
+	cfg := baseConfig(t, pg)
+	cfg.Backend.AckTimeout = proxy.Duration(500 * time.Millisecond)
+	p := startProxy(t, cfg)
+	direct := connect(t, pg.SuperDSN("postgres"))
+	if _, err := direct.Exec(ctx, `CREATE TABLE t (k int PRIMARY KEY, pad text)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := direct.Exec(ctx, `BEGIN; INSERT INTO t VALUES (1, 'uncommitted')`); err != nil {
+		t.Fatal(err)
+	}
+	sess := connect(t, p.dsn(""))
+	obs := connect(t, pg.SuperDSN("postgres"))
+	const rows = 100000
+	pr, pw := io.Pipe()
+	defer pr.Close()
+	go func() {
+		pad := strings.Repeat("x", 1000)
+		for i := 1; i <= rows; i++ {
+			if _, err := fmt.Fprintf(pw, "%d\t%s\n", i, pad); err != nil {
+				return
+			}
+		}
+		_ = pw.Close()
+	}()
+	copied := make(chan error, 1)
+	go func() {
+		_, err := sess.PgConn().CopyFrom(ctx, pr, "COPY t FROM STDIN")
+		copied <- err
+	}()
+	pollFor(t, 10*time.Second, "the COPY waits for the lock", func() bool {
+		var n int
+		if err := obs.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY t%' AND wait_event_type = 'Lock'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	})
+	// Hold the lock for 6 ack timeouts, then let the COPY go on.
+	held := time.Now()
+	pollFor(t, 10*time.Second, "3 s pass while the COPY waits", func() bool {
+		select {
+		case err := <-copied:
+			t.Fatalf("the COPY ended while it waited for the lock: %v", err)
+		default:
+		}
+		return time.Since(held) >= 3*time.Second
+	})
+	if _, err := direct.Exec(ctx, `ROLLBACK`); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-copied:
+		if err != nil {
+			t.Fatalf("COPY: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the COPY did not end")
+	}
+	if v, err := pg.QueryValue(ctx, `SELECT count(*) FROM t`); err != nil || v != strconv.Itoa(rows) {
+		t.Fatalf("rows copied: %q %v", v, err)
 	}
 }

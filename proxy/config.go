@@ -224,10 +224,12 @@ type BackendConfig struct {
 	// servers that authenticate pgshard by certificate (pg_hba "cert").
 	SSLCert string `yaml:"sslcert"`
 	SSLKey  string `yaml:"sslkey"`
-	// TCPUserTimeout fails a server connection whose sent data stays
-	// unacknowledged this long (TCP_USER_TIMEOUT, Linux); default 5s,
-	// negative: the system's (about 15 minutes).
-	TCPUserTimeout Duration `yaml:"tcp_user_timeout"`
+	// AckTimeout fails a server connection that has something to
+	// deliver and receives nothing from its server this long (an
+	// unreachable server, Linux); default 5s, negative: TCP's own
+	// retries (minutes). A server that merely does not read is not
+	// affected.
+	AckTimeout Duration `yaml:"ack_timeout"`
 	// KeepAliveIdle, KeepAliveInterval and KeepAliveCount: TCP keepalive
 	// probes start after KeepAliveIdle without traffic (default 2s,
 	// negative: no keepalives), repeat every KeepAliveInterval (1s) and
@@ -313,8 +315,8 @@ func (c *Config) Complete() error {
 	if v, ok := os.LookupEnv(c.Backend.PasswordEnv); ok {
 		c.Backend.Password = v
 	}
-	if c.Backend.TCPUserTimeout == 0 {
-		c.Backend.TCPUserTimeout = Duration(pool.DefaultTCPUserTimeout)
+	if c.Backend.AckTimeout == 0 {
+		c.Backend.AckTimeout = Duration(pool.DefaultAckTimeout)
 	}
 	if c.Backend.KeepAliveIdle == 0 {
 		c.Backend.KeepAliveIdle = Duration(pool.DefaultKeepAliveIdle)

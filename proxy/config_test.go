@@ -81,18 +81,18 @@ func TestConfigBackendTimeouts(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := cfg.Backend
-	if b.TCPUserTimeout.D() != 5*time.Second || b.KeepAliveIdle.D() != 2*time.Second || b.KeepAliveInterval.D() != time.Second || b.KeepAliveCount != 3 {
-		t.Errorf("defaults: user timeout %s, keepalive %s/%s/%d", b.TCPUserTimeout.D(), b.KeepAliveIdle.D(), b.KeepAliveInterval.D(), b.KeepAliveCount)
+	if b.AckTimeout.D() != 5*time.Second || b.KeepAliveIdle.D() != 2*time.Second || b.KeepAliveInterval.D() != time.Second || b.KeepAliveCount != 3 {
+		t.Errorf("defaults: user timeout %s, keepalive %s/%s/%d", b.AckTimeout.D(), b.KeepAliveIdle.D(), b.KeepAliveInterval.D(), b.KeepAliveCount)
 	}
-	if limit := cfg.Buffer.Window.D() + 2*time.Second; b.TCPUserTimeout.D() >= limit || b.KeepAliveIdle.D()+time.Duration(b.KeepAliveCount)*b.KeepAliveInterval.D() >= limit {
+	if limit := cfg.Buffer.Window.D() + 2*time.Second; b.AckTimeout.D() >= limit || b.KeepAliveIdle.D()+time.Duration(b.KeepAliveCount)*b.KeepAliveInterval.D() >= limit {
 		t.Errorf("defaults not under failover detection plus buffer.window (%s)", limit)
 	}
-	cfg, err = proxy.ParseConfig([]byte(base + "backend: {tcp_user_timeout: 1500ms, keepalive_idle: -1s, keepalive_interval: 3s, keepalive_count: 9}\n"))
+	cfg, err = proxy.ParseConfig([]byte(base + "backend: {ack_timeout: 1500ms, keepalive_idle: -1s, keepalive_interval: 3s, keepalive_count: 9}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	b = cfg.Backend
-	if b.TCPUserTimeout.D() != 1500*time.Millisecond || b.KeepAliveIdle.D() != -time.Second || b.KeepAliveInterval.D() != 3*time.Second || b.KeepAliveCount != 9 {
+	if b.AckTimeout.D() != 1500*time.Millisecond || b.KeepAliveIdle.D() != -time.Second || b.KeepAliveInterval.D() != 3*time.Second || b.KeepAliveCount != 9 {
 		t.Errorf("configured: %+v", b)
 	}
 	for text, field := range map[string]string{

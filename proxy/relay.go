@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"errors"
 	"log/slog"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/pgshard/pgshard/replication/health"
@@ -167,6 +169,15 @@ func (s *session) Fail(be *pool.Conn, err error) {
 			Code:     wire.SQLStateConnectionFailure,
 			Message:  "server connection aborted: the server is no longer the primary of its shard",
 			Detail:   "The shard map replaced or fenced " + be.Addr + " while this session used it; the transaction, if any, is lost, and whether the statement in progress committed there is unknown.",
+			Hint:     "Reconnect and retry the transaction.",
+		})
+	} else if errors.Is(err, pool.ErrStalled) || errors.Is(err, syscall.ETIMEDOUT) {
+		s.srv.metrics.errorCode(wire.SQLStateConnectionFailure)
+		r.out = wire.AppendErrorResponse(r.out, &wire.Error{
+			Severity: "FATAL",
+			Code:     wire.SQLStateConnectionFailure,
+			Message:  "server connection lost: the server stopped answering",
+			Detail:   "pgshard got no acknowledgement from " + be.Addr + " within backend.ack_timeout or its keepalives (a network partition or a hung host); the transaction, if any, is lost, and whether the statement in progress committed is unknown.",
 			Hint:     "Reconnect and retry the transaction.",
 		})
 	} else if !r.sawFatal {

@@ -394,7 +394,7 @@ func (s *Server) poolAt(ctx context.Context, shard, addr string, u *userState, d
 		IdleTimeout:    pc.IdleTimeout.D(),
 		MaxLifetime:    pc.MaxLifetime.D(),
 
-		TCPUserTimeout:    rt.cfg.Backend.TCPUserTimeout.D(),
+		AckTimeout:        rt.cfg.Backend.AckTimeout.D(),
 		KeepAliveIdle:     rt.cfg.Backend.KeepAliveIdle.D(),
 		KeepAliveInterval: rt.cfg.Backend.KeepAliveInterval.D(),
 		KeepAliveCount:    rt.cfg.Backend.KeepAliveCount,

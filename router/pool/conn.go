@@ -52,14 +52,24 @@ type Conn struct {
 	returned  time.Time
 	tlsConfig bool
 
-	hmu     sync.Mutex // held while the handler runs
-	handler Handler    // nil: idle or between owners
-	broken  atomic.Bool
-	aborted atomic.Bool // reset by Pool.Abort: its frames go to no one
+	hmu        sync.Mutex // held while the handler runs
+	handler    Handler    // nil: idle or between owners
+	broken     atomic.Bool
+	aborted    atomic.Bool  // reset by Pool.Abort: its frames go to no one
+	stallReset atomic.Int64 // reset by the watchdog after this long (ns) without acknowledgement
+
+	watch watchState // the watchdog's
 
 	cmu     sync.Mutex
 	cancels int  // CancelRequests in flight (HoldForCancel)
 	parked  bool // released while cancels > 0: Release again after them
+}
+
+// watchState is what the pool's watchdog remembers of a connection.
+type watchState struct {
+	waitingSince time.Time // since when it has seen something to deliver
+	segsIn       uint32    // segments received, at heardAt
+	heardAt      time.Time // when segsIn last changed
 }
 
 // dial opens and authenticates a backend connection and hijacks it.
@@ -144,6 +154,22 @@ func (c *Conn) abort() bool {
 	return true
 }
 
+// reset ends a connection whose server has acknowledged nothing for
+// silent while it had something to deliver (the watchdog's finding): its
+// reader fails with ErrStalled. It reports whether this call reset c.
+func (c *Conn) reset(silent time.Duration) bool {
+	if !c.stallReset.CompareAndSwap(0, int64(max(silent, 1))) {
+		return false
+	}
+	c.broken.Store(true)
+	if tc := tcpConn(c.NetConn); tc != nil {
+		_ = tc.SetLinger(0)
+		_ = tc.Close()
+	}
+	_ = c.NetConn.Close()
+	return true
+}
+
 // Aborted reports whether the connection was reset by Pool.Abort: its
 // server is no longer one the proxy may use, and nothing it sent may be
 // passed on.
@@ -195,9 +221,7 @@ func (c *Conn) park() bool {
 var ErrCancelNotSent = errors.New("cancel request not sent")
 
 // Cancel sends a CancelRequest for whatever c's backend is running. The
-// dial is bounded by the pool's connect timeout (and ctx), and the
-// connection has the pool's keepalives and user timeout, so an
-// unreachable server fails it within seconds.
+// dial is bounded by the pool's connect timeout, the whole by ctx.
 func (c *Conn) Cancel(ctx context.Context) error {
 	nc, err := c.pool.cfg.dialer().DialContext(ctx, "tcp", c.Addr)
 	if err != nil {

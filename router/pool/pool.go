@@ -50,10 +50,11 @@ type Config struct {
 	// TLSConfig, when non-nil, overrides the TLS settings SSLMode implies
 	// (used by tests and for client certificates).
 	TLSConfig *tls.Config
-	// TCPUserTimeout bounds how long data sent to the server may stay
-	// unacknowledged before the connection fails (TCP_USER_TIMEOUT,
-	// Linux); 0 means DefaultTCPUserTimeout, negative means the system's.
-	TCPUserTimeout time.Duration
+	// AckTimeout fails a connection whose server acknowledges nothing
+	// this long while it has data to deliver (see sockopt.go; Linux);
+	// 0 means DefaultAckTimeout, negative means never (TCP's own
+	// retries, minutes).
+	AckTimeout time.Duration
 	// KeepAliveIdle, KeepAliveInterval and KeepAliveCount are the TCP
 	// keepalive settings: probes start after KeepAliveIdle without
 	// traffic, go every KeepAliveInterval, and KeepAliveCount unanswered
@@ -82,8 +83,8 @@ func (c Config) withDefaults() Config {
 	if c.SSLMode == "" {
 		c.SSLMode = "prefer"
 	}
-	if c.TCPUserTimeout == 0 {
-		c.TCPUserTimeout = DefaultTCPUserTimeout
+	if c.AckTimeout == 0 {
+		c.AckTimeout = DefaultAckTimeout
 	}
 	if c.KeepAliveIdle == 0 {
 		c.KeepAliveIdle = DefaultKeepAliveIdle
@@ -110,6 +111,7 @@ type Stats struct {
 	DialFails uint64        // failed attempts to open a connection
 	Discarded uint64        // connections closed as broken, old or idle
 	Aborted   uint64        // connections reset by Abort
+	Stalled   uint64        // connections reset for want of acknowledgement
 }
 
 // Pool lends backend connections. It is safe for concurrent use.
@@ -127,7 +129,8 @@ type Pool struct {
 	stats   Stats
 
 	stop    chan struct{}
-	done    chan struct{}
+	done    chan struct{}  // closed when reap ends
+	wdone   chan struct{}  // closed when watch ends
 	readers sync.WaitGroup // one reader goroutine per open connection
 	cancels sync.WaitGroup // CancelRequests sent by Abort
 }
@@ -173,8 +176,10 @@ func New(cfg Config) (*Pool, error) {
 		conns:        make(map[*Conn]struct{}),
 		stop:         make(chan struct{}),
 		done:         make(chan struct{}),
+		wdone:        make(chan struct{}),
 	}
 	go p.reap()
+	go p.watch()
 	return p, nil
 }
 
@@ -448,6 +453,7 @@ func (p *Pool) shut(abort bool) {
 	if !wasClosed {
 		close(p.stop)
 		<-p.done
+		<-p.wdone
 	}
 	var reset []*Conn // guarded by p.mu while the aborts run
 	idleSet := make(map[*Conn]bool, len(idle))

@@ -3,23 +3,31 @@ package pool
 import (
 	"context"
 	"net"
-	"syscall"
 	"time"
 )
 
-// Bounded server I/O: every connection to a server (pooled ones and the
-// short ones that carry a CancelRequest) has TCP keepalives and, on
-// Linux, a TCP user timeout. A server that stops answering without
-// closing the connection (a network partition drops its packets) then
-// fails the connection within seconds: keepalive probes find it while a
-// statement waits for its reply, the user timeout while data the proxy
-// sent stays unacknowledged. Without them a read waits until TCP gives up
-// retransmitting, which takes up to about 15 minutes.
+// Bounded server I/O. A server that stops answering without closing the
+// connection (a network partition drops its packets) must fail the
+// connection within seconds, not when TCP gives up retransmitting (up to
+// about 15 minutes):
+//
+//   - While nothing is to be delivered (a statement waits for its reply,
+//     or the connection is idle), TCP keepalive probes find it: after
+//     KeepAliveIdle without traffic, KeepAliveCount unanswered probes
+//     KeepAliveInterval apart fail the connection.
+//   - While data is to be delivered, keepalives do not run; the pool's
+//     watchdog (Linux: TCP_INFO) resets a connection that got no
+//     acknowledgement at all for AckTimeout while it had data in flight
+//     or probes unanswered. A server that is alive but does not read
+//     (a COPY waiting for a lock, a long statement ahead of a pipelined
+//     batch) still acknowledges window probes, so it is left alone —
+//     which TCP_USER_TIMEOUT does not do (since Linux 5.11 it also ends
+//     connections whose peer keeps its receive window closed).
 
-// Defaults of the socket options, well under failover detection (about
+// Defaults of the settings above, well under failover detection (about
 // 2 s) plus the proxy's buffer window (10 s).
 const (
-	DefaultTCPUserTimeout    = 5 * time.Second
+	DefaultAckTimeout        = 5 * time.Second
 	DefaultKeepAliveIdle     = 2 * time.Second
 	DefaultKeepAliveInterval = time.Second
 	DefaultKeepAliveCount    = 3
@@ -36,15 +44,6 @@ func (c Config) dialer() *net.Dialer {
 			Idle:     c.KeepAliveIdle,
 			Interval: c.KeepAliveInterval,
 			Count:    c.KeepAliveCount,
-		}
-	}
-	if ut := c.TCPUserTimeout; ut > 0 {
-		d.Control = func(_, _ string, rc syscall.RawConn) error {
-			var serr error
-			if err := rc.Control(func(fd uintptr) { serr = setUserTimeout(fd, ut) }); err != nil {
-				return err
-			}
-			return serr
 		}
 	}
 	return d
@@ -66,6 +65,47 @@ func tcpConn(nc net.Conn) *net.TCPConn {
 			nc = c.NetConn()
 		default:
 			return nil
+		}
+	}
+}
+
+// watch resets, every tick, the connections stalled for the ack timeout
+// (see above), until the pool closes.
+func (p *Pool) watch() {
+	defer close(p.wdone)
+	if p.cfg.AckTimeout <= 0 || !canWatch {
+		<-p.stop
+		return
+	}
+	tick := min(p.cfg.AckTimeout/4, 250*time.Millisecond)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
+		// Idle connections have nothing to deliver; keepalives watch them.
+		p.mu.Lock()
+		idle := make(map[*Conn]bool, len(p.idle))
+		for _, c := range p.idle {
+			idle[c] = true
+		}
+		conns := make([]*Conn, 0, len(p.conns))
+		for c := range p.conns {
+			if !idle[c] {
+				conns = append(conns, c)
+			}
+		}
+		p.mu.Unlock()
+		now := p.now()
+		for _, c := range conns {
+			if silent, stalled := c.stalled(now, p.cfg.AckTimeout); stalled && c.reset(silent) {
+				p.mu.Lock()
+				p.stats.Stalled++
+				p.mu.Unlock()
+			}
 		}
 	}
 }

@@ -4,6 +4,8 @@ package pool
 
 import "time"
 
-// setUserTimeout does nothing where TCP_USER_TIMEOUT does not exist:
-// keepalives alone bound a silent server there.
-func setUserTimeout(uintptr, time.Duration) error { return nil }
+// canWatch says whether stalled can tell: not without TCP_INFO, where
+// keepalives alone bound a silent server.
+const canWatch = false
+
+func (c *Conn) stalled(time.Time, time.Duration) (time.Duration, bool) { return 0, false }
