@@ -129,7 +129,9 @@ type Pool struct {
 	stats   Stats
 
 	stop    chan struct{}
-	done    chan struct{}  // closed when reap ends
+	done    chan struct{} // closed when reap ends
+	wstop   chan struct{} // closed to stop watch, once no connection is left
+	wonce   sync.Once
 	wdone   chan struct{}  // closed when watch ends
 	readers sync.WaitGroup // one reader goroutine per open connection
 	cancels sync.WaitGroup // CancelRequests sent by Abort
@@ -176,6 +178,7 @@ func New(cfg Config) (*Pool, error) {
 		conns:        make(map[*Conn]struct{}),
 		stop:         make(chan struct{}),
 		done:         make(chan struct{}),
+		wstop:        make(chan struct{}),
 		wdone:        make(chan struct{}),
 	}
 	go p.reap()
@@ -453,7 +456,6 @@ func (p *Pool) shut(abort bool) {
 	if !wasClosed {
 		close(p.stop)
 		<-p.done
-		<-p.wdone
 	}
 	var reset []*Conn // guarded by p.mu while the aborts run
 	idleSet := make(map[*Conn]bool, len(idle))
@@ -502,6 +504,9 @@ func (p *Pool) shut(abort bool) {
 		p.readers.Wait()
 		p.cancels.Wait()
 	}
+	// Connections in use are watched until they are gone (or reset).
+	p.wonce.Do(func() { close(p.wstop) })
+	<-p.wdone
 }
 
 // track records c as open (its reader runs) or, with open false, gone.

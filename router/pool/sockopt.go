@@ -70,11 +70,11 @@ func tcpConn(nc net.Conn) *net.TCPConn {
 }
 
 // watch resets, every tick, the connections stalled for the ack timeout
-// (see above), until the pool closes.
+// (see above), until the pool is closed and its connections are gone.
 func (p *Pool) watch() {
 	defer close(p.wdone)
 	if p.cfg.AckTimeout <= 0 || !canWatch {
-		<-p.stop
+		<-p.wstop
 		return
 	}
 	tick := min(p.cfg.AckTimeout/4, 250*time.Millisecond)
@@ -82,7 +82,7 @@ func (p *Pool) watch() {
 	defer t.Stop()
 	for {
 		select {
-		case <-p.stop:
+		case <-p.wstop:
 			return
 		case <-t.C:
 		}
