@@ -362,6 +362,12 @@ func TestPartitionedServerFails08006(t *testing.T) {
 			t.Errorf("%s: failed after %s, want within %s", name, took, bound)
 		}
 	}
+	// At least the statement sent into the partition is the watchdog's
+	// (keepalives do not run while data is unacknowledged); the one in
+	// flight may be the keepalives'.
+	if v := poolMetric(t, p, "pgshard_server_stalls_total", pg.Addr()); v != "1" && v != "2" {
+		t.Errorf("pgshard_server_stalls_total = %q, want 1 or 2", v)
+	}
 }
 
 // TestCancelDoesNotHoldSession: a CancelRequest the proxy cannot deliver
@@ -413,14 +419,14 @@ func TestCancelDoesNotHoldSession(t *testing.T) {
 	}
 }
 
-// waitingClients reads pgshard_pool_waiting_clients for the server at
-// addr from the proxy's metrics.
-func waitingClients(t *testing.T, p *testProxy, addr string) string {
+// poolMetric reads the pool metric name for the server at addr from the
+// proxy's metrics ("" when there is none).
+func poolMetric(t *testing.T, p *testProxy, name, addr string) string {
 	t.Helper()
 	rec := httptest.NewRecorder()
 	p.srv.AdminHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	for line := range strings.SplitSeq(rec.Body.String(), "\n") {
-		if strings.HasPrefix(line, "pgshard_pool_waiting_clients{") && strings.Contains(line, `server="`+addr+`"`) {
+		if strings.HasPrefix(line, name+"{") && strings.Contains(line, `server="`+addr+`"`) {
 			return line[strings.LastIndexByte(line, ' ')+1:]
 		}
 	}
@@ -455,7 +461,7 @@ func TestWaiterRetriesOnNewPrimary(t *testing.T) {
 	}
 	insert := runAsync(t, waiter, `INSERT INTO kv (k, v) VALUES (2, 'waited')`)
 	pollFor(t, 10*time.Second, "the INSERT waits for a connection", func() bool {
-		return waitingClients(t, p, oldPrimary.Addr()) == "1"
+		return poolMetric(t, p, "pgshard_pool_waiting_clients", oldPrimary.Addr()) == "1"
 	})
 	m2 := readMap(t, cfg.ShardMapFile)
 	m2.Epoch = 2

@@ -111,12 +111,13 @@ var (
 	descDials       = prometheus.NewDesc("pgshard_server_connects_total", "Server connections opened.", poolLabels, nil)
 	descDialFails   = prometheus.NewDesc("pgshard_server_connect_failures_total", "Failed attempts to open a server connection.", poolLabels, nil)
 	descDiscarded   = prometheus.NewDesc("pgshard_server_discards_total", "Server connections closed as broken, idle or old.", poolLabels, nil)
+	descStalls      = prometheus.NewDesc("pgshard_server_stalls_total", "Server connections reset because their server acknowledged nothing for backend.ack_timeout.", poolLabels, nil)
 )
 
 type poolCollector struct{ srv *Server }
 
 func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descServerConns, descWaiting, descWaits, descWaitSecs, descTimeouts, descDials, descDialFails, descDiscarded} {
+	for _, d := range []*prometheus.Desc{descServerConns, descWaiting, descWaits, descWaitSecs, descTimeouts, descDials, descDialFails, descDiscarded, descStalls} {
 		ch <- d
 	}
 }
@@ -136,5 +137,6 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descDials, prometheus.CounterValue, float64(st.Dials), l...)
 		ch <- prometheus.MustNewConstMetric(descDialFails, prometheus.CounterValue, float64(st.DialFails), l...)
 		ch <- prometheus.MustNewConstMetric(descDiscarded, prometheus.CounterValue, float64(st.Discarded), l...)
+		ch <- prometheus.MustNewConstMetric(descStalls, prometheus.CounterValue, float64(st.Stalled), l...)
 	}
 }
