@@ -15,10 +15,23 @@ func Available() (bool, string) {
 	if os.Geteuid() != 0 {
 		return false, "netfault: iptables rules need root"
 	}
-	if _, err := exec.LookPath("iptables"); err != nil {
+	if iptablesPath() == "" {
 		return false, "netfault: iptables is not installed (apt-get install iptables)"
 	}
 	return true, ""
+}
+
+// iptablesPath finds the iptables command, also where PATH lacks sbin.
+func iptablesPath() string {
+	if p, err := exec.LookPath("iptables"); err == nil {
+		return p
+	}
+	for _, p := range []string{"/usr/sbin/iptables", "/sbin/iptables"} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return ""
 }
 
 // Require skips t when Blackhole cannot work here; under CI (CI=true) it
@@ -71,7 +84,7 @@ func Blackhole(t testing.TB, port int) (heal func()) {
 
 // iptables runs iptables with args, waiting for its lock (-w).
 func iptables(args ...string) error {
-	cmd := exec.Command("iptables", append([]string{"-w", "5"}, args...)...)
+	cmd := exec.Command(iptablesPath(), append([]string{"-w", "5"}, args...)...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("iptables %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
