@@ -18,7 +18,9 @@
 //     (a BadRequest detail lists the problems one by one).
 //   - FAILED_PRECONDITION: a compare-and-set lost (ErrorInfo reason
 //     STALE_EPOCH, metadata "current" and "expected"), or the state does
-//     not allow what was asked (a shard that is already switching).
+//     not allow what was asked (a shard that is already switching), or
+//     ApplyMap refused an unsafe map (ErrorInfo reason UNSAFE_MAP, a
+//     PreconditionFailure detail per problem: type, "shard/server", why).
 //   - NOT_FOUND: what the request names (a shard) does not exist.
 //   - UNIMPLEMENTED: this member does not offer the RPC (Switchover on a
 //     meta cluster that runs no failover controller).
@@ -300,7 +302,16 @@ type ApplyMapRequest struct {
 	// yet) for the map to be applied.
 	ExpectedEpoch uint64 `protobuf:"varint,2,opt,name=expected_epoch,json=expectedEpoch,proto3" json:"expected_epoch,omitempty"`
 	// comment is kept in the history (at most 1024 bytes).
-	Comment       string `protobuf:"bytes,3,opt,name=comment,proto3" json:"comment,omitempty"`
+	Comment string `protobuf:"bytes,3,opt,name=comment,proto3" json:"comment,omitempty"`
+	// force applies the map even when it is unsafe: when it names as a
+	// shard's primary a server the current map fences or the leader's
+	// health checks see in recovery, or drops a fence (other than moving
+	// the server to the same shard's replicas, as a rejoin does). Without
+	// it such a map is refused with FAILED_PRECONDITION (ErrorInfo reason
+	// UNSAFE_MAP, a PreconditionFailure naming each shard and server). What
+	// force risks: acknowledged writes on a server that is not the real
+	// primary (split brain).
+	Force         bool `protobuf:"varint,4,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -354,6 +365,13 @@ func (x *ApplyMapRequest) GetComment() string {
 		return x.Comment
 	}
 	return ""
+}
+
+func (x *ApplyMapRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
 }
 
 type ApplyMapResponse struct {
@@ -1977,11 +1995,12 @@ const file_meta_proto_rawDesc = "" +
 	"\vafter_epoch\x18\x01 \x01(\x04R\n" +
 	"afterEpoch\"A\n" +
 	"\x10WatchMapResponse\x12-\n" +
-	"\x03map\x18\x01 \x01(\v2\x1b.pgshard.meta.v1.MapVersionR\x03map\"m\n" +
+	"\x03map\x18\x01 \x01(\v2\x1b.pgshard.meta.v1.MapVersionR\x03map\"\x83\x01\n" +
 	"\x0fApplyMapRequest\x12\x19\n" +
 	"\bmap_yaml\x18\x01 \x01(\fR\amapYaml\x12%\n" +
 	"\x0eexpected_epoch\x18\x02 \x01(\x04R\rexpectedEpoch\x12\x18\n" +
-	"\acomment\x18\x03 \x01(\tR\acomment\"(\n" +
+	"\acomment\x18\x03 \x01(\tR\acomment\x12\x14\n" +
+	"\x05force\x18\x04 \x01(\bR\x05force\"(\n" +
 	"\x10ApplyMapResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"L\n" +
 	"\x11MapHistoryRequest\x12\x14\n" +
