@@ -1206,8 +1206,13 @@ type JoinMemberRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// raft_address is where the new member's Raft transport listens. (Each
-	// member records its own API address in the replicated state.)
-	RaftAddress   string `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	// member records its own API address in the replicated state while it
+	// leads.)
+	RaftAddress string `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	// api_address, optional, is where the new member's MetaService listens:
+	// the leader records it at once, so that MemberStatus names it before
+	// the member ever leads.
+	ApiAddress    string `protobuf:"bytes,3,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1252,6 +1257,13 @@ func (x *JoinMemberRequest) GetId() string {
 func (x *JoinMemberRequest) GetRaftAddress() string {
 	if x != nil {
 		return x.RaftAddress
+	}
+	return ""
+}
+
+func (x *JoinMemberRequest) GetApiAddress() string {
+	if x != nil {
+		return x.ApiAddress
 	}
 	return ""
 }
@@ -2066,10 +2078,12 @@ const file_meta_proto_rawDesc = "" +
 	"\rapplied_index\x18\v \x01(\x04R\fappliedIndex\x12=\n" +
 	"\flast_contact\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\vlastContact\x12\x1b\n" +
 	"\tmap_epoch\x18\r \x01(\x04R\bmapEpoch\x121\n" +
-	"\amembers\x18\x0e \x03(\v2\x17.pgshard.meta.v1.MemberR\amembers\"F\n" +
+	"\amembers\x18\x0e \x03(\v2\x17.pgshard.meta.v1.MemberR\amembers\"g\n" +
 	"\x11JoinMemberRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
-	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\"\x14\n" +
+	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12\x1f\n" +
+	"\vapi_address\x18\x03 \x01(\tR\n" +
+	"apiAddress\"\x14\n" +
 	"\x12JoinMemberResponse\"%\n" +
 	"\x13RemoveMemberRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x16\n" +

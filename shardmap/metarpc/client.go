@@ -518,7 +518,14 @@ func (c *Client) MemberStatus(ctx context.Context) (NodeStatus, error) {
 // JoinMember adds the member id, whose Raft transport listens at
 // raftAddr, as a voter.
 func (c *Client) JoinMember(ctx context.Context, id, raftAddr string) error {
-	req := &metapb.JoinMemberRequest{Id: id, RaftAddress: raftAddr}
+	return c.JoinMemberAt(ctx, id, raftAddr, "")
+}
+
+// JoinMemberAt is JoinMember that also records the new member's API
+// address (optional: "" records none), so that MemberStatus names it
+// before the member ever leads.
+func (c *Client) JoinMemberAt(ctx context.Context, id, raftAddr, apiAddr string) error {
+	req := &metapb.JoinMemberRequest{Id: id, RaftAddress: raftAddr, ApiAddress: apiAddr}
 	return c.call(ctx, "JoinMember", c.opts.AttemptTimeout, func(ctx context.Context, mc metapb.MetaServiceClient, opts ...grpc.CallOption) error {
 		_, err := mc.JoinMember(ctx, req, opts...)
 		return err

@@ -289,8 +289,16 @@ func (s *service) JoinMember(ctx context.Context, req *metapb.JoinMemberRequest)
 	if err := checkAddress("raft_address", req.GetRaftAddress(), false); err != nil {
 		return nil, err
 	}
+	if err := checkAddress("api_address", req.GetApiAddress(), true); err != nil {
+		return nil, err
+	}
 	if err := s.store.Join(ctx, req.GetId(), req.GetRaftAddress()); err != nil {
 		return nil, s.fail(ctx, "JoinMember", "id", err)
+	}
+	if r, ok := s.store.(MemberAPIRecorder); ok && req.GetApiAddress() != "" {
+		if err := r.SetMemberAPIAddr(ctx, req.GetId(), req.GetApiAddress()); err != nil {
+			return nil, s.fail(ctx, "JoinMember", "api_address", err)
+		}
 	}
 	return &metapb.JoinMemberResponse{}, nil
 }
