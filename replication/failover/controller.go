@@ -353,8 +353,10 @@ type fencedTarget struct{ shard, addr string }
 
 // fencedServers lists the servers of m that must not take writes: each
 // shard's Fenced, and the old primary of a failover that got past its
-// fence step (it is fenced once the new primary is committed).
-func fencedServers(m *shardmap.Map) []fencedTarget {
+// fence step (it is fenced once the new primary is committed), unless
+// stuck says the workflow gave up on that shard's switch (it is left to a
+// DBA, untouched).
+func fencedServers(m *shardmap.Map, stuck func(shard string) bool) []fencedTarget {
 	var out []fencedTarget
 	seen := make(map[string]bool)
 	add := func(shard string, e shardmap.Endpoint) {
@@ -367,7 +369,10 @@ func fencedServers(m *shardmap.Map) []fencedTarget {
 		for _, f := range s.Fenced {
 			add(s.Name, f)
 		}
-		if sw := s.Switch; sw != nil && sw.Kind == shardmap.Failover && sw.Step == StepPromote {
+		// Only a switch the workflow can drive: one it must refuse
+		// (promoteStep) is left to a DBA, untouched.
+		if sw := s.Switch; sw != nil && sw.Kind == shardmap.Failover && sw.Step == StepPromote &&
+			slices.Contains(s.Replicas, sw.To) && !stuck(s.Name) {
 			add(s.Name, sw.From)
 		}
 	}
@@ -381,7 +386,12 @@ func fencedServers(m *shardmap.Map) []fencedTarget {
 // such check runs at a time; it does not claim the shards, so failovers
 // are not delayed.
 func (c *Controller) superviseFences(m *shardmap.Map) {
-	targets := fencedServers(m)
+	targets := fencedServers(m, func(shard string) bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		at, stuck := c.stuck[shard]
+		return stuck && at == m.Epoch
+	})
 	if len(targets) == 0 {
 		return
 	}

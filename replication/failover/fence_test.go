@@ -136,19 +136,24 @@ func TestFenceCheckInterval(t *testing.T) {
 }
 
 // TestFailoverOldPrimaryIsFencedAgain: the old primary of a failover that
-// got past its fence step (it was down then) is fenced as soon as it
-// answers, before the failover commits it to Fenced.
+// got past its fence step (it was down then) is among the servers fenced
+// again as soon as they answer, before the failover commits it to Fenced
+// — unless the workflow gave up on the switch.
 func TestFailoverOldPrimaryIsFencedAgain(t *testing.T) {
 	sw := shardmap.Switch{Kind: shardmap.Failover, From: ep("p1"), To: ep("r2"), Step: StepPromote}
-	if got := fencedServers(withSwitch(t, sw)); !slices.Equal(got, []fencedTarget{{"s1", addr("p1")}}) {
+	never := func(string) bool { return false }
+	if got := fencedServers(withSwitch(t, sw), never); !slices.Equal(got, []fencedTarget{{"s1", addr("p1")}}) {
 		t.Errorf("fenced servers of a failover at promote: %v", got)
 	}
+	if got := fencedServers(withSwitch(t, sw), func(string) bool { return true }); len(got) != 0 {
+		t.Errorf("fenced servers of a failover the workflow gave up on: %v (left to a DBA)", got)
+	}
 	sw.Step = StepFence
-	if got := fencedServers(withSwitch(t, sw)); len(got) != 0 {
+	if got := fencedServers(withSwitch(t, sw), never); len(got) != 0 {
 		t.Errorf("fenced servers of a failover at its fence step: %v (the workflow fences it)", got)
 	}
 	sw.Kind, sw.Step = shardmap.Switchover, StepPromote
-	if got := fencedServers(withSwitch(t, sw)); len(got) != 0 {
+	if got := fencedServers(withSwitch(t, sw), never); len(got) != 0 {
 		t.Errorf("fenced servers of a switchover: %v (its old primary is quiesced)", got)
 	}
 }
