@@ -75,6 +75,21 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 			return no("GROUPING SETS, ROLLUP and CUBE", keyHint)
 		}
 	}
+	// A value each shard computes differently (its clock, its address,
+	// its settings) is not PostgreSQL's one value, and as a group key it
+	// would split groups by shard.
+	aggregated := len(sel.GroupClause) > 0 || sel.HavingClause != nil
+	for _, n := range sel.TargetList {
+		aggregated = aggregated || hasAggregate(n)
+	}
+	for _, l := range [][]*pg.Node{sel.TargetList, sel.GroupClause, sel.SortClause} {
+		for _, n := range l {
+			if f := perShardCall(n, aggregated); f != "" {
+				return no(f+" (a value that differs from shard to shard, or from row to row"+
+					" where PostgreSQL computes it once per group)", keyHint)
+			}
+		}
+	}
 	if sel.HavingClause != nil && hasAggregate(sel.HavingClause) {
 		return no("HAVING with an aggregate", "filter the merged groups in the application, or "+keyHint)
 	}
@@ -85,7 +100,8 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 	}
 	var cols []col // shard columns
 	var final []merge.FinalColumn
-	star, aggregated, rewrite := false, len(sel.GroupClause) > 0, false
+	star, rewrite := false, false
+	aggregated = len(sel.GroupClause) > 0
 	newTargets := make([]*pg.Node, 0, len(sel.TargetList)+2)
 	for _, n := range sel.TargetList {
 		rt := n.GetResTarget()
@@ -149,36 +165,60 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 		return len(cols) - 1
 	}
 	// finalIndex finds the final column an ORDER BY / GROUP BY item names.
-	finalIndex := func(n *pg.Node) (int, bool) {
+	// A bare name in GROUP BY means the input column when there is one
+	// (PostgreSQL's rule; in ORDER BY the output column wins): group is
+	// set for GROUP BY items, and a name that is also an output alias of
+	// a different expression is ambiguous to the planner, which does not
+	// know the tables' columns (refuse is set).
+	finalIndex := func(n *pg.Node, group bool) (int, bool, bool) {
 		if c := n.GetAConst(); c != nil {
 			if iv := c.GetIval(); iv != nil {
 				b.pinConst(c)
 				k := int(iv.Ival) - 1
 				if k < 0 || k >= len(final) || star {
-					return -1, false
+					return -1, false, false
 				}
-				return k, true
+				return k, true, false
 			}
-			return -1, false
+			return -1, false, false
 		}
 		if cr := n.GetColumnRef(); cr != nil && len(cr.Fields) == 1 && cr.Fields[0].GetString_() != nil {
 			name := cr.Fields[0].GetString_().Sval
 			for i, t := range sel.TargetList {
 				if rt := t.GetResTarget(); rt != nil && rt.Name != "" && rt.Name == name {
-					return finalOf(final, i, sel.TargetList)
+					if group && !isColumn(rt.Val, name) {
+						if refersTo(rt.Val, name) {
+							// The input column exists: group by it (hidden).
+							return -1, false, false
+						}
+						return -1, false, true
+					}
+					k, ok := finalOf(final, i, sel.TargetList)
+					return k, ok, false
 				}
 			}
 		}
 		k := exprKey(n)
 		for i, t := range sel.TargetList {
 			if rt := t.GetResTarget(); rt != nil && exprKey(rt.Val) == k {
-				return finalOf(final, i, sel.TargetList)
+				// The match depends on the literals in both expressions
+				// (id % 5 is not id % 7): the plan applies only to them.
+				b.pinConsts(n)
+				b.pinConsts(rt.Val)
+				k, ok := finalOf(final, i, sel.TargetList)
+				return k, ok, false
 			}
 		}
-		return -1, false
+		return -1, false, false // a hidden column, with this execution's literals
 	}
 	for _, g := range sel.GroupClause {
-		if _, ok := finalIndex(g); ok {
+		_, ok, ambiguous := finalIndex(g, true)
+		if ambiguous {
+			name := g.GetColumnRef().Fields[0].GetString_().Sval
+			return no("GROUP BY "+name+", which names both an output column and possibly an input column,",
+				"group by the expression itself or by its position (GROUP BY 1), or give the output column another name")
+		}
+		if ok {
 			continue
 		}
 		if g.GetAConst() != nil {
@@ -204,7 +244,7 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 			key.NullsFirst = false
 		}
 		coll, byteOrder := explicitCollation(sb.Node)
-		k, ok := finalIndex(sb.Node)
+		k, ok, _ := finalIndex(sb.Node, false)
 		if ok && k < len(sel.TargetList) && coll == "" {
 			if rt := sel.TargetList[k].GetResTarget(); rt != nil {
 				coll, byteOrder = explicitCollation(rt.Val)
@@ -310,6 +350,116 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 		return no("this statement (it could not be rewritten for the shards: "+err.Error()+")", keyHint)
 	}
 	return spec, segs, lim, nil
+}
+
+// isColumn reports whether n is a reference to a column named name.
+func isColumn(n *pg.Node, name string) bool {
+	cr := n.GetColumnRef()
+	if cr == nil || len(cr.Fields) == 0 {
+		return false
+	}
+	s := cr.Fields[len(cr.Fields)-1].GetString_()
+	return s != nil && s.Sval == name
+}
+
+// refersTo reports whether expression n reads a column named name
+// (outside subqueries).
+func refersTo(n *pg.Node, name string) bool {
+	found := false
+	walk(n.ProtoReflect(), func(m protoreflect.Message) bool {
+		switch x := m.Interface().(type) {
+		case *pg.ColumnRef:
+			if len(x.Fields) > 0 {
+				if s := x.Fields[len(x.Fields)-1].GetString_(); s != nil && s.Sval == name {
+					found = true
+				}
+			}
+		case *pg.SubLink:
+			return false
+		}
+		return !found
+	})
+	return found
+}
+
+// perShardFuncs return a value that depends on the server or on the time
+// its transaction started: each shard computes its own.
+var perShardFuncs = map[string]bool{
+	"now": true, "transaction_timestamp": true, "statement_timestamp": true, "current_setting": true,
+	"current_database": true, "current_schema": true, "current_schemas": true, "current_user": true,
+	"session_user": true, "current_role": true, "version": true, "inet_server_addr": true,
+	"inet_server_port": true, "inet_client_addr": true, "inet_client_port": true, "pg_backend_pid": true,
+	"pg_postmaster_start_time": true, "pg_conf_load_time": true, "pg_is_in_recovery": true,
+	"pg_my_temp_schema": true, "pg_trigger_depth": true, "pg_jit_available": true, "age": true,
+	"nextval": true, "currval": true, "lastval": true, "pg_database_size": true, "pg_relation_size": true,
+	"pg_total_relation_size": true, "pg_table_size": true, "pg_indexes_size": true, "pg_blocking_pids": true,
+	"pg_notification_queue_usage": true, "pg_listening_channels": true, "to_regclass": true, "to_regproc": true,
+	"to_regtype": true, "to_regnamespace": true, "to_regrole": true, "pg_get_userbyid": true,
+	"has_table_privilege": true, "pg_has_role": true, "pg_export_snapshot": true,
+}
+
+var perShardPrefixes = []string{"txid_", "pg_current_", "pg_stat_", "pg_last_", "pg_wal_", "pg_get_"}
+
+// volatileFuncs give a new value at each call: any value is PostgreSQL's
+// answer, but where PostgreSQL computes the value once per group (next
+// to an aggregate) the shards compute one each.
+var volatileFuncs = map[string]bool{
+	"random": true, "random_normal": true, "clock_timestamp": true, "timeofday": true, "gen_random_uuid": true,
+	"uuid_generate_v1": true, "uuid_generate_v1mc": true, "uuid_generate_v4": true, "setseed": true,
+}
+
+// perShardCall returns the first call in n whose value differs from
+// shard to shard ("now()", "CURRENT_TIMESTAMP", ...), or "". With
+// aggregated, volatile functions outside aggregate arguments count too.
+func perShardCall(n *pg.Node, aggregated bool) string {
+	found := ""
+	var visit func(m protoreflect.Message, inAgg bool) bool
+	visit = func(m protoreflect.Message, inAgg bool) bool {
+		switch x := m.Interface().(type) {
+		case *pg.SQLValueFunction:
+			found = sqlValueFuncName(x.Op)
+		case *pg.FuncCall:
+			name := funcName(x)
+			switch {
+			case perShardFuncs[name]:
+				found = name + "()"
+			case !inAgg && aggregated && volatileFuncs[name]:
+				found = name + "()"
+			default:
+				for _, p := range perShardPrefixes {
+					if strings.HasPrefix(name, p) {
+						found = name + "()"
+					}
+				}
+			}
+			if found == "" && isAggCall(x) && !inAgg {
+				for _, arg := range x.Args {
+					walk(arg.ProtoReflect(), func(m protoreflect.Message) bool { return visit(m, true) })
+				}
+				if x.AggFilter != nil {
+					walk(x.AggFilter.ProtoReflect(), func(m protoreflect.Message) bool { return visit(m, true) })
+				}
+				return false
+			}
+		}
+		return found == ""
+	}
+	walk(n.ProtoReflect(), func(m protoreflect.Message) bool { return visit(m, false) })
+	return found
+}
+
+func sqlValueFuncName(op pg.SQLValueFunctionOp) string {
+	return strings.TrimSuffix(strings.TrimPrefix(op.String(), "SVFOP_"), "_N")
+}
+
+// pinConsts marks every literal in n as deciding the plan.
+func (b *builder) pinConsts(n *pg.Node) {
+	walk(n.ProtoReflect(), func(m protoreflect.Message) bool {
+		if c, ok := m.Interface().(*pg.A_Const); ok {
+			b.pinConst(c)
+		}
+		return true
+	})
 }
 
 // finalOf maps target list item i to its final column.
