@@ -277,6 +277,9 @@ func (m *Merger) computed(j int) bool {
 // accumulate folds one shard value into a.
 func (m *Merger) accumulate(a *acc, col int, raw []byte, tmp *value, mem *budget) error {
 	how, k, format := m.spec.Combine[col], m.inKind[col], m.in[col].Format
+	if how == CombineCheck {
+		return nil
+	}
 	if raw == nil {
 		if how == CombineCount {
 			return fmt.Errorf("%w: NULL count", ErrMalformed)
@@ -332,6 +335,14 @@ func (m *Merger) accumulate(a *acc, col int, raw []byte, tmp *value, mem *budget
 		}
 	case CombineBoolOr:
 		a.i |= tmp.i
+	case CombineFloatDigits:
+		if first {
+			n, err := strconv.Atoi(string(raw))
+			if err != nil {
+				return fmt.Errorf("%w: extra_float_digits %q", ErrMalformed, raw)
+			}
+			a.i = int64(n)
+		}
 	}
 	return nil
 }
@@ -361,7 +372,7 @@ func (m *Merger) finalValue(dst []byte, j int, g *group) (_ []byte, null bool, e
 		}
 		switch m.inKind[fc.Source] {
 		case kindFloat4, kindFloat8:
-			return appendFloat(dst, a.f/float64(n), 64, binaryFmt), false, nil
+			return appendFloat(dst, a.f/float64(n), 64, binaryFmt, m.floatDigits(g)), false, nil
 		}
 		var sum, cnt, q decimal
 		if m.inKind[fc.Source] == kindInt {
@@ -391,9 +402,9 @@ func (m *Merger) finalValue(dst []byte, j int, g *group) (_ []byte, null bool, e
 			if math.IsInf(float64(f32), 0) && !math.IsInf(a.f, 0) {
 				return dst, false, fmt.Errorf("%w: overflow", ErrOutOfRange)
 			}
-			return appendFloat(dst, float64(f32), 32, binaryFmt), false, nil
+			return appendFloat(dst, float64(f32), 32, binaryFmt, m.floatDigits(g)), false, nil
 		default:
-			return appendFloat(dst, a.f, 64, binaryFmt), false, nil
+			return appendFloat(dst, a.f, 64, binaryFmt, m.floatDigits(g)), false, nil
 		}
 	case CombineBoolAnd, CombineBoolOr:
 		if !a.seen {
@@ -411,6 +422,15 @@ func (m *Merger) finalValue(dst []byte, j int, g *group) (_ []byte, null bool, e
 	return dst, true, nil
 }
 
+// floatDigits is the session's extra_float_digits for group g, as the
+// shards report it; 1 (PostgreSQL's default) when the plan does not ask.
+func (m *Merger) floatDigits(g *group) int {
+	if m.floatDigitsCol < 0 || !g.accs[m.floatDigitsCol].seen {
+		return 1
+	}
+	return int(g.accs[m.floatDigitsCol].i)
+}
+
 func appendInt8(dst []byte, v int64, binaryFmt bool) []byte {
 	if binaryFmt {
 		return binary.BigEndian.AppendUint64(dst, uint64(v))
@@ -425,10 +445,10 @@ func appendNumeric(dst []byte, d *decimal, binaryFmt bool) []byte {
 	return d.appendText(dst)
 }
 
-func appendFloat(dst []byte, f float64, bitSize int, binaryFmt bool) []byte {
+func appendFloat(dst []byte, f float64, bitSize int, binaryFmt bool, floatDigits int) []byte {
 	switch {
 	case !binaryFmt:
-		return appendFloatText(dst, f, bitSize)
+		return appendFloatDigits(dst, f, bitSize, floatDigits)
 	case bitSize == 32:
 		return binary.BigEndian.AppendUint32(dst, math.Float32bits(float32(f)))
 	}

@@ -215,8 +215,8 @@ func TestRoute(t *testing.T) {
 		{sql: "SELECT id, name FROM users ORDER BY name DESC", want: "all ro merge{combine=[0 0] final=[{0 0 0 id false} {0 1 0 name false}] distinct=false order=[{1 true true false}] offset=0 limit=-1}"},
 		{sql: "SELECT id, name FROM users ORDER BY 1 LIMIT 10 OFFSET 5", want: "~offset=5 limit=10} sql=[SELECT id, name FROM users ORDER BY 1 LIMIT 10::bigint + 5::bigint]"},
 		{sql: "SELECT id FROM users ORDER BY created_at LIMIT 3", want: "~final=[{0 0 0 id false} {0 1 0  true}] distinct=false order=[{1 false false false}] offset=0 limit=3} sql=[SELECT id, created_at FROM users ORDER BY created_at LIMIT 3]"},
-		{sql: "SELECT count(*), avg(age), max(age) FROM users WHERE age > 30", want: "~combine=[1 2 1 4] final=[{0 0 0 count false} {1 1 2 avg false} {0 3 0 max false}]"},
-		{sql: "SELECT count(*), avg(age), max(age) FROM users WHERE age > 30", want: "~sql=[SELECT count(*), sum(age), count(age), max(age) FROM users WHERE age > 30]"},
+		{sql: "SELECT count(*), avg(age), max(age) FROM users WHERE age > 30", want: "~combine=[1 2 1 7 4 8] final=[{0 0 0 count false} {1 1 2 avg false} {0 4 0 max false}]"},
+		{sql: "SELECT count(*), avg(age), max(age) FROM users WHERE age > 30", want: "~sql=[SELECT count(*), sum(age), count(age), avg(age), max(age), pg_catalog.current_setting('extra_float_digits') FROM users WHERE age > 30]"},
 		{sql: "SELECT status, count(*) AS n FROM users GROUP BY status ORDER BY n DESC LIMIT 5",
 			want: "~combine=[0 1] final=[{0 0 0 status false} {0 1 0 n false}] distinct=false order=[{1 true true false}] offset=0 limit=5} sql=[SELECT status, count(*) AS n FROM users GROUP BY status]"},
 		{sql: "SELECT count(*) FROM users GROUP BY status", want: "~combine=[1 0] final=[{0 0 0 count false}]"},
@@ -268,8 +268,8 @@ func TestCacheSharesTemplates(t *testing.T) {
 	check(t, p, routeCase{sql: "SELECT id, name FROM users ORDER BY 1", want: "~order=[{0 false false false}]"})
 	check(t, p, routeCase{sql: "SELECT id, name FROM users ORDER BY 2", want: "~order=[{1 false false false}]"})
 	// Scatter rewrites splice this execution's literals.
-	check(t, p, routeCase{sql: "SELECT avg(a) FROM users WHERE b = 'x'", want: "~sql=[SELECT sum(a), count(a) FROM users WHERE b = 'x']"})
-	check(t, p, routeCase{sql: "SELECT avg(a) FROM users WHERE b = 'it''s'", want: "~sql=[SELECT sum(a), count(a) FROM users WHERE b = 'it''s']"})
+	check(t, p, routeCase{sql: "SELECT avg(a) FROM users WHERE b = 'x'", want: "~sql=[SELECT sum(a), count(a), avg(a), pg_catalog.current_setting('extra_float_digits') FROM users WHERE b = 'x']"})
+	check(t, p, routeCase{sql: "SELECT avg(a) FROM users WHERE b = 'it''s'", want: "~sql=[SELECT sum(a), count(a), avg(a), pg_catalog.current_setting('extra_float_digits') FROM users WHERE b = 'it''s']"})
 	// A new map empties the cache.
 	m := testMap(t)
 	m.Epoch = 2
@@ -499,6 +499,10 @@ func TestNoSilentlyWrongScatter(t *testing.T) {
 		{sql: "SELECT lower(name) AS name, count(*) FROM users GROUP BY name", want: "~sql=[SELECT lower(name) AS name, count(*), name FROM users GROUP BY name]"},
 		{sql: "SELECT 0 AS id, count(*) FROM users GROUP BY id", want: "~GROUP BY id, which names both an output column"},
 		{sql: "SELECT lower(city) AS c, count(*) FROM users GROUP BY c", want: "~GROUP BY c, which names both"},
+		// min/max compare text bytewise: an explicit other collation is refused.
+		{sql: `SELECT min(name COLLATE "und-x-icu") FROM users`, want: `~min() under collation "und-x-icu"`},
+		{sql: `SELECT country, max(name COLLATE "C") FROM users GROUP BY country`, want: "~combine=[0 4] final"},
+		{sql: `SELECT country, max(name COLLATE "C"), min(name) FROM users GROUP BY country`, want: "~distinct=false"},
 		{sql: "SELECT name AS name, count(*) FROM users GROUP BY name", want: "~combine=[0 1] final"},
 		{sql: "SELECT u.name AS name, count(*) FROM users u GROUP BY name", want: "~combine=[0 1] final"},
 		{sql: "SELECT lower(city) AS c, count(*) FROM users GROUP BY 1", want: "~combine=[0 1] final"},
@@ -525,5 +529,25 @@ func TestCachePinsMatchedExpressions(t *testing.T) {
 		{sql: "SELECT id % 3, count(*) FROM users GROUP BY id % 4", want: "~combine=[0 1 0] final"},
 	} {
 		check(t, p, c)
+	}
+}
+
+// TestScatterMinMaxByteOrder: min/max of a COLLATE "C" argument are
+// marked for byte order; sums ask the shards for extra_float_digits.
+func TestScatterMinMaxByteOrder(t *testing.T) {
+	p := New(testMap(t), Options{})
+	got, err := p.Route(`SELECT country, max(name COLLATE "C"), min(name), sum(w) FROM users GROUP BY country`, nil, nil, nil)
+	if err != nil || got.Merge == nil {
+		t.Fatalf("%s %v", summary(got), err)
+	}
+	if want := []bool{false, true, false, false, false}; !slices.Equal(got.Merge.ByteOrder, want) {
+		t.Errorf("ByteOrder = %v, want %v", got.Merge.ByteOrder, want)
+	}
+	if want := "SELECT country, max(name COLLATE \"C\"), min(name), sum(w), pg_catalog.current_setting('extra_float_digits') FROM users GROUP BY country"; got.ShardSQL != want {
+		t.Errorf("ShardSQL = %s\nwant %s", got.ShardSQL, want)
+	}
+	got, _ = p.Route(`SELECT country, max(name) FROM users GROUP BY country`, nil, nil, nil)
+	if got.Merge == nil || got.Merge.ByteOrder != nil || !got.Merge.Compares() {
+		t.Errorf("no COLLATE: %s", summary(got))
 	}
 }

@@ -100,6 +100,7 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 	}
 	var cols []col // shard columns
 	var final []merge.FinalColumn
+	var byteOrderCols []int // min/max of COLLATE "C" arguments
 	star, rewrite := false, false
 	aggregated = len(sel.GroupClause) > 0
 	newTargets := make([]*pg.Node, 0, len(sel.TargetList)+2)
@@ -136,12 +137,28 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 				sum.Funcname = []*pg.Node{pg.MakeStrNode("sum")}
 				cnt := proto.Clone(fc).(*pg.FuncCall)
 				cnt.Funcname = []*pg.Node{pg.MakeStrNode("count")}
+				// avg itself too, unmerged: over double precision it
+				// raises PostgreSQL's overflow error (22003) where the
+				// sum alone would not.
+				chk := proto.Clone(fc).(*pg.FuncCall)
 				final = append(final, merge.FinalColumn{Kind: merge.FinalAvg, Source: len(cols), CountSource: len(cols) + 1, Name: name})
-				cols = append(cols, col{merge.CombineSum, rt.Val}, col{merge.CombineCount, nil})
+				cols = append(cols, col{merge.CombineSum, rt.Val}, col{merge.CombineCount, nil}, col{merge.CombineCheck, nil})
 				newTargets = append(newTargets,
 					&pg.Node{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{Name: rt.Name, Val: &pg.Node{Node: &pg.Node_FuncCall{FuncCall: sum}}}}},
-					&pg.Node{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{Val: &pg.Node{Node: &pg.Node_FuncCall{FuncCall: cnt}}}}})
+					&pg.Node{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{Val: &pg.Node{Node: &pg.Node_FuncCall{FuncCall: cnt}}}}},
+					&pg.Node{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{Val: &pg.Node{Node: &pg.Node_FuncCall{FuncCall: chk}}}}})
 				continue
+			}
+			if (fname == "min" || fname == "max") && len(fc.Args) == 1 {
+				// The merge compares text bytewise: right under "C" only
+				// (the proxy checks the database's collation).
+				coll, byteOrder := explicitCollation(fc.Args[0])
+				if coll != "" && !byteOrder {
+					return no(fname+`() under collation "`+coll+`"`, `use COLLATE "C" for byte order, or `+keyHint)
+				}
+				if byteOrder {
+					byteOrderCols = append(byteOrderCols, len(cols))
+				}
 			}
 			final = append(final, merge.FinalColumn{Kind: merge.FinalColumnValue, Source: len(cols), Name: name})
 			cols = append(cols, col{c, rt.Val})
@@ -316,6 +333,16 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 			cols[i].combine = merge.CombineNone
 		}
 	}
+	if aggregated && slices.ContainsFunc(cols, func(c col) bool { return c.combine == merge.CombineSum }) {
+		// Sums and averages of floats are written by the merger: in text
+		// as the session's extra_float_digits says, which the shards
+		// report in a hidden column.
+		setting := &pg.Node{Node: &pg.Node_FuncCall{FuncCall: &pg.FuncCall{
+			Funcname: []*pg.Node{pg.MakeStrNode("pg_catalog"), pg.MakeStrNode("current_setting")},
+			Args:     []*pg.Node{pg.MakeAConstStrNode("extra_float_digits", -1)}, Location: -1}}}
+		addHidden(setting, merge.CombineFloatDigits)
+		rewrite = true
+	}
 	if !aggregated && !rewrite && !spec.Distinct && len(spec.OrderBy) == 0 && lim == nil {
 		return nil, nil, nil, nil // plain concatenation
 	}
@@ -326,6 +353,12 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 			spec.Combine[i] = c.combine
 		}
 		spec.Final = final
+		if len(byteOrderCols) > 0 {
+			spec.ByteOrder = make([]bool, len(cols))
+			for _, c := range byteOrderCols {
+				spec.ByteOrder[c] = true
+			}
+		}
 	}
 	if !rewrite {
 		return spec, nil, lim, nil
