@@ -503,6 +503,10 @@ func TestNoSilentlyWrongScatter(t *testing.T) {
 		{sql: `SELECT min(name COLLATE "und-x-icu") FROM users`, want: `~min() under collation "und-x-icu"`},
 		{sql: `SELECT country, max(name COLLATE "C") FROM users GROUP BY country`, want: "~combine=[0 4] final"},
 		{sql: `SELECT country, max(name COLLATE "C"), min(name) FROM users GROUP BY country`, want: "~distinct=false"},
+		{sql: `SELECT country FROM users GROUP BY country ORDER BY max(name COLLATE "und-x-icu")`, want: `~max() under collation "und-x-icu"`},
+		// A join alias with a column list renames the join's columns.
+		{sql: "SELECT count(*) FROM (orders o JOIN users u ON u.id = o.user_id) AS j(id, a2, a3, a4, a5, a6, a7, a8, uid) WHERE id = 600", want: "all ro merge"},
+		{sql: "SELECT count(*) FROM (orders o JOIN users u ON u.id = o.user_id) AS j WHERE user_id = 150", want: "single s2 ro"},
 		{sql: "SELECT name AS name, count(*) FROM users GROUP BY name", want: "~combine=[0 1] final"},
 		{sql: "SELECT u.name AS name, count(*) FROM users u GROUP BY name", want: "~combine=[0 1] final"},
 		{sql: "SELECT lower(city) AS c, count(*) FROM users GROUP BY 1", want: "~combine=[0 1] final"},

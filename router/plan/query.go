@@ -237,6 +237,13 @@ func (a *analysis) fromItem(n *pg.Node, sc *scope, top, constrain bool) {
 			}
 		}
 		a.where(j.Quals, sc, constrain && j.Jointype == pg.JoinType_JOIN_INNER)
+		if j.Alias != nil && len(j.Alias.Colnames) > 0 {
+			// (a JOIN b) AS j(x, y, ...) renames the join's columns by
+			// position: outside it, names no longer mean the tables' own.
+			for _, r := range sc.refs[before:] {
+				r.renamed = true
+			}
+		}
 	case n.GetRangeSubselect() != nil:
 		rs := n.GetRangeSubselect()
 		a.subquery(rs.Subquery, sc)

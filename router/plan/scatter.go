@@ -149,16 +149,10 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 					&pg.Node{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{Val: &pg.Node{Node: &pg.Node_FuncCall{FuncCall: chk}}}}})
 				continue
 			}
-			if (fname == "min" || fname == "max") && len(fc.Args) == 1 {
-				// The merge compares text bytewise: right under "C" only
-				// (the proxy checks the database's collation).
-				coll, byteOrder := explicitCollation(fc.Args[0])
-				if coll != "" && !byteOrder {
-					return no(fname+`() under collation "`+coll+`"`, `use COLLATE "C" for byte order, or `+keyHint)
-				}
-				if byteOrder {
-					byteOrderCols = append(byteOrderCols, len(cols))
-				}
+			if byteOrder, err := minMaxCollation(fc, keyHint); err != nil {
+				return nil, nil, nil, err
+			} else if byteOrder {
+				byteOrderCols = append(byteOrderCols, len(cols))
 			}
 			final = append(final, merge.FinalColumn{Kind: merge.FinalColumnValue, Source: len(cols), Name: name})
 			cols = append(cols, col{c, rt.Val})
@@ -189,8 +183,8 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 	// know the tables' columns (refuse is set).
 	finalIndex := func(n *pg.Node, group bool) (int, bool, bool) {
 		if c := n.GetAConst(); c != nil {
+			b.pinConst(c) // ORDER BY 1 is a position, ORDER BY 1.5 an error
 			if iv := c.GetIval(); iv != nil {
-				b.pinConst(c)
 				k := int(iv.Ival) - 1
 				if k < 0 || k >= len(final) || star {
 					return -1, false, false
@@ -294,6 +288,13 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 					cc, ok := mergeableAggs[fname]
 					if !ok || fname == "avg" || fc.AggDistinct || unmergeableAggs[fname] {
 						return no("ORDER BY aggregate "+fname+"() not in the select list", "add it to the select list")
+					}
+					byteOrder, err := minMaxCollation(fc, keyHint)
+					if err != nil {
+						return nil, nil, nil, err
+					}
+					if byteOrder {
+						byteOrderCols = append(byteOrderCols, len(cols))
 					}
 					c = cc
 				}
@@ -668,6 +669,22 @@ func scatterCalls(sel *pg.SelectStmt) []string {
 		}
 	}
 	return names
+}
+
+// minMaxCollation checks the argument of aggregate fc when it is min or
+// max: the merge compares text bytewise, which is right under "C" only
+// (the proxy checks the database's collation). byteOrder is true for an
+// explicit COLLATE "C" argument; another explicit collation is refused.
+func minMaxCollation(fc *pg.FuncCall, keyHint string) (byteOrder bool, err *RefusalError) {
+	fname := funcName(fc)
+	if fname != "min" && fname != "max" || len(fc.Args) != 1 {
+		return false, nil
+	}
+	coll, byteOrder := explicitCollation(fc.Args[0])
+	if coll != "" && !byteOrder {
+		return false, refusal(fname+`() under collation "`+coll+`" cannot be merged exactly from several shards`, `use COLLATE "C" for byte order, or `+keyHint)
+	}
+	return byteOrder, nil
 }
 
 // explicitCollation returns the collation an expression is explicitly

@@ -624,6 +624,9 @@ SELECT count(*) FROM users u(uid, id) WHERE id = 'name-00042-j';
 -- refused 0A000 without an equality between their sharding keys
 SELECT count(*) FROM users u(uid) JOIN orders o ON o.user_id = u.uid;
 
+-- The same for a join alias with a column list: id is orders.id here.
+SELECT count(*), min(j.uid) FROM (orders o JOIN users u ON u.id = o.user_id) AS j(id, a2, a3, a4, a5, a6, a7, a8, uid) WHERE id = 600;
+
 -- The plan cache must not reuse a sort or group key matched to a select
 -- item with other literals.
 -- ordered
@@ -675,6 +678,12 @@ SELECT min(city COLLATE "und-x-icu") FROM users;
 
 -- refused 0A000 max() under collation
 SELECT country, max(name COLLATE "und-x-icu") FROM users GROUP BY country;
+
+-- refused 0A000 max() under collation
+SELECT country FROM users GROUP BY country ORDER BY max(city COLLATE "und-x-icu") NULLS FIRST, country;
+
+-- ordered
+SELECT country FROM users GROUP BY country ORDER BY max(city COLLATE "C") NULLS FIRST, country NULLS FIRST;
 
 -- avg: PostgreSQL averages real in double precision (the shards' sums of
 -- real would be rounded to real), and raises 22003 when avg's running
