@@ -26,8 +26,44 @@ type acc struct {
 }
 
 type group struct {
-	keys [][]byte // by shard column: the group-by values as first seen
-	accs []acc    // by shard column
+	keys [][]byte   // by shard column: the group-by values as first seen
+	accs []acc      // by shard column
+	avgs []avgState // by Merger.floatAvgs
+}
+
+// floatAvg is an avg over double precision: its sum and count columns.
+type floatAvg struct{ sum, count int }
+
+// avgState combines the shards' (count, sum) of a double precision avg
+// as PostgreSQL's float8_combine does, to raise its overflow error
+// (22003) when the sum of squared differences between the shards' means
+// overflows. (Each shard raises the error for its own rows: the planner
+// asks it for avg too.)
+type avgState struct {
+	n, sx, sxx float64
+}
+
+func (s *avgState) combine(n2, sx2 float64) error {
+	if n2 == 0 {
+		return nil
+	}
+	if s.n == 0 {
+		s.n, s.sx = n2, sx2
+		return nil
+	}
+	if !math.IsInf(s.sx, 0) && !math.IsNaN(s.sx) && !math.IsInf(sx2, 0) && !math.IsNaN(sx2) {
+		d := s.sx/s.n - sx2/n2
+		sxx := s.sxx + s.n*n2*d*d/(s.n+n2)
+		if math.IsInf(sxx, 0) && !math.IsInf(s.sxx, 0) {
+			return fmt.Errorf("%w: overflow", ErrOutOfRange)
+		}
+		s.sxx = sxx
+	} else {
+		s.sxx = math.NaN() // an infinite input: PostgreSQL gives up on the sums of squares too
+	}
+	s.n += n2
+	s.sx += sx2
+	return nil
 }
 
 // finalRow is one row of the client's result, owned by the merger.
@@ -199,13 +235,28 @@ func (m *Merger) groupRows(sources []Source, mem *budget) ([]*finalRow, error) {
 			if err := mem.take(len(key) + 200*len(aggCols)); err != nil {
 				return err
 			}
-			g = &group{keys: r.vals, accs: make([]acc, len(m.in))}
+			g = &group{keys: r.vals, accs: make([]acc, len(m.in)), avgs: make([]avgState, len(m.floatAvgs))}
 			index[string(key)] = g
 			groups = append(groups, g)
 		}
 		for _, c := range aggCols {
 			if err := m.accumulate(&g.accs[c], c, vals[c], &tmp, mem); err != nil {
 				return fmt.Errorf("column %q: %w", m.in[c].Name, err)
+			}
+		}
+		for k, fa := range m.floatAvgs {
+			if vals[fa.sum] == nil {
+				continue
+			}
+			var n value
+			if err := decodeValue(m.inKind[fa.count], m.in[fa.count].Format, vals[fa.count], &n); err != nil {
+				return fmt.Errorf("column %q: %w", m.in[fa.count].Name, err)
+			}
+			if err := decodeValue(m.inKind[fa.sum], m.in[fa.sum].Format, vals[fa.sum], &tmp); err != nil {
+				return fmt.Errorf("column %q: %w", m.in[fa.sum].Name, err)
+			}
+			if err := g.avgs[k].combine(float64(n.i), tmp.f); err != nil {
+				return fmt.Errorf("column %q: %w", m.in[fa.sum].Name, err)
 			}
 		}
 		return nil

@@ -284,6 +284,27 @@ func TestMergeTable(t *testing.T) {
 			wantErr: ErrUnsupported,
 		},
 		{
+			name:    "avg over double precision raises PostgreSQL's overflow when the shards' means are too far apart",
+			cols:    []col{cInt8, cFloat},
+			spec:    Spec{Combine: []Combine{CombineCount, CombineSum}, Final: []FinalColumn{{Kind: FinalAvg, Source: 1, CountSource: 0}}, Limit: all},
+			shards:  [][][]byte{rows(r("2", "2e200")), rows(r("1", "-1e200"))},
+			wantErr: ErrOutOfRange,
+		},
+		{
+			name:   "avg over double precision with an infinite input does not overflow",
+			cols:   []col{cInt8, cFloat},
+			spec:   Spec{Combine: []Combine{CombineCount, CombineSum}, Final: []FinalColumn{{Kind: FinalAvg, Source: 1, CountSource: 0}}, Limit: all},
+			shards: [][][]byte{rows(r("2", "Infinity")), rows(r("1", "-1e200")), rows(r("0", nil))},
+			want:   [][]string{{"Infinity"}},
+		},
+		{
+			name:   "avg over double precision of close means",
+			cols:   []col{cInt8, cFloat},
+			spec:   Spec{Combine: []Combine{CombineCount, CombineSum}, Final: []FinalColumn{{Kind: FinalAvg, Source: 1, CountSource: 0}}, Limit: all},
+			shards: [][][]byte{rows(r("2", "2e200")), rows(r("1", "1e200")), rows(r("0", nil))},
+			want:   [][]string{{"1e+200"}},
+		},
+		{
 			name: "a check column is neither merged nor a group key",
 			cols: []col{cText, cInt8, cFloat, cFloat},
 			spec: Spec{Combine: []Combine{CombineNone, CombineCount, CombineSum, CombineCheck},

@@ -57,7 +57,8 @@ type Merger struct {
 	aggregating bool  // Spec.Group, or some Combine entry is not CombineNone
 	// floatDigitsCol is the CombineFloatDigits column, or -1.
 	floatDigitsCol int
-	identity       bool // final columns are the shard columns unchanged
+	floatAvgs      []floatAvg // avg over double precision (overflow check)
+	identity       bool       // final columns are the shard columns unchanged
 }
 
 // Source yields one shard's rows in the order the shard sent them.
@@ -205,6 +206,7 @@ func (m *Merger) buildFinal() error {
 					Type: "real (PostgreSQL averages it in double precision: use avg(x::float8), which gives the same value)"}
 			} else if k == kindFloat8 {
 				f = aggregateField(src.Name, oidFloat8, 8, src.Format)
+				m.floatAvgs = append(m.floatAvgs, floatAvg{sum: fc.Source, count: fc.CountSource})
 			} else {
 				f = aggregateField(src.Name, oidNumeric, -1, src.Format)
 			}

@@ -702,6 +702,15 @@ SELECT status, avg(weight * 1e160) FROM orders GROUP BY status;
 
 SELECT avg(weight * 1e150), avg(quantity * 1e300::float8) FROM orders;
 
+-- Means far apart on different shards overflow only when combined (under
+-- the range map; under the hash map each shard overflows itself); sums
+-- that overflow only when combined likewise.
+SELECT avg(CASE WHEN user_id < 2500 THEN 1e200 ELSE -1e200 END::float8) FROM orders;
+
+SELECT status, avg(CASE WHEN user_id < 5000 THEN 1e200 ELSE -1e200 END::float8) FROM orders GROUP BY status;
+
+SELECT sum(1e304::float8) FROM orders;
+
 -- Merged float values are written as the session's extra_float_digits
 -- says (the simple protocol sends text).
 -- steps
