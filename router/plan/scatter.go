@@ -82,6 +82,9 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 	for _, n := range sel.TargetList {
 		aggregated = aggregated || hasAggregate(n)
 	}
+	if c := systemColumn(sel); c != "" {
+		return no("system column "+c+" (its values are each shard's own)", keyHint)
+	}
 	for _, l := range [][]*pg.Node{sel.TargetList, sel.GroupClause, sel.SortClause} {
 		for _, n := range l {
 			if f := perShardCall(n, aggregated); f != "" {
@@ -479,6 +482,25 @@ func perShardCall(n *pg.Node, aggregated bool) string {
 		return found == ""
 	}
 	walk(n.ProtoReflect(), func(m protoreflect.Message) bool { return visit(m, false) })
+	return found
+}
+
+// systemColumns are the columns every table has whose values are
+// physical or per server: each shard's differ, and clash.
+var systemColumns = map[string]bool{"ctid": true, "xmin": true, "xmax": true, "cmin": true, "cmax": true, "tableoid": true}
+
+// systemColumn returns the first system column sel reads anywhere, or "".
+// (A table cannot have a column of these names.)
+func systemColumn(sel *pg.SelectStmt) string {
+	found := ""
+	walk(sel.ProtoReflect(), func(m protoreflect.Message) bool {
+		if cr, ok := m.Interface().(*pg.ColumnRef); ok && len(cr.Fields) > 0 {
+			if s := cr.Fields[len(cr.Fields)-1].GetString_(); s != nil && systemColumns[strings.ToLower(s.Sval)] {
+				found = strings.ToLower(s.Sval)
+			}
+		}
+		return found == ""
+	})
 	return found
 }
 

@@ -554,6 +554,16 @@ SELECT id, current_setting('port') <> '' FROM users WHERE id < 5000;
 -- refused 0A000 txid_current()
 SELECT max(txid_current()) > 0 FROM users;
 
+-- System columns are each shard's own: tableoid differs, ctid repeats.
+-- refused 0A000 system column tableoid
+SELECT tableoid <> 0 AS t, count(*) FROM users GROUP BY tableoid;
+
+-- refused 0A000 system column ctid
+SELECT count(*) FROM users WHERE ctid = '(0,1)';
+
+-- refused 0A000 system column xmin
+SELECT count(DISTINCT id) FROM orders o WHERE o.xmin = o.xmin;
+
 SELECT count(*), now() IS NOT NULL FROM users WHERE id = 42;
 
 SELECT sum(random() * 0), count(*) FROM users;
