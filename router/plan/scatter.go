@@ -85,7 +85,29 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 	if c := systemColumn(sel); c != "" {
 		return no("system column "+c+" (its values are each shard's own)", keyHint)
 	}
-	for _, l := range [][]*pg.Node{sel.TargetList, sel.GroupClause, sel.SortClause} {
+	// ... also when it comes from a subquery, function or CTE in FROM.
+	var derived []*pg.Node
+	if sel.WithClause != nil {
+		for _, c := range sel.WithClause.Ctes {
+			if cte := c.GetCommonTableExpr(); cte != nil {
+				derived = append(derived, cte.Ctequery)
+			}
+		}
+	}
+	for _, f := range sel.FromClause {
+		walk(f.ProtoReflect(), func(m protoreflect.Message) bool {
+			switch x := m.Interface().(type) {
+			case *pg.RangeSubselect:
+				derived = append(derived, x.Subquery)
+				return false
+			case *pg.RangeFunction:
+				derived = append(derived, x.Functions...)
+				return false
+			}
+			return true
+		})
+	}
+	for _, l := range [][]*pg.Node{sel.TargetList, sel.GroupClause, sel.SortClause, derived} {
 		for _, n := range l {
 			if f := perShardCall(n, aggregated); f != "" {
 				return no(f+" (a value that differs from shard to shard, or from row to row"+

@@ -554,6 +554,18 @@ SELECT id, current_setting('port') <> '' FROM users WHERE id < 5000;
 -- refused 0A000 txid_current()
 SELECT max(txid_current()) > 0 FROM users;
 
+-- The same through a subquery, a function or a CTE in FROM.
+-- refused 0A000 now()
+SELECT count(*), x IS NOT NULL FROM users, (SELECT now() AS x) s GROUP BY x;
+
+-- refused 0A000 current_setting()
+SELECT count(*), p <> '' FROM users, current_setting('port') AS p GROUP BY p;
+
+-- refused 0A000 pg_backend_pid()
+WITH t AS (SELECT pg_backend_pid() AS p) SELECT count(*), t.p > 0 FROM users, t GROUP BY t.p;
+
+SELECT count(*), g FROM users, generate_series(1, 2) g GROUP BY g;
+
 -- System columns are each shard's own: tableoid differs, ctid repeats.
 -- refused 0A000 system column tableoid
 SELECT tableoid <> 0 AS t, count(*) FROM users GROUP BY tableoid;
