@@ -61,7 +61,7 @@ func (b *builder) modify(kind Stmt, rel *pg.RangeVar, from []*pg.Node, where *pg
 	a.with(with, sc)
 	target := a.addRef(rel, sc, true)
 	for _, f := range from {
-		a.fromItem(f, sc, true)
+		a.fromItem(f, sc, true, true)
 	}
 	a.where(where, sc, true)
 	for _, n := range set {
