@@ -67,6 +67,13 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 		}
 		return nil, we
 	}
+	return s.attachRouted(ctx, plan, q, s.readTarget)
+}
+
+// attachRouted is attach for a statement routed as plan: it keeps or
+// switches the attached backend, or lends one of plan.Shard — of the
+// replica whose address target gives, or of the primary when that is "".
+func (s *session) attachRouted(ctx context.Context, plan router.Plan, q router.Query, target func(router.Plan) string) (*pool.Conn, error) {
 	statement := q.SQL != "" || q.Bind != nil
 	for {
 		s.mu.Lock()
@@ -83,6 +90,14 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 				}
 				continue
 			}
+		}
+		// A statement that names no table of the map (SELECT 1, catalog
+		// queries, NOTIFY) runs where the session must stay — its
+		// transaction, pipeline or pinned backend — rather than be
+		// refused for not being there.
+		if be != nil && plan.AnyShard && !s.outsideTx &&
+			(s.unsynced || s.state == statePinned || (s.queue.syncs == 0 && s.txStatus != 'I')) {
+			plan.Shard = s.beShard
 		}
 		// A replica's backend serves only reads, except inside its (READ
 		// ONLY) transaction, where the server itself refuses writes.
@@ -131,7 +146,7 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 	if err := s.flushClient(); err != nil {
 		return nil, err
 	}
-	replica := s.readTarget(plan)
+	replica := target(plan)
 	for attempt := 0; ; attempt++ {
 		be, err := s.lendFor(ctx, plan.Shard, &replica)
 		if err != nil {
@@ -149,7 +164,7 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 		s.be = be
 		s.beShard = plan.Shard
 		s.beReplica = replica != ""
-		s.beReadOnlyTx = s.beReplica && s.pendingBegin != ""
+		s.beReadOnlyTx = s.beReplica && s.pendingBegin != "" && !s.noBegin
 		s.noteWrite(plan, q.SQL)
 		s.queue.reset()
 		s.unsynced = true
