@@ -342,14 +342,36 @@ func replicaPipelineError(shard string) *wire.Error {
 // in order after earlier responses and aborts an open transaction as any
 // error would. When the backend went back to the pool meanwhile, e is
 // returned for serve to report itself.
+//
+// A simple query gets the DO block as a Query, whose ReadyForQuery
+// answers it. In the extended protocol the block runs as the unnamed
+// statement (Parse, Bind, Execute; their ParseComplete and BindComplete
+// hidden) before the client's coming Sync, which is forwarded: a server
+// that is already skipping to Sync after an earlier error of the batch
+// discards the block and answers that Sync, as it would have answered
+// the client's own messages.
 func (s *session) raiseViaServer(be *pool.Conn, e *wire.Error) error {
 	s.mu.Lock()
 	if s.be != be {
 		s.mu.Unlock()
 		return e
 	}
-	s.queue.push(entry{kind: entrySync, sent: time.Now()})
-	s.unsynced = false
+	simple := s.curType == 'Q' || s.curType == 'F'
+	if simple {
+		s.queue.push(entry{kind: entrySync, sent: time.Now()})
+		s.unsynced = false
+	} else {
+		s.queue.push(entry{kind: entryParse, swallow: true})
+		s.queue.push(entry{kind: entryBind, swallow: true})
+		s.unsynced = true
+		if s.curType == 'S' {
+			// The refused request came with the client's Sync.
+			s.queue.push(entry{kind: entrySync, sent: time.Now(), sync: syncEntry{clientSync: true, copyEnds: s.copyEnds}})
+			s.unsynced = false
+		}
+	}
+	s.raised = append(s.raised, e.Message)
+	s.raises.Store(int32(len(s.raised)))
 	s.mu.Unlock()
 	s.srv.metrics.errorCode(e.Code)
 	sql := "DO $pgshard$ BEGIN RAISE EXCEPTION USING ERRCODE = " + quoteLiteral(e.Code) +
@@ -359,12 +381,16 @@ func (s *session) raiseViaServer(be *pool.Conn, e *wire.Error) error {
 	}
 	sql += "; END $pgshard$"
 	be.UnnamedGen++
-	s.bout = wire.AppendString(s.bout, 'Q', sql)
-	if s.curType != 'Q' {
-		// Extended protocol: the server's ReadyForQuery answers the
-		// client's coming Sync; drop the rest of its batch.
+	if simple {
+		s.bout = wire.AppendString(s.bout, 'Q', sql)
+		return errAnswered
+	}
+	s.bout = appendRun(s.bout, sql)
+	if s.curType == 'S' {
+		s.bout = append(s.bout, 'S', 0, 0, 0, 4)
+	} else {
+		// Drop the rest of the client's batch; its Sync is forwarded.
 		s.skipToSync = true
-		s.dropSync = true
 	}
 	return errAnswered
 }
