@@ -242,3 +242,53 @@ func TestTablelessStatementsFollowTransaction(t *testing.T) {
 		})
 	}
 }
+
+// TestDescribeOnReplicaWhenPrimaryDown: with the only shard's primary
+// down, a statement is still described (Parse, Describe, Sync) by one of
+// its replicas, with the server's own descriptions, also inside a
+// transaction the proxy has not sent yet; whatever runs still needs the
+// primary.
+func TestDescribeOnReplicaWhenPrimaryDown(t *testing.T) {
+	rs := startReplicaSetup(t, proxy.ReadConfig{ReadFrom: proxy.ReadFromPrimary})
+	ctx := ctxT(t)
+	warm := connect(t, rs.proxy.dsn(""))
+	if p := runPort(t, warm, "SELECT inet_server_port() FROM kv WHERE k = $1", 1); p != rs.primary {
+		t.Fatalf("read ran on %d, want the primary %d", p, rs.primary)
+	}
+	if err := rs.pg.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		for _, st := range rs.proxy.srv.Health() {
+			if st.Role == "primary" {
+				return !st.Up && !st.LastProbe.IsZero()
+			}
+		}
+		return false
+	})
+	qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	c := connect(t, rs.proxy.dsn(""))
+	check := func(name string) {
+		t.Helper()
+		sd, err := c.Prepare(qctx, name, `SELECT v, k FROM kv WHERE k = $1`)
+		if err != nil {
+			t.Fatalf("describe with the primary down: %v", err)
+		}
+		if len(sd.ParamOIDs) != 1 || sd.ParamOIDs[0] != 20 || len(sd.Fields) != 2 || sd.Fields[0].Name != "v" ||
+			sd.Fields[0].DataTypeOID != 25 || sd.Fields[1].DataTypeOID != 20 {
+			t.Fatalf("description: params %v fields %+v", sd.ParamOIDs, sd.Fields)
+		}
+	}
+	check("outside")
+	tx, err := c.Begin(qctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("inside")
+	// The write itself needs the primary: it fails, it is not run on a
+	// replica.
+	if _, err := tx.Exec(qctx, `UPDATE kv SET v = 'x' WHERE k = $1`, 1); pgCode(err) != "08006" {
+		t.Fatalf("write with the primary down: want 08006, got %v", err)
+	}
+}
