@@ -13,20 +13,25 @@ func TestAnywhere(t *testing.T) {
 	for sql, want := range map[string]bool{
 		"SELECT 1":              true,
 		"SELECT now(), $1::int": true,
-		"SELECT count(*) FROM pg_catalog.pg_class": true,
-		"SELECT 1; SELECT now()":                   true,
-		"NOTIFY ch, 'x'":                           true,
-		"":                                         true,
-		"EXPLAIN SELECT 1":                         true,
-		"SELECT * FROM settings":                   false, // unsharded: one shard only
-		"SELECT * FROM users WHERE id = 5":         false,
-		"SELECT 1 INTO newtab":                     false, // creates a table
-		"INSERT INTO unknown_tab VALUES (1)":       false,
-		"CREATE TABLE unknown_tab (a int)":         false,
-		"DO $$ BEGIN END $$":                       false,
-		"SELECT 1; CREATE TABLE x (a int)":         false,
-		"/* pgshard: shard=s3 */ SELECT 1":         false, // the hint names the shard
-		"BEGIN":                                    false, // KindAny already
+		"SELECT count(*) FROM pg_catalog.pg_class":                                        true,
+		"SELECT pg_catalog.format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute": true,
+		"SELECT nextval('unmapped_seq')":                                                  true,  // a built-in: the sequence is the server's
+		"SELECT my_func(150)":                                                             false, // may write a table of the map
+		"SELECT public.my_func(150)":                                                      false,
+		"WITH x AS (INSERT INTO unknown_tab VALUES (1) RETURNING *) SELECT * FROM x":      false,
+		"SELECT 1; SELECT now()":                                                          true,
+		"NOTIFY ch, 'x'":                                                                  true,
+		"":                                                                                true,
+		"EXPLAIN SELECT 1":                                                                true,
+		"SELECT * FROM settings":                                                          false, // unsharded: one shard only
+		"SELECT * FROM users WHERE id = 5":                                                false,
+		"SELECT 1 INTO newtab":                                                            false, // creates a table
+		"INSERT INTO unknown_tab VALUES (1)":                                              false,
+		"CREATE TABLE unknown_tab (a int)":                                                false,
+		"DO $$ BEGIN END $$":                                                              false,
+		"SELECT 1; CREATE TABLE x (a int)":                                                false,
+		"/* pgshard: shard=s3 */ SELECT 1":                                                false, // the hint names the shard
+		"BEGIN":                                                                           false, // KindAny already
 	} {
 		plan, err := p.Route(sql, nil, nil, nil)
 		if err != nil {
