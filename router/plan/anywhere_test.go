@@ -56,6 +56,7 @@ func TestDescribeShards(t *testing.T) {
 		{"", "SELECT * FROM accounts WHERE name = $1", all},
 		{"s3", "UPDATE users SET v = $2 WHERE id = $1", []string{"s3", "s1", "s2", "s4"}},
 		{"s3", "SELECT $1::int", []string{"s3", "s1", "s2", "s4"}},
+		{"", "SELECT my_func($1)", all},                                                             // it may not run anywhere, but any shard describes it
 		{"", "SELECT * FROM plans", []string{"s2"}},                                                 // unsharded, on s2
 		{"", "SELECT * FROM users u JOIN settings s ON s.k = u.id WHERE u.id = $1", []string{"s1"}}, // settings is on s1
 		{"", "SELEC 1", []string{"s1"}},                                                             // the default shard reports the error

@@ -145,7 +145,7 @@ func (p *Planner) DescribeShards(sql string) []string {
 		return st.shardList(t.needShard)
 	case t.dist != nil:
 		return st.describeShards[t.dist]
-	case t.base.Kind == Default && t.base.Anywhere:
+	case t.base.Kind == Default && (t.base.Anywhere || t.describeAnywhere):
 		return st.allShards
 	case t.base.Kind == Default && len(t.base.Shards) == 1:
 		return t.base.Shards
@@ -324,6 +324,9 @@ type template struct {
 	// explain marks EXPLAIN (pgshard) of the statement: the plan is the
 	// statement's, with Plan.Explain set.
 	explain bool
+	// describeAnywhere: the statement names no table of the map, so any
+	// shard can describe it (even when it may not run anywhere).
+	describeAnywhere bool
 }
 
 func (t *template) matches(n *normalized, sql string) bool {
