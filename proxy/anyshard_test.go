@@ -131,9 +131,11 @@ func TestDescribeAvoidsUnreachableDefaultShard(t *testing.T) {
 				sd.Fields[0].DataTypeOID != 23 || sd.Fields[1].DataTypeOID != 1184 {
 				t.Fatalf("description: params %v fields %+v", sd.ParamOIDs, sd.Fields)
 			}
-			if took := time.Since(start); took > 2*time.Second {
+			took := time.Since(start)
+			if took > 2*time.Second {
 				t.Fatalf("the session took %v", took)
 			}
+			t.Logf("connect, insert, read and describe with s0 %s: %v", how, took)
 			if !rowOn(t, s1, 150) {
 				t.Fatal("row 150 is not on s1")
 			}
