@@ -74,6 +74,8 @@ type Server struct {
 	metaContact  atomic.Int64                // unix nanos of the last heartbeat the meta leader answered
 	bg           sync.WaitGroup              // background clean-ups (discardBusy)
 	done         chan struct{}
+
+	endpoints atomic.Pointer[endpointView] // every endpoint's health, for describing (describe.go)
 }
 
 // poolKey names a pool: the server at addr (the shard's primary or one
