@@ -1,18 +1,25 @@
 package proxy_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/integration/pgcluster"
+	"github.com/pgshard/pgshard/proxy"
 	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/shardmap/metarpc"
 )
@@ -204,4 +211,121 @@ func TestMetaMapIsTheSourceOfTruth(t *testing.T) {
 			t.Errorf("ApplyMap of a map at the same epoch: %v %v, want ignored", ok, err)
 		}
 	})
+}
+
+// logCapture collects the default logger's output until the test ends.
+type logCapture struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logCapture) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(b)
+}
+
+// lines returns the captured lines containing every one of subs.
+func (l *logCapture) lines(subs ...string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+next:
+	for _, line := range strings.Split(l.buf.String(), "\n") {
+		for _, s := range subs {
+			if !strings.Contains(line, s) {
+				continue next
+			}
+		}
+		out = append(out, line)
+	}
+	return out
+}
+
+func captureLogs(t *testing.T) *logCapture {
+	l := &logCapture{}
+	prev := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	t.Cleanup(func() { slog.SetDefault(prev) })
+	return l
+}
+
+// get answers GET path from p's admin API: status and body.
+func get(p *testProxy, path string) (int, string) {
+	rec := httptest.NewRecorder()
+	p.srv.AdminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	b, _ := io.ReadAll(rec.Body)
+	return rec.Code, string(b)
+}
+
+// TestFailClosedIsVisible: while a proxy that follows meta refuses
+// writes — no contact yet, lease expired — it says so: a warning with
+// the reason and the lease when it starts refusing, an info line when it
+// stops, /readyz 503 with the reason (/healthz stays 200), and
+// pgshard_meta_fail_closed 1.
+func TestFailClosedIsVisible(t *testing.T) {
+	pg := integration.StartPostgres(t)
+	logs := captureLogs(t)
+	cfg := baseConfig(t, pg)
+	cfg.FollowsMeta = true
+	cfg.MetaLease = proxy.Duration(300 * time.Millisecond)
+	p := startProxy(t, cfg)
+	meta := newMapMeta(oneShardMap(t, pg.Addr(), 1))
+	meta.up.Store(false)
+
+	failClosed := func() string {
+		for _, l := range strings.Split(scrape(t, p), "\n") {
+			if v, ok := strings.CutPrefix(l, "pgshard_meta_fail_closed "); ok {
+				return v
+			}
+		}
+		return "(none)"
+	}
+	// refusing waits until /readyz gives reason, then checks the other
+	// signs; the warning names logReason.
+	refusing := func(reason, logReason string) {
+		t.Helper()
+		waitFor(t, func() bool {
+			code, body := get(p, "/readyz")
+			return code == http.StatusServiceUnavailable && strings.Contains(body, reason)
+		})
+		if code, _ := get(p, "/healthz"); code != http.StatusOK {
+			t.Errorf("/healthz while refusing writes: %d, want 200", code)
+		}
+		if got := failClosed(); got != "1" {
+			t.Errorf("pgshard_meta_fail_closed while refusing writes: %s, want 1", got)
+		}
+		waitFor(t, func() bool {
+			return len(logs.lines("level=WARN", "refusing writes", logReason, "meta_lease=300ms")) > 0
+		})
+	}
+	accepting := func(infos int) {
+		t.Helper()
+		waitFor(t, func() bool { code, _ := get(p, "/readyz"); return code == http.StatusOK })
+		if got := failClosed(); got != "0" {
+			t.Errorf("pgshard_meta_fail_closed while accepting writes: %s, want 0", got)
+		}
+		waitFor(t, func() bool { return len(logs.lines("level=INFO", "writes allowed again")) == infos })
+	}
+
+	// Before FollowMeta has heard anything: already refusing.
+	if code, body := get(p, "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "not ready for writes") {
+		t.Errorf("/readyz of a proxy that follows meta but has not heard from it: %d %q", code, body)
+	}
+	follow(t, p, meta)
+	// Meta's map arrives (the watch works), the leader does not answer.
+	refusing("the meta leader has not answered a heartbeat yet", "reason=")
+	if n := len(logs.lines("level=WARN", "refusing writes")); n != 1 {
+		t.Errorf("%d warnings on entering the refusing state, want 1:\n%s", n, strings.Join(logs.lines("refusing writes"), "\n"))
+	}
+	meta.up.Store(true)
+	accepting(1)
+
+	meta.up.Store(false) // the lease runs out
+	refusing("no answer from the meta leader for", "no answer from the meta leader for")
+	meta.up.Store(true)
+	accepting(2)
+	if n := len(logs.lines("level=WARN", "refusing writes")); n != 2 {
+		t.Errorf("%d warnings for two times the proxy refused writes, want 2", n)
+	}
 }

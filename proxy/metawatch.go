@@ -55,6 +55,7 @@ func (s *Server) FollowMeta(ctx context.Context, src MetaSource, id string, inte
 	s.followsMeta.Store(true)
 	defer s.followsMeta.Store(false)
 	var wg sync.WaitGroup
+	wg.Go(func() { s.watchWriteState(ctx, min(interval, 100*time.Millisecond)) })
 	wg.Go(func() {
 		for ctx.Err() == nil {
 			wctx, cancel := context.WithCancel(ctx)

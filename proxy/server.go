@@ -106,6 +106,7 @@ func NewServer(cfg *Config) (*Server, error) {
 	}
 	s.rt.Store(rt)
 	s.metrics.registerPools(s)
+	s.metrics.registerMetaState(s)
 	s.metrics.mapEpoch.Set(float64(s.MapEpoch()))
 	// map_state_file only ever holds maps the meta cluster sent
 	// (FollowMeta saves the one it starts with once meta confirms it).
