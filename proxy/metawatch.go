@@ -53,7 +53,8 @@ func (s *Server) FollowMeta(ctx context.Context, src MetaSource, id string, inte
 	s.metaContact.Store(0)
 	s.metaMap.Store(false)
 	s.followsMeta.Store(true)
-	defer s.followsMeta.Store(false)
+	// A proxy configured to follow meta keeps failing closed after.
+	defer func() { s.followsMeta.Store(s.runtime().cfg.FollowsMeta) }()
 	var wg sync.WaitGroup
 	wg.Go(func() { s.watchWriteState(ctx, min(interval, 100*time.Millisecond)) })
 	wg.Go(func() {

@@ -249,6 +249,9 @@ func (o *proxyOptions) followMeta(ctx context.Context, cfg *proxy.Config) (func(
 	if cfg.MapStateFile == "" {
 		cfg.MapStateFile = filepath.Join(filepath.Dir(o.configPath), "pgshard-map-state.yaml")
 	}
+	if cfg.ShardMap() == nil && len(cfg.Shards) > 0 {
+		slog.Info("the servers of the shards come from the meta cluster's map; shards in the configuration only set a database", "shards", len(cfg.Shards))
+	}
 	gctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	v, err := client.GetMap(gctx)
 	cancel()
