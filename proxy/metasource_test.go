@@ -213,6 +213,84 @@ func TestMetaMapIsTheSourceOfTruth(t *testing.T) {
 	})
 }
 
+// behindMeta is a MetaSource whose leader holds cur while its first
+// watch is served by a member behind it, which sends old (once a
+// heartbeat has been answered); later watches send cur once release is
+// closed.
+type behindMeta struct {
+	old, cur *shardmap.Map
+	watches  atomic.Int32
+	answered chan struct{} // closed at the first heartbeat
+	once     sync.Once
+	release  chan struct{}
+}
+
+func (f *behindMeta) WatchMap(ctx context.Context, after uint64, fn func(metarpc.MapVersion) error) error {
+	m := f.old
+	wait := f.answered
+	if f.watches.Add(1) > 1 {
+		m, wait = f.cur, f.release
+	}
+	select {
+	case <-wait:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if m.Epoch > after {
+		if err := fn(metarpc.MapVersion{Epoch: m.Epoch, Map: m}); err != nil {
+			return err
+		}
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (f *behindMeta) ProxyHeartbeat(ctx context.Context, id, addr string, applied uint64, unreachable []string) (uint64, error) {
+	f.once.Do(func() { close(f.answered) })
+	return f.cur.Epoch, nil
+}
+
+// TestFirstMapBehindTheLeader: a proxy whose first map comes from a meta
+// member behind the leader routes reads by it but refuses writes until it
+// has the leader's epoch; then writes go to that map's primary.
+func TestFirstMapBehindTheLeader(t *testing.T) {
+	c := integration.NewCluster(t, integration.Shards(2))
+	ctx := ctxT(t)
+	old, cur := c.Shards[0], c.Shards[1]
+	for _, srv := range c.Shards {
+		if err := srv.Exec(ctx, `CREATE TABLE kv (k bigint PRIMARY KEY, v text)`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := baseConfig(t, old)
+	cfg.FollowsMeta = true
+	p := startProxy(t, cfg)
+	meta := &behindMeta{old: oneShardMap(t, old.Addr(), 1), cur: oneShardMap(t, cur.Addr(), 2),
+		answered: make(chan struct{}), release: make(chan struct{})}
+	follow(t, p, meta)
+	// The stale map is in use and the watch reconnected to find the
+	// leader's (which it does not get yet).
+	waitFor(t, func() bool { return p.srv.MapEpoch() == 1 && meta.watches.Load() >= 2 })
+	conn := connect(t, p.dsn(""))
+	if _, err := conn.Exec(ctx, `INSERT INTO kv (k, v) VALUES (1, 'x')`); pgCode(err) != "25006" {
+		t.Fatalf("write with a map older than the leader's: %v, want 25006", err)
+	}
+	close(meta.release)
+	waitFor(t, func() bool { return p.srv.WriteRefusal() == "" })
+	if got := p.srv.MapEpoch(); got != 2 {
+		t.Fatalf("writes allowed at epoch %d, the leader has 2", got)
+	}
+	if _, err := conn.Exec(ctx, `INSERT INTO kv (k, v) VALUES (1, 'x')`); err != nil {
+		t.Fatal(err)
+	}
+	if got := kvRows(t, ctx, cur, 1); got != "1" {
+		t.Errorf("the write is not on the leader's primary %s (%s rows)", cur.Addr(), got)
+	}
+	if got := kvRows(t, ctx, old, 1); got != "0" {
+		t.Errorf("the write went to %s, the primary of the stale map (%s rows)", old.Addr(), got)
+	}
+}
+
 // logCapture collects the default logger's output until the test ends.
 type logCapture struct {
 	mu  sync.Mutex

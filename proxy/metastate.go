@@ -20,12 +20,12 @@ func (s *Server) writeRefusal() string {
 	if !s.followsMeta.Load() {
 		return ""
 	}
-	if !s.metaMap.Load() {
-		return "no shard map from the meta cluster yet"
-	}
 	last := s.metaContact.Load()
-	if last == 0 {
+	switch {
+	case last == 0:
 		return "the meta leader has not answered a heartbeat yet"
+	case !s.metaMap.Load():
+		return "no shard map from the meta cluster yet (at the leader's epoch)"
 	}
 	lease := s.runtime().cfg.MetaLease.D()
 	if since := time.Since(time.Unix(0, last)); since > lease {

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pgshard/pgshard/shardmap/metarpc"
@@ -46,6 +47,20 @@ func (s *Server) FollowMeta(ctx context.Context, src MetaSource, id string, inte
 	// than the watch delivered (it may be served by a member cut off from
 	// the leader); reconnecting goes to the leader first.
 	rewatch := make(chan struct{}, 1)
+	// The first map from meta counts (metaMap: writes may go) once the
+	// leader has answered a heartbeat and the map is not older than the
+	// leader's epoch then (a watch served by a member behind the leader
+	// may deliver an older one first).
+	var (
+		heard       atomic.Bool   // the leader answered a heartbeat
+		leaderEpoch atomic.Uint64 // the epoch it said it has
+		gotEpoch    atomic.Uint64 // the epoch of the last map the watch delivered
+	)
+	confirm := func() {
+		if got := gotEpoch.Load(); got != 0 && heard.Load() && got >= leaderEpoch.Load() {
+			s.metaMap.Store(true)
+		}
+	}
 	// No contact yet: writes wait for the first map from meta and the
 	// first heartbeat the leader answers (a proxy started from its saved
 	// map while meta is down may route by a map that fenced a primary
@@ -87,7 +102,11 @@ func (s *Server) FollowMeta(ctx context.Context, src MetaSource, id string, inte
 					return nil
 				}
 				if first {
-					s.metaMap.Store(true)
+					gotEpoch.Store(v.Epoch)
+					confirm()
+					if le := leaderEpoch.Load(); heard.Load() && v.Epoch < le {
+						slog.Warn("meta: the map watch is behind the leader; writes wait for the leader's map", "epoch", v.Epoch, "leader", le)
+					}
 				}
 				kick()
 				return nil
@@ -127,6 +146,9 @@ func (s *Server) FollowMeta(ctx context.Context, src MetaSource, id string, inte
 				current, err := src.ProxyHeartbeat(hctx, id, addr, applied, down)
 				cancel()
 				if err == nil {
+					leaderEpoch.Store(current)
+					heard.Store(true)
+					confirm()
 					s.metaContact.Store(sent.UnixNano())
 					reported = down
 					if current > applied {
