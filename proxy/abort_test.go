@@ -267,17 +267,6 @@ func TestFenceStepAbortsDrainStepDoesNot(t *testing.T) {
 	})
 }
 
-// blackhole drops every packet to and from the local TCP port (as a
-// network partition does: no reset, no answer) until the test ends. It
-// skips the test without root or iptables.
-func blackhole(t *testing.T, port int) {
-	t.Helper()
-	p := strconv.Itoa(port)
-	iptablesDrop(t,
-		[]string{"INPUT", "-i", "lo", "-p", "tcp", "--dport", p, "-j", "DROP"},
-		[]string{"OUTPUT", "-o", "lo", "-p", "tcp", "--sport", p, "-j", "DROP"})
-}
-
 // iptablesDrop inserts rules until the test ends; it skips the test
 // without root or iptables.
 func iptablesDrop(t *testing.T, rules ...[]string) {

@@ -159,16 +159,6 @@ func unreachable(err error) bool {
 	return errors.As(err, &we) && we.Code == wire.SQLStateConnectionFailure
 }
 
-// metaLost reports whether the proxy follows a meta cluster and has not
-// reached its leader yet, or not for longer than its lease.
-func (s *Server) metaLost() bool {
-	if !s.followsMeta.Load() {
-		return false
-	}
-	last := s.metaContact.Load()
-	return last == 0 || time.Since(time.Unix(0, last)) > s.runtime().cfg.MetaLease.D()
-}
-
 // MetaContact returns when the meta leader last answered a heartbeat of
 // the proxy (zero before the first, or without FollowMeta).
 func (s *Server) MetaContact() time.Time {
@@ -194,11 +184,15 @@ func mayWrite(plan router.Plan) bool {
 // failClosed refuses a statement that may write while the proxy has lost
 // the meta cluster for longer than its lease.
 func (s *Server) failClosed(plan router.Plan) error {
-	if !mayWrite(plan) || !s.metaLost() {
+	if !mayWrite(plan) {
+		return nil
+	}
+	why := s.writeRefusal()
+	if why == "" {
 		return nil
 	}
 	return &wire.Error{Code: sqlStateReadOnlyTransaction,
-		Message: "pgshard refuses writes: it has lost contact with the metadata cluster",
-		Detail:  fmt.Sprintf("A primary may have been replaced while this proxy could not hear of it (no contact for more than meta_lease, %s).", s.runtime().cfg.MetaLease.D()),
+		Message: "pgshard refuses writes: the metadata cluster has not confirmed its shard map",
+		Detail:  fmt.Sprintf("A primary may have been replaced without this proxy knowing: %s.", why),
 		Hint:    "Reads still work. Retry the write through another pgshard proxy, or once this one reaches the metadata cluster again."}
 }

@@ -56,9 +56,10 @@ func (s *session) textByteOrder(ctx context.Context, shard string) (bool, error)
 }
 
 // sortsBytewise reports, for a read over several shards, whether text
-// sorts bytewise in its database; true when the merge sorts nothing.
+// sorts bytewise in its database; true when the merge compares nothing
+// (no ORDER BY, min or max).
 func (s *session) sortsBytewise(ctx context.Context, plan router.Plan) (bool, error) {
-	if plan.Merge == nil || len(plan.Merge.OrderBy) == 0 {
+	if plan.Merge == nil || !plan.Merge.Compares() {
 		return true, nil
 	}
 	return s.textByteOrder(ctx, plan.Shards[0])

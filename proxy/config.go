@@ -74,6 +74,12 @@ type Config struct {
 	Limits   LimitsConfig  `yaml:"limits"`
 	// ShutdownTimeout bounds how long SIGTERM waits for transactions.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+
+	// FollowsMeta (not read from the file; see LoadConfigFollowingMeta)
+	// says the proxy follows a meta cluster: its shards come from the
+	// cluster's map, so Shards may be empty, and it refuses writes until
+	// the cluster has confirmed the map it routes by.
+	FollowsMeta bool `yaml:"-"`
 }
 
 // TLSConfig configures TLS towards clients.
@@ -203,7 +209,9 @@ type BufferConfig struct {
 	MaxQueued int `yaml:"max_queued"`
 }
 
-// ShardConfig is one shard (today: exactly one).
+// ShardConfig is one shard. With a shard map (shard_map_file, or the meta
+// cluster's) the shard's server is the map's primary and an entry only
+// sets Database; without one, entries are the shards.
 type ShardConfig struct {
 	Name string `yaml:"name"`
 	Host string `yaml:"host"`
@@ -280,12 +288,26 @@ func LoadConfig(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return ParseConfig(b)
+	return parseConfig(b, false)
+}
+
+// LoadConfigFollowingMeta is LoadConfig for a proxy that follows a meta
+// cluster (FollowsMeta): shards is optional, since the shards come from
+// the cluster's map, and shard_map_file is only a seed for a first start
+// while the cluster cannot be reached.
+func LoadConfigFollowingMeta(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return parseConfig(b, true)
 }
 
 // ParseConfig parses, completes and validates YAML config text.
-func ParseConfig(b []byte) (*Config, error) {
-	var c Config
+func ParseConfig(b []byte) (*Config, error) { return parseConfig(b, false) }
+
+func parseConfig(b []byte, followsMeta bool) (*Config, error) {
+	c := Config{FollowsMeta: followsMeta}
 	dec := yaml.NewDecoder(strings.NewReader(string(b)))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil {
@@ -391,8 +413,8 @@ func (c *Config) Complete() error {
 	return c.Validate()
 }
 
-// loadShardMap reads ShardMapFile and, when no shards are configured,
-// takes the map's shards (their primaries).
+// loadShardMap reads ShardMapFile and takes the map's shards (their
+// primaries).
 func (c *Config) loadShardMap() error {
 	b, err := os.ReadFile(c.ShardMapFile)
 	if err != nil {
@@ -412,27 +434,15 @@ func (c *Config) loadShardMap() error {
 func (c *Config) ShardMap() *shardmap.Map { return c.shardMap }
 
 // UseShardMap makes m the configuration's shard map (as shard_map_file
-// does): statements are routed by it and, when no shards are configured,
-// the map's primaries are the shards. Call Validate afterwards when the
-// configuration had no shards.
+// does): statements are routed by it and the shards are the map's, each
+// served by its primary in m — a configured shard only keeps its
+// database override (its host and port are not used). Call Validate
+// afterwards.
 func (c *Config) UseShardMap(m *shardmap.Map) error {
 	if err := m.Validate(); err != nil {
 		return err
 	}
-	if len(c.Shards) == 0 {
-		for _, sh := range m.Shards {
-			c.Shards = append(c.Shards, ShardConfig{Name: sh.Name, Host: sh.Primary.Host, Port: sh.Primary.Port})
-		}
-	}
-	for _, sh := range m.Shards {
-		found := false
-		for _, cs := range c.Shards {
-			found = found || cs.Name == sh.Name
-		}
-		if !found {
-			return fmt.Errorf("shard %q of the map is not in shards", sh.Name)
-		}
-	}
+	c.Shards = mapShards(m, c.Shards)
 	c.shardMap = m
 	if c.DefaultShard == "" {
 		c.DefaultShard = c.Shards[0].Name
@@ -460,8 +470,8 @@ func (c *Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("tls.mode: %q is not disable, allow or require", c.TLS.Mode))
 	}
-	if len(c.Shards) == 0 {
-		errs = append(errs, errors.New("shards: at least one shard is needed"))
+	if len(c.Shards) == 0 && !c.FollowsMeta {
+		errs = append(errs, errors.New("shards: at least one shard is needed (or a shard_map_file, or --meta)"))
 	}
 	names := map[string]bool{}
 	for i, sh := range c.Shards {
@@ -493,7 +503,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("users[%d].reads.safe_functions: set it in the global reads section (plans are shared by all users)", i))
 		}
 	}
-	if c.DefaultShard != "" && !names[c.DefaultShard] {
+	if c.DefaultShard != "" && !names[c.DefaultShard] && len(names) > 0 {
 		errs = append(errs, fmt.Errorf("default_shard: %q is not one of the shards", c.DefaultShard))
 	}
 	if len(c.Users) == 0 {

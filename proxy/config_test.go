@@ -1,11 +1,15 @@
 package proxy_test
 
 import (
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pgshard/pgshard/proxy"
+	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/wire/auth"
 )
 
@@ -68,6 +72,58 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 func TestDeployConfigLoads(t *testing.T) {
 	if _, err := proxy.LoadConfig("../docs/deploy/pgshard.yaml"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestConfigShardsFromMap: a configuration that follows meta needs no
+// shards (one that does not, does); with a shard map the shards' servers
+// are the map's primaries, and a configured shard only keeps its database.
+func TestConfigShardsFromMap(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "pgshard.yaml")
+	if err := os.WriteFile(path, []byte("users: [{name: app, auth: trust}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := proxy.LoadConfig(path); err == nil || !strings.Contains(err.Error(), "shards:") {
+		t.Errorf("LoadConfig without shards: %v, want an error naming shards", err)
+	}
+	cfg, err := proxy.LoadConfigFollowingMeta(path)
+	if err != nil {
+		t.Fatalf("a configuration following meta without shards: %v", err)
+	}
+	if !cfg.FollowsMeta || len(cfg.Shards) != 0 {
+		t.Errorf("FollowsMeta %v, shards %+v", cfg.FollowsMeta, cfg.Shards)
+	}
+
+	cfg, err = proxy.ParseConfig([]byte(`
+users: [{name: app, auth: trust}]
+shards:
+  - {name: s0, host: old.internal, port: 5433, database: app0}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := shardmap.ParseYAML([]byte(`epoch: 3
+shards:
+  - {name: s0, primary: "new.internal:5432"}
+  - {name: s1, primary: "other.internal:5432"}
+distributions:
+  - {name: d, key_type: bigint, strategy: range, default_shard: s0, intervals: [{lo: -inf, hi: +inf, shard: s0}]}
+tables:
+  - {name: public.t, distribution: d, key: k}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.UseShardMap(m); err != nil {
+		t.Fatal(err)
+	}
+	want := []proxy.ShardConfig{
+		{Name: "s0", Host: "new.internal", Port: 5432, Database: "app0"},
+		{Name: "s1", Host: "other.internal", Port: 5432},
+	}
+	if !slices.Equal(cfg.Shards, want) {
+		t.Errorf("shards with a map: %+v, want %+v", cfg.Shards, want)
 	}
 }
 

@@ -664,8 +664,21 @@ func TestTextOrderUnderDatabaseCollation(t *testing.T) {
 	if err := icu.QueryRow(ctx, `SELECT k FROM kv ORDER BY k DESC LIMIT 1`).Scan(new(int64)); err != nil {
 		t.Fatalf("ORDER BY a number under ICU: %v", err)
 	}
+	// min/max of text compare bytes too.
+	if err := icu.QueryRow(ctx, `SELECT min(v) FROM kv`).Scan(&v); pgCode(err) != "0A000" || !strings.Contains(err.Error(), "min/max") {
+		t.Fatalf("text min under ICU: %q %v", v, err)
+	}
+	if err := icu.QueryRow(ctx, `SELECT max(v COLLATE "C") FROM kv`).Scan(&v); err != nil || v != "b" {
+		t.Fatalf("text max COLLATE \"C\" under ICU: %q %v", v, err)
+	}
+	if err := icu.QueryRow(ctx, `SELECT max(k) FROM kv`).Scan(new(int64)); err != nil {
+		t.Fatalf("max of a number under ICU: %v", err)
+	}
 	conn := connect(t, p.dsn(""))
 	if err := conn.QueryRow(ctx, `SELECT v FROM kv WHERE v IS NOT NULL ORDER BY v LIMIT 1`).Scan(&v); err != nil {
 		t.Fatalf("text ORDER BY in a C database: %v", err)
+	}
+	if err := conn.QueryRow(ctx, `SELECT min(v) FROM kv`).Scan(&v); err != nil {
+		t.Fatalf("text min in a C database: %v", err)
 	}
 }

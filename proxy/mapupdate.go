@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
 	"net"
@@ -38,7 +39,13 @@ import (
 // ignored and ApplyMap reports false). When the configuration names a
 // map_state_file, the map is saved there first (atomically), so a proxy
 // restarted while the meta cluster is unreachable starts from it.
-func (s *Server) ApplyMap(m *shardmap.Map) (bool, error) {
+func (s *Server) ApplyMap(m *shardmap.Map) (bool, error) { return s.applyMap(m, false) }
+
+// applyMap is ApplyMap; with force, a map with the same or an older epoch
+// replaces the map in use too when it differs from it (the meta cluster's
+// map replaces one the proxy started with), and one equal to it is only
+// saved to map_state_file (false: nothing changed).
+func (s *Server) applyMap(m *shardmap.Map, force bool) (bool, error) {
 	if err := m.Validate(); err != nil {
 		return false, fmt.Errorf("apply map epoch %d: %w", m.Epoch, err)
 	}
@@ -46,7 +53,15 @@ func (s *Server) ApplyMap(m *shardmap.Map) (bool, error) {
 	defer s.mapMu.Unlock()
 	old := s.runtime()
 	if cur := old.cfg.shardMap; cur != nil && m.Epoch <= cur.Epoch {
-		return false, nil
+		if !force {
+			return false, nil
+		}
+		if same, err := sameMap(cur, m); err != nil || same {
+			if err == nil && old.cfg.MapStateFile != "" {
+				err = saveMap(old.cfg.MapStateFile, m)
+			}
+			return false, err
+		}
 	}
 	cfg := *old.cfg
 	cfg.shardMap = m
@@ -77,6 +92,19 @@ func (s *Server) ApplyMap(m *shardmap.Map) (bool, error) {
 	s.metrics.mapEpoch.Set(float64(m.Epoch))
 	slog.Info("shard map applied", "epoch", m.Epoch, "shards", len(m.Shards))
 	return true, nil
+}
+
+// sameMap reports whether a and b are the same map (epoch included).
+func sameMap(a, b *shardmap.Map) (bool, error) {
+	ya, err := a.YAML()
+	if err != nil {
+		return false, fmt.Errorf("compare maps: %w", err)
+	}
+	yb, err := b.YAML()
+	if err != nil {
+		return false, fmt.Errorf("compare maps: %w", err)
+	}
+	return bytes.Equal(ya, yb), nil
 }
 
 // ackedEpoch is the epoch the proxy may acknowledge to the meta cluster:

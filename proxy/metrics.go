@@ -96,6 +96,20 @@ func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 }
 
+// registerMetaState exports whether the proxy refuses writes because the
+// meta cluster has not confirmed its shard map (metastate.go).
+func (m *metrics) registerMetaState(s *Server) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "pgshard_meta_fail_closed",
+		Help: "1 while the proxy refuses writes (25006) because the meta cluster has not confirmed its shard map (no map or no answer from the leader yet, or none within meta_lease), else 0.",
+	}, func() float64 {
+		if s.writeRefusal() != "" {
+			return 1
+		}
+		return 0
+	}))
+}
+
 // registerPools exports pool statistics, read at scrape time.
 func (m *metrics) registerPools(s *Server) {
 	m.reg.MustRegister(&poolCollector{srv: s})

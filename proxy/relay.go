@@ -83,8 +83,20 @@ func (s *session) Frame(be *pool.Conn, typ byte, frame []byte) bool {
 		if ok && e.swallow {
 			return false
 		}
+	case '2': // BindComplete
+		if s.raises.Load() > 0 {
+			s.mu.Lock()
+			mine := s.queue.popBind()
+			s.mu.Unlock()
+			if mine {
+				return false
+			}
+		}
 	case 'E':
 		r.segFailed = true
+		if s.raises.Load() > 0 {
+			frame = s.raisedError(frame)
+		}
 		if sev := wire.ErrorField(frame, 'V'); sev == "FATAL" || sev == "PANIC" {
 			r.sawFatal = true
 			if code := wire.ErrorCode(frame); strings.HasPrefix(code, "57P0") {
@@ -267,6 +279,12 @@ func (s *session) readyForQuery(be *pool.Conn, status byte, failed bool, lastTag
 	if detach {
 		s.be = nil
 		s.setState(stateIdle)
+	}
+	if s.queue.empty() && len(s.raised) > 0 {
+		// Every refusal raised has been answered (or skipped by a
+		// server in error).
+		s.raised = s.raised[:0]
+		s.raises.Store(0)
 	}
 	s.zInFlight.Store(false)
 	s.wakeServe()

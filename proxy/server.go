@@ -72,8 +72,11 @@ type Server struct {
 	buffered     atomic.Int64                // statements waiting in buffer
 	followsMeta  atomic.Bool                 // FollowMeta runs: buffer on unreachable primaries, fail closed
 	metaContact  atomic.Int64                // unix nanos of the last heartbeat the meta leader answered
+	metaMap      atomic.Bool                 // FollowMeta has applied (or confirmed) a map from meta
 	bg           sync.WaitGroup              // background clean-ups (discardBusy)
 	done         chan struct{}
+
+	endpoints atomic.Pointer[endpointView] // every endpoint's health, for describing (describe.go)
 }
 
 // poolKey names a pool: the server at addr (the shard's primary or one
@@ -105,18 +108,20 @@ func NewServer(cfg *Config) (*Server, error) {
 	}
 	s.rt.Store(rt)
 	s.metrics.registerPools(s)
+	s.metrics.registerMetaState(s)
 	s.metrics.mapEpoch.Set(float64(s.MapEpoch()))
-	if m := cfg.shardMap; m != nil && cfg.MapStateFile != "" {
-		// The map the proxy starts with is the one to start from next
-		// time the meta cluster is unreachable.
-		if err := saveMap(cfg.MapStateFile, m); err != nil {
-			return nil, err
-		}
-	}
+	// map_state_file only ever holds maps the meta cluster sent
+	// (FollowMeta saves the one it starts with once meta confirms it).
+	// A proxy that follows meta refuses writes from the start, until
+	// FollowMeta has the cluster's map and the leader's answer.
+	s.followsMeta.Store(cfg.FollowsMeta)
 	return s, nil
 }
 
 func (s *Server) newRuntime(cfg *Config) (*runtime, error) {
+	if cfg.shardMap == nil && len(cfg.Shards) == 0 {
+		return nil, errors.New("no shards: the configuration has no shards and no shard map")
+	}
 	rt := &runtime{
 		cfg:   cfg,
 		users: make(map[string]*userState),
@@ -319,8 +324,9 @@ func (s *Server) Reload(cfg *Config) error {
 	if cfg.Listen != old.cfg.Listen {
 		return fmt.Errorf("reload: listen address cannot change at run time (%s → %s)", old.cfg.Listen, cfg.Listen)
 	}
-	if m := old.cfg.shardMap; m != nil && (cfg.shardMap == nil || cfg.shardMap.Epoch < m.Epoch) {
-		// A newer map applied at run time stays.
+	if m := old.cfg.shardMap; m != nil && (s.followsMeta.Load() || cfg.shardMap == nil || cfg.shardMap.Epoch < m.Epoch) {
+		// A newer map applied at run time stays, and so does the meta
+		// cluster's map whatever the file says.
 		cfg.shardMap = m
 		cfg.Shards = mapShards(m, cfg.Shards)
 	}

@@ -34,6 +34,10 @@ func (r PlanRouter) Route(q Query) (Plan, error) {
 	if q.SQL == "" {
 		return Plan{Kind: KindAny, Shard: r.Default}, nil
 	}
+	if q.Describe {
+		shards := r.Planner.DescribeShards(q.SQL)
+		return Plan{Kind: KindAny, Shard: shards[0], DescribeShards: shards}, nil
+	}
 	var params [][]byte
 	var formats []int16
 	var oids []uint32
@@ -58,7 +62,7 @@ func (r PlanRouter) Route(q Query) (Plan, error) {
 		if p.Stmt == plan.StmtTx || p.Stmt == plan.StmtSet || p.Stmt == plan.StmtShow {
 			return Plan{Kind: KindAny, Shard: p.Shards[0]}, nil
 		}
-		return Plan{Kind: KindSingle, Shard: p.Shards[0], Replica: p.ReplicaSafe}, nil
+		return Plan{Kind: KindSingle, Shard: p.Shards[0], Replica: p.ReplicaSafe, AnyShard: p.Anywhere}, nil
 	case plan.Refused:
 		return Plan{}, &RefusedError{Code: p.Err.Code, Message: p.Err.Message, Hint: p.Err.Hint}
 	case plan.All, plan.Multi:

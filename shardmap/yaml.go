@@ -45,7 +45,14 @@ import (
 // unknown shards, ...): call [Map.Validate] on the result.
 //
 // Anchors and aliases are refused, and so is more than one document.
-func ParseYAML(data []byte) (*Map, error) {
+func ParseYAML(data []byte) (*Map, error) { return parseYAML(data, false) }
+
+// ParseYAMLWithoutEpoch is ParseYAML for a map whose epoch its reader
+// assigns (a map file given to the meta cluster, which makes it the next
+// epoch): the epoch line may be missing, and the map then has Epoch 0.
+func ParseYAMLWithoutEpoch(data []byte) (*Map, error) { return parseYAML(data, true) }
+
+func parseYAML(data []byte, epochOptional bool) (*Map, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
@@ -61,7 +68,7 @@ func ParseYAML(data []byte) (*Map, error) {
 		}
 		return nil, fmt.Errorf("shard map: line %d: a second YAML document; a shard map is one document", extra.Line)
 	}
-	p := &parser{}
+	p := &parser{epochOptional: epochOptional}
 	m := p.parseMap(&doc)
 	if err := errors.Join(p.errs...); err != nil {
 		return nil, err
@@ -70,7 +77,10 @@ func ParseYAML(data []byte) (*Map, error) {
 }
 
 // parser collects problems with their line numbers.
-type parser struct{ errs []error }
+type parser struct {
+	errs          []error
+	epochOptional bool // a missing epoch is no problem (ParseYAMLWithoutEpoch)
+}
 
 func (p *parser) errorf(n *yaml.Node, format string, args ...any) {
 	p.errs = append(p.errs, fmt.Errorf("shard map: line %d: %s", n.Line, fmt.Sprintf(format, args...)))
@@ -171,7 +181,9 @@ func (p *parser) parseMap(doc *yaml.Node) *Map {
 	}
 	m := &Map{}
 	if n := f["epoch"]; n == nil {
-		p.errorf(doc.Content[0], "the shard map has no epoch")
+		if !p.epochOptional {
+			p.errorf(doc.Content[0], "the shard map has no epoch")
+		}
 	} else if s, ok := p.scalar(n, "epoch"); ok {
 		e, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {

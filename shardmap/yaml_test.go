@@ -277,3 +277,22 @@ func FuzzParseYAML(f *testing.F) {
 		}
 	})
 }
+
+// A map file given to the meta cluster needs no epoch line: the cluster
+// assigns the epoch. A bad epoch is still an error.
+func TestParseYAMLWithoutEpoch(t *testing.T) {
+	const noEpoch = "shards:\n  - {name: s1, primary: \"10.0.0.1:5432\"}\n"
+	if _, err := shardmap.ParseYAML([]byte(noEpoch)); err == nil || !strings.Contains(err.Error(), "has no epoch") {
+		t.Fatalf("ParseYAML without epoch: %v", err)
+	}
+	m, err := shardmap.ParseYAMLWithoutEpoch([]byte(noEpoch))
+	if err != nil || m.Epoch != 0 || len(m.Shards) != 1 {
+		t.Fatalf("ParseYAMLWithoutEpoch = %+v, %v", m, err)
+	}
+	if m, err = shardmap.ParseYAMLWithoutEpoch([]byte("epoch: 7\n" + noEpoch)); err != nil || m.Epoch != 7 {
+		t.Fatalf("ParseYAMLWithoutEpoch with an epoch = %+v, %v", m, err)
+	}
+	if _, err := shardmap.ParseYAMLWithoutEpoch([]byte("epoch: x\n" + noEpoch)); err == nil {
+		t.Fatal("ParseYAMLWithoutEpoch accepted epoch x")
+	}
+}

@@ -21,6 +21,7 @@ const (
 	SQLStateInFailedTransaction       = "25P02"
 	SQLStateNotNullViolation          = "23502"
 	SQLStateInvalidTextRepresentation = "22P02"
+	SQLStateNumericValueOutOfRange    = "22003"
 	SQLStateBadCopyFileFormat         = "22P04"
 	SQLStateConfigurationLimitExceed  = "53400"
 )

@@ -101,12 +101,21 @@ func startEmbeddedMeta(ctx context.Context, apiAddr, dataDir string, cfg *proxy.
 }
 
 // health is the Health hook of the embedded server: the endpoint health
-// of the proxy that follows the map, nil before it does.
+// of the proxy that follows the map (nil before it does), and that of the
+// fenced servers, which only the failover's monitor probes.
 func (m *embeddedMeta) health() []health.Status {
+	var out []health.Status
 	if p := m.proxy.Load(); p != nil {
-		return p.Health()
+		out = p.Health()
 	}
-	return nil
+	if m.failover != nil {
+		for _, st := range m.failover.health() {
+			if st.Role == health.RoleFenced {
+				out = append(out, st)
+			}
+		}
+	}
+	return out
 }
 
 // close stops the API and the node.

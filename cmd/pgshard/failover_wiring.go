@@ -95,7 +95,7 @@ func startFailover(node *meta.Node, o metaFailoverOptions, metrics *metaMetrics)
 	mon, err := health.New(health.Config{
 		Targets: func() []health.Target {
 			if m := node.Map().Map; m != nil {
-				return health.TargetsFromMap(m)
+				return health.TargetsWithFenced(m)
 			}
 			return nil
 		},
@@ -193,7 +193,7 @@ func (p adminPort) State(ctx context.Context, addr string) (failover.ServerState
 		return failover.ServerState{}, err
 	}
 	return failover.ServerState{InRecovery: st.InRecovery, CurrentLSN: st.CurrentLSN, ReplayLSN: max(st.ReplayLSN, st.ReceiveLSN),
-		Upstream: st.UpstreamAddr}, nil
+		Upstream: st.UpstreamAddr, ReadOnly: st.ReadOnly}, nil
 }
 func (p adminPort) Promote(ctx context.Context, addr string) error { return p.a.Promote(ctx, addr) }
 func (p adminPort) Repoint(ctx context.Context, addr, primary string) error {

@@ -20,6 +20,10 @@ const (
 	// exitUncertain: the command asked for a change whose outcome it
 	// could not learn (it may or may not have been made).
 	exitUncertain = 3
+	// exitRefused: the meta cluster refused the change as unsafe (gRPC
+	// FAILED_PRECONDITION, reason UNSAFE_MAP); nothing changed, and a
+	// --force flag would override it.
+	exitRefused = 4
 )
 
 // usageError marks errors in how a command was called.
@@ -30,6 +34,11 @@ type usageError struct{ error }
 type uncertainError struct{ error }
 
 func (e uncertainError) Unwrap() error { return e.error }
+
+// refusedError marks a change refused as unsafe (exitRefused).
+type refusedError struct{ error }
+
+func (e refusedError) Unwrap() error { return e.error }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -50,6 +59,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		var un uncertainError
 		if errors.As(err, &un) {
 			return exitUncertain
+		}
+		var re refusedError
+		if errors.As(err, &re) {
+			return exitRefused
 		}
 		return exitError
 	}

@@ -40,7 +40,8 @@ func addFileFlag(cmd *cobra.Command, file *string) {
 }
 
 // readMapFile reads and parses the map in file ("-" reads stdin). The
-// map is not validated.
+// map is not validated. Its epoch line is optional (Epoch 0 without one):
+// the meta cluster assigns the epoch.
 func readMapFile(file string, stdin io.Reader) (*shardmap.Map, error) {
 	var data []byte
 	var err error
@@ -52,7 +53,7 @@ func readMapFile(file string, stdin io.Reader) (*shardmap.Map, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read the map: %w", err)
 	}
-	m, err := shardmap.ParseYAML(data)
+	m, err := shardmap.ParseYAMLWithoutEpoch(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s is not a shard map:%s", fileName(file), bulletList(err))
 	}
@@ -159,6 +160,7 @@ type mapApplyOptions struct {
 	expectEpoch uint64
 	expectSet   bool // --expect-epoch was given
 	comment     string
+	force       bool
 	wait        time.Duration
 	stdin       io.Reader
 	stdout      io.Writer
@@ -172,8 +174,18 @@ func newMapApplyCommand(stdin io.Reader, stdout io.Writer) *cobra.Command {
 		Long: `Make the map in FILE the next epoch of the shard map, if the map is still at
 the epoch the change is based on: --expect-epoch, or else the epoch read just
 before applying (so that a change made by someone else in between is not
-overwritten). The file's own epoch is ignored. The meta cluster validates the
-map and refuses it with every problem it finds; nothing changes then.
+overwritten). The file needs no epoch line: the meta cluster assigns the
+next epoch, and an epoch in the file is ignored. The meta cluster validates
+the map and refuses it with every problem it finds; nothing changes then.
+
+It also refuses an unsafe map (exit 4, nothing changes): one that makes a
+shard's primary a server the current map fences (a former primary that a
+failover replaced) or a server its health checks see in recovery (a
+replica), or that drops a fence (only "pgshard shards rejoin" lifts one,
+after rebuilding the server). Re-applying an old map file after a failover
+is the usual way to get there. --force applies it anyway: it risks
+acknowledged writes on a server that is not the shard's real primary
+(split brain) — writes that the real primary never sees.
 
 With --wait, wait up to that long for every live proxy to route with the new
 epoch, and fail (exit 1, the map staying applied) naming those that did not.
@@ -193,6 +205,8 @@ Review a change first with "pgshard map diff -f FILE".`,
 	addFileFlag(cmd, &o.file)
 	cmd.Flags().Uint64Var(&o.expectEpoch, "expect-epoch", 0, "apply only if the map is at this epoch (0: no map yet); default: the current epoch")
 	cmd.Flags().StringVar(&o.comment, "comment", "", "what the change is for, kept in the map history")
+	cmd.Flags().BoolVar(&o.force, "force", false, "apply a map the meta cluster refuses as unsafe (a fenced or recovering server as primary, a dropped fence): "+
+		"RISKS SPLIT BRAIN, acknowledged writes on a server that is not the real primary")
 	cmd.Flags().DurationVar(&o.wait, "wait", 0, "after applying, wait up to this long for every live proxy to apply the new epoch (at most 10m)")
 	for _, f := range []string{"expect-epoch", "comment", "wait"} {
 		_ = cmd.RegisterFlagCompletionFunc(f, cobra.NoFileCompletions)
@@ -274,7 +288,7 @@ func (o *mapApplyOptions) Run(ctx context.Context) (err error) {
 		expect = cur.Epoch
 	}
 	cctx, cancel := o.conn.callContext(ctx, 0)
-	epoch, err := c.ApplyMap(cctx, m, expect, o.comment)
+	epoch, err := c.ApplyMapWith(cctx, m, expect, metarpc.ApplyMapOptions{Comment: o.comment, Force: o.force})
 	cancel()
 	if err != nil {
 		return o.applyError(err)
@@ -311,6 +325,18 @@ func (o *mapApplyOptions) Run(ctx context.Context) (err error) {
 // with this file.
 func (o *mapApplyOptions) applyError(err error) error {
 	what := "apply " + fileName(o.file)
+	var ue *metarpc.UnsafeMapError
+	if errors.As(err, &ue) {
+		var b strings.Builder
+		fmt.Fprintf(&b, "%s: the meta cluster refused the map as unsafe; nothing was applied:", what)
+		for _, h := range ue.Hazards {
+			b.WriteString("\n  - ")
+			b.WriteString(h.String())
+		}
+		b.WriteString("\nReview the current map (pgshard map show, pgshard shards list). --force applies the map anyway, " +
+			"at the risk of split brain: acknowledged writes on a server that is not the shard's real primary.")
+		return refusedError{&explainedError{b.String(), err}}
+	}
 	var se *metarpc.StaleEpochError
 	if !errors.As(err, &se) {
 		return o.conn.explain(what, err)

@@ -177,3 +177,64 @@ func TestMapDiffWithoutMap(t *testing.T) {
 	ctlWantContains(t, "stdout", r.stdout, "--- the meta cluster (no map yet)", "  + s1: primary 10.0.0.1:5432, replicas 10.0.0.2:5432, active",
 		"  + users: bigint keys by range: [-inf, 1000) on s1, [1000, +inf) on s2; default shard s1")
 }
+
+// ctlFailedOverMapYAML is ctlMapYAML after a failover of s1: 10.0.0.2 is
+// its primary, the old primary 10.0.0.1 is fenced.
+const ctlFailedOverMapYAML = `epoch: 1
+shards:
+  - {name: s1, primary: "10.0.0.2:5432", fenced: ["10.0.0.1:5432"]}
+  - {name: s2, primary: "10.0.0.3:5432", state: readonly}
+distributions:
+  - name: users
+    key_type: bigint
+    strategy: range
+    default_shard: s1
+    intervals:
+      - {lo: -inf, hi: 1000, shard: s1}
+      - {lo: 1000, hi: +inf, shard: s2}
+tables:
+  - {name: public.users, distribution: users, key: id}
+`
+
+// Re-applying the original map file after a failover is refused (exit 4,
+// nothing applied), naming the shard, the server and why; --force applies
+// it.
+func TestMapApplyUnsafeMap(t *testing.T) {
+	c := startCtlMeta(t, ctlFailedOverMapYAML, ctlTokenOpts)
+	file := ctlWriteFile(t, "original.yaml", ctlMapYAML)
+	r := c.cli(t, "map", "apply", "-f", file).want(t, exitRefused)
+	ctlWantContains(t, "stderr", r.stderr, "refused the map as unsafe; nothing was applied",
+		"shard s1: primary 10.0.0.1:5432 is fenced in the current map", "shards rejoin", "--force", "split brain")
+	dropped := ctlWriteFile(t, "dropped.yaml", strings.Replace(ctlFailedOverMapYAML, `, fenced: ["10.0.0.1:5432"]`, "", 1))
+	r = c.cli(t, "map", "apply", "-f", dropped).want(t, exitRefused)
+	ctlWantContains(t, "stderr", r.stderr, "shard s1: 10.0.0.1:5432 is fenced in the current map and the new map drops its fence")
+	if n := c.store.appliesCount(); n != 0 || c.store.Map().Epoch != 1 {
+		t.Fatalf("a refused map was applied: %d applies, epoch %d", n, c.store.Map().Epoch)
+	}
+
+	r = c.cli(t, "map", "apply", "-f", file, "--force", "--comment", "forced back").want(t, exitOK)
+	ctlWantContains(t, "stdout", r.stdout, "as epoch 2 (was 1)")
+	if p := c.store.Map().Map.Shard("s1").Primary.String(); p != "10.0.0.1:5432" {
+		t.Errorf("after --force the primary of s1 is %s", p)
+	}
+
+	r = runCtl(t, nil, "map", "apply", "--help").want(t, exitOK)
+	ctlWantContains(t, "help", r.stdout, "--force", "RISKS SPLIT BRAIN", "needs no epoch line", "exit 4")
+}
+
+// A map file without an epoch line is applied (the meta cluster assigns
+// the epoch), and map diff reads it too.
+func TestMapApplyWithoutEpoch(t *testing.T) {
+	c := startCtlMeta(t, ctlMapYAML, ctlTokenOpts)
+	noEpoch := strings.TrimPrefix(ctlChangedMapYAML, "epoch: 1\n")
+	if strings.Contains(noEpoch, "epoch") {
+		t.Fatal("the test map still has an epoch")
+	}
+	file := ctlWriteFile(t, "noepoch.yaml", noEpoch)
+	c.cli(t, "map", "diff", "-f", file).want(t, exitError) // they differ
+	r := c.cli(t, "map", "apply", "-f", file).want(t, exitOK)
+	ctlWantContains(t, "stdout", r.stdout, "as epoch 2 (was 1)")
+	if cur := c.store.Map(); cur.Epoch != 2 || cur.Map.Shard("s3") == nil {
+		t.Fatalf("after apply: epoch %d, %v", cur.Epoch, cur.Map)
+	}
+}

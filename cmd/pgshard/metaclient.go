@@ -280,6 +280,8 @@ func fieldNoun(field string) string {
 		return "the member ID"
 	case "raft_address":
 		return "the Raft address"
+	case "api_address":
+		return "--api-addr"
 	case "":
 		return "the request"
 	}

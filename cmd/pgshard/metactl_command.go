@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -57,9 +58,11 @@ func newMetaStatusCommand(stdout io.Writer) *cobra.Command {
 		Long: `Show the Raft group as the member that answers sees it: that member's state
 (leader, follower, candidate), the leader it knows, the term, its log indexes
 (last stored, committed, applied), the map epoch it has applied, and the
-members with their suffrage (voter, nonvoter, staging). With several --meta
-addresses, the first that answers is asked; give one address to ask a given
-member.`,
+members with their suffrage (voter, nonvoter, staging) and API addresses. With
+several --meta addresses, the first that answers is asked; give one address to
+ask a given member. A member's API address is the one it recorded while it led
+or that "pgshard meta join --api-addr" gave; for a member with neither, each
+--meta address is asked who it is.`,
 		Args:              usageArgs(cobra.NoArgs),
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE:              o.conn.runE(o.Run),
@@ -157,8 +160,61 @@ func (o *metaStatusOptions) Run(ctx context.Context) error {
 		if err != nil {
 			return o.conn.explain("read the member status", err)
 		}
-		return newPrinter(o.conn.output, o.stdout).print(statusToResult(st, time.Now()))
+		r := statusToResult(st, time.Now())
+		o.fillAPIAddresses(cctx, r)
+		return newPrinter(o.conn.output, o.stdout).print(r)
 	})
+}
+
+// fillAPIAddresses completes the API addresses the answering member does
+// not know (members that never led and joined without --api-addr): each
+// --meta address is asked, briefly and at the same time, which member it
+// is. A member that answers with no address, or an unspecified one
+// (0.0.0.0, ::), gets the address it was reached at.
+func (o *metaStatusOptions) fillAPIAddresses(ctx context.Context, r *metaStatusResult) {
+	missing := r.Leader.ID != "" && r.Leader.APIAddress == ""
+	for _, m := range r.Members {
+		missing = missing || m.APIAddress == ""
+	}
+	if !missing || len(o.conn.addrs) < 2 {
+		return
+	}
+	var mu sync.Mutex
+	found := make(map[string]string) // member ID -> API address
+	var wg sync.WaitGroup
+	for _, addr := range o.conn.addrs {
+		wg.Go(func() {
+			one := o.conn
+			one.addrs, one.timeout = []string{addr}, min(o.conn.timeout, 2*time.Second)
+			c, err := one.client()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			cctx, cancel := one.callContext(ctx, 0)
+			defer cancel()
+			st, err := c.MemberStatus(cctx)
+			if err != nil || st.ID == "" {
+				return
+			}
+			api := st.APIAddress
+			if host, _, err := net.SplitHostPort(api); err != nil || net.ParseIP(host).IsUnspecified() {
+				api = addr
+			}
+			mu.Lock()
+			found[st.ID] = api
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	for i := range r.Members {
+		if r.Members[i].APIAddress == "" {
+			r.Members[i].APIAddress = found[r.Members[i].ID]
+		}
+	}
+	if r.Leader.APIAddress == "" {
+		r.Leader.APIAddress = found[r.Leader.ID]
+	}
 }
 
 // --- meta join and remove
@@ -185,6 +241,7 @@ type metaJoinOptions struct {
 	conn     metaConnOptions
 	id       string
 	raftAddr string
+	apiAddr  string
 	stdout   io.Writer
 }
 
@@ -196,7 +253,9 @@ func newMetaJoinCommand(stdout io.Writer) *cobra.Command {
 		Long: `Add the member ID, whose Raft transport listens at RAFT_ADDR (host:port, as
 the other members reach it), to the meta cluster as a voter. Start the new
 member first ("pgshard meta run" without --bootstrap); the request goes to the
-leader. Joining a member that is already there with that address does nothing.`,
+leader. Joining a member that is already there with that address does nothing.
+--api-addr records the new member's API address (its --api-addr) at once, so
+that "pgshard meta status" and redirects name it before it ever leads.`,
 		Args:              usageArgs(cobra.ExactArgs(2)),
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -209,6 +268,8 @@ leader. Joining a member that is already there with that address does nothing.`,
 		},
 	}
 	o.conn.addFlags(cmd)
+	cmd.Flags().StringVar(&o.apiAddr, "api-addr", "", "the new member's API address (host:port, as clients reach it), recorded at once")
+	_ = cmd.RegisterFlagCompletionFunc("api-addr", cobra.NoFileCompletions)
 	return cmd
 }
 
@@ -223,12 +284,15 @@ func (o *metaJoinOptions) Validate() error {
 	if _, _, err := net.SplitHostPort(o.raftAddr); err != nil {
 		return usageError{fmt.Errorf("meta join: RAFT_ADDR %q is not host:port: %w", o.raftAddr, err)}
 	}
+	if _, _, err := net.SplitHostPort(o.apiAddr); o.apiAddr != "" && err != nil {
+		return usageError{fmt.Errorf("meta join: --api-addr %q is not host:port: %w", o.apiAddr, err)}
+	}
 	return nil
 }
 
 func (o *metaJoinOptions) Run(ctx context.Context) error {
 	return o.conn.withClient(ctx, func(cctx context.Context, c *metarpc.Client) error {
-		if err := c.JoinMember(cctx, o.id, o.raftAddr); err != nil {
+		if err := c.JoinMemberAt(cctx, o.id, o.raftAddr, o.apiAddr); err != nil {
 			return o.conn.explain("join member "+o.id, err)
 		}
 		return newPrinter(o.conn.output, o.stdout).print(&memberChangeResult{Action: "joined", ID: o.id, RaftAddress: o.raftAddr})

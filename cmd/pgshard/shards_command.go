@@ -153,12 +153,17 @@ func (r *shardsListResult) writeTable(w io.Writer) error {
 }
 
 // health is the HEALTH cell: up, down or unknown, and a warning when the
-// server's recovery state contradicts its role.
+// server's recovery state contradicts its role. A fenced server may be
+// either (a former primary, or a replica being rebuilt): it says which.
 func (e *endpointJSON) health() string {
 	if e.State != metarpc.StateUp {
 		return e.State
 	}
 	switch {
+	case e.Role == metarpc.RoleFenced && e.InRecovery:
+		return "up (in recovery)"
+	case e.Role == metarpc.RoleFenced:
+		return "up (not in recovery)"
 	case e.Role == metarpc.RolePrimary && e.InRecovery:
 		return "up (in recovery!)"
 	case e.Role != metarpc.RolePrimary && !e.InRecovery:

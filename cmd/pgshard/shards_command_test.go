@@ -48,6 +48,8 @@ func ctlHealth() []health.Status {
 		{Target: health.Target{Shard: "s1", Addr: "10.0.0.4:5432", Role: health.RoleReplica}, LastProbe: probed, Up: true, Observed: true,
 			InRecovery: true, LagKnown: true, LagBytes: 100, LagSeconds: math.Inf(1)},
 		{Target: health.Target{Shard: "s2", Addr: "10.0.0.3:5432", Role: health.RolePrimary}},
+		// The meta members' monitor probes fenced servers too.
+		{Target: health.Target{Shard: "s1", Addr: "10.0.0.9:5432", Role: health.RoleFenced}, LastProbe: probed, Up: true, Observed: true},
 	}
 }
 
@@ -83,7 +85,7 @@ func TestShardsListHealth(t *testing.T) {
 		"s1 10.0.0.1:5432 primary down - 2/3 unreachable",
 		"s1 10.0.0.2:5432 replica up 1.5 MiB, 2.5s 0/3 unreachable",
 		"s1 10.0.0.4:5432 replica up 100 B, no replay yet 1/3 unreachable",
-		"s1 10.0.0.9:5432 fenced unknown - 0/3 unreachable",
+		"s1 10.0.0.9:5432 fenced up (not in recovery) - 0/3 unreachable",
 		"s2 10.0.0.3:5432 primary unknown - 0/3 unreachable",
 	} {
 		if i >= len(endpoints) || strings.Join(strings.Fields(endpoints[i]), " ") != want {
@@ -117,7 +119,7 @@ func TestShardsListHealth(t *testing.T) {
 	if e := s1.Endpoints[2]; !e.LagKnown || e.LagBytes == nil || *e.LagBytes != 100 || e.LagSeconds != nil {
 		t.Errorf("json replica with an unbounded lag: %+v", e)
 	}
-	if e := s1.Endpoints[3]; e.Role != "fenced" || e.State != "unknown" {
+	if e := s1.Endpoints[3]; e.Role != "fenced" || e.State != "up" || e.InRecovery {
 		t.Errorf("json fenced: %+v", e)
 	}
 	if s2 := got.Shards[1]; s2.Switch != nil || len(s2.Fenced) != 0 || s2.Fenced == nil || s2.Endpoints[0].State != "unknown" {
@@ -135,7 +137,9 @@ func TestEndpointHealthCell(t *testing.T) {
 		{endpointJSON{Role: metarpc.RolePrimary, State: "up", InRecovery: true}, "up (in recovery!)"},
 		{endpointJSON{Role: metarpc.RoleReplica, State: "up", InRecovery: true}, "up"},
 		{endpointJSON{Role: metarpc.RoleReplica, State: "up"}, "up (not in recovery!)"},
-		{endpointJSON{Role: metarpc.RoleFenced, State: "up"}, "up (not in recovery!)"},
+		{endpointJSON{Role: metarpc.RoleFenced, State: "up"}, "up (not in recovery)"},
+		{endpointJSON{Role: metarpc.RoleFenced, State: "up", InRecovery: true}, "up (in recovery)"},
+		{endpointJSON{Role: metarpc.RoleFenced, State: "down"}, "down"},
 		{endpointJSON{Role: metarpc.RoleReplica, State: "down"}, "down"},
 	} {
 		if got := tc.e.health(); got != tc.want {

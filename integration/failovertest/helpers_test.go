@@ -39,7 +39,13 @@ type env struct {
 	client  *metarpc.Client
 	proxies []*testproxy.Proxy
 	dist    *shardmap.Distribution
+	// targets is where the load connects: the proxies, unless a test
+	// runs its own (proxy processes).
+	targets []target
 }
+
+// target is a proxy clients connect to.
+type target interface{ DSN(db string) string }
 
 // setup starts two shards of a primary and two replicas each (with
 // settings), a three-member meta cluster that fails over, the map, table
@@ -82,6 +88,7 @@ tables:
 	e := &env{pg: pg, meta: meta, client: client, dist: m.Distribution("acct")}
 	for i := range 2 {
 		e.proxies = append(e.proxies, e.startProxy(t, m, fmt.Sprintf("p%d", i+1)))
+		e.targets = append(e.targets, e.proxies[i])
 	}
 	return e
 }
@@ -142,7 +149,8 @@ type load struct {
 
 type loadError struct {
 	at    time.Time
-	shard int // -1 for reads
+	took  time.Duration // from the statement's start to the error
+	shard int           // -1 for reads
 	code  string
 	err   error
 }
@@ -157,11 +165,11 @@ func (e *env) startLoad(t *testing.T, writersPerShard int) *load {
 	for shard := range 2 {
 		for range writersPerShard {
 			w++
-			px, id := e.proxies[w%len(e.proxies)], w
+			px, id := e.targets[w%len(e.targets)], w
 			l.wg.Go(func() { l.writer(ctx, t, px, id, shard) })
 		}
 	}
-	for _, px := range e.proxies {
+	for _, px := range e.targets {
 		l.wg.Go(func() { l.reader(ctx, t, px) })
 	}
 	return l
@@ -174,7 +182,7 @@ func (l *load) stop() {
 }
 
 // dial connects to the proxy, retrying while ctx lasts.
-func dial(ctx context.Context, px *testproxy.Proxy) (*pgx.Conn, error) {
+func dial(ctx context.Context, px target) (*pgx.Conn, error) {
 	for {
 		c, err := pgx.Connect(ctx, px.DSN(""))
 		if err == nil || ctx.Err() != nil {
@@ -184,7 +192,7 @@ func dial(ctx context.Context, px *testproxy.Proxy) (*pgx.Conn, error) {
 	}
 }
 
-func (l *load) writer(ctx context.Context, t *testing.T, px *testproxy.Proxy, w, shard int) {
+func (l *load) writer(ctx context.Context, t *testing.T, px target, w, shard int) {
 	var c *pgx.Conn
 	defer func() {
 		if c != nil {
@@ -210,6 +218,7 @@ func (l *load) writer(ctx context.Context, t *testing.T, px *testproxy.Proxy, w,
 			}
 		}
 		qctx, qcancel := context.WithTimeout(ctx, 20*time.Second)
+		start := time.Now()
 		_, err := c.Exec(qctx, "INSERT INTO acct (id, writer) VALUES ($1, $2)", id, w)
 		qcancel()
 		now := time.Now()
@@ -219,7 +228,7 @@ func (l *load) writer(ctx context.Context, t *testing.T, px *testproxy.Proxy, w,
 			l.acked[shard] = append(l.acked[shard], id)
 			l.ackAt[shard] = append(l.ackAt[shard], now)
 		} else if ctx.Err() == nil {
-			l.errs = append(l.errs, loadError{at: now, shard: shard, code: code(err), err: err})
+			l.errs = append(l.errs, loadError{at: now, took: now.Sub(start), shard: shard, code: code(err), err: err})
 		}
 		l.mu.Unlock()
 		if err != nil {
@@ -228,7 +237,7 @@ func (l *load) writer(ctx context.Context, t *testing.T, px *testproxy.Proxy, w,
 	}
 }
 
-func (l *load) reader(ctx context.Context, t *testing.T, px *testproxy.Proxy) {
+func (l *load) reader(ctx context.Context, t *testing.T, px target) {
 	var c *pgx.Conn
 	defer func() {
 		if c != nil {
@@ -378,4 +387,83 @@ func (e *env) waitMap(t *testing.T, timeout time.Duration, what string, cond fun
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// ackedWrite is one acknowledged write of the load.
+type ackedWrite struct {
+	shard int
+	id    int64
+	at    time.Time // when the client saw it commit
+}
+
+// missing returns the acknowledged writes that are not on their shard's
+// primary in m.
+func (l *load) missing(t *testing.T, m *shardmap.Map) []ackedWrite {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []ackedWrite
+	for shard := range 2 {
+		primary := l.env.server(m.Shard(fmt.Sprintf("s%d", shard)).Primary.String())
+		present := idsOn(t, ctx, primary, l.acked[shard])
+		for i, id := range l.acked[shard] {
+			if !present[id] {
+				out = append(out, ackedWrite{shard: shard, id: id, at: l.ackAt[shard][i]})
+			}
+		}
+	}
+	return out
+}
+
+// idsOn returns which of ids are rows of acct on s.
+func idsOn(t *testing.T, ctx context.Context, s *pgcluster.Server, ids []int64) map[int64]bool {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, s.SuperDSN("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, "SELECT id FROM acct WHERE id = ANY($1)", ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(map[int64]bool, len(found))
+	for _, id := range found {
+		out[id] = true
+	}
+	return out
+}
+
+// waitRefusesWrites waits until a direct write on s (not through a proxy)
+// fails with 25006: the server itself refuses writes (fenced).
+func waitRefusesWrites(t *testing.T, s *pgcluster.Server, timeout time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var last error
+	for time.Since(start) < timeout {
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		conn, err := pgx.Connect(ctx, s.SuperDSN("postgres"))
+		if err == nil {
+			_, err = conn.Exec(ctx, "INSERT INTO acct (id, writer) VALUES ($1, -1)", -time.Now().UnixNano())
+			_ = conn.Close(ctx)
+			if code(err) == "25006" {
+				cancel()
+				return time.Since(start)
+			}
+			if err == nil {
+				err = errors.New("the write succeeded")
+			}
+		}
+		cancel()
+		last = err
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("the fenced server %s still takes direct writes %s on: %v", s.Addr(), timeout, last)
+	return 0
 }

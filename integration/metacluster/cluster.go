@@ -119,7 +119,7 @@ func Start(t testing.TB, bin string, opts ...Option) *Cluster {
 		if err := m.start(ctx, false); err != nil {
 			t.Fatal(err)
 		}
-		if err := joiner.JoinMember(ctx, m.ID, m.RaftAddr); err != nil {
+		if err := joiner.JoinMemberAt(ctx, m.ID, m.RaftAddr, m.APIAddr); err != nil {
 			t.Fatalf("metacluster: join %s at %s: %v", m.ID, m.RaftAddr, err)
 		}
 	}

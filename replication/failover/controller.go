@@ -3,6 +3,7 @@ package failover
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -20,6 +21,8 @@ const (
 	DefaultActionTimeout = 30 * time.Second
 	// DefaultReplicaCheckInterval is Config.ReplicaCheckInterval's default.
 	DefaultReplicaCheckInterval = 2 * time.Second
+	// DefaultFenceCheckInterval is Config.FenceCheckInterval's default.
+	DefaultFenceCheckInterval = 2 * time.Second
 )
 
 // Config configures a [Controller].
@@ -57,6 +60,14 @@ type Config struct {
 	// failover, or that a DBA pointed elsewhere). 0 means
 	// DefaultReplicaCheckInterval; negative: never.
 	ReplicaCheckInterval time.Duration
+	// FenceCheckInterval is how often the leader checks every server the
+	// map fences (each shard's Fenced, and the old primary of a failover
+	// past its fence step) and fences again one that is reachable and
+	// writable — a former primary restarted after its failover keeps no
+	// fence that it was never given, or lost. A fenced server stays
+	// fenced until pgshard shards rejoin rebuilds it. 0 means
+	// DefaultFenceCheckInterval; negative: never.
+	FenceCheckInterval time.Duration
 
 	// Logger receives the controller's logs. nil means slog.Default().
 	Logger *slog.Logger
@@ -90,6 +101,10 @@ type Controller struct {
 	// failed repoints in a row.
 	notStreaming map[string]time.Time
 	repointFails map[string]int
+	// lastFenceCheck is when tick last checked the fenced servers (only
+	// the Run goroutine touches it); fencing says a check runs.
+	lastFenceCheck time.Time
+	fencing        bool
 
 	// term is cancelled when this member stops leading (or Run ends);
 	// workers started by Run use it. Only the Run goroutine touches it.
@@ -128,6 +143,9 @@ func New(cfg Config) (*Controller, error) {
 	}
 	if cfg.ReplicaCheckInterval == 0 {
 		cfg.ReplicaCheckInterval = DefaultReplicaCheckInterval
+	}
+	if cfg.FenceCheckInterval == 0 {
+		cfg.FenceCheckInterval = DefaultFenceCheckInterval
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -249,6 +267,10 @@ func (c *Controller) tick(ctx context.Context) {
 			healthy[ch.shard] = true
 		}
 	}
+	if c.cfg.FenceCheckInterval > 0 && start.Sub(c.lastFenceCheck) >= c.cfg.FenceCheckInterval {
+		c.lastFenceCheck = start
+		c.superviseFences(m)
+	}
 	if c.cfg.ReplicaCheckInterval > 0 && start.Sub(c.lastReplicaCheck) >= c.cfg.ReplicaCheckInterval {
 		c.lastReplicaCheck = start
 		for i := range m.Shards {
@@ -322,6 +344,97 @@ func (c *Controller) superviseReplicas(sh shardmap.Shard) {
 			if fails >= maxRepointFails {
 				c.fenceReplica(ctx, sh.Name, r, err)
 			}
+		}
+	}()
+}
+
+// fencedTarget is a server the map fences, with its shard.
+type fencedTarget struct{ shard, addr string }
+
+// fencedServers lists the servers of m that must not take writes: each
+// shard's Fenced, and the old primary of a failover that got past its
+// fence step (it is fenced once the new primary is committed), unless
+// stuck says the workflow gave up on that shard's switch (it is left to a
+// DBA, untouched).
+func fencedServers(m *shardmap.Map, stuck func(shard string) bool) []fencedTarget {
+	var out []fencedTarget
+	seen := make(map[string]bool)
+	add := func(shard string, e shardmap.Endpoint) {
+		if a := e.String(); !seen[a] {
+			seen[a] = true
+			out = append(out, fencedTarget{shard, a})
+		}
+	}
+	for _, s := range m.Shards {
+		for _, f := range s.Fenced {
+			add(s.Name, f)
+		}
+		// Only a switch the workflow can drive: one it must refuse
+		// (promoteStep) is left to a DBA, untouched.
+		if sw := s.Switch; sw != nil && sw.Kind == shardmap.Failover && sw.Step == StepPromote &&
+			slices.Contains(s.Replicas, sw.To) && !stuck(s.Name) {
+			add(s.Name, sw.From)
+		}
+	}
+	return out
+}
+
+// superviseFences checks, in the background, every server the map fences
+// and fences again (Admin.Fence) one that answers as a writable primary:
+// not in recovery, default_transaction_read_only off. A server that is
+// down, in recovery or already read-only costs one probe. At most one
+// such check runs at a time; it does not claim the shards, so failovers
+// are not delayed.
+func (c *Controller) superviseFences(m *shardmap.Map) {
+	targets := fencedServers(m, func(shard string) bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		at, stuck := c.stuck[shard]
+		return stuck && at == m.Epoch
+	})
+	if len(targets) == 0 {
+		return
+	}
+	c.mu.Lock()
+	if c.fencing {
+		c.mu.Unlock()
+		return
+	}
+	c.fencing = true
+	c.mu.Unlock()
+	ctx := c.term
+	c.workers.Add(1)
+	go func() {
+		defer c.workers.Done()
+		defer func() {
+			c.mu.Lock()
+			c.fencing = false
+			c.mu.Unlock()
+		}()
+		checks := make([]check, len(targets))
+		for i, t := range targets {
+			checks[i] = check{shard: t.shard, addr: t.addr}
+		}
+		c.probeAll(ctx, checks)
+		for _, ch := range checks {
+			if ch.err != nil || ch.state.InRecovery || ch.state.ReadOnly || ctx.Err() != nil {
+				continue
+			}
+			fctx, cancel := context.WithTimeout(ctx, 2*c.cfg.CheckInterval)
+			err := c.cfg.Admin.Fence(fctx, ch.addr)
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				// emit logs it (repeats quietly).
+				err = fmt.Errorf("fence %s again: %w", ch.addr, err)
+			} else {
+				c.log.Warn("failover: a fenced server was up and writable; fenced it again (read-only default, its sessions terminated)",
+					"shard", ch.shard, "addr", ch.addr)
+			}
+			c.emit(Event{Shard: ch.shard, Step: EventRefence, Addr: ch.addr, Err: err,
+				Detail: "the map fences it, but it answered as a writable primary"})
 		}
 	}()
 }

@@ -52,6 +52,10 @@ const (
 	// EventFenceReplica: a replica (Addr) whose repoints kept failing was
 	// moved to Fenced (it cannot follow its primary).
 	EventFenceReplica = "fence-replica"
+	// EventRefence: a server the map fences (Addr) was found reachable
+	// and writable (not in recovery, default_transaction_read_only off),
+	// and Admin.Fence was called on it again (Err if that failed).
+	EventRefence = "refence"
 )
 
 // Event is one step of a failover or switchover, for logs, metrics and

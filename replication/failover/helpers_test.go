@@ -285,7 +285,7 @@ func (a *fakeAdmin) State(ctx context.Context, addr string) (ServerState, error)
 	if s.inRecovery {
 		return ServerState{InRecovery: true, ReplayLSN: s.lsn, Upstream: s.upstream}, nil
 	}
-	return ServerState{CurrentLSN: s.lsn}, nil
+	return ServerState{CurrentLSN: s.lsn, ReadOnly: s.fenced || s.quiesced}, nil
 }
 
 func (a *fakeAdmin) Promote(ctx context.Context, addr string) error {

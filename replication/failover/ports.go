@@ -20,6 +20,9 @@ type ServerState struct {
 	// Upstream is the host:port a replica streams from now, "" when it
 	// is not streaming (or is a primary).
 	Upstream string
+	// ReadOnly is default_transaction_read_only as a new session gets it:
+	// true on a server that Fence (or Quiesce) made read-only.
+	ReadOnly bool
 }
 
 // Admin acts on the PostgreSQL servers of a shard. Every method is
@@ -44,7 +47,9 @@ type Admin interface {
 	// returns an LSN that every committed write is at or before.
 	Quiesce(ctx context.Context, addr string, grace time.Duration) (health.LSN, error)
 	// Fence makes a former primary read-only and terminates its sessions,
-	// if it can be reached. The controller treats it as best effort.
+	// if it can be reached. The controller treats it as best effort in a
+	// failover, and calls it again on every fenced server of the map that
+	// it finds writable (Config.FenceCheckInterval).
 	Fence(ctx context.Context, addr string) error
 }
 

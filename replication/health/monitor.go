@@ -17,6 +17,9 @@ import (
 const (
 	RolePrimary = "primary"
 	RoleReplica = "replica"
+	// RoleFenced is a server the map fences (TargetsWithFenced): probed
+	// for its health only; it gets no traffic.
+	RoleFenced = "fenced"
 )
 
 // DefaultInterval is the probe interval when [Config.Interval] is 0.
@@ -30,7 +33,7 @@ const applicationName = "pgshard-health"
 type Target struct {
 	Shard string // name of the shard in the map
 	Addr  string // host:port
-	Role  string // RolePrimary or RoleReplica, as the shard map says
+	Role  string // RolePrimary, RoleReplica or RoleFenced, as the shard map says
 }
 
 // TargetsFromMap lists the primary and the replicas of every shard of m.
@@ -43,6 +46,22 @@ func TargetsFromMap(m *shardmap.Map) []Target {
 		ts = append(ts, Target{Shard: s.Name, Addr: s.Primary.String(), Role: RolePrimary})
 		for _, r := range s.Replicas {
 			ts = append(ts, Target{Shard: s.Name, Addr: r.String(), Role: RoleReplica})
+		}
+	}
+	return ts
+}
+
+// TargetsWithFenced is TargetsFromMap plus the fenced servers of every
+// shard (RoleFenced), so that their real health is known: the meta
+// members' monitor, whose view pgshard shards list shows.
+func TargetsWithFenced(m *shardmap.Map) []Target {
+	ts := TargetsFromMap(m)
+	if m == nil {
+		return ts
+	}
+	for _, s := range m.Shards {
+		for _, f := range s.Fenced {
+			ts = append(ts, Target{Shard: s.Name, Addr: f.String(), Role: RoleFenced})
 		}
 	}
 	return ts

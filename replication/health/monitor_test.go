@@ -40,6 +40,17 @@ func TestTargetsFromMap(t *testing.T) {
 	if got != want {
 		t.Errorf("TargetsFromMap = %s, want %s", got, want)
 	}
+	// The proxies' monitor does not probe fenced servers; the meta
+	// members' does (TargetsWithFenced), after the others.
+	m.Shards[1].Fenced = []shardmap.Endpoint{{Host: "10.0.1.9", Port: 5432}}
+	if got := fmt.Sprint(TargetsFromMap(m)); got != want {
+		t.Errorf("TargetsFromMap with a fenced server = %s, want %s", got, want)
+	}
+	got = fmt.Sprint(TargetsWithFenced(m))
+	want = want[:len(want)-1] + " {s1 10.0.1.9:5432 fenced}]"
+	if got != want {
+		t.Errorf("TargetsWithFenced = %s, want %s", got, want)
+	}
 }
 
 // TestUnreachableTargetsFollowTheMap checks failure counting, following a

@@ -81,10 +81,13 @@ func (m *Monitor) Snapshot() []Status {
 	return out
 }
 
-// roleOrder sorts primaries first.
+// roleOrder sorts primaries first, fenced servers last.
 func roleOrder(role string) int {
-	if role == RolePrimary {
+	switch role {
+	case RolePrimary:
 		return 0
+	case RoleFenced:
+		return 2
 	}
 	return 1
 }

@@ -119,6 +119,12 @@ func TestRebuildRewind(t *testing.T) {
 	}
 	writeSync(t, p, "INSERT INTO t SELECT g, 'diverged' FROM generate_series(1001, 2000) g")
 	writeSync(t, r, "INSERT INTO t SELECT g, 'after' FROM generate_series(101, 200) g")
+	// Fenced, as the meta leader does to a former primary: the rebuilt
+	// replica must not keep the read-only default (checkStandbyConfig),
+	// or it would stay read-only once promoted.
+	if err := a.Fence(ctx, p.Addr()); err != nil {
+		t.Fatal(err)
+	}
 	if err := p.Kill(); err != nil {
 		t.Fatal(err)
 	}

@@ -26,8 +26,44 @@ type acc struct {
 }
 
 type group struct {
-	keys [][]byte // by shard column: the group-by values as first seen
-	accs []acc    // by shard column
+	keys [][]byte   // by shard column: the group-by values as first seen
+	accs []acc      // by shard column
+	avgs []avgState // by Merger.floatAvgs
+}
+
+// floatAvg is an avg over double precision: its sum and count columns.
+type floatAvg struct{ sum, count int }
+
+// avgState combines the shards' (count, sum) of a double precision avg
+// as PostgreSQL's float8_combine does, to raise its overflow error
+// (22003) when the sum of squared differences between the shards' means
+// overflows. (Each shard raises the error for its own rows: the planner
+// asks it for avg too.)
+type avgState struct {
+	n, sx, sxx float64
+}
+
+func (s *avgState) combine(n2, sx2 float64) error {
+	if n2 == 0 {
+		return nil
+	}
+	if s.n == 0 {
+		s.n, s.sx = n2, sx2
+		return nil
+	}
+	if !math.IsInf(s.sx, 0) && !math.IsNaN(s.sx) && !math.IsInf(sx2, 0) && !math.IsNaN(sx2) {
+		d := s.sx/s.n - sx2/n2
+		sxx := s.sxx + s.n*n2*d*d/(s.n+n2)
+		if math.IsInf(sxx, 0) && !math.IsInf(s.sxx, 0) {
+			return fmt.Errorf("%w: overflow", ErrOutOfRange)
+		}
+		s.sxx = sxx
+	} else {
+		s.sxx = math.NaN() // an infinite input: PostgreSQL gives up on the sums of squares too
+	}
+	s.n += n2
+	s.sx += sx2
+	return nil
 }
 
 // finalRow is one row of the client's result, owned by the merger.
@@ -199,13 +235,28 @@ func (m *Merger) groupRows(sources []Source, mem *budget) ([]*finalRow, error) {
 			if err := mem.take(len(key) + 200*len(aggCols)); err != nil {
 				return err
 			}
-			g = &group{keys: r.vals, accs: make([]acc, len(m.in))}
+			g = &group{keys: r.vals, accs: make([]acc, len(m.in)), avgs: make([]avgState, len(m.floatAvgs))}
 			index[string(key)] = g
 			groups = append(groups, g)
 		}
 		for _, c := range aggCols {
 			if err := m.accumulate(&g.accs[c], c, vals[c], &tmp, mem); err != nil {
 				return fmt.Errorf("column %q: %w", m.in[c].Name, err)
+			}
+		}
+		for k, fa := range m.floatAvgs {
+			if vals[fa.sum] == nil {
+				continue
+			}
+			var n value
+			if err := decodeValue(m.inKind[fa.count], m.in[fa.count].Format, vals[fa.count], &n); err != nil {
+				return fmt.Errorf("column %q: %w", m.in[fa.count].Name, err)
+			}
+			if err := decodeValue(m.inKind[fa.sum], m.in[fa.sum].Format, vals[fa.sum], &tmp); err != nil {
+				return fmt.Errorf("column %q: %w", m.in[fa.sum].Name, err)
+			}
+			if err := g.avgs[k].combine(float64(n.i), tmp.f); err != nil {
+				return fmt.Errorf("column %q: %w", m.in[fa.sum].Name, err)
 			}
 		}
 		return nil
@@ -277,6 +328,9 @@ func (m *Merger) computed(j int) bool {
 // accumulate folds one shard value into a.
 func (m *Merger) accumulate(a *acc, col int, raw []byte, tmp *value, mem *budget) error {
 	how, k, format := m.spec.Combine[col], m.inKind[col], m.in[col].Format
+	if how == CombineCheck {
+		return nil
+	}
 	if raw == nil {
 		if how == CombineCount {
 			return fmt.Errorf("%w: NULL count", ErrMalformed)
@@ -332,6 +386,14 @@ func (m *Merger) accumulate(a *acc, col int, raw []byte, tmp *value, mem *budget
 		}
 	case CombineBoolOr:
 		a.i |= tmp.i
+	case CombineFloatDigits:
+		if first {
+			n, err := strconv.Atoi(string(raw))
+			if err != nil {
+				return fmt.Errorf("%w: extra_float_digits %q", ErrMalformed, raw)
+			}
+			a.i = int64(n)
+		}
 	}
 	return nil
 }
@@ -361,7 +423,7 @@ func (m *Merger) finalValue(dst []byte, j int, g *group) (_ []byte, null bool, e
 		}
 		switch m.inKind[fc.Source] {
 		case kindFloat4, kindFloat8:
-			return appendFloat(dst, a.f/float64(n), 64, binaryFmt), false, nil
+			return appendFloat(dst, a.f/float64(n), 64, binaryFmt, m.floatDigits(g)), false, nil
 		}
 		var sum, cnt, q decimal
 		if m.inKind[fc.Source] == kindInt {
@@ -391,9 +453,9 @@ func (m *Merger) finalValue(dst []byte, j int, g *group) (_ []byte, null bool, e
 			if math.IsInf(float64(f32), 0) && !math.IsInf(a.f, 0) {
 				return dst, false, fmt.Errorf("%w: overflow", ErrOutOfRange)
 			}
-			return appendFloat(dst, float64(f32), 32, binaryFmt), false, nil
+			return appendFloat(dst, float64(f32), 32, binaryFmt, m.floatDigits(g)), false, nil
 		default:
-			return appendFloat(dst, a.f, 64, binaryFmt), false, nil
+			return appendFloat(dst, a.f, 64, binaryFmt, m.floatDigits(g)), false, nil
 		}
 	case CombineBoolAnd, CombineBoolOr:
 		if !a.seen {
@@ -411,6 +473,15 @@ func (m *Merger) finalValue(dst []byte, j int, g *group) (_ []byte, null bool, e
 	return dst, true, nil
 }
 
+// floatDigits is the session's extra_float_digits for group g, as the
+// shards report it; 1 (PostgreSQL's default) when the plan does not ask.
+func (m *Merger) floatDigits(g *group) int {
+	if m.floatDigitsCol < 0 || !g.accs[m.floatDigitsCol].seen {
+		return 1
+	}
+	return int(g.accs[m.floatDigitsCol].i)
+}
+
 func appendInt8(dst []byte, v int64, binaryFmt bool) []byte {
 	if binaryFmt {
 		return binary.BigEndian.AppendUint64(dst, uint64(v))
@@ -425,10 +496,10 @@ func appendNumeric(dst []byte, d *decimal, binaryFmt bool) []byte {
 	return d.appendText(dst)
 }
 
-func appendFloat(dst []byte, f float64, bitSize int, binaryFmt bool) []byte {
+func appendFloat(dst []byte, f float64, bitSize int, binaryFmt bool, floatDigits int) []byte {
 	switch {
 	case !binaryFmt:
-		return appendFloatText(dst, f, bitSize)
+		return appendFloatDigits(dst, f, bitSize, floatDigits)
 	case bitSize == 32:
 		return binary.BigEndian.AppendUint32(dst, math.Float32bits(float32(f)))
 	}

@@ -278,6 +278,65 @@ func TestMergeTable(t *testing.T) {
 			wantErr: ErrUnsupported,
 		},
 		{
+			name:    "avg of real is refused (PostgreSQL averages it in double precision)",
+			cols:    []col{cInt8, {"r", oidFloat4, 0}},
+			spec:    Spec{Combine: []Combine{CombineCount, CombineSum}, Final: []FinalColumn{{Kind: FinalAvg, Source: 1, CountSource: 0}}, Limit: all},
+			wantErr: ErrUnsupported,
+		},
+		{
+			name:    "avg over double precision raises PostgreSQL's overflow when the shards' means are too far apart",
+			cols:    []col{cInt8, cFloat},
+			spec:    Spec{Combine: []Combine{CombineCount, CombineSum}, Final: []FinalColumn{{Kind: FinalAvg, Source: 1, CountSource: 0}}, Limit: all},
+			shards:  [][][]byte{rows(r("2", "2e200")), rows(r("1", "-1e200"))},
+			wantErr: ErrOutOfRange,
+		},
+		{
+			name:   "avg over double precision with an infinite input does not overflow",
+			cols:   []col{cInt8, cFloat},
+			spec:   Spec{Combine: []Combine{CombineCount, CombineSum}, Final: []FinalColumn{{Kind: FinalAvg, Source: 1, CountSource: 0}}, Limit: all},
+			shards: [][][]byte{rows(r("2", "Infinity")), rows(r("1", "-1e200")), rows(r("0", nil))},
+			want:   [][]string{{"Infinity"}},
+		},
+		{
+			name:   "avg over double precision of close means",
+			cols:   []col{cInt8, cFloat},
+			spec:   Spec{Combine: []Combine{CombineCount, CombineSum}, Final: []FinalColumn{{Kind: FinalAvg, Source: 1, CountSource: 0}}, Limit: all},
+			shards: [][][]byte{rows(r("2", "2e200")), rows(r("1", "1e200")), rows(r("0", nil))},
+			want:   [][]string{{"1e+200"}},
+		},
+		{
+			name: "a check column is neither merged nor a group key",
+			cols: []col{cText, cInt8, cFloat, cFloat},
+			spec: Spec{Combine: []Combine{CombineNone, CombineCount, CombineSum, CombineCheck},
+				Final: []FinalColumn{{Source: 0}, {Kind: FinalAvg, Source: 2, CountSource: 1}}, Limit: all},
+			shards: [][][]byte{rows(r("a", "2", "3", "1.5")), rows(r("a", "1", "3", "3"))},
+			want:   [][]string{{"a", "2"}},
+		},
+		{
+			name: "float text follows extra_float_digits = 0 (%.15g, %.6g for real)",
+			cols: []col{cInt8, cFloat, {"r", oidFloat4, 0}, {"efd", oidText, 0}},
+			spec: Spec{Combine: []Combine{CombineCount, CombineSum, CombineSum, CombineFloatDigits},
+				Final: []FinalColumn{{Source: 1}, {Kind: FinalAvg, Source: 1, CountSource: 0}, {Source: 2}}, Limit: all},
+			shards: [][][]byte{rows(r("2", "0.1", "0.1", "0")), rows(r("1", "0.2", "1234567", "0"))},
+			want:   [][]string{{"0.3", "0.1", "1.23457e+06"}},
+		},
+		{
+			name: "float text follows extra_float_digits = -13",
+			cols: []col{cInt8, cFloat, {"efd", oidText, 0}},
+			spec: Spec{Combine: []Combine{CombineCount, CombineSum, CombineFloatDigits},
+				Final: []FinalColumn{{Source: 1}, {Kind: FinalAvg, Source: 1, CountSource: 0}}, Limit: all},
+			shards: [][][]byte{rows(r("2", "123.5", "-13")), rows(r("1", "0.0001", "-13"))},
+			want:   [][]string{{"1.2e+02", "41"}},
+		},
+		{
+			name: "float text follows extra_float_digits = 3 (shortest)",
+			cols: []col{cInt8, cFloat, {"efd", oidText, 0}},
+			spec: Spec{Combine: []Combine{CombineCount, CombineSum, CombineFloatDigits},
+				Final: []FinalColumn{{Source: 1}}, Limit: all},
+			shards: [][][]byte{rows(r("2", "0.1", "3")), rows(r("1", "0.2", "3"))},
+			want:   [][]string{{"0.30000000000000004"}},
+		},
+		{
 			name:    "a short DataRow is malformed",
 			cols:    []col{cText, cText},
 			spec:    Spec{OrderBy: []SortKey{{Column: 0}}, Limit: all},
@@ -305,7 +364,7 @@ func TestMergeTable(t *testing.T) {
 }
 
 func TestRowDescriptionTypes(t *testing.T) {
-	desc := rowDesc(t, col{"g", oidVarchar, 0}, col{"count", oidInt8, 0}, col{"sum", oidInt4, 1}, col{"sum", oidNumeric, 0}, col{"sum", oidFloat4, 0}, col{"min", oidText, 0})
+	desc := rowDesc(t, col{"g", oidVarchar, 0}, col{"count", oidInt8, 0}, col{"sum", oidInt4, 1}, col{"sum", oidNumeric, 0}, col{"sum", oidFloat8, 0}, col{"min", oidText, 0})
 	m, err := New(&Spec{
 		Combine: []Combine{CombineNone, CombineCount, CombineSum, CombineSum, CombineSum, CombineMin},
 		Final: []FinalColumn{{Source: 0, Name: "grp"}, {Source: 1}, {Source: 2}, {Kind: FinalAvg, Source: 3, CountSource: 1, Name: "avg"},
@@ -369,6 +428,55 @@ func TestCheckRowDescriptions(t *testing.T) {
 				t.Fatalf("err = %v, want it to contain %q", err, tt.msg)
 			}
 		})
+	}
+}
+
+// TestCheckTextOrderMinMax: min/max of text compare bytes, which is the
+// database's order only under "C", unless the argument is COLLATE "C".
+func TestCheckTextOrderMinMax(t *testing.T) {
+	desc := rowDesc(t, cText, cText, cInt8)
+	spec := &Spec{Combine: []Combine{CombineMin, CombineMax, CombineMax}, Limit: -1}
+	m, err := New(spec, desc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.CheckTextOrder(true); err != nil {
+		t.Fatalf("byte order database: %v", err)
+	}
+	var ue *UnsupportedError
+	if err := m.CheckTextOrder(false); !errors.As(err, &ue) || ue.Op != "compute min/max of" {
+		t.Fatalf("other collation: err = %v", err)
+	}
+	spec.ByteOrder = []bool{true, true, false}
+	if m, err = New(spec, desc); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.CheckTextOrder(false); err != nil {
+		t.Fatalf("COLLATE \"C\" arguments: %v", err)
+	}
+	if !spec.Compares() || (&Spec{Combine: []Combine{CombineSum}}).Compares() {
+		t.Error("Compares: min/max compare, sum does not")
+	}
+}
+
+func TestFloatDigits(t *testing.T) {
+	tests := []struct {
+		f    float64
+		bits int
+		efd  int
+		want string
+	}{
+		{0.30000000000000004, 64, 1, "0.30000000000000004"}, {0.30000000000000004, 64, 0, "0.3"}, {1e15, 64, 0, "1e+15"},
+		{123456789012345, 64, 0, "123456789012345"}, {1234567890123456, 64, 0, "1.23456789012346e+15"},
+		{0.0001, 64, 0, "0.0001"}, {0.00001234, 64, 0, "1.234e-05"}, {2.5, 64, -15, "2"}, {3.5, 64, -14, "4"},
+		{float64(float32(0.1)), 32, 0, "0.1"}, {1234567, 32, 0, "1.23457e+06"}, {123456, 32, 0, "123456"},
+		{math.Inf(1), 64, 0, "Infinity"}, {math.NaN(), 32, -3, "NaN"}, {math.Copysign(0, -1), 64, 0, "-0"},
+		{1e300 * 10, 64, -2, "1e+301"}, {-1.5e-300, 64, 0, "-1.5e-300"},
+	}
+	for _, tt := range tests {
+		if got := string(appendFloatDigits(nil, tt.f, tt.bits, tt.efd)); got != tt.want {
+			t.Errorf("appendFloatDigits(%v, %d, %d) = %q, want %q", tt.f, tt.bits, tt.efd, got, tt.want)
+		}
 	}
 }
 

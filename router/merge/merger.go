@@ -55,7 +55,10 @@ type Merger struct {
 	outKind     []kind
 	visible     []int // indexes of the final columns sent to the client
 	aggregating bool  // Spec.Group, or some Combine entry is not CombineNone
-	identity    bool  // final columns are the shard columns unchanged
+	// floatDigitsCol is the CombineFloatDigits column, or -1.
+	floatDigitsCol int
+	floatAvgs      []floatAvg // avg over double precision (overflow check)
+	identity       bool       // final columns are the shard columns unchanged
 }
 
 // Source yields one shard's rows in the order the shard sent them.
@@ -77,7 +80,7 @@ func New(spec *Spec, desc []byte) (*Merger, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Merger{spec: *spec, in: in, inKind: make([]kind, len(in))}
+	m := &Merger{spec: *spec, in: in, inKind: make([]kind, len(in)), floatDigitsCol: -1}
 	for i := range in {
 		m.inKind[i] = kindOf(in[i].DataTypeOID)
 	}
@@ -128,6 +131,12 @@ func (m *Merger) checkCombine() error {
 			if k != kindBool {
 				return fmt.Errorf("%w: bool_and/bool_or column %q has type %s", ErrInvalidSpec, f.Name, TypeName(f.DataTypeOID))
 			}
+		case CombineCheck:
+		case CombineFloatDigits:
+			if k != kindText {
+				return fmt.Errorf("%w: extra_float_digits column %q has type %s", ErrInvalidSpec, f.Name, TypeName(f.DataTypeOID))
+			}
+			m.floatDigitsCol = i
 		default:
 			return fmt.Errorf("%w: unknown Combine %d", ErrInvalidSpec, how)
 		}
@@ -190,8 +199,14 @@ func (m *Merger) buildFinal() error {
 			if m.combine(fc.Source) != CombineSum || m.combine(fc.CountSource) != CombineCount {
 				return fmt.Errorf("%w: avg column %d needs a sum column and a count column", ErrInvalidSpec, j)
 			}
-			if k := m.inKind[fc.Source]; k == kindFloat4 || k == kindFloat8 {
+			if k := m.inKind[fc.Source]; k == kindFloat4 {
+				// PostgreSQL averages real values in double precision;
+				// the shards' sums of real are rounded to real.
+				return &UnsupportedError{Op: "average", Column: string(src.Name),
+					Type: "real (PostgreSQL averages it in double precision: use avg(x::float8), which gives the same value)"}
+			} else if k == kindFloat8 {
 				f = aggregateField(src.Name, oidFloat8, 8, src.Format)
+				m.floatAvgs = append(m.floatAvgs, floatAvg{sum: fc.Source, count: fc.CountSource})
 			} else {
 				f = aggregateField(src.Name, oidNumeric, -1, src.Format)
 			}
@@ -334,7 +349,8 @@ func nextRow(src Source) ([]byte, error) {
 }
 
 // CheckTextOrder refuses (with an *UnsupportedError) a merge that sorts
-// by a text column in an order other than bytes: the merge compares text
+// by a text column, or computes min/max of one, in an order other than
+// bytes: the merge compares text
 // bytewise, which is the database's order only when its collation is "C"
 // (byteOrder true) or the key says COLLATE "C". bpchar and name sort
 // as PostgreSQL's name/bpchar do under "C" too, so they are checked alike
@@ -348,6 +364,16 @@ func (m *Merger) CheckTextOrder(byteOrder bool) error {
 		if (m.outKind[k.Column] == kindText || m.outKind[k.Column] == kindBpchar) && f.DataTypeOID != oidName && !k.ByteOrder {
 			return &UnsupportedError{Op: "sort by", Column: string(f.Name),
 				Type: TypeName(f.DataTypeOID) + ` under the database's collation (not "C"; sort with COLLATE "C")`}
+		}
+	}
+	for i, how := range m.spec.Combine {
+		if how != CombineMin && how != CombineMax || i < len(m.spec.ByteOrder) && m.spec.ByteOrder[i] {
+			continue
+		}
+		f := &m.in[i]
+		if (m.inKind[i] == kindText || m.inKind[i] == kindBpchar) && f.DataTypeOID != oidName {
+			return &UnsupportedError{Op: "compute min/max of", Column: string(f.Name),
+				Type: TypeName(f.DataTypeOID) + ` under the database's collation (not "C"; use min(x COLLATE "C") for byte order)`}
 		}
 	}
 	return nil

@@ -127,7 +127,33 @@ func TestAgainstPostgres(t *testing.T) {
 		spec  Spec
 		// unordered: compare as sets (DISTINCT without ORDER BY)
 		unordered bool
+		// set runs before the queries, RESET after (a session setting)
+		set string
 	}{
+		{
+			name:  "float sums and averages under extra_float_digits = 0",
+			set:   "SET extra_float_digits = 0",
+			whole: `SELECT g, sum(f), avg(f), sum(f::float4) AS s4 FROM t GROUP BY g ORDER BY g`,
+			shard: `SELECT g, sum(f), count(f), avg(f), sum(f::float4) AS s4, current_setting('extra_float_digits') FROM t WHERE $PART GROUP BY g`,
+			spec: Spec{
+				Combine: []Combine{CombineNone, CombineSum, CombineCount, CombineCheck, CombineSum, CombineFloatDigits},
+				Final:   []FinalColumn{{Source: 0}, {Source: 1}, {Kind: FinalAvg, Source: 1, CountSource: 2, Name: "avg"}, {Source: 4}},
+				OrderBy: []SortKey{{Column: 0}},
+				Limit:   all,
+			},
+		},
+		{
+			name:  "special float values under extra_float_digits = -3",
+			set:   "SET extra_float_digits = -3",
+			whole: `SELECT g, sum(f), avg(f), sum(f * 2) AS s2 FROM u GROUP BY g ORDER BY g`,
+			shard: `SELECT g, sum(f), count(f), avg(f), sum(f * 2) AS s2, current_setting('extra_float_digits') FROM u WHERE $PART GROUP BY g`,
+			spec: Spec{
+				Combine: []Combine{CombineNone, CombineSum, CombineCount, CombineCheck, CombineSum, CombineFloatDigits},
+				Final:   []FinalColumn{{Source: 0}, {Source: 1}, {Kind: FinalAvg, Source: 1, CountSource: 2, Name: "avg"}, {Source: 4}},
+				OrderBy: []SortKey{{Column: 0}},
+				Limit:   all,
+			},
+		},
 		{
 			name:  "group by with aggregates",
 			whole: `SELECT g, count(*), sum(n), min(s), max(s), avg(n), sum(i), avg(i), avg(b8), sum(b8), bool_and(ok), bool_or(ok), sum(f), avg(f), min(n), max(i) FROM t GROUP BY g ORDER BY g`,
@@ -235,6 +261,16 @@ func TestAgainstPostgres(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/binary=%v", tt.name, binary), func(t *testing.T) {
 				if tt.spec.Limit >= 0 && len(tt.spec.OrderBy) == 0 {
 					t.Fatal("test bug: a limit needs an order")
+				}
+				if tt.set != "" {
+					if _, err := conn.Exec(ctx, tt.set).ReadAll(); err != nil {
+						t.Fatal(err)
+					}
+					defer func() {
+						if _, err := conn.Exec(ctx, "RESET extra_float_digits").ReadAll(); err != nil {
+							t.Error(err)
+						}
+					}()
 				}
 				want := pgQuery(t, ctx, conn, tt.whole, binary)
 				var descs [][]byte

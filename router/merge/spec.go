@@ -33,6 +33,25 @@ type Spec struct {
 	// Offset and Limit apply after ordering; Limit < 0 means no limit.
 	Offset int64
 	Limit  int64
+	// ByteOrder, indexed like Combine, marks min/max columns whose
+	// argument is explicitly COLLATE "C" (or "POSIX"): they compare text
+	// bytewise whatever the database's collation. Nil: none.
+	ByteOrder []bool
+}
+
+// Compares reports whether merging compares values that may be text:
+// ORDER BY keys, min and max. Text compares bytewise, which is right only
+// under the "C" collation (see Merger.CheckTextOrder).
+func (s *Spec) Compares() bool {
+	if len(s.OrderBy) > 0 {
+		return true
+	}
+	for _, c := range s.Combine {
+		if c == CombineMin || c == CombineMax {
+			return true
+		}
+	}
+	return false
 }
 
 // Combine is how a column's values from several shards (and several rows
@@ -48,6 +67,13 @@ const (
 	CombineMax                    // max(...): greatest non-NULL value
 	CombineBoolAnd                // bool_and / every
 	CombineBoolOr                 // bool_or
+	// CombineCheck columns are not merged: the shards compute them only
+	// to raise the errors PostgreSQL would (avg's float overflow, 22003).
+	CombineCheck
+	// CombineFloatDigits holds the session's extra_float_digits as the
+	// shards report it (current_setting('extra_float_digits')): computed
+	// float values are written in text as PostgreSQL writes them under it.
+	CombineFloatDigits
 )
 
 // FinalKind says how a final column is computed.

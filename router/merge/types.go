@@ -417,6 +417,24 @@ func decodeUUIDText(dst, raw []byte) ([]byte, error) {
 	return dst, nil
 }
 
+// appendFloatDigits formats f as float4out/float8out do under
+// extra_float_digits efd: the shortest exact text when efd > 0, else
+// printf's %.*g with DBL_DIG (15) or FLT_DIG (6) plus efd digits, at
+// least 1.
+func appendFloatDigits(dst []byte, f float64, bitSize int, efd int) []byte {
+	if efd > 0 || math.IsNaN(f) || math.IsInf(f, 0) || f == 0 {
+		return appendFloatText(dst, f, bitSize)
+	}
+	ndig := 15 + efd
+	if bitSize == 32 {
+		ndig = 6 + efd
+	}
+	// %g: exponent notation when the exponent is below -4 or at least
+	// the precision; trailing zeros dropped. Go's 'g' with a precision
+	// does the same, and also writes at least two exponent digits.
+	return strconv.AppendFloat(dst, f, 'g', max(ndig, 1), 64)
+}
+
 // appendFloatText formats f as float4out/float8out do with
 // extra_float_digits > 0 (the default): the shortest text that reads back
 // exactly, in fixed notation when the decimal exponent is in [-4, 15) for

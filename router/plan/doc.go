@@ -52,7 +52,19 @@
 //     aggregates (string_agg, array_agg, json_agg, percentile_*, mode,
 //     stddev, ...), aggregates inside expressions, set operations,
 //     subqueries or CTEs reading sharded tables, SELECT * combined with
-//     aggregates or with ORDER BY (the column count is unknown).
+//     aggregates or with ORDER BY (the column count is unknown), values
+//     that differ by shard (now(), current_setting(), ...; random() next
+//     to an aggregate), outer joins whose preserved side reads no sharded
+//     table, GROUP BY an output alias that may also be an input column,
+//     min/max or ORDER BY under an explicit collation other than "C".
+//     avg also asks the shards for avg itself (its overflow error) and
+//     sums ask for extra_float_digits (the merged floats' text).
+//   - Key conditions count only where they limit the whole result (not on
+//     the nullable side of an outer join); key equalities link two tables
+//     only in the FROM scope of one of them (not two outer tables from a
+//     subquery); a table or join alias with a column list hides the key.
+//     A cached plan whose ORDER BY/GROUP BY expression matched a select
+//     item applies only to the same literals.
 //   - Hints: a leading /* pgshard: shard=s2 */ or /* pgshard: key=42 */
 //     comment, or the session's Hint, decides the target (Single).
 //     SET/RESET pgshard.shard and pgshard.key are Kind SetHint; SHOW

@@ -215,8 +215,8 @@ func TestRoute(t *testing.T) {
 		{sql: "SELECT id, name FROM users ORDER BY name DESC", want: "all ro merge{combine=[0 0] final=[{0 0 0 id false} {0 1 0 name false}] distinct=false order=[{1 true true false}] offset=0 limit=-1}"},
 		{sql: "SELECT id, name FROM users ORDER BY 1 LIMIT 10 OFFSET 5", want: "~offset=5 limit=10} sql=[SELECT id, name FROM users ORDER BY 1 LIMIT 10::bigint + 5::bigint]"},
 		{sql: "SELECT id FROM users ORDER BY created_at LIMIT 3", want: "~final=[{0 0 0 id false} {0 1 0  true}] distinct=false order=[{1 false false false}] offset=0 limit=3} sql=[SELECT id, created_at FROM users ORDER BY created_at LIMIT 3]"},
-		{sql: "SELECT count(*), avg(age), max(age) FROM users WHERE age > 30", want: "~combine=[1 2 1 4] final=[{0 0 0 count false} {1 1 2 avg false} {0 3 0 max false}]"},
-		{sql: "SELECT count(*), avg(age), max(age) FROM users WHERE age > 30", want: "~sql=[SELECT count(*), sum(age), count(age), max(age) FROM users WHERE age > 30]"},
+		{sql: "SELECT count(*), avg(age), max(age) FROM users WHERE age > 30", want: "~combine=[1 2 1 7 4 8] final=[{0 0 0 count false} {1 1 2 avg false} {0 4 0 max false}]"},
+		{sql: "SELECT count(*), avg(age), max(age) FROM users WHERE age > 30", want: "~sql=[SELECT count(*), sum(age), count(age), avg(age), max(age), pg_catalog.current_setting('extra_float_digits') FROM users WHERE age > 30]"},
 		{sql: "SELECT status, count(*) AS n FROM users GROUP BY status ORDER BY n DESC LIMIT 5",
 			want: "~combine=[0 1] final=[{0 0 0 status false} {0 1 0 n false}] distinct=false order=[{1 true true false}] offset=0 limit=5} sql=[SELECT status, count(*) AS n FROM users GROUP BY status]"},
 		{sql: "SELECT count(*) FROM users GROUP BY status", want: "~combine=[1 0] final=[{0 0 0 count false}]"},
@@ -268,8 +268,8 @@ func TestCacheSharesTemplates(t *testing.T) {
 	check(t, p, routeCase{sql: "SELECT id, name FROM users ORDER BY 1", want: "~order=[{0 false false false}]"})
 	check(t, p, routeCase{sql: "SELECT id, name FROM users ORDER BY 2", want: "~order=[{1 false false false}]"})
 	// Scatter rewrites splice this execution's literals.
-	check(t, p, routeCase{sql: "SELECT avg(a) FROM users WHERE b = 'x'", want: "~sql=[SELECT sum(a), count(a) FROM users WHERE b = 'x']"})
-	check(t, p, routeCase{sql: "SELECT avg(a) FROM users WHERE b = 'it''s'", want: "~sql=[SELECT sum(a), count(a) FROM users WHERE b = 'it''s']"})
+	check(t, p, routeCase{sql: "SELECT avg(a) FROM users WHERE b = 'x'", want: "~sql=[SELECT sum(a), count(a), avg(a), pg_catalog.current_setting('extra_float_digits') FROM users WHERE b = 'x']"})
+	check(t, p, routeCase{sql: "SELECT avg(a) FROM users WHERE b = 'it''s'", want: "~sql=[SELECT sum(a), count(a), avg(a), pg_catalog.current_setting('extra_float_digits') FROM users WHERE b = 'it''s']"})
 	// A new map empties the cache.
 	m := testMap(t)
 	m.Epoch = 2
@@ -444,5 +444,123 @@ func TestReplicaSafeConfigured(t *testing.T) {
 		if pl.ReplicaSafe != c.want {
 			t.Errorf("%s: ReplicaSafe = %v, want %v", c.sql, pl.ReplicaSafe, c.want)
 		}
+	}
+}
+
+// TestNoSilentlyWrongScatter: statements whose scatter would answer
+// differently from PostgreSQL without an error are refused, or routed
+// so that the answer is PostgreSQL's.
+func TestNoSilentlyWrongScatter(t *testing.T) {
+	p := New(testMap(t), Options{})
+	for _, c := range []routeCase{
+		// A per-shard value next to an aggregate, in DISTINCT, GROUP BY
+		// or ORDER BY, or anywhere in a merged select list.
+		{sql: "SELECT count(*), now() FROM users", want: "~refused err=now() (a value that differs from shard to shard"},
+		{sql: "SELECT count(*), inet_server_port() FROM users", want: "~inet_server_port()"},
+		{sql: "SELECT DISTINCT name, now() FROM users", want: "~now()"},
+		{sql: "SELECT count(*), CURRENT_TIMESTAMP FROM users", want: "~CURRENT_TIMESTAMP"},
+		{sql: "SELECT name, count(*) FROM users GROUP BY name, pg_catalog.now()", want: "~now()"},
+		{sql: "SELECT id, current_setting('work_mem') FROM users", want: "~current_setting()"},
+		{sql: "SELECT count(*), random() FROM users", want: "~random()"},
+		{sql: "SELECT max(txid_current()) FROM users", want: "~txid_current()"},
+		{sql: "SELECT id FROM users ORDER BY pg_backend_pid(), id", want: "~pg_backend_pid()"},
+		{sql: "SELECT tableoid, count(*) FROM users GROUP BY tableoid", want: "~system column tableoid"},
+		{sql: "SELECT id FROM users WHERE ctid = '(0,1)'", want: "~system column ctid"},
+		{sql: "SELECT DISTINCT u.xmin FROM users u", want: "~system column xmin"},
+		{sql: "SELECT ctid, name FROM users WHERE id = 5", want: "single s1"},
+		{sql: "SELECT count(*), x FROM users, (SELECT now() AS x) s GROUP BY x", want: "~now()"},
+		{sql: "SELECT count(*), p FROM users, current_setting('port') AS p GROUP BY p", want: "~current_setting()"},
+		{sql: "WITH t AS (SELECT inet_server_port() AS p) SELECT u.id, t.p FROM users u, t", want: "~inet_server_port()"},
+		{sql: "SELECT count(*), r FROM users LEFT JOIN LATERAL (SELECT random() AS r) s ON true GROUP BY r", want: "~random()"},
+		{sql: "SELECT count(*), g FROM users, generate_series(1, 2) g GROUP BY g", want: "all ro merge"},
+		{sql: "SELECT count(*), now() FROM users WHERE id = 5", want: "single s1"},
+		{sql: "SELECT sum(random()), count(*) FROM users", want: "all ro merge"},
+		{sql: "SELECT id, random() FROM users", want: "all ro"},
+		{sql: "SELECT count(*) FROM users WHERE created_at > now() - interval '1 day'", want: "all ro merge"},
+		// Outer joins whose preserved side reads no sharded table.
+		{sql: "SELECT count(*) FROM generate_series(1, 5) g LEFT JOIN users u ON u.id = g", want: "~LEFT JOIN whose preserved side reads no sharded table"},
+		{sql: "SELECT * FROM (VALUES (1), (2)) v(x) LEFT JOIN users u ON u.id = v.x", want: "~LEFT JOIN whose preserved side"},
+		{sql: "SELECT * FROM users u RIGHT JOIN generate_series(1, 5) g ON u.id = g", want: "~RIGHT JOIN whose preserved side"},
+		{sql: "SELECT * FROM users u FULL JOIN generate_series(1, 5) g ON u.id = g", want: "~FULL JOIN whose preserved side"},
+		{sql: "WITH k AS (SELECT 1 AS x) SELECT * FROM k LEFT JOIN (users u JOIN orders o ON o.user_id = u.id) ON u.id = k.x", want: "~LEFT JOIN whose preserved side"},
+		{sql: "SELECT * FROM generate_series(1, 5) g LEFT JOIN users u ON u.id = g WHERE u.id = 5", want: "single s1 ro"},
+		{sql: "SELECT * FROM users u LEFT JOIN orders o ON o.user_id = u.id", want: "all ro"},
+		{sql: "SELECT * FROM users u FULL JOIN orders o ON o.user_id = u.id", want: "all ro"},
+		{sql: "SELECT * FROM users u LEFT JOIN generate_series(1, 3) g ON g = u.id", want: "all ro"},
+		// A key condition on the nullable side of an outer join does not
+		// route the statement.
+		{sql: "SELECT count(*) FROM users u LEFT JOIN (orders o JOIN users v ON v.id = o.user_id AND v.id = 5) ON o.user_id = u.id", want: "all ro merge"},
+		{sql: "SELECT count(*) FROM (orders o JOIN users v ON v.id = o.user_id AND v.id = 5) RIGHT JOIN users u ON o.user_id = u.id", want: "all ro merge"},
+		{sql: "SELECT count(*) FROM users u FULL JOIN orders o ON o.user_id = u.id AND o.user_id = 5", want: "all ro merge"},
+		{sql: "SELECT count(*) FROM (orders o JOIN users v ON v.id = o.user_id AND v.id = 5) LEFT JOIN users u ON o.user_id = u.id", want: "single s1 ro"},
+		// A key equality inside a subquery does not link two outer tables.
+		{sql: "SELECT count(*) FROM users a, users b WHERE NOT EXISTS (SELECT 1 WHERE a.id = b.id)", want: "~without an equality between their sharding keys"},
+		{sql: "SELECT count(*) FROM users a, users b WHERE EXISTS (SELECT 1 FROM orders o WHERE a.id = b.id AND o.user_id = a.id)", want: "~without an equality between their sharding keys"},
+		{sql: "SELECT count(*) FROM users u WHERE u.id = 150 AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.user_id = u.id)", want: "single s2 ro"},
+		// A column alias list renames columns by position: the planner
+		// cannot tell which is the key.
+		{sql: "SELECT * FROM orders o(user_id, id) WHERE user_id = 600", want: "all ro"},
+		{sql: "SELECT * FROM orders o(user_id, id) WHERE o.user_id = 600", want: "all ro"},
+		{sql: "SELECT * FROM users u(id) JOIN orders o ON o.user_id = u.id", want: "~without an equality between their sharding keys"},
+		{sql: "SELECT * FROM users u(uid) JOIN orders o USING (id)", want: "~without an equality"},
+		// GROUP BY a name that is both an output alias and (maybe) an input column.
+		{sql: "SELECT lower(name) AS name, count(*) FROM users GROUP BY name", want: "~combine=[0 1 0] final=[{0 0 0 name false} {0 1 0 count false}]"},
+		{sql: "SELECT lower(name) AS name, count(*) FROM users GROUP BY name", want: "~sql=[SELECT lower(name) AS name, count(*), name FROM users GROUP BY name]"},
+		{sql: "SELECT 0 AS id, count(*) FROM users GROUP BY id", want: "~GROUP BY id, which names both an output column"},
+		{sql: "SELECT lower(city) AS c, count(*) FROM users GROUP BY c", want: "~GROUP BY c, which names both"},
+		// min/max compare text bytewise: an explicit other collation is refused.
+		{sql: `SELECT min(name COLLATE "und-x-icu") FROM users`, want: `~min() under collation "und-x-icu"`},
+		{sql: `SELECT country, max(name COLLATE "C") FROM users GROUP BY country`, want: "~combine=[0 4] final"},
+		{sql: `SELECT country, max(name COLLATE "C"), min(name) FROM users GROUP BY country`, want: "~distinct=false"},
+		{sql: `SELECT country FROM users GROUP BY country ORDER BY max(name COLLATE "und-x-icu")`, want: `~max() under collation "und-x-icu"`},
+		// A join alias with a column list renames the join's columns.
+		{sql: "SELECT count(*) FROM (orders o JOIN users u ON u.id = o.user_id) AS j(id, a2, a3, a4, a5, a6, a7, a8, uid) WHERE id = 600", want: "all ro merge"},
+		{sql: "SELECT count(*) FROM (orders o JOIN users u ON u.id = o.user_id) AS j WHERE user_id = 150", want: "single s2 ro"},
+		{sql: "SELECT name AS name, count(*) FROM users GROUP BY name", want: "~combine=[0 1] final"},
+		{sql: "SELECT u.name AS name, count(*) FROM users u GROUP BY name", want: "~combine=[0 1] final"},
+		{sql: "SELECT lower(city) AS c, count(*) FROM users GROUP BY 1", want: "~combine=[0 1] final"},
+		{sql: "SELECT lower(name) AS x, count(*) FROM users GROUP BY lower(name) ORDER BY x", want: "~combine=[0 1] final"},
+	} {
+		check(t, p, c)
+		check(t, p, c)
+	}
+}
+
+// TestCachePinsMatchedExpressions: a cached plan that matched an ORDER BY
+// or GROUP BY expression to a select-list item applies only to the same
+// literals; others get their own plan.
+func TestCachePinsMatchedExpressions(t *testing.T) {
+	p := New(testMap(t), Options{})
+	for _, c := range []routeCase{
+		{sql: "SELECT id % 7, id FROM users ORDER BY id % 7, id LIMIT 1", want: "~order=[{0 false false false} {1 false false false}]"},
+		{sql: "SELECT id % 7, id FROM users ORDER BY id % 5, id LIMIT 1", want: "~order=[{2 false false false} {1 false false false}]"},
+		{sql: "SELECT id % 7, id FROM users ORDER BY id % 5, id LIMIT 1", want: "~sql=[SELECT id % 7, id, id % 5 FROM users ORDER BY id % 5, id LIMIT 1]"},
+		// The unpinned plan with a hidden column is right for any literals.
+		{sql: "SELECT id % 5, id FROM users ORDER BY id % 5, id LIMIT 1", want: "~sql=[SELECT id % 5, id, id % 5 FROM users ORDER BY id % 5, id LIMIT 1]"},
+		{sql: "SELECT id % 5, id FROM users ORDER BY id % 7, id LIMIT 1", want: "~sql=[SELECT id % 5, id, id % 7 FROM users ORDER BY id % 7, id LIMIT 1]"},
+		{sql: "SELECT id % 3, count(*) FROM users GROUP BY id % 3", want: "~combine=[0 1] final"},
+		{sql: "SELECT id % 3, count(*) FROM users GROUP BY id % 4", want: "~combine=[0 1 0] final"},
+	} {
+		check(t, p, c)
+	}
+}
+
+// TestScatterMinMaxByteOrder: min/max of a COLLATE "C" argument are
+// marked for byte order; sums ask the shards for extra_float_digits.
+func TestScatterMinMaxByteOrder(t *testing.T) {
+	p := New(testMap(t), Options{})
+	got, err := p.Route(`SELECT country, max(name COLLATE "C"), min(name), sum(w) FROM users GROUP BY country`, nil, nil, nil)
+	if err != nil || got.Merge == nil {
+		t.Fatalf("%s %v", summary(got), err)
+	}
+	if want := []bool{false, true, false, false, false}; !slices.Equal(got.Merge.ByteOrder, want) {
+		t.Errorf("ByteOrder = %v, want %v", got.Merge.ByteOrder, want)
+	}
+	if want := "SELECT country, max(name COLLATE \"C\"), min(name), sum(w), pg_catalog.current_setting('extra_float_digits') FROM users GROUP BY country"; got.ShardSQL != want {
+		t.Errorf("ShardSQL = %s\nwant %s", got.ShardSQL, want)
+	}
+	got, _ = p.Route(`SELECT country, max(name) FROM users GROUP BY country`, nil, nil, nil)
+	if got.Merge == nil || got.Merge.ByteOrder != nil || !got.Merge.Compares() {
+		t.Errorf("no COLLATE: %s", summary(got))
 	}
 }

@@ -15,6 +15,11 @@ type tableRef struct {
 	ti     *tableInfo
 	top    bool // in the top-level FROM (or the target of a write)
 	parent *tableRef
+	// renamed: the reference has a column alias list (orders o(a, b)),
+	// which renames columns by position. The planner does not know the
+	// table's column order, so it cannot tell which name is the key: no
+	// condition on this reference counts as a key condition or a link.
+	renamed bool
 }
 
 func (r *tableRef) root() *tableRef {
@@ -60,6 +65,16 @@ type analysis struct {
 	unknownFunc bool // calls a function not in replicaSafeFuncs
 	locking     bool
 	into        bool // SELECT INTO
+	// outerUnsharded names an outer join whose preserved side reads no
+	// sharded table while the other side does: each shard would return
+	// every preserved row (VALUES, generate_series, a CTE, ...).
+	outerUnsharded string
+
+	// userFunc: a call of a function that may be the user's own (which
+	// may write tables of the map): neither on the replica-safe list nor
+	// qualified with pg_catalog or information_schema nor a known
+	// built-in with side effects (nextval, advisory locks, ...).
+	userFunc bool
 }
 
 func (b *builder) qualify(rv *pg.RangeVar) string {
@@ -77,7 +92,8 @@ func (a *analysis) addRef(rv *pg.RangeVar, sc *scope, top bool) *tableRef {
 	if rv.Alias != nil && rv.Alias.Aliasname != "" {
 		alias = strings.ToLower(rv.Alias.Aliasname)
 	}
-	r := &tableRef{name: name, alias: alias, ti: a.b.st.tables[name], top: top}
+	r := &tableRef{name: name, alias: alias, ti: a.b.st.tables[name], top: top,
+		renamed: rv.Alias != nil && len(rv.Alias.Colnames) > 0}
 	sc.refs = append(sc.refs, r)
 	a.refs = append(a.refs, r)
 	return r
@@ -105,7 +121,7 @@ func (a *analysis) selectStmt(sel *pg.SelectStmt, parent *scope, top bool) {
 		a.into = true
 	}
 	for _, f := range sel.FromClause {
-		a.fromItem(f, sc, top)
+		a.fromItem(f, sc, top, top)
 	}
 	a.where(sel.WhereClause, sc, top)
 	for _, l := range [][]*pg.Node{sel.TargetList, sel.GroupClause, sel.SortClause, sel.DistinctClause, sel.WindowClause, sel.ValuesLists} {
@@ -165,7 +181,11 @@ func (a *analysis) tablesIn(n *pg.Node, sc *scope) {
 	})
 }
 
-func (a *analysis) fromItem(n *pg.Node, sc *scope, top bool) {
+// fromItem analyzes one FROM item. top: its tables are in the top-level
+// FROM; constrain: a key condition in its join conditions limits the
+// whole statement (not so on the nullable side of an outer join, whose
+// conditions only decide which rows are NULL-extended).
+func (a *analysis) fromItem(n *pg.Node, sc *scope, top, constrain bool) {
 	switch {
 	case n.GetRangeVar() != nil:
 		rv := n.GetRangeVar()
@@ -180,20 +200,29 @@ func (a *analysis) fromItem(n *pg.Node, sc *scope, top bool) {
 		a.addRef(rv, sc, top)
 	case n.GetJoinExpr() != nil:
 		j := n.GetJoinExpr()
+		lc, rc := constrain, constrain
+		switch j.Jointype {
+		case pg.JoinType_JOIN_LEFT:
+			rc = false
+		case pg.JoinType_JOIN_RIGHT:
+			lc = false
+		case pg.JoinType_JOIN_FULL:
+			lc, rc = false, false
+		}
 		before := len(sc.refs)
-		a.fromItem(j.Larg, sc, top)
+		a.fromItem(j.Larg, sc, top, lc)
 		mid := len(sc.refs)
-		a.fromItem(j.Rarg, sc, top)
+		a.fromItem(j.Rarg, sc, top, rc)
 		for _, u := range j.UsingClause {
 			col := strings.ToLower(u.GetString_().GetSval())
 			var l, r *tableRef
 			for _, ref := range sc.refs[before:mid] {
-				if ref.sharded() && ref.ti.t.KeyColumn == col {
+				if ref.sharded() && !ref.renamed && ref.ti.t.KeyColumn == col {
 					l = ref
 				}
 			}
 			for _, ref := range sc.refs[mid:] {
-				if ref.sharded() && ref.ti.t.KeyColumn == col {
+				if ref.sharded() && !ref.renamed && ref.ti.t.KeyColumn == col {
 					r = ref
 				}
 			}
@@ -201,8 +230,26 @@ func (a *analysis) fromItem(n *pg.Node, sc *scope, top bool) {
 				link(l, r)
 			}
 		}
-		inner := j.Jointype == pg.JoinType_JOIN_INNER
-		a.where(j.Quals, sc, top && inner)
+		// The preserved side of an outer join must read a sharded table
+		// when the other side does: otherwise every shard returns its
+		// rows, NULL-extended or not.
+		ls, rs := anySharded(sc.refs[before:mid]), anySharded(sc.refs[mid:])
+		switch {
+		case j.Jointype == pg.JoinType_JOIN_LEFT && !ls && rs,
+			j.Jointype == pg.JoinType_JOIN_RIGHT && ls && !rs,
+			j.Jointype == pg.JoinType_JOIN_FULL && ls != rs:
+			if a.outerUnsharded == "" {
+				a.outerUnsharded = strings.ToUpper(strings.TrimPrefix(j.Jointype.String(), "JOIN_")) + " JOIN"
+			}
+		}
+		a.where(j.Quals, sc, constrain && j.Jointype == pg.JoinType_JOIN_INNER)
+		if j.Alias != nil && len(j.Alias.Colnames) > 0 {
+			// (a JOIN b) AS j(x, y, ...) renames the join's columns by
+			// position: outside it, names no longer mean the tables' own.
+			for _, r := range sc.refs[before:] {
+				r.renamed = true
+			}
+		}
 	case n.GetRangeSubselect() != nil:
 		rs := n.GetRangeSubselect()
 		a.subquery(rs.Subquery, sc)
@@ -217,6 +264,15 @@ func (a *analysis) fromItem(n *pg.Node, sc *scope, top bool) {
 	}
 }
 
+func anySharded(refs []*tableRef) bool {
+	for _, r := range refs {
+		if r.sharded() {
+			return true
+		}
+	}
+	return false
+}
+
 func link(x, y *tableRef) {
 	rx, ry := x.root(), y.root()
 	if rx != ry {
@@ -226,7 +282,9 @@ func link(x, y *tableRef) {
 
 // where analyzes a WHERE or ON condition: equalities between key columns
 // link their tables (colocated rows); at the top level, conditions on the
-// key are constraints.
+// key are constraints. An equality links two tables only when one of them
+// is in sc's own FROM: a condition in a subquery (EXISTS, NOT EXISTS, ...)
+// on two tables of outer queries does not say how those are combined.
 func (a *analysis) where(n *pg.Node, sc *scope, top bool) {
 	if n == nil {
 		return
@@ -234,7 +292,7 @@ func (a *analysis) where(n *pg.Node, sc *scope, top bool) {
 	for _, c := range conjuncts(n, nil) {
 		if e := c.GetAExpr(); e != nil && e.Kind == pg.A_Expr_Kind_AEXPR_OP && opName(e) == "=" {
 			l, r := a.keyRef(e.Lexpr, sc), a.keyRef(e.Rexpr, sc)
-			if l != nil && r != nil && l.ti.dist == r.ti.dist {
+			if l != nil && r != nil && l.ti.dist == r.ti.dist && (slices.Contains(sc.refs, l) || slices.Contains(sc.refs, r)) {
 				link(l, r)
 				continue
 			}
@@ -388,7 +446,7 @@ func (a *analysis) keyRef(n *pg.Node, sc *scope) *tableRef {
 		f = append(f, strings.ToLower(s.Sval))
 	}
 	isKey := func(r *tableRef, col string) *tableRef {
-		if r.sharded() && r.ti.t.KeyColumn == col {
+		if r.sharded() && !r.renamed && r.ti.t.KeyColumn == col {
 			return r
 		}
 		return nil
@@ -466,13 +524,24 @@ var unsafeFuncs = map[string]bool{
 
 func (a *analysis) funcCall(f *pg.FuncCall) {
 	name := funcName(f)
+	volatile := unsafeFuncs[name] || strings.HasPrefix(name, "pg_advisory") || strings.HasPrefix(name, "pg_try_advisory") ||
+		strings.HasPrefix(name, "pg_create_") || strings.HasPrefix(name, "pg_drop_")
 	if !replicaSafeFunc(f, name) && !a.b.st.configuredSafe(f) {
 		a.unknownFunc = true
+		builtin := len(f.Funcname) == 2 && systemSchema(f.Funcname[0].GetString_().GetSval()) ||
+			len(f.Funcname) == 1 && volatile && !strings.HasPrefix(name, "dblink")
+		if !builtin {
+			a.userFunc = true
+		}
 	}
-	if unsafeFuncs[name] || strings.HasPrefix(name, "pg_advisory") || strings.HasPrefix(name, "pg_try_advisory") ||
-		strings.HasPrefix(name, "pg_create_") || strings.HasPrefix(name, "pg_drop_") {
+	if volatile {
 		a.volatile = true
 	}
+}
+
+// systemSchema reports whether schema holds PostgreSQL's own functions.
+func systemSchema(schema string) bool {
+	return strings.EqualFold(schema, "pg_catalog") || strings.EqualFold(schema, "information_schema")
 }
 
 func funcName(f *pg.FuncCall) string {
@@ -584,6 +653,9 @@ func (a *analysis) decide() route {
 	case len(unsharded) > 0:
 		rt.scatterOK = refusal("the statement joins sharded table "+rt.table+" with unsharded table "+unsharded[0].name+
 			", which lives only on shard "+rt.needShard, "add a condition on "+rt.table+"."+first.ti.t.KeyColumn+" that selects rows of that shard, or query the tables separately")
+	case a.outerUnsharded != "":
+		rt.scatterOK = refusal("a "+a.outerUnsharded+" whose preserved side reads no sharded table (VALUES, a function, a CTE or a subquery) would return its rows once per shard",
+			"add a condition on "+rt.table+"."+first.ti.t.KeyColumn+" that selects one shard, start the join from the sharded table, or use SET pgshard.shard")
 	default:
 		for _, r := range sharded {
 			if !r.top {

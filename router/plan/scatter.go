@@ -75,6 +75,46 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 			return no("GROUPING SETS, ROLLUP and CUBE", keyHint)
 		}
 	}
+	// A value each shard computes differently (its clock, its address,
+	// its settings) is not PostgreSQL's one value, and as a group key it
+	// would split groups by shard.
+	aggregated := len(sel.GroupClause) > 0 || sel.HavingClause != nil
+	for _, n := range sel.TargetList {
+		aggregated = aggregated || hasAggregate(n)
+	}
+	if c := systemColumn(sel); c != "" {
+		return no("system column "+c+" (its values are each shard's own)", keyHint)
+	}
+	// ... also when it comes from a subquery, function or CTE in FROM.
+	var derived []*pg.Node
+	if sel.WithClause != nil {
+		for _, c := range sel.WithClause.Ctes {
+			if cte := c.GetCommonTableExpr(); cte != nil {
+				derived = append(derived, cte.Ctequery)
+			}
+		}
+	}
+	for _, f := range sel.FromClause {
+		walk(f.ProtoReflect(), func(m protoreflect.Message) bool {
+			switch x := m.Interface().(type) {
+			case *pg.RangeSubselect:
+				derived = append(derived, x.Subquery)
+				return false
+			case *pg.RangeFunction:
+				derived = append(derived, x.Functions...)
+				return false
+			}
+			return true
+		})
+	}
+	for _, l := range [][]*pg.Node{sel.TargetList, sel.GroupClause, sel.SortClause, derived} {
+		for _, n := range l {
+			if f := perShardCall(n, aggregated); f != "" {
+				return no(f+" (a value that differs from shard to shard, or from row to row"+
+					" where PostgreSQL computes it once per group)", keyHint)
+			}
+		}
+	}
 	if sel.HavingClause != nil && hasAggregate(sel.HavingClause) {
 		return no("HAVING with an aggregate", "filter the merged groups in the application, or "+keyHint)
 	}
@@ -85,7 +125,9 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 	}
 	var cols []col // shard columns
 	var final []merge.FinalColumn
-	star, aggregated, rewrite := false, len(sel.GroupClause) > 0, false
+	var byteOrderCols []int // min/max of COLLATE "C" arguments
+	star, rewrite := false, false
+	aggregated = len(sel.GroupClause) > 0
 	newTargets := make([]*pg.Node, 0, len(sel.TargetList)+2)
 	for _, n := range sel.TargetList {
 		rt := n.GetResTarget()
@@ -120,12 +162,22 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 				sum.Funcname = []*pg.Node{pg.MakeStrNode("sum")}
 				cnt := proto.Clone(fc).(*pg.FuncCall)
 				cnt.Funcname = []*pg.Node{pg.MakeStrNode("count")}
+				// avg itself too, unmerged: over double precision it
+				// raises PostgreSQL's overflow error (22003) where the
+				// sum alone would not.
+				chk := proto.Clone(fc).(*pg.FuncCall)
 				final = append(final, merge.FinalColumn{Kind: merge.FinalAvg, Source: len(cols), CountSource: len(cols) + 1, Name: name})
-				cols = append(cols, col{merge.CombineSum, rt.Val}, col{merge.CombineCount, nil})
+				cols = append(cols, col{merge.CombineSum, rt.Val}, col{merge.CombineCount, nil}, col{merge.CombineCheck, nil})
 				newTargets = append(newTargets,
 					&pg.Node{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{Name: rt.Name, Val: &pg.Node{Node: &pg.Node_FuncCall{FuncCall: sum}}}}},
-					&pg.Node{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{Val: &pg.Node{Node: &pg.Node_FuncCall{FuncCall: cnt}}}}})
+					&pg.Node{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{Val: &pg.Node{Node: &pg.Node_FuncCall{FuncCall: cnt}}}}},
+					&pg.Node{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{Val: &pg.Node{Node: &pg.Node_FuncCall{FuncCall: chk}}}}})
 				continue
+			}
+			if byteOrder, err := minMaxCollation(fc, keyHint); err != nil {
+				return nil, nil, nil, err
+			} else if byteOrder {
+				byteOrderCols = append(byteOrderCols, len(cols))
 			}
 			final = append(final, merge.FinalColumn{Kind: merge.FinalColumnValue, Source: len(cols), Name: name})
 			cols = append(cols, col{c, rt.Val})
@@ -149,36 +201,60 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 		return len(cols) - 1
 	}
 	// finalIndex finds the final column an ORDER BY / GROUP BY item names.
-	finalIndex := func(n *pg.Node) (int, bool) {
+	// A bare name in GROUP BY means the input column when there is one
+	// (PostgreSQL's rule; in ORDER BY the output column wins): group is
+	// set for GROUP BY items, and a name that is also an output alias of
+	// a different expression is ambiguous to the planner, which does not
+	// know the tables' columns (refuse is set).
+	finalIndex := func(n *pg.Node, group bool) (int, bool, bool) {
 		if c := n.GetAConst(); c != nil {
+			b.pinConst(c) // ORDER BY 1 is a position, ORDER BY 1.5 an error
 			if iv := c.GetIval(); iv != nil {
-				b.pinConst(c)
 				k := int(iv.Ival) - 1
 				if k < 0 || k >= len(final) || star {
-					return -1, false
+					return -1, false, false
 				}
-				return k, true
+				return k, true, false
 			}
-			return -1, false
+			return -1, false, false
 		}
 		if cr := n.GetColumnRef(); cr != nil && len(cr.Fields) == 1 && cr.Fields[0].GetString_() != nil {
 			name := cr.Fields[0].GetString_().Sval
 			for i, t := range sel.TargetList {
 				if rt := t.GetResTarget(); rt != nil && rt.Name != "" && rt.Name == name {
-					return finalOf(final, i, sel.TargetList)
+					if group && !isColumn(rt.Val, name) {
+						if refersTo(rt.Val, name) {
+							// The input column exists: group by it (hidden).
+							return -1, false, false
+						}
+						return -1, false, true
+					}
+					k, ok := finalOf(final, i, sel.TargetList)
+					return k, ok, false
 				}
 			}
 		}
 		k := exprKey(n)
 		for i, t := range sel.TargetList {
 			if rt := t.GetResTarget(); rt != nil && exprKey(rt.Val) == k {
-				return finalOf(final, i, sel.TargetList)
+				// The match depends on the literals in both expressions
+				// (id % 5 is not id % 7): the plan applies only to them.
+				b.pinConsts(n)
+				b.pinConsts(rt.Val)
+				k, ok := finalOf(final, i, sel.TargetList)
+				return k, ok, false
 			}
 		}
-		return -1, false
+		return -1, false, false // a hidden column, with this execution's literals
 	}
 	for _, g := range sel.GroupClause {
-		if _, ok := finalIndex(g); ok {
+		_, ok, ambiguous := finalIndex(g, true)
+		if ambiguous {
+			name := g.GetColumnRef().Fields[0].GetString_().Sval
+			return no("GROUP BY "+name+", which names both an output column and possibly an input column,",
+				"group by the expression itself or by its position (GROUP BY 1), or give the output column another name")
+		}
+		if ok {
 			continue
 		}
 		if g.GetAConst() != nil {
@@ -204,7 +280,7 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 			key.NullsFirst = false
 		}
 		coll, byteOrder := explicitCollation(sb.Node)
-		k, ok := finalIndex(sb.Node)
+		k, ok, _ := finalIndex(sb.Node, false)
 		if ok && k < len(sel.TargetList) && coll == "" {
 			if rt := sel.TargetList[k].GetResTarget(); rt != nil {
 				coll, byteOrder = explicitCollation(rt.Val)
@@ -237,6 +313,13 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 					cc, ok := mergeableAggs[fname]
 					if !ok || fname == "avg" || fc.AggDistinct || unmergeableAggs[fname] {
 						return no("ORDER BY aggregate "+fname+"() not in the select list", "add it to the select list")
+					}
+					byteOrder, err := minMaxCollation(fc, keyHint)
+					if err != nil {
+						return nil, nil, nil, err
+					}
+					if byteOrder {
+						byteOrderCols = append(byteOrderCols, len(cols))
 					}
 					c = cc
 				}
@@ -276,6 +359,16 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 			cols[i].combine = merge.CombineNone
 		}
 	}
+	if aggregated && slices.ContainsFunc(cols, func(c col) bool { return c.combine == merge.CombineSum }) {
+		// Sums and averages of floats are written by the merger: in text
+		// as the session's extra_float_digits says, which the shards
+		// report in a hidden column.
+		setting := &pg.Node{Node: &pg.Node_FuncCall{FuncCall: &pg.FuncCall{
+			Funcname: []*pg.Node{pg.MakeStrNode("pg_catalog"), pg.MakeStrNode("current_setting")},
+			Args:     []*pg.Node{pg.MakeAConstStrNode("extra_float_digits", -1)}, Location: -1}}}
+		addHidden(setting, merge.CombineFloatDigits)
+		rewrite = true
+	}
 	if !aggregated && !rewrite && !spec.Distinct && len(spec.OrderBy) == 0 && lim == nil {
 		return nil, nil, nil, nil // plain concatenation
 	}
@@ -286,6 +379,12 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 			spec.Combine[i] = c.combine
 		}
 		spec.Final = final
+		if len(byteOrderCols) > 0 {
+			spec.ByteOrder = make([]bool, len(cols))
+			for _, c := range byteOrderCols {
+				spec.ByteOrder[c] = true
+			}
+		}
 	}
 	if !rewrite {
 		return spec, nil, lim, nil
@@ -310,6 +409,135 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 		return no("this statement (it could not be rewritten for the shards: "+err.Error()+")", keyHint)
 	}
 	return spec, segs, lim, nil
+}
+
+// isColumn reports whether n is a reference to a column named name.
+func isColumn(n *pg.Node, name string) bool {
+	cr := n.GetColumnRef()
+	if cr == nil || len(cr.Fields) == 0 {
+		return false
+	}
+	s := cr.Fields[len(cr.Fields)-1].GetString_()
+	return s != nil && s.Sval == name
+}
+
+// refersTo reports whether expression n reads a column named name
+// (outside subqueries).
+func refersTo(n *pg.Node, name string) bool {
+	found := false
+	walk(n.ProtoReflect(), func(m protoreflect.Message) bool {
+		switch x := m.Interface().(type) {
+		case *pg.ColumnRef:
+			if len(x.Fields) > 0 {
+				if s := x.Fields[len(x.Fields)-1].GetString_(); s != nil && s.Sval == name {
+					found = true
+				}
+			}
+		case *pg.SubLink:
+			return false
+		}
+		return !found
+	})
+	return found
+}
+
+// perShardFuncs return a value that depends on the server or on the time
+// its transaction started: each shard computes its own.
+var perShardFuncs = map[string]bool{
+	"now": true, "transaction_timestamp": true, "statement_timestamp": true, "current_setting": true,
+	"current_database": true, "current_schema": true, "current_schemas": true, "current_user": true,
+	"session_user": true, "current_role": true, "version": true, "inet_server_addr": true,
+	"inet_server_port": true, "inet_client_addr": true, "inet_client_port": true, "pg_backend_pid": true,
+	"pg_postmaster_start_time": true, "pg_conf_load_time": true, "pg_is_in_recovery": true,
+	"pg_my_temp_schema": true, "pg_trigger_depth": true, "pg_jit_available": true, "age": true,
+	"nextval": true, "currval": true, "lastval": true, "pg_database_size": true, "pg_relation_size": true,
+	"pg_total_relation_size": true, "pg_table_size": true, "pg_indexes_size": true, "pg_blocking_pids": true,
+	"pg_notification_queue_usage": true, "pg_listening_channels": true, "to_regclass": true, "to_regproc": true,
+	"to_regtype": true, "to_regnamespace": true, "to_regrole": true, "pg_get_userbyid": true,
+	"has_table_privilege": true, "pg_has_role": true, "pg_export_snapshot": true,
+}
+
+var perShardPrefixes = []string{"txid_", "pg_current_", "pg_stat_", "pg_last_", "pg_wal_", "pg_get_"}
+
+// volatileFuncs give a new value at each call: any value is PostgreSQL's
+// answer, but where PostgreSQL computes the value once per group (next
+// to an aggregate) the shards compute one each.
+var volatileFuncs = map[string]bool{
+	"random": true, "random_normal": true, "clock_timestamp": true, "timeofday": true, "gen_random_uuid": true,
+	"uuid_generate_v1": true, "uuid_generate_v1mc": true, "uuid_generate_v4": true, "setseed": true,
+}
+
+// perShardCall returns the first call in n whose value differs from
+// shard to shard ("now()", "CURRENT_TIMESTAMP", ...), or "". With
+// aggregated, volatile functions outside aggregate arguments count too.
+func perShardCall(n *pg.Node, aggregated bool) string {
+	found := ""
+	var visit func(m protoreflect.Message, inAgg bool) bool
+	visit = func(m protoreflect.Message, inAgg bool) bool {
+		switch x := m.Interface().(type) {
+		case *pg.SQLValueFunction:
+			found = sqlValueFuncName(x.Op)
+		case *pg.FuncCall:
+			name := funcName(x)
+			switch {
+			case perShardFuncs[name]:
+				found = name + "()"
+			case !inAgg && aggregated && volatileFuncs[name]:
+				found = name + "()"
+			default:
+				for _, p := range perShardPrefixes {
+					if strings.HasPrefix(name, p) {
+						found = name + "()"
+					}
+				}
+			}
+			if found == "" && isAggCall(x) && !inAgg {
+				for _, arg := range x.Args {
+					walk(arg.ProtoReflect(), func(m protoreflect.Message) bool { return visit(m, true) })
+				}
+				if x.AggFilter != nil {
+					walk(x.AggFilter.ProtoReflect(), func(m protoreflect.Message) bool { return visit(m, true) })
+				}
+				return false
+			}
+		}
+		return found == ""
+	}
+	walk(n.ProtoReflect(), func(m protoreflect.Message) bool { return visit(m, false) })
+	return found
+}
+
+// systemColumns are the columns every table has whose values are
+// physical or per server: each shard's differ, and clash.
+var systemColumns = map[string]bool{"ctid": true, "xmin": true, "xmax": true, "cmin": true, "cmax": true, "tableoid": true}
+
+// systemColumn returns the first system column sel reads anywhere, or "".
+// (A table cannot have a column of these names.)
+func systemColumn(sel *pg.SelectStmt) string {
+	found := ""
+	walk(sel.ProtoReflect(), func(m protoreflect.Message) bool {
+		if cr, ok := m.Interface().(*pg.ColumnRef); ok && len(cr.Fields) > 0 {
+			if s := cr.Fields[len(cr.Fields)-1].GetString_(); s != nil && systemColumns[strings.ToLower(s.Sval)] {
+				found = strings.ToLower(s.Sval)
+			}
+		}
+		return found == ""
+	})
+	return found
+}
+
+func sqlValueFuncName(op pg.SQLValueFunctionOp) string {
+	return strings.TrimSuffix(strings.TrimPrefix(op.String(), "SVFOP_"), "_N")
+}
+
+// pinConsts marks every literal in n as deciding the plan.
+func (b *builder) pinConsts(n *pg.Node) {
+	walk(n.ProtoReflect(), func(m protoreflect.Message) bool {
+		if c, ok := m.Interface().(*pg.A_Const); ok {
+			b.pinConst(c)
+		}
+		return true
+	})
 }
 
 // finalOf maps target list item i to its final column.
@@ -485,6 +713,22 @@ func scatterCalls(sel *pg.SelectStmt) []string {
 		}
 	}
 	return names
+}
+
+// minMaxCollation checks the argument of aggregate fc when it is min or
+// max: the merge compares text bytewise, which is right under "C" only
+// (the proxy checks the database's collation). byteOrder is true for an
+// explicit COLLATE "C" argument; another explicit collation is refused.
+func minMaxCollation(fc *pg.FuncCall, keyHint string) (byteOrder bool, err *RefusalError) {
+	fname := funcName(fc)
+	if fname != "min" && fname != "max" || len(fc.Args) != 1 {
+		return false, nil
+	}
+	coll, byteOrder := explicitCollation(fc.Args[0])
+	if coll != "" && !byteOrder {
+		return false, refusal(fname+`() under collation "`+coll+`" cannot be merged exactly from several shards`, `use COLLATE "C" for byte order, or `+keyHint)
+	}
+	return byteOrder, nil
 }
 
 // explicitCollation returns the collation an expression is explicitly

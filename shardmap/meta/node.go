@@ -263,6 +263,27 @@ func (n *Node) Join(ctx context.Context, id, raftAddr string) error {
 	return nil
 }
 
+// SetMemberAPIAddr records apiAddr as the client (API) address of member
+// id in the replicated state, so that Members and NotLeaderError name it
+// (a member records its own while it leads). Only the leader can;
+// elsewhere it returns a *NotLeaderError. Recording the address already
+// recorded does nothing.
+func (n *Node) SetMemberAPIAddr(ctx context.Context, id, apiAddr string) error {
+	if id == "" || apiAddr == "" {
+		return errors.New("meta: set member API address: a node ID and an address are required")
+	}
+	if err := n.requireLeader(); err != nil {
+		return err
+	}
+	if n.fsm.state().apiAddrs[id] == apiAddr {
+		return nil
+	}
+	if _, err := n.propose(ctx, cmdMemberAPIAddr, &memberCmd{ID: id, APIAddr: apiAddr}); err != nil {
+		return fmt.Errorf("meta: record the API address of %s: %w", id, err)
+	}
+	return nil
+}
+
 // Remove takes the member id out of the cluster. Only the leader can;
 // elsewhere it returns a *NotLeaderError. Removing the leader itself is
 // allowed (it steps down once the change commits); removing the only
@@ -303,8 +324,8 @@ func (n *Node) Remove(ctx context.Context, id string) error {
 type Member struct {
 	ID   string
 	Addr string // raft address
-	// APIAddr is the client address the member recorded while it led; ""
-	// if it never led (or has no Config.APIAddr).
+	// APIAddr is the client address the member recorded while it led, or
+	// that was given when it joined (SetMemberAPIAddr); "" if neither.
 	APIAddr  string
 	Suffrage string // "voter", "nonvoter" or "staging"
 	Leader   bool   // the leader as this node knows it

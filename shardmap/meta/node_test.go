@@ -370,3 +370,35 @@ func TestErrorsForRPC(t *testing.T) {
 		t.Errorf("%d problems, want one per problem:\n%v", n, ime)
 	}
 }
+
+// SetMemberAPIAddr records another member's API address (given when it
+// joins), which Members then names; an empty one is refused.
+func TestSetMemberAPIAddr(t *testing.T) {
+	checkLeaks(t)
+	n := singleNode(t, testConfig(t, "m1", t.TempDir()))
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := n.SetMemberAPIAddr(ctx, "m2", "10.0.0.2:6440"); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.SetMemberAPIAddr(ctx, "m2", "10.0.0.2:6440"); err != nil {
+		t.Fatalf("again: %v", err)
+	}
+	if err := n.SetMemberAPIAddr(ctx, "m2", ""); err == nil {
+		t.Error("an empty address was accepted")
+	}
+	if got := n.fsm.state().apiAddrs["m2"]; got != "10.0.0.2:6440" {
+		t.Errorf("recorded API address of m2 = %q", got)
+	}
+	// Members names it once m2 is a member (it need not run for that).
+	if err := n.Join(ctx, "m2", "127.0.0.1:1"); err != nil {
+		t.Fatal(err)
+	}
+	members, err := n.Members(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(members) != 2 || members[1].ID != "m2" || members[1].APIAddr != "10.0.0.2:6440" {
+		t.Errorf("members %+v", members)
+	}
+}

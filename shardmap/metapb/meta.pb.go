@@ -18,7 +18,9 @@
 //     (a BadRequest detail lists the problems one by one).
 //   - FAILED_PRECONDITION: a compare-and-set lost (ErrorInfo reason
 //     STALE_EPOCH, metadata "current" and "expected"), or the state does
-//     not allow what was asked (a shard that is already switching).
+//     not allow what was asked (a shard that is already switching), or
+//     ApplyMap refused an unsafe map (ErrorInfo reason UNSAFE_MAP, a
+//     PreconditionFailure detail per problem: type, "shard/server", why).
 //   - NOT_FOUND: what the request names (a shard) does not exist.
 //   - UNIMPLEMENTED: this member does not offer the RPC (Switchover on a
 //     meta cluster that runs no failover controller).
@@ -300,7 +302,16 @@ type ApplyMapRequest struct {
 	// yet) for the map to be applied.
 	ExpectedEpoch uint64 `protobuf:"varint,2,opt,name=expected_epoch,json=expectedEpoch,proto3" json:"expected_epoch,omitempty"`
 	// comment is kept in the history (at most 1024 bytes).
-	Comment       string `protobuf:"bytes,3,opt,name=comment,proto3" json:"comment,omitempty"`
+	Comment string `protobuf:"bytes,3,opt,name=comment,proto3" json:"comment,omitempty"`
+	// force applies the map even when it is unsafe: when it names as a
+	// shard's primary a server the current map fences or the leader's
+	// health checks see in recovery, or drops a fence (other than moving
+	// the server to the same shard's replicas, as a rejoin does). Without
+	// it such a map is refused with FAILED_PRECONDITION (ErrorInfo reason
+	// UNSAFE_MAP, a PreconditionFailure naming each shard and server). What
+	// force risks: acknowledged writes on a server that is not the real
+	// primary (split brain).
+	Force         bool `protobuf:"varint,4,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -354,6 +365,13 @@ func (x *ApplyMapRequest) GetComment() string {
 		return x.Comment
 	}
 	return ""
+}
+
+func (x *ApplyMapRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
 }
 
 type ApplyMapResponse struct {
@@ -1188,8 +1206,13 @@ type JoinMemberRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// raft_address is where the new member's Raft transport listens. (Each
-	// member records its own API address in the replicated state.)
-	RaftAddress   string `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	// member records its own API address in the replicated state while it
+	// leads.)
+	RaftAddress string `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	// api_address, optional, is where the new member's MetaService listens:
+	// the leader records it at once, so that MemberStatus names it before
+	// the member ever leads.
+	ApiAddress    string `protobuf:"bytes,3,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1234,6 +1257,13 @@ func (x *JoinMemberRequest) GetId() string {
 func (x *JoinMemberRequest) GetRaftAddress() string {
 	if x != nil {
 		return x.RaftAddress
+	}
+	return ""
+}
+
+func (x *JoinMemberRequest) GetApiAddress() string {
+	if x != nil {
+		return x.ApiAddress
 	}
 	return ""
 }
@@ -1977,11 +2007,12 @@ const file_meta_proto_rawDesc = "" +
 	"\vafter_epoch\x18\x01 \x01(\x04R\n" +
 	"afterEpoch\"A\n" +
 	"\x10WatchMapResponse\x12-\n" +
-	"\x03map\x18\x01 \x01(\v2\x1b.pgshard.meta.v1.MapVersionR\x03map\"m\n" +
+	"\x03map\x18\x01 \x01(\v2\x1b.pgshard.meta.v1.MapVersionR\x03map\"\x83\x01\n" +
 	"\x0fApplyMapRequest\x12\x19\n" +
 	"\bmap_yaml\x18\x01 \x01(\fR\amapYaml\x12%\n" +
 	"\x0eexpected_epoch\x18\x02 \x01(\x04R\rexpectedEpoch\x12\x18\n" +
-	"\acomment\x18\x03 \x01(\tR\acomment\"(\n" +
+	"\acomment\x18\x03 \x01(\tR\acomment\x12\x14\n" +
+	"\x05force\x18\x04 \x01(\bR\x05force\"(\n" +
 	"\x10ApplyMapResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"L\n" +
 	"\x11MapHistoryRequest\x12\x14\n" +
@@ -2047,10 +2078,12 @@ const file_meta_proto_rawDesc = "" +
 	"\rapplied_index\x18\v \x01(\x04R\fappliedIndex\x12=\n" +
 	"\flast_contact\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\vlastContact\x12\x1b\n" +
 	"\tmap_epoch\x18\r \x01(\x04R\bmapEpoch\x121\n" +
-	"\amembers\x18\x0e \x03(\v2\x17.pgshard.meta.v1.MemberR\amembers\"F\n" +
+	"\amembers\x18\x0e \x03(\v2\x17.pgshard.meta.v1.MemberR\amembers\"g\n" +
 	"\x11JoinMemberRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
-	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\"\x14\n" +
+	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12\x1f\n" +
+	"\vapi_address\x18\x03 \x01(\tR\n" +
+	"apiAddress\"\x14\n" +
 	"\x12JoinMemberResponse\"%\n" +
 	"\x13RemoveMemberRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x16\n" +

@@ -18,7 +18,9 @@
 //     (a BadRequest detail lists the problems one by one).
 //   - FAILED_PRECONDITION: a compare-and-set lost (ErrorInfo reason
 //     STALE_EPOCH, metadata "current" and "expected"), or the state does
-//     not allow what was asked (a shard that is already switching).
+//     not allow what was asked (a shard that is already switching), or
+//     ApplyMap refused an unsafe map (ErrorInfo reason UNSAFE_MAP, a
+//     PreconditionFailure detail per problem: type, "shard/server", why).
 //   - NOT_FOUND: what the request names (a shard) does not exist.
 //   - UNIMPLEMENTED: this member does not offer the RPC (Switchover on a
 //     meta cluster that runs no failover controller).

@@ -381,12 +381,33 @@ func (c *Client) GetMap(ctx context.Context) (MapVersion, error) {
 // a member took the change but could not confirm it, so it may still be
 // committed (Raft keeps what a leader appended once it wins again); read
 // the map before retrying.
+//
+// A map that would send writes to a server that is not a shard's real
+// primary, or that drops a fence, fails with *UnsafeMapError (see
+// [ApplyMapOptions.Force]).
 func (c *Client) ApplyMap(ctx context.Context, m *shardmap.Map, expectEpoch uint64, comment string) (uint64, error) {
+	return c.ApplyMapWith(ctx, m, expectEpoch, ApplyMapOptions{Comment: comment})
+}
+
+// ApplyMapOptions are the optional parts of a map change.
+type ApplyMapOptions struct {
+	// Comment is kept in the history.
+	Comment string
+	// Force applies a map the server would refuse as unsafe
+	// (*UnsafeMapError): a fenced or recovering server as a primary, or a
+	// dropped fence. It risks acknowledged writes on a server that is not
+	// the real primary (split brain).
+	Force bool
+}
+
+// ApplyMapWith is ApplyMap with options.
+func (c *Client) ApplyMapWith(ctx context.Context, m *shardmap.Map, expectEpoch uint64, o ApplyMapOptions) (uint64, error) {
+	comment := o.Comment
 	y, err := m.YAML()
 	if err != nil {
 		return 0, fmt.Errorf("metarpc: ApplyMap: encode the map: %w", err)
 	}
-	req := &metapb.ApplyMapRequest{MapYaml: y, ExpectedEpoch: expectEpoch, Comment: comment}
+	req := &metapb.ApplyMapRequest{MapYaml: y, ExpectedEpoch: expectEpoch, Comment: comment, Force: o.Force}
 	var resp *metapb.ApplyMapResponse
 	ambiguous := false
 	err = c.call(ctx, "ApplyMap", c.opts.AttemptTimeout, func(ctx context.Context, mc metapb.MetaServiceClient, opts ...grpc.CallOption) (err error) {
@@ -497,7 +518,14 @@ func (c *Client) MemberStatus(ctx context.Context) (NodeStatus, error) {
 // JoinMember adds the member id, whose Raft transport listens at
 // raftAddr, as a voter.
 func (c *Client) JoinMember(ctx context.Context, id, raftAddr string) error {
-	req := &metapb.JoinMemberRequest{Id: id, RaftAddress: raftAddr}
+	return c.JoinMemberAt(ctx, id, raftAddr, "")
+}
+
+// JoinMemberAt is JoinMember that also records the new member's API
+// address (optional: "" records none), so that MemberStatus names it
+// before the member ever leads.
+func (c *Client) JoinMemberAt(ctx context.Context, id, raftAddr, apiAddr string) error {
+	req := &metapb.JoinMemberRequest{Id: id, RaftAddress: raftAddr, ApiAddress: apiAddr}
 	return c.call(ctx, "JoinMember", c.opts.AttemptTimeout, func(ctx context.Context, mc metapb.MetaServiceClient, opts ...grpc.CallOption) error {
 		_, err := mc.JoinMember(ctx, req, opts...)
 		return err

@@ -12,6 +12,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/protoadapt"
+
+	"github.com/pgshard/pgshard/shardmap"
 )
 
 // LeaderMetadataKey is the trailer in which a member that is not the
@@ -24,6 +26,7 @@ const (
 	errorDomain      = "pgshard.meta.v1"
 	reasonNotLeader  = "NOT_LEADER"
 	reasonStaleEpoch = "STALE_EPOCH"
+	reasonUnsafeMap  = "UNSAFE_MAP"
 )
 
 // LeaderRedirect is implemented by errors a [Store] returns when only the
@@ -165,6 +168,65 @@ func (e *StaleEpochError) GRPCStatus() *status.Status {
 	})
 }
 
+// UnsafeMapError says that ApplyMap refused a map that would send writes
+// to a server that is not a shard's real primary, or let a fenced server
+// serve again (see [shardmap.CheckSuccessor]). Nothing was applied;
+// ApplyMapOptions.Force applies it anyway. It matches
+// ErrFailedPrecondition.
+type UnsafeMapError struct {
+	Hazards []shardmap.Hazard
+}
+
+// Error lists the hazards.
+func (e *UnsafeMapError) Error() string {
+	var b strings.Builder
+	b.WriteString("unsafe map, not applied:")
+	for i, h := range e.Hazards {
+		if i > 0 {
+			b.WriteString(";")
+		}
+		b.WriteString(" ")
+		b.WriteString(h.String())
+	}
+	return b.String()
+}
+
+// Is matches ErrFailedPrecondition.
+func (e *UnsafeMapError) Is(target error) bool { return target == ErrFailedPrecondition }
+
+// GRPCStatus is the error's status: codes.FailedPrecondition, with an
+// ErrorInfo (reason UNSAFE_MAP) and a PreconditionFailure detail whose
+// violations are the hazards (type: the kind; subject: "shard/server").
+func (e *UnsafeMapError) GRPCStatus() *status.Status {
+	pf := &errdetails.PreconditionFailure{}
+	for _, h := range e.Hazards {
+		pf.Violations = append(pf.Violations, &errdetails.PreconditionFailure_Violation{
+			Type: h.Kind, Subject: h.Shard + "/" + h.Server, Description: h.Reason,
+		})
+	}
+	return withDetails(status.New(codes.FailedPrecondition, e.Error()),
+		&errdetails.ErrorInfo{Reason: reasonUnsafeMap, Domain: errorDomain}, pf)
+}
+
+// unsafeMapFrom decodes the hazards of an UNSAFE_MAP status.
+func unsafeMapFrom(st *status.Status) *UnsafeMapError {
+	e := &UnsafeMapError{}
+	for _, d := range st.Details() {
+		pf, ok := d.(*errdetails.PreconditionFailure)
+		if !ok {
+			continue
+		}
+		for _, v := range pf.GetViolations() {
+			shard, server, _ := strings.Cut(v.GetSubject(), "/")
+			e.Hazards = append(e.Hazards, shardmap.Hazard{Kind: v.GetType(), Shard: shard, Server: server, Reason: v.GetDescription()})
+		}
+	}
+	if len(e.Hazards) == 0 {
+		e.Hazards = []shardmap.Hazard{{Reason: st.Message()}}
+	}
+	return e
+}
+
 // InvalidArgumentError says that a request field is wrong, with every
 // problem found (for a map, one per problem Validate reports).
 type InvalidArgumentError struct {
@@ -290,6 +352,9 @@ func typedError(err error, trailer metadata.MD) error {
 			return &NotLeaderError{Leader: info.GetMetadata()["leader"]}
 		}
 	case codes.FailedPrecondition:
+		if info != nil && info.GetReason() == reasonUnsafeMap {
+			return unsafeMapFrom(st)
+		}
 		if info != nil && info.GetReason() == reasonStaleEpoch {
 			cur, err1 := strconv.ParseUint(info.GetMetadata()["current"], 10, 64)
 			exp, err2 := strconv.ParseUint(info.GetMetadata()["expected"], 10, 64)

@@ -94,6 +94,14 @@ func (s nodeStore) Join(ctx context.Context, id, raftAddr string) error {
 	return nil
 }
 
+// SetMemberAPIAddr implements [MemberAPIRecorder].
+func (s nodeStore) SetMemberAPIAddr(ctx context.Context, id, apiAddr string) error {
+	if err := s.n.SetMemberAPIAddr(ctx, id, apiAddr); err != nil {
+		return nodeError(err)
+	}
+	return nil
+}
+
 func (s nodeStore) Remove(ctx context.Context, id string) error {
 	if err := s.n.Remove(ctx, id); err != nil {
 		return nodeError(fmt.Errorf("remove %s: %w", id, err))

@@ -187,11 +187,50 @@ func (s *service) ApplyMap(ctx context.Context, req *metapb.ApplyMapRequest) (*m
 	if err := m.Validate(); err != nil {
 		return nil, (&InvalidArgumentError{Field: "map_yaml", Problems: problems(err)}).GRPCStatus().Err()
 	}
+	if hs := s.hazards(ctx, m, req.GetExpectedEpoch()); len(hs) > 0 {
+		list := make([]string, len(hs))
+		for i, h := range hs {
+			list[i] = h.String()
+		}
+		if !req.GetForce() {
+			s.log.Warn("metarpc: refused an unsafe shard map (apply it with force to override)", "epoch", m.Epoch, "problems", list)
+			return nil, (&UnsafeMapError{Hazards: hs}).GRPCStatus().Err()
+		}
+		s.log.Warn("metarpc: applying an unsafe shard map because the request forces it", "epoch", m.Epoch, "problems", list, "comment", req.GetComment())
+	}
 	epoch, err := s.store.ApplyMap(ctx, m, req.GetExpectedEpoch(), req.GetComment())
 	if err != nil {
 		return nil, s.fail(ctx, "ApplyMap", "map_yaml", err)
 	}
 	return &metapb.ApplyMapResponse{Epoch: epoch}, nil
+}
+
+// hazards returns what makes m unsafe to follow the current map (see
+// shardmap.CheckSuccessor), with the Health hook's view of which servers
+// are in recovery (a server not probed yet, or down, counts as not in
+// recovery). It finds none when the map is not at expected (the
+// compare-and-set refuses the change anyway) or when this member is not
+// the leader (the request goes there, and the leader's view decides).
+func (s *service) hazards(ctx context.Context, m *shardmap.Map, expected uint64) []shardmap.Hazard {
+	cur := s.store.Map()
+	if cur.Map == nil || cur.Epoch != expected {
+		return nil
+	}
+	var inRecovery func(string) bool
+	if s.health != nil {
+		recovering := make(map[string]bool)
+		for _, st := range s.health() {
+			if !st.LastProbe.IsZero() && st.Up && st.InRecovery {
+				recovering[st.Addr] = true
+			}
+		}
+		inRecovery = func(addr string) bool { return recovering[addr] }
+	}
+	hs := shardmap.CheckSuccessor(cur.Map, m, inRecovery)
+	if len(hs) > 0 && s.store.Status(ctx).State != "leader" {
+		return nil
+	}
+	return hs
 }
 
 // MapHistory implements metapb.MetaServiceServer. With maps, it returns
@@ -250,8 +289,16 @@ func (s *service) JoinMember(ctx context.Context, req *metapb.JoinMemberRequest)
 	if err := checkAddress("raft_address", req.GetRaftAddress(), false); err != nil {
 		return nil, err
 	}
+	if err := checkAddress("api_address", req.GetApiAddress(), true); err != nil {
+		return nil, err
+	}
 	if err := s.store.Join(ctx, req.GetId(), req.GetRaftAddress()); err != nil {
 		return nil, s.fail(ctx, "JoinMember", "id", err)
+	}
+	if r, ok := s.store.(MemberAPIRecorder); ok && req.GetApiAddress() != "" {
+		if err := r.SetMemberAPIAddr(ctx, req.GetId(), req.GetApiAddress()); err != nil {
+			return nil, s.fail(ctx, "JoinMember", "api_address", err)
+		}
 	}
 	return &metapb.JoinMemberResponse{}, nil
 }

@@ -136,3 +136,11 @@ type Store interface {
 	// newer one, or an error wrapping ctx's when ctx ends first.
 	WaitApplied(ctx context.Context, epoch uint64) error
 }
+
+// MemberAPIRecorder is implemented by a [Store] that can record a
+// member's API address given when it joins (JoinMemberRequest.api_address),
+// so that MemberStatus names it before the member ever leads. Leader
+// only. A Store without it ignores the address.
+type MemberAPIRecorder interface {
+	SetMemberAPIAddr(ctx context.Context, id, apiAddr string) error
+}

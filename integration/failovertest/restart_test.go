@@ -1,0 +1,146 @@
+package failovertest_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgshard/pgshard/integration/metacluster"
+	"github.com/pgshard/pgshard/integration/testproxy"
+	"github.com/pgshard/pgshard/proxy"
+)
+
+// TestRestartsAfterFailover is the operator's path after a failover, with
+// `pgshard proxy --meta` processes: s0's primary is killed and replaced;
+// the old primary is started again (not rejoined); every proxy is
+// restarted — one whose configuration still lists the shards' original
+// primaries, one without any shard endpoints. Every write a client saw
+// succeed is on the map's primary, none on the old one, and the old
+// primary refuses a direct write by itself.
+func TestRestartsAfterFailover(t *testing.T) {
+	e := setup(t, map[string]string{"synchronous_commit": "on"})
+	dir := t.TempDir()
+	stale := []proxy.ShardConfig{}
+	for i, p := range e.pg.Shards {
+		stale = append(stale, proxy.ShardConfig{Name: fmt.Sprintf("s%d", i), Host: p.Host, Port: p.Port})
+	}
+	procs := []*proxyProc{
+		e.newProxyProc(t, dir, "pa", stale),
+		e.newProxyProc(t, dir, "pb", nil),
+	}
+	e.targets = nil
+	for _, p := range procs {
+		p.start(t)
+		e.targets = append(e.targets, p)
+	}
+	l := e.startLoad(t, 2)
+	_, killed := failover(t, e, l, 0)
+	old := e.pg.Shards[0]
+
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	if err := old.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The proxies restart at once, before meta had a chance to fence the
+	// old primary again: they must not write there whatever their
+	// configuration says.
+	for _, p := range procs {
+		if err := p.proc.Stop(10 * time.Second); err != nil {
+			t.Errorf("stop %s: %v", p.id, err)
+		}
+		p.start(t)
+	}
+	m := e.currentMap(t)
+	for _, p := range procs {
+		if got := p.proc.MapEpoch(t); got != m.Epoch {
+			t.Errorf("restarted proxy %s routes by epoch %d, want meta's %d", p.id, got, m.Epoch)
+		}
+	}
+	restarted := time.Now()
+	l.waitAcks(t, 0, 200, 30*time.Second)
+	l.waitAcks(t, 1, 200, 30*time.Second)
+	l.stop()
+	fencedAfter := waitRefusesWrites(t, old, 30*time.Second)
+
+	m = e.currentMap(t)
+	lost := 0
+	for _, w := range l.missing(t, m) {
+		if w.at.After(killed) {
+			t.Errorf("s%d: id %d acknowledged %s after the kill is not on the primary %s", w.shard, w.id, w.at.Sub(killed).Round(time.Millisecond), m.Shard(fmt.Sprintf("s%d", w.shard)).Primary)
+			continue
+		}
+		lost++
+	}
+	// Nothing acknowledged after the kill is on the old primary.
+	l.mu.Lock()
+	var after []int64
+	for i, id := range l.acked[0] {
+		if l.ackAt[0][i].After(killed) {
+			after = append(after, id)
+		}
+	}
+	afterRestart := 0
+	for _, at := range l.ackAt[0] {
+		if at.After(restarted) {
+			afterRestart++
+		}
+	}
+	l.mu.Unlock()
+	if on := idsOn(t, ctx, old, after); len(on) > 0 {
+		t.Errorf("%d writes acknowledged after the failover are on the fenced old primary %s", len(on), old.Addr())
+	}
+	t.Logf("load: %d writes, %d reads; %d acknowledged on s0 after the proxies restarted; errors by shard and SQLSTATE: %v; asynchronous replication: %d acknowledged writes from before the kill missing; the old primary refused writes by itself within %s of the end of the load",
+		l.writes, l.reads, afterRestart, l.errorSummary(), lost, fencedAfter.Round(time.Millisecond))
+}
+
+// proxyProc is a `pgshard proxy --meta` process of a test, restartable
+// with the same configuration file.
+type proxyProc struct {
+	id   string
+	cfg  *proxy.Config
+	args []string
+	log  string
+	proc *metacluster.ProxyProcess
+}
+
+// newProxyProc writes the configuration of a proxy process that follows
+// e's meta cluster, with shards (nil: none) in its configuration file.
+func (e *env) newProxyProc(t *testing.T, dir, id string, shards []proxy.ShardConfig) *proxyProc {
+	t.Helper()
+	cfg := testproxy.Config(t, e.pg.Shards[0])
+	cfg.Shards = shards
+	cfg.HealthInterval = proxy.Duration(100 * time.Millisecond)
+	cfg.Pool.Size = 20
+	cfg.ShutdownTimeout = proxy.Duration(2 * time.Second)
+	cfg.MapStateFile = filepath.Join(dir, id+"-map.yaml")
+	var err error
+	if cfg.Listen, err = metacluster.FreeAddr(); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.AdminListen, err = metacluster.FreeAddr(); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, id+".yaml")
+	metacluster.WriteProxyConfig(t, path, cfg)
+	return &proxyProc{
+		id:   id,
+		cfg:  cfg,
+		log:  filepath.Join(dir, id+".log"),
+		args: []string{"proxy", "--config", path, "--meta", strings.Join(e.meta.Addrs(), ","), "--meta-token", e.meta.Token, "--proxy-id", id},
+	}
+}
+
+// start starts the process and waits until it listens.
+func (p *proxyProc) start(t *testing.T) {
+	t.Helper()
+	p.proc = metacluster.StartProxyProcess(t, t.Context(), pgshardBin, p.log, p.cfg, p.args)
+}
+
+// DSN connects through the proxy process running now.
+func (p *proxyProc) DSN(db string) string {
+	return (&metacluster.ProxyProcess{Listen: p.cfg.Listen}).DSN(db)
+}
