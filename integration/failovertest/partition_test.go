@@ -14,8 +14,10 @@ import (
 )
 
 // inFlightDeadline is how soon a statement in flight on a primary that
-// became unreachable must fail: the proxy's default backend
-// tcp_user_timeout (5 s) and a margin for a loaded machine.
+// became unreachable must fail: the proxy's default backend.ack_timeout
+// (5 s: a server connection with data in flight and nothing received for
+// that long is reset) and a margin for a loaded machine. The failover's
+// fence step usually resets it sooner.
 const inFlightDeadline = 8 * time.Second
 
 // TestPartitionedPrimary: s0's primary is cut off silently (its port
