@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -328,44 +329,72 @@ func readsOnReplicas(t *testing.T, e *env) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	replicas := map[int]bool{}
-	for _, p := range e.pg.Shards {
-		for _, r := range p.Replicas {
-			replicas[r.Port] = true
-		}
-	}
 	c, err := dial(ctx, e.proxies[0])
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close(ctx)
-	// The proxy reads from replicas once its probes have seen them.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		rows, err := c.Query(ctx, "SELECT DISTINCT inet_server_port() FROM acct")
+	// Which server ran the read is told by its statistics: only this
+	// read scans acct sequentially (the load's reads look up the primary
+	// key, its writes scan nothing). The proxy reads from replicas once
+	// its probes have seen them; statistics reach the view within a
+	// second or so.
+	seqScans := func(s *pgcluster.Server) int {
+		v, err := s.QueryValue(ctx, "SELECT coalesce(sum(seq_scan), 0) FROM pg_stat_user_tables WHERE relname = 'acct'")
 		if err != nil {
 			t.Fatal(err)
 		}
-		var ports []int
-		onReplicas := true
-		for rows.Next() {
-			var p int
-			if err := rows.Scan(&p); err != nil {
-				t.Fatal(err)
-			}
-			ports = append(ports, p)
-			onReplicas = onReplicas && replicas[p]
-		}
-		if err := rows.Err(); err != nil {
+		n, err := strconv.Atoi(v)
+		if err != nil {
 			t.Fatal(err)
 		}
-		if onReplicas && len(ports) == 2 {
-			return
+		return n
+	}
+	replicaScans := func(p *pgcluster.Server) int {
+		n := 0
+		for _, r := range p.Replicas {
+			n += seqScans(r)
 		}
+		return n
+	}
+	read := func() {
+		var n int64
+		if err := c.QueryRow(ctx, "SELECT count(*) FROM acct WHERE writer = -42").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Until the probes have seen the replicas a read may go to the
+	// primaries: wait until both shards' replicas take them.
+	deadline := time.Now().Add(15 * time.Second)
+	for replicaScans(e.pg.Shards[0]) == 0 || replicaScans(e.pg.Shards[1]) == 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("a read over both shards ran on ports %v, want one replica of each", ports)
+			t.Fatalf("a read over both shards never ran on a replica of each (scans on s0's replicas %d, s1's %d)",
+				replicaScans(e.pg.Shards[0]), replicaScans(e.pg.Shards[1]))
 		}
-		time.Sleep(50 * time.Millisecond)
+		read()
+		time.Sleep(100 * time.Millisecond)
+	}
+	// From then on every such read runs on a replica of each shard and
+	// none on a primary.
+	const reads = 20
+	var primaries, replicas [2]int
+	for i, p := range e.pg.Shards {
+		primaries[i], replicas[i] = seqScans(p), replicaScans(p)
+	}
+	for range reads {
+		read()
+	}
+	deadline = time.Now().Add(15 * time.Second)
+	for i, p := range e.pg.Shards {
+		for replicaScans(p) < replicas[i]+reads {
+			if time.Now().After(deadline) {
+				t.Fatalf("s%d: %d of %d reads over both shards ran on its replicas", i, replicaScans(p)-replicas[i], reads)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if k := seqScans(p); k != primaries[i] {
+			t.Errorf("s%d: %d of %d reads over both shards ran on the primary", i, k-primaries[i], reads)
+		}
 	}
 }
 

@@ -139,13 +139,13 @@ type load struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu     sync.Mutex
+	mu       sync.Mutex
 	acked    [2][]int64     // per shard: ids whose INSERT a client saw commit
 	ackAt    [2][]time.Time // when each was acknowledged
 	ackStart [2][]time.Time // when each INSERT was sent
-	errs   []loadError
-	reads  int
-	writes int
+	errs     []loadError
+	reads    int
+	writes   int
 }
 
 type loadError struct {
