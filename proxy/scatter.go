@@ -33,10 +33,6 @@ const (
 	// scatterFlushBytes is how much output collects before it is handed to
 	// scatterRequest.Flush.
 	scatterFlushBytes = 64 << 10
-	// scatterDrainTimeout is how long shards may go on sending rows the
-	// merge no longer needs (after LIMIT, or after another shard failed)
-	// before their queries are cancelled.
-	scatterDrainTimeout = 250 * time.Millisecond
 	// scatterReplyTimeout bounds the wait for ReadyForQuery after a cancel;
 	// a shard that does not answer by then is closed.
 	scatterReplyTimeout = 5 * time.Second
@@ -44,6 +40,12 @@ const (
 	// one turns out to be dead before anything was sent on it.
 	scatterAttempts = 3
 )
+
+// scatterDrainTimeout is how long shards may go on sending rows the merge
+// no longer needs (after LIMIT, or after another shard failed) before
+// their queries are cancelled. A variable only so that a test on a loaded
+// machine can give the drain the time it needs.
+var scatterDrainTimeout = 250 * time.Millisecond
 
 // scatterRequest is one statement to run on several shards at once.
 type scatterRequest struct {

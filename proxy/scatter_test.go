@@ -494,6 +494,11 @@ func TestScatter(t *testing.T) {
 		// Far more rows than the bounded queues hold: the readers block
 		// until the merge stops, then drain.
 		env.exec(t, `CREATE TABLE big AS SELECT g AS id, repeat('x', 50) AS pad FROM generate_series(1, 50000) g`)
+		// Draining 3 MB a shard takes longer than the production bound
+		// on a loaded machine with the race detector; what is tested
+		// here is that a drained connection is kept.
+		defer func(d time.Duration) { scatterDrainTimeout = d }(scatterDrainTimeout)
+		scatterDrainTimeout = 10 * time.Second
 		before := env.discards()
 		out, err := env.run(t, scatterRequest{SQL: `SELECT id, pad FROM big`, Spec: &merge.Spec{Limit: 5}})
 		if err != nil {
