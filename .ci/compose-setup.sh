@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-time, idempotent set-up for running containers with podman on a
 # Debian 12 machine without an image registry (`make compose-test` calls
-# it): installs podman, runc, debootstrap and podman-compose when missing,
+# it): installs podman, runc, debootstrap and python3-yaml (for
+# .ci/compose-run.py, which stands in for podman-compose) when missing,
 # writes a containers.conf that works in this kind of sandbox, and builds
 # the local base images (docs/deploy/local-images.sh).
 set -euo pipefail
@@ -12,9 +13,10 @@ as_root() {
 }
 
 missing=()
-for p in podman runc debootstrap podman-compose; do
+for p in podman runc debootstrap; do
 	command -v "$p" >/dev/null 2>&1 || missing+=("$p")
 done
+/usr/bin/python3 -c 'import yaml' 2>/dev/null || missing+=(python3-yaml)
 if [ "${#missing[@]}" -gt 0 ]; then
 	echo "==> installing ${missing[*]} (apt-get)"
 	export DEBIAN_FRONTEND=noninteractive
