@@ -33,14 +33,18 @@ fail() {
 export PATH="/usr/local/go/bin:$PATH"
 step "set-up (podman, runc, debootstrap, containers.conf, base images)"
 bash .ci/compose-setup.sh
-step "pgshard image from the host's build"
-bash docs/deploy/local-images.sh pgshard >/dev/null
+# PGSHARD_IMAGE / PG_IMAGE, when set, name images to test instead (e.g.
+# one built from the top-level Dockerfile).
+if [ -z "${PGSHARD_IMAGE:-}" ]; then
+	step "pgshard image from the host's build"
+	bash docs/deploy/local-images.sh pgshard >/dev/null
+fi
 
 set -a
 # shellcheck source=../docs/deploy/compose-host.env
 . docs/deploy/compose-host.env
 set +a
-export PG_IMAGE=localhost/postgres:15 PGSHARD_IMAGE=localhost/pgshard:dev
+export PG_IMAGE="${PG_IMAGE:-localhost/postgres:15}" PGSHARD_IMAGE="${PGSHARD_IMAGE:-localhost/pgshard:dev}"
 
 teardown() {
 	local status=$?
@@ -50,6 +54,7 @@ teardown() {
 	step "down"
 	compose down
 	left="$(podman ps -a -q --filter "label=io.pgshard.compose.project=$project")$(podman volume ls -q --filter "label=io.pgshard.compose.project=$project")"
+	left+="$(podman pod ls -q --filter "name=$project")$(podman network ls -q --filter "name=$project")"
 	if [ -n "$left" ]; then
 		echo "FAIL: left behind: $left" >&2
 		status=1

@@ -50,8 +50,14 @@ build_pgshard() {
 	local ctx
 	ctx=$(mktemp -d)
 	cp bin/pgshard "$ctx/pgshard"
+	local old
+	old=$(podman image inspect --format '{{.Id}}' localhost/pgshard:dev 2>/dev/null || true)
 	podman build --network host -t localhost/pgshard:dev -f docs/deploy/local/pgshard.Containerfile "$ctx"
 	rm -rf "$ctx"
+	# The previous build, now untagged, is not kept.
+	if [ -n "$old" ] && [ "$old" != "$(podman image inspect --format '{{.Id}}' localhost/pgshard:dev)" ]; then
+		podman rmi "$old" >/dev/null 2>&1 || true
+	fi
 }
 
 case "$what" in
