@@ -4,7 +4,7 @@ export PATH := $(shell $(GO) env GOROOT)/bin:$(shell $(GO) env GOPATH)/bin:$(PAT
 STATICCHECK_VERSION ?= v0.8.2
 BIN       := bin/pgshard
 
-.PHONY: bench-failover build test unit integration lint vet staticcheck fmt-check bench bench-sharded demo fuzz clean proto
+.PHONY: bench-failover build compose-test test unit integration lint vet staticcheck fmt-check bench bench-sharded demo fuzz clean proto
 
 build:
 	$(GO) build -o $(BIN) ./cmd/pgshard
@@ -54,6 +54,13 @@ RUNS ?= 5
 bench-failover:
 	$(GO) test -count=$(RUNS) -v -run 'TestFailover(Async|Sync)$$' ./integration/failovertest/ 2>&1 | \
 		grep -E 'killed; new map|switchover of|acknowledged writes missing|^    failover_test.go:[0-9]+: load:|^(ok|FAIL|--- )'
+
+# The sharded compose cluster (docs/deploy/docker-compose.yml) with podman:
+# up, psql and pgbench through both proxies, reads on replicas, a failover
+# from the CLI container, down (nothing left running). Needs root (installs
+# podman, runc, debootstrap when missing; builds local base images).
+compose-test:
+	bash .ci/compose-test.sh
 
 # Local demo cluster with the proxy on 127.0.0.1:6432 (Ctrl-C stops it).
 demo: build
