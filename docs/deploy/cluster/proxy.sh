@@ -8,8 +8,6 @@ until [ -s /certs/ca.pem ] && [ -s /certs/meta.pem ]; do sleep 0.2; done
 until pgshard map show -o json --tls-ca /certs/ca.pem --timeout 2s 2>/dev/null | grep -q '"epoch": [1-9]'; do
 	sleep 0.5
 done
-host_of() { echo "${1%:*}"; }
-port_of() { echo "${1##*:}"; }
 cat >/tmp/pgshard.yaml <<CFG
 listen: $PROXY_LISTEN
 admin_listen: $PROXY_ADMIN_LISTEN
@@ -18,11 +16,7 @@ users:
   # printf 'app\n' | pgshard passwd app
   - name: app
     password: "SCRAM-SHA-256\$4096:C7QZ/0YSvMj4dF294yh5rw==\$GtLAcl1Dm9UKm1ZlUTWxIUks4kOGHC3WknhEUON9/2U=:ZSaq+sGUr1uSRbug9Hd7P3mxi434VS5cU1L7pxVN0PM="
-# TODO: this shards list can go once a proxy following meta (--meta) no
-# longer requires one: it routes with the map's shards and primaries anyway.
-shards:
-  - {name: s0, host: $(host_of "$S0_PRIMARY"), port: $(port_of "$S0_PRIMARY")}
-  - {name: s1, host: $(host_of "$S1_PRIMARY"), port: $(port_of "$S1_PRIMARY")}
+# No shards: a proxy following meta routes by the meta cluster's map only.
 backend:
   user: postgres
   sslmode: disable
