@@ -167,10 +167,80 @@ func classifyOne(sql string) Info {
 	if info.Class == 0 && containsFold(sql, "advisory_lock") {
 		info = pin("session advisory lock")
 	}
+	if info.Class == 0 && containsFold(sql, "set_config") && !setConfigLocal(sql) {
+		// set_config(name, value, false) changes a setting for the rest
+		// of the session, behind the proxy's back.
+		info = pin("set_config")
+	}
 	if info.Class == 0 && containsFold(sql, "into") && (wordPair(sql, "into", "temp", "") || wordPair(sql, "into", "temporary", "")) {
 		info = pin("temporary table")
 	}
 	return info
+}
+
+// setConfigLocal reports whether every set_config call in sql passes the
+// literal true as its third argument (is_local: the change ends with the
+// transaction).
+func setConfigLocal(sql string) bool {
+	const name = "set_config"
+	for i := 0; i+len(name) <= len(sql); i++ {
+		switch sql[i] {
+		case '\'':
+			i = skipString(sql, i)
+			continue
+		case '$':
+			i = skipDollar(sql, i)
+			continue
+		case '"':
+			j := strings.IndexByte(sql[i+1:], '"')
+			if j < 0 {
+				return true
+			}
+			i += j + 1
+			continue
+		}
+		if !strings.EqualFold(sql[i:i+len(name)], name) || (i > 0 && isWordByte(sql[i-1])) {
+			continue
+		}
+		l := lexer{s: sql, pos: i + len(name)}
+		l.skip()
+		if l.peek() != '(' {
+			continue // not a call
+		}
+		if !thirdArgTrue(sql, l.pos+1) {
+			return false
+		}
+		i = l.pos
+	}
+	return true
+}
+
+// thirdArgTrue reports whether the third argument of the call whose
+// arguments start at i is the keyword true.
+func thirdArgTrue(sql string, i int) bool {
+	depth, arg, start := 0, 0, i
+	for ; i < len(sql); i++ {
+		switch c := sql[i]; c {
+		case '\'':
+			i = skipString(sql, i)
+		case '$':
+			i = skipDollar(sql, i)
+		case '(', '[':
+			depth++
+		case ')', ']':
+			if depth > 0 {
+				depth--
+				continue
+			}
+			return arg == 2 && strings.EqualFold(strings.TrimSpace(sql[start:i]), "true")
+		case ',':
+			if depth == 0 {
+				arg++
+				start = i + 1
+			}
+		}
+	}
+	return false
 }
 
 // wordPair reports whether keyword a is directly followed by keyword b

@@ -302,3 +302,19 @@ func TestClassifyDottedParamSpacing(t *testing.T) {
 		}
 	}
 }
+
+func TestClassifySetConfig(t *testing.T) {
+	for sql, want := range map[string]bool{
+		"SELECT set_config('search_path', 'x', false)":                          true,
+		"SELECT set_config('search_path', 'x', $1)":                             true,
+		"select SET_CONFIG('a.b', 'x,y', true)":                                 false,
+		"SELECT set_config('a.b', f(1, 2), true), set_config('c.d', '', false)": true,
+		"SELECT 'set_config(1,2,false)'":                                        false,
+		"SELECT my_set_config(1, 2, false)":                                     false,
+		"SELECT current_setting('a.b')":                                         false,
+	} {
+		if got := router.Classify(sql).Has(router.ClassPin); got != want {
+			t.Errorf("%s: pin %v, want %v", sql, got, want)
+		}
+	}
+}
