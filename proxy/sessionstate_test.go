@@ -177,6 +177,23 @@ func TestSessionStatementsOverShards(t *testing.T) {
 			refused(t, a, proto, `CREATE TABLE ctas AS SELECT * FROM kv WHERE k = 150`, "on shard s1")
 			refused(t, a, proto, `SELECT * INTO si FROM kv WHERE k = 900`, "on shard s1")
 			refused(t, a, proto, `DO $$ BEGIN UPDATE kv SET v = 'do' WHERE k = 900; END $$`, "DO cannot be routed")
+			// Described first (Parse, Describe, Sync), then refused at
+			// Bind: describing them does not pin the session.
+			if proto == "extended" {
+				for _, sql := range []string{`PREPARE q AS SELECT v FROM kv`, `SELECT pg_try_advisory_lock(k) FROM kv`,
+					`DECLARE c CURSOR WITH HOLD FOR SELECT k FROM kv`} {
+					if _, err := a.PgConn().Prepare(ctx, "", sql, nil); err != nil {
+						t.Fatalf("describe %s: %v", sql, err)
+					}
+					res := a.PgConn().ExecPrepared(ctx, "", nil, nil, nil).Read()
+					if pgCode(res.Err) != "0A000" {
+						t.Fatalf("%s after describing: want 0A000, got %v", sql, res.Err)
+					}
+				}
+			}
+			for _, k := range []string{"5", "150", "50", "900"} {
+				mustRun(t, ctx, a, proto, `SELECT v FROM kv WHERE k = `+k)
+			}
 			if err := a.Close(ctx); err != nil {
 				t.Fatal(err)
 			}
