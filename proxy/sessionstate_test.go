@@ -163,7 +163,7 @@ func TestSessionStatementsOverShards(t *testing.T) {
 			a := connect(t, p.dsn(""))
 			// Over several shards, or with the shard in the parameters:
 			// refused, and nothing is left behind.
-			refused(t, a, proto, `PREPARE q(bigint) AS SELECT v FROM kv WHERE k = $1`, "PREPARE q would run on several shards")
+			refused(t, a, proto, `PREPARE q(bigint) AS SELECT v FROM kv WHERE k = $1`, "PREPARE q cannot be routed to one shard")
 			refused(t, a, proto, `DECLARE c CURSOR WITH HOLD FOR SELECT k FROM kv WHERE k > 40 AND k < 600`, "DECLARE c CURSOR WITH HOLD")
 			refused(t, a, proto, `CREATE TEMP TABLE tt AS SELECT * FROM kv`, "several shards")
 			refused(t, a, proto, `SELECT pg_try_advisory_lock(k) FROM kv`, "")

@@ -46,7 +46,12 @@ func (b *builder) oneShard(q *template, what, hint string) *template {
 		t.multi = &several
 	}
 	if t.classes != nil || t.onKeyError != nil {
-		t.onKeyError = &several
+		// The key is a parameter (or cannot be read): no one shard.
+		unknown := several
+		if unknown.Kind == Refused {
+			unknown.Err = refusal(what+" cannot be routed to one shard from the statement alone", hint)
+		}
+		t.onKeyError = &unknown
 	}
 	return &t
 }

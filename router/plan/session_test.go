@@ -14,7 +14,7 @@ func TestSessionObjects(t *testing.T) {
 	p := New(testMap(t), Options{})
 	for _, c := range []routeCase{
 		// PREPARE: the shard of its statement, when the statement names it.
-		{sql: "PREPARE q(bigint) AS SELECT * FROM users WHERE id = $1", want: "refused err=PREPARE q would run on several shards"},
+		{sql: "PREPARE q(bigint) AS SELECT * FROM users WHERE id = $1", want: "refused err=PREPARE q cannot be routed to one shard from the statement alone: the statement has parameters"},
 		{sql: "PREPARE q AS SELECT * FROM users WHERE id = 150", want: "single s2"},
 		{sql: "PREPARE q AS SELECT * FROM users", want: "refused err=PREPARE q would run on several shards"},
 		{sql: "PREPARE q AS SELECT count(*) FROM users WHERE id IN (5, 150)", want: "refused"},
