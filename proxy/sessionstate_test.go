@@ -95,6 +95,8 @@ func TestSessionStateNotLent(t *testing.T) {
 			`SELECT coalesce(current_setting('app.leak', true), '')`, ""},
 		{"advisory", []string{`SELECT pg_advisory_lock(4242)`},
 			`SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()`, "0"},
+		{"do", []string{`DO $$ BEGIN CREATE TEMP TABLE leak_do (a int); PERFORM set_config('app.leak_do', 'leak', false); END $$`},
+			`SELECT count(*) FROM pg_class WHERE relname = 'leak_do' AND relpersistence = 't'`, "0"},
 		{"listen", []string{`LISTEN leak_channel`},
 			`SELECT count(*) FROM pg_listening_channels()`, "0"},
 	}

@@ -145,6 +145,10 @@ func classifyOne(sql string) Info {
 		}
 	case eq(first, "listen"):
 		info = pin("LISTEN")
+	case eq(first, "do"):
+		if doSessionState(sql) {
+			info = pin("DO block changing session state")
+		}
 	case eq(first, "load"):
 		info = pin("LOAD")
 	case eq(first, "declare"):
@@ -176,6 +180,47 @@ func classifyOne(sql string) Info {
 		info = pin("temporary table")
 	}
 	return info
+}
+
+// doSessionState reports whether the code of a DO block may leave
+// session state: a statement of it starts with SET, RESET, PREPARE,
+// LISTEN, LOAD or DISCARD, or it mentions temporary objects, set_config,
+// WITH HOLD cursors or session advisory locks. Lexical and cautious: a
+// false alarm only pins the session.
+func doSessionState(sql string) bool {
+	for _, w := range []string{"temp", "set_config", "advisory_lock", "hold"} {
+		if containsFold(sql, w) {
+			return true
+		}
+	}
+	// The code is a string constant (usually dollar-quoted): look at the
+	// statements inside.
+	body := sql
+	if i := strings.IndexAny(sql, "$'"); i >= 0 {
+		body = sql[i:]
+		if body[0] == '$' {
+			if end := strings.IndexByte(body[1:], '$'); end >= 0 {
+				body = body[end+2:]
+			}
+		} else {
+			body = body[1:]
+		}
+	}
+	for start := 0; start < len(body); {
+		end := statementEnd(body, start)
+		l := lexer{s: body[start:end]}
+		start = end + 1
+		// A statement starts the piece or follows BEGIN, THEN, ELSE or
+		// LOOP.
+		lead := true
+		for w := l.next(); w != ""; w = l.next() {
+			if lead && (eq(w, "set") || eq(w, "reset") || eq(w, "prepare") || eq(w, "listen") || eq(w, "load") || eq(w, "discard")) {
+				return true
+			}
+			lead = eq(w, "begin") || eq(w, "then") || eq(w, "else") || eq(w, "loop")
+		}
+	}
+	return false
 }
 
 // setConfigLocal reports whether every set_config call in sql passes the
