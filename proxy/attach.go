@@ -27,6 +27,12 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 	if err == nil && plan.SetHint != nil {
 		s.setHint(*plan.SetHint)
 	}
+	if err == nil && plan.InTxOnly != nil {
+		err = s.inTxOnly(&plan)
+	}
+	if err == nil && plan.Kind >= router.KindScatter {
+		err = sessionStateOverShards(q.SQL)
+	}
 	if err == nil {
 		err = s.srv.failClosed(plan)
 	}
@@ -68,6 +74,35 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 		return nil, we
 	}
 	return s.attachRouted(ctx, plan, q, s.readTarget)
+}
+
+// inTxOnly places a statement the router allows only on the shard of
+// the session's open transaction (DO, CALL): there, or nowhere.
+func (s *session) inTxOnly(plan *router.Plan) error {
+	s.mu.Lock()
+	inTx := s.be != nil && !s.outsideTx && s.txStatus != 'I' && s.queue.syncs == 0
+	shard := s.beShard
+	s.mu.Unlock()
+	if !inTx {
+		return plan.InTxOnly
+	}
+	plan.Shard, plan.InTxOnly = shard, nil
+	return nil
+}
+
+// sessionStateOverShards refuses a statement over several shards that
+// would leave session state (a temporary table, a session advisory lock,
+// a session setting, ...) on each shard's server connection: a session
+// can be pinned to one connection only, and the others would go back to
+// the pool with it.
+func sessionStateOverShards(sql string) error {
+	info := router.Classify(sql)
+	if !info.Has(router.ClassPin) {
+		return nil
+	}
+	return &router.RefusedError{Code: wire.SQLStateFeatureNotSupported,
+		Message: fmt.Sprintf("statement refused: it would create session state (%s) on several shards, and a session can stay on one server connection only", info.PinReason),
+		Hint:    "Add a condition on the sharding key, or route it with SET pgshard.shard."}
 }
 
 // attachRouted is attach for a statement routed as plan: it keeps or

@@ -37,11 +37,12 @@ func TestRefusalHasNoPLpgSQLContext(t *testing.T) {
 				pe.Hint == "" || pe.Where != "" || pe.Severity != "ERROR" {
 				t.Fatalf("refusal: code %s severity %s message %q hint %q where %q", pe.Code, pe.Severity, pe.Message, pe.Hint, pe.Where)
 			}
-			// A client's own DO block keeps its context.
+			// A client's own DO block (routed by a hint: with a map, DO
+			// needs one) keeps its context.
 			if _, err := c.Exec(ctx, `ROLLBACK`); err != nil {
 				t.Fatal(err)
 			}
-			_, err = c.Exec(ctx, `DO $$ BEGIN RAISE EXCEPTION 'mine'; END $$`)
+			_, err = c.Exec(ctx, `/* pgshard: shard=s0 */ DO $$ BEGIN RAISE EXCEPTION 'mine'; END $$`)
 			if !errors.As(err, &pe) || pe.Message != "mine" || !strings.Contains(pe.Where, "inline_code_block") {
 				t.Fatalf("client's DO block: %v (where %q)", err, pe.Where)
 			}

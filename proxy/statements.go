@@ -31,6 +31,10 @@ type stmt struct {
 	// setting is the parameter change the statement makes (SET, RESET),
 	// replayed on other backends once it ran; nil for other statements.
 	setting *router.Info
+	// pin says why running the statement pins the session ("" when it
+	// does not): it is pinned at Bind, when the statement is about to
+	// run, not at Parse, which may only describe it.
+	pin string
 }
 
 // statements is a session's view of its prepared statements. Owned by
@@ -43,6 +47,7 @@ type statements struct {
 	unnamedGen uint64     // that backend's UnnamedGen after the parse
 	// unnamedSet is the unnamed statement's parameter change (see stmt).
 	unnamedSet *router.Info
+	unnamedPin string // the unnamed statement's pin reason (see stmt)
 	// bound is the parameter change of the statement bound to the
 	// unnamed portal; running it moves it to ran, which the next Sync's
 	// sync point carries (applied if the segment succeeds).
@@ -102,21 +107,23 @@ func (s *session) handleParse(ctx context.Context, frame []byte) error {
 	}
 	info := router.Classify(sql)
 	var set *router.Info
+	var pin string
 	switch {
 	case info.Has(router.ClassPin):
-		s.pin(info.PinReason)
+		pin = info.PinReason
 	case info.Class&^settingClasses == 0 && info.Class != 0:
 		// SET and RESET: replayed like a simple query's when they run
 		// (handleBind, handleExecute, handleSync).
 		info.Param = strings.Clone(info.Param)
 		set = &info
 	case info.Class&^txControl != 0:
-		s.pin("session state change in the extended protocol")
+		pin = "session state change in the extended protocol"
 	}
 	if name == "" {
 		s.stmts.unnamed = append(s.stmts.unnamed[:0], frame...)
 		s.stmts.unnamedSQL = sql
 		s.stmts.unnamedSet = set
+		s.stmts.unnamedPin = pin
 		be.UnnamedGen++
 		s.stmts.unnamedBE = be
 		s.stmts.unnamedGen = be.UnnamedGen
@@ -124,7 +131,7 @@ func (s *session) handleParse(ctx context.Context, frame []byte) error {
 		return s.forwardRaw(frame)
 	}
 	global := globalName(rest)
-	st := &stmt{global: global, sql: sql, parse: appendRenamed(nil, frame, 0, global), setting: set}
+	st := &stmt{global: global, sql: sql, parse: appendRenamed(nil, frame, 0, global), setting: set, pin: pin}
 	if s.stmts.named == nil {
 		s.stmts.named = make(map[string]*stmt)
 	}
@@ -170,6 +177,17 @@ func (s *session) deallocateLocally(name string) bool {
 	return true
 }
 
+// stmtPin returns why running statement name pins the session, or "".
+func (s *session) stmtPin(name string) string {
+	if name == "" {
+		return s.stmts.unnamedPin
+	}
+	if st := s.stmts.named[name]; st != nil {
+		return st.pin
+	}
+	return ""
+}
+
 // stmtSetting returns the parameter change statement name makes, or nil.
 func (s *session) stmtSetting(name string) *router.Info {
 	if name == "" {
@@ -193,6 +211,7 @@ func (s *session) parseLocal(frame []byte) {
 		s.stmts.unnamed = append(s.stmts.unnamed[:0], frame...)
 		s.stmts.unnamedSQL = cstring(rest)
 		s.stmts.unnamedBE = nil
+		s.stmts.unnamedSet, s.stmts.unnamedPin = nil, ""
 	} else {
 		global := globalName(rest)
 		if s.stmts.named == nil {
@@ -448,6 +467,9 @@ func (s *session) handleBind(ctx context.Context, frame []byte) error {
 			return s.bindScatter(ctx, portal, name, sn.plan, body, off)
 		}
 		return err
+	}
+	if r := s.stmtPin(name); r != "" {
+		s.pin(r)
 	}
 	if portal == "" {
 		s.stmts.bound = nil

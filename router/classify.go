@@ -145,6 +145,10 @@ func classifyOne(sql string) Info {
 		}
 	case eq(first, "listen"):
 		info = pin("LISTEN")
+	case eq(first, "do"):
+		if doSessionState(sql) {
+			info = pin("DO block changing session state")
+		}
 	case eq(first, "load"):
 		info = pin("LOAD")
 	case eq(first, "declare"):
@@ -167,10 +171,121 @@ func classifyOne(sql string) Info {
 	if info.Class == 0 && containsFold(sql, "advisory_lock") {
 		info = pin("session advisory lock")
 	}
+	if info.Class == 0 && containsFold(sql, "set_config") && !setConfigLocal(sql) {
+		// set_config(name, value, false) changes a setting for the rest
+		// of the session, behind the proxy's back.
+		info = pin("set_config")
+	}
 	if info.Class == 0 && containsFold(sql, "into") && (wordPair(sql, "into", "temp", "") || wordPair(sql, "into", "temporary", "")) {
 		info = pin("temporary table")
 	}
 	return info
+}
+
+// doSessionState reports whether the code of a DO block may leave
+// session state: a statement of it starts with SET, RESET, PREPARE,
+// LISTEN, LOAD or DISCARD, or it mentions temporary objects, set_config,
+// WITH HOLD cursors or session advisory locks. Lexical and cautious: a
+// false alarm only pins the session.
+func doSessionState(sql string) bool {
+	for _, w := range []string{"temp", "set_config", "advisory_lock", "hold"} {
+		if containsFold(sql, w) {
+			return true
+		}
+	}
+	// The code is a string constant (usually dollar-quoted): look at the
+	// statements inside.
+	body := sql
+	if i := strings.IndexAny(sql, "$'"); i >= 0 {
+		body = sql[i:]
+		if body[0] == '$' {
+			if end := strings.IndexByte(body[1:], '$'); end >= 0 {
+				body = body[end+2:]
+			}
+		} else {
+			body = body[1:]
+		}
+	}
+	for start := 0; start < len(body); {
+		end := statementEnd(body, start)
+		l := lexer{s: body[start:end]}
+		start = end + 1
+		// A statement starts the piece or follows BEGIN, THEN, ELSE or
+		// LOOP.
+		lead := true
+		for w := l.next(); w != ""; w = l.next() {
+			if lead && (eq(w, "set") || eq(w, "reset") || eq(w, "prepare") || eq(w, "listen") || eq(w, "load") || eq(w, "discard")) {
+				return true
+			}
+			lead = eq(w, "begin") || eq(w, "then") || eq(w, "else") || eq(w, "loop")
+		}
+	}
+	return false
+}
+
+// setConfigLocal reports whether every set_config call in sql passes the
+// literal true as its third argument (is_local: the change ends with the
+// transaction).
+func setConfigLocal(sql string) bool {
+	const name = "set_config"
+	for i := 0; i+len(name) <= len(sql); i++ {
+		switch sql[i] {
+		case '\'':
+			i = skipString(sql, i)
+			continue
+		case '$':
+			i = skipDollar(sql, i)
+			continue
+		case '"':
+			j := strings.IndexByte(sql[i+1:], '"')
+			if j < 0 {
+				return true
+			}
+			i += j + 1
+			continue
+		}
+		if !strings.EqualFold(sql[i:i+len(name)], name) || (i > 0 && isWordByte(sql[i-1])) {
+			continue
+		}
+		l := lexer{s: sql, pos: i + len(name)}
+		l.skip()
+		if l.peek() != '(' {
+			continue // not a call
+		}
+		if !thirdArgTrue(sql, l.pos+1) {
+			return false
+		}
+		i = l.pos
+	}
+	return true
+}
+
+// thirdArgTrue reports whether the third argument of the call whose
+// arguments start at i is the keyword true.
+func thirdArgTrue(sql string, i int) bool {
+	depth, arg, start := 0, 0, i
+	for ; i < len(sql); i++ {
+		switch c := sql[i]; c {
+		case '\'':
+			i = skipString(sql, i)
+		case '$':
+			i = skipDollar(sql, i)
+		case '(', '[':
+			depth++
+		case ')', ']':
+			if depth > 0 {
+				depth--
+				continue
+			}
+			return arg == 2 && strings.EqualFold(strings.TrimSpace(sql[start:i]), "true")
+		case ',':
+			if depth == 0 {
+				arg++
+				start = i + 1
+			}
+		}
+	}
+	return false
 }
 
 // wordPair reports whether keyword a is directly followed by keyword b

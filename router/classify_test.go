@@ -302,3 +302,37 @@ func TestClassifyDottedParamSpacing(t *testing.T) {
 		}
 	}
 }
+
+func TestClassifySetConfig(t *testing.T) {
+	for sql, want := range map[string]bool{
+		"SELECT set_config('search_path', 'x', false)":                          true,
+		"SELECT set_config('search_path', 'x', $1)":                             true,
+		"select SET_CONFIG('a.b', 'x,y', true)":                                 false,
+		"SELECT set_config('a.b', f(1, 2), true), set_config('c.d', '', false)": true,
+		"SELECT 'set_config(1,2,false)'":                                        false,
+		"SELECT my_set_config(1, 2, false)":                                     false,
+		"SELECT current_setting('a.b')":                                         false,
+	} {
+		if got := router.Classify(sql).Has(router.ClassPin); got != want {
+			t.Errorf("%s: pin %v, want %v", sql, got, want)
+		}
+	}
+}
+
+func TestClassifyDo(t *testing.T) {
+	for sql, want := range map[string]bool{
+		"DO $$ BEGIN UPDATE users SET name = 'x' WHERE id = 900; END $$":                               false,
+		"DO $$ BEGIN RAISE NOTICE 'hello'; END $$":                                                     false,
+		"DO $$ BEGIN SET search_path = foo; END $$":                                                    true,
+		"do $x$ begin update t set a = 1; reset role; end $x$":                                         true,
+		"DO $$ BEGIN CREATE TEMP TABLE t (a int); END $$":                                              true,
+		"DO $$ BEGIN PERFORM set_config('a.b', 'c', false); END $$":                                    true,
+		"DO $$ BEGIN PERFORM pg_advisory_lock(1); END $$":                                              true,
+		"DO 'BEGIN LISTEN ch; END'":                                                                    true,
+		"DO $$ DECLARE r record; BEGIN FOR r IN SELECT 1 LOOP PREPARE q AS SELECT 1; END LOOP; END $$": true,
+	} {
+		if got := router.Classify(sql).Has(router.ClassPin); got != want {
+			t.Errorf("%s: pin %v, want %v", sql, got, want)
+		}
+	}
+}

@@ -64,7 +64,11 @@ func (r PlanRouter) Route(q Query) (Plan, error) {
 		}
 		return Plan{Kind: KindSingle, Shard: p.Shards[0], Replica: p.ReplicaSafe, AnyShard: p.Anywhere}, nil
 	case plan.Refused:
-		return Plan{}, &RefusedError{Code: p.Err.Code, Message: p.Err.Message, Hint: p.Err.Hint}
+		re := &RefusedError{Code: p.Err.Code, Message: p.Err.Message, Hint: p.Err.Hint}
+		if p.InTx {
+			return Plan{Kind: KindSingle, Shard: r.Default, InTxOnly: re}, nil
+		}
+		return Plan{}, re
 	case plan.All, plan.Multi:
 		if p.Stmt == plan.StmtSelect && p.ReadOnly && p.PerShardSQL == nil {
 			return Plan{Kind: KindScatter, Shards: p.Shards, SQL: p.ShardSQL, Merge: p.Merge, ReadOnly: true, Replica: p.ReplicaSafe, Calls: p.Calls}, nil

@@ -75,6 +75,10 @@ type Plan struct {
 	// its own, but it runs alike on every shard, so a session held on
 	// another shard (a transaction) runs it there.
 	AnyShard bool
+	// InTxOnly, when set, allows the statement (DO, CALL) only on the
+	// shard of the session's open transaction: elsewhere the session
+	// refuses it with this error.
+	InTxOnly *RefusedError
 	// DescribeShards, for a Query with Describe set, are the shards any
 	// of which can describe the statement (the schema is the same on
 	// every shard), the preferred first; nil means Shard only.

@@ -129,7 +129,20 @@ func (b *builder) multiStatement(res *pg.ParseResult) *template {
 func (b *builder) statement(n *pg.Node) *template {
 	switch {
 	case n.GetSelectStmt() != nil:
+		if into := selectInto(n.GetSelectStmt()); into != nil {
+			return b.createAs(into, b.selectStmt(n.GetSelectStmt()), "SELECT INTO")
+		}
 		return b.selectStmt(n.GetSelectStmt())
+	case n.GetPrepareStmt() != nil:
+		return b.prepareStmt(n.GetPrepareStmt())
+	case n.GetDeclareCursorStmt() != nil:
+		return b.declareStmt(n.GetDeclareCursorStmt())
+	case n.GetCreateTableAsStmt() != nil:
+		return b.createTableAs(n.GetCreateTableAsStmt())
+	case n.GetDoStmt() != nil:
+		return b.procStmt("DO")
+	case n.GetCallStmt() != nil:
+		return b.procStmt("CALL")
 	case n.GetInsertStmt() != nil:
 		return b.insertStmt(n.GetInsertStmt())
 	case n.GetUpdateStmt() != nil:
@@ -218,9 +231,10 @@ func (b *builder) utility(n *pg.Node) *template {
 	if len(tables) == 0 {
 		t := b.defaultTemplate(StmtOther)
 		// NOTIFY acts alike on every shard (a listener pins its session
-		// to one); other utility statements (DDL, DO, CALL) may create
-		// or change objects, which stay on the default shard.
-		t.base.Anywhere = n.GetNotifyStmt() != nil
+		// to one), and EXECUTE, FETCH, CLOSE, ... use the session's own
+		// objects, wherever it is; other utility statements (DDL) may
+		// create or change objects, which stay on the default shard.
+		t.base.Anywhere = n.GetNotifyStmt() != nil || sessionObjectStmt(n)
 		return t
 	}
 	var dist = tables[0].dist

@@ -61,6 +61,7 @@ const (
 	StmtTx                 // transaction control; see Plan.Tx
 	StmtSet                // SET / RESET of a session parameter
 	StmtShow               // SHOW
+	StmtProc               // DO, CALL: code whose tables pgshard cannot see
 )
 
 // TxOp is the transaction-control operation of a StmtTx plan.
@@ -145,6 +146,9 @@ type Plan struct {
 	Explain bool
 	// Err says why, for Refused.
 	Err *RefusalError
+	// InTx marks a Refused DO or CALL that may still run on the shard of
+	// the session's open transaction (the client chose that shard).
+	InTx bool
 }
 
 // CopySpec says how to split the rows of COPY ... FROM STDIN over shards.

@@ -115,6 +115,9 @@ func (p *Planner) RouteHint(sql string, hint Hint, params [][]byte, paramFormats
 	}
 	plan := st.execute(t, &in, hint)
 	plan.Explain = t.explain
+	if t.creates != nil {
+		plan = t.creates.check(plan)
+	}
 	return plan, nil
 }
 
@@ -327,6 +330,9 @@ type template struct {
 	// describeAnywhere: the statement names no table of the map, so any
 	// shard can describe it (even when it may not run anywhere).
 	describeAnywhere bool
+	// creates is where the table a CREATE TABLE AS or SELECT INTO makes
+	// must be (see createTarget), or nil.
+	creates *createTarget
 }
 
 func (t *template) matches(n *normalized, sql string) bool {
@@ -552,6 +558,7 @@ func (st *state) hinted(t *template, h Hint) Plan {
 	}
 	p.Hinted, p.Anywhere = true, false
 	p.Merge, p.ShardSQL, p.PerShardSQL, p.Broadcast, p.Err = nil, "", nil, false, nil
+	p.InTx = false
 	if h.Shard != "" {
 		if _, ok := st.one[h.Shard]; !ok || st.m.Shard(h.Shard) == nil {
 			return Plan{Kind: Refused, Stmt: p.Stmt, Hinted: true, Err: &RefusalError{Code: SQLStateInvalidParameter,

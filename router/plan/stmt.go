@@ -22,9 +22,7 @@ func (b *builder) selectStmt(sel *pg.SelectStmt) *template {
 			base: Plan{Kind: Default, Stmt: StmtSelect, ReadOnly: ro, ReplicaSafe: rs, Shards: b.st.shardList(rt.defaultShard),
 				Anywhere: rt.needShard == "" && !a.into && !a.writableCTE && !a.userFunc}}
 	}
-	if a.into {
-		return refusedTemplate(StmtSelect, "SELECT INTO from sharded table "+rt.table+" is not supported", "use CREATE TABLE ... AS on each shard, or a pgshard.shard hint")
-	}
+	// (SELECT INTO: see createAs.)
 	dist := rt.dist.dist
 	t := &template{hintable: true, dist: dist, needShard: rt.needShard}
 	single := Plan{Kind: Single, Stmt: StmtSelect, ReadOnly: ro, ReplicaSafe: rs, Table: rt.table}

@@ -770,6 +770,111 @@ SELECT count(*) FROM users;
 SELECT id, name FROM users WHERE id IN (1, 2600, 5100, 9000);
 
 -- ---------------------------------------------------------------------
+-- Session-level statements: what keeps a query's answer on the server (a
+-- prepared statement, a cursor, a new table) runs where the query reads
+-- one shard, else is refused; DO and CALL only where the client says (a
+-- hint, or the shard of the open transaction). Entries that succeed
+-- without a map clean up after themselves; none pins a sharded session.
+
+-- (PREPARE with parameters, which pgx cannot send without arguments, is
+-- in the proxy's tests.)
+-- steps
+-- refused 0A000 PREPARE cq would run on several shards
+PREPARE cq AS SELECT name FROM users WHERE id IN (4, 9000);
+EXECUTE cq;
+DEALLOCATE cq;
+
+-- steps
+-- refused 0A000 PREPARE cq would run on several shards
+PREPARE cq AS SELECT count(*) FROM users;
+EXECUTE cq;
+DEALLOCATE cq;
+
+-- steps
+-- refused 0A000 DECLARE cc CURSOR WITH HOLD would run on several shards
+DECLARE cc CURSOR WITH HOLD FOR SELECT id FROM users WHERE id > 2400 AND id < 2600;
+FETCH ALL FROM cc;
+CLOSE cc;
+
+-- in-transaction
+-- steps
+-- refused 0A000 DECLARE cc CURSOR would run on several shards
+DECLARE cc CURSOR FOR SELECT id FROM users WHERE id > 2400 AND id < 2600 ORDER BY id;
+FETCH ALL FROM cc;
+
+-- in-transaction
+-- steps
+-- ordered
+DECLARE cc CURSOR FOR SELECT id, name FROM users WHERE id IN (4, 5, 6, 9, 13) ORDER BY id;
+FETCH ALL FROM cc;
+
+-- in-transaction
+-- steps
+SELECT name FROM users WHERE id = 16;
+MOVE 2 IN cc_none;
+
+-- steps
+-- refused 0A000 several shards
+CREATE TEMP TABLE ctas_temp AS SELECT id, name FROM users;
+DROP TABLE ctas_temp;
+
+-- steps
+-- refused 0A000 several shards
+SELECT id, name INTO TEMP ctas_into FROM users;
+DROP TABLE ctas_into;
+
+-- write
+-- steps
+-- refused 0A000 several shards
+CREATE TABLE ctas_all AS SELECT id, name FROM users;
+DROP TABLE ctas_all;
+
+-- write
+-- steps
+-- refused 0A000 several shards
+CREATE MATERIALIZED VIEW ctas_mv AS SELECT count(*) FROM users;
+DROP MATERIALIZED VIEW ctas_mv;
+
+-- write
+-- steps
+-- refused 0A000 several shards
+SELECT id, name INTO ctas_into_all FROM users;
+DROP TABLE ctas_into_all;
+
+-- write
+-- steps
+-- refused 0A000 but pgshard looks for public.ctas_far on shard s0
+CREATE TABLE ctas_far AS SELECT id, name FROM users WHERE id = 9000;
+DROP TABLE ctas_far;
+
+-- write
+-- steps
+CREATE TABLE ctas_one AS SELECT id, name FROM users WHERE id IN (4, 5, 6);
+SELECT id, name FROM ctas_one;
+
+-- write
+DROP TABLE ctas_one;
+
+-- refused 0A000 DO cannot be routed
+DO $$ BEGIN UPDATE users SET name = name WHERE id = 9000; END $$;
+
+-- in-transaction
+-- steps
+SELECT name FROM users WHERE id = 4;
+DO $$ BEGIN PERFORM count(*) FROM users; END $$;
+SELECT count(*) FROM users WHERE id IN (4, 5, 6);
+
+-- steps
+-- refused 0A000
+SELECT count(pg_try_advisory_lock(id)) FROM users;
+SELECT pg_advisory_unlock_all();
+
+-- steps
+-- refused 0A000
+SELECT count(set_config('pgshard_corpus.x', name, false)) FROM users;
+RESET pgshard_corpus.x;
+
+-- ---------------------------------------------------------------------
 -- Writes, then reads that see their effect. INSERTs name their columns:
 -- pgshard needs the key column's position.
 
