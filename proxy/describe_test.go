@@ -113,7 +113,7 @@ func TestNewSessionAfterDefaultPrimaryRetired(t *testing.T) {
 			if !rowOn(t, s1, 150) {
 				t.Fatal("row 150 is not on s1")
 			}
-			_, err := pgx.Connect(ctx, p.dsn("")+" dbname=nosuchdb")
+			_, err := pgx.Connect(ctx, strings.Replace(p.dsn(""), "/postgres?", "/nosuchdb?", 1))
 			if code := pgCode(err); code != "3D000" {
 				t.Fatalf("connect to a database that does not exist: %v, want 3D000", err)
 			}
