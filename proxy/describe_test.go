@@ -225,3 +225,63 @@ func TestDescribeWaitingOnLockResent(t *testing.T) {
 		})
 	}
 }
+
+// TestDescribeInFlightAtAbort: a new session's describe waits on the
+// default shard's primary (a lock) when a failover's fence step aborts
+// the connections to that server: nothing ran, so the session does not
+// get 08006 — the describe is answered by the other shard, where the
+// session writes.
+func TestDescribeInFlightAtAbort(t *testing.T) {
+	var cfg *proxy.Config
+	p, direct, _ := kvShardsTr(t, func(c *proxy.Config) {
+		c.HealthInterval = proxy.Duration(50 * time.Millisecond)
+		cfg = c
+	})
+	ctx := ctxT(t)
+	waitFor(t, func() bool {
+		up := 0
+		for _, st := range p.srv.Health() {
+			if st.Up {
+				up++
+			}
+		}
+		return up == 2
+	})
+	freshInsert(t, p, 1, 5*time.Second)
+	s0 := direct[0].PgConn().Conn().RemoteAddr().String()
+	tx, err := direct[0].Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	if _, err := tx.Exec(ctx, `LOCK TABLE kv IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan result, 1)
+	go func() {
+		ictx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+		defer cancel()
+		start := time.Now()
+		conn, err := pgx.Connect(ictx, p.dsn(""))
+		if err == nil {
+			_, err = conn.Exec(ictx, `INSERT INTO kv (k, v) VALUES ($1, 'fresh')`, 150)
+			_ = conn.Close(context.Background())
+		}
+		done <- result{err, time.Since(start)}
+	}()
+	pollFor(t, 10*time.Second, "the describe is on s0", func() bool { return serverConns(t, p, "idle", s0) == 0 })
+	m := readMap(t, cfg.ShardMapFile)
+	m.Epoch = 2
+	m.Shards[0].Switch = &shardmap.Switch{Kind: shardmap.Failover, From: m.Shards[0].Primary, Step: "fence"}
+	if ok, err := p.srv.ApplyMap(m); !ok || err != nil {
+		t.Fatalf("apply the fence map: %v %v", ok, err)
+	}
+	r := await(t, done, 10*time.Second, "the new session")
+	if r.err != nil {
+		t.Fatalf("a new session whose describe was in flight at the abort: %v", r.err)
+	}
+	t.Logf("describe in flight at the abort: the session wrote to s1 in %s", r.took.Round(time.Millisecond))
+	if !rowOn(t, direct[1], 150) {
+		t.Fatal("row 150 is not on s1")
+	}
+}
