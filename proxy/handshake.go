@@ -230,16 +230,33 @@ func (s *Server) startSession(ctx context.Context, rt *runtime, conn net.Conn, s
 	return ss, true
 }
 
-// serverParams returns the ParameterStatus values of the session's
-// default pool, opening a connection if none was opened yet. This also
-// proves the database exists and the backend credentials work before the
-// client is told it is in.
+// serverParams returns the ParameterStatus values the client is greeted
+// with. Getting them also proves the database exists and the backend
+// credentials work before the client is told it is in, which any server
+// of any shard proves alike (every shard has the same databases and
+// roles): so a new session does not depend on one shard. The values come
+// from the first connection of any pool of the session's backend user and
+// database; without one, from a new connection to the default shard's
+// primary unless the health monitor saw it down or its shard switches
+// primaries, else to another shard's primary seen up — a session that
+// writes to a healthy shard is not held up by the partition or failover
+// of the default one. Replicas are not asked (they report in_hot_standby
+// on).
 func (s *Server) serverParams(ctx context.Context, ss *session) (map[string]string, error) {
+	if params := s.knownParams(ss.user.beUser, ss.db); params != nil {
+		return params, nil
+	}
 	plan, err := s.router().Route(router.Query{})
 	if err != nil {
 		return nil, err
 	}
-	p, err := s.pool(ctx, plan.Shard, ss.user, ss.db)
+	shard := plan.Shard
+	if shards := s.startupShards(plan.Shard); len(shards) > 1 {
+		if sh, ok := s.upPrimary(s.endpointStatuses(), shards, nil); ok {
+			shard = sh
+		}
+	}
+	p, err := s.pool(ctx, shard, ss.user, ss.db)
 	if err != nil {
 		return nil, err
 	}
@@ -268,6 +285,34 @@ func (s *Server) serverParams(ctx context.Context, ss *session) (map[string]stri
 	s.params[p] = params
 	s.mu.Unlock()
 	return params, nil
+}
+
+// knownParams returns the ParameterStatus values cached for any pool of
+// backend user and database db, or nil.
+func (s *Server) knownParams(user, db string) map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, p := range s.pools {
+		if k.user != user || k.db != db {
+			continue
+		}
+		if params := s.params[p]; params != nil {
+			return params
+		}
+	}
+	return nil
+}
+
+// startupShards returns the shards whose primaries may greet a new
+// session: first, every shard of the configuration after it.
+func (s *Server) startupShards(first string) []string {
+	shards := []string{first}
+	for _, sc := range s.runtime().cfg.Shards {
+		if sc.Name != first {
+			shards = append(shards, sc.Name)
+		}
+	}
+	return shards
 }
 
 func (s *Server) cachedParams(p *pool.Pool) map[string]string {

@@ -121,7 +121,7 @@ func (s *session) Frame(be *pool.Conn, typ byte, frame []byte) bool {
 		s.overrides.Add(-int32(overrides))
 	}
 	r.out = append(r.out, frame...)
-	if len(r.out) >= flushThreshold {
+	if len(r.out) >= flushThreshold && s.describing.Load() == nil {
 		s.flushRelay()
 	}
 	return false
@@ -156,6 +156,9 @@ func (s *session) Flush(be *pool.Conn) {
 		s.relay.out = s.relay.out[:0]
 		return
 	}
+	if s.describing.Load() != nil {
+		return // held until the ReadyForQuery (describe.go)
+	}
 	s.flushRelay()
 }
 
@@ -171,6 +174,10 @@ func (s *session) Fail(be *pool.Conn, err error) {
 	}
 	slog.Info("server connection lost", "server", be.Addr, "user", s.user.cfg.Name, "err", err)
 	r := &s.relay
+	if t := s.describing.Load(); t != nil {
+		s.describeLost(be, t, err) // sent to another server instead
+		return
+	}
 	if be.Aborted() {
 		// Whatever the old primary sent and was not yet passed on is
 		// dropped: it must not reach the client as a success.

@@ -141,6 +141,9 @@ type session struct {
 	// number, so the relay looks only when there is one.
 	raised []string
 	raises atomic.Int32
+	// describing is set while a describe-only request may still be sent
+	// to another server (describe.go): the relay holds its answer back.
+	describing atomic.Pointer[describeTry]
 }
 
 func (s *session) setState(st state) {

@@ -344,6 +344,12 @@ func (s *session) sendPending(ctx context.Context, typ byte, frame []byte) error
 		if q.Bind == nil && typ == 'S' {
 			// Parse and Describe, then Sync: any server of the
 			// statements' tables can answer.
+			if done, err := s.describeOnly(ctx, pending, frame); done {
+				if err == nil {
+					err = errAnswered // the Sync was sent with them
+				}
+				return err
+			}
 			_, err = s.attachForDescribe(ctx, pending)
 		} else {
 			s.noBegin = q.Bind == nil

@@ -25,7 +25,9 @@ const inFlightDeadline = 8 * time.Second
 // members) under load, with asynchronous replication. The meta cluster
 // fails over; statements in flight on the old primary fail with 08006
 // within inFlightDeadline; new sessions writing to s1 are not delayed
-// (their first Parse/Describe does not wait for s0); when the network
+// (their startup does not need s0, and their first Parse/Describe, if
+// it went to s0 before the health checks saw it cut off, is sent to
+// another server after 300 ms without an answer); when the network
 // heals, the old primary refuses writes by itself, and no client was ever
 // told a write succeeded that is not on the map's current primary.
 func TestPartitionedPrimary(t *testing.T) {

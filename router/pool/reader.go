@@ -131,6 +131,21 @@ func (c *Conn) ClearHandler(h Handler) bool {
 	return true
 }
 
+// ReplaceHandler makes h the connection's handler if old is, and reports
+// whether it did. False means old is no longer the handler: it released
+// the connection (which may be another owner's now), or the connection
+// failed and old's Fail is called. When it returns true, old is not
+// running and will not be called again, and h gets every later frame.
+func (c *Conn) ReplaceHandler(old, h Handler) bool {
+	c.hmu.Lock()
+	defer c.hmu.Unlock()
+	if c.handler != old {
+		return false
+	}
+	c.handler = h
+	return true
+}
+
 // execHandler collects the reply to a statement the proxy runs itself.
 type execHandler struct {
 	want     byte // transaction status expected at ReadyForQuery
