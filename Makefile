@@ -48,12 +48,13 @@ bench-sharded: build
 	$(GO) run ./integration/bench -pgshard $(BIN) -sharded-only -rounds 3 -duration 10s -out docs/benchmarks.md
 
 # Failover timing: kill -9 of a primary under load (asynchronous and
-# synchronous replication) and a planned switchover, RUNS times; prints the
-# measurements recorded in docs/benchmarks.md.
+# synchronous replication), a planned switchover, a silent partition of a
+# primary (iptables; needs root) and restarts after a failover, RUNS times;
+# prints the measurements recorded in docs/benchmarks.md.
 RUNS ?= 5
 bench-failover:
-	$(GO) test -count=$(RUNS) -v -run 'TestFailover(Async|Sync)$$' ./integration/failovertest/ 2>&1 | \
-		grep -E 'killed; new map|switchover of|acknowledged writes missing|^    failover_test.go:[0-9]+: load:|^(ok|FAIL|--- )'
+	$(GO) test -count=$(RUNS) -v -run 'TestFailover(Async|Sync)$$|TestPartitionedPrimary$$|TestRestartsAfterFailover$$' ./integration/failovertest/ 2>&1 | \
+		grep -E 'killed; new map|switchover of|acknowledged writes missing|partition of|new sessions writing|^    (failover|partition|restart)_test.go:[0-9]+: load:|^(ok|FAIL|--- )'
 
 # The sharded compose cluster (docs/deploy/docker-compose.yml) with podman:
 # up, psql and pgbench through both proxies, reads on replicas, a failover
