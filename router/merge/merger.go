@@ -167,9 +167,27 @@ func aggregateField(name []byte, oid uint32, size int16, format int16) pgproto3.
 func (m *Merger) buildFinal() error {
 	m.final = m.spec.Final
 	if m.final == nil {
+		tail := m.spec.HiddenTail
+		if tail < 0 || tail > len(m.in) {
+			return fmt.Errorf("%w: %d hidden columns of %d", ErrInvalidSpec, tail, len(m.in))
+		}
 		m.final = make([]FinalColumn, len(m.in))
 		for i := range m.in {
-			m.final[i] = FinalColumn{Kind: FinalColumnValue, Source: i}
+			m.final[i] = FinalColumn{Kind: FinalColumnValue, Source: i, Hidden: i >= len(m.in)-tail}
+		}
+		if tail > 0 {
+			order := make([]SortKey, len(m.spec.OrderBy))
+			for i, k := range m.spec.OrderBy {
+				if k.Tail {
+					if k.Column < 0 || k.Column >= tail {
+						return fmt.Errorf("%w: ORDER BY hidden column %d of %d", ErrInvalidSpec, k.Column, tail)
+					}
+					k.Column += len(m.in) - tail
+					k.Tail = false
+				}
+				order[i] = k
+			}
+			m.spec.OrderBy = order
 		}
 	}
 	m.identity = len(m.final) == len(m.in)

@@ -33,6 +33,11 @@ type Spec struct {
 	// Offset and Limit apply after ordering; Limit < 0 means no limit.
 	Offset int64
 	Limit  int64
+	// HiddenTail, with Final nil, says that the last HiddenTail shard
+	// columns are hidden sort keys (ORDER BY under SELECT *, whose column
+	// count only the shards' RowDescription tells): SortKeys with Tail
+	// set name them, 0 for the first.
+	HiddenTail int
 	// ByteOrder, indexed like Combine, marks min/max columns whose
 	// argument is explicitly COLLATE "C" (or "POSIX"): they compare text
 	// bytewise whatever the database's collation. Nil: none.
@@ -104,6 +109,8 @@ type SortKey struct {
 	Column     int
 	Desc       bool
 	NullsFirst bool // PostgreSQL's default: NULLS FIRST only for DESC
+	// Tail says Column counts among Spec.HiddenTail's columns.
+	Tail bool
 	// ByteOrder says the key is explicitly COLLATE "C" (or "POSIX"): a
 	// text key sorts in byte order whatever the database's collation.
 	ByteOrder bool

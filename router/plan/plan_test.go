@@ -77,7 +77,17 @@ func summary(p Plan) string {
 		fmt.Fprintf(&b, " key=%d/%d %s", p.Copy.KeyColumn, p.Copy.Columns, p.Copy.Format)
 	}
 	if m := p.Merge; m != nil {
-		fmt.Fprintf(&b, " merge{combine=%v final=%v distinct=%v order=%v offset=%d limit=%d}", m.Combine, m.Final, m.Distinct, m.OrderBy, m.Offset, m.Limit)
+		order := make([]string, len(m.OrderBy))
+		for i, k := range m.OrderBy {
+			order[i] = fmt.Sprintf("{%d %v %v %v}", k.Column, k.Desc, k.NullsFirst, k.ByteOrder)
+			if k.Tail {
+				order[i] = "tail" + order[i]
+			}
+		}
+		fmt.Fprintf(&b, " merge{combine=%v final=%v distinct=%v order=[%s] offset=%d limit=%d}", m.Combine, m.Final, m.Distinct, strings.Join(order, " "), m.Offset, m.Limit)
+		if m.HiddenTail > 0 {
+			fmt.Fprintf(&b, " tail=%d", m.HiddenTail)
+		}
 	}
 	if p.ShardSQL != "" {
 		b.WriteString(" sql=[" + p.ShardSQL + "]")
@@ -212,17 +222,17 @@ func TestRoute(t *testing.T) {
 		{sql: "COPY settings FROM STDIN", want: "default s1"},
 		// Scatter SELECT merging.
 		{sql: "SELECT id, name FROM users", want: "all ro"},
-		{sql: "SELECT id, name FROM users ORDER BY name DESC", want: "all ro merge{combine=[0 0] final=[{0 0 0 id false} {0 1 0 name false}] distinct=false order=[{1 true true false}] offset=0 limit=-1}"},
+		{sql: "SELECT id, name FROM users ORDER BY name DESC", want: "all ro merge{combine=[0 0] final=[{0 0 0  false} {0 1 0  false}] distinct=false order=[{1 true true false}] offset=0 limit=-1}"},
 		{sql: "SELECT id, name FROM users ORDER BY 1 LIMIT 10 OFFSET 5", want: "~offset=5 limit=10} sql=[SELECT id, name FROM users ORDER BY 1 LIMIT 10::bigint + 5::bigint]"},
-		{sql: "SELECT id FROM users ORDER BY created_at LIMIT 3", want: "~final=[{0 0 0 id false} {0 1 0  true}] distinct=false order=[{1 false false false}] offset=0 limit=3} sql=[SELECT id, created_at FROM users ORDER BY created_at LIMIT 3]"},
-		{sql: "SELECT count(*), avg(age), max(age) FROM users WHERE age > 30", want: "~combine=[1 2 1 7 4 8] final=[{0 0 0 count false} {1 1 2 avg false} {0 4 0 max false}]"},
+		{sql: "SELECT id FROM users ORDER BY created_at LIMIT 3", want: "~final=[{0 0 0  false} {0 1 0  true}] distinct=false order=[{1 false false false}] offset=0 limit=3} sql=[SELECT id, created_at FROM users ORDER BY created_at LIMIT 3]"},
+		{sql: "SELECT count(*), avg(age), max(age) FROM users WHERE age > 30", want: "~combine=[1 2 1 7 4 8] final=[{0 0 0  false} {1 1 2 avg false} {0 4 0  false}]"},
 		{sql: "SELECT count(*), avg(age), max(age) FROM users WHERE age > 30", want: "~sql=[SELECT count(*), sum(age), count(age), avg(age), max(age), pg_catalog.current_setting('extra_float_digits') FROM users WHERE age > 30]"},
 		{sql: "SELECT status, count(*) AS n FROM users GROUP BY status ORDER BY n DESC LIMIT 5",
-			want: "~combine=[0 1] final=[{0 0 0 status false} {0 1 0 n false}] distinct=false order=[{1 true true false}] offset=0 limit=5} sql=[SELECT status, count(*) AS n FROM users GROUP BY status]"},
-		{sql: "SELECT count(*) FROM users GROUP BY status", want: "~combine=[1 0] final=[{0 0 0 count false}]"},
+			want: "~combine=[0 1] final=[{0 0 0  false} {0 1 0  false}] distinct=false order=[{1 true true false}] offset=0 limit=5} sql=[SELECT status, count(*) AS n FROM users GROUP BY status]"},
+		{sql: "SELECT count(*) FROM users GROUP BY status", want: "~combine=[1 0] final=[{0 0 0  false}]"},
 		{sql: "SELECT DISTINCT name FROM users", want: "~distinct=true"},
 		{sql: "SELECT * FROM users LIMIT 5", want: "~limit=5}"},
-		{sql: "SELECT * FROM users ORDER BY id", want: "~ORDER BY a column of SELECT *"},
+		{sql: "SELECT * FROM users ORDER BY id", want: "all ro merge{combine=[] final=[] distinct=false order=[tail{0 false false false}] offset=0 limit=-1} tail=1 sql=[SELECT *, id FROM users ORDER BY id]"},
 		{sql: "SELECT id, row_number() OVER () FROM users", want: "~window function"},
 		{sql: "SELECT status FROM users GROUP BY status HAVING count(*) > 1", want: "~HAVING with an aggregate"},
 		{sql: "SELECT DISTINCT ON (name) name FROM users", want: "~DISTINCT ON"},
@@ -504,9 +514,9 @@ func TestNoSilentlyWrongScatter(t *testing.T) {
 		{sql: "SELECT * FROM users u(id) JOIN orders o ON o.user_id = u.id", want: "~without an equality between their sharding keys"},
 		{sql: "SELECT * FROM users u(uid) JOIN orders o USING (id)", want: "~without an equality"},
 		// GROUP BY a name that is both an output alias and (maybe) an input column.
-		{sql: "SELECT lower(name) AS name, count(*) FROM users GROUP BY name", want: "~combine=[0 1 0] final=[{0 0 0 name false} {0 1 0 count false}]"},
+		{sql: "SELECT lower(name) AS name, count(*) FROM users GROUP BY name", want: "~combine=[0 1 0] final=[{0 0 0  false} {0 1 0  false}]"},
 		{sql: "SELECT lower(name) AS name, count(*) FROM users GROUP BY name", want: "~sql=[SELECT lower(name) AS name, count(*), name FROM users GROUP BY name]"},
-		{sql: "SELECT 0 AS id, count(*) FROM users GROUP BY id", want: "~GROUP BY id, which names both an output column"},
+		{sql: "SELECT 0 AS id, count(*) FROM users GROUP BY id", want: "all ro"}, // grouped by the key column: one shard per group,
 		{sql: "SELECT lower(city) AS c, count(*) FROM users GROUP BY c", want: "~GROUP BY c, which names both"},
 		// min/max compare text bytewise: an explicit other collation is refused.
 		{sql: `SELECT min(name COLLATE "und-x-icu") FROM users`, want: `~min() under collation "und-x-icu"`},

@@ -37,7 +37,10 @@ const markerBase = 1000000
 
 // scatterSpec builds the merge.Spec of a SELECT that runs on several
 // shards, and the rewritten statement for the shards when it differs.
-func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limitSrc, *RefusalError) {
+//
+// a is the statement's analysis: it tells which columns are sharding keys
+// (GROUP BY, DISTINCT ON and window partitions on a key need no merging).
+func (b *builder) scatterSpec(sel *pg.SelectStmt, a *analysis) (*merge.Spec, []segment, *limitSrc, *RefusalError) {
 	no := func(what, hint string) (*merge.Spec, []segment, *limitSrc, *RefusalError) {
 		return nil, nil, nil, refusal(what+" cannot be merged exactly from several shards", hint)
 	}
@@ -48,8 +51,11 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 	if len(sel.ValuesLists) > 0 {
 		return nil, nil, nil, nil
 	}
-	if len(sel.WindowClause) > 0 {
-		return no("a window function", keyHint)
+	// Groups (GROUP BY a key column) each on one shard: each shard's rows
+	// are final, whatever the aggregates, HAVING or DISTINCT inside.
+	partitioned := a.groupedByKey(sel)
+	if window, byKey := a.windowsByKey(sel); window && !byKey || len(sel.WindowClause) > 0 && !window {
+		return no("a window function not partitioned by the sharding key", "add the sharding key to PARTITION BY, or "+keyHint)
 	}
 	if sel.LimitOption == pg.LimitOption_LIMIT_OPTION_WITH_TIES {
 		return no("FETCH ... WITH TIES", "use LIMIT")
@@ -58,17 +64,11 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 	if len(sel.DistinctClause) > 0 {
 		if len(sel.DistinctClause) == 1 && sel.DistinctClause[0].GetNode() == nil {
 			spec.Distinct = true
-		} else {
-			return no("SELECT DISTINCT ON", "use GROUP BY, or "+keyHint)
+		} else if !slices.ContainsFunc(sel.DistinctClause, func(n *pg.Node) bool { return a.keyedOutput(n, sel.TargetList) }) {
+			return no("SELECT DISTINCT ON without the sharding key", "add the sharding key to DISTINCT ON, use GROUP BY, or "+keyHint)
 		}
-	}
-	// Window functions anywhere in the target list or ORDER BY.
-	for _, l := range [][]*pg.Node{sel.TargetList, sel.SortClause} {
-		for _, n := range l {
-			if hasWindow(n) {
-				return no("a window function", keyHint)
-			}
-		}
+		// DISTINCT ON a key: each shard keeps the right row of its own
+		// groups; the merge only orders.
 	}
 	for _, g := range sel.GroupClause {
 		if g.GetGroupingSet() != nil {
@@ -115,7 +115,13 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 			}
 		}
 	}
-	if sel.HavingClause != nil && hasAggregate(sel.HavingClause) {
+	if windowed, _ := a.windowsByKey(sel); windowed && aggregated && !partitioned {
+		return no("a window function over groups merged from several shards", "group by the sharding key, or "+keyHint)
+	}
+	if len(sel.DistinctClause) > 0 && !spec.Distinct && aggregated && !partitioned {
+		return no("SELECT DISTINCT ON over groups merged from several shards", "group by the sharding key, or "+keyHint)
+	}
+	if sel.HavingClause != nil && hasAggregate(sel.HavingClause) && !partitioned {
 		return no("HAVING with an aggregate", "filter the merged groups in the application, or "+keyHint)
 	}
 
@@ -126,7 +132,8 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 	var cols []col // shard columns
 	var final []merge.FinalColumn
 	var byteOrderCols []int // min/max of COLLATE "C" arguments
-	star, rewrite := false, false
+	star, qualifiedStar, rewrite := false, false, false
+	tail := 0 // hidden sort columns after SELECT *
 	aggregated = len(sel.GroupClause) > 0
 	newTargets := make([]*pg.Node, 0, len(sel.TargetList)+2)
 	for _, n := range sel.TargetList {
@@ -136,18 +143,21 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 		}
 		if cr := rt.Val.GetColumnRef(); cr != nil && len(cr.Fields) > 0 && cr.Fields[len(cr.Fields)-1].GetAStar() != nil {
 			star = true
+			qualifiedStar = qualifiedStar || len(cr.Fields) > 1
 			newTargets = append(newTargets, n)
 			continue
 		}
-		name := outputName(rt)
-		if fc := rt.Val.GetFuncCall(); fc != nil && isAggCall(fc) {
+		name, _ := outputName(rt)
+		if fc := rt.Val.GetFuncCall(); fc != nil && isAggCall(fc) && !partitioned {
 			fname := funcName(fc)
 			c, ok := mergeableAggs[fname]
 			if !ok || unmergeableAggs[fname] {
 				return no("aggregate "+fname+"()", "compute it per shard with a pgshard.shard hint, or "+keyHint)
 			}
-			if fc.AggDistinct {
-				return no(fname+"(DISTINCT ...)", "count distinct values per key with GROUP BY, or "+keyHint)
+			if fc.AggDistinct && (fname == "bool_and" || fname == "bool_or" || fname == "every" || !a.keyedAggArg(fc)) {
+				// Over the sharding key, each shard's distinct values are
+				// none of another's: the shards' results combine as usual.
+				return no(fname+"(DISTINCT ...)", "count distinct values of the sharding key, or per key with GROUP BY, or "+keyHint)
 			}
 			if fc.AggWithinGroup {
 				return no(fname+" WITHIN GROUP", keyHint)
@@ -179,19 +189,22 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 			} else if byteOrder {
 				byteOrderCols = append(byteOrderCols, len(cols))
 			}
-			final = append(final, merge.FinalColumn{Kind: merge.FinalColumnValue, Source: len(cols), Name: name})
+			final = append(final, merge.FinalColumn{Kind: merge.FinalColumnValue, Source: len(cols)})
 			cols = append(cols, col{c, rt.Val})
 			newTargets = append(newTargets, n)
 			continue
 		}
-		if hasAggregate(rt.Val) {
+		if hasAggregate(rt.Val) && !partitioned {
 			return no("an aggregate inside an expression", "select the aggregate itself and compute the expression in the application, or "+keyHint)
 		}
-		final = append(final, merge.FinalColumn{Kind: merge.FinalColumnValue, Source: len(cols), Name: name})
+		final = append(final, merge.FinalColumn{Kind: merge.FinalColumnValue, Source: len(cols)})
 		cols = append(cols, col{merge.CombineNone, rt.Val})
 		newTargets = append(newTargets, n)
 	}
-	if star && (aggregated || len(sel.GroupClause) > 0) {
+	if partitioned {
+		aggregated = false
+	}
+	if star && (aggregated || len(sel.GroupClause) > 0 && !partitioned) {
 		return no("SELECT * with aggregates", "list the columns")
 	}
 	var hidden []*pg.Node
@@ -220,8 +233,29 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 		}
 		if cr := n.GetColumnRef(); cr != nil && len(cr.Fields) == 1 && cr.Fields[0].GetString_() != nil {
 			name := cr.Fields[0].GetString_().Sval
+			if !group {
+				same := 0
+				for _, t := range sel.TargetList {
+					if rt := t.GetResTarget(); rt != nil {
+						if on, _ := outputName(rt); on == name {
+							same++
+						}
+					}
+				}
+				if same > 1 {
+					return -1, false, true // PostgreSQL: ORDER BY "name" is ambiguous
+				}
+			}
 			for i, t := range sel.TargetList {
-				if rt := t.GetResTarget(); rt != nil && rt.Name != "" && rt.Name == name {
+				rt := t.GetResTarget()
+				if rt == nil {
+					continue
+				}
+				// ORDER BY names an output column by its name, given or
+				// PostgreSQL's own (count, lower, ?column?, ...); GROUP BY
+				// only by a given one (else it is an input column).
+				on, _ := outputName(rt)
+				if rt.Name != "" && rt.Name == name || !group && on == name {
 					if group && !isColumn(rt.Val, name) {
 						if refersTo(rt.Val, name) {
 							// The input column exists: group by it (hidden).
@@ -248,6 +282,9 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 		return -1, false, false // a hidden column, with this execution's literals
 	}
 	for _, g := range sel.GroupClause {
+		if partitioned {
+			break // no merging of groups
+		}
 		_, ok, ambiguous := finalIndex(g, true)
 		if ambiguous {
 			name := g.GetColumnRef().Fields[0].GetString_().Sval
@@ -280,7 +317,27 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 			key.NullsFirst = false
 		}
 		coll, byteOrder := explicitCollation(sb.Node)
-		k, ok, _ := finalIndex(sb.Node, false)
+		if star {
+			// The shards sort by a hidden column after the star's, which
+			// the merge finds from the end of their RowDescription.
+			if err := b.starSortKey(sel, sb.Node, qualifiedStar, spec.Distinct); err != nil {
+				return nil, nil, nil, err
+			}
+			if coll != "" && !byteOrder {
+				return no(`ORDER BY under collation "`+coll+`"`, `sort by byte order with COLLATE "C", or `+keyHint)
+			}
+			key.ByteOrder = byteOrder
+			addHidden(sb.Node, merge.CombineNone)
+			key.Column, key.Tail = tail, true
+			tail++
+			rewrite = true
+			spec.OrderBy = append(spec.OrderBy, key)
+			continue
+		}
+		k, ok, ambiguous := finalIndex(sb.Node, false)
+		if ambiguous {
+			return no("ORDER BY a name that several output columns have", "order by position or by a qualified column")
+		}
 		if ok && k < len(sel.TargetList) && coll == "" {
 			if rt := sel.TargetList[k].GetResTarget(); rt != nil {
 				coll, byteOrder = explicitCollation(rt.Val)
@@ -372,7 +429,8 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 	if !aggregated && !rewrite && !spec.Distinct && len(spec.OrderBy) == 0 && lim == nil {
 		return nil, nil, nil, nil // plain concatenation
 	}
-	spec.Group = len(sel.GroupClause) > 0
+	spec.Group = len(sel.GroupClause) > 0 && !partitioned
+	spec.HiddenTail = tail
 	if !star {
 		spec.Combine = make([]merge.Combine, len(cols))
 		for i, c := range cols {
@@ -409,6 +467,35 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 		return no("this statement (it could not be rewritten for the shards: "+err.Error()+")", keyHint)
 	}
 	return spec, segs, lim, nil
+}
+
+// starSortKey checks an ORDER BY item of a SELECT * on several shards:
+// it becomes a hidden column, which must mean what PostgreSQL's ORDER BY
+// means. A position cannot be found without the table's columns, and a
+// bare name must not be one of the other select-list items' names nor
+// possibly another table's column of the same name than the star's.
+func (b *builder) starSortKey(sel *pg.SelectStmt, n *pg.Node, qualifiedStar, distinct bool) *RefusalError {
+	hint := "list the columns in the select list instead of *, or add a condition on the sharding key"
+	switch {
+	case distinct:
+		return refusal("SELECT DISTINCT * with ORDER BY cannot be merged exactly from several shards", hint)
+	case n.GetAConst() != nil:
+		return refusal("ORDER BY a position with SELECT * cannot be merged exactly from several shards", "order by the column's name, or "+hint)
+	}
+	if cr := n.GetColumnRef(); cr != nil && len(cr.Fields) == 1 {
+		name := cr.Fields[0].GetString_().GetSval()
+		for _, t := range sel.TargetList {
+			if rt := t.GetResTarget(); rt != nil {
+				if on, _ := outputName(rt); on == name {
+					return refusal("ORDER BY "+name+", the name of a select-list item next to *, cannot be merged exactly from several shards", "order by the expression itself, or "+hint)
+				}
+			}
+		}
+		if qualifiedStar && (len(sel.FromClause) != 1 || sel.FromClause[0].GetRangeVar() == nil) {
+			return refusal("ORDER BY "+name+" with a qualified * over several tables cannot be merged exactly from several shards", "qualify the ORDER BY column, or "+hint)
+		}
+	}
+	return nil
 }
 
 // isColumn reports whether n is a reference to a column named name.
@@ -554,31 +641,6 @@ func cloneNodes(l []*pg.Node) []*pg.Node {
 		out[i] = proto.Clone(n).(*pg.Node)
 	}
 	return out
-}
-
-// outputName is the column name PostgreSQL gives a target.
-func outputName(rt *pg.ResTarget) string {
-	if rt.Name != "" {
-		return rt.Name
-	}
-	v := rt.Val
-	for v.GetTypeCast() != nil && v.GetTypeCast().Arg != nil {
-		if v.GetTypeCast().Arg.GetAConst() != nil {
-			tn := v.GetTypeCast().TypeName
-			if tn != nil && len(tn.Names) > 0 {
-				return tn.Names[len(tn.Names)-1].GetString_().GetSval()
-			}
-		}
-		v = v.GetTypeCast().Arg
-	}
-	switch {
-	case v.GetColumnRef() != nil:
-		f := v.GetColumnRef().Fields
-		return f[len(f)-1].GetString_().GetSval()
-	case v.GetFuncCall() != nil:
-		return funcName(v.GetFuncCall())
-	}
-	return "?column?"
 }
 
 func isAggCall(fc *pg.FuncCall) bool {

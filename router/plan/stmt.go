@@ -33,7 +33,7 @@ func (b *builder) selectStmt(sel *pg.SelectStmt) *template {
 	if rt.scatterOK != nil {
 		multi = Plan{Kind: Refused, Stmt: StmtSelect, Table: rt.table, Err: rt.scatterOK}
 	} else {
-		spec, s, l, err := b.scatterSpec(sel)
+		spec, s, l, err := b.scatterSpec(sel, a)
 		if err != nil {
 			multi = Plan{Kind: Refused, Stmt: StmtSelect, Table: rt.table, Err: err}
 		} else {

@@ -1,0 +1,127 @@
+package plan
+
+import "testing"
+
+// TestKeyPartitioned: GROUP BY, DISTINCT ON and window partitions on the
+// sharding key have each group on one shard, so the shards' rows are
+// concatenated (and ordered) without merging groups; count(DISTINCT key)
+// sums the shards' counts.
+func TestKeyPartitioned(t *testing.T) {
+	p := New(testMap(t), Options{})
+	for _, c := range []routeCase{
+		// GROUP BY the key: HAVING, any aggregate, aggregates in expressions.
+		{sql: "SELECT id, count(*) FROM users GROUP BY id HAVING count(*) > 1", want: "all ro"},
+		{sql: "SELECT id, string_agg(name, ',' ORDER BY name), count(*)::int, round(avg(age), 2) FROM users GROUP BY id", want: "all ro"},
+		{sql: "SELECT u.id, count(o.*) FROM users u JOIN orders o ON o.user_id = u.id GROUP BY u.id ORDER BY count(o.*) DESC, u.id LIMIT 5",
+			want: "all ro merge{combine=[0 0] final=[{0 0 0  false} {0 1 0  false}] distinct=false order=[{1 true true false} {0 false false false}] offset=0 limit=5}"},
+		{sql: "SELECT u.id FROM users u JOIN orders o ON o.user_id = u.id GROUP BY u.id ORDER BY count(o.*) DESC, u.id LIMIT 5",
+			want: "all ro merge{combine=[0 0] final=[{0 0 0  false} {0 1 0  true}] distinct=false order=[{1 true true false} {0 false false false}] offset=0 limit=5} sql=[SELECT u.id, count(o.*) FROM users u JOIN orders o ON o.user_id = u.id GROUP BY u.id ORDER BY count(o.*) DESC, u.id LIMIT 5]"},
+		{sql: "SELECT o.user_id, max(amount) - min(amount) FROM orders o GROUP BY 1", want: "all ro"},
+		{sql: "SELECT * FROM users GROUP BY id ORDER BY id LIMIT 2", want: "~tail=1 sql=[SELECT *, id FROM users GROUP BY id ORDER BY id LIMIT 2]"},
+		// Not the key, or the key on the nullable side of an outer join.
+		{sql: "SELECT name, count(*) FROM users GROUP BY name HAVING count(*) > 1", want: "~HAVING with an aggregate"},
+		{sql: "SELECT o.user_id, count(*) FROM users u LEFT JOIN orders o ON o.user_id = u.id GROUP BY o.user_id HAVING count(*) > 1", want: "~HAVING with an aggregate"},
+		{sql: "SELECT user_id, count(*) FROM orders o(user_id) GROUP BY user_id HAVING count(*) > 1", want: "~HAVING"},
+		// Window functions.
+		{sql: "SELECT id, row_number() OVER (PARTITION BY id ORDER BY name) FROM users", want: "all ro"},
+		{sql: "SELECT user_id, id, sum(amount) OVER w FROM orders WINDOW w AS (PARTITION BY user_id ORDER BY id) ORDER BY user_id, id LIMIT 3", want: "~order=[{0 false false false} {1 false false false}] offset=0 limit=3}"},
+		{sql: "SELECT user_id, rank() OVER (w ORDER BY id) FROM orders WINDOW w AS (PARTITION BY user_id)", want: "all ro"},
+		{sql: "SELECT id, row_number() OVER (PARTITION BY name) FROM users", want: "~window function not partitioned by the sharding key"},
+		{sql: "SELECT id, row_number() OVER (PARTITION BY id), sum(1) OVER () FROM users", want: "~window function not partitioned"},
+		{sql: "SELECT name, count(*), rank() OVER (PARTITION BY name ORDER BY count(*)) FROM users GROUP BY name", want: "~window function not partitioned"},
+		{sql: "SELECT id, count(*), sum(count(*)) OVER (PARTITION BY id) FROM users GROUP BY id", want: "all ro"},
+		{sql: "SELECT o.user_id, row_number() OVER (PARTITION BY o.user_id) FROM users u LEFT JOIN orders o ON o.user_id = u.id", want: "~window function not partitioned"},
+		// DISTINCT ON.
+		{sql: "SELECT DISTINCT ON (user_id) user_id, id, amount FROM orders ORDER BY user_id, amount DESC, id", want: "all ro merge{combine=[0 0 0] final=[{0 0 0  false} {0 1 0  false} {0 2 0  false}] distinct=false order=[{0 false false false} {2 true true false} {1 false false false}]"},
+		{sql: "SELECT DISTINCT ON (1) user_id, id FROM orders ORDER BY 1, 2", want: "~distinct=false"},
+		{sql: "SELECT DISTINCT ON (status) status, id FROM orders ORDER BY status, id", want: "~DISTINCT ON without the sharding key"},
+		{sql: "SELECT DISTINCT ON (user_id) 0 AS user_id, id FROM orders", want: "~DISTINCT ON without the sharding key"},
+		// DISTINCT aggregates over the key.
+		{sql: "SELECT count(DISTINCT user_id), count(DISTINCT o.user_id) FILTER (WHERE amount > 5) FROM orders o", want: "all ro merge{combine=[1 1]"},
+		{sql: "SELECT status, count(DISTINCT user_id), avg(DISTINCT user_id) FROM orders GROUP BY status", want: "~sql=[SELECT status, count(DISTINCT user_id), sum(DISTINCT user_id), count(DISTINCT user_id), avg(DISTINCT user_id)"},
+		{sql: "SELECT count(DISTINCT status) FROM orders", want: "~count(DISTINCT ...)"},
+		{sql: "SELECT count(DISTINCT user_id + 0) FROM orders", want: "~count(DISTINCT ...)"},
+		{sql: "SELECT bool_and(DISTINCT id > 5) FROM users", want: "~bool_and(DISTINCT"},
+	} {
+		check(t, p, c)
+		check(t, p, c)
+	}
+}
+
+// TestStarOrderBy: SELECT * with ORDER BY sorts by hidden columns after
+// the star's, which the merge finds from the end of the RowDescription.
+func TestStarOrderBy(t *testing.T) {
+	p := New(testMap(t), Options{})
+	for _, c := range []routeCase{
+		{sql: "SELECT * FROM users ORDER BY id LIMIT 3", want: "all ro merge{combine=[] final=[] distinct=false order=[tail{0 false false false}] offset=0 limit=3} tail=1 sql=[SELECT *, id FROM users ORDER BY id LIMIT 3]"},
+		{sql: "SELECT * FROM users ORDER BY name DESC, id LIMIT 3 OFFSET 2", want: "~order=[tail{0 true true false} tail{1 false false false}] offset=2 limit=3} tail=2 sql=[SELECT *, name, id FROM users ORDER BY name DESC, id LIMIT 3::bigint + 2::bigint]"},
+		{sql: `SELECT u.* FROM users u ORDER BY u.name COLLATE "C"`, want: "~order=[tail{0 false false true}]"},
+		{sql: "SELECT u.*, o.id FROM users u JOIN orders o ON o.user_id = u.id ORDER BY u.id, o.id", want: "~tail=2"},
+		{sql: "SELECT * FROM users ORDER BY 1", want: "~ORDER BY a position with SELECT *"},
+		{sql: "SELECT *, lower(name) AS n FROM users ORDER BY n", want: "~the name of a select-list item next to *"},
+		{sql: "SELECT u.* FROM users u JOIN orders o ON o.user_id = u.id ORDER BY id", want: "~qualified *"},
+		{sql: "SELECT DISTINCT * FROM users ORDER BY id", want: "~SELECT DISTINCT * with ORDER BY"},
+		{sql: `SELECT * FROM users ORDER BY name COLLATE "de-x-icu"`, want: "~collation"},
+		{sql: "SELECT * FROM users WHERE id = 5 ORDER BY 1", want: "single s1 ro"},
+	} {
+		check(t, p, c)
+		check(t, p, c)
+	}
+}
+
+// TestOrderByOutputName: ORDER BY a name PostgreSQL gives an unnamed
+// select-list item (count, lower, ...) sorts by that item.
+func TestOrderByOutputName(t *testing.T) {
+	p := New(testMap(t), Options{})
+	for _, c := range []routeCase{
+		{sql: "SELECT status, count(*) FROM orders GROUP BY status ORDER BY count DESC", want: "all ro merge{combine=[0 1] final=[{0 0 0  false} {0 1 0  false}] distinct=false order=[{1 true true false}] offset=0 limit=-1}"},
+		{sql: "SELECT lower(name), id FROM users ORDER BY lower LIMIT 2", want: "all ro merge{combine=[0 0] final=[{0 0 0  false} {0 1 0  false}] distinct=false order=[{0 false false false}] offset=0 limit=2}"},
+		{sql: "SELECT coalesce(name, 'x'), id FROM users ORDER BY coalesce", want: "~order=[{0 false false false}]"},
+		{sql: "SELECT count(*)::int, status FROM orders GROUP BY status ORDER BY count", want: "~aggregate inside an expression"},
+		{sql: "SELECT u.id, o.id FROM users u JOIN orders o ON o.user_id = u.id ORDER BY id", want: "~several output columns have"},
+		{sql: "SELECT name AS n, name FROM users ORDER BY name", want: "~order=[{1 false false false}]"},
+	} {
+		check(t, p, c)
+		check(t, p, c)
+	}
+}
+
+// TestSubqueriesOnOneShard: key conditions inside subqueries, CTEs and
+// UNION ALL parts route the statement when they all name one shard; a
+// subquery correlated on the key runs on every shard; set operations over
+// unsharded data do not count.
+func TestSubqueriesOnOneShard(t *testing.T) {
+	p := New(testMap(t), Options{})
+	for _, c := range []routeCase{
+		{sql: "SELECT * FROM users WHERE id = 5 AND name IN (SELECT status FROM orders WHERE user_id = 6)", want: "single s1 ro"},
+		{sql: "SELECT * FROM users WHERE id = 5 AND name IN (SELECT status FROM orders WHERE user_id = 150)", want: "~different shards"},
+		{sql: "SELECT EXISTS (SELECT 1 FROM orders WHERE user_id = 250)", want: "single s3 ro"},
+		{sql: "SELECT (SELECT count(*) FROM orders WHERE user_id = 250), (SELECT name FROM users WHERE id = 260)", want: "single s3 ro"},
+		{sql: "SELECT * FROM (SELECT * FROM users WHERE id = 150) s", want: "single s2 ro"},
+		{sql: "WITH x AS (SELECT * FROM orders WHERE user_id = 350) SELECT count(*) FROM x", want: "single s4 ro"},
+		{sql: "SELECT id FROM users WHERE id = 1 UNION ALL SELECT user_id FROM orders WHERE user_id = 2", want: "single s1 ro"},
+		{sql: "SELECT id FROM users WHERE id = 1 UNION SELECT user_id FROM orders WHERE user_id IN (2, 3)", want: "single s1 ro"},
+		{sql: "SELECT id FROM users WHERE id = 1 UNION ALL SELECT user_id FROM orders", want: "refused"},
+		// A condition in a subquery on an outer table does not route it.
+		{sql: "SELECT count(*) FROM users u WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.user_id = u.id AND o.user_id = 5)", want: "all ro merge"},
+		{sql: "SELECT count(*) FROM users u WHERE NOT EXISTS (SELECT 1 WHERE u.id = 5)", want: "all ro merge"},
+		// Correlated on the key: every shard answers for its rows.
+		{sql: "SELECT u.id FROM users u WHERE EXISTS (SELECT 1 FROM orders o WHERE o.user_id = u.id AND o.amount > 499) ORDER BY u.id", want: "all ro merge"},
+		{sql: "SELECT count(*) FROM users u WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.user_id = u.id)", want: "all ro merge"},
+		{sql: "SELECT u.id, (SELECT count(*) FROM orders o WHERE o.user_id = u.id) FROM users u", want: "all ro"},
+		{sql: "SELECT u.id, s.n FROM users u, LATERAL (SELECT count(*) AS n FROM orders o WHERE o.user_id = u.id) s", want: "all ro"},
+		// ... but not through an outer join's ON, nor without a link.
+		{sql: "SELECT u.id, (SELECT count(*) FROM orders o LEFT JOIN (SELECT 1) x ON o.user_id = u.id) FROM users u", want: "~refused"},
+		{sql: "SELECT u.id, (SELECT count(*) FROM orders o WHERE o.user_id = u.id OR o.id = 1) FROM users u", want: "~refused"},
+		{sql: "SELECT (SELECT count(*) FROM orders) FROM users u", want: "~refused"},
+		// Recursive CTEs and set operations over constants or unsharded data.
+		{sql: "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 5) SELECT u.id FROM users u JOIN r ON u.id = r.n", want: "all ro"},
+		{sql: "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 5) SELECT count(*) FROM users u WHERE u.id IN (SELECT n FROM r)", want: "all ro merge"},
+		{sql: "WITH RECURSIVE t AS (SELECT k FROM settings UNION ALL SELECT k FROM t) SELECT * FROM t", want: "default s1 ro"},
+		{sql: "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 5) SELECT * FROM users u JOIN r ON u.id = r.n WHERE u.id = 150", want: "single s2 ro"},
+		{sql: "SELECT * FROM users WHERE x IN (SELECT 1 UNION SELECT 2)", want: "all ro"},
+	} {
+		check(t, p, c)
+		check(t, p, c)
+	}
+}
