@@ -88,6 +88,11 @@ type FinalKind uint8
 const (
 	FinalColumnValue FinalKind = iota // the combined value of shard column Source
 	FinalAvg                          // avg: combined sum (Source) / combined count (CountSource)
+	// FinalExpr computes Expr over other final columns (hidden aggregates)
+	// after combining: count(*)::int, round(avg(x), 2), max(x) - min(x).
+	// Source is one of the shard columns it reads, whose result format
+	// the client's format for this column sets.
+	FinalExpr
 )
 
 // FinalColumn is one column of the client's result.
@@ -98,6 +103,8 @@ type FinalColumn struct {
 	// Name is the column name the client sees (from the original query;
 	// the shards' RowDescription may name rewritten columns differently).
 	Name string
+	// Expr is the expression of a FinalExpr column.
+	Expr *Expr
 	// Hidden columns are computed and can be sorted by, but are not sent
 	// to the client. Not allowed with Distinct (SQL requires DISTINCT's
 	// ORDER BY items to be in the select list).

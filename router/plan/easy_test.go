@@ -77,7 +77,7 @@ func TestOrderByOutputName(t *testing.T) {
 		{sql: "SELECT status, count(*) FROM orders GROUP BY status ORDER BY count DESC", want: "all ro merge{combine=[0 1] final=[{0 0 0  false} {0 1 0  false}] distinct=false order=[{1 true true false}] offset=0 limit=-1}"},
 		{sql: "SELECT lower(name), id FROM users ORDER BY lower LIMIT 2", want: "all ro merge{combine=[0 0] final=[{0 0 0  false} {0 1 0  false}] distinct=false order=[{0 false false false}] offset=0 limit=2}"},
 		{sql: "SELECT coalesce(name, 'x'), id FROM users ORDER BY coalesce", want: "~order=[{0 false false false}]"},
-		{sql: "SELECT count(*)::int, status FROM orders GROUP BY status ORDER BY count", want: "~aggregate inside an expression"},
+		{sql: "SELECT count(*)::int, status FROM orders GROUP BY status ORDER BY count", want: "all ro merge{combine=[1 0 8] final=[{2 0 (::int4 $2) count false} {0 1 0  false} {0 0 0  true}] distinct=false order=[{0 false false false}]"},
 		{sql: "SELECT u.id, o.id FROM users u JOIN orders o ON o.user_id = u.id ORDER BY id", want: "~several output columns have"},
 		{sql: "SELECT name AS n, name FROM users ORDER BY name", want: "~order=[{1 false false false}]"},
 	} {
@@ -124,4 +124,31 @@ func TestSubqueriesOnOneShard(t *testing.T) {
 		check(t, p, c)
 		check(t, p, c)
 	}
+}
+
+// TestAggregateExpressions: the shards compute the aggregates of an
+// expression, the merge the expression (merge.Expr); what the merger does
+// not evaluate is refused.
+func TestAggregateExpressions(t *testing.T) {
+	p := New(testMap(t), Options{})
+	for _, c := range []routeCase{
+		{sql: "SELECT count(*)::int FROM users", want: "all ro merge{combine=[1 8] final=[{2 0 (::int4 $1) count false} {0 0 0  true}]"},
+		{sql: "SELECT round(avg(age), 2) AS a FROM users", want: "all ro merge{combine=[2 1 7 8] final=[{2 0 (round $1 2) a false} {1 0 1  true}] distinct=false order=[] offset=0 limit=-1} sql=[SELECT sum(age), count(age), avg(age), pg_catalog.current_setting('extra_float_digits') FROM users]"},
+		{sql: "SELECT status, max(x) - min(x), sum(x) * 2.5 FROM orders GROUP BY status ORDER BY 2 DESC",
+			want: "all ro merge{combine=[0 4 3 2 8] final=[{0 0 0  false} {2 1 (- $3 $4) ?column? false} {2 3 (* $5 2.5) ?column? false} {0 1 0  true} {0 2 0  true} {0 3 0  true}] distinct=false order=[{1 true true false}]"},
+		{sql: "SELECT sum(amount)::numeric(12,1), count(*)::bigint + 1 FROM orders", want: "~final=[{2 0 (::numeric(786437) $2) sum false} {2 1 (+ (::int8 $3) 1) ?column? false}"},
+		{sql: "SELECT count(*)::int FROM users WHERE id = 5", want: "single s1 ro"},
+		{sql: "SELECT sum(x) / count(*) FROM orders", want: "~operator /"},
+		{sql: "SELECT coalesce(max(x), 0) FROM orders", want: "~this expression"},
+		{sql: "SELECT max(x)::date FROM orders", want: "~a cast to date"},
+		{sql: "SELECT round(avg(x), $1) FROM orders", params: []string{"2"}, want: "~not an integer constant"},
+		{sql: "SELECT count(DISTINCT name)::int FROM users", want: "~count(DISTINCT ...)"},
+		{sql: "SELECT string_agg(name, ',')::text FROM users", want: "~string_agg"},
+	} {
+		check(t, p, c)
+		check(t, p, c)
+	}
+	// The constants are part of the plan: another literal, another plan.
+	check(t, p, routeCase{sql: "SELECT round(avg(age), 3) AS a FROM users", want: "~(round $1 3)"})
+	check(t, p, routeCase{sql: "SELECT sum(amount)::numeric(10,2) FROM orders", want: "~(::numeric(655366) $1) sum false}"})
 }

@@ -2,6 +2,8 @@ package plan
 
 import (
 	"fmt"
+
+	"github.com/pgshard/pgshard/router/merge"
 	"slices"
 	"sort"
 	"strings"
@@ -84,7 +86,14 @@ func summary(p Plan) string {
 				order[i] = "tail" + order[i]
 			}
 		}
-		fmt.Fprintf(&b, " merge{combine=%v final=%v distinct=%v order=[%s] offset=%d limit=%d}", m.Combine, m.Final, m.Distinct, strings.Join(order, " "), m.Offset, m.Limit)
+		final := make([]string, len(m.Final))
+		for i, f := range m.Final {
+			final[i] = fmt.Sprintf("{%d %d %d %s %v}", f.Kind, f.Source, f.CountSource, f.Name, f.Hidden)
+			if f.Expr != nil {
+				final[i] = fmt.Sprintf("{%d %d %s %s %v}", f.Kind, f.Source, exprString(f.Expr), f.Name, f.Hidden)
+			}
+		}
+		fmt.Fprintf(&b, " merge{combine=%v final=[%s] distinct=%v order=[%s] offset=%d limit=%d}", m.Combine, strings.Join(final, " "), m.Distinct, strings.Join(order, " "), m.Offset, m.Limit)
 		if m.HiddenTail > 0 {
 			fmt.Fprintf(&b, " tail=%d", m.HiddenTail)
 		}
@@ -243,7 +252,8 @@ func TestRoute(t *testing.T) {
 		{sql: "SELECT id FROM users UNION SELECT user_id FROM orders", want: "refused"},
 		{sql: "SELECT * FROM users WHERE x IN (SELECT user_id FROM orders)", want: "refused"},
 		{sql: "WITH a AS (SELECT * FROM users) SELECT * FROM a", want: "~subquery or CTE"},
-		{sql: "SELECT count(*) + 1 FROM users", want: "~aggregate inside an expression"},
+		{sql: "SELECT count(*) + 1 FROM users", want: "all ro merge{combine=[1 8] final=[{2 0 (+ $1 1) ?column? false} {0 0 0  true}]"},
+		{sql: "SELECT count(*) / 2 FROM users", want: "~an aggregate inside operator / cannot be merged"},
 		{sql: "SELECT name, count(*) FROM users WHERE id IN (1, 150) GROUP BY name", want: "multi s1,s2 ro merge{combine=[0 1]"},
 		{sql: "SELECT name, count(*) FROM users WHERE id IN (1, 2) GROUP BY name", want: "single s1 ro"},
 		{sql: "SELECT id FROM users WHERE id = ANY($1) ORDER BY id LIMIT $2 OFFSET $3", params: []string{"{1,150}", "10", "2"}, want: "~offset=2 limit=10} sql=[SELECT id FROM users WHERE id = ANY($1) ORDER BY id LIMIT $2::bigint + $3::bigint]"},
@@ -573,4 +583,23 @@ func TestScatterMinMaxByteOrder(t *testing.T) {
 	if got.Merge == nil || got.Merge.ByteOrder != nil || !got.Merge.Compares() {
 		t.Errorf("no COLLATE: %s", summary(got))
 	}
+}
+
+// exprString renders a merge expression: $n for final column n.
+func exprString(e *merge.Expr) string {
+	switch e.Op {
+	case merge.ExprColumn:
+		return fmt.Sprintf("$%d", e.Column)
+	case merge.ExprConst:
+		return e.Text
+	}
+	name := map[merge.ExprOp]string{merge.ExprCast: "::" + e.Type, merge.ExprRound: "round", merge.ExprAdd: "+", merge.ExprSub: "-", merge.ExprMul: "*"}[e.Op]
+	if e.Typmod >= 0 && e.Op == merge.ExprCast {
+		name += fmt.Sprintf("(%d)", e.Typmod)
+	}
+	var args []string
+	for _, a := range e.Args {
+		args = append(args, exprString(a))
+	}
+	return "(" + name + " " + strings.Join(args, " ") + ")"
 }

@@ -136,6 +136,70 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt, a *analysis) (*merge.Spec, []s
 	tail := 0 // hidden sort columns after SELECT *
 	aggregated = len(sel.GroupClause) > 0
 	newTargets := make([]*pg.Node, 0, len(sel.TargetList)+2)
+	// addAgg adds the shard columns of aggregate fc (rt: the select-list
+	// item it is, or nil inside an expression) and returns its final
+	// column.
+	addAgg := func(fc *pg.FuncCall, rt *pg.ResTarget) (merge.FinalColumn, *RefusalError) {
+		fname := funcName(fc)
+		c, ok := mergeableAggs[fname]
+		switch {
+		case !ok || unmergeableAggs[fname]:
+			return merge.FinalColumn{}, refusal("aggregate "+fname+"() cannot be merged exactly from several shards", "compute it per shard with a pgshard.shard hint, or "+keyHint)
+		case fc.AggDistinct && (fname == "bool_and" || fname == "bool_or" || fname == "every" || !a.keyedAggArg(fc)):
+			// Over the sharding key, each shard's distinct values are
+			// none of another's: the shards' results combine as usual.
+			return merge.FinalColumn{}, refusal(fname+"(DISTINCT ...) cannot be merged exactly from several shards", "count distinct values of the sharding key, or per key with GROUP BY, or "+keyHint)
+		case fc.AggWithinGroup:
+			return merge.FinalColumn{}, refusal(fname+" WITHIN GROUP cannot be merged exactly from several shards", keyHint)
+		case hasAggregate(&pg.Node{Node: &pg.Node_List{List: &pg.List{Items: fc.Args}}}):
+			return merge.FinalColumn{}, refusal("a nested aggregate cannot be merged exactly from several shards", "")
+		}
+		aggregated = true
+		val := &pg.Node{Node: &pg.Node_FuncCall{FuncCall: fc}}
+		target := &pg.Node{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{Val: val}}}
+		if rt != nil {
+			val = rt.Val
+			target = &pg.Node{Node: &pg.Node_ResTarget{ResTarget: rt}}
+		}
+		if fname == "avg" {
+			rewrite = true
+			sum := proto.Clone(fc).(*pg.FuncCall)
+			sum.Funcname = []*pg.Node{pg.MakeStrNode("sum")}
+			cnt := proto.Clone(fc).(*pg.FuncCall)
+			cnt.Funcname = []*pg.Node{pg.MakeStrNode("count")}
+			// avg itself too, unmerged: over double precision it
+			// raises PostgreSQL's overflow error (22003) where the
+			// sum alone would not.
+			chk := proto.Clone(fc).(*pg.FuncCall)
+			f := merge.FinalColumn{Kind: merge.FinalAvg, Source: len(cols), CountSource: len(cols) + 1, Name: "avg"}
+			alias := ""
+			if rt != nil {
+				alias, _ = outputName(rt)
+				f.Name = alias
+				alias = rt.Name
+			}
+			cols = append(cols, col{merge.CombineSum, val}, col{merge.CombineCount, nil}, col{merge.CombineCheck, nil})
+			newTargets = append(newTargets,
+				&pg.Node{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{Name: alias, Val: &pg.Node{Node: &pg.Node_FuncCall{FuncCall: sum}}}}},
+				&pg.Node{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{Val: &pg.Node{Node: &pg.Node_FuncCall{FuncCall: cnt}}}}},
+				&pg.Node{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{Val: &pg.Node{Node: &pg.Node_FuncCall{FuncCall: chk}}}}})
+			return f, nil
+		}
+		if byteOrder, err := minMaxCollation(fc, keyHint); err != nil {
+			return merge.FinalColumn{}, err
+		} else if byteOrder {
+			byteOrderCols = append(byteOrderCols, len(cols))
+		}
+		f := merge.FinalColumn{Kind: merge.FinalColumnValue, Source: len(cols)}
+		cols = append(cols, col{c, val})
+		newTargets = append(newTargets, target)
+		return f, nil
+	}
+	type exprArg struct {
+		final int                 // the FinalExpr column
+		args  []merge.FinalColumn // its aggregates, hidden, appended after the select list
+	}
+	var exprArgs []exprArg
 	for _, n := range sel.TargetList {
 		rt := n.GetResTarget()
 		if rt == nil {
@@ -149,57 +213,48 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt, a *analysis) (*merge.Spec, []s
 		}
 		name, _ := outputName(rt)
 		if fc := rt.Val.GetFuncCall(); fc != nil && isAggCall(fc) && !partitioned {
-			fname := funcName(fc)
-			c, ok := mergeableAggs[fname]
-			if !ok || unmergeableAggs[fname] {
-				return no("aggregate "+fname+"()", "compute it per shard with a pgshard.shard hint, or "+keyHint)
-			}
-			if fc.AggDistinct && (fname == "bool_and" || fname == "bool_or" || fname == "every" || !a.keyedAggArg(fc)) {
-				// Over the sharding key, each shard's distinct values are
-				// none of another's: the shards' results combine as usual.
-				return no(fname+"(DISTINCT ...)", "count distinct values of the sharding key, or per key with GROUP BY, or "+keyHint)
-			}
-			if fc.AggWithinGroup {
-				return no(fname+" WITHIN GROUP", keyHint)
-			}
-			if hasAggregate(&pg.Node{Node: &pg.Node_List{List: &pg.List{Items: fc.Args}}}) {
-				return no("a nested aggregate", "")
-			}
-			aggregated = true
-			if fname == "avg" {
-				rewrite = true
-				sum := proto.Clone(fc).(*pg.FuncCall)
-				sum.Funcname = []*pg.Node{pg.MakeStrNode("sum")}
-				cnt := proto.Clone(fc).(*pg.FuncCall)
-				cnt.Funcname = []*pg.Node{pg.MakeStrNode("count")}
-				// avg itself too, unmerged: over double precision it
-				// raises PostgreSQL's overflow error (22003) where the
-				// sum alone would not.
-				chk := proto.Clone(fc).(*pg.FuncCall)
-				final = append(final, merge.FinalColumn{Kind: merge.FinalAvg, Source: len(cols), CountSource: len(cols) + 1, Name: name})
-				cols = append(cols, col{merge.CombineSum, rt.Val}, col{merge.CombineCount, nil}, col{merge.CombineCheck, nil})
-				newTargets = append(newTargets,
-					&pg.Node{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{Name: rt.Name, Val: &pg.Node{Node: &pg.Node_FuncCall{FuncCall: sum}}}}},
-					&pg.Node{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{Val: &pg.Node{Node: &pg.Node_FuncCall{FuncCall: cnt}}}}},
-					&pg.Node{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{Val: &pg.Node{Node: &pg.Node_FuncCall{FuncCall: chk}}}}})
-				continue
-			}
-			if byteOrder, err := minMaxCollation(fc, keyHint); err != nil {
+			f, err := addAgg(fc, rt)
+			if err != nil {
 				return nil, nil, nil, err
-			} else if byteOrder {
-				byteOrderCols = append(byteOrderCols, len(cols))
 			}
-			final = append(final, merge.FinalColumn{Kind: merge.FinalColumnValue, Source: len(cols)})
-			cols = append(cols, col{c, rt.Val})
-			newTargets = append(newTargets, n)
+			if f.Kind != merge.FinalAvg {
+				f.Name = ""
+			}
+			final = append(final, f)
 			continue
 		}
 		if hasAggregate(rt.Val) && !partitioned {
-			return no("an aggregate inside an expression", "select the aggregate itself and compute the expression in the application, or "+keyHint)
+			// An expression of aggregates: the shards compute the
+			// aggregates, the merge the expression.
+			var args []merge.FinalColumn
+			first := len(cols)
+			e, err := b.aggExpr(rt.Val, func(fc *pg.FuncCall) (int, *RefusalError) {
+				f, err := addAgg(fc, nil)
+				if err != nil {
+					return 0, err
+				}
+				f.Hidden, f.Name = true, ""
+				args = append(args, f)
+				return len(args) - 1, nil
+			})
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			final = append(final, merge.FinalColumn{Kind: merge.FinalExpr, Source: first, Name: name, Expr: e})
+			exprArgs = append(exprArgs, exprArg{final: len(final) - 1, args: args})
+			rewrite = true
+			continue
 		}
 		final = append(final, merge.FinalColumn{Kind: merge.FinalColumnValue, Source: len(cols)})
 		cols = append(cols, col{merge.CombineNone, rt.Val})
 		newTargets = append(newTargets, n)
+	}
+	// The aggregates of expressions are hidden final columns after the
+	// select list's.
+	for _, x := range exprArgs {
+		base := len(final)
+		final = append(final, x.args...)
+		shiftColumns(final[x.final].Expr, base)
 	}
 	if partitioned {
 		aggregated = false
@@ -416,7 +471,7 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt, a *analysis) (*merge.Spec, []s
 			cols[i].combine = merge.CombineNone
 		}
 	}
-	if aggregated && slices.ContainsFunc(cols, func(c col) bool { return c.combine == merge.CombineSum }) {
+	if aggregated && (len(exprArgs) > 0 || slices.ContainsFunc(cols, func(c col) bool { return c.combine == merge.CombineSum })) {
 		// Sums and averages of floats are written by the merger: in text
 		// as the session's extra_float_digits says, which the shards
 		// report in a hidden column.
