@@ -29,6 +29,9 @@ type PlanRouter struct {
 	EndpointState func(addr string) string
 }
 
+// SetKeyPosition implements KeyPositioner.
+func (r PlanRouter) SetKeyPosition(table string, pos int) { r.Planner.SetKeyPosition(table, pos) }
+
 // Route implements Router.
 func (r PlanRouter) Route(q Query) (Plan, error) {
 	if q.SQL == "" {
@@ -48,6 +51,11 @@ func (r PlanRouter) Route(q Query) (Plan, error) {
 	if err != nil {
 		return Plan{Kind: KindSingle, Shard: r.Default}, nil
 	}
+	if p.Stmt == plan.StmtOther && !p.Explain {
+		// DDL may change a table's columns: key positions are learned
+		// again.
+		r.Planner.ForgetKeyPositions()
+	}
 	if p.Explain {
 		return Plan{Kind: KindAny, Shard: r.Default, SQL: explainSQL(p, q.SQL)}, nil
 	}
@@ -60,7 +68,11 @@ func (r PlanRouter) Route(q Query) (Plan, error) {
 		}
 		return Plan{Kind: KindSingle, Shard: p.Shards[0], Replica: p.ReplicaSafe}, nil
 	case plan.Refused:
-		return Plan{}, &RefusedError{Code: p.Err.Code, Message: p.Err.Message, Hint: p.Err.Hint}
+		e := &RefusedError{Code: p.Err.Code, Message: p.Err.Message, Hint: p.Err.Hint}
+		if p.NeedKeyPosition != "" && len(p.Shards) > 0 {
+			e.NeedKeyPosition, e.KeyColumn, e.Shard = p.NeedKeyPosition, p.NeedKeyColumn, p.Shards[0]
+		}
+		return Plan{}, e
 	case plan.All, plan.Multi:
 		if p.Stmt == plan.StmtSelect && p.ReadOnly && p.PerShardSQL == nil {
 			return Plan{Kind: KindScatter, Shards: p.Shards, SQL: p.ShardSQL, Merge: p.Merge, ReadOnly: true, Replica: p.ReplicaSafe, Calls: p.Calls}, nil

@@ -152,3 +152,34 @@ func TestAggregateExpressions(t *testing.T) {
 	check(t, p, routeCase{sql: "SELECT round(avg(age), 3) AS a FROM users", want: "~(round $1 3)"})
 	check(t, p, routeCase{sql: "SELECT sum(amount)::numeric(10,2) FROM orders", want: "~(::numeric(655366) $1) sum false}"})
 }
+
+// TestInsertKeyPosition: an INSERT without a column list is refused until
+// the key column's position is known (the proxy asks the catalog), then
+// routed by the value at that position.
+func TestInsertKeyPosition(t *testing.T) {
+	p := New(testMap(t), Options{})
+	sql := "INSERT INTO orders VALUES (1, 150, 'x')"
+	got, _ := p.Route(sql, nil, nil, nil)
+	if got.Kind != Refused || got.NeedKeyPosition != "public.orders" || got.NeedKeyColumn != "user_id" || len(got.Shards) != 1 {
+		t.Fatalf("before: %s need=%q/%q shards=%v", summary(got), got.NeedKeyPosition, got.NeedKeyColumn, got.Shards)
+	}
+	p.SetKeyPosition("public.orders", 1)
+	for _, c := range []routeCase{
+		{sql: sql, want: "single s2"},
+		{sql: "INSERT INTO orders VALUES (1, 350, 'x')", want: "single s4"},
+		{sql: "INSERT INTO orders VALUES ($1, $2, $3)", params: []string{"1", "5", "x"}, want: "single s1"},
+		{sql: "INSERT INTO orders VALUES (1, 5, 'a'), (2, 105, 'b') RETURNING *",
+			want: "multi s1,s2 s1=[INSERT INTO orders VALUES (1, 5, 'a') RETURNING *] s2=[INSERT INTO orders VALUES (2, 105, 'b') RETURNING *]"},
+		{sql: "INSERT INTO orders VALUES (1)", want: "~fewer values than columns"},
+		{sql: "INSERT INTO orders VALUES (1, DEFAULT, 'x')", want: "~as a constant or a parameter"},
+		{sql: "INSERT INTO orders SELECT * FROM orders WHERE user_id = 5", want: "~INSERT ... SELECT"},
+		{sql: "INSERT INTO users VALUES (5, 'a')", want: "~needs a column list"},
+		{sql: "/* pgshard: shard=s3 */ INSERT INTO users VALUES (5, 'a')", want: "default s3 hinted"},
+	} {
+		check(t, p, c)
+	}
+	p.ForgetKeyPositions()
+	if got, _ := p.Route(sql, nil, nil, nil); got.Kind != Refused || got.NeedKeyPosition == "" {
+		t.Errorf("after ForgetKeyPositions: %s", summary(got))
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/pgshard/pgshard/router/merge"
 	"github.com/pgshard/pgshard/shardmap"
@@ -59,6 +60,55 @@ func New(m *shardmap.Map, opts Options) *Planner {
 // plan: plans built for the old map are never used with the new one.
 func (p *Planner) SetMap(m *shardmap.Map) {
 	p.st.Store(newState(m, p.opts))
+}
+
+// KeyPositionTTL is how long a key column position given to
+// SetKeyPosition is used: a table changed by DDL that did not go through
+// the planner's user (ForgetKeyPositions) is noticed at the latest after
+// this.
+const KeyPositionTTL = 30 * time.Second
+
+// SetKeyPosition records that the sharding key column of table
+// ("schema.table") is its pos-th column (0-based, dropped columns not
+// counted), as the catalog says: an INSERT without a column list is then
+// routed by the value at that position for KeyPositionTTL. Plans built
+// before are dropped.
+func (p *Planner) SetKeyPosition(table string, pos int) {
+	st := p.st.Load()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.keyPos == nil {
+		st.keyPos = make(map[string]keyPosition)
+	}
+	st.keyPos[strings.ToLower(table)] = keyPosition{pos: pos, until: time.Now().Add(KeyPositionTTL)}
+	clear(st.cache)
+}
+
+// ForgetKeyPositions drops every key position SetKeyPosition gave (after
+// DDL that may change a table's columns) and the plans built from them.
+func (p *Planner) ForgetKeyPositions() {
+	st := p.st.Load()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if len(st.keyPos) > 0 {
+		clear(st.keyPos)
+		clear(st.cache)
+	}
+}
+
+type keyPosition struct {
+	pos   int
+	until time.Time
+}
+
+// keyPosition returns the known key position of table, or -1.
+func (st *state) keyPosition(table string) (int, time.Time) {
+	st.mu.RLock()
+	defer st.mu.RUnlock()
+	if k, ok := st.keyPos[table]; ok && time.Now().Before(k.until) {
+		return k.pos, k.until
+	}
+	return -1, time.Time{}
 }
 
 // Epoch returns the epoch of the map in use.
@@ -130,8 +180,9 @@ type state struct {
 	defaultShard string
 	safeFuncs    map[string]bool // Options.ReplicaSafeFuncs
 
-	mu    sync.RWMutex
-	cache map[string][]*template
+	mu     sync.RWMutex
+	cache  map[string][]*template
+	keyPos map[string]keyPosition // SetKeyPosition
 }
 
 type tableInfo struct {
@@ -209,6 +260,9 @@ func (st *state) lookup(n *normalized, sql string) *template {
 	st.mu.RUnlock()
 	for _, t := range vs {
 		if t.matches(n, sql) {
+			if !t.expires.IsZero() && !time.Now().Before(t.expires) {
+				return nil // built from a key position that has expired
+			}
 			return t
 		}
 	}
@@ -264,6 +318,9 @@ type template struct {
 	// explain marks EXPLAIN (pgshard) of the statement: the plan is the
 	// statement's, with Plan.Explain set.
 	explain bool
+	// expires, when set, is when the key position the template was built
+	// from stops being trusted.
+	expires time.Time
 }
 
 func (t *template) matches(n *normalized, sql string) bool {
@@ -488,7 +545,7 @@ func (st *state) hinted(t *template, h Hint) Plan {
 		return p
 	}
 	p.Hinted = true
-	p.Merge, p.ShardSQL, p.PerShardSQL, p.Broadcast, p.Err = nil, "", nil, false, nil
+	p.Merge, p.ShardSQL, p.PerShardSQL, p.Broadcast, p.Err, p.NeedKeyPosition = nil, "", nil, false, nil, ""
 	if h.Shard != "" {
 		if _, ok := st.one[h.Shard]; !ok || st.m.Shard(h.Shard) == nil {
 			return Plan{Kind: Refused, Stmt: p.Stmt, Hinted: true, Err: &RefusalError{Code: SQLStateInvalidParameter,

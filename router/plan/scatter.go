@@ -720,22 +720,6 @@ func hasAggregate(n *pg.Node) bool {
 	return found
 }
 
-func hasWindow(n *pg.Node) bool {
-	found := false
-	walk(n.ProtoReflect(), func(m protoreflect.Message) bool {
-		switch x := m.Interface().(type) {
-		case *pg.FuncCall:
-			if x.Over != nil {
-				found = true
-			}
-		case *pg.SubLink:
-			return false
-		}
-		return !found
-	})
-	return found
-}
-
 // exprKey is a string equal for two expressions that differ only in
 // source positions.
 func exprKey(n *pg.Node) string {

@@ -474,7 +474,7 @@ SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY amount) FROM orders;
 -- refused 0A000 an aggregate inside operator / cannot be merged
 SELECT sum(amount) / count(*) FROM orders;
 
--- refused 0A000 an aggregate inside function coalesce()
+-- refused 0A000 an aggregate inside this expression
 SELECT coalesce(max(note), '-') FROM orders;
 
 -- refused 0A000 SELECT * with aggregates
@@ -926,12 +926,28 @@ SELECT count(*) FROM users;
 SELECT id, name FROM users WHERE id IN (1, 2600, 5100, 9000);
 
 -- ---------------------------------------------------------------------
--- Writes, then reads that see their effect. INSERTs name their columns:
--- pgshard needs the key column's position.
+-- Writes, then reads that see their effect.
+
+-- Without a column list, pgshard learns the key column's position from
+-- the catalog.
+-- write
+INSERT INTO users VALUES (20011, 'new-k', 'k@example.com', 'DE', 'Zürich', 1.50, true, '2024-06-01T00:00:00Z');
 
 -- write
--- refused 0A000 needs a column list
-INSERT INTO users VALUES (20001, 'new-a', 'a@example.com', 'DE', 'Zürich', 1.50, true, '2024-06-01T00:00:00Z');
+INSERT INTO orders VALUES (60001, 3, 1.00, 1, NULL, 'new', NULL, '2024-06-01T00:00:00Z'), (60002, 9000, 2.50, 2, 0.5, 'new', 'n', '2024-06-02T00:00:00Z'), (60003, 2600, 3.75, 3, -1, 'paid', NULL, '2024-06-03T00:00:00Z') RETURNING id, user_id, amount;
+
+-- write
+INSERT INTO orders VALUES (60004, 20011, 9.99, 9, NULL, 'new', 'k', '2024-06-04T00:00:00Z') RETURNING *;
+
+-- ordered
+SELECT * FROM orders WHERE id > 60000 ORDER BY id;
+
+-- ordered
+SELECT * FROM users WHERE id > 20000 ORDER BY id DESC;
+
+-- write
+-- refused 0A000 as a constant or a parameter
+INSERT INTO orders VALUES (60005, DEFAULT, 1, 1, NULL, 'new', NULL, now());
 
 -- write
 INSERT INTO users (id, name, email, country, city, score, active, created_at) VALUES (20001, 'new-a', 'a@example.com', 'DE', 'Zürich', 1.50, true, '2024-06-01T00:00:00Z');
