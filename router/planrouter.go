@@ -77,6 +77,11 @@ func (r PlanRouter) Route(q Query) (Plan, error) {
 		if p.Stmt == plan.StmtSelect && p.ReadOnly && p.PerShardSQL == nil {
 			return Plan{Kind: KindScatter, Shards: p.Shards, SQL: p.ShardSQL, Merge: p.Merge, ReadOnly: true, Replica: p.ReplicaSafe, Calls: p.Calls}, nil
 		}
+		if p.Stmt == plan.StmtSelect && p.ReadOnly {
+			// A UNION ALL whose parts are on different shards: each shard
+			// its statement, the results concatenated.
+			return Plan{Kind: KindScatter, Shards: p.Shards, PerShardSQL: p.PerShardSQL, ReadOnly: true, Replica: p.ReplicaSafe}, nil
+		}
 		if p.Stmt == plan.StmtCopy && p.ReadOnly {
 			return Plan{Kind: KindCopyOut, Shards: p.Shards, Copy: p.Copy}, nil
 		}

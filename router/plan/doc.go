@@ -57,7 +57,8 @@
 //     other aggregates with DISTINCT or WITHIN GROUP, order-dependent or
 //     non-decomposable aggregates (string_agg, array_agg, json_agg,
 //     percentile_*, mode, stddev, ...), other expressions of aggregates,
-//     set operations over sharded tables, subqueries or CTEs reading
+//     set operations over sharded tables (a UNION ALL whose parts each
+//     read one shard runs there: unionSplit), subqueries or CTEs reading
 //     sharded tables without a key link to the outer query, SELECT *
 //     with aggregates or ORDER BY a position, values
 //     that differ by shard (now(), current_setting(), ...; random() next

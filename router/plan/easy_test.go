@@ -183,3 +183,27 @@ func TestInsertKeyPosition(t *testing.T) {
 		t.Errorf("after ForgetKeyPositions: %s", summary(got))
 	}
 }
+
+// TestUnionAllAcrossShards: UNION ALL parts with keys on different
+// shards run there, each shard getting the statement with the other
+// shards' parts limited to no rows.
+func TestUnionAllAcrossShards(t *testing.T) {
+	p := New(testMap(t), Options{})
+	for _, c := range []routeCase{
+		{sql: "SELECT id FROM users WHERE id = 1 UNION ALL SELECT user_id FROM orders WHERE user_id = 150 UNION ALL SELECT id FROM users WHERE id = 2",
+			want: "multi s1,s2 ro s1=[((SELECT id FROM users WHERE id = 1 LIMIT ALL) UNION ALL (SELECT user_id FROM orders WHERE user_id = 150 LIMIT 0)) UNION ALL (SELECT id FROM users WHERE id = 2 LIMIT ALL)] s2=[((SELECT id FROM users WHERE id = 1 LIMIT 0) UNION ALL (SELECT user_id FROM orders WHERE user_id = 150 LIMIT ALL)) UNION ALL (SELECT id FROM users WHERE id = 2 LIMIT 0)]"},
+		{sql: "SELECT id FROM users WHERE id = 5 UNION ALL SELECT user_id FROM orders WHERE user_id = $1", params: []string{"350"},
+			want: "multi s1,s4 ro s1=[(SELECT id FROM users WHERE id = 5 LIMIT ALL) UNION ALL (SELECT user_id FROM orders WHERE user_id = $1 LIMIT 0)]"},
+		{sql: "SELECT id FROM users WHERE id = 5 UNION ALL SELECT user_id FROM orders WHERE user_id = 6", want: "single s1 ro"},
+		{sql: "SELECT id FROM users WHERE id = 5 UNION ALL SELECT user_id FROM orders WHERE user_id IN (6, 150)", want: "~a UNION ALL part reads rows of several shards"},
+		{sql: "SELECT id FROM users WHERE id = 5 UNION ALL SELECT 7", want: "single s1 ro"},
+		{sql: "SELECT id FROM users WHERE id = 5 UNION ALL SELECT 7 UNION ALL SELECT id FROM users WHERE id = 150", want: "~different shards"},
+		{sql: "SELECT id FROM users WHERE id = 5 UNION SELECT user_id FROM orders WHERE user_id = 150", want: "~different shards"},
+		{sql: "SELECT id FROM users WHERE id = 5 UNION ALL SELECT user_id FROM orders WHERE user_id = 150 ORDER BY 1", want: "~different shards"},
+		{sql: "SELECT u.id FROM users u WHERE u.id = 5 AND EXISTS (SELECT 1 FROM orders o WHERE o.user_id = 150) UNION ALL SELECT 1 FROM users WHERE id = 150", want: "~a UNION ALL part reads rows of several shards"},
+		{sql: "SELECT id FROM users WHERE id = NULL UNION ALL SELECT user_id FROM orders WHERE user_id = 150", want: "~refused"},
+	} {
+		check(t, p, c)
+		check(t, p, c)
+	}
+}

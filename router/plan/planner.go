@@ -311,6 +311,7 @@ type template struct {
 	needShard  string       // targets must be exactly this shard (unsharded tables joined)
 	multi      *Plan        // template for more than one target (Merge/ShardSQL) or a refusal
 	insert     *insertSplit // multi-row INSERT split
+	union      *unionSplit  // UNION ALL with parts on different shards
 	shardSQL   []segment    // rendered into ShardSQL per execution
 	limit      *limitSrc    // LIMIT/OFFSET read per execution
 	multiSQL   []segment    // ShardSQL for the multi plan
@@ -340,9 +341,14 @@ func (t *template) matches(n *normalized, sql string) bool {
 type segment struct {
 	text string
 	lit  int32
+	gate int32 // 1 + the UNION ALL part whose LIMIT follows ("ALL" or "0"); 0: none
 }
 
-func renderSegments(segs []segment, in *execInput) string {
+func renderSegments(segs []segment, in *execInput) string { return renderGated(segs, in, nil) }
+
+// renderGated renders segments with the UNION ALL parts open[i] true
+// unlimited and the others LIMIT 0.
+func renderGated(segs []segment, in *execInput, open []bool) string {
 	n := 0
 	for _, s := range segs {
 		n += len(s.text)
@@ -357,6 +363,13 @@ func renderSegments(segs []segment, in *execInput) string {
 		b.WriteString(s.text)
 		if s.lit >= 0 && int(s.lit) < len(in.norm.lits) {
 			b.WriteString(in.norm.text(in.sql, int(s.lit)))
+		}
+		if s.gate > 0 {
+			if open != nil && open[s.gate-1] {
+				b.WriteString("ALL")
+			} else {
+				b.WriteString("0")
+			}
 		}
 	}
 	return b.String()
@@ -430,6 +443,11 @@ func (st *state) execute(t *template, in *execInput, sessionHint Hint) Plan {
 				set = append(set, first)
 			}
 			set = append(set, s)
+		}
+	}
+	if t.union != nil {
+		if p, ok := st.unionPlan(t, in); ok {
+			return p
 		}
 	}
 	for ci, srcs := range t.classes {

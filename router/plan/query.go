@@ -23,6 +23,7 @@ type tableRef struct {
 	// nullable: on the nullable side of an outer join (its key may be
 	// NULL-extended on every shard).
 	nullable bool
+	rv       *pg.RangeVar
 }
 
 func (r *tableRef) root() *tableRef {
@@ -95,7 +96,7 @@ func (a *analysis) addRef(rv *pg.RangeVar, sc *scope, top bool) *tableRef {
 	if rv.Alias != nil && rv.Alias.Aliasname != "" {
 		alias = strings.ToLower(rv.Alias.Aliasname)
 	}
-	r := &tableRef{name: name, alias: alias, ti: a.b.st.tables[name], top: top,
+	r := &tableRef{name: name, alias: alias, ti: a.b.st.tables[name], top: top, rv: rv,
 		renamed: rv.Alias != nil && len(rv.Alias.Colnames) > 0}
 	sc.refs = append(sc.refs, r)
 	a.refs = append(a.refs, r)
@@ -569,8 +570,9 @@ type route struct {
 	table        string
 	classes      [][]valueSrc // nil: no key (scatter)
 	scatterOK    *RefusalError
-	needShard    string // unsharded tables' shard, "" if none
-	defaultShard string // when nothing is sharded
+	needShard    string      // unsharded tables' shard, "" if none
+	defaultShard string      // when nothing is sharded
+	roots        []*tableRef // of the classes, in their order
 }
 
 // decide turns the analysis into a route.
@@ -647,6 +649,7 @@ func (a *analysis) decide() route {
 		}
 		rt.classes = append(rt.classes, srcs)
 	}
+	rt.roots = roots
 	// Can it run on several shards and be merged?
 	switch {
 	case a.setOp:

@@ -35,6 +35,10 @@ var unmergeableAggs = map[string]bool{
 // rewritten statement is deparsed; real parameters are at most 65535.
 const markerBase = 1000000
 
+// gateBase numbers the parameters that stand for the LIMIT of UNION ALL
+// parts (see unionSplit).
+const gateBase = 2 * markerBase
+
 // scatterSpec builds the merge.Spec of a SELECT that runs on several
 // shards, and the rewritten statement for the shards when it differs.
 //
@@ -767,7 +771,10 @@ func (b *builder) deparseMarked(sel *pg.SelectStmt) ([]segment, error) {
 				j++
 			}
 			num, _ := strconv.Atoi(text[i+1 : j])
-			if num >= markerBase {
+			if num >= gateBase {
+				segs = append(segs, segment{text: text[last:i], lit: -1, gate: int32(num-gateBase) + 1})
+				last = j
+			} else if num >= markerBase {
 				segs = append(segs, segment{text: text[last:i], lit: int32(num - markerBase)})
 				last = j
 			}
