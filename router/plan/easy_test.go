@@ -80,6 +80,10 @@ func TestOrderByOutputName(t *testing.T) {
 		{sql: "SELECT count(*)::int, status FROM orders GROUP BY status ORDER BY count", want: "all ro merge{combine=[1 0 8] final=[{2 0 (::int4 $2) count false} {0 1 0  false} {0 0 0  true}] distinct=false order=[{0 false false false}]"},
 		{sql: "SELECT u.id, o.id FROM users u JOIN orders o ON o.user_id = u.id ORDER BY id", want: "~several output columns have"},
 		{sql: "SELECT name AS n, name FROM users ORDER BY name", want: "~order=[{1 false false false}]"},
+		{sql: `SELECT "Lower"(name), id FROM users ORDER BY lower`, want: "~sql=[SELECT \"Lower\"(name), id, lower FROM users ORDER BY lower]"},
+		{sql: "SELECT (SELECT 1 UNION SELECT 2), id FROM users ORDER BY x", want: "~or that a scalar subquery's column may have"},
+		{sql: "SELECT (SELECT max(g) FROM generate_series(1, 3) g), id FROM users ORDER BY max", want: "~order=[{0 false false false}]"},
+		{sql: "SELECT DISTINCT count(*)::int FROM users GROUP BY name", want: "~SELECT DISTINCT with an expression of aggregates"},
 	} {
 		check(t, p, c)
 		check(t, p, c)

@@ -162,7 +162,9 @@ func figureColname(n *pg.Node) (name string, strength int, known bool) {
 		}
 		return figureColname(x.AIndirection.Arg)
 	case *pg.Node_FuncCall:
-		return funcName(x.FuncCall), 2, true
+		if f := x.FuncCall.Funcname; len(f) > 0 {
+			return f[len(f)-1].GetString_().GetSval(), 2, true // as written (a quoted name keeps its case)
+		}
 	case *pg.Node_AExpr:
 		if x.AExpr.Kind == pg.A_Expr_Kind_AEXPR_NULLIF {
 			return "nullif", 2, true

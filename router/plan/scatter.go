@@ -253,6 +253,9 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt, a *analysis) (*merge.Spec, []s
 		cols = append(cols, col{merge.CombineNone, rt.Val})
 		newTargets = append(newTargets, n)
 	}
+	if spec.Distinct && len(exprArgs) > 0 {
+		return no("SELECT DISTINCT with an expression of aggregates", "select the aggregates themselves, group by the sharding key, or "+keyHint)
+	}
 	// The aggregates of expressions are hidden final columns after the
 	// select list's.
 	for _, x := range exprArgs {
@@ -293,16 +296,21 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt, a *analysis) (*merge.Spec, []s
 		if cr := n.GetColumnRef(); cr != nil && len(cr.Fields) == 1 && cr.Fields[0].GetString_() != nil {
 			name := cr.Fields[0].GetString_().Sval
 			if !group {
-				same := 0
+				same, unknown := 0, false
 				for _, t := range sel.TargetList {
 					if rt := t.GetResTarget(); rt != nil {
-						if on, _ := outputName(rt); on == name {
+						on, known := outputName(rt)
+						if on == name {
 							same++
 						}
+						unknown = unknown || !known
 					}
 				}
-				if same > 1 {
-					return -1, false, true // PostgreSQL: ORDER BY "name" is ambiguous
+				if same > 1 || same == 0 && unknown {
+					// PostgreSQL: ORDER BY "name" is ambiguous; or an item
+					// whose name the planner cannot tell (a scalar
+					// subquery's column) may be the one named.
+					return -1, false, true
 				}
 			}
 			for i, t := range sel.TargetList {
@@ -395,7 +403,7 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt, a *analysis) (*merge.Spec, []s
 		}
 		k, ok, ambiguous := finalIndex(sb.Node, false)
 		if ambiguous {
-			return no("ORDER BY a name that several output columns have", "order by position or by a qualified column")
+			return no("ORDER BY a name that several output columns have (or that a scalar subquery's column may have)", "order by position or by a qualified column")
 		}
 		if ok && k < len(sel.TargetList) && coll == "" {
 			if rt := sel.TargetList[k].GetResTarget(); rt != nil {
@@ -545,8 +553,8 @@ func (b *builder) starSortKey(sel *pg.SelectStmt, n *pg.Node, qualifiedStar, dis
 		name := cr.Fields[0].GetString_().GetSval()
 		for _, t := range sel.TargetList {
 			if rt := t.GetResTarget(); rt != nil {
-				if on, _ := outputName(rt); on == name {
-					return refusal("ORDER BY "+name+", the name of a select-list item next to *, cannot be merged exactly from several shards", "order by the expression itself, or "+hint)
+				if on, known := outputName(rt); on == name || !known {
+					return refusal("ORDER BY "+name+", the name of a select-list item next to * (or possibly of a scalar subquery's column), cannot be merged exactly from several shards", "order by the expression itself, or "+hint)
 				}
 			}
 		}
