@@ -2,6 +2,7 @@ package merge
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"math/big"
@@ -22,7 +23,12 @@ const (
 	ExprAdd                  // Args[0] + Args[1]
 	ExprSub                  // Args[0] - Args[1]
 	ExprMul                  // Args[0] * Args[1]
+	ExprDiv                  // Args[0] / Args[1]
 )
+
+// ErrDivisionByZero is PostgreSQL's division by zero (SQLSTATE 22012) in
+// an expression the merger computes.
+var ErrDivisionByZero = errors.New("division by zero")
 
 // Expr is an expression over the final values of other (hidden) final
 // columns, computed after the merge: count(*)::int, round(avg(x), 2),
@@ -142,7 +148,7 @@ func exprType(e *Expr, types func(int) (xtype, bool), what string) (xtype, error
 			return unsupported("round() of an integer")
 		}
 		return t, nil
-	case ExprAdd, ExprSub, ExprMul:
+	case ExprAdd, ExprSub, ExprMul, ExprDiv:
 		if len(e.Args) != 2 {
 			return xInvalid, fmt.Errorf("%w: operator with %d arguments", ErrInvalidSpec, len(e.Args))
 		}
@@ -400,6 +406,14 @@ func arith(op ExprOp, a, b *xval) error {
 			r = a.f + b.f
 		case ExprSub:
 			r = a.f - b.f
+		case ExprDiv:
+			if b.f == 0 && !math.IsNaN(a.f) {
+				return ErrDivisionByZero
+			}
+			r = a.f / b.f
+			if r == 0 && a.f != 0 && !math.IsInf(b.f, 0) {
+				return fmt.Errorf("%w: underflow", ErrOutOfRange)
+			}
 		default:
 			r = a.f * b.f
 			if r == 0 && a.f != 0 && b.f != 0 {
@@ -426,6 +440,10 @@ func arith(op ExprOp, a, b *xval) error {
 				neg.spec = numPosInf
 			}
 			a.n.add(&neg)
+		case ExprDiv:
+			if err := divDecimal(&a.n, &b.n); err != nil {
+				return err
+			}
 		default:
 			mulDecimal(&a.n, &b.n)
 		}
@@ -440,6 +458,15 @@ func arith(op ExprOp, a, b *xval) error {
 		case ExprSub:
 			r = a.i - b.i
 			overflow = (r < a.i) != (b.i > 0)
+		case ExprDiv:
+			if b.i == 0 {
+				return ErrDivisionByZero
+			}
+			if b.i == -1 {
+				r, overflow = -a.i, a.i == math.MinInt64
+			} else {
+				r = a.i / b.i // truncates toward zero, as PostgreSQL's
+			}
 		default:
 			r = a.i * b.i
 			overflow = a.i != 0 && (r/a.i != b.i || a.i == -1 && b.i == math.MinInt64)
@@ -450,6 +477,38 @@ func arith(op ExprOp, a, b *xval) error {
 		a.i = r
 	}
 	a.t = t
+	return nil
+}
+
+// divDecimal sets d = d / o as PostgreSQL's numeric_div: NaN absorbs,
+// ±Infinity divided by a finite value keeps the quotient's sign, a finite
+// value divided by ±Infinity is 0, division by zero is an error.
+func divDecimal(d, o *decimal) error {
+	if o.spec == numFinite && o.coef.Sign() == 0 && d.spec != numNaN {
+		return ErrDivisionByZero
+	}
+	if d.spec != numFinite || o.spec != numFinite {
+		switch {
+		case d.spec == numNaN || o.spec == numNaN:
+			d.spec = numNaN
+		case d.spec == numFinite: // finite / ±Infinity
+			d.spec, d.scale = numFinite, 0
+			d.coef.SetInt64(0)
+		case o.spec != numFinite: // ±Infinity / ±Infinity
+			d.spec = numNaN
+		case o.coef.Sign() < 0:
+			if d.spec == numPosInf {
+				d.spec = numNegInf
+			} else {
+				d.spec = numPosInf
+			}
+		}
+		return nil
+	}
+	var num decimal
+	num.coef.Set(&d.coef)
+	num.scale = d.scale
+	d.div(&num, o)
 	return nil
 }
 

@@ -11,7 +11,8 @@ import (
 // aggExpr translates a select-list expression of aggregates into a
 // merge.Expr the merger evaluates after combining them: casts to integer,
 // numeric (with or without precision), double precision or text;
-// round(x) and round(x, n); +, - and * with integer or decimal constants.
+// round(x) and round(x, n); +, -, * and / with integer or decimal
+// constants.
 // agg adds an aggregate's columns and returns its index among the
 // expression's aggregates. Anything else is refused.
 func (b *builder) aggExpr(n *pg.Node, agg func(*pg.FuncCall) (int, *RefusalError)) (*merge.Expr, *RefusalError) {
@@ -90,7 +91,7 @@ func (b *builder) aggExpr(n *pg.Node, agg func(*pg.FuncCall) (int, *RefusalError
 	case *pg.Node_AExpr:
 		ae := x.AExpr
 		op := opName(ae)
-		ops := map[string]merge.ExprOp{"+": merge.ExprAdd, "-": merge.ExprSub, "*": merge.ExprMul}
+		ops := map[string]merge.ExprOp{"+": merge.ExprAdd, "-": merge.ExprSub, "*": merge.ExprMul, "/": merge.ExprDiv}
 		eop, ok := ops[op]
 		if ae.Kind != pg.A_Expr_Kind_AEXPR_OP || !ok || len(ae.Name) != 1 || ae.Lexpr == nil || ae.Rexpr == nil {
 			return no("operator " + op)

@@ -49,7 +49,7 @@
 //     rows are a correct answer. GROUP BY, DISTINCT ON and window
 //     PARTITION BY including a sharding key column need no merging (each
 //     group is on one shard); aggregate(DISTINCT key) combines as usual;
-//     casts, round() and + - * over aggregates are computed by the merge
+//     casts, round() and + - * / over aggregates are computed by the merge
 //     (merge.Expr); SELECT * sorts by hidden columns after the star's
 //     (Spec.HiddenTail). Refused, with SQLSTATE 0A000, a reason
 //     and a hint, because they cannot be merged exactly: window

@@ -253,7 +253,8 @@ func TestRoute(t *testing.T) {
 		{sql: "SELECT * FROM users WHERE x IN (SELECT user_id FROM orders)", want: "refused"},
 		{sql: "WITH a AS (SELECT * FROM users) SELECT * FROM a", want: "~subquery or CTE"},
 		{sql: "SELECT count(*) + 1 FROM users", want: "all ro merge{combine=[1 8] final=[{2 0 (+ $1 1) ?column? false} {0 0 0  true}]"},
-		{sql: "SELECT count(*) / 2 FROM users", want: "~an aggregate inside operator / cannot be merged"},
+		{sql: "SELECT count(*) / 2 FROM users", want: "~final=[{2 0 (/ $1 2) ?column? false}"},
+		{sql: "SELECT count(*) % 2 FROM users", want: "~an aggregate inside operator % cannot be merged"},
 		{sql: "SELECT name, count(*) FROM users WHERE id IN (1, 150) GROUP BY name", want: "multi s1,s2 ro merge{combine=[0 1]"},
 		{sql: "SELECT name, count(*) FROM users WHERE id IN (1, 2) GROUP BY name", want: "single s1 ro"},
 		{sql: "SELECT id FROM users WHERE id = ANY($1) ORDER BY id LIMIT $2 OFFSET $3", params: []string{"{1,150}", "10", "2"}, want: "~offset=2 limit=10} sql=[SELECT id FROM users WHERE id = ANY($1) ORDER BY id LIMIT $2::bigint + $3::bigint]"},
@@ -593,7 +594,7 @@ func exprString(e *merge.Expr) string {
 	case merge.ExprConst:
 		return e.Text
 	}
-	name := map[merge.ExprOp]string{merge.ExprCast: "::" + e.Type, merge.ExprRound: "round", merge.ExprAdd: "+", merge.ExprSub: "-", merge.ExprMul: "*"}[e.Op]
+	name := map[merge.ExprOp]string{merge.ExprCast: "::" + e.Type, merge.ExprRound: "round", merge.ExprAdd: "+", merge.ExprSub: "-", merge.ExprMul: "*", merge.ExprDiv: "/"}[e.Op]
 	if e.Typmod >= 0 && e.Op == merge.ExprCast {
 		name += fmt.Sprintf("(%d)", e.Typmod)
 	}

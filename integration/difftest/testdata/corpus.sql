@@ -471,8 +471,8 @@ SELECT stddev(amount) FROM orders;
 -- refused 0A000 aggregate percentile_cont()
 SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY amount) FROM orders;
 
--- refused 0A000 an aggregate inside operator / cannot be merged
-SELECT sum(amount) / count(*) FROM orders;
+-- refused 0A000 an aggregate inside operator % cannot be merged
+SELECT sum(quantity) % 7 FROM orders;
 
 -- refused 0A000 an aggregate inside this expression
 SELECT coalesce(max(note), '-') FROM orders;
@@ -864,6 +864,17 @@ SELECT sum(amount)::numeric(4,1) FROM orders;
 SELECT (max(id) * 4611686018427387904)::text FROM orders;
 
 SELECT max(score) - min(score), round(avg(score), 2)::float8 FROM users WHERE id > 10000;
+
+SELECT sum(amount) / count(*), sum(quantity) / count(*), sum(weight) / count(weight), count(*) / 7, max(id) / -3, 1000 / count(*)::int FROM orders;
+
+-- ordered
+SELECT status, round(100.0 * count(*) / 50000, 2) AS pct, sum(amount) / sum(quantity) FROM orders GROUP BY status ORDER BY pct DESC, status;
+
+SELECT sum(amount) / count(*), count(*) / sum(quantity) FROM orders WHERE amount < 0;
+
+SELECT count(*) / (count(*) - count(*)) FROM orders;
+
+SELECT sum(score) / 0.0 FROM users;
 
 -- ---------------------------------------------------------------------
 -- Subqueries, CTEs and UNION ALL parts that name keys on one shard run
