@@ -27,9 +27,16 @@ func (s *Server) AdminHandler() http.Handler {
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
+	// /readyz: ready for reads and writes. A proxy that refuses writes
+	// (fail closed: the meta cluster has not confirmed its map) is not
+	// ready; it still serves reads, which /healthz reports.
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if s.shuttingDown() || s.ln == nil {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		if why := s.writeRefusal(); why != "" {
+			http.Error(w, "not ready for writes (reads are served): "+why, http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")

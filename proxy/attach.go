@@ -72,6 +72,13 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 		}
 		return nil, we
 	}
+	return s.attachRouted(ctx, plan, q, s.readTarget)
+}
+
+// attachRouted is attach for a statement routed as plan: it keeps or
+// switches the attached backend, or lends one of plan.Shard — of the
+// replica whose address target gives, or of the primary when that is "".
+func (s *session) attachRouted(ctx context.Context, plan router.Plan, q router.Query, target func(router.Plan) string) (*pool.Conn, error) {
 	statement := q.SQL != "" || q.Bind != nil
 	for {
 		s.mu.Lock()
@@ -88,6 +95,14 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 				}
 				continue
 			}
+		}
+		// A statement that names no table of the map (SELECT 1, catalog
+		// queries, NOTIFY) runs where the session must stay — its
+		// transaction, pipeline or pinned backend — rather than be
+		// refused for not being there.
+		if be != nil && plan.AnyShard && !s.outsideTx &&
+			(s.unsynced || s.state == statePinned || (s.queue.syncs == 0 && s.txStatus != 'I')) {
+			plan.Shard = s.beShard
 		}
 		// A replica's backend serves only reads, except inside its (READ
 		// ONLY) transaction, where the server itself refuses writes.
@@ -136,7 +151,7 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 	if err := s.flushClient(); err != nil {
 		return nil, err
 	}
-	replica := s.readTarget(plan)
+	replica := target(plan)
 	for attempt := 0; ; attempt++ {
 		be, err := s.lendFor(ctx, plan.Shard, &replica)
 		if err != nil {
@@ -154,7 +169,7 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 		s.be = be
 		s.beShard = plan.Shard
 		s.beReplica = replica != ""
-		s.beReadOnlyTx = s.beReplica && s.pendingBegin != ""
+		s.beReadOnlyTx = s.beReplica && s.pendingBegin != "" && !s.noBegin
 		s.noteWrite(plan, q.SQL)
 		s.queue.reset()
 		s.unsynced = true
@@ -332,14 +347,36 @@ func replicaPipelineError(shard string) *wire.Error {
 // in order after earlier responses and aborts an open transaction as any
 // error would. When the backend went back to the pool meanwhile, e is
 // returned for serve to report itself.
+//
+// A simple query gets the DO block as a Query, whose ReadyForQuery
+// answers it. In the extended protocol the block runs as the unnamed
+// statement (Parse, Bind, Execute; their ParseComplete and BindComplete
+// hidden) before the client's coming Sync, which is forwarded: a server
+// that is already skipping to Sync after an earlier error of the batch
+// discards the block and answers that Sync, as it would have answered
+// the client's own messages.
 func (s *session) raiseViaServer(be *pool.Conn, e *wire.Error) error {
 	s.mu.Lock()
 	if s.be != be {
 		s.mu.Unlock()
 		return e
 	}
-	s.queue.push(entry{kind: entrySync, sent: time.Now()})
-	s.unsynced = false
+	simple := s.curType == 'Q' || s.curType == 'F'
+	if simple {
+		s.queue.push(entry{kind: entrySync, sent: time.Now()})
+		s.unsynced = false
+	} else {
+		s.queue.push(entry{kind: entryParse, swallow: true})
+		s.queue.push(entry{kind: entryBind, swallow: true})
+		s.unsynced = true
+		if s.curType == 'S' {
+			// The refused request came with the client's Sync.
+			s.queue.push(entry{kind: entrySync, sent: time.Now(), sync: syncEntry{clientSync: true, copyEnds: s.copyEnds}})
+			s.unsynced = false
+		}
+	}
+	s.raised = append(s.raised, e.Message)
+	s.raises.Store(int32(len(s.raised)))
 	s.mu.Unlock()
 	s.srv.metrics.errorCode(e.Code)
 	sql := "DO $pgshard$ BEGIN RAISE EXCEPTION USING ERRCODE = " + quoteLiteral(e.Code) +
@@ -349,12 +386,16 @@ func (s *session) raiseViaServer(be *pool.Conn, e *wire.Error) error {
 	}
 	sql += "; END $pgshard$"
 	be.UnnamedGen++
-	s.bout = wire.AppendString(s.bout, 'Q', sql)
-	if s.curType != 'Q' {
-		// Extended protocol: the server's ReadyForQuery answers the
-		// client's coming Sync; drop the rest of its batch.
+	if simple {
+		s.bout = wire.AppendString(s.bout, 'Q', sql)
+		return errAnswered
+	}
+	s.bout = appendRun(s.bout, sql)
+	if s.curType == 'S' {
+		s.bout = append(s.bout, 'S', 0, 0, 0, 4)
+	} else {
+		// Drop the rest of the client's batch; its Sync is forwarded.
 		s.skipToSync = true
-		s.dropSync = true
 	}
 	return errAnswered
 }

@@ -121,13 +121,20 @@ func (s *Server) acquirePrimary(ctx context.Context, shard string, u *userState,
 	if err := s.waitSwitch(ctx, shard); err != nil {
 		return nil, err
 	}
-	for {
+	for closed := 0; ; {
 		p, err := s.poolAt(ctx, shard, "", u, db)
 		if err != nil {
 			return nil, err
 		}
 		epoch := s.MapEpoch()
 		be, err := s.acquire(ctx, p)
+		if errors.Is(err, pool.ErrClosed) && !s.shuttingDown() && closed < 3 {
+			// A new map retired the pool (its server is no longer the
+			// primary) after poolAt found it: nothing was sent, so ask
+			// the pool of the current primary.
+			closed++
+			continue
+		}
 		if err == nil || !s.followsMeta.Load() || !unreachable(err) {
 			return be, err
 		}
@@ -150,16 +157,6 @@ func (s *Server) acquirePrimary(ctx context.Context, shard string, u *userState,
 func unreachable(err error) bool {
 	var we *wire.Error
 	return errors.As(err, &we) && we.Code == wire.SQLStateConnectionFailure
-}
-
-// metaLost reports whether the proxy follows a meta cluster and has not
-// reached its leader yet, or not for longer than its lease.
-func (s *Server) metaLost() bool {
-	if !s.followsMeta.Load() {
-		return false
-	}
-	last := s.metaContact.Load()
-	return last == 0 || time.Since(time.Unix(0, last)) > s.runtime().cfg.MetaLease.D()
 }
 
 // MetaContact returns when the meta leader last answered a heartbeat of
@@ -187,11 +184,15 @@ func mayWrite(plan router.Plan) bool {
 // failClosed refuses a statement that may write while the proxy has lost
 // the meta cluster for longer than its lease.
 func (s *Server) failClosed(plan router.Plan) error {
-	if !mayWrite(plan) || !s.metaLost() {
+	if !mayWrite(plan) {
+		return nil
+	}
+	why := s.writeRefusal()
+	if why == "" {
 		return nil
 	}
 	return &wire.Error{Code: sqlStateReadOnlyTransaction,
-		Message: "pgshard refuses writes: it has lost contact with the metadata cluster",
-		Detail:  fmt.Sprintf("A primary may have been replaced while this proxy could not hear of it (no contact for more than meta_lease, %s).", s.runtime().cfg.MetaLease.D()),
+		Message: "pgshard refuses writes: the metadata cluster has not confirmed its shard map",
+		Detail:  fmt.Sprintf("A primary may have been replaced without this proxy knowing: %s.", why),
 		Hint:    "Reads still work. Retry the write through another pgshard proxy, or once this one reaches the metadata cluster again."}
 }

@@ -93,14 +93,20 @@ func TestBufferDuringSwitch(t *testing.T) {
 }
 
 // flakyMeta is a MetaSource whose heartbeats succeed while up is set; its
-// watch only waits.
+// watch sends m (when newer than after), then waits.
 type flakyMeta struct {
+	m         *shardmap.Map
 	up        atomic.Bool
 	reports   atomic.Value // []string: the last unreachable list sent
 	heartbeat atomic.Int64
 }
 
 func (f *flakyMeta) WatchMap(ctx context.Context, after uint64, fn func(metarpc.MapVersion) error) error {
+	if f.m != nil && f.m.Epoch > after {
+		if err := fn(metarpc.MapVersion{Epoch: f.m.Epoch, Map: f.m}); err != nil {
+			return err
+		}
+	}
 	<-ctx.Done()
 	return ctx.Err()
 }
@@ -130,7 +136,7 @@ func TestFailClosed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	meta := &flakyMeta{} // down: the proxy has never reached it
+	meta := &flakyMeta{m: readMap(t, cfg.ShardMapFile)} // down: the proxy has never reached it
 	follow(t, p, meta)
 
 	conn := connect(t, p.dsn(""))

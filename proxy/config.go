@@ -11,6 +11,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/pgshard/pgshard/router/pool"
 	"github.com/pgshard/pgshard/shardmap"
 
 	"github.com/pgshard/pgshard/wire/auth"
@@ -73,6 +74,12 @@ type Config struct {
 	Limits   LimitsConfig  `yaml:"limits"`
 	// ShutdownTimeout bounds how long SIGTERM waits for transactions.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+
+	// FollowsMeta (not read from the file; see LoadConfigFollowingMeta)
+	// says the proxy follows a meta cluster: its shards come from the
+	// cluster's map, so Shards may be empty, and it refuses writes until
+	// the cluster has confirmed the map it routes by.
+	FollowsMeta bool `yaml:"-"`
 }
 
 // TLSConfig configures TLS towards clients.
@@ -202,7 +209,9 @@ type BufferConfig struct {
 	MaxQueued int `yaml:"max_queued"`
 }
 
-// ShardConfig is one shard (today: exactly one).
+// ShardConfig is one shard. With a shard map (shard_map_file, or the meta
+// cluster's) the shard's server is the map's primary and an entry only
+// sets Database; without one, entries are the shards.
 type ShardConfig struct {
 	Name string `yaml:"name"`
 	Host string `yaml:"host"`
@@ -223,6 +232,19 @@ type BackendConfig struct {
 	// servers that authenticate pgshard by certificate (pg_hba "cert").
 	SSLCert string `yaml:"sslcert"`
 	SSLKey  string `yaml:"sslkey"`
+	// AckTimeout fails a server connection that has something to
+	// deliver and receives nothing from its server this long (an
+	// unreachable server, Linux); default 5s, negative: TCP's own
+	// retries (minutes). A server that merely does not read is not
+	// affected.
+	AckTimeout Duration `yaml:"ack_timeout"`
+	// KeepAliveIdle, KeepAliveInterval and KeepAliveCount: TCP keepalive
+	// probes start after KeepAliveIdle without traffic (default 2s,
+	// negative: no keepalives), repeat every KeepAliveInterval (1s) and
+	// fail the connection after KeepAliveCount unanswered ones (3).
+	KeepAliveIdle     Duration `yaml:"keepalive_idle"`
+	KeepAliveInterval Duration `yaml:"keepalive_interval"`
+	KeepAliveCount    int      `yaml:"keepalive_count"`
 }
 
 // PoolConfig sizes the backend pools.
@@ -266,12 +288,26 @@ func LoadConfig(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return ParseConfig(b)
+	return parseConfig(b, false)
+}
+
+// LoadConfigFollowingMeta is LoadConfig for a proxy that follows a meta
+// cluster (FollowsMeta): shards is optional, since the shards come from
+// the cluster's map, and shard_map_file is only a seed for a first start
+// while the cluster cannot be reached.
+func LoadConfigFollowingMeta(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return parseConfig(b, true)
 }
 
 // ParseConfig parses, completes and validates YAML config text.
-func ParseConfig(b []byte) (*Config, error) {
-	var c Config
+func ParseConfig(b []byte) (*Config, error) { return parseConfig(b, false) }
+
+func parseConfig(b []byte, followsMeta bool) (*Config, error) {
+	c := Config{FollowsMeta: followsMeta}
 	dec := yaml.NewDecoder(strings.NewReader(string(b)))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil {
@@ -300,6 +336,18 @@ func (c *Config) Complete() error {
 	}
 	if v, ok := os.LookupEnv(c.Backend.PasswordEnv); ok {
 		c.Backend.Password = v
+	}
+	if c.Backend.AckTimeout == 0 {
+		c.Backend.AckTimeout = Duration(pool.DefaultAckTimeout)
+	}
+	if c.Backend.KeepAliveIdle == 0 {
+		c.Backend.KeepAliveIdle = Duration(pool.DefaultKeepAliveIdle)
+	}
+	if c.Backend.KeepAliveInterval == 0 {
+		c.Backend.KeepAliveInterval = Duration(pool.DefaultKeepAliveInterval)
+	}
+	if c.Backend.KeepAliveCount == 0 {
+		c.Backend.KeepAliveCount = pool.DefaultKeepAliveCount
 	}
 	if c.Limits.MaxClientConn == 0 {
 		c.Limits.MaxClientConn = 10000
@@ -365,8 +413,8 @@ func (c *Config) Complete() error {
 	return c.Validate()
 }
 
-// loadShardMap reads ShardMapFile and, when no shards are configured,
-// takes the map's shards (their primaries).
+// loadShardMap reads ShardMapFile and takes the map's shards (their
+// primaries).
 func (c *Config) loadShardMap() error {
 	b, err := os.ReadFile(c.ShardMapFile)
 	if err != nil {
@@ -386,27 +434,15 @@ func (c *Config) loadShardMap() error {
 func (c *Config) ShardMap() *shardmap.Map { return c.shardMap }
 
 // UseShardMap makes m the configuration's shard map (as shard_map_file
-// does): statements are routed by it and, when no shards are configured,
-// the map's primaries are the shards. Call Validate afterwards when the
-// configuration had no shards.
+// does): statements are routed by it and the shards are the map's, each
+// served by its primary in m — a configured shard only keeps its
+// database override (its host and port are not used). Call Validate
+// afterwards.
 func (c *Config) UseShardMap(m *shardmap.Map) error {
 	if err := m.Validate(); err != nil {
 		return err
 	}
-	if len(c.Shards) == 0 {
-		for _, sh := range m.Shards {
-			c.Shards = append(c.Shards, ShardConfig{Name: sh.Name, Host: sh.Primary.Host, Port: sh.Primary.Port})
-		}
-	}
-	for _, sh := range m.Shards {
-		found := false
-		for _, cs := range c.Shards {
-			found = found || cs.Name == sh.Name
-		}
-		if !found {
-			return fmt.Errorf("shard %q of the map is not in shards", sh.Name)
-		}
-	}
+	c.Shards = mapShards(m, c.Shards)
 	c.shardMap = m
 	if c.DefaultShard == "" {
 		c.DefaultShard = c.Shards[0].Name
@@ -434,8 +470,8 @@ func (c *Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("tls.mode: %q is not disable, allow or require", c.TLS.Mode))
 	}
-	if len(c.Shards) == 0 {
-		errs = append(errs, errors.New("shards: at least one shard is needed"))
+	if len(c.Shards) == 0 && !c.FollowsMeta {
+		errs = append(errs, errors.New("shards: at least one shard is needed (or a shard_map_file, or --meta)"))
 	}
 	names := map[string]bool{}
 	for i, sh := range c.Shards {
@@ -455,13 +491,19 @@ func (c *Config) Validate() error {
 	if (c.Backend.SSLCert == "") != (c.Backend.SSLKey == "") {
 		errs = append(errs, errors.New("backend.sslcert and backend.sslkey go together"))
 	}
+	if c.Backend.KeepAliveInterval < 0 {
+		errs = append(errs, fmt.Errorf("backend.keepalive_interval: %s is negative", c.Backend.KeepAliveInterval.D()))
+	}
+	if c.Backend.KeepAliveCount < 0 {
+		errs = append(errs, fmt.Errorf("backend.keepalive_count: %d is negative", c.Backend.KeepAliveCount))
+	}
 	errs = append(errs, c.Reads.validate("reads")...)
 	for i, u := range c.Users {
 		if len(u.Reads.SafeFunctions) > 0 {
 			errs = append(errs, fmt.Errorf("users[%d].reads.safe_functions: set it in the global reads section (plans are shared by all users)", i))
 		}
 	}
-	if c.DefaultShard != "" && !names[c.DefaultShard] {
+	if c.DefaultShard != "" && !names[c.DefaultShard] && len(names) > 0 {
 		errs = append(errs, fmt.Errorf("default_shard: %q is not one of the shards", c.DefaultShard))
 	}
 	if len(c.Users) == 0 {

@@ -1,11 +1,15 @@
 package proxy_test
 
 import (
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pgshard/pgshard/proxy"
+	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/wire/auth"
 )
 
@@ -68,5 +72,91 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 func TestDeployConfigLoads(t *testing.T) {
 	if _, err := proxy.LoadConfig("../docs/deploy/pgshard.yaml"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestConfigShardsFromMap: a configuration that follows meta needs no
+// shards (one that does not, does); with a shard map the shards' servers
+// are the map's primaries, and a configured shard only keeps its database.
+func TestConfigShardsFromMap(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "pgshard.yaml")
+	if err := os.WriteFile(path, []byte("users: [{name: app, auth: trust}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := proxy.LoadConfig(path); err == nil || !strings.Contains(err.Error(), "shards:") {
+		t.Errorf("LoadConfig without shards: %v, want an error naming shards", err)
+	}
+	cfg, err := proxy.LoadConfigFollowingMeta(path)
+	if err != nil {
+		t.Fatalf("a configuration following meta without shards: %v", err)
+	}
+	if !cfg.FollowsMeta || len(cfg.Shards) != 0 {
+		t.Errorf("FollowsMeta %v, shards %+v", cfg.FollowsMeta, cfg.Shards)
+	}
+
+	cfg, err = proxy.ParseConfig([]byte(`
+users: [{name: app, auth: trust}]
+shards:
+  - {name: s0, host: old.internal, port: 5433, database: app0}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := shardmap.ParseYAML([]byte(`epoch: 3
+shards:
+  - {name: s0, primary: "new.internal:5432"}
+  - {name: s1, primary: "other.internal:5432"}
+distributions:
+  - {name: d, key_type: bigint, strategy: range, default_shard: s0, intervals: [{lo: -inf, hi: +inf, shard: s0}]}
+tables:
+  - {name: public.t, distribution: d, key: k}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.UseShardMap(m); err != nil {
+		t.Fatal(err)
+	}
+	want := []proxy.ShardConfig{
+		{Name: "s0", Host: "new.internal", Port: 5432, Database: "app0"},
+		{Name: "s1", Host: "other.internal", Port: 5432},
+	}
+	if !slices.Equal(cfg.Shards, want) {
+		t.Errorf("shards with a map: %+v, want %+v", cfg.Shards, want)
+	}
+}
+
+// TestConfigBackendTimeouts: the server connections' keepalive and user
+// timeout settings have defaults well under failover detection plus the
+// buffer window, take durations, and refuse negative intervals or counts.
+func TestConfigBackendTimeouts(t *testing.T) {
+	base := "users: [{name: a, auth: trust}]\nshards: [{}]\n"
+	cfg, err := proxy.ParseConfig([]byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := cfg.Backend
+	if b.AckTimeout.D() != 5*time.Second || b.KeepAliveIdle.D() != 2*time.Second || b.KeepAliveInterval.D() != time.Second || b.KeepAliveCount != 3 {
+		t.Errorf("defaults: user timeout %s, keepalive %s/%s/%d", b.AckTimeout.D(), b.KeepAliveIdle.D(), b.KeepAliveInterval.D(), b.KeepAliveCount)
+	}
+	if limit := cfg.Buffer.Window.D() + 2*time.Second; b.AckTimeout.D() >= limit || b.KeepAliveIdle.D()+time.Duration(b.KeepAliveCount)*b.KeepAliveInterval.D() >= limit {
+		t.Errorf("defaults not under failover detection plus buffer.window (%s)", limit)
+	}
+	cfg, err = proxy.ParseConfig([]byte(base + "backend: {ack_timeout: 1500ms, keepalive_idle: -1s, keepalive_interval: 3s, keepalive_count: 9}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = cfg.Backend
+	if b.AckTimeout.D() != 1500*time.Millisecond || b.KeepAliveIdle.D() != -time.Second || b.KeepAliveInterval.D() != 3*time.Second || b.KeepAliveCount != 9 {
+		t.Errorf("configured: %+v", b)
+	}
+	for text, field := range map[string]string{
+		"backend: {keepalive_interval: -1s}\n": "backend.keepalive_interval",
+		"backend: {keepalive_count: -2}\n":     "backend.keepalive_count",
+	} {
+		if _, err := proxy.ParseConfig([]byte(base + text)); err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("%q: want an error naming %s, got %v", text, field, err)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pgshard/pgshard/shardmap/metarpc"
@@ -20,7 +21,11 @@ type MetaSource interface {
 
 // FollowMeta keeps the proxy on the meta cluster's shard map until ctx
 // ends: every new epoch is applied (ApplyMap: saved to map_state_file,
-// then routing follows it) and acknowledged at once with a heartbeat;
+// then routing follows it) and acknowledged at once with a heartbeat.
+// The first map the cluster sends replaces the map in use whatever its
+// epoch when it differs (the proxy may have started from a saved map or
+// shard_map_file); until then, and until the leader answers a heartbeat,
+// the proxy refuses writes (metastate.go);
 // heartbeats also go out every interval so the meta leader knows the proxy
 // is alive and which epoch it applies. While the meta cluster is
 // unreachable the proxy keeps serving with the map it has; WatchMap
@@ -42,7 +47,31 @@ func (s *Server) FollowMeta(ctx context.Context, src MetaSource, id string, inte
 	// than the watch delivered (it may be served by a member cut off from
 	// the leader); reconnecting goes to the leader first.
 	rewatch := make(chan struct{}, 1)
+	// The first map from meta counts (metaMap: writes may go) once the
+	// leader has answered a heartbeat and the map is not older than the
+	// leader's epoch then (a watch served by a member behind the leader
+	// may deliver an older one first).
+	var (
+		heard       atomic.Bool   // the leader answered a heartbeat
+		leaderEpoch atomic.Uint64 // the epoch it said it has
+		gotEpoch    atomic.Uint64 // the epoch of the last map the watch delivered
+	)
+	confirm := func() {
+		if got := gotEpoch.Load(); got != 0 && heard.Load() && got >= leaderEpoch.Load() {
+			s.metaMap.Store(true)
+		}
+	}
+	// No contact yet: writes wait for the first map from meta and the
+	// first heartbeat the leader answers (a proxy started from its saved
+	// map while meta is down may route by a map that fenced a primary
+	// since; it serves reads only).
+	s.metaContact.Store(0)
+	s.metaMap.Store(false)
+	s.followsMeta.Store(true)
+	// A proxy configured to follow meta keeps failing closed after.
+	defer func() { s.followsMeta.Store(s.runtime().cfg.FollowsMeta) }()
 	var wg sync.WaitGroup
+	wg.Go(func() { s.watchWriteState(ctx, min(interval, 100*time.Millisecond)) })
 	wg.Go(func() {
 		for ctx.Err() == nil {
 			wctx, cancel := context.WithCancel(ctx)
@@ -55,17 +84,29 @@ func (s *Server) FollowMeta(ctx context.Context, src MetaSource, id string, inte
 				case <-wctx.Done():
 				}
 			}()
-			err := src.WatchMap(wctx, s.MapEpoch(), func(v metarpc.MapVersion) error {
+			after := s.MapEpoch()
+			if !s.metaMap.Load() {
+				after = 0 // the current map, whatever the one in use
+			}
+			err := src.WatchMap(wctx, after, func(v metarpc.MapVersion) error {
 				if v.Map == nil {
 					return nil
 				}
 				m := v.Map.Clone()
 				m.Epoch = v.Epoch
-				if _, err := s.ApplyMap(m); err != nil {
+				first := !s.metaMap.Load()
+				if _, err := s.applyMap(m, first); err != nil {
 					// An invalid map from meta is a bug there; keep the
 					// current one and say so.
 					slog.Error("meta: cannot apply shard map", "epoch", v.Epoch, "err", err)
 					return nil
+				}
+				if first {
+					gotEpoch.Store(v.Epoch)
+					confirm()
+					if le := leaderEpoch.Load(); heard.Load() && v.Epoch < le {
+						slog.Warn("meta: the map watch is behind the leader; writes wait for the leader's map", "epoch", v.Epoch, "leader", le)
+					}
 				}
 				kick()
 				return nil
@@ -85,12 +126,6 @@ func (s *Server) FollowMeta(ctx context.Context, src MetaSource, id string, inte
 			}
 		}
 	})
-	// No contact yet: writes wait for the first heartbeat the leader
-	// answers (a proxy started from its saved map while meta is down may
-	// route by a map that fenced a primary since; it serves reads only).
-	s.metaContact.Store(0)
-	s.followsMeta.Store(true)
-	defer s.followsMeta.Store(false)
 	wg.Go(func() {
 		// The unreachable endpoints are checked often, so that a primary
 		// going down is reported (for failover) within a probe or two.
@@ -103,11 +138,17 @@ func (s *Server) FollowMeta(ctx context.Context, src MetaSource, id string, inte
 			down := s.unreachableEndpoints()
 			if time.Since(last) >= interval || !slices.Equal(down, reported) {
 				sent := time.Now()
-				applied := s.MapEpoch()
+				applied := s.ackedEpoch()
+				if !s.metaMap.Load() {
+					applied = 0 // not a map from meta (yet)
+				}
 				hctx, cancel := context.WithTimeout(ctx, interval)
 				current, err := src.ProxyHeartbeat(hctx, id, addr, applied, down)
 				cancel()
 				if err == nil {
+					leaderEpoch.Store(current)
+					heard.Store(true)
+					confirm()
 					s.metaContact.Store(sent.UnixNano())
 					reported = down
 					if current > applied {

@@ -23,6 +23,7 @@ type metrics struct {
 	mapEpoch     prometheus.Gauge
 	buffered     prometheus.Counter
 	bufferWait   prometheus.Histogram
+	abortedConns prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -62,7 +63,10 @@ func newMetrics() *metrics {
 		Name: "pgshard_buffer_wait_seconds", Help: "How long held statements waited before they ran.",
 		Buckets: []float64{.01, .05, .1, .25, .5, 1, 2, 3, 5, 10, 30},
 	})
-	m.reg.MustRegister(m.clients, states, m.queries, m.transactions, m.latency, m.errors, m.pins, m.mapEpoch, m.buffered, m.bufferWait,
+	m.abortedConns = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "pgshard_server_connections_aborted_total", Help: "Server connections reset because the shard map replaced or fenced their server.",
+	})
+	m.reg.MustRegister(m.clients, states, m.queries, m.transactions, m.latency, m.errors, m.pins, m.mapEpoch, m.buffered, m.bufferWait, m.abortedConns,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -92,6 +96,20 @@ func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 }
 
+// registerMetaState exports whether the proxy refuses writes because the
+// meta cluster has not confirmed its shard map (metastate.go).
+func (m *metrics) registerMetaState(s *Server) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "pgshard_meta_fail_closed",
+		Help: "1 while the proxy refuses writes (25006) because the meta cluster has not confirmed its shard map (no map or no answer from the leader yet, or none within meta_lease), else 0.",
+	}, func() float64 {
+		if s.writeRefusal() != "" {
+			return 1
+		}
+		return 0
+	}))
+}
+
 // registerPools exports pool statistics, read at scrape time.
 func (m *metrics) registerPools(s *Server) {
 	m.reg.MustRegister(&poolCollector{srv: s})
@@ -107,12 +125,13 @@ var (
 	descDials       = prometheus.NewDesc("pgshard_server_connects_total", "Server connections opened.", poolLabels, nil)
 	descDialFails   = prometheus.NewDesc("pgshard_server_connect_failures_total", "Failed attempts to open a server connection.", poolLabels, nil)
 	descDiscarded   = prometheus.NewDesc("pgshard_server_discards_total", "Server connections closed as broken, idle or old.", poolLabels, nil)
+	descStalls      = prometheus.NewDesc("pgshard_server_stalls_total", "Server connections reset because their server acknowledged nothing for backend.ack_timeout.", poolLabels, nil)
 )
 
 type poolCollector struct{ srv *Server }
 
 func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descServerConns, descWaiting, descWaits, descWaitSecs, descTimeouts, descDials, descDialFails, descDiscarded} {
+	for _, d := range []*prometheus.Desc{descServerConns, descWaiting, descWaits, descWaitSecs, descTimeouts, descDials, descDialFails, descDiscarded, descStalls} {
 		ch <- d
 	}
 }
@@ -132,5 +151,6 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descDials, prometheus.CounterValue, float64(st.Dials), l...)
 		ch <- prometheus.MustNewConstMetric(descDialFails, prometheus.CounterValue, float64(st.DialFails), l...)
 		ch <- prometheus.MustNewConstMetric(descDiscarded, prometheus.CounterValue, float64(st.Discarded), l...)
+		ch <- prometheus.MustNewConstMetric(descStalls, prometheus.CounterValue, float64(st.Stalled), l...)
 	}
 }

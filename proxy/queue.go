@@ -9,6 +9,9 @@ const (
 	entrySync  entryKind = iota + 1 // ReadyForQuery after Sync, Query or FunctionCall
 	entryParse                      // ParseComplete
 	entryClose                      // CloseComplete
+	// entryBind is a BindComplete of a Bind the proxy injected (see
+	// raiseViaServer); the client's Binds have no entries.
+	entryBind
 )
 
 // entry is one request sent to the backend whose response needs
@@ -80,6 +83,21 @@ func (q *respQueue) popResponse() (entry, bool) {
 	q.compact()
 	return e, true
 }
+
+// popBind pops the head of the queue when it is an entryBind: the
+// BindComplete that just arrived answers the proxy's own Bind.
+func (q *respQueue) popBind() bool {
+	if q.head >= len(q.items) || q.items[q.head].kind != entryBind {
+		return false
+	}
+	q.items[q.head] = entry{}
+	q.head++
+	q.compact()
+	return true
+}
+
+// empty reports whether no entry is queued.
+func (q *respQueue) empty() bool { return q.head >= len(q.items) }
 
 // peek returns the entry at the head of the queue.
 func (q *respQueue) peek() (entry, bool) {

@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"errors"
 	"log/slog"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/pgshard/pgshard/replication/health"
@@ -33,6 +35,12 @@ type relayState struct {
 // pooling, at the end of a transaction).
 func (s *session) Frame(be *pool.Conn, typ byte, frame []byte) bool {
 	r := &s.relay
+	if be.Aborted() {
+		// The server is no longer its shard's primary: nothing it sent
+		// is passed on (Fail follows and tells the client).
+		r.out = r.out[:0]
+		return false
+	}
 	if r.swallow > 0 {
 		if r.capture {
 			return s.lsnFrame(be, typ, frame)
@@ -55,6 +63,10 @@ func (s *session) Frame(be *pool.Conn, typ byte, frame []byte) bool {
 		}
 		// The client may answer this ReadyForQuery before readyForQuery
 		// below has done its bookkeeping: serve waits for it (settle).
+		if be.Aborted() {
+			r.out = r.out[:0] // reset meanwhile: see above
+			return false
+		}
 		s.zInFlight.Store(true)
 		s.flushRelay()
 		var status byte = 'I'
@@ -71,8 +83,20 @@ func (s *session) Frame(be *pool.Conn, typ byte, frame []byte) bool {
 		if ok && e.swallow {
 			return false
 		}
+	case '2': // BindComplete
+		if s.raises.Load() > 0 {
+			s.mu.Lock()
+			mine := s.queue.popBind()
+			s.mu.Unlock()
+			if mine {
+				return false
+			}
+		}
 	case 'E':
 		r.segFailed = true
+		if s.raises.Load() > 0 {
+			frame = s.raisedError(frame)
+		}
 		if sev := wire.ErrorField(frame, 'V'); sev == "FATAL" || sev == "PANIC" {
 			r.sawFatal = true
 			if code := wire.ErrorCode(frame); strings.HasPrefix(code, "57P0") {
@@ -127,7 +151,13 @@ func (s *session) swallowFrame(be *pool.Conn, typ byte, frame []byte) bool {
 }
 
 // Flush implements pool.Handler: the server has nothing more buffered.
-func (s *session) Flush(*pool.Conn) { s.flushRelay() }
+func (s *session) Flush(be *pool.Conn) {
+	if be.Aborted() {
+		s.relay.out = s.relay.out[:0]
+		return
+	}
+	s.flushRelay()
+}
 
 // Fail implements pool.Handler: the server connection is lost. When serve
 // is ending the session anyway it handles the connection; otherwise the
@@ -141,7 +171,28 @@ func (s *session) Fail(be *pool.Conn, err error) {
 	}
 	slog.Info("server connection lost", "server", be.Addr, "user", s.user.cfg.Name, "err", err)
 	r := &s.relay
-	if !r.sawFatal {
+	if be.Aborted() {
+		// Whatever the old primary sent and was not yet passed on is
+		// dropped: it must not reach the client as a success.
+		r.out = r.out[:0]
+		s.srv.metrics.errorCode(wire.SQLStateConnectionFailure)
+		r.out = wire.AppendErrorResponse(r.out, &wire.Error{
+			Severity: "FATAL",
+			Code:     wire.SQLStateConnectionFailure,
+			Message:  "server connection aborted: the server is no longer the primary of its shard",
+			Detail:   "The shard map replaced or fenced " + be.Addr + " while this session used it; the transaction, if any, is lost, and whether the statement in progress committed there is unknown.",
+			Hint:     "Reconnect and retry the transaction.",
+		})
+	} else if errors.Is(err, pool.ErrStalled) || errors.Is(err, syscall.ETIMEDOUT) {
+		s.srv.metrics.errorCode(wire.SQLStateConnectionFailure)
+		r.out = wire.AppendErrorResponse(r.out, &wire.Error{
+			Severity: "FATAL",
+			Code:     wire.SQLStateConnectionFailure,
+			Message:  "server connection lost: the server stopped answering",
+			Detail:   "pgshard got no acknowledgement from " + be.Addr + " within backend.ack_timeout or its keepalives (a network partition or a hung host); the transaction, if any, is lost, and whether the statement in progress committed is unknown.",
+			Hint:     "Reconnect and retry the transaction.",
+		})
+	} else if !r.sawFatal {
 		s.srv.metrics.errorCode(wire.SQLStateConnectionFailure)
 		r.out = wire.AppendErrorResponse(r.out, &wire.Error{
 			Severity: "FATAL",
@@ -228,6 +279,12 @@ func (s *session) readyForQuery(be *pool.Conn, status byte, failed bool, lastTag
 	if detach {
 		s.be = nil
 		s.setState(stateIdle)
+	}
+	if s.queue.empty() && len(s.raised) > 0 {
+		// Every refusal raised has been answered (or skipped by a
+		// server in error).
+		s.raised = s.raised[:0]
+		s.raises.Store(0)
 	}
 	s.zInFlight.Store(false)
 	s.wakeServe()

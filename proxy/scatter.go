@@ -757,6 +757,13 @@ func (h *scatterShard) giveBack() error {
 	} else {
 		h.conn.Pool().Discard(h.conn)
 	}
+	if h.conn.Aborted() {
+		// The shard map replaced or fenced the server during the
+		// statement: what it answered does not count.
+		return &wire.Error{Code: wire.SQLStateConnectionFailure,
+			Message: "shard " + h.name + ": server connection aborted: the server is no longer the primary of its shard",
+			Hint:    "Retry the statement."}
+	}
 	return extra
 }
 

@@ -72,8 +72,11 @@ type Server struct {
 	buffered     atomic.Int64                // statements waiting in buffer
 	followsMeta  atomic.Bool                 // FollowMeta runs: buffer on unreachable primaries, fail closed
 	metaContact  atomic.Int64                // unix nanos of the last heartbeat the meta leader answered
+	metaMap      atomic.Bool                 // FollowMeta has applied (or confirmed) a map from meta
 	bg           sync.WaitGroup              // background clean-ups (discardBusy)
 	done         chan struct{}
+
+	endpoints atomic.Pointer[endpointView] // every endpoint's health, for describing (describe.go)
 }
 
 // poolKey names a pool: the server at addr (the shard's primary or one
@@ -105,18 +108,20 @@ func NewServer(cfg *Config) (*Server, error) {
 	}
 	s.rt.Store(rt)
 	s.metrics.registerPools(s)
+	s.metrics.registerMetaState(s)
 	s.metrics.mapEpoch.Set(float64(s.MapEpoch()))
-	if m := cfg.shardMap; m != nil && cfg.MapStateFile != "" {
-		// The map the proxy starts with is the one to start from next
-		// time the meta cluster is unreachable.
-		if err := saveMap(cfg.MapStateFile, m); err != nil {
-			return nil, err
-		}
-	}
+	// map_state_file only ever holds maps the meta cluster sent
+	// (FollowMeta saves the one it starts with once meta confirms it).
+	// A proxy that follows meta refuses writes from the start, until
+	// FollowMeta has the cluster's map and the leader's answer.
+	s.followsMeta.Store(cfg.FollowsMeta)
 	return s, nil
 }
 
 func (s *Server) newRuntime(cfg *Config) (*runtime, error) {
+	if cfg.shardMap == nil && len(cfg.Shards) == 0 {
+		return nil, errors.New("no shards: the configuration has no shards and no shard map")
+	}
 	rt := &runtime{
 		cfg:   cfg,
 		users: make(map[string]*userState),
@@ -319,8 +324,9 @@ func (s *Server) Reload(cfg *Config) error {
 	if cfg.Listen != old.cfg.Listen {
 		return fmt.Errorf("reload: listen address cannot change at run time (%s → %s)", old.cfg.Listen, cfg.Listen)
 	}
-	if m := old.cfg.shardMap; m != nil && (cfg.shardMap == nil || cfg.shardMap.Epoch < m.Epoch) {
-		// A newer map applied at run time stays.
+	if m := old.cfg.shardMap; m != nil && (s.followsMeta.Load() || cfg.shardMap == nil || cfg.shardMap.Epoch < m.Epoch) {
+		// A newer map applied at run time stays, and so does the meta
+		// cluster's map whatever the file says.
 		cfg.shardMap = m
 		cfg.Shards = mapShards(m, cfg.Shards)
 	}
@@ -393,6 +399,11 @@ func (s *Server) poolAt(ctx context.Context, shard, addr string, u *userState, d
 		ConnectTimeout: pc.ConnectTimeout.D(),
 		IdleTimeout:    pc.IdleTimeout.D(),
 		MaxLifetime:    pc.MaxLifetime.D(),
+
+		AckTimeout:        rt.cfg.Backend.AckTimeout.D(),
+		KeepAliveIdle:     rt.cfg.Backend.KeepAliveIdle.D(),
+		KeepAliveInterval: rt.cfg.Backend.KeepAliveInterval.D(),
+		KeepAliveCount:    rt.cfg.Backend.KeepAliveCount,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create pool: %w", err)
@@ -448,7 +459,9 @@ func (s *Server) acquire(ctx context.Context, p *pool.Pool) (*pool.Conn, error) 
 			Detail:  fmt.Sprintf("All %d connections to %s are in use and none was released within %s.", p.Config().Size, p.Config().Addr, p.Config().WaitTimeout),
 			Hint:    "Raise pool.size or pool.wait_timeout, or shorten transactions.", Err: err}
 	case errors.Is(err, pool.ErrClosed):
-		return nil, wire.Fatalf(wire.SQLStateAdminShutdown, "terminating connection due to administrator command")
+		e := wire.Fatalf(wire.SQLStateAdminShutdown, "terminating connection due to administrator command")
+		e.Err = err
+		return nil, e
 	default:
 		var pgErr interface{ SQLState() string }
 		code := wire.SQLStateConnectionFailure
@@ -513,8 +526,11 @@ func (s *Server) discardBusy(be *pool.Conn) {
 }
 
 // cancel forwards a client's CancelRequest to the backend running its
-// query. It holds the session's lock while doing so, so the backend
-// cannot be handed to another client before the cancel arrives.
+// query. The backend is held for the cancel (pool.Conn.HoldForCancel) so
+// it cannot be lent to another client before the cancel arrives, but the
+// session is not: a server that cannot be reached delays nothing but
+// this goroutine (of the cancel request's connection), for at most
+// cancelTimeout.
 func (s *Server) cancel(ctx context.Context, key cancelKey) {
 	s.mu.Lock()
 	ss := s.cancels[key]
@@ -523,13 +539,23 @@ func (s *Server) cancel(ctx context.Context, key cancelKey) {
 		return
 	}
 	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	if ss.be == nil {
+	be := ss.be
+	var done func(bool)
+	if be != nil {
+		done = be.HoldForCancel()
+	}
+	ss.mu.Unlock()
+	if be == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, cancelTimeout)
 	defer cancel()
-	if err := ss.be.Cancel(ctx); err != nil {
-		slog.Warn("forward cancel request failed", "err", err)
+	err := be.Cancel(ctx)
+	done(err == nil || errors.Is(err, pool.ErrCancelNotSent))
+	if err != nil {
+		slog.Warn("forward cancel request failed", "server", be.Addr, "err", err)
 	}
 }
+
+// cancelTimeout bounds forwarding one CancelRequest.
+const cancelTimeout = 5 * time.Second

@@ -70,7 +70,6 @@ type session struct {
 	relay relayState
 
 	skipToSync bool // an error was reported mid-pipeline: drop until Sync
-	dropSync   bool // with skipToSync: the proxy already answered the Sync
 	curType    byte // type of the client message being handled
 	// pending are Parse and Describe (statement) frames held back (with a
 	// parameter-aware router, while no backend is attached) until a Bind
@@ -137,6 +136,11 @@ type session struct {
 	// tentative holds parameter changes made inside the open transaction;
 	// they count only if it commits.
 	tentative []*settingChange
+	// raised are the messages of the refusals raised through the server
+	// (raiseViaServer) whose errors may still arrive, and raises their
+	// number, so the relay looks only when there is one.
+	raised []string
+	raises atomic.Int32
 }
 
 func (s *session) setState(st state) {
@@ -369,10 +373,6 @@ func (s *session) handleSync(ctx context.Context, frame []byte) error {
 		} else if err := s.endPortal(ctx); err != nil {
 			s.out = wire.AppendErrorResponse(s.out, wire.AsError(err))
 		}
-	}
-	if s.dropSync {
-		s.skipToSync, s.dropSync = false, false
-		return nil
 	}
 	s.skipToSync = false
 	be := s.claim()

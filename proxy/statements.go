@@ -321,9 +321,16 @@ func (s *session) sendPending(ctx context.Context, typ byte, frame []byte) error
 				return nil
 			}
 		}
-		s.noBegin = q.Bind == nil
-		_, err := s.attach(ctx, q)
-		s.noBegin = false
+		var err error
+		if q.Bind == nil && typ == 'S' {
+			// Parse and Describe, then Sync: any server of the
+			// statements' tables can answer.
+			_, err = s.attachForDescribe(ctx, pending)
+		} else {
+			s.noBegin = q.Bind == nil
+			_, err = s.attach(ctx, q)
+			s.noBegin = false
+		}
 		if err != nil {
 			var sn *scatterNeeded
 			if !errors.As(err, &sn) {
@@ -360,9 +367,7 @@ func (s *session) forwardPending(ctx context.Context, pending [][]byte) error {
 // ReadyForQuery) and waits for them. When the server reported an error,
 // the rest of the client's batch is skipped, as the server would.
 func (s *session) sendPendingAlone(ctx context.Context, pending [][]byte) error {
-	s.noBegin = true
-	be, err := s.attach(ctx, router.Query{})
-	s.noBegin = false
+	be, err := s.attachForDescribe(ctx, pending)
 	if err != nil {
 		return err
 	}

@@ -37,6 +37,10 @@ func (r PlanRouter) Route(q Query) (Plan, error) {
 	if q.SQL == "" {
 		return Plan{Kind: KindAny, Shard: r.Default}, nil
 	}
+	if q.Describe {
+		shards := r.Planner.DescribeShards(q.SQL)
+		return Plan{Kind: KindAny, Shard: shards[0], DescribeShards: shards}, nil
+	}
 	var params [][]byte
 	var formats []int16
 	var oids []uint32
@@ -66,7 +70,7 @@ func (r PlanRouter) Route(q Query) (Plan, error) {
 		if p.Stmt == plan.StmtTx || p.Stmt == plan.StmtSet || p.Stmt == plan.StmtShow {
 			return Plan{Kind: KindAny, Shard: p.Shards[0]}, nil
 		}
-		return Plan{Kind: KindSingle, Shard: p.Shards[0], Replica: p.ReplicaSafe}, nil
+		return Plan{Kind: KindSingle, Shard: p.Shards[0], Replica: p.ReplicaSafe, AnyShard: p.Anywhere}, nil
 	case plan.Refused:
 		e := &RefusedError{Code: p.Err.Code, Message: p.Err.Message, Hint: p.Err.Hint}
 		if p.NeedKeyPosition != "" && len(p.Shards) > 0 {

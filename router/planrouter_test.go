@@ -84,3 +84,24 @@ func TestPlanRouter(t *testing.T) {
 		}
 	}
 }
+
+// TestPlanRouterAnyShardAndDescribe: a statement without a table of the
+// map is marked AnyShard; a Describe query names every shard that can
+// describe the statement, the default first.
+func TestPlanRouterAnyShardAndDescribe(t *testing.T) {
+	m, err := shardmap.ParseYAML([]byte(testMap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := router.PlanRouter{Planner: plan.New(m, plan.Options{DefaultShard: "s0"}), Default: "s0"}
+	for sql, want := range map[string]bool{"SELECT now()": true, "SELECT * FROM kv WHERE k = 150": false, "CREATE TABLE t (a int)": false} {
+		p, err := r.Route(router.Query{SQL: sql})
+		if err != nil || p.AnyShard != want || p.DescribeShards != nil {
+			t.Errorf("%q: AnyShard %v, DescribeShards %v, %v; want AnyShard %v", sql, p.AnyShard, p.DescribeShards, err, want)
+		}
+	}
+	p, err := r.Route(router.Query{SQL: "INSERT INTO kv (k, v) VALUES ($1, $2)", Describe: true})
+	if err != nil || p.Kind != router.KindAny || p.Shard != "s0" || len(p.DescribeShards) != 2 || p.DescribeShards[1] != "s1" {
+		t.Fatalf("describe: %+v %v", p, err)
+	}
+}

@@ -69,6 +69,16 @@ type Plan struct {
 	Atomic bool
 	// Copy says how to split the rows of a KindCopyIn.
 	Copy *plan.CopySpec
+
+	// AnyShard marks a KindSingle statement that names no table of the
+	// map (SELECT 1, catalog queries, NOTIFY): Shard is where it goes on
+	// its own, but it runs alike on every shard, so a session held on
+	// another shard (a transaction) runs it there.
+	AnyShard bool
+	// DescribeShards, for a Query with Describe set, are the shards any
+	// of which can describe the statement (the schema is the same on
+	// every shard), the preferred first; nil means Shard only.
+	DescribeShards []string
 }
 
 // Query is what a router may look at to place a statement. Every field
@@ -86,6 +96,10 @@ type Query struct {
 	// HintShard and HintKey are the session's routing hints (SET
 	// pgshard.shard / pgshard.key); "" when unset.
 	HintShard, HintKey string
+	// Describe asks where statement SQL can be parsed and described
+	// without running it (Parse and Describe sent before any Bind): a
+	// Router that knows answers with Plan.DescribeShards.
+	Describe bool
 }
 
 // HintChange is a SET or RESET of a session routing hint.

@@ -70,6 +70,15 @@ func (o *proxyOptions) Validate() error {
 	return nil
 }
 
+// loadConfig reads the configuration; with --meta the shards come from
+// the meta cluster's map, so the file needs none.
+func (o *proxyOptions) loadConfig() (*proxy.Config, error) {
+	if o.meta != "" {
+		return proxy.LoadConfigFollowingMeta(o.configPath)
+	}
+	return proxy.LoadConfig(o.configPath)
+}
+
 func setupLogging(w io.Writer, level string) error {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
@@ -83,7 +92,7 @@ func (o *proxyOptions) Run(ctx context.Context) error {
 	if err := setupLogging(o.stderr, o.logLevel); err != nil {
 		return err
 	}
-	cfg, err := proxy.LoadConfig(o.configPath)
+	cfg, err := o.loadConfig()
 	if err != nil {
 		return err
 	}
@@ -112,6 +121,7 @@ func (o *proxyOptions) Run(ctx context.Context) error {
 			}
 		}
 		follow = em.follow
+		cfg.FollowsMeta = true // no writes before the embedded cluster confirms the map
 	}
 	// The meta follower outlives the graceful shutdown (the proxy keeps
 	// heartbeating, failing closed and buffering while transactions
@@ -133,7 +143,7 @@ func (o *proxyOptions) Run(ctx context.Context) error {
 				case <-ctx.Done():
 					return
 				case <-hup:
-					ncfg, err := proxy.LoadConfig(o.configPath)
+					ncfg, err := o.loadConfig()
 					if err == nil {
 						err = srv.Reload(ncfg)
 					}
@@ -201,8 +211,11 @@ const metaHeartbeat = 2 * time.Second
 // followMeta prepares a proxy that follows the meta cluster's shard map:
 // it starts from the cluster's current map, or — when the cluster cannot
 // be reached — from the map it saved last time (map_state_file, by
-// default next to the configuration file), and returns what keeps it on
-// the cluster's map while it runs.
+// default next to the configuration file, which only holds maps from the
+// cluster), or — on a first start without one — from shard_map_file, and
+// returns what keeps it on the cluster's map while it runs. The shards'
+// servers always come from that map; until the cluster has confirmed it
+// (FollowMeta), the proxy refuses writes.
 func (o *proxyOptions) followMeta(ctx context.Context, cfg *proxy.Config) (func(context.Context, *proxy.Server), *metarpc.Client, error) {
 	token := o.metaToken
 	if token == "" {
@@ -236,12 +249,18 @@ func (o *proxyOptions) followMeta(ctx context.Context, cfg *proxy.Config) (func(
 	if cfg.MapStateFile == "" {
 		cfg.MapStateFile = filepath.Join(filepath.Dir(o.configPath), "pgshard-map-state.yaml")
 	}
+	if cfg.ShardMap() == nil && len(cfg.Shards) > 0 {
+		slog.Info("the servers of the shards come from the meta cluster's map; shards in the configuration only set a database", "shards", len(cfg.Shards))
+	}
 	gctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	v, err := client.GetMap(gctx)
 	cancel()
+	if err == nil && v.Map == nil {
+		err = errors.New("it holds no shard map yet")
+	}
 	var start *shardmap.Map
 	switch {
-	case err == nil && v.Map != nil:
+	case err == nil:
 		start = v.Map.Clone()
 		start.Epoch = v.Epoch
 	default:
@@ -249,12 +268,15 @@ func (o *proxyOptions) followMeta(ctx context.Context, cfg *proxy.Config) (func(
 		if ferr == nil {
 			start, ferr = shardmap.ParseYAML(b)
 		}
-		if ferr != nil && cfg.ShardMapFile == "" {
-			_ = client.Close()
-			return nil, nil, fmt.Errorf("no shard map to start from: the meta cluster (%s) answered %v, and %s: %w", o.meta, err, cfg.MapStateFile, ferr)
-		}
-		if ferr == nil {
+		switch {
+		case ferr == nil:
 			slog.Warn("meta cluster unreachable; starting from the saved shard map", "file", cfg.MapStateFile, "epoch", start.Epoch, "err", err)
+		case cfg.ShardMap() != nil:
+			// A first start: shard_map_file is the seed until meta answers.
+			slog.Warn("meta cluster unreachable and no saved shard map; starting from shard_map_file", "file", cfg.ShardMapFile, "epoch", cfg.ShardMap().Epoch, "err", err)
+		default:
+			_ = client.Close()
+			return nil, nil, fmt.Errorf("no shard map to start from: the meta cluster (%s) answered: %v; and %s: %w", o.meta, err, cfg.MapStateFile, ferr)
 		}
 	}
 	if start != nil {

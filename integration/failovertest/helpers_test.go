@@ -140,8 +140,9 @@ type load struct {
 	wg     sync.WaitGroup
 
 	mu     sync.Mutex
-	acked  [2][]int64     // per shard: ids whose INSERT a client saw commit
-	ackAt  [2][]time.Time // when each was acknowledged
+	acked    [2][]int64     // per shard: ids whose INSERT a client saw commit
+	ackAt    [2][]time.Time // when each was acknowledged
+	ackStart [2][]time.Time // when each INSERT was sent
 	errs   []loadError
 	reads  int
 	writes int
@@ -227,6 +228,7 @@ func (l *load) writer(ctx context.Context, t *testing.T, px target, w, shard int
 		if err == nil {
 			l.acked[shard] = append(l.acked[shard], id)
 			l.ackAt[shard] = append(l.ackAt[shard], now)
+			l.ackStart[shard] = append(l.ackStart[shard], start)
 		} else if ctx.Err() == nil {
 			l.errs = append(l.errs, loadError{at: now, took: now.Sub(start), shard: shard, code: code(err), err: err})
 		}
@@ -393,6 +395,7 @@ func (e *env) waitMap(t *testing.T, timeout time.Duration, what string, cond fun
 type ackedWrite struct {
 	shard int
 	id    int64
+	start time.Time // when the INSERT was sent
 	at    time.Time // when the client saw it commit
 }
 
@@ -410,7 +413,7 @@ func (l *load) missing(t *testing.T, m *shardmap.Map) []ackedWrite {
 		present := idsOn(t, ctx, primary, l.acked[shard])
 		for i, id := range l.acked[shard] {
 			if !present[id] {
-				out = append(out, ackedWrite{shard: shard, id: id, at: l.ackAt[shard][i]})
+				out = append(out, ackedWrite{shard: shard, id: id, start: l.ackStart[shard][i], at: l.ackAt[shard][i]})
 			}
 		}
 	}

@@ -14,11 +14,13 @@ import (
 // StartFollowingProxy starts an in-process proxy with cfg (its
 // map_state_file in a temporary directory) that follows the meta cluster
 // at addrs (FollowMeta, with the ID id and a heartbeat every heartbeat,
-// stopped before the proxy shuts down), and returns once the meta leader
-// has answered its first heartbeat (before that it refuses writes).
+// stopped before the proxy shuts down), and returns once it accepts
+// writes: it has the meta cluster's map and the leader has answered its
+// heartbeat (before that it refuses writes).
 func StartFollowingProxy(t *testing.T, cfg *proxy.Config, addrs []string, opts metarpc.ClientOptions, id string, heartbeat time.Duration) *testproxy.Proxy {
 	t.Helper()
 	cfg.MapStateFile = filepath.Join(t.TempDir(), "map-state.yaml")
+	cfg.FollowsMeta = true
 	p := testproxy.Start(t, cfg)
 	client, err := metarpc.NewClient(addrs, opts)
 	if err != nil {
@@ -37,9 +39,9 @@ func StartFollowingProxy(t *testing.T, cfg *proxy.Config, addrs []string, opts m
 		_ = client.Close()
 	})
 	deadline := time.Now().Add(10 * time.Second)
-	for p.Server.MetaContact().IsZero() {
+	for p.Server.WriteRefusal() != "" {
 		if time.Now().After(deadline) {
-			t.Fatalf("proxy %s never reached the meta leader", id)
+			t.Fatalf("proxy %s still refuses writes: %s", id, p.Server.WriteRefusal())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

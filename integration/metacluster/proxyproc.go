@@ -104,17 +104,21 @@ func (p *ProxyProcess) MapEpoch(t testing.TB) uint64 {
 
 // WriteProxyConfig writes cfg as a proxy's YAML configuration file (the
 // in-process proxies' users, backend credentials and pool), checking that
-// the proxy reads it back.
+// the proxy reads it back (as a proxy following meta when cfg.FollowsMeta).
 func WriteProxyConfig(t testing.TB, path string, cfg *proxy.Config) {
 	t.Helper()
 	b, err := yaml.Marshal(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := proxy.ParseConfig(b); err != nil {
-		t.Fatalf("the proxy does not read its own configuration back: %v\n%s", err, b)
-	}
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
+	}
+	load := proxy.LoadConfig
+	if cfg.FollowsMeta {
+		load = proxy.LoadConfigFollowingMeta
+	}
+	if _, err := load(path); err != nil {
+		t.Fatalf("the proxy does not read its own configuration back: %v\n%s", err, b)
 	}
 }

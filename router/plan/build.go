@@ -94,7 +94,9 @@ func (b *builder) pinConst(c *pg.A_Const) {
 
 func (b *builder) plan(res *pg.ParseResult) *template {
 	if len(res.Stmts) == 0 {
-		return b.defaultTemplate(StmtOther) // empty query
+		t := b.defaultTemplate(StmtOther) // empty query
+		t.base.Anywhere = true
+		return t
 	}
 	if len(res.Stmts) > 1 {
 		return b.multiStatement(res)
@@ -113,7 +115,7 @@ func refusedTemplate(s Stmt, msg, hint string) *template {
 // multiStatement plans a query string with several statements: fine when
 // none touches a table of the map, refused otherwise.
 func (b *builder) multiStatement(res *pg.ParseResult) *template {
-	ro := true
+	ro, anywhere := true, true
 	for _, s := range res.Stmts {
 		t := b.statement(s.Stmt)
 		if t.base.Kind != Default || t.classes != nil || t.base.Shards == nil || t.base.Shards[0] != b.st.defaultShard {
@@ -121,9 +123,10 @@ func (b *builder) multiStatement(res *pg.ParseResult) *template {
 				"send the statements one at a time, or use a pgshard.shard hint")
 		}
 		ro = ro && t.base.ReadOnly
+		anywhere = anywhere && t.base.Anywhere
 	}
 	t := b.defaultTemplate(StmtOther)
-	t.base.ReadOnly = ro
+	t.base.ReadOnly, t.base.Anywhere = ro, anywhere
 	return t
 }
 
@@ -217,7 +220,12 @@ func (b *builder) utility(n *pg.Node) *template {
 		return true
 	})
 	if len(tables) == 0 {
-		return b.defaultTemplate(StmtOther)
+		t := b.defaultTemplate(StmtOther)
+		// NOTIFY acts alike on every shard (a listener pins its session
+		// to one); other utility statements (DDL, DO, CALL) may create
+		// or change objects, which stay on the default shard.
+		t.base.Anywhere = n.GetNotifyStmt() != nil
+		return t
 	}
 	var dist = tables[0].dist
 	sharded := false

@@ -133,6 +133,13 @@ type Plan struct {
 	Hint *HintSet
 	// Hinted is true when a hint (comment or session) decided the target.
 	Hinted bool
+	// Anywhere marks a Default plan for a statement that names no table
+	// of the map and cannot write one (SELECT 1, SELECT now(), catalog
+	// queries, NOTIFY; not a SELECT calling a function that may be the
+	// user's own, one not on the built-in list nor qualified with
+	// pg_catalog): it runs alike on every shard, so inside a transaction
+	// it may run on the transaction's shard.
+	Anywhere bool
 	// Explain is true for EXPLAIN (pgshard) stmt: the plan is stmt's, to
 	// be described to the client rather than run.
 	Explain bool

@@ -168,17 +168,66 @@ func (p *Planner) RouteHint(sql string, hint Hint, params [][]byte, paramFormats
 	return plan, nil
 }
 
+// DescribeShards returns the shards any of which can parse and describe
+// sql (answer Parse and Describe of the statement, not run it): every
+// shard has the same schema, so a statement on sharded tables can be
+// described by any shard of their distribution, one that names no table
+// of the map by any shard of the map; one on unsharded tables only by
+// their shard. The first shard returned is the one the statement would
+// go to without a key (the default shard, where it is one of them).
+// The slice is shared: callers must not modify it.
+func (p *Planner) DescribeShards(sql string) []string {
+	st := p.st.Load()
+	if strings.IndexByte(sql, 0) >= 0 {
+		return st.shardList(st.defaultShard)
+	}
+	n := p.scratch.Get().(*normalized)
+	defer p.scratch.Put(n)
+	normalize(sql, n)
+	t := st.lookup(n, sql)
+	if t == nil {
+		t = buildTemplate(st, sql, n)
+		st.store(n, t, p.opts.CacheSize)
+	}
+	switch {
+	case t.parseErr != nil:
+	case t.dist != nil && t.needShard != "":
+		return st.shardList(t.needShard)
+	case t.dist != nil:
+		return st.describeShards[t.dist]
+	case t.base.Kind == Default && (t.base.Anywhere || t.describeAnywhere):
+		return st.allShards
+	case t.base.Kind == Default && len(t.base.Shards) == 1:
+		return t.base.Shards
+	}
+	return st.shardList(st.defaultShard)
+}
+
+// defaultFirst returns shards with the default shard moved to the front
+// when it is one of them (a new slice then).
+func (st *state) defaultFirst(shards []string) []string {
+	i := slices.Index(shards, st.defaultShard)
+	if i <= 0 {
+		return shards
+	}
+	return append(append([]string{st.defaultShard}, shards[:i]...), shards[i+1:]...)
+}
+
 var errNUL = &RefusalError{Code: SQLStateSyntaxError, Message: "the query text contains a NUL byte"}
 
 // state is everything derived from one map: indexes and the plan cache.
 type state struct {
-	m            *shardmap.Map
-	opts         Options
-	tables       map[string]*tableInfo
-	one          map[string][]string // shard → []string{shard}, shared
-	distShards   map[*shardmap.Distribution][]string
-	defaultShard string
-	safeFuncs    map[string]bool // Options.ReplicaSafeFuncs
+	m          *shardmap.Map
+	opts       Options
+	tables     map[string]*tableInfo
+	one        map[string][]string // shard → []string{shard}, shared
+	distShards map[*shardmap.Distribution][]string
+	// describeShards are distShards with the default shard first, and
+	// allShards every shard of the map so (DescribeShards).
+	describeShards map[*shardmap.Distribution][]string
+	allShards      []string
+	defaultShard   string
+	safeFuncs      map[string]bool // Options.ReplicaSafeFuncs
 
 	mu     sync.RWMutex
 	cache  map[string][]*template
@@ -241,6 +290,17 @@ func newState(m *shardmap.Map, opts Options) *state {
 	if st.defaultShard != "" && st.one[st.defaultShard] == nil {
 		st.one[st.defaultShard] = []string{st.defaultShard}
 	}
+	st.describeShards = make(map[*shardmap.Distribution][]string, len(st.distShards))
+	for d, names := range st.distShards {
+		st.describeShards[d] = st.defaultFirst(names)
+	}
+	for _, s := range m.Shards {
+		st.allShards = append(st.allShards, s.Name)
+	}
+	if st.defaultShard != "" && !slices.Contains(st.allShards, st.defaultShard) {
+		st.allShards = append(st.allShards, st.defaultShard)
+	}
+	st.allShards = st.defaultFirst(st.allShards)
 	return st
 }
 
@@ -322,6 +382,9 @@ type template struct {
 	// expires, when set, is when the key position the template was built
 	// from stops being trusted.
 	expires time.Time
+	// describeAnywhere: the statement names no table of the map, so any
+	// shard can describe it (even when it may not run anywhere).
+	describeAnywhere bool
 }
 
 func (t *template) matches(n *normalized, sql string) bool {
@@ -562,7 +625,7 @@ func (st *state) hinted(t *template, h Hint) Plan {
 	if p.Kind == Refused && t.classes == nil && p.Stmt == StmtOther {
 		return p
 	}
-	p.Hinted = true
+	p.Hinted, p.Anywhere = true, false
 	p.Merge, p.ShardSQL, p.PerShardSQL, p.Broadcast, p.Err, p.NeedKeyPosition = nil, "", nil, false, nil, ""
 	if h.Shard != "" {
 		if _, ok := st.one[h.Shard]; !ok || st.m.Shard(h.Shard) == nil {

@@ -79,6 +79,12 @@ type analysis struct {
 	outerUnsharded string
 	// topScope is the FROM scope of the top-level SELECT.
 	topScope *scope
+
+	// userFunc: a call of a function that may be the user's own (which
+	// may write tables of the map): neither on the replica-safe list nor
+	// qualified with pg_catalog or information_schema nor a known
+	// built-in with side effects (nextval, advisory locks, ...).
+	userFunc bool
 }
 
 func (b *builder) qualify(rv *pg.RangeVar) string {
@@ -547,13 +553,24 @@ var unsafeFuncs = map[string]bool{
 
 func (a *analysis) funcCall(f *pg.FuncCall) {
 	name := funcName(f)
+	volatile := unsafeFuncs[name] || strings.HasPrefix(name, "pg_advisory") || strings.HasPrefix(name, "pg_try_advisory") ||
+		strings.HasPrefix(name, "pg_create_") || strings.HasPrefix(name, "pg_drop_")
 	if !replicaSafeFunc(f, name) && !a.b.st.configuredSafe(f) {
 		a.unknownFunc = true
+		builtin := len(f.Funcname) == 2 && systemSchema(f.Funcname[0].GetString_().GetSval()) ||
+			len(f.Funcname) == 1 && volatile && !strings.HasPrefix(name, "dblink")
+		if !builtin {
+			a.userFunc = true
+		}
 	}
-	if unsafeFuncs[name] || strings.HasPrefix(name, "pg_advisory") || strings.HasPrefix(name, "pg_try_advisory") ||
-		strings.HasPrefix(name, "pg_create_") || strings.HasPrefix(name, "pg_drop_") {
+	if volatile {
 		a.volatile = true
 	}
+}
+
+// systemSchema reports whether schema holds PostgreSQL's own functions.
+func systemSchema(schema string) bool {
+	return strings.EqualFold(schema, "pg_catalog") || strings.EqualFold(schema, "information_schema")
 }
 
 func funcName(f *pg.FuncCall) string {

@@ -18,7 +18,9 @@ func (b *builder) selectStmt(sel *pg.SelectStmt) *template {
 		return t
 	}
 	if rt.dist == nil {
-		return &template{hintable: true, base: Plan{Kind: Default, Stmt: StmtSelect, ReadOnly: ro, ReplicaSafe: rs, Shards: b.st.shardList(rt.defaultShard)}}
+		return &template{hintable: true, describeAnywhere: rt.needShard == "",
+			base: Plan{Kind: Default, Stmt: StmtSelect, ReadOnly: ro, ReplicaSafe: rs, Shards: b.st.shardList(rt.defaultShard),
+				Anywhere: rt.needShard == "" && !a.into && !a.writableCTE && !a.userFunc}}
 	}
 	if a.into {
 		return refusedTemplate(StmtSelect, "SELECT INTO from sharded table "+rt.table+" is not supported", "use CREATE TABLE ... AS on each shard, or a pgshard.shard hint")

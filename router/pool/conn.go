@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -51,9 +52,24 @@ type Conn struct {
 	returned  time.Time
 	tlsConfig bool
 
-	hmu     sync.Mutex // held while the handler runs
-	handler Handler    // nil: idle or between owners
-	broken  atomic.Bool
+	hmu        sync.Mutex // held while the handler runs
+	handler    Handler    // nil: idle or between owners
+	broken     atomic.Bool
+	aborted    atomic.Bool  // reset by Pool.Abort: its frames go to no one
+	stallReset atomic.Int64 // reset by the watchdog after this long (ns) without acknowledgement
+
+	watch watchState // the watchdog's
+
+	cmu     sync.Mutex
+	cancels int  // CancelRequests in flight (HoldForCancel)
+	parked  bool // released while cancels > 0: Release again after them
+}
+
+// watchState is what the pool's watchdog remembers of a connection.
+type watchState struct {
+	waitingSince time.Time // since when it has seen something to deliver
+	segsIn       uint32    // segments received, at heardAt
+	heardAt      time.Time // when segsIn last changed
 }
 
 // dial opens and authenticates a backend connection and hijacks it.
@@ -89,6 +105,7 @@ func dial(ctx context.Context, p *Pool) (*Conn, error) {
 		returned:  now,
 		tlsConfig: hc.TLSConfig != nil,
 	}
+	p.track(c, true)
 	p.readers.Add(1)
 	go c.readLoop()
 	return c, nil
@@ -108,12 +125,107 @@ func (c *Conn) close() {
 	_ = c.NetConn.Close()
 }
 
-// Cancel sends a CancelRequest for whatever c's backend is running.
+// abortWait bounds how long abort waits for a frame handler that is
+// running (it may be blocked writing to a slow client).
+const abortWait = time.Second
+
+// abort resets the connection (SO_LINGER 0: the kernel drops what is
+// still queued and sends RST) and waits, up to abortWait, until no frame
+// handler runs; the reader passes no further frame to a handler. It
+// reports whether this call aborted c (false: it was already).
+func (c *Conn) abort() bool {
+	if c.aborted.Swap(true) {
+		return false
+	}
+	c.broken.Store(true)
+	if tc := tcpConn(c.NetConn); tc != nil {
+		_ = tc.SetLinger(0)
+		_ = tc.Close() // not the TLS conn: no close_notify to wait for
+	}
+	_ = c.NetConn.Close()
+	deadline := time.Now().Add(abortWait)
+	for !c.hmu.TryLock() {
+		if time.Now().After(deadline) {
+			return true
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.hmu.Unlock()
+	return true
+}
+
+// reset ends a connection whose server has acknowledged nothing for
+// silent while it had something to deliver (the watchdog's finding): its
+// reader fails with ErrStalled. It reports whether this call reset c.
+func (c *Conn) reset(silent time.Duration) bool {
+	if !c.stallReset.CompareAndSwap(0, int64(max(silent, 1))) {
+		return false
+	}
+	c.broken.Store(true)
+	if tc := tcpConn(c.NetConn); tc != nil {
+		_ = tc.SetLinger(0)
+		_ = tc.Close()
+	}
+	_ = c.NetConn.Close()
+	return true
+}
+
+// Aborted reports whether the connection was reset by Pool.Abort: its
+// server is no longer one the proxy may use, and nothing it sent may be
+// passed on.
+func (c *Conn) Aborted() bool { return c.aborted.Load() }
+
+// HoldForCancel keeps c from being lent to another owner until done is
+// called: a CancelRequest sent meanwhile can only hit the current owner's
+// statement. When c is released while held, it waits aside and goes back
+// to the pool at done. Call it while c's owner cannot release it (under
+// the owner's lock); done(false) says the cancel's fate is unknown (it
+// may still arrive), and c is then closed rather than lent again.
+func (c *Conn) HoldForCancel() (done func(delivered bool)) {
+	c.cmu.Lock()
+	c.cancels++
+	c.cmu.Unlock()
+	var once sync.Once
+	return func(delivered bool) {
+		once.Do(func() {
+			if !delivered {
+				c.broken.Store(true)
+			}
+			c.cmu.Lock()
+			c.cancels--
+			release := c.cancels == 0 && c.parked
+			if release {
+				c.parked = false
+			}
+			c.cmu.Unlock()
+			if release {
+				c.pool.Release(c)
+			}
+		})
+	}
+}
+
+// park sets c aside when a cancel holds it, and reports whether it did.
+func (c *Conn) park() bool {
+	c.cmu.Lock()
+	defer c.cmu.Unlock()
+	if c.cancels == 0 {
+		return false
+	}
+	c.parked = true
+	return true
+}
+
+// ErrCancelNotSent is in the error of a Cancel that could not reach the
+// server: nothing was sent, so nothing can arrive later.
+var ErrCancelNotSent = errors.New("cancel request not sent")
+
+// Cancel sends a CancelRequest for whatever c's backend is running. The
+// dial is bounded by the pool's connect timeout, the whole by ctx.
 func (c *Conn) Cancel(ctx context.Context) error {
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, "tcp", c.Addr)
+	nc, err := c.pool.cfg.dialer().DialContext(ctx, "tcp", c.Addr)
 	if err != nil {
-		return fmt.Errorf("dial %s for cancel: %w", c.Addr, err)
+		return fmt.Errorf("dial %s for cancel: %w (%w)", c.Addr, ErrCancelNotSent, err)
 	}
 	defer nc.Close()
 	if dl, ok := ctx.Deadline(); ok {
@@ -129,6 +241,8 @@ func (c *Conn) Cancel(ctx context.Context) error {
 	}
 	// The server closes the connection when done; wait for that so the
 	// cancel has been processed before we report success.
-	_, _ = io.Copy(io.Discard, nc)
+	if _, err := io.Copy(io.Discard, nc); err != nil {
+		return fmt.Errorf("wait for %s to process the cancel: %w", c.Addr, err)
+	}
 	return nil
 }

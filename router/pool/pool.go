@@ -50,6 +50,18 @@ type Config struct {
 	// TLSConfig, when non-nil, overrides the TLS settings SSLMode implies
 	// (used by tests and for client certificates).
 	TLSConfig *tls.Config
+	// AckTimeout fails a connection whose server acknowledges nothing
+	// this long while it has data to deliver (see sockopt.go; Linux);
+	// 0 means DefaultAckTimeout, negative means never (TCP's own
+	// retries, minutes).
+	AckTimeout time.Duration
+	// KeepAliveIdle, KeepAliveInterval and KeepAliveCount are the TCP
+	// keepalive settings: probes start after KeepAliveIdle without
+	// traffic, go every KeepAliveInterval, and KeepAliveCount unanswered
+	// ones fail the connection. 0 means the defaults (2 s, 1 s, 3); a
+	// negative KeepAliveIdle turns keepalives off.
+	KeepAliveIdle, KeepAliveInterval time.Duration
+	KeepAliveCount                   int
 }
 
 func (c Config) withDefaults() Config {
@@ -71,6 +83,18 @@ func (c Config) withDefaults() Config {
 	if c.SSLMode == "" {
 		c.SSLMode = "prefer"
 	}
+	if c.AckTimeout == 0 {
+		c.AckTimeout = DefaultAckTimeout
+	}
+	if c.KeepAliveIdle == 0 {
+		c.KeepAliveIdle = DefaultKeepAliveIdle
+	}
+	if c.KeepAliveInterval <= 0 {
+		c.KeepAliveInterval = DefaultKeepAliveInterval
+	}
+	if c.KeepAliveCount <= 0 {
+		c.KeepAliveCount = DefaultKeepAliveCount
+	}
 	return c
 }
 
@@ -86,6 +110,8 @@ type Stats struct {
 	Dials     uint64        // connections opened
 	DialFails uint64        // failed attempts to open a connection
 	Discarded uint64        // connections closed as broken, old or idle
+	Aborted   uint64        // connections reset by Abort
+	Stalled   uint64        // connections reset for want of acknowledgement
 }
 
 // Pool lends backend connections. It is safe for concurrent use.
@@ -95,15 +121,20 @@ type Pool struct {
 	now          func() time.Time // swappable clock for tests
 
 	mu      sync.Mutex
-	idle    []*Conn   // LIFO: the most recently returned is lent first
-	open    int       // idle + lent + dialing; never above cfg.Size
-	waiters []*waiter // FIFO
+	idle    []*Conn            // LIFO: the most recently returned is lent first
+	open    int                // idle + lent + dialing; never above cfg.Size
+	conns   map[*Conn]struct{} // every connection whose reader runs
+	waiters []*waiter          // FIFO
 	closed  bool
 	stats   Stats
 
 	stop    chan struct{}
-	done    chan struct{}
+	done    chan struct{} // closed when reap ends
+	wstop   chan struct{} // closed to stop watch, once no connection is left
+	wonce   sync.Once
+	wdone   chan struct{}  // closed when watch ends
 	readers sync.WaitGroup // one reader goroutine per open connection
+	cancels sync.WaitGroup // CancelRequests sent by Abort
 }
 
 type waiter struct {
@@ -132,6 +163,7 @@ func New(cfg Config) (*Pool, error) {
 		return nil, fmt.Errorf("pool for %s: %w", cfg.Addr, err)
 	}
 	pc.Password = cfg.Password
+	pc.DialFunc = cfg.dialContext
 	if cfg.TLSConfig != nil {
 		pc.TLSConfig = cfg.TLSConfig
 		pc.Fallbacks = nil
@@ -143,10 +175,14 @@ func New(cfg Config) (*Pool, error) {
 		cfg:          cfg,
 		pgconnConfig: pc,
 		now:          time.Now,
+		conns:        make(map[*Conn]struct{}),
 		stop:         make(chan struct{}),
 		done:         make(chan struct{}),
+		wstop:        make(chan struct{}),
+		wdone:        make(chan struct{}),
 	}
 	go p.reap()
+	go p.watch()
 	return p, nil
 }
 
@@ -264,6 +300,9 @@ func (p *Pool) dial(ctx context.Context) (*Conn, error) {
 // Release returns a connection in the idle state ('I', nothing in flight,
 // no handler) to the pool; a broken one is discarded instead.
 func (p *Pool) Release(c *Conn) {
+	if c.park() {
+		return // a CancelRequest is on its way: lent again when it is done
+	}
 	if c.Broken() {
 		p.Discard(c)
 		return
@@ -384,28 +423,101 @@ func (p *Pool) Stats() Stats {
 
 // Close closes idle connections, fails waiters and makes later Acquire
 // calls fail. Connections in use are closed when they are returned.
-func (p *Pool) Close() {
+func (p *Pool) Close() { p.shut(false) }
+
+// Abort is Close for a server that must get nothing more from the proxy
+// (it is no longer its shard's primary): every connection, idle or in
+// use, is reset at once (SO_LINGER 0, so nothing still queued in the
+// kernel is sent later), and what the ones in use may still run on the
+// server is canceled in the background (a CancelRequest; Close waits for
+// them). Owners of connections in use see their handler
+// fail (or their connection broken) and give them back as usual. When
+// Abort returns, no handler of the pool's connections runs, and none will
+// be given another frame.
+func (p *Pool) Abort() { p.shut(true) }
+
+func (p *Pool) shut(abort bool) {
 	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return
-	}
+	wasClosed := p.closed
 	p.closed = true
 	idle := p.idle
 	p.idle = nil
 	p.open -= len(idle)
 	waiters := p.waiters
 	p.waiters = nil
+	var all []*Conn
+	if abort {
+		all = make([]*Conn, 0, len(p.conns))
+		for c := range p.conns {
+			all = append(all, c)
+		}
+	}
 	p.mu.Unlock()
-	close(p.stop)
-	<-p.done
+	if !wasClosed {
+		close(p.stop)
+		<-p.done
+	}
+	var reset []*Conn // guarded by p.mu while the aborts run
+	idleSet := make(map[*Conn]bool, len(idle))
 	for _, c := range idle {
-		c.close()
+		idleSet[c] = true
+	}
+	// Each abort may wait (boundedly) for a handler writing to a slow
+	// client: all at once.
+	var wg sync.WaitGroup
+	for _, c := range all {
+		wg.Go(func() {
+			if c.abort() {
+				p.mu.Lock()
+				p.stats.Aborted++
+				reset = append(reset, c)
+				p.mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	for _, c := range reset {
+		if !idleSet[c] {
+			// A statement may still run there (the reset reaches the
+			// server process only when it next reads or writes): cancel
+			// it, best effort, so it does not go on to commit.
+			p.cancels.Add(1)
+			go func() {
+				defer p.cancels.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ConnectTimeout)
+				defer cancel()
+				_ = c.Cancel(ctx)
+			}()
+		}
+	}
+	for _, c := range idle {
+		if abort {
+			c.abort()
+		} else {
+			c.close()
+		}
 	}
 	for _, w := range waiters {
 		w.ch <- acquireResult{}
 	}
-	p.readers.Wait()
+	if !abort {
+		p.readers.Wait()
+		p.cancels.Wait()
+	}
+	// Connections in use are watched until they are gone (or reset).
+	p.wonce.Do(func() { close(p.wstop) })
+	<-p.wdone
+}
+
+// track records c as open (its reader runs) or, with open false, gone.
+func (p *Pool) track(c *Conn, open bool) {
+	p.mu.Lock()
+	if open {
+		p.conns[c] = struct{}{}
+	} else {
+		delete(p.conns, c)
+	}
+	p.mu.Unlock()
 }
 
 // reap closes idle connections past the idle timeout or lifetime.

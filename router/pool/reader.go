@@ -31,6 +31,16 @@ type Handler interface {
 // something unsolicited while it had no handler).
 var ErrBroken = errors.New("server connection is broken")
 
+// ErrStalled is in the error a handler's Fail gets for a connection the
+// pool's watchdog reset: the server acknowledged nothing for the ack
+// timeout while the connection had something to deliver (it is
+// unreachable, e.g. a network partition).
+var ErrStalled = errors.New("server connection reset: no acknowledgement from the server")
+
+// ErrAborted is the error a handler's Fail gets for a connection reset by
+// Pool.Abort.
+var ErrAborted = errors.New("server connection aborted: its server is no longer to be used")
+
 // readLoop reads the connection for its whole life. With a handler set,
 // frames go to it; without one (idle in the pool, or between owners) any
 // input means the server ended the session (a FATAL from
@@ -39,6 +49,7 @@ var ErrBroken = errors.New("server connection is broken")
 // never lent, at no cost per transaction.
 func (c *Conn) readLoop() {
 	defer c.pool.readers.Done()
+	defer c.pool.track(c, false)
 	for {
 		if c.Reader.Buffered() == 0 {
 			c.hmu.Lock()
@@ -49,6 +60,13 @@ func (c *Conn) readLoop() {
 		}
 		typ, frame, err := c.Reader.Next()
 		c.hmu.Lock()
+		if c.aborted.Load() {
+			// Even a frame read before the reset is not passed on: the
+			// server is no longer one whose replies count.
+			err = ErrAborted
+		} else if d := c.stallReset.Load(); d != 0 && err != nil {
+			err = fmt.Errorf("%w: none for %s", ErrStalled, time.Duration(d).Round(time.Millisecond))
+		}
 		h := c.handler
 		if h == nil {
 			c.hmu.Unlock()

@@ -1,0 +1,67 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Fail closed, visibly. A proxy that follows a meta cluster refuses
+// writes (25006) until the cluster has confirmed the map it routes by —
+// a map from meta applied in this process (FollowMeta) and a heartbeat
+// the leader answered — and again whenever the leader has not answered
+// for longer than meta_lease: meanwhile a failover may have fenced a
+// primary it routes to. Entering and leaving that state is logged (warn,
+// info), /readyz answers 503 and pgshard_meta_fail_closed is 1.
+
+// writeRefusal says why the proxy refuses writes now, "" when it does not.
+func (s *Server) writeRefusal() string {
+	if !s.followsMeta.Load() {
+		return ""
+	}
+	last := s.metaContact.Load()
+	switch {
+	case last == 0:
+		return "the meta leader has not answered a heartbeat yet"
+	case !s.metaMap.Load():
+		return "no shard map from the meta cluster yet (at the leader's epoch)"
+	}
+	lease := s.runtime().cfg.MetaLease.D()
+	if since := time.Since(time.Unix(0, last)); since > lease {
+		return fmt.Sprintf("no answer from the meta leader for %s (meta_lease %s)", since.Round(time.Millisecond), lease)
+	}
+	return ""
+}
+
+// WriteRefusal says why the proxy refuses writes now (it follows a meta
+// cluster that has not confirmed its shard map, or not within
+// meta_lease), "" when it accepts them.
+func (s *Server) WriteRefusal() string { return s.writeRefusal() }
+
+// watchWriteState logs when the proxy starts and stops refusing writes,
+// checking every tick until ctx ends.
+func (s *Server) watchWriteState(ctx context.Context, tick time.Duration) {
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	refusing := false
+	var since time.Time
+	for {
+		why := s.writeRefusal()
+		switch {
+		case why != "" && !refusing:
+			refusing, since = true, time.Now()
+			slog.Warn("meta: refusing writes (25006) until the meta cluster confirms the shard map; reads go on",
+				"reason", why, "meta_lease", s.runtime().cfg.MetaLease.D(), "epoch", s.MapEpoch())
+		case why == "" && refusing:
+			refusing = false
+			slog.Info("meta: writes allowed again: the meta cluster confirmed the shard map",
+				"epoch", s.MapEpoch(), "refused_for", time.Since(since).Round(time.Millisecond))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
