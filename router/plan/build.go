@@ -172,6 +172,7 @@ func (b *builder) statement(n *pg.Node) *template {
 			}
 		}
 		t := b.statement(n.GetExplainStmt().Query)
+		t.dropUnion()
 		// EXPLAIN output is per shard: concatenate, never merge.
 		t.base.Merge, t.shardSQL, t.limit, t.insert = nil, nil, nil, nil
 		if t.multi != nil && t.multi.Kind != Refused {

@@ -207,6 +207,11 @@ func TestUnionAllAcrossShards(t *testing.T) {
 		{sql: "SELECT id FROM users WHERE id = 5 UNION ALL SELECT user_id FROM orders WHERE user_id = 150 ORDER BY 1", want: "~different shards"},
 		{sql: "SELECT u.id FROM users u WHERE u.id = 5 AND EXISTS (SELECT 1 FROM orders o WHERE o.user_id = 150) UNION ALL SELECT 1 FROM users WHERE id = 150", want: "~a UNION ALL part reads rows of several shards"},
 		{sql: "SELECT id FROM users WHERE id = NULL UNION ALL SELECT user_id FROM orders WHERE user_id = 150", want: "~refused"},
+		// A wrapper keeps the statement whole: not split.
+		{sql: "EXPLAIN SELECT id FROM users WHERE id = 1 UNION ALL SELECT user_id FROM orders WHERE user_id = 150", want: "~different shards"},
+		{sql: "EXPLAIN SELECT id FROM users WHERE id = 1 UNION ALL SELECT user_id FROM orders WHERE user_id = 2", want: "single s1 ro"},
+		{sql: "COPY (SELECT id FROM users WHERE id = 1 UNION ALL SELECT user_id FROM orders WHERE user_id = 150) TO STDOUT", want: "~different shards"},
+		{sql: "EXPLAIN SELECT id FROM users WHERE id IN (1, 150) UNION ALL SELECT user_id FROM orders WHERE user_id IN (1, 150)", want: "~refused"},
 	} {
 		check(t, p, c)
 		check(t, p, c)

@@ -160,3 +160,14 @@ func (st *state) unionPlan(t *template, in *execInput) (Plan, bool) {
 	p.Table = strings.Clone(t.base.Table)
 	return p, true
 }
+
+// dropUnion makes t plan its SELECT alone when another statement wraps it
+// (EXPLAIN, COPY (query) TO): the per-shard statements of a UNION ALL
+// would lose the wrapper. Its plan over several shards is then the
+// refusal it had without unionSplit.
+func (t *template) dropUnion() {
+	if t.union != nil {
+		t.union = nil
+		t.multi = t.onKeyError
+	}
+}

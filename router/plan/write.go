@@ -306,6 +306,7 @@ func (b *builder) copyStmt(c *pg.CopyStmt) *template {
 	if c.Query != nil {
 		// COPY (query) TO: where the query goes; results are concatenated.
 		t := b.statement(c.Query)
+		t.dropUnion()
 		for _, p := range []*Plan{&t.base, t.multi} {
 			if p != nil && p.Kind != Refused {
 				p.Copy = opts
