@@ -179,6 +179,11 @@ func (m *Merger) buildFinal() error {
 		if tail > 0 {
 			order := make([]SortKey, len(m.spec.OrderBy))
 			for i, k := range m.spec.OrderBy {
+				if !k.Tail && k.Column >= len(m.in)-tail {
+					// A position beyond the client's columns (PostgreSQL:
+					// "ORDER BY position n is not in select list").
+					return fmt.Errorf("%w: ORDER BY position %d is not in select list", ErrInvalidSpec, k.Column+1)
+				}
 				if k.Tail {
 					if k.Column < 0 || k.Column >= tail {
 						return fmt.Errorf("%w: ORDER BY hidden column %d of %d", ErrInvalidSpec, k.Column, tail)

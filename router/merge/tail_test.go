@@ -43,9 +43,20 @@ func TestHiddenTail(t *testing.T) {
 	if _, err := merge(t, &Spec{HiddenTail: 1, OrderBy: []SortKey{{Column: 0, Tail: true}}, Limit: all}, rowDesc(t, cInt8, cText, cText), unsorted); !errors.Is(err, ErrUnsorted) {
 		t.Errorf("unsorted hidden key: err = %v, want ErrUnsorted", err)
 	}
+	// A position among the client's columns sorts by it; one beyond them
+	// (into the hidden ones) is refused.
+	byPos := Spec{HiddenTail: 1, OrderBy: []SortKey{{Column: 1, Desc: true}}, Limit: all}
+	got, err = merge(t, &byPos, rowDesc(t, cInt8, cText, cText), [][][]byte{rows(r("1", "b", "x"), r("2", "a", "y")), rows(r("3", "c", "z"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := [][]string{{"3", "c"}, {"1", "b"}, {"2", "a"}}; !reflect.DeepEqual(texts(got), want) {
+		t.Errorf("by position: got %q, want %q", texts(got), want)
+	}
 	for _, bad := range []Spec{
 		{HiddenTail: 5, Limit: all},
 		{HiddenTail: 1, OrderBy: []SortKey{{Column: 1, Tail: true}}, Limit: all},
+		{HiddenTail: 1, OrderBy: []SortKey{{Column: 3}}, Limit: all},
 	} {
 		if _, err := New(&bad, desc); !errors.Is(err, ErrInvalidSpec) {
 			t.Errorf("%+v: err = %v, want ErrInvalidSpec", bad, err)

@@ -60,7 +60,7 @@
 //     set operations over sharded tables (a UNION ALL whose parts each
 //     read one shard runs there: unionSplit), subqueries or CTEs reading
 //     sharded tables without a key link to the outer query, SELECT *
-//     with aggregates or ORDER BY a position, values
+//     with aggregates or ORDER BY another item's name, values
 //     that differ by shard (now(), current_setting(), ...; random() next
 //     to an aggregate), outer joins whose preserved side reads no sharded
 //     table, GROUP BY an output alias that may also be an input column,

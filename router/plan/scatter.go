@@ -384,6 +384,15 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt, a *analysis) (*merge.Spec, []s
 			key.NullsFirst = false
 		}
 		coll, byteOrder := explicitCollation(sb.Node)
+		if c := sb.Node.GetAConst(); star && c != nil && c.GetIval() != nil && c.GetIval().Ival > 0 {
+			// ORDER BY a position under SELECT *: the same column of the
+			// shards' rows (hidden columns come after the client's; the
+			// merge checks that the position is among those).
+			b.pinConst(c)
+			key.Column = int(c.GetIval().Ival) - 1
+			spec.OrderBy = append(spec.OrderBy, key)
+			continue
+		}
 		if star {
 			// The shards sort by a hidden column after the star's, which
 			// the merge finds from the end of their RowDescription.
@@ -547,7 +556,7 @@ func (b *builder) starSortKey(sel *pg.SelectStmt, n *pg.Node, qualifiedStar, dis
 	case distinct:
 		return refusal("SELECT DISTINCT * with ORDER BY cannot be merged exactly from several shards", hint)
 	case n.GetAConst() != nil:
-		return refusal("ORDER BY a position with SELECT * cannot be merged exactly from several shards", "order by the column's name, or "+hint)
+		return refusal("ORDER BY this constant with SELECT * cannot be merged exactly from several shards", "order by the column's name, or "+hint)
 	}
 	if cr := n.GetColumnRef(); cr != nil && len(cr.Fields) == 1 {
 		name := cr.Fields[0].GetString_().GetSval()

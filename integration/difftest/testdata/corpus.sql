@@ -480,9 +480,6 @@ SELECT coalesce(max(note), '-') FROM orders;
 -- refused 0A000 SELECT * with aggregates
 SELECT v.*, count(*) FROM (VALUES (1)) v(x), users GROUP BY v.x;
 
--- refused 0A000 ORDER BY a position with SELECT *
-SELECT * FROM users ORDER BY 1 LIMIT 3;
-
 -- refused 0A000 FETCH ... WITH TIES
 SELECT id, quantity FROM orders ORDER BY quantity FETCH FIRST 3 ROWS WITH TIES;
 
@@ -813,6 +810,17 @@ SELECT u.*, o.amount FROM users u JOIN orders o ON o.user_id = u.id WHERE o.amou
 
 -- ordered
 SELECT * FROM users WHERE id IN (4, 5, 6, 2600, 5100) ORDER BY city COLLATE "C" NULLS FIRST, id;
+
+-- ordered
+SELECT * FROM users ORDER BY 1 LIMIT 3;
+
+-- ordered
+SELECT * FROM orders ORDER BY 3 DESC, 1 LIMIT 5 OFFSET 1;
+
+-- ordered
+SELECT * FROM users WHERE id % 1000 = 7 ORDER BY 5 NULLS FIRST, id;
+
+SELECT * FROM users ORDER BY 20;
 
 -- refused 0A000 the name of a select-list item next to *
 SELECT *, lower(name) AS n FROM users ORDER BY n LIMIT 2;
