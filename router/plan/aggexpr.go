@@ -71,10 +71,12 @@ func (b *builder) aggExpr(n *pg.Node, agg func(*pg.FuncCall) (int, *RefusalError
 			var pv [2]int64
 			for i, m := range mods {
 				c := m.GetAConst()
+				if c != nil {
+					b.pinConst(c) // its value decides the plan, even a refusal
+				}
 				if c == nil || c.GetIval() == nil {
 					return no("a cast with a type modifier")
 				}
-				b.pinConst(c)
 				pv[i] = int64(c.GetIval().Ival)
 			}
 			if pv[0] < 1 || pv[0] > 1000 || pv[1] < -1000 || pv[1] > 1000 {
@@ -124,25 +126,26 @@ func (b *builder) aggExpr(n *pg.Node, agg func(*pg.FuncCall) (int, *RefusalError
 // depends on its value).
 func (b *builder) intConst(n *pg.Node) *merge.Expr {
 	c := n.GetAConst()
+	if c != nil {
+		b.pinConst(c) // its value decides the plan, even a refusal
+	}
 	if c == nil || c.GetIval() == nil {
 		return nil
 	}
-	b.pinConst(c)
 	return &merge.Expr{Op: merge.ExprConst, Text: strconv.FormatInt(int64(c.GetIval().Ival), 10)}
 }
 
 // numConst returns an integer or decimal constant as an expression.
 func (b *builder) numConst(c *pg.A_Const) *merge.Expr {
+	b.pinConst(c) // its value decides the plan, even a refusal
 	switch v := c.Val.(type) {
 	case *pg.A_Const_Ival:
-		b.pinConst(c)
 		return &merge.Expr{Op: merge.ExprConst, Text: strconv.FormatInt(int64(v.Ival.Ival), 10)}
 	case *pg.A_Const_Fval:
 		t := v.Fval.Fval
 		if strings.ContainsAny(t, "eE") {
 			return nil // numeric, but the merger reads plain decimals only
 		}
-		b.pinConst(c)
 		return &merge.Expr{Op: merge.ExprConst, Text: t}
 	}
 	return nil

@@ -220,3 +220,27 @@ func TestUnionAllAcrossShards(t *testing.T) {
 		check(t, p, c)
 	}
 }
+
+// TestCachePinsNewDecisions: literals that decide these plans (positions
+// in ORDER BY under SELECT *, GROUP BY and DISTINCT ON, type modifiers
+// and constants of merged expressions) are part of the cached plan: a
+// statement differing only in them gets its own plan.
+func TestCachePinsNewDecisions(t *testing.T) {
+	p := New(testMap(t), Options{})
+	for _, c := range []routeCase{
+		{sql: "SELECT * FROM users ORDER BY 0", want: "~ORDER BY this constant"},
+		{sql: "SELECT * FROM users ORDER BY 1", want: "all ro merge"},
+		{sql: "SELECT id, name, count(*) FROM users GROUP BY 2, name HAVING count(*) > 1", want: "~HAVING"},
+		{sql: "SELECT id, name, count(*) FROM users GROUP BY 1, name HAVING count(*) > 1", want: "all ro"},
+		{sql: "SELECT DISTINCT ON (2) id, name FROM users", want: "~DISTINCT ON without the sharding key"},
+		{sql: "SELECT DISTINCT ON (1) id, name FROM users", want: "all ro"},
+		{sql: "SELECT count(*)::numeric(10.5, 2) FROM users", want: "~a cast with a type modifier"},
+		{sql: "SELECT count(*)::numeric(10, 2) FROM users", want: "~(::numeric(655366) $1)"},
+		{sql: "SELECT count(*) + '5' FROM users", want: "~this constant"},
+		{sql: "SELECT count(*) + 5 FROM users", want: "~(+ $1 5)"},
+		{sql: "SELECT round(avg(age), 1.5) FROM users", want: "~not an integer constant"},
+		{sql: "SELECT round(avg(age), 1) FROM users", want: "~(round $1 1)"},
+	} {
+		check(t, p, c)
+	}
+}

@@ -29,6 +29,7 @@ func (a *analysis) keyed(n *pg.Node) bool {
 // column.
 func (a *analysis) keyedOutput(n *pg.Node, targets []*pg.Node) bool {
 	if c := n.GetAConst(); c != nil {
+		a.b.pinConst(c) // the position decides the plan
 		iv := c.GetIval()
 		if iv == nil || iv.Ival < 1 || int(iv.Ival) > len(targets) {
 			return false
@@ -55,6 +56,7 @@ func (a *analysis) keyedOutput(n *pg.Node, targets []*pg.Node) bool {
 func (a *analysis) groupedByKey(sel *pg.SelectStmt) bool {
 	for _, g := range sel.GroupClause {
 		if c := g.GetAConst(); c != nil {
+			a.b.pinConst(c) // the position decides the plan
 			if iv := c.GetIval(); iv != nil && iv.Ival >= 1 && int(iv.Ival) <= len(sel.TargetList) {
 				if rt := sel.TargetList[iv.Ival-1].GetResTarget(); rt != nil && a.keyed(rt.Val) {
 					return true

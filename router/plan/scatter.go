@@ -384,11 +384,13 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt, a *analysis) (*merge.Spec, []s
 			key.NullsFirst = false
 		}
 		coll, byteOrder := explicitCollation(sb.Node)
+		if c := sb.Node.GetAConst(); star && c != nil {
+			b.pinConst(c) // a position, or a constant refused
+		}
 		if c := sb.Node.GetAConst(); star && c != nil && c.GetIval() != nil && c.GetIval().Ival > 0 {
 			// ORDER BY a position under SELECT *: the same column of the
 			// shards' rows (hidden columns come after the client's; the
 			// merge checks that the position is among those).
-			b.pinConst(c)
 			key.Column = int(c.GetIval().Ival) - 1
 			spec.OrderBy = append(spec.OrderBy, key)
 			continue
