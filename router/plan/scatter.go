@@ -346,7 +346,18 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt, a *analysis) (*merge.Spec, []s
 				return k, ok, false
 			}
 		}
-		return -1, false, false // a hidden column, with this execution's literals
+		// No match: a hidden column, right for any literals. Where other
+		// literals would match an item (id % 7 against id % 5), those
+		// literals get their own plan, as the cache must give the plan a
+		// fresh parse gives.
+		shape := shapeKey(n)
+		for _, t := range sel.TargetList {
+			if rt := t.GetResTarget(); rt != nil && shapeKey(rt.Val) == shape {
+				b.pinConsts(n)
+				b.pinConsts(rt.Val)
+			}
+		}
+		return -1, false, false
 	}
 	for _, g := range sel.GroupClause {
 		if partitioned {
@@ -748,6 +759,23 @@ func hasAggregate(n *pg.Node) bool {
 func exprKey(n *pg.Node) string {
 	c := proto.Clone(n)
 	walk(c.ProtoReflect(), func(m protoreflect.Message) bool {
+		if fd := m.Descriptor().Fields().ByName("location"); fd != nil {
+			m.Clear(fd)
+		}
+		return true
+	})
+	out, _ := proto.MarshalOptions{Deterministic: true}.Marshal(c)
+	return string(out)
+}
+
+// shapeKey is exprKey with the values of literals left out: equal for
+// expressions that differ only in their literals.
+func shapeKey(n *pg.Node) string {
+	c := proto.Clone(n)
+	walk(c.ProtoReflect(), func(m protoreflect.Message) bool {
+		if ac, ok := m.Interface().(*pg.A_Const); ok {
+			ac.Val = nil
+		}
 		if fd := m.Descriptor().Fields().ByName("location"); fd != nil {
 			m.Clear(fd)
 		}
