@@ -2,11 +2,14 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/pgshard/pgshard/router"
 	"github.com/pgshard/pgshard/wire"
 )
 
@@ -92,3 +95,45 @@ func aggRefusal(name string) error {
 		Message: fmt.Sprintf("cross-shard query: %s() is an aggregate pgshard cannot merge exactly from several shards", strings.ToLower(name)),
 		Hint:    "Add a condition on the sharding key so that the query runs on one shard, or use SET pgshard.shard."}
 }
+
+// routeWithKeyPosition handles a refusal that names a table whose key
+// column position the router needs (an INSERT without a column list):
+// it asks the catalog of a shard holding the table where the key is
+// among the live columns, tells the router, and routes q again. Any other
+// outcome returns plan and err as they were.
+func (s *session) routeWithKeyPosition(ctx context.Context, q router.Query, plan router.Plan, err error) (router.Plan, error) {
+	var re *router.RefusedError
+	r := s.routerFor()
+	kp, ok := r.(router.KeyPositioner)
+	if !errors.As(err, &re) || re.NeedKeyPosition == "" || !ok {
+		return plan, err
+	}
+	schema, table, _ := strings.Cut(re.NeedKeyPosition, ".")
+	keyCol := re.KeyColumn
+	if keyCol == "" {
+		return plan, err
+	}
+	be, lerr := s.srv.lend(ctx, re.Shard, s.user, s.db)
+	if lerr != nil {
+		return plan, err
+	}
+	defer be.Pool().Release(be)
+	rel := quoteLiteral(quoteIdentifier(schema) + "." + quoteIdentifier(table))
+	// The key column must exist; the tag's row count is then the number
+	// of live columns before it.
+	tag, qerr := be.ExecTag(ctx, "SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = "+rel+"::regclass AND attname = "+quoteLiteral(keyCol)+" AND attnum > 0 AND NOT attisdropped")
+	if qerr != nil || tag != "SELECT 1" {
+		return plan, err
+	}
+	tag, qerr = be.ExecTag(ctx, "SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = "+rel+"::regclass AND attnum > 0 AND NOT attisdropped"+
+		" AND attnum < (SELECT attnum FROM pg_catalog.pg_attribute WHERE attrelid = "+rel+"::regclass AND attname = "+quoteLiteral(keyCol)+")")
+	n, cerr := strconv.Atoi(strings.TrimPrefix(tag, "SELECT "))
+	if qerr != nil || cerr != nil || !strings.HasPrefix(tag, "SELECT ") {
+		return plan, err
+	}
+	kp.SetKeyPosition(re.NeedKeyPosition, n)
+	return r.Route(q)
+}
+
+// quoteIdentifier quotes a name for SQL as quote_ident always would.
+func quoteIdentifier(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }

@@ -24,6 +24,11 @@ import (
 func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error) {
 	q.HintShard, q.HintKey = s.hintShard, s.hintKey
 	plan, err := s.routerFor().Route(q)
+	if err != nil {
+		// An INSERT without a column list: learn the key column's
+		// position from the catalog, then route again.
+		plan, err = s.routeWithKeyPosition(ctx, q, plan, err)
+	}
 	if err == nil && plan.SetHint != nil {
 		s.setHint(*plan.SetHint)
 	}

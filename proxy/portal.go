@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -260,7 +261,14 @@ func isIdentChar(c byte) bool {
 // for merging (avg as sum and count, hidden sort columns). Columns only
 // the merge reads are text.
 func shardResultFormats(spec *merge.Spec, client []int16) ([]int16, error) {
-	if len(client) <= 1 || spec == nil || spec.Final == nil {
+	if len(client) <= 1 || spec == nil {
+		return client, nil
+	}
+	if spec.Final == nil {
+		if spec.HiddenTail > 0 {
+			// SELECT * with hidden sort columns after the star's: text.
+			return append(slices.Clip(client), make([]int16, spec.HiddenTail)...), nil
+		}
 		return client, nil
 	}
 	n := len(spec.Combine)

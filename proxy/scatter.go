@@ -913,6 +913,9 @@ func scatterMergeError(err error, shards []string) error {
 		msg = "cross-shard query: the result is too large to merge in memory"
 	case errors.Is(err, merge.ErrUnsupported):
 		// UnsupportedError reads "cross-shard query: cannot ..." already.
+	case errors.Is(err, merge.ErrDivisionByZero):
+		code = wire.SQLStateDivisionByZero
+		msg = "division by zero"
 	case errors.Is(err, merge.ErrOutOfRange):
 		// Where PostgreSQL itself fails: a combined sum that overflows.
 		code = wire.SQLStateNumericValueOutOfRange

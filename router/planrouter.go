@@ -29,6 +29,9 @@ type PlanRouter struct {
 	EndpointState func(addr string) string
 }
 
+// SetKeyPosition implements KeyPositioner.
+func (r PlanRouter) SetKeyPosition(table string, pos int) { r.Planner.SetKeyPosition(table, pos) }
+
 // Route implements Router.
 func (r PlanRouter) Route(q Query) (Plan, error) {
 	if q.SQL == "" {
@@ -52,6 +55,11 @@ func (r PlanRouter) Route(q Query) (Plan, error) {
 	if err != nil {
 		return Plan{Kind: KindSingle, Shard: r.Default}, nil
 	}
+	if p.Stmt == plan.StmtOther && !p.Explain {
+		// DDL may change a table's columns: key positions are learned
+		// again.
+		r.Planner.ForgetKeyPositions()
+	}
 	if p.Explain {
 		return Plan{Kind: KindAny, Shard: r.Default, SQL: explainSQL(p, q.SQL)}, nil
 	}
@@ -65,6 +73,9 @@ func (r PlanRouter) Route(q Query) (Plan, error) {
 		return Plan{Kind: KindSingle, Shard: p.Shards[0], Replica: p.ReplicaSafe, AnyShard: p.Anywhere}, nil
 	case plan.Refused:
 		re := &RefusedError{Code: p.Err.Code, Message: p.Err.Message, Hint: p.Err.Hint}
+		if p.NeedKeyPosition != "" && len(p.Shards) > 0 {
+			re.NeedKeyPosition, re.KeyColumn, re.Shard = p.NeedKeyPosition, p.NeedKeyColumn, p.Shards[0]
+		}
 		if p.InTx {
 			return Plan{Kind: KindSingle, Shard: r.Default, InTxOnly: re}, nil
 		}
@@ -72,6 +83,11 @@ func (r PlanRouter) Route(q Query) (Plan, error) {
 	case plan.All, plan.Multi:
 		if p.Stmt == plan.StmtSelect && p.ReadOnly && p.PerShardSQL == nil {
 			return Plan{Kind: KindScatter, Shards: p.Shards, SQL: p.ShardSQL, Merge: p.Merge, ReadOnly: true, Replica: p.ReplicaSafe, Calls: p.Calls}, nil
+		}
+		if p.Stmt == plan.StmtSelect && p.ReadOnly {
+			// A UNION ALL whose parts are on different shards: each shard
+			// its statement, the results concatenated.
+			return Plan{Kind: KindScatter, Shards: p.Shards, PerShardSQL: p.PerShardSQL, ReadOnly: true, Replica: p.ReplicaSafe}, nil
 		}
 		if p.Stmt == plan.StmtCopy && p.ReadOnly {
 			return Plan{Kind: KindCopyOut, Shards: p.Shards, Copy: p.Copy}, nil

@@ -123,6 +123,17 @@ type Router interface {
 // texts for the client.
 type RefusedError struct {
 	Code, Message, Hint string
+	// NeedKeyPosition names a sharded table ("public.users") whose key
+	// column position would let the statement (an INSERT without a column
+	// list) be routed: a KeyPositioner learns it from the catalog of
+	// Shard, then the statement is routed again.
+	NeedKeyPosition, KeyColumn, Shard string
+}
+
+// KeyPositioner is a Router that routes an INSERT without a column list
+// once told the position of the table's key column among its columns.
+type KeyPositioner interface {
+	SetKeyPosition(table string, pos int)
 }
 
 // Error implements error.

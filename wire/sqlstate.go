@@ -22,6 +22,7 @@ const (
 	SQLStateNotNullViolation          = "23502"
 	SQLStateInvalidTextRepresentation = "22P02"
 	SQLStateNumericValueOutOfRange    = "22003"
+	SQLStateDivisionByZero            = "22012"
 	SQLStateBadCopyFileFormat         = "22P04"
 	SQLStateConfigurationLimitExceed  = "53400"
 )

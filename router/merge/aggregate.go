@@ -273,6 +273,7 @@ func (m *Merger) groupRows(sources []Source, mem *budget) ([]*finalRow, error) {
 	var buf []byte
 	type span struct{ start, end int }
 	spans := make([]span, len(m.final))
+	var exprBuf []byte
 	for _, g := range groups {
 		buf = buf[:0]
 		for j := range m.final {
@@ -302,6 +303,11 @@ func (m *Merger) groupRows(sources []Source, mem *budget) ([]*finalRow, error) {
 				}
 			}
 		}
+		if m.exprTypes != nil {
+			if exprBuf, err = m.exprValues(exprBuf[:0], out, g); err != nil {
+				return nil, err
+			}
+		}
 		r, err := ownedRow(out, mem)
 		if err != nil {
 			return nil, err
@@ -311,11 +317,48 @@ func (m *Merger) groupRows(sources []Source, mem *budget) ([]*finalRow, error) {
 	return rows, nil
 }
 
+// exprValues computes the FinalExpr columns of a group's final row out
+// from its other columns, appending their bytes to buf.
+func (m *Merger) exprValues(buf []byte, out [][]byte, g *group) ([]byte, error) {
+	col := func(c int, v *xval) error {
+		if out[c] == nil {
+			*v = xval{null: true}
+			return nil
+		}
+		if err := decodeXval(m.outKind[c], xtypeOf(m.out[c].DataTypeOID), m.out[c].Format, out[c], v); err != nil {
+			return fmt.Errorf("column %q: %w", m.out[c].Name, err)
+		}
+		return nil
+	}
+	type span struct{ j, start, end int }
+	var spans []span
+	for j, fc := range m.final {
+		if fc.Kind != FinalExpr {
+			continue
+		}
+		var v xval
+		if err := evalExpr(fc.Expr, col, &v); err != nil {
+			return buf, fmt.Errorf("column %q: %w", m.out[j].Name, err)
+		}
+		if v.null {
+			out[j] = nil
+			continue
+		}
+		start := len(buf)
+		buf = appendXval(buf, &v, m.out[j].Format == 1, m.floatDigits(g))
+		spans = append(spans, span{j, start, len(buf)})
+	}
+	for _, s := range spans {
+		out[s.j] = buf[s.start:s.end:s.end]
+	}
+	return buf, nil
+}
+
 // computed reports whether final column j is encoded by finalValue (as
 // opposed to passed through from a shard's bytes).
 func (m *Merger) computed(j int) bool {
 	fc := m.final[j]
-	if fc.Kind == FinalAvg {
+	if fc.Kind == FinalAvg || fc.Kind == FinalExpr {
 		return true
 	}
 	switch m.combine(fc.Source) {
@@ -414,6 +457,9 @@ func (m *Merger) finalValue(dst []byte, j int, g *group) (_ []byte, null bool, e
 		return dst, true, nil
 	}
 	fc := m.final[j]
+	if fc.Kind == FinalExpr {
+		return dst, true, nil // see exprValues
+	}
 	binaryFmt := m.out[j].Format == 1
 	a := &g.accs[fc.Source]
 	if fc.Kind == FinalAvg {

@@ -59,6 +59,7 @@ type Merger struct {
 	floatDigitsCol int
 	floatAvgs      []floatAvg // avg over double precision (overflow check)
 	identity       bool       // final columns are the shard columns unchanged
+	exprTypes      []xtype    // by final column: FinalExpr result types
 }
 
 // Source yields one shard's rows in the order the shard sent them.
@@ -167,14 +168,38 @@ func aggregateField(name []byte, oid uint32, size int16, format int16) pgproto3.
 func (m *Merger) buildFinal() error {
 	m.final = m.spec.Final
 	if m.final == nil {
+		tail := m.spec.HiddenTail
+		if tail < 0 || tail > len(m.in) {
+			return fmt.Errorf("%w: %d hidden columns of %d", ErrInvalidSpec, tail, len(m.in))
+		}
 		m.final = make([]FinalColumn, len(m.in))
 		for i := range m.in {
-			m.final[i] = FinalColumn{Kind: FinalColumnValue, Source: i}
+			m.final[i] = FinalColumn{Kind: FinalColumnValue, Source: i, Hidden: i >= len(m.in)-tail}
+		}
+		if tail > 0 {
+			order := make([]SortKey, len(m.spec.OrderBy))
+			for i, k := range m.spec.OrderBy {
+				if !k.Tail && k.Column >= len(m.in)-tail {
+					// A position beyond the client's columns (PostgreSQL:
+					// "ORDER BY position n is not in select list").
+					return fmt.Errorf("%w: ORDER BY position %d is not in select list", ErrInvalidSpec, k.Column+1)
+				}
+				if k.Tail {
+					if k.Column < 0 || k.Column >= tail {
+						return fmt.Errorf("%w: ORDER BY hidden column %d of %d", ErrInvalidSpec, k.Column, tail)
+					}
+					k.Column += len(m.in) - tail
+					k.Tail = false
+				}
+				order[i] = k
+			}
+			m.spec.OrderBy = order
 		}
 	}
 	m.identity = len(m.final) == len(m.in)
 	m.out = make([]pgproto3.FieldDescription, len(m.final))
 	m.outKind = make([]kind, len(m.final))
+	var exprs []int
 	for j, fc := range m.final {
 		if fc.Source < 0 || fc.Source >= len(m.in) {
 			return fmt.Errorf("%w: final column %d reads shard column %d of %d", ErrInvalidSpec, j, fc.Source, len(m.in))
@@ -210,14 +235,22 @@ func (m *Merger) buildFinal() error {
 			} else {
 				f = aggregateField(src.Name, oidNumeric, -1, src.Format)
 			}
+		case FinalExpr:
+			if fc.Expr == nil {
+				return fmt.Errorf("%w: expression column %d without an expression", ErrInvalidSpec, j)
+			}
+			exprs = append(exprs, j)
+			continue // typed below, once the columns it reads are
 		default:
 			return fmt.Errorf("%w: unknown FinalKind %d", ErrInvalidSpec, fc.Kind)
 		}
-		if fc.Name != "" {
-			f.Name = []byte(fc.Name)
-		}
-		m.out[j] = f
-		m.outKind[j] = kindOf(f.DataTypeOID)
+		m.setOut(j, f)
+	}
+	if err := m.typeExprs(exprs); err != nil {
+		return err
+	}
+	m.visible = m.visible[:0]
+	for j, fc := range m.final {
 		if fc.Kind != FinalColumnValue || fc.Source != j || fc.Name != "" || fc.Hidden {
 			m.identity = false
 		}
@@ -226,6 +259,45 @@ func (m *Merger) buildFinal() error {
 		} else if m.spec.Distinct {
 			return fmt.Errorf("%w: hidden column %d with DISTINCT", ErrInvalidSpec, j)
 		}
+	}
+	return nil
+}
+
+func (m *Merger) setOut(j int, f pgproto3.FieldDescription) {
+	if name := m.final[j].Name; name != "" {
+		f.Name = []byte(name)
+	}
+	m.out[j] = f
+	m.outKind[j] = kindOf(f.DataTypeOID)
+}
+
+// typeExprs describes the FinalExpr columns exprs with PostgreSQL's types
+// for their expressions.
+func (m *Merger) typeExprs(exprs []int) error {
+	if len(exprs) == 0 {
+		return nil
+	}
+	m.exprTypes = make([]xtype, len(m.final))
+	types := func(c int) (xtype, bool) {
+		if c < 0 || c >= len(m.final) || m.final[c].Kind == FinalExpr {
+			return xInvalid, false
+		}
+		return xtypeOf(m.out[c].DataTypeOID), true
+	}
+	for _, j := range exprs {
+		fc := m.final[j]
+		t, err := exprType(fc.Expr, types, fc.Name)
+		if err != nil {
+			return err
+		}
+		typmod := int32(-1)
+		if fc.Expr.Op == ExprCast && t == xNumeric {
+			typmod = fc.Expr.Typmod
+		}
+		f := aggregateField([]byte("?column?"), xtypeOIDs[t], xtypeSizes[t], m.in[fc.Source].Format)
+		f.TypeModifier = typmod
+		m.setOut(j, f)
+		m.exprTypes[j] = t
 	}
 	return nil
 }

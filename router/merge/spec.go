@@ -33,6 +33,11 @@ type Spec struct {
 	// Offset and Limit apply after ordering; Limit < 0 means no limit.
 	Offset int64
 	Limit  int64
+	// HiddenTail, with Final nil, says that the last HiddenTail shard
+	// columns are hidden sort keys (ORDER BY under SELECT *, whose column
+	// count only the shards' RowDescription tells): SortKeys with Tail
+	// set name them, 0 for the first.
+	HiddenTail int
 	// ByteOrder, indexed like Combine, marks min/max columns whose
 	// argument is explicitly COLLATE "C" (or "POSIX"): they compare text
 	// bytewise whatever the database's collation. Nil: none.
@@ -83,6 +88,11 @@ type FinalKind uint8
 const (
 	FinalColumnValue FinalKind = iota // the combined value of shard column Source
 	FinalAvg                          // avg: combined sum (Source) / combined count (CountSource)
+	// FinalExpr computes Expr over other final columns (hidden aggregates)
+	// after combining: count(*)::int, round(avg(x), 2), max(x) - min(x).
+	// Source is one of the shard columns it reads, whose result format
+	// the client's format for this column sets.
+	FinalExpr
 )
 
 // FinalColumn is one column of the client's result.
@@ -93,6 +103,8 @@ type FinalColumn struct {
 	// Name is the column name the client sees (from the original query;
 	// the shards' RowDescription may name rewritten columns differently).
 	Name string
+	// Expr is the expression of a FinalExpr column.
+	Expr *Expr
 	// Hidden columns are computed and can be sorted by, but are not sent
 	// to the client. Not allowed with Distinct (SQL requires DISTINCT's
 	// ORDER BY items to be in the select list).
@@ -104,6 +116,8 @@ type SortKey struct {
 	Column     int
 	Desc       bool
 	NullsFirst bool // PostgreSQL's default: NULLS FIRST only for DESC
+	// Tail says Column counts among Spec.HiddenTail's columns.
+	Tail bool
 	// ByteOrder says the key is explicitly COLLATE "C" (or "POSIX"): a
 	// text key sorts in byte order whatever the database's collation.
 	ByteOrder bool

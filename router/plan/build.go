@@ -3,6 +3,7 @@ package plan
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	pg "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -19,6 +20,8 @@ type builder struct {
 	mapped  []bool
 	pinned  []bool
 	version int32 // of the parse tree, for Deparse
+	// expires: the template uses a key position known until then.
+	expires time.Time
 }
 
 // buildTemplate parses sql and plans it. It never panics on input: a
@@ -52,6 +55,7 @@ func buildTemplate(st *state, sql string, n *normalized) (t *template) {
 		return true
 	})
 	t = b.plan(res)
+	t.expires = b.expires
 	b.setPins(t)
 	return t
 }
@@ -181,6 +185,7 @@ func (b *builder) statement(n *pg.Node) *template {
 			}
 		}
 		t := b.statement(n.GetExplainStmt().Query)
+		t.dropUnion()
 		// EXPLAIN output is per shard: concatenate, never merge.
 		t.base.Merge, t.shardSQL, t.limit, t.insert = nil, nil, nil, nil
 		if t.multi != nil && t.multi.Kind != Refused {

@@ -29,8 +29,9 @@
 //     statement mixing them with sharded tables runs only when the key
 //     lands on that shard. Tables not in the map (catalogs, ...) are
 //     assumed to exist on every shard and do not affect routing.
-//   - INSERT needs a column list with the key column given as a constant
-//     or parameter in every row. A multi-row INSERT whose rows land on
+//   - INSERT needs the key column given as a constant or parameter in
+//     every row; without a column list, its position comes from the
+//     catalog (Plan.NeedKeyPosition, Planner.SetKeyPosition). A multi-row INSERT whose rows land on
 //     several shards is split: Plan.PerShardSQL holds one INSERT per shard
 //     with only its rows (ON CONFLICT and RETURNING kept).
 //     INSERT ... SELECT is refused unless the SELECT is constrained to one
@@ -45,14 +46,21 @@
 //     OFFSET m pushed down as LIMIT n + m; count/sum/min/max/avg (as sum
 //     and count)/bool_and/bool_or/every, GROUP BY (hidden key columns
 //     when not selected), DISTINCT. LIMIT without ORDER BY is allowed: any
-//     rows are a correct answer. Refused, with SQLSTATE 0A000, a reason
+//     rows are a correct answer. GROUP BY, DISTINCT ON and window
+//     PARTITION BY including a sharding key column need no merging (each
+//     group is on one shard); aggregate(DISTINCT key) combines as usual;
+//     casts, round() and + - * / over aggregates are computed by the merge
+//     (merge.Expr); SELECT * sorts by hidden columns after the star's
+//     (Spec.HiddenTail). Refused, with SQLSTATE 0A000, a reason
 //     and a hint, because they cannot be merged exactly: window
-//     functions, HAVING with aggregates, DISTINCT ON, aggregates with
-//     DISTINCT or WITHIN GROUP, order-dependent or non-decomposable
-//     aggregates (string_agg, array_agg, json_agg, percentile_*, mode,
-//     stddev, ...), aggregates inside expressions, set operations,
-//     subqueries or CTEs reading sharded tables, SELECT * combined with
-//     aggregates or with ORDER BY (the column count is unknown), values
+//     functions, HAVING with aggregates, DISTINCT ON not on the key,
+//     other aggregates with DISTINCT or WITHIN GROUP, order-dependent or
+//     non-decomposable aggregates (string_agg, array_agg, json_agg,
+//     percentile_*, mode, stddev, ...), other expressions of aggregates,
+//     set operations over sharded tables (a UNION ALL whose parts each
+//     read one shard runs there: unionSplit), subqueries or CTEs reading
+//     sharded tables without a key link to the outer query, SELECT *
+//     with aggregates or ORDER BY another item's name, values
 //     that differ by shard (now(), current_setting(), ...; random() next
 //     to an aggregate), outer joins whose preserved side reads no sharded
 //     table, GROUP BY an output alias that may also be an input column,

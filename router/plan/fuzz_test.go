@@ -7,6 +7,17 @@ import "testing"
 // fresh one.
 func FuzzRoute(f *testing.F) {
 	f.Add("SELECT * FROM users WHERE id = 5")
+	for _, s := range []string{
+		"SELECT * FROM users ORDER BY 2 DESC, name LIMIT 3 OFFSET 1",
+		"SELECT round(avg(age), 2), count(*)::numeric(10,2), max(x) - min(x) / 3 FROM users GROUP BY name ORDER BY 1",
+		"SELECT id, count(*) FROM users GROUP BY id HAVING count(*) > 1 ORDER BY count DESC LIMIT 5",
+		"SELECT DISTINCT ON (user_id) user_id, rank() OVER (PARTITION BY user_id ORDER BY id) FROM orders ORDER BY user_id",
+		"SELECT id FROM users WHERE id = 1 UNION ALL SELECT user_id FROM orders WHERE user_id = 150",
+		"SELECT u.id FROM users u WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.user_id = u.id AND o.user_id = 5)",
+		"INSERT INTO users VALUES (5, 'a')",
+	} {
+		f.Add(s)
+	}
 	m := testMap(f)
 	cached := New(m, Options{})
 	fresh := New(m, Options{CacheSize: -1})

@@ -149,6 +149,14 @@ type Plan struct {
 	// InTx marks a Refused DO or CALL that may still run on the shard of
 	// the session's open transaction (the client chose that shard).
 	InTx bool
+	// NeedKeyPosition, on a Refused INSERT without a column list into a
+	// sharded table, names the table ("public.users") whose key column
+	// position (among its columns, from the catalog) would let the
+	// planner route it: see Planner.SetKeyPosition. Shards[0] is a shard
+	// holding the table.
+	NeedKeyPosition string
+	// NeedKeyColumn is that table's sharding key column.
+	NeedKeyColumn string
 }
 
 // CopySpec says how to split the rows of COPY ... FROM STDIN over shards.

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/pgshard/pgshard/router/merge"
 	"github.com/pgshard/pgshard/shardmap"
@@ -59,6 +60,55 @@ func New(m *shardmap.Map, opts Options) *Planner {
 // plan: plans built for the old map are never used with the new one.
 func (p *Planner) SetMap(m *shardmap.Map) {
 	p.st.Store(newState(m, p.opts))
+}
+
+// KeyPositionTTL is how long a key column position given to
+// SetKeyPosition is used: a table changed by DDL that did not go through
+// the planner's user (ForgetKeyPositions) is noticed at the latest after
+// this.
+const KeyPositionTTL = 30 * time.Second
+
+// SetKeyPosition records that the sharding key column of table
+// ("schema.table") is its pos-th column (0-based, dropped columns not
+// counted), as the catalog says: an INSERT without a column list is then
+// routed by the value at that position for KeyPositionTTL. Plans built
+// before are dropped.
+func (p *Planner) SetKeyPosition(table string, pos int) {
+	st := p.st.Load()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.keyPos == nil {
+		st.keyPos = make(map[string]keyPosition)
+	}
+	st.keyPos[strings.ToLower(table)] = keyPosition{pos: pos, until: time.Now().Add(KeyPositionTTL)}
+	clear(st.cache)
+}
+
+// ForgetKeyPositions drops every key position SetKeyPosition gave (after
+// DDL that may change a table's columns) and the plans built from them.
+func (p *Planner) ForgetKeyPositions() {
+	st := p.st.Load()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if len(st.keyPos) > 0 {
+		clear(st.keyPos)
+		clear(st.cache)
+	}
+}
+
+type keyPosition struct {
+	pos   int
+	until time.Time
+}
+
+// keyPosition returns the known key position of table, or -1.
+func (st *state) keyPosition(table string) (int, time.Time) {
+	st.mu.RLock()
+	defer st.mu.RUnlock()
+	if k, ok := st.keyPos[table]; ok && time.Now().Before(k.until) {
+		return k.pos, k.until
+	}
+	return -1, time.Time{}
 }
 
 // Epoch returns the epoch of the map in use.
@@ -182,8 +232,9 @@ type state struct {
 	defaultShard   string
 	safeFuncs      map[string]bool // Options.ReplicaSafeFuncs
 
-	mu    sync.RWMutex
-	cache map[string][]*template
+	mu     sync.RWMutex
+	cache  map[string][]*template
+	keyPos map[string]keyPosition // SetKeyPosition
 }
 
 type tableInfo struct {
@@ -272,6 +323,9 @@ func (st *state) lookup(n *normalized, sql string) *template {
 	st.mu.RUnlock()
 	for _, t := range vs {
 		if t.matches(n, sql) {
+			if !t.expires.IsZero() && !time.Now().Before(t.expires) {
+				return nil // built from a key position that has expired
+			}
 			return t
 		}
 	}
@@ -320,6 +374,7 @@ type template struct {
 	needShard  string       // targets must be exactly this shard (unsharded tables joined)
 	multi      *Plan        // template for more than one target (Merge/ShardSQL) or a refusal
 	insert     *insertSplit // multi-row INSERT split
+	union      *unionSplit  // UNION ALL with parts on different shards
 	shardSQL   []segment    // rendered into ShardSQL per execution
 	limit      *limitSrc    // LIMIT/OFFSET read per execution
 	multiSQL   []segment    // ShardSQL for the multi plan
@@ -327,6 +382,9 @@ type template struct {
 	// explain marks EXPLAIN (pgshard) of the statement: the plan is the
 	// statement's, with Plan.Explain set.
 	explain bool
+	// expires, when set, is when the key position the template was built
+	// from stops being trusted.
+	expires time.Time
 	// describeAnywhere: the statement names no table of the map, so any
 	// shard can describe it (even when it may not run anywhere).
 	describeAnywhere bool
@@ -352,9 +410,14 @@ func (t *template) matches(n *normalized, sql string) bool {
 type segment struct {
 	text string
 	lit  int32
+	gate int32 // 1 + the UNION ALL part whose LIMIT follows ("ALL" or "0"); 0: none
 }
 
-func renderSegments(segs []segment, in *execInput) string {
+func renderSegments(segs []segment, in *execInput) string { return renderGated(segs, in, nil) }
+
+// renderGated renders segments with the UNION ALL parts open[i] true
+// unlimited and the others LIMIT 0.
+func renderGated(segs []segment, in *execInput, open []bool) string {
 	n := 0
 	for _, s := range segs {
 		n += len(s.text)
@@ -369,6 +432,13 @@ func renderSegments(segs []segment, in *execInput) string {
 		b.WriteString(s.text)
 		if s.lit >= 0 && int(s.lit) < len(in.norm.lits) {
 			b.WriteString(in.norm.text(in.sql, int(s.lit)))
+		}
+		if s.gate > 0 {
+			if open != nil && open[s.gate-1] {
+				b.WriteString("ALL")
+			} else {
+				b.WriteString("0")
+			}
 		}
 	}
 	return b.String()
@@ -442,6 +512,11 @@ func (st *state) execute(t *template, in *execInput, sessionHint Hint) Plan {
 				set = append(set, first)
 			}
 			set = append(set, s)
+		}
+	}
+	if t.union != nil {
+		if p, ok := st.unionPlan(t, in); ok {
+			return p
 		}
 	}
 	for ci, srcs := range t.classes {
@@ -557,7 +632,7 @@ func (st *state) hinted(t *template, h Hint) Plan {
 		return p
 	}
 	p.Hinted, p.Anywhere = true, false
-	p.Merge, p.ShardSQL, p.PerShardSQL, p.Broadcast, p.Err = nil, "", nil, false, nil
+	p.Merge, p.ShardSQL, p.PerShardSQL, p.Broadcast, p.Err, p.NeedKeyPosition = nil, "", nil, false, nil, ""
 	p.InTx = false
 	if h.Shard != "" {
 		if _, ok := st.one[h.Shard]; !ok || st.m.Shard(h.Shard) == nil {

@@ -20,6 +20,10 @@ type tableRef struct {
 	// table's column order, so it cannot tell which name is the key: no
 	// condition on this reference counts as a key condition or a link.
 	renamed bool
+	// nullable: on the nullable side of an outer join (its key may be
+	// NULL-extended on every shard).
+	nullable bool
+	rv       *pg.RangeVar
 }
 
 func (r *tableRef) root() *tableRef {
@@ -37,6 +41,9 @@ type scope struct {
 	refs   []*tableRef
 	ctes   []string
 	opaque []string // aliases of subqueries, functions and CTE references
+	// nested: the scope of a subquery, CTE or set-operation part, whose
+	// key conditions limit only its own tables.
+	nested bool
 }
 
 func (s *scope) isCTE(name string) bool {
@@ -52,6 +59,7 @@ func (s *scope) isCTE(name string) bool {
 type constraint struct {
 	refs []*tableRef
 	srcs []valueSrc
+	sc   *scope // where the condition is
 }
 
 // analysis collects what routing needs from one statement.
@@ -69,6 +77,8 @@ type analysis struct {
 	// sharded table while the other side does: each shard would return
 	// every preserved row (VALUES, generate_series, a CTE, ...).
 	outerUnsharded string
+	// topScope is the FROM scope of the top-level SELECT.
+	topScope *scope
 
 	// userFunc: a call of a function that may be the user's own (which
 	// may write tables of the map): neither on the replica-safe list nor
@@ -92,7 +102,7 @@ func (a *analysis) addRef(rv *pg.RangeVar, sc *scope, top bool) *tableRef {
 	if rv.Alias != nil && rv.Alias.Aliasname != "" {
 		alias = strings.ToLower(rv.Alias.Aliasname)
 	}
-	r := &tableRef{name: name, alias: alias, ti: a.b.st.tables[name], top: top,
+	r := &tableRef{name: name, alias: alias, ti: a.b.st.tables[name], top: top, rv: rv,
 		renamed: rv.Alias != nil && len(rv.Alias.Colnames) > 0}
 	sc.refs = append(sc.refs, r)
 	a.refs = append(a.refs, r)
@@ -105,14 +115,23 @@ func (a *analysis) selectStmt(sel *pg.SelectStmt, parent *scope, top bool) {
 		return
 	}
 	if sel.Op != pg.SetOperation_SETOP_NONE && sel.Op != pg.SetOperation_SET_OPERATION_UNDEFINED {
-		a.setOp = true
-		sc := &scope{parent: parent}
+		// A set operation matters only when its parts read a sharded
+		// table: over constants or unsharded data (a recursive CTE's
+		// UNION ALL, ...) every shard computes the same rows.
+		before := len(a.refs)
+		sc := &scope{parent: parent, nested: !top}
 		a.with(sel.WithClause, sc)
 		a.selectStmt(sel.Larg, sc, false)
 		a.selectStmt(sel.Rarg, sc, false)
+		if top || anySharded(a.refs[before:]) {
+			a.setOp = true
+		}
 		return
 	}
-	sc := &scope{parent: parent}
+	sc := &scope{parent: parent, nested: !top}
+	if top && a.topScope == nil {
+		a.topScope = sc
+	}
 	a.with(sel.WithClause, sc)
 	if len(sel.LockingClause) > 0 {
 		a.locking = true
@@ -120,10 +139,12 @@ func (a *analysis) selectStmt(sel *pg.SelectStmt, parent *scope, top bool) {
 	if sel.IntoClause != nil {
 		a.into = true
 	}
+	// A nested SELECT's own key conditions limit the rows it reads from
+	// its own tables: they count for those tables (constrained below).
 	for _, f := range sel.FromClause {
-		a.fromItem(f, sc, top, top)
+		a.fromItem(f, sc, top, true)
 	}
-	a.where(sel.WhereClause, sc, top)
+	a.where(sel.WhereClause, sc, true)
 	for _, l := range [][]*pg.Node{sel.TargetList, sel.GroupClause, sel.SortClause, sel.DistinctClause, sel.WindowClause, sel.ValuesLists} {
 		for _, n := range l {
 			a.exprs(n, sc)
@@ -197,7 +218,8 @@ func (a *analysis) fromItem(n *pg.Node, sc *scope, top, constrain bool) {
 			sc.opaque = append(sc.opaque, alias)
 			return
 		}
-		a.addRef(rv, sc, top)
+		r := a.addRef(rv, sc, top)
+		r.nullable = !constrain
 	case n.GetJoinExpr() != nil:
 		j := n.GetJoinExpr()
 		lc, rc := constrain, constrain
@@ -292,14 +314,21 @@ func (a *analysis) where(n *pg.Node, sc *scope, top bool) {
 	for _, c := range conjuncts(n, nil) {
 		if e := c.GetAExpr(); e != nil && e.Kind == pg.A_Expr_Kind_AEXPR_OP && opName(e) == "=" {
 			l, r := a.keyRef(e.Lexpr, sc), a.keyRef(e.Rexpr, sc)
-			if l != nil && r != nil && l.ti.dist == r.ti.dist && (slices.Contains(sc.refs, l) || slices.Contains(sc.refs, r)) {
+			inL, inR := slices.Contains(sc.refs, l), slices.Contains(sc.refs, r)
+			// A subquery's condition on an outer table links it only
+			// where every row the subquery reads satisfies it (a WHERE
+			// or inner join term, not an outer join's ON).
+			if l != nil && r != nil && l.ti.dist == r.ti.dist && (inL || inR) && (inL && inR || top || !sc.nested) {
 				link(l, r)
 				continue
 			}
 		}
 		if top {
-			if refs, srcs, ok := a.keyTargets(c, sc); ok {
-				a.constraints = append(a.constraints, constraint{refs: refs, srcs: srcs})
+			// Only a condition on this scope's own tables limits them: in
+			// a subquery, one on an outer table may be negated (NOT
+			// EXISTS) or only decide a value.
+			if refs, srcs, ok := a.keyTargets(c, sc); ok && !slices.ContainsFunc(refs, func(r *tableRef) bool { return !slices.Contains(sc.refs, r) }) {
+				a.constraints = append(a.constraints, constraint{refs: refs, srcs: srcs, sc: sc})
 			}
 		}
 	}
@@ -558,8 +587,9 @@ type route struct {
 	table        string
 	classes      [][]valueSrc // nil: no key (scatter)
 	scatterOK    *RefusalError
-	needShard    string // unsharded tables' shard, "" if none
-	defaultShard string // when nothing is sharded
+	needShard    string      // unsharded tables' shard, "" if none
+	defaultShard string      // when nothing is sharded
+	roots        []*tableRef // of the classes, in their order
 }
 
 // decide turns the analysis into a route.
@@ -617,6 +647,14 @@ func (a *analysis) decide() route {
 			for _, r := range c.refs {
 				ok = ok && r.root() == root
 			}
+			if c.sc != nil && c.sc.nested {
+				// A subquery's condition limits only its own tables: the
+				// class may hold no table of an outer query (a correlated
+				// NOT EXISTS reads every outer row).
+				for _, r := range sharded {
+					ok = ok && (r.root() != root || slices.Contains(c.sc.refs, r))
+				}
+			}
 			if ok {
 				srcs = c.srcs
 				break
@@ -628,6 +666,7 @@ func (a *analysis) decide() route {
 		}
 		rt.classes = append(rt.classes, srcs)
 	}
+	rt.roots = roots
 	// Can it run on several shards and be merged?
 	switch {
 	case a.setOp:
@@ -657,8 +696,13 @@ func (a *analysis) decide() route {
 		rt.scatterOK = refusal("a "+a.outerUnsharded+" whose preserved side reads no sharded table (VALUES, a function, a CTE or a subquery) would return its rows once per shard",
 			"add a condition on "+rt.table+"."+first.ti.t.KeyColumn+" that selects one shard, start the join from the sharded table, or use SET pgshard.shard")
 	default:
+		// A subquery or CTE reading a sharded table is exact on every
+		// shard when its rows are linked by key equalities to a table of
+		// the top-level FROM (a correlated subquery on the key): each
+		// outer row's subquery reads rows of the outer row's shard only.
+		anchored := slices.ContainsFunc(sharded, func(r *tableRef) bool { return r.top })
 		for _, r := range sharded {
-			if !r.top {
+			if !r.top && !anchored {
 				rt.scatterOK = refusal("a subquery or CTE reads sharded table "+r.name+" in a statement that runs on several shards; each shard would see only its own rows",
 					"add a condition on "+rt.table+"."+first.ti.t.KeyColumn+", or use SET pgshard.shard")
 				break

@@ -35,9 +35,16 @@ var unmergeableAggs = map[string]bool{
 // rewritten statement is deparsed; real parameters are at most 65535.
 const markerBase = 1000000
 
+// gateBase numbers the parameters that stand for the LIMIT of UNION ALL
+// parts (see unionSplit).
+const gateBase = 2 * markerBase
+
 // scatterSpec builds the merge.Spec of a SELECT that runs on several
 // shards, and the rewritten statement for the shards when it differs.
-func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limitSrc, *RefusalError) {
+//
+// a is the statement's analysis: it tells which columns are sharding keys
+// (GROUP BY, DISTINCT ON and window partitions on a key need no merging).
+func (b *builder) scatterSpec(sel *pg.SelectStmt, a *analysis) (*merge.Spec, []segment, *limitSrc, *RefusalError) {
 	no := func(what, hint string) (*merge.Spec, []segment, *limitSrc, *RefusalError) {
 		return nil, nil, nil, refusal(what+" cannot be merged exactly from several shards", hint)
 	}
@@ -48,8 +55,11 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 	if len(sel.ValuesLists) > 0 {
 		return nil, nil, nil, nil
 	}
-	if len(sel.WindowClause) > 0 {
-		return no("a window function", keyHint)
+	// Groups (GROUP BY a key column) each on one shard: each shard's rows
+	// are final, whatever the aggregates, HAVING or DISTINCT inside.
+	partitioned := a.groupedByKey(sel)
+	if window, byKey := a.windowsByKey(sel); window && !byKey || len(sel.WindowClause) > 0 && !window {
+		return no("a window function not partitioned by the sharding key", "add the sharding key to PARTITION BY, or "+keyHint)
 	}
 	if sel.LimitOption == pg.LimitOption_LIMIT_OPTION_WITH_TIES {
 		return no("FETCH ... WITH TIES", "use LIMIT")
@@ -58,17 +68,11 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 	if len(sel.DistinctClause) > 0 {
 		if len(sel.DistinctClause) == 1 && sel.DistinctClause[0].GetNode() == nil {
 			spec.Distinct = true
-		} else {
-			return no("SELECT DISTINCT ON", "use GROUP BY, or "+keyHint)
+		} else if !slices.ContainsFunc(sel.DistinctClause, func(n *pg.Node) bool { return a.keyedOutput(n, sel.TargetList) }) {
+			return no("SELECT DISTINCT ON without the sharding key", "add the sharding key to DISTINCT ON, use GROUP BY, or "+keyHint)
 		}
-	}
-	// Window functions anywhere in the target list or ORDER BY.
-	for _, l := range [][]*pg.Node{sel.TargetList, sel.SortClause} {
-		for _, n := range l {
-			if hasWindow(n) {
-				return no("a window function", keyHint)
-			}
-		}
+		// DISTINCT ON a key: each shard keeps the right row of its own
+		// groups; the merge only orders.
 	}
 	for _, g := range sel.GroupClause {
 		if g.GetGroupingSet() != nil {
@@ -115,7 +119,13 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 			}
 		}
 	}
-	if sel.HavingClause != nil && hasAggregate(sel.HavingClause) {
+	if windowed, _ := a.windowsByKey(sel); windowed && aggregated && !partitioned {
+		return no("a window function over groups merged from several shards", "group by the sharding key, or "+keyHint)
+	}
+	if len(sel.DistinctClause) > 0 && !spec.Distinct && aggregated && !partitioned {
+		return no("SELECT DISTINCT ON over groups merged from several shards", "group by the sharding key, or "+keyHint)
+	}
+	if sel.HavingClause != nil && hasAggregate(sel.HavingClause) && !partitioned {
 		return no("HAVING with an aggregate", "filter the merged groups in the application, or "+keyHint)
 	}
 
@@ -126,9 +136,74 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 	var cols []col // shard columns
 	var final []merge.FinalColumn
 	var byteOrderCols []int // min/max of COLLATE "C" arguments
-	star, rewrite := false, false
+	star, qualifiedStar, rewrite := false, false, false
+	tail := 0 // hidden sort columns after SELECT *
 	aggregated = len(sel.GroupClause) > 0
 	newTargets := make([]*pg.Node, 0, len(sel.TargetList)+2)
+	// addAgg adds the shard columns of aggregate fc (rt: the select-list
+	// item it is, or nil inside an expression) and returns its final
+	// column.
+	addAgg := func(fc *pg.FuncCall, rt *pg.ResTarget) (merge.FinalColumn, *RefusalError) {
+		fname := funcName(fc)
+		c, ok := mergeableAggs[fname]
+		switch {
+		case !ok || unmergeableAggs[fname]:
+			return merge.FinalColumn{}, refusal("aggregate "+fname+"() cannot be merged exactly from several shards", "compute it per shard with a pgshard.shard hint, or "+keyHint)
+		case fc.AggDistinct && (fname == "bool_and" || fname == "bool_or" || fname == "every" || !a.keyedAggArg(fc)):
+			// Over the sharding key, each shard's distinct values are
+			// none of another's: the shards' results combine as usual.
+			return merge.FinalColumn{}, refusal(fname+"(DISTINCT ...) cannot be merged exactly from several shards", "count distinct values of the sharding key, or per key with GROUP BY, or "+keyHint)
+		case fc.AggWithinGroup:
+			return merge.FinalColumn{}, refusal(fname+" WITHIN GROUP cannot be merged exactly from several shards", keyHint)
+		case hasAggregate(&pg.Node{Node: &pg.Node_List{List: &pg.List{Items: fc.Args}}}):
+			return merge.FinalColumn{}, refusal("a nested aggregate cannot be merged exactly from several shards", "")
+		}
+		aggregated = true
+		val := &pg.Node{Node: &pg.Node_FuncCall{FuncCall: fc}}
+		target := &pg.Node{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{Val: val}}}
+		if rt != nil {
+			val = rt.Val
+			target = &pg.Node{Node: &pg.Node_ResTarget{ResTarget: rt}}
+		}
+		if fname == "avg" {
+			rewrite = true
+			sum := proto.Clone(fc).(*pg.FuncCall)
+			sum.Funcname = []*pg.Node{pg.MakeStrNode("sum")}
+			cnt := proto.Clone(fc).(*pg.FuncCall)
+			cnt.Funcname = []*pg.Node{pg.MakeStrNode("count")}
+			// avg itself too, unmerged: over double precision it
+			// raises PostgreSQL's overflow error (22003) where the
+			// sum alone would not.
+			chk := proto.Clone(fc).(*pg.FuncCall)
+			f := merge.FinalColumn{Kind: merge.FinalAvg, Source: len(cols), CountSource: len(cols) + 1, Name: "avg"}
+			alias := ""
+			if rt != nil {
+				alias, _ = outputName(rt)
+				f.Name = alias
+				alias = rt.Name
+			}
+			cols = append(cols, col{merge.CombineSum, val}, col{merge.CombineCount, nil}, col{merge.CombineCheck, nil})
+			newTargets = append(newTargets,
+				&pg.Node{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{Name: alias, Val: &pg.Node{Node: &pg.Node_FuncCall{FuncCall: sum}}}}},
+				&pg.Node{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{Val: &pg.Node{Node: &pg.Node_FuncCall{FuncCall: cnt}}}}},
+				&pg.Node{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{Val: &pg.Node{Node: &pg.Node_FuncCall{FuncCall: chk}}}}})
+			return f, nil
+		}
+		if byteOrder, err := minMaxCollation(fc, keyHint); err != nil {
+			return merge.FinalColumn{}, err
+		} else if byteOrder {
+			byteOrderCols = append(byteOrderCols, len(cols))
+		}
+		f := merge.FinalColumn{Kind: merge.FinalColumnValue, Source: len(cols)}
+		cols = append(cols, col{c, val})
+		newTargets = append(newTargets, target)
+		return f, nil
+	}
+	type exprArg struct {
+		final int                 // the FinalExpr column
+		args  []merge.FinalColumn // its aggregates, hidden, appended after the select list
+	}
+	var exprArgs []exprArg
 	for _, n := range sel.TargetList {
 		rt := n.GetResTarget()
 		if rt == nil {
@@ -136,62 +211,62 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 		}
 		if cr := rt.Val.GetColumnRef(); cr != nil && len(cr.Fields) > 0 && cr.Fields[len(cr.Fields)-1].GetAStar() != nil {
 			star = true
+			qualifiedStar = qualifiedStar || len(cr.Fields) > 1
 			newTargets = append(newTargets, n)
 			continue
 		}
-		name := outputName(rt)
-		if fc := rt.Val.GetFuncCall(); fc != nil && isAggCall(fc) {
-			fname := funcName(fc)
-			c, ok := mergeableAggs[fname]
-			if !ok || unmergeableAggs[fname] {
-				return no("aggregate "+fname+"()", "compute it per shard with a pgshard.shard hint, or "+keyHint)
-			}
-			if fc.AggDistinct {
-				return no(fname+"(DISTINCT ...)", "count distinct values per key with GROUP BY, or "+keyHint)
-			}
-			if fc.AggWithinGroup {
-				return no(fname+" WITHIN GROUP", keyHint)
-			}
-			if hasAggregate(&pg.Node{Node: &pg.Node_List{List: &pg.List{Items: fc.Args}}}) {
-				return no("a nested aggregate", "")
-			}
-			aggregated = true
-			if fname == "avg" {
-				rewrite = true
-				sum := proto.Clone(fc).(*pg.FuncCall)
-				sum.Funcname = []*pg.Node{pg.MakeStrNode("sum")}
-				cnt := proto.Clone(fc).(*pg.FuncCall)
-				cnt.Funcname = []*pg.Node{pg.MakeStrNode("count")}
-				// avg itself too, unmerged: over double precision it
-				// raises PostgreSQL's overflow error (22003) where the
-				// sum alone would not.
-				chk := proto.Clone(fc).(*pg.FuncCall)
-				final = append(final, merge.FinalColumn{Kind: merge.FinalAvg, Source: len(cols), CountSource: len(cols) + 1, Name: name})
-				cols = append(cols, col{merge.CombineSum, rt.Val}, col{merge.CombineCount, nil}, col{merge.CombineCheck, nil})
-				newTargets = append(newTargets,
-					&pg.Node{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{Name: rt.Name, Val: &pg.Node{Node: &pg.Node_FuncCall{FuncCall: sum}}}}},
-					&pg.Node{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{Val: &pg.Node{Node: &pg.Node_FuncCall{FuncCall: cnt}}}}},
-					&pg.Node{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{Val: &pg.Node{Node: &pg.Node_FuncCall{FuncCall: chk}}}}})
-				continue
-			}
-			if byteOrder, err := minMaxCollation(fc, keyHint); err != nil {
+		name, _ := outputName(rt)
+		if fc := rt.Val.GetFuncCall(); fc != nil && isAggCall(fc) && !partitioned {
+			f, err := addAgg(fc, rt)
+			if err != nil {
 				return nil, nil, nil, err
-			} else if byteOrder {
-				byteOrderCols = append(byteOrderCols, len(cols))
 			}
-			final = append(final, merge.FinalColumn{Kind: merge.FinalColumnValue, Source: len(cols), Name: name})
-			cols = append(cols, col{c, rt.Val})
-			newTargets = append(newTargets, n)
+			if f.Kind != merge.FinalAvg {
+				f.Name = ""
+			}
+			final = append(final, f)
 			continue
 		}
-		if hasAggregate(rt.Val) {
-			return no("an aggregate inside an expression", "select the aggregate itself and compute the expression in the application, or "+keyHint)
+		if hasAggregate(rt.Val) && !partitioned {
+			// An expression of aggregates: the shards compute the
+			// aggregates, the merge the expression.
+			var args []merge.FinalColumn
+			first := len(cols)
+			e, err := b.aggExpr(rt.Val, func(fc *pg.FuncCall) (int, *RefusalError) {
+				f, err := addAgg(fc, nil)
+				if err != nil {
+					return 0, err
+				}
+				f.Hidden, f.Name = true, ""
+				args = append(args, f)
+				return len(args) - 1, nil
+			})
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			final = append(final, merge.FinalColumn{Kind: merge.FinalExpr, Source: first, Name: name, Expr: e})
+			exprArgs = append(exprArgs, exprArg{final: len(final) - 1, args: args})
+			rewrite = true
+			continue
 		}
-		final = append(final, merge.FinalColumn{Kind: merge.FinalColumnValue, Source: len(cols), Name: name})
+		final = append(final, merge.FinalColumn{Kind: merge.FinalColumnValue, Source: len(cols)})
 		cols = append(cols, col{merge.CombineNone, rt.Val})
 		newTargets = append(newTargets, n)
 	}
-	if star && (aggregated || len(sel.GroupClause) > 0) {
+	if spec.Distinct && len(exprArgs) > 0 {
+		return no("SELECT DISTINCT with an expression of aggregates", "select the aggregates themselves, group by the sharding key, or "+keyHint)
+	}
+	// The aggregates of expressions are hidden final columns after the
+	// select list's.
+	for _, x := range exprArgs {
+		base := len(final)
+		final = append(final, x.args...)
+		shiftColumns(final[x.final].Expr, base)
+	}
+	if partitioned {
+		aggregated = false
+	}
+	if star && (aggregated || len(sel.GroupClause) > 0 && !partitioned) {
 		return no("SELECT * with aggregates", "list the columns")
 	}
 	var hidden []*pg.Node
@@ -220,8 +295,34 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 		}
 		if cr := n.GetColumnRef(); cr != nil && len(cr.Fields) == 1 && cr.Fields[0].GetString_() != nil {
 			name := cr.Fields[0].GetString_().Sval
+			if !group {
+				same, unknown := 0, false
+				for _, t := range sel.TargetList {
+					if rt := t.GetResTarget(); rt != nil {
+						on, known := outputName(rt)
+						if on == name {
+							same++
+						}
+						unknown = unknown || !known
+					}
+				}
+				if same > 1 || same == 0 && unknown {
+					// PostgreSQL: ORDER BY "name" is ambiguous; or an item
+					// whose name the planner cannot tell (a scalar
+					// subquery's column) may be the one named.
+					return -1, false, true
+				}
+			}
 			for i, t := range sel.TargetList {
-				if rt := t.GetResTarget(); rt != nil && rt.Name != "" && rt.Name == name {
+				rt := t.GetResTarget()
+				if rt == nil {
+					continue
+				}
+				// ORDER BY names an output column by its name, given or
+				// PostgreSQL's own (count, lower, ?column?, ...); GROUP BY
+				// only by a given one (else it is an input column).
+				on, _ := outputName(rt)
+				if rt.Name != "" && rt.Name == name || !group && on == name {
 					if group && !isColumn(rt.Val, name) {
 						if refersTo(rt.Val, name) {
 							// The input column exists: group by it (hidden).
@@ -245,9 +346,23 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 				return k, ok, false
 			}
 		}
-		return -1, false, false // a hidden column, with this execution's literals
+		// No match: a hidden column, right for any literals. Where other
+		// literals would match an item (id % 7 against id % 5), those
+		// literals get their own plan, as the cache must give the plan a
+		// fresh parse gives.
+		shape := shapeKey(n)
+		for _, t := range sel.TargetList {
+			if rt := t.GetResTarget(); rt != nil && shapeKey(rt.Val) == shape {
+				b.pinConsts(n)
+				b.pinConsts(rt.Val)
+			}
+		}
+		return -1, false, false
 	}
 	for _, g := range sel.GroupClause {
+		if partitioned {
+			break // no merging of groups
+		}
 		_, ok, ambiguous := finalIndex(g, true)
 		if ambiguous {
 			name := g.GetColumnRef().Fields[0].GetString_().Sval
@@ -280,7 +395,38 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 			key.NullsFirst = false
 		}
 		coll, byteOrder := explicitCollation(sb.Node)
-		k, ok, _ := finalIndex(sb.Node, false)
+		if c := sb.Node.GetAConst(); star && c != nil {
+			b.pinConst(c) // a position, or a constant refused
+		}
+		if c := sb.Node.GetAConst(); star && c != nil && c.GetIval() != nil && c.GetIval().Ival > 0 {
+			// ORDER BY a position under SELECT *: the same column of the
+			// shards' rows (hidden columns come after the client's; the
+			// merge checks that the position is among those).
+			key.Column = int(c.GetIval().Ival) - 1
+			spec.OrderBy = append(spec.OrderBy, key)
+			continue
+		}
+		if star {
+			// The shards sort by a hidden column after the star's, which
+			// the merge finds from the end of their RowDescription.
+			if err := b.starSortKey(sel, sb.Node, qualifiedStar, spec.Distinct); err != nil {
+				return nil, nil, nil, err
+			}
+			if coll != "" && !byteOrder {
+				return no(`ORDER BY under collation "`+coll+`"`, `sort by byte order with COLLATE "C", or `+keyHint)
+			}
+			key.ByteOrder = byteOrder
+			addHidden(sb.Node, merge.CombineNone)
+			key.Column, key.Tail = tail, true
+			tail++
+			rewrite = true
+			spec.OrderBy = append(spec.OrderBy, key)
+			continue
+		}
+		k, ok, ambiguous := finalIndex(sb.Node, false)
+		if ambiguous {
+			return no("ORDER BY a name that several output columns have (or that a scalar subquery's column may have)", "order by position or by a qualified column")
+		}
 		if ok && k < len(sel.TargetList) && coll == "" {
 			if rt := sel.TargetList[k].GetResTarget(); rt != nil {
 				coll, byteOrder = explicitCollation(rt.Val)
@@ -359,7 +505,7 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 			cols[i].combine = merge.CombineNone
 		}
 	}
-	if aggregated && slices.ContainsFunc(cols, func(c col) bool { return c.combine == merge.CombineSum }) {
+	if aggregated && (len(exprArgs) > 0 || slices.ContainsFunc(cols, func(c col) bool { return c.combine == merge.CombineSum })) {
 		// Sums and averages of floats are written by the merger: in text
 		// as the session's extra_float_digits says, which the shards
 		// report in a hidden column.
@@ -372,7 +518,8 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 	if !aggregated && !rewrite && !spec.Distinct && len(spec.OrderBy) == 0 && lim == nil {
 		return nil, nil, nil, nil // plain concatenation
 	}
-	spec.Group = len(sel.GroupClause) > 0
+	spec.Group = len(sel.GroupClause) > 0 && !partitioned
+	spec.HiddenTail = tail
 	if !star {
 		spec.Combine = make([]merge.Combine, len(cols))
 		for i, c := range cols {
@@ -409,6 +556,35 @@ func (b *builder) scatterSpec(sel *pg.SelectStmt) (*merge.Spec, []segment, *limi
 		return no("this statement (it could not be rewritten for the shards: "+err.Error()+")", keyHint)
 	}
 	return spec, segs, lim, nil
+}
+
+// starSortKey checks an ORDER BY item of a SELECT * on several shards:
+// it becomes a hidden column, which must mean what PostgreSQL's ORDER BY
+// means. A position cannot be found without the table's columns, and a
+// bare name must not be one of the other select-list items' names nor
+// possibly another table's column of the same name than the star's.
+func (b *builder) starSortKey(sel *pg.SelectStmt, n *pg.Node, qualifiedStar, distinct bool) *RefusalError {
+	hint := "list the columns in the select list instead of *, or add a condition on the sharding key"
+	switch {
+	case distinct:
+		return refusal("SELECT DISTINCT * with ORDER BY cannot be merged exactly from several shards", hint)
+	case n.GetAConst() != nil:
+		return refusal("ORDER BY this constant with SELECT * cannot be merged exactly from several shards", "order by the column's name, or "+hint)
+	}
+	if cr := n.GetColumnRef(); cr != nil && len(cr.Fields) == 1 {
+		name := cr.Fields[0].GetString_().GetSval()
+		for _, t := range sel.TargetList {
+			if rt := t.GetResTarget(); rt != nil {
+				if on, known := outputName(rt); on == name || !known {
+					return refusal("ORDER BY "+name+", the name of a select-list item next to * (or possibly of a scalar subquery's column), cannot be merged exactly from several shards", "order by the expression itself, or "+hint)
+				}
+			}
+		}
+		if qualifiedStar && (len(sel.FromClause) != 1 || sel.FromClause[0].GetRangeVar() == nil) {
+			return refusal("ORDER BY "+name+" with a qualified * over several tables cannot be merged exactly from several shards", "qualify the ORDER BY column, or "+hint)
+		}
+	}
+	return nil
 }
 
 // isColumn reports whether n is a reference to a column named name.
@@ -556,31 +732,6 @@ func cloneNodes(l []*pg.Node) []*pg.Node {
 	return out
 }
 
-// outputName is the column name PostgreSQL gives a target.
-func outputName(rt *pg.ResTarget) string {
-	if rt.Name != "" {
-		return rt.Name
-	}
-	v := rt.Val
-	for v.GetTypeCast() != nil && v.GetTypeCast().Arg != nil {
-		if v.GetTypeCast().Arg.GetAConst() != nil {
-			tn := v.GetTypeCast().TypeName
-			if tn != nil && len(tn.Names) > 0 {
-				return tn.Names[len(tn.Names)-1].GetString_().GetSval()
-			}
-		}
-		v = v.GetTypeCast().Arg
-	}
-	switch {
-	case v.GetColumnRef() != nil:
-		f := v.GetColumnRef().Fields
-		return f[len(f)-1].GetString_().GetSval()
-	case v.GetFuncCall() != nil:
-		return funcName(v.GetFuncCall())
-	}
-	return "?column?"
-}
-
 func isAggCall(fc *pg.FuncCall) bool {
 	name := funcName(fc)
 	_, ok := mergeableAggs[name]
@@ -603,27 +754,28 @@ func hasAggregate(n *pg.Node) bool {
 	return found
 }
 
-func hasWindow(n *pg.Node) bool {
-	found := false
-	walk(n.ProtoReflect(), func(m protoreflect.Message) bool {
-		switch x := m.Interface().(type) {
-		case *pg.FuncCall:
-			if x.Over != nil {
-				found = true
-			}
-		case *pg.SubLink:
-			return false
-		}
-		return !found
-	})
-	return found
-}
-
 // exprKey is a string equal for two expressions that differ only in
 // source positions.
 func exprKey(n *pg.Node) string {
 	c := proto.Clone(n)
 	walk(c.ProtoReflect(), func(m protoreflect.Message) bool {
+		if fd := m.Descriptor().Fields().ByName("location"); fd != nil {
+			m.Clear(fd)
+		}
+		return true
+	})
+	out, _ := proto.MarshalOptions{Deterministic: true}.Marshal(c)
+	return string(out)
+}
+
+// shapeKey is exprKey with the values of literals left out: equal for
+// expressions that differ only in their literals.
+func shapeKey(n *pg.Node) string {
+	c := proto.Clone(n)
+	walk(c.ProtoReflect(), func(m protoreflect.Message) bool {
+		if ac, ok := m.Interface().(*pg.A_Const); ok {
+			ac.Val = nil
+		}
 		if fd := m.Descriptor().Fields().ByName("location"); fd != nil {
 			m.Clear(fd)
 		}
@@ -666,7 +818,10 @@ func (b *builder) deparseMarked(sel *pg.SelectStmt) ([]segment, error) {
 				j++
 			}
 			num, _ := strconv.Atoi(text[i+1 : j])
-			if num >= markerBase {
+			if num >= gateBase {
+				segs = append(segs, segment{text: text[last:i], lit: -1, gate: int32(num-gateBase) + 1})
+				last = j
+			} else if num >= markerBase {
 				segs = append(segs, segment{text: text[last:i], lit: int32(num - markerBase)})
 				last = j
 			}

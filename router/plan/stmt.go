@@ -33,7 +33,7 @@ func (b *builder) selectStmt(sel *pg.SelectStmt) *template {
 	if rt.scatterOK != nil {
 		multi = Plan{Kind: Refused, Stmt: StmtSelect, Table: rt.table, Err: rt.scatterOK}
 	} else {
-		spec, s, l, err := b.scatterSpec(sel)
+		spec, s, l, err := b.scatterSpec(sel, a)
 		if err != nil {
 			multi = Plan{Kind: Refused, Stmt: StmtSelect, Table: rt.table, Err: err}
 		} else {
@@ -48,9 +48,17 @@ func (b *builder) selectStmt(sel *pg.SelectStmt) *template {
 	}
 	t.base = single
 	t.classes = rt.classes
+	onKeyError := multi
+	if ro {
+		t.union = b.unionTemplate(sel, &rt)
+		if t.union != nil && multi.Kind == Refused {
+			// The template of a UNION ALL over several shards (unionPlan).
+			multi = Plan{Kind: Multi, Stmt: StmtSelect, ReadOnly: ro, ReplicaSafe: rs, Table: rt.table}
+		}
+	}
 	t.multi = &multi
 	t.multiSQL, t.multiLimit = segs, lim
-	t.onKeyError = &multi
+	t.onKeyError = &onKeyError
 	return t
 }
 

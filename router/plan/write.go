@@ -4,6 +4,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	pg "github.com/pganalyze/pg_query_go/v6"
 )
@@ -33,15 +34,24 @@ func (b *builder) insertStmt(ins *pg.InsertStmt) *template {
 	if len(a.refs) > 1 {
 		return refusedTemplate(StmtInsert, "INSERT into sharded table "+target.name+" with a WITH clause that reads tables is not supported", "run the queries separately")
 	}
+	k := -1
 	if len(ins.Cols) == 0 {
 		if ins.SelectStmt == nil {
 			return refusedTemplate(StmtInsert, "INSERT into sharded table "+target.name+" must give its sharding key column "+key,
 				"name the columns: INSERT INTO "+target.name+" ("+key+", ...) VALUES (...)")
 		}
-		return refusedTemplate(StmtInsert, "INSERT into sharded table "+target.name+" needs a column list (pgshard does not know the table's column order, so it cannot find the sharding key "+key+")",
-			"name the columns: INSERT INTO "+target.name+" ("+key+", ...) VALUES (...)")
+		// The key's position among the table's columns, when the catalog
+		// told (Planner.SetKeyPosition).
+		var until time.Time
+		if k, until = b.st.keyPosition(target.name); k < 0 {
+			t := refusedTemplate(StmtInsert, "INSERT into sharded table "+target.name+" needs a column list (pgshard does not know the table's column order, so it cannot find the sharding key "+key+")",
+				"name the columns: INSERT INTO "+target.name+" ("+key+", ...) VALUES (...)")
+			t.base.NeedKeyPosition, t.base.NeedKeyColumn = target.name, key
+			t.base.Shards = b.st.shardList(b.st.distShards[target.ti.dist][0])
+			return t
+		}
+		b.expires = until
 	}
-	k := -1
 	for i, c := range ins.Cols {
 		if strings.ToLower(c.GetResTarget().GetName()) == key {
 			k = i
@@ -296,6 +306,7 @@ func (b *builder) copyStmt(c *pg.CopyStmt) *template {
 	if c.Query != nil {
 		// COPY (query) TO: where the query goes; results are concatenated.
 		t := b.statement(c.Query)
+		t.dropUnion()
 		for _, p := range []*Plan{&t.base, t.multi} {
 			if p != nil && p.Kind != Refused {
 				p.Copy = opts
