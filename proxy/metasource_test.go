@@ -391,7 +391,12 @@ func TestFailClosedIsVisible(t *testing.T) {
 		t.Errorf("/readyz of a proxy that follows meta but has not heard from it: %d %q", code, body)
 	}
 	follow(t, p, meta)
-	// Meta's map arrives (the watch works), the leader does not answer.
+	// Meta's map arrives (the watch works), the leader does not answer:
+	// waiting for it at the start is said at info, and at warn once it
+	// outlasts meta_lease.
+	waitFor(t, func() bool {
+		return len(logs.lines("level=INFO", "writes wait until the meta cluster confirms", "meta_lease=300ms")) == 1
+	})
 	refusing("the meta leader has not answered a heartbeat yet", "reason=")
 	if n := len(logs.lines("level=WARN", "refusing writes")); n != 1 {
 		t.Errorf("%d warnings on entering the refusing state, want 1:\n%s", n, strings.Join(logs.lines("refusing writes"), "\n"))
@@ -405,5 +410,23 @@ func TestFailClosedIsVisible(t *testing.T) {
 	accepting(2)
 	if n := len(logs.lines("level=WARN", "refusing writes")); n != 2 {
 		t.Errorf("%d warnings for two times the proxy refused writes, want 2", n)
+	}
+}
+
+// TestPromptMetaStartLogsNoWarning: a proxy whose meta cluster answers
+// at once waits for it only at info level — a normal start is not a
+// warning.
+func TestPromptMetaStartLogsNoWarning(t *testing.T) {
+	pg := integration.StartPostgres(t)
+	logs := captureLogs(t)
+	cfg := baseConfig(t, pg)
+	cfg.FollowsMeta = true
+	cfg.MetaLease = proxy.Duration(5 * time.Second)
+	p := startProxy(t, cfg)
+	follow(t, p, newMapMeta(oneShardMap(t, pg.Addr(), 1)))
+	waitFor(t, func() bool { code, _ := get(p, "/readyz"); return code == http.StatusOK })
+	waitFor(t, func() bool { return len(logs.lines("level=INFO", "writes allowed again")) == 1 })
+	if w := logs.lines("level=WARN", "refusing writes"); len(w) > 0 {
+		t.Errorf("a prompt start logged a warning:\n%s", strings.Join(w, "\n"))
 	}
 }

@@ -12,8 +12,9 @@ import (
 // a map from meta applied in this process (FollowMeta) and a heartbeat
 // the leader answered — and again whenever the leader has not answered
 // for longer than meta_lease: meanwhile a failover may have fenced a
-// primary it routes to. Entering and leaving that state is logged (warn,
-// info), /readyz answers 503 and pgshard_meta_fail_closed is 1.
+// primary it routes to. Entering and leaving that state is logged (warn —
+// at the start only once the wait outlasts meta_lease —, info), /readyz
+// answers 503 and pgshard_meta_fail_closed is 1.
 
 // writeRefusal says why the proxy refuses writes now, "" when it does not.
 func (s *Server) writeRefusal() string {
@@ -40,23 +41,39 @@ func (s *Server) writeRefusal() string {
 func (s *Server) WriteRefusal() string { return s.writeRefusal() }
 
 // watchWriteState logs when the proxy starts and stops refusing writes,
-// checking every tick until ctx ends.
+// checking every tick until ctx ends. Waiting for meta right after the
+// start is normal: it is logged at info, and at warn only once it lasts
+// longer than meta_lease; a later refusal is a warning at once.
 func (s *Server) watchWriteState(ctx context.Context, tick time.Duration) {
 	t := time.NewTicker(tick)
 	defer t.Stop()
-	refusing := false
+	refusing, warned, starting := false, false, true
 	var since time.Time
+	warn := func(why string) {
+		warned = true
+		slog.Warn("meta: refusing writes (25006) until the meta cluster confirms the shard map; reads go on",
+			"reason", why, "meta_lease", s.runtime().cfg.MetaLease.D(), "epoch", s.MapEpoch())
+	}
 	for {
 		why := s.writeRefusal()
 		switch {
 		case why != "" && !refusing:
-			refusing, since = true, time.Now()
-			slog.Warn("meta: refusing writes (25006) until the meta cluster confirms the shard map; reads go on",
-				"reason", why, "meta_lease", s.runtime().cfg.MetaLease.D(), "epoch", s.MapEpoch())
+			refusing, warned, since = true, false, time.Now()
+			if starting {
+				slog.Info("meta: writes wait until the meta cluster confirms the shard map; reads go on",
+					"reason", why, "meta_lease", s.runtime().cfg.MetaLease.D(), "epoch", s.MapEpoch())
+			} else {
+				warn(why)
+			}
+		case why != "" && !warned && time.Since(since) > s.runtime().cfg.MetaLease.D():
+			warn(why)
 		case why == "" && refusing:
 			refusing = false
 			slog.Info("meta: writes allowed again: the meta cluster confirmed the shard map",
 				"epoch", s.MapEpoch(), "refused_for", time.Since(since).Round(time.Millisecond))
+		}
+		if why == "" {
+			starting = false
 		}
 		select {
 		case <-ctx.Done():

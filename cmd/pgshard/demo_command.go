@@ -39,8 +39,8 @@ func newDemoCommand(stdout, stderr io.Writer) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Start a local demo cluster and the proxy on 127.0.0.1:6432",
-		Long: `Start PostgreSQL servers in a temporary directory (one shard: a primary and a
-streaming replica), the proxy in this process, load a sample users table through
+		Long: `Start PostgreSQL servers in a temporary directory (two shards, each a
+primary and a streaming replica), the proxy in this process, load a sample users table through
 the proxy and print how to connect. Ctrl-C (or SIGTERM) stops everything and
 removes the data. Needs the PostgreSQL server binaries (set ` + pgcluster.EnvPGBin + ` to
 their directory if they are not found).`,
@@ -100,7 +100,8 @@ func (o *demoOptions) Run(ctx context.Context) (err error) {
 			return listenHint(err)
 		}
 	}
-	fmt.Fprintf(o.stderr, "Starting PostgreSQL (%d shard: a primary and %d streaming replica)...\n", demo.Shards, demo.Replicas)
+	fmt.Fprintf(o.stderr, "Starting PostgreSQL (%s, each a primary and %s)...\n",
+		plural(demo.Shards, "shard", "shards"), plural(demo.Replicas, "streaming replica", "streaming replicas"))
 	cl, err := demo.StartPostgres(ctx)
 	if err != nil {
 		if help, ok := demo.InstallHelp(err); ok {
@@ -212,4 +213,12 @@ func listenHint(err error) error {
 		return fmt.Errorf("%w (another pgshard or a PgBouncer may be running; choose other addresses with --listen and --admin-listen)", err)
 	}
 	return err
+}
+
+// plural says n thing or n things.
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
