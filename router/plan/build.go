@@ -143,6 +143,8 @@ func (b *builder) statement(n *pg.Node) *template {
 		return b.declareStmt(n.GetDeclareCursorStmt())
 	case n.GetCreateTableAsStmt() != nil:
 		return b.createTableAs(n.GetCreateTableAsStmt())
+	case n.GetViewStmt() != nil:
+		return b.viewStmt(n)
 	case n.GetDoStmt() != nil:
 		return b.procStmt("DO")
 	case n.GetCallStmt() != nil:

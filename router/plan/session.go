@@ -156,6 +156,32 @@ func (b *builder) createTableAs(c *pg.CreateTableAsStmt) *template {
 	return b.createAs(c.Into, b.statement(c.Query), what)
 }
 
+// viewStmt plans CREATE [OR REPLACE] VIEW. A view over a sharded table,
+// made on every shard, would hold each shard's rows, and a read of the
+// view (a table not in the map) would answer from the default shard only:
+// refused. A view over unsharded tables only is DDL like any other.
+func (b *builder) viewStmt(n *pg.Node) *template {
+	v := n.GetViewStmt()
+	var sharded string
+	walk(v.Query.ProtoReflect(), func(m protoreflect.Message) bool {
+		if rv, ok := m.Interface().(*pg.RangeVar); ok && sharded == "" {
+			if ti := b.st.tables[b.qualify(rv)]; ti != nil && ti.sharded() {
+				sharded = b.qualify(rv)
+			}
+		}
+		return sharded == ""
+	})
+	if sharded == "" {
+		return b.utility(n)
+	}
+	name := "a view"
+	if v.View != nil {
+		name = "view " + b.qualify(v.View)
+	}
+	return refusedTemplate(StmtOther, name+" over sharded table "+sharded+" would hold each shard's own rows, and a read of it would answer from one shard",
+		"Query the tables themselves (pgshard merges reads over several shards), or keep the view's query in the application.")
+}
+
 // selectInto returns the INTO clause of a SELECT ... INTO, or nil.
 func selectInto(sel *pg.SelectStmt) *pg.IntoClause {
 	var into *pg.IntoClause

@@ -1031,6 +1031,12 @@ DROP TABLE ctas_into_all;
 
 -- write
 -- steps
+-- refused 0A000 would answer from one shard
+CREATE VIEW corpus_v AS SELECT id, name FROM users;
+DROP VIEW corpus_v;
+
+-- write
+-- steps
 -- refused 0A000 but pgshard looks for public.ctas_far on shard s0
 CREATE TABLE ctas_far AS SELECT id, name FROM users WHERE id = 9000;
 DROP TABLE ctas_far;
