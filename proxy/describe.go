@@ -141,14 +141,7 @@ func (s *session) sendDescribe(ctx context.Context, be *pool.Conn, t *describeTr
 		return false, err
 	}
 	s.mu.Lock()
-	var override byte
-	if s.outsideTx {
-		override = 'T'
-		if s.beginFailed {
-			override = 'E'
-		}
-		s.overrides.Add(1)
-	}
+	override := s.syncOverrideLocked()
 	ends, pinned := s.copyEnds, s.state == statePinned
 	wait := s.waitChan()
 	s.mu.Unlock()
@@ -279,14 +272,7 @@ func (s *session) describeShards(pending [][]byte) []string {
 	var shards []string
 	seen := false
 	for _, f := range pending {
-		body := f[wire.HeaderLen:]
-		var sql string
-		if f[0] == 'P' {
-			sql = cstring(body[len(cstring(body))+1:])
-		} else {
-			name := cstring(body[1:])
-			sql = pendingSQL(pending, name, s.stmtSQL(name))
-		}
+		sql := s.pendingFrameSQL(pending, f)
 		if sql == "" {
 			continue
 		}
