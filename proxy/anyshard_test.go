@@ -3,10 +3,7 @@ package proxy_test
 import (
 	"bytes"
 	"context"
-	"os"
-	"os/exec"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgshard/pgshard/integration"
+	"github.com/pgshard/pgshard/integration/netfault"
 	"github.com/pgshard/pgshard/proxy"
 )
 
@@ -61,12 +59,7 @@ func TestDescribeAvoidsUnreachableDefaultShard(t *testing.T) {
 	for _, how := range []string{"stopped", "blackholed"} {
 		t.Run(how, func(t *testing.T) {
 			if how == "blackholed" {
-				if os.Geteuid() != 0 {
-					t.Skip("dropping packets with iptables needs root")
-				}
-				if _, err := exec.LookPath("iptables"); err != nil {
-					t.Skip("iptables is not installed")
-				}
+				netfault.Require(t)
 				// Last of all: pgconn's cancel requests towards the
 				// dropped port (a timed-out health probe) finish once the
 				// rules are gone.
@@ -78,11 +71,7 @@ func TestDescribeAvoidsUnreachableDefaultShard(t *testing.T) {
 			p := startProxy(t, cfg)
 			ctx := ctxT(t)
 			s1 := connect(t, c.Shards[1].SuperDSN("postgres"))
-			for _, srv := range c.Shards {
-				if err := srv.Exec(ctx, `CREATE TABLE kv (k bigint PRIMARY KEY, v text)`); err != nil {
-					t.Fatal(err)
-				}
-			}
+			createKV(t, ctx, c.Shards)
 			// The proxy has served the default shard before (it holds an
 			// idle connection to it, and its parameters for new clients).
 			warm := connect(t, p.dsn(""))
@@ -95,7 +84,7 @@ func TestDescribeAvoidsUnreachableDefaultShard(t *testing.T) {
 					t.Fatal(err)
 				}
 			} else {
-				blackhole(t, port)
+				netfault.Blackhole(t, port)
 			}
 			waitFor(t, func() bool {
 				for _, st := range p.srv.Health() {
@@ -138,26 +127,6 @@ func TestDescribeAvoidsUnreachableDefaultShard(t *testing.T) {
 			t.Logf("connect, insert, read and describe with s0 %s: %v", how, took)
 			if !rowOn(t, s1, 150) {
 				t.Fatal("row 150 is not on s1")
-			}
-		})
-	}
-}
-
-// blackhole drops every packet to and from the local TCP port until the
-// test ends.
-func blackhole(t *testing.T, port int) {
-	t.Helper()
-	rules := [][]string{
-		{"INPUT", "-i", "lo", "-p", "tcp", "--dport", strconv.Itoa(port), "-j", "DROP"},
-		{"OUTPUT", "-o", "lo", "-p", "tcp", "--sport", strconv.Itoa(port), "-j", "DROP"},
-	}
-	for _, r := range rules {
-		if out, err := exec.Command("iptables", append([]string{"-I"}, r...)...).CombinedOutput(); err != nil {
-			t.Skipf("iptables: %v: %s", err, out)
-		}
-		t.Cleanup(func() {
-			if out, err := exec.Command("iptables", append([]string{"-D"}, r...)...).CombinedOutput(); err != nil {
-				t.Errorf("remove iptables rule %v: %v: %s", r, err, out)
 			}
 		})
 	}

@@ -34,6 +34,20 @@ func serverConns(t *testing.T, p *testProxy, state, addr string) int {
 	return -1
 }
 
+// waitServersUp waits until the proxy's health checks report n servers up.
+func waitServersUp(t *testing.T, p *testProxy, n int) {
+	t.Helper()
+	waitFor(t, func() bool {
+		up := 0
+		for _, st := range p.srv.Health() {
+			if st.Up {
+				up++
+			}
+		}
+		return up == n
+	})
+}
+
 // freshInsert connects a new pgx session (its first statement is Parse,
 // Describe and Sync, then Bind) and inserts row k, within limit; it
 // returns how long that took.
@@ -78,11 +92,7 @@ func TestNewSessionAfterDefaultPrimaryRetired(t *testing.T) {
 			p := startProxy(t, cfg)
 			ctx := ctxT(t)
 			s1 := connect(t, c.Shards[1].SuperDSN("postgres"))
-			for _, srv := range c.Shards {
-				if err := srv.Exec(ctx, `CREATE TABLE kv (k bigint PRIMARY KEY, v text)`); err != nil {
-					t.Fatal(err)
-				}
-			}
+			createKV(t, ctx, c.Shards)
 			freshInsert(t, p, 1, 5*time.Second) // greeted by s0, whose pool keeps its parameters
 			if how == "stopped" {
 				if err := c.Shards[0].Stop(ctx); err != nil {
@@ -138,20 +148,8 @@ func TestDescribeResentWhenServerSilent(t *testing.T) {
 	p := startProxy(t, cfg)
 	ctx := ctxT(t)
 	s1 := connect(t, c.Shards[1].SuperDSN("postgres"))
-	for _, srv := range c.Shards {
-		if err := srv.Exec(ctx, `CREATE TABLE kv (k bigint PRIMARY KEY, v text)`); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitFor(t, func() bool {
-		up := 0
-		for _, st := range p.srv.Health() {
-			if st.Up {
-				up++
-			}
-		}
-		return up == 2
-	})
+	createKV(t, ctx, c.Shards)
+	waitServersUp(t, p, 2)
 	freshInsert(t, p, 1, 5*time.Second) // leaves an idle connection to s0
 	s0 := c.Shards[0].Addr()
 	if n := serverConns(t, p, "idle", s0); n != 1 {
@@ -238,15 +236,7 @@ func TestDescribeInFlightAtAbort(t *testing.T) {
 		cfg = c
 	})
 	ctx := ctxT(t)
-	waitFor(t, func() bool {
-		up := 0
-		for _, st := range p.srv.Health() {
-			if st.Up {
-				up++
-			}
-		}
-		return up == 2
-	})
+	waitServersUp(t, p, 2)
 	freshInsert(t, p, 1, 5*time.Second)
 	s0 := direct[0].PgConn().Conn().RemoteAddr().String()
 	tx, err := direct[0].Begin(ctx)
