@@ -4,9 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http/httptest"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -385,13 +385,14 @@ func TestCancelDoesNotHoldSession(t *testing.T) {
 }
 
 // poolMetric reads the pool metric name for the server at addr from the
-// proxy's metrics ("" when there is none).
-func poolMetric(t *testing.T, p *testProxy, name, addr string) string {
+// proxy's metrics, on the line that also has every one of labels (such as
+// state="idle"); "" when there is none.
+func poolMetric(t *testing.T, p *testProxy, name, addr string, labels ...string) string {
 	t.Helper()
-	rec := httptest.NewRecorder()
-	p.srv.AdminHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	for line := range strings.SplitSeq(rec.Body.String(), "\n") {
-		if strings.HasPrefix(line, name+"{") && strings.Contains(line, `server="`+addr+`"`) {
+	_, body := get(p, "/metrics")
+	for line := range strings.SplitSeq(body, "\n") {
+		if strings.HasPrefix(line, name+"{") && strings.Contains(line, `server="`+addr+`"`) &&
+			!slices.ContainsFunc(labels, func(l string) bool { return !strings.Contains(line, l) }) {
 			return line[strings.LastIndexByte(line, ' ')+1:]
 		}
 	}

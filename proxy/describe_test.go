@@ -2,7 +2,7 @@ package proxy_test
 
 import (
 	"context"
-	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,19 +19,15 @@ import (
 // server at addr (-1 when there is no such pool).
 func serverConns(t *testing.T, p *testProxy, state, addr string) int {
 	t.Helper()
-	rec := httptest.NewRecorder()
-	p.srv.AdminHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	for line := range strings.SplitSeq(rec.Body.String(), "\n") {
-		if strings.HasPrefix(line, "pgshard_server_connections{") && strings.Contains(line, `server="`+addr+`"`) &&
-			strings.Contains(line, `state="`+state+`"`) {
-			var n int
-			for _, c := range line[strings.LastIndexByte(line, ' ')+1:] {
-				n = n*10 + int(c-'0')
-			}
-			return n
-		}
+	v := poolMetric(t, p, "pgshard_server_connections", addr, `state="`+state+`"`)
+	if v == "" {
+		return -1
 	}
-	return -1
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		t.Fatalf("pgshard_server_connections{state=%q, server=%q} = %q: %v", state, addr, v, err)
+	}
+	return n
 }
 
 // waitServersUp waits until the proxy's health checks report n servers up.
