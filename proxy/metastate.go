@@ -15,8 +15,10 @@ import (
 // primary it routes to. Entering and leaving that state is logged (warn,
 // info), /readyz answers 503 and pgshard_meta_fail_closed is 1.
 
-// writeRefusal says why the proxy refuses writes now, "" when it does not.
-func (s *Server) writeRefusal() string {
+// WriteRefusal says why the proxy refuses writes now (it follows a meta
+// cluster that has not confirmed its shard map, or not within
+// meta_lease), "" when it accepts them.
+func (s *Server) WriteRefusal() string {
 	if !s.followsMeta.Load() {
 		return ""
 	}
@@ -34,11 +36,6 @@ func (s *Server) writeRefusal() string {
 	return ""
 }
 
-// WriteRefusal says why the proxy refuses writes now (it follows a meta
-// cluster that has not confirmed its shard map, or not within
-// meta_lease), "" when it accepts them.
-func (s *Server) WriteRefusal() string { return s.writeRefusal() }
-
 // watchWriteState logs when the proxy starts and stops refusing writes,
 // checking every tick until ctx ends.
 func (s *Server) watchWriteState(ctx context.Context, tick time.Duration) {
@@ -47,7 +44,7 @@ func (s *Server) watchWriteState(ctx context.Context, tick time.Duration) {
 	refusing := false
 	var since time.Time
 	for {
-		why := s.writeRefusal()
+		why := s.WriteRefusal()
 		switch {
 		case why != "" && !refusing:
 			refusing, since = true, time.Now()
