@@ -12,6 +12,7 @@ import (
 
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/integration/netfault"
+	"github.com/pgshard/pgshard/integration/pgcluster"
 	"github.com/pgshard/pgshard/proxy"
 )
 
@@ -58,13 +59,7 @@ func rowOn(t *testing.T, c *pgx.Conn, k int) bool {
 func TestDescribeAvoidsUnreachableDefaultShard(t *testing.T) {
 	for _, how := range []string{"stopped", "blackholed"} {
 		t.Run(how, func(t *testing.T) {
-			if how == "blackholed" {
-				netfault.Require(t)
-				// Last of all: pgconn's cancel requests towards the
-				// dropped port (a timed-out health probe) finish once the
-				// rules are gone.
-				t.Cleanup(func() { waitGoroutinesGone(t, "pgconn.(*PgConn).CancelRequest", 30*time.Second) })
-			}
+			prepareFault(t, how)
 			c := integration.NewCluster(t, integration.Shards(2))
 			cfg := kvMapConfig(t, c)
 			cfg.HealthInterval = proxy.Duration(50 * time.Millisecond)
@@ -78,22 +73,7 @@ func TestDescribeAvoidsUnreachableDefaultShard(t *testing.T) {
 			if _, err := warm.Exec(ctx, `INSERT INTO kv (k, v) VALUES ($1, 'before')`, 1); err != nil {
 				t.Fatal(err)
 			}
-			port := c.Shards[0].Port
-			if how == "stopped" {
-				if err := c.Shards[0].Stop(ctx); err != nil {
-					t.Fatal(err)
-				}
-			} else {
-				netfault.Blackhole(t, port)
-			}
-			waitFor(t, func() bool {
-				for _, st := range p.srv.Health() {
-					if st.Shard == "s0" && st.Role == "primary" {
-						return !st.Up && !st.LastProbe.IsZero()
-					}
-				}
-				return false
-			})
+			takeDown(t, ctx, p, "s0", c.Shards[0], how)
 
 			qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 			defer cancel()
@@ -130,6 +110,40 @@ func TestDescribeAvoidsUnreachableDefaultShard(t *testing.T) {
 			}
 		})
 	}
+}
+
+// prepareFault readies a test for takeDown(..., how): a "blackholed"
+// server needs netfault and, last of all, waits for pgconn's cancel
+// requests towards the dropped port (a timed-out health probe), which end
+// once the rules are gone.
+func prepareFault(t *testing.T, how string) {
+	t.Helper()
+	if how == "blackholed" {
+		netfault.Require(t)
+		t.Cleanup(func() { waitGoroutinesGone(t, "pgconn.(*PgConn).CancelRequest", 30*time.Second) })
+	}
+}
+
+// takeDown stops srv, the primary of shard, or drops its packets (how:
+// "stopped" or "blackholed"), and waits until the proxy's health checks
+// see it down.
+func takeDown(t *testing.T, ctx context.Context, p *testProxy, shard string, srv *pgcluster.Server, how string) {
+	t.Helper()
+	if how == "stopped" {
+		if err := srv.Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		netfault.Blackhole(t, srv.Port)
+	}
+	waitFor(t, func() bool {
+		for _, st := range p.srv.Health() {
+			if st.Shard == shard && st.Role == "primary" {
+				return !st.Up && !st.LastProbe.IsZero()
+			}
+		}
+		return false
+	})
 }
 
 // waitGoroutinesGone waits until no goroutine's stack mentions fn.

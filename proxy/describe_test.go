@@ -76,12 +76,7 @@ func freshInsert(t *testing.T, p *testProxy, k int, limit time.Duration) time.Du
 func TestNewSessionAfterDefaultPrimaryRetired(t *testing.T) {
 	for _, how := range []string{"stopped", "blackholed"} {
 		t.Run(how, func(t *testing.T) {
-			if how == "blackholed" {
-				netfault.Require(t)
-				// Last of all: cancel requests towards the dropped port
-				// (a timed-out health probe) end once the rules are gone.
-				t.Cleanup(func() { waitGoroutinesGone(t, "pgconn.(*PgConn).CancelRequest", 30*time.Second) })
-			}
+			prepareFault(t, how)
 			c := integration.NewCluster(t, integration.Shards(2))
 			cfg := kvMapConfig(t, c)
 			cfg.HealthInterval = proxy.Duration(50 * time.Millisecond)
@@ -90,21 +85,7 @@ func TestNewSessionAfterDefaultPrimaryRetired(t *testing.T) {
 			s1 := connect(t, c.Shards[1].SuperDSN("postgres"))
 			createKV(t, ctx, c.Shards)
 			freshInsert(t, p, 1, 5*time.Second) // greeted by s0, whose pool keeps its parameters
-			if how == "stopped" {
-				if err := c.Shards[0].Stop(ctx); err != nil {
-					t.Fatal(err)
-				}
-			} else {
-				netfault.Blackhole(t, c.Shards[0].Port)
-			}
-			waitFor(t, func() bool {
-				for _, st := range p.srv.Health() {
-					if st.Shard == "s0" && st.Role == "primary" {
-						return !st.Up && !st.LastProbe.IsZero()
-					}
-				}
-				return false
-			})
+			takeDown(t, ctx, p, "s0", c.Shards[0], how)
 			m := readMap(t, cfg.ShardMapFile)
 			m.Epoch = 2
 			m.Shards[0].Switch = &shardmap.Switch{Kind: shardmap.Failover, From: m.Shards[0].Primary, Step: "fence"}
