@@ -15,4 +15,7 @@
 //
 // PostgreSQL must be installed (see pgcluster.FindBinDir); tests fail
 // without it unless PGSHARD_ALLOW_SKIP=1, which makes them skip.
+//
+// Network partitions (a server that neither answers nor resets) come from
+// package netfault, which drops a port's packets with iptables.
 package integration

@@ -4,10 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgshard/pgshard/integration"
+	"github.com/pgshard/pgshard/integration/netfault"
 	"github.com/pgshard/pgshard/integration/pgcluster"
 	"github.com/pgshard/pgshard/proxy"
 	"github.com/pgshard/pgshard/shardmap"
@@ -25,27 +25,7 @@ import (
 // shard, s0, whose primary is pg; public.kv is distributed on k.
 func oneShardMapConfig(t *testing.T, pg *pgcluster.Server) *proxy.Config {
 	t.Helper()
-	mapFile := filepath.Join(t.TempDir(), "map.yaml")
-	m := fmt.Sprintf(`epoch: 1
-shards:
-  - {name: s0, primary: %q}
-distributions:
-  - name: kv
-    key_type: bigint
-    strategy: range
-    default_shard: s0
-    intervals:
-      - {lo: -inf, hi: +inf, shard: s0}
-tables:
-  - {name: public.kv, distribution: kv, key: k}
-`, pg.Addr())
-	if err := os.WriteFile(mapFile, []byte(m), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg := baseConfig(t, pg)
-	cfg.Shards = nil
-	cfg.ShardMapFile = mapFile
-	return cfg
+	return mapConfig(t, pg, oneShardMapYAML(pg.Addr(), 1))
 }
 
 // otherBackends counts pg's client sessions other than those of the
@@ -124,11 +104,7 @@ func TestApplyMapAbortsReplacedPrimary(t *testing.T) {
 	c := integration.NewCluster(t, integration.Shards(2))
 	oldPrimary, newPrimary := c.Shards[0], c.Shards[1]
 	ctx := ctxT(t)
-	for _, srv := range c.Shards {
-		if err := srv.Exec(ctx, `CREATE TABLE kv (k bigint PRIMARY KEY, v text)`); err != nil {
-			t.Fatal(err)
-		}
-	}
+	createKV(t, ctx, c.Shards)
 	cfg := oneShardMapConfig(t, oldPrimary)
 	p := startProxy(t, cfg)
 	obs := connect(t, oldPrimary.SuperDSN("postgres"))
@@ -327,7 +303,7 @@ func TestPartitionedServerFails08006(t *testing.T) {
 	pollFor(t, 10*time.Second, "pg_sleep runs", func() bool { return activeQueries(t, ctx, obs, `SELECT pg_sleep(20)`) == 1 })
 	_ = obs.Close(ctx) // its port is about to be cut off
 
-	blackhole(t, pg.Port)
+	netfault.Blackhole(t, pg.Port)
 	start := time.Now()
 	later := runAsync(t, sentLater, `SELECT 2`)
 	// The client gives up on its statement: the proxy's cancel towards
@@ -409,13 +385,14 @@ func TestCancelDoesNotHoldSession(t *testing.T) {
 }
 
 // poolMetric reads the pool metric name for the server at addr from the
-// proxy's metrics ("" when there is none).
-func poolMetric(t *testing.T, p *testProxy, name, addr string) string {
+// proxy's metrics, on the line that also has every one of labels (such as
+// state="idle"); "" when there is none.
+func poolMetric(t *testing.T, p *testProxy, name, addr string, labels ...string) string {
 	t.Helper()
-	rec := httptest.NewRecorder()
-	p.srv.AdminHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	for line := range strings.SplitSeq(rec.Body.String(), "\n") {
-		if strings.HasPrefix(line, name+"{") && strings.Contains(line, `server="`+addr+`"`) {
+	_, body := get(p, "/metrics")
+	for line := range strings.SplitSeq(body, "\n") {
+		if strings.HasPrefix(line, name+"{") && strings.Contains(line, `server="`+addr+`"`) &&
+			!slices.ContainsFunc(labels, func(l string) bool { return !strings.Contains(line, l) }) {
 			return line[strings.LastIndexByte(line, ' ')+1:]
 		}
 	}
@@ -431,11 +408,7 @@ func TestWaiterRetriesOnNewPrimary(t *testing.T) {
 	c := integration.NewCluster(t, integration.Shards(2))
 	oldPrimary, newPrimary := c.Shards[0], c.Shards[1]
 	ctx := ctxT(t)
-	for _, srv := range c.Shards {
-		if err := srv.Exec(ctx, `CREATE TABLE kv (k bigint PRIMARY KEY, v text)`); err != nil {
-			t.Fatal(err)
-		}
-	}
+	createKV(t, ctx, c.Shards)
 	cfg := oneShardMapConfig(t, oldPrimary)
 	cfg.Pool.Size = 1
 	cfg.Pool.WaitTimeout = proxy.Duration(20 * time.Second)

@@ -35,7 +35,7 @@ func (s *Server) AdminHandler() http.Handler {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
-		if why := s.writeRefusal(); why != "" {
+		if why := s.WriteRefusal(); why != "" {
 			http.Error(w, "not ready for writes (reads are served): "+why, http.StatusServiceUnavailable)
 			return
 		}

@@ -3,10 +3,7 @@ package proxy_test
 import (
 	"bytes"
 	"context"
-	"os"
-	"os/exec"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgshard/pgshard/integration"
+	"github.com/pgshard/pgshard/integration/netfault"
+	"github.com/pgshard/pgshard/integration/pgcluster"
 	"github.com/pgshard/pgshard/proxy"
 )
 
@@ -60,51 +59,21 @@ func rowOn(t *testing.T, c *pgx.Conn, k int) bool {
 func TestDescribeAvoidsUnreachableDefaultShard(t *testing.T) {
 	for _, how := range []string{"stopped", "blackholed"} {
 		t.Run(how, func(t *testing.T) {
-			if how == "blackholed" {
-				if os.Geteuid() != 0 {
-					t.Skip("dropping packets with iptables needs root")
-				}
-				if _, err := exec.LookPath("iptables"); err != nil {
-					t.Skip("iptables is not installed")
-				}
-				// Last of all: pgconn's cancel requests towards the
-				// dropped port (a timed-out health probe) finish once the
-				// rules are gone.
-				t.Cleanup(func() { waitGoroutinesGone(t, "pgconn.(*PgConn).CancelRequest", 30*time.Second) })
-			}
+			prepareFault(t, how)
 			c := integration.NewCluster(t, integration.Shards(2))
 			cfg := kvMapConfig(t, c)
 			cfg.HealthInterval = proxy.Duration(50 * time.Millisecond)
 			p := startProxy(t, cfg)
 			ctx := ctxT(t)
 			s1 := connect(t, c.Shards[1].SuperDSN("postgres"))
-			for _, srv := range c.Shards {
-				if err := srv.Exec(ctx, `CREATE TABLE kv (k bigint PRIMARY KEY, v text)`); err != nil {
-					t.Fatal(err)
-				}
-			}
+			createKV(t, ctx, c.Shards)
 			// The proxy has served the default shard before (it holds an
 			// idle connection to it, and its parameters for new clients).
 			warm := connect(t, p.dsn(""))
 			if _, err := warm.Exec(ctx, `INSERT INTO kv (k, v) VALUES ($1, 'before')`, 1); err != nil {
 				t.Fatal(err)
 			}
-			port := c.Shards[0].Port
-			if how == "stopped" {
-				if err := c.Shards[0].Stop(ctx); err != nil {
-					t.Fatal(err)
-				}
-			} else {
-				blackhole(t, port)
-			}
-			waitFor(t, func() bool {
-				for _, st := range p.srv.Health() {
-					if st.Shard == "s0" && st.Role == "primary" {
-						return !st.Up && !st.LastProbe.IsZero()
-					}
-				}
-				return false
-			})
+			takeDown(t, ctx, p, "s0", c.Shards[0], how)
 
 			qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 			defer cancel()
@@ -143,24 +112,38 @@ func TestDescribeAvoidsUnreachableDefaultShard(t *testing.T) {
 	}
 }
 
-// blackhole drops every packet to and from the local TCP port until the
-// test ends.
-func blackhole(t *testing.T, port int) {
+// prepareFault readies a test for takeDown(..., how): a "blackholed"
+// server needs netfault and, last of all, waits for pgconn's cancel
+// requests towards the dropped port (a timed-out health probe), which end
+// once the rules are gone.
+func prepareFault(t *testing.T, how string) {
 	t.Helper()
-	rules := [][]string{
-		{"INPUT", "-i", "lo", "-p", "tcp", "--dport", strconv.Itoa(port), "-j", "DROP"},
-		{"OUTPUT", "-o", "lo", "-p", "tcp", "--sport", strconv.Itoa(port), "-j", "DROP"},
+	if how == "blackholed" {
+		netfault.Require(t)
+		t.Cleanup(func() { waitGoroutinesGone(t, "pgconn.(*PgConn).CancelRequest", 30*time.Second) })
 	}
-	for _, r := range rules {
-		if out, err := exec.Command("iptables", append([]string{"-I"}, r...)...).CombinedOutput(); err != nil {
-			t.Skipf("iptables: %v: %s", err, out)
+}
+
+// takeDown stops srv, the primary of shard, or drops its packets (how:
+// "stopped" or "blackholed"), and waits until the proxy's health checks
+// see it down.
+func takeDown(t *testing.T, ctx context.Context, p *testProxy, shard string, srv *pgcluster.Server, how string) {
+	t.Helper()
+	if how == "stopped" {
+		if err := srv.Stop(ctx); err != nil {
+			t.Fatal(err)
 		}
-		t.Cleanup(func() {
-			if out, err := exec.Command("iptables", append([]string{"-D"}, r...)...).CombinedOutput(); err != nil {
-				t.Errorf("remove iptables rule %v: %v: %s", r, err, out)
-			}
-		})
+	} else {
+		netfault.Blackhole(t, srv.Port)
 	}
+	waitFor(t, func() bool {
+		for _, st := range p.srv.Health() {
+			if st.Shard == shard && st.Role == "primary" {
+				return !st.Up && !st.LastProbe.IsZero()
+			}
+		}
+		return false
+	})
 }
 
 // waitGoroutinesGone waits until no goroutine's stack mentions fn.

@@ -187,7 +187,7 @@ func (s *Server) failClosed(plan router.Plan) error {
 	if !mayWrite(plan) {
 		return nil
 	}
-	why := s.writeRefusal()
+	why := s.WriteRefusal()
 	if why == "" {
 		return nil
 	}

@@ -26,11 +26,7 @@ func TestBufferDuringSwitch(t *testing.T) {
 	cfg.Buffer.Window = proxy.Duration(5 * time.Second)
 	p := startProxy(t, cfg)
 	ctx := ctxT(t)
-	for _, srv := range c.Shards {
-		if err := srv.Exec(ctx, `CREATE TABLE kv (k bigint PRIMARY KEY, v text)`); err != nil {
-			t.Fatal(err)
-		}
-	}
+	createKV(t, ctx, c.Shards)
 	m1 := readMap(t, cfg.ShardMapFile)
 	switching := m1.Clone()
 	switching.Epoch = 2
@@ -131,11 +127,7 @@ func TestFailClosed(t *testing.T) {
 	cfg.HealthInterval = proxy.Duration(20 * time.Millisecond)
 	p := startProxy(t, cfg)
 	ctx := ctxT(t)
-	for _, srv := range c.Shards {
-		if err := srv.Exec(ctx, `CREATE TABLE kv (k bigint PRIMARY KEY, v text)`); err != nil {
-			t.Fatal(err)
-		}
-	}
+	createKV(t, ctx, c.Shards)
 	meta := &flakyMeta{m: readMap(t, cfg.ShardMapFile)} // down: the proxy has never reached it
 	follow(t, p, meta)
 

@@ -28,8 +28,11 @@ import (
 // that can answer the held-back Parse and Describe messages pending (they
 // are followed by a Sync, so the attachment ends there).
 func (s *session) attachForDescribe(ctx context.Context, pending [][]byte) (*pool.Conn, error) {
-	shards := s.describeShards(pending)
-	if shards == nil || s.mode == PoolSession || s.attached() != nil {
+	var shards []string
+	if s.mode != PoolSession && s.attached() == nil {
+		shards = s.describeShards(pending)
+	}
+	if shards == nil {
 		// A session-pooled client keeps its first backend: let the
 		// usual route choose it.
 		s.noBegin = true
@@ -141,14 +144,7 @@ func (s *session) sendDescribe(ctx context.Context, be *pool.Conn, t *describeTr
 		return false, err
 	}
 	s.mu.Lock()
-	var override byte
-	if s.outsideTx {
-		override = 'T'
-		if s.beginFailed {
-			override = 'E'
-		}
-		s.overrides.Add(1)
-	}
+	override := s.syncOverrideLocked()
 	ends, pinned := s.copyEnds, s.state == statePinned
 	wait := s.waitChan()
 	s.mu.Unlock()
@@ -279,14 +275,7 @@ func (s *session) describeShards(pending [][]byte) []string {
 	var shards []string
 	seen := false
 	for _, f := range pending {
-		body := f[wire.HeaderLen:]
-		var sql string
-		if f[0] == 'P' {
-			sql = cstring(body[len(cstring(body))+1:])
-		} else {
-			name := cstring(body[1:])
-			sql = pendingSQL(pending, name, s.stmtSQL(name))
-		}
+		sql := s.pendingFrameSQL(pending, f)
 		if sql == "" {
 			continue
 		}
@@ -318,8 +307,8 @@ type endpointView struct {
 // saw it down (or its shard is switching primaries), else the primary of
 // another that the monitor saw up, else a replica of one of them that it
 // saw up (the statement is only described there); when none is known up,
-// the primary that failed the fewest probes in a row. It returns the shard and the replica's
-// address ("" for the primary).
+// the primary that failed the fewest probes in a row. It returns the
+// shard and the replica's address ("" for the primary).
 func (s *Server) describeEndpoint(shards []string) (shard, replica string) {
 	if shard, replica, ok := s.describeEndpointBut(shards, nil); ok {
 		return shard, replica

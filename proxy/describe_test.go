@@ -2,7 +2,7 @@ package proxy_test
 
 import (
 	"context"
-	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,19 +19,29 @@ import (
 // server at addr (-1 when there is no such pool).
 func serverConns(t *testing.T, p *testProxy, state, addr string) int {
 	t.Helper()
-	rec := httptest.NewRecorder()
-	p.srv.AdminHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	for line := range strings.SplitSeq(rec.Body.String(), "\n") {
-		if strings.HasPrefix(line, "pgshard_server_connections{") && strings.Contains(line, `server="`+addr+`"`) &&
-			strings.Contains(line, `state="`+state+`"`) {
-			var n int
-			for _, c := range line[strings.LastIndexByte(line, ' ')+1:] {
-				n = n*10 + int(c-'0')
-			}
-			return n
-		}
+	v := poolMetric(t, p, "pgshard_server_connections", addr, `state="`+state+`"`)
+	if v == "" {
+		return -1
 	}
-	return -1
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		t.Fatalf("pgshard_server_connections{state=%q, server=%q} = %q: %v", state, addr, v, err)
+	}
+	return n
+}
+
+// waitServersUp waits until the proxy's health checks report n servers up.
+func waitServersUp(t *testing.T, p *testProxy, n int) {
+	t.Helper()
+	waitFor(t, func() bool {
+		up := 0
+		for _, st := range p.srv.Health() {
+			if st.Up {
+				up++
+			}
+		}
+		return up == n
+	})
 }
 
 // freshInsert connects a new pgx session (its first statement is Parse,
@@ -66,39 +76,16 @@ func freshInsert(t *testing.T, p *testProxy, k int, limit time.Duration) time.Du
 func TestNewSessionAfterDefaultPrimaryRetired(t *testing.T) {
 	for _, how := range []string{"stopped", "blackholed"} {
 		t.Run(how, func(t *testing.T) {
-			if how == "blackholed" {
-				netfault.Require(t)
-				// Last of all: cancel requests towards the dropped port
-				// (a timed-out health probe) end once the rules are gone.
-				t.Cleanup(func() { waitGoroutinesGone(t, "pgconn.(*PgConn).CancelRequest", 30*time.Second) })
-			}
+			prepareFault(t, how)
 			c := integration.NewCluster(t, integration.Shards(2))
 			cfg := kvMapConfig(t, c)
 			cfg.HealthInterval = proxy.Duration(50 * time.Millisecond)
 			p := startProxy(t, cfg)
 			ctx := ctxT(t)
 			s1 := connect(t, c.Shards[1].SuperDSN("postgres"))
-			for _, srv := range c.Shards {
-				if err := srv.Exec(ctx, `CREATE TABLE kv (k bigint PRIMARY KEY, v text)`); err != nil {
-					t.Fatal(err)
-				}
-			}
+			createKV(t, ctx, c.Shards)
 			freshInsert(t, p, 1, 5*time.Second) // greeted by s0, whose pool keeps its parameters
-			if how == "stopped" {
-				if err := c.Shards[0].Stop(ctx); err != nil {
-					t.Fatal(err)
-				}
-			} else {
-				netfault.Blackhole(t, c.Shards[0].Port)
-			}
-			waitFor(t, func() bool {
-				for _, st := range p.srv.Health() {
-					if st.Shard == "s0" && st.Role == "primary" {
-						return !st.Up && !st.LastProbe.IsZero()
-					}
-				}
-				return false
-			})
+			takeDown(t, ctx, p, "s0", c.Shards[0], how)
 			m := readMap(t, cfg.ShardMapFile)
 			m.Epoch = 2
 			m.Shards[0].Switch = &shardmap.Switch{Kind: shardmap.Failover, From: m.Shards[0].Primary, Step: "fence"}
@@ -138,20 +125,8 @@ func TestDescribeResentWhenServerSilent(t *testing.T) {
 	p := startProxy(t, cfg)
 	ctx := ctxT(t)
 	s1 := connect(t, c.Shards[1].SuperDSN("postgres"))
-	for _, srv := range c.Shards {
-		if err := srv.Exec(ctx, `CREATE TABLE kv (k bigint PRIMARY KEY, v text)`); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitFor(t, func() bool {
-		up := 0
-		for _, st := range p.srv.Health() {
-			if st.Up {
-				up++
-			}
-		}
-		return up == 2
-	})
+	createKV(t, ctx, c.Shards)
+	waitServersUp(t, p, 2)
 	freshInsert(t, p, 1, 5*time.Second) // leaves an idle connection to s0
 	s0 := c.Shards[0].Addr()
 	if n := serverConns(t, p, "idle", s0); n != 1 {
@@ -238,15 +213,7 @@ func TestDescribeInFlightAtAbort(t *testing.T) {
 		cfg = c
 	})
 	ctx := ctxT(t)
-	waitFor(t, func() bool {
-		up := 0
-		for _, st := range p.srv.Health() {
-			if st.Up {
-				up++
-			}
-		}
-		return up == 2
-	})
+	waitServersUp(t, p, 2)
 	freshInsert(t, p, 1, 5*time.Second)
 	s0 := direct[0].PgConn().Conn().RemoteAddr().String()
 	tx, err := direct[0].Begin(ctx)

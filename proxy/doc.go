@@ -7,4 +7,23 @@
 // later cache and replication), which is why it is a package of its own
 // rather than part of any of them. Config is its YAML configuration; Server
 // owns the listener, the sessions, the pools and the admin HTTP endpoint.
+//
+// A session keeps one client's view consistent over server connections
+// that change under it. It defers BEGIN to the transaction's first
+// statement; pins itself to its server connection once a statement left
+// session state there (SET, PREPARE, cursors, LISTEN, temporary objects),
+// and refuses one that would leave it on several shards (attach.go); runs
+// statements over several shards and merges their answers (scatter.go);
+// and has a request that only describes statements answered by any
+// healthy server, sent again elsewhere when its server fails or stays
+// silent (describe.go). New clients are greeted with the parameters of
+// any pool, or of any healthy primary (handshake.go).
+//
+// The shard map can change while sessions run (mapupdate.go): a
+// transaction finishes on the map it began with, and every connection to
+// a server that stops being its shard's primary is aborted, so nothing it
+// answers counts. Writes for a shard switching its primary wait for the
+// next map (buffer.go). A proxy following a meta cluster (metawatch.go)
+// routes only by the cluster's map and refuses writes, visibly, while the
+// cluster has not confirmed it (metastate.go).
 package proxy

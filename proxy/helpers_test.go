@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -80,4 +81,28 @@ func clientBackends(t *testing.T, ctx context.Context, c *pgx.Conn) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// mapConfig is pg's base configuration routing by the shard map whose
+// YAML text is mapYAML (written to a file) instead of configured shards.
+func mapConfig(t testing.TB, pg *pgcluster.Server, mapYAML string) *proxy.Config {
+	t.Helper()
+	mapFile := filepath.Join(t.TempDir(), "map.yaml")
+	if err := os.WriteFile(mapFile, []byte(mapYAML), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := baseConfig(t, pg)
+	cfg.Shards = nil
+	cfg.ShardMapFile = mapFile
+	return cfg
+}
+
+// createKV creates table kv (k bigint PRIMARY KEY, v text) on each server.
+func createKV(t testing.TB, ctx context.Context, servers []*pgcluster.Server) {
+	t.Helper()
+	for _, srv := range servers {
+		if err := srv.Exec(ctx, `CREATE TABLE kv (k bigint PRIMARY KEY, v text)`); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

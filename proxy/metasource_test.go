@@ -89,7 +89,16 @@ func (f *mapMeta) ProxyHeartbeat(ctx context.Context, id, addr string, applied u
 // table kv (key k) whole.
 func oneShardMap(t *testing.T, primary string, epoch uint64) *shardmap.Map {
 	t.Helper()
-	m, err := shardmap.ParseYAML(fmt.Appendf(nil, `epoch: %d
+	m, err := shardmap.ParseYAML([]byte(oneShardMapYAML(primary, epoch)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// oneShardMapYAML is oneShardMap's text.
+func oneShardMapYAML(primary string, epoch uint64) string {
+	return fmt.Sprintf(`epoch: %d
 shards:
   - {name: s0, primary: %q}
 distributions:
@@ -101,11 +110,7 @@ distributions:
       - {lo: -inf, hi: +inf, shard: s0}
 tables:
   - {name: public.kv, distribution: kv, key: k}
-`, epoch, primary))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
+`, epoch, primary)
 }
 
 // kvRows counts the rows of kv with key k on srv.
@@ -128,11 +133,7 @@ func TestMetaMapIsTheSourceOfTruth(t *testing.T) {
 	c := integration.NewCluster(t, integration.Shards(2))
 	ctx := ctxT(t)
 	old, cur := c.Shards[0], c.Shards[1] // cur is the primary in meta's map
-	for _, srv := range c.Shards {
-		if err := srv.Exec(ctx, `CREATE TABLE kv (k bigint PRIMARY KEY, v text)`); err != nil {
-			t.Fatal(err)
-		}
-	}
+	createKV(t, ctx, c.Shards)
 	metaMap := oneShardMap(t, cur.Addr(), 1)
 
 	t.Run("config shards", func(t *testing.T) {
@@ -257,11 +258,7 @@ func TestFirstMapBehindTheLeader(t *testing.T) {
 	c := integration.NewCluster(t, integration.Shards(2))
 	ctx := ctxT(t)
 	old, cur := c.Shards[0], c.Shards[1]
-	for _, srv := range c.Shards {
-		if err := srv.Exec(ctx, `CREATE TABLE kv (k bigint PRIMARY KEY, v text)`); err != nil {
-			t.Fatal(err)
-		}
-	}
+	createKV(t, ctx, c.Shards)
 	cfg := baseConfig(t, old)
 	cfg.FollowsMeta = true
 	p := startProxy(t, cfg)

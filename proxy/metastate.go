@@ -16,8 +16,10 @@ import (
 // at the start only once the wait outlasts meta_lease —, info), /readyz
 // answers 503 and pgshard_meta_fail_closed is 1.
 
-// writeRefusal says why the proxy refuses writes now, "" when it does not.
-func (s *Server) writeRefusal() string {
+// WriteRefusal says why the proxy refuses writes now (it follows a meta
+// cluster that has not confirmed its shard map, or not within
+// meta_lease), "" when it accepts them.
+func (s *Server) WriteRefusal() string {
 	if !s.followsMeta.Load() {
 		return ""
 	}
@@ -35,11 +37,6 @@ func (s *Server) writeRefusal() string {
 	return ""
 }
 
-// WriteRefusal says why the proxy refuses writes now (it follows a meta
-// cluster that has not confirmed its shard map, or not within
-// meta_lease), "" when it accepts them.
-func (s *Server) WriteRefusal() string { return s.writeRefusal() }
-
 // watchWriteState logs when the proxy starts and stops refusing writes,
 // checking every tick until ctx ends. Waiting for meta right after the
 // start is normal: it is logged at info, and at warn only once it lasts
@@ -55,7 +52,7 @@ func (s *Server) watchWriteState(ctx context.Context, tick time.Duration) {
 			"reason", why, "meta_lease", s.runtime().cfg.MetaLease.D(), "epoch", s.MapEpoch())
 	}
 	for {
-		why := s.writeRefusal()
+		why := s.WriteRefusal()
 		switch {
 		case why != "" && !refusing:
 			refusing, warned, since = true, false, time.Now()

@@ -103,7 +103,7 @@ func (m *metrics) registerMetaState(s *Server) {
 		Name: "pgshard_meta_fail_closed",
 		Help: "1 while the proxy refuses writes (25006) because the meta cluster has not confirmed its shard map (no map or no answer from the leader yet, or none within meta_lease), else 0.",
 	}, func() float64 {
-		if s.writeRefusal() != "" {
+		if s.WriteRefusal() != "" {
 			return 1
 		}
 		return 0

@@ -270,8 +270,7 @@ func TestDDLOnEveryShard(t *testing.T) {
 // cluster's two shards (k < 100 on s0), and returns a proxy config using it.
 func kvMapConfig(t *testing.T, c *pgcluster.Cluster) *proxy.Config {
 	t.Helper()
-	mapFile := filepath.Join(t.TempDir(), "map.yaml")
-	m := fmt.Sprintf(`epoch: 1
+	return mapConfig(t, c.Shards[0], fmt.Sprintf(`epoch: 1
 shards:
   - {name: s0, primary: %q}
   - {name: s1, primary: %q}
@@ -285,14 +284,7 @@ distributions:
       - {lo: 100, hi: +inf, shard: s1}
 tables:
   - {name: public.kv, distribution: kv, key: k}
-`, c.Shards[0].Addr(), c.Shards[1].Addr())
-	if err := os.WriteFile(mapFile, []byte(m), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg := baseConfig(t, c.Shards[0])
-	cfg.Shards = nil
-	cfg.ShardMapFile = mapFile
-	return cfg
+`, c.Shards[0].Addr(), c.Shards[1].Addr()))
 }
 
 // TestLiveMapChange: a new shard map applied at run time routes the next

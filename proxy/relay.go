@@ -182,31 +182,10 @@ func (s *session) Fail(be *pool.Conn, err error) {
 		// Whatever the old primary sent and was not yet passed on is
 		// dropped: it must not reach the client as a success.
 		r.out = r.out[:0]
-		s.srv.metrics.errorCode(wire.SQLStateConnectionFailure)
-		r.out = wire.AppendErrorResponse(r.out, &wire.Error{
-			Severity: "FATAL",
-			Code:     wire.SQLStateConnectionFailure,
-			Message:  "server connection aborted: the server is no longer the primary of its shard",
-			Detail:   "The shard map replaced or fenced " + be.Addr + " while this session used it; the transaction, if any, is lost, and whether the statement in progress committed there is unknown.",
-			Hint:     "Reconnect and retry the transaction.",
-		})
-	} else if errors.Is(err, pool.ErrStalled) || errors.Is(err, syscall.ETIMEDOUT) {
-		s.srv.metrics.errorCode(wire.SQLStateConnectionFailure)
-		r.out = wire.AppendErrorResponse(r.out, &wire.Error{
-			Severity: "FATAL",
-			Code:     wire.SQLStateConnectionFailure,
-			Message:  "server connection lost: the server stopped answering",
-			Detail:   "pgshard got no acknowledgement from " + be.Addr + " within backend.ack_timeout or its keepalives (a network partition or a hung host); the transaction, if any, is lost, and whether the statement in progress committed is unknown.",
-			Hint:     "Reconnect and retry the transaction.",
-		})
-	} else if !r.sawFatal {
-		s.srv.metrics.errorCode(wire.SQLStateConnectionFailure)
-		r.out = wire.AppendErrorResponse(r.out, &wire.Error{
-			Severity: "FATAL",
-			Code:     wire.SQLStateConnectionFailure,
-			Message:  "server closed the connection unexpectedly",
-			Detail:   "The PostgreSQL server behind pgshard terminated the connection; the transaction, if any, is lost.",
-		})
+	}
+	if e := lostServerError(be, err, r.sawFatal); e != nil {
+		s.srv.metrics.errorCode(e.Code)
+		r.out = wire.AppendErrorResponse(r.out, e)
 	}
 	_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	s.flushRelay()
@@ -224,6 +203,39 @@ func (s *session) Fail(be *pool.Conn, err error) {
 	if mine {
 		be.Pool().Discard(be)
 	}
+}
+
+// lostServerError is the FATAL error telling a client that its server
+// connection be was lost with err: aborted by the shard map, stalled, or
+// closed; nil when the server's own FATAL error was already relayed
+// (sawFatal) and says it.
+func lostServerError(be *pool.Conn, err error, sawFatal bool) *wire.Error {
+	switch {
+	case be.Aborted():
+		return &wire.Error{
+			Severity: "FATAL",
+			Code:     wire.SQLStateConnectionFailure,
+			Message:  "server connection aborted: the server is no longer the primary of its shard",
+			Detail:   "The shard map replaced or fenced " + be.Addr + " while this session used it; the transaction, if any, is lost, and whether the statement in progress committed there is unknown.",
+			Hint:     "Reconnect and retry the transaction.",
+		}
+	case errors.Is(err, pool.ErrStalled) || errors.Is(err, syscall.ETIMEDOUT):
+		return &wire.Error{
+			Severity: "FATAL",
+			Code:     wire.SQLStateConnectionFailure,
+			Message:  "server connection lost: the server stopped answering",
+			Detail:   "pgshard got no acknowledgement from " + be.Addr + " within backend.ack_timeout or its keepalives (a network partition or a hung host); the transaction, if any, is lost, and whether the statement in progress committed is unknown.",
+			Hint:     "Reconnect and retry the transaction.",
+		}
+	case !sawFatal:
+		return &wire.Error{
+			Severity: "FATAL",
+			Code:     wire.SQLStateConnectionFailure,
+			Message:  "server closed the connection unexpectedly",
+			Detail:   "The PostgreSQL server behind pgshard terminated the connection; the transaction, if any, is lost.",
+		}
+	}
+	return nil
 }
 
 // flushRelay writes the relay's client output. When the client is gone

@@ -385,16 +385,7 @@ func (s *session) handleSync(ctx context.Context, frame []byte) error {
 		return s.flushClient()
 	}
 	s.mu.Lock()
-	var override byte
-	if s.outsideTx {
-		override = 'T'
-		if s.beginFailed {
-			override = 'E'
-		}
-		s.overrides.Add(1)
-	}
-	s.mu.Unlock()
-	s.mu.Lock()
+	override := s.syncOverrideLocked()
 	ends := s.copyEnds
 	s.mu.Unlock()
 	set := s.stmts.ran

@@ -238,13 +238,7 @@ func (s *session) localTx(sql string) (router.Info, bool) {
 // (see localTx); it reports false, answering nothing, otherwise.
 func (s *session) answerPendingLocally(pending [][]byte) bool {
 	for _, f := range pending {
-		body := f[wire.HeaderLen:]
-		var sql string
-		if f[0] == 'P' {
-			sql = cstring(body[len(cstring(body))+1:])
-		} else {
-			sql = pendingSQL(pending, cstring(body[1:]), s.stmtSQL(cstring(body[1:])))
-		}
+		sql := s.pendingFrameSQL(pending, f)
 		if _, ok := s.localTx(sql); !ok {
 			return false
 		}
@@ -435,6 +429,18 @@ func pendingSQL(pending [][]byte, name, fallback string) string {
 		}
 	}
 	return sql
+}
+
+// pendingFrameSQL returns the statement text of f, a held-back Parse or
+// Describe of pending: a Parse's own text, or that of the statement a
+// Describe names (parsed earlier in pending, or before).
+func (s *session) pendingFrameSQL(pending [][]byte, f []byte) string {
+	body := f[wire.HeaderLen:]
+	if f[0] == 'P' {
+		return cstring(body[len(cstring(body))+1:])
+	}
+	name := cstring(body[1:])
+	return pendingSQL(pending, name, s.stmtSQL(name))
 }
 
 // stmtSQL returns the text of a client statement, for routing.

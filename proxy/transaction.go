@@ -67,6 +67,21 @@ func containsFoldASCII(s, sub string) bool {
 	return strings.Contains(strings.ToLower(s), sub)
 }
 
+// syncOverrideLocked is the ReadyForQuery status to show the client for a
+// Sync sent now: on an attachment made outside the client's transaction
+// (outsideTx) the status of that transaction, counted in s.overrides for
+// the relay; otherwise 0, the server's own. s.mu must be held.
+func (s *session) syncOverrideLocked() byte {
+	if !s.outsideTx {
+		return 0
+	}
+	s.overrides.Add(1)
+	if s.beginFailed {
+		return 'E'
+	}
+	return 'T'
+}
+
 // idleStatus is the transaction status to report while no backend is
 // attached: in a transaction the proxy acknowledged but did not send yet,
 // or idle.

@@ -23,4 +23,8 @@
 // checked with [Map.Validate], which lists every problem. Lookups such as
 // [Distribution.ShardForInt64] are binary searches over the intervals and
 // assume a valid map.
+//
+// [CheckSuccessor] says what is dangerous in replacing one map by another
+// ([Hazard]): a fenced server made primary or no longer fenced, a server
+// in recovery made primary.
 package shardmap

@@ -17,7 +17,8 @@ import (
 	"github.com/pgshard/pgshard/integration/pgcluster"
 )
 
-// syncBuffer is a bytes.Buffer safe for the demo goroutine and the test.
+// syncBuffer is a bytes.Buffer safe for a running command (the demo,
+// a proxy) and the test.
 type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer

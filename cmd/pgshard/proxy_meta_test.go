@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,24 +18,6 @@ import (
 	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/wire/auth"
 )
-
-// lockedBuffer is a bytes.Buffer safe for a running command's logs.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // kvShardMap is a one-shard map (s0 on primary) holding table kv whole.
 func kvShardMap(t *testing.T, primary *pgcluster.Server) *shardmap.Map {
@@ -98,7 +78,7 @@ func TestProxyCommandFollowsMetaMap(t *testing.T) {
 		}
 		pctx, stop := context.WithCancel(ctx)
 		defer stop()
-		var stdout, stderr lockedBuffer
+		var stdout, stderr syncBuffer
 		done := make(chan int, 1)
 		go func() {
 			done <- run(pctx, []string{"proxy", "--config", cfgPath, "--meta", meta.Addr, "--meta-token", meta.Token}, nil, &stdout, &stderr)

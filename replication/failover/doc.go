@@ -94,6 +94,15 @@
 // a former primary): it is moved to Fenced, so no proxy reads what the
 // primary never had, until a DBA rebuilds it.
 //
+// # Fenced servers
+//
+// Every FenceCheckInterval the leader also checks every server the map
+// fences (each shard's Fenced, and the old primary of a failover past its
+// fence step) and fences it again (Admin.Fence) when it answers as a
+// writable primary: a former primary that was down when its failover
+// fenced it, or restarted since, comes back fenced. It stays fenced until
+// pgshard shards rejoin rebuilds it.
+//
 // # Leader change
 //
 // Only the leader acts: every step checks Store.IsLeader first, and Run

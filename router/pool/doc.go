@@ -7,4 +7,13 @@
 // them. A Conn carries the per-backend state the session loop needs to
 // keep prepared statements and session parameters correct when clients
 // move between backends.
+//
+// A connection's frames are read by the pool and given to its owner's
+// Handler; a lost connection fails the handler. A server that stops
+// answering without closing the connection is found within seconds
+// (sockopt.go): TCP keepalives while nothing is in flight, and while
+// something is, a watchdog that resets a connection whose server
+// acknowledged nothing for AckTimeout (ErrStalled). Abort resets every
+// connection of a server the proxy must no longer use, idle or in use
+// (ErrAborted), and cancels what the ones in use still run.
 package pool

@@ -186,6 +186,30 @@ func (r *recorder) Flush(*Conn) {}
 
 func (r *recorder) Fail(_ *Conn, err error) { r.failed <- err }
 
+// wantAborted waits for the handler's Fail, which must be for ErrAborted.
+func (r *recorder) wantAborted(t *testing.T) {
+	t.Helper()
+	select {
+	case err := <-r.failed:
+		if !errors.Is(err, ErrAborted) {
+			t.Errorf("Fail got %v, want ErrAborted", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler was not told")
+	}
+}
+
+// acquireNew acquires a connection the pool opens for it and returns it
+// with the fake server's side of it.
+func acquireNew(t *testing.T, ctx context.Context, p *Pool, f *fakeServer) (*Conn, net.Conn) {
+	t.Helper()
+	c, err := p.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, f.session(t)
+}
+
 // TestAbortResetsEveryConnection: Abort resets idle connections and
 // connections in use with RST (the server reads ECONNRESET, not EOF: the
 // close did not wait for queued data), the handler of the one in use
@@ -195,16 +219,8 @@ func TestAbortResetsEveryConnection(t *testing.T) {
 	f := newFakeServer(t)
 	p := newTestPool(t, f, nil)
 	ctx := testCtx(t)
-	busy, err := p.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	busySrv := f.session(t)
-	idle, err := p.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	idleSrv := f.session(t)
+	busy, busySrv := acquireNew(t, ctx, p, f)
+	idle, idleSrv := acquireNew(t, ctx, p, f)
 	p.Release(idle)
 	rec := newRecorder()
 	if err := busy.SetHandler(rec); err != nil {
@@ -222,14 +238,7 @@ func TestAbortResetsEveryConnection(t *testing.T) {
 			t.Errorf("server side of the %s connection read %v, want ECONNRESET (a reset, not a close)", name, err)
 		}
 	}
-	select {
-	case err := <-rec.failed:
-		if !errors.Is(err, ErrAborted) {
-			t.Errorf("Fail got %v, want ErrAborted", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the handler of the connection in use was not told")
-	}
+	rec.wantAborted(t)
 	select {
 	case <-f.gotCan:
 	case <-time.After(5 * time.Second):
@@ -254,11 +263,7 @@ func TestAbortWinsOverBufferedReply(t *testing.T) {
 	f := newFakeServer(t)
 	p := newTestPool(t, f, nil)
 	ctx := testCtx(t)
-	c, err := p.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := f.session(t)
+	c, srv := acquireNew(t, ctx, p, f)
 	rec := newRecorder()
 	rec.gate = make(chan struct{})
 	if err := c.SetHandler(rec); err != nil {
@@ -296,14 +301,7 @@ func TestAbortWinsOverBufferedReply(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Abort did not return")
 	}
-	select {
-	case err := <-rec.failed:
-		if !errors.Is(err, ErrAborted) {
-			t.Errorf("Fail got %v, want ErrAborted", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the handler was not told")
-	}
+	rec.wantAborted(t)
 	want := []string{"frame C", "frame C done", "abort returned"}
 	if got := rec.Events(); !slices.Equal(got, want) {
 		t.Fatalf("events %q, want %q (the ReadyForQuery read before the reset must not be handled)", got, want)
@@ -318,11 +316,7 @@ func TestHoldForCancel(t *testing.T) {
 	f := newFakeServer(t)
 	p := newTestPool(t, f, func(c *Config) { c.Size = 1 })
 	ctx := testCtx(t)
-	c, err := p.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.session(t)
+	c, _ := acquireNew(t, ctx, p, f)
 	done := c.HoldForCancel()
 	p.Release(c)
 	if st := p.Stats(); st.Idle != 0 || st.Open != 1 {
@@ -355,11 +349,7 @@ func TestCancelUnreachable(t *testing.T) {
 	f := newFakeServer(t)
 	p := newTestPool(t, f, nil)
 	ctx := testCtx(t)
-	c, err := p.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.session(t)
+	c, _ := acquireNew(t, ctx, p, f)
 	defer p.Discard(c)
 	// A listener that never accepts and whose backlog is full would be
 	// closer to a black hole; an address that drops SYNs is not
