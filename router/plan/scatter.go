@@ -561,24 +561,85 @@ func outputName(rt *pg.ResTarget) string {
 	if rt.Name != "" {
 		return rt.Name
 	}
-	v := rt.Val
-	for v.GetTypeCast() != nil && v.GetTypeCast().Arg != nil {
-		if v.GetTypeCast().Arg.GetAConst() != nil {
-			tn := v.GetTypeCast().TypeName
-			if tn != nil && len(tn.Names) > 0 {
-				return tn.Names[len(tn.Names)-1].GetString_().GetSval()
-			}
-		}
-		v = v.GetTypeCast().Arg
-	}
-	switch {
-	case v.GetColumnRef() != nil:
-		f := v.GetColumnRef().Fields
-		return f[len(f)-1].GetString_().GetSval()
-	case v.GetFuncCall() != nil:
-		return funcName(v.GetFuncCall())
+	if name, strength := figureColname(rt.Val); strength > 0 {
+		return name
 	}
 	return "?column?"
+}
+
+// figureColname follows PostgreSQL's FigureColnameInternal: a name and
+// its strength (0 none, 1 a type or CASE, 2 a column, function or
+// keyword expression), so that a cast keeps its argument's strong name
+// and names a weaker one after its type.
+func figureColname(v *pg.Node) (string, int) {
+	switch {
+	case v == nil:
+		return "", 0
+	case v.GetColumnRef() != nil:
+		f := v.GetColumnRef().Fields
+		if s := f[len(f)-1].GetString_(); s != nil {
+			return s.Sval, 2
+		}
+	case v.GetAIndirection() != nil:
+		ind := v.GetAIndirection().Indirection
+		for i := len(ind) - 1; i >= 0; i-- {
+			if s := ind[i].GetString_(); s != nil {
+				return s.Sval, 2
+			}
+		}
+		return figureColname(v.GetAIndirection().Arg)
+	case v.GetFuncCall() != nil:
+		return funcName(v.GetFuncCall()), 2
+	case v.GetAExpr() != nil:
+		if v.GetAExpr().Kind == pg.A_Expr_Kind_AEXPR_NULLIF {
+			return "nullif", 2
+		}
+	case v.GetTypeCast() != nil:
+		tc := v.GetTypeCast()
+		name, strength := figureColname(tc.Arg)
+		if strength <= 1 && tc.TypeName != nil && len(tc.TypeName.Names) > 0 {
+			return tc.TypeName.Names[len(tc.TypeName.Names)-1].GetString_().GetSval(), 1
+		}
+		return name, strength
+	case v.GetCollateClause() != nil:
+		return figureColname(v.GetCollateClause().Arg)
+	case v.GetCaseExpr() != nil:
+		if name, strength := figureColname(v.GetCaseExpr().Defresult); strength > 1 {
+			return name, strength
+		}
+		return "case", 1
+	case v.GetAArrayExpr() != nil:
+		return "array", 2
+	case v.GetRowExpr() != nil:
+		return "row", 2
+	case v.GetCoalesceExpr() != nil:
+		return "coalesce", 2
+	case v.GetMinMaxExpr() != nil:
+		if v.GetMinMaxExpr().Op == pg.MinMaxOp_IS_GREATEST {
+			return "greatest", 2
+		}
+		return "least", 2
+	case v.GetSqlvalueFunction() != nil:
+		return strings.ToLower(sqlValueFuncName(v.GetSqlvalueFunction().Op)), 2
+	case v.GetSubLink() != nil:
+		sl := v.GetSubLink()
+		switch sl.SubLinkType {
+		case pg.SubLinkType_EXISTS_SUBLINK:
+			return "exists", 2
+		case pg.SubLinkType_ARRAY_SUBLINK:
+			return "array", 2
+		case pg.SubLinkType_EXPR_SUBLINK:
+			if sel := sl.Subselect.GetSelectStmt(); sel != nil && len(sel.TargetList) > 0 {
+				if rt := sel.TargetList[0].GetResTarget(); rt != nil {
+					// The subquery's own column name, "?column?" included.
+					return outputName(rt), 2
+				}
+			}
+		}
+	case v.GetGroupingFunc() != nil:
+		return "grouping", 2
+	}
+	return "", 0
 }
 
 func isAggCall(fc *pg.FuncCall) bool {
