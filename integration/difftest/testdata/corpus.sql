@@ -944,6 +944,20 @@ SELECT count(*) FROM orders WHERE status = 'copied';
 SELECT id, name, score FROM users ORDER BY score DESC NULLS LAST, id LIMIT 10;
 
 -- ---------------------------------------------------------------------
+-- Found by the differential fuzzer (integration/difffuzz): column names
+-- of merged results follow PostgreSQL's rules (a cast is named after its
+-- type only when its argument has no name of its own; CASE, coalesce,
+-- nullif, greatest and subqueries have names too).
+
+-- ordered
+SELECT (id % 100)::float8, email FROM users WHERE id < 40 OR id > 9990 ORDER BY score * 5 DESC NULLS FIRST, id;
+
+SELECT DISTINCT (id % 4)::float8, id::text::int % 2, CASE WHEN active THEN 1 ELSE 2 END, coalesce(country, '?'), nullif(country, 'DE'), greatest(id % 3, 1) FROM users;
+
+-- ordered
+SELECT (SELECT max(g) FROM generate_series(1, 3) g), (SELECT 1), (quantity + 1)::numeric, CASE WHEN quantity > 4 THEN status ELSE note END, id FROM orders WHERE user_id < 30 OR user_id > 9990 ORDER BY id;
+
+-- ---------------------------------------------------------------------
 -- Transaction control through the extended protocol: deferred like the
 -- simple protocol's, and the session is not left pinned.
 
