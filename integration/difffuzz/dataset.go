@@ -24,8 +24,8 @@ var Size = difftest.Size{Users: Users, Orders: Orders}
 // EdgeRows are inserted after the generated rows, one statement each
 // (single-row INSERTs with a column list, routed by key through pgshard):
 // the smallest and largest bigint keys, 0 and a negative key, names that
-// repeat across shards, NaN and infinite values, and orders of those
-// users.
+// repeat across shards, NaN, infinite and -0 values, infinite timestamps,
+// and orders of those users.
 var EdgeRows = []string{
 	`INSERT INTO users (id, name, email, country, city, score, active, created_at) VALUES (-9223372036854775808, 'dup', NULL, 'DE', 'Oslo', 'NaN', true, '2024-03-01 00:00:00+00')`,
 	`INSERT INTO users (id, name, email, country, city, score, active, created_at) VALUES (9223372036854775807, 'dup', 'max@example.com', NULL, 'oslo', 99999999.99, false, '2024-03-01 00:00:00+00')`,
@@ -36,6 +36,8 @@ var EdgeRows = []string{
 	`INSERT INTO orders (id, user_id, amount, quantity, weight, status, note, created_at) VALUES (100003, 9223372036854775807, 0, 1, '-Infinity', 'new', '', '2024-03-03 00:00:00+00')`,
 	`INSERT INTO orders (id, user_id, amount, quantity, weight, status, note, created_at) VALUES (100004, 0, 1.50, 2, -0.0, 'cancelled', NULL, '2024-03-03 00:00:00+00')`,
 	`INSERT INTO orders (id, user_id, amount, quantity, weight, status, note, created_at) VALUES (100005, -1, 2.25, 3, NULL, 'shipped', 'dup', '2024-03-04 00:00:00+00')`,
+	`INSERT INTO orders (id, user_id, amount, quantity, weight, status, note, created_at) VALUES (100006, 0, 3.00, 4, 1.5, 'paid', NULL, 'infinity')`,
+	`INSERT INTO orders (id, user_id, amount, quantity, weight, status, note, created_at) VALUES (100007, 500, 4.00, 5, 2.5, 'paid', 'x', '-infinity')`,
 }
 
 // LoadReference loads the dataset into a plain server through c.

@@ -23,9 +23,11 @@ type Statement struct {
 }
 
 // Generate returns the statement of seed: the same seed gives the same
-// statement on every run.
+// statement on every run. Seeds 2k and 2k+1 give statements of the same
+// shape (and protocol mode) that differ in their constants, run one
+// after the other: the second one may reuse the first one's cached plan.
 func Generate(seed uint64) Statement {
-	g := &gen{r: rand.New(rand.NewPCG(seed, 0x6469666666757a7a))}
+	g := &gen{r: rand.New(rand.NewPCG(seed/2, 0x6469666666757a7a)), c: rand.New(rand.NewPCG(seed, 0x636f6e7374))}
 	g.params = Mode(seed) != pgx.QueryExecModeSimpleProtocol && g.pct(50)
 	sql, ordered := g.statement()
 	return Statement{Seed: seed, SQL: sql, Ordered: ordered, Args: g.args}
@@ -88,7 +90,10 @@ type expr struct {
 }
 
 type gen struct {
-	r      *rand.Rand
+	// r decides the statement's shape, c its constants (key values,
+	// comparison values, LIMIT counts), so that statements that share a
+	// shape differ only in constants.
+	r, c   *rand.Rand
 	aliasN int
 	depth  int
 	// params: key values become parameters, their values go to args.
@@ -98,23 +103,23 @@ type gen struct {
 
 func (g *gen) pct(p int) bool          { return g.r.IntN(100) < p }
 func (g *gen) pick(xs []string) string { return xs[g.r.IntN(len(xs))] }
+
+// cpick picks a constant: from the stream of constants, not of shapes.
+func (g *gen) cpick(xs []string) string { return xs[g.c.IntN(len(xs))] }
 func (g *gen) alias(base string) string {
 	g.aliasN++
 	return base + strconv.Itoa(g.aliasN)
 }
 
 // Key values: mostly ids of the dataset (users 1..Users), sometimes the
-// edge rows' keys or ids that hold no row.
-func (g *gen) keyValue() string {
-	var k string
-	switch g.r.IntN(20) {
-	case 0:
-		k = g.pick(edgeKeys)
-	case 1:
-		k = strconv.Itoa(Users + 1 + g.r.IntN(50))
-	default:
-		k = strconv.Itoa(1 + g.r.IntN(Users))
-	}
+// edge rows' keys, ids next to the range maps' bounds or ids that hold no
+// row; in statements with parameters, mostly a parameter.
+func (g *gen) keyValue() string { return g.key(false) }
+
+// key is keyValue; bare allows a parameter without a cast (where the
+// key column gives its type).
+func (g *gen) key(bare bool) string {
+	k := g.keyLiteral()
 	if !g.params || g.pct(20) {
 		return k
 	}
@@ -122,8 +127,33 @@ func (g *gen) keyValue() string {
 	if err != nil {
 		panic(err)
 	}
-	g.args = append(g.args, v)
+	// The parameter's Go type decides its type and format on the wire.
+	switch q := g.c.IntN(10); {
+	case q < 2:
+		g.args = append(g.args, k)
+	case q < 4 && int64(int32(v)) == v:
+		g.args = append(g.args, int32(v))
+	default:
+		g.args = append(g.args, v)
+	}
+	if bare && g.pct(50) {
+		return fmt.Sprintf("$%d", len(g.args))
+	}
 	return fmt.Sprintf("$%d::bigint", len(g.args))
+}
+
+// keyLiteral is a key value written as an integer literal.
+func (g *gen) keyLiteral() string {
+	switch g.c.IntN(20) {
+	case 0:
+		return g.cpick(edgeKeys)
+	case 1:
+		return strconv.Itoa(Users + 1 + g.c.IntN(50))
+	case 2:
+		// Next to a bound of the range maps over 2 and 4 shards.
+		return strconv.Itoa((1+g.c.IntN(3))*Users/4 + g.c.IntN(3) - 1)
+	}
+	return strconv.Itoa(1 + g.c.IntN(Users))
 }
 
 var edgeKeys = []string{"0", "-1", "-9223372036854775808", "9223372036854775807"}
@@ -157,7 +187,7 @@ func (g *gen) statement() (string, bool) {
 func (g *gen) cteDef(name string) (string, source) {
 	switch g.r.IntN(3) {
 	case 0:
-		return fmt.Sprintf("%s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM %s WHERE n < %d)", name, name, 2+g.r.IntN(30)),
+		return fmt.Sprintf("%s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM %s WHERE n < %d)", name, name, 2+g.c.IntN(30)),
 			source{alias: name, cols: []column{{"n", kInt}}, uniq: "n", joinCol: "n"}
 	case 1:
 		sql, cols := g.groupedOrders()
@@ -177,10 +207,10 @@ func (g *gen) groupedOrders() (string, []column) {
 	a := g.alias("x")
 	where := ""
 	if g.pct(50) {
-		where = fmt.Sprintf(" WHERE %s.status <> '%s'", a, g.pick(statuses))
+		where = fmt.Sprintf(" WHERE %s.status <> '%s'", a, g.cpick(statuses))
 	}
 	if g.pct(40) {
-		where = addCond(where, g.keyCond(source{alias: a, key: "user_id"}))
+		where = addCond(where, g.keyCond(orders(a)))
 	}
 	sql := fmt.Sprintf("SELECT %[1]s.user_id, count(*) AS n, sum(%[1]s.amount) AS total FROM orders %[1]s%[2]s GROUP BY %[1]s.user_id", a, where)
 	return sql, []column{{"user_id", kInt}, {"n", kInt}, {"total", kNum}}
@@ -306,7 +336,7 @@ func (g *gen) from(sc *scope) string {
 		}
 		sc.srcs = append(sc.srcs, u, lsrc)
 		return fmt.Sprintf("users %s %s (SELECT %s.id, %s.amount FROM orders %s WHERE %s.user_id = %s ORDER BY %s.id LIMIT %d) %s%s",
-			u.alias, join, x, x, x, x, u.ref("id"), x, 1+g.r.IntN(3), l, on)
+			u.alias, join, x, x, x, x, u.ref("id"), x, 1+g.c.IntN(3), l, on)
 	case p < 90: // a subquery over one table
 		t := g.table()
 		inner := t.table + " " + t.alias
@@ -341,14 +371,14 @@ func (g *gen) unshardedRows() (source, string) {
 				continue
 			}
 			seen[k] = true
-			rows = append(rows, fmt.Sprintf("(%s::bigint, '%s')", k, g.pick(tags)))
+			rows = append(rows, fmt.Sprintf("(%s::bigint, '%s')", k, g.cpick(tags)))
 		}
 		return source{alias: a, cols: []column{{"vid", kInt}, {"tag", kText}}, uniq: "vid"},
 			fmt.Sprintf("(VALUES %s) %s(vid, tag)", strings.Join(rows, ", "), a)
 	}
-	lo := 1 + g.r.IntN(Users)
+	lo := 1 + g.c.IntN(Users)
 	return source{alias: a, cols: []column{{"n", kInt}}, uniq: "n"},
-		fmt.Sprintf("generate_series(%d::bigint, %d) %s(n)", lo, lo+g.r.IntN(12), a)
+		fmt.Sprintf("generate_series(%d::bigint, %d) %s(n)", lo, lo+g.c.IntN(12), a)
 }
 
 var tags = []string{"a", "b", "c", "DE", "x y"}
@@ -403,27 +433,29 @@ func (g *gen) selectCore(sc *scope, top bool) query {
 		}
 		_ = shown
 	} else {
-		for n := 1 + g.r.IntN(4); n > 0; n-- {
-			items = append(items, g.scalar(sc, 0))
-		}
-		if g.pct(12) {
-			items = append(items, g.window(sc))
-		}
-		if g.pct(8) {
-			items = append(items, g.scalarSubquery(sc))
-		}
-		switch q := g.r.IntN(100); {
-		case q < 2:
-			// The same on every server, yet a per-shard value to pgshard.
-			items = append(items, expr{"(now() > '2020-01-01 00:00:00+00')", kBool})
-		case q < 3:
-			if t, ok := g.tableSource(sc); ok {
-				items = append(items, expr{t.ref("tableoid") + "::regclass::text", kText})
-			}
-		case q < 5 && len(sc.srcs) == 1:
-			items = nil
+		rare := g.r.IntN(100)
+		if rare >= 3 && rare < 5 && len(sc.srcs) == 1 {
 			for _, c := range sc.srcs[0].cols {
 				items = append(items, expr{"*" + c.name, c.k})
+			}
+		} else {
+			for n := 1 + g.r.IntN(4); n > 0; n-- {
+				items = append(items, g.scalar(sc, 0))
+			}
+			if g.pct(12) {
+				items = append(items, g.window(sc))
+			}
+			if g.pct(8) {
+				items = append(items, g.scalarSubquery(sc))
+			}
+		}
+		switch {
+		case rare < 2:
+			// The same on every server, yet a per-shard value to pgshard.
+			items = append(items, expr{"(now() > '2020-01-01 00:00:00+00')", kBool})
+		case rare < 3:
+			if t, ok := g.tableSource(sc); ok {
+				items = append(items, expr{t.ref("tableoid") + "::regclass::text", kText})
 			}
 		}
 		switch q := g.r.IntN(100); {
@@ -441,6 +473,7 @@ func (g *gen) selectCore(sc *scope, top bool) query {
 		b.WriteString("DISTINCT ON (" + distinctOn + ") ")
 	}
 	star := len(items) > 0 && strings.HasPrefix(items[0].sql, "*")
+	aliased := make([]bool, len(items))
 	if star {
 		b.WriteString("*")
 	}
@@ -458,6 +491,7 @@ func (g *gen) selectCore(sc *scope, top bool) query {
 			fmt.Fprintf(&b, " AS %s", g.pick([]string{"id", "country", "status", "quantity", "name"}))
 		case g.pct(30):
 			fmt.Fprintf(&b, " AS c%d", i+1)
+			aliased[i] = true
 		}
 	}
 	b.WriteString(" FROM " + from)
@@ -508,26 +542,34 @@ func (g *gen) selectCore(sc *scope, top bool) query {
 				orderBy = append(orderBy, g.nonConstant(sc).sql+g.dir())
 			}
 			for _, i := range g.r.Perm(len(items)) {
-				orderBy = append(orderBy, strconv.Itoa(i+1)+g.dir())
+				// By position, output name or the expression itself.
+				key := strconv.Itoa(i + 1)
+				switch q := g.r.IntN(100); {
+				case q < 15 && aliased[i]:
+					key = fmt.Sprintf("c%d", i+1)
+				case q < 30 && !star && !isLiteral(items[i].sql):
+					key = items[i].sql
+				}
+				orderBy = append(orderBy, key+g.dir())
 			}
 		}
 		b.WriteString(" ORDER BY " + strings.Join(orderBy, ", "))
 		if g.pct(45) {
 			switch q := g.r.IntN(100); {
 			case q < 3:
-				fmt.Fprintf(&b, " FETCH FIRST %d ROWS WITH TIES", 1+g.r.IntN(10))
+				fmt.Fprintf(&b, " FETCH FIRST %d ROWS WITH TIES", 1+g.c.IntN(10))
 			case q < 5:
-				fmt.Fprintf(&b, " LIMIT 1 + %d", g.r.IntN(10))
+				fmt.Fprintf(&b, " LIMIT 1 + %d", g.c.IntN(10))
 			case q < 85:
-				fmt.Fprintf(&b, " LIMIT %d", g.r.IntN(25))
+				fmt.Fprintf(&b, " LIMIT %d", g.c.IntN(25))
 			default:
-				fmt.Fprintf(&b, " FETCH FIRST %d ROWS ONLY", 1+g.r.IntN(10))
+				fmt.Fprintf(&b, " FETCH FIRST %d ROWS ONLY", 1+g.c.IntN(10))
 			}
 			if g.pct(35) {
-				fmt.Fprintf(&b, " OFFSET %d", g.r.IntN(10))
+				fmt.Fprintf(&b, " OFFSET %d", g.c.IntN(10))
 			}
 		} else if g.pct(10) {
-			fmt.Fprintf(&b, " OFFSET %d", g.r.IntN(10))
+			fmt.Fprintf(&b, " OFFSET %d", g.c.IntN(10))
 		}
 	}
 	return query{sql: b.String(), kinds: kinds, ordered: ordered}
@@ -580,20 +622,46 @@ func (g *gen) tableSource(sc *scope) (source, bool) {
 // keyCond is a condition on t's sharding key.
 func (g *gen) keyCond(t source) string {
 	k := t.ref(t.key)
-	switch g.r.IntN(8) {
+	switch g.r.IntN(9) {
 	case 0, 1, 2:
-		return fmt.Sprintf("%s = %s", k, g.keyValue())
+		return fmt.Sprintf("%s = %s", k, g.key(true))
 	case 3:
 		return fmt.Sprintf("%s IN (%s)", k, g.keyList())
 	case 4:
 		return fmt.Sprintf("%s = ANY(ARRAY[%s]::bigint[])", k, g.keyList())
 	case 5:
-		lo := 1 + g.r.IntN(Users)
-		return fmt.Sprintf("%s BETWEEN %d AND %d", k, lo, lo+g.r.IntN(40))
+		lo := 1 + g.c.IntN(Users)
+		return fmt.Sprintf("%s BETWEEN %d AND %d", k, lo, lo+g.c.IntN(40))
 	case 6:
-		return fmt.Sprintf("(%s = %s OR %s = %s)", k, g.keyValue(), k, g.keyValue())
+		return fmt.Sprintf("(%s = %s OR %s = %s)", k, g.key(true), k, g.key(true))
 	}
-	return fmt.Sprintf("%s = '%s'::bigint", k, g.pick(edgeKeys))
+	// Other spellings of key conditions, some of which do not route.
+	v := g.keyLiteral()
+	switch g.r.IntN(12) {
+	case 0:
+		return fmt.Sprintf("%s = '%s'::bigint", k, v)
+	case 1:
+		return fmt.Sprintf("%s = %s.0", k, v)
+	case 2:
+		return fmt.Sprintf("%s::numeric = %s", k, v)
+	case 3:
+		return fmt.Sprintf("%s = %s + 0", k, v)
+	case 4:
+		return fmt.Sprintf("%s IN (%s, NULL)", k, v)
+	case 5:
+		return fmt.Sprintf("%s = ANY('{%s,%s}')", k, v, g.keyLiteral())
+	case 6:
+		return fmt.Sprintf("%s = %s AND %s = %s", k, v, k, g.keyLiteral())
+	case 7:
+		return fmt.Sprintf("%s IS NOT DISTINCT FROM %s", k, v)
+	case 8:
+		return fmt.Sprintf("NOT (%s <> %s)", k, v)
+	case 9:
+		return fmt.Sprintf("(%s = %s OR %s)", k, v, g.simplePred(t))
+	case 10:
+		return fmt.Sprintf("NOT (%s = %s)", k, v)
+	}
+	return fmt.Sprintf("%s = %s::int", k, v)
 }
 
 func (g *gen) keyList() string {
@@ -655,7 +723,7 @@ func (g *gen) scalarOf(sc *scope, k kind, depth int) expr {
 			return expr{g.literal(kInt), k}
 		case 1:
 			// % keeps the edge keys from overflowing.
-			return expr{fmt.Sprintf("(%s %% %d)", col(), 2+g.r.IntN(9)), k}
+			return expr{fmt.Sprintf("(%s %% %d)", col(), 2+g.c.IntN(9)), k}
 		case 2:
 			return expr{fmt.Sprintf("length(%s)", g.scalarOf(sc, kText, depth+1).sql), k}
 		case 3:
@@ -670,13 +738,13 @@ func (g *gen) scalarOf(sc *scope, k kind, depth int) expr {
 		case 7:
 			return expr{fmt.Sprintf("nullif(%s %% 3, 0)", col()), k}
 		}
-		return expr{fmt.Sprintf("greatest(%s %% 50, %d)", col(), g.r.IntN(50)), k}
+		return expr{fmt.Sprintf("greatest(%s %% 50, %d)", col(), g.c.IntN(50)), k}
 	case kNum:
 		switch g.r.IntN(7) {
 		case 0:
 			return expr{g.literal(kNum), k}
 		case 1:
-			return expr{fmt.Sprintf("(%s * %d)", col(), 1+g.r.IntN(5)), k}
+			return expr{fmt.Sprintf("(%s * %d)", col(), 1+g.c.IntN(5)), k}
 		case 2:
 			return expr{fmt.Sprintf("round(%s * 1.5, 2)", col()), k}
 		case 3:
@@ -706,7 +774,7 @@ func (g *gen) scalarOf(sc *scope, k kind, depth int) expr {
 		case 2:
 			return expr{fmt.Sprintf("coalesce(%s, '?')", col()), k}
 		case 3:
-			return expr{fmt.Sprintf("substr(%s, 1, %d)", col(), 1+g.r.IntN(8)), k}
+			return expr{fmt.Sprintf("substr(%s, 1, %d)", col(), 1+g.c.IntN(8)), k}
 		case 4:
 			return expr{fmt.Sprintf("(%s)::text", g.scalarOf(sc, kInt, depth+1).sql), k}
 		case 5:
@@ -716,7 +784,7 @@ func (g *gen) scalarOf(sc *scope, k kind, depth int) expr {
 		case 7:
 			return expr{fmt.Sprintf("CAST(%s AS text)", g.scalarOf(sc, kNum, depth+1).sql), k}
 		}
-		return expr{fmt.Sprintf("nullif(%s, '%s')", col(), g.pick(countries)), k}
+		return expr{fmt.Sprintf("nullif(%s, '%s')", col(), g.cpick(countries)), k}
 	case kBool:
 		switch g.r.IntN(3) {
 		case 0:
@@ -730,7 +798,7 @@ func (g *gen) scalarOf(sc *scope, k kind, depth int) expr {
 		case 0:
 			return expr{fmt.Sprintf("date_trunc('month', %s)", col()), k}
 		case 1:
-			return expr{fmt.Sprintf("(%s + interval '%d days')", col(), g.r.IntN(30)), k}
+			return expr{fmt.Sprintf("(%s + interval '%d days')", col(), g.c.IntN(30)), k}
 		}
 		return expr{g.literal(kTime), k}
 	}
@@ -744,19 +812,19 @@ func (g *gen) literal(k kind) string {
 	}
 	switch k {
 	case kInt:
-		return strconv.Itoa(g.r.IntN(20) - 5)
+		return strconv.Itoa(g.c.IntN(20) - 5)
 	case kNum:
 		// Scale 2 like the numeric columns: equal numerics of different
 		// scales (0 and 0.00) sort as ties yet print differently.
-		return fmt.Sprintf("%d.%02d", g.r.IntN(500), g.r.IntN(100))
+		return fmt.Sprintf("%d.%02d", g.c.IntN(500), g.c.IntN(100))
 	case kFloat:
-		return fmt.Sprintf("%d.5::float8", g.r.IntN(100))
+		return fmt.Sprintf("%d.5::float8", g.c.IntN(100))
 	case kText:
-		return "'" + g.pick(tags) + "'"
+		return "'" + g.cpick(tags) + "'"
 	case kBool:
-		return g.pick([]string{"true", "false"})
+		return g.cpick([]string{"true", "false"})
 	}
-	return fmt.Sprintf("'2024-%02d-%02d 12:00:00+00'::timestamptz", 1+g.r.IntN(12), 1+g.r.IntN(28))
+	return fmt.Sprintf("'2024-%02d-%02d 12:00:00+00'::timestamptz", 1+g.c.IntN(12), 1+g.c.IntN(28))
 }
 
 func typeName(k kind) string {
@@ -781,25 +849,25 @@ func (g *gen) simplePredOf(sc *scope) string {
 	switch c.k {
 	case kInt:
 		if strings.HasSuffix(c.sql, ".id") || strings.HasSuffix(c.sql, ".user_id") {
-			return fmt.Sprintf("%s %s %d", c.sql, g.pick([]string{"<", ">", "<=", ">=", "<>"}), g.r.IntN(Users))
+			return fmt.Sprintf("%s %s %d", c.sql, g.pick([]string{"<", ">", "<=", ">=", "<>"}), g.c.IntN(Users))
 		}
-		return fmt.Sprintf("%s %s %d", c.sql, g.pick([]string{"<", ">", "=", "<>"}), g.r.IntN(10))
+		return fmt.Sprintf("%s %s %d", c.sql, g.pick([]string{"<", ">", "=", "<>"}), g.c.IntN(10))
 	case kNum, kFloat:
-		return fmt.Sprintf("%s %s %d", c.sql, g.pick([]string{"<", ">", ">="}), g.r.IntN(500)-50)
+		return fmt.Sprintf("%s %s %d", c.sql, g.pick([]string{"<", ">", ">="}), g.c.IntN(500)-50)
 	case kText:
 		switch g.r.IntN(4) {
 		case 0:
-			return fmt.Sprintf("%s IN ('%s', '%s', 'paid')", c.sql, g.pick(countries), g.pick(countries))
+			return fmt.Sprintf("%s IN ('%s', '%s', 'paid')", c.sql, g.cpick(countries), g.cpick(countries))
 		case 1:
-			return fmt.Sprintf("%s LIKE '%s%%'", c.sql, g.pick([]string{"name-00", "user1", "n", "S", "note 1", "p"}))
+			return fmt.Sprintf("%s LIKE '%s%%'", c.sql, g.cpick([]string{"name-00", "user1", "n", "S", "note 1", "p"}))
 		case 2:
-			return fmt.Sprintf("%s > '%s'", c.sql, g.pick([]string{"M", "m", "name-005", "paid", ""}))
+			return fmt.Sprintf("%s > '%s'", c.sql, g.cpick([]string{"M", "m", "name-005", "paid", ""}))
 		}
-		return fmt.Sprintf("%s = '%s'", c.sql, g.pick(append(countries, statuses...)))
+		return fmt.Sprintf("%s = '%s'", c.sql, g.cpick(append(countries, statuses...)))
 	case kBool:
 		return g.pick([]string{"", "NOT "}) + c.sql
 	}
-	return fmt.Sprintf("%s < '2024-%02d-01 00:00:00+00'", c.sql, 1+g.r.IntN(12))
+	return fmt.Sprintf("%s < '2024-%02d-01 00:00:00+00'", c.sql, 1+g.c.IntN(12))
 }
 
 // pred generates a WHERE condition.
@@ -842,9 +910,9 @@ func (g *gen) pred(sc *scope) string {
 	case 3:
 		return fmt.Sprintf("%s IN (SELECT %s FROM orders %s WHERE %s%s)", t.ref(t.key), xo.ref("user_id"), x, g.keyCond(xo), extra)
 	case 4:
-		return fmt.Sprintf("(SELECT count(*) FROM orders %s WHERE %s = %s%s) > %d", x, xo.ref("user_id"), t.ref(t.key), extra, g.r.IntN(6))
+		return fmt.Sprintf("(SELECT count(*) FROM orders %s WHERE %s = %s%s) > %d", x, xo.ref("user_id"), t.ref(t.key), extra, g.c.IntN(6))
 	case 5:
-		return fmt.Sprintf("%s IN (SELECT n FROM generate_series(1, %d) %s(n))", t.ref(t.key), 1+g.r.IntN(Users), x)
+		return fmt.Sprintf("%s IN (SELECT n FROM generate_series(1, %d) %s(n))", t.ref(t.key), 1+g.c.IntN(Users), x)
 	}
 	return fmt.Sprintf("EXISTS (SELECT 1 FROM (VALUES (1), (2), (3)) %s(n) WHERE %s.n = %s %% 4)", x, x, t.ref(t.key))
 }
@@ -964,7 +1032,7 @@ func (g *gen) aggExpr(sc *scope) expr {
 		if c.k == kFloat {
 			c.sql += "::numeric"
 		}
-		a = expr{fmt.Sprintf("round(avg(%s), %d)", c.sql, g.r.IntN(4)), kNum}
+		a = expr{fmt.Sprintf("round(avg(%s), %d)", c.sql, g.c.IntN(4)), kNum}
 	default:
 		a = expr{"sum(" + g.scalarOf(sc, kInt, 1).sql + ")", kNum}
 	}
@@ -992,10 +1060,10 @@ func (g *gen) aggExpr(sc *scope) expr {
 func (g *gen) havingPred(sc *scope, groupBy []string) string {
 	switch g.r.IntN(4) {
 	case 0:
-		return fmt.Sprintf("count(*) > %d", g.r.IntN(5))
+		return fmt.Sprintf("count(*) > %d", g.c.IntN(5))
 	case 1:
 		if c, ok := g.columnOf(sc, kNum); ok {
-			return fmt.Sprintf("sum(%s) > %d", c, g.r.IntN(1000))
+			return fmt.Sprintf("sum(%s) > %d", c, g.c.IntN(1000))
 		}
 	case 2:
 		if len(groupBy) > 0 {
@@ -1050,7 +1118,7 @@ func (g *gen) scalarSubquery(sc *scope) expr {
 		return expr{fmt.Sprintf("(SELECT count(*) FROM orders %s WHERE %s.user_id = %s)", x, x, t.ref(t.key)), kInt}
 	}
 	if g.pct(50) {
-		return expr{fmt.Sprintf("(SELECT max(%s.n) FROM generate_series(1, %d) %s(n))", x, 1+g.r.IntN(9), x), kInt}
+		return expr{fmt.Sprintf("(SELECT max(%s.n) FROM generate_series(1, %d) %s(n))", x, 1+g.c.IntN(9), x), kInt}
 	}
 	return expr{fmt.Sprintf("(SELECT %s.name FROM users %s WHERE %s.id = %s)", x, x, x, g.keyValue()), kText}
 }
@@ -1095,7 +1163,7 @@ func (g *gen) setOp() (string, bool) {
 	}
 	sql += " ORDER BY " + strings.Join(order, ", ")
 	if g.pct(40) {
-		sql += fmt.Sprintf(" LIMIT %d", g.r.IntN(10))
+		sql += fmt.Sprintf(" LIMIT %d", g.c.IntN(10))
 	}
 	return sql, true
 }

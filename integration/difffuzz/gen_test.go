@@ -3,6 +3,7 @@ package difffuzz
 import (
 	"fmt"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -58,7 +59,7 @@ func TestGenerateParses(t *testing.T) {
 			t.Errorf("feature %q in only %d statements of %d", f, features[f], n)
 		}
 	}
-	if params < n/10 {
+	if params < n/20 {
 		t.Errorf("only %d of %d statements with parameters", params, n)
 	}
 	if ordered < n/4 || ordered > n*3/4 {
@@ -74,5 +75,28 @@ func TestDatasetHasNoZeroWeight(t *testing.T) {
 		if w, ok := o[4].(float64); ok && w == 0 {
 			t.Fatalf("order %v has weight 0", o[0])
 		}
+	}
+}
+
+// TestPairsShareShapes: seeds 2k and 2k+1 give the same statement up to
+// its constants most of the time (so that cached plans are reused).
+func TestPairsShareShapes(t *testing.T) {
+	shape := regexp.MustCompile(`'[^']*'|-?[0-9]+(\.[0-9]+)?`)
+	same, differentConstants := 0, 0
+	const pairs = 1000
+	for s := uint64(0); s < 2*pairs; s += 2 {
+		a, b := Generate(s), Generate(s+1)
+		if Mode(s) != Mode(s+1) {
+			t.Fatalf("seeds %d and %d run in different modes", s, s+1)
+		}
+		if shape.ReplaceAllString(a.SQL, "?") == shape.ReplaceAllString(b.SQL, "?") {
+			same++
+			if a.SQL != b.SQL || !reflect.DeepEqual(a.Args, b.Args) {
+				differentConstants++
+			}
+		}
+	}
+	if same < pairs*8/10 || differentConstants < pairs*6/10 {
+		t.Errorf("%d of %d pairs share a shape, %d with other constants", same, pairs, differentConstants)
 	}
 }
