@@ -150,15 +150,21 @@ func TestDiffFuzz(t *testing.T) {
 
 	f := &difffuzz.Fuzzer{Ref: refConn, Targets: targets, StatementTimeout: 30 * time.Second}
 	start := time.Now()
+	var runErr error
 	for i := uint64(0); ; i++ {
 		if *fuzzStatements > 0 && i >= uint64(*fuzzStatements) || *fuzzStatements <= 0 && time.Since(start) >= *fuzzTime {
 			break
 		}
 		if err := f.Run(ctx, *fuzzSeed+i); err != nil {
-			t.Fatalf("after %d statements: %v", i, err)
+			runErr = fmt.Errorf("after %d statements: %w", i, err)
+			break
 		}
 	}
 	elapsed := time.Since(start)
+	if runErr != nil {
+		// What ran so far is reported below.
+		t.Error(runErr)
+	}
 	names := make([]string, len(targets))
 	for i, tg := range targets {
 		names[i] = tg.Name

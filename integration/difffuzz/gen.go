@@ -337,6 +337,27 @@ func (g *gen) from(sc *scope) string {
 		sc.srcs = append(sc.srcs, u, lsrc)
 		return fmt.Sprintf("users %s %s (SELECT %s.id, %s.amount FROM orders %s WHERE %s.user_id = %s ORDER BY %s.id LIMIT %d) %s%s",
 			u.alias, join, x, x, x, x, u.ref("id"), x, 1+g.c.IntN(3), l, on)
+	case p < 87: // USING, NATURAL and nested joins
+		switch g.r.IntN(4) {
+		case 0:
+			a, b := orders(g.alias("o")), orders(g.alias("o"))
+			sc.srcs = append(sc.srcs, a, b)
+			return fmt.Sprintf("orders %s JOIN orders %s USING (user_id)", a.alias, b.alias)
+		case 1:
+			a, b := users(g.alias("u")), users(g.alias("u"))
+			sc.srcs = append(sc.srcs, a, b)
+			return fmt.Sprintf("users %s NATURAL JOIN users %s", a.alias, b.alias)
+		case 2:
+			a, b := users(g.alias("u")), users(g.alias("u"))
+			sc.srcs = append(sc.srcs, a, b)
+			return fmt.Sprintf("users %s JOIN users %s USING (id)", a.alias, b.alias)
+		}
+		// A key constant inside a nested join on the nullable side.
+		u, o, v := users(g.alias("u")), orders(g.alias("o")), users(g.alias("u"))
+		o.nullable, v.nullable = true, true
+		sc.srcs = append(sc.srcs, u, o, v)
+		return fmt.Sprintf("users %s LEFT JOIN (orders %s JOIN users %s ON %s = %s AND %s = %s) ON %s = %s",
+			u.alias, o.alias, v.alias, v.ref("id"), o.ref("user_id"), v.ref("id"), g.keyValue(), o.ref("user_id"), u.ref("id"))
 	case p < 90: // a subquery over one table
 		t := g.table()
 		inner := t.table + " " + t.alias
