@@ -389,6 +389,10 @@ func (st *state) execute(t *template, in *execInput, sessionHint Hint) Plan {
 					if p.Kind == Refused && p.Err != nil {
 						p.Err = refusal(p.Err.Message+": "+err.Error(), p.Err.Hint)
 					}
+					if t.onKeyError == t.multi {
+						// The multi plan's merge needs its own shard SQL.
+						return st.finish(p, t.multiSQL, t.multiLimit, in)
+					}
 					return st.finish(p, t.shardSQL, t.limit, in)
 				}
 				return Plan{Kind: Refused, Stmt: t.base.Stmt, Err: refusal("cannot route: "+err.Error(), "")}

@@ -957,6 +957,18 @@ SELECT DISTINCT (id % 4)::float8, id::text::int % 2, CASE WHEN active THEN 1 ELS
 -- ordered
 SELECT (SELECT max(g) FROM generate_series(1, 3) g), (SELECT 1), (quantity + 1)::numeric, CASE WHEN quantity > 4 THEN status ELSE note END, id FROM orders WHERE user_id < 30 OR user_id > 9990 ORDER BY id;
 
+-- Found by the differential fuzzer: a key value that is not a bigint
+-- literal (185.0 compares as numeric) runs the statement on every shard,
+-- which must get the merge's rewritten statement (before, the shards got
+-- the original one and the merge failed with 0A000 "invalid spec").
+
+SELECT sum(id), avg(id), count(*) FROM users WHERE id = 185.0;
+
+SELECT user_id, avg(amount), sum(weight), count(*) FROM orders WHERE user_id IN (17.0, 18) GROUP BY user_id;
+
+-- ordered
+SELECT name FROM users WHERE id = 4242.0 ORDER BY score DESC NULLS LAST, id LIMIT 3;
+
 -- ---------------------------------------------------------------------
 -- Transaction control through the extended protocol: deferred like the
 -- simple protocol's, and the session is not left pinned.
