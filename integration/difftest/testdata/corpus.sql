@@ -969,6 +969,9 @@ SELECT user_id, avg(amount), sum(weight), count(*) FROM orders WHERE user_id IN 
 -- ordered
 SELECT name FROM users WHERE id = 4242.0 ORDER BY score DESC NULLS LAST, id LIMIT 3;
 
+-- ordered
+SELECT id FROM users WHERE id IN (185.0, 9000, 9995, 9996, 9997) ORDER BY id LIMIT 2 OFFSET 1;
+
 -- ---------------------------------------------------------------------
 -- Transaction control through the extended protocol: deferred like the
 -- simple protocol's, and the session is not left pinned.
