@@ -33,3 +33,23 @@ func TestUnreadableKeyScatters(t *testing.T) {
 		t.Errorf("parameter 185.5: %v %v shard SQL %q", pl.Kind, err, pl.ShardSQL)
 	}
 }
+
+// TestNegativeLiteralKeepsPrecedence: a rewritten statement splices a
+// negative literal back before a cast as (-3)::text (-3::text would cast
+// 3 and then negate text).
+func TestNegativeLiteralKeepsPrecedence(t *testing.T) {
+	p := New(testMap(t), Options{})
+	for _, c := range []struct{ sql, want string }{
+		{"SELECT (-3)::text, name FROM users ORDER BY 1, score LIMIT 2 OFFSET 1", "(-3)::text"},
+		{"SELECT name FROM users ORDER BY score - 3, (-3.5)::int LIMIT 2", "(-3.5)::int"},
+		{"SELECT id - 3 FROM users ORDER BY score LIMIT 1", "id - 3"},
+	} {
+		pl, err := p.Route(c.sql, nil, nil, nil)
+		if err != nil || pl.Kind != All {
+			t.Fatalf("%s: %v %v", c.sql, pl.Kind, err)
+		}
+		if !strings.Contains(pl.ShardSQL, c.want) {
+			t.Errorf("%s: shard SQL %q lacks %q", c.sql, pl.ShardSQL, c.want)
+		}
+	}
+}

@@ -295,11 +295,20 @@ func renderSegments(segs []segment, in *execInput) string {
 		}
 	}
 	var b strings.Builder
-	b.Grow(n)
-	for _, s := range segs {
+	b.Grow(n + 2)
+	for i, s := range segs {
 		b.WriteString(s.text)
 		if s.lit >= 0 && int(s.lit) < len(in.norm.lits) {
-			b.WriteString(in.norm.text(in.sql, int(s.lit)))
+			lit := in.norm.text(in.sql, int(s.lit))
+			// A negative number the deparser put before a cast or a
+			// subscript, which bind tighter than unary minus: (-3)::text,
+			// not -3::text.
+			if strings.HasPrefix(lit, "-") && i+1 < len(segs) {
+				if next := segs[i+1].text; strings.HasPrefix(next, "::") || strings.HasPrefix(next, "[") || strings.HasPrefix(next, ".") {
+					lit = "(" + lit + ")"
+				}
+			}
+			b.WriteString(lit)
 		}
 	}
 	return b.String()

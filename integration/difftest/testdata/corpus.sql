@@ -972,6 +972,13 @@ SELECT name FROM users WHERE id = 4242.0 ORDER BY score DESC NULLS LAST, id LIMI
 -- ordered
 SELECT id FROM users WHERE id IN (185.0, 9000, 9995, 9996, 9997) ORDER BY id LIMIT 2 OFFSET 1;
 
+-- Found by the differential fuzzer: a statement rewritten for the shards
+-- keeps a negative literal's precedence over a cast ((-3)::text, not
+-- -3::text, which the shards rejected with 42883).
+
+-- ordered
+SELECT (-3)::text, (-1)::boolean, name FROM users WHERE id < 20 ORDER BY score DESC NULLS LAST, id LIMIT 3 OFFSET 1;
+
 -- ---------------------------------------------------------------------
 -- Transaction control through the extended protocol: deferred like the
 -- simple protocol's, and the session is not left pinned.
