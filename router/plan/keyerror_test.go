@@ -43,6 +43,15 @@ func TestNegativeLiteralKeepsPrecedence(t *testing.T) {
 		{"SELECT (-3)::text, name FROM users ORDER BY 1, score LIMIT 2 OFFSET 1", "(-3)::text"},
 		{"SELECT name FROM users ORDER BY score - 3, (-3.5)::int LIMIT 2", "(-3.5)::int"},
 		{"SELECT id - 3 FROM users ORDER BY score LIMIT 1", "id - 3"},
+		{"SELECT CAST(-3 AS text), name FROM users ORDER BY 1, score LIMIT 2", "(-3)::text"},
+		// Written so in the statement, -3::text is -(3::text) (an error in
+		// PostgreSQL), also when a cached plan of 3::text is reused.
+		{"SELECT 3::text, name FROM users ORDER BY 1, score LIMIT 2", "3::text"},
+		{"SELECT -3::text, name FROM users ORDER BY 1, score LIMIT 2", "3::text"},
+		{"SELECT 5::bigint, name FROM users ORDER BY 1, score LIMIT 2", "5::bigint"},
+		{"SELECT -9223372036854775808::bigint, name FROM users ORDER BY 1, score LIMIT 2", "9223372036854775808::bigint"},
+		{"SELECT v.tag FROM (VALUES (5::bigint, 'a'), (150::bigint, 'b')) v(vid, tag) JOIN orders o ON o.user_id = v.vid ORDER BY 1 LIMIT 3 OFFSET 1", "5::bigint"},
+		{"SELECT v.tag FROM (VALUES (5::bigint, 'a'), (-9223372036854775808::bigint, 'b')) v(vid, tag) JOIN orders o ON o.user_id = v.vid ORDER BY 1 LIMIT 3 OFFSET 1", "9223372036854775808::bigint"},
 	} {
 		pl, err := p.Route(c.sql, nil, nil, nil)
 		if err != nil || pl.Kind != All {
@@ -50,6 +59,9 @@ func TestNegativeLiteralKeepsPrecedence(t *testing.T) {
 		}
 		if !strings.Contains(pl.ShardSQL, c.want) {
 			t.Errorf("%s: shard SQL %q lacks %q", c.sql, pl.ShardSQL, c.want)
+		}
+		if !strings.Contains(c.sql, "(-") && !strings.Contains(c.sql, "(-3 AS") && strings.Contains(pl.ShardSQL, "(-") {
+			t.Errorf("%s: shard SQL %q puts a negative literal in parentheses", c.sql, pl.ShardSQL)
 		}
 	}
 }

@@ -300,18 +300,25 @@ func renderSegments(segs []segment, in *execInput) string {
 		b.WriteString(s.text)
 		if s.lit >= 0 && int(s.lit) < len(in.norm.lits) {
 			lit := in.norm.text(in.sql, int(s.lit))
-			// A negative number the deparser put before a cast or a
-			// subscript, which bind tighter than unary minus: (-3)::text,
-			// not -3::text.
-			if strings.HasPrefix(lit, "-") && i+1 < len(segs) {
-				if next := segs[i+1].text; strings.HasPrefix(next, "::") || strings.HasPrefix(next, "[") || strings.HasPrefix(next, ".") {
-					lit = "(" + lit + ")"
-				}
+			// A negative number the deparser put before a cast, a
+			// subscript or a field, which bind tighter than unary minus:
+			// (-3)::text or CAST(-3 AS text) become (-3)::text, not
+			// -3::text. Written -3::text in the statement itself it means
+			// -(3::text), and stays so.
+			if strings.HasPrefix(lit, "-") && i+1 < len(segs) && bindsTighter(segs[i+1].text) &&
+				!bindsTighter(strings.TrimLeft(in.sql[in.norm.lits[s.lit].end:], " \t\r\n")) {
+				lit = "(" + lit + ")"
 			}
 			b.WriteString(lit)
 		}
 	}
 	return b.String()
+}
+
+// bindsTighter reports whether text starts with an operator that binds
+// tighter than unary minus.
+func bindsTighter(text string) bool {
+	return strings.HasPrefix(text, "::") || strings.HasPrefix(text, "[") || strings.HasPrefix(text, ".")
 }
 
 // limitSrc says where a scatter's LIMIT and OFFSET come from.

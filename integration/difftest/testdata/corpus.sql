@@ -979,6 +979,14 @@ SELECT id FROM users WHERE id IN (185.0, 9000, 9995, 9996, 9997) ORDER BY id LIM
 -- ordered
 SELECT (-3)::text, (-1)::boolean, name FROM users WHERE id < 20 ORDER BY score DESC NULLS LAST, id LIMIT 3 OFFSET 1;
 
+-- ordered
+SELECT v.tag, o.id FROM (VALUES (5::bigint, 'a'), (2600::bigint, 'b')) v(vid, tag) JOIN orders o ON o.user_id = v.vid ORDER BY 1, 2 LIMIT 3 OFFSET 1;
+
+-- Written so, -9223372036854775808::bigint is -(9223372036854775808::bigint):
+-- PostgreSQL's 22003, also after the plan of the statement above.
+-- ordered
+SELECT v.tag, o.id FROM (VALUES (5::bigint, 'a'), (-9223372036854775808::bigint, 'b')) v(vid, tag) JOIN orders o ON o.user_id = v.vid ORDER BY 1, 2 LIMIT 3 OFFSET 1;
+
 -- ---------------------------------------------------------------------
 -- Transaction control through the extended protocol: deferred like the
 -- simple protocol's, and the session is not left pinned.
