@@ -374,14 +374,14 @@ type template struct {
 	// keyErrorMulti says onKeyError is the statement over several
 	// shards (multi), whose merge needs multiSQL.
 	keyErrorMulti bool
-	needShard  string       // targets must be exactly this shard (unsharded tables joined)
-	multi      *Plan        // template for more than one target (Merge/ShardSQL) or a refusal
-	insert     *insertSplit // multi-row INSERT split
-	union      *unionSplit  // UNION ALL with parts on different shards
-	shardSQL   []segment    // rendered into ShardSQL per execution
-	limit      *limitSrc    // LIMIT/OFFSET read per execution
-	multiSQL   []segment    // ShardSQL for the multi plan
-	multiLimit *limitSrc
+	needShard     string       // targets must be exactly this shard (unsharded tables joined)
+	multi         *Plan        // template for more than one target (Merge/ShardSQL) or a refusal
+	insert        *insertSplit // multi-row INSERT split
+	union         *unionSplit  // UNION ALL with parts on different shards
+	shardSQL      []segment    // rendered into ShardSQL per execution
+	limit         *limitSrc    // LIMIT/OFFSET read per execution
+	multiSQL      []segment    // ShardSQL for the multi plan
+	multiLimit    *limitSrc
 	// explain marks EXPLAIN (pgshard) of the statement: the plan is the
 	// statement's, with Plan.Explain set.
 	explain bool
