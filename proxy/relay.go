@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"log/slog"
 	"strings"
@@ -136,6 +137,15 @@ func (s *session) swallowFrame(be *pool.Conn, typ byte, frame []byte) bool {
 	case 'E':
 		r.segFailed = true
 		s.srv.metrics.errorCode(wire.ErrorCode(frame))
+		if s.probingBegin.Load() {
+			// serve answers the client's statement with it (probeBegin).
+			s.mu.Lock()
+			if s.beginErr == nil {
+				s.beginErr = bytes.Clone(frame)
+			}
+			s.mu.Unlock()
+			return false
+		}
 		r.out = append(r.out, frame...)
 	case 'Z':
 		r.swallow--

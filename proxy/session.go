@@ -112,6 +112,10 @@ type session struct {
 	// the shard of the transaction's first statement ("" when none).
 	pendingBegin string
 	beginFailed  bool // that transaction failed before reaching a shard
+	// beginErr is the server's ErrorResponse to a deferred BEGIN sent
+	// alone (probeBegin), while probingBegin is set.
+	beginErr     []byte
+	probingBegin atomic.Bool
 	lastFailed   bool // the last sync point answered had an error
 	// outsideTx marks an attachment made while a deferred BEGIN waits
 	// (to describe statements): its ReadyForQuery must show the client's

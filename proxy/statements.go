@@ -100,6 +100,12 @@ func (s *session) handleParse(ctx context.Context, frame []byte) error {
 		return nil
 	}
 	if be == nil {
+		if _, ok := s.localTx(sql); ok {
+			// Transaction control the proxy answers (a COMMIT or
+			// ROLLBACK of a deferred transaction, failed or not).
+			s.parseLocal(frame)
+			return nil
+		}
 		var err error
 		if be, err = s.attach(ctx, router.Query{SQL: sql, Parse: body}); err != nil {
 			return err
