@@ -15,6 +15,7 @@ import (
 
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/integration/pgcluster"
+	"github.com/pgshard/pgshard/proxy"
 )
 
 // wireSession is a raw protocol session that records what the server
@@ -72,7 +73,11 @@ func (w *wireSession) send(n int, msgs ...pgproto3.FrontendMessage) []string {
 		case *pgproto3.CommandComplete:
 			out = append(out, "C "+string(m.CommandTag))
 		case *pgproto3.DataRow:
-			out = append(out, "D")
+			d := "D"
+			for _, v := range m.Values {
+				d += " " + string(v)
+			}
+			out = append(out, d)
 		case *pgproto3.ParseComplete:
 			out = append(out, "1")
 		case *pgproto3.BindComplete:
@@ -129,6 +134,7 @@ func countRows(t *testing.T, ctx context.Context, pg *pgcluster.Server, sql stri
 func TestFailedBeginSyntax(t *testing.T) {
 	pg := integration.StartPostgres(t)
 	p := startProxy(t, baseConfig(t, pg))
+	pm := startProxy(t, oneShardMapConfig(t, pg)) // Parse held back until Bind
 	ctx := ctxT(t)
 	if err := pg.Exec(ctx, `CREATE TABLE bt (x int)`); err != nil {
 		t.Fatal(err)
@@ -162,9 +168,9 @@ func TestFailedBeginSyntax(t *testing.T) {
 	}
 	for _, sc := range scripts {
 		t.Run(sc.name, func(t *testing.T) {
-			var got [2][]string
-			var rows [2]int
-			for i, dsn := range []string{pg.SuperDSN("postgres"), p.dsn("")} {
+			var got [3][]string
+			var rows [3]int
+			for i, dsn := range []string{pg.SuperDSN("postgres"), p.dsn(""), pm.dsn("")} {
 				if err := pg.Exec(ctx, `TRUNCATE bt`); err != nil {
 					t.Fatal(err)
 				}
@@ -183,14 +189,19 @@ func TestFailedBeginSyntax(t *testing.T) {
 				}
 				rows[i] = countRows(t, ctx, pg, `SELECT count(*) FROM bt`)
 			}
-			if !slices.Equal(got[0], got[1]) {
-				t.Errorf("through the proxy:\n%q\ndirectly:\n%q", got[1], got[0])
-			}
-			if !slices.Contains(got[1], "E 42601") {
-				t.Errorf("no syntax error through the proxy: %q", got[1])
-			}
-			if rows[0] != rows[1] {
-				t.Errorf("rows after the script: %d through the proxy, %d directly", rows[1], rows[0])
+			for i, via := range []string{"", "the proxy", "the proxy with a shard map"} {
+				if i == 0 {
+					continue
+				}
+				if !slices.Equal(got[0], got[i]) {
+					t.Errorf("through %s:\n%q\ndirectly:\n%q", via, got[i], got[0])
+				}
+				if !slices.Contains(got[i], "E 42601") {
+					t.Errorf("no syntax error through %s: %q", via, got[i])
+				}
+				if rows[0] != rows[i] {
+					t.Errorf("rows after the script: %d through %s, %d directly", rows[i], via, rows[0])
+				}
 			}
 		})
 	}
@@ -265,9 +276,9 @@ func TestFailedBeginOnServer(t *testing.T) {
 		{msgs(ext(`SELECT 1`), ext(`SELECT 2`), &pgproto3.Sync{}), 1, []string{"E 0A000", "Z E"}},
 		{msgs(ext(`COMMIT`), &pgproto3.Sync{}), 1, []string{"1", "2", "C ROLLBACK", "Z I"}},
 		{msgs(q(`BEGIN READ ONLY`)), 1, []string{"C BEGIN", "Z T"}},
-		{msgs(q(`SELECT 1`)), 1, []string{"D", "C SELECT 1", "Z T"}},
+		{msgs(q(`SELECT 1`)), 1, []string{"D 1", "C SELECT 1", "Z T"}},
 		{msgs(q(`COMMIT`)), 1, []string{"C COMMIT", "Z I"}},
-		{msgs(q(`SELECT 1`)), 1, []string{"D", "C SELECT 1", "Z I"}},
+		{msgs(q(`SELECT 1`)), 1, []string{"D 1", "C SELECT 1", "Z I"}},
 	} {
 		got := w.send(step.n, step.msgs...)
 		// Row descriptions are not the point here.
@@ -275,5 +286,77 @@ func TestFailedBeginOnServer(t *testing.T) {
 		if !slices.Equal(got, step.want) {
 			t.Fatalf("after %T...: got %q, want %q", step.msgs[0], got, step.want)
 		}
+	}
+}
+
+// TestPreparedNameReuse: a Parse of a statement name in use gets 42P05
+// and the rest of its batch is skipped, as on PostgreSQL; a name whose
+// Parse failed, or that Close, DEALLOCATE ALL or DISCARD ALL dropped, can
+// be parsed again. The same script runs directly and through the proxy in
+// both pool modes, with the same answers.
+func TestPreparedNameReuse(t *testing.T) {
+	pg := integration.StartPostgres(t)
+	ctx := ctxT(t)
+	sync := &pgproto3.Sync{}
+	parse := func(name, sql string) *pgproto3.Parse { return &pgproto3.Parse{Name: name, Query: sql} }
+	run := func(name string) []pgproto3.FrontendMessage {
+		return []pgproto3.FrontendMessage{&pgproto3.Bind{PreparedStatement: name}, &pgproto3.Execute{}}
+	}
+	steps := [][]pgproto3.FrontendMessage{
+		msgs(parse("x", `SELECT 1`), sync),
+		msgs(parse("x", `SELECT 2`), run("x"), sync),
+		msgs(run("x"), sync),
+		msgs(&pgproto3.Close{ObjectType: 'S', Name: "x"}, parse("x", `SELECT 2`), run("x"), sync),
+		msgs(parse("y", `SELECT nosuchcol`), sync),
+		msgs(parse("y", `SELECT 3`), run("y"), sync),
+		msgs(parse("w", `SELECT 1/0`), parse("w2", `SELECT 4`), run("w"), sync),
+		msgs(parse("w2", `SELECT 5`), run("w2"), sync),
+		msgs(q(`DEALLOCATE ALL`)),
+		msgs(parse("x", `SELECT 6`), run("x"), sync),
+		msgs(parse("z", `SELECT 7`), parse("z", `SELECT 8`), run("z"), sync),
+		msgs(run("z"), sync),
+		msgs(q(`BEGIN`)),
+		msgs(run("z"), sync),
+		msgs(parse("z", `SELECT 9`), run("z"), sync),
+		msgs(q(`ROLLBACK`)),
+		msgs(q(`DISCARD ALL`)),
+		msgs(run("x"), sync),
+		msgs(parse("x", `SELECT 10`), run("x"), sync),
+	}
+	script := func(dsn string) []string {
+		w := openWire(t, ctx, dsn)
+		var got []string
+		for _, step := range steps {
+			n := 0
+			for _, m := range step {
+				switch m.(type) {
+				case *pgproto3.Sync, *pgproto3.Query:
+					n++
+				}
+			}
+			got = append(got, w.send(n, step...)...)
+			got = append(got, "|")
+		}
+		return got
+	}
+	direct := script(pg.SuperDSN("postgres"))
+	if !slices.Contains(direct, "E 42P05") {
+		t.Fatalf("PostgreSQL itself: %q", direct)
+	}
+	for _, mode := range []string{"transaction", "session", "shard map"} {
+		t.Run(mode, func(t *testing.T) {
+			cfg := baseConfig(t, pg)
+			switch mode {
+			case "session":
+				cfg.PoolMode = proxy.PoolSession
+			case "shard map":
+				// Parse messages are held back until Bind.
+				cfg = oneShardMapConfig(t, pg)
+			}
+			p := startProxy(t, cfg)
+			if got := script(p.dsn("")); !slices.Equal(got, direct) {
+				t.Errorf("through the proxy:\n%q\ndirectly:\n%q", got, direct)
+			}
+		})
 	}
 }

@@ -294,6 +294,9 @@ func (s *session) readyForQuery(be *pool.Conn, status byte, failed bool, lastTag
 		}
 		if e.sync.deallocateAll {
 			clear(be.Prepared)
+			if e.sync.drops != nil {
+				s.queue.gone = append(s.queue.gone, *e.sync.drops...)
+			}
 		}
 	}
 	if status == 'I' && prev != 'I' && len(s.tentative) > 0 {
@@ -303,6 +306,9 @@ func (s *session) readyForQuery(be *pool.Conn, status byte, failed bool, lastTag
 			}
 		}
 		s.tentative = s.tentative[:0]
+	}
+	if len(s.queue.gone) > 0 {
+		s.forget.Store(true)
 	}
 	detach := s.queue.syncs == 0 && !s.unsynced && status == 'I' && s.state == stateActive && !s.closing
 	if detach {
