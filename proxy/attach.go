@@ -244,6 +244,11 @@ func (s *session) attachRouted(ctx context.Context, plan router.Plan, q router.Q
 			s.queue.push(entry{kind: entrySync, swallow: true})
 			s.mu.Unlock()
 			s.bout = wire.AppendString(s.bout, 'Q', begin)
+			if !plainBegin(begin) {
+				if err := s.probeBegin(ctx, begin); err != nil {
+					return nil, err
+				}
+			}
 		}
 		return be, nil
 	}
