@@ -19,8 +19,20 @@ import (
 // run shard by shard instead, stopping at the first failure. No backend
 // is attached, so serve owns client output.
 func (s *session) runUtility(ctx context.Context, shards []string, sql string) error {
-	if err := s.flushClient(); err != nil {
+	tag, err := s.utilityOnShards(ctx, shards, sql)
+	if err != nil {
 		return err
+	}
+	s.out = wire.AppendString(s.out, 'C', tag)
+	s.out = wire.AppendReadyForQuery(s.out, 'I')
+	return s.flushClient()
+}
+
+// utilityOnShards runs sql on shards as runUtility says and returns its
+// command tag.
+func (s *session) utilityOnShards(ctx context.Context, shards []string, sql string) (string, error) {
+	if err := s.flushClient(); err != nil {
+		return "", err
 	}
 	sql = strings.Clone(sql)
 	shards = slices.Sorted(slices.Values(shards)) // a fixed order: no deadlock between two of these
@@ -34,11 +46,11 @@ func (s *session) runUtility(ctx context.Context, shards []string, sql string) e
 	for _, shard := range shards {
 		be, err := s.srv.lend(ctx, shard, s.user, s.db)
 		if err != nil {
-			return err
+			return "", err
 		}
 		conns = append(conns, be)
 		if err := s.prepareBackend(ctx, be); err != nil {
-			return err
+			return "", err
 		}
 	}
 	tag, failed, err := s.utilityInTransactions(ctx, shards, conns, sql)
@@ -52,11 +64,24 @@ func (s *session) runUtility(ctx context.Context, shards []string, sql string) e
 		}
 	}
 	if err != nil {
-		return shardError(failed, err)
+		e := shardError(failed, err)
+		if we, ok := e.(*wire.Error); ok && len(shards) > 1 && undefinedObject(we.Code) && we.Hint == "" {
+			we.Hint = "DDL runs on every shard of its tables, or of the map when it names no table of the map; " +
+				"an object that exists on one shard only is changed there with a /* pgshard: shard=NAME */ comment or SET pgshard.shard."
+		}
+		return "", e
 	}
-	s.out = wire.AppendString(s.out, 'C', tag)
-	s.out = wire.AppendReadyForQuery(s.out, 'I')
-	return s.flushClient()
+	return tag, nil
+}
+
+// undefinedObject reports whether SQLSTATE c says an object named by the
+// statement does not exist.
+func undefinedObject(c string) bool {
+	switch c {
+	case "42704", "42P01", "42883", "3F000": // undefined object, table, function, schema
+		return true
+	}
+	return false
 }
 
 // utilityInTransactions runs sql in a transaction on every connection and
