@@ -447,7 +447,7 @@ type scatterNeeded struct{ plan router.Plan }
 func (s *session) runScatter(ctx context.Context, plan router.Plan, sql string) error {
 	switch plan.Kind {
 	case router.KindUtility:
-		return s.runUtility(ctx, plan.Shards, sql)
+		return s.runUtility(ctx, plan, sql)
 	case router.KindCopyIn:
 		return s.runCopyIn(ctx, plan, sql)
 	}

@@ -394,7 +394,7 @@ func (s *session) handleExecute(ctx context.Context, frame []byte) error {
 			return nil
 		}
 		p.done = true
-		tag, err := s.utilityOnShards(ctx, p.plan.Shards, p.sql)
+		tag, err := s.utilityOnShards(ctx, p.plan, p.sql)
 		if err != nil {
 			return err
 		}

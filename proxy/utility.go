@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/pgshard/pgshard/router"
 	"github.com/pgshard/pgshard/router/pool"
 	"github.com/pgshard/pgshard/wire"
 )
@@ -18,8 +19,8 @@ import (
 // not allow in a transaction block (VACUUM, CREATE INDEX CONCURRENTLY, …)
 // run shard by shard instead, stopping at the first failure. No backend
 // is attached, so serve owns client output.
-func (s *session) runUtility(ctx context.Context, shards []string, sql string) error {
-	tag, err := s.utilityOnShards(ctx, shards, sql)
+func (s *session) runUtility(ctx context.Context, plan router.Plan, sql string) error {
+	tag, err := s.utilityOnShards(ctx, plan, sql)
 	if err != nil {
 		return err
 	}
@@ -28,14 +29,21 @@ func (s *session) runUtility(ctx context.Context, shards []string, sql string) e
 	return s.flushClient()
 }
 
-// utilityOnShards runs sql on shards as runUtility says and returns its
+// utilityOnShards runs sql on plan's shards as runUtility says (each
+// shard of plan.PerShardSQL gets its own statement) and returns the
 // command tag.
-func (s *session) utilityOnShards(ctx context.Context, shards []string, sql string) (string, error) {
+func (s *session) utilityOnShards(ctx context.Context, plan router.Plan, sql string) (string, error) {
 	if err := s.flushClient(); err != nil {
 		return "", err
 	}
-	sql = strings.Clone(sql)
-	shards = slices.Sorted(slices.Values(shards)) // a fixed order: no deadlock between two of these
+	shards := slices.Sorted(slices.Values(plan.Shards)) // a fixed order: no deadlock between two of these
+	sqls := make([]string, len(shards))
+	for i, shard := range shards {
+		sqls[i] = strings.Clone(sql)
+		if t, ok := plan.PerShardSQL[shard]; ok {
+			sqls[i] = t
+		}
+	}
 	conns := make([]*pool.Conn, 0, len(shards))
 	defer s.learnLSNs(ctx, shards) // after the connections are back
 	defer func() {
@@ -53,11 +61,11 @@ func (s *session) utilityOnShards(ctx context.Context, shards []string, sql stri
 			return "", err
 		}
 	}
-	tag, failed, err := s.utilityInTransactions(ctx, shards, conns, sql)
+	tag, failed, err := s.utilityInTransactions(ctx, shards, conns, sqls)
 	if code(err) == "25001" { // cannot run inside a transaction block
 		tag, failed, err = "", "", nil
 		for i, be := range conns {
-			if tag, err = be.ExecTag(ctx, sql); err != nil {
+			if tag, err = be.ExecTag(ctx, sqls[i]); err != nil {
 				failed = shards[i]
 				break
 			}
@@ -87,10 +95,10 @@ func undefinedObject(c string) bool {
 // utilityInTransactions runs sql in a transaction on every connection and
 // commits them all, or rolls all back at the first failure. It returns
 // the statement's tag, or the failing shard and its error.
-func (s *session) utilityInTransactions(ctx context.Context, shards []string, conns []*pool.Conn, sql string) (string, string, error) {
+func (s *session) utilityInTransactions(ctx context.Context, shards []string, conns []*pool.Conn, sqls []string) (string, string, error) {
 	var tag string
 	for i, be := range conns {
-		t, err := be.ExecInTx(ctx, "BEGIN;\n"+sql+"\n;")
+		t, err := be.ExecInTx(ctx, "BEGIN;\n"+sqls[i]+"\n;")
 		if err == nil {
 			tag = t
 			continue

@@ -246,7 +246,9 @@ func (b *builder) utility(n *pg.Node) *template {
 	})
 	if len(tables) == 0 {
 		if len(b.st.allShards) > 1 && schemaDDL(n) && !tempObject(n) {
-			return &template{hintable: true, base: Plan{Kind: All, Stmt: StmtOther, Broadcast: true, Shards: b.st.sortedAllShards()}}
+			t := &template{hintable: true, base: Plan{Kind: All, Stmt: StmtOther, Broadcast: true, Shards: b.st.sortedAllShards()}}
+			t.base.PerShardSQL = b.dropWhereExists(n.GetDropStmt(), t.base.Shards)
+			return t
 		}
 		t := b.defaultTemplate(StmtOther)
 		// NOTIFY acts alike on every shard (a listener pins its session

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	pg "github.com/pganalyze/pg_query_go/v6"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
@@ -73,4 +74,34 @@ func isTempSchema(s string) bool {
 // sortedAllShards returns every shard of the map, sorted.
 func (st *state) sortedAllShards() []string {
 	return slices.Sorted(slices.Values(st.allShards))
+}
+
+// dropWhereExists returns, for a DROP of objects that name no table of
+// the map, the statement the shards other than the default shard get: the
+// same DROP with IF EXISTS. An object of a table the map does not know
+// may have been made on the default shard only (CREATE TABLE AS, or
+// before pgshard ran DDL on every shard): the DROP then removes it where
+// it is, and fails as on PostgreSQL when the default shard lacks it.
+func (b *builder) dropWhereExists(d *pg.DropStmt, shards []string) map[string]string {
+	if d == nil || d.MissingOk {
+		return nil
+	}
+	c := proto.Clone(d).(*pg.DropStmt)
+	c.MissingOk = true
+	text, err := pg.Deparse(&pg.ParseResult{Version: b.version, Stmts: []*pg.RawStmt{{Stmt: &pg.Node{Node: &pg.Node_DropStmt{DropStmt: c}}}}})
+	if err != nil {
+		return nil
+	}
+	per := make(map[string]string, len(shards))
+	for _, s := range shards {
+		if s != b.st.defaultShard {
+			per[s] = text
+		}
+	}
+	// The text holds the statement's literals: the template applies to
+	// these only.
+	for i := range b.pinned {
+		b.pinned[i] = true
+	}
+	return per
 }

@@ -84,8 +84,20 @@ func TestUtilityDDL(t *testing.T) {
 			t.Errorf("%s\n got  %s\n want %s", c.sql, s, c.want)
 		}
 	}
+	// A DROP of such objects drops them where they exist: the default
+	// shard as written, the others with IF EXISTS.
+	got, err := p.Route("DROP INDEX users_email_ix, public.ix2 CASCADE", nil, nil, nil)
+	if err != nil || got.PerShardSQL["s1"] != "" || got.PerShardSQL["s2"] != "DROP INDEX IF EXISTS users_email_ix, public.ix2 CASCADE" || len(got.PerShardSQL) != 3 {
+		t.Errorf("DROP INDEX per shard: %q, %v", got.PerShardSQL, err)
+	}
+	if got, _ := p.Route("DROP SEQUENCE IF EXISTS s", nil, nil, nil); got.PerShardSQL != nil {
+		t.Errorf("DROP IF EXISTS per shard: %q", got.PerShardSQL)
+	}
+	if got, _ := p.Route("DROP INDEX users_email_ix", nil, nil, nil); len(got.PerShardSQL) != 3 {
+		t.Errorf("cached DROP INDEX per shard: %q", got.PerShardSQL)
+	}
 	// A hint routes such DDL to one shard (an object that exists there only).
-	got, err := p.Route("/* pgshard: shard=s3 */ DROP INDEX ix", nil, nil, nil)
+	got, err = p.Route("/* pgshard: shard=s3 */ DROP INDEX ix", nil, nil, nil)
 	if err != nil || summary(got) != "default s3 hinted" {
 		t.Errorf("hinted DROP INDEX: %s, %v", summary(got), err)
 	}
