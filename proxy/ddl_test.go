@@ -141,6 +141,26 @@ func TestDDLObjectsOnEveryShard(t *testing.T) {
 		}
 		_ = conn.Close(ctx)
 	}
+	// A migration script in one simple query: all of it on every shard,
+	// or none of it.
+	conn := connect(t, p.dsn("default_query_exec_mode=simple_protocol"))
+	if _, err := conn.Exec(ctx, `CREATE TABLE script_t (a int); CREATE INDEX script_ix ON script_t (a); CREATE SEQUENCE script_seq`); err != nil {
+		t.Fatalf("script: %v", err)
+	}
+	if on(table, "script_t") != both || on(index, "script_ix") != both || on(seq, "script_seq") != both {
+		t.Fatal("the script is not on every shard")
+	}
+	if _, err := direct[1].Exec(ctx, `CREATE SEQUENCE script_seq2`); err != nil {
+		t.Fatal(err)
+	}
+	_, err := conn.Exec(ctx, `DROP INDEX script_ix; CREATE SEQUENCE script_seq2`)
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "42P07" || !strings.Contains(pgErr.Message, "shard s1") {
+		t.Fatalf("failing script: want 42P07 naming shard s1, got %v", err)
+	}
+	if on(index, "script_ix") != both || on(seq, "script_seq2") != [2]bool{false, true} {
+		t.Fatal("the failing script changed a shard")
+	}
 }
 
 // TestDDLExtendedProtocolFrames sends DDL over several shards as raw

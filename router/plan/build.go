@@ -105,6 +105,25 @@ func (b *builder) plan(res *pg.ParseResult) *template {
 	return b.statement(res.Stmts[0].Stmt)
 }
 
+// multiDDL plans a query string of DDL statements that each run on the
+// same several shards (a migration script): the whole string on those
+// shards, all or none. Else nil.
+func (b *builder) multiDDL(res *pg.ParseResult) *template {
+	var first *template
+	for _, s := range res.Stmts {
+		t := b.statement(s.Stmt)
+		if t.base.Kind != All || !t.base.Broadcast || t.base.Stmt != StmtOther || t.classes != nil ||
+			(first != nil && !slices.Equal(t.base.Shards, first.base.Shards)) {
+			return nil
+		}
+		if first == nil {
+			first = t
+		}
+	}
+	return &template{hintable: true, dist: first.dist, base: Plan{Kind: All, Stmt: StmtOther, Broadcast: true,
+		Shards: first.base.Shards, Table: first.base.Table}}
+}
+
 func (b *builder) defaultTemplate(s Stmt) *template {
 	return &template{hintable: true, base: Plan{Kind: Default, Stmt: s, Shards: b.st.shardList(b.st.defaultShard)}}
 }
@@ -116,6 +135,9 @@ func refusedTemplate(s Stmt, msg, hint string) *template {
 // multiStatement plans a query string with several statements: fine when
 // none touches a table of the map, refused otherwise.
 func (b *builder) multiStatement(res *pg.ParseResult) *template {
+	if t := b.multiDDL(res); t != nil {
+		return t
+	}
 	ro, anywhere := true, true
 	for _, s := range res.Stmts {
 		t := b.statement(s.Stmt)

@@ -58,6 +58,14 @@ func TestUtilityDDL(t *testing.T) {
 		{"CREATE INDEX ON plans (name)", "default s2"},
 		{"DROP VIEW settings", "default s1"},
 		{"DROP TABLE users, accounts", "refused"},
+		// A script of such DDL: all of it on every shard.
+		{"CREATE TABLE a (x int); CREATE INDEX a_x ON a (x); DROP SEQUENCE s", every},
+		{"CREATE INDEX ON users (name); ALTER TABLE orders ADD COLUMN z int", "all broadcast"},
+		{"CREATE INDEX ON users (name); CREATE INDEX ON accounts (name)", every}, // the same shards
+		{"CREATE INDEX ON users (name); CREATE INDEX ON plans (name)", "refused"},
+		{"CREATE TABLE a (x int); INSERT INTO a VALUES (1)", "refused"},
+		{"CREATE TABLE a (x int); CREATE INDEX ON users (name)", every},
+		{"CREATE TABLE a (x int); CREATE TEMP TABLE b (y int)", "refused"},
 		// Temporary objects: the session's server.
 		{"CREATE TEMP TABLE tmp (a int)", "default s1"},
 		{"CREATE TEMPORARY VIEW tv AS SELECT 1", "default s1"},
