@@ -250,6 +250,19 @@ func TestDDLExtendedProtocolFrames(t *testing.T) {
 	if e := got[1].(*pgproto3.ErrorResponse); e.Code != "42704" {
 		t.Fatalf("error %+v", e)
 	}
+	// Two DDL statements before one Sync (a JDBC batch).
+	send(&pgproto3.Parse{Query: "CREATE SEQUENCE batch_a"}, &pgproto3.Bind{}, &pgproto3.Execute{},
+		&pgproto3.Parse{Query: "CREATE SEQUENCE batch_b"}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{})
+	expect(&pgproto3.ParseComplete{}, &pgproto3.BindComplete{}, &pgproto3.CommandComplete{},
+		&pgproto3.ParseComplete{}, &pgproto3.BindComplete{}, &pgproto3.CommandComplete{}, &pgproto3.ReadyForQuery{})
+	for _, srv := range c.Shards {
+		d := connect(t, srv.SuperDSN("postgres"))
+		var k int
+		if err := d.QueryRow(ctx, `SELECT count(*) FROM pg_class WHERE relname IN ('batch_a', 'batch_b')`).Scan(&k); err != nil || k != 2 {
+			t.Fatalf("batch sequences on %s: %d %v", srv.Addr(), k, err)
+		}
+		_ = d.Close(ctx)
+	}
 	// A parameter given to DDL is a protocol error, as on PostgreSQL.
 	send(&pgproto3.Parse{Query: "CREATE SEQUENCE raw_seq"}, &pgproto3.Bind{Parameters: [][]byte{[]byte("1")}}, &pgproto3.Execute{}, &pgproto3.Sync{})
 	got = expect(&pgproto3.ParseComplete{}, &pgproto3.ErrorResponse{}, &pgproto3.ReadyForQuery{})
@@ -259,4 +272,40 @@ func TestDDLExtendedProtocolFrames(t *testing.T) {
 	// The session still works.
 	send(&pgproto3.Query{String: "SELECT 1"})
 	expect(&pgproto3.RowDescription{}, &pgproto3.DataRow{}, &pgproto3.CommandComplete{}, &pgproto3.ReadyForQuery{})
+}
+
+// TestDDLTemporaryObjects: temporary objects stay on the session's
+// server connection (which they pin); DDL naming them as pg_temp.name
+// runs there, and DDL that could name an object of every shard is
+// refused in the pinned session rather than run on one shard.
+func TestDDLTemporaryObjects(t *testing.T) {
+	c := integration.NewCluster(t, integration.Shards(2))
+	p := startProxy(t, kvMapConfig(t, c))
+	ctx := ctxT(t)
+	createKV(t, ctx, c.Shards)
+	conn := connect(t, p.dsn("default_query_exec_mode=simple_protocol"))
+	for _, sql := range []string{
+		`CREATE TEMP TABLE tmp (a int)`,
+		`CREATE INDEX tmp_a ON pg_temp.tmp (a)`,
+		`INSERT INTO tmp VALUES (1)`,
+	} {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	_, err := conn.Exec(ctx, `DROP TABLE tmp`)
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "0A000" || !strings.Contains(pgErr.Hint, "pg_temp") {
+		t.Fatalf("unqualified DROP in a pinned session: want 0A000 with a hint, got %v", err)
+	}
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM tmp`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("tmp after the refusal: %d %v", n, err)
+	}
+	if _, err := conn.Exec(ctx, `DROP TABLE pg_temp.tmp`); err != nil {
+		t.Fatalf("DROP TABLE pg_temp.tmp: %v", err)
+	}
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_class WHERE relname = 'tmp'`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("tmp still there: %d %v", n, err)
+	}
 }
