@@ -520,7 +520,7 @@ func (s *session) handleDescribe(ctx context.Context, frame []byte) error {
 	}
 	if body[0] != 'S' {
 		if p := s.scatterPortalFor(cstring(body[1:])); p != nil {
-			if p.txSQL != "" {
+			if p.txSQL != "" || p.plan.Kind == router.KindUtility {
 				s.out = append(s.out, 'n', 0, 0, 0, 4) // NoData
 				return nil
 			}

@@ -105,7 +105,8 @@ func TestViewOverShardedTable(t *testing.T) {
 		{sql: "CREATE VIEW v AS SELECT id, name FROM users", want: "refused err=view public.v over sharded table public.users would hold each shard's own rows"},
 		{sql: "CREATE OR REPLACE VIEW v AS SELECT u.id FROM users u JOIN orders o ON o.user_id = u.id", want: "refused"},
 		{sql: "CREATE VIEW v AS SELECT 1 AS x WHERE EXISTS (SELECT 1 FROM orders)", want: "refused"},
-		{sql: "CREATE VIEW v AS SELECT 1 AS x", want: "default"},
+		{sql: "CREATE VIEW v AS SELECT 1 AS x", want: "all broadcast"},
+		{sql: "CREATE VIEW v AS SELECT * FROM settings", want: "default s1"},
 	} {
 		check(t, p, c)
 	}

@@ -1049,6 +1049,68 @@ SELECT id, name FROM ctas_one;
 -- write
 DROP TABLE ctas_one;
 
+-- DDL that names no table of the map runs on every shard: an object
+-- created, dropped and created again must be absent (then present) on
+-- every shard, or the second CREATE fails on one.
+
+-- write
+-- steps
+CREATE INDEX corpus_name_ix ON users (name);
+ALTER INDEX corpus_name_ix RENAME TO corpus_name_ix2;
+DROP INDEX corpus_name_ix2;
+CREATE INDEX corpus_name_ix2 ON users (name);
+DROP INDEX corpus_name_ix2;
+
+-- write
+-- steps
+CREATE SEQUENCE corpus_seq;
+ALTER SEQUENCE corpus_seq RESTART WITH 10;
+DROP SEQUENCE corpus_seq;
+CREATE SEQUENCE corpus_seq;
+DROP SEQUENCE corpus_seq;
+
+-- write
+-- steps
+CREATE FUNCTION corpus_f(bigint) RETURNS bigint LANGUAGE sql IMMUTABLE AS 'SELECT $1 + 1';
+SELECT sum(corpus_f(id)) FROM users;
+
+-- write
+-- steps
+DROP FUNCTION corpus_f(bigint);
+CREATE FUNCTION corpus_f(bigint) RETURNS bigint LANGUAGE sql IMMUTABLE AS 'SELECT $1 + 2';
+SELECT sum(corpus_f(id)) FROM users;
+
+-- write
+DROP FUNCTION corpus_f(bigint);
+
+-- write
+-- steps
+CREATE TYPE corpus_mood AS ENUM ('sad', 'ok');
+SELECT count(*) FROM users WHERE 'ok'::corpus_mood > 'sad';
+
+-- write
+-- steps
+DROP TYPE corpus_mood;
+CREATE TYPE corpus_mood AS ENUM ('sad', 'ok');
+DROP TYPE corpus_mood;
+
+-- write
+-- steps
+CREATE TABLE corpus_plain (a int);
+DROP TABLE corpus_plain;
+CREATE TABLE corpus_plain (a int);
+DROP TABLE corpus_plain;
+
+-- write
+-- steps
+CREATE VIEW corpus_view AS SELECT 1 AS one;
+DROP VIEW corpus_view;
+CREATE VIEW corpus_view AS SELECT 2 AS two;
+DROP VIEW corpus_view;
+
+-- write
+DROP INDEX corpus_no_such_ix;
+
 -- refused 0A000 DO cannot be routed
 DO $$ BEGIN UPDATE users SET name = name WHERE id = 9000; END $$;
 
