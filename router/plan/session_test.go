@@ -98,7 +98,8 @@ tables:
 
 // TestViewOverShardedTable: a view over a sharded table would hold each
 // shard's rows on each shard, and reads of it would go to one shard:
-// refused. A view over no sharded table is DDL like any other.
+// refused. A view over no sharded table is DDL like any other (every
+// shard).
 func TestViewOverShardedTable(t *testing.T) {
 	p := New(testMap(t), Options{})
 	for _, c := range []routeCase{
