@@ -93,7 +93,7 @@ func (s *session) handleParse(ctx context.Context, frame []byte) error {
 	if len(sql) >= len(rest) {
 		return malformed("Parse")
 	}
-	be := s.claim()
+	be := s.claimRequest()
 	if be == nil && s.srv.runtime().deferParse {
 		// The shard is known only at Bind (parameters): hold the Parse.
 		s.pending = append(s.pending, bytes.Clone(frame))
@@ -318,7 +318,7 @@ func (s *session) stmtParse(name string) []byte {
 func (s *session) sendPending(ctx context.Context, typ byte, frame []byte) error {
 	pending := s.pending
 	s.pending = nil
-	if s.claim() == nil {
+	if s.claimRequest() == nil {
 		q := router.Query{}
 		if typ == 'B' {
 			body := frame[wire.HeaderLen:]
@@ -518,7 +518,7 @@ func (s *session) handleDescribe(ctx context.Context, frame []byte) error {
 		return s.forwardAny(ctx, frame)
 	}
 	name := cstring(body[1:])
-	be := s.claim()
+	be := s.claimRequest()
 	if be == nil && s.srv.runtime().deferParse {
 		// Held with the Parse: a Bind may follow and name the shard.
 		s.pending = append(s.pending, bytes.Clone(frame))

@@ -1,0 +1,142 @@
+package proxy_test
+
+import (
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgshard/pgshard/proxy"
+)
+
+// pipeStep is one request of a pipeline: an unnamed statement run with
+// its parameters, then Sync.
+type pipeStep struct {
+	sql     string
+	params  []string
+	maxRows uint32
+}
+
+// sendPipeline sends every step (Parse, Bind, Describe portal, Execute,
+// Sync) in one write.
+func sendPipeline(t *testing.T, fe *pgproto3.Frontend, steps []pipeStep) {
+	t.Helper()
+	for _, st := range steps {
+		var params [][]byte
+		for _, p := range st.params {
+			params = append(params, []byte(p))
+		}
+		fe.SendParse(&pgproto3.Parse{Query: st.sql})
+		fe.SendBind(&pgproto3.Bind{Parameters: params})
+		fe.SendDescribe(&pgproto3.Describe{ObjectType: 'P'})
+		fe.SendExecute(&pgproto3.Execute{MaxRows: st.maxRows})
+		fe.SendSync(&pgproto3.Sync{})
+	}
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// pipeAnswer is what one request got: its CommandComplete tag, its rows'
+// first column, and its error's SQLSTATE and message.
+type pipeAnswer struct {
+	tag, code, msg string
+	rows           []string
+}
+
+// readPipeline reads n requests' answers, in order, up to each one's
+// ReadyForQuery.
+func readPipeline(t *testing.T, fe *pgproto3.Frontend, n int) []pipeAnswer {
+	t.Helper()
+	out := make([]pipeAnswer, n)
+	for i := 0; i < n; {
+		m, err := fe.Receive()
+		if err != nil {
+			t.Fatalf("answer %d: %v", i, err)
+		}
+		switch m := m.(type) {
+		case *pgproto3.CommandComplete:
+			out[i].tag = string(m.CommandTag)
+		case *pgproto3.DataRow:
+			out[i].rows = append(out[i].rows, string(m.Values[0]))
+		case *pgproto3.ErrorResponse:
+			out[i].code, out[i].msg = m.Code, m.Message
+		case *pgproto3.ReadyForQuery:
+			if m.TxStatus != 'I' {
+				t.Fatalf("answer %d: transaction status %c", i, m.TxStatus)
+			}
+			i++
+		}
+	}
+	return out
+}
+
+// onePerShard gives each shard's pool a single server connection: the
+// previous request's connection cannot be borrowed twice.
+func onePerShard(cfg *proxy.Config) { cfg.Pool.Size = 1 }
+
+// TestPipelineRequestsRoutedOnTheirOwn: requests separated by Sync are
+// independent, whatever the previous request's server connection still
+// owes: a pipeline of autocommit statements alternating between shards
+// runs each on its shard, answered in request order, with no refusal.
+func TestPipelineRequestsRoutedOnTheirOwn(t *testing.T) {
+	p, direct, _ := kvShardsTr(t, onePerShard)
+	conn, fe := trustedSession(t, p.addr)
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
+
+	// A write on s0, a write on s1, a read on s0 of the first write.
+	ins := `INSERT INTO kv (k, v) VALUES ($1, $2)`
+	sendPipeline(t, fe, []pipeStep{
+		{sql: ins, params: []string{"5", "a"}},
+		{sql: ins, params: []string{"150", "b"}},
+		{sql: `SELECT v FROM kv WHERE k = $1`, params: []string{"5"}},
+		{sql: `SELECT v FROM kv WHERE k = $1`, params: []string{"150"}},
+	})
+	got := readPipeline(t, fe, 4)
+	for i, a := range got[:2] {
+		if a.code != "" || a.tag != "INSERT 0 1" {
+			t.Fatalf("request %d: tag %q error %s %s", i, a.tag, a.code, a.msg)
+		}
+	}
+	for i, want := range []string{"a", "b"} {
+		a := got[2+i]
+		if a.code != "" || a.tag != "SELECT 1" || len(a.rows) != 1 || a.rows[0] != want {
+			t.Fatalf("read %d: %+v", i, a)
+		}
+	}
+	if !rowOn(t, direct[0], 5) || rowOn(t, direct[1], 5) || !rowOn(t, direct[1], 150) || rowOn(t, direct[0], 150) {
+		t.Fatal("rows are not on their shards")
+	}
+
+	// 200 autocommit INSERTs alternating between the shards, each with
+	// its own Sync, in one pipeline: zero refusals.
+	const n = 200
+	steps := make([]pipeStep, n)
+	for i := range steps {
+		k := 1000 + i // s1
+		if i%2 == 0 {
+			k = -1 - i // s0
+		}
+		steps[i] = pipeStep{sql: ins, params: []string{strconv.Itoa(k), fmt.Sprint(i)}}
+	}
+	sendPipeline(t, fe, steps)
+	for i, a := range readPipeline(t, fe, n) {
+		if a.code != "" || a.tag != "INSERT 0 1" {
+			t.Fatalf("request %d: tag %q error %s %s", i, a.tag, a.code, a.msg)
+		}
+	}
+	for i, want := range []int{n / 2, n / 2} {
+		var c int
+		q := `SELECT count(*) FROM kv WHERE k < 0`
+		if i == 1 {
+			q = `SELECT count(*) FROM kv WHERE k >= 1000`
+		}
+		if err := direct[i].QueryRow(ctxT(t), q).Scan(&c); err != nil || c != want {
+			t.Fatalf("s%d: %d rows (%v), want %d", i, c, err, want)
+		}
+	}
+}
+
