@@ -140,3 +140,44 @@ func TestPipelineRequestsRoutedOnTheirOwn(t *testing.T) {
 	}
 }
 
+// TestRowLimitOnWritesOverShards: pgjdbc executes updates with a row
+// limit of 1. A statement over several shards that returns no rows (a
+// split INSERT or a broadcast UPDATE without RETURNING) runs whole, as on
+// PostgreSQL, where the limit has no effect on it; a read over several
+// shards with fewer rows than the limit is answered whole; a RETURNING
+// write, whose rows would have to come in parts, is still refused before
+// it runs.
+func TestRowLimitOnWritesOverShards(t *testing.T) {
+	p, direct, _ := kvShardsTr(t, func(cfg *proxy.Config) { cfg.BroadcastWrites = "allow" })
+	conn, fe := trustedSession(t, p.addr)
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+
+	sendPipeline(t, fe, []pipeStep{
+		{sql: `INSERT INTO kv (k, v) VALUES ($1, 'a'), ($2, 'b')`, params: []string{"7", "170"}, maxRows: 1},
+		{sql: `UPDATE kv SET v = v || '!'`, maxRows: 1},
+		{sql: `SELECT count(*) FROM kv`, maxRows: 2},
+		{sql: `SELECT v FROM kv ORDER BY k`, maxRows: 3},
+		{sql: `INSERT INTO kv (k, v) VALUES ($1, 'c'), ($2, 'd') RETURNING k`, params: []string{"8", "180"}, maxRows: 1},
+		{sql: `SELECT v FROM kv ORDER BY k`, maxRows: 2},
+	})
+	got := readPipeline(t, fe, 6)
+	for i, want := range []pipeAnswer{
+		{tag: "INSERT 0 2"},
+		{tag: "UPDATE 2"},
+		{tag: "SELECT 1", rows: []string{"2"}},
+		{tag: "SELECT 2", rows: []string{"a!", "b!"}},
+	} {
+		if a := got[i]; a.code != "" || a.tag != want.tag || fmt.Sprint(a.rows) != fmt.Sprint(want.rows) {
+			t.Fatalf("request %d: %+v, want %+v", i, a, want)
+		}
+	}
+	for i, a := range got[4:] {
+		if a.code != "0A000" {
+			t.Fatalf("request %d with rows over the limit: %+v, want 0A000", 4+i, a)
+		}
+	}
+	if !rowOn(t, direct[0], 7) || !rowOn(t, direct[1], 170) || rowOn(t, direct[0], 8) || rowOn(t, direct[1], 180) {
+		t.Fatal("rows are not where they belong")
+	}
+}
