@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/proxy"
 )
 
@@ -179,5 +180,77 @@ func TestRowLimitOnWritesOverShards(t *testing.T) {
 	}
 	if !rowOn(t, direct[0], 7) || !rowOn(t, direct[1], 170) || rowOn(t, direct[0], 8) || rowOn(t, direct[1], 180) {
 		t.Fatal("rows are not where they belong")
+	}
+}
+
+// TestPipelineRequestsWithReadYourWrites: with replicas and
+// read-your-writes, each write's hidden WAL position query is still in
+// flight on its shard's connection when the next request, for the other
+// shard, arrives: it is routed on its own all the same, and every read
+// sees the writes before it.
+func TestPipelineRequestsWithReadYourWrites(t *testing.T) {
+	c := integration.NewCluster(t, integration.Shards(2), integration.Replicas(1))
+	ctx := ctxT(t)
+	for _, srv := range c.Shards {
+		if err := srv.Exec(ctx, `CREATE TABLE kv (k bigint PRIMARY KEY, v text)`); err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.WaitReplayed(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := mapConfig(t, c.Shards[0], fmt.Sprintf(`epoch: 1
+shards:
+  - {name: s0, primary: %q, replicas: [%q]}
+  - {name: s1, primary: %q, replicas: [%q]}
+distributions:
+  - {name: kv, key_type: bigint, strategy: range, default_shard: s0, intervals: [{lo: -inf, hi: 100, shard: s0}, {lo: 100, hi: +inf, shard: s1}]}
+tables:
+  - {name: public.kv, distribution: kv, key: k}
+`, c.Shards[0].Addr(), c.Shards[0].Replicas[0].Addr(), c.Shards[1].Addr(), c.Shards[1].Replicas[0].Addr()))
+	cfg.Users = append(cfg.Users, proxy.UserConfig{Name: "tr", Auth: "trust"})
+	cfg.HealthInterval = proxy.Duration(20 * time.Millisecond)
+	cfg.Pool.Size = 1
+	p := startProxy(t, cfg)
+	waitFor(t, func() bool {
+		n := 0
+		for _, st := range p.srv.Health() {
+			if st.Role == "replica" && st.Up && st.InRecovery && st.LagKnown {
+				n++
+			}
+		}
+		return n == 2
+	})
+	conn, fe := trustedSession(t, p.addr)
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
+	// Write on one shard, read the other shard's latest write, alternating.
+	const n = 60
+	key := func(i int) int {
+		if i%2 == 0 {
+			return 1 + i/2 // s0
+		}
+		return 1000 + i // s1
+	}
+	var steps []pipeStep
+	for i := 0; i < n; i++ {
+		steps = append(steps, pipeStep{sql: `INSERT INTO kv (k, v) VALUES ($1, $2)`, params: []string{strconv.Itoa(key(i)), fmt.Sprint(i)}})
+		if i > 0 {
+			steps = append(steps, pipeStep{sql: `SELECT v FROM kv WHERE k = $1`, params: []string{strconv.Itoa(key(i - 1))}})
+		}
+	}
+	sendPipeline(t, fe, steps)
+	got := readPipeline(t, fe, len(steps))
+	for j, a := range got {
+		// Requests: INSERT 0, then INSERT i and a read of write i-1.
+		read := j > 0 && j%2 == 0
+		switch {
+		case a.code != "":
+			t.Fatalf("request %d: error %s %s", j, a.code, a.msg)
+		case !read && a.tag != "INSERT 0 1":
+			t.Fatalf("request %d: tag %q", j, a.tag)
+		case read && (len(a.rows) != 1 || a.rows[0] != fmt.Sprint(j/2-1)):
+			t.Fatalf("request %d: read of the write before it: %v", j, a.rows)
+		}
 	}
 }
