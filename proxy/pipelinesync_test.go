@@ -112,6 +112,21 @@ func TestPipelineRequestsRoutedOnTheirOwn(t *testing.T) {
 		t.Fatal("rows are not on their shards")
 	}
 
+	// A request for another shard whose Parse fails gets the server's
+	// error, in order, and the next request runs.
+	sendPipeline(t, fe, []pipeStep{
+		{sql: ins, params: []string{"6", "c"}},
+		{sql: `SELECT nosuchcol FROM kv WHERE k = $1`, params: []string{"160"}},
+		{sql: ins, params: []string{"160", "d"}},
+	})
+	got = readPipeline(t, fe, 3)
+	if got[0].tag != "INSERT 0 1" || got[1].code != "42703" || got[2].tag != "INSERT 0 1" || got[0].code+got[2].code != "" {
+		t.Fatalf("answers %+v", got)
+	}
+	if !rowOn(t, direct[0], 6) || !rowOn(t, direct[1], 160) {
+		t.Fatal("rows 6 and 160 are not on their shards")
+	}
+
 	// 200 autocommit INSERTs alternating between the shards, each with
 	// its own Sync, in one pipeline: zero refusals.
 	const n = 200

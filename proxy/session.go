@@ -331,14 +331,15 @@ func (s *session) claim() *pool.Conn {
 // still owes the answers of earlier requests — the client has sent a
 // Sync since its last message there, outside a pinned session. Requests
 // separated by Sync are independent, so the new one is routed on its own
-// (attach): to that backend when it is of the same shard; otherwise
-// attach waits until the backend has answered everything and gone back
-// to the pool, and only then sends the new request to its shard. Waiting
-// costs a round trip only in a pipeline that changes shards, and keeps
-// the answers in request order without holding back a second backend's
-// replies. Inside a transaction attach still keeps every statement on
-// the transaction's shard (it learns the transaction status from the
-// answers it waits for).
+// (attach; with a map its Parse is held until the Bind, see sendPending):
+// to that backend when it is of the same shard; otherwise the session
+// waits until the backend has answered everything and gone back to the
+// pool, and only then sends the new request to its shard. Waiting costs a
+// round trip only in a pipeline that changes shards, and keeps the
+// answers in request order without a second backend whose replies would
+// have to be held back. Inside a transaction attach still keeps every
+// statement on the transaction's shard (it learns the transaction status
+// from the answers it waits for).
 func (s *session) claimRequest() *pool.Conn {
 	s.mu.Lock()
 	be := s.be
