@@ -4,7 +4,7 @@ export PATH := $(shell $(GO) env GOROOT)/bin:$(shell $(GO) env GOPATH)/bin:$(PAT
 STATICCHECK_VERSION ?= v0.8.2
 BIN       := bin/pgshard
 
-.PHONY: bench-failover build compose-test test unit integration lint vet staticcheck fmt-check bench bench-sharded demo fuzz clean proto
+.PHONY: bench-failover build compose-test test unit integration lint vet staticcheck fmt-check bench bench-sharded demo fuzz difffuzz clean proto
 
 build:
 	$(GO) build -o $(BIN) ./cmd/pgshard
@@ -27,7 +27,13 @@ staticcheck:
 	@command -v staticcheck >/dev/null 2>&1 || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	staticcheck ./...
 
-# Short fuzzing session for every fuzz target (seed corpora run in `make test`).
+# Short fuzzing session for every fuzz target (seed corpora run in `make test`),
+# then the differential fuzzer's long run: DIFFFUZZ_STATEMENTS generated
+# SELECTs from seed DIFFFUZZ_SEED on, each through pgshard over 4 shards
+# (range and hash maps) and on a plain server (`make test` runs it for a minute
+# over 2 and 4 shards).
+DIFFFUZZ_STATEMENTS ?= 100000
+DIFFFUZZ_SEED ?= 1
 fuzz:
 	$(GO) test ./wire/ -run '^$$' -fuzz FuzzReadStartup -fuzztime 30s
 	$(GO) test ./wire/ -run '^$$' -fuzz FuzzFrameReader -fuzztime 30s
@@ -37,6 +43,13 @@ fuzz:
 	$(GO) test ./router/copysplit/ -run '^$$' -fuzz FuzzSplit -fuzztime 30s
 	$(GO) test ./router/merge/ -run '^$$' -fuzz FuzzDecodeValue -fuzztime 30s
 	$(GO) test ./shardmap/ -run '^$$' -fuzz FuzzParseYAML -fuzztime 30s
+	$(MAKE) difffuzz
+
+# The differential fuzzer alone (see above); its report ends with the
+# refusals by reason.
+difffuzz:
+	PGSHARD_DIFFFUZZ_STATEMENTS=$(DIFFFUZZ_STATEMENTS) PGSHARD_DIFFFUZZ_SEED=$(DIFFFUZZ_SEED) PGSHARD_DIFFFUZZ_SHARDS=4 \
+		$(GO) test ./integration/difffuzz/ -run '^TestDiffFuzz$$' -count=1 -v -timeout 3h
 
 # pgbench through pgshard vs direct vs PgBouncer; writes docs/benchmarks.md.
 bench: build

@@ -48,12 +48,12 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 	for err == nil && plan.Kind >= router.KindScatter {
 		s.mu.Lock()
 		switch {
-		case s.be == nil && s.pendingBegin == "" && (s.curType == 'Q' || s.curType == 'B' && plan.Kind == router.KindScatter):
+		case s.be == nil && s.pendingBegin == "" && (s.curType == 'Q' || s.curType == 'B' && (plan.Kind == router.KindScatter || plan.Kind == router.KindUtility)):
 			s.mu.Unlock()
 			return nil, &scatterNeeded{plan: plan}
 		case s.be == nil && s.pendingBegin == "":
 			err = &router.RefusedError{Code: wire.SQLStateFeatureNotSupported,
-				Message: "this statement over several shards runs only through the simple query protocol (COPY and DDL on sharded tables)",
+				Message: "this statement over several shards runs only through the simple query protocol (COPY over several shards)",
 				Hint:    "Send it as a simple query, or add a condition on the sharding key."}
 		case s.be != nil && !s.unsynced && s.state != statePinned && s.queue.syncs > 0:
 			// Earlier pipelined statements still run: wait, then look again.
@@ -63,6 +63,10 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 				return nil, werr
 			}
 			continue
+		case plan.Kind == router.KindUtility:
+			err = &router.RefusedError{Code: wire.SQLStateFeatureNotSupported,
+				Message: "DDL refused: it runs on every shard (of its tables, or of the map when it names no table of the map), which it cannot inside a transaction, a pipeline or a pinned session",
+				Hint:    "Run it outside the transaction; name a temporary object as pg_temp.name; or route it to one shard with a /* pgshard: shard=NAME */ comment."}
 		default:
 			err = &router.RefusedError{Code: wire.SQLStateFeatureNotSupported,
 				Message: "cross-shard statement refused: a statement over several shards cannot run inside a transaction, a pipeline or a pinned session",
@@ -244,6 +248,11 @@ func (s *session) attachRouted(ctx context.Context, plan router.Plan, q router.Q
 			s.queue.push(entry{kind: entrySync, swallow: true})
 			s.mu.Unlock()
 			s.bout = wire.AppendString(s.bout, 'Q', begin)
+			if !plainBegin(begin) {
+				if err := s.probeBegin(ctx, begin); err != nil {
+					return nil, err
+				}
+			}
 		}
 		return be, nil
 	}
@@ -443,7 +452,7 @@ type scatterNeeded struct{ plan router.Plan }
 func (s *session) runScatter(ctx context.Context, plan router.Plan, sql string) error {
 	switch plan.Kind {
 	case router.KindUtility:
-		return s.runUtility(ctx, plan.Shards, sql)
+		return s.runUtility(ctx, plan, sql)
 	case router.KindCopyIn:
 		return s.runCopyIn(ctx, plan, sql)
 	}

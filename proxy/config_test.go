@@ -68,13 +68,6 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 	}
 }
 
-// TestDeployConfigLoads keeps the Docker example valid.
-func TestDeployConfigLoads(t *testing.T) {
-	if _, err := proxy.LoadConfig("../docs/deploy/pgshard.yaml"); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestConfigShardsFromMap: a configuration that follows meta needs no
 // shards (one that does not, does); with a shard map the shards' servers
 // are the map's primaries, and a configured shard only keeps its database.

@@ -132,6 +132,13 @@ func (s *session) describeOnly(ctx context.Context, pending [][]byte, sync []byt
 		}
 		tried = append(tried, be.Addr)
 		lost = t.err
+		// The held-back Parse messages are sent again: their names are
+		// not in use (they were new when they came).
+		for _, f := range pending {
+			if f[0] == 'P' {
+				delete(s.stmts.named, cstring(f[wire.HeaderLen:]))
+			}
+		}
 		slog.Debug("describe sent to another server", "server", be.Addr, "user", s.user.cfg.Name, "err", lost)
 	}
 }

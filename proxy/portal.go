@@ -313,6 +313,16 @@ func (s *session) bindScatter(ctx context.Context, portal, name string, plan rou
 	if err != nil {
 		return malformed("Bind")
 	}
+	if plan.Kind == router.KindUtility {
+		// DDL over several shards: run at Execute, all or none.
+		if n := bindParamCount(params); n > 0 {
+			return &wire.Error{Code: wire.SQLStateProtocolViolation,
+				Message: fmt.Sprintf("bind message supplies %d parameters, but a utility statement takes none", n)}
+		}
+		s.portal = &scatterPortal{name: portal, plan: plan, sql: strings.Clone(s.stmtSQL(name))}
+		s.out = append(s.out, '2', 0, 0, 0, 4)
+		return nil
+	}
 	shardFormats, err := shardResultFormats(plan.Merge, formats)
 	if err != nil {
 		return err
@@ -378,6 +388,19 @@ func (s *session) handleExecute(ctx context.Context, frame []byte) error {
 		} else {
 			s.out = append(s.out, 'I', 0, 0, 0, 4) // EmptyQueryResponse
 		}
+		return nil
+	}
+	if p.plan.Kind == router.KindUtility {
+		if p.done {
+			s.out = append(s.out, 'I', 0, 0, 0, 4) // EmptyQueryResponse
+			return nil
+		}
+		p.done = true
+		tag, err := s.utilityOnShards(ctx, p.plan, p.sql)
+		if err != nil {
+			return err
+		}
+		s.out = wire.AppendString(s.out, 'C', tag)
 		return nil
 	}
 	if p.done {

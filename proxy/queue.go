@@ -22,8 +22,11 @@ type entry struct {
 	kind    entryKind
 	swallow bool   // the proxy injected the request: hide the response
 	name    string // entryParse: statement name added to the backend's set
-	sync    syncEntry
-	sent    time.Time // entrySync: for the latency histogram
+	// stmt is, for the client's own Parse of a named statement, that
+	// statement: forgotten when the Parse does not complete.
+	stmt *stmt
+	sync syncEntry
+	sent time.Time // entrySync: for the latency histogram
 }
 
 // syncEntry carries what to do when a sync point completes without error.
@@ -46,6 +49,9 @@ type syncEntry struct {
 	// (dropCopySyncs).
 	clientSync bool
 	copyEnds   uint32
+	// drops are the client's named statements when it sent DEALLOCATE
+	// ALL or DISCARD ALL (deallocateAll): forgotten when it completes.
+	drops *[]*stmt
 }
 
 // respQueue is a FIFO of entries. It is owned by a session and guarded by
@@ -54,6 +60,10 @@ type respQueue struct {
 	items []entry
 	head  int
 	syncs int // number of sync entries queued
+	// gone are client statements the server does not have (their Parse
+	// failed or was skipped, or they were deallocated), for serve to
+	// forget (session.forgetStatements); reset leaves them.
+	gone []*stmt
 }
 
 func (q *respQueue) reset() {
@@ -156,6 +166,9 @@ func (q *respQueue) popSync() (entry, []string) {
 		}
 		if e.kind == entryParse && e.name != "" {
 			failed = append(failed, e.name)
+		}
+		if e.stmt != nil {
+			q.gone = append(q.gone, e.stmt)
 		}
 	}
 	q.compact()

@@ -167,3 +167,23 @@ func TestRespQueueSyncCounter(t *testing.T) {
 		}
 	}
 }
+
+// TestRespQueueGoneStatements: the client statements of Parse entries that
+// never completed are kept for serve to forget, across a reset; those
+// that completed are not.
+func TestRespQueueGoneStatements(t *testing.T) {
+	var q respQueue
+	ok, bad := &stmt{name: "ok"}, &stmt{name: "bad"}
+	q.push(entry{kind: entryParse, name: "g1", stmt: ok})
+	q.push(entry{kind: entryParse, name: "g2", stmt: bad})
+	q.push(entry{kind: entryParse, name: "g3", swallow: true}) // injected: not the client's Parse
+	q.push(entry{kind: entrySync})
+	if _, done := q.popResponse(); !done {
+		t.Fatal("no entry for the first ParseComplete")
+	}
+	q.popSync()
+	q.reset()
+	if len(q.gone) != 1 || q.gone[0] != bad {
+		t.Fatalf("gone = %+v, want only the failed statement", q.gone)
+	}
+}

@@ -217,13 +217,18 @@ func (s *session) learnLSNs(ctx context.Context, shards []string) {
 }
 
 // readOnlyBegin reports whether the BEGIN or START TRANSACTION statement
-// sql starts a READ ONLY transaction.
+// sql starts a READ ONLY transaction that a replica can run: a
+// SERIALIZABLE one cannot (a hot standby refuses "serializable mode"), so
+// it stays on the primary.
 func readOnlyBegin(sql string) bool {
 	words := strings.Fields(strings.ToLower(strings.NewReplacer(",", " ", ";", " ").Replace(sql)))
 	ro := false
 	for i := 0; i+1 < len(words); i++ {
-		if words[i] == "read" {
+		switch {
+		case words[i] == "read":
 			ro = words[i+1] == "only"
+		case words[i] == "level" && words[i+1] == "serializable":
+			return false
 		}
 	}
 	return ro

@@ -170,6 +170,17 @@ func TestReadSplitting(t *testing.T) {
 			t.Errorf("%s: statements ran on %d and %d, want one replica of %v", begin, p1, p2, rs.replicas)
 		}
 	}
+	// A SERIALIZABLE one stays on the primary: a hot standby refuses
+	// serializable mode.
+	if _, err := simple.Exec(ctx, "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY"); err != nil {
+		t.Fatal(err)
+	}
+	if p := runPort(t, simple, "SELECT inet_server_port() FROM kv WHERE k = 1"); p != rs.primary {
+		t.Errorf("a SERIALIZABLE READ ONLY transaction read on %d, want the primary %d", p, rs.primary)
+	}
+	if _, err := simple.Exec(ctx, "COMMIT"); err != nil {
+		t.Fatal(err)
+	}
 
 	// In a READ ONLY transaction every statement stays on its replica,
 	// also one calling a user-defined function in the same pipeline.

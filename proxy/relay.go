@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"log/slog"
 	"strings"
@@ -136,6 +137,15 @@ func (s *session) swallowFrame(be *pool.Conn, typ byte, frame []byte) bool {
 	case 'E':
 		r.segFailed = true
 		s.srv.metrics.errorCode(wire.ErrorCode(frame))
+		if s.probingBegin.Load() {
+			// serve answers the client's statement with it (probeBegin).
+			s.mu.Lock()
+			if s.beginErr == nil {
+				s.beginErr = bytes.Clone(frame)
+			}
+			s.mu.Unlock()
+			return false
+		}
 		r.out = append(r.out, frame...)
 	case 'Z':
 		r.swallow--
@@ -284,6 +294,9 @@ func (s *session) readyForQuery(be *pool.Conn, status byte, failed bool, lastTag
 		}
 		if e.sync.deallocateAll {
 			clear(be.Prepared)
+			if e.sync.drops != nil {
+				s.queue.gone = append(s.queue.gone, *e.sync.drops...)
+			}
 		}
 	}
 	if status == 'I' && prev != 'I' && len(s.tentative) > 0 {
@@ -293,6 +306,9 @@ func (s *session) readyForQuery(be *pool.Conn, status byte, failed bool, lastTag
 			}
 		}
 		s.tentative = s.tentative[:0]
+	}
+	if len(s.queue.gone) > 0 {
+		s.forget.Store(true)
 	}
 	detach := s.queue.syncs == 0 && !s.unsynced && status == 'I' && s.state == stateActive && !s.closing
 	if detach {

@@ -112,7 +112,13 @@ type session struct {
 	// the shard of the transaction's first statement ("" when none).
 	pendingBegin string
 	beginFailed  bool // that transaction failed before reaching a shard
-	lastFailed   bool // the last sync point answered had an error
+	// beginErr is the server's ErrorResponse to a deferred BEGIN sent
+	// alone (probeBegin), while probingBegin is set.
+	beginErr     []byte
+	probingBegin atomic.Bool
+	// forget says queue.gone has statements for serve to forget.
+	forget     atomic.Bool
+	lastFailed bool // the last sync point answered had an error
 	// outsideTx marks an attachment made while a deferred BEGIN waits
 	// (to describe statements): its ReadyForQuery must show the client's
 	// transaction status, and statements must not run on it.
@@ -220,6 +226,7 @@ func (s *session) handle(ctx context.Context, typ byte, frame []byte) error {
 			return err
 		}
 	}
+	s.forgetStatements()
 	if len(s.pending) > 0 && typ != 'P' && !(typ == 'D' && len(frame) > wire.HeaderLen && frame[wire.HeaderLen] == 'S') {
 		if err := s.sendPending(ctx, typ, frame); err != nil {
 			return err
@@ -454,6 +461,10 @@ func (s *session) handleQuery(ctx context.Context, frame []byte) error {
 		e, err = s.sessionEffect(info, sql)
 		if err != nil {
 			return err
+		}
+		if e.deallocateAll {
+			all := s.stmts.all()
+			e.drops = &all
 		}
 	}
 	be.UnnamedGen++ // a simple query replaces the unnamed statement

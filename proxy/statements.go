@@ -25,6 +25,7 @@ import (
 
 // stmt is one client statement.
 type stmt struct {
+	name   string // the client's name
 	global string // name on backends
 	sql    string
 	parse  []byte // Parse frame under the global name
@@ -93,6 +94,11 @@ func (s *session) handleParse(ctx context.Context, frame []byte) error {
 	if len(sql) >= len(rest) {
 		return malformed("Parse")
 	}
+	if name != "" {
+		if err := s.checkNewName(ctx, name); err != nil {
+			return err
+		}
+	}
 	be := s.claimRequest()
 	if be == nil && s.srv.runtime().deferParse {
 		// The shard is known only at Bind (parameters): hold the Parse.
@@ -100,6 +106,12 @@ func (s *session) handleParse(ctx context.Context, frame []byte) error {
 		return nil
 	}
 	if be == nil {
+		if _, ok := s.localTx(sql); ok {
+			// Transaction control the proxy answers (a COMMIT or
+			// ROLLBACK of a deferred transaction, failed or not).
+			s.parseLocal(frame)
+			return nil
+		}
 		var err error
 		if be, err = s.attach(ctx, router.Query{SQL: sql, Parse: body}); err != nil {
 			return err
@@ -131,7 +143,7 @@ func (s *session) handleParse(ctx context.Context, frame []byte) error {
 		return s.forwardRaw(frame)
 	}
 	global := globalName(rest)
-	st := &stmt{global: global, sql: sql, parse: appendRenamed(nil, frame, 0, global), setting: set, pin: pin}
+	st := &stmt{name: name, global: global, sql: sql, parse: appendRenamed(nil, frame, 0, global), setting: set, pin: pin}
 	if s.stmts.named == nil {
 		s.stmts.named = make(map[string]*stmt)
 	}
@@ -144,7 +156,7 @@ func (s *session) handleParse(ctx context.Context, frame []byte) error {
 		// ParseComplete: close and parse again, hiding the close.
 		s.queue.push(entry{kind: entryClose, swallow: true})
 	}
-	s.queue.push(entry{kind: entryParse, name: global})
+	s.queue.push(entry{kind: entryParse, name: global, stmt: st})
 	s.mu.Unlock()
 	if has {
 		s.bout = appendClose(s.bout, 'S', global)
@@ -217,7 +229,7 @@ func (s *session) parseLocal(frame []byte) {
 		if s.stmts.named == nil {
 			s.stmts.named = make(map[string]*stmt)
 		}
-		s.stmts.named[name] = &stmt{global: global, sql: cstring(rest), parse: appendRenamed(nil, frame, 0, global)}
+		s.stmts.named[name] = &stmt{name: name, global: global, sql: cstring(rest), parse: appendRenamed(nil, frame, 0, global)}
 	}
 	s.out = append(s.out, '1', 0, 0, 0, 4)
 }
@@ -587,7 +599,7 @@ func (s *session) handleDescribe(ctx context.Context, frame []byte) error {
 	}
 	if body[0] != 'S' {
 		if p := s.scatterPortalFor(cstring(body[1:])); p != nil {
-			if p.txSQL != "" {
+			if p.txSQL != "" || p.plan.Kind == router.KindUtility {
 				s.out = append(s.out, 'n', 0, 0, 0, 4) // NoData
 				return nil
 			}
@@ -662,4 +674,76 @@ func (s *session) maybeFlush() error {
 		return s.flushBackend()
 	}
 	return nil
+}
+
+// checkNewName refuses, as PostgreSQL does (42P05), a Parse of a
+// statement name the client already uses: the error comes after the
+// answers to the client's earlier messages, and the rest of the batch is
+// skipped up to its Sync. A name whose statement's Parse, or a DEALLOCATE
+// ALL, is still on its way is decided once its answer came.
+func (s *session) checkNewName(ctx context.Context, name string) error {
+	for s.stmts.named[name] != nil {
+		s.mu.Lock()
+		if s.be == nil || s.queue.syncs == 0 {
+			s.mu.Unlock()
+			break
+		}
+		wait := s.waitChan()
+		s.mu.Unlock()
+		if err := s.waitZ(ctx, wait); err != nil {
+			return err
+		}
+		s.forgetStatements()
+	}
+	if s.stmts.named[name] == nil && !pendingParses(s.pending, name) {
+		return nil
+	}
+	e := wire.Errorf(wire.SQLStateDuplicatePreparedStmt, "prepared statement \"%s\" already exists", name)
+	if len(s.pending) > 0 {
+		// Held-back messages are answered first.
+		if err := s.sendPending(ctx, 'P', nil); err != nil {
+			return err
+		}
+	}
+	if be := s.claim(); be != nil {
+		return s.raiseViaServer(be, e)
+	}
+	return e
+}
+
+// pendingParses reports whether held-back messages parse statement name.
+func pendingParses(pending [][]byte, name string) bool {
+	for _, f := range pending {
+		if f[0] == 'P' && cstring(f[wire.HeaderLen:]) == name {
+			return true
+		}
+	}
+	return false
+}
+
+// forgetStatements drops the client statements the server does not have
+// (see respQueue.gone).
+func (s *session) forgetStatements() {
+	if !s.forget.Load() {
+		return
+	}
+	s.mu.Lock()
+	gone := s.queue.gone
+	s.queue.gone = nil
+	s.forget.Store(false)
+	s.mu.Unlock()
+	for _, st := range gone {
+		if s.stmts.named[st.name] == st {
+			delete(s.stmts.named, st.name)
+		}
+	}
+}
+
+// all returns the client's named statements.
+func (st *statements) all() []*stmt {
+	out := make([]*stmt, 0, len(st.named))
+	for _, x := range st.named {
+		out = append(out, x)
+	}
+	return out
 }

@@ -1,7 +1,10 @@
 package proxy
 
 import (
+	"context"
 	"strings"
+
+	pg "github.com/pganalyze/pg_query_go/v6"
 
 	"github.com/pgshard/pgshard/router"
 	"github.com/pgshard/pgshard/wire"
@@ -38,7 +41,10 @@ func (s *session) canDeferTx(info router.Info, sql string) bool {
 		return false
 	}
 	if info.Has(router.ClassBegin) {
-		return s.pendingBegin == "" // else let the server warn about the nested BEGIN
+		// A nested BEGIN: let the server warn. A BEGIN that does not
+		// parse: let the server refuse it, so the client hears its error
+		// on the BEGIN, and no transaction is open.
+		return s.pendingBegin == "" && (plainBegin(sql) || beginParses(sql))
 	}
 	return s.pendingBegin != "" && !containsFoldASCII(sql, "chain")
 }
@@ -96,4 +102,69 @@ func (s *session) idleStatus() byte {
 	default:
 		return 'T'
 	}
+}
+
+// plainBegin reports whether sql is a BEGIN without options, which a
+// server always accepts.
+func plainBegin(sql string) bool {
+	switch strings.Join(strings.Fields(strings.ToLower(strings.TrimRight(sql, "; \t\r\n"))), " ") {
+	case "begin", "begin transaction", "begin work", "start transaction":
+		return true
+	}
+	return false
+}
+
+// beginParses reports whether a BEGIN or START TRANSACTION with options
+// is valid syntax (isolation level names, access modes).
+func beginParses(sql string) bool {
+	_, err := pg.Parse(sql)
+	return err == nil
+}
+
+// probeBegin sends a deferred BEGIN with options (queued by attach on the
+// backend just attached) alone and waits for its answer before the
+// client's statement is sent: the server may refuse it (READ WRITE or
+// SERIALIZABLE on a hot standby), and a statement whose transaction
+// could not be opened must not run. This costs one round trip, for
+// BEGINs with options only. When the server refuses, the backend goes
+// back to the pool, the client's statement gets the server's error and
+// the client's transaction is failed (the client was told BEGIN
+// succeeded): it ends with ROLLBACK, as after any error.
+func (s *session) probeBegin(ctx context.Context, begin string) error {
+	s.mu.Lock()
+	// Nothing of the client's is on its way: a refused BEGIN (status
+	// idle) detaches the backend.
+	s.unsynced = false
+	s.beginErr = nil
+	s.probingBegin.Store(true)
+	wait := s.waitChan()
+	s.mu.Unlock()
+	err := s.waitZ(ctx, wait)
+	s.probingBegin.Store(false)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	failed, errFrame := s.lastFailed, s.beginErr
+	s.beginErr = nil
+	if !failed {
+		s.unsynced = true
+		s.mu.Unlock()
+		return nil
+	}
+	s.pendingBegin = begin
+	s.beginFailed = true
+	s.mu.Unlock()
+	if errFrame == nil {
+		errFrame = wire.AppendErrorResponse(nil, wire.Errorf(wire.SQLStateInFailedTransaction,
+			"current transaction is aborted, commands ignored until end of transaction block"))
+	}
+	s.out = append(s.out, errFrame...)
+	switch s.curType {
+	case 'Q', 'F':
+		s.out = wire.AppendReadyForQuery(s.out, s.idleStatus())
+	default:
+		s.skipToSync = true
+	}
+	return errAnswered
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/pgshard/pgshard/router"
 	"github.com/pgshard/pgshard/router/pool"
 	"github.com/pgshard/pgshard/wire"
 )
@@ -18,12 +19,31 @@ import (
 // not allow in a transaction block (VACUUM, CREATE INDEX CONCURRENTLY, …)
 // run shard by shard instead, stopping at the first failure. No backend
 // is attached, so serve owns client output.
-func (s *session) runUtility(ctx context.Context, shards []string, sql string) error {
-	if err := s.flushClient(); err != nil {
+func (s *session) runUtility(ctx context.Context, plan router.Plan, sql string) error {
+	tag, err := s.utilityOnShards(ctx, plan, sql)
+	if err != nil {
 		return err
 	}
-	sql = strings.Clone(sql)
-	shards = slices.Sorted(slices.Values(shards)) // a fixed order: no deadlock between two of these
+	s.out = wire.AppendString(s.out, 'C', tag)
+	s.out = wire.AppendReadyForQuery(s.out, 'I')
+	return s.flushClient()
+}
+
+// utilityOnShards runs sql on plan's shards as runUtility says (each
+// shard of plan.PerShardSQL gets its own statement) and returns the
+// command tag.
+func (s *session) utilityOnShards(ctx context.Context, plan router.Plan, sql string) (string, error) {
+	if err := s.flushClient(); err != nil {
+		return "", err
+	}
+	shards := slices.Sorted(slices.Values(plan.Shards)) // a fixed order: no deadlock between two of these
+	sqls := make([]string, len(shards))
+	for i, shard := range shards {
+		sqls[i] = strings.Clone(sql)
+		if t, ok := plan.PerShardSQL[shard]; ok {
+			sqls[i] = t
+		}
+	}
 	conns := make([]*pool.Conn, 0, len(shards))
 	defer s.learnLSNs(ctx, shards) // after the connections are back
 	defer func() {
@@ -34,38 +54,51 @@ func (s *session) runUtility(ctx context.Context, shards []string, sql string) e
 	for _, shard := range shards {
 		be, err := s.srv.lend(ctx, shard, s.user, s.db)
 		if err != nil {
-			return err
+			return "", err
 		}
 		conns = append(conns, be)
 		if err := s.prepareBackend(ctx, be); err != nil {
-			return err
+			return "", err
 		}
 	}
-	tag, failed, err := s.utilityInTransactions(ctx, shards, conns, sql)
+	tag, failed, err := s.utilityInTransactions(ctx, shards, conns, sqls)
 	if code(err) == "25001" { // cannot run inside a transaction block
 		tag, failed, err = "", "", nil
 		for i, be := range conns {
-			if tag, err = be.ExecTag(ctx, sql); err != nil {
+			if tag, err = be.ExecTag(ctx, sqls[i]); err != nil {
 				failed = shards[i]
 				break
 			}
 		}
 	}
 	if err != nil {
-		return shardError(failed, err)
+		e := shardError(failed, err)
+		if we, ok := e.(*wire.Error); ok && len(shards) > 1 && undefinedObject(we.Code) && we.Hint == "" {
+			we.Hint = "DDL runs on every shard of its tables, or of the map when it names no table of the map; " +
+				"an object that exists on one shard only is changed there with a /* pgshard: shard=NAME */ comment or SET pgshard.shard."
+		}
+		return "", e
 	}
-	s.out = wire.AppendString(s.out, 'C', tag)
-	s.out = wire.AppendReadyForQuery(s.out, 'I')
-	return s.flushClient()
+	return tag, nil
+}
+
+// undefinedObject reports whether SQLSTATE c says an object named by the
+// statement does not exist.
+func undefinedObject(c string) bool {
+	switch c {
+	case "42704", "42P01", "42883", "3F000": // undefined object, table, function, schema
+		return true
+	}
+	return false
 }
 
 // utilityInTransactions runs sql in a transaction on every connection and
 // commits them all, or rolls all back at the first failure. It returns
 // the statement's tag, or the failing shard and its error.
-func (s *session) utilityInTransactions(ctx context.Context, shards []string, conns []*pool.Conn, sql string) (string, string, error) {
+func (s *session) utilityInTransactions(ctx context.Context, shards []string, conns []*pool.Conn, sqls []string) (string, string, error) {
 	var tag string
 	for i, be := range conns {
-		t, err := be.ExecInTx(ctx, "BEGIN;\n"+sql+"\n;")
+		t, err := be.ExecInTx(ctx, "BEGIN;\n"+sqls[i]+"\n;")
 		if err == nil {
 			tag = t
 			continue

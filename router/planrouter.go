@@ -98,7 +98,7 @@ func (r PlanRouter) Route(q Query) (Plan, error) {
 			return Plan{Kind: KindScatter, Shards: p.Shards, PerShardSQL: p.PerShardSQL, RowOrder: p.PerShardRows, Atomic: true}, nil
 		}
 		if p.Broadcast && p.Stmt == plan.StmtOther {
-			return Plan{Kind: KindUtility, Shards: p.Shards}, nil
+			return Plan{Kind: KindUtility, Shards: p.Shards, PerShardSQL: p.PerShardSQL}, nil
 		}
 		if p.Broadcast && (p.Stmt == plan.StmtUpdate || p.Stmt == plan.StmtDelete) {
 			if !r.AllowBroadcast {

@@ -19,8 +19,10 @@ const (
 	// merged: Plan.Shards, Plan.SQL (the statement for the shards) and
 	// Plan.Merge; a split INSERT has Plan.PerShardSQL instead.
 	KindScatter
-	// KindUtility is DDL or another utility statement on a sharded table:
-	// it runs on every shard in Plan.Shards, all or none.
+	// KindUtility is DDL or another utility statement on a sharded table,
+	// or DDL that names no table of the map: it runs on every shard in
+	// Plan.Shards, all or none (the shards in Plan.PerShardSQL get that
+	// statement instead: a DROP with IF EXISTS).
 	KindUtility
 	// KindCopyIn is COPY into a sharded table FROM STDIN: the rows are
 	// split by Plan.Copy over Plan.Shards.

@@ -43,11 +43,12 @@ func (r Result) Refused(code, fragment string) bool {
 	return r.Code == code && strings.Contains(r.Message, fragment)
 }
 
-// Run executes sql on c in the given pgx query mode and returns the raw
-// result values; a PostgreSQL error is a Result with Code set, other
-// errors (the connection broke) are returned.
-func Run(ctx context.Context, c *pgx.Conn, sql string, mode pgx.QueryExecMode) (Result, error) {
-	rows, err := c.Query(ctx, sql, mode)
+// Run executes sql on c in the given pgx query mode, with the values of
+// its parameters if any, and returns the raw result values; a PostgreSQL
+// error is a Result with Code set, other errors (the connection broke)
+// are returned.
+func Run(ctx context.Context, c *pgx.Conn, sql string, mode pgx.QueryExecMode, args ...any) (Result, error) {
+	rows, err := c.Query(ctx, sql, append([]any{mode}, args...)...)
 	if err != nil {
 		return resultOf(err)
 	}

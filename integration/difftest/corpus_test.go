@@ -205,3 +205,40 @@ func TestMultisetDiff(t *testing.T) {
 		t.Errorf("equal multisets: %q %q", m, e)
 	}
 }
+
+func TestMapYAML(t *testing.T) {
+	for _, c := range []struct {
+		strategy string
+		bounds   []int64
+		key      int64
+		want     string
+	}{
+		{"range", []int64{250, 500, 750}, 249, "s0"},
+		{"range", []int64{250, 500, 750}, 250, "s1"},
+		{"range", []int64{250, 500, 750}, -9223372036854775808, "s0"},
+		{"range", []int64{250, 500, 750}, 9223372036854775807, "s3"},
+		{"hash", nil, 1, ""},
+	} {
+		text, err := MapYAML([]string{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4"}, c.strategy, c.bounds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := shardmap.ParseYAML([]byte(text))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Validate(); err != nil {
+			t.Fatalf("%s: %v\n%s", c.strategy, err, text)
+		}
+		if m.Table("public.orders") == nil || m.Distribution("users") == nil {
+			t.Fatalf("%s: tables or distribution missing:\n%s", c.strategy, text)
+		}
+		got, err := m.Distribution("users").ShardForInt64(c.key)
+		if err != nil || c.want != "" && got != c.want {
+			t.Errorf("%s: key %d on %q (%v), want %q", c.strategy, c.key, got, err, c.want)
+		}
+	}
+	if _, err := MapYAML([]string{"a:1", "b:2"}, "range", nil); err == nil {
+		t.Error("a range map without bounds was accepted")
+	}
+}

@@ -2,7 +2,6 @@ package difftest_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,17 +29,16 @@ const shards = 4
 func TestShardedMatchesReference(t *testing.T) {
 	corpus := loadCorpus(t)
 	for _, tc := range []struct {
-		strategy  string
-		intervals string
+		strategy string
+		bounds   []int64
 	}{
-		{"range", "      - {lo: -inf, hi: 2500, shard: s0}\n      - {lo: 2500, hi: 5000, shard: s1}\n" +
-			"      - {lo: 5000, hi: 7500, shard: s2}\n      - {lo: 7500, hi: +inf, shard: s3}\n"},
-		{"hash", ""},
+		{"range", []int64{2500, 5000, 7500}},
+		{"hash", nil},
 	} {
 		t.Run(tc.strategy, func(t *testing.T) {
 			ref := integration.StartPostgres(t, integration.Name("reference"))
 			cl := integration.NewCluster(t, integration.Shards(shards))
-			m := writeMap(t, cl, tc.strategy, tc.intervals)
+			m := writeMap(t, cl, tc.strategy, tc.bounds)
 			cfg := testproxy.Config(t, cl.Shards[0])
 			cfg.Shards = nil
 			cfg.ShardMapFile = m.path
@@ -82,27 +80,15 @@ func TestShardedMatchesReference(t *testing.T) {
 // seed generates the dataset.
 const seed = 42
 
-// loadThroughProxy creates the schema through pgshard (DDL on sharded
-// tables runs on every shard), the functions on every shard (with a
-// routing hint each, as they name no table), and copies the rows in
-// through pgshard (binary COPY, split by key).
+// loadThroughProxy loads the dataset through pgshard (see
+// difftest.LoadThroughProxy).
 func loadThroughProxy(t *testing.T, ctx context.Context, proxyConn *pgx.Conn, direct map[string]*pgx.Conn) {
 	t.Helper()
-	if err := difftest.CreateSchema(ctx, proxyConn); err != nil {
-		t.Fatal(err)
-	}
+	names := make([]string, 0, len(direct))
 	for name := range direct {
-		for _, f := range difftest.Functions {
-			if _, err := proxyConn.Exec(ctx, "/* pgshard: shard="+name+" */ "+f); err != nil {
-				t.Fatalf("shard %s: %v", name, err)
-			}
-		}
+		names = append(names, name)
 	}
-	users, orders := difftest.Rows(difftest.DefaultSize, seed)
-	if err := difftest.CopyRows(ctx, proxyConn, users, orders); err != nil {
-		t.Fatalf("through pgshard: %v", err)
-	}
-	if err := difftest.Analyze(ctx, proxyConn); err != nil {
+	if err := difftest.LoadThroughProxy(ctx, proxyConn, names, difftest.DefaultSize, seed); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -148,7 +134,7 @@ func checkPlacementCanFail(t *testing.T, ctx context.Context, ref *pgx.Conn, dir
 	}
 }
 
-func shardName(i int) string { return fmt.Sprintf("s%d", i) }
+func shardName(i int) string { return difftest.ShardName(i) }
 
 func mustConnect(t *testing.T, ctx context.Context, dsn string) *pgx.Conn {
 	t.Helper()
@@ -166,27 +152,21 @@ type shardMap struct {
 }
 
 // writeMap writes a map distributing users by id and orders by user_id.
-func writeMap(t *testing.T, cl *pgcluster.Cluster, strategy, intervals string) shardMap {
+func writeMap(t *testing.T, cl *pgcluster.Cluster, strategy string, bounds []int64) shardMap {
 	t.Helper()
-	var b strings.Builder
-	b.WriteString("epoch: 1\nshards:\n")
-	var names []string
-	for i, s := range cl.Shards {
-		fmt.Fprintf(&b, "  - {name: %s, primary: %q}\n", shardName(i), s.Addr())
-		names = append(names, shardName(i))
+	var addrs []string
+	for _, s := range cl.Shards {
+		addrs = append(addrs, s.Addr())
 	}
-	fmt.Fprintf(&b, "distributions:\n  - name: users\n    key_type: bigint\n    strategy: %s\n    default_shard: s0\n", strategy)
-	if intervals != "" {
-		b.WriteString("    intervals:\n" + intervals)
-	} else {
-		fmt.Fprintf(&b, "    shards_even: [%s]\n", strings.Join(names, ", "))
-	}
-	b.WriteString("tables:\n  - {name: public.users, distribution: users, key: id}\n  - {name: public.orders, distribution: users, key: user_id}\n")
-	path := filepath.Join(t.TempDir(), "map.yaml")
-	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+	text, err := difftest.MapYAML(addrs, strategy, bounds)
+	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := shardmap.ParseYAML([]byte(b.String()))
+	path := filepath.Join(t.TempDir(), "map.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m, err := shardmap.ParseYAML([]byte(text))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package plan
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -104,6 +105,25 @@ func (b *builder) plan(res *pg.ParseResult) *template {
 	return b.statement(res.Stmts[0].Stmt)
 }
 
+// multiDDL plans a query string of DDL statements that each run on the
+// same several shards (a migration script): the whole string on those
+// shards, all or none. Else nil.
+func (b *builder) multiDDL(res *pg.ParseResult) *template {
+	var first *template
+	for _, s := range res.Stmts {
+		t := b.statement(s.Stmt)
+		if t.base.Kind != All || !t.base.Broadcast || t.base.Stmt != StmtOther || t.classes != nil ||
+			(first != nil && !slices.Equal(t.base.Shards, first.base.Shards)) {
+			return nil
+		}
+		if first == nil {
+			first = t
+		}
+	}
+	return &template{hintable: true, dist: first.dist, base: Plan{Kind: All, Stmt: StmtOther, Broadcast: true,
+		Shards: first.base.Shards, Table: first.base.Table}}
+}
+
 func (b *builder) defaultTemplate(s Stmt) *template {
 	return &template{hintable: true, base: Plan{Kind: Default, Stmt: s, Shards: b.st.shardList(b.st.defaultShard)}}
 }
@@ -115,6 +135,9 @@ func refusedTemplate(s Stmt, msg, hint string) *template {
 // multiStatement plans a query string with several statements: fine when
 // none touches a table of the map, refused otherwise.
 func (b *builder) multiStatement(res *pg.ParseResult) *template {
+	if t := b.multiDDL(res); t != nil {
+		return t
+	}
 	ro, anywhere := true, true
 	for _, s := range res.Stmts {
 		t := b.statement(s.Stmt)
@@ -206,15 +229,21 @@ func (b *builder) statement(n *pg.Node) *template {
 	return b.utility(n)
 }
 
-// utility plans any other statement (DDL, VACUUM, ...): the default shard
-// when it names no table of the map; every shard of the distribution (a
-// broadcast) when it names a sharded table; the table's default shard for
-// unsharded ones.
+// utility plans any other statement (DDL, VACUUM, ...). A statement that
+// names tables of the map runs where they are: on every shard of their
+// distribution (a broadcast) for a sharded table, on the table's shard
+// for an unsharded one. DDL that names no table of the map — a table not
+// in the map (which pgshard assumes exists on every shard), an index, a
+// sequence, a view, a function, a type, a schema, ... — runs on every
+// shard of the map when it has several, all or none like DDL on sharded
+// tables, so that the shards' schemas never diverge; a temporary object
+// (CREATE TEMP ..., a pg_temp name) stays on the session's server. Other
+// utility statements (VACUUM, LISTEN, ...) go to the default shard.
 func (b *builder) utility(n *pg.Node) *template {
 	var tables []*tableInfo
 	var names []string
 	add := func(name string) {
-		if ti := b.st.tables[name]; ti != nil {
+		if ti := b.st.tables[name]; ti != nil && !slices.Contains(names, name) {
 			tables = append(tables, ti)
 			names = append(names, name)
 		}
@@ -224,24 +253,30 @@ func (b *builder) utility(n *pg.Node) *template {
 		case *pg.RangeVar:
 			add(b.qualify(x))
 		case *pg.DropStmt:
-			// DROP TABLE names its tables as lists of strings, not RangeVars.
-			if x.RemoveType == pg.ObjectType_OBJECT_TABLE {
-				for _, obj := range x.Objects {
-					if name := b.dropName(obj); name != "" {
-						add(name)
-					}
+			// DROP names its objects as lists of strings, not RangeVars.
+			for _, obj := range x.Objects {
+				if name := b.objectTable(x.RemoveType, obj); name != "" {
+					add(name)
 				}
+			}
+		case *pg.CommentStmt:
+			if name := b.objectTable(x.Objtype, x.Object); name != "" {
+				add(name)
 			}
 		}
 		return true
 	})
 	if len(tables) == 0 {
+		if len(b.st.allShards) > 1 && schemaDDL(n) && !tempObject(n) {
+			t := &template{hintable: true, base: Plan{Kind: All, Stmt: StmtOther, Broadcast: true, Shards: b.st.sortedAllShards()}}
+			t.base.PerShardSQL = b.dropWhereExists(n.GetDropStmt(), t.base.Shards)
+			return t
+		}
 		t := b.defaultTemplate(StmtOther)
 		// NOTIFY acts alike on every shard (a listener pins its session
 		// to one), and EXECUTE, FETCH, CLOSE, ... use the session's own
-		// objects, wherever it is; other utility statements (DDL) may
-		// create or change objects, which stay on the default shard.
-		t.base.Anywhere = n.GetNotifyStmt() != nil || sessionObjectStmt(n)
+		// objects, wherever it is, as do temporary objects.
+		t.base.Anywhere = n.GetNotifyStmt() != nil || sessionObjectStmt(n) || tempObject(n)
 		return t
 	}
 	var dist = tables[0].dist
@@ -259,8 +294,11 @@ func (b *builder) utility(n *pg.Node) *template {
 		Shards: b.st.distShards[dist], Table: names[0]}}
 }
 
-// dropName qualifies a DROP TABLE object ([schema,] name as strings).
-func (b *builder) dropName(obj *pg.Node) string {
+// objectTable returns the qualified name of the table that object obj
+// (a list of strings, as DROP and COMMENT give it) of type typ is or
+// belongs to: the object itself for a relation, all but the last name
+// for a trigger, policy, rule, column or constraint; else "".
+func (b *builder) objectTable(typ pg.ObjectType, obj *pg.Node) string {
 	l := obj.GetList()
 	if l == nil {
 		return ""
@@ -268,6 +306,17 @@ func (b *builder) dropName(obj *pg.Node) string {
 	var parts []string
 	for _, it := range l.Items {
 		parts = append(parts, strings.ToLower(it.GetString_().GetSval()))
+	}
+	switch typ {
+	case pg.ObjectType_OBJECT_TABLE, pg.ObjectType_OBJECT_VIEW, pg.ObjectType_OBJECT_MATVIEW, pg.ObjectType_OBJECT_FOREIGN_TABLE:
+	case pg.ObjectType_OBJECT_TRIGGER, pg.ObjectType_OBJECT_POLICY, pg.ObjectType_OBJECT_RULE,
+		pg.ObjectType_OBJECT_COLUMN, pg.ObjectType_OBJECT_TABCONSTRAINT:
+		if len(parts) < 2 {
+			return ""
+		}
+		parts = parts[:len(parts)-1]
+	default:
+		return ""
 	}
 	switch len(parts) {
 	case 1:

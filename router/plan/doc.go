@@ -29,6 +29,13 @@
 //     statement mixing them with sharded tables runs only when the key
 //     lands on that shard. Tables not in the map (catalogs, ...) are
 //     assumed to exist on every shard and do not affect routing.
+//   - DDL (utility): on every shard of its tables' distribution for a
+//     sharded table (All, Broadcast), on an unsharded table's shard;
+//     schema DDL naming no table of the map (indexes, sequences,
+//     functions, types, tables not in the map, ...) on every shard of the
+//     map (All, Broadcast; a DROP gets IF EXISTS on the shards other than
+//     the default shard, in PerShardSQL); temporary objects and other
+//     utility statements on the default shard.
 //   - INSERT needs the key column given as a constant or parameter in
 //     every row; without a column list, its position comes from the
 //     catalog (Plan.NeedKeyPosition, Planner.SetKeyPosition). A multi-row INSERT whose rows land on

@@ -190,33 +190,44 @@ func figureColname(n *pg.Node) (name string, strength int, known bool) {
 			return "array", 2, true
 		case pg.SubLinkType_EXPR_SUBLINK, pg.SubLinkType_MULTIEXPR_SUBLINK:
 			if s := x.SubLink.Subselect.GetSelectStmt(); s != nil && len(s.TargetList) > 0 && s.Op == pg.SetOperation_SETOP_NONE {
-				if rt := s.TargetList[0].GetResTarget(); rt != nil {
-					if nm, k := outputName(rt); nm != "?column?" {
-						return nm, 2, k
-					}
+				if rt := s.TargetList[0].GetResTarget(); rt != nil && !isStar(rt.Val) {
+					// The subquery's own column name, "?column?" included
+					// (a real name to PostgreSQL: a cast keeps it).
+					nm, k := outputName(rt)
+					return nm, 2, k
 				}
 			}
 			return "", 0, false
 		}
 	case *pg.Node_CaseExpr:
-		return "case", 1, true
+		// CASE takes its ELSE's name when that is a real one.
+		if name, strength, known = figureColname(x.CaseExpr.Defresult); strength > 1 {
+			return name, strength, known
+		}
+		return "case", 1, known
 	case *pg.Node_AArrayExpr:
-		return "array", 1, true
+		return "array", 2, true
 	case *pg.Node_RowExpr:
-		return "row", 1, true
+		return "row", 2, true
 	case *pg.Node_CoalesceExpr:
-		return "coalesce", 1, true
+		return "coalesce", 2, true
 	case *pg.Node_MinMaxExpr:
 		if x.MinMaxExpr.Op == pg.MinMaxOp_IS_GREATEST {
-			return "greatest", 1, true
+			return "greatest", 2, true
 		}
-		return "least", 1, true
+		return "least", 2, true
 	case *pg.Node_SqlvalueFunction:
-		return strings.ToLower(sqlValueFuncName(x.SqlvalueFunction.Op)), 1, true
+		return strings.ToLower(sqlValueFuncName(x.SqlvalueFunction.Op)), 2, true
 	case *pg.Node_XmlExpr:
 		return "", 0, false
 	case *pg.Node_XmlSerialize:
-		return "xmlserialize", 1, true
+		return "xmlserialize", 2, true
 	}
 	return "", 0, true
+}
+
+// isStar reports whether n is `*` or `t.*`.
+func isStar(n *pg.Node) bool {
+	cr := n.GetColumnRef()
+	return cr != nil && len(cr.Fields) > 0 && cr.Fields[len(cr.Fields)-1].GetAStar() != nil
 }

@@ -259,7 +259,7 @@ func TestRoute(t *testing.T) {
 		{sql: "SELECT name, count(*) FROM users WHERE id IN (1, 2) GROUP BY name", want: "single s1 ro"},
 		{sql: "SELECT id FROM users WHERE id = ANY($1) ORDER BY id LIMIT $2 OFFSET $3", params: []string{"{1,150}", "10", "2"}, want: "~offset=2 limit=10} sql=[SELECT id FROM users WHERE id = ANY($1) ORDER BY id LIMIT $2::bigint + $3::bigint]"},
 		// DDL.
-		{sql: "CREATE TABLE t (a int)", want: "default s1"},
+		{sql: "CREATE TABLE t (a int)", want: "all broadcast"},
 		{sql: "ALTER TABLE users ADD COLUMN z int", want: "all broadcast"},
 		{sql: "TRUNCATE orders", want: "all broadcast"},
 		{sql: "EXPLAIN SELECT * FROM users WHERE id = 105", want: "single s2 ro"},

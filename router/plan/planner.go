@@ -371,14 +371,17 @@ type template struct {
 	// onKeyError is the plan when a key value cannot be read (a NULL or
 	// malformed value): a scatter for reads, a refusal for INSERT.
 	onKeyError *Plan
-	needShard  string       // targets must be exactly this shard (unsharded tables joined)
-	multi      *Plan        // template for more than one target (Merge/ShardSQL) or a refusal
-	insert     *insertSplit // multi-row INSERT split
-	union      *unionSplit  // UNION ALL with parts on different shards
-	shardSQL   []segment    // rendered into ShardSQL per execution
-	limit      *limitSrc    // LIMIT/OFFSET read per execution
-	multiSQL   []segment    // ShardSQL for the multi plan
-	multiLimit *limitSrc
+	// keyErrorMulti says onKeyError is the statement over several
+	// shards (multi), whose merge needs multiSQL.
+	keyErrorMulti bool
+	needShard     string       // targets must be exactly this shard (unsharded tables joined)
+	multi         *Plan        // template for more than one target (Merge/ShardSQL) or a refusal
+	insert        *insertSplit // multi-row INSERT split
+	union         *unionSplit  // UNION ALL with parts on different shards
+	shardSQL      []segment    // rendered into ShardSQL per execution
+	limit         *limitSrc    // LIMIT/OFFSET read per execution
+	multiSQL      []segment    // ShardSQL for the multi plan
+	multiLimit    *limitSrc
 	// explain marks EXPLAIN (pgshard) of the statement: the plan is the
 	// statement's, with Plan.Explain set.
 	explain bool
@@ -427,11 +430,21 @@ func renderGated(segs []segment, in *execInput, open []bool) string {
 		}
 	}
 	var b strings.Builder
-	b.Grow(n)
-	for _, s := range segs {
+	b.Grow(n + 2)
+	for i, s := range segs {
 		b.WriteString(s.text)
 		if s.lit >= 0 && int(s.lit) < len(in.norm.lits) {
-			b.WriteString(in.norm.text(in.sql, int(s.lit)))
+			lit := in.norm.text(in.sql, int(s.lit))
+			// A negative number the deparser put before a cast, a
+			// subscript or a field, which bind tighter than unary minus:
+			// (-3)::text or CAST(-3 AS text) become (-3)::text, not
+			// -3::text. Written -3::text in the statement itself it means
+			// -(3::text), and stays so.
+			if strings.HasPrefix(lit, "-") && i+1 < len(segs) && bindsTighter(segs[i+1].text) &&
+				!bindsTighter(strings.TrimLeft(in.sql[in.norm.lits[s.lit].end:], " \t\r\n")) {
+				lit = "(" + lit + ")"
+			}
+			b.WriteString(lit)
 		}
 		if s.gate > 0 {
 			if open != nil && open[s.gate-1] {
@@ -442,6 +455,12 @@ func renderGated(segs []segment, in *execInput, open []bool) string {
 		}
 	}
 	return b.String()
+}
+
+// bindsTighter reports whether text starts with an operator that binds
+// tighter than unary minus.
+func bindsTighter(text string) bool {
+	return strings.HasPrefix(text, "::") || strings.HasPrefix(text, "[") || strings.HasPrefix(text, ".")
 }
 
 // limitSrc says where a scatter's LIMIT and OFFSET come from.
@@ -532,6 +551,10 @@ func (st *state) execute(t *template, in *execInput, sessionHint Hint) Plan {
 					p := *t.onKeyError
 					if p.Kind == Refused && p.Err != nil {
 						p.Err = refusal(p.Err.Message+": "+err.Error(), p.Err.Hint)
+					}
+					if t.onKeyError == t.multi || t.keyErrorMulti {
+						// The multi plan's merge needs its own shard SQL.
+						return st.finish(p, t.multiSQL, t.multiLimit, in)
 					}
 					return st.finish(p, t.shardSQL, t.limit, in)
 				}

@@ -98,14 +98,16 @@ tables:
 
 // TestViewOverShardedTable: a view over a sharded table would hold each
 // shard's rows on each shard, and reads of it would go to one shard:
-// refused. A view over no sharded table is DDL like any other.
+// refused. A view over no sharded table is DDL like any other (every
+// shard).
 func TestViewOverShardedTable(t *testing.T) {
 	p := New(testMap(t), Options{})
 	for _, c := range []routeCase{
 		{sql: "CREATE VIEW v AS SELECT id, name FROM users", want: "refused err=view public.v over sharded table public.users would hold each shard's own rows"},
 		{sql: "CREATE OR REPLACE VIEW v AS SELECT u.id FROM users u JOIN orders o ON o.user_id = u.id", want: "refused"},
 		{sql: "CREATE VIEW v AS SELECT 1 AS x WHERE EXISTS (SELECT 1 FROM orders)", want: "refused"},
-		{sql: "CREATE VIEW v AS SELECT 1 AS x", want: "default"},
+		{sql: "CREATE VIEW v AS SELECT 1 AS x", want: "all broadcast"},
+		{sql: "CREATE VIEW v AS SELECT * FROM settings", want: "default s1"},
 	} {
 		check(t, p, c)
 	}

@@ -58,7 +58,7 @@ func (b *builder) selectStmt(sel *pg.SelectStmt) *template {
 	}
 	t.multi = &multi
 	t.multiSQL, t.multiLimit = segs, lim
-	t.onKeyError = &onKeyError
+	t.onKeyError, t.keyErrorMulti = &onKeyError, true
 	return t
 }
 

@@ -1049,6 +1049,68 @@ SELECT id, name FROM ctas_one;
 -- write
 DROP TABLE ctas_one;
 
+-- DDL that names no table of the map runs on every shard: an object
+-- created, dropped and created again must be absent (then present) on
+-- every shard, or the second CREATE fails on one.
+
+-- write
+-- steps
+CREATE INDEX corpus_name_ix ON users (name);
+ALTER INDEX corpus_name_ix RENAME TO corpus_name_ix2;
+DROP INDEX corpus_name_ix2;
+CREATE INDEX corpus_name_ix2 ON users (name);
+DROP INDEX corpus_name_ix2;
+
+-- write
+-- steps
+CREATE SEQUENCE corpus_seq;
+ALTER SEQUENCE corpus_seq RESTART WITH 10;
+DROP SEQUENCE corpus_seq;
+CREATE SEQUENCE corpus_seq;
+DROP SEQUENCE corpus_seq;
+
+-- write
+-- steps
+CREATE FUNCTION corpus_f(bigint) RETURNS bigint LANGUAGE sql IMMUTABLE AS 'SELECT $1 + 1';
+SELECT sum(corpus_f(id)) FROM users;
+
+-- write
+-- steps
+DROP FUNCTION corpus_f(bigint);
+CREATE FUNCTION corpus_f(bigint) RETURNS bigint LANGUAGE sql IMMUTABLE AS 'SELECT $1 + 2';
+SELECT sum(corpus_f(id)) FROM users;
+
+-- write
+DROP FUNCTION corpus_f(bigint);
+
+-- write
+-- steps
+CREATE TYPE corpus_mood AS ENUM ('sad', 'ok');
+SELECT count(*) FROM users WHERE 'ok'::corpus_mood > 'sad';
+
+-- write
+-- steps
+DROP TYPE corpus_mood;
+CREATE TYPE corpus_mood AS ENUM ('sad', 'ok');
+DROP TYPE corpus_mood;
+
+-- write
+-- steps
+CREATE TABLE corpus_plain (a int);
+DROP TABLE corpus_plain;
+CREATE TABLE corpus_plain (a int);
+DROP TABLE corpus_plain;
+
+-- write
+-- steps
+CREATE VIEW corpus_view AS SELECT 1 AS one;
+DROP VIEW corpus_view;
+CREATE VIEW corpus_view AS SELECT 2 AS two;
+DROP VIEW corpus_view;
+
+-- write
+DROP INDEX corpus_no_such_ix;
+
 -- refused 0A000 DO cannot be routed
 DO $$ BEGIN UPDATE users SET name = name WHERE id = 9000; END $$;
 
@@ -1257,6 +1319,50 @@ SELECT count(*) FROM orders WHERE status = 'copied';
 
 -- ordered
 SELECT id, name, score FROM users ORDER BY score DESC NULLS LAST, id LIMIT 10;
+
+-- ---------------------------------------------------------------------
+-- Found by the differential fuzzer (integration/difffuzz): column names
+-- of merged results follow PostgreSQL's rules (a cast is named after its
+-- type only when its argument has no name of its own; CASE, coalesce,
+-- nullif, greatest and subqueries have names too).
+
+-- ordered
+SELECT (id % 100)::float8, email FROM users WHERE id < 40 OR id > 9990 ORDER BY score * 5 DESC NULLS FIRST, id;
+
+SELECT DISTINCT (id % 4)::float8, id::text::int % 2, CASE WHEN active THEN 1 ELSE 2 END, coalesce(country, '?'), nullif(country, 'DE'), greatest(id % 3, 1) FROM users;
+
+-- ordered
+SELECT (SELECT max(g) FROM generate_series(1, 3) g), (SELECT 1), (quantity + 1)::numeric, CASE WHEN quantity > 4 THEN status ELSE note END, id FROM orders WHERE user_id < 30 OR user_id > 9990 ORDER BY id;
+
+-- Found by the differential fuzzer: a key value that is not a bigint
+-- literal (185.0 compares as numeric) runs the statement on every shard,
+-- which must get the merge's rewritten statement (before, the shards got
+-- the original one and the merge failed with 0A000 "invalid spec").
+
+SELECT sum(id), avg(id), count(*) FROM users WHERE id = 185.0;
+
+SELECT user_id, avg(amount), sum(weight), count(*) FROM orders WHERE user_id IN (17.0, 18) GROUP BY user_id;
+
+-- ordered
+SELECT name FROM users WHERE id = 4242.0 ORDER BY score DESC NULLS LAST, id LIMIT 3;
+
+-- ordered
+SELECT id FROM users WHERE id IN (185.0, 9000, 9995, 9996, 9997) ORDER BY id LIMIT 2 OFFSET 1;
+
+-- Found by the differential fuzzer: a statement rewritten for the shards
+-- keeps a negative literal's precedence over a cast ((-3)::text, not
+-- -3::text, which the shards rejected with 42883).
+
+-- ordered
+SELECT (-3)::text, (-1)::boolean, name FROM users WHERE id < 20 ORDER BY score DESC NULLS LAST, id LIMIT 3 OFFSET 1;
+
+-- ordered
+SELECT v.tag, o.id FROM (VALUES (5::bigint, 'a'), (2600::bigint, 'b')) v(vid, tag) JOIN orders o ON o.user_id = v.vid ORDER BY 1, 2 LIMIT 3 OFFSET 1;
+
+-- Written so, -9223372036854775808::bigint is -(9223372036854775808::bigint):
+-- PostgreSQL's 22003, also after the plan of the statement above.
+-- ordered
+SELECT v.tag, o.id FROM (VALUES (5::bigint, 'a'), (-9223372036854775808::bigint, 'b')) v(vid, tag) JOIN orders o ON o.user_id = v.vid ORDER BY 1, 2 LIMIT 3 OFFSET 1;
 
 -- ---------------------------------------------------------------------
 -- Transaction control through the extended protocol: deferred like the
