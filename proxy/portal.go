@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	pg "github.com/pganalyze/pg_query_go/v6"
+
 	"github.com/pgshard/pgshard/router"
 	"github.com/pgshard/pgshard/router/merge"
 	"github.com/pgshard/pgshard/wire"
@@ -406,14 +408,79 @@ func (s *session) handleExecute(ctx context.Context, frame []byte) error {
 		return nil
 	}
 	if maxRows := int32(binary.BigEndian.Uint32(body[len(name)+1:])); maxRows > 0 {
-		return &wire.Error{Code: wire.SQLStateFeatureNotSupported,
-			Message: "cross-shard query: fetching the result in parts (Execute with a row limit) is not supported",
-			Hint:    "Fetch all rows at once, or add a condition on the sharding key."}
+		// A row limit only matters for a result with that many rows
+		// (pgjdbc sets 1 for updates). A write that returns no rows runs
+		// whole, as on PostgreSQL; a read runs (it has no effect) and is
+		// answered whole when it has fewer rows than the limit; anything
+		// else would need the result in parts.
+		switch {
+		case p.plan.ReadOnly:
+			return s.runPortalLimited(ctx, p, int(maxRows))
+		case !returnsRows(p.sql):
+		default:
+			return errRowLimit
+		}
 	}
 	p.done = true
 	out, err := s.runPortal(ctx, p, !p.described, true)
 	s.out = out
 	return err
+}
+
+// errRowLimit refuses an Execute with a row limit over several shards
+// whose result would have to come in parts.
+var errRowLimit = &wire.Error{Code: wire.SQLStateFeatureNotSupported,
+	Message: "cross-shard query: fetching the result in parts (Execute with a row limit) is not supported",
+	Hint:    "Fetch all rows at once, or add a condition on the sharding key."}
+
+// runPortalLimited runs a read over several shards for an Execute with a
+// row limit: the result is kept until it is complete and answered only
+// when it has fewer rows than the limit (then, as on PostgreSQL, the
+// portal runs to completion); else the read is refused.
+func (s *session) runPortalLimited(ctx context.Context, p *scatterPortal, maxRows int) error {
+	p.done = true
+	out, err := s.runPortal(ctx, p, !p.described, false)
+	if err != nil {
+		s.out = out
+		return err
+	}
+	rows := 0
+	for b := out; len(b) >= wire.HeaderLen; {
+		if b[0] == 'D' {
+			rows++
+		}
+		n := int(binary.BigEndian.Uint32(b[1:])) + 1
+		if n < wire.HeaderLen || n > len(b) {
+			break
+		}
+		b = b[n:]
+	}
+	if rows >= maxRows {
+		s.out = out[:0]
+		return errRowLimit
+	}
+	s.out = out
+	return nil
+}
+
+// returnsRows reports whether statement sql may return rows: false only
+// for an INSERT, UPDATE or DELETE without RETURNING (a single statement
+// that parses).
+func returnsRows(sql string) bool {
+	tree, err := pg.Parse(sql)
+	if err != nil || len(tree.Stmts) != 1 {
+		return true
+	}
+	n := tree.Stmts[0].Stmt
+	switch {
+	case n.GetInsertStmt() != nil:
+		return len(n.GetInsertStmt().ReturningList) > 0
+	case n.GetUpdateStmt() != nil:
+		return len(n.GetUpdateStmt().ReturningList) > 0
+	case n.GetDeleteStmt() != nil:
+		return len(n.GetDeleteStmt().ReturningList) > 0
+	}
+	return true
 }
 
 // runPortal runs p on its shards and returns the output appended to

@@ -246,7 +246,11 @@ func (s *session) handle(ctx context.Context, typ byte, frame []byte) error {
 	case 'E':
 		return s.handleExecute(ctx, frame)
 	case 'H': // Flush
-		if s.claim() == nil {
+		if s.claimRequest() == nil {
+			if s.attached() != nil {
+				// Between requests: their Syncs make the server flush.
+				return s.flushBackend()
+			}
 			return s.flushClient()
 		}
 		return s.forwardRaw(frame)
@@ -322,6 +326,35 @@ func (s *session) claim() *pool.Conn {
 	s.mu.Lock()
 	be := s.be
 	if be != nil {
+		s.unsynced = true
+	}
+	s.mu.Unlock()
+	return be
+}
+
+// claimRequest is claim for a message that may begin a new request (a
+// Parse or a Describe of a statement, or a Flush): it returns nil, and
+// claims nothing, when the attached backend is kept only because it
+// still owes the answers of earlier requests — the client has sent a
+// Sync since its last message there, outside a pinned session. Requests
+// separated by Sync are independent, so the new one is routed on its own
+// (attach; with a map its Parse is held until the Bind, see sendPending):
+// to that backend when it is of the same shard; otherwise the session
+// waits until the backend has answered everything and gone back to the
+// pool, and only then sends the new request to its shard. Waiting costs a
+// round trip only in a pipeline that changes shards, and keeps the
+// answers in request order without a second backend whose replies would
+// have to be held back. Inside a transaction attach still keeps every
+// statement on the transaction's shard (it learns the transaction status
+// from the answers it waits for).
+func (s *session) claimRequest() *pool.Conn {
+	s.mu.Lock()
+	be := s.be
+	switch {
+	case be == nil:
+	case !s.unsynced && s.queue.syncs > 0 && s.state != statePinned:
+		be = nil
+	default:
 		s.unsynced = true
 	}
 	s.mu.Unlock()

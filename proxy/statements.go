@@ -99,7 +99,7 @@ func (s *session) handleParse(ctx context.Context, frame []byte) error {
 			return err
 		}
 	}
-	be := s.claim()
+	be := s.claimRequest()
 	if be == nil && s.srv.runtime().deferParse {
 		// The shard is known only at Bind (parameters): hold the Parse.
 		s.pending = append(s.pending, bytes.Clone(frame))
@@ -330,17 +330,29 @@ func (s *session) stmtParse(name string) []byte {
 func (s *session) sendPending(ctx context.Context, typ byte, frame []byte) error {
 	pending := s.pending
 	s.pending = nil
-	if s.claim() == nil {
-		q := router.Query{}
-		if typ == 'B' {
-			body := frame[wire.HeaderLen:]
-			portal := cstring(body)
-			if len(portal) < len(body) {
-				name := cstring(body[len(portal)+1:])
-				// The statement may be one of the pending ones.
-				q = router.Query{SQL: pendingSQL(pending, name, s.stmtSQL(name)), Bind: body}
-			}
+	q := router.Query{}
+	if typ == 'B' {
+		body := frame[wire.HeaderLen:]
+		portal := cstring(body)
+		if len(portal) < len(body) {
+			name := cstring(body[len(portal)+1:])
+			// The statement may be one of the pending ones.
+			q = router.Query{SQL: pendingSQL(pending, name, s.stmtSQL(name)), Bind: body}
 		}
+	}
+	if be := s.betweenRequests(); be != nil {
+		stays := q.Bind == nil || s.bindStays(q)
+		// (Unless the backend went back to the pool meanwhile: then
+		// route as usual, below.)
+		if s.claim() == be {
+			if !stays {
+				return s.sendPendingBefore(ctx, be, pending)
+			}
+			// The request goes on where the earlier ones run.
+			return s.forwardPending(ctx, pending)
+		}
+	}
+	if s.claim() == nil {
 		if q.Bind != nil {
 			if _, ok := s.localTx(q.SQL); ok && s.answerPendingLocally(pending) {
 				return nil
@@ -391,6 +403,73 @@ func (s *session) forwardPending(ctx context.Context, pending [][]byte) error {
 		}
 	}
 	return nil
+}
+
+// betweenRequests returns the attached backend when it is attached only
+// for the answers of earlier requests (see claimRequest), else nil.
+func (s *session) betweenRequests() *pool.Conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.be != nil && !s.unsynced && s.queue.syncs > 0 && s.state != statePinned {
+		return s.be
+	}
+	return nil
+}
+
+// bindStays reports whether the Bind q, the first statement of a new
+// request, runs on the backend still attached for earlier requests (its
+// shard, and a primary or a replica as the statement allows).
+func (s *session) bindStays(q router.Query) bool {
+	q.HintShard, q.HintKey = s.hintShard, s.hintKey
+	plan, err := s.routerFor().Route(q)
+	if err != nil || plan.InTxOnly != nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case plan.Kind == router.KindAny:
+		return true
+	case plan.Kind != router.KindSingle || plan.Shard != s.beShard:
+		return false
+	}
+	return !s.beReplica || plan.Replica
+}
+
+// sendPendingBefore sends held-back Parse and Describe messages of a new
+// request whose Bind goes to another shard than the earlier requests'
+// backend be: they run there (any server can parse), with a Sync of the
+// proxy's own, so that their answers — or their error, which skips the
+// rest of the request, as the server would — come in order; the session
+// waits until be has answered everything, then routes the Bind (attach).
+// In a transaction the Parse meets the transaction's state, as on
+// PostgreSQL. The caller has claimed be.
+func (s *session) sendPendingBefore(ctx context.Context, be *pool.Conn, pending [][]byte) error {
+	if err := s.forwardPending(ctx, pending); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.overrides.Add(1)
+	s.mu.Unlock()
+	s.pushSync(be, syncEntry{hide: true})
+	s.bout = append(s.bout, 'S', 0, 0, 0, 4)
+	for {
+		s.mu.Lock()
+		if s.be != be || s.queue.syncs == 0 {
+			failed := s.lastFailed
+			s.mu.Unlock()
+			if failed {
+				s.skipToSync = true
+				return errAnswered
+			}
+			return nil
+		}
+		wait := s.waitChan()
+		s.mu.Unlock()
+		if err := s.waitZ(ctx, wait); err != nil {
+			return err
+		}
+	}
 }
 
 // sendPendingAlone sends held-back Parse and Describe messages to a
@@ -530,7 +609,7 @@ func (s *session) handleDescribe(ctx context.Context, frame []byte) error {
 		return s.forwardAny(ctx, frame)
 	}
 	name := cstring(body[1:])
-	be := s.claim()
+	be := s.claimRequest()
 	if be == nil && s.srv.runtime().deferParse {
 		// Held with the Parse: a Bind may follow and name the shard.
 		s.pending = append(s.pending, bytes.Clone(frame))
