@@ -124,3 +124,22 @@ func FuzzDecodeValue(f *testing.F) {
 		_, _ = splitDataRow(raw, 1, nil)
 	})
 }
+
+// TestNullKeyDropsRowBytes: a NULL decoded into a value that held text
+// keeps no reference to the earlier row (the scatter source recycles a
+// row's buffer once the merge moved past it), and copying it reads none.
+func TestNullKeyDropsRowBytes(t *testing.T) {
+	row := []byte("abc")
+	var v, prev value
+	if err := decodeValue(kindText, 0, row, &v); err != nil || string(v.b) != "abc" {
+		t.Fatalf("text: %q %v", v.b, err)
+	}
+	if err := decodeValue(kindText, 0, nil, &v); err != nil || !v.null || v.b != nil {
+		t.Fatalf("NULL after text: null %v, b %q, %v", v.null, v.b, err)
+	}
+	copy(row, "xyz") // the buffer is reused
+	copyValue(&prev, &v)
+	if !prev.null || len(prev.b) != 0 {
+		t.Errorf("copy of a NULL: null %v, b %q", prev.null, prev.b)
+	}
+}

@@ -121,6 +121,9 @@ type value struct {
 func decodeValue(k kind, format int16, raw []byte, v *value) error {
 	v.null = raw == nil
 	if v.null {
+		// Drop what the previous value referenced: text values alias the
+		// row, whose buffer the source recycles.
+		v.b = nil
 		return nil
 	}
 	var err error
@@ -340,6 +343,10 @@ func appendKey(dst []byte, k kind, v *value) []byte {
 // copyValue makes dst an independent copy of src (reusing dst's buffers).
 func copyValue(dst, src *value) {
 	dst.null, dst.i, dst.f = src.null, src.i, src.f
+	if src.null {
+		dst.b = dst.b[:0]
+		return
+	}
 	dst.b = append(dst.b[:0], src.b...)
 	if src.n != nil {
 		if dst.n == nil {
