@@ -59,14 +59,8 @@ func rowOn(t *testing.T, c *pgx.Conn, k int) bool {
 func TestDescribeAvoidsUnreachableDefaultShard(t *testing.T) {
 	for _, how := range []string{"stopped", "blackholed"} {
 		t.Run(how, func(t *testing.T) {
-			prepareFault(t, how)
-			c := integration.NewCluster(t, integration.Shards(2))
-			cfg := kvMapConfig(t, c)
-			cfg.HealthInterval = proxy.Duration(50 * time.Millisecond)
-			p := startProxy(t, cfg)
+			c, _, p, s1 := faultyKVShards(t, how)
 			ctx := ctxT(t)
-			s1 := connect(t, c.Shards[1].SuperDSN("postgres"))
-			createKV(t, ctx, c.Shards)
 			// The proxy has served the default shard before (it holds an
 			// idle connection to it, and its parameters for new clients).
 			warm := connect(t, p.dsn(""))
@@ -110,6 +104,22 @@ func TestDescribeAvoidsUnreachableDefaultShard(t *testing.T) {
 			}
 		})
 	}
+}
+
+// faultyKVShards starts two shards with table kv and a proxy that routes
+// kv by key and probes every 50 ms, readied for takeDown(..., how); it
+// returns the cluster, the proxy's configuration, the proxy and a direct
+// connection to the second shard.
+func faultyKVShards(t *testing.T, how string) (*pgcluster.Cluster, *proxy.Config, *testProxy, *pgx.Conn) {
+	t.Helper()
+	prepareFault(t, how)
+	c := integration.NewCluster(t, integration.Shards(2))
+	cfg := kvMapConfig(t, c)
+	cfg.HealthInterval = proxy.Duration(50 * time.Millisecond)
+	p := startProxy(t, cfg)
+	s1 := connect(t, c.Shards[1].SuperDSN("postgres"))
+	createKV(t, ctxT(t), c.Shards)
+	return c, cfg, p, s1
 }
 
 // prepareFault readies a test for takeDown(..., how): a "blackholed"

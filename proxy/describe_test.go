@@ -76,14 +76,8 @@ func freshInsert(t *testing.T, p *testProxy, k int, limit time.Duration) time.Du
 func TestNewSessionAfterDefaultPrimaryRetired(t *testing.T) {
 	for _, how := range []string{"stopped", "blackholed"} {
 		t.Run(how, func(t *testing.T) {
-			prepareFault(t, how)
-			c := integration.NewCluster(t, integration.Shards(2))
-			cfg := kvMapConfig(t, c)
-			cfg.HealthInterval = proxy.Duration(50 * time.Millisecond)
-			p := startProxy(t, cfg)
+			c, cfg, p, s1 := faultyKVShards(t, how)
 			ctx := ctxT(t)
-			s1 := connect(t, c.Shards[1].SuperDSN("postgres"))
-			createKV(t, ctx, c.Shards)
 			freshInsert(t, p, 1, 5*time.Second) // greeted by s0, whose pool keeps its parameters
 			takeDown(t, ctx, p, "s0", c.Shards[0], how)
 			m := readMap(t, cfg.ShardMapFile)
