@@ -13,7 +13,7 @@ import (
 // lives as long as the test process on purpose (see pgcluster).
 func GoleakOptions() []goleak.Option {
 	return []goleak.Option{
-		goleak.IgnoreAnyFunction("github.com/pgshard/pgshard/integration/pgcluster.StartOnSpawner.func1.1"),
+		goleak.IgnoreAnyFunction("github.com/pgshard/pgshard/internal/pgcluster.StartOnSpawner.func1.1"),
 	}
 }
 

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgshard/pgshard/integration/pgcluster"
+	"github.com/pgshard/pgshard/internal/pgcluster"
 )
 
 // EnvAllowSkip names the environment variable that, when "1", lets tests

@@ -16,7 +16,7 @@ import (
 
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/integration/netfault"
-	"github.com/pgshard/pgshard/integration/pgcluster"
+	"github.com/pgshard/pgshard/internal/pgcluster"
 	"github.com/pgshard/pgshard/proxy"
 	"github.com/pgshard/pgshard/shardmap"
 )

@@ -14,7 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgshard/pgshard/integration"
-	"github.com/pgshard/pgshard/integration/pgcluster"
+	"github.com/pgshard/pgshard/internal/pgcluster"
 	"github.com/pgshard/pgshard/proxy"
 	"github.com/pgshard/pgshard/wire/auth"
 )

@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/pgshard/pgshard/proxy/pool"
 	"github.com/pgshard/pgshard/router"
-	"github.com/pgshard/pgshard/router/pool"
 	"github.com/pgshard/pgshard/wire"
 )
 

@@ -12,7 +12,7 @@ import (
 	_ "github.com/lib/pq"
 
 	"github.com/pgshard/pgshard/integration"
-	"github.com/pgshard/pgshard/integration/pgcluster"
+	"github.com/pgshard/pgshard/internal/pgcluster"
 )
 
 // TestLibPQDatabaseSQL drives the proxy with lib/pq through database/sql,

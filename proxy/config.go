@@ -11,7 +11,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/pgshard/pgshard/router/pool"
+	"github.com/pgshard/pgshard/proxy/pool"
 	"github.com/pgshard/pgshard/shardmap"
 
 	"github.com/pgshard/pgshard/wire/auth"

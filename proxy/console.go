@@ -14,7 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/pgshard/pgshard/router/pool"
+	"github.com/pgshard/pgshard/proxy/pool"
 	"github.com/pgshard/pgshard/wire"
 )
 

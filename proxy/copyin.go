@@ -13,9 +13,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pgshard/pgshard/proxy/pool"
 	"github.com/pgshard/pgshard/router"
 	"github.com/pgshard/pgshard/router/copysplit"
-	"github.com/pgshard/pgshard/router/pool"
 	"github.com/pgshard/pgshard/wire"
 )
 

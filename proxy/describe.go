@@ -11,9 +11,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pgshard/pgshard/proxy/pool"
 	"github.com/pgshard/pgshard/replication/health"
 	"github.com/pgshard/pgshard/router"
-	"github.com/pgshard/pgshard/router/pool"
 	"github.com/pgshard/pgshard/wire"
 )
 

@@ -13,8 +13,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/pgshard/pgshard/proxy/pool"
 	"github.com/pgshard/pgshard/router"
-	"github.com/pgshard/pgshard/router/pool"
 	"github.com/pgshard/pgshard/wire"
 	"github.com/pgshard/pgshard/wire/auth"
 )

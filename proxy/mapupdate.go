@@ -10,8 +10,8 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/pgshard/pgshard/proxy/pool"
 	"github.com/pgshard/pgshard/replication/failover"
-	"github.com/pgshard/pgshard/router/pool"
 	"github.com/pgshard/pgshard/shardmap"
 )
 

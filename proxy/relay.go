@@ -8,8 +8,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pgshard/pgshard/proxy/pool"
 	"github.com/pgshard/pgshard/replication/health"
-	"github.com/pgshard/pgshard/router/pool"
 	"github.com/pgshard/pgshard/wire"
 )
 

@@ -9,8 +9,8 @@ import (
 	"errors"
 	"strings"
 
+	"github.com/pgshard/pgshard/proxy/pool"
 	"github.com/pgshard/pgshard/router"
-	"github.com/pgshard/pgshard/router/pool"
 	"github.com/pgshard/pgshard/wire"
 )
 

@@ -13,8 +13,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgshard/pgshard/integration"
-	"github.com/pgshard/pgshard/integration/demo"
-	"github.com/pgshard/pgshard/integration/pgcluster"
+	"github.com/pgshard/pgshard/internal/demo"
+	"github.com/pgshard/pgshard/internal/pgcluster"
 )
 
 // syncBuffer is a bytes.Buffer safe for a running command (the demo,

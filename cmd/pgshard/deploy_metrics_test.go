@@ -23,8 +23,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/pgshard/pgshard/integration"
-	"github.com/pgshard/pgshard/integration/pgcluster"
 	"github.com/pgshard/pgshard/integration/testproxy"
+	"github.com/pgshard/pgshard/internal/pgcluster"
 	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/shardmap/metarpc"
 )

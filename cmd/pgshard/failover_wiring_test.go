@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/pgshard/pgshard/integration"
-	"github.com/pgshard/pgshard/integration/pgcluster"
+	"github.com/pgshard/pgshard/internal/pgcluster"
 	"github.com/pgshard/pgshard/replication/pgadmin"
 )
 

@@ -17,8 +17,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/pgshard/pgshard/integration/pgcluster"
 	"github.com/pgshard/pgshard/integration/shardbench"
+	"github.com/pgshard/pgshard/internal/pgcluster"
 	"github.com/pgshard/pgshard/shardmap"
 )
 

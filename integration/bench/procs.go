@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/pgshard/pgshard/integration/pgcluster"
+	"github.com/pgshard/pgshard/internal/pgcluster"
 )
 
 // child is a long-running process the benchmark started: pgshard or

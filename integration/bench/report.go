@@ -46,7 +46,7 @@ func renderReport(env environment, o *options, results []result) string {
 		w(", after a %s warm-up run directly on PostgreSQL", o.warmup)
 	}
 	w(". Client, proxies and server share the machine's %d CPUs. ", env.nproc)
-	w("PostgreSQL: one server started by `integration/pgcluster` (fsync off, max_connections 200, shared_buffers 128MB). ")
+	w("PostgreSQL: one server started by `internal/pgcluster` (fsync off, max_connections 200, shared_buffers 128MB). ")
 	w("pgshard: transaction pooling, pool size %d, admin listener off. ", o.poolSize)
 	w("PgBouncer: pool_mode=transaction, default_pool_size=%d. ", o.poolSize)
 	w("All targets authenticate clients with SCRAM-SHA-256 over TCP on 127.0.0.1 without TLS; the proxies use SCRAM and no TLS towards PostgreSQL.\n\n")

@@ -46,7 +46,7 @@ func renderShardedReport(env environment, o *options, results []result, checks [
 	for _, k := range slices.Sorted(maps.Keys(shardedPgSettings)) {
 		settings = append(settings, k+" "+shardedPgSettings[k])
 	}
-	w("PostgreSQL: servers started by `integration/pgcluster` (fsync and synchronous_commit off, %s). ", strings.Join(settings, ", "))
+	w("PostgreSQL: servers started by `internal/pgcluster` (fsync and synchronous_commit off, %s). ", strings.Join(settings, ", "))
 	w("pgshard: transaction pooling, pool size %d per shard, admin listener off, SCRAM-SHA-256 for clients and towards the servers, TCP on 127.0.0.1 without TLS. ", o.poolSize)
 	w("Proxy CPU µs/tx is measured as in the section above. Ratios divide the row's value by the reference's.\n\n")
 	w("**What this measures.** pgbench, pgshard and all %d PostgreSQL servers share this machine's %d CPUs. ", o.shards+1, env.nproc)

@@ -12,8 +12,8 @@ import (
 
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/integration/difftest"
-	"github.com/pgshard/pgshard/integration/pgcluster"
 	"github.com/pgshard/pgshard/integration/testproxy"
+	"github.com/pgshard/pgshard/internal/pgcluster"
 	"github.com/pgshard/pgshard/shardmap"
 )
 

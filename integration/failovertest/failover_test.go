@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgshard/pgshard/integration/pgcluster"
+	"github.com/pgshard/pgshard/internal/pgcluster"
 	"github.com/pgshard/pgshard/shardmap"
 )
 

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/pgshard/pgshard/integration/metacluster"
-	"github.com/pgshard/pgshard/integration/pgcluster"
 	"github.com/pgshard/pgshard/integration/testproxy"
+	"github.com/pgshard/pgshard/internal/pgcluster"
 	"github.com/pgshard/pgshard/proxy"
 	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/shardmap/metarpc"

@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/pgshard/pgshard/integration/pgcluster"
+	"github.com/pgshard/pgshard/internal/pgcluster"
 )
 
 // Process is a child process started by this package: a pgshard command

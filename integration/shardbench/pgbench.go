@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pgshard/pgshard/integration/pgcluster"
+	"github.com/pgshard/pgshard/internal/pgcluster"
 )
 
 // Pgbench is one run of pgbench with a script file.

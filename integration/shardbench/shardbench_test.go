@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/pgshard/pgshard/integration"
-	"github.com/pgshard/pgshard/integration/pgcluster"
 	"github.com/pgshard/pgshard/integration/shardbench"
 	"github.com/pgshard/pgshard/integration/testproxy"
+	"github.com/pgshard/pgshard/internal/pgcluster"
 	"github.com/pgshard/pgshard/shardmap"
 )
 

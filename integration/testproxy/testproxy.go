@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgshard/pgshard/integration/pgcluster"
+	"github.com/pgshard/pgshard/internal/pgcluster"
 	"github.com/pgshard/pgshard/proxy"
 	"github.com/pgshard/pgshard/wire/auth"
 )

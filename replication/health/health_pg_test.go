@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/pgshard/pgshard/integration"
-	"github.com/pgshard/pgshard/integration/pgcluster"
+	"github.com/pgshard/pgshard/internal/pgcluster"
 )
 
 // waitTimeout bounds each wait for the monitor to see a change; they take

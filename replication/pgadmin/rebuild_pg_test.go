@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/pgshard/pgshard/integration"
-	"github.com/pgshard/pgshard/integration/pgcluster"
+	"github.com/pgshard/pgshard/internal/pgcluster"
 )
 
 // TestRebuildAuto rebuilds a fenced, killed primary after a failover. The

@@ -115,7 +115,7 @@ func writeConfig(dataDir string, o Options, includeFromMain bool) error {
 		return err
 	}
 	var b strings.Builder
-	b.WriteString("# Written by pgshard's test harness (integration/pgcluster).\n")
+	b.WriteString("# Written by pgshard's test harness (internal/pgcluster).\n")
 	for _, kv := range o.settings(dataDir) {
 		fmt.Fprintf(&b, "%s = %s\n", kv[0], kv[1])
 	}
@@ -139,7 +139,7 @@ func writeConfig(dataDir string, o Options, includeFromMain bool) error {
 	for _, u := range o.CertUsers {
 		certLines += fmt.Sprintf("hostssl all          %s   127.0.0.1/32  cert\nhost    all          %s   127.0.0.1/32  reject\n", u, u)
 	}
-	hba := fmt.Sprintf(`# Written by pgshard's test harness (integration/pgcluster).
+	hba := fmt.Sprintf(`# Written by pgshard's test harness (internal/pgcluster).
 # TYPE  DATABASE     USER  ADDRESS       METHOD
 local   all          all                 trust
 local   replication  all                 trust
