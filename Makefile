@@ -4,7 +4,7 @@ export PATH := $(shell $(GO) env GOROOT)/bin:$(shell $(GO) env GOPATH)/bin:$(PAT
 STATICCHECK_VERSION ?= v0.8.2
 BIN       := bin/pgshard
 
-.PHONY: bench-failover build compose-test test unit integration lint vet staticcheck fmt-check bench bench-sharded demo fuzz difffuzz clean proto
+.PHONY: bench-ab bench-failover build compose-test test unit integration lint vet staticcheck fmt-check bench bench-sharded demo fuzz difffuzz clean proto
 
 build:
 	$(GO) build -o $(BIN) ./cmd/pgshard
@@ -54,6 +54,15 @@ difffuzz:
 # pgbench through pgshard vs direct vs PgBouncer; writes docs/benchmarks.md.
 bench: build
 	$(GO) run ./integration/bench -pgshard $(BIN) -out docs/benchmarks.md -rounds 3 -sharded=false
+
+# Before/after: the same rounds also run a pgshard built from git revision
+# BASE (default: the commit before HEAD) as target pgshard-baseline; the
+# report gets a "pgshard vs baseline" table of CPU µs/tx and TPS ratios.
+BASE ?= HEAD~1
+bench-ab: build
+	@d="$$(mktemp -d)" && git archive "$(BASE)" | tar -x -C "$$d" && \
+		(cd "$$d" && $(GO) build -o "$(CURDIR)/bin/pgshard-base" ./cmd/pgshard); rc=$$?; rm -rf "$$d"; exit $$rc
+	$(GO) run ./integration/bench -pgshard $(BIN) -baseline bin/pgshard-base -out docs/benchmarks.md -rounds 3 -sharded=false
 
 # Sharded pgbench (accounts by aid): pgshard over 4 shards vs 1 shard vs
 # direct; rewrites its own section of docs/benchmarks.md.

@@ -25,12 +25,13 @@ import (
 // Query modes (pgbench -M) and targets.
 var (
 	allModes   = []string{"simple", "extended", "prepared"}
-	allTargets = []string{targetDirect, targetPgshard, targetBouncer, targetBouncerSession}
+	allTargets = []string{targetDirect, targetPgshard, targetBaseline, targetBouncer, targetBouncerSession}
 )
 
 const (
 	targetDirect         = "direct"
 	targetPgshard        = "pgshard"
+	targetBaseline       = "pgshard-baseline" // another pgshard binary (-baseline), for before/after comparisons
 	targetBouncer        = "pgbouncer"
 	targetBouncerSession = "pgbouncer-session"
 )
@@ -45,6 +46,7 @@ const (
 // options are the command-line flags.
 type options struct {
 	pgshardBin      string
+	baselineBin     string // -baseline: a second pgshard binary run as target pgshard-baseline
 	out             string
 	duration        time.Duration
 	warmup          time.Duration
@@ -88,6 +90,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o := &options{args: args}
 	var modes, targets, scripts string
 	fs.StringVar(&o.pgshardBin, "pgshard", "bin/pgshard", "pgshard binary to benchmark")
+	fs.StringVar(&o.baselineBin, "baseline", "", "another pgshard binary (an older build) to run in the same rounds as target "+targetBaseline+", for a before/after comparison")
 	fs.StringVar(&o.out, "out", "docs/benchmarks.md", "Markdown report to write (only the parts between the bench markers are replaced)")
 	fs.DurationVar(&o.duration, "duration", 15*time.Second, "length of each pgbench run (whole seconds)")
 	fs.DurationVar(&o.warmup, "warmup", 5*time.Second, "pgbench run directly on PostgreSQL before measuring, to warm its caches; 0 skips it")
@@ -120,6 +123,12 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	if o.targets, err = splitList("-targets", targets, allTargets); err != nil {
 		return nil, err
+	}
+	if o.baselineBin != "" && !slices.Contains(o.targets, targetBaseline) {
+		o.targets = append(o.targets, targetBaseline)
+	}
+	if o.baselineBin == "" && slices.Contains(o.targets, targetBaseline) {
+		return nil, errors.New("target " + targetBaseline + " needs -baseline")
 	}
 	if o.scripts, err = splitList("-scripts", scripts, shardbench.ScriptNames); err != nil {
 		return nil, err
@@ -333,6 +342,19 @@ func runSelectOnly(ctx context.Context, o *options, env *environment, tmp, pgben
 		defer c.stop(10 * time.Second)
 		procs[targetPgshard] = c
 		endpoints[targetPgshard] = endpointAt(addr, benchDB)
+	}
+	if slices.Contains(o.targets, targetBaseline) {
+		dir := filepath.Join(tmp, "pgshard-baseline")
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			return err
+		}
+		c, addr, err := startPgshard(ctx, o.baselineBin, dir, []pgshardShard{{Name: "s0", Host: pg.Host, Port: pg.Port}}, "", o.poolSize, benchUser, benchPassword)
+		if err != nil {
+			return fmt.Errorf("start the baseline pgshard: %w", err)
+		}
+		defer c.stop(10 * time.Second)
+		procs[targetBaseline] = c
+		endpoints[targetBaseline] = endpointAt(addr, benchDB)
 	}
 	if wantBouncer {
 		dir := filepath.Join(tmp, "pgbouncer")

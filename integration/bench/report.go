@@ -85,6 +85,9 @@ func renderReport(env environment, o *options, results []result) string {
 		w("\n")
 	}
 
+	if o.baselineBin != "" {
+		writeBaseline(&b, o, results)
+	}
 	w("### Targets\n\n")
 	w("pgshard's CPU per transaction at most %.1f× PgBouncer's, and pgshard's TPS at least PgBouncer's (transaction pooling both), per mode.\n\n", maxCPURatio)
 	w("| mode | CPU/tx ≤ %.1f× PgBouncer | TPS ≥ PgBouncer |\n|---|---|---|\n", maxCPURatio)
@@ -113,6 +116,9 @@ func writeEnv(b *strings.Builder, env environment, o *options) {
 		rev = "unknown revision"
 	}
 	w("| pgshard | `%s`, %s |\n", o.pgshardBin, rev)
+	if o.baselineBin != "" {
+		w("| pgshard baseline | `%s` |\n", o.baselineBin)
+	}
 	w("| PostgreSQL | %s; %s |\n", env.postgres, env.pgbench)
 	if env.pgbouncer != "" {
 		w("| PgBouncer | %s |\n", env.pgbouncer)
@@ -190,6 +196,8 @@ func label(target string) string {
 	switch target {
 	case targetPgshard:
 		return "**pgshard**"
+	case targetBaseline:
+		return "pgshard baseline"
 	case targetBouncer:
 		return "PgBouncer (transaction)"
 	case targetBouncerSession:
@@ -341,4 +349,22 @@ func writeReport(path, begin, end, section string) error {
 		return fmt.Errorf("write report: %w", err)
 	}
 	return nil
+}
+
+// writeBaseline compares pgshard with the baseline binary, per mode.
+func writeBaseline(b *strings.Builder, o *options, results []result) {
+	w := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
+	w("### pgshard vs baseline\n\n")
+	w("The same rounds ran `%s` (pgshard) and `%s` (baseline), same configuration. Ratios divide pgshard's value by the baseline's.\n\n", o.pgshardBin, o.baselineBin)
+	w("| mode | pgshard CPU µs/tx | baseline CPU µs/tx | CPU ratio | pgshard TPS | baseline TPS | TPS ratio |\n|---|--:|--:|--:|--:|--:|--:|\n")
+	for _, mode := range o.modes {
+		rs := resultsFor(results, mode)
+		p, ok1 := find(rs, targetPgshard)
+		base, ok2 := find(rs, targetBaseline)
+		if !ok1 || !ok2 {
+			continue
+		}
+		w("| %s | %s | %s | %s | %s | %s | %s |\n", mode, cpuCell(p), cpuCell(base), cpuRatio(p, base), tpsCell(p), tpsCell(base), tpsRatio(p, base))
+	}
+	w("\n")
 }
