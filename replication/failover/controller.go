@@ -80,8 +80,8 @@ type Config struct {
 }
 
 // Controller detects failed primaries and runs failovers and switchovers.
-// It runs on every meta member and acts only on the leader. Its methods
-// are safe for concurrent use.
+// It acts only on the meta leader (internal/controlplane runs it there).
+// Its methods are safe for concurrent use.
 type Controller struct {
 	cfg Config
 	log *slog.Logger
