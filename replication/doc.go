@@ -5,9 +5,18 @@
 //   - replication/health: probes every endpoint of every shard and knows,
 //     for each replica, whether it is up and how far it lags behind its
 //     primary in bytes and seconds, and which WAL position it has replayed
-//     (for read-your-writes). It exports Prometheus metrics.
+//     (for read-your-writes). It exports Prometheus metrics. The proxy
+//     routes reads by it; meta members run one for pgshard shards list.
+//   - replication/pgadmin: the actions on a PostgreSQL server that a
+//     failover needs (state, promote, repoint, wait for replay, quiesce,
+//     fence) and the rebuild of a fenced primary as a replica (pgshard
+//     shards rejoin). Every action is idempotent.
+//   - replication/failover: the failover and switchover workflow the meta
+//     leader runs, with the supervision of fenced servers and replicas.
+//     Its state lives in the shard map (shardmap.Switch); it acts on
+//     servers and on the map through two small interfaces (Admin, Store).
 //
-// Read splitting, read-your-writes routing, failover and switchover build
-// on health later; the router and the proxy consult them, and the meta
-// leader drives failover through the shard map.
+// The family imports shardmap (the map's types) and nothing above it;
+// shardmap imports nothing of it. internal/controlplane wires failover to
+// pgadmin and to the meta node, and runs it on the meta leader.
 package replication

@@ -1,8 +1,12 @@
 // Package shardmap is the shard map: which shards exist, how the rows of
 // each table are spread over them, and the hash functions that decide it.
-// It is pure data and functions, with no I/O; the router consults a Map to
-// plan statements, the control plane (later an FSM on raft) stores and
-// versions it, and resharding workflows edit it one interval at a time.
+// This package is pure data and functions, with no I/O; the router
+// consults a Map to plan statements, and the meta cluster stores and
+// versions it. Its subpackages are that meta cluster: shardmap/meta (the
+// Raft node whose FSM holds the map, its epochs and history, and the
+// proxies' registrations), shardmap/metarpc (its gRPC server and client)
+// and shardmap/metapb (the generated wire format). None of them imports
+// replication/...: internal/controlplane joins the two.
 //
 // A [Map] has shards ([Shard]: a primary and replicas), distributions and
 // tables. A [Distribution] has a key type (bigint, text, uuid), a strategy
@@ -26,5 +30,11 @@
 //
 // [CheckSuccessor] says what is dangerous in replacing one map by another
 // ([Hazard]): a fenced server made primary or no longer fenced, a server
-// in recovery made primary.
+// in recovery made primary. [Diff] says what changes, by meaning: shards,
+// distributions and tables added, removed or changed, and the key ranges
+// that move from shard to shard ([IntervalMove]).
+//
+// A shard's [Switch] is the state of a failover or switchover in progress,
+// kept in the map because proxies route by it (replication/failover
+// drives it).
 package shardmap

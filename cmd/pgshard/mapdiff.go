@@ -9,18 +9,14 @@ import (
 	"github.com/pgshard/pgshard/shardmap"
 )
 
-// This file compares two shard maps the way a DBA reviews a change: by
-// meaning, not by text. Order of shards, distributions and tables does not
-// matter, epochs are ignored, and a distribution's intervals are compared
-// by which shard owns each key, so that the diff says which key ranges
-// move from which shard to which. It needs no server and no cobra: it is
-// ready to move into package shardmap once another user wants it.
+// The output of `pgshard map diff`: shardmap.Diff's comparison as JSON
+// and as a table for people.
 
 // The kinds of change of a named element.
 const (
-	changeAdded   = "added"
-	changeRemoved = "removed"
-	changeChanged = "changed"
+	changeAdded   = shardmap.ChangeAdded
+	changeRemoved = shardmap.ChangeRemoved
+	changeChanged = shardmap.ChangeChanged
 )
 
 // mapDiff is what changes from one map to another. It is the result of
@@ -78,220 +74,53 @@ type tableDiff struct {
 	Details []string   `json:"details,omitempty"`
 }
 
-// diffMaps compares old (nil when there is none yet) with new. Both must
-// be valid maps (Validate), so that intervals cover the key space.
+// diffMaps compares old (nil when there is none yet) with new
+// (shardmap.Diff), for output. Both must be valid maps (Validate).
 func diffMaps(old, new *shardmap.Map, from, to string) *mapDiff {
-	if old == nil {
-		old = &shardmap.Map{}
+	sd := shardmap.Diff(old, new)
+	d := &mapDiff{From: from, To: to, Equal: sd.Equal(),
+		Shards: make([]shardDiff, 0, len(sd.Shards)), Distributions: make([]distributionDiff, 0, len(sd.Distributions)),
+		Tables: make([]tableDiff, 0, len(sd.Tables))}
+	for _, x := range sd.Shards {
+		out := shardDiff{Name: x.Name, Change: x.Change, Details: x.Details}
+		if x.Old != nil {
+			j := shardToJSON(x.Old)
+			out.Old = &j
+		}
+		if x.New != nil {
+			j := shardToJSON(x.New)
+			out.New = &j
+		}
+		d.Shards = append(d.Shards, out)
 	}
-	d := &mapDiff{From: from, To: to, Shards: []shardDiff{}, Distributions: []distributionDiff{}, Tables: []tableDiff{}}
-	diffNamed(old.Shards, new.Shards, func(s shardmap.Shard) string { return s.Name },
-		func(name string, o, n *shardmap.Shard) {
-			if sd, ok := diffShard(name, o, n); ok {
-				d.Shards = append(d.Shards, sd)
-			}
-		})
-	diffNamed(old.Distributions, new.Distributions, func(x shardmap.Distribution) string { return x.Name },
-		func(name string, o, n *shardmap.Distribution) {
-			if dd, ok := diffDistribution(name, o, n); ok {
-				d.Distributions = append(d.Distributions, dd)
-			}
-		})
-	diffNamed(old.Tables, new.Tables, func(t shardmap.Table) string { return t.Name },
-		func(name string, o, n *shardmap.Table) {
-			if td, ok := diffTable(name, o, n); ok {
-				d.Tables = append(d.Tables, td)
-			}
-		})
-	d.Equal = len(d.Shards) == 0 && len(d.Distributions) == 0 && len(d.Tables) == 0
+	for _, x := range sd.Distributions {
+		out := distributionDiff{Name: x.Name, Change: x.Change, Details: x.Details}
+		if x.Old != nil {
+			j := distributionToJSON(x.Old)
+			out.Old = &j
+		}
+		if x.New != nil {
+			j := distributionToJSON(x.New)
+			out.New = &j
+		}
+		for _, m := range x.Moves {
+			out.Moves = append(out.Moves, intervalMove{Lo: m.Lo.String(), Hi: m.Hi.String(), From: m.From, To: m.To})
+		}
+		d.Distributions = append(d.Distributions, out)
+	}
+	for _, x := range sd.Tables {
+		out := tableDiff{Name: x.Name, Change: x.Change, Details: x.Details}
+		if x.Old != nil {
+			j := tableToJSON(x.Old)
+			out.Old = &j
+		}
+		if x.New != nil {
+			j := tableToJSON(x.New)
+			out.New = &j
+		}
+		d.Tables = append(d.Tables, out)
+	}
 	return d
-}
-
-// diffNamed calls f for every name in old or new, in name order, with the
-// element of each (nil where it is missing).
-func diffNamed[T any](old, new []T, name func(T) string, f func(name string, o, n *T)) {
-	index := func(list []T) map[string]*T {
-		m := make(map[string]*T, len(list))
-		for i := range list {
-			m[name(list[i])] = &list[i]
-		}
-		return m
-	}
-	om, nm := index(old), index(new)
-	names := make([]string, 0, len(om)+len(nm))
-	for k := range om {
-		names = append(names, k)
-	}
-	for k := range nm {
-		if om[k] == nil {
-			names = append(names, k)
-		}
-	}
-	slices.Sort(names)
-	for _, k := range names {
-		f(k, om[k], nm[k])
-	}
-}
-
-// change returns "old -> new" details for a field when it differs.
-func change(details []string, field, old, new string) []string {
-	if old == new {
-		return details
-	}
-	return append(details, fmt.Sprintf("%s %s -> %s", field, orDash(old), orDash(new)))
-}
-
-func diffShard(name string, o, n *shardmap.Shard) (shardDiff, bool) {
-	sd := shardDiff{Name: name}
-	if o != nil {
-		j := shardToJSON(o)
-		sd.Old = &j
-	}
-	if n != nil {
-		j := shardToJSON(n)
-		sd.New = &j
-	}
-	switch {
-	case o == nil:
-		sd.Change = changeAdded
-		return sd, true
-	case n == nil:
-		sd.Change = changeRemoved
-		return sd, true
-	}
-	var det []string
-	det = change(det, "primary", o.Primary.String(), n.Primary.String())
-	or, nr := slices.Sorted(slices.Values(sd.Old.Replicas)), slices.Sorted(slices.Values(sd.New.Replicas))
-	if !slices.Equal(or, nr) {
-		det = append(det, fmt.Sprintf("replicas [%s] -> [%s]", strings.Join(or, " "), strings.Join(nr, " ")))
-	}
-	det = change(det, "state", string(o.State), string(n.State))
-	of, nf := slices.Sorted(slices.Values(sd.Old.Fenced)), slices.Sorted(slices.Values(sd.New.Fenced))
-	if !slices.Equal(of, nf) {
-		det = append(det, fmt.Sprintf("fenced [%s] -> [%s]", strings.Join(of, " "), strings.Join(nf, " ")))
-	}
-	det = change(det, "switch", sd.Old.Switch.describe(), sd.New.Switch.describe())
-	if len(det) == 0 {
-		return sd, false
-	}
-	sd.Change, sd.Details = changeChanged, det
-	return sd, true
-}
-
-func diffTable(name string, o, n *shardmap.Table) (tableDiff, bool) {
-	td := tableDiff{Name: name}
-	if o != nil {
-		j := tableToJSON(o)
-		td.Old = &j
-	}
-	if n != nil {
-		j := tableToJSON(n)
-		td.New = &j
-	}
-	switch {
-	case o == nil:
-		td.Change = changeAdded
-		return td, true
-	case n == nil:
-		td.Change = changeRemoved
-		return td, true
-	}
-	var det []string
-	det = change(det, "kind", string(o.Kind), string(n.Kind))
-	det = change(det, "key", o.KeyColumn, n.KeyColumn)
-	det = change(det, "distribution", o.Distribution, n.Distribution)
-	if len(det) == 0 {
-		return td, false
-	}
-	td.Change, td.Details = changeChanged, det
-	return td, true
-}
-
-func diffDistribution(name string, o, n *shardmap.Distribution) (distributionDiff, bool) {
-	dd := distributionDiff{Name: name}
-	if o != nil {
-		j := distributionToJSON(o)
-		dd.Old = &j
-	}
-	if n != nil {
-		j := distributionToJSON(n)
-		dd.New = &j
-	}
-	switch {
-	case o == nil:
-		dd.Change = changeAdded
-		return dd, true
-	case n == nil:
-		dd.Change = changeRemoved
-		return dd, true
-	}
-	var det []string
-	det = change(det, "key_type", string(o.KeyType), string(n.KeyType))
-	det = change(det, "strategy", string(o.Strategy), string(n.Strategy))
-	det = change(det, "default_shard", o.DefaultShard, n.DefaultShard)
-	sameIntervals := slices.Equal(o.Intervals, n.Intervals)
-	switch {
-	case sameIntervals:
-	case o.KeyType != n.KeyType || o.Strategy != n.Strategy:
-		// Keys of one cannot be placed in the other's intervals.
-		det = append(det, "intervals "+describeIntervals(dd.Old)+" -> "+describeIntervals(dd.New))
-	default:
-		dd.Moves = intervalMoves(o, n)
-		if len(dd.Moves) == 0 {
-			det = append(det, fmt.Sprintf("intervals re-split, no key changes shard: %d -> %d intervals (%s)",
-				len(o.Intervals), len(n.Intervals), describeIntervals(dd.New)))
-		}
-	}
-	if len(det) == 0 && len(dd.Moves) == 0 {
-		return dd, false
-	}
-	dd.Change, dd.Details = changeChanged, det
-	return dd, true
-}
-
-// intervalMoves returns the key ranges whose shard differs between o and
-// n (of the same key type and strategy, both covering the key space), in
-// key order, adjacent ranges with the same move merged.
-func intervalMoves(o, n *shardmap.Distribution) []intervalMove {
-	// Every bound of either map starts a segment owned by one shard in
-	// each.
-	points := make([]shardmap.Bound, 0, len(o.Intervals)+len(n.Intervals))
-	for _, iv := range o.Intervals {
-		points = append(points, iv.Lo)
-	}
-	for _, iv := range n.Intervals {
-		points = append(points, iv.Lo)
-	}
-	slices.SortFunc(points, shardmap.Bound.Compare)
-	points = slices.CompactFunc(points, func(a, b shardmap.Bound) bool { return a.Compare(b) == 0 })
-	owner := func(d *shardmap.Distribution, p shardmap.Bound) string {
-		if i := d.IntervalIndex(p); i >= 0 {
-			return d.Intervals[i].Shard
-		}
-		return "" // not covered: only in an invalid map
-	}
-	var moves []intervalMove
-	var cur *intervalMove
-	var curLo shardmap.Bound
-	flush := func(hi shardmap.Bound) {
-		if cur != nil {
-			cur.Lo, cur.Hi = curLo.String(), hi.String()
-			moves = append(moves, *cur)
-			cur = nil
-		}
-	}
-	for _, p := range points {
-		from, to := owner(o, p), owner(n, p)
-		if cur != nil && cur.From == from && cur.To == to {
-			continue // the same move goes on
-		}
-		flush(p)
-		if from != to {
-			cur, curLo = &intervalMove{From: from, To: to}, p
-		}
-	}
-	flush(shardmap.PosInf())
-	return moves
 }
 
 // writeTable prints the diff for people: + added, - removed, ~ changed.

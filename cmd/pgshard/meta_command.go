@@ -13,12 +13,14 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pgshard/pgshard/internal/controlplane"
 	"github.com/pgshard/pgshard/shardmap/meta"
 	"github.com/pgshard/pgshard/shardmap/metarpc"
 )
 
-// `pgshard meta run`: one member of the meta cluster — a Raft node and its
-// gRPC API.
+// `pgshard meta run`: one member of the meta cluster — a Raft node, its
+// gRPC API and its leader-side controllers, assembled by
+// internal/controlplane.
 
 type metaRunOptions struct {
 	id          string
@@ -121,41 +123,34 @@ func (o *metaRunOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("meta API: listen on %s: %w", o.apiAddr, err)
 	}
-	defer lis.Close()
-	cfg := meta.Config{
-		ID:            o.id,
-		RaftAddr:      o.raftAddr,
-		AdvertiseAddr: o.advertise,
-		APIAddr:       lis.Addr().String(),
-		DataDir:       o.dataDir,
-		Logger:        slog.Default(),
-		// A new leader within about two heartbeat timeouts of the old
-		// one's death (pre-vote waits for a second follower to time out).
-		HeartbeatTimeout:   o.heartbeat,
-		ElectionTimeout:    o.election,
-		LeaderLeaseTimeout: o.heartbeat / 2,
+	cfg := controlplane.Config{
+		Node: meta.Config{
+			ID:            o.id,
+			RaftAddr:      o.raftAddr,
+			AdvertiseAddr: o.advertise,
+			DataDir:       o.dataDir,
+			Bootstrap:     o.bootstrap,
+			// A new leader within about two heartbeat timeouts of the old
+			// one's death (pre-vote waits for a second follower to time out).
+			HeartbeatTimeout:   o.heartbeat,
+			ElectionTimeout:    o.election,
+			LeaderLeaseTimeout: o.heartbeat / 2,
+		},
+		API:      lis,
+		Server:   metarpc.ServerOptions{Token: o.token, AllowUnauthenticated: o.allowNoAuth},
+		Failover: o.failover.config(),
 	}
-	node, err := meta.Open(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer node.Close()
-	if o.bootstrap {
-		if err := node.Bootstrap(ctx); err != nil && !errors.Is(err, meta.ErrAlreadyBootstrapped) {
-			return err
-		}
-	}
-	opts := metarpc.ServerOptions{Token: o.token, AllowUnauthenticated: o.allowNoAuth, Logger: slog.Default()}
 	if o.tlsCert != "" {
-		if opts.TLS, err = metarpc.ServerTLSConfig(o.tlsCert, o.tlsKey, o.tlsClientCA); err != nil {
+		if cfg.Server.TLS, err = metarpc.ServerTLSConfig(o.tlsCert, o.tlsKey, o.tlsClientCA); err != nil {
+			lis.Close()
 			return err
 		}
-		opts.RequireClientCert = o.tlsClientCA != ""
+		cfg.Server.RequireClientCert = o.tlsClientCA != ""
 	}
-	var metrics *metaMetrics
 	if o.metricsAddr != "" {
 		mln, err := net.Listen("tcp", o.metricsAddr)
 		if err != nil {
+			lis.Close()
 			return fmt.Errorf("meta metrics: listen on %s: %w", o.metricsAddr, err)
 		}
 		if o.tlsCert != "" {
@@ -164,46 +159,18 @@ func (o *metaRunOptions) Run(ctx context.Context) error {
 			tc, err := metarpc.ServerTLSConfig(o.tlsCert, o.tlsKey, "")
 			if err != nil {
 				mln.Close()
+				lis.Close()
 				return fmt.Errorf("meta metrics: %w", err)
 			}
 			mln = tls.NewListener(mln, tc)
 		}
-		metrics = newMetaMetrics(node)
-		mctx, stopMetrics := context.WithCancel(context.Background())
-		metricsDone := make(chan error, 1)
-		go func() { metricsDone <- metrics.serve(mctx, mln, o.token) }()
-		defer func() {
-			stopMetrics()
-			if err := <-metricsDone; err != nil {
-				slog.Warn("meta metrics", "err", err)
-			}
-		}()
+		cfg.Metrics = &controlplane.MetricsConfig{Listener: mln, Token: o.token}
 	}
-	if !o.failover.disabled {
-		fo, err := startFailover(node, o.failover, metrics)
-		if err != nil {
-			return err
-		}
-		defer fo.stop()
-		opts.Switchover, opts.Health = fo.switchover, fo.health
-	}
-	srv, err := metarpc.NewServer(metarpc.NodeStore(node), opts)
+	member, err := controlplane.New(ctx, cfg, slog.Default())
 	if err != nil {
 		return err
 	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	slog.Info("meta member serving", "id", o.id, "api", lis.Addr().String(), "raft", node.Addr())
-	select {
-	case err = <-served:
-		return fmt.Errorf("meta API: %w", err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		srv.Stop()
-	}
-	<-served
-	return nil
+	defer member.Close()
+	slog.Info("meta member serving", "id", o.id, "api", member.Addr(), "raft", member.Node().Addr())
+	return member.Wait(ctx)
 }

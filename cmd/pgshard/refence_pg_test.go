@@ -4,15 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pgshard/pgshard/integration"
+	"github.com/pgshard/pgshard/internal/controlplane"
 	"github.com/pgshard/pgshard/internal/pgcluster"
 	"github.com/pgshard/pgshard/replication/failover"
 	"github.com/pgshard/pgshard/shardmap"
@@ -21,7 +23,8 @@ import (
 )
 
 // TestFencedServerComesBackFenced: with real PostgreSQL servers and a real
-// meta member (Raft node, failover controller, health monitor, API), a
+// meta member (Raft node, failover controller, health monitor, API, as
+// internal/controlplane assembles it), a
 // server that the map fences and that was down — so never fenced on the
 // server side, as after a failover of a dead primary — starts again as a
 // writable primary. The meta leader fences it by itself: a direct INSERT
@@ -39,14 +42,6 @@ func TestFencedServerComesBackFenced(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	node, err := meta.Open(ctx, meta.Config{ID: "m1", RaftAddr: "127.0.0.1:0", DataDir: t.TempDir(), Bootstrap: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer node.Close()
-	if err := node.WaitLeader(ctx); err != nil {
-		t.Fatal(err)
-	}
 	m, err := shardmap.ParseYAML(fmt.Appendf(nil, `epoch: 1
 shards:
   - {name: s1, primary: %q, fenced: [%q]}
@@ -58,34 +53,36 @@ tables:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := node.ApplyMap(ctx, m, 0, "s1 failed over; its old primary is fenced"); err != nil {
-		t.Fatal(err)
-	}
-	metrics := newMetaMetrics(node)
-	runner, err := startFailover(node, metaFailoverOptions{
-		pgUser: pgcluster.SuperuserName, password: pgcluster.SuperuserPassword, pgSSLMode: "disable",
-		checkInterval: 200 * time.Millisecond, failAfter: 10 * time.Second, observers: -1, drainGrace: time.Second,
-	}, metrics)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer runner.stop()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := metarpc.NewServer(metarpc.NodeStore(node), metarpc.ServerOptions{AllowUnauthenticated: true, Health: runner.health})
+	mln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		lis.Close()
 		t.Fatal(err)
 	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	defer func() { srv.Stop(); <-served }()
+	member, err := controlplane.New(ctx, controlplane.Config{
+		Node:        meta.Config{ID: "m1", RaftAddr: "127.0.0.1:0", DataDir: t.TempDir(), Bootstrap: true},
+		API:         lis,
+		Server:      metarpc.ServerOptions{AllowUnauthenticated: true},
+		WaitLeader:  time.Minute,
+		Seed:        m,
+		SeedComment: "s1 failed over; its old primary is fenced",
+		Failover: &controlplane.FailoverConfig{
+			PGUser: pgcluster.SuperuserName, PGPassword: pgcluster.SuperuserPassword, PGSSLMode: "disable",
+			CheckInterval: 200 * time.Millisecond, FailAfter: 10 * time.Second, Observers: -1, DrainGrace: time.Second,
+		},
+		Metrics: &controlplane.MetricsConfig{Listener: mln},
+	}, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer member.Close()
 
 	// Down: shards list says so.
 	shardsList := func() string {
-		r := runCtl(t, nil, "shards", "list", "--meta", lis.Addr().String(), "--timeout", "5s")
+		r := runCtl(t, nil, "shards", "list", "--meta", member.Addr(), "--timeout", "5s")
 		if r.code != exitOK {
 			t.Fatalf("shards list: exit %d\n%s", r.code, r.stderr)
 		}
@@ -119,7 +116,7 @@ tables:
 	// The setting applies before Fence has terminated the sessions and
 	// returned: the step is counted a moment later.
 	waitUntil(t, ctx, "the refence step in the metrics", func() (bool, string) {
-		n := testutil.ToFloat64(metrics.steps.WithLabelValues("", failover.EventRefence, "ok"))
+		n := gatheredValue(t, member.Gatherer(), "pgshard_failover_steps_total", map[string]string{"kind": "", "step": failover.EventRefence, "result": "ok"})
 		return n >= 1, fmt.Sprintf("pgshard_failover_steps_total{step=refence,result=ok} = %v", n)
 	})
 	// The fence is the server's own setting: it survives a restart.
@@ -137,6 +134,39 @@ tables:
 	if v, err := primary.QueryValue(ctx, "SELECT current_setting('default_transaction_read_only')"); err != nil || v != "off" {
 		t.Errorf("the primary's default_transaction_read_only = %q, %v; want off", v, err)
 	}
+}
+
+// gatheredValue returns the value of the counter or gauge name with
+// exactly the given labels (a label absent counts as ""), 0 when there is
+// none.
+func gatheredValue(t *testing.T, g prometheus.Gatherer, name string, labels map[string]string) float64 {
+	t.Helper()
+	fams, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range f.GetMetric() {
+			got := make(map[string]string)
+			for _, lp := range m.GetLabel() {
+				got[lp.GetName()] = lp.GetValue()
+			}
+			for k, v := range labels {
+				if got[k] != v {
+					continue metrics
+				}
+			}
+			if c := m.GetCounter(); c != nil {
+				return c.GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	return 0
 }
 
 // waitUntil polls cond every 100 ms until it holds, failing the test with

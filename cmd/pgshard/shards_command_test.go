@@ -7,9 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/pgshard/pgshard/replication/health"
 	"github.com/pgshard/pgshard/shardmap/metarpc"
 )
 
@@ -38,18 +36,17 @@ tables:
 // ctlHealth is what a health monitor might say about ctlSwitchingMapYAML:
 // s1's primary is down, one replica lags, the other has replayed nothing
 // yet; s2's primary was never probed.
-func ctlHealth() []health.Status {
-	probed := time.Now()
-	return []health.Status{
-		{Target: health.Target{Shard: "s1", Addr: "10.0.0.1:5432", Role: health.RolePrimary}, LastProbe: probed, Observed: true,
+func ctlHealth() []metarpc.EndpointHealth {
+	return []metarpc.EndpointHealth{
+		{Shard: "s1", Addr: "10.0.0.1:5432", Probed: true,
 			LastError: errors.New(`failed to connect to host=10.0.0.1 user=pgshard password=hunter2 database=postgres: connection refused`)},
-		{Target: health.Target{Shard: "s1", Addr: "10.0.0.2:5432", Role: health.RoleReplica}, LastProbe: probed, Up: true, Observed: true,
+		{Shard: "s1", Addr: "10.0.0.2:5432", Probed: true, Up: true,
 			InRecovery: true, LagKnown: true, LagBytes: 3 << 19, LagSeconds: 2.5},
-		{Target: health.Target{Shard: "s1", Addr: "10.0.0.4:5432", Role: health.RoleReplica}, LastProbe: probed, Up: true, Observed: true,
+		{Shard: "s1", Addr: "10.0.0.4:5432", Probed: true, Up: true,
 			InRecovery: true, LagKnown: true, LagBytes: 100, LagSeconds: math.Inf(1)},
-		{Target: health.Target{Shard: "s2", Addr: "10.0.0.3:5432", Role: health.RolePrimary}},
+		{Shard: "s2", Addr: "10.0.0.3:5432"},
 		// The meta members' monitor probes fenced servers too.
-		{Target: health.Target{Shard: "s1", Addr: "10.0.0.9:5432", Role: health.RoleFenced}, LastProbe: probed, Up: true, Observed: true},
+		{Shard: "s1", Addr: "10.0.0.9:5432", Probed: true, Up: true},
 	}
 }
 

@@ -11,20 +11,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgshard/pgshard/internal/controlplane"
 	"github.com/pgshard/pgshard/shardmap/meta"
 	"github.com/pgshard/pgshard/shardmap/metarpc"
 )
 
-// Local is a single-member meta cluster inside the test process: a
-// meta.Node bootstrapped on a temporary data directory, served by a
-// metarpc.Server with a token on a free 127.0.0.1 port.
+// Local is a single-member meta cluster inside the test process, as
+// internal/controlplane assembles every member: a meta.Node bootstrapped
+// on a temporary data directory, served by a metarpc.Server with a token
+// on a free 127.0.0.1 port (no failover: it knows no PostgreSQL role).
 type Local struct {
 	Node  *meta.Node
 	Addr  string // the API address
 	Token string
 
-	srv     *metarpc.Server
-	served  chan error
+	member  *controlplane.Member
 	logPath string
 	logFile *os.File
 	once    sync.Once
@@ -37,7 +38,7 @@ type Local struct {
 func StartLocal(t testing.TB) *Local {
 	t.Helper()
 	dir := tempDir(t, "local-meta-")
-	l := &Local{Token: rand.Text(), logPath: filepath.Join(dir, "meta.log"), served: make(chan error, 1)}
+	l := &Local{Token: rand.Text(), logPath: filepath.Join(dir, "meta.log")}
 	var err error
 	if l.logFile, err = os.Create(l.logPath); err != nil {
 		t.Fatal(err)
@@ -46,25 +47,28 @@ func StartLocal(t testing.TB) *Local {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.Addr = lis.Addr().String()
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
-	l.Node, err = meta.Open(ctx, meta.Config{
-		ID:                 "local",
-		RaftAddr:           "127.0.0.1:0",
-		APIAddr:            l.Addr,
-		DataDir:            filepath.Join(dir, "data"),
-		Bootstrap:          true,
-		Logger:             slog.New(slog.NewTextHandler(l.logFile, &slog.HandlerOptions{Level: slog.LevelInfo})),
-		HeartbeatTimeout:   200 * time.Millisecond,
-		ElectionTimeout:    200 * time.Millisecond,
-		LeaderLeaseTimeout: 100 * time.Millisecond,
-	})
+	l.member, err = controlplane.New(ctx, controlplane.Config{
+		Node: meta.Config{
+			ID:                 "local",
+			RaftAddr:           "127.0.0.1:0",
+			DataDir:            filepath.Join(dir, "data"),
+			Bootstrap:          true,
+			HeartbeatTimeout:   200 * time.Millisecond,
+			ElectionTimeout:    200 * time.Millisecond,
+			LeaderLeaseTimeout: 100 * time.Millisecond,
+		},
+		API:           lis,
+		Server:        metarpc.ServerOptions{Token: l.Token},
+		WaitLeader:    startTimeout,
+		ShutdownGrace: -1, // Stop: the address refuses connections at once
+	}, slog.New(slog.NewTextHandler(l.logFile, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	if err != nil {
-		_ = lis.Close()
 		_ = l.logFile.Close()
-		t.Fatalf("metacluster: open the local meta node: %v", err)
+		t.Fatalf("metacluster: start the local meta member: %v", err)
 	}
+	l.Node, l.Addr = l.member.Node(), l.member.Addr()
 	t.Cleanup(func() {
 		if err := l.Stop(); err != nil {
 			t.Errorf("metacluster: stop the local meta member: %v", err)
@@ -73,15 +77,6 @@ func StartLocal(t testing.TB) *Local {
 			t.Logf("--- last lines of the local meta member (%s) ---\n%s", l.logPath, LogTail(l.logPath, 40))
 		}
 	})
-	if err := l.Node.WaitLeader(ctx); err != nil {
-		_ = lis.Close()
-		t.Fatal(err)
-	}
-	if l.srv, err = metarpc.NewServer(metarpc.NodeStore(l.Node), metarpc.ServerOptions{Token: l.Token}); err != nil {
-		_ = lis.Close()
-		t.Fatal(err)
-	}
-	go func() { l.served <- l.srv.Serve(lis) }()
 	return l
 }
 
@@ -89,13 +84,7 @@ func StartLocal(t testing.TB) *Local {
 // connections. It may be called more than once.
 func (l *Local) Stop() error {
 	l.once.Do(func() {
-		if l.srv != nil {
-			l.srv.Stop()
-			l.stopErr = <-l.served
-		}
-		if err := l.Node.Close(); err != nil && l.stopErr == nil {
-			l.stopErr = err
-		}
+		l.stopErr = l.member.Close()
 		_ = l.logFile.Close()
 	})
 	return l.stopErr

@@ -80,8 +80,8 @@ type Config struct {
 }
 
 // Controller detects failed primaries and runs failovers and switchovers.
-// It runs on every meta member and acts only on the leader. Its methods
-// are safe for concurrent use.
+// It acts only on the meta leader (internal/controlplane runs it there).
+// Its methods are safe for concurrent use.
 type Controller struct {
 	cfg Config
 	log *slog.Logger
@@ -169,6 +169,8 @@ func New(cfg Config) (*Controller, error) {
 
 // Run checks the primaries and drives the switches of the map until ctx
 // ends, then waits for the workflows it started to stop and returns nil.
+// The control plane (internal/controlplane) runs it while this member
+// leads and cancels it when it stops leading; Run checks on its own too.
 // It acts only while Store.IsLeader(): when this member becomes leader it
 // resumes every switch found in the map, and when it stops leading it
 // stops them (between steps, or by cancelling the call in flight) and
@@ -187,6 +189,10 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer func() {
 		c.mu.Lock()
 		c.runs = false
+		// Failed checks count per leader term: a Run started again
+		// (this member leads again) counts afresh.
+		clear(c.down)
+		clear(c.stuck)
 		c.mu.Unlock()
 	}()
 	defer c.workers.Wait()

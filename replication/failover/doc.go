@@ -1,9 +1,10 @@
 // Package failover replaces the primary of a shard: a failover when the
 // primary fails its checks, a switchover when a DBA asks for one
-// (DESIGN.md section 4). Its [Controller] runs on every member of the
-// metadata (Raft) cluster and acts only on the leader. It changes servers
-// through an [Admin] (replication/pgadmin) and the shard map through a
-// [Store] (shardmap/meta); proxies follow the map.
+// (DESIGN.md section 4). Its [Controller] runs on the leader of the
+// metadata (Raft) cluster, as a leader-side controller of
+// internal/controlplane, and checks leadership itself before every step.
+// It changes servers through an [Admin] (replication/pgadmin) and the
+// shard map through a [Store] (shardmap/meta); proxies follow the map.
 //
 // # Workflow
 //

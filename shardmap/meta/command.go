@@ -30,8 +30,9 @@ import (
 //     applied (see fsm.Apply): skipping it would make this replica diverge.
 //     A leader must therefore not write a new type before every voter runs
 //     a binary that knows it (rolling upgrades: followers first).
-//   - Workflows (failover, resharding) will be new types with their own
-//     payloads, and a section of their own in the snapshot.
+//   - Workflows whose state proxies do not route by (resharding, 2PC)
+//     keep records put by workflow_put (workflows.go), in a section of
+//     their own in the snapshot (format 2).
 //
 // encoding/json output is deterministic for the structs used here (fields
 // in declaration order, no maps), which the fixtures also check.
@@ -46,6 +47,7 @@ const (
 	cmdProxyDeregister cmdType = "proxy_deregister" // deregisterCmd
 	cmdTick            cmdType = "tick"             // tickCmd
 	cmdMemberAPIAddr   cmdType = "member_api_addr"  // memberCmd
+	cmdWorkflowPut     cmdType = "workflow_put"     // workflowPutCmd
 )
 
 // envelope is the JSON form of a log entry.
@@ -102,6 +104,18 @@ type memberCmd struct {
 	APIAddr string `json:"api_addr"`
 }
 
+// workflowPutCmd (workflow_put v1) sets (or, with Delete, removes) the
+// record of workflow ID if its version is still ExpectVersion (0: no
+// record), by compare-and-set (workflows.go). Kind must match the
+// record's. State is the workflow's own encoding (base64 in the JSON).
+type workflowPutCmd struct {
+	ID            string `json:"id"`
+	Kind          string `json:"kind"`
+	ExpectVersion uint64 `json:"expect_version"`
+	State         []byte `json:"state,omitempty"`
+	Delete        bool   `json:"delete,omitempty"`
+}
+
 // cmdSpec is what this binary knows about one command type.
 type cmdSpec struct {
 	version int // the version written, the highest read
@@ -116,6 +130,7 @@ var commands = map[cmdType]cmdSpec{
 	cmdProxyDeregister: {1, decodeV1[deregisterCmd]},
 	cmdTick:            {1, decodeV1[tickCmd]},
 	cmdMemberAPIAddr:   {1, decodeV1[memberCmd]},
+	cmdWorkflowPut:     {1, decodeV1[workflowPutCmd]},
 }
 
 // decodeV1 decodes the payload of a command that has only had version 1.

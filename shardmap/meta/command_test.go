@@ -31,6 +31,9 @@ var fixtures = []struct {
 	{"proxy_deregister.v1.json", cmdProxyDeregister, time.Date(2025, 3, 1, 12, 0, 2, 0, time.UTC), &deregisterCmd{ProxyID: "proxy-a"}},
 	{"tick.v1.json", cmdTick, time.Date(2025, 3, 1, 12, 0, 3, 0, time.UTC), &tickCmd{ForgetNanos: int64(24 * time.Hour)}},
 	{"member_api_addr.v1.json", cmdMemberAPIAddr, time.Date(2025, 3, 1, 12, 0, 4, 0, time.UTC), &memberCmd{ID: "meta-1", APIAddr: "10.2.0.1:7200"}},
+	{"workflow_put.v1.json", cmdWorkflowPut, time.Date(2025, 3, 1, 12, 0, 5, 0, time.UTC), &workflowPutCmd{
+		ID: "reshard-users-1", Kind: "resharding", ExpectVersion: 3, State: []byte(`{"step":"copy","copied":1000}`),
+	}},
 }
 
 func readFixture(t *testing.T, name string) []byte {

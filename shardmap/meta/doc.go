@@ -2,8 +2,13 @@
 // meta"): a hashicorp/raft group of 1, 3 or 5 voters that holds the shard
 // map with its epoch and a bounded history of earlier epochs, and the
 // registrations of the proxies that apply it (address, applied epoch,
-// liveness by lease). Later it also holds the state of long-running
-// workflows (failover, resharding), so that a new leader resumes them.
+// liveness by lease). The state of a failover lives in the map (a shard's
+// Switch); long-running workflows whose state proxies do not route by
+// (resharding, two-phase commit) keep records here, one per workflow,
+// changed by compare-and-set on the record's version ([Node.PutWorkflow],
+// [Node.DeleteWorkflow]), so that a new leader resumes them (README,
+// "Long-running workflow state"). The controllers that drive them run on
+// the leader, assembled by internal/controlplane.
 //
 // A [Node] is one member of the group. [Open] starts it from a data
 // directory (a bbolt log and stable store, file snapshots) and a TCP

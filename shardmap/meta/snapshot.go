@@ -11,20 +11,28 @@ import (
 	"github.com/pgshard/pgshard/shardmap"
 )
 
-// snapshotFormat is the version of the snapshot layout written. Restore
-// reads every format up to it and refuses newer ones, leaving the state as
-// it was.
-const snapshotFormat = 1
+// Snapshot formats. Restore reads every format up to the newest and
+// refuses newer ones, leaving the state as it was. A state that has never
+// had a workflow record is written in format 1, byte for byte as before
+// records existed, so that such a snapshot stays readable by a binary
+// that predates them; format 2 adds the workflow section.
+const (
+	snapshotFormat          = 1 // written when the state has no workflow section
+	snapshotFormatWorkflows = 2 // written when it has one
+)
 
 // snapshotFile is the JSON layout of a snapshot. Lists are in a fixed order
-// (maps oldest first, proxies and members by ID), so that equal states
-// write equal bytes. Workflows will add a section with a new format.
+// (maps oldest first, proxies, members and workflows by ID), so that equal
+// states write equal bytes.
 type snapshotFile struct {
 	Format  int              `json:"format"`
 	Now     time.Time        `json:"now"`
 	Maps    []snapshotMap    `json:"maps"`
 	Proxies []snapshotProxy  `json:"proxies"`
 	Members []snapshotMember `json:"members"`
+	// Format 2.
+	WorkflowSeq uint64             `json:"workflow_seq,omitempty"`
+	Workflows   []snapshotWorkflow `json:"workflows,omitempty"`
 }
 
 type snapshotMap struct {
@@ -48,6 +56,14 @@ type snapshotMember struct {
 	APIAddr string `json:"api_addr"`
 }
 
+type snapshotWorkflow struct {
+	ID        string    `json:"id"`
+	Kind      string    `json:"kind"`
+	Version   uint64    `json:"version"`
+	State     []byte    `json:"state,omitempty"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
 // writeSnapshot writes s to w.
 func writeSnapshot(w io.Writer, s *state) error {
 	f := snapshotFile{Format: snapshotFormat, Now: s.now,
@@ -61,6 +77,13 @@ func writeSnapshot(w io.Writer, s *state) error {
 	}
 	for _, id := range slices.Sorted(maps.Keys(s.apiAddrs)) {
 		f.Members = append(f.Members, snapshotMember{ID: id, APIAddr: s.apiAddrs[id]})
+	}
+	if s.workflowSeq != 0 {
+		f.Format, f.WorkflowSeq = snapshotFormatWorkflows, s.workflowSeq
+		for _, id := range slices.Sorted(maps.Keys(s.workflows)) {
+			r := s.workflows[id]
+			f.Workflows = append(f.Workflows, snapshotWorkflow{ID: id, Kind: r.Kind, Version: r.Version, State: r.State, UpdatedAt: r.UpdatedAt})
+		}
 	}
 	if err := json.NewEncoder(w).Encode(&f); err != nil {
 		return fmt.Errorf("meta: write snapshot: %w", err)
@@ -81,8 +104,8 @@ func readSnapshot(r io.Reader) (*state, error) {
 	if err := json.Unmarshal(data, &head); err != nil {
 		return nil, fmt.Errorf("meta: snapshot is not a pgshard meta snapshot: %w", err)
 	}
-	if head.Format < 1 || head.Format > snapshotFormat {
-		return nil, fmt.Errorf("meta: snapshot format %d: this pgshard reads formats 1 to %d (written by a newer pgshard?)", head.Format, snapshotFormat)
+	if head.Format < 1 || head.Format > snapshotFormatWorkflows {
+		return nil, fmt.Errorf("meta: snapshot format %d: this pgshard reads formats 1 to %d (written by a newer pgshard?)", head.Format, snapshotFormatWorkflows)
 	}
 	var f snapshotFile
 	if err := strictUnmarshal(data, &f); err != nil {
@@ -107,6 +130,16 @@ func readSnapshot(r io.Reader) (*state, error) {
 	}
 	for _, m := range f.Members {
 		s.apiAddrs[m.ID] = m.APIAddr
+	}
+	if head.Format < snapshotFormatWorkflows && (f.WorkflowSeq != 0 || len(f.Workflows) > 0) {
+		return nil, fmt.Errorf("meta: snapshot format %d has workflows, which only format %d has", head.Format, snapshotFormatWorkflows)
+	}
+	s.workflowSeq = f.WorkflowSeq
+	for _, w := range f.Workflows {
+		if w.ID == "" || w.Version == 0 || w.Version > f.WorkflowSeq || s.workflows[w.ID].Version != 0 {
+			return nil, fmt.Errorf("meta: snapshot: bad workflow record %q (version %d of %d, or a duplicate)", w.ID, w.Version, f.WorkflowSeq)
+		}
+		s.workflows[w.ID] = WorkflowRecord{ID: w.ID, Kind: w.Kind, Version: w.Version, State: w.State, UpdatedAt: w.UpdatedAt.UTC()}
 	}
 	return s, nil
 }

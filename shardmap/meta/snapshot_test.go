@@ -100,7 +100,7 @@ func TestRestoreBadSnapshot(t *testing.T) {
 	for _, tc := range []struct{ name, data, want string }{
 		{"garbage", "\x00\x01\x02 not json", "not a pgshard meta snapshot"},
 		{"empty", "", "not a pgshard meta snapshot"},
-		{"newer format", `{"format":2,"now":"2025-03-01T12:00:00Z","maps":[],"proxies":[],"members":[],"workflows":[]}`, "format 2"},
+		{"newer format", `{"format":3,"now":"2025-03-01T12:00:00Z","maps":[],"proxies":[],"members":[],"workflows":[]}`, "format 3"},
 		{"no format", `{"now":"2025-03-01T12:00:00Z"}`, "format 0"},
 		{"unknown field", `{"format":1,"now":"2025-03-01T12:00:00Z","maps":[],"proxies":[],"members":[],"extra":1}`, `unknown field "extra"`},
 		{"bad map", strings.Replace(string(good), "key_type: bigint", "key_type: float", 1), "the map of epoch 1"},

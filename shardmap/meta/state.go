@@ -64,10 +64,14 @@ type state struct {
 	versions []MapVersion
 	proxies  map[string]proxyRecord // by proxy ID
 	apiAddrs map[string]string      // raft server ID → client address
+	// workflows are the workflow records by ID (workflows.go);
+	// workflowSeq is the latest version given to one.
+	workflows   map[string]WorkflowRecord
+	workflowSeq uint64
 }
 
 func newState() *state {
-	return &state{proxies: map[string]proxyRecord{}, apiAddrs: map[string]string{}}
+	return &state{proxies: map[string]proxyRecord{}, apiAddrs: map[string]string{}, workflows: map[string]WorkflowRecord{}}
 }
 
 // current returns the current map version (zero before the first map).
@@ -125,7 +129,7 @@ type applyMapResult struct {
 }
 
 // apply returns the state after c, and the command's result for the
-// proposer (nil, or an applyMapResult). s is not changed. It panics if the
+// proposer (nil, an applyMapResult or a workflowResult). s is not changed. It panics if the
 // committed command cannot be applied at all (see fsm.Apply).
 func (s *state) apply(c *command) (*state, any) {
 	n := *s
@@ -148,6 +152,8 @@ func (s *state) apply(c *command) (*state, any) {
 		maps.DeleteFunc(n.proxies, func(_ string, r proxyRecord) bool {
 			return n.now.Sub(r.lastSeen) >= r.lease+time.Duration(b.ForgetNanos)
 		})
+	case *workflowPutCmd:
+		return n.putWorkflow(c.at, b)
 	case *memberCmd:
 		n.apiAddrs = maps.Clone(s.apiAddrs)
 		if b.APIAddr == "" {

@@ -24,8 +24,9 @@
 // Two optional hooks of [ServerOptions] plug in what the meta cluster
 // does beyond its Raft state: Switchover (a failover controller, package
 // replication/failover) serves the Switchover RPC on the leader, and
-// Health (a health monitor, package replication/health) tells ListShards
-// whether each endpoint is up and how far replicas lag. ListShards also
+// Health ([EndpointHealth], from a health monitor) tells ListShards
+// whether each endpoint is up and how far replicas lag. internal/controlplane
+// plugs them in: this package imports nothing of replication/. ListShards also
 // counts, per endpoint, the proxies that report it unreachable in their
 // heartbeats ([Store].Reports; kept by the leader only).
 //

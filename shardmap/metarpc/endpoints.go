@@ -6,7 +6,6 @@ import (
 	"regexp"
 	"unicode/utf8"
 
-	"github.com/pgshard/pgshard/replication/health"
 	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/shardmap/metapb"
 )
@@ -71,10 +70,34 @@ type EndpointStatus struct {
 // Up reports whether the latest probe of the endpoint succeeded.
 func (e EndpointStatus) Up() bool { return e.State == StateUp }
 
-// healthIndex finds the Health hook's status of an endpoint.
-type healthIndex map[[2]string]health.Status // by shard, addr
+// EndpointHealth is one endpoint of the shard map as this member's health
+// monitor last saw it: what the Health hook of [ServerOptions] returns.
+// The control plane fills it from a replication/health monitor; this
+// package only reports it.
+type EndpointHealth struct {
+	Shard string
+	Addr  string // host:port
+	// Probed says a probe of the endpoint has finished; the fields below
+	// mean nothing before.
+	Probed bool
+	// Up says the latest probe succeeded.
+	Up bool
+	// InRecovery is pg_is_in_recovery() at the latest successful probe.
+	InRecovery bool
+	// LagKnown says whether LagBytes and LagSeconds are set (an observed
+	// replica of an observed primary); LagSeconds may be +Inf.
+	LagKnown   bool
+	LagBytes   uint64
+	LagSeconds float64
+	// LastError is the latest failed probe's error; nil when it
+	// succeeded. ListShards reports it with credentials removed.
+	LastError error
+}
 
-func newHealthIndex(statuses []health.Status) healthIndex {
+// healthIndex finds the Health hook's status of an endpoint.
+type healthIndex map[[2]string]EndpointHealth // by shard, addr
+
+func newHealthIndex(statuses []EndpointHealth) healthIndex {
 	idx := make(healthIndex, len(statuses))
 	for _, st := range statuses {
 		idx[[2]string{st.Shard, st.Addr}] = st
@@ -86,7 +109,7 @@ func newHealthIndex(statuses []health.Status) healthIndex {
 // without a Health hook.
 func endpointStatus(shard, addr, role string, idx healthIndex, store Store) *metapb.EndpointStatus {
 	es := &metapb.EndpointStatus{Addr: addr, Role: role, State: StateUnknown}
-	if st, ok := idx[[2]string{shard, addr}]; ok && !st.LastProbe.IsZero() {
+	if st, ok := idx[[2]string{shard, addr}]; ok && st.Probed {
 		es.Up = st.Up
 		es.State = StateDown
 		if st.Up {

@@ -10,7 +10,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/pgshard/pgshard/replication/health"
 	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/shardmap/metapb"
 )
@@ -52,16 +51,15 @@ func switchingMap(t *testing.T) *shardmap.Map {
 func TestListShardsEndpoints(t *testing.T) {
 	store := newFakeStore("n1")
 	store.set(switchingMap(t), "")
-	probed := time.Now()
 	opts := insecureOpts
-	opts.Health = func() []health.Status {
-		return []health.Status{
-			{Target: health.Target{Shard: "s1", Addr: "10.0.0.1:5432", Role: health.RolePrimary}, LastProbe: probed,
+	opts.Health = func() []EndpointHealth {
+		return []EndpointHealth{
+			{Shard: "s1", Addr: "10.0.0.1:5432", Probed: true,
 				LastError: errors.New("dial postgres://pgshard:hunter2@10.0.0.1:5432/postgres: connection refused")},
-			{Target: health.Target{Shard: "s1", Addr: "10.0.0.2:5432", Role: health.RoleReplica}, LastProbe: probed, Up: true,
-				Observed: true, InRecovery: true, LagKnown: true, LagBytes: 4096, LagSeconds: math.Inf(1)},
+			{Shard: "s1", Addr: "10.0.0.2:5432", Probed: true, Up: true,
+				InRecovery: true, LagKnown: true, LagBytes: 4096, LagSeconds: math.Inf(1)},
 			// Another shard's endpoint at the same address does not count.
-			{Target: health.Target{Shard: "s2", Addr: "10.0.0.2:5432", Role: health.RolePrimary}, LastProbe: probed},
+			{Shard: "s2", Addr: "10.0.0.2:5432", Probed: true},
 		}
 	}
 	ts := startServer(t, store, opts, "")

@@ -16,7 +16,6 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
-	"github.com/pgshard/pgshard/replication/health"
 	"github.com/pgshard/pgshard/shardmap/metapb"
 )
 
@@ -87,10 +86,11 @@ type ServerOptions struct {
 	// RPC answers codes.Unimplemented.
 	Switchover func(ctx context.Context, shard, to string) (epoch uint64, newPrimary string, err error)
 	// Health, when not nil, is this member's view of the endpoints of the
-	// shard map (a health.Monitor's Snapshot), which ListShards reports
-	// per endpoint. It must not block. Without it the endpoints' state is
-	// "unknown".
-	Health func() []health.Status
+	// shard map (internal/controlplane adapts a health monitor's
+	// snapshot), which ListShards reports per endpoint and ApplyMap
+	// checks a new map against. It must not block. Without it the
+	// endpoints' state is "unknown".
+	Health func() []EndpointHealth
 }
 
 // Server serves the MetaService over a Store. Create it with NewServer,

@@ -17,7 +17,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/pgshard/pgshard/replication/health"
 	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/shardmap/metapb"
 )
@@ -47,7 +46,7 @@ type service struct {
 
 	// The optional hooks of ServerOptions; nil when not given.
 	switchover func(ctx context.Context, shard, to string) (uint64, string, error)
-	health     func() []health.Status
+	health     func() []EndpointHealth
 
 	// The YAML of the newest epoch encoded, which every watcher sends.
 	yamlMu    sync.Mutex
@@ -220,7 +219,7 @@ func (s *service) hazards(ctx context.Context, m *shardmap.Map, expected uint64)
 	if s.health != nil {
 		recovering := make(map[string]bool)
 		for _, st := range s.health() {
-			if !st.LastProbe.IsZero() && st.Up && st.InRecovery {
+			if st.Probed && st.Up && st.InRecovery {
 				recovering[st.Addr] = true
 			}
 		}

@@ -9,7 +9,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/pgshard/pgshard/replication/health"
 	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/shardmap/metapb"
 )
@@ -36,14 +35,13 @@ func failedOverMap(t *testing.T, epoch uint64) *shardmap.Map {
 func TestApplyMapRefusesUnsafeMaps(t *testing.T) {
 	store := newFakeStore("n1")
 	store.set(failedOverMap(t, 1), "after the failover of s1")
-	probed := time.Now()
 	opts := insecureOpts
-	opts.Health = func() []health.Status {
-		return []health.Status{
-			{Target: health.Target{Shard: "s2", Addr: "10.0.0.3:5432", Role: health.RolePrimary}, LastProbe: probed, Up: true},
-			{Target: health.Target{Shard: "s2", Addr: "10.0.0.4:5432", Role: health.RoleReplica}, LastProbe: probed, Up: true, InRecovery: true},
+	opts.Health = func() []EndpointHealth {
+		return []EndpointHealth{
+			{Shard: "s2", Addr: "10.0.0.3:5432", Probed: true, Up: true},
+			{Shard: "s2", Addr: "10.0.0.4:5432", Probed: true, Up: true, InRecovery: true},
 			// Down: its recovery state is unknown, which refuses nothing.
-			{Target: health.Target{Shard: "s2", Addr: "10.0.0.5:5432", Role: health.RoleReplica}, LastProbe: probed,
+			{Shard: "s2", Addr: "10.0.0.5:5432", Probed: true,
 				LastError: errors.New("connection refused"), InRecovery: true},
 		}
 	}

@@ -1,6 +1,7 @@
-package main
+package controlplane
 
 import (
+	"log/slog"
 	"sync"
 	"testing"
 
@@ -15,8 +16,8 @@ import (
 func TestAdminPortLoginRefused(t *testing.T) {
 	pg := integration.StartPostgres(t)
 	ctx := t.Context()
-	good := adminPort{a: pgadmin.New(pgadmin.Config{User: pgcluster.SuperuserName, Password: pgcluster.SuperuserPassword, SSLMode: "disable"}), warned: new(sync.Map)}
-	bad := adminPort{a: pgadmin.New(pgadmin.Config{User: pgcluster.SuperuserName, Password: "wrong", SSLMode: "disable"}), warned: new(sync.Map)}
+	good := adminPort{a: pgadmin.New(pgadmin.Config{User: pgcluster.SuperuserName, Password: pgcluster.SuperuserPassword, SSLMode: "disable"}), warned: new(sync.Map), log: slog.Default()}
+	bad := adminPort{a: pgadmin.New(pgadmin.Config{User: pgcluster.SuperuserName, Password: "wrong", SSLMode: "disable"}), warned: new(sync.Map), log: slog.Default()}
 	st, err := good.State(ctx, pg.Addr())
 	if err != nil || st.InRecovery || st.CurrentLSN == 0 {
 		t.Fatalf("state with the right password: %+v %v", st, err)

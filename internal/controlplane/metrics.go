@@ -1,4 +1,4 @@
-package main
+package controlplane
 
 import (
 	"context"
@@ -19,12 +19,12 @@ import (
 	"github.com/pgshard/pgshard/shardmap/meta"
 )
 
-// Metrics of a meta member (`pgshard meta run --metrics-listen`): its
-// role and map, the failover workflow's steps and durations, and the
-// health of every endpoint as its monitor sees it.
+// Metrics of a meta member (Config.Metrics; `pgshard meta run
+// --metrics-listen`): its role and map, the failover workflow's steps and
+// durations, and the health of every endpoint as its monitor sees it.
 
-// metaMetrics is a meta member's Prometheus registry.
-type metaMetrics struct {
+// metrics is a meta member's Prometheus registry.
+type metrics struct {
 	reg      *prometheus.Registry
 	steps    *prometheus.CounterVec
 	switches *prometheus.CounterVec
@@ -34,8 +34,8 @@ type metaMetrics struct {
 	starts map[string]time.Time // shard → start of its switch in progress
 }
 
-func newMetaMetrics(node *meta.Node) *metaMetrics {
-	m := &metaMetrics{reg: prometheus.NewRegistry(), starts: make(map[string]time.Time)}
+func newMetrics(node *meta.Node) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry(), starts: make(map[string]time.Time)}
 	m.steps = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "pgshard_failover_steps_total",
 		Help: "Steps of failovers and switchovers this member ran as leader, by kind, step and result (ok or error).",
@@ -66,7 +66,7 @@ func newMetaMetrics(node *meta.Node) *metaMetrics {
 }
 
 // watchHealth exports the monitor's endpoint metrics.
-func (m *metaMetrics) watchHealth(mon *health.Monitor) error {
+func (m *metrics) watchHealth(mon *health.Monitor) error {
 	if err := m.reg.Register(health.NewCollector(mon)); err != nil {
 		return fmt.Errorf("meta metrics: %w", err)
 	}
@@ -74,7 +74,7 @@ func (m *metaMetrics) watchHealth(mon *health.Monitor) error {
 }
 
 // event is the controller's OnEvent hook.
-func (m *metaMetrics) event(e failover.Event) {
+func (m *metrics) event(e failover.Event) {
 	result := "ok"
 	if e.Err != nil {
 		result = "error"
@@ -98,7 +98,7 @@ func (m *metaMetrics) event(e failover.Event) {
 
 // serve serves /metrics on ln until ctx ends; with a token, requests
 // need "Authorization: Bearer TOKEN".
-func (m *metaMetrics) serve(ctx context.Context, ln net.Listener, token string) error {
+func (m *metrics) serve(ctx context.Context, ln net.Listener, token string) error {
 	h := promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 	mux := http.NewServeMux()
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"os"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/pgshard/pgshard/internal/controlplane"
+	"github.com/pgshard/pgshard/replication/failover"
+)
+
+// The failover flags of `pgshard meta run`; internal/controlplane runs
+// failover on the member.
+
+// envMetaPGPassword holds the password of the role meta members use on
+// PostgreSQL servers.
+const envMetaPGPassword = "PGSHARD_META_PG_PASSWORD"
+
+// metaFailoverOptions configures failover on a meta member.
+type metaFailoverOptions struct {
+	disabled      bool
+	pgUser        string
+	pgPasswordEnv string
+	pgSSLMode     string
+	pgSSLRootCert string
+	checkInterval time.Duration
+	failAfter     time.Duration
+	observers     int
+	drainGrace    time.Duration
+}
+
+func (o *metaFailoverOptions) addFlags(f *pflag.FlagSet) {
+	f.BoolVar(&o.disabled, "no-failover", false, "do not fail over dead primaries nor serve pgshard failover")
+	f.StringVar(&o.pgUser, "pg-user", "postgres", "PostgreSQL role for health checks, promotion and repointing replicas (a superuser)")
+	f.StringVar(&o.pgPasswordEnv, "pg-password-env", envMetaPGPassword, "environment variable holding that role's password")
+	f.StringVar(&o.pgSSLMode, "pg-sslmode", "prefer", "libpq sslmode towards PostgreSQL servers")
+	f.StringVar(&o.pgSSLRootCert, "pg-sslrootcert", "", "CA file for --pg-sslmode verify-ca/verify-full")
+	f.DurationVar(&o.checkInterval, "failover-check-interval", failover.DefaultCheckInterval, "how often the leader checks every primary")
+	f.DurationVar(&o.failAfter, "failover-after", failover.DefaultFailAfter, "how long a primary must fail every check before failover")
+	f.IntVar(&o.observers, "failover-observers", failover.DefaultObservers, "proxies that must also report the primary unreachable (negative: the leader alone decides)")
+	f.DurationVar(&o.drainGrace, "switchover-drain", failover.DefaultDrainGrace, "planned switchover: how long open transactions on the old primary may finish")
+}
+
+// config is the member's failover configuration, nil with --no-failover.
+// The password is read from the environment (flags never carry it).
+func (o *metaFailoverOptions) config() *controlplane.FailoverConfig {
+	if o.disabled {
+		return nil
+	}
+	var password string
+	if o.pgPasswordEnv != "" {
+		password = os.Getenv(o.pgPasswordEnv)
+	}
+	return &controlplane.FailoverConfig{
+		PGUser: o.pgUser, PGPassword: password, PGSSLMode: o.pgSSLMode, PGSSLRootCert: o.pgSSLRootCert,
+		CheckInterval: o.checkInterval, FailAfter: o.failAfter, Observers: o.observers, DrainGrace: o.drainGrace,
+	}
+}
