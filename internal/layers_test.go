@@ -40,7 +40,7 @@ var (
 	tools = []string{"internal/pgcluster", "internal/demo"}
 	// testSupport is imported only by tests and by the test kit under
 	// integration/ (which may import anything).
-	testSupport = []string{"internal/testutil", "integration"}
+	testSupport = []string{"internal/testutil", "shardmap/shardmaptest", "integration"}
 	// binary is the shipped program: nothing of testSupport may be in
 	// what it links.
 	binary = "cmd/pgshard"
@@ -211,6 +211,8 @@ func TestLayerRules(t *testing.T) {
 		{"proxy", "integration", false},
 		{"cmd/pgshard", "integration/metacluster", false},
 		{"replication/health", "internal/testutil", false},
+		{"shardmap/meta", "shardmap/shardmaptest", false},
+		{"integration/failovertest", "shardmap/shardmaptest", true},
 	} {
 		if got := check(c.from, c.to) == ""; got != c.ok {
 			t.Errorf("%s -> %s allowed = %v, want %v", c.from, c.to, got, c.ok)

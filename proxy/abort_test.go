@@ -19,13 +19,14 @@ import (
 	"github.com/pgshard/pgshard/internal/pgcluster"
 	"github.com/pgshard/pgshard/proxy"
 	"github.com/pgshard/pgshard/shardmap"
+	"github.com/pgshard/pgshard/shardmap/shardmaptest"
 )
 
 // oneShardMapConfig is a proxy configuration routing by a map of one
 // shard, s0, whose primary is pg; public.kv is distributed on k.
 func oneShardMapConfig(t *testing.T, pg *pgcluster.Server) *proxy.Config {
 	t.Helper()
-	return mapConfig(t, pg, oneShardMapYAML(pg.Addr(), 1))
+	return mapConfig(t, pg, shardmaptest.KV(nil, pg.Addr()).YAML(t))
 }
 
 // otherBackends counts pg's client sessions other than those of the

@@ -2,7 +2,6 @@ package meta
 
 import (
 	"bytes"
-	"fmt"
 	"log/slog"
 	"os"
 	"testing"
@@ -12,6 +11,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/pgshard/pgshard/shardmap"
+	"github.com/pgshard/pgshard/shardmap/shardmaptest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -41,30 +41,13 @@ func testLogger(t *testing.T) *slog.Logger {
 // testMap returns a valid map: bigint range split at split over s1, s2.
 func testMap(t *testing.T, split int64) *shardmap.Map {
 	t.Helper()
-	m, err := shardmap.ParseYAML(fmt.Appendf(nil, `
-epoch: 1
-shards:
-  - {name: s1, primary: "10.0.0.1:5432"}
-  - {name: s2, primary: "10.0.0.2:5432", replicas: ["10.0.0.3:5432"]}
-distributions:
-  - name: users
-    key_type: bigint
-    strategy: range
-    default_shard: s1
-    intervals:
-      - {lo: -inf, hi: %d, shard: s1}
-      - {lo: %d, hi: +inf, shard: s2}
-tables:
-  - {name: public.users, distribution: users, key: id}
-  - {name: public.settings, unsharded: true, distribution: users}
-`, split, split))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	return m
+	return shardmaptest.New().
+		Shard("s1", "10.0.0.1:5432").
+		Shard("s2", "10.0.0.2:5432", "10.0.0.3:5432").
+		Range("users", split).
+		Table("public.users", "id").
+		Unsharded("public.settings").
+		Map(t)
 }
 
 // mapYAML is m's YAML with the given epoch, as a leader proposes it.
