@@ -52,21 +52,6 @@ distributions:
 tables:
   - {name: public.kv, distribution: kv, key: k}
 `},
-		{"Users", Users(), `epoch: 1
-shards:
-  - {name: s1, primary: "10.0.0.1:5432", replicas: ["10.0.0.2:5432"]}
-  - {name: s2, primary: "10.0.0.3:5432", state: readonly}
-distributions:
-  - name: users
-    key_type: bigint
-    strategy: range
-    default_shard: s1
-    intervals:
-      - {lo: -inf, hi: 1000, shard: s1}
-      - {lo: 1000, hi: +inf, shard: s2}
-tables:
-  - {name: public.users, distribution: users, key: id}
-`},
 		{"switch, fenced, hash, unsharded, no default",
 			New().
 				Shard("s1", "10.0.0.1:5432", "10.0.0.2:5432", "10.0.0.4:5432").Fenced("10.0.0.9:5432").

@@ -13,15 +13,3 @@ func KV(splits []int64, primaries ...string) *Builder {
 	}
 	return b.Range("kv", splits...).Table("public.kv", "k")
 }
-
-// Users is the map of the meta cluster's tests: shard s1 on 10.0.0.1:5432
-// with replica 10.0.0.2:5432, read-only shard s2 on 10.0.0.3:5432, and
-// table public.users sharded by id in distribution users, a bigint range
-// with [-inf, 1000) on s1 and [1000, +inf) on s2, default shard s1.
-func Users() *Builder {
-	return New().
-		Shard("s1", "10.0.0.1:5432", "10.0.0.2:5432").
-		Shard("s2", "10.0.0.3:5432").ReadOnly().
-		Range("users", 1000).
-		Table("public.users", "id")
-}
