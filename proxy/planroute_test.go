@@ -15,6 +15,7 @@ import (
 
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/internal/pgcluster"
+	"github.com/pgshard/pgshard/internal/testutil"
 	"github.com/pgshard/pgshard/proxy"
 	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/shardmap/shardmaptest"
@@ -373,8 +374,7 @@ func TestEndpointHealth(t *testing.T) {
 	cfg := kvMapConfig(t, c)
 	cfg.HealthInterval = proxy.Duration(50 * time.Millisecond)
 	p := startProxy(t, cfg)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testutil.WaitFor(t, 10*time.Second, "both primaries reported up", func() (bool, string) {
 		st := p.srv.Health()
 		up := 0
 		for _, e := range st {
@@ -382,12 +382,6 @@ func TestEndpointHealth(t *testing.T) {
 				up++
 			}
 		}
-		if up == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("endpoints not reported up: %+v", st)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return up == 2, fmt.Sprintf("endpoints %+v", st)
+	})
 }
