@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/raft"
 	"go.uber.org/goleak"
 
+	"github.com/pgshard/pgshard/internal/testutil"
 	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/shardmap/shardmaptest"
 )
@@ -125,15 +126,8 @@ func openNode(t *testing.T, cfg Config) *Node {
 // f's last error.
 func eventually(t *testing.T, timeout time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(10 * time.Millisecond)
+	var err error
+	if ok, _ := testutil.Poll(timeout, func() (bool, string) { err = f(); return err == nil, "" }); !ok {
+		t.Fatalf("after %v: %v", timeout, err)
 	}
 }
