@@ -414,3 +414,31 @@ func TestCloseClosesIdle(t *testing.T) {
 		t.Fatalf("Acquire on a closed pool: %v, want ErrClosed", err)
 	}
 }
+
+// TestDialFailureFreesTheSlot: a connection that cannot be opened fails
+// Acquire, is counted, and gives its slot back (the next Acquire tries
+// again instead of waiting).
+func TestDialFailureFreesTheSlot(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close() // nothing listens there now
+	p, err := New(Config{Addr: addr, User: "u", Database: "d", SSLMode: "disable", Size: 1,
+		ConnectTimeout: 2 * time.Second, WaitTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	ctx := testCtx(t)
+	for i := range 2 {
+		if c, err := p.Acquire(ctx); err == nil || c != nil || errors.Is(err, ErrTimeout) {
+			t.Fatalf("Acquire %d from a server that is not there: %v", i+1, err)
+		}
+	}
+	wantStats(t, p, 0, 0, 0)
+	if st := p.Stats(); st.DialFails != 2 || st.Dials != 0 || st.Acquired != 0 {
+		t.Errorf("stats %+v, want 2 failed dials and nothing acquired", st)
+	}
+}
