@@ -71,16 +71,28 @@ type acquired struct {
 	err error
 }
 
-// acquireAsync calls Acquire in a goroutine the test waits for (the
-// cleanup discards what it got if the test did not take it).
+// acquireAsync calls Acquire in a goroutine. The test's cleanup ends
+// the call if it still waits and discards a connection the test did not
+// take, so that a failed test does not leave the pool's Close waiting.
 func acquireAsync(t *testing.T, ctx context.Context, p *Pool) <-chan acquired {
+	ctx, cancel := context.WithCancel(ctx)
 	ch := make(chan acquired, 1)
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		c, err := p.Acquire(ctx)
 		ch <- acquired{c, err}
 	})
-	t.Cleanup(wg.Wait)
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		select {
+		case a := <-ch:
+			if a.c != nil {
+				p.Discard(a.c)
+			}
+		default:
+		}
+	})
 	return ch
 }
 
