@@ -48,11 +48,12 @@ var (
 
 // knownExceptions are imports that break the rules today and are being
 // removed; each is "importer -> imported" (folders relative to the
-// module). Remove an entry once its import is gone: the test then
-// reports the entry as stale.
+// module). Once an import is gone the test reports its entry as stale:
+// delete the entry then.
 var knownExceptions = map[string]bool{
-	// TODO(issue 10): the control plane's constructor takes the health
-	// monitor from the caller; remove this entry when that lands.
+	// TODO(issue 10): the control-plane work removes this import (no
+	// import from shardmap/... into replication/...); delete this entry
+	// when it is merged.
 	"shardmap/metarpc -> replication/health": true,
 }
 
