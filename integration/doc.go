@@ -18,4 +18,13 @@
 //
 // Network partitions (a server that neither answers nor resets) come from
 // package netfault, which drops a port's packets with iptables.
+//
+// Below this package: the test kit other tests build on — testproxy
+// (proxies in-process), metacluster (meta clusters of `pgshard meta run`
+// processes), netfault, difftest (the differential oracle) and shardbench
+// (the sharded pgbench workload) — and the end-to-end tests that use it
+// (failovertest, difffuzz, and the tests of metacluster, difftest and
+// shardbench); bench is the `make bench` command. Nothing outside integration/ but tests imports these
+// packages, and the shipped binary links none of them
+// (internal/layers_test.go checks).
 package integration

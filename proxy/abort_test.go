@@ -17,15 +17,17 @@ import (
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/integration/netfault"
 	"github.com/pgshard/pgshard/internal/pgcluster"
+	"github.com/pgshard/pgshard/internal/testutil"
 	"github.com/pgshard/pgshard/proxy"
 	"github.com/pgshard/pgshard/shardmap"
+	"github.com/pgshard/pgshard/shardmap/shardmaptest"
 )
 
 // oneShardMapConfig is a proxy configuration routing by a map of one
 // shard, s0, whose primary is pg; public.kv is distributed on k.
 func oneShardMapConfig(t *testing.T, pg *pgcluster.Server) *proxy.Config {
 	t.Helper()
-	return mapConfig(t, pg, oneShardMapYAML(pg.Addr(), 1))
+	return mapConfig(t, pg, shardmaptest.KV(nil, pg.Addr()).YAML(t))
 }
 
 // otherBackends counts pg's client sessions other than those of the
@@ -43,17 +45,12 @@ func otherBackends(t *testing.T, ctx context.Context, obs *pgx.Conn, mine ...*pg
 	return n
 }
 
-// pollFor polls cond every 10 ms until it holds or d passes, and returns
-// how long it took.
+// pollFor polls cond until it holds, failing the test after d, and
+// returns how long it took.
 func pollFor(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()
-	for !cond() {
-		if time.Since(start) > d {
-			t.Fatalf("%s: not within %s", what, d)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Until(t, d, what, cond)
 	return time.Since(start)
 }
 

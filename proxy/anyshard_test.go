@@ -13,6 +13,7 @@ import (
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/integration/netfault"
 	"github.com/pgshard/pgshard/internal/pgcluster"
+	"github.com/pgshard/pgshard/internal/testutil"
 	"github.com/pgshard/pgshard/proxy"
 )
 
@@ -159,18 +160,12 @@ func takeDown(t *testing.T, ctx context.Context, p *testProxy, shard string, srv
 // waitGoroutinesGone waits until no goroutine's stack mentions fn.
 func waitGoroutinesGone(t *testing.T, fn string, limit time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
 	buf := make([]byte, 1<<20)
-	for {
+	if ok, _ := testutil.Poll(limit, func() (bool, string) {
 		n := runtime.Stack(buf, true)
-		if !bytes.Contains(buf[:n], []byte(fn)) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Errorf("goroutines in %s still run after %v", fn, limit)
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
+		return !bytes.Contains(buf[:n], []byte(fn)), ""
+	}); !ok {
+		t.Errorf("goroutines in %s still run after %v", fn, limit)
 	}
 }
 

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/pgshard/pgshard/proxy"
-	"github.com/pgshard/pgshard/shardmap"
+	"github.com/pgshard/pgshard/shardmap/shardmaptest"
 	"github.com/pgshard/pgshard/wire/auth"
 )
 
@@ -96,18 +96,8 @@ shards:
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := shardmap.ParseYAML([]byte(`epoch: 3
-shards:
-  - {name: s0, primary: "new.internal:5432"}
-  - {name: s1, primary: "other.internal:5432"}
-distributions:
-  - {name: d, key_type: bigint, strategy: range, default_shard: s0, intervals: [{lo: -inf, hi: +inf, shard: s0}]}
-tables:
-  - {name: public.t, distribution: d, key: k}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := shardmaptest.New().Epoch(3).Shard("s0", "new.internal:5432").Shard("s1", "other.internal:5432").
+		Range("d").Table("public.t", "k").Map(t)
 	if err := cfg.UseShardMap(m); err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/pgshard/pgshard/proxy"
 	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/shardmap/metarpc"
+	"github.com/pgshard/pgshard/shardmap/shardmaptest"
 )
 
 // mapMeta is a MetaSource holding one map (set): its watch sends every
@@ -89,28 +90,7 @@ func (f *mapMeta) ProxyHeartbeat(ctx context.Context, id, addr string, applied u
 // table kv (key k) whole.
 func oneShardMap(t *testing.T, primary string, epoch uint64) *shardmap.Map {
 	t.Helper()
-	m, err := shardmap.ParseYAML([]byte(oneShardMapYAML(primary, epoch)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
-// oneShardMapYAML is oneShardMap's text.
-func oneShardMapYAML(primary string, epoch uint64) string {
-	return fmt.Sprintf(`epoch: %d
-shards:
-  - {name: s0, primary: %q}
-distributions:
-  - name: kv
-    key_type: bigint
-    strategy: range
-    default_shard: s0
-    intervals:
-      - {lo: -inf, hi: +inf, shard: s0}
-tables:
-  - {name: public.kv, distribution: kv, key: k}
-`, epoch, primary)
+	return shardmaptest.KV(nil, primary).Epoch(epoch).Map(t)
 }
 
 // kvRows counts the rows of kv with key k on srv.

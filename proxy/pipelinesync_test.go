@@ -10,6 +10,7 @@ import (
 
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/proxy"
+	"github.com/pgshard/pgshard/shardmap/shardmaptest"
 )
 
 // pipeStep is one request of a pipeline: an unnamed statement run with
@@ -214,15 +215,10 @@ func TestPipelineRequestsWithReadYourWrites(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cfg := mapConfig(t, c.Shards[0], fmt.Sprintf(`epoch: 1
-shards:
-  - {name: s0, primary: %q, replicas: [%q]}
-  - {name: s1, primary: %q, replicas: [%q]}
-distributions:
-  - {name: kv, key_type: bigint, strategy: range, default_shard: s0, intervals: [{lo: -inf, hi: 100, shard: s0}, {lo: 100, hi: +inf, shard: s1}]}
-tables:
-  - {name: public.kv, distribution: kv, key: k}
-`, c.Shards[0].Addr(), c.Shards[0].Replicas[0].Addr(), c.Shards[1].Addr(), c.Shards[1].Replicas[0].Addr()))
+	cfg := mapConfig(t, c.Shards[0], shardmaptest.New().
+		Shard("s0", c.Shards[0].Addr(), c.Shards[0].Replicas[0].Addr()).
+		Shard("s1", c.Shards[1].Addr(), c.Shards[1].Replicas[0].Addr()).
+		Range("kv", 100).Table("public.kv", "k").YAML(t))
 	cfg.Users = append(cfg.Users, proxy.UserConfig{Name: "tr", Auth: "trust"})
 	cfg.HealthInterval = proxy.Duration(20 * time.Millisecond)
 	cfg.Pool.Size = 1

@@ -15,8 +15,10 @@ import (
 
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/internal/pgcluster"
+	"github.com/pgshard/pgshard/internal/testutil"
 	"github.com/pgshard/pgshard/proxy"
 	"github.com/pgshard/pgshard/shardmap"
+	"github.com/pgshard/pgshard/shardmap/shardmaptest"
 )
 
 // TestShardMapRouting routes by the sharding key with the SQL-aware
@@ -270,21 +272,7 @@ func TestDDLOnEveryShard(t *testing.T) {
 // cluster's two shards (k < 100 on s0), and returns a proxy config using it.
 func kvMapConfig(t *testing.T, c *pgcluster.Cluster) *proxy.Config {
 	t.Helper()
-	return mapConfig(t, c.Shards[0], fmt.Sprintf(`epoch: 1
-shards:
-  - {name: s0, primary: %q}
-  - {name: s1, primary: %q}
-distributions:
-  - name: kv
-    key_type: bigint
-    strategy: range
-    default_shard: s0
-    intervals:
-      - {lo: -inf, hi: 100, shard: s0}
-      - {lo: 100, hi: +inf, shard: s1}
-tables:
-  - {name: public.kv, distribution: kv, key: k}
-`, c.Shards[0].Addr(), c.Shards[1].Addr()))
+	return mapConfig(t, c.Shards[0], shardmaptest.KV([]int64{100}, c.Shards[0].Addr(), c.Shards[1].Addr()).YAML(t))
 }
 
 // TestLiveMapChange: a new shard map applied at run time routes the next
@@ -386,8 +374,7 @@ func TestEndpointHealth(t *testing.T) {
 	cfg := kvMapConfig(t, c)
 	cfg.HealthInterval = proxy.Duration(50 * time.Millisecond)
 	p := startProxy(t, cfg)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testutil.WaitFor(t, 10*time.Second, "both primaries reported up", func() (bool, string) {
 		st := p.srv.Health()
 		up := 0
 		for _, e := range st {
@@ -395,12 +382,6 @@ func TestEndpointHealth(t *testing.T) {
 				up++
 			}
 		}
-		if up == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("endpoints not reported up: %+v", st)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return up == 2, fmt.Sprintf("endpoints %+v", st)
+	})
 }

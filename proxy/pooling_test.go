@@ -308,7 +308,9 @@ func TestPoolExhaustion(t *testing.T) {
 	_, release = holdBackend(t, ctx, a)
 	done := make(chan error, 1)
 	go func() { _, err := b.Exec(ctx, `SELECT 1`); done <- err }()
-	time.Sleep(50 * time.Millisecond) // let b queue; the assertion is on the result
+	pollFor(t, 10*time.Second, "b to wait for the server connection", func() bool {
+		return poolMetric(t, p, "pgshard_pool_waiting_clients", pg.Addr()) == "1"
+	})
 	release()
 	if err := <-done; err != nil {
 		t.Fatalf("queued client: %v", err)

@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +13,7 @@ import (
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/internal/pgcluster"
 	"github.com/pgshard/pgshard/proxy"
+	"github.com/pgshard/pgshard/shardmap/shardmaptest"
 )
 
 // replicaSetup is one shard with a primary and two streaming replicas
@@ -41,14 +41,8 @@ func startReplicaSetup(t *testing.T, appReads proxy.ReadConfig, adjust ...func(*
 		t.Fatal(err)
 	}
 	mapFile := filepath.Join(t.TempDir(), "map.yaml")
-	m := fmt.Sprintf(`epoch: 1
-shards:
-  - {name: s0, primary: %q, replicas: [%q, %q]}
-distributions:
-  - {name: kv, key_type: bigint, strategy: hash, default_shard: s0, shards_even: [s0]}
-tables:
-  - {name: public.kv, distribution: kv, key: k}
-`, pg.Addr(), pg.Replicas[0].Addr(), pg.Replicas[1].Addr())
+	m := shardmaptest.New().Shard("s0", pg.Addr(), pg.Replicas[0].Addr(), pg.Replicas[1].Addr()).
+		Hash("kv").Table("public.kv", "k").YAML(t)
 	if err := os.WriteFile(mapFile, []byte(m), 0o600); err != nil {
 		t.Fatal(err)
 	}

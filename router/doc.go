@@ -1,13 +1,31 @@
 // Package router decides where a client's statements go and what they do
-// to session state.
+// to session state. It is the proxy's only way to a target: the session
+// loop asks a Router for a Plan whenever it needs a backend and never
+// picks a shard itself.
 //
-// Router is the seam sharded routing plugs into: the proxy's session loop
-// asks it for a Plan whenever it needs a backend, and never decides a
-// target itself. Today SingleShard sends everything to one shard.
+// What it holds today:
+//   - Router, Query and Plan (router.go): the contract with the proxy.
+//     Plan.Kind says how many shards a statement needs (Single, Any,
+//     Scatter, Utility, CopyIn, CopyOut); a statement the router will not
+//     run is a RefusedError with its SQLSTATE. PlanRouter reads the
+//     parameters of a Bind (and their types from the Parse) to find a
+//     key given as $n.
+//   - Three routers, chosen by the proxy's configuration: PlanRouter
+//     (planrouter.go) over a shard map, with the SQL-aware planner of
+//     package router/plan; HintRouter (hint.go) for several shards
+//     without a map, by a leading /* pgshard: shard=NAME */ comment, else
+//     the default shard; SingleShard for one shard.
+//   - The answers to EXPLAIN (pgshard), SHOW pgshard.route and SHOW
+//     SHARDS (explain.go), built as VALUES queries that a shard runs, so
+//     they arrive in order with the session's other replies.
+//   - Classify (classify.go): a cheap lexical look at a statement (no
+//     full parse) that tells the session loop about session state:
+//     SET/RESET to track and replay on another backend, and statements
+//     whose effects cannot be replayed (temporary tables, SQL-level
+//     PREPARE, WITH HOLD cursors, session advisory locks, LISTEN), which
+//     pin a client to its backend.
 //
-// Classify is a cheap lexical look at a statement (no full parse) that
-// tells the session loop about session state: SET/RESET to track and
-// replay on another backend, and statements whose effects cannot be
-// replayed (temporary tables, SQL-level PREPARE, WITH HOLD cursors,
-// session advisory locks, LISTEN), which pin a client to its backend.
+// Sub-packages: plan (SQL to routing plans, with a plan cache), merge
+// (combining the rows of a scatter SELECT) and copysplit (splitting
+// COPY FROM STDIN data by key).
 package router

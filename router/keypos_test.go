@@ -6,7 +6,6 @@ import (
 
 	"github.com/pgshard/pgshard/router"
 	"github.com/pgshard/pgshard/router/plan"
-	"github.com/pgshard/pgshard/shardmap"
 )
 
 // TestPlanRouterKeyPosition: an INSERT without a column list is refused
@@ -15,10 +14,7 @@ import (
 // drops the position. A UNION ALL over several shards is a scatter with
 // per-shard statements.
 func TestPlanRouterKeyPosition(t *testing.T) {
-	m, err := shardmap.ParseYAML([]byte(testMap))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := testMap(t)
 	r := router.PlanRouter{Planner: plan.New(m, plan.Options{DefaultShard: "s0"}), Default: "s0"}
 	var kp router.KeyPositioner = r
 	insert := router.Query{SQL: "INSERT INTO kv VALUES ('x', 150)"}

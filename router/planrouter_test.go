@@ -8,23 +8,13 @@ import (
 	"github.com/pgshard/pgshard/router"
 	"github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/shardmap"
+	"github.com/pgshard/pgshard/shardmap/shardmaptest"
 )
 
-const testMap = `epoch: 1
-shards:
-  - {name: s0, primary: "127.0.0.1:5432"}
-  - {name: s1, primary: "127.0.0.1:5433"}
-distributions:
-  - name: kv
-    key_type: bigint
-    strategy: range
-    default_shard: s0
-    intervals:
-      - {lo: -inf, hi: 100, shard: s0}
-      - {lo: 100, hi: +inf, shard: s1}
-tables:
-  - {name: public.kv, distribution: kv, key: k}
-`
+// testMap is table kv range-sharded by k over s0 (k < 100) and s1.
+func testMap(t *testing.T) *shardmap.Map {
+	return shardmaptest.KV([]int64{100}, "127.0.0.1:5432", "127.0.0.1:5433").Map(t)
+}
 
 // bindBody builds a Bind body with text parameters.
 func bindBody(params ...string) []byte {
@@ -39,10 +29,7 @@ func bindBody(params ...string) []byte {
 }
 
 func TestPlanRouter(t *testing.T) {
-	m, err := shardmap.ParseYAML([]byte(testMap))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := testMap(t)
 	r := router.PlanRouter{Planner: plan.New(m, plan.Options{DefaultShard: "s0"}), Default: "s0"}
 	cases := []struct {
 		name  string
@@ -90,10 +77,7 @@ func TestPlanRouter(t *testing.T) {
 // map is marked AnyShard; a Describe query names every shard that can
 // describe the statement, the default first.
 func TestPlanRouterAnyShardAndDescribe(t *testing.T) {
-	m, err := shardmap.ParseYAML([]byte(testMap))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := testMap(t)
 	r := router.PlanRouter{Planner: plan.New(m, plan.Options{DefaultShard: "s0"}), Default: "s0"}
 	for sql, want := range map[string]bool{"SELECT now()": true, "SELECT * FROM kv WHERE k = 150": false, "CREATE TABLE t (a int)": false} {
 		p, err := r.Route(router.Query{SQL: sql})

@@ -16,6 +16,7 @@ import (
 
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/internal/pgcluster"
+	"github.com/pgshard/pgshard/internal/testutil"
 	"github.com/pgshard/pgshard/wire/auth"
 )
 
@@ -76,23 +77,15 @@ func TestProxyCommandReloadAndStop(t *testing.T) {
 	}
 	qctx, qcancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer qcancel()
-	deadline := time.Now().Add(10 * time.Second)
-	for tryQuery(qctx, dsn("app", "pw1")) != nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("proxy did not come up:\n%s", stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if ok, _ := testutil.Poll(10*time.Second, func() (bool, string) { return tryQuery(qctx, dsn("app", "pw1")) == nil, "" }); !ok {
+		t.Fatalf("proxy did not come up:\n%s", stderr.String())
 	}
 	writeConfig(t, cfgPath, addr, pg, map[string]string{"app": "pw1", "ops": "pw2"})
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(10 * time.Second)
-	for tryQuery(qctx, dsn("ops", "pw2")) != nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("reload did not add the user:\n%s", stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if ok, _ := testutil.Poll(10*time.Second, func() (bool, string) { return tryQuery(qctx, dsn("ops", "pw2")) == nil, "" }); !ok {
+		t.Fatalf("reload did not add the user:\n%s", stderr.String())
 	}
 	cancel()
 	select {

@@ -16,24 +16,14 @@ import (
 	"github.com/pgshard/pgshard/integration/metacluster"
 	"github.com/pgshard/pgshard/internal/pgcluster"
 	"github.com/pgshard/pgshard/shardmap"
+	"github.com/pgshard/pgshard/shardmap/shardmaptest"
 	"github.com/pgshard/pgshard/wire/auth"
 )
 
 // kvShardMap is a one-shard map (s0 on primary) holding table kv whole.
 func kvShardMap(t *testing.T, primary *pgcluster.Server) *shardmap.Map {
 	t.Helper()
-	m, err := shardmap.ParseYAML(fmt.Appendf(nil, `epoch: 1
-shards:
-  - {name: s0, primary: %q}
-distributions:
-  - {name: kv, key_type: bigint, strategy: range, default_shard: s0, intervals: [{lo: -inf, hi: +inf, shard: s0}]}
-tables:
-  - {name: public.kv, distribution: kv, key: k}
-`, primary.Addr()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
+	return shardmaptest.KV(nil, primary.Addr()).Map(t)
 }
 
 // TestProxyCommandFollowsMetaMap runs `pgshard proxy --meta` with a

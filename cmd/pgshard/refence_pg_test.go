@@ -17,9 +17,9 @@ import (
 	"github.com/pgshard/pgshard/internal/controlplane"
 	"github.com/pgshard/pgshard/internal/pgcluster"
 	"github.com/pgshard/pgshard/replication/failover"
-	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/shardmap/meta"
 	"github.com/pgshard/pgshard/shardmap/metarpc"
+	"github.com/pgshard/pgshard/shardmap/shardmaptest"
 )
 
 // TestFencedServerComesBackFenced: with real PostgreSQL servers and a real
@@ -42,17 +42,8 @@ func TestFencedServerComesBackFenced(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	m, err := shardmap.ParseYAML(fmt.Appendf(nil, `epoch: 1
-shards:
-  - {name: s1, primary: %q, fenced: [%q]}
-distributions:
-  - {name: d, key_type: bigint, strategy: hash, shards_even: [s1]}
-tables:
-  - {name: public.t, distribution: d, key: id}
-`, primary.Addr(), old.Addr()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := shardmaptest.New().Shard("s1", primary.Addr()).Fenced(old.Addr()).
+		Hash("d").Default("").Table("public.t", "id").Map(t)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgshard/pgshard/shardmap"
+	"github.com/pgshard/pgshard/shardmap/shardmaptest"
 )
 
 func TestParseCorpus(t *testing.T) {
@@ -181,15 +182,7 @@ func TestRunnerJudges(t *testing.T) {
 }
 
 func TestMisplaced(t *testing.T) {
-	m, err := shardmap.ParseYAML([]byte(`epoch: 1
-shards: [{name: a, primary: "127.0.0.1:1"}, {name: b, primary: "127.0.0.1:2"}]
-distributions:
-  - {name: d, key_type: bigint, strategy: range, default_shard: a, intervals: [{lo: -inf, hi: 10, shard: a}, {lo: 10, hi: +inf, shard: b}]}
-tables: [{name: public.t, distribution: d, key: k}]
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := shardmaptest.New().Shard("a", "127.0.0.1:1").Shard("b", "127.0.0.1:2").Range("d", 10).Table("public.t", "k").Map(t)
 	bad, err := Misplaced(m.Distribution("d"), "a", []int64{-5, 9, 10, 3, 11})
 	if err != nil || !slices.Equal(bad, []int64{10, 11}) {
 		t.Errorf("got %v, %v", bad, err)

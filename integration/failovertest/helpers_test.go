@@ -19,6 +19,7 @@ import (
 	"github.com/pgshard/pgshard/proxy"
 	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/shardmap/metarpc"
+	"github.com/pgshard/pgshard/shardmap/shardmaptest"
 )
 
 // pgshardBin is the pgshard binary TestMain builds.
@@ -68,19 +69,11 @@ func setup(t *testing.T, settings map[string]string) *env {
 		metacluster.Args("--pg-user", pgcluster.SuperuserName, "--pg-sslmode", "disable",
 			"--failover-after", failAfter.String(), "--failover-check-interval", checkInterval.String()),
 		metacluster.Environ("PGSHARD_META_PG_PASSWORD="+pgcluster.SuperuserPassword))
-	y := "epoch: 1\nshards:\n"
+	b := shardmaptest.New()
 	for i, p := range pg.Shards {
-		y += fmt.Sprintf("  - {name: s%d, primary: %q, replicas: [%q, %q]}\n", i, p.Addr(), p.Replicas[0].Addr(), p.Replicas[1].Addr())
+		b.Shard(fmt.Sprintf("s%d", i), p.Addr(), p.Replicas[0].Addr(), p.Replicas[1].Addr())
 	}
-	y += `distributions:
-  - {name: acct, key_type: bigint, strategy: hash, default_shard: s0, shards_even: [s0, s1]}
-tables:
-  - {name: public.acct, distribution: acct, key: id}
-`
-	m, err := shardmap.ParseYAML([]byte(y))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := b.Hash("acct", "s0", "s1").Table("public.acct", "id").Map(t)
 	client := meta.Client(t)
 	if _, err := client.ApplyMap(ctx, m, 0, "failover test"); err != nil {
 		t.Fatal(err)

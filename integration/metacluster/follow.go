@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pgshard/pgshard/integration/testproxy"
+	"github.com/pgshard/pgshard/internal/testutil"
 	"github.com/pgshard/pgshard/proxy"
 	"github.com/pgshard/pgshard/shardmap/metarpc"
 )
@@ -38,12 +39,9 @@ func StartFollowingProxy(t *testing.T, cfg *proxy.Config, addrs []string, opts m
 		<-done
 		_ = client.Close()
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for p.Server.WriteRefusal() != "" {
-		if time.Now().After(deadline) {
-			t.Fatalf("proxy %s still refuses writes: %s", id, p.Server.WriteRefusal())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.WaitFor(t, 10*time.Second, "proxy "+id+" to allow writes", func() (bool, string) {
+		r := p.Server.WriteRefusal()
+		return r == "", "it refuses writes: " + r
+	})
 	return p
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/pgshard/pgshard/integration/metacluster"
 	"github.com/pgshard/pgshard/integration/testproxy"
 	"github.com/pgshard/pgshard/internal/pgcluster"
+	"github.com/pgshard/pgshard/internal/testutil"
 	"github.com/pgshard/pgshard/proxy"
 	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/shardmap/metarpc"
@@ -134,26 +135,10 @@ func startFollowingProxy(t *testing.T, pg *pgcluster.Cluster, addrs []string, op
 	return metacluster.StartFollowingProxy(t, proxyConfig(t, pg), addrs, opts, id, heartbeatEvery)
 }
 
-// waitFor polls cond every 10 ms until it holds or timeout passes, and
-// reports whether it held; why is what cond said last.
-func waitFor(timeout time.Duration, cond func() (ok bool, why string)) (bool, string) {
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, why := cond()
-		if ok {
-			return true, ""
-		}
-		if time.Now().After(deadline) {
-			return false, why
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // waitProxyEpoch waits until the proxy routes with epoch or a later one.
 func waitProxyEpoch(t *testing.T, p *testproxy.Proxy, epoch uint64, timeout time.Duration) {
 	t.Helper()
-	ok, why := waitFor(timeout, func() (bool, string) {
+	ok, why := testutil.Poll(timeout, func() (bool, string) {
 		got := p.Server.MapEpoch()
 		return got >= epoch, fmt.Sprintf("it routes with epoch %d", got)
 	})

@@ -10,6 +10,7 @@ import (
 	"github.com/pgshard/pgshard/integration/metacluster"
 	"github.com/pgshard/pgshard/integration/testproxy"
 	"github.com/pgshard/pgshard/internal/pgcluster"
+	"github.com/pgshard/pgshard/internal/testutil"
 	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/shardmap/metarpc"
 )
@@ -132,7 +133,7 @@ func (r *leaderLossRun) restart(m *metacluster.Member, acks []ack) {
 		t.Fatal(err)
 	}
 	started := time.Now()
-	ok, why := waitFor(10*time.Second, func() (bool, string) {
+	ok, why := testutil.Poll(10*time.Second, func() (bool, string) {
 		lctx, cancel := context.WithTimeout(r.ctx, time.Second)
 		defer cancel()
 		leader, err := r.mc.WaitLeader(lctx, r.mc.Others(m)...)
@@ -281,7 +282,7 @@ func (r *leaderLossRun) minorityLeader() uint64 {
 	resume := r.freeze(r.mc.Others(leader))
 	sent := time.Now()
 	result := r.applyTo(leader, cur.Epoch, 10_000, "minority leader")
-	ok, why := waitFor(stepDownBound, func() (bool, string) {
+	ok, why := testutil.Poll(stepDownBound, func() (bool, string) {
 		st, err := leader.Status(r.ctx)
 		if err != nil {
 			return false, err.Error()

@@ -16,6 +16,7 @@ import (
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/integration/metacluster"
 	"github.com/pgshard/pgshard/integration/testproxy"
+	"github.com/pgshard/pgshard/internal/testutil"
 	"github.com/pgshard/pgshard/shardmap/metarpc"
 )
 
@@ -78,7 +79,7 @@ func TestMapChangeReachesProxies(t *testing.T) {
 	}
 	epoch := res.Epoch
 
-	ok, why := waitFor(propagationBound, func() (bool, string) {
+	ok, why := testutil.Poll(propagationBound, func() (bool, string) {
 		for id, p := range proxies {
 			if got := p.Server.MapEpoch(); got < epoch {
 				return false, fmt.Sprintf("%s routes with epoch %d", id, got)
@@ -99,7 +100,7 @@ func TestMapChangeReachesProxies(t *testing.T) {
 
 	// The leader knows both proxies apply the new epoch.
 	var list []metarpc.ProxyStatus
-	ok, why = waitFor(2*time.Second, func() (bool, string) {
+	ok, why = testutil.Poll(2*time.Second, func() (bool, string) {
 		if list, err = client.ListProxies(ctx); err != nil {
 			return false, err.Error()
 		}

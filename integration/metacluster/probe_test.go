@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgshard/pgshard/internal/testutil"
 )
 
 // probe queries a proxy for the probe rows in a loop, and counts what
@@ -106,7 +108,7 @@ func (p *probe) mark() probeMark {
 // three succeeded since then (it waits up to 5 s for them).
 func (p *probe) check(t *testing.T, phase string, since probeMark) {
 	t.Helper()
-	ok, _ := waitFor(5*time.Second, func() (bool, string) { return p.mark().ok >= since.ok+3, "" })
+	ok, _ := testutil.Poll(5*time.Second, func() (bool, string) { return p.mark().ok >= since.ok+3, "" })
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !ok {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/integration/metacluster"
+	"github.com/pgshard/pgshard/internal/testutil"
 	"github.com/pgshard/pgshard/proxy"
 	"github.com/pgshard/pgshard/shardmap"
 )
@@ -54,7 +55,7 @@ func TestProxyStartsFromSavedMapWhileMetaIsDown(t *testing.T) {
 
 	// Meta is up: the proxy starts from meta's map and saves it.
 	p := metacluster.StartProxyProcess(t, ctx, pgshardBin, filepath.Join(dir, "proxy-1.log"), cfg, args)
-	ok, why := waitFor(5*time.Second, func() (bool, string) {
+	ok, why := testutil.Poll(5*time.Second, func() (bool, string) {
 		list, err := client.ListProxies(ctx)
 		if err != nil {
 			return false, err.Error()
@@ -68,7 +69,7 @@ func TestProxyStartsFromSavedMapWhileMetaIsDown(t *testing.T) {
 		t.Errorf("the proxy process routes with epoch %d, want %d", got, epoch)
 	}
 	saved := epoch
-	ok, why = waitFor(2*time.Second, func() (bool, string) {
+	ok, why = testutil.Poll(2*time.Second, func() (bool, string) {
 		got := savedEpoch(stateFile)
 		return got == epoch, fmt.Sprintf("it holds epoch %d (0: no map)", got)
 	})

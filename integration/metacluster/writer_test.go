@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pgshard/pgshard/integration/metacluster"
+	"github.com/pgshard/pgshard/internal/testutil"
 	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/shardmap/metarpc"
 )
@@ -103,7 +104,7 @@ func (w *writer) acked() []ack {
 // returns the acknowledgements.
 func (w *writer) waitAcks(t *testing.T, above uint64, n int, timeout time.Duration) []ack {
 	t.Helper()
-	ok, why := waitFor(timeout, func() (bool, string) {
+	ok, why := testutil.Poll(timeout, func() (bool, string) {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		got := 0
@@ -143,7 +144,7 @@ func checkHistory(t *testing.T, m *metacluster.Member, acks []ack, timeout time.
 		return
 	}
 	last := acks[len(acks)-1].epoch
-	ok, why := waitFor(timeout, func() (bool, string) {
+	ok, why := testutil.Poll(timeout, func() (bool, string) {
 		st, err := m.Status(t.Context())
 		if err != nil {
 			return false, err.Error()

@@ -1,7 +1,3 @@
-// Package testproxy starts pgshard proxies inside a test process, against
-// servers started with package integration. It is separate from
-// integration so that packages the proxy depends on can use the harness in
-// their own tests without an import cycle.
 package testproxy
 
 import (

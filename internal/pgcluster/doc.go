@@ -16,5 +16,7 @@
 // postmasters still alive for leak checks.
 //
 // The package does not import "testing": package integration wraps it with
-// t.Cleanup and t.Fatal for tests.
+// t.Cleanup and t.Fatal for tests. It lives under internal/ because the
+// shipped binary links it (for `pgshard demo`), and nothing under
+// integration/ may be linked into the binary.
 package pgcluster

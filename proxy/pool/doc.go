@@ -8,6 +8,14 @@
 // keep prepared statements and session parameters correct when clients
 // move between backends.
 //
+// Acquire lends the most recently returned idle connection, opens a new
+// one while fewer than Size are open, or else waits (first come, first
+// served) up to WaitTimeout or the end of its context; Release returns a
+// connection, Discard closes a broken one and frees its slot. A reaper
+// closes connections idle longer than IdleTimeout or older than
+// MaxLifetime (checked on return too). Stats counts all of it for
+// metrics and SHOW POOLS.
+//
 // A connection's frames are read by the pool and given to its owner's
 // Handler; a lost connection fails the handler. A server that stops
 // answering without closing the connection is found within seconds

@@ -118,7 +118,7 @@ type Stats struct {
 type Pool struct {
 	cfg          Config
 	pgconnConfig *pgconn.Config
-	now          func() time.Time // swappable clock for tests
+	now          func() time.Time // time.Now; a fake clock in tests (newPool)
 
 	mu      sync.Mutex
 	idle    []*Conn            // LIFO: the most recently returned is lent first
@@ -147,7 +147,10 @@ type acquireResult struct {
 }
 
 // New returns a pool for cfg and starts its idle reaper. Close stops it.
-func New(cfg Config) (*Pool, error) {
+func New(cfg Config) (*Pool, error) { return newPool(cfg, time.Now) }
+
+// newPool is New with the clock the pool reads (time.Now but in tests).
+func newPool(cfg Config, now func() time.Time) (*Pool, error) {
 	cfg = cfg.withDefaults()
 	connStr := fmt.Sprintf("host=%s port=%s user=%s dbname=%s sslmode=%s connect_timeout=%d",
 		quoteHost(cfg.Addr), quotePort(cfg.Addr), quote(cfg.User), quote(cfg.Database), quote(cfg.SSLMode),
@@ -174,7 +177,7 @@ func New(cfg Config) (*Pool, error) {
 	p := &Pool{
 		cfg:          cfg,
 		pgconnConfig: pc,
-		now:          time.Now,
+		now:          now,
 		conns:        make(map[*Conn]struct{}),
 		stop:         make(chan struct{}),
 		done:         make(chan struct{}),
@@ -536,27 +539,33 @@ func (p *Pool) reap() {
 			return
 		case <-t.C:
 		}
-		now := p.now()
-		var expired []*Conn
-		p.mu.Lock()
-		kept := p.idle[:0]
-		for _, c := range p.idle {
-			if (p.cfg.IdleTimeout > 0 && now.Sub(c.returned) > p.cfg.IdleTimeout) ||
-				(p.cfg.MaxLifetime > 0 && now.Sub(c.created) > p.cfg.MaxLifetime) {
-				expired = append(expired, c)
-				continue
-			}
-			kept = append(kept, c)
+		p.reapOnce()
+	}
+}
+
+// reapOnce closes the idle connections past the idle timeout or lifetime
+// now.
+func (p *Pool) reapOnce() {
+	now := p.now()
+	var expired []*Conn
+	p.mu.Lock()
+	kept := p.idle[:0]
+	for _, c := range p.idle {
+		if (p.cfg.IdleTimeout > 0 && now.Sub(c.returned) > p.cfg.IdleTimeout) ||
+			(p.cfg.MaxLifetime > 0 && now.Sub(c.created) > p.cfg.MaxLifetime) {
+			expired = append(expired, c)
+			continue
 		}
-		for i := len(kept); i < len(p.idle); i++ {
-			p.idle[i] = nil
-		}
-		p.idle = kept
-		p.open -= len(expired)
-		p.stats.Discarded += uint64(len(expired))
-		p.mu.Unlock()
-		for _, c := range expired {
-			c.close()
-		}
+		kept = append(kept, c)
+	}
+	for i := len(kept); i < len(p.idle); i++ {
+		p.idle[i] = nil
+	}
+	p.idle = kept
+	p.open -= len(expired)
+	p.stats.Discarded += uint64(len(expired))
+	p.mu.Unlock()
+	for _, c := range expired {
+		c.close()
 	}
 }

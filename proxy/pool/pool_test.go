@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgshard/pgshard/internal/testutil"
 )
 
 // fakeServer speaks just enough of the protocol for a pool: trust
@@ -288,13 +290,7 @@ func TestAbortWinsOverBufferedReply(t *testing.T) {
 		rec.note("abort returned")
 		close(aborted)
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for !c.Aborted() {
-		if time.Now().After(deadline) {
-			t.Fatal("Abort did not start")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Until(t, 5*time.Second, "Abort to start", c.Aborted)
 	close(rec.gate)
 	select {
 	case <-aborted:

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgshard/pgshard/internal/testutil"
 	"github.com/pgshard/pgshard/shardmap"
 )
 
@@ -61,7 +62,7 @@ func TestOneFailedCheckIsNeverEnough(t *testing.T) {
 	}
 	clock.advance(time.Millisecond)
 	r.tick()
-	waitFor(t, "the failover after the second failed check", r.noSwitchAfterCommits)
+	testutil.Until(t, waitTimeout, "the failover after the second failed check", r.noSwitchAfterCommits)
 }
 
 // noSwitchAfterCommits reports whether a switch of s1 was committed and
@@ -99,7 +100,7 @@ func TestObserverRule(t *testing.T) {
 				}
 				return
 			}
-			waitFor(t, "the failover", r.noSwitchAfterCommits)
+			testutil.Until(t, waitTimeout, "the failover", r.noSwitchAfterCommits)
 			checkShard(t, store.Map(), "r2", []string{"r1"}, []string{"p1"})
 		})
 	}

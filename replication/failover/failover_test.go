@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgshard/pgshard/internal/testutil"
 	"github.com/pgshard/pgshard/shardmap"
 )
 
@@ -25,7 +26,7 @@ func TestFailoverToMostAdvancedReplica(t *testing.T) {
 	}
 	clock.advance(time.Second)
 	r.tick()
-	waitFor(t, "the failover", r.noSwitchAfterCommits)
+	testutil.Until(t, waitTimeout, "the failover", r.noSwitchAfterCommits)
 
 	m := store.Map()
 	checkShard(t, m, "r2", []string{"r1"}, []string{"p1"})
@@ -65,7 +66,7 @@ func TestFailoverPromotesOnlyAfterProxiesApplied(t *testing.T) {
 	r.clock = clock
 	failChecks(r)
 
-	waitFor(t, "the wait for the proxies", func() bool { return len(store.waited()) > 0 })
+	testutil.Until(t, waitTimeout, "the wait for the proxies", func() bool { return len(store.waited()) > 0 })
 	if calls := r.admin.log(); len(calls) != 0 {
 		t.Fatalf("admin calls %q before the proxies applied the fence", calls)
 	}
@@ -73,7 +74,7 @@ func TestFailoverPromotesOnlyAfterProxiesApplied(t *testing.T) {
 		t.Fatalf("switch %+v; want step fence", sw)
 	}
 	store.apply(2)
-	waitFor(t, "the failover", r.noSwitch)
+	testutil.Until(t, waitTimeout, "the failover", r.noSwitch)
 	checkShard(t, store.Map(), "r2", []string{"r1"}, []string{"p1"})
 }
 
@@ -87,7 +88,7 @@ func TestFailoverWaitsForAReachableReplica(t *testing.T) {
 	r.clock = clock
 	failChecks(r)
 
-	waitFor(t, "three failed choices", func() bool { return r.events.count(EventChoose, true) >= 3 })
+	testutil.Until(t, waitTimeout, "three failed choices", func() bool { return r.events.count(EventChoose, true) >= 3 })
 	sw := store.Map().Shard("s1").Switch
 	if sw == nil || sw.Step != StepFence || sw.To != (shardmap.Endpoint{}) {
 		t.Fatalf("switch %+v; want step fence without To", sw)
@@ -102,7 +103,7 @@ func TestFailoverWaitsForAReachableReplica(t *testing.T) {
 	// r1 comes back; r2 stays down: it cannot be repointed, which must
 	// not hold the final commit.
 	admin.set("r1", func(s *fakeServer) { s.down = false })
-	waitFor(t, "the failover", r.noSwitch)
+	testutil.Until(t, waitTimeout, "the failover", r.noSwitch)
 	checkShard(t, store.Map(), "r1", []string{"r2"}, []string{"p1"})
 	if n := r.events.count(EventRepoint, true); n != 1 {
 		t.Errorf("%d failed repoints; want 1 (r2): %q", n, r.events.steps())
@@ -122,7 +123,7 @@ func TestFailoverFencesAReplicaThatDiesWhilePromoted(t *testing.T) {
 	}
 	r := newRig(t, store, admin, func(c *Config) { c.FailAfter = 20 * time.Millisecond })
 	r.run()
-	waitFor(t, "the failover", r.noSwitchAfterCommits)
+	testutil.Until(t, waitTimeout, "the failover", r.noSwitchAfterCommits)
 	checkShard(t, store.Map(), "r1", nil, []string{"r2", "p1"})
 	want := []string{"failover: promote r2:5432", "failover: fence r2:5432, back to fence", "failover: promote r1:5432", "failover: r1:5432 is the primary"}
 	if got := store.commits(); !slices.Equal(got, want) {
@@ -146,7 +147,7 @@ func TestFailoverRetriesOnCASConflict(t *testing.T) {
 	}
 	r := newRig(t, store, admin)
 	r.run()
-	waitFor(t, "the failover", r.noSwitchAfterCommits)
+	testutil.Until(t, waitTimeout, "the failover", r.noSwitchAfterCommits)
 	m := store.Map()
 	checkShard(t, m, "r2", []string{"r1"}, []string{"p1"})
 	if s2 := m.Shard("s2"); s2.State != shardmap.StateReadOnly || len(s2.Replicas) != 0 {
@@ -177,7 +178,7 @@ func TestFailoverResumesTheSwitchCommittedMeanwhile(t *testing.T) {
 	r := newRig(t, store, newFakeAdmin(), fakeTime(clock))
 	r.clock = clock
 	failChecks(r)
-	waitFor(t, "the failover", r.noSwitchAfterCommits)
+	testutil.Until(t, waitTimeout, "the failover", r.noSwitchAfterCommits)
 	checkShard(t, store.Map(), "r1", []string{"r2"}, []string{"p1"})
 	want := []string{"test change", "failover: r1:5432 is the primary"}
 	if got := store.commits(); !slices.Equal(got, want) {
@@ -188,7 +189,7 @@ func TestFailoverResumesTheSwitchCommittedMeanwhile(t *testing.T) {
 func TestRunTwice(t *testing.T) {
 	r := newRig(t, newFakeStore(testMap(t)), newFakeAdmin())
 	r.run()
-	waitFor(t, "Run to start", func() bool {
+	testutil.Until(t, waitTimeout, "Run to start", func() bool {
 		r.c.mu.Lock()
 		defer r.c.mu.Unlock()
 		return r.c.runs
@@ -212,8 +213,8 @@ func TestReplicaSupervision(t *testing.T) {
 	r := newRig(t, store, admin, fakeTime(clock), func(c *Config) { c.ReplicaCheckInterval = time.Second })
 	start := clock.Now()
 	r.tick()
-	waitFor(t, "the repoint of r1", func() bool { return admin.get("r1").upstream == addr("p1") })
-	waitFor(t, "the supervision to end", func() bool { return !r.c.isBusy("s1") && !r.c.isBusy("s2") })
+	testutil.Until(t, waitTimeout, "the repoint of r1", func() bool { return admin.get("r1").upstream == addr("p1") })
+	testutil.Until(t, waitTimeout, "the supervision to end", func() bool { return !r.c.isBusy("s1") && !r.c.isBusy("s2") })
 	if calls := admin.log(); !slices.Equal(calls, []string{"repoint r1:5432 p1:5432"}) {
 		t.Errorf("admin calls %q; want only the repoint of r1", calls)
 	}
@@ -223,25 +224,25 @@ func TestReplicaSupervision(t *testing.T) {
 	// Within the interval nothing is checked again.
 	admin.set("r2", func(s *fakeServer) { s.upstream = addr("old") })
 	r.tick()
-	waitFor(t, "the tick's workers", func() bool { return !r.c.isBusy("s1") })
+	testutil.Until(t, waitTimeout, "the tick's workers", func() bool { return !r.c.isBusy("s1") })
 	if up := admin.get("r2").upstream; up != addr("old") {
 		t.Errorf("r2 repointed before ReplicaCheckInterval passed")
 	}
 	clock.advance(time.Second)
 	r.tick()
-	waitFor(t, "the repoint of r2", func() bool { return admin.get("r2").upstream == addr("p1") })
+	testutil.Until(t, waitTimeout, "the repoint of r2", func() bool { return admin.get("r2").upstream == addr("p1") })
 
 	// A replica that does not stream at all (q1, first seen at start) is
 	// repointed only five intervals later.
 	for clock.Now().Sub(start) < 5*time.Second {
-		waitFor(t, "the tick's workers", func() bool { return !r.c.isBusy("s2") })
+		testutil.Until(t, waitTimeout, "the tick's workers", func() bool { return !r.c.isBusy("s2") })
 		if up := admin.get("q1").upstream; up != "" {
 			t.Fatalf("q1 repointed %s after it was first seen not streaming", clock.Now().Sub(start))
 		}
 		clock.advance(time.Second)
 		r.tick()
 	}
-	waitFor(t, "the repoint of q1", func() bool { return admin.get("q1").upstream == addr("p2") })
+	testutil.Until(t, waitTimeout, "the repoint of q1", func() bool { return admin.get("q1").upstream == addr("p2") })
 }
 
 // TestReplicaThatCannotFollowIsFenced: a replica whose repoints keep
@@ -258,7 +259,7 @@ func TestReplicaThatCannotFollowIsFenced(t *testing.T) {
 	r := newRig(t, store, admin, fakeTime(clock), func(c *Config) { c.ReplicaCheckInterval = time.Second })
 	for i := range maxRepointFails {
 		if i > 0 {
-			waitFor(t, "the supervision round", func() bool { return !r.c.isBusy("s1") })
+			testutil.Until(t, waitTimeout, "the supervision round", func() bool { return !r.c.isBusy("s1") })
 			if sh := store.Map().Shard("s1"); slices.Contains(sh.Fenced, ep("r1")) {
 				t.Fatalf("r1 fenced after %d failed repoints", i)
 			}
@@ -266,7 +267,7 @@ func TestReplicaThatCannotFollowIsFenced(t *testing.T) {
 		}
 		r.tick()
 	}
-	waitFor(t, "r1 fenced", func() bool { return slices.Contains(store.Map().Shard("s1").Fenced, ep("r1")) })
+	testutil.Until(t, waitTimeout, "r1 fenced", func() bool { return slices.Contains(store.Map().Shard("s1").Fenced, ep("r1")) })
 	sh := store.Map().Shard("s1")
 	if slices.Contains(sh.Replicas, ep("r1")) || !slices.Contains(sh.Replicas, ep("r2")) || sh.Primary != ep("p1") {
 		t.Errorf("after fencing r1: %+v", sh)

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgshard/pgshard/internal/testutil"
 	"github.com/pgshard/pgshard/shardmap"
 )
 
@@ -51,11 +52,11 @@ func TestFencedServerIsFencedAgain(t *testing.T) {
 		t.Helper()
 		clock.advance(time.Second)
 		r.tick()
-		waitFor(t, "the fence check", r.c.fencingDone)
+		testutil.Until(t, waitTimeout, "the fence check", r.c.fencingDone)
 	}
 
 	r.tick() // f1 is down
-	waitFor(t, "the fence check", r.c.fencingDone)
+	testutil.Until(t, waitTimeout, "the fence check", r.c.fencingDone)
 	if calls := fenceCalls(admin); len(calls) != 0 {
 		t.Fatalf("fence calls %q while f1 is down", calls)
 	}
@@ -111,25 +112,25 @@ func TestFenceCheckInterval(t *testing.T) {
 	admin.servers[addr("f1")] = &fakeServer{lsn: 700}
 	r := newRig(t, store, admin, fakeTime(clock), func(c *Config) { c.FenceCheckInterval = time.Second })
 	r.tick()
-	waitFor(t, "the fence of f1", func() bool { return admin.get("f1").fenced })
-	waitFor(t, "the fence check", r.c.fencingDone)
+	testutil.Until(t, waitTimeout, "the fence of f1", func() bool { return admin.get("f1").fenced })
+	testutil.Until(t, waitTimeout, "the fence check", r.c.fencingDone)
 	admin.set("f1", func(s *fakeServer) { s.fenced = false })
 	r.tick()
-	waitFor(t, "the fence check", r.c.fencingDone)
+	testutil.Until(t, waitTimeout, "the fence check", r.c.fencingDone)
 	if admin.get("f1").fenced {
 		t.Fatal("f1 checked again within FenceCheckInterval")
 	}
 	store.setLeader(false)
 	clock.advance(time.Second)
 	r.tick()
-	waitFor(t, "the fence check", r.c.fencingDone)
+	testutil.Until(t, waitTimeout, "the fence check", r.c.fencingDone)
 	if admin.get("f1").fenced {
 		t.Fatal("a follower fenced f1")
 	}
 
 	never := newRig(t, newFakeStore(withFenced(t)), admin, fakeTime(clock), func(c *Config) { c.FenceCheckInterval = -1 })
 	never.tick()
-	waitFor(t, "the fence check", never.c.fencingDone)
+	testutil.Until(t, waitTimeout, "the fence check", never.c.fencingDone)
 	if admin.get("f1").fenced {
 		t.Fatal("FenceCheckInterval < 0 fenced f1")
 	}

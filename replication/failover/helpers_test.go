@@ -474,18 +474,6 @@ func (r *rig) run() (stop func()) {
 	return stop
 }
 
-// waitFor polls cond until it holds, or fails the test after 10s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // noSwitch reports whether shard s1 has no switch in the store's map.
 func (r *rig) noSwitch() bool { return r.store.Map().Shard("s1").Switch == nil }
 
@@ -528,3 +516,6 @@ func withSwitch(t *testing.T, sw shardmap.Switch) *shardmap.Map {
 func index(calls []string, prefix string) int {
 	return slices.IndexFunc(calls, func(c string) bool { return strings.HasPrefix(c, prefix) })
 }
+
+// waitTimeout bounds every wait for a condition in these tests.
+const waitTimeout = 10 * time.Second

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/pgshard/pgshard/internal/testutil"
 	"github.com/pgshard/pgshard/shardmap"
 )
 
@@ -66,7 +67,7 @@ func TestResumeFromEachStep(t *testing.T) {
 			admin.set("p1", func(s *fakeServer) { s.down = tc.p1Down })
 			r := newRig(t, store, admin)
 			r.run()
-			waitFor(t, "the switch to end", r.noSwitch)
+			testutil.Until(t, waitTimeout, "the switch to end", r.noSwitch)
 			checkShard(t, store.Map(), tc.primary, tc.replicas, []string{"p1"})
 			if got := admin.log(); !slices.Equal(got, tc.calls) {
 				t.Errorf("admin calls %q; want %q", got, tc.calls)
@@ -89,9 +90,9 @@ func TestResumeAfterLeaderChange(t *testing.T) {
 
 	first := newRig(t, store, admin)
 	stopFirst := first.run()
-	waitFor(t, "the first leader to wait for the proxies", func() bool { return first.c.isBusy("s1") && len(store.waited()) > 0 })
+	testutil.Until(t, waitTimeout, "the first leader to wait for the proxies", func() bool { return first.c.isBusy("s1") && len(store.waited()) > 0 })
 	store.setLeader(false)
-	waitFor(t, "the first leader to stop", func() bool { return !first.c.isBusy("s1") })
+	testutil.Until(t, waitTimeout, "the first leader to stop", func() bool { return !first.c.isBusy("s1") })
 	stopFirst()
 	if calls := admin.log(); len(calls) != 0 {
 		t.Fatalf("the first leader acted: %q", calls)
@@ -101,7 +102,7 @@ func TestResumeAfterLeaderChange(t *testing.T) {
 	store.apply(1)
 	second := newRig(t, store, admin)
 	second.run()
-	waitFor(t, "the second leader to finish", second.noSwitch)
+	testutil.Until(t, waitTimeout, "the second leader to finish", second.noSwitch)
 	checkShard(t, store.Map(), "r2", []string{"r1"}, []string{"p1"})
 	want := []string{"fence p1:5432", "promote r2:5432", "repoint r1:5432 r2:5432"}
 	if got := admin.log(); !slices.Equal(got, want) {
@@ -126,7 +127,7 @@ func TestResumeRefusesWhatItCannotDo(t *testing.T) {
 			store := newFakeStore(m)
 			r := newRig(t, store, newFakeAdmin())
 			r.tick()
-			waitFor(t, "the workflow to give up", func() bool {
+			testutil.Until(t, waitTimeout, "the workflow to give up", func() bool {
 				r.c.mu.Lock()
 				defer r.c.mu.Unlock()
 				_, stuck := r.c.stuck["s1"]

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgshard/pgshard/internal/testutil"
 	"github.com/pgshard/pgshard/shardmap"
 )
 
@@ -25,7 +26,7 @@ func TestSwitchover(t *testing.T) {
 		e, p, err := r.c.Switchover(t.Context(), "s1", "r1:5432") // r1 is behind r2
 		done <- result{e, p, err}
 	}()
-	waitFor(t, "the wait for the proxies", func() bool { return len(store.waited()) > 0 })
+	testutil.Until(t, waitTimeout, "the wait for the proxies", func() bool { return len(store.waited()) > 0 })
 	if calls := admin.log(); len(calls) != 0 {
 		t.Fatalf("admin calls %q before the proxies applied the drain", calls)
 	}

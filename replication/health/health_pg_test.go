@@ -8,6 +8,7 @@ import (
 
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/internal/pgcluster"
+	"github.com/pgshard/pgshard/internal/testutil"
 )
 
 // waitTimeout bounds each wait for the monitor to see a change; they take
@@ -66,7 +67,7 @@ func TestPrimaryAndReplica(t *testing.T) {
 
 	// 1. Caught up.
 	lsn1 := write(10)
-	waitFor(t, waitTimeout, "the replica to catch up", func() (bool, string) {
+	testutil.WaitFor(t, waitTimeout, "the replica to catch up", func() (bool, string) {
 		pr, re, desc := statuses()
 		return pr.Up && pr.Observed && !pr.InRecovery && pr.LSN >= lsn1 &&
 			re.Up && re.InRecovery && re.LagKnown && re.LagBytes == 0 && re.LagSeconds == 0 &&
@@ -84,7 +85,7 @@ func TestPrimaryAndReplica(t *testing.T) {
 		t.Fatalf("pause replay: %v", err)
 	}
 	lsn2 := write(20000)
-	waitFor(t, waitTimeout, "the monitor to see the primary's new position", func() (bool, string) {
+	testutil.WaitFor(t, waitTimeout, "the monitor to see the primary's new position", func() (bool, string) {
 		pr, _, desc := statuses()
 		return pr.Up && pr.LSN >= lsn2, desc
 	})
@@ -113,7 +114,7 @@ func TestPrimaryAndReplica(t *testing.T) {
 	if err := r.Exec(ctx, "SELECT pg_wal_replay_resume()"); err != nil {
 		t.Fatalf("resume replay: %v", err)
 	}
-	waitFor(t, waitTimeout, "the replica to catch up after resuming", func() (bool, string) {
+	testutil.WaitFor(t, waitTimeout, "the replica to catch up after resuming", func() (bool, string) {
 		_, re, desc := statuses()
 		return re.Up && re.LagKnown && re.LagBytes == 0 && re.LagSeconds == 0 &&
 			m.ReplayedAtLeast(r.Addr(), lsn2), desc
@@ -125,7 +126,7 @@ func TestPrimaryAndReplica(t *testing.T) {
 	if err := r.Stop(stopCtx); err != nil {
 		t.Fatalf("stop the replica: %v", err)
 	}
-	waitFor(t, waitTimeout, "the replica to be down", func() (bool, string) {
+	testutil.WaitFor(t, waitTimeout, "the replica to be down", func() (bool, string) {
 		_, re, desc := statuses()
 		return !re.Up && re.LastError != nil && re.ConsecutiveFailures >= 3, desc
 	})

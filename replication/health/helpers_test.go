@@ -38,23 +38,6 @@ func startMonitor(t *testing.T, m *Monitor) (stop func()) {
 	return stop
 }
 
-// waitFor polls cond until it returns true, failing the test with cond's
-// last description after timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, desc := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s; last: %s", timeout, what, desc)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // statusOf returns the status of the target at addr in m's snapshot.
 func statusOf(m *Monitor, addr string) (Status, bool) {
 	for _, s := range m.Snapshot() {

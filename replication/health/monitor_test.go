@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pgshard/pgshard/internal/testutil"
 	"github.com/pgshard/pgshard/shardmap"
 )
 
@@ -71,7 +72,7 @@ func TestUnreachableTargetsFollowTheMap(t *testing.T) {
 	}
 	stop := startMonitor(t, m)
 
-	waitFor(t, 5*time.Second, "3 failures of each target", func() (bool, string) {
+	testutil.WaitFor(t, 5*time.Second, "3 failures of each target", func() (bool, string) {
 		snap := m.Snapshot()
 		ok := len(snap) == 2
 		for _, s := range snap {
@@ -102,7 +103,7 @@ func TestUnreachableTargetsFollowTheMap(t *testing.T) {
 	// The map changes: b leaves, c arrives, a's role changes.
 	a.Role = RoleReplica
 	targets.Store(&[]Target{a, c})
-	waitFor(t, 5*time.Second, "the new targets", func() (bool, string) {
+	testutil.WaitFor(t, 5*time.Second, "the new targets", func() (bool, string) {
 		snap := m.Snapshot()
 		return len(snap) == 2 && snap[0].Target == a && snap[1].Target == c && snap[1].ProbeFailures > 0,
 			fmt.Sprintf("%+v", snap)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pgshard/pgshard/integration"
+	"github.com/pgshard/pgshard/internal/testutil"
 	"github.com/pgshard/pgshard/replication/health"
 )
 
@@ -37,7 +38,7 @@ func TestState(t *testing.T) {
 	// A replica whose replay is paused does not get there; the error says
 	// how far it got.
 	mustExec(t, r, "SELECT pg_wal_replay_pause()")
-	waitFor(t, 10*time.Second, "replay to pause", func() (bool, string) {
+	testutil.WaitFor(t, 10*time.Second, "replay to pause", func() (bool, string) {
 		v := mustValue(t, r, "SELECT pg_get_wal_replay_pause_state()")
 		return v == "paused", v
 	})
@@ -199,7 +200,7 @@ func TestQuiesce(t *testing.T) {
 	}()
 	// Once new sessions are read-only, Quiesce is waiting for the open
 	// transactions: commit one of them.
-	waitFor(t, 10*time.Second, "the primary to turn read-only", func() (bool, string) {
+	testutil.WaitFor(t, 10*time.Second, "the primary to turn read-only", func() (bool, string) {
 		st, err := a.State(ctx, p.Addr())
 		return err == nil && st.ReadOnly, "not read-only yet"
 	})

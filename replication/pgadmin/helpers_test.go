@@ -99,23 +99,6 @@ func mustState(t *testing.T, a *Admin, s *pgcluster.Server) State {
 	return st
 }
 
-// waitFor polls cond until it returns true, failing the test with cond's
-// last description after timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, desc := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s; last: %s", timeout, what, desc)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // session opens a superuser session on s that the test closes at the end.
 func session(t *testing.T, s *pgcluster.Server) *pgconn.PgConn {
 	t.Helper()

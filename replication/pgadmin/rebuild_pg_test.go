@@ -10,6 +10,7 @@ import (
 
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/internal/pgcluster"
+	"github.com/pgshard/pgshard/internal/testutil"
 )
 
 // TestRebuildAuto rebuilds a fenced, killed primary after a failover. The
@@ -196,7 +197,7 @@ func checkFollows(t *testing.T, a *Admin, old, primary *pgcluster.Server, note s
 	if err := old.Restart(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "the rebuilt server to stream from the new primary", func() (bool, string) {
+	testutil.WaitFor(t, 20*time.Second, "the rebuilt server to stream from the new primary", func() (bool, string) {
 		st, err := a.State(ctx, old.Addr())
 		if err != nil {
 			return false, err.Error()

@@ -4,7 +4,7 @@
 // OFFSET/LIMIT after the merge, aggregates (count, sum, min, max, avg
 // rewritten as sum/count, bool_and/or) with GROUP BY, and DISTINCT.
 //
-// Spec is the contract with the planner in package router: the planner
+// Spec is the contract with the planner (package router/plan): the planner
 // rewrites the statement for the shards and says how to combine what
 // comes back; this package does the combining on raw DataRow values
 // (text or binary format, decided per column by the RowDescription).

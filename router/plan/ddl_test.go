@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/pgshard/pgshard/shardmap"
+	"github.com/pgshard/pgshard/shardmap/shardmaptest"
 )
 
 // TestUtilityDDL: DDL that names no table of the map runs on every shard
@@ -117,17 +118,5 @@ func TestUtilityDDL(t *testing.T) {
 }
 
 func oneShardMap(t *testing.T) *shardmap.Map {
-	m, err := shardmap.ParseYAML([]byte(`
-epoch: 1
-shards:
-  - {name: s1, primary: "10.0.0.1:5432"}
-distributions:
-  - {name: users, key_type: bigint, strategy: hash, default_shard: s1, shards_even: [s1]}
-tables:
-  - {name: public.users, distribution: users, key: id}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
+	return shardmaptest.New().Shard("s1", "10.0.0.1:5432").Hash("users").Table("public.users", "id").Map(t)
 }

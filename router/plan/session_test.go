@@ -3,7 +3,7 @@ package plan
 import (
 	"testing"
 
-	"github.com/pgshard/pgshard/shardmap"
+	"github.com/pgshard/pgshard/shardmap/shardmaptest"
 )
 
 // TestSessionObjects: statements that keep a query's answer (PREPARE,
@@ -67,23 +67,7 @@ func TestSessionObjects(t *testing.T) {
 		t.Errorf("DO: InTx not set: %+v", pl)
 	}
 	// One shard: nothing to choose.
-	m, err := shardmap.ParseYAML([]byte(`
-epoch: 1
-shards:
-  - {name: s1, primary: "10.0.0.1:5432"}
-distributions:
-  - name: users
-    key_type: bigint
-    strategy: range
-    default_shard: s1
-    intervals:
-      - {lo: -inf, hi: +inf, shard: s1}
-tables:
-  - {name: public.users, distribution: users, key: id}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := shardmaptest.New().Shard("s1", "10.0.0.1:5432").Range("users").Table("public.users", "id").Map(t)
 	one := New(m, Options{})
 	for _, c := range []routeCase{
 		{sql: "DO $$ BEGIN UPDATE users SET name = 'x' WHERE id = 900; END $$", want: "default s1"},

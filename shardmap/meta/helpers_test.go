@@ -2,7 +2,6 @@ package meta
 
 import (
 	"bytes"
-	"fmt"
 	"log/slog"
 	"os"
 	"testing"
@@ -11,7 +10,9 @@ import (
 	"github.com/hashicorp/raft"
 	"go.uber.org/goleak"
 
+	"github.com/pgshard/pgshard/internal/testutil"
 	"github.com/pgshard/pgshard/shardmap"
+	"github.com/pgshard/pgshard/shardmap/shardmaptest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -41,30 +42,13 @@ func testLogger(t *testing.T) *slog.Logger {
 // testMap returns a valid map: bigint range split at split over s1, s2.
 func testMap(t *testing.T, split int64) *shardmap.Map {
 	t.Helper()
-	m, err := shardmap.ParseYAML(fmt.Appendf(nil, `
-epoch: 1
-shards:
-  - {name: s1, primary: "10.0.0.1:5432"}
-  - {name: s2, primary: "10.0.0.2:5432", replicas: ["10.0.0.3:5432"]}
-distributions:
-  - name: users
-    key_type: bigint
-    strategy: range
-    default_shard: s1
-    intervals:
-      - {lo: -inf, hi: %d, shard: s1}
-      - {lo: %d, hi: +inf, shard: s2}
-tables:
-  - {name: public.users, distribution: users, key: id}
-  - {name: public.settings, unsharded: true, distribution: users}
-`, split, split))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	return m
+	return shardmaptest.New().
+		Shard("s1", "10.0.0.1:5432").
+		Shard("s2", "10.0.0.2:5432", "10.0.0.3:5432").
+		Range("users", split).
+		Table("public.users", "id").
+		Unsharded("public.settings").
+		Map(t)
 }
 
 // mapYAML is m's YAML with the given epoch, as a leader proposes it.
@@ -142,15 +126,8 @@ func openNode(t *testing.T, cfg Config) *Node {
 // f's last error.
 func eventually(t *testing.T, timeout time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(10 * time.Millisecond)
+	var err error
+	if ok, _ := testutil.Poll(timeout, func() (bool, string) { err = f(); return err == nil, "" }); !ok {
+		t.Fatalf("after %v: %v", timeout, err)
 	}
 }

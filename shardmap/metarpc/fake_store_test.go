@@ -47,6 +47,7 @@ type fakeStore struct {
 	pchange chan struct{}       // closed when a heartbeat arrives
 	members []Member
 	applies int // successful ApplyMap calls
+	waiters int // WaitApplied calls waiting now
 
 	stopped     chan struct{} // closed by stop: watches end
 	loseReplies int           // ApplyMap applies and then fails this many times as if the reply were lost
@@ -287,16 +288,32 @@ func (f *fakeStore) WaitApplied(ctx context.Context, epoch uint64) error {
 				done = false
 			}
 		}
-		f.mu.Unlock()
 		if done {
+			f.mu.Unlock()
 			return nil
 		}
+		f.waiters++
+		f.mu.Unlock()
+		var err error
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return fmt.Errorf("wait for epoch %d: %w", epoch, ctx.Err())
+			err = fmt.Errorf("wait for epoch %d: %w", epoch, ctx.Err())
+		}
+		f.mu.Lock()
+		f.waiters--
+		f.mu.Unlock()
+		if err != nil {
+			return err
 		}
 	}
+}
+
+// waiting returns how many WaitApplied calls wait now.
+func (f *fakeStore) waiting() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.waiters
 }
 
 func (f *fakeStore) appliesCount() int {

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/pgshard/pgshard/internal/testutil"
 	"github.com/pgshard/pgshard/shardmap/metapb"
 )
 
@@ -144,7 +145,7 @@ func TestShutdown(t *testing.T) {
 		_, err := raw.WaitApplied(ctx, &metapb.WaitAppliedRequest{Epoch: 1})
 		waiting <- err
 	}()
-	time.Sleep(100 * time.Millisecond) // let the wait begin
+	testutil.Until(t, 5*time.Second, "the wait to begin", func() bool { return store.waiting() > 0 })
 	start := time.Now()
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

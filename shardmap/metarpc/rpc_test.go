@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/pgshard/pgshard/internal/testutil"
 	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/shardmap/metapb"
 )
@@ -151,7 +152,7 @@ func TestRoundTrip(t *testing.T) {
 	// A wait in progress ends when the proxy catches up.
 	waited := make(chan error, 1)
 	go func() { waited <- c.WaitApplied(ctx, 2, 5*time.Second) }()
-	time.Sleep(50 * time.Millisecond)
+	testutil.Until(t, 5*time.Second, "the wait to begin", func() bool { return store.waiting() > 0 })
 	if _, err := c.ProxyHeartbeat(ctx, "p1", "10.1.0.1:6432", 2, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,7 @@
 // Package auth authenticates PostgreSQL clients at the proxy.
 //
 // pgshard terminates client authentication itself instead of passing it
-// through to the shards: the router accepts a connection, reads the
+// through to the shards: the proxy accepts a connection, reads the
 // StartupMessage (see package wire), looks up the user's stored
 // Credential and calls Authenticate, which drives the SCRAM-SHA-256(-PLUS),
 // md5 or trust exchange over a pgproto3.Backend. Connections to the shards
