@@ -51,7 +51,7 @@ type driver struct {
 	// command (without environment) or why it cannot run.
 	prepare func(t *testing.T, dir string) (*exec.Cmd, error)
 	// check makes driver-specific assertions on the shards after the run.
-	check func(t *testing.T, ctx context.Context, direct []*pgx.Conn)
+	check func(t *testing.T, ctx context.Context, direct []*pgx.Conn, base int64)
 }
 
 // TestDrivers runs psycopg2, node-postgres and pgjdbc programs against
@@ -131,46 +131,60 @@ func TestDrivers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range drivers {
-		t.Run(d.name, func(t *testing.T) {
-			cmd := cmds[d.name]
-			if cmd == nil {
-				runtimeMissing(t, d.name, missing[d.name])
-				return
-			}
-			ctx, cancel := context.WithTimeout(ctx, runTimeout)
-			defer cancel()
-			res := run(t, ctx, cmd, []string{
-				"PGHOST=" + host, "PGPORT=" + port, "PGDATABASE=postgres",
-				"PGUSER=" + testproxy.User, "PGPASSWORD=" + testproxy.Password, "PGSSLMODE=disable",
-				"DRV_BASE=" + strconv.FormatInt(d.base, 10), "DRV_SPLIT=" + strconv.Itoa(split),
+	// Session pooling is not run: with a map, a session-mode client is
+	// pinned to the shard of its first statement (README, Compatibility),
+	// and each program uses both shards on one connection.
+	modes := []struct {
+		name string
+		user string
+		// offset moves the program's keys, so that runs do not collide.
+		offset int64
+	}{
+		{"transaction", testproxy.User, 0},
+	}
+	for _, mode := range modes {
+		for _, d := range drivers {
+			t.Run(mode.name+"/"+d.name, func(t *testing.T) {
+				cmd := cmds[d.name]
+				if cmd == nil {
+					runtimeMissing(t, d.name, missing[d.name])
+					return
+				}
+				ctx, cancel := context.WithTimeout(ctx, runTimeout)
+				defer cancel()
+				base := d.base + mode.offset
+				res := run(t, ctx, cmd, []string{
+					"PGHOST=" + host, "PGPORT=" + port, "PGDATABASE=postgres",
+					"PGUSER=" + mode.user, "PGPASSWORD=" + testproxy.Password, "PGSSLMODE=disable",
+					"DRV_BASE=" + strconv.FormatInt(base, 10), "DRV_SPLIT=" + strconv.Itoa(split),
+				})
+				if res.statements < minStatements {
+					t.Errorf("%s ran %d statements, want at least %d", d.name, res.statements, minStatements)
+				}
+				if res.refusals != 0 {
+					t.Errorf("%s: %d of %d statements were refused", d.name, res.refusals, res.statements)
+				}
+				if res.rows == 0 {
+					t.Errorf("%s counted no rows coming back", d.name)
+				}
+				checkPlacement(t, ctx, direct, dist, "users", "id", base, res.users)
+				checkPlacement(t, ctx, direct, dist, "orders", "user_id", base, res.orders)
+				for i, c := range direct {
+					var n int
+					if err := c.QueryRow(ctx, "SELECT count(*) FROM users WHERE name LIKE 'rolled back%'").Scan(&n); err != nil {
+						t.Fatal(err)
+					}
+					if n != 0 {
+						t.Errorf("shard s%d holds %d rows written by rolled-back transactions", i, n)
+					}
+				}
+				if d.check != nil {
+					d.check(t, ctx, direct, base)
+				}
+				t.Logf("%s pooling, %s: %d statements, %d rows back, %d users and %d orders left, in %v",
+					mode.name, d.name, res.statements, res.rows, res.users, res.orders, res.took.Round(time.Millisecond))
 			})
-			if res.statements < minStatements {
-				t.Errorf("%s ran %d statements, want at least %d", d.name, res.statements, minStatements)
-			}
-			if res.refusals != 0 {
-				t.Errorf("%s: %d of %d statements were refused", d.name, res.refusals, res.statements)
-			}
-			if res.rows == 0 {
-				t.Errorf("%s counted no rows coming back", d.name)
-			}
-			checkPlacement(t, ctx, direct, dist, "users", "id", d.base, res.users)
-			checkPlacement(t, ctx, direct, dist, "orders", "user_id", d.base, res.orders)
-			for i, c := range direct {
-				var n int
-				if err := c.QueryRow(ctx, "SELECT count(*) FROM users WHERE name LIKE 'rolled back%'").Scan(&n); err != nil {
-					t.Fatal(err)
-				}
-				if n != 0 {
-					t.Errorf("shard s%d holds %d rows written by rolled-back transactions", i, n)
-				}
-			}
-			if d.check != nil {
-				d.check(t, ctx, direct)
-			}
-			t.Logf("%s: %d statements, %d rows back, %d users and %d orders left, in %v",
-				d.name, res.statements, res.rows, res.users, res.orders, res.took.Round(time.Millisecond))
-		})
+		}
 	}
 }
 
@@ -421,23 +435,25 @@ func prepareJDBC(t *testing.T, dir string) (*exec.Cmd, error) {
 }
 
 // checkJDBCMigration checks that the JDBC program's migration script (DDL
-// on a table outside the map, through the extended protocol) left the
-// same schema on both shards.
-func checkJDBCMigration(t *testing.T, ctx context.Context, direct []*pgx.Conn) {
+// on a table outside the map, jdbc_audit_BASE, through the extended
+// protocol) left the same schema on both shards.
+func checkJDBCMigration(t *testing.T, ctx context.Context, direct []*pgx.Conn, base int64) {
 	t.Helper()
+	table := fmt.Sprintf("jdbc_audit_%d", base)
 	const q = `SELECT coalesce(string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod), ', ' ORDER BY a.attnum), '')
-		|| ' | ' || coalesce((SELECT string_agg(indexname, ', ' ORDER BY indexname) FROM pg_indexes WHERE tablename = 'jdbc_audit'), '')
-		|| ' | ' || coalesce(obj_description('jdbc_audit'::regclass, 'pg_class'), '')
-		FROM pg_attribute a WHERE a.attrelid = 'jdbc_audit'::regclass AND a.attnum > 0 AND NOT a.attisdropped`
-	const want = "id bigint, user_id bigint, what text, created timestamp with time zone | jdbc_audit_pkey, jdbc_audit_user_ix | audit trail (migration 3)"
+		|| ' | ' || coalesce((SELECT string_agg(indexname, ', ' ORDER BY indexname) FROM pg_indexes WHERE tablename = $1), '')
+		|| ' | ' || coalesce(obj_description($1::regclass, 'pg_class'), '')
+		|| ' | ' || (SELECT count(*) FROM pg_class WHERE relname LIKE $1 || '%' AND relkind = 'S')
+		FROM pg_attribute a WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped`
+	want := fmt.Sprintf("id bigint, user_id bigint, what text, created timestamp with time zone | %[1]s_pkey, %[1]s_user_ix | audit trail (migration 3) | 0", table)
 	for i, c := range direct {
 		var got string
-		if err := c.QueryRow(ctx, q).Scan(&got); err != nil {
-			t.Errorf("s%d: jdbc_audit: %v", i, err)
+		if err := c.QueryRow(ctx, q, table).Scan(&got); err != nil {
+			t.Errorf("s%d: %s: %v", i, table, err)
 			continue
 		}
 		if got != want {
-			t.Errorf("s%d: jdbc_audit is %q, want %q", i, got, want)
+			t.Errorf("s%d: %s is %q, want %q", i, table, got, want)
 		}
 	}
 }

@@ -128,7 +128,11 @@ public class Check {
                 exec(st, "SET statement_timeout = '47s'");
                 PreparedStatement ins = c.prepareStatement("INSERT INTO users (id, name) VALUES (?, ?)");
                 PreparedStatement get = c.prepareStatement("SELECT id, name FROM users WHERE id = ?");
-                PreparedStatement set = c.prepareStatement("SELECT current_setting('statement_timeout') FROM users WHERE id = ?");
+                // setTransactionIsolation: SET SESSION CHARACTERISTICS, which
+            // must follow the client too.
+            c.setTransactionIsolation(Connection.TRANSACTION_REPEATABLE_READ);
+            statements++;
+            PreparedStatement set = c.prepareStatement("SELECT current_setting('statement_timeout') FROM users WHERE id = ?");
                 for (long i = from; i < from + 90; i++) {
                     for (long k : new long[] {s0(i), s1(i)}) {
                         ins.setLong(1, k);
@@ -328,16 +332,17 @@ public class Check {
             // A migration-style DDL script through the default (extended)
             // protocol: a table outside the map, so on every shard.
             Statement st = c.createStatement();
+            String T = "jdbc_audit_" + BASE;
             for (String ddl : new String[] {
-                "CREATE TABLE jdbc_audit (id bigint PRIMARY KEY, user_id bigint, what text)",
-                "ALTER TABLE jdbc_audit ADD COLUMN created timestamptz DEFAULT now()",
-                "CREATE INDEX jdbc_audit_user_ix ON jdbc_audit (user_id)",
-                "CREATE INDEX jdbc_audit_what_ix ON jdbc_audit (what)",
-                "ALTER INDEX jdbc_audit_what_ix RENAME TO jdbc_audit_what_ix2",
-                "DROP INDEX jdbc_audit_what_ix2",
-                "CREATE SEQUENCE jdbc_audit_seq",
-                "DROP SEQUENCE jdbc_audit_seq",
-                "COMMENT ON TABLE jdbc_audit IS 'audit trail (migration 3)'",
+                "CREATE TABLE " + T + " (id bigint PRIMARY KEY, user_id bigint, what text)",
+                "ALTER TABLE " + T + " ADD COLUMN created timestamptz DEFAULT now()",
+                "CREATE INDEX " + T + "_user_ix ON " + T + " (user_id)",
+                "CREATE INDEX " + T + "_what_ix ON " + T + " (what)",
+                "ALTER INDEX " + T + "_what_ix RENAME TO " + T + "_what_ix2",
+                "DROP INDEX " + T + "_what_ix2",
+                "CREATE SEQUENCE " + T + "_seq",
+                "DROP SEQUENCE " + T + "_seq",
+                "COMMENT ON TABLE " + T + " IS 'audit trail (migration 3)'",
                 "ALTER TABLE users ADD COLUMN jdbc_flag boolean",
                 "ALTER TABLE users DROP COLUMN jdbc_flag",
             }) {
@@ -372,11 +377,15 @@ public class Check {
             t.join(30_000);
             expect(!t.isAlive(), "cancelled statement still running after 30 s");
             expect(err.get() != null && "57014".equals(err.get().getSQLState()), "cancel: " + err.get());
-            PreparedStatement set = c.prepareStatement("SELECT current_setting('statement_timeout') FROM users WHERE id = ?");
+            // setTransactionIsolation: SET SESSION CHARACTERISTICS, which
+            // must follow the client too.
+            c.setTransactionIsolation(Connection.TRANSACTION_REPEATABLE_READ);
+            statements++;
+            PreparedStatement set = c.prepareStatement("SELECT current_setting('statement_timeout') || ' ' || current_setting('transaction_isolation') FROM users WHERE id = ?");
             for (long k : new long[] {s0(3), s1(3)}) {
                 set.setLong(1, k);
                 List<String> got2 = query(set);
-                expect(got2.equals(list("47s")), "statement_timeout at the end on the shard of " + k + ": " + got2);
+                expect(got2.equals(list("47s repeatable read")), "statement_timeout and isolation at the end on the shard of " + k + ": " + got2);
             }
         }
     }

@@ -118,6 +118,28 @@ async function main() {
     users++
   }
   await Promise.all(inFlight)
+  // A transaction on one shard and one that fails, each sent whole
+  // without waiting. The second stays on s1: a BEGIN sent while an
+  // earlier request is still answered on one shard's server connection
+  // goes to that connection, and the transaction's first statement for
+  // the other shard is refused with 0A000 (a proxy defect, not
+  // PostgreSQL's behaviour; README, Compatibility).
+  {
+    const t = [
+      q(pipe, 'BEGIN'),
+      q(pipe, insertUser(s1(500), 'pipelined in a transaction')),
+      q(pipe, getUser(s1(500))),
+      q(pipe, 'COMMIT'),
+      q(pipe, 'BEGIN'),
+      q(pipe, insertUser(s1(501), 'rolled back in a pipeline')),
+      q(pipe, 'SELECT 1/0 FROM users WHERE id = $1', [s1(0)]).then(() => fail('1/0 in a pipeline succeeded'), (e) => expect(e.code === '22012', `1/0 in a pipeline: ${e.code} ${e.message}`)),
+      q(pipe, getUser(s1(0))).then(() => fail('a statement after an error in a pipelined transaction succeeded'), (e) => expect(e.code === '25P02', `after an error in a pipeline: ${e.code} ${e.message}`)),
+      q(pipe, 'ROLLBACK'),
+    ]
+    const res = await Promise.all(t)
+    expect(same(res[2].rows, [[String(s1(500)), 'pipelined in a transaction']]), `pipelined transaction read: ${JSON.stringify(res[2].rows)}`)
+    users++
+  }
   const pr = await q(pipe, 'SELECT count(*)::int AS n FROM users WHERE id BETWEEN $1 AND $2 AND name LIKE $3', [s1(300), s1(399), 'pipelined%'])
   expect(pr.rows[0].n === 50, `pipelined rows on s1: ${JSON.stringify(pr.rows)}`)
   await pipe.end()
