@@ -127,6 +127,26 @@ def main():
                   (side(0), side(1000), side(1001), side(1002)))
         expect(got == [(side(0), "user %d" % side(0), None), (side(1001), "committed", None)], "after the transactions: %r" % got)
 
+    # set_session: a read-only, repeatable-read transaction (psycopg2
+    # sends the options with BEGIN) on s1: a write fails with 25006.
+    conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
+    got = run(cur, "SELECT current_setting('transaction_isolation'), current_setting('transaction_read_only') FROM users WHERE id = %s", (s1(0),))
+    expect(got == [("repeatable read", "on")], "set_session transaction: %r" % got)
+    expect_error(cur, "INSERT INTO users (id, name) VALUES (%s, 'rolled back read-only')", (s1(1004),), "25006", "write in a read-only transaction")
+    conn.rollback()
+    conn.set_session(isolation_level="DEFAULT", readonly="DEFAULT")
+    # A client encoding the proxy must keep for the client.
+    conn.set_client_encoding("LATIN1")
+    statements += 1
+    run(cur, "INSERT INTO users (id, name) VALUES (%s, %s)", (s0(1005), "caf\u00e9"))
+    users += 1
+    got = run(cur, "SELECT name, current_setting('client_encoding') FROM users WHERE id = %s", (s0(1005),))
+    expect(got == [("caf\u00e9", "LATIN1")], "LATIN1 round trip: %r" % got)
+    got = run(cur, "SELECT current_setting('client_encoding') FROM users WHERE id = %s", (s1(0),))
+    expect(got == [("LATIN1",)], "client_encoding on s1: %r" % got)
+    conn.set_client_encoding("UTF8")
+    statements += 1
+
     # An error mid-transaction: the transaction is aborted (25P02) until
     # ROLLBACK, its writes are gone, and the session works on both shards.
     conn.autocommit = False
