@@ -329,6 +329,17 @@ public class Check {
             rowsBack += mine;
             expect(mine == copied, "COPY TO over both shards: " + mine + " of my rows, want " + copied);
 
+            // Fetching in parts (setFetchSize: Execute with a row limit,
+            // PortalSuspended) inside a transaction, on one shard.
+            c.setAutoCommit(false);
+            PreparedStatement some = c.prepareStatement("SELECT n, amount FROM orders WHERE user_id = ? ORDER BY n");
+            some.setFetchSize(2);
+            some.setLong(1, s1(7));
+            List<String> parts = query(some);
+            expect(parts.equals(list("0|1.07", "1|2.07", "2|3.07")), "fetch size 2: " + parts);
+            c.commit();
+            c.setAutoCommit(true);
+
             // A migration-style DDL script through the default (extended)
             // protocol: a table outside the map, so on every shard.
             Statement st = c.createStatement();
