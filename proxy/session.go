@@ -440,6 +440,9 @@ func (s *session) handleQuery(ctx context.Context, frame []byte) error {
 	// A view of the frame, valid until the next client read: whatever
 	// keeps part of it (sessionEffect) clones that part.
 	sql := cstringView(frame[wire.HeaderLen:])
+	if err := s.settleBeforeBegin(ctx, sql); err != nil {
+		return err
+	}
 	info := router.Classify(sql)
 	if done, err := s.deferredTransaction(info, sql); done || err != nil {
 		return err

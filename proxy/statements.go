@@ -340,6 +340,11 @@ func (s *session) sendPending(ctx context.Context, typ byte, frame []byte) error
 			q = router.Query{SQL: pendingSQL(pending, name, s.stmtSQL(name)), Bind: body}
 		}
 	}
+	if q.Bind != nil {
+		if err := s.settleBeforeBegin(ctx, q.SQL); err != nil {
+			return err
+		}
+	}
 	if be := s.betweenRequests(); be != nil {
 		stays := q.Bind == nil || s.bindStays(q)
 		// (Unless the backend went back to the pool meanwhile: then
@@ -557,6 +562,9 @@ func (s *session) handleBind(ctx context.Context, frame []byte) error {
 		if err := s.endPortal(ctx); err != nil {
 			return err
 		}
+	}
+	if err := s.settleBeforeBegin(ctx, s.stmtSQL(name)); err != nil {
+		return err
 	}
 	if info, ok := s.localTx(s.stmtSQL(name)); ok {
 		s.portal = &scatterPortal{name: portal, txInfo: info, txSQL: strings.Clone(s.stmtSQL(name))}

@@ -28,6 +28,33 @@ func (s *session) deferredTransaction(info router.Info, sql string) (bool, error
 	return true, nil
 }
 
+// settleBeforeBegin waits, before a BEGIN, until a backend kept only for
+// the answers of earlier requests (separated by Sync, outside a
+// transaction) has given them and gone back to the pool: the BEGIN is
+// then deferred, and the transaction goes to the shard of its first
+// statement rather than to that backend's.
+func (s *session) settleBeforeBegin(ctx context.Context, sql string) error {
+	if s.mode != PoolTransaction {
+		return nil
+	}
+	for checked := false; ; checked = true {
+		s.mu.Lock()
+		busy := s.be != nil && !s.unsynced && s.queue.syncs > 0 && s.state != statePinned && s.pendingBegin == ""
+		var wait chan struct{}
+		if busy {
+			wait = s.waitChan()
+		}
+		s.mu.Unlock()
+		// Classified only in a pipeline, between requests.
+		if !busy || !checked && !router.Classify(sql).Has(router.ClassBegin) {
+			return nil
+		}
+		if err := s.waitZ(ctx, wait); err != nil {
+			return err
+		}
+	}
+}
+
 // canDeferTx reports whether the proxy answers the transaction-control
 // statement sql itself (see deferredTransaction).
 func (s *session) canDeferTx(info router.Info, sql string) bool {
