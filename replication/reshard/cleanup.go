@@ -74,6 +74,9 @@ func (e *Engine) DropReplication(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reshard: drop publication %s on %s: %w", e.names.Publication, src, err)
 	}
+	e.mu.Lock()
+	e.copied = nil
+	e.mu.Unlock()
 	e.log.Info("reshard: replication objects dropped", "subscription", e.names.Subscription)
 	return nil
 }

@@ -18,7 +18,6 @@ import (
 
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/internal/pgcluster"
-	"github.com/pgshard/pgshard/shardmap"
 )
 
 // TestMain checks that no PostgreSQL server and no goroutine outlives the
@@ -360,9 +359,4 @@ func fencedWrite(t *testing.T, s *pgcluster.Server, sql string) (string, string)
 // rangeInside is membership of [lo, hi) for bigint keys.
 func rangeInside(lo, hi int64) func(int64) bool {
 	return func(k int64) bool { return k >= lo && k < hi }
-}
-
-// hashInside is membership of the hash interval [lo, hi).
-func hashInside(lo, hi int64) func(int64) bool {
-	return func(k int64) bool { h := shardmap.HashInt64(k); return h >= lo && h < hi }
 }

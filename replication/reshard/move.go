@@ -253,7 +253,7 @@ func (m Move) filterOn(key string) string {
 		conds = append(conds, e+" < "+m.boundLiteral(m.Hi))
 	}
 	if len(conds) == 0 {
-		return "(" + key + ") IS NOT NULL"
+		return "((" + key + ") IS NOT NULL)"
 	}
 	return "(" + strings.Join(conds, " AND ") + ")"
 }
