@@ -65,6 +65,9 @@ func (e *Engine) startReplication(ctx context.Context, copyData bool) error {
 		return fmt.Errorf("conninfo of %s: %w", src, err)
 	}
 	err = e.withConn(ctx, src, func(conn *pgx.Conn) error {
+		if err := checkPublisher(ctx, conn, copyData); err != nil {
+			return fmt.Errorf("%s: %w", src, err)
+		}
 		if err := checkReplicaIdentity(ctx, conn, e.cfg.Move.Tables); err != nil {
 			return fmt.Errorf("%s: %w", src, err)
 		}
@@ -109,6 +112,35 @@ func (e *Engine) publicationDDL() string {
 	}
 	return "CREATE PUBLICATION " + quoteIdent(e.names.Publication) + " FOR TABLE " + strings.Join(parts, ", ") +
 		" WITH (publish = 'insert, update, delete')"
+}
+
+// checkPublisher refuses a server that cannot publish the move: without
+// wal_level = logical, or without a free replication slot and WAL sender
+// for the subscription (and one more for an initial copy's sync worker:
+// without it the copy would stall, retrying, instead of failing).
+func checkPublisher(ctx context.Context, conn *pgx.Conn, copyData bool) error {
+	var level string
+	var freeSlots, freeSenders int
+	err := conn.QueryRow(ctx, `SELECT current_setting('wal_level'),
+		current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots),
+		current_setting('max_wal_senders')::int - (SELECT count(*) FROM pg_stat_replication)`).Scan(&level, &freeSlots, &freeSenders)
+	if err != nil {
+		return fmt.Errorf("read replication settings: %w", err)
+	}
+	if level != "logical" {
+		return fmt.Errorf("wal_level is %s: moving data needs wal_level = logical (set it and restart the server)", level)
+	}
+	need := 1
+	if copyData {
+		need = 2
+	}
+	if freeSlots < need {
+		return fmt.Errorf("%d free replication slots, the move needs %d: raise max_replication_slots (restart) or drop unused slots", freeSlots, need)
+	}
+	if freeSenders < need {
+		return fmt.Errorf("%d free WAL senders, the move needs %d: raise max_wal_senders (restart)", freeSenders, need)
+	}
+	return nil
 }
 
 // checkReplicaIdentity refuses tables whose replica identity lacks the key

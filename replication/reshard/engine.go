@@ -41,6 +41,12 @@ type Config struct {
 	Logger *slog.Logger
 	// PollInterval is how often waits poll the servers; 0 means 100 ms.
 	PollInterval time.Duration
+	// FenceLockTimeout bounds how long Fence and Unfence wait for the
+	// tables' lock (CREATE/DROP TRIGGER takes SHARE ROW EXCLUSIVE, which
+	// waits for the write transactions in flight and holds back new
+	// writes to the whole table meanwhile); 0 means 1 s. On timeout the
+	// step fails with SQLSTATE 55P03 and can be repeated.
+	FenceLockTimeout time.Duration
 }
 
 // Engine runs the steps of one move between two servers. Its methods are
@@ -74,6 +80,9 @@ func New(cfg Config) (*Engine, error) {
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = 100 * time.Millisecond
+	}
+	if cfg.FenceLockTimeout <= 0 {
+		cfg.FenceLockTimeout = time.Second
 	}
 	e := &Engine{cfg: cfg, names: NamesFor(cfg.Move.ID, false)}
 	e.log = cfg.Logger.With("move", cfg.Move.ID, "source", cfg.Source.Shard, "target", cfg.Target.Shard)

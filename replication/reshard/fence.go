@@ -59,13 +59,15 @@ func (e *Engine) fenceFunctionDDL(t Table) string {
 // fire in sessions with session_replication_role = replica: the apply
 // worker of a subscription, so the reverse replication of a rollback
 // (Reverse().StartCopy, StartReverse) can still write the interval, and
-// DeleteMoved, which sets it. Installing them waits (lock_timeout 10 s)
-// for the transactions that are writing to the tables to end, so every
-// write the fence lets through is committed when Fence returns and
-// WaitCaughtUp then covers it. Idempotent (CREATE OR REPLACE).
+// DeleteMoved, which sets it. Installing them waits (up to
+// Config.FenceLockTimeout) for the transactions that are writing to the
+// tables to end, so every write the fence lets through is committed when
+// Fence returns and WaitCaughtUp then covers it; while it waits, new
+// writes to the tables (any interval) wait too. Idempotent (CREATE OR
+// REPLACE).
 func (e *Engine) Fence(ctx context.Context) error {
 	var b strings.Builder
-	b.WriteString("BEGIN;\nCREATE SCHEMA IF NOT EXISTS " + quoteIdent(FenceSchema) + ";\n")
+	b.WriteString("BEGIN;\n" + e.lockTimeout() + "CREATE SCHEMA IF NOT EXISTS " + quoteIdent(FenceSchema) + ";\n")
 	for _, t := range e.cfg.Move.Tables {
 		fn := quoteIdent(FenceSchema) + "." + quoteIdent(e.names.Function(t.Name))
 		b.WriteString(e.fenceFunctionDDL(t) + ";\n")
@@ -85,10 +87,15 @@ func (e *Engine) Fence(ctx context.Context) error {
 	return nil
 }
 
+// lockTimeout is the SET LOCAL of Config.FenceLockTimeout.
+func (e *Engine) lockTimeout() string {
+	return fmt.Sprintf("SET LOCAL lock_timeout = '%dms';\n", e.cfg.FenceLockTimeout.Milliseconds())
+}
+
 // Unfence removes the fence of Fence from the source. Idempotent.
 func (e *Engine) Unfence(ctx context.Context) error {
 	var b strings.Builder
-	b.WriteString("BEGIN;\n")
+	b.WriteString("BEGIN;\n" + e.lockTimeout())
 	for _, t := range e.cfg.Move.Tables {
 		fmt.Fprintf(&b, "DO $pgshard$ BEGIN IF to_regclass(%s) IS NOT NULL THEN DROP TRIGGER IF EXISTS %s ON %s; DROP TRIGGER IF EXISTS %s ON %s; END IF; END $pgshard$;\n",
 			quoteLiteral(qualified(t.Name)), quoteIdent(e.names.Trigger), qualified(t.Name), quoteIdent(e.names.Trigger+"_truncate"), qualified(t.Name))

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/shardmap"
 )
 
@@ -191,6 +192,26 @@ func TestStartCopyRefuses(t *testing.T) {
 	err = rng("i2", Table{"public.full", "k"}).StartCopy(ctx)
 	if err == nil || !strings.Contains(err.Error(), "already has 1 rows of the interval in table public.full") {
 		t.Errorf("StartCopy onto a target with rows of the interval: %v", err)
+	}
+	assertNoReplicationObjects(t, src, tgt)
+}
+
+// TestStartCopyNeedsSlots checks that a source without a free replication
+// slot for the copy's sync worker is refused with the setting to raise,
+// before anything is created.
+func TestStartCopyNeedsSlots(t *testing.T) {
+	ctx := testCtx(t)
+	src := integration.StartPostgres(t, integration.Name("src"), integration.Settings(map[string]string{"max_replication_slots": "1"}))
+	tgt := integration.StartPostgres(t, integration.Name("tgt"))
+	mustExec(t, src, "CREATE TABLE public.t (k bigint PRIMARY KEY)")
+	e := newEngine(t, Move{ID: "s1", KeyType: shardmap.KeyBigint, Strategy: shardmap.Range,
+		Lo: shardmap.Int64Bound(10), Hi: shardmap.Int64Bound(20), Tables: []Table{{"public.t", "k"}}}, src, tgt)
+	if err := e.PrepareTarget(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err := e.StartCopy(ctx)
+	if err == nil || !strings.Contains(err.Error(), "1 free replication slots, the move needs 2: raise max_replication_slots") {
+		t.Errorf("StartCopy with one free slot: %v", err)
 	}
 	assertNoReplicationObjects(t, src, tgt)
 }
