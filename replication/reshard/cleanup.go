@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -13,7 +14,7 @@ import (
 // subscription on the target, its slots on the source (the main slot and
 // the initial-copy slots pg_<subid>_sync_*), and the publication on the
 // source. It works on a live copy too (cancel): it disables the
-// subscription, waits until its workers have exited, drops the slots
+// subscription, ends its workers, drops the slots
 // (ending a walsender still attached), then detaches and drops the
 // subscription, so a crash at any point leaves a subscription that a
 // repeat finds. A DropReplication that finds nothing succeeds.
@@ -33,8 +34,11 @@ func (e *Engine) DropReplication(ctx context.Context) error {
 		if _, err := conn.Exec(ctx, "ALTER SUBSCRIPTION "+quoteIdent(e.names.Subscription)+" DISABLE"); err != nil {
 			return fmt.Errorf("disable subscription: %w", err)
 		}
+		// A disabled subscription's workers notice it at their next wake
+		// (up to a second); ending them is immediate, and the launcher
+		// does not restart the workers of a disabled subscription.
 		return e.poll(ctx, func() (bool, error) {
-			return exists(ctx, conn, "SELECT NOT EXISTS (SELECT FROM pg_stat_subscription WHERE subid = $1 AND pid IS NOT NULL)", subid)
+			return exists(ctx, conn, `SELECT count(pg_terminate_backend(pid)) = 0 FROM pg_stat_subscription WHERE subid = $1 AND pid IS NOT NULL`, subid)
 		})
 	})
 	if err != nil {
@@ -186,55 +190,97 @@ func (e *Engine) DeleteMoved(ctx context.Context, opts DeleteOptions) (int64, er
 	return e.deleteInterval(ctx, e.source(), opts)
 }
 
-// deleteInterval deletes the interval's rows on s in batches.
+// deleteInterval deletes the interval's rows on s in batches. One session
+// reads the rows' ctids through a cursor (a single scan of each table,
+// whatever the strategy: a hash interval has no index to walk), another
+// deletes each batch by ctid in its own transaction. Rows the cursor's
+// snapshot did not see, or that moved meanwhile, are caught by another
+// pass, until a count finds none.
 func (e *Engine) deleteInterval(ctx context.Context, s side, opts DeleteOptions) (int64, error) {
 	if opts.BatchSize <= 0 {
 		opts.BatchSize = 5000
 	}
 	var total int64
-	err := e.withConn(ctx, s, func(conn *pgx.Conn) error {
-		for _, t := range e.cfg.Move.Tables {
-			q := "DELETE FROM " + qualified(t.Name) + " WHERE ctid = ANY (ARRAY(SELECT ctid FROM " + qualified(t.Name) +
-				" r WHERE " + e.cfg.Move.filterOn("r."+quoteIdent(t.KeyColumn)) + " LIMIT $1))"
-			var deleted int64
-			for {
-				var n int64
-				err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-					if _, err := tx.Exec(ctx, "SET LOCAL session_replication_role = replica"); err != nil {
-						return err
+	err := e.withConn(ctx, s, func(reader *pgx.Conn) error {
+		return e.withConn(ctx, s, func(writer *pgx.Conn) error {
+			for _, t := range e.cfg.Move.Tables {
+				var deleted int64
+				for {
+					if err := e.deletePass(ctx, reader, writer, t, opts, &deleted, &total); err != nil {
+						return fmt.Errorf("delete from %s: %w", t.Name, err)
 					}
-					tag, err := tx.Exec(ctx, q, opts.BatchSize)
-					n = tag.RowsAffected()
-					return err
-				})
-				if err != nil {
-					return fmt.Errorf("delete from %s: %w", t.Name, err)
+					var left int64
+					if err := reader.QueryRow(ctx, "SELECT count(*) FROM "+qualified(t.Name)+" r WHERE "+e.cfg.Move.filterOn("r."+quoteIdent(t.KeyColumn))).Scan(&left); err != nil {
+						return fmt.Errorf("count rows left in %s: %w", t.Name, err)
+					}
+					if left == 0 {
+						break
+					}
 				}
-				deleted += n
-				total += n
-				done := n < int64(opts.BatchSize)
 				if opts.Progress != nil {
-					opts.Progress(DeleteProgress{Table: t.Name, Deleted: deleted, Total: total, Done: done})
-				}
-				if done {
-					break
-				}
-				if opts.Pause > 0 {
-					select {
-					case <-ctx.Done():
-						return ctx.Err()
-					case <-time.After(opts.Pause):
-					}
+					opts.Progress(DeleteProgress{Table: t.Name, Deleted: deleted, Total: total, Done: true})
 				}
 			}
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		return total, fmt.Errorf("reshard: delete the interval's rows on %s: %w", s, err)
 	}
 	e.log.Info("reshard: interval rows deleted", "shard", s.ep.Shard, "rows", total)
 	return total, nil
+}
+
+// deletePass is one scan of t's interval rows, deleted batch by batch,
+// adding to the counters.
+func (e *Engine) deletePass(ctx context.Context, reader, writer *pgx.Conn, t Table, opts DeleteOptions, deleted, total *int64) error {
+	return pgx.BeginTxFunc(ctx, reader, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(rtx pgx.Tx) error {
+		if _, err := rtx.Exec(ctx, "DECLARE pgshard_delete NO SCROLL CURSOR FOR SELECT ctid::text FROM "+qualified(t.Name)+
+			" r WHERE "+e.cfg.Move.filterOn("r."+quoteIdent(t.KeyColumn))); err != nil {
+			return err
+		}
+		del := "DELETE FROM " + qualified(t.Name) + " WHERE ctid = ANY ($1::tid[])"
+		fetch := "FETCH " + strconv.Itoa(opts.BatchSize) + " FROM pgshard_delete"
+		for {
+			rows, err := rtx.Query(ctx, fetch)
+			if err != nil {
+				return err
+			}
+			ctids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				return err
+			}
+			if len(ctids) == 0 {
+				return nil
+			}
+			var n int64
+			err = pgx.BeginFunc(ctx, writer, func(tx pgx.Tx) error {
+				// The fence does not fire for session_replication_role
+				// = replica.
+				if _, err := tx.Exec(ctx, "SET LOCAL session_replication_role = replica"); err != nil {
+					return err
+				}
+				tag, err := tx.Exec(ctx, del, ctids)
+				n = tag.RowsAffected()
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			*deleted += n
+			*total += n
+			if opts.Progress != nil {
+				opts.Progress(DeleteProgress{Table: t.Name, Deleted: *deleted, Total: *total})
+			}
+			if opts.Pause > 0 {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(opts.Pause):
+				}
+			}
+		}
+	})
 }
 
 // StopForward drops the forward replication (DropReplication) at

@@ -2,6 +2,7 @@ package reshard
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -137,33 +138,34 @@ func (e *Engine) Fenced(ctx context.Context) (bool, error) {
 	return all, nil
 }
 
-// WaitCaughtUp writes a marker into the source's WAL (a transactional
-// logical message, committed with synchronous_commit = on, so the WAL
-// before it is flushed and can be sent at once) and waits until the target
-// has applied and flushed everything up to it: until the slot's
-// confirmed_flush_lsn, which the subscriber reports, reaches it. It
-// returns the marker's position. Called after Fence, it means that the
-// target has every write of the interval. The slot must exist.
+// WaitCaughtUp writes a marker into the source's WAL (see markLSN) and
+// waits until the target has applied everything before it, then makes the
+// target flush its WAL, and returns the marker's position. Called after
+// Fence, it means that the target has every write of the interval, durably:
+// dropping the replication afterwards (StopForward) loses nothing even if
+// the target crashes. The subscription must exist and every table must be
+// past its initial copy; until then it waits.
 //
-// The marker, rather than pg_current_wal_lsn(): with asynchronous commit
-// (synchronous_commit = off) a commit can be acknowledged before the WAL
-// holding it is written, so pg_current_wal_lsn() (the write position) can
-// lie before it.
+// Applied means that the subscription's apply worker has received a
+// message at or past the marker (pg_stat_subscription.received_lsn on the
+// target: the walsender sends a keepalive once it has decoded past the
+// marker, and the worker handles messages one at a time, so every
+// transaction before it is committed). It does not wait for the slot's
+// confirmed_flush_lsn: the subscriber reports that only when its own
+// asynchronous commits are flushed and its next status message is due,
+// up to a second later; the flush is forced instead.
 func (e *Engine) WaitCaughtUp(ctx context.Context) (health.LSN, error) {
 	target, err := e.markLSN(ctx)
 	if err == nil {
-		err = e.withConn(ctx, e.source(), func(conn *pgx.Conn) error {
-			return e.poll(ctx, func() (bool, error) {
-				var conf *string
-				err := conn.QueryRow(ctx, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", e.names.Slot).Scan(&conf)
-				if err == pgx.ErrNoRows {
-					return false, fmt.Errorf("no replication slot %s: the replication is not running", e.names.Slot)
-				}
-				if err != nil || conf == nil {
-					return false, err
-				}
-				l, err := health.ParseLSN(*conf)
-				return l >= target, err
+		err = e.waitApplied(ctx, target, true)
+	}
+	if err == nil {
+		err = e.withConn(ctx, e.target(), func(conn *pgx.Conn) error {
+			// A commit with synchronous_commit = on flushes the WAL up to
+			// it, including the apply worker's asynchronous commits.
+			return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+				_, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = on; SELECT pg_current_xact_id()")
+				return err
 			})
 		})
 	}
@@ -171,6 +173,34 @@ func (e *Engine) WaitCaughtUp(ctx context.Context) (health.LSN, error) {
 		return 0, fmt.Errorf("reshard: wait until %s has applied %s of %s: %w", e.target(), target, e.source(), err)
 	}
 	return target, nil
+}
+
+// waitApplied waits until the target's subscription has every table past
+// its initial copy and has applied the source's WAL up to lsn. Without a
+// subscription it fails when must is set, and otherwise returns at once
+// (replication already stopped, e.g. after cutover: nothing more will
+// arrive).
+func (e *Engine) waitApplied(ctx context.Context, lsn health.LSN, must bool) error {
+	return e.withConn(ctx, e.target(), func(conn *pgx.Conn) error {
+		return e.poll(ctx, func() (bool, error) {
+			var ready bool
+			var received *string
+			err := conn.QueryRow(ctx, `SELECT coalesce((SELECT bool_and(srsubstate = 'r') FROM pg_subscription_rel WHERE srsubid = s.oid), false),
+				(SELECT received_lsn::text FROM pg_stat_subscription WHERE subid = s.oid AND relid IS NULL)
+				FROM pg_subscription s WHERE subname = $1`, e.names.Subscription).Scan(&ready, &received)
+			if errors.Is(err, pgx.ErrNoRows) {
+				if must {
+					return false, fmt.Errorf("no subscription %s: the replication is not running", e.names.Subscription)
+				}
+				return true, nil
+			}
+			if err != nil || !ready || received == nil {
+				return false, err
+			}
+			l, err := health.ParseLSN(*received)
+			return l >= lsn, err
+		})
+	})
 }
 
 // markLSN commits a logical message on the source with synchronous_commit

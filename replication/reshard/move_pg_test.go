@@ -1,8 +1,10 @@
 package reshard
 
 import (
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pgshard/pgshard/shardmap"
 )
@@ -63,9 +65,25 @@ func runLedgerMove(t *testing.T, mv Move, inside func(int64) bool, keys int64) {
 		t.Errorf("verify says fenced before the fence")
 	}
 
-	if err := e.Fence(ctx); err != nil {
-		t.Fatal(err)
+	// The steps of a cutover, timed while the workload runs.
+	var timings []string
+	timed := func(name string, f func() error) {
+		t.Helper()
+		start := time.Now()
+		if err := f(); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		timings = append(timings, fmt.Sprintf("%s %v", name, time.Since(start).Round(100*time.Microsecond)))
 	}
+	timed("fence", func() error { return e.Fence(ctx) })
+	timed("catch-up", func() error { _, err := e.WaitCaughtUp(ctx); return err })
+	timed("verify", func() error {
+		res, err := e.Verify(ctx, VerifyOptions{})
+		if err == nil && !res.Equal {
+			err = fmt.Errorf("not equal under writes outside the interval: %+v", res)
+		}
+		return err
+	})
 	waitFor(t, "the workload to hit the fence", func() bool { _, f := led.counts(); return f > 0 })
 	acked1, _ := led.counts()
 	waitFor(t, "writes outside the interval to continue", func() bool { a, _ := led.counts(); return a > acked1+50 })
@@ -137,13 +155,9 @@ func runLedgerMove(t *testing.T, mv Move, inside func(int64) bool, keys int64) {
 	if err := e.StartReverse(ctx); err == nil {
 		t.Fatal("StartReverse while the forward replication runs: no error")
 	}
-	if err := e.StopForward(ctx); err != nil {
-		t.Fatal(err)
-	}
-	adv, err := e.AdvanceSequences(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	timed("stop forward", func() error { return e.StopForward(ctx) })
+	var adv []SequenceAdvance
+	timed("sequences", func() error { adv, err = e.AdvanceSequences(ctx); return err })
 	if len(adv) != 1 || adv[0].Column != "id" || adv[0].TargetAfter < adv[0].SourceNext {
 		t.Fatalf("sequences: %+v", adv)
 	}
@@ -151,9 +165,8 @@ func runLedgerMove(t *testing.T, mv Move, inside func(int64) bool, keys int64) {
 	if err != nil || len(again) != 1 || again[0].TargetBefore != again[0].TargetAfter {
 		t.Fatalf("sequences again (want no change): %+v %v", again, err)
 	}
-	if err := e.StartReverse(ctx); err != nil {
-		t.Fatal(err)
-	}
+	timed("start reverse", func() error { return e.StartReverse(ctx) })
+	t.Logf("cutover steps (the workload stopped after catch-up): %s", strings.Join(timings, ", "))
 	if err := e.StartReverse(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -150,7 +150,7 @@ func (e *Engine) compareAggregates(ctx context.Context) ([]TableCheck, health.LS
 	if lsn, err = e.markLSN(ctx); err != nil {
 		return nil, 0, err
 	}
-	if err := e.waitApplied(ctx, lsn); err != nil {
+	if err := e.waitApplied(ctx, lsn, false); err != nil {
 		return nil, 0, err
 	}
 	err = e.withConn(ctx, e.target(), func(conn *pgx.Conn) error {
@@ -166,26 +166,6 @@ func (e *Engine) compareAggregates(ctx context.Context) ([]TableCheck, health.LS
 		})
 	})
 	return checks, lsn, err
-}
-
-// waitApplied waits until the slot's confirmed_flush_lsn reaches lsn.
-// Without a slot (replication already stopped, e.g. after cutover) it
-// returns at once: nothing more will arrive.
-func (e *Engine) waitApplied(ctx context.Context, lsn health.LSN) error {
-	return e.withConn(ctx, e.source(), func(conn *pgx.Conn) error {
-		return e.poll(ctx, func() (bool, error) {
-			var conf *string
-			err := conn.QueryRow(ctx, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", e.names.Slot).Scan(&conf)
-			if err == pgx.ErrNoRows {
-				return true, nil
-			}
-			if err != nil || conf == nil {
-				return false, err
-			}
-			l, err := health.ParseLSN(*conf)
-			return l >= lsn, err
-		})
-	})
 }
 
 // keyAgg is the count and hash sum of the rows of one key value.
@@ -242,7 +222,7 @@ func (e *Engine) diffKeys(ctx context.Context, t Table, only []string, limit int
 	if lsn, err = e.markLSN(ctx); err != nil {
 		return nil, err
 	}
-	if err := e.waitApplied(ctx, lsn); err != nil {
+	if err := e.waitApplied(ctx, lsn, false); err != nil {
 		return nil, err
 	}
 	var tgt []keyAgg
