@@ -36,6 +36,17 @@
 //     batches, keeping the fence; [Engine.Cancel] undoes a move before
 //     cutover.
 //
+// # Order of the steps
+//
+// Copy: PrepareTarget, StartCopy, WaitCopied (Progress for a bar), then
+// Verify while traffic flows if wanted. Cutover, while the proxies hold
+// the interval's statements: Fence, WaitCaughtUp, Verify (exact, since
+// fenced), StopForward, AdvanceSequences, StartReverse, then the new epoch.
+// Rollback after cutover, with r := e.Reverse(): r.Fence, r.WaitCaughtUp,
+// r.Verify, r.AdvanceSequences, the old epoch back, e.Unfence,
+// r.DropReplication, r.DeleteMoved. Cleanup after a kept cutover:
+// Cleanup. Cancel before cutover: Cancel.
+//
 // The DSNs must name a superuser: CREATE SUBSCRIPTION, replication slots,
 // session_replication_role and pg_terminate_backend need one on
 // PostgreSQL 15.

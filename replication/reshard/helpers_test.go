@@ -140,7 +140,7 @@ type ledger struct {
 // fence refuses (SQLStateIntervalFenced) is counted, not recorded; inside
 // reports whether a key is in the moving interval, and a refusal of a key
 // outside it is an error. Any other error ends it.
-func workload(ctx context.Context, stop *atomic.Bool, s *pgcluster.Server, keys int64, led *ledger, inside func(int64) bool) error {
+func workload(ctx context.Context, stop *atomic.Bool, s *pgcluster.Server, keys int64, led *ledger, inside, only func(int64) bool) error {
 	conn, err := pgx.Connect(ctx, s.SuperDSN("postgres"))
 	if err != nil {
 		return err
@@ -149,6 +149,9 @@ func workload(ctx context.Context, stop *atomic.Bool, s *pgcluster.Server, keys 
 	rng := rand.New(rand.NewPCG(1, 2))
 	for !stop.Load() {
 		k := rng.Int64N(keys) + 1
+		if only != nil && !only(k) {
+			continue
+		}
 		led.mu.Lock()
 		_, live := led.balance[k]
 		led.mu.Unlock()
@@ -195,13 +198,14 @@ func workload(ctx context.Context, stop *atomic.Bool, s *pgcluster.Server, keys 
 	return nil
 }
 
-// startWorkload runs workload in a goroutine; the returned stop ends it
-// and returns its error.
-func startWorkload(t *testing.T, s *pgcluster.Server, keys int64, led *ledger, inside func(int64) bool) (stop func() error) {
+// startWorkload runs workload in a goroutine, over the keys for which
+// only holds (all when nil); the returned stop ends it and returns its
+// error.
+func startWorkload(t *testing.T, s *pgcluster.Server, keys int64, led *ledger, inside, only func(int64) bool) (stop func() error) {
 	ctx := testCtx(t)
 	var flag atomic.Bool
 	done := make(chan error, 1)
-	go func() { done <- workload(ctx, &flag, s, keys, led, inside) }()
+	go func() { done <- workload(ctx, &flag, s, keys, led, inside, only) }()
 	var once sync.Once
 	var err error
 	stop = func() error {

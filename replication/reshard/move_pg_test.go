@@ -44,7 +44,7 @@ func runLedgerMove(t *testing.T, mv Move, inside func(int64) bool, keys int64) {
 	led := loadAccounts(t, src, keys)
 	e := newEngine(t, mv, src, tgt)
 
-	stop := startWorkload(t, src, keys+200, led, inside)
+	stop := startWorkload(t, src, keys+200, led, inside, nil)
 	if err := e.PrepareTarget(ctx); err != nil {
 		t.Fatal(err)
 	}
