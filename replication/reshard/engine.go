@@ -12,6 +12,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgshard/pgshard/shardmap"
 )
 
 // Endpoint is how the engine reaches one side of a move.
@@ -215,4 +217,24 @@ func sqlState(err error) string {
 		return pe.Code
 	}
 	return ""
+}
+
+// ShardEndpoint returns the Endpoint of shard s's primary for a role,
+// password and database, with a keyword/value DSN; sslmode "" leaves
+// libpq's and pgx's default (prefer). The subscription's conninfo is
+// derived from it (see Endpoint.Conninfo).
+func ShardEndpoint(s shardmap.Shard, user, password, database, sslmode string) Endpoint {
+	kv := []string{
+		"host=" + conninfoValue(s.Primary.Host),
+		"port=" + strconv.Itoa(s.Primary.Port),
+		"user=" + conninfoValue(user),
+		"dbname=" + conninfoValue(database),
+	}
+	if password != "" {
+		kv = append(kv, "password="+conninfoValue(password))
+	}
+	if sslmode != "" {
+		kv = append(kv, "sslmode="+conninfoValue(sslmode))
+	}
+	return Endpoint{Shard: s.Name, DSN: strings.Join(kv, " ")}
 }

@@ -129,3 +129,18 @@ func TestPublisherConninfo(t *testing.T) {
 		t.Errorf("explicit conninfo replaced: %s", got)
 	}
 }
+
+func TestShardEndpoint(t *testing.T) {
+	ep := ShardEndpoint(shardmap.Shard{Name: "s2", Primary: shardmap.Endpoint{Host: "db.example", Port: 6543}}, "admin", `p w'\`, "app", "disable")
+	if ep.Shard != "s2" {
+		t.Errorf("shard %q", ep.Shard)
+	}
+	got, err := publisherConninfo(ep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `host='db.example' port=6543 user='admin' dbname='app' password='p w\'\\' sslmode=disable`
+	if got != want {
+		t.Errorf("conninfo %s, want %s", got, want)
+	}
+}
