@@ -235,6 +235,11 @@ type Progress struct {
 	// flushed); LagBytes the difference, -1 without a slot.
 	SourceLSN, ConfirmedLSN health.LSN
 	LagBytes                int64
+	// ApplyErrors and SyncErrors count the errors of the subscription's
+	// apply and initial-copy workers (pg_stat_subscription_stats); the
+	// workers retry, so a copy that stays stuck with errors growing needs
+	// a person (the target's log says why, e.g. a conflicting row).
+	ApplyErrors, SyncErrors int64
 }
 
 // Progress reads the replication's progress from both servers.
@@ -254,6 +259,10 @@ func (e *Engine) Progress(ctx context.Context) (Progress, error) {
 		}
 		p.Subscription = true
 		p.Copied = true
+		err = conn.QueryRow(ctx, "SELECT apply_error_count, sync_error_count FROM pg_stat_subscription_stats WHERE subid = $1", subid).Scan(&p.ApplyErrors, &p.SyncErrors)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
 		for _, t := range e.cfg.Move.Tables {
 			tp := TableProgress{Table: t.Name}
 			var st string

@@ -56,6 +56,9 @@ func runLedgerMove(t *testing.T, mv Move, inside func(int64) bool, keys int64) {
 		t.Fatal(err)
 	}
 	t.Logf("copied: %+v", last)
+	if last.ApplyErrors != 0 || last.SyncErrors != 0 || len(last.Tables) != 2 {
+		t.Errorf("progress after the copy: %+v", last)
+	}
 	// Writes keep flowing and streaming after the copy.
 	acked0, _ := led.counts()
 	waitFor(t, "200 more writes", func() bool { a, _ := led.counts(); return a > acked0+200 })
