@@ -1,0 +1,53 @@
+// Package reshard is the data-movement engine of online resharding: it
+// moves one key interval [lo, hi) of a distribution from a source shard to
+// a target shard for every table of the distribution, with PostgreSQL 15's
+// native logical replication, and checks, fences, reverses and cleans up
+// the move. It knows nothing of workflows, epochs or proxies: a controller
+// (the meta leader's) calls its steps in order and keeps the workflow
+// state; this package only talks to the two PostgreSQL servers.
+//
+// # Steps
+//
+// Every step is idempotent and resumable: it may be repeated after a crash
+// or a timeout, and a repeat of a finished step is a no-op. Every object a
+// move creates is named after its [Move.ID] (see [Names]), so a resumed
+// workflow finds the objects of an earlier attempt:
+//
+//  1. [Engine.PrepareTarget]: create the tables on the target (pg_dump
+//     --schema-only of those tables) when they are absent.
+//  2. [Engine.StartCopy]: a publication with a row filter for the interval
+//     on the source, a subscription (initial copy, then streaming) on the
+//     target; [Engine.Progress] and [Engine.WaitCopied] follow it.
+//  3. [Engine.Verify]: per table, row count and an order-independent
+//     checksum of the interval's rows on both sides, and the differing keys
+//     (bounded) on a mismatch.
+//  4. [Engine.Fence] / [Engine.Unfence]: a trigger on the source rejects
+//     writes to the interval's rows with SQLSTATE [SQLStateIntervalFenced].
+//  5. [Engine.WaitCaughtUp]: after the fence, wait until the target has
+//     applied everything up to the source's current WAL position.
+//  6. [Engine.AdvanceSequences]: the target's sequences of the moved tables
+//     (serial and identity columns) continue past the source's values.
+//  7. [Engine.StopForward], [Engine.StartReverse]: at cutover the forward
+//     replication is dropped and a reverse one (target to source, no copy)
+//     started, so a rollback loses nothing; [Engine.Reverse] is the engine
+//     of the opposite direction (fence the target, wait for the source to
+//     catch up). [Engine.Cleanup] drops every replication object of both
+//     directions and deletes the moved rows from the source in throttled
+//     batches, keeping the fence; [Engine.Cancel] undoes a move before
+//     cutover.
+//
+// # Order of the steps
+//
+// Copy: PrepareTarget, StartCopy, WaitCopied (Progress for a bar), then
+// Verify while traffic flows if wanted. Cutover, while the proxies hold
+// the interval's statements: Fence, WaitCaughtUp, Verify (exact, since
+// fenced), StopForward, AdvanceSequences, StartReverse, then the new epoch.
+// Rollback after cutover, with r := e.Reverse(): r.Fence, r.WaitCaughtUp,
+// r.Verify, r.AdvanceSequences, the old epoch back, e.Unfence,
+// r.DropReplication, r.DeleteMoved. Cleanup after a kept cutover:
+// Cleanup. Cancel before cutover: Cancel.
+//
+// The DSNs must name a superuser: CREATE SUBSCRIPTION, replication slots,
+// session_replication_role and pg_terminate_backend need one on
+// PostgreSQL 15.
+package reshard
