@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"maps"
 	"net"
 	"slices"
@@ -126,7 +125,7 @@ func (s *session) consoleQuery(sql string) []byte {
 	if err != nil {
 		out = wire.AppendErrorResponse(out[:0], err)
 	} else {
-		slog.Debug("admin console", "user", s.user.cfg.Name, "command", cmd)
+		s.log.Debug("admin console", "command", cmd)
 	}
 	return wire.AppendReadyForQuery(out, 'I')
 }

@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"slices"
 	"strconv"
@@ -139,7 +138,7 @@ func (s *session) describeOnly(ctx context.Context, pending [][]byte, sync []byt
 				delete(s.stmts.named, cstring(f[wire.HeaderLen:]))
 			}
 		}
-		slog.Debug("describe sent to another server", "server", be.Addr, "user", s.user.cfg.Name, "err", lost)
+		s.log.Debug("describe sent to another server", "server", be.Addr, "err", lost)
 	}
 }
 

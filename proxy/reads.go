@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"log/slog"
 	"math"
 	"strings"
 	"time"
@@ -204,7 +203,7 @@ func (s *session) learnLSNs(ctx context.Context, shards []string) {
 		be.Pool().Release(be)
 		lsn, perr := health.ParseLSN(v)
 		if err != nil || perr != nil {
-			slog.Debug("read-your-writes: WAL position unknown", "shard", shard, "err", errors.Join(err, perr))
+			s.log.Debug("read-your-writes: WAL position unknown", "shard", shard, "err", errors.Join(err, perr))
 			continue
 		}
 		s.mu.Lock()

@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"errors"
-	"log/slog"
 	"strings"
 	"syscall"
 	"time"
@@ -182,7 +181,7 @@ func (s *session) Fail(be *pool.Conn, err error) {
 	if closing {
 		return
 	}
-	slog.Info("server connection lost", "server", be.Addr, "user", s.user.cfg.Name, "err", err)
+	s.log.Info("server connection lost", "server", be.Addr, "err", err)
 	r := &s.relay
 	if t := s.describing.Load(); t != nil {
 		s.describeLost(be, t, err) // sent to another server instead

@@ -91,6 +91,9 @@ type session struct {
 	// routerFor); nil outside transactions.
 	txRouter router.Router
 
+	// log is the server's logger with the session's attributes.
+	log *slog.Logger
+
 	mu      sync.Mutex
 	state   state
 	be      *pool.Conn // nil when idle
@@ -165,7 +168,7 @@ func (s *session) setState(st state) {
 func (s *session) serve(ctx context.Context) {
 	defer func() {
 		if r := recover(); r != nil {
-			slog.Error("session panic", "user", s.user.cfg.Name, "panic", r)
+			s.log.Error("session panic", "panic", r)
 			s.out = wire.AppendErrorResponse(s.out[:0], wire.Fatalf(wire.SQLStateInternalError, "internal error in pgshard"))
 			_, _ = s.conn.Write(s.out)
 		}
@@ -404,7 +407,7 @@ func (s *session) flushBackend() error {
 	s.bout = s.bout[:0]
 	if err != nil {
 		// The relay sees the same failure on its read and reports it.
-		slog.Debug("write to server failed", "server", be.Addr, "err", err)
+		s.log.Debug("write to server failed", "server", be.Addr, "err", err)
 	}
 	return nil
 }
@@ -552,7 +555,7 @@ func (s *session) flushClient() error {
 func (s *session) fatal(err error) {
 	e := wire.AsError(err)
 	if e.Code == wire.SQLStateInternalError {
-		slog.Error("session failed", "user", s.user.cfg.Name, "err", err)
+		s.log.Error("session failed", "err", err)
 	}
 	e2 := *e
 	e2.Severity = "FATAL"
@@ -577,7 +580,7 @@ func (s *session) clientReadError(err error) {
 	case errors.Is(err, wire.ErrMalformed):
 		s.fatal(&wire.Error{Code: wire.SQLStateProtocolViolation, Message: "invalid message format", Detail: err.Error()})
 	default:
-		slog.Debug("client read failed", "err", err)
+		s.log.Debug("client read failed", "err", err)
 	}
 }
 
