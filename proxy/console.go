@@ -189,19 +189,11 @@ func (s *Server) clientRows() [][]string {
 	var rows [][]string
 	for _, ss := range sessions {
 		ss.mu.Lock()
-		shard, server, tx := "", "", "idle"
-		if ss.be != nil {
-			shard, server = ss.beShard, ss.be.Addr
-			switch ss.txStatus {
-			case 'T':
-				tx = "in transaction"
-			case 'E':
-				tx = "failed transaction"
-			}
-		} else if ss.pendingBegin != "" {
-			tx = "in transaction (not sent yet)"
+		shard, server, tx := "", "", ss.st.txLabel()
+		if a := ss.st.cur(); a != nil {
+			shard, server = a.shard, a.conn.Addr
 		}
-		state := ss.state.String()
+		state := ss.st.life.String()
 		if ss.console {
 			state = "admin console"
 		}

@@ -182,6 +182,7 @@ func (s *Server) startSession(ctx context.Context, rt *runtime, conn net.Conn, s
 		params: params,
 		sets:   newSettings(params),
 		log:    s.log.With("user", userName),
+		st:     sessionState{obs: s.metrics},
 	}
 	if db == ConsoleDatabase {
 		if !s.isAdmin(userName) {

@@ -297,7 +297,7 @@ func (s *Server) kickIdle() {
 	defer s.mu.Unlock()
 	for ss := range s.sessions {
 		ss.mu.Lock()
-		idle := (ss.be == nil && ss.pendingBegin == "") || (ss.be != nil && ss.queue.syncs == 0 && !ss.unsynced && ss.txStatus == 'I')
+		idle := ss.st.idle(ss.pipe())
 		ss.mu.Unlock()
 		if idle {
 			_ = ss.conn.SetReadDeadline(time.Now())
@@ -504,7 +504,7 @@ func (s *Server) register(ss *session) error {
 // forget removes a finished session.
 func (s *Server) forget(ss *session) {
 	ss.mu.Lock()
-	ss.setState(stateClosed)
+	ss.st.close() // (a session that never attached: nothing to give back)
 	ss.mu.Unlock()
 	s.mu.Lock()
 	if _, ok := s.sessions[ss]; ok {
@@ -545,7 +545,7 @@ func (s *Server) cancel(ctx context.Context, key cancelKey) {
 		return
 	}
 	ss.mu.Lock()
-	be := ss.be
+	be := ss.st.conn()
 	var done func(bool)
 	if be != nil {
 		done = be.HoldForCancel()

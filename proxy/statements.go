@@ -410,8 +410,8 @@ func (s *session) forwardPending(ctx context.Context, pending [][]byte) error {
 func (s *session) betweenRequests() *pool.Conn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.be != nil && !s.unsynced && s.queue.syncs > 0 && s.state != statePinned {
-		return s.be
+	if s.st.betweenRequests(s.pipe()) {
+		return s.st.conn()
 	}
 	return nil
 }
@@ -427,13 +427,14 @@ func (s *session) bindStays(q router.Query) bool {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	a := s.st.cur()
 	switch {
 	case plan.Kind == router.KindAny:
 		return true
-	case plan.Kind != router.KindSingle || plan.Shard != s.beShard:
+	case a == nil || plan.Kind != router.KindSingle || plan.Shard != a.shard:
 		return false
 	}
-	return !s.beReplica || plan.Replica
+	return !a.replica || plan.Replica
 }
 
 // sendPendingBefore sends held-back Parse and Describe messages of a new
@@ -455,11 +456,11 @@ func (s *session) sendPendingBefore(ctx context.Context, be *pool.Conn, pending 
 	s.bout = append(s.bout, 'S', 0, 0, 0, 4)
 	for {
 		s.mu.Lock()
-		if s.be != be || s.queue.syncs == 0 {
+		if s.st.byConn(be) == nil || s.queue.syncs == 0 {
 			failed := s.lastFailed
 			s.mu.Unlock()
 			if failed {
-				s.skipToSync = true
+				s.st.skipBatch()
 				return errAnswered
 			}
 			return nil
@@ -499,7 +500,7 @@ func (s *session) sendPendingAlone(ctx context.Context, pending [][]byte) error 
 	failed := s.lastFailed
 	s.mu.Unlock()
 	if failed {
-		s.skipToSync = true
+		s.st.skipBatch()
 		return errAnswered
 	}
 	return nil
@@ -648,7 +649,7 @@ func (s *session) handleClose(ctx context.Context, frame []byte) error {
 		}
 	}
 	s.mu.Lock()
-	be := s.be
+	be := s.st.conn()
 	if be == nil {
 		s.mu.Unlock()
 		// Nothing to close on a backend (statements stay cached there;
@@ -684,7 +685,7 @@ func (s *session) maybeFlush() error {
 func (s *session) checkNewName(ctx context.Context, name string) error {
 	for s.stmts.named[name] != nil {
 		s.mu.Lock()
-		if s.be == nil || s.queue.syncs == 0 {
+		if s.st.cur() == nil || s.queue.syncs == 0 {
 			s.mu.Unlock()
 			break
 		}
