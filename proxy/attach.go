@@ -47,15 +47,16 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 	}
 	for err == nil && plan.Kind >= router.KindScatter {
 		s.mu.Lock()
+		use := s.st.canScatter(s.pipe())
 		switch {
-		case s.be == nil && s.pendingBegin == "" && (s.curType == 'Q' || s.curType == 'B' && (plan.Kind == router.KindScatter || plan.Kind == router.KindUtility)):
+		case use == useNew && (s.curType == 'Q' || s.curType == 'B' && (plan.Kind == router.KindScatter || plan.Kind == router.KindUtility)):
 			s.mu.Unlock()
 			return nil, &scatterNeeded{plan: plan}
-		case s.be == nil && s.pendingBegin == "":
+		case use == useNew:
 			err = &router.RefusedError{Code: wire.SQLStateFeatureNotSupported,
 				Message: "this statement over several shards runs only through the simple query protocol (COPY over several shards)",
 				Hint:    "Send it as a simple query, or add a condition on the sharding key."}
-		case s.be != nil && !s.unsynced && s.state != statePinned && s.queue.syncs > 0:
+		case use == useWait:
 			// Earlier pipelined statements still run: wait, then look again.
 			wait := s.waitChan()
 			s.mu.Unlock()
@@ -89,8 +90,7 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 // the session's open transaction (DO, CALL): there, or nowhere.
 func (s *session) inTxOnly(plan *router.Plan) error {
 	s.mu.Lock()
-	inTx := s.be != nil && !s.outsideTx && s.txStatus != 'I' && s.queue.syncs == 0
-	shard := s.beShard
+	shard, inTx := s.st.txShard(s.pipe())
 	s.mu.Unlock()
 	if !inTx {
 		return plan.InTxOnly
@@ -121,68 +121,71 @@ func (s *session) attachRouted(ctx context.Context, plan router.Plan, q router.Q
 	statement := q.SQL != "" || q.Bind != nil
 	for {
 		s.mu.Lock()
-		be := s.be
-		if be != nil && s.outsideTx && statement && !s.unsynced {
+		p := s.pipe()
+		if statement && s.st.waitsForDescribe(p) {
 			// Describing is done on a backend outside the client's
 			// transaction: wait until it goes back, then start the
 			// transaction for real.
-			if s.queue.syncs > 0 {
-				wait := s.waitChan()
-				s.mu.Unlock()
-				if err := s.waitZ(ctx, wait); err != nil {
-					return nil, err
-				}
-				continue
+			wait := s.waitChan()
+			s.mu.Unlock()
+			if err := s.waitZ(ctx, wait); err != nil {
+				return nil, err
 			}
+			continue
 		}
+		a := s.st.cur()
 		// A statement that names no table of the map (SELECT 1, catalog
 		// queries, NOTIFY) runs where the session must stay — its
 		// transaction, pipeline or pinned backend — rather than be
 		// refused for not being there.
-		if be != nil && plan.AnyShard && !s.outsideTx &&
-			(s.unsynced || s.state == statePinned || (s.queue.syncs == 0 && s.txStatus != 'I')) {
-			plan.Shard = s.beShard
+		if a != nil && plan.AnyShard && !a.outsideTx && s.st.bound(p) {
+			plan.Shard = a.shard
 		}
-		// A replica's backend serves only reads, except inside its (READ
-		// ONLY) transaction, where the server itself refuses writes.
-		onReplicaOK := !s.beReplica || plan.Replica || plan.Kind == router.KindAny || s.txStatus != 'I' || s.beReadOnlyTx
-		// A statement that would start a new transaction on a primary
-		// whose shard switches waits for the switch (buffer.go) rather
-		// than run on the server being replaced: the backend is let go
-		// once its earlier requests are answered.
-		newTxOnSwitching := be != nil && !s.beReplica && s.txStatus == 'I' && !s.unsynced && s.pendingBegin == "" &&
-			s.state != statePinned && s.queue.syncs > 0 && s.srv.switching(s.beShard)
-		if be != nil && (s.beShard == plan.Shard || plan.Kind == router.KindAny) && onReplicaOK && !newTxOnSwitching {
+		fits := false
+		if a != nil {
+			// A replica's backend serves only reads, except inside its
+			// (READ ONLY) transaction, where the server itself refuses
+			// writes.
+			onReplicaOK := !a.replica || plan.Replica || plan.Kind == router.KindAny || a.inTx() || a.readOnlyTx
+			// A statement that would start a new transaction on a
+			// primary whose shard switches waits for the switch
+			// (buffer.go) rather than run on the server being replaced:
+			// the backend is let go once its earlier requests are
+			// answered.
+			newTxOnSwitching := !a.replica && !a.inTx() && !p.unsynced && s.st.deferredBegin == "" &&
+				s.st.life != statePinned && p.syncs > 0 && s.srv.switching(a.shard)
+			fits = (a.shard == plan.Shard || plan.Kind == router.KindAny) && onReplicaOK && !newTxOnSwitching
+		}
+		use, refusal := s.st.canUse(plan.Shard, fits, p)
+		be := s.st.conn()
+		switch use {
+		case useAttached:
 			s.unsynced = true
 			s.noteWrite(plan, q.SQL)
 			s.mu.Unlock()
 			return be, nil
-		}
-		if be == nil {
+		case useRefused:
 			s.mu.Unlock()
-			break
-		}
-		if s.unsynced || s.state == statePinned || (s.queue.syncs == 0 && s.txStatus != 'I') {
-			from := s.beShard
-			s.mu.Unlock()
-			if from == plan.Shard {
-				return nil, s.raiseViaServer(be, replicaPipelineError(from))
+			if be == nil {
+				return nil, refusal
 			}
-			return nil, s.raiseViaServer(be, s.crossShardError(from, plan.Shard))
+			return nil, s.raiseViaServer(be, refusal)
+		case useWait:
+			// Earlier statements still run on the other shard: wait for
+			// them.
+			wait := s.waitChan()
+			s.mu.Unlock()
+			if err := s.waitZ(ctx, wait); err != nil {
+				return nil, err
+			}
+			continue
 		}
-		// Earlier statements still run on the other shard: wait for them.
-		wait := s.waitChan()
 		s.mu.Unlock()
-		if err := s.waitZ(ctx, wait); err != nil {
-			return nil, err
-		}
+		break
 	}
 	s.mu.Lock()
-	deferred, failed := s.pendingBegin != "", s.beginFailed
+	deferred := s.st.deferredBegin != ""
 	s.mu.Unlock()
-	if failed {
-		return nil, wire.Errorf(wire.SQLStateInFailedTransaction, "current transaction is aborted, commands ignored until end of transaction block")
-	}
 	if s.srv.shuttingDown() && !deferred {
 		return nil, wire.Fatalf(wire.SQLStateAdminShutdown, "terminating connection due to administrator command")
 	}
@@ -205,25 +208,11 @@ func (s *session) attachRouted(ctx context.Context, plan router.Plan, q router.Q
 			return nil, err
 		}
 		s.mu.Lock()
-		s.be = be
-		s.beShard = plan.Shard
-		s.beReplica = replica != ""
-		s.beReadOnlyTx = s.beReplica && s.pendingBegin != "" && !s.noBegin
+		begin := s.st.attach(be, plan.Shard, replica != "", s.noBegin, s.mode == PoolSession)
 		s.noteWrite(plan, q.SQL)
 		s.queue.reset()
 		s.unsynced = true
-		s.txStatus = 'I'
 		s.dirty = false
-		if s.mode == PoolSession {
-			s.setState(statePinned)
-		} else {
-			s.setState(stateActive)
-		}
-		begin := s.pendingBegin
-		s.outsideTx = begin != "" && s.noBegin
-		if s.outsideTx {
-			begin = ""
-		}
 		s.mu.Unlock()
 		s.relay = relayState{out: s.relay.out[:0]}
 		if begin != "" {
@@ -231,8 +220,7 @@ func (s *session) attachRouted(ctx context.Context, plan router.Plan, q router.Q
 		}
 		if err := be.SetHandler(s); err != nil {
 			s.mu.Lock()
-			s.be = nil
-			s.setState(stateIdle)
+			s.st.detach(be)
 			s.mu.Unlock()
 			p.Discard(be)
 			if attempt < 3 {
@@ -244,7 +232,7 @@ func (s *session) attachRouted(ctx context.Context, plan router.Plan, q router.Q
 			// The transaction the proxy acknowledged starts here; the
 			// client has seen BEGIN's reply already, so hide this one.
 			s.mu.Lock()
-			s.pendingBegin = ""
+			s.st.beginSent()
 			s.queue.push(entry{kind: entrySync, swallow: true})
 			s.mu.Unlock()
 			s.bout = wire.AppendString(s.bout, 'Q', begin)
@@ -263,7 +251,7 @@ func (s *session) attachRouted(ctx context.Context, plan router.Plan, q router.Q
 // router (shard map) it started with.
 func (s *session) routerFor() router.Router {
 	s.mu.Lock()
-	inTx := s.pendingBegin != "" || (s.be != nil && s.txStatus != 'I')
+	inTx := s.st.inTx()
 	s.mu.Unlock()
 	if inTx && s.txRouter != nil {
 		return s.txRouter
@@ -341,24 +329,6 @@ func routeError(err error) *wire.Error {
 	return wire.AsError(err)
 }
 
-// crossShardError is the refusal of a statement for shard to while the
-// session must stay on shard from.
-func (s *session) crossShardError(from, to string) *wire.Error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	why := fmt.Sprintf("this transaction runs on shard %q; the statement targets shard %q", from, to)
-	hint := "Keep each transaction on one shard (one sharding key), or end the transaction first."
-	switch {
-	case s.state == statePinned && s.txStatus == 'I' && s.queue.syncs == 0 && !s.unsynced:
-		why = fmt.Sprintf("this session is pinned to shard %q (session pooling or session state); the statement targets shard %q", from, to)
-		hint = "Use a separate connection for the other shard."
-	case s.txStatus == 'I':
-		why = fmt.Sprintf("this pipeline runs on shard %q; the statement targets shard %q", from, to)
-		hint = "Send a Sync (end the batch) before using another shard."
-	}
-	return &wire.Error{Code: wire.SQLStateFeatureNotSupported, Message: "cross-shard statement refused: " + why, Hint: hint}
-}
-
 // lendFor lends a backend of shard: of the replica *replica, or of the
 // primary when *replica is "" — also when the replica cannot be reached,
 // which sets *replica to "".
@@ -377,15 +347,6 @@ func (s *session) lendFor(ctx context.Context, shard string, replica *string) (*
 	return s.srv.acquirePrimary(ctx, shard, s.user, s.db)
 }
 
-// replicaPipelineError is the refusal of a statement that needs the
-// primary of shard while the session's unsynced pipeline runs on one of
-// its replicas.
-func replicaPipelineError(shard string) *wire.Error {
-	return &wire.Error{Code: wire.SQLStateFeatureNotSupported,
-		Message: fmt.Sprintf("statement refused: this pipeline reads from a replica of shard %q and the statement needs its primary", shard),
-		Hint:    "Send a Sync (end the batch) before the write, put the write first, or set reads.read_from: primary for this user."}
-}
-
 // raiseViaServer answers the client's current request with e while a
 // backend is attached: the server raises it (a DO block), so it arrives
 // in order after earlier responses and aborts an open transaction as any
@@ -401,7 +362,7 @@ func replicaPipelineError(shard string) *wire.Error {
 // the client's own messages.
 func (s *session) raiseViaServer(be *pool.Conn, e *wire.Error) error {
 	s.mu.Lock()
-	if s.be != be {
+	if s.st.byConn(be) == nil {
 		s.mu.Unlock()
 		return e
 	}
@@ -415,7 +376,7 @@ func (s *session) raiseViaServer(be *pool.Conn, e *wire.Error) error {
 		s.unsynced = true
 		if s.curType == 'S' {
 			// The refused request came with the client's Sync.
-			s.queue.push(entry{kind: entrySync, sent: time.Now(), sync: syncEntry{clientSync: true, copyEnds: s.copyEnds}})
+			s.queue.push(entry{kind: entrySync, sent: time.Now(), sync: syncEntry{clientSync: true, copyEnds: s.st.copyEnds}})
 			s.unsynced = false
 		}
 	}
@@ -439,7 +400,7 @@ func (s *session) raiseViaServer(be *pool.Conn, e *wire.Error) error {
 		s.bout = append(s.bout, 'S', 0, 0, 0, 4)
 	} else {
 		// Drop the rest of the client's batch; its Sync is forwarded.
-		s.skipToSync = true
+		s.st.skipBatch()
 	}
 	return errAnswered
 }

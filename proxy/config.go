@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"slices"
@@ -80,6 +81,10 @@ type Config struct {
 	// cluster's map, so Shards may be empty, and it refuses writes until
 	// the cluster has confirmed the map it routes by.
 	FollowsMeta bool `yaml:"-"`
+
+	// Logger (not read from the file) is where the proxy logs; nil means
+	// slog.Default(). NewServer takes it; Reload keeps the server's.
+	Logger *slog.Logger `yaml:"-"`
 }
 
 // TLSConfig configures TLS towards clients.

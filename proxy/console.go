@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"maps"
 	"net"
 	"slices"
@@ -126,7 +125,7 @@ func (s *session) consoleQuery(sql string) []byte {
 	if err != nil {
 		out = wire.AppendErrorResponse(out[:0], err)
 	} else {
-		slog.Debug("admin console", "user", s.user.cfg.Name, "command", cmd)
+		s.log.Debug("admin console", "command", cmd)
 	}
 	return wire.AppendReadyForQuery(out, 'I')
 }
@@ -190,19 +189,11 @@ func (s *Server) clientRows() [][]string {
 	var rows [][]string
 	for _, ss := range sessions {
 		ss.mu.Lock()
-		shard, server, tx := "", "", "idle"
-		if ss.be != nil {
-			shard, server = ss.beShard, ss.be.Addr
-			switch ss.txStatus {
-			case 'T':
-				tx = "in transaction"
-			case 'E':
-				tx = "failed transaction"
-			}
-		} else if ss.pendingBegin != "" {
-			tx = "in transaction (not sent yet)"
+		shard, server, tx := "", "", ss.st.txLabel()
+		if a := ss.st.cur(); a != nil {
+			shard, server = a.shard, a.conn.Addr
 		}
-		state := ss.state.String()
+		state := ss.st.life.String()
 		if ss.console {
 			state = "admin console"
 		}

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -401,7 +400,7 @@ func (c *copyIn) abort(ctx context.Context, why string) {
 		}
 	}
 	if err := c.wait(wctx); err != nil {
-		slog.Warn("COPY: a shard did not answer CopyFail; closing its connection")
+		c.s.log.Warn("COPY: a shard did not answer CopyFail; closing its connection")
 		for _, h := range c.shards {
 			select {
 			case <-h.done:

@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"slices"
 	"strconv"
@@ -139,7 +138,7 @@ func (s *session) describeOnly(ctx context.Context, pending [][]byte, sync []byt
 				delete(s.stmts.named, cstring(f[wire.HeaderLen:]))
 			}
 		}
-		slog.Debug("describe sent to another server", "server", be.Addr, "user", s.user.cfg.Name, "err", lost)
+		s.log.Debug("describe sent to another server", "server", be.Addr, "err", lost)
 	}
 }
 
@@ -152,7 +151,7 @@ func (s *session) sendDescribe(ctx context.Context, be *pool.Conn, t *describeTr
 	}
 	s.mu.Lock()
 	override := s.syncOverrideLocked()
-	ends, pinned := s.copyEnds, s.state == statePinned
+	ends, pinned := s.st.copyEnds, s.st.life == statePinned
 	wait := s.waitChan()
 	s.mu.Unlock()
 	s.pushSync(be, syncEntry{status: override, clientSync: true, copyEnds: ends})
@@ -195,9 +194,9 @@ func (s *session) describeLost(be *pool.Conn, t *describeTry, err error) {
 	s.relay.out = s.relay.out[:0]
 	t.err = fmt.Errorf("%s: %w", be.Addr, err)
 	s.mu.Lock()
-	mine := s.be == be
+	mine := s.st.byConn(be) != nil
 	if mine {
-		s.dropDescribeLocked()
+		s.dropDescribeLocked(be)
 	}
 	t.lost.Store(true)
 	s.wakeServe()
@@ -221,15 +220,15 @@ func (s *session) handOver(be *pool.Conn) bool {
 	// The relay is not running and will not be called again for be.
 	s.relay.out = s.relay.out[:0]
 	s.mu.Lock()
-	d.q = s.dropDescribeLocked()
+	d.q = s.dropDescribeLocked(be)
 	s.mu.Unlock()
 	return true
 }
 
-// dropDescribeLocked detaches the session's backend, whose describe-only
-// request is given up, and returns the bookkeeping of what it has not
-// answered yet. Callers hold s.mu.
-func (s *session) dropDescribeLocked() respQueue {
+// dropDescribeLocked detaches the session's backend be, whose
+// describe-only request is given up, and returns the bookkeeping of what
+// it has not answered yet. Callers hold s.mu.
+func (s *session) dropDescribeLocked(be *pool.Conn) respQueue {
 	q := s.queue
 	s.queue = respQueue{}
 	for i := q.head; i < len(q.items); i++ {
@@ -237,10 +236,8 @@ func (s *session) dropDescribeLocked() respQueue {
 			s.overrides.Add(-1)
 		}
 	}
-	s.be = nil
-	s.setState(stateIdle)
+	s.st.detach(be)
 	s.unsynced = false
-	s.outsideTx = false
 	s.zInFlight.Store(false)
 	return q
 }

@@ -16,8 +16,10 @@
 // statements over several shards and merges their answers (scatter.go);
 // and has a request that only describes statements answered by any
 // healthy server, sent again elsewhere when its server fails or stays
-// silent (describe.go). New clients are greeted with the parameters of
-// any pool, or of any healthy primary (handshake.go).
+// silent (describe.go). Its state and the rule of which shard a statement
+// may use are one type with its transitions (sessionstate.go). New
+// clients are greeted with the parameters of any pool, or of any healthy
+// primary (handshake.go).
 //
 // The shard map can change while sessions run (mapupdate.go): a
 // transaction finishes on the map it began with, and every connection to

@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
-	"log/slog"
 	"net"
 	"strings"
 	"time"
@@ -77,7 +76,7 @@ func (s *Server) negotiate(ctx context.Context, rt *runtime, nc net.Conn) (net.C
 			if errors.As(err, &we) {
 				s.reject(conn, we)
 			} else {
-				slog.Debug("startup read failed", "remote", nc.RemoteAddr(), "err", err)
+				s.log.Debug("startup read failed", "remote", nc.RemoteAddr(), "err", err)
 			}
 			return nil, wire.Startup{}, false
 		}
@@ -98,7 +97,7 @@ func (s *Server) negotiate(ctx context.Context, rt *runtime, nc net.Conn) (net.C
 			}
 			tc := tls.Server(nc, rt.tls)
 			if err := tc.HandshakeContext(ctx); err != nil {
-				slog.Debug("TLS handshake failed", "remote", nc.RemoteAddr(), "err", err)
+				s.log.Debug("TLS handshake failed", "remote", nc.RemoteAddr(), "err", err)
 				return nil, wire.Startup{}, false
 			}
 			conn = tc
@@ -154,7 +153,7 @@ func (s *Server) startSession(ctx context.Context, rt *runtime, conn net.Conn, s
 	if err := auth.Authenticate(ctx, be, method, userName, cred, opts); err != nil {
 		var ae *auth.Error
 		if errors.As(err, &ae) {
-			slog.Info("client authentication failed", "user", userName, "remote", conn.RemoteAddr(), "code", ae.Code)
+			s.log.Info("client authentication failed", "user", userName, "remote", conn.RemoteAddr(), "code", ae.Code)
 			s.reject(conn, &wire.Error{Code: ae.Code, Message: ae.Message})
 		}
 		return nil, false
@@ -182,6 +181,8 @@ func (s *Server) startSession(ctx context.Context, rt *runtime, conn net.Conn, s
 		mode:   mode,
 		params: params,
 		sets:   newSettings(params),
+		log:    s.log.With("user", userName),
+		st:     sessionState{obs: s.metrics},
 	}
 	if db == ConsoleDatabase {
 		if !s.isAdmin(userName) {

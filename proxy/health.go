@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"fmt"
-	"log/slog"
 
 	"github.com/pgshard/pgshard/replication/health"
 )
@@ -36,11 +35,11 @@ func (s *Server) startHealth() {
 		Interval: rt.cfg.HealthInterval.D(),
 	})
 	if err != nil {
-		slog.Error("endpoint health checks disabled", "err", err)
+		s.log.Error("endpoint health checks disabled", "err", err)
 		return
 	}
 	if err := s.metrics.reg.Register(health.NewCollector(mon)); err != nil {
-		slog.Error("endpoint health metrics disabled", "err", err)
+		s.log.Error("endpoint health metrics disabled", "err", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.mu.Lock()

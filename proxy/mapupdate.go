@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -90,7 +89,7 @@ func (s *Server) applyMap(m *shardmap.Map, force bool) (bool, error) {
 	s.noteMapChange()
 	s.retirePools(old.cfg.Shards, &cfg)
 	s.metrics.mapEpoch.Set(float64(m.Epoch))
-	slog.Info("shard map applied", "epoch", m.Epoch, "shards", len(m.Shards))
+	s.log.Info("shard map applied", "epoch", m.Epoch, "shards", len(m.Shards))
 	return true, nil
 }
 
@@ -225,7 +224,7 @@ func (s *Server) retirePools(before []ShardConfig, cfg *Config) {
 			if n == 0 {
 				return
 			}
-			slog.Warn("server connections aborted", "server", p.Config().Addr, "user", p.Config().User,
+			s.log.Warn("server connections aborted", "server", p.Config().Addr, "user", p.Config().User,
 				"database", p.Config().Database, "connections", n, "why", abort[p.Config().Addr])
 			s.metrics.abortedConns.Add(float64(n))
 		})

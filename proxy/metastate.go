@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"time"
 )
 
@@ -48,7 +47,7 @@ func (s *Server) watchWriteState(ctx context.Context, tick time.Duration) {
 	var since time.Time
 	warn := func(why string) {
 		warned = true
-		slog.Warn("meta: refusing writes (25006) until the meta cluster confirms the shard map; reads go on",
+		s.log.Warn("meta: refusing writes (25006) until the meta cluster confirms the shard map; reads go on",
 			"reason", why, "meta_lease", s.runtime().cfg.MetaLease.D(), "epoch", s.MapEpoch())
 	}
 	for {
@@ -57,7 +56,7 @@ func (s *Server) watchWriteState(ctx context.Context, tick time.Duration) {
 		case why != "" && !refusing:
 			refusing, warned, since = true, false, time.Now()
 			if starting {
-				slog.Info("meta: writes wait until the meta cluster confirms the shard map; reads go on",
+				s.log.Info("meta: writes wait until the meta cluster confirms the shard map; reads go on",
 					"reason", why, "meta_lease", s.runtime().cfg.MetaLease.D(), "epoch", s.MapEpoch())
 			} else {
 				warn(why)
@@ -66,7 +65,7 @@ func (s *Server) watchWriteState(ctx context.Context, tick time.Duration) {
 			warn(why)
 		case why == "" && refusing:
 			refusing = false
-			slog.Info("meta: writes allowed again: the meta cluster confirmed the shard map",
+			s.log.Info("meta: writes allowed again: the meta cluster confirmed the shard map",
 				"epoch", s.MapEpoch(), "refused_for", time.Since(since).Round(time.Millisecond))
 		}
 		if why == "" {

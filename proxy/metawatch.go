@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"log/slog"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -98,14 +97,14 @@ func (s *Server) FollowMeta(ctx context.Context, src MetaSource, id string, inte
 				if _, err := s.applyMap(m, first); err != nil {
 					// An invalid map from meta is a bug there; keep the
 					// current one and say so.
-					slog.Error("meta: cannot apply shard map", "epoch", v.Epoch, "err", err)
+					s.log.Error("meta: cannot apply shard map", "epoch", v.Epoch, "err", err)
 					return nil
 				}
 				if first {
 					gotEpoch.Store(v.Epoch)
 					confirm()
 					if le := leaderEpoch.Load(); heard.Load() && v.Epoch < le {
-						slog.Warn("meta: the map watch is behind the leader; writes wait for the leader's map", "epoch", v.Epoch, "leader", le)
+						s.log.Warn("meta: the map watch is behind the leader; writes wait for the leader's map", "epoch", v.Epoch, "leader", le)
 					}
 				}
 				kick()
@@ -118,7 +117,7 @@ func (s *Server) FollowMeta(ctx context.Context, src MetaSource, id string, inte
 				continue
 			}
 			if err != nil && ctx.Err() == nil {
-				slog.Warn("meta: watch ended; retrying", "err", err)
+				s.log.Warn("meta: watch ended; retrying", "err", err)
 				select {
 				case <-ctx.Done():
 				case <-time.After(time.Second):
@@ -158,7 +157,7 @@ func (s *Server) FollowMeta(ctx context.Context, src MetaSource, id string, inte
 					}
 					if behind >= 2 {
 						// Two heartbeats in a row the leader was ahead.
-						slog.Warn("meta: the map watch lags the leader; reconnecting it", "applied", applied, "leader", current)
+						s.log.Warn("meta: the map watch lags the leader; reconnecting it", "applied", applied, "leader", current)
 						behind = 0
 						select {
 						case rewatch <- struct{}{}:
@@ -166,7 +165,7 @@ func (s *Server) FollowMeta(ctx context.Context, src MetaSource, id string, inte
 						}
 					}
 				} else if ctx.Err() == nil {
-					slog.Debug("meta: heartbeat failed", "err", err)
+					s.log.Debug("meta: heartbeat failed", "err", err)
 				}
 				last = sent
 			}
@@ -186,7 +185,7 @@ func (s *Server) FollowMeta(ctx context.Context, src MetaSource, id string, inte
 		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		if err := d.DeregisterProxy(dctx, id); err != nil {
-			slog.Warn("meta: could not deregister; the meta cluster forgets this proxy when its lease runs out", "err", err)
+			s.log.Warn("meta: could not deregister; the meta cluster forgets this proxy when its lease runs out", "err", err)
 		}
 	}
 }

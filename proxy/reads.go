@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"log/slog"
 	"math"
 	"strings"
 	"time"
@@ -126,7 +125,7 @@ func (s *session) readTarget(plan router.Plan) string {
 		return ""
 	}
 	s.mu.Lock()
-	begin := s.pendingBegin
+	begin := s.st.deferredBegin
 	s.mu.Unlock()
 	if begin != "" && !readOnlyBegin(begin) {
 		return ""
@@ -204,7 +203,7 @@ func (s *session) learnLSNs(ctx context.Context, shards []string) {
 		be.Pool().Release(be)
 		lsn, perr := health.ParseLSN(v)
 		if err != nil || perr != nil {
-			slog.Debug("read-your-writes: WAL position unknown", "shard", shard, "err", errors.Join(err, perr))
+			s.log.Debug("read-your-writes: WAL position unknown", "shard", shard, "err", errors.Join(err, perr))
 			continue
 		}
 		s.mu.Lock()
@@ -238,13 +237,14 @@ func readOnlyBegin(sql string) bool {
 // primary of shard, that the session's next transaction end must learn
 // the primary's WAL position. Callers hold s.mu.
 func (s *session) noteWrite(plan router.Plan, sql string) {
-	if s.beReplica || !s.tracksWrites() || !s.srv.hasReplicas(s.beShard) {
+	a := s.st.cur()
+	if a == nil || a.replica || !s.tracksWrites() || !s.srv.hasReplicas(a.shard) {
 		return // no reads of this shard will go to a replica
 	}
 	if plan.Kind == router.KindSingle && !plan.Replica {
 		s.wrote = true
 	}
-	if s.wrote && s.txStatus != 'I' && sql != "" && router.Classify(sql).Has(router.ClassCommit) {
+	if s.wrote && a.inTx() && sql != "" && router.Classify(sql).Has(router.ClassCommit) {
 		s.txEnding = true
 	}
 }
@@ -258,8 +258,9 @@ func (s *session) captureLSN() {
 		return
 	}
 	s.mu.Lock()
-	ok := s.wrote && s.be != nil && !s.beReplica && (s.txStatus == 'I' && s.pendingBegin == "" || s.txEnding) &&
-		s.srv.hasReplicas(s.beShard)
+	a := s.st.cur()
+	ok := s.wrote && a != nil && !a.replica && (!a.inTx() && s.st.deferredBegin == "" || s.txEnding) &&
+		s.srv.hasReplicas(a.shard)
 	if ok {
 		s.txEnding = false
 		s.queue.push(entry{kind: entrySync, swallow: true, sync: syncEntry{captureLSN: true}})
@@ -299,8 +300,8 @@ func (s *session) lsnFrame(be *pool.Conn, typ byte, frame []byte) bool {
 			if s.lsns == nil {
 				s.lsns = make(map[string]health.LSN)
 			}
-			if r.lsn > s.lsns[s.beShard] {
-				s.lsns[s.beShard] = r.lsn
+			if a := s.st.byConn(be); a != nil && r.lsn > s.lsns[a.shard] {
+				s.lsns[a.shard] = r.lsn
 			}
 			s.wrote = false
 		}

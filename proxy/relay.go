@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"errors"
-	"log/slog"
 	"strings"
 	"syscall"
 	"time"
@@ -116,8 +115,7 @@ func (s *session) Frame(be *pool.Conn, typ byte, frame []byte) bool {
 		r.lastTag = cstring(frame[wire.HeaderLen:])
 	case 'G': // CopyInResponse: Syncs sent before the copy's end are ignored
 		s.mu.Lock()
-		s.copyStarts++
-		_, overrides := s.queue.dropCopySyncs(s.copyStarts)
+		_, overrides := s.queue.dropCopySyncs(s.st.copyStarted())
 		s.mu.Unlock()
 		s.overrides.Add(-int32(overrides))
 	}
@@ -182,7 +180,7 @@ func (s *session) Fail(be *pool.Conn, err error) {
 	if closing {
 		return
 	}
-	slog.Info("server connection lost", "server", be.Addr, "user", s.user.cfg.Name, "err", err)
+	s.log.Info("server connection lost", "server", be.Addr, "err", err)
 	r := &s.relay
 	if t := s.describing.Load(); t != nil {
 		s.describeLost(be, t, err) // sent to another server instead
@@ -203,11 +201,7 @@ func (s *session) Fail(be *pool.Conn, err error) {
 	// Give the dead connection up only now, so serve cannot attach another
 	// (and start relaying into this state) while the client is told.
 	s.mu.Lock()
-	mine := s.be == be // else serve's finish took it and discards it
-	if mine {
-		s.be = nil
-		s.setState(stateIdle)
-	}
+	mine := s.st.detach(be) // else serve's finish took it and discards it
 	s.wakeServe()
 	s.mu.Unlock()
 	if mine {
@@ -281,8 +275,9 @@ func (s *session) readyForQuery(be *pool.Conn, status byte, failed bool, lastTag
 		s.relay.capture, s.relay.captureEnded = true, status == 'I'
 		s.relay.swallow++
 	}
-	prev := s.txStatus
-	s.txStatus = status
+	// The connection is let go (detach) at the end of a transaction with
+	// every request answered.
+	prev, detach := s.st.ready(be, status, s.pipe(), s.closing)
 	s.lastFailed = failed
 	if !failed {
 		if e.sync.setting != nil {
@@ -309,11 +304,6 @@ func (s *session) readyForQuery(be *pool.Conn, status byte, failed bool, lastTag
 	}
 	if len(s.queue.gone) > 0 {
 		s.forget.Store(true)
-	}
-	detach := s.queue.syncs == 0 && !s.unsynced && status == 'I' && s.state == stateActive && !s.closing
-	if detach {
-		s.be = nil
-		s.setState(stateIdle)
 	}
 	if s.queue.empty() && len(s.raised) > 0 {
 		// Every refusal raised has been answered (or skipped by a

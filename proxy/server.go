@@ -50,6 +50,7 @@ type runtime struct {
 type Server struct {
 	rt      atomic.Pointer[runtime]
 	metrics *metrics
+	log     *slog.Logger // from Config.Logger; sessions add their attributes
 	ln      net.Listener
 
 	mu       sync.Mutex
@@ -98,7 +99,12 @@ func NewServer(cfg *Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
 	*s = Server{
+		log:      log,
 		metrics:  newMetrics(),
 		sessions: make(map[*session]struct{}),
 		cancels:  make(map[cancelKey]*session),
@@ -222,7 +228,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
 				delay = min(max(delay*2, 5*time.Millisecond), time.Second)
-				slog.Warn("accept failed; retrying", "err", err, "delay", delay)
+				s.log.Warn("accept failed; retrying", "err", err, "delay", delay)
 				time.Sleep(delay)
 				continue
 			}
@@ -291,7 +297,7 @@ func (s *Server) kickIdle() {
 	defer s.mu.Unlock()
 	for ss := range s.sessions {
 		ss.mu.Lock()
-		idle := (ss.be == nil && ss.pendingBegin == "") || (ss.be != nil && ss.queue.syncs == 0 && !ss.unsynced && ss.txStatus == 'I')
+		idle := ss.st.idle(ss.pipe())
 		ss.mu.Unlock()
 		if idle {
 			_ = ss.conn.SetReadDeadline(time.Now())
@@ -346,7 +352,7 @@ func (s *Server) Reload(cfg *Config) error {
 		p.SetSize(cfg.Pool.Size)
 	}
 	s.mu.Unlock()
-	slog.Info("configuration reloaded", "users", len(rt.users))
+	s.log.Info("configuration reloaded", "users", len(rt.users))
 	return nil
 }
 
@@ -469,7 +475,7 @@ func (s *Server) acquire(ctx context.Context, p *pool.Pool) (*pool.Conn, error) 
 		if errors.As(err, &pgErr) {
 			code = pgErr.SQLState()
 		}
-		slog.Warn("backend connect failed", "server", p.Config().Addr, "err", err)
+		s.log.Warn("backend connect failed", "server", p.Config().Addr, "err", err)
 		return nil, &wire.Error{Code: code, Message: msg, Detail: fmt.Sprintf("pgshard could not open a connection to %s.", p.Config().Addr), Err: err}
 	}
 }
@@ -498,7 +504,7 @@ func (s *Server) register(ss *session) error {
 // forget removes a finished session.
 func (s *Server) forget(ss *session) {
 	ss.mu.Lock()
-	ss.setState(stateClosed)
+	ss.st.close() // (a session that never attached: nothing to give back)
 	ss.mu.Unlock()
 	s.mu.Lock()
 	if _, ok := s.sessions[ss]; ok {
@@ -519,7 +525,7 @@ func (s *Server) discardBusy(be *pool.Conn) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := be.Cancel(ctx); err != nil {
-			slog.Debug("cancel before discard failed", "server", be.Addr, "err", err)
+			s.log.Debug("cancel before discard failed", "server", be.Addr, "err", err)
 		}
 		be.Pool().Discard(be)
 	}()
@@ -539,7 +545,7 @@ func (s *Server) cancel(ctx context.Context, key cancelKey) {
 		return
 	}
 	ss.mu.Lock()
-	be := ss.be
+	be := ss.st.conn()
 	var done func(bool)
 	if be != nil {
 		done = be.HoldForCancel()
@@ -553,7 +559,7 @@ func (s *Server) cancel(ctx context.Context, key cancelKey) {
 	err := be.Cancel(ctx)
 	done(err == nil || errors.Is(err, pool.ErrCancelNotSent))
 	if err != nil {
-		slog.Warn("forward cancel request failed", "server", be.Addr, "err", err)
+		s.log.Warn("forward cancel request failed", "server", be.Addr, "err", err)
 	}
 }
 

@@ -25,29 +25,6 @@ import (
 // even though more input is already buffered.
 const flushThreshold = 64 << 10
 
-// state is a session's life-cycle state, changed only through setState.
-type state uint8
-
-const (
-	stateIdle   state = iota // no backend attached
-	stateActive              // backend attached, transaction or pipeline in progress
-	statePinned              // backend attached for the rest of the session
-	stateClosed
-)
-
-func (s state) String() string {
-	switch s {
-	case stateIdle:
-		return "idle"
-	case stateActive:
-		return "active"
-	case statePinned:
-		return "pinned"
-	default:
-		return "closed"
-	}
-}
-
 // session is one client connection. The client-reading goroutine (serve)
 // writes to the backend; while a backend is attached, the session is its
 // pool.Handler and the backend's reader goroutine relays responses to the
@@ -69,8 +46,7 @@ type session struct {
 	sets  *settings
 	relay relayState
 
-	skipToSync bool // an error was reported mid-pipeline: drop until Sync
-	curType    byte // type of the client message being handled
+	curType byte // type of the client message being handled
 	// pending are Parse and Describe (statement) frames held back (with a
 	// parameter-aware router, while no backend is attached) until a Bind
 	// names the shard or another message needs a backend.
@@ -91,16 +67,15 @@ type session struct {
 	// routerFor); nil outside transactions.
 	txRouter router.Router
 
-	mu      sync.Mutex
-	state   state
-	be      *pool.Conn // nil when idle
-	beShard string     // shard of be
+	// log is the server's logger with the session's attributes.
+	log *slog.Logger
+
+	mu sync.Mutex
+	// st is the session's state: its life cycle, its server connections
+	// (attachments) and its transaction (sessionstate.go).
+	st sessionState
 	// console marks an admin console session (console.go): no server.
 	console bool
-	// beReplica says be is a replica of beShard (read splitting);
-	// beReadOnlyTx that it runs the session's READ ONLY transaction, whose
-	// statements all stay there (the server refuses writes in it).
-	beReplica, beReadOnlyTx bool
 	// wrote says a statement that may write ran on a primary since the
 	// session last learned its shard's WAL position (reads.go); txEnding
 	// that the transaction it ran in is being committed.
@@ -108,37 +83,24 @@ type session struct {
 	// lsns is, per shard, the primary's WAL position after the session's
 	// latest write transaction there (read-your-writes).
 	lsns map[string]health.LSN
-	// pendingBegin is a BEGIN the proxy acknowledged itself and sends to
-	// the shard of the transaction's first statement ("" when none).
-	pendingBegin string
-	beginFailed  bool // that transaction failed before reaching a shard
 	// beginErr is the server's ErrorResponse to a deferred BEGIN sent
 	// alone (probeBegin), while probingBegin is set.
 	beginErr     []byte
 	probingBegin atomic.Bool
 	// forget says queue.gone has statements for serve to forget.
 	forget     atomic.Bool
-	lastFailed bool // the last sync point answered had an error
-	// outsideTx marks an attachment made while a deferred BEGIN waits
-	// (to describe statements): its ReadyForQuery must show the client's
-	// transaction status, and statements must not run on it.
-	outsideTx bool
-	zWait     chan struct{} // closed at the next ReadyForQuery (serve waits)
-	queue     respQueue     // responses that need bookkeeping, in order
-	unsynced  bool          // messages sent since the last Sync/Query
-	txStatus  byte          // from the last ReadyForQuery
-	closing   bool          // serve is ending: the relay must leave be alone
-	dirty     bool          // be is in an unknown state (relay stopped mid-stream)
+	lastFailed bool          // the last sync point answered had an error
+	zWait      chan struct{} // closed at the next ReadyForQuery (serve waits)
+	queue      respQueue     // responses that need bookkeeping, in order
+	unsynced   bool          // messages sent since the last Sync/Query
+	closing    bool          // serve is ending: the relay must leave be alone
+	dirty      bool          // be is in an unknown state (relay stopped mid-stream)
 	// overrides counts queued sync entries with a status override, so the
 	// relay takes the lock to look only when there is one.
 	overrides atomic.Int32
 	// zInFlight is set while the relay has written a ReadyForQuery to the
 	// client but not yet done its bookkeeping (see settle).
 	zInFlight atomic.Bool
-	// copyEnds counts the CopyDone and CopyFail messages the client sent,
-	// copyStarts the CopyInResponses the relay passed on (see
-	// respQueue.dropCopySyncs).
-	copyEnds, copyStarts uint32
 	// tentative holds parameter changes made inside the open transaction;
 	// they count only if it commits.
 	tentative []*settingChange
@@ -152,20 +114,17 @@ type session struct {
 	describing atomic.Pointer[describeTry]
 }
 
-func (s *session) setState(st state) {
-	// callers hold s.mu (or own the session exclusively)
-	if s.state == st {
-		return
-	}
-	s.srv.metrics.sessionState(s.state, st)
-	s.state = st
+// pipe is the state of the session's requests in flight. Callers hold
+// s.mu.
+func (s *session) pipe() pipeline {
+	return pipeline{unsynced: s.unsynced, syncs: s.queue.syncs}
 }
 
 // serve runs the session until the client leaves or the server stops it.
 func (s *session) serve(ctx context.Context) {
 	defer func() {
 		if r := recover(); r != nil {
-			slog.Error("session panic", "user", s.user.cfg.Name, "panic", r)
+			s.log.Error("session panic", "panic", r)
 			s.out = wire.AppendErrorResponse(s.out[:0], wire.Fatalf(wire.SQLStateInternalError, "internal error in pgshard"))
 			_, _ = s.conn.Write(s.out)
 		}
@@ -187,7 +146,7 @@ func (s *session) serve(ctx context.Context) {
 			s.clientReadError(err)
 			return
 		}
-		if s.skipToSync && typ != 'S' {
+		if s.st.skipToSync && typ != 'S' {
 			continue
 		}
 		if err := s.handle(ctx, typ, frame); err != nil {
@@ -265,9 +224,7 @@ func (s *session) handle(ctx context.Context, typ byte, frame []byte) error {
 		return s.forwardRaw(frame)
 	case 'd', 'c', 'f': // CopyData, CopyDone, CopyFail
 		s.mu.Lock()
-		// (A copy-in started by an extended-protocol Execute may have no
-		// sync point queued: its early Sync was dropped.)
-		inCopy := s.be != nil && (s.queue.syncs > 0 || s.copyStarts > s.copyEnds)
+		inCopy := s.st.inCopy(s.pipe())
 		s.mu.Unlock()
 		if !inCopy {
 			return nil // PostgreSQL ignores these outside COPY too
@@ -276,7 +233,7 @@ func (s *session) handle(ctx context.Context, typ byte, frame []byte) error {
 		// CopyFail, so the backend stays attached until these are sent.
 		if typ != 'd' {
 			s.mu.Lock()
-			s.copyEnds++
+			s.st.copyEnded()
 			s.mu.Unlock()
 		}
 		return s.forwardRaw(frame)
@@ -312,7 +269,7 @@ func (s *session) settle(ctx context.Context) error {
 // attached returns the attached backend, or nil.
 func (s *session) attached() *pool.Conn {
 	s.mu.Lock()
-	be := s.be
+	be := s.st.conn()
 	s.mu.Unlock()
 	return be
 }
@@ -324,7 +281,7 @@ func (s *session) attached() *pool.Conn {
 // returning a backend to the pool while serve still writes to it.
 func (s *session) claim() *pool.Conn {
 	s.mu.Lock()
-	be := s.be
+	be := s.st.conn()
 	if be != nil {
 		s.unsynced = true
 	}
@@ -349,10 +306,10 @@ func (s *session) claim() *pool.Conn {
 // from the answers it waits for).
 func (s *session) claimRequest() *pool.Conn {
 	s.mu.Lock()
-	be := s.be
+	be := s.st.conn()
 	switch {
 	case be == nil:
-	case !s.unsynced && s.queue.syncs > 0 && s.state != statePinned:
+	case s.st.betweenRequests(s.pipe()):
 		be = nil
 	default:
 		s.unsynced = true
@@ -404,20 +361,20 @@ func (s *session) flushBackend() error {
 	s.bout = s.bout[:0]
 	if err != nil {
 		// The relay sees the same failure on its read and reports it.
-		slog.Debug("write to server failed", "server", be.Addr, "err", err)
+		s.log.Debug("write to server failed", "server", be.Addr, "err", err)
 	}
 	return nil
 }
 
 func (s *session) handleSync(ctx context.Context, frame []byte) error {
 	if s.portal != nil {
-		if s.skipToSync {
+		if s.st.skipToSync {
 			s.portal = nil // it failed: nothing more to say
 		} else if err := s.endPortal(ctx); err != nil {
 			s.out = wire.AppendErrorResponse(s.out, wire.AsError(err))
 		}
 	}
-	s.skipToSync = false
+	s.st.synced()
 	be := s.claim()
 	if be == nil {
 		s.stmts.ran = nil
@@ -426,7 +383,7 @@ func (s *session) handleSync(ctx context.Context, frame []byte) error {
 	}
 	s.mu.Lock()
 	override := s.syncOverrideLocked()
-	ends := s.copyEnds
+	ends := s.st.copyEnds
 	s.mu.Unlock()
 	set := s.stmts.ran
 	s.stmts.ran = nil
@@ -510,8 +467,7 @@ func (s *session) sessionEffect(info router.Info, sql string) (syncEntry, error)
 // pin keeps the current backend for the rest of the session.
 func (s *session) pin(reason string) {
 	s.mu.Lock()
-	already := s.state == statePinned
-	s.setState(statePinned)
+	already := s.st.pin()
 	s.mu.Unlock()
 	if !already && s.mode != PoolSession {
 		s.srv.metrics.pinned(reason)
@@ -522,17 +478,13 @@ func (s *session) reportError(e *wire.Error, typ byte) error {
 	s.srv.metrics.errorCode(e.Code)
 	s.out = wire.AppendErrorResponse(s.out, e)
 	s.mu.Lock()
-	status := byte('I')
-	if s.pendingBegin != "" {
-		status = 'E' // the transaction the client opened has failed
-		s.beginFailed = true
-	}
+	status := s.st.failDeferred()
 	s.mu.Unlock()
 	switch typ {
 	case 'Q', 'F':
 		s.out = wire.AppendReadyForQuery(s.out, status)
 	default:
-		s.skipToSync = true
+		s.st.skipBatch()
 	}
 	return s.flushClient()
 }
@@ -555,7 +507,7 @@ func (s *session) flushClient() error {
 func (s *session) fatal(err error) {
 	e := wire.AsError(err)
 	if e.Code == wire.SQLStateInternalError {
-		slog.Error("session failed", "user", s.user.cfg.Name, "err", err)
+		s.log.Error("session failed", "err", err)
 	}
 	e2 := *e
 	e2.Severity = "FATAL"
@@ -580,23 +532,23 @@ func (s *session) clientReadError(err error) {
 	case errors.Is(err, wire.ErrMalformed):
 		s.fatal(&wire.Error{Code: wire.SQLStateProtocolViolation, Message: "invalid message format", Detail: err.Error()})
 	default:
-		slog.Debug("client read failed", "err", err)
+		s.log.Debug("client read failed", "err", err)
 	}
 }
 
 // finish ends the session: it stops the relay and returns or discards the
-// backend.
+// backends.
 func (s *session) finish() {
 	s.stopRelay()
 	s.mu.Lock()
-	be := s.be
-	clean := be != nil && !be.Broken() && !s.dirty && s.queue.syncs == 0 && !s.unsynced && s.txStatus == 'I'
-	needReset := s.state == statePinned
-	s.be = nil
-	s.setState(stateClosed)
+	busy := s.dirty || s.queue.syncs > 0 || s.unsynced
+	needReset := s.st.life == statePinned
+	atts := s.st.close()
 	s.mu.Unlock()
 	_ = s.conn.Close()
-	if be != nil {
+	for i := range atts {
+		be := atts[i].conn
+		clean := !busy && !be.Broken() && !atts[i].inTx()
 		switch {
 		case !clean:
 			// Stop whatever the server still runs for the client, then
@@ -611,22 +563,28 @@ func (s *session) finish() {
 	s.srv.forget(s)
 }
 
-// stopRelay stops relaying the attached backend (if any) to the client and
-// leaves the backend to serve. Afterwards serve owns client output.
+// stopRelay stops relaying the attached backends (if any) to the client
+// and leaves them to serve. Afterwards serve owns client output.
 func (s *session) stopRelay() {
 	s.mu.Lock()
 	s.closing = true
-	be := s.be
+	var buf [1]*pool.Conn
+	conns := buf[:0]
+	for i := range s.st.atts {
+		conns = append(conns, s.st.atts[i].conn)
+	}
 	s.mu.Unlock()
-	if be == nil {
+	if len(conns) == 0 {
 		return
 	}
 	// A relay call blocked on a slow client gives up after a second.
 	_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
-	// Only if the session is still be's handler: the relay may have
-	// detached be at a ReadyForQuery meanwhile, and then be is back in
-	// the pool or already another session's.
-	be.ClearHandler(s)
+	for _, be := range conns {
+		// Only if the session is still be's handler: the relay may have
+		// detached be at a ReadyForQuery meanwhile, and then be is back
+		// in the pool or already another session's.
+		be.ClearHandler(s)
+	}
 	_ = s.conn.SetWriteDeadline(time.Time{})
 }
 

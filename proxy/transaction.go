@@ -39,7 +39,7 @@ func (s *session) settleBeforeBegin(ctx context.Context, sql string) error {
 	}
 	for checked := false; ; checked = true {
 		s.mu.Lock()
-		busy := s.be != nil && !s.unsynced && s.queue.syncs > 0 && s.state != statePinned && s.pendingBegin == ""
+		busy := s.st.betweenRequests(s.pipe()) && s.st.deferredBegin == ""
 		var wait chan struct{}
 		if busy {
 			wait = s.waitChan()
@@ -64,16 +64,16 @@ func (s *session) canDeferTx(info router.Info, sql string) bool {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.be != nil || s.state == statePinned {
+	if s.st.cur() != nil || s.st.life == statePinned {
 		return false
 	}
 	if info.Has(router.ClassBegin) {
 		// A nested BEGIN: let the server warn. A BEGIN that does not
 		// parse: let the server refuse it, so the client hears its error
 		// on the BEGIN, and no transaction is open.
-		return s.pendingBegin == "" && (plainBegin(sql) || beginParses(sql))
+		return s.st.deferredBegin == "" && (plainBegin(sql) || beginParses(sql))
 	}
-	return s.pendingBegin != "" && !containsFoldASCII(sql, "chain")
+	return s.st.deferredBegin != "" && !containsFoldASCII(sql, "chain")
 }
 
 // applyDeferredTx does what a statement canDeferTx accepted does to the
@@ -81,19 +81,12 @@ func (s *session) canDeferTx(info router.Info, sql string) bool {
 func (s *session) applyDeferredTx(info router.Info, sql string) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	tag := "ROLLBACK"
-	switch {
-	case info.Has(router.ClassBegin):
-		s.pendingBegin = strings.Clone(sql)
-		s.beginFailed = false
+	if info.Has(router.ClassBegin) {
+		s.st.openDeferred(strings.Clone(sql))
 		s.txRouter = s.srv.router() // the transaction's map
 		return "BEGIN"
-	case info.Has(router.ClassCommit) && !s.beginFailed:
-		tag = "COMMIT"
 	}
-	s.pendingBegin = ""
-	s.beginFailed = false
-	return tag
+	return s.st.endDeferred(info.Has(router.ClassCommit))
 }
 
 func containsFoldASCII(s, sub string) bool {
@@ -101,18 +94,14 @@ func containsFoldASCII(s, sub string) bool {
 }
 
 // syncOverrideLocked is the ReadyForQuery status to show the client for a
-// Sync sent now: on an attachment made outside the client's transaction
-// (outsideTx) the status of that transaction, counted in s.overrides for
-// the relay; otherwise 0, the server's own. s.mu must be held.
+// Sync sent now (sessionState.syncOverride), counted in s.overrides for
+// the relay when it is not 0, the server's own. s.mu must be held.
 func (s *session) syncOverrideLocked() byte {
-	if !s.outsideTx {
-		return 0
+	o := s.st.syncOverride()
+	if o != 0 {
+		s.overrides.Add(1)
 	}
-	s.overrides.Add(1)
-	if s.beginFailed {
-		return 'E'
-	}
-	return 'T'
+	return o
 }
 
 // idleStatus is the transaction status to report while no backend is
@@ -121,14 +110,7 @@ func (s *session) syncOverrideLocked() byte {
 func (s *session) idleStatus() byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	switch {
-	case s.pendingBegin == "":
-		return 'I'
-	case s.beginFailed:
-		return 'E'
-	default:
-		return 'T'
-	}
+	return s.st.clientStatus()
 }
 
 // plainBegin reports whether sql is a BEGIN without options, which a
@@ -179,8 +161,7 @@ func (s *session) probeBegin(ctx context.Context, begin string) error {
 		s.mu.Unlock()
 		return nil
 	}
-	s.pendingBegin = begin
-	s.beginFailed = true
+	s.st.beginRefused(begin)
 	s.mu.Unlock()
 	if errFrame == nil {
 		errFrame = wire.AppendErrorResponse(nil, wire.Errorf(wire.SQLStateInFailedTransaction,
@@ -191,7 +172,7 @@ func (s *session) probeBegin(ctx context.Context, begin string) error {
 	case 'Q', 'F':
 		s.out = wire.AppendReadyForQuery(s.out, s.idleStatus())
 	default:
-		s.skipToSync = true
+		s.st.skipBatch()
 	}
 	return errAnswered
 }
