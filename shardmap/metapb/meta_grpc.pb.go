@@ -20,7 +20,9 @@
 //     STALE_EPOCH, metadata "current" and "expected"), or the state does
 //     not allow what was asked (a shard that is already switching), or
 //     ApplyMap refused an unsafe map (ErrorInfo reason UNSAFE_MAP, a
-//     PreconditionFailure detail per problem: type, "shard/server", why).
+//     PreconditionFailure detail per problem: type, "shard/server", why),
+//     or a map that gives rows to another shard (reason DATA_NOT_MOVED,
+//     see ApplyMapRequest.no_data_check).
 //   - NOT_FOUND: what the request names (a shard) does not exist.
 //   - UNIMPLEMENTED: this member does not offer the RPC (Switchover on a
 //     meta cluster that runs no failover controller).
