@@ -20,14 +20,22 @@ type DataMove struct {
 	KeyType      KeyType
 	Strategy     Strategy
 	IntervalMove
-	// Tables are the distribution's sharded tables in either map, in
-	// name order, each with its key column.
+	// Unsharded says that the move is the distribution's default shard
+	// changing: the whole of its unsharded tables moves (Lo and Hi are
+	// -inf and +inf).
+	Unsharded bool
+	// Tables are the distribution's sharded tables in either map (the
+	// unsharded ones for Unsharded), in name order, each with its key
+	// column.
 	Tables []Table
 }
 
 // Interval describes the moving interval for people: "[401, 501)", or
 // "hash [-inf, 0)" for a hash distribution.
 func (m *DataMove) Interval() string {
+	if m.Unsharded {
+		return "(its unsharded tables, default shard)"
+	}
 	s := "[" + m.Lo.String() + ", " + m.Hi.String() + ")"
 	if m.Strategy == Hash {
 		s = "hash " + s
@@ -36,8 +44,11 @@ func (m *DataMove) Interval() string {
 }
 
 // Predicate is the SQL condition that selects table's rows in the moving
-// interval (see [IntervalPredicate]).
+// interval (see [IntervalPredicate]); "true" for an unsharded table.
 func (m *DataMove) Predicate(t Table) string {
+	if m.Unsharded {
+		return "true"
+	}
 	return IntervalPredicate(m.KeyType, m.Strategy, QuoteIdent(t.KeyColumn), m.Lo, m.Hi)
 }
 
@@ -47,7 +58,9 @@ func (m *DataMove) Predicate(t Table) string {
 // interval split or merged without a change of owner, and shards added or
 // removed move no data. A distribution whose key type or strategy changes
 // places every key anew: unless one shard owns every key in both maps,
-// each of its current intervals counts as moving (To is "").
+// each of its current intervals counts as moving (To is ""). A default
+// shard that changes moves the distribution's unsharded tables whole
+// (Unsharded).
 func DataMoves(cur, next *Map) []DataMove {
 	if cur == nil || next == nil {
 		return nil
@@ -58,6 +71,12 @@ func DataMoves(cur, next *Map) []DataMove {
 			continue
 		}
 		o, n := dd.Old, dd.New
+		if o.DefaultShard != "" && o.DefaultShard != n.DefaultShard {
+			if tables := distTables(cur, next, dd.Name, Unsharded); len(tables) > 0 {
+				out = append(out, DataMove{Distribution: dd.Name, KeyType: o.KeyType, Strategy: o.Strategy, Unsharded: true,
+					IntervalMove: IntervalMove{Lo: NegInf(), Hi: PosInf(), From: o.DefaultShard, To: n.DefaultShard}, Tables: tables})
+			}
+		}
 		moves := dd.Moves
 		if o.KeyType != n.KeyType || o.Strategy != n.Strategy {
 			moves = nil
@@ -70,7 +89,7 @@ func DataMoves(cur, next *Map) []DataMove {
 		if len(moves) == 0 {
 			continue
 		}
-		tables := shardedTables(cur, next, dd.Name)
+		tables := distTables(cur, next, dd.Name, Sharded)
 		for _, mv := range moves {
 			out = append(out, DataMove{Distribution: dd.Name, KeyType: o.KeyType, Strategy: o.Strategy, IntervalMove: mv, Tables: tables})
 		}
@@ -90,14 +109,14 @@ func soleOwner(d *Distribution) string {
 	return owner
 }
 
-// shardedTables lists the sharded tables of distribution dist in cur
-// and in next (cur's entry where both have one), in name order.
-func shardedTables(cur, next *Map, dist string) []Table {
+// distTables lists the tables of kind of distribution dist in cur and in
+// next (cur's entry where both have one), in name order.
+func distTables(cur, next *Map, dist string, kind TableKind) []Table {
 	seen := make(map[string]bool)
 	var out []Table
 	for _, m := range []*Map{cur, next} {
 		for _, t := range m.Tables {
-			if t.Kind == Sharded && t.Distribution == dist && !seen[t.Name] {
+			if t.Kind == kind && t.Distribution == dist && !seen[t.Name] {
 				seen[t.Name] = true
 				out = append(out, t)
 			}

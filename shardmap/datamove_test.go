@@ -77,6 +77,22 @@ func TestDataMoves(t *testing.T) {
 	if got := dataMoves(cur, next); got != nil {
 		t.Errorf("an unused shard removed: DataMoves = %q, want none", got)
 	}
+	// A default shard that changes moves the unsharded tables whole.
+	withUnsharded := func(def string) *shardmap.Map {
+		m := cur.Clone()
+		m.Distributions[0].DefaultShard = def
+		m.Tables = append(m.Tables, shardmap.Table{Name: "public.config", Kind: shardmap.Unsharded, Distribution: "d"})
+		if err := m.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	if got, want := dataMoves(withUnsharded("s1"), withUnsharded("s2")), []string{"d (its unsharded tables, default shard) s1->s2 [public.config()]"}; !slices.Equal(got, want) {
+		t.Errorf("default shard changed: DataMoves = %q, want %q", got, want)
+	}
+	if mv := shardmap.DataMoves(withUnsharded("s1"), withUnsharded("s2")); len(mv) != 1 || mv[0].Predicate(mv[0].Tables[0]) != "true" {
+		t.Errorf("default shard changed: %+v, want one move whose predicate is true", mv)
+	}
 	// One shard owning everything in both maps: nothing moves even when
 	// the strategy changes.
 	one := diffMap(t, "    key_type: bigint\n    strategy: range\n    intervals:\n      - {lo: -inf, hi: +inf, shard: s1}\n")
