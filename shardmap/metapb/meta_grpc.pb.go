@@ -85,7 +85,8 @@ type MetaServiceClient interface {
 	// ApplyMap replaces the shard map if the current epoch is still
 	// expected_epoch, giving the new map the next epoch. INVALID_ARGUMENT
 	// for a map that does not parse or validate, FAILED_PRECONDITION when
-	// the epoch has moved on.
+	// the epoch has moved on, for an unsafe map (see force) and for a map
+	// that gives rows to another shard (see no_data_check).
 	ApplyMap(ctx context.Context, in *ApplyMapRequest, opts ...grpc.CallOption) (*ApplyMapResponse, error)
 	// MapHistory lists the most recent map versions, newest first (the
 	// cluster keeps a bounded number).
@@ -301,7 +302,8 @@ type MetaServiceServer interface {
 	// ApplyMap replaces the shard map if the current epoch is still
 	// expected_epoch, giving the new map the next epoch. INVALID_ARGUMENT
 	// for a map that does not parse or validate, FAILED_PRECONDITION when
-	// the epoch has moved on.
+	// the epoch has moved on, for an unsafe map (see force) and for a map
+	// that gives rows to another shard (see no_data_check).
 	ApplyMap(context.Context, *ApplyMapRequest) (*ApplyMapResponse, error)
 	// MapHistory lists the most recent map versions, newest first (the
 	// cluster keeps a bounded number).
