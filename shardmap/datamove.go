@@ -131,10 +131,10 @@ func distTables(cur, next *Map, dist string, kind TableKind) []Table {
 // distribution of key type kt and strategy st: the key itself for Range
 // (text compared as COLLATE "C", as pgshard orders keys), the key's hash
 // as pgshard computes it ([KeyType.HashSQL]) for Hash. An infinite bound
-// adds no condition; [-inf, +inf) is "true". Bounds are written as
-// literals, so the expression also fits where no parameters can be given
-// (a publication's row filter). Rows whose key is NULL never match a
-// finite bound.
+// adds no condition; [-inf, +inf) is "(expr) IS NOT NULL": a NULL key is
+// outside every interval, as the router places none. The expression is
+// parenthesized, and bounds are written as literals, so it also fits
+// where no parameters can be given (a publication's row filter).
 func IntervalPredicate(kt KeyType, st Strategy, expr string, lo, hi Bound) string {
 	subject := expr
 	switch {
@@ -153,9 +153,9 @@ func IntervalPredicate(kt KeyType, st Strategy, expr string, lo, hi Bound) strin
 		conds = append(conds, subject+" < "+boundLiteral(hi))
 	}
 	if len(conds) == 0 {
-		return "true"
+		return "((" + expr + ") IS NOT NULL)"
 	}
-	return strings.Join(conds, " AND ")
+	return "(" + strings.Join(conds, " AND ") + ")"
 }
 
 // boundLiteral writes a finite bound as a SQL literal: an integer, an

@@ -109,11 +109,11 @@ func TestIntervalPredicate(t *testing.T) {
 		lo, hi shardmap.Bound
 		want   string
 	}{
-		{shardmap.KeyBigint, shardmap.Range, shardmap.Int64Bound(401), shardmap.Int64Bound(501), `"id" >= (401)::int8 AND "id" < (501)::int8`},
-		{shardmap.KeyBigint, shardmap.Range, shardmap.NegInf(), shardmap.Int64Bound(-5), `"id" < (-5)::int8`},
-		{shardmap.KeyBigint, shardmap.Range, shardmap.NegInf(), shardmap.PosInf(), `true`},
-		{shardmap.KeyText, shardmap.Range, shardmap.TextBound(`it's \`), shardmap.PosInf(), `("id")::text COLLATE "C" >= E'it''s \\'::text COLLATE "C"`},
-		{shardmap.KeyBigint, shardmap.Hash, shardmap.Int64Bound(0), shardmap.PosInf(), `hashint8extended(("id")::int8, 8099569346997806113) >= (0)::int8`},
+		{shardmap.KeyBigint, shardmap.Range, shardmap.Int64Bound(401), shardmap.Int64Bound(501), `("id" >= (401)::int8 AND "id" < (501)::int8)`},
+		{shardmap.KeyBigint, shardmap.Range, shardmap.NegInf(), shardmap.Int64Bound(-5), `("id" < (-5)::int8)`},
+		{shardmap.KeyBigint, shardmap.Range, shardmap.NegInf(), shardmap.PosInf(), `(("id") IS NOT NULL)`},
+		{shardmap.KeyText, shardmap.Range, shardmap.TextBound(`it's \`), shardmap.PosInf(), `(("id")::text COLLATE "C" >= E'it''s \\'::text COLLATE "C")`},
+		{shardmap.KeyBigint, shardmap.Hash, shardmap.Int64Bound(0), shardmap.PosInf(), `(hashint8extended(("id")::int8, 8099569346997806113) >= (0)::int8)`},
 	} {
 		if got := shardmap.IntervalPredicate(tc.kt, tc.st, shardmap.QuoteIdent("id"), tc.lo, tc.hi); got != tc.want {
 			t.Errorf("%s %s [%s, %s): got %s, want %s", tc.kt, tc.st, tc.lo, tc.hi, got, tc.want)

@@ -59,7 +59,7 @@ func TestApplyMapRefusesDataMoves(t *testing.T) {
 	store := newFakeStore("n1")
 	store.set(testMap(t, 1), "") // users: [-inf, 1001) on s1, [1001, +inf) on s2
 	fc := &fakeCounter{rows: map[string]int64{
-		`public.users WHERE "id" >= (901)::int8 AND "id" < (1001)::int8`: 100,
+		`public.users WHERE ("id" >= (901)::int8 AND "id" < (1001)::int8)`: 100,
 	}, down: map[string]bool{}}
 	opts := insecureOpts
 	opts.CountRows = fc.count
