@@ -32,7 +32,10 @@
 // ([Hazard]): a fenced server made primary or no longer fenced, a server
 // in recovery made primary. [Diff] says what changes, by meaning: shards,
 // distributions and tables added, removed or changed, and the key ranges
-// that move from shard to shard ([IntervalMove]).
+// that move from shard to shard ([IntervalMove]). [DataMoves] lists those
+// moves with the tables whose rows would have to follow, and
+// [IntervalPredicate] is the SQL condition that selects an interval's
+// rows on a server (what map apply counts before it lets an interval go).
 //
 // A shard's [Switch] is the state of a failover or switchover in progress,
 // kept in the map because proxies route by it (replication/failover

@@ -21,8 +21,9 @@ const (
 	// could not learn (it may or may not have been made).
 	exitUncertain = 3
 	// exitRefused: the meta cluster refused the change as unsafe (gRPC
-	// FAILED_PRECONDITION, reason UNSAFE_MAP); nothing changed, and a
-	// --force flag would override it.
+	// FAILED_PRECONDITION, reason UNSAFE_MAP, overridden by --force; or
+	// DATA_NOT_MOVED, a map that gives rows to another shard, overridden
+	// by map apply --no-data-check); nothing changed.
 	exitRefused = 4
 )
 
@@ -52,21 +53,26 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	root.SetArgs(args)
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(stderr, "pgshard:", err)
-		var ue usageError
-		if errors.As(err, &ue) {
-			return exitUsage
-		}
-		var un uncertainError
-		if errors.As(err, &un) {
-			return exitUncertain
-		}
-		var re refusedError
-		if errors.As(err, &re) {
-			return exitRefused
-		}
-		return exitError
+		return exitCode(err)
 	}
 	return exitOK
+}
+
+// exitCode is the exit status of a command that failed with err.
+func exitCode(err error) int {
+	var ue usageError
+	if errors.As(err, &ue) {
+		return exitUsage
+	}
+	var un uncertainError
+	if errors.As(err, &un) {
+		return exitUncertain
+	}
+	var re refusedError
+	if errors.As(err, &re) {
+		return exitRefused
+	}
+	return exitError
 }
 
 func newRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {

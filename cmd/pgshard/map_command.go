@@ -161,6 +161,7 @@ type mapApplyOptions struct {
 	expectSet   bool // --expect-epoch was given
 	comment     string
 	force       bool
+	noDataCheck bool
 	wait        time.Duration
 	stdin       io.Reader
 	stdout      io.Writer
@@ -187,6 +188,17 @@ is the usual way to get there. --force applies it anyway: it risks
 acknowledged writes on a server that is not the shard's real primary
 (split brain) — writes that the real primary never sees.
 
+It refuses a map that gives a key interval holding rows to another shard
+(exit 4, nothing changes): the meta leader counts, on the current primary of
+the old owner (in every database that has the table), the rows of each table
+of the distribution in every interval that changes owner, and names the
+interval, both shards and the count per table. The proxies would route those
+keys to the new owner, where the rows are not: reads miss them. An interval
+without rows moves freely; adding a shard without intervals, removing an
+unused one, or splitting an interval on its owner contacts no server. An old
+owner that cannot be reached refuses the map too. --no-data-check skips the
+count. DANGEROUS: use only when the rows are already on the new owner.
+
 With --wait, wait up to that long for every live proxy to route with the new
 epoch, and fail (exit 1, the map staying applied) naming those that did not.
 Review a change first with "pgshard map diff -f FILE".`,
@@ -207,6 +219,8 @@ Review a change first with "pgshard map diff -f FILE".`,
 	cmd.Flags().StringVar(&o.comment, "comment", "", "what the change is for, kept in the map history")
 	cmd.Flags().BoolVar(&o.force, "force", false, "apply a map the meta cluster refuses as unsafe (a fenced or recovering server as primary, a dropped fence): "+
 		"RISKS SPLIT BRAIN, acknowledged writes on a server that is not the real primary")
+	cmd.Flags().BoolVar(&o.noDataCheck, "no-data-check", false, "apply a map that gives key intervals to other shards without counting their rows on the old owner: "+
+		"DANGEROUS, use only when the rows are already on the new owner (rows left behind disappear from queries)")
 	cmd.Flags().DurationVar(&o.wait, "wait", 0, "after applying, wait up to this long for every live proxy to apply the new epoch (at most 10m)")
 	for _, f := range []string{"expect-epoch", "comment", "wait"} {
 		_ = cmd.RegisterFlagCompletionFunc(f, cobra.NoFileCompletions)
@@ -288,10 +302,16 @@ func (o *mapApplyOptions) Run(ctx context.Context) (err error) {
 		expect = cur.Epoch
 	}
 	cctx, cancel := o.conn.callContext(ctx, 0)
-	epoch, err := c.ApplyMapWith(cctx, m, expect, metarpc.ApplyMapOptions{Comment: o.comment, Force: o.force})
+	epoch, err := c.ApplyMapWith(cctx, m, expect, metarpc.ApplyMapOptions{Comment: o.comment, Force: o.force, NoDataCheck: o.noDataCheck})
 	cancel()
 	if err != nil {
-		return o.applyError(err)
+		err = o.applyError(err)
+		if o.conn.output == formatJSON {
+			if perr := newPrinter(o.conn.output, o.stdout).print(newApplyErrorResult(err)); perr != nil {
+				return perr
+			}
+		}
+		return err
 	}
 	r := &mapApplyResult{File: fileName(o.file), PreviousEpoch: expect, Epoch: epoch, Comment: o.comment}
 	var lagging *metarpc.LaggingError
@@ -321,6 +341,52 @@ func (o *mapApplyOptions) Run(ctx context.Context) (err error) {
 	return nil
 }
 
+// applyErrorResult is what map apply -o json prints when the map was not
+// applied, besides the message on standard error.
+type applyErrorResult struct {
+	Error applyErrorJSON `json:"error"`
+}
+
+type applyErrorJSON struct {
+	// Reason is DATA_NOT_MOVED, UNSAFE_MAP, STALE_EPOCH, INVALID_MAP or
+	// ERROR.
+	Reason   string `json:"reason"`
+	Message  string `json:"message"`
+	ExitCode int    `json:"exit_code"`
+	// Moves are the refused intervals with their row counts
+	// (DATA_NOT_MOVED).
+	Moves []metarpc.MovedRows `json:"moves,omitempty"`
+	// Hazards are the problems of an unsafe map (UNSAFE_MAP).
+	Hazards []string `json:"hazards,omitempty"`
+}
+
+func newApplyErrorResult(err error) *applyErrorResult {
+	r := &applyErrorResult{Error: applyErrorJSON{Reason: "ERROR", Message: err.Error(), ExitCode: exitCode(err)}}
+	var dn *metarpc.DataNotMovedError
+	var ue *metarpc.UnsafeMapError
+	var se *metarpc.StaleEpochError
+	var ia *metarpc.InvalidArgumentError
+	switch {
+	case errors.As(err, &dn):
+		r.Error.Reason, r.Error.Moves = "DATA_NOT_MOVED", dn.Moves
+	case errors.As(err, &ue):
+		r.Error.Reason = "UNSAFE_MAP"
+		for _, h := range ue.Hazards {
+			r.Error.Hazards = append(r.Error.Hazards, h.String())
+		}
+	case errors.As(err, &se):
+		r.Error.Reason = "STALE_EPOCH"
+	case errors.As(err, &ia):
+		r.Error.Reason = "INVALID_MAP"
+	}
+	return r
+}
+
+func (r *applyErrorResult) writeTable(w io.Writer) error {
+	_, err := fmt.Fprintln(w, r.Error.Message)
+	return err
+}
+
 // applyError explains why ApplyMap failed; a stale epoch says what to do
 // with this file.
 func (o *mapApplyOptions) applyError(err error) error {
@@ -335,6 +401,23 @@ func (o *mapApplyOptions) applyError(err error) error {
 		}
 		b.WriteString("\nReview the current map (pgshard map show, pgshard shards list). --force applies the map anyway, " +
 			"at the risk of split brain: acknowledged writes on a server that is not the shard's real primary.")
+		return refusedError{&explainedError{b.String(), err}}
+	}
+	var dn *metarpc.DataNotMovedError
+	if errors.As(err, &dn) {
+		var b strings.Builder
+		fmt.Fprintf(&b, "%s: the meta cluster refused the map: it gives key intervals that hold rows to another shard; nothing was applied:", what)
+		unreachable := false
+		for _, m := range dn.Moves {
+			b.WriteString("\n  - ")
+			b.WriteString(m.String())
+			unreachable = unreachable || m.Error != ""
+		}
+		b.WriteString("\nThe proxies would send those keys to the new owner, where the rows are not: copy the rows there first.")
+		if unreachable {
+			b.WriteString(" The meta leader could not count the rows on a server named above: make it reachable for the meta cluster's --pg-user.")
+		}
+		b.WriteString(" Only if you know the rows are already on the new owner, re-run with --no-data-check.")
 		return refusedError{&explainedError{b.String(), err}}
 	}
 	var se *metarpc.StaleEpochError

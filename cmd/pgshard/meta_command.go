@@ -61,7 +61,9 @@ either it refuses to start unless --allow-unauthenticated (loopback clients only
 The leader checks every primary of the map and fails over one that fails its
 checks for --failover-after (and that proxies also report unreachable): its most
 advanced replica is promoted, the others follow it, the old primary is fenced.
-It connects to PostgreSQL as --pg-user with the password in ` + envMetaPGPassword + `.`,
+It connects to PostgreSQL as --pg-user with the password in ` + envMetaPGPassword + `,
+also (with --no-failover too) to count the rows of key intervals that
+"pgshard map apply" would give to another shard.`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) > 0 {
 				return usageError{fmt.Errorf("meta run takes no arguments, got %q", args)}
@@ -139,6 +141,7 @@ func (o *metaRunOptions) Run(ctx context.Context) error {
 		API:      lis,
 		Server:   metarpc.ServerOptions{Token: o.token, AllowUnauthenticated: o.allowNoAuth},
 		Failover: o.failover.config(),
+		PG:       o.failover.login(),
 	}
 	if o.tlsCert != "" {
 		if cfg.Server.TLS, err = metarpc.ServerTLSConfig(o.tlsCert, o.tlsKey, o.tlsClientCA); err != nil {

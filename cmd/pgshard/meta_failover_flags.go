@@ -32,7 +32,7 @@ type metaFailoverOptions struct {
 
 func (o *metaFailoverOptions) addFlags(f *pflag.FlagSet) {
 	f.BoolVar(&o.disabled, "no-failover", false, "do not fail over dead primaries nor serve pgshard failover")
-	f.StringVar(&o.pgUser, "pg-user", "postgres", "PostgreSQL role for health checks, promotion and repointing replicas (a superuser)")
+	f.StringVar(&o.pgUser, "pg-user", "postgres", "PostgreSQL role for health checks, promotion, repointing replicas and map apply's row counts (a superuser)")
 	f.StringVar(&o.pgPasswordEnv, "pg-password-env", envMetaPGPassword, "environment variable holding that role's password")
 	f.StringVar(&o.pgSSLMode, "pg-sslmode", "prefer", "libpq sslmode towards PostgreSQL servers")
 	f.StringVar(&o.pgSSLRootCert, "pg-sslrootcert", "", "CA file for --pg-sslmode verify-ca/verify-full")
@@ -48,12 +48,19 @@ func (o *metaFailoverOptions) config() *controlplane.FailoverConfig {
 	if o.disabled {
 		return nil
 	}
+	l := o.login()
+	return &controlplane.FailoverConfig{
+		PGUser: l.User, PGPassword: l.Password, PGSSLMode: l.SSLMode, PGSSLRootCert: l.SSLRootCert,
+		CheckInterval: o.checkInterval, FailAfter: o.failAfter, Observers: o.observers, DrainGrace: o.drainGrace,
+	}
+}
+
+// login is the member's PostgreSQL role, also with --no-failover (map
+// apply's data check uses it). The password is read from the environment.
+func (o *metaFailoverOptions) login() *controlplane.PGLogin {
 	var password string
 	if o.pgPasswordEnv != "" {
 		password = os.Getenv(o.pgPasswordEnv)
 	}
-	return &controlplane.FailoverConfig{
-		PGUser: o.pgUser, PGPassword: password, PGSSLMode: o.pgSSLMode, PGSSLRootCert: o.pgSSLRootCert,
-		CheckInterval: o.checkInterval, FailAfter: o.failAfter, Observers: o.observers, DrainGrace: o.drainGrace,
-	}
+	return &controlplane.PGLogin{User: o.pgUser, Password: password, SSLMode: o.pgSSLMode, SSLRootCert: o.pgSSLRootCert}
 }

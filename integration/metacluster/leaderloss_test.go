@@ -46,7 +46,11 @@ const (
 func TestMetaClusterSurvivesLeaderLoss(t *testing.T) {
 	pg := integration.NewCluster(t, integration.Shards(2))
 	setupShards(t, pg)
-	r := &leaderLossRun{t: t, pg: pg, mc: metacluster.Start(t, pgshardBin)}
+	// The members log in to the shards: the leader counts the rows of
+	// every interval a change gives to another shard (none here).
+	r := &leaderLossRun{t: t, pg: pg, mc: metacluster.Start(t, pgshardBin,
+		metacluster.Args("--pg-user", pgcluster.SuperuserName, "--pg-sslmode", "disable"),
+		metacluster.Environ("PGSHARD_META_PG_PASSWORD="+pgcluster.SuperuserPassword))}
 	r.client = r.mc.Client(t)
 	var cancel context.CancelFunc
 	r.ctx, cancel = context.WithTimeout(t.Context(), time.Minute)

@@ -7,7 +7,10 @@
 // shard map (shardmap/meta), its gRPC API (shardmap/metarpc), the health
 // monitor whose view ListShards reports (replication/health), the
 // member's Prometheus metrics, and the leader-side controllers. [Member.Close]
-// stops all of it.
+// stops all of it. With a PostgreSQL role ([Config.PG], else the failover
+// role) the API's ApplyMap counts, on the old owner's primary, the rows of
+// every key interval a new map gives to another shard, and refuses the map
+// while any remain (metarpc ServerOptions.CountRows).
 //
 // A leader-side controller ([Controller]) is a loop that drives the
 // cluster and runs on the leader only: the member starts it when it

@@ -47,6 +47,12 @@ type Config struct {
 	// probe every endpoint of the map (its health monitor, which
 	// ListShards reports).
 	Failover *FailoverConfig
+	// PG, when not nil, is how the member connects to the PostgreSQL
+	// servers of the map to count rows before ApplyMap gives a key
+	// interval to another shard (the data check, see metarpc
+	// ServerOptions.CountRows). nil takes Failover's role; a member with
+	// neither knows no role and does not check data (it logs so).
+	PG *PGLogin
 	// ProxyHealth, when not nil, is the endpoints' health as a proxy in
 	// this process probes them (the embedded meta of pgshard demo and
 	// proxy): ListShards reports it instead of the monitor's view, plus
@@ -73,6 +79,18 @@ type MetricsConfig struct {
 	Listener net.Listener
 	// Token, when not empty, is the bearer token scrapers must present.
 	Token string
+}
+
+// pgLogin is Config.PG, else Failover's role, else nil.
+func (cfg *Config) pgLogin() *PGLogin {
+	switch {
+	case cfg.PG != nil:
+		return cfg.PG
+	case cfg.Failover != nil:
+		f := cfg.Failover
+		return &PGLogin{User: f.PGUser, Password: f.PGPassword, SSLMode: f.PGSSLMode, SSLRootCert: f.PGSSLRootCert}
+	}
+	return nil
 }
 
 // defaultShutdownGrace is Config.ShutdownGrace's default.
@@ -117,9 +135,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Member, error) {
 	if cfg.API == nil {
 		return nil, errors.New("controlplane: Config.API is required")
 	}
-	if cfg.Server.Switchover != nil || cfg.Server.Health != nil {
+	if cfg.Server.Switchover != nil || cfg.Server.Health != nil || cfg.Server.CountRows != nil {
 		cfg.API.Close()
-		return nil, errors.New("controlplane: Config.Server's Switchover and Health hooks are set by New")
+		return nil, errors.New("controlplane: Config.Server's Switchover, Health and CountRows hooks are set by New")
 	}
 	var closers []func() // undo on error, in reverse
 	fail := func(err error) (*Member, error) {
@@ -187,6 +205,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Member, error) {
 	}
 	if m.proxyHealth != nil || m.monitor != nil {
 		opts.Health = m.health
+	}
+	if login := cfg.pgLogin(); login != nil {
+		opts.CountRows = rowCounter{*login}.count
+	} else {
+		log.Warn("this meta member knows no PostgreSQL role: map changes that give key intervals to other shards are applied without counting their rows")
 	}
 
 	// The leader-side controllers: each runs while this member leads

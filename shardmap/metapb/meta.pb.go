@@ -20,7 +20,9 @@
 //     STALE_EPOCH, metadata "current" and "expected"), or the state does
 //     not allow what was asked (a shard that is already switching), or
 //     ApplyMap refused an unsafe map (ErrorInfo reason UNSAFE_MAP, a
-//     PreconditionFailure detail per problem: type, "shard/server", why).
+//     PreconditionFailure detail per problem: type, "shard/server", why),
+//     or a map that gives rows to another shard (reason DATA_NOT_MOVED,
+//     see ApplyMapRequest.no_data_check).
 //   - NOT_FOUND: what the request names (a shard) does not exist.
 //   - UNIMPLEMENTED: this member does not offer the RPC (Switchover on a
 //     meta cluster that runs no failover controller).
@@ -311,7 +313,18 @@ type ApplyMapRequest struct {
 	// UNSAFE_MAP, a PreconditionFailure naming each shard and server). What
 	// force risks: acknowledged writes on a server that is not the real
 	// primary (split brain).
-	Force         bool `protobuf:"varint,4,opt,name=force,proto3" json:"force,omitempty"`
+	Force bool `protobuf:"varint,4,opt,name=force,proto3" json:"force,omitempty"`
+	// no_data_check applies a map that gives a key interval to another
+	// shard without counting the interval's rows on the old owner. Without
+	// it the leader counts, on the current primary of the old owner, the
+	// rows of every table of the distribution in each interval that changes
+	// owner, and refuses the map with FAILED_PRECONDITION (ErrorInfo reason
+	// DATA_NOT_MOVED, metadata "moves": the intervals, owners and row counts
+	// per table as JSON; a PreconditionFailure naming each) when any has
+	// rows, or when an old owner cannot be reached. Dangerous: use it only
+	// when the rows are already on the new owner, or they disappear from
+	// the proxies' view.
+	NoDataCheck   bool `protobuf:"varint,5,opt,name=no_data_check,json=noDataCheck,proto3" json:"no_data_check,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -370,6 +383,13 @@ func (x *ApplyMapRequest) GetComment() string {
 func (x *ApplyMapRequest) GetForce() bool {
 	if x != nil {
 		return x.Force
+	}
+	return false
+}
+
+func (x *ApplyMapRequest) GetNoDataCheck() bool {
+	if x != nil {
+		return x.NoDataCheck
 	}
 	return false
 }
@@ -2007,12 +2027,13 @@ const file_meta_proto_rawDesc = "" +
 	"\vafter_epoch\x18\x01 \x01(\x04R\n" +
 	"afterEpoch\"A\n" +
 	"\x10WatchMapResponse\x12-\n" +
-	"\x03map\x18\x01 \x01(\v2\x1b.pgshard.meta.v1.MapVersionR\x03map\"\x83\x01\n" +
+	"\x03map\x18\x01 \x01(\v2\x1b.pgshard.meta.v1.MapVersionR\x03map\"\xa7\x01\n" +
 	"\x0fApplyMapRequest\x12\x19\n" +
 	"\bmap_yaml\x18\x01 \x01(\fR\amapYaml\x12%\n" +
 	"\x0eexpected_epoch\x18\x02 \x01(\x04R\rexpectedEpoch\x12\x18\n" +
 	"\acomment\x18\x03 \x01(\tR\acomment\x12\x14\n" +
-	"\x05force\x18\x04 \x01(\bR\x05force\"(\n" +
+	"\x05force\x18\x04 \x01(\bR\x05force\x12\"\n" +
+	"\rno_data_check\x18\x05 \x01(\bR\vnoDataCheck\"(\n" +
 	"\x10ApplyMapResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"L\n" +
 	"\x11MapHistoryRequest\x12\x14\n" +

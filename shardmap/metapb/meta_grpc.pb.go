@@ -20,7 +20,9 @@
 //     STALE_EPOCH, metadata "current" and "expected"), or the state does
 //     not allow what was asked (a shard that is already switching), or
 //     ApplyMap refused an unsafe map (ErrorInfo reason UNSAFE_MAP, a
-//     PreconditionFailure detail per problem: type, "shard/server", why).
+//     PreconditionFailure detail per problem: type, "shard/server", why),
+//     or a map that gives rows to another shard (reason DATA_NOT_MOVED,
+//     see ApplyMapRequest.no_data_check).
 //   - NOT_FOUND: what the request names (a shard) does not exist.
 //   - UNIMPLEMENTED: this member does not offer the RPC (Switchover on a
 //     meta cluster that runs no failover controller).
@@ -83,7 +85,8 @@ type MetaServiceClient interface {
 	// ApplyMap replaces the shard map if the current epoch is still
 	// expected_epoch, giving the new map the next epoch. INVALID_ARGUMENT
 	// for a map that does not parse or validate, FAILED_PRECONDITION when
-	// the epoch has moved on.
+	// the epoch has moved on, for an unsafe map (see force) and for a map
+	// that gives rows to another shard (see no_data_check).
 	ApplyMap(ctx context.Context, in *ApplyMapRequest, opts ...grpc.CallOption) (*ApplyMapResponse, error)
 	// MapHistory lists the most recent map versions, newest first (the
 	// cluster keeps a bounded number).
@@ -299,7 +302,8 @@ type MetaServiceServer interface {
 	// ApplyMap replaces the shard map if the current epoch is still
 	// expected_epoch, giving the new map the next epoch. INVALID_ARGUMENT
 	// for a map that does not parse or validate, FAILED_PRECONDITION when
-	// the epoch has moved on.
+	// the epoch has moved on, for an unsafe map (see force) and for a map
+	// that gives rows to another shard (see no_data_check).
 	ApplyMap(context.Context, *ApplyMapRequest) (*ApplyMapResponse, error)
 	// MapHistory lists the most recent map versions, newest first (the
 	// cluster keeps a bounded number).

@@ -384,7 +384,9 @@ func (c *Client) GetMap(ctx context.Context) (MapVersion, error) {
 //
 // A map that would send writes to a server that is not a shard's real
 // primary, or that drops a fence, fails with *UnsafeMapError (see
-// [ApplyMapOptions.Force]).
+// [ApplyMapOptions.Force]). A map that gives key intervals holding rows
+// to another shard fails with *DataNotMovedError (see
+// [ApplyMapOptions.NoDataCheck]).
 func (c *Client) ApplyMap(ctx context.Context, m *shardmap.Map, expectEpoch uint64, comment string) (uint64, error) {
 	return c.ApplyMapWith(ctx, m, expectEpoch, ApplyMapOptions{Comment: comment})
 }
@@ -398,6 +400,12 @@ type ApplyMapOptions struct {
 	// dropped fence. It risks acknowledged writes on a server that is not
 	// the real primary (split brain).
 	Force bool
+	// NoDataCheck applies a map that gives key intervals to other shards
+	// without counting their rows on the old owners, which the server
+	// otherwise does (*DataNotMovedError while any has rows). Dangerous:
+	// use it only when the rows are already on the new owner; rows left
+	// behind disappear from the proxies' view.
+	NoDataCheck bool
 }
 
 // ApplyMapWith is ApplyMap with options.
@@ -407,7 +415,7 @@ func (c *Client) ApplyMapWith(ctx context.Context, m *shardmap.Map, expectEpoch 
 	if err != nil {
 		return 0, fmt.Errorf("metarpc: ApplyMap: encode the map: %w", err)
 	}
-	req := &metapb.ApplyMapRequest{MapYaml: y, ExpectedEpoch: expectEpoch, Comment: comment, Force: o.Force}
+	req := &metapb.ApplyMapRequest{MapYaml: y, ExpectedEpoch: expectEpoch, Comment: comment, Force: o.Force, NoDataCheck: o.NoDataCheck}
 	var resp *metapb.ApplyMapResponse
 	ambiguous := false
 	err = c.call(ctx, "ApplyMap", c.opts.AttemptTimeout, func(ctx context.Context, mc metapb.MetaServiceClient, opts ...grpc.CallOption) (err error) {

@@ -355,6 +355,9 @@ func typedError(err error, trailer metadata.MD) error {
 		if info != nil && info.GetReason() == reasonUnsafeMap {
 			return unsafeMapFrom(st)
 		}
+		if info != nil && info.GetReason() == reasonDataNotMoved {
+			return dataNotMovedFrom(st, info)
+		}
 		if info != nil && info.GetReason() == reasonStaleEpoch {
 			cur, err1 := strconv.ParseUint(info.GetMetadata()["current"], 10, 64)
 			exp, err2 := strconv.ParseUint(info.GetMetadata()["expected"], 10, 64)

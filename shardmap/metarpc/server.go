@@ -91,6 +91,15 @@ type ServerOptions struct {
 	// checks a new map against. It must not block. Without it the
 	// endpoints' state is "unknown".
 	Health func() []EndpointHealth
+	// CountRows, when not nil, counts rows on the PostgreSQL server at
+	// server (host:port): for each query, the rows of its table that
+	// match its condition, summed over the server's databases that have
+	// the table (0 when none has it). ApplyMap calls it on the leader
+	// for every key interval a new map gives to another shard, on the
+	// old owner's primary, and refuses the map while any has rows
+	// (*DataNotMovedError) or the count fails, unless the request sets
+	// no_data_check. Without it, ApplyMap does not check data.
+	CountRows func(ctx context.Context, server string, queries []RowQuery) ([]int64, error)
 }
 
 // Server serves the MetaService over a Store. Create it with NewServer,
@@ -144,7 +153,7 @@ func NewServer(store Store, opts ServerOptions) (*Server, error) {
 		grpc: grpc.NewServer(gopts...),
 		svc: &service{
 			store: store, stopping: stopping, log: log, maxMsg: size,
-			switchover: opts.Switchover, health: opts.Health,
+			switchover: opts.Switchover, health: opts.Health, countRows: opts.CountRows,
 		},
 		stop: stop,
 	}

@@ -47,6 +47,7 @@ type service struct {
 	// The optional hooks of ServerOptions; nil when not given.
 	switchover func(ctx context.Context, shard, to string) (uint64, string, error)
 	health     func() []EndpointHealth
+	countRows  func(ctx context.Context, server string, qs []RowQuery) ([]int64, error)
 
 	// The YAML of the newest epoch encoded, which every watcher sends.
 	yamlMu    sync.Mutex
@@ -197,6 +198,9 @@ func (s *service) ApplyMap(ctx context.Context, req *metapb.ApplyMapRequest) (*m
 		}
 		s.log.Warn("metarpc: applying an unsafe shard map because the request forces it", "epoch", m.Epoch, "problems", list, "comment", req.GetComment())
 	}
+	if err := s.checkData(ctx, m, req); err != nil {
+		return nil, err
+	}
 	epoch, err := s.store.ApplyMap(ctx, m, req.GetExpectedEpoch(), req.GetComment())
 	if err != nil {
 		return nil, s.fail(ctx, "ApplyMap", "map_yaml", err)
@@ -230,6 +234,43 @@ func (s *service) hazards(ctx context.Context, m *shardmap.Map, expected uint64)
 		return nil
 	}
 	return hs
+}
+
+// checkData refuses m while a key interval it gives to another shard
+// still has rows on the old owner (see checkData and
+// ServerOptions.CountRows), unless the request says the data was moved.
+// Like hazards, it checks on the leader only and only when the map is at
+// the expected epoch; a map that moves no interval contacts no server.
+func (s *service) checkData(ctx context.Context, m *shardmap.Map, req *metapb.ApplyMapRequest) error {
+	if s.countRows == nil {
+		return nil
+	}
+	cur := s.store.Map()
+	if cur.Map == nil || cur.Epoch != req.GetExpectedEpoch() || len(shardmap.DataMoves(cur.Map, m)) == 0 {
+		return nil
+	}
+	if req.GetNoDataCheck() {
+		s.log.Warn("metarpc: applying a map that gives key intervals to other shards without counting their rows, because the request says the data is already there",
+			"epoch", m.Epoch, "comment", req.GetComment())
+		return nil
+	}
+	if s.store.Status(ctx).State != "leader" {
+		return nil // the store redirects the request to the leader, which checks
+	}
+	ctx, cancel := s.bind(ctx)
+	defer cancel()
+	err := checkData(ctx, cur.Map, m, s.countRows)
+	var dn *DataNotMovedError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &dn):
+		s.log.Warn("metarpc: refused a shard map that gives rows to another shard (apply it with no_data_check to override)", "epoch", m.Epoch, "err", err)
+		return dn.GRPCStatus().Err()
+	case ctx.Err() != nil:
+		return s.ended(ctx)
+	}
+	return s.fail(ctx, "ApplyMap", "", err)
 }
 
 // MapHistory implements metapb.MetaServiceServer. With maps, it returns
