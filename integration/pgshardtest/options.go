@@ -71,7 +71,11 @@ type Option func(*config)
 func Shards(n int) Option { return func(c *config) { c.shards = n } }
 
 // Replicas sets the number of streaming replicas of each shard's primary
-// (default 0).
+// (default 0). The proxy sends replica-safe reads to them as configured
+// by default: a session reads its own writes, but another session (of a
+// connection pool, say) may read from a replica that has not replayed
+// them yet. ProxyConfig(func(c *proxy.Config) { c.Reads.ReadFrom =
+// proxy.ReadFromPrimary }) keeps every read on the primaries.
 func Replicas(n int) Option { return func(c *config) { c.replicas = n } }
 
 // Users sets the client users the proxy accepts (default [DefaultUser]).

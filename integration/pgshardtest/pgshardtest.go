@@ -197,19 +197,17 @@ func Start(t testing.TB, opts ...Option) *Cluster {
 		t.Fatalf("pgshardtest: proxy: %v", err)
 	}
 	if err := srv.Listen(); err != nil {
+		_ = srv.Close()
 		t.Fatalf("pgshardtest: proxy: %v", err)
 	}
-	member, logFile, err := startMeta(ctx, filepath.Join(dir, "meta"), metaLog, c.Map, pcfg, srv)
-	if err != nil {
-		_ = srv.Close()
-		t.Fatalf("pgshardtest: meta member: %v", err)
-	}
-	c.MetaAddr = member.Addr()
-	follow, stopFollow := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { srv.FollowMeta(follow, member.Source(), "pgshardtest-proxy", heartbeat) })
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(context.Background()) }()
+	follow, stopFollow := context.WithCancel(context.Background())
+	var (
+		wg      sync.WaitGroup
+		member  *controlplane.Member
+		logFile *os.File
+	)
 	t.Cleanup(func() {
 		// The proxy first (it deregisters from meta as it goes), then
 		// meta; the servers' cleanup runs after this one.
@@ -221,11 +219,18 @@ func Start(t testing.TB, opts ...Option) *Cluster {
 		}
 		stopFollow()
 		wg.Wait()
-		if err := member.Close(); err != nil {
-			t.Errorf("pgshardtest: meta member: %v", err)
+		if member != nil {
+			if err := member.Close(); err != nil {
+				t.Errorf("pgshardtest: meta member: %v", err)
+			}
+			_ = logFile.Close()
 		}
-		_ = logFile.Close()
 	})
+	if member, logFile, err = startMeta(ctx, filepath.Join(dir, "meta"), metaLog, c.Map, pcfg, srv); err != nil {
+		t.Fatalf("pgshardtest: meta member: %v", err)
+	}
+	c.MetaAddr = member.Addr()
+	wg.Go(func() { srv.FollowMeta(follow, member.Source(), "pgshardtest-proxy", heartbeat) })
 	c.ProxyAddr = srv.Addr().String()
 	c.DSN = proxyDSN(c.ProxyAddr, cfg.users[0])
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -116,11 +117,12 @@ func TestHashShardedUsersAndMeta(t *testing.T) {
 	}
 }
 
-// When the test that started a cluster ends, nothing of it runs: no
-// server, and its addresses refuse connections. Before, the replicas
-// serve the Schema.
+// When the test that started a cluster ends, nothing of it is left: no
+// server runs, its addresses refuse connections, the servers' data is
+// gone. Before, the replicas serve the Schema.
 func TestCleanupStopsEverything(t *testing.T) {
 	var addrs []string
+	var root string // the harness directory holding the servers' data
 	t.Run("cluster", func(t *testing.T) {
 		c := pgshardtest.Start(t, pgshardtest.Shards(2), pgshardtest.Replicas(1),
 			pgshardtest.Schema("CREATE TABLE t (id bigint)"))
@@ -144,6 +146,10 @@ func TestCleanupStopsEverything(t *testing.T) {
 			addrs = append(addrs, s.PrimaryAddr, s.ReplicaAddrs[0])
 		}
 		addrs = append(addrs, c.ProxyAddr, c.MetaAddr)
+		var err error
+		if root, err = pgcluster.RootDir(); err != nil {
+			t.Fatal(err)
+		}
 	})
 	if t.Failed() {
 		return
@@ -157,6 +163,10 @@ func TestCleanupStopsEverything(t *testing.T) {
 			conn.Close()
 			t.Errorf("%s still accepts connections after the test", a)
 		}
+	}
+	if _, err := os.Stat(root); !errors.Is(err, os.ErrNotExist) {
+		entries, _ := os.ReadDir(root)
+		t.Errorf("the servers' directory %s remains after the test (stat: %v; holds %v)", root, err, entries)
 	}
 }
 
