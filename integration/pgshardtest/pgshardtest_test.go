@@ -14,20 +14,24 @@ import (
 
 	"github.com/pgshard/pgshard/integration/pgshardtest"
 	"github.com/pgshard/pgshard/internal/pgcluster"
+	"github.com/pgshard/pgshard/proxy"
 	"github.com/pgshard/pgshard/shardmap/metarpc"
 	"github.com/pgshard/pgshard/wire"
 )
 
 // Hash-sharded, colocated tables over three shards, created with Schema,
 // written by a second user: every row is on the shard ShardFor names (and
-// the proxy routes by), an order lives with its user, and the meta API
-// holds the map and sees the proxy.
+// the proxy routes by), an order lives with its user, Settings reach the
+// servers and ProxyConfig the proxy, and the meta API holds the map and
+// sees the proxy.
 func TestHashShardedUsersAndMeta(t *testing.T) {
 	c := pgshardtest.Start(t,
 		pgshardtest.Shards(3),
 		pgshardtest.HashSharded(pgshardtest.Table{Name: "users", Key: "id"}, pgshardtest.Table{Name: "public.orders", Key: "user_id"}),
 		pgshardtest.Users(pgshardtest.User{Name: "alice", Password: "a-secret"}, pgshardtest.User{Name: "bob", Password: "b-secret"}),
-		pgshardtest.Schema("CREATE TABLE users (id bigint PRIMARY KEY)", "CREATE TABLE orders (user_id bigint, n int)"))
+		pgshardtest.Schema("CREATE TABLE users (id bigint PRIMARY KEY)", "CREATE TABLE orders (user_id bigint, n int)"),
+		pgshardtest.Settings(map[string]string{"work_mem": "7MB"}),
+		pgshardtest.ProxyConfig(func(c *proxy.Config) { c.BroadcastWrites = "allow" }))
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	if len(c.Shards) != 3 || len(c.Shards[0].Replicas) != 0 {
@@ -54,6 +58,11 @@ func TestHashShardedUsersAndMeta(t *testing.T) {
 		}
 		want[s.Name]++
 	}
+	// ProxyConfig: an UPDATE without a key condition runs on every shard
+	// (refused with 0A000 by default).
+	if _, err := db.Exec(ctx, "UPDATE orders SET n = 2"); err != nil {
+		t.Fatalf("UPDATE on every shard: %v", err)
+	}
 	for _, s := range c.Shards {
 		if want[s.Name] == 0 {
 			t.Errorf("no key of 0..%d hashes to %s", users-1, s.Name)
@@ -62,8 +71,9 @@ func TestHashShardedUsersAndMeta(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var n, misplaced, orphans int
-		err = conn.QueryRow(ctx, "SELECT count(*) FROM users").Scan(&n)
+		var n, misplaced, orphans, unchanged int
+		var workMem string
+		err = conn.QueryRow(ctx, "SELECT count(*), current_setting('work_mem'), (SELECT count(*) FROM orders WHERE n <> 2) FROM users").Scan(&n, &workMem, &unchanged)
 		for _, id := range collectIDs(t, ctx, conn, "SELECT id FROM users") {
 			if s2, _ := c.ShardFor("users", id); s2.Name != s.Name {
 				misplaced++
@@ -78,6 +88,9 @@ func TestHashShardedUsersAndMeta(t *testing.T) {
 		}
 		if n != want[s.Name] || misplaced != 0 || orphans != 0 {
 			t.Errorf("%s holds %d users (want %d), %d of them belong elsewhere, %d orders without their user", s.Name, n, want[s.Name], misplaced, orphans)
+		}
+		if workMem != "7MB" || unchanged != 0 {
+			t.Errorf("%s: work_mem %s (want 7MB from Settings), %d orders the UPDATE missed", s.Name, workMem, unchanged)
 		}
 	}
 
