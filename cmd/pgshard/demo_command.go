@@ -182,7 +182,8 @@ func (o *demoOptions) Run(ctx context.Context) (err error) {
 // prepare loads the sample data through the proxy at addr and prints the
 // banner.
 func (o *demoOptions) prepare(ctx context.Context, cl *pgcluster.Cluster, addr, adminAddr string) error {
-	fmt.Fprintf(o.stderr, "Loading %d sample users (and their orders) into the two shards, checking them through the proxy at %s...\n", demo.SampleRows, addr)
+	fmt.Fprintf(o.stderr, "Loading %d sample users (and their orders) into %s, checking them through the proxy at %s...\n",
+		demo.SampleRows, plural(len(cl.Shards), "shard", "shards"), addr)
 	if err := demo.LoadSampleData(ctx, cl, addr); err != nil {
 		return err
 	}

@@ -83,6 +83,14 @@ func TestDemoServesSampleDataAndCleansUp(t *testing.T) {
 	}
 
 	addr := info.addr
+	// Before the banner stderr holds the progress lines and nothing else:
+	// no log line (the embedded meta's Raft election included), counts
+	// in the singular or plural they need.
+	progress := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+	if len(progress) != 2 || progress[0] != "Starting PostgreSQL (2 shards, each a primary and 1 streaming replica)..." ||
+		!strings.HasPrefix(progress[1], "Loading 1000 sample users (and their orders) into 2 shards, checking them through the proxy at ") {
+		t.Errorf("stderr before the banner, want the two progress lines only:\n%s", stderr.String())
+	}
 	if len(info.dataDirs) != 4 {
 		t.Errorf("demo runs %d servers, want two shards of a primary and a replica", len(info.dataDirs))
 	}

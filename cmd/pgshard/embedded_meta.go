@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -45,7 +46,9 @@ func startEmbeddedMeta(ctx context.Context, apiAddr, dataDir string, cfg *proxy.
 	ccfg := controlplane.Config{
 		Node: meta.Config{
 			ID: "embedded", RaftAddr: "127.0.0.1:0", DataDir: dataDir, Bootstrap: true,
-			Logger: slog.Default().With("component", "meta"),
+			// Raft's own chatter (the election every start holds, at warn)
+			// is debug here: one voter in this process, nothing to act on.
+			Logger: slog.New(quietRaft{slog.Default().Handler()}).With("component", "meta"),
 		},
 		API:         lis,
 		Server:      metarpc.ServerOptions{AllowUnauthenticated: true},
@@ -87,4 +90,56 @@ func (m *embeddedMeta) follow(ctx context.Context, srv *proxy.Server) {
 	m.proxy.Store(srv)
 	defer m.proxy.CompareAndSwap(srv, nil)
 	srv.FollowMeta(ctx, m.member.Source(), "embedded-proxy", metaHeartbeat)
+}
+
+// quietRaft is a slog.Handler that logs hashicorp/raft's records (those
+// whose "logger" attribute names raft, raft-net or raft-snapshot) at debug
+// unless they are errors, and everything else as h does: a single-voter
+// cluster in this process wins an election at every start, which raft
+// logs at warn, and its leadership is no news to the user of pgshard demo
+// or a proxy. --log-level debug shows them.
+type quietRaft struct{ h slog.Handler }
+
+// quietRaftRecords is quietRaft once a record is known to be raft's.
+type quietRaftRecords struct{ h slog.Handler }
+
+func (q quietRaft) Enabled(ctx context.Context, l slog.Level) bool  { return q.h.Enabled(ctx, l) }
+func (q quietRaft) Handle(ctx context.Context, r slog.Record) error { return q.h.Handle(ctx, r) }
+func (q quietRaft) WithGroup(name string) slog.Handler              { return quietRaft{q.h.WithGroup(name)} }
+func (q quietRaft) WithAttrs(attrs []slog.Attr) slog.Handler {
+	h := q.h.WithAttrs(attrs)
+	for _, a := range attrs {
+		if a.Key == "logger" && strings.HasPrefix(a.Value.String(), "raft") {
+			return quietRaftRecords{h}
+		}
+	}
+	return quietRaft{h}
+}
+
+// demote is the level a raft record of level l is logged at.
+func demote(l slog.Level) slog.Level {
+	if l >= slog.LevelError {
+		return l
+	}
+	return min(l, slog.LevelDebug)
+}
+
+func (q quietRaftRecords) Enabled(ctx context.Context, l slog.Level) bool {
+	return q.h.Enabled(ctx, demote(l))
+}
+
+func (q quietRaftRecords) Handle(ctx context.Context, r slog.Record) error {
+	r.Level = demote(r.Level)
+	if !q.h.Enabled(ctx, r.Level) {
+		return nil
+	}
+	return q.h.Handle(ctx, r)
+}
+
+func (q quietRaftRecords) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return quietRaftRecords{q.h.WithAttrs(attrs)}
+}
+
+func (q quietRaftRecords) WithGroup(name string) slog.Handler {
+	return quietRaftRecords{q.h.WithGroup(name)}
 }

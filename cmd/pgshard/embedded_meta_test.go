@@ -1,6 +1,10 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/pgshard/pgshard/proxy"
@@ -31,5 +35,36 @@ func TestEmbeddedMetaRefusesUnsafeMap(t *testing.T) {
 	runCtl(t, nil, "map", "apply", "-f", file, "--force", "--meta", m.addr, "--timeout", "5s").want(t, exitOK)
 	if p := m.node.Map().Map.Shard("s1").Primary.String(); p != "10.0.0.1:5432" {
 		t.Errorf("after --force the primary of s1 is %s", p)
+	}
+}
+
+// The embedded meta's Raft records are debug unless they are errors;
+// the member's own records keep their level.
+func TestQuietRaft(t *testing.T) {
+	for _, level := range []slog.Level{slog.LevelWarn, slog.LevelDebug} {
+		var buf bytes.Buffer
+		l := slog.New(quietRaft{slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: level})}).With("component", "meta")
+		raft := l.With("logger", "raft")
+		raft.Warn("heartbeat timeout reached, starting election")
+		raft.Info("entering leader state")
+		l.With("logger", "raft-net").Warn("failed to accept connection")
+		raft.Error("failed to take snapshot")
+		l.Warn("member warning")
+		if got := raft.Enabled(context.Background(), slog.LevelWarn); got != (level == slog.LevelDebug) {
+			t.Errorf("level %v: raft's warn enabled %v", level, got)
+		}
+		out := buf.String()
+		want := []string{`level=ERROR msg="failed to take snapshot"`, `level=WARN msg="member warning"`}
+		if level == slog.LevelDebug {
+			want = append(want, `level=DEBUG msg="heartbeat timeout reached, starting election" component=meta logger=raft`,
+				`level=DEBUG msg="entering leader state"`, `level=DEBUG msg="failed to accept connection" component=meta logger=raft-net`)
+		} else if strings.Contains(out, "election") || strings.Contains(out, "leader state") || strings.Contains(out, "accept connection") {
+			t.Errorf("level %v: raft's warn and info are logged:\n%s", level, out)
+		}
+		for _, w := range want {
+			if !strings.Contains(out, w) {
+				t.Errorf("level %v: the log lacks %q:\n%s", level, w, out)
+			}
+		}
 	}
 }

@@ -33,7 +33,8 @@ func newShardsListCommand(stdout io.Writer) *cobra.Command {
 		Long: `List the shards of the current shard map: name, primary, replicas, state
 (active, readonly or offline), fenced former primaries, and the failover or
 switchover in progress. Then, per endpoint, whether it is up, its replication
-lag (replicas) and how many live proxies report that they cannot reach it.
+lag (replicas) and how many of the live proxies reach it (PROXIES: "2 of 3
+reach it"; "-" when no proxy reports).
 
 Endpoint health is what the meta member that answers knows: from its own
 health monitor, when it runs one, and from the proxies' reports, which only
@@ -184,13 +185,14 @@ func (e *endpointJSON) lag() string {
 	return formatBytes(*e.LagBytes) + ", " + secs
 }
 
-// reports is the PROXIES cell: "1/3 unreachable"; "-" when no proxy
+// reports is the PROXIES cell: how many of the live proxies reach the
+// endpoint ("2 of 3 reach it", "1 of 1 reach it"); "-" when no proxy
 // reported.
 func (e *endpointJSON) reports() string {
 	if e.ReportingProxies == 0 {
 		return "-"
 	}
-	return fmt.Sprintf("%d/%d unreachable", e.UnreachableReports, e.ReportingProxies)
+	return fmt.Sprintf("%d of %d reach it", e.ReportingProxies-e.UnreachableReports, e.ReportingProxies)
 }
 
 // formatBytes formats a size in bytes for people: "512 B", "1.5 MiB".

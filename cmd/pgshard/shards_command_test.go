@@ -79,11 +79,11 @@ func TestShardsListHealth(t *testing.T) {
 	endpoints := strings.Split(tables[1], "\n")
 	for i, want := range []string{
 		"SHARD ENDPOINT ROLE HEALTH LAG PROXIES",
-		"s1 10.0.0.1:5432 primary down - 2/3 unreachable",
-		"s1 10.0.0.2:5432 replica up 1.5 MiB, 2.5s 0/3 unreachable",
-		"s1 10.0.0.4:5432 replica up 100 B, no replay yet 1/3 unreachable",
-		"s1 10.0.0.9:5432 fenced up (not in recovery) - 0/3 unreachable",
-		"s2 10.0.0.3:5432 primary unknown - 0/3 unreachable",
+		"s1 10.0.0.1:5432 primary down - 1 of 3 reach it",
+		"s1 10.0.0.2:5432 replica up 1.5 MiB, 2.5s 3 of 3 reach it",
+		"s1 10.0.0.4:5432 replica up 100 B, no replay yet 2 of 3 reach it",
+		"s1 10.0.0.9:5432 fenced up (not in recovery) - 3 of 3 reach it",
+		"s2 10.0.0.3:5432 primary unknown - 3 of 3 reach it",
 	} {
 		if i >= len(endpoints) || strings.Join(strings.Fields(endpoints[i]), " ") != want {
 			t.Errorf("endpoints line %d, want %q:\n%s", i, want, tables[1])
@@ -146,6 +146,25 @@ func TestEndpointHealthCell(t *testing.T) {
 	for n, want := range map[uint64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 3 << 19: "1.5 MiB", 5 << 30: "5.0 GiB"} {
 		if got := formatBytes(n); got != want {
 			t.Errorf("formatBytes(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+// The PROXIES cell says how many live proxies reach the endpoint.
+func TestEndpointProxiesCell(t *testing.T) {
+	for _, tc := range []struct {
+		unreachable, reporting int
+		want                   string
+	}{
+		{0, 0, "-"},
+		{0, 1, "1 of 1 reach it"},
+		{1, 1, "0 of 1 reach it"},
+		{1, 3, "2 of 3 reach it"},
+		{0, 2, "2 of 2 reach it"},
+	} {
+		e := endpointJSON{UnreachableReports: tc.unreachable, ReportingProxies: tc.reporting}
+		if got := e.reports(); got != tc.want {
+			t.Errorf("%d of %d proxies cannot reach it: %q, want %q", tc.unreachable, tc.reporting, got, tc.want)
 		}
 	}
 }

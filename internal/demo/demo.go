@@ -124,7 +124,7 @@ const SplitID = SampleRows/2 + 1
 // user_id.
 func writeShardMap(c *pgcluster.Cluster) (string, error) {
 	if len(c.Shards) != 2 {
-		return "", fmt.Errorf("demo shard map: want 2 shards, have %d", len(c.Shards))
+		return "", fmt.Errorf("demo shard map: the demo needs 2 shards, not %d", len(c.Shards))
 	}
 	var b strings.Builder
 	b.WriteString("epoch: 1\nshards:\n")
