@@ -156,10 +156,8 @@ func (r *Reader) runOnce(ctx context.Context) error {
 		defer cancel()
 		_ = conn.Close(cctx)
 	}()
-	// A blocked read must end with ctx.
-	stop := context.AfterFunc(ctx, func() { _ = conn.Close(context.Background()) })
-	defer stop()
-
+	// Every call below takes ctx: pgconn interrupts a blocked read when
+	// it ends.
 	if err := r.ensurePublication(ctx, conn); err != nil {
 		return err
 	}
