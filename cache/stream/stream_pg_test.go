@@ -193,6 +193,37 @@ func (e *env) waitApplied() {
 	})
 }
 
+// staleness returns the cache's staleness histogram: its sample count and
+// a summary, which it logs.
+func (e *env) staleness() (uint64, string) {
+	e.t.Helper()
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "pgshard_cache_staleness_seconds" {
+			continue
+		}
+		h := mf.GetMetric()[0].GetHistogram()
+		n := h.GetSampleCount()
+		if n == 0 {
+			return 0, "no samples"
+		}
+		sum := fmt.Sprintf("commit → invalidation over %d changes: mean %.2f ms", n, 1000*h.GetSampleSum()/float64(n))
+		for _, b := range h.GetBucket() {
+			if float64(b.GetCumulativeCount()) >= 0.99*float64(n) {
+				sum += fmt.Sprintf(", p99 ≤ %g ms", 1000*b.GetUpperBound())
+				break
+			}
+		}
+		e.t.Log("staleness histogram: " + sum)
+		return n, sum
+	}
+	e.t.Fatal("no pgshard_cache_staleness_seconds")
+	return 0, ""
+}
+
 func (e *env) slots() []string {
 	e.t.Helper()
 	rows, err := e.db.Query(e.t.Context(), "SELECT slot_name FROM pg_replication_slots ORDER BY 1")
@@ -296,18 +327,8 @@ func TestStreamInvalidates(t *testing.T) {
 	t.Logf("read-your-writes: commit %v applied by the stream after %v", sessionLSN, time.Since(start))
 
 	// The staleness histogram saw the changes.
-	mfs, err := e.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == "pgshard_cache_staleness_seconds" {
-			h := mf.GetMetric()[0].GetHistogram()
-			if h.GetSampleCount() < 20 {
-				t.Errorf("staleness histogram has %d samples, want at least 20", h.GetSampleCount())
-			}
-			t.Logf("staleness: %d changes, mean %.2f ms", h.GetSampleCount(), 1000*h.GetSampleSum()/float64(h.GetSampleCount()))
-		}
+	if n, _ := e.staleness(); n < 20 {
+		t.Errorf("staleness histogram has %d samples, want at least 20", n)
 	}
 }
 
