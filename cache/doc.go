@@ -59,7 +59,12 @@
 //     through its own reorder buffer (up to logical_decoding_work_mem,
 //     64 MB by default, each, before spilling to disk) whatever the
 //     publication keeps, so decoding CPU and memory grow linearly with the
-//     proxies. What it buys: no coordination at all, a stream failure only
+//     proxies. Measured here (BenchmarkDecodingCost in cache/stream,
+//     PostgreSQL 15): a walsender spends about 4.4 µs of CPU per changed
+//     row of a published table and 1.7 µs per row of any other table, so
+//     a shard primary changing 10,000 published rows a second spends about
+//     0.44 of a core on 10 readers (0.044 on one), plus 10× the network.
+//     What it buys: no coordination at all, a stream failure only
 //     bypasses one proxy's view of one shard, read-your-writes compares a
 //     session's commit LSN with the very stream that invalidates this
 //     proxy's cache, the staleness measured is end to end, and a temporary
