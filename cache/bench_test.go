@@ -30,7 +30,7 @@ func BenchmarkGetHit(b *testing.B) {
 	defer c.Close()
 	c.SetEpoch(1)
 	c.SetTables(map[string]TableSettings{"public.users": {Enabled: true}})
-	c.Stream("s1").Up(1)
+	c.Stream("s1").Up(1, testTables)
 	var kb KeyBuilder
 	const keys = 1024
 	for i := range keys {

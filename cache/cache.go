@@ -69,10 +69,11 @@ const (
 	BypassStreamBehind   // the shard's stream is behind the staleness bound
 	BypassReadYourWrites // the stream has not applied the session's last commit
 	BypassClosed         // the cache is closed
+	BypassNotStreamed    // the shard's stream does not cover the table (not in its publication)
 	numStatus
 )
 
-var statusNames = [numStatus]string{"hit", "miss", "table_off", "epoch", "stream_down", "stream_behind", "read_your_writes", "closed"}
+var statusNames = [numStatus]string{"hit", "miss", "table_off", "epoch", "stream_down", "stream_behind", "read_your_writes", "closed", "not_streamed"}
 
 func (s Status) String() string {
 	if s < numStatus {
@@ -298,6 +299,9 @@ func (c *Cache) admit(k Key, sessionLSN LSN) (Status, *tableState, *shardState) 
 	if st := c.shardStatus(sh); st != Miss {
 		return st, nil, nil
 	}
+	if !sh.covers(k.Table) {
+		return BypassNotStreamed, nil, nil
+	}
 	if sessionLSN > LSN(sh.applied.Load()) {
 		return BypassReadYourWrites, nil, nil
 	}
@@ -362,7 +366,7 @@ func (c *Cache) Fill(t FillToken, value []byte) bool {
 		c.m.fills[fillTooLarge].Inc()
 		return false
 	}
-	if c.shardStatus(t.shard) != Miss || c.shard(t.key.Shard) != t.shard {
+	if c.shardStatus(t.shard) != Miss || c.shard(t.key.Shard) != t.shard || !t.shard.covers(t.key.Table) {
 		c.m.fills[fillBypassed].Inc()
 		return false
 	}
@@ -387,6 +391,12 @@ func (c *Cache) Fill(t FillToken, value []byte) bool {
 // entryOverhead approximates an entry's memory beyond its key and value
 // bytes (the entry struct and ristretto's item, which adds its own).
 const entryOverhead = 96
+
+// Bytes returns the bytes the cache holds (the sum of its entries' costs)
+// and its budget.
+func (c *Cache) Bytes() (used, budget int64) {
+	return c.rc.MaxCost() - c.rc.RemainingCost(), c.rc.MaxCost()
+}
 
 // Wait blocks until the fills offered so far are visible to Get (tests).
 func (c *Cache) Wait() { c.rc.Wait() }

@@ -22,6 +22,9 @@ func newFakeClock() *fakeClock {
 func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
 func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 
+// testTables are the tables the tests' streams cover.
+var testTables = []string{"public.users", "public.orders"}
+
 // newTestCache returns a cache at epoch 1 with public.users cacheable and
 // shards s1 and s2 up at LSN 100.
 func newTestCache(t *testing.T, clk *fakeClock) *Cache {
@@ -40,8 +43,8 @@ func newTestCache(t *testing.T, clk *fakeClock) *Cache {
 	t.Cleanup(c.Close)
 	c.SetEpoch(1)
 	c.SetTables(map[string]TableSettings{"public.users": {Enabled: true}, "public.orders": {Enabled: true}})
-	c.Stream("s1").Up(100)
-	c.Stream("s2").Up(100)
+	c.Stream("s1").Up(100, testTables)
+	c.Stream("s2").Up(100, testTables)
 	return c
 }
 
@@ -276,7 +279,7 @@ func TestBudget(t *testing.T) {
 	defer c.Close()
 	c.SetEpoch(1)
 	c.SetTables(map[string]TableSettings{"public.users": {Enabled: true}})
-	c.Stream("s1").Up(1)
+	c.Stream("s1").Up(1, testTables)
 	var b KeyBuilder
 	val := bytes.Repeat([]byte("v"), 1000)
 	for i := range 2000 { // ~2 MB offered into 256 KiB
@@ -353,7 +356,7 @@ func TestStreamBypass(t *testing.T) {
 	}
 	// Up again: what was cached before is gone (changes while down were
 	// not seen), and so is a fill begun before.
-	s1.Up(200)
+	s1.Up(200, testTables)
 	if c.Fill(tok, []byte("x")) {
 		t.Fatal("a fill begun before the stream came back was stored")
 	}
@@ -374,15 +377,49 @@ func TestStreamBypass(t *testing.T) {
 	mustGet(t, c, k, 0, BypassStreamBehind)
 	s1.Committed(230, clk.Now())
 	mustGet(t, c, k, 0, Hit)
+	// A keepalive right after a delayed commit does not end "behind" (the
+	// stream may be working through a backlog); one with no commit since
+	// the previous keepalive does.
+	s1.Committed(232, clk.Now().Add(-2*DefaultMaxStreamLag))
+	s1.Progress(232)
+	mustGet(t, c, k, 0, BypassStreamBehind)
+	s1.Progress(232)
+	mustGet(t, c, k, 0, Hit)
+	s1.Committed(230, clk.Now()) // an older end LSN does not move applied back
+	if got := s1.Applied(); got != 232 {
+		t.Fatalf("applied %v, want 232", got)
+	}
 
 	// Read your writes: a session whose commit the stream has not applied
 	// bypasses; once applied it hits.
-	mustGet(t, c, k, 231, BypassReadYourWrites)
-	mustGet(t, c, k, 230, Hit)
+	mustGet(t, c, k, 233, BypassReadYourWrites)
+	mustGet(t, c, k, 232, Hit)
 	s1.Progress(240)
-	mustGet(t, c, k, 231, Hit)
+	mustGet(t, c, k, 233, Hit)
 	if got := c.Stream("s1").Applied(); got != 240 {
 		t.Fatalf("applied %v, want 240", got)
+	}
+}
+
+// TestNotStreamed: a table the shard's stream does not cover (not in its
+// publication) is bypassed on that shard until a stream covers it.
+func TestNotStreamed(t *testing.T) {
+	c := newTestCache(t, nil)
+	c.SetTables(map[string]TableSettings{"public.users": {Enabled: true}, "public.items": {Enabled: true}})
+	var b KeyBuilder
+	b.Begin(1, "s1", "public.items", []byte("1"))
+	b.Statement("select * from items where id = $1")
+	k := b.Key().clone()
+	mustGet(t, c, k, 0, BypassNotStreamed)
+	if c.BeginFill(k, 0).Valid() {
+		t.Fatal("BeginFill of a table outside the stream gave a valid token")
+	}
+	c.Stream("s1").Up(300, []string{"public.users", "public.items"})
+	mustGet(t, c, k, 0, Miss)
+	fill(t, c, k, "v")
+	mustGet(t, c, k, 0, Hit)
+	if s := c.Shards(); len(s) != 2 {
+		t.Fatalf("Shards() = %+v", s)
 	}
 }
 
@@ -435,7 +472,7 @@ func TestNoStaleFill(t *testing.T) {
 				case i%97 == 0:
 					s := c.Stream("s1")
 					s.Down()
-					s.Up(100)
+					s.Up(100, testTables)
 				default:
 					c.Invalidate("s1", "public.users", []byte(fmt.Sprint(key)), 0)
 				}

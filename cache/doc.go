@@ -38,7 +38,10 @@
 // stream is up and within the staleness bound ([Config.MaxStreamLag]); when
 // the stream goes down the shard is bypassed (BypassStreamDown) and fills
 // fail; when it comes back everything cached for the shard before is
-// dropped, since the changes in between were not seen. Read your writes: a
+// dropped, since the changes in between were not seen. A stream covers the
+// tables of its publication only: any other cacheable table of the shard
+// is bypassed (BypassNotStreamed), so a table missing from the publication
+// can never be served stale. Read your writes: a
 // session passes its last commit LSN on the shard; while the stream has not
 // applied that LSN the lookup bypasses (BypassReadYourWrites). A replica
 // read passes the replica's replay LSN to BeginFill, and its result is not

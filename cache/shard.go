@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"sort"
 	"sync/atomic"
 	"time"
 )
@@ -15,8 +16,22 @@ type shardState struct {
 	// the shard is behind when it is older than the bound.
 	beat atomic.Int64
 	// delayed is set while the last transaction the stream applied was
-	// committed longer than the bound before it was applied.
-	delayed atomic.Bool
+	// committed longer than the bound before it was applied; a keepalive
+	// clears it only when no commit arrived since the previous one (a
+	// stream working through a backlog keeps delivering commits).
+	delayed     atomic.Bool
+	commitsSeen atomic.Bool
+	tables      atomic.Pointer[map[string]struct{}] // tables the stream covers
+}
+
+// covers reports whether the shard's stream sees changes of table.
+func (sh *shardState) covers(table string) bool {
+	t := sh.tables.Load()
+	if t == nil {
+		return false
+	}
+	_, ok := (*t)[table]
+	return ok
 }
 
 // shard returns name's state, or nil when no stream ever reported on it.
@@ -68,10 +83,16 @@ func (c *Cache) Stream(shard string) *ShardStream {
 func (s *ShardStream) Shard() string { return s.sh.name }
 
 // Up reports that the stream runs and will deliver every commit after
-// start (the slot's consistent point). Everything cached for the shard
-// before is dropped, since commits between the last stream and this one
-// were not seen, and fills begun before fail.
-func (s *ShardStream) Up(start LSN) {
+// start (the slot's consistent point) of the tables listed (those in its
+// publication; other tables of the shard are bypassed, BypassNotStreamed).
+// Everything cached for the shard before is dropped, since commits between
+// the last stream and this one were not seen, and fills begun before fail.
+func (s *ShardStream) Up(start LSN, tables []string) {
+	covered := make(map[string]struct{}, len(tables))
+	for _, t := range tables {
+		covered[t] = struct{}{}
+	}
+	s.sh.tables.Store(&covered)
 	s.sh.stamp.Store(s.c.seq.Add(1))
 	s.sh.applied.Store(uint64(start))
 	s.sh.delayed.Store(false)
@@ -111,15 +132,20 @@ func (s *ShardStream) InvalidateTable(table string, commitLSN LSN, commitTime ti
 func (s *ShardStream) Committed(end LSN, commitTime time.Time) {
 	storeMax(&s.sh.applied, uint64(end))
 	s.sh.delayed.Store(s.c.now().Sub(commitTime) > s.c.maxLag)
+	s.sh.commitsSeen.Store(true)
 	s.c.m.streamApplied.WithLabelValues(s.sh.name).Set(float64(end))
 }
 
 // Progress reports that the stream has applied everything the server sent
 // up to pos (a keepalive answered after the preceding changes): the stream
-// is alive and caught up with its sender at this moment.
+// is alive. A delay seen in the last commit is forgiven only when no commit
+// came since the previous Progress (the sender is idle, not working
+// through a backlog).
 func (s *ShardStream) Progress(pos LSN) {
 	storeMax(&s.sh.applied, uint64(pos))
-	s.sh.delayed.Store(false)
+	if !s.sh.commitsSeen.Swap(false) {
+		s.sh.delayed.Store(false)
+	}
 	s.sh.beat.Store(s.c.now().UnixNano())
 	s.c.m.streamApplied.WithLabelValues(s.sh.name).Set(float64(s.sh.applied.Load()))
 }
@@ -131,7 +157,8 @@ func (s *ShardStream) Applied() LSN { return LSN(s.sh.applied.Load()) }
 type ShardInfo struct {
 	Shard   string
 	Up      bool
-	Status  Status // Miss when served, else the bypass reason
+	Tables  []string // the tables its stream covers
+	Status  Status   // Miss when served, else the bypass reason
 	Applied LSN
 	// SinceBeat is how long ago the stream last confirmed its position.
 	SinceBeat time.Duration
@@ -142,8 +169,15 @@ func (c *Cache) Shards() []ShardInfo {
 	var out []ShardInfo
 	now := c.now().UnixNano()
 	for name, sh := range *c.shards.Load() {
+		var tables []string
+		if t := sh.tables.Load(); t != nil {
+			for tn := range *t {
+				tables = append(tables, tn)
+			}
+			sort.Strings(tables)
+		}
 		out = append(out, ShardInfo{
-			Shard: name, Up: sh.up.Load(), Status: c.shardStatus(sh),
+			Shard: name, Up: sh.up.Load(), Status: c.shardStatus(sh), Tables: tables,
 			Applied: LSN(sh.applied.Load()), SinceBeat: time.Duration(now - sh.beat.Load()),
 		})
 	}

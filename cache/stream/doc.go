@@ -21,7 +21,9 @@
 // relation. DDL is not decoded: the proxy invalidates for its own DDL.
 //
 // The reader reports to the cache through a [cache.ShardStream]: Up at the
-// consistent point, every change as it arrives, Committed at each commit
+// consistent point with the configured tables the publication holds (the
+// cache bypasses the others on this shard; a configured table created on
+// the shard later is covered from the next connection), every change as it arrives, Committed at each commit
 // (the applied LSN read-your-writes compares with), Progress at each
 // keepalive (it asks the server for one every StatusInterval, so an idle
 // stream still proves it is alive and advances its applied LSN), and Down

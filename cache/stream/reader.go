@@ -158,7 +158,8 @@ func (r *Reader) runOnce(ctx context.Context) error {
 	}()
 	// Every call below takes ctx: pgconn interrupts a blocked read when
 	// it ends.
-	if err := r.ensurePublication(ctx, conn); err != nil {
+	covered, err := r.ensurePublication(ctx, conn)
+	if err != nil {
 		return err
 	}
 	slot := r.cfg.SlotPrefix + "_" + randomSuffix()
@@ -178,8 +179,8 @@ func (r *Reader) runOnce(ctx context.Context) error {
 		return fmt.Errorf("start replication from slot %s: %w", slot, err)
 	}
 	r.setSlot(slot)
-	r.out.Up(cache.LSN(start))
-	r.log.Info("cache invalidation stream up", "slot", slot, "start", start)
+	r.out.Up(cache.LSN(start), covered)
+	r.log.Info("cache invalidation stream up", "slot", slot, "start", start, "tables", covered)
 	return r.stream(ctx, conn, start)
 }
 
@@ -255,8 +256,10 @@ func (r *Reader) stream(ctx context.Context, conn *pgconn.PgConn, start pglogrep
 }
 
 // ensurePublication creates the publication of the configured tables that
-// exist on the shard, or adds those it lacks, and checks the result.
-func (r *Reader) ensurePublication(ctx context.Context, conn *pgconn.PgConn) error {
+// exist on the shard, or adds those it lacks, and returns the configured
+// tables it holds: the ones the stream covers. A configured table created
+// on the shard later is covered from the next connection on.
+func (r *Reader) ensurePublication(ctx context.Context, conn *pgconn.PgConn) ([]string, error) {
 	pub := r.cfg.Publication
 	var wanted []string
 	for t := range r.cfg.Tables {
@@ -267,7 +270,7 @@ func (r *Reader) ensurePublication(ctx context.Context, conn *pgconn.PgConn) err
 	for _, t := range wanted {
 		rows, err := query(ctx, conn, "SELECT to_regclass("+quoteLiteral(quoteQualified(t))+") IS NOT NULL")
 		if err != nil {
-			return fmt.Errorf("look up table %s: %w", t, err)
+			return nil, fmt.Errorf("look up table %s: %w", t, err)
 		}
 		if len(rows) == 1 && rows[0] == "t" {
 			exist = append(exist, t)
@@ -293,7 +296,7 @@ func (r *Reader) ensurePublication(ctx context.Context, conn *pgconn.PgConn) err
 	}
 	have, ok, err := published()
 	if err != nil {
-		return fmt.Errorf("read publication %s: %w", pub, err)
+		return nil, fmt.Errorf("read publication %s: %w", pub, err)
 	}
 	if !ok {
 		sql := "CREATE PUBLICATION " + quoteIdent(pub)
@@ -304,12 +307,12 @@ func (r *Reader) ensurePublication(ctx context.Context, conn *pgconn.PgConn) err
 			}
 			sql += " FOR TABLE " + strings.Join(names, ", ")
 		}
-		if _, err := query(ctx, conn, sql); err != nil && !isCode(err, "42710") { // another proxy created it
-			return fmt.Errorf("create publication %s: %w", pub, err)
+		if _, err := query(ctx, conn, sql); err != nil && !isCode(err, "42710") { // 42710: another proxy created it
+			return nil, fmt.Errorf("create publication %s: %w", pub, err)
 		}
 		r.log.Info("created the cache publication", "publication", pub, "tables", exist)
 		if have, _, err = published(); err != nil {
-			return fmt.Errorf("read publication %s: %w", pub, err)
+			return nil, fmt.Errorf("read publication %s: %w", pub, err)
 		}
 	}
 	for _, t := range exist {
@@ -320,10 +323,19 @@ func (r *Reader) ensurePublication(ctx context.Context, conn *pgconn.PgConn) err
 		if err != nil && !isCode(err, "42710") {
 			// Changes of a table outside the publication would go unseen:
 			// the stream does not come up.
-			return fmt.Errorf("add table %s to publication %s: %w", t, pub, err)
+			return nil, fmt.Errorf("add table %s to publication %s: %w", t, pub, err)
 		}
 	}
-	return nil
+	if have, _, err = published(); err != nil {
+		return nil, fmt.Errorf("read publication %s: %w", pub, err)
+	}
+	var covered []string
+	for _, t := range wanted {
+		if have[t] {
+			covered = append(covered, t)
+		}
+	}
+	return covered, nil
 }
 
 // query runs sql (simple protocol, as a replication connection requires)

@@ -62,13 +62,15 @@ func setup(t *testing.T) *env {
 	}
 	t.Cleanup(c.Close)
 	c.SetEpoch(1)
-	c.SetTables(map[string]cache.TableSettings{"public.users": {Enabled: true}, "public.notes": {Enabled: true}})
+	c.SetTables(map[string]cache.TableSettings{"public.users": {Enabled: true}, "public.notes": {Enabled: true}, "public.missing": {Enabled: true}})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(c.Collectors()...)
 	return &env{t: t, srv: srv, db: db, cache: c, reg: reg}
 }
 
-var tables = map[string]string{"public.users": "id", "public.notes": "id"}
+// tables are the reader's tables; public.missing does not exist on the
+// server, so the stream does not cover it.
+var tables = map[string]string{"public.users": "id", "public.notes": "id", "public.missing": "id"}
 
 // startReader runs a reader on connStr until the test ends or the returned
 // stop is called; stop waits for Run to return.
@@ -251,6 +253,7 @@ func TestStreamInvalidates(t *testing.T) {
 	if err != nil || !slices.Equal(pubTables, []string{"public.notes", "public.users"}) {
 		t.Fatalf("publication tables %v (%v)", pubTables, err)
 	}
+	e.status("public.missing", "1", cache.BypassNotStreamed)
 	var temporary bool
 	if err := e.db.QueryRow(t.Context(), "SELECT temporary FROM pg_replication_slots WHERE slot_name = $1", r.Slot()).Scan(&temporary); err != nil || !temporary {
 		t.Fatalf("slot %q: temporary=%v (%v)", r.Slot(), temporary, err)
