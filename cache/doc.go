@@ -17,8 +17,10 @@
 //		result := run()                                   // encoded messages
 //		c.Fill(tok, result)                               // no-op for a zero token
 //	}
-//	c.Invalidate(shard, table, rowKey, commitLSN)      // own writes, before the commit is acknowledged
-//	c.InvalidateTable(table, commitLSN)               // own writes with unknown keys, TRUNCATE, DDL
+//	// own writes: after the server confirmed the commit (its
+//	// CommandComplete), before relaying ReadyForQuery to the client
+//	c.Invalidate(shard, table, rowKey, commitLSN)
+//	c.InvalidateTable(table, commitLSN)               // unknown keys, TRUNCATE, DDL
 //
 // # Coherence
 //
@@ -47,6 +49,12 @@
 // read passes the replica's replay LSN to BeginFill, and its result is not
 // stored when the key or table was invalidated at a later LSN. The TTL is a
 // backstop only.
+//
+// Staleness (pgshard_cache_staleness_seconds) is the proxy's clock at the
+// invalidation minus the commit timestamp the stream carries: clock skew
+// between proxy and server adds to it. With synchronous_commit off a commit
+// reaches the decoder only at the WAL writer's next round (wal_writer_delay,
+// 200 ms by default), which then dominates it.
 //
 // # The invalidation stream: where it is read
 //
