@@ -34,6 +34,11 @@ type Config struct {
 	// REPLICATION attribute (and, to create the publication, ownership of
 	// the tables). replication=database is added.
 	ConnString string
+	// Primary, when set, is called before each connection for the
+	// connection string instead of ConnString, so that a reader follows
+	// the shard map to a new primary after a failover (the old one's
+	// stream fails, the next connection goes to the new one).
+	Primary func() (string, error)
 	// Tables maps each cacheable table ("public.users", schema-qualified,
 	// lower-case) to its sharding key column.
 	Tables map[string]string
@@ -67,8 +72,8 @@ type Reader struct {
 
 // New returns a Reader for cfg reporting to out. Run starts it.
 func New(cfg Config, out *cache.ShardStream) (*Reader, error) {
-	if cfg.ConnString == "" {
-		return nil, errors.New("stream: ConnString is required")
+	if cfg.ConnString == "" && cfg.Primary == nil {
+		return nil, errors.New("stream: ConnString or Primary is required")
 	}
 	if len(cfg.Tables) == 0 {
 		return nil, errors.New("stream: no cacheable tables")
@@ -139,7 +144,14 @@ func (r *Reader) Run(ctx context.Context) error {
 
 // runOnce runs one connection: publication, temporary slot, stream.
 func (r *Reader) runOnce(ctx context.Context) error {
-	cfg, err := pgconn.ParseConfig(r.cfg.ConnString)
+	connString := r.cfg.ConnString
+	if r.cfg.Primary != nil {
+		var err error
+		if connString, err = r.cfg.Primary(); err != nil {
+			return fmt.Errorf("find the primary: %w", err)
+		}
+	}
+	cfg, err := pgconn.ParseConfig(connString)
 	if err != nil {
 		return fmt.Errorf("parse connection string: %w", err)
 	}

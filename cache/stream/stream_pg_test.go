@@ -76,7 +76,8 @@ var tables = map[string]string{"public.users": "id", "public.notes": "id", "publ
 // stop is called; stop waits for Run to return.
 func (e *env) startReader(connStr string) (*stream.Reader, func()) {
 	e.t.Helper()
-	r, err := stream.New(stream.Config{ConnString: connStr, Tables: tables, StatusInterval: 100 * time.Millisecond, RetryInterval: 100 * time.Millisecond}, e.cache.Stream("s1"))
+	primary := func() (string, error) { return connStr, nil }
+	r, err := stream.New(stream.Config{Primary: primary, Tables: tables, StatusInterval: 100 * time.Millisecond, RetryInterval: 100 * time.Millisecond}, e.cache.Stream("s1"))
 	if err != nil {
 		e.t.Fatal(err)
 	}
