@@ -46,6 +46,7 @@ type metrics struct {
 	staleness     prometheus.Histogram
 	streamUp      *prometheus.GaugeVec
 	streamApplied *prometheus.GaugeVec
+	streamDelay   *prometheus.GaugeVec
 	bytesFunc     func() float64
 	collectors    []prometheus.Collector
 }
@@ -54,7 +55,7 @@ func newMetrics() *metrics {
 	m := &metrics{}
 	lookups := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "pgshard_cache_lookups_total",
-		Help: "Cache lookups by result: hit, miss, or bypass with its reason (table_off, epoch, stream_down, stream_behind, read_your_writes, closed).",
+		Help: "Cache lookups by result: hit, miss, or bypass with its reason (table_off, epoch, stream_down, stream_behind, read_your_writes, closed, not_streamed).",
 	}, []string{"result", "reason"})
 	m.hits = lookups.WithLabelValues("hit", "")
 	m.misses = lookups.WithLabelValues("miss", "")
@@ -94,6 +95,10 @@ func newMetrics() *metrics {
 		Name: "pgshard_cache_stream_applied_lsn",
 		Help: "LSN up to which the shard's invalidation stream applied every commit.",
 	}, []string{"shard"})
+	m.streamDelay = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "pgshard_cache_stream_delay_seconds",
+		Help: "Delay from commit to invalidation of the last transaction the shard's stream applied (0 once an idle keepalive confirms it caught up); over the staleness bound the shard is bypassed.",
+	}, []string{"shard"})
 	bytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "pgshard_cache_bytes",
 		Help: "Bytes the cache holds (sum of entry costs), within its budget.",
@@ -103,7 +108,7 @@ func newMetrics() *metrics {
 		}
 		return m.bytesFunc()
 	})
-	m.collectors = []prometheus.Collector{lookups, fills, m.evictions, inv, m.staleness, m.streamUp, m.streamApplied, bytes}
+	m.collectors = []prometheus.Collector{lookups, fills, m.evictions, inv, m.staleness, m.streamUp, m.streamApplied, m.streamDelay, bytes}
 	return m
 }
 

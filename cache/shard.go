@@ -131,8 +131,10 @@ func (s *ShardStream) InvalidateTable(table string, commitLSN LSN, commitTime ti
 // before end may read the shard from the cache.
 func (s *ShardStream) Committed(end LSN, commitTime time.Time) {
 	storeMax(&s.sh.applied, uint64(end))
-	s.sh.delayed.Store(s.c.now().Sub(commitTime) > s.c.maxLag)
+	delay := s.c.now().Sub(commitTime)
+	s.sh.delayed.Store(delay > s.c.maxLag)
 	s.sh.commitsSeen.Store(true)
+	s.c.m.streamDelay.WithLabelValues(s.sh.name).Set(delay.Seconds())
 	s.c.m.streamApplied.WithLabelValues(s.sh.name).Set(float64(end))
 }
 
@@ -145,6 +147,7 @@ func (s *ShardStream) Progress(pos LSN) {
 	storeMax(&s.sh.applied, uint64(pos))
 	if !s.sh.commitsSeen.Swap(false) {
 		s.sh.delayed.Store(false)
+		s.c.m.streamDelay.WithLabelValues(s.sh.name).Set(0)
 	}
 	s.sh.beat.Store(s.c.now().UnixNano())
 	s.c.m.streamApplied.WithLabelValues(s.sh.name).Set(float64(s.sh.applied.Load()))
