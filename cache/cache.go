@@ -201,9 +201,8 @@ func (c *Cache) SetTables(settings map[string]TableSettings) {
 			ts = &tableState{name: name}
 			// Nothing of the table can be cached yet; the stamp makes
 			// sure of it for fills begun under an older setting.
-			ts.stamp.Store(c.seq.Add(1))
+			storeMax(&ts.stamp, c.seq.Add(1))
 		}
-		s := s
 		if s.TTL <= 0 {
 			s.TTL = DefaultTTL
 		}
@@ -212,13 +211,13 @@ func (c *Cache) SetTables(settings map[string]TableSettings) {
 		}
 		prev := ts.settings.Swap(&s)
 		if !s.Enabled && prev != nil && prev.Enabled {
-			ts.stamp.Store(c.seq.Add(1))
+			storeMax(&ts.stamp, c.seq.Add(1))
 		}
 		next[name] = ts
 	}
 	for name, ts := range old {
 		if _, ok := next[name]; !ok {
-			ts.stamp.Store(c.seq.Add(1))
+			storeMax(&ts.stamp, c.seq.Add(1))
 		}
 	}
 	c.tables.Store(&next)
@@ -251,7 +250,7 @@ func (c *Cache) SetEpoch(epoch uint64) {
 			break
 		}
 	}
-	c.allStamp.Store(c.seq.Add(1))
+	storeMax(&c.allStamp, c.seq.Add(1))
 	c.clear()
 	c.m.invalidations[srcEpoch][scopeAll].Inc()
 }
@@ -442,7 +441,7 @@ func (c *Cache) FlushTable(table string) {
 
 // Flush drops every entry.
 func (c *Cache) Flush() {
-	c.allStamp.Store(c.seq.Add(1))
+	storeMax(&c.allStamp, c.seq.Add(1))
 	c.clear()
 	c.m.invalidations[srcFlush][scopeAll].Inc()
 }

@@ -93,7 +93,7 @@ func (s *ShardStream) Up(start LSN, tables []string) {
 		covered[t] = struct{}{}
 	}
 	s.sh.tables.Store(&covered)
-	s.sh.stamp.Store(s.c.seq.Add(1))
+	storeMax(&s.sh.stamp, s.c.seq.Add(1))
 	s.sh.applied.Store(uint64(start))
 	s.sh.delayed.Store(false)
 	s.sh.beat.Store(s.c.now().UnixNano())
@@ -106,7 +106,7 @@ func (s *ShardStream) Up(start LSN, tables []string) {
 // and fills in flight fail.
 func (s *ShardStream) Down() {
 	s.sh.up.Store(false)
-	s.sh.stamp.Store(s.c.seq.Add(1))
+	storeMax(&s.sh.stamp, s.c.seq.Add(1))
 	s.c.m.streamUp.WithLabelValues(s.sh.name).Set(0)
 }
 
