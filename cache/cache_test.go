@@ -390,14 +390,32 @@ func TestStreamBypass(t *testing.T) {
 		t.Fatalf("applied %v, want 232", got)
 	}
 
+	// Behind by the server's position: the stream is alive (keepalives)
+	// but has not applied a WAL position observed longer than the bound
+	// ago. A later position does not replace the pending one.
+	s1.ServerPosition(300, clk.Now())
+	clk.Advance(DefaultMaxStreamLag / 2)
+	s1.Progress(250)
+	s1.ServerPosition(400, clk.Now())
+	mustGet(t, c, k, 0, Hit)
+	clk.Advance(DefaultMaxStreamLag/2 + time.Millisecond)
+	s1.Progress(299)
+	mustGet(t, c, k, 0, BypassStreamBehind)
+	s1.Progress(300)
+	mustGet(t, c, k, 0, Hit)
+	s1.ServerPosition(250, clk.Now()) // already applied: nothing pending
+	clk.Advance(DefaultMaxStreamLag)
+	s1.Progress(300)
+	mustGet(t, c, k, 0, Hit)
+
 	// Read your writes: a session whose commit the stream has not applied
 	// bypasses; once applied it hits.
-	mustGet(t, c, k, 233, BypassReadYourWrites)
-	mustGet(t, c, k, 232, Hit)
-	s1.Progress(240)
-	mustGet(t, c, k, 233, Hit)
-	if got := c.Stream("s1").Applied(); got != 240 {
-		t.Fatalf("applied %v, want 240", got)
+	mustGet(t, c, k, 301, BypassReadYourWrites)
+	mustGet(t, c, k, 300, Hit)
+	s1.Progress(340)
+	mustGet(t, c, k, 301, Hit)
+	if got := c.Stream("s1").Applied(); got != 340 {
+		t.Fatalf("applied %v, want 340", got)
 	}
 }
 

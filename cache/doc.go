@@ -37,7 +37,11 @@
 //
 // Entries are keyed by the map epoch: SetEpoch drops every older entry,
 // moved intervals included. A shard is served only while its invalidation
-// stream is up and within the staleness bound ([Config.MaxStreamLag]); when
+// stream is up and within the staleness bound ([Config.MaxStreamLag]: its
+// keepalives arrive, its last commit was not applied later than that after
+// it was made, and it has applied every server WAL position reported
+// through [ShardStream.ServerPosition] more than that ago — the proxy
+// feeds it from its health probes' pg_current_wal_lsn()); when
 // the stream goes down the shard is bypassed (BypassStreamDown) and fills
 // fail; when it comes back everything cached for the shard before is
 // dropped, since the changes in between were not seen. A stream covers the

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -22,6 +23,11 @@ type shardState struct {
 	delayed     atomic.Bool
 	commitsSeen atomic.Bool
 	tables      atomic.Pointer[map[string]struct{}] // tables the stream covers
+	// The oldest server WAL position reported by ServerPosition that the
+	// stream has not applied yet, and when it was observed (unix nanos).
+	probeMu  sync.Mutex
+	probeLSN atomic.Uint64
+	probeAt  atomic.Int64
 }
 
 // covers reports whether the shard's stream sees changes of table.
@@ -42,7 +48,11 @@ func (c *Cache) shardStatus(sh *shardState) Status {
 	if sh == nil || !sh.up.Load() {
 		return BypassStreamDown
 	}
-	if sh.delayed.Load() || c.now().UnixNano()-sh.beat.Load() > int64(c.maxLag) {
+	now := c.now().UnixNano()
+	if sh.delayed.Load() || now-sh.beat.Load() > int64(c.maxLag) {
+		return BypassStreamBehind
+	}
+	if p := sh.probeLSN.Load(); p != 0 && sh.applied.Load() < p && now-sh.probeAt.Load() > int64(c.maxLag) {
 		return BypassStreamBehind
 	}
 	return Miss
@@ -96,6 +106,7 @@ func (s *ShardStream) Up(start LSN, tables []string) {
 	storeMax(&s.sh.stamp, s.c.seq.Add(1))
 	s.sh.applied.Store(uint64(start))
 	s.sh.delayed.Store(false)
+	s.sh.probeLSN.Store(0)
 	s.sh.beat.Store(s.c.now().UnixNano())
 	s.sh.up.Store(true)
 	s.c.m.streamUp.WithLabelValues(s.sh.name).Set(1)
@@ -151,6 +162,27 @@ func (s *ShardStream) Progress(pos LSN) {
 	}
 	s.sh.beat.Store(s.c.now().UnixNano())
 	s.c.m.streamApplied.WithLabelValues(s.sh.name).Set(float64(s.sh.applied.Load()))
+}
+
+// ServerPosition reports that the shard primary's WAL was at lsn at time
+// at (pg_current_wal_lsn(), e.g. from the proxy's health probes). While
+// the stream has not applied a position observed longer than the bound
+// ago, the shard is behind: this catches a stream that is alive (its
+// keepalives arrive) but late decoding, before its late commits arrive.
+// One position is tracked at a time, the oldest not yet applied.
+func (s *ShardStream) ServerPosition(lsn LSN, at time.Time) {
+	sh := s.sh
+	sh.probeMu.Lock()
+	defer sh.probeMu.Unlock()
+	if p := sh.probeLSN.Load(); p != 0 && sh.applied.Load() < p {
+		return // the older position is still pending
+	}
+	if uint64(lsn) <= sh.applied.Load() {
+		sh.probeLSN.Store(0)
+		return
+	}
+	sh.probeAt.Store(at.UnixNano())
+	sh.probeLSN.Store(uint64(lsn))
 }
 
 // Applied returns the LSN up to which the stream applied every commit.
