@@ -85,15 +85,12 @@ func malformed(what string) error {
 
 func (s *session) handleParse(ctx context.Context, frame []byte) error {
 	body := frame[wire.HeaderLen:]
-	name := cstring(body)
-	if len(name) >= len(body) {
+	parse, err := wire.DecodeParse(body)
+	if err != nil {
 		return malformed("Parse")
 	}
+	name, sql := string(parse.Name), string(parse.Query)
 	rest := body[len(name)+1:]
-	sql := cstring(rest)
-	if len(sql) >= len(rest) {
-		return malformed("Parse")
-	}
 	if name != "" {
 		if err := s.checkNewName(ctx, name); err != nil {
 			return err
@@ -333,9 +330,8 @@ func (s *session) sendPending(ctx context.Context, typ byte, frame []byte) error
 	q := router.Query{}
 	if typ == 'B' {
 		body := frame[wire.HeaderLen:]
-		portal := cstring(body)
-		if len(portal) < len(body) {
-			name := cstring(body[len(portal)+1:])
+		if bind, err := wire.DecodeBind(body); err == nil {
+			name := string(bind.Statement)
 			// The statement may be one of the pending ones.
 			q = router.Query{SQL: pendingSQL(pending, name, s.stmtSQL(name)), Bind: body}
 		}
@@ -547,12 +543,12 @@ func (s *session) stmtSQL(name string) string {
 
 func (s *session) handleBind(ctx context.Context, frame []byte) error {
 	body := frame[wire.HeaderLen:]
-	portal := cstring(body)
-	if len(portal) >= len(body) {
+	bind, err := wire.DecodeBind(body)
+	if err != nil {
 		return malformed("Bind")
 	}
+	portal, name := string(bind.Portal), string(bind.Statement)
 	off := len(portal) + 1
-	name := cstring(body[off:])
 	if s.portal != nil && s.portal.name == portal {
 		if err := s.endPortal(ctx); err != nil {
 			return err
@@ -567,7 +563,7 @@ func (s *session) handleBind(ctx context.Context, frame []byte) error {
 	if err != nil {
 		var sn *scatterNeeded
 		if errors.As(err, &sn) {
-			return s.bindScatter(ctx, portal, name, sn.plan, body, off)
+			return s.bindScatter(ctx, portal, name, sn.plan, &bind)
 		}
 		return err
 	}
@@ -593,12 +589,12 @@ func (s *session) handleBind(ctx context.Context, frame []byte) error {
 }
 
 func (s *session) handleDescribe(ctx context.Context, frame []byte) error {
-	body := frame[wire.HeaderLen:]
-	if len(body) < 2 {
+	d, err := wire.DecodeDescribe(frame[wire.HeaderLen:])
+	if err != nil {
 		return malformed("Describe")
 	}
-	if body[0] != 'S' {
-		if p := s.scatterPortalFor(cstring(body[1:])); p != nil {
+	if d.Kind != 'S' {
+		if p := s.scatterPortalFor(string(d.Name)); p != nil {
 			if p.txSQL != "" || p.plan.Kind == router.KindUtility {
 				s.out = append(s.out, 'n', 0, 0, 0, 4) // NoData
 				return nil
@@ -608,7 +604,7 @@ func (s *session) handleDescribe(ctx context.Context, frame []byte) error {
 		}
 		return s.forwardAny(ctx, frame)
 	}
-	name := cstring(body[1:])
+	name := string(d.Name)
 	be := s.claimRequest()
 	if be == nil && s.srv.runtime().deferParse {
 		// Held with the Parse: a Bind may follow and name the shard.
@@ -630,12 +626,11 @@ func (s *session) handleDescribe(ctx context.Context, frame []byte) error {
 }
 
 func (s *session) handleClose(ctx context.Context, frame []byte) error {
-	body := frame[wire.HeaderLen:]
-	if len(body) < 2 || (body[0] != 'S' && body[0] != 'P') {
+	c, err := wire.DecodeClose(frame[wire.HeaderLen:])
+	if err != nil {
 		return malformed("Close")
 	}
-	kind := body[0]
-	name := cstring(body[1:])
+	kind, name := c.Kind, string(c.Name)
 	if kind == 'P' && s.portal != nil && s.portal.name == name {
 		s.portal = nil
 	}
