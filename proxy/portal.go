@@ -14,6 +14,7 @@ import (
 
 	"github.com/pgshard/pgshard/router"
 	"github.com/pgshard/pgshard/router/merge"
+	"github.com/pgshard/pgshard/router/sqllex"
 	"github.com/pgshard/pgshard/wire"
 )
 
@@ -115,75 +116,25 @@ const (
 func referencedParams(sql string, n int) []bool {
 	used := make([]bool, n)
 	for i := 0; i < len(sql); i++ {
-		c := sql[i]
-		switch {
-		case c == '\'':
-			escapes := i > 0 && (sql[i-1] == 'E' || sql[i-1] == 'e')
-			for i++; i < len(sql); i++ {
-				if escapes && sql[i] == '\\' {
-					i++
-				} else if sql[i] == '\'' {
-					if i+1 < len(sql) && sql[i+1] == '\'' {
-						i++
-						continue
-					}
-					break
-				}
+		if j := sqllex.Skip(sql, i); j > i {
+			i = j - 1
+			continue
+		}
+		if sql[i] != '$' || (i > 0 && sqllex.IsIdentByte(sql[i-1])) {
+			continue
+		}
+		j := i + 1
+		for j < len(sql) && sqllex.IsDigit(sql[j]) {
+			j++
+		}
+		if j > i+1 {
+			if k, err := strconv.Atoi(sql[i+1 : j]); err == nil && k >= 1 && k <= n {
+				used[k-1] = true
 			}
-		case c == '"':
-			for i++; i < len(sql) && sql[i] != '"'; i++ {
-			}
-		case c == '-' && i+1 < len(sql) && sql[i+1] == '-':
-			for i < len(sql) && sql[i] != '\n' {
-				i++
-			}
-		case c == '/' && i+1 < len(sql) && sql[i+1] == '*':
-			depth := 0
-			for ; i+1 < len(sql); i++ {
-				if sql[i] == '/' && sql[i+1] == '*' {
-					depth++
-					i++
-				} else if sql[i] == '*' && sql[i+1] == '/' {
-					depth--
-					i++
-					if depth == 0 {
-						break
-					}
-				}
-			}
-		case c == '$':
-			j := i + 1
-			for j < len(sql) && sql[j] >= '0' && sql[j] <= '9' {
-				j++
-			}
-			if j > i+1 && (i == 0 || !isIdentChar(sql[i-1])) {
-				if k, err := strconv.Atoi(sql[i+1 : j]); err == nil && k >= 1 && k <= n {
-					used[k-1] = true
-				}
-				i = j - 1
-				continue
-			}
-			// A dollar quote: $tag$ ... $tag$.
-			k := i + 1
-			for k < len(sql) && isIdentChar(sql[k]) {
-				k++
-			}
-			if (i > 0 && isIdentChar(sql[i-1])) || k >= len(sql) || sql[k] != '$' {
-				continue
-			}
-			tag := sql[i : k+1]
-			if end := strings.Index(sql[k+1:], tag); end >= 0 {
-				i = k + end + len(tag)
-			} else {
-				i = len(sql)
-			}
+			i = j - 1
 		}
 	}
 	return used
-}
-
-func isIdentChar(c byte) bool {
-	return c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80
 }
 
 // shardResultFormats maps the client's result format codes (one per
