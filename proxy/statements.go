@@ -214,11 +214,12 @@ func (s *session) stmtSetting(name string) *router.Info {
 // first time one needs it (ensurePrepared).
 func (s *session) parseLocal(frame []byte) {
 	body := frame[wire.HeaderLen:]
-	name := cstring(body)
+	parse, _ := wire.DecodeParse(body) // checked by handleParse
+	name := string(parse.Name)
 	rest := body[len(name)+1:]
 	if name == "" {
 		s.stmts.unnamed = append(s.stmts.unnamed[:0], frame...)
-		s.stmts.unnamedSQL = cstring(rest)
+		s.stmts.unnamedSQL = string(parse.Query)
 		s.stmts.unnamedBE = nil
 		s.stmts.unnamedSet, s.stmts.unnamedPin = nil, ""
 	} else {
@@ -226,7 +227,7 @@ func (s *session) parseLocal(frame []byte) {
 		if s.stmts.named == nil {
 			s.stmts.named = make(map[string]*stmt)
 		}
-		s.stmts.named[name] = &stmt{name: name, global: global, sql: cstring(rest), parse: appendRenamed(nil, frame, 0, global)}
+		s.stmts.named[name] = &stmt{name: name, global: global, sql: string(parse.Query), parse: appendRenamed(nil, frame, 0, global)}
 	}
 	s.out = append(s.out, '1', 0, 0, 0, 4)
 }
@@ -509,10 +510,8 @@ func pendingSQL(pending [][]byte, name, fallback string) string {
 		if f[0] != 'P' {
 			continue
 		}
-		body := f[wire.HeaderLen:]
-		n := cstring(body)
-		if n == name && len(n) < len(body) {
-			sql = cstring(body[len(n)+1:])
+		if p, err := wire.DecodeParse(f[wire.HeaderLen:]); err == nil && string(p.Name) == name {
+			sql = string(p.Query)
 		}
 	}
 	return sql
@@ -524,9 +523,11 @@ func pendingSQL(pending [][]byte, name, fallback string) string {
 func (s *session) pendingFrameSQL(pending [][]byte, f []byte) string {
 	body := f[wire.HeaderLen:]
 	if f[0] == 'P' {
-		return cstring(body[len(cstring(body))+1:])
+		p, _ := wire.DecodeParse(body) // checked by handleParse
+		return string(p.Query)
 	}
-	name := cstring(body[1:])
+	d, _ := wire.DecodeDescribe(body) // checked by handleDescribe
+	name := string(d.Name)
 	return pendingSQL(pending, name, s.stmtSQL(name))
 }
 
@@ -709,7 +710,10 @@ func (s *session) checkNewName(ctx context.Context, name string) error {
 // pendingParses reports whether held-back messages parse statement name.
 func pendingParses(pending [][]byte, name string) bool {
 	for _, f := range pending {
-		if f[0] == 'P' && cstring(f[wire.HeaderLen:]) == name {
+		if f[0] != 'P' {
+			continue
+		}
+		if p, err := wire.DecodeParse(f[wire.HeaderLen:]); err == nil && string(p.Name) == name {
 			return true
 		}
 	}
