@@ -135,7 +135,8 @@ func (s *session) describeOnly(ctx context.Context, pending [][]byte, sync []byt
 		// not in use (they were new when they came).
 		for _, f := range pending {
 			if f[0] == 'P' {
-				delete(s.stmts.named, cstring(f[wire.HeaderLen:]))
+				p, _ := wire.DecodeParse(f[wire.HeaderLen:]) // checked by handleParse
+				delete(s.stmts.named, string(p.Name))
 			}
 		}
 		s.log.Debug("describe sent to another server", "server", be.Addr, "err", lost)

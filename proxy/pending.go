@@ -25,9 +25,8 @@ func (s *session) sendPending(ctx context.Context, typ byte, frame []byte) error
 	q := router.Query{}
 	if typ == 'B' {
 		body := frame[wire.HeaderLen:]
-		portal := cstring(body)
-		if len(portal) < len(body) {
-			name := cstring(body[len(portal)+1:])
+		if bind, err := wire.DecodeBind(body); err == nil {
+			name := string(bind.Statement)
 			// The statement may be one of the pending ones.
 			q = router.Query{SQL: pendingSQL(pending, name, s.stmtSQL(name)), Bind: body}
 		}
@@ -211,10 +210,8 @@ func pendingSQL(pending [][]byte, name, fallback string) string {
 		if f[0] != 'P' {
 			continue
 		}
-		body := f[wire.HeaderLen:]
-		n := cstring(body)
-		if n == name && len(n) < len(body) {
-			sql = cstring(body[len(n)+1:])
+		if p, err := wire.DecodeParse(f[wire.HeaderLen:]); err == nil && string(p.Name) == name {
+			sql = string(p.Query)
 		}
 	}
 	return sql
@@ -226,8 +223,10 @@ func pendingSQL(pending [][]byte, name, fallback string) string {
 func (s *session) pendingFrameSQL(pending [][]byte, f []byte) string {
 	body := f[wire.HeaderLen:]
 	if f[0] == 'P' {
-		return cstring(body[len(cstring(body))+1:])
+		p, _ := wire.DecodeParse(body) // checked by handleParse
+		return string(p.Query)
 	}
-	name := cstring(body[1:])
+	d, _ := wire.DecodeDescribe(body) // checked by handleDescribe
+	name := string(d.Name)
 	return pendingSQL(pending, name, s.stmtSQL(name))
 }

@@ -1,6 +1,10 @@
 package router
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/pgshard/pgshard/router/sqllex"
+)
 
 // HintRouter routes by a leading comment hint, `/* pgshard: shard=NAME */`,
 // and sends everything else to the default shard. It is what a cluster
@@ -65,8 +69,8 @@ func (e *UnknownShardError) Error() string {
 // own to route — transaction control, SET, RESET, SHOW — which belongs
 // wherever the session currently is.
 func FollowsSession(sql string) bool {
-	l := lexer{s: sql}
-	switch w := strings.ToLower(l.word()); w {
+	l := sqllex.Lexer{S: sql}
+	switch w := strings.ToLower(l.Word()); w {
 	case "begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release", "set", "reset", "show":
 		return true
 	}

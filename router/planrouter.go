@@ -1,11 +1,10 @@
 package router
 
 import (
-	"encoding/binary"
-	"errors"
 	"fmt"
 
 	"github.com/pgshard/pgshard/router/plan"
+	"github.com/pgshard/pgshard/wire"
 )
 
 // PlanRouter routes with the SQL-aware planner (package router/plan) over
@@ -47,7 +46,7 @@ func (r PlanRouter) Route(q Query) (Plan, error) {
 	if q.Bind != nil {
 		var err error
 		if formats, params, err = bindParams(q.Bind); err != nil {
-			return Plan{}, &RefusedError{Code: "08P01", Message: err.Error()}
+			return Plan{}, &RefusedError{Code: wire.SQLStateProtocolViolation, Message: "invalid Bind message format"}
 		}
 		oids = ParamOIDs(q.Parse)
 	}
@@ -136,81 +135,24 @@ func stmtName(s plan.Stmt) string {
 	return "DELETE"
 }
 
-var errBadBind = errors.New("invalid Bind message format")
-
 // bindParams reads the parameter format codes and values of a Bind body
 // (values alias the body).
-func bindParams(b []byte) ([]int16, [][]byte, error) {
-	for range 2 { // portal and statement names
-		i := indexNUL(b)
-		if i < 0 {
-			return nil, nil, errBadBind
-		}
-		b = b[i+1:]
+func bindParams(body []byte) ([]int16, [][]byte, error) {
+	b, err := wire.DecodeBind(body)
+	if err != nil {
+		return nil, nil, err
 	}
-	if len(b) < 2 {
-		return nil, nil, errBadBind
-	}
-	nf := int(binary.BigEndian.Uint16(b))
-	b = b[2:]
-	if len(b) < 2*nf+2 {
-		return nil, nil, errBadBind
-	}
-	formats := make([]int16, nf)
-	for i := range formats {
-		formats[i] = int16(binary.BigEndian.Uint16(b[2*i:]))
-	}
-	b = b[2*nf:]
-	np := int(binary.BigEndian.Uint16(b))
-	b = b[2:]
-	params := make([][]byte, np)
-	for i := range params {
-		if len(b) < 4 {
-			return nil, nil, errBadBind
-		}
-		n := int(int32(binary.BigEndian.Uint32(b)))
-		b = b[4:]
-		if n < 0 {
-			continue // NULL
-		}
-		if len(b) < n {
-			return nil, nil, errBadBind
-		}
-		params[i] = b[:n]
-		b = b[n:]
-	}
+	formats := b.AppendParamFormats(make([]int16, 0, b.NumParamFormats()))
+	params := b.AppendParams(make([][]byte, 0, b.NumParams()))
 	return formats, params, nil
 }
 
-// ParamOIDs reads the parameter type OIDs of a Parse message body.
-func ParamOIDs(b []byte) []uint32 {
-	for range 2 { // statement name and query text
-		i := indexNUL(b)
-		if i < 0 {
-			return nil
-		}
-		b = b[i+1:]
-	}
-	if len(b) < 2 {
+// ParamOIDs reads the parameter type OIDs of a Parse message body (nil
+// when it is malformed).
+func ParamOIDs(body []byte) []uint32 {
+	p, err := wire.DecodeParse(body)
+	if err != nil {
 		return nil
 	}
-	n := int(binary.BigEndian.Uint16(b))
-	b = b[2:]
-	if len(b) < 4*n {
-		return nil
-	}
-	oids := make([]uint32, n)
-	for i := range oids {
-		oids[i] = binary.BigEndian.Uint32(b[4*i:])
-	}
-	return oids
-}
-
-func indexNUL(b []byte) int {
-	for i, c := range b {
-		if c == 0 {
-			return i
-		}
-	}
-	return -1
+	return p.AppendParamTypes(make([]uint32, 0, p.NumParamTypes()))
 }

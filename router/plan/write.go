@@ -7,6 +7,7 @@ import (
 	"time"
 
 	pg "github.com/pganalyze/pg_query_go/v6"
+	"github.com/pgshard/pgshard/router/sqllex"
 )
 
 // insertStmt plans an INSERT.
@@ -230,10 +231,10 @@ func valuesRows(key []byte, n int) ([][2]int32, bool) {
 		c := s[i]
 		switch {
 		case c == '"':
-			i = skipQuoted(s, i, '"')
+			i = sqllex.Skip(s, i)
 			continue
-		case c == '$' && (i == 0 || !isIdentByte(s[i-1])):
-			if j := skipDollar(s, i); j > i+1 {
+		case c == '$' && (i == 0 || !sqllex.IsIdentByte(s[i-1])):
+			if j, ok := sqllex.DollarQuoteEnd(s, i); ok {
 				i = j
 				continue
 			}
@@ -241,8 +242,8 @@ func valuesRows(key []byte, n int) ([][2]int32, bool) {
 			depth++
 		case c == ')':
 			depth--
-		case depth == 0 && (c|0x20 == 'v') && (i == 0 || !isIdentByte(s[i-1])) && len(s) >= i+6 &&
-			strings.EqualFold(s[i:i+6], "values") && (i+6 == len(s) || !isIdentByte(s[i+6])):
+		case depth == 0 && (c|0x20 == 'v') && (i == 0 || !sqllex.IsIdentByte(s[i-1])) && len(s) >= i+6 &&
+			strings.EqualFold(s[i:i+6], "values") && (i+6 == len(s) || !sqllex.IsIdentByte(s[i+6])):
 			start = i + 6
 		}
 		i++
@@ -264,11 +265,11 @@ func valuesRows(key []byte, n int) ([][2]int32, bool) {
 		for i < len(s) {
 			c := s[i]
 			if c == '"' {
-				i = skipQuoted(s, i, '"')
+				i = sqllex.Skip(s, i)
 				continue
 			}
-			if c == '$' && (i == 0 || !isIdentByte(s[i-1])) {
-				if j := skipDollar(s, i); j > i+1 {
+			if c == '$' && (i == 0 || !sqllex.IsIdentByte(s[i-1])) {
+				if j, ok := sqllex.DollarQuoteEnd(s, i); ok {
 					i = j
 					continue
 				}
