@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/pgshard/pgshard/proxy/pool"
-	"github.com/pgshard/pgshard/router"
 	"github.com/pgshard/pgshard/router/copysplit"
+	rplan "github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/wire"
 )
 
@@ -141,7 +141,7 @@ func (c *copyIn) fail(err error) {
 // runCopyIn runs COPY ... FROM STDIN of plan over its shards. No backend
 // is attached, so serve owns client output; it reads the client's copy
 // stream itself.
-func (s *session) runCopyIn(ctx context.Context, plan router.Plan, sql string) error {
+func (s *session) runCopyIn(ctx context.Context, plan rplan.Plan, sql string) error {
 	if err := s.flushClient(); err != nil {
 		return err
 	}
@@ -173,7 +173,7 @@ func (s *session) runCopyIn(ctx context.Context, plan router.Plan, sql string) e
 
 // start lends a backend per shard (in name order), opens a transaction
 // and starts the COPY on each, and waits until every shard is ready.
-func (c *copyIn) start(ctx context.Context, plan router.Plan, sql string) error {
+func (c *copyIn) start(ctx context.Context, plan rplan.Plan, sql string) error {
 	s := c.s
 	for _, name := range slices.Sorted(slices.Values(plan.Shards)) {
 		be, err := s.srv.lend(ctx, name, s.user, s.db)
@@ -214,7 +214,7 @@ func (c *copyIn) start(ctx context.Context, plan router.Plan, sql string) error 
 
 // stream reads the client's copy stream, splits it and sends each shard
 // its rows; at CopyDone it completes the COPY everywhere and commits.
-func (c *copyIn) stream(ctx context.Context, plan router.Plan) (int64, error) {
+func (c *copyIn) stream(ctx context.Context, plan rplan.Plan) (int64, error) {
 	s := c.s
 	binaryFormat := plan.Copy.Format == "binary"
 	sp, err := copysplit.New(plan.Copy, func(key []byte, null bool) (int, error) {

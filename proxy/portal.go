@@ -14,6 +14,7 @@ import (
 
 	"github.com/pgshard/pgshard/router"
 	"github.com/pgshard/pgshard/router/merge"
+	rplan "github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/wire"
 )
 
@@ -28,7 +29,7 @@ import (
 // scatterPortal is a portal over several shards.
 type scatterPortal struct {
 	name      string
-	plan      router.Plan
+	plan      rplan.Plan
 	sql       string // the statement the shards get (unless per shard)
 	ext       scatterExt
 	byteOrder bool // the database sorts text bytewise (collation.go)
@@ -308,12 +309,12 @@ func shardResultFormats(spec *merge.Spec, client []int16) ([]int16, error) {
 
 // bindScatter creates the portal for a Bind whose statement runs on
 // several shards, and answers BindComplete.
-func (s *session) bindScatter(ctx context.Context, portal, name string, plan router.Plan, body []byte, off int) error {
+func (s *session) bindScatter(ctx context.Context, portal, name string, plan rplan.Plan, body []byte, off int) error {
 	params, formats, err := splitBind(body[off+len(name)+1:])
 	if err != nil {
 		return malformed("Bind")
 	}
-	if plan.Kind == router.KindUtility {
+	if plan.Kind == rplan.Utility {
 		// DDL over several shards: run at Execute, all or none.
 		if n := bindParamCount(params); n > 0 {
 			return &wire.Error{Code: wire.SQLStateProtocolViolation,
@@ -334,7 +335,7 @@ func (s *session) bindScatter(ctx context.Context, portal, name string, plan rou
 	if err != nil {
 		return err
 	}
-	sql := plan.SQL
+	sql := plan.ShardSQL
 	if sql == "" {
 		sql = s.stmtSQL(name)
 	}
@@ -390,7 +391,7 @@ func (s *session) handleExecute(ctx context.Context, frame []byte) error {
 		}
 		return nil
 	}
-	if p.plan.Kind == router.KindUtility {
+	if p.plan.Kind == rplan.Utility {
 		if p.done {
 			s.out = append(s.out, 'I', 0, 0, 0, 4) // EmptyQueryResponse
 			return nil
@@ -500,7 +501,7 @@ func (s *session) runPortal(ctx context.Context, p *scatterPortal, noDesc, strea
 		Ext:           &p.ext,
 		NoDescription: noDesc,
 		Atomic:        p.plan.Atomic,
-		RowOrder:      p.plan.RowOrder,
+		RowOrder:      p.plan.PerShardRows,
 		Spec:          p.plan.Merge,
 		TextByteOrder: p.byteOrder,
 		Prepare:       s.prepareBackend,

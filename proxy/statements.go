@@ -6,11 +6,11 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"strings"
 
 	"github.com/pgshard/pgshard/proxy/pool"
 	"github.com/pgshard/pgshard/router"
+	rplan "github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/wire"
 )
 
@@ -370,19 +370,20 @@ func (s *session) sendPending(ctx context.Context, typ byte, frame []byte) error
 			}
 			_, err = s.attachForDescribe(ctx, pending)
 		} else {
+			var be *pool.Conn
+			var plan rplan.Plan
 			s.noBegin = q.Bind == nil
-			_, err = s.attach(ctx, q)
+			be, plan, err = s.attachPlan(ctx, q)
 			s.noBegin = false
+			if err == nil && plan.Kind.Several() && be == nil {
+				// The Bind runs over several shards with no backend: the
+				// held-back messages are answered by a backend of their
+				// own first.
+				return s.sendPendingAlone(ctx, pending)
+			}
 		}
 		if err != nil {
-			var sn *scatterNeeded
-			if !errors.As(err, &sn) {
-				return err
-			}
-			// The Bind runs over several shards with no backend: the
-			// held-back messages are answered by a backend of their own
-			// first.
-			return s.sendPendingAlone(ctx, pending)
+			return err
 		}
 	}
 	return s.forwardPending(ctx, pending)
@@ -422,18 +423,18 @@ func (s *session) betweenRequests() *pool.Conn {
 func (s *session) bindStays(q router.Query) bool {
 	q.HintShard, q.HintKey = s.hintShard, s.hintKey
 	plan, err := s.routerFor().Route(q)
-	if err != nil || plan.InTxOnly != nil {
+	if err != nil || plan.InTx {
 		return false
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
-	case plan.Kind == router.KindAny:
+	case plan.Kind == rplan.Any:
 		return true
-	case plan.Kind != router.KindSingle || plan.Shard != s.beShard:
+	case plan.Kind != rplan.Single || plan.Shard != s.beShard:
 		return false
 	}
-	return !s.beReplica || plan.Replica
+	return !s.beReplica || plan.ReplicaSafe
 }
 
 // sendPendingBefore sends held-back Parse and Describe messages of a new
@@ -563,13 +564,12 @@ func (s *session) handleBind(ctx context.Context, frame []byte) error {
 		s.out = append(s.out, '2', 0, 0, 0, 4)
 		return nil
 	}
-	be, err := s.attach(ctx, router.Query{SQL: s.stmtSQL(name), Parse: s.stmtParse(name), Bind: body})
+	be, plan, err := s.attachPlan(ctx, router.Query{SQL: s.stmtSQL(name), Parse: s.stmtParse(name), Bind: body})
 	if err != nil {
-		var sn *scatterNeeded
-		if errors.As(err, &sn) {
-			return s.bindScatter(ctx, portal, name, sn.plan, body, off)
-		}
 		return err
+	}
+	if plan.Kind.Several() && be == nil {
+		return s.bindScatter(ctx, portal, name, plan, body, off)
 	}
 	if r := s.stmtPin(name); r != "" {
 		s.pin(r)
@@ -599,7 +599,7 @@ func (s *session) handleDescribe(ctx context.Context, frame []byte) error {
 	}
 	if body[0] != 'S' {
 		if p := s.scatterPortalFor(cstring(body[1:])); p != nil {
-			if p.txSQL != "" || p.plan.Kind == router.KindUtility {
+			if p.txSQL != "" || p.plan.Kind == rplan.Utility {
 				s.out = append(s.out, 'n', 0, 0, 0, 4) // NoData
 				return nil
 			}

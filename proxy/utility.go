@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"github.com/pgshard/pgshard/proxy/pool"
-	"github.com/pgshard/pgshard/router"
+	rplan "github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/wire"
 )
 
@@ -19,7 +19,7 @@ import (
 // not allow in a transaction block (VACUUM, CREATE INDEX CONCURRENTLY, …)
 // run shard by shard instead, stopping at the first failure. No backend
 // is attached, so serve owns client output.
-func (s *session) runUtility(ctx context.Context, plan router.Plan, sql string) error {
+func (s *session) runUtility(ctx context.Context, plan rplan.Plan, sql string) error {
 	tag, err := s.utilityOnShards(ctx, plan, sql)
 	if err != nil {
 		return err
@@ -32,7 +32,7 @@ func (s *session) runUtility(ctx context.Context, plan router.Plan, sql string) 
 // utilityOnShards runs sql on plan's shards as runUtility says (each
 // shard of plan.PerShardSQL gets its own statement) and returns the
 // command tag.
-func (s *session) utilityOnShards(ctx context.Context, plan router.Plan, sql string) (string, error) {
+func (s *session) utilityOnShards(ctx context.Context, plan rplan.Plan, sql string) (string, error) {
 	if err := s.flushClient(); err != nil {
 		return "", err
 	}
