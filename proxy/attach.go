@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pgshard/pgshard/proxy/pool"
+	"github.com/pgshard/pgshard/proxy/scatter"
 	"github.com/pgshard/pgshard/router"
 	rplan "github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/wire"
@@ -479,11 +480,9 @@ func (s *session) runScatter(ctx context.Context, plan rplan.Plan, sql string) e
 	if err := s.flushClient(); err != nil { // earlier answers first
 		return err
 	}
-	out, err := s.srv.scatter(ctx, scatterRequest{
+	out, err := s.srv.scatter(ctx, s.user, s.db, scatter.Request{
 		Shards:        plan.Shards,
 		Replicas:      s.scatterReplicas(plan),
-		User:          s.user,
-		DB:            s.db,
 		SQL:           strings.Clone(sql),
 		PerShardSQL:   plan.PerShardSQL,
 		Atomic:        plan.Atomic,

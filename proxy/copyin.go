@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pgshard/pgshard/proxy/pool"
+	"github.com/pgshard/pgshard/proxy/scatter"
 	"github.com/pgshard/pgshard/router/copysplit"
 	rplan "github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/wire"
@@ -185,16 +186,16 @@ func (c *copyIn) start(ctx context.Context, plan rplan.Plan, sql string) error {
 		c.index[name] = len(c.shards)
 		c.shards = append(c.shards, h)
 		if err := s.prepareBackend(ctx, be); err != nil {
-			return scatterShardError(name, err)
+			return scatter.ShardError(name, err)
 		}
 		if err := be.SetHandler(h); err != nil {
-			return scatterShardError(name, err)
+			return scatter.ShardError(name, err)
 		}
 		be.UnnamedGen++
 		msg := wire.AppendString(nil, 'Q', "BEGIN")
 		msg = wire.AppendString(msg, 'Q', sql)
 		if _, err := be.NetConn.Write(msg); err != nil {
-			return scatterShardError(name, err)
+			return scatter.ShardError(name, err)
 		}
 	}
 	for _, h := range c.shards {
@@ -387,7 +388,7 @@ func (c *copyIn) abort(ctx context.Context, why string) {
 		why = "COPY failed on another shard"
 	}
 	msg := wire.AppendString(nil, 'f', "pgshard: "+why)
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), scatterReplyTimeout)
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), scatter.ReplyTimeout)
 	defer cancel()
 	for _, h := range c.shards {
 		select {
@@ -414,9 +415,9 @@ func (c *copyIn) abort(ctx context.Context, why string) {
 }
 
 // end commits (commit true) or rolls back the shards' transactions; see
-// endTransactions.
+// scatter.EndTransactions.
 func (c *copyIn) end(ctx context.Context, commit bool) error {
-	var txs []openTx
+	var txs []scatter.Tx
 	for _, h := range c.shards {
 		_ = h.conn.SetHandler(nil)
 		select {
@@ -425,11 +426,11 @@ func (c *copyIn) end(ctx context.Context, commit bool) error {
 			continue // unknown state: release closes it
 		}
 		if h.status == 'T' || h.status == 'E' {
-			txs = append(txs, openTx{name: h.name, conn: h.conn})
+			txs = append(txs, scatter.Tx{Name: h.name, Conn: h.conn})
 			h.status = 'I' // ended below, or the connection is closed
 		}
 	}
-	return endTransactions(ctx, txs, commit)
+	return scatter.EndTransactions(ctx, txs, commit)
 }
 
 // putLen writes the length of the message in b (type byte first).

@@ -12,6 +12,7 @@ import (
 
 	pg "github.com/pganalyze/pg_query_go/v6"
 
+	"github.com/pgshard/pgshard/proxy/scatter"
 	"github.com/pgshard/pgshard/router"
 	"github.com/pgshard/pgshard/router/merge"
 	rplan "github.com/pgshard/pgshard/router/plan"
@@ -49,9 +50,9 @@ type scatterExt struct {
 	formats   []int16  // result format codes for the shards' columns
 }
 
-// appendFrames appends Parse, Bind, Describe (portal), Execute and Sync
-// of sql with the client's parameters.
-func (x *scatterExt) appendFrames(b []byte, sql string) []byte {
+// AppendFrames appends Parse, Bind, Describe (portal), Execute and Sync
+// of sql with the client's parameters (scatter.Request.Ext).
+func (x *scatterExt) AppendFrames(b []byte, sql string) []byte {
 	oids := x.paramOIDs
 	if n := bindParamCount(x.params); n > 0 && sql != "" {
 		// A statement that does not use every parameter (the rows of a
@@ -491,11 +492,9 @@ func (s *session) runPortal(ctx context.Context, p *scatterPortal, noDesc, strea
 		return s.out, err
 	}
 	start := time.Now()
-	req := scatterRequest{
+	req := scatter.Request{
 		Shards:        p.plan.Shards,
 		Replicas:      s.scatterReplicas(p.plan),
-		User:          s.user,
-		DB:            s.db,
 		SQL:           p.sql,
 		PerShardSQL:   p.plan.PerShardSQL,
 		Ext:           &p.ext,
@@ -510,7 +509,7 @@ func (s *session) runPortal(ctx context.Context, p *scatterPortal, noDesc, strea
 	if stream {
 		req.Flush = func(b []byte) error { _, err := s.conn.Write(b); return err }
 	}
-	out, err := s.srv.scatter(ctx, req)
+	out, err := s.srv.scatter(ctx, s.user, s.db, req)
 	if err != nil {
 		var we *wire.Error
 		if !errors.As(err, &we) {
