@@ -26,9 +26,9 @@ import (
 // messages whose statement cannot run over several shards; see
 // attachPlan.
 func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error) {
-	be, plan, err := s.attachPlan(ctx, q)
+	be, _, err := s.attachPlan(ctx, q)
 	if err == nil && be == nil {
-		return nil, fmt.Errorf("%s statement needs several shards", plan.Kind)
+		return nil, errors.New("statement needs several shards")
 	}
 	return be, err
 }
