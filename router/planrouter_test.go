@@ -133,3 +133,61 @@ func BenchmarkPlanRouterRoute(b *testing.B) {
 		})
 	}
 }
+
+// TestPlanRouterKinds: what the session needs of each kind of plan the
+// entry point returns.
+func TestPlanRouterKinds(t *testing.T) {
+	m, err := shardmap.ParseYAML([]byte(testMap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := router.PlanRouter{Planner: plan.New(m, plan.Options{DefaultShard: "s0"}), Default: "s0"}
+	route := func(sql string) plan.Plan {
+		t.Helper()
+		p, err := r.Route(router.Query{SQL: sql})
+		if err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+		return p
+	}
+	if p := route("INSERT INTO kv (k, v) VALUES (1, 'a'), (150, 'b')"); p.Kind != plan.Scatter || !p.Atomic || len(p.PerShardSQL) != 2 ||
+		len(p.PerShardRows["s1"]) != 1 || p.PerShardRows["s1"][0] != 1 || p.ReadOnly || p.Table != "public.kv" || p.Stmt != plan.StmtInsert {
+		t.Errorf("split INSERT: %+v", p)
+	}
+	if p := route("COPY kv TO STDOUT"); p.Kind != plan.CopyOut || len(p.Shards) != 2 || p.ShardSQL != "" || p.ReplicaSafe {
+		t.Errorf("COPY TO: %+v", p)
+	}
+	if p := route("COPY kv (k, v) FROM STDIN"); p.Kind != plan.CopyIn || len(p.Shards) != 2 || p.Copy == nil || p.Copy.KeyColumn != 0 {
+		t.Errorf("COPY FROM: %+v", p)
+	}
+	if p := route("EXPLAIN (pgshard) SELECT * FROM kv WHERE k = 150"); p.Kind != plan.Any || p.Shard != "s0" || !p.Explain || p.SQL == "" {
+		t.Errorf("EXPLAIN (pgshard): %+v", p)
+	}
+	if p := route("SHOW pgshard.shards"); p.Kind != plan.Any || p.Shard != "s0" || p.SQL == "" {
+		t.Errorf("SHOW pgshard.shards: %+v", p)
+	}
+	if p := route("SET pgshard.key = '150'"); p.Kind != plan.Any || p.Hint == nil || p.Hint.Name != "key" || p.Hint.Value != "150" {
+		t.Errorf("SET pgshard.key: %+v", p)
+	}
+	if p := route("BEGIN"); p.Kind != plan.Any || p.Stmt != plan.StmtTx || p.Tx != plan.TxBegin || p.Shard != "s0" {
+		t.Errorf("BEGIN: %+v", p)
+	}
+	if p := route("DO $$ BEGIN END $$"); p.Kind != plan.Single || !p.InTx || p.Err == nil || p.Err.Code != "0A000" || p.Shard != "s0" {
+		t.Errorf("DO: %+v", p)
+	}
+	if p := route("SELECT * FROM kv WHERE k = 150"); p.Kind != plan.Single || p.Shard != "s1" || p.Reach != plan.ReachKey || !p.ReplicaSafe || p.Table != "public.kv" {
+		t.Errorf("keyed read: %+v", p)
+	}
+	// Over several shards, only what the proxy runs there.
+	for _, sql := range []string{"SELECT * FROM kv FOR UPDATE", "UPDATE kv SET v = 'x' WHERE k IN (1, 150)"} {
+		p, err := r.Route(router.Query{SQL: sql})
+		var re *plan.RefusalError
+		if !errors.As(err, &re) || re.Code != "0A000" || p.Kind != plan.Refused || p.Err != re {
+			t.Errorf("%s: %+v, %v; want a 0A000 refusal", sql, p, err)
+		}
+	}
+	r.AllowBroadcast = true
+	if p := route("UPDATE kv SET v = 'x'"); p.Kind != plan.Scatter || !p.Broadcast || len(p.Shards) != 2 || p.Atomic {
+		t.Errorf("broadcast UPDATE allowed: %+v", p)
+	}
+}
