@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/pgshard/pgshard/proxy/pool"
-	"github.com/pgshard/pgshard/router"
+	rplan "github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/wire"
 )
 
@@ -169,21 +169,21 @@ func (s *Server) MetaContact() time.Time {
 }
 
 // mayWrite reports whether a statement planned as plan may write.
-func mayWrite(plan router.Plan) bool {
+func mayWrite(plan rplan.Plan) bool {
 	switch plan.Kind {
-	case router.KindAny, router.KindCopyOut:
+	case rplan.Any, rplan.CopyOut:
 		return false
-	case router.KindScatter:
+	case rplan.Scatter:
 		return !plan.ReadOnly
-	case router.KindSingle:
-		return !plan.Replica
+	case rplan.Single:
+		return !plan.ReplicaSafe
 	}
 	return true
 }
 
 // failClosed refuses a statement that may write while the proxy has lost
 // the meta cluster for longer than its lease.
-func (s *Server) failClosed(plan router.Plan) error {
+func (s *Server) failClosed(plan rplan.Plan) error {
 	if !mayWrite(plan) {
 		return nil
 	}

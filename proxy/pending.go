@@ -2,10 +2,10 @@ package proxy
 
 import (
 	"context"
-	"errors"
 
 	"github.com/pgshard/pgshard/proxy/pool"
 	"github.com/pgshard/pgshard/router"
+	rplan "github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/wire"
 )
 
@@ -66,19 +66,20 @@ func (s *session) sendPending(ctx context.Context, typ byte, frame []byte) error
 			}
 			_, err = s.attachForDescribe(ctx, pending)
 		} else {
+			var be *pool.Conn
+			var plan rplan.Plan
 			s.noBegin = q.Bind == nil
-			_, err = s.attach(ctx, q)
+			be, plan, err = s.attachPlan(ctx, q)
 			s.noBegin = false
+			if err == nil && plan.Kind.Several() && be == nil {
+				// The Bind runs over several shards with no backend: the
+				// held-back messages are answered by a backend of their
+				// own first.
+				return s.sendPendingAlone(ctx, pending)
+			}
 		}
 		if err != nil {
-			var sn *scatterNeeded
-			if !errors.As(err, &sn) {
-				return err
-			}
-			// The Bind runs over several shards with no backend: the
-			// held-back messages are answered by a backend of their own
-			// first.
-			return s.sendPendingAlone(ctx, pending)
+			return err
 		}
 	}
 	return s.forwardPending(ctx, pending)
@@ -118,19 +119,19 @@ func (s *session) betweenRequests() *pool.Conn {
 func (s *session) bindStays(q router.Query) bool {
 	q.HintShard, q.HintKey = s.hintShard, s.hintKey
 	plan, err := s.routerFor().Route(q)
-	if err != nil || plan.InTxOnly != nil {
+	if err != nil || plan.InTx {
 		return false
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	a := s.st.cur()
 	switch {
-	case plan.Kind == router.KindAny:
+	case plan.Kind == rplan.Any:
 		return true
-	case a == nil || plan.Kind != router.KindSingle || plan.Shard != a.shard:
+	case a == nil || plan.Kind != rplan.Single || plan.Shard != a.shard:
 		return false
 	}
-	return !a.replica || plan.Replica
+	return !a.replica || plan.ReplicaSafe
 }
 
 // sendPendingBefore sends held-back Parse and Describe messages of a new

@@ -12,8 +12,10 @@ import (
 
 	pg "github.com/pganalyze/pg_query_go/v6"
 
+	"github.com/pgshard/pgshard/proxy/scatter"
 	"github.com/pgshard/pgshard/router"
 	"github.com/pgshard/pgshard/router/merge"
+	rplan "github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/router/sqllex"
 	"github.com/pgshard/pgshard/wire"
 )
@@ -29,7 +31,7 @@ import (
 // scatterPortal is a portal over several shards.
 type scatterPortal struct {
 	name      string
-	plan      router.Plan
+	plan      rplan.Plan
 	sql       string // the statement the shards get (unless per shard)
 	ext       scatterExt
 	byteOrder bool // the database sorts text bytewise (collation.go)
@@ -49,9 +51,9 @@ type scatterExt struct {
 	formats   []int16   // result format codes for the shards' columns
 }
 
-// appendFrames appends Parse, Bind, Describe (portal), Execute and Sync
-// of sql with the client's parameters.
-func (x *scatterExt) appendFrames(b []byte, sql string) []byte {
+// AppendFrames appends Parse, Bind, Describe (portal), Execute and Sync
+// of sql with the client's parameters (scatter.Request.Ext).
+func (x *scatterExt) AppendFrames(b []byte, sql string) []byte {
 	oids := x.paramOIDs
 	if n := x.bind.NumParams(); n > 0 && sql != "" {
 		// A statement that does not use every parameter (the rows of a
@@ -188,8 +190,8 @@ func shardResultFormats(spec *merge.Spec, client []int16) ([]int16, error) {
 
 // bindScatter creates the portal for a Bind whose statement runs on
 // several shards, and answers BindComplete.
-func (s *session) bindScatter(ctx context.Context, portal, name string, plan router.Plan, bind *wire.Bind) error {
-	if plan.Kind == router.KindUtility {
+func (s *session) bindScatter(ctx context.Context, portal, name string, plan rplan.Plan, bind *wire.Bind) error {
+	if plan.Kind == rplan.Utility {
 		// DDL over several shards: run at Execute, all or none.
 		if n := bind.NumParams(); n > 0 {
 			return &wire.Error{Code: wire.SQLStateProtocolViolation,
@@ -210,7 +212,7 @@ func (s *session) bindScatter(ctx context.Context, portal, name string, plan rou
 	if err != nil {
 		return err
 	}
-	sql := plan.SQL
+	sql := plan.ShardSQL
 	if sql == "" {
 		sql = s.stmtSQL(name)
 	}
@@ -266,7 +268,7 @@ func (s *session) handleExecute(ctx context.Context, frame []byte) error {
 		}
 		return nil
 	}
-	if p.plan.Kind == router.KindUtility {
+	if p.plan.Kind == rplan.Utility {
 		if p.done {
 			s.out = append(s.out, 'I', 0, 0, 0, 4) // EmptyQueryResponse
 			return nil
@@ -366,17 +368,15 @@ func (s *session) runPortal(ctx context.Context, p *scatterPortal, noDesc, strea
 		return s.out, err
 	}
 	start := time.Now()
-	req := scatterRequest{
+	req := scatter.Request{
 		Shards:        p.plan.Shards,
 		Replicas:      s.scatterReplicas(p.plan),
-		User:          s.user,
-		DB:            s.db,
 		SQL:           p.sql,
 		PerShardSQL:   p.plan.PerShardSQL,
 		Ext:           &p.ext,
 		NoDescription: noDesc,
 		Atomic:        p.plan.Atomic,
-		RowOrder:      p.plan.RowOrder,
+		RowOrder:      p.plan.PerShardRows,
 		Spec:          p.plan.Merge,
 		TextByteOrder: p.byteOrder,
 		Prepare:       s.prepareBackend,
@@ -385,7 +385,7 @@ func (s *session) runPortal(ctx context.Context, p *scatterPortal, noDesc, strea
 	if stream {
 		req.Flush = func(b []byte) error { _, err := s.conn.Write(b); return err }
 	}
-	out, err := s.srv.scatter(ctx, req)
+	out, err := s.srv.scatter(ctx, s.user, s.db, req)
 	if err != nil {
 		var we *wire.Error
 		if !errors.As(err, &we) {

@@ -6,11 +6,11 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"strings"
 
 	"github.com/pgshard/pgshard/proxy/pool"
 	"github.com/pgshard/pgshard/router"
+	rplan "github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/wire"
 )
 
@@ -356,13 +356,12 @@ func (s *session) handleBind(ctx context.Context, frame []byte) error {
 		s.out = append(s.out, '2', 0, 0, 0, 4)
 		return nil
 	}
-	be, err := s.attach(ctx, router.Query{SQL: s.stmtSQL(name), Parse: s.stmtParse(name), Bind: body})
+	be, plan, err := s.attachPlan(ctx, router.Query{SQL: s.stmtSQL(name), Parse: s.stmtParse(name), Bind: body})
 	if err != nil {
-		var sn *scatterNeeded
-		if errors.As(err, &sn) {
-			return s.bindScatter(ctx, portal, name, sn.plan, &bind)
-		}
 		return err
+	}
+	if plan.Kind.Several() && be == nil {
+		return s.bindScatter(ctx, portal, name, plan, &bind)
 	}
 	if r := s.stmtPin(name); r != "" {
 		s.pin(r)
@@ -392,7 +391,7 @@ func (s *session) handleDescribe(ctx context.Context, frame []byte) error {
 	}
 	if d.Kind != 'S' {
 		if p := s.scatterPortalFor(string(d.Name)); p != nil {
-			if p.txSQL != "" || p.plan.Kind == router.KindUtility {
+			if p.txSQL != "" || p.plan.Kind == rplan.Utility {
 				s.out = append(s.out, 'n', 0, 0, 0, 4) // NoData
 				return nil
 			}

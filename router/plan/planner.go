@@ -198,9 +198,9 @@ func (p *Planner) DescribeShards(sql string) []string {
 		return st.shardList(t.needShard)
 	case t.dist != nil:
 		return st.describeShards[t.dist]
-	case t.base.Kind == Default && (t.base.Anywhere || t.describeAnywhere):
+	case t.base.Reach == ReachDefault && (t.base.Anywhere || t.describeAnywhere):
 		return st.allShards
-	case t.base.Kind == Default && len(t.base.Shards) == 1:
+	case t.base.Reach == ReachDefault && len(t.base.Shards) == 1:
 		return t.base.Shards
 	}
 	return st.shardList(st.defaultShard)
@@ -582,7 +582,7 @@ func (st *state) execute(t *template, in *execInput, sessionHint Hint) Plan {
 				"query the unsharded table separately")}
 		}
 		p := t.base
-		p.Kind = Single
+		p.Kind, p.Reach = Single, ReachKey
 		p.Shards = st.shardList(first)
 		p.Merge, p.ShardSQL, p.Broadcast = nil, "", false
 		return p
@@ -600,7 +600,7 @@ func (st *state) execute(t *template, in *execInput, sessionHint Hint) Plan {
 	if p.Kind == Refused {
 		return p
 	}
-	p.Kind = Multi
+	p.Reach = ReachKey
 	p.Shards = set
 	return st.finish(p, t.multiSQL, t.multiLimit, in)
 }
@@ -662,9 +662,9 @@ func (st *state) hinted(t *template, h Hint) Plan {
 			return Plan{Kind: Refused, Stmt: p.Stmt, Hinted: true, Err: &RefusalError{Code: SQLStateInvalidParameter,
 				Message: "pgshard hint names unknown shard " + quoteIdent(h.Shard), Hint: "SHOW pgshard.route lists the shards"}}
 		}
-		p.Kind = Single
+		p.Kind, p.Reach = Single, ReachKey
 		if p.Stmt == StmtTx || p.Stmt == StmtSet || p.Stmt == StmtShow || t.dist == nil {
-			p.Kind = Default
+			p.Kind, p.Reach = defaultKind(p.Stmt), ReachDefault
 		}
 		p.Shards = st.shardList(h.Shard)
 		return p
@@ -681,7 +681,7 @@ func (st *state) hinted(t *template, h Hint) Plan {
 		return Plan{Kind: Refused, Stmt: p.Stmt, Hinted: true, Err: &RefusalError{Code: SQLStateInvalidParameter,
 			Message: "pgshard.key hint: " + err.Error()}}
 	}
-	p.Kind = Single
+	p.Kind, p.Reach = Single, ReachKey
 	p.Shards = st.shardList(s)
 	return p
 }
