@@ -454,6 +454,7 @@ func (s *session) runScatter(ctx context.Context, plan rplan.Plan, sql string) e
 		Spec:          plan.Merge,
 		Prepare:       s.prepareBackend,
 		Flush:         func(b []byte) error { _, err := s.conn.Write(b); return err },
+		Canceler:      &s.scatterCancel,
 		Dst:           s.out[:0],
 	})
 	s.out = out

@@ -380,6 +380,7 @@ func (s *session) runPortal(ctx context.Context, p *scatterPortal, noDesc, strea
 		Spec:          p.plan.Merge,
 		TextByteOrder: p.byteOrder,
 		Prepare:       s.prepareBackend,
+		Canceler:      &s.scatterCancel,
 		Dst:           s.out[:0],
 	}
 	if stream {
