@@ -90,3 +90,31 @@ func TestCancelReachesEveryShard(t *testing.T) {
 		}
 	})
 }
+
+// TestMultiStatementOnOneShard: a query string of several statements
+// (psycopg2's execute_batch) runs on the one shard all of them are for,
+// with the statements that name no table; statements for two shards are
+// refused before any runs.
+func TestMultiStatementOnOneShard(t *testing.T) {
+	bothModes(t, func(t *testing.T, mode proxy.PoolMode) {
+		p, direct, _ := kvShardsTr(t, func(cfg *proxy.Config) { cfg.PoolMode = mode })
+		ctx := ctxT(t)
+		c := connect(t, p.dsn(""))
+		res, err := c.PgConn().Exec(ctx, `INSERT INTO kv (k, v) VALUES (150, 'a');SELECT 1;INSERT INTO kv (k, v) VALUES (151, 'b');UPDATE kv SET v = 'c' WHERE k = 150`).ReadAll()
+		if err != nil || len(res) != 4 || res[3].CommandTag.String() != "UPDATE 1" {
+			t.Fatalf("one-shard batch: %v %v", res, err)
+		}
+		if !rowOn(t, direct[1], 150) || !rowOn(t, direct[1], 151) || rowOn(t, direct[0], 150) {
+			t.Fatal("the batch's rows are not on shard s1 only")
+		}
+		c2 := connect(t, p.dsn(""))
+		_, err = c2.PgConn().Exec(ctx, `INSERT INTO kv (k, v) VALUES (5, 'a');INSERT INTO kv (k, v) VALUES (152, 'b')`).ReadAll()
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "0A000" {
+			t.Fatalf("batch over two shards: %v, want 0A000", err)
+		}
+		if rowOn(t, direct[0], 5) || rowOn(t, direct[1], 152) {
+			t.Fatal("a statement of the refused batch ran")
+		}
+	})
+}

@@ -394,6 +394,9 @@ type template struct {
 	// creates is where the table a CREATE TABLE AS or SELECT INTO makes
 	// must be (see createTarget), or nil.
 	creates *createTarget
+	// multiStmt marks a query string of several statements whose keys
+	// must all land on one shard: any other outcome is multi (refused).
+	multiStmt bool
 }
 
 func (t *template) matches(n *normalized, sql string) bool {
@@ -565,6 +568,9 @@ func (st *state) execute(t *template, in *execInput, sessionHint Hint) Plan {
 			slices.Sort(set)
 			slices.Sort(cset)
 			if first != cfirst || !slices.Equal(set, cset) {
+				if t.multiStmt {
+					return *t.multi
+				}
 				return Plan{Kind: Refused, Stmt: t.base.Stmt, Err: refusal(
 					"the statement joins rows of "+t.base.Table+" that are on different shards",
 					"join the tables on the sharding key, or use SET pgshard.shard")}
@@ -574,6 +580,9 @@ func (st *state) execute(t *template, in *execInput, sessionHint Hint) Plan {
 	if first == "" {
 		// An empty IN list or array: no row can match; any one shard answers.
 		first = st.distShards[t.dist][0]
+	}
+	if t.multiStmt && (set != nil || t.needShard != "" && first != t.needShard) {
+		return *t.multi
 	}
 	if set == nil {
 		if t.needShard != "" && first != t.needShard {
