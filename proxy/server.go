@@ -78,6 +78,7 @@ type Server struct {
 	done         chan struct{}
 
 	endpoints atomic.Pointer[endpointView] // every endpoint's health, for describing (describe.go)
+	startupOK startupChecked               // startup parameters known to apply (startupcheck.go)
 }
 
 // poolKey names a pool: the server at addr (the shard's primary or one
