@@ -249,10 +249,16 @@ func (s *session) attachRouted(ctx context.Context, plan rplan.Plan, q router.Qu
 			// The transaction the proxy acknowledged starts here; the
 			// client has seen BEGIN's reply already, so hide this one.
 			s.mu.Lock()
-			s.st.beginSent()
+			savepoints := s.st.beginSent()
 			s.queue.push(entry{kind: entrySync, swallow: true})
 			s.mu.Unlock()
-			s.bout = wire.AppendString(s.bout, 'Q', begin)
+			if savepoints != "" {
+				// The savepoints the proxy acknowledged (deferredSavepoint),
+				// in the same query: one answer, swallowed.
+				s.bout = wire.AppendString(s.bout, 'Q', begin+";"+savepoints)
+			} else {
+				s.bout = wire.AppendString(s.bout, 'Q', begin)
+			}
 			if !plainBegin(begin) {
 				if err := s.probeBegin(ctx, begin); err != nil {
 					return nil, err

@@ -3,11 +3,14 @@ package proxy_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgshard/pgshard/proxy"
 )
@@ -117,4 +120,115 @@ func TestMultiStatementOnOneShard(t *testing.T) {
 			t.Fatal("a statement of the refused batch ran")
 		}
 	})
+}
+
+// TestBadStartupOptions: a startup parameter the server refuses (given
+// directly or with -c in options) refuses the connection with the
+// server's own FATAL error, as PostgreSQL does; good ones connect and
+// apply.
+func TestBadStartupOptions(t *testing.T) {
+	bothModes(t, func(t *testing.T, mode proxy.PoolMode) {
+		p, _, _ := kvShardsTr(t, func(cfg *proxy.Config) { cfg.PoolMode = mode })
+		ctx := ctxT(t)
+		for _, tc := range []struct{ extra, code string }{
+			{"options=-c%20no_such_setting%3D1", "42704"},
+			{"options=-c%20work_mem%3Dnotanumber", "22023"},
+			{"work_mem=notanumber", "22023"},
+		} {
+			for round := 0; round < 2; round++ { // also once the good sets are remembered
+				c, err := pgconn.Connect(ctx, p.dsn(tc.extra))
+				if err == nil {
+					_ = c.Close(ctx)
+					t.Fatalf("%s: connected, want FATAL %s", tc.extra, tc.code)
+				}
+				var pe *pgconn.PgError
+				if !errors.As(err, &pe) || pe.Code != tc.code || pe.Severity != "FATAL" {
+					t.Fatalf("%s: %v, want FATAL %s", tc.extra, err, tc.code)
+				}
+			}
+		}
+		for round := 0; round < 2; round++ {
+			c := connect(t, p.dsn("options=-c%20work_mem%3D3MB"))
+			var v string
+			if err := c.QueryRow(ctx, `SHOW work_mem`).Scan(&v); err != nil || v != "3MB" {
+				t.Fatalf("work_mem %q %v", v, err)
+			}
+		}
+	})
+}
+
+// TestDeferredSavepoints: SAVEPOINT, RELEASE and ROLLBACK TO before a
+// transaction's first statement that picks a shard (pgjdbc's
+// autosave=always) are answered as PostgreSQL answers them, errors
+// included, and follow the BEGIN to the shard of that statement, through
+// the simple and the extended protocol: the transcripts through the
+// proxy are those of a direct connection to the shard. (Transaction
+// pooling: in session pooling a session stays on one shard.)
+func TestDeferredSavepoints(t *testing.T) {
+	p, direct, _ := kvShardsTr(t)
+	ctx := ctxT(t)
+	ins := func(k int) string { return fmt.Sprintf("INSERT INTO kv (k, v) VALUES (%d, 'sp')", k) }
+	sel := func(k int) string { return fmt.Sprintf("SELECT v FROM kv WHERE k = %d", k) }
+	type step struct {
+		n    int
+		msgs []pgproto3.FrontendMessage
+	}
+	simple := func(sqls ...string) []step {
+		var out []step
+		for _, s := range sqls {
+			out = append(out, step{1, msgs(q(s))})
+		}
+		return out
+	}
+	cases := []struct {
+		name  string
+		steps func(k int) []step
+	}{
+		{"released and missing", func(k int) []step {
+			return simple("BEGIN", "SAVEPOINT a", "SAVEPOINT B", "savepoint b", "RELEASE a", "ROLLBACK TO b", "SELECT 1", "SAVEPOINT c", "RELEASE SAVEPOINT a", "ROLLBACK TO a", "ROLLBACK")
+		}},
+		{"failed then rolled back to", func(k int) []step {
+			return simple("BEGIN", "SAVEPOINT a", "RELEASE nosuch", "SAVEPOINT c", "ROLLBACK TO SAVEPOINT a", ins(k), "ROLLBACK TO a", ins(k+1), sel(k), sel(k+1), "COMMIT")
+		}},
+		{"nested, then another shard than the default", func(k int) []step {
+			return simple("BEGIN", "SAVEPOINT a", "SAVEPOINT b", "ROLLBACK TO a", ins(k+2), "RELEASE b", "ROLLBACK TO a", "RELEASE a", sel(k+2), "COMMIT")
+		}},
+		{"extended, one Sync", func(k int) []step {
+			return []step{
+				{1, msgs(ext("BEGIN"), ext("SAVEPOINT pgjdbc_autosave"), ext(ins(k+3)), ext("RELEASE SAVEPOINT pgjdbc_autosave"), ext("SAVEPOINT pgjdbc_autosave"), ext(sel(k+3)), &pgproto3.Sync{})},
+				{1, msgs(ext("ROLLBACK TO SAVEPOINT pgjdbc_autosave"), ext("COMMIT"), &pgproto3.Sync{})},
+			}
+		}},
+		{"extended, errors", func(k int) []step {
+			return []step{
+				{1, msgs(ext("BEGIN"), ext("SAVEPOINT s1"), ext("ROLLBACK TO nosuch"), ext(sel(k)), &pgproto3.Sync{})},
+				{1, msgs(ext("ROLLBACK TO s1"), ext(sel(k+4)), &pgproto3.Sync{})},
+				{1, msgs(ext("ROLLBACK"), &pgproto3.Sync{})},
+			}
+		}},
+	}
+	run := func(w *wireSession, steps []step) []string {
+		var out []string
+		for _, st := range steps {
+			out = append(out, w.send(st.n, st.msgs...)...)
+		}
+		return out
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			// Keys on shard s1 (k >= 100): the direct session's and the
+			// proxy's rows do not collide.
+			kd, kp := 1000+10*i, 2000+10*i
+			want := run(openWire(t, ctx, direct[1].Config().ConnString()), tc.steps(kd))
+			got := run(openWire(t, ctx, p.dsn("")), tc.steps(kp))
+			if !slices.Equal(got, want) {
+				t.Fatalf("through the proxy:\n got  %q\n want %q (PostgreSQL)", got, want)
+			}
+			for j := 0; j < 5; j++ {
+				if rowOn(t, direct[0], kp+j) || rowOn(t, direct[1], kp+j) != rowOn(t, direct[1], kd+j) {
+					t.Fatalf("row %d: where it landed differs from PostgreSQL's", kp+j)
+				}
+			}
+		})
+	}
 }

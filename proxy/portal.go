@@ -262,7 +262,11 @@ func (s *session) handleExecute(ctx context.Context, frame []byte) error {
 	if p.txSQL != "" {
 		if !p.done {
 			p.done = true
-			s.out = wire.AppendString(s.out, 'C', s.applyDeferredTx(p.txInfo, p.txSQL))
+			tag, werr := s.applyDeferredTx(p.txInfo, p.txSQL)
+			if werr != nil {
+				return werr
+			}
+			s.out = wire.AppendString(s.out, 'C', tag)
 		} else {
 			s.out = append(s.out, 'I', 0, 0, 0, 4) // EmptyQueryResponse
 		}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/pgshard/pgshard/proxy/pool"
 	"github.com/pgshard/pgshard/wire"
@@ -93,6 +94,9 @@ type sessionState struct {
 	// shard: it ends with ROLLBACK (or COMMIT, answered ROLLBACK).
 	deferredBegin  string
 	deferredFailed bool
+	// savepoints are the SAVEPOINTs of the deferred transaction, oldest
+	// first, sent after its BEGIN (deferredSavepoint).
+	savepoints []string
 	// skipToSync says an error was reported mid-batch: serve drops the
 	// client's messages until its Sync. Serve's alone (no lock).
 	skipToSync bool
@@ -165,8 +169,60 @@ func (st *sessionState) attach(conn *pool.Conn, shard string, replica, noBegin, 
 }
 
 // beginSent records that the deferred BEGIN went to the shard: the
-// transaction is the attachment's now.
-func (st *sessionState) beginSent() { st.deferredBegin = "" }
+// transaction is the attachment's now. It returns the statements that
+// recreate the transaction's savepoints there, to send after the BEGIN
+// ("" when none).
+func (st *sessionState) beginSent() (savepoints string) {
+	st.deferredBegin = ""
+	var b strings.Builder
+	for i, name := range st.savepoints {
+		if i > 0 {
+			b.WriteByte(';')
+		}
+		b.WriteString("SAVEPOINT ")
+		b.WriteString(`"` + strings.ReplaceAll(name, `"`, `""`) + `"`)
+	}
+	st.savepoints = nil
+	return b.String()
+}
+
+// savepointOp is a savepoint statement of a deferred transaction.
+type savepointOp uint8
+
+const (
+	savepointDefine     savepointOp = iota + 1 // SAVEPOINT name
+	savepointRelease                           // RELEASE [SAVEPOINT] name
+	savepointRollbackTo                        // ROLLBACK TO [SAVEPOINT] name
+)
+
+// deferredSavepoint answers a savepoint statement of the deferred
+// transaction as PostgreSQL would (xact.c): its command tag, or its
+// error. A savepoint is searched from the newest; RELEASE drops it and
+// the newer ones, ROLLBACK TO keeps it, drops the newer ones and ends a
+// failed state; in a failed transaction SAVEPOINT and RELEASE get 25P02.
+func (st *sessionState) deferredSavepoint(op savepointOp, name string) (string, *wire.Error) {
+	if st.deferredFailed && op != savepointRollbackTo {
+		return "", wire.Errorf(wire.SQLStateInFailedTransaction, "current transaction is aborted, commands ignored until end of transaction block")
+	}
+	if op == savepointDefine {
+		st.savepoints = append(st.savepoints, name)
+		return "SAVEPOINT", nil
+	}
+	i := len(st.savepoints) - 1
+	for i >= 0 && st.savepoints[i] != name {
+		i--
+	}
+	if i < 0 {
+		return "", wire.Errorf(wire.SQLStateInvalidSavepoint, "savepoint \"%s\" does not exist", name)
+	}
+	if op == savepointRelease {
+		st.savepoints = st.savepoints[:i]
+		return "RELEASE", nil
+	}
+	st.savepoints = st.savepoints[:i+1]
+	st.deferredFailed = false
+	return "ROLLBACK", nil
+}
 
 // detach removes conn's attachment (it goes back to the pool or is
 // discarded) and reports whether the session had it. Without
@@ -224,6 +280,7 @@ func (st *sessionState) close() []attachment {
 func (st *sessionState) openDeferred(begin string) {
 	st.deferredBegin = begin
 	st.deferredFailed = false
+	st.savepoints = nil
 }
 
 // endDeferred ends the deferred transaction with COMMIT (commit) or
@@ -235,6 +292,7 @@ func (st *sessionState) endDeferred(commit bool) string {
 	}
 	st.deferredBegin = ""
 	st.deferredFailed = false
+	st.savepoints = nil
 	return tag
 }
 
@@ -414,7 +472,7 @@ func (st *sessionState) crossShardError(from, to string, p pipeline) *wire.Error
 		hint = "Use a separate connection for the other shard."
 	case !a.inTx():
 		why = fmt.Sprintf("this pipeline runs on shard %q; the statement targets shard %q", from, to)
-		hint = "Send a Sync (end the batch) before using another shard."
+		hint = "The statements up to a Sync run as one implicit transaction, on one shard: send a Sync (end the batch) before using another shard. With JDBC, run one executeBatch per shard, or set reWriteBatchedInserts=true for a batch of INSERTs."
 	}
 	return &wire.Error{Code: wire.SQLStateFeatureNotSupported, Message: "cross-shard statement refused: " + why, Hint: hint}
 }

@@ -22,7 +22,10 @@ func (s *session) deferredTransaction(info router.Info, sql string) (bool, error
 	if !s.canDeferTx(info, sql) {
 		return false, nil
 	}
-	tag := s.applyDeferredTx(info, sql)
+	tag, werr := s.applyDeferredTx(info, sql)
+	if werr != nil {
+		return true, werr
+	}
 	s.out = wire.AppendString(s.out, 'C', tag)
 	s.out = wire.AppendReadyForQuery(s.out, s.idleStatus())
 	return true, nil
@@ -58,7 +61,8 @@ func (s *session) settleBeforeBegin(ctx context.Context, sql string) error {
 // canDeferTx reports whether the proxy answers the transaction-control
 // statement sql itself (see deferredTransaction).
 func (s *session) canDeferTx(info router.Info, sql string) bool {
-	if s.mode != PoolTransaction || info.Class&(router.ClassBegin|router.ClassCommit|router.ClassRollback) == 0 ||
+	sp := info.Class&txControl == 0 && savepointWord(sql)
+	if s.mode != PoolTransaction || info.Class&txControl == 0 && !sp ||
 		strings.Contains(strings.TrimRight(sql, "; \t\r\n"), ";") {
 		return false
 	}
@@ -66,6 +70,15 @@ func (s *session) canDeferTx(info router.Info, sql string) bool {
 	defer s.mu.Unlock()
 	if s.st.cur() != nil || s.st.life == statePinned {
 		return false
+	}
+	if sp {
+		// A savepoint statement of a transaction that has not reached a
+		// shard yet: the proxy answers it, and it follows the BEGIN.
+		if s.st.deferredBegin == "" {
+			return false
+		}
+		_, _, ok := parseSavepoint(sql)
+		return ok
 	}
 	if info.Has(router.ClassBegin) {
 		// A nested BEGIN: let the server warn. A BEGIN that does not
@@ -77,16 +90,58 @@ func (s *session) canDeferTx(info router.Info, sql string) bool {
 }
 
 // applyDeferredTx does what a statement canDeferTx accepted does to the
-// session, and returns its command tag.
-func (s *session) applyDeferredTx(info router.Info, sql string) string {
+// session, and returns its command tag or the error PostgreSQL would
+// give it (a savepoint statement).
+func (s *session) applyDeferredTx(info router.Info, sql string) (string, *wire.Error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if info.Has(router.ClassBegin) {
 		s.st.openDeferred(strings.Clone(sql))
 		s.txRouter = s.srv.router() // the transaction's map
-		return "BEGIN"
+		return "BEGIN", nil
 	}
-	return s.st.endDeferred(info.Has(router.ClassCommit))
+	if info.Class&txControl == 0 {
+		if op, name, ok := parseSavepoint(sql); ok {
+			return s.st.deferredSavepoint(op, name)
+		}
+	}
+	return s.st.endDeferred(info.Has(router.ClassCommit)), nil
+}
+
+// savepointWord reports whether sql starts with SAVEPOINT, RELEASE or
+// ROLLBACK (a cheap test before parseSavepoint).
+func savepointWord(sql string) bool {
+	sql = strings.TrimLeft(sql, " \t\r\n")
+	for _, w := range []string{"savepoint", "release", "rollback"} {
+		if len(sql) > len(w) && strings.EqualFold(sql[:len(w)], w) {
+			return true
+		}
+	}
+	return false
+}
+
+// parseSavepoint parses a SAVEPOINT, RELEASE [SAVEPOINT] or ROLLBACK TO
+// [SAVEPOINT] statement: its operation and the savepoint's name as the
+// server folds it. A name the server would truncate (with a NOTICE) is
+// not handled here.
+func parseSavepoint(sql string) (savepointOp, string, bool) {
+	res, err := pg.Parse(sql)
+	if err != nil || len(res.Stmts) != 1 {
+		return 0, "", false
+	}
+	ts := res.Stmts[0].Stmt.GetTransactionStmt()
+	if ts == nil || ts.SavepointName == "" || len(ts.SavepointName) >= 64 {
+		return 0, "", false
+	}
+	switch ts.Kind {
+	case pg.TransactionStmtKind_TRANS_STMT_SAVEPOINT:
+		return savepointDefine, ts.SavepointName, true
+	case pg.TransactionStmtKind_TRANS_STMT_RELEASE:
+		return savepointRelease, ts.SavepointName, true
+	case pg.TransactionStmtKind_TRANS_STMT_ROLLBACK_TO:
+		return savepointRollbackTo, ts.SavepointName, true
+	}
+	return 0, "", false
 }
 
 func containsFoldASCII(s, sub string) bool {

@@ -266,6 +266,7 @@ public class Check {
         try (Connection c = connect("")) {
             exec(c.createStatement(), "SET statement_timeout = '47s'");
             PreparedStatement ins = c.prepareStatement("INSERT INTO users (id, name) VALUES (?, ?)");
+            List<String> got;
             // One shard per batch: a batch's entries share one Sync, so
             // over several shards it is refused (README, Compatibility).
             for (int side = 0; side < 2; side++) {
@@ -278,6 +279,27 @@ public class Check {
                 expect(n.length == 30, "batch of 30: " + n.length + " results");
                 users += 30;
             }
+            // A batch over both shards without rewriting is one implicit
+            // transaction (one Sync): refused with 0A000 and a hint in
+            // JDBC terms, before any entry takes effect.
+            for (long k : new long[] {s0(2240), s1(2240)}) {
+                ins.setLong(1, k);
+                ins.setString(2, "mixed batch");
+                ins.addBatch();
+            }
+            statements += 2;
+            try {
+                ins.executeBatch();
+                fail("executeBatch over both shards: no error, want 0A000");
+            } catch (java.sql.BatchUpdateException e) {
+                SQLException next = e.getNextException();
+                String msg = next == null ? e.getMessage() : next.getMessage();
+                expect(next != null && "0A000".equals(next.getSQLState()) && msg.contains("reWriteBatchedInserts"),
+                    "executeBatch over both shards: " + (next == null ? e.getSQLState() : next.getSQLState()) + " " + msg);
+            }
+            ins.clearBatch();
+            got = query(c.createStatement(), "SELECT count(*) FROM users WHERE id IN (" + s0(2240) + ", " + s1(2240) + ")");
+            expect(got.equals(list("0")), "rows of the refused batch: " + got);
             // A batch inside a transaction, rolled back.
             c.setAutoCommit(false);
             for (long i = 2300; i < 2310; i++) {
@@ -288,7 +310,7 @@ public class Check {
             counted(ins::executeBatch);
             c.rollback();
             c.setAutoCommit(true);
-            List<String> got = query(c.createStatement(), "SELECT count(*) FROM users WHERE name IN ('rewritten batch', 'batch', 'rolled back batch') AND id % " + SPLIT + " BETWEEN " + BASE + " AND " + (BASE + 9999));
+            got = query(c.createStatement(), "SELECT count(*) FROM users WHERE name IN ('rewritten batch', 'batch', 'rolled back batch') AND id % " + SPLIT + " BETWEEN " + BASE + " AND " + (BASE + 9999));
             expect(got.equals(list("140")), "batch rows: " + got);
 
             // COPY in (split by key over the shards) and out.
