@@ -300,6 +300,27 @@ public class Check {
             ins.clearBatch();
             got = query(c.createStatement(), "SELECT count(*) FROM users WHERE id IN (" + s0(2240) + ", " + s1(2240) + ")");
             expect(got.equals(list("0")), "rows of the refused batch: " + got);
+            // autosave=always: a SAVEPOINT before every statement of a
+            // transaction, the first one before any shard is chosen; the
+            // transaction runs on s1, and an error there rolls back to
+            // the savepoint only.
+            try (Connection a = connect("&autosave=always")) {
+                a.setAutoCommit(false);
+                PreparedStatement get = a.prepareStatement("SELECT name FROM users WHERE id = ?");
+                get.setLong(1, s1(2200));
+                got = query(get);
+                expect(got.equals(list("batch")), "autosave read on s1: " + got);
+                PreparedStatement upd = a.prepareStatement("UPDATE users SET note = 'autosave' WHERE id = ?");
+                upd.setLong(1, s1(2201));
+                expect(update(upd) == 1, "autosave update on s1");
+                expectError(() -> a.createStatement().executeQuery("SELECT 1/0 FROM users WHERE id = " + s1(2202)), "22012", "autosave error");
+                upd.setLong(1, s1(2203));
+                expect(update(upd) == 1, "autosave update after the error");
+                a.commit();
+                got = query(a.prepareStatement("SELECT count(*) FROM users WHERE note = 'autosave' AND id IN (" + s1(2201) + ", " + s1(2203) + ")"));
+                expect(got.equals(list("2")), "autosave rows: " + got);
+                a.commit();
+            }
             // A batch inside a transaction, rolled back.
             c.setAutoCommit(false);
             for (long i = 2300; i < 2310; i++) {
