@@ -249,13 +249,13 @@ func (s *session) attachRouted(ctx context.Context, plan rplan.Plan, q router.Qu
 			// The transaction the proxy acknowledged starts here; the
 			// client has seen BEGIN's reply already, so hide this one.
 			s.mu.Lock()
-			savepoints := s.st.beginSent()
+			replay := s.st.beginSent()
 			s.queue.push(entry{kind: entrySync, swallow: true})
 			s.mu.Unlock()
-			if savepoints != "" {
-				// The savepoints the proxy acknowledged (deferredSavepoint),
+			if replay != "" {
+				// The SAVEPOINTs and SET LOCALs the proxy acknowledged,
 				// in the same query: one answer, swallowed.
-				s.bout = wire.AppendString(s.bout, 'Q', begin+";"+savepoints)
+				s.bout = wire.AppendString(s.bout, 'Q', begin+"\n;"+replay)
 			} else {
 				s.bout = wire.AppendString(s.bout, 'Q', begin)
 			}

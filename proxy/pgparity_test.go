@@ -157,8 +157,8 @@ func TestBadStartupOptions(t *testing.T) {
 	})
 }
 
-// TestDeferredSavepoints: SAVEPOINT, RELEASE and ROLLBACK TO before a
-// transaction's first statement that picks a shard (pgjdbc's
+// TestDeferredSavepoints: SAVEPOINT, RELEASE, ROLLBACK TO and SET LOCAL
+// before a transaction's first statement that picks a shard (pgjdbc's
 // autosave=always) are answered as PostgreSQL answers them, errors
 // included, and follow the BEGIN to the shard of that statement, through
 // the simple and the extended protocol: the transcripts through the
@@ -169,6 +169,9 @@ func TestDeferredSavepoints(t *testing.T) {
 	ctx := ctxT(t)
 	ins := func(k int) string { return fmt.Sprintf("INSERT INTO kv (k, v) VALUES (%d, 'sp')", k) }
 	sel := func(k int) string { return fmt.Sprintf("SELECT v FROM kv WHERE k = %d", k) }
+	wm := func(k int) string {
+		return fmt.Sprintf("SELECT v, current_setting('work_mem'), current_setting('statement_timeout') FROM kv WHERE k = %d", k)
+	}
 	type step struct {
 		n    int
 		msgs []pgproto3.FrontendMessage
@@ -197,6 +200,20 @@ func TestDeferredSavepoints(t *testing.T) {
 			return []step{
 				{1, msgs(ext("BEGIN"), ext("SAVEPOINT pgjdbc_autosave"), ext(ins(k+3)), ext("RELEASE SAVEPOINT pgjdbc_autosave"), ext("SAVEPOINT pgjdbc_autosave"), ext(sel(k+3)), &pgproto3.Sync{})},
 				{1, msgs(ext("ROLLBACK TO SAVEPOINT pgjdbc_autosave"), ext("COMMIT"), &pgproto3.Sync{})},
+			}
+		}},
+		{"SET LOCAL, rolled back to a savepoint and released", func(k int) []step {
+			return simple("BEGIN", "SET LOCAL work_mem = '3MB'", "SAVEPOINT a", "SET LOCAL work_mem = '5MB'", "ROLLBACK TO a",
+				"SAVEPOINT b", "SET LOCAL statement_timeout = '7s'", "RELEASE b", ins(k), wm(k), "COMMIT", wm(k))
+		}},
+		{"SET LOCAL errors", func(k int) []step {
+			return simple("BEGIN", "SET LOCAL work_mem = 'notanumber'", wm(k), "ROLLBACK",
+				"BEGIN", "SAVEPOINT a", "SET LOCAL no_such_setting = 1", "SET LOCAL work_mem = '3MB'", "ROLLBACK TO a", "SET LOCAL work_mem = '2MB'", ins(k+1), wm(k+1), "ROLLBACK")
+		}},
+		{"extended, SET LOCAL", func(k int) []step {
+			return []step{
+				{1, msgs(ext("BEGIN"), ext("SET LOCAL work_mem = '6MB'"), ext("SAVEPOINT x"), ext(ins(k+2)), ext(wm(k+2)), &pgproto3.Sync{})},
+				{1, msgs(ext("COMMIT"), &pgproto3.Sync{})},
 			}
 		}},
 		{"extended, errors", func(k int) []step {

@@ -262,7 +262,7 @@ func (s *session) handleExecute(ctx context.Context, frame []byte) error {
 	if p.txSQL != "" {
 		if !p.done {
 			p.done = true
-			tag, werr := s.applyDeferredTx(p.txInfo, p.txSQL)
+			tag, werr := s.applyDeferredTx(ctx, p.txInfo, p.txSQL)
 			if werr != nil {
 				return werr
 			}

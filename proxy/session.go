@@ -403,7 +403,7 @@ func (s *session) handleQuery(ctx context.Context, frame []byte) error {
 		return err
 	}
 	info := router.Classify(sql)
-	if done, err := s.deferredTransaction(info, sql); done || err != nil {
+	if done, err := s.deferredTransaction(ctx, info, sql); done || err != nil {
 		return err
 	}
 	if info.Class == router.ClassDeallocate && s.deallocateLocally(info.Param) {

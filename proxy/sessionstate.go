@@ -94,9 +94,10 @@ type sessionState struct {
 	// shard: it ends with ROLLBACK (or COMMIT, answered ROLLBACK).
 	deferredBegin  string
 	deferredFailed bool
-	// savepoints are the SAVEPOINTs of the deferred transaction, oldest
-	// first, sent after its BEGIN (deferredSavepoint).
-	savepoints []string
+	// replay are the SAVEPOINTs and SET LOCALs of the deferred
+	// transaction the proxy answered, oldest first, sent after its BEGIN
+	// (deferredSavepoint, deferredSetLocal).
+	replay []replayStmt
 	// skipToSync says an error was reported mid-batch: serve drops the
 	// client's messages until its Sync. Serve's alone (no lock).
 	skipToSync bool
@@ -170,20 +171,36 @@ func (st *sessionState) attach(conn *pool.Conn, shard string, replica, noBegin, 
 
 // beginSent records that the deferred BEGIN went to the shard: the
 // transaction is the attachment's now. It returns the statements that
-// recreate the transaction's savepoints there, to send after the BEGIN
-// ("" when none).
-func (st *sessionState) beginSent() (savepoints string) {
+// recreate the transaction's savepoints and SET LOCALs there, to send
+// after the BEGIN ("" when none).
+func (st *sessionState) beginSent() (replay string) {
 	st.deferredBegin = ""
 	var b strings.Builder
-	for i, name := range st.savepoints {
+	for i, r := range st.replay {
 		if i > 0 {
-			b.WriteByte(';')
+			b.WriteString("\n;") // a trailing -- comment must not swallow the rest
+		}
+		if r.sql != "" {
+			b.WriteString(r.sql)
+			continue
 		}
 		b.WriteString("SAVEPOINT ")
-		b.WriteString(`"` + strings.ReplaceAll(name, `"`, `""`) + `"`)
+		b.WriteString(`"` + strings.ReplaceAll(r.savepoint, `"`, `""`) + `"`)
 	}
-	st.savepoints = nil
+	st.replay = nil
 	return b.String()
+}
+
+// replayStmt is a statement of a deferred transaction sent after its
+// BEGIN: a savepoint (its name) or a SET LOCAL (sql).
+type replayStmt struct {
+	savepoint, sql string
+}
+
+// deferredSetLocal records a SET LOCAL of the deferred transaction that
+// the server accepted (checked outside a transaction).
+func (st *sessionState) deferredSetLocal(sql string) {
+	st.replay = append(st.replay, replayStmt{sql: strings.TrimRight(strings.TrimSpace(sql), ";")})
 }
 
 // savepointOp is a savepoint statement of a deferred transaction.
@@ -205,21 +222,28 @@ func (st *sessionState) deferredSavepoint(op savepointOp, name string) (string, 
 		return "", wire.Errorf(wire.SQLStateInFailedTransaction, "current transaction is aborted, commands ignored until end of transaction block")
 	}
 	if op == savepointDefine {
-		st.savepoints = append(st.savepoints, name)
+		st.replay = append(st.replay, replayStmt{savepoint: name})
 		return "SAVEPOINT", nil
 	}
-	i := len(st.savepoints) - 1
-	for i >= 0 && st.savepoints[i] != name {
+	i := len(st.replay) - 1
+	for i >= 0 && (st.replay[i].sql != "" || st.replay[i].savepoint != name) {
 		i--
 	}
 	if i < 0 {
 		return "", wire.Errorf(wire.SQLStateInvalidSavepoint, "savepoint \"%s\" does not exist", name)
 	}
 	if op == savepointRelease {
-		st.savepoints = st.savepoints[:i]
+		// The savepoint and the newer ones go; what ran after them stays.
+		kept := st.replay[:i]
+		for _, r := range st.replay[i:] {
+			if r.sql != "" {
+				kept = append(kept, r)
+			}
+		}
+		st.replay = kept
 		return "RELEASE", nil
 	}
-	st.savepoints = st.savepoints[:i+1]
+	st.replay = st.replay[:i+1] // undoes the newer SET LOCALs too
 	st.deferredFailed = false
 	return "ROLLBACK", nil
 }
@@ -280,7 +304,7 @@ func (st *sessionState) close() []attachment {
 func (st *sessionState) openDeferred(begin string) {
 	st.deferredBegin = begin
 	st.deferredFailed = false
-	st.savepoints = nil
+	st.replay = nil
 }
 
 // endDeferred ends the deferred transaction with COMMIT (commit) or
@@ -292,7 +316,7 @@ func (st *sessionState) endDeferred(commit bool) string {
 	}
 	st.deferredBegin = ""
 	st.deferredFailed = false
-	st.savepoints = nil
+	st.replay = nil
 	return tag
 }
 

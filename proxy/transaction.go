@@ -2,10 +2,12 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"strings"
 
 	pg "github.com/pganalyze/pg_query_go/v6"
 
+	"github.com/pgshard/pgshard/proxy/pool"
 	"github.com/pgshard/pgshard/router"
 	"github.com/pgshard/pgshard/wire"
 )
@@ -18,11 +20,11 @@ import (
 // sent later to the shard of the transaction's first statement; COMMIT or
 // ROLLBACK of a transaction that never reached a shard is answered by the
 // proxy. It reports whether it answered the statement.
-func (s *session) deferredTransaction(info router.Info, sql string) (bool, error) {
+func (s *session) deferredTransaction(ctx context.Context, info router.Info, sql string) (bool, error) {
 	if !s.canDeferTx(info, sql) {
 		return false, nil
 	}
-	tag, werr := s.applyDeferredTx(info, sql)
+	tag, werr := s.applyDeferredTx(ctx, info, sql)
 	if werr != nil {
 		return true, werr
 	}
@@ -61,7 +63,7 @@ func (s *session) settleBeforeBegin(ctx context.Context, sql string) error {
 // canDeferTx reports whether the proxy answers the transaction-control
 // statement sql itself (see deferredTransaction).
 func (s *session) canDeferTx(info router.Info, sql string) bool {
-	sp := info.Class&txControl == 0 && savepointWord(sql)
+	sp := info.Class&txControl == 0 && (savepointWord(sql) || setLocalWord(sql))
 	if s.mode != PoolTransaction || info.Class&txControl == 0 && !sp ||
 		strings.Contains(strings.TrimRight(sql, "; \t\r\n"), ";") {
 		return false
@@ -77,8 +79,10 @@ func (s *session) canDeferTx(info router.Info, sql string) bool {
 		if s.st.deferredBegin == "" {
 			return false
 		}
-		_, _, ok := parseSavepoint(sql)
-		return ok
+		if _, _, ok := parseSavepoint(sql); ok {
+			return true
+		}
+		return parseSetLocal(sql)
 	}
 	if info.Has(router.ClassBegin) {
 		// A nested BEGIN: let the server warn. A BEGIN that does not
@@ -92,7 +96,10 @@ func (s *session) canDeferTx(info router.Info, sql string) bool {
 // applyDeferredTx does what a statement canDeferTx accepted does to the
 // session, and returns its command tag or the error PostgreSQL would
 // give it (a savepoint statement).
-func (s *session) applyDeferredTx(info router.Info, sql string) (string, *wire.Error) {
+func (s *session) applyDeferredTx(ctx context.Context, info router.Info, sql string) (string, *wire.Error) {
+	if info.Class&txControl == 0 && parseSetLocal(sql) {
+		return s.deferSetLocal(ctx, sql)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if info.Has(router.ClassBegin) {
@@ -106,6 +113,71 @@ func (s *session) applyDeferredTx(info router.Info, sql string) (string, *wire.E
 		}
 	}
 	return s.st.endDeferred(info.Has(router.ClassCommit)), nil
+}
+
+// deferSetLocal answers a SET LOCAL of the deferred transaction: the
+// server checks it (outside a transaction, where it has no effect) on
+// a connection of the transaction's default shard, and the proxy sends
+// it after the BEGIN; its error is the server's.
+func (s *session) deferSetLocal(ctx context.Context, sql string) (string, *wire.Error) {
+	s.mu.Lock()
+	failed := s.st.deferredFailed
+	s.mu.Unlock()
+	if failed {
+		return "", wire.Errorf(wire.SQLStateInFailedTransaction, "current transaction is aborted, commands ignored until end of transaction block")
+	}
+	r := s.txRouter
+	if r == nil {
+		r = s.srv.router()
+	}
+	plan, err := r.Route(router.Query{})
+	if err != nil {
+		return "", wire.AsError(err)
+	}
+	be, err := s.srv.acquirePrimary(ctx, plan.Shard, s.user, s.db)
+	if err != nil {
+		return "", wire.AsError(err)
+	}
+	err = s.prepareBackend(ctx, be)
+	if err == nil {
+		err = be.Exec(ctx, sql)
+		be.UnnamedGen++
+	}
+	if be.Broken() {
+		be.Pool().Discard(be)
+	} else {
+		be.Pool().Release(be)
+	}
+	var se *pool.ServerError
+	switch {
+	case errors.As(err, &se):
+		return "", &wire.Error{Code: se.Code, Message: se.Message}
+	case err != nil:
+		return "", wire.AsError(err)
+	}
+	s.mu.Lock()
+	s.st.deferredSetLocal(strings.Clone(sql))
+	s.mu.Unlock()
+	return "SET", nil
+}
+
+// setLocalWord reports whether sql starts with SET (a cheap test before
+// parseSetLocal).
+func setLocalWord(sql string) bool {
+	sql = strings.TrimLeft(sql, " \t\r\n")
+	return len(sql) > 4 && strings.EqualFold(sql[:4], "set ")
+}
+
+// parseSetLocal reports whether sql is one SET LOCAL of a server
+// parameter (not a pgshard.* routing hint).
+func parseSetLocal(sql string) bool {
+	res, err := pg.Parse(sql)
+	if err != nil || len(res.Stmts) != 1 {
+		return false
+	}
+	vs := res.Stmts[0].Stmt.GetVariableSetStmt()
+	return vs != nil && vs.IsLocal && vs.Name != "" && !strings.HasPrefix(strings.ToLower(vs.Name), "pgshard.") &&
+		(vs.Kind == pg.VariableSetKind_VAR_SET_VALUE || vs.Kind == pg.VariableSetKind_VAR_SET_DEFAULT)
 }
 
 // savepointWord reports whether sql starts with SAVEPOINT, RELEASE or
