@@ -3,7 +3,6 @@ package scatter
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"sync"
 
 	"github.com/pgshard/pgshard/proxy/pool"
@@ -74,6 +73,7 @@ func (c *Canceler) Cancel(ctx context.Context) bool {
 		return false
 	}
 	run.canceled = true
+	log := run.log
 	type held struct {
 		name string
 		conn *pool.Conn
@@ -98,7 +98,7 @@ func (c *Canceler) Cancel(ctx context.Context) bool {
 			err := h.conn.Cancel(ctx)
 			h.done(err == nil || errors.Is(err, pool.ErrCancelNotSent))
 			if err != nil {
-				slog.Warn("scatter: forward cancel request failed", "shard", h.name, "server", h.conn.Addr, "err", err)
+				log.Warn("scatter: forward cancel request failed", "shard", h.name, "server", h.conn.Addr, "err", err)
 			}
 		})
 	}
