@@ -487,6 +487,13 @@ func (s *session) prepareBackend(ctx context.Context, be *pool.Conn) error {
 	}
 	sql := s.sets.applySQL(be.SettingsKey != "")
 	if err := be.Exec(ctx, sql); err != nil {
+		var se *pool.ServerError
+		if errors.As(err, &se) {
+			// The server refuses the client's parameters (a startup
+			// option): as PostgreSQL, which refuses such a connection,
+			// the session ends with the server's error.
+			return &wire.Error{Severity: "FATAL", Code: se.Code, Message: se.Message, Err: err}
+		}
 		return fmt.Errorf("apply session parameters on %s: %w", be.Addr, err)
 	}
 	be.SettingsKey = s.sets.key

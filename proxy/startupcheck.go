@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
-	"github.com/pgshard/pgshard/proxy/pool"
 	"github.com/pgshard/pgshard/router"
 	"github.com/pgshard/pgshard/wire"
 )
@@ -24,6 +24,9 @@ type startupChecked struct {
 	mu   sync.Mutex
 	good map[string]struct{}
 }
+
+// startupCheckTimeout bounds checkStartupParams.
+const startupCheckTimeout = 3 * time.Second
 
 // maxStartupChecked bounds startupChecked (application_name makes many
 // sets): past it the memory starts again.
@@ -48,8 +51,8 @@ func (c *startupChecked) add(k string) {
 // checkStartupParams applies the session's startup parameters on a
 // server connection of the shard that greets it and returns the
 // server's refusal as a FATAL error. A connection that cannot be had
-// now leaves the check to the session's first statement (which reports
-// the same error, not FATAL).
+// now (or in startupCheckTimeout) leaves the check to the session's
+// first statement.
 func (s *Server) checkStartupParams(ctx context.Context, ss *session) error {
 	if len(ss.sets.startup) == 0 {
 		return nil
@@ -58,6 +61,10 @@ func (s *Server) checkStartupParams(ctx context.Context, ss *session) error {
 	if s.startupOK.known(k) {
 		return nil
 	}
+	// A server slow to answer delays the greeting by at most this; the
+	// check is then left to the first statement.
+	ctx, cancel := context.WithTimeout(ctx, startupCheckTimeout)
+	defer cancel()
 	plan, err := s.router().Route(router.Query{})
 	if err != nil {
 		return nil
@@ -84,9 +91,9 @@ func (s *Server) checkStartupParams(ctx context.Context, ss *session) error {
 		// keeps its earlier parameters (and SettingsKey).
 		p.Release(be)
 	}
-	var se *pool.ServerError
-	if errors.As(err, &se) {
-		return &wire.Error{Severity: "FATAL", Code: se.Code, Message: se.Message}
+	var we *wire.Error
+	if errors.As(err, &we) && we.Severity == "FATAL" {
+		return we // the server's refusal (prepareBackend)
 	}
 	if err == nil {
 		s.startupOK.add(k)
