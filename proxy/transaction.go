@@ -138,8 +138,8 @@ func (s *session) deferSetLocal(ctx context.Context, sql string) (string, *wire.
 	if err != nil {
 		return "", wire.AsError(err)
 	}
-	err = s.prepareBackend(ctx, be)
-	if err == nil {
+	prepErr := s.prepareBackend(ctx, be)
+	if prepErr == nil {
 		err = be.Exec(ctx, sql)
 		be.UnnamedGen++
 	}
@@ -150,6 +150,8 @@ func (s *session) deferSetLocal(ctx context.Context, sql string) (string, *wire.
 	}
 	var se *pool.ServerError
 	switch {
+	case prepErr != nil:
+		return "", wire.AsError(prepErr)
 	case errors.As(err, &se):
 		return "", &wire.Error{Code: se.Code, Message: se.Message}
 	case err != nil:
