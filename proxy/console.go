@@ -106,12 +106,12 @@ func (s *session) consoleQuery(sql string) []byte {
 	case "":
 		out = append(out, 'I', 0, 0, 0, 4) // EmptyQueryResponse
 	case "SHOW HELP":
-		out, err = appendResult(out, []string{"command", "shows"}, consoleHelp)
+		out, err = appendResult(out, []string{"command", "shows"}, append(slices.Clone(consoleHelp), consoleOpsHelp...))
 	case "SHOW POOLS":
 		out, err = appendResult(out, []string{"shard", "server", "role", "user", "database", "size", "open", "idle", "in_use", "waiting",
 			"acquired", "waits", "wait_seconds", "timeouts", "dials", "dial_failures"}, s.srv.poolRows())
 	case "SHOW CLIENTS":
-		out, err = appendResult(out, []string{"user", "database", "address", "state", "shard", "server", "transaction"}, s.srv.clientRows())
+		out, err = appendResult(out, []string{"user", "database", "address", "state", "shard", "server", "transaction", "id"}, s.srv.clientRows())
 	case "SHOW SHARDS":
 		out, err = appendResult(out, []string{"shard", "role", "address", "state", "map_epoch"}, s.srv.shardRows())
 	case "SHOW STATS":
@@ -119,8 +119,11 @@ func (s *session) consoleQuery(sql string) []byte {
 	case "SHOW CONFIG":
 		out, err = appendResult(out, []string{"key", "value"}, s.srv.configRows())
 	default:
-		err = &wire.Error{Code: "42601", Message: fmt.Sprintf("unknown admin console command %q", strings.TrimSpace(sql)),
-			Hint: "SHOW HELP lists the commands."}
+		var ok bool
+		if out, err, ok = s.consoleOp(cmd, sql); !ok {
+			err = &wire.Error{Code: "42601", Message: fmt.Sprintf("unknown admin console command %q", strings.TrimSpace(sql)),
+				Hint: "SHOW HELP lists the commands."}
+		}
 	}
 	if err != nil {
 		out = wire.AppendErrorResponse(out[:0], err)
@@ -198,7 +201,7 @@ func (s *Server) clientRows() [][]string {
 			state = "admin console"
 		}
 		ss.mu.Unlock()
-		rows = append(rows, []string{ss.user.cfg.Name, ss.db, ss.conn.RemoteAddr().String(), state, shard, server, tx})
+		rows = append(rows, []string{ss.user.cfg.Name, ss.db, ss.conn.RemoteAddr().String(), state, shard, server, tx, utoa(uint64(ss.key.pid))})
 	}
 	sortRows(rows)
 	return rows

@@ -96,6 +96,7 @@ func (o *proxyOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	cfg.ReloadFunc = o.loadConfig // the admin console's RELOAD
 	var follow func(context.Context, *proxy.Server)
 	switch {
 	case o.meta != "":
