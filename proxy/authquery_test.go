@@ -197,5 +197,3 @@ func TestAuthQueryOff(t *testing.T) {
 		t.Errorf("dave on the server itself: %v", err)
 	}
 }
-
-
