@@ -189,6 +189,7 @@ func runProxy(ctx context.Context, cfg *proxy.Config, started func(*proxy.Server
 	select {
 	case <-ctx.Done():
 	case err := <-serveDone:
+		srv.WaitShutdown() // the admin console's SHUTDOWN, if it was that
 		stopAdmin()
 		<-adminDone
 		return err
