@@ -178,10 +178,15 @@ func TestAuthQuery(t *testing.T) {
 			t.Errorf("a password (%s) is in the log:\n%s", secret, logs.String())
 		}
 	}
+	conf := map[string]string{}
 	for _, r := range consoleRows(t, ctx, console, "SHOW CONFIG") {
 		if strings.Contains(r[1], "auth-secret-7Q") {
 			t.Errorf("SHOW CONFIG shows the auth password: %q", r)
 		}
+		conf[r[0]] = r[1]
+	}
+	if conf["auth_query.user"] != "pgshard_auth" || conf["auth_query.cache_ttl"] != "2s" || conf["auth_query.query"] != proxy.DefaultAuthQuery {
+		t.Errorf("SHOW CONFIG auth_query: %q", conf)
 	}
 }
 

@@ -255,7 +255,7 @@ func (s *Server) statRows() [][]string {
 // configRows are the settings an operator checks first; never secrets.
 func (s *Server) configRows() [][]string {
 	c := s.runtime().cfg
-	return [][]string{
+	return append([][]string{
 		{"listen", c.Listen}, {"pool_mode", string(c.PoolMode)}, {"pool.size", itoa(c.Pool.Size)},
 		{"pool.wait_timeout", c.Pool.WaitTimeout.D().String()}, {"limits.max_client_conn", itoa(c.Limits.MaxClientConn)},
 		{"default_shard", c.DefaultShard}, {"broadcast_writes", c.BroadcastWrites},
@@ -264,7 +264,7 @@ func (s *Server) configRows() [][]string {
 		{"buffer.window", c.Buffer.Window.D().String()}, {"buffer.max_queued", itoa(c.Buffer.MaxQueued)},
 		{"meta_lease", c.MetaLease.D().String()}, {"health_interval", c.HealthInterval.D().String()},
 		{"tls.mode", c.TLS.Mode}, {"backend.sslmode", c.Backend.SSLMode},
-	}
+	}, opsConfigRows(c)...)
 }
 
 // sortRows orders rows by their columns, left to right.

@@ -481,3 +481,24 @@ const (
 	sqlStateObjectInUse     = "55006" // object_in_use: PAUSE could not drain
 	sqlStateConfigFileError = "F0000" // config_file_error: RELOAD failed
 )
+
+// opsConfigRows are SHOW CONFIG's rows for auth_query and rate limits
+// (never the auth password).
+func opsConfigRows(c *Config) [][]string {
+	f := func(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
+	rows := [][]string{{"auth_query.user", c.AuthQuery.User}}
+	if c.AuthQuery.User != "" {
+		rows = append(rows, []string{"auth_query.query", c.AuthQuery.Query}, []string{"auth_query.database", c.AuthQuery.Database},
+			[]string{"auth_query.cache_ttl", c.AuthQuery.CacheTTL.D().String()})
+	}
+	for _, l := range []struct {
+		name string
+		r    RateLimit
+	}{{"rate_limits.per_user", c.RateLimits.PerUser}, {"rate_limits.per_address", c.RateLimits.PerAddress}} {
+		rows = append(rows, []string{l.name + ".statements_per_second", f(l.r.StatementsPerSecond)},
+			[]string{l.name + ".statement_burst", itoa(l.r.StatementBurst)},
+			[]string{l.name + ".connections_per_second", f(l.r.ConnectionsPerSecond)},
+			[]string{l.name + ".connection_burst", itoa(l.r.ConnectionBurst)})
+	}
+	return rows
+}
