@@ -121,7 +121,7 @@ func (s *session) consoleQuery(sql string) []byte {
 	default:
 		var ok bool
 		if out, err, ok = s.consoleOp(cmd, sql); !ok {
-			err = &wire.Error{Code: "42601", Message: fmt.Sprintf("unknown admin console command %q", strings.TrimSpace(sql)),
+			err = &wire.Error{Code: wire.SQLStateSyntaxError, Message: fmt.Sprintf("unknown admin console command %q", strings.TrimSpace(sql)),
 				Hint: "SHOW HELP lists the commands."}
 		}
 	}

@@ -215,7 +215,7 @@ func (s *session) consoleOp(cmd, sql string) (out []byte, err *wire.Error, ok bo
 	case verb == "KILL":
 		id, perr := strconv.ParseUint(arg, 10, 32)
 		if perr != nil {
-			return nil, &wire.Error{Code: sqlStateSyntaxError, Message: fmt.Sprintf("KILL needs a client id (SHOW CLIENTS), not %q", arg)}, true
+			return nil, &wire.Error{Code: wire.SQLStateSyntaxError, Message: fmt.Sprintf("KILL needs a client id (SHOW CLIENTS), not %q", arg)}, true
 		}
 		if err = srv.kill(uint32(id)); err == nil {
 			out = wire.AppendString(nil, 'C', "KILL")
@@ -254,7 +254,7 @@ func (s *Server) pause(shard string) *wire.Error {
 	defer tick.Stop()
 	for s.lentOut(shard) > 0 {
 		if time.Now().After(deadline) || s.shuttingDown() {
-			return &wire.Error{Code: sqlStateObjectInUse,
+			return &wire.Error{Code: wire.SQLStateObjectInUse,
 				Message: fmt.Sprintf("PAUSE: %d server connections still in use after %s", s.lentOut(shard), bound),
 				Detail:  "New transactions are held; open transactions (and pinned sessions) still run.",
 				Hint:    "Wait and PAUSE again, KILL the clients that hold them (SHOW SERVERS), or RESUME."}
@@ -304,7 +304,7 @@ func (s *Server) consoleReload() *wire.Error {
 	}
 	if err != nil {
 		s.log.Error("reload failed; keeping the old configuration", "err", err)
-		return &wire.Error{Code: sqlStateConfigFileError, Message: fmt.Sprintf("RELOAD failed; the old configuration stays: %v", err)}
+		return &wire.Error{Code: wire.SQLStateConfigFileError, Message: fmt.Sprintf("RELOAD failed; the old configuration stays: %v", err)}
 	}
 	return nil
 }
@@ -474,13 +474,6 @@ func counterValue(c prometheus.Counter) float64 {
 	}
 	return d.Counter.GetValue()
 }
-
-// SQLSTATEs of the console's commands.
-const (
-	sqlStateSyntaxError     = "42601" // syntax_error: a malformed command
-	sqlStateObjectInUse     = "55006" // object_in_use: PAUSE could not drain
-	sqlStateConfigFileError = "F0000" // config_file_error: RELOAD failed
-)
 
 // opsConfigRows are SHOW CONFIG's rows for auth_query and rate limits
 // (never the auth password).
