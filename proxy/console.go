@@ -30,7 +30,7 @@ const ConsoleDatabase = "pgshard"
 var consoleHelp = [][]string{
 	{"SHOW HELP", "this list"},
 	{"SHOW POOLS", "every server connection pool: shard, server, role, user, database, connections open, idle, in use, waiting clients, totals"},
-	{"SHOW CLIENTS", "every client session: user, database, address, state, the server it holds"},
+	{"SHOW CLIENTS", "every client session: user, database, address, state, the server it holds, its id (for KILL)"},
 	{"SHOW SHARDS", "every server of the shard map: shard, role, address, state (up, down, lag)"},
 	{"SHOW STATS", "totals since start: clients, queries, transactions, buffered statements, errors"},
 	{"SHOW CONFIG", "the settings that matter for operations (no secrets)"},
