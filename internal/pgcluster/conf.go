@@ -136,6 +136,9 @@ func writeConfig(dataDir string, o Options, includeFromMain bool) error {
 		}
 	}
 	certLines := ""
+	for _, u := range o.TrustUsers {
+		certLines += fmt.Sprintf("host    all          %s   127.0.0.1/32  trust\n", u)
+	}
 	for _, u := range o.CertUsers {
 		certLines += fmt.Sprintf("hostssl all          %s   127.0.0.1/32  cert\nhost    all          %s   127.0.0.1/32  reject\n", u, u)
 	}

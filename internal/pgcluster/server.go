@@ -58,6 +58,11 @@ type Options struct {
 	// [Server.ClientCert]); TLS is turned on for them.
 	CertUsers []string
 
+	// TrustUsers are roles that log in over TCP from 127.0.0.1 without a
+	// password (pg_hba method trust): a pooler that authenticates them
+	// itself and connects as them (pgshard's auth_query roles).
+	TrustUsers []string
+
 	// Replicas is the number of streaming replicas of each primary, made with
 	// pg_basebackup; Start returns once each one is streaming.
 	Replicas int
