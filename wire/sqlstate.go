@@ -26,4 +26,9 @@ const (
 	SQLStateDivisionByZero            = "22012"
 	SQLStateBadCopyFileFormat         = "22P04"
 	SQLStateConfigurationLimitExceed  = "53400"
+	// Two-phase commit across shards (replication/twophase).
+	SQLStateTransactionResolutionUnknown = "08007"
+	SQLStateTransactionRollback          = "40000"
+	SQLStateObjectNotInPrerequisiteState = "55000"
+	SQLStateUndefinedObject              = "42704"
 )
