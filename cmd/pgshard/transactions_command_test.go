@@ -41,3 +41,22 @@ func TestTransactionsList(t *testing.T) {
 		t.Errorf("json: %+v\n%s", got, r.stdout)
 	}
 }
+
+func TestShardsListTwoPhaseProblems(t *testing.T) {
+	opts := ctlTokenOpts
+	opts.Transactions = func() (metarpc.TransactionsReport, bool) {
+		return metarpc.TransactionsReport{ScannedAt: time.Now(), Problems: []metarpc.TransactionProblem{
+			{Shard: "s2", Addr: "10.0.0.3:5432", Error: "max_prepared_transactions = 0: set it"}}}, true
+	}
+	c := startCtlMeta(t, ctlMapYAML, opts)
+	r := c.cli(t, "shards", "list").want(t, exitOK)
+	ctlWantContains(t, "stdout", r.stdout, "s2 (10.0.0.3:5432): max_prepared_transactions = 0: set it")
+	r = c.cli(t, "shards", "list", "-o", "json").want(t, exitOK)
+	var got shardsListResult
+	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil {
+		t.Fatalf("%v:\n%s", err, r.stdout)
+	}
+	if len(got.TwoPhaseProblems) != 1 || got.TwoPhaseProblems[0].Shard != "s2" {
+		t.Errorf("json: %+v", got)
+	}
+}
