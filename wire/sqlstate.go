@@ -31,4 +31,5 @@ const (
 	SQLStateTransactionRollback          = "40000"
 	SQLStateObjectNotInPrerequisiteState = "55000"
 	SQLStateUndefinedObject              = "42704"
+	SQLStateUndefinedTable               = "42P01"
 )

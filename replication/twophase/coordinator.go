@@ -151,7 +151,12 @@ type AbortError struct {
 
 // Error implements error.
 func (e *AbortError) Error() string {
-	return fmt.Sprintf("transaction rolled back on every shard: shard %s could not prepare to commit: %v", e.Shard, e.Err)
+	msg := fmt.Sprintf("transaction rolled back on every shard: shard %s could not prepare to commit: %v", e.Shard, e.Err)
+	var pe *pgconn.PgError
+	if errors.As(e.Err, &pe) && pe.Code == wire.SQLStateUndefinedTable {
+		msg += " (the meta leader's two-phase recovery creates " + DecisionTable + " on every primary: does the meta cluster have a PostgreSQL role?)"
+	}
+	return msg
 }
 
 // Unwrap returns the shard's error.

@@ -330,3 +330,12 @@ func TestGID(t *testing.T) {
 		t.Error("~abc kept as its own tag")
 	}
 }
+
+func TestAbortNoDecisionTable(t *testing.T) {
+	a := &fakePart{name: "s0", fail: map[string][]error{"INSERT": {pgErr("42P01")}}}
+	_, err := newCoord(RecordStore{}).Commit(testCtx(t), parts(a, &fakePart{name: "s1"}))
+	var ae *AbortError
+	if !errors.As(err, &ae) || ae.SQLState() != "42P01" || !strings.Contains(err.Error(), "does the meta cluster have a PostgreSQL role?") {
+		t.Fatalf("err %v", err)
+	}
+}

@@ -34,18 +34,21 @@
 // # Where the decision lives
 //
 // Two places were measured on this machine (2 cores; PostgreSQL 15 with
-// fsync and synchronous_commit on; BenchmarkDecision* in this package):
+// fsync and synchronous_commit on; BenchmarkCommit* and
+// BenchmarkDecisionMetaPut in this package):
 //
 //   - the meta Raft log: one workflow record put (meta.Node.PutWorkflow,
 //     compare-and-set) per transaction;
 //   - a commit record in the decision participant's prepared transaction
 //     (Citus's approach).
 //
-// The commit record wins, and is what [RecordStore] implements: the
-// decision costs no round trip beyond the COMMIT PREPARED the decision
-// participant needs anyway (the other participants' COMMIT PREPARED waits
-// for it), while the Raft put adds a gRPC round trip and a Raft log fsync
-// on a quorum to every commit (see README "Architecture" for the numbers).
+// The commit record wins, and is what [RecordStore] implements. Both put
+// one durable write between phase 1 and the remaining commits: the
+// commit record's is the COMMIT PREPARED its participant needs anyway
+// (1.8–4.0 ms here), the Raft put's a log fsync on a quorum (1.4–3.1 ms
+// with one voter, 3.3–10 ms with three, in one process) plus, in
+// production, the network and a gRPC hop from the proxy to the leader
+// (see README "Architecture" for the whole-commit numbers).
 // It also keeps commits independent of meta: transactions commit while
 // the meta cluster elects a leader, and meta's log does not grow with the
 // application's write rate. It survives the loss of the proxy (recovery
