@@ -14,6 +14,7 @@ import (
 
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/internal/pgcluster"
+	"github.com/pgshard/pgshard/internal/testutil"
 )
 
 // TestMain checks that no PostgreSQL server and no goroutine outlives the
@@ -326,4 +327,92 @@ func TestPGNoPreparedTransactions(t *testing.T) {
 		t.Fatalf("commit: %v, want an abort with 55000", err)
 	}
 	b.wantBalances(100, 100)
+}
+
+// TestPGRecoveryAfterFailover: with synchronous replication a prepared
+// transaction survives the kill -9 of its primary and the promotion of
+// the replica; recovery, following the map to the new primaries, commits
+// the decided transaction and rolls back the undecided one there.
+func TestPGRecoveryAfterFailover(t *testing.T) {
+	integration.SkipIfNoPostgres(t)
+	b := newBank(t, 2, integration.Replicas(1), integration.Settings(map[string]string{
+		"synchronous_commit": "on", "synchronous_standby_names": "'ANY 1 (*)'",
+	}))
+	b.setup()
+
+	// Decided: s0 (the decision shard) committed, s1 never heard COMMIT PREPARED.
+	cs := b.begin(map[int]string{
+		0: "UPDATE accounts SET balance = balance - 30 WHERE id = 0",
+		1: "UPDATE accounts SET balance = balance + 30 WHERE id = 1",
+	})
+	out, err := New("proxy-a", RecordStore{}, Options{}, nil).Commit(b.ctx, []Participant{cs[0], lostAfter{cs[1]}})
+	if err != nil || !out.Committed || len(out.Pending) != 1 {
+		t.Fatalf("commit: %+v %v", out, err)
+	}
+	// Undecided: prepared on both, s1 is its decision shard.
+	cs = b.begin(map[int]string{
+		0: "INSERT INTO accounts VALUES (10, 5, 10)",
+		1: "INSERT INTO accounts VALUES (11, 5, 11)",
+	})
+	undecided, err := New("proxy-a", abandonStore{}, Options{}, nil).Commit(b.ctx, []Participant{cs[1], cs[0]})
+	if !errors.As(err, new(*InDoubtError)) {
+		t.Fatalf("commit: %+v %v", undecided, err)
+	}
+	if n := b.prepared(); n != 3 {
+		t.Fatalf("%d prepared, want 3", n)
+	}
+
+	// Both primaries die; their replicas are promoted and the map says so.
+	var newPrimaries []*pgcluster.Server
+	for i, p := range b.pg.Shards {
+		if err := p.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		r := p.Replicas[0]
+		if err := r.Promote(b.ctx); err != nil {
+			t.Fatal(err)
+		}
+		// Alone now: commits must not wait for a synchronous standby.
+		if err := r.Exec(b.ctx, "ALTER SYSTEM SET synchronous_standby_names = ''"); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Exec(b.ctx, "SELECT pg_reload_conf()"); err != nil {
+			t.Fatal(err)
+		}
+		testutil.WaitFor(t, 10*time.Second, "synchronous_standby_names off on "+r.Name, func() (bool, string) {
+			v, err := r.QueryValue(b.ctx, "SHOW synchronous_standby_names")
+			return err == nil && v == "", fmt.Sprint(v, err)
+		})
+		b.shards[i].Addr = r.Addr()
+		newPrimaries = append(newPrimaries, r)
+	}
+	count := func() int {
+		n := 0
+		for _, s := range newPrimaries {
+			v, err := s.QueryValue(b.ctx, "SELECT count(*) FROM pg_prepared_xacts")
+			if err != nil {
+				t.Fatal(err)
+			}
+			k, _ := strconv.Atoi(v)
+			n += k
+		}
+		return n
+	}
+	if n := count(); n != 3 {
+		t.Fatalf("%d prepared on the promoted replicas, want the 3 prepared on the old primaries", n)
+	}
+	live := []string{} // proxy-a is dead
+	rep := b.recoverer(&live).RunOnce(b.ctx)
+	if n := count(); n != 0 {
+		t.Fatalf("%d prepared left after recovery; report %+v", n, rep)
+	}
+	for i, s := range newPrimaries {
+		v, err := s.QueryValue(b.ctx, "SELECT string_agg(id || ':' || balance, ' ' ORDER BY id) FROM accounts")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := []string{"0:70", "1:130"}[i]; v != want {
+			t.Errorf("shard %d: accounts %q, want %q (decided committed, undecided rolled back)", i, v, want)
+		}
+	}
 }
