@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pgshard/pgshard/router"
+	rplan "github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/wire"
 )
 
@@ -101,19 +101,18 @@ func aggRefusal(name string) error {
 // it asks the catalog of a shard holding the table where the key is
 // among the live columns, tells the router, and routes q again. Any other
 // outcome returns plan and err as they were.
-func (s *session) routeWithKeyPosition(ctx context.Context, q router.Query, plan router.Plan, err error) (router.Plan, error) {
-	var re *router.RefusedError
+func (s *session) routeWithKeyPosition(ctx context.Context, q router.Query, plan rplan.Plan, err error) (rplan.Plan, error) {
 	r := s.routerFor()
 	kp, ok := r.(router.KeyPositioner)
-	if !errors.As(err, &re) || re.NeedKeyPosition == "" || !ok {
+	if plan.Kind != rplan.Refused || plan.NeedKeyPosition == "" || !ok {
 		return plan, err
 	}
-	schema, table, _ := strings.Cut(re.NeedKeyPosition, ".")
-	keyCol := re.KeyColumn
+	schema, table, _ := strings.Cut(plan.NeedKeyPosition, ".")
+	keyCol := plan.NeedKeyColumn
 	if keyCol == "" {
 		return plan, err
 	}
-	be, lerr := s.srv.lend(ctx, re.Shard, s.user, s.db)
+	be, lerr := s.srv.lend(ctx, plan.Shard, s.user, s.db)
 	if lerr != nil {
 		return plan, err
 	}
@@ -131,7 +130,7 @@ func (s *session) routeWithKeyPosition(ctx context.Context, q router.Query, plan
 	if qerr != nil || cerr != nil || !strings.HasPrefix(tag, "SELECT ") {
 		return plan, err
 	}
-	kp.SetKeyPosition(re.NeedKeyPosition, n)
+	kp.SetKeyPosition(plan.NeedKeyPosition, n)
 	return r.Route(q)
 }
 

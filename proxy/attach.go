@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/pgshard/pgshard/proxy/pool"
+	"github.com/pgshard/pgshard/proxy/scatter"
 	"github.com/pgshard/pgshard/router"
+	rplan "github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/wire"
 )
 
@@ -20,8 +22,22 @@ import (
 // for that backend's work to finish and switches, or — inside a
 // transaction, a pipeline or a pinned session — refuses the statement
 // with 0A000 (raised by the current server, so the refusal arrives in
-// order and aborts the transaction as any error would).
+// order and aborts the transaction as any error would). It is for
+// messages whose statement cannot run over several shards; see
+// attachPlan.
 func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error) {
+	be, _, err := s.attachPlan(ctx, q)
+	if err == nil && be == nil {
+		return nil, errors.New("statement needs several shards")
+	}
+	return be, err
+}
+
+// attachPlan is attach for a simple query or a Bind, whose statement may
+// run over several shards: it then attaches nothing and returns the plan
+// (a Scatter, Utility, CopyIn or CopyOut in a simple query, a Scatter or
+// Utility in a Bind) for the caller to run.
+func (s *session) attachPlan(ctx context.Context, q router.Query) (*pool.Conn, rplan.Plan, error) {
 	q.HintShard, q.HintKey = s.hintShard, s.hintKey
 	plan, err := s.routerFor().Route(q)
 	if err != nil {
@@ -29,31 +45,31 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 		// position from the catalog, then route again.
 		plan, err = s.routeWithKeyPosition(ctx, q, plan, err)
 	}
-	if err == nil && plan.SetHint != nil {
-		s.setHint(*plan.SetHint)
+	if err == nil && plan.Hint != nil {
+		s.setHint(*plan.Hint)
 	}
-	if err == nil && plan.InTxOnly != nil {
+	if err == nil && plan.InTx {
 		err = s.inTxOnly(&plan)
 	}
-	if err == nil && plan.Kind >= router.KindScatter {
+	if err == nil && plan.Kind.Several() {
 		err = sessionStateOverShards(q.SQL)
 	}
 	if err == nil {
 		err = s.srv.failClosed(plan)
 	}
 	s.rewrite = ""
-	if err == nil && plan.Kind <= router.KindAny && plan.SQL != "" && s.curType == 'Q' {
+	if err == nil && (plan.Kind == rplan.Single || plan.Kind == rplan.Any) && plan.SQL != "" && s.curType == 'Q' {
 		s.rewrite = plan.SQL
 	}
-	for err == nil && plan.Kind >= router.KindScatter {
+	for err == nil && plan.Kind.Several() {
 		s.mu.Lock()
 		use := s.st.canScatter(s.pipe())
 		switch {
-		case use == useNew && (s.curType == 'Q' || s.curType == 'B' && (plan.Kind == router.KindScatter || plan.Kind == router.KindUtility)):
+		case use == useNew && (s.curType == 'Q' || s.curType == 'B' && (plan.Kind == rplan.Scatter || plan.Kind == rplan.Utility)):
 			s.mu.Unlock()
-			return nil, &scatterNeeded{plan: plan}
+			return nil, plan, nil
 		case use == useNew:
-			err = &router.RefusedError{Code: wire.SQLStateFeatureNotSupported,
+			err = &rplan.RefusalError{Code: wire.SQLStateFeatureNotSupported,
 				Message: "this statement over several shards runs only through the simple query protocol (COPY over several shards)",
 				Hint:    "Send it as a simple query, or add a condition on the sharding key."}
 		case use == useWait:
@@ -61,15 +77,15 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 			wait := s.waitChan()
 			s.mu.Unlock()
 			if werr := s.waitZ(ctx, wait); werr != nil {
-				return nil, werr
+				return nil, plan, werr
 			}
 			continue
-		case plan.Kind == router.KindUtility:
-			err = &router.RefusedError{Code: wire.SQLStateFeatureNotSupported,
+		case plan.Kind == rplan.Utility:
+			err = &rplan.RefusalError{Code: wire.SQLStateFeatureNotSupported,
 				Message: "DDL refused: it runs on every shard (of its tables, or of the map when it names no table of the map), which it cannot inside a transaction, a pipeline or a pinned session",
 				Hint:    "Run it outside the transaction; name a temporary object as pg_temp.name; or route it to one shard with a /* pgshard: shard=NAME */ comment."}
 		default:
-			err = &router.RefusedError{Code: wire.SQLStateFeatureNotSupported,
+			err = &rplan.RefusalError{Code: wire.SQLStateFeatureNotSupported,
 				Message: "cross-shard statement refused: a statement over several shards cannot run inside a transaction, a pipeline or a pinned session",
 				Hint:    "Run it outside the transaction, or add a condition on the sharding key."}
 		}
@@ -79,23 +95,24 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 		we := routeError(err)
 		if be := s.attached(); be != nil {
 			// The relay owns client output: let the server raise it.
-			return nil, s.raiseViaServer(be, we)
+			return nil, plan, s.raiseViaServer(be, we)
 		}
-		return nil, we
+		return nil, plan, we
 	}
-	return s.attachRouted(ctx, plan, q, s.readTarget)
+	be, err := s.attachRouted(ctx, plan, q, s.readTarget)
+	return be, plan, err
 }
 
 // inTxOnly places a statement the router allows only on the shard of
 // the session's open transaction (DO, CALL): there, or nowhere.
-func (s *session) inTxOnly(plan *router.Plan) error {
+func (s *session) inTxOnly(plan *rplan.Plan) error {
 	s.mu.Lock()
 	shard, inTx := s.st.txShard(s.pipe())
 	s.mu.Unlock()
 	if !inTx {
-		return plan.InTxOnly
+		return plan.Err
 	}
-	plan.Shard, plan.InTxOnly = shard, nil
+	plan.Shard, plan.InTx, plan.Err = shard, false, nil
 	return nil
 }
 
@@ -109,7 +126,7 @@ func sessionStateOverShards(sql string) error {
 	if !info.Has(router.ClassPin) {
 		return nil
 	}
-	return &router.RefusedError{Code: wire.SQLStateFeatureNotSupported,
+	return &rplan.RefusalError{Code: wire.SQLStateFeatureNotSupported,
 		Message: fmt.Sprintf("statement refused: it would create session state (%s) on several shards, and a session can stay on one server connection only", info.PinReason),
 		Hint:    "Add a condition on the sharding key, or route it with SET pgshard.shard."}
 }
@@ -117,7 +134,7 @@ func sessionStateOverShards(sql string) error {
 // attachRouted is attach for a statement routed as plan: it keeps or
 // switches the attached backend, or lends one of plan.Shard — of the
 // replica whose address target gives, or of the primary when that is "".
-func (s *session) attachRouted(ctx context.Context, plan router.Plan, q router.Query, target func(router.Plan) string) (*pool.Conn, error) {
+func (s *session) attachRouted(ctx context.Context, plan rplan.Plan, q router.Query, target func(rplan.Plan) string) (*pool.Conn, error) {
 	statement := q.SQL != "" || q.Bind != nil
 	for {
 		s.mu.Lock()
@@ -138,7 +155,7 @@ func (s *session) attachRouted(ctx context.Context, plan router.Plan, q router.Q
 		// queries, NOTIFY) runs where the session must stay — its
 		// transaction, pipeline or pinned backend — rather than be
 		// refused for not being there.
-		if a != nil && plan.AnyShard && !a.outsideTx && s.st.bound(p) {
+		if a != nil && plan.Anywhere && !a.outsideTx && s.st.bound(p) {
 			plan.Shard = a.shard
 		}
 		fits := false
@@ -146,7 +163,7 @@ func (s *session) attachRouted(ctx context.Context, plan router.Plan, q router.Q
 			// A replica's backend serves only reads, except inside its
 			// (READ ONLY) transaction, where the server itself refuses
 			// writes.
-			onReplicaOK := !a.replica || plan.Replica || plan.Kind == router.KindAny || a.inTx() || a.readOnlyTx
+			onReplicaOK := !a.replica || plan.ReplicaSafe || plan.Kind == rplan.Any || a.inTx() || a.readOnlyTx
 			// A statement that would start a new transaction on a
 			// primary whose shard switches waits for the switch
 			// (buffer.go) rather than run on the server being replaced:
@@ -154,7 +171,7 @@ func (s *session) attachRouted(ctx context.Context, plan router.Plan, q router.Q
 			// answered.
 			newTxOnSwitching := !a.replica && !a.inTx() && !p.unsynced && s.st.deferredBegin == "" &&
 				s.st.life != statePinned && p.syncs > 0 && s.srv.switching(a.shard)
-			fits = (a.shard == plan.Shard || plan.Kind == router.KindAny) && onReplicaOK && !newTxOnSwitching
+			fits = (a.shard == plan.Shard || plan.Kind == rplan.Any) && onReplicaOK && !newTxOnSwitching
 		}
 		use, refusal := s.st.canUse(plan.Shard, fits, p)
 		be := s.st.conn()
@@ -266,7 +283,7 @@ func (s *session) routerFor() router.Router {
 
 // setHint records a routing hint the client set (optimistically: the SET
 // itself runs on the server like any other).
-func (s *session) setHint(h router.HintChange) {
+func (s *session) setHint(h rplan.HintSet) {
 	switch h.Name {
 	case "shard":
 		s.hintShard = h.Value
@@ -318,12 +335,8 @@ func (s *session) waitZ(ctx context.Context, wait chan struct{}) error {
 
 // routeError turns a router error into the client's error.
 func routeError(err error) *wire.Error {
-	var ue *router.UnknownShardError
-	var re *router.RefusedError
-	switch {
-	case errors.As(err, &ue):
-		return wire.Errorf(wire.SQLStateInvalidParameterValue, "%s", ue.Error())
-	case errors.As(err, &re):
+	var re *rplan.RefusalError
+	if errors.As(err, &re) {
 		return &wire.Error{Code: re.Code, Message: re.Message, Hint: re.Hint}
 	}
 	return wire.AsError(err)
@@ -405,16 +418,13 @@ func (s *session) raiseViaServer(be *pool.Conn, e *wire.Error) error {
 	return errAnswered
 }
 
-// scatterNeeded tells handleQuery to run a statement on several shards.
-type scatterNeeded struct{ plan router.Plan }
-
 // runScatter runs a read on several shards and answers the client with
 // the merged result. No backend is attached, so serve owns client output.
-func (s *session) runScatter(ctx context.Context, plan router.Plan, sql string) error {
+func (s *session) runScatter(ctx context.Context, plan rplan.Plan, sql string) error {
 	switch plan.Kind {
-	case router.KindUtility:
+	case rplan.Utility:
 		return s.runUtility(ctx, plan, sql)
-	case router.KindCopyIn:
+	case rplan.CopyIn:
 		return s.runCopyIn(ctx, plan, sql)
 	}
 	if err := s.checkAggregates(ctx, plan.Shards[0], plan.Calls); err != nil {
@@ -424,23 +434,21 @@ func (s *session) runScatter(ctx context.Context, plan router.Plan, sql string) 
 	if err != nil {
 		return err
 	}
-	if plan.SQL != "" {
-		sql = plan.SQL
+	if plan.ShardSQL != "" {
+		sql = plan.ShardSQL
 	}
 	start := time.Now()
 	if err := s.flushClient(); err != nil { // earlier answers first
 		return err
 	}
-	out, err := s.srv.scatter(ctx, scatterRequest{
+	out, err := s.srv.scatter(ctx, s.user, s.db, scatter.Request{
 		Shards:        plan.Shards,
 		Replicas:      s.scatterReplicas(plan),
-		User:          s.user,
-		DB:            s.db,
 		SQL:           strings.Clone(sql),
 		PerShardSQL:   plan.PerShardSQL,
 		Atomic:        plan.Atomic,
-		RowOrder:      plan.RowOrder,
-		CopyOut:       plan.Kind == router.KindCopyOut,
+		RowOrder:      plan.PerShardRows,
+		CopyOut:       plan.Kind == rplan.CopyOut,
 		CopyHeader:    plan.Copy != nil && plan.Copy.Header,
 		TextByteOrder: byteOrder,
 		Spec:          plan.Merge,
@@ -449,7 +457,7 @@ func (s *session) runScatter(ctx context.Context, plan router.Plan, sql string) 
 		Dst:           s.out[:0],
 	})
 	s.out = out
-	if !plan.ReadOnly {
+	if !plan.ReadOnly || plan.Kind == rplan.CopyOut { // (COPY TO as well, as always)
 		s.learnLSNs(ctx, plan.Shards)
 	}
 	if err != nil {

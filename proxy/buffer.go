@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/pgshard/pgshard/proxy/pool"
-	"github.com/pgshard/pgshard/router"
+	rplan "github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/wire"
 )
 
@@ -26,11 +26,6 @@ import (
 // may be cut off from a failover that fenced a primary it still reaches:
 // it keeps serving reads but refuses writes (SQLSTATE 25006) until the
 // leader answers its heartbeat.
-
-// SQLSTATEs of this file.
-const (
-	sqlStateReadOnlyTransaction = "25006"
-)
 
 // mapChange returns a channel closed when the next shard map is applied.
 func (s *Server) mapChange() <-chan struct{} {
@@ -169,21 +164,21 @@ func (s *Server) MetaContact() time.Time {
 }
 
 // mayWrite reports whether a statement planned as plan may write.
-func mayWrite(plan router.Plan) bool {
+func mayWrite(plan rplan.Plan) bool {
 	switch plan.Kind {
-	case router.KindAny, router.KindCopyOut:
+	case rplan.Any, rplan.CopyOut:
 		return false
-	case router.KindScatter:
+	case rplan.Scatter:
 		return !plan.ReadOnly
-	case router.KindSingle:
-		return !plan.Replica
+	case rplan.Single:
+		return !plan.ReplicaSafe
 	}
 	return true
 }
 
 // failClosed refuses a statement that may write while the proxy has lost
 // the meta cluster for longer than its lease.
-func (s *Server) failClosed(plan router.Plan) error {
+func (s *Server) failClosed(plan rplan.Plan) error {
 	if !mayWrite(plan) {
 		return nil
 	}
@@ -191,7 +186,7 @@ func (s *Server) failClosed(plan router.Plan) error {
 	if why == "" {
 		return nil
 	}
-	return &wire.Error{Code: sqlStateReadOnlyTransaction,
+	return &wire.Error{Code: wire.SQLStateReadOnlyTransaction,
 		Message: "pgshard refuses writes: the metadata cluster has not confirmed its shard map",
 		Detail:  fmt.Sprintf("A primary may have been replaced without this proxy knowing: %s.", why),
 		Hint:    "Reads still work. Retry the write through another pgshard proxy, or once this one reaches the metadata cluster again."}

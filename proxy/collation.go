@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/pgshard/pgshard/router"
+	rplan "github.com/pgshard/pgshard/router/plan"
 )
 
 // The merge of a read over several shards compares text bytewise: the
@@ -58,7 +58,7 @@ func (s *session) textByteOrder(ctx context.Context, shard string) (bool, error)
 // sortsBytewise reports, for a read over several shards, whether text
 // sorts bytewise in its database; true when the merge compares nothing
 // (no ORDER BY, min or max).
-func (s *session) sortsBytewise(ctx context.Context, plan router.Plan) (bool, error) {
+func (s *session) sortsBytewise(ctx context.Context, plan rplan.Plan) (bool, error) {
 	if plan.Merge == nil || !plan.Merge.Compares() {
 		return true, nil
 	}

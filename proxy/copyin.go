@@ -13,8 +13,9 @@ import (
 	"time"
 
 	"github.com/pgshard/pgshard/proxy/pool"
-	"github.com/pgshard/pgshard/router"
+	"github.com/pgshard/pgshard/proxy/scatter"
 	"github.com/pgshard/pgshard/router/copysplit"
+	rplan "github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/wire"
 )
 
@@ -140,7 +141,7 @@ func (c *copyIn) fail(err error) {
 // runCopyIn runs COPY ... FROM STDIN of plan over its shards. No backend
 // is attached, so serve owns client output; it reads the client's copy
 // stream itself.
-func (s *session) runCopyIn(ctx context.Context, plan router.Plan, sql string) error {
+func (s *session) runCopyIn(ctx context.Context, plan rplan.Plan, sql string) error {
 	if err := s.flushClient(); err != nil {
 		return err
 	}
@@ -172,7 +173,7 @@ func (s *session) runCopyIn(ctx context.Context, plan router.Plan, sql string) e
 
 // start lends a backend per shard (in name order), opens a transaction
 // and starts the COPY on each, and waits until every shard is ready.
-func (c *copyIn) start(ctx context.Context, plan router.Plan, sql string) error {
+func (c *copyIn) start(ctx context.Context, plan rplan.Plan, sql string) error {
 	s := c.s
 	for _, name := range slices.Sorted(slices.Values(plan.Shards)) {
 		be, err := s.srv.lend(ctx, name, s.user, s.db)
@@ -184,16 +185,16 @@ func (c *copyIn) start(ctx context.Context, plan router.Plan, sql string) error 
 		c.index[name] = len(c.shards)
 		c.shards = append(c.shards, h)
 		if err := s.prepareBackend(ctx, be); err != nil {
-			return scatterShardError(name, err)
+			return scatter.ShardError(name, err)
 		}
 		if err := be.SetHandler(h); err != nil {
-			return scatterShardError(name, err)
+			return scatter.ShardError(name, err)
 		}
 		be.UnnamedGen++
 		msg := wire.AppendString(nil, 'Q', "BEGIN")
 		msg = wire.AppendString(msg, 'Q', sql)
 		if _, err := be.NetConn.Write(msg); err != nil {
-			return scatterShardError(name, err)
+			return scatter.ShardError(name, err)
 		}
 	}
 	for _, h := range c.shards {
@@ -213,7 +214,7 @@ func (c *copyIn) start(ctx context.Context, plan router.Plan, sql string) error 
 
 // stream reads the client's copy stream, splits it and sends each shard
 // its rows; at CopyDone it completes the COPY everywhere and commits.
-func (c *copyIn) stream(ctx context.Context, plan router.Plan) (int64, error) {
+func (c *copyIn) stream(ctx context.Context, plan rplan.Plan) (int64, error) {
 	s := c.s
 	binaryFormat := plan.Copy.Format == "binary"
 	sp, err := copysplit.New(plan.Copy, func(key []byte, null bool) (int, error) {
@@ -386,7 +387,7 @@ func (c *copyIn) abort(ctx context.Context, why string) {
 		why = "COPY failed on another shard"
 	}
 	msg := wire.AppendString(nil, 'f', "pgshard: "+why)
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), scatterReplyTimeout)
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), scatter.ReplyTimeout)
 	defer cancel()
 	for _, h := range c.shards {
 		select {
@@ -413,9 +414,9 @@ func (c *copyIn) abort(ctx context.Context, why string) {
 }
 
 // end commits (commit true) or rolls back the shards' transactions; see
-// endTransactions.
+// scatter.EndTransactions.
 func (c *copyIn) end(ctx context.Context, commit bool) error {
-	var txs []openTx
+	var txs []scatter.Tx
 	for _, h := range c.shards {
 		_ = h.conn.SetHandler(nil)
 		select {
@@ -424,11 +425,11 @@ func (c *copyIn) end(ctx context.Context, commit bool) error {
 			continue // unknown state: release closes it
 		}
 		if h.status == 'T' || h.status == 'E' {
-			txs = append(txs, openTx{name: h.name, conn: h.conn})
+			txs = append(txs, scatter.Tx{Name: h.name, Conn: h.conn})
 			h.status = 'I' // ended below, or the connection is closed
 		}
 	}
-	return endTransactions(ctx, txs, commit)
+	return scatter.EndTransactions(ctx, txs, commit)
 }
 
 // putLen writes the length of the message in b (type byte first).

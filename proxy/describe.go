@@ -13,6 +13,7 @@ import (
 	"github.com/pgshard/pgshard/proxy/pool"
 	"github.com/pgshard/pgshard/replication/health"
 	"github.com/pgshard/pgshard/router"
+	rplan "github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/wire"
 )
 
@@ -48,8 +49,8 @@ func (s *session) attachForDescribe(ctx context.Context, pending [][]byte) (*poo
 func (s *session) attachDescribeAt(ctx context.Context, shard, replica string) (*pool.Conn, error) {
 	s.noBegin = true
 	defer func() { s.noBegin = false }()
-	return s.attachRouted(ctx, router.Plan{Kind: router.KindAny, Shard: shard}, router.Query{},
-		func(router.Plan) string { return replica })
+	return s.attachRouted(ctx, rplan.Plan{Kind: rplan.Any, Shard: shard}, router.Query{},
+		func(rplan.Plan) string { return replica })
 }
 
 // Sending a describe again. A request of held-back Parse and Describe
@@ -135,7 +136,8 @@ func (s *session) describeOnly(ctx context.Context, pending [][]byte, sync []byt
 		// not in use (they were new when they came).
 		for _, f := range pending {
 			if f[0] == 'P' {
-				delete(s.stmts.named, cstring(f[wire.HeaderLen:]))
+				p, _ := wire.DecodeParse(f[wire.HeaderLen:]) // checked by handleParse
+				delete(s.stmts.named, string(p.Name))
 			}
 		}
 		s.log.Debug("describe sent to another server", "server", be.Addr, "err", lost)

@@ -13,7 +13,8 @@
 // statement; pins itself to its server connection once a statement left
 // session state there (SET, PREPARE, cursors, LISTEN, temporary objects),
 // and refuses one that would leave it on several shards (attach.go); runs
-// statements over several shards and merges their answers (scatter.go);
+// statements over several shards and merges their answers (package
+// proxy/scatter, started from attach.go and portal.go);
 // and has a request that only describes statements answered by any
 // healthy server, sent again elsewhere when its server fails or stays
 // silent (describe.go). Its state and the rule of which shard a statement

@@ -317,6 +317,47 @@ func TestBadInput(t *testing.T) {
 			t.Fatalf("got %s", e.Code)
 		}
 	})
+	t.Run("malformed Bind keeps the session", func(t *testing.T) {
+		// A Bind whose statement name is not terminated: PostgreSQL answers
+		// ERROR 08P01, skips to the Sync and serves the next query.
+		c, fe := trustedSession(t, p.addr)
+		_, _ = c.Write([]byte{'B', 0, 0, 0, 7, 0, 's', '1', 'S', 0, 0, 0, 4})
+		var got []string
+		for len(got) == 0 || got[len(got)-1] != "Z" {
+			m, err := fe.Receive()
+			if err != nil {
+				t.Fatalf("after %v: %v", got, err)
+			}
+			switch m := m.(type) {
+			case *pgproto3.ErrorResponse:
+				if m.Code != "08P01" || m.Severity != "ERROR" {
+					t.Fatalf("got %s %s", m.Severity, m.Code)
+				}
+				got = append(got, "E")
+			case *pgproto3.ReadyForQuery:
+				got = append(got, "Z")
+			}
+		}
+		if len(got) != 2 {
+			t.Fatalf("messages %v, want [E Z]", got)
+		}
+		fe.Send(&pgproto3.Query{String: "SELECT 1"})
+		if err := fe.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			m, err := fe.Receive()
+			if err != nil {
+				t.Fatalf("session not kept: %v", err)
+			}
+			if e, ok := m.(*pgproto3.ErrorResponse); ok {
+				t.Fatalf("SELECT 1: %s %s", e.Code, e.Message)
+			}
+			if _, ok := m.(*pgproto3.ReadyForQuery); ok {
+				break
+			}
+		}
+	})
 	t.Run("disconnect mid-message", func(t *testing.T) {
 		c, _ := trustedSession(t, p.addr)
 		_, _ = c.Write([]byte{'Q', 0, 0, 0, 100, 'S', 'E'})

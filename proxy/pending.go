@@ -2,10 +2,10 @@ package proxy
 
 import (
 	"context"
-	"errors"
 
 	"github.com/pgshard/pgshard/proxy/pool"
 	"github.com/pgshard/pgshard/router"
+	rplan "github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/wire"
 )
 
@@ -25,9 +25,8 @@ func (s *session) sendPending(ctx context.Context, typ byte, frame []byte) error
 	q := router.Query{}
 	if typ == 'B' {
 		body := frame[wire.HeaderLen:]
-		portal := cstring(body)
-		if len(portal) < len(body) {
-			name := cstring(body[len(portal)+1:])
+		if bind, err := wire.DecodeBind(body); err == nil {
+			name := string(bind.Statement)
 			// The statement may be one of the pending ones.
 			q = router.Query{SQL: pendingSQL(pending, name, s.stmtSQL(name)), Bind: body}
 		}
@@ -67,19 +66,20 @@ func (s *session) sendPending(ctx context.Context, typ byte, frame []byte) error
 			}
 			_, err = s.attachForDescribe(ctx, pending)
 		} else {
+			var be *pool.Conn
+			var plan rplan.Plan
 			s.noBegin = q.Bind == nil
-			_, err = s.attach(ctx, q)
+			be, plan, err = s.attachPlan(ctx, q)
 			s.noBegin = false
+			if err == nil && plan.Kind.Several() && be == nil {
+				// The Bind runs over several shards with no backend: the
+				// held-back messages are answered by a backend of their
+				// own first.
+				return s.sendPendingAlone(ctx, pending)
+			}
 		}
 		if err != nil {
-			var sn *scatterNeeded
-			if !errors.As(err, &sn) {
-				return err
-			}
-			// The Bind runs over several shards with no backend: the
-			// held-back messages are answered by a backend of their own
-			// first.
-			return s.sendPendingAlone(ctx, pending)
+			return err
 		}
 	}
 	return s.forwardPending(ctx, pending)
@@ -119,19 +119,19 @@ func (s *session) betweenRequests() *pool.Conn {
 func (s *session) bindStays(q router.Query) bool {
 	q.HintShard, q.HintKey = s.hintShard, s.hintKey
 	plan, err := s.routerFor().Route(q)
-	if err != nil || plan.InTxOnly != nil {
+	if err != nil || plan.InTx {
 		return false
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	a := s.st.cur()
 	switch {
-	case plan.Kind == router.KindAny:
+	case plan.Kind == rplan.Any:
 		return true
-	case a == nil || plan.Kind != router.KindSingle || plan.Shard != a.shard:
+	case a == nil || plan.Kind != rplan.Single || plan.Shard != a.shard:
 		return false
 	}
-	return !a.replica || plan.Replica
+	return !a.replica || plan.ReplicaSafe
 }
 
 // sendPendingBefore sends held-back Parse and Describe messages of a new
@@ -211,10 +211,8 @@ func pendingSQL(pending [][]byte, name, fallback string) string {
 		if f[0] != 'P' {
 			continue
 		}
-		body := f[wire.HeaderLen:]
-		n := cstring(body)
-		if n == name && len(n) < len(body) {
-			sql = cstring(body[len(n)+1:])
+		if p, err := wire.DecodeParse(f[wire.HeaderLen:]); err == nil && string(p.Name) == name {
+			sql = string(p.Query)
 		}
 	}
 	return sql
@@ -226,8 +224,10 @@ func pendingSQL(pending [][]byte, name, fallback string) string {
 func (s *session) pendingFrameSQL(pending [][]byte, f []byte) string {
 	body := f[wire.HeaderLen:]
 	if f[0] == 'P' {
-		return cstring(body[len(cstring(body))+1:])
+		p, _ := wire.DecodeParse(body) // checked by handleParse
+		return string(p.Query)
 	}
-	name := cstring(body[1:])
+	d, _ := wire.DecodeDescribe(body) // checked by handleDescribe
+	name := string(d.Name)
 	return pendingSQL(pending, name, s.stmtSQL(name))
 }

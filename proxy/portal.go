@@ -12,8 +12,11 @@ import (
 
 	pg "github.com/pganalyze/pg_query_go/v6"
 
+	"github.com/pgshard/pgshard/proxy/scatter"
 	"github.com/pgshard/pgshard/router"
 	"github.com/pgshard/pgshard/router/merge"
+	rplan "github.com/pgshard/pgshard/router/plan"
+	"github.com/pgshard/pgshard/router/sqllex"
 	"github.com/pgshard/pgshard/wire"
 )
 
@@ -28,7 +31,7 @@ import (
 // scatterPortal is a portal over several shards.
 type scatterPortal struct {
 	name      string
-	plan      router.Plan
+	plan      rplan.Plan
 	sql       string // the statement the shards get (unless per shard)
 	ext       scatterExt
 	byteOrder bool // the database sorts text bytewise (collation.go)
@@ -43,16 +46,16 @@ type scatterPortal struct {
 // scatterExt is how a statement runs on a shard through the extended
 // protocol.
 type scatterExt struct {
-	paramOIDs []uint32 // parameter types of the client's Parse
-	params    []byte   // the client's Bind from its parameter format codes through its parameter values
-	formats   []int16  // result format codes for the shards' columns
+	paramOIDs []uint32  // parameter types of the client's Parse
+	bind      wire.Bind // the client's Bind (a copy): its parameter format codes and values are sent on
+	formats   []int16   // result format codes for the shards' columns
 }
 
-// appendFrames appends Parse, Bind, Describe (portal), Execute and Sync
-// of sql with the client's parameters.
-func (x *scatterExt) appendFrames(b []byte, sql string) []byte {
+// AppendFrames appends Parse, Bind, Describe (portal), Execute and Sync
+// of sql with the client's parameters (scatter.Request.Ext).
+func (x *scatterExt) AppendFrames(b []byte, sql string) []byte {
 	oids := x.paramOIDs
-	if n := bindParamCount(x.params); n > 0 && sql != "" {
+	if n := x.bind.NumParams(); n > 0 && sql != "" {
 		// A statement that does not use every parameter (the rows of a
 		// split INSERT that one shard gets) cannot leave the unused
 		// ones' types to the server: give them a type that accepts any
@@ -70,7 +73,7 @@ func (x *scatterExt) appendFrames(b []byte, sql string) []byte {
 					copy(fixed, oids)
 				}
 				oid = oidText
-				if bindParamFormat(x.params, i) == 1 {
+				if x.bind.ParamFormat(i) == 1 {
 					oid = oidBytea
 				}
 				fixed[i] = oid
@@ -93,7 +96,7 @@ func (x *scatterExt) appendFrames(b []byte, sql string) []byte {
 	// Bind (unnamed portal, unnamed statement).
 	start = len(b)
 	b = append(b, 'B', 0, 0, 0, 0, 0, 0)
-	b = append(b, x.params...)
+	b = append(b, x.bind.ParamSection()...)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(x.formats)))
 	for _, f := range x.formats {
 		b = binary.BigEndian.AppendUint16(b, uint16(f))
@@ -109,152 +112,31 @@ const (
 	oidText  = 25
 )
 
-// splitBind splits a Bind body after its portal and statement names into
-// the parameter part (format codes and values) and the result format
-// codes.
-func splitBind(b []byte) ([]byte, []int16, error) {
-	bad := errors.New("invalid Bind message format")
-	if len(b) < 2 {
-		return nil, nil, bad
-	}
-	nf := int(binary.BigEndian.Uint16(b))
-	off := 2 + 2*nf
-	if len(b) < off+2 {
-		return nil, nil, bad
-	}
-	np := int(binary.BigEndian.Uint16(b[off:]))
-	off += 2
-	for range np {
-		if len(b) < off+4 {
-			return nil, nil, bad
-		}
-		n := int(int32(binary.BigEndian.Uint32(b[off:])))
-		off += 4
-		if n > 0 {
-			if len(b) < off+n {
-				return nil, nil, bad
-			}
-			off += n
-		}
-	}
-	params := b[:off]
-	if len(b) < off+2 {
-		return nil, nil, bad
-	}
-	nr := int(binary.BigEndian.Uint16(b[off:]))
-	off += 2
-	if len(b) != off+2*nr {
-		return nil, nil, bad
-	}
-	formats := make([]int16, nr)
-	for i := range formats {
-		formats[i] = int16(binary.BigEndian.Uint16(b[off+2*i:]))
-	}
-	return params, formats, nil
-}
-
-// bindParamCount returns the number of parameters of a Bind parameter
-// part (see splitBind).
-func bindParamCount(params []byte) int {
-	if len(params) < 2 {
-		return 0
-	}
-	off := 2 + 2*int(binary.BigEndian.Uint16(params))
-	if len(params) < off+2 {
-		return 0
-	}
-	return int(binary.BigEndian.Uint16(params[off:]))
-}
-
-// bindParamFormat returns the format code of parameter i.
-func bindParamFormat(params []byte, i int) int16 {
-	nf := int(binary.BigEndian.Uint16(params))
-	switch {
-	case nf == 0:
-		return 0
-	case nf == 1:
-		return int16(binary.BigEndian.Uint16(params[2:]))
-	case i < nf:
-		return int16(binary.BigEndian.Uint16(params[2+2*i:]))
-	}
-	return 0
-}
-
 // referencedParams reports which of the parameters $1..$n sql uses,
 // skipping string literals, quoted identifiers, dollar quotes and
 // comments.
 func referencedParams(sql string, n int) []bool {
 	used := make([]bool, n)
 	for i := 0; i < len(sql); i++ {
-		c := sql[i]
-		switch {
-		case c == '\'':
-			escapes := i > 0 && (sql[i-1] == 'E' || sql[i-1] == 'e')
-			for i++; i < len(sql); i++ {
-				if escapes && sql[i] == '\\' {
-					i++
-				} else if sql[i] == '\'' {
-					if i+1 < len(sql) && sql[i+1] == '\'' {
-						i++
-						continue
-					}
-					break
-				}
+		if j := sqllex.Skip(sql, i); j > i {
+			i = j - 1
+			continue
+		}
+		if sql[i] != '$' || (i > 0 && sqllex.IsIdentByte(sql[i-1])) {
+			continue
+		}
+		j := i + 1
+		for j < len(sql) && sqllex.IsDigit(sql[j]) {
+			j++
+		}
+		if j > i+1 {
+			if k, err := strconv.Atoi(sql[i+1 : j]); err == nil && k >= 1 && k <= n {
+				used[k-1] = true
 			}
-		case c == '"':
-			for i++; i < len(sql) && sql[i] != '"'; i++ {
-			}
-		case c == '-' && i+1 < len(sql) && sql[i+1] == '-':
-			for i < len(sql) && sql[i] != '\n' {
-				i++
-			}
-		case c == '/' && i+1 < len(sql) && sql[i+1] == '*':
-			depth := 0
-			for ; i+1 < len(sql); i++ {
-				if sql[i] == '/' && sql[i+1] == '*' {
-					depth++
-					i++
-				} else if sql[i] == '*' && sql[i+1] == '/' {
-					depth--
-					i++
-					if depth == 0 {
-						break
-					}
-				}
-			}
-		case c == '$':
-			j := i + 1
-			for j < len(sql) && sql[j] >= '0' && sql[j] <= '9' {
-				j++
-			}
-			if j > i+1 && (i == 0 || !isIdentChar(sql[i-1])) {
-				if k, err := strconv.Atoi(sql[i+1 : j]); err == nil && k >= 1 && k <= n {
-					used[k-1] = true
-				}
-				i = j - 1
-				continue
-			}
-			// A dollar quote: $tag$ ... $tag$.
-			k := i + 1
-			for k < len(sql) && isIdentChar(sql[k]) {
-				k++
-			}
-			if (i > 0 && isIdentChar(sql[i-1])) || k >= len(sql) || sql[k] != '$' {
-				continue
-			}
-			tag := sql[i : k+1]
-			if end := strings.Index(sql[k+1:], tag); end >= 0 {
-				i = k + end + len(tag)
-			} else {
-				i = len(sql)
-			}
+			i = j - 1
 		}
 	}
 	return used
-}
-
-func isIdentChar(c byte) bool {
-	return c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80
 }
 
 // shardResultFormats maps the client's result format codes (one per
@@ -308,14 +190,10 @@ func shardResultFormats(spec *merge.Spec, client []int16) ([]int16, error) {
 
 // bindScatter creates the portal for a Bind whose statement runs on
 // several shards, and answers BindComplete.
-func (s *session) bindScatter(ctx context.Context, portal, name string, plan router.Plan, body []byte, off int) error {
-	params, formats, err := splitBind(body[off+len(name)+1:])
-	if err != nil {
-		return malformed("Bind")
-	}
-	if plan.Kind == router.KindUtility {
+func (s *session) bindScatter(ctx context.Context, portal, name string, plan rplan.Plan, bind *wire.Bind) error {
+	if plan.Kind == rplan.Utility {
 		// DDL over several shards: run at Execute, all or none.
-		if n := bindParamCount(params); n > 0 {
+		if n := bind.NumParams(); n > 0 {
 			return &wire.Error{Code: wire.SQLStateProtocolViolation,
 				Message: fmt.Sprintf("bind message supplies %d parameters, but a utility statement takes none", n)}
 		}
@@ -323,7 +201,7 @@ func (s *session) bindScatter(ctx context.Context, portal, name string, plan rou
 		s.out = append(s.out, '2', 0, 0, 0, 4)
 		return nil
 	}
-	shardFormats, err := shardResultFormats(plan.Merge, formats)
+	shardFormats, err := shardResultFormats(plan.Merge, bind.AppendResultFormats(make([]int16, 0, bind.NumResultFormats())))
 	if err != nil {
 		return err
 	}
@@ -334,7 +212,7 @@ func (s *session) bindScatter(ctx context.Context, portal, name string, plan rou
 	if err != nil {
 		return err
 	}
-	sql := plan.SQL
+	sql := plan.ShardSQL
 	if sql == "" {
 		sql = s.stmtSQL(name)
 	}
@@ -345,7 +223,7 @@ func (s *session) bindScatter(ctx context.Context, portal, name string, plan rou
 		sql:       strings.Clone(sql),
 		ext: scatterExt{
 			paramOIDs: router.ParamOIDs(s.stmtParse(name)),
-			params:    append([]byte(nil), params...),
+			bind:      bind.Clone(),
 			formats:   shardFormats,
 		},
 	}
@@ -364,11 +242,11 @@ func (s *session) scatterPortalFor(name string) *scatterPortal {
 
 // handleExecute runs a portal over several shards, or forwards Execute.
 func (s *session) handleExecute(ctx context.Context, frame []byte) error {
-	body := frame[wire.HeaderLen:]
-	name := cstring(body)
-	if len(body) != len(name)+5 {
+	ex, err := wire.DecodeExecute(frame[wire.HeaderLen:])
+	if err != nil {
 		return malformed("Execute")
 	}
+	name := string(ex.Portal)
 	p := s.scatterPortalFor(name)
 	if p == nil {
 		if name == "" && s.stmts.bound != nil {
@@ -390,7 +268,7 @@ func (s *session) handleExecute(ctx context.Context, frame []byte) error {
 		}
 		return nil
 	}
-	if p.plan.Kind == router.KindUtility {
+	if p.plan.Kind == rplan.Utility {
 		if p.done {
 			s.out = append(s.out, 'I', 0, 0, 0, 4) // EmptyQueryResponse
 			return nil
@@ -407,7 +285,7 @@ func (s *session) handleExecute(ctx context.Context, frame []byte) error {
 		s.out = merge.AppendCommandComplete(s.out, 0)
 		return nil
 	}
-	if maxRows := int32(binary.BigEndian.Uint32(body[len(name)+1:])); maxRows > 0 {
+	if maxRows := ex.MaxRows; maxRows > 0 {
 		// A row limit only matters for a result with that many rows
 		// (pgjdbc sets 1 for updates). A write that returns no rows runs
 		// whole, as on PostgreSQL; a read runs (it has no effect) and is
@@ -490,17 +368,15 @@ func (s *session) runPortal(ctx context.Context, p *scatterPortal, noDesc, strea
 		return s.out, err
 	}
 	start := time.Now()
-	req := scatterRequest{
+	req := scatter.Request{
 		Shards:        p.plan.Shards,
 		Replicas:      s.scatterReplicas(p.plan),
-		User:          s.user,
-		DB:            s.db,
 		SQL:           p.sql,
 		PerShardSQL:   p.plan.PerShardSQL,
 		Ext:           &p.ext,
 		NoDescription: noDesc,
 		Atomic:        p.plan.Atomic,
-		RowOrder:      p.plan.RowOrder,
+		RowOrder:      p.plan.PerShardRows,
 		Spec:          p.plan.Merge,
 		TextByteOrder: p.byteOrder,
 		Prepare:       s.prepareBackend,
@@ -509,7 +385,7 @@ func (s *session) runPortal(ctx context.Context, p *scatterPortal, noDesc, strea
 	if stream {
 		req.Flush = func(b []byte) error { _, err := s.conn.Write(b); return err }
 	}
-	out, err := s.srv.scatter(ctx, req)
+	out, err := s.srv.scatter(ctx, s.user, s.db, req)
 	if err != nil {
 		var we *wire.Error
 		if !errors.As(err, &we) {

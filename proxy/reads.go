@@ -11,6 +11,7 @@ import (
 	"github.com/pgshard/pgshard/proxy/pool"
 	"github.com/pgshard/pgshard/replication/health"
 	"github.com/pgshard/pgshard/router"
+	rplan "github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/wire"
 )
 
@@ -120,8 +121,8 @@ func (s *Server) hasReplicas(shard string) bool {
 // readTarget decides where the statement plan, about to be attached to a
 // new backend, runs: the address of a replica of plan.Shard, or "" for
 // the primary.
-func (s *session) readTarget(plan router.Plan) string {
-	if !plan.Replica || plan.Kind != router.KindSingle || !s.readsReplicas() || !s.srv.hasReplicas(plan.Shard) {
+func (s *session) readTarget(plan rplan.Plan) string {
+	if !plan.ReplicaSafe || plan.Kind != rplan.Single || !s.readsReplicas() || !s.srv.hasReplicas(plan.Shard) {
 		return ""
 	}
 	s.mu.Lock()
@@ -162,8 +163,8 @@ func (s *session) pickReplica(shard string) string {
 // scatterReplicas chooses, for a read over several shards, the replica of
 // each shard that runs it (shards left out use their primary); nil when
 // the statement or the user's settings keep it on the primaries.
-func (s *session) scatterReplicas(plan router.Plan) map[string]string {
-	if !plan.Replica || !s.readsReplicas() {
+func (s *session) scatterReplicas(plan rplan.Plan) map[string]string {
+	if !plan.ReplicaSafe || !s.readsReplicas() {
 		return nil
 	}
 	var out map[string]string
@@ -236,12 +237,12 @@ func readOnlyBegin(sql string) bool {
 // noteWrite records, when a statement that may write is attached to the
 // primary of shard, that the session's next transaction end must learn
 // the primary's WAL position. Callers hold s.mu.
-func (s *session) noteWrite(plan router.Plan, sql string) {
+func (s *session) noteWrite(plan rplan.Plan, sql string) {
 	a := s.st.cur()
 	if a == nil || a.replica || !s.tracksWrites() || !s.srv.hasReplicas(a.shard) {
 		return // no reads of this shard will go to a replica
 	}
-	if plan.Kind == router.KindSingle && !plan.Replica {
+	if plan.Kind == rplan.Single && !plan.ReplicaSafe {
 		s.wrote = true
 	}
 	if s.wrote && a.inTx() && sql != "" && router.Classify(sql).Has(router.ClassCommit) {

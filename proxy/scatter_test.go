@@ -16,6 +16,7 @@ import (
 
 	"github.com/pgshard/pgshard/internal/pgcluster"
 	"github.com/pgshard/pgshard/proxy/pool"
+	"github.com/pgshard/pgshard/proxy/scatter"
 	"github.com/pgshard/pgshard/router/merge"
 	"github.com/pgshard/pgshard/wire"
 )
@@ -102,16 +103,15 @@ func (e *scatterEnv) exec(t *testing.T, sql string, args ...any) {
 }
 
 // run calls scatter on all three shards.
-func (e *scatterEnv) run(t *testing.T, req scatterRequest) ([]byte, error) {
+func (e *scatterEnv) run(t *testing.T, req scatter.Request) ([]byte, error) {
 	t.Helper()
 	if req.Shards == nil {
 		req.Shards = []string{"s0", "s1", "s2"}
 	}
-	req.User, req.DB = e.user, "postgres"
 	req.TextByteOrder = true // the harness's databases are initialized with locale C
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return e.srv.scatter(ctx, req)
+	return e.srv.scatter(ctx, e.user, "postgres", req)
 }
 
 // checkIdle checks that every pool connection is back and idle.
@@ -357,7 +357,7 @@ func TestScatter(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			out, err := env.run(t, scatterRequest{SQL: tc.shard, Spec: tc.spec})
+			out, err := env.run(t, scatter.Request{SQL: tc.shard, Spec: tc.spec})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -376,7 +376,7 @@ func TestScatter(t *testing.T) {
 	t.Run("flush streams output", func(t *testing.T) {
 		var flushed []byte
 		calls := 0
-		out, err := env.run(t, scatterRequest{SQL: `SELECT id, repeat(name, 40) AS r, f FROM items`,
+		out, err := env.run(t, scatter.Request{SQL: `SELECT id, repeat(name, 40) AS r, f FROM items`,
 			Flush: func(b []byte) error { calls++; flushed = append(flushed, b...); return nil }})
 		if err != nil {
 			t.Fatal(err)
@@ -393,7 +393,7 @@ func TestScatter(t *testing.T) {
 	})
 
 	t.Run("writes sum counts", func(t *testing.T) {
-		out, err := env.run(t, scatterRequest{SQL: `UPDATE items SET name = name WHERE id <= 30`})
+		out, err := env.run(t, scatter.Request{SQL: `UPDATE items SET name = name WHERE id <= 30`})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -401,14 +401,14 @@ func TestScatter(t *testing.T) {
 			t.Errorf("tag %q, want UPDATE 30", got)
 		}
 		env.exec(t, `CREATE TABLE scratch (x int)`)
-		out, err = env.run(t, scatterRequest{SQL: `INSERT INTO scratch VALUES (1), (2)`})
+		out, err = env.run(t, scatter.Request{SQL: `INSERT INTO scratch VALUES (1), (2)`})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got := decodeFrames(t, out).tag; got != "INSERT 0 6" {
 			t.Errorf("tag %q, want INSERT 0 6", got)
 		}
-		out, err = env.run(t, scatterRequest{SQL: `DELETE FROM scratch RETURNING x`})
+		out, err = env.run(t, scatter.Request{SQL: `DELETE FROM scratch RETURNING x`})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -420,7 +420,7 @@ func TestScatter(t *testing.T) {
 
 	t.Run("prepare runs on each backend", func(t *testing.T) {
 		prepared := 0
-		out, err := env.run(t, scatterRequest{
+		out, err := env.run(t, scatter.Request{
 			SQL: `SELECT current_setting('application_name') AS app`,
 			Prepare: func(ctx context.Context, be *pool.Conn) error {
 				prepared++
@@ -440,7 +440,7 @@ func TestScatter(t *testing.T) {
 			}
 		}
 		// put the backends back to the defaults for the other tests
-		if _, err := env.run(t, scatterRequest{SQL: `RESET application_name`}); err != nil {
+		if _, err := env.run(t, scatter.Request{SQL: `RESET application_name`}); err != nil {
 			t.Fatal(err)
 		}
 		env.checkIdle(t)
@@ -453,7 +453,7 @@ func TestScatter(t *testing.T) {
 			}
 		}
 		before := env.discards()
-		_, err := env.run(t, scatterRequest{SQL: `SELECT x FROM only_some ORDER BY x`,
+		_, err := env.run(t, scatter.Request{SQL: `SELECT x FROM only_some ORDER BY x`,
 			Spec: &merge.Spec{OrderBy: []merge.SortKey{{Column: 0}}, Limit: -1}})
 		we := wireErr(t, err)
 		if we.Code != "42P01" || !strings.HasPrefix(we.Message, "shard s1: ") {
@@ -464,7 +464,7 @@ func TestScatter(t *testing.T) {
 			t.Errorf("%d connections discarded after a plain error", d)
 		}
 		// The backends still work.
-		out, err := env.run(t, scatterRequest{SQL: `SELECT 1 AS one`})
+		out, err := env.run(t, scatter.Request{SQL: `SELECT 1 AS one`})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -474,7 +474,7 @@ func TestScatter(t *testing.T) {
 	})
 
 	t.Run("merge errors are 0A000", func(t *testing.T) {
-		_, err := env.run(t, scatterRequest{SQL: `SELECT point(id, id) AS p FROM items LIMIT 3`,
+		_, err := env.run(t, scatter.Request{SQL: `SELECT point(id, id) AS p FROM items LIMIT 3`,
 			Spec: &merge.Spec{OrderBy: []merge.SortKey{{Column: 0}}, Limit: 3}})
 		if we := wireErr(t, err); we.Code != wire.SQLStateFeatureNotSupported || !strings.Contains(we.Message, `"p"`) {
 			t.Errorf("unsupported sort: %q (%s)", we.Message, we.Code)
@@ -483,7 +483,7 @@ func TestScatter(t *testing.T) {
 		if _, err := env.shards[1].Exec(context.Background(), `ALTER TABLE drift ALTER x TYPE bigint`); err != nil {
 			t.Fatal(err)
 		}
-		_, err = env.run(t, scatterRequest{SQL: `SELECT x FROM drift`})
+		_, err = env.run(t, scatter.Request{SQL: `SELECT x FROM drift`})
 		if we := wireErr(t, err); we.Code != wire.SQLStateFeatureNotSupported || !strings.Contains(we.Message, "different row descriptions") {
 			t.Errorf("schema drift: %q (%s)", we.Message, we.Code)
 		}
@@ -497,10 +497,8 @@ func TestScatter(t *testing.T) {
 		// Draining 3 MB a shard takes longer than the production bound
 		// on a loaded machine with the race detector; what is tested
 		// here is that a drained connection is kept.
-		defer func(d time.Duration) { scatterDrainTimeout = d }(scatterDrainTimeout)
-		scatterDrainTimeout = 10 * time.Second
 		before := env.discards()
-		out, err := env.run(t, scatterRequest{SQL: `SELECT id, pad FROM big`, Spec: &merge.Spec{Limit: 5}})
+		out, err := env.run(t, scatter.Request{SQL: `SELECT id, pad FROM big`, Spec: &merge.Spec{Limit: 5}, DrainTimeout: 10 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -518,7 +516,7 @@ func TestScatter(t *testing.T) {
 			t.Errorf("%d connections discarded; draining should have kept them", d)
 		}
 		// LIMIT 0 reads nothing; everything is drained.
-		out, err = env.run(t, scatterRequest{SQL: `SELECT id, pad FROM big`, Spec: &merge.Spec{Limit: 0}})
+		out, err = env.run(t, scatter.Request{SQL: `SELECT id, pad FROM big`, Spec: &merge.Spec{Limit: 0}, DrainTimeout: 10 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -543,7 +541,7 @@ func TestScatter(t *testing.T) {
 		const sql = `SELECT id, pg_sleep(d)::text AS z FROM slow`
 		before := env.discards()
 		start := time.Now()
-		out, err := env.run(t, scatterRequest{SQL: sql, Spec: &merge.Spec{Limit: 5}})
+		out, err := env.run(t, scatter.Request{SQL: sql, Spec: &merge.Spec{Limit: 5}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -570,7 +568,7 @@ func TestScatter(t *testing.T) {
 		// s1 fails at once; s0 and s2 would sleep for a minute.
 		before := env.discards()
 		start := time.Now()
-		_, err := env.run(t, scatterRequest{
+		_, err := env.run(t, scatter.Request{
 			SQL: `SELECT CASE WHEN current_setting('port')::int = ` + fmt.Sprint(env.srv.runtime().cfg.Shards[1].Port) +
 				` THEN 1/(random()*0)::int ELSE (SELECT 1 FROM pg_sleep(60)) END AS x`})
 		we := wireErr(t, err)
@@ -589,7 +587,7 @@ func TestScatter(t *testing.T) {
 	t.Run("context canceled", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		defer cancel()
-		_, err := env.srv.scatter(ctx, scatterRequest{Shards: []string{"s0", "s1", "s2"}, User: env.user, DB: "postgres",
+		_, err := env.srv.scatter(ctx, env.user, "postgres", scatter.Request{Shards: []string{"s0", "s1", "s2"},
 			SQL: `SELECT pg_sleep(60)::text AS z`})
 		if we := wireErr(t, err); we.Code != wire.SQLStateQueryCanceled {
 			t.Errorf("error %q (%s), want 57014", we.Message, we.Code)
@@ -598,11 +596,11 @@ func TestScatter(t *testing.T) {
 	})
 
 	t.Run("multi-statement refused", func(t *testing.T) {
-		_, err := env.run(t, scatterRequest{SQL: `SELECT 1 AS a; SELECT 2 AS b`})
+		_, err := env.run(t, scatter.Request{SQL: `SELECT 1 AS a; SELECT 2 AS b`})
 		if we := wireErr(t, err); we.Code != wire.SQLStateFeatureNotSupported {
 			t.Errorf("error %q (%s), want 0A000", we.Message, we.Code)
 		}
-		_, err = env.run(t, scatterRequest{SQL: `BEGIN`})
+		_, err = env.run(t, scatter.Request{SQL: `BEGIN`})
 		if we := wireErr(t, err); we.Code != wire.SQLStateFeatureNotSupported {
 			t.Errorf("BEGIN: error %v, want 0A000", err)
 		}

@@ -318,8 +318,6 @@ func (s *session) claimRequest() *pool.Conn {
 	return be
 }
 
-func (e *scatterNeeded) Error() string { return "statement needs several shards" }
-
 // pushSync records a sync point (Sync, Query, FunctionCall) sent to be.
 func (s *session) pushSync(be *pool.Conn, e syncEntry) {
 	s.mu.Lock()
@@ -407,14 +405,12 @@ func (s *session) handleQuery(ctx context.Context, frame []byte) error {
 	if info.Class == router.ClassDeallocate && s.deallocateLocally(info.Param) {
 		return nil
 	}
-	be, err := s.attach(ctx, router.Query{SQL: sql})
+	be, plan, err := s.attachPlan(ctx, router.Query{SQL: sql})
 	if err != nil {
-		// (errors.As only here: its target escapes to the heap.)
-		var sn *scatterNeeded
-		if errors.As(err, &sn) {
-			return s.runScatter(ctx, sn.plan, sql)
-		}
 		return err
+	}
+	if plan.Kind.Several() && be == nil {
+		return s.runScatter(ctx, plan, sql)
 	}
 	var e syncEntry
 	if info.Class != 0 {

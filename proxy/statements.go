@@ -6,11 +6,11 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"strings"
 
 	"github.com/pgshard/pgshard/proxy/pool"
 	"github.com/pgshard/pgshard/router"
+	rplan "github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/wire"
 )
 
@@ -79,21 +79,21 @@ func appendRenamed(dst []byte, frame []byte, off int, name string) []byte {
 	return dst
 }
 
+// malformed is the error for an extended-protocol message whose fields do
+// not decode: an ERROR, as PostgreSQL reports it (the frame itself was
+// whole, so the session skips to the next Sync and goes on).
 func malformed(what string) error {
-	return wire.Fatalf(wire.SQLStateProtocolViolation, "invalid %s message format", what)
+	return wire.Errorf(wire.SQLStateProtocolViolation, "invalid %s message format", what)
 }
 
 func (s *session) handleParse(ctx context.Context, frame []byte) error {
 	body := frame[wire.HeaderLen:]
-	name := cstring(body)
-	if len(name) >= len(body) {
+	parse, err := wire.DecodeParse(body)
+	if err != nil {
 		return malformed("Parse")
 	}
+	name, sql := string(parse.Name), string(parse.Query)
 	rest := body[len(name)+1:]
-	sql := cstring(rest)
-	if len(sql) >= len(rest) {
-		return malformed("Parse")
-	}
 	if name != "" {
 		if err := s.checkNewName(ctx, name); err != nil {
 			return err
@@ -217,11 +217,12 @@ func (s *session) stmtSetting(name string) *router.Info {
 // first time one needs it (ensurePrepared).
 func (s *session) parseLocal(frame []byte) {
 	body := frame[wire.HeaderLen:]
-	name := cstring(body)
+	parse, _ := wire.DecodeParse(body) // checked by handleParse
+	name := string(parse.Name)
 	rest := body[len(name)+1:]
 	if name == "" {
 		s.stmts.unnamed = append(s.stmts.unnamed[:0], frame...)
-		s.stmts.unnamedSQL = cstring(rest)
+		s.stmts.unnamedSQL = string(parse.Query)
 		s.stmts.unnamedBE = nil
 		s.stmts.unnamedSet, s.stmts.unnamedPin = nil, ""
 	} else {
@@ -229,7 +230,7 @@ func (s *session) parseLocal(frame []byte) {
 		if s.stmts.named == nil {
 			s.stmts.named = make(map[string]*stmt)
 		}
-		s.stmts.named[name] = &stmt{name: name, global: global, sql: cstring(rest), parse: appendRenamed(nil, frame, 0, global)}
+		s.stmts.named[name] = &stmt{name: name, global: global, sql: string(parse.Query), parse: appendRenamed(nil, frame, 0, global)}
 	}
 	s.out = append(s.out, '1', 0, 0, 0, 4)
 }
@@ -336,12 +337,12 @@ func (s *session) stmtSQL(name string) string {
 
 func (s *session) handleBind(ctx context.Context, frame []byte) error {
 	body := frame[wire.HeaderLen:]
-	portal := cstring(body)
-	if len(portal) >= len(body) {
+	bind, err := wire.DecodeBind(body)
+	if err != nil {
 		return malformed("Bind")
 	}
+	portal, name := string(bind.Portal), string(bind.Statement)
 	off := len(portal) + 1
-	name := cstring(body[off:])
 	if s.portal != nil && s.portal.name == portal {
 		if err := s.endPortal(ctx); err != nil {
 			return err
@@ -355,13 +356,12 @@ func (s *session) handleBind(ctx context.Context, frame []byte) error {
 		s.out = append(s.out, '2', 0, 0, 0, 4)
 		return nil
 	}
-	be, err := s.attach(ctx, router.Query{SQL: s.stmtSQL(name), Parse: s.stmtParse(name), Bind: body})
+	be, plan, err := s.attachPlan(ctx, router.Query{SQL: s.stmtSQL(name), Parse: s.stmtParse(name), Bind: body})
 	if err != nil {
-		var sn *scatterNeeded
-		if errors.As(err, &sn) {
-			return s.bindScatter(ctx, portal, name, sn.plan, body, off)
-		}
 		return err
+	}
+	if plan.Kind.Several() && be == nil {
+		return s.bindScatter(ctx, portal, name, plan, &bind)
 	}
 	if r := s.stmtPin(name); r != "" {
 		s.pin(r)
@@ -385,13 +385,13 @@ func (s *session) handleBind(ctx context.Context, frame []byte) error {
 }
 
 func (s *session) handleDescribe(ctx context.Context, frame []byte) error {
-	body := frame[wire.HeaderLen:]
-	if len(body) < 2 {
+	d, err := wire.DecodeDescribe(frame[wire.HeaderLen:])
+	if err != nil {
 		return malformed("Describe")
 	}
-	if body[0] != 'S' {
-		if p := s.scatterPortalFor(cstring(body[1:])); p != nil {
-			if p.txSQL != "" || p.plan.Kind == router.KindUtility {
+	if d.Kind != 'S' {
+		if p := s.scatterPortalFor(string(d.Name)); p != nil {
+			if p.txSQL != "" || p.plan.Kind == rplan.Utility {
 				s.out = append(s.out, 'n', 0, 0, 0, 4) // NoData
 				return nil
 			}
@@ -400,7 +400,7 @@ func (s *session) handleDescribe(ctx context.Context, frame []byte) error {
 		}
 		return s.forwardAny(ctx, frame)
 	}
-	name := cstring(body[1:])
+	name := string(d.Name)
 	be := s.claimRequest()
 	if be == nil && s.srv.runtime().deferParse {
 		// Held with the Parse: a Bind may follow and name the shard.
@@ -422,12 +422,11 @@ func (s *session) handleDescribe(ctx context.Context, frame []byte) error {
 }
 
 func (s *session) handleClose(ctx context.Context, frame []byte) error {
-	body := frame[wire.HeaderLen:]
-	if len(body) < 2 || (body[0] != 'S' && body[0] != 'P') {
+	c, err := wire.DecodeClose(frame[wire.HeaderLen:])
+	if err != nil {
 		return malformed("Close")
 	}
-	kind := body[0]
-	name := cstring(body[1:])
+	kind, name := c.Kind, string(c.Name)
 	if kind == 'P' && s.portal != nil && s.portal.name == name {
 		s.portal = nil
 	}
@@ -506,7 +505,10 @@ func (s *session) checkNewName(ctx context.Context, name string) error {
 // pendingParses reports whether held-back messages parse statement name.
 func pendingParses(pending [][]byte, name string) bool {
 	for _, f := range pending {
-		if f[0] == 'P' && cstring(f[wire.HeaderLen:]) == name {
+		if f[0] != 'P' {
+			continue
+		}
+		if p, err := wire.DecodeParse(f[wire.HeaderLen:]); err == nil && string(p.Name) == name {
 			return true
 		}
 	}

@@ -8,7 +8,8 @@ import (
 	"strings"
 
 	"github.com/pgshard/pgshard/proxy/pool"
-	"github.com/pgshard/pgshard/router"
+	"github.com/pgshard/pgshard/proxy/scatter"
+	rplan "github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/wire"
 )
 
@@ -19,7 +20,7 @@ import (
 // not allow in a transaction block (VACUUM, CREATE INDEX CONCURRENTLY, …)
 // run shard by shard instead, stopping at the first failure. No backend
 // is attached, so serve owns client output.
-func (s *session) runUtility(ctx context.Context, plan router.Plan, sql string) error {
+func (s *session) runUtility(ctx context.Context, plan rplan.Plan, sql string) error {
 	tag, err := s.utilityOnShards(ctx, plan, sql)
 	if err != nil {
 		return err
@@ -32,7 +33,7 @@ func (s *session) runUtility(ctx context.Context, plan router.Plan, sql string) 
 // utilityOnShards runs sql on plan's shards as runUtility says (each
 // shard of plan.PerShardSQL gets its own statement) and returns the
 // command tag.
-func (s *session) utilityOnShards(ctx context.Context, plan router.Plan, sql string) (string, error) {
+func (s *session) utilityOnShards(ctx context.Context, plan rplan.Plan, sql string) (string, error) {
 	if err := s.flushClient(); err != nil {
 		return "", err
 	}
@@ -61,16 +62,7 @@ func (s *session) utilityOnShards(ctx context.Context, plan router.Plan, sql str
 			return "", err
 		}
 	}
-	tag, failed, err := s.utilityInTransactions(ctx, shards, conns, sqls)
-	if code(err) == "25001" { // cannot run inside a transaction block
-		tag, failed, err = "", "", nil
-		for i, be := range conns {
-			if tag, err = be.ExecTag(ctx, sqls[i]); err != nil {
-				failed = shards[i]
-				break
-			}
-		}
-	}
+	tag, failed, err := scatter.Utility(ctx, shards, conns, sqls)
 	if err != nil {
 		e := shardError(failed, err)
 		if we, ok := e.(*wire.Error); ok && len(shards) > 1 && undefinedObject(we.Code) && we.Hint == "" {
@@ -86,43 +78,10 @@ func (s *session) utilityOnShards(ctx context.Context, plan router.Plan, sql str
 // statement does not exist.
 func undefinedObject(c string) bool {
 	switch c {
-	case "42704", "42P01", "42883", "3F000": // undefined object, table, function, schema
+	case wire.SQLStateUndefinedObject, wire.SQLStateUndefinedTable, wire.SQLStateUndefinedFunction, wire.SQLStateInvalidSchemaName:
 		return true
 	}
 	return false
-}
-
-// utilityInTransactions runs sql in a transaction on every connection and
-// commits them all, or rolls all back at the first failure. It returns
-// the statement's tag, or the failing shard and its error.
-func (s *session) utilityInTransactions(ctx context.Context, shards []string, conns []*pool.Conn, sqls []string) (string, string, error) {
-	var tag string
-	for i, be := range conns {
-		t, err := be.ExecInTx(ctx, "BEGIN;\n"+sqls[i]+"\n;")
-		if err == nil {
-			tag = t
-			continue
-		}
-		for _, other := range conns[:i+1] {
-			_ = other.Exec(ctx, "ROLLBACK")
-		}
-		return "", shards[i], err
-	}
-	for i, be := range conns {
-		if err := be.Exec(ctx, "COMMIT"); err != nil {
-			// Earlier shards committed: say so; this cannot be undone.
-			return "", shards[i], fmt.Errorf("commit failed after %d of %d shards committed: %w", i, len(conns), err)
-		}
-	}
-	return tag, "", nil
-}
-
-func code(err error) string {
-	var se *pool.ServerError
-	if errors.As(err, &se) {
-		return se.Code
-	}
-	return ""
 }
 
 // shardError names the shard in a server's error for the client.

@@ -1,6 +1,10 @@
 package router
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/pgshard/pgshard/router/sqllex"
+)
 
 // Class is a set of flags describing what a statement does to session
 // state.
@@ -60,12 +64,12 @@ func Classify(sql string) Info {
 	var out Info
 	n := 0
 	for start := 0; start < len(sql); {
-		end := statementEnd(sql, start)
+		end := sqllex.StatementEnd(sql, start)
 		stmt := sql[start:end]
 		start = end + 1
-		l := lexer{s: stmt}
-		l.skip()
-		if l.pos == len(stmt) {
+		l := sqllex.Lexer{S: stmt}
+		l.Skip()
+		if l.Pos == len(stmt) {
 			continue // empty statement
 		}
 		n++
@@ -89,31 +93,31 @@ const sessionState = ClassSet | ClassReset | ClassResetAll | ClassDiscardAll | C
 
 // classifyOne classifies a single statement.
 func classifyOne(sql string) Info {
-	l := lexer{s: sql}
-	first := l.word()
+	l := sqllex.Lexer{S: sql}
+	first := l.Word()
 	var info Info
 	switch {
 	case eq(first, "set"):
 		info = classifySet(&l)
 	case eq(first, "reset"):
-		w := l.word()
+		w := l.Word()
 		switch {
 		case eq(w, "all"):
 			info.Class = ClassResetAll
-		case eq(w, "session") && eq(l.word(), "authorization"):
+		case eq(w, "session") && eq(l.Word(), "authorization"):
 			info = Info{Class: ClassReset, Param: "session_authorization"}
 		case w != "":
 			info.Class = ClassReset
 			info.Param = paramName(w, &l)
 		}
 	case eq(first, "discard"):
-		if eq(l.word(), "all") {
+		if eq(l.Word(), "all") {
 			info.Class = ClassDiscardAll
 		}
 	case eq(first, "deallocate"):
-		w, quoted := l.ident()
+		w, quoted := l.Ident()
 		if eq(w, "prepare") && !quoted {
-			w, quoted = l.ident()
+			w, quoted = l.Ident()
 		}
 		switch {
 		case eq(w, "all") && !quoted:
@@ -126,21 +130,21 @@ func classifyOne(sql string) Info {
 			info = Info{Class: ClassDeallocate, Param: strings.ToLower(w)}
 		}
 	case eq(first, "prepare"):
-		if !eq(l.word(), "transaction") {
+		if !eq(l.Word(), "transaction") {
 			info = pin("SQL-level prepared statement")
 		}
 	case eq(first, "begin"):
 		info.Class = ClassBegin
 	case eq(first, "start"):
-		if eq(l.word(), "transaction") {
+		if eq(l.Word(), "transaction") {
 			info.Class = ClassBegin
 		}
 	case eq(first, "commit"), eq(first, "end"):
-		if w := l.word(); !eq(w, "prepared") {
+		if w := l.Word(); !eq(w, "prepared") {
 			info.Class = ClassCommit
 		}
 	case eq(first, "rollback"), eq(first, "abort"):
-		if w := l.word(); !eq(w, "to") && !eq(w, "prepared") {
+		if w := l.Word(); !eq(w, "to") && !eq(w, "prepared") {
 			info.Class = ClassRollback
 		}
 	case eq(first, "listen"):
@@ -156,13 +160,13 @@ func classifyOne(sql string) Info {
 			info = pin("WITH HOLD cursor")
 		}
 	case eq(first, "create"):
-		w := l.word()
+		w := l.Word()
 		if eq(w, "or") { // CREATE OR REPLACE TEMP VIEW
-			l.word()
-			w = l.word()
+			l.Word()
+			w = l.Word()
 		}
 		if eq(w, "global") || eq(w, "local") {
-			w = l.word()
+			w = l.Word()
 		}
 		if eq(w, "temp") || eq(w, "temporary") || containsFold(sql, "pg_temp") {
 			info = pin("temporary table")
@@ -207,13 +211,13 @@ func doSessionState(sql string) bool {
 		}
 	}
 	for start := 0; start < len(body); {
-		end := statementEnd(body, start)
-		l := lexer{s: body[start:end]}
+		end := sqllex.StatementEnd(body, start)
+		l := sqllex.Lexer{S: body[start:end]}
 		start = end + 1
 		// A statement starts the piece or follows BEGIN, THEN, ELSE or
 		// LOOP.
 		lead := true
-		for w := l.next(); w != ""; w = l.next() {
+		for w := l.Next(); w != ""; w = l.Next() {
 			if lead && (eq(w, "set") || eq(w, "reset") || eq(w, "prepare") || eq(w, "listen") || eq(w, "load") || eq(w, "discard")) {
 				return true
 			}
@@ -229,33 +233,22 @@ func doSessionState(sql string) bool {
 func setConfigLocal(sql string) bool {
 	const name = "set_config"
 	for i := 0; i+len(name) <= len(sql); i++ {
-		switch sql[i] {
-		case '\'':
-			i = skipString(sql, i)
-			continue
-		case '$':
-			i = skipDollar(sql, i)
-			continue
-		case '"':
-			j := strings.IndexByte(sql[i+1:], '"')
-			if j < 0 {
-				return true
-			}
-			i += j + 1
+		if j := sqllex.Skip(sql, i); j > i {
+			i = j - 1 // constants, quoted identifiers, comments
 			continue
 		}
-		if !strings.EqualFold(sql[i:i+len(name)], name) || (i > 0 && isWordByte(sql[i-1])) {
+		if !strings.EqualFold(sql[i:i+len(name)], name) || (i > 0 && sqllex.IsIdentByte(sql[i-1])) {
 			continue
 		}
-		l := lexer{s: sql, pos: i + len(name)}
-		l.skip()
-		if l.peek() != '(' {
+		l := sqllex.Lexer{S: sql, Pos: i + len(name)}
+		l.Skip()
+		if l.Peek() != '(' {
 			continue // not a call
 		}
-		if !thirdArgTrue(sql, l.pos+1) {
+		if !thirdArgTrue(sql, l.Pos+1) {
 			return false
 		}
-		i = l.pos
+		i = l.Pos
 	}
 	return true
 }
@@ -265,11 +258,11 @@ func setConfigLocal(sql string) bool {
 func thirdArgTrue(sql string, i int) bool {
 	depth, arg, start := 0, 0, i
 	for ; i < len(sql); i++ {
+		if j := sqllex.Skip(sql, i); j > i {
+			i = j - 1
+			continue
+		}
 		switch c := sql[i]; c {
-		case '\'':
-			i = skipString(sql, i)
-		case '$':
-			i = skipDollar(sql, i)
 		case '(', '[':
 			depth++
 		case ')', ']':
@@ -292,10 +285,10 @@ func thirdArgTrue(sql string, i int) bool {
 // among the words of sql (skipping literals and comments), looking only
 // before the keyword stop when it is not empty.
 func wordPair(sql, a, b, stop string) bool {
-	l := lexer{s: sql}
+	l := sqllex.Lexer{S: sql}
 	prev := ""
 	for {
-		w := l.next()
+		w := l.Next()
 		if w == "" {
 			return false
 		}
@@ -311,13 +304,13 @@ func wordPair(sql, a, b, stop string) bool {
 
 func pin(reason string) Info { return Info{Class: ClassPin, PinReason: reason} }
 
-func classifySet(l *lexer) Info {
-	w := l.word()
+func classifySet(l *sqllex.Lexer) Info {
+	w := l.Word()
 	switch {
 	case eq(w, "local"), eq(w, "transaction"), eq(w, "constraints"):
 		return Info{}
 	case eq(w, "session"):
-		w = l.word()
+		w = l.Word()
 		switch {
 		case eq(w, "characteristics"):
 			return Info{Class: ClassSet, Param: "default_transaction_characteristics"}
@@ -332,10 +325,10 @@ func classifySet(l *lexer) Info {
 }
 
 // paramName maps SET's special forms to the parameter they set.
-func paramName(w string, l *lexer) string {
+func paramName(w string, l *sqllex.Lexer) string {
 	switch {
 	case eq(w, "time"):
-		l.word() // ZONE
+		l.Word() // ZONE
 		return "timezone"
 	case eq(w, "names"):
 		return "client_encoding"
@@ -350,210 +343,18 @@ func paramName(w string, l *lexer) string {
 	// Dotted custom parameters (white space around the dot is allowed):
 	// the lexer stops at '.', so glue the parts.
 	for {
-		save := l.pos
-		l.skip()
-		if l.peek() != '.' {
-			l.pos = save
+		save := l.Pos
+		l.Skip()
+		if l.Peek() != '.' {
+			l.Pos = save
 			return name
 		}
-		l.pos++
-		name += "." + strings.ToLower(l.word())
+		l.Pos++
+		name += "." + strings.ToLower(l.Word())
 	}
 }
 
 func eq(a, b string) bool { return len(a) == len(b) && strings.EqualFold(a, b) }
-
-// lexer walks keywords, skipping white space and comments.
-type lexer struct {
-	s   string
-	pos int
-}
-
-func (l *lexer) peek() byte {
-	if l.pos < len(l.s) {
-		return l.s[l.pos]
-	}
-	return 0
-}
-
-func (l *lexer) skip() {
-	for l.pos < len(l.s) {
-		c := l.s[l.pos]
-		switch {
-		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v':
-			l.pos++
-		case c == '-' && l.pos+1 < len(l.s) && l.s[l.pos+1] == '-':
-			for l.pos < len(l.s) && l.s[l.pos] != '\n' {
-				l.pos++
-			}
-		case c == '/' && l.pos+1 < len(l.s) && l.s[l.pos+1] == '*':
-			l.pos = skipBlockComment(l.s, l.pos)
-		default:
-			return
-		}
-	}
-}
-
-// word returns the next identifier-like token ("" at a non-word).
-// ident returns the next word like word, and whether it was a quoted
-// identifier.
-func (l *lexer) ident() (string, bool) {
-	l.skip()
-	quoted := l.pos < len(l.s) && l.s[l.pos] == '"'
-	return l.word(), quoted
-}
-
-func (l *lexer) word() string {
-	l.skip()
-	if l.pos < len(l.s) && l.s[l.pos] == '"' {
-		end := strings.IndexByte(l.s[l.pos+1:], '"')
-		if end < 0 {
-			l.pos = len(l.s) // unterminated: nothing follows
-			return ""
-		}
-		w := l.s[l.pos+1 : l.pos+1+end]
-		l.pos += end + 2
-		return w
-	}
-	start := l.pos
-	for l.pos < len(l.s) {
-		c := l.s[l.pos]
-		if isWordByte(c) {
-			l.pos++
-			continue
-		}
-		break
-	}
-	return l.s[start:l.pos]
-}
-
-// next returns the next word, skipping anything else (punctuation,
-// literals, quoted identifiers, comments); "" at the end.
-func (l *lexer) next() string {
-	for {
-		l.skip()
-		if l.pos >= len(l.s) {
-			return ""
-		}
-		c := l.s[l.pos]
-		switch {
-		case c == '\'':
-			l.pos = skipString(l.s, l.pos) + 1
-		case c == '$':
-			end := skipDollar(l.s, l.pos)
-			l.pos = end + 1
-		case c == '"':
-			l.word() // a quoted identifier is never a keyword
-		case isWordByte(c):
-			return l.word()
-		default:
-			l.pos++
-		}
-	}
-}
-
-// skipBlockComment returns the index after the (nested) comment at i.
-func skipBlockComment(s string, i int) int {
-	depth := 0
-	for i < len(s) {
-		switch {
-		case i+1 < len(s) && s[i] == '/' && s[i+1] == '*':
-			depth++
-			i += 2
-		case i+1 < len(s) && s[i] == '*' && s[i+1] == '/':
-			depth--
-			i += 2
-			if depth == 0 {
-				return i
-			}
-		default:
-			i++
-		}
-	}
-	return i
-}
-
-// statementEnd returns the index of the ';' that ends the statement
-// starting at start (outside literals, quoted identifiers and comments),
-// or len(sql).
-func statementEnd(sql string, start int) int {
-	for i := start; i < len(sql); i++ {
-		switch c := sql[i]; c {
-		case '\'':
-			i = skipString(sql, i)
-		case '"':
-			j := strings.IndexByte(sql[i+1:], '"')
-			if j < 0 {
-				return len(sql)
-			}
-			i += j + 1
-		case '$':
-			i = skipDollar(sql, i)
-		case '-':
-			if i+1 < len(sql) && sql[i+1] == '-' {
-				k := strings.IndexByte(sql[i:], '\n')
-				if k < 0 {
-					return len(sql)
-				}
-				i += k
-			}
-		case '/':
-			if i+1 < len(sql) && sql[i+1] == '*' {
-				i = skipBlockComment(sql, i) - 1
-			}
-		case ';':
-			return i
-		}
-	}
-	return len(sql)
-}
-
-// skipString returns the index of the quote that closes the string
-// literal opening at i (len(sql)-1 when unterminated). In E” strings a
-// backslash escapes the next byte.
-func skipString(sql string, i int) int {
-	escapes := i > 0 && sql[i-1]|0x20 == 'e' && (i == 1 || !isWordByte(sql[i-2]))
-	for j := i + 1; j < len(sql); j++ {
-		switch sql[j] {
-		case '\\':
-			if escapes {
-				j++
-			}
-		case '\'':
-			return j
-		}
-	}
-	return len(sql) - 1
-}
-
-// skipDollar returns the index of the last '$' of the dollar-quoted
-// string opening at i, or i when the '$' opens none (a parameter such as
-// $1, or a '$' inside an identifier).
-func skipDollar(sql string, i int) int {
-	if i > 0 && (isWordByte(sql[i-1]) || sql[i-1] == '$') {
-		return i
-	}
-	j := i + 1
-	if j < len(sql) && sql[j] >= '0' && sql[j] <= '9' {
-		return i
-	}
-	for j < len(sql) && isWordByte(sql[j]) {
-		j++
-	}
-	if j >= len(sql) || sql[j] != '$' {
-		return i
-	}
-	tag := sql[i : j+1]
-	k := strings.Index(sql[j+1:], tag)
-	if k < 0 {
-		return len(sql) - 1
-	}
-	return j + k + len(tag)
-}
-
-func isWordByte(c byte) bool {
-	return c == '_' || c >= '0' && c <= '9' || c|0x20 >= 'a' && c|0x20 <= 'z' || c >= 0x80
-}
 
 // containsFold reports whether s contains sub (ASCII lower case) ignoring
 // ASCII case, without allocating.

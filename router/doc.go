@@ -4,12 +4,13 @@
 // picks a shard itself.
 //
 // What it holds today:
-//   - Router, Query and Plan (router.go): the contract with the proxy.
-//     Plan.Kind says how many shards a statement needs (Single, Any,
-//     Scatter, Utility, CopyIn, CopyOut); a statement the router will not
-//     run is a RefusedError with its SQLSTATE. PlanRouter reads the
-//     parameters of a Bind (and their types from the Parse) to find a
-//     key given as $n.
+//   - Router and Query (router.go): the contract with the proxy. Route,
+//     the one routing entry point, returns a plan.Plan (package
+//     router/plan holds the one Plan type); the proxy switches on its
+//     Kind (Single, Any, Scatter, Utility, CopyIn, CopyOut, Refused): a
+//     scatter is a kind, a refusal a Refused plan with its
+//     *plan.RefusalError. PlanRouter reads the parameters of a Bind
+//     (decoded by package wire) to find a key given as $n.
 //   - Three routers, chosen by the proxy's configuration: PlanRouter
 //     (planrouter.go) over a shard map, with the SQL-aware planner of
 //     package router/plan; HintRouter (hint.go) for several shards

@@ -29,16 +29,12 @@ func explainSQL(p plan.Plan, sql string) string {
 	if p.Hinted {
 		hinted = "chosen by a pgshard hint"
 	}
-	switch p.Kind {
-	case plan.Single, plan.Default:
-		route := "single"
-		if p.Kind == plan.Default {
-			route = "default"
-		}
-		add(p.Shards[0], route, inner, hinted)
-	case plan.Multi, plan.All:
+	switch d := p.Decision(); d {
+	case "single", "default":
+		add(p.Shards[0], d, inner, hinted)
+	case "multi", "all":
 		route := "scatter"
-		if p.Kind == plan.Multi {
+		if d == "multi" {
 			route = "multi"
 		}
 		detail := mergeDetail(p)
@@ -53,18 +49,18 @@ func explainSQL(p plan.Plan, sql string) string {
 			}
 			add(shard, route, stmt, detail)
 		}
-	case plan.CopyIn:
+	case "copy-in":
 		for _, shard := range p.Shards {
 			add(shard, "copy-in", inner, fmt.Sprintf("rows split by column %d (%s format)", p.Copy.KeyColumn+1, p.Copy.Format))
 		}
-	case plan.Refused:
+	case "refused":
 		detail := "SQLSTATE " + p.Err.Code + ": " + p.Err.Message
 		if p.Err.Hint != "" {
 			detail += " (hint: " + p.Err.Hint + ")"
 		}
 		add("", "refused", inner, detail)
 	default:
-		add("", p.Kind.String(), inner, "answered by the proxy")
+		add("", d, inner, "answered by the proxy")
 	}
 	var b strings.Builder
 	b.WriteString("SELECT * FROM (VALUES ")

@@ -1,11 +1,17 @@
 package router
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/pgshard/pgshard/router/plan"
+	"github.com/pgshard/pgshard/router/sqllex"
+	"github.com/pgshard/pgshard/wire"
+)
 
 // HintRouter routes by a leading comment hint, `/* pgshard: shard=NAME */`,
 // and sends everything else to the default shard. It is what a cluster
 // of several shards uses until SQL-aware routing (package router/plan)
-// is wired in; a hint naming an unknown shard is an error.
+// is wired in; a hint naming an unknown shard is refused (22023).
 type HintRouter struct {
 	Default string
 	Shards  map[string]bool
@@ -15,19 +21,20 @@ type HintRouter struct {
 const hintPrefix = "pgshard:"
 
 // Route implements Router.
-func (h HintRouter) Route(q Query) (Plan, error) {
+func (h HintRouter) Route(q Query) (plan.Plan, error) {
 	sql := q.SQL
 	shard, ok := ShardHint(sql)
 	if !ok {
 		if FollowsSession(sql) {
-			return Plan{Kind: KindAny, Shard: h.Default}, nil
+			return plan.Plan{Kind: plan.Any, Shard: h.Default}, nil
 		}
-		return Plan{Kind: KindSingle, Shard: h.Default}, nil
+		return plan.Plan{Kind: plan.Single, Shard: h.Default}, nil
 	}
 	if !h.Shards[shard] {
-		return Plan{}, &UnknownShardError{Shard: shard}
+		err := &plan.RefusalError{Code: wire.SQLStateInvalidParameterValue, Message: "pgshard: hint names unknown shard \"" + shard + "\""}
+		return plan.Plan{Kind: plan.Refused, Err: err}, err
 	}
-	return Plan{Kind: KindSingle, Shard: shard}, nil
+	return plan.Plan{Kind: plan.Single, Shard: shard}, nil
 }
 
 // ShardHint returns the shard named by a leading `/* pgshard: shard=NAME */`
@@ -53,20 +60,12 @@ func ShardHint(sql string) (string, bool) {
 	return "", false
 }
 
-// UnknownShardError reports a hint naming a shard that is not configured.
-type UnknownShardError struct{ Shard string }
-
-// Error implements error.
-func (e *UnknownShardError) Error() string {
-	return "pgshard: hint names unknown shard \"" + e.Shard + "\""
-}
-
 // FollowsSession reports whether sql is a statement with no data of its
 // own to route — transaction control, SET, RESET, SHOW — which belongs
 // wherever the session currently is.
 func FollowsSession(sql string) bool {
-	l := lexer{s: sql}
-	switch w := strings.ToLower(l.word()); w {
+	l := sqllex.Lexer{S: sql}
+	switch w := strings.ToLower(l.Word()); w {
 	case "begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release", "set", "reset", "show":
 		return true
 	}

@@ -2,9 +2,11 @@ package router_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/pgshard/pgshard/router"
+	"github.com/pgshard/pgshard/router/plan"
 )
 
 func TestHintRouter(t *testing.T) {
@@ -25,16 +27,16 @@ func TestHintRouter(t *testing.T) {
 		}
 	}
 	for _, sql := range []string{"COMMIT", "rollback to savepoint a", "SAVEPOINT a", "SET x = 1", "SHOW work_mem"} {
-		if p, _ := r.Route(router.Query{SQL: sql}); p.Kind != router.KindAny || p.Shard != "s0" {
-			t.Errorf("Route(%q) = %+v, want KindAny", sql, p)
+		if p, _ := r.Route(router.Query{SQL: sql}); p.Kind != plan.Any || p.Shard != "s0" {
+			t.Errorf("Route(%q) = %+v, want an Any plan", sql, p)
 		}
 	}
-	if p, _ := r.Route(router.Query{SQL: "/* pgshard: shard=s1 */ COMMIT"}); p.Kind != router.KindSingle || p.Shard != "s1" {
+	if p, _ := r.Route(router.Query{SQL: "/* pgshard: shard=s1 */ COMMIT"}); p.Kind != plan.Single || p.Shard != "s1" {
 		t.Errorf("a hint wins: %+v", p)
 	}
 	_, err := r.Route(router.Query{SQL: "/* pgshard: shard=s9 */ SELECT 1"})
-	var ue *router.UnknownShardError
-	if !errors.As(err, &ue) || ue.Shard != "s9" {
+	var re *plan.RefusalError
+	if !errors.As(err, &re) || re.Code != "22023" || !strings.Contains(re.Message, `"s9"`) {
 		t.Errorf("unknown shard: %v", err)
 	}
 }

@@ -20,16 +20,16 @@ func TestPlanRouterKeyPosition(t *testing.T) {
 	insert := router.Query{SQL: "INSERT INTO kv VALUES ('x', 150)"}
 	needs := func(when string) {
 		t.Helper()
-		_, err := r.Route(insert)
-		var re *router.RefusedError
-		if !errors.As(err, &re) || re.Code != "0A000" || re.NeedKeyPosition != "public.kv" || re.KeyColumn != "k" || re.Shard != "s0" {
-			t.Fatalf("%s: err = %#v, want a refusal naming public.kv, k, s0", when, err)
+		p, err := r.Route(insert)
+		var re *plan.RefusalError
+		if !errors.As(err, &re) || re.Code != "0A000" || p.Kind != plan.Refused || p.NeedKeyPosition != "public.kv" || p.NeedKeyColumn != "k" || p.Shard != "s0" {
+			t.Fatalf("%s: plan = %+v, err = %#v, want a refusal naming public.kv, k, s0", when, p, err)
 		}
 	}
 	needs("before")
 	kp.SetKeyPosition("public.kv", 1)
 	p, err := r.Route(insert)
-	if err != nil || p.Kind != router.KindSingle || p.Shard != "s1" {
+	if err != nil || p.Kind != plan.Single || p.Shard != "s1" {
 		t.Fatalf("with the position: %+v, %v", p, err)
 	}
 	if _, err := r.Route(router.Query{SQL: "ALTER TABLE kv ADD COLUMN z int"}); err != nil {
@@ -38,7 +38,7 @@ func TestPlanRouterKeyPosition(t *testing.T) {
 	needs("after DDL")
 
 	p, err = r.Route(router.Query{SQL: "SELECT k FROM kv WHERE k = 5 UNION ALL SELECT k FROM kv WHERE k = 500"})
-	if err != nil || p.Kind != router.KindScatter || len(p.PerShardSQL) != 2 || !p.ReadOnly || p.Merge != nil {
+	if err != nil || p.Kind != plan.Scatter || len(p.PerShardSQL) != 2 || !p.ReadOnly || p.Merge != nil {
 		t.Fatalf("UNION ALL over two shards: %+v, %v", p, err)
 	}
 	if got, want := p.PerShardSQL["s1"], "(SELECT k FROM kv WHERE k = 5 LIMIT 0) UNION ALL (SELECT k FROM kv WHERE k = 500 LIMIT ALL)"; got != want {

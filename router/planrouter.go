@@ -1,11 +1,10 @@
 package router
 
 import (
-	"encoding/binary"
-	"errors"
 	"fmt"
 
 	"github.com/pgshard/pgshard/router/plan"
+	"github.com/pgshard/pgshard/wire"
 )
 
 // PlanRouter routes with the SQL-aware planner (package router/plan) over
@@ -32,14 +31,19 @@ type PlanRouter struct {
 // SetKeyPosition implements KeyPositioner.
 func (r PlanRouter) SetKeyPosition(table string, pos int) { r.Planner.SetKeyPosition(table, pos) }
 
-// Route implements Router.
-func (r PlanRouter) Route(q Query) (Plan, error) {
+// Route implements Router. It completes the planner's plan for the
+// session: Shard for Single and Any plans, the query answering EXPLAIN
+// (pgshard) and SHOW pgshard.*, Atomic for a split INSERT; it refuses
+// what the proxy cannot run over several shards (and UPDATE/DELETE
+// without a key unless AllowBroadcast). A cached plan's decision costs no
+// allocation.
+func (r PlanRouter) Route(q Query) (plan.Plan, error) {
 	if q.SQL == "" {
-		return Plan{Kind: KindAny, Shard: r.Default}, nil
+		return plan.Plan{Kind: plan.Any, Shard: r.Default}, nil
 	}
 	if q.Describe {
 		shards := r.Planner.DescribeShards(q.SQL)
-		return Plan{Kind: KindAny, Shard: shards[0], DescribeShards: shards}, nil
+		return plan.Plan{Kind: plan.Any, Shard: shards[0], DescribeShards: shards}, nil
 	}
 	var params [][]byte
 	var formats []int16
@@ -47,13 +51,13 @@ func (r PlanRouter) Route(q Query) (Plan, error) {
 	if q.Bind != nil {
 		var err error
 		if formats, params, err = bindParams(q.Bind); err != nil {
-			return Plan{}, &RefusedError{Code: "08P01", Message: err.Error()}
+			return refused(&plan.RefusalError{Code: wire.SQLStateProtocolViolation, Message: "invalid Bind message format"})
 		}
 		oids = ParamOIDs(q.Parse)
 	}
 	p, err := r.Planner.RouteHint(q.SQL, plan.Hint{Shard: q.HintShard, Key: q.HintKey}, params, formats, oids)
 	if err != nil {
-		return Plan{Kind: KindSingle, Shard: r.Default}, nil
+		return plan.Plan{Kind: plan.Single, Shard: r.Default}, nil
 	}
 	if p.Stmt == plan.StmtOther && !p.Explain {
 		// DDL may change a table's columns: key positions are learned
@@ -61,72 +65,100 @@ func (r PlanRouter) Route(q Query) (Plan, error) {
 		r.Planner.ForgetKeyPositions()
 	}
 	if p.Explain {
-		return Plan{Kind: KindAny, Shard: r.Default, SQL: explainSQL(p, q.SQL)}, nil
+		return plan.Plan{Kind: plan.Any, Shard: r.Default, Explain: true, SQL: explainSQL(p, q.SQL)}, nil
 	}
 	switch p.Kind {
 	case plan.Single:
-		return Plan{Kind: KindSingle, Shard: p.Shards[0], Replica: p.ReplicaSafe}, nil
-	case plan.Default:
-		if p.Stmt == plan.StmtTx || p.Stmt == plan.StmtSet || p.Stmt == plan.StmtShow {
-			return Plan{Kind: KindAny, Shard: p.Shards[0]}, nil
+		p.Shard = p.Shards[0]
+		p.Anywhere = p.Anywhere && p.Reach == plan.ReachDefault
+		return p, nil
+	case plan.Any:
+		switch {
+		case p.Hint != nil:
+			// PostgreSQL accepts pgshard.* as custom parameters, so the SET
+			// runs where the session is, like any SET; the session also
+			// keeps the hint for routing.
+			p.Shard = r.Default
+		case p.Show == plan.ShowRoute:
+			p.Shard, p.SQL = r.Default, showRouteSQL(q)
+		case p.Show == plan.ShowShards:
+			p.Shard, p.SQL = r.Default, showShardsSQL(r.Planner.Map(), r.EndpointState)
+		default:
+			p.Shard = p.Shards[0]
 		}
-		return Plan{Kind: KindSingle, Shard: p.Shards[0], Replica: p.ReplicaSafe, AnyShard: p.Anywhere}, nil
+		p.ReplicaSafe = false
+		return p, nil
 	case plan.Refused:
-		re := &RefusedError{Code: p.Err.Code, Message: p.Err.Message, Hint: p.Err.Hint}
-		if p.NeedKeyPosition != "" && len(p.Shards) > 0 {
-			re.NeedKeyPosition, re.KeyColumn, re.Shard = p.NeedKeyPosition, p.NeedKeyColumn, p.Shards[0]
-		}
 		if p.InTx {
-			return Plan{Kind: KindSingle, Shard: r.Default, InTxOnly: re}, nil
+			// Allowed only in the session's open transaction: the session
+			// places it, or refuses it with p.Err.
+			p.Kind, p.Shard = plan.Single, r.Default
+			return p, nil
 		}
-		return Plan{}, re
-	case plan.All, plan.Multi:
-		if p.Stmt == plan.StmtSelect && p.ReadOnly && p.PerShardSQL == nil {
-			return Plan{Kind: KindScatter, Shards: p.Shards, SQL: p.ShardSQL, Merge: p.Merge, ReadOnly: true, Replica: p.ReplicaSafe, Calls: p.Calls}, nil
+		if p.NeedKeyPosition != "" && len(p.Shards) > 0 {
+			p.Shard = p.Shards[0]
+		} else {
+			p.NeedKeyPosition = ""
 		}
-		if p.Stmt == plan.StmtSelect && p.ReadOnly {
-			// A UNION ALL whose parts are on different shards: each shard
-			// its statement, the results concatenated.
-			return Plan{Kind: KindScatter, Shards: p.Shards, PerShardSQL: p.PerShardSQL, ReadOnly: true, Replica: p.ReplicaSafe}, nil
-		}
-		if p.Stmt == plan.StmtCopy && p.ReadOnly {
-			return Plan{Kind: KindCopyOut, Shards: p.Shards, Copy: p.Copy}, nil
-		}
-		if p.Stmt == plan.StmtInsert && p.PerShardSQL != nil {
-			// The rows of each shard in one transaction per shard, all
-			// committed only when every shard succeeded.
-			return Plan{Kind: KindScatter, Shards: p.Shards, PerShardSQL: p.PerShardSQL, RowOrder: p.PerShardRows, Atomic: true}, nil
-		}
-		if p.Broadcast && p.Stmt == plan.StmtOther {
-			return Plan{Kind: KindUtility, Shards: p.Shards, PerShardSQL: p.PerShardSQL}, nil
-		}
-		if p.Broadcast && (p.Stmt == plan.StmtUpdate || p.Stmt == plan.StmtDelete) {
-			if !r.AllowBroadcast {
-				return Plan{}, &RefusedError{
-					Code:    "0A000",
-					Message: fmt.Sprintf("%s without a condition on the sharding key would run on every shard, which broadcast_writes forbids", stmtName(p.Stmt)),
-					Hint:    "Add a condition on the sharding key, or set broadcast_writes: allow (each shard then commits on its own).",
-				}
-			}
-			return Plan{Kind: KindScatter, Shards: p.Shards, SQL: p.ShardSQL}, nil
-		}
+		return p, p.Err
 	case plan.CopyIn:
-		return Plan{Kind: KindCopyIn, Shards: p.Shards, Copy: p.Copy}, nil
-	case plan.SetHint:
-		// PostgreSQL accepts pgshard.* as custom parameters, so the SET
-		// runs where the session is, like any SET; the session also keeps
-		// the hint for routing.
-		return Plan{Kind: KindAny, Shard: r.Default, SetHint: &HintChange{Name: p.Hint.Name, Value: p.Hint.Value}}, nil
-	case plan.ShowRoute:
-		return Plan{Kind: KindAny, Shard: r.Default, SQL: showRouteSQL(q)}, nil
-	case plan.ShowShards:
-		return Plan{Kind: KindAny, Shard: r.Default, SQL: showShardsSQL(r.Planner.Map(), r.EndpointState)}, nil
+		return p, nil
+	case plan.Scatter, plan.Utility, plan.CopyOut:
+		if ok, err := r.several(&p); !ok {
+			p.Kind, p.Err = plan.Refused, err
+			return p, err
+		}
+		return p, nil
 	}
-	return Plan{}, &RefusedError{
-		Code:    "0A000",
-		Message: fmt.Sprintf("this statement needs several shards (%s); pgshard runs only reads over several shards so far", p.Kind),
+	return refused(&plan.RefusalError{Code: wire.SQLStateFeatureNotSupported, Message: fmt.Sprintf("unknown plan kind %s", p.Kind)})
+}
+
+// several checks a plan over several shards, keeping only what the proxy
+// runs: reads (merged, or a UNION ALL's parts concatenated), COPY TO, a
+// split INSERT (one transaction per shard, all committed or none), DDL,
+// and UPDATE/DELETE without a key when AllowBroadcast says so.
+func (r PlanRouter) several(p *plan.Plan) (bool, *plan.RefusalError) {
+	switch {
+	case p.Stmt == plan.StmtSelect && p.ReadOnly && p.PerShardSQL == nil:
+		p.Kind, p.PerShardRows = plan.Scatter, nil
+		return true, nil
+	case p.Stmt == plan.StmtSelect && p.ReadOnly:
+		// A UNION ALL whose parts are on different shards: each shard
+		// its statement, the results concatenated.
+		p.Kind, p.ShardSQL, p.Merge, p.Calls, p.PerShardRows = plan.Scatter, "", nil, nil, nil
+		return true, nil
+	case p.Stmt == plan.StmtCopy && p.ReadOnly:
+		p.Kind, p.ShardSQL, p.Merge, p.Calls, p.PerShardSQL, p.PerShardRows, p.ReplicaSafe = plan.CopyOut, "", nil, nil, nil, nil, false
+		return true, nil
+	case p.Stmt == plan.StmtInsert && p.PerShardSQL != nil:
+		// The rows of each shard in one transaction per shard, all
+		// committed only when every shard succeeded.
+		p.Kind, p.Atomic, p.ShardSQL, p.Merge, p.Calls, p.ReplicaSafe = plan.Scatter, true, "", nil, nil, false
+		return true, nil
+	case p.Broadcast && p.Stmt == plan.StmtOther:
+		p.Kind, p.ShardSQL, p.Merge, p.Calls, p.PerShardRows, p.ReplicaSafe = plan.Utility, "", nil, nil, nil, false
+		return true, nil
+	case p.Broadcast && (p.Stmt == plan.StmtUpdate || p.Stmt == plan.StmtDelete):
+		if !r.AllowBroadcast {
+			return false, &plan.RefusalError{
+				Code:    wire.SQLStateFeatureNotSupported,
+				Message: fmt.Sprintf("%s without a condition on the sharding key would run on every shard, which broadcast_writes forbids", stmtName(p.Stmt)),
+				Hint:    "Add a condition on the sharding key, or set broadcast_writes: allow (each shard then commits on its own).",
+			}
+		}
+		p.Kind, p.PerShardSQL, p.PerShardRows, p.Merge, p.Calls, p.ReplicaSafe = plan.Scatter, nil, nil, nil, nil, false
+		return true, nil
+	}
+	return false, &plan.RefusalError{
+		Code:    wire.SQLStateFeatureNotSupported,
+		Message: fmt.Sprintf("this statement needs several shards (%s); pgshard runs only reads over several shards so far", p.Decision()),
 		Hint:    "Add a condition on the sharding key, or route it with /* pgshard: shard=NAME */.",
 	}
+}
+
+// refused is the plan and error of a refusal the router makes itself.
+func refused(err *plan.RefusalError) (plan.Plan, error) {
+	return plan.Plan{Kind: plan.Refused, Err: err}, err
 }
 
 func stmtName(s plan.Stmt) string {
@@ -136,81 +168,24 @@ func stmtName(s plan.Stmt) string {
 	return "DELETE"
 }
 
-var errBadBind = errors.New("invalid Bind message format")
-
 // bindParams reads the parameter format codes and values of a Bind body
 // (values alias the body).
-func bindParams(b []byte) ([]int16, [][]byte, error) {
-	for range 2 { // portal and statement names
-		i := indexNUL(b)
-		if i < 0 {
-			return nil, nil, errBadBind
-		}
-		b = b[i+1:]
+func bindParams(body []byte) ([]int16, [][]byte, error) {
+	b, err := wire.DecodeBind(body)
+	if err != nil {
+		return nil, nil, err
 	}
-	if len(b) < 2 {
-		return nil, nil, errBadBind
-	}
-	nf := int(binary.BigEndian.Uint16(b))
-	b = b[2:]
-	if len(b) < 2*nf+2 {
-		return nil, nil, errBadBind
-	}
-	formats := make([]int16, nf)
-	for i := range formats {
-		formats[i] = int16(binary.BigEndian.Uint16(b[2*i:]))
-	}
-	b = b[2*nf:]
-	np := int(binary.BigEndian.Uint16(b))
-	b = b[2:]
-	params := make([][]byte, np)
-	for i := range params {
-		if len(b) < 4 {
-			return nil, nil, errBadBind
-		}
-		n := int(int32(binary.BigEndian.Uint32(b)))
-		b = b[4:]
-		if n < 0 {
-			continue // NULL
-		}
-		if len(b) < n {
-			return nil, nil, errBadBind
-		}
-		params[i] = b[:n]
-		b = b[n:]
-	}
+	formats := b.AppendParamFormats(make([]int16, 0, b.NumParamFormats()))
+	params := b.AppendParams(make([][]byte, 0, b.NumParams()))
 	return formats, params, nil
 }
 
-// ParamOIDs reads the parameter type OIDs of a Parse message body.
-func ParamOIDs(b []byte) []uint32 {
-	for range 2 { // statement name and query text
-		i := indexNUL(b)
-		if i < 0 {
-			return nil
-		}
-		b = b[i+1:]
-	}
-	if len(b) < 2 {
+// ParamOIDs reads the parameter type OIDs of a Parse message body (nil
+// when it is malformed).
+func ParamOIDs(body []byte) []uint32 {
+	p, err := wire.DecodeParse(body)
+	if err != nil {
 		return nil
 	}
-	n := int(binary.BigEndian.Uint16(b))
-	b = b[2:]
-	if len(b) < 4*n {
-		return nil
-	}
-	oids := make([]uint32, n)
-	for i := range oids {
-		oids[i] = binary.BigEndian.Uint32(b[4*i:])
-	}
-	return oids
-}
-
-func indexNUL(b []byte) int {
-	for i, c := range b {
-		if c == 0 {
-			return i
-		}
-	}
-	return -1
+	return p.AppendParamTypes(make([]uint32, 0, p.NumParamTypes()))
 }

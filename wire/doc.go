@@ -5,6 +5,10 @@
 //     for the hot path without decoding them, with a size limit;
 //   - the untyped startup packets (startup.go): StartupMessage,
 //     SSLRequest, GSSENCRequest and CancelRequest, read with hard limits;
+//   - field decoding of the extended-protocol messages the proxy looks
+//     into (extended.go): DecodeParse, DecodeBind, DecodeDescribe,
+//     DecodeExecute and DecodeClose, zero-copy, checked as PostgreSQL
+//     does, fuzzed;
 //   - errors (errors.go): Error, an error with a SQLSTATE that becomes an
 //     ErrorResponse (Errorf, Fatalf, AsError); the few server messages the
 //     proxy originates itself (ErrorResponse, ReadyForQuery,

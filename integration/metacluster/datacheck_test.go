@@ -16,6 +16,7 @@ import (
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/integration/metacluster"
 	"github.com/pgshard/pgshard/internal/pgcluster"
+	"github.com/pgshard/pgshard/internal/testutil"
 )
 
 // TestMapApplyDataCheck runs the real binaries as a DBA would: three
@@ -48,7 +49,7 @@ func TestMapApplyDataCheck(t *testing.T) {
 	follower := mc.Others(leader)[0]
 	// map apply reads the epoch it expects from the member it asks.
 	fc := follower.Client()
-	ok, why := waitFor(10*time.Second, func() (bool, string) {
+	ok, why := testutil.Poll(10*time.Second, func() (bool, string) {
 		v, err := fc.GetMap(ctx)
 		return err == nil && v.Epoch == first, fmt.Sprintf("epoch %d, %v", v.Epoch, err)
 	})

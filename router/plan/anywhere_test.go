@@ -31,7 +31,7 @@ func TestAnywhere(t *testing.T) {
 		"DO $$ BEGIN END $$":                                                              false,
 		"SELECT 1; CREATE TABLE x (a int)":                                                false,
 		"/* pgshard: shard=s3 */ SELECT 1":                                                false, // the hint names the shard
-		"BEGIN":                                                                           false, // KindAny already
+		"BEGIN":                                                                           false, // an Any plan already
 	} {
 		plan, err := p.Route(sql, nil, nil, nil)
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	pg "github.com/pganalyze/pg_query_go/v6"
+	"github.com/pgshard/pgshard/wire"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
@@ -42,7 +43,7 @@ func buildTemplate(st *state, sql string, n *normalized) (t *template) {
 	}()
 	res, err := pg.Parse(sql)
 	if err != nil {
-		t = &template{parseErr: &RefusalError{Code: SQLStateSyntaxError, Message: err.Error()}}
+		t = &template{parseErr: &RefusalError{Code: wire.SQLStateSyntaxError, Message: err.Error()}}
 		b.pinAll(t)
 		return t
 	}
@@ -112,7 +113,7 @@ func (b *builder) multiDDL(res *pg.ParseResult) *template {
 	var first *template
 	for _, s := range res.Stmts {
 		t := b.statement(s.Stmt)
-		if t.base.Kind != All || !t.base.Broadcast || t.base.Stmt != StmtOther || t.classes != nil ||
+		if t.base.Reach != ReachAll || !t.base.Broadcast || t.base.Stmt != StmtOther || t.classes != nil ||
 			(first != nil && !slices.Equal(t.base.Shards, first.base.Shards)) {
 			return nil
 		}
@@ -120,12 +121,12 @@ func (b *builder) multiDDL(res *pg.ParseResult) *template {
 			first = t
 		}
 	}
-	return &template{hintable: true, dist: first.dist, base: Plan{Kind: All, Stmt: StmtOther, Broadcast: true,
+	return &template{hintable: true, dist: first.dist, base: Plan{Kind: Utility, Reach: ReachAll, Stmt: StmtOther, Broadcast: true,
 		Shards: first.base.Shards, Table: first.base.Table}}
 }
 
 func (b *builder) defaultTemplate(s Stmt) *template {
-	return &template{hintable: true, base: Plan{Kind: Default, Stmt: s, Shards: b.st.shardList(b.st.defaultShard)}}
+	return &template{hintable: true, base: Plan{Kind: defaultKind(s), Reach: ReachDefault, Stmt: s, Shards: b.st.shardList(b.st.defaultShard)}}
 }
 
 func refusedTemplate(s Stmt, msg, hint string) *template {
@@ -141,7 +142,7 @@ func (b *builder) multiStatement(res *pg.ParseResult) *template {
 	ro, anywhere := true, true
 	for _, s := range res.Stmts {
 		t := b.statement(s.Stmt)
-		if t.base.Kind != Default || t.classes != nil || t.base.Shards == nil || t.base.Shards[0] != b.st.defaultShard {
+		if t.base.Reach != ReachDefault || t.classes != nil || t.base.Shards == nil || t.base.Shards[0] != b.st.defaultShard {
 			return refusedTemplate(StmtOther, "a query string with several statements that touch sharded or unsharded tables cannot be routed as one",
 				"send the statements one at a time, or use a pgshard.shard hint")
 		}
@@ -192,10 +193,10 @@ func (b *builder) statement(n *pg.Node) *template {
 	case n.GetVariableShowStmt() != nil:
 		name := strings.ToLower(n.GetVariableShowStmt().Name)
 		if name == "pgshard.route" {
-			return &template{base: Plan{Kind: ShowRoute, Stmt: StmtShow, ReadOnly: true}}
+			return &template{base: Plan{Kind: Any, Show: ShowRoute, Stmt: StmtShow, ReadOnly: true}}
 		}
 		if name == "pgshard.shards" || name == "shards" { // SHOW SHARDS, as in pgshard's admin console
-			return &template{base: Plan{Kind: ShowShards, Stmt: StmtShow, ReadOnly: true}}
+			return &template{base: Plan{Kind: Any, Show: ShowShards, Stmt: StmtShow, ReadOnly: true}}
 		}
 		t := b.defaultTemplate(StmtShow)
 		t.base.ReadOnly = true
@@ -268,7 +269,7 @@ func (b *builder) utility(n *pg.Node) *template {
 	})
 	if len(tables) == 0 {
 		if len(b.st.allShards) > 1 && schemaDDL(n) && !tempObject(n) {
-			t := &template{hintable: true, base: Plan{Kind: All, Stmt: StmtOther, Broadcast: true, Shards: b.st.sortedAllShards()}}
+			t := &template{hintable: true, base: Plan{Kind: Utility, Reach: ReachAll, Stmt: StmtOther, Broadcast: true, Shards: b.st.sortedAllShards()}}
 			t.base.PerShardSQL = b.dropWhereExists(n.GetDropStmt(), t.base.Shards)
 			return t
 		}
@@ -288,9 +289,9 @@ func (b *builder) utility(n *pg.Node) *template {
 		sharded = sharded || ti.sharded()
 	}
 	if !sharded {
-		return &template{hintable: true, base: Plan{Kind: Default, Stmt: StmtOther, Shards: b.st.shardList(dist.DefaultShard)}}
+		return &template{hintable: true, base: Plan{Kind: Single, Reach: ReachDefault, Stmt: StmtOther, Shards: b.st.shardList(dist.DefaultShard)}}
 	}
-	return &template{hintable: true, dist: dist, base: Plan{Kind: All, Stmt: StmtOther, Broadcast: true,
+	return &template{hintable: true, dist: dist, base: Plan{Kind: Utility, Reach: ReachAll, Stmt: StmtOther, Broadcast: true,
 		Shards: b.st.distShards[dist], Table: names[0]}}
 }
 
@@ -374,7 +375,7 @@ func (b *builder) setStmt(s *pg.VariableSetStmt) *template {
 		if s.IsLocal {
 			return refusedTemplate(StmtSet, "SET LOCAL "+name+" is not supported", "use SET "+name+" and RESET it after the transaction")
 		}
-		return &template{base: Plan{Kind: SetHint, Stmt: StmtSet, Hint: h, ReadOnly: true}}
+		return &template{base: Plan{Kind: Any, Stmt: StmtSet, Hint: h, ReadOnly: true}}
 	}
 	t := b.defaultTemplate(StmtSet)
 	t.base.ReadOnly = true

@@ -33,7 +33,7 @@ func TestOutputNames(t *testing.T) {
 	} {
 		sql := "SELECT " + expr + ", id FROM users ORDER BY 2"
 		pl, err := p.Route(sql, nil, nil, nil)
-		if err != nil || pl.Kind != All || pl.Merge == nil || len(pl.Merge.Final) == 0 {
+		if err != nil || pl.Decision() != "all" || pl.Merge == nil || len(pl.Merge.Final) == 0 {
 			t.Errorf("%s: plan %v %v", sql, pl.Kind, err)
 			continue
 		}

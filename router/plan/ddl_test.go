@@ -85,7 +85,7 @@ func TestUtilityDDL(t *testing.T) {
 			s = "error " + err.Error()
 		} else {
 			s = summary(got)
-			if got.Kind == All && strings.HasPrefix(c.want, "all s") {
+			if got.Decision() == "all" && strings.HasPrefix(c.want, "all s") {
 				s = "all " + strings.Join(got.Shards, ",") + strings.TrimPrefix(s, "all")
 			}
 		}

@@ -1,7 +1,11 @@
-// Package plan turns SQL statements into routing plans for the proxy:
-// which shards a statement goes to (Single, Multi, All, Default), how a
-// scatter SELECT's results are merged (a merge.Spec, with the statement
-// rewritten for the shards when needed), and what it refuses and why.
+// Package plan holds the routing contract, Plan (one Kind: Single, Any,
+// Scatter, Utility, CopyIn, CopyOut, Refused; RefusalError), and the
+// planner that turns SQL statements into plans for the proxy: which
+// shards a statement goes to (Plan.Reach: the key's shards, every shard,
+// the default shard), how a scatter SELECT's results are merged (a
+// merge.Spec, with the statement rewritten for the shards when needed),
+// and what it refuses and why. router.PlanRouter completes the plan for
+// the session (EXPLAIN, SHOW pgshard.*, broadcast policy).
 //
 // The session loop calls Planner.Route (or RouteHint with the session's
 // SET pgshard.* hint) for each execution. Only a plan-cache miss parses
@@ -20,20 +24,20 @@
 //   - key = v, v = key, key IN (...), key = ANY($n | '{..}' | ARRAY[..]),
 //     casts, qualified/aliased columns, AND with other terms, OR of such
 //     terms; joins between tables of the same distribution linked by key
-//     equalities: Single, or Multi when the values land on several
-//     shards. Correlated subqueries linked by the key run when the values
+//     equalities: Single, or Scatter (ReachKey) when the values land on
+//     several shards. Correlated subqueries linked by the key run when the values
 //     land on one shard; over several shards they are refused. Anything
-//     else on a sharded table is All (a scatter; UPDATE/DELETE get
-//     Broadcast).
+//     else on a sharded table is a Scatter on every shard (ReachAll;
+//     UPDATE/DELETE get Broadcast).
 //   - Unsharded tables live on their distribution's DefaultShard; a
 //     statement mixing them with sharded tables runs only when the key
 //     lands on that shard. Tables not in the map (catalogs, ...) are
 //     assumed to exist on every shard and do not affect routing.
-//   - DDL (utility): on every shard of its tables' distribution for a
-//     sharded table (All, Broadcast), on an unsharded table's shard;
+//   - DDL (Utility): on every shard of its tables' distribution for a
+//     sharded table (ReachAll, Broadcast), on an unsharded table's shard;
 //     schema DDL naming no table of the map (indexes, sequences,
 //     functions, types, tables not in the map, ...) on every shard of the
-//     map (All, Broadcast; a DROP gets IF EXISTS on the shards other than
+//     map (ReachAll, Broadcast; a DROP gets IF EXISTS on the shards other than
 //     the default shard, in PerShardSQL); temporary objects and other
 //     utility statements on the default shard.
 //   - INSERT needs the key column given as a constant or parameter in
@@ -46,7 +50,7 @@
 //   - UPDATE that sets the key column is refused.
 //   - COPY ... FROM STDIN into a sharded table is CopyIn (the key's position
 //     in the explicit column list, which is required); COPY ... TO STDOUT
-//     is All with the outputs concatenated (a csv HEADER comes once per
+//     is CopyOut with the outputs concatenated (a csv HEADER comes once per
 //     shard: the proxy must drop the repeats).
 //   - Scatter SELECTs: concatenation; ORDER BY (k-way merge) by output
 //     name, position or expression, else a hidden sort column; LIMIT n
@@ -82,8 +86,9 @@
 //     item applies only to the same literals.
 //   - Hints: a leading /* pgshard: shard=s2 */ or /* pgshard: key=42 */
 //     comment, or the session's Hint, decides the target (Single).
-//     SET/RESET pgshard.shard and pgshard.key are Kind SetHint; SHOW
-//     pgshard.route is Kind ShowRoute.
+//     SET/RESET pgshard.shard and pgshard.key are Any plans with
+//     Plan.Hint; SHOW pgshard.route and pgshard.shards are Any plans with
+//     Plan.Show.
 //
 // Hidden columns the planner adds for merging are appended after the
 // client's columns in ShardSQL: sort keys are listed in Spec.Final with

@@ -19,7 +19,7 @@ func TestUnreadableKeyScatters(t *testing.T) {
 	} {
 		for i := 0; i < 2; i++ { // fresh, then cached
 			pl, err := p.Route(c.sql, nil, nil, nil)
-			if err != nil || pl.Kind != All || pl.Merge == nil {
+			if err != nil || pl.Decision() != "all" || pl.Merge == nil {
 				t.Fatalf("%s: %v %v %+v", c.sql, pl.Kind, err, pl.Err)
 			}
 			if !strings.Contains(pl.ShardSQL, c.want) {
@@ -29,7 +29,7 @@ func TestUnreadableKeyScatters(t *testing.T) {
 	}
 	// A parameter that is not a bigint likewise.
 	pl, err := p.Route("SELECT sum(id) FROM users WHERE id = $1", [][]byte{[]byte("185.5")}, nil, nil)
-	if err != nil || pl.Kind != All || !strings.Contains(pl.ShardSQL, "extra_float_digits") {
+	if err != nil || pl.Decision() != "all" || !strings.Contains(pl.ShardSQL, "extra_float_digits") {
 		t.Errorf("parameter 185.5: %v %v shard SQL %q", pl.Kind, err, pl.ShardSQL)
 	}
 }
@@ -54,7 +54,7 @@ func TestNegativeLiteralKeepsPrecedence(t *testing.T) {
 		{"SELECT v.tag FROM (VALUES (5::bigint, 'a'), (-9223372036854775808::bigint, 'b')) v(vid, tag) JOIN orders o ON o.user_id = v.vid ORDER BY 1 LIMIT 3 OFFSET 1", "9223372036854775808::bigint"},
 	} {
 		pl, err := p.Route(c.sql, nil, nil, nil)
-		if err != nil || pl.Kind != All {
+		if err != nil || pl.Decision() != "all" {
 			t.Fatalf("%s: %v %v", c.sql, pl.Kind, err)
 		}
 		if !strings.Contains(pl.ShardSQL, c.want) {

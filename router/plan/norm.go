@@ -3,6 +3,8 @@ package plan
 import (
 	"strings"
 	"unicode/utf8"
+
+	"github.com/pgshard/pgshard/router/sqllex"
 )
 
 // The normalizer turns a statement into its cache key in one pass without
@@ -46,25 +48,15 @@ func (n *normalized) text(sql string, i int) string {
 	return sql[s.start:s.end]
 }
 
-func isIdentByte(c byte) bool {
-	return c == '_' || c == '$' || c >= 0x80 || 'a' <= c|0x20 && c|0x20 <= 'z' || '0' <= c && c <= '9'
-}
-
-func isDigit(c byte) bool { return '0' <= c && c <= '9' }
-
-func isSpace(c byte) bool {
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'
-}
-
 // normalize fills n from sql.
 func normalize(sql string, n *normalized) {
 	n.reset()
 	i := 0
 	// A leading hint comment.
-	for i < len(sql) && isSpace(sql[i]) {
+	for i < len(sql) && sqllex.IsSpace(sql[i]) {
 		i++
 	}
-	if end, ok := blockCommentEnd(sql, i); ok && strings.HasPrefix(sql[i:], "/*") {
+	if end, ok := sqllex.BlockCommentEnd(sql, i); ok && strings.HasPrefix(sql[i:], "/*") {
 		body := strings.TrimSpace(sql[i+2 : max(i+2, end-2)])
 		if len(body) > 8 && strings.EqualFold(body[:8], "pgshard:") {
 			n.hint = body[8:]
@@ -103,16 +95,14 @@ func normalize(sql string, n *normalized) {
 	for i < len(sql) {
 		c := sql[i]
 		switch {
-		case isSpace(c):
+		case sqllex.IsSpace(c):
 			space = true
 			i++
 		case c == '-' && i+1 < len(sql) && sql[i+1] == '-':
-			for i < len(sql) && sql[i] != '\n' && sql[i] != '\r' {
-				i++
-			}
+			i = sqllex.LineCommentEnd(sql, i)
 			space = true
 		case c == '/' && i+1 < len(sql) && sql[i+1] == '*':
-			end, ok := blockCommentEnd(sql, i)
+			end, ok := sqllex.BlockCommentEnd(sql, i)
 			if !ok {
 				copyRest(sql[i:])
 				i = len(sql)
@@ -121,7 +111,7 @@ func normalize(sql string, n *normalized) {
 			i = end
 			space = true
 		case c == '\'':
-			end, ok := quotedEnd(sql, i, '\'')
+			end, ok := sqllex.QuotedEnd(sql, i)
 			if !ok {
 				copyRest(sql[i:])
 				i = len(sql)
@@ -135,7 +125,7 @@ func normalize(sql string, n *normalized) {
 			}
 			addLit(i, end)
 			i = end
-		case (c|0x20 == 'e' || c|0x20 == 'b' || c|0x20 == 'x' || c|0x20 == 'u' || c|0x20 == 'n') && i+1 < len(sql) && (sql[i+1] == '\'' || sql[i+1] == '&') && (i == 0 || !isIdentByte(sql[i-1])):
+		case (c|0x20 == 'e' || c|0x20 == 'b' || c|0x20 == 'x' || c|0x20 == 'u' || c|0x20 == 'n') && i+1 < len(sql) && (sql[i+1] == '\'' || sql[i+1] == '&') && (i == 0 || !sqllex.IsIdentByte(sql[i-1])):
 			// E'', B'', X'', N'' and U&'' strings are kept verbatim: their
 			// contents can be invalid, and a key must never be shared by
 			// a valid and an invalid statement.
@@ -148,26 +138,29 @@ func normalize(sql string, n *normalized) {
 					continue
 				}
 			}
-			end, _ := quotedEnd(sql, j, '\'')
+			end, _ := sqllex.QuotedEnd(sql, j)
 			if c|0x20 == 'e' {
-				end, _ = eStringEnd(sql, j)
+				end, _ = sqllex.EStringEnd(sql, j)
 			}
 			copyRest(sql[i:end])
 			i = end
 		case c == '"':
-			end := skipQuoted(sql, i, '"')
+			end, _ := sqllex.QuotedEnd(sql, i)
 			for _, b := range []byte(sql[i:end]) {
 				emit(b)
 			}
 			i = end
-		case c == '$' && (i == 0 || !isIdentByte(sql[i-1])) && i+1 < len(sql) && !isDigit(sql[i+1]):
-			end := skipDollar(sql, i)
+		case c == '$' && (i == 0 || !sqllex.IsIdentByte(sql[i-1])) && i+1 < len(sql) && !sqllex.IsDigit(sql[i+1]):
+			end, ok := sqllex.DollarQuoteEnd(sql, i)
+			if !ok {
+				end = i + 1
+			}
 			for j := i; j < end; j++ {
 				emit(sql[j])
 			}
 			i = end
-		case isDigit(c) || c == '.' && i+1 < len(sql) && isDigit(sql[i+1]):
-			if i > 0 && isIdentByte(sql[i-1]) {
+		case sqllex.IsDigit(c) || c == '.' && i+1 < len(sql) && sqllex.IsDigit(sql[i+1]):
+			if i > 0 && sqllex.IsIdentByte(sql[i-1]) {
 				emit(c) // part of an identifier or $n
 				i++
 				continue
@@ -180,7 +173,7 @@ func normalize(sql string, n *normalized) {
 			}
 			addLit(i, end)
 			i = end
-		case c == '-' && i+1 < len(sql) && (isDigit(sql[i+1]) || sql[i+1] == '.' && i+2 < len(sql) && isDigit(sql[i+2])) && unaryContext(n.key, space):
+		case c == '-' && i+1 < len(sql) && (sqllex.IsDigit(sql[i+1]) || sql[i+1] == '.' && i+2 < len(sql) && sqllex.IsDigit(sql[i+2])) && unaryContext(n.key, space):
 			end, ok := numberEnd(sql, i+1)
 			if !ok {
 				emit(c)
@@ -204,7 +197,7 @@ func unaryContext(key []byte, space bool) bool {
 		return true
 	}
 	c := key[len(key)-1]
-	if c == placeholder || c == ')' || c == ']' || c == '"' || isIdentByte(c) {
+	if c == placeholder || c == ')' || c == ']' || c == '"' || sqllex.IsIdentByte(c) {
 		return false
 	}
 	if c == '-' || c == '+' || c == '*' || c == '/' || c == '<' || c == '>' || c == '=' ||
@@ -224,12 +217,12 @@ func unaryContext(key []byte, space bool) bool {
 // only plain numbers, which always lex the same way, become placeholders.
 func numberEnd(sql string, i int) (int, bool) {
 	ok := true
-	for i < len(sql) && isDigit(sql[i]) {
+	for i < len(sql) && sqllex.IsDigit(sql[i]) {
 		i++
 	}
 	if i < len(sql) && sql[i] == '.' && !(i+1 < len(sql) && sql[i+1] == '.') {
 		i++
-		for i < len(sql) && isDigit(sql[i]) {
+		for i < len(sql) && sqllex.IsDigit(sql[i]) {
 			i++
 		}
 	}
@@ -238,97 +231,16 @@ func numberEnd(sql string, i int) (int, bool) {
 		if j < len(sql) && (sql[j] == '+' || sql[j] == '-') {
 			j++
 		}
-		if j < len(sql) && isDigit(sql[j]) {
-			for j < len(sql) && isDigit(sql[j]) {
+		if j < len(sql) && sqllex.IsDigit(sql[j]) {
+			for j < len(sql) && sqllex.IsDigit(sql[j]) {
 				j++
 			}
 			i = j
 		}
 	}
-	for i < len(sql) && (isIdentByte(sql[i]) || sql[i] == '.' && i+1 < len(sql) && isDigit(sql[i+1])) {
+	for i < len(sql) && (sqllex.IsIdentByte(sql[i]) || sql[i] == '.' && i+1 < len(sql) && sqllex.IsDigit(sql[i+1])) {
 		ok = false
 		i++
 	}
 	return i, ok
-}
-
-// skipQuoted returns the end of the q-quoted token at i (q doubled
-// inside is an escaped q), or len(sql) if unterminated.
-func skipQuoted(sql string, i int, q byte) int {
-	end, _ := quotedEnd(sql, i, q)
-	return end
-}
-
-// quotedEnd is skipQuoted that also says whether the token was closed.
-func quotedEnd(sql string, i int, q byte) (int, bool) {
-	for j := i + 1; j < len(sql); j++ {
-		if sql[j] == q {
-			if j+1 < len(sql) && sql[j+1] == q {
-				j++
-				continue
-			}
-			return j + 1, true
-		}
-	}
-	return len(sql), false
-}
-
-// eStringEnd returns the end of the E” string whose quote is at i, and
-// whether it is closed.
-func eStringEnd(sql string, i int) (int, bool) {
-	for j := i + 1; j < len(sql); j++ {
-		switch sql[j] {
-		case '\\':
-			j++
-		case '\'':
-			if j+1 < len(sql) && sql[j+1] == '\'' {
-				j++
-				continue
-			}
-			return j + 1, true
-		}
-	}
-	return len(sql), false
-}
-
-// blockCommentEnd returns the end of the (nestable) comment at i and
-// whether it was closed.
-func blockCommentEnd(sql string, i int) (int, bool) {
-	depth := 0
-	for i < len(sql) {
-		if strings.HasPrefix(sql[i:], "/*") {
-			depth++
-			i += 2
-		} else if strings.HasPrefix(sql[i:], "*/") {
-			depth--
-			i += 2
-			if depth == 0 {
-				return i, true
-			}
-		} else {
-			i++
-		}
-	}
-	return len(sql), false
-}
-
-// skipDollar returns the end of the dollar-quoted string at i, or i+1
-// when sql[i] does not start one.
-func skipDollar(sql string, i int) int {
-	j := i + 1
-	for j < len(sql) && sql[j] != '$' {
-		if !isIdentByte(sql[j]) {
-			return i + 1
-		}
-		j++
-	}
-	if j >= len(sql) {
-		return i + 1
-	}
-	tag := sql[i : j+1]
-	k := strings.Index(sql[j+1:], tag)
-	if k < 0 {
-		return len(sql)
-	}
-	return j + 1 + k + len(tag)
 }

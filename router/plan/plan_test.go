@@ -56,8 +56,9 @@ func testMap(t testing.TB) *shardmap.Map {
 // summary renders the parts of a plan tests compare.
 func summary(p Plan) string {
 	var b strings.Builder
-	b.WriteString(p.Kind.String())
-	if len(p.Shards) > 0 && p.Kind != All && p.Kind != CopyIn {
+	d := p.Decision()
+	b.WriteString(d)
+	if len(p.Shards) > 0 && d != "all" && d != "copy-in" {
 		b.WriteString(" " + strings.Join(p.Shards, ","))
 	}
 	if p.ReadOnly {
@@ -315,7 +316,7 @@ func TestSessionHint(t *testing.T) {
 		t.Errorf("comment over session hint: %s", summary(got))
 	}
 	got, _ = p.RouteHint("BEGIN", Hint{Shard: "s3"}, nil, nil, nil)
-	if got.Kind != Default || got.Shards[0] != "s3" {
+	if got.Decision() != "default" || got.Shards[0] != "s3" {
 		t.Errorf("BEGIN with hint: %s", summary(got))
 	}
 }
@@ -336,7 +337,7 @@ func TestBinaryParams(t *testing.T) {
 	}
 	// NULL key: no shard for it; a read becomes a scatter.
 	got, _ = p.Route("SELECT * FROM users WHERE id = $1", [][]byte{nil}, nil, nil)
-	if got.Kind != All {
+	if got.Decision() != "all" {
 		t.Fatalf("NULL key: %s", summary(got))
 	}
 	got, _ = p.Route("INSERT INTO users (id) VALUES ($1)", [][]byte{nil}, nil, nil)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/pgshard/pgshard/router/merge"
 	"github.com/pgshard/pgshard/shardmap"
+	"github.com/pgshard/pgshard/wire"
 )
 
 // Options configure a Planner.
@@ -198,9 +199,9 @@ func (p *Planner) DescribeShards(sql string) []string {
 		return st.shardList(t.needShard)
 	case t.dist != nil:
 		return st.describeShards[t.dist]
-	case t.base.Kind == Default && (t.base.Anywhere || t.describeAnywhere):
+	case t.base.Reach == ReachDefault && (t.base.Anywhere || t.describeAnywhere):
 		return st.allShards
-	case t.base.Kind == Default && len(t.base.Shards) == 1:
+	case t.base.Reach == ReachDefault && len(t.base.Shards) == 1:
 		return t.base.Shards
 	}
 	return st.shardList(st.defaultShard)
@@ -216,7 +217,7 @@ func (st *state) defaultFirst(shards []string) []string {
 	return append(append([]string{st.defaultShard}, shards[:i]...), shards[i+1:]...)
 }
 
-var errNUL = &RefusalError{Code: SQLStateSyntaxError, Message: "the query text contains a NUL byte"}
+var errNUL = &RefusalError{Code: wire.SQLStateSyntaxError, Message: "the query text contains a NUL byte"}
 
 // state is everything derived from one map: indexes and the plan cache.
 type state struct {
@@ -582,7 +583,7 @@ func (st *state) execute(t *template, in *execInput, sessionHint Hint) Plan {
 				"query the unsharded table separately")}
 		}
 		p := t.base
-		p.Kind = Single
+		p.Kind, p.Reach = Single, ReachKey
 		p.Shards = st.shardList(first)
 		p.Merge, p.ShardSQL, p.Broadcast = nil, "", false
 		return p
@@ -600,7 +601,7 @@ func (st *state) execute(t *template, in *execInput, sessionHint Hint) Plan {
 	if p.Kind == Refused {
 		return p
 	}
-	p.Kind = Multi
+	p.Reach = ReachKey
 	p.Shards = set
 	return st.finish(p, t.multiSQL, t.multiLimit, in)
 }
@@ -659,12 +660,12 @@ func (st *state) hinted(t *template, h Hint) Plan {
 	p.InTx = false
 	if h.Shard != "" {
 		if _, ok := st.one[h.Shard]; !ok || st.m.Shard(h.Shard) == nil {
-			return Plan{Kind: Refused, Stmt: p.Stmt, Hinted: true, Err: &RefusalError{Code: SQLStateInvalidParameter,
+			return Plan{Kind: Refused, Stmt: p.Stmt, Hinted: true, Err: &RefusalError{Code: wire.SQLStateInvalidParameterValue,
 				Message: "pgshard hint names unknown shard " + quoteIdent(h.Shard), Hint: "SHOW pgshard.route lists the shards"}}
 		}
-		p.Kind = Single
+		p.Kind, p.Reach = Single, ReachKey
 		if p.Stmt == StmtTx || p.Stmt == StmtSet || p.Stmt == StmtShow || t.dist == nil {
-			p.Kind = Default
+			p.Kind, p.Reach = defaultKind(p.Stmt), ReachDefault
 		}
 		p.Shards = st.shardList(h.Shard)
 		return p
@@ -678,10 +679,10 @@ func (st *state) hinted(t *template, h Hint) Plan {
 	}
 	s, err := shardFor(t.dist, h.Key, false)
 	if err != nil {
-		return Plan{Kind: Refused, Stmt: p.Stmt, Hinted: true, Err: &RefusalError{Code: SQLStateInvalidParameter,
+		return Plan{Kind: Refused, Stmt: p.Stmt, Hinted: true, Err: &RefusalError{Code: wire.SQLStateInvalidParameterValue,
 			Message: "pgshard.key hint: " + err.Error()}}
 	}
-	p.Kind = Single
+	p.Kind, p.Reach = Single, ReachKey
 	p.Shards = st.shardList(s)
 	return p
 }

@@ -7,6 +7,7 @@ import (
 
 	pg "github.com/pganalyze/pg_query_go/v6"
 	"github.com/pgshard/pgshard/router/merge"
+	"github.com/pgshard/pgshard/router/sqllex"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
@@ -809,12 +810,12 @@ func (b *builder) deparseMarked(sel *pg.SelectStmt) ([]segment, error) {
 		c := text[i]
 		switch {
 		case c == '\'':
-			i = skipQuoted(text, i, '\'')
+			i = sqllex.Skip(text, i)
 		case c == '"':
-			i = skipQuoted(text, i, '"')
-		case c == '$' && i+1 < len(text) && isDigit(text[i+1]) && (i == 0 || !isIdentByte(text[i-1])):
+			i = sqllex.Skip(text, i)
+		case c == '$' && i+1 < len(text) && sqllex.IsDigit(text[i+1]) && (i == 0 || !sqllex.IsIdentByte(text[i-1])):
 			j := i + 1
-			for j < len(text) && isDigit(text[j]) {
+			for j < len(text) && sqllex.IsDigit(text[j]) {
 				j++
 			}
 			num, _ := strconv.Atoi(text[i+1 : j])
@@ -827,7 +828,7 @@ func (b *builder) deparseMarked(sel *pg.SelectStmt) ([]segment, error) {
 			}
 			i = j
 		case c == '$':
-			i = skipDollar(text, i)
+			i = max(sqllex.Skip(text, i), i+1)
 		default:
 			i++
 		}

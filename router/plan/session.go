@@ -29,11 +29,11 @@ func (b *builder) oneShard(q *template, what, hint string) *template {
 		Err: refusal(what+" would run on several shards and keep only one shard's rows on each", hint)}
 	if q.dist != nil && len(b.st.distShards[q.dist]) == 1 {
 		// The distribution has one shard: every row is there.
-		several = Plan{Kind: Single, Stmt: q.base.Stmt, Table: q.base.Table, Shards: b.st.distShards[q.dist]}
+		several = Plan{Kind: Single, Reach: ReachKey, Stmt: q.base.Stmt, Table: q.base.Table, Shards: b.st.distShards[q.dist]}
 	}
 	base := t.base
 	switch base.Kind {
-	case All, Multi:
+	case Scatter, Utility, CopyOut:
 		base = several
 	case Refused:
 	default:
@@ -94,7 +94,7 @@ func (c *createTarget) check(p Plan) Plan {
 	if p.Kind == Refused || p.Explain || c == nil {
 		return p
 	}
-	if len(p.Shards) != 1 || (p.Kind != Single && p.Kind != Default) {
+	if len(p.Shards) != 1 || !(p.Reach == ReachDefault || p.Kind == Single && p.Reach == ReachKey) {
 		return Plan{Kind: Refused, Stmt: p.Stmt, Err: refusal("creating "+c.name+" from a query over several shards would keep only one shard's rows on each",
 			"Add a condition on the sharding key so that the query reads one shard.")}
 	}
@@ -131,7 +131,7 @@ func (b *builder) createAs(into *pg.IntoClause, q *template, what string) *templ
 	}
 	t := b.oneShard(q, what+" "+name, "Add a condition on the sharding key so that the query reads one shard.")
 	if c.shard == "" {
-		t.base.Anywhere = t.base.Anywhere && t.base.Kind == Default
+		t.base.Anywhere = t.base.Anywhere && t.base.Reach == ReachDefault
 	} else {
 		t.base.Anywhere = false
 	}

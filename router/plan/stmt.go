@@ -19,15 +19,15 @@ func (b *builder) selectStmt(sel *pg.SelectStmt) *template {
 	}
 	if rt.dist == nil {
 		return &template{hintable: true, describeAnywhere: rt.needShard == "",
-			base: Plan{Kind: Default, Stmt: StmtSelect, ReadOnly: ro, ReplicaSafe: rs, Shards: b.st.shardList(rt.defaultShard),
+			base: Plan{Kind: Single, Reach: ReachDefault, Stmt: StmtSelect, ReadOnly: ro, ReplicaSafe: rs, Shards: b.st.shardList(rt.defaultShard),
 				Anywhere: rt.needShard == "" && !a.into && !a.writableCTE && !a.userFunc}}
 	}
 	// (SELECT INTO: see createAs.)
 	dist := rt.dist.dist
 	t := &template{hintable: true, dist: dist, needShard: rt.needShard}
-	single := Plan{Kind: Single, Stmt: StmtSelect, ReadOnly: ro, ReplicaSafe: rs, Table: rt.table}
+	single := Plan{Kind: Single, Reach: ReachKey, Stmt: StmtSelect, ReadOnly: ro, ReplicaSafe: rs, Table: rt.table}
 	// The plan for several shards.
-	multi := Plan{Kind: All, Stmt: StmtSelect, ReadOnly: ro, ReplicaSafe: rs, Table: rt.table, Shards: b.st.distShards[dist]}
+	multi := Plan{Kind: Scatter, Reach: ReachAll, Stmt: StmtSelect, ReadOnly: ro, ReplicaSafe: rs, Table: rt.table, Shards: b.st.distShards[dist]}
 	var segs []segment
 	var lim *limitSrc
 	if rt.scatterOK != nil {
@@ -53,7 +53,7 @@ func (b *builder) selectStmt(sel *pg.SelectStmt) *template {
 		t.union = b.unionTemplate(sel, &rt)
 		if t.union != nil && multi.Kind == Refused {
 			// The template of a UNION ALL over several shards (unionPlan).
-			multi = Plan{Kind: Multi, Stmt: StmtSelect, ReadOnly: ro, ReplicaSafe: rs, Table: rt.table}
+			multi = Plan{Kind: Scatter, Reach: ReachKey, Stmt: StmtSelect, ReadOnly: ro, ReplicaSafe: rs, Table: rt.table}
 		}
 	}
 	t.multi = &multi
@@ -105,11 +105,11 @@ func (b *builder) modify(kind Stmt, rel *pg.RangeVar, from []*pg.Node, where *pg
 		return refusedTemplate(kind, rt.refusal.Message, rt.refusal.Hint)
 	}
 	if rt.dist == nil {
-		return &template{hintable: true, base: Plan{Kind: Default, Stmt: kind, Shards: b.st.shardList(rt.defaultShard)}}
+		return &template{hintable: true, base: Plan{Kind: Single, Reach: ReachDefault, Stmt: kind, Shards: b.st.shardList(rt.defaultShard)}}
 	}
 	dist := rt.dist.dist
 	t := &template{hintable: true, dist: dist, needShard: rt.needShard}
-	broadcast := Plan{Kind: All, Stmt: kind, Broadcast: true, Table: rt.table, Shards: b.st.distShards[dist]}
+	broadcast := Plan{Kind: Scatter, Reach: ReachAll, Stmt: kind, Broadcast: true, Table: rt.table, Shards: b.st.distShards[dist]}
 	if rt.scatterOK != nil {
 		broadcast = Plan{Kind: Refused, Stmt: kind, Table: rt.table, Err: rt.scatterOK}
 	}
@@ -117,7 +117,7 @@ func (b *builder) modify(kind Stmt, rel *pg.RangeVar, from []*pg.Node, where *pg
 		t.base = broadcast
 		return t
 	}
-	t.base = Plan{Kind: Single, Stmt: kind, Table: rt.table}
+	t.base = Plan{Kind: Single, Reach: ReachKey, Stmt: kind, Table: rt.table}
 	t.classes = rt.classes
 	m := broadcast
 	if m.Kind != Refused {

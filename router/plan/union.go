@@ -148,7 +148,7 @@ func (st *state) unionPlan(t *template, in *execInput) (Plan, bool) {
 	}
 	slices.Sort(set)
 	p := *t.multi
-	p.Kind, p.Shards, p.Merge, p.ShardSQL, p.Calls, p.Err = Multi, set, nil, "", nil, nil
+	p.Kind, p.Reach, p.Shards, p.Merge, p.ShardSQL, p.Calls, p.Err = Scatter, ReachKey, set, nil, "", nil, nil
 	p.PerShardSQL = make(map[string]string, len(set))
 	open := make([]bool, u.parts)
 	for _, s := range set {

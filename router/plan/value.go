@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/pgshard/pgshard/router/sqllex"
 	"github.com/pgshard/pgshard/shardmap"
 )
 
@@ -164,7 +165,7 @@ func arrayElems(v string, f func(string) error) error {
 	}
 	body := v[1 : len(v)-1]
 	for i := 0; i < len(body); {
-		for i < len(body) && isSpace(body[i]) {
+		for i < len(body) && sqllex.IsSpace(body[i]) {
 			i++
 		}
 		if i >= len(body) {

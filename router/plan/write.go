@@ -7,6 +7,7 @@ import (
 	"time"
 
 	pg "github.com/pganalyze/pg_query_go/v6"
+	"github.com/pgshard/pgshard/router/sqllex"
 )
 
 // insertStmt plans an INSERT.
@@ -66,7 +67,7 @@ func (b *builder) insertStmt(ins *pg.InsertStmt) *template {
 		return refusedTemplate(StmtInsert, "INSERT into sharded table "+target.name+" without rows", "")
 	}
 	dist := target.ti.dist
-	t := &template{hintable: true, dist: dist, base: Plan{Kind: Single, Stmt: StmtInsert, Table: target.name}}
+	t := &template{hintable: true, dist: dist, base: Plan{Kind: Single, Reach: ReachKey, Stmt: StmtInsert, Table: target.name}}
 	if len(sel.ValuesLists) == 0 || sel.Op != pg.SetOperation_SETOP_NONE || len(sel.FromClause) > 0 {
 		return b.insertSelect(t, a, sc, target, sel, k)
 	}
@@ -151,14 +152,14 @@ func (b *builder) writeRoute(a *analysis, kind Stmt) *template {
 		return refusedTemplate(kind, rt.refusal.Message, rt.refusal.Hint)
 	}
 	if rt.dist == nil {
-		return &template{hintable: true, base: Plan{Kind: Default, Stmt: kind, Shards: b.st.shardList(rt.defaultShard)}}
+		return &template{hintable: true, base: Plan{Kind: Single, Reach: ReachDefault, Stmt: kind, Shards: b.st.shardList(rt.defaultShard)}}
 	}
 	if rt.classes == nil || len(rt.classes) != 1 {
 		return refusedTemplate(kind, "the statement writes an unsharded table from sharded table "+rt.table+" on several shards",
 			"add a condition on the sharding key so that the rows come from one shard")
 	}
 	t := &template{hintable: true, dist: rt.dist.dist, needShard: rt.needShard, classes: rt.classes,
-		base: Plan{Kind: Single, Stmt: kind, Table: rt.table}}
+		base: Plan{Kind: Single, Reach: ReachKey, Stmt: kind, Table: rt.table}}
 	t.multi = &Plan{Kind: Refused, Stmt: kind, Err: refusal("the statement reads rows of "+rt.table+" from several shards", "")}
 	t.onKeyError = t.multi
 	return t
@@ -196,7 +197,7 @@ func (is *insertSplit) split(st *state, t *template, in *execInput, shards []str
 		per[s] = sb.String()
 	}
 	p := t.base
-	p.Kind = Multi
+	p.Kind, p.Reach = Scatter, ReachKey
 	p.Shards = shards
 	p.PerShardSQL = per
 	p.PerShardRows = byShard
@@ -230,10 +231,10 @@ func valuesRows(key []byte, n int) ([][2]int32, bool) {
 		c := s[i]
 		switch {
 		case c == '"':
-			i = skipQuoted(s, i, '"')
+			i = sqllex.Skip(s, i)
 			continue
-		case c == '$' && (i == 0 || !isIdentByte(s[i-1])):
-			if j := skipDollar(s, i); j > i+1 {
+		case c == '$' && (i == 0 || !sqllex.IsIdentByte(s[i-1])):
+			if j, ok := sqllex.DollarQuoteEnd(s, i); ok {
 				i = j
 				continue
 			}
@@ -241,8 +242,8 @@ func valuesRows(key []byte, n int) ([][2]int32, bool) {
 			depth++
 		case c == ')':
 			depth--
-		case depth == 0 && (c|0x20 == 'v') && (i == 0 || !isIdentByte(s[i-1])) && len(s) >= i+6 &&
-			strings.EqualFold(s[i:i+6], "values") && (i+6 == len(s) || !isIdentByte(s[i+6])):
+		case depth == 0 && (c|0x20 == 'v') && (i == 0 || !sqllex.IsIdentByte(s[i-1])) && len(s) >= i+6 &&
+			strings.EqualFold(s[i:i+6], "values") && (i+6 == len(s) || !sqllex.IsIdentByte(s[i+6])):
 			start = i + 6
 		}
 		i++
@@ -264,11 +265,11 @@ func valuesRows(key []byte, n int) ([][2]int32, bool) {
 		for i < len(s) {
 			c := s[i]
 			if c == '"' {
-				i = skipQuoted(s, i, '"')
+				i = sqllex.Skip(s, i)
 				continue
 			}
-			if c == '$' && (i == 0 || !isIdentByte(s[i-1])) {
-				if j := skipDollar(s, i); j > i+1 {
+			if c == '$' && (i == 0 || !sqllex.IsIdentByte(s[i-1])) {
+				if j, ok := sqllex.DollarQuoteEnd(s, i); ok {
 					i = j
 					continue
 				}
@@ -327,11 +328,11 @@ func (b *builder) copyStmt(c *pg.CopyStmt) *template {
 		if target.ti != nil && target.ti.dist != nil {
 			shard = target.ti.dist.DefaultShard
 		}
-		return &template{hintable: true, base: Plan{Kind: Default, Stmt: StmtCopy, ReadOnly: !c.IsFrom, Shards: b.st.shardList(shard)}}
+		return &template{hintable: true, base: Plan{Kind: Single, Reach: ReachDefault, Stmt: StmtCopy, ReadOnly: !c.IsFrom, Shards: b.st.shardList(shard)}}
 	}
 	dist := target.ti.dist
 	if !c.IsFrom {
-		return &template{hintable: true, dist: dist, base: Plan{Kind: All, Stmt: StmtCopy, ReadOnly: true, Table: target.name, Shards: b.st.distShards[dist], Copy: opts}}
+		return &template{hintable: true, dist: dist, base: Plan{Kind: CopyOut, Reach: ReachAll, Stmt: StmtCopy, ReadOnly: true, Table: target.name, Shards: b.st.distShards[dist], Copy: opts}}
 	}
 	if c.Filename != "" || c.IsProgram {
 		return refusedTemplate(StmtCopy, "COPY into sharded table "+target.name+" from a server-side file or program", "use COPY ... FROM STDIN")
@@ -353,7 +354,7 @@ func (b *builder) copyStmt(c *pg.CopyStmt) *template {
 	if spec.KeyColumn < 0 {
 		return refusedTemplate(StmtCopy, "COPY into sharded table "+target.name+" does not include its sharding key column "+key, "add "+key+" to the column list")
 	}
-	return &template{hintable: true, dist: dist, base: Plan{Kind: CopyIn, Stmt: StmtCopy, Table: target.name, Shards: b.st.distShards[dist], Copy: spec}}
+	return &template{hintable: true, dist: dist, base: Plan{Kind: CopyIn, Reach: ReachAll, Stmt: StmtCopy, Table: target.name, Shards: b.st.distShards[dist], Copy: spec}}
 }
 
 // copyOptions reads the format options of a COPY statement.
