@@ -23,6 +23,7 @@ import (
 type TwoPhaseConfig struct {
 	Interval      time.Duration // twophase.RecoveryConfig.Interval
 	MaxAge        time.Duration // twophase.RecoveryConfig.MaxAge
+	DecidedAge    time.Duration // twophase.RecoveryConfig.DecidedAge
 	KeepDecisions time.Duration // twophase.RecoveryConfig.KeepDecisions
 }
 
@@ -59,7 +60,7 @@ func newTwoPhase(node *meta.Node, login PGLogin, o TwoPhaseConfig, metrics *metr
 		Admin: twophase.NewPGAdmin(twophase.PGLogin{
 			User: login.User, Password: login.Password, SSLMode: login.SSLMode, SSLRootCert: login.SSLRootCert,
 		}),
-		Interval: o.Interval, MaxAge: o.MaxAge, KeepDecisions: o.KeepDecisions,
+		Interval: o.Interval, MaxAge: o.MaxAge, DecidedAge: o.DecidedAge, KeepDecisions: o.KeepDecisions,
 		Logger: log.With("component", "twophase-recovery"),
 	}
 	warn := &twoPhaseWarnings{log: cfg.Logger}

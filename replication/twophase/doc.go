@@ -62,7 +62,8 @@
 // it lists pg_prepared_xacts on each shard's primary (from the current
 // map, so after a failover the new primary's), creates the decision table
 // where it is missing, and resolves each pgshard transaction whose
-// proxy's lease has run out or that is older than MaxAge:
+// proxy's lease has run out or that is older than MaxAge (a decided
+// commit already after DecidedAge: finishing it is always safe):
 //
 //   - prepared on its decision shard: undecided. ROLLBACK PREPARED there
 //     first (that decides the abort), then on the others;

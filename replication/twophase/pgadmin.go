@@ -195,6 +195,21 @@ func (a pgAdmin) Decide(ctx context.Context, addr, db, gid string) (bool, error)
 	return committed, err
 }
 
+// Lookup implements Admin.
+func (a pgAdmin) Lookup(ctx context.Context, addr, db, gid string) (found, committed bool, err error) {
+	err = a.with(ctx, addr, db, func(conn *pgconn.PgConn) error {
+		rs, err := rows(ctx, conn, "SELECT committed FROM "+DecisionTable+" WHERE gid = "+quoteLiteral(gid))
+		if err != nil {
+			return err
+		}
+		if len(rs) == 1 {
+			found, committed = true, string(rs[0][0]) == "t"
+		}
+		return nil
+	})
+	return found, committed, err
+}
+
 // Decisions implements Admin.
 func (a pgAdmin) Decisions(ctx context.Context, addr, db string, limit int, keep map[string]bool, olderThan time.Duration) ([]Decision, error) {
 	var out []Decision

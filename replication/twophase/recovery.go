@@ -66,6 +66,9 @@ type Admin interface {
 	// Decide runs DecisionSQL in db: the decision of a transaction no
 	// longer prepared on its decision shard.
 	Decide(ctx context.Context, addr, db, gid string) (committed bool, err error)
+	// Lookup reads gid's record in db without writing one: found is
+	// false when there is none (yet).
+	Lookup(ctx context.Context, addr, db, gid string) (found, committed bool, err error)
 	// Decisions lists db's newest records, at most limit, and deletes
 	// those older than olderThan whose GID is not in keep (keep nil: none
 	// deleted).
@@ -82,6 +85,12 @@ type RecoveryConfig struct {
 	// while its proxy's lease runs (its coordinator gave up, or is
 	// stuck). Default 30 s.
 	MaxAge time.Duration
+	// DecidedAge: a prepared transaction older than this whose decision
+	// shard holds its commit record is committed even while its proxy's
+	// lease runs (the coordinator lost a participant's connection after
+	// the decision): committing a decided transaction is always safe.
+	// Default 5 s.
+	DecidedAge time.Duration
 	// KeepDecisions is how long decision records are kept after no
 	// participant is prepared any more (default 10 min).
 	KeepDecisions time.Duration
@@ -157,6 +166,9 @@ func NewRecoverer(cfg RecoveryConfig) (*Recoverer, error) {
 	}
 	if cfg.MaxAge <= 0 {
 		cfg.MaxAge = 30 * time.Second
+	}
+	if cfg.DecidedAge <= 0 {
+		cfg.DecidedAge = 5 * time.Second
 	}
 	if cfg.KeepDecisions <= 0 {
 		cfg.KeepDecisions = 10 * time.Minute
@@ -296,11 +308,14 @@ func (r *Recoverer) resolve(ctx context.Context, gid string, locs []location, al
 		setState("blocked: " + perr.Error())
 		return out
 	}
-	if alive[p.ProxyTag] && oldest < r.cfg.MaxAge {
-		setState("in progress")
-		return out
-	}
 	ds, ok := byTag[p.ShardTag]
+	if alive[p.ProxyTag] && oldest < r.cfg.MaxAge {
+		// The coordinator lives: only a decided commit is finished early.
+		if !ok || oldest < r.cfg.DecidedAge || !r.committedEarly(ctx, gid, ds, locs, scans) {
+			setState("in progress")
+			return out
+		}
+	}
 	if !ok {
 		setState("blocked: its decision shard is not in the map")
 		return out
@@ -346,6 +361,25 @@ func (r *Recoverer) resolve(ctx context.Context, gid string, locs []location, al
 		}
 	}
 	return out
+}
+
+// committedEarly reports whether gid is no longer prepared on its
+// decision shard ds and its commit record is there.
+func (r *Recoverer) committedEarly(ctx context.Context, gid string, ds Shard, locs []location, scans map[string]ServerScan) bool {
+	if _, ok := scans[ds.Name]; !ok {
+		return false
+	}
+	for _, l := range locs {
+		if l.shard.Name == ds.Name {
+			return false // undecided
+		}
+	}
+	found, committed, err := r.cfg.Admin.Lookup(ctx, ds.Addr, locs[0].db, gid)
+	if err != nil {
+		r.log.Warn("two-phase recovery: read a decision", "gid", gid, "shard", ds.Name, "err", err)
+		return false
+	}
+	return found && committed
 }
 
 // action logs a and reports it.

@@ -104,6 +104,13 @@ func (a *fakeAdmin) Decide(_ context.Context, addr, db, gid string) (bool, error
 	return a.records[addr][gid], nil
 }
 
+func (a *fakeAdmin) Lookup(_ context.Context, addr, db, gid string) (bool, bool, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c, ok := a.records[addr][gid]
+	return ok, c, nil
+}
+
 func (a *fakeAdmin) Decisions(_ context.Context, addr, db string, limit int, keep map[string]bool, olderThan time.Duration) ([]Decision, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -263,6 +270,32 @@ func TestRecoveryProblems(t *testing.T) {
 		t.Fatalf("problems %+v", rep.Problems)
 	}
 	if got := a.actions(); !slices.Equal(got, []string{"schema h2:5432 app"}) {
+		t.Fatalf("actions %q", got)
+	}
+}
+
+func TestRecoveryCommitsDecidedEarly(t *testing.T) {
+	// The proxy lives, but lost s2 after the decision: its decided commit
+	// is finished after DecidedAge, not MaxAge; an undecided one and one
+	// without a record are left alone.
+	a := newFakeAdmin()
+	decided, undecided, norecord := gidOf(t, "p1", "s0"), gidOf(t, "p1", "s0"), gidOf(t, "p1", "s0")
+	a.record("h0:5432", decided, true)
+	a.prepare("h2:5432", decided, 6*time.Second)
+	a.prepare("h0:5432", undecided, 6*time.Second)
+	a.prepare("h1:5432", undecided, 6*time.Second)
+	a.prepare("h1:5432", norecord, 6*time.Second)
+	var acts []Action
+	newRecov(t, &fakeCluster{shards: threeShards, live: []string{"p1"}}, a, &acts).RunOnce(testCtx(t))
+	if got, want := a.actions(), []string{"h2:5432 " + decided + " commit=true"}; !slices.Equal(got, want) {
+		t.Fatalf("actions %q, want %q", got, want)
+	}
+	// Younger than DecidedAge: left to the coordinator.
+	a = newFakeAdmin()
+	a.record("h0:5432", decided, true)
+	a.prepare("h2:5432", decided, time.Second)
+	newRecov(t, &fakeCluster{shards: threeShards, live: []string{"p1"}}, a, &acts).RunOnce(testCtx(t))
+	if got := a.actions(); len(got) != 0 {
 		t.Fatalf("actions %q", got)
 	}
 }

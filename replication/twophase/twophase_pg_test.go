@@ -416,3 +416,30 @@ func TestPGRecoveryAfterFailover(t *testing.T) {
 		}
 	}
 }
+
+// TestPGDecidedWhileProxyLives: a live proxy lost a participant after the
+// decision; recovery finishes the commit after DecidedAge, not MaxAge.
+func TestPGDecidedWhileProxyLives(t *testing.T) {
+	integration.SkipIfNoPostgres(t)
+	b := newBank(t, 2)
+	b.setup()
+	cs := b.begin(map[int]string{
+		0: "UPDATE accounts SET balance = balance - 30 WHERE id = 0",
+		1: "UPDATE accounts SET balance = balance + 30 WHERE id = 1",
+	})
+	out, err := New("proxy-a", RecordStore{}, Options{}, nil).Commit(b.ctx, []Participant{cs[0], lostAfter{cs[1]}})
+	if err != nil || !out.Committed || len(out.Pending) != 1 {
+		t.Fatalf("commit: %+v %v", out, err)
+	}
+	live := []string{"proxy-a"}
+	r, err := NewRecoverer(RecoveryConfig{Cluster: clusterFunc{b.shards, &live}, Admin: b.admin, MaxAge: time.Hour, DecidedAge: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := r.RunOnce(b.ctx)
+	if len(rep.InDoubt) != 1 || rep.InDoubt[0].State != "commit" || !rep.InDoubt[0].ProxyAlive {
+		t.Fatalf("in doubt %+v", rep.InDoubt)
+	}
+	b.wantNoPrepared()
+	b.wantBalances(70, 130)
+}
