@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -33,10 +34,16 @@ func NewPGAdmin(login PGLogin) Admin {
 	if login.ConnectTimeout <= 0 {
 		login.ConnectTimeout = 3 * time.Second
 	}
-	return pgAdmin{login}
+	return pgAdmin{l: login, tables: new(sync.Map)}
 }
 
-type pgAdmin struct{ l PGLogin }
+type pgAdmin struct {
+	l PGLogin
+	// tables holds "addr/db" of the databases known to have the
+	// decision table, so that Scan does not connect to each of them every
+	// round to check.
+	tables *sync.Map
+}
 
 // recoveryLockTimeout bounds recovery's wait for a lock on a decision
 // record being written.
@@ -136,10 +143,17 @@ func (a pgAdmin) Scan(ctx context.Context, addr string) (ServerScan, error) {
 		return ServerScan{}, fmt.Errorf("scan %s: %w", addr, err)
 	}
 	for _, db := range sc.Databases {
+		if _, ok := a.tables.Load(addr + "/" + db); ok {
+			continue
+		}
 		err := a.with(ctx, addr, db, func(conn *pgconn.PgConn) error {
 			rs, err := rows(ctx, conn, "SELECT to_regclass('"+DecisionTable+"') IS NULL")
-			if err == nil && string(rs[0][0]) == "t" {
+			switch {
+			case err != nil:
+			case string(rs[0][0]) == "t":
 				sc.NoTable = append(sc.NoTable, db)
+			default:
+				a.tables.Store(addr+"/"+db, true)
 			}
 			return err
 		})
@@ -155,8 +169,11 @@ func (a pgAdmin) EnsureSchema(ctx context.Context, addr, db string) error {
 	return a.with(ctx, addr, db, func(conn *pgconn.PgConn) error {
 		_, err := conn.Exec(ctx, SchemaSQL).ReadAll()
 		var pe *pgconn.PgError
-		if errors.As(err, &pe) && pe.Code == "23505" {
-			return nil // created concurrently
+		if errors.As(err, &pe) && pe.Code == wire.SQLStateUniqueViolation {
+			err = nil // created concurrently
+		}
+		if err == nil {
+			a.tables.Store(addr+"/"+db, true)
 		}
 		return err
 	})
@@ -211,9 +228,15 @@ func (a pgAdmin) Lookup(ctx context.Context, addr, db, gid string) (found, commi
 }
 
 // Decisions implements Admin.
-func (a pgAdmin) Decisions(ctx context.Context, addr, db string, limit int, keep map[string]bool, olderThan time.Duration) ([]Decision, error) {
+func (a pgAdmin) Decisions(ctx context.Context, addr, db string, limit int, keep map[string]bool, olderThan time.Duration) (_ []Decision, err error) {
 	var out []Decision
-	err := a.with(ctx, addr, db, func(conn *pgconn.PgConn) error {
+	defer func() {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == wire.SQLStateUndefinedTable {
+			a.tables.Delete(addr + "/" + db) // dropped: the next Scan sees it
+		}
+	}()
+	err = a.with(ctx, addr, db, func(conn *pgconn.PgConn) error {
 		if keep != nil {
 			var b strings.Builder
 			b.WriteString("DELETE FROM " + DecisionTable + " WHERE decided_at < now() - interval '")
