@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/prometheus/client_golang/prometheus"
+	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // fakePart is a Participant that records its statements and answers
@@ -337,5 +339,31 @@ func TestAbortNoDecisionTable(t *testing.T) {
 	var ae *AbortError
 	if !errors.As(err, &ae) || ae.SQLState() != "42P01" || !strings.Contains(err.Error(), "does the meta cluster have a PostgreSQL role?") {
 		t.Fatalf("err %v", err)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newCoord(RecordStore{})
+	c.OnOutcome = m.Observe
+	ctx := testCtx(t)
+	if _, err := c.Commit(ctx, parts(&fakePart{name: "a"}, &fakePart{name: "b"})); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = c.Commit(ctx, parts(&fakePart{name: "a"}, &fakePart{name: "b", fail: map[string][]error{"PREPARE": {pgErr("40001")}}}))
+	_, _ = c.Commit(ctx, parts(&fakePart{name: "a", fail: map[string][]error{"COMMIT PREPARED": {errNet}}}, &fakePart{name: "b"}))
+	_, _ = c.Commit(ctx, parts(&fakePart{name: "a"}, &fakePart{name: "b", fail: map[string][]error{"COMMIT PREPARED": {errNet}}}))
+	_, _ = c.Commit(ctx, parts(&fakePart{name: "a"})) // one phase: not counted
+	for outcome, want := range map[string]float64{"committed": 1, "aborted": 1, "in_doubt": 1, "pending": 1} {
+		if got := promtestutil.ToFloat64(m.commits.WithLabelValues(outcome)); got != want {
+			t.Errorf("%s: %v, want %v", outcome, got, want)
+		}
+	}
+	if n, err := promtestutil.GatherAndCount(reg, "pgshard_twophase_decision_seconds"); err != nil || n != 1 {
+		t.Errorf("decision histogram: %d %v", n, err)
 	}
 }
