@@ -39,6 +39,7 @@ const (
 	SQLStateInsufficientPrivilege     = "42501"
 	SQLStateDuplicateObject           = "42710"
 	SQLStateObjectInUse               = "55006"
+	SQLStateConfigFileError           = "F0000"
 	// Two-phase commit across shards (replication/twophase).
 	SQLStateTransactionResolutionUnknown = "08007"
 	SQLStateTransactionRollback          = "40000"
