@@ -57,6 +57,7 @@ func (o Options) settings(dataDir string) [][2]string {
 		{"listen_addresses", "'127.0.0.1'"},
 		{"unix_socket_directories", socketDir},
 		{"max_connections", "200"},
+		{"max_prepared_transactions", "64"}, // two-phase commit across shards
 		{"shared_buffers", "32MB"},
 		{"fsync", "off"},
 		{"synchronous_commit", "off"},

@@ -38,7 +38,7 @@ type Options struct {
 	// and full_page_writes are off, so a commit may be lost when a server is
 	// killed with [Server.Kill] (set synchronous_commit to on in the session
 	// when that matters). wal_level is logical, with 10 WAL senders and 10
-	// replication slots.
+	// replication slots; max_prepared_transactions is 64 (two-phase commit).
 	Settings map[string]string
 
 	// HostAuth is the pg_hba.conf method for TCP connections from
