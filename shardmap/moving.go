@@ -1,0 +1,156 @@
+package shardmap
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// This file holds the map edits of resharding: parse a bound as an
+// operator types it, split an interval at a value, hold a moving interval
+// ([Moving]) and give it to another shard.
+
+// ParseBound parses a bound of d's bound type as an operator writes it:
+// -inf, +inf, or a value (a bigint, a bigint hash value for a hash
+// distribution, a text or a uuid). A text value that is literally -inf or
+// +inf cannot be written here.
+func (d *Distribution) ParseBound(s string) (Bound, error) {
+	switch s {
+	case "-inf":
+		return NegInf(), nil
+	case "+inf", "inf":
+		return PosInf(), nil
+	}
+	switch d.boundType() {
+	case KeyBigint:
+		v, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+		if err != nil {
+			if d.Strategy == Hash {
+				return Bound{}, fmt.Errorf("%q is not -inf, +inf or a bigint hash value of distribution %s", s, d.Name)
+			}
+			return Bound{}, fmt.Errorf("%q is not -inf, +inf or a bigint key of distribution %s", s, d.Name)
+		}
+		return Int64Bound(v), nil
+	case KeyUUID:
+		u, err := ParseUUID(s)
+		if err != nil {
+			return Bound{}, fmt.Errorf("%q is not -inf, +inf or a uuid key of distribution %s: %w", s, d.Name, err)
+		}
+		return UUIDBound(u), nil
+	case KeyText:
+		return TextBound(s), nil
+	}
+	return Bound{}, fmt.Errorf("distribution %s has unknown key type %q", d.Name, d.KeyType)
+}
+
+// ParseInterval parses "[LO,HI)" (spaces allowed) into d's bounds.
+func (d *Distribution) ParseInterval(s string) (lo, hi Bound, err error) {
+	t := strings.TrimSpace(s)
+	if !strings.HasPrefix(t, "[") || !strings.HasSuffix(t, ")") {
+		return Bound{}, Bound{}, fmt.Errorf("interval %q: want [LO,HI) (half-open, e.g. [401,501) or [1000,+inf))", s)
+	}
+	l, h, ok := strings.Cut(t[1:len(t)-1], ",")
+	if !ok || strings.Contains(h, ",") && d.boundType() != KeyText {
+		return Bound{}, Bound{}, fmt.Errorf("interval %q: want [LO,HI) with one comma", s)
+	}
+	if lo, err = d.ParseBound(strings.TrimSpace(l)); err != nil {
+		return Bound{}, Bound{}, fmt.Errorf("interval %q: lo: %w", s, err)
+	}
+	if hi, err = d.ParseBound(strings.TrimSpace(h)); err != nil {
+		return Bound{}, Bound{}, fmt.Errorf("interval %q: hi: %w", s, err)
+	}
+	if lo.IsPosInf() || hi.IsNegInf() || lo.Compare(hi) >= 0 {
+		return Bound{}, Bound{}, fmt.Errorf("interval %q is empty: lo must be below hi", s)
+	}
+	return lo, hi, nil
+}
+
+// SplitAt returns a copy of m (same epoch) whose distribution dist has the
+// interval holding at split in two at at, both halves on the same shard:
+// no key changes owner. It fails when at is infinite or already a bound.
+func (m *Map) SplitAt(dist string, at Bound) (*Map, error) {
+	c := m.Clone()
+	d := c.Distribution(dist)
+	if d == nil {
+		return nil, fmt.Errorf("no distribution %q in the shard map", dist)
+	}
+	if at.IsNegInf() || at.IsPosInf() || at.IsZero() {
+		return nil, fmt.Errorf("distribution %s: cannot split at %s; give a value", dist, at)
+	}
+	i := d.IntervalIndex(at)
+	if i < 0 {
+		return nil, fmt.Errorf("distribution %s: %s is in no interval", dist, at)
+	}
+	iv := d.Intervals[i]
+	if iv.Lo.Compare(at) == 0 {
+		return nil, fmt.Errorf("distribution %s: %s is already a bound (interval [%s, %s) on %s starts there)", dist, at, iv.Lo, iv.Hi, iv.Shard)
+	}
+	d.Intervals = slices.Insert(d.Intervals, i+1, Interval{Lo: at, Hi: iv.Hi, Shard: iv.Shard})
+	d.Intervals[i].Hi = at
+	return c, nil
+}
+
+// SetOwner returns a copy of m (same epoch) in which [lo, hi) of
+// distribution dist, which must lie inside one interval, is owned by
+// shard to: that interval is split at lo and hi as needed. Adjacent
+// intervals are not merged, so that giving the interval back restores
+// the same bounds plus the splits.
+func (m *Map) SetOwner(dist string, lo, hi Bound, to string) (*Map, error) {
+	c := m.Clone()
+	d := c.Distribution(dist)
+	if d == nil {
+		return nil, fmt.Errorf("no distribution %q in the shard map", dist)
+	}
+	i := d.IntervalIndex(lo)
+	if i < 0 || hi.Compare(d.Intervals[i].Hi) > 0 {
+		return nil, fmt.Errorf("distribution %s: [%s, %s) is not inside one interval", dist, lo, hi)
+	}
+	iv := d.Intervals[i]
+	if iv.Shard == to {
+		return c, nil
+	}
+	var repl []Interval
+	if iv.Lo.Compare(lo) < 0 {
+		repl = append(repl, Interval{Lo: iv.Lo, Hi: lo, Shard: iv.Shard})
+	}
+	repl = append(repl, Interval{Lo: lo, Hi: hi, Shard: to})
+	if hi.Compare(iv.Hi) < 0 {
+		repl = append(repl, Interval{Lo: hi, Hi: iv.Hi, Shard: iv.Shard})
+	}
+	d.Intervals = slices.Replace(d.Intervals, i, i+1, repl...)
+	return c, nil
+}
+
+// WithMoving returns a copy of m (same epoch) with mv set on distribution
+// dist, replacing a marker of the same ID, or without the marker of
+// mv.ID when remove is set.
+func (m *Map) WithMoving(dist string, mv Moving, remove bool) (*Map, error) {
+	c := m.Clone()
+	d := c.Distribution(dist)
+	if d == nil {
+		return nil, fmt.Errorf("no distribution %q in the shard map", dist)
+	}
+	d.Moving = slices.DeleteFunc(d.Moving, func(x Moving) bool { return x.ID == mv.ID })
+	if !remove {
+		d.Moving = append(d.Moving, mv)
+	}
+	if len(d.Moving) == 0 {
+		d.Moving = nil
+	}
+	return c, nil
+}
+
+// MovingByID returns the marker of move id in distribution dist, or nil.
+func (m *Map) MovingByID(dist, id string) *Moving {
+	d := m.Distribution(dist)
+	if d == nil {
+		return nil
+	}
+	for i := range d.Moving {
+		if d.Moving[i].ID == id {
+			return &d.Moving[i]
+		}
+	}
+	return nil
+}
