@@ -1,6 +1,7 @@
 package shardmap
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -151,6 +152,73 @@ func (m *Map) MovingByID(dist, id string) *Moving {
 		if d.Moving[i].ID == id {
 			return &d.Moving[i]
 		}
+	}
+	return nil
+}
+
+// boundJSON is the JSON form of a Bound: one field set.
+type boundJSON struct {
+	Inf  string  `json:"inf,omitempty"` // "-" or "+"
+	Int  *string `json:"int,omitempty"` // decimal, as a string: JSON numbers lose int64 precision
+	Text *string `json:"text,omitempty"`
+	UUID string  `json:"uuid,omitempty"`
+}
+
+// MarshalJSON writes b with its type, so that workflow states kept as
+// JSON read back the same bound: {"inf":"-"}, {"int":"401"},
+// {"text":"abc"}, {"uuid":"..."}; a missing bound is null.
+func (b Bound) MarshalJSON() ([]byte, error) {
+	var j boundJSON
+	switch b.kind {
+	case boundUnset:
+		return []byte("null"), nil
+	case boundNegInf:
+		j.Inf = "-"
+	case boundPosInf:
+		j.Inf = "+"
+	case boundInt64:
+		s := strconv.FormatInt(b.i, 10)
+		j.Int = &s
+	case boundText:
+		s := b.s
+		j.Text = &s
+	case boundUUID:
+		j.UUID = b.u.String()
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (b *Bound) UnmarshalJSON(data []byte) error {
+	if string(data) == "null" {
+		*b = Bound{}
+		return nil
+	}
+	var j boundJSON
+	if err := json.Unmarshal(data, &j); err != nil {
+		return fmt.Errorf("bound: %w", err)
+	}
+	switch {
+	case j.Inf == "-":
+		*b = NegInf()
+	case j.Inf == "+":
+		*b = PosInf()
+	case j.Int != nil:
+		v, err := strconv.ParseInt(*j.Int, 10, 64)
+		if err != nil {
+			return fmt.Errorf("bound: %w", err)
+		}
+		*b = Int64Bound(v)
+	case j.Text != nil:
+		*b = TextBound(*j.Text)
+	case j.UUID != "":
+		u, err := ParseUUID(j.UUID)
+		if err != nil {
+			return fmt.Errorf("bound: %w", err)
+		}
+		*b = UUIDBound(u)
+	default:
+		return fmt.Errorf("bound: %s names no value", data)
 	}
 	return nil
 }

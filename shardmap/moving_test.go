@@ -1,6 +1,7 @@
 package shardmap_test
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -182,5 +183,23 @@ func TestParseInterval(t *testing.T) {
 	lo, hi, err = m.Distribution("tenants").ParseInterval("[k,m)")
 	if err != nil || lo != txt("k") || hi != txt("m") {
 		t.Fatalf("text: %v %v %v", lo, hi, err)
+	}
+}
+
+func TestBoundJSON(t *testing.T) {
+	u, _ := shardmap.ParseUUID("6f1c9a4e-0000-4000-8000-000000000001")
+	for _, b := range []shardmap.Bound{shardmap.NegInf(), shardmap.PosInf(), i64(-9223372036854775808), i64(401), txt(""), txt("a\"b"), shardmap.UUIDBound(u), {}} {
+		data, err := json.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back shardmap.Bound
+		if err := json.Unmarshal(data, &back); err != nil || back != b {
+			t.Fatalf("%v -> %s -> %v, %v", b, data, back, err)
+		}
+	}
+	var b shardmap.Bound
+	if err := json.Unmarshal([]byte(`{}`), &b); err == nil {
+		t.Fatal("empty object accepted")
 	}
 }
