@@ -63,8 +63,8 @@ func TestMemberServesAndCloses(t *testing.T) {
 			_ = m.Close()
 		}
 	}()
-	if got := m.leader.names(); len(got) != 1 || got[0] != "failover" {
-		t.Fatalf("leader-side controllers %v, want [failover]", got)
+	if got := m.leader.names(); len(got) != 2 || got[0] != "failover" || got[1] != "reshard" {
+		t.Fatalf("leader-side controllers %v, want [failover reshard]", got)
 	}
 	c, err := metarpc.NewClient([]string{m.Addr()}, metarpc.ClientOptions{Token: "tok", Insecure: true})
 	if err != nil {
