@@ -27,8 +27,9 @@ import (
 // defaultReshardWait bounds how long a reshard command follows its move.
 const defaultReshardWait = time.Hour
 
-// reshardPoll is how often a following command reads the move.
-const reshardPoll = 500 * time.Millisecond
+// reshardPoll is how often a following command reads the move (a
+// variable for tests).
+var reshardPoll = 500 * time.Millisecond
 
 func newReshardCommand(stdout io.Writer) *cobra.Command {
 	cmd := groupCommand("reshard", "Split key intervals and move them to other shards, online, verified, with cutover and rollback")

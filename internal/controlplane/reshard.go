@@ -121,14 +121,21 @@ func apiError(err error) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, reshard.ErrNotFound):
-		return fmt.Errorf("%w: %w", metarpc.ErrNotFound, err)
+		return &kindError{metarpc.ErrNotFound, err}
 	case errors.Is(err, reshard.ErrConflict):
-		return fmt.Errorf("%w: %w", metarpc.ErrFailedPrecondition, err)
+		return &kindError{metarpc.ErrFailedPrecondition, err}
 	case errors.Is(err, reshard.ErrInvalid):
-		return fmt.Errorf("%w: %w", metarpc.ErrInvalidArgument, err)
+		return &kindError{metarpc.ErrInvalidArgument, err}
 	}
 	return err
 }
+
+// kindError is err, matching an API sentinel without saying it (the
+// client gets err's text).
+type kindError struct{ kind, err error }
+
+func (e *kindError) Error() string   { return e.err.Error() }
+func (e *kindError) Unwrap() []error { return []error{e.err, e.kind} }
 
 func apiMove(s reshard.Status) (metarpc.ReshardMove, error) {
 	b, err := jsonState(s.State)

@@ -36,7 +36,7 @@ func (c *Controller) List(id string) ([]Status, error) {
 		out = append(out, Status{ID: r.ID, Version: r.Version, UpdatedAt: r.UpdatedAt, State: st})
 	}
 	if id != "" && len(out) == 0 {
-		return nil, fmt.Errorf("%w: no move %q", ErrNotFound, id)
+		return nil, reqErr(ErrNotFound, "no move %q", id)
 	}
 	return out, nil
 }
@@ -77,44 +77,42 @@ func (c *Controller) Start(ctx context.Context, req MoveRequest) (Status, error)
 		req.Cutover = CutoverManual
 	case CutoverAuto, CutoverManual:
 	default:
-		return Status{}, fmt.Errorf("%w: cutover %q: want auto or manual", ErrInvalid, req.Cutover)
+		return Status{}, reqErr(ErrInvalid, "cutover %q: want auto or manual", req.Cutover)
 	}
 	m := c.cfg.Maps.Map()
 	if m == nil {
-		return Status{}, fmt.Errorf("%w: there is no shard map yet", ErrConflict)
+		return Status{}, reqErr(ErrConflict, "there is no shard map yet")
 	}
 	d := m.Distribution(req.Distribution)
 	if d == nil {
-		return Status{}, fmt.Errorf("%w: no distribution %q in the shard map", ErrNotFound, req.Distribution)
+		return Status{}, reqErr(ErrNotFound, "no distribution %q in the shard map", req.Distribution)
 	}
 	lo, hi, err := d.ParseInterval(req.Interval)
 	if err != nil {
-		return Status{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+		return Status{}, reqErr(ErrInvalid, "%w", err)
 	}
 	if m.Shard(req.To) == nil {
-		return Status{}, fmt.Errorf("%w: no shard %q in the shard map (register it with pgshard shards add)", ErrNotFound, req.To)
+		return Status{}, reqErr(ErrNotFound, "no shard %q in the shard map (register it with pgshard shards add)", req.To)
 	}
 	i := d.IntervalIndex(lo)
 	if i < 0 || hi.Compare(d.Intervals[i].Hi) > 0 {
-		return Status{}, fmt.Errorf("%w: interval [%s, %s) spans several intervals of distribution %s (%s): move one owner's keys at a time",
-			ErrInvalid, lo, hi, d.Name, d.DescribeIntervals())
+		return Status{}, reqErr(ErrInvalid, "interval [%s, %s) spans several intervals of distribution %s (%s): move one owner's keys at a time", lo, hi, d.Name, d.DescribeIntervals())
 	}
 	from := d.Intervals[i].Shard
 	if from == req.To {
-		return Status{}, fmt.Errorf("%w: interval [%s, %s) of %s is on shard %s already", ErrInvalid, lo, hi, d.Name, from)
+		return Status{}, reqErr(ErrInvalid, "interval [%s, %s) of %s is on shard %s already", lo, hi, d.Name, from)
 	}
 	mv, err := MoveFromMap(m, d.Name, lo, hi, req.ID)
 	if err != nil {
-		return Status{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+		return Status{}, reqErr(ErrInvalid, "%w", err)
 	}
 	for _, r := range c.cfg.Records.Workflows(WorkflowKind) {
 		if r.ID == req.ID {
-			return Status{}, fmt.Errorf("%w: move id %s is taken (a move's objects are named after it)", ErrConflict, req.ID)
+			return Status{}, reqErr(ErrConflict, "move id %s is taken (a move's objects are named after it)", req.ID)
 		}
 		st, err := decodeState(r.State)
 		if err == nil && !st.Phase.Terminal() && st.Overlaps(d.Name, lo, hi) {
-			return Status{}, fmt.Errorf("%w: move %s (%s, %s) holds keys of this interval; one move per interval at a time",
-				ErrConflict, r.ID, st.Interval(), st.Phase)
+			return Status{}, reqErr(ErrConflict, "move %s (%s, %s) holds keys of this interval; one move per interval at a time", r.ID, st.Interval(), st.Phase)
 		}
 	}
 	now := c.cfg.Now()
@@ -136,7 +134,7 @@ func (c *Controller) Act(ctx context.Context, id, action string, force bool) (St
 	for attempt := 0; ; attempt++ {
 		r, ok := c.cfg.Records.Workflow(id)
 		if !ok {
-			return Status{}, fmt.Errorf("%w: no move %q", ErrNotFound, id)
+			return Status{}, reqErr(ErrNotFound, "no move %q", id)
 		}
 		st, err := decodeState(r.State)
 		if err != nil {
@@ -170,10 +168,10 @@ func (c *Controller) Act(ctx context.Context, id, action string, force bool) (St
 func allowed(st *State, action string) error {
 	p := st.Phase
 	if p.Terminal() {
-		return fmt.Errorf("%w: the move is %s", ErrConflict, p)
+		return reqErr(ErrConflict, "the move is %s", p)
 	}
 	if st.Request != "" && st.Request != action {
-		return fmt.Errorf("%w: %s is already requested", ErrConflict, st.Request)
+		return reqErr(ErrConflict, "%s is already requested", st.Request)
 	}
 	switch action {
 	case ActionCutover:
@@ -181,18 +179,18 @@ func allowed(st *State, action string) error {
 			return nil
 		}
 		if p.InCutover() {
-			return fmt.Errorf("%w: a cutover or rollback is running (%s)", ErrConflict, p)
+			return reqErr(ErrConflict, "a cutover or rollback is running (%s)", p)
 		}
-		return fmt.Errorf("%w: the move is %s; a cutover follows the copy", ErrConflict, p)
+		return reqErr(ErrConflict, "the move is %s; a cutover follows the copy", p)
 	case ActionRollback:
 		if p == PhaseCutOver {
 			return nil
 		}
-		return fmt.Errorf("%w: the move is %s; rollback is for a move that is cut over (cancel one that is not)", ErrConflict, p)
+		return reqErr(ErrConflict, "the move is %s; rollback is for a move that is cut over (cancel one that is not)", p)
 	case ActionCancel:
 		switch {
 		case p == PhaseCutOver || p == PhaseCleaning || p == PhaseSwitched || rollbackPhases[p] || p == PhaseRollbackSwitched || p == PhaseRollbackAborting:
-			return fmt.Errorf("%w: the move is %s: the target owns the interval; roll it back first", ErrConflict, p)
+			return reqErr(ErrConflict, "the move is %s: the target owns the interval; roll it back first", p)
 		case p == PhaseCancelling:
 			return nil
 		}
@@ -201,14 +199,14 @@ func allowed(st *State, action string) error {
 		if p == PhaseCutOver || p == PhaseCleaning {
 			return nil
 		}
-		return fmt.Errorf("%w: the move is %s; cleanup is for a move that is cut over", ErrConflict, p)
+		return reqErr(ErrConflict, "the move is %s; cleanup is for a move that is cut over", p)
 	case ActionVerify:
 		if p == PhaseCopied || p == PhaseCutOver {
 			return nil
 		}
-		return fmt.Errorf("%w: the move is %s; verify runs once copied (or after cutover)", ErrConflict, p)
+		return reqErr(ErrConflict, "the move is %s; verify runs once copied (or after cutover)", p)
 	}
-	return fmt.Errorf("%w: unknown action %q (want cutover, rollback, cancel, cleanup or verify)", ErrInvalid, action)
+	return reqErr(ErrInvalid, "unknown action %q (want cutover, rollback, cancel, cleanup or verify)", action)
 }
 
 // Split splits the interval of distribution dist holding at (a value of
@@ -222,26 +220,26 @@ func (c *Controller) Split(ctx context.Context, dist, at string) (uint64, error)
 	defer c.unlock()
 	m := c.cfg.Maps.Map()
 	if m == nil {
-		return 0, fmt.Errorf("%w: there is no shard map yet", ErrConflict)
+		return 0, reqErr(ErrConflict, "there is no shard map yet")
 	}
 	d := m.Distribution(dist)
 	if d == nil {
-		return 0, fmt.Errorf("%w: no distribution %q in the shard map", ErrNotFound, dist)
+		return 0, reqErr(ErrNotFound, "no distribution %q in the shard map", dist)
 	}
 	b, err := d.ParseBound(at)
 	if err != nil {
-		return 0, fmt.Errorf("%w: %w", ErrInvalid, err)
+		return 0, reqErr(ErrInvalid, "%w", err)
 	}
 	for _, r := range c.cfg.Records.Workflows(WorkflowKind) {
 		st, err := decodeState(r.State)
 		if err == nil && !st.Phase.Terminal() && st.Distribution == dist && st.Move.Lo.Compare(b) < 0 && b.Compare(st.Move.Hi) < 0 {
-			return 0, fmt.Errorf("%w: %s is inside move %s (%s): split before moving, or after it ends", ErrConflict, b, r.ID, st.Interval())
+			return 0, reqErr(ErrConflict, "%s is inside move %s (%s): split before moving, or after it ends", b, r.ID, st.Interval())
 		}
 	}
 	return c.editMap(ctx, fmt.Sprintf("reshard split %s at %s", dist, b), func(cur *shardmap.Map) (*shardmap.Map, error) {
 		next, err := cur.SplitAt(dist, b)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+			return nil, reqErr(ErrInvalid, "%w", err)
 		}
 		return next, nil
 	})
@@ -258,10 +256,10 @@ func (c *Controller) AddShard(ctx context.Context, s shardmap.Shard) (uint64, er
 	defer c.unlock()
 	m := c.cfg.Maps.Map()
 	if m == nil {
-		return 0, fmt.Errorf("%w: there is no shard map yet", ErrConflict)
+		return 0, reqErr(ErrConflict, "there is no shard map yet")
 	}
 	if m.Shard(s.Name) != nil {
-		return 0, fmt.Errorf("%w: shard %s is in the map already", ErrConflict, s.Name)
+		return 0, reqErr(ErrConflict, "shard %s is in the map already", s.Name)
 	}
 	if s.State == "" {
 		s.State = shardmap.StateActive
@@ -269,7 +267,7 @@ func (c *Controller) AddShard(ctx context.Context, s shardmap.Shard) (uint64, er
 	next := m.Clone()
 	next.Shards = append(next.Shards, s)
 	if err := next.Validate(); err != nil {
-		return 0, fmt.Errorf("%w: %w", ErrInvalid, err)
+		return 0, reqErr(ErrInvalid, "%w", err)
 	}
 	for _, d := range m.Distributions {
 		var tables []Table
@@ -331,11 +329,11 @@ func sanitizeID(s string) string {
 func (c *Controller) Find(dist, interval string) (Status, error) {
 	m := c.cfg.Maps.Map()
 	if m == nil || m.Distribution(dist) == nil {
-		return Status{}, fmt.Errorf("%w: no distribution %q in the shard map", ErrNotFound, dist)
+		return Status{}, reqErr(ErrNotFound, "no distribution %q in the shard map", dist)
 	}
 	lo, hi, err := m.Distribution(dist).ParseInterval(interval)
 	if err != nil {
-		return Status{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+		return Status{}, reqErr(ErrInvalid, "%w", err)
 	}
 	all, err := c.List("")
 	if err != nil {
@@ -348,7 +346,7 @@ func (c *Controller) Find(dist, interval string) (Status, error) {
 		return boolRank(a.State.Phase.Terminal()) - boolRank(b.State.Phase.Terminal())
 	})
 	if len(all) == 0 {
-		return Status{}, fmt.Errorf("%w: no move of %s %s", ErrNotFound, dist, interval)
+		return Status{}, reqErr(ErrNotFound, "no move of %s %s", dist, interval)
 	}
 	return all[0], nil
 }
@@ -358,4 +356,19 @@ func boolRank(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// requestError is an error about a request, matching its kind
+// (ErrNotFound, ErrConflict, ErrInvalid) without saying it.
+type requestError struct {
+	kind error
+	err  error
+}
+
+func (e *requestError) Error() string   { return e.err.Error() }
+func (e *requestError) Unwrap() []error { return []error{e.err, e.kind} }
+
+// reqErr formats an error of kind.
+func reqErr(kind error, format string, args ...any) error {
+	return &requestError{kind: kind, err: fmt.Errorf(format, args...)}
 }

@@ -124,6 +124,7 @@ func (d *driver) once(ctx context.Context) (stop bool, pause time.Duration) {
 			return true, 0
 		}
 		d.backoff = min(max(2*d.backoff, c.cfg.Tick), c.cfg.RetryMax)
+		d.steps = nil // rebuilt from the current map: a shard's primary may have changed
 		log.Warn("reshard: step failed; it is retried", "phase", before, "err", err, "retry_in", d.backoff)
 		failed := st
 		failed.LastError = err.Error()
@@ -154,7 +155,12 @@ func (d *driver) once(ctx context.Context) (stop bool, pause time.Duration) {
 		}
 		d.backoff = 0
 	}
-	if wait {
+	switch {
+	case wait && before == PhaseCopying:
+		// The copy's progress is read (two servers) at twice the rate
+		// it is written.
+		return false, max(c.cfg.Tick, c.cfg.ProgressEvery/2)
+	case wait:
 		return false, c.cfg.Tick
 	}
 	return false, 0
