@@ -49,7 +49,9 @@ const (
 	PhaseRollbackCaughtUp Phase = "rollback-caughtup" // next: verify
 	PhaseRollbackVerified Phase = "rollback-verified" // next: advance the source's sequences
 	PhaseRollbackAdvanced Phase = "rollback-advanced" // next: epoch with the source as owner again
-	PhaseRollbackSwitched Phase = "rollback-switched" // next: proxies acknowledge, unfence, drop, delete
+	PhaseRollbackSwitched Phase = "rollback-switched" // next: proxies acknowledge, unfence the source, drop the reverse replication
+	PhaseRollbackDropped  Phase = "rollback-dropped"  // next: delete the interval's rows from the target
+	PhaseRollbackDeleted  Phase = "rollback-deleted"  // next: unfence the target
 	PhaseRollbackAborting Phase = "rollback-aborting" // a rollback failed: back to PhaseCutOver
 
 	PhaseCleaning   Phase = "cleaning"   // dropping replication, deleting the source's rows

@@ -189,7 +189,9 @@ func allowed(st *State, action string) error {
 		return reqErr(ErrConflict, "the move is %s; rollback is for a move that is cut over (cancel one that is not)", p)
 	case ActionCancel:
 		switch {
-		case p == PhaseCutOver || p == PhaseCleaning || p == PhaseSwitched || rollbackPhases[p] || p == PhaseRollbackSwitched || p == PhaseRollbackAborting:
+		case p == PhaseRollbackSwitched || p == PhaseRollbackDropped || p == PhaseRollbackDeleted:
+			return reqErr(ErrConflict, "the move is %s: it is rolling back", p)
+		case p == PhaseCutOver || p == PhaseCleaning || p == PhaseSwitched || rollbackPhases[p] || p == PhaseRollbackAborting:
 			return reqErr(ErrConflict, "the move is %s: the target owns the interval; roll it back first", p)
 		case p == PhaseCancelling:
 			return nil

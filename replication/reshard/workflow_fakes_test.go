@@ -23,6 +23,11 @@ type fakeRecords struct {
 	seq  uint64
 	recs map[string]Record
 	puts int
+	// raceEvery, when positive, makes every raceEvery-th put lose to a
+	// concurrent change of the record (the same state put by another
+	// writer), as an operator's request or a progress report would.
+	raceEvery int
+	races     int
 }
 
 func newFakeRecords() *fakeRecords { return &fakeRecords{recs: map[string]Record{}} }
@@ -59,8 +64,15 @@ func (f *fakeRecords) PutWorkflow(_ context.Context, id, kind string, expect uin
 	if f.recs[id].Version != expect {
 		return 0, fmt.Errorf("%w: at %d, not %d", ErrStale, f.recs[id].Version, expect)
 	}
-	f.seq++
 	f.puts++
+	if cur, ok := f.recs[id]; ok && f.raceEvery > 0 && f.puts%f.raceEvery == 0 {
+		f.seq++
+		f.races++
+		cur.Version = f.seq
+		f.recs[id] = cur
+		return 0, fmt.Errorf("%w: at %d, not %d", ErrStale, cur.Version, expect)
+	}
+	f.seq++
 	f.recs[id] = Record{ID: id, Version: f.seq, State: slices.Clone(state)}
 	return f.seq, nil
 }
@@ -303,10 +315,14 @@ func (f fakeSteps) StartReverse(context.Context) error {
 	return nil
 }
 
-func (f fakeSteps) DeleteMoved(context.Context, DeleteOptions) (int64, error) {
+func (f fakeSteps) DeleteMoved(_ context.Context, opts DeleteOptions) (int64, error) {
 	f.s.mu.Lock()
-	defer f.s.mu.Unlock()
-	return f.deleteMoved()
+	n, err := f.deleteMoved()
+	f.s.mu.Unlock()
+	if err == nil && n > 0 && opts.Progress != nil {
+		opts.Progress(DeleteProgress{Table: "public.users", Deleted: n, Total: n, Done: true})
+	}
+	return n, err
 }
 
 func (f fakeSteps) deleteMoved() (int64, error) {
@@ -316,11 +332,14 @@ func (f fakeSteps) deleteMoved() (int64, error) {
 	if !f.s.fenced[f.side(false)] || *f.sub() {
 		return 0, errors.New("not fenced, or publication exists")
 	}
+	rows := &f.s.sourceRows
 	if f.rev {
-		f.s.targetRows = false
-	} else {
-		f.s.sourceRows = false
+		rows = &f.s.targetRows
 	}
+	if !*rows {
+		return 0, nil
+	}
+	*rows = false
 	return 10, nil
 }
 

@@ -313,22 +313,30 @@ func (d *driver) step(ctx context.Context, st State) (*State, bool, error) {
 		if err := c.cfg.Maps.WaitApplied(ctx, st.RollbackEpoch); err != nil {
 			return nil, false, fmt.Errorf("wait for the proxies to apply epoch %d: %w", st.RollbackEpoch, err)
 		}
-		r := e.Reverse()
 		if err := e.Unfence(ctx); err != nil {
 			return nil, false, err
 		}
-		if err := r.DropReplication(ctx); err != nil {
+		if err := e.Reverse().DropReplication(ctx); err != nil {
 			return nil, false, err
 		}
-		n, err := r.DeleteMoved(ctx, c.cfg.Delete)
+		st.Phase, st.StepStarted, st.Force = PhaseRollbackDropped, time.Time{}, false
+		return &st, false, nil
+
+	case PhaseRollbackDropped:
+		// The target stays fenced while its copy of the interval goes.
+		n, err := e.Reverse().DeleteMoved(ctx, d.deleteOptions(ctx, st))
 		if err != nil {
 			return nil, false, err
 		}
-		if err := r.Unfence(ctx); err != nil {
+		st.Progress.Deleted += n
+		st.Phase = PhaseRollbackDeleted
+		return &st, false, nil
+
+	case PhaseRollbackDeleted:
+		if err := e.Reverse().Unfence(ctx); err != nil {
 			return nil, false, err
 		}
-		st.Progress.Deleted += n
-		st.Phase, st.StepStarted, st.Force = PhaseRolledBack, time.Time{}, false
+		st.Phase = PhaseRolledBack
 		return &st, false, nil
 
 	case PhaseRollbackAborting:
@@ -342,7 +350,7 @@ func (d *driver) step(ctx context.Context, st State) (*State, bool, error) {
 		return &st, false, nil
 
 	case PhaseCleaning:
-		n, err := e.Cleanup(ctx, c.cfg.Delete)
+		n, err := e.Cleanup(ctx, d.deleteOptions(ctx, st))
 		if err != nil {
 			return nil, false, err
 		}
@@ -354,13 +362,43 @@ func (d *driver) step(ctx context.Context, st State) (*State, bool, error) {
 		if err := d.releaseHold(ctx, st); err != nil {
 			return nil, false, err
 		}
-		if err := e.Cancel(ctx, c.cfg.Delete); err != nil {
+		if err := e.Cancel(ctx, d.deleteOptions(ctx, st)); err != nil {
 			return nil, false, err
 		}
 		st.Phase, st.Request = PhaseCancelled, ""
 		return &st, false, nil
 	}
 	return nil, false, fmt.Errorf("reshard: move %s is in unknown phase %q", d.id, st.Phase)
+}
+
+// deleteOptions are the configured delete options, whose progress is
+// written to the move's record every ProgressEvery of a long deletion
+// (Deleted: the record's count when the step started plus the rows
+// deleted since). Such a write makes the step's own commit stale, so the
+// step runs again and finds nothing left to delete.
+func (d *driver) deleteOptions(ctx context.Context, st State) DeleteOptions {
+	opts := d.c.cfg.Delete
+	base := st.Progress.Deleted
+	last := d.c.cfg.Now()
+	opts.Progress = func(p DeleteProgress) {
+		now := d.c.cfg.Now()
+		if p.Total == 0 || now.Sub(last) < d.c.cfg.ProgressEvery {
+			return
+		}
+		last = now
+		rec, ok := d.c.cfg.Records.Workflow(d.id)
+		if !ok {
+			return
+		}
+		cur, err := decodeState(rec.State)
+		if err != nil || cur.Phase != st.Phase {
+			return
+		}
+		cur.Progress.Deleted, cur.Progress.At = base+p.Total, now
+		// A lost race only loses this report.
+		_, _ = d.c.cfg.Records.PutWorkflow(ctx, d.id, WorkflowKind, rec.Version, encodeState(&cur))
+	}
+	return opts
 }
 
 // progressOf turns the engine's progress into the record's.

@@ -135,7 +135,7 @@ func TestWorkflowResume(t *testing.T) {
 
 func TestWorkflowRollback(t *testing.T) {
 	for _, p := range []Phase{PhaseRollbackHold, PhaseRollbackHeld, PhaseRollbackFenced, PhaseRollbackCaughtUp,
-		PhaseRollbackVerified, PhaseRollbackAdvanced, PhaseRollbackSwitched, PhaseRolledBack} {
+		PhaseRollbackVerified, PhaseRollbackAdvanced, PhaseRollbackSwitched, PhaseRollbackDropped, PhaseRollbackDeleted, PhaseRolledBack} {
 		t.Run("resume after "+string(p), func(t *testing.T) {
 			r := newRig(t)
 			c := r.controller()
@@ -162,8 +162,8 @@ func TestWorkflowRollback(t *testing.T) {
 				t.Fatalf("servers after rollback: fenced %v fwd %v rev %v target rows %v source rows %v", s.fenced, s.fwdSub, s.revSub, s.targetRows, s.sourceRows)
 			}
 			want := []string{"rev.Fence", "rev.WaitCaughtUp", "rev.Verify", "rev.AdvanceSequences", "fwd.Unfence", "rev.DropReplication", "rev.DeleteMoved", "rev.Unfence"}
-			if !subsequence(r.calls(), want) && p == PhaseRollbackHold {
-				t.Fatalf("calls %v, want %v in order", r.calls(), want)
+			if p == PhaseRollbackHold && (!subsequence(r.calls(), want) || st.Progress.Deleted != 10) {
+				t.Fatalf("calls %v, want %v in order; %d rows deleted, want 10", r.calls(), want, st.Progress.Deleted)
 			}
 			if _, err := c.Act(context.Background(), id, ActionCleanup, false); !errors.Is(err, ErrConflict) {
 				t.Fatalf("cleanup of a rolled back move: %v", err)
@@ -505,4 +505,56 @@ func TestControllerRun(t *testing.T) {
 		t.Fatal("Run did not return")
 	}
 	r.checkCutOver(id)
+}
+
+// TestWorkflowRacedPuts: when a step's commit loses to a concurrent
+// change of the record (every other put here), the step runs again from
+// the record and the move still ends as it should: each step is
+// idempotent, including the rollback's delete and unfence.
+func TestWorkflowRacedPuts(t *testing.T) {
+	r := newRig(t)
+	c := r.controller()
+	id := r.start(c, CutoverAuto)
+	r.recs.raceEvery = 2
+	r.runUntil(c, id, PhaseCutOver)
+	r.checkCutOver(id)
+	r.recs.raceEvery = 0
+	if _, err := c.Act(context.Background(), id, ActionRollback, false); err != nil {
+		t.Fatal(err)
+	}
+	r.recs.raceEvery = 2
+	st := r.runUntil(c, id, PhaseRolledBack)
+	if st.Phase != PhaseRolledBack || r.owner() != "s1" || r.recs.races < 10 {
+		t.Fatalf("phase %s (%s), owner %s, %d races", st.Phase, st.LastError, r.owner(), r.recs.races)
+	}
+	if s := r.srv; s.fenced["source"] || s.fenced["target"] || s.targetRows || !s.sourceRows {
+		t.Fatalf("servers: %+v", s)
+	}
+}
+
+// TestWorkflowHashGrows: a hash distribution over two shards gives the
+// upper half of s2's hash interval to a third shard.
+func TestWorkflowHashGrows(t *testing.T) {
+	r := newRig(t)
+	m := testMap()
+	m.Distributions[0].Strategy = shardmap.Hash
+	m.Distributions[0].Intervals = shardmap.EvenHashIntervals([]string{"s1", "s2"})
+	r.maps.m = m
+	c := r.controller()
+	st, err := c.Start(context.Background(), MoveRequest{ID: "h1", Distribution: "users", Interval: "[4611686018427387904,+inf)", To: "s3", Cutover: CutoverAuto})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State.From != "s2" || st.State.Interval() != "hash [4611686018427387904, +inf)" {
+		t.Fatalf("move %+v", st.State)
+	}
+	if got := r.runUntil(c, "h1", PhaseCutOver); got.Phase != PhaseCutOver {
+		t.Fatalf("phase %s", got.Phase)
+	}
+	d := r.maps.Map().Distribution("users")
+	for h, want := range map[int64]string{-5: "s1", 1: "s2", 4611686018427387903: "s2", 4611686018427387904: "s3", 9e18: "s3"} {
+		if got, err := d.ShardForHash(h); err != nil || got != want {
+			t.Errorf("hash %d on %s (%v), want %s", h, got, err, want)
+		}
+	}
 }
