@@ -92,35 +92,75 @@ func (m *Map) SplitAt(dist string, at Bound) (*Map, error) {
 	return c, nil
 }
 
-// SetOwner returns a copy of m (same epoch) in which [lo, hi) of
-// distribution dist, which must lie inside one interval, is owned by
-// shard to: that interval is split at lo and hi as needed. Adjacent
-// intervals are not merged, so that giving the interval back restores
-// the same bounds plus the splits.
+// SetOwner returns a copy of m (same epoch) in which the keys [lo, hi)
+// of distribution dist are owned by shard to: the intervals at lo and hi
+// are split as needed, those inside are given to to. Adjacent intervals
+// are not merged, so that giving the keys back restores the same bounds
+// plus the splits.
 func (m *Map) SetOwner(dist string, lo, hi Bound, to string) (*Map, error) {
 	c := m.Clone()
 	d := c.Distribution(dist)
 	if d == nil {
 		return nil, fmt.Errorf("no distribution %q in the shard map", dist)
 	}
-	i := d.IntervalIndex(lo)
-	if i < 0 || hi.Compare(d.Intervals[i].Hi) > 0 {
-		return nil, fmt.Errorf("distribution %s: [%s, %s) is not inside one interval", dist, lo, hi)
+	if lo.IsZero() || hi.IsZero() || lo.Compare(hi) >= 0 {
+		return nil, fmt.Errorf("distribution %s: [%s, %s) is empty", dist, lo, hi)
 	}
-	iv := d.Intervals[i]
-	if iv.Shard == to {
-		return c, nil
+	out := make([]Interval, 0, len(d.Intervals)+2)
+	for _, iv := range d.Intervals {
+		if iv.Hi.Compare(lo) <= 0 || hi.Compare(iv.Lo) <= 0 {
+			out = append(out, iv) // outside [lo, hi)
+			continue
+		}
+		if iv.Lo.Compare(lo) < 0 {
+			out = append(out, Interval{Lo: iv.Lo, Hi: lo, Shard: iv.Shard})
+		}
+		in := Interval{Lo: maxBound(iv.Lo, lo), Hi: minBound(iv.Hi, hi), Shard: to}
+		if n := len(out); n > 0 && out[n-1].Shard == to && out[n-1].Hi == in.Lo && out[n-1].Lo.Compare(lo) >= 0 {
+			out[n-1].Hi = in.Hi // pieces of [lo, hi) already given to to
+		} else {
+			out = append(out, in)
+		}
+		if hi.Compare(iv.Hi) < 0 {
+			out = append(out, Interval{Lo: hi, Hi: iv.Hi, Shard: iv.Shard})
+		}
 	}
-	var repl []Interval
-	if iv.Lo.Compare(lo) < 0 {
-		repl = append(repl, Interval{Lo: iv.Lo, Hi: lo, Shard: iv.Shard})
-	}
-	repl = append(repl, Interval{Lo: lo, Hi: hi, Shard: to})
-	if hi.Compare(iv.Hi) < 0 {
-		repl = append(repl, Interval{Lo: hi, Hi: iv.Hi, Shard: iv.Shard})
-	}
-	d.Intervals = slices.Replace(d.Intervals, i, i+1, repl...)
+	d.Intervals = out
 	return c, nil
+}
+
+// Owns reports whether shard owns every key of [lo, hi) of distribution
+// dist.
+func (m *Map) Owns(dist string, lo, hi Bound, shard string) bool {
+	d := m.Distribution(dist)
+	if d == nil {
+		return false
+	}
+	covered := lo
+	for _, iv := range d.Intervals {
+		if iv.Hi.Compare(lo) <= 0 || hi.Compare(iv.Lo) <= 0 {
+			continue
+		}
+		if iv.Shard != shard || iv.Lo.Compare(covered) > 0 {
+			return false
+		}
+		covered = iv.Hi
+	}
+	return covered.Compare(hi) >= 0
+}
+
+func maxBound(a, b Bound) Bound {
+	if a.Compare(b) >= 0 {
+		return a
+	}
+	return b
+}
+
+func minBound(a, b Bound) Bound {
+	if a.Compare(b) <= 0 {
+		return a
+	}
+	return b
 }
 
 // WithMoving returns a copy of m (same epoch) with mv set on distribution

@@ -152,8 +152,19 @@ func TestSplitSetOwner(t *testing.T) {
 	if moves := shardmap.DataMoves(s, back); len(moves) != 0 {
 		t.Fatalf("giving it back: DataMoves = %+v", moves)
 	}
-	if _, err := s.SetOwner("users", i64(2500), i64(3500), "s1"); err == nil {
-		t.Fatal("SetOwner across two intervals accepted")
+	// Across intervals: each is cut at the bounds, the inside given away.
+	x, err := s.SetOwner("users", i64(2500), i64(3500), "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := x.Distribution("users").DescribeIntervals(); got != "[-inf, 1000) on s1, [1000, 2500) on s2, [2500, 3500) on s1, [3500, 5000) on s2, [5000, +inf) on s1" {
+		t.Fatalf("set owner across intervals: %s", got)
+	}
+	if !x.Owns("users", i64(2500), i64(3500), "s1") || x.Owns("users", i64(2400), i64(3500), "s1") || !x.Owns("users", i64(6000), shardmap.PosInf(), "s1") {
+		t.Fatal("Owns")
+	}
+	if err := x.Validate(); err != nil {
+		t.Fatal(err)
 	}
 	h, err := m.WithMoving("users", heldMap().Distributions[0].Moving[0], false)
 	if err != nil || h.MovingByID("users", "m1") == nil || h.Validate() != nil {

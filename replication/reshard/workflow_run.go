@@ -679,10 +679,8 @@ func release(m *shardmap.Map, dist, id string, lo, hi shardmap.Bound, owner stri
 	if d == nil {
 		return nil, fmt.Errorf("no distribution %q in the shard map", dist)
 	}
-	if m.MovingByID(dist, id) == nil {
-		if i := d.IntervalIndex(lo); i >= 0 && d.Intervals[i].Shard == owner && hi.Compare(d.Intervals[i].Hi) <= 0 {
-			return nil, nil
-		}
+	if m.MovingByID(dist, id) == nil && m.Owns(dist, lo, hi, owner) {
+		return nil, nil
 	}
 	n, err := m.WithMoving(dist, shardmap.Moving{ID: id}, true)
 	if err != nil {
