@@ -136,7 +136,9 @@ func (d *driver) once(ctx context.Context) (stop bool, pause time.Duration) {
 	if next != nil {
 		if next.Phase != before {
 			next.Attempts = 0
-			if next.Phase != PhaseAborting && next.Phase != PhaseRollbackAborting && next.Phase != PhaseCopied {
+			// Keep why a cutover or rollback aborted until the next one.
+			aborts := func(p Phase) bool { return p == PhaseAborting || p == PhaseRollbackAborting }
+			if !aborts(next.Phase) && !aborts(before) {
 				next.LastError = ""
 			}
 			next.event(c.cfg.Now(), "")
@@ -202,24 +204,24 @@ func (d *driver) engine(st *State) (Steps, error) {
 func (d *driver) step(ctx context.Context, st State) (*State, bool, error) {
 	c := d.c
 	now := c.cfg.Now()
+	// The deadlines first: an abort needs no server.
+	switch {
+	case cutoverPhases[st.Phase] && st.Request == ActionCancel:
+		st.Request, st.CancelAfterAbort = "", true
+		return d.abort(st, "cancelled by the operator during the cutover")
+	case cutoverPhases[st.Phase] && !now.Before(st.StepStarted.Add(c.cfg.CutoverTimeout)):
+		return d.abort(st, fmt.Sprintf("the cutover did not finish within %s (at step %s)", c.cfg.CutoverTimeout, st.Phase))
+	case rollbackPhases[st.Phase] && !now.Before(st.StepStarted.Add(c.cfg.CutoverTimeout)):
+		return d.abortRollback(st, fmt.Sprintf("the rollback did not finish within %s (at step %s)", c.cfg.CutoverTimeout, st.Phase))
+	}
 	e, err := d.engine(&st)
 	if err != nil {
 		return nil, false, err
 	}
 	switch {
 	case cutoverPhases[st.Phase]:
-		if st.Request == ActionCancel {
-			st.Request, st.CancelAfterAbort = "", true
-			return d.abort(st, "cancelled by the operator during the cutover")
-		}
-		if deadline := st.StepStarted.Add(c.cfg.CutoverTimeout); !now.Before(deadline) {
-			return d.abort(st, fmt.Sprintf("the cutover did not finish within %s (at step %s)", c.cfg.CutoverTimeout, st.Phase))
-		}
 		return d.cutoverStep(ctx, e, st)
 	case rollbackPhases[st.Phase]:
-		if deadline := st.StepStarted.Add(c.cfg.CutoverTimeout); !now.Before(deadline) {
-			return d.abortRollback(st, fmt.Sprintf("the rollback did not finish within %s (at step %s)", c.cfg.CutoverTimeout, st.Phase))
-		}
 		return d.rollbackStep(ctx, e, st)
 	}
 
@@ -456,14 +458,17 @@ func (d *driver) copied(ctx context.Context, e Steps, st State, now time.Time) (
 	if err != nil {
 		return nil, false, err
 	}
+	prev := st.Progress.At
 	st.Progress = progressOf(p, st.Progress, now)
 	switch {
 	case !p.Subscription || p.LagBytes < 0:
 		return nil, false, fmt.Errorf("the replication of move %s is not running", d.id)
 	case p.LagBytes > c.cfg.MaxLagBytes && st.Request == ActionCutover:
 		return refuse(fmt.Sprintf("replication lag %d bytes is above the bound of %d bytes; wait for the target to catch up", p.LagBytes, c.cfg.MaxLagBytes))
+	case p.LagBytes > c.cfg.MaxLagBytes && now.Sub(prev) >= c.cfg.ProgressEvery:
+		return &st, true, nil // auto: wait for the lag to drop, showing it
 	case p.LagBytes > c.cfg.MaxLagBytes:
-		return &st, true, nil // auto: wait for the lag to drop
+		return nil, true, nil
 	}
 	epoch, err := d.editMap(ctx, fmt.Sprintf("reshard %s: hold %s of %s for the cutover", d.id, st.Interval(), st.Distribution), func(m *shardmap.Map) (*shardmap.Map, error) {
 		if m.MovingByID(st.Distribution, d.id) != nil {
@@ -572,6 +577,9 @@ func (d *driver) abort(st State, why string) (*State, bool, error) {
 // without a copy (if stopped), the source unfenced and the hold
 // released, and the move is copied again (or cancelled).
 func (d *driver) aborting(ctx context.Context, e Steps, st State) (*State, bool, error) {
+	if st.Request == ActionCancel {
+		st.CancelAfterAbort = true
+	}
 	if err := e.Reverse().DropReplication(ctx); err != nil {
 		return nil, false, err
 	}

@@ -238,6 +238,26 @@ func TestWorkflowCancel(t *testing.T) {
 	})
 }
 
+// TestWorkflowCancelWhileAborting: a cancel asked while a cutover
+// aborts ends the move once the abort is done.
+func TestWorkflowCancelWhileAborting(t *testing.T) {
+	r := newRig(t)
+	c := r.controller()
+	id := r.start(c, CutoverAuto)
+	r.runUntil(c, id, PhaseFenced)
+	r.advance(time.Minute)
+	if st := r.runUntil(c, id, PhaseAborting); st.Phase != PhaseAborting {
+		t.Fatalf("phase %s", st.Phase)
+	}
+	if _, err := c.Act(context.Background(), id, ActionCancel, false); err != nil {
+		t.Fatal(err)
+	}
+	st := r.runUntil(c, id, PhaseCancelled)
+	if st.Phase != PhaseCancelled || r.owner() != "s1" || r.srv.fwdSub || r.srv.targetRows || r.srv.fenced["source"] {
+		t.Fatalf("phase %s owner %s servers %+v", st.Phase, r.owner(), r.srv)
+	}
+}
+
 // TestWorkflowCutoverAborts: a cutover that does not finish in time, at
 // any step before its new epoch, goes back to the source with the
 // replication running and nothing held or fenced.
