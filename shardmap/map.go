@@ -118,28 +118,32 @@ func (s MoveStep) Known() bool { return s == MoveHold }
 // during the hold).
 //
 // What a proxy does while a map has a marker with Step MoveHold:
-//   - A statement (or a transaction's first statement that names a
-//     target) whose key lies in [Lo, Hi) of this distribution is held,
-//     not sent: it waits, as statements wait for a shard with a
-//     [Switch], until a map without the marker arrives, and then is
-//     routed by that map (to To after a cutover, to From after an
-//     abort). A held statement that waits longer than the proxy's
-//     buffering window fails with a retryable error.
+//   - A statement that would start on a backend of From for a key in
+//     [Lo, Hi) of this distribution (autocommit, or the first statement
+//     of a transaction, which names its target) is held, not sent: it
+//     waits, as statements wait for a shard with a [Switch], until a map
+//     without the marker arrives, and is then routed by that map (to To
+//     after a cutover, to From after an abort). One held longer than the
+//     proxy's buffering window fails with a retryable error.
+//   - Inside a transaction already open on From, a statement for the
+//     interval is sent to From as usual (reads see the interval's rows
+//     there; a write after the fence fails with SQLSTATE PS001, interval
+//     fenced, which aborts the transaction: the client retries it).
 //   - Statements for other keys, other intervals and other distributions
 //     of From and To flow as usual: the hold is for the interval only.
 //     Reads without a key (scatter) still go to From, which keeps the
-//     interval's rows; writes without a key that would reach From's rows
-//     of the interval (a scatter UPDATE or DELETE on a table of the
-//     distribution) are held like keyed ones.
-//   - A statement already sent to From that writes to the interval's rows
-//     after the fence fails with SQLSTATE PS001: the proxy retries it
-//     (when it was the transaction's first statement, or autocommit)
-//     once it has a map without the marker, and otherwise returns the
-//     error to the client, whose transaction is aborted.
+//     interval's rows until cleanup; writes without a key that would
+//     reach the table's rows on From (a scatter UPDATE or DELETE on a
+//     table of the distribution) are held like keyed ones.
+//   - A statement that fails with PS001 outside a transaction (it reached
+//     From with an older map) is retried by the proxy once it has a map
+//     without the marker; no other statement is retried.
 //
-// A proxy acknowledges the epoch with the marker (heartbeat) only once it
-// holds the interval's new statements and has no statement for the
-// interval in flight outside a transaction that will fail on the fence.
+// A proxy reports the epoch with the marker as applied (its heartbeat)
+// only once every new statement for the interval is held; statements
+// already sent may finish on From (they reach To through the replication
+// before the cutover, or fail on the fence). The workflow fences From only
+// after every live proxy reported it, or its lease ran out.
 type Moving struct {
 	// ID is the workflow's move id (reshard status names it).
 	ID string
