@@ -17,6 +17,7 @@ import (
 	"github.com/pgshard/pgshard/integration/metacluster"
 	"github.com/pgshard/pgshard/internal/pgcluster"
 	"github.com/pgshard/pgshard/shardmap"
+	"github.com/pgshard/pgshard/shardmap/metarpc"
 )
 
 // TestReshardWorkflow runs resharding as a DBA would, with the real
@@ -289,5 +290,139 @@ func assertNoReplication(ctx context.Context, t *testing.T, servers ...*pgcluste
 		if objs := replicationObjects(ctx, t, s); len(objs) > 0 {
 			t.Errorf("%s keeps %s", s.Name, strings.Join(objs, ", "))
 		}
+	}
+}
+
+// TestReshardLeaderKilled kills the meta leader (SIGKILL) twice during a
+// move of kv [400, 600) from s0 to s2, each time while a step cannot
+// finish: during the copy (a SHARE lock on the target holds it back),
+// and during the cutover, after the hold and before the fence (a write
+// transaction on the source holds the fence's lock). The next leader
+// resumes the move from its record each time: the copy completes, the
+// cutover completes with exactly two epochs (hold, new owner), the
+// target has the interval's rows and the source is fenced.
+func TestReshardLeaderKilled(t *testing.T) {
+	pg := integration.NewCluster(t, integration.Shards(3))
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	s0, s2 := pg.Shards[0], pg.Shards[2]
+	for _, s := range pg.Shards {
+		if err := s.Exec(ctx, "CREATE TABLE kv (id bigint PRIMARY KEY, v text NOT NULL)"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s0.Exec(ctx, "INSERT INTO kv SELECT i, 'v' || i FROM generate_series(1, 999) i"); err != nil {
+		t.Fatal(err)
+	}
+	mc := metacluster.Start(t, pgshardBin,
+		metacluster.Args("--pg-user", pgcluster.SuperuserName, "--pg-sslmode", "disable", "--no-failover", "--reshard-cutover-timeout", "60s"),
+		metacluster.Environ("PGSHARD_META_PG_PASSWORD="+pgcluster.SuperuserPassword))
+	client := mc.Client(t)
+	// kvMap lists every shard of pg; s2 owns no interval.
+	first, err := client.ApplyMap(ctx, kvMap(t, pg, 1000), 0, "three shards, s2 empty")
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := func() (string, string) {
+		mvs, err := client.ListMoves(ctx, metarpc.MoveRef{ID: "mvk"})
+		if err != nil || len(mvs) != 1 {
+			return "", fmt.Sprint(err)
+		}
+		var st struct {
+			Phase     string `json:"phase"`
+			LastError string `json:"last_error"`
+		}
+		_ = json.Unmarshal(mvs[0].State, &st)
+		return st.Phase, st.LastError
+	}
+	waitPhase := func(want string, d time.Duration) {
+		t.Helper()
+		ok, why := waitFor(d, func() (bool, string) {
+			p, e := state()
+			return p == want, p + " " + e
+		})
+		if !ok {
+			t.Fatalf("the move never reached %s: %s", want, why)
+		}
+	}
+	killLeader := func() *metacluster.Member {
+		t.Helper()
+		leader, err := mc.WaitLeader(ctx, mc.Members...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := leader.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		next, err := mc.WaitLeader(ctx, mc.Others(leader)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("killed the leader %s; %s leads", leader.ID, next.ID)
+		return leader
+	}
+	begin := func(s *pgcluster.Server, sql string) pgx.Tx {
+		t.Helper()
+		conn, err := pgx.Connect(ctx, s.SuperDSN("postgres"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close(context.Background()) })
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+		return tx
+	}
+
+	// 1. During the copy.
+	hold := begin(s2, "LOCK TABLE kv IN SHARE MODE")
+	if _, err := client.StartMove(ctx, metarpc.MoveRequest{ID: "mvk", Distribution: "kv", Interval: "[400,600)", To: "s2"}); err != nil {
+		t.Fatal(err)
+	}
+	waitPhase("copying", 30*time.Second)
+	killed := killLeader()
+	if err := hold.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitPhase("copied", 60*time.Second)
+	if err := killed.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := mc.WaitConverged(ctx, mc.Members...); err != nil {
+		t.Fatal(err)
+	}
+
+	// 2. During the cutover: held, the fence waits for a writer.
+	writer := begin(s0, "UPDATE kv SET v = 'busy' WHERE id = 1")
+	if _, err := client.ReshardAction(ctx, metarpc.MoveRef{ID: "mvk"}, "cutover", false); err != nil {
+		t.Fatal(err)
+	}
+	waitPhase("held", 30*time.Second)
+	killLeader()
+	if err := writer.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitPhase("cutover", 90*time.Second)
+
+	v, err := client.GetMap(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Epoch != first+2 {
+		t.Errorf("map at epoch %d, want %d: the hold and the new owner once each", v.Epoch, first+2)
+	}
+	d := v.Map.Distribution("kv")
+	if owner, _ := d.ShardForInt64(450); owner != "s2" || len(d.Moving) != 0 {
+		t.Fatalf("after the cutover key 450 is on %s, moving %s", owner, shardmap.DescribeMoving(d.Moving))
+	}
+	if n, _ := s2.QueryValue(ctx, "SELECT count(*) FROM kv WHERE id >= 400 AND id < 600"); n != "200" {
+		t.Fatalf("the target has %s rows of the interval, want 200", n)
+	}
+	if code := pgCode(ctx, t, s0, "DELETE FROM kv WHERE id = 450"); code != "PS001" {
+		t.Fatalf("a write to the moved interval on the source: %q, want PS001", code)
 	}
 }
