@@ -105,8 +105,8 @@ func TestWorkflowOnPostgres(t *testing.T) {
 		t.Fatalf("map after cutover: %s, moving %+v", got, d.Moving)
 	}
 	checkLedger(t, tgt, led, inside, true)
-	if code, _ := fencedWrite(t, src, "UPDATE public.accounts SET balance = 0 WHERE id = 600"); code != SQLStateIntervalFenced {
-		t.Fatalf("a write to the moved interval on the source: %q, want %s", code, SQLStateIntervalFenced)
+	if code, _ := fencedWrite(t, src, "UPDATE public.accounts SET balance = 0 WHERE id = 600"); code != "PS001" {
+		t.Fatalf("a write to the moved interval on the source: %q, want PS001 (interval fenced)", code)
 	}
 	if code, _ := fencedWrite(t, src, "UPDATE public.accounts SET balance = 0 WHERE id = 100"); code != "" {
 		t.Fatalf("a write outside the interval on the source: %q", code)
