@@ -72,8 +72,10 @@
 // dropped, forward restarted without a copy if it was stopped, source
 // unfenced, an epoch without the marker; the move is copied again and
 // waits for the operator. Rollback (from cutover) mirrors it with the
-// reverse engine, then unfences the source, drops the reverse
-// replication and deletes the interval from the target; cleanup (from
+// reverse engine (rollback-hold ... rollback-switched; past the timeout
+// it aborts back to cutover), then unfences the source and drops the
+// reverse replication (rollback-dropped), deletes the interval from the
+// fenced target (rollback-deleted) and unfences it; cleanup (from
 // cutover) is [Engine.Cleanup]; cancel (before the new owner) aborts a
 // running cutover first, then [Engine.Cancel].
 //
