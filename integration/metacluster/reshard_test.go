@@ -426,3 +426,70 @@ func TestReshardLeaderKilled(t *testing.T) {
 		t.Fatalf("a write to the moved interval on the source: %q, want PS001", code)
 	}
 }
+
+// TestReshardDeadProxyDelaysCutover: a proxy that heartbeats once and
+// dies holds the cutover in its hold step (WaitApplied) until its lease
+// (the default 10 s) runs out, and no longer: then the cutover
+// completes.
+func TestReshardDeadProxyDelaysCutover(t *testing.T) {
+	pg := integration.NewCluster(t, integration.Shards(3))
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	for _, s := range pg.Shards {
+		if err := s.Exec(ctx, "CREATE TABLE kv (id bigint PRIMARY KEY, v text NOT NULL)"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := pg.Shards[0].Exec(ctx, "INSERT INTO kv SELECT i, 'v' || i FROM generate_series(1, 999) i"); err != nil {
+		t.Fatal(err)
+	}
+	mc := metacluster.Start(t, pgshardBin, metacluster.Members(1),
+		metacluster.Args("--pg-user", pgcluster.SuperuserName, "--pg-sslmode", "disable", "--no-failover", "--reshard-cutover-timeout", "40s"),
+		metacluster.Environ("PGSHARD_META_PG_PASSWORD="+pgcluster.SuperuserPassword))
+	client := mc.Client(t)
+	first, err := client.ApplyMap(ctx, kvMap(t, pg, 1000), 0, "three shards, s2 empty")
+	if err != nil {
+		t.Fatal(err)
+	}
+	phase := func() string {
+		mvs, err := client.ListMoves(ctx, metarpc.MoveRef{ID: "mvp"})
+		if err != nil || len(mvs) != 1 {
+			return fmt.Sprint(err)
+		}
+		var st struct {
+			Phase string `json:"phase"`
+		}
+		_ = json.Unmarshal(mvs[0].State, &st)
+		return st.Phase
+	}
+	if _, err := client.StartMove(ctx, metarpc.MoveRequest{ID: "mvp", Distribution: "kv", Interval: "[400,600)", To: "s2"}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, why := waitFor(60*time.Second, func() (bool, string) { p := phase(); return p == "copied", p }); !ok {
+		t.Fatalf("never copied: %s", why)
+	}
+	// One heartbeat at the current epoch, then silence: a dead proxy.
+	if _, err := client.ProxyHeartbeat(ctx, "dead-proxy", "127.0.0.1:1", first, nil); err != nil {
+		t.Fatal(err)
+	}
+	beat := time.Now()
+	if _, err := client.ReshardAction(ctx, metarpc.MoveRef{ID: "mvp"}, "cutover", false); err != nil {
+		t.Fatal(err)
+	}
+	sawHold := false
+	ok, why := waitFor(60*time.Second, func() (bool, string) {
+		p := phase()
+		if p == "hold" && time.Since(beat) > 3*time.Second {
+			sawHold = true
+		}
+		return p == "cutover", p
+	})
+	took := time.Since(beat)
+	if !ok {
+		t.Fatalf("never cut over: %s", why)
+	}
+	t.Logf("cut over %s after the dead proxy's last heartbeat", took.Round(10*time.Millisecond))
+	if !sawHold || took < 9*time.Second || took > 16*time.Second {
+		t.Fatalf("cutover %s after the last heartbeat (held in hold: %v); want it held until the 10 s lease ran out, and not much longer", took, sawHold)
+	}
+}
