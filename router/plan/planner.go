@@ -376,6 +376,7 @@ type template struct {
 	needShard     string       // targets must be exactly this shard (unsharded tables joined)
 	multi         *Plan        // template for more than one target (Merge/ShardSQL) or a refusal
 	insert        *insertSplit // multi-row INSERT split
+	keyList       *keyList     // the multi plan's statement with each shard's keys of its IN list
 	union         *unionSplit  // UNION ALL with parts on different shards
 	shardSQL      []segment    // rendered into ShardSQL per execution
 	limit         *limitSrc    // LIMIT/OFFSET read per execution
@@ -504,7 +505,13 @@ func (st *state) execute(t *template, in *execInput, sessionHint Hint) Plan {
 	}
 	p.Reach = ReachKey
 	p.Shards = set
-	return st.finish(p, t.multiSQL, t.multiLimit, in)
+	p = st.finish(p, t.multiSQL, t.multiLimit, in)
+	if t.keyList != nil && p.Kind == Scatter {
+		if per, err := t.keyList.render(st, t.dist, in, set); err == nil {
+			p.PerShardSQL, p.PerShardKeys = per, true
+		}
+	}
+	return p
 }
 
 // finish renders per-execution parts of a plan: ShardSQL and LIMIT.

@@ -59,7 +59,8 @@ func (s *scope) isCTE(name string) bool {
 type constraint struct {
 	refs []*tableRef
 	srcs []valueSrc
-	sc   *scope // where the condition is
+	sc   *scope   // where the condition is
+	cond *pg.Node // the condition
 }
 
 // analysis collects what routing needs from one statement.
@@ -79,6 +80,13 @@ type analysis struct {
 	outerUnsharded string
 	// topScope is the FROM scope of the top-level SELECT.
 	topScope *scope
+	// keyList is the key condition whose list each shard's statement
+	// keeps only that shard's keys of (keyListCond), with the key values
+	// of its items; keyListSplit is the split scatterSpec made of the
+	// statement it rewrote for the shards.
+	keyList      *pg.A_Expr
+	keyListSrcs  []valueSrc
+	keyListSplit *keyList
 
 	// userFunc: a call of a function that may be the user's own (which
 	// may write tables of the map): neither on the replica-safe list nor
@@ -328,7 +336,7 @@ func (a *analysis) where(n *pg.Node, sc *scope, top bool) {
 			// a subquery, one on an outer table may be negated (NOT
 			// EXISTS) or only decide a value.
 			if refs, srcs, ok := a.keyTargets(c, sc); ok && !slices.ContainsFunc(refs, func(r *tableRef) bool { return !slices.Contains(sc.refs, r) }) {
-				a.constraints = append(a.constraints, constraint{refs: refs, srcs: srcs, sc: sc})
+				a.constraints = append(a.constraints, constraint{refs: refs, srcs: srcs, sc: sc, cond: c})
 			}
 		}
 	}
@@ -423,6 +431,7 @@ type route struct {
 	dist         *tableInfo // a sharded table of the statement (its distribution), nil if none
 	table        string
 	classes      [][]valueSrc // nil: no key (scatter)
+	conds        []constraint // the constraint of each class
 	scatterOK    *RefusalError
 	needShard    string      // unsharded tables' shard, "" if none
 	defaultShard string      // when nothing is sharded
@@ -479,6 +488,7 @@ func (a *analysis) decide() route {
 	rt.classes = make([][]valueSrc, 0, len(roots))
 	for _, root := range roots {
 		var srcs []valueSrc
+		var cond constraint
 		for _, c := range a.constraints {
 			ok := true
 			for _, r := range c.refs {
@@ -493,15 +503,16 @@ func (a *analysis) decide() route {
 				}
 			}
 			if ok {
-				srcs = c.srcs
+				srcs, cond = c.srcs, c
 				break
 			}
 		}
 		if srcs == nil {
-			rt.classes = nil
+			rt.classes, rt.conds = nil, nil
 			break
 		}
 		rt.classes = append(rt.classes, srcs)
+		rt.conds = append(rt.conds, cond)
 	}
 	rt.roots = roots
 	// Can it run on several shards and be merged?

@@ -649,7 +649,11 @@ func (m *mergeBuild) finish() (*merge.Spec, []segment, *limitSrc, *RefusalError)
 	if !m.rewrite {
 		return spec, nil, m.lim, nil
 	}
-	segs, err := m.b.deparseMarked(m.shardStatement())
+	out := m.shardStatement()
+	if m.a.keyList != nil {
+		m.a.keyListSplit = m.b.keyListSplit(out, m.a.keyList, m.a.keyListSrcs)
+	}
+	segs, err := m.b.deparseMarked(out)
 	if err != nil {
 		return nil, nil, nil, cannotMerge("this statement (it could not be rewritten for the shards: "+err.Error()+")", scatterKeyHint)
 	}

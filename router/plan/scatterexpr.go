@@ -272,7 +272,10 @@ func (b *builder) deparseMarked(sel *pg.SelectStmt) ([]segment, error) {
 				j++
 			}
 			num, _ := strconv.Atoi(text[i+1 : j])
-			if num >= gateBase {
+			if num == keyListMarker {
+				segs = append(segs, segment{text: text[last:i], lit: -1, gate: -1})
+				last = j
+			} else if num >= gateBase {
 				segs = append(segs, segment{text: text[last:i], lit: -1, gate: int32(num-gateBase) + 1})
 				last = j
 			} else if num >= markerBase {
