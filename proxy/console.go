@@ -119,7 +119,7 @@ func (s *session) consoleQuery(sql string) []byte {
 	case "SHOW CONFIG":
 		out, err = appendResult(out, []string{"key", "value"}, s.srv.configRows())
 	default:
-		err = &wire.Error{Code: "42601", Message: fmt.Sprintf("unknown admin console command %q", strings.TrimSpace(sql)),
+		err = &wire.Error{Code: wire.SQLStateSyntaxError, Message: fmt.Sprintf("unknown admin console command %q", strings.TrimSpace(sql)),
 			Hint: "SHOW HELP lists the commands."}
 	}
 	if err != nil {

@@ -187,7 +187,7 @@ func (s *Server) startSession(ctx context.Context, rt *runtime, conn net.Conn, s
 	if db == ConsoleDatabase {
 		if !s.isAdmin(userName) {
 			us.clients.Add(-1)
-			s.reject(conn, wire.Fatalf("42501", "permission denied: user %q may not use the pgshard admin console", userName))
+			s.reject(conn, wire.Fatalf(wire.SQLStateInsufficientPrivilege, "permission denied: user %q may not use the pgshard admin console", userName))
 			return nil, false
 		}
 		ss.console = true

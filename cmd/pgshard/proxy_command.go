@@ -159,6 +159,9 @@ func (o *proxyOptions) Run(ctx context.Context) error {
 // runProxy serves cfg until ctx ends, then shuts down gracefully. started
 // runs once the listeners are open.
 func runProxy(ctx context.Context, cfg *proxy.Config, started func(*proxy.Server)) error {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default().With("component", "proxy")
+	}
 	srv, err := proxy.NewServer(cfg)
 	if err != nil {
 		return err
