@@ -34,25 +34,31 @@ type keyList struct {
 	itemSegs      [][]segment // each item's text
 }
 
+// keyListCond is the key condition whose list is pruned: the list, the
+// key values of its items, and the split scatterSpec made of the
+// statement it rewrote for the shards (if it did).
+type keyListCond struct {
+	cond  *pg.A_Expr
+	srcs  []valueSrc
+	split *keyList
+}
+
 // keyListCond returns the key condition of rt whose list the shards'
 // statements may be pruned to their own keys, or nil: the only key
 // class's condition, when it is a key IN list or = ANY(ARRAY[...]) of at
 // least two literals ANDed at the top of where, the WHERE of the
 // statement's top scope.
-func (a *analysis) keyListCond(rt *route, where *pg.Node) *pg.A_Expr {
-	if a.setOp || len(rt.conds) != 1 || where == nil {
+func (a *analysis) keyListCond(rt *route, where *pg.Node) *keyListCond {
+	if a.setOp || len(rt.classes) != 1 || where == nil {
 		return nil
 	}
-	c := rt.conds[0]
-	if c.sc != a.topScope || c.cond == nil || !slices.Contains(conjuncts(where, nil), c.cond) {
-		return nil
-	}
+	c := rt.cond
 	e := c.cond.GetAExpr()
 	if e == nil || opName(e) != "=" || len(e.Name) != 1 {
 		return nil
 	}
 	items := listItems(e)
-	if len(items) < 2 || len(items) != len(c.srcs) {
+	if len(items) < 2 || len(items) != len(c.srcs) || c.sc != a.topScope || !isConjunct(where, c.cond) {
 		return nil
 	}
 	for _, s := range c.srcs {
@@ -60,7 +66,16 @@ func (a *analysis) keyListCond(rt *route, where *pg.Node) *pg.A_Expr {
 			return nil
 		}
 	}
-	return e
+	return &keyListCond{cond: e, srcs: c.srcs}
+}
+
+// isConjunct reports whether c is where or one of the terms ANDed in it
+// (as conjuncts lists them).
+func isConjunct(where, c *pg.Node) bool {
+	if be := where.GetBoolExpr(); be != nil && be.Boolop == pg.BoolExprType_AND_EXPR {
+		return slices.ContainsFunc(be.Args, func(x *pg.Node) bool { return isConjunct(x, c) })
+	}
+	return where == c
 }
 
 // listItems returns the items of an IN list or of the ARRAY[...] of

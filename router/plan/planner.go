@@ -363,7 +363,10 @@ type template struct {
 	parseErr *RefusalError
 	base     Plan // the plan when no key decides (static, or fallback)
 	hintable bool // session and comment hints override the target
-	dist     *shardmap.Distribution
+	// keyErrorMulti says onKeyError is the statement over several
+	// shards (multi), whose merge needs multiSQL.
+	keyErrorMulti bool
+	dist          *shardmap.Distribution
 
 	// Keyed plans: each class lists the sources of its key values; every
 	// class must land on the same shards. Nil: not keyed.
@@ -371,18 +374,15 @@ type template struct {
 	// onKeyError is the plan when a key value cannot be read (a NULL or
 	// malformed value): a scatter for reads, a refusal for INSERT.
 	onKeyError *Plan
-	// keyErrorMulti says onKeyError is the statement over several
-	// shards (multi), whose merge needs multiSQL.
-	keyErrorMulti bool
-	needShard     string       // targets must be exactly this shard (unsharded tables joined)
-	multi         *Plan        // template for more than one target (Merge/ShardSQL) or a refusal
-	insert        *insertSplit // multi-row INSERT split
-	keyList       *keyList     // the multi plan's statement with each shard's keys of its IN list
-	union         *unionSplit  // UNION ALL with parts on different shards
-	shardSQL      []segment    // rendered into ShardSQL per execution
-	limit         *limitSrc    // LIMIT/OFFSET read per execution
-	multiSQL      []segment    // ShardSQL for the multi plan
-	multiLimit    *limitSrc
+	needShard  string       // targets must be exactly this shard (unsharded tables joined)
+	multi      *Plan        // template for more than one target (Merge/ShardSQL) or a refusal
+	insert     *insertSplit // multi-row INSERT split
+	keyList    *keyList     // the multi plan's statement with each shard's keys of its IN list
+	union      *unionSplit  // UNION ALL with parts on different shards
+	shardSQL   []segment    // rendered into ShardSQL per execution
+	limit      *limitSrc    // LIMIT/OFFSET read per execution
+	multiSQL   []segment    // ShardSQL for the multi plan
+	multiLimit *limitSrc
 	// explain marks EXPLAIN (pgshard) of the statement: the plan is the
 	// statement's, with Plan.Explain set.
 	explain bool

@@ -74,25 +74,20 @@ type analysis struct {
 	unknownFunc bool // calls a function not in replicaSafeFuncs
 	locking     bool
 	into        bool // SELECT INTO
+	// userFunc: a call of a function that may be the user's own (which
+	// may write tables of the map): neither on the replica-safe list nor
+	// qualified with pg_catalog or information_schema nor a known
+	// built-in with side effects (nextval, advisory locks, ...).
+	userFunc bool
 	// outerUnsharded names an outer join whose preserved side reads no
 	// sharded table while the other side does: each shard would return
 	// every preserved row (VALUES, generate_series, a CTE, ...).
 	outerUnsharded string
 	// topScope is the FROM scope of the top-level SELECT.
 	topScope *scope
-	// keyList is the key condition whose list each shard's statement
-	// keeps only that shard's keys of (keyListCond), with the key values
-	// of its items; keyListSplit is the split scatterSpec made of the
-	// statement it rewrote for the shards.
-	keyList      *pg.A_Expr
-	keyListSrcs  []valueSrc
-	keyListSplit *keyList
-
-	// userFunc: a call of a function that may be the user's own (which
-	// may write tables of the map): neither on the replica-safe list nor
-	// qualified with pg_catalog or information_schema nor a known
-	// built-in with side effects (nextval, advisory locks, ...).
-	userFunc bool
+	// keyList, when set, is the key condition whose list each shard's
+	// statement keeps only that shard's keys of (see keylist.go).
+	keyList *keyListCond
 }
 
 func (b *builder) qualify(rv *pg.RangeVar) string {
@@ -431,7 +426,7 @@ type route struct {
 	dist         *tableInfo // a sharded table of the statement (its distribution), nil if none
 	table        string
 	classes      [][]valueSrc // nil: no key (scatter)
-	conds        []constraint // the constraint of each class
+	cond         constraint   // the constraint of the first class
 	scatterOK    *RefusalError
 	needShard    string      // unsharded tables' shard, "" if none
 	defaultShard string      // when nothing is sharded
@@ -508,11 +503,13 @@ func (a *analysis) decide() route {
 			}
 		}
 		if srcs == nil {
-			rt.classes, rt.conds = nil, nil
+			rt.classes, rt.cond = nil, constraint{}
 			break
 		}
+		if len(rt.classes) == 0 {
+			rt.cond = cond
+		}
 		rt.classes = append(rt.classes, srcs)
-		rt.conds = append(rt.conds, cond)
 	}
 	rt.roots = roots
 	// Can it run on several shards and be merged?

@@ -650,8 +650,8 @@ func (m *mergeBuild) finish() (*merge.Spec, []segment, *limitSrc, *RefusalError)
 		return spec, nil, m.lim, nil
 	}
 	out := m.shardStatement()
-	if m.a.keyList != nil {
-		m.a.keyListSplit = m.b.keyListSplit(out, m.a.keyList, m.a.keyListSrcs)
+	if kl := m.a.keyList; kl != nil {
+		kl.split = m.b.keyListSplit(out, kl.cond, kl.srcs)
 	}
 	segs, err := m.b.deparseMarked(out)
 	if err != nil {

@@ -34,9 +34,7 @@ func (b *builder) selectStmt(sel *pg.SelectStmt) *template {
 	if rt.scatterOK != nil {
 		multi = Plan{Kind: Refused, Stmt: StmtSelect, Table: rt.table, Err: rt.scatterOK}
 	} else {
-		if cond := a.keyListCond(&rt, sel.WhereClause); cond != nil {
-			a.keyList, a.keyListSrcs = cond, rt.conds[0].srcs
-		}
+		a.keyList = a.keyListCond(&rt, sel.WhereClause)
 		spec, s, l, err := b.scatterSpec(sel, a)
 		if err != nil {
 			multi = Plan{Kind: Refused, Stmt: StmtSelect, Table: rt.table, Err: err}
@@ -46,9 +44,9 @@ func (b *builder) selectStmt(sel *pg.SelectStmt) *template {
 			switch {
 			case a.keyList == nil:
 			case segs != nil:
-				kl = a.keyListSplit // of the statement rewritten for the merge
+				kl = a.keyList.split // of the statement rewritten for the merge
 			default:
-				kl = b.keyListSplit(sel, a.keyList, a.keyListSrcs)
+				kl = b.keyListSplit(sel, a.keyList.cond, a.keyList.srcs)
 			}
 		}
 	}
