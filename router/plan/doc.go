@@ -31,7 +31,7 @@
 //     UPDATE/DELETE get Broadcast). A SELECT whose key condition is an
 //     IN list or ARRAY[..] of literals ANDed at the top of its WHERE
 //     gives each shard of its Scatter only that shard's keys
-//     (Plan.PerShardSQL with PerShardKeys; see keylist.go).
+//     (Plan.PerShardSQL with PerShardKeys; see scatterkeys.go).
 //   - Unsharded tables live on their distribution's DefaultShard; a
 //     statement mixing them with sharded tables runs only when the key
 //     lands on that shard. Tables not in the map (catalogs, ...) are

@@ -86,7 +86,7 @@ type analysis struct {
 	// topScope is the FROM scope of the top-level SELECT.
 	topScope *scope
 	// keyList, when set, is the key condition whose list each shard's
-	// statement keeps only that shard's keys of (see keylist.go).
+	// statement keeps only that shard's keys of (see scatterkeys.go).
 	keyList *keyListCond
 }
 
