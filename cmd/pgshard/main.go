@@ -95,6 +95,7 @@ func newRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		newFailoverCommand(stdout),
 		newProxiesCommand(stdout),
 		newMetaCommand(stdout),
+		newTransactionsCommand(stdout),
 	)
 	return root
 }

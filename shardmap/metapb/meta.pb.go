@@ -2007,6 +2007,357 @@ func (x *SwitchoverResponse) GetNewPrimary() string {
 	return ""
 }
 
+type ListTransactionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTransactionsRequest) Reset() {
+	*x = ListTransactionsRequest{}
+	mi := &file_meta_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTransactionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTransactionsRequest) ProtoMessage() {}
+
+func (x *ListTransactionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meta_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTransactionsRequest.ProtoReflect.Descriptor instead.
+func (*ListTransactionsRequest) Descriptor() ([]byte, []int) {
+	return file_meta_proto_rawDescGZIP(), []int{32}
+}
+
+type ListTransactionsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// scanned_at is when the round began, by the leader's clock.
+	ScannedAt *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=scanned_at,json=scannedAt,proto3" json:"scanned_at,omitempty"`
+	InDoubt   []*InDoubtTransaction  `protobuf:"bytes,2,rep,name=in_doubt,json=inDoubt,proto3" json:"in_doubt,omitempty"`
+	// decisions are the newest first.
+	Decisions     []*TransactionDecision `protobuf:"bytes,3,rep,name=decisions,proto3" json:"decisions,omitempty"`
+	Problems      []*TransactionProblem  `protobuf:"bytes,4,rep,name=problems,proto3" json:"problems,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTransactionsResponse) Reset() {
+	*x = ListTransactionsResponse{}
+	mi := &file_meta_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTransactionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTransactionsResponse) ProtoMessage() {}
+
+func (x *ListTransactionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meta_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTransactionsResponse.ProtoReflect.Descriptor instead.
+func (*ListTransactionsResponse) Descriptor() ([]byte, []int) {
+	return file_meta_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ListTransactionsResponse) GetScannedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ScannedAt
+	}
+	return nil
+}
+
+func (x *ListTransactionsResponse) GetInDoubt() []*InDoubtTransaction {
+	if x != nil {
+		return x.InDoubt
+	}
+	return nil
+}
+
+func (x *ListTransactionsResponse) GetDecisions() []*TransactionDecision {
+	if x != nil {
+		return x.Decisions
+	}
+	return nil
+}
+
+func (x *ListTransactionsResponse) GetProblems() []*TransactionProblem {
+	if x != nil {
+		return x.Problems
+	}
+	return nil
+}
+
+// InDoubtTransaction is a pgshard prepared transaction on one shard.
+type InDoubtTransaction struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Gid   string                 `protobuf:"bytes,1,opt,name=gid,proto3" json:"gid,omitempty"`
+	Shard string                 `protobuf:"bytes,2,opt,name=shard,proto3" json:"shard,omitempty"`
+	// addr is the primary's host:port.
+	Addr     string `protobuf:"bytes,3,opt,name=addr,proto3" json:"addr,omitempty"`
+	Database string `protobuf:"bytes,4,opt,name=database,proto3" json:"database,omitempty"`
+	// age is how long ago it was prepared, by the server's clock.
+	Age *durationpb.Duration `protobuf:"bytes,5,opt,name=age,proto3" json:"age,omitempty"`
+	// proxy is the coordinating proxy as the GID names it; proxy_alive
+	// whether its lease runs.
+	Proxy      string `protobuf:"bytes,6,opt,name=proxy,proto3" json:"proxy,omitempty"`
+	ProxyAlive bool   `protobuf:"varint,7,opt,name=proxy_alive,json=proxyAlive,proto3" json:"proxy_alive,omitempty"`
+	// state: "in progress", "commit", "rollback" (resolved in this round) or
+	// "blocked: <why>".
+	State         string `protobuf:"bytes,8,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InDoubtTransaction) Reset() {
+	*x = InDoubtTransaction{}
+	mi := &file_meta_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InDoubtTransaction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InDoubtTransaction) ProtoMessage() {}
+
+func (x *InDoubtTransaction) ProtoReflect() protoreflect.Message {
+	mi := &file_meta_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InDoubtTransaction.ProtoReflect.Descriptor instead.
+func (*InDoubtTransaction) Descriptor() ([]byte, []int) {
+	return file_meta_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *InDoubtTransaction) GetGid() string {
+	if x != nil {
+		return x.Gid
+	}
+	return ""
+}
+
+func (x *InDoubtTransaction) GetShard() string {
+	if x != nil {
+		return x.Shard
+	}
+	return ""
+}
+
+func (x *InDoubtTransaction) GetAddr() string {
+	if x != nil {
+		return x.Addr
+	}
+	return ""
+}
+
+func (x *InDoubtTransaction) GetDatabase() string {
+	if x != nil {
+		return x.Database
+	}
+	return ""
+}
+
+func (x *InDoubtTransaction) GetAge() *durationpb.Duration {
+	if x != nil {
+		return x.Age
+	}
+	return nil
+}
+
+func (x *InDoubtTransaction) GetProxy() string {
+	if x != nil {
+		return x.Proxy
+	}
+	return ""
+}
+
+func (x *InDoubtTransaction) GetProxyAlive() bool {
+	if x != nil {
+		return x.ProxyAlive
+	}
+	return false
+}
+
+func (x *InDoubtTransaction) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+// TransactionDecision is a commit or abort record on a decision shard.
+type TransactionDecision struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Gid           string                 `protobuf:"bytes,1,opt,name=gid,proto3" json:"gid,omitempty"`
+	Shard         string                 `protobuf:"bytes,2,opt,name=shard,proto3" json:"shard,omitempty"`
+	Database      string                 `protobuf:"bytes,3,opt,name=database,proto3" json:"database,omitempty"`
+	Committed     bool                   `protobuf:"varint,4,opt,name=committed,proto3" json:"committed,omitempty"`
+	DecidedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=decided_at,json=decidedAt,proto3" json:"decided_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransactionDecision) Reset() {
+	*x = TransactionDecision{}
+	mi := &file_meta_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransactionDecision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransactionDecision) ProtoMessage() {}
+
+func (x *TransactionDecision) ProtoReflect() protoreflect.Message {
+	mi := &file_meta_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransactionDecision.ProtoReflect.Descriptor instead.
+func (*TransactionDecision) Descriptor() ([]byte, []int) {
+	return file_meta_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *TransactionDecision) GetGid() string {
+	if x != nil {
+		return x.Gid
+	}
+	return ""
+}
+
+func (x *TransactionDecision) GetShard() string {
+	if x != nil {
+		return x.Shard
+	}
+	return ""
+}
+
+func (x *TransactionDecision) GetDatabase() string {
+	if x != nil {
+		return x.Database
+	}
+	return ""
+}
+
+func (x *TransactionDecision) GetCommitted() bool {
+	if x != nil {
+		return x.Committed
+	}
+	return false
+}
+
+func (x *TransactionDecision) GetDecidedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DecidedAt
+	}
+	return nil
+}
+
+// TransactionProblem is a shard where two-phase commit cannot work now.
+type TransactionProblem struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Shard         string                 `protobuf:"bytes,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	Addr          string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
+	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransactionProblem) Reset() {
+	*x = TransactionProblem{}
+	mi := &file_meta_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransactionProblem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransactionProblem) ProtoMessage() {}
+
+func (x *TransactionProblem) ProtoReflect() protoreflect.Message {
+	mi := &file_meta_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransactionProblem.ProtoReflect.Descriptor instead.
+func (*TransactionProblem) Descriptor() ([]byte, []int) {
+	return file_meta_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *TransactionProblem) GetShard() string {
+	if x != nil {
+		return x.Shard
+	}
+	return ""
+}
+
+func (x *TransactionProblem) GetAddr() string {
+	if x != nil {
+		return x.Addr
+	}
+	return ""
+}
+
+func (x *TransactionProblem) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_meta_proto protoreflect.FileDescriptor
 
 const file_meta_proto_rawDesc = "" +
@@ -2143,7 +2494,35 @@ const file_meta_proto_rawDesc = "" +
 	"\x12SwitchoverResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1f\n" +
 	"\vnew_primary\x18\x02 \x01(\tR\n" +
-	"newPrimary2\x8f\t\n" +
+	"newPrimary\"\x19\n" +
+	"\x17ListTransactionsRequest\"\x9a\x02\n" +
+	"\x18ListTransactionsResponse\x129\n" +
+	"\n" +
+	"scanned_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tscannedAt\x12>\n" +
+	"\bin_doubt\x18\x02 \x03(\v2#.pgshard.meta.v1.InDoubtTransactionR\ainDoubt\x12B\n" +
+	"\tdecisions\x18\x03 \x03(\v2$.pgshard.meta.v1.TransactionDecisionR\tdecisions\x12?\n" +
+	"\bproblems\x18\x04 \x03(\v2#.pgshard.meta.v1.TransactionProblemR\bproblems\"\xe6\x01\n" +
+	"\x12InDoubtTransaction\x12\x10\n" +
+	"\x03gid\x18\x01 \x01(\tR\x03gid\x12\x14\n" +
+	"\x05shard\x18\x02 \x01(\tR\x05shard\x12\x12\n" +
+	"\x04addr\x18\x03 \x01(\tR\x04addr\x12\x1a\n" +
+	"\bdatabase\x18\x04 \x01(\tR\bdatabase\x12+\n" +
+	"\x03age\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x03age\x12\x14\n" +
+	"\x05proxy\x18\x06 \x01(\tR\x05proxy\x12\x1f\n" +
+	"\vproxy_alive\x18\a \x01(\bR\n" +
+	"proxyAlive\x12\x14\n" +
+	"\x05state\x18\b \x01(\tR\x05state\"\xb2\x01\n" +
+	"\x13TransactionDecision\x12\x10\n" +
+	"\x03gid\x18\x01 \x01(\tR\x03gid\x12\x14\n" +
+	"\x05shard\x18\x02 \x01(\tR\x05shard\x12\x1a\n" +
+	"\bdatabase\x18\x03 \x01(\tR\bdatabase\x12\x1c\n" +
+	"\tcommitted\x18\x04 \x01(\bR\tcommitted\x129\n" +
+	"\n" +
+	"decided_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tdecidedAt\"T\n" +
+	"\x12TransactionProblem\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\tR\x05shard\x12\x12\n" +
+	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error2\xf8\t\n" +
 	"\vMetaService\x12I\n" +
 	"\x06GetMap\x12\x1e.pgshard.meta.v1.GetMapRequest\x1a\x1f.pgshard.meta.v1.GetMapResponse\x12Q\n" +
 	"\bWatchMap\x12 .pgshard.meta.v1.WatchMapRequest\x1a!.pgshard.meta.v1.WatchMapResponse0\x01\x12O\n" +
@@ -2161,7 +2540,8 @@ const file_meta_proto_rawDesc = "" +
 	"\vListProxies\x12#.pgshard.meta.v1.ListProxiesRequest\x1a$.pgshard.meta.v1.ListProxiesResponse\x12X\n" +
 	"\vWaitApplied\x12#.pgshard.meta.v1.WaitAppliedRequest\x1a$.pgshard.meta.v1.WaitAppliedResponse\x12U\n" +
 	"\n" +
-	"Switchover\x12\".pgshard.meta.v1.SwitchoverRequest\x1a#.pgshard.meta.v1.SwitchoverResponseB,Z*github.com/pgshard/pgshard/shardmap/metapbb\x06proto3"
+	"Switchover\x12\".pgshard.meta.v1.SwitchoverRequest\x1a#.pgshard.meta.v1.SwitchoverResponse\x12g\n" +
+	"\x10ListTransactions\x12(.pgshard.meta.v1.ListTransactionsRequest\x1a).pgshard.meta.v1.ListTransactionsResponseB,Z*github.com/pgshard/pgshard/shardmap/metapbb\x06proto3"
 
 var (
 	file_meta_proto_rawDescOnce sync.Once
@@ -2175,90 +2555,103 @@ func file_meta_proto_rawDescGZIP() []byte {
 	return file_meta_proto_rawDescData
 }
 
-var file_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_meta_proto_goTypes = []any{
-	(*MapVersion)(nil),              // 0: pgshard.meta.v1.MapVersion
-	(*GetMapRequest)(nil),           // 1: pgshard.meta.v1.GetMapRequest
-	(*GetMapResponse)(nil),          // 2: pgshard.meta.v1.GetMapResponse
-	(*WatchMapRequest)(nil),         // 3: pgshard.meta.v1.WatchMapRequest
-	(*WatchMapResponse)(nil),        // 4: pgshard.meta.v1.WatchMapResponse
-	(*ApplyMapRequest)(nil),         // 5: pgshard.meta.v1.ApplyMapRequest
-	(*ApplyMapResponse)(nil),        // 6: pgshard.meta.v1.ApplyMapResponse
-	(*MapHistoryRequest)(nil),       // 7: pgshard.meta.v1.MapHistoryRequest
-	(*MapHistoryResponse)(nil),      // 8: pgshard.meta.v1.MapHistoryResponse
-	(*Shard)(nil),                   // 9: pgshard.meta.v1.Shard
-	(*ShardSwitch)(nil),             // 10: pgshard.meta.v1.ShardSwitch
-	(*EndpointStatus)(nil),          // 11: pgshard.meta.v1.EndpointStatus
-	(*ListShardsRequest)(nil),       // 12: pgshard.meta.v1.ListShardsRequest
-	(*ListShardsResponse)(nil),      // 13: pgshard.meta.v1.ListShardsResponse
-	(*Member)(nil),                  // 14: pgshard.meta.v1.Member
-	(*MemberStatusRequest)(nil),     // 15: pgshard.meta.v1.MemberStatusRequest
-	(*MemberStatusResponse)(nil),    // 16: pgshard.meta.v1.MemberStatusResponse
-	(*JoinMemberRequest)(nil),       // 17: pgshard.meta.v1.JoinMemberRequest
-	(*JoinMemberResponse)(nil),      // 18: pgshard.meta.v1.JoinMemberResponse
-	(*RemoveMemberRequest)(nil),     // 19: pgshard.meta.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),    // 20: pgshard.meta.v1.RemoveMemberResponse
-	(*Proxy)(nil),                   // 21: pgshard.meta.v1.Proxy
-	(*ProxyHeartbeatRequest)(nil),   // 22: pgshard.meta.v1.ProxyHeartbeatRequest
-	(*ProxyHeartbeatResponse)(nil),  // 23: pgshard.meta.v1.ProxyHeartbeatResponse
-	(*DeregisterProxyRequest)(nil),  // 24: pgshard.meta.v1.DeregisterProxyRequest
-	(*DeregisterProxyResponse)(nil), // 25: pgshard.meta.v1.DeregisterProxyResponse
-	(*ListProxiesRequest)(nil),      // 26: pgshard.meta.v1.ListProxiesRequest
-	(*ListProxiesResponse)(nil),     // 27: pgshard.meta.v1.ListProxiesResponse
-	(*WaitAppliedRequest)(nil),      // 28: pgshard.meta.v1.WaitAppliedRequest
-	(*WaitAppliedResponse)(nil),     // 29: pgshard.meta.v1.WaitAppliedResponse
-	(*SwitchoverRequest)(nil),       // 30: pgshard.meta.v1.SwitchoverRequest
-	(*SwitchoverResponse)(nil),      // 31: pgshard.meta.v1.SwitchoverResponse
-	(*timestamppb.Timestamp)(nil),   // 32: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 33: google.protobuf.Duration
+	(*MapVersion)(nil),               // 0: pgshard.meta.v1.MapVersion
+	(*GetMapRequest)(nil),            // 1: pgshard.meta.v1.GetMapRequest
+	(*GetMapResponse)(nil),           // 2: pgshard.meta.v1.GetMapResponse
+	(*WatchMapRequest)(nil),          // 3: pgshard.meta.v1.WatchMapRequest
+	(*WatchMapResponse)(nil),         // 4: pgshard.meta.v1.WatchMapResponse
+	(*ApplyMapRequest)(nil),          // 5: pgshard.meta.v1.ApplyMapRequest
+	(*ApplyMapResponse)(nil),         // 6: pgshard.meta.v1.ApplyMapResponse
+	(*MapHistoryRequest)(nil),        // 7: pgshard.meta.v1.MapHistoryRequest
+	(*MapHistoryResponse)(nil),       // 8: pgshard.meta.v1.MapHistoryResponse
+	(*Shard)(nil),                    // 9: pgshard.meta.v1.Shard
+	(*ShardSwitch)(nil),              // 10: pgshard.meta.v1.ShardSwitch
+	(*EndpointStatus)(nil),           // 11: pgshard.meta.v1.EndpointStatus
+	(*ListShardsRequest)(nil),        // 12: pgshard.meta.v1.ListShardsRequest
+	(*ListShardsResponse)(nil),       // 13: pgshard.meta.v1.ListShardsResponse
+	(*Member)(nil),                   // 14: pgshard.meta.v1.Member
+	(*MemberStatusRequest)(nil),      // 15: pgshard.meta.v1.MemberStatusRequest
+	(*MemberStatusResponse)(nil),     // 16: pgshard.meta.v1.MemberStatusResponse
+	(*JoinMemberRequest)(nil),        // 17: pgshard.meta.v1.JoinMemberRequest
+	(*JoinMemberResponse)(nil),       // 18: pgshard.meta.v1.JoinMemberResponse
+	(*RemoveMemberRequest)(nil),      // 19: pgshard.meta.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),     // 20: pgshard.meta.v1.RemoveMemberResponse
+	(*Proxy)(nil),                    // 21: pgshard.meta.v1.Proxy
+	(*ProxyHeartbeatRequest)(nil),    // 22: pgshard.meta.v1.ProxyHeartbeatRequest
+	(*ProxyHeartbeatResponse)(nil),   // 23: pgshard.meta.v1.ProxyHeartbeatResponse
+	(*DeregisterProxyRequest)(nil),   // 24: pgshard.meta.v1.DeregisterProxyRequest
+	(*DeregisterProxyResponse)(nil),  // 25: pgshard.meta.v1.DeregisterProxyResponse
+	(*ListProxiesRequest)(nil),       // 26: pgshard.meta.v1.ListProxiesRequest
+	(*ListProxiesResponse)(nil),      // 27: pgshard.meta.v1.ListProxiesResponse
+	(*WaitAppliedRequest)(nil),       // 28: pgshard.meta.v1.WaitAppliedRequest
+	(*WaitAppliedResponse)(nil),      // 29: pgshard.meta.v1.WaitAppliedResponse
+	(*SwitchoverRequest)(nil),        // 30: pgshard.meta.v1.SwitchoverRequest
+	(*SwitchoverResponse)(nil),       // 31: pgshard.meta.v1.SwitchoverResponse
+	(*ListTransactionsRequest)(nil),  // 32: pgshard.meta.v1.ListTransactionsRequest
+	(*ListTransactionsResponse)(nil), // 33: pgshard.meta.v1.ListTransactionsResponse
+	(*InDoubtTransaction)(nil),       // 34: pgshard.meta.v1.InDoubtTransaction
+	(*TransactionDecision)(nil),      // 35: pgshard.meta.v1.TransactionDecision
+	(*TransactionProblem)(nil),       // 36: pgshard.meta.v1.TransactionProblem
+	(*timestamppb.Timestamp)(nil),    // 37: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 38: google.protobuf.Duration
 }
 var file_meta_proto_depIdxs = []int32{
-	32, // 0: pgshard.meta.v1.MapVersion.applied_at:type_name -> google.protobuf.Timestamp
+	37, // 0: pgshard.meta.v1.MapVersion.applied_at:type_name -> google.protobuf.Timestamp
 	0,  // 1: pgshard.meta.v1.GetMapResponse.map:type_name -> pgshard.meta.v1.MapVersion
 	0,  // 2: pgshard.meta.v1.WatchMapResponse.map:type_name -> pgshard.meta.v1.MapVersion
 	0,  // 3: pgshard.meta.v1.MapHistoryResponse.versions:type_name -> pgshard.meta.v1.MapVersion
 	10, // 4: pgshard.meta.v1.Shard.switch:type_name -> pgshard.meta.v1.ShardSwitch
 	11, // 5: pgshard.meta.v1.Shard.endpoints:type_name -> pgshard.meta.v1.EndpointStatus
 	9,  // 6: pgshard.meta.v1.ListShardsResponse.shards:type_name -> pgshard.meta.v1.Shard
-	32, // 7: pgshard.meta.v1.MemberStatusResponse.last_contact:type_name -> google.protobuf.Timestamp
+	37, // 7: pgshard.meta.v1.MemberStatusResponse.last_contact:type_name -> google.protobuf.Timestamp
 	14, // 8: pgshard.meta.v1.MemberStatusResponse.members:type_name -> pgshard.meta.v1.Member
-	32, // 9: pgshard.meta.v1.Proxy.last_seen:type_name -> google.protobuf.Timestamp
-	33, // 10: pgshard.meta.v1.Proxy.lease:type_name -> google.protobuf.Duration
+	37, // 9: pgshard.meta.v1.Proxy.last_seen:type_name -> google.protobuf.Timestamp
+	38, // 10: pgshard.meta.v1.Proxy.lease:type_name -> google.protobuf.Duration
 	21, // 11: pgshard.meta.v1.ListProxiesResponse.proxies:type_name -> pgshard.meta.v1.Proxy
-	33, // 12: pgshard.meta.v1.WaitAppliedRequest.timeout:type_name -> google.protobuf.Duration
+	38, // 12: pgshard.meta.v1.WaitAppliedRequest.timeout:type_name -> google.protobuf.Duration
 	21, // 13: pgshard.meta.v1.WaitAppliedResponse.lagging:type_name -> pgshard.meta.v1.Proxy
-	33, // 14: pgshard.meta.v1.SwitchoverRequest.timeout:type_name -> google.protobuf.Duration
-	1,  // 15: pgshard.meta.v1.MetaService.GetMap:input_type -> pgshard.meta.v1.GetMapRequest
-	3,  // 16: pgshard.meta.v1.MetaService.WatchMap:input_type -> pgshard.meta.v1.WatchMapRequest
-	5,  // 17: pgshard.meta.v1.MetaService.ApplyMap:input_type -> pgshard.meta.v1.ApplyMapRequest
-	7,  // 18: pgshard.meta.v1.MetaService.MapHistory:input_type -> pgshard.meta.v1.MapHistoryRequest
-	12, // 19: pgshard.meta.v1.MetaService.ListShards:input_type -> pgshard.meta.v1.ListShardsRequest
-	15, // 20: pgshard.meta.v1.MetaService.MemberStatus:input_type -> pgshard.meta.v1.MemberStatusRequest
-	17, // 21: pgshard.meta.v1.MetaService.JoinMember:input_type -> pgshard.meta.v1.JoinMemberRequest
-	19, // 22: pgshard.meta.v1.MetaService.RemoveMember:input_type -> pgshard.meta.v1.RemoveMemberRequest
-	22, // 23: pgshard.meta.v1.MetaService.ProxyHeartbeat:input_type -> pgshard.meta.v1.ProxyHeartbeatRequest
-	24, // 24: pgshard.meta.v1.MetaService.DeregisterProxy:input_type -> pgshard.meta.v1.DeregisterProxyRequest
-	26, // 25: pgshard.meta.v1.MetaService.ListProxies:input_type -> pgshard.meta.v1.ListProxiesRequest
-	28, // 26: pgshard.meta.v1.MetaService.WaitApplied:input_type -> pgshard.meta.v1.WaitAppliedRequest
-	30, // 27: pgshard.meta.v1.MetaService.Switchover:input_type -> pgshard.meta.v1.SwitchoverRequest
-	2,  // 28: pgshard.meta.v1.MetaService.GetMap:output_type -> pgshard.meta.v1.GetMapResponse
-	4,  // 29: pgshard.meta.v1.MetaService.WatchMap:output_type -> pgshard.meta.v1.WatchMapResponse
-	6,  // 30: pgshard.meta.v1.MetaService.ApplyMap:output_type -> pgshard.meta.v1.ApplyMapResponse
-	8,  // 31: pgshard.meta.v1.MetaService.MapHistory:output_type -> pgshard.meta.v1.MapHistoryResponse
-	13, // 32: pgshard.meta.v1.MetaService.ListShards:output_type -> pgshard.meta.v1.ListShardsResponse
-	16, // 33: pgshard.meta.v1.MetaService.MemberStatus:output_type -> pgshard.meta.v1.MemberStatusResponse
-	18, // 34: pgshard.meta.v1.MetaService.JoinMember:output_type -> pgshard.meta.v1.JoinMemberResponse
-	20, // 35: pgshard.meta.v1.MetaService.RemoveMember:output_type -> pgshard.meta.v1.RemoveMemberResponse
-	23, // 36: pgshard.meta.v1.MetaService.ProxyHeartbeat:output_type -> pgshard.meta.v1.ProxyHeartbeatResponse
-	25, // 37: pgshard.meta.v1.MetaService.DeregisterProxy:output_type -> pgshard.meta.v1.DeregisterProxyResponse
-	27, // 38: pgshard.meta.v1.MetaService.ListProxies:output_type -> pgshard.meta.v1.ListProxiesResponse
-	29, // 39: pgshard.meta.v1.MetaService.WaitApplied:output_type -> pgshard.meta.v1.WaitAppliedResponse
-	31, // 40: pgshard.meta.v1.MetaService.Switchover:output_type -> pgshard.meta.v1.SwitchoverResponse
-	28, // [28:41] is the sub-list for method output_type
-	15, // [15:28] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	38, // 14: pgshard.meta.v1.SwitchoverRequest.timeout:type_name -> google.protobuf.Duration
+	37, // 15: pgshard.meta.v1.ListTransactionsResponse.scanned_at:type_name -> google.protobuf.Timestamp
+	34, // 16: pgshard.meta.v1.ListTransactionsResponse.in_doubt:type_name -> pgshard.meta.v1.InDoubtTransaction
+	35, // 17: pgshard.meta.v1.ListTransactionsResponse.decisions:type_name -> pgshard.meta.v1.TransactionDecision
+	36, // 18: pgshard.meta.v1.ListTransactionsResponse.problems:type_name -> pgshard.meta.v1.TransactionProblem
+	38, // 19: pgshard.meta.v1.InDoubtTransaction.age:type_name -> google.protobuf.Duration
+	37, // 20: pgshard.meta.v1.TransactionDecision.decided_at:type_name -> google.protobuf.Timestamp
+	1,  // 21: pgshard.meta.v1.MetaService.GetMap:input_type -> pgshard.meta.v1.GetMapRequest
+	3,  // 22: pgshard.meta.v1.MetaService.WatchMap:input_type -> pgshard.meta.v1.WatchMapRequest
+	5,  // 23: pgshard.meta.v1.MetaService.ApplyMap:input_type -> pgshard.meta.v1.ApplyMapRequest
+	7,  // 24: pgshard.meta.v1.MetaService.MapHistory:input_type -> pgshard.meta.v1.MapHistoryRequest
+	12, // 25: pgshard.meta.v1.MetaService.ListShards:input_type -> pgshard.meta.v1.ListShardsRequest
+	15, // 26: pgshard.meta.v1.MetaService.MemberStatus:input_type -> pgshard.meta.v1.MemberStatusRequest
+	17, // 27: pgshard.meta.v1.MetaService.JoinMember:input_type -> pgshard.meta.v1.JoinMemberRequest
+	19, // 28: pgshard.meta.v1.MetaService.RemoveMember:input_type -> pgshard.meta.v1.RemoveMemberRequest
+	22, // 29: pgshard.meta.v1.MetaService.ProxyHeartbeat:input_type -> pgshard.meta.v1.ProxyHeartbeatRequest
+	24, // 30: pgshard.meta.v1.MetaService.DeregisterProxy:input_type -> pgshard.meta.v1.DeregisterProxyRequest
+	26, // 31: pgshard.meta.v1.MetaService.ListProxies:input_type -> pgshard.meta.v1.ListProxiesRequest
+	28, // 32: pgshard.meta.v1.MetaService.WaitApplied:input_type -> pgshard.meta.v1.WaitAppliedRequest
+	30, // 33: pgshard.meta.v1.MetaService.Switchover:input_type -> pgshard.meta.v1.SwitchoverRequest
+	32, // 34: pgshard.meta.v1.MetaService.ListTransactions:input_type -> pgshard.meta.v1.ListTransactionsRequest
+	2,  // 35: pgshard.meta.v1.MetaService.GetMap:output_type -> pgshard.meta.v1.GetMapResponse
+	4,  // 36: pgshard.meta.v1.MetaService.WatchMap:output_type -> pgshard.meta.v1.WatchMapResponse
+	6,  // 37: pgshard.meta.v1.MetaService.ApplyMap:output_type -> pgshard.meta.v1.ApplyMapResponse
+	8,  // 38: pgshard.meta.v1.MetaService.MapHistory:output_type -> pgshard.meta.v1.MapHistoryResponse
+	13, // 39: pgshard.meta.v1.MetaService.ListShards:output_type -> pgshard.meta.v1.ListShardsResponse
+	16, // 40: pgshard.meta.v1.MetaService.MemberStatus:output_type -> pgshard.meta.v1.MemberStatusResponse
+	18, // 41: pgshard.meta.v1.MetaService.JoinMember:output_type -> pgshard.meta.v1.JoinMemberResponse
+	20, // 42: pgshard.meta.v1.MetaService.RemoveMember:output_type -> pgshard.meta.v1.RemoveMemberResponse
+	23, // 43: pgshard.meta.v1.MetaService.ProxyHeartbeat:output_type -> pgshard.meta.v1.ProxyHeartbeatResponse
+	25, // 44: pgshard.meta.v1.MetaService.DeregisterProxy:output_type -> pgshard.meta.v1.DeregisterProxyResponse
+	27, // 45: pgshard.meta.v1.MetaService.ListProxies:output_type -> pgshard.meta.v1.ListProxiesResponse
+	29, // 46: pgshard.meta.v1.MetaService.WaitApplied:output_type -> pgshard.meta.v1.WaitAppliedResponse
+	31, // 47: pgshard.meta.v1.MetaService.Switchover:output_type -> pgshard.meta.v1.SwitchoverResponse
+	33, // 48: pgshard.meta.v1.MetaService.ListTransactions:output_type -> pgshard.meta.v1.ListTransactionsResponse
+	35, // [35:49] is the sub-list for method output_type
+	21, // [21:35] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_meta_proto_init() }
@@ -2272,7 +2665,7 @@ func file_meta_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meta_proto_rawDesc), len(file_meta_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   32,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -48,19 +48,20 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	MetaService_GetMap_FullMethodName          = "/pgshard.meta.v1.MetaService/GetMap"
-	MetaService_WatchMap_FullMethodName        = "/pgshard.meta.v1.MetaService/WatchMap"
-	MetaService_ApplyMap_FullMethodName        = "/pgshard.meta.v1.MetaService/ApplyMap"
-	MetaService_MapHistory_FullMethodName      = "/pgshard.meta.v1.MetaService/MapHistory"
-	MetaService_ListShards_FullMethodName      = "/pgshard.meta.v1.MetaService/ListShards"
-	MetaService_MemberStatus_FullMethodName    = "/pgshard.meta.v1.MetaService/MemberStatus"
-	MetaService_JoinMember_FullMethodName      = "/pgshard.meta.v1.MetaService/JoinMember"
-	MetaService_RemoveMember_FullMethodName    = "/pgshard.meta.v1.MetaService/RemoveMember"
-	MetaService_ProxyHeartbeat_FullMethodName  = "/pgshard.meta.v1.MetaService/ProxyHeartbeat"
-	MetaService_DeregisterProxy_FullMethodName = "/pgshard.meta.v1.MetaService/DeregisterProxy"
-	MetaService_ListProxies_FullMethodName     = "/pgshard.meta.v1.MetaService/ListProxies"
-	MetaService_WaitApplied_FullMethodName     = "/pgshard.meta.v1.MetaService/WaitApplied"
-	MetaService_Switchover_FullMethodName      = "/pgshard.meta.v1.MetaService/Switchover"
+	MetaService_GetMap_FullMethodName           = "/pgshard.meta.v1.MetaService/GetMap"
+	MetaService_WatchMap_FullMethodName         = "/pgshard.meta.v1.MetaService/WatchMap"
+	MetaService_ApplyMap_FullMethodName         = "/pgshard.meta.v1.MetaService/ApplyMap"
+	MetaService_MapHistory_FullMethodName       = "/pgshard.meta.v1.MetaService/MapHistory"
+	MetaService_ListShards_FullMethodName       = "/pgshard.meta.v1.MetaService/ListShards"
+	MetaService_MemberStatus_FullMethodName     = "/pgshard.meta.v1.MetaService/MemberStatus"
+	MetaService_JoinMember_FullMethodName       = "/pgshard.meta.v1.MetaService/JoinMember"
+	MetaService_RemoveMember_FullMethodName     = "/pgshard.meta.v1.MetaService/RemoveMember"
+	MetaService_ProxyHeartbeat_FullMethodName   = "/pgshard.meta.v1.MetaService/ProxyHeartbeat"
+	MetaService_DeregisterProxy_FullMethodName  = "/pgshard.meta.v1.MetaService/DeregisterProxy"
+	MetaService_ListProxies_FullMethodName      = "/pgshard.meta.v1.MetaService/ListProxies"
+	MetaService_WaitApplied_FullMethodName      = "/pgshard.meta.v1.MetaService/WaitApplied"
+	MetaService_Switchover_FullMethodName       = "/pgshard.meta.v1.MetaService/Switchover"
+	MetaService_ListTransactions_FullMethodName = "/pgshard.meta.v1.MetaService/ListTransactions"
 )
 
 // MetaServiceClient is the client API for MetaService service.
@@ -131,6 +132,14 @@ type MetaServiceClient interface {
 	// a lost connection) may have started the switch: read the shard
 	// (ListShards: its switch) before asking again.
 	Switchover(ctx context.Context, in *SwitchoverRequest, opts ...grpc.CallOption) (*SwitchoverResponse, error)
+	// ListTransactions reports the leader's last two-phase recovery round:
+	// the pgshard prepared transactions on every shard primary (in doubt),
+	// the recent decisions on the decision shards and the shards that cannot
+	// take part (max_prepared_transactions = 0, unreachable). Leader only
+	// (NOT_LEADER elsewhere); UNIMPLEMENTED when the cluster runs no
+	// recovery (it knows no PostgreSQL role); UNAVAILABLE before the first
+	// round.
+	ListTransactions(ctx context.Context, in *ListTransactionsRequest, opts ...grpc.CallOption) (*ListTransactionsResponse, error)
 }
 
 type metaServiceClient struct {
@@ -280,6 +289,16 @@ func (c *metaServiceClient) Switchover(ctx context.Context, in *SwitchoverReques
 	return out, nil
 }
 
+func (c *metaServiceClient) ListTransactions(ctx context.Context, in *ListTransactionsRequest, opts ...grpc.CallOption) (*ListTransactionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTransactionsResponse)
+	err := c.cc.Invoke(ctx, MetaService_ListTransactions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MetaServiceServer is the server API for MetaService service.
 // All implementations must embed UnimplementedMetaServiceServer
 // for forward compatibility.
@@ -348,6 +367,14 @@ type MetaServiceServer interface {
 	// a lost connection) may have started the switch: read the shard
 	// (ListShards: its switch) before asking again.
 	Switchover(context.Context, *SwitchoverRequest) (*SwitchoverResponse, error)
+	// ListTransactions reports the leader's last two-phase recovery round:
+	// the pgshard prepared transactions on every shard primary (in doubt),
+	// the recent decisions on the decision shards and the shards that cannot
+	// take part (max_prepared_transactions = 0, unreachable). Leader only
+	// (NOT_LEADER elsewhere); UNIMPLEMENTED when the cluster runs no
+	// recovery (it knows no PostgreSQL role); UNAVAILABLE before the first
+	// round.
+	ListTransactions(context.Context, *ListTransactionsRequest) (*ListTransactionsResponse, error)
 	mustEmbedUnimplementedMetaServiceServer()
 }
 
@@ -396,6 +423,9 @@ func (UnimplementedMetaServiceServer) WaitApplied(context.Context, *WaitAppliedR
 }
 func (UnimplementedMetaServiceServer) Switchover(context.Context, *SwitchoverRequest) (*SwitchoverResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Switchover not implemented")
+}
+func (UnimplementedMetaServiceServer) ListTransactions(context.Context, *ListTransactionsRequest) (*ListTransactionsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListTransactions not implemented")
 }
 func (UnimplementedMetaServiceServer) mustEmbedUnimplementedMetaServiceServer() {}
 func (UnimplementedMetaServiceServer) testEmbeddedByValue()                     {}
@@ -645,6 +675,24 @@ func _MetaService_Switchover_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MetaService_ListTransactions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTransactionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetaServiceServer).ListTransactions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MetaService_ListTransactions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetaServiceServer).ListTransactions(ctx, req.(*ListTransactionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // MetaService_ServiceDesc is the grpc.ServiceDesc for MetaService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -699,6 +747,10 @@ var MetaService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Switchover",
 			Handler:    _MetaService_Switchover_Handler,
+		},
+		{
+			MethodName: "ListTransactions",
+			Handler:    _MetaService_ListTransactions_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

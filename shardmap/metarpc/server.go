@@ -91,6 +91,11 @@ type ServerOptions struct {
 	// checks a new map against. It must not block. Without it the
 	// endpoints' state is "unknown".
 	Health func() []EndpointHealth
+	// Transactions, when not nil, is the last report of this member's
+	// two-phase recovery (ListTransactions), and false while it has made
+	// none. The server calls it on the leader only. It must not block.
+	// Without it ListTransactions answers codes.Unimplemented.
+	Transactions func() (TransactionsReport, bool)
 	// CountRows, when not nil, counts rows on the PostgreSQL server at
 	// server (host:port): for each query, the rows of its table that
 	// match its condition, summed over the server's databases that have
@@ -154,6 +159,7 @@ func NewServer(store Store, opts ServerOptions) (*Server, error) {
 		svc: &service{
 			store: store, stopping: stopping, log: log, maxMsg: size,
 			switchover: opts.Switchover, health: opts.Health, countRows: opts.CountRows,
+			transactions: opts.Transactions,
 		},
 		stop: stop,
 	}
