@@ -79,6 +79,8 @@ type Server struct {
 
 	endpoints atomic.Pointer[endpointView] // every endpoint's health, for describing (describe.go)
 	startupOK startupChecked               // startup parameters known to apply (startupcheck.go)
+
+	ops opsState // console commands, rate limits, auth_query (console_ops.go)
 }
 
 // poolKey names a pool: the server at addr (the shard's primary or one
@@ -114,6 +116,8 @@ func NewServer(cfg *Config) (*Server, error) {
 		done:     make(chan struct{}),
 	}
 	s.rt.Store(rt)
+	s.ops.limits = newRateLimiter(s.metrics.reg)
+	s.ops.limits.observe(cfg.RateLimits)
 	s.metrics.registerPools(s)
 	s.metrics.registerMetaState(s)
 	s.metrics.mapEpoch.Set(float64(s.MapEpoch()))
@@ -251,6 +255,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	s.stopHealth()
+	s.resumeAll() // statements held by PAUSE run (or fail) now
 	if s.ln != nil {
 		_ = s.ln.Close()
 	}
@@ -347,7 +352,11 @@ func (s *Server) Reload(cfg *Config) error {
 			u.clients.Store(o.clients.Load())
 		}
 	}
+	if cfg.ReloadFunc == nil {
+		cfg.ReloadFunc = old.cfg.ReloadFunc
+	}
 	s.rt.Store(rt)
+	s.ops.limits.observe(cfg.RateLimits)
 	s.mu.Lock()
 	for _, p := range s.pools {
 		p.SetSize(cfg.Pool.Size)
@@ -455,6 +464,9 @@ func (s *Server) lend(ctx context.Context, shard string, user *userState, db str
 }
 
 func (s *Server) acquire(ctx context.Context, p *pool.Pool) (*pool.Conn, error) {
+	if err := s.waitPaused(ctx, p); err != nil {
+		return nil, err
+	}
 	be, err := p.Acquire(ctx)
 	if err == nil {
 		return be, nil
