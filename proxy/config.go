@@ -75,6 +75,8 @@ type Config struct {
 	Limits   LimitsConfig  `yaml:"limits"`
 	// ShutdownTimeout bounds how long SIGTERM waits for transactions.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// Cache configures the hot-row cache (cache.go).
+	Cache CacheConfig `yaml:"cache"`
 
 	// FollowsMeta (not read from the file; see LoadConfigFollowingMeta)
 	// says the proxy follows a meta cluster: its shards come from the

@@ -119,8 +119,11 @@ func (s *session) consoleQuery(sql string) []byte {
 	case "SHOW CONFIG":
 		out, err = appendResult(out, []string{"key", "value"}, s.srv.configRows())
 	default:
-		err = &wire.Error{Code: "42601", Message: fmt.Sprintf("unknown admin console command %q", strings.TrimSpace(sql)),
-			Hint: "SHOW HELP lists the commands."}
+		var ok bool
+		if out, err, ok = s.srv.cacheConsole(out, cmd); !ok {
+			err = &wire.Error{Code: "42601", Message: fmt.Sprintf("unknown admin console command %q", strings.TrimSpace(sql)),
+				Hint: "SHOW HELP lists the commands."}
+		}
 	}
 	if err != nil {
 		out = wire.AppendErrorResponse(out[:0], err)
