@@ -263,7 +263,6 @@ func TestCacheNeverServes(t *testing.T) {
 	}
 
 	// Volatile functions and FOR UPDATE: never looked up.
-	hits = stat(t, p, "hits")
 	lookups := func() float64 {
 		s := cacheStats(t, p)
 		var n float64
@@ -392,7 +391,7 @@ func TestCacheSameBytes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			out, err = m.(pgproto3.BackendMessage).Encode(out)
+			out, err = m.Encode(out)
 			if err != nil {
 				t.Fatal(err)
 			}
