@@ -170,7 +170,8 @@ func (s *Server) stopCache() {
 
 // streamReader is one running reader and what it was started for.
 type streamReader struct {
-	spec   string // primary address and tables
+	started time.Time
+	spec    string // primary address and tables
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -219,6 +220,17 @@ func (s *Server) manageStreams(ctx context.Context) {
 			return
 		case <-sc.kick:
 		case <-tick.C:
+			// A stream covers the tables that existed when it connected:
+			// while one is missing (created later, a new shard), its
+			// reader starts over now and then to take it in.
+			want := len(sc.cacheTables())
+			for _, info := range sc.c.Shards() {
+				if r := readers[info.Shard]; r != nil && info.Up && len(info.Tables) < want && time.Since(r.started) > retryUncovered {
+					s.log.Info("cache invalidation stream restarts to cover tables created since it started", "shard", info.Shard)
+					stopReader(r)
+					delete(readers, info.Shard)
+				}
+			}
 			for _, st := range s.Health() {
 				if st.Role != health.RolePrimary || !st.Up || st.InRecovery || readers[st.Shard] == nil || !st.LastProbe.After(seen[st.Shard]) {
 					continue
@@ -229,6 +241,10 @@ func (s *Server) manageStreams(ctx context.Context) {
 		}
 	}
 }
+
+// retryUncovered is how long a stream that does not cover every cacheable
+// table runs before its reader starts over to take them in.
+const retryUncovered = 3 * time.Second
 
 // streamSpecs returns, per shard, what its reader must be started for
 // (its primary's address and the cacheable tables); none without
@@ -266,7 +282,7 @@ func (s *Server) startReader(ctx context.Context, shard, spec string) (*streamRe
 		return nil, err
 	}
 	rctx, cancel := context.WithCancel(ctx)
-	sr := &streamReader{spec: spec, cancel: cancel, done: make(chan struct{})}
+	sr := &streamReader{started: time.Now(), spec: spec, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(sr.done)
 		_ = r.Run(rctx)

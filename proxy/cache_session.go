@@ -2,11 +2,13 @@ package proxy
 
 import (
 	"encoding/binary"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"unsafe"
 
 	"github.com/pgshard/pgshard/cache"
+	"github.com/pgshard/pgshard/proxy/pool"
 	"github.com/pgshard/pgshard/router"
 	rplan "github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/wire"
@@ -76,6 +78,7 @@ type cacheInval struct {
 
 // cacheFill is a result being captured for the cache.
 type cacheFill struct {
+	be    *pool.Conn // the server connection it is read from
 	tok   cache.FillToken
 	shard string
 	limit int // the table's max entry size
@@ -247,6 +250,9 @@ func (s *session) cacheStartFill(plan rplan.Plan) bool {
 	s.mu.Lock()
 	a := s.st.cur()
 	ok := a != nil && !a.replica && a.shard == f.shard && s.queue.syncs == 0
+	if ok {
+		f.be = a.conn
+	}
 	s.mu.Unlock()
 	if ok {
 		s.cache.fill.Store(f)
@@ -381,9 +387,29 @@ func (s *session) cacheNoteWrite(plan rplan.Plan) {
 		return
 	}
 	if n := len(s.cache.inv); n == 0 || s.cache.inv[n-1] != inv {
+		if n >= maxKeyInvalidations {
+			s.cache.inv = collapseInvalidations(s.cache.inv)
+		}
 		s.cache.inv = append(s.cache.inv, inv)
 	}
 	s.cache.pending.Store(true)
+}
+
+// maxKeyInvalidations bounds the invalidations a transaction keeps (they
+// are applied at each of its CommandCompletes): beyond it, its keys give
+// way to their tables.
+const maxKeyInvalidations = 64
+
+// collapseInvalidations replaces keys by their tables, once each.
+func collapseInvalidations(inv []cacheInval) []cacheInval {
+	out := inv[:0]
+	for _, x := range inv {
+		t := cacheInval{table: x.table}
+		if !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // cacheNoteSeveral records the invalidations of a write over several

@@ -122,6 +122,9 @@ func (s *Server) hasReplicas(shard string) bool {
 // new backend, runs: the address of a replica of plan.Shard, or "" for
 // the primary.
 func (s *session) readTarget(plan rplan.Plan) string {
+	if s.cache.next != nil {
+		return "" // a cache miss fills from the primary
+	}
 	if !plan.ReplicaSafe || plan.Kind != rplan.Single || !s.readsReplicas() || !s.srv.hasReplicas(plan.Shard) {
 		return ""
 	}
