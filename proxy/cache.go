@@ -172,8 +172,8 @@ func (s *Server) stopCache() {
 type streamReader struct {
 	started time.Time
 	spec    string // primary address and tables
-	cancel context.CancelFunc
-	done   chan struct{}
+	cancel  context.CancelFunc
+	done    chan struct{}
 }
 
 // manageStreams keeps one reader per shard of the map while tables are
