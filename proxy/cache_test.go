@@ -461,3 +461,60 @@ func TestCacheSameBytes(t *testing.T) {
 		t.Errorf("row limit: the hit answered\n%q\nthe miss\n%q", hit, miss)
 	}
 }
+
+// TestCacheLiveSettings: the map's cache settings apply live (a table
+// turned off is no longer served; a new epoch drops every entry), and the
+// console flushes a table or everything.
+func TestCacheLiveSettings(t *testing.T) {
+	e := newCacheEnv(t)
+	p := e.cacheProxy()
+	ctx := ctxT(t)
+	c := connect(t, p.dsn(""))
+	warm(t, p, c, 20)
+
+	console := connect(t, fmt.Sprintf("postgres://%s:%s@%s/pgshard?sslmode=disable&default_query_exec_mode=simple_protocol", appUser, appPassword, p.addr))
+	for _, cmd := range []string{"FLUSH CACHE users", "FLUSH CACHE"} {
+		if _, err := console.Exec(ctx, cmd); err != nil {
+			t.Fatalf("%s: %v", cmd, err)
+		}
+		misses := stat(t, p, "misses")
+		readName(t, c, 20)
+		if got := stat(t, p, "misses"); got != misses+1 {
+			t.Fatalf("after %s: misses %v -> %v, want one more", cmd, misses, got)
+		}
+		warm(t, p, c, 20)
+	}
+	_, err := console.Exec(ctx, "FLUSH CACHE public.nosuch")
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "42P01" {
+		t.Fatalf("FLUSH CACHE of a table that is not cacheable: %v", err)
+	}
+
+	apply := func(epoch uint64, enabled bool) {
+		t.Helper()
+		m := shardmaptest.New().Epoch(epoch).Shard("s0", e.pg.Addr()).Range("users").Table("public.users", "id").Map(t)
+		m.Tables[0].Cache.Enabled = enabled
+		if ok, err := p.srv.ApplyMap(m); err != nil || !ok {
+			t.Fatalf("apply map epoch %d: %v %v", epoch, ok, err)
+		}
+	}
+	apply(2, false)
+	s := cacheStats(t, p)
+	hits, misses := s["hits"], s["misses"]
+	for range 3 {
+		readName(t, c, 20)
+	}
+	if s := cacheStats(t, p); s["hits"] != hits || s["misses"] != misses {
+		t.Fatalf("a table turned off was looked up: hits %s -> %s, misses %s -> %s", hits, s["hits"], misses, s["misses"])
+	}
+	apply(3, true)
+	if s := cacheStats(t, p); s["epoch"] != "3" || s["table.public.users"] == "" {
+		t.Fatalf("SHOW CACHE after epoch 3: %v", s)
+	}
+	waitServing(t, p)
+	m := stat(t, p, "misses")
+	warm(t, p, c, 20) // the entry of epoch 1 is gone: a miss first
+	if stat(t, p, "misses") <= m {
+		t.Fatal("no miss after a new epoch")
+	}
+}
