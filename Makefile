@@ -37,7 +37,11 @@ DIFFFUZZ_SEED ?= 1
 fuzz:
 	$(GO) test ./wire/ -run '^$$' -fuzz FuzzReadStartup -fuzztime 30s
 	$(GO) test ./wire/ -run '^$$' -fuzz FuzzFrameReader -fuzztime 30s
+	for f in FuzzDecodeParse FuzzDecodeBind FuzzDecodeDescribe FuzzDecodeExecute FuzzDecodeClose; do \
+		$(GO) test ./wire/ -run '^$$' -fuzz "^$$f$$" -fuzztime 30s || exit 1; done
 	$(GO) test ./wire/auth/ -run '^$$' -fuzz FuzzParseSCRAMVerifier -fuzztime 30s
+	$(GO) test ./router/sqllex/ -run '^$$' -fuzz FuzzSkip -fuzztime 30s
+	$(GO) test ./replication/pgadmin/ -run '^$$' -fuzz FuzzConninfoRoundTrip -fuzztime 30s
 	$(GO) test ./router/ -run '^$$' -fuzz FuzzClassify -fuzztime 30s
 	$(GO) test ./router/plan/ -run '^$$' -fuzz FuzzRoute -fuzztime 30s
 	$(GO) test ./router/copysplit/ -run '^$$' -fuzz FuzzSplit -fuzztime 30s

@@ -27,11 +27,6 @@ import (
 // it keeps serving reads but refuses writes (SQLSTATE 25006) until the
 // leader answers its heartbeat.
 
-// SQLSTATEs of this file.
-const (
-	sqlStateReadOnlyTransaction = "25006"
-)
-
 // mapChange returns a channel closed when the next shard map is applied.
 func (s *Server) mapChange() <-chan struct{} {
 	s.mapMu.Lock()
@@ -191,7 +186,7 @@ func (s *Server) failClosed(plan rplan.Plan) error {
 	if why == "" {
 		return nil
 	}
-	return &wire.Error{Code: sqlStateReadOnlyTransaction,
+	return &wire.Error{Code: wire.SQLStateReadOnlyTransaction,
 		Message: "pgshard refuses writes: the metadata cluster has not confirmed its shard map",
 		Detail:  fmt.Sprintf("A primary may have been replaced without this proxy knowing: %s.", why),
 		Hint:    "Reads still work. Retry the write through another pgshard proxy, or once this one reaches the metadata cluster again."}

@@ -75,6 +75,12 @@ type Config struct {
 	Limits   LimitsConfig  `yaml:"limits"`
 	// ShutdownTimeout bounds how long SIGTERM waits for transactions.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// AuthQuery looks up users that Users does not list on the server
+	// (authquery.go).
+	AuthQuery AuthQueryConfig `yaml:"auth_query"`
+	// RateLimits bounds statements and new connections per second, per
+	// user and per client address (ratelimit.go).
+	RateLimits RateLimitsConfig `yaml:"rate_limits"`
 	// Cache configures the hot-row cache (cache.go).
 	Cache CacheConfig `yaml:"cache"`
 
@@ -83,6 +89,10 @@ type Config struct {
 	// cluster's map, so Shards may be empty, and it refuses writes until
 	// the cluster has confirmed the map it routes by.
 	FollowsMeta bool `yaml:"-"`
+
+	// ReloadFunc (not read from the file) loads the configuration again
+	// for the admin console's RELOAD; nil: RELOAD is refused.
+	ReloadFunc func() (*Config, error) `yaml:"-"`
 
 	// Logger (not read from the file) is where the proxy logs; nil means
 	// slog.Default(). NewServer takes it; Reload keeps the server's.
@@ -119,6 +129,8 @@ type UserConfig struct {
 	// Reads overrides the global reads settings for this user (fields
 	// left empty take the global value).
 	Reads ReadConfig `yaml:"reads"`
+	// RateLimit replaces rate_limits.per_user for this user.
+	RateLimit *RateLimit `yaml:"rate_limit"`
 }
 
 // The read_from values.
@@ -400,6 +412,7 @@ func (c *Config) Complete() error {
 		c.BroadcastWrites = "refuse"
 	}
 	c.Reads.complete()
+	c.AuthQuery.complete()
 	if c.MetaLease == 0 {
 		c.MetaLease = Duration(10 * time.Second)
 	}
@@ -505,6 +518,8 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("backend.keepalive_count: %d is negative", c.Backend.KeepAliveCount))
 	}
 	errs = append(errs, c.Reads.validate("reads")...)
+	errs = append(errs, c.AuthQuery.validate()...)
+	errs = append(errs, c.RateLimits.validate()...)
 	for i, u := range c.Users {
 		if len(u.Reads.SafeFunctions) > 0 {
 			errs = append(errs, fmt.Errorf("users[%d].reads.safe_functions: set it in the global reads section (plans are shared by all users)", i))
@@ -540,6 +555,9 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s.pool_mode: %q is not transaction or session", field, u.PoolMode))
 		}
 		errs = append(errs, u.Reads.validate(field+".reads")...)
+		if u.RateLimit != nil {
+			errs = append(errs, u.RateLimit.validate(field+".rate_limit")...)
+		}
 	}
 	return errors.Join(errs...)
 }

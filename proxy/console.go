@@ -30,7 +30,7 @@ const ConsoleDatabase = "pgshard"
 var consoleHelp = [][]string{
 	{"SHOW HELP", "this list"},
 	{"SHOW POOLS", "every server connection pool: shard, server, role, user, database, connections open, idle, in use, waiting clients, totals"},
-	{"SHOW CLIENTS", "every client session: user, database, address, state, the server it holds"},
+	{"SHOW CLIENTS", "every client session: user, database, address, state, the server it holds, its id (for KILL)"},
 	{"SHOW SHARDS", "every server of the shard map: shard, role, address, state (up, down, lag)"},
 	{"SHOW STATS", "totals since start: clients, queries, transactions, buffered statements, errors"},
 	{"SHOW CONFIG", "the settings that matter for operations (no secrets)"},
@@ -106,12 +106,12 @@ func (s *session) consoleQuery(sql string) []byte {
 	case "":
 		out = append(out, 'I', 0, 0, 0, 4) // EmptyQueryResponse
 	case "SHOW HELP":
-		out, err = appendResult(out, []string{"command", "shows"}, consoleHelp)
+		out, err = appendResult(out, []string{"command", "shows"}, append(slices.Clone(consoleHelp), consoleOpsHelp...))
 	case "SHOW POOLS":
 		out, err = appendResult(out, []string{"shard", "server", "role", "user", "database", "size", "open", "idle", "in_use", "waiting",
 			"acquired", "waits", "wait_seconds", "timeouts", "dials", "dial_failures"}, s.srv.poolRows())
 	case "SHOW CLIENTS":
-		out, err = appendResult(out, []string{"user", "database", "address", "state", "shard", "server", "transaction"}, s.srv.clientRows())
+		out, err = appendResult(out, []string{"user", "database", "address", "state", "shard", "server", "transaction", "id"}, s.srv.clientRows())
 	case "SHOW SHARDS":
 		out, err = appendResult(out, []string{"shard", "role", "address", "state", "map_epoch"}, s.srv.shardRows())
 	case "SHOW STATS":
@@ -120,8 +120,11 @@ func (s *session) consoleQuery(sql string) []byte {
 		out, err = appendResult(out, []string{"key", "value"}, s.srv.configRows())
 	default:
 		var ok bool
-		if out, err, ok = s.srv.cacheConsole(out, cmd); !ok {
-			err = &wire.Error{Code: "42601", Message: fmt.Sprintf("unknown admin console command %q", strings.TrimSpace(sql)),
+		if out, err, ok = s.consoleOp(cmd, sql); !ok {
+			out, err, ok = s.srv.cacheConsole(out, cmd)
+		}
+		if !ok {
+			err = &wire.Error{Code: wire.SQLStateSyntaxError, Message: fmt.Sprintf("unknown admin console command %q", strings.TrimSpace(sql)),
 				Hint: "SHOW HELP lists the commands."}
 		}
 	}
@@ -201,7 +204,7 @@ func (s *Server) clientRows() [][]string {
 			state = "admin console"
 		}
 		ss.mu.Unlock()
-		rows = append(rows, []string{ss.user.cfg.Name, ss.db, ss.conn.RemoteAddr().String(), state, shard, server, tx})
+		rows = append(rows, []string{ss.user.cfg.Name, ss.db, ss.conn.RemoteAddr().String(), state, shard, server, tx, utoa(uint64(ss.key.pid))})
 	}
 	sortRows(rows)
 	return rows
@@ -255,7 +258,7 @@ func (s *Server) statRows() [][]string {
 // configRows are the settings an operator checks first; never secrets.
 func (s *Server) configRows() [][]string {
 	c := s.runtime().cfg
-	return [][]string{
+	return append([][]string{
 		{"listen", c.Listen}, {"pool_mode", string(c.PoolMode)}, {"pool.size", itoa(c.Pool.Size)},
 		{"pool.wait_timeout", c.Pool.WaitTimeout.D().String()}, {"limits.max_client_conn", itoa(c.Limits.MaxClientConn)},
 		{"default_shard", c.DefaultShard}, {"broadcast_writes", c.BroadcastWrites},
@@ -264,7 +267,7 @@ func (s *Server) configRows() [][]string {
 		{"buffer.window", c.Buffer.Window.D().String()}, {"buffer.max_queued", itoa(c.Buffer.MaxQueued)},
 		{"meta_lease", c.MetaLease.D().String()}, {"health_interval", c.HealthInterval.D().String()},
 		{"tls.mode", c.TLS.Mode}, {"backend.sslmode", c.Backend.SSLMode},
-	}
+	}, opsConfigRows(c)...)
 }
 
 // sortRows orders rows by their columns, left to right.

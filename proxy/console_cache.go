@@ -45,7 +45,7 @@ func (s *Server) cacheConsole(out []byte, cmd string) (_ []byte, _ *wire.Error, 
 			table = "public." + table
 		}
 		if _, ok := s.cache.cacheTables()[table]; !ok {
-			return out, &wire.Error{Code: "42P01", Message: fmt.Sprintf("table %s is not cacheable in the shard map", table),
+			return out, &wire.Error{Code: wire.SQLStateUndefinedTable, Message: fmt.Sprintf("table %s is not cacheable in the shard map", table),
 				Hint: "SHOW CACHE lists the cacheable tables."}, true
 		}
 		s.cache.c.FlushTable(table)

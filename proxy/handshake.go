@@ -133,6 +133,10 @@ func (s *Server) startSession(ctx context.Context, rt *runtime, conn net.Conn, s
 		s.reject(conn, wire.Fatalf(wire.SQLStateFeatureNotSupported, "replication connections are not supported through pgshard"))
 		return nil, false
 	}
+	if e := s.limitAddressConnection(conn.RemoteAddr()); e != nil {
+		s.reject(conn, e)
+		return nil, false
+	}
 	if st.Negotiate != nil {
 		msg, _ := st.Negotiate.Encode(nil)
 		if _, err := conn.Write(msg); err != nil {
@@ -140,6 +144,14 @@ func (s *Server) startSession(ctx context.Context, rt *runtime, conn net.Conn, s
 		}
 	}
 	us := rt.users[userName]
+	if us == nil {
+		var err error
+		if us, err = s.authQueryUser(ctx, rt, userName); err != nil {
+			s.log.Error("auth_query failed", "user", userName, "err", err)
+			s.reject(conn, authQueryFailed())
+			return nil, false
+		}
+	}
 	method, cred := auth.SCRAMSHA256, auth.Credential{} // unknown users fail a fake exchange
 	if us != nil {
 		method, cred = us.method, us.cred
@@ -160,6 +172,10 @@ func (s *Server) startSession(ctx context.Context, rt *runtime, conn net.Conn, s
 	}
 	if us == nil { // trust for unknown users never happens; be safe
 		s.reject(conn, wire.Fatalf(wire.SQLStateInvalidPassword, "password authentication failed for user %q", userName))
+		return nil, false
+	}
+	if e := s.limitUserConnection(us); e != nil {
+		s.reject(conn, e)
 		return nil, false
 	}
 	if n := us.clients.Add(1); us.cfg.MaxClientConn > 0 && n > int64(us.cfg.MaxClientConn) {
@@ -187,7 +203,7 @@ func (s *Server) startSession(ctx context.Context, rt *runtime, conn net.Conn, s
 	if db == ConsoleDatabase {
 		if !s.isAdmin(userName) {
 			us.clients.Add(-1)
-			s.reject(conn, wire.Fatalf("42501", "permission denied: user %q may not use the pgshard admin console", userName))
+			s.reject(conn, wire.Fatalf(wire.SQLStateInsufficientPrivilege, "permission denied: user %q may not use the pgshard admin console", userName))
 			return nil, false
 		}
 		ss.console = true

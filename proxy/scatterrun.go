@@ -33,5 +33,8 @@ func (b *scatterBackends) Acquire(ctx context.Context, p *pool.Pool) (*pool.Conn
 // scatter runs req on several shards for user and database db: see
 // scatter.Run.
 func (s *Server) scatter(ctx context.Context, user *userState, db string, req scatter.Request) ([]byte, error) {
+	if req.Log == nil {
+		req.Log = s.log
+	}
 	return scatter.Run(ctx, &scatterBackends{srv: s, user: user, db: db}, req)
 }

@@ -79,6 +79,8 @@ type Server struct {
 
 	endpoints atomic.Pointer[endpointView] // every endpoint's health, for describing (describe.go)
 
+	ops opsState // console commands, rate limits, auth_query (console_ops.go)
+
 	cache   *serverCache // the hot-row cache, nil when off (cache.go)
 	cacheOn atomic.Bool  // the cache is on and the map has cacheable tables
 }
@@ -116,6 +118,8 @@ func NewServer(cfg *Config) (*Server, error) {
 		done:     make(chan struct{}),
 	}
 	s.rt.Store(rt)
+	s.ops.limits = newRateLimiter(s.metrics.reg)
+	s.ops.limits.observe(cfg.RateLimits)
 	s.metrics.registerPools(s)
 	s.metrics.registerMetaState(s)
 	s.metrics.mapEpoch.Set(float64(s.MapEpoch()))
@@ -257,6 +261,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	s.stopHealth()
+	s.resumeAll() // statements held by PAUSE run (or fail) now
 	if s.ln != nil {
 		_ = s.ln.Close()
 	}
@@ -354,7 +359,11 @@ func (s *Server) Reload(cfg *Config) error {
 			u.clients.Store(o.clients.Load())
 		}
 	}
+	if cfg.ReloadFunc == nil {
+		cfg.ReloadFunc = old.cfg.ReloadFunc
+	}
 	s.rt.Store(rt)
+	s.ops.limits.observe(cfg.RateLimits)
 	s.cacheMapApplied(cfg.shardMap)
 	s.mu.Lock()
 	for _, p := range s.pools {
@@ -463,6 +472,9 @@ func (s *Server) lend(ctx context.Context, shard string, user *userState, db str
 }
 
 func (s *Server) acquire(ctx context.Context, p *pool.Pool) (*pool.Conn, error) {
+	if err := s.waitPaused(ctx, p); err != nil {
+		return nil, err
+	}
 	be, err := p.Acquire(ctx)
 	if err == nil {
 		return be, nil

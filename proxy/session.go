@@ -196,6 +196,9 @@ func (s *session) handle(ctx context.Context, typ byte, frame []byte) error {
 			return err
 		}
 	}
+	if err := s.limitStatement(typ); err != nil { // rate limits (ratelimit.go)
+		return err
+	}
 	switch typ {
 	case 'Q':
 		return s.handleQuery(ctx, frame)

@@ -78,7 +78,7 @@ func (s *session) utilityOnShards(ctx context.Context, plan rplan.Plan, sql stri
 // statement does not exist.
 func undefinedObject(c string) bool {
 	switch c {
-	case "42704", "42P01", "42883", "3F000": // undefined object, table, function, schema
+	case wire.SQLStateUndefinedObject, wire.SQLStateUndefinedTable, wire.SQLStateUndefinedFunction, wire.SQLStateInvalidSchemaName:
 		return true
 	}
 	return false

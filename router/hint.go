@@ -5,6 +5,7 @@ import (
 
 	"github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/router/sqllex"
+	"github.com/pgshard/pgshard/wire"
 )
 
 // HintRouter routes by a leading comment hint, `/* pgshard: shard=NAME */`,
@@ -30,7 +31,7 @@ func (h HintRouter) Route(q Query) (plan.Plan, error) {
 		return plan.Plan{Kind: plan.Single, Shard: h.Default}, nil
 	}
 	if !h.Shards[shard] {
-		err := &plan.RefusalError{Code: plan.SQLStateInvalidParameter, Message: "pgshard: hint names unknown shard \"" + shard + "\""}
+		err := &plan.RefusalError{Code: wire.SQLStateInvalidParameterValue, Message: "pgshard: hint names unknown shard \"" + shard + "\""}
 		return plan.Plan{Kind: plan.Refused, Err: err}, err
 	}
 	return plan.Plan{Kind: plan.Single, Shard: shard}, nil

@@ -110,7 +110,7 @@ func (r PlanRouter) Route(q Query) (plan.Plan, error) {
 		}
 		return p, nil
 	}
-	return refused(&plan.RefusalError{Code: "0A000", Message: fmt.Sprintf("unknown plan kind %s", p.Kind)})
+	return refused(&plan.RefusalError{Code: wire.SQLStateFeatureNotSupported, Message: fmt.Sprintf("unknown plan kind %s", p.Kind)})
 }
 
 // several checks a plan over several shards, keeping only what the proxy
@@ -141,7 +141,7 @@ func (r PlanRouter) several(p *plan.Plan) (bool, *plan.RefusalError) {
 	case p.Broadcast && (p.Stmt == plan.StmtUpdate || p.Stmt == plan.StmtDelete):
 		if !r.AllowBroadcast {
 			return false, &plan.RefusalError{
-				Code:    "0A000",
+				Code:    wire.SQLStateFeatureNotSupported,
 				Message: fmt.Sprintf("%s without a condition on the sharding key would run on every shard, which broadcast_writes forbids", stmtName(p.Stmt)),
 				Hint:    "Add a condition on the sharding key, or set broadcast_writes: allow (each shard then commits on its own).",
 			}
@@ -150,7 +150,7 @@ func (r PlanRouter) several(p *plan.Plan) (bool, *plan.RefusalError) {
 		return true, nil
 	}
 	return false, &plan.RefusalError{
-		Code:    "0A000",
+		Code:    wire.SQLStateFeatureNotSupported,
 		Message: fmt.Sprintf("this statement needs several shards (%s); pgshard runs only reads over several shards so far", p.Decision()),
 		Hint:    "Add a condition on the sharding key, or route it with /* pgshard: shard=NAME */.",
 	}

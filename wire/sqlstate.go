@@ -1,7 +1,7 @@
 package wire
 
-// SQLSTATE codes the proxy itself reports. Names follow PostgreSQL's
-// errcodes.txt.
+// SQLSTATE codes pgshard reports or looks for: the one list, used by every
+// package. Names follow PostgreSQL's errcodes.txt.
 const (
 	SQLStateProtocolViolation         = "08P01"
 	SQLStateConnectionFailure         = "08006"
@@ -26,4 +26,24 @@ const (
 	SQLStateDivisionByZero            = "22012"
 	SQLStateBadCopyFileFormat         = "22P04"
 	SQLStateConfigurationLimitExceed  = "53400"
+	SQLStateSyntaxError               = "42601"
+	SQLStateInvalidBinaryRepresent    = "22P03"
+	SQLStateCharacterNotInRepertoire  = "22021"
+	SQLStateReadOnlyTransaction       = "25006"
+	SQLStateActiveSQLTransaction      = "25001"
+	SQLStateObjectNotInPrerequisite   = "55000"
+	SQLStateUndefinedObject           = "42704"
+	SQLStateUndefinedTable            = "42P01"
+	SQLStateUndefinedFunction         = "42883"
+	SQLStateInvalidSchemaName         = "3F000"
+	SQLStateInsufficientPrivilege     = "42501"
+	SQLStateDuplicateObject           = "42710"
+	SQLStateObjectInUse               = "55006"
+	SQLStateConfigFileError           = "F0000"
+
+	// SQLStateIntervalFenced is pgshard's own (class PS, outside
+	// PostgreSQL's classes): a write to a key interval that resharding
+	// moves, rejected by the fence on the old owner; the proxy holds and
+	// retries it on the new owner.
+	SQLStateIntervalFenced = "PS001"
 )

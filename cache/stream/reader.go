@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgshard/pgshard/cache"
+	"github.com/pgshard/pgshard/wire"
 )
 
 // Defaults of Config.
@@ -319,7 +320,7 @@ func (r *Reader) ensurePublication(ctx context.Context, conn *pgconn.PgConn) ([]
 			}
 			sql += " FOR TABLE " + strings.Join(names, ", ")
 		}
-		if _, err := query(ctx, conn, sql); err != nil && !isCode(err, "42710") { // 42710: another proxy created it
+		if _, err := query(ctx, conn, sql); err != nil && !isCode(err, wire.SQLStateDuplicateObject) { // another proxy created it
 			return nil, fmt.Errorf("create publication %s: %w", pub, err)
 		}
 		r.log.Info("created the cache publication", "publication", pub, "tables", exist)
@@ -332,7 +333,7 @@ func (r *Reader) ensurePublication(ctx context.Context, conn *pgconn.PgConn) ([]
 			continue
 		}
 		_, err := query(ctx, conn, "ALTER PUBLICATION "+quoteIdent(pub)+" ADD TABLE "+quoteQualified(t))
-		if err != nil && !isCode(err, "42710") {
+		if err != nil && !isCode(err, wire.SQLStateDuplicateObject) {
 			// Changes of a table outside the publication would go unseen:
 			// the stream does not come up.
 			return nil, fmt.Errorf("add table %s to publication %s: %w", t, pub, err)

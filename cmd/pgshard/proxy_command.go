@@ -96,6 +96,7 @@ func (o *proxyOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	cfg.ReloadFunc = o.loadConfig // the admin console's RELOAD
 	var follow func(context.Context, *proxy.Server)
 	switch {
 	case o.meta != "":
@@ -159,6 +160,9 @@ func (o *proxyOptions) Run(ctx context.Context) error {
 // runProxy serves cfg until ctx ends, then shuts down gracefully. started
 // runs once the listeners are open.
 func runProxy(ctx context.Context, cfg *proxy.Config, started func(*proxy.Server)) error {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default().With("component", "proxy")
+	}
 	srv, err := proxy.NewServer(cfg)
 	if err != nil {
 		return err
@@ -188,6 +192,7 @@ func runProxy(ctx context.Context, cfg *proxy.Config, started func(*proxy.Server
 	select {
 	case <-ctx.Done():
 	case err := <-serveDone:
+		srv.WaitShutdown() // the admin console's SHUTDOWN, if it was that
 		stopAdmin()
 		<-adminDone
 		return err

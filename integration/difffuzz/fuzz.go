@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgshard/pgshard/integration/difftest"
+	"github.com/pgshard/pgshard/wire"
 )
 
 // Target is a pgshard configuration under test: a connection through a
@@ -104,7 +105,7 @@ func (f *Fuzzer) Run(ctx context.Context, seed uint64) error {
 				example(want.Code, want.Message)
 			}
 		}
-		if got.Code == "0A000" && ref.Code != "0A000" { // a refusal, even of what PostgreSQL rejects
+		if got.Code == wire.SQLStateFeatureNotSupported && ref.Code != wire.SQLStateFeatureNotSupported { // a refusal, even of what PostgreSQL rejects
 			r := Reason(got.Message)
 			s.Refusals[r]++
 			example(r, got.Message)

@@ -17,6 +17,7 @@ import (
 	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/shardmap/meta"
 	"github.com/pgshard/pgshard/shardmap/metarpc"
+	"github.com/pgshard/pgshard/wire"
 )
 
 // Failover on a meta member: the controller (replication/failover) acting
@@ -152,7 +153,7 @@ type adminPort struct {
 func (p adminPort) State(ctx context.Context, addr string) (failover.ServerState, error) {
 	st, err := p.a.State(ctx, addr)
 	var pe *pgconn.PgError
-	if errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "28") || pe.Code == "3D000") {
+	if errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "28") || pe.Code == wire.SQLStateInvalidCatalogName) {
 		if last, ok := p.warned.Load(addr); !ok || time.Since(last.(time.Time)) > time.Minute {
 			p.warned.Store(addr, time.Now())
 			p.log.Error("failover: the meta member cannot log in to a server; it counts as up, but cannot be failed over or promoted",

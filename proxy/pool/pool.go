@@ -127,6 +127,9 @@ type Pool struct {
 	waiters []*waiter          // FIFO
 	closed  bool
 	stats   Stats
+	// reconnectAt: connections opened before it are closed when they
+	// are returned (Reconnect).
+	reconnectAt time.Time
 
 	stop    chan struct{}
 	done    chan struct{} // closed when reap ends
@@ -318,6 +321,11 @@ func (p *Pool) Release(c *Conn) {
 	c.returned = now
 	c.Reader.ReleaseLarge()
 	p.mu.Lock()
+	if !c.created.After(p.reconnectAt) {
+		p.mu.Unlock()
+		p.Discard(c)
+		return
+	}
 	if p.closed {
 		p.open--
 		p.mu.Unlock()

@@ -126,6 +126,9 @@ type Request struct {
 	MaxBufferedBytes int64
 	// Dst is the buffer the output is appended to (may be nil).
 	Dst []byte
+	// Log receives the executor's warnings (a shard that does not answer
+	// a cancel); nil discards them.
+	Log *slog.Logger
 	// DrainTimeout, when positive, replaces the 250 ms that shards may go
 	// on sending rows the merge no longer needs (a test on a loaded
 	// machine gives the drain the time it needs).
@@ -163,6 +166,10 @@ func Run(ctx context.Context, b Backends, req Request) ([]byte, error) {
 		shards: make([]*scatterShard, len(req.Shards)),
 		failed: make(chan struct{}),
 		drain:  scatterDrainTimeout,
+		log:    req.Log,
+	}
+	if run.log == nil {
+		run.log = slog.New(slog.DiscardHandler)
 	}
 	if req.DrainTimeout > 0 {
 		run.drain = req.DrainTimeout
@@ -389,6 +396,7 @@ type scatterRun struct {
 	failed  chan struct{} // closed when err is set
 
 	drain time.Duration // see Request.DrainTimeout
+	log   *slog.Logger  // see Request.Log, never nil
 }
 
 // fail records the statement's first shard error.
@@ -443,7 +451,7 @@ func (r *scatterRun) finish(ctx context.Context, commit bool) error {
 		}
 		wg.Wait()
 		for _, h := range scatterWait(busy, ReplyTimeout) {
-			slog.Warn("scatter: shard did not answer after cancel; closing the connection", "shard", h.name, "server", h.conn.Addr)
+			h.run.log.Warn("scatter: shard did not answer after cancel; closing the connection", "shard", h.name, "server", h.conn.Addr)
 		}
 	}
 	var errs []error

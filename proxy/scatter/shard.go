@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"log/slog"
 	"sync"
 
 	"github.com/pgshard/pgshard/proxy/pool"
@@ -276,7 +275,7 @@ func (h *scatterShard) cancel() {
 	ctx, cancel := context.WithTimeout(context.Background(), ReplyTimeout)
 	defer cancel()
 	if err := h.conn.Cancel(ctx); err != nil {
-		slog.Debug("scatter: cancel failed", "shard", h.name, "server", h.conn.Addr, "err", err)
+		h.run.log.Debug("scatter: cancel failed", "shard", h.name, "server", h.conn.Addr, "err", err)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/pgshard/pgshard/proxy/pool"
+	"github.com/pgshard/pgshard/wire"
 )
 
 // Utility runs a utility statement (DDL) on several shards, all or none:
@@ -16,7 +17,7 @@ import (
 // statement's tag, or the failing shard and its error.
 func Utility(ctx context.Context, shards []string, conns []*pool.Conn, sqls []string) (tag, failed string, err error) {
 	tag, failed, err = utilityInTransactions(ctx, shards, conns, sqls)
-	if serverCode(err) == "25001" { // cannot run inside a transaction block
+	if serverCode(err) == wire.SQLStateActiveSQLTransaction { // cannot run inside a transaction block
 		tag, failed, err = "", "", nil
 		for i, be := range conns {
 			if tag, err = be.ExecTag(ctx, sqls[i]); err != nil {

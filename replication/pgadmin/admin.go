@@ -12,16 +12,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// SQLSTATE codes the package looks for.
-const (
-	// SQLStateReadOnlyTransaction is what a write gets in a read-only
-	// transaction, so on a quiesced or fenced server.
-	SQLStateReadOnlyTransaction = "25006"
-	// SQLStateObjectNotInPrerequisiteState is what pg_promote raises on a
-	// server that is not in recovery (already a primary).
-	SQLStateObjectNotInPrerequisiteState = "55000"
-)
-
 // Defaults of [Config].
 const (
 	DefaultDatabase       = "postgres"

@@ -10,6 +10,7 @@ import (
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/internal/testutil"
 	"github.com/pgshard/pgshard/replication/health"
+	"github.com/pgshard/pgshard/wire"
 )
 
 // TestState reads a primary and its streaming replica.
@@ -244,7 +245,7 @@ func TestQuiesce(t *testing.T) {
 
 	// New write transactions fail.
 	err := p.Exec(ctx, "INSERT INTO t VALUES (3, 'after quiesce')")
-	wantSQLState(t, "write after Quiesce", err, SQLStateReadOnlyTransaction)
+	wantSQLState(t, "write after Quiesce", err, wire.SQLStateReadOnlyTransaction)
 
 	// Again: with nothing open it does not wait, and returns a position at
 	// or after the first.
@@ -283,7 +284,7 @@ func TestFence(t *testing.T) {
 		t.Error("a session in a transaction survived Fence and committed")
 	}
 	err := p.Exec(ctx, "INSERT INTO t VALUES (2)")
-	wantSQLState(t, "write after Fence", err, SQLStateReadOnlyTransaction)
+	wantSQLState(t, "write after Fence", err, wire.SQLStateReadOnlyTransaction)
 	if got := mustValue(t, p, "SELECT count(*) FROM t"); got != "0" {
 		t.Errorf("rows after Fence: %s, want 0", got)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/pgshard/pgshard/wire"
 )
 
 // maxPromoteWaitSeconds bounds pg_promote's own wait; Promote keeps polling
@@ -50,7 +51,7 @@ func (a *Admin) Promote(ctx context.Context, addr string) error {
 // which is fine once the server is out of recovery.
 func promote(ctx context.Context, conn *pgconn.PgConn) error {
 	sql := fmt.Sprintf("SELECT pg_promote(true, %d)", waitSeconds(ctx, maxPromoteWaitSeconds))
-	if _, err := queryValue(ctx, conn, sql); err != nil && sqlState(err) != SQLStateObjectNotInPrerequisiteState {
+	if _, err := queryValue(ctx, conn, sql); err != nil && sqlState(err) != wire.SQLStateObjectNotInPrerequisite {
 		return fmt.Errorf("pg_promote: %w", err)
 	}
 	// pg_promote returns false when recovery did not end within its wait.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/pgshard/pgshard/wire"
 )
 
 // DropReplication drops this direction's replication objects: the
@@ -120,10 +121,10 @@ func dropSlots(ctx context.Context, conn *pgx.Conn, where string, arg any) error
 				// 55006 object_in_use: the walsender has not released
 				// the slot yet; 42704: dropped meanwhile.
 				switch sqlState(err) {
-				case "55006":
+				case wire.SQLStateObjectInUse:
 					busy = fmt.Errorf("drop slot %s: %w", s.name, err)
 					continue
-				case "42704":
+				case wire.SQLStateUndefinedObject:
 					continue
 				}
 				return fmt.Errorf("drop slot %s: %w", s.name, err)

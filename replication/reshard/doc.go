@@ -22,7 +22,7 @@
 //     checksum of the interval's rows on both sides, and the differing keys
 //     (bounded) on a mismatch.
 //  4. [Engine.Fence] / [Engine.Unfence]: a trigger on the source rejects
-//     writes to the interval's rows with SQLSTATE [SQLStateIntervalFenced].
+//     writes to the interval's rows with SQLSTATE [wire.SQLStateIntervalFenced].
 //  5. [Engine.WaitCaughtUp]: after the fence, wait until the target has
 //     applied everything up to the source's current WAL position.
 //  6. [Engine.AdvanceSequences]: the target's sequences of the moved tables

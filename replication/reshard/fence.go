@@ -10,15 +10,8 @@ import (
 
 	"github.com/pgshard/pgshard/replication/health"
 	"github.com/pgshard/pgshard/shardmap"
+	"github.com/pgshard/pgshard/wire"
 )
-
-// SQLStateIntervalFenced is the SQLSTATE of a write the fence rejects:
-// the row's key lies in an interval that is moving (or has moved) to
-// another shard. It is in class PS, pgshard's own (classes starting with
-// I to Z are left to implementations). The write did not happen; the
-// proxy retries it once its shard map routes the interval to the new
-// owner.
-const SQLStateIntervalFenced = "PS001"
 
 // fenceFunctionDDL is the trigger function of table t: row-level it
 // rejects an INSERT whose new row, a DELETE whose old row, and an UPDATE
@@ -36,7 +29,7 @@ func (e *Engine) fenceFunctionDDL(t Table) string {
 	hint := "Retry: pgshard routes the write to the interval's new shard once it owns it."
 	raise := func(what string) string {
 		return fmt.Sprintf("RAISE EXCEPTION USING ERRCODE = %s, MESSAGE = %s || %s, HINT = %s;",
-			quoteLiteral(SQLStateIntervalFenced), quoteLiteral("write refused: "), what, quoteLiteral(hint))
+			quoteLiteral(wire.SQLStateIntervalFenced), quoteLiteral("write refused: "), what, quoteLiteral(hint))
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "CREATE OR REPLACE FUNCTION %s.%s() RETURNS trigger LANGUAGE plpgsql AS $pgshard$\nBEGIN\n",
@@ -53,7 +46,7 @@ func (e *Engine) fenceFunctionDDL(t Table) string {
 
 // Fence installs on the source, on every table of the move, a trigger
 // that rejects writes to the interval's rows (and TRUNCATE) with SQLSTATE
-// [SQLStateIntervalFenced] and a message naming the table, the interval
+// [wire.SQLStateIntervalFenced] and a message naming the table, the interval
 // and the key. Writes to other keys pass.
 //
 // The triggers are ordinary (ENABLE) triggers, which PostgreSQL does not

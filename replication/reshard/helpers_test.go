@@ -18,6 +18,7 @@ import (
 
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/internal/pgcluster"
+	"github.com/pgshard/pgshard/wire"
 )
 
 // TestMain checks that no PostgreSQL server and no goroutine outlives the
@@ -129,7 +130,7 @@ type ledger struct {
 	balance  map[int64]int64 // live accounts
 	events   map[[2]int64]bool
 	acked    int
-	fenced   int // writes refused with SQLStateIntervalFenced
+	fenced   int // writes refused with wire.SQLStateIntervalFenced
 	fencedIn int // of which in the interval (all of them must be)
 }
 
@@ -137,7 +138,7 @@ type ledger struct {
 // until stop is set (between two writes, so every write's outcome is
 // known): inserts, updates and deletes of accounts and inserts
 // of events, recording each acknowledged write in the ledger. A write the
-// fence refuses (SQLStateIntervalFenced) is counted, not recorded; inside
+// fence refuses (wire.SQLStateIntervalFenced) is counted, not recorded; inside
 // reports whether a key is in the moving interval, and a refusal of a key
 // outside it is an error. Any other error ends it.
 func workload(ctx context.Context, stop *atomic.Bool, s *pgcluster.Server, keys int64, led *ledger, inside, only func(int64) bool) error {
@@ -181,7 +182,7 @@ func workload(ctx context.Context, stop *atomic.Bool, s *pgcluster.Server, keys 
 		case err == nil:
 			apply()
 			led.acked++
-		case sqlState(err) == SQLStateIntervalFenced:
+		case sqlState(err) == wire.SQLStateIntervalFenced:
 			led.fenced++
 			if inside(k) {
 				led.fencedIn++

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pgshard/pgshard/shardmap"
+	"github.com/pgshard/pgshard/wire"
 )
 
 // TestMoveRangeUnderWrites moves [500, 1500) of a bigint range
@@ -144,10 +145,10 @@ func runLedgerMove(t *testing.T, mv Move, inside func(int64) bool, keys int64) {
 	// A direct writer is fenced too, inside only; the message names it.
 	in, out := liveKeys(led, inside)
 	code, msg := fencedWrite(t, src, "UPDATE public.accounts SET balance = -1 WHERE id = "+itoa(in))
-	if code != SQLStateIntervalFenced || !strings.Contains(msg, "public.accounts") || !strings.Contains(msg, "key "+itoa(in)) {
+	if code != wire.SQLStateIntervalFenced || !strings.Contains(msg, "public.accounts") || !strings.Contains(msg, "key "+itoa(in)) {
 		t.Errorf("update inside the fenced interval: SQLSTATE %q, %q", code, msg)
 	}
-	if code, msg := fencedWrite(t, src, "TRUNCATE public.events"); code != SQLStateIntervalFenced {
+	if code, msg := fencedWrite(t, src, "TRUNCATE public.events"); code != wire.SQLStateIntervalFenced {
 		t.Errorf("truncate of a fenced table: SQLSTATE %q, %q", code, msg)
 	}
 	if code, msg := fencedWrite(t, src, "UPDATE public.accounts SET balance = balance WHERE id = "+itoa(out)); code != "" {
@@ -210,7 +211,7 @@ func runLedgerMove(t *testing.T, mv Move, inside func(int64) bool, keys int64) {
 	if inRows != 0 {
 		t.Errorf("%d rows of the interval left on the source", inRows)
 	}
-	if code, _ := fencedWrite(t, src, "INSERT INTO public.accounts (id, balance) VALUES ("+itoa(in)+", 1)"); code != SQLStateIntervalFenced {
+	if code, _ := fencedWrite(t, src, "INSERT INTO public.accounts (id, balance) VALUES ("+itoa(in)+", 1)"); code != wire.SQLStateIntervalFenced {
 		t.Errorf("insert into the cleaned-up interval on the source: SQLSTATE %q, want the fence's", code)
 	}
 	if n := mustInt(t, src, "SELECT count(*) FROM public.accounts"); n == 0 {

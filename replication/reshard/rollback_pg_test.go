@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/pgshard/pgshard/shardmap"
+	"github.com/pgshard/pgshard/wire"
 )
 
 // TestRollbackAfterCutover cuts a range move over, lets a client write to
@@ -87,7 +88,7 @@ func TestRollbackAfterCutover(t *testing.T) {
 	if id <= tgtMax {
 		t.Errorf("the source's events sequence gave %d, the target had used up to %d", id, tgtMax)
 	}
-	if code, msg := fencedWrite(t, tgt, "INSERT INTO public.accounts (id, balance) VALUES (300, 1)"); code != SQLStateIntervalFenced {
+	if code, msg := fencedWrite(t, tgt, "INSERT INTO public.accounts (id, balance) VALUES (300, 1)"); code != wire.SQLStateIntervalFenced {
 		t.Errorf("insert into the rolled-back interval on the target: SQLSTATE %q %q, want the fence's", code, msg)
 	}
 }

@@ -3,6 +3,8 @@ package copysplit
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/pgshard/pgshard/wire"
 )
 
 // This file splits binary COPY data as PostgreSQL 15's
@@ -280,7 +282,7 @@ func (s *Splitter) binaryHeader(p []byte) (int, error) {
 // headerError is a 22P04 error in the binary header, which PostgreSQL
 // reports without context.
 func headerError(msg string) *Error {
-	return &Error{Code: SQLStateBadCopyFileFormat, Message: msg}
+	return &Error{Code: wire.SQLStateBadCopyFileFormat, Message: msg}
 }
 
 // closeBinary ends binary data. A stream may stop where a tuple would

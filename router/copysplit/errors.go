@@ -6,19 +6,11 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/pgshard/pgshard/wire"
 )
 
 // SQLSTATEs the splitter reports.
-const (
-	SQLStateBadCopyFileFormat           = "22P04" // malformed COPY data
-	SQLStateInvalidTextRepresentation   = "22P02" // a key that does not parse (see InvalidInput)
-	SQLStateInvalidBinaryRepresentation = "22P03" // a binary key of the wrong size
-	SQLStateCharacterNotInRepertoire    = "22021" // a NUL byte in text or csv data
-	SQLStateInvalidParameterValue       = "22023" // a bad DELIMITER
-	SQLStateFeatureNotSupported         = "0A000" // options and encodings the splitter cannot handle
-	SQLStateProgramLimitExceeded        = "54000" // a row larger than the row size limit
-	SQLStateInternalError               = "XX000" // a route error that carries no SQLSTATE
-)
 
 // maxDisplay is PostgreSQL's MAX_COPY_DATA_DISPLAY: how many bytes of a
 // line or value an error context quotes before it adds "...".
@@ -110,7 +102,7 @@ func (e *Error) context() string {
 // bigint: "abc"` (22P02). A route callback may return it for a key it
 // cannot decode; the splitter adds the line and column context.
 func InvalidInput(typeName string, value []byte) *Error {
-	return &Error{Code: SQLStateInvalidTextRepresentation,
+	return &Error{Code: wire.SQLStateInvalidTextRepresentation,
 		Message: fmt.Sprintf("invalid input syntax for type %s: %q", typeName, string(value))}
 }
 
@@ -129,12 +121,12 @@ func display(b []byte) string {
 
 // formatError returns a 22P04 error at line with no quoted text.
 func formatError(line int64, msg, hint string) *Error {
-	return &Error{Code: SQLStateBadCopyFileFormat, Message: msg, Hint: hint, Line: line}
+	return &Error{Code: wire.SQLStateBadCopyFileFormat, Message: msg, Hint: hint, Line: line}
 }
 
 // lineError returns a 22P04 error quoting the line's data.
 func lineError(line int64, data []byte, msg string) *Error {
-	return &Error{Code: SQLStateBadCopyFileFormat, Message: msg, Line: line, Data: display(data), HasData: true}
+	return &Error{Code: wire.SQLStateBadCopyFileFormat, Message: msg, Line: line, Data: display(data), HasData: true}
 }
 
 // routeError wraps the route callback's error with the key's context: the
@@ -142,7 +134,7 @@ func lineError(line int64, data []byte, msg string) *Error {
 // *Error, or any error with a SQLState method such as pgconn.PgError),
 // else internal_error.
 func routeError(err error, line int64, column string, key []byte, null, binary bool) *Error {
-	e := &Error{Code: SQLStateInternalError, Message: err.Error(), Line: line, Column: column, Err: err}
+	e := &Error{Code: wire.SQLStateInternalError, Message: err.Error(), Line: line, Column: column, Err: err}
 	var ce *Error
 	var st interface{ SQLState() string }
 	switch {

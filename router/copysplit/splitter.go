@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/pgshard/pgshard/router/plan"
+	"github.com/pgshard/pgshard/wire"
 )
 
 // RouteFunc maps a row's sharding key to a shard. key is the column's
@@ -140,11 +141,11 @@ func New(spec *plan.CopySpec, route RouteFunc, opts ...Option) (*Splitter, error
 	case "binary":
 		s.format = formatBinary
 	default:
-		return nil, &Error{Code: SQLStateInvalidParameterValue, Message: `COPY format "` + spec.Format + `" not recognized`}
+		return nil, &Error{Code: wire.SQLStateInvalidParameterValue, Message: `COPY format "` + spec.Format + `" not recognized`}
 	}
 	if s.format == formatBinary {
 		if spec.Header {
-			return nil, &Error{Code: SQLStateFeatureNotSupported, Message: "cannot specify HEADER in BINARY mode"}
+			return nil, &Error{Code: wire.SQLStateFeatureNotSupported, Message: "cannot specify HEADER in BINARY mode"}
 		}
 		return s, nil
 	}
@@ -152,7 +153,7 @@ func New(spec *plan.CopySpec, route RouteFunc, opts ...Option) (*Splitter, error
 		return nil, err
 	}
 	if unsafeEncoding(c.encoding) {
-		return nil, &Error{Code: SQLStateFeatureNotSupported,
+		return nil, &Error{Code: wire.SQLStateFeatureNotSupported,
 			Message: fmt.Sprintf("COPY into a sharded table in client encoding %s is not supported", c.encoding),
 			Hint:    "Set client_encoding to UTF8, or use FORMAT binary."}
 	}
@@ -167,17 +168,17 @@ func New(spec *plan.CopySpec, route RouteFunc, opts ...Option) (*Splitter, error
 func checkDelimiter(d byte, csv bool) error {
 	switch {
 	case d == '\n' || d == '\r':
-		return &Error{Code: SQLStateInvalidParameterValue, Message: "COPY delimiter cannot be newline or carriage return"}
+		return &Error{Code: wire.SQLStateInvalidParameterValue, Message: "COPY delimiter cannot be newline or carriage return"}
 	case !csv && strings.IndexByte(`\.abcdefghijklmnopqrstuvwxyz0123456789`, d) >= 0:
-		return &Error{Code: SQLStateInvalidParameterValue, Message: `COPY delimiter cannot be "` + string(rune(d)) + `"`}
+		return &Error{Code: wire.SQLStateInvalidParameterValue, Message: `COPY delimiter cannot be "` + string(rune(d)) + `"`}
 	case !csv && d == 'N':
-		return &Error{Code: SQLStateFeatureNotSupported, Message: "COPY delimiter must not appear in the NULL specification"}
+		return &Error{Code: wire.SQLStateFeatureNotSupported, Message: "COPY delimiter must not appear in the NULL specification"}
 	case csv && d == '"':
-		return &Error{Code: SQLStateInvalidParameterValue, Message: "COPY delimiter and quote must be different"}
+		return &Error{Code: wire.SQLStateInvalidParameterValue, Message: "COPY delimiter and quote must be different"}
 	case d == 0 || d >= 0x80:
 		// PostgreSQL parses after converting to the server encoding; a
 		// non-ASCII delimiter byte may mean another byte in the client's.
-		return &Error{Code: SQLStateFeatureNotSupported, Message: "COPY delimiter must be an ASCII character for a sharded table"}
+		return &Error{Code: wire.SQLStateFeatureNotSupported, Message: "COPY delimiter must be an ASCII character for a sharded table"}
 	}
 	return nil
 }
@@ -295,7 +296,7 @@ func (s *Splitter) columnName(i int) string {
 
 // tooLarge is the error for a row over the size limit.
 func (s *Splitter) tooLarge(line int64) *Error {
-	return &Error{Code: SQLStateProgramLimitExceeded, Message: "COPY row is too large",
+	return &Error{Code: wire.SQLStateProgramLimitExceeded, Message: "COPY row is too large",
 		Detail: fmt.Sprintf("A row may hold at most %d bytes.", s.maxRow), Line: line}
 }
 

@@ -1,6 +1,10 @@
 package copysplit
 
-import "bytes"
+import (
+	"bytes"
+
+	"github.com/pgshard/pgshard/wire"
+)
 
 // nextIndex caches where a byte next occurs in the p of one Write call, so
 // that checking each line for it costs no more than one pass over p.
@@ -186,7 +190,7 @@ func (s *Splitter) dataRow(row, data []byte, emit EmitFunc) error {
 		return lineError(line, data, "unterminated CSV quoted field")
 	case splitNUL:
 		e := lineError(line, data, s.nulMessage())
-		e.Code = SQLStateCharacterNotInRepertoire
+		e.Code = wire.SQLStateCharacterNotInRepertoire
 		return e
 	}
 	if nf > s.ncols {
@@ -230,7 +234,7 @@ func (s *Splitter) scanError(code scanErr) error {
 	csv := s.format == formatCSV
 	switch code {
 	case scanNUL:
-		return &Error{Code: SQLStateCharacterNotInRepertoire, Line: line, Message: s.nulMessage()}
+		return &Error{Code: wire.SQLStateCharacterNotInRepertoire, Line: line, Message: s.nulMessage()}
 	case scanCR:
 		if csv {
 			return formatError(line, "unquoted carriage return found in data", "Use quoted CSV field to represent carriage return.")

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	pg "github.com/pganalyze/pg_query_go/v6"
+	"github.com/pgshard/pgshard/wire"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
@@ -42,7 +43,7 @@ func buildTemplate(st *state, sql string, n *normalized) (t *template) {
 	}()
 	res, err := pg.Parse(sql)
 	if err != nil {
-		t = &template{parseErr: &RefusalError{Code: SQLStateSyntaxError, Message: err.Error()}}
+		t = &template{parseErr: &RefusalError{Code: wire.SQLStateSyntaxError, Message: err.Error()}}
 		b.pinAll(t)
 		return t
 	}

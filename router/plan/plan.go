@@ -3,6 +3,7 @@ package plan
 import (
 	"github.com/pgshard/pgshard/router/merge"
 	"github.com/pgshard/pgshard/shardmap"
+	"github.com/pgshard/pgshard/wire"
 )
 
 // Kind says how the proxy runs a statement: the one routing kind, from
@@ -316,17 +317,10 @@ type Hint struct {
 	Key   string // route as if the statement's key were this value
 }
 
-// SQLSTATEs the planner uses.
-const (
-	SQLStateFeatureNotSupported = "0A000"
-	SQLStateSyntaxError         = "42601"
-	SQLStateInvalidParameter    = "22023"
-)
-
 // RefusalError is why a statement cannot run through the proxy. It is a
 // PostgreSQL-style error the session sends to the client as is.
 type RefusalError struct {
-	Code    string // SQLSTATE, SQLStateFeatureNotSupported unless said otherwise
+	Code    string // SQLSTATE, wire.SQLStateFeatureNotSupported unless said otherwise
 	Message string // what cannot be done and why
 	Hint    string // what to do instead
 }
@@ -340,5 +334,5 @@ func (e *RefusalError) Error() string {
 }
 
 func refusal(msg, hint string) *RefusalError {
-	return &RefusalError{Code: SQLStateFeatureNotSupported, Message: msg, Hint: hint}
+	return &RefusalError{Code: wire.SQLStateFeatureNotSupported, Message: msg, Hint: hint}
 }

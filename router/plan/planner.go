@@ -9,6 +9,7 @@ import (
 
 	"github.com/pgshard/pgshard/router/merge"
 	"github.com/pgshard/pgshard/shardmap"
+	"github.com/pgshard/pgshard/wire"
 )
 
 // Options configure a Planner.
@@ -216,7 +217,7 @@ func (st *state) defaultFirst(shards []string) []string {
 	return append(append([]string{st.defaultShard}, shards[:i]...), shards[i+1:]...)
 }
 
-var errNUL = &RefusalError{Code: SQLStateSyntaxError, Message: "the query text contains a NUL byte"}
+var errNUL = &RefusalError{Code: wire.SQLStateSyntaxError, Message: "the query text contains a NUL byte"}
 
 // state is everything derived from one map: indexes and the plan cache.
 type state struct {
@@ -668,7 +669,7 @@ func (st *state) hinted(t *template, h Hint) Plan {
 	p.InTx = false
 	if h.Shard != "" {
 		if _, ok := st.one[h.Shard]; !ok || st.m.Shard(h.Shard) == nil {
-			return Plan{Kind: Refused, Stmt: p.Stmt, Hinted: true, Err: &RefusalError{Code: SQLStateInvalidParameter,
+			return Plan{Kind: Refused, Stmt: p.Stmt, Hinted: true, Err: &RefusalError{Code: wire.SQLStateInvalidParameterValue,
 				Message: "pgshard hint names unknown shard " + quoteIdent(h.Shard), Hint: "SHOW pgshard.route lists the shards"}}
 		}
 		p.Kind, p.Reach = Single, ReachKey
@@ -687,7 +688,7 @@ func (st *state) hinted(t *template, h Hint) Plan {
 	}
 	s, err := shardFor(t.dist, h.Key, false)
 	if err != nil {
-		return Plan{Kind: Refused, Stmt: p.Stmt, Hinted: true, Err: &RefusalError{Code: SQLStateInvalidParameter,
+		return Plan{Kind: Refused, Stmt: p.Stmt, Hinted: true, Err: &RefusalError{Code: wire.SQLStateInvalidParameterValue,
 			Message: "pgshard.key hint: " + err.Error()}}
 	}
 	p.Kind, p.Reach = Single, ReachKey

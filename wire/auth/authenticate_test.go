@@ -17,6 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/pgshard/pgshard/wire"
 )
 
 // testServer is a minimal PostgreSQL front door: it reads the startup
@@ -161,12 +162,12 @@ func wantAuthFailed(t *testing.T, user string, clientErr, serverErr error) {
 		t.Fatalf("client error = %v, want *pgconn.PgError", clientErr)
 	}
 	want := fmt.Sprintf("password authentication failed for user %q", user)
-	if pgErr.Code != CodeInvalidPassword || pgErr.Message != want || pgErr.Severity != "FATAL" || pgErr.Detail != "" || pgErr.Hint != "" {
-		t.Errorf("client got %s %s %q (detail %q hint %q), want FATAL %s %q", pgErr.Severity, pgErr.Code, pgErr.Message, pgErr.Detail, pgErr.Hint, CodeInvalidPassword, want)
+	if pgErr.Code != wire.SQLStateInvalidPassword || pgErr.Message != want || pgErr.Severity != "FATAL" || pgErr.Detail != "" || pgErr.Hint != "" {
+		t.Errorf("client got %s %s %q (detail %q hint %q), want FATAL %s %q", pgErr.Severity, pgErr.Code, pgErr.Message, pgErr.Detail, pgErr.Hint, wire.SQLStateInvalidPassword, want)
 	}
 	var ae *Error
-	if !errors.As(serverErr, &ae) || ae.Code != CodeInvalidPassword {
-		t.Errorf("server error = %v, want *Error %s", serverErr, CodeInvalidPassword)
+	if !errors.As(serverErr, &ae) || ae.Code != wire.SQLStateInvalidPassword {
+		t.Errorf("server error = %v, want *Error %s", serverErr, wire.SQLStateInvalidPassword)
 	}
 }
 
@@ -289,11 +290,11 @@ func TestAuthenticateSCRAMPlus(t *testing.T) {
 		})
 		c, srv := mitm.connect(t, "alice", "pw", "sslmode=require&channel_binding=require")
 		var pgErr *pgconn.PgError
-		if !errors.As(c, &pgErr) || pgErr.Code != CodeProtocolViolation {
-			t.Errorf("client error = %v, want %s", c, CodeProtocolViolation)
+		if !errors.As(c, &pgErr) || pgErr.Code != wire.SQLStateProtocolViolation {
+			t.Errorf("client error = %v, want %s", c, wire.SQLStateProtocolViolation)
 		}
 		var ae *Error
-		if !errors.As(srv, &ae) || ae.Code != CodeProtocolViolation || ae.Message != "SCRAM channel binding check failed" {
+		if !errors.As(srv, &ae) || ae.Code != wire.SQLStateProtocolViolation || ae.Message != "SCRAM channel binding check failed" {
 			t.Errorf("server error = %v", srv)
 		}
 	})

@@ -4,23 +4,14 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5/pgproto3"
-)
-
-// SQLSTATE codes returned by Authenticate.
-const (
-	// CodeInvalidPassword is invalid_password: the client failed to prove
-	// it knows the password, or the user has no usable verifier.
-	CodeInvalidPassword = "28P01"
-	// CodeProtocolViolation is protocol_violation: the client sent an
-	// unexpected or malformed message during authentication.
-	CodeProtocolViolation = "08P01"
+	"github.com/pgshard/pgshard/wire"
 )
 
 // Error is an authentication failure to report to the client. Message is
 // safe to send (it is what PostgreSQL would send); Err holds the internal
 // cause for logs and is never sent. Neither contains a password.
 type Error struct {
-	Code    string // SQLSTATE, one of the Code* constants
+	Code    string // SQLSTATE: wire.SQLStateInvalidPassword or wire.SQLStateProtocolViolation
 	Message string // client-visible message
 	Err     error  // internal cause; may be nil
 }
@@ -52,7 +43,7 @@ func (e *Error) ErrorResponse() *pgproto3.ErrorResponse {
 // check, whatever the cause, so the client learns nothing more.
 func authFailed(user string, cause error) *Error {
 	return &Error{
-		Code:    CodeInvalidPassword,
+		Code:    wire.SQLStateInvalidPassword,
 		Message: fmt.Sprintf("password authentication failed for user %q", user),
 		Err:     cause,
 	}
@@ -61,7 +52,7 @@ func authFailed(user string, cause error) *Error {
 // protocolViolation returns a 08P01 error with a client-visible message.
 func protocolViolation(cause error, format string, args ...any) *Error {
 	return &Error{
-		Code:    CodeProtocolViolation,
+		Code:    wire.SQLStateProtocolViolation,
 		Message: fmt.Sprintf(format, args...),
 		Err:     cause,
 	}

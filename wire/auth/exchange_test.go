@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/pgshard/pgshard/wire"
 )
 
 // pipeAuth runs Authenticate on one end of a net.Pipe and returns a
@@ -152,7 +153,7 @@ func TestSCRAMProtocolViolations(t *testing.T) {
 			fe, done := pipeAuth(t, context.Background(), SCRAMSHA256, "alice", cred, tc.opts)
 			recv[*pgproto3.AuthenticationSASL](t, fe)
 			send(t, fe, tc.first)
-			wantCode(t, done, CodeProtocolViolation, tc.msgPart)
+			wantCode(t, done, wire.SQLStateProtocolViolation, tc.msgPart)
 		})
 	}
 }
@@ -181,7 +182,7 @@ func TestSCRAMFinalMessageViolations(t *testing.T) {
 			cont := recv[*pgproto3.AuthenticationSASLContinue](t, fe)
 			nonce, _, _ := strings.Cut(strings.TrimPrefix(string(cont.Data), "r="), ",")
 			send(t, fe, &pgproto3.SASLResponse{Data: tc.final(nonce)})
-			wantCode(t, done, CodeProtocolViolation, tc.msg)
+			wantCode(t, done, wire.SQLStateProtocolViolation, tc.msg)
 		})
 	}
 	t.Run("wrong proof is an auth failure", func(t *testing.T) {
@@ -191,7 +192,7 @@ func TestSCRAMFinalMessageViolations(t *testing.T) {
 		cont := recv[*pgproto3.AuthenticationSASLContinue](t, fe)
 		nonce, _, _ := strings.Cut(strings.TrimPrefix(string(cont.Data), "r="), ",")
 		send(t, fe, &pgproto3.SASLResponse{Data: []byte("c=biws,r=" + nonce + ",p=" + base64.StdEncoding.EncodeToString(make([]byte, 32)))})
-		wantCode(t, done, CodeInvalidPassword, `password authentication failed for user "alice"`)
+		wantCode(t, done, wire.SQLStateInvalidPassword, `password authentication failed for user "alice"`)
 	})
 }
 
@@ -199,7 +200,7 @@ func TestMD5ProtocolViolation(t *testing.T) {
 	fe, done := pipeAuth(t, context.Background(), MD5, "bob", Credential{MD5: MD5Verifier("bob", "pw")}, Options{})
 	recv[*pgproto3.AuthenticationMD5Password](t, fe)
 	send(t, fe, &pgproto3.Sync{})
-	wantCode(t, done, CodeProtocolViolation, "expected password response")
+	wantCode(t, done, wire.SQLStateProtocolViolation, "expected password response")
 }
 
 func TestMD5DeterministicRand(t *testing.T) {
@@ -275,7 +276,7 @@ func TestAuthenticateUnknownMethod(t *testing.T) {
 func TestErrorResponseHidesCause(t *testing.T) {
 	e := authFailed("alice", errors.New("internal detail"))
 	r := e.ErrorResponse()
-	if r.Severity != "FATAL" || r.Code != CodeInvalidPassword || r.Message != `password authentication failed for user "alice"` || r.Detail != "" {
+	if r.Severity != "FATAL" || r.Code != wire.SQLStateInvalidPassword || r.Message != `password authentication failed for user "alice"` || r.Detail != "" {
 		t.Errorf("ErrorResponse = %+v", r)
 	}
 	if !strings.Contains(e.Error(), "internal detail") {
