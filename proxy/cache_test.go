@@ -19,6 +19,7 @@ import (
 	"github.com/pgshard/pgshard/internal/testutil"
 	"github.com/pgshard/pgshard/proxy"
 	"github.com/pgshard/pgshard/shardmap/shardmaptest"
+	"github.com/pgshard/pgshard/wire"
 )
 
 // cacheBound is the staleness bound the cache tests run with
@@ -306,7 +307,7 @@ func TestCacheNeverServes(t *testing.T) {
 		var name string
 		err := lim.QueryRow(ctx, "SELECT name FROM users WHERE id = $1", 5).Scan(&name)
 		var pe *pgconn.PgError
-		if !errors.As(err, &pe) || pe.Code != "42501" {
+		if !errors.As(err, &pe) || pe.Code != wire.SQLStateInsufficientPrivilege {
 			t.Fatalf("limited role read a column it may not: %q %v", name, err)
 		}
 	}
@@ -486,7 +487,7 @@ func TestCacheLiveSettings(t *testing.T) {
 	}
 	_, err := console.Exec(ctx, "FLUSH CACHE public.nosuch")
 	var pe *pgconn.PgError
-	if !errors.As(err, &pe) || pe.Code != "42P01" {
+	if !errors.As(err, &pe) || pe.Code != wire.SQLStateUndefinedTable {
 		t.Fatalf("FLUSH CACHE of a table that is not cacheable: %v", err)
 	}
 
