@@ -519,3 +519,66 @@ func TestCacheLiveSettings(t *testing.T) {
 		t.Fatal("no miss after a new epoch")
 	}
 }
+
+// TestCacheFollowsFailover: when the map names a new primary for a shard
+// (a failover), the proxy's stream of that shard moves to it — the old
+// primary, still running, keeps no slot — and writes straight on the new
+// primary invalidate within the bound.
+func TestCacheFollowsFailover(t *testing.T) {
+	c := integration.NewCluster(t, integration.Shards(1), integration.Replicas(1),
+		integration.Settings(map[string]string{"synchronous_commit": "on"}))
+	ctx := ctxT(t)
+	oldPrimary, replica := c.Shards[0], c.Shards[0].Replicas[0]
+	if err := oldPrimary.Exec(ctx, "CREATE TABLE users (id bigint PRIMARY KEY, name text); INSERT INTO users SELECT g, 'user' || g FROM generate_series(1, 10) g"); err != nil {
+		t.Fatal(err)
+	}
+	if err := oldPrimary.WaitReplayed(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mapYAML := func(epoch uint64, primary string, replicas ...string) string {
+		m := shardmaptest.New().Epoch(epoch).Shard("s0", primary, replicas...).Range("users").Table("public.users", "id").Map(t)
+		m.Tables[0].Cache.Enabled = true
+		return shardmaptest.YAML(t, m)
+	}
+	cfg := mapConfig(t, oldPrimary, mapYAML(1, oldPrimary.Addr(), replica.Addr()))
+	cfg.AdminUsers = []string{appUser}
+	cfg.Cache = proxy.CacheConfig{Enabled: true, MaxStreamLag: proxy.Duration(cacheBound)}
+	p := startProxy(t, cfg)
+	waitServing(t, p)
+	conn := connect(t, p.dsn(""))
+	warm(t, p, conn, 1)
+
+	slots := func(srv *pgcluster.Server) int {
+		db := connect(t, srv.SuperDSN("postgres"))
+		var n int
+		if err := db.QueryRow(ctx, "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'pgshard_cache%'").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		_ = db.Close(ctx)
+		return n
+	}
+	if err := replica.Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m := shardmaptest.New().Epoch(2).Shard("s0", replica.Addr()).Range("users").Table("public.users", "id").Map(t)
+	m.Tables[0].Cache.Enabled = true
+	if ok, err := p.srv.ApplyMap(m); err != nil || !ok {
+		t.Fatalf("apply map: %v %v", ok, err)
+	}
+	testutil.Until(t, 15*time.Second, "the stream on the new primary, none on the old", func() bool {
+		return slots(replica) == 1 && slots(oldPrimary) == 0
+	})
+	waitServing(t, p)
+	warm(t, p, conn, 1)
+	newDB := connect(t, replica.SuperDSN("postgres"))
+	if _, err := newDB.Exec(ctx, "UPDATE users SET name = 'after failover' WHERE id = 1"); err != nil {
+		t.Fatal(err)
+	}
+	committed := time.Now()
+	for readName(t, conn, 1) != "after failover" {
+		if time.Since(committed) > cacheBound {
+			t.Fatalf("a write on the new primary still unseen after %v", time.Since(committed))
+		}
+		time.Sleep(5 * time.Millisecond) // polling a served value
+	}
+}
