@@ -58,6 +58,12 @@ func HostAuth(method string) Option { return func(c *config) { c.opts.HostAuth =
 // TLS turns on TLS with a throwaway CA; see pgcluster.Options.TLS.
 func TLS() Option { return func(c *config) { c.opts.TLS = true } }
 
+// TrustUsers lets roles log in over TCP without a password
+// (pgcluster.Options.TrustUsers).
+func TrustUsers(users ...string) Option {
+	return func(c *config) { c.opts.TrustUsers = append(c.opts.TrustUsers, users...) }
+}
+
 // CertUsers makes users (created with Users) log in over TLS with a
 // client certificate (pgcluster.Options.CertUsers; see
 // pgcluster.Server.ClientCert).

@@ -184,16 +184,19 @@ func (s *Server) authQueryUser(ctx context.Context, rt *runtime, name string) (*
 			s.ops.auth.put(e)
 		}
 	}
+	// The role keeps its identity on the servers: its server connections
+	// log in as the role itself, never as backend.user (which would give
+	// every role the privileges of that user). The proxy does not know
+	// the role's password, so the servers must admit the proxy for it
+	// without one (pg_hba trust or cert from the proxy's address) or
+	// with backend.password; see the README.
 	us := &userState{
 		cfg:        UserConfig{Name: name, Auth: string(auth.MD5)},
 		method:     auth.MD5, // md5 verifiers get md5, SCRAM verifiers SCRAM
 		cred:       e.cred,
-		beUser:     rt.cfg.Backend.User,
+		beUser:     name,
 		bePassword: rt.cfg.Backend.Password,
 		reads:      rt.cfg.Reads,
-	}
-	if us.beUser == "" {
-		us.beUser = name
 	}
 	return us, nil
 }

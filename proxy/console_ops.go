@@ -389,10 +389,7 @@ func (s *Server) userRows() [][]string {
 		case e.cred.SCRAM == nil:
 			method = "md5"
 		}
-		beUser := rt.cfg.Backend.User
-		if beUser == "" {
-			beUser = e.name
-		}
+		beUser := e.name // auth_query roles log in to the servers as themselves
 		rows = append(rows, []string{e.name, "auth_query", method, string(rt.cfg.PoolMode), "0",
 			strconv.FormatInt(s.sessionsOf(e.name), 10), beUser, time.Until(e.expires).Round(time.Second).String()})
 	}

@@ -40,6 +40,10 @@ const (
 	SQLStateDuplicateObject           = "42710"
 	SQLStateObjectInUse               = "55006"
 	SQLStateConfigFileError           = "F0000"
+	// Two-phase commit across shards (replication/twophase).
+	SQLStateTransactionResolutionUnknown = "08007"
+	SQLStateTransactionRollback          = "40000"
+	SQLStateUniqueViolation              = "23505"
 
 	// SQLStateIntervalFenced is pgshard's own (class PS, outside
 	// PostgreSQL's classes): a write to a key interval that resharding

@@ -7,6 +7,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -15,8 +16,8 @@ import (
 
 // newShardsCommand is `pgshard shards`: the shards of the current map.
 func newShardsCommand(stdout io.Writer) *cobra.Command {
-	cmd := groupCommand("shards", "List the shards of the current shard map; re-join a fenced server")
-	cmd.AddCommand(newShardsListCommand(stdout), newShardsRejoinCommand(stdout))
+	cmd := groupCommand("shards", "List the shards of the current shard map; add one; re-join a fenced server")
+	cmd.AddCommand(newShardsListCommand(stdout), newShardsAddCommand(stdout), newShardsRejoinCommand(stdout))
 	return cmd
 }
 
@@ -54,6 +55,10 @@ type shardsListResult struct {
 	// no map yet.
 	Epoch  uint64            `json:"epoch"`
 	Shards []shardStatusJSON `json:"shards"`
+	// TwoPhaseProblems are the shards where two-phase commit cannot work
+	// (max_prepared_transactions = 0, say), by the leader's last
+	// recovery round; omitted when there are none or it is unknown.
+	TwoPhaseProblems []metarpc.TransactionProblem `json:"two_phase_problems,omitempty"`
 }
 
 // shardStatusJSON is a shard with the health of its endpoints.
@@ -108,6 +113,25 @@ func shardStatusToJSON(s *metarpc.ShardStatus) shardStatusJSON {
 }
 
 func (r *shardsListResult) writeTable(w io.Writer) error {
+	if err := r.writeShards(w); err != nil {
+		return err
+	}
+	if len(r.TwoPhaseProblems) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	b.WriteString("\nTransactions over several shards cannot commit where two-phase commit fails:\n")
+	for _, p := range r.TwoPhaseProblems {
+		fmt.Fprintf(&b, "  %s (%s): %s\n", p.Shard, p.Addr, p.Error)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// transactionsProbe bounds shards list's look at two-phase problems.
+const transactionsProbe = time.Second
+
+func (r *shardsListResult) writeShards(w io.Writer) error {
 	if r.Epoch == 0 {
 		_, err := io.WriteString(w, "No shard map has been applied yet.\n")
 		return err
@@ -219,6 +243,13 @@ func (o *shardsListOptions) Run(ctx context.Context) error {
 		for i := range shards {
 			r.Shards = append(r.Shards, shardStatusToJSON(&shards[i]))
 		}
+		// Best effort: a cluster without two-phase recovery, or one that
+		// has not scanned yet, has nothing to add.
+		tctx, cancel := context.WithTimeout(cctx, transactionsProbe)
+		if rep, err := c.ListTransactions(tctx); err == nil {
+			r.TwoPhaseProblems = rep.Problems
+		}
+		cancel()
 		return newPrinter(o.conn.output, o.stdout).print(r)
 	})
 }

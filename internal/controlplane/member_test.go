@@ -28,8 +28,9 @@ tables:
 
 // TestMemberServesAndCloses: New bootstraps a single-voter member, seeds
 // its map, serves the API (a client reads the seeded map and ListShards
-// reports the monitor's view), registers the failover controller and
-// runs it on the leader; Close stops every goroutine it started and the
+// reports the monitor's view), registers the failover controller (and
+// two-phase recovery, as it knows a PostgreSQL role) and runs it on the
+// leader; Close stops every goroutine it started and the
 // address refuses connections.
 func TestMemberServesAndCloses(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
@@ -63,8 +64,8 @@ func TestMemberServesAndCloses(t *testing.T) {
 			_ = m.Close()
 		}
 	}()
-	if got := m.leader.names(); len(got) != 1 || got[0] != "failover" {
-		t.Fatalf("leader-side controllers %v, want [failover]", got)
+	if got := m.leader.names(); len(got) != 3 || got[0] != "failover" || got[1] != "twophase-recovery" || got[2] != "reshard" {
+		t.Fatalf("leader-side controllers %v, want [failover twophase-recovery reshard]", got)
 	}
 	c, err := metarpc.NewClient([]string{m.Addr()}, metarpc.ClientOptions{Token: "tok", Insecure: true})
 	if err != nil {

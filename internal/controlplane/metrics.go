@@ -29,6 +29,8 @@ type metrics struct {
 	steps    *prometheus.CounterVec
 	switches *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	// twoPhaseActions counts two-phase recovery's actions (twophase.go).
+	twoPhaseActions *prometheus.CounterVec
 
 	mu     sync.Mutex
 	starts map[string]time.Time // shard → start of its switch in progress

@@ -57,6 +57,7 @@ func (o Options) settings(dataDir string) [][2]string {
 		{"listen_addresses", "'127.0.0.1'"},
 		{"unix_socket_directories", socketDir},
 		{"max_connections", "200"},
+		{"max_prepared_transactions", "64"}, // two-phase commit across shards
 		{"shared_buffers", "32MB"},
 		{"fsync", "off"},
 		{"synchronous_commit", "off"},
@@ -136,6 +137,9 @@ func writeConfig(dataDir string, o Options, includeFromMain bool) error {
 		}
 	}
 	certLines := ""
+	for _, u := range o.TrustUsers {
+		certLines += fmt.Sprintf("host    all          %s   127.0.0.1/32  trust\n", u)
+	}
 	for _, u := range o.CertUsers {
 		certLines += fmt.Sprintf("hostssl all          %s   127.0.0.1/32  cert\nhost    all          %s   127.0.0.1/32  reject\n", u, u)
 	}

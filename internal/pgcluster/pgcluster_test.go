@@ -204,6 +204,9 @@ func TestRestartAfterStop(t *testing.T) {
 	if got := mustValue(t, ctx, s, "SHOW wal_level"); got != "logical" {
 		t.Errorf("wal_level = %q, want logical", got)
 	}
+	if got := mustValue(t, ctx, s, "SHOW max_prepared_transactions"); got != "64" {
+		t.Errorf("max_prepared_transactions = %q, want 64", got)
+	}
 	if err := s.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}

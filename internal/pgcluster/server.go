@@ -38,7 +38,7 @@ type Options struct {
 	// and full_page_writes are off, so a commit may be lost when a server is
 	// killed with [Server.Kill] (set synchronous_commit to on in the session
 	// when that matters). wal_level is logical, with 10 WAL senders and 10
-	// replication slots.
+	// replication slots; max_prepared_transactions is 64 (two-phase commit).
 	Settings map[string]string
 
 	// HostAuth is the pg_hba.conf method for TCP connections from
@@ -57,6 +57,11 @@ type Options struct {
 	// certificate signed by the server's CA (pg_hba method cert; see
 	// [Server.ClientCert]); TLS is turned on for them.
 	CertUsers []string
+
+	// TrustUsers are roles that log in over TCP from 127.0.0.1 without a
+	// password (pg_hba method trust): a pooler that authenticates them
+	// itself and connects as them (pgshard's auth_query roles).
+	TrustUsers []string
 
 	// Replicas is the number of streaming replicas of each primary, made with
 	// pg_basebackup; Start returns once each one is streaming.

@@ -48,19 +48,25 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	MetaService_GetMap_FullMethodName          = "/pgshard.meta.v1.MetaService/GetMap"
-	MetaService_WatchMap_FullMethodName        = "/pgshard.meta.v1.MetaService/WatchMap"
-	MetaService_ApplyMap_FullMethodName        = "/pgshard.meta.v1.MetaService/ApplyMap"
-	MetaService_MapHistory_FullMethodName      = "/pgshard.meta.v1.MetaService/MapHistory"
-	MetaService_ListShards_FullMethodName      = "/pgshard.meta.v1.MetaService/ListShards"
-	MetaService_MemberStatus_FullMethodName    = "/pgshard.meta.v1.MetaService/MemberStatus"
-	MetaService_JoinMember_FullMethodName      = "/pgshard.meta.v1.MetaService/JoinMember"
-	MetaService_RemoveMember_FullMethodName    = "/pgshard.meta.v1.MetaService/RemoveMember"
-	MetaService_ProxyHeartbeat_FullMethodName  = "/pgshard.meta.v1.MetaService/ProxyHeartbeat"
-	MetaService_DeregisterProxy_FullMethodName = "/pgshard.meta.v1.MetaService/DeregisterProxy"
-	MetaService_ListProxies_FullMethodName     = "/pgshard.meta.v1.MetaService/ListProxies"
-	MetaService_WaitApplied_FullMethodName     = "/pgshard.meta.v1.MetaService/WaitApplied"
-	MetaService_Switchover_FullMethodName      = "/pgshard.meta.v1.MetaService/Switchover"
+	MetaService_GetMap_FullMethodName           = "/pgshard.meta.v1.MetaService/GetMap"
+	MetaService_WatchMap_FullMethodName         = "/pgshard.meta.v1.MetaService/WatchMap"
+	MetaService_ApplyMap_FullMethodName         = "/pgshard.meta.v1.MetaService/ApplyMap"
+	MetaService_MapHistory_FullMethodName       = "/pgshard.meta.v1.MetaService/MapHistory"
+	MetaService_ListShards_FullMethodName       = "/pgshard.meta.v1.MetaService/ListShards"
+	MetaService_MemberStatus_FullMethodName     = "/pgshard.meta.v1.MetaService/MemberStatus"
+	MetaService_JoinMember_FullMethodName       = "/pgshard.meta.v1.MetaService/JoinMember"
+	MetaService_RemoveMember_FullMethodName     = "/pgshard.meta.v1.MetaService/RemoveMember"
+	MetaService_ProxyHeartbeat_FullMethodName   = "/pgshard.meta.v1.MetaService/ProxyHeartbeat"
+	MetaService_DeregisterProxy_FullMethodName  = "/pgshard.meta.v1.MetaService/DeregisterProxy"
+	MetaService_ListProxies_FullMethodName      = "/pgshard.meta.v1.MetaService/ListProxies"
+	MetaService_WaitApplied_FullMethodName      = "/pgshard.meta.v1.MetaService/WaitApplied"
+	MetaService_Switchover_FullMethodName       = "/pgshard.meta.v1.MetaService/Switchover"
+	MetaService_ListTransactions_FullMethodName = "/pgshard.meta.v1.MetaService/ListTransactions"
+	MetaService_AddShard_FullMethodName         = "/pgshard.meta.v1.MetaService/AddShard"
+	MetaService_SplitInterval_FullMethodName    = "/pgshard.meta.v1.MetaService/SplitInterval"
+	MetaService_StartMove_FullMethodName        = "/pgshard.meta.v1.MetaService/StartMove"
+	MetaService_ReshardAction_FullMethodName    = "/pgshard.meta.v1.MetaService/ReshardAction"
+	MetaService_ListMoves_FullMethodName        = "/pgshard.meta.v1.MetaService/ListMoves"
 )
 
 // MetaServiceClient is the client API for MetaService service.
@@ -131,6 +137,37 @@ type MetaServiceClient interface {
 	// a lost connection) may have started the switch: read the shard
 	// (ListShards: its switch) before asking again.
 	Switchover(ctx context.Context, in *SwitchoverRequest, opts ...grpc.CallOption) (*SwitchoverResponse, error)
+	// ListTransactions reports the leader's last two-phase recovery round:
+	// the pgshard prepared transactions on every shard primary (in doubt),
+	// the recent decisions on the decision shards and the shards that cannot
+	// take part (max_prepared_transactions = 0, unreachable). Leader only
+	// (NOT_LEADER elsewhere); UNIMPLEMENTED when the cluster runs no
+	// recovery (it knows no PostgreSQL role); UNAVAILABLE before the first
+	// round.
+	ListTransactions(ctx context.Context, in *ListTransactionsRequest, opts ...grpc.CallOption) (*ListTransactionsResponse, error)
+	// Resharding (answered by the leader, except ListMoves; UNIMPLEMENTED
+	// on a member that runs no resharding controller). The moves are
+	// replicated workflow records driven by the leader's controller
+	// (replication/reshard); these RPCs only create them or record a
+	// request, and return at once: follow a move with ListMoves.
+	//
+	// AddShard registers an empty shard owning no interval, after creating
+	// the distributions' sharded tables on its primary from a shard that
+	// has them. FAILED_PRECONDITION when the shard exists.
+	AddShard(ctx context.Context, in *AddShardRequest, opts ...grpc.CallOption) (*AddShardResponse, error)
+	// SplitInterval splits the interval holding a value in two, both on
+	// the same shard (a plain map edit: no data moves). FAILED_PRECONDITION
+	// when the value lies inside a running move.
+	SplitInterval(ctx context.Context, in *SplitIntervalRequest, opts ...grpc.CallOption) (*SplitIntervalResponse, error)
+	// StartMove creates a move of a key interval to another shard.
+	// FAILED_PRECONDITION when a running move holds keys of the interval.
+	StartMove(ctx context.Context, in *StartMoveRequest, opts ...grpc.CallOption) (*ReshardResponse, error)
+	// ReshardAction asks a move for cutover, rollback, cancel, cleanup or
+	// verify. FAILED_PRECONDITION when its phase does not allow it.
+	ReshardAction(ctx context.Context, in *ReshardActionRequest, opts ...grpc.CallOption) (*ReshardResponse, error)
+	// ListMoves returns the moves (all, or the one named), from the
+	// answering member's state.
+	ListMoves(ctx context.Context, in *ListMovesRequest, opts ...grpc.CallOption) (*ListMovesResponse, error)
 }
 
 type metaServiceClient struct {
@@ -280,6 +317,66 @@ func (c *metaServiceClient) Switchover(ctx context.Context, in *SwitchoverReques
 	return out, nil
 }
 
+func (c *metaServiceClient) ListTransactions(ctx context.Context, in *ListTransactionsRequest, opts ...grpc.CallOption) (*ListTransactionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTransactionsResponse)
+	err := c.cc.Invoke(ctx, MetaService_ListTransactions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *metaServiceClient) AddShard(ctx context.Context, in *AddShardRequest, opts ...grpc.CallOption) (*AddShardResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddShardResponse)
+	err := c.cc.Invoke(ctx, MetaService_AddShard_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *metaServiceClient) SplitInterval(ctx context.Context, in *SplitIntervalRequest, opts ...grpc.CallOption) (*SplitIntervalResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SplitIntervalResponse)
+	err := c.cc.Invoke(ctx, MetaService_SplitInterval_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *metaServiceClient) StartMove(ctx context.Context, in *StartMoveRequest, opts ...grpc.CallOption) (*ReshardResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReshardResponse)
+	err := c.cc.Invoke(ctx, MetaService_StartMove_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *metaServiceClient) ReshardAction(ctx context.Context, in *ReshardActionRequest, opts ...grpc.CallOption) (*ReshardResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReshardResponse)
+	err := c.cc.Invoke(ctx, MetaService_ReshardAction_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *metaServiceClient) ListMoves(ctx context.Context, in *ListMovesRequest, opts ...grpc.CallOption) (*ListMovesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListMovesResponse)
+	err := c.cc.Invoke(ctx, MetaService_ListMoves_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MetaServiceServer is the server API for MetaService service.
 // All implementations must embed UnimplementedMetaServiceServer
 // for forward compatibility.
@@ -348,6 +445,37 @@ type MetaServiceServer interface {
 	// a lost connection) may have started the switch: read the shard
 	// (ListShards: its switch) before asking again.
 	Switchover(context.Context, *SwitchoverRequest) (*SwitchoverResponse, error)
+	// ListTransactions reports the leader's last two-phase recovery round:
+	// the pgshard prepared transactions on every shard primary (in doubt),
+	// the recent decisions on the decision shards and the shards that cannot
+	// take part (max_prepared_transactions = 0, unreachable). Leader only
+	// (NOT_LEADER elsewhere); UNIMPLEMENTED when the cluster runs no
+	// recovery (it knows no PostgreSQL role); UNAVAILABLE before the first
+	// round.
+	ListTransactions(context.Context, *ListTransactionsRequest) (*ListTransactionsResponse, error)
+	// Resharding (answered by the leader, except ListMoves; UNIMPLEMENTED
+	// on a member that runs no resharding controller). The moves are
+	// replicated workflow records driven by the leader's controller
+	// (replication/reshard); these RPCs only create them or record a
+	// request, and return at once: follow a move with ListMoves.
+	//
+	// AddShard registers an empty shard owning no interval, after creating
+	// the distributions' sharded tables on its primary from a shard that
+	// has them. FAILED_PRECONDITION when the shard exists.
+	AddShard(context.Context, *AddShardRequest) (*AddShardResponse, error)
+	// SplitInterval splits the interval holding a value in two, both on
+	// the same shard (a plain map edit: no data moves). FAILED_PRECONDITION
+	// when the value lies inside a running move.
+	SplitInterval(context.Context, *SplitIntervalRequest) (*SplitIntervalResponse, error)
+	// StartMove creates a move of a key interval to another shard.
+	// FAILED_PRECONDITION when a running move holds keys of the interval.
+	StartMove(context.Context, *StartMoveRequest) (*ReshardResponse, error)
+	// ReshardAction asks a move for cutover, rollback, cancel, cleanup or
+	// verify. FAILED_PRECONDITION when its phase does not allow it.
+	ReshardAction(context.Context, *ReshardActionRequest) (*ReshardResponse, error)
+	// ListMoves returns the moves (all, or the one named), from the
+	// answering member's state.
+	ListMoves(context.Context, *ListMovesRequest) (*ListMovesResponse, error)
 	mustEmbedUnimplementedMetaServiceServer()
 }
 
@@ -396,6 +524,24 @@ func (UnimplementedMetaServiceServer) WaitApplied(context.Context, *WaitAppliedR
 }
 func (UnimplementedMetaServiceServer) Switchover(context.Context, *SwitchoverRequest) (*SwitchoverResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Switchover not implemented")
+}
+func (UnimplementedMetaServiceServer) ListTransactions(context.Context, *ListTransactionsRequest) (*ListTransactionsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListTransactions not implemented")
+}
+func (UnimplementedMetaServiceServer) AddShard(context.Context, *AddShardRequest) (*AddShardResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method AddShard not implemented")
+}
+func (UnimplementedMetaServiceServer) SplitInterval(context.Context, *SplitIntervalRequest) (*SplitIntervalResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SplitInterval not implemented")
+}
+func (UnimplementedMetaServiceServer) StartMove(context.Context, *StartMoveRequest) (*ReshardResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method StartMove not implemented")
+}
+func (UnimplementedMetaServiceServer) ReshardAction(context.Context, *ReshardActionRequest) (*ReshardResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ReshardAction not implemented")
+}
+func (UnimplementedMetaServiceServer) ListMoves(context.Context, *ListMovesRequest) (*ListMovesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListMoves not implemented")
 }
 func (UnimplementedMetaServiceServer) mustEmbedUnimplementedMetaServiceServer() {}
 func (UnimplementedMetaServiceServer) testEmbeddedByValue()                     {}
@@ -645,6 +791,114 @@ func _MetaService_Switchover_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MetaService_ListTransactions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTransactionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetaServiceServer).ListTransactions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MetaService_ListTransactions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetaServiceServer).ListTransactions(ctx, req.(*ListTransactionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MetaService_AddShard_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddShardRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetaServiceServer).AddShard(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MetaService_AddShard_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetaServiceServer).AddShard(ctx, req.(*AddShardRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MetaService_SplitInterval_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SplitIntervalRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetaServiceServer).SplitInterval(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MetaService_SplitInterval_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetaServiceServer).SplitInterval(ctx, req.(*SplitIntervalRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MetaService_StartMove_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StartMoveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetaServiceServer).StartMove(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MetaService_StartMove_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetaServiceServer).StartMove(ctx, req.(*StartMoveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MetaService_ReshardAction_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReshardActionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetaServiceServer).ReshardAction(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MetaService_ReshardAction_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetaServiceServer).ReshardAction(ctx, req.(*ReshardActionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MetaService_ListMoves_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListMovesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetaServiceServer).ListMoves(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MetaService_ListMoves_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetaServiceServer).ListMoves(ctx, req.(*ListMovesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // MetaService_ServiceDesc is the grpc.ServiceDesc for MetaService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -699,6 +953,30 @@ var MetaService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Switchover",
 			Handler:    _MetaService_Switchover_Handler,
+		},
+		{
+			MethodName: "ListTransactions",
+			Handler:    _MetaService_ListTransactions_Handler,
+		},
+		{
+			MethodName: "AddShard",
+			Handler:    _MetaService_AddShard_Handler,
+		},
+		{
+			MethodName: "SplitInterval",
+			Handler:    _MetaService_SplitInterval_Handler,
+		},
+		{
+			MethodName: "StartMove",
+			Handler:    _MetaService_StartMove_Handler,
+		},
+		{
+			MethodName: "ReshardAction",
+			Handler:    _MetaService_ReshardAction_Handler,
+		},
+		{
+			MethodName: "ListMoves",
+			Handler:    _MetaService_ListMoves_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

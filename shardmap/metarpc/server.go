@@ -91,6 +91,11 @@ type ServerOptions struct {
 	// checks a new map against. It must not block. Without it the
 	// endpoints' state is "unknown".
 	Health func() []EndpointHealth
+	// Transactions, when not nil, is the last report of this member's
+	// two-phase recovery (ListTransactions), and false while it has made
+	// none. The server calls it on the leader only. It must not block.
+	// Without it ListTransactions answers codes.Unimplemented.
+	Transactions func() (TransactionsReport, bool)
 	// CountRows, when not nil, counts rows on the PostgreSQL server at
 	// server (host:port): for each query, the rows of its table that
 	// match its condition, summed over the server's databases that have
@@ -100,6 +105,10 @@ type ServerOptions struct {
 	// (*DataNotMovedError) or the count fails, unless the request sets
 	// no_data_check. Without it, ApplyMap does not check data.
 	CountRows func(ctx context.Context, server string, queries []RowQuery) ([]int64, error)
+	// Reshard, when not nil, serves the resharding RPCs (AddShard,
+	// SplitInterval, StartMove, ReshardAction, ListMoves); without it
+	// they answer UNIMPLEMENTED. Writes reach it on the leader only.
+	Reshard Resharder
 }
 
 // Server serves the MetaService over a Store. Create it with NewServer,
@@ -154,6 +163,7 @@ func NewServer(store Store, opts ServerOptions) (*Server, error) {
 		svc: &service{
 			store: store, stopping: stopping, log: log, maxMsg: size,
 			switchover: opts.Switchover, health: opts.Health, countRows: opts.CountRows,
+			transactions: opts.Transactions, reshard: opts.Reshard,
 		},
 		stop: stop,
 	}

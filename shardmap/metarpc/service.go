@@ -48,6 +48,9 @@ type service struct {
 	switchover func(ctx context.Context, shard, to string) (uint64, string, error)
 	health     func() []EndpointHealth
 	countRows  func(ctx context.Context, server string, qs []RowQuery) ([]int64, error)
+	reshard    Resharder
+	// transactions is ServerOptions.Transactions.
+	transactions func() (TransactionsReport, bool)
 
 	// The YAML of the newest epoch encoded, which every watcher sends.
 	yamlMu    sync.Mutex

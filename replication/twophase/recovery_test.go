@@ -1,0 +1,301 @@
+package twophase
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeCluster is a Cluster.
+type fakeCluster struct {
+	shards []Shard
+	live   []string
+}
+
+func (c *fakeCluster) Primaries() []Shard    { return c.shards }
+func (c *fakeCluster) LiveProxies() []string { return c.live }
+
+// fakeAdmin is an Admin over in-memory servers.
+type fakeAdmin struct {
+	mu       sync.Mutex
+	max      map[string]int                      // addr → max_prepared_transactions (default 10)
+	prepared map[string]map[string]time.Duration // addr → gid → age
+	records  map[string]map[string]bool          // addr → gid → committed
+	down     map[string]bool
+	noTable  map[string]bool // addr → the table is missing
+	log      []string
+	deleted  []map[string]bool // keep sets passed to Decisions
+}
+
+func newFakeAdmin() *fakeAdmin {
+	return &fakeAdmin{max: map[string]int{}, prepared: map[string]map[string]time.Duration{},
+		records: map[string]map[string]bool{}, down: map[string]bool{}, noTable: map[string]bool{}}
+}
+
+func (a *fakeAdmin) prepare(addr, gid string, age time.Duration) {
+	if a.prepared[addr] == nil {
+		a.prepared[addr] = map[string]time.Duration{}
+	}
+	a.prepared[addr][gid] = age
+}
+
+func (a *fakeAdmin) record(addr, gid string, committed bool) {
+	if a.records[addr] == nil {
+		a.records[addr] = map[string]bool{}
+	}
+	a.records[addr][gid] = committed
+}
+
+func (a *fakeAdmin) Scan(_ context.Context, addr string) (ServerScan, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.down[addr] {
+		return ServerScan{}, errors.New("connection refused")
+	}
+	m, ok := a.max[addr]
+	if !ok {
+		m = 10
+	}
+	sc := ServerScan{MaxPrepared: m, Databases: []string{"app"}}
+	if a.noTable[addr] {
+		sc.NoTable = []string{"app"}
+	}
+	for _, gid := range slices.Sorted(maps.Keys(a.prepared[addr])) {
+		sc.Xacts = append(sc.Xacts, PreparedXact{GID: gid, Database: "app", Age: a.prepared[addr][gid]})
+	}
+	return sc, nil
+}
+
+func (a *fakeAdmin) EnsureSchema(_ context.Context, addr, db string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.log = append(a.log, "schema "+addr+" "+db)
+	delete(a.noTable, addr)
+	return nil
+}
+
+func (a *fakeAdmin) Finish(_ context.Context, addr, db, gid string, commit bool) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.down[addr] {
+		return errors.New("connection refused")
+	}
+	a.log = append(a.log, fmt.Sprintf("%s %s commit=%v", addr, gid, commit))
+	delete(a.prepared[addr], gid)
+	return nil
+}
+
+func (a *fakeAdmin) Decide(_ context.Context, addr, db, gid string) (bool, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.records[addr][gid]; !ok {
+		if a.records[addr] == nil {
+			a.records[addr] = map[string]bool{}
+		}
+		a.records[addr][gid] = false
+		a.log = append(a.log, fmt.Sprintf("%s %s abort recorded", addr, gid))
+	}
+	return a.records[addr][gid], nil
+}
+
+func (a *fakeAdmin) Lookup(_ context.Context, addr, db, gid string) (bool, bool, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c, ok := a.records[addr][gid]
+	return ok, c, nil
+}
+
+func (a *fakeAdmin) Decisions(_ context.Context, addr, db string, limit int, keep map[string]bool, olderThan time.Duration) ([]Decision, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.deleted = append(a.deleted, keep)
+	var out []Decision
+	for gid, c := range a.records[addr] {
+		out = append(out, Decision{Database: db, GID: gid, Committed: c})
+	}
+	return out, nil
+}
+
+func (a *fakeAdmin) actions() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.log)
+}
+
+func gidOf(t *testing.T, proxy, shard string) string {
+	g, err := NewGID(proxy, shard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(g)
+}
+
+func newRecov(t *testing.T, c *fakeCluster, a *fakeAdmin, acts *[]Action) *Recoverer {
+	r, err := NewRecoverer(RecoveryConfig{Cluster: c, Admin: a, MaxAge: time.Minute,
+		OnAction: func(x Action) { *acts = append(*acts, x) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+var threeShards = []Shard{{"s0", "h0:5432"}, {"s1", "h1:5432"}, {"s2", "h2:5432"}}
+
+func TestRecoveryLeavesLiveCoordinatorsAlone(t *testing.T) {
+	a := newFakeAdmin()
+	g := gidOf(t, "p1", "s0")
+	a.prepare("h0:5432", g, time.Second)
+	a.prepare("h1:5432", g, time.Second)
+	var acts []Action
+	rep := newRecov(t, &fakeCluster{shards: threeShards, live: []string{"p1"}}, a, &acts).RunOnce(testCtx(t))
+	if len(acts) != 0 {
+		t.Fatalf("actions %v", acts)
+	}
+	if len(rep.InDoubt) != 2 || rep.InDoubt[0].State != "in progress" || !rep.InDoubt[0].ProxyAlive {
+		t.Fatalf("in doubt %+v", rep.InDoubt)
+	}
+}
+
+func TestRecoveryRollsBackUndecided(t *testing.T) {
+	// The proxy died after PREPARE, before the decision: the decision
+	// shard still has it prepared, so it is rolled back there first.
+	a := newFakeAdmin()
+	g := gidOf(t, "p1", "s1")
+	a.prepare("h0:5432", g, time.Second)
+	a.prepare("h1:5432", g, time.Second)
+	var acts []Action
+	rep := newRecov(t, &fakeCluster{shards: threeShards, live: []string{"p2"}}, a, &acts).RunOnce(testCtx(t))
+	want := []string{"h1:5432 " + g + " commit=false", "h0:5432 " + g + " commit=false"}
+	if got := a.actions(); !slices.Equal(got, want) {
+		t.Fatalf("actions %q, want %q", got, want)
+	}
+	if len(acts) != 2 || acts[0].Commit || rep.InDoubt[0].State != "rollback" {
+		t.Fatalf("actions %+v report %+v", acts, rep.InDoubt)
+	}
+}
+
+func TestRecoveryCommitsDecided(t *testing.T) {
+	// The decision shard committed (its record exists), s2 did not get
+	// COMMIT PREPARED: recovery commits it.
+	a := newFakeAdmin()
+	g := gidOf(t, "p1", "s0")
+	a.record("h0:5432", g, true)
+	a.prepare("h2:5432", g, 2*time.Second)
+	var acts []Action
+	newRecov(t, &fakeCluster{shards: threeShards}, a, &acts).RunOnce(testCtx(t))
+	if got, want := a.actions(), []string{"h2:5432 " + g + " commit=true"}; !slices.Equal(got, want) {
+		t.Fatalf("actions %q, want %q", got, want)
+	}
+	if len(acts) != 1 || !acts[0].Commit || acts[0].Shard != "s2" {
+		t.Fatalf("actions %+v", acts)
+	}
+}
+
+func TestRecoveryAbortsWithoutRecord(t *testing.T) {
+	// Not prepared on the decision shard and no record: abort recorded
+	// (fencing a late PREPARE there), then rolled back.
+	a := newFakeAdmin()
+	g := gidOf(t, "p1", "s0")
+	a.prepare("h1:5432", g, time.Second)
+	var acts []Action
+	newRecov(t, &fakeCluster{shards: threeShards}, a, &acts).RunOnce(testCtx(t))
+	want := []string{"h0:5432 " + g + " abort recorded", "h1:5432 " + g + " commit=false"}
+	if got := a.actions(); !slices.Equal(got, want) {
+		t.Fatalf("actions %q, want %q", got, want)
+	}
+}
+
+func TestRecoveryOldTransactionOfLiveProxy(t *testing.T) {
+	a := newFakeAdmin()
+	g := gidOf(t, "p1", "s0")
+	a.record("h0:5432", g, true)
+	a.prepare("h1:5432", g, 2*time.Minute) // older than MaxAge
+	var acts []Action
+	newRecov(t, &fakeCluster{shards: threeShards, live: []string{"p1"}}, a, &acts).RunOnce(testCtx(t))
+	if len(acts) != 1 || !acts[0].Commit {
+		t.Fatalf("actions %+v", acts)
+	}
+}
+
+func TestRecoveryDecisionShardUnreachable(t *testing.T) {
+	// During a failover of the decision shard nothing is decided; the
+	// next round, with the new primary in the map, resolves it.
+	a := newFakeAdmin()
+	g := gidOf(t, "p1", "s0")
+	a.prepare("h0:5432", g, time.Second)
+	a.prepare("h1:5432", g, time.Second)
+	a.down["h0:5432"] = true
+	c := &fakeCluster{shards: threeShards}
+	var acts []Action
+	r := newRecov(t, c, a, &acts)
+	rep := r.RunOnce(testCtx(t))
+	if len(acts) != 0 {
+		t.Fatalf("actions %+v", acts)
+	}
+	if len(rep.Problems) != 1 || rep.Problems[0].Shard != "s0" || !strings.HasPrefix(rep.InDoubt[0].State, "blocked: its decision shard s0") {
+		t.Fatalf("report %+v", rep)
+	}
+	for _, keep := range a.deleted {
+		if keep != nil {
+			t.Fatalf("decisions deleted while a shard was not scanned: keep %v", keep)
+		}
+	}
+	// Failover: s0's new primary (with the prepared transaction, by
+	// synchronous replication) is in the map.
+	a.prepare("h0b:5432", g, time.Second)
+	c.shards = []Shard{{"s0", "h0b:5432"}, {"s1", "h1:5432"}, {"s2", "h2:5432"}}
+	r.RunOnce(testCtx(t))
+	want := []string{"h0b:5432 " + g + " commit=false", "h1:5432 " + g + " commit=false"}
+	if got := a.actions(); !slices.Equal(got, want) {
+		t.Fatalf("actions %q, want %q", got, want)
+	}
+	if last := a.deleted[len(a.deleted)-1]; last == nil || !last[g] {
+		t.Fatalf("keep set %v should hold %s (listed prepared this round)", last, g)
+	}
+}
+
+func TestRecoveryProblems(t *testing.T) {
+	a := newFakeAdmin()
+	a.max["h1:5432"] = 0
+	a.noTable["h2:5432"] = true
+	var acts []Action
+	rep := newRecov(t, &fakeCluster{shards: threeShards}, a, &acts).RunOnce(testCtx(t))
+	if len(rep.Problems) != 1 || rep.Problems[0].Shard != "s1" || !strings.Contains(rep.Problems[0].Error, "max_prepared_transactions = 0") {
+		t.Fatalf("problems %+v", rep.Problems)
+	}
+	if got := a.actions(); !slices.Equal(got, []string{"schema h2:5432 app"}) {
+		t.Fatalf("actions %q", got)
+	}
+}
+
+func TestRecoveryCommitsDecidedEarly(t *testing.T) {
+	// The proxy lives, but lost s2 after the decision: its decided commit
+	// is finished after DecidedAge, not MaxAge; an undecided one and one
+	// without a record are left alone.
+	a := newFakeAdmin()
+	decided, undecided, norecord := gidOf(t, "p1", "s0"), gidOf(t, "p1", "s0"), gidOf(t, "p1", "s0")
+	a.record("h0:5432", decided, true)
+	a.prepare("h2:5432", decided, 6*time.Second)
+	a.prepare("h0:5432", undecided, 6*time.Second)
+	a.prepare("h1:5432", undecided, 6*time.Second)
+	a.prepare("h1:5432", norecord, 6*time.Second)
+	var acts []Action
+	newRecov(t, &fakeCluster{shards: threeShards, live: []string{"p1"}}, a, &acts).RunOnce(testCtx(t))
+	if got, want := a.actions(), []string{"h2:5432 " + decided + " commit=true"}; !slices.Equal(got, want) {
+		t.Fatalf("actions %q, want %q", got, want)
+	}
+	// Younger than DecidedAge: left to the coordinator.
+	a = newFakeAdmin()
+	a.record("h0:5432", decided, true)
+	a.prepare("h2:5432", decided, time.Second)
+	newRecov(t, &fakeCluster{shards: threeShards, live: []string{"p1"}}, a, &acts).RunOnce(testCtx(t))
+	if got := a.actions(); len(got) != 0 {
+		t.Fatalf("actions %q", got)
+	}
+}
