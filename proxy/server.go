@@ -81,6 +81,9 @@ type Server struct {
 	startupOK startupChecked               // startup parameters known to apply (startupcheck.go)
 
 	ops opsState // console commands, rate limits, auth_query (console_ops.go)
+
+	cache   *serverCache // the hot-row cache, nil when off (cache.go)
+	cacheOn atomic.Bool  // the cache is on and the map has cacheable tables
 }
 
 // poolKey names a pool: the server at addr (the shard's primary or one
@@ -121,6 +124,9 @@ func NewServer(cfg *Config) (*Server, error) {
 	s.metrics.registerPools(s)
 	s.metrics.registerMetaState(s)
 	s.metrics.mapEpoch.Set(float64(s.MapEpoch()))
+	if err := s.initCache(cfg); err != nil {
+		return nil, err
+	}
 	// map_state_file only ever holds maps the meta cluster sent
 	// (FollowMeta saves the one it starts with once meta confirms it).
 	// A proxy that follows meta refuses writes from the start, until
@@ -222,6 +228,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	defer close(s.done)
 	s.startHealth()
+	s.startCache()
 	var delay time.Duration
 	for {
 		c, err := s.ln.Accept()
@@ -278,6 +285,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-s.done
 	}
 	s.bg.Wait()
+	s.stopCache()
 	s.closePools()
 	return ctx.Err()
 }
@@ -357,6 +365,7 @@ func (s *Server) Reload(cfg *Config) error {
 	}
 	s.rt.Store(rt)
 	s.ops.limits.observe(cfg.RateLimits)
+	s.cacheMapApplied(cfg.shardMap)
 	s.mu.Lock()
 	for _, p := range s.pools {
 		p.SetSize(cfg.Pool.Size)
