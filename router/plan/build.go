@@ -226,9 +226,11 @@ func (b *builder) multiStatement(res *pg.ParseResult) *template {
 		}
 		return t
 	}
+	// No Table: the statements may name several (the row cache then
+	// invalidates every cacheable table a write may touch).
 	multi := refused.base
 	return &template{hintable: true, dist: keyed.dist, classes: classes, needShard: static, multi: &multi,
-		multiStmt: true, base: Plan{Kind: Single, Reach: ReachKey, Stmt: StmtOther, ReadOnly: ro, Table: keyed.base.Table}}
+		multiStmt: true, base: Plan{Kind: Single, Reach: ReachKey, Stmt: StmtOther, ReadOnly: ro}}
 }
 
 func (b *builder) statement(n *pg.Node) *template {
