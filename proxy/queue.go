@@ -50,7 +50,8 @@ type syncEntry struct {
 	clientSync bool
 	copyEnds   uint32
 	// drops are the client's named statements when it sent DEALLOCATE
-	// ALL or DISCARD ALL (deallocateAll): forgotten when it completes.
+	// ALL or DISCARD ALL (deallocateAll), or DEALLOCATE of one in session
+	// pooling: forgotten when it completes.
 	drops *[]*stmt
 }
 

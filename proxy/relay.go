@@ -295,9 +295,12 @@ func (s *session) readyForQuery(be *pool.Conn, status byte, failed bool, lastTag
 		}
 		if e.sync.deallocateAll {
 			clear(be.Prepared)
-			if e.sync.drops != nil {
-				s.queue.gone = append(s.queue.gone, *e.sync.drops...)
+		}
+		if e.sync.drops != nil {
+			for _, st := range *e.sync.drops {
+				delete(be.Prepared, st.global)
 			}
+			s.queue.gone = append(s.queue.gone, *e.sync.drops...)
 		}
 	}
 	if status == 'I' && prev != 'I' && len(s.tentative) > 0 {

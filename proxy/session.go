@@ -442,6 +442,10 @@ func (s *session) handleQuery(ctx context.Context, frame []byte) error {
 		if e.deallocateAll {
 			all := s.stmts.all()
 			e.drops = &all
+		} else if st := s.stmts.named[info.Param]; st != nil && info.Class == router.ClassDeallocate && s.mode == PoolSession {
+			// The server has the statement under the client's name
+			// (backendName): forgotten once the server dropped it.
+			e.drops = &[]*stmt{st}
 		}
 	}
 	be.UnnamedGen++ // a simple query replaces the unnamed statement

@@ -65,6 +65,18 @@ func globalName(rest []byte) string {
 	return string(b[:])
 }
 
+// backendName is the name on backends of the client's statement name
+// whose Parse body after the name is rest: in session pooling the client
+// owns its server connection, so the statement keeps the client's name
+// (SQL DEALLOCATE and pg_prepared_statements see it as on PostgreSQL; the
+// connection is reset with DISCARD ALL when the client leaves).
+func (s *session) backendName(name string, rest []byte) string {
+	if s.mode == PoolSession {
+		return name
+	}
+	return globalName(rest)
+}
+
 // appendRenamed appends frame with the NUL-terminated string at offset
 // off of its body replaced by name.
 func appendRenamed(dst []byte, frame []byte, off int, name string) []byte {
@@ -142,7 +154,7 @@ func (s *session) handleParse(ctx context.Context, frame []byte) error {
 		s.pushEntry(entry{kind: entryParse})
 		return s.forwardRaw(frame)
 	}
-	global := globalName(rest)
+	global := s.backendName(name, rest)
 	st := &stmt{name: name, global: global, sql: sql, parse: appendRenamed(nil, frame, 0, global), setting: set, pin: pin}
 	if s.stmts.named == nil {
 		s.stmts.named = make(map[string]*stmt)
@@ -226,7 +238,7 @@ func (s *session) parseLocal(frame []byte) {
 		s.stmts.unnamedBE = nil
 		s.stmts.unnamedSet, s.stmts.unnamedPin = nil, ""
 	} else {
-		global := globalName(rest)
+		global := s.backendName(name, rest)
 		if s.stmts.named == nil {
 			s.stmts.named = make(map[string]*stmt)
 		}
