@@ -229,6 +229,9 @@ func (s *Server) startSession(ctx context.Context, rt *runtime, conn net.Conn, s
 	if err == nil {
 		err = s.checkStartupParams(ctx, ss)
 	}
+	if err == nil {
+		err = s.bindSession(ctx, ss)
+	}
 	if err != nil {
 		s.reject(conn, wire.AsError(err))
 		s.forget(ss)
@@ -244,10 +247,44 @@ func (s *Server) startSession(ctx context.Context, rt *runtime, conn net.Conn, s
 	out = binary.BigEndian.AppendUint32(out, ss.key.secret)
 	out = wire.AppendReadyForQuery(out, 'I')
 	if _, err := conn.Write(out); err != nil {
-		s.forget(ss)
+		ss.finish() // gives back a server connection bindSession attached
 		return nil, false
 	}
 	return ss, true
+}
+
+// bindSession attaches a session-pooled client's server connection at
+// startup when the client can never use another one (the configuration
+// has one shard), and makes that connection's BackendKeyData the
+// client's: the process id the client is told is its server's, so
+// pg_terminate_backend and pg_cancel_backend of it from another
+// connection act on the client's session, and its CancelRequest (with
+// the server's key) still goes through the proxy. With several shards a
+// session-pooled client may use several server connections and keeps the
+// proxy's own key.
+func (s *Server) bindSession(ctx context.Context, ss *session) error {
+	if ss.mode != PoolSession || len(s.runtime().cfg.Shards) != 1 {
+		return nil
+	}
+	be, err := ss.attach(ctx, router.Query{})
+	if err != nil {
+		return err
+	}
+	ss.mu.Lock()
+	ss.unsynced = false // nothing was sent: the connection is idle
+	ss.mu.Unlock()
+	if len(be.Secret) != 4 {
+		return nil // not a 32-bit key: keep the proxy's own
+	}
+	key := cancelKey{pid: be.PID, secret: binary.BigEndian.Uint32(be.Secret)}
+	s.mu.Lock()
+	if _, taken := s.cancels[key]; !taken {
+		delete(s.cancels, ss.key)
+		ss.key = key
+		s.cancels[key] = ss
+	}
+	s.mu.Unlock()
+	return nil
 }
 
 // serverParams returns the ParameterStatus values the client is greeted

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -94,4 +95,59 @@ func TestSessionPoolStatementNames(t *testing.T) {
 	if _, err := b.PgConn().Prepare(ctx, "s1", `SELECT $1::int`, nil); err != nil {
 		t.Fatalf("Parse s1 by the next client: %v", err)
 	}
+}
+
+// TestSessionPoolBackendKey: with one shard a session-pooled client is
+// given its server connection's own process id and secret key:
+// pg_backend_pid() is the pid the client got, a CancelRequest with that
+// key goes through the proxy, and pg_terminate_backend of it from
+// another connection ends the client's session.
+func TestSessionPoolBackendKey(t *testing.T) {
+	pg := integration.StartPostgres(t)
+	cfg := baseConfig(t, pg)
+	cfg.PoolMode = proxy.PoolSession
+	p := startProxy(t, cfg)
+	ctx := ctxT(t)
+	direct := connect(t, pg.SuperDSN("postgres"))
+	c := connect(t, p.dsn(""))
+	if got, want := backendPID(t, ctx, c), int32(c.PgConn().PID()); got != want {
+		t.Fatalf("pg_backend_pid() = %d, the client was given %d", got, want)
+	}
+
+	// Cancel through the proxy with the server's key.
+	res := runAsync(t, c, `SELECT pg_sleep(20)`)
+	pollFor(t, 10*time.Second, "the statement runs", func() bool {
+		return activeQueries(t, ctx, direct, `SELECT pg_sleep(20)`) == 1
+	})
+	if err := c.PgConn().CancelRequest(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := await(t, res, 10*time.Second, "the cancelled statement"); sqlState(r.err) != "57014" {
+		t.Fatalf("cancelled statement: %v, want 57014", r.err)
+	}
+
+	// pg_cancel_backend from another connection.
+	res = runAsync(t, c, `SELECT pg_sleep(20)`)
+	pollFor(t, 10*time.Second, "the statement runs", func() bool {
+		return activeQueries(t, ctx, direct, `SELECT pg_sleep(20)`) == 1
+	})
+	var ok bool
+	if err := direct.QueryRow(ctx, `SELECT pg_cancel_backend($1)`, int32(c.PgConn().PID())).Scan(&ok); err != nil || !ok {
+		t.Fatalf("pg_cancel_backend: %v %v", ok, err)
+	}
+	if r := await(t, res, 10*time.Second, "the cancelled statement"); sqlState(r.err) != "57014" {
+		t.Fatalf("statement cancelled by pg_cancel_backend: %v, want 57014", r.err)
+	}
+	if backendPID(t, ctx, c) != int32(c.PgConn().PID()) {
+		t.Fatal("the session moved after a cancel")
+	}
+
+	// pg_terminate_backend from another connection ends the session.
+	if err := direct.QueryRow(ctx, `SELECT pg_terminate_backend($1)`, int32(c.PgConn().PID())).Scan(&ok); err != nil || !ok {
+		t.Fatalf("pg_terminate_backend: %v %v", ok, err)
+	}
+	pollFor(t, 10*time.Second, "the session ends", func() bool {
+		_, err := c.Exec(ctx, `SELECT 1`)
+		return err != nil && c.IsClosed()
+	})
 }
