@@ -83,6 +83,7 @@ func (s *session) applyDeferredTx(info router.Info, sql string) string {
 	defer s.mu.Unlock()
 	if info.Has(router.ClassBegin) {
 		s.st.openDeferred(strings.Clone(sql))
+		s.st.crossShard = s.srv.runtime().twoPhase
 		s.txRouter = s.srv.router() // the transaction's map
 		return "BEGIN"
 	}
