@@ -43,7 +43,7 @@ type scatterShard struct {
 	atomic  bool // the statement runs in a transaction the proxy opened
 	// held is set when the statement runs on a session's connection in
 	// its transaction (TxBackends): it goes back there.
-	held TxBackends
+	held    TxBackends
 	copyOK  bool // the statement is a COPY TO STDOUT the proxy concatenates
 	begun   bool // atomic: that BEGIN has been answered
 	copyOut bool // in a refused COPY TO STDOUT
