@@ -245,6 +245,9 @@ func (s *session) restoreAndRaise(old *pool.Conn, e *wire.Error) error {
 // multiTxEnd reports whether sql is a plain COMMIT or ROLLBACK of a
 // transaction the session runs on several shards, and which.
 func (s *session) multiTxEnd(sql string) (commit, ok bool) {
+	if !s.st.crossShard { // (written by serve only, which runs this)
+		return false, false
+	}
 	s.mu.Lock()
 	n, aborted := len(s.st.atts), s.st.txAborted
 	s.mu.Unlock()
@@ -596,7 +599,8 @@ func (s *session) flushBeforeSync() error {
 // request answered, it would otherwise go to the current attachment,
 // which a Bind for another shard cannot leave with messages in flight.
 func (s *session) holdInTx() bool {
-	if !s.srv.runtime().deferParse {
+	// (crossShard is written by serve only, which runs this.)
+	if !s.st.crossShard || !s.srv.runtime().deferParse {
 		return false
 	}
 	s.mu.Lock()

@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -161,6 +162,66 @@ func TestTxOverShardsTransfer(t *testing.T) {
 	}
 }
 
+// TestTxOverShardsBeginOptions: the transaction's BEGIN options reach
+// every shard it touches (REPEATABLE READ on the second shard too), and a
+// read over several shards may be its first statement.
+func TestTxOverShardsBeginOptions(t *testing.T) {
+	p, direct, _ := txShards(t)
+	ctx := ctxT(t)
+	for i, keys := range []string{"(1, 1), (2, 1)", "(101, 1), (102, 1)"} {
+		if _, err := direct[i].Exec(ctx, `INSERT INTO kv (k, n) VALUES `+keys); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, mode := range []string{"simple_protocol", "cache_statement"} {
+		conn := connect(t, p.dsn("default_query_exec_mode="+mode))
+		tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int64
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM kv`).Scan(&n); err != nil || n != 4 {
+			t.Fatalf("%s: first statement over both shards: %d %v", mode, n, err)
+		}
+		// Another session's commit on s1 is not seen: s1's snapshot was
+		// taken by the read above.
+		if _, err := direct[1].Exec(ctx, `UPDATE kv SET n = 5 WHERE k = 101`); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE kv SET n = n + 10 WHERE k = $1`, int64(1)); err != nil {
+			t.Fatalf("%s: update on s0: %v", mode, err)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE kv SET n = n + 10 WHERE k = $1`, int64(101)); pgCode(err) != "40001" {
+			t.Fatalf("%s: update of a row changed since the snapshot of s1: %v, want 40001 (REPEATABLE READ there)", mode, err)
+		}
+		if err := tx.Commit(ctx); !errors.Is(err, pgx.ErrTxCommitRollback) {
+			t.Fatalf("%s: commit after a serialization failure: %v, want ROLLBACK", mode, err)
+		}
+		if got := balance(t, ctx, direct[0], 1); got != 1 {
+			t.Fatalf("%s: s0 balance %d, want 1 (rolled back)", mode, got)
+		}
+		if _, err := direct[1].Exec(ctx, `UPDATE kv SET n = 1 WHERE k = 101`); err != nil {
+			t.Fatal(err)
+		}
+		noPrepared(t, ctx, direct)
+
+		// Opened on s0 by its first statement, then on s1 by a switch.
+		tx, err = conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []int64{1, 101} {
+			var iso, ro string
+			if err := tx.QueryRow(ctx, `SELECT current_setting('transaction_isolation'), current_setting('transaction_read_only') FROM kv WHERE k = $1`, k).Scan(&iso, &ro); err != nil || iso != "repeatable read" || ro != "on" {
+				t.Fatalf("%s: transaction on the shard of %d: %q read only %q, %v; want repeatable read, on", mode, k, iso, ro, err)
+			}
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatalf("%s: commit of a read-only transaction over two shards: %v", mode, err)
+		}
+	}
+}
+
 // TestTxOverShardsPrepareFails: a deferred unique constraint that fails
 // at PREPARE TRANSACTION on one shard rolls back both shards, and the
 // client gets the server's error (23505); an error on one shard fails the
@@ -255,6 +316,46 @@ func TestTxOverShardsPrepareFails(t *testing.T) {
 		scalar(t, ctx, direct[1], `SELECT count(*) FROM pgshard.commit_decisions`); got != records {
 		t.Fatalf("a transaction that wrote on one shard left a commit record (%d, was %d)", got, records)
 	}
+
+	// A failed read over both shards fails the transaction; a split
+	// INSERT runs in the transaction (rolled back, then committed).
+	tx, err = conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO kv (k, n) VALUES (5, 1), (105, 1)`); err != nil {
+		t.Fatalf("split INSERT in a transaction: %v", err)
+	}
+	if err := tx.QueryRow(ctx, `SELECT count(*) FROM kv WHERE 1 / (k - 101) > 0`).Scan(&n); pgCode(err) != "22012" {
+		t.Fatalf("failing read over both shards: %v, want 22012", err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE kv SET n = 0 WHERE k = $1`, int64(1)); pgCode(err) != "25P02" {
+		t.Fatalf("statement after a failed read over both shards: %v, want 25P02", err)
+	}
+	if err := tx.Commit(ctx); !errors.Is(err, pgx.ErrTxCommitRollback) {
+		t.Fatalf("COMMIT after a failed read over both shards: %v, want ROLLBACK", err)
+	}
+	for i, k := range []int64{5, 105} {
+		if got := scalar(t, ctx, direct[i], fmt.Sprintf(`SELECT count(*) FROM kv WHERE k = %d`, k)); got != 0 {
+			t.Fatalf("row %d of a rolled-back split INSERT is on s%d", k, i)
+		}
+	}
+	tx, err = conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO kv (k, n) VALUES (5, 1), (105, 1)`); err != nil {
+		t.Fatalf("split INSERT in a transaction: %v", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatalf("commit of a split INSERT in a transaction: %v", err)
+	}
+	for i, k := range []int64{5, 105} {
+		if got := scalar(t, ctx, direct[i], fmt.Sprintf(`SELECT count(*) FROM kv WHERE k = %d`, k)); got != 1 {
+			t.Fatalf("row %d of a committed split INSERT is not on s%d", k, i)
+		}
+	}
+	noPrepared(t, ctx, direct)
 
 	// Savepoints stay on one shard.
 	tx, err = conn.Begin(ctx)

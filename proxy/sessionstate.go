@@ -333,6 +333,9 @@ func (st *sessionState) clientStatus() byte {
 // sent now: on an attachment outside the client's transaction the status
 // of that transaction; otherwise 0, the server's own.
 func (st *sessionState) syncOverride() byte {
+	if st.txAborted && st.cur() != nil {
+		return 'E' // failed by the proxy; the server does not know yet
+	}
 	if a := st.cur(); a == nil || !a.outsideTx {
 		return 0
 	}
