@@ -79,6 +79,12 @@ func TestTxOverShardsTransfer(t *testing.T) {
 	p, direct, _ := txShards(t)
 	ctx := ctxT(t)
 	other := connect(t, p.dsn(""))
+	defer func() {
+		// Three two-phase commits, one per protocol mode.
+		if got := grepLines(scrape(t, p), `pgshard_twophase_commits_total{outcome="committed"}`); !t.Failed() && got != `pgshard_twophase_commits_total{outcome="committed"} 3` {
+			t.Errorf("metrics: %q, want 3 committed", got)
+		}
+	}()
 	for mi, mode := range []string{"simple_protocol", "cache_statement", "exec"} {
 		t.Run(mode, func(t *testing.T) {
 			a, b := int64(10+mi), int64(110+mi) // s0, s1
@@ -240,7 +246,7 @@ func TestTxOverShardsPrepareFails(t *testing.T) {
 	if _, err := direct[1].Exec(ctx, `INSERT INTO kv (k, v, n) VALUES (101, 'dup', 100)`); err != nil {
 		t.Fatal(err)
 	}
-	for _, mode := range []string{"simple_protocol", "cache_statement"} {
+	for mi, mode := range []string{"simple_protocol", "cache_statement"} {
 		conn := connect(t, p.dsn("default_query_exec_mode="+mode))
 		tx, err := conn.Begin(ctx)
 		if err != nil {
@@ -263,6 +269,9 @@ func TestTxOverShardsPrepareFails(t *testing.T) {
 			t.Fatalf("%s: the insert on s1 is there after the failed commit", mode)
 		}
 		noPrepared(t, ctx, direct)
+		if got := grepLines(scrape(t, p), `pgshard_twophase_commits_total{outcome="aborted"}`); got != fmt.Sprintf(`pgshard_twophase_commits_total{outcome="aborted"} %d`, mi+1) {
+			t.Fatalf("%s: metrics %q, want an aborted two-phase commit", mode, got)
+		}
 		var one int
 		if err := conn.QueryRow(ctx, `SELECT 1`).Scan(&one); err != nil || conn.PgConn().TxStatus() != 'I' {
 			t.Fatalf("%s: session after the failed commit: %v, status %q", mode, err, conn.PgConn().TxStatus())
