@@ -181,6 +181,16 @@ func (d *Distribution) DescribeIntervals() string {
 	return strings.Join(parts, ", ")
 }
 
+// DescribeMoving lists moving-interval markers for people: "move m1
+// [401, 501) s1 -> s3 (hold)"; "" for none.
+func DescribeMoving(ms []Moving) string {
+	parts := make([]string, 0, len(ms))
+	for _, mv := range ms {
+		parts = append(parts, fmt.Sprintf("move %s [%s, %s) %s -> %s (%s)", mv.ID, mv.Lo, mv.Hi, mv.From, mv.To, mv.Step))
+	}
+	return strings.Join(parts, ", ")
+}
+
 func diffShard(name string, o, n *Shard) (ShardDiff, bool) {
 	sd := ShardDiff{Name: name, Old: o, New: n}
 	switch {
@@ -245,6 +255,7 @@ func diffDistribution(name string, o, n *Distribution) (DistributionDiff, bool) 
 	det = change(det, "key_type", string(o.KeyType), string(n.KeyType))
 	det = change(det, "strategy", string(o.Strategy), string(n.Strategy))
 	det = change(det, "default_shard", o.DefaultShard, n.DefaultShard)
+	det = change(det, "moving", DescribeMoving(o.Moving), DescribeMoving(n.Moving))
 	sameIntervals := slices.Equal(o.Intervals, n.Intervals)
 	switch {
 	case sameIntervals:

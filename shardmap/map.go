@@ -80,6 +80,87 @@ type Distribution struct {
 	// means none. It is not derived from the intervals on purpose, so that
 	// splitting or moving an interval never moves an unsharded table.
 	DefaultShard string
+	// Moving are the key intervals of the distribution whose cutover to
+	// another shard is in progress (see [Moving]), at most one per key:
+	// they never overlap. Empty when no cutover runs.
+	Moving []Moving
+}
+
+// MoveStep is the step of a [Moving] marker.
+type MoveStep string
+
+// The steps of a moving interval.
+const (
+	// MoveHold: proxies hold the statements for the interval's keys.
+	MoveHold MoveStep = "hold"
+)
+
+// Known reports whether s is one of the steps above.
+func (s MoveStep) Known() bool { return s == MoveHold }
+
+// Moving marks a key interval [Lo, Hi) of a distribution (of hash values
+// for a hash distribution, as in [Interval]) whose owner is being changed
+// from shard From to shard To by the resharding workflow
+// (replication/reshard), so that every proxy learns it from the map as it
+// learns a [Switch]. Only that workflow adds and removes it; a map change
+// made by hand that adds, drops or changes one is a [Hazard].
+//
+// The marker's life, in epochs: the workflow commits an epoch that adds
+// the marker with Step [MoveHold] while the interval still belongs to From
+// (the interval [Lo, Hi) lies inside one interval of the distribution,
+// owned by From), waits until every live proxy has acknowledged that
+// epoch, fences the interval on From (writes to its rows fail there with
+// SQLSTATE PS001, interval fenced), lets To catch up, and commits the
+// epoch that releases it: the same map without the marker, with [Lo, Hi)
+// owned by To (the cutover), or still by From (an aborted cutover, or
+// the hold of a rollback whose release gives the interval back to To's
+// former owner: then From and To are swapped, From being the owner
+// during the hold).
+//
+// What a proxy does while a map has a marker with Step MoveHold:
+//   - A statement that would start on a backend of From for a key in
+//     [Lo, Hi) of this distribution (autocommit, or the first statement
+//     of a transaction, which names its target) is held, not sent: it
+//     waits, as statements wait for a shard with a [Switch], until a map
+//     without the marker arrives, and is then routed by that map (to To
+//     after a cutover, to From after an abort). One held longer than the
+//     proxy's buffering window fails with a retryable error.
+//   - Inside a transaction already open on From, a statement for the
+//     interval is sent to From as usual (reads see the interval's rows
+//     there; a write after the fence fails with SQLSTATE PS001, interval
+//     fenced, which aborts the transaction: the client retries it).
+//   - Statements for other keys, other intervals and other distributions
+//     of From and To flow as usual: the hold is for the interval only.
+//     Reads without a key (scatter) still go to From, which keeps the
+//     interval's rows until cleanup; writes without a key that would
+//     reach the table's rows on From (a scatter UPDATE or DELETE on a
+//     table of the distribution) are held like keyed ones.
+//   - A statement that fails with PS001 outside a transaction (it reached
+//     From with an older map) is retried by the proxy once it has a map
+//     without the marker; no other statement is retried.
+//
+// A proxy reports the epoch with the marker as applied (its heartbeat)
+// only once every new statement for the interval is held; statements
+// already sent may finish on From (they reach To through the replication
+// before the cutover, or fail on the fence). The workflow fences From only
+// after every live proxy reported it, or its lease ran out.
+type Moving struct {
+	// ID is the workflow's move id (reshard status names it).
+	ID string
+	// Lo and Hi are the interval [Lo, Hi), of the distribution's bound
+	// type.
+	Lo, Hi Bound
+	// From is the owner of the interval while the marker is set; To the
+	// shard the workflow moves it to.
+	From, To string
+	// Step is what proxies do with the interval: MoveHold.
+	Step MoveStep
+}
+
+// Contains reports whether bound value b (a key value for a range
+// distribution, a key's hash for a hash one) lies in [Lo, Hi).
+func (mv *Moving) Contains(b Bound) bool {
+	return mv.Lo.Compare(b) <= 0 && b.Compare(mv.Hi) < 0
 }
 
 // boundType is the type of the distribution's interval bounds: the key
@@ -293,6 +374,7 @@ func (m *Map) Clone() *Map {
 		c.Distributions = make([]Distribution, len(m.Distributions))
 		for i, d := range m.Distributions {
 			d.Intervals = slices.Clone(d.Intervals)
+			d.Moving = slices.Clone(d.Moving)
 			c.Distributions[i] = d
 		}
 	}

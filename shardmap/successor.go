@@ -18,6 +18,11 @@ const (
 	// recovery (a replica, as the caller's health view says) a shard's
 	// primary.
 	HazardPrimaryInRecovery = "primary-in-recovery"
+	// HazardMovingInterval: the new map adds, drops or changes a
+	// distribution's moving-interval marker ([Moving]), which only the
+	// resharding workflow sets and releases (Shard is "" and Server names
+	// the distribution).
+	HazardMovingInterval = "moving-interval"
 )
 
 // Hazard is a reason not to replace the current map by a new one: the new
@@ -25,22 +30,28 @@ const (
 // or let a fenced server serve again. Applying it anyway risks split
 // brain: writes acknowledged on a server that is not the real primary.
 type Hazard struct {
-	Kind   string // HazardFencedPrimary, HazardDroppedFence or HazardPrimaryInRecovery
+	Kind   string // HazardFencedPrimary, HazardDroppedFence, HazardPrimaryInRecovery or HazardMovingInterval
 	Shard  string // the shard of the new map (the current map's for HazardDroppedFence)
 	Server string // host:port
 	Reason string // why, for people; starts with the server
 }
 
 // String names the shard, the server and why.
-func (h Hazard) String() string { return "shard " + h.Shard + ": " + h.Reason }
+func (h Hazard) String() string {
+	if h.Shard == "" {
+		return h.Reason
+	}
+	return "shard " + h.Shard + ": " + h.Reason
+}
 
 // CheckSuccessor returns the hazards of replacing cur by next, in shard
 // order: a primary of next that cur fences, a fence of cur that next drops
 // (other than a move to the replicas of the same shard, which is what a
 // rejoin commits), and — when inRecovery is not nil — a primary that
 // changes to a server for which inRecovery reports true (it is known to
-// be a replica; an unknown health must report false). A nil cur (no map
-// yet) has no hazards.
+// be a replica; an unknown health must report false), and a change of a
+// distribution's moving-interval markers (HazardMovingInterval, after the
+// shard hazards). A nil cur (no map yet) has no hazards.
 func CheckSuccessor(cur, next *Map, inRecovery func(addr string) bool) []Hazard {
 	if cur == nil || next == nil {
 		return nil
@@ -85,6 +96,23 @@ func CheckSuccessor(cur, next *Map, inRecovery func(addr string) bool) []Hazard 
 			out = append(out, Hazard{Kind: HazardDroppedFence, Shard: s.Name, Server: f.String(), Reason: fmt.Sprintf(
 				"%s is fenced in the current map and the new map drops its fence; only pgshard shards rejoin lifts a fence "+
 					"(it rebuilds the server as a replica first)", f)})
+		}
+	}
+	for _, d := range cur.Distributions {
+		var nm []Moving
+		if nd := next.Distribution(d.Name); nd != nil {
+			nm = nd.Moving
+		}
+		if o, n := DescribeMoving(d.Moving), DescribeMoving(nm); o != n {
+			out = append(out, Hazard{Kind: HazardMovingInterval, Server: d.Name, Reason: fmt.Sprintf(
+				"distribution %s: moving intervals [%s] -> [%s]: only the resharding workflow holds and releases an interval "+
+					"(pgshard reshard cutover|cancel|rollback); changing it by hand can route writes to a shard that lacks them", d.Name, o, n)})
+		}
+	}
+	for _, d := range next.Distributions {
+		if cur.Distribution(d.Name) == nil && len(d.Moving) > 0 {
+			out = append(out, Hazard{Kind: HazardMovingInterval, Server: d.Name, Reason: fmt.Sprintf(
+				"distribution %s: a new distribution cannot have moving intervals (%s)", d.Name, DescribeMoving(d.Moving))})
 		}
 	}
 	return out

@@ -37,6 +37,7 @@ func (m *Map) Validate() error {
 			v.name("distribution", d.Name)
 		}
 		v.distribution(i, d)
+		v.moving(i, d)
 	}
 	v.tables(m.Tables, dists)
 	return errors.Join(v.errs...)
@@ -272,6 +273,66 @@ func (v *validator) coverage(label string, d *Distribution) {
 	if !reach.Hi.IsPosInf() {
 		v.addf("%s: %s from %s up are not on any shard: the last interval must end at +inf, but %s does not",
 			label, what, reach.Hi, desc(reach))
+	}
+}
+
+// moving checks the distribution's moving-interval markers: known step,
+// a move id, bounds of the right type with lo below hi, known shards From
+// and To that differ, the interval inside one interval owned by From, and
+// no two markers overlapping.
+func (v *validator) moving(i int, d *Distribution) {
+	label := "distribution " + d.Name
+	if d.Name == "" {
+		label = fmt.Sprintf("distribution #%d", i+1)
+	}
+	for j, mv := range d.Moving {
+		ml := fmt.Sprintf("%s: moving interval #%d [%s, %s)", label, j+1, mv.Lo, mv.Hi)
+		if !mv.Step.Known() {
+			v.addf("%s has unknown step %q (want %s)", ml, mv.Step, MoveHold)
+		}
+		if mv.ID == "" {
+			v.addf("%s has no move id", ml)
+		}
+		switch {
+		case mv.From == "" || mv.To == "":
+			v.addf("%s needs both from and to shards", ml)
+		case mv.From == mv.To:
+			v.addf("%s moves from shard %s to itself", ml, mv.From)
+		}
+		for _, s := range []string{mv.From, mv.To} {
+			if s != "" && !v.shards[s] {
+				v.addf("%s names shard %s, which is not a shard of the map", ml, s)
+			}
+		}
+		if !d.KeyType.Known() || !d.Strategy.Known() {
+			continue
+		}
+		ok := v.bound(d, ml, "lo", mv.Lo)
+		ok = v.bound(d, ml, "hi", mv.Hi) && ok
+		if !ok {
+			continue
+		}
+		if mv.Lo.IsPosInf() || mv.Hi.IsNegInf() || mv.Lo.Compare(mv.Hi) >= 0 {
+			v.addf("%s is empty: lo must be below hi", ml)
+			continue
+		}
+		inside := false
+		for _, iv := range d.Intervals {
+			if iv.Lo.Compare(mv.Lo) <= 0 && mv.Hi.Compare(iv.Hi) <= 0 {
+				inside = true
+				if iv.Shard != mv.From {
+					v.addf("%s is from shard %s, but interval [%s, %s) holding it is on shard %s", ml, mv.From, iv.Lo, iv.Hi, iv.Shard)
+				}
+			}
+		}
+		if !inside {
+			v.addf("%s is not inside one interval of the distribution", ml)
+		}
+		for k, other := range d.Moving[:j] {
+			if !other.Lo.IsZero() && !other.Hi.IsZero() && other.Lo.Compare(mv.Hi) < 0 && mv.Lo.Compare(other.Hi) < 0 {
+				v.addf("%s overlaps moving interval #%d [%s, %s)", ml, k+1, other.Lo, other.Hi)
+			}
+		}
 	}
 }
 

@@ -275,7 +275,7 @@ func (p *parser) endpoint(n *yaml.Node, what string) Endpoint {
 
 func (p *parser) parseDistribution(n *yaml.Node, i int) Distribution {
 	what := label(n, "distribution", "distributions", i)
-	f := p.fields(n, what, "name", "key_type", "strategy", "default_shard", "intervals", "shards_even")
+	f := p.fields(n, what, "name", "key_type", "strategy", "default_shard", "intervals", "shards_even", "moving")
 	var d Distribution
 	if f == nil {
 		return d
@@ -325,6 +325,7 @@ func (p *parser) parseDistribution(n *yaml.Node, i int) Distribution {
 			p.errorf(even, "%s: shards_even lists no shards", what)
 		}
 		d.Intervals = EvenHashIntervals(names)
+		d.Moving = p.parseMoving(f["moving"], &d, what, typesOK)
 		return d
 	}
 	for j, in := range p.seq(f["intervals"], what+" intervals") {
@@ -350,7 +351,34 @@ func (p *parser) parseDistribution(n *yaml.Node, i int) Distribution {
 		}
 		d.Intervals = append(d.Intervals, iv)
 	}
+	d.Moving = p.parseMoving(f["moving"], &d, what, typesOK)
 	return d
+}
+
+// parseMoving parses a distribution's moving-interval markers:
+// {id, lo, hi, from, to, step}.
+func (p *parser) parseMoving(n *yaml.Node, d *Distribution, what string, typesOK bool) []Moving {
+	var out []Moving
+	for j, in := range p.seq(n, what+" moving") {
+		mw := fmt.Sprintf("%s moving interval #%d", what, j+1)
+		fi := p.fields(in, mw, "id", "lo", "hi", "from", "to", "step")
+		if fi == nil {
+			continue
+		}
+		mv := Moving{ID: p.str(fi, "id", mw), From: p.str(fi, "from", mw), To: p.str(fi, "to", mw), Step: MoveStep(p.str(fi, "step", mw))}
+		for _, b := range []struct {
+			key string
+			dst *Bound
+		}{{"lo", &mv.Lo}, {"hi", &mv.Hi}} {
+			if bn := fi[b.key]; bn == nil {
+				p.errorf(in, "%s has no %s", mw, b.key)
+			} else if typesOK {
+				*b.dst = p.bound(bn, d, mw+" "+b.key)
+			}
+		}
+		out = append(out, mv)
+	}
+	return out
 }
 
 // bound parses an interval bound of distribution d: plain -inf or +inf, or
@@ -498,15 +526,24 @@ func distributionNode(d *Distribution) *yaml.Node {
 			s.Content = append(s.Content, str(name))
 		}
 		add(n, "shards_even", s)
-		return n
+	} else {
+		ivs := seq(false)
+		for _, iv := range d.Intervals {
+			in := mapping("lo", boundNode(iv.Lo), "hi", boundNode(iv.Hi), "shard", str(iv.Shard))
+			in.Style = yaml.FlowStyle
+			ivs.Content = append(ivs.Content, in)
+		}
+		add(n, "intervals", ivs)
 	}
-	ivs := seq(false)
-	for _, iv := range d.Intervals {
-		in := mapping("lo", boundNode(iv.Lo), "hi", boundNode(iv.Hi), "shard", str(iv.Shard))
-		in.Style = yaml.FlowStyle
-		ivs.Content = append(ivs.Content, in)
+	if len(d.Moving) > 0 {
+		ms := seq(false)
+		for _, mv := range d.Moving {
+			in := mapping("id", str(mv.ID), "lo", boundNode(mv.Lo), "hi", boundNode(mv.Hi), "from", str(mv.From), "to", str(mv.To), "step", str(string(mv.Step)))
+			in.Style = yaml.FlowStyle
+			ms.Content = append(ms.Content, in)
+		}
+		add(n, "moving", ms)
 	}
-	add(n, "intervals", ivs)
 	return n
 }
 

@@ -92,6 +92,7 @@ func newRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		newDemoCommand(stdout, stderr),
 		newMapCommand(stdin, stdout),
 		newShardsCommand(stdout),
+		newReshardCommand(stdout),
 		newFailoverCommand(stdout),
 		newProxiesCommand(stdout),
 		newMetaCommand(stdout),

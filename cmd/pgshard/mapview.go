@@ -42,6 +42,18 @@ type distributionJSON struct {
 	Strategy     string         `json:"strategy"`
 	DefaultShard string         `json:"default_shard,omitempty"`
 	Intervals    []intervalJSON `json:"intervals"`
+	// Moving are the intervals a resharding cutover holds; absent when
+	// none.
+	Moving []movingJSON `json:"moving,omitempty"`
+}
+
+type movingJSON struct {
+	ID   string `json:"id"`
+	Lo   string `json:"lo"`
+	Hi   string `json:"hi"`
+	From string `json:"from"`
+	To   string `json:"to"`
+	Step string `json:"step"`
 }
 
 type intervalJSON struct {
@@ -120,6 +132,9 @@ func distributionToJSON(d *shardmap.Distribution) distributionJSON {
 	}
 	for _, iv := range d.Intervals {
 		out.Intervals = append(out.Intervals, intervalJSON{Lo: iv.Lo.String(), Hi: iv.Hi.String(), Shard: iv.Shard})
+	}
+	for _, mv := range d.Moving {
+		out.Moving = append(out.Moving, movingJSON{ID: mv.ID, Lo: mv.Lo.String(), Hi: mv.Hi.String(), From: mv.From, To: mv.To, Step: string(mv.Step)})
 	}
 	return out
 }

@@ -142,6 +142,7 @@ func (o *metaRunOptions) Run(ctx context.Context) error {
 		Server:   metarpc.ServerOptions{Token: o.token, AllowUnauthenticated: o.allowNoAuth},
 		Failover: o.failover.config(),
 		PG:       o.failover.login(),
+		Reshard:  o.failover.reshard(),
 	}
 	if o.tlsCert != "" {
 		if cfg.Server.TLS, err = metarpc.ServerTLSConfig(o.tlsCert, o.tlsKey, o.tlsClientCA); err != nil {

@@ -28,6 +28,10 @@ type metaFailoverOptions struct {
 	failAfter     time.Duration
 	observers     int
 	drainGrace    time.Duration
+
+	reshardDatabase string
+	reshardCutover  time.Duration
+	reshardMaxLag   int64
 }
 
 func (o *metaFailoverOptions) addFlags(f *pflag.FlagSet) {
@@ -40,6 +44,14 @@ func (o *metaFailoverOptions) addFlags(f *pflag.FlagSet) {
 	f.DurationVar(&o.failAfter, "failover-after", failover.DefaultFailAfter, "how long a primary must fail every check before failover")
 	f.IntVar(&o.observers, "failover-observers", failover.DefaultObservers, "proxies that must also report the primary unreachable (negative: the leader alone decides)")
 	f.DurationVar(&o.drainGrace, "switchover-drain", failover.DefaultDrainGrace, "planned switchover: how long open transactions on the old primary may finish")
+	f.StringVar(&o.reshardDatabase, "reshard-database", "postgres", "database holding the distributions' tables on every shard (resharding moves its rows)")
+	f.DurationVar(&o.reshardCutover, "reshard-cutover-timeout", 30*time.Second, "resharding: how long a cutover may hold an interval before it aborts back to the source")
+	f.Int64Var(&o.reshardMaxLag, "reshard-max-lag", 16<<20, "resharding: replication lag (bytes) above which a cutover does not start")
+}
+
+// reshard is the member's resharding configuration.
+func (o *metaFailoverOptions) reshard() *controlplane.ReshardConfig {
+	return &controlplane.ReshardConfig{Database: o.reshardDatabase, CutoverTimeout: o.reshardCutover, MaxLagBytes: o.reshardMaxLag}
 }
 
 // config is the member's failover configuration, nil with --no-failover.

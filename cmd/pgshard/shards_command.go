@@ -16,8 +16,8 @@ import (
 
 // newShardsCommand is `pgshard shards`: the shards of the current map.
 func newShardsCommand(stdout io.Writer) *cobra.Command {
-	cmd := groupCommand("shards", "List the shards of the current shard map; re-join a fenced server")
-	cmd.AddCommand(newShardsListCommand(stdout), newShardsRejoinCommand(stdout))
+	cmd := groupCommand("shards", "List the shards of the current shard map; add one; re-join a fenced server")
+	cmd.AddCommand(newShardsListCommand(stdout), newShardsAddCommand(stdout), newShardsRejoinCommand(stdout))
 	return cmd
 }
 

@@ -146,3 +146,16 @@ func waitProxyEpoch(t *testing.T, p *testproxy.Proxy, epoch uint64, timeout time
 		t.Fatalf("proxy %s did not apply epoch %d within %s: %s", p.Addr, epoch, timeout, why)
 	}
 }
+
+// waitFor polls cond until it holds or d passes, and returns whether it
+// held and what cond said last.
+func waitFor(d time.Duration, cond func() (bool, string)) (bool, string) {
+	deadline := time.Now().Add(d)
+	for {
+		ok, why := cond()
+		if ok || time.Now().After(deadline) {
+			return ok, why
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -16,12 +16,14 @@
 // cluster and runs on the leader only: the member starts it when it
 // becomes the leader and stops it (cancels its context and waits) when it
 // stops leading or closes. Its state lives in the replicated state, not in
-// the controller, so the next leader resumes it. Today there are two: the
-// failover controller (replication/failover, with its fence supervision)
-// and, with a PostgreSQL role, two-phase recovery (replication/twophase:
-// it resolves the prepared transactions of dead proxies from their
-// decisions, and its report is what ListTransactions serves); a new one
-// is registered in [New], in one place.
+// the controller, so the next leader resumes it. Today there are three: the
+// failover controller (replication/failover, with its fence supervision),
+// the resharding controller (replication/reshard: moves of key intervals
+// as workflow records, which also serves the API's resharding RPCs) and
+// two-phase recovery (replication/twophase: it resolves the prepared
+// transactions of dead proxies from their decisions, and its report is
+// what ListTransactions serves), both when the member knows a PostgreSQL
+// role; a new one is registered in [New], in one place.
 //
 // The package is the only one that joins shardmap/... and replication/...:
 // it adapts the meta node to the failover controller's Store, pgadmin to

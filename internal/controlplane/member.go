@@ -13,6 +13,7 @@ import (
 
 	"github.com/pgshard/pgshard/replication/failover"
 	"github.com/pgshard/pgshard/replication/health"
+	"github.com/pgshard/pgshard/replication/reshard"
 	"github.com/pgshard/pgshard/replication/twophase"
 	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/shardmap/meta"
@@ -54,6 +55,11 @@ type Config struct {
 	// ServerOptions.CountRows). nil takes Failover's role; a member with
 	// neither knows no role and does not check data (it logs so).
 	PG *PGLogin
+	// Reshard tunes resharding (nil: defaults). A member that knows a
+	// PostgreSQL role (PG, or Failover's) runs the leader-side
+	// resharding controller (replication/reshard) and serves the
+	// resharding RPCs; one that knows none answers them UNIMPLEMENTED.
+	Reshard *ReshardConfig
 	// ProxyHealth, when not nil, is the endpoints' health as a proxy in
 	// this process probes them (the embedded meta of pgshard demo and
 	// proxy): ListShards reports it instead of the monitor's view, plus
@@ -141,9 +147,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Member, error) {
 	if cfg.API == nil {
 		return nil, errors.New("controlplane: Config.API is required")
 	}
-	if cfg.Server.Switchover != nil || cfg.Server.Health != nil || cfg.Server.CountRows != nil || cfg.Server.Transactions != nil {
+	if cfg.Server.Switchover != nil || cfg.Server.Health != nil || cfg.Server.CountRows != nil || cfg.Server.Transactions != nil || cfg.Server.Reshard != nil {
 		cfg.API.Close()
-		return nil, errors.New("controlplane: Config.Server's Switchover, Health, CountRows and Transactions hooks are set by New")
+		return nil, errors.New("controlplane: Config.Server's Switchover, Health, CountRows, Transactions and Reshard hooks are set by New")
 	}
 	var closers []func() // undo on error, in reverse
 	fail := func(err error) (*Member, error) {
@@ -213,12 +219,21 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Member, error) {
 		opts.Health = m.health
 	}
 	var recovery *twophase.Recoverer
+	var rs *reshard.Controller
 	if login := cfg.pgLogin(); login != nil {
 		opts.CountRows = rowCounter{*login}.count
 		if recovery, err = newTwoPhase(node, *login, cfg.TwoPhase, m.metrics, log); err != nil {
 			return fail(err)
 		}
 		opts.Transactions = transactionsHook(recovery)
+		rcfg := ReshardConfig{}
+		if cfg.Reshard != nil {
+			rcfg = *cfg.Reshard
+		}
+		if rs, err = newResharding(node, *login, rcfg, log); err != nil {
+			return fail(err)
+		}
+		opts.Reshard = resharder{rs}
 	} else {
 		log.Warn("this meta member knows no PostgreSQL role: map changes that give key intervals to other shards are applied without counting their rows, and prepared transactions left by dead proxies are not resolved")
 	}
@@ -230,6 +245,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Member, error) {
 	}
 	if recovery != nil {
 		m.leader.register("twophase-recovery", twoPhaseController(recovery))
+	}
+	if rs != nil {
+		m.leader.register("reshard", reshardController(rs))
 	}
 
 	if m.server, err = metarpc.NewServer(m.store, opts); err != nil {

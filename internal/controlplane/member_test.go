@@ -64,8 +64,8 @@ func TestMemberServesAndCloses(t *testing.T) {
 			_ = m.Close()
 		}
 	}()
-	if got := m.leader.names(); len(got) != 2 || got[0] != "failover" || got[1] != "twophase-recovery" {
-		t.Fatalf("leader-side controllers %v, want [failover twophase-recovery]", got)
+	if got := m.leader.names(); len(got) != 3 || got[0] != "failover" || got[1] != "twophase-recovery" || got[2] != "reshard" {
+		t.Fatalf("leader-side controllers %v, want [failover twophase-recovery reshard]", got)
 	}
 	c, err := metarpc.NewClient([]string{m.Addr()}, metarpc.ClientOptions{Token: "tok", Insecure: true})
 	if err != nil {

@@ -46,6 +46,21 @@ func (e *Engine) DropReplication(ctx context.Context) error {
 		return fmt.Errorf("reshard: drop replication %s: %s: %w", e.names.Subscription, tgt, err)
 	}
 	err = e.withConn(ctx, src, func(conn *pgx.Conn) error {
+		// End the walsenders of the subscription's workers (application
+		// name: the subscription's for the apply worker, the sync slot's
+		// for an initial-copy worker) and wait until none is left: one
+		// still creating its slot would otherwise create it after the
+		// slots below were listed, and leave it behind.
+		if hasSub {
+			err := e.poll(ctx, func() (bool, error) {
+				return exists(ctx, conn, `SELECT count(pg_terminate_backend(pid)) = 0 FROM pg_stat_activity
+					WHERE backend_type = 'walsender' AND (application_name = $1 OR application_name LIKE $2)`,
+					e.names.Subscription, fmt.Sprintf(`pg\_%d\_sync\_%%`, subid))
+			})
+			if err != nil {
+				return fmt.Errorf("end the walsenders of the subscription: %w", err)
+			}
+		}
 		if err := dropSlots(ctx, conn, "slot_name = $1", e.names.Slot); err != nil {
 			return err
 		}

@@ -348,3 +348,26 @@ func (e *Engine) WaitCopied(ctx context.Context, report func(Progress)) error {
 	}
 	return nil
 }
+
+// SourceRows counts the interval's rows on the source, over every table
+// of the move: the total a progress display needs for an ETA. It is one
+// scan of each table (a count, in one snapshot).
+func (e *Engine) SourceRows(ctx context.Context) (int64, error) {
+	var total int64
+	err := e.withConn(ctx, e.source(), func(conn *pgx.Conn) error {
+		return pgx.BeginTxFunc(ctx, conn, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+			for _, t := range e.cfg.Move.Tables {
+				var n int64
+				if err := tx.QueryRow(ctx, "SELECT count(*) FROM "+qualified(t.Name)+" WHERE "+e.cfg.Move.Filter(t)).Scan(&n); err != nil {
+					return fmt.Errorf("count rows of the interval in %s: %w", t.Name, err)
+				}
+				total += n
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("reshard: %s: %w", e.source(), err)
+	}
+	return total, nil
+}

@@ -47,6 +47,38 @@
 // r.DropReplication, r.DeleteMoved. Cleanup after a kept cutover:
 // Cleanup. Cancel before cutover: Cancel.
 //
+// # The workflow
+//
+// [Controller] drives moves as replicated workflow records (kind
+// [WorkflowKind], a JSON [State] each) on the meta leader, over three
+// ports: [Records] (the records, compare-and-set on a version), [Maps]
+// (the shard map and the proxies' acknowledgements) and [Steps] (this
+// engine, or a fake). Each step is one engine step or one map epoch; the
+// record's [Phase] is the last one committed, so a new leader repeats at
+// most the step in progress (all are idempotent, and the map edits check
+// whether the map already is as wanted). Operators' requests
+// ([Controller.Act]) are written into the record and taken by the driver.
+//
+// Phases: prepare, copy, copying (progress written every
+// ProgressEvery), copied; then, on cutover (auto or asked for, refused
+// while the lag is above MaxLagBytes or after a failed verify unless
+// forced): hold (an epoch with a [shardmap.Moving] marker for the
+// interval), held (every live proxy acknowledged it), fenced, caughtup,
+// verified (exact, fenced; a mismatch aborts unless forced), stopped
+// (forward replication dropped), advanced (sequences), reversed (reverse
+// replication started), switched (the epoch with the target as owner and
+// no marker), cutover (proxies acknowledged). A cutover that is not at
+// switched within CutoverTimeout of its hold aborts: reverse replication
+// dropped, forward restarted without a copy if it was stopped, source
+// unfenced, an epoch without the marker; the move is copied again and
+// waits for the operator. Rollback (from cutover) mirrors it with the
+// reverse engine (rollback-hold ... rollback-switched; past the timeout
+// it aborts back to cutover), then unfences the source and drops the
+// reverse replication (rollback-dropped), deletes the interval from the
+// fenced target (rollback-deleted) and unfences it; cleanup (from
+// cutover) is [Engine.Cleanup]; cancel (before the new owner) aborts a
+// running cutover first, then [Engine.Cancel].
+//
 // The DSNs must name a superuser: CREATE SUBSCRIPTION, replication slots,
 // session_replication_role and pg_terminate_backend need one on
 // PostgreSQL 15.

@@ -200,7 +200,8 @@ type Plan struct {
 	// PerShardSQL is the statement each shard gets when they differ: a
 	// multi-row INSERT whose rows go to several shards (only each
 	// shard's rows), a UNION ALL whose parts read different shards, a
-	// DROP with IF EXISTS on the shards other than the default one.
+	// DROP with IF EXISTS on the shards other than the default one, a
+	// read with only each shard's keys in its key list (PerShardKeys).
 	PerShardSQL map[string]string
 	// PerShardRows gives, for each shard of a split INSERT's PerShardSQL,
 	// the 0-based positions in the client's VALUES list of the rows it
@@ -210,6 +211,11 @@ type Plan struct {
 	// Atomic runs a Scatter in a transaction on every shard, all
 	// committed or all rolled back (a split INSERT).
 	Atomic bool
+	// PerShardKeys says PerShardSQL is a read whose key condition is a
+	// list of keys (key IN (...), key = ANY(ARRAY[...])) over several
+	// shards: each shard's statement has only that shard's keys in the
+	// list; Merge and ShardSQL apply as usual.
+	PerShardKeys bool
 	// Calls are the functions a Scatter SELECT calls (target list,
 	// ORDER BY, HAVING) that are not aggregates the planner knows; the
 	// proxy refuses the statement when one is a user-defined aggregate.

@@ -52,6 +52,618 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type AddShardRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// primary and replicas are host:port.
+	Primary       string   `protobuf:"bytes,2,opt,name=primary,proto3" json:"primary,omitempty"`
+	Replicas      []string `protobuf:"bytes,3,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddShardRequest) Reset() {
+	*x = AddShardRequest{}
+	mi := &file_meta_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddShardRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddShardRequest) ProtoMessage() {}
+
+func (x *AddShardRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meta_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddShardRequest.ProtoReflect.Descriptor instead.
+func (*AddShardRequest) Descriptor() ([]byte, []int) {
+	return file_meta_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *AddShardRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AddShardRequest) GetPrimary() string {
+	if x != nil {
+		return x.Primary
+	}
+	return ""
+}
+
+func (x *AddShardRequest) GetReplicas() []string {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+type AddShardResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// epoch is the map's epoch with the new shard.
+	Epoch         uint64 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddShardResponse) Reset() {
+	*x = AddShardResponse{}
+	mi := &file_meta_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddShardResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddShardResponse) ProtoMessage() {}
+
+func (x *AddShardResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meta_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddShardResponse.ProtoReflect.Descriptor instead.
+func (*AddShardResponse) Descriptor() ([]byte, []int) {
+	return file_meta_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AddShardResponse) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+type SplitIntervalRequest struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Distribution string                 `protobuf:"bytes,1,opt,name=distribution,proto3" json:"distribution,omitempty"`
+	// at is a value of the distribution's bound type (a hash value for a
+	// hash distribution), written as in the map's YAML.
+	At            string `protobuf:"bytes,2,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SplitIntervalRequest) Reset() {
+	*x = SplitIntervalRequest{}
+	mi := &file_meta_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SplitIntervalRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SplitIntervalRequest) ProtoMessage() {}
+
+func (x *SplitIntervalRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meta_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SplitIntervalRequest.ProtoReflect.Descriptor instead.
+func (*SplitIntervalRequest) Descriptor() ([]byte, []int) {
+	return file_meta_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *SplitIntervalRequest) GetDistribution() string {
+	if x != nil {
+		return x.Distribution
+	}
+	return ""
+}
+
+func (x *SplitIntervalRequest) GetAt() string {
+	if x != nil {
+		return x.At
+	}
+	return ""
+}
+
+type SplitIntervalResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SplitIntervalResponse) Reset() {
+	*x = SplitIntervalResponse{}
+	mi := &file_meta_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SplitIntervalResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SplitIntervalResponse) ProtoMessage() {}
+
+func (x *SplitIntervalResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meta_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SplitIntervalResponse.ProtoReflect.Descriptor instead.
+func (*SplitIntervalResponse) Descriptor() ([]byte, []int) {
+	return file_meta_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SplitIntervalResponse) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+type StartMoveRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id names the move (1 to 40 of a-z, 0-9, _); "" lets the leader
+	// choose.
+	Id           string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Distribution string `protobuf:"bytes,2,opt,name=distribution,proto3" json:"distribution,omitempty"`
+	// interval is "[LO,HI)", bounds as in the map's YAML (-inf, +inf).
+	Interval string `protobuf:"bytes,3,opt,name=interval,proto3" json:"interval,omitempty"`
+	// to is the shard that gets the interval.
+	To string `protobuf:"bytes,4,opt,name=to,proto3" json:"to,omitempty"`
+	// cutover is "auto" (cut over once copied) or "manual" (default).
+	Cutover       string `protobuf:"bytes,5,opt,name=cutover,proto3" json:"cutover,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartMoveRequest) Reset() {
+	*x = StartMoveRequest{}
+	mi := &file_meta_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartMoveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartMoveRequest) ProtoMessage() {}
+
+func (x *StartMoveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meta_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartMoveRequest.ProtoReflect.Descriptor instead.
+func (*StartMoveRequest) Descriptor() ([]byte, []int) {
+	return file_meta_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *StartMoveRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *StartMoveRequest) GetDistribution() string {
+	if x != nil {
+		return x.Distribution
+	}
+	return ""
+}
+
+func (x *StartMoveRequest) GetInterval() string {
+	if x != nil {
+		return x.Interval
+	}
+	return ""
+}
+
+func (x *StartMoveRequest) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *StartMoveRequest) GetCutover() string {
+	if x != nil {
+		return x.Cutover
+	}
+	return ""
+}
+
+// MoveRef names a move by id, or by distribution and interval.
+type MoveRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Distribution  string                 `protobuf:"bytes,2,opt,name=distribution,proto3" json:"distribution,omitempty"`
+	Interval      string                 `protobuf:"bytes,3,opt,name=interval,proto3" json:"interval,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveRef) Reset() {
+	*x = MoveRef{}
+	mi := &file_meta_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveRef) ProtoMessage() {}
+
+func (x *MoveRef) ProtoReflect() protoreflect.Message {
+	mi := &file_meta_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveRef.ProtoReflect.Descriptor instead.
+func (*MoveRef) Descriptor() ([]byte, []int) {
+	return file_meta_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *MoveRef) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *MoveRef) GetDistribution() string {
+	if x != nil {
+		return x.Distribution
+	}
+	return ""
+}
+
+func (x *MoveRef) GetInterval() string {
+	if x != nil {
+		return x.Interval
+	}
+	return ""
+}
+
+type ReshardActionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Move  *MoveRef               `protobuf:"bytes,1,opt,name=move,proto3" json:"move,omitempty"`
+	// action is cutover, rollback, cancel, cleanup or verify.
+	Action string `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
+	// force lets a cutover or rollback go on after a failed verify.
+	Force         bool `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReshardActionRequest) Reset() {
+	*x = ReshardActionRequest{}
+	mi := &file_meta_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReshardActionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReshardActionRequest) ProtoMessage() {}
+
+func (x *ReshardActionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meta_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReshardActionRequest.ProtoReflect.Descriptor instead.
+func (*ReshardActionRequest) Descriptor() ([]byte, []int) {
+	return file_meta_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ReshardActionRequest) GetMove() *MoveRef {
+	if x != nil {
+		return x.Move
+	}
+	return nil
+}
+
+func (x *ReshardActionRequest) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *ReshardActionRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+// ReshardMove is a move's workflow record.
+type ReshardMove struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Version   uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// state_json is the move's state, the JSON of replication/reshard's
+	// State (phase, interval, shards, progress, verify, errors, history).
+	StateJson     []byte `protobuf:"bytes,4,opt,name=state_json,json=stateJson,proto3" json:"state_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReshardMove) Reset() {
+	*x = ReshardMove{}
+	mi := &file_meta_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReshardMove) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReshardMove) ProtoMessage() {}
+
+func (x *ReshardMove) ProtoReflect() protoreflect.Message {
+	mi := &file_meta_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReshardMove.ProtoReflect.Descriptor instead.
+func (*ReshardMove) Descriptor() ([]byte, []int) {
+	return file_meta_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ReshardMove) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ReshardMove) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *ReshardMove) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *ReshardMove) GetStateJson() []byte {
+	if x != nil {
+		return x.StateJson
+	}
+	return nil
+}
+
+type ReshardResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Move          *ReshardMove           `protobuf:"bytes,1,opt,name=move,proto3" json:"move,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReshardResponse) Reset() {
+	*x = ReshardResponse{}
+	mi := &file_meta_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReshardResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReshardResponse) ProtoMessage() {}
+
+func (x *ReshardResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meta_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReshardResponse.ProtoReflect.Descriptor instead.
+func (*ReshardResponse) Descriptor() ([]byte, []int) {
+	return file_meta_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ReshardResponse) GetMove() *ReshardMove {
+	if x != nil {
+		return x.Move
+	}
+	return nil
+}
+
+type ListMovesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// move names one move; unset lists all.
+	Move          *MoveRef `protobuf:"bytes,1,opt,name=move,proto3" json:"move,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMovesRequest) Reset() {
+	*x = ListMovesRequest{}
+	mi := &file_meta_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMovesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMovesRequest) ProtoMessage() {}
+
+func (x *ListMovesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meta_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMovesRequest.ProtoReflect.Descriptor instead.
+func (*ListMovesRequest) Descriptor() ([]byte, []int) {
+	return file_meta_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ListMovesRequest) GetMove() *MoveRef {
+	if x != nil {
+		return x.Move
+	}
+	return nil
+}
+
+type ListMovesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Moves         []*ReshardMove         `protobuf:"bytes,1,rep,name=moves,proto3" json:"moves,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMovesResponse) Reset() {
+	*x = ListMovesResponse{}
+	mi := &file_meta_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMovesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMovesResponse) ProtoMessage() {}
+
+func (x *ListMovesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meta_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMovesResponse.ProtoReflect.Descriptor instead.
+func (*ListMovesResponse) Descriptor() ([]byte, []int) {
+	return file_meta_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ListMovesResponse) GetMoves() []*ReshardMove {
+	if x != nil {
+		return x.Moves
+	}
+	return nil
+}
+
 // MapVersion is one epoch of the shard map.
 type MapVersion struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -69,7 +681,7 @@ type MapVersion struct {
 
 func (x *MapVersion) Reset() {
 	*x = MapVersion{}
-	mi := &file_meta_proto_msgTypes[0]
+	mi := &file_meta_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -81,7 +693,7 @@ func (x *MapVersion) String() string {
 func (*MapVersion) ProtoMessage() {}
 
 func (x *MapVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[0]
+	mi := &file_meta_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -94,7 +706,7 @@ func (x *MapVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapVersion.ProtoReflect.Descriptor instead.
 func (*MapVersion) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{0}
+	return file_meta_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *MapVersion) GetEpoch() uint64 {
@@ -133,7 +745,7 @@ type GetMapRequest struct {
 
 func (x *GetMapRequest) Reset() {
 	*x = GetMapRequest{}
-	mi := &file_meta_proto_msgTypes[1]
+	mi := &file_meta_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -145,7 +757,7 @@ func (x *GetMapRequest) String() string {
 func (*GetMapRequest) ProtoMessage() {}
 
 func (x *GetMapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[1]
+	mi := &file_meta_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -158,7 +770,7 @@ func (x *GetMapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMapRequest.ProtoReflect.Descriptor instead.
 func (*GetMapRequest) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{1}
+	return file_meta_proto_rawDescGZIP(), []int{12}
 }
 
 type GetMapResponse struct {
@@ -171,7 +783,7 @@ type GetMapResponse struct {
 
 func (x *GetMapResponse) Reset() {
 	*x = GetMapResponse{}
-	mi := &file_meta_proto_msgTypes[2]
+	mi := &file_meta_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -183,7 +795,7 @@ func (x *GetMapResponse) String() string {
 func (*GetMapResponse) ProtoMessage() {}
 
 func (x *GetMapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[2]
+	mi := &file_meta_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -196,7 +808,7 @@ func (x *GetMapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMapResponse.ProtoReflect.Descriptor instead.
 func (*GetMapResponse) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{2}
+	return file_meta_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetMapResponse) GetMap() *MapVersion {
@@ -216,7 +828,7 @@ type WatchMapRequest struct {
 
 func (x *WatchMapRequest) Reset() {
 	*x = WatchMapRequest{}
-	mi := &file_meta_proto_msgTypes[3]
+	mi := &file_meta_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -228,7 +840,7 @@ func (x *WatchMapRequest) String() string {
 func (*WatchMapRequest) ProtoMessage() {}
 
 func (x *WatchMapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[3]
+	mi := &file_meta_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -241,7 +853,7 @@ func (x *WatchMapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchMapRequest.ProtoReflect.Descriptor instead.
 func (*WatchMapRequest) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{3}
+	return file_meta_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WatchMapRequest) GetAfterEpoch() uint64 {
@@ -260,7 +872,7 @@ type WatchMapResponse struct {
 
 func (x *WatchMapResponse) Reset() {
 	*x = WatchMapResponse{}
-	mi := &file_meta_proto_msgTypes[4]
+	mi := &file_meta_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -272,7 +884,7 @@ func (x *WatchMapResponse) String() string {
 func (*WatchMapResponse) ProtoMessage() {}
 
 func (x *WatchMapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[4]
+	mi := &file_meta_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -285,7 +897,7 @@ func (x *WatchMapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchMapResponse.ProtoReflect.Descriptor instead.
 func (*WatchMapResponse) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{4}
+	return file_meta_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WatchMapResponse) GetMap() *MapVersion {
@@ -331,7 +943,7 @@ type ApplyMapRequest struct {
 
 func (x *ApplyMapRequest) Reset() {
 	*x = ApplyMapRequest{}
-	mi := &file_meta_proto_msgTypes[5]
+	mi := &file_meta_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -343,7 +955,7 @@ func (x *ApplyMapRequest) String() string {
 func (*ApplyMapRequest) ProtoMessage() {}
 
 func (x *ApplyMapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[5]
+	mi := &file_meta_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -356,7 +968,7 @@ func (x *ApplyMapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyMapRequest.ProtoReflect.Descriptor instead.
 func (*ApplyMapRequest) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{5}
+	return file_meta_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ApplyMapRequest) GetMapYaml() []byte {
@@ -404,7 +1016,7 @@ type ApplyMapResponse struct {
 
 func (x *ApplyMapResponse) Reset() {
 	*x = ApplyMapResponse{}
-	mi := &file_meta_proto_msgTypes[6]
+	mi := &file_meta_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -416,7 +1028,7 @@ func (x *ApplyMapResponse) String() string {
 func (*ApplyMapResponse) ProtoMessage() {}
 
 func (x *ApplyMapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[6]
+	mi := &file_meta_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -429,7 +1041,7 @@ func (x *ApplyMapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyMapResponse.ProtoReflect.Descriptor instead.
 func (*ApplyMapResponse) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{6}
+	return file_meta_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ApplyMapResponse) GetEpoch() uint64 {
@@ -451,7 +1063,7 @@ type MapHistoryRequest struct {
 
 func (x *MapHistoryRequest) Reset() {
 	*x = MapHistoryRequest{}
-	mi := &file_meta_proto_msgTypes[7]
+	mi := &file_meta_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -463,7 +1075,7 @@ func (x *MapHistoryRequest) String() string {
 func (*MapHistoryRequest) ProtoMessage() {}
 
 func (x *MapHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[7]
+	mi := &file_meta_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -476,7 +1088,7 @@ func (x *MapHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapHistoryRequest.ProtoReflect.Descriptor instead.
 func (*MapHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{7}
+	return file_meta_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *MapHistoryRequest) GetLimit() uint32 {
@@ -504,7 +1116,7 @@ type MapHistoryResponse struct {
 
 func (x *MapHistoryResponse) Reset() {
 	*x = MapHistoryResponse{}
-	mi := &file_meta_proto_msgTypes[8]
+	mi := &file_meta_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -516,7 +1128,7 @@ func (x *MapHistoryResponse) String() string {
 func (*MapHistoryResponse) ProtoMessage() {}
 
 func (x *MapHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[8]
+	mi := &file_meta_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -529,7 +1141,7 @@ func (x *MapHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapHistoryResponse.ProtoReflect.Descriptor instead.
 func (*MapHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{8}
+	return file_meta_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *MapHistoryResponse) GetVersions() []*MapVersion {
@@ -561,7 +1173,7 @@ type Shard struct {
 
 func (x *Shard) Reset() {
 	*x = Shard{}
-	mi := &file_meta_proto_msgTypes[9]
+	mi := &file_meta_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -573,7 +1185,7 @@ func (x *Shard) String() string {
 func (*Shard) ProtoMessage() {}
 
 func (x *Shard) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[9]
+	mi := &file_meta_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -586,7 +1198,7 @@ func (x *Shard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shard.ProtoReflect.Descriptor instead.
 func (*Shard) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{9}
+	return file_meta_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Shard) GetName() string {
@@ -657,7 +1269,7 @@ type ShardSwitch struct {
 
 func (x *ShardSwitch) Reset() {
 	*x = ShardSwitch{}
-	mi := &file_meta_proto_msgTypes[10]
+	mi := &file_meta_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -669,7 +1281,7 @@ func (x *ShardSwitch) String() string {
 func (*ShardSwitch) ProtoMessage() {}
 
 func (x *ShardSwitch) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[10]
+	mi := &file_meta_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -682,7 +1294,7 @@ func (x *ShardSwitch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardSwitch.ProtoReflect.Descriptor instead.
 func (*ShardSwitch) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{10}
+	return file_meta_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ShardSwitch) GetKind() string {
@@ -757,7 +1369,7 @@ type EndpointStatus struct {
 
 func (x *EndpointStatus) Reset() {
 	*x = EndpointStatus{}
-	mi := &file_meta_proto_msgTypes[11]
+	mi := &file_meta_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -769,7 +1381,7 @@ func (x *EndpointStatus) String() string {
 func (*EndpointStatus) ProtoMessage() {}
 
 func (x *EndpointStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[11]
+	mi := &file_meta_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -782,7 +1394,7 @@ func (x *EndpointStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointStatus.ProtoReflect.Descriptor instead.
 func (*EndpointStatus) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{11}
+	return file_meta_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *EndpointStatus) GetAddr() string {
@@ -870,7 +1482,7 @@ type ListShardsRequest struct {
 
 func (x *ListShardsRequest) Reset() {
 	*x = ListShardsRequest{}
-	mi := &file_meta_proto_msgTypes[12]
+	mi := &file_meta_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -882,7 +1494,7 @@ func (x *ListShardsRequest) String() string {
 func (*ListShardsRequest) ProtoMessage() {}
 
 func (x *ListShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[12]
+	mi := &file_meta_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -895,7 +1507,7 @@ func (x *ListShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListShardsRequest.ProtoReflect.Descriptor instead.
 func (*ListShardsRequest) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{12}
+	return file_meta_proto_rawDescGZIP(), []int{23}
 }
 
 type ListShardsResponse struct {
@@ -909,7 +1521,7 @@ type ListShardsResponse struct {
 
 func (x *ListShardsResponse) Reset() {
 	*x = ListShardsResponse{}
-	mi := &file_meta_proto_msgTypes[13]
+	mi := &file_meta_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -921,7 +1533,7 @@ func (x *ListShardsResponse) String() string {
 func (*ListShardsResponse) ProtoMessage() {}
 
 func (x *ListShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[13]
+	mi := &file_meta_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -934,7 +1546,7 @@ func (x *ListShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListShardsResponse.ProtoReflect.Descriptor instead.
 func (*ListShardsResponse) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{13}
+	return file_meta_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListShardsResponse) GetEpoch() uint64 {
@@ -968,7 +1580,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_meta_proto_msgTypes[14]
+	mi := &file_meta_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -980,7 +1592,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[14]
+	mi := &file_meta_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -993,7 +1605,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{14}
+	return file_meta_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Member) GetId() string {
@@ -1039,7 +1651,7 @@ type MemberStatusRequest struct {
 
 func (x *MemberStatusRequest) Reset() {
 	*x = MemberStatusRequest{}
-	mi := &file_meta_proto_msgTypes[15]
+	mi := &file_meta_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1051,7 +1663,7 @@ func (x *MemberStatusRequest) String() string {
 func (*MemberStatusRequest) ProtoMessage() {}
 
 func (x *MemberStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[15]
+	mi := &file_meta_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1064,7 +1676,7 @@ func (x *MemberStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberStatusRequest.ProtoReflect.Descriptor instead.
 func (*MemberStatusRequest) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{15}
+	return file_meta_proto_rawDescGZIP(), []int{26}
 }
 
 type MemberStatusResponse struct {
@@ -1096,7 +1708,7 @@ type MemberStatusResponse struct {
 
 func (x *MemberStatusResponse) Reset() {
 	*x = MemberStatusResponse{}
-	mi := &file_meta_proto_msgTypes[16]
+	mi := &file_meta_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1108,7 +1720,7 @@ func (x *MemberStatusResponse) String() string {
 func (*MemberStatusResponse) ProtoMessage() {}
 
 func (x *MemberStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[16]
+	mi := &file_meta_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1121,7 +1733,7 @@ func (x *MemberStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberStatusResponse.ProtoReflect.Descriptor instead.
 func (*MemberStatusResponse) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{16}
+	return file_meta_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *MemberStatusResponse) GetNodeId() string {
@@ -1239,7 +1851,7 @@ type JoinMemberRequest struct {
 
 func (x *JoinMemberRequest) Reset() {
 	*x = JoinMemberRequest{}
-	mi := &file_meta_proto_msgTypes[17]
+	mi := &file_meta_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1251,7 +1863,7 @@ func (x *JoinMemberRequest) String() string {
 func (*JoinMemberRequest) ProtoMessage() {}
 
 func (x *JoinMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[17]
+	mi := &file_meta_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1264,7 +1876,7 @@ func (x *JoinMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinMemberRequest.ProtoReflect.Descriptor instead.
 func (*JoinMemberRequest) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{17}
+	return file_meta_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *JoinMemberRequest) GetId() string {
@@ -1296,7 +1908,7 @@ type JoinMemberResponse struct {
 
 func (x *JoinMemberResponse) Reset() {
 	*x = JoinMemberResponse{}
-	mi := &file_meta_proto_msgTypes[18]
+	mi := &file_meta_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1308,7 +1920,7 @@ func (x *JoinMemberResponse) String() string {
 func (*JoinMemberResponse) ProtoMessage() {}
 
 func (x *JoinMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[18]
+	mi := &file_meta_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1321,7 +1933,7 @@ func (x *JoinMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinMemberResponse.ProtoReflect.Descriptor instead.
 func (*JoinMemberResponse) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{18}
+	return file_meta_proto_rawDescGZIP(), []int{29}
 }
 
 type RemoveMemberRequest struct {
@@ -1333,7 +1945,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_meta_proto_msgTypes[19]
+	mi := &file_meta_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1345,7 +1957,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[19]
+	mi := &file_meta_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1358,7 +1970,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{19}
+	return file_meta_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -1376,7 +1988,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_meta_proto_msgTypes[20]
+	mi := &file_meta_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1388,7 +2000,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[20]
+	mi := &file_meta_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1401,7 +2013,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{20}
+	return file_meta_proto_rawDescGZIP(), []int{31}
 }
 
 // Proxy is a proxy as the cluster knows it from its heartbeats.
@@ -1424,7 +2036,7 @@ type Proxy struct {
 
 func (x *Proxy) Reset() {
 	*x = Proxy{}
-	mi := &file_meta_proto_msgTypes[21]
+	mi := &file_meta_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1436,7 +2048,7 @@ func (x *Proxy) String() string {
 func (*Proxy) ProtoMessage() {}
 
 func (x *Proxy) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[21]
+	mi := &file_meta_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1449,7 +2061,7 @@ func (x *Proxy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Proxy.ProtoReflect.Descriptor instead.
 func (*Proxy) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{21}
+	return file_meta_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Proxy) GetId() string {
@@ -1510,7 +2122,7 @@ type ProxyHeartbeatRequest struct {
 
 func (x *ProxyHeartbeatRequest) Reset() {
 	*x = ProxyHeartbeatRequest{}
-	mi := &file_meta_proto_msgTypes[22]
+	mi := &file_meta_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1522,7 +2134,7 @@ func (x *ProxyHeartbeatRequest) String() string {
 func (*ProxyHeartbeatRequest) ProtoMessage() {}
 
 func (x *ProxyHeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[22]
+	mi := &file_meta_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1535,7 +2147,7 @@ func (x *ProxyHeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyHeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*ProxyHeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{22}
+	return file_meta_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ProxyHeartbeatRequest) GetProxyId() string {
@@ -1578,7 +2190,7 @@ type ProxyHeartbeatResponse struct {
 
 func (x *ProxyHeartbeatResponse) Reset() {
 	*x = ProxyHeartbeatResponse{}
-	mi := &file_meta_proto_msgTypes[23]
+	mi := &file_meta_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1590,7 +2202,7 @@ func (x *ProxyHeartbeatResponse) String() string {
 func (*ProxyHeartbeatResponse) ProtoMessage() {}
 
 func (x *ProxyHeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[23]
+	mi := &file_meta_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1603,7 +2215,7 @@ func (x *ProxyHeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyHeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*ProxyHeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{23}
+	return file_meta_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ProxyHeartbeatResponse) GetOk() bool {
@@ -1629,7 +2241,7 @@ type DeregisterProxyRequest struct {
 
 func (x *DeregisterProxyRequest) Reset() {
 	*x = DeregisterProxyRequest{}
-	mi := &file_meta_proto_msgTypes[24]
+	mi := &file_meta_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1641,7 +2253,7 @@ func (x *DeregisterProxyRequest) String() string {
 func (*DeregisterProxyRequest) ProtoMessage() {}
 
 func (x *DeregisterProxyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[24]
+	mi := &file_meta_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1654,7 +2266,7 @@ func (x *DeregisterProxyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterProxyRequest.ProtoReflect.Descriptor instead.
 func (*DeregisterProxyRequest) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{24}
+	return file_meta_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *DeregisterProxyRequest) GetProxyId() string {
@@ -1672,7 +2284,7 @@ type DeregisterProxyResponse struct {
 
 func (x *DeregisterProxyResponse) Reset() {
 	*x = DeregisterProxyResponse{}
-	mi := &file_meta_proto_msgTypes[25]
+	mi := &file_meta_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1684,7 +2296,7 @@ func (x *DeregisterProxyResponse) String() string {
 func (*DeregisterProxyResponse) ProtoMessage() {}
 
 func (x *DeregisterProxyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[25]
+	mi := &file_meta_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1697,7 +2309,7 @@ func (x *DeregisterProxyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterProxyResponse.ProtoReflect.Descriptor instead.
 func (*DeregisterProxyResponse) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{25}
+	return file_meta_proto_rawDescGZIP(), []int{36}
 }
 
 type ListProxiesRequest struct {
@@ -1708,7 +2320,7 @@ type ListProxiesRequest struct {
 
 func (x *ListProxiesRequest) Reset() {
 	*x = ListProxiesRequest{}
-	mi := &file_meta_proto_msgTypes[26]
+	mi := &file_meta_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1720,7 +2332,7 @@ func (x *ListProxiesRequest) String() string {
 func (*ListProxiesRequest) ProtoMessage() {}
 
 func (x *ListProxiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[26]
+	mi := &file_meta_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1733,7 +2345,7 @@ func (x *ListProxiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProxiesRequest.ProtoReflect.Descriptor instead.
 func (*ListProxiesRequest) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{26}
+	return file_meta_proto_rawDescGZIP(), []int{37}
 }
 
 type ListProxiesResponse struct {
@@ -1746,7 +2358,7 @@ type ListProxiesResponse struct {
 
 func (x *ListProxiesResponse) Reset() {
 	*x = ListProxiesResponse{}
-	mi := &file_meta_proto_msgTypes[27]
+	mi := &file_meta_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1758,7 +2370,7 @@ func (x *ListProxiesResponse) String() string {
 func (*ListProxiesResponse) ProtoMessage() {}
 
 func (x *ListProxiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[27]
+	mi := &file_meta_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1771,7 +2383,7 @@ func (x *ListProxiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProxiesResponse.ProtoReflect.Descriptor instead.
 func (*ListProxiesResponse) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{27}
+	return file_meta_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListProxiesResponse) GetProxies() []*Proxy {
@@ -1792,7 +2404,7 @@ type WaitAppliedRequest struct {
 
 func (x *WaitAppliedRequest) Reset() {
 	*x = WaitAppliedRequest{}
-	mi := &file_meta_proto_msgTypes[28]
+	mi := &file_meta_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1804,7 +2416,7 @@ func (x *WaitAppliedRequest) String() string {
 func (*WaitAppliedRequest) ProtoMessage() {}
 
 func (x *WaitAppliedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[28]
+	mi := &file_meta_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1817,7 +2429,7 @@ func (x *WaitAppliedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitAppliedRequest.ProtoReflect.Descriptor instead.
 func (*WaitAppliedRequest) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{28}
+	return file_meta_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *WaitAppliedRequest) GetEpoch() uint64 {
@@ -1846,7 +2458,7 @@ type WaitAppliedResponse struct {
 
 func (x *WaitAppliedResponse) Reset() {
 	*x = WaitAppliedResponse{}
-	mi := &file_meta_proto_msgTypes[29]
+	mi := &file_meta_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1858,7 +2470,7 @@ func (x *WaitAppliedResponse) String() string {
 func (*WaitAppliedResponse) ProtoMessage() {}
 
 func (x *WaitAppliedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[29]
+	mi := &file_meta_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1871,7 +2483,7 @@ func (x *WaitAppliedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitAppliedResponse.ProtoReflect.Descriptor instead.
 func (*WaitAppliedResponse) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{29}
+	return file_meta_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *WaitAppliedResponse) GetApplied() bool {
@@ -1903,7 +2515,7 @@ type SwitchoverRequest struct {
 
 func (x *SwitchoverRequest) Reset() {
 	*x = SwitchoverRequest{}
-	mi := &file_meta_proto_msgTypes[30]
+	mi := &file_meta_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1915,7 +2527,7 @@ func (x *SwitchoverRequest) String() string {
 func (*SwitchoverRequest) ProtoMessage() {}
 
 func (x *SwitchoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[30]
+	mi := &file_meta_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1928,7 +2540,7 @@ func (x *SwitchoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwitchoverRequest.ProtoReflect.Descriptor instead.
 func (*SwitchoverRequest) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{30}
+	return file_meta_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SwitchoverRequest) GetShard() string {
@@ -1965,7 +2577,7 @@ type SwitchoverResponse struct {
 
 func (x *SwitchoverResponse) Reset() {
 	*x = SwitchoverResponse{}
-	mi := &file_meta_proto_msgTypes[31]
+	mi := &file_meta_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1977,7 +2589,7 @@ func (x *SwitchoverResponse) String() string {
 func (*SwitchoverResponse) ProtoMessage() {}
 
 func (x *SwitchoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[31]
+	mi := &file_meta_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1990,7 +2602,7 @@ func (x *SwitchoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwitchoverResponse.ProtoReflect.Descriptor instead.
 func (*SwitchoverResponse) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{31}
+	return file_meta_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *SwitchoverResponse) GetEpoch() uint64 {
@@ -2015,7 +2627,7 @@ type ListTransactionsRequest struct {
 
 func (x *ListTransactionsRequest) Reset() {
 	*x = ListTransactionsRequest{}
-	mi := &file_meta_proto_msgTypes[32]
+	mi := &file_meta_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2027,7 +2639,7 @@ func (x *ListTransactionsRequest) String() string {
 func (*ListTransactionsRequest) ProtoMessage() {}
 
 func (x *ListTransactionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[32]
+	mi := &file_meta_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2040,7 +2652,7 @@ func (x *ListTransactionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransactionsRequest.ProtoReflect.Descriptor instead.
 func (*ListTransactionsRequest) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{32}
+	return file_meta_proto_rawDescGZIP(), []int{43}
 }
 
 type ListTransactionsResponse struct {
@@ -2057,7 +2669,7 @@ type ListTransactionsResponse struct {
 
 func (x *ListTransactionsResponse) Reset() {
 	*x = ListTransactionsResponse{}
-	mi := &file_meta_proto_msgTypes[33]
+	mi := &file_meta_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2069,7 +2681,7 @@ func (x *ListTransactionsResponse) String() string {
 func (*ListTransactionsResponse) ProtoMessage() {}
 
 func (x *ListTransactionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[33]
+	mi := &file_meta_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2082,7 +2694,7 @@ func (x *ListTransactionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransactionsResponse.ProtoReflect.Descriptor instead.
 func (*ListTransactionsResponse) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{33}
+	return file_meta_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListTransactionsResponse) GetScannedAt() *timestamppb.Timestamp {
@@ -2136,7 +2748,7 @@ type InDoubtTransaction struct {
 
 func (x *InDoubtTransaction) Reset() {
 	*x = InDoubtTransaction{}
-	mi := &file_meta_proto_msgTypes[34]
+	mi := &file_meta_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2148,7 +2760,7 @@ func (x *InDoubtTransaction) String() string {
 func (*InDoubtTransaction) ProtoMessage() {}
 
 func (x *InDoubtTransaction) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[34]
+	mi := &file_meta_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2161,7 +2773,7 @@ func (x *InDoubtTransaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InDoubtTransaction.ProtoReflect.Descriptor instead.
 func (*InDoubtTransaction) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{34}
+	return file_meta_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *InDoubtTransaction) GetGid() string {
@@ -2234,7 +2846,7 @@ type TransactionDecision struct {
 
 func (x *TransactionDecision) Reset() {
 	*x = TransactionDecision{}
-	mi := &file_meta_proto_msgTypes[35]
+	mi := &file_meta_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2246,7 +2858,7 @@ func (x *TransactionDecision) String() string {
 func (*TransactionDecision) ProtoMessage() {}
 
 func (x *TransactionDecision) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[35]
+	mi := &file_meta_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2259,7 +2871,7 @@ func (x *TransactionDecision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransactionDecision.ProtoReflect.Descriptor instead.
 func (*TransactionDecision) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{35}
+	return file_meta_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *TransactionDecision) GetGid() string {
@@ -2309,7 +2921,7 @@ type TransactionProblem struct {
 
 func (x *TransactionProblem) Reset() {
 	*x = TransactionProblem{}
-	mi := &file_meta_proto_msgTypes[36]
+	mi := &file_meta_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2321,7 +2933,7 @@ func (x *TransactionProblem) String() string {
 func (*TransactionProblem) ProtoMessage() {}
 
 func (x *TransactionProblem) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[36]
+	mi := &file_meta_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2334,7 +2946,7 @@ func (x *TransactionProblem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransactionProblem.ProtoReflect.Descriptor instead.
 func (*TransactionProblem) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{36}
+	return file_meta_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *TransactionProblem) GetShard() string {
@@ -2363,7 +2975,45 @@ var File_meta_proto protoreflect.FileDescriptor
 const file_meta_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"meta.proto\x12\x0fpgshard.meta.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/duration.proto\"\x92\x01\n" +
+	"meta.proto\x12\x0fpgshard.meta.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/duration.proto\"[\n" +
+	"\x0fAddShardRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aprimary\x18\x02 \x01(\tR\aprimary\x12\x1a\n" +
+	"\breplicas\x18\x03 \x03(\tR\breplicas\"(\n" +
+	"\x10AddShardResponse\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"J\n" +
+	"\x14SplitIntervalRequest\x12\"\n" +
+	"\fdistribution\x18\x01 \x01(\tR\fdistribution\x12\x0e\n" +
+	"\x02at\x18\x02 \x01(\tR\x02at\"-\n" +
+	"\x15SplitIntervalResponse\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"\x8c\x01\n" +
+	"\x10StartMoveRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\"\n" +
+	"\fdistribution\x18\x02 \x01(\tR\fdistribution\x12\x1a\n" +
+	"\binterval\x18\x03 \x01(\tR\binterval\x12\x0e\n" +
+	"\x02to\x18\x04 \x01(\tR\x02to\x12\x18\n" +
+	"\acutover\x18\x05 \x01(\tR\acutover\"Y\n" +
+	"\aMoveRef\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\"\n" +
+	"\fdistribution\x18\x02 \x01(\tR\fdistribution\x12\x1a\n" +
+	"\binterval\x18\x03 \x01(\tR\binterval\"r\n" +
+	"\x14ReshardActionRequest\x12,\n" +
+	"\x04move\x18\x01 \x01(\v2\x18.pgshard.meta.v1.MoveRefR\x04move\x12\x16\n" +
+	"\x06action\x18\x02 \x01(\tR\x06action\x12\x14\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\"\x91\x01\n" +
+	"\vReshardMove\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x129\n" +
+	"\n" +
+	"updated_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x1d\n" +
+	"\n" +
+	"state_json\x18\x04 \x01(\fR\tstateJson\"C\n" +
+	"\x0fReshardResponse\x120\n" +
+	"\x04move\x18\x01 \x01(\v2\x1c.pgshard.meta.v1.ReshardMoveR\x04move\"@\n" +
+	"\x10ListMovesRequest\x12,\n" +
+	"\x04move\x18\x01 \x01(\v2\x18.pgshard.meta.v1.MoveRefR\x04move\"G\n" +
+	"\x11ListMovesResponse\x122\n" +
+	"\x05moves\x18\x01 \x03(\v2\x1c.pgshard.meta.v1.ReshardMoveR\x05moves\"\x92\x01\n" +
 	"\n" +
 	"MapVersion\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x19\n" +
@@ -2522,7 +3172,7 @@ const file_meta_proto_rawDesc = "" +
 	"\x12TransactionProblem\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\tR\x05shard\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error2\xf8\t\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error2\xa9\r\n" +
 	"\vMetaService\x12I\n" +
 	"\x06GetMap\x12\x1e.pgshard.meta.v1.GetMapRequest\x1a\x1f.pgshard.meta.v1.GetMapResponse\x12Q\n" +
 	"\bWatchMap\x12 .pgshard.meta.v1.WatchMapRequest\x1a!.pgshard.meta.v1.WatchMapResponse0\x01\x12O\n" +
@@ -2541,7 +3191,12 @@ const file_meta_proto_rawDesc = "" +
 	"\vWaitApplied\x12#.pgshard.meta.v1.WaitAppliedRequest\x1a$.pgshard.meta.v1.WaitAppliedResponse\x12U\n" +
 	"\n" +
 	"Switchover\x12\".pgshard.meta.v1.SwitchoverRequest\x1a#.pgshard.meta.v1.SwitchoverResponse\x12g\n" +
-	"\x10ListTransactions\x12(.pgshard.meta.v1.ListTransactionsRequest\x1a).pgshard.meta.v1.ListTransactionsResponseB,Z*github.com/pgshard/pgshard/shardmap/metapbb\x06proto3"
+	"\x10ListTransactions\x12(.pgshard.meta.v1.ListTransactionsRequest\x1a).pgshard.meta.v1.ListTransactionsResponse\x12O\n" +
+	"\bAddShard\x12 .pgshard.meta.v1.AddShardRequest\x1a!.pgshard.meta.v1.AddShardResponse\x12^\n" +
+	"\rSplitInterval\x12%.pgshard.meta.v1.SplitIntervalRequest\x1a&.pgshard.meta.v1.SplitIntervalResponse\x12P\n" +
+	"\tStartMove\x12!.pgshard.meta.v1.StartMoveRequest\x1a .pgshard.meta.v1.ReshardResponse\x12X\n" +
+	"\rReshardAction\x12%.pgshard.meta.v1.ReshardActionRequest\x1a .pgshard.meta.v1.ReshardResponse\x12R\n" +
+	"\tListMoves\x12!.pgshard.meta.v1.ListMovesRequest\x1a\".pgshard.meta.v1.ListMovesResponseB,Z*github.com/pgshard/pgshard/shardmap/metapbb\x06proto3"
 
 var (
 	file_meta_proto_rawDescOnce sync.Once
@@ -2555,103 +3210,129 @@ func file_meta_proto_rawDescGZIP() []byte {
 	return file_meta_proto_rawDescData
 }
 
-var file_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_meta_proto_goTypes = []any{
-	(*MapVersion)(nil),               // 0: pgshard.meta.v1.MapVersion
-	(*GetMapRequest)(nil),            // 1: pgshard.meta.v1.GetMapRequest
-	(*GetMapResponse)(nil),           // 2: pgshard.meta.v1.GetMapResponse
-	(*WatchMapRequest)(nil),          // 3: pgshard.meta.v1.WatchMapRequest
-	(*WatchMapResponse)(nil),         // 4: pgshard.meta.v1.WatchMapResponse
-	(*ApplyMapRequest)(nil),          // 5: pgshard.meta.v1.ApplyMapRequest
-	(*ApplyMapResponse)(nil),         // 6: pgshard.meta.v1.ApplyMapResponse
-	(*MapHistoryRequest)(nil),        // 7: pgshard.meta.v1.MapHistoryRequest
-	(*MapHistoryResponse)(nil),       // 8: pgshard.meta.v1.MapHistoryResponse
-	(*Shard)(nil),                    // 9: pgshard.meta.v1.Shard
-	(*ShardSwitch)(nil),              // 10: pgshard.meta.v1.ShardSwitch
-	(*EndpointStatus)(nil),           // 11: pgshard.meta.v1.EndpointStatus
-	(*ListShardsRequest)(nil),        // 12: pgshard.meta.v1.ListShardsRequest
-	(*ListShardsResponse)(nil),       // 13: pgshard.meta.v1.ListShardsResponse
-	(*Member)(nil),                   // 14: pgshard.meta.v1.Member
-	(*MemberStatusRequest)(nil),      // 15: pgshard.meta.v1.MemberStatusRequest
-	(*MemberStatusResponse)(nil),     // 16: pgshard.meta.v1.MemberStatusResponse
-	(*JoinMemberRequest)(nil),        // 17: pgshard.meta.v1.JoinMemberRequest
-	(*JoinMemberResponse)(nil),       // 18: pgshard.meta.v1.JoinMemberResponse
-	(*RemoveMemberRequest)(nil),      // 19: pgshard.meta.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),     // 20: pgshard.meta.v1.RemoveMemberResponse
-	(*Proxy)(nil),                    // 21: pgshard.meta.v1.Proxy
-	(*ProxyHeartbeatRequest)(nil),    // 22: pgshard.meta.v1.ProxyHeartbeatRequest
-	(*ProxyHeartbeatResponse)(nil),   // 23: pgshard.meta.v1.ProxyHeartbeatResponse
-	(*DeregisterProxyRequest)(nil),   // 24: pgshard.meta.v1.DeregisterProxyRequest
-	(*DeregisterProxyResponse)(nil),  // 25: pgshard.meta.v1.DeregisterProxyResponse
-	(*ListProxiesRequest)(nil),       // 26: pgshard.meta.v1.ListProxiesRequest
-	(*ListProxiesResponse)(nil),      // 27: pgshard.meta.v1.ListProxiesResponse
-	(*WaitAppliedRequest)(nil),       // 28: pgshard.meta.v1.WaitAppliedRequest
-	(*WaitAppliedResponse)(nil),      // 29: pgshard.meta.v1.WaitAppliedResponse
-	(*SwitchoverRequest)(nil),        // 30: pgshard.meta.v1.SwitchoverRequest
-	(*SwitchoverResponse)(nil),       // 31: pgshard.meta.v1.SwitchoverResponse
-	(*ListTransactionsRequest)(nil),  // 32: pgshard.meta.v1.ListTransactionsRequest
-	(*ListTransactionsResponse)(nil), // 33: pgshard.meta.v1.ListTransactionsResponse
-	(*InDoubtTransaction)(nil),       // 34: pgshard.meta.v1.InDoubtTransaction
-	(*TransactionDecision)(nil),      // 35: pgshard.meta.v1.TransactionDecision
-	(*TransactionProblem)(nil),       // 36: pgshard.meta.v1.TransactionProblem
-	(*timestamppb.Timestamp)(nil),    // 37: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),      // 38: google.protobuf.Duration
+	(*AddShardRequest)(nil),          // 0: pgshard.meta.v1.AddShardRequest
+	(*AddShardResponse)(nil),         // 1: pgshard.meta.v1.AddShardResponse
+	(*SplitIntervalRequest)(nil),     // 2: pgshard.meta.v1.SplitIntervalRequest
+	(*SplitIntervalResponse)(nil),    // 3: pgshard.meta.v1.SplitIntervalResponse
+	(*StartMoveRequest)(nil),         // 4: pgshard.meta.v1.StartMoveRequest
+	(*MoveRef)(nil),                  // 5: pgshard.meta.v1.MoveRef
+	(*ReshardActionRequest)(nil),     // 6: pgshard.meta.v1.ReshardActionRequest
+	(*ReshardMove)(nil),              // 7: pgshard.meta.v1.ReshardMove
+	(*ReshardResponse)(nil),          // 8: pgshard.meta.v1.ReshardResponse
+	(*ListMovesRequest)(nil),         // 9: pgshard.meta.v1.ListMovesRequest
+	(*ListMovesResponse)(nil),        // 10: pgshard.meta.v1.ListMovesResponse
+	(*MapVersion)(nil),               // 11: pgshard.meta.v1.MapVersion
+	(*GetMapRequest)(nil),            // 12: pgshard.meta.v1.GetMapRequest
+	(*GetMapResponse)(nil),           // 13: pgshard.meta.v1.GetMapResponse
+	(*WatchMapRequest)(nil),          // 14: pgshard.meta.v1.WatchMapRequest
+	(*WatchMapResponse)(nil),         // 15: pgshard.meta.v1.WatchMapResponse
+	(*ApplyMapRequest)(nil),          // 16: pgshard.meta.v1.ApplyMapRequest
+	(*ApplyMapResponse)(nil),         // 17: pgshard.meta.v1.ApplyMapResponse
+	(*MapHistoryRequest)(nil),        // 18: pgshard.meta.v1.MapHistoryRequest
+	(*MapHistoryResponse)(nil),       // 19: pgshard.meta.v1.MapHistoryResponse
+	(*Shard)(nil),                    // 20: pgshard.meta.v1.Shard
+	(*ShardSwitch)(nil),              // 21: pgshard.meta.v1.ShardSwitch
+	(*EndpointStatus)(nil),           // 22: pgshard.meta.v1.EndpointStatus
+	(*ListShardsRequest)(nil),        // 23: pgshard.meta.v1.ListShardsRequest
+	(*ListShardsResponse)(nil),       // 24: pgshard.meta.v1.ListShardsResponse
+	(*Member)(nil),                   // 25: pgshard.meta.v1.Member
+	(*MemberStatusRequest)(nil),      // 26: pgshard.meta.v1.MemberStatusRequest
+	(*MemberStatusResponse)(nil),     // 27: pgshard.meta.v1.MemberStatusResponse
+	(*JoinMemberRequest)(nil),        // 28: pgshard.meta.v1.JoinMemberRequest
+	(*JoinMemberResponse)(nil),       // 29: pgshard.meta.v1.JoinMemberResponse
+	(*RemoveMemberRequest)(nil),      // 30: pgshard.meta.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),     // 31: pgshard.meta.v1.RemoveMemberResponse
+	(*Proxy)(nil),                    // 32: pgshard.meta.v1.Proxy
+	(*ProxyHeartbeatRequest)(nil),    // 33: pgshard.meta.v1.ProxyHeartbeatRequest
+	(*ProxyHeartbeatResponse)(nil),   // 34: pgshard.meta.v1.ProxyHeartbeatResponse
+	(*DeregisterProxyRequest)(nil),   // 35: pgshard.meta.v1.DeregisterProxyRequest
+	(*DeregisterProxyResponse)(nil),  // 36: pgshard.meta.v1.DeregisterProxyResponse
+	(*ListProxiesRequest)(nil),       // 37: pgshard.meta.v1.ListProxiesRequest
+	(*ListProxiesResponse)(nil),      // 38: pgshard.meta.v1.ListProxiesResponse
+	(*WaitAppliedRequest)(nil),       // 39: pgshard.meta.v1.WaitAppliedRequest
+	(*WaitAppliedResponse)(nil),      // 40: pgshard.meta.v1.WaitAppliedResponse
+	(*SwitchoverRequest)(nil),        // 41: pgshard.meta.v1.SwitchoverRequest
+	(*SwitchoverResponse)(nil),       // 42: pgshard.meta.v1.SwitchoverResponse
+	(*ListTransactionsRequest)(nil),  // 43: pgshard.meta.v1.ListTransactionsRequest
+	(*ListTransactionsResponse)(nil), // 44: pgshard.meta.v1.ListTransactionsResponse
+	(*InDoubtTransaction)(nil),       // 45: pgshard.meta.v1.InDoubtTransaction
+	(*TransactionDecision)(nil),      // 46: pgshard.meta.v1.TransactionDecision
+	(*TransactionProblem)(nil),       // 47: pgshard.meta.v1.TransactionProblem
+	(*timestamppb.Timestamp)(nil),    // 48: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 49: google.protobuf.Duration
 }
 var file_meta_proto_depIdxs = []int32{
-	37, // 0: pgshard.meta.v1.MapVersion.applied_at:type_name -> google.protobuf.Timestamp
-	0,  // 1: pgshard.meta.v1.GetMapResponse.map:type_name -> pgshard.meta.v1.MapVersion
-	0,  // 2: pgshard.meta.v1.WatchMapResponse.map:type_name -> pgshard.meta.v1.MapVersion
-	0,  // 3: pgshard.meta.v1.MapHistoryResponse.versions:type_name -> pgshard.meta.v1.MapVersion
-	10, // 4: pgshard.meta.v1.Shard.switch:type_name -> pgshard.meta.v1.ShardSwitch
-	11, // 5: pgshard.meta.v1.Shard.endpoints:type_name -> pgshard.meta.v1.EndpointStatus
-	9,  // 6: pgshard.meta.v1.ListShardsResponse.shards:type_name -> pgshard.meta.v1.Shard
-	37, // 7: pgshard.meta.v1.MemberStatusResponse.last_contact:type_name -> google.protobuf.Timestamp
-	14, // 8: pgshard.meta.v1.MemberStatusResponse.members:type_name -> pgshard.meta.v1.Member
-	37, // 9: pgshard.meta.v1.Proxy.last_seen:type_name -> google.protobuf.Timestamp
-	38, // 10: pgshard.meta.v1.Proxy.lease:type_name -> google.protobuf.Duration
-	21, // 11: pgshard.meta.v1.ListProxiesResponse.proxies:type_name -> pgshard.meta.v1.Proxy
-	38, // 12: pgshard.meta.v1.WaitAppliedRequest.timeout:type_name -> google.protobuf.Duration
-	21, // 13: pgshard.meta.v1.WaitAppliedResponse.lagging:type_name -> pgshard.meta.v1.Proxy
-	38, // 14: pgshard.meta.v1.SwitchoverRequest.timeout:type_name -> google.protobuf.Duration
-	37, // 15: pgshard.meta.v1.ListTransactionsResponse.scanned_at:type_name -> google.protobuf.Timestamp
-	34, // 16: pgshard.meta.v1.ListTransactionsResponse.in_doubt:type_name -> pgshard.meta.v1.InDoubtTransaction
-	35, // 17: pgshard.meta.v1.ListTransactionsResponse.decisions:type_name -> pgshard.meta.v1.TransactionDecision
-	36, // 18: pgshard.meta.v1.ListTransactionsResponse.problems:type_name -> pgshard.meta.v1.TransactionProblem
-	38, // 19: pgshard.meta.v1.InDoubtTransaction.age:type_name -> google.protobuf.Duration
-	37, // 20: pgshard.meta.v1.TransactionDecision.decided_at:type_name -> google.protobuf.Timestamp
-	1,  // 21: pgshard.meta.v1.MetaService.GetMap:input_type -> pgshard.meta.v1.GetMapRequest
-	3,  // 22: pgshard.meta.v1.MetaService.WatchMap:input_type -> pgshard.meta.v1.WatchMapRequest
-	5,  // 23: pgshard.meta.v1.MetaService.ApplyMap:input_type -> pgshard.meta.v1.ApplyMapRequest
-	7,  // 24: pgshard.meta.v1.MetaService.MapHistory:input_type -> pgshard.meta.v1.MapHistoryRequest
-	12, // 25: pgshard.meta.v1.MetaService.ListShards:input_type -> pgshard.meta.v1.ListShardsRequest
-	15, // 26: pgshard.meta.v1.MetaService.MemberStatus:input_type -> pgshard.meta.v1.MemberStatusRequest
-	17, // 27: pgshard.meta.v1.MetaService.JoinMember:input_type -> pgshard.meta.v1.JoinMemberRequest
-	19, // 28: pgshard.meta.v1.MetaService.RemoveMember:input_type -> pgshard.meta.v1.RemoveMemberRequest
-	22, // 29: pgshard.meta.v1.MetaService.ProxyHeartbeat:input_type -> pgshard.meta.v1.ProxyHeartbeatRequest
-	24, // 30: pgshard.meta.v1.MetaService.DeregisterProxy:input_type -> pgshard.meta.v1.DeregisterProxyRequest
-	26, // 31: pgshard.meta.v1.MetaService.ListProxies:input_type -> pgshard.meta.v1.ListProxiesRequest
-	28, // 32: pgshard.meta.v1.MetaService.WaitApplied:input_type -> pgshard.meta.v1.WaitAppliedRequest
-	30, // 33: pgshard.meta.v1.MetaService.Switchover:input_type -> pgshard.meta.v1.SwitchoverRequest
-	32, // 34: pgshard.meta.v1.MetaService.ListTransactions:input_type -> pgshard.meta.v1.ListTransactionsRequest
-	2,  // 35: pgshard.meta.v1.MetaService.GetMap:output_type -> pgshard.meta.v1.GetMapResponse
-	4,  // 36: pgshard.meta.v1.MetaService.WatchMap:output_type -> pgshard.meta.v1.WatchMapResponse
-	6,  // 37: pgshard.meta.v1.MetaService.ApplyMap:output_type -> pgshard.meta.v1.ApplyMapResponse
-	8,  // 38: pgshard.meta.v1.MetaService.MapHistory:output_type -> pgshard.meta.v1.MapHistoryResponse
-	13, // 39: pgshard.meta.v1.MetaService.ListShards:output_type -> pgshard.meta.v1.ListShardsResponse
-	16, // 40: pgshard.meta.v1.MetaService.MemberStatus:output_type -> pgshard.meta.v1.MemberStatusResponse
-	18, // 41: pgshard.meta.v1.MetaService.JoinMember:output_type -> pgshard.meta.v1.JoinMemberResponse
-	20, // 42: pgshard.meta.v1.MetaService.RemoveMember:output_type -> pgshard.meta.v1.RemoveMemberResponse
-	23, // 43: pgshard.meta.v1.MetaService.ProxyHeartbeat:output_type -> pgshard.meta.v1.ProxyHeartbeatResponse
-	25, // 44: pgshard.meta.v1.MetaService.DeregisterProxy:output_type -> pgshard.meta.v1.DeregisterProxyResponse
-	27, // 45: pgshard.meta.v1.MetaService.ListProxies:output_type -> pgshard.meta.v1.ListProxiesResponse
-	29, // 46: pgshard.meta.v1.MetaService.WaitApplied:output_type -> pgshard.meta.v1.WaitAppliedResponse
-	31, // 47: pgshard.meta.v1.MetaService.Switchover:output_type -> pgshard.meta.v1.SwitchoverResponse
-	33, // 48: pgshard.meta.v1.MetaService.ListTransactions:output_type -> pgshard.meta.v1.ListTransactionsResponse
-	35, // [35:49] is the sub-list for method output_type
-	21, // [21:35] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	5,  // 0: pgshard.meta.v1.ReshardActionRequest.move:type_name -> pgshard.meta.v1.MoveRef
+	48, // 1: pgshard.meta.v1.ReshardMove.updated_at:type_name -> google.protobuf.Timestamp
+	7,  // 2: pgshard.meta.v1.ReshardResponse.move:type_name -> pgshard.meta.v1.ReshardMove
+	5,  // 3: pgshard.meta.v1.ListMovesRequest.move:type_name -> pgshard.meta.v1.MoveRef
+	7,  // 4: pgshard.meta.v1.ListMovesResponse.moves:type_name -> pgshard.meta.v1.ReshardMove
+	48, // 5: pgshard.meta.v1.MapVersion.applied_at:type_name -> google.protobuf.Timestamp
+	11, // 6: pgshard.meta.v1.GetMapResponse.map:type_name -> pgshard.meta.v1.MapVersion
+	11, // 7: pgshard.meta.v1.WatchMapResponse.map:type_name -> pgshard.meta.v1.MapVersion
+	11, // 8: pgshard.meta.v1.MapHistoryResponse.versions:type_name -> pgshard.meta.v1.MapVersion
+	21, // 9: pgshard.meta.v1.Shard.switch:type_name -> pgshard.meta.v1.ShardSwitch
+	22, // 10: pgshard.meta.v1.Shard.endpoints:type_name -> pgshard.meta.v1.EndpointStatus
+	20, // 11: pgshard.meta.v1.ListShardsResponse.shards:type_name -> pgshard.meta.v1.Shard
+	48, // 12: pgshard.meta.v1.MemberStatusResponse.last_contact:type_name -> google.protobuf.Timestamp
+	25, // 13: pgshard.meta.v1.MemberStatusResponse.members:type_name -> pgshard.meta.v1.Member
+	48, // 14: pgshard.meta.v1.Proxy.last_seen:type_name -> google.protobuf.Timestamp
+	49, // 15: pgshard.meta.v1.Proxy.lease:type_name -> google.protobuf.Duration
+	32, // 16: pgshard.meta.v1.ListProxiesResponse.proxies:type_name -> pgshard.meta.v1.Proxy
+	49, // 17: pgshard.meta.v1.WaitAppliedRequest.timeout:type_name -> google.protobuf.Duration
+	32, // 18: pgshard.meta.v1.WaitAppliedResponse.lagging:type_name -> pgshard.meta.v1.Proxy
+	49, // 19: pgshard.meta.v1.SwitchoverRequest.timeout:type_name -> google.protobuf.Duration
+	48, // 20: pgshard.meta.v1.ListTransactionsResponse.scanned_at:type_name -> google.protobuf.Timestamp
+	45, // 21: pgshard.meta.v1.ListTransactionsResponse.in_doubt:type_name -> pgshard.meta.v1.InDoubtTransaction
+	46, // 22: pgshard.meta.v1.ListTransactionsResponse.decisions:type_name -> pgshard.meta.v1.TransactionDecision
+	47, // 23: pgshard.meta.v1.ListTransactionsResponse.problems:type_name -> pgshard.meta.v1.TransactionProblem
+	49, // 24: pgshard.meta.v1.InDoubtTransaction.age:type_name -> google.protobuf.Duration
+	48, // 25: pgshard.meta.v1.TransactionDecision.decided_at:type_name -> google.protobuf.Timestamp
+	12, // 26: pgshard.meta.v1.MetaService.GetMap:input_type -> pgshard.meta.v1.GetMapRequest
+	14, // 27: pgshard.meta.v1.MetaService.WatchMap:input_type -> pgshard.meta.v1.WatchMapRequest
+	16, // 28: pgshard.meta.v1.MetaService.ApplyMap:input_type -> pgshard.meta.v1.ApplyMapRequest
+	18, // 29: pgshard.meta.v1.MetaService.MapHistory:input_type -> pgshard.meta.v1.MapHistoryRequest
+	23, // 30: pgshard.meta.v1.MetaService.ListShards:input_type -> pgshard.meta.v1.ListShardsRequest
+	26, // 31: pgshard.meta.v1.MetaService.MemberStatus:input_type -> pgshard.meta.v1.MemberStatusRequest
+	28, // 32: pgshard.meta.v1.MetaService.JoinMember:input_type -> pgshard.meta.v1.JoinMemberRequest
+	30, // 33: pgshard.meta.v1.MetaService.RemoveMember:input_type -> pgshard.meta.v1.RemoveMemberRequest
+	33, // 34: pgshard.meta.v1.MetaService.ProxyHeartbeat:input_type -> pgshard.meta.v1.ProxyHeartbeatRequest
+	35, // 35: pgshard.meta.v1.MetaService.DeregisterProxy:input_type -> pgshard.meta.v1.DeregisterProxyRequest
+	37, // 36: pgshard.meta.v1.MetaService.ListProxies:input_type -> pgshard.meta.v1.ListProxiesRequest
+	39, // 37: pgshard.meta.v1.MetaService.WaitApplied:input_type -> pgshard.meta.v1.WaitAppliedRequest
+	41, // 38: pgshard.meta.v1.MetaService.Switchover:input_type -> pgshard.meta.v1.SwitchoverRequest
+	43, // 39: pgshard.meta.v1.MetaService.ListTransactions:input_type -> pgshard.meta.v1.ListTransactionsRequest
+	0,  // 40: pgshard.meta.v1.MetaService.AddShard:input_type -> pgshard.meta.v1.AddShardRequest
+	2,  // 41: pgshard.meta.v1.MetaService.SplitInterval:input_type -> pgshard.meta.v1.SplitIntervalRequest
+	4,  // 42: pgshard.meta.v1.MetaService.StartMove:input_type -> pgshard.meta.v1.StartMoveRequest
+	6,  // 43: pgshard.meta.v1.MetaService.ReshardAction:input_type -> pgshard.meta.v1.ReshardActionRequest
+	9,  // 44: pgshard.meta.v1.MetaService.ListMoves:input_type -> pgshard.meta.v1.ListMovesRequest
+	13, // 45: pgshard.meta.v1.MetaService.GetMap:output_type -> pgshard.meta.v1.GetMapResponse
+	15, // 46: pgshard.meta.v1.MetaService.WatchMap:output_type -> pgshard.meta.v1.WatchMapResponse
+	17, // 47: pgshard.meta.v1.MetaService.ApplyMap:output_type -> pgshard.meta.v1.ApplyMapResponse
+	19, // 48: pgshard.meta.v1.MetaService.MapHistory:output_type -> pgshard.meta.v1.MapHistoryResponse
+	24, // 49: pgshard.meta.v1.MetaService.ListShards:output_type -> pgshard.meta.v1.ListShardsResponse
+	27, // 50: pgshard.meta.v1.MetaService.MemberStatus:output_type -> pgshard.meta.v1.MemberStatusResponse
+	29, // 51: pgshard.meta.v1.MetaService.JoinMember:output_type -> pgshard.meta.v1.JoinMemberResponse
+	31, // 52: pgshard.meta.v1.MetaService.RemoveMember:output_type -> pgshard.meta.v1.RemoveMemberResponse
+	34, // 53: pgshard.meta.v1.MetaService.ProxyHeartbeat:output_type -> pgshard.meta.v1.ProxyHeartbeatResponse
+	36, // 54: pgshard.meta.v1.MetaService.DeregisterProxy:output_type -> pgshard.meta.v1.DeregisterProxyResponse
+	38, // 55: pgshard.meta.v1.MetaService.ListProxies:output_type -> pgshard.meta.v1.ListProxiesResponse
+	40, // 56: pgshard.meta.v1.MetaService.WaitApplied:output_type -> pgshard.meta.v1.WaitAppliedResponse
+	42, // 57: pgshard.meta.v1.MetaService.Switchover:output_type -> pgshard.meta.v1.SwitchoverResponse
+	44, // 58: pgshard.meta.v1.MetaService.ListTransactions:output_type -> pgshard.meta.v1.ListTransactionsResponse
+	1,  // 59: pgshard.meta.v1.MetaService.AddShard:output_type -> pgshard.meta.v1.AddShardResponse
+	3,  // 60: pgshard.meta.v1.MetaService.SplitInterval:output_type -> pgshard.meta.v1.SplitIntervalResponse
+	8,  // 61: pgshard.meta.v1.MetaService.StartMove:output_type -> pgshard.meta.v1.ReshardResponse
+	8,  // 62: pgshard.meta.v1.MetaService.ReshardAction:output_type -> pgshard.meta.v1.ReshardResponse
+	10, // 63: pgshard.meta.v1.MetaService.ListMoves:output_type -> pgshard.meta.v1.ListMovesResponse
+	45, // [45:64] is the sub-list for method output_type
+	26, // [26:45] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_meta_proto_init() }
@@ -2665,7 +3346,7 @@ func file_meta_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meta_proto_rawDesc), len(file_meta_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   37,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

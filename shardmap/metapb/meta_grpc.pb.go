@@ -62,6 +62,11 @@ const (
 	MetaService_WaitApplied_FullMethodName      = "/pgshard.meta.v1.MetaService/WaitApplied"
 	MetaService_Switchover_FullMethodName       = "/pgshard.meta.v1.MetaService/Switchover"
 	MetaService_ListTransactions_FullMethodName = "/pgshard.meta.v1.MetaService/ListTransactions"
+	MetaService_AddShard_FullMethodName         = "/pgshard.meta.v1.MetaService/AddShard"
+	MetaService_SplitInterval_FullMethodName    = "/pgshard.meta.v1.MetaService/SplitInterval"
+	MetaService_StartMove_FullMethodName        = "/pgshard.meta.v1.MetaService/StartMove"
+	MetaService_ReshardAction_FullMethodName    = "/pgshard.meta.v1.MetaService/ReshardAction"
+	MetaService_ListMoves_FullMethodName        = "/pgshard.meta.v1.MetaService/ListMoves"
 )
 
 // MetaServiceClient is the client API for MetaService service.
@@ -140,6 +145,29 @@ type MetaServiceClient interface {
 	// recovery (it knows no PostgreSQL role); UNAVAILABLE before the first
 	// round.
 	ListTransactions(ctx context.Context, in *ListTransactionsRequest, opts ...grpc.CallOption) (*ListTransactionsResponse, error)
+	// Resharding (answered by the leader, except ListMoves; UNIMPLEMENTED
+	// on a member that runs no resharding controller). The moves are
+	// replicated workflow records driven by the leader's controller
+	// (replication/reshard); these RPCs only create them or record a
+	// request, and return at once: follow a move with ListMoves.
+	//
+	// AddShard registers an empty shard owning no interval, after creating
+	// the distributions' sharded tables on its primary from a shard that
+	// has them. FAILED_PRECONDITION when the shard exists.
+	AddShard(ctx context.Context, in *AddShardRequest, opts ...grpc.CallOption) (*AddShardResponse, error)
+	// SplitInterval splits the interval holding a value in two, both on
+	// the same shard (a plain map edit: no data moves). FAILED_PRECONDITION
+	// when the value lies inside a running move.
+	SplitInterval(ctx context.Context, in *SplitIntervalRequest, opts ...grpc.CallOption) (*SplitIntervalResponse, error)
+	// StartMove creates a move of a key interval to another shard.
+	// FAILED_PRECONDITION when a running move holds keys of the interval.
+	StartMove(ctx context.Context, in *StartMoveRequest, opts ...grpc.CallOption) (*ReshardResponse, error)
+	// ReshardAction asks a move for cutover, rollback, cancel, cleanup or
+	// verify. FAILED_PRECONDITION when its phase does not allow it.
+	ReshardAction(ctx context.Context, in *ReshardActionRequest, opts ...grpc.CallOption) (*ReshardResponse, error)
+	// ListMoves returns the moves (all, or the one named), from the
+	// answering member's state.
+	ListMoves(ctx context.Context, in *ListMovesRequest, opts ...grpc.CallOption) (*ListMovesResponse, error)
 }
 
 type metaServiceClient struct {
@@ -299,6 +327,56 @@ func (c *metaServiceClient) ListTransactions(ctx context.Context, in *ListTransa
 	return out, nil
 }
 
+func (c *metaServiceClient) AddShard(ctx context.Context, in *AddShardRequest, opts ...grpc.CallOption) (*AddShardResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddShardResponse)
+	err := c.cc.Invoke(ctx, MetaService_AddShard_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *metaServiceClient) SplitInterval(ctx context.Context, in *SplitIntervalRequest, opts ...grpc.CallOption) (*SplitIntervalResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SplitIntervalResponse)
+	err := c.cc.Invoke(ctx, MetaService_SplitInterval_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *metaServiceClient) StartMove(ctx context.Context, in *StartMoveRequest, opts ...grpc.CallOption) (*ReshardResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReshardResponse)
+	err := c.cc.Invoke(ctx, MetaService_StartMove_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *metaServiceClient) ReshardAction(ctx context.Context, in *ReshardActionRequest, opts ...grpc.CallOption) (*ReshardResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReshardResponse)
+	err := c.cc.Invoke(ctx, MetaService_ReshardAction_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *metaServiceClient) ListMoves(ctx context.Context, in *ListMovesRequest, opts ...grpc.CallOption) (*ListMovesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListMovesResponse)
+	err := c.cc.Invoke(ctx, MetaService_ListMoves_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MetaServiceServer is the server API for MetaService service.
 // All implementations must embed UnimplementedMetaServiceServer
 // for forward compatibility.
@@ -375,6 +453,29 @@ type MetaServiceServer interface {
 	// recovery (it knows no PostgreSQL role); UNAVAILABLE before the first
 	// round.
 	ListTransactions(context.Context, *ListTransactionsRequest) (*ListTransactionsResponse, error)
+	// Resharding (answered by the leader, except ListMoves; UNIMPLEMENTED
+	// on a member that runs no resharding controller). The moves are
+	// replicated workflow records driven by the leader's controller
+	// (replication/reshard); these RPCs only create them or record a
+	// request, and return at once: follow a move with ListMoves.
+	//
+	// AddShard registers an empty shard owning no interval, after creating
+	// the distributions' sharded tables on its primary from a shard that
+	// has them. FAILED_PRECONDITION when the shard exists.
+	AddShard(context.Context, *AddShardRequest) (*AddShardResponse, error)
+	// SplitInterval splits the interval holding a value in two, both on
+	// the same shard (a plain map edit: no data moves). FAILED_PRECONDITION
+	// when the value lies inside a running move.
+	SplitInterval(context.Context, *SplitIntervalRequest) (*SplitIntervalResponse, error)
+	// StartMove creates a move of a key interval to another shard.
+	// FAILED_PRECONDITION when a running move holds keys of the interval.
+	StartMove(context.Context, *StartMoveRequest) (*ReshardResponse, error)
+	// ReshardAction asks a move for cutover, rollback, cancel, cleanup or
+	// verify. FAILED_PRECONDITION when its phase does not allow it.
+	ReshardAction(context.Context, *ReshardActionRequest) (*ReshardResponse, error)
+	// ListMoves returns the moves (all, or the one named), from the
+	// answering member's state.
+	ListMoves(context.Context, *ListMovesRequest) (*ListMovesResponse, error)
 	mustEmbedUnimplementedMetaServiceServer()
 }
 
@@ -426,6 +527,21 @@ func (UnimplementedMetaServiceServer) Switchover(context.Context, *SwitchoverReq
 }
 func (UnimplementedMetaServiceServer) ListTransactions(context.Context, *ListTransactionsRequest) (*ListTransactionsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListTransactions not implemented")
+}
+func (UnimplementedMetaServiceServer) AddShard(context.Context, *AddShardRequest) (*AddShardResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method AddShard not implemented")
+}
+func (UnimplementedMetaServiceServer) SplitInterval(context.Context, *SplitIntervalRequest) (*SplitIntervalResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SplitInterval not implemented")
+}
+func (UnimplementedMetaServiceServer) StartMove(context.Context, *StartMoveRequest) (*ReshardResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method StartMove not implemented")
+}
+func (UnimplementedMetaServiceServer) ReshardAction(context.Context, *ReshardActionRequest) (*ReshardResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ReshardAction not implemented")
+}
+func (UnimplementedMetaServiceServer) ListMoves(context.Context, *ListMovesRequest) (*ListMovesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListMoves not implemented")
 }
 func (UnimplementedMetaServiceServer) mustEmbedUnimplementedMetaServiceServer() {}
 func (UnimplementedMetaServiceServer) testEmbeddedByValue()                     {}
@@ -693,6 +809,96 @@ func _MetaService_ListTransactions_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MetaService_AddShard_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddShardRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetaServiceServer).AddShard(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MetaService_AddShard_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetaServiceServer).AddShard(ctx, req.(*AddShardRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MetaService_SplitInterval_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SplitIntervalRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetaServiceServer).SplitInterval(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MetaService_SplitInterval_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetaServiceServer).SplitInterval(ctx, req.(*SplitIntervalRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MetaService_StartMove_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StartMoveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetaServiceServer).StartMove(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MetaService_StartMove_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetaServiceServer).StartMove(ctx, req.(*StartMoveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MetaService_ReshardAction_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReshardActionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetaServiceServer).ReshardAction(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MetaService_ReshardAction_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetaServiceServer).ReshardAction(ctx, req.(*ReshardActionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MetaService_ListMoves_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListMovesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetaServiceServer).ListMoves(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MetaService_ListMoves_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetaServiceServer).ListMoves(ctx, req.(*ListMovesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // MetaService_ServiceDesc is the grpc.ServiceDesc for MetaService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -751,6 +957,26 @@ var MetaService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListTransactions",
 			Handler:    _MetaService_ListTransactions_Handler,
+		},
+		{
+			MethodName: "AddShard",
+			Handler:    _MetaService_AddShard_Handler,
+		},
+		{
+			MethodName: "SplitInterval",
+			Handler:    _MetaService_SplitInterval_Handler,
+		},
+		{
+			MethodName: "StartMove",
+			Handler:    _MetaService_StartMove_Handler,
+		},
+		{
+			MethodName: "ReshardAction",
+			Handler:    _MetaService_ReshardAction_Handler,
+		},
+		{
+			MethodName: "ListMoves",
+			Handler:    _MetaService_ListMoves_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

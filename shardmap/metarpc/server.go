@@ -105,6 +105,10 @@ type ServerOptions struct {
 	// (*DataNotMovedError) or the count fails, unless the request sets
 	// no_data_check. Without it, ApplyMap does not check data.
 	CountRows func(ctx context.Context, server string, queries []RowQuery) ([]int64, error)
+	// Reshard, when not nil, serves the resharding RPCs (AddShard,
+	// SplitInterval, StartMove, ReshardAction, ListMoves); without it
+	// they answer UNIMPLEMENTED. Writes reach it on the leader only.
+	Reshard Resharder
 }
 
 // Server serves the MetaService over a Store. Create it with NewServer,
@@ -159,7 +163,7 @@ func NewServer(store Store, opts ServerOptions) (*Server, error) {
 		svc: &service{
 			store: store, stopping: stopping, log: log, maxMsg: size,
 			switchover: opts.Switchover, health: opts.Health, countRows: opts.CountRows,
-			transactions: opts.Transactions,
+			transactions: opts.Transactions, reshard: opts.Reshard,
 		},
 		stop: stop,
 	}

@@ -48,6 +48,7 @@ type service struct {
 	switchover func(ctx context.Context, shard, to string) (uint64, string, error)
 	health     func() []EndpointHealth
 	countRows  func(ctx context.Context, server string, qs []RowQuery) ([]int64, error)
+	reshard    Resharder
 	// transactions is ServerOptions.Transactions.
 	transactions func() (TransactionsReport, bool)
 
