@@ -93,18 +93,15 @@ func (s *session) noteTxWrite(plan rplan.Plan, q router.Query) {
 // ROLLBACK (those are handled by endTxOverShards). A savepoint in a
 // transaction on one shard keeps it there. Callers hold s.mu.
 func (s *session) txStatementRefusal(plan rplan.Plan, sql string) *wire.Error {
-	if plan.Tx == rplan.TxSavepoint {
-		s.st.savepoint = true
-	}
-	if len(s.st.atts) < 2 && plan.Tx != rplan.TxSavepoint {
+	if len(s.st.atts) < 2 {
+		if plan.Tx == rplan.TxSavepoint && s.st.crossShard {
+			s.st.savepoint = true // canUse keeps the transaction here
+		}
 		return nil
 	}
 	switch plan.Tx {
 	case rplan.TxSavepoint, rplan.TxRelease, rplan.TxRollbackTo:
-		if len(s.st.atts) > 1 || s.st.cur() != nil && plan.Shard != s.st.cur().shard && plan.Kind != rplan.Any {
-			return errSavepointOverShards()
-		}
-		return nil
+		return errSavepointOverShards()
 	case rplan.TxCommit, rplan.TxRollback, rplan.TxPrepare, rplan.TxCommitPrepared, rplan.TxRollbackPrepared, rplan.TxBegin:
 		return txEndRefusal()
 	}

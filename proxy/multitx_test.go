@@ -381,6 +381,20 @@ func TestTxOverShardsPrepareFails(t *testing.T) {
 		t.Fatalf("savepoint in a transaction over two shards: %v, want 0A000", err)
 	}
 	_ = tx.Rollback(ctx)
+	tx, err = conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE kv SET n = n WHERE k = $1`, int64(1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `SAVEPOINT sp`); err != nil {
+		t.Fatalf("savepoint in a transaction on one shard: %v", err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE kv SET n = n WHERE k = $1`, int64(101)); pgCode(err) != "0A000" || !strings.Contains(err.Error(), "savepoint") {
+		t.Fatalf("another shard after a savepoint: %v, want 0A000", err)
+	}
+	_ = tx.Rollback(ctx)
 	noPrepared(t, ctx, direct)
 }
 
