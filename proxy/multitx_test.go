@@ -13,16 +13,17 @@ import (
 	"github.com/pgshard/pgshard/internal/pgcluster"
 	"github.com/pgshard/pgshard/proxy"
 	"github.com/pgshard/pgshard/replication/twophase"
+	"github.com/pgshard/pgshard/shardmap/shardmaptest"
 )
 
 // txShards starts two shards (kv split at key 100), each with the kv
 // table (with a balance column n) and the two-phase decision table, and
 // a proxy with transactions.cross_shard: two_phase. It returns the proxy
 // and superuser connections to each shard.
-func txShards(t *testing.T) (*testProxy, [2]*pgx.Conn, *pgcluster.Cluster) {
+func txShards(t testing.TB) (*testProxy, [2]*pgx.Conn, *pgcluster.Cluster) {
 	t.Helper()
 	c := integration.NewCluster(t, integration.Shards(2))
-	cfg := kvMapConfig(t, c)
+	cfg := mapConfig(t, c.Shards[0], shardmaptest.KV([]int64{100}, c.Shards[0].Addr(), c.Shards[1].Addr()).YAML(t))
 	cfg.Transactions.CrossShard = proxy.CrossShardTwoPhase
 	p := startProxy(t, cfg)
 	ctx := ctxT(t)
@@ -433,5 +434,38 @@ func TestTxOverShardsOff(t *testing.T) {
 			t.Fatalf("%s: read over both shards after the refusal: %v", mode, err)
 		}
 		_ = tx.Rollback(ctx)
+	}
+}
+
+// BenchmarkTxOverShards: a transfer (two UPDATEs and COMMIT) between two
+// accounts on one shard, and between accounts on two shards (two-phase
+// commit), through the proxy in the same run.
+func BenchmarkTxOverShards(b *testing.B) {
+	p, direct, _ := txShards(b)
+	ctx := context.Background()
+	for i, keys := range []string{"(1, 1000000), (2, 1000000)", "(101, 1000000)"} {
+		if _, err := direct[i].Exec(ctx, `INSERT INTO kv (k, n) VALUES `+keys); err != nil {
+			b.Fatal(err)
+		}
+	}
+	conn := connect(b, p.dsn(""))
+	for _, c := range []struct {
+		name     string
+		from, to int64
+	}{{"one_shard", 1, 2}, {"two_shards", 1, 101}} {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+					if _, err := tx.Exec(ctx, `UPDATE kv SET n = n - 1 WHERE k = $1`, c.from); err != nil {
+						return err
+					}
+					_, err := tx.Exec(ctx, `UPDATE kv SET n = n + 1 WHERE k = $1`, c.to)
+					return err
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
