@@ -355,6 +355,9 @@ func (s *session) endMultiTx(ctx context.Context, commit bool) (string, error) {
 	s.unsynced = false
 	s.txRouter = nil
 	s.mu.Unlock()
+	// The cache invalidations of the transaction's writes are applied
+	// (again, and for good) before the client hears how it ended.
+	s.cache.serveInv = s.cache.pending.Load()
 	giveBack := func() {
 		for i := range atts {
 			be := atts[i].conn

@@ -45,6 +45,11 @@ type scatterPortal struct {
 	// over several shards (multitx.go); inTx a statement over several
 	// shards that runs in the session's transaction.
 	txMulti, txCommit, inTx bool
+	// cached is the encoded result of a portal the cache answers
+	// (cache_session.go), and cacheOff how much of it was sent.
+	cached    []byte
+	cacheOff  int
+	suspended bool
 }
 
 // scatterExt is how a statement runs on a shard through the extended
@@ -266,6 +271,10 @@ func (s *session) handleExecute(ctx context.Context, frame []byte) error {
 		}
 		return s.forwardAny(ctx, frame)
 	}
+	if p.cached != nil {
+		s.cachedExecute(p, int(ex.MaxRows))
+		return nil
+	}
 	if p.txSQL != "" {
 		if !p.done && p.txMulti {
 			p.done = true
@@ -418,7 +427,7 @@ func (s *session) runPortal(ctx context.Context, p *scatterPortal, noDesc, strea
 func (s *session) endPortal(ctx context.Context) error {
 	p := s.portal
 	s.portal = nil
-	if p == nil || !p.described || p.done || p.txSQL != "" {
+	if p == nil || !p.described || p.done || p.txSQL != "" || p.cached != nil {
 		return nil
 	}
 	if !p.plan.ReadOnly {

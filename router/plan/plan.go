@@ -268,6 +268,16 @@ type Plan struct {
 	NeedKeyPosition string
 	// NeedKeyColumn is that table's sharding key column.
 	NeedKeyColumn string
+	// RowKey, on a Single plan of a statement on a table the map marks
+	// cacheable (shardmap.TableCache) that names one key value, is that
+	// value as PostgreSQL prints it (the rows the proxy's cache keys by
+	// and invalidates); "" otherwise.
+	RowKey string
+	// PointRead marks a Single read, with RowKey, of only the RowKey
+	// rows of Table: a plain SELECT of that one table without a join,
+	// subquery, CTE, locking clause or function call (see
+	// pointReadShape), whose result the proxy may cache.
+	PointRead bool
 }
 
 // CopySpec says how to split the rows of COPY ... FROM STDIN over shards.

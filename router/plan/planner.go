@@ -395,6 +395,11 @@ type template struct {
 	// creates is where the table a CREATE TABLE AS or SELECT INTO makes
 	// must be (see createTarget), or nil.
 	creates *createTarget
+	// rowKey, set only for a statement on a cacheable table that names
+	// one key value, is where that value comes from (Plan.RowKey), and
+	// pointRead says the statement is a cacheable point read.
+	rowKey    *valueSrc
+	pointRead bool
 }
 
 func (t *template) matches(n *normalized, sql string) bool {
@@ -489,6 +494,10 @@ func (st *state) execute(t *template, in *execInput, sessionHint Hint) Plan {
 		p.Kind, p.Reach = Single, ReachKey
 		p.Shards = st.shardList(first)
 		p.Merge, p.ShardSQL, p.Broadcast = nil, "", false
+		if t.rowKey != nil {
+			p.RowKey = rowKeyText(t.dist.KeyType, *t.rowKey, in)
+			p.PointRead = t.pointRead && p.RowKey != ""
+		}
 		return p
 	}
 	slices.Sort(set)

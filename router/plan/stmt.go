@@ -57,6 +57,10 @@ func (b *builder) selectStmt(sel *pg.SelectStmt) *template {
 	}
 	t.base = single
 	t.classes = rt.classes
+	if cacheable(rt.dist) {
+		t.rowKey = cacheKeySource(rt.classes)
+		t.pointRead = t.rowKey != nil && rs && rt.needShard == "" && pointReadShape(sel, a)
+	}
 	onKeyError := multi
 	if ro {
 		t.union = b.unionTemplate(sel, &rt)
@@ -131,6 +135,9 @@ func (b *builder) modify(kind Stmt, rel *pg.RangeVar, from []*pg.Node, where *pg
 	}
 	t.base = Plan{Kind: Single, Reach: ReachKey, Stmt: kind, Table: rt.table}
 	t.classes = rt.classes
+	if cacheable(rt.dist) {
+		t.rowKey = cacheKeySource(rt.classes)
+	}
 	m := broadcast
 	if m.Kind != Refused {
 		m.Broadcast = false
