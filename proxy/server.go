@@ -85,6 +85,7 @@ type Server struct {
 	ops opsState // console commands, rate limits, auth_query (console_ops.go)
 
 	tpc twoPhaseState // transactions over several shards (multitx.go)
+
 	cache   *serverCache // the hot-row cache, nil when off (cache.go)
 	cacheOn atomic.Bool  // the cache is on and the map has cacheable tables
 }
