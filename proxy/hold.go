@@ -44,7 +44,6 @@ type holdMetrics struct {
 	held       prometheus.Gauge
 	wait       prometheus.Histogram
 	timeouts   prometheus.Counter
-	retries    prometheus.Counter
 }
 
 func newHoldMetrics(reg *prometheus.Registry) *holdMetrics {
@@ -62,11 +61,8 @@ func newHoldMetrics(reg *prometheus.Registry) *holdMetrics {
 		timeouts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pgshard_interval_hold_timeouts_total", Help: "Held statements that failed (08006) because the interval's cutover outlasted buffer.window.",
 		}),
-		retries: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "pgshard_interval_fenced_retries_total", Help: "Statements outside a transaction that failed with PS001 (interval fenced) and were retried under the next map.",
-		}),
 	}
-	reg.MustRegister(m.statements, m.held, m.wait, m.timeouts, m.retries)
+	reg.MustRegister(m.statements, m.held, m.wait, m.timeouts)
 	return m
 }
 
