@@ -4,7 +4,7 @@ export PATH := $(shell $(GO) env GOROOT)/bin:$(shell $(GO) env GOPATH)/bin:$(PAT
 STATICCHECK_VERSION ?= v0.8.2
 BIN       := bin/pgshard
 
-.PHONY: bench-ab bench-failover build compose-test test unit integration lint vet staticcheck fmt-check bench bench-sharded demo fuzz difffuzz clean proto
+.PHONY: bench-ab bench-cache bench-failover build compose-test test unit integration lint vet staticcheck fmt-check bench bench-sharded demo fuzz difffuzz clean proto
 
 build:
 	$(GO) build -o $(BIN) ./cmd/pgshard
@@ -72,6 +72,16 @@ bench-ab: build
 # direct; rewrites its own section of docs/benchmarks.md.
 bench-sharded: build
 	$(GO) run ./integration/bench -pgshard $(BIN) -sharded-only -rounds 3 -duration 10s -out docs/benchmarks.md
+
+# Hot-row cache: Zipfian point reads through pgshard with the cache on vs
+# off vs straight to PostgreSQL, and a 90/10 mix for the staleness; prints
+# the docs/benchmarks.md section (USERS, DURATION, CLIENTS to change).
+USERS ?= 1000000
+DURATION ?= 10s
+CLIENTS ?= 16
+bench-cache:
+	PGSHARD_CACHEBENCH=1 PGSHARD_CACHEBENCH_USERS=$(USERS) PGSHARD_CACHEBENCH_DURATION=$(DURATION) PGSHARD_CACHEBENCH_CLIENTS=$(CLIENTS) \
+		$(GO) test ./integration/cachebench/ -run '^TestCacheBench$$' -count=1 -v -timeout 30m
 
 # Failover timing: kill -9 of a primary under load (asynchronous and
 # synchronous replication), a planned switchover, a silent partition of a

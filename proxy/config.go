@@ -81,6 +81,8 @@ type Config struct {
 	// RateLimits bounds statements and new connections per second, per
 	// user and per client address (ratelimit.go).
 	RateLimits RateLimitsConfig `yaml:"rate_limits"`
+	// Cache configures the hot-row cache (cache.go).
+	Cache CacheConfig `yaml:"cache"`
 
 	// FollowsMeta (not read from the file; see LoadConfigFollowingMeta)
 	// says the proxy follows a meta cluster: its shards come from the

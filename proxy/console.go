@@ -121,6 +121,9 @@ func (s *session) consoleQuery(sql string) []byte {
 	default:
 		var ok bool
 		if out, err, ok = s.consoleOp(cmd, sql); !ok {
+			out, err, ok = s.srv.cacheConsole(out, cmd)
+		}
+		if !ok {
 			err = &wire.Error{Code: wire.SQLStateSyntaxError, Message: fmt.Sprintf("unknown admin console command %q", strings.TrimSpace(sql)),
 				Hint: "SHOW HELP lists the commands."}
 		}

@@ -86,6 +86,7 @@ func (s *Server) applyMap(m *shardmap.Map, force bool) (bool, error) {
 		}
 	}
 	s.rt.Store(rt)
+	s.cacheMapApplied(m)
 	s.noteMapChange()
 	s.retirePools(old.cfg.Shards, &cfg)
 	s.metrics.mapEpoch.Set(float64(m.Epoch))

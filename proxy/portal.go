@@ -41,6 +41,11 @@ type scatterPortal struct {
 	// session.localTx) instead of running it on shards.
 	txSQL  string
 	txInfo router.Info
+	// cached is the encoded result of a portal the cache answers
+	// (cache_session.go), and cacheOff how much of it was sent.
+	cached    []byte
+	cacheOff  int
+	suspended bool
 }
 
 // scatterExt is how a statement runs on a shard through the extended
@@ -259,6 +264,10 @@ func (s *session) handleExecute(ctx context.Context, frame []byte) error {
 		}
 		return s.forwardAny(ctx, frame)
 	}
+	if p.cached != nil {
+		s.cachedExecute(p, int(ex.MaxRows))
+		return nil
+	}
 	if p.txSQL != "" {
 		if !p.done {
 			p.done = true
@@ -404,7 +413,7 @@ func (s *session) runPortal(ctx context.Context, p *scatterPortal, noDesc, strea
 func (s *session) endPortal(ctx context.Context) error {
 	p := s.portal
 	s.portal = nil
-	if p == nil || !p.described || p.done || p.txSQL != "" {
+	if p == nil || !p.described || p.done || p.txSQL != "" || p.cached != nil {
 		return nil
 	}
 	if !p.plan.ReadOnly {

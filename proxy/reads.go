@@ -122,6 +122,9 @@ func (s *Server) hasReplicas(shard string) bool {
 // new backend, runs: the address of a replica of plan.Shard, or "" for
 // the primary.
 func (s *session) readTarget(plan rplan.Plan) string {
+	if s.cache.next != nil {
+		return "" // a cache miss fills from the primary
+	}
 	if !plan.ReplicaSafe || plan.Kind != rplan.Single || !s.readsReplicas() || !s.srv.hasReplicas(plan.Shard) {
 		return ""
 	}
@@ -145,7 +148,7 @@ func (s *session) readsReplicas() bool {
 // of its writes: its reads go to replicas that must have replayed them.
 func (s *session) tracksWrites() bool {
 	rc := s.user.reads
-	return rc.ReadFrom == ReadFromReplicas && rc.Consistency == ConsistencySession && s.mode == PoolTransaction
+	return (rc.ReadFrom == ReadFromReplicas && rc.Consistency == ConsistencySession || s.srv.cacheOn.Load()) && s.mode == PoolTransaction
 }
 
 // pickReplica chooses the replica of shard for the session's read, with
@@ -193,7 +196,7 @@ func (s *session) learnLSNs(ctx context.Context, shards []string) {
 		return
 	}
 	for _, shard := range shards {
-		if !s.srv.hasReplicas(shard) {
+		if !s.srv.hasReplicas(shard) && !s.srv.cacheOn.Load() {
 			continue
 		}
 		be, err := s.srv.lend(ctx, shard, s.user, s.db)
@@ -239,7 +242,10 @@ func readOnlyBegin(sql string) bool {
 // the primary's WAL position. Callers hold s.mu.
 func (s *session) noteWrite(plan rplan.Plan, sql string) {
 	a := s.st.cur()
-	if a == nil || a.replica || !s.tracksWrites() || !s.srv.hasReplicas(a.shard) {
+	if s.srv.cacheOn.Load() && a != nil && !a.replica {
+		s.cacheNoteWrite(plan)
+	}
+	if a == nil || a.replica || !s.tracksWrites() || !s.srv.hasReplicas(a.shard) && !s.srv.cacheOn.Load() {
 		return // no reads of this shard will go to a replica
 	}
 	if plan.Kind == rplan.Single && !plan.ReplicaSafe {
@@ -261,7 +267,7 @@ func (s *session) captureLSN() {
 	s.mu.Lock()
 	a := s.st.cur()
 	ok := s.wrote && a != nil && !a.replica && (!a.inTx() && s.st.deferredBegin == "" || s.txEnding) &&
-		s.srv.hasReplicas(a.shard)
+		(s.srv.hasReplicas(a.shard) || s.srv.cacheOn.Load())
 	if ok {
 		s.txEnding = false
 		s.queue.push(entry{kind: entrySync, swallow: true, sync: syncEntry{captureLSN: true}})

@@ -47,6 +47,12 @@ func (s *session) Frame(be *pool.Conn, typ byte, frame []byte) bool {
 		}
 		return s.swallowFrame(be, typ, frame)
 	}
+	if f := s.cache.fill.Load(); f != nil && f.be == be && s.cacheCapture(f, typ, frame) {
+		return false // the answer to the proxy's own Describe
+	}
+	if (typ == 'C' || typ == 'Z') && s.cache.pending.Load() {
+		s.cacheRelayInvalidate(typ, frame)
+	}
 	switch typ {
 	case 'Z':
 		r.out = append(r.out, frame...)

@@ -80,6 +80,9 @@ type Server struct {
 	endpoints atomic.Pointer[endpointView] // every endpoint's health, for describing (describe.go)
 
 	ops opsState // console commands, rate limits, auth_query (console_ops.go)
+
+	cache   *serverCache // the hot-row cache, nil when off (cache.go)
+	cacheOn atomic.Bool  // the cache is on and the map has cacheable tables
 }
 
 // poolKey names a pool: the server at addr (the shard's primary or one
@@ -120,6 +123,9 @@ func NewServer(cfg *Config) (*Server, error) {
 	s.metrics.registerPools(s)
 	s.metrics.registerMetaState(s)
 	s.metrics.mapEpoch.Set(float64(s.MapEpoch()))
+	if err := s.initCache(cfg); err != nil {
+		return nil, err
+	}
 	// map_state_file only ever holds maps the meta cluster sent
 	// (FollowMeta saves the one it starts with once meta confirms it).
 	// A proxy that follows meta refuses writes from the start, until
@@ -221,6 +227,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	defer close(s.done)
 	s.startHealth()
+	s.startCache()
 	var delay time.Duration
 	for {
 		c, err := s.ln.Accept()
@@ -277,6 +284,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-s.done
 	}
 	s.bg.Wait()
+	s.stopCache()
 	s.closePools()
 	return ctx.Err()
 }
@@ -356,6 +364,7 @@ func (s *Server) Reload(cfg *Config) error {
 	}
 	s.rt.Store(rt)
 	s.ops.limits.observe(cfg.RateLimits)
+	s.cacheMapApplied(cfg.shardMap)
 	s.mu.Lock()
 	for _, p := range s.pools {
 		p.SetSize(cfg.Pool.Size)

@@ -112,6 +112,8 @@ type session struct {
 	// describing is set while a describe-only request may still be sent
 	// to another server (describe.go): the relay holds its answer back.
 	describing atomic.Pointer[describeTry]
+	// cache is the session's hot-row cache state (cache_session.go).
+	cache sessionCache
 }
 
 // pipe is the state of the session's requests in flight. Callers hold
@@ -186,6 +188,9 @@ func (s *session) handle(ctx context.Context, typ byte, frame []byte) error {
 		}
 	}
 	s.forgetStatements()
+	if typ == 'B' && s.srv.cacheOn.Load() && s.cacheBind(frame) {
+		return nil // answered from the cache
+	}
 	if len(s.pending) > 0 && typ != 'P' && !(typ == 'D' && len(frame) > wire.HeaderLen && frame[wire.HeaderLen] == 'S') {
 		if err := s.sendPending(ctx, typ, frame); err != nil {
 			return err
@@ -398,6 +403,9 @@ func (s *session) handleQuery(ctx context.Context, frame []byte) error {
 	// A view of the frame, valid until the next client read: whatever
 	// keeps part of it (sessionEffect) clones that part.
 	sql := cstringView(frame[wire.HeaderLen:])
+	if s.srv.cacheOn.Load() && s.cacheQuery(sql) {
+		return nil // answered from the cache
+	}
 	if err := s.settleBeforeBegin(ctx, sql); err != nil {
 		return err
 	}
@@ -413,7 +421,13 @@ func (s *session) handleQuery(ctx context.Context, frame []byte) error {
 		return err
 	}
 	if plan.Kind.Several() && be == nil {
+		if s.srv.cacheOn.Load() {
+			s.cacheNoteSeveral(plan)
+		}
 		return s.runScatter(ctx, plan, sql)
+	}
+	if s.cache.next != nil {
+		s.cacheStartFill(plan)
 	}
 	var e syncEntry
 	if info.Class != 0 {
@@ -491,6 +505,9 @@ func (s *session) reportError(e *wire.Error, typ byte) error {
 // flushClient writes serve's own client output. Only called while no
 // relay is running (no backend attached).
 func (s *session) flushClient() error {
+	if s.cache.serveInv {
+		s.cacheServeInvalidate()
+	}
 	if len(s.out) == 0 {
 		return nil
 	}

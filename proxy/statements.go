@@ -361,6 +361,9 @@ func (s *session) handleBind(ctx context.Context, frame []byte) error {
 		return err
 	}
 	if plan.Kind.Several() && be == nil {
+		if s.srv.cacheOn.Load() {
+			s.cacheNoteSeveral(plan)
+		}
 		return s.bindScatter(ctx, portal, name, plan, &bind)
 	}
 	if r := s.stmtPin(name); r != "" {
@@ -375,6 +378,9 @@ func (s *session) handleBind(ctx context.Context, frame []byte) error {
 			}
 			s.stmts.bound = e.setting
 		}
+	}
+	if s.cache.next != nil {
+		return s.cacheBindMiss(plan, frame, name, off)
 	}
 	global := s.ensurePrepared(be, name)
 	if global == name {
@@ -391,6 +397,10 @@ func (s *session) handleDescribe(ctx context.Context, frame []byte) error {
 	}
 	if d.Kind != 'S' {
 		if p := s.scatterPortalFor(string(d.Name)); p != nil {
+			if p.cached != nil {
+				s.cachedDescribe(p)
+				return nil
+			}
 			if p.txSQL != "" || p.plan.Kind == rplan.Utility {
 				s.out = append(s.out, 'n', 0, 0, 0, 4) // NoData
 				return nil

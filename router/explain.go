@@ -43,7 +43,11 @@ func explainSQL(p plan.Plan, sql string) string {
 			if p.ShardSQL != "" {
 				stmt = p.ShardSQL
 			}
-			if q, ok := p.PerShardSQL[shard]; ok {
+			if q, ok := p.PerShardSQL[shard]; ok && p.PerShardKeys {
+				stmt = q // deparsed from the statement alone
+				add(shard, route, stmt, detail+"; only this shard's keys in the list")
+				continue
+			} else if ok {
 				stmt = explainedText(q) // rendered from the whole text
 				detail = "rows of this shard, one transaction per shard, all committed or none"
 			}

@@ -119,7 +119,8 @@ func (r PlanRouter) Route(q Query) (plan.Plan, error) {
 // and UPDATE/DELETE without a key when AllowBroadcast says so.
 func (r PlanRouter) several(p *plan.Plan) (bool, *plan.RefusalError) {
 	switch {
-	case p.Stmt == plan.StmtSelect && p.ReadOnly && p.PerShardSQL == nil:
+	case p.Stmt == plan.StmtSelect && p.ReadOnly && (p.PerShardSQL == nil || p.PerShardKeys):
+		// (With PerShardKeys, each shard's statement has its own keys.)
 		p.Kind, p.PerShardRows = plan.Scatter, nil
 		return true, nil
 	case p.Stmt == plan.StmtSelect && p.ReadOnly:

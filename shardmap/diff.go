@@ -234,6 +234,7 @@ func diffTable(name string, o, n *Table) (TableDiff, bool) {
 	det = change(det, "kind", string(o.Kind), string(n.Kind))
 	det = change(det, "key", o.KeyColumn, n.KeyColumn)
 	det = change(det, "distribution", o.Distribution, n.Distribution)
+	det = change(det, "cache", o.Cache.String(), n.Cache.String())
 	if len(det) == 0 {
 		return td, false
 	}

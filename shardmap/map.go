@@ -6,6 +6,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"time"
 )
 
 // KeyType is the SQL type of a distribution's key column.
@@ -217,6 +218,37 @@ type Table struct {
 	// Distribution names the table's distribution: its key space for a
 	// Sharded table, its default shard for an Unsharded one.
 	Distribution string
+	// Cache says whether the proxies cache point reads of the table by
+	// its key (a Sharded table only); the zero value means not cached.
+	Cache TableCache
+}
+
+// TableCache is a table's hot-row cache settings (YAML "cache:").
+type TableCache struct {
+	// Enabled marks the table cacheable.
+	Enabled bool
+	// TTL bounds an entry's life as a backstop (0: the proxy's default).
+	TTL time.Duration
+	// MaxEntryBytes is the largest result cached (0: the proxy's default).
+	MaxEntryBytes int
+}
+
+// String describes c for diffs: "off", or "on" with its settings.
+func (c TableCache) String() string {
+	if !c.Enabled && c.TTL == 0 && c.MaxEntryBytes == 0 {
+		return "off"
+	}
+	s := "off"
+	if c.Enabled {
+		s = "on"
+	}
+	if c.TTL != 0 {
+		s += " ttl=" + c.TTL.String()
+	}
+	if c.MaxEntryBytes != 0 {
+		s += " max_entry_bytes=" + strconv.Itoa(c.MaxEntryBytes)
+	}
+	return s
 }
 
 // ShardState is what a shard is doing.

@@ -378,5 +378,11 @@ func (v *validator) tables(tables []Table, dists map[string]*Distribution) {
 		default:
 			v.addf("%s has unknown kind %q (want %s or %s)", label, t.Kind, Sharded, Unsharded)
 		}
+		if t.Cache.Enabled && t.Kind != Sharded {
+			v.addf("%s is unsharded, so it cannot be cached (the cache holds point reads by sharding key); drop its cache settings", label)
+		}
+		if t.Cache.TTL < 0 || t.Cache.MaxEntryBytes < 0 {
+			v.addf("%s has a negative cache ttl or max_entry_bytes", label)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -421,7 +422,7 @@ func (p *parser) bound(n *yaml.Node, d *Distribution, what string) Bound {
 
 func (p *parser) parseTable(n *yaml.Node, i int) Table {
 	what := label(n, "table", "tables", i)
-	f := p.fields(n, what, "name", "distribution", "key", "unsharded")
+	f := p.fields(n, what, "name", "distribution", "key", "unsharded", "cache")
 	t := Table{Kind: Sharded}
 	if f == nil {
 		return t
@@ -440,7 +441,44 @@ func (p *parser) parseTable(n *yaml.Node, i int) Table {
 			}
 		}
 	}
+	if c := f["cache"]; c != nil {
+		t.Cache = p.parseTableCache(c, what+" cache")
+	}
 	return t
+}
+
+// parseTableCache reads a table's cache settings: {enabled, ttl,
+// max_entry_bytes}.
+func (p *parser) parseTableCache(n *yaml.Node, what string) TableCache {
+	var c TableCache
+	f := p.fields(n, what, "enabled", "ttl", "max_entry_bytes")
+	if f == nil {
+		return c
+	}
+	if v := p.str(f, "enabled", what); v != "" {
+		switch v {
+		case "true":
+			c.Enabled = true
+		case "false":
+		default:
+			p.errorf(f["enabled"], "%s enabled must be true or false, not %q", what, v)
+		}
+	}
+	if v := p.str(f, "ttl", what); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			p.errorf(f["ttl"], "%s ttl must be a duration such as 30s or 5m, not %q", what, v)
+		}
+		c.TTL = d
+	}
+	if v := p.str(f, "max_entry_bytes", what); v != "" {
+		b, err := strconv.Atoi(v)
+		if err != nil || b < 0 {
+			p.errorf(f["max_entry_bytes"], "%s max_entry_bytes must be a number of bytes, not %q", what, v)
+		}
+		c.MaxEntryBytes = b
+	}
+	return c
 }
 
 // MarshalYAML implements yaml.Marshaler, so that yaml.Marshal(m) writes the
@@ -504,6 +542,17 @@ func (m *Map) MarshalYAML() (any, error) {
 		add(n, "distribution", str(t.Distribution))
 		if t.KeyColumn != "" {
 			add(n, "key", str(t.KeyColumn))
+		}
+		if t.Cache != (TableCache{}) {
+			c := mapping("enabled", plain(strconv.FormatBool(t.Cache.Enabled), "!!bool"))
+			c.Style = yaml.FlowStyle
+			if t.Cache.TTL != 0 {
+				add(c, "ttl", str(t.Cache.TTL.String()))
+			}
+			if t.Cache.MaxEntryBytes != 0 {
+				add(c, "max_entry_bytes", plain(strconv.Itoa(t.Cache.MaxEntryBytes), "!!int"))
+			}
+			add(n, "cache", c)
 		}
 		tables.Content = append(tables.Content, n)
 	}

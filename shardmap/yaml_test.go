@@ -187,7 +187,7 @@ func TestParseYAMLErrors(t *testing.T) {
 		{"bad unsharded", head + "tables:\n  - {name: public.t, distribution: d, unsharded: yes}\n",
 			[]string{`line 5: table public.t unsharded must be true or false, not "yes"`}},
 		{"table field typo", head + "tables:\n  - {name: public.t, distribution: d, key_column: id}\n",
-			[]string{`line 5: table public.t has no field "key_column" (known: name, distribution, key, unsharded)`}},
+			[]string{`line 5: table public.t has no field "key_column" (known: name, distribution, key, unsharded, cache)`}},
 		{"several problems", "epoch: x\nshards:\n  - {name: s1, primary: \"h\"}\ntables:\n  - {name: t, distribution: d, unsharded: 2}\n",
 			[]string{"line 1: epoch", "line 3: shard s1 primary", "line 5: table t unsharded"}},
 	} {

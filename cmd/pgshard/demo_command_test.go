@@ -127,6 +127,12 @@ func TestDemoServesSampleDataAndCleansUp(t *testing.T) {
 	if n != demo.SampleRows {
 		t.Errorf("users has %d rows, want %d", n, demo.SampleRows)
 	}
+	// users is cacheable: repeated reads of a row become hits, which the
+	// banner says where to watch.
+	if !strings.Contains(banner, "-c 'SHOW CACHE'") {
+		t.Errorf("banner does not say how to watch the cache:\n%s", banner)
+	}
+	demoCacheHits(t, ctx, addr)
 	// The embedded meta cluster answers the DBA CLI with no flags but
 	// its address, and holds the demo's map.
 	var out, errOut bytes.Buffer
@@ -173,4 +179,53 @@ func TestDemoRejectsBadListenAddress(t *testing.T) {
 	if pids, err := pgcluster.Running(); err == nil && len(pids) != 0 {
 		t.Errorf("postgres started for an invalid command line: pids %v", pids)
 	}
+}
+
+// demoCacheHits reads one user through the demo proxy until the admin
+// console's SHOW CACHE counts hits.
+func demoCacheHits(t *testing.T, ctx context.Context, addr string) {
+	t.Helper()
+	qctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(qctx, demo.ConnString(addr)+"?sslmode=disable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	console, err := pgx.Connect(qctx, demo.ConsoleConnString(addr)+"?sslmode=disable&default_query_exec_mode=simple_protocol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer console.Close(context.Background())
+	var last string
+	for qctx.Err() == nil {
+		var name string
+		if err := conn.QueryRow(qctx, "SELECT name FROM users WHERE id = $1", 42).Scan(&name); err != nil {
+			t.Fatal(err)
+		}
+		var hits, all string
+		rows, err := console.Query(qctx, "SHOW CACHE")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var k, v string
+			if err := rows.Scan(&k, &v); err != nil {
+				t.Fatal(err)
+			}
+			if k == "hits" {
+				hits = v
+			}
+			all += k + ": " + v + "\n"
+		}
+		rows.Close()
+		if hits != "" && hits != "0" {
+			return
+		}
+		if qctx.Err() == nil {
+			last = all
+		}
+		time.Sleep(50 * time.Millisecond) // the stream comes up within a second: poll
+	}
+	t.Fatalf("no cache hit through the demo proxy within 20s; SHOW CACHE:\n%s", last)
 }

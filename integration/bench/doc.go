@@ -21,9 +21,19 @@
 //
 //	go run ./integration/bench -pgshard bin/pgshard -sharded-only
 //
+// With -merged (or -merged-only) it also times reads that pgshard merges
+// over -shards shards (ORDER BY ... LIMIT, count/sum/avg, GROUP BY, a key
+// IN list), one client, on one server holding every account, on the
+// shards directly (each running the statement pgshard sends it, all at
+// once) and through pgshard, and reports the proxy's share of the latency
+// (merged.go):
+//
+//	go run ./integration/bench -pgshard bin/pgshard -merged-only -scale 10
+//
 // The report replaces only the text between the markers
 // <!-- bench:begin --> and <!-- bench:end --> (select-only) and between
-// <!-- bench-sharded:begin --> and <!-- bench-sharded:end --> (sharded) of
+// <!-- bench-sharded:begin --> and <!-- bench-sharded:end --> (sharded)
+// and between <!-- bench-merged:begin --> and <!-- bench-merged:end --> of
 // the -out file, so hand-written analysis around them survives a rerun,
 // and a run of one comparison leaves the other's section alone. `make
 // bench` runs both:

@@ -63,6 +63,9 @@ type options struct {
 	shards          int      // shards of the sharded comparison's multi-shard target
 	shardStrategy   string   // range or hash
 	scripts         []string // shardbench script names
+	merged          bool     // also run the merged-read comparison (merged.go)
+	mergedOnly      bool     // run only the merged-read comparison
+	mergedRuns      int      // timed runs of each read on each target
 	args            []string // as given, for the report
 }
 
@@ -107,6 +110,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		"also compare sharded pgbench (accounts by aid): pgshard over -shards shards vs over one shard vs direct")
 	fs.BoolVar(&o.shardedOnly, "sharded-only", false,
 		"run only the sharded comparison (its report section alone is rewritten)")
+	fs.BoolVar(&o.merged, "merged", false,
+		"also compare merged reads (ORDER BY ... LIMIT, count/sum, GROUP BY, an IN list) through pgshard over -shards shards with the shards directly and one server holding every row")
+	fs.BoolVar(&o.mergedOnly, "merged-only", false, "run only the merged-read comparison (its report section alone is rewritten)")
+	fs.IntVar(&o.mergedRuns, "merged-runs", 30, "timed runs of each merged read on each target")
 	fs.IntVar(&o.shards, "shards", 4, "shards of the sharded comparison")
 	fs.StringVar(&o.shardStrategy, "shard-strategy", string(shardmap.Hash), "distribution of the sharded comparison: hash or range over aid")
 	fs.StringVar(&scripts, "scripts", strings.Join(shardbench.ScriptNames, ","),
@@ -138,8 +145,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, errors.New("-duration must be at least 1s")
 	case o.clients < 1 || o.jobs < 1 || o.clients%o.jobs != 0:
 		return nil, errors.New("-clients and -jobs must be positive and -clients a multiple of -jobs")
-	case o.scale < 1 || o.poolSize < 1 || o.rounds < 1:
-		return nil, errors.New("-scale, -pool-size and -rounds must be positive")
+	case o.scale < 1 || o.poolSize < 1 || o.rounds < 1 || o.mergedRuns < 1:
+		return nil, errors.New("-scale, -pool-size, -rounds and -merged-runs must be positive")
+	case o.shardedOnly && o.mergedOnly:
+		return nil, errors.New("-sharded-only and -merged-only exclude each other")
 	case o.shards < 2:
 		return nil, errors.New("-shards must be at least 2")
 	case o.shardStrategy != string(shardmap.Hash) && o.shardStrategy != string(shardmap.Range):
@@ -244,10 +253,11 @@ func run(ctx context.Context, o *options, console io.Writer) (err error) {
 	logf := func(format string, a ...any) {
 		fmt.Fprintf(console, "bench: "+format+"\n", a...)
 	}
-	selectOnly := !o.shardedOnly
-	sharded := o.sharded || o.shardedOnly
+	selectOnly := !o.shardedOnly && !o.mergedOnly
+	sharded := (o.sharded || o.shardedOnly) && !o.mergedOnly
+	merged := o.merged || o.mergedOnly
 	wantBouncer := selectOnly && (slices.Contains(o.targets, targetBouncer) || slices.Contains(o.targets, targetBouncerSession))
-	if _, err := os.Stat(o.pgshardBin); err != nil && (sharded || slices.Contains(o.targets, targetPgshard)) {
+	if _, err := os.Stat(o.pgshardBin); err != nil && (sharded || merged || slices.Contains(o.targets, targetPgshard)) {
 		return fmt.Errorf("-pgshard: %w (build it with `make build`)", err)
 	}
 	pgbenchBin, err := shardbench.FindPgbench()
@@ -284,6 +294,11 @@ func run(ctx context.Context, o *options, console io.Writer) (err error) {
 	if sharded {
 		if err := runSharded(ctx, o, &env, tmp, pgbenchBin, logf); err != nil {
 			return fmt.Errorf("sharded comparison: %w", err)
+		}
+	}
+	if merged {
+		if err := runMerged(ctx, o, &env, tmp, logf); err != nil {
+			return fmt.Errorf("merged-read comparison: %w", err)
 		}
 	}
 	return nil

@@ -54,6 +54,12 @@ func WriteBanner(w io.Writer, b Banner) error {
 	sb.WriteString("  SELECT inet_server_port() FROM users WHERE id = 42;      -- reads go to a replica (after a write: to\n")
 	sb.WriteString("                                                           -- one that has it, else the primary)\n")
 	sb.WriteString("  SHOW SHARDS;                                             -- servers, their state and lag\n")
+	sb.WriteString("\nusers is cacheable: run SELECT * FROM users WHERE id = 42 a few times, then watch the hits\n")
+	fmt.Fprintf(&sb, "in the admin console (psql %q -c 'SHOW CACHE')", ConsoleConnString(proxyAddr))
+	if b.AdminAddr != "" {
+		fmt.Fprintf(&sb, "\nor in http://%s/metrics (pgshard_cache_lookups_total)", DialAddr(b.AdminAddr))
+	}
+	sb.WriteString(";\nan UPDATE of the row, through the proxy or straight on its shard, is seen at once.\n")
 	sb.WriteString("\nAnd from another terminal: pgshard shards list, pgshard failover --shard shard0 (a planned\n")
 	sb.WriteString("switchover to the replica; the old primary is fenced), pgshard map show.\n")
 	fmt.Fprintf(&sb, "\nEach shard's own rows, straight from its primary (superuser %s/%s):\n\n", pgcluster.SuperuserName, pgcluster.SuperuserPassword)

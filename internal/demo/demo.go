@@ -100,6 +100,10 @@ func ProxyConfig(c *pgcluster.Cluster, listen, adminListen string) (*proxy.Confi
 		},
 		Pool:            proxy.PoolConfig{Size: poolSize},
 		ShutdownTimeout: proxy.Duration(5 * time.Second),
+		// The hot-row cache, for users (cacheable in the map); SHOW CACHE
+		// in the admin console (database pgshard) shows it at work.
+		Cache:      proxy.CacheConfig{Enabled: true, MaxBytes: 64 << 20},
+		AdminUsers: []string{User},
 	}
 	mapFile, err := writeShardMap(c)
 	if err != nil {
@@ -144,7 +148,7 @@ func writeShardMap(c *pgcluster.Cluster) (string, error) {
       - {lo: -inf, hi: %[3]d, shard: %[1]s}
       - {lo: %[3]d, hi: +inf, shard: %[2]s}
 tables:
-  - {name: public.users, distribution: users, key: id}
+  - {name: public.users, distribution: users, key: id, cache: {enabled: true}}
   - {name: public.orders, distribution: users, key: user_id}
 `, c.Shards[0].Name, c.Shards[1].Name, SplitID)
 	path, err := shardMapPath()
@@ -176,6 +180,13 @@ func ConnString(addr string) string {
 		Host:   addr,
 		Path:   "/" + Database,
 	}
+	return u.String()
+}
+
+// ConsoleConnString is the URL of the proxy's admin console at addr
+// (database pgshard, as the demo user).
+func ConsoleConnString(addr string) string {
+	u := url.URL{Scheme: "postgres", User: url.UserPassword(User, Password), Host: addr, Path: "/" + proxy.ConsoleDatabase}
 	return u.String()
 }
 

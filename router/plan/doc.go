@@ -28,7 +28,10 @@
 //     several shards. Correlated subqueries linked by the key run when the values
 //     land on one shard; over several shards they are refused. Anything
 //     else on a sharded table is a Scatter on every shard (ReachAll;
-//     UPDATE/DELETE get Broadcast).
+//     UPDATE/DELETE get Broadcast). A SELECT whose key condition is an
+//     IN list or ARRAY[..] of literals ANDed at the top of its WHERE
+//     gives each shard of its Scatter only that shard's keys
+//     (Plan.PerShardSQL with PerShardKeys; see scatterkeys.go).
 //   - Unsharded tables live on their distribution's DefaultShard; a
 //     statement mixing them with sharded tables runs only when the key
 //     lands on that shard. Tables not in the map (catalogs, ...) are

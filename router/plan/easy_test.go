@@ -214,6 +214,9 @@ func TestUnionAllAcrossShards(t *testing.T) {
 		{sql: "EXPLAIN SELECT id FROM users WHERE id = 1 UNION ALL SELECT user_id FROM orders WHERE user_id = 150", want: "~different shards"},
 		{sql: "EXPLAIN SELECT id FROM users WHERE id = 1 UNION ALL SELECT user_id FROM orders WHERE user_id = 2", want: "single s1 ro"},
 		{sql: "COPY (SELECT id FROM users WHERE id = 1 UNION ALL SELECT user_id FROM orders WHERE user_id = 150) TO STDOUT", want: "~different shards"},
+		{sql: "PREPARE x AS SELECT id FROM users WHERE id = 1 UNION ALL SELECT user_id FROM orders WHERE user_id = 150", want: "~different shards"},
+		{sql: "DECLARE c CURSOR FOR SELECT id FROM users WHERE id = 1 UNION ALL SELECT user_id FROM orders WHERE user_id = 150", want: "~different shards"},
+		{sql: "PREPARE x AS SELECT id FROM users WHERE id = 1 UNION ALL SELECT user_id FROM orders WHERE user_id = 2", want: "single s1"},
 		{sql: "EXPLAIN SELECT id FROM users WHERE id IN (1, 150) UNION ALL SELECT user_id FROM orders WHERE user_id IN (1, 150)", want: "~refused"},
 	} {
 		check(t, p, c)

@@ -200,7 +200,8 @@ type Plan struct {
 	// PerShardSQL is the statement each shard gets when they differ: a
 	// multi-row INSERT whose rows go to several shards (only each
 	// shard's rows), a UNION ALL whose parts read different shards, a
-	// DROP with IF EXISTS on the shards other than the default one.
+	// DROP with IF EXISTS on the shards other than the default one, a
+	// read with only each shard's keys in its key list (PerShardKeys).
 	PerShardSQL map[string]string
 	// PerShardRows gives, for each shard of a split INSERT's PerShardSQL,
 	// the 0-based positions in the client's VALUES list of the rows it
@@ -210,6 +211,11 @@ type Plan struct {
 	// Atomic runs a Scatter in a transaction on every shard, all
 	// committed or all rolled back (a split INSERT).
 	Atomic bool
+	// PerShardKeys says PerShardSQL is a read whose key condition is a
+	// list of keys (key IN (...), key = ANY(ARRAY[...])) over several
+	// shards: each shard's statement has only that shard's keys in the
+	// list; Merge and ShardSQL apply as usual.
+	PerShardKeys bool
 	// Calls are the functions a Scatter SELECT calls (target list,
 	// ORDER BY, HAVING) that are not aggregates the planner knows; the
 	// proxy refuses the statement when one is a user-defined aggregate.
@@ -269,6 +275,16 @@ type Plan struct {
 	// UPDATE or DELETE, a COPY FROM) reaches. The proxy holds such a
 	// statement unless it runs in a transaction already open on a server.
 	Moving, MovingDist string
+	// RowKey, on a Single plan of a statement on a table the map marks
+	// cacheable (shardmap.TableCache) that names one key value, is that
+	// value as PostgreSQL prints it (the rows the proxy's cache keys by
+	// and invalidates); "" otherwise.
+	RowKey string
+	// PointRead marks a Single read, with RowKey, of only the RowKey
+	// rows of Table: a plain SELECT of that one table without a join,
+	// subquery, CTE, locking clause or function call (see
+	// pointReadShape), whose result the proxy may cache.
+	PointRead bool
 }
 
 // CopySpec says how to split the rows of COPY ... FROM STDIN over shards.

@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pgshard/pgshard/router/merge"
 	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/wire"
 )
@@ -371,7 +370,10 @@ type template struct {
 	parseErr *RefusalError
 	base     Plan // the plan when no key decides (static, or fallback)
 	hintable bool // session and comment hints override the target
-	dist     *shardmap.Distribution
+	// keyErrorMulti says onKeyError is the statement over several
+	// shards (multi), whose merge needs multiSQL.
+	keyErrorMulti bool
+	dist          *shardmap.Distribution
 
 	// Keyed plans: each class lists the sources of its key values; every
 	// class must land on the same shards. Nil: not keyed.
@@ -379,17 +381,15 @@ type template struct {
 	// onKeyError is the plan when a key value cannot be read (a NULL or
 	// malformed value): a scatter for reads, a refusal for INSERT.
 	onKeyError *Plan
-	// keyErrorMulti says onKeyError is the statement over several
-	// shards (multi), whose merge needs multiSQL.
-	keyErrorMulti bool
-	needShard     string       // targets must be exactly this shard (unsharded tables joined)
-	multi         *Plan        // template for more than one target (Merge/ShardSQL) or a refusal
-	insert        *insertSplit // multi-row INSERT split
-	union         *unionSplit  // UNION ALL with parts on different shards
-	shardSQL      []segment    // rendered into ShardSQL per execution
-	limit         *limitSrc    // LIMIT/OFFSET read per execution
-	multiSQL      []segment    // ShardSQL for the multi plan
-	multiLimit    *limitSrc
+	needShard  string       // targets must be exactly this shard (unsharded tables joined)
+	multi      *Plan        // template for more than one target (Merge/ShardSQL) or a refusal
+	insert     *insertSplit // multi-row INSERT split
+	keyList    *keyList     // the multi plan's statement with each shard's keys of its IN list
+	union      *unionSplit  // UNION ALL with parts on different shards
+	shardSQL   []segment    // rendered into ShardSQL per execution
+	limit      *limitSrc    // LIMIT/OFFSET read per execution
+	multiSQL   []segment    // ShardSQL for the multi plan
+	multiLimit *limitSrc
 	// explain marks EXPLAIN (pgshard) of the statement: the plan is the
 	// statement's, with Plan.Explain set.
 	explain bool
@@ -402,6 +402,11 @@ type template struct {
 	// creates is where the table a CREATE TABLE AS or SELECT INTO makes
 	// must be (see createTarget), or nil.
 	creates *createTarget
+	// rowKey, set only for a statement on a cacheable table that names
+	// one key value, is where that value comes from (Plan.RowKey), and
+	// pointRead says the statement is a cacheable point read.
+	rowKey    *valueSrc
+	pointRead bool
 }
 
 func (t *template) matches(n *normalized, sql string) bool {
@@ -414,103 +419,6 @@ func (t *template) matches(n *normalized, sql string) bool {
 		}
 	}
 	return true
-}
-
-// segment is a piece of a rewritten statement: text, then literal lit of
-// the execution (when lit >= 0).
-type segment struct {
-	text string
-	lit  int32
-	gate int32 // 1 + the UNION ALL part whose LIMIT follows ("ALL" or "0"); 0: none
-}
-
-func renderSegments(segs []segment, in *execInput) string { return renderGated(segs, in, nil) }
-
-// renderGated renders segments with the UNION ALL parts open[i] true
-// unlimited and the others LIMIT 0.
-func renderGated(segs []segment, in *execInput, open []bool) string {
-	n := 0
-	for _, s := range segs {
-		n += len(s.text)
-		if s.lit >= 0 && int(s.lit) < len(in.norm.lits) {
-			l := in.norm.lits[s.lit]
-			n += int(l.end - l.start)
-		}
-	}
-	var b strings.Builder
-	b.Grow(n + 2)
-	for i, s := range segs {
-		b.WriteString(s.text)
-		if s.lit >= 0 && int(s.lit) < len(in.norm.lits) {
-			lit := in.norm.text(in.sql, int(s.lit))
-			// A negative number the deparser put before a cast, a
-			// subscript or a field, which bind tighter than unary minus:
-			// (-3)::text or CAST(-3 AS text) become (-3)::text, not
-			// -3::text. Written -3::text in the statement itself it means
-			// -(3::text), and stays so.
-			if strings.HasPrefix(lit, "-") && i+1 < len(segs) && bindsTighter(segs[i+1].text) &&
-				!bindsTighter(strings.TrimLeft(in.sql[in.norm.lits[s.lit].end:], " \t\r\n")) {
-				lit = "(" + lit + ")"
-			}
-			b.WriteString(lit)
-		}
-		if s.gate > 0 {
-			if open != nil && open[s.gate-1] {
-				b.WriteString("ALL")
-			} else {
-				b.WriteString("0")
-			}
-		}
-	}
-	return b.String()
-}
-
-// bindsTighter reports whether text starts with an operator that binds
-// tighter than unary minus.
-func bindsTighter(text string) bool {
-	return strings.HasPrefix(text, "::") || strings.HasPrefix(text, "[") || strings.HasPrefix(text, ".")
-}
-
-// limitSrc says where a scatter's LIMIT and OFFSET come from.
-type limitSrc struct {
-	count, offset valueSrc
-	hasCount      bool
-	hasOffset     bool
-}
-
-func (l *limitSrc) fill(spec *merge.Spec, in *execInput) (*merge.Spec, error) {
-	s := *spec
-	if l.hasCount {
-		v, bin, err := l.count.raw(in)
-		if err != nil {
-			return nil, err
-		}
-		if s.Limit, err = intValue(v, bin); err != nil {
-			return nil, err
-		}
-	}
-	if l.hasOffset {
-		v, bin, err := l.offset.raw(in)
-		if err != nil {
-			return nil, err
-		}
-		if s.Offset, err = intValue(v, bin); err != nil {
-			return nil, err
-		}
-	}
-	return &s, nil
-}
-
-func intValue(v string, bin bool) (int64, error) {
-	if bin {
-		switch len(v) {
-		case 8:
-			return int64(uint64(v[0])<<56 | uint64(v[1])<<48 | uint64(v[2])<<40 | uint64(v[3])<<32 | uint64(v[4])<<24 | uint64(v[5])<<16 | uint64(v[6])<<8 | uint64(v[7])), nil
-		case 4:
-			return int64(int32(uint32(v[0])<<24 | uint32(v[1])<<16 | uint32(v[2])<<8 | uint32(v[3]))), nil
-		}
-	}
-	return parseInt(v)
 }
 
 // execute completes template t for one execution.
@@ -593,6 +501,10 @@ func (st *state) execute(t *template, in *execInput, sessionHint Hint) Plan {
 		p.Kind, p.Reach = Single, ReachKey
 		p.Shards = st.shardList(first)
 		p.Merge, p.ShardSQL, p.Broadcast = nil, "", false
+		if t.rowKey != nil {
+			p.RowKey = rowKeyText(t.dist.KeyType, *t.rowKey, in)
+			p.PointRead = t.pointRead && p.RowKey != ""
+		}
 		return p
 	}
 	slices.Sort(set)
@@ -610,7 +522,13 @@ func (st *state) execute(t *template, in *execInput, sessionHint Hint) Plan {
 	}
 	p.Reach = ReachKey
 	p.Shards = set
-	return st.finish(p, t.multiSQL, t.multiLimit, in)
+	p = st.finish(p, t.multiSQL, t.multiLimit, in)
+	if t.keyList != nil && p.Kind == Scatter {
+		if per, err := t.keyList.render(st, t.dist, in, set); err == nil {
+			p.PerShardSQL, p.PerShardKeys = per, true
+		}
+	}
+	return p
 }
 
 // finish renders per-execution parts of a plan: ShardSQL and LIMIT.

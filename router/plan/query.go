@@ -59,7 +59,8 @@ func (s *scope) isCTE(name string) bool {
 type constraint struct {
 	refs []*tableRef
 	srcs []valueSrc
-	sc   *scope // where the condition is
+	sc   *scope   // where the condition is
+	cond *pg.Node // the condition
 }
 
 // analysis collects what routing needs from one statement.
@@ -73,18 +74,20 @@ type analysis struct {
 	unknownFunc bool // calls a function not in replicaSafeFuncs
 	locking     bool
 	into        bool // SELECT INTO
+	// userFunc: a call of a function that may be the user's own (which
+	// may write tables of the map): neither on the replica-safe list nor
+	// qualified with pg_catalog or information_schema nor a known
+	// built-in with side effects (nextval, advisory locks, ...).
+	userFunc bool
 	// outerUnsharded names an outer join whose preserved side reads no
 	// sharded table while the other side does: each shard would return
 	// every preserved row (VALUES, generate_series, a CTE, ...).
 	outerUnsharded string
 	// topScope is the FROM scope of the top-level SELECT.
 	topScope *scope
-
-	// userFunc: a call of a function that may be the user's own (which
-	// may write tables of the map): neither on the replica-safe list nor
-	// qualified with pg_catalog or information_schema nor a known
-	// built-in with side effects (nextval, advisory locks, ...).
-	userFunc bool
+	// keyList, when set, is the key condition whose list each shard's
+	// statement keeps only that shard's keys of (see scatterkeys.go).
+	keyList *keyListCond
 }
 
 func (b *builder) qualify(rv *pg.RangeVar) string {
@@ -328,7 +331,7 @@ func (a *analysis) where(n *pg.Node, sc *scope, top bool) {
 			// a subquery, one on an outer table may be negated (NOT
 			// EXISTS) or only decide a value.
 			if refs, srcs, ok := a.keyTargets(c, sc); ok && !slices.ContainsFunc(refs, func(r *tableRef) bool { return !slices.Contains(sc.refs, r) }) {
-				a.constraints = append(a.constraints, constraint{refs: refs, srcs: srcs, sc: sc})
+				a.constraints = append(a.constraints, constraint{refs: refs, srcs: srcs, sc: sc, cond: c})
 			}
 		}
 	}
@@ -350,169 +353,6 @@ func opName(e *pg.A_Expr) string {
 		return ""
 	}
 	return e.Name[len(e.Name)-1].GetString_().GetSval()
-}
-
-// keyTargets returns the tables and key values a condition limits the
-// key to, when it does: key = v, v = key, key IN (v, ...), key = ANY(v),
-// AND with at least one such term, OR of such terms.
-func (a *analysis) keyTargets(n *pg.Node, sc *scope) ([]*tableRef, []valueSrc, bool) {
-	if be := n.GetBoolExpr(); be != nil {
-		switch be.Boolop {
-		case pg.BoolExprType_AND_EXPR:
-			for _, x := range be.Args {
-				if refs, srcs, ok := a.keyTargets(x, sc); ok {
-					return refs, srcs, true
-				}
-			}
-		case pg.BoolExprType_OR_EXPR:
-			var refs []*tableRef
-			var srcs []valueSrc
-			for _, x := range be.Args {
-				r, s, ok := a.keyTargets(x, sc)
-				if !ok {
-					return nil, nil, false
-				}
-				refs, srcs = append(refs, r...), append(srcs, s...)
-			}
-			return refs, srcs, len(srcs) > 0
-		}
-		return nil, nil, false
-	}
-	e := n.GetAExpr()
-	if e == nil || opName(e) != "=" {
-		return nil, nil, false
-	}
-	switch e.Kind {
-	case pg.A_Expr_Kind_AEXPR_OP:
-		if r := a.keyRef(e.Lexpr, sc); r != nil {
-			if v, ok := a.b.value(e.Rexpr); ok {
-				return []*tableRef{r}, []valueSrc{v}, true
-			}
-		}
-		if r := a.keyRef(e.Rexpr, sc); r != nil {
-			if v, ok := a.b.value(e.Lexpr); ok {
-				return []*tableRef{r}, []valueSrc{v}, true
-			}
-		}
-	case pg.A_Expr_Kind_AEXPR_IN:
-		r := a.keyRef(e.Lexpr, sc)
-		l := e.Rexpr.GetList()
-		if r == nil || l == nil {
-			return nil, nil, false
-		}
-		srcs := make([]valueSrc, 0, len(l.Items))
-		for _, it := range l.Items {
-			v, ok := a.b.value(it)
-			if !ok {
-				return nil, nil, false
-			}
-			srcs = append(srcs, v)
-		}
-		return []*tableRef{r}, srcs, true
-	case pg.A_Expr_Kind_AEXPR_OP_ANY:
-		r := a.keyRef(e.Lexpr, sc)
-		if r == nil {
-			return nil, nil, false
-		}
-		x := e.Rexpr
-		for x.GetTypeCast() != nil {
-			x = x.GetTypeCast().Arg
-		}
-		if arr := x.GetAArrayExpr(); arr != nil {
-			srcs := make([]valueSrc, 0, len(arr.Elements))
-			for _, it := range arr.Elements {
-				v, ok := a.b.value(it)
-				if !ok {
-					return nil, nil, false
-				}
-				srcs = append(srcs, v)
-			}
-			return []*tableRef{r}, srcs, true
-		}
-		if v, ok := a.b.value(x); ok {
-			v.array = true
-			return []*tableRef{r}, []valueSrc{v}, true
-		}
-	}
-	return nil, nil, false
-}
-
-// value returns where the value of a constant expression comes from:
-// a literal or a parameter, possibly cast.
-func (b *builder) value(n *pg.Node) (valueSrc, bool) {
-	for n != nil && n.GetTypeCast() != nil {
-		n = n.GetTypeCast().Arg
-	}
-	if n == nil {
-		return valueSrc{}, false
-	}
-	if p := n.GetParamRef(); p != nil && p.Number > 0 {
-		return paramSrc(int(p.Number)), true
-	}
-	if c := n.GetAConst(); c != nil && !c.Isnull {
-		switch c.Val.(type) {
-		case *pg.A_Const_Ival, *pg.A_Const_Sval, *pg.A_Const_Fval:
-			if i := b.constLit(c); i >= 0 {
-				return litSrc(i), true
-			}
-		}
-	}
-	return valueSrc{}, false
-}
-
-// keyRef returns the table whose key column n names, or nil.
-func (a *analysis) keyRef(n *pg.Node, sc *scope) *tableRef {
-	cr := n.GetColumnRef()
-	if cr == nil {
-		return nil
-	}
-	var f []string
-	for _, x := range cr.Fields {
-		s := x.GetString_()
-		if s == nil {
-			return nil
-		}
-		f = append(f, strings.ToLower(s.Sval))
-	}
-	isKey := func(r *tableRef, col string) *tableRef {
-		if r.sharded() && !r.renamed && r.ti.t.KeyColumn == col {
-			return r
-		}
-		return nil
-	}
-	switch len(f) {
-	case 1:
-		var found *tableRef
-		for _, r := range sc.refs {
-			if isKey(r, f[0]) != nil {
-				if found != nil {
-					return nil // ambiguous
-				}
-				found = r
-			}
-		}
-		return found
-	case 2:
-		for s := sc; s != nil; s = s.parent {
-			if slices.Contains(s.opaque, f[0]) {
-				return nil
-			}
-			for _, r := range s.refs {
-				if r.alias == f[0] {
-					return isKey(r, f[1])
-				}
-			}
-		}
-	case 3:
-		for s := sc; s != nil; s = s.parent {
-			for _, r := range s.refs {
-				if r.name == f[0]+"."+f[1] {
-					return isKey(r, f[2])
-				}
-			}
-		}
-	}
-	return nil
 }
 
 // exprs walks an expression for subqueries and function calls.
@@ -586,6 +426,7 @@ type route struct {
 	dist         *tableInfo // a sharded table of the statement (its distribution), nil if none
 	table        string
 	classes      [][]valueSrc // nil: no key (scatter)
+	cond         constraint   // the constraint of the first class
 	scatterOK    *RefusalError
 	needShard    string      // unsharded tables' shard, "" if none
 	defaultShard string      // when nothing is sharded
@@ -642,6 +483,7 @@ func (a *analysis) decide() route {
 	rt.classes = make([][]valueSrc, 0, len(roots))
 	for _, root := range roots {
 		var srcs []valueSrc
+		var cond constraint
 		for _, c := range a.constraints {
 			ok := true
 			for _, r := range c.refs {
@@ -656,13 +498,16 @@ func (a *analysis) decide() route {
 				}
 			}
 			if ok {
-				srcs = c.srcs
+				srcs, cond = c.srcs, c
 				break
 			}
 		}
 		if srcs == nil {
-			rt.classes = nil
+			rt.classes, rt.cond = nil, constraint{}
 			break
+		}
+		if len(rt.classes) == 0 {
+			rt.cond = cond
 		}
 		rt.classes = append(rt.classes, srcs)
 	}

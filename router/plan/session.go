@@ -24,7 +24,8 @@ const cursorOptHold = 0x0020
 func (b *builder) oneShard(q *template, what, hint string) *template {
 	t := *q
 	t.explain = false
-	t.shardSQL, t.limit, t.multiSQL, t.multiLimit, t.insert = nil, nil, nil, nil, nil
+	t.shardSQL, t.limit, t.multiSQL, t.multiLimit, t.insert, t.keyList = nil, nil, nil, nil, nil, nil
+	t.union = nil // its per-shard statements would lose the wrapper
 	several := Plan{Kind: Refused, Stmt: q.base.Stmt, Table: q.base.Table,
 		Err: refusal(what+" would run on several shards and keep only one shard's rows on each", hint)}
 	if q.dist != nil && len(b.st.distShards[q.dist]) == 1 {

@@ -30,15 +30,24 @@ func (b *builder) selectStmt(sel *pg.SelectStmt) *template {
 	multi := Plan{Kind: Scatter, Reach: ReachAll, Stmt: StmtSelect, ReadOnly: ro, ReplicaSafe: rs, Table: rt.table, Shards: b.st.distShards[dist]}
 	var segs []segment
 	var lim *limitSrc
+	var kl *keyList
 	if rt.scatterOK != nil {
 		multi = Plan{Kind: Refused, Stmt: StmtSelect, Table: rt.table, Err: rt.scatterOK}
 	} else {
+		a.keyList = a.keyListCond(&rt, sel.WhereClause)
 		spec, s, l, err := b.scatterSpec(sel, a)
 		if err != nil {
 			multi = Plan{Kind: Refused, Stmt: StmtSelect, Table: rt.table, Err: err}
 		} else {
 			multi.Merge, segs, lim = spec, s, l
 			multi.Calls = scatterCalls(sel)
+			switch {
+			case a.keyList == nil:
+			case segs != nil:
+				kl = a.keyList.split // of the statement rewritten for the merge
+			default:
+				kl = b.keyListSplit(sel, a.keyList.cond, a.keyList.srcs)
+			}
 		}
 	}
 	if rt.classes == nil {
@@ -48,6 +57,10 @@ func (b *builder) selectStmt(sel *pg.SelectStmt) *template {
 	}
 	t.base = single
 	t.classes = rt.classes
+	if cacheable(rt.dist) {
+		t.rowKey = cacheKeySource(rt.classes)
+		t.pointRead = t.rowKey != nil && rs && rt.needShard == "" && pointReadShape(sel, a)
+	}
 	onKeyError := multi
 	if ro {
 		t.union = b.unionTemplate(sel, &rt)
@@ -58,6 +71,9 @@ func (b *builder) selectStmt(sel *pg.SelectStmt) *template {
 	}
 	t.multi = &multi
 	t.multiSQL, t.multiLimit = segs, lim
+	if t.union == nil {
+		t.keyList = kl
+	}
 	t.onKeyError, t.keyErrorMulti = &onKeyError, true
 	return t
 }
@@ -119,6 +135,9 @@ func (b *builder) modify(kind Stmt, rel *pg.RangeVar, from []*pg.Node, where *pg
 	}
 	t.base = Plan{Kind: Single, Reach: ReachKey, Stmt: kind, Table: rt.table}
 	t.classes = rt.classes
+	if cacheable(rt.dist) {
+		t.rowKey = cacheKeySource(rt.classes)
+	}
 	m := broadcast
 	if m.Kind != Refused {
 		m.Broadcast = false

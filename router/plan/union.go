@@ -170,4 +170,5 @@ func (t *template) dropUnion() {
 		t.union = nil
 		t.multi = t.onKeyError
 	}
+	t.keyList = nil // so are the statements pruned to each shard's keys
 }

@@ -92,6 +92,10 @@ func (b *builder) insertStmt(ins *pg.InsertStmt) *template {
 		return refusedTemplate(StmtInsert, "INSERT into sharded table "+target.name+" with subqueries in VALUES is not supported", "run the subqueries first")
 	}
 	t.classes = [][]valueSrc{rows}
+	if cacheable(target.ti) && ins.OnConflictClause == nil {
+		// (ON CONFLICT may update a row with another key.)
+		t.rowKey = cacheKeySource(t.classes)
+	}
 	t.onKeyError = &Plan{Kind: Refused, Stmt: StmtInsert, Table: target.name, Err: refusal("cannot route INSERT into "+target.name+" by its key "+key, "")}
 	if len(rows) > 1 {
 		spans, ok := valuesRows(b.norm.key, len(rows))

@@ -94,6 +94,28 @@ SELECT id, amount FROM orders WHERE user_id = ANY('{31,2600,5100,9000}') AND amo
 
 SELECT id FROM users WHERE id NOT IN (1, 2, 3) AND id < 10;
 
+-- A key list of literals ANDed at the top of the WHERE over several
+-- shards: each shard gets only its own keys (EXPLAIN (pgshard) shows
+-- each shard's statement), also in statements rewritten for the merge.
+-- ordered
+SELECT id, name, score FROM users WHERE id IN (9000, 2, 2600, 5100, 3, 7499) AND score IS NOT NULL ORDER BY score DESC, id LIMIT 4 OFFSET 1;
+
+SELECT count(*), sum(amount), avg(amount), min(id), max(quantity) FROM orders WHERE user_id IN (1, 2600, 5100, 9000, 2, 2601);
+
+-- ordered
+SELECT status, count(*), avg(quantity) FROM orders WHERE user_id = ANY(ARRAY[1, 2600, 5100, 9000, 31]) GROUP BY status ORDER BY status;
+
+SELECT DISTINCT status FROM orders WHERE user_id IN (4, 2600, 9000) AND quantity > 2;
+
+SELECT id FROM users WHERE id IN ('31'::bigint, CAST(2600 AS bigint), 5100::int8, -1, 9000);
+
+SELECT id, score FROM users WHERE id = ANY(ARRAY[4, 4, 2600, 2600, 9999]::bigint[]);
+
+SELECT o.id, u.name FROM users u JOIN orders o ON o.user_id = u.id WHERE u.id IN (31, 2600, 5100) AND o.quantity < 4;
+
+-- ordered
+SELECT u.id, count(o.id) FROM users u LEFT JOIN orders o ON o.user_id = u.id WHERE u.id IN (31, 32, 2600, 7600) GROUP BY u.id ORDER BY u.id;
+
 -- ---------------------------------------------------------------------
 -- Range scans on the key and on other columns
 
