@@ -301,3 +301,70 @@ func TestIntervalHoldAck(t *testing.T) {
 		t.Fatalf("row 45 on s1: %q %v", v, err)
 	}
 }
+
+// TestIntervalHoldKeyless: while kv [40, 60) moves from s0, a write
+// without a key that reaches s0 (a broadcast UPDATE) is held and runs
+// once the interval is released, a read without a key (scatter) and a
+// keyed write on s1 flow.
+func TestIntervalHoldKeyless(t *testing.T) {
+	c := integration.NewCluster(t, integration.Shards(2))
+	cfg := kvMapConfig(t, c)
+	cfg.Buffer.Window = proxy.Duration(10 * time.Second)
+	cfg.BroadcastWrites = "allow"
+	p := startProxy(t, cfg)
+	ctx := ctxT(t)
+	createKV(t, ctx, c.Shards)
+	if err := c.Shards[0].Exec(ctx, `INSERT INTO kv VALUES (1, 'a'), (45, 'a')`); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Shards[1].Exec(ctx, `INSERT INTO kv VALUES (150, 'a')`); err != nil {
+		t.Fatal(err)
+	}
+	m1 := readMap(t, cfg.ShardMapFile)
+	lo, hi := shardmap.Int64Bound(40), shardmap.Int64Bound(60)
+	hold, err := m1.WithMoving("kv", shardmap.Moving{ID: "m1", Lo: lo, Hi: hi, From: "s0", To: "s1", Step: shardmap.MoveHold}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hold.Epoch = 2
+	if ok, err := p.srv.ApplyMap(hold); !ok || err != nil {
+		t.Fatalf("apply the hold: %v %v", ok, err)
+	}
+	held := connect(t, p.dsn(""))
+	done := make(chan error, 1)
+	go func() {
+		_, err := held.Exec(context.Background(), `UPDATE kv SET v = 'b' WHERE v = 'a'`)
+		done <- err
+	}()
+	waitFor(t, func() bool { return metricSample(t, p, "pgshard_interval_held") == 1 })
+	other := connect(t, p.dsn(""))
+	var n int
+	if err := other.QueryRow(ctx, `SELECT count(*) FROM kv`).Scan(&n); err != nil || n != 3 {
+		t.Fatalf("scatter read during the hold: %d %v", n, err)
+	}
+	if _, err := other.Exec(ctx, `UPDATE kv SET v = 'c' WHERE k = 150`); err != nil {
+		t.Fatalf("keyed write on s1 during the hold: %v", err)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("the broadcast UPDATE ran during the hold (%v)", err)
+	default:
+	}
+	// Released, aborted: the interval stays on s0.
+	rel := m1.Clone()
+	rel.Epoch = 3
+	if ok, err := p.srv.ApplyMap(rel); !ok || err != nil {
+		t.Fatalf("apply the release: %v %v", ok, err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("held broadcast UPDATE: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("held broadcast UPDATE still waits after the release")
+	}
+	if v, err := c.Shards[0].QueryValue(ctx, `SELECT string_agg(v, ',' ORDER BY k) FROM kv`); err != nil || v != "b,b" {
+		t.Fatalf("s0 after the held UPDATE: %q %v", v, err)
+	}
+}
