@@ -167,7 +167,7 @@ func (s *session) holdMoving(ctx context.Context, q router.Query, plan rplan.Pla
 	if open {
 		return plan, nil
 	}
-	if plan.Moving == "" && s.txRouter != nil && s.srv.anyMoving() {
+	if plan.Moving == "" && s.txRouter != nil {
 		// A transaction whose BEGIN is not sent yet routes by the map it
 		// began under; nothing of it ran, so it may take the map in use,
 		// whose marker may hold this statement.

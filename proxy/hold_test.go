@@ -368,3 +368,61 @@ func TestIntervalHoldKeyless(t *testing.T) {
 		t.Fatalf("s0 after the held UPDATE: %q %v", v, err)
 	}
 }
+
+// TestIntervalHoldFirstInTx: a transaction whose BEGIN came before the
+// hold but which has run nothing yet has its first statement for the
+// interval held like an autocommit one, and runs on the new owner.
+func TestIntervalHoldFirstInTx(t *testing.T) {
+	c := integration.NewCluster(t, integration.Shards(2))
+	cfg := kvMapConfig(t, c)
+	cfg.Buffer.Window = proxy.Duration(10 * time.Second)
+	p := startProxy(t, cfg)
+	ctx := ctxT(t)
+	createKV(t, ctx, c.Shards)
+	m1 := readMap(t, cfg.ShardMapFile)
+	conn := connect(t, p.dsn(""))
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo, hi := shardmap.Int64Bound(40), shardmap.Int64Bound(60)
+	hold, err := m1.WithMoving("kv", shardmap.Moving{ID: "m1", Lo: lo, Hi: hi, From: "s0", To: "s1", Step: shardmap.MoveHold}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hold.Epoch = 2
+	if ok, err := p.srv.ApplyMap(hold); !ok || err != nil {
+		t.Fatalf("apply the hold: %v %v", ok, err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := tx.Exec(context.Background(), `INSERT INTO kv (k, v) VALUES (50, 'tx')`)
+		done <- err
+	}()
+	waitFor(t, func() bool { return metricSample(t, p, "pgshard_interval_held") == 1 })
+	rel, err := m1.SetOwner("kv", lo, hi, "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel.Epoch = 3
+	if ok, err := p.srv.ApplyMap(rel); !ok || err != nil {
+		t.Fatalf("apply the release: %v %v", ok, err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("held first statement of the transaction: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first statement of the transaction still waits after the release")
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := c.Shards[1].QueryValue(ctx, `SELECT v FROM kv WHERE k = 50`); err != nil || v != "tx" {
+		t.Fatalf("row 50 on s1: %q %v", v, err)
+	}
+	if v, err := c.Shards[0].QueryValue(ctx, `SELECT count(*) FROM kv`); err != nil || v != "0" {
+		t.Fatalf("rows on s0: %q %v", v, err)
+	}
+}
