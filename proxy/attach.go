@@ -252,10 +252,16 @@ func (s *session) attachRouted(ctx context.Context, plan rplan.Plan, q router.Qu
 			// The transaction the proxy acknowledged starts here; the
 			// client has seen BEGIN's reply already, so hide this one.
 			s.mu.Lock()
-			s.st.beginSent()
+			replay := s.st.beginSent()
 			s.queue.push(entry{kind: entrySync, swallow: true})
 			s.mu.Unlock()
-			s.bout = wire.AppendString(s.bout, 'Q', begin)
+			if replay != "" {
+				// The SAVEPOINTs and SET LOCALs the proxy acknowledged,
+				// in the same query: one answer, swallowed.
+				s.bout = wire.AppendString(s.bout, 'Q', begin+"\n;"+replay)
+			} else {
+				s.bout = wire.AppendString(s.bout, 'Q', begin)
+			}
 			if !plainBegin(begin) {
 				if err := s.probeBegin(ctx, begin); err != nil {
 					return nil, err
@@ -457,6 +463,7 @@ func (s *session) runScatter(ctx context.Context, plan rplan.Plan, sql string) e
 		Spec:          plan.Merge,
 		Prepare:       s.prepareBackend,
 		Flush:         func(b []byte) error { _, err := s.conn.Write(b); return err },
+		Canceler:      &s.scatterCancel,
 		Dst:           s.out[:0],
 	})
 	s.out = out
@@ -483,6 +490,13 @@ func (s *session) prepareBackend(ctx context.Context, be *pool.Conn) error {
 	}
 	sql := s.sets.applySQL(be.SettingsKey != "")
 	if err := be.Exec(ctx, sql); err != nil {
+		var se *pool.ServerError
+		if errors.As(err, &se) {
+			// The server refuses the client's parameters (a startup
+			// option): as PostgreSQL, which refuses such a connection,
+			// the session ends with the server's error.
+			return &wire.Error{Severity: "FATAL", Code: se.Code, Message: se.Message, Err: err}
+		}
 		return fmt.Errorf("apply session parameters on %s: %w", be.Addr, err)
 	}
 	be.SettingsKey = s.sets.key

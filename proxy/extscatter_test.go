@@ -334,9 +334,19 @@ func TestExplainRoute(t *testing.T) {
 		{``, `INSERT INTO kv (k) VALUES (1), (200)`, "s0|multi|INSERT INTO kv (k) VALUES (1)|rows of this shard, one transaction per shard, all committed or none;s1|multi|INSERT INTO kv (k) VALUES (200)|rows of this shard, one transaction per shard, all committed or none"},
 		{`/* pgshard: shard=s1 */ `, `SELECT count(*) FROM kv`, "s1|single|SELECT count(*) FROM kv|chosen by a pgshard hint"},
 		{``, `SELECT 1`, "s0|default|SELECT 1|"},
+		// DDL (PostgreSQL's EXPLAIN takes none): where it runs, not run.
+		{``, `CREATE INDEX kv_v_ix ON kv (v)`, "s0|utility|CREATE INDEX kv_v_ix ON kv (v)|on every shard, all or none (shard by shard when it cannot run in a transaction block);" +
+			"s1|utility|CREATE INDEX kv_v_ix ON kv (v)|on every shard, all or none (shard by shard when it cannot run in a transaction block)"},
+		{`/* pgshard: shard=s1 */ `, `ALTER TABLE kv ADD COLUMN extra int`, "s1|single|ALTER TABLE kv ADD COLUMN extra int|chosen by a pgshard hint"},
 	} {
 		if got := strings.Join(explain(tc.hint, tc.sql), ";"); got != tc.want {
 			t.Errorf("EXPLAIN (pgshard) %s\n got  %s\n want %s", tc.sql, got, tc.want)
+		}
+	}
+	for i, d := range direct {
+		var n int
+		if err := d.QueryRow(ctx, `SELECT count(*) FROM pg_indexes WHERE indexname = 'kv_v_ix'`).Scan(&n); err != nil || n != 0 {
+			t.Fatalf("s%d: EXPLAIN (pgshard) ran the DDL (%d, %v)", i, n, err)
 		}
 	}
 	got := explain("", `SELECT k, row_number() OVER () FROM kv`)

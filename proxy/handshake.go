@@ -226,6 +226,9 @@ func (s *Server) startSession(ctx context.Context, rt *runtime, conn net.Conn, s
 		return ss, true
 	}
 	serverParams, err := s.serverParams(ctx, ss)
+	if err == nil {
+		err = s.checkStartupParams(ctx, ss)
+	}
 	if err != nil {
 		s.reject(conn, wire.AsError(err))
 		s.forget(ss)

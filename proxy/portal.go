@@ -271,7 +271,11 @@ func (s *session) handleExecute(ctx context.Context, frame []byte) error {
 	if p.txSQL != "" {
 		if !p.done {
 			p.done = true
-			s.out = wire.AppendString(s.out, 'C', s.applyDeferredTx(p.txInfo, p.txSQL))
+			tag, werr := s.applyDeferredTx(ctx, p.txInfo, p.txSQL)
+			if werr != nil {
+				return werr
+			}
+			s.out = wire.AppendString(s.out, 'C', tag)
 		} else {
 			s.out = append(s.out, 'I', 0, 0, 0, 4) // EmptyQueryResponse
 		}
@@ -389,6 +393,7 @@ func (s *session) runPortal(ctx context.Context, p *scatterPortal, noDesc, strea
 		Spec:          p.plan.Merge,
 		TextByteOrder: p.byteOrder,
 		Prepare:       s.prepareBackend,
+		Canceler:      &s.scatterCancel,
 		Dst:           s.out[:0],
 	}
 	if stream {

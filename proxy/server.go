@@ -78,6 +78,7 @@ type Server struct {
 	done         chan struct{}
 
 	endpoints atomic.Pointer[endpointView] // every endpoint's health, for describing (describe.go)
+	startupOK startupChecked               // startup parameters known to apply (startupcheck.go)
 
 	ops opsState // console commands, rate limits, auth_query (console_ops.go)
 
@@ -553,7 +554,7 @@ func (s *Server) discardBusy(be *pool.Conn) {
 }
 
 // cancel forwards a client's CancelRequest to the backend running its
-// query. The backend is held for the cancel (pool.Conn.HoldForCancel) so
+// query, or to every shard of its statement over several shards. The backend is held for the cancel (pool.Conn.HoldForCancel) so
 // it cannot be lent to another client before the cancel arrives, but the
 // session is not: a server that cannot be reached delays nothing but
 // this goroutine (of the cancel request's connection), for at most
@@ -565,6 +566,10 @@ func (s *Server) cancel(ctx context.Context, key cancelKey) {
 	if ss == nil {
 		return
 	}
+	ctx, cancel := context.WithTimeout(ctx, cancelTimeout)
+	defer cancel()
+	// A statement over several shards: every shard it runs on.
+	ss.scatterCancel.Cancel(ctx)
 	ss.mu.Lock()
 	be := ss.st.conn()
 	var done func(bool)
@@ -575,8 +580,6 @@ func (s *Server) cancel(ctx context.Context, key cancelKey) {
 	if be == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, cancelTimeout)
-	defer cancel()
 	err := be.Cancel(ctx)
 	done(err == nil || errors.Is(err, pool.ErrCancelNotSent))
 	if err != nil {

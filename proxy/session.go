@@ -16,6 +16,7 @@ import (
 	"unsafe"
 
 	"github.com/pgshard/pgshard/proxy/pool"
+	"github.com/pgshard/pgshard/proxy/scatter"
 	"github.com/pgshard/pgshard/replication/health"
 	"github.com/pgshard/pgshard/router"
 	"github.com/pgshard/pgshard/wire"
@@ -60,6 +61,9 @@ type session struct {
 	// portal is the client's portal over several shards (portal.go), or
 	// nil.
 	portal *scatterPortal
+	// scatterCancel lets a CancelRequest reach every shard of a statement
+	// running on several shards (Server.cancel).
+	scatterCancel scatter.Canceler
 	// rewrite, set by attach, replaces the client's simple query (the
 	// router's answer to EXPLAIN (pgshard)).
 	rewrite string
@@ -410,7 +414,7 @@ func (s *session) handleQuery(ctx context.Context, frame []byte) error {
 		return err
 	}
 	info := router.Classify(sql)
-	if done, err := s.deferredTransaction(info, sql); done || err != nil {
+	if done, err := s.deferredTransaction(ctx, info, sql); done || err != nil {
 		return err
 	}
 	if info.Class == router.ClassDeallocate && s.deallocateLocally(info.Param) {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/pgshard/pgshard/proxy/pool"
 	"github.com/pgshard/pgshard/wire"
@@ -93,6 +94,10 @@ type sessionState struct {
 	// shard: it ends with ROLLBACK (or COMMIT, answered ROLLBACK).
 	deferredBegin  string
 	deferredFailed bool
+	// replay are the SAVEPOINTs and SET LOCALs of the deferred
+	// transaction the proxy answered, oldest first, sent after its BEGIN
+	// (deferredSavepoint, deferredSetLocal).
+	replay []replayStmt
 	// skipToSync says an error was reported mid-batch: serve drops the
 	// client's messages until its Sync. Serve's alone (no lock).
 	skipToSync bool
@@ -165,8 +170,83 @@ func (st *sessionState) attach(conn *pool.Conn, shard string, replica, noBegin, 
 }
 
 // beginSent records that the deferred BEGIN went to the shard: the
-// transaction is the attachment's now.
-func (st *sessionState) beginSent() { st.deferredBegin = "" }
+// transaction is the attachment's now. It returns the statements that
+// recreate the transaction's savepoints and SET LOCALs there, to send
+// after the BEGIN ("" when none).
+func (st *sessionState) beginSent() (replay string) {
+	st.deferredBegin = ""
+	var b strings.Builder
+	for i, r := range st.replay {
+		if i > 0 {
+			b.WriteString("\n;") // a trailing -- comment must not swallow the rest
+		}
+		if r.sql != "" {
+			b.WriteString(r.sql)
+			continue
+		}
+		b.WriteString("SAVEPOINT ")
+		b.WriteString(`"` + strings.ReplaceAll(r.savepoint, `"`, `""`) + `"`)
+	}
+	st.replay = nil
+	return b.String()
+}
+
+// replayStmt is a statement of a deferred transaction sent after its
+// BEGIN: a savepoint (its name) or a SET LOCAL (sql).
+type replayStmt struct {
+	savepoint, sql string
+}
+
+// deferredSetLocal records a SET LOCAL of the deferred transaction that
+// the server accepted (checked outside a transaction).
+func (st *sessionState) deferredSetLocal(sql string) {
+	st.replay = append(st.replay, replayStmt{sql: strings.TrimRight(strings.TrimSpace(sql), ";")})
+}
+
+// savepointOp is a savepoint statement of a deferred transaction.
+type savepointOp uint8
+
+const (
+	savepointDefine     savepointOp = iota + 1 // SAVEPOINT name
+	savepointRelease                           // RELEASE [SAVEPOINT] name
+	savepointRollbackTo                        // ROLLBACK TO [SAVEPOINT] name
+)
+
+// deferredSavepoint answers a savepoint statement of the deferred
+// transaction as PostgreSQL would (xact.c): its command tag, or its
+// error. A savepoint is searched from the newest; RELEASE drops it and
+// the newer ones, ROLLBACK TO keeps it, drops the newer ones and ends a
+// failed state; in a failed transaction SAVEPOINT and RELEASE get 25P02.
+func (st *sessionState) deferredSavepoint(op savepointOp, name string) (string, *wire.Error) {
+	if st.deferredFailed && op != savepointRollbackTo {
+		return "", wire.Errorf(wire.SQLStateInFailedTransaction, "current transaction is aborted, commands ignored until end of transaction block")
+	}
+	if op == savepointDefine {
+		st.replay = append(st.replay, replayStmt{savepoint: name})
+		return "SAVEPOINT", nil
+	}
+	i := len(st.replay) - 1
+	for i >= 0 && (st.replay[i].sql != "" || st.replay[i].savepoint != name) {
+		i--
+	}
+	if i < 0 {
+		return "", wire.Errorf(wire.SQLStateInvalidSavepoint, "savepoint \"%s\" does not exist", name)
+	}
+	if op == savepointRelease {
+		// The savepoint and the newer ones go; what ran after them stays.
+		kept := st.replay[:i]
+		for _, r := range st.replay[i:] {
+			if r.sql != "" {
+				kept = append(kept, r)
+			}
+		}
+		st.replay = kept
+		return "RELEASE", nil
+	}
+	st.replay = st.replay[:i+1] // undoes the newer SET LOCALs too
+	st.deferredFailed = false
+	return "ROLLBACK", nil
+}
 
 // detach removes conn's attachment (it goes back to the pool or is
 // discarded) and reports whether the session had it. Without
@@ -224,6 +304,7 @@ func (st *sessionState) close() []attachment {
 func (st *sessionState) openDeferred(begin string) {
 	st.deferredBegin = begin
 	st.deferredFailed = false
+	st.replay = nil
 }
 
 // endDeferred ends the deferred transaction with COMMIT (commit) or
@@ -235,6 +316,7 @@ func (st *sessionState) endDeferred(commit bool) string {
 	}
 	st.deferredBegin = ""
 	st.deferredFailed = false
+	st.replay = nil
 	return tag
 }
 
@@ -414,7 +496,7 @@ func (st *sessionState) crossShardError(from, to string, p pipeline) *wire.Error
 		hint = "Use a separate connection for the other shard."
 	case !a.inTx():
 		why = fmt.Sprintf("this pipeline runs on shard %q; the statement targets shard %q", from, to)
-		hint = "Send a Sync (end the batch) before using another shard."
+		hint = "The statements up to a Sync run as one implicit transaction, on one shard: send a Sync (end the batch) before using another shard. With JDBC, run one executeBatch per shard, or set reWriteBatchedInserts=true for a batch of INSERTs."
 	}
 	return &wire.Error{Code: wire.SQLStateFeatureNotSupported, Message: "cross-shard statement refused: " + why, Hint: hint}
 }

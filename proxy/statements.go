@@ -236,14 +236,14 @@ func (s *session) parseLocal(frame []byte) {
 }
 
 // localTx reports whether the proxy answers statement sql itself (a
-// deferred BEGIN, or COMMIT/ROLLBACK of a transaction that never reached
-// a shard), and its classification.
+// deferred BEGIN, a savepoint statement of it, or COMMIT/ROLLBACK of a
+// transaction that never reached a shard), and its classification.
 func (s *session) localTx(sql string) (router.Info, bool) {
 	if len(sql) == 0 || s.attached() != nil {
 		return router.Info{}, false
 	}
 	info := router.Classify(sql)
-	return info, info.Class&txControl != 0 && s.canDeferTx(info, sql)
+	return info, s.canDeferTx(info, sql)
 }
 
 // answerPendingLocally answers held-back Parse and Describe messages

@@ -2,10 +2,12 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"strings"
 
 	pg "github.com/pganalyze/pg_query_go/v6"
 
+	"github.com/pgshard/pgshard/proxy/pool"
 	"github.com/pgshard/pgshard/router"
 	"github.com/pgshard/pgshard/wire"
 )
@@ -18,11 +20,14 @@ import (
 // sent later to the shard of the transaction's first statement; COMMIT or
 // ROLLBACK of a transaction that never reached a shard is answered by the
 // proxy. It reports whether it answered the statement.
-func (s *session) deferredTransaction(info router.Info, sql string) (bool, error) {
+func (s *session) deferredTransaction(ctx context.Context, info router.Info, sql string) (bool, error) {
 	if !s.canDeferTx(info, sql) {
 		return false, nil
 	}
-	tag := s.applyDeferredTx(info, sql)
+	tag, werr := s.applyDeferredTx(ctx, info, sql)
+	if werr != nil {
+		return true, werr
+	}
 	s.out = wire.AppendString(s.out, 'C', tag)
 	s.out = wire.AppendReadyForQuery(s.out, s.idleStatus())
 	return true, nil
@@ -58,7 +63,8 @@ func (s *session) settleBeforeBegin(ctx context.Context, sql string) error {
 // canDeferTx reports whether the proxy answers the transaction-control
 // statement sql itself (see deferredTransaction).
 func (s *session) canDeferTx(info router.Info, sql string) bool {
-	if s.mode != PoolTransaction || info.Class&(router.ClassBegin|router.ClassCommit|router.ClassRollback) == 0 ||
+	sp := info.Class&txControl == 0 && (savepointWord(sql) || setLocalWord(sql))
+	if s.mode != PoolTransaction || info.Class&txControl == 0 && !sp ||
 		strings.Contains(strings.TrimRight(sql, "; \t\r\n"), ";") {
 		return false
 	}
@@ -66,6 +72,17 @@ func (s *session) canDeferTx(info router.Info, sql string) bool {
 	defer s.mu.Unlock()
 	if s.st.cur() != nil || s.st.life == statePinned {
 		return false
+	}
+	if sp {
+		// A savepoint statement of a transaction that has not reached a
+		// shard yet: the proxy answers it, and it follows the BEGIN.
+		if s.st.deferredBegin == "" {
+			return false
+		}
+		if _, _, ok := parseSavepoint(sql); ok {
+			return true
+		}
+		return parseSetLocal(sql)
 	}
 	if info.Has(router.ClassBegin) {
 		// A nested BEGIN: let the server warn. A BEGIN that does not
@@ -77,16 +94,128 @@ func (s *session) canDeferTx(info router.Info, sql string) bool {
 }
 
 // applyDeferredTx does what a statement canDeferTx accepted does to the
-// session, and returns its command tag.
-func (s *session) applyDeferredTx(info router.Info, sql string) string {
+// session, and returns its command tag or the error PostgreSQL would
+// give it (a savepoint statement).
+func (s *session) applyDeferredTx(ctx context.Context, info router.Info, sql string) (string, *wire.Error) {
+	if info.Class&txControl == 0 && parseSetLocal(sql) {
+		return s.deferSetLocal(ctx, sql)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if info.Has(router.ClassBegin) {
 		s.st.openDeferred(strings.Clone(sql))
 		s.txRouter = s.srv.router() // the transaction's map
-		return "BEGIN"
+		return "BEGIN", nil
 	}
-	return s.st.endDeferred(info.Has(router.ClassCommit))
+	if info.Class&txControl == 0 {
+		if op, name, ok := parseSavepoint(sql); ok {
+			return s.st.deferredSavepoint(op, name)
+		}
+	}
+	return s.st.endDeferred(info.Has(router.ClassCommit)), nil
+}
+
+// deferSetLocal answers a SET LOCAL of the deferred transaction: the
+// server checks it (outside a transaction, where it has no effect) on
+// a connection of the transaction's default shard, and the proxy sends
+// it after the BEGIN; its error is the server's.
+func (s *session) deferSetLocal(ctx context.Context, sql string) (string, *wire.Error) {
+	s.mu.Lock()
+	failed := s.st.deferredFailed
+	s.mu.Unlock()
+	if failed {
+		return "", wire.Errorf(wire.SQLStateInFailedTransaction, "current transaction is aborted, commands ignored until end of transaction block")
+	}
+	r := s.txRouter
+	if r == nil {
+		r = s.srv.router()
+	}
+	plan, err := r.Route(router.Query{})
+	if err != nil {
+		return "", wire.AsError(err)
+	}
+	be, err := s.srv.acquirePrimary(ctx, plan.Shard, s.user, s.db)
+	if err != nil {
+		return "", wire.AsError(err)
+	}
+	prepErr := s.prepareBackend(ctx, be)
+	if prepErr == nil {
+		err = be.Exec(ctx, sql)
+		be.UnnamedGen++
+	}
+	if be.Broken() {
+		be.Pool().Discard(be)
+	} else {
+		be.Pool().Release(be)
+	}
+	var se *pool.ServerError
+	switch {
+	case prepErr != nil:
+		return "", wire.AsError(prepErr)
+	case errors.As(err, &se):
+		return "", &wire.Error{Code: se.Code, Message: se.Message}
+	case err != nil:
+		return "", wire.AsError(err)
+	}
+	s.mu.Lock()
+	s.st.deferredSetLocal(strings.Clone(sql))
+	s.mu.Unlock()
+	return "SET", nil
+}
+
+// setLocalWord reports whether sql starts with SET (a cheap test before
+// parseSetLocal).
+func setLocalWord(sql string) bool {
+	sql = strings.TrimLeft(sql, " \t\r\n")
+	return len(sql) > 4 && strings.EqualFold(sql[:4], "set ")
+}
+
+// parseSetLocal reports whether sql is one SET LOCAL of a server
+// parameter (not a pgshard.* routing hint).
+func parseSetLocal(sql string) bool {
+	res, err := pg.Parse(sql)
+	if err != nil || len(res.Stmts) != 1 {
+		return false
+	}
+	vs := res.Stmts[0].Stmt.GetVariableSetStmt()
+	return vs != nil && vs.IsLocal && vs.Name != "" && !strings.HasPrefix(strings.ToLower(vs.Name), "pgshard.") &&
+		(vs.Kind == pg.VariableSetKind_VAR_SET_VALUE || vs.Kind == pg.VariableSetKind_VAR_SET_DEFAULT)
+}
+
+// savepointWord reports whether sql starts with SAVEPOINT, RELEASE or
+// ROLLBACK (a cheap test before parseSavepoint).
+func savepointWord(sql string) bool {
+	sql = strings.TrimLeft(sql, " \t\r\n")
+	for _, w := range []string{"savepoint", "release", "rollback"} {
+		if len(sql) > len(w) && strings.EqualFold(sql[:len(w)], w) {
+			return true
+		}
+	}
+	return false
+}
+
+// parseSavepoint parses a SAVEPOINT, RELEASE [SAVEPOINT] or ROLLBACK TO
+// [SAVEPOINT] statement: its operation and the savepoint's name as the
+// server folds it. A name the server would truncate (with a NOTICE) is
+// not handled here.
+func parseSavepoint(sql string) (savepointOp, string, bool) {
+	res, err := pg.Parse(sql)
+	if err != nil || len(res.Stmts) != 1 {
+		return 0, "", false
+	}
+	ts := res.Stmts[0].Stmt.GetTransactionStmt()
+	if ts == nil || ts.SavepointName == "" || len(ts.SavepointName) >= 64 {
+		return 0, "", false
+	}
+	switch ts.Kind {
+	case pg.TransactionStmtKind_TRANS_STMT_SAVEPOINT:
+		return savepointDefine, ts.SavepointName, true
+	case pg.TransactionStmtKind_TRANS_STMT_RELEASE:
+		return savepointRelease, ts.SavepointName, true
+	case pg.TransactionStmtKind_TRANS_STMT_ROLLBACK_TO:
+		return savepointRollbackTo, ts.SavepointName, true
+	}
+	return 0, "", false
 }
 
 func containsFoldASCII(s, sub string) bool {

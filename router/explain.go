@@ -29,10 +29,18 @@ func explainSQL(p plan.Plan, sql string) string {
 	if p.Hinted {
 		hinted = "chosen by a pgshard hint"
 	}
-	switch d := p.Decision(); d {
-	case "single", "default":
+	switch d := p.Decision(); {
+	case p.Kind == plan.Utility:
+		for _, shard := range p.Shards {
+			stmt := inner
+			if q, ok := p.PerShardSQL[shard]; ok {
+				stmt = explainedText(q) // rendered from the whole text
+			}
+			add(shard, "utility", stmt, "on every shard, all or none (shard by shard when it cannot run in a transaction block)")
+		}
+	case d == "single" || d == "default":
 		add(p.Shards[0], d, inner, hinted)
-	case "multi", "all":
+	case d == "multi" || d == "all":
 		route := "scatter"
 		if d == "multi" {
 			route = "multi"
@@ -53,11 +61,11 @@ func explainSQL(p plan.Plan, sql string) string {
 			}
 			add(shard, route, stmt, detail)
 		}
-	case "copy-in":
+	case d == "copy-in":
 		for _, shard := range p.Shards {
 			add(shard, "copy-in", inner, fmt.Sprintf("rows split by column %d (%s format)", p.Copy.KeyColumn+1, p.Copy.Format))
 		}
-	case "refused":
+	case d == "refused":
 		detail := "SQLSTATE " + p.Err.Code + ": " + p.Err.Message
 		if p.Err.Hint != "" {
 			detail += " (hint: " + p.Err.Hint + ")"

@@ -3,6 +3,7 @@ package router_test
 import (
 	"encoding/binary"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/pgshard/pgshard/router"
@@ -140,6 +141,12 @@ func TestPlanRouterKinds(t *testing.T) {
 	}
 	if p := route("EXPLAIN (pgshard) SELECT * FROM kv WHERE k = 150"); p.Kind != plan.Any || p.Shard != "s0" || !p.Explain || p.SQL == "" {
 		t.Errorf("EXPLAIN (pgshard): %+v", p)
+	}
+	if p := route("EXPLAIN (pgshard) DROP INDEX kv_v_ix"); p.Kind != plan.Any || !p.Explain || !strings.Contains(p.SQL, "'utility'") {
+		t.Errorf("EXPLAIN (pgshard) of DDL: %+v", p)
+	}
+	if p := route("explain(PGSHARD)create table t2 (a int)"); p.Kind != plan.Any || !p.Explain || !strings.Contains(p.SQL, "'utility'") {
+		t.Errorf("EXPLAIN (pgshard) of DDL: %+v", p)
 	}
 	if p := route("SHOW pgshard.shards"); p.Kind != plan.Any || p.Shard != "s0" || p.SQL == "" {
 		t.Errorf("SHOW pgshard.shards: %+v", p)

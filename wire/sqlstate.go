@@ -19,6 +19,7 @@ const (
 	SQLStateInvalidCatalogName        = "3D000"
 	SQLStateInvalidTransactionState   = "25000"
 	SQLStateInFailedTransaction       = "25P02"
+	SQLStateInvalidSavepoint          = "3B001"
 	SQLStateDuplicatePreparedStmt     = "42P05"
 	SQLStateNotNullViolation          = "23502"
 	SQLStateInvalidTextRepresentation = "22P02"

@@ -126,6 +126,9 @@ type Request struct {
 	MaxBufferedBytes int64
 	// Dst is the buffer the output is appended to (may be nil).
 	Dst []byte
+	// Canceler, when set, lets the client's CancelRequest reach every
+	// shard of the statement (see Canceler).
+	Canceler *Canceler
 	// Log receives the executor's warnings (a shard that does not answer
 	// a cancel); nil discards them.
 	Log *slog.Logger
@@ -174,7 +177,9 @@ func Run(ctx context.Context, b Backends, req Request) ([]byte, error) {
 	if req.DrainTimeout > 0 {
 		run.drain = req.DrainTimeout
 	}
+	req.Canceler.begin(run)
 	out, err := scatterExec(ctx, b, &req, run)
+	req.Canceler.end(run)
 	if ferr := run.finish(ctx, req.Atomic && err == nil); err == nil && ferr != nil {
 		err = ferr
 	}
@@ -359,7 +364,12 @@ func scatterStart(ctx context.Context, b Backends, req *Request, run *scatterRun
 			}
 			return ShardError(name, err)
 		}
-		run.shards[i] = h
+		if err := req.Canceler.started(run, i, h); err != nil {
+			// Cancelled before anything was sent: the backend is clean.
+			_ = be.SetHandler(nil)
+			p.Release(be)
+			return err
+		}
 		be.UnnamedGen++ // a simple query replaces the unnamed statement
 		if _, err := be.NetConn.Write(query); err != nil {
 			// The reader sees the failure too; finish closes the backend.
@@ -397,6 +407,8 @@ type scatterRun struct {
 
 	drain time.Duration // see Request.DrainTimeout
 	log   *slog.Logger  // see Request.Log, never nil
+
+	canceled bool // the client cancelled the statement; under Canceler.mu
 }
 
 // fail records the statement's first shard error.

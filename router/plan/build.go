@@ -2,6 +2,7 @@ package plan
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -42,6 +43,16 @@ func buildTemplate(st *state, sql string, n *normalized) (t *template) {
 		}
 	}()
 	res, err := pg.Parse(sql)
+	explain := false
+	if err != nil {
+		// EXPLAIN (pgshard) of a statement PostgreSQL cannot EXPLAIN
+		// (DDL): the statement's plan, as for any other.
+		if inner, ok := explainPgshardInner(sql); ok {
+			if r, ierr := pg.Parse(inner); ierr == nil {
+				res, err, explain = r, nil, true
+			}
+		}
+	}
 	if err != nil {
 		t = &template{parseErr: &RefusalError{Code: wire.SQLStateSyntaxError, Message: err.Error()}}
 		b.pinAll(t)
@@ -57,9 +68,24 @@ func buildTemplate(st *state, sql string, n *normalized) (t *template) {
 		return true
 	})
 	t = b.plan(res)
+	t.explain = t.explain || explain
 	t.expires = b.expires
 	b.setPins(t)
 	return t
+}
+
+// explainPgshardRE matches "EXPLAIN (pgshard)" at the start of a
+// statement, after blanks, comments and hint comments.
+var explainPgshardRE = regexp.MustCompile(`(?is)^(?:\s|/\*.*?\*/|--[^\n]*(?:\n|$))*(explain\s*\(\s*pgshard\s*\))`)
+
+// explainPgshardInner returns sql with its leading "EXPLAIN (pgshard)"
+// blanked out (same length: literal offsets stay valid), or false.
+func explainPgshardInner(sql string) (string, bool) {
+	m := explainPgshardRE.FindStringSubmatchIndex(sql)
+	if m == nil {
+		return "", false
+	}
+	return sql[:m[2]] + strings.Repeat(" ", m[3]-m[2]) + sql[m[3]:], true
 }
 
 func (b *builder) pinAll(t *template) {
@@ -133,25 +159,78 @@ func refusedTemplate(s Stmt, msg, hint string) *template {
 	return &template{hintable: true, base: Plan{Kind: Refused, Stmt: s, Err: refusal(msg, hint)}}
 }
 
-// multiStatement plans a query string with several statements: fine when
-// none touches a table of the map, refused otherwise.
+// multiStatement plans a query string with several statements: the
+// whole string runs on one shard when every statement is for that shard
+// (by its key values, or an unsharded table there) or runs alike on any
+// (no table of the map, transaction control, SET); otherwise it is
+// refused. The shard of each keyed statement is read per execution, as
+// for one statement with several key conditions (its classes).
 func (b *builder) multiStatement(res *pg.ParseResult) *template {
 	if t := b.multiDDL(res); t != nil {
 		return t
 	}
+	refused := refusedTemplate(StmtOther, "a query string with several statements that touch sharded or unsharded tables cannot be routed as one unless all of them are for one shard",
+		"send the statements one at a time, or use a pgshard.shard hint")
 	ro, anywhere := true, true
+	static := ""        // the shard of the statements not decided by a key
+	onDefault := true   // every statement as today: the default shard
+	var keyed *template // the first statement decided by its key values
+	var classes [][]valueSrc
 	for _, s := range res.Stmts {
 		t := b.statement(s.Stmt)
-		if t.base.Reach != ReachDefault || t.classes != nil || t.base.Shards == nil || t.base.Shards[0] != b.st.defaultShard {
-			return refusedTemplate(StmtOther, "a query string with several statements that touch sharded or unsharded tables cannot be routed as one",
-				"send the statements one at a time, or use a pgshard.shard hint")
+		p := &t.base
+		if p.Kind == Refused || t.explain || t.union != nil || t.creates != nil || p.Hint != nil || p.Show != ShowNone || p.Explain {
+			return refused
 		}
-		ro = ro && t.base.ReadOnly
-		anywhere = anywhere && t.base.Anywhere
+		ro = ro && p.ReadOnly
+		anywhere = anywhere && p.Anywhere
+		if p.Reach != ReachDefault || t.classes != nil || p.Shards == nil || p.Shards[0] != b.st.defaultShard {
+			onDefault = false
+		}
+		switch {
+		case t.classes != nil:
+			if keyed != nil && t.dist != keyed.dist {
+				return refused
+			}
+			if keyed == nil {
+				keyed = t
+			}
+			classes = append(classes, t.classes...)
+			if t.needShard != "" {
+				if static != "" && static != t.needShard {
+					return refused
+				}
+				static = t.needShard
+			}
+		case p.Anywhere || p.Kind == Any:
+			// Runs alike on any shard (SELECT 1, BEGIN, SET).
+		case p.Kind == Single && len(p.Shards) == 1:
+			if static != "" && static != p.Shards[0] {
+				return refused
+			}
+			static = p.Shards[0]
+		default:
+			return refused
+		}
 	}
-	t := b.defaultTemplate(StmtOther)
-	t.base.ReadOnly, t.base.Anywhere = ro, anywhere
-	return t
+	if onDefault {
+		t := b.defaultTemplate(StmtOther)
+		t.base.ReadOnly, t.base.Anywhere = ro, anywhere
+		return t
+	}
+	if keyed == nil {
+		t := b.defaultTemplate(StmtOther)
+		t.base.ReadOnly = ro
+		if static != "" {
+			t.base.Shards = b.st.shardList(static)
+		}
+		return t
+	}
+	// No Table: the statements may name several (the row cache then
+	// invalidates every cacheable table a write may touch).
+	multi := refused.base
+	return &template{hintable: true, dist: keyed.dist, classes: classes, needShard: static, multi: &multi,
+		multiStmt: true, base: Plan{Kind: Single, Reach: ReachKey, Stmt: StmtOther, ReadOnly: ro}}
 }
 
 func (b *builder) statement(n *pg.Node) *template {

@@ -402,6 +402,9 @@ type template struct {
 	// creates is where the table a CREATE TABLE AS or SELECT INTO makes
 	// must be (see createTarget), or nil.
 	creates *createTarget
+	// multiStmt marks a query string of several statements whose keys
+	// must all land on one shard: any other outcome is multi (refused).
+	multiStmt bool
 	// rowKey, set only for a statement on a cacheable table that names
 	// one key value, is where that value comes from (Plan.RowKey), and
 	// pointRead says the statement is a cacheable point read.
@@ -481,6 +484,9 @@ func (st *state) execute(t *template, in *execInput, sessionHint Hint) Plan {
 			slices.Sort(set)
 			slices.Sort(cset)
 			if first != cfirst || !slices.Equal(set, cset) {
+				if t.multiStmt {
+					return *t.multi
+				}
 				return Plan{Kind: Refused, Stmt: t.base.Stmt, Err: refusal(
 					"the statement joins rows of "+t.base.Table+" that are on different shards",
 					"join the tables on the sharding key, or use SET pgshard.shard")}
@@ -490,6 +496,9 @@ func (st *state) execute(t *template, in *execInput, sessionHint Hint) Plan {
 	if first == "" {
 		// An empty IN list or array: no row can match; any one shard answers.
 		first = st.distShards[t.dist][0]
+	}
+	if t.multiStmt && (set != nil || t.needShard != "" && first != t.needShard) {
+		return *t.multi
 	}
 	if set == nil {
 		if t.needShard != "" && first != t.needShard {

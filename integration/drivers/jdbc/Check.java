@@ -266,6 +266,7 @@ public class Check {
         try (Connection c = connect("")) {
             exec(c.createStatement(), "SET statement_timeout = '47s'");
             PreparedStatement ins = c.prepareStatement("INSERT INTO users (id, name) VALUES (?, ?)");
+            List<String> got;
             // One shard per batch: a batch's entries share one Sync, so
             // over several shards it is refused (README, Compatibility).
             for (int side = 0; side < 2; side++) {
@@ -278,6 +279,48 @@ public class Check {
                 expect(n.length == 30, "batch of 30: " + n.length + " results");
                 users += 30;
             }
+            // A batch over both shards without rewriting is one implicit
+            // transaction (one Sync): refused with 0A000 and a hint in
+            // JDBC terms, before any entry takes effect.
+            for (long k : new long[] {s0(2240), s1(2240)}) {
+                ins.setLong(1, k);
+                ins.setString(2, "mixed batch");
+                ins.addBatch();
+            }
+            statements += 2;
+            try {
+                ins.executeBatch();
+                fail("executeBatch over both shards: no error, want 0A000");
+            } catch (java.sql.BatchUpdateException e) {
+                SQLException next = e.getNextException();
+                String msg = next == null ? e.getMessage() : next.getMessage();
+                expect(next != null && "0A000".equals(next.getSQLState()) && msg.contains("reWriteBatchedInserts"),
+                    "executeBatch over both shards: " + (next == null ? e.getSQLState() : next.getSQLState()) + " " + msg);
+            }
+            ins.clearBatch();
+            got = query(c.createStatement(), "SELECT count(*) FROM users WHERE id IN (" + s0(2240) + ", " + s1(2240) + ")");
+            expect(got.equals(list("0")), "rows of the refused batch: " + got);
+            // autosave=always: a SAVEPOINT before every statement of a
+            // transaction, the first one before any shard is chosen; the
+            // transaction runs on s1, and an error there rolls back to
+            // the savepoint only.
+            try (Connection a = connect("&autosave=always")) {
+                a.setAutoCommit(false);
+                PreparedStatement get = a.prepareStatement("SELECT name FROM users WHERE id = ?");
+                get.setLong(1, s1(2200));
+                got = query(get);
+                expect(got.equals(list("batch")), "autosave read on s1: " + got);
+                PreparedStatement upd = a.prepareStatement("UPDATE users SET note = 'autosave' WHERE id = ?");
+                upd.setLong(1, s1(2201));
+                expect(update(upd) == 1, "autosave update on s1");
+                expectError(() -> a.createStatement().executeQuery("SELECT 1/0 FROM users WHERE id = " + s1(2202)), "22012", "autosave error");
+                upd.setLong(1, s1(2203));
+                expect(update(upd) == 1, "autosave update after the error");
+                a.commit();
+                got = query(a.prepareStatement("SELECT count(*) FROM users WHERE note = 'autosave' AND id IN (" + s1(2201) + ", " + s1(2203) + ")"));
+                expect(got.equals(list("2")), "autosave rows: " + got);
+                a.commit();
+            }
             // A batch inside a transaction, rolled back.
             c.setAutoCommit(false);
             for (long i = 2300; i < 2310; i++) {
@@ -288,7 +331,7 @@ public class Check {
             counted(ins::executeBatch);
             c.rollback();
             c.setAutoCommit(true);
-            List<String> got = query(c.createStatement(), "SELECT count(*) FROM users WHERE name IN ('rewritten batch', 'batch', 'rolled back batch') AND id % " + SPLIT + " BETWEEN " + BASE + " AND " + (BASE + 9999));
+            got = query(c.createStatement(), "SELECT count(*) FROM users WHERE name IN ('rewritten batch', 'batch', 'rolled back batch') AND id % " + SPLIT + " BETWEEN " + BASE + " AND " + (BASE + 9999));
             expect(got.equals(list("140")), "batch rows: " + got);
 
             // COPY in (split by key over the shards) and out.

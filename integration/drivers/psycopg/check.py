@@ -178,10 +178,26 @@ def main():
     users += len(rows2)
     got = run(cur, "SELECT count(*) FROM users WHERE id BETWEEN %s AND %s", (s1(2100), s1(2149)))
     expect(got == [(50,)], "execute_values rows on s1: %r" % got)
-    # Not psycopg2.extras.execute_batch: it joins statements into one query
-    # string ("INSERT ...;INSERT ..."), which pgshard refuses with 0A000
-    # when they touch a table of the map, even when all of them are for
-    # one shard (README, Compatibility).
+    # execute_batch joins statements into one query string ("INSERT
+    # ...;INSERT ..."): it runs when all of them are for one shard (one
+    # batch per shard here); a string over both shards is refused with
+    # 0A000 before any of it runs (README, Compatibility).
+    for side_of in (s0, s1):
+        rows3 = [(side_of(i), "joined %d" % side_of(i)) for i in range(2200, 2230)]
+        statements += len(rows3)
+        psycopg2.extras.execute_batch(cur, "INSERT INTO users (id, name) VALUES (%s, %s)", rows3, page_size=10)
+        users += len(rows3)
+        got = run(cur, "SELECT count(*) FROM users WHERE id BETWEEN %s AND %s", (side_of(2200), side_of(2229)))
+        expect(got == [(30,)], "execute_batch rows: %r" % got)
+    try:
+        statements += 2
+        psycopg2.extras.execute_batch(cur, "INSERT INTO users (id, name) VALUES (%s, %s)",
+                                      [(s0(2240), "mixed"), (s1(2240), "mixed")])
+        fail("execute_batch over both shards: no error, want 0A000")
+    except psycopg2.Error as e:
+        expect(e.pgcode == "0A000", "execute_batch over both shards: got %s %s" % (e.pgcode, e))
+    got = run(cur, "SELECT count(*) FROM users WHERE id IN (%s, %s)", (s0(2240), s1(2240)))
+    expect(got == [(0,)], "rows of the refused execute_batch: %r" % got)
     # A multi-row INSERT with RETURNING over both shards: rows come back in
     # VALUES order.
     got = run(cur, "INSERT INTO users (id, name) VALUES (%s, 'r'), (%s, 'r'), (%s, 'r') RETURNING id",
