@@ -83,6 +83,13 @@ func (s *session) attachPlan(ctx context.Context, q router.Query) (*pool.Conn, r
 				return nil, plan, werr
 			}
 			continue
+		case use == useTx:
+			// Inside a transaction over several shards (multitx.go).
+			s.mu.Unlock()
+			if err = s.txScatterAllowed(plan); err == nil {
+				return nil, plan, nil
+			}
+			s.mu.Lock()
 		case plan.Kind == rplan.Utility:
 			err = &rplan.RefusalError{Code: wire.SQLStateFeatureNotSupported,
 				Message: "DDL refused: it runs on every shard (of its tables, or of the map when it names no table of the map), which it cannot inside a transaction, a pipeline or a pinned session",
@@ -177,11 +184,21 @@ func (s *session) attachRouted(ctx context.Context, plan rplan.Plan, q router.Qu
 			fits = (a.shard == plan.Shard || plan.Kind == rplan.Any) && onReplicaOK && !newTxOnSwitching
 		}
 		use, refusal := s.st.canUse(plan.Shard, fits, p)
+		if use == useAttached || use == useSwitch {
+			refusal = s.txStatementRefusal(plan, q.SQL)
+			if refusal != nil {
+				use = useRefused
+			}
+		}
 		be := s.st.conn()
 		switch use {
+		case useSwitch:
+			s.mu.Unlock()
+			return s.switchShard(ctx, plan, q, target)
 		case useAttached:
 			s.unsynced = true
 			s.noteWrite(plan, q.SQL)
+			s.noteTxWrite(plan, q)
 			s.mu.Unlock()
 			return be, nil
 		case useRefused:
@@ -230,6 +247,7 @@ func (s *session) attachRouted(ctx context.Context, plan rplan.Plan, q router.Qu
 		s.mu.Lock()
 		begin := s.st.attach(be, plan.Shard, replica != "", s.noBegin, s.mode == PoolSession)
 		s.noteWrite(plan, q.SQL)
+		s.noteTxWrite(plan, q)
 		s.queue.reset()
 		s.unsynced = true
 		s.dirty = false
@@ -450,7 +468,7 @@ func (s *session) runScatter(ctx context.Context, plan rplan.Plan, sql string) e
 	if err := s.flushClient(); err != nil { // earlier answers first
 		return err
 	}
-	out, err := s.srv.scatter(ctx, s.user, s.db, scatter.Request{
+	out, err := s.scatter(ctx, !plan.ReadOnly, scatter.Request{
 		Shards:        plan.Shards,
 		Replicas:      s.scatterReplicas(plan),
 		SQL:           strings.Clone(sql),
@@ -477,7 +495,7 @@ func (s *session) runScatter(ctx context.Context, plan rplan.Plan, sql string) e
 		}
 		return we // reportError appends it and ReadyForQuery
 	}
-	s.out = wire.AppendReadyForQuery(s.out, 'I')
+	s.out = wire.AppendReadyForQuery(s.out, s.idleStatus())
 	s.srv.metrics.query(time.Since(start))
 	return s.flushClient()
 }

@@ -68,6 +68,9 @@ type Config struct {
 	// condition on a sharded table: "refuse" (default, 0A000) or "allow"
 	// (they run on every shard, each committing on its own).
 	BroadcastWrites string `yaml:"broadcast_writes"`
+	// Transactions says whether a transaction may span shards
+	// (multitx.go).
+	Transactions TransactionsConfig `yaml:"transactions"`
 	// shardMap is ShardMapFile, loaded by Complete.
 	shardMap *shardmap.Map
 	Backend  BackendConfig `yaml:"backend"`
@@ -411,6 +414,9 @@ func (c *Config) Complete() error {
 	if c.BroadcastWrites == "" {
 		c.BroadcastWrites = "refuse"
 	}
+	if c.Transactions.CrossShard == "" {
+		c.Transactions.CrossShard = CrossShardRefuse
+	}
 	c.Reads.complete()
 	c.AuthQuery.complete()
 	if c.MetaLease == 0 {
@@ -502,6 +508,9 @@ func (c *Config) Validate() error {
 	}
 	if c.BroadcastWrites != "refuse" && c.BroadcastWrites != "allow" {
 		errs = append(errs, fmt.Errorf("broadcast_writes: %q is not refuse or allow", c.BroadcastWrites))
+	}
+	if err := c.Transactions.check(); err != nil {
+		errs = append(errs, err)
 	}
 	for i, a := range c.AdminUsers {
 		if !slices.ContainsFunc(c.Users, func(u UserConfig) bool { return u.Name == a }) {

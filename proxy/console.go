@@ -261,7 +261,7 @@ func (s *Server) configRows() [][]string {
 	return append([][]string{
 		{"listen", c.Listen}, {"pool_mode", string(c.PoolMode)}, {"pool.size", itoa(c.Pool.Size)},
 		{"pool.wait_timeout", c.Pool.WaitTimeout.D().String()}, {"limits.max_client_conn", itoa(c.Limits.MaxClientConn)},
-		{"default_shard", c.DefaultShard}, {"broadcast_writes", c.BroadcastWrites},
+		{"default_shard", c.DefaultShard}, {"broadcast_writes", c.BroadcastWrites}, {"transactions.cross_shard", c.Transactions.CrossShard},
 		{"reads.read_from", c.Reads.ReadFrom}, {"reads.consistency", c.Reads.Consistency},
 		{"reads.max_lag_bytes", strconv.FormatInt(c.Reads.MaxLagBytes, 10)}, {"reads.max_lag", c.Reads.MaxLag.D().String()},
 		{"buffer.window", c.Buffer.Window.D().String()}, {"buffer.max_queued", itoa(c.Buffer.MaxQueued)},

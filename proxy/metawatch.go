@@ -31,6 +31,7 @@ type MetaSource interface {
 // reconnects by itself. When ctx ends after the proxy has shut down, a
 // source that can (DeregisterProxy) is told the proxy is gone.
 func (s *Server) FollowMeta(ctx context.Context, src MetaSource, id string, interval time.Duration) {
+	s.tpc.setProxyID(id) // two-phase commit names the proxy as meta knows it
 	addr := ""
 	if s.ln != nil {
 		addr = s.Addr().String()

@@ -36,6 +36,9 @@ func (s *session) sendPending(ctx context.Context, typ byte, frame []byte) error
 			return err
 		}
 	}
+	if q.Bind != nil && s.holdInTx() {
+		return s.sendPendingInTx(ctx, q, pending)
+	}
 	if be := s.betweenRequests(); be != nil {
 		stays := q.Bind == nil || s.bindStays(q)
 		// (Unless the backend went back to the pool meanwhile: then

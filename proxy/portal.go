@@ -41,6 +41,10 @@ type scatterPortal struct {
 	// session.localTx) instead of running it on shards.
 	txSQL  string
 	txInfo router.Info
+	// txMulti marks a COMMIT (txCommit) or ROLLBACK of a transaction
+	// over several shards (multitx.go); inTx a statement over several
+	// shards that runs in the session's transaction.
+	txMulti, txCommit, inTx bool
 	// cached is the encoded result of a portal the cache answers
 	// (cache_session.go), and cacheOff how much of it was sent.
 	cached    []byte
@@ -232,6 +236,9 @@ func (s *session) bindScatter(ctx context.Context, portal, name string, plan rpl
 			formats:   shardFormats,
 		},
 	}
+	s.mu.Lock()
+	s.portal.inTx = s.st.inTxOverShards()
+	s.mu.Unlock()
 	s.out = append(s.out, '2', 0, 0, 0, 4)
 	return nil
 }
@@ -239,7 +246,7 @@ func (s *session) bindScatter(ctx context.Context, portal, name string, plan rpl
 // scatterPortalFor returns the portal over several shards the client
 // calls name, if it is one and no backend is attached.
 func (s *session) scatterPortalFor(name string) *scatterPortal {
-	if s.portal == nil || s.portal.name != name || s.attached() != nil {
+	if s.portal == nil || s.portal.name != name || s.attached() != nil && !s.portal.txMulti && !s.portal.inTx {
 		return nil
 	}
 	return s.portal
@@ -269,7 +276,14 @@ func (s *session) handleExecute(ctx context.Context, frame []byte) error {
 		return nil
 	}
 	if p.txSQL != "" {
-		if !p.done {
+		if !p.done && p.txMulti {
+			p.done = true
+			tag, err := s.endMultiTx(ctx, p.txCommit)
+			if err != nil {
+				return err
+			}
+			s.out = wire.AppendString(s.out, 'C', tag)
+		} else if !p.done {
 			p.done = true
 			tag, werr := s.applyDeferredTx(ctx, p.txInfo, p.txSQL)
 			if werr != nil {
@@ -399,7 +413,7 @@ func (s *session) runPortal(ctx context.Context, p *scatterPortal, noDesc, strea
 	if stream {
 		req.Flush = func(b []byte) error { _, err := s.conn.Write(b); return err }
 	}
-	out, err := s.srv.scatter(ctx, s.user, s.db, req)
+	out, err := s.scatter(ctx, !p.plan.ReadOnly, req)
 	if err != nil {
 		var we *wire.Error
 		if !errors.As(err, &we) {

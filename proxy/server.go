@@ -16,6 +16,7 @@ import (
 
 	"github.com/pgshard/pgshard/proxy/pool"
 	"github.com/pgshard/pgshard/replication/health"
+	"github.com/pgshard/pgshard/replication/twophase"
 	"github.com/pgshard/pgshard/router"
 	"github.com/pgshard/pgshard/router/plan"
 	"github.com/pgshard/pgshard/wire"
@@ -44,6 +45,8 @@ type runtime struct {
 	// deferParse holds Parse messages until Bind: the router routes by
 	// parameter values.
 	deferParse bool
+	// twoPhase lets transactions span shards (multitx.go).
+	twoPhase bool
 }
 
 // Server is a running proxy.
@@ -81,6 +84,8 @@ type Server struct {
 	startupOK startupChecked               // startup parameters known to apply (startupcheck.go)
 
 	ops opsState // console commands, rate limits, auth_query (console_ops.go)
+
+	tpc twoPhaseState // transactions over several shards (multitx.go)
 
 	cache   *serverCache // the hot-row cache, nil when off (cache.go)
 	cacheOn atomic.Bool  // the cache is on and the map has cacheable tables
@@ -122,6 +127,9 @@ func NewServer(cfg *Config) (*Server, error) {
 	s.ops.limits = newRateLimiter(s.metrics.reg)
 	s.ops.limits.observe(cfg.RateLimits)
 	s.metrics.registerPools(s)
+	if s.tpc.metrics, err = twophase.NewMetrics(s.metrics.reg); err != nil {
+		return nil, err
+	}
 	s.metrics.registerMetaState(s)
 	s.metrics.mapEpoch.Set(float64(s.MapEpoch()))
 	if err := s.initCache(cfg); err != nil {
@@ -140,8 +148,9 @@ func (s *Server) newRuntime(cfg *Config) (*runtime, error) {
 		return nil, errors.New("no shards: the configuration has no shards and no shard map")
 	}
 	rt := &runtime{
-		cfg:   cfg,
-		users: make(map[string]*userState),
+		cfg:      cfg,
+		users:    make(map[string]*userState),
+		twoPhase: cfg.Transactions.CrossShard == CrossShardTwoPhase,
 	}
 	switch {
 	case cfg.shardMap != nil:

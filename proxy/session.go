@@ -385,6 +385,9 @@ func (s *session) handleSync(ctx context.Context, frame []byte) error {
 		}
 	}
 	s.st.synced()
+	if err := s.flushBeforeSync(); err != nil {
+		return err
+	}
 	be := s.claim()
 	if be == nil {
 		s.stmts.ran = nil
@@ -411,6 +414,9 @@ func (s *session) handleQuery(ctx context.Context, frame []byte) error {
 		return nil // answered from the cache
 	}
 	if err := s.settleBeforeBegin(ctx, sql); err != nil {
+		return err
+	}
+	if done, err := s.endTxOverShards(ctx, sql); done || err != nil {
 		return err
 	}
 	info := router.Classify(sql)

@@ -12,9 +12,13 @@ import (
 // of attachments, one per shard it uses: a server connection with the
 // transaction state the session has there. Which statements may use
 // which shard, and when the session must stay where it is, is decided by
-// the rules below (canUse, canScatter), not by the data structure: today
-// a transaction, a pipeline and a pinned session stay on one shard, so
-// the set holds at most one attachment.
+// the rules below (canUse, canScatter), not by the data structure: a
+// pipeline and a pinned session stay on one shard; a transaction stays on
+// one shard too, unless transactions.cross_shard is two_phase: then it
+// opens a transaction on every shard it touches (multitx.go). The first
+// attachment is the current one, whose answers the relay passes on; the
+// others are parked, idle in the client's transaction, without a
+// handler.
 //
 // The fields of sessionState are read anywhere (callers hold session.mu,
 // except where a field says otherwise) but changed only by the methods in
@@ -62,6 +66,11 @@ type attachment struct {
 	// describe statements): its ReadyForQuery must show the client's
 	// transaction status, and statements must not run on it.
 	outsideTx bool
+	// wrote says a statement that may write ran in the transaction here
+	// (a transaction over several shards commits it with two-phase
+	// commit); lost that its protocol state is unknown: it is closed when
+	// the transaction ends.
+	wrote, lost bool
 }
 
 // inTx reports whether the server runs a transaction of the session.
@@ -86,7 +95,7 @@ type lifeObserver interface {
 // of the client's batch, and COPY progress.
 type sessionState struct {
 	life state
-	atts []attachment  // at most one today (see canUse)
+	atts []attachment  // the current one first; more only in a transaction over several shards
 	one  [1]attachment // atts' storage while it holds one
 	// deferredBegin is a BEGIN the proxy acknowledged itself and sends to
 	// the shard of the transaction's first statement ("" when none);
@@ -94,6 +103,18 @@ type sessionState struct {
 	// shard: it ends with ROLLBACK (or COMMIT, answered ROLLBACK).
 	deferredBegin  string
 	deferredFailed bool
+	// txBegin is the BEGIN the transaction started with on its first
+	// shard, sent to every further shard it touches ("" outside one, or
+	// when it was not deferred); crossShard says transactions may span
+	// shards (transactions.cross_shard: two_phase); savepoint that the
+	// transaction set a savepoint, which stays on one shard.
+	txBegin    string
+	crossShard bool
+	savepoint  bool
+	// txAborted says the proxy reported an error in the transaction over
+	// several shards (a statement over several shards that failed): it
+	// has failed, as on PostgreSQL.
+	txAborted bool
 	// replay are the SAVEPOINTs and SET LOCALs of the deferred
 	// transaction the proxy answered, oldest first, sent after its BEGIN
 	// (deferredSavepoint, deferredSetLocal).
@@ -174,6 +195,13 @@ func (st *sessionState) attach(conn *pool.Conn, shard string, replica, noBegin, 
 // recreate the transaction's savepoints and SET LOCALs there, to send
 // after the BEGIN ("" when none).
 func (st *sessionState) beginSent() (replay string) {
+	if st.deferredBegin != "" {
+		st.txBegin = st.deferredBegin
+	}
+	if len(st.replay) > 0 && st.crossShard {
+		// Its savepoints and SET LOCALs exist on this shard only.
+		st.savepoint = true
+	}
 	st.deferredBegin = ""
 	var b strings.Builder
 	for i, r := range st.replay {
@@ -258,8 +286,11 @@ func (st *sessionState) detach(conn *pool.Conn) bool {
 			copy(st.atts[i:], st.atts[i+1:])
 			st.atts[last] = attachment{} // keep no pointer to the connection
 			st.atts = st.atts[:last]
-			if len(st.atts) == 0 && st.life != stateClosed {
-				st.setLife(stateIdle)
+			if len(st.atts) == 0 {
+				st.txBegin, st.savepoint, st.txAborted = "", false, false
+				if st.life != stateClosed {
+					st.setLife(stateIdle)
+				}
 			}
 			return true
 		}
@@ -323,6 +354,10 @@ func (st *sessionState) endDeferred(commit bool) string {
 // failDeferred records an error the proxy reported itself: a deferred
 // transaction fails. It returns the transaction status to show.
 func (st *sessionState) failDeferred() byte {
+	if st.deferredBegin == "" && st.crossShard && st.txBegin != "" && len(st.atts) > 0 {
+		st.txAborted = true
+		return 'E'
+	}
 	if st.deferredBegin == "" {
 		return 'I'
 	}
@@ -364,6 +399,11 @@ func (st *sessionState) inCopy(p pipeline) bool {
 // yet ('T', or 'E' failed), or idle.
 func (st *sessionState) clientStatus() byte {
 	switch {
+	case st.deferredBegin == "" && st.crossShard && st.txBegin != "" && len(st.atts) > 0:
+		if st.txFailed() {
+			return 'E'
+		}
+		return 'T'
 	case st.deferredBegin == "":
 		return 'I'
 	case st.deferredFailed:
@@ -377,6 +417,9 @@ func (st *sessionState) clientStatus() byte {
 // sent now: on an attachment outside the client's transaction the status
 // of that transaction; otherwise 0, the server's own.
 func (st *sessionState) syncOverride() byte {
+	if st.txAborted && st.cur() != nil {
+		return 'E' // failed by the proxy; the server does not know yet
+	}
 	if a := st.cur(); a == nil || !a.outsideTx {
 		return 0
 	}
@@ -444,6 +487,8 @@ const (
 	useNew                 // lend a connection of the shard and attach it
 	useWait                // wait for the attachment's earlier requests, then decide again
 	useRefused             // refused: the session must stay where it is
+	useSwitch              // park the current attachment; run on shard's (attached now if new) in the transaction
+	useTx                  // over several shards: on the session's attachments, in its transaction
 )
 
 // canUse is the rule for a statement for shard. fits says the current
@@ -451,19 +496,29 @@ const (
 // Without an attachment a connection of shard is lent, unless the
 // transaction the proxy acknowledged has failed (25P02). A session that
 // must stay on its attachment (bound) refuses another shard with 0A000;
-// otherwise it waits for its earlier requests and switches. Running a
-// transaction on several shards changes this rule.
+// otherwise it waits for its earlier requests and switches. With
+// cross-shard transactions, a transaction whose requests are all answered
+// switches to shard (useSwitch) instead, unless it has failed (25P02) or
+// set a savepoint (0A000).
 func (st *sessionState) canUse(shard string, fits bool, p pipeline) (use, *wire.Error) {
 	a := st.cur()
 	switch {
 	case a == nil && st.deferredFailed:
-		return useRefused, wire.Errorf(wire.SQLStateInFailedTransaction, "current transaction is aborted, commands ignored until end of transaction block")
+		return useRefused, errTxAborted()
 	case a == nil:
 		return useNew, nil
+	case st.txAborted:
+		return useRefused, errTxAborted()
 	case fits:
 		return useAttached, nil
 	case !st.bound(p):
 		return useWait, nil
+	case st.spansShards(p) && st.txFailed():
+		return useRefused, errTxAborted()
+	case st.spansShards(p) && st.savepoint && st.byShard(shard) == nil:
+		return useRefused, errSavepointOverShards()
+	case st.spansShards(p):
+		return useSwitch, nil
 	case a.shard == shard:
 		return useRefused, replicaPipelineError(shard)
 	}
@@ -480,8 +535,115 @@ func (st *sessionState) canScatter(p pipeline) use {
 		return useNew
 	case st.betweenRequests(p):
 		return useWait
+	case st.crossShard && !st.deferredFailed && !st.savepoint && len(st.replay) == 0 && (st.cur() == nil || st.spansShards(p) && !st.txFailed()):
+		return useTx
 	}
 	return useRefused
+}
+
+// spansShards reports whether the session's transaction may take its
+// next statement to another shard: cross-shard transactions are on, the
+// transaction started with a deferred BEGIN (sent to each shard), every
+// request is answered, and the session is not pinned.
+func (st *sessionState) spansShards(p pipeline) bool {
+	a := st.cur()
+	return st.crossShard && a != nil && st.txBegin != "" && !a.outsideTx && a.inTx() &&
+		!p.unsynced && p.syncs == 0 && st.life != statePinned
+}
+
+// txFailed reports whether the transaction failed on one of its shards.
+func (st *sessionState) txFailed() bool {
+	if st.txAborted {
+		return true
+	}
+	for i := range st.atts {
+		if st.atts[i].txStatus == 'E' {
+			return true
+		}
+	}
+	return false
+}
+
+// byShard returns the attachment of shard, or nil.
+func (st *sessionState) byShard(shard string) *attachment {
+	for i := range st.atts {
+		if st.atts[i].shard == shard {
+			return &st.atts[i]
+		}
+	}
+	return nil
+}
+
+// switchTo makes shard's attachment the current one, parking the one
+// before it, and returns it (nil when the session has none of shard).
+func (st *sessionState) switchTo(shard string) *attachment {
+	for i := range st.atts {
+		if st.atts[i].shard == shard {
+			st.atts[0], st.atts[i] = st.atts[i], st.atts[0]
+			return &st.atts[0]
+		}
+	}
+	return nil
+}
+
+// attachMore adds a freshly lent connection of shard to the transaction
+// as the current attachment (parking the one before it) and returns the
+// BEGIN to open the transaction there with.
+func (st *sessionState) attachMore(conn *pool.Conn, shard string, replica bool) (begin string) {
+	st.atts = append(st.atts, attachment{conn: conn, shard: shard, replica: replica, readOnlyTx: replica, txStatus: 'I'})
+	last := len(st.atts) - 1
+	st.atts[0], st.atts[last] = st.atts[last], st.atts[0]
+	return st.txBegin
+}
+
+// inTxOverShards reports whether a statement over several shards runs in
+// the session's transaction (canScatter's useTx): cross-shard
+// transactions are on and the session is in a transaction, deferred or
+// opened with a deferred BEGIN.
+func (st *sessionState) inTxOverShards() bool {
+	return st.crossShard && (st.deferredBegin != "" && len(st.atts) == 0 || st.txBegin != "" && len(st.atts) > 0)
+}
+
+// attachParked adds conn, idle in the transaction on shard, as a parked
+// attachment (the current one when it is the first).
+func (st *sessionState) attachParked(conn *pool.Conn, shard string) {
+	if st.atts == nil {
+		st.atts = st.one[:0]
+	}
+	st.atts = append(st.atts, attachment{conn: conn, shard: shard, txStatus: 'T'})
+	if st.life == stateIdle {
+		st.setLife(stateActive)
+	}
+}
+
+// endAll ends the transaction over several shards: the attachments are
+// the caller's to give back, and the session is idle.
+func (st *sessionState) endAll() []attachment {
+	atts := append([]attachment(nil), st.atts...)
+	for i := range st.atts {
+		st.atts[i] = attachment{}
+	}
+	st.atts = st.atts[:0]
+	st.txBegin, st.savepoint, st.txAborted = "", false, false
+	st.deferredBegin, st.deferredFailed = "", false
+	if st.life != stateClosed {
+		st.setLife(stateIdle)
+	}
+	return atts
+}
+
+// errTxAborted is PostgreSQL's refusal of a statement in a failed
+// transaction.
+func errTxAborted() *wire.Error {
+	return wire.Errorf(wire.SQLStateInFailedTransaction, "current transaction is aborted, commands ignored until end of transaction block")
+}
+
+// errSavepointOverShards refuses a savepoint in a transaction over
+// several shards.
+func errSavepointOverShards() *wire.Error {
+	return &wire.Error{Code: wire.SQLStateFeatureNotSupported,
+		Message: "savepoints are not supported in a transaction over several shards (a savepoint or SET LOCAL keeps a transaction on its shard)",
+		Hint:    "Use savepoints and SET LOCAL in transactions that stay on one shard, or drop them."}
 }
 
 // crossShardError is the refusal of a statement for shard to while the
@@ -491,6 +653,9 @@ func (st *sessionState) crossShardError(from, to string, p pipeline) *wire.Error
 	hint := "Keep each transaction on one shard (one sharding key), or end the transaction first."
 	a := st.cur()
 	switch {
+	case st.crossShard && a.inTx() && p.unsynced && st.life != statePinned:
+		why = fmt.Sprintf("this transaction's pipeline runs on shard %q; the statement targets shard %q", from, to)
+		hint = "Send a Sync (end the batch) before a statement for another shard."
 	case st.life == statePinned && !a.inTx() && p.syncs == 0 && !p.unsynced:
 		why = fmt.Sprintf("this session is pinned to shard %q (session pooling or session state); the statement targets shard %q", from, to)
 		hint = "Use a separate connection for the other shard."

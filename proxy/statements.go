@@ -99,6 +99,21 @@ func (s *session) handleParse(ctx context.Context, frame []byte) error {
 			return err
 		}
 	}
+	if _, ok := s.multiTxEnd(sql); ok {
+		// COMMIT or ROLLBACK of a transaction over several shards: the
+		// proxy runs it (multitx.go).
+		if err := s.quiesce(ctx); err != nil {
+			return err
+		}
+		s.parseLocal(frame)
+		return nil
+	}
+	if s.holdInTx() {
+		// In a transaction over several shards: held until the Bind
+		// names the shard (multitx.go).
+		s.pending = append(s.pending, bytes.Clone(frame))
+		return nil
+	}
 	be := s.claimRequest()
 	if be == nil && s.srv.runtime().deferParse {
 		// The shard is known only at Bind (parameters): hold the Parse.
@@ -351,6 +366,14 @@ func (s *session) handleBind(ctx context.Context, frame []byte) error {
 	if err := s.settleBeforeBegin(ctx, s.stmtSQL(name)); err != nil {
 		return err
 	}
+	if commit, ok := s.multiTxEnd(s.stmtSQL(name)); ok {
+		if err := s.quiesce(ctx); err != nil {
+			return err
+		}
+		s.portal = &scatterPortal{name: portal, txSQL: strings.Clone(s.stmtSQL(name)), txMulti: true, txCommit: commit}
+		s.out = append(s.out, '2', 0, 0, 0, 4)
+		return nil
+	}
 	if info, ok := s.localTx(s.stmtSQL(name)); ok {
 		s.portal = &scatterPortal{name: portal, txInfo: info, txSQL: strings.Clone(s.stmtSQL(name))}
 		s.out = append(s.out, '2', 0, 0, 0, 4)
@@ -411,6 +434,10 @@ func (s *session) handleDescribe(ctx context.Context, frame []byte) error {
 		return s.forwardAny(ctx, frame)
 	}
 	name := string(d.Name)
+	if s.holdInTx() {
+		s.pending = append(s.pending, bytes.Clone(frame))
+		return nil
+	}
 	be := s.claimRequest()
 	if be == nil && s.srv.runtime().deferParse {
 		// Held with the Parse: a Bind may follow and name the shard.

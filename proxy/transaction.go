@@ -104,6 +104,7 @@ func (s *session) applyDeferredTx(ctx context.Context, info router.Info, sql str
 	defer s.mu.Unlock()
 	if info.Has(router.ClassBegin) {
 		s.st.openDeferred(strings.Clone(sql))
+		s.st.crossShard = s.srv.runtime().twoPhase
 		s.txRouter = s.srv.router() // the transaction's map
 		return "BEGIN", nil
 	}

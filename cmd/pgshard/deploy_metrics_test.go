@@ -25,6 +25,8 @@ import (
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/integration/testproxy"
 	"github.com/pgshard/pgshard/internal/pgcluster"
+	"github.com/pgshard/pgshard/proxy"
+	"github.com/pgshard/pgshard/replication/twophase"
 	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/shardmap/metarpc"
 )
@@ -76,7 +78,7 @@ func TestDeployDashboardMetrics(t *testing.T) {
 distributions:
   - {name: users, key_type: bigint, strategy: range, default_shard: s0, intervals: [{lo: -inf, hi: +inf, shard: s0}]}
 tables:
-  - {name: public.users, distribution: users, key: id}
+  - {name: public.users, distribution: users, key: id, cache: {enabled: true}}
 `, primary.Addr(), replica.Addr())
 	runCtl(t, nil, "map", "apply", "-f", ctlWriteFile(t, "map.yaml", mapYAML), "--meta", apiAddr, "--token", token).want(t, exitOK)
 
@@ -90,6 +92,7 @@ tables:
 	if err := cfg.UseShardMap(m); err != nil {
 		t.Fatal(err)
 	}
+	cfg.Cache = proxy.CacheConfig{Enabled: true}
 	p := testproxy.Start(t, cfg)
 	client, err := metarpc.NewClient([]string{apiAddr}, metarpc.ClientOptions{Token: token, Insecure: true})
 	if err != nil {
@@ -144,14 +147,45 @@ tables:
 		return p.Server.MapEpoch() > 1, nil
 	})
 
+	// A cached read (its shard's invalidation stream up), and a prepared
+	// transaction whose coordinator is gone, which two-phase recovery on
+	// the meta leader rolls back. (The switchover ended the pinned session.)
+	conn2, err := pgx.Connect(ctx, p.DSN(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn2.Close(context.WithoutCancel(ctx))
+	pollUntil(ctx, t, "a read answered by the row cache", func() (bool, error) {
+		var name string
+		if err := conn2.QueryRow(ctx, "SELECT name FROM users WHERE id = 2").Scan(&name); err != nil {
+			return false, err
+		}
+		page, err := getText(ctx, "http://"+adminLn.Addr().String()+"/metrics")
+		return strings.Contains(page, `pgshard_cache_stream_up{shard="s0"} 1`) &&
+			!strings.Contains(page, `pgshard_cache_lookups_total{reason="",result="hit"} 0`), err
+	})
+	gid, err := twophase.NewGID("gone-proxy", "s0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := replica.Exec(ctx, "BEGIN; INSERT INTO users (id, name) VALUES (1000, 'orphan'); PREPARE TRANSACTION '"+string(gid)+"'"); err != nil {
+		t.Fatalf("prepare on the new primary: %v", err)
+	}
+	pollUntil(ctx, t, "two-phase recovery rolling back the orphaned prepared transaction", func() (bool, error) {
+		n, err := replica.QueryValue(ctx, "SELECT count(*) FROM pg_prepared_xacts WHERE gid = '"+string(gid)+"'")
+		return err == nil && n == "0", err
+	})
+
 	proxyMetrics := scrape(ctx, t, "http://"+adminLn.Addr().String()+"/metrics", "")
 	metaMetrics := scrape(ctx, t, "http://"+metricsAddr+"/metrics", token)
-	for _, want := range []string{"pgshard_errors_total", "pgshard_pinned_sessions_total", "pgshard_replica_lag_bytes", "pgshard_map_epoch"} {
+	for _, want := range []string{"pgshard_errors_total", "pgshard_pinned_sessions_total", "pgshard_replica_lag_bytes", "pgshard_map_epoch",
+		"pgshard_cache_lookups_total", "pgshard_cache_stream_up", "pgshard_cache_staleness_seconds_bucket"} {
 		if _, ok := proxyMetrics[want]; !ok {
 			t.Errorf("the proxy's /metrics lacks %s after traffic", want)
 		}
 	}
-	for _, want := range []string{"pgshard_failover_switches_total", "pgshard_meta_map_epoch", "pgshard_endpoint_up"} {
+	for _, want := range []string{"pgshard_failover_switches_total", "pgshard_meta_map_epoch", "pgshard_endpoint_up",
+		"pgshard_twophase_recovery_actions_total", "pgshard_twophase_in_doubt", "pgshard_twophase_problem_shards"} {
 		if _, ok := metaMetrics[want]; !ok {
 			t.Errorf("the meta member's /metrics lacks %s after a switchover", want)
 		}
@@ -229,6 +263,21 @@ func scrape(ctx context.Context, t *testing.T, url, token string) metricSet {
 		return len(set) > 0, nil
 	})
 	return set
+}
+
+// getText fetches url's body.
+func getText(ctx context.Context, url string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
 }
 
 // sampleLine is a sample of the text exposition format: name, labels.

@@ -67,6 +67,20 @@ type Backends interface {
 	Acquire(ctx context.Context, p *pool.Pool) (*pool.Conn, error)
 }
 
+// TxBackends is Backends for a statement inside a session's transaction
+// over several shards: the statement runs on the session's server
+// connections in that transaction, not on connections of the pools.
+type TxBackends interface {
+	Backends
+	// Held returns the session's connection of shard, idle in its
+	// transaction (opened there if it had none), with no handler.
+	Held(ctx context.Context, shard string) (*pool.Conn, error)
+	// Return gives a held connection back to the session, with the
+	// transaction status it ended in; ok false means its protocol state
+	// is unknown (the session must not use it again).
+	Return(shard string, be *pool.Conn, status byte, ok bool)
+}
+
 // Request is one statement to run on several shards at once.
 type Request struct {
 	// Shards are the target shards; rows are concatenated (and ties of a
@@ -326,6 +340,9 @@ func scatterStart(ctx context.Context, b Backends, req *Request, run *scatterRun
 			return err
 		}
 	}
+	if tb, ok := b.(TxBackends); ok {
+		return scatterStartHeld(ctx, tb, req, run, i, query)
+	}
 	replica := req.Replicas[name]
 	p, err := b.Pool(ctx, name, replica)
 	if err != nil {
@@ -379,6 +396,31 @@ func scatterStart(ctx context.Context, b Backends, req *Request, run *scatterRun
 		}
 		return nil
 	}
+}
+
+// scatterStartHeld is scatterStart on the session's connection of shard i
+// in its transaction (TxBackends).
+func scatterStartHeld(ctx context.Context, tb TxBackends, req *Request, run *scatterRun, i int, query []byte) error {
+	name := req.Shards[i]
+	be, err := tb.Held(ctx, name)
+	if err != nil {
+		return ShardError(name, err)
+	}
+	h := newScatterShard(run, name, be)
+	h.held = tb
+	h.copyOK = req.CopyOut
+	if err := be.SetHandler(h); err != nil {
+		tb.Return(name, be, 'E', false)
+		return ShardError(name, err)
+	}
+	run.shards[i] = h
+	be.UnnamedGen++
+	if _, err := be.NetConn.Write(query); err != nil {
+		h.markBad()
+		return &wire.Error{Code: wire.SQLStateConnectionFailure,
+			Message: fmt.Sprintf("shard %s: could not send the query: %v", name, err), Err: err}
+	}
+	return nil
 }
 
 // ShardError reports a failure to prepare a backend of a shard.

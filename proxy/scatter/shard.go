@@ -41,6 +41,9 @@ type scatterShard struct {
 	gotDesc bool
 	ended   bool // the end event was produced
 	atomic  bool // the statement runs in a transaction the proxy opened
+	// held is set when the statement runs on a session's connection in
+	// its transaction (TxBackends): it goes back there.
+	held    TxBackends
 	copyOK  bool // the statement is a COPY TO STDOUT the proxy concatenates
 	begun   bool // atomic: that BEGIN has been answered
 	copyOut bool // in a refused COPY TO STDOUT
@@ -226,8 +229,8 @@ func (h *scatterShard) Frame(c *pool.Conn, typ byte, frame []byte) bool {
 		}
 		h.finished = true
 		h.status = status
-		h.ok = (status == 'I' || h.atomic) && !h.bad && !h.canceled
-		if (status == 'T' || status == 'E') && !h.atomic {
+		h.ok = (status == 'I' || h.atomic || h.held != nil) && !h.bad && !h.canceled
+		if (status == 'T' || status == 'E') && !h.atomic && h.held == nil {
 			if h.extra == nil {
 				h.extra = &wire.Error{Code: wire.SQLStateFeatureNotSupported,
 					Message: "shard " + h.name + ": a statement on several shards cannot open a transaction",
@@ -291,8 +294,11 @@ func (h *scatterShard) giveBack() error {
 	if h.canceled {
 		extra = nil // whatever happened after the cancel is moot
 	}
+	status := h.status
 	h.mu.Unlock()
-	if ok {
+	if h.held != nil {
+		h.held.Return(h.name, h.conn, status, ok)
+	} else if ok {
 		h.conn.Pool().Release(h.conn)
 	} else {
 		h.conn.Pool().Discard(h.conn)
