@@ -45,6 +45,9 @@ func (s *session) attachPlan(ctx context.Context, q router.Query) (*pool.Conn, r
 		// position from the catalog, then route again.
 		plan, err = s.routeWithKeyPosition(ctx, q, plan, err)
 	}
+	if err == nil && (plan.Moving != "" || s.txRouter != nil && s.srv.anyMoving()) {
+		plan, err = s.holdMoving(ctx, q, plan)
+	}
 	if err == nil && plan.Hint != nil {
 		s.setHint(*plan.Hint)
 	}

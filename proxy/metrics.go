@@ -24,6 +24,7 @@ type metrics struct {
 	buffered     prometheus.Counter
 	bufferWait   prometheus.Histogram
 	abortedConns prometheus.Counter
+	hold         *holdMetrics
 }
 
 func newMetrics() *metrics {
@@ -68,6 +69,7 @@ func newMetrics() *metrics {
 	})
 	m.reg.MustRegister(m.clients, states, m.queries, m.transactions, m.latency, m.errors, m.pins, m.mapEpoch, m.buffered, m.bufferWait, m.abortedConns,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.hold = newHoldMetrics(m.reg)
 	return m
 }
 

@@ -127,6 +127,9 @@ func (s *session) bindStays(q router.Query) bool {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if plan.Moving != "" && !s.openOnServer() {
+		return false // attach holds it (hold.go)
+	}
 	a := s.st.cur()
 	switch {
 	case plan.Kind == rplan.Any:

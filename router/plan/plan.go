@@ -268,6 +268,13 @@ type Plan struct {
 	NeedKeyPosition string
 	// NeedKeyColumn is that table's sharding key column.
 	NeedKeyColumn string
+	// Moving is set only while the map has a moving-interval marker
+	// (shardmap.Moving, step hold) on the statement's distribution
+	// MovingDist: the ID of the marker whose interval holds a key of the
+	// statement, or whose From shard a write without a key (a scatter
+	// UPDATE or DELETE, a COPY FROM) reaches. The proxy holds such a
+	// statement unless it runs in a transaction already open on a server.
+	Moving, MovingDist string
 	// RowKey, on a Single plan of a statement on a table the map marks
 	// cacheable (shardmap.TableCache) that names one key value, is that
 	// value as PostgreSQL prints it (the rows the proxy's cache keys by

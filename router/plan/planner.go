@@ -164,6 +164,13 @@ func (p *Planner) RouteHint(sql string, hint Hint, params [][]byte, paramFormats
 		return Plan{}, t.parseErr
 	}
 	plan := st.execute(t, &in, hint)
+	if t.dist != nil && len(t.dist.Moving) > 0 {
+		h := hint
+		if n.hint != "" {
+			h = parseHintComment(n.hint)
+		}
+		st.markMoving(&plan, t, &in, h)
+	}
 	plan.Explain = t.explain
 	if t.creates != nil {
 		plan = t.creates.check(plan)

@@ -1,0 +1,278 @@
+package metacluster_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgshard/pgshard/integration"
+	"github.com/pgshard/pgshard/integration/metacluster"
+	"github.com/pgshard/pgshard/integration/testproxy"
+	"github.com/pgshard/pgshard/internal/pgcluster"
+	"github.com/pgshard/pgshard/shardmap"
+	"github.com/pgshard/pgshard/wire"
+)
+
+// ledgerWriter inserts, updates and deletes its own keys through one
+// proxy, one autocommit statement at a time, and keeps a ledger of the
+// writes the proxy acknowledged: key → value, absent when deleted.
+type ledgerWriter struct {
+	name   string
+	keys   []int64
+	conn   *pgx.Conn
+	ledger map[int64]string
+	writes int
+	maxGap time.Duration
+	// retryable counts errors the documented retryable SQLSTATEs of a
+	// cutover gave (08006: held past buffer.window, did not run; PS001:
+	// reached the fenced source, did not run); err is any other.
+	retryable map[string]int
+	err       error
+}
+
+// run writes until stop is set (checked between statements, so that
+// every statement's outcome is known), or ctx ends.
+func (w *ledgerWriter) run(ctx context.Context, stop *atomic.Bool) {
+	last := time.Now()
+	for n := 0; !stop.Load() && ctx.Err() == nil; n++ {
+		k := w.keys[n%len(w.keys)]
+		v, present := w.ledger[k]
+		nv := fmt.Sprintf("%s-%d", w.name, n)
+		var sql string
+		var args []any
+		switch {
+		case !present:
+			sql, args = `INSERT INTO kv (id, v) VALUES ($1, $2)`, []any{k, nv}
+		case n%3 == 0:
+			sql, args = `DELETE FROM kv WHERE id = $1 AND v = $2`, []any{k, v}
+		default:
+			sql, args = `UPDATE kv SET v = $2 WHERE id = $1 AND v = $3`, []any{k, nv, v}
+		}
+		tag, err := w.conn.Exec(ctx, sql, args...)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			var pe *pgconn.PgError
+			if errors.As(err, &pe) && (pe.Code == wire.SQLStateConnectionFailure || pe.Code == wire.SQLStateIntervalFenced) {
+				w.retryable[pe.Code]++
+				continue
+			}
+			w.err = fmt.Errorf("%s: %s %v: %w", w.name, sql, args, err)
+			return
+		}
+		if tag.RowsAffected() != 1 {
+			w.err = fmt.Errorf("%s: %s %v affected %d rows: the ledger and the servers disagree", w.name, sql, args, tag.RowsAffected())
+			return
+		}
+		switch {
+		case !present:
+			w.ledger[k] = nv
+		case n%3 == 0:
+			delete(w.ledger, k)
+		default:
+			w.ledger[k] = nv
+		}
+		now := time.Now()
+		w.maxGap = max(w.maxGap, now.Sub(last))
+		last = now
+		w.writes++
+	}
+}
+
+// TestReshardUnderLoad moves kv [400, 600) from s0 to a shard added with
+// `pgshard shards add`, with `reshard move --cutover auto`, while writers
+// insert, update and delete through two proxies following the meta member
+// — keys inside the interval and outside it (on s0 and on s1) — keeping
+// a ledger of acknowledged writes. Afterwards the target's rows of the
+// interval equal the ledger, the source's rows outside it too; the only
+// errors are the documented retryable ones; the longest gap between
+// acknowledged writes is under 1 s inside the interval and under 200 ms
+// outside it.
+func TestReshardUnderLoad(t *testing.T) {
+	pg := integration.NewCluster(t, integration.Shards(3))
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	s0, s1, s2 := pg.Shards[0], pg.Shards[1], pg.Shards[2]
+	for _, s := range []*pgcluster.Server{s0, s1} {
+		if err := s.Exec(ctx, "CREATE TABLE kv (id bigint PRIMARY KEY, v text NOT NULL)"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s0.Exec(ctx, "INSERT INTO kv SELECT i, 'v' || i FROM generate_series(1, 999) i"); err != nil {
+		t.Fatal(err)
+	}
+	mc := metacluster.Start(t, pgshardBin, metacluster.Members(1),
+		metacluster.Args("--pg-user", pgcluster.SuperuserName, "--pg-sslmode", "disable", "--no-failover", "--reshard-cutover-timeout", "20s"),
+		metacluster.Environ("PGSHARD_META_PG_PASSWORD="+pgcluster.SuperuserPassword))
+	client := mc.Client(t)
+	two := &shardmap.Map{Epoch: 1, Tables: []shardmap.Table{{Name: kvTable, Kind: shardmap.Sharded, KeyColumn: "id", Distribution: "kv"}}}
+	for i, s := range []*pgcluster.Server{s0, s1} {
+		two.Shards = append(two.Shards, shardmap.Shard{Name: shardName(i), Primary: shardmap.Endpoint{Host: s.Host, Port: s.Port}, State: shardmap.StateActive})
+	}
+	two.Distributions = []shardmap.Distribution{{Name: "kv", KeyType: shardmap.KeyBigint, Strategy: shardmap.Range, Intervals: []shardmap.Interval{
+		{Lo: shardmap.NegInf(), Hi: shardmap.Int64Bound(1000), Shard: "s0"},
+		{Lo: shardmap.Int64Bound(1000), Hi: shardmap.PosInf(), Shard: "s1"},
+	}}}
+	if _, err := client.ApplyMap(ctx, two, 0, "two shards"); err != nil {
+		t.Fatal(err)
+	}
+	cli := func(args ...string) (int, string, string) {
+		return runCLIExit(t, ctx, append(args, "--meta", mc.Members[0].APIAddr, "--token", mc.Token)...)
+	}
+	if code, stdout, stderr := cli("shards", "add", "s2", "--primary", s2.Addr()); code != 0 {
+		t.Fatalf("shards add: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	pa := startFollowingProxy(t, pg, mc.Addrs(), mc.ClientOptions(), "pa")
+	pb := startFollowingProxy(t, pg, mc.Addrs(), mc.ClientOptions(), "pb")
+	proxies := []string{pa.DSN(""), pb.DSN("")}
+
+	// Writers: two inside the interval, two outside (s0 and s1), each
+	// through one of the proxies, each on its own keys.
+	keys := func(lo, hi, step, off int64) []int64 {
+		var out []int64
+		for k := lo + off; k < hi; k += step {
+			out = append(out, k)
+		}
+		return out
+	}
+	mk := func(name string, dsn string, ks []int64) *ledgerWriter {
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close(context.Background()) })
+		w := &ledgerWriter{name: name, keys: ks, conn: conn, ledger: map[int64]string{}, retryable: map[string]int{}}
+		for _, k := range ks {
+			if k < 1000 {
+				w.ledger[k] = fmt.Sprintf("v%d", k) // the rows already there
+			}
+		}
+		return w
+	}
+	inside := []*ledgerWriter{mk("in-a", proxies[0], keys(400, 600, 2, 0)), mk("in-b", proxies[1], keys(400, 600, 2, 1))}
+	outside := []*ledgerWriter{mk("out-s0", proxies[1], keys(100, 300, 1, 0)), mk("out-s1", proxies[0], keys(2000, 2200, 1, 0))}
+	var stopping atomic.Bool
+	var wg sync.WaitGroup
+	for _, w := range append(append([]*ledgerWriter{}, inside...), outside...) {
+		wg.Go(func() { w.run(ctx, &stopping) })
+	}
+	time.Sleep(300 * time.Millisecond) // writes before the move, not synchronisation
+	start := time.Now()
+	code, stdout, stderr := cli("reshard", "move", "--distribution", "kv", "--interval", "[400,600)", "--to", "s2", "--cutover", "auto", "--id", "mv1", "-o", "json", "--wait", "2m")
+	took := time.Since(start)
+	time.Sleep(300 * time.Millisecond) // writes after the move, routed to s2
+	stopping.Store(true)
+	wg.Wait()
+	var moved struct {
+		State struct {
+			Phase string `json:"phase"`
+		} `json:"state"`
+	}
+	if code != 0 || json.Unmarshal([]byte(stdout), &moved) != nil || moved.State.Phase != "cutover" {
+		t.Fatalf("reshard move: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	t.Logf("move took %s", took.Round(time.Millisecond))
+	for _, w := range append(append([]*ledgerWriter{}, inside...), outside...) {
+		t.Logf("%s: %d acknowledged writes, longest gap %s, retryable errors %v", w.name, w.writes, w.maxGap.Round(time.Millisecond), w.retryable)
+		if w.err != nil {
+			t.Error(w.err)
+		}
+	}
+	// The interval's statements were held by the proxies (not merely slow).
+	var held float64
+	for _, p := range []*testproxy.Proxy{pa, pb} {
+		rec := httptest.NewRecorder()
+		p.Server.AdminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+		for _, line := range strings.Split(rec.Body.String(), "\n") {
+			if v, ok := strings.CutPrefix(line, "pgshard_interval_hold_statements_total "); ok {
+				var n float64
+				fmt.Sscan(v, &n)
+				held += n
+			}
+		}
+	}
+	t.Logf("statements held by the proxies: %v", held)
+	if held == 0 {
+		t.Error("no statement was held during the cutover (pgshard_interval_hold_statements_total 0 on both proxies)")
+	}
+	for _, w := range inside {
+		if w.maxGap >= time.Second {
+			t.Errorf("%s: longest gap inside the moving interval %s, want < 1s", w.name, w.maxGap)
+		}
+	}
+	for _, w := range outside {
+		if w.maxGap >= 200*time.Millisecond {
+			t.Errorf("%s: longest gap outside the moving interval %s, want < 200ms", w.name, w.maxGap)
+		}
+		if len(w.retryable) > 0 {
+			t.Errorf("%s: errors outside the moving interval: %v", w.name, w.retryable)
+		}
+	}
+
+	// The ledger against the servers.
+	rows := func(s *pgcluster.Server, where string) map[int64]string {
+		t.Helper()
+		conn, err := pgx.Connect(ctx, s.SuperDSN("postgres"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(context.Background())
+		r, err := conn.Query(ctx, "SELECT id, v FROM kv WHERE "+where)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[int64]string{}
+		for r.Next() {
+			var k int64
+			var v string
+			if err := r.Scan(&k, &v); err != nil {
+				t.Fatal(err)
+			}
+			out[k] = v
+		}
+		if err := r.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	compare := func(what string, got map[int64]string, ws ...*ledgerWriter) {
+		t.Helper()
+		want := map[int64]string{}
+		for _, w := range ws {
+			for k, v := range w.ledger {
+				want[k] = v
+			}
+		}
+		var diff []string
+		for k, v := range want {
+			if got[k] != v {
+				diff = append(diff, fmt.Sprintf("%d: ledger %q, server %q", k, v, got[k]))
+			}
+		}
+		for k, v := range got {
+			if _, ok := want[k]; !ok {
+				diff = append(diff, fmt.Sprintf("%d: not in the ledger, server %q", k, v))
+			}
+		}
+		sort.Strings(diff)
+		if len(diff) > 0 {
+			t.Errorf("%s differs from the ledger in %d keys: %s", what, len(diff), strings.Join(diff[:min(len(diff), 10)], "; "))
+		}
+	}
+	compare("s2's rows of [400, 600)", rows(s2, "id >= 400 AND id < 600"), inside...)
+	compare("s0's rows of [100, 300)", rows(s0, "id >= 100 AND id < 300"), outside[0])
+	compare("s1's rows of [2000, 2200)", rows(s1, "id >= 2000 AND id < 2200"), outside[1])
+}
