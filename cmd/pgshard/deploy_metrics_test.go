@@ -140,6 +140,11 @@ tables:
 		t.Fatalf("temp table through the proxy: %v", err)
 	}
 
+	// The proxy's series before the switchover: with the replica promoted,
+	// the shard has no replica left and its lag series go (the health
+	// monitor drops them at its next probe), so they are checked here.
+	beforeSwitch := scrape(ctx, t, "http://"+adminLn.Addr().String()+"/metrics", "")
+
 	// A planned switchover, for the failover series (and a new epoch the
 	// proxy follows).
 	runCtl(t, nil, "failover", "--shard", "s0", "--meta", apiAddr, "--token", token, "--timeout", "60s").want(t, exitOK)
@@ -177,6 +182,11 @@ tables:
 	})
 
 	proxyMetrics := scrape(ctx, t, "http://"+adminLn.Addr().String()+"/metrics", "")
+	for name, series := range beforeSwitch {
+		if _, ok := proxyMetrics[name]; !ok {
+			proxyMetrics[name] = series
+		}
+	}
 	metaMetrics := scrape(ctx, t, "http://"+metricsAddr+"/metrics", token)
 	for _, want := range []string{"pgshard_errors_total", "pgshard_pinned_sessions_total", "pgshard_replica_lag_bytes", "pgshard_map_epoch",
 		"pgshard_cache_lookups_total", "pgshard_cache_stream_up", "pgshard_cache_staleness_seconds_bucket"} {
