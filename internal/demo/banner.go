@@ -34,11 +34,6 @@ const (
 // MoveInterval is the interval the banner moves, as pgshard reshard takes it.
 var MoveInterval = fmt.Sprintf("[%d,%d)", MoveLo, MoveHi)
 
-// WriteScript is a pgbench script that keeps writing users through the
-// proxy, each statement on one random user's shard.
-const WriteScript = `\set id random(1, 1000)
-UPDATE users SET created_at = now() WHERE id = :id;
-`
 
 // WriteBanner prints what is running, how to connect and a few queries to
 // try.
