@@ -263,7 +263,15 @@ type writer struct {
 	// (08006: held past buffer.window; PS001: reached the fenced source);
 	// err is any other.
 	retryable map[string]int
-	err       error
+	// failed are the retryable errors: when (UnixNano) and the SQLSTATE.
+	failed []failure
+	err    error
+}
+
+// failure is one retryable error of a writer.
+type failure struct {
+	at   int64
+	code string
 }
 
 func (w *writer) run(ctx context.Context, stop *atomic.Bool) {
@@ -289,6 +297,7 @@ func (w *writer) run(ctx context.Context, stop *atomic.Bool) {
 			var pe *pgconn.PgError
 			if errors.As(err, &pe) && (pe.Code == wire.SQLStateConnectionFailure || pe.Code == wire.SQLStateIntervalFenced) {
 				w.retryable[pe.Code]++
+				w.failed = append(w.failed, failure{time.Now().UnixNano(), pe.Code})
 				continue
 			}
 			w.err = fmt.Errorf("%s: %s %v: %w", w.name, sql, args, err)
@@ -437,6 +446,10 @@ type cutoverRun struct {
 	// writes overlapping [cutStart, cutEnd] of the writers in the moving
 	// interval and outside it.
 	inside, outside time.Duration
+	// errors counts the retryable errors of the writers in the moving
+	// interval from a second before cutStart to a second after cutEnd, by
+	// SQLSTATE.
+	errors map[string]int
 	// events is the move's history, first, last the cutover's phases.
 	events      []reshard.Event
 	first, last reshard.Phase
@@ -466,8 +479,14 @@ func (c *cutoverRun) slowest() string {
 }
 
 func (c *cutoverRun) gaps(in, out []*writer) {
+	c.errors = map[string]int{}
 	for _, w := range in {
 		c.inside = max(c.inside, w.gapOver(c.cutStart, c.cutEnd))
+		for _, f := range w.failed {
+			if f.at >= c.cutStart.Add(-time.Second).UnixNano() && f.at <= c.cutEnd.Add(time.Second).UnixNano() {
+				c.errors[f.code]++
+			}
+		}
 	}
 	for _, w := range out {
 		c.outside = max(c.outside, w.gapOver(c.cutStart, c.cutEnd))
@@ -666,6 +685,19 @@ type reportInput struct {
 	took            time.Duration
 }
 
+// codes formats SQLSTATE counts: "PS001×3, 08006×1", "none".
+func codes(m map[string]int) string {
+	var out []string
+	for c, n := range m {
+		out = append(out, fmt.Sprintf("%s×%d", c, n))
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	sort.Strings(out)
+	return strings.Join(out, ", ")
+}
+
 func ms(d time.Duration) string {
 	if d < 10*time.Millisecond {
 		return d.Round(100 * time.Microsecond).String()
@@ -790,10 +822,10 @@ func report(in reportInput) string {
 	}
 	fmt.Fprintf(&b, "| acknowledged writes (ledger checked on the servers: none lost) / retryable errors | %d / %s |\n", acks, strings.Join(retry, ", "))
 
-	b.WriteString("\nEach cutover and rollback:\n\n| # | step | hold → acknowledged | its longest step | pause in the interval | pause elsewhere | held | held seconds (sum) |\n|---|---|---|---|---|---|---|---|\n")
-	fmt.Fprintf(&b, "| 0 | cutover (big) | %s | %s | %s | %s | %.0f | %.3f |\n", ms(big.cutEnd.Sub(big.cutStart)), big.slowest(), ms(big.inside), ms(big.outside), big.held, big.holdSeconds)
+	b.WriteString("\nEach cutover and rollback:\n\n| # | step | hold → acknowledged | its longest step | pause in the interval | pause elsewhere | held | held seconds (sum) | retryable errors in the interval |\n|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| 0 | cutover (big) | %s | %s | %s | %s | %.0f | %.3f | %s |\n", ms(big.cutEnd.Sub(big.cutStart)), big.slowest(), ms(big.inside), ms(big.outside), big.held, big.holdSeconds, codes(big.errors))
 	for i, c := range in.switches {
-		fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %s | %.0f | %.3f |\n", i/2+1, c.what, ms(c.cutEnd.Sub(c.cutStart)), c.slowest(), ms(c.inside), ms(c.outside), c.held, c.holdSeconds)
+		fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %s | %.0f | %.3f | %s |\n", i/2+1, c.what, ms(c.cutEnd.Sub(c.cutStart)), c.slowest(), ms(c.inside), ms(c.outside), c.held, c.holdSeconds, codes(c.errors))
 	}
 	return b.String()
 }
