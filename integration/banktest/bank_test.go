@@ -140,31 +140,11 @@ CREATE TABLE transfers (acct bigint NOT NULL, id uuid NOT NULL, src bigint NOT N
 
 	dir := t.TempDir()
 	for _, id := range []string{"p1", "p2"} {
-		cfg := testproxy.Config(t, e.shards[0])
-		cfg.Shards = nil
-		cfg.FollowsMeta = true
-		cfg.Transactions.CrossShard = proxy.CrossShardTwoPhase
-		cfg.MetaLease = proxy.Duration(metaLease)
-		cfg.HealthInterval = proxy.Duration(100 * time.Millisecond)
-		cfg.Pool.Size = 20
-		cfg.Pool.WaitTimeout = proxy.Duration(10 * time.Second)
-		cfg.ShutdownTimeout = proxy.Duration(2 * time.Second)
-		cfg.MapStateFile = filepath.Join(dir, id+"-map.yaml")
-		var err error
-		if cfg.Listen, err = metacluster.FreeAddr(); err != nil {
-			t.Fatal(err)
-		}
-		if cfg.AdminListen, err = metacluster.FreeAddr(); err != nil {
-			t.Fatal(err)
-		}
-		path := filepath.Join(dir, id+".yaml")
-		metacluster.WriteProxyConfig(t, path, cfg)
-		p := &proxyProc{id: id, cfg: cfg, log: filepath.Join(dir, id+".log"),
-			args: []string{"proxy", "--config", path, "--meta", strings.Join(e.meta.Addrs(), ","), "--meta-token", e.meta.Token, "--proxy-id", id}}
+		p := newProxyProc(t, e.meta, e.shards[0], dir, id, metaLease)
 		p.start(t)
 		e.proxies = append(e.proxies, p)
 	}
-	e.waitDecisionTables(t)
+	waitDecisionTables(t, e.shards)
 	for _, p := range e.proxies {
 		e.waitWritable(t, p)
 	}
@@ -174,10 +154,10 @@ CREATE TABLE transfers (acct bigint NOT NULL, id uuid NOT NULL, src bigint NOT N
 // waitDecisionTables waits until the meta leader's two-phase recovery has
 // created its decision table on every primary: until then a transaction
 // that writes on several shards fails at COMMIT with 42P01 (README).
-func (e *env) waitDecisionTables(t *testing.T) {
+func waitDecisionTables(t *testing.T, primaries []*pgcluster.Server) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
-	for _, s := range e.shards {
+	for _, s := range primaries {
 		for {
 			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 			v, err := s.QueryValue(ctx, "SELECT to_regclass('pgshard.commit_decisions') IS NOT NULL")
@@ -191,6 +171,35 @@ func (e *env) waitDecisionTables(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
+}
+
+// newProxyProc writes the configuration of a proxy process with ID id
+// that follows meta, runs transactions over several shards with two-phase
+// commit and has the lease given; its files go to dir. any is a server
+// whose credentials the proxy uses.
+func newProxyProc(t *testing.T, meta *metacluster.Cluster, any *pgcluster.Server, dir, id string, lease time.Duration) *proxyProc {
+	t.Helper()
+	cfg := testproxy.Config(t, any)
+	cfg.Shards = nil
+	cfg.FollowsMeta = true
+	cfg.Transactions.CrossShard = proxy.CrossShardTwoPhase
+	cfg.MetaLease = proxy.Duration(lease)
+	cfg.HealthInterval = proxy.Duration(100 * time.Millisecond)
+	cfg.Pool.Size = 20
+	cfg.Pool.WaitTimeout = proxy.Duration(10 * time.Second)
+	cfg.ShutdownTimeout = proxy.Duration(2 * time.Second)
+	cfg.MapStateFile = filepath.Join(dir, id+"-map.yaml")
+	var err error
+	if cfg.Listen, err = metacluster.FreeAddr(); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.AdminListen, err = metacluster.FreeAddr(); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, id+".yaml")
+	metacluster.WriteProxyConfig(t, path, cfg)
+	return &proxyProc{id: id, cfg: cfg, log: filepath.Join(dir, id+".log"),
+		args: []string{"proxy", "--config", path, "--meta", strings.Join(meta.Addrs(), ","), "--meta-token", meta.Token, "--proxy-id", id}}
 }
 
 // shardOf returns the index of the shard account id lives on.
@@ -210,6 +219,13 @@ func (e *env) shardOf(t *testing.T, id int64) int {
 // through p: it follows meta and its lease runs.
 func (e *env) waitWritable(t *testing.T, p *proxyProc) {
 	t.Helper()
+	waitWritable(t, p, e.twoShardAccounts(t))
+}
+
+// waitWritable waits until a transaction that writes nothing new on the
+// accounts given (on two shards) commits through p.
+func waitWritable(t *testing.T, p *proxyProc, accounts []int64) {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	var last error
 	for time.Now().Before(deadline) {
@@ -224,7 +240,7 @@ func (e *env) waitWritable(t *testing.T, p *proxyProc) {
 			if err != nil {
 				return err
 			}
-			for _, id := range e.twoShardAccounts(t) {
+			for _, id := range accounts {
 				if _, err := tx.Exec(ctx, "UPDATE accounts SET balance = balance WHERE id = $1", id); err != nil {
 					_ = tx.Rollback(ctx)
 					return err
@@ -379,10 +395,8 @@ func preparedNow(t *testing.T, servers []*pgcluster.Server) map[string]bool {
 // is prepared on a primary (between its PREPARE and COMMIT PREPARED), and
 // returns the GIDs of its prepared transactions at the kill: the ones it
 // left in doubt.
-func (e *env) killProxyMidCommit(t *testing.T, p *proxyProc) []string {
+func killProxyMidCommit(t *testing.T, p *proxyProc, prims []*pgcluster.Server) []string {
 	t.Helper()
-	m := e.currentMap(t)
-	prims := e.primaries(t, m)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	conns := make([]*pgx.Conn, len(prims))
@@ -451,7 +465,7 @@ func TestBank(t *testing.T) {
 	l.waitAcked(t, 100, 30*time.Second)
 	l.setPhase("proxy kill")
 	p1 := e.proxies[0]
-	inDoubt := e.killProxyMidCommit(t, p1)
+	inDoubt := killProxyMidCommit(t, p1, e.primaries(t, e.currentMap(t)))
 	killed := time.Now()
 	if len(inDoubt) == 0 {
 		t.Fatal("proxy p1 was never killed with a transaction prepared")
