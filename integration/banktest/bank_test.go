@@ -503,7 +503,8 @@ func TestBank(t *testing.T) {
 	waitNoPrepared(t, servers, then, recoveryBound, "after the failover of "+name)
 	t.Logf("%s: transfers touching it flow again; the %d transactions prepared after the failover resolved %s after the kill", name, len(then), time.Since(killed).Round(time.Millisecond))
 
-	// 3. The meta leader killed -9.
+	// 3. The meta leader killed -9, then a proxy again: the new leader
+	// resolves what it left.
 	l.setPhase("meta leader kill")
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
@@ -521,6 +522,20 @@ func TestBank(t *testing.T) {
 	}
 	l.waitAcked(t, 100, 30*time.Second)
 	t.Logf("meta leader %s killed -9; %s leads after %s; transfers went on", leader.ID, next.ID, time.Since(killed).Round(time.Millisecond))
+
+	// The new leader's recovery: the other proxy killed -9 mid-commit.
+	l.setPhase("proxy kill (new meta leader)")
+	p2 := e.proxies[1]
+	inDoubt = killProxyMidCommit(t, p2, e.primaries(t, e.currentMap(t)))
+	killed = time.Now()
+	then = preparedNow(t, servers)
+	l.waitAcked(t, 50, 30*time.Second) // p1 goes on; p2's clients moved to it
+	waitNoPrepared(t, servers, then, recoveryBound, "after the kill of proxy p2")
+	t.Logf("proxy p2 killed -9 with %d transactions prepared; the new meta leader resolved them (and every other transaction prepared at the kill) %s after the kill",
+		len(inDoubt), time.Since(killed).Round(time.Millisecond))
+	if since := time.Since(killed); since > metaLease+10*time.Second {
+		t.Errorf("the dead proxy's prepared transactions were resolved %s after the kill, want within its lease (%s) and a few recovery rounds", since.Round(time.Millisecond), metaLease)
+	}
 
 	// The end: stop the load, then check.
 	l.setPhase("end")
