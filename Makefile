@@ -57,7 +57,7 @@ difffuzz:
 
 # pgbench through pgshard vs direct vs PgBouncer; writes docs/benchmarks.md.
 bench: build
-	$(GO) run ./integration/bench -pgshard $(BIN) -out docs/benchmarks.md -rounds 3 -sharded=false
+	$(GO) run ./integration/bench -pgshard $(BIN) -out docs/benchmarks.md -rounds 3 -sharded=false -merged -targets direct,pgshard,pgshard-1core,pgbouncer
 
 # Before/after: the same rounds also run a pgshard built from git revision
 # BASE (default: the commit before HEAD) as target pgshard-baseline; the
