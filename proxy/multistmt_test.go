@@ -287,6 +287,10 @@ func TestMultiStatementDifferential(t *testing.T) {
 		"BEGIN; UPDATE kv SET n = 1 WHERE k = 43; SELECT 1/0; UPDATE kv SET n = 2 WHERE k = 143;",
 		"SELECT n FROM kv WHERE k = 143;",
 		"ROLLBACK; SELECT n FROM kv WHERE k = 43; SELECT n FROM kv WHERE k = 143;",
+		// In a transaction over both shards, a string for one shard that
+		// ends it.
+		"BEGIN; UPDATE kv SET n = n + 4 WHERE k = 43; UPDATE kv SET n = n - 4 WHERE k = 143;",
+		"UPDATE kv SET n = n + 1 WHERE k = 43; COMMIT; SELECT n FROM kv WHERE k = 43;",
 		"SELECT n FROM kv WHERE k = 42; VACUUM kv;",
 		"UPDATE kv SET n = 0 WHERE k = 142; SAVEPOINT a; UPDATE kv SET n = 0 WHERE k = 42;",
 		"UPDATE kv SET n = n WHERE k = 42; CREATE INDEX CONCURRENTLY kv_n ON kv (n); UPDATE kv SET n = 0 WHERE k = 142;",
