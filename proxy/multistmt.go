@@ -156,6 +156,11 @@ func splitStatements(sql string) ([]msPart, bool) {
 // runStatements runs the statements of a query string in order (see
 // above) and ends with one ReadyForQuery.
 func (s *session) runStatements(ctx context.Context, parts []msPart) error {
+	// Earlier requests (a pipeline) are answered first, with their own
+	// ReadyForQuery.
+	if err := s.answered(ctx, nil); err != nil {
+		return err
+	}
 	m := &s.multi
 	m.status.Store(uint32(s.clientTxStatus()))
 	m.failed.Store(false)
@@ -251,9 +256,9 @@ func (s *session) runOne(ctx context.Context, sql string) error {
 	return s.answered(ctx, s.handleQuery(ctx, wire.AppendString(nil, 'Q', sql)))
 }
 
-// answered does what serve does with err, handleQuery's, reports an
-// error the proxy answers with, and waits until the statement is
-// answered.
+// answered does with err, handleQuery's, what serve does (an error the
+// proxy answers with is reported), waits until every request sent is
+// answered, and writes serve's client output.
 func (s *session) answered(ctx context.Context, err error) error {
 	var we *wire.Error
 	switch {
