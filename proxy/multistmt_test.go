@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/proxy"
@@ -334,6 +335,45 @@ func TestMultiStatementPsql(t *testing.T) {
 	}
 	if b := balances(t, ctx, direct); b != [4]int64{90, 100, 110, 100} {
 		t.Fatalf("after psql's failed transfer: %v, want nothing applied", b)
+	}
+	noPrepared(t, ctx, direct)
+}
+
+// TestMultiStatementPipelined: query strings sent without waiting for
+// the answers of the ones before (BEGIN, a string over both shards,
+// COMMIT): each gets its own answers and ReadyForQuery, in order.
+func TestMultiStatementPipelined(t *testing.T) {
+	p, direct := msShards(t)
+	ctx := ctxT(t)
+	c := connectLog(t, p.dsn("")).conn
+	for _, q := range []string{"BEGIN", "UPDATE kv SET n = n - 1 WHERE k = 42; UPDATE kv SET n = n + 1 WHERE k = 142", "COMMIT",
+		"UPDATE kv SET n = n - 1 WHERE k = 43", "UPDATE kv SET n = n + 1 WHERE k = 143; SELECT n FROM kv WHERE k = 43"} {
+		c.Frontend().Send(&pgproto3.Query{String: q})
+	}
+	if err := c.Frontend().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for z := 0; z < 5; {
+		msg, err := c.ReceiveMessage(ctx)
+		if err != nil {
+			t.Fatalf("after %q: %v", got, err)
+		}
+		switch m := msg.(type) {
+		case *pgproto3.CommandComplete:
+			got = append(got, string(m.CommandTag))
+		case *pgproto3.DataRow:
+			got = append(got, "row "+string(m.Values[0]))
+		case *pgproto3.ErrorResponse:
+			got = append(got, "error "+m.Code+" "+m.Message)
+		case *pgproto3.ReadyForQuery:
+			got = append(got, "Z"+string(m.TxStatus))
+			z++
+		}
+	}
+	wantLog(t, "pipelined", got, "BEGIN", "ZT", "UPDATE 1", "UPDATE 1", "ZT", "COMMIT", "ZI", "UPDATE 1", "ZI", "UPDATE 1", "row 99", "SELECT 1", "ZI")
+	if b := balances(t, ctx, direct); b != [4]int64{99, 99, 101, 101} {
+		t.Fatalf("after the pipeline: %v", b)
 	}
 	noPrepared(t, ctx, direct)
 }
