@@ -26,12 +26,16 @@ import (
 // (simple protocol), or, in the extended protocol, ParseComplete for the
 // held-back Parse messages, BindComplete and a portal the proxy holds
 // (Describe answers its RowDescription, Execute its rows, with
-// PortalSuspended for a row limit). The key holds the map epoch, shard,
-// table, row key, statement text, parameters, result formats, the
-// server role the session runs as and the session's parameters (search
-// path, time zone, date style and the rest change results).
+// PortalSuspended for a row limit). The key holds the map epoch, the
+// statement text, parameters, result formats, the server role the
+// session runs as and the session's parameters (search path, time zone,
+// date style and the rest change results), not the shard, table and row
+// key (cache.Cache.Lookup): they follow from the rest under one map
+// epoch, so a hit is found without planning; the planner runs when nothing is served, and its shard,
+// table and row key go with the fill (cache.Cache.BeginFillRow). READ
+// ONLY transactions: cache_tx.go.
 //
-// A miss takes its fill token (cache.BeginFill) before the statement is
+// A miss takes its fill token (cache.BeginFillRow) before the statement is
 // sent to the primary, and the relay copies the result while passing it
 // on, up to the table's entry limit, storing it at its CommandComplete.
 // In the extended protocol the proxy adds a Describe of the portal after
