@@ -49,11 +49,12 @@ func (k Key) Valid() bool { return k.full != nil }
 
 // component tags keep the encoding injective even where lengths coincide.
 const (
-	tagStatement byte = 'S'
-	tagParam     byte = 'P'
-	tagNull      byte = 'N'
-	tagRole      byte = 'R'
-	tagFormats   byte = 'F'
+	tagStatement  byte = 'S'
+	tagParam      byte = 'P'
+	tagNull       byte = 'N'
+	tagRole       byte = 'R'
+	tagFormats    byte = 'F'
+	tagGeneration byte = 'G'
 	// After the epoch: a key of a row (Begin) or one without (BeginLookup).
 	tagRow    byte = 'W'
 	tagLookup byte = 'L'
@@ -104,6 +105,14 @@ func (b *KeyBuilder) BeginLookup(epoch uint64) {
 	b.buf = append(b.buf, tagLookup)
 	b.rowEnd = 0
 	b.shard, b.table, b.epoch = "", "", epoch
+}
+
+// Generation adds a number the caller changes when what the key's
+// components decide changes without a new epoch (the proxy: a map
+// replaced by another of the same epoch).
+func (b *KeyBuilder) Generation(g uint64) {
+	b.buf = append(b.buf, tagGeneration)
+	b.buf = binary.BigEndian.AppendUint64(b.buf, g)
 }
 
 // Statement adds the normalized statement text (constants replaced by

@@ -62,6 +62,8 @@ type sessionCache struct {
 	portal scatterPortal
 	// tx is cacheReadOnlyTx's memo (under s.mu).
 	tx txMemo
+	// gen is the map generation of the last key built (serve's).
+	gen uint64
 	// next is the fill of a miss about to be sent (serve's; reset for
 	// every Query and Bind).
 	next *cacheFill
@@ -123,12 +125,15 @@ func (s *session) cacheUsable() (usable, fill bool) {
 // the statement reads, so a hit needs no planning (cache.Cache.Lookup);
 // the planner runs only when the cache has nothing to serve.
 func (s *session) cacheKey(q router.Query, bind *wire.Bind) (cache.Key, router.PlanRouter, bool) {
+	gen := s.srv.cache.gen.Load() // before the router: see cachePlan
 	pr, ok := s.routerFor().(router.PlanRouter)
 	if !ok {
 		return cache.Key{}, pr, false
 	}
 	b := &s.cache.kb
 	b.BeginLookup(pr.Planner.Epoch())
+	b.Generation(gen)
+	s.cache.gen = gen
 	b.Statement(q.SQL)
 	if bind != nil {
 		v := bind.ParamSection()[4+2*bind.NumParamFormats():]
@@ -158,11 +163,12 @@ func (s *session) cacheKey(q router.Query, bind *wire.Bind) (cache.Key, router.P
 }
 
 // cachePlan plans q after a lookup found nothing to serve: the plan
-// when it is a point read the cache may hold, planned under k's epoch.
-func cachePlan(pr router.PlanRouter, k cache.Key, q router.Query) (rplan.Plan, bool) {
+// when it is a point read the cache may hold, planned under k's epoch
+// and map (no map applied since the key was built: gen).
+func (s *session) cachePlan(pr router.PlanRouter, k cache.Key, q router.Query) (rplan.Plan, bool) {
 	plan, err := pr.Route(q)
 	if err != nil || plan.Kind != rplan.Single || !plan.PointRead || !plan.ReadOnly || !plan.ReplicaSafe ||
-		plan.Hinted || plan.SQL != "" || pr.Planner.Epoch() != k.Epoch {
+		plan.Hinted || plan.SQL != "" || pr.Planner.Epoch() != k.Epoch || s.srv.cache.gen.Load() != s.cache.gen {
 		return plan, false
 	}
 	return plan, true
@@ -207,7 +213,7 @@ func (s *session) cacheLookup(k cache.Key, pr router.PlanRouter, q router.Query,
 	if v, hit := c.Lookup(k, s.cacheLSN); hit {
 		return v, true
 	}
-	plan, ok := cachePlan(pr, k, q)
+	plan, ok := s.cachePlan(pr, k, q)
 	if !ok {
 		return nil, false
 	}

@@ -758,3 +758,63 @@ func BenchmarkCacheHit(b *testing.B) {
 		})
 	}
 }
+
+// TestCacheMapReloadSameEpoch: a map file reloaded under the same epoch
+// that places a key on another shard: the cache never serves what was
+// read under the old placement (hits are found without planning, so the
+// key must tell the maps apart).
+func TestCacheMapReloadSameEpoch(t *testing.T) {
+	ctx := ctxT(t)
+	var servers []*pgcluster.Server
+	for _, prefix := range []string{"a", "b"} {
+		srv := integration.StartPostgres(t, integration.Settings(map[string]string{"synchronous_commit": "on"}))
+		c := connect(t, srv.SuperDSN("postgres"))
+		for _, sql := range []string{
+			"CREATE TABLE users (id bigint PRIMARY KEY, name text)",
+			"INSERT INTO users SELECT g, '" + prefix + "' || g FROM generate_series(1, 20) g",
+		} {
+			if _, err := c.Exec(ctx, sql); err != nil {
+				t.Fatalf("%s: %v", sql, err)
+			}
+		}
+		servers = append(servers, srv)
+	}
+	config := func(split int64) *proxy.Config {
+		m := shardmaptest.New().Shard("s0", servers[0].Addr()).Shard("s1", servers[1].Addr()).
+			Range("users", split).Table("public.users", "id").Map(t)
+		m.Tables[0].Cache.Enabled = true
+		cfg := mapConfig(t, servers[0], shardmaptest.YAML(t, m))
+		cfg.HealthInterval = proxy.Duration(100 * time.Millisecond)
+		cfg.AdminUsers = []string{appUser}
+		cfg.Cache = proxy.CacheConfig{Enabled: true, MaxBytes: 16 << 20, MaxStreamLag: proxy.Duration(cacheBound)}
+		return cfg
+	}
+	cfg := config(1000)
+	p := startProxy(t, cfg)
+	serving := func() {
+		testutil.Until(t, 15*time.Second, "the cache serves s0 and s1", func() bool {
+			s := cacheStats(t, p)
+			return strings.HasPrefix(s["shard.s0"], "serving") && strings.HasPrefix(s["shard.s1"], "serving")
+		})
+	}
+	serving()
+	c := connect(t, p.dsn(""))
+	if v := warm(t, p, c, 8); v != "a8" {
+		t.Fatalf("key 8 under the first map: %q, want a8 (from s0)", v)
+	}
+	cfg2 := config(5)
+	cfg2.Listen = cfg.Listen
+	if err := cfg2.Complete(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.srv.Reload(cfg2); err != nil {
+		t.Fatal(err)
+	}
+	if v := readName(t, c, 8); v != "b8" {
+		t.Fatalf("key 8 after the map moved it to s1 under the same epoch: %q, want b8", v)
+	}
+	serving()
+	if v := warm(t, p, c, 8); v != "b8" {
+		t.Fatalf("key 8 cached again: %q, want b8", v)
+	}
+}
