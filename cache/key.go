@@ -27,7 +27,8 @@ type Key struct {
 	// Epoch is the shard map epoch the statement was planned with.
 	Epoch uint64
 	// Shard is the shard that owns the row (the one whose invalidation
-	// stream covers it).
+	// stream covers it). Shard and Table are empty in a key without its
+	// row (BeginLookup).
 	Shard string
 	// Table is the schema-qualified, lower-case table name ("public.users").
 	Table string
