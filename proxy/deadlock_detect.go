@@ -279,7 +279,11 @@ func (s *Server) lockWaits(ctx context.Context, shard string, waiter *session) (
 	if err != nil {
 		return nil, err
 	}
-	defer pc.Close(context.WithoutCancel(ctx))
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		_ = pc.Close(cctx)
+	}()
 	res := pc.Exec(ctx, deadlockQuery)
 	results, err := res.ReadAll()
 	if err != nil {

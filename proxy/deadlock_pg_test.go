@@ -373,3 +373,59 @@ func TestDeadlockOnOneShard(t *testing.T) {
 		t.Fatalf("the proxy broke %d deadlocks, want 0 (PostgreSQL's)", got)
 	}
 }
+
+// TestDeadlockAcrossShardsScatter: the victim's waiting statement is a
+// read over both shards in its transaction (waiting on s0 for the other
+// transaction's table lock): the cancel of its part on s0 reaches the
+// client as 40P01 too, and the other transaction commits.
+func TestDeadlockAcrossShardsScatter(t *testing.T) {
+	ps, direct := dlShards(t, 1)
+	ctx := ctxT(t)
+	c1, c2 := connect(t, ps[0].dsn("")), connect(t, ps[0].dsn(""))
+	tx1, err := c1.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx2, err := c2.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx1.Exec(ctx, `/* pgshard: shard=s0 */ LOCK TABLE kv IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx2.Exec(ctx, `UPDATE kv SET n = n + 10 WHERE k = 101`); err != nil {
+		t.Fatal(err)
+	}
+	r1 := execAsync(ctx, tx1, `UPDATE kv SET n = n + 1 WHERE k = 101`)
+	testutil.Until(t, 10*time.Second, "T1 to wait on s1", func() bool { return lockWaiters(t, ctx, direct[1]) == 1 })
+	start := time.Now()
+	r2 := execAsync(ctx, tx2, `SELECT count(*) FROM kv`)
+	var res stmtResult
+	select {
+	case res = <-r2:
+	case res = <-r1:
+		t.Fatalf("T1's statement ended first (%v)", res.err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("deadlock not broken in 10 s")
+	}
+	var pe *pgconn.PgError
+	if !errors.As(res.err, &pe) || pe.Code != wire.SQLStateDeadlockDetected || pe.Message != "deadlock detected across shards" {
+		t.Fatalf("T2: %v, want 40P01 deadlock detected across shards", res.err)
+	}
+	if took := res.at.Sub(start); took > deadlockBound {
+		t.Errorf("deadlock broken after %v, want within %v", took, deadlockBound)
+	}
+	if err := tx2.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if res := <-r1; res.err != nil {
+		t.Fatalf("T1's statement: %v", res.err)
+	}
+	if err := tx1.Commit(ctx); err != nil {
+		t.Fatalf("T1's commit: %v", err)
+	}
+	if a, b := balance(t, ctx, direct[0], 1), balance(t, ctx, direct[1], 101); a != 0 || b != 1 {
+		t.Fatalf("after T1's commit: row 1 n=%d, row 101 n=%d; want 0, 1", a, b)
+	}
+	noPrepared(t, ctx, direct)
+}

@@ -129,7 +129,6 @@ func (s *session) dtxError(err error) error {
 		return err
 	}
 	if e := s.dtx.victim.Swap(nil); e != nil {
-		s.srv.metrics.errorCode(wire.SQLStateDeadlockDetected)
 		return e
 	}
 	return err
