@@ -98,8 +98,9 @@ func execAsync(ctx context.Context, tx pgx.Tx, sql string, args ...any) <-chan s
 
 // TestDeadlockAcrossShards: T1 updates row 1 on s0, T2 row 101 on s1;
 // T1 then waits for row 101, T2 for row 1 — a cycle no PostgreSQL sees.
-// Through one proxy, and with each transaction on its own proxy, exactly
-// T2 (the younger) gets 40P01 "deadlock detected across shards" within
+// Through one proxy (T2 on the extended protocol), and with each
+// transaction on its own proxy (T2 on the simple protocol), exactly T2
+// (the younger) gets 40P01 "deadlock detected across shards" within
 // the documented time, and must roll back; T1's statement then completes
 // and T1 commits with both its writes. Only the victim's proxy counts the
 // deadlock. Afterwards no server connection keeps a transaction's tag in
@@ -111,7 +112,8 @@ func TestDeadlockAcrossShards(t *testing.T) {
 			ctx := ctxT(t)
 			p1, p2 := ps[0], ps[len(ps)-1]
 			c1 := connect(t, p1.dsn("application_name=t1&default_query_exec_mode=simple_protocol"))
-			c2 := connect(t, p2.dsn("application_name=t2"))
+			mode := []string{"cache_statement", "simple_protocol"}[nproxies-1] // the victim's protocol
+			c2 := connect(t, p2.dsn("application_name=t2&default_query_exec_mode="+mode))
 			tx1, err := c1.Begin(ctx)
 			if err != nil {
 				t.Fatal(err)
