@@ -46,8 +46,6 @@ type deadlockDetector struct {
 
 	detected prometheus.Counter
 	checks   prometheus.Counter
-	// checked is called after each look at the primaries (tests).
-	checked func()
 }
 
 // init prepares the detector and registers its metrics.
@@ -237,11 +235,6 @@ func (d *deadlockDetector) check(ctx context.Context, s *Server, waiter *session
 // cycles across shards.
 func (d *deadlockDetector) victims(ctx context.Context, s *Server, waiter *session) []dlVictim {
 	d.checks.Inc()
-	defer func() {
-		if d.checked != nil {
-			d.checked()
-		}
-	}()
 	shards := s.runtime().cfg.Shards
 	edges := make([][]dlEdge, len(shards))
 	var wg sync.WaitGroup
