@@ -200,11 +200,24 @@ func TestDeadlockAcrossShards(t *testing.T) {
 
 // TestDeadlockAcrossShardsTagged: while a transaction spans two shards,
 // both of its server connections carry its tag (the same ID); on one
-// shard it has none; after COMMIT and after ROLLBACK none remains.
+// shard it has none; after COMMIT and after ROLLBACK none remains, and
+// the same server connections (pooled, still open) have the session's
+// application_name again.
 func TestDeadlockAcrossShardsTagged(t *testing.T) {
 	ps, direct := dlShards(t, 1)
 	ctx := ctxT(t)
-	c := connect(t, ps[0].dsn(""))
+	c := connect(t, ps[0].dsn("application_name=tagtest"))
+	pidsOf := func(i int) []int32 {
+		rows, err := direct[i].Query(ctx, `SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'pgshard dtx %'`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
 	apps := func(i int) []string {
 		rows, err := direct[i].Query(ctx, `SELECT application_name FROM pg_stat_activity WHERE application_name LIKE 'pgshard dtx %'`)
 		if err != nil {
@@ -239,11 +252,22 @@ func TestDeadlockAcrossShardsTagged(t *testing.T) {
 		if err := tx.QueryRow(ctx, `SELECT count(*) FROM kv`).Scan(&n); err != nil || n != 4 {
 			t.Fatalf("%s: read over both shards: %d %v", end, n, err)
 		}
+		pids := [2][]int32{pidsOf(0), pidsOf(1)}
 		if _, err := tx.Exec(ctx, end); err != nil {
 			t.Fatalf("%s: %v", end, err)
 		}
 		if a0, a1 := apps(0), apps(1); len(a0)+len(a1) != 0 {
 			t.Fatalf("after %s: tags remain: s0 %v, s1 %v", end, a0, a1)
+		}
+		// The server connections, back in the pool, have the session's
+		// application_name again.
+		for i := range direct {
+			for _, pid := range pids[i] {
+				var app string
+				if err := direct[i].QueryRow(ctx, `SELECT application_name FROM pg_stat_activity WHERE pid = $1`, pid).Scan(&app); err != nil || app != "tagtest" {
+					t.Fatalf("after %s: s%d's server connection %d has application_name %q (%v), want tagtest", end, i, pid, app, err)
+				}
+			}
 		}
 	}
 	// A statement over several shards as the first of the transaction.
