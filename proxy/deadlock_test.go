@@ -1,11 +1,14 @@
 package proxy
 
 import (
+	"bytes"
 	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pgshard/pgshard/wire"
 )
 
 func TestDtxID(t *testing.T) {
@@ -133,5 +136,39 @@ func TestChooseVictims(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDtxVictimError: a victim's next 57014 becomes the deadlock's
+// error, once; other errors pass, and without a victim nothing changes.
+func TestDtxVictimError(t *testing.T) {
+	s := &session{}
+	canceled := wire.AppendErrorResponse(nil, &wire.Error{Code: wire.SQLStateQueryCanceled, Message: "canceling statement due to user request"})
+	other := wire.AppendErrorResponse(nil, &wire.Error{Code: wire.SQLStateUniqueViolation, Message: "duplicate key"})
+	if got := s.dtxFrame(canceled); !bytes.Equal(got, canceled) {
+		t.Fatal("57014 changed without a victim")
+	}
+	v := dlVictim{dtx: "2", members: []string{"1", "2"}, shards: []string{"s0", "s1"}}
+	s.dtx.victim.Store(deadlockError(v, "s0"))
+	if got := s.dtxFrame(other); !bytes.Equal(got, other) {
+		t.Fatal("another error changed")
+	}
+	got := s.dtxFrame(canceled)
+	if wire.ErrorCode(got) != wire.SQLStateDeadlockDetected || wire.ErrorField(got, 'M') != "deadlock detected across shards" ||
+		!strings.Contains(wire.ErrorField(got, 'D'), "shard s0") || !strings.Contains(wire.ErrorField(got, 'D'), "s0, s1 with 1;") {
+		t.Fatalf("victim's error: %q / %q", wire.ErrorField(got, 'M'), wire.ErrorField(got, 'D'))
+	}
+	if got := s.dtxFrame(canceled); !bytes.Equal(got, canceled) {
+		t.Fatal("a second 57014 changed too")
+	}
+	s.dtx.victim.Store(deadlockError(v, "s1"))
+	if err := s.dtxError(wire.Errorf(wire.SQLStateUniqueViolation, "x")); wire.AsError(err).Code != wire.SQLStateUniqueViolation {
+		t.Fatalf("another error became %v", err)
+	}
+	if err := s.dtxError(&wire.Error{Code: wire.SQLStateQueryCanceled, Message: "shard s1: canceling statement"}); wire.AsError(err).Code != wire.SQLStateDeadlockDetected {
+		t.Fatalf("scatter's 57014 became %v", err)
+	}
+	if err := s.dtxError(&wire.Error{Code: wire.SQLStateQueryCanceled}); wire.AsError(err).Code != wire.SQLStateQueryCanceled {
+		t.Fatalf("a second 57014 became %v", err)
 	}
 }
