@@ -23,8 +23,9 @@ import (
 // every shard of the table, inside a transaction per shard, answers the
 // client's CopyInResponse itself, splits the client's rows by the key
 // column (router/copysplit) and forwards each row unchanged to its shard.
-// At CopyDone every shard completes its COPY and all commit, or — after a
-// bad row, a shard's error or the client's CopyFail — all roll back.
+// At CopyDone every shard completes its COPY and all commit (as one, with
+// two-phase commit: splitcommit.go), or — after a bad row, a shard's
+// error or the client's CopyFail — all roll back.
 
 // copyInFlushBytes is how many row bytes collect for a shard before they
 // are sent as one CopyData message.
@@ -125,6 +126,9 @@ type copyIn struct {
 	table  string
 	shards []*copyInShard
 	index  map[string]int
+	// twoPhase commits the shards' transactions through the two-phase
+	// coordinator (splitcommit.go).
+	twoPhase bool
 
 	failOnce sync.Once
 	failErr  error
@@ -148,6 +152,7 @@ func (s *session) runCopyIn(ctx context.Context, plan rplan.Plan, sql string) er
 	start := time.Now()
 	c := &copyIn{s: s, failed: make(chan struct{}), index: make(map[string]int)}
 	c.table = copyTableName(sql)
+	c.twoPhase = len(plan.Shards) > 1 && s.srv.runtime().twoPhase
 	defer s.learnLSNs(ctx, plan.Shards) // after release: the rows are committed
 	defer c.release()
 	if err := c.start(ctx, plan, strings.Clone(sql)); err != nil {
@@ -352,6 +357,7 @@ func (c *copyIn) complete(ctx context.Context, header, trailer []byte) (int64, e
 		return 0, err
 	}
 	var total int64
+	var written []string
 	for _, h := range c.shards {
 		if h.err != nil {
 			c.abort(ctx, "")
@@ -360,7 +366,14 @@ func (c *copyIn) complete(ctx context.Context, header, trailer []byte) (int64, e
 		if n, ok := strings.CutPrefix(h.tag, "COPY "); ok {
 			v, _ := strconv.ParseInt(n, 10, 64)
 			total += v
+			if v > 0 {
+				written = append(written, h.name)
+			}
 		}
+	}
+	if len(written) > 1 && c.s.refusesCrossShardWrites() {
+		c.abort(ctx, "")
+		return 0, c.s.crossShardWriteRefusal(written)
 	}
 	if err := c.end(ctx, true); err != nil {
 		return 0, err
@@ -414,9 +427,11 @@ func (c *copyIn) abort(ctx context.Context, why string) {
 }
 
 // end commits (commit true) or rolls back the shards' transactions; see
-// scatter.EndTransactions.
+// scatter.EndTransactions, or commitTxs with twoPhase (a shard that got
+// no row commits in one phase).
 func (c *copyIn) end(ctx context.Context, commit bool) error {
 	var txs []scatter.Tx
+	empty := make(map[string]bool)
 	for _, h := range c.shards {
 		_ = h.conn.SetHandler(nil)
 		select {
@@ -427,7 +442,11 @@ func (c *copyIn) end(ctx context.Context, commit bool) error {
 		if h.status == 'T' || h.status == 'E' {
 			txs = append(txs, scatter.Tx{Name: h.name, Conn: h.conn})
 			h.status = 'I' // ended below, or the connection is closed
+			empty[h.name] = h.tag == "COPY 0"
 		}
+	}
+	if commit && c.twoPhase {
+		return c.s.commitTxs(ctx, txs, empty)
 	}
 	return scatter.EndTransactions(ctx, txs, commit)
 }

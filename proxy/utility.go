@@ -15,8 +15,9 @@ import (
 
 // runUtility runs DDL (or another utility statement) that names a sharded
 // table on every shard, all or none: in one transaction per shard,
-// committed only when every shard succeeded, else rolled back everywhere,
-// with the error naming the shard that failed. Statements PostgreSQL does
+// committed only when every shard succeeded (as one, with two-phase
+// commit: splitcommit.go), else rolled back everywhere, with the error
+// naming the shard that failed. Statements PostgreSQL does
 // not allow in a transaction block (VACUUM, CREATE INDEX CONCURRENTLY, …)
 // run shard by shard instead, stopping at the first failure. No backend
 // is attached, so serve owns client output.
@@ -38,6 +39,10 @@ func (s *session) utilityOnShards(ctx context.Context, plan rplan.Plan, sql stri
 		return "", err
 	}
 	shards := slices.Sorted(slices.Values(plan.Shards)) // a fixed order: no deadlock between two of these
+	commit, err := s.splitCommit(shards)
+	if err != nil {
+		return "", err
+	}
 	sqls := make([]string, len(shards))
 	for i, shard := range shards {
 		sqls[i] = strings.Clone(sql)
@@ -62,9 +67,12 @@ func (s *session) utilityOnShards(ctx context.Context, plan rplan.Plan, sql stri
 			return "", err
 		}
 	}
-	tag, failed, err := scatter.Utility(ctx, shards, conns, sqls)
+	tag, failed, err := scatter.Utility(ctx, shards, conns, sqls, commit)
 	if err != nil {
-		e := shardError(failed, err)
+		e := err
+		if failed != "" {
+			e = shardError(failed, err)
+		}
 		if we, ok := e.(*wire.Error); ok && len(shards) > 1 && undefinedObject(we.Code) && we.Hint == "" {
 			we.Hint = "DDL runs on every shard of its tables, or of the map when it names no table of the map; " +
 				"an object that exists on one shard only is changed there with a /* pgshard: shard=NAME */ comment or SET pgshard.shard."
