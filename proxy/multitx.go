@@ -118,16 +118,14 @@ func txEndRefusal() *wire.Error {
 }
 
 // txScatterAllowed says whether a statement over several shards may run
-// in the session's transaction (on its attachments): reads and writes
-// over several shards run there; COPY and DDL do not.
+// in the session's transaction (on its attachments): reads, writes and
+// DDL over several shards run there (utility.go); COPY does not.
 func (s *session) txScatterAllowed(plan rplan.Plan) error {
 	switch {
 	case plan.Kind == rplan.Scatter && s.curType == 'Q' || plan.Kind == rplan.Scatter && s.curType == 'B':
 		return nil
-	case plan.Kind == rplan.Utility:
-		return &rplan.RefusalError{Code: wire.SQLStateFeatureNotSupported,
-			Message: "DDL refused: it runs on every shard, which it cannot inside a transaction",
-			Hint:    "Run it outside the transaction; name a temporary object as pg_temp.name; or route it to one shard with a /* pgshard: shard=NAME */ comment."}
+	case plan.Kind == rplan.Utility && (s.curType == 'Q' || s.curType == 'B'):
+		return nil
 	}
 	return &rplan.RefusalError{Code: wire.SQLStateFeatureNotSupported,
 		Message: "cross-shard statement refused: COPY over several shards cannot run inside a transaction",

@@ -26,7 +26,8 @@ import (
 // key run in autocommit on each shard), and a COMMIT that fails — a
 // deferred constraint — leaves the shards before it committed. Inside a
 // transaction over several shards, split writes run in the session's
-// transaction (multitx.go). A user with cross_shard_writes: refuse writes
+// transaction (multitx.go), DDL included (utility.go); COPY is refused
+// there. A user with cross_shard_writes: refuse writes
 // on one shard per statement and per transaction.
 
 // The users[].cross_shard_writes values.
@@ -138,8 +139,8 @@ func (s *session) txWriteRefusal(plan rplan.Plan, q router.Query, shard string) 
 // txScatterWriteRefusal is txWriteRefusal for a statement over several
 // shards in the session's transaction.
 func (s *session) txScatterWriteRefusal(plan rplan.Plan) error {
-	if !s.refusesCrossShardWrites() || plan.ReadOnly || plan.Kind == rplan.Utility {
-		return nil // (DDL is refused in the transaction anyway)
+	if !s.refusesCrossShardWrites() || plan.ReadOnly && plan.Kind != rplan.Utility {
+		return nil
 	}
 	if len(plan.Shards) > 1 {
 		return s.crossShardWriteRefusal(plan.Shards)

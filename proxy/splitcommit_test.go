@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -332,5 +333,107 @@ func TestCrossShardWritesRefusedForUser(t *testing.T) {
 	// The other user writes over both shards.
 	if _, err := connect(t, p.dsn("")).Exec(ctx, `INSERT INTO kv (k, v) VALUES (15, 'a'), (115, 'b')`); err != nil {
 		t.Fatalf("split INSERT of a user allowed cross-shard writes: %v", err)
+	}
+}
+
+// TestDDLInTxOverShards: with two_phase, DDL over several shards inside a
+// transaction joins the session's transaction (simple and extended
+// protocol): its writes and the DDL commit together with two-phase
+// commit, ROLLBACK undoes the DDL on every shard, and a DDL failing on s1
+// fails the transaction (nothing stays on s0). A statement PostgreSQL
+// refuses in a transaction block gets 25001, as there.
+func TestDDLInTxOverShards(t *testing.T) {
+	start, direct := splitShards(t)
+	ctx := ctxT(t)
+	p := start(proxy.CrossShardTwoPhase)
+	records := func() int64 {
+		return scalar(t, ctx, direct[0], `SELECT count(*) FROM pgshard.commit_decisions`) +
+			scalar(t, ctx, direct[1], `SELECT count(*) FROM pgshard.commit_decisions`)
+	}
+	for i, mode := range []string{"simple_protocol", "exec"} {
+		t.Run(mode, func(t *testing.T) {
+			conn := connect(t, p.dsn("default_query_exec_mode="+mode))
+			col := fmt.Sprintf("c%d", i)
+			before := records()
+			tx, err := conn.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Exec(ctx, fmt.Sprintf(`INSERT INTO kv (k, v) VALUES (%d, 'x')`, 20+i)); err != nil {
+				t.Fatal(err)
+			}
+			if tag, err := tx.Exec(ctx, `ALTER TABLE kv ADD COLUMN `+col+` int`); err != nil || tag.String() != "ALTER TABLE" {
+				t.Fatalf("ALTER TABLE in the transaction: %q %v", tag, err)
+			}
+			if _, err := tx.Exec(ctx, fmt.Sprintf(`INSERT INTO kv (k, v, %s) VALUES (%d, 'y%[1]s', 1)`, col, 120+i)); err != nil {
+				t.Fatalf("insert into the new column on s1: %v", err)
+			}
+			if hasColumn(t, ctx, direct[0], col) {
+				t.Fatal("another session sees the column before the commit")
+			}
+			if err := tx.Commit(ctx); err != nil {
+				t.Fatalf("commit: %v", err)
+			}
+			if !hasColumn(t, ctx, direct[0], col) || !hasColumn(t, ctx, direct[1], col) {
+				t.Fatal("the column is not on both shards after the commit")
+			}
+			if a, b := keysOn(t, ctx, direct[0], int64(20+i)), keysOn(t, ctx, direct[1], int64(120+i)); a != 1 || b != 1 {
+				t.Fatalf("rows after the commit: s0 %d, s1 %d", a, b)
+			}
+			if got := records(); got != before+1 {
+				t.Fatalf("commit records %d, want %d (two-phase commit)", got, before+1)
+			}
+
+			// ROLLBACK undoes it on every shard.
+			tx, err = conn.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Exec(ctx, `ALTER TABLE kv ADD COLUMN gone int`); err != nil {
+				t.Fatal(err)
+			}
+			if err := tx.Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if hasColumn(t, ctx, direct[0], "gone") || hasColumn(t, ctx, direct[1], "gone") {
+				t.Fatal("ROLLBACK left the column")
+			}
+
+			// A DDL failing on s1 fails the transaction.
+			if _, err := direct[1].Exec(ctx, `ALTER TABLE kv ADD COLUMN only_s1_`+col+` int`); err != nil {
+				t.Fatal(err)
+			}
+			tx, err = conn.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Exec(ctx, fmt.Sprintf(`INSERT INTO kv (k, v) VALUES (%d, 'z')`, 30+i)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Exec(ctx, `ALTER TABLE kv ADD COLUMN only_s1_`+col+` int`); sqlState(err) != "42701" {
+				t.Fatalf("ALTER TABLE failing on s1: %v, want 42701", err)
+			}
+			if _, err := tx.Exec(ctx, `SELECT 1`); sqlState(err) != "25P02" {
+				t.Fatalf("statement after the failure: %v, want 25P02", err)
+			}
+			_ = tx.Rollback(ctx)
+			if hasColumn(t, ctx, direct[0], "only_s1_"+col) || keysOn(t, ctx, direct[0], int64(30+i)) != 0 {
+				t.Fatal("the failed transaction left its DDL or row on s0")
+			}
+
+			// Not allowed in a transaction block.
+			tx, err = conn.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Exec(ctx, `CREATE INDEX CONCURRENTLY kv_c_`+col+` ON kv (`+col+`)`); sqlState(err) != "25001" {
+				t.Fatalf("CREATE INDEX CONCURRENTLY in a transaction: %v, want 25001", err)
+			}
+			_ = tx.Rollback(ctx)
+			noPrepared(t, ctx, direct)
+			if got := conn.PgConn().TxStatus(); got != 'I' {
+				t.Fatalf("status at the end %q, want I", got)
+			}
+		})
 	}
 }

@@ -27,7 +27,7 @@ func (s *session) runUtility(ctx context.Context, plan rplan.Plan, sql string) e
 		return err
 	}
 	s.out = wire.AppendString(s.out, 'C', tag)
-	s.out = wire.AppendReadyForQuery(s.out, 'I')
+	s.out = wire.AppendReadyForQuery(s.out, s.idleStatus())
 	return s.flushClient()
 }
 
@@ -37,6 +37,12 @@ func (s *session) runUtility(ctx context.Context, plan rplan.Plan, sql string) e
 func (s *session) utilityOnShards(ctx context.Context, plan rplan.Plan, sql string) (string, error) {
 	if err := s.flushClient(); err != nil {
 		return "", err
+	}
+	s.mu.Lock()
+	inTx := s.st.inTxOverShards()
+	s.mu.Unlock()
+	if inTx {
+		return s.utilityInTx(ctx, plan, sql)
 	}
 	shards := slices.Sorted(slices.Values(plan.Shards)) // a fixed order: no deadlock between two of these
 	commit, err := s.splitCommit(shards)
@@ -80,6 +86,22 @@ func (s *session) utilityOnShards(ctx context.Context, plan rplan.Plan, sql stri
 		return "", e
 	}
 	return tag, nil
+}
+
+// utilityInTx runs sql on plan's shards inside the session's transaction
+// over several shards (multitx.go), which commits it with the rest (with
+// two-phase commit when it wrote on two or more shards); a failure fails
+// the transaction, and a statement PostgreSQL does not allow in a
+// transaction block gets its 25001, as on PostgreSQL.
+func (s *session) utilityInTx(ctx context.Context, plan rplan.Plan, sql string) (string, error) {
+	out, err := s.scatterInTx(ctx, true, scatter.Request{Shards: plan.Shards, SQL: strings.Clone(sql), PerShardSQL: plan.PerShardSQL})
+	if err != nil {
+		return "", err
+	}
+	if len(out) <= wire.HeaderLen || out[0] != 'C' {
+		return "", wire.Errorf(wire.SQLStateInternalError, "DDL over several shards: no command tag")
+	}
+	return cstring(out[wire.HeaderLen:]), nil
 }
 
 // undefinedObject reports whether SQLSTATE c says an object named by the
