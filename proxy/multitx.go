@@ -118,17 +118,18 @@ func txEndRefusal() *wire.Error {
 }
 
 // txScatterAllowed says whether a statement over several shards may run
-// in the session's transaction (on its attachments): reads, writes and
-// DDL over several shards run there (utility.go); COPY does not.
+// in the session's transaction (on its attachments): reads, writes, DDL
+// (utility.go) and COPY FROM (copyin.go) over several shards run there;
+// COPY TO does not.
 func (s *session) txScatterAllowed(plan rplan.Plan) error {
 	switch {
 	case plan.Kind == rplan.Scatter && s.curType == 'Q' || plan.Kind == rplan.Scatter && s.curType == 'B':
 		return nil
-	case plan.Kind == rplan.Utility && (s.curType == 'Q' || s.curType == 'B'):
+	case plan.Kind == rplan.Utility && (s.curType == 'Q' || s.curType == 'B'), plan.Kind == rplan.CopyIn && s.curType == 'Q':
 		return nil
 	}
 	return &rplan.RefusalError{Code: wire.SQLStateFeatureNotSupported,
-		Message: "cross-shard statement refused: COPY over several shards cannot run inside a transaction",
+		Message: "cross-shard statement refused: COPY TO over several shards cannot run inside a transaction",
 		Hint:    "Run it outside the transaction, or add a condition on the sharding key."}
 }
 

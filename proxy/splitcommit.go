@@ -26,8 +26,8 @@ import (
 // key run in autocommit on each shard), and a COMMIT that fails — a
 // deferred constraint — leaves the shards before it committed. Inside a
 // transaction over several shards, split writes run in the session's
-// transaction (multitx.go), DDL included (utility.go); COPY is refused
-// there. A user with cross_shard_writes: refuse writes
+// transaction (multitx.go), DDL (utility.go) and COPY FROM (copyin.go,
+// withSessionTx) included. A user with cross_shard_writes: refuse writes
 // on one shard per statement and per transaction.
 
 // The users[].cross_shard_writes values.
@@ -139,8 +139,8 @@ func (s *session) txWriteRefusal(plan rplan.Plan, q router.Query, shard string) 
 // txScatterWriteRefusal is txWriteRefusal for a statement over several
 // shards in the session's transaction.
 func (s *session) txScatterWriteRefusal(plan rplan.Plan) error {
-	if !s.refusesCrossShardWrites() || plan.ReadOnly && plan.Kind != rplan.Utility {
-		return nil
+	if !s.refusesCrossShardWrites() || plan.ReadOnly && plan.Kind != rplan.Utility || plan.Kind == rplan.CopyIn {
+		return nil // (COPY FROM: by the shards that got rows, copyIn.complete)
 	}
 	if len(plan.Shards) > 1 {
 		return s.crossShardWriteRefusal(plan.Shards)
@@ -153,4 +153,41 @@ func (s *session) txScatterWriteRefusal(plan rplan.Plan) error {
 		}
 	}
 	return nil
+}
+
+// withSessionTx runs f, a statement over several shards that runs on the
+// session's connections in its transaction over several shards (lent by
+// f's txBackends, opened on the shards it had none on), as scatterInTx
+// does for a Scatter: nothing of the session's is in flight; a failure
+// fails the transaction.
+func (s *session) withSessionTx(ctx context.Context, write bool, f func(tb *txBackends) error) error {
+	s.mu.Lock()
+	cur := s.st.conn()
+	deferred := s.st.deferredBegin
+	if deferred != "" {
+		s.st.beginSent() // the transaction starts on the shards now
+	}
+	s.mu.Unlock()
+	if cur != nil && !cur.ClearHandler(s) {
+		return wire.Fatalf(wire.SQLStateConnectionFailure, "server connection lost during the transaction")
+	}
+	s.relay = relayState{out: s.relay.out[:0]}
+	err := f(&txBackends{scatterBackends: scatterBackends{srv: s.srv, user: s.user, db: s.db}, s: s, write: write})
+	s.mu.Lock()
+	if len(s.st.atts) == 0 && deferred != "" {
+		// No shard was reached: the transaction is still the proxy's.
+		s.st.openDeferred(deferred)
+		s.st.txBegin = ""
+	}
+	if err != nil {
+		s.st.failDeferred()
+	}
+	first := s.st.conn()
+	s.queue.reset()
+	s.unsynced = false
+	s.mu.Unlock()
+	if first != nil && first.SetHandler(s) != nil {
+		return wire.Fatalf(wire.SQLStateConnectionFailure, "server connection lost during the transaction")
+	}
+	return err
 }

@@ -437,3 +437,109 @@ func TestDDLInTxOverShards(t *testing.T) {
 		})
 	}
 }
+
+// TestCopyInTxOverShards: with two_phase, COPY FROM over several shards
+// inside a transaction joins the session's transaction: it sees and
+// commits with the transaction's other writes (two-phase commit), a row
+// failing on s1 fails the transaction (nothing stays on s0 after
+// ROLLBACK), and a deferred constraint failing at COMMIT rolls back every
+// shard. For a user with cross_shard_writes: refuse, a COPY whose rows
+// reach a second shard in a transaction that wrote on another is refused.
+func TestCopyInTxOverShards(t *testing.T) {
+	start, direct := splitShards(t)
+	ctx := ctxT(t)
+	p := start(proxy.CrossShardTwoPhase)
+	conn := connect(t, p.dsn(""))
+	records := func() int64 {
+		return scalar(t, ctx, direct[0], `SELECT count(*) FROM pgshard.commit_decisions`) +
+			scalar(t, ctx, direct[1], `SELECT count(*) FROM pgshard.commit_decisions`)
+	}
+	before := records()
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO kv (k, v) VALUES (40, 'first')`); err != nil {
+		t.Fatal(err)
+	}
+	tag, err := conn.PgConn().CopyFrom(ctx, strings.NewReader("41\ta\n141\tb\n"), `COPY kv (k, v) FROM STDIN`)
+	if err != nil || tag.RowsAffected() != 2 {
+		t.Fatalf("COPY in the transaction: %q %v", tag, err)
+	}
+	var n int64
+	if err := tx.QueryRow(ctx, `SELECT count(*) FROM kv WHERE k IN (40, 41, 141)`).Scan(&n); err != nil || n != 3 {
+		t.Fatalf("the transaction sees %d of its rows (%v), want 3", n, err)
+	}
+	if keysOn(t, ctx, direct[1], 141) != 0 {
+		t.Fatal("another session sees the COPY's row before the commit")
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	if a, b := keysOn(t, ctx, direct[0], 40, 41), keysOn(t, ctx, direct[1], 141); a != 2 || b != 1 {
+		t.Fatalf("after the commit: s0 %d rows, s1 %d; want 2, 1", a, b)
+	}
+	if got := records(); got != before+1 {
+		t.Fatalf("commit records %d, want %d", got, before+1)
+	}
+
+	// A row refused on s1 fails the transaction.
+	tx, err = conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO kv (k, v) VALUES (42, 'x')`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.PgConn().CopyFrom(ctx, strings.NewReader("43\ta\n199\tdup\n"), `COPY kv (k, v) FROM STDIN`); sqlState(err) != "23505" {
+		t.Fatalf("COPY with a duplicate key on s1: %v, want 23505", err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT 1`); sqlState(err) != "25P02" {
+		t.Fatalf("after the failed COPY: %v, want 25P02", err)
+	}
+	_ = tx.Rollback(ctx)
+	if keysOn(t, ctx, direct[0], 42, 43) != 0 {
+		t.Fatal("the failed transaction left rows on s0")
+	}
+
+	// A deferred constraint failing at COMMIT rolls every shard back.
+	tx, err = conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.PgConn().CopyFrom(ctx, strings.NewReader("44\ta\n144\ttaken\n"), `COPY kv (k, v) FROM STDIN`); err != nil {
+		t.Fatalf("COPY: %v", err)
+	}
+	if err := tx.Commit(ctx); sqlState(err) != "23505" {
+		t.Fatalf("commit violating a deferred constraint on s1: %v, want 23505", err)
+	}
+	if a, b := keysOn(t, ctx, direct[0], 44), keysOn(t, ctx, direct[1], 144); a != 0 || b != 0 {
+		t.Fatalf("after the failed commit: s0 %d, s1 %d rows; want none", a, b)
+	}
+	noPrepared(t, ctx, direct)
+
+	// A user refusing cross-shard writes.
+	solo := connect(t, strings.Replace(p.dsn(""), "://app:", "://solo:", 1))
+	tx, err = solo.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO kv (k, v) VALUES (45, 'x')`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := solo.PgConn().CopyFrom(ctx, strings.NewReader("46\ta\n"), `COPY kv (k, v) FROM STDIN`); err != nil {
+		t.Fatalf("COPY into the transaction's shard: %v", err)
+	}
+	_, err = solo.PgConn().CopyFrom(ctx, strings.NewReader("146\ta\n"), `COPY kv (k, v) FROM STDIN`)
+	if sqlState(err) != "0A000" || !strings.Contains(err.Error(), "not allowed cross-shard writes") {
+		t.Fatalf("COPY into a second shard: %v, want 0A000", err)
+	}
+	_ = tx.Rollback(ctx)
+	if a, b := keysOn(t, ctx, direct[0], 45, 46), keysOn(t, ctx, direct[1], 146); a != 0 || b != 0 {
+		t.Fatalf("the refused transaction left rows: s0 %d, s1 %d", a, b)
+	}
+	noPrepared(t, ctx, direct)
+	if got := conn.PgConn().TxStatus(); got != 'I' {
+		t.Fatalf("status %q, want I", got)
+	}
+}
