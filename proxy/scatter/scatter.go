@@ -529,6 +529,11 @@ func (r *scatterRun) finish(ctx context.Context, commit bool) error {
 			h.mu.Unlock()
 			if open {
 				txs = append(txs, Tx{Name: h.name, Conn: h.conn})
+			} else if commit {
+				// Its transaction is lost: commit none of the others.
+				commit = false
+				errs = append(errs, &wire.Error{Code: wire.SQLStateConnectionFailure,
+					Message: fmt.Sprintf("shard %s: its transaction was lost before the commit; rolled back on every shard", h.name)})
 			}
 		}
 		end := func(ctx context.Context, txs []Tx) error { return EndTransactions(ctx, txs, commit) }
