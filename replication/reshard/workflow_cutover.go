@@ -161,6 +161,13 @@ func (d *driver) rollbackStep(ctx context.Context, e Steps, st State) (*State, b
 			st.Phase = PhaseRollbackAdvanced
 		}
 	case PhaseRollbackAdvanced:
+		// The source takes writes again before the epoch sends them
+		// there: until it, every live proxy holds the interval and the
+		// target is fenced. (Unfenced after the epoch, the source would
+		// refuse with PS001 the first writes the proxies route to it.)
+		if err = e.Unfence(sctx); err != nil {
+			break
+		}
 		var epoch uint64
 		epoch, err = d.editMap(sctx, fmt.Sprintf("reshard %s: rollback: %s of %s goes back from %s to %s", d.id, st.Interval(), st.Distribution, st.To, st.From), func(m *shardmap.Map) (*shardmap.Map, error) {
 			return release(m, st.Distribution, d.id, st.Move.Lo, st.Move.Hi, st.From)

@@ -97,6 +97,9 @@ type fakeMaps struct {
 	// blockWait makes WaitApplied wait for its context (a lagging proxy).
 	blockWait bool
 	waited    []uint64
+	// onApply, when set, sees every map ApplyMap is asked to commit; an
+	// error refuses it.
+	onApply func(*shardmap.Map) error
 }
 
 func (f *fakeMaps) Map() *shardmap.Map {
@@ -115,6 +118,11 @@ func (f *fakeMaps) ApplyMap(_ context.Context, m *shardmap.Map, expect uint64, c
 	n.Epoch = expect + 1
 	if err := n.Validate(); err != nil {
 		return 0, err
+	}
+	if f.onApply != nil {
+		if err := f.onApply(n); err != nil {
+			return 0, err
+		}
 	}
 	f.m = n
 	f.comments = append(f.comments, comment)

@@ -342,6 +342,11 @@ func (d *driver) step(ctx context.Context, st State) (*State, bool, error) {
 		return &st, false, nil
 
 	case PhaseRollbackAborting:
+		// The target keeps the interval: the source is fenced again (the
+		// rollback unfences it just before its epoch).
+		if err := e.Fence(ctx); err != nil {
+			return nil, false, err
+		}
 		if err := e.Reverse().Unfence(ctx); err != nil {
 			return nil, false, err
 		}
