@@ -127,6 +127,10 @@ func (s *session) txScatterAllowed(plan rplan.Plan) error {
 		return nil
 	case plan.Kind == rplan.Utility && (s.curType == 'Q' || s.curType == 'B'), plan.Kind == rplan.CopyIn && s.curType == 'Q':
 		return nil
+	case plan.Kind == rplan.Utility:
+		return &rplan.RefusalError{Code: wire.SQLStateFeatureNotSupported,
+			Message: "DDL refused: it runs on every shard, which it cannot inside a transaction",
+			Hint:    "Run it outside the transaction; name a temporary object as pg_temp.name; or route it to one shard with a /* pgshard: shard=NAME */ comment."}
 	}
 	return &rplan.RefusalError{Code: wire.SQLStateFeatureNotSupported,
 		Message: "cross-shard statement refused: COPY TO over several shards cannot run inside a transaction",
