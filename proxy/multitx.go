@@ -122,11 +122,14 @@ func txEndRefusal() *wire.Error {
 }
 
 // txScatterAllowed says whether a statement over several shards may run
-// in the session's transaction (on its attachments): reads and writes
-// over several shards run there; COPY and DDL do not.
+// in the session's transaction (on its attachments): reads, writes, DDL
+// (utility.go) and COPY FROM (copyin.go) over several shards run there;
+// COPY TO does not.
 func (s *session) txScatterAllowed(plan rplan.Plan) error {
 	switch {
 	case plan.Kind == rplan.Scatter && s.curType == 'Q' || plan.Kind == rplan.Scatter && s.curType == 'B':
+		return nil
+	case plan.Kind == rplan.Utility && (s.curType == 'Q' || s.curType == 'B'), plan.Kind == rplan.CopyIn && s.curType == 'Q':
 		return nil
 	case plan.Kind == rplan.Utility:
 		return &rplan.RefusalError{Code: wire.SQLStateFeatureNotSupported,
@@ -134,7 +137,7 @@ func (s *session) txScatterAllowed(plan rplan.Plan) error {
 			Hint:    "Run it outside the transaction; name a temporary object as pg_temp.name; or route it to one shard with a /* pgshard: shard=NAME */ comment."}
 	}
 	return &rplan.RefusalError{Code: wire.SQLStateFeatureNotSupported,
-		Message: "cross-shard statement refused: COPY over several shards cannot run inside a transaction",
+		Message: "cross-shard statement refused: COPY TO over several shards cannot run inside a transaction",
 		Hint:    "Run it outside the transaction, or add a condition on the sharding key."}
 }
 
