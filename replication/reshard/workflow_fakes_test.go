@@ -153,6 +153,7 @@ type fakeServers struct {
 	copyAfter      int // Progress calls before the copy is done
 	lag            int64
 	verifyEqual    bool
+	verifyOpts     []VerifyOptions  // every Verify call's options, in order
 	fail           map[string]error // "fwd.Fence" -> error, every call
 }
 
@@ -238,13 +239,14 @@ func (f fakeSteps) Progress(context.Context) (Progress, error) {
 	return p, nil
 }
 
-func (f fakeSteps) Verify(context.Context, VerifyOptions) (VerifyResult, error) {
+func (f fakeSteps) Verify(_ context.Context, opts VerifyOptions) (VerifyResult, error) {
 	f.s.mu.Lock()
 	defer f.s.mu.Unlock()
 	if err := f.call("Verify"); err != nil {
 		return VerifyResult{}, err
 	}
-	r := VerifyResult{Equal: f.s.verifyEqual, Fenced: f.s.fenced[f.side(false)]}
+	f.s.verifyOpts = append(f.s.verifyOpts, opts)
+	r := VerifyResult{Equal: f.s.verifyEqual, Fenced: f.s.fenced[f.side(false)], CountOnly: opts.CountOnly}
 	r.Tables = []TableCheck{{Table: "public.users", SourceRows: 10, TargetRows: 10, Equal: f.s.verifyEqual}}
 	if !f.s.verifyEqual {
 		r.Tables[0].TargetRows = 9
@@ -381,6 +383,8 @@ type rig struct {
 	now     time.Time
 	mu      sync.Mutex
 	engines int // engines built
+	// holdVerifyRows is the controllers' ControllerConfig.HoldVerifyRows.
+	holdVerifyRows int64
 }
 
 func testMap() *shardmap.Map {
@@ -424,6 +428,7 @@ func (r *rig) controller() *Controller {
 		Records: r.recs, Maps: r.maps, Now: r.clock,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Tick:   time.Millisecond, RetryMax: time.Millisecond, CutoverTimeout: 30 * time.Second,
+		HoldVerifyRows: r.holdVerifyRows,
 		Engines: func(mv Move, from, to shardmap.Shard) (Steps, error) {
 			r.mu.Lock()
 			r.engines++

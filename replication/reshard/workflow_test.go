@@ -85,6 +85,49 @@ func TestWorkflowAutoCutover(t *testing.T) {
 	}
 }
 
+// TestWorkflowVerifyBeforeHold: a cutover compares the rows before its
+// hold, then again inside it with the source fenced and the target
+// caught up (both sides read at once); an interval with more rows than
+// HoldVerifyRows is only counted inside the hold, after an equal
+// comparison before it, and compared in full when that one differed.
+func TestWorkflowVerifyBeforeHold(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		holdRows  int64 // the fakes' interval has 10 rows
+		preEqual  bool
+		countOnly bool
+	}{
+		{"small interval", 0, true, false},
+		{"large interval", 5, true, true},
+		{"large interval, differing before the hold", 5, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t)
+			r.holdVerifyRows = tc.holdRows
+			r.srv.verifyEqual = tc.preEqual
+			c := r.controller()
+			id := r.start(c, CutoverAuto)
+			r.runUntil(c, id, PhaseCopied)
+			r.runUntil(c, id, PhaseHold, PhaseHeld)
+			r.srv.mu.Lock()
+			r.srv.verifyEqual = true
+			r.srv.mu.Unlock()
+			r.runUntil(c, id, PhaseCutOver)
+			r.checkCutOver(id)
+			r.srv.mu.Lock()
+			opts := slices.Clone(r.srv.verifyOpts)
+			r.srv.mu.Unlock()
+			want := []VerifyOptions{{}, {CaughtUp: true, CountOnly: tc.countOnly}}
+			if !slices.Equal(opts, want) {
+				t.Fatalf("verify options %+v, want %+v", opts, want)
+			}
+			if st := r.recs.state(t, id); st.Verify == nil || !st.Verify.Fenced || st.Verify.CountOnly != tc.countOnly {
+				t.Fatalf("recorded verify %+v", st.Verify)
+			}
+		})
+	}
+}
+
 func TestWorkflowManualWaitsForCutover(t *testing.T) {
 	r := newRig(t)
 	c := r.controller()
