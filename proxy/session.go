@@ -121,6 +121,9 @@ type session struct {
 	// multi filters client output while a query string of several
 	// statements runs statement by statement (multistmt.go).
 	multi multiStmtState
+	// dtx is the session's part in deadlock detection across shards
+	// (deadlock_session.go).
+	dtx dtxSession
 }
 
 // pipe is the state of the session's requests in flight. Callers hold
