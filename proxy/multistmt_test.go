@@ -234,6 +234,20 @@ func TestMultiStatementOpenBlock(t *testing.T) {
 		t.Fatalf("after ROLLBACK: %v", b)
 	}
 	noPrepared(t, ctx, direct)
+
+	// pgshard's own refusal in the block (a savepoint once it spans
+	// shards) fails it the same way.
+	got = c.run(ctx, "BEGIN; UPDATE kv SET n = 0 WHERE k = 42; UPDATE kv SET n = 0 WHERE k = 142; SAVEPOINT s; SELECT 1")
+	if len(got) != 5 || !strings.HasPrefix(got[3], "error 0A000 savepoints are not supported") || got[4] != "status E" {
+		t.Fatalf("savepoint in a block over both shards: %q", got)
+	}
+	wantLog(t, "25P02", c.run(ctx, "SELECT n FROM kv WHERE k = 42; SELECT n FROM kv WHERE k = 142"),
+		"error 25P02 current transaction is aborted, commands ignored until end of transaction block", "status E")
+	wantLog(t, "COMMIT of a failed block", c.run(ctx, "COMMIT"), "tag ROLLBACK", "status I")
+	if b := balances(t, ctx, direct); b != [4]int64{80, 100, 120, 100} {
+		t.Fatalf("after the failed block: %v", b)
+	}
+	noPrepared(t, ctx, direct)
 }
 
 // TestMultiStatementRefuse: with cross_shard: refuse the string is
