@@ -170,7 +170,8 @@ func (s *session) runStatements(ctx context.Context, parts []msPart) error {
 	implicit := false // the proxy opened the transaction block
 	for _, p := range parts {
 		status := byte(m.status.Load())
-		if e := notInTxBlock(p.node); e != nil {
+		// (In a failed block the usual path answers 25P02 first.)
+		if e := notInTxBlock(p.node); e != nil && status != 'E' {
 			if err := s.multiFail(ctx, e); err != nil {
 				return err
 			}

@@ -300,7 +300,8 @@ func TestMultiStatementDifferential(t *testing.T) {
 		"BEGIN; UPDATE kv SET n = n + 3 WHERE k = 42; UPDATE kv SET n = n - 3 WHERE k = 142;",
 		"SELECT n FROM kv WHERE k = 142; COMMIT; SELECT n FROM kv WHERE k = 42;",
 		"BEGIN; UPDATE kv SET n = 1 WHERE k = 43; SELECT 1/0; UPDATE kv SET n = 2 WHERE k = 143;",
-		"SELECT n FROM kv WHERE k = 143;",
+		"VACUUM kv; SELECT n FROM kv WHERE k = 143;",
+		"SELECT n FROM kv WHERE k = 143; VACUUM kv;",
 		"ROLLBACK; SELECT n FROM kv WHERE k = 43; SELECT n FROM kv WHERE k = 143;",
 		// In a transaction over both shards, a string for one shard that
 		// ends it.
