@@ -187,6 +187,15 @@ func (s *session) runStatements(ctx context.Context, parts []msPart) error {
 			}
 		}
 		switch {
+		case implicit && isBegin(ts) && len(ts.Options) > 0:
+			// Its options would apply to the transaction already open,
+			// on every shard: not done (PostgreSQL too refuses an
+			// isolation level after the first query).
+			if err := s.multiFail(ctx, &wire.Error{Code: wire.SQLStateFeatureNotSupported,
+				Message: "BEGIN with options after other statements of the same query string is not supported when its statements are for several shards",
+				Hint:    "Put the BEGIN first in the query string."}); err != nil {
+				return err
+			}
 		case implicit && isBegin(ts):
 			// The block becomes the client's, with what ran in it.
 			implicit = false

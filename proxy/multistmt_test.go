@@ -198,6 +198,14 @@ func TestMultiStatementImplicitFailure(t *testing.T) {
 	if b := balances(t, ctx, direct); b != [4]int64{100, 100, 100, 100} {
 		t.Fatalf("after the refused VACUUM: %v, want nothing applied", b)
 	}
+	// A BEGIN with options after statements: refused, all rolled back.
+	got = c.run(ctx, "UPDATE kv SET n = 1 WHERE k = 42; BEGIN READ ONLY; UPDATE kv SET n = 1 WHERE k = 142")
+	if len(got) != 3 || got[0] != "tag UPDATE 1" || !strings.HasPrefix(got[1], "error 0A000 BEGIN with options after other statements") || got[2] != "status I" {
+		t.Fatalf("BEGIN READ ONLY after a statement: %q", got)
+	}
+	if b := balances(t, ctx, direct); b != [4]int64{100, 100, 100, 100} {
+		t.Fatalf("after the refused BEGIN: %v, want nothing applied", b)
+	}
 	got = c.run(ctx, "SELECT n FROM kv WHERE k = 42; SELECT n FROM kv WHERE k = 142")
 	wantLog(t, "afterwards", got, "cols n", "row 100", "tag SELECT 1", "cols n", "row 100", "tag SELECT 1", "status I")
 }
