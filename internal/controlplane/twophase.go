@@ -62,11 +62,11 @@ func primarySince(hist []meta.MapVersion, shard string, primary shardmap.Endpoin
 	return time.Time{}
 }
 
-func (c nodeCluster) LiveProxies() []string {
-	var out []string
+func (c nodeCluster) LiveProxies() []twophase.LiveProxy {
+	var out []twophase.LiveProxy
 	for _, p := range c.n.Proxies() {
 		if p.Alive {
-			out = append(out, p.ID)
+			out = append(out, twophase.LiveProxy{ID: p.ID, Incarnation: p.Incarnation})
 		}
 	}
 	return out

@@ -89,6 +89,10 @@ type Options struct {
 	// RetryDelay is the pause before the second attempt, doubled for each
 	// next (default 50 ms).
 	RetryDelay time.Duration
+	// Incarnation is the one the coordinator's GIDs carry (12 hex digits;
+	// default: the process's, Incarnation()). It must be the one the
+	// proxy's meta heartbeats carry.
+	Incarnation string
 	// TableWait bounds how long the decision participant waits for the
 	// decision table to appear (the meta leader's recovery creates it
 	// within a round after a map or a database appears) before the
@@ -119,6 +123,9 @@ func New(proxyID string, store DecisionStore, opts Options, log *slog.Logger) *C
 	}
 	if opts.RetryDelay <= 0 {
 		opts.RetryDelay = 50 * time.Millisecond
+	}
+	if !validIncarnation(opts.Incarnation) {
+		opts.Incarnation = processIncarnation
 	}
 	if opts.TableWait <= 0 {
 		opts.TableWait = 10 * time.Second
@@ -258,10 +265,7 @@ func (c *Coordinator) commit(ctx context.Context, ps []Participant) (Outcome, er
 	}
 	var out Outcome
 	dp := writers[0]
-	gid, err := NewGID(c.proxyID, dp.Shard())
-	if err != nil {
-		return out, err
-	}
+	gid := newGID(c.opts.Incarnation, c.proxyID, dp.Shard())
 	out.GID = gid
 	prepare := "PREPARE TRANSACTION " + quoteLiteral(string(gid))
 	rec := c.store.RecordSQL(gid)

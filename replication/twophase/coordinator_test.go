@@ -344,6 +344,16 @@ func TestGID(t *testing.T) {
 	if g2 == g {
 		t.Fatal("two GIDs alike")
 	}
+	// The incarnation of this process leads the transaction id.
+	if p.Incarnation != Incarnation() || !validIncarnation(Incarnation()) || p.TxID[:12] != Incarnation() {
+		t.Fatalf("%s: incarnation %q, process %q", g, p.Incarnation, Incarnation())
+	}
+	c := New("proxy-1", RecordStore{}, Options{Incarnation: "0123456789ab"}, nil)
+	a, b := &fakePart{name: "s0"}, &fakePart{name: "s1"}
+	out, err := c.Commit(testCtx(t), parts(a, b))
+	if p, perr := ParseGID(string(out.GID)); err != nil || perr != nil || p.Incarnation != "0123456789ab" {
+		t.Fatalf("%s: %+v %v %v", out.GID, p, err, perr)
+	}
 	long := strings.Repeat("x/", 200)
 	g, err = NewGID(long, long)
 	if err != nil || len(g) > MaxGIDLen {

@@ -30,8 +30,16 @@ type Cluster interface {
 	// Primaries are the shards of the current map and their primaries
 	// (after a failover, the new one).
 	Primaries() []Shard
-	// LiveProxies are the IDs of the proxies whose lease runs.
-	LiveProxies() []string
+	// LiveProxies are the proxies whose lease runs.
+	LiveProxies() []LiveProxy
+}
+
+// LiveProxy is a proxy whose lease runs.
+type LiveProxy struct {
+	ID string
+	// Incarnation is the one its last heartbeat carried ("" when it
+	// sent none: then any of its GIDs counts as its own).
+	Incarnation string
 }
 
 // PreparedXact is a pgshard prepared transaction on a server.
@@ -226,9 +234,9 @@ type location struct {
 func (r *Recoverer) RunOnce(ctx context.Context) Report {
 	rep := Report{At: time.Now()}
 	shards := r.cfg.Cluster.Primaries()
-	alive := make(map[string]bool)
-	for _, id := range r.cfg.Cluster.LiveProxies() {
-		alive[ProxyTag(id)] = true
+	alive := make(map[string]string) // proxy tag → incarnation
+	for _, p := range r.cfg.Cluster.LiveProxies() {
+		alive[ProxyTag(p.ID)] = p.Incarnation
 	}
 	byTag := make(map[string]Shard, len(shards))
 	for _, s := range shards {
@@ -304,9 +312,17 @@ func (r *Recoverer) RunOnce(ctx context.Context) Report {
 type round struct {
 	now    time.Time
 	shards []Shard
-	alive  map[string]bool       // proxy tags whose lease runs
+	alive  map[string]string     // proxy tags whose lease runs → incarnation
 	byTag  map[string]Shard      // shards by tag
 	scans  map[string]ServerScan // by shard name, the shards scanned
+}
+
+// coordinatorAlive reports whether p's coordinator lives: its proxy's
+// lease runs, in the incarnation of p (a proxy restarted under the same
+// ID heartbeats with a new one: its predecessor is dead).
+func (rd *round) coordinatorAlive(p ParsedGID) bool {
+	inc, ok := rd.alive[p.ProxyTag]
+	return ok && (inc == "" || inc == p.Incarnation)
 }
 
 // letGoAge is how old a live coordinator's transaction must be before
@@ -336,15 +352,16 @@ func (r *Recoverer) resolve(ctx context.Context, gid string, locs []location, rd
 		}
 	}
 	p, perr := ParseGID(gid)
+	alive := rd.coordinatorAlive(p)
 	for i, l := range locs {
-		out[i] = InDoubt{GID: gid, Shard: l.shard.Name, Addr: l.shard.Addr, Database: l.db, Age: l.age, Proxy: p.ProxyTag, ProxyAlive: rd.alive[p.ProxyTag]}
+		out[i] = InDoubt{GID: gid, Shard: l.shard.Name, Addr: l.shard.Addr, Database: l.db, Age: l.age, Proxy: p.ProxyTag, ProxyAlive: alive}
 	}
 	if perr != nil {
 		setState("blocked: " + perr.Error())
 		return out
 	}
 	ds, ok := rd.byTag[p.ShardTag]
-	if rd.alive[p.ProxyTag] && oldest < r.cfg.MaxAge && !(ok && rd.replaced(ds, oldest)) {
+	if alive && oldest < r.cfg.MaxAge && !(ok && rd.replaced(ds, oldest)) {
 		// The coordinator lives and still holds its connection to the
 		// decision shard: resolved early only when it cannot decide
 		// any more, or has decided.

@@ -16,10 +16,17 @@ import (
 type fakeCluster struct {
 	shards []Shard
 	live   []string
+	inc    map[string]string // live proxy → its incarnation ("" none)
 }
 
-func (c *fakeCluster) Primaries() []Shard    { return c.shards }
-func (c *fakeCluster) LiveProxies() []string { return c.live }
+func (c *fakeCluster) Primaries() []Shard { return c.shards }
+func (c *fakeCluster) LiveProxies() []LiveProxy {
+	var out []LiveProxy
+	for _, id := range c.live {
+		out = append(out, LiveProxy{ID: id, Incarnation: c.inc[id]})
+	}
+	return out
+}
 
 // fakeAdmin is an Admin over in-memory servers.
 type fakeAdmin struct {
@@ -428,5 +435,44 @@ func TestRecoveryRaceWithCoordinator(t *testing.T) {
 	newRecov(t, &fakeCluster{shards: threeShards, live: []string{"p1"}}, a, &acts).RunOnce(testCtx(t))
 	if got, want := a.actions(), []string{"h1:5432 " + g + " commit=true"}; !slices.Equal(got, want) {
 		t.Fatalf("actions %q, want %q", got, want)
+	}
+}
+
+func TestRecoveryRestartedProxy(t *testing.T) {
+	// Proxy p1 restarted under the same ID before its lease ran out: its
+	// lease now names the new incarnation, so its predecessor's undecided
+	// transaction (1 s old) is a dead proxy's at once; the new
+	// incarnation's own is left alone.
+	a := newFakeAdmin()
+	old, cur := "aaaaaaaaaaaa", "bbbbbbbbbbbb"
+	prev := string(newGID(old, "p1", "s0"))
+	mine := string(newGID(cur, "p1", "s0"))
+	a.prepare("h0:5432", prev, time.Second)
+	a.prepare("h1:5432", prev, time.Second)
+	a.prepare("h0:5432", mine, time.Second)
+	a.prepare("h1:5432", mine, time.Second)
+	var acts []Action
+	c := &fakeCluster{shards: threeShards, live: []string{"p1"}, inc: map[string]string{"p1": cur}}
+	rep := newRecov(t, c, a, &acts).RunOnce(testCtx(t))
+	want := []string{"h0:5432 " + prev + " commit=false", "h1:5432 " + prev + " commit=false"}
+	if got := a.actions(); !slices.Equal(got, want) {
+		t.Fatalf("actions %q, want %q", got, want)
+	}
+	for _, d := range rep.InDoubt {
+		if d.GID == mine && (d.State != "in progress" || !d.ProxyAlive) {
+			t.Fatalf("new incarnation's transaction: %+v", d)
+		}
+		if d.GID == prev && d.ProxyAlive {
+			t.Fatalf("predecessor's transaction counted alive: %+v", d)
+		}
+	}
+
+	// A proxy that sends no incarnation: any of its GIDs is its own.
+	a = newFakeAdmin()
+	a.prepare("h0:5432", prev, time.Second)
+	c.inc = nil
+	newRecov(t, c, a, &acts).RunOnce(testCtx(t))
+	if got := a.actions(); len(got) != 0 {
+		t.Fatalf("actions %q", got)
 	}
 }

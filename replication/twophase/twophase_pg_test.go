@@ -67,7 +67,13 @@ type clusterFunc struct {
 }
 
 func (c clusterFunc) Primaries() []Shard    { return c.shards }
-func (c clusterFunc) LiveProxies() []string { return *c.live }
+func (c clusterFunc) LiveProxies() []LiveProxy {
+	var out []LiveProxy
+	for _, id := range *c.live {
+		out = append(out, LiveProxy{ID: id})
+	}
+	return out
+}
 
 // begin opens a transaction on every shard listed (superuser, database
 // postgres) and runs sql there.
