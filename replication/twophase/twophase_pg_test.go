@@ -207,8 +207,10 @@ func TestPGCommitAtomic(t *testing.T) {
 }
 
 // abandonStore records the decision nowhere and says so: the proxy died
-// after PREPARE, before the decision.
-type abandonStore struct{ RecordStore }
+// after PREPARE, before the decision (so it writes no let-go record).
+type abandonStore struct{}
+
+func (abandonStore) RecordSQL(gid GID) string { return RecordStore{}.RecordSQL(gid) }
 
 func (abandonStore) Decide(context.Context, GID, Participant) (bool, error) {
 	return false, fmt.Errorf("proxy killed: %w", ErrUncertain)
