@@ -118,6 +118,10 @@ type session struct {
 	describing atomic.Pointer[describeTry]
 	// cache is the session's hot-row cache state (cache_session.go).
 	cache sessionCache
+	// retry is serve's record of a request it may send again after PS001,
+	// and retryReq the relay's hand-back of one (under mu; fencedretry.go).
+	retry    retryState
+	retryReq *fencedRetry
 }
 
 // pipe is the state of the session's requests in flight. Callers hold
@@ -137,6 +141,9 @@ func (s *session) serve(ctx context.Context) {
 		s.finish()
 	}()
 	for {
+		if s.retry.armed != nil && s.awaitFenced(ctx) != nil {
+			return
+		}
 		if s.in.Buffered() == 0 {
 			if err := s.flushBackend(); err != nil {
 				return
@@ -155,21 +162,7 @@ func (s *session) serve(ctx context.Context) {
 		if s.st.skipToSync && typ != 'S' {
 			continue
 		}
-		if err := s.handle(ctx, typ, frame); err != nil {
-			if errors.Is(err, errTerminate) {
-				return
-			}
-			if errors.Is(err, errAnswered) {
-				continue
-			}
-			var we *wire.Error
-			if errors.As(err, &we) && we.Severity != "FATAL" {
-				if err := s.reportError(we, typ); err != nil {
-					return
-				}
-				continue
-			}
-			s.fatal(err)
+		if err := s.handle(ctx, typ, frame); err != nil && !s.handled(typ, err) {
 			return
 		}
 	}
@@ -191,6 +184,7 @@ func (s *session) handle(ctx context.Context, typ byte, frame []byte) error {
 			return err
 		}
 	}
+	s.recordFrame(typ, frame)
 	s.forgetStatements()
 	if typ == 'B' && s.srv.cacheOn.Load() && s.cacheBind(frame) {
 		return nil // answered from the cache
@@ -377,6 +371,7 @@ func (s *session) flushBackend() error {
 }
 
 func (s *session) handleSync(ctx context.Context, frame []byte) error {
+	retry := s.armBatch(frame)
 	if s.portal != nil {
 		if s.st.skipToSync {
 			s.portal = nil // it failed: nothing more to say
@@ -390,6 +385,7 @@ func (s *session) handleSync(ctx context.Context, frame []byte) error {
 	}
 	be := s.claim()
 	if be == nil {
+		s.retry.armed = nil
 		s.stmts.ran = nil
 		s.out = wire.AppendReadyForQuery(s.out, s.idleStatus())
 		return s.flushClient()
@@ -400,7 +396,10 @@ func (s *session) handleSync(ctx context.Context, frame []byte) error {
 	s.mu.Unlock()
 	set := s.stmts.ran
 	s.stmts.ran = nil
-	s.pushSync(be, syncEntry{status: override, clientSync: true, copyEnds: ends, setting: set})
+	if retry = retry && override == 0 && set == nil; !retry {
+		s.retry.armed = nil
+	}
+	s.pushSync(be, syncEntry{status: override, clientSync: true, copyEnds: ends, setting: set, retry: retry})
 	s.bout = append(s.bout, frame...)
 	s.captureLSN()
 	return s.maybeFlush()
@@ -416,6 +415,7 @@ func (s *session) handleQuery(ctx context.Context, frame []byte) error {
 	if err := s.settleBeforeBegin(ctx, sql); err != nil {
 		return err
 	}
+	retryable := s.retryStartOK()
 	if done, err := s.endTxOverShards(ctx, sql); done || err != nil {
 		return err
 	}
@@ -455,6 +455,7 @@ func (s *session) handleQuery(ctx context.Context, frame []byte) error {
 		}
 	}
 	be.UnnamedGen++ // a simple query replaces the unnamed statement
+	e.retry = s.armQuery(retryable && info.Class == 0, frame)
 	s.pushSync(be, e)
 	if s.rewrite != "" {
 		s.bout = wire.AppendString(s.bout, 'Q', s.rewrite)
