@@ -126,15 +126,19 @@ func startWriters(ctx context.Context, ws ...*ledgerWriter) (stop func()) {
 }
 
 // checkWriters logs each writer's counts and fails the test on a
-// writer's error, on a gap of maxIn or more between acknowledged writes
-// of a writer inside a moving interval, and on a gap of maxOut or more
-// or any error of a writer outside.
+// writer's error, on a PS001 (the proxy retries an autocommit statement
+// that met the fence), on a gap of maxIn or more between acknowledged
+// writes of a writer inside a moving interval, and on a gap of maxOut or
+// more or any error of a writer outside.
 func checkWriters(t *testing.T, inside, outside []*ledgerWriter, maxIn, maxOut time.Duration) {
 	t.Helper()
 	for _, w := range append(append([]*ledgerWriter{}, inside...), outside...) {
 		t.Logf("%s: %d acknowledged writes, longest gap %s, retryable errors %v", w.name, w.writes, w.maxGap.Round(time.Millisecond), w.retryable)
 		if w.err != nil {
 			t.Error(w.err)
+		}
+		if n := w.retryable[wire.SQLStateIntervalFenced]; n > 0 {
+			t.Errorf("%s: %d autocommit writes failed with PS001: the proxy did not retry them", w.name, n)
 		}
 	}
 	for _, w := range inside {
