@@ -55,8 +55,9 @@ type pgshardPool struct {
 // startPgshard writes a configuration into dir and starts the pgshard
 // binary with it: the shards given, or with mapFile the shard map's
 // (statements routed by key), transaction pooling, poolSize backend
-// connections per shard, SCRAM authentication of user, no admin listener.
-func startPgshard(ctx context.Context, bin, dir string, shards []pgshardShard, mapFile string, poolSize int, user, password string) (*child, string, error) {
+// connections per shard, SCRAM authentication of user, no admin listener;
+// env is added to the process's environment (GOMAXPROCS=1, say).
+func startPgshard(ctx context.Context, bin, dir string, shards []pgshardShard, mapFile string, poolSize int, user, password string, env ...string) (*child, string, error) {
 	verifier, err := auth.NewSCRAMVerifier(password, nil, 0)
 	if err != nil {
 		return nil, "", err
@@ -93,7 +94,7 @@ func startPgshard(ctx context.Context, bin, dir string, shards []pgshardShard, m
 	cmd.Dir = dir
 	// The backend password is in the file; keep the environment from
 	// overriding it.
-	cmd.Env = append(os.Environ(), "PGSHARD_BACKEND_PASSWORD="+password)
+	cmd.Env = append(append(os.Environ(), "PGSHARD_BACKEND_PASSWORD="+password), env...)
 	c, err := startChild("pgshard", cmd, filepath.Join(dir, "pgshard.log"))
 	if err != nil {
 		return nil, "", err
