@@ -4,7 +4,7 @@ export PATH := $(shell $(GO) env GOROOT)/bin:$(shell $(GO) env GOPATH)/bin:$(PAT
 STATICCHECK_VERSION ?= v0.8.2
 BIN       := bin/pgshard
 
-.PHONY: bench-ab bench-cache bench-failover bench-reshard build compose-test test unit integration lint vet staticcheck fmt-check bench bench-sharded demo fuzz difffuzz clean proto
+.PHONY: bench-ab bench-cache bench-2pc bench-failover bench-reshard build compose-test test unit integration lint vet staticcheck fmt-check bench bench-sharded demo fuzz difffuzz clean proto
 
 build:
 	$(GO) build -o $(BIN) ./cmd/pgshard
@@ -82,6 +82,21 @@ CLIENTS ?= 16
 bench-cache:
 	PGSHARD_CACHEBENCH=1 PGSHARD_CACHEBENCH_USERS=$(USERS) PGSHARD_CACHEBENCH_DURATION=$(DURATION) PGSHARD_CACHEBENCH_CLIENTS=$(CLIENTS) \
 		$(GO) test ./integration/cachebench/ -run '^TestCacheBench$$' -count=1 -v -timeout 30m
+
+# Transactions over several shards: a transfer between accounts on two
+# shards (two-phase commit) vs on one shard, through the same pgshard proxy
+# process in the same run (TPC_CLIENTS clients, TPC_ROUNDS rounds of
+# TPC_DURATION per kind; fsync and synchronous_commit on), then the recovery
+# time of an in-doubt transaction (proxy killed -9 after PREPARE,
+# TPC_RECOVERIES times); prints the docs/benchmarks.md tables.
+TPC_CLIENTS ?= 8
+TPC_DURATION ?= 10s
+TPC_ROUNDS ?= 2
+TPC_RECOVERIES ?= 3
+bench-2pc:
+	PGSHARD_BENCH_2PC=1 PGSHARD_BENCH_2PC_CLIENTS=$(TPC_CLIENTS) PGSHARD_BENCH_2PC_DURATION=$(TPC_DURATION) \
+		PGSHARD_BENCH_2PC_ROUNDS=$(TPC_ROUNDS) PGSHARD_BENCH_2PC_RECOVERIES=$(TPC_RECOVERIES) \
+		$(GO) test ./integration/banktest/ -run '^TestBench2PC$$' -count=1 -v -timeout 10m
 
 # Online resharding: a plain COPY | COPY of an interval of ROWS rows next
 # to the initial copy of `reshard move` between the same two servers (rows/s,

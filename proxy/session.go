@@ -122,6 +122,9 @@ type session struct {
 	// and retryReq the relay's hand-back of one (under mu; fencedretry.go).
 	retry    retryState
 	retryReq *fencedRetry
+	// dtx is the session's part in deadlock detection across shards
+	// (deadlock_session.go).
+	dtx dtxSession
 }
 
 // pipe is the state of the session's requests in flight. Callers hold
