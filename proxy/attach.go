@@ -39,6 +39,7 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 // Utility in a Bind) for the caller to run.
 func (s *session) attachPlan(ctx context.Context, q router.Query) (*pool.Conn, rplan.Plan, error) {
 	q.HintShard, q.HintKey = s.hintShard, s.hintKey
+	routedBy := s.routedBy()
 	plan, err := s.routerFor().Route(q)
 	if err != nil {
 		// An INSERT without a column list: learn the key column's
@@ -111,6 +112,7 @@ func (s *session) attachPlan(ctx context.Context, q router.Query) (*pool.Conn, r
 		}
 		return nil, plan, we
 	}
+	s.noteRoute(q, routedBy, plan)
 	be, err := s.attachRouted(ctx, plan, q, s.readTarget)
 	return be, plan, err
 }

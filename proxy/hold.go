@@ -44,6 +44,7 @@ type holdMetrics struct {
 	held       prometheus.Gauge
 	wait       prometheus.Histogram
 	timeouts   prometheus.Counter
+	retries    prometheus.Counter
 }
 
 func newHoldMetrics(reg *prometheus.Registry) *holdMetrics {
@@ -61,8 +62,11 @@ func newHoldMetrics(reg *prometheus.Registry) *holdMetrics {
 		timeouts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pgshard_interval_hold_timeouts_total", Help: "Held statements that failed (08006) because the interval's cutover outlasted buffer.window.",
 		}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pgshard_interval_fenced_retries_total", Help: "Statements outside a transaction that met a fenced moving interval (PS001) on its source, kept to be sent again by a newer map.",
+		}),
 	}
-	reg.MustRegister(m.statements, m.held, m.wait, m.timeouts)
+	reg.MustRegister(m.statements, m.held, m.wait, m.timeouts, m.retries)
 	return m
 }
 

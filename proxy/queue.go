@@ -53,6 +53,9 @@ type syncEntry struct {
 	// ALL or DISCARD ALL (deallocateAll), or DEALLOCATE of one in session
 	// pooling: forgotten when it completes.
 	drops *[]*stmt
+	// retry marks a request serve may send again when it fails with
+	// PS001 (fencedretry.go).
+	retry bool
 }
 
 // respQueue is a FIFO of entries. It is owned by a session and guarded by

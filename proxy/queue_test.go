@@ -187,3 +187,33 @@ func TestRespQueueGoneStatements(t *testing.T) {
 		t.Fatalf("gone = %+v, want only the failed statement", q.gone)
 	}
 }
+
+// TestRespQueueOnlyRetry: a request may be sent again after PS001 only
+// when it is the only one in flight, but for the proxy's own WAL position
+// query after it.
+func TestRespQueueOnlyRetry(t *testing.T) {
+	sync := entry{kind: entrySync, sync: syncEntry{retry: true}}
+	lsn := entry{kind: entrySync, swallow: true, sync: syncEntry{captureLSN: true}}
+	parse := entry{kind: entryParse}
+	for _, tt := range []struct {
+		name  string
+		items []entry
+		want  bool
+	}{
+		{"empty", nil, false},
+		{"one sync", []entry{sync}, true},
+		{"a Parse before it", []entry{parse, sync}, true},
+		{"the WAL position query after it", []entry{sync, lsn}, true},
+		{"another request after it", []entry{sync, {kind: entrySync}}, false},
+		{"a Parse after it", []entry{sync, parse}, false},
+		{"two WAL position queries", []entry{sync, lsn, lsn}, false},
+	} {
+		var q respQueue
+		for _, e := range tt.items {
+			q.push(e)
+		}
+		if got := q.onlyRetry(); got != tt.want {
+			t.Errorf("%s: onlyRetry = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

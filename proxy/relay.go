@@ -27,6 +27,12 @@ type relayState struct {
 	// before it, lsn is its answer so far.
 	capture, captureEnded bool
 	lsn                   health.LSN
+	// segFlushed says client output was written since the last
+	// ReadyForQuery; retrying says the PS001 of a request serve may send
+	// again was kept back, with what preceded it, in retryResp
+	// (fencedretry.go).
+	segFlushed, retrying bool
+	retryResp            []byte
 }
 
 // Frame implements pool.Handler: it copies a server frame to the client,
@@ -53,6 +59,15 @@ func (s *session) Frame(be *pool.Conn, typ byte, frame []byte) bool {
 	if (typ == 'C' || typ == 'Z') && s.cache.pending.Load() {
 		s.cacheRelayInvalidate(typ, frame)
 	}
+	if r.retrying {
+		if typ == 'Z' && len(frame) > wire.HeaderLen && s.fencedReady(frame[wire.HeaderLen], frame) {
+			r.segFailed, r.lastTag, r.segFlushed = false, "", false
+			return s.readyForQuery(be, 'I', true, "")
+		}
+		if r.retrying {
+			s.fencedPassOn()
+		}
+	}
 	switch typ {
 	case 'Z':
 		r.out = append(r.out, frame...)
@@ -75,6 +90,7 @@ func (s *session) Frame(be *pool.Conn, typ byte, frame []byte) bool {
 		}
 		s.zInFlight.Store(true)
 		s.flushRelay()
+		r.segFlushed = false
 		var status byte = 'I'
 		if len(frame) > wire.HeaderLen {
 			status = frame[wire.HeaderLen]
@@ -99,6 +115,9 @@ func (s *session) Frame(be *pool.Conn, typ byte, frame []byte) bool {
 			}
 		}
 	case 'E':
+		if s.fencedFrame(frame) {
+			return false // sent again by serve (fencedretry.go)
+		}
 		r.segFailed = true
 		if s.raises.Load() > 0 {
 			frame = s.raisedError(frame)
@@ -263,6 +282,7 @@ func (s *session) flushRelay() {
 	if len(r.out) == 0 {
 		return
 	}
+	r.segFlushed = true
 	if !r.clientGone {
 		if _, err := s.conn.Write(r.out); err != nil {
 			r.clientGone = true

@@ -121,6 +121,10 @@ type session struct {
 	// multi filters client output while a query string of several
 	// statements runs statement by statement (multistmt.go).
 	multi multiStmtState
+	// retry is serve's record of a request it may send again after PS001,
+	// and retryReq the relay's hand-back of one (under mu; fencedretry.go).
+	retry    retryState
+	retryReq *fencedRetry
 	// dtx is the session's part in deadlock detection across shards
 	// (deadlock_session.go).
 	dtx dtxSession
@@ -143,6 +147,9 @@ func (s *session) serve(ctx context.Context) {
 		s.finish()
 	}()
 	for {
+		if s.retry.armed != nil && s.awaitFenced(ctx) != nil {
+			return
+		}
 		if s.in.Buffered() == 0 {
 			if err := s.flushBackend(); err != nil {
 				return
@@ -161,21 +168,7 @@ func (s *session) serve(ctx context.Context) {
 		if s.st.skipToSync && typ != 'S' {
 			continue
 		}
-		if err := s.handle(ctx, typ, frame); err != nil {
-			if errors.Is(err, errTerminate) {
-				return
-			}
-			if errors.Is(err, errAnswered) {
-				continue
-			}
-			var we *wire.Error
-			if errors.As(err, &we) && we.Severity != "FATAL" {
-				if err := s.reportError(we, typ); err != nil {
-					return
-				}
-				continue
-			}
-			s.fatal(err)
+		if err := s.handle(ctx, typ, frame); err != nil && !s.handled(typ, err) {
 			return
 		}
 	}
@@ -197,6 +190,7 @@ func (s *session) handle(ctx context.Context, typ byte, frame []byte) error {
 			return err
 		}
 	}
+	s.recordFrame(typ, frame)
 	s.forgetStatements()
 	if typ == 'B' && s.srv.cacheOn.Load() && s.cacheBind(frame) {
 		return nil // answered from the cache
@@ -383,6 +377,7 @@ func (s *session) flushBackend() error {
 }
 
 func (s *session) handleSync(ctx context.Context, frame []byte) error {
+	retry := s.armBatch(frame)
 	if s.portal != nil {
 		if s.st.skipToSync {
 			s.portal = nil // it failed: nothing more to say
@@ -396,6 +391,7 @@ func (s *session) handleSync(ctx context.Context, frame []byte) error {
 	}
 	be := s.claim()
 	if be == nil {
+		s.retry.armed = nil
 		s.stmts.ran = nil
 		s.out = wire.AppendReadyForQuery(s.out, s.idleStatus())
 		return s.flushClient()
@@ -406,7 +402,10 @@ func (s *session) handleSync(ctx context.Context, frame []byte) error {
 	s.mu.Unlock()
 	set := s.stmts.ran
 	s.stmts.ran = nil
-	s.pushSync(be, syncEntry{status: override, clientSync: true, copyEnds: ends, setting: set})
+	if retry = retry && override == 0 && set == nil; !retry {
+		s.retry.armed = nil
+	}
+	s.pushSync(be, syncEntry{status: override, clientSync: true, copyEnds: ends, setting: set, retry: retry})
 	s.bout = append(s.bout, frame...)
 	s.captureLSN()
 	return s.maybeFlush()
@@ -425,6 +424,7 @@ func (s *session) handleQuery(ctx context.Context, frame []byte) error {
 	if err := s.settleBeforeBegin(ctx, sql); err != nil {
 		return err
 	}
+	retryable := s.retryStartOK()
 	if done, err := s.endTxOverShards(ctx, sql); done || err != nil {
 		return err
 	}
@@ -464,6 +464,7 @@ func (s *session) handleQuery(ctx context.Context, frame []byte) error {
 		}
 	}
 	be.UnnamedGen++ // a simple query replaces the unnamed statement
+	e.retry = s.armQuery(retryable && info.Class == 0, frame)
 	s.pushSync(be, e)
 	if s.rewrite != "" {
 		s.bout = wire.AppendString(s.bout, 'Q', s.rewrite)

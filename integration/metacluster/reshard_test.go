@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -428,10 +429,16 @@ func TestReshardLeaderKilled(t *testing.T) {
 	}
 }
 
-// TestReshardDeadProxyDelaysCutover: a proxy that heartbeats once and
-// dies holds the cutover in its hold step (WaitApplied) until its lease
-// (the default 10 s) runs out, and no longer: then the cutover
-// completes.
+// TestReshardDeadProxyDelaysCutover: a real `pgshard proxy` process
+// following meta is frozen (SIGSTOP) after the copy, the cutover is
+// asked for, and once the cutover waits in its hold step for the
+// proxies' acknowledgements the frozen proxy is killed (SIGKILL): a dead
+// proxy mid-hold. The cutover completes once its lease (the default
+// 10 s) runs out, and not much later. Writers through a surviving
+// in-process proxy keep going all along: the interval's statements are
+// held (past buffer.window they fail with 08006, retryable), the other
+// keys flow (gap under 200 ms, no error), and afterwards the target's
+// rows of the interval and the source's other rows equal their ledger.
 func TestReshardDeadProxyDelaysCutover(t *testing.T) {
 	pg := integration.NewCluster(t, integration.Shards(3))
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
@@ -448,10 +455,53 @@ func TestReshardDeadProxyDelaysCutover(t *testing.T) {
 		metacluster.Args("--pg-user", pgcluster.SuperuserName, "--pg-sslmode", "disable", "--no-failover", "--reshard-cutover-timeout", "40s"),
 		metacluster.Environ("PGSHARD_META_PG_PASSWORD="+pgcluster.SuperuserPassword))
 	client := mc.Client(t)
-	first, err := client.ApplyMap(ctx, kvMap(t, pg, 1000), 0, "three shards, s2 empty")
-	if err != nil {
+	if _, err := client.ApplyMap(ctx, kvMap(t, pg, 1000), 0, "three shards, s2 empty"); err != nil {
 		t.Fatal(err)
 	}
+
+	// The proxy process that dies, and the in-process one that survives.
+	dir := t.TempDir()
+	cfg := proxyConfig(t, pg)
+	var err error
+	if cfg.Listen, err = metacluster.FreeAddr(); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.AdminListen, err = metacluster.FreeAddr(); err != nil {
+		t.Fatal(err)
+	}
+	cfgFile := dir + "/pgshard.yaml"
+	metacluster.WriteProxyConfig(t, cfgFile, cfg)
+	doomed := metacluster.StartProxyProcess(t, ctx, pgshardBin, dir+"/proxy.log", cfg,
+		[]string{"proxy", "--config", cfgFile, "--meta", mc.Members[0].APIAddr, "--meta-token", mc.Token, "--proxy-id", "doomed"})
+	survivor := startFollowingProxy(t, pg, mc.Addrs(), mc.ClientOptions(), "survivor")
+	if ok, why := waitFor(15*time.Second, func() (bool, string) {
+		list, err := client.ListProxies(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(list) == 2, fmt.Sprintf("%+v", list)
+	}); !ok {
+		t.Fatalf("both proxies never registered: %s", why)
+	}
+
+	keys := func(lo, hi, step, off int64) []int64 {
+		var out []int64
+		for k := lo + off; k < hi; k += step {
+			out = append(out, k)
+		}
+		return out
+	}
+	seeded := func(k int64) (string, bool) { return fmt.Sprintf("v%d", k), k < 1000 }
+	mk := func(name, dsn string, ks []int64) *ledgerWriter {
+		return newLedgerWriter(t, ctx, name, dsn, ks, seeded)
+	}
+	inside := []*ledgerWriter{mk("in-a", survivor.DSN(""), keys(400, 600, 2, 0)), mk("in-b", survivor.DSN(""), keys(400, 600, 2, 1))}
+	outside := []*ledgerWriter{mk("out-s0", survivor.DSN(""), keys(100, 300, 1, 0)), mk("out-s1", survivor.DSN(""), keys(2000, 2200, 1, 0))}
+	// A writer through the doomed proxy, on keys of its own (its last
+	// statement's outcome is unknown when the proxy dies).
+	lost := mk("doomed", doomed.DSN(""), keys(3000, 3100, 1, 0))
+	stopLost := startWriters(ctx, lost)
+
 	phase := func() string {
 		mvs, err := client.ListMoves(ctx, metarpc.MoveRef{ID: "mvp"})
 		if err != nil || len(mvs) != 1 {
@@ -469,28 +519,54 @@ func TestReshardDeadProxyDelaysCutover(t *testing.T) {
 	if ok, why := waitFor(60*time.Second, func() (bool, string) { p := phase(); return p == "copied", p }); !ok {
 		t.Fatalf("never copied: %s", why)
 	}
-	// One heartbeat at the current epoch, then silence: a dead proxy.
-	if _, err := client.ProxyHeartbeat(ctx, "dead-proxy", "127.0.0.1:1", first, nil); err != nil {
+	stop := startWriters(ctx, append(append([]*ledgerWriter{}, inside...), outside...)...)
+	time.Sleep(300 * time.Millisecond) // writes before the cutover, not synchronisation
+
+	// Frozen, the proxy no longer heartbeats nor acknowledges epochs.
+	if err := doomed.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	beat := time.Now()
+	frozen := time.Now()
 	if _, err := client.ReshardAction(ctx, metarpc.MoveRef{ID: "mvp"}, "cutover", false); err != nil {
 		t.Fatal(err)
 	}
+	if ok, why := waitFor(30*time.Second, func() (bool, string) { p := phase(); return p == "hold", p }); !ok {
+		t.Fatalf("the cutover never reached its hold step: %s", why)
+	}
+	if err := doomed.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
 	sawHold := false
 	ok, why := waitFor(60*time.Second, func() (bool, string) {
 		p := phase()
-		if p == "hold" && time.Since(beat) > 3*time.Second {
+		if p == "hold" && time.Since(frozen) > 5*time.Second {
 			sawHold = true
 		}
 		return p == "cutover", p
 	})
-	took := time.Since(beat)
+	took := time.Since(frozen)
+	time.Sleep(300 * time.Millisecond) // writes after the cutover, routed to s2
+	stop()
+	stopLost()
 	if !ok {
 		t.Fatalf("never cut over: %s", why)
 	}
-	t.Logf("cut over %s after the dead proxy's last heartbeat", took.Round(10*time.Millisecond))
-	if !sawHold || took < 9*time.Second || took > 16*time.Second {
-		t.Fatalf("cutover %s after the last heartbeat (held in hold: %v); want it held until the 10 s lease ran out, and not much longer", took, sawHold)
+	t.Logf("cut over %s after the proxy froze (killed %s after it froze); the doomed proxy's writer: %d writes, ended by %v",
+		took.Round(10*time.Millisecond), killed.Sub(frozen).Round(10*time.Millisecond), lost.writes, lost.err)
+	// The lease runs from the proxy's last heartbeat, at most its
+	// heartbeat interval before it froze.
+	if !sawHold || took > 16*time.Second {
+		t.Errorf("cutover %s after the proxy froze (still in hold 5 s after it froze: %v); want it held until the 10 s lease ran out, and not much longer", took, sawHold)
 	}
+	// The survivor's held statements waited past buffer.window (10 s)
+	// at most once per writer: they may fail with 08006, retryable.
+	checkWriters(t, inside, outside, 16*time.Second, 200*time.Millisecond)
+	if held := heldStatements(survivor); held == 0 {
+		t.Error("the surviving proxy held no statement during the cutover")
+	}
+	s0, s1, s2 := pg.Shards[0], pg.Shards[1], pg.Shards[2]
+	compareLedger(t, "s2's rows of [400, 600)", kvRows(t, ctx, s2, "id >= 400 AND id < 600"), nil, inside...)
+	compareLedger(t, "s0's rows of [100, 300)", kvRows(t, ctx, s0, "id >= 100 AND id < 300"), nil, outside[0])
+	compareLedger(t, "s1's rows of [2000, 2200)", kvRows(t, ctx, s1, "id >= 2000 AND id < 2200"), nil, outside[1])
 }

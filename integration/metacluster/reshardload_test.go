@@ -92,6 +92,144 @@ func (w *ledgerWriter) run(ctx context.Context, stop *atomic.Bool) {
 	}
 }
 
+// newLedgerWriter connects a writer named name through dsn for keys;
+// initial gives the value a key's row has before the writes (false: no
+// row).
+func newLedgerWriter(t *testing.T, ctx context.Context, name, dsn string, keys []int64, initial func(k int64) (string, bool)) *ledgerWriter {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	w := &ledgerWriter{name: name, keys: keys, conn: conn, ledger: map[int64]string{}, retryable: map[string]int{}}
+	for _, k := range keys {
+		if v, ok := initial(k); ok {
+			w.ledger[k] = v
+		}
+	}
+	return w
+}
+
+// startWriters runs ws until the returned stop is called, which waits
+// for them.
+func startWriters(ctx context.Context, ws ...*ledgerWriter) (stop func()) {
+	var stopping atomic.Bool
+	var wg sync.WaitGroup
+	for _, w := range ws {
+		wg.Go(func() { w.run(ctx, &stopping) })
+	}
+	return func() {
+		stopping.Store(true)
+		wg.Wait()
+	}
+}
+
+// checkWriters logs each writer's counts and fails the test on a
+// writer's error, on a PS001 (the proxy retries an autocommit statement
+// that met the fence), on a gap of maxIn or more between acknowledged
+// writes of a writer inside a moving interval, and on a gap of maxOut or
+// more or any error of a writer outside.
+func checkWriters(t *testing.T, inside, outside []*ledgerWriter, maxIn, maxOut time.Duration) {
+	t.Helper()
+	for _, w := range append(append([]*ledgerWriter{}, inside...), outside...) {
+		t.Logf("%s: %d acknowledged writes, longest gap %s, retryable errors %v", w.name, w.writes, w.maxGap.Round(time.Millisecond), w.retryable)
+		if w.err != nil {
+			t.Error(w.err)
+		}
+		if n := w.retryable[wire.SQLStateIntervalFenced]; n > 0 {
+			t.Errorf("%s: %d autocommit writes failed with PS001: the proxy did not retry them", w.name, n)
+		}
+	}
+	for _, w := range inside {
+		if w.maxGap >= maxIn {
+			t.Errorf("%s: longest gap inside the moving interval %s, want < %s", w.name, w.maxGap, maxIn)
+		}
+	}
+	for _, w := range outside {
+		if w.maxGap >= maxOut {
+			t.Errorf("%s: longest gap outside the moving interval %s, want < %s", w.name, w.maxGap, maxOut)
+		}
+		if len(w.retryable) > 0 {
+			t.Errorf("%s: errors outside the moving interval: %v", w.name, w.retryable)
+		}
+	}
+}
+
+// heldStatements sums pgshard_interval_hold_statements_total over the
+// proxies.
+func heldStatements(ps ...*testproxy.Proxy) float64 {
+	var held float64
+	for _, p := range ps {
+		rec := httptest.NewRecorder()
+		p.Server.AdminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+		for _, line := range strings.Split(rec.Body.String(), "\n") {
+			if v, ok := strings.CutPrefix(line, "pgshard_interval_hold_statements_total "); ok {
+				var n float64
+				fmt.Sscan(v, &n)
+				held += n
+			}
+		}
+	}
+	return held
+}
+
+// kvRows reads kv's rows on s WHERE where.
+func kvRows(t *testing.T, ctx context.Context, s *pgcluster.Server, where string) map[int64]string {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, s.SuperDSN("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	r, err := conn.Query(ctx, "SELECT id, v FROM kv WHERE "+where)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int64]string{}
+	for r.Next() {
+		var k int64
+		var v string
+		if err := r.Scan(&k, &v); err != nil {
+			t.Fatal(err)
+		}
+		out[k] = v
+	}
+	if err := r.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// compareLedger fails the test when got differs from the writers'
+// ledgers (merged), restricted to the keys own accepts (nil: all).
+func compareLedger(t *testing.T, what string, got map[int64]string, own func(k int64) bool, ws ...*ledgerWriter) {
+	t.Helper()
+	want := map[int64]string{}
+	for _, w := range ws {
+		for k, v := range w.ledger {
+			if own == nil || own(k) {
+				want[k] = v
+			}
+		}
+	}
+	var diff []string
+	for k, v := range want {
+		if got[k] != v {
+			diff = append(diff, fmt.Sprintf("%d: ledger %q, server %q", k, v, got[k]))
+		}
+	}
+	for k, v := range got {
+		if _, ok := want[k]; !ok {
+			diff = append(diff, fmt.Sprintf("%d: not in the ledger, server %q", k, v))
+		}
+	}
+	sort.Strings(diff)
+	if len(diff) > 0 {
+		t.Errorf("%s differs from the ledger in %d keys: %s", what, len(diff), strings.Join(diff[:min(len(diff), 10)], "; "))
+	}
+}
+
 // TestReshardUnderLoad moves kv [400, 600) from s0 to a shard added with
 // `pgshard shards add`, with `reshard move --cutover auto`, while writers
 // insert, update and delete through two proxies following the meta member
@@ -148,34 +286,19 @@ func TestReshardUnderLoad(t *testing.T) {
 		}
 		return out
 	}
+	seeded := func(k int64) (string, bool) { return fmt.Sprintf("v%d", k), k < 1000 } // the rows already there
 	mk := func(name string, dsn string, ks []int64) *ledgerWriter {
-		conn, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close(context.Background()) })
-		w := &ledgerWriter{name: name, keys: ks, conn: conn, ledger: map[int64]string{}, retryable: map[string]int{}}
-		for _, k := range ks {
-			if k < 1000 {
-				w.ledger[k] = fmt.Sprintf("v%d", k) // the rows already there
-			}
-		}
-		return w
+		return newLedgerWriter(t, ctx, name, dsn, ks, seeded)
 	}
 	inside := []*ledgerWriter{mk("in-a", proxies[0], keys(400, 600, 2, 0)), mk("in-b", proxies[1], keys(400, 600, 2, 1))}
 	outside := []*ledgerWriter{mk("out-s0", proxies[1], keys(100, 300, 1, 0)), mk("out-s1", proxies[0], keys(2000, 2200, 1, 0))}
-	var stopping atomic.Bool
-	var wg sync.WaitGroup
-	for _, w := range append(append([]*ledgerWriter{}, inside...), outside...) {
-		wg.Go(func() { w.run(ctx, &stopping) })
-	}
+	stop := startWriters(ctx, append(append([]*ledgerWriter{}, inside...), outside...)...)
 	time.Sleep(300 * time.Millisecond) // writes before the move, not synchronisation
 	start := time.Now()
 	code, stdout, stderr := cli("reshard", "move", "--distribution", "kv", "--interval", "[400,600)", "--to", "s2", "--cutover", "auto", "--id", "mv1", "-o", "json", "--wait", "2m")
 	took := time.Since(start)
 	time.Sleep(300 * time.Millisecond) // writes after the move, routed to s2
-	stopping.Store(true)
-	wg.Wait()
+	stop()
 	var moved struct {
 		State struct {
 			Phase string `json:"phase"`
@@ -185,94 +308,15 @@ func TestReshardUnderLoad(t *testing.T) {
 		t.Fatalf("reshard move: exit %d\n%s\n%s", code, stdout, stderr)
 	}
 	t.Logf("move took %s", took.Round(time.Millisecond))
-	for _, w := range append(append([]*ledgerWriter{}, inside...), outside...) {
-		t.Logf("%s: %d acknowledged writes, longest gap %s, retryable errors %v", w.name, w.writes, w.maxGap.Round(time.Millisecond), w.retryable)
-		if w.err != nil {
-			t.Error(w.err)
-		}
-	}
+	checkWriters(t, inside, outside, time.Second, 200*time.Millisecond)
 	// The interval's statements were held by the proxies (not merely slow).
-	var held float64
-	for _, p := range []*testproxy.Proxy{pa, pb} {
-		rec := httptest.NewRecorder()
-		p.Server.AdminHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
-		for _, line := range strings.Split(rec.Body.String(), "\n") {
-			if v, ok := strings.CutPrefix(line, "pgshard_interval_hold_statements_total "); ok {
-				var n float64
-				fmt.Sscan(v, &n)
-				held += n
-			}
-		}
-	}
+	held := heldStatements(pa, pb)
 	t.Logf("statements held by the proxies: %v", held)
 	if held == 0 {
 		t.Error("no statement was held during the cutover (pgshard_interval_hold_statements_total 0 on both proxies)")
 	}
-	for _, w := range inside {
-		if w.maxGap >= time.Second {
-			t.Errorf("%s: longest gap inside the moving interval %s, want < 1s", w.name, w.maxGap)
-		}
-	}
-	for _, w := range outside {
-		if w.maxGap >= 200*time.Millisecond {
-			t.Errorf("%s: longest gap outside the moving interval %s, want < 200ms", w.name, w.maxGap)
-		}
-		if len(w.retryable) > 0 {
-			t.Errorf("%s: errors outside the moving interval: %v", w.name, w.retryable)
-		}
-	}
-
 	// The ledger against the servers.
-	rows := func(s *pgcluster.Server, where string) map[int64]string {
-		t.Helper()
-		conn, err := pgx.Connect(ctx, s.SuperDSN("postgres"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close(context.Background())
-		r, err := conn.Query(ctx, "SELECT id, v FROM kv WHERE "+where)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := map[int64]string{}
-		for r.Next() {
-			var k int64
-			var v string
-			if err := r.Scan(&k, &v); err != nil {
-				t.Fatal(err)
-			}
-			out[k] = v
-		}
-		if err := r.Err(); err != nil {
-			t.Fatal(err)
-		}
-		return out
-	}
-	compare := func(what string, got map[int64]string, ws ...*ledgerWriter) {
-		t.Helper()
-		want := map[int64]string{}
-		for _, w := range ws {
-			for k, v := range w.ledger {
-				want[k] = v
-			}
-		}
-		var diff []string
-		for k, v := range want {
-			if got[k] != v {
-				diff = append(diff, fmt.Sprintf("%d: ledger %q, server %q", k, v, got[k]))
-			}
-		}
-		for k, v := range got {
-			if _, ok := want[k]; !ok {
-				diff = append(diff, fmt.Sprintf("%d: not in the ledger, server %q", k, v))
-			}
-		}
-		sort.Strings(diff)
-		if len(diff) > 0 {
-			t.Errorf("%s differs from the ledger in %d keys: %s", what, len(diff), strings.Join(diff[:min(len(diff), 10)], "; "))
-		}
-	}
-	compare("s2's rows of [400, 600)", rows(s2, "id >= 400 AND id < 600"), inside...)
-	compare("s0's rows of [100, 300)", rows(s0, "id >= 100 AND id < 300"), outside[0])
-	compare("s1's rows of [2000, 2200)", rows(s1, "id >= 2000 AND id < 2200"), outside[1])
+	compareLedger(t, "s2's rows of [400, 600)", kvRows(t, ctx, s2, "id >= 400 AND id < 600"), nil, inside...)
+	compareLedger(t, "s0's rows of [100, 300)", kvRows(t, ctx, s0, "id >= 100 AND id < 300"), nil, outside[0])
+	compareLedger(t, "s1's rows of [2000, 2200)", kvRows(t, ctx, s1, "id >= 2000 AND id < 2200"), nil, outside[1])
 }
