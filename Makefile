@@ -4,7 +4,7 @@ export PATH := $(shell $(GO) env GOROOT)/bin:$(shell $(GO) env GOPATH)/bin:$(PAT
 STATICCHECK_VERSION ?= v0.8.2
 BIN       := bin/pgshard
 
-.PHONY: bench-ab bench-cache bench-failover build compose-test test unit integration lint vet staticcheck fmt-check bench bench-sharded demo fuzz difffuzz clean proto
+.PHONY: bench-ab bench-cache bench-failover bench-reshard build compose-test test unit integration lint vet staticcheck fmt-check bench bench-sharded demo fuzz difffuzz clean proto
 
 build:
 	$(GO) build -o $(BIN) ./cmd/pgshard
@@ -82,6 +82,17 @@ CLIENTS ?= 16
 bench-cache:
 	PGSHARD_CACHEBENCH=1 PGSHARD_CACHEBENCH_USERS=$(USERS) PGSHARD_CACHEBENCH_DURATION=$(DURATION) PGSHARD_CACHEBENCH_CLIENTS=$(CLIENTS) \
 		$(GO) test ./integration/cachebench/ -run '^TestCacheBench$$' -count=1 -v -timeout 30m
+
+# Online resharding: a plain COPY | COPY of an interval of ROWS rows next
+# to the initial copy of `reshard move` between the same two servers (rows/s,
+# MB/s, ratio), the catch-up after it, and CUTOVERS cutovers and rollbacks of
+# a small interval under writers through two proxies (the pause inside and
+# outside the interval, statements held); prints the docs/benchmarks.md section.
+ROWS ?= 1000000
+CUTOVERS ?= 5
+bench-reshard:
+	PGSHARD_RESHARDBENCH=1 PGSHARD_RESHARDBENCH_ROWS=$(ROWS) PGSHARD_RESHARDBENCH_CUTOVERS=$(CUTOVERS) \
+		$(GO) test ./integration/reshardbench/ -run '^TestReshardBench$$' -count=1 -v -timeout 30m
 
 # Failover timing: kill -9 of a primary under load (asynchronous and
 # synchronous replication), a planned switchover, a silent partition of a
