@@ -154,7 +154,9 @@ func TestPlanStaleRefused(t *testing.T) {
 	}
 }
 
-func contains(s, sub string) bool { return len(sub) == 0 || len(s) >= len(sub) && (s[:len(sub)] == sub || contains(s[1:], sub)) }
+func contains(s, sub string) bool {
+	return len(sub) == 0 || len(s) >= len(sub) && (s[:len(sub)] == sub || contains(s[1:], sub))
+}
 
 // A marker on another distribution, or none, costs planning nothing: the
 // keyed fast path allocates as without markers.
