@@ -14,6 +14,7 @@ import (
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/integration/metacluster"
 	"github.com/pgshard/pgshard/internal/pgcluster"
+	"github.com/pgshard/pgshard/proxy"
 	"github.com/pgshard/pgshard/shardmap"
 )
 
@@ -61,6 +62,7 @@ func TestReshardStaleRowsRead(t *testing.T) {
 	}
 	cfg := proxyConfig(t, pg)
 	cfg.BroadcastWrites = "allow"
+	cfg.Transactions.CrossShard = proxy.CrossShardTwoPhase // reads over shards in a transaction
 	p := metacluster.StartFollowingProxy(t, cfg, mc.Addrs(), mc.ClientOptions(), "pa", heartbeatEvery)
 	conn, err := pgx.Connect(ctx, p.DSN(""))
 	if err != nil {
@@ -121,6 +123,21 @@ func TestReshardStaleRowsRead(t *testing.T) {
 		}
 		if len(lines) != 1999 || len(seen) != 1999 || !seen["450\tv450"+suffix] || !seen["1500\tv1500"+suffix] {
 			t.Errorf("%s: COPY kv TO STDOUT gave %d lines, %d distinct; want 1999, each row once", when, len(lines), len(seen))
+		}
+		// The simple protocol, and inside a transaction.
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM kv WHERE v LIKE 'v4%'", pgx.QueryExecModeSimpleProtocol).Scan(&n); err != nil || n != 111 {
+			t.Errorf("%s: simple protocol count of v4%%: %d, %v; want 111", when, n, err)
+		}
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx)
+		if err := tx.QueryRow(ctx, "SELECT count(*) FROM kv").Scan(&n); err != nil || n != 1999 {
+			t.Errorf("%s: count(*) in a transaction: %d, %v; want 1999", when, n, err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
 		}
 	}
 	reads("before the move", "")
@@ -188,4 +205,25 @@ func TestReshardStaleRowsRead(t *testing.T) {
 	}
 	reads("rolled back", "+")
 	assertNoReplication(ctx, t, s0, s1)
+
+	// Moved again and cleaned up: the marker goes with the source's rows.
+	if code, stdout, stderr := cli("reshard", "move", "--distribution", "kv", "--interval", "[400,600)", "--to", "s1", "--id", "mv2", "--cutover", "auto", "--wait", "2m"); code != 0 {
+		t.Fatalf("reshard move mv2: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	if v, err = client.GetMap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitProxyEpoch(t, p, v.Epoch, 10*time.Second)
+	reads("moved again, before cleanup", "+")
+	if code, stdout, stderr := cli("reshard", "cleanup", "mv2", "--wait", "2m"); code != 0 {
+		t.Fatalf("reshard cleanup: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	if v, err = client.GetMap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := v.Map.Distribution("kv"); len(d.Stale) != 0 || count(s0, 400, 600) != 0 {
+		t.Fatalf("after cleanup: stale rows %s, %d rows of the interval on the source", shardmap.DescribeStale(d.Stale), count(s0, 400, 600))
+	}
+	waitProxyEpoch(t, p, v.Epoch, 10*time.Second)
+	reads("cleaned up", "+")
 }
