@@ -18,15 +18,26 @@ import (
 	"github.com/pgshard/pgshard/shardmap"
 )
 
-// TestReshardStaleRowsRead: a move of kv [400, 600) from s0 to s1, which
-// already owns [1000, +inf), so that a read without a key reaches both
+// TestReshardStaleRowsRead: a move of part of kv from s0 to s1, which
+// already owns another interval, so that a read without a key reaches both
 // shards while both hold the interval's rows: the target's copy once the
 // copy is done, the source's fenced rows after the cutover, until
 // cleanup. Through a proxy, count(*), sum(id), an ORDER BY ... OFFSET
-// ... LIMIT and COPY TO give the true answer (each row once) then, and
-// after a rollback; an UPDATE without a key after the cutover succeeds
-// (no PS001 from the source's fenced rows) and changes each row once.
+// ... LIMIT and COPY TO give the true answer (each row once) then, after a
+// rollback and after cleanup; an UPDATE without a key after the cutover
+// succeeds (no PS001 from the source's fenced rows) and changes each row
+// once. For a range distribution (kv [400, 600)) and a hash one (the lower
+// half of s0's hash interval, as when a hash distribution grows).
 func TestReshardStaleRowsRead(t *testing.T) {
+	t.Run("range", func(t *testing.T) {
+		testStaleRows(t, shardmap.Range, "[400,600)", shardmap.Int64Bound(400), shardmap.Int64Bound(600))
+	})
+	t.Run("hash", func(t *testing.T) {
+		testStaleRows(t, shardmap.Hash, "[-inf,-4611686018427387904)", shardmap.NegInf(), shardmap.Int64Bound(-1<<62))
+	})
+}
+
+func testStaleRows(t *testing.T, strategy shardmap.Strategy, interval string, lo, hi shardmap.Bound) {
 	pg := integration.NewCluster(t, integration.Shards(2))
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
@@ -36,12 +47,21 @@ func TestReshardStaleRowsRead(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := s0.Exec(ctx, "INSERT INTO kv SELECT i, 'v' || i FROM generate_series(1, 999) i"); err != nil {
-		t.Fatal(err)
+	intervals := []shardmap.Interval{
+		{Lo: shardmap.NegInf(), Hi: shardmap.Int64Bound(1000), Shard: "s0"},
+		{Lo: shardmap.Int64Bound(1000), Hi: shardmap.PosInf(), Shard: "s1"},
 	}
-	if err := s1.Exec(ctx, "INSERT INTO kv SELECT i, 'v' || i FROM generate_series(1000, 1999) i"); err != nil {
-		t.Fatal(err)
+	if strategy == shardmap.Hash {
+		intervals = shardmap.EvenHashIntervals([]string{"s0", "s1"})
 	}
+	// Each shard gets the rows 1..1999 it owns.
+	for i, s := range []*pgcluster.Server{s0, s1} {
+		own := shardmap.IntervalPredicate(shardmap.KeyBigint, strategy, "i", intervals[i].Lo, intervals[i].Hi)
+		if err := s.Exec(ctx, "INSERT INTO kv SELECT i, 'v' || i FROM generate_series(1, 1999) i WHERE "+own); err != nil {
+			t.Fatal(err)
+		}
+	}
+	moving := shardmap.IntervalPredicate(shardmap.KeyBigint, strategy, "id", lo, hi)
 	mc := metacluster.Start(t, pgshardBin, metacluster.Members(1),
 		metacluster.Args("--pg-user", pgcluster.SuperuserName, "--pg-sslmode", "disable", "--no-failover", "--reshard-cutover-timeout", "20s"),
 		metacluster.Environ("PGSHARD_META_PG_PASSWORD="+pgcluster.SuperuserPassword))
@@ -50,10 +70,7 @@ func TestReshardStaleRowsRead(t *testing.T) {
 	for i, s := range []*pgcluster.Server{s0, s1} {
 		two.Shards = append(two.Shards, shardmap.Shard{Name: shardName(i), Primary: shardmap.Endpoint{Host: s.Host, Port: s.Port}, State: shardmap.StateActive})
 	}
-	two.Distributions = []shardmap.Distribution{{Name: "kv", KeyType: shardmap.KeyBigint, Strategy: shardmap.Range, Intervals: []shardmap.Interval{
-		{Lo: shardmap.NegInf(), Hi: shardmap.Int64Bound(1000), Shard: "s0"},
-		{Lo: shardmap.Int64Bound(1000), Hi: shardmap.PosInf(), Shard: "s1"},
-	}}}
+	two.Distributions = []shardmap.Distribution{{Name: "kv", KeyType: shardmap.KeyBigint, Strategy: strategy, Intervals: intervals}}
 	if _, err := client.ApplyMap(ctx, two, 0, "two shards"); err != nil {
 		t.Fatal(err)
 	}
@@ -70,10 +87,10 @@ func TestReshardStaleRowsRead(t *testing.T) {
 	}
 	defer conn.Close(context.Background())
 
-	// count is the number of kv rows on s whose id is in [lo, hi).
-	count := func(s *pgcluster.Server, lo, hi int) int {
+	// count is the number of kv rows of the moving interval on s.
+	count := func(s *pgcluster.Server) int {
 		t.Helper()
-		v, err := s.QueryValue(ctx, fmt.Sprintf("SELECT count(*) FROM kv WHERE id >= %d AND id < %d", lo, hi))
+		v, err := s.QueryValue(ctx, "SELECT count(*) FROM kv WHERE "+moving)
 		if err != nil {
 			t.Fatalf("%s: %v", s.Name, err)
 		}
@@ -81,6 +98,14 @@ func TestReshardStaleRowsRead(t *testing.T) {
 		fmt.Sscan(v, &n)
 		return n
 	}
+	rowsIn := count(s0)
+	// key is a key of the moving interval (with two keys below it).
+	key, err := s0.QueryValue(ctx, "SELECT min(id) FROM kv WHERE id >= 3 AND "+moving)
+	if err != nil || rowsIn < 100 || rowsIn > 1900 {
+		t.Fatalf("the interval has %d rows (key %s): %v", rowsIn, key, err)
+	}
+	var k int64
+	fmt.Sscan(key, &k)
 	// reads checks the keyless reads through the proxy against the
 	// truth: every row 1..1999 once, with v = 'v' || id || suffix.
 	reads := func(when, suffix string) {
@@ -92,7 +117,7 @@ func TestReshardStaleRowsRead(t *testing.T) {
 		if n != 1999 || sum != 1999*2000/2 {
 			t.Errorf("%s: count(*) %d, sum(id) %d; want 1999 and %d (each row once)", when, n, sum, 1999*2000/2)
 		}
-		rows, err := conn.Query(ctx, "SELECT id, v FROM kv ORDER BY id OFFSET 397 LIMIT 5")
+		rows, err := conn.Query(ctx, "SELECT id, v FROM kv ORDER BY id OFFSET $1 LIMIT 5", k-3)
 		if err != nil {
 			t.Fatalf("%s: ORDER BY: %v", when, err)
 		}
@@ -108,9 +133,12 @@ func TestReshardStaleRowsRead(t *testing.T) {
 		if err := rows.Err(); err != nil {
 			t.Fatalf("%s: ORDER BY: %v", when, err)
 		}
-		want := []string{"398=v398" + suffix, "399=v399" + suffix, "400=v400" + suffix, "401=v401" + suffix, "402=v402" + suffix}
+		var want []string
+		for i := k - 2; i <= k+2; i++ {
+			want = append(want, fmt.Sprintf("%d=v%d%s", i, i, suffix))
+		}
 		if !slices.Equal(got, want) {
-			t.Errorf("%s: ORDER BY id OFFSET 397 LIMIT 5 = %v, want %v", when, got, want)
+			t.Errorf("%s: ORDER BY id OFFSET %d LIMIT 5 = %v, want %v", when, k-3, got, want)
 		}
 		var buf bytes.Buffer
 		if _, err := conn.PgConn().CopyTo(ctx, &buf, "COPY kv TO STDOUT"); err != nil {
@@ -121,10 +149,11 @@ func TestReshardStaleRowsRead(t *testing.T) {
 		for _, l := range lines {
 			seen[l] = true
 		}
-		if len(lines) != 1999 || len(seen) != 1999 || !seen["450\tv450"+suffix] || !seen["1500\tv1500"+suffix] {
+		if len(lines) != 1999 || len(seen) != 1999 || !seen[key+"\tv"+key+suffix] || !seen["1500\tv1500"+suffix] {
 			t.Errorf("%s: COPY kv TO STDOUT gave %d lines, %d distinct; want 1999, each row once", when, len(lines), len(seen))
 		}
-		// The simple protocol, and inside a transaction.
+		// The simple protocol, and a read over shards inside a
+		// transaction.
 		if err := conn.QueryRow(ctx, "SELECT count(*) FROM kv WHERE v LIKE 'v4%'", pgx.QueryExecModeSimpleProtocol).Scan(&n); err != nil || n != 111 {
 			t.Errorf("%s: simple protocol count of v4%%: %d, %v; want 111", when, n, err)
 		}
@@ -143,7 +172,7 @@ func TestReshardStaleRowsRead(t *testing.T) {
 	reads("before the move", "")
 
 	// The copy done, the target holds the interval's rows too.
-	if code, stdout, stderr := cli("reshard", "move", "--distribution", "kv", "--interval", "[400,600)", "--to", "s1", "--id", "mv1", "--detach"); code != 0 {
+	if code, stdout, stderr := cli("reshard", "move", "--distribution", "kv", "--interval", interval, "--to", "s1", "--id", "mv1", "--detach"); code != 0 {
 		t.Fatalf("reshard move: exit %d\n%s\n%s", code, stdout, stderr)
 	}
 	ok, why := waitFor(time.Minute, func() (bool, string) {
@@ -153,8 +182,8 @@ func TestReshardStaleRowsRead(t *testing.T) {
 	if !ok {
 		t.Fatalf("mv1 never copied: %s", why)
 	}
-	if n := count(s1, 400, 600); n != 200 {
-		t.Fatalf("the target has %d rows of [400, 600) once copied, want 200", n)
+	if n := count(s1); n != rowsIn {
+		t.Fatalf("the target has %d rows of %s once copied, want %d", n, interval, rowsIn)
 	}
 	reads("copied, before the cutover", "")
 
@@ -166,8 +195,8 @@ func TestReshardStaleRowsRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s, _ := v.Map.Distribution("kv").ShardForInt64(450); s != "s1" || count(s0, 400, 600) != 200 {
-		t.Fatalf("after the cutover key 450 is on %s and s0 has %d rows of the interval", s, count(s0, 400, 600))
+	if s, _ := v.Map.Distribution("kv").ShardForInt64(k); s != "s1" || count(s0) != rowsIn {
+		t.Fatalf("after the cutover key %s is on %s and s0 has %d rows of the interval", key, s, count(s0))
 	}
 	waitProxyEpoch(t, p, v.Epoch, 10*time.Second)
 	reads("cut over, before cleanup", "")
@@ -181,11 +210,11 @@ func TestReshardStaleRowsRead(t *testing.T) {
 	if tag.RowsAffected() != 1999 {
 		t.Errorf("UPDATE without a key changed %d rows, want 1999", tag.RowsAffected())
 	}
-	if v, _ := s1.QueryValue(ctx, "SELECT v FROM kv WHERE id = 450"); v != "v450+" {
-		t.Errorf("row 450 on its owner s1 is %q after the update, want v450+", v)
+	if v, _ := s1.QueryValue(ctx, "SELECT v FROM kv WHERE id = "+key); v != "v"+key+"+" {
+		t.Errorf("row %s on its owner s1 is %q after the update, want v%s+", key, v, key)
 	}
-	if v, _ := s0.QueryValue(ctx, "SELECT v FROM kv WHERE id = 450"); v != "v450" {
-		t.Errorf("the source's stale row 450 is %q after the update, want it untouched (v450)", v)
+	if v, _ := s0.QueryValue(ctx, "SELECT v FROM kv WHERE id = "+key); v != "v"+key {
+		t.Errorf("the source's stale row %s is %q after the update, want it untouched (v%s)", key, v, key)
 	}
 	reads("cut over, after a keyless update", "+")
 
@@ -200,14 +229,14 @@ func TestReshardStaleRowsRead(t *testing.T) {
 		t.Fatalf("markers left after the rollback: %s; stale rows %s", shardmap.DescribeMoving(d.Moving), shardmap.DescribeStale(d.Stale))
 	}
 	waitProxyEpoch(t, p, v.Epoch, 10*time.Second)
-	if n := count(s1, 400, 600); n != 0 {
+	if n := count(s1); n != 0 {
 		t.Errorf("the target keeps %d rows of the interval after the rollback", n)
 	}
 	reads("rolled back", "+")
 	assertNoReplication(ctx, t, s0, s1)
 
 	// Moved again and cleaned up: the marker goes with the source's rows.
-	if code, stdout, stderr := cli("reshard", "move", "--distribution", "kv", "--interval", "[400,600)", "--to", "s1", "--id", "mv2", "--cutover", "auto", "--wait", "2m"); code != 0 {
+	if code, stdout, stderr := cli("reshard", "move", "--distribution", "kv", "--interval", interval, "--to", "s1", "--id", "mv2", "--cutover", "auto", "--wait", "2m"); code != 0 {
 		t.Fatalf("reshard move mv2: exit %d\n%s\n%s", code, stdout, stderr)
 	}
 	if v, err = client.GetMap(ctx); err != nil {
@@ -221,8 +250,8 @@ func TestReshardStaleRowsRead(t *testing.T) {
 	if v, err = client.GetMap(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if d := v.Map.Distribution("kv"); len(d.Stale) != 0 || count(s0, 400, 600) != 0 {
-		t.Fatalf("after cleanup: stale rows %s, %d rows of the interval on the source", shardmap.DescribeStale(d.Stale), count(s0, 400, 600))
+	if d := v.Map.Distribution("kv"); len(d.Stale) != 0 || count(s0) != 0 {
+		t.Fatalf("after cleanup: stale rows %s, %d rows of the interval on the source", shardmap.DescribeStale(d.Stale), count(s0))
 	}
 	waitProxyEpoch(t, p, v.Epoch, 10*time.Second)
 	reads("cleaned up", "+")
