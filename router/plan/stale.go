@@ -71,6 +71,12 @@ func (st *state) excludeStale(p *Plan, sql string) {
 	default:
 		return
 	}
+	defer func() {
+		if r := recover(); r != nil {
+			*p = Plan{Kind: Refused, Stmt: p.Stmt, Table: p.Table, Err: refusal(fmt.Sprintf("pgshard cannot leave a moving interval's stale rows out of this statement (internal error: %v)", r),
+				"report it; run it after the move's reshard cleanup")}
+		}
+	}()
 	var per map[string]string
 	for _, s := range p.Shards {
 		marks := st.stale[s]
