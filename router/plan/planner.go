@@ -242,8 +242,11 @@ type state struct {
 	defaultShard   string
 	safeFuncs      map[string]bool // Options.ReplicaSafeFuncs
 	// stale are the stale-rows markers of the map by shard (stale.go);
-	// nil when it has none.
-	stale map[string][]staleOn
+	// nil when it has none. staleCache holds the statements rewritten
+	// for them.
+	stale      map[string][]staleOn
+	staleMu    sync.Mutex
+	staleCache map[string]staleRewrite
 
 	mu     sync.RWMutex
 	cache  map[string][]*template

@@ -91,7 +91,7 @@ func (st *state) excludeStale(p *Plan, sql string) {
 		default:
 			base = sql
 		}
-		out, changed, err := st.rewriteStale(base, marks)
+		out, changed, err := st.rewriteStaleCached(s, base, marks)
 		if err != nil {
 			*p = Plan{Kind: Refused, Stmt: p.Stmt, Table: p.Table, Err: err}
 			return
@@ -121,6 +121,38 @@ func staleRefusal(marks []staleOn, why string) *RefusalError {
 	return refusal(fmt.Sprintf("pgshard cannot run this statement on shard %s while it holds rows of %s [%s, %s) of move %s, until reshard cleanup: %s",
 		s.Shard, marks[0].dist.Name, s.Lo, s.Hi, s.ID, why),
 		"Add a condition on the sharding key, or run it after the move's reshard cleanup (or cancel).")
+}
+
+// staleCacheSize bounds the rewritten statements a map's state keeps;
+// when it is reached they are dropped and rewritten again.
+const staleCacheSize = 1024
+
+// staleRewrite is a rewritten statement (rewriteStale's results).
+type staleRewrite struct {
+	out     string
+	changed bool
+	err     *RefusalError
+}
+
+// rewriteStaleCached is rewriteStale for shard's markers, remembered by
+// shard and text for the map's life: a prepared statement (one text) is
+// parsed once per shard, not at every execution.
+func (st *state) rewriteStaleCached(shard, sql string, marks []staleOn) (string, bool, *RefusalError) {
+	key := shard + "\x00" + sql
+	st.staleMu.Lock()
+	r, ok := st.staleCache[key]
+	st.staleMu.Unlock()
+	if ok {
+		return r.out, r.changed, r.err
+	}
+	r.out, r.changed, r.err = st.rewriteStale(sql, marks)
+	st.staleMu.Lock()
+	if st.staleCache == nil || len(st.staleCache) >= staleCacheSize {
+		st.staleCache = make(map[string]staleRewrite)
+	}
+	st.staleCache[key] = r
+	st.staleMu.Unlock()
+	return r.out, r.changed, r.err
 }
 
 // rewriteStale returns sql with the rows marks names left out, and

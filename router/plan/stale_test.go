@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -173,5 +174,41 @@ func TestPlanStaleNoAlloc(t *testing.T) {
 	stale := stalePlanner(t)
 	if n := testing.AllocsPerRun(100, func() { _, _ = stale.Route(sql, params, nil, nil) }); n > 1 {
 		t.Errorf("with markers, a keyed Route allocates %v times per run", n)
+	}
+}
+
+// A statement's rewrite is kept per shard and text, bounded, and the same
+// as a fresh one.
+func TestPlanStaleCache(t *testing.T) {
+	p := stalePlanner(t)
+	fresh := stalePlanner(t)
+	sql := "SELECT count(*) FROM users WHERE n > $1"
+	for i := range staleCacheSize + 10 {
+		q := sql
+		if i > 0 {
+			q = fmt.Sprintf("SELECT count(*) FROM users WHERE n > %d", i)
+		}
+		if _, err := p.Route(q, nil, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := p.st.Load()
+	st.staleMu.Lock()
+	n := len(st.staleCache)
+	st.staleMu.Unlock()
+	if n == 0 || n > staleCacheSize {
+		t.Fatalf("%d rewrites kept, want 1..%d", n, staleCacheSize)
+	}
+	for range 2 {
+		a, _ := p.Route(sql, [][]byte{[]byte("3")}, nil, nil)
+		b, _ := fresh.Route(sql, [][]byte{[]byte("3")}, nil, nil)
+		if a.PerShardSQL["s3"] == "" || a.PerShardSQL["s3"] != b.PerShardSQL["s3"] || !a.PerShardStale {
+			t.Fatalf("kept rewrite %q, fresh %q", a.PerShardSQL["s3"], b.PerShardSQL["s3"])
+		}
+	}
+	r, _ := p.Route("SELECT public.users.id FROM public.users", nil, nil, nil)
+	r2, _ := p.Route("SELECT public.users.id FROM public.users", nil, nil, nil)
+	if r.Kind != Refused || r2.Kind != Refused || r2.Err.Message != r.Err.Message {
+		t.Fatalf("kept refusal: %s, then %s", summary(r), summary(r2))
 	}
 }
