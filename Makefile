@@ -4,7 +4,7 @@ export PATH := $(shell $(GO) env GOROOT)/bin:$(shell $(GO) env GOPATH)/bin:$(PAT
 STATICCHECK_VERSION ?= v0.8.2
 BIN       := bin/pgshard
 
-.PHONY: bench-ab bench-cache bench-failover bench-reshard build compose-test test unit integration lint vet staticcheck fmt-check bench bench-sharded demo fuzz difffuzz clean proto
+.PHONY: bench-ab bench-cache bench-2pc bench-failover bench-reshard build compose-test test unit integration lint vet staticcheck fmt-check bench bench-sharded demo fuzz difffuzz clean proto
 
 build:
 	$(GO) build -o $(BIN) ./cmd/pgshard
@@ -73,15 +73,41 @@ bench-ab: build
 bench-sharded: build
 	$(GO) run ./integration/bench -pgshard $(BIN) -sharded-only -rounds 3 -duration 10s -out docs/benchmarks.md
 
-# Hot-row cache: Zipfian point reads through pgshard with the cache on vs
-# off vs straight to PostgreSQL, and a 90/10 mix for the staleness; prints
-# the docs/benchmarks.md section (USERS, DURATION, CLIENTS to change).
+# Hot-row cache: Zipfian point reads (pgbench) through pgshard processes
+# with the cache on (cold, warm) vs off vs straight to PostgreSQL, and a
+# 90/10 mix for the staleness; prints the docs/benchmarks.md section
+# (USERS, DURATION, CLIENTS to change). CACHE_BASE=rev also runs a pgshard
+# built from that revision with the cache on, alternating with this one
+# (ROUNDS warm runs each, default 3); CACHE_PROFILE=file saves a CPU
+# profile of the proxy during its first warm run.
 USERS ?= 1000000
 DURATION ?= 10s
 CLIENTS ?= 16
-bench-cache:
-	PGSHARD_CACHEBENCH=1 PGSHARD_CACHEBENCH_USERS=$(USERS) PGSHARD_CACHEBENCH_DURATION=$(DURATION) PGSHARD_CACHEBENCH_CLIENTS=$(CLIENTS) \
+CACHE_BASE ?=
+CACHE_PROFILE ?=
+ROUNDS ?=
+bench-cache: build
+	@if [ -n "$(CACHE_BASE)" ]; then d="$$(mktemp -d)" && git archive "$(CACHE_BASE)" | tar -x -C "$$d" && \
+		(cd "$$d" && $(GO) build -o "$(CURDIR)/bin/pgshard-cachebase" ./cmd/pgshard); rc=$$?; rm -rf "$$d"; exit $$rc; fi
+	PGSHARD_CACHEBENCH=1 PGSHARD_CACHEBENCH_BIN=$(CURDIR)/$(BIN) PGSHARD_CACHEBENCH_USERS=$(USERS) PGSHARD_CACHEBENCH_DURATION=$(DURATION) \
+		PGSHARD_CACHEBENCH_CLIENTS=$(CLIENTS) PGSHARD_CACHEBENCH_ROUNDS=$(ROUNDS) PGSHARD_CACHEBENCH_PROFILE=$(CACHE_PROFILE) \
+		PGSHARD_CACHEBENCH_BASELINE=$(if $(CACHE_BASE),$(CURDIR)/bin/pgshard-cachebase) \
 		$(GO) test ./integration/cachebench/ -run '^TestCacheBench$$' -count=1 -v -timeout 30m
+
+# Transactions over several shards: a transfer between accounts on two
+# shards (two-phase commit) vs on one shard, through the same pgshard proxy
+# process in the same run (TPC_CLIENTS clients, TPC_ROUNDS rounds of
+# TPC_DURATION per kind; fsync and synchronous_commit on), then the recovery
+# time of an in-doubt transaction (proxy killed -9 after PREPARE,
+# TPC_RECOVERIES times); prints the docs/benchmarks.md tables.
+TPC_CLIENTS ?= 8
+TPC_DURATION ?= 10s
+TPC_ROUNDS ?= 2
+TPC_RECOVERIES ?= 3
+bench-2pc:
+	PGSHARD_BENCH_2PC=1 PGSHARD_BENCH_2PC_CLIENTS=$(TPC_CLIENTS) PGSHARD_BENCH_2PC_DURATION=$(TPC_DURATION) \
+		PGSHARD_BENCH_2PC_ROUNDS=$(TPC_ROUNDS) PGSHARD_BENCH_2PC_RECOVERIES=$(TPC_RECOVERIES) \
+		$(GO) test ./integration/banktest/ -run '^TestBench2PC$$' -count=1 -v -timeout 10m
 
 # Online resharding: a plain COPY | COPY of an interval of ROWS rows next
 # to the initial copy of `reshard move` between the same two servers (rows/s,

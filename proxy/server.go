@@ -85,7 +85,8 @@ type Server struct {
 
 	ops opsState // console commands, rate limits, auth_query (console_ops.go)
 
-	tpc twoPhaseState // transactions over several shards (multitx.go)
+	tpc twoPhaseState    // transactions over several shards (multitx.go)
+	dl  deadlockDetector // deadlocks across shards (deadlock_detect.go)
 
 	cache   *serverCache // the hot-row cache, nil when off (cache.go)
 	cacheOn atomic.Bool  // the cache is on and the map has cacheable tables
@@ -131,6 +132,9 @@ func NewServer(cfg *Config) (*Server, error) {
 		return nil, err
 	}
 	s.metrics.registerMetaState(s)
+	if err := s.dl.init(s.metrics.reg); err != nil {
+		return nil, err
+	}
 	s.metrics.mapEpoch.Set(float64(s.MapEpoch()))
 	if err := s.initCache(cfg); err != nil {
 		return nil, err
@@ -238,6 +242,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer close(s.done)
 	s.startHealth()
 	s.startCache()
+	s.startDeadlocks()
 	var delay time.Duration
 	for {
 		c, err := s.ln.Accept()
@@ -294,6 +299,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-s.done
 	}
 	s.bg.Wait()
+	s.stopDeadlocks()
 	s.stopCache()
 	s.closePools()
 	return ctx.Err()

@@ -29,6 +29,9 @@ type ReshardConfig struct {
 	CutoverTimeout time.Duration
 	// MaxLagBytes is the lag above which a cutover does not start.
 	MaxLagBytes int64
+	// HoldVerifyRows is the interval size above which a cutover only
+	// counts the rows inside its hold (reshard.ControllerConfig).
+	HoldVerifyRows int64
 	// Delete throttles cleanup's deletes.
 	Delete reshard.DeleteOptions
 }
@@ -47,8 +50,8 @@ func newResharding(node *meta.Node, login PGLogin, o ReshardConfig, log *slog.Lo
 		Engines: func(mv reshard.Move, from, to shardmap.Shard) (reshard.Steps, error) {
 			e, err := reshard.New(reshard.Config{
 				Move:   mv,
-				Source: reshard.ShardEndpoint(from, login.User, login.Password, db, login.SSLMode),
-				Target: reshard.ShardEndpoint(to, login.User, login.Password, db, login.SSLMode),
+				Source: reshard.ShardEndpoint(from, login.User, login.Password, db, login.SSLMode, login.SSLRootCert),
+				Target: reshard.ShardEndpoint(to, login.User, login.Password, db, login.SSLMode, login.SSLRootCert),
 				Logger: clog,
 			})
 			if err != nil {
@@ -59,6 +62,7 @@ func newResharding(node *meta.Node, login PGLogin, o ReshardConfig, log *slog.Lo
 		Logger:         clog,
 		CutoverTimeout: o.CutoverTimeout,
 		MaxLagBytes:    o.MaxLagBytes,
+		HoldVerifyRows: o.HoldVerifyRows,
 		Delete:         o.Delete,
 	})
 }

@@ -118,11 +118,15 @@ func (m *metrics) twoPhase() (func(twophase.Action), func(twophase.Report)) {
 		Name: "pgshard_twophase_in_doubt",
 		Help: "pgshard prepared transactions on the shard primaries at the leader's last recovery round (one per transaction, however many shards hold it).",
 	})
+	oldest := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "pgshard_twophase_oldest_in_doubt_seconds",
+		Help: "Age of the oldest pgshard prepared transaction left unresolved at the leader's last recovery round (0 when none): a prepared transaction holds its locks and blocks vacuum.",
+	})
 	problems := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "pgshard_twophase_problem_shards",
 		Help: "Shards where two-phase commit cannot work at the last recovery round: unreachable, or max_prepared_transactions = 0.",
 	})
-	m.reg.MustRegister(actions, inDoubt, problems)
+	m.reg.MustRegister(actions, inDoubt, oldest, problems)
 	m.twoPhaseActions = actions
 	onAction := func(a twophase.Action) {
 		action, result := "rollback", "ok"
@@ -136,12 +140,15 @@ func (m *metrics) twoPhase() (func(twophase.Action), func(twophase.Report)) {
 	}
 	onRound := func(r twophase.Report) {
 		gids := make(map[string]bool)
+		var age time.Duration
 		for _, d := range r.InDoubt {
 			if d.State == "in progress" || strings.HasPrefix(d.State, "blocked") {
 				gids[d.GID] = true
+				age = max(age, d.Age)
 			}
 		}
 		inDoubt.Set(float64(len(gids)))
+		oldest.Set(age.Seconds())
 		shards := make(map[string]bool)
 		for _, p := range r.Problems {
 			shards[p.Shard] = true

@@ -156,6 +156,9 @@ func (e *AbortError) Error() string {
 	if errors.As(e.Err, &pe) && pe.Code == wire.SQLStateUndefinedTable {
 		msg += " (the meta leader's two-phase recovery creates " + DecisionTable + " on every primary: does the meta cluster have a PostgreSQL role?)"
 	}
+	if errors.As(e.Err, &pe) && pe.Code == wire.SQLStateInsufficientPrivilege {
+		msg += " (the server user inserts the commit record into " + DecisionTable + ": GRANT " + CoordinatorRole + " TO it on every shard)"
+	}
 	return msg
 }
 

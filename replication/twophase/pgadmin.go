@@ -147,7 +147,7 @@ func (a pgAdmin) Scan(ctx context.Context, addr string) (ServerScan, error) {
 			continue
 		}
 		err := a.with(ctx, addr, db, func(conn *pgconn.PgConn) error {
-			rs, err := rows(ctx, conn, "SELECT to_regclass('"+DecisionTable+"') IS NULL")
+			rs, err := rows(ctx, conn, NeedsSchemaSQL)
 			switch {
 			case err != nil:
 			case string(rs[0][0]) == "t":
