@@ -51,6 +51,13 @@ func explainSQL(p plan.Plan, sql string) string {
 			if p.ShardSQL != "" {
 				stmt = p.ShardSQL
 			}
+			if q, ok := p.PerShardSQL[shard]; ok && p.PerShardStale {
+				if strings.HasPrefix(strings.ToUpper(q), "EXPLAIN") {
+					q = explainedText(q) // rendered from the whole text
+				}
+				add(shard, route, q, detail+"; stale rows of a moving interval left out")
+				continue
+			}
 			if q, ok := p.PerShardSQL[shard]; ok && p.PerShardKeys {
 				stmt = q // deparsed from the statement alone
 				add(shard, route, stmt, detail+"; only this shard's keys in the list")

@@ -119,8 +119,9 @@ func (r PlanRouter) Route(q Query) (plan.Plan, error) {
 // and UPDATE/DELETE without a key when AllowBroadcast says so.
 func (r PlanRouter) several(p *plan.Plan) (bool, *plan.RefusalError) {
 	switch {
-	case p.Stmt == plan.StmtSelect && p.ReadOnly && (p.PerShardSQL == nil || p.PerShardKeys):
-		// (With PerShardKeys, each shard's statement has its own keys.)
+	case p.Stmt == plan.StmtSelect && p.ReadOnly && (p.PerShardSQL == nil || p.PerShardKeys || p.PerShardStale):
+		// (With PerShardKeys, each shard's statement has its own keys;
+		// with PerShardStale, some leave out stale rows.)
 		p.Kind, p.PerShardRows = plan.Scatter, nil
 		return true, nil
 	case p.Stmt == plan.StmtSelect && p.ReadOnly:
@@ -129,7 +130,10 @@ func (r PlanRouter) several(p *plan.Plan) (bool, *plan.RefusalError) {
 		p.Kind, p.ShardSQL, p.Merge, p.Calls, p.PerShardRows = plan.Scatter, "", nil, nil, nil
 		return true, nil
 	case p.Stmt == plan.StmtCopy && p.ReadOnly:
-		p.Kind, p.ShardSQL, p.Merge, p.Calls, p.PerShardSQL, p.PerShardRows, p.ReplicaSafe = plan.CopyOut, "", nil, nil, nil, nil, false
+		p.Kind, p.ShardSQL, p.Merge, p.Calls, p.PerShardRows, p.ReplicaSafe = plan.CopyOut, "", nil, nil, nil, false
+		if !p.PerShardStale {
+			p.PerShardSQL = nil
+		}
 		return true, nil
 	case p.Stmt == plan.StmtInsert && p.PerShardSQL != nil:
 		// The rows of each shard in one transaction per shard, all
@@ -147,7 +151,10 @@ func (r PlanRouter) several(p *plan.Plan) (bool, *plan.RefusalError) {
 				Hint:    "Add a condition on the sharding key, or set broadcast_writes: allow (each shard then commits on its own; all as one with transactions.cross_shard: two_phase).",
 			}
 		}
-		p.Kind, p.PerShardSQL, p.PerShardRows, p.Merge, p.Calls, p.ReplicaSafe = plan.Scatter, nil, nil, nil, nil, false
+		p.Kind, p.PerShardRows, p.Merge, p.Calls, p.ReplicaSafe = plan.Scatter, nil, nil, nil, false
+		if !p.PerShardStale {
+			p.PerShardSQL = nil
+		}
 		return true, nil
 	}
 	return false, &plan.RefusalError{

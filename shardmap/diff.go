@@ -191,6 +191,16 @@ func DescribeMoving(ms []Moving) string {
 	return strings.Join(parts, ", ")
 }
 
+// DescribeStale lists stale-rows markers for people: "m1 [401, 501) on
+// s1"; "" for none.
+func DescribeStale(ss []StaleRows) string {
+	parts := make([]string, 0, len(ss))
+	for _, s := range ss {
+		parts = append(parts, fmt.Sprintf("%s [%s, %s) on %s", s.ID, s.Lo, s.Hi, s.Shard))
+	}
+	return strings.Join(parts, ", ")
+}
+
 func diffShard(name string, o, n *Shard) (ShardDiff, bool) {
 	sd := ShardDiff{Name: name, Old: o, New: n}
 	switch {
@@ -257,6 +267,7 @@ func diffDistribution(name string, o, n *Distribution) (DistributionDiff, bool) 
 	det = change(det, "strategy", string(o.Strategy), string(n.Strategy))
 	det = change(det, "default_shard", o.DefaultShard, n.DefaultShard)
 	det = change(det, "moving", DescribeMoving(o.Moving), DescribeMoving(n.Moving))
+	det = change(det, "stale_rows", DescribeStale(o.Stale), DescribeStale(n.Stale))
 	sameIntervals := slices.Equal(o.Intervals, n.Intervals)
 	switch {
 	case sameIntervals:

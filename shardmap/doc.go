@@ -39,5 +39,9 @@
 //
 // A shard's [Switch] is the state of a failover or switchover in progress,
 // kept in the map because proxies route by it (replication/failover
-// drives it).
+// drives it). Likewise a distribution's [Moving] markers hold an interval
+// during a resharding cutover, and its [StaleRows] markers name the rows a
+// shard holds without owning them while a move runs (the target's copy
+// before the cutover, the source's rows until cleanup), which keyless
+// statements leave out there; replication/reshard sets and drops both.
 package shardmap

@@ -85,6 +85,10 @@ type Distribution struct {
 	// another shard is in progress (see [Moving]), at most one per key:
 	// they never overlap. Empty when no cutover runs.
 	Moving []Moving
+	// Stale are the key intervals whose rows a shard holds without owning
+	// them while a move runs (see [StaleRows]); reads and keyless writes
+	// on that shard leave them out. Empty when no move runs.
+	Stale []StaleRows
 }
 
 // MoveStep is the step of a [Moving] marker.
@@ -156,6 +160,43 @@ type Moving struct {
 	From, To string
 	// Step is what proxies do with the interval: MoveHold.
 	Step MoveStep
+}
+
+// StaleRows marks the rows of a key interval [Lo, Hi) of a distribution
+// (of hash values for a hash distribution, as in [Interval]) that shard
+// Shard holds although another shard owns the interval: the copy a move
+// makes on its target before the cutover (and after a rollback until its
+// rows are deleted), and the rows the source keeps after the cutover
+// until `reshard cleanup`. A statement without a key (a scatter read, a
+// COPY TO, an UPDATE or DELETE without a key condition) that reaches
+// Shard runs there with these rows left out (router/plan), so that every
+// row is read or changed once, on its owner. Keyed statements never reach
+// them: their keys are owned by the shard they go to.
+//
+// Only the resharding workflow (replication/reshard) adds, moves and
+// drops it; a map change made by hand that adds, drops or changes one is
+// a [Hazard]. Its life, in epochs, for a move of [Lo, Hi) from shard F to
+// shard T: an epoch with the marker on T is committed, and acknowledged
+// by every live proxy, before the replication starts copying rows to T;
+// the epoch of the cutover gives [Lo, Hi) to T and the marker to F (one
+// epoch, so that no map counts the rows twice or not at all); a rollback's
+// release gives both back (owner F, marker on T); the marker is dropped
+// once cleanup (or cancel, or the rollback) has deleted the rows it
+// covers. Validate checks that Shard owns no key of [Lo, Hi).
+type StaleRows struct {
+	// ID is the workflow's move id; a distribution has at most one marker
+	// per move.
+	ID string
+	// Lo and Hi are the interval [Lo, Hi), of the distribution's bound
+	// type.
+	Lo, Hi Bound
+	// Shard holds rows of [Lo, Hi) without owning any key of it.
+	Shard string
+}
+
+// Contains reports whether bound value b lies in [Lo, Hi).
+func (s *StaleRows) Contains(b Bound) bool {
+	return s.Lo.Compare(b) <= 0 && b.Compare(s.Hi) < 0
 }
 
 // Contains reports whether bound value b (a key value for a range
@@ -407,6 +448,7 @@ func (m *Map) Clone() *Map {
 		for i, d := range m.Distributions {
 			d.Intervals = slices.Clone(d.Intervals)
 			d.Moving = slices.Clone(d.Moving)
+			d.Stale = slices.Clone(d.Stale)
 			c.Distributions[i] = d
 		}
 	}

@@ -196,6 +196,47 @@ func (m *Map) MovingByID(dist, id string) *Moving {
 	return nil
 }
 
+// WithStale returns a copy of m (same epoch) with marker s set on
+// distribution dist, replacing a marker of the same ID, or without the
+// marker of s.ID when remove is set.
+func (m *Map) WithStale(dist string, s StaleRows, remove bool) (*Map, error) {
+	c := m.Clone()
+	d := c.Distribution(dist)
+	if d == nil {
+		return nil, fmt.Errorf("no distribution %q in the shard map", dist)
+	}
+	d.Stale = slices.DeleteFunc(d.Stale, func(x StaleRows) bool { return x.ID == s.ID })
+	if !remove {
+		d.Stale = append(d.Stale, s)
+	}
+	if len(d.Stale) == 0 {
+		d.Stale = nil
+	}
+	return c, nil
+}
+
+// StaleByID returns the stale-rows marker of move id in distribution
+// dist, or nil.
+func (m *Map) StaleByID(dist, id string) *StaleRows {
+	d := m.Distribution(dist)
+	if d == nil {
+		return nil
+	}
+	for i := range d.Stale {
+		if d.Stale[i].ID == id {
+			return &d.Stale[i]
+		}
+	}
+	return nil
+}
+
+// StalePredicate returns the SQL condition, true for the rows of s's
+// interval, on key expression expr (a quoted column, possibly qualified)
+// of distribution d: [IntervalPredicate] of s's bounds.
+func (d *Distribution) StalePredicate(s *StaleRows, expr string) string {
+	return IntervalPredicate(d.KeyType, d.Strategy, expr, s.Lo, s.Hi)
+}
+
 // boundJSON is the JSON form of a Bound: one field set.
 type boundJSON struct {
 	Inf  string  `json:"inf,omitempty"` // "-" or "+"

@@ -23,6 +23,11 @@ const (
 	// resharding workflow sets and releases (Shard is "" and Server names
 	// the distribution).
 	HazardMovingInterval = "moving-interval"
+	// HazardStaleRows: the new map adds, drops or changes a
+	// distribution's stale-rows marker ([StaleRows]), which only the
+	// resharding workflow sets and drops (Shard is "" and Server names
+	// the distribution).
+	HazardStaleRows = "stale-rows"
 )
 
 // Hazard is a reason not to replace the current map by a new one: the new
@@ -30,7 +35,7 @@ const (
 // or let a fenced server serve again. Applying it anyway risks split
 // brain: writes acknowledged on a server that is not the real primary.
 type Hazard struct {
-	Kind   string // HazardFencedPrimary, HazardDroppedFence, HazardPrimaryInRecovery or HazardMovingInterval
+	Kind   string // HazardFencedPrimary, HazardDroppedFence, HazardPrimaryInRecovery, HazardMovingInterval or HazardStaleRows
 	Shard  string // the shard of the new map (the current map's for HazardDroppedFence)
 	Server string // host:port
 	Reason string // why, for people; starts with the server
@@ -51,7 +56,7 @@ func (h Hazard) String() string {
 // changes to a server for which inRecovery reports true (it is known to
 // be a replica; an unknown health must report false), and a change of a
 // distribution's moving-interval markers (HazardMovingInterval, after the
-// shard hazards). A nil cur (no map yet) has no hazards.
+// shard hazards) or stale-rows markers (HazardStaleRows). A nil cur (no map yet) has no hazards.
 func CheckSuccessor(cur, next *Map, inRecovery func(addr string) bool) []Hazard {
 	if cur == nil || next == nil {
 		return nil
@@ -109,7 +114,22 @@ func CheckSuccessor(cur, next *Map, inRecovery func(addr string) bool) []Hazard 
 					"(pgshard reshard cutover|cancel|rollback); changing it by hand can route writes to a shard that lacks them", d.Name, o, n)})
 		}
 	}
+	for _, d := range cur.Distributions {
+		var ns []StaleRows
+		if nd := next.Distribution(d.Name); nd != nil {
+			ns = nd.Stale
+		}
+		if o, n := DescribeStale(d.Stale), DescribeStale(ns); o != n {
+			out = append(out, Hazard{Kind: HazardStaleRows, Server: d.Name, Reason: fmt.Sprintf(
+				"distribution %s: stale rows [%s] -> [%s]: only the resharding workflow marks the rows a shard holds without owning them "+
+					"(pgshard reshard cleanup|cancel|rollback drop them); changing it by hand makes reads count rows twice or not at all", d.Name, o, n)})
+		}
+	}
 	for _, d := range next.Distributions {
+		if cur.Distribution(d.Name) == nil && len(d.Stale) > 0 {
+			out = append(out, Hazard{Kind: HazardStaleRows, Server: d.Name, Reason: fmt.Sprintf(
+				"distribution %s: a new distribution cannot have stale rows (%s)", d.Name, DescribeStale(d.Stale))})
+		}
 		if cur.Distribution(d.Name) == nil && len(d.Moving) > 0 {
 			out = append(out, Hazard{Kind: HazardMovingInterval, Server: d.Name, Reason: fmt.Sprintf(
 				"distribution %s: a new distribution cannot have moving intervals (%s)", d.Name, DescribeMoving(d.Moving))})

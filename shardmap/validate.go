@@ -38,6 +38,7 @@ func (m *Map) Validate() error {
 		}
 		v.distribution(i, d)
 		v.moving(i, d)
+		v.stale(i, d)
 	}
 	v.tables(m.Tables, dists)
 	return errors.Join(v.errs...)
@@ -331,6 +332,50 @@ func (v *validator) moving(i int, d *Distribution) {
 		for k, other := range d.Moving[:j] {
 			if !other.Lo.IsZero() && !other.Hi.IsZero() && other.Lo.Compare(mv.Hi) < 0 && mv.Lo.Compare(other.Hi) < 0 {
 				v.addf("%s overlaps moving interval #%d [%s, %s)", ml, k+1, other.Lo, other.Hi)
+			}
+		}
+	}
+}
+
+// stale checks the distribution's stale-rows markers: a move id, used
+// once, a known shard, bounds of the right type with lo below hi, and a
+// shard that owns no key of the interval.
+func (v *validator) stale(i int, d *Distribution) {
+	label := "distribution " + d.Name
+	if d.Name == "" {
+		label = fmt.Sprintf("distribution #%d", i+1)
+	}
+	for j, s := range d.Stale {
+		sl := fmt.Sprintf("%s: stale rows #%d [%s, %s) on %s", label, j+1, s.Lo, s.Hi, s.Shard)
+		if s.ID == "" {
+			v.addf("%s has no move id", sl)
+		}
+		for k, other := range d.Stale[:j] {
+			if s.ID != "" && other.ID == s.ID {
+				v.addf("%s has the move id %s of stale rows #%d", sl, s.ID, k+1)
+			}
+		}
+		switch {
+		case s.Shard == "":
+			v.addf("%s names no shard", sl)
+		case !v.shards[s.Shard]:
+			v.addf("%s names shard %s, which is not a shard of the map", sl, s.Shard)
+		}
+		if !d.KeyType.Known() || !d.Strategy.Known() {
+			continue
+		}
+		ok := v.bound(d, sl, "lo", s.Lo)
+		ok = v.bound(d, sl, "hi", s.Hi) && ok
+		if !ok {
+			continue
+		}
+		if s.Lo.IsPosInf() || s.Hi.IsNegInf() || s.Lo.Compare(s.Hi) >= 0 {
+			v.addf("%s is empty: lo must be below hi", sl)
+			continue
+		}
+		for _, iv := range d.Intervals {
+			if iv.Shard == s.Shard && !iv.Lo.IsZero() && !iv.Hi.IsZero() && iv.Lo.Compare(s.Hi) < 0 && s.Lo.Compare(iv.Hi) < 0 {
+				v.addf("%s: shard %s owns interval [%s, %s), which overlaps it; stale rows are rows a shard holds without owning them", sl, s.Shard, iv.Lo, iv.Hi)
 			}
 		}
 	}

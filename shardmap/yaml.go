@@ -276,7 +276,7 @@ func (p *parser) endpoint(n *yaml.Node, what string) Endpoint {
 
 func (p *parser) parseDistribution(n *yaml.Node, i int) Distribution {
 	what := label(n, "distribution", "distributions", i)
-	f := p.fields(n, what, "name", "key_type", "strategy", "default_shard", "intervals", "shards_even", "moving")
+	f := p.fields(n, what, "name", "key_type", "strategy", "default_shard", "intervals", "shards_even", "moving", "stale_rows")
 	var d Distribution
 	if f == nil {
 		return d
@@ -327,6 +327,7 @@ func (p *parser) parseDistribution(n *yaml.Node, i int) Distribution {
 		}
 		d.Intervals = EvenHashIntervals(names)
 		d.Moving = p.parseMoving(f["moving"], &d, what, typesOK)
+		d.Stale = p.parseStale(f["stale_rows"], &d, what, typesOK)
 		return d
 	}
 	for j, in := range p.seq(f["intervals"], what+" intervals") {
@@ -353,7 +354,34 @@ func (p *parser) parseDistribution(n *yaml.Node, i int) Distribution {
 		d.Intervals = append(d.Intervals, iv)
 	}
 	d.Moving = p.parseMoving(f["moving"], &d, what, typesOK)
+	d.Stale = p.parseStale(f["stale_rows"], &d, what, typesOK)
 	return d
+}
+
+// parseStale parses a distribution's stale-rows markers: {id, lo, hi,
+// shard}.
+func (p *parser) parseStale(n *yaml.Node, d *Distribution, what string, typesOK bool) []StaleRows {
+	var out []StaleRows
+	for j, in := range p.seq(n, what+" stale_rows") {
+		sw := fmt.Sprintf("%s stale rows #%d", what, j+1)
+		fi := p.fields(in, sw, "id", "lo", "hi", "shard")
+		if fi == nil {
+			continue
+		}
+		s := StaleRows{ID: p.str(fi, "id", sw), Shard: p.str(fi, "shard", sw)}
+		for _, b := range []struct {
+			key string
+			dst *Bound
+		}{{"lo", &s.Lo}, {"hi", &s.Hi}} {
+			if bn := fi[b.key]; bn == nil {
+				p.errorf(in, "%s has no %s", sw, b.key)
+			} else if typesOK {
+				*b.dst = p.bound(bn, d, sw+" "+b.key)
+			}
+		}
+		out = append(out, s)
+	}
+	return out
 }
 
 // parseMoving parses a distribution's moving-interval markers:
@@ -592,6 +620,15 @@ func distributionNode(d *Distribution) *yaml.Node {
 			ms.Content = append(ms.Content, in)
 		}
 		add(n, "moving", ms)
+	}
+	if len(d.Stale) > 0 {
+		ss := seq(false)
+		for _, s := range d.Stale {
+			in := mapping("id", str(s.ID), "lo", boundNode(s.Lo), "hi", boundNode(s.Hi), "shard", str(s.Shard))
+			in.Style = yaml.FlowStyle
+			ss.Content = append(ss.Content, in)
+		}
+		add(n, "stale_rows", ss)
 	}
 	return n
 }

@@ -45,6 +45,16 @@ type distributionJSON struct {
 	// Moving are the intervals a resharding cutover holds; absent when
 	// none.
 	Moving []movingJSON `json:"moving,omitempty"`
+	// StaleRows are the intervals whose rows a shard holds without owning
+	// them while a move runs; absent when none.
+	StaleRows []staleJSON `json:"stale_rows,omitempty"`
+}
+
+type staleJSON struct {
+	ID    string `json:"id"`
+	Lo    string `json:"lo"`
+	Hi    string `json:"hi"`
+	Shard string `json:"shard"`
 }
 
 type movingJSON struct {
@@ -135,6 +145,9 @@ func distributionToJSON(d *shardmap.Distribution) distributionJSON {
 	}
 	for _, mv := range d.Moving {
 		out.Moving = append(out.Moving, movingJSON{ID: mv.ID, Lo: mv.Lo.String(), Hi: mv.Hi.String(), From: mv.From, To: mv.To, Step: string(mv.Step)})
+	}
+	for _, st := range d.Stale {
+		out.StaleRows = append(out.StaleRows, staleJSON{ID: st.ID, Lo: st.Lo.String(), Hi: st.Hi.String(), Shard: st.Shard})
 	}
 	return out
 }

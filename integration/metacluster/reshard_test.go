@@ -414,8 +414,8 @@ func TestReshardLeaderKilled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v.Epoch != first+2 {
-		t.Errorf("map at epoch %d, want %d: the hold and the new owner once each", v.Epoch, first+2)
+	if v.Epoch != first+3 {
+		t.Errorf("map at epoch %d, want %d: the target's stale rows, the hold and the new owner once each", v.Epoch, first+3)
 	}
 	d := v.Map.Distribution("kv")
 	if owner, _ := d.ShardForInt64(450); owner != "s2" || len(d.Moving) != 0 {

@@ -80,6 +80,13 @@
 // cutover) is [Engine.Cleanup]; cancel (before the new owner) aborts a
 // running cutover first, then [Engine.Cancel].
 //
+// Stale rows: before the copy starts (phase copy), an epoch marks the
+// target's rows of the interval as stale ([shardmap.StaleRows]) and every
+// live proxy acknowledges it, so that reads without a key leave the copy
+// out there; the switched epoch moves the marker to the source, the
+// rollback's (rollback-switched) back to the target; cleanup, cancel and
+// rollback-deleted drop it after deleting the rows.
+//
 // The DSNs must name a superuser: CREATE SUBSCRIPTION, replication slots,
 // session_replication_role and pg_terminate_backend need one on
 // PostgreSQL 15.

@@ -57,7 +57,7 @@ func (d *driver) cutoverStep(ctx context.Context, e Steps, st State) (*State, bo
 	case PhaseReversed:
 		var epoch uint64
 		epoch, err = d.editMap(sctx, fmt.Sprintf("reshard %s: %s of %s moves from %s to %s", d.id, st.Interval(), st.Distribution, st.From, st.To), func(m *shardmap.Map) (*shardmap.Map, error) {
-			return release(m, st.Distribution, d.id, st.Move.Lo, st.Move.Hi, st.To)
+			return release(m, st.Distribution, d.id, st.Move.Lo, st.Move.Hi, st.To, st.From)
 		})
 		if err == nil {
 			st.CutoverEpoch, st.Phase = epoch, PhaseSwitched
@@ -174,7 +174,7 @@ func (d *driver) rollbackStep(ctx context.Context, e Steps, st State) (*State, b
 		}
 		var epoch uint64
 		epoch, err = d.editMap(sctx, fmt.Sprintf("reshard %s: rollback: %s of %s goes back from %s to %s", d.id, st.Interval(), st.Distribution, st.To, st.From), func(m *shardmap.Map) (*shardmap.Map, error) {
-			return release(m, st.Distribution, d.id, st.Move.Lo, st.Move.Hi, st.From)
+			return release(m, st.Distribution, d.id, st.Move.Lo, st.Move.Hi, st.From, st.To)
 		})
 		if err == nil {
 			st.RollbackEpoch, st.Phase = epoch, PhaseRollbackSwitched
@@ -210,21 +210,59 @@ func (d *driver) releaseHold(ctx context.Context, st State) error {
 	return err
 }
 
-// release returns m with [lo, hi) of dist owned by owner and without the
-// marker of move id, or nil when m is so already.
-func release(m *shardmap.Map, dist, id string, lo, hi shardmap.Bound, owner string) (*shardmap.Map, error) {
+// release returns m with [lo, hi) of dist owned by owner, without the
+// hold marker of move id and with its stale-rows marker on stale (the
+// former owner, which keeps the interval's rows until they are deleted):
+// one epoch, so that no map has the rows read twice or not at all. It
+// returns nil when m is so already.
+func release(m *shardmap.Map, dist, id string, lo, hi shardmap.Bound, owner, stale string) (*shardmap.Map, error) {
 	d := m.Distribution(dist)
 	if d == nil {
 		return nil, fmt.Errorf("no distribution %q in the shard map", dist)
 	}
-	if m.MovingByID(dist, id) == nil && m.Owns(dist, lo, hi, owner) {
+	if s := m.StaleByID(dist, id); m.MovingByID(dist, id) == nil && m.Owns(dist, lo, hi, owner) && s != nil && s.Shard == stale {
 		return nil, nil
 	}
 	n, err := m.WithMoving(dist, shardmap.Moving{ID: id}, true)
 	if err != nil {
 		return nil, err
 	}
-	return n.SetOwner(dist, lo, hi, owner)
+	if n, err = n.SetOwner(dist, lo, hi, owner); err != nil {
+		return nil, err
+	}
+	return n.WithStale(dist, shardmap.StaleRows{ID: id, Lo: lo, Hi: hi, Shard: stale}, false)
+}
+
+// markStale commits a map with the move's stale-rows marker on shard
+// (unless it is there already) and waits until every live proxy has
+// applied it (or its lease ran out), as the hold does: from then on no
+// proxy counts the interval's rows on shard.
+func (d *driver) markStale(ctx context.Context, st State, shard string) error {
+	epoch, err := d.editMap(ctx, fmt.Sprintf("reshard %s: rows of %s of %s on %s are not %s's", d.id, st.Interval(), st.Distribution, shard, shard), func(m *shardmap.Map) (*shardmap.Map, error) {
+		if s := m.StaleByID(st.Distribution, d.id); s != nil && s.Shard == shard {
+			return nil, nil
+		}
+		return m.WithStale(st.Distribution, shardmap.StaleRows{ID: d.id, Lo: st.Move.Lo, Hi: st.Move.Hi, Shard: shard}, false)
+	})
+	if err != nil {
+		return err
+	}
+	if err := d.c.cfg.Maps.WaitApplied(ctx, epoch); err != nil {
+		return fmt.Errorf("wait for the proxies to apply epoch %d: %w", epoch, err)
+	}
+	return nil
+}
+
+// dropStale commits a map without the move's stale-rows marker, unless
+// there is none: the rows it named are deleted.
+func (d *driver) dropStale(ctx context.Context, st State) error {
+	_, err := d.editMap(ctx, fmt.Sprintf("reshard %s: the rows of %s of %s left on a shard that does not own them are deleted", d.id, st.Interval(), st.Distribution), func(m *shardmap.Map) (*shardmap.Map, error) {
+		if m.StaleByID(st.Distribution, d.id) == nil {
+			return nil, nil
+		}
+		return m.WithStale(st.Distribution, shardmap.StaleRows{ID: d.id}, true)
+	})
+	return err
 }
 
 // editMap commits f(current map) as the next epoch, retrying when the map

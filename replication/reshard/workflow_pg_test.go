@@ -102,8 +102,9 @@ func TestWorkflowOnPostgres(t *testing.T) {
 		t.Fatalf("the cutover's verify: %+v", st.Verify)
 	}
 	d := maps.Map().Distribution("accounts")
-	if got := d.DescribeIntervals(); got != "[-inf, 500) on src, [500, 1500) on tgt, [1500, +inf) on src" || len(d.Moving) != 0 {
-		t.Fatalf("map after cutover: %s, moving %+v", got, d.Moving)
+	if got := d.DescribeIntervals(); got != "[-inf, 500) on src, [500, 1500) on tgt, [1500, +inf) on src" || len(d.Moving) != 0 ||
+		len(d.Stale) != 1 || d.Stale[0].Shard != "src" {
+		t.Fatalf("map after cutover: %s, moving %+v, stale rows %+v", got, d.Moving, d.Stale)
 	}
 	checkLedger(t, tgt, led, inside, true)
 	if code, _ := fencedWrite(t, src, "UPDATE public.accounts SET balance = 0 WHERE id = 600"); code != wire.SQLStateIntervalFenced {
@@ -153,7 +154,8 @@ func TestWorkflowOnPostgres(t *testing.T) {
 	if n := mustInt(t, tgt, "SELECT (SELECT count(*) FROM public.accounts) + (SELECT count(*) FROM public.events)"); n != 0 {
 		t.Fatalf("the target keeps %d rows after the cancel", n)
 	}
-	if maps.Map().Epoch != 5 {
-		t.Fatalf("map epoch %d, want 5 (hold, cutover, hold, rollback)", maps.Map().Epoch)
+	if m := maps.Map(); m.Epoch != 9 || len(m.Distribution("accounts").Stale) != 0 {
+		t.Fatalf("map epoch %d, stale rows %+v, want 9 (w1: stale rows, hold, cutover, hold, rollback, rows deleted; w2: stale rows, rows deleted) and none",
+			m.Epoch, m.Distribution("accounts").Stale)
 	}
 }

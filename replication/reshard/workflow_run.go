@@ -241,6 +241,12 @@ func (d *driver) step(ctx context.Context, st State) (*State, bool, error) {
 		return &st, false, nil
 
 	case PhaseCopy:
+		// Reads without a key must not count the copy's rows on the
+		// target twice: every live proxy leaves them out before the
+		// first one arrives.
+		if err := d.markStale(ctx, st, st.To); err != nil {
+			return nil, false, err
+		}
 		if err := e.StartCopy(ctx); err != nil {
 			return nil, false, err
 		}
@@ -335,6 +341,9 @@ func (d *driver) step(ctx context.Context, st State) (*State, bool, error) {
 		return &st, false, nil
 
 	case PhaseRollbackDeleted:
+		if err := d.dropStale(ctx, st); err != nil {
+			return nil, false, err
+		}
 		if err := e.Reverse().Unfence(ctx); err != nil {
 			return nil, false, err
 		}
@@ -361,6 +370,9 @@ func (d *driver) step(ctx context.Context, st State) (*State, bool, error) {
 		if err != nil {
 			return nil, false, err
 		}
+		if err := d.dropStale(ctx, st); err != nil {
+			return nil, false, err
+		}
 		st.Progress.Deleted += n
 		st.Phase = PhaseDone
 		return &st, false, nil
@@ -370,6 +382,9 @@ func (d *driver) step(ctx context.Context, st State) (*State, bool, error) {
 			return nil, false, err
 		}
 		if err := e.Cancel(ctx, d.deleteOptions(ctx, st)); err != nil {
+			return nil, false, err
+		}
+		if err := d.dropStale(ctx, st); err != nil {
 			return nil, false, err
 		}
 		st.Phase, st.Request = PhaseCancelled, ""

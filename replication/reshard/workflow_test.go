@@ -45,10 +45,17 @@ func (r *rig) checkCutOver(id string) {
 	if st.CutoverEpoch != m.Epoch || st.HoldEpoch != st.CutoverEpoch-1 {
 		r.t.Fatalf("hold epoch %d, cutover epoch %d, map epoch %d", st.HoldEpoch, st.CutoverEpoch, m.Epoch)
 	}
-	// Exactly two epochs: the hold and the new owner, whatever was
+	// Exactly three epochs: the target's stale rows, the hold and the
+	// new owner (with the stale rows on the source), whatever was
 	// repeated by a resumption.
-	if m.Epoch != 7 || len(r.maps.comments) != 2 {
-		r.t.Fatalf("epoch %d after %v, want 7 (hold, then owner)", m.Epoch, r.maps.comments)
+	if m.Epoch != 8 || len(r.maps.comments) != 3 {
+		r.t.Fatalf("epoch %d after %v, want 8 (stale rows, hold, then owner)", m.Epoch, r.maps.comments)
+	}
+	if s := m.Distribution("users").Stale; len(s) != 1 || s[0] != (shardmap.StaleRows{ID: id, Lo: st.Move.Lo, Hi: st.Move.Hi, Shard: "s1"}) {
+		r.t.Fatalf("stale rows after the cutover: %+v, want the source's", s)
+	}
+	if !slices.Contains(r.maps.waited, 6) {
+		r.t.Fatalf("waited for epochs %v, want the stale rows' 6", r.maps.waited)
 	}
 	s := r.srv
 	if !s.fenced["source"] || s.fwdSub || !s.revSub || !s.targetRows || !s.sourceRows {
@@ -70,6 +77,10 @@ func TestWorkflowAutoCutover(t *testing.T) {
 	st := r.runUntil(c, id, PhaseCopying)
 	if st.Progress.RowsTotal != 1000 {
 		t.Fatalf("rows total %d", st.Progress.RowsTotal)
+	}
+	// The copy started once every proxy left the target's copy out.
+	if s, m := r.maps.Map().Distribution("users").Stale, r.maps.Map(); len(s) != 1 || s[0].Shard != "s3" || s[0].ID != id || m.Epoch != 6 || !slices.Equal(r.maps.waited, []uint64{6}) {
+		t.Fatalf("copying: stale rows %+v at epoch %d, waited for %v", s, m.Epoch, r.maps.waited)
 	}
 	r.runUntil(c, id, PhaseCutOver)
 	r.checkCutOver(id)
@@ -138,7 +149,7 @@ func TestWorkflowManualWaitsForCutover(t *testing.T) {
 		r.advance(10 * time.Second)
 		d.once(context.Background())
 	}
-	if st := r.recs.state(t, id); st.Phase != PhaseCopied || r.maps.Map().Epoch != 5 {
+	if st := r.recs.state(t, id); st.Phase != PhaseCopied || r.maps.Map().Epoch != 6 {
 		t.Fatalf("manual move went on by itself: %s, epoch %d", st.Phase, r.maps.Map().Epoch)
 	}
 	if st := r.recs.state(t, id); st.Progress.LagBytes != 0 || st.Progress.At != r.clock() {
@@ -197,8 +208,12 @@ func TestWorkflowRollback(t *testing.T) {
 				t.Fatalf("key 450 on %s after the rollback", got)
 			}
 			m := r.maps.Map()
-			if len(m.Distribution("users").Moving) != 0 || m.Epoch != 9 || st.RollbackEpoch != 9 {
-				t.Fatalf("map after rollback: epoch %d (rollback epoch %d), markers %+v", m.Epoch, st.RollbackEpoch, m.Distribution("users").Moving)
+			if len(m.Distribution("users").Moving) != 0 || len(m.Distribution("users").Stale) != 0 || m.Epoch != 11 || st.RollbackEpoch != 10 {
+				t.Fatalf("map after rollback: epoch %d (rollback epoch %d), markers %+v %+v", m.Epoch, st.RollbackEpoch, m.Distribution("users").Moving, m.Distribution("users").Stale)
+			}
+			// The rollback's release gave the stale rows back to the target.
+			if !slices.ContainsFunc(r.maps.comments, func(c string) bool { return strings.Contains(c, "deleted") }) {
+				t.Fatalf("no epoch dropped the stale rows: %v", r.maps.comments)
 			}
 			s := r.srv
 			if s.fenced["source"] || s.fenced["target"] || s.fwdSub || s.revSub || s.targetRows || !s.sourceRows {
@@ -299,6 +314,9 @@ func TestWorkflowCleanup(t *testing.T) {
 	if st.Phase != PhaseDone || st.Progress.Deleted != 10 {
 		t.Fatalf("after cleanup: %s, deleted %d", st.Phase, st.Progress.Deleted)
 	}
+	if m := r.maps.Map(); len(m.Distribution("users").Stale) != 0 || m.Epoch != 9 {
+		t.Fatalf("after cleanup: stale rows %+v at epoch %d", m.Distribution("users").Stale, m.Epoch)
+	}
 	s := r.srv
 	if s.sourceRows || s.fwdSub || s.revSub || !s.fenced["source"] || r.owner() != "s3" {
 		t.Fatalf("servers after cleanup: fenced %v fwd %v rev %v source rows %v", s.fenced, s.fwdSub, s.revSub, s.sourceRows)
@@ -323,8 +341,11 @@ func TestWorkflowCancel(t *testing.T) {
 				t.Fatalf("phase %s", st.Phase)
 			}
 			s := r.srv
-			if s.fwdSub || s.revSub || s.targetRows || s.fenced["source"] || r.maps.Map().Epoch != 5 {
-				t.Fatalf("after cancel: fwd %v rev %v target rows %v fenced %v epoch %d", s.fwdSub, s.revSub, s.targetRows, s.fenced, r.maps.Map().Epoch)
+			// Before the copy no marker was set; after it, one was set
+			// and dropped.
+			epoch := map[Phase]uint64{PhasePrepare: 5, PhaseCopy: 5, PhaseCopying: 7, PhaseCopied: 7}[p]
+			if s.fwdSub || s.revSub || s.targetRows || s.fenced["source"] || r.maps.Map().Epoch != epoch || len(r.maps.Map().Distribution("users").Stale) != 0 {
+				t.Fatalf("after cancel: fwd %v rev %v target rows %v fenced %v epoch %d stale rows %+v", s.fwdSub, s.revSub, s.targetRows, s.fenced, r.maps.Map().Epoch, r.maps.Map().Distribution("users").Stale)
 			}
 			if !slices.Contains(r.calls(), "fwd.Cancel") {
 				t.Fatalf("calls %v", r.calls())
@@ -341,7 +362,7 @@ func TestWorkflowCancel(t *testing.T) {
 			t.Fatal(err)
 		}
 		st := r.runUntil(c, id, PhaseCancelled)
-		if st.Phase != PhaseCancelled || r.owner() != "s1" || len(r.maps.Map().Distribution("users").Moving) != 0 {
+		if st.Phase != PhaseCancelled || r.owner() != "s1" || len(r.maps.Map().Distribution("users").Moving) != 0 || len(r.maps.Map().Distribution("users").Stale) != 0 {
 			t.Fatalf("phase %s, owner %s, markers %+v", st.Phase, r.owner(), r.maps.Map().Distribution("users").Moving)
 		}
 		if s := r.srv; s.fenced["source"] || s.fwdSub || s.targetRows {
@@ -392,6 +413,9 @@ func TestWorkflowCutoverAborts(t *testing.T) {
 			if r.owner() != "s1" || len(r.maps.Map().Distribution("users").Moving) != 0 {
 				t.Fatalf("owner %s, markers %+v", r.owner(), r.maps.Map().Distribution("users").Moving)
 			}
+			if s := r.maps.Map().Distribution("users").Stale; len(s) != 1 || s[0].Shard != "s3" {
+				t.Fatalf("after the abort the target's copy is still marked: %+v", s)
+			}
 			if s := r.srv; s.fenced["source"] || !s.fwdSub || s.revSub || !s.targetRows {
 				t.Fatalf("after the abort: fenced %v fwd %v rev %v target rows %v", s.fenced, s.fwdSub, s.revSub, s.targetRows)
 			}
@@ -410,11 +434,14 @@ func TestWorkflowCutoverAborts(t *testing.T) {
 	}
 	t.Run("lagging proxy", func(t *testing.T) {
 		r := newRig(t)
-		r.maps.blockWait = true
 		c, _ := NewController(ControllerConfig{Records: r.recs, Maps: r.maps, Now: time.Now, Tick: time.Millisecond, RetryMax: time.Millisecond,
 			CutoverTimeout: 200 * time.Millisecond, Logger: r.controller().log,
 			Engines: func(Move, shardmap.Shard, shardmap.Shard) (Steps, error) { return fakeSteps{s: r.srv}, nil }})
 		id := r.start(c, CutoverAuto)
+		r.runUntil(c, id, PhaseCopying)
+		r.maps.mu.Lock()
+		r.maps.blockWait = true
+		r.maps.mu.Unlock()
 		start := time.Now()
 		st := r.runUntil(c, id, PhaseAborting)
 		if st.Phase != PhaseAborting || time.Since(start) > 5*time.Second {
@@ -473,7 +500,7 @@ func TestWorkflowLagRefusesCutover(t *testing.T) {
 	d := &driver{c: c, id: id, log: c.log}
 	d.once(context.Background())
 	st := r.recs.state(t, id)
-	if st.Phase != PhaseCopied || !strings.Contains(st.LastError, "replication lag 1073741824 bytes is above the bound") || r.maps.Map().Epoch != 5 {
+	if st.Phase != PhaseCopied || !strings.Contains(st.LastError, "replication lag 1073741824 bytes is above the bound") || r.maps.Map().Epoch != 6 {
 		t.Fatalf("phase %s error %q epoch %d", st.Phase, st.LastError, r.maps.Map().Epoch)
 	}
 	// auto waits instead, and goes once the lag drops.

@@ -1,6 +1,10 @@
 package plan
 
-import "testing"
+import (
+	"testing"
+
+	pg "github.com/pganalyze/pg_query_go/v6"
+)
 
 // FuzzRoute checks that any text is planned, refused or reported as a
 // parse error, without panicking, and that a cached plan agrees with a
@@ -42,6 +46,39 @@ func FuzzRoute(f *testing.F) {
 			}
 			if summary(p) != summary(q) {
 				t.Fatalf("cached plan %s differs from fresh %s for %q", summary(p), summary(q), sql)
+			}
+		}
+	})
+}
+
+// FuzzRouteStale checks that with stale-rows markers any text is planned
+// or refused without panicking, and that every statement rewritten for a
+// shard holding stale rows parses.
+func FuzzRouteStale(f *testing.F) {
+	for _, s := range []string{
+		"SELECT count(*) FROM users",
+		"SELECT u.id FROM users u JOIN orders o ON o.user_id = u.id ORDER BY 1 LIMIT 3",
+		"SELECT * FROM users u WHERE EXISTS (SELECT 1 FROM orders o WHERE o.user_id = u.id)",
+		"UPDATE users SET n = 1 FROM orders WHERE orders.user_id = users.id",
+		"DELETE FROM users USING orders o WHERE o.user_id = users.id",
+		"COPY users (id, n) TO STDOUT",
+		"COPY (SELECT * FROM accounts) TO STDOUT",
+		"SELECT id FROM users WHERE id = 1 UNION ALL SELECT user_id FROM orders WHERE user_id = 250",
+	} {
+		f.Add(s)
+	}
+	p := stalePlanner(f)
+	f.Fuzz(func(t *testing.T, sql string) {
+		pl, err := p.Route(sql, nil, nil, nil)
+		if err != nil {
+			return
+		}
+		if pl.Kind == Refused && pl.Err == nil {
+			t.Fatalf("refused without a reason: %q", sql)
+		}
+		for s, q := range pl.PerShardSQL {
+			if _, err := pg.Parse(q); err != nil {
+				t.Fatalf("%q: shard %s gets %q, which does not parse: %v", sql, s, q, err)
 			}
 		}
 	})

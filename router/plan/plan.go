@@ -216,6 +216,13 @@ type Plan struct {
 	// shards: each shard's statement has only that shard's keys in the
 	// list; Merge and ShardSQL apply as usual.
 	PerShardKeys bool
+	// PerShardStale says PerShardSQL holds, for the shards that hold
+	// stale rows of a moving interval (shardmap.StaleRows), the
+	// statement the others get (ShardSQL, or the client's, or its
+	// PerShardKeys variant) rewritten to leave those rows out (see
+	// stale.go); Merge and ShardSQL apply as usual, also to a COPY TO and
+	// an UPDATE or DELETE without a key.
+	PerShardStale bool
 	// Calls are the functions a Scatter SELECT calls (target list,
 	// ORDER BY, HAVING) that are not aggregates the planner knows; the
 	// proxy refuses the statement when one is a user-defined aggregate.

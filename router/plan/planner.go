@@ -171,6 +171,9 @@ func (p *Planner) RouteHint(sql string, hint Hint, params [][]byte, paramFormats
 		}
 		st.markMoving(&plan, t, &in, h)
 	}
+	if st.stale != nil {
+		st.excludeStale(&plan, sql)
+	}
 	plan.Explain = t.explain
 	if t.creates != nil {
 		plan = t.creates.check(plan)
@@ -238,6 +241,12 @@ type state struct {
 	allShards      []string
 	defaultShard   string
 	safeFuncs      map[string]bool // Options.ReplicaSafeFuncs
+	// stale are the stale-rows markers of the map by shard (stale.go);
+	// nil when it has none. staleCache holds the statements rewritten
+	// for them.
+	stale      map[string][]staleOn
+	staleMu    sync.Mutex
+	staleCache map[string]staleRewrite
 
 	mu     sync.RWMutex
 	cache  map[string][]*template
@@ -258,6 +267,7 @@ func newState(m *shardmap.Map, opts Options) *state {
 		one:        make(map[string][]string, len(m.Shards)),
 		distShards: make(map[*shardmap.Distribution][]string),
 		cache:      make(map[string][]*template),
+		stale:      staleIndex(m),
 	}
 	for _, s := range m.Shards {
 		st.one[s.Name] = []string{s.Name}
