@@ -23,6 +23,9 @@ import (
 	"github.com/pgshard/pgshard/internal/pgcluster"
 )
 
+// targetParked is pgshard with limits.park_idle_clients on (-idle-park).
+const targetParked = "pgshard-parked"
+
 // idleResult is one idle-clients run: a proxy started afresh, N clients
 // that authenticated and ran one query, then idle.
 type idleResult struct {
@@ -91,12 +94,16 @@ func runIdle(ctx context.Context, o *options, env *environment, tmp, pgbenchBin,
 	type target struct {
 		name string
 		bin  string
+		park bool
 	}
-	targets := []target{{targetPgshard, o.pgshardBin}}
+	targets := []target{{targetPgshard, o.pgshardBin, false}}
+	if o.idlePark {
+		targets = append(targets, target{targetParked, o.pgshardBin, true})
+	}
 	if o.baselineBin != "" {
-		targets = append(targets, target{targetBaseline, o.baselineBin})
+		targets = append(targets, target{targetBaseline, o.baselineBin, false})
 	}
-	targets = append(targets, target{targetBouncer, bouncerBin})
+	targets = append(targets, target{targetBouncer, bouncerBin, false})
 	var results []idleResult
 	for _, n := range o.idleClients {
 		for _, t := range targets {
@@ -125,7 +132,7 @@ func runIdle(ctx context.Context, o *options, env *environment, tmp, pgbenchBin,
 				c, addr, err := startPgshardWith(ctx, t.bin, dir, []pgshardShard{{Name: "s0", Host: pg.Host, Port: pg.Port}}, "", o.poolSize, benchUser, benchPassword,
 					func(c *pgshardConfig) {
 						c.AdminListen = metricsAddr
-						c.Limits = &pgshardLimits{MaxClientConn: 20000}
+						c.Limits = &pgshardLimits{MaxClientConn: 20000, ParkIdleClients: t.park}
 						if o.idleAuth == "md5" {
 							sum := md5.Sum([]byte(benchPassword + benchUser))
 							c.Users[0].Auth, c.Users[0].Password = "md5", "md5"+hex.EncodeToString(sum[:])
@@ -207,7 +214,15 @@ func idleRun(ctx context.Context, o *options, proc *child, ep endpoint, metricsA
 			r.firstErr = first
 		}
 	}
-	logf("  %d clients connected in %s (%d failed)", r.ok, time.Since(start).Round(100*time.Millisecond), r.failed)
+	logf("  %d clients connected in %s (%d failed); idle for %s before the RSS is read", r.ok, time.Since(start).Round(100*time.Millisecond), r.failed, o.idleSettle)
+	// The clients are idle clients: the proxy may treat a client that has
+	// been quiet for a while differently (limits.park_idle_clients parks it
+	// after one to two seconds), so the reading starts after -idle-settle.
+	select {
+	case <-ctx.Done():
+		return r, ctx.Err()
+	case <-time.After(o.idleSettle):
+	}
 	if r.after, err = stableRSS(ctx, proc.pid()); err != nil {
 		return r, err
 	}
@@ -215,6 +230,14 @@ func idleRun(ctx context.Context, o *options, proc *child, ep endpoint, metricsA
 		var have bool
 		r.stack[1], r.heap[1], r.goroutines[1], have = goMetrics(ctx, metricsAddr)
 		r.haveGo = r.haveGo && have
+		if o.idleProfiles != "" {
+			path := filepath.Join(o.idleProfiles, fmt.Sprintf("heap-%s-%d.pprof", filepath.Base(proc.logPath[:len(proc.logPath)-len("/pgshard.log")]), n))
+			if err := saveHeapProfile(ctx, metricsAddr, path); err != nil {
+				logf("  heap profile: %v", err)
+			} else {
+				logf("  heap profile with the clients connected: %s", path)
+			}
+		}
 	}
 	if withPgbench {
 		logf("  pgbench -S for %s through the proxy with the clients connected", o.idlePgbench)
@@ -451,6 +474,34 @@ func goMetrics(ctx context.Context, addr string) (stack, heap, goroutines float6
 		}
 	}
 	return stack, heap, goroutines, found == 3
+}
+
+// saveHeapProfile writes pgshard's heap profile (admin /debug/pprof/heap,
+// after a GC) to path.
+func saveHeapProfile(ctx context.Context, addr, path string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/debug/pprof/heap?gc=1", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET /debug/pprof/heap: %s", resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func idleSummary(r idleResult) string {

@@ -70,7 +70,10 @@ type options struct {
 	idleClients     []int    // idle client counts
 	idlePerProc     int      // idle clients per load-generator process
 	idlePgbench     time.Duration
+	idlePark        bool
+	idleSettle      time.Duration
 	idleAuth        string   // md5 or scram-sha-256
+	idleProfiles    string   // directory for pgshard's heap profiles with the idle clients connected
 	args            []string // as given, for the report
 }
 
@@ -135,6 +138,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.idlePerProc, "idle-per-proc", 5000, "idle clients per load-generator process")
 	fs.DurationVar(&o.idlePgbench, "idle-pgbench", 15*time.Second, "length of the pgbench run beside the largest count of idle clients")
 	fs.StringVar(&o.idleAuth, "idle-auth", "md5", "client authentication of the idle-clients comparison: md5 (cheap, so that 15,000 clients connect in seconds) or scram-sha-256")
+	fs.BoolVar(&o.idlePark, "idle-park", true, "also run pgshard with limits.park_idle_clients on (target "+targetParked+")")
+	fs.DurationVar(&o.idleSettle, "idle-settle", 3*time.Second, "how long the idle clients stay idle before the proxy's RSS is read")
+	fs.StringVar(&o.idleProfiles, "idle-profiles", "", "directory to save pgshard's heap profile in, with the idle clients connected (empty: none)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

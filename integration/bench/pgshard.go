@@ -31,7 +31,8 @@ type pgshardConfig struct {
 }
 
 type pgshardLimits struct {
-	MaxClientConn int `yaml:"max_client_conn"`
+	MaxClientConn   int  `yaml:"max_client_conn"`
+	ParkIdleClients bool `yaml:"park_idle_clients,omitempty"`
 }
 
 type pgshardUser struct {
