@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // clientBuffers holds the read buffers of client connections: a session
@@ -36,6 +37,22 @@ type clientReader struct {
 	boundary bool
 	// reads counts reads from the connection, for the sweeper (park.go).
 	reads atomic.Uint32
+	// parkReq is set by the sweeper (park.go) with a read deadline that
+	// asks serve to park: a read it interrupts in the middle of a frame
+	// is repeated (midFrame).
+	parkReq atomic.Bool
+}
+
+// midFrame reports whether err is the sweeper's read deadline on a read in
+// the middle of a frame; then the deadline is cleared and the caller
+// repeats the read. At a frame boundary the error goes to serve, which
+// parks (parkRequested).
+func (c *clientReader) midFrame(err error) bool {
+	if c.boundary || !errors.Is(err, os.ErrDeadlineExceeded) || !c.parkReq.CompareAndSwap(true, false) {
+		return false
+	}
+	_ = c.conn.SetReadDeadline(time.Time{})
+	return true
 }
 
 func newClientReader(conn net.Conn) *clientReader {
@@ -92,7 +109,14 @@ func (c *clientReader) Read(p []byte) (int, error) {
 		if len(p) >= clientBufferSize {
 			// Large reads go straight to the caller's memory.
 			c.release()
-			return c.conn.Read(p)
+			for {
+				n, err := c.conn.Read(p)
+				c.reads.Add(1)
+				if n == 0 && c.midFrame(err) {
+					continue
+				}
+				return n, err
+			}
 		}
 		c.fill()
 		if c.r == c.w {
@@ -152,9 +176,11 @@ func (c *clientReader) readRaw(wait bool) (fd int, wouldBlock bool) {
 	var (
 		n    int
 		rerr error
+		err  error
 	)
 	fd = -1
-	err := c.raw.Read(func(sfd uintptr) bool {
+again:
+	err = c.raw.Read(func(sfd uintptr) bool {
 		fd = int(sfd)
 		took := c.buf == nil
 		if took {
@@ -178,6 +204,9 @@ func (c *clientReader) readRaw(wait bool) (fd int, wouldBlock bool) {
 		return true
 	})
 	c.reads.Add(1)
+	if err != nil && c.midFrame(err) {
+		goto again
+	}
 	switch {
 	case err != nil: // closed, deadline
 		c.err = err

@@ -102,6 +102,28 @@ func TestClientReaderFrames(t *testing.T) {
 		t.Fatalf("after poll: %q %q %v", typ, frame, err)
 	}
 
+	// The sweeper's deadline (park.go) in the middle of a frame: the read
+	// goes on and the frame arrives whole.
+	if _, err := client.Write(small[:7]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rd.Peek(7); err != nil {
+		t.Fatal(err)
+	}
+	rd.parkReq.Store(true)
+	_ = server.SetReadDeadline(time.Now())
+	go func() {
+		time.Sleep(50 * time.Millisecond) // the reader waits mid-frame meanwhile
+		_, _ = client.Write(small[7:])
+	}()
+	typ, frame, err = fr.Next()
+	if err != nil || typ != 'Q' || !bytes.Equal(frame, small) {
+		t.Fatalf("frame interrupted by the sweeper's deadline: %q %q %v", typ, frame, err)
+	}
+	if rd.parkReq.Load() {
+		t.Fatal("the park request was not consumed")
+	}
+
 	// A read deadline interrupts a wait like on the connection itself,
 	// at a frame boundary.
 	_ = server.SetReadDeadline(time.Now())

@@ -40,7 +40,6 @@ type parkState struct {
 	registered bool   // the fd has been added to the epoll instance
 	parked     bool   // armed in epoll, no goroutine runs serve
 	kick       bool   // the next park attempt must not park (see kick)
-	request    bool   // the sweeper asked serve to park (read deadline set)
 	seen       uint32 // clientReader.reads at the previous sweep
 }
 
@@ -143,9 +142,7 @@ func (p *parker) sweep() {
 			// read retries, see parkRequested).
 			ss.mu.Lock()
 			if ss.st.conn() == nil {
-				p.mu.Lock()
-				ps.request = true
-				p.mu.Unlock()
+				ss.rd.parkReq.Store(true)
 				_ = ss.conn.SetReadDeadline(time.Now())
 			}
 			ss.mu.Unlock()
@@ -306,11 +303,7 @@ func (s *session) parkRequested(ctx context.Context, err error, park bool) (park
 	if p == nil || !errors.Is(err, os.ErrDeadlineExceeded) || !s.rd.boundary || s.srv.shuttingDown() {
 		return false, false
 	}
-	p.mu.Lock()
-	req := s.park.request
-	s.park.request = false
-	p.mu.Unlock()
-	if !req {
+	if !s.rd.parkReq.CompareAndSwap(true, false) {
 		return false, false
 	}
 	_ = s.conn.SetReadDeadline(time.Time{})
