@@ -4,7 +4,7 @@ export PATH := $(shell $(GO) env GOROOT)/bin:$(shell $(GO) env GOPATH)/bin:$(PAT
 STATICCHECK_VERSION ?= v0.8.2
 BIN       := bin/pgshard
 
-.PHONY: bench-ab bench-cache bench-clients bench-failover build compose-test test unit integration lint vet staticcheck fmt-check bench bench-sharded demo fuzz difffuzz clean proto
+.PHONY: bench-ab bench-cache bench-clients bench-2pc bench-failover bench-reshard build compose-test test unit integration lint vet staticcheck fmt-check bench bench-sharded demo fuzz difffuzz clean proto
 
 build:
 	$(GO) build -o $(BIN) ./cmd/pgshard
@@ -57,7 +57,7 @@ difffuzz:
 
 # pgbench through pgshard vs direct vs PgBouncer; writes docs/benchmarks.md.
 bench: build
-	$(GO) run ./integration/bench -pgshard $(BIN) -out docs/benchmarks.md -rounds 3 -sharded=false
+	$(GO) run ./integration/bench -pgshard $(BIN) -out docs/benchmarks.md -rounds 3 -sharded=false -merged -targets direct,pgshard,pgshard-1core,pgbouncer
 
 # Before/after: the same rounds also run a pgshard built from git revision
 # BASE (default: the commit before HEAD) as target pgshard-baseline; the
@@ -94,6 +94,32 @@ CLIENTS ?= 16
 bench-cache:
 	PGSHARD_CACHEBENCH=1 PGSHARD_CACHEBENCH_USERS=$(USERS) PGSHARD_CACHEBENCH_DURATION=$(DURATION) PGSHARD_CACHEBENCH_CLIENTS=$(CLIENTS) \
 		$(GO) test ./integration/cachebench/ -run '^TestCacheBench$$' -count=1 -v -timeout 30m
+
+# Transactions over several shards: a transfer between accounts on two
+# shards (two-phase commit) vs on one shard, through the same pgshard proxy
+# process in the same run (TPC_CLIENTS clients, TPC_ROUNDS rounds of
+# TPC_DURATION per kind; fsync and synchronous_commit on), then the recovery
+# time of an in-doubt transaction (proxy killed -9 after PREPARE,
+# TPC_RECOVERIES times); prints the docs/benchmarks.md tables.
+TPC_CLIENTS ?= 8
+TPC_DURATION ?= 10s
+TPC_ROUNDS ?= 2
+TPC_RECOVERIES ?= 3
+bench-2pc:
+	PGSHARD_BENCH_2PC=1 PGSHARD_BENCH_2PC_CLIENTS=$(TPC_CLIENTS) PGSHARD_BENCH_2PC_DURATION=$(TPC_DURATION) \
+		PGSHARD_BENCH_2PC_ROUNDS=$(TPC_ROUNDS) PGSHARD_BENCH_2PC_RECOVERIES=$(TPC_RECOVERIES) \
+		$(GO) test ./integration/banktest/ -run '^TestBench2PC$$' -count=1 -v -timeout 10m
+
+# Online resharding: a plain COPY | COPY of an interval of ROWS rows next
+# to the initial copy of `reshard move` between the same two servers (rows/s,
+# MB/s, ratio), the catch-up after it, and CUTOVERS cutovers and rollbacks of
+# a small interval under writers through two proxies (the pause inside and
+# outside the interval, statements held); prints the docs/benchmarks.md section.
+ROWS ?= 1000000
+CUTOVERS ?= 5
+bench-reshard:
+	PGSHARD_RESHARDBENCH=1 PGSHARD_RESHARDBENCH_ROWS=$(ROWS) PGSHARD_RESHARDBENCH_CUTOVERS=$(CUTOVERS) \
+		$(GO) test ./integration/reshardbench/ -run '^TestReshardBench$$' -count=1 -v -timeout 30m
 
 # Failover timing: kill -9 of a primary under load (asynchronous and
 # synchronous replication), a planned switchover, a silent partition of a

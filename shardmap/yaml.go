@@ -666,3 +666,19 @@ func mapping(kv ...any) *yaml.Node {
 func add(n *yaml.Node, key string, val *yaml.Node) {
 	n.Content = append(n.Content, str(key), val)
 }
+
+// SameContent reports whether a and b describe the same map apart from
+// their epochs (the comparison is of their YAML forms, which carry
+// everything a map holds). Applying a map with the same content as the
+// current one changes nothing, so the meta cluster answers it without a
+// new epoch.
+func SameContent(a, b *Map) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	ac, bc := a.Clone(), b.Clone()
+	ac.Epoch, bc.Epoch = 0, 0
+	ay, aerr := ac.YAML()
+	by, berr := bc.YAML()
+	return aerr == nil && berr == nil && bytes.Equal(ay, by)
+}

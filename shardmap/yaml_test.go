@@ -296,3 +296,32 @@ func TestParseYAMLWithoutEpoch(t *testing.T) {
 		t.Fatal("ParseYAMLWithoutEpoch accepted epoch x")
 	}
 }
+
+func TestSameContent(t *testing.T) {
+	data, err := os.ReadFile("testdata/example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := shardmap.ParseYAML(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := a.Clone()
+	b.Epoch = a.Epoch + 5
+	if !shardmap.SameContent(a, b) {
+		t.Fatal("maps differing only in epoch: not the same content")
+	}
+	c := a.Clone()
+	c.Shards[0].Primary.Port++
+	if shardmap.SameContent(a, c) {
+		t.Fatal("maps with different primaries: the same content")
+	}
+	d := a.Clone()
+	d.Distributions[0].Intervals[0].Shard = "s2"
+	if shardmap.SameContent(a, d) {
+		t.Fatal("maps with different interval owners: the same content")
+	}
+	if shardmap.SameContent(a, nil) || !shardmap.SameContent(nil, nil) {
+		t.Fatal("nil maps")
+	}
+}

@@ -40,8 +40,10 @@ func newDemoCommand(stdout, stderr io.Writer) *cobra.Command {
 		Use:   "demo",
 		Short: "Start a local demo cluster and the proxy on 127.0.0.1:6432",
 		Long: `Start PostgreSQL servers in a temporary directory (two shards, each a
-primary and a streaming replica), the proxy in this process, load a sample users table through
-the proxy and print how to connect. Ctrl-C (or SIGTERM) stops everything and
+primary and a streaming replica, and an empty spare shard to move key intervals
+onto), the proxy in this process (transactions over both shards with two-phase
+commit), an embedded meta cluster, load a sample users table through the proxy
+and print how to connect. Ctrl-C (or SIGTERM) stops everything and
 removes the data. Needs the PostgreSQL server binaries (set ` + pgcluster.EnvPGBin + ` to
 their directory if they are not found).`,
 		Args: cobra.NoArgs,
@@ -100,7 +102,7 @@ func (o *demoOptions) Run(ctx context.Context) (err error) {
 			return listenHint(err)
 		}
 	}
-	fmt.Fprintf(o.stderr, "Starting PostgreSQL (%s, each a primary and %s)...\n",
+	fmt.Fprintf(o.stderr, "Starting PostgreSQL (%s, each a primary and %s, and a spare shard)...\n",
 		plural(demo.Shards, "shard", "shards"), plural(demo.Replicas, "streaming replica", "streaming replicas"))
 	cl, err := demo.StartPostgres(ctx)
 	if err != nil {
@@ -183,11 +185,15 @@ func (o *demoOptions) Run(ctx context.Context) (err error) {
 // banner.
 func (o *demoOptions) prepare(ctx context.Context, cl *pgcluster.Cluster, addr, adminAddr string) error {
 	fmt.Fprintf(o.stderr, "Loading %d sample users (and their orders) into %s, checking them through the proxy at %s...\n",
-		demo.SampleRows, plural(len(cl.Shards), "shard", "shards"), addr)
+		demo.SampleRows, plural(len(demo.DataShards(cl)), "shard", "shards"), addr)
 	if err := demo.LoadSampleData(ctx, cl, addr); err != nil {
 		return err
 	}
-	if err := demo.WriteBanner(o.stdout, demo.Banner{Cluster: cl, ProxyAddr: addr, AdminAddr: adminAddr}); err != nil {
+	b := demo.Banner{Cluster: cl, ProxyAddr: addr, AdminAddr: adminAddr, MetaAddr: o.metaListen}
+	if o.metaListen != "" && o.metaListen != defaultMetaAddr {
+		b.MetaFlag = " --meta " + demo.DialAddr(o.metaListen)
+	}
+	if err := demo.WriteBanner(o.stdout, b); err != nil {
 		return fmt.Errorf("print banner: %w", err)
 	}
 	if o.ready != nil {

@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"sync"
@@ -42,6 +44,8 @@ func TestDemoServesSampleDataAndCleansUp(t *testing.T) {
 	type readyInfo struct {
 		addr     string
 		dataDirs []string
+		spareDSN string
+		shardDSN []string // the data shards' primaries
 	}
 	ready := make(chan readyInfo, 1)
 	metaAddr := freeAddr(t)
@@ -52,11 +56,18 @@ func TestDemoServesSampleDataAndCleansUp(t *testing.T) {
 		stdout:      &stdout,
 		stderr:      &stderr,
 		ready: func(addr string, cl *pgcluster.Cluster) {
-			var dirs []string
+			var dirs, shards []string
 			for _, s := range cl.Servers() {
 				dirs = append(dirs, s.DataDir)
 			}
-			ready <- readyInfo{addr, dirs}
+			for _, s := range demo.DataShards(cl) {
+				shards = append(shards, s.SuperDSN(demo.Database))
+			}
+			spare := ""
+			if s := demo.Spare(cl); s != nil {
+				spare = s.SuperDSN(demo.Database)
+			}
+			ready <- readyInfo{addr, dirs, spare, shards}
 		},
 	}
 	if err := o.Complete(); err != nil {
@@ -87,12 +98,12 @@ func TestDemoServesSampleDataAndCleansUp(t *testing.T) {
 	// no log line (the embedded meta's Raft election included), counts
 	// in the singular or plural they need.
 	progress := strings.Split(strings.TrimSpace(stderr.String()), "\n")
-	if len(progress) != 2 || progress[0] != "Starting PostgreSQL (2 shards, each a primary and 1 streaming replica)..." ||
+	if len(progress) != 2 || progress[0] != "Starting PostgreSQL (2 shards, each a primary and 1 streaming replica, and a spare shard)..." ||
 		!strings.HasPrefix(progress[1], "Loading 1000 sample users (and their orders) into 2 shards, checking them through the proxy at ") {
 		t.Errorf("stderr before the banner, want the two progress lines only:\n%s", stderr.String())
 	}
-	if len(info.dataDirs) != 4 {
-		t.Errorf("demo runs %d servers, want two shards of a primary and a replica", len(info.dataDirs))
+	if len(info.dataDirs) != 5 || info.spareDSN == "" {
+		t.Errorf("demo runs %d servers (spare %q), want two shards of a primary and a replica and a spare primary", len(info.dataDirs), info.spareDSN)
 	}
 	banner := stdout.String()
 	for _, want := range []string{
@@ -101,6 +112,12 @@ func TestDemoServesSampleDataAndCleansUp(t *testing.T) {
 		"replica  127.0.0.1:",
 		"SELECT count(*), avg(amount) FROM orders;",
 		"Press Ctrl-C to stop.",
+		"shard spare   primary  127.0.0.1:",
+		demo.TransferSQL,
+		"pgshard transactions list --meta " + metaAddr,
+		"pgbench -n -c 4 -T 600 -P 5 -f writes.sql",
+		"pgshard reshard move --distribution users --interval '" + demo.MoveInterval + "' --to spare --cutover auto --meta " + metaAddr,
+		"pgshard reshard status --meta " + metaAddr,
 	} {
 		if !strings.Contains(banner, want) {
 			t.Errorf("banner lacks %q:\n%s", want, banner)
@@ -133,6 +150,7 @@ func TestDemoServesSampleDataAndCleansUp(t *testing.T) {
 		t.Errorf("banner does not say how to watch the cache:\n%s", banner)
 	}
 	demoCacheHits(t, ctx, addr)
+	demoTransfer(t, ctx, addr, info.shardDSN)
 	// The embedded meta cluster answers the DBA CLI with no flags but
 	// its address, and holds the demo's map.
 	var out, errOut bytes.Buffer
@@ -143,6 +161,7 @@ func TestDemoServesSampleDataAndCleansUp(t *testing.T) {
 	if code := run(ctx, []string{"proxies", "list", "--meta", metaAddr}, strings.NewReader(""), &out, &errOut); code != 0 || !strings.Contains(out.String(), "embedded-proxy") {
 		t.Errorf("proxies list against the demo: exit %d\n%s%s", code, out.String(), errOut.String())
 	}
+	demoSpare(t, ctx, addr, metaAddr, info.spareDSN)
 
 	cancel()
 	select {
@@ -228,4 +247,137 @@ func demoCacheHits(t *testing.T, ctx context.Context, addr string) {
 		time.Sleep(50 * time.Millisecond) // the stream comes up within a second: poll
 	}
 	t.Fatalf("no cache hit through the demo proxy within 20s; SHOW CACHE:\n%s", last)
+}
+
+// demoTransfer runs the banner's transfer through the demo proxy, a
+// statement at a time as psql sends them, and checks that it committed on
+// both shards: each user's balance on its own shard's primary.
+func demoTransfer(t *testing.T, ctx context.Context, addr string, shardDSN []string) {
+	t.Helper()
+	qctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(qctx, demo.ConnString(addr)+"?sslmode=disable&default_query_exec_mode=simple_protocol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	for _, stmt := range strings.SplitAfter(strings.TrimSuffix(demo.TransferSQL, ";"), ";") {
+		if _, err := conn.Exec(qctx, strings.TrimSpace(strings.TrimSuffix(stmt, ";"))); err != nil {
+			t.Fatalf("the banner's transfer through the proxy: %q: %v", stmt, err)
+		}
+	}
+	for i, want := range map[int]struct {
+		id      int
+		balance string
+	}{0: {demo.TransferFrom, "90.00"}, 1: {demo.TransferTo, "110.00"}} {
+		sc, err := pgx.Connect(qctx, shardDSN[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got string
+		err = sc.QueryRow(qctx, "SELECT balance::text FROM users WHERE id = $1", want.id).Scan(&got)
+		_ = sc.Close(context.Background())
+		if err != nil || got != want.balance {
+			t.Errorf("user %d on shard %d after the transfer: balance %q (%v), want %s", want.id, i, got, err, want.balance)
+		}
+	}
+	if n := queryInt(t, qctx, shardDSN[0], "SELECT count(*) FROM pg_prepared_xacts"); n != 0 {
+		t.Errorf("%d prepared transactions left on the first shard after the transfer", n)
+	}
+}
+
+// demoSpare checks the spare shard: in the map with no interval, the
+// sample tables on it and empty; then moves the banner's interval onto it
+// and checks that its rows are there and that the proxy still sees every
+// user once.
+func demoSpare(t *testing.T, ctx context.Context, addr, metaAddr, spareDSN string) {
+	t.Helper()
+	qctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	if code := run(qctx, []string{"map", "show", "--meta", metaAddr, "-o", "json"}, strings.NewReader(""), &out, &errOut); code != 0 {
+		t.Fatalf("map show: exit %d\n%s", code, errOut.String())
+	}
+	var shown struct {
+		Map *struct {
+			Shards []struct {
+				Name string `json:"name"`
+			} `json:"shards"`
+			Distributions []struct {
+				Intervals []struct {
+					Shard string `json:"shard"`
+				} `json:"intervals"`
+			} `json:"distributions"`
+		} `json:"map"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &shown); err != nil || shown.Map == nil {
+		t.Fatalf("map show -o json: %v\n%s", err, out.String())
+	}
+	var registered bool
+	for _, s := range shown.Map.Shards {
+		registered = registered || s.Name == demo.SpareShard
+	}
+	if !registered {
+		t.Errorf("the map has no shard %s:\n%s", demo.SpareShard, out.String())
+	}
+	for _, d := range shown.Map.Distributions {
+		for _, iv := range d.Intervals {
+			if iv.Shard == demo.SpareShard {
+				t.Errorf("the spare shard owns an interval before any move:\n%s", out.String())
+			}
+		}
+	}
+	if n := queryInt(t, qctx, spareDSN, "SELECT count(*) FROM users"); n != 0 {
+		t.Errorf("the spare shard has %d users before any move", n)
+	}
+	if n := queryInt(t, qctx, spareDSN, "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'public' AND table_name IN ('users', 'orders')"); n != 8 {
+		t.Errorf("the spare shard's users and orders have %d columns, want 8 (the demo's schema)", n)
+	}
+
+	// The banner's move, onto the spare.
+	out.Reset()
+	errOut.Reset()
+	args := []string{"reshard", "move", "--distribution", "users", "--interval", demo.MoveInterval, "--to", demo.SpareShard,
+		"--cutover", "auto", "--meta", metaAddr}
+	if code := run(qctx, args, strings.NewReader(""), &out, &errOut); code != 0 {
+		t.Fatalf("%v: exit %d\n%s%s", args, code, out.String(), errOut.String())
+	}
+	if got, want := queryInt(t, qctx, spareDSN, "SELECT count(*) FROM users"), int64(demo.MoveHi-demo.MoveLo); got != want {
+		t.Errorf("the spare shard has %d users after the move, want %d", got, want)
+	}
+	proxyDSN := demo.ConnString(addr) + "?sslmode=disable&default_query_exec_mode=simple_protocol"
+	var shard string
+	var route, stmt, detail any
+	conn, err := pgx.Connect(qctx, proxyDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if err := conn.QueryRow(qctx, fmt.Sprintf("EXPLAIN (pgshard) SELECT * FROM users WHERE id = %d", demo.MoveLo)).Scan(&shard, &route, &stmt, &detail); err != nil || shard != demo.SpareShard {
+		t.Errorf("user %d after the move goes to %q (%v), want %s", demo.MoveLo, shard, err, demo.SpareShard)
+	}
+	// Cleanup deletes the moved rows from the source: every user once
+	// through the proxy.
+	args = []string{"reshard", "cleanup", "--distribution", "users", "--interval", demo.MoveInterval, "--meta", metaAddr}
+	if code := run(qctx, args, strings.NewReader(""), &out, &errOut); code != 0 {
+		t.Fatalf("%v: exit %d\n%s%s", args, code, out.String(), errOut.String())
+	}
+	if n := queryInt(t, qctx, proxyDSN, "SELECT count(*) FROM users"); n != demo.SampleRows {
+		t.Errorf("users through the proxy after the move's cleanup: %d rows, want %d", n, demo.SampleRows)
+	}
+}
+
+// queryInt runs a query returning one integer on dsn.
+func queryInt(t *testing.T, ctx context.Context, dsn, q string) int64 {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var n int64
+	if err := conn.QueryRow(ctx, q).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return n
 }

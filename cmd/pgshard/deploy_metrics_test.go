@@ -41,8 +41,8 @@ const (
 // selector of one) that the dashboard and the alert rules name is served
 // by a real proxy's or a real meta member's /metrics. The proxy follows
 // the meta member, serves traffic (reads on the replica, an error, a
-// pinned session), and the meta member switches the shard's primary over,
-// so that the labelled series exist.
+// pinned session), the meta member switches the shard's primary over and
+// moves an interval onto a new shard, so that the labelled series exist.
 func TestDeployDashboardMetrics(t *testing.T) {
 	integration.SkipIfNoPostgres(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
@@ -181,6 +181,13 @@ tables:
 		return err == nil && n == "0", err
 	})
 
+	// A move onto a new shard, cut over and left for cleanup, for the
+	// resharding series of an unfinished move.
+	spare := integration.NewCluster(t, integration.Shards(1)).Shards[0]
+	runCtl(t, nil, "shards", "add", "s1", "--primary", spare.Addr(), "--meta", apiAddr, "--token", token).want(t, exitOK)
+	runCtl(t, nil, "reshard", "move", "--distribution", "users", "--interval", "[10,+inf)", "--to", "s1", "--cutover", "auto",
+		"--meta", apiAddr, "--token", token, "-o", "json").want(t, exitOK)
+
 	proxyMetrics := scrape(ctx, t, "http://"+adminLn.Addr().String()+"/metrics", "")
 	for name, series := range beforeSwitch {
 		if _, ok := proxyMetrics[name]; !ok {
@@ -195,7 +202,8 @@ tables:
 		}
 	}
 	for _, want := range []string{"pgshard_failover_switches_total", "pgshard_meta_map_epoch", "pgshard_endpoint_up",
-		"pgshard_twophase_recovery_actions_total", "pgshard_twophase_in_doubt", "pgshard_twophase_problem_shards"} {
+		"pgshard_twophase_recovery_actions_total", "pgshard_twophase_in_doubt", "pgshard_twophase_problem_shards",
+		"pgshard_reshard_moves", "pgshard_reshard_rows_total", "pgshard_reshard_cutover_seconds", "pgshard_reshard_verify_equal"} {
 		if _, ok := metaMetrics[want]; !ok {
 			t.Errorf("the meta member's /metrics lacks %s after a switchover", want)
 		}

@@ -244,11 +244,14 @@ func (o *mapApplyOptions) Validate() error {
 
 // mapApplyResult is the output of map apply.
 type mapApplyResult struct {
-	File          string      `json:"file"`
-	PreviousEpoch uint64      `json:"previous_epoch"`
-	Epoch         uint64      `json:"epoch"`
-	Comment       string      `json:"comment"`
-	Wait          *waitResult `json:"wait,omitempty"`
+	File          string `json:"file"`
+	PreviousEpoch uint64 `json:"previous_epoch"`
+	Epoch         uint64 `json:"epoch"`
+	Comment       string `json:"comment"`
+	// Unchanged is set when the file was the map in force: nothing was
+	// applied and Epoch is PreviousEpoch.
+	Unchanged bool        `json:"unchanged"`
+	Wait      *waitResult `json:"wait,omitempty"`
 }
 
 // waitResult is the outcome of apply --wait.
@@ -261,7 +264,11 @@ type waitResult struct {
 }
 
 func (r *mapApplyResult) writeTable(w io.Writer) error {
-	if _, err := fmt.Fprintf(w, "Applied %s as epoch %d (was %d).\n", r.File, r.Epoch, r.PreviousEpoch); err != nil {
+	if r.Unchanged {
+		if _, err := fmt.Fprintf(w, "Unchanged: %s is the map in force at epoch %d; nothing applied.\n", r.File, r.Epoch); err != nil {
+			return err
+		}
+	} else if _, err := fmt.Fprintf(w, "Applied %s as epoch %d (was %d).\n", r.File, r.Epoch, r.PreviousEpoch); err != nil {
 		return err
 	}
 	switch {
@@ -313,7 +320,7 @@ func (o *mapApplyOptions) Run(ctx context.Context) (err error) {
 		}
 		return err
 	}
-	r := &mapApplyResult{File: fileName(o.file), PreviousEpoch: expect, Epoch: epoch, Comment: o.comment}
+	r := &mapApplyResult{File: fileName(o.file), PreviousEpoch: expect, Epoch: epoch, Comment: o.comment, Unchanged: epoch == expect}
 	var lagging *metarpc.LaggingError
 	if o.wait > 0 {
 		cctx, cancel := o.conn.callContext(ctx, o.wait)

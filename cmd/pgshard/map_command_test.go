@@ -71,6 +71,18 @@ func TestMapApply(t *testing.T) {
 		t.Errorf("json: %+v", got)
 	}
 
+	// Re-applying the map in force changes nothing: no new epoch.
+	r = c.cliIn(t, strings.NewReader(ctlMapYAML), "map", "apply", "-f", "-", "-o", "json").want(t, exitOK)
+	got = mapApplyResult{}
+	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil {
+		t.Fatalf("%v:\n%s", err, r.stdout)
+	}
+	if !got.Unchanged || got.Epoch != 3 || got.PreviousEpoch != 3 || c.store.Map().Epoch != 3 {
+		t.Errorf("re-applied map in force: %+v, epoch now %d", got, c.store.Map().Epoch)
+	}
+	r = c.cliIn(t, strings.NewReader(ctlMapYAML), "map", "apply", "-f", "-").want(t, exitOK)
+	ctlWantContains(t, "stdout", r.stdout, "Unchanged: standard input is the map in force at epoch 3; nothing applied.")
+
 	r = c.cli(t, "map", "history", "--limit", "2").want(t, exitOK)
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	if len(lines) != 3 || !strings.HasPrefix(lines[0], "EPOCH") || !strings.HasPrefix(lines[1], "3 ") || !strings.HasPrefix(lines[2], "2 ") || !strings.Contains(lines[2], "add s3") {
@@ -122,7 +134,10 @@ func TestMapApplyWait(t *testing.T) {
 	if err := c.store.Heartbeat(t.Context(), "proxy-a", "10.0.1.1:6432", 2, nil); err != nil {
 		t.Fatal(err)
 	}
-	r = c.cli(t, "map", "apply", "-f", file, "--wait", "200ms").want(t, exitError)
+	// (Each apply below changes the map: a file that is the map in force
+	// is not applied again.)
+	back := ctlWriteFile(t, "back.yaml", ctlMapYAML)
+	r = c.cli(t, "map", "apply", "-f", back, "--wait", "200ms").want(t, exitError)
 	ctlWantContains(t, "stdout", r.stdout, "as epoch 3", "After 200ms, 1 live proxy still routes with an older epoch", "proxy-a", "10.0.1.1:6432")
 	ctlWantContains(t, "stderr", r.stderr, "epoch 3 is applied, but not yet everywhere", "proxy-a")
 	if c.store.Map().Epoch != 3 {

@@ -32,6 +32,7 @@ type metaFailoverOptions struct {
 	reshardDatabase string
 	reshardCutover  time.Duration
 	reshardMaxLag   int64
+	reshardHoldRows int64
 }
 
 func (o *metaFailoverOptions) addFlags(f *pflag.FlagSet) {
@@ -47,11 +48,12 @@ func (o *metaFailoverOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.reshardDatabase, "reshard-database", "postgres", "database holding the distributions' tables on every shard (resharding moves its rows)")
 	f.DurationVar(&o.reshardCutover, "reshard-cutover-timeout", 30*time.Second, "resharding: how long a cutover may hold an interval before it aborts back to the source")
 	f.Int64Var(&o.reshardMaxLag, "reshard-max-lag", 16<<20, "resharding: replication lag (bytes) above which a cutover does not start")
+	f.Int64Var(&o.reshardHoldRows, "reshard-hold-verify-rows", 100_000, "resharding: an interval with more rows is compared in full before the cutover's hold and only counted inside it (the pause its clients see)")
 }
 
 // reshard is the member's resharding configuration.
 func (o *metaFailoverOptions) reshard() *controlplane.ReshardConfig {
-	return &controlplane.ReshardConfig{Database: o.reshardDatabase, CutoverTimeout: o.reshardCutover, MaxLagBytes: o.reshardMaxLag}
+	return &controlplane.ReshardConfig{Database: o.reshardDatabase, CutoverTimeout: o.reshardCutover, MaxLagBytes: o.reshardMaxLag, HoldVerifyRows: o.reshardHoldRows}
 }
 
 // config is the member's failover configuration, nil with --no-failover.

@@ -92,7 +92,12 @@ func epochText(e uint64) string {
 
 func copiedText(p *reshard.CopyProgress) string {
 	s := fmt.Sprintf("%d rows, %s", p.RowsCopied, bytesText(p.BytesCopied))
-	if p.RowsTotal > 0 {
+	switch {
+	case p.Tables > 0 && p.TablesCopied == p.Tables && p.RowsCopied == 0 && p.RowsTotal > 0:
+		// The copy ended before the leader sampled its counters (a small
+		// interval): only the count taken when it started is known.
+		s = fmt.Sprintf("%d rows (counted at the start; the copy ended before it was sampled)", p.RowsTotal)
+	case p.RowsTotal > 0:
 		s = fmt.Sprintf("%d of %d rows (%d%%), %s", p.RowsCopied, p.RowsTotal, min(100, 100*p.RowsCopied/p.RowsTotal), bytesText(p.BytesCopied))
 	}
 	if p.Tables > 0 {

@@ -25,12 +25,13 @@ import (
 // Query modes (pgbench -M) and targets.
 var (
 	allModes   = []string{"simple", "extended", "prepared"}
-	allTargets = []string{targetDirect, targetPgshard, targetBaseline, targetBouncer, targetBouncerSession}
+	allTargets = []string{targetDirect, targetPgshard, targetPgshardOneCore, targetBaseline, targetBouncer, targetBouncerSession}
 )
 
 const (
 	targetDirect         = "direct"
 	targetPgshard        = "pgshard"
+	targetPgshardOneCore = "pgshard-1core"    // the same binary with GOMAXPROCS=1, to show what the second core adds
 	targetBaseline       = "pgshard-baseline" // another pgshard binary (-baseline), for before/after comparisons
 	targetBouncer        = "pgbouncer"
 	targetBouncerSession = "pgbouncer-session"
@@ -398,6 +399,19 @@ func runSelectOnly(ctx context.Context, o *options, env *environment, tmp, pgben
 		defer c.stop(10 * time.Second)
 		procs[targetPgshard] = c
 		endpoints[targetPgshard] = endpointAt(addr, benchDB)
+	}
+	if slices.Contains(o.targets, targetPgshardOneCore) {
+		dir := filepath.Join(tmp, "pgshard-1core")
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			return err
+		}
+		c, addr, err := startPgshard(ctx, o.pgshardBin, dir, []pgshardShard{{Name: "s0", Host: pg.Host, Port: pg.Port}}, "", o.poolSize, benchUser, benchPassword, "GOMAXPROCS=1")
+		if err != nil {
+			return fmt.Errorf("start pgshard with GOMAXPROCS=1: %w", err)
+		}
+		defer c.stop(10 * time.Second)
+		procs[targetPgshardOneCore] = c
+		endpoints[targetPgshardOneCore] = endpointAt(addr, benchDB)
 	}
 	if slices.Contains(o.targets, targetBaseline) {
 		dir := filepath.Join(tmp, "pgshard-baseline")

@@ -61,14 +61,15 @@ type pgshardPool struct {
 // startPgshard writes a configuration into dir and starts the pgshard
 // binary with it: the shards given, or with mapFile the shard map's
 // (statements routed by key), transaction pooling, poolSize backend
-// connections per shard, SCRAM authentication of user, no admin listener.
-func startPgshard(ctx context.Context, bin, dir string, shards []pgshardShard, mapFile string, poolSize int, user, password string) (*child, string, error) {
-	return startPgshardWith(ctx, bin, dir, shards, mapFile, poolSize, user, password, nil)
+// connections per shard, SCRAM authentication of user, no admin listener;
+// env is added to the process's environment (GOMAXPROCS=1, say).
+func startPgshard(ctx context.Context, bin, dir string, shards []pgshardShard, mapFile string, poolSize int, user, password string, env ...string) (*child, string, error) {
+	return startPgshardWith(ctx, bin, dir, shards, mapFile, poolSize, user, password, nil, env...)
 }
 
 // startPgshardWith is startPgshard with edit, when not nil, changing the
 // configuration before it is written.
-func startPgshardWith(ctx context.Context, bin, dir string, shards []pgshardShard, mapFile string, poolSize int, user, password string, edit func(*pgshardConfig)) (*child, string, error) {
+func startPgshardWith(ctx context.Context, bin, dir string, shards []pgshardShard, mapFile string, poolSize int, user, password string, edit func(*pgshardConfig), env ...string) (*child, string, error) {
 	verifier, err := auth.NewSCRAMVerifier(password, nil, 0)
 	if err != nil {
 		return nil, "", err
@@ -108,7 +109,7 @@ func startPgshardWith(ctx context.Context, bin, dir string, shards []pgshardShar
 	cmd.Dir = dir
 	// The backend password is in the file; keep the environment from
 	// overriding it.
-	cmd.Env = append(os.Environ(), "PGSHARD_BACKEND_PASSWORD="+password)
+	cmd.Env = append(append(os.Environ(), "PGSHARD_BACKEND_PASSWORD="+password), env...)
 	c, err := startChild("pgshard", cmd, filepath.Join(dir, "pgshard.log"))
 	if err != nil {
 		return nil, "", err

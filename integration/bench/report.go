@@ -200,6 +200,8 @@ func label(target string) string {
 	switch target {
 	case targetPgshard:
 		return "**pgshard**"
+	case targetPgshardOneCore:
+		return "pgshard, GOMAXPROCS=1"
 	case targetBaseline:
 		return "pgshard baseline"
 	case targetBouncer:

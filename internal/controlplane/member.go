@@ -249,6 +249,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Member, error) {
 	if rs != nil {
 		m.leader.register("reshard", reshardController(rs))
 	}
+	if m.metrics != nil {
+		// Every member reports the moves, from the replicated records.
+		if err := m.metrics.reg.Register(newReshardCollector(workflowRecords{node})); err != nil {
+			return fail(fmt.Errorf("meta metrics: %w", err))
+		}
+	}
 
 	if m.server, err = metarpc.NewServer(m.store, opts); err != nil {
 		return fail(err)

@@ -29,6 +29,9 @@ type ReshardConfig struct {
 	CutoverTimeout time.Duration
 	// MaxLagBytes is the lag above which a cutover does not start.
 	MaxLagBytes int64
+	// HoldVerifyRows is the interval size above which a cutover only
+	// counts the rows inside its hold (reshard.ControllerConfig).
+	HoldVerifyRows int64
 	// Delete throttles cleanup's deletes.
 	Delete reshard.DeleteOptions
 }
@@ -59,6 +62,7 @@ func newResharding(node *meta.Node, login PGLogin, o ReshardConfig, log *slog.Lo
 		Logger:         clog,
 		CutoverTimeout: o.CutoverTimeout,
 		MaxLagBytes:    o.MaxLagBytes,
+		HoldVerifyRows: o.HoldVerifyRows,
 		Delete:         o.Delete,
 	})
 }

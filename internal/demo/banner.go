@@ -17,7 +17,23 @@ type Banner struct {
 	ProxyAddr string
 	// AdminAddr is the admin HTTP address; "" when disabled.
 	AdminAddr string
+	// MetaAddr is the embedded meta cluster's API address, "" when
+	// disabled; MetaFlag is what the DBA commands need to reach it ("" at
+	// the CLI's default address, else " --meta ADDR").
+	MetaAddr string
+	MetaFlag string
 }
+
+// The interval of users the banner suggests moving onto the spare shard:
+// the upper half of the first shard's ids.
+const (
+	MoveLo = SplitID / 2
+	MoveHi = SplitID
+)
+
+// MoveInterval is the interval the banner moves, as pgshard reshard takes it.
+var MoveInterval = fmt.Sprintf("[%d,%d)", MoveLo, MoveHi)
+
 
 // WriteBanner prints what is running, how to connect and a few queries to
 // try.
@@ -27,6 +43,10 @@ func WriteBanner(w io.Writer, b Banner) error {
 	sb.WriteString("\npgshard demo is running.\n\n")
 	tw := tabwriter.NewWriter(&sb, 0, 4, 2, ' ', 0)
 	for _, s := range b.Cluster.Shards {
+		if s.Name == SpareShard {
+			fmt.Fprintf(tw, "  shard %s\tprimary\t%s  (the schema, no data: owns no interval yet)\n", s.Name, s.Addr())
+			continue
+		}
 		fmt.Fprintf(tw, "  shard %s\tprimary\t%s\n", s.Name, s.Addr())
 		for _, r := range s.Replicas {
 			fmt.Fprintf(tw, "  \treplica\t%s  (streaming from %s)\n", r.Addr(), s.Name)
@@ -60,8 +80,27 @@ func WriteBanner(w io.Writer, b Banner) error {
 		fmt.Fprintf(&sb, "\nor in http://%s/metrics (pgshard_cache_lookups_total)", DialAddr(b.AdminAddr))
 	}
 	sb.WriteString(";\nan UPDATE of the row, through the proxy or straight on its shard, is seen at once.\n")
-	sb.WriteString("\nAnd from another terminal: pgshard shards list, pgshard failover --shard shard0 (a planned\n")
-	sb.WriteString("switchover to the replica; the old primary is fenced), pgshard map show.\n")
+	data := DataShards(b.Cluster)
+	fmt.Fprintf(&sb, "\nA transaction may write on both shards (two-phase commit): move 10 from user %d (%s)\n", TransferFrom, data[0].Name)
+	fmt.Fprintf(&sb, "to user %d (%s), atomically:\n\n", TransferTo, data[len(data)-1].Name)
+	fmt.Fprintf(&sb, "  %s\n", TransferSQL)
+	fmt.Fprintf(&sb, "  SELECT id, balance FROM users WHERE id IN (%d, %d);\n", TransferFrom, TransferTo)
+	if b.MetaAddr == "" {
+		sb.WriteString("\n(pgshard demo --meta-listen ADDR runs a meta cluster for pgshard map, shards, reshard and\ntransactions.)\n")
+	} else {
+		m := b.MetaFlag
+		fmt.Fprintf(&sb, "\nand from another terminal: pgshard transactions list%s (in-doubt transactions, recent decisions).\n", m)
+		fmt.Fprintf(&sb, "\nAlso: pgshard shards list%s, pgshard failover --shard %s%s (a planned switchover to the\n", m, data[0].Name, m)
+		fmt.Fprintf(&sb, "replica; the old primary is fenced), pgshard map show%s.\n", m)
+		fmt.Fprintf(&sb, "\nResharding under traffic: keep writing (a pgbench script updating random users)\n\n")
+		sb.WriteString("  printf '\\\\set id random(1, 1000)\\nUPDATE users SET created_at = now() WHERE id = :id;\\n' > writes.sql\n")
+		fmt.Fprintf(&sb, "  pgbench -n -c 4 -T 600 -P 5 -f writes.sql %q\n\n", ConnString(proxyAddr))
+		fmt.Fprintf(&sb, "and move users %d..%d from %s onto the empty shard %s (copy, catch up, verify, cut over):\n\n", MoveLo, MoveHi-1, data[0].Name, SpareShard)
+		fmt.Fprintf(&sb, "  pgshard reshard move --distribution users --interval '%s' --to %s --cutover auto%s\n", MoveInterval, SpareShard, m)
+		fmt.Fprintf(&sb, "  pgshard reshard status%s\n", m)
+		fmt.Fprintf(&sb, "  pgshard reshard rollback --distribution users --interval '%s'%s   # give it back, or\n", MoveInterval, m)
+		fmt.Fprintf(&sb, "  pgshard reshard cleanup --distribution users --interval '%s'%s    # finish: delete it on %s\n", MoveInterval, m, data[0].Name)
+	}
 	fmt.Fprintf(&sb, "\nEach shard's own rows, straight from its primary (superuser %s/%s):\n\n", pgcluster.SuperuserName, pgcluster.SuperuserPassword)
 	for _, s := range b.Cluster.Shards {
 		fmt.Fprintf(&sb, "  psql %q -c 'SELECT min(id), max(id), count(*) FROM users'\n", s.SuperDSN(Database))

@@ -26,7 +26,8 @@ const schemaSQL = `CREATE TABLE users (
 	id         bigint PRIMARY KEY,
 	name       text NOT NULL,
 	email      text NOT NULL,
-	created_at timestamptz NOT NULL DEFAULT now()
+	created_at timestamptz NOT NULL DEFAULT now(),
+	balance    numeric(12,2) NOT NULL DEFAULT 100
 );
 CREATE TABLE orders (
 	id      bigint NOT NULL,
@@ -50,9 +51,22 @@ FROM generate_series(%[1]d, %[2]d) AS i, generate_series(0, 1) AS k;
 ANALYZE users; ANALYZE orders;`, lo, hi)
 }
 
-// LoadSampleData creates the users and orders tables on each shard and
-// fills each with its part of the [SampleRows] users (the bulk load goes
-// to the shards directly), then checks through the proxy at proxyAddr, as
+// The transfer the banner shows: money moves between a user on each data
+// shard, in one transaction that two-phase commit makes atomic.
+const (
+	// TransferFrom and TransferTo are the users (on the first and the
+	// second shard).
+	TransferFrom = 42
+	TransferTo   = SampleRows - 58
+)
+
+// TransferSQL moves 10 from TransferFrom's balance to TransferTo's.
+var TransferSQL = fmt.Sprintf("BEGIN; UPDATE users SET balance = balance - 10 WHERE id = %d; UPDATE users SET balance = balance + 10 WHERE id = %d; COMMIT;",
+	TransferFrom, TransferTo)
+
+// LoadSampleData creates the users and orders tables on each shard (the
+// spare's stay empty) and fills each data shard with its part of the
+// [SampleRows] users (the bulk load goes to the shards directly), then checks through the proxy at proxyAddr, as
 // the demo user, that a merged count over both shards and a point query
 // answer correctly, and waits until every replica has replayed the data.
 // When it returns nil the proxy works end to end.
@@ -68,7 +82,11 @@ func LoadSampleData(ctx context.Context, c *pgcluster.Cluster, proxyAddr string)
 		if err != nil {
 			return fmt.Errorf("load sample data: connect to %s: %w", s.Name, err)
 		}
-		_, err = sc.PgConn().Exec(ctx, schemaSQL+"\n"+fillSQL(ranges[i][0], ranges[i][1])).ReadAll()
+		sql := schemaSQL
+		if i < len(ranges) {
+			sql += "\n" + fillSQL(ranges[i][0], ranges[i][1])
+		}
+		_, err = sc.PgConn().Exec(ctx, sql).ReadAll()
 		_ = sc.Close(context.WithoutCancel(ctx))
 		if err != nil {
 			return fmt.Errorf("load sample data on %s: %w", s.Name, err)

@@ -35,6 +35,12 @@ const (
 	Shards   = 2
 	Replicas = 1
 
+	// SpareShard is the name of the demo's spare shard: a primary with no
+	// replica, registered in the map with the sample schema but owning no
+	// interval, to move key intervals onto (pgshard reshard move --to
+	// spare). It is the cluster's last shard, after the [Shards] others.
+	SpareShard = "spare"
+
 	// poolSize is the backend pool size per (shard, user, database).
 	poolSize = 10
 )
@@ -44,7 +50,8 @@ const (
 const startTimeout = 2 * time.Minute
 
 // StartPostgres starts the demo's PostgreSQL servers: [Shards] shards, each
-// a primary with [Replicas] streaming replicas, in a private temporary
+// a primary with [Replicas] streaming replicas, and the spare shard (see
+// [SpareShard], the cluster's last shard), in a private temporary
 // directory. On error nothing is left running. When no PostgreSQL server
 // binaries are installed the error is a *pgcluster.ErrNoPostgres; see
 // [InstallHelp].
@@ -58,7 +65,27 @@ func StartPostgres(ctx context.Context) (*pgcluster.Cluster, error) {
 		_ = pgcluster.RemoveRootDir()
 		return nil, fmt.Errorf("start PostgreSQL: %w", err)
 	}
+	spare, err := pgcluster.Start(sctx, pgcluster.Options{Name: SpareShard})
+	if err != nil {
+		err = errors.Join(err, c.Stop(context.WithoutCancel(ctx)), pgcluster.RemoveRootDir())
+		return nil, fmt.Errorf("start PostgreSQL: %w", err)
+	}
+	c.Shards = append(c.Shards, spare)
 	return c, nil
+}
+
+// DataShards returns the shards of c that hold the sample data (all but
+// the spare).
+func DataShards(c *pgcluster.Cluster) []*pgcluster.Server {
+	return c.Shards[:min(len(c.Shards), Shards)]
+}
+
+// Spare returns the spare shard of c, nil when c has none.
+func Spare(c *pgcluster.Cluster) *pgcluster.Server {
+	if len(c.Shards) <= Shards {
+		return nil
+	}
+	return c.Shards[Shards]
 }
 
 // StopPostgres stops every server of c, removes their data directories and
@@ -104,6 +131,9 @@ func ProxyConfig(c *pgcluster.Cluster, listen, adminListen string) (*proxy.Confi
 		// in the admin console (database pgshard) shows it at work.
 		Cache:      proxy.CacheConfig{Enabled: true, MaxBytes: 64 << 20},
 		AdminUsers: []string{User},
+		// A transaction may write on both shards: two-phase commit (the
+		// servers run with max_prepared_transactions).
+		Transactions: proxy.TransactionsConfig{CrossShard: proxy.CrossShardTwoPhase},
 	}
 	mapFile, err := writeShardMap(c)
 	if err != nil {
@@ -124,11 +154,11 @@ func ProxyConfig(c *pgcluster.Cluster, listen, adminListen string) (*proxy.Confi
 const SplitID = SampleRows/2 + 1
 
 // writeShardMap writes the demo's shard map into the harness directory:
-// users range-sharded by id over the two shards, orders colocated by
-// user_id.
+// users range-sharded by id over the two data shards, orders colocated by
+// user_id, and the spare shard registered with no interval.
 func writeShardMap(c *pgcluster.Cluster) (string, error) {
-	if len(c.Shards) != 2 {
-		return "", fmt.Errorf("demo shard map: the demo needs 2 shards, not %d", len(c.Shards))
+	if len(c.Shards) != Shards+1 || Spare(c).Name != SpareShard {
+		return "", fmt.Errorf("demo shard map: the demo needs %d shards and the spare, not %d shards", Shards, len(c.Shards))
 	}
 	var b strings.Builder
 	b.WriteString("epoch: 1\nshards:\n")

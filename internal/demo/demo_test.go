@@ -44,3 +44,42 @@ func TestDialAddr(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteBanner: the banner shows the spare shard, the transfer and a
+// move onto the spare with the meta flag the DBA commands need; without
+// the embedded meta cluster it shows no command that needs it.
+func TestWriteBanner(t *testing.T) {
+	srv := func(name string, port int) *pgcluster.Server {
+		return &pgcluster.Server{Name: name, Host: "127.0.0.1", Port: port}
+	}
+	cl := &pgcluster.Cluster{Shards: []*pgcluster.Server{srv("shard0", 5001), srv("shard1", 5002), srv(SpareShard, 5003)}}
+	banner := func(b Banner) string {
+		var sb strings.Builder
+		b.Cluster, b.ProxyAddr = cl, "127.0.0.1:6432"
+		if err := WriteBanner(&sb, b); err != nil {
+			t.Fatal(err)
+		}
+		return sb.String()
+	}
+	got := banner(Banner{MetaAddr: "127.0.0.1:7000", MetaFlag: " --meta 127.0.0.1:7000"})
+	for _, want := range []string{
+		"shard spare   primary  127.0.0.1:5003  (the schema, no data: owns no interval yet)",
+		"BEGIN; UPDATE users SET balance = balance - 10 WHERE id = 42; UPDATE users SET balance = balance + 10 WHERE id = 942; COMMIT;",
+		"pgshard transactions list --meta 127.0.0.1:7000",
+		`printf '\\set id random(1, 1000)\nUPDATE users SET created_at = now() WHERE id = :id;\n' > writes.sql`,
+		"pgshard reshard move --distribution users --interval '[250,501)' --to spare --cutover auto --meta 127.0.0.1:7000",
+		"pgshard reshard cleanup --distribution users --interval '[250,501)' --meta 127.0.0.1:7000",
+		`psql "postgres://postgres:postgres@127.0.0.1:5003/postgres?sslmode=disable" -c 'SELECT min(id), max(id), count(*) FROM users'`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("banner lacks %q:\n%s", want, got)
+		}
+	}
+	if got := banner(Banner{MetaAddr: "127.0.0.1:6440"}); !strings.Contains(got, "pgshard reshard status\n") {
+		t.Errorf("banner at the CLI's default meta address names one:\n%s", got)
+	}
+	got = banner(Banner{})
+	if strings.Contains(got, "pgshard reshard") || strings.Contains(got, "transactions list") || !strings.Contains(got, "--meta-listen") {
+		t.Errorf("banner without a meta cluster:\n%s", got)
+	}
+}

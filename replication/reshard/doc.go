@@ -43,8 +43,8 @@
 // the interval's statements: Fence, WaitCaughtUp, Verify (exact, since
 // fenced), StopForward, AdvanceSequences, StartReverse, then the new epoch.
 // Rollback after cutover, with r := e.Reverse(): r.Fence, r.WaitCaughtUp,
-// r.Verify, r.AdvanceSequences, the old epoch back, e.Unfence,
-// r.DropReplication, r.DeleteMoved. Cleanup after a kept cutover:
+// r.Verify, r.AdvanceSequences, e.Unfence (still held), the old epoch
+// back, r.DropReplication, r.DeleteMoved. Cleanup after a kept cutover:
 // Cleanup. Cancel before cutover: Cancel.
 //
 // # The workflow
@@ -73,8 +73,9 @@
 // unfenced, an epoch without the marker; the move is copied again and
 // waits for the operator. Rollback (from cutover) mirrors it with the
 // reverse engine (rollback-hold ... rollback-switched; past the timeout
-// it aborts back to cutover), then unfences the source and drops the
-// reverse replication (rollback-dropped), deletes the interval from the
+// it aborts back to cutover, the source fenced again; the source is
+// unfenced just before the epoch, while the proxies hold the interval),
+// then drops the reverse replication (rollback-dropped), deletes the interval from the
 // fenced target (rollback-deleted) and unfences it; cleanup (from
 // cutover) is [Engine.Cleanup]; cancel (before the new owner) aborts a
 // running cutover first, then [Engine.Cancel].

@@ -21,6 +21,17 @@ type VerifyOptions struct {
 	// looks for differing keys, when the source is not fenced (writes in
 	// flight make a round differ); 0 means 3. A fenced source needs one.
 	Rounds int
+	// CaughtUp says that the source is fenced and the target has applied
+	// the source's WAL up to the fence ([Engine.WaitCaughtUp] returned
+	// after [Engine.Fence]): neither side's interval rows can change, so
+	// both are read at the same time, without another WAL marker. Verify
+	// inside a cutover's hold sets it (the hold is the pause the clients
+	// of the interval see).
+	CaughtUp bool
+	// CountOnly compares the row counts only, not the checksums: the
+	// check inside the hold of a large interval, whose full comparison ran
+	// before the hold (see ControllerConfig.HoldVerifyRows).
+	CountOnly bool
 }
 
 // TableCheck is the comparison of one table's interval rows.
@@ -45,6 +56,19 @@ type VerifyResult struct {
 	// LSN is the source position the target had applied before it was
 	// read in the last round.
 	LSN health.LSN
+	// CountOnly reports that only row counts were compared (see
+	// VerifyOptions.CountOnly).
+	CountOnly bool
+}
+
+// Rows is the number of the interval's rows the source had, over all
+// tables.
+func (r VerifyResult) Rows() int64 {
+	var n int64
+	for _, t := range r.Tables {
+		n += t.SourceRows
+	}
+	return n
 }
 
 // rowHash is a 64-bit hash of a whole row (its text form, which the
@@ -83,13 +107,17 @@ func (e *Engine) Verify(ctx context.Context, opts VerifyOptions) (VerifyResult, 
 	if err != nil {
 		return VerifyResult{}, err
 	}
-	res := VerifyResult{Fenced: fenced}
+	res := VerifyResult{Fenced: fenced, CountOnly: opts.CountOnly}
 	rounds := opts.Rounds
 	if fenced {
 		rounds = 1
 	}
 	for range rounds {
-		res.Tables, res.LSN, err = e.compareAggregates(ctx)
+		if fenced && opts.CaughtUp {
+			res.Tables, err = e.compareStill(ctx, opts.CountOnly)
+		} else {
+			res.Tables, res.LSN, err = e.compareAggregates(ctx, opts.CountOnly)
+		}
 		if err != nil {
 			return VerifyResult{}, fmt.Errorf("reshard: verify %s: %w", e.cfg.Move, err)
 		}
@@ -118,54 +146,97 @@ func (e *Engine) Verify(ctx context.Context, opts VerifyOptions) (VerifyResult, 
 			keys, tc.MoreDiffKeys = keys[:opts.MaxDiffKeys], true
 		}
 		tc.DiffKeys = keys
+		// Without a fence, aggregates that differed in every round but
+		// no key that still differs once re-read were writes in flight:
+		// the table is equal as far as the comparison can tell.
+		if !fenced && len(keys) == 0 {
+			tc.Equal = true
+		}
+	}
+	res.Equal = true
+	for _, tc := range res.Tables {
+		res.Equal = res.Equal && tc.Equal
 	}
 	return res, nil
 }
 
-// aggQuery is the count and checksum of t's interval rows.
-func (e *Engine) aggQuery(t Table) string {
-	return "SELECT count(*), coalesce(sum(" + rowHash + "::numeric), 0)::text FROM " + qualified(t.Name) + " r WHERE " + e.cfg.Move.filterOn("r."+quoteIdent(t.KeyColumn))
+// aggQuery is the count and checksum of t's interval rows (the count and
+// an empty checksum with countOnly).
+func (e *Engine) aggQuery(t Table, countOnly bool) string {
+	sum := "coalesce(sum(" + rowHash + "::numeric), 0)::text"
+	if countOnly {
+		sum = "''"
+	}
+	return "SELECT count(*), " + sum + " FROM " + qualified(t.Name) + " r WHERE " + e.cfg.Move.filterOn("r."+quoteIdent(t.KeyColumn))
 }
 
-// compareAggregates runs one round: the source in one snapshot, then the
-// target in one snapshot once it has applied the source's position.
-func (e *Engine) compareAggregates(ctx context.Context) ([]TableCheck, health.LSN, error) {
-	checks := make([]TableCheck, len(e.cfg.Move.Tables))
-	var lsn health.LSN
-	err := e.withConn(ctx, e.source(), func(conn *pgx.Conn) error {
+// readAggregates reads every table's aggregates on side s in one
+// snapshot, into the source's or the target's fields of checks.
+func (e *Engine) readAggregates(ctx context.Context, s side, checks []TableCheck, countOnly bool) error {
+	return e.withConn(ctx, s, func(conn *pgx.Conn) error {
 		return pgx.BeginTxFunc(ctx, conn, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 			for i, t := range e.cfg.Move.Tables {
-				checks[i].Table = t.Name
-				if err := tx.QueryRow(ctx, e.aggQuery(t)).Scan(&checks[i].SourceRows, &checks[i].SourceChecksum); err != nil {
-					return fmt.Errorf("%s: checksum of %s: %w", e.source(), t.Name, err)
+				// Each side writes only its own fields (compareStill reads
+				// both sides at once); the source's also names the table.
+				c := &checks[i]
+				rows, sum := &c.TargetRows, &c.TargetChecksum
+				if s.role == e.source().role {
+					c.Table, rows, sum = t.Name, &c.SourceRows, &c.SourceChecksum
+				}
+				if err := tx.QueryRow(ctx, e.aggQuery(t, countOnly)).Scan(rows, sum); err != nil {
+					return fmt.Errorf("%s: checksum of %s: %w", s, t.Name, err)
 				}
 			}
 			return nil
 		})
 	})
-	if err != nil {
+}
+
+// compare sets each check's Equal.
+func compare(checks []TableCheck) []TableCheck {
+	for i := range checks {
+		c := &checks[i]
+		c.Equal = c.SourceRows == c.TargetRows && c.SourceChecksum == c.TargetChecksum
+	}
+	return checks
+}
+
+// compareAggregates runs one round: the source in one snapshot, then the
+// target in one snapshot once it has applied the source's position.
+func (e *Engine) compareAggregates(ctx context.Context, countOnly bool) ([]TableCheck, health.LSN, error) {
+	checks := make([]TableCheck, len(e.cfg.Move.Tables))
+	if err := e.readAggregates(ctx, e.source(), checks, countOnly); err != nil {
 		return nil, 0, err
 	}
 	// Every commit the snapshot saw lies before the marker.
-	if lsn, err = e.markLSN(ctx); err != nil {
+	lsn, err := e.markLSN(ctx)
+	if err != nil {
 		return nil, 0, err
 	}
 	if err := e.waitApplied(ctx, lsn, false); err != nil {
 		return nil, 0, err
 	}
-	err = e.withConn(ctx, e.target(), func(conn *pgx.Conn) error {
-		return pgx.BeginTxFunc(ctx, conn, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-			for i, t := range e.cfg.Move.Tables {
-				if err := tx.QueryRow(ctx, e.aggQuery(t)).Scan(&checks[i].TargetRows, &checks[i].TargetChecksum); err != nil {
-					return fmt.Errorf("%s: checksum of %s: %w", e.target(), t.Name, err)
-				}
-				c := &checks[i]
-				c.Equal = c.SourceRows == c.TargetRows && c.SourceChecksum == c.TargetChecksum
-			}
-			return nil
-		})
-	})
-	return checks, lsn, err
+	if err := e.readAggregates(ctx, e.target(), checks, countOnly); err != nil {
+		return nil, 0, err
+	}
+	return compare(checks), lsn, nil
+}
+
+// compareStill runs one round when neither side's interval rows can
+// change (the source fenced, the target caught up): both sides are read
+// at the same time.
+func (e *Engine) compareStill(ctx context.Context, countOnly bool) ([]TableCheck, error) {
+	checks := make([]TableCheck, len(e.cfg.Move.Tables))
+	done := make(chan error, 1)
+	go func() { done <- e.readAggregates(ctx, e.target(), checks, countOnly) }()
+	err := e.readAggregates(ctx, e.source(), checks, countOnly)
+	if terr := <-done; err == nil {
+		err = terr
+	}
+	if err != nil {
+		return nil, err
+	}
+	return compare(checks), nil
 }
 
 // keyAgg is the count and hash sum of the rows of one key value.

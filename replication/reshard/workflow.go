@@ -292,6 +292,14 @@ type ControllerConfig struct {
 	// MaxLagBytes is the replication lag above which a cutover does not
 	// start; 0 means 16 MiB.
 	MaxLagBytes int64
+	// HoldVerifyRows bounds the pause of a cutover: a cutover first
+	// compares the interval's rows (counts and checksums) while its
+	// traffic flows, then, inside the hold with the source fenced and the
+	// target caught up, compares them again exactly when the interval has
+	// at most this many rows, and only their counts when it has more
+	// (the checksum of a million rows takes tens of seconds); 0 means
+	// 100,000.
+	HoldVerifyRows int64
 	// RetryMax bounds the wait between retries of a failed step; 0 means
 	// 30 s.
 	RetryMax time.Duration
@@ -332,6 +340,9 @@ func NewController(cfg ControllerConfig) (*Controller, error) {
 	}
 	if cfg.MaxLagBytes <= 0 {
 		cfg.MaxLagBytes = 16 << 20
+	}
+	if cfg.HoldVerifyRows <= 0 {
+		cfg.HoldVerifyRows = 100_000
 	}
 	if cfg.RetryMax <= 0 {
 		cfg.RetryMax = 30 * time.Second

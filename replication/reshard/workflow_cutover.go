@@ -31,7 +31,11 @@ func (d *driver) cutoverStep(ctx context.Context, e Steps, st State) (*State, bo
 		}
 	case PhaseCaughtUp:
 		var r VerifyResult
-		if r, err = e.Verify(sctx, VerifyOptions{}); err == nil {
+		// After a full comparison found the sides equal just before the
+		// hold, a large interval's rows are only counted here.
+		pre := st.Verify
+		opts := VerifyOptions{CaughtUp: true, CountOnly: pre != nil && pre.Equal && !pre.CountOnly && pre.Rows() > d.c.cfg.HoldVerifyRows}
+		if r, err = e.Verify(sctx, opts); err == nil {
 			st.Verify, st.VerifyFailed = &r, !r.Equal
 			if !r.Equal && !st.Force {
 				return d.abort(st, "verify found differences between the source and the target ("+diffSummary(r)+"); cutover --force goes on anyway")
@@ -149,7 +153,7 @@ func (d *driver) rollbackStep(ctx context.Context, e Steps, st State) (*State, b
 		}
 	case PhaseRollbackCaughtUp:
 		var res VerifyResult
-		if res, err = r.Verify(sctx, VerifyOptions{}); err == nil {
+		if res, err = r.Verify(sctx, VerifyOptions{CaughtUp: true}); err == nil {
 			st.Verify, st.VerifyFailed = &res, !res.Equal
 			if !res.Equal && !st.Force {
 				return d.abortRollback(st, "verify found differences between the target and the source ("+diffSummary(res)+"); rollback --force goes on anyway")
@@ -161,6 +165,13 @@ func (d *driver) rollbackStep(ctx context.Context, e Steps, st State) (*State, b
 			st.Phase = PhaseRollbackAdvanced
 		}
 	case PhaseRollbackAdvanced:
+		// The source takes writes again before the epoch sends them
+		// there: until it, every live proxy holds the interval and the
+		// target is fenced. (Unfenced after the epoch, the source would
+		// refuse with PS001 the first writes the proxies route to it.)
+		if err = e.Unfence(sctx); err != nil {
+			break
+		}
 		var epoch uint64
 		epoch, err = d.editMap(sctx, fmt.Sprintf("reshard %s: rollback: %s of %s goes back from %s to %s", d.id, st.Interval(), st.Distribution, st.To, st.From), func(m *shardmap.Map) (*shardmap.Map, error) {
 			return release(m, st.Distribution, d.id, st.Move.Lo, st.Move.Hi, st.From)

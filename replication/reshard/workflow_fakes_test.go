@@ -97,6 +97,9 @@ type fakeMaps struct {
 	// blockWait makes WaitApplied wait for its context (a lagging proxy).
 	blockWait bool
 	waited    []uint64
+	// onApply, when set, sees every map ApplyMap is asked to commit; an
+	// error refuses it.
+	onApply func(*shardmap.Map) error
 }
 
 func (f *fakeMaps) Map() *shardmap.Map {
@@ -115,6 +118,11 @@ func (f *fakeMaps) ApplyMap(_ context.Context, m *shardmap.Map, expect uint64, c
 	n.Epoch = expect + 1
 	if err := n.Validate(); err != nil {
 		return 0, err
+	}
+	if f.onApply != nil {
+		if err := f.onApply(n); err != nil {
+			return 0, err
+		}
 	}
 	f.m = n
 	f.comments = append(f.comments, comment)
@@ -145,6 +153,7 @@ type fakeServers struct {
 	copyAfter      int // Progress calls before the copy is done
 	lag            int64
 	verifyEqual    bool
+	verifyOpts     []VerifyOptions  // every Verify call's options, in order
 	fail           map[string]error // "fwd.Fence" -> error, every call
 }
 
@@ -230,13 +239,14 @@ func (f fakeSteps) Progress(context.Context) (Progress, error) {
 	return p, nil
 }
 
-func (f fakeSteps) Verify(context.Context, VerifyOptions) (VerifyResult, error) {
+func (f fakeSteps) Verify(_ context.Context, opts VerifyOptions) (VerifyResult, error) {
 	f.s.mu.Lock()
 	defer f.s.mu.Unlock()
 	if err := f.call("Verify"); err != nil {
 		return VerifyResult{}, err
 	}
-	r := VerifyResult{Equal: f.s.verifyEqual, Fenced: f.s.fenced[f.side(false)]}
+	f.s.verifyOpts = append(f.s.verifyOpts, opts)
+	r := VerifyResult{Equal: f.s.verifyEqual, Fenced: f.s.fenced[f.side(false)], CountOnly: opts.CountOnly}
 	r.Tables = []TableCheck{{Table: "public.users", SourceRows: 10, TargetRows: 10, Equal: f.s.verifyEqual}}
 	if !f.s.verifyEqual {
 		r.Tables[0].TargetRows = 9
@@ -373,6 +383,8 @@ type rig struct {
 	now     time.Time
 	mu      sync.Mutex
 	engines int // engines built
+	// holdVerifyRows is the controllers' ControllerConfig.HoldVerifyRows.
+	holdVerifyRows int64
 }
 
 func testMap() *shardmap.Map {
@@ -416,6 +428,7 @@ func (r *rig) controller() *Controller {
 		Records: r.recs, Maps: r.maps, Now: r.clock,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Tick:   time.Millisecond, RetryMax: time.Millisecond, CutoverTimeout: 30 * time.Second,
+		HoldVerifyRows: r.holdVerifyRows,
 		Engines: func(mv Move, from, to shardmap.Shard) (Steps, error) {
 			r.mu.Lock()
 			r.engines++

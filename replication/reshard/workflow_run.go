@@ -342,6 +342,11 @@ func (d *driver) step(ctx context.Context, st State) (*State, bool, error) {
 		return &st, false, nil
 
 	case PhaseRollbackAborting:
+		// The target keeps the interval: the source is fenced again (the
+		// rollback unfences it just before its epoch).
+		if err := e.Fence(ctx); err != nil {
+			return nil, false, err
+		}
 		if err := e.Reverse().Unfence(ctx); err != nil {
 			return nil, false, err
 		}
@@ -469,6 +474,20 @@ func (d *driver) copied(ctx context.Context, e Steps, st State, now time.Time) (
 		return &st, true, nil // auto: wait for the lag to drop, showing it
 	case p.LagBytes > c.cfg.MaxLagBytes:
 		return nil, true, nil
+	}
+	if !st.Force {
+		// A full comparison runs here, before the hold, while the
+		// interval's traffic flows. When it finds the sides equal, the
+		// comparison inside the hold (the pause the interval's clients
+		// see) only counts the rows of a large interval (see
+		// ControllerConfig.HoldVerifyRows); when it does not (a key
+		// written again while it was re-read looks different), the
+		// comparison in the hold, with the source fenced, decides.
+		r, err := e.Verify(ctx, VerifyOptions{})
+		if err != nil {
+			return nil, false, err
+		}
+		st.Verify = &r
 	}
 	epoch, err := d.editMap(ctx, fmt.Sprintf("reshard %s: hold %s of %s for the cutover", d.id, st.Interval(), st.Distribution), func(m *shardmap.Map) (*shardmap.Map, error) {
 		if m.MovingByID(st.Distribution, d.id) != nil {

@@ -85,6 +85,49 @@ func TestWorkflowAutoCutover(t *testing.T) {
 	}
 }
 
+// TestWorkflowVerifyBeforeHold: a cutover compares the rows before its
+// hold, then again inside it with the source fenced and the target
+// caught up (both sides read at once); an interval with more rows than
+// HoldVerifyRows is only counted inside the hold, after an equal
+// comparison before it, and compared in full when that one differed.
+func TestWorkflowVerifyBeforeHold(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		holdRows  int64 // the fakes' interval has 10 rows
+		preEqual  bool
+		countOnly bool
+	}{
+		{"small interval", 0, true, false},
+		{"large interval", 5, true, true},
+		{"large interval, differing before the hold", 5, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t)
+			r.holdVerifyRows = tc.holdRows
+			r.srv.verifyEqual = tc.preEqual
+			c := r.controller()
+			id := r.start(c, CutoverAuto)
+			r.runUntil(c, id, PhaseCopied)
+			r.runUntil(c, id, PhaseHold, PhaseHeld)
+			r.srv.mu.Lock()
+			r.srv.verifyEqual = true
+			r.srv.mu.Unlock()
+			r.runUntil(c, id, PhaseCutOver)
+			r.checkCutOver(id)
+			r.srv.mu.Lock()
+			opts := slices.Clone(r.srv.verifyOpts)
+			r.srv.mu.Unlock()
+			want := []VerifyOptions{{}, {CaughtUp: true, CountOnly: tc.countOnly}}
+			if !slices.Equal(opts, want) {
+				t.Fatalf("verify options %+v, want %+v", opts, want)
+			}
+			if st := r.recs.state(t, id); st.Verify == nil || !st.Verify.Fenced || st.Verify.CountOnly != tc.countOnly {
+				t.Fatalf("recorded verify %+v", st.Verify)
+			}
+		})
+	}
+}
+
 func TestWorkflowManualWaitsForCutover(t *testing.T) {
 	r := newRig(t)
 	c := r.controller()
@@ -169,6 +212,75 @@ func TestWorkflowRollback(t *testing.T) {
 				t.Fatalf("cleanup of a rolled back move: %v", err)
 			}
 		})
+	}
+}
+
+// TestWorkflowRollbackUnfencesBeforeSwitch: the epoch that gives the
+// interval back to the source finds the source unfenced (the proxies send
+// the interval's writes there at once), and a rollback that aborts after
+// that fences the source again.
+func TestWorkflowRollbackUnfencesBeforeSwitch(t *testing.T) {
+	// switchesBack reports whether m gives key 450 back to the source.
+	switchesBack := func(m *shardmap.Map) bool {
+		s, err := m.Distribution("users").ShardForInt64(450)
+		return err == nil && s == "s1"
+	}
+	r := newRig(t)
+	c := r.controller()
+	id := r.start(c, CutoverAuto)
+	r.runUntil(c, id, PhaseCutOver)
+	var sawSwitch, fencedAtSwitch bool
+	r.maps.onApply = func(m *shardmap.Map) error { // from the driver, which holds r.srv.mu in no step
+		if switchesBack(m) {
+			r.srv.mu.Lock()
+			sawSwitch, fencedAtSwitch = true, r.srv.fenced["source"]
+			r.srv.mu.Unlock()
+		}
+		return nil
+	}
+	if _, err := c.Act(context.Background(), id, ActionRollback, false); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.runUntil(c, id, PhaseRolledBack); st.Phase != PhaseRolledBack {
+		t.Fatalf("phase %s (%s)", st.Phase, st.LastError)
+	}
+	if !sawSwitch || fencedAtSwitch {
+		t.Fatalf("rollback epoch seen: %t; source fenced when it was committed: %t", sawSwitch, fencedAtSwitch)
+	}
+
+	// A rollback whose epoch cannot be committed (after the source was
+	// unfenced) aborts past the timeout: the target keeps the interval and
+	// the source is fenced again.
+	r = newRig(t)
+	c = r.controller()
+	id = r.start(c, CutoverAuto)
+	r.runUntil(c, id, PhaseCutOver)
+	r.maps.onApply = func(m *shardmap.Map) error {
+		if switchesBack(m) {
+			r.advance(time.Hour) // past the cutover timeout
+			return errors.New("meta unavailable")
+		}
+		return nil
+	}
+	if _, err := c.Act(context.Background(), id, ActionRollback, false); err != nil {
+		t.Fatal(err)
+	}
+	st := r.runUntil(c, id, PhaseRollbackAborting)
+	if st.Phase != PhaseRollbackAborting {
+		t.Fatalf("phase %s, want %s", st.Phase, PhaseRollbackAborting)
+	}
+	r.srv.mu.Lock()
+	unfenced := !r.srv.fenced["source"]
+	r.srv.mu.Unlock()
+	if !unfenced {
+		t.Fatal("the source is fenced when the rollback's epoch failed; want it unfenced by then")
+	}
+	st = r.runUntil(c, id, PhaseCutOver)
+	if st.Phase != PhaseCutOver || r.owner() != "s3" {
+		t.Fatalf("after an aborted rollback: phase %s, key 450 on %s (%s)", st.Phase, r.owner(), st.LastError)
+	}
+	if s := r.srv; !s.fenced["source"] || s.fenced["target"] {
+		t.Fatalf("after an aborted rollback: fenced %v, want the source only", s.fenced)
 	}
 }
 

@@ -1008,7 +1008,8 @@ func (x *ApplyMapRequest) GetNoDataCheck() bool {
 
 type ApplyMapResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// epoch is the epoch the applied map got.
+	// epoch is the epoch the applied map got, or expected_epoch when the
+	// map was the current one and nothing was applied.
 	Epoch         uint64 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -92,7 +92,9 @@ type MetaServiceClient interface {
 	// expected_epoch, giving the new map the next epoch. INVALID_ARGUMENT
 	// for a map that does not parse or validate, FAILED_PRECONDITION when
 	// the epoch has moved on, for an unsafe map (see force) and for a map
-	// that gives rows to another shard (see no_data_check).
+	// that gives rows to another shard (see no_data_check). A map with the
+	// same content as the current one (epochs aside) is not applied: the
+	// response carries the current epoch, expected_epoch.
 	ApplyMap(ctx context.Context, in *ApplyMapRequest, opts ...grpc.CallOption) (*ApplyMapResponse, error)
 	// MapHistory lists the most recent map versions, newest first (the
 	// cluster keeps a bounded number).
@@ -400,7 +402,9 @@ type MetaServiceServer interface {
 	// expected_epoch, giving the new map the next epoch. INVALID_ARGUMENT
 	// for a map that does not parse or validate, FAILED_PRECONDITION when
 	// the epoch has moved on, for an unsafe map (see force) and for a map
-	// that gives rows to another shard (see no_data_check).
+	// that gives rows to another shard (see no_data_check). A map with the
+	// same content as the current one (epochs aside) is not applied: the
+	// response carries the current epoch, expected_epoch.
 	ApplyMap(context.Context, *ApplyMapRequest) (*ApplyMapResponse, error)
 	// MapHistory lists the most recent map versions, newest first (the
 	// cluster keeps a bounded number).

@@ -190,6 +190,13 @@ func (s *service) ApplyMap(ctx context.Context, req *metapb.ApplyMapRequest) (*m
 	if err := m.Validate(); err != nil {
 		return nil, (&InvalidArgumentError{Field: "map_yaml", Problems: problems(err)}).GRPCStatus().Err()
 	}
+	if cur := s.store.Map(); cur.Map != nil && cur.Epoch == req.GetExpectedEpoch() && shardmap.SameContent(cur.Map, m) &&
+		s.store.Status(ctx).State == "leader" {
+		// The map is the current one: nothing to apply, no new epoch
+		// (re-applying the file that is in force is a no-op). The
+		// response's epoch is the expected one, which tells the caller.
+		return &metapb.ApplyMapResponse{Epoch: cur.Epoch}, nil
+	}
 	if hs := s.hazards(ctx, m, req.GetExpectedEpoch()); len(hs) > 0 {
 		list := make([]string, len(hs))
 		for i, h := range hs {
