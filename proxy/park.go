@@ -64,8 +64,13 @@ const sweepInterval = time.Second
 
 // freeAfterParked is how many sessions must have parked since the last
 // time for the sweeper to return freed memory to the system (a full
-// collection; at most once a sweep).
+// collection).
 const freeAfterParked = 1000
+
+// freeInterval is the least time between two such releases, so that
+// clients coming and going in thousands cost at most one full collection
+// every freeInterval.
+const freeInterval = 30 * time.Second
 
 func newParker(resume func(*session), sessions func([]*session) []*session) (*parker, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
@@ -106,6 +111,7 @@ func (p *parker) sweep() {
 	defer t.Stop()
 	var list []*session
 	freedAt := 0 // parked sessions at the last release of memory
+	var lastFree time.Time
 	for {
 		select {
 		case <-p.quit:
@@ -116,12 +122,12 @@ func (p *parker) sweep() {
 		n := len(p.parked)
 		p.mu.Unlock()
 		freedAt = min(freedAt, n)
-		if n-freedAt >= freeAfterParked {
+		if n-freedAt >= freeAfterParked && time.Since(lastFree) >= freeInterval {
 			// The goroutine stacks of the sessions parked since are
 			// free heap now: give the memory back to the system rather
 			// than keep it until the runtime's scavenger gets to it.
 			debug.FreeOSMemory()
-			freedAt = n
+			freedAt, lastFree = n, time.Now()
 		}
 		list = p.sessions(list[:0])
 		for _, ss := range list {
