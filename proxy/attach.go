@@ -87,7 +87,9 @@ func (s *session) attachPlan(ctx context.Context, q router.Query) (*pool.Conn, r
 			// Inside a transaction over several shards (multitx.go).
 			s.mu.Unlock()
 			if err = s.txScatterAllowed(plan); err == nil {
-				return nil, plan, nil
+				if err = s.txScatterWriteRefusal(plan); err == nil {
+					return nil, plan, nil
+				}
 			}
 			s.mu.Lock()
 		case plan.Kind == rplan.Utility:
@@ -186,6 +188,12 @@ func (s *session) attachRouted(ctx context.Context, plan rplan.Plan, q router.Qu
 		use, refusal := s.st.canUse(plan.Shard, fits, p)
 		if use == useAttached || use == useSwitch {
 			refusal = s.txStatementRefusal(plan, q.SQL)
+			if shard := plan.Shard; refusal == nil {
+				if use == useAttached && a != nil {
+					shard = a.shard
+				}
+				refusal = s.txWriteRefusal(plan, q, shard)
+			}
 			if refusal != nil {
 				use = useRefused
 			}
@@ -468,7 +476,7 @@ func (s *session) runScatter(ctx context.Context, plan rplan.Plan, sql string) e
 	if err := s.flushClient(); err != nil { // earlier answers first
 		return err
 	}
-	out, err := s.scatter(ctx, !plan.ReadOnly, scatter.Request{
+	req := scatter.Request{
 		Shards:        plan.Shards,
 		Replicas:      s.scatterReplicas(plan),
 		SQL:           strings.Clone(sql),
@@ -483,7 +491,11 @@ func (s *session) runScatter(ctx context.Context, plan rplan.Plan, sql string) e
 		Flush:         func(b []byte) error { _, err := s.conn.Write(b); return err },
 		Canceler:      &s.scatterCancel,
 		Dst:           s.out[:0],
-	})
+	}
+	if err := s.splitWrite(plan, &req); err != nil {
+		return err
+	}
+	out, err := s.scatter(ctx, !plan.ReadOnly, req)
 	s.out = out
 	if !plan.ReadOnly || plan.Kind == rplan.CopyOut { // (COPY TO as well, as always)
 		s.learnLSNs(ctx, plan.Shards)

@@ -134,6 +134,10 @@ type UserConfig struct {
 	Reads ReadConfig `yaml:"reads"`
 	// RateLimit replaces rate_limits.per_user for this user.
 	RateLimit *RateLimit `yaml:"rate_limit"`
+	// CrossShardWrites is allow (default) or refuse: with refuse, no
+	// statement or transaction of this user writes on more than one
+	// shard (it never needs two-phase commit); one that would gets 0A000.
+	CrossShardWrites string `yaml:"cross_shard_writes"`
 }
 
 // The read_from values.
@@ -575,6 +579,11 @@ func (c *Config) Validate() error {
 		errs = append(errs, u.Reads.validate(field+".reads")...)
 		if u.RateLimit != nil {
 			errs = append(errs, u.RateLimit.validate(field+".rate_limit")...)
+		}
+		switch u.CrossShardWrites {
+		case "", CrossShardWritesAllow, CrossShardWritesRefuse:
+		default:
+			errs = append(errs, fmt.Errorf("%s.cross_shard_writes: %q is not %s or %s", field, u.CrossShardWrites, CrossShardWritesAllow, CrossShardWritesRefuse))
 		}
 	}
 	return errors.Join(errs...)

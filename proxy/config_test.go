@@ -43,19 +43,20 @@ pool: {wait_timeout: 250ms}
 
 func TestConfigErrorsNameTheField(t *testing.T) {
 	cases := map[string]string{
-		"unknown key":         "listen: 127.0.0.1:1\nnope: 1\nusers: [{name: a, auth: trust}]\nshards: [{}]\n",
-		"plain password":      "users: [{name: a, password: hunter2}]\nshards: [{}]\n",
-		"md5 verifier, scram": "users: [{name: a, password: md5a3556571e93b0d20722ba62be61e8c2d}]\nshards: [{}]\n",
-		"bad pool mode":       "pool_mode: statement\nusers: [{name: a, auth: trust}]\nshards: [{}]\n",
-		"duplicate shard":     "users: [{name: a, auth: trust}]\nshards: [{name: x}, {name: x}]\n",
-		"tls without cert":    "tls: {mode: require}\nusers: [{name: a, auth: trust}]\nshards: [{}]\n",
-		"bad duration":        "pool: {wait_timeout: soon}\nusers: [{name: a, auth: trust}]\nshards: [{}]\n",
-		"duplicate user":      "users: [{name: a, auth: trust}, {name: a, auth: trust}]\nshards: [{}]\n",
+		"unknown key":            "listen: 127.0.0.1:1\nnope: 1\nusers: [{name: a, auth: trust}]\nshards: [{}]\n",
+		"plain password":         "users: [{name: a, password: hunter2}]\nshards: [{}]\n",
+		"md5 verifier, scram":    "users: [{name: a, password: md5a3556571e93b0d20722ba62be61e8c2d}]\nshards: [{}]\n",
+		"bad pool mode":          "pool_mode: statement\nusers: [{name: a, auth: trust}]\nshards: [{}]\n",
+		"duplicate shard":        "users: [{name: a, auth: trust}]\nshards: [{name: x}, {name: x}]\n",
+		"tls without cert":       "tls: {mode: require}\nusers: [{name: a, auth: trust}]\nshards: [{}]\n",
+		"bad duration":           "pool: {wait_timeout: soon}\nusers: [{name: a, auth: trust}]\nshards: [{}]\n",
+		"duplicate user":         "users: [{name: a, auth: trust}, {name: a, auth: trust}]\nshards: [{}]\n",
+		"bad cross_shard_writes": "users: [{name: a, auth: trust, cross_shard_writes: never}]\nshards: [{}]\n",
 	}
 	want := map[string]string{
 		"unknown key": "nope", "plain password": "users[0].password", "md5 verifier, scram": "users[0].password",
 		"bad pool mode": "pool_mode", "duplicate shard": "duplicate shard", "tls without cert": "cert_file",
-		"bad duration": "soon", "duplicate user": "duplicate",
+		"bad duration": "soon", "duplicate user": "duplicate", "bad cross_shard_writes": "users[0].cross_shard_writes",
 	}
 	for name, text := range cases {
 		_, err := proxy.ParseConfig([]byte(text))

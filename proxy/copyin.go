@@ -23,8 +23,9 @@ import (
 // every shard of the table, inside a transaction per shard, answers the
 // client's CopyInResponse itself, splits the client's rows by the key
 // column (router/copysplit) and forwards each row unchanged to its shard.
-// At CopyDone every shard completes its COPY and all commit, or — after a
-// bad row, a shard's error or the client's CopyFail — all roll back.
+// At CopyDone every shard completes its COPY and all commit (as one, with
+// two-phase commit: splitcommit.go), or — after a bad row, a shard's
+// error or the client's CopyFail — all roll back.
 
 // copyInFlushBytes is how many row bytes collect for a shard before they
 // are sent as one CopyData message.
@@ -125,6 +126,14 @@ type copyIn struct {
 	table  string
 	shards []*copyInShard
 	index  map[string]int
+	// twoPhase commits the shards' transactions through the two-phase
+	// coordinator (splitcommit.go).
+	twoPhase bool
+	// tx, inside the session's transaction over several shards, lends
+	// the session's connections: the COPY runs in that transaction
+	// (splitcommit.go), and end gives them back instead of ending it.
+	tx       *txBackends
+	returned bool // end gave tx's connections back
 
 	failOnce sync.Once
 	failErr  error
@@ -142,12 +151,25 @@ func (c *copyIn) fail(err error) {
 // is attached, so serve owns client output; it reads the client's copy
 // stream itself.
 func (s *session) runCopyIn(ctx context.Context, plan rplan.Plan, sql string) error {
+	s.mu.Lock()
+	inTx := s.st.inTxOverShards()
+	s.mu.Unlock()
+	if inTx {
+		return s.withSessionTx(ctx, true, func(tb *txBackends) error { return s.copyInShards(ctx, plan, sql, tb) })
+	}
+	return s.copyInShards(ctx, plan, sql, nil)
+}
+
+// copyInShards is runCopyIn, in the session's transaction over several
+// shards when tx is not nil.
+func (s *session) copyInShards(ctx context.Context, plan rplan.Plan, sql string, tx *txBackends) error {
 	if err := s.flushClient(); err != nil {
 		return err
 	}
 	start := time.Now()
-	c := &copyIn{s: s, failed: make(chan struct{}), index: make(map[string]int)}
+	c := &copyIn{s: s, failed: make(chan struct{}), index: make(map[string]int), tx: tx}
 	c.table = copyTableName(sql)
+	c.twoPhase = tx == nil && len(plan.Shards) > 1 && s.srv.runtime().twoPhase
 	defer s.learnLSNs(ctx, plan.Shards) // after release: the rows are committed
 	defer c.release()
 	if err := c.start(ctx, plan, strings.Clone(sql)); err != nil {
@@ -166,7 +188,7 @@ func (s *session) runCopyIn(ctx context.Context, plan rplan.Plan, sql string) er
 		return err
 	}
 	s.out = wire.AppendString(s.out, 'C', "COPY "+strconv.FormatInt(n, 10))
-	s.out = wire.AppendReadyForQuery(s.out, 'I')
+	s.out = wire.AppendReadyForQuery(s.out, s.idleStatus())
 	s.srv.metrics.query(time.Since(start))
 	return s.flushClient()
 }
@@ -176,22 +198,33 @@ func (s *session) runCopyIn(ctx context.Context, plan rplan.Plan, sql string) er
 func (c *copyIn) start(ctx context.Context, plan rplan.Plan, sql string) error {
 	s := c.s
 	for _, name := range slices.Sorted(slices.Values(plan.Shards)) {
-		be, err := s.srv.lend(ctx, name, s.user, s.db)
-		if err != nil {
+		var be *pool.Conn
+		var err error
+		if c.tx != nil {
+			be, err = c.tx.Held(ctx, name) // open in the transaction
+			if err != nil {
+				return scatter.ShardError(name, err)
+			}
+		} else if be, err = s.srv.lend(ctx, name, s.user, s.db); err != nil {
 			return err
 		}
 		h := &copyInShard{name: name, conn: be, failed: c.failed, fail: c.fail,
 			ready: make(chan struct{}), done: make(chan struct{})}
 		c.index[name] = len(c.shards)
 		c.shards = append(c.shards, h)
-		if err := s.prepareBackend(ctx, be); err != nil {
-			return scatter.ShardError(name, err)
+		var msg []byte
+		if c.tx != nil {
+			h.phase = 1 // no BEGIN
+		} else {
+			if err := s.prepareBackend(ctx, be); err != nil {
+				return scatter.ShardError(name, err)
+			}
+			msg = wire.AppendString(msg, 'Q', "BEGIN")
 		}
 		if err := be.SetHandler(h); err != nil {
 			return scatter.ShardError(name, err)
 		}
 		be.UnnamedGen++
-		msg := wire.AppendString(nil, 'Q', "BEGIN")
 		msg = wire.AppendString(msg, 'Q', sql)
 		if _, err := be.NetConn.Write(msg); err != nil {
 			return scatter.ShardError(name, err)
@@ -352,6 +385,7 @@ func (c *copyIn) complete(ctx context.Context, header, trailer []byte) (int64, e
 		return 0, err
 	}
 	var total int64
+	var written []string
 	for _, h := range c.shards {
 		if h.err != nil {
 			c.abort(ctx, "")
@@ -360,7 +394,23 @@ func (c *copyIn) complete(ctx context.Context, header, trailer []byte) (int64, e
 		if n, ok := strings.CutPrefix(h.tag, "COPY "); ok {
 			v, _ := strconv.ParseInt(n, 10, 64)
 			total += v
+			if v > 0 {
+				written = append(written, h.name)
+			}
 		}
+	}
+	if c.s.refusesCrossShardWrites() && c.tx != nil {
+		c.s.mu.Lock()
+		for _, a := range c.s.st.atts {
+			if a.wrote && !slices.Contains(written, a.shard) {
+				written = append(written, a.shard)
+			}
+		}
+		c.s.mu.Unlock()
+	}
+	if len(written) > 1 && c.s.refusesCrossShardWrites() {
+		c.abort(ctx, "")
+		return 0, c.s.crossShardWriteRefusal(written)
 	}
 	if err := c.end(ctx, true); err != nil {
 		return 0, err
@@ -414,9 +464,15 @@ func (c *copyIn) abort(ctx context.Context, why string) {
 }
 
 // end commits (commit true) or rolls back the shards' transactions; see
-// scatter.EndTransactions.
+// scatter.EndTransactions, or commitTxs with twoPhase (a shard that got
+// no row commits in one phase).
 func (c *copyIn) end(ctx context.Context, commit bool) error {
+	if c.tx != nil {
+		c.giveBackHeld()
+		return nil
+	}
 	var txs []scatter.Tx
+	empty := make(map[string]bool)
 	for _, h := range c.shards {
 		_ = h.conn.SetHandler(nil)
 		select {
@@ -427,9 +483,34 @@ func (c *copyIn) end(ctx context.Context, commit bool) error {
 		if h.status == 'T' || h.status == 'E' {
 			txs = append(txs, scatter.Tx{Name: h.name, Conn: h.conn})
 			h.status = 'I' // ended below, or the connection is closed
+			empty[h.name] = h.tag == "COPY 0"
 		}
 	}
+	if commit && c.twoPhase {
+		return c.s.commitTxs(ctx, txs, empty)
+	}
 	return scatter.EndTransactions(ctx, txs, commit)
+}
+
+// giveBackHeld gives the session's connections back to its transaction
+// (tx), each with its status: a failed COPY left its shard's transaction
+// failed, which fails the session's, as on PostgreSQL.
+func (c *copyIn) giveBackHeld() {
+	if c.returned {
+		return
+	}
+	c.returned = true
+	for _, h := range c.shards {
+		_ = h.conn.SetHandler(nil)
+		ok := false
+		select {
+		case <-h.done:
+			ok = !h.conn.Broken()
+		default:
+		}
+		c.tx.write = h.tag != "COPY 0"
+		c.tx.Return(h.name, h.conn, h.status, ok)
+	}
 }
 
 // putLen writes the length of the message in b (type byte first).
@@ -440,6 +521,11 @@ func putLen(b []byte) {
 // release returns every backend to its pool, or closes those whose state
 // is not clean.
 func (c *copyIn) release() {
+	if c.tx != nil {
+		c.giveBackHeld()
+		c.shards = nil
+		return
+	}
 	for _, h := range c.shards {
 		_ = h.conn.SetHandler(nil)
 		clean := false

@@ -42,6 +42,10 @@ const (
 type TransactionsConfig struct {
 	// CrossShard is refuse (default) or two_phase.
 	CrossShard string `yaml:"cross_shard"`
+	// DeadlockTimeout is how long a statement of a transaction over
+	// several shards waits before the proxy looks for a deadlock across
+	// shards (deadlock.go); 0 means 1 s, negative never.
+	DeadlockTimeout Duration `yaml:"deadlock_timeout"`
 }
 
 // twoPhaseState is the server's two-phase commit coordinator.
@@ -118,11 +122,14 @@ func txEndRefusal() *wire.Error {
 }
 
 // txScatterAllowed says whether a statement over several shards may run
-// in the session's transaction (on its attachments): reads and writes
-// over several shards run there; COPY and DDL do not.
+// in the session's transaction (on its attachments): reads, writes, DDL
+// (utility.go) and COPY FROM (copyin.go) over several shards run there;
+// COPY TO does not.
 func (s *session) txScatterAllowed(plan rplan.Plan) error {
 	switch {
 	case plan.Kind == rplan.Scatter && s.curType == 'Q' || plan.Kind == rplan.Scatter && s.curType == 'B':
+		return nil
+	case plan.Kind == rplan.Utility && (s.curType == 'Q' || s.curType == 'B'), plan.Kind == rplan.CopyIn && s.curType == 'Q':
 		return nil
 	case plan.Kind == rplan.Utility:
 		return &rplan.RefusalError{Code: wire.SQLStateFeatureNotSupported,
@@ -130,7 +137,7 @@ func (s *session) txScatterAllowed(plan rplan.Plan) error {
 			Hint:    "Run it outside the transaction; name a temporary object as pg_temp.name; or route it to one shard with a /* pgshard: shard=NAME */ comment."}
 	}
 	return &rplan.RefusalError{Code: wire.SQLStateFeatureNotSupported,
-		Message: "cross-shard statement refused: COPY over several shards cannot run inside a transaction",
+		Message: "cross-shard statement refused: COPY TO over several shards cannot run inside a transaction",
 		Hint:    "Run it outside the transaction, or add a condition on the sharding key."}
 }
 
@@ -148,6 +155,9 @@ func (s *session) switchShard(ctx context.Context, plan rplan.Plan, q router.Que
 		return nil, wire.Errorf(wire.SQLStateConnectionFailure, "server connection lost")
 	}
 	s.relay = relayState{out: s.relay.out[:0]}
+	if err := s.dtxTagParked(ctx, old); err != nil {
+		return nil, s.restoreAndRaise(old, wire.AsError(err))
+	}
 	s.mu.Lock()
 	if a := s.st.switchTo(plan.Shard); a != nil {
 		be := a.conn
@@ -175,11 +185,12 @@ func (s *session) switchShard(ctx context.Context, plan rplan.Plan, q router.Que
 	}
 	s.mu.Lock()
 	begin := s.st.txBegin
+	tagged := s.dtxBegin(begin, replica != "")
 	s.mu.Unlock()
 	if !plainBegin(begin) {
 		// A BEGIN with options may be refused (READ WRITE on a
 		// replica): open the transaction before the statement is sent.
-		if _, err := be.ExecInTx(ctx, begin); err != nil {
+		if _, err := be.ExecInTx(ctx, tagged); err != nil {
 			if be.Broken() {
 				be.Pool().Discard(be)
 			} else {
@@ -191,6 +202,7 @@ func (s *session) switchShard(ctx context.Context, plan rplan.Plan, q router.Que
 	}
 	s.mu.Lock()
 	s.st.attachMore(be, plan.Shard, replica != "")
+	s.dtxTagged(be)
 	if begin == "" {
 		s.st.cur().txStatus = 'T'
 	}
@@ -210,7 +222,7 @@ func (s *session) switchShard(ctx context.Context, plan rplan.Plan, q router.Que
 		s.mu.Lock()
 		s.queue.push(entry{kind: entrySync, swallow: true})
 		s.mu.Unlock()
-		s.bout = wire.AppendString(s.bout, 'Q', begin)
+		s.bout = wire.AppendString(s.bout, 'Q', tagged)
 	}
 	return be, nil
 }
@@ -349,6 +361,7 @@ func (s *session) endMultiTx(ctx context.Context, commit bool) (string, error) {
 	s.mu.Lock()
 	failed := s.st.txFailed()
 	atts := s.st.endAll()
+	s.dtxEnd()
 	tentative := s.tentative
 	s.tentative = nil
 	s.queue.reset()
@@ -467,6 +480,9 @@ func (b *txBackends) Held(ctx context.Context, shard string) (*pool.Conn, error)
 		be.Pool().Discard(be)
 		return nil, err
 	}
+	s.mu.Lock()
+	begin = s.dtxBegin(begin, false)
+	s.mu.Unlock()
 	if _, err := be.ExecInTx(ctx, begin); err != nil {
 		if be.Broken() {
 			be.Pool().Discard(be)
@@ -477,6 +493,7 @@ func (b *txBackends) Held(ctx context.Context, shard string) (*pool.Conn, error)
 	}
 	s.mu.Lock()
 	s.st.attachParked(be, shard)
+	s.dtxTagged(be)
 	s.mu.Unlock()
 	return be, nil
 }
@@ -556,7 +573,12 @@ func (s *session) scatterInTx(ctx context.Context, write bool, req scatter.Reque
 	if req.Log == nil {
 		req.Log = s.log
 	}
-	out, err := scatter.Run(ctx, &txBackends{scatterBackends: scatterBackends{srv: s.srv, user: s.user, db: s.db}, s: s, write: write}, req)
+	ran := s.dtxScatter()
+	out, err := req.Dst, s.dtxTagCurrent(ctx)
+	if err == nil {
+		out, err = scatter.Run(ctx, &txBackends{scatterBackends: scatterBackends{srv: s.srv, user: s.user, db: s.db}, s: s, write: write}, req)
+	}
+	err = ran(err)
 	s.mu.Lock()
 	if len(s.st.atts) == 0 && deferred != "" {
 		// No shard was reached: the transaction is still the proxy's.

@@ -413,6 +413,9 @@ func (s *session) runPortal(ctx context.Context, p *scatterPortal, noDesc, strea
 	if stream {
 		req.Flush = func(b []byte) error { _, err := s.conn.Write(b); return err }
 	}
+	if err := s.splitWrite(p.plan, &req); err != nil {
+		return s.out, err
+	}
 	out, err := s.scatter(ctx, !p.plan.ReadOnly, req)
 	if err != nil {
 		var we *wire.Error

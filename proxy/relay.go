@@ -103,6 +103,9 @@ func (s *session) Frame(be *pool.Conn, typ byte, frame []byte) bool {
 		if s.raises.Load() > 0 {
 			frame = s.raisedError(frame)
 		}
+		if s.dtx.victim.Load() != nil {
+			frame = s.dtxFrame(frame) // 57014 of a deadlock across shards: 40P01
+		}
 		if sev := wire.ErrorField(frame, 'V'); sev == "FATAL" || sev == "PANIC" {
 			r.sawFatal = true
 			if code := wire.ErrorCode(frame); strings.HasPrefix(code, "57P0") {
@@ -286,6 +289,9 @@ func (s *session) readyForQuery(be *pool.Conn, status byte, failed bool, lastTag
 	// The connection is let go (detach) at the end of a transaction with
 	// every request answered.
 	prev, detach := s.st.ready(be, status, s.pipe(), s.closing)
+	if status == 'I' {
+		s.dtxEnd() // a transaction over several shards has ended
+	}
 	s.lastFailed = failed
 	if !failed {
 		if e.sync.setting != nil {

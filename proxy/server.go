@@ -87,12 +87,13 @@ type Server struct {
 
 	ops opsState // console commands, rate limits, auth_query (console_ops.go)
 
-	tpc twoPhaseState // transactions over several shards (multitx.go)
+	tpc twoPhaseState    // transactions over several shards (multitx.go)
+	dl  deadlockDetector // deadlocks across shards (deadlock_detect.go)
 
-	cache *serverCache // the hot-row cache, nil when off (cache.go)
+	cache   *serverCache // the hot-row cache, nil when off (cache.go)
+	cacheOn atomic.Bool  // the cache is on and the map has cacheable tables
 
-	parker  *parker     // parks idle clients (park.go); nil when off
-	cacheOn atomic.Bool // the cache is on and the map has cacheable tables
+	parker *parker // parks idle clients (park.go); nil when off
 }
 
 // poolKey names a pool: the server at addr (the shard's primary or one
@@ -135,6 +136,9 @@ func NewServer(cfg *Config) (*Server, error) {
 		return nil, err
 	}
 	s.metrics.registerMetaState(s)
+	if err := s.dl.init(s.metrics.reg); err != nil {
+		return nil, err
+	}
 	s.metrics.mapEpoch.Set(float64(s.MapEpoch()))
 	if err := s.initCache(cfg); err != nil {
 		return nil, err
@@ -252,6 +256,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer close(s.done)
 	s.startHealth()
 	s.startCache()
+	s.startDeadlocks()
 	var delay time.Duration
 	for {
 		c, err := s.ln.Accept()
@@ -309,6 +314,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-s.done
 	}
 	s.bg.Wait()
+	s.stopDeadlocks()
 	if s.parker != nil {
 		s.parker.stop()
 	}

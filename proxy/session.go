@@ -120,6 +120,9 @@ type session struct {
 	describing atomic.Pointer[describeTry]
 	// cache is the session's hot-row cache state (cache_session.go).
 	cache sessionCache
+	// dtx is the session's part in deadlock detection across shards
+	// (deadlock_session.go).
+	dtx dtxSession
 }
 
 // pipe is the state of the session's requests in flight. Callers hold

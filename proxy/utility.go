@@ -15,8 +15,9 @@ import (
 
 // runUtility runs DDL (or another utility statement) that names a sharded
 // table on every shard, all or none: in one transaction per shard,
-// committed only when every shard succeeded, else rolled back everywhere,
-// with the error naming the shard that failed. Statements PostgreSQL does
+// committed only when every shard succeeded (as one, with two-phase
+// commit: splitcommit.go), else rolled back everywhere, with the error
+// naming the shard that failed. Statements PostgreSQL does
 // not allow in a transaction block (VACUUM, CREATE INDEX CONCURRENTLY, …)
 // run shard by shard instead, stopping at the first failure. No backend
 // is attached, so serve owns client output.
@@ -26,7 +27,7 @@ func (s *session) runUtility(ctx context.Context, plan rplan.Plan, sql string) e
 		return err
 	}
 	s.out = wire.AppendString(s.out, 'C', tag)
-	s.out = wire.AppendReadyForQuery(s.out, 'I')
+	s.out = wire.AppendReadyForQuery(s.out, s.idleStatus())
 	return s.flushClient()
 }
 
@@ -37,7 +38,17 @@ func (s *session) utilityOnShards(ctx context.Context, plan rplan.Plan, sql stri
 	if err := s.flushClient(); err != nil {
 		return "", err
 	}
+	s.mu.Lock()
+	inTx := s.st.inTxOverShards()
+	s.mu.Unlock()
+	if inTx {
+		return s.utilityInTx(ctx, plan, sql)
+	}
 	shards := slices.Sorted(slices.Values(plan.Shards)) // a fixed order: no deadlock between two of these
+	commit, err := s.splitCommit(shards)
+	if err != nil {
+		return "", err
+	}
 	sqls := make([]string, len(shards))
 	for i, shard := range shards {
 		sqls[i] = strings.Clone(sql)
@@ -62,9 +73,12 @@ func (s *session) utilityOnShards(ctx context.Context, plan rplan.Plan, sql stri
 			return "", err
 		}
 	}
-	tag, failed, err := scatter.Utility(ctx, shards, conns, sqls)
+	tag, failed, err := scatter.Utility(ctx, shards, conns, sqls, commit)
 	if err != nil {
-		e := shardError(failed, err)
+		e := err
+		if failed != "" {
+			e = shardError(failed, err)
+		}
 		if we, ok := e.(*wire.Error); ok && len(shards) > 1 && undefinedObject(we.Code) && we.Hint == "" {
 			we.Hint = "DDL runs on every shard of its tables, or of the map when it names no table of the map; " +
 				"an object that exists on one shard only is changed there with a /* pgshard: shard=NAME */ comment or SET pgshard.shard."
@@ -72,6 +86,22 @@ func (s *session) utilityOnShards(ctx context.Context, plan rplan.Plan, sql stri
 		return "", e
 	}
 	return tag, nil
+}
+
+// utilityInTx runs sql on plan's shards inside the session's transaction
+// over several shards (multitx.go), which commits it with the rest (with
+// two-phase commit when it wrote on two or more shards); a failure fails
+// the transaction, and a statement PostgreSQL does not allow in a
+// transaction block gets its 25001, as on PostgreSQL.
+func (s *session) utilityInTx(ctx context.Context, plan rplan.Plan, sql string) (string, error) {
+	out, err := s.scatterInTx(ctx, true, scatter.Request{Shards: plan.Shards, SQL: strings.Clone(sql), PerShardSQL: plan.PerShardSQL})
+	if err != nil {
+		return "", err
+	}
+	if len(out) <= wire.HeaderLen || out[0] != 'C' {
+		return "", wire.Errorf(wire.SQLStateInternalError, "DDL over several shards: no command tag")
+	}
+	return cstring(out[wire.HeaderLen:]), nil
 }
 
 // undefinedObject reports whether SQLSTATE c says an object named by the

@@ -144,7 +144,7 @@ func (r PlanRouter) several(p *plan.Plan) (bool, *plan.RefusalError) {
 			return false, &plan.RefusalError{
 				Code:    wire.SQLStateFeatureNotSupported,
 				Message: fmt.Sprintf("%s without a condition on the sharding key would run on every shard, which broadcast_writes forbids", stmtName(p.Stmt)),
-				Hint:    "Add a condition on the sharding key, or set broadcast_writes: allow (each shard then commits on its own).",
+				Hint:    "Add a condition on the sharding key, or set broadcast_writes: allow (each shard then commits on its own; all as one with transactions.cross_shard: two_phase).",
 			}
 		}
 		p.Kind, p.PerShardSQL, p.PerShardRows, p.Merge, p.Calls, p.ReplicaSafe = plan.Scatter, nil, nil, nil, nil, false

@@ -45,6 +45,7 @@ const (
 	SQLStateTransactionResolutionUnknown = "08007"
 	SQLStateTransactionRollback          = "40000"
 	SQLStateUniqueViolation              = "23505"
+	SQLStateDeadlockDetected             = "40P01" // also a deadlock across shards (proxy/deadlock.go)
 
 	// SQLStateIntervalFenced is pgshard's own (class PS, outside
 	// PostgreSQL's classes): a write to a key interval that resharding

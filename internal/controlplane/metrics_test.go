@@ -10,9 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pgshard/pgshard/replication/failover"
+	"github.com/pgshard/pgshard/replication/twophase"
 	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/shardmap/meta"
 )
@@ -83,5 +85,43 @@ func TestMetaMetrics(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
+	}
+}
+
+// TestTwoPhaseRoundMetrics: a recovery round sets the number of
+// unresolved in-doubt transactions and the age of the oldest of them;
+// those it resolved count for neither.
+func TestTwoPhaseRoundMetrics(t *testing.T) {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	_, onRound := m.twoPhase()
+	onRound(twophase.Report{InDoubt: []twophase.InDoubt{
+		{GID: "a", Shard: "s1", Age: 3 * time.Second, State: "in progress"},
+		{GID: "a", Shard: "s2", Age: 4 * time.Second, State: "in progress"},
+		{GID: "b", Shard: "s1", Age: 42 * time.Second, State: "blocked: decision shard not scanned"},
+		{GID: "c", Shard: "s1", Age: 90 * time.Second, State: "rollback"},
+	}})
+	gauge := func(name string) float64 {
+		t.Helper()
+		mfs, err := m.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == name {
+				return mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		t.Fatalf("%s not registered", name)
+		return 0
+	}
+	if got := gauge("pgshard_twophase_in_doubt"); got != 2 {
+		t.Errorf("in doubt %v, want 2", got)
+	}
+	if got := gauge("pgshard_twophase_oldest_in_doubt_seconds"); got != 42 {
+		t.Errorf("oldest in doubt %v s, want 42", got)
+	}
+	onRound(twophase.Report{})
+	if got := gauge("pgshard_twophase_oldest_in_doubt_seconds"); got != 0 {
+		t.Errorf("oldest in doubt with none left %v s, want 0", got)
 	}
 }

@@ -50,8 +50,8 @@ func newResharding(node *meta.Node, login PGLogin, o ReshardConfig, log *slog.Lo
 		Engines: func(mv reshard.Move, from, to shardmap.Shard) (reshard.Steps, error) {
 			e, err := reshard.New(reshard.Config{
 				Move:   mv,
-				Source: reshard.ShardEndpoint(from, login.User, login.Password, db, login.SSLMode),
-				Target: reshard.ShardEndpoint(to, login.User, login.Password, db, login.SSLMode),
+				Source: reshard.ShardEndpoint(from, login.User, login.Password, db, login.SSLMode, login.SSLRootCert),
+				Target: reshard.ShardEndpoint(to, login.User, login.Password, db, login.SSLMode, login.SSLRootCert),
 				Logger: clog,
 			})
 			if err != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pgshard/pgshard/replication/twophase"
+	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/shardmap/meta"
 	"github.com/pgshard/pgshard/shardmap/metarpc"
 )
@@ -31,22 +32,41 @@ type TwoPhaseConfig struct {
 type nodeCluster struct{ n *meta.Node }
 
 func (c nodeCluster) Primaries() []twophase.Shard {
-	m := c.n.Map().Map
-	if m == nil {
+	hist := c.n.History(0) // newest first: the current map, then older ones
+	if len(hist) == 0 || hist[0].Map == nil {
 		return nil
 	}
+	m := hist[0].Map
 	out := make([]twophase.Shard, 0, len(m.Shards))
 	for _, s := range m.Shards {
-		out = append(out, twophase.Shard{Name: s.Name, Addr: s.Primary.String()})
+		out = append(out, twophase.Shard{Name: s.Name, Addr: s.Primary.String(), PrimarySince: primarySince(hist, s.Name, s.Primary)})
 	}
 	return out
 }
 
-func (c nodeCluster) LiveProxies() []string {
-	var out []string
+// primarySince is when primary became shard's primary: the time the
+// oldest of the map versions since the last one where the shard had
+// another primary (or was not in the map) was applied; zero when every
+// version kept (hist, newest first) has it.
+func primarySince(hist []meta.MapVersion, shard string, primary shardmap.Endpoint) time.Time {
+	for i := 1; i < len(hist); i++ {
+		m := hist[i].Map
+		if m == nil {
+			return hist[i-1].AppliedAt
+		}
+		s := m.Shard(shard)
+		if s == nil || s.Primary != primary {
+			return hist[i-1].AppliedAt
+		}
+	}
+	return time.Time{}
+}
+
+func (c nodeCluster) LiveProxies() []twophase.LiveProxy {
+	var out []twophase.LiveProxy
 	for _, p := range c.n.Proxies() {
 		if p.Alive {
-			out = append(out, p.ID)
+			out = append(out, twophase.LiveProxy{ID: p.ID, Incarnation: p.Incarnation})
 		}
 	}
 	return out
@@ -118,11 +138,15 @@ func (m *metrics) twoPhase() (func(twophase.Action), func(twophase.Report)) {
 		Name: "pgshard_twophase_in_doubt",
 		Help: "pgshard prepared transactions on the shard primaries at the leader's last recovery round (one per transaction, however many shards hold it).",
 	})
+	oldest := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "pgshard_twophase_oldest_in_doubt_seconds",
+		Help: "Age of the oldest pgshard prepared transaction left unresolved at the leader's last recovery round (0 when none): a prepared transaction holds its locks and blocks vacuum.",
+	})
 	problems := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "pgshard_twophase_problem_shards",
 		Help: "Shards where two-phase commit cannot work at the last recovery round: unreachable, or max_prepared_transactions = 0.",
 	})
-	m.reg.MustRegister(actions, inDoubt, problems)
+	m.reg.MustRegister(actions, inDoubt, oldest, problems)
 	m.twoPhaseActions = actions
 	onAction := func(a twophase.Action) {
 		action, result := "rollback", "ok"
@@ -136,12 +160,15 @@ func (m *metrics) twoPhase() (func(twophase.Action), func(twophase.Report)) {
 	}
 	onRound := func(r twophase.Report) {
 		gids := make(map[string]bool)
+		var age time.Duration
 		for _, d := range r.InDoubt {
 			if d.State == "in progress" || strings.HasPrefix(d.State, "blocked") {
 				gids[d.GID] = true
+				age = max(age, d.Age)
 			}
 		}
 		inDoubt.Set(float64(len(gids)))
+		oldest.Set(age.Seconds())
 		shards := make(map[string]bool)
 		for _, p := range r.Problems {
 			shards[p.Shard] = true

@@ -577,3 +577,21 @@ func (p *Pool) reapOnce() {
 		c.close()
 	}
 }
+
+// ConnectAside opens a connection to the pool's server with its settings
+// (application_name set to appName when not empty) that the pool neither
+// counts nor lends: a short look at the server that must not wait for a
+// free connection (the proxy's deadlock check). The caller closes it.
+func (p *Pool) ConnectAside(ctx context.Context, appName string) (*pgconn.PgConn, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
+	defer cancel()
+	cfg := p.pgconnConfig.Copy()
+	if appName != "" {
+		cfg.RuntimeParams["application_name"] = appName
+	}
+	pc, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", p.cfg.Addr, err)
+	}
+	return pc, nil
+}

@@ -112,6 +112,11 @@ type Tx struct {
 	Conn *pool.Conn
 }
 
+// CommitFunc commits the transactions of a statement over several shards
+// as one (two-phase commit), else rolls them all back and returns the
+// client's error.
+type CommitFunc func(ctx context.Context, txs []Tx) error
+
 // EndTransactions commits (commit true) or rolls back the transactions a
 // statement over several shards left open. Commits go shard by shard:
 // when one fails, the shards before it have committed (that cannot be

@@ -108,6 +108,11 @@ type Request struct {
 	// committed only when every shard succeeded and rolled back
 	// everywhere otherwise (a multi-row INSERT split over shards).
 	Atomic bool
+	// Commit, when set, commits an Atomic statement's transactions once
+	// every shard succeeded, instead of EndTransactions (the proxy's
+	// two-phase commit). It must leave every connection outside a
+	// transaction block, or broken.
+	Commit CommitFunc
 	// RowOrder, when set, gives for each shard the positions its
 	// returned rows take in the output (INSERT ... RETURNING of a split
 	// INSERT returns rows in the client's VALUES order); Spec is then
@@ -184,6 +189,7 @@ func Run(ctx context.Context, b Backends, req Request) ([]byte, error) {
 		failed: make(chan struct{}),
 		drain:  scatterDrainTimeout,
 		log:    req.Log,
+		commit: req.Commit,
 	}
 	if run.log == nil {
 		run.log = slog.New(slog.DiscardHandler)
@@ -447,8 +453,9 @@ type scatterRun struct {
 	err     error         // first shard error
 	failed  chan struct{} // closed when err is set
 
-	drain time.Duration // see Request.DrainTimeout
-	log   *slog.Logger  // see Request.Log, never nil
+	drain  time.Duration // see Request.DrainTimeout
+	log    *slog.Logger  // see Request.Log, never nil
+	commit CommitFunc    // see Request.Commit
 
 	canceled bool // the client cancelled the statement; under Canceler.mu
 }
@@ -522,9 +529,18 @@ func (r *scatterRun) finish(ctx context.Context, commit bool) error {
 			h.mu.Unlock()
 			if open {
 				txs = append(txs, Tx{Name: h.name, Conn: h.conn})
+			} else if commit {
+				// Its transaction is lost: commit none of the others.
+				commit = false
+				errs = append(errs, &wire.Error{Code: wire.SQLStateConnectionFailure,
+					Message: fmt.Sprintf("shard %s: its transaction was lost before the commit; rolled back on every shard", h.name)})
 			}
 		}
-		if err := EndTransactions(ctx, txs, commit); err != nil {
+		end := func(ctx context.Context, txs []Tx) error { return EndTransactions(ctx, txs, commit) }
+		if commit && r.commit != nil {
+			end = r.commit
+		}
+		if err := end(ctx, txs); err != nil {
 			errs = append(errs, err)
 		}
 	}

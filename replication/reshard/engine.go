@@ -221,9 +221,11 @@ func sqlState(err error) string {
 
 // ShardEndpoint returns the Endpoint of shard s's primary for a role,
 // password and database, with a keyword/value DSN; sslmode "" leaves
-// libpq's and pgx's default (prefer). The subscription's conninfo is
-// derived from it (see Endpoint.Conninfo).
-func ShardEndpoint(s shardmap.Shard, user, password, database, sslmode string) Endpoint {
+// libpq's and pgx's default (prefer); sslrootcert, when set, is the CA
+// file that verify-ca and verify-full check the server against. The
+// subscription's conninfo is derived from it (see Endpoint.Conninfo;
+// without the CA file, which is a path on this host, not on the server).
+func ShardEndpoint(s shardmap.Shard, user, password, database, sslmode, sslrootcert string) Endpoint {
 	kv := []string{
 		"host=" + conninfoValue(s.Primary.Host),
 		"port=" + strconv.Itoa(s.Primary.Port),
@@ -235,6 +237,9 @@ func ShardEndpoint(s shardmap.Shard, user, password, database, sslmode string) E
 	}
 	if sslmode != "" {
 		kv = append(kv, "sslmode="+conninfoValue(sslmode))
+	}
+	if sslrootcert != "" {
+		kv = append(kv, "sslrootcert="+conninfoValue(sslrootcert))
 	}
 	return Endpoint{Shard: s.Name, DSN: strings.Join(kv, " ")}
 }

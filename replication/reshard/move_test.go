@@ -131,7 +131,7 @@ func TestPublisherConninfo(t *testing.T) {
 }
 
 func TestShardEndpoint(t *testing.T) {
-	ep := ShardEndpoint(shardmap.Shard{Name: "s2", Primary: shardmap.Endpoint{Host: "db.example", Port: 6543}}, "admin", `p w'\`, "app", "disable")
+	ep := ShardEndpoint(shardmap.Shard{Name: "s2", Primary: shardmap.Endpoint{Host: "db.example", Port: 6543}}, "admin", `p w'\`, "app", "disable", "")
 	if ep.Shard != "s2" {
 		t.Errorf("shard %q", ep.Shard)
 	}
@@ -142,5 +142,10 @@ func TestShardEndpoint(t *testing.T) {
 	want := `host='db.example' port=6543 user='admin' dbname='app' password='p w\'\\' sslmode=disable`
 	if got != want {
 		t.Errorf("conninfo %s, want %s", got, want)
+	}
+	// The engine's own sessions verify the server with the CA file.
+	ep = ShardEndpoint(shardmap.Shard{Name: "s2", Primary: shardmap.Endpoint{Host: "db.example", Port: 6543}}, "admin", "pw", "app", "verify-full", "/etc/pgshard/ca.pem")
+	if want := `host='db.example' port=6543 user='admin' dbname='app' password='pw' sslmode='verify-full' sslrootcert='/etc/pgshard/ca.pem'`; ep.DSN != want {
+		t.Errorf("DSN %s, want %s", ep.DSN, want)
 	}
 }
