@@ -4,7 +4,7 @@ export PATH := $(shell $(GO) env GOROOT)/bin:$(shell $(GO) env GOPATH)/bin:$(PAT
 STATICCHECK_VERSION ?= v0.8.2
 BIN       := bin/pgshard
 
-.PHONY: bench-ab bench-cache bench-2pc bench-failover bench-reshard build compose-test test unit integration lint vet staticcheck fmt-check bench bench-sharded demo fuzz difffuzz clean proto
+.PHONY: bench-ab bench-cache bench-clients bench-2pc bench-failover bench-reshard build compose-test test unit integration lint vet staticcheck fmt-check bench bench-sharded demo fuzz difffuzz clean proto
 
 build:
 	$(GO) build -o $(BIN) ./cmd/pgshard
@@ -67,6 +67,18 @@ bench-ab: build
 	@d="$$(mktemp -d)" && git archive "$(BASE)" | tar -x -C "$$d" && \
 		(cd "$$d" && $(GO) build -o "$(CURDIR)/bin/pgshard-base" ./cmd/pgshard); rc=$$?; rm -rf "$$d"; exit $$rc
 	$(GO) run ./integration/bench -pgshard $(BIN) -baseline bin/pgshard-base -out docs/benchmarks.md -rounds 3 -sharded=false
+
+# Idle clients: RSS per idle client of pgshard and PgBouncer at
+# IDLE_CLIENTS connections (spread over load-generator processes of at most
+# 5,000 clients), pgbench through the same proxy beside the largest count;
+# rewrites its own section of docs/benchmarks.md. IDLE_BASE=<git revision>
+# also runs a pgshard built from that revision (before/after).
+IDLE_CLIENTS ?= 1000,15000
+IDLE_BASE ?=
+bench-clients: build
+	@if [ -n "$(IDLE_BASE)" ]; then d="$$(mktemp -d)" && git archive "$(IDLE_BASE)" | tar -x -C "$$d" && \
+		(cd "$$d" && $(GO) build -o "$(CURDIR)/bin/pgshard-base" ./cmd/pgshard); rc=$$?; rm -rf "$$d"; exit $$rc; fi
+	$(GO) run ./integration/bench -pgshard $(BIN) $(if $(IDLE_BASE),-baseline bin/pgshard-base) -idle-only -idle-clients $(IDLE_CLIENTS) -out docs/benchmarks.md
 
 # Sharded pgbench (accounts by aid): pgshard over 4 shards vs 1 shard vs
 # direct; rewrites its own section of docs/benchmarks.md.

@@ -287,7 +287,16 @@ type LimitsConfig struct {
 	MaxClientConn  int      `yaml:"max_client_conn"`  // default 10000
 	StartupTimeout Duration `yaml:"startup_timeout"`  // startup + auth; default 10s
 	MaxMessageSize int      `yaml:"max_message_size"` // bytes; default 1 GiB - 1
+	// ParkIdleClients ends the goroutine of a client that is idle (no
+	// server connection, nothing to read) and watches its socket with
+	// epoll instead (park.go; Linux, plain TCP). Also on when the
+	// environment has PGSHARD_PARK_IDLE_CLIENTS=1.
+	ParkIdleClients bool `yaml:"park_idle_clients"`
 }
+
+// parkIdleClientsEnv turns limits.park_idle_clients on (for running the
+// test suite on that path).
+const parkIdleClientsEnv = "PGSHARD_PARK_IDLE_CLIENTS"
 
 // Duration is a time.Duration that reads "5s"-style strings from YAML.
 type Duration time.Duration

@@ -288,6 +288,7 @@ func (s *Server) kill(id uint32) *wire.Error {
 	_ = victim.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	_, _ = victim.conn.Write(wire.AppendErrorResponse(nil, wire.Fatalf(wire.SQLStateAdminShutdown, "terminating connection due to administrator command")))
 	_ = victim.conn.Close()
+	s.kickSession(victim)
 	s.log.Info("admin console KILL", "client_id", id, "user", victim.user.cfg.Name)
 	return nil
 }

@@ -294,7 +294,7 @@ func (c *copyIn) stream(ctx context.Context, plan rplan.Plan) (int64, error) {
 			return 0, c.failErr
 		default:
 		}
-		typ, frame, err := s.in.Next()
+		typ, frame, err := s.next(ctx)
 		if err != nil {
 			c.abort(ctx, "the client connection was lost during COPY")
 			return 0, err

@@ -33,26 +33,35 @@ func newCancelKey() cancelKey {
 }
 
 // handleConn runs the startup phase (TLS, authentication) and then the
-// client's session.
-func (s *Server) handleConn(ctx context.Context, nc net.Conn) {
+// client's session. It reports whether the session parked (park.go): then
+// the goroutine that ends it marks the connection done (resumeSession).
+func (s *Server) handleConn(ctx context.Context, nc net.Conn) (parked bool) {
 	rt := s.runtime()
 	_ = nc.SetDeadline(time.Now().Add(rt.cfg.Limits.StartupTimeout.D()))
 	conn, st, ok := s.negotiate(ctx, rt, nc)
 	if !ok {
 		_ = nc.Close()
-		return
+		return false
 	}
 	ss, ok := s.startSession(ctx, rt, conn, st)
 	if !ok {
 		_ = conn.Close()
-		return
+		return false
 	}
 	_ = conn.SetDeadline(time.Time{})
 	if ss.console {
 		ss.serveConsole(ctx)
-		return
+		return false
 	}
-	ss.serve(ctx)
+	return ss.serve(ctx)
+}
+
+// kickSession wakes a parked session after its connection got a read
+// deadline or was closed from outside it.
+func (s *Server) kickSession(ss *session) {
+	if s.parker != nil {
+		s.parker.kick(ss)
+	}
 }
 
 // reject sends a FATAL error during startup.
@@ -187,10 +196,12 @@ func (s *Server) startSession(ctx context.Context, rt *runtime, conn net.Conn, s
 	if us.cfg.PoolMode != "" {
 		mode = us.cfg.PoolMode
 	}
+	rd := newClientReader(conn)
 	ss := &session{
 		srv:    s,
 		conn:   conn,
-		in:     wire.NewFrameReader(newBufReader(conn), rt.cfg.Limits.MaxMessageSize),
+		in:     wire.NewFrameReader(rd, rt.cfg.Limits.MaxMessageSize),
+		rd:     rd,
 		user:   us,
 		db:     db,
 		key:    newCancelKey(),

@@ -226,6 +226,7 @@ func (s *session) Fail(be *pool.Conn, err error) {
 	_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	s.flushRelay()
 	_ = s.conn.Close() // serve wakes up and ends the session
+	s.srv.kickSession(s)
 	// Give the dead connection up only now, so serve cannot attach another
 	// (and start relaying into this state) while the client is told.
 	s.mu.Lock()
@@ -290,6 +291,7 @@ func (s *session) flushRelay() {
 			s.dirty = true
 			s.mu.Unlock()
 			_ = s.conn.Close()
+			s.srv.kickSession(s)
 		}
 	}
 	r.out = r.out[:0]
@@ -360,6 +362,7 @@ func (s *session) readyForQuery(be *pool.Conn, status byte, failed bool, lastTag
 		s.srv.metrics.transaction()
 		if s.srv.shuttingDown() {
 			_ = s.conn.SetReadDeadline(time.Now()) // wake serve to say goodbye
+			s.srv.kickSession(s)
 		}
 	}
 	return detach

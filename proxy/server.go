@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/pgshard/pgshard/proxy/pool"
 	"github.com/pgshard/pgshard/replication/health"
 	"github.com/pgshard/pgshard/replication/twophase"
@@ -90,6 +92,8 @@ type Server struct {
 
 	cache   *serverCache // the hot-row cache, nil when off (cache.go)
 	cacheOn atomic.Bool  // the cache is on and the map has cacheable tables
+
+	parker *parker // parks idle clients (park.go); nil when off
 }
 
 // poolKey names a pool: the server at addr (the shard's primary or one
@@ -138,6 +142,16 @@ func NewServer(cfg *Config) (*Server, error) {
 	s.metrics.mapEpoch.Set(float64(s.MapEpoch()))
 	if err := s.initCache(cfg); err != nil {
 		return nil, err
+	}
+	if cfg.Limits.ParkIdleClients || os.Getenv(parkIdleClientsEnv) == "1" {
+		if s.parker, err = newParker(s.resumeSession, s.appendSessions); err != nil {
+			return nil, err
+		}
+		p := s.parker
+		s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "pgshard_clients_parked",
+			Help: "Idle clients parked without a goroutine (limits.park_idle_clients).",
+		}, func() float64 { return float64(p.count()) }))
 	}
 	// map_state_file only ever holds maps the meta cluster sent
 	// (FollowMeta saves the one it starts with once meta confirms it).
@@ -263,8 +277,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		delay = 0
 		s.conns.Add(1)
 		go func() {
-			defer s.conns.Done()
-			s.handleConn(ctx, c)
+			if !s.handleConn(ctx, c) {
+				s.conns.Done() // else the session's last goroutine does
+			}
 		}()
 	}
 }
@@ -300,6 +315,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.bg.Wait()
 	s.stopDeadlocks()
+	if s.parker != nil {
+		s.parker.stop()
+	}
 	s.stopCache()
 	s.closePools()
 	return ctx.Err()
@@ -311,6 +329,16 @@ func (s *Server) Close() error {
 	cancel()
 	_ = s.Shutdown(ctx)
 	return nil
+}
+
+// appendSessions appends the client sessions to list.
+func (s *Server) appendSessions(list []*session) []*session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ss := range s.sessions {
+		list = append(list, ss)
+	}
+	return list
 }
 
 func (s *Server) sessionCount() int {
@@ -330,6 +358,7 @@ func (s *Server) kickIdle() {
 		ss.mu.Unlock()
 		if idle {
 			_ = ss.conn.SetReadDeadline(time.Now())
+			s.kickSession(ss)
 		}
 	}
 }
@@ -339,6 +368,7 @@ func (s *Server) closeAll() {
 	defer s.mu.Unlock()
 	for ss := range s.sessions {
 		_ = ss.conn.Close()
+		s.kickSession(ss)
 	}
 }
 

@@ -35,6 +35,8 @@ type session struct {
 	srv    *Server
 	conn   net.Conn
 	in     *wire.FrameReader
+	rd     *clientReader // in's buffer (bufio.go)
+	park   parkState     // parking while idle (park.go); under srv.parker.mu
 	user   *userState
 	db     string
 	key    cancelKey
@@ -136,9 +138,14 @@ func (s *session) pipe() pipeline {
 	return pipeline{unsynced: s.unsynced, syncs: s.queue.syncs}
 }
 
-// serve runs the session until the client leaves or the server stops it.
-func (s *session) serve(ctx context.Context) {
+// serve runs the session until the client leaves or the server stops it,
+// or until it parks while idle (parked: another goroutine runs serve again
+// when the client sends more, see park.go).
+func (s *session) serve(ctx context.Context) (parked bool) {
 	defer func() {
+		if parked {
+			return
+		}
 		if r := recover(); r != nil {
 			s.log.Error("session panic", "panic", r)
 			s.out = wire.AppendErrorResponse(s.out[:0], wire.Fatalf(wire.SQLStateInternalError, "internal error in pgshard"))
@@ -162,6 +169,11 @@ func (s *session) serve(ctx context.Context) {
 		}
 		typ, frame, err := s.in.Next()
 		if err != nil {
+			if parked, retry := s.parkRequested(ctx, err, true); parked {
+				return true
+			} else if retry {
+				continue
+			}
 			s.clientReadError(err)
 			return
 		}

@@ -18,17 +18,29 @@ const DefaultMaxMessageSize = 1 << 30
 // ErrMessageTooLarge reports a frame whose declared length exceeds the limit.
 var ErrMessageTooLarge = errors.New("message too large")
 
+// BufferedReader is what a FrameReader reads from: a *bufio.Reader, or a
+// reader whose methods mean what bufio.Reader's do.
+type BufferedReader interface {
+	io.Reader
+	Peek(n int) ([]byte, error)
+	Discard(n int) (int, error)
+	Buffered() int
+	Size() int
+}
+
+var _ BufferedReader = (*bufio.Reader)(nil)
+
 // FrameReader reads typed protocol frames from a buffered stream without
 // decoding them. It is the hot-path reader for both directions.
 type FrameReader struct {
-	r       *bufio.Reader
+	r       BufferedReader
 	buf     []byte
 	maxSize int
 }
 
 // NewFrameReader returns a FrameReader reading from r. maxSize bounds a
 // message body; 0 means DefaultMaxMessageSize.
-func NewFrameReader(r *bufio.Reader, maxSize int) *FrameReader {
+func NewFrameReader(r BufferedReader, maxSize int) *FrameReader {
 	if maxSize <= 0 {
 		maxSize = DefaultMaxMessageSize
 	}

@@ -30,6 +30,19 @@
 //
 //	go run ./integration/bench -pgshard bin/pgshard -merged-only -scale 10
 //
+// With -idle-only it measures idle clients instead (idle.go, make
+// bench-clients): for each count in -idle-clients, a fresh pgshard (also
+// with limits.park_idle_clients unless -idle-park=false, and -baseline's)
+// and PgBouncer get that many clients from load-generator processes (this
+// program run as "idle-worker", at most -idle-per-proc clients each), each
+// authenticated and having run one query; it reports the proxy's VmRSS
+// before and after per client, and with the largest count connected runs
+// pgbench through the same proxy and then one more query on every idle
+// client. Its section sits between <!-- bench-clients:begin --> and
+// <!-- bench-clients:end -->:
+//
+//	go run ./integration/bench -pgshard bin/pgshard -idle-only -idle-clients 1000,15000
+//
 // The report replaces only the text between the markers
 // <!-- bench:begin --> and <!-- bench:end --> (select-only) and between
 // <!-- bench-sharded:begin --> and <!-- bench-sharded:end --> (sharded)

@@ -67,10 +67,25 @@ type options struct {
 	merged          bool     // also run the merged-read comparison (merged.go)
 	mergedOnly      bool     // run only the merged-read comparison
 	mergedRuns      int      // timed runs of each read on each target
+	idleOnly        bool     // run only the idle-clients comparison (idle.go)
+	idleClients     []int    // idle client counts
+	idlePerProc     int      // idle clients per load-generator process
+	idlePgbench     time.Duration
+	idlePark        bool
+	idleSettle      time.Duration
+	idleAuth        string   // md5 or scram-sha-256
+	idleProfiles    string   // directory for pgshard's heap profiles with the idle clients connected
 	args            []string // as given, for the report
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == idleWorkerCmd {
+		if err := idleWorker(os.Args[2:], os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "bench idle-worker:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	o, err := parseFlags(os.Args[1:], os.Stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -92,7 +107,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	o := &options{args: args}
-	var modes, targets, scripts string
+	var modes, targets, scripts, idleClients string
 	fs.StringVar(&o.pgshardBin, "pgshard", "bin/pgshard", "pgshard binary to benchmark")
 	fs.StringVar(&o.baselineBin, "baseline", "", "another pgshard binary (an older build) to run in the same rounds as target "+targetBaseline+", for a before/after comparison")
 	fs.StringVar(&o.out, "out", "docs/benchmarks.md", "Markdown report to write (only the parts between the bench markers are replaced)")
@@ -119,8 +134,29 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.shardStrategy, "shard-strategy", string(shardmap.Hash), "distribution of the sharded comparison: hash or range over aid")
 	fs.StringVar(&scripts, "scripts", strings.Join(shardbench.ScriptNames, ","),
 		"scripts of the sharded comparison: "+strings.Join(shardbench.ScriptNames, ", "))
+	fs.BoolVar(&o.idleOnly, "idle-only", false, "run only the idle-clients comparison of pgshard (and -baseline) with PgBouncer (its report section alone is rewritten)")
+	fs.StringVar(&idleClients, "idle-clients", "1000,15000", "idle client counts of the idle-clients comparison")
+	fs.IntVar(&o.idlePerProc, "idle-per-proc", 5000, "idle clients per load-generator process")
+	fs.DurationVar(&o.idlePgbench, "idle-pgbench", 15*time.Second, "length of the pgbench run beside the largest count of idle clients")
+	fs.StringVar(&o.idleAuth, "idle-auth", "md5", "client authentication of the idle-clients comparison: md5 (cheap, so that 15,000 clients connect in seconds) or scram-sha-256")
+	fs.BoolVar(&o.idlePark, "idle-park", true, "also run pgshard with limits.park_idle_clients on (target "+targetParked+")")
+	fs.DurationVar(&o.idleSettle, "idle-settle", 3*time.Second, "how long the idle clients stay idle before the proxy's RSS is read")
+	fs.StringVar(&o.idleProfiles, "idle-profiles", "", "directory to save pgshard's heap profile in, with the idle clients connected (empty: none)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	for v := range strings.SplitSeq(idleClients, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("-idle-clients: %q is not a positive count", v)
+		}
+		o.idleClients = append(o.idleClients, n)
+	}
+	if o.idleAuth != "md5" && o.idleAuth != "scram-sha-256" {
+		return nil, fmt.Errorf("-idle-auth: %q is not md5 or scram-sha-256", o.idleAuth)
+	}
+	if o.idlePerProc < 1 || o.idlePgbench < time.Second {
+		return nil, errors.New("-idle-per-proc must be positive and -idle-pgbench at least 1s")
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
@@ -148,8 +184,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, errors.New("-clients and -jobs must be positive and -clients a multiple of -jobs")
 	case o.scale < 1 || o.poolSize < 1 || o.rounds < 1 || o.mergedRuns < 1:
 		return nil, errors.New("-scale, -pool-size, -rounds and -merged-runs must be positive")
-	case o.shardedOnly && o.mergedOnly:
-		return nil, errors.New("-sharded-only and -merged-only exclude each other")
+	case o.shardedOnly && o.mergedOnly, o.idleOnly && (o.shardedOnly || o.mergedOnly):
+		return nil, errors.New("-sharded-only, -merged-only and -idle-only exclude each other")
 	case o.shards < 2:
 		return nil, errors.New("-shards must be at least 2")
 	case o.shardStrategy != string(shardmap.Hash) && o.shardStrategy != string(shardmap.Range):
@@ -254,10 +290,10 @@ func run(ctx context.Context, o *options, console io.Writer) (err error) {
 	logf := func(format string, a ...any) {
 		fmt.Fprintf(console, "bench: "+format+"\n", a...)
 	}
-	selectOnly := !o.shardedOnly && !o.mergedOnly
-	sharded := (o.sharded || o.shardedOnly) && !o.mergedOnly
-	merged := o.merged || o.mergedOnly
-	wantBouncer := selectOnly && (slices.Contains(o.targets, targetBouncer) || slices.Contains(o.targets, targetBouncerSession))
+	selectOnly := !o.shardedOnly && !o.mergedOnly && !o.idleOnly
+	sharded := (o.sharded || o.shardedOnly) && !o.mergedOnly && !o.idleOnly
+	merged := (o.merged || o.mergedOnly) && !o.idleOnly
+	wantBouncer := selectOnly && (slices.Contains(o.targets, targetBouncer) || slices.Contains(o.targets, targetBouncerSession)) || o.idleOnly
 	if _, err := os.Stat(o.pgshardBin); err != nil && (sharded || merged || slices.Contains(o.targets, targetPgshard)) {
 		return fmt.Errorf("-pgshard: %w (build it with `make build`)", err)
 	}
@@ -295,6 +331,11 @@ func run(ctx context.Context, o *options, console io.Writer) (err error) {
 	if sharded {
 		if err := runSharded(ctx, o, &env, tmp, pgbenchBin, logf); err != nil {
 			return fmt.Errorf("sharded comparison: %w", err)
+		}
+	}
+	if o.idleOnly {
+		if err := runIdle(ctx, o, &env, tmp, pgbenchBin, bouncerBin, logf); err != nil {
+			return fmt.Errorf("idle-clients comparison: %w", err)
 		}
 	}
 	if merged {

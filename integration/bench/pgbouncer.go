@@ -99,6 +99,12 @@ func versionAtLeast(v string, major, minor int) bool {
 // with poolSize server connections, SCRAM authentication of user, TCP on
 // 127.0.0.1 only.
 func startPgBouncer(ctx context.Context, bin, dir, pgHost string, pgPort, poolSize int, user, password string) (*child, string, error) {
+	return startPgBouncerMax(ctx, bin, dir, pgHost, pgPort, poolSize, user, password, 500, "scram-sha-256")
+}
+
+// startPgBouncerMax is startPgBouncer accepting up to maxClients clients
+// authenticated with authType.
+func startPgBouncerMax(ctx context.Context, bin, dir, pgHost string, pgPort, poolSize int, user, password string, maxClients int, authType string) (*child, string, error) {
 	cred, err := postgresUser()
 	if err != nil {
 		return nil, "", err
@@ -119,13 +125,13 @@ func startPgBouncer(ctx context.Context, bin, dir, pgHost string, pgPort, poolSi
 listen_addr = 127.0.0.1
 listen_port = %d
 unix_socket_dir =
-auth_type = scram-sha-256
+auth_type = %s
 auth_file = %s
 pool_mode = transaction
 default_pool_size = %d
 min_pool_size = 0
 reserve_pool_size = 0
-max_client_conn = 500
+max_client_conn = %d
 max_db_connections = 0
 server_tls_sslmode = disable
 client_tls_sslmode = disable
@@ -133,7 +139,7 @@ ignore_startup_parameters = extra_float_digits
 log_connections = 0
 log_disconnections = 0
 log_pooler_errors = 1
-`, bouncerDBTx, server, bouncerDBSession, server, port, userlist, poolSize)
+`, bouncerDBTx, server, bouncerDBSession, server, port, authType, userlist, poolSize, maxClients)
 	// A plain password lets PgBouncer run SCRAM with both the client and
 	// the server.
 	users := bouncerQuote(user) + " " + bouncerQuote(password) + "\n"

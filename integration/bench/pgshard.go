@@ -27,6 +27,12 @@ type pgshardConfig struct {
 	ShardMapFile    string         `yaml:"shard_map_file,omitempty"`
 	Backend         pgshardBackend `yaml:"backend"`
 	Pool            pgshardPool    `yaml:"pool"`
+	Limits          *pgshardLimits `yaml:"limits,omitempty"`
+}
+
+type pgshardLimits struct {
+	MaxClientConn   int  `yaml:"max_client_conn"`
+	ParkIdleClients bool `yaml:"park_idle_clients,omitempty"`
 }
 
 type pgshardUser struct {
@@ -58,6 +64,12 @@ type pgshardPool struct {
 // connections per shard, SCRAM authentication of user, no admin listener;
 // env is added to the process's environment (GOMAXPROCS=1, say).
 func startPgshard(ctx context.Context, bin, dir string, shards []pgshardShard, mapFile string, poolSize int, user, password string, env ...string) (*child, string, error) {
+	return startPgshardWith(ctx, bin, dir, shards, mapFile, poolSize, user, password, nil, env...)
+}
+
+// startPgshardWith is startPgshard with edit, when not nil, changing the
+// configuration before it is written.
+func startPgshardWith(ctx context.Context, bin, dir string, shards []pgshardShard, mapFile string, poolSize int, user, password string, edit func(*pgshardConfig), env ...string) (*child, string, error) {
 	verifier, err := auth.NewSCRAMVerifier(password, nil, 0)
 	if err != nil {
 		return nil, "", err
@@ -77,6 +89,9 @@ func startPgshard(ctx context.Context, bin, dir string, shards []pgshardShard, m
 		ShardMapFile:    mapFile,
 		Backend:         pgshardBackend{User: user, Password: password, SSLMode: "disable"},
 		Pool:            pgshardPool{Size: poolSize, WaitTimeout: "30s"},
+	}
+	if edit != nil {
+		edit(&cfg)
 	}
 	b, err := yaml.Marshal(cfg)
 	if err != nil {
