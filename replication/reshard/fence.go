@@ -1,6 +1,8 @@
 package reshard
 
 import (
+	"time"
+
 	"context"
 	"errors"
 	"fmt"
@@ -221,4 +223,42 @@ func (e *Engine) markLSN(ctx context.Context) (health.LSN, error) {
 		return 0, fmt.Errorf("mark the WAL position of %s: %w", e.source(), err)
 	}
 	return lsn, nil
+}
+
+// replicaWait bounds WaitReplicas: a standby further behind than this is
+// one the proxies' lag-aware reads no longer use.
+const replicaWait = 30 * time.Second
+
+// WaitReplicas waits until every physical standby streaming from the
+// source has replayed the source's WAL as of the call, so that rows the
+// source deleted (cleanup, cancel, the end of a rollback) are gone from
+// its replicas too before the map stops saying the shard holds rows it
+// does not own: a read the proxy sends to a replica then cannot count
+// them twice. Logical walsenders (subscriptions, cache streams) are not
+// standbys. A standby still behind after 30 s is left to the proxies'
+// replica lag bound; WaitReplicas then returns nil, logging it.
+func (e *Engine) WaitReplicas(ctx context.Context) error {
+	wctx, cancel := context.WithTimeout(ctx, replicaWait)
+	defer cancel()
+	behind := int64(0)
+	err := e.withConn(wctx, e.source(), func(conn *pgx.Conn) error {
+		var lsn string
+		if err := conn.QueryRow(wctx, "SELECT pg_current_wal_lsn()::text").Scan(&lsn); err != nil {
+			return err
+		}
+		return e.poll(wctx, func() (bool, error) {
+			err := conn.QueryRow(wctx, `SELECT count(*) FROM pg_stat_replication r
+				WHERE NOT EXISTS (SELECT FROM pg_replication_slots s WHERE s.active_pid = r.pid AND s.slot_type = 'logical')
+				AND (r.replay_lsn IS NULL OR r.replay_lsn < $1::pg_lsn)`, lsn).Scan(&behind)
+			return behind == 0, err
+		})
+	})
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() == nil && wctx.Err() != nil:
+		e.log.Warn("reshard: a replica has not replayed the source's deletes yet; the proxies' replica lag bound keeps reads away from it", "shard", e.cfg.Source.Shard, "replicas_behind", behind, "waited", replicaWait)
+		return nil
+	}
+	return fmt.Errorf("reshard: wait for the replicas of %s: %w", e.source(), err)
 }

@@ -241,6 +241,7 @@ type Steps interface {
 	DeleteMoved(ctx context.Context, opts DeleteOptions) (int64, error)
 	Cleanup(ctx context.Context, opts DeleteOptions) (int64, error)
 	Cancel(ctx context.Context, opts DeleteOptions) error
+	WaitReplicas(ctx context.Context) error
 	// Reverse returns the steps of the opposite direction.
 	Reverse() Steps
 }

@@ -264,6 +264,12 @@ func (f fakeSteps) Fence(context.Context) error {
 	return nil
 }
 
+func (f fakeSteps) WaitReplicas(context.Context) error {
+	f.s.mu.Lock()
+	defer f.s.mu.Unlock()
+	return f.call("WaitReplicas")
+}
+
 func (f fakeSteps) Unfence(context.Context) error {
 	f.s.mu.Lock()
 	defer f.s.mu.Unlock()

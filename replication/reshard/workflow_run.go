@@ -341,6 +341,9 @@ func (d *driver) step(ctx context.Context, st State) (*State, bool, error) {
 		return &st, false, nil
 
 	case PhaseRollbackDeleted:
+		if err := e.Reverse().WaitReplicas(ctx); err != nil {
+			return nil, false, err
+		}
 		if err := d.dropStale(ctx, st); err != nil {
 			return nil, false, err
 		}
@@ -370,6 +373,11 @@ func (d *driver) step(ctx context.Context, st State) (*State, bool, error) {
 		if err != nil {
 			return nil, false, err
 		}
+		// The source's replicas lose the rows too before the map stops
+		// saying the source holds them (reads may go to a replica).
+		if err := e.WaitReplicas(ctx); err != nil {
+			return nil, false, err
+		}
 		if err := d.dropStale(ctx, st); err != nil {
 			return nil, false, err
 		}
@@ -382,6 +390,9 @@ func (d *driver) step(ctx context.Context, st State) (*State, bool, error) {
 			return nil, false, err
 		}
 		if err := e.Cancel(ctx, d.deleteOptions(ctx, st)); err != nil {
+			return nil, false, err
+		}
+		if err := e.Reverse().WaitReplicas(ctx); err != nil {
 			return nil, false, err
 		}
 		if err := d.dropStale(ctx, st); err != nil {
