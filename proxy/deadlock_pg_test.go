@@ -455,3 +455,40 @@ func TestDeadlockAcrossShardsScatter(t *testing.T) {
 	}
 	noPrepared(t, ctx, direct)
 }
+
+// TestDeadlockWatchEndsWithSession: a client that disconnects in the
+// middle of a transaction over two shards leaves nothing in the deadlock
+// detector's watch, also with transactions.deadlock_timeout negative
+// (the detector never looks, so it never sweeps closed sessions itself).
+func TestDeadlockWatchEndsWithSession(t *testing.T) {
+	c := integration.NewCluster(t, integration.Shards(2))
+	cfg := mapConfig(t, c.Shards[0], shardmaptest.KV([]int64{100}, c.Shards[0].Addr(), c.Shards[1].Addr()).YAML(t))
+	cfg.Transactions.CrossShard = proxy.CrossShardTwoPhase
+	cfg.Transactions.DeadlockTimeout = proxy.Duration(-time.Second)
+	p := startProxy(t, cfg)
+	ctx := ctxT(t)
+	createKV(t, ctx, c.Shards)
+	conn := connect(t, p.dsn(""))
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []int{1, 101} {
+		if _, err := tx.Exec(ctx, `INSERT INTO kv (k) VALUES ($1)`, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := p.srv.WatchedTransactions(); n != 1 {
+		t.Fatalf("watched transactions in a transaction over two shards: %d, want 1", n)
+	}
+	if err := conn.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for p.srv.WatchedTransactions() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the closed session's transaction is still watched 10 s after it disconnected")
+		}
+		time.Sleep(20 * time.Millisecond) // polling the session's end
+	}
+}
