@@ -492,3 +492,70 @@ func TestDeadlockWatchEndsWithSession(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // polling the session's end
 	}
 }
+
+// TestDeadlockAcrossShardsCopy: T1 updates row 1 on s0 (its transaction
+// on one shard so far), T2 inserts row 103 on s1 and then waits for row 1
+// on s0; T1's COPY FROM, with rows for both shards, waits on s1 for T2's
+// row 103: a cycle through a COPY over several shards in a transaction.
+// T1 (the younger: it spanned shards last) gets 40P01 from its COPY; T2
+// then commits.
+func TestDeadlockAcrossShardsCopy(t *testing.T) {
+	ps, direct := dlShards(t, 1)
+	ctx := ctxT(t)
+	c1, c2 := connect(t, ps[0].dsn("")), connect(t, ps[0].dsn(""))
+	tx1, err := c1.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx2, err := c2.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx1.Exec(ctx, `UPDATE kv SET n = n + 1 WHERE k = 1`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx2.Exec(ctx, `INSERT INTO kv (k) VALUES (103)`); err != nil {
+		t.Fatal(err)
+	}
+	// The statements' own context: a failure stops them before the
+	// connections close.
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	r2 := execAsync(sctx, tx2, `UPDATE kv SET n = n + 10 WHERE k = 1`)
+	testutil.Until(t, 10*time.Second, "T2 to wait on s0", func() bool { return lockWaiters(t, ctx, direct[0]) == 1 })
+	r1 := make(chan stmtResult, 1)
+	go func() {
+		_, err := tx1.Conn().PgConn().CopyFrom(sctx, strings.NewReader("3\n103\n"), `COPY kv (k) FROM STDIN`)
+		r1 <- stmtResult{err: err, at: time.Now()}
+	}()
+	var res stmtResult
+	select {
+	case res = <-r1:
+	case res = <-r2:
+		stop()
+		<-r1
+		t.Fatalf("T2's statement ended first (%v)", res.err)
+	case <-time.After(10 * time.Second):
+		stop()
+		<-r1
+		<-r2
+		t.Fatal("deadlock not broken in 10 s")
+	}
+	var pe *pgconn.PgError
+	if !errors.As(res.err, &pe) || pe.Code != wire.SQLStateDeadlockDetected {
+		t.Fatalf("T1's COPY: %v, want 40P01 deadlock detected across shards", res.err)
+	}
+	if err := tx1.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if res := <-r2; res.err != nil {
+		t.Fatalf("T2's statement: %v", res.err)
+	}
+	if err := tx2.Commit(ctx); err != nil {
+		t.Fatalf("T2's commit: %v", err)
+	}
+	if a := balance(t, ctx, direct[0], 1); a != 10 {
+		t.Fatalf("after T2's commit: row 1 n=%d, want 10", a)
+	}
+	noPrepared(t, ctx, direct)
+}
