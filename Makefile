@@ -73,14 +73,25 @@ bench-ab: build
 bench-sharded: build
 	$(GO) run ./integration/bench -pgshard $(BIN) -sharded-only -rounds 3 -duration 10s -out docs/benchmarks.md
 
-# Hot-row cache: Zipfian point reads through pgshard with the cache on vs
-# off vs straight to PostgreSQL, and a 90/10 mix for the staleness; prints
-# the docs/benchmarks.md section (USERS, DURATION, CLIENTS to change).
+# Hot-row cache: Zipfian point reads (pgbench) through pgshard processes
+# with the cache on (cold, warm) vs off vs straight to PostgreSQL, and a
+# 90/10 mix for the staleness; prints the docs/benchmarks.md section
+# (USERS, DURATION, CLIENTS to change). CACHE_BASE=rev also runs a pgshard
+# built from that revision with the cache on, alternating with this one
+# (ROUNDS warm runs each, default 3); CACHE_PROFILE=file saves a CPU
+# profile of the proxy during its first warm run.
 USERS ?= 1000000
 DURATION ?= 10s
 CLIENTS ?= 16
-bench-cache:
-	PGSHARD_CACHEBENCH=1 PGSHARD_CACHEBENCH_USERS=$(USERS) PGSHARD_CACHEBENCH_DURATION=$(DURATION) PGSHARD_CACHEBENCH_CLIENTS=$(CLIENTS) \
+CACHE_BASE ?=
+CACHE_PROFILE ?=
+ROUNDS ?=
+bench-cache: build
+	@if [ -n "$(CACHE_BASE)" ]; then d="$$(mktemp -d)" && git archive "$(CACHE_BASE)" | tar -x -C "$$d" && \
+		(cd "$$d" && $(GO) build -o "$(CURDIR)/bin/pgshard-cachebase" ./cmd/pgshard); rc=$$?; rm -rf "$$d"; exit $$rc; fi
+	PGSHARD_CACHEBENCH=1 PGSHARD_CACHEBENCH_BIN=$(CURDIR)/$(BIN) PGSHARD_CACHEBENCH_USERS=$(USERS) PGSHARD_CACHEBENCH_DURATION=$(DURATION) \
+		PGSHARD_CACHEBENCH_CLIENTS=$(CLIENTS) PGSHARD_CACHEBENCH_ROUNDS=$(ROUNDS) PGSHARD_CACHEBENCH_PROFILE=$(CACHE_PROFILE) \
+		PGSHARD_CACHEBENCH_BASELINE=$(if $(CACHE_BASE),$(CURDIR)/bin/pgshard-cachebase) \
 		$(GO) test ./integration/cachebench/ -run '^TestCacheBench$$' -count=1 -v -timeout 30m
 
 # Transactions over several shards: a transfer between accounts on two

@@ -53,3 +53,35 @@ func BenchmarkGetHit(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkLookupHit is a hit as the proxy serves it: a key built without
+// its row, looked up without planning.
+func BenchmarkLookupHit(b *testing.B) {
+	c, err := New(Config{MaxBytes: 64 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	c.SetEpoch(1)
+	c.SetTables(map[string]TableSettings{"public.users": {Enabled: true}})
+	c.Stream("s1").Up(1, testTables)
+	var kb KeyBuilder
+	const keys = 1024
+	ids := make([]string, keys)
+	for i := range ids {
+		ids[i] = fmt.Sprint(i)
+		tok, _ := c.BeginFillRow(lookupKey(&kb, 1, ids[i], "app"), "s1", "public.users", []byte(ids[i]), 0, 0)
+		c.Fill(tok, make([]byte, 200))
+	}
+	c.Wait()
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		var kb KeyBuilder
+		i := 0
+		for pb.Next() {
+			_, _ = c.Lookup(lookupKey(&kb, 1, ids[i%keys], "app"), noLSN)
+			i++
+		}
+	})
+}

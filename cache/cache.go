@@ -90,6 +90,7 @@ type entry struct {
 	key     Key // owns its bytes
 	value   []byte
 	fillSeq uint64 // the version the read started at (FillToken.start)
+	rowHash uint64 // the invalidation slot of the rows it was read from
 	table   *tableState
 	shard   *shardState
 }
@@ -270,7 +271,7 @@ func (c *Cache) Get(k Key, sessionLSN LSN) ([]byte, Status) {
 		return nil, st
 	}
 	e, ok := c.rc.Get(k.hash)
-	if !ok || !bytes.Equal(e.key.full, k.full) || !c.fresh(e.key.rowHash, ts, sh, e.fillSeq) {
+	if !ok || !bytes.Equal(e.key.full, k.full) || !c.fresh(e.rowHash, ts, sh, e.fillSeq) {
 		c.m.count(Miss)
 		return nil, Miss
 	}
@@ -281,24 +282,30 @@ func (c *Cache) Get(k Key, sessionLSN LSN) ([]byte, Status) {
 // admit checks everything but the entry itself; it answers Miss when the
 // key may be served or filled.
 func (c *Cache) admit(k Key, sessionLSN LSN) (Status, *tableState, *shardState) {
+	return c.admitRow(k.Epoch, k.Shard, k.Table, sessionLSN)
+}
+
+// admitRow is admit for a read of table's rows on shard planned under
+// epoch.
+func (c *Cache) admitRow(epoch uint64, shard, table string, sessionLSN LSN) (Status, *tableState, *shardState) {
 	if c.closed.Load() {
 		return BypassClosed, nil, nil
 	}
-	if k.Epoch != c.epoch.Load() {
+	if epoch != c.epoch.Load() {
 		return BypassEpoch, nil, nil
 	}
-	ts := c.table(k.Table)
+	ts := c.table(table)
 	if ts == nil {
 		return BypassTable, nil, nil
 	}
 	if s := ts.settings.Load(); s == nil || !s.Enabled {
 		return BypassTable, nil, nil
 	}
-	sh := c.shard(k.Shard)
+	sh := c.shard(shard)
 	if st := c.shardStatus(sh); st != Miss {
 		return st, nil, nil
 	}
-	if !sh.covers(k.Table) {
+	if !sh.covers(table) {
 		return BypassNotStreamed, nil, nil
 	}
 	if sessionLSN > LSN(sh.applied.Load()) {
@@ -321,6 +328,7 @@ func (c *Cache) fresh(rowHash uint64, ts *tableState, sh *shardState, seq uint64
 // if nothing invalidated the key since. The zero FillToken fills nothing.
 type FillToken struct {
 	key     Key
+	rowHash uint64 // the invalidation slot of the rows read
 	table   *tableState
 	shard   *shardState
 	start   uint64
@@ -344,7 +352,56 @@ func (c *Cache) BeginFill(k Key, readLSN LSN) FillToken {
 	if st != Miss {
 		return FillToken{}
 	}
-	return FillToken{key: k.clone(), table: ts, shard: sh, start: c.seq.Load(), readLSN: readLSN}
+	return FillToken{key: k.clone(), rowHash: k.rowHash, table: ts, shard: sh, start: c.seq.Load(), readLSN: readLSN}
+}
+
+// Lookup answers a read from the cache by a key built without its row
+// (KeyBuilder.BeginLookup: epoch, statement, parameters, roles, formats),
+// so that a hit needs no planning: the entry knows the shard, table and
+// row it was read from, and is served only when a lookup by that row
+// would be (the table cacheable, the shard's stream serving, the
+// session's commit on the shard, sessionLSN(shard), applied, nothing
+// invalidated since the fill). Only hits are counted: on false the
+// caller plans the statement and, for a point read, calls BeginFillRow,
+// which counts the miss or the bypass. The value is shared and must not
+// be modified.
+func (c *Cache) Lookup(k Key, sessionLSN func(shard string) LSN) ([]byte, bool) {
+	if c.closed.Load() || k.Epoch != c.epoch.Load() {
+		return nil, false
+	}
+	e, ok := c.rc.Get(k.hash)
+	if !ok || !bytes.Equal(e.key.full, k.full) {
+		return nil, false
+	}
+	ts, sh := e.table, e.shard
+	if s := ts.settings.Load(); s == nil || !s.Enabled || c.table(ts.name) != ts {
+		return nil, false
+	}
+	if c.shardStatus(sh) != Miss || c.shard(sh.name) != sh || !sh.covers(ts.name) {
+		return nil, false
+	}
+	if !c.fresh(e.rowHash, ts, sh, e.fillSeq) || sessionLSN(sh.name) > LSN(sh.applied.Load()) {
+		return nil, false
+	}
+	c.m.count(Hit)
+	return e.value, true
+}
+
+// BeginFillRow is BeginFill for a key built by BeginLookup, after
+// Lookup found nothing to serve: the statement was planned as a point
+// read of the rows with key rowKey of table on shard, for a session whose
+// last commit on shard was at sessionLSN. It counts the lookup's outcome
+// (a miss, or the bypass that forbids the fill) and returns it with the
+// token (valid only on Miss).
+func (c *Cache) BeginFillRow(k Key, shard, table string, rowKey []byte, sessionLSN, readLSN LSN) (FillToken, Status) {
+	st, ts, sh := c.admitRow(k.Epoch, shard, table, sessionLSN)
+	c.m.count(st)
+	if st != Miss {
+		return FillToken{}, st
+	}
+	var a [128]byte
+	_, h := rowSlotHash(a[:0], shard, table, rowKey)
+	return FillToken{key: k.clone(), rowHash: h, table: ts, shard: sh, start: c.seq.Load(), readLSN: readLSN}, Miss
 }
 
 // Fill stores value, the encoded result messages of t's read, unless an
@@ -357,7 +414,7 @@ func (c *Cache) Fill(t FillToken, value []byte) bool {
 		return false
 	}
 	s := t.table.settings.Load()
-	if s == nil || !s.Enabled || c.table(t.key.Table) != t.table {
+	if s == nil || !s.Enabled || c.table(t.table.name) != t.table {
 		c.m.fills[fillTableOff].Inc()
 		return false
 	}
@@ -365,19 +422,19 @@ func (c *Cache) Fill(t FillToken, value []byte) bool {
 		c.m.fills[fillTooLarge].Inc()
 		return false
 	}
-	if c.shardStatus(t.shard) != Miss || c.shard(t.key.Shard) != t.shard || !t.shard.covers(t.key.Table) {
+	if c.shardStatus(t.shard) != Miss || c.shard(t.shard.name) != t.shard || !t.shard.covers(t.table.name) {
 		c.m.fills[fillBypassed].Inc()
 		return false
 	}
-	if t.key.Epoch != c.epoch.Load() || !c.fresh(t.key.rowHash, t.table, t.shard, t.start) {
+	if t.key.Epoch != c.epoch.Load() || !c.fresh(t.rowHash, t.table, t.shard, t.start) {
 		c.m.fills[fillStale].Inc()
 		return false
 	}
-	if t.readLSN != 0 && (LSN(c.slotLSN[t.key.rowHash&c.slotMask].Load()) > t.readLSN || LSN(t.table.lsn.Load()) > t.readLSN) {
+	if t.readLSN != 0 && (LSN(c.slotLSN[t.rowHash&c.slotMask].Load()) > t.readLSN || LSN(t.table.lsn.Load()) > t.readLSN) {
 		c.m.fills[fillStale].Inc()
 		return false
 	}
-	e := &entry{key: t.key, value: value, fillSeq: t.start, table: t.table, shard: t.shard}
+	e := &entry{key: t.key, value: value, fillSeq: t.start, rowHash: t.rowHash, table: t.table, shard: t.shard}
 	cost := int64(len(value) + len(t.key.full) + entryOverhead)
 	if !c.rc.SetWithTTL(t.key.hash, e, cost, s.TTL) {
 		c.m.fills[fillDropped].Inc()

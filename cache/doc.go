@@ -22,6 +22,14 @@
 //	c.Invalidate(shard, table, rowKey, commitLSN)
 //	c.InvalidateTable(table, commitLSN)               // unknown keys, TRUNCATE, DDL
 //
+// The proxy looks reads up without planning them first: a key without its
+// row (b.BeginLookup(epoch), then statement, parameters, roles, formats),
+// c.Lookup(k, sessionLSN) on every read, and only when it serves nothing
+// the planner's shard, table and row key go to c.BeginFillRow, which
+// counts the miss or bypass and returns the fill token. The entry keeps
+// the row's invalidation slot, shard and table, and Lookup applies to it
+// every check Get applies to a key with its row.
+//
 // # Coherence
 //
 // Every invalidation takes the next value of one counter and raises a

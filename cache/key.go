@@ -27,13 +27,14 @@ type Key struct {
 	// Epoch is the shard map epoch the statement was planned with.
 	Epoch uint64
 	// Shard is the shard that owns the row (the one whose invalidation
-	// stream covers it).
+	// stream covers it). Shard and Table are empty in a key without its
+	// row (BeginLookup).
 	Shard string
 	// Table is the schema-qualified, lower-case table name ("public.users").
 	Table string
 
 	full    []byte // the injective encoding of every component
-	rowEnd  int    // full[:rowEnd] encodes epoch, shard, table and row key
+	rowEnd  int    // full[:rowEnd] encodes epoch, shard, table and row key (0: a key without its row)
 	hash    uint64 // xxhash of full
 	rowHash uint64 // xxhash of shard, table and row key: the invalidation slot
 }
@@ -49,11 +50,15 @@ func (k Key) Valid() bool { return k.full != nil }
 
 // component tags keep the encoding injective even where lengths coincide.
 const (
-	tagStatement byte = 'S'
-	tagParam     byte = 'P'
-	tagNull      byte = 'N'
-	tagRole      byte = 'R'
-	tagFormats   byte = 'F'
+	tagStatement  byte = 'S'
+	tagParam      byte = 'P'
+	tagNull       byte = 'N'
+	tagRole       byte = 'R'
+	tagFormats    byte = 'F'
+	tagGeneration byte = 'G'
+	// After the epoch: a key of a row (Begin) or one without (BeginLookup).
+	tagRow    byte = 'W'
+	tagLookup byte = 'L'
 )
 
 // KeyBuilder builds Keys into a buffer it reuses: after the first few keys a
@@ -82,11 +87,33 @@ type KeyBuilder struct {
 func (b *KeyBuilder) Begin(epoch uint64, shard, table string, rowKey []byte) {
 	b.buf = b.buf[:0]
 	b.buf = binary.BigEndian.AppendUint64(b.buf, epoch)
+	b.buf = append(b.buf, tagRow)
 	b.buf = appendString(b.buf, shard)
 	b.buf = appendString(b.buf, table)
 	b.buf = appendBytes(b.buf, rowKey)
 	b.rowEnd = len(b.buf)
 	b.shard, b.table, b.epoch = shard, table, epoch
+}
+
+// BeginLookup starts a key that names no row: the statement, its
+// parameters, roles and formats under map epoch epoch decide the rows it
+// reads (the planner is deterministic under one epoch), so [Cache.Lookup]
+// can answer it without planning; the row it was read from is given to
+// [Cache.BeginFillRow]. Such keys never equal a key started by Begin.
+func (b *KeyBuilder) BeginLookup(epoch uint64) {
+	b.buf = b.buf[:0]
+	b.buf = binary.BigEndian.AppendUint64(b.buf, epoch)
+	b.buf = append(b.buf, tagLookup)
+	b.rowEnd = 0
+	b.shard, b.table, b.epoch = "", "", epoch
+}
+
+// Generation adds a number the caller changes when what the key's
+// components decide changes without a new epoch (the proxy: a map
+// replaced by another of the same epoch).
+func (b *KeyBuilder) Generation(g uint64) {
+	b.buf = append(b.buf, tagGeneration)
+	b.buf = binary.BigEndian.AppendUint64(b.buf, g)
 }
 
 // Statement adds the normalized statement text (constants replaced by
@@ -135,8 +162,15 @@ func (b *KeyBuilder) Key() Key {
 		full:    b.buf,
 		rowEnd:  b.rowEnd,
 		hash:    xxhash.Sum64(b.buf),
-		rowHash: xxhash.Sum64(b.buf[8:b.rowEnd]),
+		rowHash: b.rowHash(),
 	}
+}
+
+func (b *KeyBuilder) rowHash() uint64 {
+	if b.rowEnd == 0 {
+		return 0
+	}
+	return xxhash.Sum64(b.buf[9:b.rowEnd])
 }
 
 // clone returns a copy of k that owns its bytes.

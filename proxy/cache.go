@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pgshard/pgshard/cache"
@@ -66,8 +67,13 @@ type serverCache struct {
 	tables map[string]string
 	// kick wakes the readers' manager (map change).
 	kick chan struct{}
-	stop context.CancelFunc
-	done chan struct{}
+	// gen counts the maps applied; it is part of every lookup key, since
+	// a map may be replaced by another of the same epoch (a reloaded map
+	// file) that places keys elsewhere. lastMap is the map it counts.
+	gen     atomic.Uint64
+	lastMap *shardmap.Map // under mu
+	stop    context.CancelFunc
+	done    chan struct{}
 }
 
 // initCache creates the cache when the configuration enables it.
@@ -125,6 +131,16 @@ func (s *Server) cacheMapApplied(m *shardmap.Map) {
 	sc.c.SetTables(settings)
 	sc.mu.Lock()
 	sc.tables = tables
+	if m != sc.lastMap && (sc.lastMap == nil || m.Epoch != sc.lastMap.Epoch || !shardmap.SameContent(m, sc.lastMap)) {
+		if sc.lastMap != nil && m.Epoch == sc.lastMap.Epoch {
+			// Another map under the same epoch: what was read under
+			// the old one goes (new lookup keys never find it, and
+			// fills begun before fail).
+			sc.c.Flush()
+		}
+		sc.gen.Add(1)
+		sc.lastMap = m
+	}
 	sc.mu.Unlock()
 	s.cacheOn.Store(len(tables) > 0)
 	select {

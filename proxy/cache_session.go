@@ -26,12 +26,16 @@ import (
 // (simple protocol), or, in the extended protocol, ParseComplete for the
 // held-back Parse messages, BindComplete and a portal the proxy holds
 // (Describe answers its RowDescription, Execute its rows, with
-// PortalSuspended for a row limit). The key holds the map epoch, shard,
-// table, row key, statement text, parameters, result formats, the
-// server role the session runs as and the session's parameters (search
-// path, time zone, date style and the rest change results).
+// PortalSuspended for a row limit). The key holds the map epoch, the
+// statement text, parameters, result formats, the server role the
+// session runs as and the session's parameters (search path, time zone,
+// date style and the rest change results), not the shard, table and row
+// key (cache.Cache.Lookup): they follow from the rest under one map
+// epoch, so a hit is found without planning; the planner runs when nothing is served, and its shard,
+// table and row key go with the fill (cache.Cache.BeginFillRow). READ
+// ONLY transactions: cache_tx.go.
 //
-// A miss takes its fill token (cache.BeginFill) before the statement is
+// A miss takes its fill token (cache.BeginFillRow) before the statement is
 // sent to the primary, and the relay copies the result while passing it
 // on, up to the table's entry limit, storing it at its CommandComplete.
 // In the extended protocol the proxy adds a Describe of the portal after
@@ -54,6 +58,12 @@ import (
 // sessionCache is a session's cache state.
 type sessionCache struct {
 	kb cache.KeyBuilder // serve's
+	// portal is the storage of the portals the cache answers (serve's).
+	portal scatterPortal
+	// tx is cacheReadOnlyTx's memo (under s.mu).
+	tx txMemo
+	// gen is the map generation of the last key built (serve's).
+	gen uint64
 	// next is the fill of a miss about to be sent (serve's; reset for
 	// every Query and Bind).
 	next *cacheFill
@@ -90,34 +100,41 @@ type cacheFill struct {
 }
 
 // cacheUsable reports whether the session's next statement may be
-// answered from the cache or fill it.
-func (s *session) cacheUsable() bool {
+// answered from the cache (usable) and fill it (fill): outside a
+// transaction; inside a READ ONLY one that has not reached a server it is
+// answered but not filled (cache_tx.go).
+func (s *session) cacheUsable() (usable, fill bool) {
 	if s.mode != PoolTransaction || s.hintShard != "" || s.hintKey != "" || s.portal != nil || s.db != s.srv.cache.cfg.Database {
-		return false
+		return false, false
 	}
 	s.mu.Lock()
-	ok := s.st.conn() == nil && !s.st.inTx() && s.queue.empty()
-	s.mu.Unlock()
-	return ok
+	defer s.mu.Unlock()
+	if s.st.conn() != nil || !s.queue.empty() {
+		return false, false
+	}
+	if !s.st.inTx() {
+		return true, true
+	}
+	return s.cacheReadOnlyTx(), false
 }
 
-// cacheKey routes q and, when it is a point read the cache may hold,
-// builds its key in the session's key builder.
-func (s *session) cacheKey(q router.Query, bind *wire.Bind) (cache.Key, rplan.Plan, bool) {
+// cacheKey builds, in the session's key builder, q's key without its row
+// (cache.KeyBuilder.BeginLookup): the map epoch, the statement text, the
+// Bind's parameters and result formats, the role the server runs it as
+// and the session's parameters. Under one epoch these decide the rows
+// the statement reads, so a hit needs no planning (cache.Cache.Lookup);
+// the planner runs only when the cache has nothing to serve.
+func (s *session) cacheKey(q router.Query, bind *wire.Bind) (cache.Key, router.PlanRouter, bool) {
+	gen := s.srv.cache.gen.Load() // before the router: see cachePlan
 	pr, ok := s.routerFor().(router.PlanRouter)
 	if !ok {
-		return cache.Key{}, rplan.Plan{}, false
-	}
-	epoch := pr.Planner.Epoch()
-	plan, err := pr.Route(q)
-	if err != nil || plan.Kind != rplan.Single || !plan.PointRead || !plan.ReadOnly || !plan.ReplicaSafe ||
-		plan.Hinted || plan.SQL != "" || pr.Planner.Epoch() != epoch {
-		return cache.Key{}, plan, false
+		return cache.Key{}, pr, false
 	}
 	b := &s.cache.kb
-	b.Begin(epoch, plan.Shard, plan.Table, unsafe.Slice(unsafe.StringData(plan.RowKey), len(plan.RowKey)))
+	b.BeginLookup(pr.Planner.Epoch())
+	b.Generation(gen)
+	s.cache.gen = gen
 	b.Statement(q.SQL)
-	var formats []int16
 	if bind != nil {
 		v := bind.ParamSection()[4+2*bind.NumParamFormats():]
 		for i := range bind.NumParams() {
@@ -130,15 +147,31 @@ func (s *session) cacheKey(q router.Query, bind *wire.Bind) (cache.Key, rplan.Pl
 			b.Param(bind.ParamFormat(i), v[:n])
 			v = v[n:]
 		}
-		formats = bind.AppendResultFormats(make([]int16, 0, 4))
 	}
 	// The role the server runs the statement as, and the session's
 	// parameters (they change the result's text: DateStyle, TimeZone,
 	// search_path, a SET ROLE).
 	b.Role(s.user.beUser, cache.Primary)
 	b.Role(s.sets.key, cache.Primary)
+	var fa [8]int16
+	var formats []int16
+	if bind != nil {
+		formats = bind.AppendResultFormats(fa[:0])
+	}
 	b.Formats(formats)
-	return b.Key(), plan, true
+	return b.Key(), pr, true
+}
+
+// cachePlan plans q after a lookup found nothing to serve: the plan
+// when it is a point read the cache may hold, planned under k's epoch
+// and map (no map applied since the key was built: gen).
+func (s *session) cachePlan(pr router.PlanRouter, k cache.Key, q router.Query) (rplan.Plan, bool) {
+	plan, err := pr.Route(q)
+	if err != nil || plan.Kind != rplan.Single || !plan.PointRead || !plan.ReadOnly || !plan.ReplicaSafe ||
+		plan.Hinted || plan.SQL != "" || pr.Planner.Epoch() != k.Epoch || s.srv.cache.gen.Load() != s.cache.gen {
+		return plan, false
+	}
+	return plan, true
 }
 
 // cacheLSN returns the session's last commit LSN on shard (0: none known).
@@ -152,37 +185,48 @@ func (s *session) cacheLSN(shard string) cache.LSN {
 // or prepares the fill of a miss.
 func (s *session) cacheQuery(sql string) bool {
 	s.cache.next = nil
-	if len(s.pending) > 0 || !s.cacheUsable() {
+	if len(s.pending) > 0 {
 		return false
 	}
-	k, plan, ok := s.cacheKey(router.Query{SQL: sql}, nil)
+	usable, fill := s.cacheUsable()
+	if !usable {
+		return false
+	}
+	q := router.Query{SQL: sql}
+	k, pr, ok := s.cacheKey(q, nil)
 	if !ok {
 		return false
 	}
-	v, hit := s.cacheLookup(k, plan, false)
+	v, hit := s.cacheLookup(k, pr, q, false, fill)
 	if hit {
 		s.out = append(s.out, v...)
-		s.out = wire.AppendReadyForQuery(s.out, 'I')
+		s.out = wire.AppendReadyForQuery(s.out, s.idleStatus())
 	}
 	return hit
 }
 
-// cacheLookup looks k up: on a hit it returns the encoded result; on a
-// miss it prepares the fill.
-func (s *session) cacheLookup(k cache.Key, plan rplan.Plan, ext bool) ([]byte, bool) {
+// cacheLookup looks k up: on a hit it returns the encoded result; else,
+// when q is a point read the cache may hold, it counts the miss (or the
+// bypass) and, with fill, prepares the fill.
+func (s *session) cacheLookup(k cache.Key, pr router.PlanRouter, q router.Query, ext, fill bool) ([]byte, bool) {
 	c := s.srv.cache.c
-	v, st := c.Get(k, s.cacheLSN(plan.Shard))
-	switch st {
-	case cache.Hit:
+	if v, hit := c.Lookup(k, s.cacheLSN); hit {
 		return v, true
-	case cache.Miss:
+	}
+	plan, ok := s.cachePlan(pr, k, q)
+	if !ok {
+		return nil, false
+	}
+	rowKey := unsafe.Slice(unsafe.StringData(plan.RowKey), len(plan.RowKey))
+	tok, st := c.BeginFillRow(k, plan.Shard, plan.Table, rowKey, s.cacheLSN(plan.Shard), 0)
+	if st == cache.Miss && fill {
 		limit := cache.DefaultMaxEntryBytes
 		if m := s.srv.runtime().cfg.shardMap; m != nil {
 			if t := m.Table(plan.Table); t != nil && t.Cache.MaxEntryBytes > 0 {
 				limit = t.Cache.MaxEntryBytes
 			}
 		}
-		s.cache.next = &cacheFill{tok: c.BeginFill(k, 0), shard: plan.Shard, limit: limit, ownDescribe: ext}
+		s.cache.next = &cacheFill{tok: tok, shard: plan.Shard, limit: limit, ownDescribe: ext}
 	}
 	return nil, false
 }
@@ -194,10 +238,15 @@ func (s *session) cacheBind(frame []byte) bool {
 	s.cache.next = nil
 	body := frame[wire.HeaderLen:]
 	bind, err := wire.DecodeBind(body)
-	if err != nil || !s.cacheUsable() {
+	if err != nil {
 		return false
 	}
-	name := string(bind.Statement)
+	usable, fill := s.cacheUsable()
+	if !usable {
+		return false
+	}
+	// A view of the name: nothing below keeps it.
+	name := unsafe.String(unsafe.SliceData(bind.Statement), len(bind.Statement))
 	var parse []byte
 	for _, f := range s.pending {
 		if f[0] != 'P' {
@@ -211,18 +260,22 @@ func (s *session) cacheBind(frame []byte) bool {
 			parse = f[wire.HeaderLen:]
 		}
 	}
-	if parse == nil {
-		parse = s.stmtParse(name)
+	q := router.Query{SQL: s.stmtSQL(name)}
+	if len(s.pending) > 0 {
+		q.SQL = pendingSQL(s.pending, name, q.SQL)
 	}
-	q := router.Query{SQL: pendingSQL(s.pending, name, s.stmtSQL(name)), Parse: parse, Bind: body}
 	if q.SQL == "" {
 		return false
 	}
-	k, plan, ok := s.cacheKey(q, &bind)
+	k, pr, ok := s.cacheKey(q, &bind)
 	if !ok {
 		return false
 	}
-	v, hit := s.cacheLookup(k, plan, true)
+	if parse == nil {
+		parse = s.stmtParse(name)
+	}
+	q.Parse, q.Bind = parse, body
+	v, hit := s.cacheLookup(k, pr, q, true, fill)
 	if !hit {
 		return false
 	}
@@ -234,7 +287,13 @@ func (s *session) cacheBind(frame []byte) bool {
 		s.stmts.bound = nil
 	}
 	s.out = append(s.out, '2', 0, 0, 0, 4) // BindComplete
-	s.portal = &scatterPortal{name: string(bind.Portal), cached: v}
+	// The session's own portal storage: a hit allocates nothing.
+	p := &s.cache.portal
+	*p = scatterPortal{cached: v}
+	if len(bind.Portal) > 0 {
+		p.name = string(bind.Portal)
+	}
+	s.portal = p
 	return true
 }
 

@@ -30,13 +30,13 @@ const cacheBound = 2 * time.Second
 // production: see cache/stream) holding table users, marked cacheable in
 // the map of proxies started with cacheProxy.
 type cacheEnv struct {
-	t       *testing.T
+	t       testing.TB
 	pg      *pgcluster.Server
 	direct  *pgx.Conn
 	mapYAML string
 }
 
-func newCacheEnv(t *testing.T) *cacheEnv {
+func newCacheEnv(t testing.TB) *cacheEnv {
 	t.Helper()
 	pg := integration.StartPostgres(t, integration.Settings(map[string]string{"synchronous_commit": "on"}))
 	ctx := ctxT(t)
@@ -79,7 +79,7 @@ func (e *cacheEnv) cacheProxy() *testProxy {
 }
 
 // cacheStats returns SHOW CACHE of p's console as a map.
-func cacheStats(t *testing.T, p *testProxy) map[string]string {
+func cacheStats(t testing.TB, p *testProxy) map[string]string {
 	t.Helper()
 	ctx := ctxT(t)
 	c, err := pgx.Connect(ctx, fmt.Sprintf("postgres://%s:%s@%s/pgshard?sslmode=disable&default_query_exec_mode=simple_protocol", appUser, appPassword, p.addr))
@@ -105,21 +105,21 @@ func cacheStats(t *testing.T, p *testProxy) map[string]string {
 	return out
 }
 
-func stat(t *testing.T, p *testProxy, name string) float64 {
+func stat(t testing.TB, p *testProxy, name string) float64 {
 	t.Helper()
 	v, _ := strconv.ParseFloat(cacheStats(t, p)[name], 64)
 	return v
 }
 
 // waitServing waits until p's cache serves shard s0 (its stream is up).
-func waitServing(t *testing.T, p *testProxy) {
+func waitServing(t testing.TB, p *testProxy) {
 	t.Helper()
 	testutil.Until(t, 15*time.Second, "the cache serves s0", func() bool {
 		return strings.HasPrefix(cacheStats(t, p)["shard.s0"], "serving")
 	})
 }
 
-func readName(t *testing.T, c *pgx.Conn, id int) string {
+func readName(t testing.TB, c *pgx.Conn, id int) string {
 	t.Helper()
 	var name string
 	if err := c.QueryRow(ctxT(t), "SELECT name FROM users WHERE id = $1", id).Scan(&name); err != nil {
@@ -130,7 +130,7 @@ func readName(t *testing.T, c *pgx.Conn, id int) string {
 
 // warm reads key id through c until p answers it from the cache (its hit
 // counter moves), and returns the value.
-func warm(t *testing.T, p *testProxy, c *pgx.Conn, id int) string {
+func warm(t testing.TB, p *testProxy, c *pgx.Conn, id int) string {
 	t.Helper()
 	var v string
 	testutil.Until(t, 10*time.Second, "a cache hit", func() bool {
@@ -580,5 +580,241 @@ func TestCacheFollowsFailover(t *testing.T) {
 			t.Fatalf("a write on the new primary still unseen after %v", time.Since(committed))
 		}
 		time.Sleep(5 * time.Millisecond) // polling a served value
+	}
+}
+
+// TestCacheReadOnlyTx: the point reads of a READ ONLY transaction at READ
+// COMMITTED (BEGIN READ ONLY, SET TRANSACTION READ ONLY, the session's
+// default_transaction_read_only) are answered from the cache while it
+// has not reached a server, in both protocols, with the transaction's
+// status, the session's own writes and a write on the shard; other
+// transactions are not, and the transaction stays READ ONLY on the
+// server once it gets there.
+func TestCacheReadOnlyTx(t *testing.T) {
+	e := newCacheEnv(t)
+	p := e.cacheProxy()
+	ctx := ctxT(t)
+	ext := connect(t, p.dsn(""))
+	simple := connect(t, p.dsn("default_query_exec_mode=simple_protocol"))
+	warm(t, p, ext, 6)
+	warm(t, p, simple, 6)
+
+	// read runs stmts (transaction control) then reads key 6 three times
+	// on c, and returns the hits it got, the value and the transaction
+	// status after the reads; it ends with ROLLBACK.
+	read := func(c *pgx.Conn, stmts ...string) (float64, string, byte) {
+		t.Helper()
+		for _, s := range stmts {
+			if _, err := c.Exec(ctx, s); err != nil {
+				t.Fatalf("%s: %v", s, err)
+			}
+		}
+		before := stat(t, p, "hits")
+		var v string
+		for range 3 {
+			v = readName(t, c, 6)
+		}
+		status := c.PgConn().TxStatus()
+		got := stat(t, p, "hits") - before
+		if _, err := c.Exec(ctx, "ROLLBACK"); err != nil {
+			t.Fatal(err)
+		}
+		return got, v, status
+	}
+	for _, c := range []*pgx.Conn{ext, simple} {
+		for _, stmts := range [][]string{
+			{"BEGIN READ ONLY"},
+			{"START TRANSACTION ISOLATION LEVEL READ COMMITTED, READ ONLY"},
+			{"BEGIN", "SET TRANSACTION READ ONLY"},
+			{"SET default_transaction_read_only = on", "BEGIN"},
+			{"SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", "BEGIN"},
+		} {
+			if strings.HasPrefix(stmts[0], "SET ") {
+				// Session parameters are part of the key: warm it.
+				if _, err := c.Exec(ctx, stmts[0]); err != nil {
+					t.Fatal(err)
+				}
+				warm(t, p, c, 6)
+				stmts = stmts[1:]
+			}
+			hits, v, status := read(c, stmts...)
+			if hits != 3 || v != "user6" || status != 'T' {
+				t.Errorf("%v: %v hits, %q, status %c; want 3 hits of user6 in a transaction", stmts, hits, v, status)
+			}
+			if _, err := c.Exec(ctx, "RESET ALL"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, stmts := range [][]string{
+			{"BEGIN"},
+			{"BEGIN READ WRITE"},
+			{"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"},
+			{"BEGIN READ ONLY ISOLATION LEVEL SERIALIZABLE"},
+			{"BEGIN READ ONLY", "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"},
+			{"SET default_transaction_isolation = 'repeatable read'", "BEGIN READ ONLY"},
+			{"BEGIN READ ONLY", "SET LOCAL search_path = pg_catalog, public"},
+		} {
+			if hits, v, _ := read(c, stmts...); hits != 0 || v != "user6" {
+				t.Errorf("%v: %v hits (%q), want none", stmts, hits, v)
+			}
+			if _, err := c.Exec(ctx, "RESET ALL"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	// On the server the transaction is READ ONLY (a miss takes it there).
+	tx, err := ext.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readName(t, ext, 6); got != "user6" {
+		t.Fatalf("read only transaction: %q", got)
+	}
+	var ro string
+	if err := tx.QueryRow(ctx, "SHOW transaction_read_only").Scan(&ro); err != nil || ro != "on" {
+		t.Fatalf("transaction_read_only on the server: %q %v", ro, err)
+	}
+	_ = tx.Rollback(ctx)
+	if _, err := simple.Exec(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := simple.Exec(ctx, "SET TRANSACTION READ ONLY"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = simple.Exec(ctx, "UPDATE users SET name = 'x' WHERE id = 6")
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "25006" {
+		t.Fatalf("UPDATE after SET TRANSACTION READ ONLY: %v, want 25006", err)
+	}
+	if _, err := simple.Exec(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+
+	// The session's own write, then a write on the shard: read in a READ
+	// ONLY transaction at once (own), within the bound (the shard's).
+	if _, err := ext.Exec(ctx, "UPDATE users SET name = 'own' WHERE id = 6"); err != nil {
+		t.Fatal(err)
+	}
+	if _, v, _ := read(ext, "BEGIN READ ONLY"); v != "own" {
+		t.Fatalf("own write read in a READ ONLY transaction as %q", v)
+	}
+	warm(t, p, ext, 6)
+	if _, err := e.direct.Exec(ctx, "UPDATE users SET name = 'direct' WHERE id = 6"); err != nil {
+		t.Fatal(err)
+	}
+	written := time.Now()
+	testutil.Until(t, 10*time.Second, "the shard's write read in a READ ONLY transaction", func() bool {
+		_, v, _ := read(ext, "BEGIN READ ONLY")
+		if v != "direct" && time.Since(written) > cacheBound {
+			t.Fatalf("stale %q served %v after the write (bound %v)", v, time.Since(written), cacheBound)
+		}
+		return v == "direct"
+	})
+}
+
+// BenchmarkCacheHit: a point read answered from the cache, through the
+// proxy (in this process, so allocations are the proxy's and the
+// client's), in the extended protocol (a prepared statement, as pgbench
+// -M prepared) and in the simple protocol.
+func BenchmarkCacheHit(b *testing.B) {
+	e := newCacheEnv(b)
+	p := e.cacheProxy()
+	ctx := ctxT(b)
+	for _, mode := range []string{"prepared", "simple"} {
+		b.Run(mode, func(b *testing.B) {
+			c := connect(b, p.dsn(""))
+			pc := c.PgConn()
+			if _, err := pc.Prepare(ctx, "hit", "SELECT name FROM users WHERE id = $1", nil); err != nil {
+				b.Fatal(err)
+			}
+			param := [][]byte{[]byte("7")}
+			run := func() {
+				var err error
+				if mode == "prepared" {
+					err = pc.ExecPrepared(ctx, "hit", param, nil, nil).Read().Err
+				} else {
+					_, err = pc.Exec(ctx, "SELECT name FROM users WHERE id = 7").ReadAll()
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			testutil.Until(b, 10*time.Second, "a cache hit", func() bool {
+				before := stat(b, p, "hits")
+				run()
+				return stat(b, p, "hits") > before
+			})
+			hits := stat(b, p, "hits")
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				run()
+			}
+			b.StopTimer()
+			if got := stat(b, p, "hits") - hits; got < float64(b.N) {
+				b.Fatalf("%v hits of %d reads", got, b.N)
+			}
+		})
+	}
+}
+
+// TestCacheMapReloadSameEpoch: a map file reloaded under the same epoch
+// that places a key on another shard: the cache never serves what was
+// read under the old placement (hits are found without planning, so the
+// key must tell the maps apart).
+func TestCacheMapReloadSameEpoch(t *testing.T) {
+	ctx := ctxT(t)
+	var servers []*pgcluster.Server
+	for _, prefix := range []string{"a", "b"} {
+		srv := integration.StartPostgres(t, integration.Settings(map[string]string{"synchronous_commit": "on"}))
+		c := connect(t, srv.SuperDSN("postgres"))
+		for _, sql := range []string{
+			"CREATE TABLE users (id bigint PRIMARY KEY, name text)",
+			"INSERT INTO users SELECT g, '" + prefix + "' || g FROM generate_series(1, 20) g",
+		} {
+			if _, err := c.Exec(ctx, sql); err != nil {
+				t.Fatalf("%s: %v", sql, err)
+			}
+		}
+		servers = append(servers, srv)
+	}
+	config := func(split int64) *proxy.Config {
+		m := shardmaptest.New().Shard("s0", servers[0].Addr()).Shard("s1", servers[1].Addr()).
+			Range("users", split).Table("public.users", "id").Map(t)
+		m.Tables[0].Cache.Enabled = true
+		cfg := mapConfig(t, servers[0], shardmaptest.YAML(t, m))
+		cfg.HealthInterval = proxy.Duration(100 * time.Millisecond)
+		cfg.AdminUsers = []string{appUser}
+		cfg.Cache = proxy.CacheConfig{Enabled: true, MaxBytes: 16 << 20, MaxStreamLag: proxy.Duration(cacheBound)}
+		return cfg
+	}
+	cfg := config(1000)
+	p := startProxy(t, cfg)
+	serving := func() {
+		testutil.Until(t, 15*time.Second, "the cache serves s0 and s1", func() bool {
+			s := cacheStats(t, p)
+			return strings.HasPrefix(s["shard.s0"], "serving") && strings.HasPrefix(s["shard.s1"], "serving")
+		})
+	}
+	serving()
+	c := connect(t, p.dsn(""))
+	if v := warm(t, p, c, 8); v != "a8" {
+		t.Fatalf("key 8 under the first map: %q, want a8 (from s0)", v)
+	}
+	cfg2 := config(5)
+	cfg2.Listen = cfg.Listen
+	if err := cfg2.Complete(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.srv.Reload(cfg2); err != nil {
+		t.Fatal(err)
+	}
+	if v := readName(t, c, 8); v != "b8" {
+		t.Fatalf("key 8 after the map moved it to s1 under the same epoch: %q, want b8", v)
+	}
+	serving()
+	if v := warm(t, p, c, 8); v != "b8" {
+		t.Fatalf("key 8 cached again: %q, want b8", v)
 	}
 }

@@ -257,6 +257,9 @@ func lostServerError(be *pool.Conn, err error, sawFatal bool) *wire.Error {
 // session.
 func (s *session) flushRelay() {
 	r := &s.relay
+	if s.multi.active.Load() {
+		r.out = s.multi.filter(r.out)
+	}
 	if len(r.out) == 0 {
 		return
 	}

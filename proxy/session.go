@@ -118,6 +118,9 @@ type session struct {
 	describing atomic.Pointer[describeTry]
 	// cache is the session's hot-row cache state (cache_session.go).
 	cache sessionCache
+	// multi filters client output while a query string of several
+	// statements runs statement by statement (multistmt.go).
+	multi multiStmtState
 	// dtx is the session's part in deadlock detection across shards
 	// (deadlock_session.go).
 	dtx dtxSession
@@ -416,6 +419,9 @@ func (s *session) handleQuery(ctx context.Context, frame []byte) error {
 	if s.srv.cacheOn.Load() && s.cacheQuery(sql) {
 		return nil // answered from the cache
 	}
+	if done, err := s.multiStatementQuery(ctx, sql); done || err != nil {
+		return err
+	}
 	if err := s.settleBeforeBegin(ctx, sql); err != nil {
 		return err
 	}
@@ -524,6 +530,9 @@ func (s *session) reportError(e *wire.Error, typ byte) error {
 func (s *session) flushClient() error {
 	if s.cache.serveInv {
 		s.cacheServeInvalidate()
+	}
+	if s.multi.active.Load() {
+		s.out = s.multi.filter(s.out)
 	}
 	if len(s.out) == 0 {
 		return nil

@@ -82,7 +82,7 @@ func (s *session) canDeferTx(info router.Info, sql string) bool {
 		if _, _, ok := parseSavepoint(sql); ok {
 			return true
 		}
-		return parseSetLocal(sql)
+		return parseSetLocal(sql) || s.deferSetTransaction(sql)
 	}
 	if info.Has(router.ClassBegin) {
 		// A nested BEGIN: let the server warn. A BEGIN that does not
@@ -97,7 +97,7 @@ func (s *session) canDeferTx(info router.Info, sql string) bool {
 // session, and returns its command tag or the error PostgreSQL would
 // give it (a savepoint statement).
 func (s *session) applyDeferredTx(ctx context.Context, info router.Info, sql string) (string, *wire.Error) {
-	if info.Class&txControl == 0 && parseSetLocal(sql) {
+	if info.Class&txControl == 0 && (parseSetLocal(sql) || parseSetTransaction(sql)) {
 		return s.deferSetLocal(ctx, sql)
 	}
 	s.mu.Lock()

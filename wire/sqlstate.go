@@ -32,6 +32,7 @@ const (
 	SQLStateCharacterNotInRepertoire  = "22021"
 	SQLStateReadOnlyTransaction       = "25006"
 	SQLStateActiveSQLTransaction      = "25001"
+	SQLStateNoActiveSQLTransaction    = "25P01"
 	SQLStateObjectNotInPrerequisite   = "55000"
 	SQLStateUndefinedObject           = "42704"
 	SQLStateUndefinedTable            = "42P01"

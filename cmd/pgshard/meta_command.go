@@ -38,6 +38,7 @@ type metaRunOptions struct {
 	heartbeat   time.Duration
 	election    time.Duration
 	failover    metaFailoverOptions
+	twoPhase    metaTwoPhaseOptions
 	metricsAddr string
 	stderr      io.Writer
 }
@@ -97,6 +98,7 @@ also (with --no-failover too) to count the rows of key intervals that
 	f.DurationVar(&o.heartbeat, "heartbeat-timeout", 500*time.Millisecond, "Raft heartbeat timeout: how long a follower waits for the leader before starting an election")
 	f.DurationVar(&o.election, "election-timeout", 500*time.Millisecond, "Raft election timeout")
 	o.failover.addFlags(f)
+	o.twoPhase.addFlags(f)
 	f.StringVar(&o.metricsAddr, "metrics-listen", "", "address of an HTTP /metrics endpoint (Prometheus; behind the API token when there is one, HTTPS with --tls-cert); empty: none")
 	return cmd
 }
@@ -114,7 +116,7 @@ func (o *metaRunOptions) Validate() error {
 	case o.token == "" && o.tlsClientCA == "" && !o.allowNoAuth:
 		return usageError{errors.New("the API needs credentials: --token (or PGSHARD_META_TOKEN) and/or --tls-client-ca; --allow-unauthenticated only for local demos")}
 	}
-	return nil
+	return o.twoPhase.validate()
 }
 
 func (o *metaRunOptions) Run(ctx context.Context) error {
@@ -143,6 +145,7 @@ func (o *metaRunOptions) Run(ctx context.Context) error {
 		Failover: o.failover.config(),
 		PG:       o.failover.login(),
 		Reshard:  o.failover.reshard(),
+		TwoPhase: o.twoPhase.config(),
 	}
 	if o.tlsCert != "" {
 		if cfg.Server.TLS, err = metarpc.ServerTLSConfig(o.tlsCert, o.tlsKey, o.tlsClientCA); err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pgshard/pgshard/proxy"
+	"github.com/pgshard/pgshard/replication/twophase"
 	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/shardmap/metarpc"
 )
@@ -232,7 +233,9 @@ func (o *proxyOptions) followMeta(ctx context.Context, cfg *proxy.Config) (func(
 			addrs = append(addrs, a)
 		}
 	}
-	copts := metarpc.ClientOptions{Token: token}
+	// The incarnation names this run of the process to meta: two-phase
+	// recovery counts a predecessor under the same ID as dead at once.
+	copts := metarpc.ClientOptions{Token: token, Incarnation: twophase.Incarnation()}
 	if (o.metaCert == "") != (o.metaKey == "") || o.metaCert != "" && o.metaCA == "" {
 		return nil, nil, usageError{errors.New("--meta-tls-cert and --meta-tls-key go together, with --meta-tls-ca")}
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pgshard/pgshard/replication/twophase"
+	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/shardmap/meta"
 	"github.com/pgshard/pgshard/shardmap/metarpc"
 )
@@ -31,22 +32,41 @@ type TwoPhaseConfig struct {
 type nodeCluster struct{ n *meta.Node }
 
 func (c nodeCluster) Primaries() []twophase.Shard {
-	m := c.n.Map().Map
-	if m == nil {
+	hist := c.n.History(0) // newest first: the current map, then older ones
+	if len(hist) == 0 || hist[0].Map == nil {
 		return nil
 	}
+	m := hist[0].Map
 	out := make([]twophase.Shard, 0, len(m.Shards))
 	for _, s := range m.Shards {
-		out = append(out, twophase.Shard{Name: s.Name, Addr: s.Primary.String()})
+		out = append(out, twophase.Shard{Name: s.Name, Addr: s.Primary.String(), PrimarySince: primarySince(hist, s.Name, s.Primary)})
 	}
 	return out
 }
 
-func (c nodeCluster) LiveProxies() []string {
-	var out []string
+// primarySince is when primary became shard's primary: the time the
+// oldest of the map versions since the last one where the shard had
+// another primary (or was not in the map) was applied; zero when every
+// version kept (hist, newest first) has it.
+func primarySince(hist []meta.MapVersion, shard string, primary shardmap.Endpoint) time.Time {
+	for i := 1; i < len(hist); i++ {
+		m := hist[i].Map
+		if m == nil {
+			return hist[i-1].AppliedAt
+		}
+		s := m.Shard(shard)
+		if s == nil || s.Primary != primary {
+			return hist[i-1].AppliedAt
+		}
+	}
+	return time.Time{}
+}
+
+func (c nodeCluster) LiveProxies() []twophase.LiveProxy {
+	var out []twophase.LiveProxy
 	for _, p := range c.n.Proxies() {
 		if p.Alive {
-			out = append(out, p.ID)
+			out = append(out, twophase.LiveProxy{ID: p.ID, Incarnation: p.Incarnation})
 		}
 	}
 	return out

@@ -26,7 +26,10 @@ import (
 
 // abandoned is a decision store of a proxy killed after PREPARE, before
 // the decision.
-type abandoned struct{ twophase.RecordStore }
+// (It writes no let-go record: a killed proxy does not.)
+type abandoned struct{}
+
+func (abandoned) RecordSQL(gid twophase.GID) string { return twophase.RecordStore{}.RecordSQL(gid) }
 
 func (abandoned) Decide(context.Context, twophase.GID, twophase.Participant) (bool, error) {
 	return false, fmt.Errorf("proxy killed: %w", twophase.ErrUncertain)
@@ -216,5 +219,74 @@ func TestTwoPhaseRecoveryOnLeader(t *testing.T) {
 	}
 	if v := testutil.ToFloat64(m.metrics.twoPhaseActions.WithLabelValues("commit", "ok")); v != 2 {
 		t.Errorf("commit actions %v, want 2", v)
+	}
+
+	// A proxy restarted under the same ID before its lease ran out: the
+	// lease names its new incarnation, so its predecessor's undecided
+	// transaction is rolled back at once while the proxy lives (MaxAge is
+	// an hour here).
+	const before, after = "aaaaaaaaaaaa", "bbbbbbbbbbbb"
+	if err := m.Node().HeartbeatIncarnation(ctx, "proxy-b", before, "127.0.0.1:6433", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err = twophase.New("proxy-b", abandoned{}, twophase.Options{Incarnation: before}, nil).Commit(ctx, begin(-5, 2, 3))
+	if !errors.As(err, &de) {
+		t.Fatalf("commit: %v", err)
+	}
+	restarted := make(chan struct{})
+	beatCtx, stopBeats := context.WithCancel(ctx)
+	beats := make(chan error, 1)
+	go func() { // the restarted proxy heartbeats as proxies do
+		var err error
+		defer func() { beats <- err }()
+		<-restarted
+		for beatCtx.Err() == nil {
+			if err = m.Node().HeartbeatIncarnation(beatCtx, "proxy-b", after, "127.0.0.1:6433", 1, nil); err != nil && beatCtx.Err() == nil {
+				return
+			}
+			err = nil
+			select {
+			case <-beatCtx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
+	itestutil.WaitFor(t, 30*time.Second, "the predecessor's transaction in progress first", func() (bool, string) {
+		rep, err := c.ListTransactions(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		n := 0
+		for _, d := range rep.InDoubt {
+			if d.GID == string(de.GID) && d.State == "in progress" && d.ProxyAlive {
+				n++
+			}
+		}
+		return n == 3, fmt.Sprintf("%+v", rep.InDoubt)
+	})
+	close(restarted)
+	start = time.Now()
+	itestutil.WaitFor(t, 30*time.Second, "recovery to roll back the predecessor's transaction", func() (bool, string) {
+		n := prepared()
+		return n == 0, fmt.Sprint(n, " prepared")
+	})
+	took := time.Since(start)
+	stopBeats()
+	if err := <-beats; err != nil {
+		t.Fatalf("heartbeat: %v", err)
+	}
+	alive := false
+	for _, p := range m.Node().Proxies() {
+		alive = alive || p.ID == "proxy-b" && p.Alive && p.Incarnation == after
+	}
+	if !alive {
+		t.Fatalf("proxy-b not alive in its new incarnation: %+v", m.Node().Proxies())
+	}
+	t.Logf("the restarted proxy's predecessor's transaction rolled back %v after the restart", took)
+	if took >= 2*time.Second {
+		t.Errorf("rolled back %v after the restart, want within the lease (2s): the restart must count, not the lease", took)
+	}
+	if got := balances(); got != "70 110 120" {
+		t.Fatalf("balances %s, want 70 110 120", got)
 	}
 }

@@ -89,6 +89,15 @@ type Options struct {
 	// RetryDelay is the pause before the second attempt, doubled for each
 	// next (default 50 ms).
 	RetryDelay time.Duration
+	// Incarnation is the one the coordinator's GIDs carry (12 hex digits;
+	// default: the process's, Incarnation()). It must be the one the
+	// proxy's meta heartbeats carry.
+	Incarnation string
+	// TableWait bounds how long the decision participant waits for the
+	// decision table to appear (the meta leader's recovery creates it
+	// within a round after a map or a database appears) before the
+	// commit fails with 42P01 (default 10 s).
+	TableWait time.Duration
 }
 
 // Coordinator commits transactions over several shards. It is safe for
@@ -115,6 +124,12 @@ func New(proxyID string, store DecisionStore, opts Options, log *slog.Logger) *C
 	if opts.RetryDelay <= 0 {
 		opts.RetryDelay = 50 * time.Millisecond
 	}
+	if !validIncarnation(opts.Incarnation) {
+		opts.Incarnation = processIncarnation
+	}
+	if opts.TableWait <= 0 {
+		opts.TableWait = 10 * time.Second
+	}
 	if log == nil {
 		log = slog.Default()
 	}
@@ -135,6 +150,12 @@ type Outcome struct {
 	// to recovery (decided, but COMMIT PREPARED or ROLLBACK PREPARED did
 	// not go through).
 	Pending []string
+	// LetGo is the shard where the coordinator recorded that it let go of
+	// a transaction it left to recovery without a decision it knows (an
+	// abort with participants in an unknown state, or InDoubt): recovery
+	// resolves it at once (doc.go). "" when none was needed or none could
+	// be written.
+	LetGo string
 	// Prepare, Decide and Finish are the phases' durations (zero when not
 	// run).
 	Prepare, Decide, Finish time.Duration
@@ -247,16 +268,10 @@ func (c *Coordinator) commit(ctx context.Context, ps []Participant) (Outcome, er
 	}
 	var out Outcome
 	dp := writers[0]
-	gid, err := NewGID(c.proxyID, dp.Shard())
-	if err != nil {
-		return out, err
-	}
+	gid := newGID(c.opts.Incarnation, c.proxyID, dp.Shard())
 	out.GID = gid
 	prepare := "PREPARE TRANSACTION " + quoteLiteral(string(gid))
-	dpPrepare := prepare
-	if rec := c.store.RecordSQL(gid); rec != "" {
-		dpPrepare = rec + "; " + prepare
-	}
+	rec := c.store.RecordSQL(gid)
 
 	// Phase 1: prepare the writers, commit the readers.
 	start := time.Now()
@@ -266,7 +281,7 @@ func (c *Coordinator) commit(ctx context.Context, ps []Participant) (Outcome, er
 		case p.ReadOnly():
 			errs[i] = run(ctx, p, "COMMIT", "COMMIT")
 		case p == dp:
-			errs[i] = run(ctx, p, dpPrepare, "PREPARE TRANSACTION")
+			errs[i] = c.prepareDecision(ctx, gid, p, rec, prepare)
 		default:
 			errs[i] = run(ctx, p, prepare, "PREPARE TRANSACTION")
 		}
@@ -275,6 +290,7 @@ func (c *Coordinator) commit(ctx context.Context, ps []Participant) (Outcome, er
 	for i, err := range errs {
 		if err != nil {
 			c.abort(ctx, gid, ps, errs, &out)
+			c.letGo(ctx, gid, dp, ps, errs, &out)
 			return out, &AbortError{Shard: ps[i].Shard(), Err: err}
 		}
 	}
@@ -289,6 +305,12 @@ func (c *Coordinator) commit(ctx context.Context, ps []Participant) (Outcome, er
 			for _, p := range writers {
 				out.Pending = append(out.Pending, p.Shard())
 			}
+			for i, p := range ps {
+				if p == dp {
+					errs[i] = err // its connection is in doubt
+				}
+			}
+			c.letGo(ctx, gid, dp, ps, errs, &out)
 			c.log.Warn("two-phase commit: decision unknown; left to recovery", "gid", gid, "err", err)
 			return out, &InDoubtError{GID: gid, Err: err}
 		}
@@ -299,6 +321,7 @@ func (c *Coordinator) commit(ctx context.Context, ps []Participant) (Outcome, er
 			}
 		}
 		c.abort(ctx, gid, ps, errs, &out)
+		c.letGo(ctx, gid, dp, ps, errs, &out)
 		return out, &AbortError{Shard: dp.Shard(), Err: fmt.Errorf("recording the commit decision: %w", err)}
 	}
 	out.Committed = true
@@ -432,6 +455,101 @@ func (c *Coordinator) abort(ctx context.Context, gid GID, ps []Participant, errs
 		}
 	}
 	out.Finish = time.Since(start)
+}
+
+// recordSavepoint guards the commit record's INSERT in the decision
+// participant's transaction: where the decision table does not exist yet,
+// the INSERT fails without failing the transaction.
+const recordSavepoint = "pgshard_record"
+
+// tablePoll is how often the decision participant retries its commit
+// record while the decision table does not exist.
+const tablePoll = 100 * time.Millisecond
+
+// prepareDecision prepares the decision participant p with the commit
+// record rec. Where the decision table is missing (the meta leader's
+// recovery has not created it in this database yet: it does within a
+// round after the map or the database appears) it rolls the INSERT back
+// to its savepoint and retries, up to Options.TableWait: the table is
+// created by a role that may, outside any application transaction, never
+// inside a transaction that is about to be prepared (its locks would be
+// held until the commit, and the application's role may not create it).
+func (c *Coordinator) prepareDecision(ctx context.Context, gid GID, p Participant, rec, prepare string) error {
+	if rec == "" {
+		return run(ctx, p, prepare, "PREPARE TRANSACTION")
+	}
+	sql := "SAVEPOINT " + recordSavepoint + "; " + rec + "; RELEASE SAVEPOINT " + recordSavepoint + "; " + prepare
+	deadline := time.Now().Add(c.opts.TableWait)
+	for waited := false; ; waited = true {
+		err := run(ctx, p, sql, "PREPARE TRANSACTION")
+		if !missingTable(err) || !time.Now().Before(deadline) {
+			if waited && err == nil {
+				c.log.Info("two-phase commit: the decision table appeared; committing", "gid", gid, "shard", p.Shard())
+			}
+			return err
+		}
+		if !waited {
+			c.log.Warn("two-phase commit: "+DecisionTable+" does not exist yet on the decision shard; waiting for the meta leader's recovery to create it",
+				"gid", gid, "shard", p.Shard(), "wait", c.opts.TableWait)
+		}
+		if _, rerr := p.Exec(ctx, "ROLLBACK TO SAVEPOINT "+recordSavepoint+"; RELEASE SAVEPOINT "+recordSavepoint); rerr != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(tablePoll):
+		}
+	}
+}
+
+// missingTable reports whether err says the decision table (or its
+// schema) does not exist.
+func missingTable(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == wire.SQLStateUndefinedTable || pe.Code == wire.SQLStateInvalidSchemaName)
+}
+
+// letGo records, when the coordinator leaves gid to recovery without a
+// decision it knows — it aborted while some writer's state is unknown
+// (its PREPARE or ROLLBACK PREPARED got no answer: it may hold a prepared
+// transaction), or the decision itself is in doubt —, that it lets go of
+// gid: a let-go record (LetGoKey), inserted in a transaction of its own
+// on the first participant whose connection answers. It tells recovery
+// that the coordinator will not act on gid any more, so that its
+// decision shard's state decides it at once (doc.go) instead of after the
+// age bound. errs are phase 1's errors.
+func (c *Coordinator) letGo(ctx context.Context, gid GID, dp Participant, ps []Participant, errs []error, out *Outcome) {
+	if len(out.Pending) == 0 && !out.InDoubt {
+		return
+	}
+	store, ok := c.store.(interface{ LetGoSQL(GID) string })
+	if !ok {
+		return
+	}
+	pending := make(map[string]bool, len(out.Pending))
+	for _, s := range out.Pending {
+		pending[s] = true
+	}
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.FinishTimeout)
+	defer cancel()
+	sql := store.LetGoSQL(gid)
+	for i, p := range ps {
+		switch {
+		case uncertain(errs[i]), out.InDoubt && p == dp:
+			continue // its connection did not answer
+		case !out.InDoubt && pending[p.Shard()] && !p.ReadOnly():
+			continue // its rollback did not go through
+		}
+		if _, err := p.Exec(fctx, sql); err != nil {
+			c.log.Debug("two-phase commit: could not record letting go", "gid", gid, "shard", p.Shard(), "err", err)
+			continue
+		}
+		out.LetGo = p.Shard()
+		c.log.Warn("two-phase commit: transaction left to recovery; recorded that its coordinator let go of it", "gid", gid, "shard", p.Shard(), "pending", out.Pending)
+		return
+	}
+	c.log.Warn("two-phase commit: transaction left to recovery; no participant could record it (recovery resolves it after the age bound)", "gid", gid, "pending", out.Pending)
 }
 
 // parallel calls f for every participant, each in a goroutine of its own

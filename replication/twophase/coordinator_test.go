@@ -69,11 +69,20 @@ func (f *fakePart) got() []string {
 	return slices.Clone(f.stmts)
 }
 
-// verbs returns the statements' first words up to the GID.
+// verbs returns the statements' first words up to the GID, without the
+// savepoint around the commit record; a let-go record's INSERT is
+// "LET GO".
 func (f *fakePart) verbs() []string {
 	var out []string
 	for _, s := range f.got() {
 		for _, part := range strings.Split(s, "; ") {
+			if strings.HasSuffix(part, " "+recordSavepoint) {
+				continue
+			}
+			if strings.Contains(part, letGoSuffix) {
+				out = append(out, "LET GO")
+				continue
+			}
 			if i := strings.Index(part, " '"); i >= 0 && !strings.HasPrefix(part, "INSERT") {
 				part = part[:i]
 			} else if strings.HasPrefix(part, "INSERT") {
@@ -102,6 +111,7 @@ func (s *fakeStore) RecordSQL(gid GID) string {
 	s.recorded = append(s.recorded, gid)
 	return RecordStore{}.RecordSQL(gid)
 }
+func (s *fakeStore) LetGoSQL(gid GID) string { return RecordStore{}.LetGoSQL(gid) }
 func (s *fakeStore) Decide(ctx context.Context, gid GID, dp Participant) (bool, error) {
 	s.decided = append(s.decided, gid)
 	if s.err != nil {
@@ -111,7 +121,7 @@ func (s *fakeStore) Decide(ctx context.Context, gid GID, dp Participant) (bool, 
 }
 
 func newCoord(store DecisionStore) *Coordinator {
-	return New("proxy-1", store, Options{RetryDelay: time.Millisecond, FinishTimeout: time.Second}, nil)
+	return New("proxy-1", store, Options{RetryDelay: time.Millisecond, FinishTimeout: time.Second, TableWait: 300 * time.Millisecond}, nil)
 }
 
 func testCtx(t *testing.T) context.Context {
@@ -225,8 +235,24 @@ func TestPrepareUncertain(t *testing.T) {
 	if !slices.Equal(out.Pending, []string{"s1"}) || out.Committed {
 		t.Fatalf("outcome %+v", out)
 	}
-	wantVerbs(t, a, "INSERT", "PREPARE TRANSACTION", "ROLLBACK PREPARED")
+	// So the coordinator records, on the decision shard (rolled back),
+	// that it lets go of it: recovery resolves it at once.
+	if out.LetGo != "s0" {
+		t.Fatalf("let-go record on %q, want s0", out.LetGo)
+	}
+	wantVerbs(t, a, "INSERT", "PREPARE TRANSACTION", "ROLLBACK PREPARED", "LET GO")
 	wantVerbs(t, b, "PREPARE TRANSACTION")
+
+	// The decision participant's PREPARE lost: the let-go record goes to
+	// the other writer, rolled back.
+	a = &fakePart{name: "s0", fail: map[string][]error{"PREPARE": {errNet}}}
+	b = &fakePart{name: "s1"}
+	out, err = newCoord(RecordStore{}).Commit(testCtx(t), parts(a, b))
+	if !errors.As(err, &ae) || ae.Shard != "s0" || out.LetGo != "s1" || !slices.Equal(out.Pending, []string{"s0"}) {
+		t.Fatalf("outcome %+v, err %v", out, err)
+	}
+	wantVerbs(t, a, "INSERT", "PREPARE TRANSACTION")
+	wantVerbs(t, b, "PREPARE TRANSACTION", "ROLLBACK PREPARED", "LET GO")
 }
 
 func TestDecisionNotMade(t *testing.T) {
@@ -263,9 +289,13 @@ func TestDecisionUncertain(t *testing.T) {
 	if !out.InDoubt || out.Committed || !slices.Equal(out.Pending, []string{"s0", "s1"}) {
 		t.Fatalf("outcome %+v", out)
 	}
-	// Nothing else is done: recovery decides from the decision shard.
+	// Nothing else is done but the let-go record on the other (prepared)
+	// writer: recovery decides from the decision shard.
 	wantVerbs(t, a, "INSERT", "PREPARE TRANSACTION", "COMMIT PREPARED")
-	wantVerbs(t, b, "PREPARE TRANSACTION")
+	wantVerbs(t, b, "PREPARE TRANSACTION", "LET GO")
+	if out.LetGo != "s1" {
+		t.Fatalf("let-go record on %q, want s1", out.LetGo)
+	}
 }
 
 func TestCommitPreparedFails(t *testing.T) {
@@ -314,6 +344,16 @@ func TestGID(t *testing.T) {
 	if g2 == g {
 		t.Fatal("two GIDs alike")
 	}
+	// The incarnation of this process leads the transaction id.
+	if p.Incarnation != Incarnation() || !validIncarnation(Incarnation()) || p.TxID[:12] != Incarnation() {
+		t.Fatalf("%s: incarnation %q, process %q", g, p.Incarnation, Incarnation())
+	}
+	c := New("proxy-1", RecordStore{}, Options{Incarnation: "0123456789ab"}, nil)
+	a, b := &fakePart{name: "s0"}, &fakePart{name: "s1"}
+	out, err := c.Commit(testCtx(t), parts(a, b))
+	if p, perr := ParseGID(string(out.GID)); err != nil || perr != nil || p.Incarnation != "0123456789ab" {
+		t.Fatalf("%s: %+v %v %v", out.GID, p, err, perr)
+	}
 	long := strings.Repeat("x/", 200)
 	g, err = NewGID(long, long)
 	if err != nil || len(g) > MaxGIDLen {
@@ -334,12 +374,35 @@ func TestGID(t *testing.T) {
 }
 
 func TestAbortNoDecisionTable(t *testing.T) {
+	// The table never appears: after TableWait, 42P01 with a hint.
 	a := &fakePart{name: "s0", fail: map[string][]error{"INSERT": {pgErr("42P01")}}}
+	start := time.Now()
 	_, err := newCoord(RecordStore{}).Commit(testCtx(t), parts(a, &fakePart{name: "s1"}))
 	var ae *AbortError
 	if !errors.As(err, &ae) || ae.SQLState() != "42P01" || !strings.Contains(err.Error(), "does the meta cluster have a PostgreSQL role?") {
 		t.Fatalf("err %v", err)
 	}
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Errorf("gave up after %s, want TableWait (300ms)", d)
+	}
+}
+
+func TestDecisionTableAppears(t *testing.T) {
+	// The decision table is missing for the first two attempts (the meta
+	// leader creates it meanwhile): the record's INSERT is rolled back to
+	// its savepoint and retried, and the transaction commits.
+	a := &fakePart{name: "s0", fail: map[string][]error{"INSERT": {pgErr("42P01"), pgErr("3F000"), nil}}}
+	b := &fakePart{name: "s1"}
+	out, err := newCoord(RecordStore{}).Commit(testCtx(t), parts(a, b))
+	if err != nil || !out.Committed {
+		t.Fatalf("outcome %+v, err %v", out, err)
+	}
+	rec := "SAVEPOINT pgshard_record; INSERT INTO pgshard.commit_decisions (gid) VALUES ('" + string(out.GID) + "'); RELEASE SAVEPOINT pgshard_record; PREPARE TRANSACTION '" + string(out.GID) + "'"
+	back := "ROLLBACK TO SAVEPOINT pgshard_record; RELEASE SAVEPOINT pgshard_record"
+	if got, want := a.got(), []string{rec, back, rec, back, rec, "COMMIT PREPARED '" + string(out.GID) + "'"}; !slices.Equal(got, want) {
+		t.Fatalf("s0 got\n%q\nwant\n%q", got, want)
+	}
+	wantVerbs(t, b, "PREPARE TRANSACTION", "COMMIT PREPARED")
 }
 
 func TestMetrics(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync/atomic"
 )
 
 // GID is a global transaction id: the name PREPARE TRANSACTION gives a
@@ -18,7 +19,10 @@ import (
 //
 // "pgshard/1/" marks pgshard's transactions (others' prepared transactions
 // are never touched) and the format version. txid is 24 lower-case hex
-// digits (96 random bits): unique. decision shard is the tag of the shard
+// digits: the coordinator's incarnation (12 digits, 48 random bits drawn
+// once per process, see [Incarnation]) and a sequence number in it (12
+// digits): unique. The proxy heartbeats meta with its incarnation, so
+// recovery tells a restarted proxy's predecessor from it. decision shard is the tag of the shard
 // whose prepared transaction carries the commit record (the decision
 // pointer, see doc.go). proxy is the tag of the proxy that coordinates the
 // commit, so that recovery can tell from its lease whether it is alive.
@@ -59,19 +63,55 @@ func ShardTag(shard string) string { return tag(shard, maxShardTag) }
 // ProxyTag is proxy's tag in a GID.
 func ProxyTag(proxy string) string { return tag(proxy, maxProxyTag) }
 
-// NewGID returns a new GID for a transaction coordinated by proxy whose
-// commit record goes to decisionShard.
-func NewGID(proxy, decisionShard string) (GID, error) {
-	var b [txidLen / 2]byte
+// incarnationLen is the length of an incarnation: 12 hex digits.
+const incarnationLen = 12
+
+// processIncarnation is this process's incarnation.
+var processIncarnation = func() string {
+	var b [incarnationLen / 2]byte
 	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("twophase: transaction id: %w", err)
+		panic("twophase: incarnation: " + err.Error()) // crypto/rand does not fail on supported platforms
 	}
-	return GID(gidPrefix + hex.EncodeToString(b[:]) + "/" + ShardTag(decisionShard) + "/" + ProxyTag(proxy)), nil
+	return hex.EncodeToString(b[:])
+}()
+
+// Incarnation names this run of the process: 12 random hex digits drawn
+// at start. The proxy sends it with its meta heartbeats
+// (metarpc.ClientOptions.Incarnation) and its coordinator puts it in its
+// GIDs, so that recovery counts a proxy restarted under the same ID as a
+// new one: its predecessor's transactions are a dead proxy's at once.
+func Incarnation() string { return processIncarnation }
+
+// validIncarnation reports whether s is an incarnation.
+func validIncarnation(s string) bool {
+	if len(s) != incarnationLen {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
+}
+
+// gidSeq numbers the GIDs of this process.
+var gidSeq atomic.Uint64
+
+// NewGID returns a new GID for a transaction coordinated by proxy, in
+// this process's incarnation, whose commit record goes to decisionShard.
+func NewGID(proxy, decisionShard string) (GID, error) {
+	return newGID(processIncarnation, proxy, decisionShard), nil
+}
+
+// newGID is NewGID in incarnation inc.
+func newGID(inc, proxy, decisionShard string) GID {
+	seq := fmt.Sprintf("%012x", gidSeq.Add(1)&(1<<48-1))
+	return GID(gidPrefix + inc + seq + "/" + ShardTag(decisionShard) + "/" + ProxyTag(proxy))
 }
 
 // ParsedGID is a GID's parts.
 type ParsedGID struct {
 	TxID string
+	// Incarnation is the coordinator's (the TxID's first 12 digits; in
+	// GIDs made before incarnations, random digits that match none).
+	Incarnation string
 	// ShardTag and ProxyTag are the decision shard's and the proxy's
 	// tags (compare with ShardTag and ProxyTag).
 	ShardTag, ProxyTag string
@@ -95,7 +135,7 @@ func ParseGID(gid string) (ParsedGID, error) {
 	if _, err := hex.DecodeString(parts[0]); err != nil {
 		return ParsedGID{}, fmt.Errorf("twophase: %q: transaction id is not hex", gid)
 	}
-	return ParsedGID{TxID: parts[0], ShardTag: parts[1], ProxyTag: parts[2]}, nil
+	return ParsedGID{TxID: parts[0], Incarnation: parts[0][:incarnationLen], ShardTag: parts[1], ProxyTag: parts[2]}, nil
 }
 
 // quoteLiteral quotes s as a SQL string literal (standard_conforming_strings on).

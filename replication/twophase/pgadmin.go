@@ -189,7 +189,7 @@ func (a pgAdmin) Finish(ctx context.Context, addr, db, gid string, commit bool) 
 		_, err := conn.Exec(ctx, verb+quoteLiteral(gid)).ReadAll()
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == wire.SQLStateUndefinedObject {
-			return nil // finished meanwhile
+			return fmt.Errorf("%s: %w", gid, ErrNotPrepared) // finished meanwhile
 		}
 		return err
 	})
@@ -259,7 +259,7 @@ func (a pgAdmin) Decisions(ctx context.Context, addr, db string, limit int, keep
 			}
 		}
 		rs, err := rows(ctx, conn, "SELECT gid, committed, to_char(decided_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM "+
-			DecisionTable+" ORDER BY decided_at DESC LIMIT "+strconv.Itoa(limit))
+			DecisionTable+" WHERE gid NOT LIKE '%"+letGoSuffix+"' ORDER BY decided_at DESC LIMIT "+strconv.Itoa(limit))
 		if err != nil {
 			return err
 		}

@@ -53,6 +53,20 @@ func (RecordStore) RecordSQL(gid GID) string {
 	return "INSERT INTO " + DecisionTable + " (gid) VALUES (" + quoteLiteral(string(gid)) + ")"
 }
 
+// LetGoKey is the key of gid's let-go record: its coordinator's note,
+// on any participant, that it left gid to recovery without a decision it
+// knows, so that recovery resolves it at once (doc.go).
+func LetGoKey(gid string) string { return gid + letGoSuffix }
+
+// letGoSuffix ends the keys of let-go records.
+const letGoSuffix = "/let-go"
+
+// LetGoSQL inserts gid's let-go record (a statement of its own, outside
+// any transaction).
+func (RecordStore) LetGoSQL(gid GID) string {
+	return "INSERT INTO " + DecisionTable + " (gid, committed) VALUES (" + quoteLiteral(LetGoKey(string(gid))) + ", false) ON CONFLICT (gid) DO NOTHING"
+}
+
 // Decide commits the decision participant's prepared transaction, which
 // holds the commit record. A server error (its prepared transaction is
 // gone: recovery rolled it back) means not decided; no answer is

@@ -16,15 +16,30 @@ import (
 // and sees the cluster through two small ports.
 
 // Shard is a shard and its current primary.
-type Shard struct{ Name, Addr string }
+type Shard struct {
+	Name, Addr string
+	// PrimarySince is when Addr became the shard's primary (the meta
+	// leader's clock when the map that made it so was applied); zero when
+	// not known. A transaction prepared before it was prepared on the
+	// former primary: its coordinator's connection there is gone.
+	PrimarySince time.Time
+}
 
 // Cluster is recovery's view of the cluster.
 type Cluster interface {
 	// Primaries are the shards of the current map and their primaries
 	// (after a failover, the new one).
 	Primaries() []Shard
-	// LiveProxies are the IDs of the proxies whose lease runs.
-	LiveProxies() []string
+	// LiveProxies are the proxies whose lease runs.
+	LiveProxies() []LiveProxy
+}
+
+// LiveProxy is a proxy whose lease runs.
+type LiveProxy struct {
+	ID string
+	// Incarnation is the one its last heartbeat carried ("" when it
+	// sent none: then any of its GIDs counts as its own).
+	Incarnation string
 }
 
 // PreparedXact is a pgshard prepared transaction on a server.
@@ -61,7 +76,8 @@ type Admin interface {
 	// EnsureSchema creates the decision table in db (SchemaSQL).
 	EnsureSchema(ctx context.Context, addr, db string) error
 	// Finish runs COMMIT PREPARED (commit) or ROLLBACK PREPARED gid in db;
-	// a transaction no longer prepared is not an error.
+	// for a transaction no longer prepared it returns an error wrapping
+	// ErrNotPrepared.
 	Finish(ctx context.Context, addr, db, gid string, commit bool) error
 	// Decide runs DecisionSQL in db: the decision of a transaction no
 	// longer prepared on its decision shard.
@@ -74,6 +90,10 @@ type Admin interface {
 	// deleted).
 	Decisions(ctx context.Context, addr, db string, limit int, keep map[string]bool, olderThan time.Duration) ([]Decision, error)
 }
+
+// ErrNotPrepared is wrapped by Admin.Finish's error when the transaction
+// is not prepared (any more) on the server: someone finished it.
+var ErrNotPrepared = errors.New("not prepared")
 
 // RecoveryConfig configures a Recoverer. Zero values take the defaults.
 type RecoveryConfig struct {
@@ -214,9 +234,9 @@ type location struct {
 func (r *Recoverer) RunOnce(ctx context.Context) Report {
 	rep := Report{At: time.Now()}
 	shards := r.cfg.Cluster.Primaries()
-	alive := make(map[string]bool)
-	for _, id := range r.cfg.Cluster.LiveProxies() {
-		alive[ProxyTag(id)] = true
+	alive := make(map[string]string) // proxy tag → incarnation
+	for _, p := range r.cfg.Cluster.LiveProxies() {
+		alive[ProxyTag(p.ID)] = p.Incarnation
 	}
 	byTag := make(map[string]Shard, len(shards))
 	for _, s := range shards {
@@ -246,8 +266,9 @@ func (r *Recoverer) RunOnce(ctx context.Context) Report {
 		}
 	}
 
+	rd := &round{now: time.Now(), shards: shards, alive: alive, byTag: byTag, scans: scans}
 	for _, gid := range slices.Sorted(maps.Keys(byGID)) {
-		rep.InDoubt = append(rep.InDoubt, r.resolve(ctx, gid, byGID[gid], alive, byTag, scans)...)
+		rep.InDoubt = append(rep.InDoubt, r.resolve(ctx, gid, byGID[gid], rd)...)
 	}
 
 	// Decisions: list the recent ones and, when every shard was scanned,
@@ -287,9 +308,39 @@ func (r *Recoverer) RunOnce(ctx context.Context) Report {
 	return rep
 }
 
-// resolve resolves gid, prepared at locs, if its time has come, and
-// returns how it stands on each location.
-func (r *Recoverer) resolve(ctx context.Context, gid string, locs []location, alive map[string]bool, byTag map[string]Shard, scans map[string]ServerScan) []InDoubt {
+// round is what resolve needs of a round's scan.
+type round struct {
+	now    time.Time
+	shards []Shard
+	alive  map[string]string     // proxy tags whose lease runs → incarnation
+	byTag  map[string]Shard      // shards by tag
+	scans  map[string]ServerScan // by shard name, the shards scanned
+}
+
+// coordinatorAlive reports whether p's coordinator lives: its proxy's
+// lease runs, in the incarnation of p (a proxy restarted under the same
+// ID heartbeats with a new one: its predecessor is dead).
+func (rd *round) coordinatorAlive(p ParsedGID) bool {
+	inc, ok := rd.alive[p.ProxyTag]
+	return ok && (inc == "" || inc == p.Incarnation)
+}
+
+// letGoAge is how old a live coordinator's transaction must be before
+// recovery looks for a record saying its coordinator let go of it: a
+// commit takes milliseconds, so younger ones are in progress.
+const letGoAge = time.Second
+
+// replaced reports whether a transaction prepared age ago on sh's
+// current primary was prepared before that server became the primary
+// (on the former one, replicated), or, for the decision shard, whether
+// its primary changed since then.
+func (rd *round) replaced(sh Shard, age time.Duration) bool {
+	return !sh.PrimarySince.IsZero() && rd.now.Add(-age).Before(sh.PrimarySince)
+}
+
+// resolve resolves gid, prepared at locs, if its time has come (doc.go:
+// the resolution rules), and returns how it stands on each location.
+func (r *Recoverer) resolve(ctx context.Context, gid string, locs []location, rd *round) []InDoubt {
 	var oldest time.Duration
 	for _, l := range locs {
 		oldest = max(oldest, l.age)
@@ -301,17 +352,20 @@ func (r *Recoverer) resolve(ctx context.Context, gid string, locs []location, al
 		}
 	}
 	p, perr := ParseGID(gid)
+	alive := rd.coordinatorAlive(p)
 	for i, l := range locs {
-		out[i] = InDoubt{GID: gid, Shard: l.shard.Name, Addr: l.shard.Addr, Database: l.db, Age: l.age, Proxy: p.ProxyTag, ProxyAlive: alive[p.ProxyTag]}
+		out[i] = InDoubt{GID: gid, Shard: l.shard.Name, Addr: l.shard.Addr, Database: l.db, Age: l.age, Proxy: p.ProxyTag, ProxyAlive: alive}
 	}
 	if perr != nil {
 		setState("blocked: " + perr.Error())
 		return out
 	}
-	ds, ok := byTag[p.ShardTag]
-	if alive[p.ProxyTag] && oldest < r.cfg.MaxAge {
-		// The coordinator lives: only a decided commit is finished early.
-		if !ok || oldest < r.cfg.DecidedAge || !r.committedEarly(ctx, gid, ds, locs, scans) {
+	ds, ok := rd.byTag[p.ShardTag]
+	if alive && oldest < r.cfg.MaxAge && !(ok && rd.replaced(ds, oldest)) {
+		// The coordinator lives and still holds its connection to the
+		// decision shard: resolved early only when it cannot decide
+		// any more, or has decided.
+		if !ok || !r.early(ctx, gid, ds, locs, oldest, rd) {
 			setState("in progress")
 			return out
 		}
@@ -320,13 +374,15 @@ func (r *Recoverer) resolve(ctx context.Context, gid string, locs []location, al
 		setState("blocked: its decision shard is not in the map")
 		return out
 	}
-	if _, ok := scans[ds.Name]; !ok {
+	if _, ok := rd.scans[ds.Name]; !ok {
 		setState("blocked: its decision shard " + ds.Name + " cannot be reached")
 		return out
 	}
 
 	// The decision: still prepared on the decision shard means
-	// undecided, and rolling that back decides the abort.
+	// undecided, and rolling that back decides the abort. Not prepared
+	// there any more (its coordinator finished it meanwhile): the record
+	// says.
 	commit := false
 	decided := false
 	for _, l := range locs {
@@ -334,6 +390,9 @@ func (r *Recoverer) resolve(ctx context.Context, gid string, locs []location, al
 			continue
 		}
 		err := r.cfg.Admin.Finish(ctx, ds.Addr, l.db, gid, false)
+		if errors.Is(err, ErrNotPrepared) {
+			break
+		}
 		r.action(Action{GID: gid, Shard: ds.Name, Addr: ds.Addr, Database: l.db, Commit: false, Err: err})
 		if err != nil {
 			setState("blocked: roll back on the decision shard: " + err.Error())
@@ -351,10 +410,13 @@ func (r *Recoverer) resolve(ctx context.Context, gid string, locs []location, al
 	}
 	for i, l := range locs {
 		out[i].State = map[bool]string{true: "commit", false: "rollback"}[commit]
-		if l.shard.Name == ds.Name {
+		if l.shard.Name == ds.Name && decided {
 			continue // rolled back above
 		}
 		err := r.cfg.Admin.Finish(ctx, l.shard.Addr, l.db, gid, commit)
+		if errors.Is(err, ErrNotPrepared) {
+			continue
+		}
 		r.action(Action{GID: gid, Shard: l.shard.Name, Addr: l.shard.Addr, Database: l.db, Commit: commit, Err: err})
 		if err != nil {
 			out[i].State = "blocked: " + err.Error()
@@ -363,23 +425,62 @@ func (r *Recoverer) resolve(ctx context.Context, gid string, locs []location, al
 	return out
 }
 
-// committedEarly reports whether gid is no longer prepared on its
-// decision shard ds and its commit record is there.
-func (r *Recoverer) committedEarly(ctx context.Context, gid string, ds Shard, locs []location, scans map[string]ServerScan) bool {
-	if _, ok := scans[ds.Name]; !ok {
+// early reports whether gid, whose coordinator lives and is younger than
+// MaxAge, is to be resolved now (doc.go): its coordinator recorded that
+// it let go of it, or the decision shard's record decides it and the
+// coordinator would only finish it (after DecidedAge), or a participant
+// was prepared on a primary replaced since (its coordinator lost that
+// connection: it aborts, or leaves the commit to recovery).
+func (r *Recoverer) early(ctx context.Context, gid string, ds Shard, locs []location, oldest time.Duration, rd *round) bool {
+	if _, ok := rd.scans[ds.Name]; !ok {
 		return false
 	}
+	failedOver := false
+	dsPrepared := false
 	for _, l := range locs {
-		if l.shard.Name == ds.Name {
-			return false // undecided
+		failedOver = failedOver || rd.replaced(l.shard, l.age)
+		dsPrepared = dsPrepared || l.shard.Name == ds.Name
+	}
+	if dsPrepared {
+		// Undecided. Its coordinator decides in milliseconds unless it
+		// lost a participant (failedOver) or let go of it (a record on
+		// another shard).
+		switch {
+		case oldest < letGoAge:
+			return false
+		case failedOver && oldest >= r.cfg.DecidedAge:
+			return true
 		}
+		return r.letGo(ctx, gid, locs[0].db, rd)
 	}
 	found, committed, err := r.cfg.Admin.Lookup(ctx, ds.Addr, locs[0].db, gid)
 	if err != nil {
 		r.log.Warn("two-phase recovery: read a decision", "gid", gid, "shard", ds.Name, "err", err)
 		return false
 	}
-	return found && committed
+	switch {
+	case found && !committed:
+		return true // aborted: by its coordinator, or by recovery
+	case found:
+		return oldest >= r.cfg.DecidedAge || failedOver || oldest >= letGoAge && r.letGo(ctx, gid, locs[0].db, rd)
+	case failedOver:
+		return true // no record: an abort is recorded first (Decide)
+	}
+	return oldest >= letGoAge && r.letGo(ctx, gid, locs[0].db, rd)
+}
+
+// letGo reports whether gid's coordinator recorded that it let go of
+// the transaction: its let-go record (LetGoKey) on any shard.
+func (r *Recoverer) letGo(ctx context.Context, gid, db string, rd *round) bool {
+	for _, s := range rd.shards {
+		if _, ok := rd.scans[s.Name]; !ok {
+			continue
+		}
+		if found, _, err := r.cfg.Admin.Lookup(ctx, s.Addr, db, LetGoKey(gid)); err == nil && found {
+			return true
+		}
+	}
+	return false
 }
 
 // action logs a and reports it.

@@ -16,10 +16,17 @@ import (
 type fakeCluster struct {
 	shards []Shard
 	live   []string
+	inc    map[string]string // live proxy → its incarnation ("" none)
 }
 
-func (c *fakeCluster) Primaries() []Shard    { return c.shards }
-func (c *fakeCluster) LiveProxies() []string { return c.live }
+func (c *fakeCluster) Primaries() []Shard { return c.shards }
+func (c *fakeCluster) LiveProxies() []LiveProxy {
+	var out []LiveProxy
+	for _, id := range c.live {
+		out = append(out, LiveProxy{ID: id, Incarnation: c.inc[id]})
+	}
+	return out
+}
 
 // fakeAdmin is an Admin over in-memory servers.
 type fakeAdmin struct {
@@ -29,8 +36,11 @@ type fakeAdmin struct {
 	records  map[string]map[string]bool          // addr → gid → committed
 	down     map[string]bool
 	noTable  map[string]bool // addr → the table is missing
-	log      []string
-	deleted  []map[string]bool // keep sets passed to Decisions
+	// commitFirst: addr → gid whose coordinator commits it there just
+	// before recovery's Finish (the race with a live coordinator).
+	commitFirst map[string]string
+	log         []string
+	deleted     []map[string]bool // keep sets passed to Decisions
 }
 
 func newFakeAdmin() *fakeAdmin {
@@ -85,6 +95,16 @@ func (a *fakeAdmin) Finish(_ context.Context, addr, db, gid string, commit bool)
 	defer a.mu.Unlock()
 	if a.down[addr] {
 		return errors.New("connection refused")
+	}
+	if a.commitFirst[addr] == gid {
+		delete(a.prepared[addr], gid)
+		if a.records[addr] == nil {
+			a.records[addr] = map[string]bool{}
+		}
+		a.records[addr][gid] = true
+	}
+	if _, ok := a.prepared[addr][gid]; !ok {
+		return ErrNotPrepared
 	}
 	a.log = append(a.log, fmt.Sprintf("%s %s commit=%v", addr, gid, commit))
 	delete(a.prepared[addr], gid)
@@ -145,7 +165,7 @@ func newRecov(t *testing.T, c *fakeCluster, a *fakeAdmin, acts *[]Action) *Recov
 	return r
 }
 
-var threeShards = []Shard{{"s0", "h0:5432"}, {"s1", "h1:5432"}, {"s2", "h2:5432"}}
+var threeShards = []Shard{{Name: "s0", Addr: "h0:5432"}, {Name: "s1", Addr: "h1:5432"}, {Name: "s2", Addr: "h2:5432"}}
 
 func TestRecoveryLeavesLiveCoordinatorsAlone(t *testing.T) {
 	a := newFakeAdmin()
@@ -249,7 +269,7 @@ func TestRecoveryDecisionShardUnreachable(t *testing.T) {
 	// Failover: s0's new primary (with the prepared transaction, by
 	// synchronous replication) is in the map.
 	a.prepare("h0b:5432", g, time.Second)
-	c.shards = []Shard{{"s0", "h0b:5432"}, {"s1", "h1:5432"}, {"s2", "h2:5432"}}
+	c.shards = []Shard{{Name: "s0", Addr: "h0b:5432"}, {Name: "s1", Addr: "h1:5432"}, {Name: "s2", Addr: "h2:5432"}}
 	r.RunOnce(testCtx(t))
 	want := []string{"h0b:5432 " + g + " commit=false", "h1:5432 " + g + " commit=false"}
 	if got := a.actions(); !slices.Equal(got, want) {
@@ -295,6 +315,163 @@ func TestRecoveryCommitsDecidedEarly(t *testing.T) {
 	a.record("h0:5432", decided, true)
 	a.prepare("h2:5432", decided, time.Second)
 	newRecov(t, &fakeCluster{shards: threeShards, live: []string{"p1"}}, a, &acts).RunOnce(testCtx(t))
+	if got := a.actions(); len(got) != 0 {
+		t.Fatalf("actions %q", got)
+	}
+}
+
+func TestRecoveryLetGo(t *testing.T) {
+	// A live proxy's coordinator aborted with a participant whose
+	// PREPARE got no answer (s1 holds it prepared) and wrote a let-go
+	// record on the decision shard s0: resolved at once (after letGoAge),
+	// not after MaxAge.
+	a := newFakeAdmin()
+	g := gidOf(t, "p1", "s0")
+	a.prepare("h1:5432", g, 2*time.Second)
+	a.record("h0:5432", LetGoKey(g), false)
+	var acts []Action
+	live := &fakeCluster{shards: threeShards, live: []string{"p1"}}
+	newRecov(t, live, a, &acts).RunOnce(testCtx(t))
+	want := []string{"h0:5432 " + g + " abort recorded", "h1:5432 " + g + " commit=false"}
+	if got := a.actions(); !slices.Equal(got, want) {
+		t.Fatalf("actions %q, want %q", got, want)
+	}
+
+	// The decision participant's own PREPARE got no answer (s0 holds
+	// it prepared, with its commit record): the let-go record is on s2;
+	// s0 is rolled back first, which decides the abort.
+	a = newFakeAdmin()
+	g = gidOf(t, "p1", "s0")
+	a.prepare("h0:5432", g, 2*time.Second)
+	a.record("h2:5432", LetGoKey(g), false)
+	newRecov(t, live, a, &acts).RunOnce(testCtx(t))
+	if got, want := a.actions(), []string{"h0:5432 " + g + " commit=false"}; !slices.Equal(got, want) {
+		t.Fatalf("actions %q, want %q", got, want)
+	}
+
+	// Without a let-go record, or too young, it is left to its coordinator.
+	a = newFakeAdmin()
+	young := gidOf(t, "p1", "s0")
+	a.prepare("h0:5432", g, 2*time.Second)
+	a.prepare("h1:5432", young, 100*time.Millisecond)
+	a.record("h0:5432", LetGoKey(young), false)
+	rep := newRecov(t, live, a, &acts).RunOnce(testCtx(t))
+	if got := a.actions(); len(got) != 0 {
+		t.Fatalf("actions %q", got)
+	}
+	for _, d := range rep.InDoubt {
+		if d.State != "in progress" {
+			t.Fatalf("in doubt %+v", rep.InDoubt)
+		}
+	}
+}
+
+func TestRecoveryAfterFailover(t *testing.T) {
+	now := time.Now()
+	failedOver := func(shard string, ago time.Duration) *fakeCluster {
+		c := &fakeCluster{shards: slices.Clone(threeShards), live: []string{"p1"}}
+		for i := range c.shards {
+			if c.shards[i].Name == shard {
+				c.shards[i].PrimarySince = now.Add(-ago)
+			}
+		}
+		return c
+	}
+	var acts []Action
+
+	// (a) The decision shard s0 failed over during COMMIT PREPARED, which
+	// its new primary has (the record is there); s1 waits for its commit.
+	// The proxy lives and the transaction is 1 s old: committed at once.
+	a := newFakeAdmin()
+	g := gidOf(t, "p1", "s0")
+	a.record("h0:5432", g, true)
+	a.prepare("h1:5432", g, 3*time.Second)
+	newRecov(t, failedOver("s0", time.Second), a, &acts).RunOnce(testCtx(t))
+	if got, want := a.actions(), []string{"h1:5432 " + g + " commit=true"}; !slices.Equal(got, want) {
+		t.Fatalf("actions %q, want %q", got, want)
+	}
+
+	// ... or the COMMIT PREPARED did not reach it: still prepared on the
+	// new primary (prepared before it took over): rolled back at once.
+	a = newFakeAdmin()
+	a.prepare("h0:5432", g, 3*time.Second)
+	a.prepare("h1:5432", g, 3*time.Second)
+	newRecov(t, failedOver("s0", time.Second), a, &acts).RunOnce(testCtx(t))
+	if got, want := a.actions(), []string{"h0:5432 " + g + " commit=false", "h1:5432 " + g + " commit=false"}; !slices.Equal(got, want) {
+		t.Fatalf("actions %q, want %q", got, want)
+	}
+
+	// (b) A participant, s1, failed over after its PREPARE, whose answer
+	// was lost: its coordinator rolled s0 back. No record on s0: an abort
+	// is recorded, s1 rolled back.
+	a = newFakeAdmin()
+	a.prepare("h1:5432", g, 3*time.Second)
+	newRecov(t, failedOver("s1", time.Second), a, &acts).RunOnce(testCtx(t))
+	if got, want := a.actions(), []string{"h0:5432 " + g + " abort recorded", "h1:5432 " + g + " commit=false"}; !slices.Equal(got, want) {
+		t.Fatalf("actions %q, want %q", got, want)
+	}
+
+	// Prepared after the failover, on the new primaries: left alone.
+	a = newFakeAdmin()
+	a.prepare("h0:5432", g, 500*time.Millisecond)
+	a.prepare("h1:5432", g, 500*time.Millisecond)
+	rep := newRecov(t, failedOver("s0", 2*time.Second), a, &acts).RunOnce(testCtx(t))
+	if got := a.actions(); len(got) != 0 || rep.InDoubt[0].State != "in progress" {
+		t.Fatalf("actions %q, report %+v", got, rep.InDoubt)
+	}
+}
+
+func TestRecoveryRaceWithCoordinator(t *testing.T) {
+	// Recovery saw gid prepared on its decision shard, but its coordinator
+	// (alive past MaxAge, slow) commits it there just before recovery's
+	// ROLLBACK PREPARED: recovery must follow the record (commit), never
+	// roll the others back.
+	a := newFakeAdmin()
+	g := gidOf(t, "p1", "s0")
+	a.prepare("h0:5432", g, 2*time.Minute)
+	a.prepare("h1:5432", g, 2*time.Minute)
+	a.commitFirst = map[string]string{"h0:5432": g}
+	var acts []Action
+	newRecov(t, &fakeCluster{shards: threeShards, live: []string{"p1"}}, a, &acts).RunOnce(testCtx(t))
+	if got, want := a.actions(), []string{"h1:5432 " + g + " commit=true"}; !slices.Equal(got, want) {
+		t.Fatalf("actions %q, want %q", got, want)
+	}
+}
+
+func TestRecoveryRestartedProxy(t *testing.T) {
+	// Proxy p1 restarted under the same ID before its lease ran out: its
+	// lease now names the new incarnation, so its predecessor's undecided
+	// transaction (1 s old) is a dead proxy's at once; the new
+	// incarnation's own is left alone.
+	a := newFakeAdmin()
+	old, cur := "aaaaaaaaaaaa", "bbbbbbbbbbbb"
+	prev := string(newGID(old, "p1", "s0"))
+	mine := string(newGID(cur, "p1", "s0"))
+	a.prepare("h0:5432", prev, time.Second)
+	a.prepare("h1:5432", prev, time.Second)
+	a.prepare("h0:5432", mine, time.Second)
+	a.prepare("h1:5432", mine, time.Second)
+	var acts []Action
+	c := &fakeCluster{shards: threeShards, live: []string{"p1"}, inc: map[string]string{"p1": cur}}
+	rep := newRecov(t, c, a, &acts).RunOnce(testCtx(t))
+	want := []string{"h0:5432 " + prev + " commit=false", "h1:5432 " + prev + " commit=false"}
+	if got := a.actions(); !slices.Equal(got, want) {
+		t.Fatalf("actions %q, want %q", got, want)
+	}
+	for _, d := range rep.InDoubt {
+		if d.GID == mine && (d.State != "in progress" || !d.ProxyAlive) {
+			t.Fatalf("new incarnation's transaction: %+v", d)
+		}
+		if d.GID == prev && d.ProxyAlive {
+			t.Fatalf("predecessor's transaction counted alive: %+v", d)
+		}
+	}
+
+	// A proxy that sends no incarnation: any of its GIDs is its own.
+	a = newFakeAdmin()
+	a.prepare("h0:5432", prev, time.Second)
+	c.inc = nil
+	newRecov(t, c, a, &acts).RunOnce(testCtx(t))
 	if got := a.actions(); len(got) != 0 {
 		t.Fatalf("actions %q", got)
 	}

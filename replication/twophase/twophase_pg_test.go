@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -65,7 +67,13 @@ type clusterFunc struct {
 }
 
 func (c clusterFunc) Primaries() []Shard    { return c.shards }
-func (c clusterFunc) LiveProxies() []string { return *c.live }
+func (c clusterFunc) LiveProxies() []LiveProxy {
+	var out []LiveProxy
+	for _, id := range *c.live {
+		out = append(out, LiveProxy{ID: id})
+	}
+	return out
+}
 
 // begin opens a transaction on every shard listed (superuser, database
 // postgres) and runs sql there.
@@ -199,8 +207,10 @@ func TestPGCommitAtomic(t *testing.T) {
 }
 
 // abandonStore records the decision nowhere and says so: the proxy died
-// after PREPARE, before the decision.
-type abandonStore struct{ RecordStore }
+// after PREPARE, before the decision (so it writes no let-go record).
+type abandonStore struct{}
+
+func (abandonStore) RecordSQL(gid GID) string { return RecordStore{}.RecordSQL(gid) }
 
 func (abandonStore) Decide(context.Context, GID, Participant) (bool, error) {
 	return false, fmt.Errorf("proxy killed: %w", ErrUncertain)
@@ -442,4 +452,108 @@ func TestPGDecidedWhileProxyLives(t *testing.T) {
 	}
 	b.wantNoPrepared()
 	b.wantBalances(70, 130)
+}
+
+// lostReply is a participant whose server runs PREPARE TRANSACTION but
+// whose answer is lost (the coordinator sees no reply).
+type lostReply struct{ *Conn }
+
+func (l lostReply) Exec(ctx context.Context, sql string) (string, error) {
+	tag, err := l.Conn.Exec(ctx, sql)
+	if err == nil && strings.HasPrefix(sql, "PREPARE TRANSACTION") {
+		return "", errors.New("connection lost")
+	}
+	return tag, err
+}
+
+func TestPGLetGo(t *testing.T) {
+	// A live proxy's coordinator aborts with s1's PREPARE reply lost: s1
+	// holds the transaction prepared, with its row locked. The
+	// coordinator's let-go record makes recovery roll it back within
+	// seconds, not after MaxAge (an hour here).
+	integration.SkipIfNoPostgres(t)
+	b := newBank(t, 2)
+	b.setup()
+	live := []string{"proxy-a"}
+	r := b.recoverer(&live)
+	cs := b.begin(map[int]string{
+		0: "UPDATE accounts SET balance = balance - 30 WHERE id = 0",
+		1: "UPDATE accounts SET balance = balance + 30 WHERE id = 1",
+	})
+	ps := []Participant{cs[0], lostReply{cs[1]}}
+	out, err := New("proxy-a", RecordStore{}, Options{}, nil).Commit(b.ctx, ps)
+	var ae *AbortError
+	if !errors.As(err, &ae) || ae.Shard != "s1" || out.LetGo != "s0" {
+		t.Fatalf("commit: %+v %v", out, err)
+	}
+	if n := b.prepared(); n != 1 {
+		t.Fatalf("%d prepared, want 1 (s1's)", n)
+	}
+	start := time.Now()
+	for b.prepared() != 0 {
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("s1's prepared transaction still there after %s; last report %+v", time.Since(start), r.Last())
+		}
+		r.RunOnce(b.ctx)
+		time.Sleep(100 * time.Millisecond) // the pace of recovery rounds
+	}
+	t.Logf("resolved %s after the abort", time.Since(start).Round(time.Millisecond))
+	b.wantBalances(100, 100)
+}
+
+// logBuffer collects a logger's output.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func TestPGDecisionTableAppears(t *testing.T) {
+	// The first two-shard commit after the database appeared, before the
+	// meta leader's recovery created the decision table: it waits for the
+	// table instead of failing with 42P01, and commits.
+	integration.SkipIfNoPostgres(t)
+	b := newBank(t, 2)
+	cs := b.begin(map[int]string{
+		0: "UPDATE accounts SET balance = balance - 30 WHERE id = 0",
+		1: "UPDATE accounts SET balance = balance + 30 WHERE id = 1",
+	})
+	var logs logBuffer
+	c := New("proxy-a", RecordStore{}, Options{TableWait: 30 * time.Second}, slog.New(slog.NewTextHandler(&logs, nil)))
+	type result struct {
+		out Outcome
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, err := c.Commit(b.ctx, asParts(cs))
+		done <- result{out, err}
+	}()
+	for !strings.Contains(logs.String(), "does not exist yet") {
+		select {
+		case res := <-done:
+			t.Fatalf("commit ended before waiting for the table: %+v %v", res.out, res.err)
+		case <-b.ctx.Done():
+			t.Fatal(b.ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	b.setup() // the meta leader's recovery round creates the table
+	res := <-done
+	if res.err != nil || !res.out.Committed {
+		t.Fatalf("commit: %+v %v", res.out, res.err)
+	}
+	b.wantBalances(70, 130)
+	b.wantNoPrepared()
 }

@@ -171,6 +171,7 @@ func (b *builder) multiStatement(res *pg.ParseResult) *template {
 	}
 	refused := refusedTemplate(StmtOther, "a query string with several statements that touch sharded or unsharded tables cannot be routed as one unless all of them are for one shard",
 		"send the statements one at a time, or use a pgshard.shard hint")
+	refused.base.Err.MultiStatement = true
 	ro, anywhere := true, true
 	static := ""        // the shard of the statements not decided by a key
 	onDefault := true   // every statement as today: the default shard

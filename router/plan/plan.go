@@ -336,6 +336,10 @@ type RefusalError struct {
 	Code    string // SQLSTATE, wire.SQLStateFeatureNotSupported unless said otherwise
 	Message string // what cannot be done and why
 	Hint    string // what to do instead
+	// MultiStatement marks the refusal of a query string whose
+	// statements are not all for one shard (multiStatement): a session
+	// whose transactions may span shards runs it statement by statement.
+	MultiStatement bool
 }
 
 // Error implements error.

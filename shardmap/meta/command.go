@@ -83,6 +83,8 @@ type heartbeatCmd struct {
 	Addr         string `json:"addr"`
 	AppliedEpoch uint64 `json:"applied_epoch"`
 	LeaseNanos   int64  `json:"lease_ns"`
+	// Incarnation names the proxy process's run (omitted when empty).
+	Incarnation string `json:"incarnation,omitempty"`
 }
 
 // deregisterCmd (proxy_deregister v1) forgets a proxy that shut down.

@@ -12,6 +12,9 @@ import (
 // maxProxyID bounds the length of a proxy ID.
 const maxProxyID = 200
 
+// maxIncarnation bounds the length of a proxy's incarnation.
+const maxIncarnation = 64
+
 // Heartbeat registers the proxy proxyID, or renews its lease: it is
 // listening on addr and applies map epoch applied. It goes through raft,
 // on the leader only (a *NotLeaderError elsewhere). The leader stamps its
@@ -26,6 +29,16 @@ const maxProxyID = 200
 // replaces the proxy's previous one and stays in the leader's memory, out
 // of the log (see Reports): a changed report alone writes nothing.
 func (n *Node) Heartbeat(ctx context.Context, proxyID, addr string, applied uint64, unreachable []string) error {
+	return n.HeartbeatIncarnation(ctx, proxyID, "", addr, applied, unreachable)
+}
+
+// HeartbeatIncarnation is Heartbeat from the run incarnation of the proxy
+// process (ProxyStatus.Incarnation; at most 64 bytes): a heartbeat with
+// another incarnation than the last one is written to the log at once.
+func (n *Node) HeartbeatIncarnation(ctx context.Context, proxyID, incarnation, addr string, applied uint64, unreachable []string) error {
+	if len(incarnation) > maxIncarnation {
+		return fmt.Errorf("meta: heartbeat of proxy %s: an incarnation of at most %d bytes is required", proxyID, maxIncarnation)
+	}
 	if proxyID == "" || len(proxyID) > maxProxyID {
 		return fmt.Errorf("meta: heartbeat: a proxy ID of 1 to %d bytes is required", maxProxyID)
 	}
@@ -38,12 +51,12 @@ func (n *Node) Heartbeat(ctx context.Context, proxyID, addr string, applied uint
 	}
 	n.recordReport(proxyID, report)
 	st := n.fsm.state()
-	if r, ok := st.proxies[proxyID]; ok && r.addr == addr && r.applied == applied &&
+	if r, ok := st.proxies[proxyID]; ok && r.addr == addr && r.applied == applied && r.incarnation == incarnation &&
 		r.lease == n.cfg.ProxyLease && r.alive(st.now) && n.cfg.now().Sub(r.lastSeen) < r.lease/4 {
 		return nil
 	}
 	_, err = n.propose(ctx, cmdProxyHeartbeat, &heartbeatCmd{
-		ProxyID: proxyID, Addr: addr, AppliedEpoch: applied, LeaseNanos: int64(n.cfg.ProxyLease),
+		ProxyID: proxyID, Addr: addr, AppliedEpoch: applied, LeaseNanos: int64(n.cfg.ProxyLease), Incarnation: incarnation,
 	})
 	if err != nil {
 		return fmt.Errorf("meta: heartbeat of proxy %s: %w", proxyID, err)

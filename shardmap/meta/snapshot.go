@@ -49,6 +49,7 @@ type snapshotProxy struct {
 	AppliedEpoch uint64    `json:"applied_epoch"`
 	LastSeen     time.Time `json:"last_seen"`
 	LeaseNanos   int64     `json:"lease_ns"`
+	Incarnation  string    `json:"incarnation,omitempty"`
 }
 
 type snapshotMember struct {
@@ -73,7 +74,7 @@ func writeSnapshot(w io.Writer, s *state) error {
 	}
 	for _, id := range slices.Sorted(maps.Keys(s.proxies)) {
 		r := s.proxies[id]
-		f.Proxies = append(f.Proxies, snapshotProxy{ID: id, Addr: r.addr, AppliedEpoch: r.applied, LastSeen: r.lastSeen, LeaseNanos: int64(r.lease)})
+		f.Proxies = append(f.Proxies, snapshotProxy{ID: id, Addr: r.addr, AppliedEpoch: r.applied, LastSeen: r.lastSeen, LeaseNanos: int64(r.lease), Incarnation: r.incarnation})
 	}
 	for _, id := range slices.Sorted(maps.Keys(s.apiAddrs)) {
 		f.Members = append(f.Members, snapshotMember{ID: id, APIAddr: s.apiAddrs[id]})
@@ -126,7 +127,7 @@ func readSnapshot(r io.Reader) (*state, error) {
 			AppliedAt: m.AppliedAt.UTC(), Comment: m.Comment, Author: m.Author})
 	}
 	for _, p := range f.Proxies {
-		s.proxies[p.ID] = proxyRecord{addr: p.Addr, applied: p.AppliedEpoch, lastSeen: p.LastSeen.UTC(), lease: time.Duration(p.LeaseNanos)}
+		s.proxies[p.ID] = proxyRecord{addr: p.Addr, applied: p.AppliedEpoch, lastSeen: p.LastSeen.UTC(), lease: time.Duration(p.LeaseNanos), incarnation: p.Incarnation}
 	}
 	for _, m := range f.Members {
 		s.apiAddrs[m.ID] = m.APIAddr

@@ -41,6 +41,10 @@ type ProxyStatus struct {
 	// (the time of the last log entry applied), not at this node's clock:
 	// every replica at the same log index says the same.
 	Alive bool
+	// Incarnation names the run of the proxy process that sent the last
+	// heartbeat ("" when it sent none): a proxy restarted under the same
+	// ID heartbeats with a new one.
+	Incarnation string
 }
 
 // proxyRecord is the replicated state of one proxy.
@@ -49,6 +53,8 @@ type proxyRecord struct {
 	applied  uint64
 	lastSeen time.Time
 	lease    time.Duration
+	// incarnation is the last heartbeat's (ProxyStatus.Incarnation).
+	incarnation string
 }
 
 func (r proxyRecord) alive(now time.Time) bool { return now.Sub(r.lastSeen) < r.lease }
@@ -108,7 +114,7 @@ func (s *state) proxyList() []ProxyStatus {
 
 func (s *state) proxyStatus(id string) ProxyStatus {
 	r := s.proxies[id]
-	return ProxyStatus{ID: id, Addr: r.addr, AppliedEpoch: r.applied, LastSeen: r.lastSeen, Lease: r.lease, Alive: r.alive(s.now)}
+	return ProxyStatus{ID: id, Addr: r.addr, AppliedEpoch: r.applied, LastSeen: r.lastSeen, Lease: r.lease, Alive: r.alive(s.now), Incarnation: r.incarnation}
 }
 
 // lagging returns the live proxies that have not applied epoch, by ID.
@@ -141,7 +147,7 @@ func (s *state) apply(c *command) (*state, any) {
 		return n.applyMap(c.at, b)
 	case *heartbeatCmd:
 		n.proxies = maps.Clone(s.proxies)
-		n.proxies[b.ProxyID] = proxyRecord{addr: b.Addr, applied: b.AppliedEpoch, lastSeen: c.at, lease: time.Duration(b.LeaseNanos)}
+		n.proxies[b.ProxyID] = proxyRecord{addr: b.Addr, applied: b.AppliedEpoch, lastSeen: c.at, lease: time.Duration(b.LeaseNanos), incarnation: b.Incarnation}
 	case *deregisterCmd:
 		if _, ok := s.proxies[b.ProxyID]; ok {
 			n.proxies = maps.Clone(s.proxies)

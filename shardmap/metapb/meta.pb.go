@@ -2116,7 +2116,11 @@ type ProxyHeartbeatRequest struct {
 	// unreachable are the endpoints (host:port) of the map that the proxy's
 	// own probes currently fail to reach (at most 4096). Each heartbeat
 	// replaces the previous report; an empty list reports all reachable.
-	Unreachable   []string `protobuf:"bytes,4,rep,name=unreachable,proto3" json:"unreachable,omitempty"`
+	Unreachable []string `protobuf:"bytes,4,rep,name=unreachable,proto3" json:"unreachable,omitempty"`
+	// incarnation names this run of the proxy process (new at every
+	// start; empty from proxies that do not send one): two-phase recovery
+	// counts a proxy restarted under the same ID as a new one at once.
+	Incarnation   string `protobuf:"bytes,5,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2177,6 +2181,13 @@ func (x *ProxyHeartbeatRequest) GetUnreachable() []string {
 		return x.Unreachable
 	}
 	return nil
+}
+
+func (x *ProxyHeartbeatRequest) GetIncarnation() string {
+	if x != nil {
+		return x.Incarnation
+	}
+	return ""
 }
 
 type ProxyHeartbeatResponse struct {
@@ -3117,12 +3128,13 @@ const file_meta_proto_rawDesc = "" +
 	"\rapplied_epoch\x18\x03 \x01(\x04R\fappliedEpoch\x127\n" +
 	"\tlast_seen\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12/\n" +
 	"\x05lease\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x05lease\x12\x12\n" +
-	"\x04live\x18\x06 \x01(\bR\x04live\"\x93\x01\n" +
+	"\x04live\x18\x06 \x01(\bR\x04live\"\xb5\x01\n" +
 	"\x15ProxyHeartbeatRequest\x12\x19\n" +
 	"\bproxy_id\x18\x01 \x01(\tR\aproxyId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12#\n" +
 	"\rapplied_epoch\x18\x03 \x01(\x04R\fappliedEpoch\x12 \n" +
-	"\vunreachable\x18\x04 \x03(\tR\vunreachable\"M\n" +
+	"\vunreachable\x18\x04 \x03(\tR\vunreachable\x12 \n" +
+	"\vincarnation\x18\x05 \x01(\tR\vincarnation\"M\n" +
 	"\x16ProxyHeartbeatResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12#\n" +
 	"\rcurrent_epoch\x18\x02 \x01(\x04R\fcurrentEpoch\"3\n" +

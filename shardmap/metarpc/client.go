@@ -66,6 +66,10 @@ type ClientOptions struct {
 	// Logger receives the reasons for retries and reconnections (Debug
 	// for calls, Warn for a broken WatchMap); nil means none.
 	Logger *slog.Logger
+	// Incarnation, sent with every ProxyHeartbeat, names this run of the
+	// proxy process (new at each start, at most 64 bytes): two-phase
+	// recovery counts a proxy restarted under the same ID as a new one.
+	Incarnation string
 }
 
 // Client calls the meta cluster. It knows a list of member addresses,
@@ -554,7 +558,7 @@ func (c *Client) RemoveMember(ctx context.Context, id string) error {
 // fail to reach the endpoints (host:port) in unreachable (nil: none; at
 // most 4096). It returns the current epoch.
 func (c *Client) ProxyHeartbeat(ctx context.Context, id, addr string, applied uint64, unreachable []string) (uint64, error) {
-	req := &metapb.ProxyHeartbeatRequest{ProxyId: id, Address: addr, AppliedEpoch: applied, Unreachable: unreachable}
+	req := &metapb.ProxyHeartbeatRequest{ProxyId: id, Address: addr, AppliedEpoch: applied, Unreachable: unreachable, Incarnation: c.opts.Incarnation}
 	var resp *metapb.ProxyHeartbeatResponse
 	err := c.call(ctx, "ProxyHeartbeat", c.opts.AttemptTimeout, func(ctx context.Context, mc metapb.MetaServiceClient, opts ...grpc.CallOption) (err error) {
 		resp, err = mc.ProxyHeartbeat(ctx, req, opts...)

@@ -113,6 +113,10 @@ func (s nodeStore) Heartbeat(ctx context.Context, id, addr string, applied uint6
 	return nodeError(s.n.Heartbeat(ctx, id, addr, applied, unreachable))
 }
 
+func (s nodeStore) HeartbeatIncarnation(ctx context.Context, id, incarnation, addr string, applied uint64, unreachable []string) error {
+	return nodeError(s.n.HeartbeatIncarnation(ctx, id, incarnation, addr, applied, unreachable))
+}
+
 func (s nodeStore) Deregister(ctx context.Context, id string) error {
 	return nodeError(s.n.Deregister(ctx, id))
 }

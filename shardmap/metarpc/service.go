@@ -364,6 +364,15 @@ func (s *service) RemoveMember(ctx context.Context, req *metapb.RemoveMemberRequ
 	return &metapb.RemoveMemberResponse{}, nil
 }
 
+// maxIncarnation bounds a heartbeat's incarnation.
+const maxIncarnation = 64
+
+// incarnationHeartbeater is a Store that records the proxy's incarnation
+// with its heartbeat (the node's does).
+type incarnationHeartbeater interface {
+	HeartbeatIncarnation(ctx context.Context, id, incarnation, addr string, applied uint64, unreachable []string) error
+}
+
 // ProxyHeartbeat implements metapb.MetaServiceServer.
 func (s *service) ProxyHeartbeat(ctx context.Context, req *metapb.ProxyHeartbeatRequest) (*metapb.ProxyHeartbeatResponse, error) {
 	if err := checkName("proxy_id", req.GetProxyId()); err != nil {
@@ -380,7 +389,16 @@ func (s *service) ProxyHeartbeat(ctx context.Context, req *metapb.ProxyHeartbeat
 			return nil, err
 		}
 	}
-	if err := s.store.Heartbeat(ctx, req.GetProxyId(), req.GetAddress(), req.GetAppliedEpoch(), req.GetUnreachable()); err != nil {
+	if n := len(req.GetIncarnation()); n > maxIncarnation {
+		return nil, invalid("incarnation", fmt.Sprintf("%d bytes, more than %d", n, maxIncarnation))
+	}
+	var err error
+	if hi, ok := s.store.(incarnationHeartbeater); ok && req.GetIncarnation() != "" {
+		err = hi.HeartbeatIncarnation(ctx, req.GetProxyId(), req.GetIncarnation(), req.GetAddress(), req.GetAppliedEpoch(), req.GetUnreachable())
+	} else {
+		err = s.store.Heartbeat(ctx, req.GetProxyId(), req.GetAddress(), req.GetAppliedEpoch(), req.GetUnreachable())
+	}
+	if err != nil {
 		return nil, s.fail(ctx, "ProxyHeartbeat", "proxy_id", err)
 	}
 	return &metapb.ProxyHeartbeatResponse{Ok: true, CurrentEpoch: s.store.Map().Epoch}, nil
