@@ -175,18 +175,23 @@ func (d *deadlockDetector) run(ctx context.Context, s *Server) {
 	}
 }
 
-// longWaiter returns a watched session whose transaction has waited for
-// an answer longer than timeout, or nil; it forgets sessions whose
-// transaction ended without telling (a session that closed).
-func (d *deadlockDetector) longWaiter(timeout time.Duration) *session {
+// watched returns the watched sessions.
+func (d *deadlockDetector) watched() []*session {
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	list := make([]*session, 0, len(d.txs))
 	for ss := range d.txs {
 		list = append(list, ss)
 	}
-	d.mu.Unlock()
+	return list
+}
+
+// longWaiter returns a watched session whose transaction has waited for
+// an answer longer than timeout, or nil; it forgets sessions whose
+// transaction ended without telling (a session that closed).
+func (d *deadlockDetector) longWaiter(timeout time.Duration) *session {
 	var found *session
-	for _, ss := range list {
+	for _, ss := range d.watched() {
 		ss.mu.Lock()
 		since, id := ss.dtxWaitingSince()
 		gone := id == "" || len(ss.st.atts) == 0
@@ -305,13 +310,7 @@ func (s *Server) lockWaits(ctx context.Context, shard string, waiter *session) (
 
 // owner returns the watched session whose transaction is dtx, or nil.
 func (d *deadlockDetector) owner(dtx string) *session {
-	d.mu.Lock()
-	list := make([]*session, 0, len(d.txs))
-	for ss := range d.txs {
-		list = append(list, ss)
-	}
-	d.mu.Unlock()
-	for _, ss := range list {
+	for _, ss := range d.watched() {
 		ss.mu.Lock()
 		id := ss.dtx.id
 		ss.mu.Unlock()

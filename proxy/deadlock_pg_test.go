@@ -455,3 +455,107 @@ func TestDeadlockAcrossShardsScatter(t *testing.T) {
 	}
 	noPrepared(t, ctx, direct)
 }
+
+// TestDeadlockWatchEndsWithSession: a client that disconnects in the
+// middle of a transaction over two shards leaves nothing in the deadlock
+// detector's watch, also with transactions.deadlock_timeout negative
+// (the detector never looks, so it never sweeps closed sessions itself).
+func TestDeadlockWatchEndsWithSession(t *testing.T) {
+	c := integration.NewCluster(t, integration.Shards(2))
+	cfg := mapConfig(t, c.Shards[0], shardmaptest.KV([]int64{100}, c.Shards[0].Addr(), c.Shards[1].Addr()).YAML(t))
+	cfg.Transactions.CrossShard = proxy.CrossShardTwoPhase
+	cfg.Transactions.DeadlockTimeout = proxy.Duration(-time.Second)
+	p := startProxy(t, cfg)
+	ctx := ctxT(t)
+	createKV(t, ctx, c.Shards)
+	conn := connect(t, p.dsn(""))
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []int{1, 101} {
+		if _, err := tx.Exec(ctx, `INSERT INTO kv (k) VALUES ($1)`, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := p.srv.WatchedTransactions(); n != 1 {
+		t.Fatalf("watched transactions in a transaction over two shards: %d, want 1", n)
+	}
+	if err := conn.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for p.srv.WatchedTransactions() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the closed session's transaction is still watched 10 s after it disconnected")
+		}
+		time.Sleep(20 * time.Millisecond) // polling the session's end
+	}
+}
+
+// TestDeadlockAcrossShardsCopy: T1 updates row 1 on s0 (its transaction
+// on one shard so far), T2 inserts row 103 on s1 and then waits for row 1
+// on s0; T1's COPY FROM, with rows for both shards, waits on s1 for T2's
+// row 103: a cycle through a COPY over several shards in a transaction.
+// T1 (the younger: it spanned shards last) gets 40P01 from its COPY; T2
+// then commits.
+func TestDeadlockAcrossShardsCopy(t *testing.T) {
+	ps, direct := dlShards(t, 1)
+	ctx := ctxT(t)
+	c1, c2 := connect(t, ps[0].dsn("")), connect(t, ps[0].dsn(""))
+	tx1, err := c1.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx2, err := c2.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx1.Exec(ctx, `UPDATE kv SET n = n + 1 WHERE k = 1`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx2.Exec(ctx, `INSERT INTO kv (k) VALUES (103)`); err != nil {
+		t.Fatal(err)
+	}
+	// The statements' own context: a failure stops them before the
+	// connections close.
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	r2 := execAsync(sctx, tx2, `UPDATE kv SET n = n + 10 WHERE k = 1`)
+	testutil.Until(t, 10*time.Second, "T2 to wait on s0", func() bool { return lockWaiters(t, ctx, direct[0]) == 1 })
+	r1 := make(chan stmtResult, 1)
+	go func() {
+		_, err := tx1.Conn().PgConn().CopyFrom(sctx, strings.NewReader("3\n103\n"), `COPY kv (k) FROM STDIN`)
+		r1 <- stmtResult{err: err, at: time.Now()}
+	}()
+	var res stmtResult
+	select {
+	case res = <-r1:
+	case res = <-r2:
+		stop()
+		<-r1
+		t.Fatalf("T2's statement ended first (%v)", res.err)
+	case <-time.After(10 * time.Second):
+		stop()
+		<-r1
+		<-r2
+		t.Fatal("deadlock not broken in 10 s")
+	}
+	var pe *pgconn.PgError
+	if !errors.As(res.err, &pe) || pe.Code != wire.SQLStateDeadlockDetected {
+		t.Fatalf("T1's COPY: %v, want 40P01 deadlock detected across shards", res.err)
+	}
+	if err := tx1.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if res := <-r2; res.err != nil {
+		t.Fatalf("T2's statement: %v", res.err)
+	}
+	if err := tx2.Commit(ctx); err != nil {
+		t.Fatalf("T2's commit: %v", err)
+	}
+	if a := balance(t, ctx, direct[0], 1); a != 10 {
+		t.Fatalf("after T2's commit: row 1 n=%d, want 10", a)
+	}
+	noPrepared(t, ctx, direct)
+}

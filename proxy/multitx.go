@@ -555,17 +555,6 @@ const scatterInTxDrain = 30 * time.Second
 // (opened on the shards it had none on). Nothing of the session's is in
 // flight. A failure fails the transaction.
 func (s *session) scatterInTx(ctx context.Context, write bool, req scatter.Request) ([]byte, error) {
-	s.mu.Lock()
-	cur := s.st.conn()
-	deferred := s.st.deferredBegin
-	if deferred != "" {
-		s.st.beginSent() // the transaction starts on the shards now
-	}
-	s.mu.Unlock()
-	if cur != nil && !cur.ClearHandler(s) {
-		return req.Dst, wire.Fatalf(wire.SQLStateConnectionFailure, "server connection lost during the transaction")
-	}
-	s.relay = relayState{out: s.relay.out[:0]}
 	req.Atomic = false // the session's transaction is the statement's
 	req.Replicas = nil // the transaction runs on the primaries
 	req.Prepare = nil  // done when each attachment was lent
@@ -573,28 +562,12 @@ func (s *session) scatterInTx(ctx context.Context, write bool, req scatter.Reque
 	if req.Log == nil {
 		req.Log = s.log
 	}
-	ran := s.dtxScatter()
-	out, err := req.Dst, s.dtxTagCurrent(ctx)
-	if err == nil {
-		out, err = scatter.Run(ctx, &txBackends{scatterBackends: scatterBackends{srv: s.srv, user: s.user, db: s.db}, s: s, write: write}, req)
-	}
-	err = ran(err)
-	s.mu.Lock()
-	if len(s.st.atts) == 0 && deferred != "" {
-		// No shard was reached: the transaction is still the proxy's.
-		s.st.openDeferred(deferred)
-		s.st.txBegin = ""
-	}
-	if err != nil {
-		s.st.failDeferred()
-	}
-	first := s.st.conn()
-	s.queue.reset()
-	s.unsynced = false
-	s.mu.Unlock()
-	if first != nil && first.SetHandler(s) != nil {
-		return out, wire.Fatalf(wire.SQLStateConnectionFailure, "server connection lost during the transaction")
-	}
+	out := req.Dst
+	err := s.withSessionTx(ctx, write, func(tb *txBackends) error {
+		var err error
+		out, err = scatter.Run(ctx, tb, req)
+		return err
+	})
 	return out, err
 }
 

@@ -599,6 +599,7 @@ func (s *session) finish() {
 	busy := s.dirty || s.queue.syncs > 0 || s.unsynced
 	needReset := s.st.life == statePinned
 	atts := s.st.close()
+	s.dtxEnd() // no longer a transaction for the deadlock detector to watch
 	s.mu.Unlock()
 	_ = s.conn.Close()
 	for i := range atts {

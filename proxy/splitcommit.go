@@ -157,9 +157,9 @@ func (s *session) txScatterWriteRefusal(plan rplan.Plan) error {
 
 // withSessionTx runs f, a statement over several shards that runs on the
 // session's connections in its transaction over several shards (lent by
-// f's txBackends, opened on the shards it had none on), as scatterInTx
-// does for a Scatter: nothing of the session's is in flight; a failure
-// fails the transaction.
+// f's txBackends, opened on the shards it had none on): a Scatter
+// (scatterInTx), DDL or COPY FROM. Nothing of the session's is in
+// flight; a failure fails the transaction.
 func (s *session) withSessionTx(ctx context.Context, write bool, f func(tb *txBackends) error) error {
 	s.mu.Lock()
 	cur := s.st.conn()
@@ -172,7 +172,14 @@ func (s *session) withSessionTx(ctx context.Context, write bool, f func(tb *txBa
 		return wire.Fatalf(wire.SQLStateConnectionFailure, "server connection lost during the transaction")
 	}
 	s.relay = relayState{out: s.relay.out[:0]}
-	err := f(&txBackends{scatterBackends: scatterBackends{srv: s.srv, user: s.user, db: s.db}, s: s, write: write})
+	// The deadlock detector sees the statement waiting and every shard
+	// of the transaction tagged, the current one included (deadlock.go).
+	ran := s.dtxScatter()
+	err := s.dtxTagCurrent(ctx)
+	if err == nil {
+		err = f(&txBackends{scatterBackends: scatterBackends{srv: s.srv, user: s.user, db: s.db}, s: s, write: write})
+	}
+	err = ran(err)
 	s.mu.Lock()
 	if len(s.st.atts) == 0 && deferred != "" {
 		// No shard was reached: the transaction is still the proxy's.

@@ -590,6 +590,7 @@ func measureMove(ctx context.Context, t *testing.T, client *metarpc.Client, tgt 
 	r := &moveRun{cutoverRun: cutoverRun{what: "cutover"}}
 	held0, secs0, to0 := holdMetrics(proxies)
 	poll, stopPoll := context.WithCancel(ctx)
+	defer stopPoll() // also when waitPhase fails the test
 	polled := make(chan error, 1)
 	go func() { polled <- r.followCopy(poll, tgt, reshard.NamesFor(id, false).Subscription) }()
 	r.start = time.Now()

@@ -34,7 +34,6 @@ const (
 // MoveInterval is the interval the banner moves, as pgshard reshard takes it.
 var MoveInterval = fmt.Sprintf("[%d,%d)", MoveLo, MoveHi)
 
-
 // WriteBanner prints what is running, how to connect and a few queries to
 // try.
 func WriteBanner(w io.Writer, b Banner) error {
