@@ -203,7 +203,7 @@ tables:
 	}
 	for _, want := range []string{"pgshard_failover_switches_total", "pgshard_meta_map_epoch", "pgshard_endpoint_up",
 		"pgshard_twophase_recovery_actions_total", "pgshard_twophase_in_doubt", "pgshard_twophase_oldest_in_doubt_seconds", "pgshard_twophase_problem_shards",
-		"pgshard_reshard_moves", "pgshard_reshard_rows_total", "pgshard_reshard_cutover_seconds", "pgshard_reshard_verify_equal"} {
+		"pgshard_reshard_moves", "pgshard_reshard_rows_to_copy", "pgshard_reshard_cutover_seconds", "pgshard_reshard_verify_equal"} {
 		if _, ok := metaMetrics[want]; !ok {
 			t.Errorf("the meta member's /metrics lacks %s after a switchover", want)
 		}

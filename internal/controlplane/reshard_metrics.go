@@ -69,7 +69,7 @@ func newReshardCollector(records interface {
 		invalid: prometheus.NewDesc("pgshard_reshard_records_unreadable",
 			"Resharding move records this member cannot decode.", nil, nil),
 		rowsCopied:  move("pgshard_reshard_rows_copied", "Rows the initial copy of an unfinished move has copied (as last sampled)."),
-		rowsTotal:   move("pgshard_reshard_rows_total", "Rows of an unfinished move's interval on its source when the copy started."),
+		rowsTotal:   move("pgshard_reshard_rows_to_copy", "Rows of an unfinished move's interval on its source when the copy started."),
 		bytesCopied: move("pgshard_reshard_bytes_copied", "Bytes the initial copy of an unfinished move has copied (as last sampled)."),
 		lagBytes:    move("pgshard_reshard_lag_bytes", "Source WAL an unfinished move's target has not applied yet, in bytes (no series without replication)."),
 		verifyEqual: move("pgshard_reshard_verify_equal", "1 when the last verify of an unfinished move found both shards equal, 0 when it found differences (no series before a verify)."),

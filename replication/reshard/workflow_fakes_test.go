@@ -153,6 +153,7 @@ type fakeServers struct {
 	copyAfter      int // Progress calls before the copy is done
 	lag            int64
 	verifyEqual    bool
+	verifyReread   bool             // Verify's results are equal from re-reads
 	verifyOpts     []VerifyOptions  // every Verify call's options, in order
 	fail           map[string]error // "fwd.Fence" -> error, every call
 }
@@ -246,7 +247,7 @@ func (f fakeSteps) Verify(_ context.Context, opts VerifyOptions) (VerifyResult, 
 		return VerifyResult{}, err
 	}
 	f.s.verifyOpts = append(f.s.verifyOpts, opts)
-	r := VerifyResult{Equal: f.s.verifyEqual, Fenced: f.s.fenced[f.side(false)], CountOnly: opts.CountOnly}
+	r := VerifyResult{Equal: f.s.verifyEqual, Fenced: f.s.fenced[f.side(false)], CountOnly: opts.CountOnly, Reread: f.s.verifyReread}
 	r.Tables = []TableCheck{{Table: "public.users", SourceRows: 10, TargetRows: 10, Equal: f.s.verifyEqual}}
 	if !f.s.verifyEqual {
 		r.Tables[0].TargetRows = 9

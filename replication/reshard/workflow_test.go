@@ -111,11 +111,13 @@ func TestWorkflowVerifyBeforeHold(t *testing.T) {
 		{"small interval", 0, true, false},
 		{"large interval", 5, true, true},
 		{"large interval, differing before the hold", 5, false, false},
+		{"large interval, equal before the hold from re-reads", 5, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRig(t)
 			r.holdVerifyRows = tc.holdRows
 			r.srv.verifyEqual = tc.preEqual
+			r.srv.verifyReread = strings.Contains(tc.name, "re-reads")
 			c := r.controller()
 			id := r.start(c, CutoverAuto)
 			r.runUntil(c, id, PhaseCopied)

@@ -66,7 +66,7 @@ type clusterFunc struct {
 	live   *[]string
 }
 
-func (c clusterFunc) Primaries() []Shard    { return c.shards }
+func (c clusterFunc) Primaries() []Shard { return c.shards }
 func (c clusterFunc) LiveProxies() []LiveProxy {
 	var out []LiveProxy
 	for _, id := range *c.live {
