@@ -120,7 +120,7 @@ func runMerged(ctx context.Context, o *options, env *environment, tmp string, lo
 		}
 		// Balances that differ, so that sorting and sums do some work.
 		for _, srv := range s.Servers {
-			for _, sql := range []string{"UPDATE pgbench_accounts SET abalance = (aid * 7919) % 100000 - 50000", "VACUUM ANALYZE pgbench_accounts"} {
+			for _, sql := range []string{"UPDATE pgbench_accounts SET abalance = (aid::bigint * 7919) % 100000 - 50000", "VACUUM ANALYZE pgbench_accounts"} {
 				if err := srv.Exec(ctx, sql); err != nil {
 					return fmt.Errorf("set balances on %s: %w", srv.Name, err)
 				}

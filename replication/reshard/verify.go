@@ -60,9 +60,9 @@ type VerifyResult struct {
 	// VerifyOptions.CountOnly).
 	CountOnly bool
 	// Reread reports that a table's aggregates differed in every round
-	// and it was found equal key by key, from re-reads of the keys that
-	// differed (writes in flight): a cutover then compares the rows in
-	// full inside its hold, whatever their number.
+	// (writes in flight) and it was found equal key by key: every key's
+	// aggregates were compared (the first pass was not cut at its limit)
+	// and the keys that differed were equal when re-read.
 	Reread bool
 }
 

@@ -34,7 +34,7 @@ func (d *driver) cutoverStep(ctx context.Context, e Steps, st State) (*State, bo
 		// After a full comparison found the sides equal just before the
 		// hold, a large interval's rows are only counted here.
 		pre := st.Verify
-		opts := VerifyOptions{CaughtUp: true, CountOnly: pre != nil && pre.Equal && !pre.Reread && !pre.CountOnly && pre.Rows() > d.c.cfg.HoldVerifyRows}
+		opts := VerifyOptions{CaughtUp: true, CountOnly: pre != nil && pre.Equal && !pre.CountOnly && pre.Rows() > d.c.cfg.HoldVerifyRows}
 		if r, err = e.Verify(sctx, opts); err == nil {
 			st.Verify, st.VerifyFailed = &r, !r.Equal
 			if !r.Equal && !st.Force {
