@@ -175,19 +175,28 @@ func (e *Engine) WaitCaughtUp(ctx context.Context) (health.LSN, error) {
 // subscription it fails when must is set, and otherwise returns at once
 // (replication already stopped, e.g. after cutover: nothing more will
 // arrive).
+//
+// While the subscription is enabled but its apply worker is not running
+// (a subscription just created, e.g. the reverse one of a rollback that
+// follows its cutover at once), each poll wakes the target's logical
+// replication launcher (see wakeLauncher).
 func (e *Engine) waitApplied(ctx context.Context, lsn health.LSN, must bool) error {
 	return e.withConn(ctx, e.target(), func(conn *pgx.Conn) error {
 		return e.poll(ctx, func() (bool, error) {
-			var ready bool
+			var ready, idle bool
 			var received *string
 			err := conn.QueryRow(ctx, `SELECT coalesce((SELECT bool_and(srsubstate = 'r') FROM pg_subscription_rel WHERE srsubid = s.oid), false),
-				(SELECT received_lsn::text FROM pg_stat_subscription WHERE subid = s.oid AND relid IS NULL)
-				FROM pg_subscription s WHERE subname = $1`, e.names.Subscription).Scan(&ready, &received)
+				(SELECT received_lsn::text FROM pg_stat_subscription WHERE subid = s.oid AND relid IS NULL),
+				s.subenabled AND s.subslotname IS NOT NULL AND NOT EXISTS (SELECT FROM pg_stat_subscription WHERE subid = s.oid AND relid IS NULL AND pid IS NOT NULL)
+				FROM pg_subscription s WHERE subname = $1`, e.names.Subscription).Scan(&ready, &received, &idle)
 			if errors.Is(err, pgx.ErrNoRows) {
 				if must {
 					return false, fmt.Errorf("no subscription %s: the replication is not running", e.names.Subscription)
 				}
 				return true, nil
+			}
+			if err == nil && idle {
+				err = e.wakeLauncher(ctx, conn)
 			}
 			if err != nil || !ready || received == nil {
 				return false, err
@@ -196,6 +205,32 @@ func (e *Engine) waitApplied(ctx context.Context, lsn health.LSN, must bool) err
 			return l >= lsn, err
 		})
 	})
+}
+
+// wakeLauncher makes the target's logical replication launcher look for
+// subscriptions without an apply worker now. PostgreSQL 15's launcher
+// starts at most one apply worker per wal_retrieve_retry_interval (5 s by
+// default) on a server, and when a new subscription's commit wakes it
+// sooner than that after its previous start, it sleeps a whole interval
+// before looking again: the worker of a subscription created within 5 s
+// of another worker's start then starts about 5 s after its creation
+// (PostgreSQL 16 tracks the last start per subscription instead). ALTER
+// SUBSCRIPTION ... ENABLE of an enabled subscription changes nothing but
+// wakes the launcher at commit, so polled it starts the worker as soon as
+// the interval since the previous start has passed. Only an enabled
+// subscription with a slot is touched (read in the same statement), so it
+// does not undo DropReplication's DISABLE.
+func (e *Engine) wakeLauncher(ctx context.Context, conn *pgx.Conn) error {
+	sub := quoteIdent(e.names.Subscription)
+	_, err := conn.Exec(ctx, `DO $pgshard$ BEGIN
+		IF EXISTS (SELECT FROM pg_subscription WHERE subname = `+quoteLiteral(e.names.Subscription)+` AND subenabled AND subslotname IS NOT NULL) THEN
+			ALTER SUBSCRIPTION `+sub+` ENABLE;
+		END IF;
+	END $pgshard$`)
+	if err != nil {
+		return fmt.Errorf("wake the logical replication launcher for %s: %w", e.names.Subscription, err)
+	}
+	return nil
 }
 
 // markLSN commits a logical message on the source with synchronous_commit
