@@ -253,6 +253,12 @@ type engineSteps struct{ *Engine }
 
 func (s engineSteps) Reverse() Steps { return engineSteps{s.Engine.Reverse()} }
 
+// rollbackPrewait bounds the catch-up of the reverse replication that a
+// rollback waits for before its hold: three times PostgreSQL's default
+// wal_retrieve_retry_interval, the longest a new subscription's apply
+// worker waits for the launcher.
+const rollbackPrewait = 15 * time.Second
+
 // Engines builds the steps of move mv from shard from to shard to, as
 // the current map describes them.
 type Engines func(mv Move, from, to shardmap.Shard) (Steps, error)

@@ -293,6 +293,23 @@ func (d *driver) step(ctx context.Context, st State) (*State, bool, error) {
 	case PhaseCutOver:
 		switch st.Request {
 		case ActionRollback:
+			// Before the hold: the reverse replication is caught up with
+			// its apply worker running, so the held rollback-caughtup
+			// step only waits for the last writes. The worker of the
+			// reverse subscription made at the cutover can start up to
+			// wal_retrieve_retry_interval later (see
+			// Engine.wakeLauncher), a wait the writers would otherwise
+			// spend held. Bounded; a failure leaves it to the held step,
+			// which has the cutover's deadline and aborts cleanly.
+			wctx, cancel := context.WithTimeout(ctx, rollbackPrewait)
+			_, err := e.Reverse().WaitCaughtUp(wctx)
+			cancel()
+			if ctx.Err() != nil {
+				return nil, false, ctx.Err()
+			}
+			if err != nil {
+				c.log.Warn("reshard: the reverse replication did not catch up before the rollback's hold; the held step waits for it", "move", d.id, "err", err)
+			}
 			epoch, err := d.editMap(ctx, fmt.Sprintf("reshard %s: hold %s of %s for the rollback", d.id, st.Interval(), st.Distribution), func(m *shardmap.Map) (*shardmap.Map, error) {
 				if m.MovingByID(st.Distribution, d.id) != nil {
 					return nil, nil

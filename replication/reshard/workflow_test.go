@@ -719,3 +719,37 @@ func TestWorkflowHashGrows(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkflowRollbackCatchesUpBeforeHold: a rollback first waits, before
+// its hold epoch, for the reverse replication to catch up (so that the
+// held step does not wait for a new subscription's worker), and a failing
+// wait does not stop the rollback: the held step waits again.
+func TestWorkflowRollbackCatchesUpBeforeHold(t *testing.T) {
+	for _, fail := range []bool{false, true} {
+		r := newRig(t)
+		c := r.controller()
+		id := r.start(c, CutoverAuto)
+		r.runUntil(c, id, PhaseCutOver)
+		if fail {
+			r.srv.mu.Lock()
+			r.srv.fail["rev.WaitCaughtUp"] = errors.New("the reverse worker has not started")
+			r.srv.mu.Unlock()
+		}
+		if _, err := c.Act(context.Background(), id, ActionRollback, false); err != nil {
+			t.Fatal(err)
+		}
+		r.resetCalls()
+		if st := r.runUntil(c, id, PhaseRollbackHold); st.Phase != PhaseRollbackHold {
+			t.Fatalf("fail %t: phase %s, want %s (%s)", fail, st.Phase, PhaseRollbackHold, st.LastError)
+		}
+		if calls := r.calls(); !slices.Equal(calls, []string{"rev.WaitCaughtUp"}) {
+			t.Fatalf("fail %t: calls before the rollback's hold %v, want [rev.WaitCaughtUp]", fail, calls)
+		}
+		r.srv.mu.Lock()
+		delete(r.srv.fail, "rev.WaitCaughtUp")
+		r.srv.mu.Unlock()
+		if st := r.runUntil(c, id, PhaseRolledBack); st.Phase != PhaseRolledBack {
+			t.Fatalf("fail %t: phase %s (%s)", fail, st.Phase, st.LastError)
+		}
+	}
+}
