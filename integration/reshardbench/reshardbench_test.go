@@ -807,6 +807,13 @@ func report(in reportInput) string {
 	fmt.Fprintf(&b, "| %d rollbacks (`reshard rollback`, s1 → s0): pause in the interval, p50 / max | **%s** |\n", nRb, pm(rbIn))
 	fmt.Fprintf(&b, "| … pause seen by the other intervals, p50 / max | %s |\n", pm(rbOut))
 	fmt.Fprintf(&b, "| … hold epoch → old owner acknowledged, p50 / max | %s |\n", pm(rbDur))
+	var rbCaught []string // each rollback's held catch-up of the reverse replication
+	for _, c := range in.switches {
+		if c.what == "rollback" {
+			rbCaught = append(rbCaught, ms(eventAt(c.events, reshard.PhaseRollbackCaughtUp).Sub(eventAt(c.events, reshard.PhaseRollbackFenced))))
+		}
+	}
+	fmt.Fprintf(&b, "| … held catch-up of the reverse replication (step rollback-caughtup), each rollback | %s |\n", strings.Join(rbCaught, ", "))
 	fmt.Fprintf(&b, "| … statements held, per rollback | %.0f |\n", heldRb/float64(max(nRb, 1)))
 	fmt.Fprintf(&b, "| held statements that timed out (pgshard_interval_hold_timeouts_total) | %.0f |\n", timeouts)
 	var acks int
