@@ -218,8 +218,9 @@ func (e *Engine) waitApplied(ctx context.Context, lsn health.LSN, must bool) err
 // SUBSCRIPTION ... ENABLE of an enabled subscription changes nothing but
 // wakes the launcher at commit, so polled it starts the worker as soon as
 // the interval since the previous start has passed. Only an enabled
-// subscription with a slot is touched (read in the same statement), so it
-// does not undo DropReplication's DISABLE.
+// subscription with a slot is touched, checked in the same DO block just
+// before: only a DISABLE committed between the two (DropReplication's; a
+// move's steps run one at a time) could be undone.
 func (e *Engine) wakeLauncher(ctx context.Context, conn *pgx.Conn) error {
 	sub := quoteIdent(e.names.Subscription)
 	_, err := conn.Exec(ctx, `DO $pgshard$ BEGIN
