@@ -161,8 +161,9 @@ func (s *session) handleParse(ctx context.Context, frame []byte) error {
 	case info.Class&^settingClasses == 0 && info.Class != 0:
 		// SET and RESET: replayed like a simple query's when they run
 		// (handleBind, handleExecute, handleSync).
-		info.Param = strings.Clone(info.Param)
-		set = &info
+		// A copy: taking info's address would put it on the heap for
+		// every Parse.
+		set = &router.Info{Class: info.Class, Param: strings.Clone(info.Param), PinReason: info.PinReason}
 	case info.Class&^txControl != 0:
 		pin = "session state change in the extended protocol"
 	}
