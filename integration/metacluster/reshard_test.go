@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgshard/pgshard/integration"
+	"github.com/pgshard/pgshard/integration/ledger"
 	"github.com/pgshard/pgshard/integration/metacluster"
 	"github.com/pgshard/pgshard/internal/pgcluster"
 	"github.com/pgshard/pgshard/shardmap"
@@ -492,15 +493,15 @@ func TestReshardDeadProxyDelaysCutover(t *testing.T) {
 		return out
 	}
 	seeded := func(k int64) (string, bool) { return fmt.Sprintf("v%d", k), k < 1000 }
-	mk := func(name, dsn string, ks []int64) *ledgerWriter {
-		return newLedgerWriter(t, ctx, name, dsn, ks, seeded)
+	mk := func(name, dsn string, ks []int64) *ledger.Writer {
+		return ledger.New(t, ctx, name, dsn, ledger.KV, ks, seeded)
 	}
-	inside := []*ledgerWriter{mk("in-a", survivor.DSN(""), keys(400, 600, 2, 0)), mk("in-b", survivor.DSN(""), keys(400, 600, 2, 1))}
-	outside := []*ledgerWriter{mk("out-s0", survivor.DSN(""), keys(100, 300, 1, 0)), mk("out-s1", survivor.DSN(""), keys(2000, 2200, 1, 0))}
+	inside := []*ledger.Writer{mk("in-a", survivor.DSN(""), keys(400, 600, 2, 0)), mk("in-b", survivor.DSN(""), keys(400, 600, 2, 1))}
+	outside := []*ledger.Writer{mk("out-s0", survivor.DSN(""), keys(100, 300, 1, 0)), mk("out-s1", survivor.DSN(""), keys(2000, 2200, 1, 0))}
 	// A writer through the doomed proxy, on keys of its own (its last
 	// statement's outcome is unknown when the proxy dies).
 	lost := mk("doomed", doomed.DSN(""), keys(3000, 3100, 1, 0))
-	stopLost := startWriters(ctx, lost)
+	stopLost := ledger.Start(ctx, lost)
 
 	phase := func() string {
 		mvs, err := client.ListMoves(ctx, metarpc.MoveRef{ID: "mvp"})
@@ -519,7 +520,7 @@ func TestReshardDeadProxyDelaysCutover(t *testing.T) {
 	if ok, why := waitFor(60*time.Second, func() (bool, string) { p := phase(); return p == "copied", p }); !ok {
 		t.Fatalf("never copied: %s", why)
 	}
-	stop := startWriters(ctx, append(append([]*ledgerWriter{}, inside...), outside...)...)
+	stop := ledger.Start(ctx, append(append([]*ledger.Writer{}, inside...), outside...)...)
 	time.Sleep(300 * time.Millisecond) // writes before the cutover, not synchronisation
 
 	// Frozen, the proxy no longer heartbeats nor acknowledges epochs.
@@ -553,7 +554,7 @@ func TestReshardDeadProxyDelaysCutover(t *testing.T) {
 		t.Fatalf("never cut over: %s", why)
 	}
 	t.Logf("cut over %s after the proxy froze (killed %s after it froze); the doomed proxy's writer: %d writes, ended by %v",
-		took.Round(10*time.Millisecond), killed.Sub(frozen).Round(10*time.Millisecond), lost.writes, lost.err)
+		took.Round(10*time.Millisecond), killed.Sub(frozen).Round(10*time.Millisecond), lost.Writes(), lost.Err)
 	// The lease runs from the proxy's last heartbeat, at most its
 	// heartbeat interval before it froze.
 	if !sawHold || took > 16*time.Second {
@@ -561,7 +562,7 @@ func TestReshardDeadProxyDelaysCutover(t *testing.T) {
 	}
 	// The survivor's held statements waited past buffer.window (10 s)
 	// at most once per writer: they may fail with 08006, retryable.
-	checkWriters(t, inside, outside, 16*time.Second, 200*time.Millisecond)
+	ledger.Check(t, inside, outside, 16*time.Second, 200*time.Millisecond)
 	if held := heldStatements(survivor); held == 0 {
 		t.Error("the surviving proxy held no statement during the cutover")
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pgshard/pgshard/integration"
+	"github.com/pgshard/pgshard/integration/ledger"
 	"github.com/pgshard/pgshard/integration/metacluster"
 	"github.com/pgshard/pgshard/internal/pgcluster"
 	"github.com/pgshard/pgshard/shardmap"
@@ -151,23 +152,23 @@ func TestReshardHashTwoToThree(t *testing.T) {
 		}
 		return out
 	}
-	mk := func(name, dsn string, ks []int64) *ledgerWriter {
-		return newLedgerWriter(t, ctx, name, dsn, ks, seeded)
+	mk := func(name, dsn string, ks []int64) *ledger.Writer {
+		return ledger.New(t, ctx, name, dsn, ledger.KV, ks, seeded)
 	}
-	inside := []*ledgerWriter{
+	inside := []*ledger.Writer{
 		mk("in-a-pa", proxies[0], split(parts[1], 0)), mk("in-a-pb", proxies[1], split(parts[1], 1)),
 		mk("in-b-pa", proxies[0], split(parts[2], 0)), mk("in-b-pb", proxies[1], split(parts[2], 1)),
 	}
-	outside := []*ledgerWriter{mk("out-s0", proxies[1], parts[0]), mk("out-s1", proxies[0], parts[3])}
-	everyone := append(append([]*ledgerWriter{}, inside...), outside...)
-	stop := startWriters(ctx, everyone...)
+	outside := []*ledger.Writer{mk("out-s0", proxies[1], parts[0]), mk("out-s1", proxies[0], parts[3])}
+	everyone := append(append([]*ledger.Writer{}, inside...), outside...)
+	stop := ledger.Start(ctx, everyone...)
 	time.Sleep(300 * time.Millisecond) // writes before the moves, not synchronisation
 	moveAuto(t, cli, "kv", intervalA, "s2", "mva")
 	moveAuto(t, cli, "kv", intervalB, "s2", "mvb")
 	time.Sleep(300 * time.Millisecond) // writes after the moves, routed to s2
 	stop()
 
-	checkWriters(t, inside, outside, time.Second, 200*time.Millisecond)
+	ledger.Check(t, inside, outside, time.Second, 200*time.Millisecond)
 	held := heldStatements(pa, pb)
 	t.Logf("statements held by the proxies: %v", held)
 	if held == 0 {
@@ -195,7 +196,7 @@ func TestReshardHashTwoToThree(t *testing.T) {
 	// not theirs; the other seeded rows are nobody's ledger).
 	written := map[int64]bool{}
 	for _, w := range everyone {
-		for _, k := range w.keys {
+		for _, k := range w.Keys {
 			written[k] = true
 		}
 	}
