@@ -46,24 +46,15 @@ func TestReshardWorkflow(t *testing.T) {
 	if err := s0.Exec(ctx, "INSERT INTO kv SELECT i, 'v' || i FROM generate_series(1, 999) i"); err != nil {
 		t.Fatal(err)
 	}
-	mc := metacluster.Start(t, pgshardBin, metacluster.Members(1),
-		metacluster.Args("--pg-user", pgcluster.SuperuserName, "--pg-sslmode", "disable", "--no-failover", "--reshard-cutover-timeout", "20s"),
-		metacluster.Environ("PGSHARD_META_PG_PASSWORD="+pgcluster.SuperuserPassword))
-	client := mc.Client(t)
-	two := &shardmap.Map{Epoch: 1, Tables: []shardmap.Table{{Name: kvTable, Kind: shardmap.Sharded, KeyColumn: "id", Distribution: "kv"}}}
-	for i, s := range []*pgcluster.Server{s0, s1} {
-		two.Shards = append(two.Shards, shardmap.Shard{Name: shardName(i), Primary: shardmap.Endpoint{Host: s.Host, Port: s.Port}, State: shardmap.StateActive})
-	}
-	two.Distributions = []shardmap.Distribution{{Name: "kv", KeyType: shardmap.KeyBigint, Strategy: shardmap.Range, Intervals: []shardmap.Interval{
+	mc, client := startReshardMeta(t, "20s", metacluster.Members(1))
+	two := twoShardKV(s0, s1, shardmap.Range, []shardmap.Interval{
 		{Lo: shardmap.NegInf(), Hi: shardmap.Int64Bound(1000), Shard: "s0"},
 		{Lo: shardmap.Int64Bound(1000), Hi: shardmap.PosInf(), Shard: "s1"},
-	}}}
+	})
 	if _, err := client.ApplyMap(ctx, two, 0, "two shards"); err != nil {
 		t.Fatal(err)
 	}
-	cli := func(args ...string) (int, string, string) {
-		return runCLIExit(t, ctx, append(args, "--meta", mc.Members[0].APIAddr, "--token", mc.Token)...)
-	}
+	cli := metaCLI(t, ctx, mc)
 	owner := func(key int64) string {
 		t.Helper()
 		v, err := client.GetMap(ctx)
@@ -79,16 +70,7 @@ func TestReshardWorkflow(t *testing.T) {
 		}
 		return s
 	}
-	count := func(s *pgcluster.Server, where string) int64 {
-		t.Helper()
-		v, err := s.QueryValue(ctx, "SELECT count(*) FROM kv WHERE "+where)
-		if err != nil {
-			t.Fatalf("%s: %v", s.Name, err)
-		}
-		var n int64
-		fmt.Sscan(v, &n)
-		return n
-	}
+	count := func(s *pgcluster.Server, where string) int64 { t.Helper(); return countKV(t, ctx, s, where) }
 
 	// shards add: the new shard owns nothing and has the table.
 	code, stdout, stderr := cli("shards", "add", "s2", "--primary", s2.Addr(), "-o", "json")
@@ -317,10 +299,7 @@ func TestReshardLeaderKilled(t *testing.T) {
 	if err := s0.Exec(ctx, "INSERT INTO kv SELECT i, 'v' || i FROM generate_series(1, 999) i"); err != nil {
 		t.Fatal(err)
 	}
-	mc := metacluster.Start(t, pgshardBin,
-		metacluster.Args("--pg-user", pgcluster.SuperuserName, "--pg-sslmode", "disable", "--no-failover", "--reshard-cutover-timeout", "60s"),
-		metacluster.Environ("PGSHARD_META_PG_PASSWORD="+pgcluster.SuperuserPassword))
-	client := mc.Client(t)
+	mc, client := startReshardMeta(t, "60s")
 	// kvMap lists every shard of pg; s2 owns no interval.
 	first, err := client.ApplyMap(ctx, kvMap(t, pg, 1000), 0, "three shards, s2 empty")
 	if err != nil {
@@ -452,10 +431,7 @@ func TestReshardDeadProxyDelaysCutover(t *testing.T) {
 	if err := pg.Shards[0].Exec(ctx, "INSERT INTO kv SELECT i, 'v' || i FROM generate_series(1, 999) i"); err != nil {
 		t.Fatal(err)
 	}
-	mc := metacluster.Start(t, pgshardBin, metacluster.Members(1),
-		metacluster.Args("--pg-user", pgcluster.SuperuserName, "--pg-sslmode", "disable", "--no-failover", "--reshard-cutover-timeout", "40s"),
-		metacluster.Environ("PGSHARD_META_PG_PASSWORD="+pgcluster.SuperuserPassword))
-	client := mc.Client(t)
+	mc, client := startReshardMeta(t, "40s", metacluster.Members(1))
 	if _, err := client.ApplyMap(ctx, kvMap(t, pg, 1000), 0, "three shards, s2 empty"); err != nil {
 		t.Fatal(err)
 	}

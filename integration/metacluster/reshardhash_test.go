@@ -77,12 +77,7 @@ func TestReshardHashTwoToThree(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	two := &shardmap.Map{Epoch: 1, Tables: []shardmap.Table{{Name: kvTable, Kind: shardmap.Sharded, KeyColumn: "id", Distribution: "kv"}}}
-	for i, s := range []*pgcluster.Server{s0, s1} {
-		two.Shards = append(two.Shards, shardmap.Shard{Name: shardName(i), Primary: shardmap.Endpoint{Host: s.Host, Port: s.Port}, State: shardmap.StateActive})
-	}
-	two.Distributions = []shardmap.Distribution{{Name: "kv", KeyType: shardmap.KeyBigint, Strategy: shardmap.Hash,
-		Intervals: shardmap.EvenHashIntervals([]string{"s0", "s1"})}}
+	two := twoShardKV(s0, s1, shardmap.Hash, shardmap.EvenHashIntervals([]string{"s0", "s1"}))
 	// The target layout: the even thirds, the middle one on s2.
 	third := shardmap.EvenHashIntervals([]string{"s0", "s2", "s1"})
 	a, b := third[0].Hi, third[1].Hi
@@ -102,16 +97,11 @@ func TestReshardHashTwoToThree(t *testing.T) {
 	}
 	seedKV(t, ctx, two, map[string]*pgcluster.Server{"s0": s0, "s1": s1}, seedKeys, func(k int64) string { v, _ := seeded(k); return v })
 
-	mc := metacluster.Start(t, pgshardBin, metacluster.Members(1),
-		metacluster.Args("--pg-user", pgcluster.SuperuserName, "--pg-sslmode", "disable", "--no-failover", "--reshard-cutover-timeout", "20s"),
-		metacluster.Environ("PGSHARD_META_PG_PASSWORD="+pgcluster.SuperuserPassword))
-	client := mc.Client(t)
+	mc, client := startReshardMeta(t, "20s", metacluster.Members(1))
 	if _, err := client.ApplyMap(ctx, two, 0, "two shards, hash"); err != nil {
 		t.Fatal(err)
 	}
-	cli := func(args ...string) (int, string, string) {
-		return runCLIExit(t, ctx, append(args, "--meta", mc.Members[0].APIAddr, "--token", mc.Token)...)
-	}
+	cli := metaCLI(t, ctx, mc)
 	if code, stdout, stderr := cli("shards", "add", "s2", "--primary", s2.Addr()); code != 0 {
 		t.Fatalf("shards add: exit %d\n%s\n%s", code, stdout, stderr)
 	}

@@ -104,24 +104,15 @@ func TestReshardUnderLoad(t *testing.T) {
 	if err := s0.Exec(ctx, "INSERT INTO kv SELECT i, 'v' || i FROM generate_series(1, 999) i"); err != nil {
 		t.Fatal(err)
 	}
-	mc := metacluster.Start(t, pgshardBin, metacluster.Members(1),
-		metacluster.Args("--pg-user", pgcluster.SuperuserName, "--pg-sslmode", "disable", "--no-failover", "--reshard-cutover-timeout", "20s"),
-		metacluster.Environ("PGSHARD_META_PG_PASSWORD="+pgcluster.SuperuserPassword))
-	client := mc.Client(t)
-	two := &shardmap.Map{Epoch: 1, Tables: []shardmap.Table{{Name: kvTable, Kind: shardmap.Sharded, KeyColumn: "id", Distribution: "kv"}}}
-	for i, s := range []*pgcluster.Server{s0, s1} {
-		two.Shards = append(two.Shards, shardmap.Shard{Name: shardName(i), Primary: shardmap.Endpoint{Host: s.Host, Port: s.Port}, State: shardmap.StateActive})
-	}
-	two.Distributions = []shardmap.Distribution{{Name: "kv", KeyType: shardmap.KeyBigint, Strategy: shardmap.Range, Intervals: []shardmap.Interval{
+	mc, client := startReshardMeta(t, "20s", metacluster.Members(1))
+	two := twoShardKV(s0, s1, shardmap.Range, []shardmap.Interval{
 		{Lo: shardmap.NegInf(), Hi: shardmap.Int64Bound(1000), Shard: "s0"},
 		{Lo: shardmap.Int64Bound(1000), Hi: shardmap.PosInf(), Shard: "s1"},
-	}}}
+	})
 	if _, err := client.ApplyMap(ctx, two, 0, "two shards"); err != nil {
 		t.Fatal(err)
 	}
-	cli := func(args ...string) (int, string, string) {
-		return runCLIExit(t, ctx, append(args, "--meta", mc.Members[0].APIAddr, "--token", mc.Token)...)
-	}
+	cli := metaCLI(t, ctx, mc)
 	if code, stdout, stderr := cli("shards", "add", "s2", "--primary", s2.Addr()); code != 0 {
 		t.Fatalf("shards add: exit %d\n%s\n%s", code, stdout, stderr)
 	}
