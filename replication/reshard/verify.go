@@ -140,7 +140,10 @@ func (e *Engine) Verify(ctx context.Context, opts VerifyOptions) (VerifyResult, 
 			continue
 		}
 		t := e.cfg.Move.Tables[i]
-		limit := 10 * opts.MaxDiffKeys
+		// The first pass walks every key's aggregates anyway (both sides
+		// are read in full); its limit only bounds the keys re-read, so it
+		// is large: under steady writes hundreds of keys are in flight.
+		limit := max(10*opts.MaxDiffKeys, firstPassKeys)
 		keys, err := e.diffKeys(ctx, t, nil, limit)
 		// A first pass that stopped at its limit may not have compared
 		// every key: the table cannot be called equal from re-reads then.
@@ -168,6 +171,10 @@ func (e *Engine) Verify(ctx context.Context, opts VerifyOptions) (VerifyResult, 
 	}
 	return res, nil
 }
+
+// firstPassKeys bounds the differing keys Verify's first per-key pass
+// collects (to re-read them) when the source is not fenced.
+const firstPassKeys = 100_000
 
 // aggQuery is the count and checksum of t's interval rows (the count and
 // an empty checksum with countOnly).
