@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pgshard/pgshard/proxy/pool"
@@ -211,10 +212,13 @@ func (d *deadlockDetector) longWaiter(timeout time.Duration) *session {
 // breaks those whose victim is one of this proxy's transactions. A victim
 // is only acted on when a second look, right after the first, chooses it
 // again: the shards are listed one after the other, not at one instant.
+// Both looks use one connection per primary, closed at the end.
 func (d *deadlockDetector) check(ctx context.Context, s *Server, waiter *session) {
 	ctx, cancel := context.WithTimeout(ctx, deadlockCheckTimeout)
 	defer cancel()
-	first := d.victims(ctx, s, waiter)
+	lk := &lockLister{s: s, waiter: waiter, conns: map[string]*pgconn.PgConn{}}
+	defer lk.close(ctx)
+	first := d.victims(ctx, s, lk)
 	if len(first) == 0 {
 		return
 	}
@@ -226,7 +230,7 @@ func (d *deadlockDetector) check(ctx context.Context, s *Server, waiter *session
 		return
 	}
 	again := map[string]bool{}
-	for _, v := range d.victims(ctx, s, waiter) {
+	for _, v := range d.victims(ctx, s, lk) {
 		again[v.dtx] = true
 	}
 	for _, v := range first {
@@ -238,7 +242,7 @@ func (d *deadlockDetector) check(ctx context.Context, s *Server, waiter *session
 
 // victims lists every primary's waits and chooses the victims of the
 // cycles across shards.
-func (d *deadlockDetector) victims(ctx context.Context, s *Server, waiter *session) []dlVictim {
+func (d *deadlockDetector) victims(ctx context.Context, s *Server, lk *lockLister) []dlVictim {
 	d.checks.Inc()
 	shards := s.runtime().cfg.Shards
 	edges := make([][]dlEdge, len(shards))
@@ -246,7 +250,7 @@ func (d *deadlockDetector) victims(ctx context.Context, s *Server, waiter *sessi
 	for i := range shards {
 		name := shards[i].Name
 		wg.Go(func() {
-			procs, err := s.lockWaits(ctx, name, waiter)
+			procs, err := lk.lockWaits(ctx, name)
 			if err != nil {
 				if ctx.Err() == nil || !errors.Is(ctx.Err(), context.Canceled) {
 					s.log.Warn("deadlock check: cannot list the lock waits of a shard", "shard", name, "err", err)
@@ -264,24 +268,74 @@ func (d *deadlockDetector) victims(ctx context.Context, s *Server, waiter *sessi
 	return chooseVictims(all)
 }
 
-// lockWaits lists the backends of shard's primary that belong to a
-// distributed transaction or wait for a lock, over a connection of its
-// own (with the credentials of the waiting session's pool): a full pool
-// must not keep the check from seeing the deadlock that fills it.
-func (s *Server) lockWaits(ctx context.Context, shard string, waiter *session) ([]dlProc, error) {
-	p, err := s.pool(ctx, shard, waiter.user, waiter.db)
+// lockLister lists the lock waits of the primaries during one check,
+// over a connection of its own per primary (with the credentials of the
+// waiting session's pool), opened on first use and kept for the check's
+// second look: a full pool must not keep the check from seeing the
+// deadlock that fills it.
+type lockLister struct {
+	s      *Server
+	waiter *session
+	mu     sync.Mutex
+	conns  map[string]*pgconn.PgConn // by shard
+}
+
+// conn returns the check's connection to shard's primary.
+func (lk *lockLister) conn(ctx context.Context, shard string) (*pgconn.PgConn, error) {
+	lk.mu.Lock()
+	pc := lk.conns[shard]
+	lk.mu.Unlock()
+	if pc != nil {
+		return pc, nil
+	}
+	p, err := lk.s.pool(ctx, shard, lk.waiter.user, lk.waiter.db)
 	if err != nil {
 		return nil, err
 	}
-	pc, err := p.ConnectAside(ctx, "pgshard deadlock check")
+	pc, err = p.ConnectAside(ctx, "pgshard deadlock check")
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-		defer cancel()
+	lk.mu.Lock()
+	lk.conns[shard] = pc
+	lk.mu.Unlock()
+	return pc, nil
+}
+
+// close closes the check's connections.
+func (lk *lockLister) close(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	for shard, pc := range lk.conns {
 		_ = pc.Close(cctx)
-	}()
+		delete(lk.conns, shard)
+	}
+}
+
+// lockWaits lists the backends of shard's primary that belong to a
+// distributed transaction or wait for a lock. A connection that failed
+// is dropped (the next look opens another).
+func (lk *lockLister) lockWaits(ctx context.Context, shard string) ([]dlProc, error) {
+	pc, err := lk.conn(ctx, shard)
+	if err != nil {
+		return nil, err
+	}
+	procs, err := readLockWaits(ctx, pc)
+	if err != nil {
+		lk.mu.Lock()
+		delete(lk.conns, shard)
+		lk.mu.Unlock()
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		_ = pc.Close(cctx)
+		cancel()
+	}
+	return procs, err
+}
+
+// readLockWaits runs deadlockQuery on pc.
+func readLockWaits(ctx context.Context, pc *pgconn.PgConn) ([]dlProc, error) {
 	res := pc.Exec(ctx, deadlockQuery)
 	results, err := res.ReadAll()
 	if err != nil {
