@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pgshard/pgshard/proxy/pool"
+	"github.com/pgshard/pgshard/wire"
 )
 
 // DefaultDeadlockTimeout is transactions.deadlock_timeout's default: how
@@ -391,7 +392,9 @@ func (d *deadlockDetector) breakCycle(ctx context.Context, s *Server, v dlVictim
 	}
 	var targets []target
 	ss.mu.Lock()
-	if ss.dtx.id != v.dtx {
+	if since, id := ss.dtxWaitingSince(); id != v.dtx || since.IsZero() {
+		// Another transaction now, or its statement has ended: nothing
+		// to cancel, and no 57014 to come may be taken for this one's.
 		ss.mu.Unlock()
 		return
 	}
@@ -402,8 +405,12 @@ func (d *deadlockDetector) breakCycle(ctx context.Context, s *Server, v dlVictim
 		}
 		targets = append(targets, target{be: a.conn, shard: w.shard, done: a.conn.HoldForCancel()})
 	}
+	var armed *wire.Error
 	if len(targets) > 0 {
-		ss.dtx.victim.Store(deadlockError(v, targets[0].shard))
+		// Armed before the cancels go out: their 57014 may come back
+		// before Cancel returns.
+		armed = deadlockError(v, targets[0].shard)
+		ss.dtx.victim.Store(armed)
 	}
 	ss.mu.Unlock()
 	if len(targets) == 0 {
@@ -412,11 +419,19 @@ func (d *deadlockDetector) breakCycle(ctx context.Context, s *Server, v dlVictim
 	d.detected.Inc()
 	ss.log.Info("deadlock across shards: failing the youngest transaction of the cycle",
 		"dtx", v.dtx, "cycle", v.members, "shards", v.shards, "waiting_on", targets[0].shard)
+	sent := false
 	for _, t := range targets {
 		err := t.be.Cancel(ctx)
-		t.done(err == nil || errors.Is(err, pool.ErrCancelNotSent))
+		notSent := errors.Is(err, pool.ErrCancelNotSent)
+		sent = sent || !notSent
+		t.done(err == nil || notSent)
 		if err != nil {
 			ss.log.Warn("deadlock across shards: cancel failed", "shard", t.shard, "server", t.be.Addr, "err", err)
 		}
+	}
+	if !sent {
+		// No cancel went out: the next 57014 of the transaction (its
+		// statement_timeout, the client's cancel) is not the deadlock's.
+		ss.dtxDisarm(armed)
 	}
 }
