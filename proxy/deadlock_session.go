@@ -28,6 +28,9 @@ type dtxSession struct {
 	// 57014 of the transaction: the detector cancelled its statement to
 	// break a deadlock across shards.
 	victim atomic.Pointer[wire.Error]
+	// sets are the parameter changes of the session's transaction, for
+	// its other participants (settings.go). Under session.mu.
+	sets txSettings
 }
 
 // dtxTag returns the statement that tags a participant of the session's
@@ -98,6 +101,7 @@ func (s *session) dtxTagCurrent(ctx context.Context) error {
 // dtxEnd forgets the transaction's distributed ID at its end. Callers
 // hold s.mu.
 func (s *session) dtxEnd() {
+	s.dtx.sets.reset()
 	if s.dtx.id == "" && s.dtx.victim.Load() == nil {
 		return
 	}
