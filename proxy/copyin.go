@@ -170,7 +170,12 @@ func (s *session) copyInShards(ctx context.Context, plan rplan.Plan, sql string,
 	c := &copyIn{s: s, failed: make(chan struct{}), index: make(map[string]int), tx: tx}
 	c.table = copyTableName(sql)
 	c.twoPhase = tx == nil && len(plan.Shards) > 1 && s.srv.runtime().twoPhase
-	defer s.learnLSNs(ctx, plan.Shards) // after release: the rows are committed
+	if tx == nil {
+		// After release: the rows are committed. In a transaction over
+		// several shards they are not yet: endMultiTx learns the
+		// positions after the commit.
+		defer s.learnLSNs(ctx, plan.Shards)
+	}
 	defer c.release()
 	if err := c.start(ctx, plan, strings.Clone(sql)); err != nil {
 		c.abort(ctx, "")

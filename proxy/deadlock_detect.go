@@ -11,9 +11,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pgshard/pgshard/proxy/pool"
+	"github.com/pgshard/pgshard/wire"
 )
 
 // DefaultDeadlockTimeout is transactions.deadlock_timeout's default: how
@@ -211,10 +213,13 @@ func (d *deadlockDetector) longWaiter(timeout time.Duration) *session {
 // breaks those whose victim is one of this proxy's transactions. A victim
 // is only acted on when a second look, right after the first, chooses it
 // again: the shards are listed one after the other, not at one instant.
+// Both looks use one connection per primary, closed at the end.
 func (d *deadlockDetector) check(ctx context.Context, s *Server, waiter *session) {
 	ctx, cancel := context.WithTimeout(ctx, deadlockCheckTimeout)
 	defer cancel()
-	first := d.victims(ctx, s, waiter)
+	lk := &lockLister{s: s, waiter: waiter, conns: map[string]*pgconn.PgConn{}}
+	defer lk.close(ctx)
+	first := d.victims(ctx, s, lk)
 	if len(first) == 0 {
 		return
 	}
@@ -226,7 +231,7 @@ func (d *deadlockDetector) check(ctx context.Context, s *Server, waiter *session
 		return
 	}
 	again := map[string]bool{}
-	for _, v := range d.victims(ctx, s, waiter) {
+	for _, v := range d.victims(ctx, s, lk) {
 		again[v.dtx] = true
 	}
 	for _, v := range first {
@@ -238,7 +243,7 @@ func (d *deadlockDetector) check(ctx context.Context, s *Server, waiter *session
 
 // victims lists every primary's waits and chooses the victims of the
 // cycles across shards.
-func (d *deadlockDetector) victims(ctx context.Context, s *Server, waiter *session) []dlVictim {
+func (d *deadlockDetector) victims(ctx context.Context, s *Server, lk *lockLister) []dlVictim {
 	d.checks.Inc()
 	shards := s.runtime().cfg.Shards
 	edges := make([][]dlEdge, len(shards))
@@ -246,7 +251,7 @@ func (d *deadlockDetector) victims(ctx context.Context, s *Server, waiter *sessi
 	for i := range shards {
 		name := shards[i].Name
 		wg.Go(func() {
-			procs, err := s.lockWaits(ctx, name, waiter)
+			procs, err := lk.lockWaits(ctx, name)
 			if err != nil {
 				if ctx.Err() == nil || !errors.Is(ctx.Err(), context.Canceled) {
 					s.log.Warn("deadlock check: cannot list the lock waits of a shard", "shard", name, "err", err)
@@ -264,24 +269,74 @@ func (d *deadlockDetector) victims(ctx context.Context, s *Server, waiter *sessi
 	return chooseVictims(all)
 }
 
-// lockWaits lists the backends of shard's primary that belong to a
-// distributed transaction or wait for a lock, over a connection of its
-// own (with the credentials of the waiting session's pool): a full pool
-// must not keep the check from seeing the deadlock that fills it.
-func (s *Server) lockWaits(ctx context.Context, shard string, waiter *session) ([]dlProc, error) {
-	p, err := s.pool(ctx, shard, waiter.user, waiter.db)
+// lockLister lists the lock waits of the primaries during one check,
+// over a connection of its own per primary (with the credentials of the
+// waiting session's pool), opened on first use and kept for the check's
+// second look: a full pool must not keep the check from seeing the
+// deadlock that fills it.
+type lockLister struct {
+	s      *Server
+	waiter *session
+	mu     sync.Mutex
+	conns  map[string]*pgconn.PgConn // by shard
+}
+
+// conn returns the check's connection to shard's primary.
+func (lk *lockLister) conn(ctx context.Context, shard string) (*pgconn.PgConn, error) {
+	lk.mu.Lock()
+	pc := lk.conns[shard]
+	lk.mu.Unlock()
+	if pc != nil {
+		return pc, nil
+	}
+	p, err := lk.s.pool(ctx, shard, lk.waiter.user, lk.waiter.db)
 	if err != nil {
 		return nil, err
 	}
-	pc, err := p.ConnectAside(ctx, "pgshard deadlock check")
+	pc, err = p.ConnectAside(ctx, "pgshard deadlock check")
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-		defer cancel()
+	lk.mu.Lock()
+	lk.conns[shard] = pc
+	lk.mu.Unlock()
+	return pc, nil
+}
+
+// close closes the check's connections.
+func (lk *lockLister) close(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	for shard, pc := range lk.conns {
 		_ = pc.Close(cctx)
-	}()
+		delete(lk.conns, shard)
+	}
+}
+
+// lockWaits lists the backends of shard's primary that belong to a
+// distributed transaction or wait for a lock. A connection that failed
+// is dropped (the next look opens another).
+func (lk *lockLister) lockWaits(ctx context.Context, shard string) ([]dlProc, error) {
+	pc, err := lk.conn(ctx, shard)
+	if err != nil {
+		return nil, err
+	}
+	procs, err := readLockWaits(ctx, pc)
+	if err != nil {
+		lk.mu.Lock()
+		delete(lk.conns, shard)
+		lk.mu.Unlock()
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		_ = pc.Close(cctx)
+		cancel()
+	}
+	return procs, err
+}
+
+// readLockWaits runs deadlockQuery on pc.
+func readLockWaits(ctx context.Context, pc *pgconn.PgConn) ([]dlProc, error) {
 	res := pc.Exec(ctx, deadlockQuery)
 	results, err := res.ReadAll()
 	if err != nil {
@@ -337,7 +392,9 @@ func (d *deadlockDetector) breakCycle(ctx context.Context, s *Server, v dlVictim
 	}
 	var targets []target
 	ss.mu.Lock()
-	if ss.dtx.id != v.dtx {
+	if since, id := ss.dtxWaitingSince(); id != v.dtx || since.IsZero() {
+		// Another transaction now, or its statement has ended: nothing
+		// to cancel, and no 57014 to come may be taken for this one's.
 		ss.mu.Unlock()
 		return
 	}
@@ -348,8 +405,12 @@ func (d *deadlockDetector) breakCycle(ctx context.Context, s *Server, v dlVictim
 		}
 		targets = append(targets, target{be: a.conn, shard: w.shard, done: a.conn.HoldForCancel()})
 	}
+	var armed *wire.Error
 	if len(targets) > 0 {
-		ss.dtx.victim.Store(deadlockError(v, targets[0].shard))
+		// Armed before the cancels go out: their 57014 may come back
+		// before Cancel returns.
+		armed = deadlockError(v, targets[0].shard)
+		ss.dtx.victim.Store(armed)
 	}
 	ss.mu.Unlock()
 	if len(targets) == 0 {
@@ -358,11 +419,19 @@ func (d *deadlockDetector) breakCycle(ctx context.Context, s *Server, v dlVictim
 	d.detected.Inc()
 	ss.log.Info("deadlock across shards: failing the youngest transaction of the cycle",
 		"dtx", v.dtx, "cycle", v.members, "shards", v.shards, "waiting_on", targets[0].shard)
+	sent := false
 	for _, t := range targets {
 		err := t.be.Cancel(ctx)
-		t.done(err == nil || errors.Is(err, pool.ErrCancelNotSent))
+		notSent := errors.Is(err, pool.ErrCancelNotSent)
+		sent = sent || !notSent
+		t.done(err == nil || notSent)
 		if err != nil {
 			ss.log.Warn("deadlock across shards: cancel failed", "shard", t.shard, "server", t.be.Addr, "err", err)
 		}
+	}
+	if !sent {
+		// No cancel went out: the next 57014 of the transaction (its
+		// statement_timeout, the client's cancel) is not the deadlock's.
+		ss.dtxDisarm(armed)
 	}
 }

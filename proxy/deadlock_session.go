@@ -28,6 +28,9 @@ type dtxSession struct {
 	// 57014 of the transaction: the detector cancelled its statement to
 	// break a deadlock across shards.
 	victim atomic.Pointer[wire.Error]
+	// sets are the parameter changes of the session's transaction, for
+	// its other participants (settings.go). Under session.mu.
+	sets txSettings
 }
 
 // dtxTag returns the statement that tags a participant of the session's
@@ -98,6 +101,7 @@ func (s *session) dtxTagCurrent(ctx context.Context) error {
 // dtxEnd forgets the transaction's distributed ID at its end. Callers
 // hold s.mu.
 func (s *session) dtxEnd() {
+	s.dtx.sets.reset()
 	if s.dtx.id == "" && s.dtx.victim.Load() == nil {
 		return
 	}
@@ -112,12 +116,15 @@ func (s *session) dtxEnd() {
 // dtxScatter marks a statement over several shards running in the
 // transaction (for the detector's wait) until the returned func is
 // called; it then turns the statement's 57014 into the deadlock's error
-// when the detector cancelled it.
+// when the detector cancelled it. Once the statement has ended, however,
+// the detector's cancel is not waited for any more.
 func (s *session) dtxScatter() func(error) error {
 	s.dtx.scatterSince.Store(time.Now().UnixNano())
 	return func(err error) error {
 		s.dtx.scatterSince.Store(0)
-		return s.dtxError(err)
+		err = s.dtxError(err)
+		s.dtx.victim.Store(nil)
+		return err
 	}
 }
 
@@ -136,15 +143,31 @@ func (s *session) dtxError(err error) error {
 
 // dtxFrame returns the ErrorResponse the relay passes on for frame: the
 // deadlock's error when frame is the 57014 of the statement the detector
-// cancelled, else frame.
+// cancelled, else frame. Any error ends the statement the detector
+// cancelled, and the transaction: a cancel arriving later finds nothing
+// to cancel, so the conversion is disarmed.
 func (s *session) dtxFrame(frame []byte) []byte {
-	if wire.ErrorCode(frame) != wire.SQLStateQueryCanceled {
-		return frame
-	}
-	if e := s.dtx.victim.Swap(nil); e != nil {
+	e := s.dtx.victim.Swap(nil)
+	if e != nil && wire.ErrorCode(frame) == wire.SQLStateQueryCanceled {
 		return wire.AppendErrorResponse(nil, e)
 	}
 	return frame
+}
+
+// dtxDisarm undoes the detector's arming with e (a victim's statement
+// whose cancel was not sent), unless the conversion has been used.
+func (s *session) dtxDisarm(e *wire.Error) {
+	s.dtx.victim.CompareAndSwap(e, nil)
+}
+
+// dtxSettled is told that every statement sent to the session's current
+// attachment has completed without an error: a statement the detector
+// meant to cancel finished first, and the next 57014 is not the
+// deadlock's. Callers hold s.mu.
+func (s *session) dtxSettled() {
+	if s.dtx.victim.Load() != nil && s.queue.empty() {
+		s.dtx.victim.Store(nil)
+	}
 }
 
 // dtxWaitingSince returns since when the session's transaction over

@@ -140,7 +140,8 @@ func TestChooseVictims(t *testing.T) {
 }
 
 // TestDtxVictimError: a victim's next 57014 becomes the deadlock's
-// error, once; other errors pass, and without a victim nothing changes.
+// error, once; other errors pass (and end the wait), and without a
+// victim nothing changes.
 func TestDtxVictimError(t *testing.T) {
 	s := &session{}
 	canceled := wire.AppendErrorResponse(nil, &wire.Error{Code: wire.SQLStateQueryCanceled, Message: "canceling statement due to user request"})
@@ -153,6 +154,10 @@ func TestDtxVictimError(t *testing.T) {
 	if got := s.dtxFrame(other); !bytes.Equal(got, other) {
 		t.Fatal("another error changed")
 	}
+	if got := s.dtxFrame(canceled); !bytes.Equal(got, canceled) {
+		t.Fatal("57014 after another error (the statement had ended) changed")
+	}
+	s.dtx.victim.Store(deadlockError(v, "s0"))
 	got := s.dtxFrame(canceled)
 	if wire.ErrorCode(got) != wire.SQLStateDeadlockDetected || wire.ErrorField(got, 'M') != "deadlock detected across shards" ||
 		!strings.Contains(wire.ErrorField(got, 'D'), "shard s0") || !strings.Contains(wire.ErrorField(got, 'D'), "s0, s1 with 1;") {
@@ -170,5 +175,53 @@ func TestDtxVictimError(t *testing.T) {
 	}
 	if err := s.dtxError(&wire.Error{Code: wire.SQLStateQueryCanceled}); wire.AsError(err).Code != wire.SQLStateQueryCanceled {
 		t.Fatalf("a second 57014 became %v", err)
+	}
+}
+
+// TestDtxVictimDisarm: the 40P01 conversion armed by the detector is
+// disarmed when its cancel was not sent and when the waiting statement
+// completes normally, so that a later 57014 (statement_timeout, a
+// client's cancel) stays 57014; it stays armed while a statement is in
+// flight, and a disarm of an older arming leaves a newer one alone.
+func TestDtxVictimDisarm(t *testing.T) {
+	canceled := wire.AppendErrorResponse(nil, &wire.Error{Code: wire.SQLStateQueryCanceled, Message: "canceling statement due to statement timeout"})
+	v := dlVictim{dtx: "2", members: []string{"1", "2"}, shards: []string{"s0", "s1"}}
+
+	s := &session{}
+	armed := deadlockError(v, "s0")
+	s.dtx.victim.Store(armed)
+	s.dtxDisarm(armed) // no cancel went out
+	if got := s.dtxFrame(canceled); !bytes.Equal(got, canceled) {
+		t.Fatalf("57014 after a cancel that was not sent became %s", wire.ErrorCode(got))
+	}
+
+	newer := deadlockError(v, "s1")
+	s.dtx.victim.Store(newer)
+	s.dtxDisarm(armed)
+	if s.dtx.victim.Load() != newer {
+		t.Fatal("disarming an older arming removed a newer one")
+	}
+
+	// The statement is still in flight: a sync entry is queued.
+	s.queue.push(entry{kind: entrySync})
+	s.dtxSettled()
+	if s.dtx.victim.Load() != newer {
+		t.Fatal("disarmed while a statement was still in flight")
+	}
+	// It completed normally: the cancel, if it arrives, finds nothing.
+	s.queue.popSync()
+	s.dtxSettled()
+	if got := s.dtxFrame(canceled); !bytes.Equal(got, canceled) {
+		t.Fatalf("57014 after the waiting statement completed became %s", wire.ErrorCode(got))
+	}
+
+	// A statement over several shards that completed disarms too.
+	s.dtx.victim.Store(armed)
+	done := s.dtxScatter()
+	if err := done(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.dtxError(&wire.Error{Code: wire.SQLStateQueryCanceled}); wire.AsError(err).Code != wire.SQLStateQueryCanceled {
+		t.Fatalf("57014 after the statement over several shards completed became %v", err)
 	}
 }

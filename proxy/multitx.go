@@ -163,6 +163,12 @@ func (s *session) switchShard(ctx context.Context, plan rplan.Plan, q router.Que
 		be := a.conn
 		s.parkedNowCurrent(plan, q)
 		s.mu.Unlock()
+		if err := s.txCatchUp(ctx, be, plan.Shard); err != nil {
+			s.mu.Lock()
+			s.st.switchTo(oldShard)
+			s.mu.Unlock()
+			return nil, s.restoreAndRaise(old, wire.AsError(err))
+		}
 		if err := be.SetHandler(s); err != nil {
 			s.mu.Lock()
 			s.st.switchTo(oldShard)
@@ -185,7 +191,7 @@ func (s *session) switchShard(ctx context.Context, plan rplan.Plan, q router.Que
 	}
 	s.mu.Lock()
 	begin := s.st.txBegin
-	tagged := s.dtxBegin(begin, replica != "")
+	tagged := s.txOpenSQL(begin, plan.Shard, replica != "")
 	s.mu.Unlock()
 	if !plainBegin(begin) {
 		// A BEGIN with options may be refused (READ WRITE on a
@@ -467,6 +473,9 @@ func (b *txBackends) Held(ctx context.Context, shard string) (*pool.Conn, error)
 	begin := s.st.txBegin
 	s.mu.Unlock()
 	if a != nil {
+		if err := s.txCatchUp(ctx, a.conn, shard); err != nil {
+			return nil, err
+		}
 		return a.conn, nil
 	}
 	if err := s.srv.waitSwitch(ctx, shard); err != nil {
@@ -481,7 +490,7 @@ func (b *txBackends) Held(ctx context.Context, shard string) (*pool.Conn, error)
 		return nil, err
 	}
 	s.mu.Lock()
-	begin = s.dtxBegin(begin, false)
+	begin = s.txOpenSQL(begin, shard, false)
 	s.mu.Unlock()
 	if _, err := be.ExecInTx(ctx, begin); err != nil {
 		if be.Broken() {

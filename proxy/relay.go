@@ -317,6 +317,7 @@ func (s *session) readyForQuery(be *pool.Conn, status byte, failed bool, lastTag
 	}
 	s.lastFailed = failed
 	if !failed {
+		s.dtxSettled()
 		if e.sync.setting != nil {
 			if status == 'I' {
 				s.applySetting(be, e.sync.setting)

@@ -460,6 +460,7 @@ func (s *session) handleQuery(ctx context.Context, frame []byte) error {
 	if s.cache.next != nil {
 		s.cacheStartFill(plan)
 	}
+	s.noteTxSetting(be, info, sql)
 	var e syncEntry
 	if info.Class != 0 {
 		e, err = s.sessionEffect(info, sql)

@@ -1,9 +1,14 @@
 package proxy
 
 import (
+	"context"
+	"slices"
 	"sort"
 	"strings"
 
+	pg "github.com/pganalyze/pg_query_go/v6"
+
+	"github.com/pgshard/pgshard/proxy/pool"
 	"github.com/pgshard/pgshard/router"
 )
 
@@ -212,4 +217,181 @@ func (st *settings) clientEncoding() string {
 		}
 	}
 	return "UTF8"
+}
+
+// Parameter changes inside a transaction over several shards. On
+// PostgreSQL a SET, SET LOCAL, RESET or set_config inside a transaction
+// affects every later statement of the session; through the proxy the
+// statement runs on one participant only. Its text is logged
+// (txSettings, from the start of the transaction) and replayed, inside
+// the transaction, on every other participant before its next statement
+// (all it misses in one query) and on a participant attached later
+// (after its BEGIN): SET LOCAL reverts at the end everywhere, SET stays
+// on commit, both revert on rollback, as on one server. After the
+// transaction the session's snapshot (settings.with, fed by the
+// tentative changes of a commit) is what later server connections get,
+// as for any SET.
+
+// txSettings is the log of a transaction's parameter changes and, by
+// shard, how many of them its participant there has run.
+type txSettings struct {
+	log []string
+	at  map[string]int
+}
+
+// record logs sql, run on shard's participant.
+func (t *txSettings) record(shard, sql string) {
+	t.log = append(t.log, strings.TrimRight(strings.TrimSpace(sql), ";"))
+	if t.at == nil {
+		t.at = make(map[string]int)
+	}
+	t.at[shard] = len(t.log)
+}
+
+// take returns the changes shard's participant has not run (one query,
+// "" when none) and counts them as run.
+func (t *txSettings) take(shard string) string {
+	n := t.at[shard]
+	if n >= len(t.log) {
+		return ""
+	}
+	if t.at == nil {
+		t.at = make(map[string]int)
+	}
+	t.at[shard] = len(t.log)
+	return strings.Join(t.log[n:], "\n;") // a trailing -- comment must not swallow the rest
+}
+
+// reset forgets the log at the transaction's end.
+func (t *txSettings) reset() {
+	if len(t.log) == 0 && t.at == nil {
+		return
+	}
+	clear(t.log)
+	t.log, t.at = t.log[:0], nil
+}
+
+// txSettingSQL reports whether sql, classified as info, is a parameter
+// change the transaction's other participants must run too: SET, SET
+// LOCAL, RESET, RESET ALL, or a SELECT of set_config calls only, with
+// constant arguments. A set_config with computed arguments, or inside
+// another statement, is not replayed (README "Transactions across
+// shards").
+func txSettingSQL(info router.Info, sql string) bool {
+	if info.Has(router.ClassMulti) || info.Has(router.ClassPin) {
+		return false
+	}
+	if info.Class&(router.ClassSet|router.ClassReset|router.ClassResetAll) != 0 {
+		return !strings.HasPrefix(info.Param, "pgshard.") // not a routing hint
+	}
+	if info.Class != 0 {
+		return false
+	}
+	if setLocalWord(sql) {
+		return parseSetLocal(sql)
+	}
+	return containsFoldASCII(sql, "set_config") && constSetConfig(sql)
+}
+
+// constSetConfig reports whether sql is one SELECT whose every output is
+// a set_config call with constant arguments, and nothing else (no FROM,
+// WHERE, ...): running it again elsewhere does exactly the same.
+func constSetConfig(sql string) bool {
+	res, err := pg.Parse(sql)
+	if err != nil || len(res.Stmts) != 1 {
+		return false
+	}
+	sel := res.Stmts[0].Stmt.GetSelectStmt()
+	if sel == nil || len(sel.TargetList) == 0 || len(sel.FromClause) > 0 || sel.WhereClause != nil ||
+		sel.GroupClause != nil || sel.HavingClause != nil || sel.Op != pg.SetOperation_SETOP_NONE ||
+		len(sel.ValuesLists) > 0 || sel.IntoClause != nil || sel.LimitCount != nil || sel.WithClause != nil {
+		return false
+	}
+	for _, t := range sel.TargetList {
+		rt := t.GetResTarget()
+		if rt == nil {
+			return false
+		}
+		fc := rt.Val.GetFuncCall()
+		if fc == nil || len(fc.Args) != 3 || len(fc.Funcname) == 0 {
+			return false
+		}
+		name := fc.Funcname[len(fc.Funcname)-1].GetString_()
+		if name == nil || name.Sval != "set_config" || len(fc.Funcname) > 2 ||
+			len(fc.Funcname) == 2 && fc.Funcname[0].GetString_().GetSval() != "pg_catalog" {
+			return false
+		}
+		for _, a := range fc.Args {
+			if a.GetAConst() == nil && !(a.GetTypeCast() != nil && a.GetTypeCast().Arg.GetAConst() != nil) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// touchesAppName reports whether sql may change application_name (the
+// deadlock detector's tag, deadlock.go).
+func touchesAppName(info router.Info, sql string) bool {
+	return info.Has(router.ClassResetAll) || containsFoldASCII(sql, "application_name")
+}
+
+// noteTxSetting logs sql, about to run on be, when it changes parameters
+// inside a transaction that may span shards (transactions.cross_shard:
+// two_phase) and be is its current participant. If it fails the
+// transaction fails, and nothing more runs on the other participants.
+// A change of application_name removes the deadlock detector's tag from
+// be: it is set again (logged) when be is next parked or before a
+// statement over several shards, and after every replay.
+func (s *session) noteTxSetting(be *pool.Conn, info router.Info, sql string) {
+	if !s.st.crossShard { // (written by serve only, which runs this)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.st.cur()
+	if a == nil || a.conn != be || s.st.txBegin == "" || !txSettingSQL(info, sql) {
+		return
+	}
+	s.dtx.sets.record(a.shard, strings.Clone(sql))
+	if s.dtx.id != "" && touchesAppName(info, sql) {
+		if i := slices.Index(s.dtx.tagged, be); i >= 0 {
+			s.dtx.tagged = slices.Delete(s.dtx.tagged, i, i+1)
+			s.log.Info("application_name changed inside a transaction over several shards: the deadlock detector's tag is set again on the shard's connection when the transaction next leaves it",
+				"shard", a.shard, "dtx", s.dtx.id)
+		}
+	}
+}
+
+// txOpenSQL returns what opens the session's transaction on shard's new
+// participant: begin, the transaction's parameter changes so far, and the
+// deadlock detector's tag (dtxBegin). Callers hold s.mu.
+func (s *session) txOpenSQL(begin, shard string, replica bool) string {
+	if begin == "" {
+		return begin
+	}
+	if sets := s.dtx.sets.take(shard); sets != "" {
+		begin += "\n;" + sets
+	}
+	return s.dtxBegin(begin, replica)
+}
+
+// txCatchUp runs on be, shard's participant idle in the transaction
+// without a handler, the transaction's parameter changes it has not run,
+// in one query, before its next statement; its tag is set again after
+// them.
+func (s *session) txCatchUp(ctx context.Context, be *pool.Conn, shard string) error {
+	s.mu.Lock()
+	sql := s.dtx.sets.take(shard)
+	if sql != "" && s.dtx.id != "" && slices.Contains(s.dtx.tagged, be) {
+		sql += "\n;" + dtxTagSQL(s.dtx.id)
+	}
+	s.mu.Unlock()
+	if sql == "" {
+		return nil
+	}
+	if _, err := be.ExecInTx(ctx, sql); err != nil {
+		return asWireError(err)
+	}
+	return nil
 }

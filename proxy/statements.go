@@ -413,6 +413,9 @@ func (s *session) handleBind(ctx context.Context, frame []byte) error {
 	if r := s.stmtPin(name); r != "" {
 		s.pin(r)
 	}
+	if s.st.crossShard {
+		s.noteTxSetting(be, router.Classify(s.stmtSQL(name)), s.stmtSQL(name))
+	}
 	if portal == "" {
 		s.stmts.bound = nil
 		if info := s.stmtSetting(name); info != nil {
