@@ -13,7 +13,9 @@ func TestSessionLoggerOutput(t *testing.T) {
 		name string
 		log  func(l *slog.Logger)
 	}{
-		{"plain", func(l *slog.Logger) { l.Info("client authentication failed", "remote", "10.0.0.1:5000", "code", "28P01") }},
+		{"plain", func(l *slog.Logger) {
+			l.Info("client authentication failed", "remote", "10.0.0.1:5000", "code", "28P01")
+		}},
 		{"no attrs", func(l *slog.Logger) { l.Warn("session panic") }},
 		{"with", func(l *slog.Logger) { l.With("shard", "s1").Error("lost", "err", "EOF") }},
 		{"group", func(l *slog.Logger) { l.WithGroup("g").Info("m", "a", 1) }},
