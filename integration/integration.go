@@ -198,3 +198,14 @@ func VerifyNoLeaks(m *testing.M) int {
 	}
 	return max(code, 1)
 }
+
+// ServerAt returns the server at addr among primaries and their replicas
+// (nil: none).
+func ServerAt(primaries []*pgcluster.Server, addr string) *pgcluster.Server {
+	for _, s := range allServers(primaries) {
+		if s.Addr() == addr {
+			return s
+		}
+	}
+	return nil
+}

@@ -132,19 +132,27 @@ func (s *session) handleParse(ctx context.Context, frame []byte) error {
 		s.pending = append(s.pending, bytes.Clone(frame))
 		return nil
 	}
+	var info router.Info
+	classified := false
 	if be == nil {
-		if _, ok := s.localTx(sql); ok {
-			// Transaction control the proxy answers (a COMMIT or
-			// ROLLBACK of a deferred transaction, failed or not).
-			s.parseLocal(frame)
-			return nil
+		if len(sql) > 0 && s.attached() == nil {
+			// localTx, keeping the classification for below.
+			info, classified = router.Classify(sql), true
+			if s.canDeferTx(info, sql) {
+				// Transaction control the proxy answers (a COMMIT or
+				// ROLLBACK of a deferred transaction, failed or not).
+				s.parseLocal(frame)
+				return nil
+			}
 		}
 		var err error
 		if be, err = s.attach(ctx, router.Query{SQL: sql, Parse: body}); err != nil {
 			return err
 		}
 	}
-	info := router.Classify(sql)
+	if !classified {
+		info = router.Classify(sql) // once per Parse: it is on every extended-protocol request
+	}
 	var set *router.Info
 	var pin string
 	switch {
@@ -153,8 +161,9 @@ func (s *session) handleParse(ctx context.Context, frame []byte) error {
 	case info.Class&^settingClasses == 0 && info.Class != 0:
 		// SET and RESET: replayed like a simple query's when they run
 		// (handleBind, handleExecute, handleSync).
-		info.Param = strings.Clone(info.Param)
-		set = &info
+		// A copy: taking info's address would put it on the heap for
+		// every Parse.
+		set = &router.Info{Class: info.Class, Param: strings.Clone(info.Param), PinReason: info.PinReason}
 	case info.Class&^txControl != 0:
 		pin = "session state change in the extended protocol"
 	}

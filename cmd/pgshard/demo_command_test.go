@@ -97,7 +97,18 @@ func TestDemoServesSampleDataAndCleansUp(t *testing.T) {
 	// Before the banner stderr holds the progress lines and nothing else:
 	// no log line (the embedded meta's Raft election included), counts
 	// in the singular or plural they need.
-	progress := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+	// The one exception: on a loaded machine (the race detector, other
+	// packages' servers) a health check of the embedded meta's failover
+	// monitor can time out during SCRAM, and the monitor says so (a real
+	// warning a user would want; no failover follows without the proxy's
+	// confirmation). Those lines are not what this check is about.
+	var progress []string
+	for _, l := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
+		if strings.Contains(l, "level=WARN msg=\"failover: ") || strings.Contains(l, "level=INFO msg=\"failover: server answers again") {
+			continue
+		}
+		progress = append(progress, l)
+	}
 	if len(progress) != 2 || progress[0] != "Starting PostgreSQL (2 shards, each a primary and 1 streaming replica, and a spare shard)..." ||
 		!strings.HasPrefix(progress[1], "Loading 1000 sample users (and their orders) into 2 shards, checking them through the proxy at ") {
 		t.Errorf("stderr before the banner, want the two progress lines only:\n%s", stderr.String())

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/integration/metacluster"
-	"github.com/pgshard/pgshard/integration/testproxy"
 	"github.com/pgshard/pgshard/internal/pgcluster"
 	"github.com/pgshard/pgshard/proxy"
 	"github.com/pgshard/pgshard/shardmap"
@@ -62,27 +60,7 @@ type env struct {
 	meta    *metacluster.Cluster
 	client  *metarpc.Client
 	dist    *shardmap.Distribution
-	proxies []*proxyProc
-}
-
-// proxyProc is a `pgshard proxy --meta` process, restartable with the
-// same configuration (and so the same proxy ID).
-type proxyProc struct {
-	id   string
-	cfg  *proxy.Config
-	args []string
-	log  string
-	proc *metacluster.ProxyProcess
-}
-
-func (p *proxyProc) start(t *testing.T) {
-	t.Helper()
-	p.proc = metacluster.StartProxyProcess(t, t.Context(), pgshardBin, p.log, p.cfg, p.args)
-}
-
-// DSN connects through the proxy as the test user.
-func (p *proxyProc) DSN() string {
-	return (&metacluster.ProxyProcess{Listen: p.cfg.Listen}).DSN("")
+	proxies []*metacluster.ProxyCommand
 }
 
 func setup(t *testing.T) *env {
@@ -145,7 +123,7 @@ CREATE TABLE transfers (acct bigint NOT NULL, id uuid NOT NULL, src bigint NOT N
 	dir := t.TempDir()
 	for _, id := range []string{"p1", "p2"} {
 		p := newProxyProc(t, e.meta, e.shards[0], dir, id, metaLease)
-		p.start(t)
+		p.Start(t, pgshardBin)
 		e.proxies = append(e.proxies, p)
 	}
 	waitDecisionTables(t, e.shards)
@@ -181,29 +159,13 @@ func waitDecisionTables(t *testing.T, primaries []*pgcluster.Server) {
 // that follows meta, runs transactions over several shards with two-phase
 // commit and has the lease given; its files go to dir. any is a server
 // whose credentials the proxy uses.
-func newProxyProc(t *testing.T, meta *metacluster.Cluster, any *pgcluster.Server, dir, id string, lease time.Duration) *proxyProc {
+func newProxyProc(t *testing.T, meta *metacluster.Cluster, any *pgcluster.Server, dir, id string, lease time.Duration) *metacluster.ProxyCommand {
 	t.Helper()
-	cfg := testproxy.Config(t, any)
-	cfg.Shards = nil
-	cfg.FollowsMeta = true
-	cfg.Transactions.CrossShard = proxy.CrossShardTwoPhase
-	cfg.MetaLease = proxy.Duration(lease)
-	cfg.HealthInterval = proxy.Duration(100 * time.Millisecond)
-	cfg.Pool.Size = 20
-	cfg.Pool.WaitTimeout = proxy.Duration(10 * time.Second)
-	cfg.ShutdownTimeout = proxy.Duration(2 * time.Second)
-	cfg.MapStateFile = filepath.Join(dir, id+"-map.yaml")
-	var err error
-	if cfg.Listen, err = metacluster.FreeAddr(); err != nil {
-		t.Fatal(err)
-	}
-	if cfg.AdminListen, err = metacluster.FreeAddr(); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, id+".yaml")
-	metacluster.WriteProxyConfig(t, path, cfg)
-	return &proxyProc{id: id, cfg: cfg, log: filepath.Join(dir, id+".log"),
-		args: []string{"proxy", "--config", path, "--meta", strings.Join(meta.Addrs(), ","), "--meta-token", meta.Token, "--proxy-id", id}}
+	return metacluster.NewProxyCommand(t, meta, any, dir, id, func(cfg *proxy.Config) {
+		cfg.Transactions.CrossShard = proxy.CrossShardTwoPhase
+		cfg.MetaLease = proxy.Duration(lease)
+		cfg.Pool.WaitTimeout = proxy.Duration(10 * time.Second)
+	})
 }
 
 // shardOf returns the index of the shard account id lives on.
@@ -221,21 +183,21 @@ func (e *env) shardOf(t *testing.T, id int64) int {
 
 // waitWritable waits until a transfer of nothing over two shards commits
 // through p: it follows meta and its lease runs.
-func (e *env) waitWritable(t *testing.T, p *proxyProc) {
+func (e *env) waitWritable(t *testing.T, p *metacluster.ProxyCommand) {
 	t.Helper()
 	waitWritable(t, p, e.twoShardAccounts(t))
 }
 
 // waitWritable waits until a transaction that writes nothing new on the
 // accounts given (on two shards) commits through p.
-func waitWritable(t *testing.T, p *proxyProc, accounts []int64) {
+func waitWritable(t *testing.T, p *metacluster.ProxyCommand, accounts []int64) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	var last error
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 		last = func() error {
-			c, err := pgx.Connect(ctx, p.DSN())
+			c, err := pgx.Connect(ctx, p.DSN(""))
 			if err != nil {
 				return err
 			}
@@ -258,7 +220,7 @@ func waitWritable(t *testing.T, p *proxyProc, accounts []int64) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Fatalf("proxy %s does not commit a transaction over two shards: %v", p.id, last)
+	t.Fatalf("proxy %s does not commit a transaction over two shards: %v", p.ID, last)
 }
 
 // twoShardAccounts returns two accounts on different shards.
@@ -273,31 +235,10 @@ func (e *env) twoShardAccounts(t *testing.T) []int64 {
 }
 
 // currentMap reads the meta cluster's map.
-func (e *env) currentMap(t *testing.T) *shardmap.Map {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	v, err := e.client.GetMap(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v.Map
-}
+func (e *env) currentMap(t *testing.T) *shardmap.Map { return metacluster.CurrentMap(t, e.client) }
 
 // server returns the test's server at addr.
-func (e *env) server(addr string) *pgcluster.Server {
-	for _, p := range e.shards {
-		if p.Addr() == addr {
-			return p
-		}
-		for _, r := range p.Replicas {
-			if r.Addr() == addr {
-				return r
-			}
-		}
-	}
-	return nil
-}
+func (e *env) server(addr string) *pgcluster.Server { return integration.ServerAt(e.shards, addr) }
 
 // live returns every server of the map (primaries and replicas) except
 // the dead ones given.
@@ -399,7 +340,7 @@ func preparedNow(t *testing.T, servers []*pgcluster.Server) map[string]bool {
 // is prepared on a primary (between its PREPARE and COMMIT PREPARED), and
 // returns the GIDs of its prepared transactions at the kill: the ones it
 // left in doubt.
-func killProxyMidCommit(t *testing.T, p *proxyProc, prims []*pgcluster.Server) []string {
+func killProxyMidCommit(t *testing.T, p *metacluster.ProxyCommand, prims []*pgcluster.Server) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
@@ -412,7 +353,7 @@ func killProxyMidCommit(t *testing.T, p *proxyProc, prims []*pgcluster.Server) [
 		defer c.Close(context.Background())
 		conns[i] = c
 	}
-	suffix := "/" + p.id
+	suffix := "/" + p.ID
 	ours := func() []string {
 		var gids []string
 		for _, c := range conns {
@@ -434,20 +375,20 @@ func killProxyMidCommit(t *testing.T, p *proxyProc, prims []*pgcluster.Server) [
 	for attempt := 0; ; attempt++ {
 		for len(ours()) == 0 {
 			if ctx.Err() != nil {
-				t.Fatalf("no transaction of proxy %s was ever seen prepared", p.id)
+				t.Fatalf("no transaction of proxy %s was ever seen prepared", p.ID)
 			}
 		}
-		if err := p.proc.Signal(syscall.SIGSTOP); err != nil {
+		if err := p.Proc.Signal(syscall.SIGSTOP); err != nil {
 			t.Fatal(err)
 		}
 		if gids = ours(); len(gids) > 0 || attempt == 50 {
 			break
 		}
-		if err := p.proc.Signal(syscall.SIGCONT); err != nil {
+		if err := p.Proc.Signal(syscall.SIGCONT); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := p.proc.Kill(); err != nil {
+	if err := p.Proc.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	slices.Sort(gids)
@@ -483,7 +424,7 @@ func TestBank(t *testing.T) {
 	if since := time.Since(killed); since > deadProxyBound {
 		t.Errorf("the dead proxy's prepared transactions were resolved %s after the kill, want within %s (its lease, %s, and a few recovery rounds)", since.Round(time.Millisecond), deadProxyBound, metaLease)
 	}
-	p1.start(t)
+	p1.Start(t, pgshardBin)
 	e.waitWritable(t, p1)
 
 	// 2. The primary of the replicated shard killed -9: meta fails it
@@ -553,16 +494,5 @@ func TestBank(t *testing.T) {
 // waitMap waits until cond holds for the meta cluster's map.
 func (e *env) waitMap(t *testing.T, timeout time.Duration, what string, cond func(*shardmap.Map) bool) *shardmap.Map {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		m := e.currentMap(t)
-		if cond(m) {
-			return m
-		}
-		if time.Now().After(deadline) {
-			y, _ := m.YAML()
-			t.Fatalf("%s: not within %s; map:\n%s", what, timeout, y)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return metacluster.WaitMap(t, e.client, timeout, what, cond)
 }

@@ -105,7 +105,7 @@ func TestBench2PC(t *testing.T) {
 	waitDecisionTables(t, shards)
 	dir := t.TempDir()
 	px := newProxyProc(t, meta, shards[0], dir, "bench", 0) // the default lease
-	px.start(t)
+	px.Start(t, pgshardBin)
 	waitWritable(t, px, []int64{ids[0][0], ids[1][0]})
 
 	// Latency and throughput, the kinds alternating.
@@ -137,7 +137,7 @@ func TestBench2PC(t *testing.T) {
 	var recs []rec
 	for i := range recoveries {
 		p := newProxyProc(t, meta, shards[0], dir, fmt.Sprintf("rec%d", i+1), 0)
-		p.start(t)
+		p.Start(t, pgshardBin)
 		waitWritable(t, p, []int64{ids[0][0], ids[1][0]})
 		lctx, stop := context.WithCancel(t.Context())
 		var wg sync.WaitGroup
@@ -189,7 +189,7 @@ func TestBench2PC(t *testing.T) {
 // accounts on one shard, 2: on two shards) through px for d, and returns
 // how many committed, the time taken, and each one's latency and its
 // COMMIT's.
-func transfers(t *testing.T, px *proxyProc, ids [][]int64, kind, clients int, d time.Duration) (int, time.Duration, []time.Duration, []time.Duration) {
+func transfers(t *testing.T, px *metacluster.ProxyCommand, ids [][]int64, kind, clients int, d time.Duration) (int, time.Duration, []time.Duration, []time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), d)
 	defer cancel()
@@ -223,8 +223,8 @@ func transfers(t *testing.T, px *proxyProc, ids [][]int64, kind, clients int, d 
 // transferLoop runs transfers of kind through px on one connection until
 // ctx ends, reporting each committed one to done (when not nil). It
 // returns the first error that is not ctx's end.
-func transferLoop(ctx context.Context, px *proxyProc, ids [][]int64, kind int, done func(total, commit time.Duration)) error {
-	c, err := pgx.Connect(ctx, px.DSN())
+func transferLoop(ctx context.Context, px *metacluster.ProxyCommand, ids [][]int64, kind int, done func(total, commit time.Duration)) error {
+	c, err := pgx.Connect(ctx, px.DSN(""))
 	if err != nil {
 		return ignoreEnd(ctx, err)
 	}

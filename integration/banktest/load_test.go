@@ -184,7 +184,7 @@ func classify(phase, worker, stage string, err error) clientErr {
 func (l *load) dial(ctx context.Context, i int, simple bool, name string) *pgx.Conn {
 	for n := 0; ctx.Err() == nil; n++ {
 		p := l.e.proxies[(i+n)%len(l.e.proxies)]
-		cfg, err := pgx.ParseConfig(p.DSN())
+		cfg, err := pgx.ParseConfig(p.DSN(""))
 		if err != nil {
 			panic(err)
 		}
@@ -325,37 +325,45 @@ func (l *load) verify(t *testing.T, e *env, prims []*pgcluster.Server) {
 	balances := map[int64]int64{}
 	rows := map[string]row{}
 	var total int64
-	for i, s := range prims {
+	type acct struct{ ID, Balance int64 }
+	type tx struct {
+		Acct             int64
+		ID               string
+		Src, Dst, Amount int64
+	}
+	// read reads s's accounts and transfers.
+	read := func(s *pgcluster.Server) ([]acct, []tx, error) {
 		c, err := pgx.Connect(ctx, s.SuperDSN("postgres"))
 		if err != nil {
-			t.Fatal(err)
+			return nil, nil, fmt.Errorf("connect to %s: %w", s.Name, err)
 		}
-		type acct struct{ ID, Balance int64 }
+		defer c.Close(context.Background())
 		r, err := c.Query(ctx, "SELECT id, balance FROM accounts")
 		if err != nil {
-			t.Fatal(err)
+			return nil, nil, fmt.Errorf("%s: accounts: %w", s.Name, err)
 		}
 		accts, err := pgx.CollectRows(r, pgx.RowToStructByPos[acct])
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: accounts: %w", s.Name, err)
+		}
+		r, err = c.Query(ctx, "SELECT acct, id::text, src, dst, amount FROM transfers")
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: transfers: %w", s.Name, err)
+		}
+		txs, err := pgx.CollectRows(r, pgx.RowToStructByPos[tx])
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: transfers: %w", s.Name, err)
+		}
+		return accts, txs, nil
+	}
+	for i, s := range prims {
+		accts, txs, err := read(s)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, a := range accts {
 			balances[a.ID] = a.Balance
 			total += a.Balance
-		}
-		type tx struct {
-			Acct             int64
-			ID               string
-			Src, Dst, Amount int64
-		}
-		r, err = c.Query(ctx, "SELECT acct, id::text, src, dst, amount FROM transfers")
-		if err != nil {
-			t.Fatal(err)
-		}
-		txs, err := pgx.CollectRows(r, pgx.RowToStructByPos[tx])
-		_ = c.Close(ctx)
-		if err != nil {
-			t.Fatal(err)
 		}
 		for _, x := range txs {
 			if prev, dup := rows[x.ID]; dup {

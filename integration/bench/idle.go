@@ -66,24 +66,11 @@ func (r idleResult) perClient() float64 {
 // every idle client runs one more query.
 func runIdle(ctx context.Context, o *options, env *environment, tmp, pgbenchBin, bouncerBin string, logf func(string, ...any)) (err error) {
 	logf("idle clients: starting PostgreSQL")
-	pg, err := pgcluster.Start(ctx, pgcluster.Options{
-		Name:     "idle",
-		Settings: map[string]string{"max_connections": "200", "shared_buffers": "128MB"},
-		Users:    []pgcluster.User{{Name: benchUser, Password: benchPassword}},
-	})
+	pg, err := startPostgres(ctx, "idle", env)
 	if err != nil {
-		return fmt.Errorf("start PostgreSQL: %w", err)
+		return err
 	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-		defer cancel()
-		if derr := pg.Destroy(sctx); derr != nil {
-			err = errors.Join(err, derr)
-		}
-	}()
-	if env.postgres, err = pg.QueryValue(ctx, "SHOW server_version"); err != nil {
-		return fmt.Errorf("query server version: %w", err)
-	}
+	defer destroyPostgres(ctx, pg, &err)
 	super := endpoint{host: pg.Host, port: pg.Port, user: pgcluster.SuperuserName, password: pgcluster.SuperuserPassword, dbname: benchDB}
 	if err := pgbenchInit(ctx, pgbenchBin, super, 1); err != nil {
 		return err

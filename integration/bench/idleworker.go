@@ -42,34 +42,21 @@ func idleWorker(args []string, stdin io.Reader, stdout io.Writer) error {
 	ctx := context.Background()
 	conns := make([]*pgconn.PgConn, *n)
 	var tally idleTally
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range max(*par, 1) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(conns) {
-					return
-				}
-				c, err := pgconn.ConnectConfig(ctx, cfg)
-				if err == nil {
-					err = idleQuery(ctx, c)
-				}
-				if err != nil {
-					tally.fail(err)
-					if c != nil {
-						_ = c.Close(ctx)
-					}
-					continue
-				}
-				conns[i] = c
-				tally.ok.Add(1)
+	eachParallel(len(conns), *par, func(i int) {
+		c, err := pgconn.ConnectConfig(ctx, cfg)
+		if err == nil {
+			err = idleQuery(ctx, c)
+		}
+		if err != nil {
+			tally.fail(err)
+			if c != nil {
+				_ = c.Close(ctx)
 			}
-		}()
-	}
-	wg.Wait()
+			return
+		}
+		conns[i] = c
+		tally.ok.Add(1)
+	})
 	fmt.Fprintf(stdout, "ready %s\n", tally.String())
 	defer func() {
 		for _, c := range conns {
@@ -84,32 +71,38 @@ func idleWorker(args []string, stdin io.Reader, stdout io.Writer) error {
 			continue
 		}
 		var t idleTally
-		var next atomic.Int64
-		var wg sync.WaitGroup
-		for range max(*par, 1) {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					i := int(next.Add(1)) - 1
-					if i >= len(conns) {
-						return
-					}
-					if conns[i] == nil {
-						continue // failed to connect: counted at ready
-					}
-					if err := idleQuery(ctx, conns[i]); err != nil {
-						t.fail(err)
-						continue
-					}
-					t.ok.Add(1)
-				}
-			}()
-		}
-		wg.Wait()
+		eachParallel(len(conns), *par, func(i int) {
+			if conns[i] == nil {
+				return // failed to connect: counted at ready
+			}
+			if err := idleQuery(ctx, conns[i]); err != nil {
+				t.fail(err)
+				return
+			}
+			t.ok.Add(1)
+		})
 		fmt.Fprintf(stdout, "checked %s\n", t.String())
 	}
 	return sc.Err()
+}
+
+// eachParallel calls f(i) for every i in [0, n) from par goroutines (at
+// least one) and returns when all calls have returned.
+func eachParallel(n, par int, f func(i int)) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range max(par, 1) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				f(i)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // idleQuery runs the query every idle client runs once after connecting

@@ -346,14 +346,11 @@ func run(ctx context.Context, o *options, console io.Writer) (err error) {
 	return nil
 }
 
-// runSelectOnly runs the select-only workload against one PostgreSQL
-// server directly, through pgshard and through PgBouncer, and writes its
-// section of the report.
-func runSelectOnly(ctx context.Context, o *options, env *environment, tmp, pgbenchBin, bouncerBin string, logf func(string, ...any)) (err error) {
-	wantBouncer := bouncerBin != ""
-	logf("starting PostgreSQL")
+// startPostgres starts the one PostgreSQL server (named name) of a
+// comparison with the bench user and records its version in env.
+func startPostgres(ctx context.Context, name string, env *environment) (*pgcluster.Server, error) {
 	pg, err := pgcluster.Start(ctx, pgcluster.Options{
-		Name: "bench",
+		Name: name,
 		Settings: map[string]string{
 			"max_connections": "200",
 			"shared_buffers":  "128MB",
@@ -361,18 +358,36 @@ func runSelectOnly(ctx context.Context, o *options, env *environment, tmp, pgben
 		Users: []pgcluster.User{{Name: benchUser, Password: benchPassword}},
 	})
 	if err != nil {
-		return fmt.Errorf("start PostgreSQL: %w", err)
+		return nil, fmt.Errorf("start PostgreSQL: %w", err)
 	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-		defer cancel()
-		if derr := pg.Destroy(sctx); derr != nil {
-			err = errors.Join(err, derr)
-		}
-	}()
 	if env.postgres, err = pg.QueryValue(ctx, "SHOW server_version"); err != nil {
-		return fmt.Errorf("query server version: %w", err)
+		destroyPostgres(ctx, pg, &err)
+		return nil, fmt.Errorf("query server version: %w", err)
 	}
+	return pg, nil
+}
+
+// destroyPostgres stops pg and removes its files (within a minute, even
+// when ctx has ended), joining a failure to *err.
+func destroyPostgres(ctx context.Context, pg *pgcluster.Server, err *error) {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	if derr := pg.Destroy(sctx); derr != nil {
+		*err = errors.Join(*err, derr)
+	}
+}
+
+// runSelectOnly runs the select-only workload against one PostgreSQL
+// server directly, through pgshard and through PgBouncer, and writes its
+// section of the report.
+func runSelectOnly(ctx context.Context, o *options, env *environment, tmp, pgbenchBin, bouncerBin string, logf func(string, ...any)) (err error) {
+	wantBouncer := bouncerBin != ""
+	logf("starting PostgreSQL")
+	pg, err := startPostgres(ctx, "bench", env)
+	if err != nil {
+		return err
+	}
+	defer destroyPostgres(ctx, pg, &err)
 
 	logf("pgbench -i -s %d", o.scale)
 	super := endpoint{host: pg.Host, port: pg.Port, user: pgcluster.SuperuserName, password: pgcluster.SuperuserPassword, dbname: benchDB}

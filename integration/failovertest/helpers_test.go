@@ -100,31 +100,10 @@ func (e *env) startProxy(t *testing.T, m *shardmap.Map, id string) *testproxy.Pr
 }
 
 // currentMap reads the meta cluster's map.
-func (e *env) currentMap(t *testing.T) *shardmap.Map {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	v, err := e.client.GetMap(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v.Map
-}
+func (e *env) currentMap(t *testing.T) *shardmap.Map { return metacluster.CurrentMap(t, e.client) }
 
 // server returns the server of the cluster at addr.
-func (e *env) server(addr string) *pgcluster.Server {
-	for _, p := range e.pg.Shards {
-		if p.Addr() == addr {
-			return p
-		}
-		for _, r := range p.Replicas {
-			if r.Addr() == addr {
-				return r
-			}
-		}
-	}
-	return nil
-}
+func (e *env) server(addr string) *pgcluster.Server { return integration.ServerAt(e.pg.Shards, addr) }
 
 // load is continuous writes and reads through the proxies.
 type load struct {
@@ -370,18 +349,7 @@ func (l *load) firstErrors(n int) []string {
 // waitMap waits until cond holds for the meta cluster's map.
 func (e *env) waitMap(t *testing.T, timeout time.Duration, what string, cond func(*shardmap.Map) bool) *shardmap.Map {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		m := e.currentMap(t)
-		if cond(m) {
-			return m
-		}
-		if time.Now().After(deadline) {
-			y, _ := m.YAML()
-			t.Fatalf("%s: not within %s; map:\n%s", what, timeout, y)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return metacluster.WaitMap(t, e.client, timeout, what, cond)
 }
 
 // ackedWrite is one acknowledged write of the load.

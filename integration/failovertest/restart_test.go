@@ -3,13 +3,10 @@ package failovertest_test
 import (
 	"context"
 	"fmt"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/pgshard/pgshard/integration/metacluster"
-	"github.com/pgshard/pgshard/integration/testproxy"
 	"github.com/pgshard/pgshard/proxy"
 )
 
@@ -27,13 +24,13 @@ func TestRestartsAfterFailover(t *testing.T) {
 	for i, p := range e.pg.Shards {
 		stale = append(stale, proxy.ShardConfig{Name: fmt.Sprintf("s%d", i), Host: p.Host, Port: p.Port})
 	}
-	procs := []*proxyProc{
+	procs := []*metacluster.ProxyCommand{
 		e.newProxyProc(t, dir, "pa", stale),
 		e.newProxyProc(t, dir, "pb", nil),
 	}
 	e.targets = nil
 	for _, p := range procs {
-		p.start(t)
+		p.Start(t, pgshardBin)
 		e.targets = append(e.targets, p)
 	}
 	l := e.startLoad(t, 2)
@@ -52,15 +49,15 @@ func TestRestartsAfterFailover(t *testing.T) {
 	// old primary again: they must not write there whatever their
 	// configuration says.
 	for _, p := range procs {
-		if err := p.proc.Stop(10 * time.Second); err != nil {
-			t.Errorf("stop %s: %v", p.id, err)
+		if err := p.Proc.Stop(10 * time.Second); err != nil {
+			t.Errorf("stop %s: %v", p.ID, err)
 		}
-		p.start(t)
+		p.Start(t, pgshardBin)
 	}
 	m := e.currentMap(t)
 	for _, p := range procs {
-		if got := p.proc.MapEpoch(t); got != m.Epoch {
-			t.Errorf("restarted proxy %s routes by epoch %d, want meta's %d", p.id, got, m.Epoch)
+		if got := p.Proc.MapEpoch(t); got != m.Epoch {
+			t.Errorf("restarted proxy %s routes by epoch %d, want meta's %d", p.ID, got, m.Epoch)
 		}
 	}
 	restarted := time.Now()
@@ -103,51 +100,9 @@ func TestRestartsAfterFailover(t *testing.T) {
 		l.writes, l.reads, afterRestart, l.errorSummary(), lost, killed.Format("15:04:05.000"), fencedAfter.Round(time.Millisecond))
 }
 
-// proxyProc is a `pgshard proxy --meta` process of a test, restartable
-// with the same configuration file.
-type proxyProc struct {
-	id   string
-	cfg  *proxy.Config
-	args []string
-	log  string
-	proc *metacluster.ProxyProcess
-}
-
 // newProxyProc writes the configuration of a proxy process that follows
 // e's meta cluster, with shards (nil: none) in its configuration file.
-func (e *env) newProxyProc(t *testing.T, dir, id string, shards []proxy.ShardConfig) *proxyProc {
+func (e *env) newProxyProc(t *testing.T, dir, id string, shards []proxy.ShardConfig) *metacluster.ProxyCommand {
 	t.Helper()
-	cfg := testproxy.Config(t, e.pg.Shards[0])
-	cfg.Shards = shards
-	cfg.FollowsMeta = true
-	cfg.HealthInterval = proxy.Duration(100 * time.Millisecond)
-	cfg.Pool.Size = 20
-	cfg.ShutdownTimeout = proxy.Duration(2 * time.Second)
-	cfg.MapStateFile = filepath.Join(dir, id+"-map.yaml")
-	var err error
-	if cfg.Listen, err = metacluster.FreeAddr(); err != nil {
-		t.Fatal(err)
-	}
-	if cfg.AdminListen, err = metacluster.FreeAddr(); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, id+".yaml")
-	metacluster.WriteProxyConfig(t, path, cfg)
-	return &proxyProc{
-		id:   id,
-		cfg:  cfg,
-		log:  filepath.Join(dir, id+".log"),
-		args: []string{"proxy", "--config", path, "--meta", strings.Join(e.meta.Addrs(), ","), "--meta-token", e.meta.Token, "--proxy-id", id},
-	}
-}
-
-// start starts the process and waits until it listens.
-func (p *proxyProc) start(t *testing.T) {
-	t.Helper()
-	p.proc = metacluster.StartProxyProcess(t, t.Context(), pgshardBin, p.log, p.cfg, p.args)
-}
-
-// DSN connects through the proxy process running now.
-func (p *proxyProc) DSN(db string) string {
-	return (&metacluster.ProxyProcess{Listen: p.cfg.Listen}).DSN(db)
+	return metacluster.NewProxyCommand(t, e.meta, e.pg.Shards[0], dir, id, func(cfg *proxy.Config) { cfg.Shards = shards })
 }

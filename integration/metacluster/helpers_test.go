@@ -159,3 +159,47 @@ func waitFor(d time.Duration, cond func() (bool, string)) (bool, string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// startReshardMeta starts a meta cluster (opts: e.g. its size) that
+// moves intervals, with no failover and cutoverTimeout for a move's
+// cutover, and returns it with a client.
+func startReshardMeta(t *testing.T, cutoverTimeout string, opts ...metacluster.Option) (*metacluster.Cluster, *metarpc.Client) {
+	t.Helper()
+	mc := metacluster.Start(t, pgshardBin, append(opts,
+		metacluster.Args("--pg-user", pgcluster.SuperuserName, "--pg-sslmode", "disable", "--no-failover", "--reshard-cutover-timeout", cutoverTimeout),
+		metacluster.Environ("PGSHARD_META_PG_PASSWORD="+pgcluster.SuperuserPassword))...)
+	return mc, mc.Client(t)
+}
+
+// twoShardKV is the map of kv (bigint id, distribution kv of strategy
+// and intervals) over s0 and s1.
+func twoShardKV(s0, s1 *pgcluster.Server, strategy shardmap.Strategy, intervals []shardmap.Interval) *shardmap.Map {
+	m := &shardmap.Map{Epoch: 1, Tables: []shardmap.Table{{Name: kvTable, Kind: shardmap.Sharded, KeyColumn: "id", Distribution: "kv"}}}
+	for i, s := range []*pgcluster.Server{s0, s1} {
+		m.Shards = append(m.Shards, shardmap.Shard{Name: shardName(i), Primary: shardmap.Endpoint{Host: s.Host, Port: s.Port}, State: shardmap.StateActive})
+	}
+	m.Distributions = []shardmap.Distribution{{Name: "kv", KeyType: shardmap.KeyBigint, Strategy: strategy, Intervals: intervals}}
+	return m
+}
+
+// metaCLI runs the pgshard CLI with args against mc's first member and
+// returns its exit code, stdout and stderr.
+func metaCLI(t *testing.T, ctx context.Context, mc *metacluster.Cluster) func(args ...string) (int, string, string) {
+	return func(args ...string) (int, string, string) {
+		return runCLIExit(t, ctx, append(args, "--meta", mc.Members[0].APIAddr, "--token", mc.Token)...)
+	}
+}
+
+// countKV is the number of kv rows on s WHERE where.
+func countKV(t *testing.T, ctx context.Context, s *pgcluster.Server, where string) int64 {
+	t.Helper()
+	v, err := s.QueryValue(ctx, "SELECT count(*) FROM kv WHERE "+where)
+	if err != nil {
+		t.Fatalf("%s: %v", s.Name, err)
+	}
+	var n int64
+	if _, err := fmt.Sscan(v, &n); err != nil {
+		t.Fatalf("%s: count %q: %v", s.Name, v, err)
+	}
+	return n
+}

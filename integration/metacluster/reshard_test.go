@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgshard/pgshard/integration"
+	"github.com/pgshard/pgshard/integration/ledger"
 	"github.com/pgshard/pgshard/integration/metacluster"
 	"github.com/pgshard/pgshard/internal/pgcluster"
 	"github.com/pgshard/pgshard/shardmap"
@@ -45,24 +46,15 @@ func TestReshardWorkflow(t *testing.T) {
 	if err := s0.Exec(ctx, "INSERT INTO kv SELECT i, 'v' || i FROM generate_series(1, 999) i"); err != nil {
 		t.Fatal(err)
 	}
-	mc := metacluster.Start(t, pgshardBin, metacluster.Members(1),
-		metacluster.Args("--pg-user", pgcluster.SuperuserName, "--pg-sslmode", "disable", "--no-failover", "--reshard-cutover-timeout", "20s"),
-		metacluster.Environ("PGSHARD_META_PG_PASSWORD="+pgcluster.SuperuserPassword))
-	client := mc.Client(t)
-	two := &shardmap.Map{Epoch: 1, Tables: []shardmap.Table{{Name: kvTable, Kind: shardmap.Sharded, KeyColumn: "id", Distribution: "kv"}}}
-	for i, s := range []*pgcluster.Server{s0, s1} {
-		two.Shards = append(two.Shards, shardmap.Shard{Name: shardName(i), Primary: shardmap.Endpoint{Host: s.Host, Port: s.Port}, State: shardmap.StateActive})
-	}
-	two.Distributions = []shardmap.Distribution{{Name: "kv", KeyType: shardmap.KeyBigint, Strategy: shardmap.Range, Intervals: []shardmap.Interval{
+	mc, client := startReshardMeta(t, "20s", metacluster.Members(1))
+	two := twoShardKV(s0, s1, shardmap.Range, []shardmap.Interval{
 		{Lo: shardmap.NegInf(), Hi: shardmap.Int64Bound(1000), Shard: "s0"},
 		{Lo: shardmap.Int64Bound(1000), Hi: shardmap.PosInf(), Shard: "s1"},
-	}}}
+	})
 	if _, err := client.ApplyMap(ctx, two, 0, "two shards"); err != nil {
 		t.Fatal(err)
 	}
-	cli := func(args ...string) (int, string, string) {
-		return runCLIExit(t, ctx, append(args, "--meta", mc.Members[0].APIAddr, "--token", mc.Token)...)
-	}
+	cli := metaCLI(t, ctx, mc)
 	owner := func(key int64) string {
 		t.Helper()
 		v, err := client.GetMap(ctx)
@@ -78,16 +70,7 @@ func TestReshardWorkflow(t *testing.T) {
 		}
 		return s
 	}
-	count := func(s *pgcluster.Server, where string) int64 {
-		t.Helper()
-		v, err := s.QueryValue(ctx, "SELECT count(*) FROM kv WHERE "+where)
-		if err != nil {
-			t.Fatalf("%s: %v", s.Name, err)
-		}
-		var n int64
-		fmt.Sscan(v, &n)
-		return n
-	}
+	count := func(s *pgcluster.Server, where string) int64 { t.Helper(); return countKV(t, ctx, s, where) }
 
 	// shards add: the new shard owns nothing and has the table.
 	code, stdout, stderr := cli("shards", "add", "s2", "--primary", s2.Addr(), "-o", "json")
@@ -316,10 +299,7 @@ func TestReshardLeaderKilled(t *testing.T) {
 	if err := s0.Exec(ctx, "INSERT INTO kv SELECT i, 'v' || i FROM generate_series(1, 999) i"); err != nil {
 		t.Fatal(err)
 	}
-	mc := metacluster.Start(t, pgshardBin,
-		metacluster.Args("--pg-user", pgcluster.SuperuserName, "--pg-sslmode", "disable", "--no-failover", "--reshard-cutover-timeout", "60s"),
-		metacluster.Environ("PGSHARD_META_PG_PASSWORD="+pgcluster.SuperuserPassword))
-	client := mc.Client(t)
+	mc, client := startReshardMeta(t, "60s")
 	// kvMap lists every shard of pg; s2 owns no interval.
 	first, err := client.ApplyMap(ctx, kvMap(t, pg, 1000), 0, "three shards, s2 empty")
 	if err != nil {
@@ -451,10 +431,7 @@ func TestReshardDeadProxyDelaysCutover(t *testing.T) {
 	if err := pg.Shards[0].Exec(ctx, "INSERT INTO kv SELECT i, 'v' || i FROM generate_series(1, 999) i"); err != nil {
 		t.Fatal(err)
 	}
-	mc := metacluster.Start(t, pgshardBin, metacluster.Members(1),
-		metacluster.Args("--pg-user", pgcluster.SuperuserName, "--pg-sslmode", "disable", "--no-failover", "--reshard-cutover-timeout", "40s"),
-		metacluster.Environ("PGSHARD_META_PG_PASSWORD="+pgcluster.SuperuserPassword))
-	client := mc.Client(t)
+	mc, client := startReshardMeta(t, "40s", metacluster.Members(1))
 	if _, err := client.ApplyMap(ctx, kvMap(t, pg, 1000), 0, "three shards, s2 empty"); err != nil {
 		t.Fatal(err)
 	}
@@ -492,15 +469,15 @@ func TestReshardDeadProxyDelaysCutover(t *testing.T) {
 		return out
 	}
 	seeded := func(k int64) (string, bool) { return fmt.Sprintf("v%d", k), k < 1000 }
-	mk := func(name, dsn string, ks []int64) *ledgerWriter {
-		return newLedgerWriter(t, ctx, name, dsn, ks, seeded)
+	mk := func(name, dsn string, ks []int64) *ledger.Writer {
+		return ledger.New(t, ctx, name, dsn, ledger.KV, ks, seeded)
 	}
-	inside := []*ledgerWriter{mk("in-a", survivor.DSN(""), keys(400, 600, 2, 0)), mk("in-b", survivor.DSN(""), keys(400, 600, 2, 1))}
-	outside := []*ledgerWriter{mk("out-s0", survivor.DSN(""), keys(100, 300, 1, 0)), mk("out-s1", survivor.DSN(""), keys(2000, 2200, 1, 0))}
+	inside := []*ledger.Writer{mk("in-a", survivor.DSN(""), keys(400, 600, 2, 0)), mk("in-b", survivor.DSN(""), keys(400, 600, 2, 1))}
+	outside := []*ledger.Writer{mk("out-s0", survivor.DSN(""), keys(100, 300, 1, 0)), mk("out-s1", survivor.DSN(""), keys(2000, 2200, 1, 0))}
 	// A writer through the doomed proxy, on keys of its own (its last
 	// statement's outcome is unknown when the proxy dies).
 	lost := mk("doomed", doomed.DSN(""), keys(3000, 3100, 1, 0))
-	stopLost := startWriters(ctx, lost)
+	stopLost := ledger.Start(ctx, lost)
 
 	phase := func() string {
 		mvs, err := client.ListMoves(ctx, metarpc.MoveRef{ID: "mvp"})
@@ -519,7 +496,7 @@ func TestReshardDeadProxyDelaysCutover(t *testing.T) {
 	if ok, why := waitFor(60*time.Second, func() (bool, string) { p := phase(); return p == "copied", p }); !ok {
 		t.Fatalf("never copied: %s", why)
 	}
-	stop := startWriters(ctx, append(append([]*ledgerWriter{}, inside...), outside...)...)
+	stop := ledger.Start(ctx, append(append([]*ledger.Writer{}, inside...), outside...)...)
 	time.Sleep(300 * time.Millisecond) // writes before the cutover, not synchronisation
 
 	// Frozen, the proxy no longer heartbeats nor acknowledges epochs.
@@ -553,7 +530,7 @@ func TestReshardDeadProxyDelaysCutover(t *testing.T) {
 		t.Fatalf("never cut over: %s", why)
 	}
 	t.Logf("cut over %s after the proxy froze (killed %s after it froze); the doomed proxy's writer: %d writes, ended by %v",
-		took.Round(10*time.Millisecond), killed.Sub(frozen).Round(10*time.Millisecond), lost.writes, lost.err)
+		took.Round(10*time.Millisecond), killed.Sub(frozen).Round(10*time.Millisecond), lost.Writes(), lost.Err)
 	// The lease runs from the proxy's last heartbeat, at most its
 	// heartbeat interval before it froze.
 	if !sawHold || took > 16*time.Second {
@@ -561,7 +538,7 @@ func TestReshardDeadProxyDelaysCutover(t *testing.T) {
 	}
 	// The survivor's held statements waited past buffer.window (10 s)
 	// at most once per writer: they may fail with 08006, retryable.
-	checkWriters(t, inside, outside, 16*time.Second, 200*time.Millisecond)
+	ledger.Check(t, inside, outside, 16*time.Second, 200*time.Millisecond)
 	if held := heldStatements(survivor); held == 0 {
 		t.Error("the surviving proxy held no statement during the cutover")
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pgshard/pgshard/integration"
+	"github.com/pgshard/pgshard/integration/ledger"
 	"github.com/pgshard/pgshard/integration/metacluster"
 	"github.com/pgshard/pgshard/internal/pgcluster"
 	"github.com/pgshard/pgshard/shardmap"
@@ -76,12 +77,7 @@ func TestReshardHashTwoToThree(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	two := &shardmap.Map{Epoch: 1, Tables: []shardmap.Table{{Name: kvTable, Kind: shardmap.Sharded, KeyColumn: "id", Distribution: "kv"}}}
-	for i, s := range []*pgcluster.Server{s0, s1} {
-		two.Shards = append(two.Shards, shardmap.Shard{Name: shardName(i), Primary: shardmap.Endpoint{Host: s.Host, Port: s.Port}, State: shardmap.StateActive})
-	}
-	two.Distributions = []shardmap.Distribution{{Name: "kv", KeyType: shardmap.KeyBigint, Strategy: shardmap.Hash,
-		Intervals: shardmap.EvenHashIntervals([]string{"s0", "s1"})}}
+	two := twoShardKV(s0, s1, shardmap.Hash, shardmap.EvenHashIntervals([]string{"s0", "s1"}))
 	// The target layout: the even thirds, the middle one on s2.
 	third := shardmap.EvenHashIntervals([]string{"s0", "s2", "s1"})
 	a, b := third[0].Hi, third[1].Hi
@@ -101,16 +97,11 @@ func TestReshardHashTwoToThree(t *testing.T) {
 	}
 	seedKV(t, ctx, two, map[string]*pgcluster.Server{"s0": s0, "s1": s1}, seedKeys, func(k int64) string { v, _ := seeded(k); return v })
 
-	mc := metacluster.Start(t, pgshardBin, metacluster.Members(1),
-		metacluster.Args("--pg-user", pgcluster.SuperuserName, "--pg-sslmode", "disable", "--no-failover", "--reshard-cutover-timeout", "20s"),
-		metacluster.Environ("PGSHARD_META_PG_PASSWORD="+pgcluster.SuperuserPassword))
-	client := mc.Client(t)
+	mc, client := startReshardMeta(t, "20s", metacluster.Members(1))
 	if _, err := client.ApplyMap(ctx, two, 0, "two shards, hash"); err != nil {
 		t.Fatal(err)
 	}
-	cli := func(args ...string) (int, string, string) {
-		return runCLIExit(t, ctx, append(args, "--meta", mc.Members[0].APIAddr, "--token", mc.Token)...)
-	}
+	cli := metaCLI(t, ctx, mc)
 	if code, stdout, stderr := cli("shards", "add", "s2", "--primary", s2.Addr()); code != 0 {
 		t.Fatalf("shards add: exit %d\n%s\n%s", code, stdout, stderr)
 	}
@@ -151,23 +142,23 @@ func TestReshardHashTwoToThree(t *testing.T) {
 		}
 		return out
 	}
-	mk := func(name, dsn string, ks []int64) *ledgerWriter {
-		return newLedgerWriter(t, ctx, name, dsn, ks, seeded)
+	mk := func(name, dsn string, ks []int64) *ledger.Writer {
+		return ledger.New(t, ctx, name, dsn, ledger.KV, ks, seeded)
 	}
-	inside := []*ledgerWriter{
+	inside := []*ledger.Writer{
 		mk("in-a-pa", proxies[0], split(parts[1], 0)), mk("in-a-pb", proxies[1], split(parts[1], 1)),
 		mk("in-b-pa", proxies[0], split(parts[2], 0)), mk("in-b-pb", proxies[1], split(parts[2], 1)),
 	}
-	outside := []*ledgerWriter{mk("out-s0", proxies[1], parts[0]), mk("out-s1", proxies[0], parts[3])}
-	everyone := append(append([]*ledgerWriter{}, inside...), outside...)
-	stop := startWriters(ctx, everyone...)
+	outside := []*ledger.Writer{mk("out-s0", proxies[1], parts[0]), mk("out-s1", proxies[0], parts[3])}
+	everyone := append(append([]*ledger.Writer{}, inside...), outside...)
+	stop := ledger.Start(ctx, everyone...)
 	time.Sleep(300 * time.Millisecond) // writes before the moves, not synchronisation
 	moveAuto(t, cli, "kv", intervalA, "s2", "mva")
 	moveAuto(t, cli, "kv", intervalB, "s2", "mvb")
 	time.Sleep(300 * time.Millisecond) // writes after the moves, routed to s2
 	stop()
 
-	checkWriters(t, inside, outside, time.Second, 200*time.Millisecond)
+	ledger.Check(t, inside, outside, time.Second, 200*time.Millisecond)
 	held := heldStatements(pa, pb)
 	t.Logf("statements held by the proxies: %v", held)
 	if held == 0 {
@@ -195,7 +186,7 @@ func TestReshardHashTwoToThree(t *testing.T) {
 	// not theirs; the other seeded rows are nobody's ledger).
 	written := map[int64]bool{}
 	for _, w := range everyone {
-		for _, k := range w.keys {
+		for _, k := range w.Keys {
 			written[k] = true
 		}
 	}

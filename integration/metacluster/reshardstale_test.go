@@ -62,21 +62,12 @@ func testStaleRows(t *testing.T, strategy shardmap.Strategy, interval string, lo
 		}
 	}
 	moving := shardmap.IntervalPredicate(shardmap.KeyBigint, strategy, "id", lo, hi)
-	mc := metacluster.Start(t, pgshardBin, metacluster.Members(1),
-		metacluster.Args("--pg-user", pgcluster.SuperuserName, "--pg-sslmode", "disable", "--no-failover", "--reshard-cutover-timeout", "20s"),
-		metacluster.Environ("PGSHARD_META_PG_PASSWORD="+pgcluster.SuperuserPassword))
-	client := mc.Client(t)
-	two := &shardmap.Map{Epoch: 1, Tables: []shardmap.Table{{Name: kvTable, Kind: shardmap.Sharded, KeyColumn: "id", Distribution: "kv"}}}
-	for i, s := range []*pgcluster.Server{s0, s1} {
-		two.Shards = append(two.Shards, shardmap.Shard{Name: shardName(i), Primary: shardmap.Endpoint{Host: s.Host, Port: s.Port}, State: shardmap.StateActive})
-	}
-	two.Distributions = []shardmap.Distribution{{Name: "kv", KeyType: shardmap.KeyBigint, Strategy: strategy, Intervals: intervals}}
+	mc, client := startReshardMeta(t, "20s", metacluster.Members(1))
+	two := twoShardKV(s0, s1, strategy, intervals)
 	if _, err := client.ApplyMap(ctx, two, 0, "two shards"); err != nil {
 		t.Fatal(err)
 	}
-	cli := func(args ...string) (int, string, string) {
-		return runCLIExit(t, ctx, append(args, "--meta", mc.Members[0].APIAddr, "--token", mc.Token)...)
-	}
+	cli := metaCLI(t, ctx, mc)
 	cfg := proxyConfig(t, pg)
 	cfg.BroadcastWrites = "allow"
 	cfg.Transactions.CrossShard = proxy.CrossShardTwoPhase // reads over shards in a transaction
@@ -88,16 +79,7 @@ func testStaleRows(t *testing.T, strategy shardmap.Strategy, interval string, lo
 	defer conn.Close(context.Background())
 
 	// count is the number of kv rows of the moving interval on s.
-	count := func(s *pgcluster.Server) int {
-		t.Helper()
-		v, err := s.QueryValue(ctx, "SELECT count(*) FROM kv WHERE "+moving)
-		if err != nil {
-			t.Fatalf("%s: %v", s.Name, err)
-		}
-		var n int
-		fmt.Sscan(v, &n)
-		return n
-	}
+	count := func(s *pgcluster.Server) int64 { t.Helper(); return countKV(t, ctx, s, moving) }
 	rowsIn := count(s0)
 	// key is a key of the moving interval (with two keys below it).
 	key, err := s0.QueryValue(ctx, "SELECT min(id) FROM kv WHERE id >= 3 AND "+moving)

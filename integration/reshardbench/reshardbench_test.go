@@ -42,15 +42,13 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgshard/pgshard/integration"
+	"github.com/pgshard/pgshard/integration/ledger"
 	"github.com/pgshard/pgshard/integration/metacluster"
 	"github.com/pgshard/pgshard/integration/testproxy"
 	"github.com/pgshard/pgshard/internal/pgcluster"
@@ -58,7 +56,6 @@ import (
 	"github.com/pgshard/pgshard/replication/reshard"
 	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/shardmap/metarpc"
-	"github.com/pgshard/pgshard/wire"
 )
 
 func envInt(name string, def int) int {
@@ -147,31 +144,18 @@ func TestReshardBench(t *testing.T) {
 
 	// The writers: two in each moving interval (one per proxy), one on
 	// s0 outside both, one on s1.
-	mk := func(name string, p *testproxy.Proxy, first int64) *writer {
-		conn, err := pgx.Connect(ctx, p.DSN(""))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close(context.Background()) })
-		w := &writer{name: name, conn: conn, ledger: map[int64]string{}, retryable: map[string]int{}}
+	mk := func(name string, p *testproxy.Proxy, first int64) *ledger.Writer {
+		var keys []int64
 		for k := range int64(writerKeys) {
-			w.keys = append(w.keys, first+k)
+			keys = append(keys, first+k)
 		}
-		return w
+		return ledger.New(t, ctx, name, p.DSN(""), kvStatements, keys, nil)
 	}
-	bigWriters := []*writer{mk("big-a", proxies[0], bigHi-2*writerKeys), mk("big-b", proxies[1], bigHi-writerKeys)}
-	smallWriters := []*writer{mk("small-a", proxies[0], smallHi-2*writerKeys), mk("small-b", proxies[1], smallHi-writerKeys)}
-	outWriters := []*writer{mk("out-s0", proxies[1], 5_000_000_000), mk("out-s1", proxies[0], 2*splitS1)}
+	bigWriters := []*ledger.Writer{mk("big-a", proxies[0], bigHi-2*writerKeys), mk("big-b", proxies[1], bigHi-writerKeys)}
+	smallWriters := []*ledger.Writer{mk("small-a", proxies[0], smallHi-2*writerKeys), mk("small-b", proxies[1], smallHi-writerKeys)}
+	outWriters := []*ledger.Writer{mk("out-s0", proxies[1], 5_000_000_000), mk("out-s1", proxies[0], 2*splitS1)}
 	all := slices.Concat(bigWriters, smallWriters, outWriters)
-	var stopping atomic.Bool
-	var wg sync.WaitGroup
-	for _, w := range all {
-		wg.Go(func() { w.run(ctx, &stopping) })
-	}
-	stopWriters := func() {
-		stopping.Store(true)
-		wg.Wait()
-	}
+	stopWriters := ledger.Start(ctx, all...)
 	defer stopWriters()
 
 	// 1. Plain copy, the move, plain copy again.
@@ -206,25 +190,25 @@ func TestReshardBench(t *testing.T) {
 	// The writers: no error but the documented retryable ones, and the
 	// ledger equals the servers.
 	for _, w := range all {
-		t.Logf("%s: %d acknowledged writes, retryable errors %v", w.name, len(w.acks), w.retryable)
-		if w.err != nil {
-			t.Error(w.err)
+		t.Logf("%s: %d acknowledged writes, retryable errors %v", w.Name, len(w.Acks), w.Retryable)
+		if w.Err != nil {
+			t.Error(w.Err)
 		}
-		if len(w.acks) == 0 {
-			t.Errorf("%s: no acknowledged write", w.name)
+		if len(w.Acks) == 0 {
+			t.Errorf("%s: no acknowledged write", w.Name)
 		}
 	}
 	for _, w := range outWriters {
-		if len(w.retryable) > 0 {
-			t.Errorf("%s (outside the moving intervals): errors %v", w.name, w.retryable)
+		if len(w.Retryable) > 0 {
+			t.Errorf("%s (outside the moving intervals): errors %v", w.Name, w.Retryable)
 		}
 	}
 	for _, c := range []struct {
 		s  *pgcluster.Server
-		ws []*writer
+		ws []*ledger.Writer
 	}{{s2, bigWriters}, {s0, smallWriters}, {s0, outWriters[:1]}, {s1, outWriters[1:]}} {
 		for _, w := range c.ws {
-			if err := w.check(ctx, c.s); err != nil {
+			if err := check(ctx, w, c.s); err != nil {
 				t.Error(err)
 			}
 		}
@@ -250,95 +234,21 @@ func proxyConfig(t testing.TB, pg *pgcluster.Cluster) *proxy.Config {
 	return cfg
 }
 
-// writer inserts, updates and deletes its keys through one proxy, one
-// autocommit statement at a time, and keeps a ledger of the writes the
-// proxy acknowledged (key → body, absent when deleted) and their times.
-type writer struct {
-	name   string
-	keys   []int64
-	conn   *pgx.Conn
-	ledger map[int64]string
-	acks   []int64 // UnixNano of each acknowledged write
-	// retryable counts the documented retryable errors of a cutover
-	// (08006: held past buffer.window; PS001: reached the fenced source);
-	// err is any other.
-	retryable map[string]int
-	// failed are the retryable errors: when (UnixNano) and the SQLSTATE.
-	failed []failure
-	err    error
-}
-
-// failure is one retryable error of a writer.
-type failure struct {
-	at   int64
-	code string
-}
-
-func (w *writer) run(ctx context.Context, stop *atomic.Bool) {
-	for n := 0; !stop.Load() && ctx.Err() == nil; n++ {
-		k := w.keys[n%len(w.keys)]
-		v, present := w.ledger[k]
-		nv := w.name + "-" + strconv.Itoa(n)
-		var sql string
-		var args []any
-		switch {
-		case !present:
-			sql, args = `INSERT INTO kv (id, n, body) VALUES ($1, 0, $2)`, []any{k, nv}
-		case n%3 == 0:
-			sql, args = `DELETE FROM kv WHERE id = $1 AND body = $2`, []any{k, v}
-		default:
-			sql, args = `UPDATE kv SET body = $2, n = n + 1 WHERE id = $1 AND body = $3`, []any{k, nv, v}
-		}
-		tag, err := w.conn.Exec(ctx, sql, args...)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			var pe *pgconn.PgError
-			if errors.As(err, &pe) && (pe.Code == wire.SQLStateConnectionFailure || pe.Code == wire.SQLStateIntervalFenced) {
-				w.retryable[pe.Code]++
-				w.failed = append(w.failed, failure{time.Now().UnixNano(), pe.Code})
-				continue
-			}
-			w.err = fmt.Errorf("%s: %s %v: %w", w.name, sql, args, err)
-			return
-		}
-		if tag.RowsAffected() != 1 {
-			w.err = fmt.Errorf("%s: %s %v affected %d rows: the ledger and the servers disagree", w.name, sql, args, tag.RowsAffected())
-			return
-		}
-		switch {
-		case !present:
-			w.ledger[k] = nv
-		case n%3 == 0:
-			delete(w.ledger, k)
-		default:
-			w.ledger[k] = nv
-		}
-		w.acks = append(w.acks, time.Now().UnixNano())
-	}
-}
-
-// gapOver is the longest gap between acknowledged writes that overlaps
-// [from, to].
-func (w *writer) gapOver(from, to time.Time) time.Duration {
-	f, l := from.UnixNano(), to.UnixNano()
-	i := max(sort.Search(len(w.acks), func(i int) bool { return w.acks[i] >= f })-1, 0)
-	var g int64
-	for ; i+1 < len(w.acks) && w.acks[i] <= l; i++ {
-		g = max(g, w.acks[i+1]-w.acks[i])
-	}
-	return time.Duration(g)
+// kvStatements are the writers' statements on kv (id, n, body).
+var kvStatements = ledger.Statements{
+	Insert: `INSERT INTO kv (id, n, body) VALUES ($1, 0, $2)`,
+	Delete: `DELETE FROM kv WHERE id = $1 AND body = $2`,
+	Update: `UPDATE kv SET body = $2, n = n + 1 WHERE id = $1 AND body = $3`,
 }
 
 // check compares the writer's keys on s with its ledger.
-func (w *writer) check(ctx context.Context, s *pgcluster.Server) error {
+func check(ctx context.Context, w *ledger.Writer, s *pgcluster.Server) error {
 	conn, err := pgx.Connect(ctx, s.SuperDSN("postgres"))
 	if err != nil {
 		return err
 	}
 	defer conn.Close(context.Background())
-	r, err := conn.Query(ctx, "SELECT id, body FROM kv WHERE id >= $1 AND id <= $2", w.keys[0], w.keys[len(w.keys)-1])
+	r, err := conn.Query(ctx, "SELECT id, body FROM kv WHERE id >= $1 AND id <= $2", w.Keys[0], w.Keys[len(w.Keys)-1])
 	if err != nil {
 		return err
 	}
@@ -354,20 +264,8 @@ func (w *writer) check(ctx context.Context, s *pgcluster.Server) error {
 	if err := r.Err(); err != nil {
 		return err
 	}
-	var diff []string
-	for k, v := range w.ledger {
-		if got[k] != v {
-			diff = append(diff, fmt.Sprintf("%d: ledger %q, server %q", k, v, got[k]))
-		}
-	}
-	for k, v := range got {
-		if _, ok := w.ledger[k]; !ok {
-			diff = append(diff, fmt.Sprintf("%d: not in the ledger, server %q", k, v))
-		}
-	}
-	if len(diff) > 0 {
-		sort.Strings(diff)
-		return fmt.Errorf("%s: %s differs from the ledger in %d keys: %s", w.name, s.Name, len(diff), strings.Join(diff[:min(len(diff), 5)], "; "))
+	if diff := ledger.Diff(w.Ledger, got); len(diff) > 0 {
+		return fmt.Errorf("%s: %s differs from the ledger in %d keys: %s", w.Name, s.Name, len(diff), ledger.Summary(diff, 5))
 	}
 	return nil
 }
@@ -478,18 +376,18 @@ func (c *cutoverRun) slowest() string {
 	return fmt.Sprintf("%s %s", name, ms(d))
 }
 
-func (c *cutoverRun) gaps(in, out []*writer) {
+func (c *cutoverRun) gaps(in, out []*ledger.Writer) {
 	c.errors = map[string]int{}
 	for _, w := range in {
-		c.inside = max(c.inside, w.gapOver(c.cutStart, c.cutEnd))
-		for _, f := range w.failed {
-			if f.at >= c.cutStart.Add(-time.Second).UnixNano() && f.at <= c.cutEnd.Add(time.Second).UnixNano() {
-				c.errors[f.code]++
+		c.inside = max(c.inside, w.GapOver(c.cutStart, c.cutEnd))
+		for _, f := range w.Failed {
+			if f.At >= c.cutStart.Add(-time.Second).UnixNano() && f.At <= c.cutEnd.Add(time.Second).UnixNano() {
+				c.errors[f.Code]++
 			}
 		}
 	}
 	for _, w := range out {
-		c.outside = max(c.outside, w.gapOver(c.cutStart, c.cutEnd))
+		c.outside = max(c.outside, w.GapOver(c.cutStart, c.cutEnd))
 	}
 }
 
@@ -682,7 +580,7 @@ type reportInput struct {
 	plain           []copyRun
 	big             *moveRun
 	switches        []*cutoverRun
-	writers         []*writer
+	writers         []*ledger.Writer
 	took            time.Duration
 }
 
@@ -748,8 +646,8 @@ func report(in reportInput) string {
 	copyAll := big.copyEnd.Sub(big.start)
 	var copyWrites int
 	for _, w := range in.writers {
-		if strings.HasPrefix(w.name, "big-") {
-			for _, a := range w.acks {
+		if strings.HasPrefix(w.Name, "big-") {
+			for _, a := range w.Acks {
 				if a >= big.start.UnixNano() && a < big.copyEnd.UnixNano() {
 					copyWrites++
 				}
@@ -812,9 +710,9 @@ func report(in reportInput) string {
 	var acks int
 	var retry []string
 	for _, w := range in.writers {
-		acks += len(w.acks)
-		for code, n := range w.retryable {
-			retry = append(retry, fmt.Sprintf("%s %s×%d", w.name, code, n))
+		acks += len(w.Acks)
+		for code, n := range w.Retryable {
+			retry = append(retry, fmt.Sprintf("%s %s×%d", w.Name, code, n))
 		}
 	}
 	sort.Strings(retry)
