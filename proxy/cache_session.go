@@ -57,11 +57,13 @@ import (
 
 // sessionCache is a session's cache state.
 type sessionCache struct {
-	kb cache.KeyBuilder // serve's
-	// portal is the storage of the portals the cache answers (serve's).
-	portal scatterPortal
-	// tx is cacheReadOnlyTx's memo (under s.mu).
-	tx txMemo
+	kb *cache.KeyBuilder // serve's; allocated at the first key built
+	// portal is the storage of the portals the cache answers (serve's),
+	// allocated at the session's first hit.
+	portal *scatterPortal
+	// tx is cacheReadOnlyTx's memo (under s.mu), allocated at its first
+	// use.
+	tx *txMemo
 	// gen is the map generation of the last key built (serve's).
 	gen uint64
 	// next is the fill of a miss about to be sent (serve's; reset for
@@ -130,7 +132,11 @@ func (s *session) cacheKey(q router.Query, bind *wire.Bind) (cache.Key, router.P
 	if !ok {
 		return cache.Key{}, pr, false
 	}
-	b := &s.cache.kb
+	b := s.cache.kb
+	if b == nil {
+		b = new(cache.KeyBuilder)
+		s.cache.kb = b
+	}
 	b.BeginLookup(pr.Planner.Epoch())
 	b.Generation(gen)
 	s.cache.gen = gen
@@ -287,8 +293,13 @@ func (s *session) cacheBind(frame []byte) bool {
 		s.stmts.bound = nil
 	}
 	s.out = append(s.out, '2', 0, 0, 0, 4) // BindComplete
-	// The session's own portal storage: a hit allocates nothing.
-	p := &s.cache.portal
+	// The session's own portal storage: a hit after the first allocates
+	// nothing.
+	p := s.cache.portal
+	if p == nil {
+		p = new(scatterPortal)
+		s.cache.portal = p
+	}
 	*p = scatterPortal{cached: v}
 	if len(bind.Portal) > 0 {
 		p.name = string(bind.Portal)

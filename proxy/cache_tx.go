@@ -181,7 +181,11 @@ func (s *session) cacheReadOnlyTx() bool {
 	if st.deferredBegin == "" || st.deferredFailed || st.txAborted {
 		return false
 	}
-	m := &s.cache.tx
+	m := s.cache.tx
+	if m == nil {
+		m = new(txMemo)
+		s.cache.tx = m
+	}
 	if m.begin == st.deferredBegin && m.replays == len(st.replay) && m.sets == s.sets {
 		return m.ok
 	}

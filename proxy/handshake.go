@@ -198,18 +198,17 @@ func (s *Server) startSession(ctx context.Context, rt *runtime, conn net.Conn, s
 	}
 	rd := newClientReader(conn)
 	ss := &session{
-		srv:    s,
-		conn:   conn,
-		in:     wire.NewFrameReader(rd, rt.cfg.Limits.MaxMessageSize),
-		rd:     rd,
-		user:   us,
-		db:     db,
-		key:    newCancelKey(),
-		mode:   mode,
-		params: params,
-		sets:   newSettings(params),
-		log:    s.log.With("user", userName),
-		st:     sessionState{obs: s.metrics},
+		srv:  s,
+		conn: conn,
+		in:   wire.NewFrameReader(rd, rt.cfg.Limits.MaxMessageSize),
+		rd:   rd,
+		user: us,
+		db:   db,
+		key:  newCancelKey(),
+		mode: mode,
+		sets: newSettings(params),
+		log:  newSessionLogger(s.log, userName),
+		st:   sessionState{obs: s.metrics},
 	}
 	if db == ConsoleDatabase {
 		if !s.isAdmin(userName) {

@@ -32,16 +32,15 @@ const flushThreshold = 64 << 10
 // client (relay.go). Fields under mu are shared by the two; relay belongs
 // to the handler methods; the rest belong to serve alone.
 type session struct {
-	srv    *Server
-	conn   net.Conn
-	in     *wire.FrameReader
-	rd     *clientReader // in's buffer (bufio.go)
-	park   parkState     // parking while idle (park.go); under srv.parker.mu
-	user   *userState
-	db     string
-	key    cancelKey
-	mode   PoolMode
-	params map[string]string // startup parameters the client sent
+	srv  *Server
+	conn net.Conn
+	in   *wire.FrameReader
+	rd   *clientReader // in's buffer (bufio.go)
+	park parkState     // parking while idle (park.go); under srv.parker.mu
+	user *userState
+	db   string
+	key  cancelKey
+	mode PoolMode
 
 	out   []byte // serve's client output while no backend is attached
 	bout  []byte // serve's backend output, flushed at sync points
@@ -50,6 +49,9 @@ type session struct {
 	relay relayState
 
 	curType byte // type of the client message being handled
+	// noBegin makes attach leave a deferred BEGIN for later: the request
+	// needs a backend but not the transaction (describing a statement).
+	noBegin bool
 	// pending are Parse and Describe (statement) frames held back (with a
 	// parameter-aware router, while no backend is attached) until a Bind
 	// names the shard or another message needs a backend.
@@ -57,9 +59,6 @@ type session struct {
 	// hintShard and hintKey are the session's routing hints (SET
 	// pgshard.shard / pgshard.key); "" when unset.
 	hintShard, hintKey string
-	// noBegin makes attach leave a deferred BEGIN for later: the request
-	// needs a backend but not the transaction (describing a statement).
-	noBegin bool
 	// portal is the client's portal over several shards (portal.go), or
 	// nil.
 	portal *scatterPortal
@@ -73,7 +72,7 @@ type session struct {
 	// routerFor); nil outside transactions.
 	txRouter router.Router
 
-	// log is the server's logger with the session's attributes.
+	// log is the server's logger with the session's user (sessionlog.go).
 	log *slog.Logger
 
 	mu sync.Mutex
@@ -95,12 +94,12 @@ type session struct {
 	probingBegin atomic.Bool
 	// forget says queue.gone has statements for serve to forget.
 	forget     atomic.Bool
-	lastFailed bool          // the last sync point answered had an error
 	zWait      chan struct{} // closed at the next ReadyForQuery (serve waits)
 	queue      respQueue     // responses that need bookkeeping, in order
 	unsynced   bool          // messages sent since the last Sync/Query
 	closing    bool          // serve is ending: the relay must leave be alone
 	dirty      bool          // be is in an unknown state (relay stopped mid-stream)
+	lastFailed bool          // the last sync point answered had an error
 	// overrides counts queued sync entries with a status override, so the
 	// relay takes the lock to look only when there is one.
 	overrides atomic.Int32

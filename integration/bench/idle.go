@@ -23,8 +23,12 @@ import (
 	"github.com/pgshard/pgshard/internal/pgcluster"
 )
 
-// targetParked is pgshard with limits.park_idle_clients on (-idle-park).
-const targetParked = "pgshard-parked"
+// targetParked is pgshard with limits.park_idle_clients on (-idle-park),
+// targetBaselineParked the -baseline binary with it on.
+const (
+	targetParked         = "pgshard-parked"
+	targetBaselineParked = "pgshard-baseline-parked"
+)
 
 // idleResult is one idle-clients run: a proxy started afresh, N clients
 // that authenticated and ran one query, then idle.
@@ -89,6 +93,9 @@ func runIdle(ctx context.Context, o *options, env *environment, tmp, pgbenchBin,
 	}
 	if o.baselineBin != "" {
 		targets = append(targets, target{targetBaseline, o.baselineBin, false})
+		if o.idlePark {
+			targets = append(targets, target{targetBaselineParked, o.baselineBin, true})
+		}
 	}
 	targets = append(targets, target{targetBouncer, bouncerBin, false})
 	var results []idleResult

@@ -100,6 +100,8 @@ func idleTargetLabel(t string) string {
 		return "PgBouncer (transaction)"
 	case targetParked:
 		return "**pgshard, park_idle_clients**"
+	case targetBaselineParked:
+		return "pgshard-baseline, park_idle_clients"
 	}
 	return t
 }
