@@ -199,17 +199,20 @@ func TestTwoPhaseRecoveryOnLeader(t *testing.T) {
 	if got := balances(); got != "70 110 120" {
 		t.Fatalf("balances %s, want 70 110 120", got)
 	}
-	rep, err := c.ListTransactions(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	found := false
-	for _, d := range rep.Decisions {
-		found = found || (d.GID == string(gid) && d.Committed && d.Shard == "s0" && d.Database == "postgres")
-	}
-	if !found || len(rep.Problems) != 0 {
-		t.Fatalf("decisions %+v problems %+v: want the commit of %s on s0, no problem", rep.Decisions, rep.Problems, gid)
-	}
+	// The report is the last round's: the round that committed the
+	// others publishes it after it has read the decisions, which may be
+	// just after the prepared transactions are gone.
+	itestutil.WaitFor(t, 10*time.Second, "the decision in the transactions report", func() (bool, string) {
+		rep, err := c.ListTransactions(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		found := false
+		for _, d := range rep.Decisions {
+			found = found || (d.GID == string(gid) && d.Committed && d.Shard == "s0" && d.Database == "postgres")
+		}
+		return found && len(rep.Problems) == 0, fmt.Sprintf("decisions %+v problems %+v: want the commit of %s on s0, no problem", rep.Decisions, rep.Problems, gid)
+	})
 	g := m.Gatherer()
 	if n, err := testutil.GatherAndCount(g, "pgshard_twophase_recovery_actions_total"); err != nil || n != 2 {
 		t.Fatalf("recovery action series: %d %v", n, err)
