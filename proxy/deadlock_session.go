@@ -19,8 +19,7 @@ type dtxSession struct {
 	// id is the open transaction's distributed ID ("" when it is on one
 	// shard, or none); tagged are its connections whose application_name
 	// names it. Under session.mu.
-	id     string
-	tagged []*pool.Conn
+	id string
 	// scatterSince is when the statement over several shards running in
 	// the transaction started (unix nanos; 0 when none runs).
 	scatterSince atomic.Int64
@@ -28,9 +27,43 @@ type dtxSession struct {
 	// 57014 of the transaction: the detector cancelled its statement to
 	// break a deadlock across shards.
 	victim atomic.Pointer[wire.Error]
+	// more holds what only transactions over several shards use,
+	// allocated on first use (the session struct stays in its size
+	// class, see TestSessionSize). Under session.mu.
+	more *dtxMore
+}
+
+// dtxMore is the part of dtxSession a session allocates when it first
+// needs it.
+type dtxMore struct {
+	// tagged are the transaction's connections whose application_name
+	// names it.
+	tagged []*pool.Conn
 	// sets are the parameter changes of the session's transaction, for
-	// its other participants (settings.go). Under session.mu.
+	// its other participants (settings.go).
 	sets txSettings
+}
+
+// extra returns d.more, allocating it on first use.
+func (d *dtxSession) extra() *dtxMore {
+	if d.more == nil {
+		d.more = &dtxMore{}
+	}
+	return d.more
+}
+
+// isTagged reports whether be carries the transaction's tag.
+func (d *dtxSession) isTagged(be *pool.Conn) bool {
+	return d.more != nil && slices.Contains(d.more.tagged, be)
+}
+
+// takeSets returns the parameter changes shard's participant has not
+// run (see txSettings.take).
+func (d *dtxSession) takeSets(shard string) string {
+	if d.more == nil {
+		return ""
+	}
+	return d.more.sets.take(shard)
 }
 
 // dtxTag returns the statement that tags a participant of the session's
@@ -47,7 +80,8 @@ func (s *session) dtxTag() string {
 // dtxTagged records that be carries the transaction's tag. Callers hold
 // s.mu.
 func (s *session) dtxTagged(be *pool.Conn) {
-	s.dtx.tagged = append(s.dtx.tagged, be)
+	m := s.dtx.extra()
+	m.tagged = append(m.tagged, be)
 }
 
 // dtxBegin returns begin with the tag of the session's transaction
@@ -71,7 +105,7 @@ func (s *session) dtxBegin(begin string, replica bool) string {
 func (s *session) dtxTagParked(ctx context.Context, be *pool.Conn) error {
 	s.mu.Lock()
 	a := s.st.byConn(be)
-	if a == nil || a.replica || a.txStatus != 'T' || slices.Contains(s.dtx.tagged, be) {
+	if a == nil || a.replica || a.txStatus != 'T' || s.dtx.isTagged(be) {
 		s.mu.Unlock()
 		return nil
 	}
@@ -101,13 +135,17 @@ func (s *session) dtxTagCurrent(ctx context.Context) error {
 // dtxEnd forgets the transaction's distributed ID at its end. Callers
 // hold s.mu.
 func (s *session) dtxEnd() {
-	s.dtx.sets.reset()
+	if m := s.dtx.more; m != nil {
+		m.sets.reset()
+	}
 	if s.dtx.id == "" && s.dtx.victim.Load() == nil {
 		return
 	}
 	s.dtx.id = ""
-	clear(s.dtx.tagged)
-	s.dtx.tagged = s.dtx.tagged[:0]
+	if m := s.dtx.more; m != nil {
+		clear(m.tagged)
+		m.tagged = m.tagged[:0]
+	}
 	s.dtx.victim.Store(nil)
 	s.dtx.scatterSince.Store(0)
 	s.srv.dl.unwatch(s)

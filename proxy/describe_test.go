@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/integration/netfault"
+	"github.com/pgshard/pgshard/internal/testutil"
 	"github.com/pgshard/pgshard/proxy"
 	"github.com/pgshard/pgshard/shardmap"
 )
@@ -153,9 +155,12 @@ func TestDescribeWaitingOnLockResent(t *testing.T) {
 			ctx := ctxT(t)
 			freshInsert(t, p, 1, 5*time.Second)
 			s0 := direct[0].PgConn().Conn().RemoteAddr().String()
-			if n := serverConns(t, p, "idle", s0); n != 1 {
-				t.Fatalf("%d idle connections to s0 (%s), want 1", n, s0)
-			}
+			// The connection goes back to the pool just after the client
+			// has the insert's answer: wait for it.
+			testutil.WaitFor(t, 5*time.Second, "one idle connection to s0", func() (bool, string) {
+				n := serverConns(t, p, "idle", s0)
+				return n == 1, fmt.Sprintf("%d idle connections to s0 (%s), want 1", n, s0)
+			})
 			tx, err := direct[0].Begin(ctx)
 			if err != nil {
 				t.Fatal(err)

@@ -353,10 +353,11 @@ func (s *session) noteTxSetting(be *pool.Conn, info router.Info, sql string) {
 	if a == nil || a.conn != be || s.st.txBegin == "" || !txSettingSQL(info, sql) {
 		return
 	}
-	s.dtx.sets.record(a.shard, strings.Clone(sql))
+	m := s.dtx.extra()
+	m.sets.record(a.shard, strings.Clone(sql))
 	if s.dtx.id != "" && touchesAppName(info, sql) {
-		if i := slices.Index(s.dtx.tagged, be); i >= 0 {
-			s.dtx.tagged = slices.Delete(s.dtx.tagged, i, i+1)
+		if i := slices.Index(m.tagged, be); i >= 0 {
+			m.tagged = slices.Delete(m.tagged, i, i+1)
 			s.log.Info("application_name changed inside a transaction over several shards: the deadlock detector's tag is set again on the shard's connection when the transaction next leaves it",
 				"shard", a.shard, "dtx", s.dtx.id)
 		}
@@ -370,7 +371,7 @@ func (s *session) txOpenSQL(begin, shard string, replica bool) string {
 	if begin == "" {
 		return begin
 	}
-	if sets := s.dtx.sets.take(shard); sets != "" {
+	if sets := s.dtx.takeSets(shard); sets != "" {
 		begin += "\n;" + sets
 	}
 	return s.dtxBegin(begin, replica)
@@ -382,8 +383,8 @@ func (s *session) txOpenSQL(begin, shard string, replica bool) string {
 // them.
 func (s *session) txCatchUp(ctx context.Context, be *pool.Conn, shard string) error {
 	s.mu.Lock()
-	sql := s.dtx.sets.take(shard)
-	if sql != "" && s.dtx.id != "" && slices.Contains(s.dtx.tagged, be) {
+	sql := s.dtx.takeSets(shard)
+	if sql != "" && s.dtx.id != "" && s.dtx.isTagged(be) {
 		sql += "\n;" + dtxTagSQL(s.dtx.id)
 	}
 	s.mu.Unlock()
