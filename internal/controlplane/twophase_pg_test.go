@@ -239,12 +239,17 @@ func TestTwoPhaseRecoveryOnLeader(t *testing.T) {
 	restarted := make(chan struct{})
 	beatCtx, stopBeats := context.WithCancel(ctx)
 	beats := make(chan error, 1)
-	go func() { // the restarted proxy heartbeats as proxies do
+	go func() { // the proxy heartbeats as proxies do: the first incarnation until the restart, then the new one
 		var err error
 		defer func() { beats <- err }()
-		<-restarted
 		for beatCtx.Err() == nil {
-			if err = m.Node().HeartbeatIncarnation(beatCtx, "proxy-b", after, "127.0.0.1:6433", 1, nil); err != nil && beatCtx.Err() == nil {
+			inc := before
+			select {
+			case <-restarted:
+				inc = after
+			default:
+			}
+			if err = m.Node().HeartbeatIncarnation(beatCtx, "proxy-b", inc, "127.0.0.1:6433", 1, nil); err != nil && beatCtx.Err() == nil {
 				return
 			}
 			err = nil
