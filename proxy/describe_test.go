@@ -125,9 +125,10 @@ func TestDescribeResentWhenServerSilent(t *testing.T) {
 	waitServersUp(t, p, 2)
 	freshInsert(t, p, 1, 5*time.Second) // leaves an idle connection to s0
 	s0 := c.Shards[0].Addr()
-	if n := serverConns(t, p, "idle", s0); n != 1 {
-		t.Fatalf("%d idle connections to s0, want 1", n)
-	}
+	testutil.WaitFor(t, 5*time.Second, "one idle connection to s0", func() (bool, string) {
+		n := serverConns(t, p, "idle", s0)
+		return n == 1, fmt.Sprintf("%d idle connections to s0, want 1", n)
+	})
 	netfault.Blackhole(t, c.Shards[0].Port)
 	took := freshInsert(t, p, 150, time.Second)
 	t.Logf("s0 silent: a new session wrote to s1 in %s", took.Round(time.Millisecond))
