@@ -333,9 +333,11 @@ func (p *txParticipant) ReadOnly() bool { return !p.wrote }
 
 // Exec runs sql on the attachment's connection (no handler, idle in the
 // transaction); a server's error is a *pgconn.PgError, which the
-// coordinator tells from a lost answer.
+// coordinator tells from a lost answer. The coordinator's statements may
+// leave the transaction open (ROLLBACK TO SAVEPOINT while it waits for the
+// decision table), so any transaction status is accepted.
 func (p *txParticipant) Exec(ctx context.Context, sql string) (string, error) {
-	tag, err := p.be.ExecTag(ctx, sql)
+	tag, err := p.be.ExecTagAnyState(ctx, sql)
 	return tag, asPgError(err)
 }
 

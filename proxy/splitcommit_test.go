@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -250,6 +251,63 @@ func TestSplitWritesTwoPhase(t *testing.T) {
 		}
 		noPrepared(t, ctx, direct)
 	})
+}
+
+// TestSplitWriteWaitsForDecisionTable: where the decision table does not
+// exist yet on the decision shard (a database the meta leader's recovery
+// has not reached), a statement writing on both shards waits for it under
+// a savepoint instead of failing, and commits once it appears.
+func TestSplitWriteWaitsForDecisionTable(t *testing.T) {
+	start, direct := splitShards(t)
+	ctx := ctxT(t)
+	tp := start(proxy.CrossShardTwoPhase)
+	conn := connect(t, tp.dsn(""))
+	if _, err := conn.Exec(ctx, `INSERT INTO kv (k, v) VALUES (3, 'x'), (103, 'y')`); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range direct {
+		if _, err := d.Exec(ctx, `DROP TABLE pgshard.commit_decisions`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := conn.Exec(ctx, `UPDATE kv SET n = n + 1`)
+		done <- err
+	}()
+	// The coordinator rolled its commit record back to the savepoint and
+	// waits, the transaction still open on both shards.
+	waiting := false
+	for deadline := time.Now().Add(10 * time.Second); !waiting && time.Now().Before(deadline); {
+		for _, d := range direct {
+			if scalar(t, ctx, d, `SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'ROLLBACK TO SAVEPOINT pgshard_record%' AND state = 'idle in transaction'`) > 0 {
+				waiting = true
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the UPDATE ended without waiting for the decision table: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if !waiting {
+		t.Fatal("no server connection waits for the decision table")
+	}
+	for _, d := range direct {
+		if _, err := d.Exec(ctx, twophase.SchemaSQL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("UPDATE once the decision table appeared: %v", err)
+	}
+	if a, b := scalar(t, ctx, direct[0], `SELECT n FROM kv WHERE k = 3`), scalar(t, ctx, direct[1], `SELECT n FROM kv WHERE k = 103`); a != 1 || b != 1 {
+		t.Fatalf("after the UPDATE: n = %d on s0, %d on s1; want 1, 1", a, b)
+	}
+	if n := scalar(t, ctx, direct[0], `SELECT count(*) FROM pgshard.commit_decisions`) + scalar(t, ctx, direct[1], `SELECT count(*) FROM pgshard.commit_decisions`); n != 1 {
+		t.Fatalf("%d commit records, want 1", n)
+	}
+	noPrepared(t, ctx, direct)
 }
 
 // TestCrossShardWritesRefusedForUser: a user with cross_shard_writes:

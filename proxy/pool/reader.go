@@ -148,7 +148,7 @@ func (c *Conn) ReplaceHandler(old, h Handler) bool {
 
 // execHandler collects the reply to a statement the proxy runs itself.
 type execHandler struct {
-	want     byte // transaction status expected at ReadyForQuery
+	want     byte // transaction status expected at ReadyForQuery (0: any)
 	done     chan error
 	firstErr error
 	tag      string // last CommandComplete tag
@@ -175,7 +175,7 @@ func (h *execHandler) Frame(_ *Conn, typ byte, frame []byte) bool {
 		}
 	case 'Z':
 		err := h.firstErr
-		if len(frame) > 5 && frame[5] != h.want && err == nil {
+		if len(frame) > 5 && h.want != 0 && frame[5] != h.want && err == nil {
 			err = errors.Join(err, fmt.Errorf("server left in transaction state %q", frame[5]))
 		}
 		h.finish(err)
@@ -232,6 +232,13 @@ func (c *Conn) QueryValue(ctx context.Context, sql string) (string, error) {
 // start with BEGIN): the server must end in transaction status 'T'.
 func (c *Conn) ExecInTx(ctx context.Context, sql string) (string, error) {
 	return c.exec(ctx, sql, 'T')
+}
+
+// ExecTagAnyState is ExecTag for statements run inside a transaction the
+// caller manages (savepoints, PREPARE TRANSACTION): the server may end in
+// any transaction status.
+func (c *Conn) ExecTagAnyState(ctx context.Context, sql string) (string, error) {
+	return c.exec(ctx, sql, 0)
 }
 
 func (c *Conn) exec(ctx context.Context, sql string, want byte) (string, error) {
