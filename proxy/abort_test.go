@@ -358,6 +358,11 @@ func TestCancelDoesNotHoldSession(t *testing.T) {
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// The client has the COMMIT's ReadyForQuery a moment before the
+	// connection is back in the pool.
+	pollFor(t, 10*time.Second, "an idle server connection", func() bool {
+		return poolMetric(t, p, "pgshard_server_connections", pg.Addr(), `state="idle"`) == "1"
+	})
 	iptablesDrop(t, []string{"INPUT", "-i", "lo", "-p", "tcp", "--dport", strconv.Itoa(pg.Port), "--syn", "-j", "DROP"})
 	cctx, ccancel := context.WithTimeout(context.Background(), 20*time.Second)
 	canceled := make(chan error, 1)
@@ -372,7 +377,14 @@ func TestCancelDoesNotHoldSession(t *testing.T) {
 	start := time.Now()
 	var v int
 	if err := sess.QueryRow(ctx, `SELECT 7`).Scan(&v); err != nil || v != 7 {
-		t.Fatalf("the next statement: %d %v", v, err)
+		_, metrics := get(p, "/metrics")
+		var pool []string
+		for line := range strings.SplitSeq(metrics, "\n") {
+			if strings.HasPrefix(line, "pgshard_server_") || strings.HasPrefix(line, "pgshard_pool_") {
+				pool = append(pool, line)
+			}
+		}
+		t.Fatalf("the next statement: %d %v\npool metrics:\n%s", v, err, strings.Join(pool, "\n"))
 	}
 	took := time.Since(start)
 	t.Logf("the next statement took %s while the cancel was undeliverable", took.Round(time.Millisecond))
