@@ -71,14 +71,20 @@ func (d *decimal) parseText(s []byte) error {
 		neg = s[0] == '-'
 		i++
 	}
-	digits := make([]byte, 0, len(s))
-	seenDigit, seenDot := false, false
-	for ; i < len(s); i++ {
-		c := s[i]
+	// Up to 19 digits accumulate in a uint64 (no allocation: the big.Int
+	// keeps its storage from one value to the next); longer ones go
+	// through big.Int's parser.
+	var small uint64
+	ndigits := 0
+	seenDot := false
+	for j := i; j < len(s); j++ {
+		c := s[j]
 		switch {
 		case c >= '0' && c <= '9':
-			digits = append(digits, c)
-			seenDigit = true
+			if ndigits < 19 {
+				small = small*10 + uint64(c-'0')
+			}
+			ndigits++
 			if seenDot {
 				d.scale++
 			}
@@ -88,11 +94,21 @@ func (d *decimal) parseText(s []byte) error {
 			return fmt.Errorf("%w: %q", errNumber, s)
 		}
 	}
-	if !seenDigit || d.scale > maxScaleInput {
+	if ndigits == 0 || d.scale > maxScaleInput {
 		return fmt.Errorf("%w: %q", errNumber, s)
 	}
-	if _, ok := d.coef.SetString(string(digits), 10); !ok {
-		return fmt.Errorf("%w: %q", errNumber, s)
+	if ndigits <= 19 {
+		d.coef.SetUint64(small)
+	} else {
+		digits := make([]byte, 0, len(s))
+		for _, c := range s[i:] {
+			if c != '.' {
+				digits = append(digits, c)
+			}
+		}
+		if _, ok := d.coef.SetString(string(digits), 10); !ok {
+			return fmt.Errorf("%w: %q", errNumber, s)
+		}
 	}
 	if neg {
 		d.coef.Neg(&d.coef)

@@ -8,7 +8,8 @@ import (
 
 func TestNumericTextBinaryRoundTrip(t *testing.T) {
 	for _, s := range []string{"0", "0.000", "1", "-1", "1.50", "-0.0001", "10000", "12345678.9012345", "0.00000000000000000001",
-		"99999999999999999999999999999999.99", "-123456789012345678901234567890.123456789", "NaN", "Infinity", "-Infinity", "100000000"} {
+		"99999999999999999999999999999999.99", "-123456789012345678901234567890.123456789", "NaN", "Infinity", "-Infinity", "100000000",
+		"9999999999999999999", "-9999999999999999999", "10000000000000000000", "-1234567890123456789.0", "1844674407370955161.5", "0.0000000000000000001"} {
 		var d, e decimal
 		if err := d.parseText([]byte(s)); err != nil {
 			t.Fatalf("%s: %v", s, err)
@@ -35,6 +36,20 @@ func TestNumericTextBinaryRoundTrip(t *testing.T) {
 	}
 	if got := d.appendBinary(nil); !bytes.Equal(got, want) {
 		t.Errorf("binary 1.50 = % x, want % x", got, want)
+	}
+}
+
+// TestNumericParseReuse: one decimal parsed again and again (as the merge
+// does) holds each value exactly, whatever came before it.
+func TestNumericParseReuse(t *testing.T) {
+	var d decimal
+	for _, s := range []string{"-123456789012345678901234567890.5", "5", "-7.25", "12345678901234567890", "0", "-0.001", "NaN", "3"} {
+		if err := d.parseText([]byte(s)); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+		if got := string(d.appendText(nil)); got != s {
+			t.Errorf("parsed %q after other values: %q", s, got)
+		}
 	}
 }
 
