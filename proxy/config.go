@@ -280,20 +280,7 @@ type PoolConfig struct {
 	ConnectTimeout Duration `yaml:"connect_timeout"` // default 5s
 	IdleTimeout    Duration `yaml:"idle_timeout"`    // default 10m
 	MaxLifetime    Duration `yaml:"max_lifetime"`    // default 1h
-	// EventLoop reads plain-TCP server connections on event loops (one
-	// per GOMAXPROCS, pool/loop_linux.go) instead of a goroutine per
-	// connection; Linux. Also on when the environment has
-	// PGSHARD_SERVER_EVENT_LOOP=1. Experimental: see docs/benchmarks.md.
-	EventLoop bool `yaml:"event_loop"`
 }
-
-// serverEventLoopEnv turns pool.event_loop on (for running the test
-// suite and the benchmarks on that path).
-const serverEventLoopEnv = "PGSHARD_SERVER_EVENT_LOOP"
-
-// serverEventLoopsEnv sets the number of event loops (default
-// GOMAXPROCS), for measuring.
-const serverEventLoopsEnv = "PGSHARD_SERVER_EVENT_LOOPS"
 
 // LimitsConfig protects the proxy from clients.
 type LimitsConfig struct {

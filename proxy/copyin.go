@@ -461,7 +461,7 @@ func (c *copyIn) abort(ctx context.Context, why string) {
 			select {
 			case <-h.done:
 			default:
-				h.conn.Close()
+				h.conn.NetConn.Close()
 			}
 		}
 	}

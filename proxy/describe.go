@@ -271,9 +271,6 @@ func (d *describeDrain) Frame(be *pool.Conn, typ byte, _ []byte) bool {
 
 func (d *describeDrain) Flush(*pool.Conn) {}
 
-// Inline implements pool.InlineHandler.
-func (d *describeDrain) Inline() {}
-
 func (d *describeDrain) Fail(be *pool.Conn, _ error) { be.Pool().Discard(be) }
 
 // describeShards returns the shards any of which can describe every

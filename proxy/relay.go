@@ -186,10 +186,6 @@ func (s *session) swallowFrame(be *pool.Conn, typ byte, frame []byte) bool {
 	return false
 }
 
-// Inline implements pool.InlineHandler: the relay waits for no other
-// server connection (only, when it is full, for the client's socket).
-func (s *session) Inline() {}
-
 // Flush implements pool.Handler: the server has nothing more buffered.
 func (s *session) Flush(be *pool.Conn) {
 	if be.Aborted() {

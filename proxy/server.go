@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	goruntime "runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -94,8 +93,7 @@ type Server struct {
 	cache   *serverCache // the hot-row cache, nil when off (cache.go)
 	cacheOn atomic.Bool  // the cache is on and the map has cacheable tables
 
-	parker *parker         // parks idle clients (park.go); nil when off
-	loop   *pool.EventLoop // reads server connections (pool.event_loop); nil when off
+	parker *parker // parks idle clients (park.go); nil when off
 }
 
 // poolKey names a pool: the server at addr (the shard's primary or one
@@ -144,15 +142,6 @@ func NewServer(cfg *Config) (*Server, error) {
 	s.metrics.mapEpoch.Set(float64(s.MapEpoch()))
 	if err := s.initCache(cfg); err != nil {
 		return nil, err
-	}
-	if cfg.Pool.EventLoop || os.Getenv(serverEventLoopEnv) == "1" {
-		n := goruntime.GOMAXPROCS(0)
-		if v, err := strconv.Atoi(os.Getenv(serverEventLoopsEnv)); err == nil && v > 0 {
-			n = v
-		}
-		if s.loop, err = pool.NewEventLoop(n); err != nil {
-			return nil, err
-		}
 	}
 	if cfg.Limits.ParkIdleClients || os.Getenv(parkIdleClientsEnv) == "1" {
 		if s.parker, err = newParker(s.resumeSession, s.appendSessions); err != nil {
@@ -331,9 +320,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.stopCache()
 	s.closePools()
-	if s.loop != nil {
-		s.loop.Close()
-	}
 	return ctx.Err()
 }
 
@@ -488,7 +474,6 @@ func (s *Server) poolAt(ctx context.Context, shard, addr string, u *userState, d
 		KeepAliveIdle:     rt.cfg.Backend.KeepAliveIdle.D(),
 		KeepAliveInterval: rt.cfg.Backend.KeepAliveInterval.D(),
 		KeepAliveCount:    rt.cfg.Backend.KeepAliveCount,
-		EventLoop:         s.loop,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create pool: %w", err)

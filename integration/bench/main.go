@@ -25,14 +25,13 @@ import (
 // Query modes (pgbench -M) and targets.
 var (
 	allModes   = []string{"simple", "extended", "prepared"}
-	allTargets = []string{targetDirect, targetPgshard, targetPgshardOneCore, targetPgshardLoop, targetBaseline, targetBouncer, targetBouncerSession}
+	allTargets = []string{targetDirect, targetPgshard, targetPgshardOneCore, targetBaseline, targetBouncer, targetBouncerSession}
 )
 
 const (
 	targetDirect         = "direct"
 	targetPgshard        = "pgshard"
 	targetPgshardOneCore = "pgshard-1core"    // the same binary with GOMAXPROCS=1, to show what the second core adds
-	targetPgshardLoop    = "pgshard-loop"     // the same binary reading server connections on event loops (pool.event_loop)
 	targetBaseline       = "pgshard-baseline" // another pgshard binary (-baseline), for before/after comparisons
 	targetBouncer        = "pgbouncer"
 	targetBouncerSession = "pgbouncer-session"
@@ -49,7 +48,6 @@ const (
 type options struct {
 	pgshardBin      string
 	baselineBin     string // -baseline: a second pgshard binary run as target pgshard-baseline
-	loopEnv         string // -loop-env: more environment (NAME=VALUE,...) for target pgshard-loop
 	out             string
 	duration        time.Duration
 	warmup          time.Duration
@@ -111,7 +109,6 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o := &options{args: args}
 	var modes, targets, scripts, idleClients string
 	fs.StringVar(&o.pgshardBin, "pgshard", "bin/pgshard", "pgshard binary to benchmark")
-	fs.StringVar(&o.loopEnv, "loop-env", "", "more environment for target "+targetPgshardLoop+" (NAME=VALUE, comma-separated), e.g. PGSHARD_SERVER_EVENT_LOOPS=1")
 	fs.StringVar(&o.baselineBin, "baseline", "", "another pgshard binary (an older build) to run in the same rounds as target "+targetBaseline+", for a before/after comparison")
 	fs.StringVar(&o.out, "out", "docs/benchmarks.md", "Markdown report to write (only the parts between the bench markers are replaced)")
 	fs.DurationVar(&o.duration, "duration", 15*time.Second, "length of each pgbench run (whole seconds)")
@@ -430,20 +427,6 @@ func runSelectOnly(ctx context.Context, o *options, env *environment, tmp, pgben
 		defer c.stop(10 * time.Second)
 		procs[targetPgshardOneCore] = c
 		endpoints[targetPgshardOneCore] = endpointAt(addr, benchDB)
-	}
-	if slices.Contains(o.targets, targetPgshardLoop) {
-		dir := filepath.Join(tmp, "pgshard-loop")
-		if err := os.Mkdir(dir, 0o700); err != nil {
-			return err
-		}
-		c, addr, err := startPgshard(ctx, o.pgshardBin, dir, []pgshardShard{{Name: "s0", Host: pg.Host, Port: pg.Port}}, "", o.poolSize, benchUser, benchPassword,
-			append([]string{"PGSHARD_SERVER_EVENT_LOOP=1"}, strings.FieldsFunc(o.loopEnv, func(r rune) bool { return r == ',' })...)...)
-		if err != nil {
-			return fmt.Errorf("start pgshard with pool.event_loop: %w", err)
-		}
-		defer c.stop(10 * time.Second)
-		procs[targetPgshardLoop] = c
-		endpoints[targetPgshardLoop] = endpointAt(addr, benchDB)
 	}
 	if slices.Contains(o.targets, targetBaseline) {
 		dir := filepath.Join(tmp, "pgshard-baseline")

@@ -202,8 +202,6 @@ func label(target string) string {
 		return "**pgshard**"
 	case targetPgshardOneCore:
 		return "pgshard, GOMAXPROCS=1"
-	case targetPgshardLoop:
-		return "pgshard, server event loop"
 	case targetBaseline:
 		return "pgshard baseline"
 	case targetBouncer:

@@ -60,8 +60,6 @@ type Conn struct {
 
 	watch watchState // the watchdog's
 
-	loop *loopState // nil: read by a goroutine of its own (readLoop)
-
 	cmu     sync.Mutex
 	cancels int  // CancelRequests in flight (HoldForCancel)
 	parked  bool // released while cancels > 0: Release again after them
@@ -96,6 +94,7 @@ func dial(ctx context.Context, p *Pool) (*Conn, error) {
 	now := p.now()
 	c := &Conn{
 		NetConn:   hc.Conn,
+		Reader:    wire.NewFrameReader(bufio.NewReaderSize(hc.Conn, ioBufferSize), 0),
 		Params:    hc.ParameterStatuses,
 		PID:       hc.PID,
 		Secret:    hc.SecretKey,
@@ -108,10 +107,7 @@ func dial(ctx context.Context, p *Pool) (*Conn, error) {
 	}
 	p.track(c, true)
 	p.readers.Add(1)
-	if p.cfg.EventLoop == nil || c.tlsConfig || !c.attachLoop(p.cfg.EventLoop, hc.Conn) {
-		c.Reader = wire.NewFrameReader(bufio.NewReaderSize(hc.Conn, ioBufferSize), 0)
-		go c.readLoop()
-	}
+	go c.readLoop()
 	return c, nil
 }
 
@@ -126,25 +122,8 @@ func (c *Conn) TLS() bool { return c.tlsConfig }
 func (c *Conn) close() {
 	_ = c.NetConn.SetWriteDeadline(time.Now().Add(time.Second))
 	_, _ = c.NetConn.Write([]byte{'X', 0, 0, 0, 4})
-	c.closeNet(false)
-}
-
-// closeNet closes the network connection (rst: with SO_LINGER 0, the
-// kernel drops what is queued and sends RST). A connection on an event
-// loop leaves it first, and then ends as a failed read would.
-func (c *Conn) closeNet(rst bool) {
-	c.unregister()
-	if tc := tcpConn(c.NetConn); rst && tc != nil {
-		_ = tc.SetLinger(0)
-		_ = tc.Close() // not the TLS conn: no close_notify to wait for
-	}
 	_ = c.NetConn.Close()
-	c.closedByUs()
 }
-
-// Close closes the network connection at once; its handler's Fail
-// follows.
-func (c *Conn) Close() { c.closeNet(false) }
 
 // abortWait bounds how long abort waits for a frame handler that is
 // running (it may be blocked writing to a slow client).
@@ -159,7 +138,11 @@ func (c *Conn) abort() bool {
 		return false
 	}
 	c.broken.Store(true)
-	c.closeNet(true)
+	if tc := tcpConn(c.NetConn); tc != nil {
+		_ = tc.SetLinger(0)
+		_ = tc.Close() // not the TLS conn: no close_notify to wait for
+	}
+	_ = c.NetConn.Close()
 	deadline := time.Now().Add(abortWait)
 	for !c.hmu.TryLock() {
 		if time.Now().After(deadline) {
@@ -179,7 +162,11 @@ func (c *Conn) reset(silent time.Duration) bool {
 		return false
 	}
 	c.broken.Store(true)
-	c.closeNet(true)
+	if tc := tcpConn(c.NetConn); tc != nil {
+		_ = tc.SetLinger(0)
+		_ = tc.Close()
+	}
+	_ = c.NetConn.Close()
 	return true
 }
 

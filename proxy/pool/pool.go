@@ -62,9 +62,6 @@ type Config struct {
 	// negative KeepAliveIdle turns keepalives off.
 	KeepAliveIdle, KeepAliveInterval time.Duration
 	KeepAliveCount                   int
-	// EventLoop, when non-nil, reads the pool's plain-TCP connections
-	// (loop_linux.go) instead of a goroutine per connection.
-	EventLoop *EventLoop
 }
 
 func (c Config) withDefaults() Config {

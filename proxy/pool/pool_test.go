@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"os"
 	"slices"
 	"sync"
 	"syscall"
@@ -128,9 +127,6 @@ func newTestPool(t *testing.T, f *fakeServer, mod func(*Config)) *Pool {
 	t.Helper()
 	cfg := Config{Addr: f.ln.Addr().String(), User: "u", Database: "d", SSLMode: "disable", Size: 4,
 		ConnectTimeout: 2 * time.Second, WaitTimeout: 2 * time.Second}
-	if os.Getenv("PGSHARD_SERVER_EVENT_LOOP") == "1" {
-		cfg.EventLoop = newTestLoop(t)
-	}
 	if mod != nil {
 		mod(&cfg)
 	}

@@ -27,17 +27,6 @@ type Handler interface {
 	Fail(c *Conn, err error)
 }
 
-// InlineHandler is a Handler that may run on an event loop
-// (Config.EventLoop): its methods never wait for another server
-// connection's frames (they may wait for the client's socket). A
-// connection that gets any other handler leaves the loop for a reader
-// goroutine of its own.
-type InlineHandler interface {
-	Handler
-	// Inline marks the handler; it does nothing.
-	Inline()
-}
-
 // ErrBroken reports a connection found dead (the server closed it or sent
 // something unsolicited while it had no handler).
 var ErrBroken = errors.New("server connection is broken")
@@ -71,7 +60,13 @@ func (c *Conn) readLoop() {
 		}
 		typ, frame, err := c.Reader.Next()
 		c.hmu.Lock()
-		err = c.readErr(err)
+		if c.aborted.Load() {
+			// Even a frame read before the reset is not passed on: the
+			// server is no longer one whose replies count.
+			err = ErrAborted
+		} else if d := c.stallReset.Load(); d != 0 && err != nil {
+			err = fmt.Errorf("%w: none for %s", ErrStalled, time.Duration(d).Round(time.Millisecond))
+		}
 		h := c.handler
 		if h == nil {
 			c.hmu.Unlock()
@@ -96,24 +91,11 @@ func (c *Conn) readLoop() {
 	}
 }
 
-// readErr is the error a read that returned err means: even a frame read
-// before Pool.Abort's reset is not passed on (the server is no longer one
-// whose replies count), and a read failed by the watchdog says so.
-func (c *Conn) readErr(err error) error {
-	if c.aborted.Load() {
-		return ErrAborted
-	}
-	if d := c.stallReset.Load(); d != 0 && err != nil {
-		return fmt.Errorf("%w: none for %s", ErrStalled, time.Duration(d).Round(time.Millisecond))
-	}
-	return err
-}
-
 // markBroken marks the connection dead, closes it and evicts it from the
 // idle list if it is there.
 func (c *Conn) markBroken() {
 	c.broken.Store(true)
-	c.closeNet(false)
+	_ = c.NetConn.Close()
 	c.pool.evict(c)
 }
 
@@ -209,8 +191,6 @@ func (h *execHandler) finish(err error) {
 }
 
 func (h *execHandler) Flush(*Conn) {}
-
-func (h *execHandler) Inline() {}
 
 func (h *execHandler) Fail(_ *Conn, err error) { h.finish(fmt.Errorf("read reply: %w", err)) }
 
