@@ -14,15 +14,46 @@ import (
 // PostgreSQL itself would have failed (SQLSTATE 22003).
 var ErrOutOfRange = errors.New("value out of range")
 
-// acc accumulates one combined column of one group. It holds big.Ints:
-// never copy it by value.
+// acc accumulates one combined column of one group. It is small (the
+// merge of many groups touches every group's accumulators, so their size
+// is memory traffic): a numeric sum and a min/max keep their state
+// behind pointers, allocated on the first value from the merge's slabs.
 type acc struct {
 	seen bool // a non-NULL input was seen
 	i    int64
 	f    float64
-	n    decimal
-	v    value  // min/max: the current extreme, decoded
-	raw  []byte // min/max: the current extreme as sent
+	n    *decimal // numeric sum
+	mm   *extreme // min/max
+}
+
+// extreme is a min/max accumulator's current extreme.
+type extreme struct {
+	v   value  // decoded
+	raw []byte // as sent
+}
+
+// accSlabs hands out the accumulators' numeric and min/max state.
+type accSlabs struct {
+	decs []decimal
+	exts []extreme
+}
+
+func (sl *accSlabs) decimal() *decimal {
+	if len(sl.decs) == 0 {
+		sl.decs = make([]decimal, slabRows)
+	}
+	d := &sl.decs[0]
+	sl.decs = sl.decs[1:]
+	return d
+}
+
+func (sl *accSlabs) extreme() *extreme {
+	if len(sl.exts) == 0 {
+		sl.exts = make([]extreme, slabRows)
+	}
+	e := &sl.exts[0]
+	sl.exts = sl.exts[1:]
+	return e
 }
 
 type group struct {
@@ -254,6 +285,7 @@ func (m *Merger) groupRows(sources []Source, mem *budget) ([]*finalRow, error) {
 	var sl slab
 	var groupSlab []group
 	var accSlab []acc
+	var states accSlabs
 	keyVals := make([][]byte, len(m.in))
 	err := m.readAll(sources, func(vals [][]byte) error {
 		key = key[:0]
@@ -293,7 +325,7 @@ func (m *Merger) groupRows(sources []Source, mem *budget) ([]*finalRow, error) {
 			groups = append(groups, g)
 		}
 		for _, c := range aggCols {
-			if err := m.accumulate(&g.accs[c], c, vals[c], &tmp, mem); err != nil {
+			if err := m.accumulate(&g.accs[c], c, vals[c], &tmp, mem, &states); err != nil {
 				return fmt.Errorf("column %q: %w", m.in[c].Name, err)
 			}
 		}
@@ -352,7 +384,7 @@ func (m *Merger) groupRows(sources []Source, mem *budget) ([]*finalRow, error) {
 			default: // min, max
 				out[j] = nil
 				if a := &g.accs[fc.Source]; a.seen {
-					out[j] = a.raw
+					out[j] = a.mm.raw
 				}
 			}
 		}
@@ -422,7 +454,7 @@ func (m *Merger) computed(j int) bool {
 }
 
 // accumulate folds one shard value into a.
-func (m *Merger) accumulate(a *acc, col int, raw []byte, tmp *value, mem *budget) error {
+func (m *Merger) accumulate(a *acc, col int, raw []byte, tmp *value, mem *budget, states *accSlabs) error {
 	how, k, format := m.spec.Combine[col], m.inKind[col], m.in[col].Format
 	if how == CombineCheck {
 		return nil
@@ -447,6 +479,7 @@ func (m *Merger) accumulate(a *acc, col int, raw []byte, tmp *value, mem *budget
 			return addInt(&a.i, tmp.i)
 		case kindNumeric:
 			if first {
+				a.n = states.decimal()
 				a.n.coef.Set(&tmp.n.coef)
 				a.n.scale, a.n.spec = tmp.n.scale, tmp.n.spec
 			} else {
@@ -460,20 +493,23 @@ func (m *Merger) accumulate(a *acc, col int, raw []byte, tmp *value, mem *budget
 			a.f = s
 		}
 	case CombineMin, CombineMax:
-		if !first {
-			c := compareValues(k, tmp, &a.v)
+		if first {
+			a.mm = states.extreme()
+		} else {
+			c := compareValues(k, tmp, &a.mm.v)
 			if how == CombineMin && c >= 0 || how == CombineMax && c <= 0 {
 				return nil
 			}
 		}
-		if err := mem.take(len(raw) - len(a.raw)); err != nil {
+		e := a.mm
+		if err := mem.take(len(raw) - len(e.raw)); err != nil {
 			return err
 		}
-		if a.raw == nil {
-			a.raw = make([]byte, 0, len(raw)) // non-nil: an empty value is not NULL
+		if e.raw == nil {
+			e.raw = make([]byte, 0, len(raw)) // non-nil: an empty value is not NULL
 		}
-		a.raw = append(a.raw[:0], raw...)
-		copyValue(&a.v, tmp)
+		e.raw = append(e.raw[:0], raw...)
+		copyValue(&e.v, tmp)
 	case CombineBoolAnd:
 		if first {
 			a.i = tmp.i
@@ -529,7 +565,7 @@ func (m *Merger) finalValue(dst []byte, j int, g *group) (_ []byte, null bool, e
 			sum.coef.SetInt64(a.i)
 		} else {
 			sum.coef.Set(&a.n.coef)
-			sum.scale, sum.spec = a.n.scale, a.n.spec
+			sum.scale, sum.spec = a.n.scale, a.n.spec // (seen: a.n is set)
 		}
 		cnt.coef.SetInt64(n)
 		q.div(&sum, &cnt)
@@ -546,7 +582,7 @@ func (m *Merger) finalValue(dst []byte, j int, g *group) (_ []byte, null bool, e
 		case kindInt:
 			return appendInt8(dst, a.i, binaryFmt), false, nil
 		case kindNumeric:
-			return appendNumeric(dst, &a.n, binaryFmt), false, nil
+			return appendNumeric(dst, a.n, binaryFmt), false, nil
 		case kindFloat4:
 			f32 := float32(a.f)
 			if math.IsInf(float64(f32), 0) && !math.IsInf(a.f, 0) {
