@@ -58,9 +58,10 @@ const (
 	mergedOneServer = "one server"
 	mergedShards    = "shards direct"
 	mergedPgshard   = "pgshard"
+	mergedBaseline  = "pgshard baseline" // -baseline: the other binary, for a before/after
 )
 
-var mergedTargets = []string{mergedOneServer, mergedShards, mergedPgshard}
+var mergedTargets = []string{mergedOneServer, mergedShards, mergedPgshard, mergedBaseline}
 
 // mergedResult is the timings of one query on each target.
 type mergedResult struct {
@@ -141,6 +142,19 @@ func runMerged(ctx context.Context, o *options, env *environment, tmp string, lo
 		return fmt.Errorf("start pgshard: %w", err)
 	}
 	defer proc.stop(10 * time.Second)
+	var baseAddr string
+	if o.baselineBin != "" {
+		bdir := filepath.Join(tmp, "merged-baseline")
+		if err := os.Mkdir(bdir, 0o700); err != nil {
+			return err
+		}
+		bproc, a, err := startPgshard(ctx, o.baselineBin, bdir, nil, mapFile, o.poolSize, benchUser, benchPassword)
+		if err != nil {
+			return fmt.Errorf("start the baseline pgshard: %w", err)
+		}
+		defer bproc.stop(10 * time.Second)
+		baseAddr = a
+	}
 
 	dial := func(ep endpoint) (*pgx.Conn, error) {
 		dsn := fmt.Sprintf("host=%s port=%d user=%s password=%s dbname=%s sslmode=disable default_query_exec_mode=simple_protocol",
@@ -168,6 +182,12 @@ func runMerged(ctx context.Context, o *options, env *environment, tmp string, lo
 	if err != nil {
 		return fmt.Errorf("connect to pgshard: %w", err)
 	}
+	var baseConn *pgx.Conn
+	if baseAddr != "" {
+		if baseConn, err = open(endpointAt(baseAddr, benchDB)); err != nil {
+			return fmt.Errorf("connect to the baseline pgshard: %w", err)
+		}
+	}
 	shardConns := map[string]*pgx.Conn{}
 	for i, srv := range many.Servers {
 		c, err := open(endpoint{host: srv.Host, port: srv.Port, user: benchUser, password: benchPassword, dbname: benchDB})
@@ -180,7 +200,7 @@ func runMerged(ctx context.Context, o *options, env *environment, tmp string, lo
 	var results []mergedResult
 	for _, q := range mergedQueries(one.Accounts()) {
 		logf("merged: %s, %d runs per target", q.name, o.mergedRuns)
-		r := measureMerged(ctx, q, o.mergedRuns, oneConn, proxyConn, shardConns)
+		r := measureMerged(ctx, q, o.mergedRuns, oneConn, proxyConn, baseConn, shardConns)
 		if r.err != nil {
 			logf("  %v", r.err)
 		} else {
@@ -201,8 +221,8 @@ func runMerged(ctx context.Context, o *options, env *environment, tmp string, lo
 
 // measureMerged times q runs times on each target, the targets taking
 // turns, after one untimed run each; it checks that pgshard's answer has
-// the one server's rows.
-func measureMerged(ctx context.Context, q mergedQuery, runs int, oneConn, proxyConn *pgx.Conn, shardConns map[string]*pgx.Conn) mergedResult {
+// the one server's rows. baseConn (nil: none) is the baseline pgshard.
+func measureMerged(ctx context.Context, q mergedQuery, runs int, oneConn, proxyConn, baseConn *pgx.Conn, shardConns map[string]*pgx.Conn) mergedResult {
 	r := mergedResult{query: q, durations: map[string][]time.Duration{}}
 	per, err := explainPerShard(ctx, proxyConn, q.sql)
 	if err != nil {
@@ -213,6 +233,9 @@ func measureMerged(ctx context.Context, q mergedQuery, runs int, oneConn, proxyC
 	var want []string // the one server's rows, sorted
 	for run := -1; run < runs; run++ {
 		for _, target := range mergedTargets {
+			if target == mergedBaseline && baseConn == nil {
+				continue
+			}
 			start := time.Now()
 			var rows []string
 			switch target {
@@ -220,6 +243,8 @@ func measureMerged(ctx context.Context, q mergedQuery, runs int, oneConn, proxyC
 				rows, err = readAll(ctx, oneConn, q.sql)
 			case mergedPgshard:
 				rows, err = readAll(ctx, proxyConn, q.sql)
+			case mergedBaseline:
+				rows, err = readAll(ctx, baseConn, q.sql)
 			case mergedShards:
 				err = readShards(ctx, shardConns, per)
 			}
@@ -233,9 +258,9 @@ func measureMerged(ctx context.Context, q mergedQuery, runs int, oneConn, proxyC
 				switch target {
 				case mergedOneServer:
 					r.rows, want = len(rows), sortedCopy(rows)
-				case mergedPgshard:
+				case mergedPgshard, mergedBaseline:
 					if !slices.Equal(sortedCopy(rows), want) {
-						r.err = fmt.Errorf("pgshard's answer (%d rows) differs from the one server's (%d rows)", len(rows), r.rows)
+						r.err = fmt.Errorf("%s's answer (%d rows) differs from the one server's (%d rows)", target, len(rows), r.rows)
 						return r
 					}
 				}

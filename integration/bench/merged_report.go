@@ -33,8 +33,15 @@ func renderMergedReport(env environment, o *options, results []mergedResult) str
 	w("- **pgshard**: the read through pgshard over the %d shards (transaction pooling, pool size %d).\n\n", o.shards, o.poolSize)
 	w("**proxy share** is (pgshard − shards direct) / pgshard of the medians: the part of the latency that is pgshard's own (parsing and routing, sending to the shards, reading and merging their rows, writing the answer). **vs shards** is what pgshard adds to the shards' time. ")
 	w("All servers, pgshard and the client share this machine's %d CPUs.\n\n", env.nproc)
-	w("| read | rows | one server ms (median / p90) | shards direct ms | pgshard ms | proxy share | vs shards |\n")
-	w("|---|--:|--:|--:|--:|--:|--:|\n")
+	base := o.baselineBin != ""
+	if base {
+		w("**pgshard baseline** is the binary given with `-baseline` (%s), over the same shards, taking its turn with the others; **vs baseline** compares the medians.\n\n", o.baselineBin)
+		w("| read | rows | one server ms (median / p90) | shards direct ms | pgshard ms | pgshard baseline ms | proxy share | vs shards | vs baseline |\n")
+		w("|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	} else {
+		w("| read | rows | one server ms (median / p90) | shards direct ms | pgshard ms | proxy share | vs shards |\n")
+		w("|---|--:|--:|--:|--:|--:|--:|\n")
+	}
 	cell := func(ds []time.Duration) string {
 		return fmt.Sprintf("%.2f / %.2f", ms(quantile(ds, 0.5)), ms(quantile(ds, 0.9)))
 	}
@@ -46,6 +53,12 @@ func renderMergedReport(env environment, o *options, results []mergedResult) str
 			continue
 		}
 		shards, proxy := quantile(r.durations[mergedShards], 0.5), quantile(r.durations[mergedPgshard], 0.5)
+		if base {
+			b := quantile(r.durations[mergedBaseline], 0.5)
+			w("| %s | %d | %s | %s | %s | %s | %.0f%% | %+.0f%% | %+.0f%% |\n", r.query.name, r.rows, cell(r.durations[mergedOneServer]), cell(r.durations[mergedShards]), cell(r.durations[mergedPgshard]),
+				cell(r.durations[mergedBaseline]), 100*float64(proxy-shards)/float64(max(proxy, 1)), 100*float64(proxy-shards)/float64(max(shards, 1)), 100*float64(proxy-b)/float64(max(b, 1)))
+			continue
+		}
 		w("| %s | %d | %s | %s | %s | %.0f%% | %+.0f%% |\n", r.query.name, r.rows, cell(r.durations[mergedOneServer]), cell(r.durations[mergedShards]), cell(r.durations[mergedPgshard]),
 			100*float64(proxy-shards)/float64(max(proxy, 1)), 100*float64(proxy-shards)/float64(max(shards, 1)))
 	}

@@ -105,7 +105,14 @@ func startPgshardWith(ctx context.Context, bin, dir string, shards []pgshardShar
 	if err != nil {
 		return nil, "", err
 	}
-	cmd := exec.Command(abs, "proxy", "--config", cfgPath, "--log-level", "warn")
+	args := []string{"proxy", "--config", cfgPath, "--log-level", "warn"}
+	if mapFile != "" {
+		// No embedded meta cluster: the benchmarks use none of its
+		// commands, and two proxies (pgshard and its baseline) would want
+		// its one default port.
+		args = append(args, "--meta-listen=")
+	}
+	cmd := exec.Command(abs, args...)
 	cmd.Dir = dir
 	// The backend password is in the file; keep the environment from
 	// overriding it.
