@@ -185,11 +185,12 @@ func Run(ctx context.Context, b Backends, req Request) ([]byte, error) {
 		}
 	}
 	run := &scatterRun{
-		shards: make([]*scatterShard, len(req.Shards)),
-		failed: make(chan struct{}),
-		drain:  scatterDrainTimeout,
-		log:    req.Log,
-		commit: req.Commit,
+		shards:  make([]*scatterShard, len(req.Shards)),
+		failed:  make(chan struct{}),
+		arrived: make(chan struct{}, 1),
+		drain:   scatterDrainTimeout,
+		log:     req.Log,
+		commit:  req.Commit,
 	}
 	if run.log == nil {
 		run.log = slog.New(slog.DiscardHandler)
@@ -302,6 +303,7 @@ func scatterExec(ctx context.Context, b Backends, req *Request, run *scatterRun)
 		srcs[i] = scatterSource{ctx: ctx, run: run, h: h}
 		sources[i] = &srcs[i]
 	}
+	m.Arrivals = &scatterArrivals{ctx: ctx, run: run, srcs: srcs}
 	n, err := m.Merge(sources, func(row []byte) error {
 		out = append(out, row...)
 		if req.Flush != nil && len(out) >= scatterFlushBytes {
@@ -452,6 +454,7 @@ type scatterRun struct {
 	errOnce sync.Once
 	err     error         // first shard error
 	failed  chan struct{} // closed when err is set
+	arrived chan struct{} // a shard queued an event (capacity 1: merge.Arrivals)
 
 	drain  time.Duration // see Request.DrainTimeout
 	log    *slog.Logger  // see Request.Log, never nil
@@ -466,6 +469,41 @@ func (r *scatterRun) fail(err error) {
 		r.err = err
 		close(r.failed)
 	})
+}
+
+// scatterArrivals tells the merge which shards have rows
+// (merge.Arrivals).
+type scatterArrivals struct {
+	ctx  context.Context
+	run  *scatterRun
+	srcs []scatterSource
+}
+
+// Ready implements merge.Arrivals.
+func (a *scatterArrivals) Ready(i int) bool {
+	src := &a.srcs[i]
+	if src.off < len(src.chunk) || src.ended || len(src.h.events) > 0 {
+		return true
+	}
+	select {
+	case <-a.run.failed:
+		return true
+	case <-a.ctx.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// Wait implements merge.Arrivals: a shard's event (or failure, or the end
+// of ctx, which Next then reports) since the last call.
+func (a *scatterArrivals) Wait() error {
+	select {
+	case <-a.run.arrived:
+	case <-a.run.failed:
+	case <-a.ctx.Done():
+	}
+	return nil
 }
 
 // next returns shard h's next event, or an error when another shard

@@ -84,6 +84,10 @@ func (h *scatterShard) markBad() {
 func (h *scatterShard) send(ev scatterEvent) {
 	select {
 	case h.events <- ev:
+		select {
+		case h.run.arrived <- struct{}{}:
+		default: // a wake-up is pending already
+		}
 	case <-h.stop:
 	}
 }

@@ -172,23 +172,59 @@ func (m *Merger) aggregate(sources []Source, emit func([]byte) error) (int64, er
 	return lim.n, nil
 }
 
-// readAll calls f with the values of every row of every source.
+// readAll calls f with the values of every row of every source: one
+// source after another, or with m.Arrivals as the rows arrive.
 func (m *Merger) readAll(sources []Source, f func(vals [][]byte) error) error {
 	var vals [][]byte
-	for s, src := range sources {
-		for {
-			row, err := nextRow(src)
-			if err == io.EOF {
-				break
+	read := func(s int) (more bool, err error) {
+		row, err := nextRow(sources[s])
+		if err == io.EOF {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("shard %d: %w", s, err)
+		}
+		if vals, err = splitDataRow(row, len(m.in), vals); err != nil {
+			return false, fmt.Errorf("shard %d: %w", s, err)
+		}
+		if err := f(vals); err != nil {
+			return false, fmt.Errorf("shard %d: %w", s, err)
+		}
+		return true, nil
+	}
+	if m.Arrivals == nil {
+		for s := range sources {
+			for {
+				more, err := read(s)
+				if err != nil {
+					return err
+				}
+				if !more {
+					break
+				}
 			}
-			if err != nil {
-				return fmt.Errorf("shard %d: %w", s, err)
+		}
+		return nil
+	}
+	done := make([]bool, len(sources))
+	for left := len(sources); left > 0; {
+		progressed := false
+		for s := range sources {
+			for !done[s] && m.Arrivals.Ready(s) {
+				more, err := read(s)
+				if err != nil {
+					return err
+				}
+				if !more {
+					done[s] = true
+					left--
+				}
+				progressed = true
 			}
-			if vals, err = splitDataRow(row, len(m.in), vals); err != nil {
-				return fmt.Errorf("shard %d: %w", s, err)
-			}
-			if err := f(vals); err != nil {
-				return fmt.Errorf("shard %d: %w", s, err)
+		}
+		if !progressed {
+			if err := m.Arrivals.Wait(); err != nil {
+				return err
 			}
 		}
 	}

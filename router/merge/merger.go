@@ -46,6 +46,12 @@ type Merger struct {
 	// keeps (groups, rows): 0 means DefaultMaxBufferedBytes, negative
 	// means no limit. Streaming merges keep one row per shard.
 	MaxBufferedBytes int64
+	// Arrivals, when set, lets a merge that reads every row before it
+	// emits one (aggregation, DISTINCT) read the sources in the order
+	// their rows arrive, so that the shards that answer first are merged
+	// while the others still work. Without it the sources are read one
+	// after another.
+	Arrivals Arrivals
 
 	spec        Spec
 	in          []pgproto3.FieldDescription // shard columns
@@ -60,6 +66,16 @@ type Merger struct {
 	floatAvgs      []floatAvg // avg over double precision (overflow check)
 	identity       bool       // final columns are the shard columns unchanged
 	exprTypes      []xtype    // by final column: FinalExpr result types
+}
+
+// Arrivals says which sources have rows (see Merger.Arrivals).
+type Arrivals interface {
+	// Ready reports whether source i's Next would return without
+	// waiting (a row, the end, or an error).
+	Ready(i int) bool
+	// Wait returns when a source may have become ready since the last
+	// call; its error ends the merge.
+	Wait() error
 }
 
 // Source yields one shard's rows in the order the shard sent them.

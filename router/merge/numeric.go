@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"strconv"
 )
 
 // decimal is an exact PostgreSQL numeric: coef × 10^-scale, where scale is
@@ -188,9 +189,19 @@ func (d *decimal) appendText(dst []byte) []byte {
 	if d.coef.Sign() < 0 {
 		dst = append(dst, '-')
 	}
-	var abs big.Int
-	abs.Abs(&d.coef)
-	s := abs.Text(10)
+	var s []byte
+	var digits [20]byte
+	switch {
+	case d.coef.IsUint64(): // fits 64 bits (the common case): no big.Int conversion
+		s = strconv.AppendUint(digits[:0], d.coef.Uint64(), 10)
+	case d.coef.IsInt64(): // negative
+		v := d.coef.Int64()
+		s = strconv.AppendUint(digits[:0], uint64(-(v+1))+1, 10)
+	default:
+		var abs big.Int
+		abs.Abs(&d.coef)
+		s = abs.Append(digits[:0], 10)
+	}
 	sc := int(d.scale)
 	if len(s) <= sc {
 		dst = append(dst, '0')
