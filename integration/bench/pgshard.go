@@ -107,10 +107,13 @@ func startPgshardWith(ctx context.Context, bin, dir string, shards []pgshardShar
 	}
 	args := []string{"proxy", "--config", cfgPath, "--log-level", "warn"}
 	if mapFile != "" {
-		// No embedded meta cluster: the benchmarks use none of its
-		// commands, and two proxies (pgshard and its baseline) would want
-		// its one default port.
-		args = append(args, "--meta-listen=")
+		// The embedded meta cluster on a port of its own: two proxies
+		// (pgshard and its baseline) would both want its default one.
+		metaPort, err := freePort()
+		if err != nil {
+			return nil, "", err
+		}
+		args = append(args, "--meta-listen=127.0.0.1:"+strconv.Itoa(metaPort))
 	}
 	cmd := exec.Command(abs, args...)
 	cmd.Dir = dir
