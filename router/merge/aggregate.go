@@ -231,12 +231,6 @@ func (m *Merger) readAll(sources []Source, f func(vals [][]byte) error) error {
 	return nil
 }
 
-// ownedRow copies vals into one allocation.
-func ownedRow(vals [][]byte, mem *budget) (*finalRow, error) {
-	var sl slab
-	return sl.row(vals, mem)
-}
-
 // slab hands out rows, their value slices and their bytes from chunks,
 // so that merging many groups costs a few allocations per chunk rather
 // than three per row. Everything it handed out lives as long as the
