@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/big"
 	"slices"
 	"strconv"
 )
@@ -34,16 +35,25 @@ type extreme struct {
 
 // accSlabs hands out the accumulators' numeric and min/max state.
 type accSlabs struct {
-	decs []decimal
-	exts []extreme
+	decs  []decimal
+	words []big.Word
+	exts  []extreme
 }
+
+// decimalWords is the storage a numeric sum gets from the slab: 128 bits
+// hold every sum of values that fit 64 bits; a larger one allocates its
+// own.
+const decimalWords = 2
 
 func (sl *accSlabs) decimal() *decimal {
 	if len(sl.decs) == 0 {
 		sl.decs = make([]decimal, slabRows)
+		sl.words = make([]big.Word, slabRows*decimalWords)
 	}
 	d := &sl.decs[0]
 	sl.decs = sl.decs[1:]
+	d.coef.SetBits(sl.words[:0:decimalWords])
+	sl.words = sl.words[decimalWords:]
 	return d
 }
 
@@ -134,8 +144,23 @@ func (m *Merger) aggregate(sources []Source, emit func([]byte) error) (int64, er
 	mem := m.newBudget()
 	var rows []*finalRow
 	var err error
+	if m.aggregating && !m.spec.Distinct && len(m.spec.OrderBy) == 0 {
+		// Nothing to order or deduplicate: each group is encoded and
+		// emitted as soon as its final values are computed.
+		lim := newLimiter(&m.spec, emit)
+		var buf []byte
+		vis := make([][]byte, len(m.visible))
+		_, err = m.groupRows(sources, &mem, func(out [][]byte) (bool, error) {
+			for i, j := range m.visible {
+				vis[i] = out[j]
+			}
+			buf = appendDataRow(buf[:0], vis)
+			return lim.put(buf)
+		})
+		return lim.n, err
+	}
 	if m.aggregating {
-		rows, err = m.groupRows(sources, &mem)
+		rows, err = m.groupRows(sources, &mem, nil)
 	} else {
 		rows, err = m.copyRows(sources, &mem)
 	}
@@ -298,8 +323,10 @@ func (m *Merger) copyRows(sources []Source, mem *budget) ([]*finalRow, error) {
 }
 
 // groupRows reads every row, groups by the CombineNone columns and
-// returns one final row per group in order of first appearance.
-func (m *Merger) groupRows(sources []Source, mem *budget) ([]*finalRow, error) {
+// returns one final row per group in order of first appearance; with
+// direct, it passes each group's final values to direct instead (valid
+// during the call; done stops it) and returns no rows.
+func (m *Merger) groupRows(sources []Source, mem *budget, direct func(out [][]byte) (done bool, err error)) ([]*finalRow, error) {
 	var keyCols, aggCols []int
 	for c, how := range m.spec.Combine {
 		if how == CombineNone {
@@ -422,6 +449,12 @@ func (m *Merger) groupRows(sources []Source, mem *budget) ([]*finalRow, error) {
 			if exprBuf, err = m.exprValues(exprBuf[:0], out, g); err != nil {
 				return nil, err
 			}
+		}
+		if direct != nil {
+			if done, err := direct(out); done || err != nil {
+				return nil, err
+			}
+			continue
 		}
 		r, err := sl.row(out, mem)
 		if err != nil {
