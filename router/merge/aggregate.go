@@ -336,6 +336,11 @@ func (m *Merger) groupRows(sources []Source, mem *budget, direct func(out [][]by
 		}
 	}
 	index := make(map[string]*group)
+	// One integer-like key (GROUP BY an int, a date, a timestamp): groups
+	// by the value itself, without building a key string per row.
+	intKey := len(keyCols) == 1 && intKeyed(m.inKind[keyCols[0]])
+	byInt := make(map[int64]*group)
+	var nullGroup *group
 	var groups []*group
 	var key []byte
 	var tmp value
@@ -350,9 +355,20 @@ func (m *Merger) groupRows(sources []Source, mem *budget, direct func(out [][]by
 			if err := decodeValue(m.inKind[c], m.in[c].Format, vals[c], &tmp); err != nil {
 				return fmt.Errorf("column %q: %w", m.in[c].Name, err)
 			}
-			key = appendKey(key, m.inKind[c], &tmp)
+			if !intKey {
+				key = appendKey(key, m.inKind[c], &tmp)
+			}
 		}
-		g := index[string(key)]
+		var g *group
+		keyNull, keyInt := tmp.null, tmp.i
+		switch {
+		case !intKey:
+			g = index[string(key)]
+		case keyNull:
+			g = nullGroup
+		default:
+			g = byInt[keyInt]
+		}
 		if g == nil {
 			for _, c := range keyCols {
 				keyVals[c] = vals[c]
@@ -361,7 +377,7 @@ func (m *Merger) groupRows(sources []Source, mem *budget, direct func(out [][]by
 			if err != nil {
 				return err
 			}
-			if err := mem.take(len(key) + 200*len(aggCols)); err != nil {
+			if err := mem.take(max(len(key), 9) + 200*len(aggCols)); err != nil {
 				return err
 			}
 			if len(groupSlab) == 0 {
@@ -378,7 +394,14 @@ func (m *Merger) groupRows(sources []Source, mem *budget, direct func(out [][]by
 			if len(m.floatAvgs) > 0 {
 				g.avgs = make([]avgState, len(m.floatAvgs))
 			}
-			index[string(key)] = g
+			switch {
+			case !intKey:
+				index[string(key)] = g
+			case keyNull:
+				nullGroup = g
+			default:
+				byInt[keyInt] = g
+			}
 			groups = append(groups, g)
 		}
 		for _, c := range aggCols {
@@ -463,6 +486,16 @@ func (m *Merger) groupRows(sources []Source, mem *budget, direct func(out [][]by
 		rows = append(rows, r)
 	}
 	return rows, nil
+}
+
+// intKeyed reports whether values of kind k are equal exactly when their
+// decoded value.i is (appendKey's integer kinds).
+func intKeyed(k kind) bool {
+	switch k {
+	case kindBool, kindInt, kindOID, kindDate, kindTimestamp:
+		return true
+	}
+	return false
 }
 
 // exprValues computes the FinalExpr columns of a group's final row out
