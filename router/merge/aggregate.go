@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"math/big"
 	"slices"
 	"strconv"
 )
@@ -31,39 +30,6 @@ type acc struct {
 type extreme struct {
 	v   value  // decoded
 	raw []byte // as sent
-}
-
-// accSlabs hands out the accumulators' numeric and min/max state.
-type accSlabs struct {
-	decs  []decimal
-	words []big.Word
-	exts  []extreme
-}
-
-// decimalWords is the storage a numeric sum gets from the slab: 128 bits
-// hold every sum of values that fit 64 bits; a larger one allocates its
-// own.
-const decimalWords = 2
-
-func (sl *accSlabs) decimal() *decimal {
-	if len(sl.decs) == 0 {
-		sl.decs = make([]decimal, slabRows)
-		sl.words = make([]big.Word, slabRows*decimalWords)
-	}
-	d := &sl.decs[0]
-	sl.decs = sl.decs[1:]
-	d.coef.SetBits(sl.words[:0:decimalWords])
-	sl.words = sl.words[decimalWords:]
-	return d
-}
-
-func (sl *accSlabs) extreme() *extreme {
-	if len(sl.exts) == 0 {
-		sl.exts = make([]extreme, slabRows)
-	}
-	e := &sl.exts[0]
-	sl.exts = sl.exts[1:]
-	return e
 }
 
 type group struct {
@@ -256,53 +222,6 @@ func (m *Merger) readAll(sources []Source, f func(vals [][]byte) error) error {
 	return nil
 }
 
-// slab hands out rows, their value slices and their bytes from chunks,
-// so that merging many groups costs a few allocations per chunk rather
-// than three per row. Everything it handed out lives as long as the
-// longest-lived row of its chunk: it is for rows kept to the end of the
-// merge.
-type slab struct {
-	rows  []finalRow
-	vals  [][]byte
-	bytes []byte
-}
-
-// slabRows is how many rows (and their value slices) a chunk holds.
-const slabRows = 256
-
-// row copies vals into the slab.
-func (sl *slab) row(vals [][]byte, mem *budget) (*finalRow, error) {
-	n := 0
-	for _, v := range vals {
-		n += len(v)
-	}
-	if err := mem.take(n + 24*len(vals) + 64); err != nil {
-		return nil, err
-	}
-	if len(sl.rows) == 0 {
-		sl.rows = make([]finalRow, slabRows)
-	}
-	r := &sl.rows[0]
-	sl.rows = sl.rows[1:]
-	if len(sl.vals) < len(vals) {
-		sl.vals = make([][]byte, max(len(vals), len(vals)*slabRows))
-	}
-	r.vals = sl.vals[:len(vals):len(vals)]
-	sl.vals = sl.vals[len(vals):]
-	if sl.bytes == nil || cap(sl.bytes)-len(sl.bytes) < n {
-		// (never nil: an empty value's slice must not read as NULL)
-		sl.bytes = make([]byte, 0, max(n, 16<<10))
-	}
-	for i, v := range vals {
-		if v != nil {
-			start := len(sl.bytes)
-			sl.bytes = append(sl.bytes, v...)
-			r.vals[i] = sl.bytes[start:len(sl.bytes):len(sl.bytes)]
-		}
-	}
-	return r, nil
-}
-
 // copyRows reads the rows of a DISTINCT without aggregation.
 func (m *Merger) copyRows(sources []Source, mem *budget) ([]*finalRow, error) {
 	var rows []*finalRow
@@ -335,19 +254,11 @@ func (m *Merger) groupRows(sources []Source, mem *budget, direct func(out [][]by
 			aggCols = append(aggCols, c)
 		}
 	}
-	index := make(map[string]*group)
-	// One integer-like key (GROUP BY an int, a date, a timestamp): groups
-	// by the value itself, without building a key string per row.
-	intKey := len(keyCols) == 1 && intKeyed(m.inKind[keyCols[0]])
-	byInt := make(map[int64]*group)
-	var nullGroup *group
+	index := newGroupIndex(len(keyCols) == 1 && intKeyed(m.inKind[keyCols[0]]))
 	var groups []*group
 	var key []byte
 	var tmp value
 	var sl slab
-	var groupSlab []group
-	var accSlab []acc
-	var states accSlabs
 	keyVals := make([][]byte, len(m.in))
 	err := m.readAll(sources, func(vals [][]byte) error {
 		key = key[:0]
@@ -355,20 +266,11 @@ func (m *Merger) groupRows(sources []Source, mem *budget, direct func(out [][]by
 			if err := decodeValue(m.inKind[c], m.in[c].Format, vals[c], &tmp); err != nil {
 				return fmt.Errorf("column %q: %w", m.in[c].Name, err)
 			}
-			if !intKey {
+			if !index.intKey {
 				key = appendKey(key, m.inKind[c], &tmp)
 			}
 		}
-		var g *group
-		keyNull, keyInt := tmp.null, tmp.i
-		switch {
-		case !intKey:
-			g = index[string(key)]
-		case keyNull:
-			g = nullGroup
-		default:
-			g = byInt[keyInt]
-		}
+		g := index.get(key, &tmp)
 		if g == nil {
 			for _, c := range keyCols {
 				keyVals[c] = vals[c]
@@ -380,32 +282,15 @@ func (m *Merger) groupRows(sources []Source, mem *budget, direct func(out [][]by
 			if err := mem.take(max(len(key), 9) + 200*len(aggCols)); err != nil {
 				return err
 			}
-			if len(groupSlab) == 0 {
-				groupSlab = make([]group, slabRows)
-			}
-			if len(accSlab) < len(m.in) {
-				accSlab = make([]acc, max(len(m.in), len(m.in)*slabRows))
-			}
-			g = &groupSlab[0]
-			groupSlab = groupSlab[1:]
-			g.keys = r.vals
-			g.accs = accSlab[:len(m.in):len(m.in)]
-			accSlab = accSlab[len(m.in):]
+			g = sl.group(r.vals, len(m.in))
 			if len(m.floatAvgs) > 0 {
 				g.avgs = make([]avgState, len(m.floatAvgs))
 			}
-			switch {
-			case !intKey:
-				index[string(key)] = g
-			case keyNull:
-				nullGroup = g
-			default:
-				byInt[keyInt] = g
-			}
+			index.put(key, &tmp, g)
 			groups = append(groups, g)
 		}
 		for _, c := range aggCols {
-			if err := m.accumulate(&g.accs[c], c, vals[c], &tmp, mem, &states); err != nil {
+			if err := m.accumulate(&g.accs[c], c, vals[c], &tmp, mem, &sl); err != nil {
 				return fmt.Errorf("column %q: %w", m.in[c].Name, err)
 			}
 		}
@@ -498,6 +383,46 @@ func intKeyed(k kind) bool {
 	return false
 }
 
+// groupIndex finds a group by its key: the appendKey bytes, or with
+// intKey (one integer-like key column: GROUP BY an int, a date, a
+// timestamp) the decoded value itself, without a key string per row.
+type groupIndex struct {
+	intKey bool
+	bytes  map[string]*group
+	ints   map[int64]*group
+	null   *group // intKey: the NULL key's group
+}
+
+func newGroupIndex(intKey bool) *groupIndex {
+	if intKey {
+		return &groupIndex{intKey: true, ints: make(map[int64]*group)}
+	}
+	return &groupIndex{bytes: make(map[string]*group)}
+}
+
+// get returns the group of key (intKey: of the decoded value v), or nil.
+func (x *groupIndex) get(key []byte, v *value) *group {
+	switch {
+	case !x.intKey:
+		return x.bytes[string(key)]
+	case v.null:
+		return x.null
+	}
+	return x.ints[v.i]
+}
+
+// put records g as the group of key (intKey: of v).
+func (x *groupIndex) put(key []byte, v *value, g *group) {
+	switch {
+	case !x.intKey:
+		x.bytes[string(key)] = g
+	case v.null:
+		x.null = g
+	default:
+		x.ints[v.i] = g
+	}
+}
+
 // exprValues computes the FinalExpr columns of a group's final row out
 // from its other columns, appending their bytes to buf.
 func (m *Merger) exprValues(buf []byte, out [][]byte, g *group) ([]byte, error) {
@@ -550,7 +475,7 @@ func (m *Merger) computed(j int) bool {
 }
 
 // accumulate folds one shard value into a.
-func (m *Merger) accumulate(a *acc, col int, raw []byte, tmp *value, mem *budget, states *accSlabs) error {
+func (m *Merger) accumulate(a *acc, col int, raw []byte, tmp *value, mem *budget, sl *slab) error {
 	how, k, format := m.spec.Combine[col], m.inKind[col], m.in[col].Format
 	if how == CombineCheck {
 		return nil
@@ -575,7 +500,7 @@ func (m *Merger) accumulate(a *acc, col int, raw []byte, tmp *value, mem *budget
 			return addInt(&a.i, tmp.i)
 		case kindNumeric:
 			if first {
-				a.n = states.decimal()
+				a.n = sl.decimal()
 				a.n.coef.Set(&tmp.n.coef)
 				a.n.scale, a.n.spec = tmp.n.scale, tmp.n.spec
 			} else {
@@ -590,7 +515,7 @@ func (m *Merger) accumulate(a *acc, col int, raw []byte, tmp *value, mem *budget
 		}
 	case CombineMin, CombineMax:
 		if first {
-			a.mm = states.extreme()
+			a.mm = sl.extreme()
 		} else {
 			c := compareValues(k, tmp, &a.mm.v)
 			if how == CombineMin && c >= 0 || how == CombineMax && c <= 0 {
