@@ -256,6 +256,20 @@ SELECT count(*) FROM orders GROUP BY status;
 
 SELECT sum(amount) FROM orders GROUP BY quantity, status;
 
+-- Grouping by one integer-like key (bool, date, int with NULLs): the
+-- merge groups by the value itself; without ORDER BY the groups are
+-- emitted as soon as the shards are read.
+SELECT active, count(*), sum(score) FROM users GROUP BY active;
+
+SELECT created_at::date AS day, count(*), sum(amount), min(amount), max(amount) FROM orders GROUP BY 1;
+
+SELECT CASE WHEN quantity % 3 = 0 THEN NULL ELSE quantity END AS q, count(*), sum(amount) FROM orders GROUP BY 1;
+
+SELECT user_id / 7 AS g, count(*), sum(amount) FROM orders GROUP BY 1;
+
+-- Sums past 19 digits (numeric parsed and printed through big.Int).
+SELECT status, sum(amount * 1000000000000000), sum(-amount * 1000000000000000) FROM orders GROUP BY status;
+
 -- ordered
 SELECT quantity, sum(weight), avg(weight), min(weight), max(weight) FROM orders GROUP BY quantity ORDER BY quantity;
 
