@@ -38,7 +38,7 @@ func (s *session) attach(ctx context.Context, q router.Query) (*pool.Conn, error
 // (a Scatter, Utility, CopyIn or CopyOut in a simple query, a Scatter or
 // Utility in a Bind) for the caller to run.
 func (s *session) attachPlan(ctx context.Context, q router.Query) (*pool.Conn, rplan.Plan, error) {
-	q.HintShard, q.HintKey = s.hintShard, s.hintKey
+	q.HintShard, q.HintKey = s.hint()
 	routedBy := s.routedBy()
 	plan, err := s.routerFor().Route(q)
 	if err != nil {
@@ -255,7 +255,7 @@ func (s *session) attachRouted(ctx context.Context, plan rplan.Plan, q router.Qu
 			return nil, err
 		}
 		s.mu.Lock()
-		begin := s.st.attach(be, plan.Shard, replica != "", s.noBegin, s.mode == PoolSession)
+		begin := s.st.attach(be, plan.Shard, replica != "", s.noBegin, s.sessionPool)
 		s.noteWrite(plan, q.SQL)
 		s.noteTxWrite(plan, q)
 		s.queue.reset()
@@ -321,12 +321,20 @@ func (s *session) routerFor() router.Router {
 // setHint records a routing hint the client set (optimistically: the SET
 // itself runs on the server like any other).
 func (s *session) setHint(h rplan.HintSet) {
+	shard, key := s.hint()
 	switch h.Name {
 	case "shard":
-		s.hintShard = h.Value
+		shard = h.Value
 	case "key":
-		s.hintKey = h.Value
+		key = h.Value
+	default:
+		return
 	}
+	if shard == "" && key == "" {
+		s.hints = nil
+		return
+	}
+	s.hints = &routingHints{shard: shard, key: key}
 }
 
 // attachAny is attach for messages that name no statement (Execute,

@@ -29,9 +29,12 @@ var clientBuffers = sync.Pool{New: func() any { return new([clientBufferSize]byt
 type clientReader struct {
 	conn net.Conn
 	raw  syscall.RawConn // nil when conn is not a plain socket
-	buf  *[clientBufferSize]byte
-	r, w int
-	err  error
+	// pollable says raw was set at the start (it changes when a parked
+	// session's connection is attached again: reattach).
+	pollable bool
+	buf      *[clientBufferSize]byte
+	r, w     int
+	err      error
 	// boundary says the latest read from the connection began between
 	// two frames (nothing of the next one read yet).
 	boundary bool
@@ -59,10 +62,21 @@ func newClientReader(conn net.Conn) *clientReader {
 	c := &clientReader{conn: conn}
 	if sc, ok := conn.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
-			c.raw = raw
+			c.raw, c.pollable = raw, true
 		}
 	}
 	return c
+}
+
+// reattach takes the raw connection again after a parked session's
+// connection was attached (parkConn); after a failed attach the old one
+// stays, whose reads fail.
+func (c *clientReader) reattach() {
+	if sc, ok := c.conn.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			c.raw = raw
+		}
+	}
 }
 
 // Size implements wire.BufferedReader.

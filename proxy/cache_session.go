@@ -78,8 +78,8 @@ type sessionCache struct {
 	// lock); serveInv that serve applies them before its next answer
 	// (writes over several shards).
 	inv      []cacheInval
-	all      bool
 	pending  atomic.Bool
+	all      bool
 	serveInv bool
 }
 
@@ -106,7 +106,7 @@ type cacheFill struct {
 // transaction; inside a READ ONLY one that has not reached a server it is
 // answered but not filled (cache_tx.go).
 func (s *session) cacheUsable() (usable, fill bool) {
-	if s.mode != PoolTransaction || s.hintShard != "" || s.hintKey != "" || s.portal != nil || s.db != s.srv.cache.cfg.Database {
+	if s.sessionPool || s.hints != nil || s.portal != nil || s.db != s.srv.cache.cfg.Database {
 		return false, false
 	}
 	s.mu.Lock()

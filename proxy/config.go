@@ -288,15 +288,34 @@ type LimitsConfig struct {
 	StartupTimeout Duration `yaml:"startup_timeout"`  // startup + auth; default 10s
 	MaxMessageSize int      `yaml:"max_message_size"` // bytes; default 1 GiB - 1
 	// ParkIdleClients ends the goroutine of a client that is idle (no
-	// server connection, nothing to read) and watches its socket with
-	// epoll instead (park.go; Linux, plain TCP). Also on when the
-	// environment has PGSHARD_PARK_IDLE_CLIENTS=1.
-	ParkIdleClients bool `yaml:"park_idle_clients"`
+	// server connection, nothing to read), takes its socket out of the
+	// runtime's poller and watches it with epoll instead (park.go; Linux,
+	// plain TCP). Default (nil): on where it is supported. The
+	// environment's PGSHARD_PARK_IDLE_CLIENTS=1 or 0 overrides it.
+	ParkIdleClients *bool `yaml:"park_idle_clients"`
 }
 
-// parkIdleClientsEnv turns limits.park_idle_clients on (for running the
-// test suite on that path).
+// parkIdleClientsEnv turns limits.park_idle_clients on (1) or off (0),
+// whatever the configuration says (for running the test suite on either
+// path).
 const parkIdleClientsEnv = "PGSHARD_PARK_IDLE_CLIENTS"
+
+// parkIdleClients says whether limits.park_idle_clients is on, and
+// whether it was asked for (set in the configuration or the
+// environment) rather than a default that an unsupported platform drops.
+func (l LimitsConfig) parkIdleClients() (on, asked bool) {
+	on, asked = true, false
+	if l.ParkIdleClients != nil {
+		on, asked = *l.ParkIdleClients, true
+	}
+	switch os.Getenv(parkIdleClientsEnv) {
+	case "1":
+		on, asked = true, true
+	case "0":
+		on, asked = false, true
+	}
+	return on, asked
+}
 
 // Duration is a time.Duration that reads "5s"-style strings from YAML.
 type Duration time.Duration

@@ -29,7 +29,7 @@ import (
 // are followed by a Sync, so the attachment ends there).
 func (s *session) attachForDescribe(ctx context.Context, pending [][]byte) (*pool.Conn, error) {
 	var shards []string
-	if s.mode != PoolSession && s.attached() == nil {
+	if !s.sessionPool && s.attached() == nil {
 		shards = s.describeShards(pending)
 	}
 	if shards == nil {
@@ -92,7 +92,7 @@ type describeTry struct {
 // it, a backend is attached, session pooling, an open portal over several
 // shards): sendPending then attaches as usual.
 func (s *session) describeOnly(ctx context.Context, pending [][]byte, sync []byte) (bool, error) {
-	if s.mode == PoolSession || s.portal != nil || s.stmts.ran != nil || s.attached() != nil {
+	if s.sessionPool || s.portal != nil || s.stmts.ran != nil || s.attached() != nil {
 		return false, nil
 	}
 	shards := s.describeShards(pending)

@@ -50,18 +50,19 @@ type retryState struct {
 	// buf holds the frames of the current extended-protocol batch (or the
 	// simple query) while ok says it may still be retried.
 	buf         []byte
-	ok, open    bool
 	binds, exec int
+	// m is the map of the write below.
+	m *shardmap.Map
+	// armed is the request sent that may come back (nil: none).
+	armed *retryArm
+	// deadline ends the retries of the current request (zero: none yet).
+	deadline time.Time
+	ok, open bool
 	// complete says the batch just ended by Sync may be retried.
 	complete bool
 	// write says attachPlan routed a write on a sharded table to one
 	// shard for this request, by map m.
 	write bool
-	m     *shardmap.Map
-	// armed is the request sent that may come back (nil: none).
-	armed *retryArm
-	// deadline ends the retries of the current request (zero: none yet).
-	deadline time.Time
 }
 
 // retryArm is a request sent that the relay may hand back.
@@ -78,7 +79,7 @@ type fencedRetry struct {
 
 // retryStartOK reports whether a request starting now may be retried.
 func (s *session) retryStartOK() bool {
-	if s.mode == PoolSession || s.txRouter != nil || s.portal != nil {
+	if s.sessionPool || s.txRouter != nil || s.portal != nil {
 		return false
 	}
 	s.mu.Lock()

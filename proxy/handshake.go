@@ -43,6 +43,9 @@ func (s *Server) handleConn(ctx context.Context, nc net.Conn) (parked bool) {
 		_ = nc.Close()
 		return false
 	}
+	if tc, plain := conn.(*net.TCPConn); plain && s.parker != nil {
+		conn = newParkConn(tc) // taken out of the poller while parked
+	}
 	ss, ok := s.startSession(ctx, rt, conn, st)
 	if !ok {
 		_ = conn.Close()
@@ -53,6 +56,8 @@ func (s *Server) handleConn(ctx context.Context, nc net.Conn) (parked bool) {
 		ss.serveConsole(ctx)
 		return false
 	}
+	ss.park.early = earlyParks
+	ss.parkEarly()
 	return ss.serve(ctx)
 }
 
@@ -198,17 +203,17 @@ func (s *Server) startSession(ctx context.Context, rt *runtime, conn net.Conn, s
 	}
 	rd := newClientReader(conn)
 	ss := &session{
-		srv:  s,
-		conn: conn,
-		in:   wire.NewFrameReader(rd, rt.cfg.Limits.MaxMessageSize),
-		rd:   rd,
-		user: us,
-		db:   db,
-		key:  newCancelKey(),
-		mode: mode,
-		sets: newSettings(params),
-		log:  newSessionLogger(s.log, userName),
-		st:   sessionState{obs: s.metrics},
+		srv:         s,
+		conn:        conn,
+		in:          wire.NewFrameReader(rd, rt.cfg.Limits.MaxMessageSize),
+		rd:          rd,
+		user:        us,
+		db:          db,
+		key:         newCancelKey(),
+		sessionPool: mode == PoolSession,
+		sets:        newSettings(params),
+		log:         us.sessionLogger(s.log, userName),
+		st:          sessionState{obs: s.metrics},
 	}
 	if db == ConsoleDatabase {
 		if !s.isAdmin(userName) {
@@ -273,7 +278,7 @@ func (s *Server) startSession(ctx context.Context, rt *runtime, conn net.Conn, s
 // session-pooled client may use several server connections and keeps the
 // proxy's own key.
 func (s *Server) bindSession(ctx context.Context, ss *session) error {
-	if ss.mode != PoolSession || len(s.runtime().cfg.Shards) != 1 {
+	if !ss.sessionPool || len(s.runtime().cfg.Shards) != 1 {
 		return nil
 	}
 	be, err := ss.attach(ctx, router.Query{})

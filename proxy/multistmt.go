@@ -104,7 +104,7 @@ type msPart struct {
 // above), and reports whether it did. The error is serve's (a FATAL
 // one, or a lost client).
 func (s *session) multiStatementQuery(ctx context.Context, sql string) (bool, error) {
-	if s.multi.active.Load() || s.mode != PoolTransaction || !s.srv.runtime().twoPhase ||
+	if s.multi.active.Load() || s.sessionPool || !s.srv.runtime().twoPhase ||
 		!strings.Contains(strings.TrimRight(sql, "; \t\r\n"), ";") {
 		return false, nil
 	}
@@ -115,7 +115,8 @@ func (s *session) multiStatementQuery(ctx context.Context, sql string) (bool, er
 		return false, nil
 	}
 	if !spans {
-		_, err := s.routerFor().Route(router.Query{SQL: sql, HintShard: s.hintShard, HintKey: s.hintKey})
+		hs, hk := s.hint()
+		_, err := s.routerFor().Route(router.Query{SQL: sql, HintShard: hs, HintKey: hk})
 		var re *rplan.RefusalError
 		if !errors.As(err, &re) || !re.MultiStatement {
 			return false, nil

@@ -35,12 +35,37 @@ import (
 
 // parkState is a session's part of parking; fields under parker.mu.
 type parkState struct {
-	ctx        context.Context // serve's context, for the resumption
 	fd         int32
-	registered bool   // the fd has been added to the epoll instance
-	parked     bool   // armed in epoll, no goroutine runs serve
-	kick       bool   // the next park attempt must not park (see kick)
-	seen       uint32 // clientReader.reads at the previous sweep
+	registered bool // the fd has been added to the epoll instance
+	parked     bool // armed in epoll, no goroutine runs serve
+	kick       bool // the next park attempt must not park (see kick)
+	// early counts the sync points after which a new session still parks
+	// at once when its server connection is let go (parkEarly); under
+	// the session's mu.
+	early uint8
+	seen  uint32 // clientReader.reads at the previous sweep
+}
+
+// earlyParks is how many of a new session's first transactions end with
+// a request to park at once rather than after a sweep interval: besides
+// the wait right after authentication. Clients that connect in a burst
+// (a connection pool filling up) and then wait would otherwise all hold
+// a goroutine for a second or two at the same time, and the runtime
+// never frees a goroutine's descriptor (about 0.5 KiB) once it existed:
+// the process would keep one per client of the burst. A busy client
+// pays this a few times in its life (a park and a resume each, some
+// microseconds), then parks only after a sweep interval of silence.
+const earlyParks = 2
+
+// parkEarly asks a session that is still new to park as soon as it waits
+// for its client (the sweeper's request, without the interval). The
+// caller holds s.mu (or is the only goroutine using s).
+func (s *session) parkEarly() {
+	if s.srv.parker == nil || s.rd == nil || !s.rd.pollable || s.console {
+		return
+	}
+	s.rd.parkReq.Store(true)
+	_ = s.conn.SetReadDeadline(time.Now())
 }
 
 // parker is the epoll loop and the workers that resume sessions.
@@ -50,6 +75,9 @@ type parker struct {
 	mu      sync.Mutex
 	parked  map[int32]*session
 	stopped bool
+	// ctx is the context serve runs parked sessions with when they resume:
+	// Serve's, which all sessions share.
+	ctx context.Context
 
 	work     chan *session // to an idle worker
 	quit     chan struct{}
@@ -67,10 +95,17 @@ const sweepInterval = time.Second
 // collection).
 const freeAfterParked = 1000
 
-// freeInterval is the least time between two such releases, so that
-// clients coming and going in thousands cost at most one full collection
-// every freeInterval.
-const freeInterval = 30 * time.Second
+// freeInterval is the least time between two such releases while
+// sessions keep parking, so that clients coming and going in thousands
+// cost at most one full collection every freeInterval. Once a sweep finds
+// no new parked session (parking has gone quiet), the release comes at
+// once, at most every freeQuietInterval: the stacks of a wave of clients
+// that went idle are then returned within a sweep or two of the wave
+// rather than up to freeInterval later.
+const (
+	freeInterval      = 30 * time.Second
+	freeQuietInterval = 2 * time.Second
+)
 
 func newParker(resume func(*session), sessions func([]*session) []*session) (*parker, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
@@ -111,6 +146,7 @@ func (p *parker) sweep() {
 	defer t.Stop()
 	var list []*session
 	freedAt := 0 // parked sessions at the last release of memory
+	prev := 0    // parked sessions at the previous sweep
 	var lastFree time.Time
 	for {
 		select {
@@ -122,7 +158,10 @@ func (p *parker) sweep() {
 		n := len(p.parked)
 		p.mu.Unlock()
 		freedAt = min(freedAt, n)
-		if n-freedAt >= freeAfterParked && time.Since(lastFree) >= freeInterval {
+		quiet := n <= prev
+		prev = n
+		if n-freedAt >= freeAfterParked && (time.Since(lastFree) >= freeInterval ||
+			quiet && time.Since(lastFree) >= freeQuietInterval) {
 			// The goroutine stacks of the sessions parked since are
 			// free heap now: give the memory back to the system rather
 			// than keep it until the runtime's scavenger gets to it.
@@ -131,7 +170,7 @@ func (p *parker) sweep() {
 		}
 		list = p.sessions(list[:0])
 		for _, ss := range list {
-			if ss.console || ss.rd == nil || ss.rd.raw == nil {
+			if ss.console || ss.rd == nil || !ss.rd.pollable {
 				continue
 			}
 			reads := ss.rd.reads.Load()
@@ -168,7 +207,7 @@ func (p *parker) count() int {
 // the socket had nothing to read (the caller has just seen EAGAIN) and no
 // kick is pending. Readiness that arrived meanwhile is reported at once,
 // as the registration is level-triggered.
-func (p *parker) park(ctx context.Context, s *session, fd int) bool {
+func (p *parker) park(ctx context.Context, s *session, fd int, fresh bool) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	ps := &s.park
@@ -178,13 +217,13 @@ func (p *parker) park(ctx context.Context, s *session, fd int) bool {
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(fd)}
 	op := unix.EPOLL_CTL_MOD
-	if !ps.registered || ps.fd != int32(fd) {
+	if fresh || !ps.registered || ps.fd != int32(fd) {
 		op = unix.EPOLL_CTL_ADD
 	}
 	if err := unix.EpollCtl(p.epfd, op, fd, &ev); err != nil {
 		return false // the goroutine path still works
 	}
-	ps.ctx, ps.fd, ps.registered, ps.parked = ctx, int32(fd), true, true
+	p.ctx, ps.fd, ps.registered, ps.parked = ctx, int32(fd), true, true
 	p.parked[int32(fd)] = s
 	return true
 }
@@ -294,7 +333,14 @@ func (p *parker) stop() {
 
 // resumeSession runs a parked session again (on a parker's worker).
 func (s *Server) resumeSession(ss *session) {
-	if !ss.serve(ss.park.ctx) {
+	if pc, ok := ss.conn.(*parkConn); ok {
+		pc.attach(s.parker.epfd)
+		ss.rd.reattach()
+	}
+	s.parker.mu.Lock()
+	ctx := s.parker.ctx
+	s.parker.mu.Unlock()
+	if !ss.serve(ctx) {
 		s.conns.Done()
 	}
 }
@@ -356,5 +402,32 @@ func (s *session) parkIdle(ctx context.Context) bool {
 	if len(s.relay.out) == 0 {
 		s.relay.out = nil
 	}
-	return s.srv.parker.park(ctx, s, fd)
+	s.mu.Lock()
+	if s.queue.empty() {
+		s.queue.items, s.queue.head = nil, 0
+	}
+	if len(s.tentative) == 0 {
+		s.tentative = nil
+	}
+	if len(s.raised) == 0 {
+		s.raised = nil
+	}
+	s.mu.Unlock()
+	// The socket leaves the runtime's poller while parked (parkConn).
+	pc, _ := s.conn.(*parkConn)
+	fresh := false
+	if pc != nil {
+		if dfd, ok := pc.detach(); ok {
+			fd, fresh = dfd, true
+			s.rd.raw = nil // it would keep the closed connection's objects
+		}
+	}
+	if s.srv.parker.park(ctx, s, fd, fresh) {
+		return true
+	}
+	if fresh {
+		pc.attach(s.srv.parker.epfd)
+		s.rd.reattach()
+	}
+	return false
 }

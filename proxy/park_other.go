@@ -5,11 +5,16 @@ package proxy
 import (
 	"context"
 	"errors"
+	"net"
 )
 
 // Parking idle clients needs epoll (park.go): elsewhere sessions keep
 // their goroutines.
-type parkState struct{}
+type parkState struct{ early uint8 }
+
+const earlyParks = 0
+
+func (s *session) parkEarly() {}
 
 type parker struct{}
 
@@ -28,3 +33,5 @@ func (s *session) parkRequested(context.Context, error, bool) (parked, retry boo
 func (s *session) next(context.Context) (byte, []byte, error) { return s.in.Next() }
 
 func (s *Server) resumeSession(*session) {}
+
+func newParkConn(c net.Conn) net.Conn { return c }

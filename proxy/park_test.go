@@ -31,7 +31,8 @@ func parkedClients(t *testing.T, p *testProxy) int {
 func TestParkIdleClients(t *testing.T) {
 	pg := integration.StartPostgres(t)
 	cfg := baseConfig(t, pg)
-	cfg.Limits.ParkIdleClients = true
+	on := true
+	cfg.Limits.ParkIdleClients = &on
 	p := startProxy(t, cfg)
 	ctx := ctxT(t)
 

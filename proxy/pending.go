@@ -120,7 +120,7 @@ func (s *session) betweenRequests() *pool.Conn {
 // request, runs on the backend still attached for earlier requests (its
 // shard, and a primary or a replica as the statement allows).
 func (s *session) bindStays(q router.Query) bool {
-	q.HintShard, q.HintKey = s.hintShard, s.hintKey
+	q.HintShard, q.HintKey = s.hint()
 	plan, err := s.routerFor().Route(q)
 	if err != nil || plan.InTx {
 		return false

@@ -141,14 +141,14 @@ func (s *session) readTarget(plan rplan.Plan) string {
 // (its user's settings, transaction pooling).
 func (s *session) readsReplicas() bool {
 	rc := s.user.reads
-	return rc.ReadFrom == ReadFromReplicas && rc.Consistency != ConsistencyPrimary && s.mode == PoolTransaction
+	return rc.ReadFrom == ReadFromReplicas && rc.Consistency != ConsistencyPrimary && !s.sessionPool
 }
 
 // tracksWrites reports whether the session must learn the WAL position
 // of its writes: its reads go to replicas that must have replayed them.
 func (s *session) tracksWrites() bool {
 	rc := s.user.reads
-	return (rc.ReadFrom == ReadFromReplicas && rc.Consistency == ConsistencySession || s.srv.cacheOn.Load()) && s.mode == PoolTransaction
+	return (rc.ReadFrom == ReadFromReplicas && rc.Consistency == ConsistencySession || s.srv.cacheOn.Load()) && !s.sessionPool
 }
 
 // pickReplica chooses the replica of shard for the session's read, with

@@ -15,24 +15,30 @@ import (
 // relayState is the part of a session that only its pool.Handler methods
 // touch; they run on the reader goroutine of the attached server
 // connection, one call at a time.
+//
+// Fields are ordered so that the bools share one word (an idle client
+// keeps its session: TestSessionSize).
 type relayState struct {
-	out        []byte // client output not yet written
-	segFailed  bool   // an ErrorResponse arrived since the last ReadyForQuery
-	sawFatal   bool   // a FATAL ErrorResponse arrived
-	clientGone bool   // a write to the client failed: drop output
-	lastTag    string // last CommandComplete tag of the segment
-	swallow    int    // segments of statements the proxy injected: hide them
+	out     []byte // client output not yet written
+	lastTag string // last CommandComplete tag of the segment
+	swallow int    // segments of statements the proxy injected: hide them
+	// lsn is the WAL position query's answer so far (see capture).
+	lsn health.LSN
+	// retryResp is what retrying kept back.
+	retryResp []byte
+
+	segFailed  bool // an ErrorResponse arrived since the last ReadyForQuery
+	sawFatal   bool // a FATAL ErrorResponse arrived
+	clientGone bool // a write to the client failed: drop output
 	// capture: the segment being swallowed is the WAL position query
 	// (reads.go); captureEnded says the client's transaction had ended
-	// before it, lsn is its answer so far.
+	// before it.
 	capture, captureEnded bool
-	lsn                   health.LSN
 	// segFlushed says client output was written since the last
 	// ReadyForQuery; retrying says the PS001 of a request serve may send
 	// again was kept back, with what preceded it, in retryResp
 	// (fencedretry.go).
 	segFlushed, retrying bool
-	retryResp            []byte
 }
 
 // Frame implements pool.Handler: it copies a server frame to the client,
@@ -312,6 +318,10 @@ func (s *session) readyForQuery(be *pool.Conn, status byte, failed bool, lastTag
 	// The connection is let go (detach) at the end of a transaction with
 	// every request answered.
 	prev, detach := s.st.ready(be, status, s.pipe(), s.closing)
+	if detach && s.park.early > 0 {
+		s.park.early--
+		s.parkEarly()
+	}
 	if status == 'I' {
 		s.dtxEnd() // a transaction over several shards has ended
 	}

@@ -35,6 +35,9 @@ type userState struct {
 	clients            atomic.Int64
 	// reads is the global reads configuration with the user's overrides.
 	reads ReadConfig
+	// log is the user's session logger, shared by its sessions (built on
+	// first use: sessionLogger).
+	log atomic.Pointer[slog.Logger]
 }
 
 // runtime is the part of the configuration that reload swaps atomically.
@@ -143,10 +146,12 @@ func NewServer(cfg *Config) (*Server, error) {
 	if err := s.initCache(cfg); err != nil {
 		return nil, err
 	}
-	if cfg.Limits.ParkIdleClients || os.Getenv(parkIdleClientsEnv) == "1" {
-		if s.parker, err = newParker(s.resumeSession, s.appendSessions); err != nil {
+	if on, asked := cfg.Limits.parkIdleClients(); on {
+		if s.parker, err = newParker(s.resumeSession, s.appendSessions); err != nil && asked {
 			return nil, err
 		}
+	}
+	if s.parker != nil {
 		p := s.parker
 		s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "pgshard_clients_parked",

@@ -40,7 +40,6 @@ type session struct {
 	user *userState
 	db   string
 	key  cancelKey
-	mode PoolMode
 
 	out   []byte // serve's client output while no backend is attached
 	bout  []byte // serve's backend output, flushed at sync points
@@ -48,17 +47,13 @@ type session struct {
 	sets  *settings
 	relay relayState
 
-	curType byte // type of the client message being handled
-	// noBegin makes attach leave a deferred BEGIN for later: the request
-	// needs a backend but not the transaction (describing a statement).
-	noBegin bool
 	// pending are Parse and Describe (statement) frames held back (with a
 	// parameter-aware router, while no backend is attached) until a Bind
 	// names the shard or another message needs a backend.
 	pending [][]byte
-	// hintShard and hintKey are the session's routing hints (SET
-	// pgshard.shard / pgshard.key); "" when unset.
-	hintShard, hintKey string
+	// hints are the session's routing hints (SET pgshard.shard /
+	// pgshard.key); nil until one is set (attach.go).
+	hints *routingHints
 	// portal is the client's portal over several shards (portal.go), or
 	// nil.
 	portal *scatterPortal
@@ -79,33 +74,14 @@ type session struct {
 	// st is the session's state: its life cycle, its server connections
 	// (attachments) and its transaction (sessionstate.go).
 	st sessionState
-	// console marks an admin console session (console.go): no server.
-	console bool
-	// wrote says a statement that may write ran on a primary since the
-	// session last learned its shard's WAL position (reads.go); txEnding
-	// that the transaction it ran in is being committed.
-	wrote, txEnding bool
 	// lsns is, per shard, the primary's WAL position after the session's
 	// latest write transaction there (read-your-writes).
 	lsns map[string]health.LSN
 	// beginErr is the server's ErrorResponse to a deferred BEGIN sent
 	// alone (probeBegin), while probingBegin is set.
-	beginErr     []byte
-	probingBegin atomic.Bool
-	// forget says queue.gone has statements for serve to forget.
-	forget     atomic.Bool
-	zWait      chan struct{} // closed at the next ReadyForQuery (serve waits)
-	queue      respQueue     // responses that need bookkeeping, in order
-	unsynced   bool          // messages sent since the last Sync/Query
-	closing    bool          // serve is ending: the relay must leave be alone
-	dirty      bool          // be is in an unknown state (relay stopped mid-stream)
-	lastFailed bool          // the last sync point answered had an error
-	// overrides counts queued sync entries with a status override, so the
-	// relay takes the lock to look only when there is one.
-	overrides atomic.Int32
-	// zInFlight is set while the relay has written a ReadyForQuery to the
-	// client but not yet done its bookkeeping (see settle).
-	zInFlight atomic.Bool
+	beginErr []byte
+	zWait    chan struct{} // closed at the next ReadyForQuery (serve waits)
+	queue    respQueue     // responses that need bookkeeping, in order
 	// tentative holds parameter changes made inside the open transaction;
 	// they count only if it commits.
 	tentative []*settingChange
@@ -113,15 +89,11 @@ type session struct {
 	// (raiseViaServer) whose errors may still arrive, and raises their
 	// number, so the relay looks only when there is one.
 	raised []string
-	raises atomic.Int32
 	// describing is set while a describe-only request may still be sent
 	// to another server (describe.go): the relay holds its answer back.
 	describing atomic.Pointer[describeTry]
 	// cache is the session's hot-row cache state (cache_session.go).
 	cache sessionCache
-	// multi filters client output while a query string of several
-	// statements runs statement by statement (multistmt.go).
-	multi multiStmtState
 	// retry is serve's record of a request it may send again after PS001,
 	// and retryReq the relay's hand-back of one (under mu; fencedretry.go).
 	retry    retryState
@@ -129,6 +101,53 @@ type session struct {
 	// dtx is the session's part in deadlock detection across shards
 	// (deadlock_session.go).
 	dtx dtxSession
+	// multi filters client output while a query string of several
+	// statements runs statement by statement (multistmt.go).
+	multi multiStmtState
+
+	// The small fields last, so that they share words (an idle client
+	// keeps its session: TestSessionSize).
+
+	raises       atomic.Int32 // see raised
+	probingBegin atomic.Bool  // see beginErr
+	// forget says queue.gone has statements for serve to forget.
+	forget atomic.Bool
+	// overrides counts queued sync entries with a status override, so the
+	// relay takes the lock to look only when there is one.
+	overrides atomic.Int32
+	// zInFlight is set while the relay has written a ReadyForQuery to the
+	// client but not yet done its bookkeeping (see settle).
+	zInFlight atomic.Bool
+
+	curType byte // type of the client message being handled
+	// noBegin makes attach leave a deferred BEGIN for later: the request
+	// needs a backend but not the transaction (describing a statement).
+	noBegin bool
+	// console marks an admin console session (console.go): no server.
+	console bool
+	// sessionPool says the session's pool mode is session (the server
+	// connection stays attached), else transaction.
+	sessionPool bool
+	// wrote says a statement that may write ran on a primary since the
+	// session last learned its shard's WAL position (reads.go); txEnding
+	// that the transaction it ran in is being committed.
+	wrote, txEnding bool
+	unsynced        bool // messages sent since the last Sync/Query
+	closing         bool // serve is ending: the relay must leave be alone
+	dirty           bool // be is in an unknown state (relay stopped mid-stream)
+	lastFailed      bool // the last sync point answered had an error
+}
+
+// routingHints are a session's routing hints (SET pgshard.shard /
+// pgshard.key), "" when unset.
+type routingHints struct{ shard, key string }
+
+// hint returns the session's routing hints.
+func (s *session) hint() (shard, key string) {
+	if s.hints == nil {
+		return "", ""
+	}
+	return s.hints.shard, s.hints.key
 }
 
 // pipe is the state of the session's requests in flight. Callers hold
@@ -469,7 +488,7 @@ func (s *session) handleQuery(ctx context.Context, frame []byte) error {
 		if e.deallocateAll {
 			all := s.stmts.all()
 			e.drops = &all
-		} else if st := s.stmts.named[info.Param]; st != nil && info.Class == router.ClassDeallocate && s.mode == PoolSession {
+		} else if st := s.stmts.named[info.Param]; st != nil && info.Class == router.ClassDeallocate && s.sessionPool {
 			// The server has the statement under the client's name
 			// (backendName): forgotten once the server dropped it.
 			e.drops = &[]*stmt{st}
@@ -503,7 +522,7 @@ func (s *session) sessionEffect(info router.Info, sql string) (syncEntry, error)
 		s.pin("SQL-level prepared statement")
 	case info.Class&(router.ClassSet|router.ClassReset|router.ClassResetAll|router.ClassDiscardAll) != 0:
 		if info.Class&(router.ClassResetAll|router.ClassDiscardAll) != 0 {
-			s.hintShard, s.hintKey = "", ""
+			s.hints = nil
 		}
 		info.Param = strings.Clone(info.Param)
 		e.setting = &settingChange{info: info, sql: strings.Clone(sql)}
@@ -518,7 +537,7 @@ func (s *session) pin(reason string) {
 	s.mu.Lock()
 	already := s.st.pin()
 	s.mu.Unlock()
-	if !already && s.mode != PoolSession {
+	if !already && !s.sessionPool {
 		s.srv.metrics.pinned(reason)
 	}
 }

@@ -20,6 +20,23 @@ func newSessionLogger(base *slog.Logger, user string) *slog.Logger {
 	return slog.New(&userLogHandler{inner: base.Handler(), user: user})
 }
 
+// sessionLogger returns the session logger of us's sessions, built once
+// per user rather than per session (an idle client keeps no logger of its
+// own).
+func (us *userState) sessionLogger(base *slog.Logger, user string) *slog.Logger {
+	if us.cfg.Name != user {
+		return newSessionLogger(base, user)
+	}
+	if l := us.log.Load(); l != nil {
+		return l
+	}
+	l := newSessionLogger(base, user)
+	if us.log.CompareAndSwap(nil, l) {
+		return l
+	}
+	return us.log.Load()
+}
+
 func (h *userLogHandler) Enabled(ctx context.Context, l slog.Level) bool {
 	return h.inner.Enabled(ctx, l)
 }

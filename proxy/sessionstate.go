@@ -93,40 +93,44 @@ type lifeObserver interface {
 // the transaction the proxy acknowledged but has not sent to a shard yet
 // (a deferred BEGIN) and whether it failed, an error that skips the rest
 // of the client's batch, and COPY progress.
+//
+// Fields are ordered so that the small ones share words (an idle client
+// keeps its session: TestSessionSize).
 type sessionState struct {
-	life state
 	atts []attachment  // the current one first; more only in a transaction over several shards
 	one  [1]attachment // atts' storage while it holds one
 	// deferredBegin is a BEGIN the proxy acknowledged itself and sends to
 	// the shard of the transaction's first statement ("" when none);
 	// deferredFailed says that transaction failed before reaching a
 	// shard: it ends with ROLLBACK (or COMMIT, answered ROLLBACK).
-	deferredBegin  string
-	deferredFailed bool
+	deferredBegin string
 	// txBegin is the BEGIN the transaction started with on its first
 	// shard, sent to every further shard it touches ("" outside one, or
 	// when it was not deferred); crossShard says transactions may span
 	// shards (transactions.cross_shard: two_phase); savepoint that the
 	// transaction set a savepoint, which stays on one shard.
-	txBegin    string
-	crossShard bool
-	savepoint  bool
-	// txAborted says the proxy reported an error in the transaction over
-	// several shards (a statement over several shards that failed): it
-	// has failed, as on PostgreSQL.
-	txAborted bool
+	txBegin string
 	// replay are the SAVEPOINTs and SET LOCALs of the deferred
 	// transaction the proxy answered, oldest first, sent after its BEGIN
 	// (deferredSavepoint, deferredSetLocal).
 	replay []replayStmt
-	// skipToSync says an error was reported mid-batch: serve drops the
-	// client's messages until its Sync. Serve's alone (no lock).
-	skipToSync bool
+	obs    lifeObserver // nil in tests
 	// copyEnds counts the CopyDone and CopyFail messages the client sent,
 	// copyStarts the CopyInResponses the relay passed on (see
 	// respQueue.dropCopySyncs).
 	copyEnds, copyStarts uint32
-	obs                  lifeObserver // nil in tests
+
+	life           state
+	deferredFailed bool
+	crossShard     bool
+	savepoint      bool
+	// txAborted says the proxy reported an error in the transaction over
+	// several shards (a statement over several shards that failed): it
+	// has failed, as on PostgreSQL.
+	txAborted bool
+	// skipToSync says an error was reported mid-batch: serve drops the
+	// client's messages until its Sync. Serve's alone (no lock).
+	skipToSync bool
 }
 
 // setLife changes the life cycle, telling the observer.

@@ -71,7 +71,7 @@ func globalName(rest []byte) string {
 // (SQL DEALLOCATE and pg_prepared_statements see it as on PostgreSQL; the
 // connection is reset with DISCARD ALL when the client leaves).
 func (s *session) backendName(name string, rest []byte) string {
-	if s.mode == PoolSession {
+	if s.sessionPool {
 		return name
 	}
 	return globalName(rest)

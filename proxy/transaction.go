@@ -39,7 +39,7 @@ func (s *session) deferredTransaction(ctx context.Context, info router.Info, sql
 // then deferred, and the transaction goes to the shard of its first
 // statement rather than to that backend's.
 func (s *session) settleBeforeBegin(ctx context.Context, sql string) error {
-	if s.mode != PoolTransaction {
+	if s.sessionPool {
 		return nil
 	}
 	for checked := false; ; checked = true {
@@ -64,7 +64,7 @@ func (s *session) settleBeforeBegin(ctx context.Context, sql string) error {
 // statement sql itself (see deferredTransaction).
 func (s *session) canDeferTx(info router.Info, sql string) bool {
 	sp := info.Class&txControl == 0 && (savepointWord(sql) || setLocalWord(sql))
-	if s.mode != PoolTransaction || info.Class&txControl == 0 && !sp ||
+	if s.sessionPool || info.Class&txControl == 0 && !sp ||
 		strings.Contains(strings.TrimRight(sql, "; \t\r\n"), ";") {
 		return false
 	}

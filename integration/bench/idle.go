@@ -23,8 +23,9 @@ import (
 	"github.com/pgshard/pgshard/internal/pgcluster"
 )
 
-// targetParked is pgshard with limits.park_idle_clients on (-idle-park),
-// targetBaselineParked the -baseline binary with it on.
+// targetParked is pgshard with limits.park_idle_clients on (-idle-park;
+// the default since 2026-12-07, while targetPgshard here runs with it
+// off), targetBaselineParked the -baseline binary with it on.
 const (
 	targetParked         = "pgshard-parked"
 	targetBaselineParked = "pgshard-baseline-parked"

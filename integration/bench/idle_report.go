@@ -95,11 +95,13 @@ func renderIdleReport(env environment, o *options, results []idleResult) string 
 func idleTargetLabel(t string) string {
 	switch t {
 	case targetPgshard:
-		return "**pgshard**"
+		return "pgshard, park_idle_clients: false"
 	case targetBouncer:
 		return "PgBouncer (transaction)"
 	case targetParked:
-		return "**pgshard, park_idle_clients**"
+		return "**pgshard** (park_idle_clients, the default)"
+	case targetBaseline:
+		return "pgshard-baseline, park_idle_clients: false"
 	case targetBaselineParked:
 		return "pgshard-baseline, park_idle_clients"
 	}

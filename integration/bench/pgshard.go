@@ -32,7 +32,7 @@ type pgshardConfig struct {
 
 type pgshardLimits struct {
 	MaxClientConn   int  `yaml:"max_client_conn"`
-	ParkIdleClients bool `yaml:"park_idle_clients,omitempty"`
+	ParkIdleClients bool `yaml:"park_idle_clients"` // written either way: on by default since 2026-12-07
 }
 
 type pgshardUser struct {
