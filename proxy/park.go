@@ -74,6 +74,7 @@ type parker struct {
 
 	mu      sync.Mutex
 	parked  map[int32]*session
+	parks   uint64 // sessions parked so far (for the sweeper's quiet test)
 	stopped bool
 	// ctx is the context serve runs parked sessions with when they resume:
 	// Serve's, which all sessions share.
@@ -97,11 +98,13 @@ const freeAfterParked = 1000
 
 // freeInterval is the least time between two such releases while
 // sessions keep parking, so that clients coming and going in thousands
-// cost at most one full collection every freeInterval. Once a sweep finds
-// no new parked session (parking has gone quiet), the release comes at
-// once, at most every freeQuietInterval: the stacks of a wave of clients
-// that went idle are then returned within a sweep or two of the wave
-// rather than up to freeInterval later.
+// cost at most one full collection every freeInterval. Once no session
+// at all parked during a sweep interval (parking has gone quiet), the
+// release comes at once, at most every freeQuietInterval: the memory of a
+// wave of clients that went idle is then returned within a sweep or two
+// of the wave rather than up to freeInterval later, and clients that
+// keep coming and going (parking all the time) still cost at most one
+// full collection every freeInterval.
 const (
 	freeInterval      = 30 * time.Second
 	freeQuietInterval = 2 * time.Second
@@ -145,8 +148,8 @@ func (p *parker) sweep() {
 	t := time.NewTicker(sweepInterval)
 	defer t.Stop()
 	var list []*session
-	freedAt := 0 // parked sessions at the last release of memory
-	prev := 0    // parked sessions at the previous sweep
+	freedAt := 0         // parked sessions at the last release of memory
+	var prevParks uint64 // parker.parks at the previous sweep
 	var lastFree time.Time
 	for {
 		select {
@@ -155,11 +158,11 @@ func (p *parker) sweep() {
 		case <-t.C:
 		}
 		p.mu.Lock()
-		n := len(p.parked)
+		n, parks := len(p.parked), p.parks
 		p.mu.Unlock()
 		freedAt = min(freedAt, n)
-		quiet := n <= prev
-		prev = n
+		quiet := parks == prevParks
+		prevParks = parks
 		if n-freedAt >= freeAfterParked && (time.Since(lastFree) >= freeInterval ||
 			quiet && time.Since(lastFree) >= freeQuietInterval) {
 			// The goroutine stacks of the sessions parked since are
@@ -225,6 +228,7 @@ func (p *parker) park(ctx context.Context, s *session, fd int, fresh bool) bool 
 	}
 	p.ctx, ps.fd, ps.registered, ps.parked = ctx, int32(fd), true, true
 	p.parked[int32(fd)] = s
+	p.parks++
 	return true
 }
 
