@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	goruntime "runtime"
 	"runtime/debug"
 	"sync"
 	"syscall"
@@ -91,24 +92,32 @@ type parker struct {
 // sweepInterval is how often the sweeper looks for idle sessions.
 const sweepInterval = time.Second
 
-// freeAfterParked is how many sessions must have parked since the last
-// time for the sweeper to return freed memory to the system (a full
-// collection).
-const freeAfterParked = 1000
+// freeAfterParked is by how many the parked sessions must have grown
+// since the last time for the sweeper to return freed memory to the
+// system (two full collections: the second frees what the first moved to
+// the pools' victim caches, the client read buffers among them).
+const freeAfterParked = 256
 
 // freeInterval is the least time between two such releases while
 // sessions keep parking, so that clients coming and going in thousands
-// cost at most one full collection every freeInterval. Once no session
-// at all parked during a sweep interval (parking has gone quiet), the
-// release comes at once, at most every freeQuietInterval: the memory of a
-// wave of clients that went idle is then returned within a sweep or two
-// of the wave rather than up to freeInterval later, and clients that
-// keep coming and going (parking all the time) still cost at most one
-// full collection every freeInterval.
+// cost at most one release every freeInterval. Once no session at all
+// parked during quietSweeps sweep intervals (parking has gone quiet, and
+// the workers that resumed the last sessions have ended, after
+// workerIdle), the release comes at once, at most every
+// freeQuietInterval: the memory of a wave of clients that went idle is
+// then returned within seconds of the wave rather than up to freeInterval
+// later, and clients that keep coming and going (parking all the time)
+// still cost at most one release every freeInterval.
 const (
 	freeInterval      = 30 * time.Second
 	freeQuietInterval = 2 * time.Second
+	quietSweeps       = 2
 )
+
+// workerIdle is how long a worker that resumed a session waits for the
+// next one before it ends (its stack, grown by the session's work, goes
+// with it; starting a goroutine costs about a microsecond).
+const workerIdle = time.Second
 
 func newParker(resume func(*session), sessions func([]*session) []*session) (*parker, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
@@ -131,7 +140,7 @@ func newParker(resume func(*session), sessions func([]*session) []*session) (*pa
 		parked:   make(map[int32]*session),
 		work:     make(chan *session),
 		quit:     make(chan struct{}),
-		maxIdle:  10 * time.Second,
+		maxIdle:  workerIdle,
 		onResume: resume,
 		sessions: sessions,
 	}
@@ -150,6 +159,7 @@ func (p *parker) sweep() {
 	var list []*session
 	freedAt := 0         // parked sessions at the last release of memory
 	var prevParks uint64 // parker.parks at the previous sweep
+	quiet := 0           // sweeps in a row that found no new park
 	var lastFree time.Time
 	for {
 		select {
@@ -161,13 +171,19 @@ func (p *parker) sweep() {
 		n, parks := len(p.parked), p.parks
 		p.mu.Unlock()
 		freedAt = min(freedAt, n)
-		quiet := parks == prevParks
+		if parks == prevParks {
+			quiet++
+		} else {
+			quiet = 0
+		}
 		prevParks = parks
 		if n-freedAt >= freeAfterParked && (time.Since(lastFree) >= freeInterval ||
-			quiet && time.Since(lastFree) >= freeQuietInterval) {
-			// The goroutine stacks of the sessions parked since are
-			// free heap now: give the memory back to the system rather
-			// than keep it until the runtime's scavenger gets to it.
+			quiet >= quietSweeps && time.Since(lastFree) >= freeQuietInterval) {
+			// The goroutine stacks of the sessions parked since, and the
+			// read buffers they used, are free heap now: give the memory
+			// back to the system rather than keep it until the runtime's
+			// scavenger gets to it.
+			goruntime.GC()
 			debug.FreeOSMemory()
 			freedAt, lastFree = n, time.Now()
 		}

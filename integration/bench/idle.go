@@ -163,12 +163,14 @@ func runIdle(ctx context.Context, o *options, env *environment, tmp, pgbenchBin,
 func idleRun(ctx context.Context, o *options, proc *child, ep endpoint, metricsAddr string, n int, withPgbench bool, pgbenchBin string, logf func(string, ...any)) (idleResult, error) {
 	r := idleResult{clients: n, fdLimit: fdLimit(proc.pid())}
 	dsn := fmt.Sprintf("host=%s port=%d user=%s password=%s dbname=%s sslmode=disable", ep.host, ep.port, ep.user, ep.password, ep.dbname)
-	// One client first, so the proxy has its server connection and
-	// whatever it sets up once before the baseline is read.
-	if err := idleWarm(ctx, dsn); err != nil {
-		return r, fmt.Errorf("first client: %w", err)
+	// Clients first, so the proxy has its server connections (the whole
+	// pool: a cost bounded by the pool size, not a client's) and whatever
+	// it sets up once before the baseline is read; one of them stays.
+	first, err := idleWarm(ctx, dsn, o.poolSize)
+	if err != nil {
+		return r, fmt.Errorf("first clients: %w", err)
 	}
-	var err error
+	defer first.Close(context.Background())
 	if r.before, err = stableRSS(ctx, proc.pid()); err != nil {
 		return r, err
 	}
@@ -268,15 +270,38 @@ func idleRun(ctx context.Context, o *options, proc *child, ep endpoint, metricsA
 }
 
 // idleWarm connects once and runs the idle clients' query.
-func idleWarm(ctx context.Context, dsn string) error {
+func idleWarm(ctx context.Context, dsn string, poolSize int) (first *pgconn.PgConn, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	c, err := pgconn.Connect(ctx, dsn)
-	if err != nil {
-		return err
+	// poolSize clients at once in a transaction each, so the proxy opens
+	// every server connection of its pool; all but the first leave.
+	var conns []*pgconn.PgConn
+	defer func() {
+		for i, c := range conns {
+			if i > 0 || err != nil {
+				c.Close(context.Background())
+			}
+		}
+	}()
+	for range max(poolSize, 1) {
+		c, err := pgconn.Connect(ctx, dsn)
+		if err != nil {
+			return nil, err
+		}
+		conns = append(conns, c)
+		if err := c.Exec(ctx, "BEGIN; SELECT 1").Close(); err != nil {
+			return nil, err
+		}
 	}
-	defer c.Close(ctx)
-	return idleQuery(ctx, c)
+	for _, c := range conns {
+		if err := c.Exec(ctx, "COMMIT").Close(); err != nil {
+			return nil, err
+		}
+	}
+	if err := idleQuery(ctx, conns[0]); err != nil {
+		return nil, err
+	}
+	return conns[0], nil
 }
 
 // idleWorkerProc is a running load generator (idleworker.go).
