@@ -21,8 +21,8 @@ func renderIdleReport(env environment, o *options, results []idleResult) string 
 	w("Measured on %s: %d CPUs, %s, Linux %s, %s; machine CPU busy before the run: %s. pgshard: `%s` (%s), PgBouncer %s, PostgreSQL %s.\n\n",
 		env.date.Format("2006-01-02 15:04 UTC"), env.nproc, env.memory, env.kernel, env.goVersion, env.busyBefore, o.pgshardBin, env.pgshardRev, env.pgbouncer, env.postgres)
 	w("Command: `go run ./integration/bench %s`\n\n", strings.Join(o.args, " "))
-	w("Each row starts its proxy afresh (transaction pooling, pool size %d, clients authenticated with %s, no TLS), connects one client and runs `SELECT 1` on it, reads the proxy's VmRSS (`/proc/PID/status`, once three samples 0.5 s apart agree within 1%%), then opens N clients from %s load-generator processes (at most %d clients each; pgx's pgconn), each authenticating and running `SELECT 1`, then idle, and reads VmRSS again after the clients have been idle for %s (and RSS has settled as before). Per client = (after − before) / N. ",
-		o.poolSize, o.idleAuth, "separate", o.idlePerProc, o.idleSettle)
+	w("Each row starts its proxy afresh (transaction pooling, pool size %d, clients authenticated with %s, no TLS), has %d clients hold a transaction at once so that the proxy opens its whole pool, keeps one of them (it runs `SELECT 1`), reads the proxy's VmRSS (`/proc/PID/status`, once three samples 0.5 s apart agree within 1%%), then opens N clients from separate load-generator processes (at most %d clients each; pgx's pgconn), each authenticating and running `SELECT 1`, then idle, and reads VmRSS again after the clients have been idle for %s (and RSS has settled as before). Per client = (after − before) / N. ",
+		o.poolSize, o.idleAuth, o.poolSize, o.idlePerProc, o.idleSettle)
 	w("With the largest N connected, `pgbench -S -n -M simple -c %d -j %d -T %d` runs through the same proxy; afterwards every idle client runs `SELECT 1` once more (the check). Go stack and heap are pgshard's `go_memstats_stack_inuse_bytes` and `go_memstats_heap_inuse_bytes` (admin `/metrics`) after minus before, per client.\n\n",
 		o.clients, o.jobs, int(o.idlePgbench.Seconds()))
 	bouncer := map[int]float64{}
