@@ -185,6 +185,7 @@ func (p *parker) sweep() {
 			// scavenger gets to it.
 			goruntime.GC()
 			debug.FreeOSMemory()
+			releaseCMemory()
 			freedAt, lastFree = n, time.Now()
 		}
 		list = p.sessions(list[:0])
