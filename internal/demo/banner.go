@@ -79,6 +79,13 @@ func WriteBanner(w io.Writer, b Banner) error {
 		fmt.Fprintf(&sb, "\nor in http://%s/metrics (pgshard_cache_lookups_total)", DialAddr(b.AdminAddr))
 	}
 	sb.WriteString(";\nan UPDATE of the row, through the proxy or straight on its shard, is seen at once.\n")
+	sb.WriteString("\nIdle clients are cheap: a client with nothing to do gives up its goroutine and its socket\n")
+	sb.WriteString("waits in the proxy's epoll set (about 2 KiB a client; PgBouncer's is 1). Open a few hundred\n")
+	sb.WriteString("connections and leave them idle")
+	if b.AdminAddr != "" {
+		fmt.Fprintf(&sb, ": pgshard_clients_parked in http://%s/metrics counts them", DialAddr(b.AdminAddr))
+	}
+	sb.WriteString(".\n")
 	data := DataShards(b.Cluster)
 	fmt.Fprintf(&sb, "\nA transaction may write on both shards (two-phase commit): move 10 from user %d (%s)\n", TransferFrom, data[0].Name)
 	fmt.Fprintf(&sb, "to user %d (%s), atomically:\n\n", TransferTo, data[len(data)-1].Name)

@@ -69,6 +69,7 @@ func TestWriteBanner(t *testing.T) {
 		`printf '\\set id random(1, 1000)\nUPDATE users SET created_at = now() WHERE id = :id;\n' > writes.sql`,
 		"pgshard reshard move --distribution users --interval '[250,501)' --to spare --cutover auto --meta 127.0.0.1:7000",
 		"pgshard reshard cleanup --distribution users --interval '[250,501)' --meta 127.0.0.1:7000",
+		"Idle clients are cheap",
 		`psql "postgres://postgres:postgres@127.0.0.1:5003/postgres?sslmode=disable" -c 'SELECT min(id), max(id), count(*) FROM users'`,
 	} {
 		if !strings.Contains(got, want) {
