@@ -60,17 +60,14 @@ func (c *clientReader) midFrame(err error) bool {
 
 func newClientReader(conn net.Conn) *clientReader {
 	c := &clientReader{conn: conn}
-	if sc, ok := conn.(syscall.Conn); ok {
-		if raw, err := sc.SyscallConn(); err == nil {
-			c.raw, c.pollable = raw, true
-		}
-	}
+	c.reattach()
+	c.pollable = c.raw != nil
 	return c
 }
 
-// reattach takes the raw connection again after a parked session's
-// connection was attached (parkConn); after a failed attach the old one
-// stays, whose reads fail.
+// reattach takes the raw connection of conn: at the start, and again
+// after a parked session's connection was attached (parkConn); after a
+// failed attach the old one stays, whose reads fail.
 func (c *clientReader) reattach() {
 	if sc, ok := c.conn.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {

@@ -106,13 +106,10 @@ func (pc *parkConn) RemoteAddr() net.Addr {
 
 // SetDeadline implements net.Conn.
 func (pc *parkConn) SetDeadline(t time.Time) error {
-	pc.mu.Lock()
-	defer pc.mu.Unlock()
-	pc.readDeadline = t
-	if c := pc.c.Load(); c != nil {
-		return c.SetDeadline(t)
+	if err := pc.SetReadDeadline(t); err != nil {
+		return err
 	}
-	return nil
+	return pc.SetWriteDeadline(t)
 }
 
 // SetReadDeadline implements net.Conn.

@@ -497,13 +497,12 @@ func (a *scatterArrivals) Ready(i int) bool {
 
 // Wait implements merge.Arrivals: a shard's event (or failure, or the end
 // of ctx, which Next then reports) since the last call.
-func (a *scatterArrivals) Wait() error {
+func (a *scatterArrivals) Wait() {
 	select {
 	case <-a.run.arrived:
 	case <-a.run.failed:
 	case <-a.ctx.Done():
 	}
-	return nil
 }
 
 // next returns shard h's next event, or an error when another shard

@@ -214,9 +214,7 @@ func (m *Merger) readAll(sources []Source, f func(vals [][]byte) error) error {
 			}
 		}
 		if !progressed {
-			if err := m.Arrivals.Wait(); err != nil {
-				return err
-			}
+			m.Arrivals.Wait()
 		}
 	}
 	return nil

@@ -65,7 +65,7 @@ type chanArrivals struct {
 }
 
 func (a *chanArrivals) Ready(i int) bool { return len(a.srcs[i].rows) > 0 || a.closed[i].Load() }
-func (a *chanArrivals) Wait() error      { <-a.wake; return nil }
+func (a *chanArrivals) Wait()            { <-a.wake }
 
 // TestArrivalsReadsReadySourcesFirst: with Arrivals, an aggregation reads
 // the source that has rows while another has none yet (reading in source

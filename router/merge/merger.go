@@ -74,8 +74,8 @@ type Arrivals interface {
 	// waiting (a row, the end, or an error).
 	Ready(i int) bool
 	// Wait returns when a source may have become ready since the last
-	// call; its error ends the merge.
-	Wait() error
+	// call (a source's failure is reported by its Next).
+	Wait()
 }
 
 // Source yields one shard's rows in the order the shard sent them.
