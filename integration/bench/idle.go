@@ -174,6 +174,7 @@ func idleRun(ctx context.Context, o *options, proc *child, ep endpoint, metricsA
 	if r.before, err = stableRSS(ctx, proc.pid()); err != nil {
 		return r, err
 	}
+	saveSmaps(ctx, o, proc, metricsAddr, "before", logf)
 	if metricsAddr != "" {
 		r.stack[0], r.heap[0], r.goroutines[0], r.haveGo = goMetrics(ctx, metricsAddr)
 	}
@@ -223,6 +224,7 @@ func idleRun(ctx context.Context, o *options, proc *child, ep endpoint, metricsA
 	if r.after, err = stableRSS(ctx, proc.pid()); err != nil {
 		return r, err
 	}
+	saveSmaps(ctx, o, proc, metricsAddr, "after", logf)
 	if metricsAddr != "" {
 		var have bool
 		r.stack[1], r.heap[1], r.goroutines[1], have = goMetrics(ctx, metricsAddr)
@@ -267,6 +269,29 @@ func idleRun(ctx context.Context, o *options, proc *child, ep endpoint, metricsA
 		r.note = fmt.Sprintf("%s exited: %v", proc.name, proc.waitErr)
 	}
 	return r, nil
+}
+
+// saveSmaps copies the proxy's /proc/PID/smaps (and pgshard's /metrics)
+// into -idle-profiles, so a reading can be split by mapping (Go heap,
+// thread stacks, C arenas) and by the Go runtime's own accounts.
+func saveSmaps(ctx context.Context, o *options, proc *child, metricsAddr, when string, logf func(string, ...any)) {
+	if o.idleProfiles == "" {
+		return
+	}
+	prefix := filepath.Join(o.idleProfiles, filepath.Base(filepath.Dir(proc.logPath))+"-"+when)
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", proc.pid()))
+	if err == nil {
+		err = os.WriteFile(prefix+".smaps", b, 0o644)
+	}
+	if err != nil {
+		logf("  smaps: %v", err)
+	}
+	if metricsAddr == "" {
+		return
+	}
+	if err := fetchTo(ctx, "http://"+metricsAddr+"/metrics", prefix+".metrics"); err != nil {
+		logf("  metrics: %v", err)
+	}
 }
 
 // idleWarm connects once and runs the idle clients' query.
@@ -499,9 +524,14 @@ func goMetrics(ctx context.Context, addr string) (stack, heap, goroutines float6
 // saveHeapProfile writes pgshard's heap profile (admin /debug/pprof/heap,
 // after a GC) to path.
 func saveHeapProfile(ctx context.Context, addr, path string) error {
+	return fetchTo(ctx, "http://"+addr+"/debug/pprof/heap?gc=1", path)
+}
+
+// fetchTo writes the body of a GET of url to path.
+func fetchTo(ctx context.Context, url, path string) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/debug/pprof/heap?gc=1", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
@@ -511,7 +541,7 @@ func saveHeapProfile(ctx context.Context, addr, path string) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET /debug/pprof/heap: %s", resp.Status)
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
 	f, err := os.Create(path)
 	if err != nil {

@@ -141,7 +141,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.idleAuth, "idle-auth", "md5", "client authentication of the idle-clients comparison: md5 (cheap, so that 15,000 clients connect in seconds) or scram-sha-256")
 	fs.BoolVar(&o.idlePark, "idle-park", true, "also run pgshard with limits.park_idle_clients on (target "+targetParked+")")
 	fs.DurationVar(&o.idleSettle, "idle-settle", 3*time.Second, "how long the idle clients stay idle before the proxy's RSS is read")
-	fs.StringVar(&o.idleProfiles, "idle-profiles", "", "directory to save pgshard's heap profile in, with the idle clients connected (empty: none)")
+	fs.StringVar(&o.idleProfiles, "idle-profiles", "", "directory to save, with the idle clients connected, pgshard's heap profile, and before and after them each proxy's /proc/PID/smaps and pgshard's /metrics (empty: none)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
