@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"slices"
 	"strconv"
@@ -232,7 +231,7 @@ func (s *Server) lookupRole(ctx context.Context, rt *runtime, name string) (auth
 	pc.Password = aq.Password // never in dsn, so never in an error
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	addr := net.JoinHostPort(sc.Host, strconv.Itoa(sc.Port))
+	addr := sc.address()
 	conn, err := pgconn.ConnectConfig(ctx, pc)
 	if err != nil {
 		return authEntry{}, fmt.Errorf("auth_query: connect to %s as %q: %w", addr, aq.User, err)

@@ -184,40 +184,18 @@ func (c *clientReader) poll() (fd int, wouldBlock bool) {
 // readRaw reads once through the runtime's poller; with wait, until bytes
 // (or the end, or an error) arrive.
 func (c *clientReader) readRaw(wait bool) (fd int, wouldBlock bool) {
-	var (
-		n    int
-		rerr error
-		err  error
-	)
-	fd = -1
+	op := rawReads.Get().(*rawRead)
+	op.c, op.wait = c, wait
 again:
-	err = c.raw.Read(func(sfd uintptr) bool {
-		fd = int(sfd)
-		took := c.buf == nil
-		if took {
-			c.buf = clientBuffers.Get().(*[clientBufferSize]byte)
-		}
-		for {
-			n, rerr = syscall.Read(fd, c.buf[c.w:])
-			if rerr != syscall.EINTR {
-				break
-			}
-		}
-		if rerr == syscall.EAGAIN {
-			if took {
-				clientBuffers.Put(c.buf)
-				c.buf = nil
-			}
-			wouldBlock = true
-			return !wait // with wait, the runtime waits until the socket is readable
-		}
-		wouldBlock = false
-		return true
-	})
+	op.fd, op.n, op.rerr, op.wouldBlock = -1, 0, nil, false
+	err := c.raw.Read(op.read)
 	c.reads.Add(1)
 	if err != nil && c.midFrame(err) {
 		goto again
 	}
+	fd, wouldBlock, n, rerr := op.fd, op.wouldBlock, op.n, op.rerr
+	op.c = nil
+	rawReads.Put(op)
 	switch {
 	case err != nil: // closed, deadline
 		c.err = err
@@ -234,4 +212,48 @@ again:
 		c.release()
 	}
 	return fd, wouldBlock
+}
+
+// rawRead is one read of readRaw: the function syscall.RawConn.Read calls
+// once the socket may be readable, with its results. The objects are
+// pooled and their read method value is bound once, so a read allocates
+// nothing (a closure over readRaw's variables took five allocations).
+type rawRead struct {
+	c          *clientReader
+	read       func(fd uintptr) bool // op.do, bound once
+	fd, n      int
+	rerr       error
+	wait       bool
+	wouldBlock bool
+}
+
+var rawReads = sync.Pool{New: func() any {
+	op := new(rawRead)
+	op.read = op.do
+	return op
+}}
+
+func (op *rawRead) do(sfd uintptr) bool {
+	c := op.c
+	op.fd = int(sfd)
+	took := c.buf == nil
+	if took {
+		c.buf = clientBuffers.Get().(*[clientBufferSize]byte)
+	}
+	for {
+		op.n, op.rerr = syscall.Read(op.fd, c.buf[c.w:])
+		if op.rerr != syscall.EINTR {
+			break
+		}
+	}
+	if op.rerr == syscall.EAGAIN {
+		if took {
+			clientBuffers.Put(c.buf)
+			c.buf = nil
+		}
+		op.wouldBlock = true
+		return !op.wait // with wait, the runtime waits until the socket is readable
+	}
+	op.wouldBlock = false
+	return true
 }

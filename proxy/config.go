@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -244,6 +245,11 @@ type ShardConfig struct {
 	Port int    `yaml:"port"`
 	// Database on the server; empty means the client's database name.
 	Database string `yaml:"database"`
+}
+
+// address is the shard's server as host:port.
+func (sc *ShardConfig) address() string {
+	return net.JoinHostPort(sc.Host, strconv.Itoa(sc.Port))
 }
 
 // BackendConfig holds how the proxy connects to PostgreSQL servers.

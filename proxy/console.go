@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -163,7 +162,7 @@ func (s *Server) poolRows() [][]string {
 	rt := s.runtime()
 	primaries := map[string]string{}
 	for _, sc := range rt.cfg.Shards {
-		primaries[sc.Name] = net.JoinHostPort(sc.Host, strconv.Itoa(sc.Port))
+		primaries[sc.Name] = sc.address()
 	}
 	s.mu.Lock()
 	pools := make(map[poolKey]*pool.Pool, len(s.pools))

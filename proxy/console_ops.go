@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -346,7 +345,7 @@ func (s *Server) serverRows() [][]string {
 	}
 	primaries := map[string]string{}
 	for _, sc := range s.runtime().cfg.Shards {
-		primaries[sc.Name] = net.JoinHostPort(sc.Host, strconv.Itoa(sc.Port))
+		primaries[sc.Name] = sc.address()
 	}
 	var rows [][]string
 	for k, p := range s.poolsOf("") {

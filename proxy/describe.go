@@ -3,9 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
-	"net"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -391,7 +389,7 @@ func findStatus(statuses []health.Status, shard, role string) *health.Status {
 func (s *Server) primaryAddr(shard string) string {
 	for _, sc := range s.runtime().cfg.Shards {
 		if sc.Name == shard {
-			return net.JoinHostPort(sc.Host, strconv.Itoa(sc.Port))
+			return sc.address()
 		}
 	}
 	return ""

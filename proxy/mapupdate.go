@@ -3,10 +3,8 @@ package proxy
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 
 	"github.com/pgshard/pgshard/proxy/pool"
@@ -162,14 +160,14 @@ func (s *Server) retirePools(before []ShardConfig, cfg *Config) {
 	db := map[string]string{}
 	primary := map[string]string{}
 	for _, sc := range cfg.Shards {
-		addr := net.JoinHostPort(sc.Host, strconv.Itoa(sc.Port))
+		addr := sc.address()
 		keep[sc.Name+"\x00"+addr] = true
 		db[sc.Name] = sc.Database
 		primary[sc.Name] = addr
 	}
 	abort := map[string]string{} // addr → why
 	for _, sc := range before {
-		addr := net.JoinHostPort(sc.Host, strconv.Itoa(sc.Port))
+		addr := sc.address()
 		if now, ok := primary[sc.Name]; ok && now != addr {
 			abort[addr] = fmt.Sprintf("no longer the primary of shard %s", sc.Name)
 		}

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,6 +51,14 @@ type runtime struct {
 	deferParse bool
 	// twoPhase lets transactions span shards (multitx.go).
 	twoPhase bool
+	// shards indexes cfg.Shards by name with each primary's address, so
+	// a transaction finds its pool without building the address string.
+	shards map[string]runtimeShard
+}
+
+type runtimeShard struct {
+	cfg  *ShardConfig
+	addr string // host:port of the primary
 }
 
 // Server is a running proxy.
@@ -174,6 +181,11 @@ func (s *Server) newRuntime(cfg *Config) (*runtime, error) {
 		cfg:      cfg,
 		users:    make(map[string]*userState),
 		twoPhase: cfg.Transactions.CrossShard == CrossShardTwoPhase,
+		shards:   make(map[string]runtimeShard, len(cfg.Shards)),
+	}
+	for i := range cfg.Shards {
+		sc := &cfg.Shards[i]
+		rt.shards[sc.Name] = runtimeShard{cfg: sc, addr: sc.address()}
 	}
 	switch {
 	case cfg.shardMap != nil:
@@ -436,17 +448,13 @@ func (s *Server) pool(ctx context.Context, shard string, u *userState, db string
 // creating it.
 func (s *Server) poolAt(ctx context.Context, shard, addr string, u *userState, db string) (*pool.Pool, error) {
 	rt := s.runtime()
-	var sc *ShardConfig
-	for i := range rt.cfg.Shards {
-		if rt.cfg.Shards[i].Name == shard {
-			sc = &rt.cfg.Shards[i]
-		}
-	}
-	if sc == nil {
+	rs, ok := rt.shards[shard]
+	if !ok {
 		return nil, wire.Errorf(wire.SQLStateInternalError, "shard %q is not configured", shard)
 	}
+	sc := rs.cfg
 	if addr == "" {
-		addr = net.JoinHostPort(sc.Host, strconv.Itoa(sc.Port))
+		addr = rs.addr
 	}
 	k := poolKey{shard: shard, addr: addr, user: u.beUser, db: db}
 	s.mu.Lock()
