@@ -40,6 +40,7 @@ fuzz:
 	for f in FuzzDecodeParse FuzzDecodeBind FuzzDecodeDescribe FuzzDecodeExecute FuzzDecodeClose; do \
 		$(GO) test ./wire/ -run '^$$' -fuzz "^$$f$$" -fuzztime 30s || exit 1; done
 	$(GO) test ./wire/auth/ -run '^$$' -fuzz FuzzParseSCRAMVerifier -fuzztime 30s
+	$(GO) test ./wire/auth/ -run '^$$' -fuzz FuzzAuthenticate -fuzztime 30s
 	$(GO) test ./router/sqllex/ -run '^$$' -fuzz FuzzSkip -fuzztime 30s
 	$(GO) test ./replication/pgadmin/ -run '^$$' -fuzz FuzzConninfoRoundTrip -fuzztime 30s
 	$(GO) test ./router/ -run '^$$' -fuzz FuzzClassify -fuzztime 30s

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgproto3"
-
 	"github.com/pgshard/pgshard/proxy/pool"
 	"github.com/pgshard/pgshard/router"
 	"github.com/pgshard/pgshard/wire"
@@ -174,8 +172,11 @@ func (s *Server) startSession(ctx context.Context, rt *runtime, conn net.Conn, s
 	if tc, ok := conn.(*tls.Conn); ok && tc != nil {
 		opts.TLSServerEndPoint = rt.tlsEP
 	}
-	be := pgproto3.NewBackend(conn, conn)
-	be.SetMaxBodyLen(maxAuthMessage)
+	// The exchange reads through the session's own reader: no buffer of
+	// its own, and whatever the client sends after its last message stays
+	// for the session.
+	rd := newClientReader(conn)
+	be := auth.NewFrameConn(wire.NewFrameReader(rd, maxAuthMessage), conn)
 	if err := auth.Authenticate(ctx, be, method, userName, cred, opts); err != nil {
 		var ae *auth.Error
 		if errors.As(err, &ae) {
@@ -201,7 +202,6 @@ func (s *Server) startSession(ctx context.Context, rt *runtime, conn net.Conn, s
 	if us.cfg.PoolMode != "" {
 		mode = us.cfg.PoolMode
 	}
-	rd := newClientReader(conn)
 	ss := &session{
 		srv:         s,
 		conn:        conn,
@@ -254,9 +254,7 @@ func (s *Server) startSession(ctx context.Context, rt *runtime, conn net.Conn, s
 	}
 	out := make([]byte, 0, 512)
 	out = append(out, 'R', 0, 0, 0, 8, 0, 0, 0, 0) // AuthenticationOk
-	for _, kv := range reportedParams(serverParams, params) {
-		out = wire.AppendParameterStatus(out, kv[0], kv[1])
-	}
+	out = appendReportedParams(out, serverParams, params)
 	out = append(out, 'K', 0, 0, 0, 12)
 	out = binary.BigEndian.AppendUint32(out, ss.key.pid)
 	out = binary.BigEndian.AppendUint32(out, ss.key.secret)
@@ -416,25 +414,20 @@ func serverMessage(err error) string {
 	return msg
 }
 
-// reportedParams merges the server's ParameterStatus values with the
-// client's startup parameters (which the session applies on backends).
-func reportedParams(server, client map[string]string) [][2]string {
-	canon := make(map[string]string, len(server))
-	for k := range server {
-		canon[strings.ToLower(k)] = k
-	}
-	merged := make(map[string]string, len(server))
+// appendReportedParams appends a ParameterStatus message for each of the
+// server's parameters, with the client's startup value where the client
+// set the parameter (names compared regardless of case; the session
+// applies those values on backends). No map is built: a connection's
+// greeting took two maps and a slice before.
+func appendReportedParams(out []byte, server, client map[string]string) []byte {
 	for k, v := range server {
-		merged[k] = v
-	}
-	for k, v := range client {
-		if c, ok := canon[strings.ToLower(k)]; ok {
-			merged[c] = v
+		for ck, cv := range client {
+			if strings.EqualFold(ck, k) {
+				v = cv
+				break
+			}
 		}
-	}
-	out := make([][2]string, 0, len(merged))
-	for k, v := range merged {
-		out = append(out, [2]string{k, v})
+		out = wire.AppendParameterStatus(out, k, v)
 	}
 	return out
 }

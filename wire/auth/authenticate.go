@@ -79,9 +79,10 @@ func (o Options) mockSecret() []byte {
 //
 // Authenticate does not set deadlines: the caller bounds the exchange with
 // deadlines on the connection; ctx is checked between steps. The caller
-// should also limit message sizes with be.SetMaxBodyLen. Authenticate
-// leaves be's auth type at AuthTypeOk.
-func Authenticate(ctx context.Context, be *pgproto3.Backend, method Method, user string, cred Credential, opts Options) error {
+// should also limit message sizes (pgproto3.Backend.SetMaxBodyLen, or the
+// FrameConn's frame reader's limit). Authenticate leaves be's auth type at
+// AuthTypeOk.
+func Authenticate(ctx context.Context, be Conn, method Method, user string, cred Credential, opts Options) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("auth: %w", err)
 	}
@@ -112,7 +113,7 @@ func Authenticate(ctx context.Context, be *pgproto3.Backend, method Method, user
 
 // md5Exchange sends AuthenticationMD5Password with a random salt and checks
 // the client's PasswordMessage against verifier.
-func md5Exchange(ctx context.Context, be *pgproto3.Backend, user, verifier string, opts Options) error {
+func md5Exchange(ctx context.Context, be Conn, user, verifier string, opts Options) error {
 	var salt [4]byte
 	if _, err := io.ReadFull(opts.rand(), salt[:]); err != nil {
 		return fmt.Errorf("auth: md5: read salt: %w", err)
@@ -143,7 +144,7 @@ func md5Exchange(ctx context.Context, be *pgproto3.Backend, user, verifier strin
 // a Terminate or broken connection to a wrapped I/O error and any other
 // undecodable message to a protocol violation. The message is only valid
 // until the next receive.
-func receive(ctx context.Context, be *pgproto3.Backend, what string) (pgproto3.FrontendMessage, error) {
+func receive(ctx context.Context, be Conn, what string) (pgproto3.FrontendMessage, error) {
 	msg, err := be.Receive()
 	if err != nil {
 		if isIOError(err) {

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -69,6 +70,7 @@ func (s *testServer) serve(conn net.Conn) error {
 	opts := s.opts
 	opts.TLSServerEndPoint = nil
 	var startup *pgproto3.StartupMessage
+	var tlsConn *tls.Conn
 	for startup == nil {
 		msg, err := be.ReceiveStartupMessage()
 		if err != nil {
@@ -86,6 +88,7 @@ func (s *testServer) serve(conn net.Conn) error {
 				return err
 			}
 			tc := tls.Server(conn, s.tlsCfg)
+			tlsConn = tc
 			if err := tc.Handshake(); err != nil {
 				return fmt.Errorf("test server: TLS handshake: %w", err)
 			}
@@ -102,7 +105,14 @@ func (s *testServer) serve(conn net.Conn) error {
 		}
 	}
 	user := startup.Parameters["user"]
-	err := Authenticate(context.Background(), be, s.method, user, s.users[user], opts)
+	// The exchange runs over the proxy's Conn (frames from its own
+	// buffered reader); the rest of the test server over pgproto3.
+	rw := net.Conn(conn)
+	if opts.TLSServerEndPoint != nil {
+		rw = tlsConn
+	}
+	fc := NewFrameConn(wire.NewFrameReader(bufio.NewReader(rw), 65535), rw)
+	err := Authenticate(context.Background(), fc, s.method, user, s.users[user], opts)
 	var ae *Error
 	if errors.As(err, &ae) {
 		be.Send(ae.ErrorResponse())

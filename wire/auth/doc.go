@@ -4,7 +4,8 @@
 // through to the shards: the proxy accepts a connection, reads the
 // StartupMessage (see package wire), looks up the user's stored
 // Credential and calls Authenticate, which drives the SCRAM-SHA-256(-PLUS),
-// md5 or trust exchange over a pgproto3.Backend. Connections to the shards
+// md5 or trust exchange over a Conn (a pgproto3.Backend, or a FrameConn
+// over the proxy's own frame reader). Connections to the shards
 // authenticate separately with pgconn.
 //
 // Passwords are never stored: the package computes and parses verifiers in

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
@@ -26,7 +27,9 @@ func pipeAuth(t *testing.T, ctx context.Context, method Method, user string, cre
 	done := make(chan error, 1)
 	go func() {
 		defer func() { _ = server.Close() }()
-		done <- Authenticate(ctx, pgproto3.NewBackend(server, server), method, user, cred, opts)
+		// The proxy's Conn: frames from its own buffered reader.
+		be := NewFrameConn(wire.NewFrameReader(bufio.NewReader(server), 65535), server)
+		done <- Authenticate(ctx, be, method, user, cred, opts)
 	}()
 	t.Cleanup(func() { _ = client.Close() })
 	return pgproto3.NewFrontend(client, client), done

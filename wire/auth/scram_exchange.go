@@ -34,7 +34,7 @@ const (
 // The SCRAM message handling is github.com/xdg-go/scram's server
 // conversation; this function adds PostgreSQL's SASL framing and the
 // checks PostgreSQL makes around it (mechanism vs. gs2 flag, authzid).
-func scramExchange(ctx context.Context, be *pgproto3.Backend, user string, v *SCRAMVerifier, credErr error, opts Options) error {
+func scramExchange(ctx context.Context, be Conn, user string, v *SCRAMVerifier, credErr error, opts Options) error {
 	fake := v == nil
 	var stored scram.StoredCredentials
 	if fake {
