@@ -2,7 +2,9 @@ package proxy_test
 
 import (
 	"context"
+	"crypto/md5"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/internal/pgcluster"
@@ -81,6 +84,55 @@ func TestClientAuthMethods(t *testing.T) {
 	body := scrape(t, p)
 	if want := `pgshard_errors_total{sqlstate="28P01"} 3`; !strings.Contains(body, want) {
 		t.Errorf("metrics lack %q:\n%s", want, grepLines(body, "errors_total"))
+	}
+}
+
+// TestPasswordPipelinedWithQuery: a client that sends its md5 password
+// and its first query in one write (as a pipelining client may) gets the
+// query answered: the bytes after the password stay for the session.
+func TestPasswordPipelinedWithQuery(t *testing.T) {
+	pg := integration.StartPostgres(t)
+	cfg := baseConfig(t, pg)
+	cfg.Users = append(cfg.Users, proxy.UserConfig{Name: "m", Auth: "md5", Password: auth.MD5Verifier("m", "m-pass")})
+	p := startProxy(t, cfg)
+	c := rawConn(t, p.addr)
+	fe := pgproto3.NewFrontend(c, c)
+	fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber, Parameters: map[string]string{"user": "m", "database": "postgres"}})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	m, err := fe.Receive()
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, ok := m.(*pgproto3.AuthenticationMD5Password)
+	if !ok {
+		t.Fatalf("got %T, want AuthenticationMD5Password", m)
+	}
+	inner := md5.Sum([]byte("m-pass" + "m"))
+	outer := md5.Sum(append([]byte(hex.EncodeToString(inner[:])), req.Salt[:]...))
+	fe.Send(&pgproto3.PasswordMessage{Password: "md5" + hex.EncodeToString(outer[:])})
+	fe.Send(&pgproto3.Query{String: "SELECT 40 + 2"})
+	if err := fe.Flush(); err != nil { // one write: both messages
+		t.Fatal(err)
+	}
+	var row string
+	for readies := 0; readies < 2; {
+		m, err := fe.Receive()
+		if err != nil {
+			t.Fatalf("after %d ReadyForQuery: %v (row %q)", readies, err, row)
+		}
+		switch m := m.(type) {
+		case *pgproto3.ReadyForQuery:
+			readies++
+		case *pgproto3.DataRow:
+			row = string(m.Values[0])
+		case *pgproto3.ErrorResponse:
+			t.Fatalf("error %s: %s", m.Code, m.Message)
+		}
+	}
+	if row != "42" {
+		t.Fatalf("row %q, want 42", row)
 	}
 }
 
