@@ -3,8 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/md5"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -124,13 +122,13 @@ func runIdle(ctx context.Context, o *options, env *environment, tmp, pgbenchBin,
 					return err
 				}
 				metricsAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+				setAuth := clientAuth(o.idleAuth)
 				c, addr, err := startPgshardWith(ctx, t.bin, dir, []pgshardShard{{Name: "s0", Host: pg.Host, Port: pg.Port}}, "", o.poolSize, benchUser, benchPassword,
 					func(c *pgshardConfig) {
 						c.AdminListen = metricsAddr
 						c.Limits = &pgshardLimits{MaxClientConn: 20000, ParkIdleClients: t.park}
-						if o.idleAuth == "md5" {
-							sum := md5.Sum([]byte(benchPassword + benchUser))
-							c.Users[0].Auth, c.Users[0].Password = "md5", "md5"+hex.EncodeToString(sum[:])
+						if setAuth != nil {
+							setAuth(c)
 						}
 					})
 				if err != nil {

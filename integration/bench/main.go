@@ -22,10 +22,11 @@ import (
 	"github.com/pgshard/pgshard/shardmap"
 )
 
-// Query modes (pgbench -M) and targets.
+// Query modes (pgbench -M; connectMode is -C) and targets.
 var (
-	allModes   = []string{"simple", "extended", "prepared"}
-	allTargets = []string{targetDirect, targetPgshard, targetPgshardOneCore, targetBaseline, targetBouncer, targetBouncerSession}
+	allModes     = []string{"simple", "extended", "prepared", connectMode}
+	defaultModes = []string{"simple", "extended", "prepared"}
+	allTargets   = []string{targetDirect, targetPgshard, targetPgshardOneCore, targetBaseline, targetBouncer, targetBouncerSession}
 )
 
 const (
@@ -73,6 +74,7 @@ type options struct {
 	idlePgbench     time.Duration
 	idlePark        bool
 	idleSettle      time.Duration
+	auth            string   // client authentication of the select-only comparison: md5 or scram-sha-256
 	idleAuth        string   // md5 or scram-sha-256
 	idleProfiles    string   // directory for pgshard's heap profiles with the idle clients connected
 	args            []string // as given, for the report
@@ -113,7 +115,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.out, "out", "docs/benchmarks.md", "Markdown report to write (only the parts between the bench markers are replaced)")
 	fs.DurationVar(&o.duration, "duration", 15*time.Second, "length of each pgbench run (whole seconds)")
 	fs.DurationVar(&o.warmup, "warmup", 5*time.Second, "pgbench run directly on PostgreSQL before measuring, to warm its caches; 0 skips it")
-	fs.StringVar(&modes, "modes", strings.Join(allModes, ","), "pgbench query modes (-M) to run")
+	fs.StringVar(&modes, "modes", strings.Join(defaultModes, ","), "pgbench query modes (-M) to run, of "+strings.Join(allModes, ", ")+" ("+connectMode+": a new connection per transaction, pgbench -C -M simple)")
 	fs.StringVar(&targets, "targets", "direct,pgshard,pgbouncer", "targets to run: "+strings.Join(allTargets, ", "))
 	fs.IntVar(&o.clients, "clients", 16, "pgbench clients (-c)")
 	fs.IntVar(&o.jobs, "jobs", 2, "pgbench threads (-j)")
@@ -138,6 +140,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&idleClients, "idle-clients", "1000,15000", "idle client counts of the idle-clients comparison")
 	fs.IntVar(&o.idlePerProc, "idle-per-proc", 5000, "idle clients per load-generator process")
 	fs.DurationVar(&o.idlePgbench, "idle-pgbench", 15*time.Second, "length of the pgbench run beside the largest count of idle clients")
+	fs.StringVar(&o.auth, "auth", "scram-sha-256", "client authentication of the select-only comparison, on every proxy: scram-sha-256 or md5 (with -modes "+connectMode+", md5 leaves a connection's cost to the proxy rather than to the client's key derivation)")
 	fs.StringVar(&o.idleAuth, "idle-auth", "md5", "client authentication of the idle-clients comparison: md5 (cheap, so that 15,000 clients connect in seconds) or scram-sha-256")
 	fs.BoolVar(&o.idlePark, "idle-park", true, "also run pgshard with limits.park_idle_clients on (target "+targetParked+")")
 	fs.DurationVar(&o.idleSettle, "idle-settle", 3*time.Second, "how long the idle clients stay idle before the proxy's RSS is read")
@@ -151,6 +154,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 			return nil, fmt.Errorf("-idle-clients: %q is not a positive count", v)
 		}
 		o.idleClients = append(o.idleClients, n)
+	}
+	if o.auth != "md5" && o.auth != "scram-sha-256" {
+		return nil, fmt.Errorf("-auth: %q is not md5 or scram-sha-256", o.auth)
 	}
 	if o.idleAuth != "md5" && o.idleAuth != "scram-sha-256" {
 		return nil, fmt.Errorf("-idle-auth: %q is not md5 or scram-sha-256", o.idleAuth)
@@ -402,51 +408,36 @@ func runSelectOnly(ctx context.Context, o *options, env *environment, tmp, pgben
 		targetDirect: {host: pg.Host, port: pg.Port, user: benchUser, password: benchPassword, dbname: benchDB},
 	}
 	procs := map[string]*child{}
-	if slices.Contains(o.targets, targetPgshard) {
-		dir := filepath.Join(tmp, "pgshard")
-		if err := os.Mkdir(dir, 0o700); err != nil {
-			return err
-		}
-		c, addr, err := startPgshard(ctx, o.pgshardBin, dir, []pgshardShard{{Name: "s0", Host: pg.Host, Port: pg.Port}}, "", o.poolSize, benchUser, benchPassword)
-		if err != nil {
-			return fmt.Errorf("start pgshard: %w", err)
-		}
-		defer c.stop(10 * time.Second)
-		procs[targetPgshard] = c
-		endpoints[targetPgshard] = endpointAt(addr, benchDB)
+	pgshards := []struct {
+		target, bin, what string
+		env               []string
+	}{
+		{targetPgshard, o.pgshardBin, "pgshard", nil},
+		{targetPgshardOneCore, o.pgshardBin, "pgshard with GOMAXPROCS=1", []string{"GOMAXPROCS=1"}},
+		{targetBaseline, o.baselineBin, "the baseline pgshard", nil},
 	}
-	if slices.Contains(o.targets, targetPgshardOneCore) {
-		dir := filepath.Join(tmp, "pgshard-1core")
+	for _, t := range pgshards {
+		if !slices.Contains(o.targets, t.target) {
+			continue
+		}
+		dir := filepath.Join(tmp, t.target)
 		if err := os.Mkdir(dir, 0o700); err != nil {
 			return err
 		}
-		c, addr, err := startPgshard(ctx, o.pgshardBin, dir, []pgshardShard{{Name: "s0", Host: pg.Host, Port: pg.Port}}, "", o.poolSize, benchUser, benchPassword, "GOMAXPROCS=1")
+		c, addr, err := startPgshardWith(ctx, t.bin, dir, []pgshardShard{{Name: "s0", Host: pg.Host, Port: pg.Port}}, "", o.poolSize, benchUser, benchPassword, clientAuth(o.auth), t.env...)
 		if err != nil {
-			return fmt.Errorf("start pgshard with GOMAXPROCS=1: %w", err)
+			return fmt.Errorf("start %s: %w", t.what, err)
 		}
 		defer c.stop(10 * time.Second)
-		procs[targetPgshardOneCore] = c
-		endpoints[targetPgshardOneCore] = endpointAt(addr, benchDB)
-	}
-	if slices.Contains(o.targets, targetBaseline) {
-		dir := filepath.Join(tmp, "pgshard-baseline")
-		if err := os.Mkdir(dir, 0o700); err != nil {
-			return err
-		}
-		c, addr, err := startPgshard(ctx, o.baselineBin, dir, []pgshardShard{{Name: "s0", Host: pg.Host, Port: pg.Port}}, "", o.poolSize, benchUser, benchPassword)
-		if err != nil {
-			return fmt.Errorf("start the baseline pgshard: %w", err)
-		}
-		defer c.stop(10 * time.Second)
-		procs[targetBaseline] = c
-		endpoints[targetBaseline] = endpointAt(addr, benchDB)
+		procs[t.target] = c
+		endpoints[t.target] = endpointAt(addr, benchDB)
 	}
 	if wantBouncer {
 		dir := filepath.Join(tmp, "pgbouncer")
 		if err := os.Mkdir(dir, 0o700); err != nil {
 			return err
 		}
-		c, addr, err := startPgBouncer(ctx, bouncerBin, dir, pg.Host, pg.Port, o.poolSize, benchUser, benchPassword)
+		c, addr, err := startPgBouncerMax(ctx, bouncerBin, dir, pg.Host, pg.Port, o.poolSize, benchUser, benchPassword, 500, o.auth)
 		if err != nil {
 			return fmt.Errorf("start PgBouncer: %w", err)
 		}

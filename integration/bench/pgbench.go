@@ -29,6 +29,11 @@ type endpoint struct {
 // hangTimeout is how long after its duration a pgbench run is killed.
 const hangTimeout = time.Minute
 
+// connectMode is the mode of a new connection per transaction (pgbench -C
+// with the simple protocol): CPU per transaction is then per connection,
+// authentication included.
+const connectMode = "connect"
+
 // selectOnlyWorkload is pgbench's built-in select-only script.
 var selectOnlyWorkload = []string{"-S"}
 
@@ -55,6 +60,10 @@ type pgbenchResult struct {
 // a failing run is a result with ok false.
 func runPgbench(ctx context.Context, bin string, ep endpoint, workload []string, mode string, clients, jobs int, d time.Duration) (pgbenchResult, error) {
 	secs := max(int(d.Round(time.Second)/time.Second), 1)
+	if mode == connectMode {
+		workload = append(slices.Clone(workload), "-C")
+		mode = "simple"
+	}
 	args := append(slices.Clone(workload),
 		"-n",
 		"-c", strconv.Itoa(clients), "-j", strconv.Itoa(jobs),

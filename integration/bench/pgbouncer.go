@@ -93,17 +93,12 @@ func versionAtLeast(v string, major, minor int) bool {
 	return ma > major || ma == major && mi >= minor
 }
 
-// startPgBouncer writes a configuration and user list into dir (given to
-// the postgres OS user when running as root, as PgBouncer refuses to run as
-// root) and starts PgBouncer in front of pgHost:pgPort: transaction pooling
-// with poolSize server connections, SCRAM authentication of user, TCP on
-// 127.0.0.1 only.
-func startPgBouncer(ctx context.Context, bin, dir, pgHost string, pgPort, poolSize int, user, password string) (*child, string, error) {
-	return startPgBouncerMax(ctx, bin, dir, pgHost, pgPort, poolSize, user, password, 500, "scram-sha-256")
-}
-
-// startPgBouncerMax is startPgBouncer accepting up to maxClients clients
-// authenticated with authType.
+// startPgBouncerMax writes a configuration and user list into dir (given
+// to the postgres OS user when running as root, as PgBouncer refuses to run
+// as root) and starts PgBouncer in front of pgHost:pgPort: transaction
+// pooling with poolSize server connections, up to maxClients clients, user
+// authenticated with authType (md5 or scram-sha-256; the user list holds
+// the password), TCP on 127.0.0.1 only.
 func startPgBouncerMax(ctx context.Context, bin, dir, pgHost string, pgPort, poolSize int, user, password string, maxClients int, authType string) (*child, string, error) {
 	cred, err := postgresUser()
 	if err != nil {

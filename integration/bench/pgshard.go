@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/md5"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -65,6 +67,18 @@ type pgshardPool struct {
 // env is added to the process's environment (GOMAXPROCS=1, say).
 func startPgshard(ctx context.Context, bin, dir string, shards []pgshardShard, mapFile string, poolSize int, user, password string, env ...string) (*child, string, error) {
 	return startPgshardWith(ctx, bin, dir, shards, mapFile, poolSize, user, password, nil, env...)
+}
+
+// clientAuth returns the configuration edit that makes pgshard's user
+// authenticate with method ("md5"), or nil for SCRAM (the default).
+func clientAuth(method string) func(*pgshardConfig) {
+	if method != "md5" {
+		return nil
+	}
+	return func(c *pgshardConfig) {
+		sum := md5.Sum([]byte(benchPassword + benchUser))
+		c.Users[0].Auth, c.Users[0].Password = "md5", "md5"+hex.EncodeToString(sum[:])
+	}
 }
 
 // startPgshardWith is startPgshard with edit, when not nil, changing the

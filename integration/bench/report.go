@@ -53,7 +53,11 @@ func renderReport(env environment, o *options, results []result) string {
 	w("PostgreSQL: one server started by `internal/pgcluster` (fsync off, max_connections 200, shared_buffers 128MB). ")
 	w("pgshard: transaction pooling, pool size %d, admin listener off. ", o.poolSize)
 	w("PgBouncer: pool_mode=transaction, default_pool_size=%d. ", o.poolSize)
-	w("All targets authenticate clients with SCRAM-SHA-256 over TCP on 127.0.0.1 without TLS; the proxies use SCRAM and no TLS towards PostgreSQL.\n\n")
+	clientAuth := "SCRAM-SHA-256"
+	if o.auth == "md5" {
+		clientAuth = "md5 (the proxies; PostgreSQL directly: SCRAM-SHA-256)"
+	}
+	w("All targets authenticate clients with %s over TCP on 127.0.0.1 without TLS; the proxies use SCRAM and no TLS towards PostgreSQL.\n\n", clientAuth)
 	w("Proxy CPU µs/tx is the proxy process's user+system CPU time (utime+stime from `/proc/PID/stat`, all threads) over the run, ")
 	w("connection set-up included, divided by the transactions pgbench processed. Ratios divide pgshard's (or the row's) value by the reference's.")
 	if o.rounds == 1 {
@@ -69,6 +73,9 @@ func renderReport(env environment, o *options, results []result) string {
 		direct, _ := find(rs, targetDirect)
 		ref, refOK := reference(rs)
 		w("### %s\n\n", mode)
+		if mode == connectMode {
+			w("A new connection per transaction (`pgbench -C -M simple`): TPS is connections per second and proxy CPU µs/tx is per connection, authentication included.\n\n")
+		}
 		w("| target | TPS | avg latency ms | failed tx | proxy CPU µs/tx | TPS vs direct | TPS vs PgBouncer | CPU vs PgBouncer | status |\n")
 		w("|---|--:|--:|--:|--:|--:|--:|--:|---|\n")
 		for _, r := range rs {
@@ -97,7 +104,7 @@ func renderReport(env environment, o *options, results []result) string {
 	w("| mode | CPU/tx ≤ %.1f× PgBouncer | TPS ≥ PgBouncer |\n|---|---|---|\n", maxCPURatio)
 	for _, mode := range o.modes {
 		rs := resultsFor(results, mode)
-		if len(rs) == 0 {
+		if len(rs) == 0 || mode == connectMode { // the targets are per query
 			continue
 		}
 		cpu, tps := targetsMet(rs)

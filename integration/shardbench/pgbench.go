@@ -108,7 +108,7 @@ type Output struct {
 	Planned   int64   // its "/M" with -t (clients × transactions); 0 with -T
 	Failed    int64   // "number of failed transactions: N"
 	LatencyMs float64 // "latency average = X ms"
-	TPS       float64 // "tps = X (without initial connection time)"
+	TPS       float64 // "tps = X (without initial connection time)", with -C "(including reconnection times)"
 
 	HaveProcessed, HaveFailed, HaveLatency, HaveTPS bool
 }
@@ -117,7 +117,7 @@ var (
 	reProcessed = regexp.MustCompile(`(?m)^number of transactions actually processed: (\d+)(?:/(\d+))?`)
 	reFailed    = regexp.MustCompile(`(?m)^number of failed transactions: (\d+)`)
 	reLatency   = regexp.MustCompile(`(?m)^latency average = ([0-9.]+) ms`)
-	reTPS       = regexp.MustCompile(`(?m)^tps = ([0-9.]+) \(without initial connection time\)`)
+	reTPS       = regexp.MustCompile(`(?m)^tps = ([0-9.]+) \((?:without initial connection time|including reconnection times)\)`)
 )
 
 // ParseOutput reads pgbench's summary from its output.

@@ -125,6 +125,11 @@ tps = 2214.402301 (without initial connection time)
 	if o := ParseOutput(withDuration); o.Processed != 52011 || o.Planned != 0 {
 		t.Errorf("-T output: processed %d, planned %d", o.Processed, o.Planned)
 	}
+	withC := strings.Replace(withDuration, "initial connection time = 20.838 ms\ntps = 2214.402301 (without initial connection time)",
+		"average connection time = 5.284 ms\ntps = 374.241808 (including reconnection times)", 1)
+	if o := ParseOutput(withC); !o.HaveTPS || o.TPS != 374.241808 {
+		t.Errorf("-C output: %+v", o)
+	}
 	if o := ParseOutput("pgbench: error: connection to server failed\n"); o.HaveProcessed || o.HaveTPS || o.HaveFailed || o.HaveLatency {
 		t.Errorf("no summary: %+v", o)
 	}
