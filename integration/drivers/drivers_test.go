@@ -7,12 +7,17 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -50,6 +55,9 @@ type driver struct {
 	// prepare finds the runtime and builds the program; it returns the
 	// command (without environment) or why it cannot run.
 	prepare func(t *testing.T, dir string) (*exec.Cmd, error)
+	// parkWaits is how many times the program waits for its idle
+	// connections to be parked (WAIT PARKED).
+	parkWaits int
 	// check makes driver-specific assertions on the shards after the run.
 	check func(t *testing.T, ctx context.Context, direct []*pgx.Conn, base int64)
 }
@@ -60,7 +68,10 @@ type driver struct {
 // first unexpected one; it prints how many statements it ran, how many
 // were refused and which rows it left. The test then reads every shard's
 // primary directly: each row must sit on the shard the map names, both
-// shards must hold some, and the counts must be the program's.
+// shards must hold some, and the counts must be the program's. The pgjdbc
+// program also leaves connections with server-prepared statements idle
+// until the proxy has parked them, twice, beside a connection inside a
+// transaction (which must not park), and checks every answer after.
 //
 // A runtime that is missing skips its program with how to install it;
 // with CI=true it fails the test.
@@ -68,7 +79,7 @@ func TestDrivers(t *testing.T) {
 	drivers := []driver{
 		{name: "psycopg", base: 100_000, prepare: preparePsycopg},
 		{name: "nodepg", base: 200_000, prepare: prepareNodePG},
-		{name: "jdbc", base: 300_000, prepare: prepareJDBC, check: checkJDBCMigration},
+		{name: "jdbc", base: 300_000, prepare: prepareJDBC, check: checkJDBCMigration, parkWaits: 2},
 	}
 	cmds := make(map[string]*exec.Cmd, len(drivers))
 	missing := make(map[string]error, len(drivers))
@@ -122,6 +133,11 @@ func TestDrivers(t *testing.T) {
 			t.Fatalf("%s: %v", ddl, err)
 		}
 	}
+	// Closed now, so that the only clients the proxy parks while a program
+	// waits are the program's (parkedExactly).
+	if err := setup.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
 	direct := make([]*pgx.Conn, len(cl.Shards))
 	for i, s := range cl.Shards {
 		direct[i] = connect(t, ctx, s.SuperDSN("postgres"))
@@ -148,9 +164,12 @@ func TestDrivers(t *testing.T) {
 				"PGHOST=" + host, "PGPORT=" + port, "PGDATABASE=postgres",
 				"PGUSER=" + testproxy.User, "PGPASSWORD=" + testproxy.Password, "PGSSLMODE=disable",
 				"DRV_BASE=" + strconv.FormatInt(base, 10), "DRV_SPLIT=" + strconv.Itoa(split),
-			})
+			}, parkedExactly(p))
 			if res.statements < minStatements {
 				t.Errorf("%s ran %d statements, want at least %d", d.name, res.statements, minStatements)
+			}
+			if res.parkWaits != d.parkWaits {
+				t.Errorf("%s waited %d times for its idle connections to park, want %d", d.name, res.parkWaits, d.parkWaits)
 			}
 			if res.refusals != 0 {
 				t.Errorf("%s: %d of %d statements were refused", d.name, res.refusals, res.statements)
@@ -172,8 +191,8 @@ func TestDrivers(t *testing.T) {
 			if d.check != nil {
 				d.check(t, ctx, direct, base)
 			}
-			t.Logf("transaction pooling, %s: %d statements, %d rows back, %d users and %d orders left, in %v",
-				d.name, res.statements, res.rows, res.users, res.orders, res.took.Round(time.Millisecond))
+			t.Logf("transaction pooling, %s: %d statements, %d rows back, %d users and %d orders left, %d idle gaps with its sessions parked, in %v",
+				d.name, res.statements, res.rows, res.users, res.orders, res.parkWaits, res.took.Round(time.Millisecond))
 		})
 	}
 }
@@ -181,23 +200,66 @@ func TestDrivers(t *testing.T) {
 // result is a program's RESULT line.
 type result struct {
 	statements, refusals, rows, users, orders int
+	parkWaits                                 int // "WAIT PARKED" answered "GO"
 	took                                      time.Duration
 }
 
 // run runs cmd with env added and parses its RESULT line; a non-zero exit
-// or no RESULT line fails the test with the program's output.
-func run(t *testing.T, ctx context.Context, cmd *exec.Cmd, env []string) result {
+// or no RESULT line fails the test with the program's output. A program
+// that prints "WAIT PARKED n" is answered "GO" on its standard input once
+// parked reports n sessions parked ("NO" if it fails).
+// parked, when not nil, waits until the proxy has parked n sessions.
+func run(t *testing.T, ctx context.Context, cmd *exec.Cmd, env []string, parked func(ctx context.Context, n int) error) result {
 	t.Helper()
 	c := exec.CommandContext(ctx, cmd.Path, cmd.Args[1:]...)
 	c.Dir = cmd.Dir
 	c.Env = append(append(os.Environ(), cmd.Env...), env...)
 	c.WaitDelay = 5 * time.Second
-	var out bytes.Buffer
-	c.Stdout = &out
+	var out lockedBuffer
 	c.Stderr = &out
+	stdout, err := c.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdin, err := c.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
-	err := c.Run()
+	if err := c.Start(); err != nil {
+		t.Fatalf("start %s: %v", cmd.Args[0], err)
+	}
+	// A program that prints "WAIT PARKED n" waits on its standard input
+	// until the proxy has parked n sessions (its idle connections).
+	var (
+		waitErr error
+		waits   int
+	)
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		line := sc.Text()
+		out.WriteString(line + "\n")
+		rest, ok := strings.CutPrefix(line, "WAIT PARKED ")
+		if !ok {
+			continue
+		}
+		reply := "GO\n"
+		if n, err := strconv.Atoi(rest); err != nil || parked == nil {
+			reply = "NO\n"
+		} else if err := parked(ctx, n); err != nil {
+			waitErr = err
+			reply = "NO\n"
+		} else {
+			waits++
+		}
+		_, _ = io.WriteString(stdin, reply)
+	}
+	_ = stdin.Close()
+	err = c.Wait()
 	took := time.Since(start)
+	if waitErr != nil {
+		t.Errorf("%s: %v", cmd.Args[0], waitErr)
+	}
 	if ctx.Err() != nil {
 		t.Fatalf("%s did not finish within %v; output:\n%s", cmd.Args[0], runTimeout, out.String())
 	}
@@ -206,7 +268,7 @@ func run(t *testing.T, ctx context.Context, cmd *exec.Cmd, env []string) result 
 	}
 	var r result
 	found := false
-	sc := bufio.NewScanner(&out)
+	sc = bufio.NewScanner(strings.NewReader(out.String()))
 	for sc.Scan() {
 		line := sc.Text()
 		rest, ok := strings.CutPrefix(line, "RESULT ")
@@ -238,7 +300,64 @@ func run(t *testing.T, ctx context.Context, cmd *exec.Cmd, env []string) result 
 		t.Fatalf("no RESULT line; output:\n%s", out.String())
 	}
 	r.took = took
+	r.parkWaits = waits
 	return r
+}
+
+// parkedExactly returns the wait for n parked sessions: it polls the
+// proxy's pgshard_clients_parked until it reaches n, and fails if it goes
+// past n (a session the proxy must not park, one inside a transaction,
+// did) or does not get there within 30 s.
+func parkedExactly(p *testproxy.Proxy) func(ctx context.Context, n int) error {
+	h := p.Server.AdminHandler()
+	return func(ctx context.Context, n int) error {
+		deadline := time.Now().Add(30 * time.Second)
+		last := -1
+		for time.Now().Before(deadline) && ctx.Err() == nil {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+			m := parkedMetric.FindStringSubmatch(rec.Body.String())
+			if m == nil {
+				return fmt.Errorf("no pgshard_clients_parked in /metrics")
+			}
+			last, _ = strconv.Atoi(m[1])
+			if last > n {
+				return fmt.Errorf("%d sessions parked, the program has only %d idle connections", last, n)
+			}
+			if last == n {
+				return nil
+			}
+			time.Sleep(50 * time.Millisecond) // polling the metric
+		}
+		return fmt.Errorf("%d of %d idle connections parked after 30 s", last, n)
+	}
+}
+
+var parkedMetric = regexp.MustCompile(`(?m)^pgshard_clients_parked (\d+)$`)
+
+// lockedBuffer is the program's output: its standard error is copied by
+// exec's goroutine while run appends its standard output.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) WriteString(s string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b.WriteString(s)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // checkPlacement reads table on every shard's primary: the program's rows

@@ -8,7 +8,9 @@
 // refusals=N rows=N users=N orders=N, which the test compares with what
 // it finds on each shard's primary.
 
+import java.io.BufferedReader;
 import java.io.ByteArrayOutputStream;
+import java.io.InputStreamReader;
 import java.io.StringReader;
 import java.sql.Connection;
 import java.sql.DatabaseMetaData;
@@ -18,6 +20,7 @@ import java.sql.ResultSet;
 import java.sql.SQLException;
 import java.sql.Savepoint;
 import java.sql.Statement;
+import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.atomic.AtomicReference;
@@ -106,6 +109,17 @@ public class Check {
     }
 
     static List<String> list(String... s) { return List.of(s); }
+
+    static final BufferedReader STDIN = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+
+    // awaitParked tells the test that n of this program's connections are
+    // idle and waits until it has seen the proxy park them ("GO").
+    static void awaitParked(int n) throws Exception {
+        System.out.println("WAIT PARKED " + n);
+        System.out.flush();
+        String line = STDIN.readLine();
+        expect("GO".equals(line), "waiting for " + n + " parked sessions: the test answered " + line);
+    }
 
     public static void main(String[] args) throws Exception {
         try {
@@ -441,6 +455,69 @@ public class Check {
                 List<String> got2 = query(set);
                 expect(got2.equals(list("47s repeatable read")), "statement_timeout and isolation at the end on the shard of " + k + ": " + got2);
             }
+        }
+
+        idleGaps();
+    }
+
+    // idleGaps: connections with server-prepared statements
+    // (prepareThreshold=1) and a session setting go idle until the proxy
+    // has parked them, twice, and must then answer their prepared
+    // statements on both shards and keep their setting; a connection
+    // inside a transaction (never parked) reads its own update after the
+    // gaps and commits it.
+    static void idleGaps() throws Exception {
+        final int n = 6;
+        List<Connection> conns = new ArrayList<>();
+        List<PreparedStatement> gets = new ArrayList<>();
+        long txKey = s0(2300);
+        try (Connection tx = connect("&prepareThreshold=1")) {
+            PreparedStatement ins = tx.prepareStatement("INSERT INTO users (id, name) VALUES (?, ?)");
+            ins.setLong(1, txKey);
+            ins.setString(2, "before the gaps");
+            expect(update(ins) == 1, "insert " + txKey);
+            users++;
+            for (int i = 0; i < n; i++) {
+                Connection c = connect("&prepareThreshold=1");
+                conns.add(c);
+                exec(c.createStatement(), "SET application_name = 'idle-" + i + "'");
+                PreparedStatement get = c.prepareStatement("SELECT id, name FROM users WHERE id = ?");
+                gets.add(get);
+                for (long k : new long[] {s0(10 + i), s1(10 + i)}) {
+                    get.setLong(1, k);
+                    List<String> got = query(get);
+                    expect(got.equals(list(k + "|user " + k)), "before the gaps, connection " + i + ": " + k + ": " + got);
+                }
+            }
+            tx.setAutoCommit(false);
+            PreparedStatement upd = tx.prepareStatement("UPDATE users SET name = ? WHERE id = ?");
+            upd.setString(1, "updated in tx");
+            upd.setLong(2, txKey);
+            expect(update(upd) == 1, "update in tx");
+            PreparedStatement txGet = tx.prepareStatement("SELECT name FROM users WHERE id = ?");
+            for (int round = 0; round < 2; round++) {
+                awaitParked(n);
+                for (int i = 0; i < n; i++) {
+                    PreparedStatement get = gets.get(i);
+                    for (long k : new long[] {s0(10 + i), s1(10 + i)}) {
+                        get.setLong(1, k);
+                        List<String> got = query(get);
+                        expect(got.equals(list(k + "|user " + k)), "after idle gap " + (round + 1) + ", connection " + i + ": " + k + ": " + got);
+                    }
+                    List<String> app = query(conns.get(i).createStatement(), "SHOW application_name");
+                    expect(app.equals(list("idle-" + i)), "after idle gap " + (round + 1) + ", connection " + i + ": application_name " + app);
+                }
+                txGet.setLong(1, txKey);
+                List<String> own = query(txGet);
+                expect(own.equals(list("updated in tx")), "after idle gap " + (round + 1) + ", the transaction reads " + own);
+            }
+            tx.commit();
+            statements++;
+            gets.get(0).setLong(1, txKey);
+            List<String> after = query(gets.get(0));
+            expect(after.equals(list(txKey + "|updated in tx")), "the committed update: " + after);
+        } finally {
+            for (Connection c : conns) c.close();
         }
     }
 }
