@@ -86,13 +86,16 @@ type Controller struct {
 	cfg Config
 	log *slog.Logger
 
-	mu     sync.Mutex
-	busy   map[string]bool      // shards whose workflow runs in this process
-	last   map[string]Event     // latest event per shard
-	down   map[downKey]*suspect // failing servers, by shard and address
-	stuck  map[string]uint64    // shard -> epoch at which its workflow stopped for good
-	warned map[string]warning   // shard/step -> the latest warning about it
-	runs   bool                 // Run is running
+	mu   sync.Mutex
+	busy map[string]claimKind // shards whose workflow runs in this process
+	// released is closed (and replaced) whenever a claim is released, so
+	// a switchover can wait out a replica check (claimWait).
+	released chan struct{}
+	last     map[string]Event     // latest event per shard
+	down     map[downKey]*suspect // failing servers, by shard and address
+	stuck    map[string]uint64    // shard -> epoch at which its workflow stopped for good
+	warned   map[string]warning   // shard/step -> the latest warning about it
+	runs     bool                 // Run is running
 	// lastReplicaCheck is when tick last checked the replicas' upstreams
 	// (only the Run goroutine touches it).
 	lastReplicaCheck time.Time
@@ -154,13 +157,14 @@ func New(cfg Config) (*Controller, error) {
 		cfg.Now = time.Now
 	}
 	return &Controller{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		busy:   make(map[string]bool),
-		last:   make(map[string]Event),
-		down:   make(map[downKey]*suspect),
-		stuck:  make(map[string]uint64),
-		warned: make(map[string]warning),
+		cfg:      cfg,
+		log:      cfg.Logger,
+		busy:     make(map[string]claimKind),
+		released: make(chan struct{}),
+		last:     make(map[string]Event),
+		down:     make(map[downKey]*suspect),
+		stuck:    make(map[string]uint64),
+		warned:   make(map[string]warning),
 
 		notStreaming: make(map[string]time.Time),
 		repointFails: make(map[string]int),
@@ -296,7 +300,7 @@ func (c *Controller) tick(ctx context.Context) {
 // waits a little for streaming: the shard is claimed meanwhile, so no
 // workflow of it runs at the same time, and its primary is not checked.
 func (c *Controller) superviseReplicas(sh shardmap.Shard) {
-	if !c.claim(sh.Name) {
+	if !c.claimAs(sh.Name, claimSupervise) {
 		return
 	}
 	ctx := c.term
@@ -530,28 +534,65 @@ func (c *Controller) stopped(shard string, err error) {
 	}
 }
 
+// claimKind says what holds a shard's claim.
+type claimKind uint8
+
+const (
+	claimWorkflow  claimKind = iota + 1 // a failover or switchover
+	claimSupervise                      // a check of the shard's replicas (superviseReplicas)
+)
+
 // claim marks shard's workflow as running in this process; false if it
 // already is.
-func (c *Controller) claim(shard string) bool {
+func (c *Controller) claim(shard string) bool { return c.claimAs(shard, claimWorkflow) }
+
+func (c *Controller) claimAs(shard string, k claimKind) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.busy[shard] {
+	if c.busy[shard] != 0 {
 		return false
 	}
-	c.busy[shard] = true
+	c.busy[shard] = k
 	return true
+}
+
+// claimWait claims shard for a workflow, first waiting for a replica check
+// of it to end (a few probes and at most one repoint): an operator's
+// switchover must not be refused for a routine check. It is false when a
+// workflow holds the shard, or when ctx ends first.
+func (c *Controller) claimWait(ctx context.Context, shard string) bool {
+	for {
+		c.mu.Lock()
+		k, released := c.busy[shard], c.released
+		if k == 0 {
+			c.busy[shard] = claimWorkflow
+			c.mu.Unlock()
+			return true
+		}
+		c.mu.Unlock()
+		if k != claimSupervise {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-released:
+		}
+	}
 }
 
 func (c *Controller) release(shard string) {
 	c.mu.Lock()
 	delete(c.busy, shard)
+	close(c.released)
+	c.released = make(chan struct{})
 	c.mu.Unlock()
 }
 
 func (c *Controller) isBusy(shard string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.busy[shard]
+	return c.busy[shard] != 0
 }
 
 // LastEvent returns the latest event of the shard's failovers and

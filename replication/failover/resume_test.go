@@ -131,7 +131,7 @@ func TestResumeRefusesWhatItCannotDo(t *testing.T) {
 				r.c.mu.Lock()
 				defer r.c.mu.Unlock()
 				_, stuck := r.c.stuck["s1"]
-				return stuck && !r.c.busy["s1"]
+				return stuck && r.c.busy["s1"] == 0
 			})
 			r.tick()
 			if r.c.isBusy("s1") {

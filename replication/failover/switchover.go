@@ -35,7 +35,10 @@ func (c *Controller) Switchover(ctx context.Context, shard, to string) (epoch ui
 	if err := c.leading(ctx); err != nil {
 		return fail(err)
 	}
-	if !c.claim(shard) {
+	if !c.claimWait(ctx, shard) {
+		if err := ctx.Err(); err != nil {
+			return fail(err)
+		}
 		return fail(ErrSwitching)
 	}
 	defer c.release(shard)

@@ -1,6 +1,7 @@
 package failover
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"testing"
@@ -64,6 +65,49 @@ func TestSwitchoverToMostAdvanced(t *testing.T) {
 		t.Fatalf("Switchover = %d, %s, %v; want 4, r2:5432, nil", epoch, primary, err)
 	}
 	checkShard(t, store.Map(), "r2", []string{"r1"}, []string{"p1"})
+}
+
+// TestSwitchoverWaitsForAReplicaCheck: a switchover requested while the
+// controller checks the shard's replicas (superviseReplicas holds the
+// shard for a few probes) waits for the check instead of being refused
+// as if a failover were running, and gives up only with its context.
+func TestSwitchoverWaitsForAReplicaCheck(t *testing.T) {
+	store := newFakeStore(testMap(t))
+	admin := newFakeAdmin()
+	r := newRig(t, store, admin)
+	if !r.c.claimAs("s1", claimSupervise) {
+		t.Fatal("claim for the replica check")
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := r.c.Switchover(t.Context(), "s1", "r1:5432")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("Switchover returned while the replica check held the shard: %v", err)
+	default:
+	}
+	if calls := admin.log(); len(calls) != 0 {
+		t.Fatalf("admin calls %q during the replica check", calls)
+	}
+	r.c.release("s1")
+	if err := <-done; err != nil {
+		t.Fatalf("Switchover after the replica check: %v", err)
+	}
+	checkShard(t, store.Map(), "r1", []string{"r2"}, []string{"p1"})
+
+	// Held by a check that does not end: the caller's context decides.
+	if !r.c.claimAs("s2", claimSupervise) {
+		t.Fatal("claim s2 for the replica check")
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	_, _, err := r.c.Switchover(ctx, "s2", "")
+	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrSwitching) {
+		t.Fatalf("Switchover with its context ended during a replica check: %v; want context.Canceled", err)
+	}
+	r.c.release("s2")
 }
 
 func TestSwitchoverRefusals(t *testing.T) {
