@@ -1,11 +1,9 @@
 package proxy_test
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +12,7 @@ import (
 
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/internal/pgcluster"
+	"github.com/pgshard/pgshard/internal/testutil"
 	"github.com/pgshard/pgshard/proxy"
 )
 
@@ -31,22 +30,7 @@ GRANT EXECUTE ON FUNCTION pgshard.user_lookup(text) TO pgshard_auth;
 `
 
 // syncBuffer is a log sink tests read while the proxy writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testutil.Buffer
 
 // pgErr returns err's PostgreSQL error.
 func pgErr(t *testing.T, err error) *pgconn.PgError {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,26 +16,12 @@ import (
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/internal/demo"
 	"github.com/pgshard/pgshard/internal/pgcluster"
+	"github.com/pgshard/pgshard/internal/testutil"
 )
 
 // syncBuffer is a bytes.Buffer safe for a running command (the demo,
 // a proxy) and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testutil.Buffer
 
 func TestDemoServesSampleDataAndCleansUp(t *testing.T) {
 	integration.SkipIfNoPostgres(t)

@@ -2,7 +2,6 @@ package drivers_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -17,7 +16,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,6 +24,7 @@ import (
 	"github.com/pgshard/pgshard/integration"
 	"github.com/pgshard/pgshard/integration/difftest"
 	"github.com/pgshard/pgshard/integration/testproxy"
+	"github.com/pgshard/pgshard/internal/testutil"
 	"github.com/pgshard/pgshard/proxy"
 	"github.com/pgshard/pgshard/shardmap"
 )
@@ -215,7 +214,7 @@ func run(t *testing.T, ctx context.Context, cmd *exec.Cmd, env []string, parked 
 	c.Dir = cmd.Dir
 	c.Env = append(append(os.Environ(), cmd.Env...), env...)
 	c.WaitDelay = 5 * time.Second
-	var out lockedBuffer
+	var out testutil.Buffer // stderr is copied by exec's goroutine, stdout here
 	c.Stderr = &out
 	stdout, err := c.StdoutPipe()
 	if err != nil {
@@ -311,54 +310,32 @@ func run(t *testing.T, ctx context.Context, cmd *exec.Cmd, env []string, parked 
 func parkedExactly(p *testproxy.Proxy) func(ctx context.Context, n int) error {
 	h := p.Server.AdminHandler()
 	return func(ctx context.Context, n int) error {
-		deadline := time.Now().Add(30 * time.Second)
-		last := -1
-		for time.Now().Before(deadline) && ctx.Err() == nil {
+		parked := -1
+		var scrapeErr error
+		testutil.Poll(30*time.Second, func() (bool, string) {
 			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+			h.ServeHTTP(rec, httptest.NewRequestWithContext(ctx, http.MethodGet, "/metrics", nil))
 			m := parkedMetric.FindStringSubmatch(rec.Body.String())
 			if m == nil {
-				return fmt.Errorf("no pgshard_clients_parked in /metrics")
+				scrapeErr = fmt.Errorf("no pgshard_clients_parked in /metrics")
+				return true, ""
 			}
-			last, _ = strconv.Atoi(m[1])
-			if last > n {
-				return fmt.Errorf("%d sessions parked, the program has only %d idle connections", last, n)
-			}
-			if last == n {
-				return nil
-			}
-			time.Sleep(50 * time.Millisecond) // polling the metric
+			parked, _ = strconv.Atoi(m[1])
+			return parked >= n || ctx.Err() != nil, ""
+		})
+		switch {
+		case scrapeErr != nil:
+			return scrapeErr
+		case parked > n:
+			return fmt.Errorf("%d sessions parked, the program has only %d idle connections", parked, n)
+		case parked < n:
+			return fmt.Errorf("%d of %d idle connections parked after 30 s", parked, n)
 		}
-		return fmt.Errorf("%d of %d idle connections parked after 30 s", last, n)
+		return nil
 	}
 }
 
 var parkedMetric = regexp.MustCompile(`(?m)^pgshard_clients_parked (\d+)$`)
-
-// lockedBuffer is the program's output: its standard error is copied by
-// exec's goroutine while run appends its standard output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) WriteString(s string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.b.WriteString(s)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // checkPlacement reads table on every shard's primary: the program's rows
 // (key modulo split within [base, base+keySpan)) must each be on the shard

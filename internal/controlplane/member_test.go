@@ -1,17 +1,16 @@
 package controlplane
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/pgshard/pgshard/internal/testutil"
 	"github.com/pgshard/pgshard/shardmap"
 	"github.com/pgshard/pgshard/shardmap/meta"
 	"github.com/pgshard/pgshard/shardmap/metarpc"
@@ -110,19 +109,4 @@ func TestMemberServesAndCloses(t *testing.T) {
 }
 
 // syncBuffer is a bytes.Buffer safe for concurrent use (a log sink).
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testutil.Buffer
