@@ -29,21 +29,47 @@ var clientBuffers = sync.Pool{New: func() any { return new([clientBufferSize]byt
 type clientReader struct {
 	conn net.Conn
 	raw  syscall.RawConn // nil when conn is not a plain socket
+	buf  *[clientBufferSize]byte
+	r, w int
+	err  error
 	// pollable says raw was set at the start (it changes when a parked
 	// session's connection is attached again: reattach).
 	pollable bool
-	buf      *[clientBufferSize]byte
-	r, w     int
-	err      error
 	// boundary says the latest read from the connection began between
 	// two frames (nothing of the next one read yet).
 	boundary bool
 	// reads counts reads from the connection, for the sweeper (park.go).
 	reads atomic.Uint32
-	// parkReq is set by the sweeper (park.go) with a read deadline that
-	// asks serve to park: a read it interrupts in the middle of a frame
-	// is repeated (midFrame).
+	// parkReq is set by the sweeper and by early parks (park.go) with a
+	// read deadline that asks serve to park: a read it interrupts in the
+	// middle of a frame is repeated (midFrame).
 	parkReq atomic.Bool
+	// parkMu makes setting a park request (parkReq and its deadline) and
+	// taking it (parkReq cleared, deadline cleared) one step each, so a
+	// deadline is never left set without its request: the read it ended
+	// would fail the session (requestPark, takeParkRequest).
+	parkMu sync.Mutex
+}
+
+// requestPark asks serve to park at the next frame boundary once the read
+// deadline at has passed (the sweeper: now; an early park: a little later).
+func (c *clientReader) requestPark(at time.Time) {
+	c.parkMu.Lock()
+	c.parkReq.Store(true)
+	_ = c.conn.SetReadDeadline(at)
+	c.parkMu.Unlock()
+}
+
+// takeParkRequest takes a pending park request and clears its read
+// deadline; false when there was none (the deadline is someone else's).
+func (c *clientReader) takeParkRequest() bool {
+	c.parkMu.Lock()
+	defer c.parkMu.Unlock()
+	if !c.parkReq.CompareAndSwap(true, false) {
+		return false
+	}
+	_ = c.conn.SetReadDeadline(time.Time{})
+	return true
 }
 
 // midFrame reports whether err is the sweeper's read deadline on a read in
@@ -51,11 +77,7 @@ type clientReader struct {
 // repeats the read. At a frame boundary the error goes to serve, which
 // parks (parkRequested).
 func (c *clientReader) midFrame(err error) bool {
-	if c.boundary || !errors.Is(err, os.ErrDeadlineExceeded) || !c.parkReq.CompareAndSwap(true, false) {
-		return false
-	}
-	_ = c.conn.SetReadDeadline(time.Time{})
-	return true
+	return !c.boundary && errors.Is(err, os.ErrDeadlineExceeded) && c.takeParkRequest()
 }
 
 func newClientReader(conn net.Conn) *clientReader {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	goruntime "runtime"
 	"testing"
 	"time"
 
@@ -138,4 +139,49 @@ func TestClientReaderFrames(t *testing.T) {
 	if _, _, err := fr.Next(); !errors.Is(err, io.EOF) {
 		t.Fatalf("Next after the client closed: %v, want EOF", err)
 	}
+}
+
+// TestParkRequestNeverLeavesADeadline: a park request (set by the sweeper
+// or an early park on another goroutine) and serve taking it are one step
+// each, so a read that its deadline ends always finds the request: a
+// deadline left set after its request was taken would end the read with
+// an error serve takes for the client's, and close the session.
+func TestParkRequestNeverLeavesADeadline(t *testing.T) {
+	_, server := tcpPair(t)
+	rd := newClientReader(server)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			rd.requestPark(time.Now())
+			goruntime.Gosched()
+		}
+	}()
+	defer func() {
+		close(stop)
+		<-done
+	}()
+	end := time.Now().Add(300 * time.Millisecond)
+	taken := 0
+	for time.Now().Before(end) {
+		_, err := rd.Peek(1) // the client sends nothing: only deadlines end it
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("Peek: %v", err)
+		}
+		if !rd.takeParkRequest() {
+			t.Fatalf("a read deadline without its park request (after %d taken)", taken)
+		}
+		rd.err = nil // as parkRequested does
+		taken++
+	}
+	if taken == 0 {
+		t.Fatal("no park request was taken")
+	}
+	t.Logf("%d park requests taken", taken)
 }

@@ -73,8 +73,7 @@ func (s *session) parkEarly() {
 	if s.srv.parker == nil || s.rd == nil || !s.rd.pollable || s.console {
 		return
 	}
-	s.rd.parkReq.Store(true)
-	_ = s.conn.SetReadDeadline(time.Now().Add(earlyParkDelay))
+	s.rd.requestPark(time.Now().Add(earlyParkDelay))
 }
 
 // parker is the epoll loop and the workers that resume sessions.
@@ -215,8 +214,7 @@ func (p *parker) sweep() {
 			// read retries, see parkRequested).
 			ss.mu.Lock()
 			if ss.st.conn() == nil {
-				ss.rd.parkReq.Store(true)
-				_ = ss.conn.SetReadDeadline(time.Now())
+				ss.rd.requestPark(time.Now())
 			}
 			ss.mu.Unlock()
 		}
@@ -384,10 +382,9 @@ func (s *session) parkRequested(ctx context.Context, err error, park bool) (park
 	if p == nil || !errors.Is(err, os.ErrDeadlineExceeded) || !s.rd.boundary || s.srv.shuttingDown() {
 		return false, false
 	}
-	if !s.rd.parkReq.CompareAndSwap(true, false) {
+	if !s.rd.takeParkRequest() {
 		return false, false
 	}
-	_ = s.conn.SetReadDeadline(time.Time{})
 	s.rd.err = nil
 	if park && s.parkIdle(ctx) {
 		return true, false
