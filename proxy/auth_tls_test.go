@@ -109,8 +109,9 @@ func TestPasswordPipelinedWithQuery(t *testing.T) {
 	if !ok {
 		t.Fatalf("got %T, want AuthenticationMD5Password", m)
 	}
-	inner := md5.Sum([]byte("m-pass" + "m"))
-	outer := md5.Sum(append([]byte(hex.EncodeToString(inner[:])), req.Salt[:]...))
+	// The client's answer: md5 of the stored verifier's hex and the salt.
+	inner := strings.TrimPrefix(auth.MD5Verifier("m", "m-pass"), "md5")
+	outer := md5.Sum(append([]byte(inner), req.Salt[:]...))
 	fe.Send(&pgproto3.PasswordMessage{Password: "md5" + hex.EncodeToString(outer[:])})
 	fe.Send(&pgproto3.Query{String: "SELECT 40 + 2"})
 	if err := fe.Flush(); err != nil { // one write: both messages

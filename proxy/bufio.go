@@ -42,20 +42,20 @@ type clientReader struct {
 	reads atomic.Uint32
 	// parkReq is set by the sweeper and by early parks (park.go) with a
 	// read deadline that asks serve to park: a read it interrupts in the
-	// middle of a frame is repeated (midFrame).
-	parkReq atomic.Bool
-	// parkMu makes setting a park request (parkReq and its deadline) and
-	// taking it (parkReq cleared, deadline cleared) one step each, so a
-	// deadline is never left set without its request: the read it ended
-	// would fail the session (requestPark, takeParkRequest).
-	parkMu sync.Mutex
+	// middle of a frame is repeated (midFrame). Under parkMu, which makes
+	// setting a request (parkReq and its deadline) and taking it (both
+	// cleared) one step each, so a deadline is never left set without its
+	// request: the read it ended would fail the session (requestPark,
+	// takeParkRequest).
+	parkReq bool
+	parkMu  sync.Mutex
 }
 
 // requestPark asks serve to park at the next frame boundary once the read
 // deadline at has passed (the sweeper: now; an early park: a little later).
 func (c *clientReader) requestPark(at time.Time) {
 	c.parkMu.Lock()
-	c.parkReq.Store(true)
+	c.parkReq = true
 	_ = c.conn.SetReadDeadline(at)
 	c.parkMu.Unlock()
 }
@@ -65,9 +65,10 @@ func (c *clientReader) requestPark(at time.Time) {
 func (c *clientReader) takeParkRequest() bool {
 	c.parkMu.Lock()
 	defer c.parkMu.Unlock()
-	if !c.parkReq.CompareAndSwap(true, false) {
+	if !c.parkReq {
 		return false
 	}
+	c.parkReq = false
 	_ = c.conn.SetReadDeadline(time.Time{})
 	return true
 }

@@ -111,8 +111,7 @@ func TestClientReaderFrames(t *testing.T) {
 	if _, err := rd.Peek(7); err != nil {
 		t.Fatal(err)
 	}
-	rd.parkReq.Store(true)
-	_ = server.SetReadDeadline(time.Now())
+	rd.requestPark(time.Now())
 	go func() {
 		time.Sleep(50 * time.Millisecond) // the reader waits mid-frame meanwhile
 		_, _ = client.Write(small[7:])
@@ -121,7 +120,7 @@ func TestClientReaderFrames(t *testing.T) {
 	if err != nil || typ != 'Q' || !bytes.Equal(frame, small) {
 		t.Fatalf("frame interrupted by the sweeper's deadline: %q %q %v", typ, frame, err)
 	}
-	if rd.parkReq.Load() {
+	if rd.takeParkRequest() {
 		t.Fatal("the park request was not consumed")
 	}
 
